@@ -1,0 +1,157 @@
+package domain
+
+import (
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Kind classifies an error so that each adapter (REST, MCP) can map it once.
+// Internal is the zero value: an error without a kind is a server fault.
+type Kind uint8
+
+const (
+	Internal        Kind = iota // a fault of ours; the message is not shown
+	Invalid                     // the request is malformed or breaks a rule
+	NotFound                    // the resource does not exist or the caller may not know it does
+	Conflict                    // the request conflicts with the current state
+	Unauthenticated             // no valid credentials
+	Forbidden                   // the caller may see the resource but not do this
+	RateLimited                 // a limit was hit; RetryAfter says when to come back
+	TooLarge                    // the request body or a field is over its limit
+	Unavailable                 // a dependency is down or the server is shutting down
+	Upstream                    // the AI provider failed or rejected the call
+	Timeout                     // the AI provider did not answer in time
+	Canceled                    // the caller went away
+)
+
+var kindNames = [...]string{
+	Internal:        "internal",
+	Invalid:         "invalid_request",
+	NotFound:        "not_found",
+	Conflict:        "conflict",
+	Unauthenticated: "unauthenticated",
+	Forbidden:       "forbidden",
+	RateLimited:     "rate_limited",
+	TooLarge:        "payload_too_large",
+	Unavailable:     "unavailable",
+	Upstream:        "upstream_error",
+	Timeout:         "upstream_timeout",
+	Canceled:        "canceled",
+}
+
+// String returns the kind's wire code, as used in the REST error envelope
+// and at the start of MCP tool error texts.
+func (k Kind) String() string {
+	if int(k) < len(kindNames) {
+		return kindNames[k]
+	}
+	return "internal"
+}
+
+// Error is Parley's one error type. Message is safe to show to a user or a
+// model; Err is the cause, which is only logged.
+type Error struct {
+	Kind    Kind
+	Op      string         // the operation, e.g. "chats.Create"
+	Message string         // what went wrong and how to fix it
+	Details map[string]any // optional structured details (field names, limits)
+	// RetryAfter is set on RateLimited errors when the caller should wait.
+	RetryAfter time.Duration
+	Err        error
+}
+
+func (e *Error) Error() string {
+	msg := e.Message
+	if msg == "" {
+		msg = e.Kind.String()
+	}
+	if e.Op != "" {
+		msg = e.Op + ": " + msg
+	}
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Errorf returns an *Error of the given kind with a formatted, user-safe message.
+func Errorf(kind Kind, format string, args ...any) *Error {
+	return &Error{Kind: kind, Message: fmt.Sprintf(format, args...)}
+}
+
+// Invalidf returns an Invalid error whose details name the offending field.
+func Invalidf(field, format string, args ...any) *Error {
+	e := Errorf(Invalid, format, args...)
+	if field != "" {
+		e.Details = map[string]any{"field": field}
+	}
+	return e
+}
+
+// NotFoundf returns the NotFound error for a resource: "chat cht_x does not exist".
+func NotFoundf(what, id string) *Error {
+	return Errorf(NotFound, "%s %s does not exist", what, id)
+}
+
+// Wrap returns err with op attached. An *Error keeps its kind and message;
+// any other error becomes Internal with err as its hidden cause.
+func Wrap(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		if e.Op == "" {
+			c := *e
+			c.Op = op
+			return &c
+		}
+		return err
+	}
+	return &Error{Kind: Internal, Op: op, Err: err}
+}
+
+// KindOf returns the kind of the first *Error in err's chain, or Internal.
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	return Internal
+}
+
+// MessageOf returns the user-safe message of err. Internal errors never
+// reveal their cause.
+func MessageOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) && e.Kind != Internal && e.Message != "" {
+		return e.Message
+	}
+	switch KindOf(err) {
+	case Internal:
+		return "an internal error occurred; it has been logged"
+	default:
+		return KindOf(err).String()
+	}
+}
+
+// DetailsOf returns the structured details of err, if any.
+func DetailsOf(err error) map[string]any {
+	var e *Error
+	if errors.As(err, &e) && e.Kind != Internal {
+		return e.Details
+	}
+	return nil
+}
+
+// RetryAfterOf returns how long a rate-limited caller should wait, if known.
+func RetryAfterOf(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.RetryAfter
+	}
+	return 0
+}

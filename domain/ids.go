@@ -1,0 +1,44 @@
+package domain
+
+import (
+	"crypto/rand"
+	"encoding/base32"
+	"encoding/binary"
+	"strings"
+	"time"
+)
+
+// Public id prefixes, one per resource.
+const (
+	PrefixProject      = "prj_"
+	PrefixProvider     = "aip_"
+	PrefixChat         = "cht_"
+	PrefixDocument     = "doc_"
+	PrefixConversation = "cnv_"
+	PrefixMessage      = "msg_"
+	PrefixUser         = "usr_"
+	PrefixKey          = "key_"
+)
+
+// idEncoding is Crockford's base32 alphabet in lower case. It is in ASCII
+// order, so ids sort by the time they were made: lists page by id.
+var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadding(base32.NoPadding)
+
+// NewID returns prefix followed by 26 characters: a millisecond timestamp
+// and 80 random bits, so ids are unguessable and sort by creation time.
+func NewID(prefix string) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
+	_, _ = rand.Read(b[6:])
+	return prefix + idEncoding.EncodeToString(b[:])
+}
+
+// validID reports whether s looks like an id made by NewID with prefix.
+func validID(prefix, s string) bool {
+	rest, ok := strings.CutPrefix(s, prefix)
+	if !ok || len(rest) != 26 {
+		return false
+	}
+	_, err := idEncoding.DecodeString(rest)
+	return err == nil
+}

@@ -1,0 +1,65 @@
+package domain
+
+import (
+	"context"
+	"log/slog"
+	"time"
+)
+
+// Secret holds a credential. It prints and logs as "[redacted]", so a
+// secret that ends up in a format string or a log attribute does not leak.
+type Secret string
+
+func (Secret) String() string               { return "[redacted]" }
+func (Secret) GoString() string             { return "[redacted]" }
+func (Secret) LogValue() slog.Value         { return slog.StringValue("[redacted]") }
+func (Secret) MarshalText() ([]byte, error) { return []byte("[redacted]"), nil }
+
+// Reveal returns the credential itself, for the one place that sends it.
+func (s Secret) Reveal() string { return string(s) }
+
+// Endpoint is a resolved AI provider: where to call and with which key.
+type Endpoint struct {
+	Type       ProviderType
+	BaseURL    string // "" for the provider's public default
+	APIKey     Secret
+	APIVersion string // azure-openai
+}
+
+// LLMMessage is one message sent upstream.
+type LLMMessage struct {
+	Role    MessageRole
+	Content string
+}
+
+// LLMRequest is one completion call to an upstream model.
+type LLMRequest struct {
+	Endpoint    Endpoint
+	Model       string
+	Messages    []LLMMessage
+	Temperature *float64
+	MaxTokens   *int
+	TopP        *float64
+	Stop        []string
+}
+
+// LLMResult is what the upstream answered.
+type LLMResult struct {
+	Content      string
+	FinishReason string
+	Model        string // the model the upstream says answered
+	Usage        Usage
+	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
+}
+
+// LLM calls upstream models. The llm package implements it for every
+// ProviderType.
+type LLM interface {
+	// Complete runs one completion. When onDelta is non-nil the call streams
+	// and onDelta receives each content delta in order; an error from onDelta
+	// aborts the call. The result always holds the whole reply. Errors carry
+	// the kinds Upstream (the provider failed or rejected the call),
+	// RateLimited (with RetryAfter), Timeout, Canceled and Invalid (the
+	// provider type or base URL is unusable).
+	Complete(ctx context.Context, req LLMRequest, onDelta func(delta string) error) (*LLMResult, error)
+}

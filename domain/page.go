@@ -1,0 +1,69 @@
+package domain
+
+import (
+	"encoding/base64"
+	"strconv"
+)
+
+// Page limits for every list.
+const (
+	DefaultPageLimit = 20
+	MaxPageLimit     = 100
+)
+
+// Page selects one page of a list ordered by id: up to Limit items whose id
+// is greater than After. Stores return up to Limit+1 items so that the
+// service can tell whether another page follows.
+type Page struct {
+	Limit int
+	After string
+}
+
+// ParsePage validates the limit and cursor query parameters of a list.
+// An empty limit means DefaultPageLimit.
+func ParsePage(limit, cursor string) (Page, error) {
+	p := Page{Limit: DefaultPageLimit}
+	if limit != "" {
+		n, err := strconv.Atoi(limit)
+		if err != nil || n < 1 || n > MaxPageLimit {
+			return p, Invalidf("limit", "limit must be an integer from 1 to %d", MaxPageLimit)
+		}
+		p.Limit = n
+	}
+	if cursor != "" {
+		after, err := base64.RawURLEncoding.DecodeString(cursor)
+		if err != nil || len(after) == 0 {
+			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
+		}
+		p.After = string(after)
+	}
+	return p, nil
+}
+
+// normalize applies the default limit to a zero Page (MCP callers and
+// internal callers may leave it out) and caps it.
+func (p Page) normalize() Page {
+	if p.Limit <= 0 {
+		p.Limit = DefaultPageLimit
+	}
+	if p.Limit > MaxPageLimit {
+		p.Limit = MaxPageLimit
+	}
+	return p
+}
+
+// List is one page of results and the cursor of the next, "" on the last page.
+type List[T any] struct {
+	Items      []T
+	NextCursor string
+}
+
+// paginate trims the Limit+1 items a store returned to one page and makes
+// the cursor from the last item kept.
+func paginate[T any](items []T, p Page, id func(T) string) List[T] {
+	if len(items) <= p.Limit {
+		return List[T]{Items: items}
+	}
+	items = items[:p.Limit]
+	return List[T]{Items: items, NextCursor: base64.RawURLEncoding.EncodeToString([]byte(id(items[len(items)-1])))}
+}
