@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -35,4 +36,135 @@ type ChatStore interface {
 	UpdateChat(ctx context.Context, c *Chat) error
 	// DeleteChat deletes the chat and its conversations; NotFound when absent.
 	DeleteChat(ctx context.Context, id string) error
+}
+
+// Chats manages chats.
+type Chats struct {
+	store  Store
+	access access
+	now    func() time.Time
+}
+
+// ChatCreate is the input of Chats.Create.
+type ChatCreate struct {
+	ProjectID     string
+	AIProviderID  string
+	Name          string
+	SystemMessage string
+	Model         string
+}
+
+// ChatUpdate changes the fields that are not nil.
+type ChatUpdate struct {
+	AIProviderID  *string
+	Name          *string
+	SystemMessage *string
+	Model         *string
+}
+
+func (s *Chats) validate(ctx context.Context, c *Chat) error {
+	if err := checkText("name", c.Name, false, maxNameLen); err != nil {
+		return err
+	}
+	if err := checkText("systemMessage", c.SystemMessage, false, maxTextLen); err != nil {
+		return err
+	}
+	if err := checkText("model", c.Model, false, maxModelLen); err != nil {
+		return err
+	}
+	if err := checkRef("aiProviderId", PrefixProvider, c.AIProviderID); err != nil {
+		return err
+	}
+	p, err := lookup(ctx, PrefixProvider, "AI provider", c.AIProviderID, s.store.GetProvider)
+	if KindOf(err) == NotFound || (err == nil && p.ProjectID != c.ProjectID) {
+		return Invalidf("aiProviderId", "AI provider %s does not exist in project %s; a chat must use a provider of its own project", c.AIProviderID, c.ProjectID)
+	}
+	return err
+}
+
+// Create makes a chat in a project (editor).
+func (s *Chats) Create(ctx context.Context, in ChatCreate) (*Chat, error) {
+	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, in.ProjectID, PermCreateChat, "project", in.ProjectID); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	c := &Chat{ID: NewID(PrefixChat), ProjectID: in.ProjectID, AIProviderID: in.AIProviderID, Name: strings.TrimSpace(in.Name),
+		SystemMessage: in.SystemMessage, Model: strings.TrimSpace(in.Model), CreatedAt: now, UpdatedAt: now}
+	if err := s.validate(ctx, c); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateChat(ctx, c); err != nil {
+		return nil, Wrap("chats.Create", err)
+	}
+	return c, nil
+}
+
+// get fetches a chat and checks perm on its project.
+func (s *Chats) get(ctx context.Context, id string, perm Permission) (*Chat, error) {
+	c, err := lookup(ctx, PrefixChat, "chat", id, s.store.GetChat)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, c.ProjectID, perm, "chat", id); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Get returns a chat the caller can see.
+func (s *Chats) Get(ctx context.Context, id string) (*Chat, error) {
+	return s.get(ctx, id, PermGetChat)
+}
+
+// List returns chats of the projects the caller can see.
+func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
+	member, err := s.access.listScope(ctx, in.ProjectID, PermListChats)
+	if err != nil {
+		return List[Chat]{}, err
+	}
+	page := in.Page.normalize()
+	items, err := s.store.ListChats(ctx, ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
+	if err != nil {
+		return List[Chat]{}, Wrap("chats.List", err)
+	}
+	return paginate(items, page, func(c Chat) string { return c.ID }), nil
+}
+
+// Update changes a chat (editor).
+func (s *Chats) Update(ctx context.Context, id string, in ChatUpdate) (*Chat, error) {
+	c, err := s.get(ctx, id, PermUpdateChat)
+	if err != nil {
+		return nil, err
+	}
+	if in.AIProviderID != nil {
+		c.AIProviderID = *in.AIProviderID
+	}
+	if in.Name != nil {
+		c.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.SystemMessage != nil {
+		c.SystemMessage = *in.SystemMessage
+	}
+	if in.Model != nil {
+		c.Model = strings.TrimSpace(*in.Model)
+	}
+	if err := s.validate(ctx, c); err != nil {
+		return nil, err
+	}
+	c.UpdatedAt = s.now()
+	if err := s.store.UpdateChat(ctx, c); err != nil {
+		return nil, Wrap("chats.Update", err)
+	}
+	return c, nil
+}
+
+// Delete removes a chat and its conversations (editor).
+func (s *Chats) Delete(ctx context.Context, id string) error {
+	if _, err := s.get(ctx, id, PermDeleteChat); err != nil {
+		return err
+	}
+	return Wrap("chats.Delete", s.store.DeleteChat(ctx, id))
 }

@@ -59,3 +59,73 @@ type ConversationStore interface {
 	// DeleteConversation deletes it and its messages; NotFound when absent.
 	DeleteConversation(ctx context.Context, id string) error
 }
+
+// Conversations reads and deletes stored conversations. Completions
+// create and continue them.
+type Conversations struct {
+	store  Store
+	access access
+}
+
+// Get returns a conversation with its messages.
+func (s *Conversations) Get(ctx context.Context, id string) (*Conversation, error) {
+	c, err := s.get(ctx, id, PermGetConversation)
+	if err != nil {
+		return nil, err
+	}
+	if c.Messages, err = s.store.ListMessages(ctx, id); err != nil {
+		return nil, Wrap("conversations.Get", err)
+	}
+	return c, nil
+}
+
+func (s *Conversations) get(ctx context.Context, id string, perm Permission) (*Conversation, error) {
+	c, err := lookup(ctx, PrefixConversation, "conversation", id, s.store.GetConversation)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, c.ProjectID, perm, "conversation", id); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// ConversationListInput selects conversations; ChatID "" lists those of
+// every project the caller can see.
+type ConversationListInput struct {
+	ChatID string
+	Page   Page
+}
+
+// List returns conversations without their messages.
+func (s *Conversations) List(ctx context.Context, in ConversationListInput) (List[Conversation], error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return List[Conversation]{}, err
+	}
+	member := visibleTo(p)
+	if in.ChatID != "" {
+		chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.store.GetChat)
+		if err != nil {
+			return List[Conversation]{}, err
+		}
+		if err := s.access.check(ctx, chat.ProjectID, PermListConversations, "chat", in.ChatID); err != nil {
+			return List[Conversation]{}, err
+		}
+		member = ""
+	}
+	page := in.Page.normalize()
+	items, err := s.store.ListConversations(ctx, ConversationFilter{ChatID: in.ChatID, MemberUserID: member, Page: page})
+	if err != nil {
+		return List[Conversation]{}, Wrap("conversations.List", err)
+	}
+	return paginate(items, page, func(c Conversation) string { return c.ID }), nil
+}
+
+// Delete removes a conversation and its messages (editor).
+func (s *Conversations) Delete(ctx context.Context, id string) error {
+	if _, err := s.get(ctx, id, PermDeleteConversation); err != nil {
+		return err
+	}
+	return Wrap("conversations.Delete", s.store.DeleteConversation(ctx, id))
+}

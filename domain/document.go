@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -33,4 +34,137 @@ type DocumentStore interface {
 	// UpdateDocument saves every field of d; NotFound when absent.
 	UpdateDocument(ctx context.Context, d *Document) error
 	DeleteDocument(ctx context.Context, id string) error
+}
+
+// maxDocumentBytes caps a document's content; the request body limit
+// (8 MiB by default) applies first.
+const maxDocumentBytes = 4 << 20
+
+// Documents manages project documents.
+type Documents struct {
+	store  Store
+	access access
+	now    func() time.Time
+}
+
+// DocumentCreate is the input of Documents.Create.
+type DocumentCreate struct {
+	ProjectID string
+	Name      string
+	Content   string
+	MimeType  string
+	Metadata  map[string]any
+}
+
+// DocumentUpdate changes the fields that are not nil.
+type DocumentUpdate struct {
+	Name     *string
+	Content  *string
+	MimeType *string
+	Metadata map[string]any // nil leaves it; an empty map clears it
+}
+
+func validateDocument(d *Document) error {
+	if err := checkText("name", d.Name, true, maxNameLen); err != nil {
+		return err
+	}
+	if len(d.Content) > maxDocumentBytes {
+		return Errorf(TooLarge, "content is %d bytes; the limit is %d", len(d.Content), maxDocumentBytes)
+	}
+	if err := checkText("content", d.Content, true, maxDocumentBytes); err != nil {
+		return err
+	}
+	if d.MimeType == "" {
+		d.MimeType = "text/plain"
+	}
+	return checkText("mimeType", d.MimeType, false, 255)
+}
+
+// Create adds a document to a project (editor).
+func (s *Documents) Create(ctx context.Context, in DocumentCreate) (*Document, error) {
+	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, in.ProjectID, PermCreateDocument, "project", in.ProjectID); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	d := &Document{ID: NewID(PrefixDocument), ProjectID: in.ProjectID, Name: strings.TrimSpace(in.Name), Content: in.Content,
+		MimeType: in.MimeType, Metadata: in.Metadata, CreatedAt: now, UpdatedAt: now}
+	if err := validateDocument(d); err != nil {
+		return nil, err
+	}
+	if err := s.store.CreateDocument(ctx, d); err != nil {
+		return nil, Wrap("documents.Create", err)
+	}
+	return d, nil
+}
+
+// Get returns a document the caller can see.
+func (s *Documents) Get(ctx context.Context, id string) (*Document, error) {
+	d, err := lookup(ctx, PrefixDocument, "document", id, s.store.GetDocument)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, d.ProjectID, PermGetDocument, "document", id); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// List returns documents of the projects the caller can see.
+func (s *Documents) List(ctx context.Context, in ListInput) (List[Document], error) {
+	member, err := s.access.listScope(ctx, in.ProjectID, PermListDocuments)
+	if err != nil {
+		return List[Document]{}, err
+	}
+	page := in.Page.normalize()
+	items, err := s.store.ListDocuments(ctx, DocumentFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
+	if err != nil {
+		return List[Document]{}, Wrap("documents.List", err)
+	}
+	return paginate(items, page, func(d Document) string { return d.ID }), nil
+}
+
+// Update changes a document (editor).
+func (s *Documents) Update(ctx context.Context, id string, in DocumentUpdate) (*Document, error) {
+	d, err := lookup(ctx, PrefixDocument, "document", id, s.store.GetDocument)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, d.ProjectID, PermUpdateDocument, "document", id); err != nil {
+		return nil, err
+	}
+	if in.Name != nil {
+		d.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.Content != nil {
+		d.Content = *in.Content
+	}
+	if in.MimeType != nil {
+		d.MimeType = *in.MimeType
+	}
+	if in.Metadata != nil {
+		d.Metadata = in.Metadata
+	}
+	if err := validateDocument(d); err != nil {
+		return nil, err
+	}
+	d.UpdatedAt = s.now()
+	if err := s.store.UpdateDocument(ctx, d); err != nil {
+		return nil, Wrap("documents.Update", err)
+	}
+	return d, nil
+}
+
+// Delete removes a document (editor).
+func (s *Documents) Delete(ctx context.Context, id string) error {
+	d, err := lookup(ctx, PrefixDocument, "document", id, s.store.GetDocument)
+	if err != nil {
+		return err
+	}
+	if err := s.access.check(ctx, d.ProjectID, PermDeleteDocument, "document", id); err != nil {
+		return err
+	}
+	return Wrap("documents.Delete", s.store.DeleteDocument(ctx, id))
 }

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -56,4 +57,179 @@ type MemberStore interface {
 	DeleteMember(ctx context.Context, projectID, userID string) error
 	// CountOwners returns how many owners projectID has.
 	CountOwners(ctx context.Context, projectID string) (int64, error)
+}
+
+// Projects manages projects and their members.
+type Projects struct {
+	store  Store
+	access access
+	now    func() time.Time
+}
+
+// ProjectCreate is the input of Projects.Create.
+type ProjectCreate struct {
+	Name        string
+	Description string
+}
+
+// ProjectUpdate changes the fields that are not nil.
+type ProjectUpdate struct {
+	Name        *string
+	Description *string
+}
+
+func (in ProjectCreate) validate() error {
+	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
+		return err
+	}
+	return checkText("description", in.Description, false, maxTextLen)
+}
+
+// Create makes a project; the caller becomes its owner.
+func (s *Projects) Create(ctx context.Context, in ProjectCreate) (*Project, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	prj := &Project{ID: NewID(PrefixProject), Name: strings.TrimSpace(in.Name), Description: in.Description, CreatedAt: now, UpdatedAt: now}
+	owner := Member{ProjectID: prj.ID, UserID: p.UserID, Role: RoleOwner, CreatedAt: now, UpdatedAt: now}
+	if err := s.store.CreateProject(ctx, prj, owner); err != nil {
+		return nil, Wrap("projects.Create", err)
+	}
+	return prj, nil
+}
+
+// Get returns a project the caller can see.
+func (s *Projects) Get(ctx context.Context, id string) (*Project, error) {
+	if err := s.access.check(ctx, id, PermGetProject, "project", id); err != nil {
+		return nil, err
+	}
+	return lookup(ctx, PrefixProject, "project", id, s.store.GetProject)
+}
+
+// List returns the projects the caller can see.
+func (s *Projects) List(ctx context.Context, page Page) (List[Project], error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return List[Project]{}, err
+	}
+	page = page.normalize()
+	items, err := s.store.ListProjects(ctx, ProjectFilter{MemberUserID: visibleTo(p), Page: page})
+	if err != nil {
+		return List[Project]{}, Wrap("projects.List", err)
+	}
+	return paginate(items, page, func(p Project) string { return p.ID }), nil
+}
+
+// Update changes a project's name or description (owner).
+func (s *Projects) Update(ctx context.Context, id string, in ProjectUpdate) (*Project, error) {
+	if err := s.access.check(ctx, id, PermUpdateProject, "project", id); err != nil {
+		return nil, err
+	}
+	prj, err := lookup(ctx, PrefixProject, "project", id, s.store.GetProject)
+	if err != nil {
+		return nil, err
+	}
+	if in.Name != nil {
+		prj.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.Description != nil {
+		prj.Description = *in.Description
+	}
+	if err := (ProjectCreate{Name: prj.Name, Description: prj.Description}).validate(); err != nil {
+		return nil, err
+	}
+	prj.UpdatedAt = s.now()
+	if err := s.store.UpdateProject(ctx, prj); err != nil {
+		return nil, Wrap("projects.Update", err)
+	}
+	return prj, nil
+}
+
+// Delete removes a project and everything it owns (owner).
+func (s *Projects) Delete(ctx context.Context, id string) error {
+	if err := s.access.check(ctx, id, PermDeleteProject, "project", id); err != nil {
+		return err
+	}
+	return Wrap("projects.Delete", s.store.DeleteProject(ctx, id))
+}
+
+// ListMembers lists a project's members.
+func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page) (List[Member], error) {
+	if err := s.access.check(ctx, projectID, PermListMembers, "project", projectID); err != nil {
+		return List[Member]{}, err
+	}
+	page = page.normalize()
+	items, err := s.store.ListMembers(ctx, projectID, page)
+	if err != nil {
+		return List[Member]{}, Wrap("projects.ListMembers", err)
+	}
+	return paginate(items, page, func(m Member) string { return m.UserID }), nil
+}
+
+// PutMember gives userID a role in the project (owner). The last owner
+// cannot be demoted.
+func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role Role) (*Member, error) {
+	if err := s.access.check(ctx, projectID, PermPutMember, "project", projectID); err != nil {
+		return nil, err
+	}
+	if !role.Valid() {
+		return nil, Invalidf("role", "role must be one of viewer, editor, owner")
+	}
+	if _, err := lookup(ctx, PrefixUser, "user", userID, s.store.GetUser); err != nil {
+		return nil, err
+	}
+	old, err := s.store.GetMember(ctx, projectID, userID)
+	if err != nil && KindOf(err) != NotFound {
+		return nil, Wrap("projects.PutMember", err)
+	}
+	now := s.now()
+	m := &Member{ProjectID: projectID, UserID: userID, Role: role, CreatedAt: now, UpdatedAt: now}
+	if old != nil {
+		if old.Role == RoleOwner && role != RoleOwner {
+			if err := s.keepAnOwner(ctx, projectID); err != nil {
+				return nil, err
+			}
+		}
+		m.CreatedAt = old.CreatedAt
+	}
+	if err := s.store.PutMember(ctx, m); err != nil {
+		return nil, Wrap("projects.PutMember", err)
+	}
+	return m, nil
+}
+
+// DeleteMember removes userID from the project (owner).
+func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) error {
+	if err := s.access.check(ctx, projectID, PermDeleteMember, "project", projectID); err != nil {
+		return err
+	}
+	m, err := s.store.GetMember(ctx, projectID, userID)
+	if KindOf(err) == NotFound {
+		return NotFoundf("member", userID)
+	}
+	if err != nil {
+		return Wrap("projects.DeleteMember", err)
+	}
+	if m.Role == RoleOwner {
+		if err := s.keepAnOwner(ctx, projectID); err != nil {
+			return err
+		}
+	}
+	return Wrap("projects.DeleteMember", s.store.DeleteMember(ctx, projectID, userID))
+}
+
+func (s *Projects) keepAnOwner(ctx context.Context, projectID string) error {
+	n, err := s.store.CountOwners(ctx, projectID)
+	if err != nil {
+		return Wrap("projects.keepAnOwner", err)
+	}
+	if n <= 1 {
+		return Errorf(Conflict, "project %s must keep at least one owner; make another member owner first", projectID)
+	}
+	return nil
 }

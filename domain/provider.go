@@ -2,6 +2,10 @@ package domain
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
 	"time"
 )
 
@@ -63,4 +67,328 @@ type ProviderStore interface {
 type Sealer interface {
 	Seal(plaintext []byte) (ciphertext []byte, keyID string, err error)
 	Open(ciphertext []byte, keyID string) ([]byte, error)
+}
+
+// Resolver looks up a host's addresses; *net.Resolver implements it.
+type Resolver interface {
+	LookupIPAddr(ctx context.Context, host string) ([]net.IPAddr, error)
+}
+
+var defaultResolver Resolver = net.DefaultResolver
+
+// envKeyPrefix is the only environment a provider's apiKeyRef may read:
+// otherwise a tenant could point a provider at its own server and read
+// env:PARLEY_DATABASE_URL in the Authorization header.
+const envKeyPrefix = "PARLEY_PROVIDER_KEY_"
+
+// Providers manages AI providers and resolves their credentials.
+type Providers struct {
+	deps   Deps
+	access access
+}
+
+// ProviderCreate is the input of Providers.Create. APIKey and APIKeyRef are
+// mutually exclusive.
+type ProviderCreate struct {
+	ProjectID    string
+	Name         string
+	Type         ProviderType
+	BaseURL      string
+	DefaultModel string
+	APIVersion   string
+	APIKey       string
+	APIKeyRef    string
+}
+
+// ProviderUpdate changes the fields that are not nil. Setting APIKey clears
+// APIKeyRef and the other way round; "" removes the key.
+type ProviderUpdate struct {
+	Name         *string
+	BaseURL      *string
+	DefaultModel *string
+	APIVersion   *string
+	APIKey       *string
+	APIKeyRef    *string
+}
+
+// Create adds an AI provider to a project (owner).
+func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider, error) {
+	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, in.ProjectID, PermCreateProvider, "project", in.ProjectID); err != nil {
+		return nil, err
+	}
+	now := s.deps.Now()
+	p := &AIProvider{
+		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: strings.TrimSpace(in.Name), Type: in.Type,
+		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: strings.TrimSpace(in.DefaultModel),
+		APIVersion: in.APIVersion, CreatedAt: now, UpdatedAt: now,
+	}
+	if in.APIKey != "" && in.APIKeyRef != "" {
+		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
+	}
+	if err := s.setKey(p, in.APIKey, in.APIKeyRef); err != nil {
+		return nil, err
+	}
+	if err := s.validate(ctx, p); err != nil {
+		return nil, err
+	}
+	if err := s.deps.Store.CreateProvider(ctx, p); err != nil {
+		return nil, Wrap("providers.Create", err)
+	}
+	return p, nil
+}
+
+func (s *Providers) setKey(p *AIProvider, key, ref string) error {
+	p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint, p.APIKeyRef = nil, "", "", ""
+	switch {
+	case key != "":
+		if err := checkText("apiKey", key, true, 4096); err != nil {
+			return err
+		}
+		ct, keyID, err := s.deps.Sealer.Seal([]byte(key))
+		if err != nil {
+			return Wrap("providers.setKey", err)
+		}
+		p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint = ct, keyID, keyHint(key)
+	case ref != "":
+		name, ok := strings.CutPrefix(ref, "env:")
+		if !ok || !strings.HasPrefix(name, envKeyPrefix) || len(name) == len(envKeyPrefix) {
+			return Invalidf("apiKeyRef", "apiKeyRef must be \"env:%sNAME\": only environment variables starting with %s may hold provider keys", envKeyPrefix, envKeyPrefix)
+		}
+		p.APIKeyRef = ref
+	}
+	return nil
+}
+
+// keyHint shows enough of a key to recognise it: "sk-…abcd".
+func keyHint(key string) string {
+	if len(key) < 12 {
+		return "…" + key[len(key)-min(2, len(key)):]
+	}
+	return key[:3] + "…" + key[len(key)-4:]
+}
+
+func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
+	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
+		return err
+	}
+	if err := checkText("defaultModel", p.DefaultModel, true, maxModelLen); err != nil {
+		return err
+	}
+	switch p.Type {
+	case ProviderOpenAI, ProviderAnthropic:
+	case ProviderOpenAICompatible, ProviderAzureOpenAI:
+		if p.BaseURL == "" {
+			return Invalidf("baseUrl", "baseUrl is required for type %s", p.Type)
+		}
+	default:
+		return Invalidf("type", "type must be one of openai, openai-compatible, azure-openai, anthropic")
+	}
+	if p.BaseURL != "" {
+		return s.checkBaseURL(ctx, p.BaseURL)
+	}
+	return nil
+}
+
+// checkBaseURL refuses URLs that are not http(s) and, unless the operator
+// allowed it, hosts on loopback, private, link-local or metadata addresses
+// (SSRF). The llm package checks again at connect time, against DNS rebinding.
+func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return Invalidf("baseUrl", "baseUrl must be an absolute http or https URL")
+	}
+	if u.User != nil {
+		return Invalidf("baseUrl", "baseUrl must not carry credentials; use apiKey or apiKeyRef")
+	}
+	if s.deps.AllowPrivateUpstreams {
+		return nil
+	}
+	host := u.Hostname()
+	var addrs []net.IP
+	if ip := net.ParseIP(host); ip != nil {
+		addrs = []net.IP{ip}
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		res, err := s.deps.Resolver.LookupIPAddr(ctx, host)
+		if err != nil {
+			return Invalidf("baseUrl", "the host of baseUrl, %q, cannot be resolved", host)
+		}
+		for _, a := range res {
+			addrs = append(addrs, a.IP)
+		}
+	}
+	for _, ip := range addrs {
+		if IsPrivateIP(ip) {
+			return Invalidf("baseUrl", "baseUrl %q points at a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that", raw)
+		}
+	}
+	return nil
+}
+
+// IsPrivateIP reports whether ip is one an upstream must not have unless
+// private upstreams are allowed: loopback, private, link-local (which
+// holds the cloud metadata address), unspecified or multicast.
+func IsPrivateIP(ip net.IP) bool {
+	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
+		ip.Equal(net.ParseIP("fd00:ec2::254"))
+}
+
+// Get returns a provider the caller can see (never its key).
+func (s *Providers) Get(ctx context.Context, id string) (*AIProvider, error) {
+	p, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, p.ProjectID, PermGetProvider, "AI provider", id); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// ListInput selects a project's resources to list; ProjectID "" lists every
+// project the caller can see.
+type ListInput struct {
+	ProjectID string
+	Page      Page
+}
+
+// memberFilter checks that the caller may list in in.ProjectID and returns
+// the member restriction for the store.
+func (a access) listScope(ctx context.Context, projectID string, perm Permission) (string, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return "", err
+	}
+	if projectID != "" {
+		return "", a.check(ctx, projectID, perm, "project", projectID)
+	}
+	return visibleTo(p), nil
+}
+
+// List returns providers of the projects the caller can see.
+func (s *Providers) List(ctx context.Context, in ListInput) (List[AIProvider], error) {
+	member, err := s.access.listScope(ctx, in.ProjectID, PermListProviders)
+	if err != nil {
+		return List[AIProvider]{}, err
+	}
+	page := in.Page.normalize()
+	items, err := s.deps.Store.ListProviders(ctx, ProviderFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
+	if err != nil {
+		return List[AIProvider]{}, Wrap("providers.List", err)
+	}
+	return paginate(items, page, func(p AIProvider) string { return p.ID }), nil
+}
+
+// Update changes a provider (owner).
+func (s *Providers) Update(ctx context.Context, id string, in ProviderUpdate) (*AIProvider, error) {
+	p, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, p.ProjectID, PermUpdateProvider, "AI provider", id); err != nil {
+		return nil, err
+	}
+	if in.Name != nil {
+		p.Name = strings.TrimSpace(*in.Name)
+	}
+	if in.BaseURL != nil {
+		p.BaseURL = strings.TrimRight(strings.TrimSpace(*in.BaseURL), "/")
+	}
+	if in.DefaultModel != nil {
+		p.DefaultModel = strings.TrimSpace(*in.DefaultModel)
+	}
+	if in.APIVersion != nil {
+		p.APIVersion = *in.APIVersion
+	}
+	if in.APIKey != nil && in.APIKeyRef != nil && *in.APIKey != "" && *in.APIKeyRef != "" {
+		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
+	}
+	switch {
+	case in.APIKey != nil:
+		err = s.setKey(p, *in.APIKey, "")
+	case in.APIKeyRef != nil:
+		err = s.setKey(p, "", *in.APIKeyRef)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.validate(ctx, p); err != nil {
+		return nil, err
+	}
+	p.UpdatedAt = s.deps.Now()
+	if err := s.deps.Store.UpdateProvider(ctx, p); err != nil {
+		return nil, Wrap("providers.Update", err)
+	}
+	return p, nil
+}
+
+// Delete removes a provider (owner); Conflict while chats use it.
+func (s *Providers) Delete(ctx context.Context, id string) error {
+	p, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
+	if err != nil {
+		return err
+	}
+	if err := s.access.check(ctx, p.ProjectID, PermDeleteProvider, "AI provider", id); err != nil {
+		return err
+	}
+	return Wrap("providers.Delete", s.deps.Store.DeleteProvider(ctx, id))
+}
+
+// endpoint resolves where and with which key to call p.
+func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
+	e := Endpoint{Type: p.Type, BaseURL: p.BaseURL, APIVersion: p.APIVersion}
+	switch {
+	case len(p.APIKeyCiphertext) > 0:
+		key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
+		if err != nil {
+			return e, &Error{Kind: Unavailable, Op: "providers.endpoint", Message: fmt.Sprintf("the API key of AI provider %s cannot be decrypted; the operator must load its master key", p.ID), Err: err}
+		}
+		e.APIKey = Secret(key)
+	case p.APIKeyRef != "":
+		name := strings.TrimPrefix(p.APIKeyRef, "env:")
+		v, ok := s.deps.LookupEnv(name)
+		if !ok || v == "" {
+			return e, Errorf(Unavailable, "AI provider %s reads its key from %s, which is not set on the server", p.ID, name)
+		}
+		e.APIKey = Secret(v)
+	}
+	return e, nil
+}
+
+// RotateKeys re-encrypts every stored provider key under the sealer's
+// current master key, returning how many it rewrote. For `parley admin rotate-key`.
+func (s *Providers) RotateKeys(ctx context.Context) (int, error) {
+	all, err := s.deps.Store.ListAllProviders(ctx)
+	if err != nil {
+		return 0, Wrap("providers.RotateKeys", err)
+	}
+	n := 0
+	for i := range all {
+		p := &all[i]
+		if len(p.APIKeyCiphertext) == 0 {
+			continue
+		}
+		key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
+		if err != nil {
+			return n, Wrap("providers.RotateKeys", fmt.Errorf("open key of %s: %w", p.ID, err))
+		}
+		ct, keyID, err := s.deps.Sealer.Seal(key)
+		if err != nil {
+			return n, Wrap("providers.RotateKeys", err)
+		}
+		if keyID == p.APIKeyKeyID {
+			continue
+		}
+		p.APIKeyCiphertext, p.APIKeyKeyID = ct, keyID
+		if err := s.deps.Store.UpdateProvider(ctx, p); err != nil {
+			return n, Wrap("providers.RotateKeys", err)
+		}
+		n++
+	}
+	return n, nil
 }

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"log/slog"
 	"time"
 )
 
@@ -71,4 +72,127 @@ type UsageStore interface {
 	InsertUsage(ctx context.Context, records []UsageRecord) error
 	// SumUsage returns totals per group, ordered by key.
 	SumUsage(ctx context.Context, q UsageQuery) ([]UsageTotal, error)
+}
+
+// UsageRecorder takes usage records off the hot path. Record must not block
+// for long; it never fails the completion that produced the record.
+type UsageRecorder interface {
+	Record(ctx context.Context, r UsageRecord)
+}
+
+// syncRecorder writes each record as it comes; tests and tools use it.
+type syncRecorder struct {
+	store UsageStore
+	log   *slog.Logger
+}
+
+func (r syncRecorder) Record(ctx context.Context, rec UsageRecord) {
+	if err := r.store.InsertUsage(context.WithoutCancel(ctx), []UsageRecord{rec}); err != nil {
+		r.log.Error("usage record lost", "id", rec.ID, "err", err)
+	}
+}
+
+// UsageBatcher records usage in batches from a background goroutine: a
+// completion hands over its record and goes on. Close flushes what is left.
+type UsageBatcher struct {
+	store    UsageStore
+	log      *slog.Logger
+	in       chan UsageRecord
+	done     chan struct{}
+	maxBatch int
+	every    time.Duration
+}
+
+// NewUsageBatcher starts a batcher that writes every interval or every
+// maxBatch records, whichever comes first.
+func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every time.Duration) *UsageBatcher {
+	b := &UsageBatcher{store: store, log: log, in: make(chan UsageRecord, 16*maxBatch), done: make(chan struct{}), maxBatch: maxBatch, every: every}
+	go b.run()
+	return b
+}
+
+// Record queues rec. When the queue is full it waits, so no record is lost.
+func (b *UsageBatcher) Record(ctx context.Context, rec UsageRecord) {
+	b.in <- rec
+}
+
+func (b *UsageBatcher) run() {
+	defer close(b.done)
+	t := time.NewTicker(b.every)
+	defer t.Stop()
+	batch := make([]UsageRecord, 0, b.maxBatch)
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := b.store.InsertUsage(ctx, batch); err != nil {
+			b.log.Error("usage batch lost", "records", len(batch), "err", err)
+		}
+		batch = batch[:0]
+	}
+	for {
+		select {
+		case rec, ok := <-b.in:
+			if !ok {
+				flush()
+				return
+			}
+			batch = append(batch, rec)
+			if len(batch) >= b.maxBatch {
+				flush()
+			}
+		case <-t.C:
+			flush()
+		}
+	}
+}
+
+// Close stops taking records and returns once every queued one is written.
+// No Record may be called after Close.
+func (b *UsageBatcher) Close() {
+	close(b.in)
+	<-b.done
+}
+
+// UsageReports answers usage queries.
+type UsageReports struct {
+	store  Store
+	access access
+	now    func() time.Time
+}
+
+// UsageInput is the input of UsageReports.Get. Zero From means 30 days
+// before To; zero To means now.
+type UsageInput struct {
+	ProjectID string
+	From, To  time.Time
+	GroupBy   UsageGroupBy
+}
+
+// Get returns a project's usage totals.
+func (s *UsageReports) Get(ctx context.Context, in UsageInput) ([]UsageTotal, error) {
+	if err := s.access.check(ctx, in.ProjectID, PermGetUsage, "project", in.ProjectID); err != nil {
+		return nil, err
+	}
+	switch in.GroupBy {
+	case "", GroupByModel, GroupByProvider, GroupByChat, GroupByKey:
+	default:
+		return nil, Invalidf("groupBy", "groupBy must be one of model, provider, chat, key")
+	}
+	if in.To.IsZero() {
+		in.To = s.now().Add(time.Second)
+	}
+	if in.From.IsZero() {
+		in.From = in.To.Add(-30 * 24 * time.Hour)
+	}
+	if !in.From.Before(in.To) {
+		return nil, Invalidf("from", "from must be before to")
+	}
+	totals, err := s.store.SumUsage(ctx, UsageQuery{ProjectID: in.ProjectID, From: in.From, To: in.To, GroupBy: in.GroupBy})
+	if err != nil {
+		return nil, Wrap("usage.Get", err)
+	}
+	return totals, nil
 }

@@ -2,6 +2,10 @@ package domain
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"strings"
 	"time"
 )
 
@@ -42,4 +46,233 @@ type UserStore interface {
 	ListAPIKeys(ctx context.Context, userID string, p Page) ([]APIKey, error)
 	// RevokeAPIKey sets revokedAt on keyID of userID; NotFound when it does not exist.
 	RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error
+}
+
+// keyPrefix starts every API key, so a leaked key is recognisable.
+const keyPrefix = "pk_"
+
+// HashAPIKey returns the stored form of an API key. Keys carry 256 random
+// bits, so a fast hash is as strong as a slow one here.
+func HashAPIKey(key string) []byte {
+	sum := sha256.Sum256([]byte(key))
+	return sum[:]
+}
+
+func newAPIKeySecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return keyPrefix + base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Users authenticates callers and manages users and their API keys.
+type Users struct {
+	store UserStore
+	now   func() time.Time
+}
+
+// Authenticate returns the principal owning key. Unknown and revoked keys
+// are Unauthenticated.
+func (s *Users) Authenticate(ctx context.Context, key string) (Principal, error) {
+	bad := Errorf(Unauthenticated, "the API key is not valid or has been revoked")
+	if !strings.HasPrefix(key, keyPrefix) || len(key) > 128 {
+		return Principal{}, bad
+	}
+	k, u, err := s.store.GetAPIKeyByHash(ctx, HashAPIKey(key))
+	if KindOf(err) == NotFound {
+		return Principal{}, bad
+	}
+	if err != nil {
+		return Principal{}, Wrap("users.Authenticate", err)
+	}
+	if k.RevokedAt != nil {
+		return Principal{}, bad
+	}
+	return Principal{UserID: u.ID, KeyID: k.ID, IsAdmin: u.IsAdmin}, nil
+}
+
+// Me returns the calling user.
+func (s *Users) Me(ctx context.Context) (*User, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.store.GetUser(ctx, p.UserID)
+}
+
+// UserCreate is the input of Users.Create.
+type UserCreate struct {
+	Name    string
+	IsAdmin bool
+}
+
+// Create makes a user. Only admins may.
+func (s *Users) Create(ctx context.Context, in UserCreate) (*User, error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if !p.IsAdmin {
+		return nil, Errorf(Forbidden, "only a system admin may create users")
+	}
+	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
+		return nil, err
+	}
+	now := s.now()
+	u := &User{ID: NewID(PrefixUser), Name: strings.TrimSpace(in.Name), IsAdmin: in.IsAdmin, CreatedAt: now}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		return nil, Wrap("users.Create", err)
+	}
+	return u, nil
+}
+
+// List returns users: every user for an admin, only itself otherwise.
+func (s *Users) List(ctx context.Context, page Page) (List[User], error) {
+	p, err := principal(ctx)
+	if err != nil {
+		return List[User]{}, err
+	}
+	if !p.IsAdmin {
+		u, err := s.store.GetUser(ctx, p.UserID)
+		if err != nil {
+			return List[User]{}, err
+		}
+		return List[User]{Items: []User{*u}}, nil
+	}
+	page = page.normalize()
+	users, err := s.store.ListUsers(ctx, page)
+	if err != nil {
+		return List[User]{}, Wrap("users.List", err)
+	}
+	return paginate(users, page, func(u User) string { return u.ID }), nil
+}
+
+// selfOrAdmin checks that the caller is userID or an admin; others get
+// NotFound so that users cannot probe for each other.
+func (s *Users) selfOrAdmin(ctx context.Context, userID string) error {
+	p, err := principal(ctx)
+	if err != nil {
+		return err
+	}
+	if p.IsAdmin || p.UserID == userID {
+		if _, err := lookup(ctx, PrefixUser, "user", userID, s.store.GetUser); err != nil {
+			return err
+		}
+		return nil
+	}
+	return NotFoundf("user", userID)
+}
+
+// NewAPIKey is a created key with its secret, which is shown only once.
+type NewAPIKey struct {
+	APIKey
+	Secret string
+}
+
+// CreateAPIKey makes a key for userID (an admin, or the user for itself).
+func (s *Users) CreateAPIKey(ctx context.Context, userID, name string) (*NewAPIKey, error) {
+	if err := s.selfOrAdmin(ctx, userID); err != nil {
+		return nil, err
+	}
+	if err := checkText("name", name, true, maxNameLen); err != nil {
+		return nil, err
+	}
+	return s.createKey(ctx, userID, strings.TrimSpace(name), newAPIKeySecret())
+}
+
+func (s *Users) createKey(ctx context.Context, userID, name, secret string) (*NewAPIKey, error) {
+	k := APIKey{
+		ID: NewID(PrefixKey), UserID: userID, Name: name,
+		Hash: HashAPIKey(secret), Hint: secret[:len(keyPrefix)+4], CreatedAt: s.now(),
+	}
+	if err := s.store.CreateAPIKey(ctx, &k); err != nil {
+		return nil, Wrap("users.CreateAPIKey", err)
+	}
+	return &NewAPIKey{APIKey: k, Secret: secret}, nil
+}
+
+// ListAPIKeys lists userID's keys, never their secrets.
+func (s *Users) ListAPIKeys(ctx context.Context, userID string, page Page) (List[APIKey], error) {
+	if err := s.selfOrAdmin(ctx, userID); err != nil {
+		return List[APIKey]{}, err
+	}
+	page = page.normalize()
+	keys, err := s.store.ListAPIKeys(ctx, userID, page)
+	if err != nil {
+		return List[APIKey]{}, Wrap("users.ListAPIKeys", err)
+	}
+	return paginate(keys, page, func(k APIKey) string { return k.ID }), nil
+}
+
+// RevokeAPIKey revokes keyID of userID; the key answers 401 from then on.
+func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) error {
+	if err := s.selfOrAdmin(ctx, userID); err != nil {
+		return err
+	}
+	if !validID(PrefixKey, keyID) {
+		return NotFoundf("API key", keyID)
+	}
+	return s.store.RevokeAPIKey(ctx, userID, keyID, s.now())
+}
+
+// EnsureAdminKey makes sure key exists as a system admin's key, creating
+// the admin user "admin" when needed. It is idempotent: the bootstrap key
+// (PARLEY_BOOTSTRAP_ADMIN_KEY) is passed at every start.
+func (s *Users) EnsureAdminKey(ctx context.Context, key string) error {
+	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
+		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have at least 20 more characters; make one with 'parley admin gen-api-key'", keyPrefix)
+	}
+	k, u, err := s.store.GetAPIKeyByHash(ctx, HashAPIKey(key))
+	if err == nil {
+		if !u.IsAdmin || k.RevokedAt != nil {
+			return Errorf(Conflict, "the bootstrap admin key belongs to a non-admin user or was revoked; choose another key")
+		}
+		return nil
+	}
+	if KindOf(err) != NotFound {
+		return Wrap("users.EnsureAdminKey", err)
+	}
+	u = &User{ID: NewID(PrefixUser), Name: "admin", IsAdmin: true, CreatedAt: s.now()}
+	if err := s.store.CreateUser(ctx, u); err != nil {
+		return Wrap("users.EnsureAdminKey", err)
+	}
+	_, err = s.createKey(ctx, u.ID, "bootstrap", key)
+	return err
+}
+
+// BootstrapIfEmpty creates an admin user and key when no user exists yet,
+// returning the key to print once; "" when users already exist.
+func (s *Users) BootstrapIfEmpty(ctx context.Context) (string, error) {
+	n, err := s.store.CountUsers(ctx)
+	if err != nil {
+		return "", Wrap("users.BootstrapIfEmpty", err)
+	}
+	if n > 0 {
+		return "", nil
+	}
+	key := newAPIKeySecret()
+	return key, s.EnsureAdminKey(ctx, key)
+}
+
+// NewAPIKeySecret returns a fresh random API key in Parley's format.
+func NewAPIKeySecret() string { return newAPIKeySecret() }
+
+// LocalAdminID is the id of the user a stdio MCP session acts as when it
+// was started without PARLEY_API_KEY.
+const LocalAdminID = PrefixUser + "00000000000000000000000000"
+
+// LocalAdmin returns the principal of a stdio session started without an
+// API key: the machine's user who started the process, as a system admin.
+// The user is created on first use.
+func (s *Users) LocalAdmin(ctx context.Context) (Principal, error) {
+	_, err := s.store.GetUser(ctx, LocalAdminID)
+	if KindOf(err) == NotFound {
+		err = s.store.CreateUser(ctx, &User{ID: LocalAdminID, Name: "local admin (stdio)", IsAdmin: true, CreatedAt: s.now()})
+		if KindOf(err) == Conflict {
+			err = nil
+		}
+	}
+	if err != nil {
+		return Principal{}, Wrap("users.LocalAdmin", err)
+	}
+	return Principal{UserID: LocalAdminID, IsAdmin: true}, nil
 }

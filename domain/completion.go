@@ -1,0 +1,433 @@
+package domain
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// InputMessage is one message of a completion request: Content or
+// DocumentID, never both.
+type InputMessage struct {
+	Role       MessageRole
+	Content    *string
+	DocumentID string
+}
+
+// CompletionParams are the fields both completion endpoints take.
+type CompletionParams struct {
+	Messages    []InputMessage
+	Model       string
+	Temperature *float64
+	MaxTokens   *int
+	TopP        *float64
+	Stop        []string
+	Debug       bool
+}
+
+// StatelessCompletion is the input of Completions.Stateless
+// (POST /chats/completions, MCP create-chat-completion).
+type StatelessCompletion struct {
+	AIProviderID  string
+	SystemMessage string
+	CompletionParams
+}
+
+// ChatCompletion is the input of Completions.ForChat
+// (POST /chats/{chatId}/completions, MCP create-chat-completion-for-chat).
+type ChatCompletion struct {
+	ChatID         string
+	ConversationID string
+	CompletionParams
+}
+
+// CompletionMeta identifies a completion; a stream announces it first.
+type CompletionMeta struct {
+	MessageID      string
+	ConversationID string // per-chat completions only
+	Model          string
+	Created        time.Time
+}
+
+// Completion is a finished completion.
+type Completion struct {
+	CompletionMeta
+	Content      string
+	FinishReason string
+	Usage        Usage
+	Debug        *Debug
+}
+
+// Debug shows how a completion was resolved (request field debug: true).
+type Debug struct {
+	ProviderID   string
+	ProviderName string
+	ProviderType ProviderType
+	Model        string
+	Messages     []LLMMessage // as sent upstream, secrets redacted
+	QueueTime    time.Duration
+	FirstByte    time.Duration
+	Total        time.Duration
+}
+
+// Emitter receives a streamed completion: Start once, before the first
+// delta (and before the call returns, even for an empty reply), then each
+// delta in order. An error from either aborts the completion.
+type Emitter interface {
+	Start(meta CompletionMeta) error
+	Delta(text string) error
+}
+
+// Completions runs completions, stateless or per chat.
+type Completions struct {
+	deps      Deps
+	access    access
+	providers *Providers
+}
+
+// Completion parameter limits.
+const (
+	maxStopSequences = 4
+	maxMessages      = 1000
+)
+
+func (p *CompletionParams) validate() error {
+	if len(p.Messages) == 0 {
+		return Invalidf("messages", "messages must not be empty; send at least one {\"role\": \"user\", \"content\": \"...\"}")
+	}
+	if len(p.Messages) > maxMessages {
+		return Invalidf("messages", "messages has %d entries; the limit is %d", len(p.Messages), maxMessages)
+	}
+	systems := 0
+	for i, m := range p.Messages {
+		switch m.Role {
+		case RoleSystem:
+			systems++
+		case RoleUser, RoleAssistant:
+		default:
+			return Invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, user or assistant", i)
+		}
+		if (m.Content == nil) == (m.DocumentID == "") {
+			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
+		}
+		if m.Content != nil {
+			if err := checkText(fmt.Sprintf("messages[%d].content", i), *m.Content, false, maxDocumentBytes); err != nil {
+				return err
+			}
+		}
+	}
+	if systems > 1 {
+		return Invalidf("messages", "messages has %d system messages; send at most one (it replaces the default system message for this call)", systems)
+	}
+	if err := checkText("model", p.Model, false, maxModelLen); err != nil {
+		return err
+	}
+	if t := p.Temperature; t != nil && (*t < 0 || *t > 2) {
+		return Invalidf("temperature", "temperature must be between 0 and 2")
+	}
+	if t := p.TopP; t != nil && (*t < 0 || *t > 1) {
+		return Invalidf("topP", "topP must be between 0 and 1")
+	}
+	if n := p.MaxTokens; n != nil && *n < 1 {
+		return Invalidf("maxTokens", "maxTokens must be a positive integer")
+	}
+	if len(p.Stop) > maxStopSequences {
+		return Invalidf("stop", "stop has %d sequences; send at most %d", len(p.Stop), maxStopSequences)
+	}
+	for _, s := range p.Stop {
+		if s == "" {
+			return Invalidf("stop", "stop sequences must not be empty")
+		}
+	}
+	return nil
+}
+
+// plan is a resolved completion, ready to call upstream.
+type plan struct {
+	started  time.Time
+	provider *AIProvider
+	chat     *Chat         // nil for stateless
+	conv     *Conversation // the conversation to append to (per chat)
+	newConv  bool
+	history  []Message
+	system   string
+	turn     []Message // the request's non-system messages, resolved
+	params   CompletionParams
+	model    string
+}
+
+// Stateless runs a completion with the provider named in the request. It
+// needs no chats:* permission, only aiProviders:UseAIProvider on the
+// provider's project, and stores a usage record only. emit is nil for a
+// non-streamed call.
+func (s *Completions) Stateless(ctx context.Context, in StatelessCompletion, emit Emitter) (*Completion, error) {
+	started := time.Now()
+	if err := checkRef("aiProviderId", PrefixProvider, in.AIProviderID); err != nil {
+		return nil, err
+	}
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	if err := checkText("systemMessage", in.SystemMessage, false, maxTextLen); err != nil {
+		return nil, err
+	}
+	prov, err := lookup(ctx, PrefixProvider, "AI provider", in.AIProviderID, s.deps.Store.GetProvider)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, prov.ProjectID, PermUseProvider, "AI provider", in.AIProviderID); err != nil {
+		return nil, err
+	}
+	pl := &plan{started: started, provider: prov, system: in.SystemMessage, params: in.CompletionParams}
+	if err := s.resolveMessages(ctx, pl, prov.ProjectID); err != nil {
+		return nil, err
+	}
+	pl.model = firstNonEmpty(in.Model, prov.DefaultModel)
+	return s.run(ctx, pl, emit)
+}
+
+// ForChat runs a completion with a chat's provider, system message and
+// model, and stores the turn in a conversation: a new one, or the one
+// named by ConversationID, whose history goes upstream first.
+func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitter) (*Completion, error) {
+	started := time.Now()
+	chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.deps.Store.GetChat)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, chat.ProjectID, PermCreateChatCompletion, "chat", in.ChatID); err != nil {
+		return nil, err
+	}
+	if err := in.validate(); err != nil {
+		return nil, err
+	}
+	pl := &plan{started: started, chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
+	if in.ConversationID != "" {
+		conv, err := lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
+		if err != nil {
+			return nil, err
+		}
+		if conv.ChatID != chat.ID {
+			return nil, NotFoundf("conversation", in.ConversationID)
+		}
+		if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
+			return nil, Wrap("completions.ForChat", err)
+		}
+		pl.conv = conv
+	} else {
+		now := s.deps.Now()
+		pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: chat.ProjectID, ChatID: chat.ID, CreatedAt: now, UpdatedAt: now}
+		pl.newConv = true
+	}
+	if err := s.resolveMessages(ctx, pl, chat.ProjectID); err != nil {
+		return nil, err
+	}
+	if pl.provider, err = s.deps.Store.GetProvider(ctx, chat.AIProviderID); err != nil {
+		return nil, Wrap("completions.ForChat", err)
+	}
+	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
+	return s.run(ctx, pl, emit)
+}
+
+// resolveMessages takes the request's system message out as the override
+// and resolves documentId messages to their content. Documents must lie in
+// projectID.
+func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID string) error {
+	docs := map[string]*Document{}
+	for i, m := range pl.params.Messages {
+		var content string
+		if m.DocumentID != "" {
+			d, ok := docs[m.DocumentID]
+			if !ok {
+				var err error
+				d, err = lookup(ctx, PrefixDocument, "document", m.DocumentID, s.deps.Store.GetDocument)
+				if KindOf(err) == NotFound || (err == nil && d.ProjectID != projectID) {
+					return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d].documentId: document %s does not exist in project %s", i, m.DocumentID, projectID)
+				}
+				if err != nil {
+					return Wrap("completions.resolveMessages", err)
+				}
+				docs[m.DocumentID] = d
+			}
+			content = d.Content
+		} else {
+			content = *m.Content
+		}
+		if m.Role == RoleSystem {
+			pl.system = content
+			continue
+		}
+		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID})
+	}
+	return nil
+}
+
+// upstreamMessages is exactly what goes upstream: the effective system
+// message, the conversation's history, then the request's messages.
+func (pl *plan) upstreamMessages() []LLMMessage {
+	out := make([]LLMMessage, 0, 1+len(pl.history)+len(pl.turn))
+	if pl.system != "" {
+		out = append(out, LLMMessage{Role: RoleSystem, Content: pl.system})
+	}
+	for _, m := range pl.history {
+		out = append(out, LLMMessage{Role: m.Role, Content: m.Content})
+	}
+	for _, m := range pl.turn {
+		out = append(out, LLMMessage{Role: m.Role, Content: m.Content})
+	}
+	return out
+}
+
+// run calls the upstream, streams through emit, stores the turn (per chat)
+// before returning, and records usage whatever the outcome.
+func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Completion, error) {
+	endpoint, err := s.providers.endpoint(pl.provider)
+	if err != nil {
+		return nil, err
+	}
+	p, _ := PrincipalFrom(ctx)
+	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
+	if pl.conv != nil {
+		meta.ConversationID = pl.conv.ID
+	}
+	req := LLMRequest{
+		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
+		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
+	}
+
+	var onDelta func(string) error
+	started := false
+	start := func() error {
+		if started {
+			return nil
+		}
+		started = true
+		return emit.Start(meta)
+	}
+	if emit != nil {
+		onDelta = func(d string) error {
+			if err := start(); err != nil {
+				return err
+			}
+			return emit.Delta(d)
+		}
+	}
+
+	called := time.Now()
+	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
+	if err == nil && emit != nil {
+		err = start()
+	}
+	total := time.Since(pl.started)
+
+	rec := UsageRecord{
+		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
+		AIProviderID: pl.provider.ID, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
+		Latency: total, Outcome: OutcomeOK, Stream: emit != nil, CreatedAt: meta.Created,
+	}
+	if pl.chat != nil {
+		rec.ChatID = pl.chat.ID
+	}
+	if res != nil {
+		rec.Usage, rec.TimeToFirst = res.Usage, res.FirstByte
+		if res.Model != "" {
+			rec.Model = res.Model
+		}
+	}
+	if err != nil {
+		rec.Outcome = outcomeOf(ctx, err)
+		if rec.Outcome != OutcomeClientDisconnect {
+			rec.ConversationID = "" // nothing was stored under it
+		}
+		s.deps.Usage.Record(ctx, rec)
+		return nil, err
+	}
+
+	out := &Completion{CompletionMeta: meta, Content: res.Content, FinishReason: res.FinishReason, Usage: res.Usage}
+	if res.Model != "" {
+		out.Model = res.Model
+	}
+	if pl.conv != nil {
+		if err := s.storeTurn(ctx, pl, out); err != nil {
+			rec.Outcome = OutcomeError
+			s.deps.Usage.Record(ctx, rec)
+			return nil, err
+		}
+	}
+	s.deps.Usage.Record(ctx, rec)
+	if pl.params.Debug {
+		out.Debug = &Debug{
+			ProviderID: pl.provider.ID, ProviderName: pl.provider.Name, ProviderType: pl.provider.Type,
+			Model: out.Model, Messages: redactMessages(req.Messages, endpoint.APIKey.Reveal()),
+			QueueTime: called.Sub(pl.started), FirstByte: res.FirstByte, Total: total,
+		}
+	}
+	return out, nil
+}
+
+// storeTurn appends the request's messages and the reply to the
+// conversation in one transaction, before the response goes out, so that a
+// continuation right after sees them.
+func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) error {
+	now := s.deps.Now()
+	seq := len(pl.history)
+	msgs := make([]Message, 0, len(pl.turn)+1)
+	for _, m := range pl.turn {
+		m.ID, m.ConversationID, m.Seq, m.CreatedAt = NewID(PrefixMessage), pl.conv.ID, seq, now
+		msgs = append(msgs, m)
+		seq++
+	}
+	msgs = append(msgs, Message{
+		ID: c.MessageID, ConversationID: pl.conv.ID, Seq: seq, Role: RoleAssistant, Content: c.Content,
+		Model: c.Model, FinishReason: c.FinishReason, Usage: c.Usage, CreatedAt: now,
+	})
+	pl.conv.UpdatedAt = now
+	err := s.deps.Store.AppendTurn(context.WithoutCancel(ctx), pl.conv, pl.newConv, msgs)
+	if KindOf(err) == Conflict {
+		return Errorf(Conflict, "conversation %s was continued by another request at the same time; send this request again", pl.conv.ID)
+	}
+	return Wrap("completions.storeTurn", err)
+}
+
+func outcomeOf(ctx context.Context, err error) Outcome {
+	switch {
+	case KindOf(err) == Canceled || errors.Is(err, context.Canceled) || ctx.Err() != nil:
+		return OutcomeClientDisconnect
+	case KindOf(err) == Upstream && strings.Contains(MessageOf(err), "truncated"):
+		return OutcomeTruncated
+	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited:
+		return OutcomeUpstreamError
+	default:
+		return OutcomeError
+	}
+}
+
+func firstNonEmpty(vs ...string) string {
+	for _, v := range vs {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// secretPattern matches strings that look like credentials: provider keys
+// (sk-…, sk-ant-…), Parley keys (pk_…) and bearer tokens.
+var secretPattern = regexp.MustCompile(`\b(sk-[A-Za-z0-9_\-]{8,}|pk_[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,})`)
+
+// redactMessages copies msgs with the provider key and anything that looks
+// like a credential replaced by "[redacted]".
+func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
+	out := make([]LLMMessage, len(msgs))
+	for i, m := range msgs {
+		if key != "" {
+			m.Content = strings.ReplaceAll(m.Content, key, "[redacted]")
+		}
+		m.Content = secretPattern.ReplaceAllString(m.Content, "[redacted]")
+		out[i] = m
+	}
+	return out
+}

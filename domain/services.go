@@ -1,0 +1,129 @@
+package domain
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Store is every store port; the store package implements all of them on
+// one database.
+type Store interface {
+	UserStore
+	ProjectStore
+	MemberStore
+	ProviderStore
+	DocumentStore
+	ChatStore
+	ConversationStore
+	UsageStore
+}
+
+// Deps are what the services need from the outside; cmd/parley wires them.
+type Deps struct {
+	Store  Store
+	Authz  Authorizer
+	Sealer Sealer
+	LLM    LLM
+	// Usage records completions off the hot path; nil writes synchronously.
+	Usage UsageRecorder
+	// LookupEnv resolves apiKeyRef "env:NAME"; nil means os.LookupEnv.
+	LookupEnv func(string) (string, bool)
+	// Resolver resolves provider base URL hosts for the SSRF check; nil
+	// means net.DefaultResolver.
+	Resolver Resolver
+	// AllowPrivateUpstreams lets providers point at loopback and private
+	// addresses (PARLEY_ALLOW_PRIVATE_UPSTREAMS).
+	AllowPrivateUpstreams bool
+	Logger                *slog.Logger
+	Now                   func() time.Time
+}
+
+// Services are the domain's use cases, one per module. REST handlers and
+// MCP tools call the same methods with the same input structs.
+type Services struct {
+	Users         *Users
+	Projects      *Projects
+	Providers     *Providers
+	Documents     *Documents
+	Chats         *Chats
+	Conversations *Conversations
+	Completions   *Completions
+	UsageReports  *UsageReports
+}
+
+// NewServices builds the services over deps.
+func NewServices(d Deps) *Services {
+	if d.LookupEnv == nil {
+		d.LookupEnv = os.LookupEnv
+	}
+	if d.Resolver == nil {
+		d.Resolver = defaultResolver
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = func() time.Time { return time.Now().UTC() }
+	}
+	if d.Usage == nil {
+		d.Usage = syncRecorder{store: d.Store, log: d.Logger}
+	}
+	acc := access{authz: d.Authz, members: d.Store}
+	s := &Services{
+		Users:         &Users{store: d.Store, now: d.Now},
+		Projects:      &Projects{store: d.Store, access: acc, now: d.Now},
+		Providers:     &Providers{deps: d, access: acc},
+		Documents:     &Documents{store: d.Store, access: acc, now: d.Now},
+		Conversations: &Conversations{store: d.Store, access: acc},
+		UsageReports:  &UsageReports{store: d.Store, access: acc, now: d.Now},
+	}
+	s.Chats = &Chats{store: d.Store, access: acc, now: d.Now}
+	s.Completions = &Completions{deps: d, access: acc, providers: s.Providers}
+	return s
+}
+
+// Field limits shared by the modules.
+const (
+	maxNameLen  = 200
+	maxModelLen = 200
+	maxTextLen  = 1 << 20 // system messages, descriptions
+)
+
+// checkText validates a string field: required when min > 0, at most max
+// characters, valid UTF-8.
+func checkText(field, v string, required bool, max int) error {
+	if required && strings.TrimSpace(v) == "" {
+		return Invalidf(field, "%s is required", field)
+	}
+	if !utf8.ValidString(v) {
+		return Invalidf(field, "%s must be valid UTF-8", field)
+	}
+	if n := utf8.RuneCountInString(v); n > max {
+		return Invalidf(field, "%s is %d characters long; the limit is %d", field, n, max)
+	}
+	return nil
+}
+
+// checkRef validates a reference to another resource by public id.
+func checkRef(field, prefix, v string) error {
+	if v == "" {
+		return Invalidf(field, "%s is required", field)
+	}
+	if !strings.HasPrefix(v, prefix) {
+		return Invalidf(field, "%s must be an id starting with %q", field, prefix)
+	}
+	return nil
+}
+
+// get returns the resource's project id after fetching it, mapping
+// malformed ids to NotFound without a query.
+func lookup[T any](ctx context.Context, prefix, what, id string, get func(context.Context, string) (*T, error)) (*T, error) {
+	if !validID(prefix, id) {
+		return nil, NotFoundf(what, id)
+	}
+	return get(ctx, id)
+}
