@@ -128,7 +128,17 @@ func (b *UsageBatcher) run() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if err := b.store.InsertUsage(ctx, batch); err != nil {
-			b.log.Error("usage batch lost", "records", len(batch), "err", err)
+			// One bad record (its project was deleted meanwhile) must not
+			// lose the others: write them one by one.
+			lost := 0
+			for _, rec := range batch {
+				if err := b.store.InsertUsage(ctx, []UsageRecord{rec}); err != nil {
+					lost++
+				}
+			}
+			if lost > 0 {
+				b.log.Warn("usage records lost", "records", lost, "err", err)
+			}
 		}
 		batch = batch[:0]
 	}

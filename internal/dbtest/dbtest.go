@@ -1,0 +1,215 @@
+// Package dbtest gives each test a fresh, migrated database: SQLite in the
+// test's temporary directory, or PostgreSQL from the server named by
+// PARLEY_TEST_DATABASE_URL.
+package dbtest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/parleyhq/parley/migrations"
+	"github.com/parleyhq/parley/store"
+)
+
+// EnvURL names the variable holding a PostgreSQL URL with the right to
+// create databases (scripts/with-postgres.sh sets it).
+const EnvURL = "PARLEY_TEST_DATABASE_URL"
+
+// SQLite returns a store over a new, migrated SQLite file in t.TempDir(),
+// closed when the test ends.
+func SQLite(t testing.TB) *store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "parley.db"))
+	if err != nil {
+		t.Fatalf("dbtest: open SQLite: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Migrate(ctx, "up", nil); err != nil {
+		t.Fatalf("dbtest: migrate SQLite: %v", err)
+	}
+	return s
+}
+
+// Postgres returns a store over a new PostgreSQL database, copied from a
+// migrated template and dropped when the test ends. Without
+// PARLEY_TEST_DATABASE_URL it skips the test, saying so loudly; when CI is
+// "true" or PARLEY_REQUIRE_POSTGRES is "1" it fails it instead.
+func Postgres(t testing.TB) *store.Store {
+	t.Helper()
+	dsn := PostgresURL(t)
+	s, err := store.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatalf("dbtest: open %s: %v", dsn, err)
+	}
+	t.Cleanup(func() { _ = s.Close() }) // runs before the drop registered by PostgresURL
+	return s
+}
+
+// PostgresURL returns the URL of a new, migrated PostgreSQL database that is
+// dropped when the test ends, for tests that start the binary. It skips or
+// fails like Postgres when no server is configured.
+func PostgresURL(t testing.TB) string {
+	t.Helper()
+	adminURL := os.Getenv(EnvURL)
+	if adminURL == "" {
+		const how = "run the tests through scripts/with-postgres.sh (make test does) or point " + EnvURL + " at a server"
+		if os.Getenv("CI") == "true" || os.Getenv("PARLEY_REQUIRE_POSTGRES") == "1" {
+			t.Fatal("PostgreSQL suite required (CI=true or PARLEY_REQUIRE_POSTGRES=1) but " + EnvURL + " is not set; " + how)
+		}
+		const msg = "PostgreSQL suite SKIPPED: " + EnvURL + " is not set; " + how
+		warnOnce.Do(func() { fmt.Fprintf(os.Stderr, "\n*** %s ***\n\n", msg) })
+		t.Skip(msg)
+	}
+	ctx := context.Background()
+	admin, tmpl, err := setup(ctx, adminURL)
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	name := "parley_t_" + randomHex(8)
+	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE "+quote(tmpl)); err != nil {
+		t.Fatalf("dbtest: create database %s from %s: %v", name, tmpl, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := admin.ExecContext(ctx, "DROP DATABASE IF EXISTS "+quote(name)+" WITH (FORCE)"); err != nil {
+			t.Errorf("dbtest: drop database %s: %v", name, err)
+		}
+	})
+	dsn, err := withDatabase(adminURL, name)
+	if err != nil {
+		t.Fatalf("dbtest: %v", err)
+	}
+	return dsn
+}
+
+// Each runs body as the subtests "sqlite" and "postgres", each with a
+// fresh store.
+func Each(t *testing.T, body func(t *testing.T, s *store.Store)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) { body(t, SQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { body(t, Postgres(t)) })
+}
+
+var (
+	warnOnce sync.Once
+
+	setupMu    sync.Mutex
+	setupAdmin *sql.DB
+	setupTmpl  string
+)
+
+// templateLock is the pg_advisory_lock key that serialises building
+// templates across test processes ("parley" in ASCII).
+const templateLock = 0x7061726c6579
+
+// setup connects to the admin database once per process and makes sure a
+// template database migrated to the current schema exists, returning its
+// name. Templates are named by a hash of the migrations, so a changed
+// schema gets a new one; building one happens under an advisory lock, into
+// a scratch database renamed only once migrated.
+func setup(ctx context.Context, adminURL string) (*sql.DB, string, error) {
+	setupMu.Lock()
+	defer setupMu.Unlock()
+	if setupAdmin != nil {
+		return setupAdmin, setupTmpl, nil
+	}
+	hash, err := migrations.Hash(migrations.Postgres)
+	if err != nil {
+		return nil, "", err
+	}
+	tmpl := "parley_template_" + hash[:16]
+	admin, err := sql.Open("pgx", adminURL)
+	if err != nil {
+		return nil, "", fmt.Errorf("connect to %s: %w", EnvURL, err)
+	}
+	fail := func(err error) (*sql.DB, string, error) {
+		_ = admin.Close()
+		return nil, "", err
+	}
+	conn, err := admin.Conn(ctx)
+	if err != nil {
+		return fail(fmt.Errorf("connect to %s: %w", EnvURL, err))
+	}
+	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, "SELECT pg_advisory_lock($1)", templateLock); err != nil {
+		return fail(fmt.Errorf("lock template: %w", err))
+	}
+	defer func() {
+		// Closing the session would release it too; conn goes back to the pool.
+		_, _ = conn.ExecContext(context.Background(), "SELECT pg_advisory_unlock($1)", templateLock)
+	}()
+	var exists bool
+	if err := conn.QueryRowContext(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", tmpl).Scan(&exists); err != nil {
+		return fail(fmt.Errorf("look for template %s: %w", tmpl, err))
+	}
+	if !exists {
+		if err := buildTemplate(ctx, conn, adminURL, tmpl); err != nil {
+			return fail(err)
+		}
+	}
+	setupAdmin, setupTmpl = admin, tmpl
+	return admin, tmpl, nil
+}
+
+func buildTemplate(ctx context.Context, conn *sql.Conn, adminURL, tmpl string) error {
+	scratch := tmpl + "_build"
+	if _, err := conn.ExecContext(ctx, "DROP DATABASE IF EXISTS "+quote(scratch)+" WITH (FORCE)"); err != nil {
+		return fmt.Errorf("drop %s: %w", scratch, err)
+	}
+	if _, err := conn.ExecContext(ctx, "CREATE DATABASE "+quote(scratch)); err != nil {
+		return fmt.Errorf("create %s: %w", scratch, err)
+	}
+	dsn, err := withDatabase(adminURL, scratch)
+	if err != nil {
+		return err
+	}
+	s, err := store.Open(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", scratch, err)
+	}
+	err = s.Migrate(ctx, "up", nil)
+	if cerr := s.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", scratch, err)
+	}
+	if _, err := conn.ExecContext(ctx, "ALTER DATABASE "+quote(scratch)+" RENAME TO "+quote(tmpl)); err != nil {
+		return fmt.Errorf("rename %s to %s: %w", scratch, tmpl, err)
+	}
+	return nil
+}
+
+// withDatabase returns the PostgreSQL URL u pointing at database name.
+func withDatabase(u, name string) (string, error) {
+	parsed, err := url.Parse(u)
+	if err != nil || (parsed.Scheme != "postgres" && parsed.Scheme != "postgresql") {
+		return "", fmt.Errorf("%s must be a postgres:// URL", EnvURL)
+	}
+	parsed.Path = "/" + name
+	parsed.RawPath = ""
+	return parsed.String(), nil
+}
+
+// quote quotes a PostgreSQL identifier.
+func quote(name string) string { return `"` + strings.ReplaceAll(name, `"`, `""`) + `"` }
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,172 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+
+	sqlitedriver "github.com/glebarez/go-sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
+	"gorm.io/gorm"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// violation is the kind of constraint a database error reports.
+type violation int
+
+const (
+	noViolation violation = iota
+	uniqueViolation
+	foreignKeyViolation
+	checkViolation // CHECK and NOT NULL
+)
+
+// SQLite's extended result codes for constraint failures.
+const (
+	sqliteConstraint           = 19
+	sqliteConstraintCheck      = 275
+	sqliteConstraintForeignKey = 787
+	sqliteConstraintNotNull    = 1299
+	sqliteConstraintPrimaryKey = 1555
+	sqliteConstraintUnique     = 2067
+)
+
+// classify returns which constraint err violates, on either database.
+func classify(err error) violation {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		switch pg.Code {
+		case "23505":
+			return uniqueViolation
+		case "23503":
+			return foreignKeyViolation
+		case "23514", "23502":
+			return checkViolation
+		}
+		return noViolation
+	}
+	var lite *sqlitedriver.Error
+	if errors.As(err, &lite) {
+		switch lite.Code() {
+		case sqliteConstraintUnique, sqliteConstraintPrimaryKey:
+			return uniqueViolation
+		case sqliteConstraintForeignKey:
+			return foreignKeyViolation
+		case sqliteConstraintCheck, sqliteConstraintNotNull:
+			return checkViolation
+		case sqliteConstraint:
+			msg := lite.Error()
+			switch {
+			case strings.Contains(msg, "UNIQUE"):
+				return uniqueViolation
+			case strings.Contains(msg, "FOREIGN KEY"):
+				return foreignKeyViolation
+			default:
+				return checkViolation
+			}
+		}
+	}
+	return noViolation
+}
+
+// fail turns a database error of op into a domain error: a cancelled
+// context is Canceled, an expired one Unavailable, anything else Internal
+// with err as its hidden cause.
+// Callers map "no row" and constraint violations before calling it, where
+// they know what the error means.
+func fail(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var e *domain.Error
+	if errors.As(err, &e) {
+		return domain.Wrap(op, err)
+	}
+	if errors.Is(err, context.Canceled) {
+		return &domain.Error{Kind: domain.Canceled, Op: op, Message: "the request was canceled", Err: err}
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database did not answer in time; retry later", Err: err}
+	}
+	return &domain.Error{Kind: domain.Internal, Op: op, Err: err}
+}
+
+// because returns e with op and the database error cause attached.
+func because(op string, e *domain.Error, cause error) error {
+	e.Op, e.Err = op, cause
+	return e
+}
+
+// conflictf returns a Conflict error of op caused by err.
+func conflictf(op string, err error, format string, args ...any) error {
+	return because(op, domain.Errorf(domain.Conflict, format, args...), err)
+}
+
+// ref is a reference from a row being written to another resource.
+type ref struct {
+	field string // the input field that holds it, e.g. "aiProviderId"
+	what  string // the resource, e.g. "AI provider"
+	table string
+	id    string
+}
+
+// brokenRef explains a foreign key violation of op: it looks up refs in
+// order and reports the first that does not exist. A missing project is
+// NotFound, as domain reports projects the caller cannot see; other
+// missing references are Invalid, naming the field. When every reference
+// exists (it was deleted and recreated meanwhile) the error is Conflict.
+func (s *Store) brokenRef(ctx context.Context, op string, cause error, refs ...ref) error {
+	for _, r := range refs {
+		if r.id == "" {
+			continue
+		}
+		var n int64
+		if err := s.db.WithContext(ctx).Table(r.table).Where("id = ?", r.id).Count(&n).Error; err != nil {
+			return fail(op, errors.Join(cause, err))
+		}
+		if n > 0 {
+			continue
+		}
+		if r.table == "projects" {
+			return because(op, domain.NotFoundf("project", r.id), cause)
+		}
+		return because(op, domain.Invalidf(r.field, "%s %s does not exist", r.what, r.id), cause)
+	}
+	return conflictf(op, cause, "a resource this one refers to changed meanwhile; retry the request")
+}
+
+// invalidValue reports a CHECK or NOT NULL violation: a value the domain
+// should have refused.
+func invalidValue(op string, err error) error {
+	return because(op, domain.Errorf(domain.Invalid, "a field has a value that cannot be stored; check the request against the API reference"), err)
+}
+
+// translate maps the violations every write can meet; a nil onFK or
+// onUnique falls through to fail.
+func translate(op string, err error, onUnique, onFK func() error) error {
+	switch classify(err) {
+	case uniqueViolation:
+		if onUnique != nil {
+			return onUnique()
+		}
+	case foreignKeyViolation:
+		if onFK != nil {
+			return onFK()
+		}
+	case checkViolation:
+		return invalidValue(op, err)
+	}
+	return fail(op, err)
+}
+
+// rowsOrNotFound returns NotFound for what/id when res changed no row.
+func rowsOrNotFound(op string, res *gorm.DB, what, id string) error {
+	if res.Error != nil {
+		return fail(op, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return because(op, domain.NotFoundf(what, id), nil)
+	}
+	return nil
+}

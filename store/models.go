@@ -1,0 +1,279 @@
+package store
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// The rows below mirror the tables of migrations/*/00001_init.sql column for
+// column. Times are never filled in by GORM (autoCreateTime:false,
+// autoUpdateTime:false): the domain sets them.
+
+type userRow struct {
+	ID        string    `gorm:"column:id;primaryKey"`
+	Name      string    `gorm:"column:name"`
+	IsAdmin   bool      `gorm:"column:is_admin"`
+	CreatedAt time.Time `gorm:"column:created_at;autoCreateTime:false"`
+}
+
+func (userRow) TableName() string { return "users" }
+
+func fromDomainUser(u *domain.User) userRow {
+	return userRow{ID: u.ID, Name: u.Name, IsAdmin: u.IsAdmin, CreatedAt: ts(u.CreatedAt)}
+}
+
+func toDomainUser(r *userRow) *domain.User {
+	return &domain.User{ID: r.ID, Name: r.Name, IsAdmin: r.IsAdmin, CreatedAt: utc(r.CreatedAt)}
+}
+
+type apiKeyRow struct {
+	ID        string     `gorm:"column:id;primaryKey"`
+	UserID    string     `gorm:"column:user_id"`
+	Name      string     `gorm:"column:name"`
+	Hash      []byte     `gorm:"column:hash"`
+	Hint      string     `gorm:"column:hint"`
+	CreatedAt time.Time  `gorm:"column:created_at;autoCreateTime:false"`
+	RevokedAt *time.Time `gorm:"column:revoked_at"`
+}
+
+func (apiKeyRow) TableName() string { return "api_keys" }
+
+func fromDomainAPIKey(k *domain.APIKey) apiKeyRow {
+	return apiKeyRow{
+		ID: k.ID, UserID: k.UserID, Name: k.Name, Hash: k.Hash, Hint: k.Hint,
+		CreatedAt: ts(k.CreatedAt), RevokedAt: tsPtr(k.RevokedAt),
+	}
+}
+
+func toDomainAPIKey(r *apiKeyRow) *domain.APIKey {
+	return &domain.APIKey{
+		ID: r.ID, UserID: r.UserID, Name: r.Name, Hash: r.Hash, Hint: r.Hint,
+		CreatedAt: utc(r.CreatedAt), RevokedAt: utcPtr(r.RevokedAt),
+	}
+}
+
+type projectRow struct {
+	ID          string    `gorm:"column:id;primaryKey"`
+	Name        string    `gorm:"column:name"`
+	Description string    `gorm:"column:description"`
+	CreatedAt   time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt   time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (projectRow) TableName() string { return "projects" }
+
+func fromDomainProject(p *domain.Project) projectRow {
+	return projectRow{ID: p.ID, Name: p.Name, Description: p.Description, CreatedAt: ts(p.CreatedAt), UpdatedAt: ts(p.UpdatedAt)}
+}
+
+func toDomainProject(r *projectRow) *domain.Project {
+	return &domain.Project{ID: r.ID, Name: r.Name, Description: r.Description, CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt)}
+}
+
+type memberRow struct {
+	ProjectID string    `gorm:"column:project_id;primaryKey"`
+	UserID    string    `gorm:"column:user_id;primaryKey"`
+	Role      string    `gorm:"column:role"`
+	CreatedAt time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (memberRow) TableName() string { return "project_members" }
+
+func fromDomainMember(m *domain.Member) memberRow {
+	return memberRow{ProjectID: m.ProjectID, UserID: m.UserID, Role: string(m.Role), CreatedAt: ts(m.CreatedAt), UpdatedAt: ts(m.UpdatedAt)}
+}
+
+func toDomainMember(r *memberRow) *domain.Member {
+	return &domain.Member{ProjectID: r.ProjectID, UserID: r.UserID, Role: domain.Role(r.Role), CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt)}
+}
+
+type providerRow struct {
+	ID               string    `gorm:"column:id;primaryKey"`
+	ProjectID        string    `gorm:"column:project_id"`
+	Name             string    `gorm:"column:name"`
+	Type             string    `gorm:"column:type"`
+	BaseURL          string    `gorm:"column:base_url"`
+	DefaultModel     string    `gorm:"column:default_model"`
+	APIVersion       string    `gorm:"column:api_version"`
+	APIKeyCiphertext []byte    `gorm:"column:api_key_ciphertext"`
+	APIKeyKeyID      string    `gorm:"column:api_key_key_id"`
+	APIKeyHint       string    `gorm:"column:api_key_hint"`
+	APIKeyRef        string    `gorm:"column:api_key_ref"`
+	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt        time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (providerRow) TableName() string { return "ai_providers" }
+
+func fromDomainProvider(p *domain.AIProvider) providerRow {
+	ct := p.APIKeyCiphertext
+	if len(ct) == 0 {
+		ct = nil // NULL, not an empty blob
+	}
+	return providerRow{
+		ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, APIKeyCiphertext: ct,
+		APIKeyKeyID: p.APIKeyKeyID, APIKeyHint: p.APIKeyHint, APIKeyRef: p.APIKeyRef,
+		CreatedAt: ts(p.CreatedAt), UpdatedAt: ts(p.UpdatedAt),
+	}
+}
+
+func toDomainProvider(r *providerRow) *domain.AIProvider {
+	return &domain.AIProvider{
+		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, Type: domain.ProviderType(r.Type), BaseURL: r.BaseURL,
+		DefaultModel: r.DefaultModel, APIVersion: r.APIVersion, APIKeyCiphertext: r.APIKeyCiphertext,
+		APIKeyKeyID: r.APIKeyKeyID, APIKeyHint: r.APIKeyHint, APIKeyRef: r.APIKeyRef,
+		CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
+	}
+}
+
+type documentRow struct {
+	ID        string    `gorm:"column:id;primaryKey"`
+	ProjectID string    `gorm:"column:project_id"`
+	Name      string    `gorm:"column:name"`
+	Content   string    `gorm:"column:content"`
+	MimeType  string    `gorm:"column:mime_type"`
+	Metadata  string    `gorm:"column:metadata"` // JSON
+	CreatedAt time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (documentRow) TableName() string { return "documents" }
+
+func fromDomainDocument(d *domain.Document) (documentRow, error) {
+	meta, err := json.Marshal(d.Metadata)
+	if err != nil {
+		return documentRow{}, domain.Invalidf("metadata", "metadata cannot be stored as JSON: %v", err)
+	}
+	return documentRow{
+		ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Content: d.Content, MimeType: d.MimeType,
+		Metadata: string(meta), CreatedAt: ts(d.CreatedAt), UpdatedAt: ts(d.UpdatedAt),
+	}, nil
+}
+
+func toDomainDocument(r *documentRow) (*domain.Document, error) {
+	var meta map[string]any
+	if r.Metadata != "" {
+		if err := json.Unmarshal([]byte(r.Metadata), &meta); err != nil {
+			return nil, err
+		}
+	}
+	return &domain.Document{
+		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, Content: r.Content, MimeType: r.MimeType,
+		Metadata: meta, CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
+	}, nil
+}
+
+type chatRow struct {
+	ID            string    `gorm:"column:id;primaryKey"`
+	ProjectID     string    `gorm:"column:project_id"`
+	AIProviderID  string    `gorm:"column:ai_provider_id"`
+	Name          string    `gorm:"column:name"`
+	SystemMessage string    `gorm:"column:system_message"`
+	Model         string    `gorm:"column:model"`
+	CreatedAt     time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt     time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (chatRow) TableName() string { return "chats" }
+
+func fromDomainChat(c *domain.Chat) chatRow {
+	return chatRow{
+		ID: c.ID, ProjectID: c.ProjectID, AIProviderID: c.AIProviderID, Name: c.Name,
+		SystemMessage: c.SystemMessage, Model: c.Model, CreatedAt: ts(c.CreatedAt), UpdatedAt: ts(c.UpdatedAt),
+	}
+}
+
+func toDomainChat(r *chatRow) *domain.Chat {
+	return &domain.Chat{
+		ID: r.ID, ProjectID: r.ProjectID, AIProviderID: r.AIProviderID, Name: r.Name,
+		SystemMessage: r.SystemMessage, Model: r.Model, CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
+	}
+}
+
+type conversationRow struct {
+	ID        string    `gorm:"column:id;primaryKey"`
+	ProjectID string    `gorm:"column:project_id"`
+	ChatID    string    `gorm:"column:chat_id"`
+	CreatedAt time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	UpdatedAt time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
+}
+
+func (conversationRow) TableName() string { return "conversations" }
+
+func fromDomainConversation(c *domain.Conversation) conversationRow {
+	return conversationRow{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: ts(c.CreatedAt), UpdatedAt: ts(c.UpdatedAt)}
+}
+
+func toDomainConversation(r *conversationRow) *domain.Conversation {
+	return &domain.Conversation{ID: r.ID, ProjectID: r.ProjectID, ChatID: r.ChatID, CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt)}
+}
+
+type messageRow struct {
+	ID               string    `gorm:"column:id;primaryKey"`
+	ConversationID   string    `gorm:"column:conversation_id"`
+	Seq              int       `gorm:"column:seq"`
+	Role             string    `gorm:"column:role"`
+	Content          string    `gorm:"column:content"`
+	DocumentID       string    `gorm:"column:document_id"`
+	Model            string    `gorm:"column:model"`
+	FinishReason     string    `gorm:"column:finish_reason"`
+	PromptTokens     int       `gorm:"column:prompt_tokens"`
+	CompletionTokens int       `gorm:"column:completion_tokens"`
+	TotalTokens      int       `gorm:"column:total_tokens"`
+	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
+}
+
+func (messageRow) TableName() string { return "messages" }
+
+func fromDomainMessage(m *domain.Message) messageRow {
+	return messageRow{
+		ID: m.ID, ConversationID: m.ConversationID, Seq: m.Seq, Role: string(m.Role), Content: m.Content,
+		DocumentID: m.DocumentID, Model: m.Model, FinishReason: m.FinishReason,
+		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
+		CreatedAt: ts(m.CreatedAt),
+	}
+}
+
+func toDomainMessage(r *messageRow) domain.Message {
+	return domain.Message{
+		ID: r.ID, ConversationID: r.ConversationID, Seq: r.Seq, Role: domain.MessageRole(r.Role), Content: r.Content,
+		DocumentID: r.DocumentID, Model: r.Model, FinishReason: r.FinishReason,
+		Usage:     domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens},
+		CreatedAt: utc(r.CreatedAt),
+	}
+}
+
+type usageRow struct {
+	ID               string    `gorm:"column:id;primaryKey"`
+	ProjectID        string    `gorm:"column:project_id"`
+	ChatID           string    `gorm:"column:chat_id"`
+	ConversationID   string    `gorm:"column:conversation_id"`
+	AIProviderID     string    `gorm:"column:ai_provider_id"`
+	Model            string    `gorm:"column:model"`
+	UserID           string    `gorm:"column:user_id"`
+	KeyID            string    `gorm:"column:key_id"`
+	PromptTokens     int64     `gorm:"column:prompt_tokens"`
+	CompletionTokens int64     `gorm:"column:completion_tokens"`
+	TotalTokens      int64     `gorm:"column:total_tokens"`
+	LatencyMS        int64     `gorm:"column:latency_ms"`
+	TTFTMS           int64     `gorm:"column:ttft_ms"`
+	Outcome          string    `gorm:"column:outcome"`
+	Stream           bool      `gorm:"column:stream"`
+	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
+}
+
+func (usageRow) TableName() string { return "usage_records" }
+
+func fromDomainUsage(u *domain.UsageRecord) usageRow {
+	return usageRow{
+		ID: u.ID, ProjectID: u.ProjectID, ChatID: u.ChatID, ConversationID: u.ConversationID,
+		AIProviderID: u.AIProviderID, Model: u.Model, UserID: u.UserID, KeyID: u.KeyID,
+		PromptTokens: int64(u.Usage.PromptTokens), CompletionTokens: int64(u.Usage.CompletionTokens), TotalTokens: int64(u.Usage.TotalTokens),
+		LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
+		Outcome: string(u.Outcome), Stream: u.Stream, CreatedAt: ts(u.CreatedAt),
+	}
+}

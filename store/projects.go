@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+
+	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// CreateProject inserts p and its first member, atomically.
+func (s *Store) CreateProject(ctx context.Context, p *domain.Project, owner domain.Member) error {
+	const op = "store.CreateProject"
+	prj, mem := fromDomainProject(p), fromDomainMember(&owner)
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := tx.Create(&prj).Error; err != nil {
+			return err
+		}
+		return tx.Create(&mem).Error
+	})
+	if err != nil {
+		return translate(op, err,
+			func() error { return conflictf(op, err, "project %s already exists", p.ID) },
+			func() error { return because(op, domain.NotFoundf("user", owner.UserID), err) })
+	}
+	p.CreatedAt, p.UpdatedAt = prj.CreatedAt, prj.UpdatedAt
+	return nil
+}
+
+// GetProject returns NotFound when id does not exist.
+func (s *Store) GetProject(ctx context.Context, id string) (*domain.Project, error) {
+	const op = "store.GetProject"
+	var row projectRow
+	if err := s.db.WithContext(ctx).Take(&row, "id = ?", id).Error; err != nil {
+		if notFound(err) {
+			return nil, because(op, domain.NotFoundf("project", id), nil)
+		}
+		return nil, fail(op, err)
+	}
+	return toDomainProject(&row), nil
+}
+
+// ListProjects returns up to f.Page.Limit+1 projects ordered by id, only
+// those f.MemberUserID is a member of when it is set.
+func (s *Store) ListProjects(ctx context.Context, f domain.ProjectFilter) ([]domain.Project, error) {
+	var rows []projectRow
+	q := scoped(s.db.WithContext(ctx), "id", "", f.MemberUserID)
+	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
+		return nil, fail("store.ListProjects", err)
+	}
+	out := make([]domain.Project, len(rows))
+	for i := range rows {
+		out[i] = *toDomainProject(&rows[i])
+	}
+	return out, nil
+}
+
+// UpdateProject saves p's name, description and updatedAt; NotFound when absent.
+func (s *Store) UpdateProject(ctx context.Context, p *domain.Project) error {
+	const op = "store.UpdateProject"
+	row := fromDomainProject(p)
+	res := s.db.WithContext(ctx).Model(&projectRow{}).Where("id = ?", p.ID).
+		Select("name", "description", "updated_at").Updates(&row)
+	if res.Error != nil {
+		return translate(op, res.Error, nil, nil)
+	}
+	if err := rowsOrNotFound(op, res, "project", p.ID); err != nil {
+		return err
+	}
+	p.UpdatedAt = row.UpdatedAt
+	return nil
+}
+
+// DeleteProject deletes the project and everything it owns (members,
+// providers, documents, chats, conversations, usage); NotFound when absent.
+func (s *Store) DeleteProject(ctx context.Context, id string) error {
+	const op = "store.DeleteProject"
+	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&projectRow{})
+	return rowsOrNotFound(op, res, "project", id)
+}
+
+// GetMember returns NotFound when userID is not a member of projectID.
+func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domain.Member, error) {
+	const op = "store.GetMember"
+	var row memberRow
+	err := s.db.WithContext(ctx).Take(&row, "project_id = ? AND user_id = ?", projectID, userID).Error
+	if err != nil {
+		if notFound(err) {
+			return nil, because(op, domain.Errorf(domain.NotFound, "user %s is not a member of project %s", userID, projectID), nil)
+		}
+		return nil, fail(op, err)
+	}
+	return toDomainMember(&row), nil
+}
+
+// ListMembers returns up to p.Limit+1 members of projectID ordered by user id.
+func (s *Store) ListMembers(ctx context.Context, projectID string, p domain.Page) ([]domain.Member, error) {
+	var rows []memberRow
+	q := s.db.WithContext(ctx).Where("project_id = ?", projectID)
+	if err := paged(q, "user_id", p).Find(&rows).Error; err != nil {
+		return nil, fail("store.ListMembers", err)
+	}
+	out := make([]domain.Member, len(rows))
+	for i := range rows {
+		out[i] = *toDomainMember(&rows[i])
+	}
+	return out, nil
+}
+
+// PutMember inserts m, or updates the role and updatedAt of an existing
+// membership. NotFound when the project or user does not exist.
+func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
+	const op = "store.PutMember"
+	row := fromDomainMember(m)
+	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
+		Columns:   []clause.Column{{Name: "project_id"}, {Name: "user_id"}},
+		DoUpdates: clause.AssignmentColumns([]string{"role", "updated_at"}),
+	}).Create(&row).Error
+	if err != nil {
+		return translate(op, err, nil, func() error {
+			e := s.brokenRef(ctx, op, err, ref{"projectId", "project", "projects", m.ProjectID}, ref{"userId", "user", "users", m.UserID})
+			if domain.KindOf(e) == domain.Invalid { // the user: a path parameter
+				return because(op, domain.NotFoundf("user", m.UserID), err)
+			}
+			return e
+		})
+	}
+	m.CreatedAt, m.UpdatedAt = row.CreatedAt, row.UpdatedAt
+	return nil
+}
+
+// DeleteMember returns NotFound when userID is not a member.
+func (s *Store) DeleteMember(ctx context.Context, projectID, userID string) error {
+	const op = "store.DeleteMember"
+	res := s.db.WithContext(ctx).Where("project_id = ? AND user_id = ?", projectID, userID).Delete(&memberRow{})
+	if res.Error != nil {
+		return fail(op, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return because(op, domain.Errorf(domain.NotFound, "user %s is not a member of project %s", userID, projectID), nil)
+	}
+	return nil
+}
+
+// CountOwners returns how many owners projectID has.
+func (s *Store) CountOwners(ctx context.Context, projectID string) (int64, error) {
+	var n int64
+	err := s.db.WithContext(ctx).Model(&memberRow{}).
+		Where("project_id = ? AND role = ?", projectID, string(domain.RoleOwner)).Count(&n).Error
+	if err != nil {
+		return 0, fail("store.CountOwners", err)
+	}
+	return n, nil
+}

@@ -1,0 +1,290 @@
+// Package store implements domain's store ports with GORM over PostgreSQL
+// or SQLite. The schema comes from the goose migrations in package
+// migrations; the GORM models here only name its tables and columns.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/glebarez/sqlite"
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/migrations"
+)
+
+// DefaultSQLitePath is where data lives when no database URL is given.
+const DefaultSQLitePath = "data/parley.db"
+
+// Dialects a Store can speak; Dialect returns one of them.
+const (
+	Postgres = migrations.Postgres
+	SQLite   = migrations.SQLite
+)
+
+// Store is Parley's database. It implements every store port of domain.
+type Store struct {
+	db      *gorm.DB
+	sqlDB   *sql.DB
+	dialect string
+}
+
+var (
+	_ domain.Store             = (*Store)(nil)
+	_ domain.UserStore         = (*Store)(nil)
+	_ domain.ProjectStore      = (*Store)(nil)
+	_ domain.MemberStore       = (*Store)(nil)
+	_ domain.ProviderStore     = (*Store)(nil)
+	_ domain.DocumentStore     = (*Store)(nil)
+	_ domain.ChatStore         = (*Store)(nil)
+	_ domain.ConversationStore = (*Store)(nil)
+	_ domain.UsageStore        = (*Store)(nil)
+)
+
+// Open connects to the database named by dsn and checks that it answers:
+//
+//   - "postgres://..." or "postgresql://...": PostgreSQL;
+//   - "": SQLite at DefaultSQLitePath;
+//   - "sqlite:PATH" (or "sqlite://PATH"), or any other string, taken as a
+//     file path: SQLite at PATH, creating its directory. ":memory:" is a
+//     private in-memory database.
+//
+// Open does not migrate; call Migrate.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	var (
+		dialector gorm.Dialector
+		dialect   string
+		memory    bool
+	)
+	switch {
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		dialector, dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
+	default:
+		path, query, err := sqlitePath(dsn)
+		if err != nil {
+			return nil, err
+		}
+		memory = path == ":memory:"
+		if !memory {
+			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+				return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
+			}
+		}
+		dialector, dialect = sqlite.Open(path+"?"+query), SQLite
+	}
+	db, err := gorm.Open(dialector, &gorm.Config{
+		Logger:                 logger.Discard,
+		SkipDefaultTransaction: true,
+		NowFunc:                func() time.Time { return ts(time.Now()) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+	}
+	switch {
+	case memory:
+		// Every connection to ":memory:" is a database of its own.
+		sqlDB.SetMaxOpenConns(1)
+		sqlDB.SetConnMaxLifetime(0)
+		sqlDB.SetConnMaxIdleTime(0)
+	case dialect == Postgres:
+		sqlDB.SetMaxOpenConns(20)
+		sqlDB.SetMaxIdleConns(10)
+		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	}
+	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect}
+	if err := s.Ping(ctx); err != nil {
+		_ = sqlDB.Close()
+		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
+	}
+	return s, nil
+}
+
+// sqlitePath returns the file path of a SQLite dsn and the driver query
+// string to open it with: foreign keys on, a busy timeout, WAL journal, and
+// write transactions that take the lock when they begin (so two of them
+// wait for each other instead of failing with SQLITE_BUSY).
+func sqlitePath(dsn string) (path, query string, err error) {
+	path = dsn
+	if rest, ok := strings.CutPrefix(path, "sqlite:"); ok {
+		path = strings.TrimPrefix(rest, "//")
+	}
+	if path == "" {
+		path = DefaultSQLitePath
+	}
+	q := url.Values{}
+	if p, raw, ok := strings.Cut(path, "?"); ok {
+		if q, err = url.ParseQuery(raw); err != nil {
+			return "", "", fmt.Errorf("store: the SQLite database URL has a malformed query: %w", err)
+		}
+		path = p
+	}
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_pragma", "busy_timeout(10000)")
+	if path != ":memory:" {
+		q.Add("_pragma", "journal_mode(WAL)")
+		q.Add("_pragma", "synchronous(NORMAL)")
+	}
+	if q.Get("_txlock") == "" {
+		q.Set("_txlock", "immediate")
+	}
+	return path, q.Encode(), nil
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.sqlDB.Close() }
+
+// Ping checks that the database answers, for readiness probes.
+func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }
+
+// Dialect returns "postgres" or "sqlite".
+func (s *Store) Dialect() string { return s.dialect }
+
+// DB returns the underlying database handle, for tools that need SQL the
+// ports do not offer (tests, the Casbin adapter).
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// Migrate runs the embedded goose migrations of the store's dialect:
+// command "up" applies every pending one, "down" rolls back the last one,
+// "status" lists them. It reports what it did to w (nil discards it).
+func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error {
+	if w == nil {
+		w = io.Discard
+	}
+	p, err := s.migrator()
+	if err != nil {
+		return err
+	}
+	switch command {
+	case "up":
+		results, err := p.Up(ctx)
+		for _, r := range results {
+			fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		}
+		if err != nil {
+			return fmt.Errorf("store: migrate up: %w", err)
+		}
+		if len(results) == 0 {
+			v, err := p.GetDBVersion(ctx)
+			if err != nil {
+				return fmt.Errorf("store: migrate up: %w", err)
+			}
+			fmt.Fprintf(w, "no pending migrations; the schema is at version %d\n", v)
+		}
+	case "down":
+		r, err := p.Down(ctx)
+		if err != nil {
+			return fmt.Errorf("store: migrate down: %w", err)
+		}
+		fmt.Fprintf(w, "rolled back %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+	case "status":
+		st, err := p.Status(ctx)
+		if err != nil {
+			return fmt.Errorf("store: migrate status: %w", err)
+		}
+		for _, m := range st {
+			at := "pending"
+			if m.State == goose.StateApplied {
+				at = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(w, "%-24s %s\n", m.Source.Path, at)
+		}
+	default:
+		return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
+	}
+	return nil
+}
+
+func (s *Store) migrator() (*goose.Provider, error) {
+	fsys, err := migrations.FS(s.dialect)
+	if err != nil {
+		return nil, err
+	}
+	dialect, opts := goose.DialectSQLite3, []goose.ProviderOption{}
+	if s.dialect == Postgres {
+		dialect = goose.DialectPostgres
+		// Replicas starting together migrate one at a time.
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	p, err := goose.NewProvider(dialect, s.sqlDB, fsys, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("store: load migrations: %w", err)
+	}
+	return p, nil
+}
+
+// ts is how times are stored: UTC, to the microsecond (PostgreSQL's
+// precision), so both databases return what was written.
+func ts(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
+
+// tsPtr is ts for nullable times.
+func tsPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := ts(*t)
+	return &v
+}
+
+// utc returns a time read from the database in UTC.
+func utc(t time.Time) time.Time { return t.UTC() }
+
+func utcPtr(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	v := t.UTC()
+	return &v
+}
+
+// pageSize is how many rows a list reads: one more than the page, so the
+// service can tell whether another page follows.
+func pageSize(p domain.Page) int {
+	if p.Limit <= 0 {
+		p.Limit = domain.DefaultPageLimit
+	}
+	return p.Limit + 1
+}
+
+// paged orders q by col and applies the page's cursor and size.
+func paged(q *gorm.DB, col string, p domain.Page) *gorm.DB {
+	if p.After != "" {
+		q = q.Where(col+" > ?", p.After)
+	}
+	return q.Order(col).Limit(pageSize(p))
+}
+
+// scoped restricts q to one project and to the projects memberUserID is a
+// member of, when they are set.
+func scoped(q *gorm.DB, projectCol, projectID, memberUserID string) *gorm.DB {
+	if projectID != "" {
+		q = q.Where(projectCol+" = ?", projectID)
+	}
+	if memberUserID != "" {
+		q = q.Where(projectCol+" IN (SELECT project_id FROM project_members WHERE user_id = ?)", memberUserID)
+	}
+	return q
+}
+
+// notFound reports whether err is GORM's "no row".
+func notFound(err error) bool { return errors.Is(err, gorm.ErrRecordNotFound) }

@@ -1,0 +1,991 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
+)
+
+// The store contract suite: every test runs on SQLite and PostgreSQL, each
+// on a fresh database (dbtest.Each).
+
+var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC)
+
+func ctx() context.Context { return context.Background() }
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// wantErr checks that err has kind and, when msg is not "", that message.
+func wantErr(t *testing.T, err error, kind domain.Kind, msg string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("err = nil; want %s", kind)
+	}
+	if got, want := domain.KindOf(err), kind; got != want {
+		t.Fatalf("kind of %v = %s; want %s", err, got, want)
+	}
+	if msg == "" {
+		return
+	}
+	if got, want := domain.MessageOf(err), msg; got != want {
+		t.Fatalf("message = %q; want %q", got, want)
+	}
+}
+
+func equal[T any](t *testing.T, got, want T) {
+	t.Helper()
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("got  %+v\nwant %+v", got, want)
+	}
+}
+
+// sortedIDs returns ids in the order lists return them.
+func sortedIDs(ids []string) []string {
+	out := slices.Clone(ids)
+	slices.Sort(out)
+	return out
+}
+
+func ids[T any](items []T, id func(T) string) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = id(it)
+	}
+	return out
+}
+
+// world is a small dataset: two users, each owning a project with a
+// provider and a chat.
+type world struct {
+	alice, bob       *domain.User
+	prjA, prjB       *domain.Project
+	provA, provB     *domain.AIProvider
+	chatA, chatB     *domain.Chat
+	aliceKey, bobKey *domain.APIKey
+}
+
+func newUser(t *testing.T, s *store.Store, name string) *domain.User {
+	t.Helper()
+	u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: name, CreatedAt: t0}
+	must(t, s.CreateUser(ctx(), u))
+	return u
+}
+
+func newProject(t *testing.T, s *store.Store, owner *domain.User, name string) *domain.Project {
+	t.Helper()
+	p := &domain.Project{ID: domain.NewID(domain.PrefixProject), Name: name, Description: "about " + name, CreatedAt: t0, UpdatedAt: t0}
+	must(t, s.CreateProject(ctx(), p, domain.Member{ProjectID: p.ID, UserID: owner.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}))
+	return p
+}
+
+func newProvider(t *testing.T, s *store.Store, p *domain.Project) *domain.AIProvider {
+	t.Helper()
+	ap := &domain.AIProvider{
+		ID: domain.NewID(domain.PrefixProvider), ProjectID: p.ID, Name: "openai", Type: domain.ProviderOpenAI,
+		DefaultModel: "gpt-4o-mini", APIKeyCiphertext: []byte{0, 1, 2, 255}, APIKeyKeyID: "k1", APIKeyHint: "sk-…abcd",
+		CreatedAt: t0, UpdatedAt: t0,
+	}
+	must(t, s.CreateProvider(ctx(), ap))
+	return ap
+}
+
+func newChat(t *testing.T, s *store.Store, ap *domain.AIProvider) *domain.Chat {
+	t.Helper()
+	c := &domain.Chat{
+		ID: domain.NewID(domain.PrefixChat), ProjectID: ap.ProjectID, AIProviderID: ap.ID, Name: "helper",
+		SystemMessage: "Be brief.", Model: "gpt-4o", CreatedAt: t0, UpdatedAt: t0,
+	}
+	must(t, s.CreateChat(ctx(), c))
+	return c
+}
+
+func newKey(t *testing.T, s *store.Store, u *domain.User, secret string) *domain.APIKey {
+	t.Helper()
+	k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "laptop", Hash: domain.HashAPIKey(secret), Hint: secret[:7], CreatedAt: t0}
+	must(t, s.CreateAPIKey(ctx(), k))
+	return k
+}
+
+func newWorld(t *testing.T, s *store.Store) *world {
+	t.Helper()
+	w := &world{alice: newUser(t, s, "alice"), bob: newUser(t, s, "bob")}
+	w.prjA, w.prjB = newProject(t, s, w.alice, "a"), newProject(t, s, w.bob, "b")
+	w.provA, w.provB = newProvider(t, s, w.prjA), newProvider(t, s, w.prjB)
+	w.chatA, w.chatB = newChat(t, s, w.provA), newChat(t, s, w.provB)
+	w.aliceKey, w.bobKey = newKey(t, s, w.alice, "pk_alice_secret"), newKey(t, s, w.bob, "pk_bob_secret")
+	return w
+}
+
+func TestOpen(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, dsn, file string
+	}{
+		{"sqlite scheme", "sqlite:" + filepath.Join(dir, "a", "b", "one.db"), filepath.Join(dir, "a", "b", "one.db")},
+		{"sqlite url", "sqlite://" + filepath.Join(dir, "c", "two.db"), filepath.Join(dir, "c", "two.db")},
+		{"plain path", filepath.Join(dir, "d", "three.db"), filepath.Join(dir, "d", "three.db")},
+		{"memory", ":memory:", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := store.Open(ctx(), tt.dsn)
+			must(t, err)
+			defer s.Close()
+			if got, want := s.Dialect(), store.SQLite; got != want {
+				t.Fatalf("Dialect() = %q; want %q", got, want)
+			}
+			must(t, s.Migrate(ctx(), "up", nil))
+			must(t, s.Ping(ctx()))
+			if _, err := s.CountUsers(ctx()); err != nil {
+				t.Fatal(err)
+			}
+			if tt.file != "" {
+				if _, err := os.Stat(tt.file); err != nil {
+					t.Fatalf("database file: %v", err)
+				}
+			}
+		})
+	}
+	t.Run("postgres", func(t *testing.T) {
+		s := dbtest.Postgres(t)
+		if got, want := s.Dialect(), store.Postgres; got != want {
+			t.Fatalf("Dialect() = %q; want %q", got, want)
+		}
+		must(t, s.Ping(ctx()))
+	})
+}
+
+func TestMigrate(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "status", &out))
+		if got, want := out.String(), "00001_init.sql"; !strings.Contains(got, want) || !strings.Contains(got, "applied") {
+			t.Fatalf("status = %q; want %q applied", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "up", &out))
+		if got, want := out.String(), "no pending migrations; the schema is at version 1\n"; got != want {
+			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00001_init.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
+		}
+		if _, err := s.CountUsers(ctx()); err == nil {
+			t.Fatal("CountUsers after down: want an error, the table is gone")
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "status", &out))
+		if got, want := out.String(), "pending"; !strings.Contains(got, want) {
+			t.Fatalf("status after down = %q; want %q", got, want)
+		}
+		must(t, s.Migrate(ctx(), "up", nil))
+		newWorld(t, s)
+		wantErr(t, s.Migrate(ctx(), "sideways", nil), domain.Invalid, `unknown migrate command "sideways"; use up, down or status`)
+	})
+}
+
+func TestUsers(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		var created []string
+		for i := range 5 {
+			u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: fmt.Sprint("user", i), IsAdmin: i == 0, CreatedAt: t0.Add(time.Duration(i) * time.Second)}
+			must(t, s.CreateUser(ctx(), u))
+			created = append(created, u.ID)
+			got, err := s.GetUser(ctx(), u.ID)
+			must(t, err)
+			equal(t, got, u)
+		}
+		all := sortedIDs(created)
+
+		t.Run("count", func(t *testing.T) {
+			n, err := s.CountUsers(ctx())
+			must(t, err)
+			if got, want := n, int64(5); got != want {
+				t.Fatalf("CountUsers = %d; want %d", got, want)
+			}
+		})
+		t.Run("duplicate id", func(t *testing.T) {
+			err := s.CreateUser(ctx(), &domain.User{ID: created[0], Name: "again", CreatedAt: t0})
+			wantErr(t, err, domain.Conflict, "user "+created[0]+" already exists")
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetUser(ctx(), "usr_nope")
+			wantErr(t, err, domain.NotFound, "user usr_nope does not exist")
+		})
+		for _, tt := range []struct {
+			name string
+			page domain.Page
+			want []string
+		}{
+			{"first page returns limit+1", domain.Page{Limit: 2}, all[:3]},
+			{"after cursor", domain.Page{Limit: 2, After: all[1]}, all[2:5]},
+			{"last page", domain.Page{Limit: 2, After: all[3]}, all[4:]},
+			{"past the end", domain.Page{Limit: 2, After: all[4]}, []string{}},
+			{"zero limit means default", domain.Page{}, all},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListUsers(ctx(), tt.page)
+				must(t, err)
+				equal(t, ids(got, func(u domain.User) string { return u.ID }), tt.want)
+			})
+		}
+	})
+}
+
+func TestAPIKeys(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		more := []string{w.aliceKey.ID}
+		for i := range 3 {
+			more = append(more, newKey(t, s, w.alice, fmt.Sprint("pk_more_", i)).ID)
+		}
+		aliceKeys := sortedIDs(more)
+
+		t.Run("by hash", func(t *testing.T) {
+			k, u, err := s.GetAPIKeyByHash(ctx(), domain.HashAPIKey("pk_bob_secret"))
+			must(t, err)
+			equal(t, k, w.bobKey)
+			equal(t, u, w.bob)
+		})
+		t.Run("unknown hash", func(t *testing.T) {
+			_, _, err := s.GetAPIKeyByHash(ctx(), domain.HashAPIKey("pk_nobody"))
+			wantErr(t, err, domain.NotFound, "")
+		})
+		t.Run("duplicate hash", func(t *testing.T) {
+			k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: w.bob.ID, Name: "copy", Hash: domain.HashAPIKey("pk_alice_secret"), CreatedAt: t0}
+			wantErr(t, s.CreateAPIKey(ctx(), k), domain.Conflict, "this API key already exists; generate another")
+		})
+		t.Run("unknown user", func(t *testing.T) {
+			k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: "usr_ghost", Name: "x", Hash: domain.HashAPIKey("pk_ghost"), CreatedAt: t0}
+			wantErr(t, s.CreateAPIKey(ctx(), k), domain.NotFound, "user usr_ghost does not exist")
+		})
+		for _, tt := range []struct {
+			name string
+			user string
+			page domain.Page
+			want []string
+		}{
+			{"only the user's keys", w.alice.ID, domain.Page{Limit: 10}, aliceKeys},
+			{"limit+1", w.alice.ID, domain.Page{Limit: 1}, aliceKeys[:2]},
+			{"after", w.alice.ID, domain.Page{Limit: 10, After: aliceKeys[1]}, aliceKeys[2:]},
+			{"other user", w.bob.ID, domain.Page{Limit: 10}, []string{w.bobKey.ID}},
+			{"no keys", "usr_ghost", domain.Page{Limit: 10}, []string{}},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListAPIKeys(ctx(), tt.user, tt.page)
+				must(t, err)
+				equal(t, ids(got, func(k domain.APIKey) string { return k.ID }), tt.want)
+			})
+		}
+		t.Run("revoke", func(t *testing.T) {
+			at := t0.Add(time.Hour)
+			must(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at))
+			must(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at.Add(time.Hour))) // keeps the first time
+			k, _, err := s.GetAPIKeyByHash(ctx(), w.bobKey.Hash)
+			must(t, err)
+			if k.RevokedAt == nil || !k.RevokedAt.Equal(at) {
+				t.Fatalf("RevokedAt = %v; want %v", k.RevokedAt, at)
+			}
+		})
+		t.Run("revoke another user's key", func(t *testing.T) {
+			wantErr(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.aliceKey.ID, t0), domain.NotFound, "API key "+w.aliceKey.ID+" does not exist")
+			k, _, err := s.GetAPIKeyByHash(ctx(), w.aliceKey.Hash)
+			must(t, err)
+			if k.RevokedAt != nil {
+				t.Fatalf("RevokedAt = %v; want nil", k.RevokedAt)
+			}
+		})
+		t.Run("revoke unknown", func(t *testing.T) {
+			wantErr(t, s.RevokeAPIKey(ctx(), w.bob.ID, "key_nope", t0), domain.NotFound, "API key key_nope does not exist")
+		})
+	})
+}
+
+func TestProjects(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		t.Run("get", func(t *testing.T) {
+			got, err := s.GetProject(ctx(), w.prjA.ID)
+			must(t, err)
+			equal(t, got, w.prjA)
+			m, err := s.GetMember(ctx(), w.prjA.ID, w.alice.ID)
+			must(t, err)
+			equal(t, m, &domain.Member{ProjectID: w.prjA.ID, UserID: w.alice.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0})
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetProject(ctx(), "prj_nope")
+			wantErr(t, err, domain.NotFound, "project prj_nope does not exist")
+		})
+		t.Run("create is atomic", func(t *testing.T) {
+			p := &domain.Project{ID: domain.NewID(domain.PrefixProject), Name: "orphan", CreatedAt: t0, UpdatedAt: t0}
+			err := s.CreateProject(ctx(), p, domain.Member{ProjectID: p.ID, UserID: "usr_ghost", Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0})
+			wantErr(t, err, domain.NotFound, "user usr_ghost does not exist")
+			_, err = s.GetProject(ctx(), p.ID)
+			wantErr(t, err, domain.NotFound, "")
+		})
+		t.Run("create duplicate", func(t *testing.T) {
+			err := s.CreateProject(ctx(), &domain.Project{ID: w.prjA.ID, Name: "again", CreatedAt: t0, UpdatedAt: t0},
+				domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0})
+			wantErr(t, err, domain.Conflict, "project "+w.prjA.ID+" already exists")
+			if _, err := s.GetMember(ctx(), w.prjA.ID, w.bob.ID); domain.KindOf(err) != domain.NotFound {
+				t.Fatalf("bob became a member of a project whose creation failed: %v", err)
+			}
+		})
+
+		extra := []string{w.prjA.ID, w.prjB.ID}
+		for i := range 3 {
+			extra = append(extra, newProject(t, s, w.alice, fmt.Sprint("extra", i)).ID)
+		}
+		all := sortedIDs(extra)
+		var aliceOnly []string
+		for _, id := range all {
+			if id != w.prjB.ID {
+				aliceOnly = append(aliceOnly, id)
+			}
+		}
+		for _, tt := range []struct {
+			name string
+			f    domain.ProjectFilter
+			want []string
+		}{
+			{"all", domain.ProjectFilter{Page: domain.Page{Limit: 10}}, all},
+			{"limit+1", domain.ProjectFilter{Page: domain.Page{Limit: 2}}, all[:3]},
+			{"after", domain.ProjectFilter{Page: domain.Page{Limit: 2, After: all[2]}}, all[3:]},
+			{"member alice", domain.ProjectFilter{MemberUserID: w.alice.ID, Page: domain.Page{Limit: 10}}, aliceOnly},
+			{"member bob", domain.ProjectFilter{MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, []string{w.prjB.ID}},
+			{"member nobody", domain.ProjectFilter{MemberUserID: "usr_ghost", Page: domain.Page{Limit: 10}}, []string{}},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListProjects(ctx(), tt.f)
+				must(t, err)
+				equal(t, ids(got, func(p domain.Project) string { return p.ID }), tt.want)
+			})
+		}
+
+		t.Run("update", func(t *testing.T) {
+			p := *w.prjA
+			p.Name, p.Description, p.UpdatedAt = "renamed", "new words", t0.Add(time.Minute)
+			must(t, s.UpdateProject(ctx(), &p))
+			got, err := s.GetProject(ctx(), p.ID)
+			must(t, err)
+			equal(t, got, &p)
+		})
+		t.Run("update unknown", func(t *testing.T) {
+			wantErr(t, s.UpdateProject(ctx(), &domain.Project{ID: "prj_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "project prj_nope does not exist")
+		})
+		t.Run("delete unknown", func(t *testing.T) {
+			wantErr(t, s.DeleteProject(ctx(), "prj_nope"), domain.NotFound, "project prj_nope does not exist")
+		})
+		t.Run("delete cascades", func(t *testing.T) {
+			doc := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: "d", CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.CreateDocument(ctx(), doc))
+			conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hi")))
+			must(t, s.PutMember(ctx(), &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleViewer, CreatedAt: t0, UpdatedAt: t0}))
+			must(t, s.InsertUsage(ctx(), []domain.UsageRecord{{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, Usage: domain.Usage{TotalTokens: 5}, CreatedAt: t0}}))
+
+			must(t, s.DeleteProject(ctx(), w.prjA.ID))
+
+			_, err := s.GetProject(ctx(), w.prjA.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetProvider(ctx(), w.provA.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetChat(ctx(), w.chatA.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetDocument(ctx(), doc.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetConversation(ctx(), conv.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetMember(ctx(), w.prjA.ID, w.bob.ID)
+			wantErr(t, err, domain.NotFound, "")
+			msgs, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			if got, want := len(msgs), 0; got != want {
+				t.Fatalf("messages left = %d; want %d", got, want)
+			}
+			totals, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID})
+			must(t, err)
+			if got, want := totals[0].Requests, int64(0); got != want {
+				t.Fatalf("usage records left = %d; want %d", got, want)
+			}
+			// The other project is untouched.
+			if _, err := s.GetChat(ctx(), w.chatB.ID); err != nil {
+				t.Fatal(err)
+			}
+		})
+	})
+}
+
+func TestMembers(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		carol := newUser(t, s, "carol")
+
+		t.Run("put inserts", func(t *testing.T) {
+			m := &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleViewer, CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.PutMember(ctx(), m))
+			got, err := s.GetMember(ctx(), w.prjA.ID, w.bob.ID)
+			must(t, err)
+			equal(t, got, m)
+		})
+		t.Run("put updates the role", func(t *testing.T) {
+			later := t0.Add(time.Hour)
+			must(t, s.PutMember(ctx(), &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleEditor, CreatedAt: later, UpdatedAt: later}))
+			got, err := s.GetMember(ctx(), w.prjA.ID, w.bob.ID)
+			must(t, err)
+			equal(t, got, &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleEditor, CreatedAt: t0, UpdatedAt: later})
+		})
+		for _, tt := range []struct {
+			name string
+			m    domain.Member
+			kind domain.Kind
+			msg  string
+		}{
+			{"unknown user", domain.Member{ProjectID: w.prjA.ID, UserID: "usr_ghost", Role: domain.RoleViewer}, domain.NotFound, "user usr_ghost does not exist"},
+			{"unknown project", domain.Member{ProjectID: "prj_ghost", UserID: w.bob.ID, Role: domain.RoleViewer}, domain.NotFound, "project prj_ghost does not exist"},
+			{"bad role", domain.Member{ProjectID: w.prjA.ID, UserID: carol.ID, Role: "emperor"}, domain.Invalid, ""},
+		} {
+			t.Run("put "+tt.name, func(t *testing.T) {
+				tt.m.CreatedAt, tt.m.UpdatedAt = t0, t0
+				wantErr(t, s.PutMember(ctx(), &tt.m), tt.kind, tt.msg)
+			})
+		}
+		t.Run("get non-member", func(t *testing.T) {
+			_, err := s.GetMember(ctx(), w.prjB.ID, w.alice.ID)
+			wantErr(t, err, domain.NotFound, fmt.Sprintf("user %s is not a member of project %s", w.alice.ID, w.prjB.ID))
+		})
+		must(t, s.PutMember(ctx(), &domain.Member{ProjectID: w.prjA.ID, UserID: carol.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}))
+		members := sortedIDs([]string{w.alice.ID, w.bob.ID, carol.ID})
+		for _, tt := range []struct {
+			name string
+			page domain.Page
+			want []string
+		}{
+			{"all", domain.Page{Limit: 10}, members},
+			{"limit+1", domain.Page{Limit: 1}, members[:2]},
+			{"after", domain.Page{Limit: 1, After: members[1]}, members[2:]},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListMembers(ctx(), w.prjA.ID, tt.page)
+				must(t, err)
+				equal(t, ids(got, func(m domain.Member) string { return m.UserID }), tt.want)
+			})
+		}
+		t.Run("count owners", func(t *testing.T) {
+			n, err := s.CountOwners(ctx(), w.prjA.ID)
+			must(t, err)
+			if got, want := n, int64(2); got != want {
+				t.Fatalf("CountOwners = %d; want %d", got, want)
+			}
+		})
+		t.Run("delete", func(t *testing.T) {
+			must(t, s.DeleteMember(ctx(), w.prjA.ID, carol.ID))
+			_, err := s.GetMember(ctx(), w.prjA.ID, carol.ID)
+			wantErr(t, err, domain.NotFound, "")
+			wantErr(t, s.DeleteMember(ctx(), w.prjA.ID, carol.ID), domain.NotFound,
+				fmt.Sprintf("user %s is not a member of project %s", carol.ID, w.prjA.ID))
+			n, err := s.CountOwners(ctx(), w.prjA.ID)
+			must(t, err)
+			if got, want := n, int64(1); got != want {
+				t.Fatalf("CountOwners = %d; want %d", got, want)
+			}
+		})
+	})
+}
+
+func TestProviders(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		t.Run("get", func(t *testing.T) {
+			got, err := s.GetProvider(ctx(), w.provA.ID)
+			must(t, err)
+			equal(t, got, w.provA)
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetProvider(ctx(), "aip_nope")
+			wantErr(t, err, domain.NotFound, "AI provider aip_nope does not exist")
+		})
+		t.Run("no key", func(t *testing.T) {
+			p := &domain.AIProvider{ID: domain.NewID(domain.PrefixProvider), ProjectID: w.prjA.ID, Name: "local", Type: domain.ProviderOpenAICompatible,
+				BaseURL: "http://127.0.0.1:11434/v1", DefaultModel: "llama3", APIKeyRef: "env:PARLEY_PROVIDER_KEY_X", CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.CreateProvider(ctx(), p))
+			got, err := s.GetProvider(ctx(), p.ID)
+			must(t, err)
+			equal(t, got, p)
+			if got.HasAPIKey() != true || len(got.APIKeyCiphertext) != 0 {
+				t.Fatalf("got %+v; want a ref and no ciphertext", got)
+			}
+			must(t, s.DeleteProvider(ctx(), p.ID))
+		})
+		t.Run("create in unknown project", func(t *testing.T) {
+			p := &domain.AIProvider{ID: domain.NewID(domain.PrefixProvider), ProjectID: "prj_ghost", Name: "x", Type: domain.ProviderOpenAI, CreatedAt: t0, UpdatedAt: t0}
+			wantErr(t, s.CreateProvider(ctx(), p), domain.NotFound, "project prj_ghost does not exist")
+		})
+		t.Run("create duplicate", func(t *testing.T) {
+			p := *w.provA
+			wantErr(t, s.CreateProvider(ctx(), &p), domain.Conflict, "AI provider "+p.ID+" already exists")
+		})
+
+		inA := []string{w.provA.ID}
+		for range 3 {
+			inA = append(inA, newProvider(t, s, w.prjA).ID)
+		}
+		inA = sortedIDs(inA)
+		all := sortedIDs(append(slices.Clone(inA), w.provB.ID))
+		for _, tt := range []struct {
+			name string
+			f    domain.ProviderFilter
+			want []string
+		}{
+			{"all", domain.ProviderFilter{Page: domain.Page{Limit: 10}}, all},
+			{"project", domain.ProviderFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 10}}, inA},
+			{"project limit+1", domain.ProviderFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 2}}, inA[:3]},
+			{"project after", domain.ProviderFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 2, After: inA[1]}}, inA[2:]},
+			{"member", domain.ProviderFilter{MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, []string{w.provB.ID}},
+			{"member and other project", domain.ProviderFilter{ProjectID: w.prjA.ID, MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, []string{}},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListProviders(ctx(), tt.f)
+				must(t, err)
+				equal(t, ids(got, func(p domain.AIProvider) string { return p.ID }), tt.want)
+			})
+		}
+		t.Run("list all", func(t *testing.T) {
+			got, err := s.ListAllProviders(ctx())
+			must(t, err)
+			equal(t, ids(got, func(p domain.AIProvider) string { return p.ID }), all)
+		})
+		t.Run("update", func(t *testing.T) {
+			p := *w.provA
+			p.Name, p.Type, p.BaseURL, p.DefaultModel, p.APIVersion = "azure", domain.ProviderAzureOpenAI, "https://x.openai.azure.com", "gpt-4", "2024-06-01"
+			p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint, p.APIKeyRef = nil, "", "", "env:PARLEY_PROVIDER_KEY_AZ"
+			p.UpdatedAt = t0.Add(time.Minute)
+			must(t, s.UpdateProvider(ctx(), &p))
+			got, err := s.GetProvider(ctx(), p.ID)
+			must(t, err)
+			equal(t, got, &p)
+		})
+		t.Run("update unknown", func(t *testing.T) {
+			wantErr(t, s.UpdateProvider(ctx(), &domain.AIProvider{ID: "aip_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "AI provider aip_nope does not exist")
+		})
+		t.Run("delete refused while a chat uses it", func(t *testing.T) {
+			wantErr(t, s.DeleteProvider(ctx(), w.provA.ID), domain.Conflict,
+				"AI provider "+w.provA.ID+" is used by chats; delete or move them first")
+			if _, err := s.GetProvider(ctx(), w.provA.ID); err != nil {
+				t.Fatalf("provider gone after a refused delete: %v", err)
+			}
+		})
+		t.Run("delete after moving the chat", func(t *testing.T) {
+			c := *w.chatA
+			c.AIProviderID, c.UpdatedAt = inA[len(inA)-1], t0.Add(time.Minute)
+			if c.AIProviderID == w.provA.ID {
+				c.AIProviderID = inA[0]
+			}
+			must(t, s.UpdateChat(ctx(), &c))
+			must(t, s.DeleteProvider(ctx(), w.provA.ID))
+			_, err := s.GetProvider(ctx(), w.provA.ID)
+			wantErr(t, err, domain.NotFound, "")
+			wantErr(t, s.DeleteProvider(ctx(), w.provA.ID), domain.NotFound, "AI provider "+w.provA.ID+" does not exist")
+		})
+	})
+}
+
+func TestDocuments(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		doc := &domain.Document{
+			ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: "faq", Content: "Q: why?\nA: because.", MimeType: "text/plain",
+			Metadata:  map[string]any{"lang": "en", "pages": 3.0, "tags": []any{"a", "b"}, "nested": map[string]any{"ok": true}},
+			CreatedAt: t0, UpdatedAt: t0,
+		}
+		must(t, s.CreateDocument(ctx(), doc))
+		t.Run("get", func(t *testing.T) {
+			got, err := s.GetDocument(ctx(), doc.ID)
+			must(t, err)
+			equal(t, got, doc)
+		})
+		t.Run("nil metadata", func(t *testing.T) {
+			d := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjB.ID, Name: "empty", CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.CreateDocument(ctx(), d))
+			got, err := s.GetDocument(ctx(), d.ID)
+			must(t, err)
+			equal(t, got, d)
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetDocument(ctx(), "doc_nope")
+			wantErr(t, err, domain.NotFound, "document doc_nope does not exist")
+		})
+		t.Run("create in unknown project", func(t *testing.T) {
+			d := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: "prj_ghost", Name: "x", CreatedAt: t0, UpdatedAt: t0}
+			wantErr(t, s.CreateDocument(ctx(), d), domain.NotFound, "project prj_ghost does not exist")
+		})
+		inA := []string{doc.ID}
+		for i := range 2 {
+			d := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: fmt.Sprint("d", i), CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.CreateDocument(ctx(), d))
+			inA = append(inA, d.ID)
+		}
+		inA = sortedIDs(inA)
+		for _, tt := range []struct {
+			name string
+			f    domain.DocumentFilter
+			want int
+		}{
+			{"all", domain.DocumentFilter{Page: domain.Page{Limit: 10}}, 4},
+			{"project", domain.DocumentFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 10}}, 3},
+			{"limit+1", domain.DocumentFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 1}}, 2},
+			{"after", domain.DocumentFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 10, After: inA[0]}}, 2},
+			{"member", domain.DocumentFilter{MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, 1},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListDocuments(ctx(), tt.f)
+				must(t, err)
+				if got, want := len(got), tt.want; got != want {
+					t.Fatalf("len = %d; want %d", got, want)
+				}
+				if !slices.IsSortedFunc(got, func(a, b domain.Document) int { return strings.Compare(a.ID, b.ID) }) {
+					t.Fatal("not ordered by id")
+				}
+			})
+		}
+		t.Run("update", func(t *testing.T) {
+			d := *doc
+			d.Name, d.Content, d.MimeType, d.Metadata, d.UpdatedAt = "faq2", "new", "text/markdown", map[string]any{"v": 2.0}, t0.Add(time.Minute)
+			must(t, s.UpdateDocument(ctx(), &d))
+			got, err := s.GetDocument(ctx(), d.ID)
+			must(t, err)
+			equal(t, got, &d)
+		})
+		t.Run("update unknown", func(t *testing.T) {
+			wantErr(t, s.UpdateDocument(ctx(), &domain.Document{ID: "doc_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "document doc_nope does not exist")
+		})
+		t.Run("delete", func(t *testing.T) {
+			must(t, s.DeleteDocument(ctx(), doc.ID))
+			_, err := s.GetDocument(ctx(), doc.ID)
+			wantErr(t, err, domain.NotFound, "")
+			wantErr(t, s.DeleteDocument(ctx(), doc.ID), domain.NotFound, "document "+doc.ID+" does not exist")
+		})
+	})
+}
+
+func TestChats(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		t.Run("get", func(t *testing.T) {
+			got, err := s.GetChat(ctx(), w.chatA.ID)
+			must(t, err)
+			equal(t, got, w.chatA)
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetChat(ctx(), "cht_nope")
+			wantErr(t, err, domain.NotFound, "chat cht_nope does not exist")
+		})
+		for _, tt := range []struct {
+			name    string
+			project string
+			prov    string
+			kind    domain.Kind
+			msg     string
+		}{
+			{"unknown provider", w.prjA.ID, "aip_ghost", domain.Invalid, "AI provider aip_ghost does not exist"},
+			{"unknown project", "prj_ghost", w.provA.ID, domain.NotFound, "project prj_ghost does not exist"},
+		} {
+			t.Run("create with "+tt.name, func(t *testing.T) {
+				c := &domain.Chat{ID: domain.NewID(domain.PrefixChat), ProjectID: tt.project, AIProviderID: tt.prov, Name: "x", CreatedAt: t0, UpdatedAt: t0}
+				err := s.CreateChat(ctx(), c)
+				wantErr(t, err, tt.kind, tt.msg)
+				if tt.kind == domain.Invalid {
+					if got, want := domain.DetailsOf(err)["field"], any("aiProviderId"); got != want {
+						t.Fatalf("field = %v; want %v", got, want)
+					}
+				}
+			})
+		}
+		inA := []string{w.chatA.ID}
+		for range 3 {
+			inA = append(inA, newChat(t, s, w.provA).ID)
+		}
+		inA = sortedIDs(inA)
+		for _, tt := range []struct {
+			name string
+			f    domain.ChatFilter
+			want []string
+		}{
+			{"all", domain.ChatFilter{Page: domain.Page{Limit: 10}}, sortedIDs(append(slices.Clone(inA), w.chatB.ID))},
+			{"project", domain.ChatFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 10}}, inA},
+			{"limit+1", domain.ChatFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 2}}, inA[:3]},
+			{"after", domain.ChatFilter{ProjectID: w.prjA.ID, Page: domain.Page{Limit: 2, After: inA[2]}}, inA[3:]},
+			{"member", domain.ChatFilter{MemberUserID: w.alice.ID, Page: domain.Page{Limit: 10}}, inA},
+			{"member of other project", domain.ChatFilter{ProjectID: w.prjB.ID, MemberUserID: w.alice.ID, Page: domain.Page{Limit: 10}}, []string{}},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListChats(ctx(), tt.f)
+				must(t, err)
+				equal(t, ids(got, func(c domain.Chat) string { return c.ID }), tt.want)
+			})
+		}
+		t.Run("update", func(t *testing.T) {
+			other := newProvider(t, s, w.prjA)
+			c := *w.chatA
+			c.AIProviderID, c.Name, c.SystemMessage, c.Model, c.UpdatedAt = other.ID, "renamed", "", "", t0.Add(time.Minute)
+			must(t, s.UpdateChat(ctx(), &c))
+			got, err := s.GetChat(ctx(), c.ID)
+			must(t, err)
+			equal(t, got, &c)
+		})
+		t.Run("update to unknown provider", func(t *testing.T) {
+			c := *w.chatB
+			c.AIProviderID = "aip_ghost"
+			wantErr(t, s.UpdateChat(ctx(), &c), domain.Invalid, "AI provider aip_ghost does not exist")
+		})
+		t.Run("update unknown", func(t *testing.T) {
+			c := *w.chatB
+			c.ID = "cht_nope"
+			wantErr(t, s.UpdateChat(ctx(), &c), domain.NotFound, "chat cht_nope does not exist")
+		})
+		t.Run("delete cascades to conversations", func(t *testing.T) {
+			conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjB.ID, ChatID: w.chatB.ID, CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hello")))
+			must(t, s.DeleteChat(ctx(), w.chatB.ID))
+			_, err := s.GetChat(ctx(), w.chatB.ID)
+			wantErr(t, err, domain.NotFound, "")
+			_, err = s.GetConversation(ctx(), conv.ID)
+			wantErr(t, err, domain.NotFound, "")
+			msgs, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			if got, want := len(msgs), 0; got != want {
+				t.Fatalf("messages left = %d; want %d", got, want)
+			}
+			wantErr(t, s.DeleteChat(ctx(), w.chatB.ID), domain.NotFound, "chat "+w.chatB.ID+" does not exist")
+			// Its provider is free now.
+			must(t, s.DeleteProvider(ctx(), w.provB.ID))
+		})
+	})
+}
+
+// turn returns a user message and the assistant's reply at seq and seq+1.
+func turn(convID string, seq int, text string) []domain.Message {
+	return []domain.Message{
+		{ID: domain.NewID(domain.PrefixMessage), ConversationID: convID, Seq: seq, Role: domain.RoleUser, Content: text, CreatedAt: t0},
+		{
+			ID: domain.NewID(domain.PrefixMessage), ConversationID: convID, Seq: seq + 1, Role: domain.RoleAssistant, Content: "re: " + text,
+			Model: "gpt-4o", FinishReason: "stop", Usage: domain.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}, CreatedAt: t0,
+		},
+	}
+}
+
+func TestConversations(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		first := turn(conv.ID, 0, "one")
+		first = append(first, domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: conv.ID, Seq: 2, Role: domain.RoleUser, DocumentID: "doc_x", Content: "doc body", CreatedAt: t0})
+		slices.Reverse(first) // stored order must come from Seq, not insertion
+		must(t, s.AppendTurn(ctx(), conv, true, first))
+
+		t.Run("get", func(t *testing.T) {
+			got, err := s.GetConversation(ctx(), conv.ID)
+			must(t, err)
+			equal(t, got, conv)
+		})
+		t.Run("get unknown", func(t *testing.T) {
+			_, err := s.GetConversation(ctx(), "cnv_nope")
+			wantErr(t, err, domain.NotFound, "conversation cnv_nope does not exist")
+		})
+		t.Run("messages in order", func(t *testing.T) {
+			got, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			want := slices.Clone(first)
+			slices.Reverse(want)
+			equal(t, got, want)
+		})
+		t.Run("continue", func(t *testing.T) {
+			later := t0.Add(time.Minute)
+			c := *conv
+			c.UpdatedAt = later
+			must(t, s.AppendTurn(ctx(), &c, false, turn(conv.ID, 3, "two")))
+			got, err := s.GetConversation(ctx(), conv.ID)
+			must(t, err)
+			if !got.UpdatedAt.Equal(later) || !got.CreatedAt.Equal(t0) {
+				t.Fatalf("times = %v, %v; want created %v, updated %v", got.CreatedAt, got.UpdatedAt, t0, later)
+			}
+			msgs, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			equal(t, ids(msgs, func(m domain.Message) string { return fmt.Sprint(m.Seq, m.Role) }),
+				[]string{"0user", "1assistant", "2user", "3user", "4assistant"})
+		})
+		t.Run("duplicate seq is atomic", func(t *testing.T) {
+			msgs := turn(conv.ID, 5, "three") // 5 is free,
+			msgs[1].Seq = 4                   // 4 is taken
+			c := *conv
+			c.UpdatedAt = t0.Add(time.Hour)
+			wantErr(t, s.AppendTurn(ctx(), &c, false, msgs), domain.Conflict,
+				"conversation "+conv.ID+" was continued by another request at the same time; retry")
+			got, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			if got, want := len(got), 5; got != want {
+				t.Fatalf("messages = %d; want %d (none of the failed turn)", got, want)
+			}
+			cv, err := s.GetConversation(ctx(), conv.ID)
+			must(t, err)
+			if got, want := cv.UpdatedAt, t0.Add(time.Minute); !got.Equal(want) {
+				t.Fatalf("updatedAt = %v; want %v (unchanged)", got, want)
+			}
+		})
+		t.Run("create is atomic", func(t *testing.T) {
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			msgs := turn(c.ID, 0, "x")
+			msgs[1].Seq = 0
+			wantErr(t, s.AppendTurn(ctx(), c, true, msgs), domain.Conflict, "")
+			_, err := s.GetConversation(ctx(), c.ID)
+			wantErr(t, err, domain.NotFound, "")
+		})
+		t.Run("continue unknown", func(t *testing.T) {
+			c := &domain.Conversation{ID: "cnv_nope", ProjectID: w.prjA.ID, ChatID: w.chatA.ID, UpdatedAt: t0}
+			wantErr(t, s.AppendTurn(ctx(), c, false, turn("cnv_nope", 0, "x")), domain.NotFound, "conversation cnv_nope does not exist")
+		})
+		t.Run("create for unknown chat", func(t *testing.T) {
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: "cht_ghost", CreatedAt: t0, UpdatedAt: t0}
+			wantErr(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")), domain.Invalid, "chat cht_ghost does not exist")
+		})
+
+		inA := []string{conv.ID}
+		for range 2 {
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			must(t, s.AppendTurn(ctx(), c, true, nil))
+			inA = append(inA, c.ID)
+		}
+		inA = sortedIDs(inA)
+		convB := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjB.ID, ChatID: w.chatB.ID, CreatedAt: t0, UpdatedAt: t0}
+		must(t, s.AppendTurn(ctx(), convB, true, turn(convB.ID, 0, "b")))
+		for _, tt := range []struct {
+			name string
+			f    domain.ConversationFilter
+			want []string
+		}{
+			{"all", domain.ConversationFilter{Page: domain.Page{Limit: 10}}, sortedIDs(append(slices.Clone(inA), convB.ID))},
+			{"chat", domain.ConversationFilter{ChatID: w.chatA.ID, Page: domain.Page{Limit: 10}}, inA},
+			{"limit+1", domain.ConversationFilter{ChatID: w.chatA.ID, Page: domain.Page{Limit: 1}}, inA[:2]},
+			{"after", domain.ConversationFilter{ChatID: w.chatA.ID, Page: domain.Page{Limit: 1, After: inA[1]}}, inA[2:]},
+			{"member", domain.ConversationFilter{MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, []string{convB.ID}},
+			{"member of another chat's project", domain.ConversationFilter{ChatID: w.chatA.ID, MemberUserID: w.bob.ID, Page: domain.Page{Limit: 10}}, []string{}},
+		} {
+			t.Run("list "+tt.name, func(t *testing.T) {
+				got, err := s.ListConversations(ctx(), tt.f)
+				must(t, err)
+				equal(t, ids(got, func(c domain.Conversation) string { return c.ID }), tt.want)
+			})
+		}
+		t.Run("delete", func(t *testing.T) {
+			must(t, s.DeleteConversation(ctx(), conv.ID))
+			_, err := s.GetConversation(ctx(), conv.ID)
+			wantErr(t, err, domain.NotFound, "")
+			msgs, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			if got, want := len(msgs), 0; got != want {
+				t.Fatalf("messages left = %d; want %d", got, want)
+			}
+			wantErr(t, s.DeleteConversation(ctx(), conv.ID), domain.NotFound, "conversation "+conv.ID+" does not exist")
+			if _, err := s.GetChat(ctx(), w.chatA.ID); err != nil {
+				t.Fatalf("deleting a conversation touched its chat: %v", err)
+			}
+		})
+	})
+}
+
+func TestUsage(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		rec := func(at time.Duration, model, prov, chat, key string, prompt, completion int) domain.UsageRecord {
+			return domain.UsageRecord{
+				ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, ChatID: chat, AIProviderID: prov, Model: model,
+				UserID: w.alice.ID, KeyID: key, Usage: domain.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion},
+				Latency: 1500 * time.Millisecond, TimeToFirst: 200 * time.Millisecond, Outcome: domain.OutcomeOK, Stream: true, CreatedAt: t0.Add(at),
+			}
+		}
+		records := []domain.UsageRecord{
+			rec(0, "gpt-4o", "aip_1", "cht_1", "key_1", 10, 1),
+			rec(time.Minute, "gpt-4o", "aip_1", "", "key_2", 20, 2),
+			rec(time.Hour, "claude", "aip_2", "cht_1", "key_1", 30, 3),
+			rec(2*time.Hour, "claude", "aip_2", "cht_2", "key_1", 40, 4),
+			{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjB.ID, Model: "gpt-4o", Usage: domain.Usage{CompletionTokens: 1000, TotalTokens: 1000}, CreatedAt: t0},
+		}
+		must(t, s.InsertUsage(ctx(), records))
+		must(t, s.InsertUsage(ctx(), nil))
+
+		u := func(key string, prompt, completion int, n int64) domain.UsageTotal {
+			return domain.UsageTotal{Key: key, Usage: domain.Usage{PromptTokens: prompt, CompletionTokens: completion, TotalTokens: prompt + completion}, Requests: n}
+		}
+		all := domain.UsageQuery{ProjectID: w.prjA.ID, From: t0, To: t0.Add(24 * time.Hour)}
+		with := func(q domain.UsageQuery, g domain.UsageGroupBy) domain.UsageQuery { q.GroupBy = g; return q }
+		for _, tt := range []struct {
+			name string
+			q    domain.UsageQuery
+			want []domain.UsageTotal
+		}{
+			{"total", all, []domain.UsageTotal{u("", 100, 10, 4)}},
+			{"by model", with(all, domain.GroupByModel), []domain.UsageTotal{u("claude", 70, 7, 2), u("gpt-4o", 30, 3, 2)}},
+			{"by provider", with(all, domain.GroupByProvider), []domain.UsageTotal{u("aip_1", 30, 3, 2), u("aip_2", 70, 7, 2)}},
+			{"by chat", with(all, domain.GroupByChat), []domain.UsageTotal{u("", 20, 2, 1), u("cht_1", 40, 4, 2), u("cht_2", 40, 4, 1)}},
+			{"by key", with(all, domain.GroupByKey), []domain.UsageTotal{u("key_1", 80, 8, 3), u("key_2", 20, 2, 1)}},
+			{"from is inclusive, to exclusive", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(time.Minute), To: t0.Add(2 * time.Hour)}, []domain.UsageTotal{u("", 50, 5, 2)}},
+			{"open bounds", domain.UsageQuery{ProjectID: w.prjA.ID}, []domain.UsageTotal{u("", 100, 10, 4)}},
+			{"empty window total", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(-time.Hour), To: t0}, []domain.UsageTotal{u("", 0, 0, 0)}},
+			{"empty window grouped", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(-time.Hour), To: t0, GroupBy: domain.GroupByModel}, []domain.UsageTotal{}},
+			{"other project", domain.UsageQuery{ProjectID: w.prjB.ID, GroupBy: domain.GroupByModel}, []domain.UsageTotal{u("gpt-4o", 0, 1000, 1)}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := s.SumUsage(ctx(), tt.q)
+				must(t, err)
+				equal(t, got, tt.want)
+			})
+		}
+		t.Run("unknown groupBy", func(t *testing.T) {
+			_, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID, GroupBy: "weekday"})
+			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key")
+		})
+		t.Run("unknown project", func(t *testing.T) {
+			r := rec(0, "m", "", "", "", 1, 1)
+			r.ProjectID = "prj_ghost"
+			wantErr(t, s.InsertUsage(ctx(), []domain.UsageRecord{rec(0, "m", "", "", "", 1, 1), r}), domain.NotFound, "project prj_ghost does not exist")
+		})
+		t.Run("duplicate id", func(t *testing.T) {
+			wantErr(t, s.InsertUsage(ctx(), records[:1]), domain.Conflict, "")
+		})
+		t.Run("failed batch stores nothing", func(t *testing.T) {
+			got, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID})
+			must(t, err)
+			if got, want := got[0].Requests, int64(4); got != want {
+				t.Fatalf("requests = %d; want %d", got, want)
+			}
+		})
+		t.Run("many batches", func(t *testing.T) {
+			var many []domain.UsageRecord
+			for range 1001 {
+				many = append(many, rec(3*time.Hour, "bulk", "aip_3", "", "", 1, 1))
+			}
+			must(t, s.InsertUsage(ctx(), many))
+			got, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(3 * time.Hour), GroupBy: domain.GroupByModel})
+			must(t, err)
+			equal(t, got, []domain.UsageTotal{u("bulk", 1001, 1001, 1001)})
+		})
+	})
+}

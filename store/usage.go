@@ -1,0 +1,107 @@
+package store
+
+import (
+	"context"
+	"slices"
+
+	"gorm.io/gorm"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// usageBatch is how many usage records go in one INSERT.
+const usageBatch = 500
+
+// InsertUsage stores records in one transaction; Conflict when one's id
+// exists, NotFound when one's project does not.
+func (s *Store) InsertUsage(ctx context.Context, records []domain.UsageRecord) error {
+	const op = "store.InsertUsage"
+	if len(records) == 0 {
+		return nil
+	}
+	rows := make([]usageRow, len(records))
+	var projects []string
+	for i := range records {
+		rows[i] = fromDomainUsage(&records[i])
+		if !slices.Contains(projects, rows[i].ProjectID) {
+			projects = append(projects, rows[i].ProjectID)
+		}
+	}
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		return tx.CreateInBatches(&rows, usageBatch).Error
+	})
+	if err != nil {
+		return translate(op, err,
+			func() error { return conflictf(op, err, "a usage record with one of these ids already exists") },
+			func() error {
+				refs := make([]ref, len(projects))
+				for i, p := range projects {
+					refs[i] = ref{"projectId", "project", "projects", p}
+				}
+				return s.brokenRef(ctx, op, err, refs...)
+			})
+	}
+	return nil
+}
+
+// usageKeys are the columns usage totals group by.
+var usageKeys = map[domain.UsageGroupBy]string{
+	domain.GroupByModel:    "model",
+	domain.GroupByProvider: "ai_provider_id",
+	domain.GroupByChat:     "chat_id",
+	domain.GroupByKey:      "key_id",
+}
+
+type usageTotalRow struct {
+	GroupKey         string
+	PromptTokens     int64
+	CompletionTokens int64
+	TotalTokens      int64
+	Requests         int64
+}
+
+// SumUsage returns the totals of q.ProjectID's usage created in
+// [q.From, q.To) (a zero bound is open), per group ordered by key. Without
+// GroupBy it returns one total, zero when nothing was used. Invalid for an
+// unknown GroupBy.
+func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.UsageTotal, error) {
+	const op = "store.SumUsage"
+	key := "''"
+	if q.GroupBy != "" {
+		var ok bool
+		if key, ok = usageKeys[q.GroupBy]; !ok {
+			return nil, because(op, domain.Invalidf("groupBy", "groupBy must be one of model, provider, chat, key"), nil)
+		}
+	}
+	db := s.db.WithContext(ctx).Model(&usageRow{}).
+		Select(key+" AS group_key, "+
+			"CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, "+
+			"CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, "+
+			"CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, "+
+			"COUNT(*) AS requests").
+		Where("project_id = ?", q.ProjectID)
+	if !q.From.IsZero() {
+		db = db.Where("created_at >= ?", ts(q.From))
+	}
+	if !q.To.IsZero() {
+		db = db.Where("created_at < ?", ts(q.To))
+	}
+	if q.GroupBy != "" {
+		db = db.Group(key).Order(key)
+	}
+	var rows []usageTotalRow
+	if err := db.Scan(&rows).Error; err != nil {
+		return nil, fail(op, err)
+	}
+	out := make([]domain.UsageTotal, len(rows))
+	for i, r := range rows {
+		out[i] = domain.UsageTotal{
+			Key: r.GroupKey,
+			Usage: domain.Usage{
+				PromptTokens: int(r.PromptTokens), CompletionTokens: int(r.CompletionTokens), TotalTokens: int(r.TotalTokens),
+			},
+			Requests: r.Requests,
+		}
+	}
+	return out, nil
+}

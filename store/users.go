@@ -1,0 +1,114 @@
+package store
+
+import (
+	"context"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// CreateUser inserts u; Conflict when its id exists.
+func (s *Store) CreateUser(ctx context.Context, u *domain.User) error {
+	const op = "store.CreateUser"
+	row := fromDomainUser(u)
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		return translate(op, err, func() error { return conflictf(op, err, "user %s already exists", u.ID) }, nil)
+	}
+	u.CreatedAt = row.CreatedAt
+	return nil
+}
+
+// GetUser returns NotFound when id does not exist.
+func (s *Store) GetUser(ctx context.Context, id string) (*domain.User, error) {
+	const op = "store.GetUser"
+	var row userRow
+	if err := s.db.WithContext(ctx).Take(&row, "id = ?", id).Error; err != nil {
+		if notFound(err) {
+			return nil, because(op, domain.NotFoundf("user", id), nil)
+		}
+		return nil, fail(op, err)
+	}
+	return toDomainUser(&row), nil
+}
+
+// ListUsers returns up to p.Limit+1 users with ids after p.After.
+func (s *Store) ListUsers(ctx context.Context, p domain.Page) ([]domain.User, error) {
+	var rows []userRow
+	if err := paged(s.db.WithContext(ctx), "id", p).Find(&rows).Error; err != nil {
+		return nil, fail("store.ListUsers", err)
+	}
+	out := make([]domain.User, len(rows))
+	for i := range rows {
+		out[i] = *toDomainUser(&rows[i])
+	}
+	return out, nil
+}
+
+// CountUsers returns how many users exist.
+func (s *Store) CountUsers(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Model(&userRow{}).Count(&n).Error; err != nil {
+		return 0, fail("store.CountUsers", err)
+	}
+	return n, nil
+}
+
+// CreateAPIKey inserts k; Conflict when its hash (or id) already exists,
+// NotFound when its user does not.
+func (s *Store) CreateAPIKey(ctx context.Context, k *domain.APIKey) error {
+	const op = "store.CreateAPIKey"
+	row := fromDomainAPIKey(k)
+	if err := s.db.WithContext(ctx).Create(&row).Error; err != nil {
+		return translate(op, err,
+			func() error { return conflictf(op, err, "this API key already exists; generate another") },
+			func() error { return because(op, domain.NotFoundf("user", k.UserID), err) })
+	}
+	k.CreatedAt, k.RevokedAt = row.CreatedAt, row.RevokedAt
+	return nil
+}
+
+// GetAPIKeyByHash returns the key and its user; NotFound when no key has that hash.
+func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
+	const op = "store.GetAPIKeyByHash"
+	var k apiKeyRow
+	if err := s.db.WithContext(ctx).Take(&k, "hash = ?", hash).Error; err != nil {
+		if notFound(err) {
+			return nil, nil, because(op, domain.Errorf(domain.NotFound, "no API key has this hash"), nil)
+		}
+		return nil, nil, fail(op, err)
+	}
+	var u userRow
+	if err := s.db.WithContext(ctx).Take(&u, "id = ?", k.UserID).Error; err != nil {
+		if notFound(err) { // deleted between the two reads
+			return nil, nil, because(op, domain.Errorf(domain.NotFound, "no API key has this hash"), nil)
+		}
+		return nil, nil, fail(op, err)
+	}
+	return toDomainAPIKey(&k), toDomainUser(&u), nil
+}
+
+// ListAPIKeys returns up to p.Limit+1 keys of userID (revoked ones too).
+func (s *Store) ListAPIKeys(ctx context.Context, userID string, p domain.Page) ([]domain.APIKey, error) {
+	var rows []apiKeyRow
+	q := s.db.WithContext(ctx).Where("user_id = ?", userID)
+	if err := paged(q, "id", p).Find(&rows).Error; err != nil {
+		return nil, fail("store.ListAPIKeys", err)
+	}
+	out := make([]domain.APIKey, len(rows))
+	for i := range rows {
+		out[i] = *toDomainAPIKey(&rows[i])
+	}
+	return out, nil
+}
+
+// RevokeAPIKey sets revokedAt on keyID of userID; NotFound when it does not
+// exist. Revoking a revoked key keeps the first time.
+func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error {
+	const op = "store.RevokeAPIKey"
+	res := s.db.WithContext(ctx).Model(&apiKeyRow{}).
+		Where("id = ? AND user_id = ?", keyID, userID).
+		Update("revoked_at", gorm.Expr("COALESCE(revoked_at, ?)", ts(at)))
+	return rowsOrNotFound(op, res, "API key", keyID)
+}
