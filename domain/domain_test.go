@@ -1,0 +1,99 @@
+package domain
+
+import (
+	"errors"
+	"net"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestNewIDSortsByTime(t *testing.T) {
+	var ids []string
+	for range 5 {
+		ids = append(ids, NewID(PrefixChat))
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !sort.StringsAreSorted(ids) {
+		t.Errorf("ids made in order do not sort: %v", ids)
+	}
+	for _, id := range ids {
+		if !validID(PrefixChat, id) {
+			t.Errorf("validID(%q) = false", id)
+		}
+	}
+	for _, bad := range []string{"", "cht_", "cht_short", "doc_" + ids[0][4:], "cht_" + strings.Repeat("u", 26)} {
+		if validID(PrefixChat, bad) {
+			t.Errorf("validID(%q) = true", bad)
+		}
+	}
+}
+
+func TestParsePage(t *testing.T) {
+	items := []int{1, 2, 3}
+	l := paginate(items, Page{Limit: 2}, func(i int) string { return string(rune('a' + i)) })
+	if len(l.Items) != 2 || l.NextCursor == "" {
+		t.Fatalf("paginate = %+v", l)
+	}
+	p, err := ParsePage("2", l.NextCursor)
+	if err != nil || p.After != "c" || p.Limit != 2 {
+		t.Errorf("ParsePage(next) = %+v, %v", p, err)
+	}
+	if p, err := ParsePage("", ""); err != nil || p.Limit != DefaultPageLimit {
+		t.Errorf("ParsePage default = %+v, %v", p, err)
+	}
+	for _, tt := range []struct{ limit, cursor, field string }{
+		{"0", "", "limit"}, {"101", "", "limit"}, {"x", "", "limit"}, {"", "!!", "cursor"},
+	} {
+		_, err := ParsePage(tt.limit, tt.cursor)
+		if KindOf(err) != Invalid || DetailsOf(err)["field"] != tt.field {
+			t.Errorf("ParsePage(%q, %q) = %v, want Invalid on %s", tt.limit, tt.cursor, err, tt.field)
+		}
+	}
+}
+
+func TestErrorKindsLiftThroughWrapping(t *testing.T) {
+	err := Wrap("chats.Get", NotFoundf("chat", "cht_x"))
+	if KindOf(err) != NotFound || MessageOf(err) != "chat cht_x does not exist" {
+		t.Errorf("KindOf/MessageOf = %v/%q", KindOf(err), MessageOf(err))
+	}
+	hidden := Wrap("store.Get", errors.New(`pq: relation "chats" does not exist`))
+	if KindOf(hidden) != Internal || strings.Contains(MessageOf(hidden), "relation") {
+		t.Errorf("an internal cause leaks: %q", MessageOf(hidden))
+	}
+}
+
+func TestIsPrivateIP(t *testing.T) {
+	for ip, want := range map[string]bool{
+		"127.0.0.1": true, "10.1.2.3": true, "192.168.0.1": true, "172.16.0.1": true, "169.254.169.254": true,
+		"::1": true, "fd00:ec2::254": true, "0.0.0.0": true, "8.8.8.8": false, "2606:4700::1111": false,
+	} {
+		if got := IsPrivateIP(net.ParseIP(ip)); got != want {
+			t.Errorf("IsPrivateIP(%s) = %v, want %v", ip, got, want)
+		}
+	}
+}
+
+func TestRedactMessages(t *testing.T) {
+	msgs := []LLMMessage{{Role: RoleUser, Content: "my key is sk-abcdefghijklmnop and the provider's is custom-secret-value"}}
+	got := redactMessages(msgs, "custom-secret-value")[0].Content
+	if strings.Contains(got, "sk-abcdefghijklmnop") || strings.Contains(got, "custom-secret-value") {
+		t.Errorf("redacted = %q", got)
+	}
+	if msgs[0].Content == got {
+		t.Error("redactMessages changed its input instead of copying")
+	}
+}
+
+func TestSecretNeverPrints(t *testing.T) {
+	s := Secret("sk-live-123")
+	for _, got := range []string{s.String(), s.GoString()} {
+		if strings.Contains(got, "sk-live") {
+			t.Errorf("Secret printed %q", got)
+		}
+	}
+	if s.Reveal() != "sk-live-123" {
+		t.Error("Reveal lost the value")
+	}
+}
