@@ -86,6 +86,7 @@ type Completions struct {
 	deps      Deps
 	access    access
 	providers *Providers
+	limits    *Limits
 }
 
 // Completion parameter limits.
@@ -289,6 +290,11 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		return nil, err
 	}
 	p, _ := PrincipalFrom(ctx)
+	budgets, release, err := s.admit(ctx, pl.provider.ProjectID, p, emit != nil)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID
@@ -325,7 +331,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 
 	rec := UsageRecord{
 		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
-		AIProviderID: pl.provider.ID, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
+		AIProviderID: pl.provider.ID, ProviderType: pl.provider.Type, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
 		Latency: total, Outcome: OutcomeOK, Stream: emit != nil, CreatedAt: meta.Created,
 	}
 	if pl.chat != nil {
@@ -336,6 +342,9 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		if res.Model != "" {
 			rec.Model = res.Model
 		}
+	}
+	if len(budgets) > 0 {
+		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
 	}
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
@@ -366,6 +375,35 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		}
 	}
 	return out, nil
+}
+
+// admit applies the project's limits to a completion: requests and tokens
+// per minute for the project and for the caller's key, and open streams
+// per key. It returns the budgets to count the completion's tokens against
+// and a release for the stream slot.
+func (s *Completions) admit(ctx context.Context, projectID string, p Principal, stream bool) ([]Budget, func(), error) {
+	none := func() {}
+	if s.deps.Limiter == nil {
+		return nil, none, nil
+	}
+	l, err := s.limits.lookup(ctx, projectID)
+	if err != nil {
+		return nil, none, err
+	}
+	bs := budgets(l, p)
+	if len(bs) > 0 {
+		if err := s.deps.Limiter.Allow(ctx, bs); err != nil {
+			return nil, none, err
+		}
+	}
+	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
+		release, err := s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey)
+		if err != nil {
+			return nil, none, err
+		}
+		return bs, release, nil
+	}
+	return bs, none, nil
 }
 
 // storeTurn appends the request's messages and the reply to the

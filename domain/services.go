@@ -12,6 +12,7 @@ import (
 // Store is every store port; the store package implements all of them on
 // one database.
 type Store interface {
+	LimitStore
 	UserStore
 	ProjectStore
 	MemberStore
@@ -30,6 +31,11 @@ type Deps struct {
 	LLM    LLM
 	// Usage records completions off the hot path; nil writes synchronously.
 	Usage UsageRecorder
+	// Limiter enforces project limits; nil enforces none.
+	Limiter Limiter
+	// LimitsCacheTTL is how long a project's limits are cached; writes on
+	// this instance invalidate at once. 0 means 5s.
+	LimitsCacheTTL time.Duration
 	// LookupEnv resolves apiKeyRef "env:NAME"; nil means os.LookupEnv.
 	LookupEnv func(string) (string, bool)
 	// Resolver resolves provider base URL hosts for the SSRF check; nil
@@ -53,6 +59,7 @@ type Services struct {
 	Conversations *Conversations
 	Completions   *Completions
 	UsageReports  *UsageReports
+	Limits        *Limits
 }
 
 // NewServices builds the services over deps.
@@ -69,6 +76,9 @@ func NewServices(d Deps) *Services {
 	if d.Now == nil {
 		d.Now = func() time.Time { return time.Now().UTC() }
 	}
+	if d.LimitsCacheTTL <= 0 {
+		d.LimitsCacheTTL = 5 * time.Second
+	}
 	if d.Usage == nil {
 		d.Usage = syncRecorder{store: d.Store, log: d.Logger}
 	}
@@ -82,7 +92,8 @@ func NewServices(d Deps) *Services {
 		UsageReports:  &UsageReports{store: d.Store, access: acc, now: d.Now},
 	}
 	s.Chats = &Chats{store: d.Store, access: acc, now: d.Now}
-	s.Completions = &Completions{deps: d, access: acc, providers: s.Providers}
+	s.Limits = &Limits{store: d.Store, access: acc, now: d.Now, ttl: d.LimitsCacheTTL}
+	s.Completions = &Completions{deps: d, access: acc, providers: s.Providers, limits: s.Limits}
 	return s
 }
 

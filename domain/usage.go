@@ -31,6 +31,7 @@ type UsageRecord struct {
 	ChatID         string
 	ConversationID string
 	AIProviderID   string
+	ProviderType   ProviderType // not stored; for metrics
 	Model          string
 	UserID         string
 	KeyID          string

@@ -180,8 +180,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 1\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 2\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00002_project_limits.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -987,5 +992,36 @@ func TestUsage(t *testing.T) {
 			must(t, err)
 			equal(t, got, []domain.UsageTotal{u("bulk", 1001, 1001, 1001)})
 		})
+	})
+}
+
+func TestLimits(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		got, err := s.GetLimits(ctx(), w.prjA.ID)
+		must(t, err)
+		if *got != (domain.ProjectLimits{ProjectID: w.prjA.ID}) {
+			t.Errorf("limits of a project without any = %+v, want zero", got)
+		}
+		want := domain.ProjectLimits{ProjectID: w.prjA.ID, RequestsPerMinute: 60, TokensPerMinute: 1000, KeyRequestsPerMinute: 10,
+			KeyTokensPerMinute: 100, ConcurrentStreamsPerKey: 2, UpdatedAt: t0}
+		must(t, s.PutLimits(ctx(), &want))
+		want.RequestsPerMinute = 61 // the second put replaces the first
+		must(t, s.PutLimits(ctx(), &want))
+		got, err = s.GetLimits(ctx(), w.prjA.ID)
+		must(t, err)
+		if *got != want {
+			t.Errorf("GetLimits = %+v, want %+v", got, want)
+		}
+		err = s.PutLimits(ctx(), &domain.ProjectLimits{ProjectID: "prj_missing", UpdatedAt: t0})
+		if got, want := domain.KindOf(err), domain.NotFound; got != want {
+			t.Errorf("PutLimits on a missing project: kind %v, want %v (%v)", got, want, err)
+		}
+		must(t, s.DeleteProject(ctx(), w.prjA.ID))
+		got, err = s.GetLimits(ctx(), w.prjA.ID)
+		must(t, err)
+		if got.RequestsPerMinute != 0 {
+			t.Error("limits outlived their project")
+		}
 	})
 }

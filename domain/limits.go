@@ -1,0 +1,149 @@
+package domain
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// ProjectLimits are the rate limits a project's owner sets; 0 means no limit.
+// Per-key limits apply to each API key's use of the project.
+type ProjectLimits struct {
+	ProjectID               string
+	RequestsPerMinute       int // completions per minute, the whole project
+	TokensPerMinute         int // tokens per minute, the whole project
+	KeyRequestsPerMinute    int // completions per minute, each API key
+	KeyTokensPerMinute      int // tokens per minute, each API key
+	ConcurrentStreamsPerKey int // open completion streams, each API key
+	UpdatedAt               time.Time
+}
+
+// LimitStore keeps project limits.
+type LimitStore interface {
+	// GetLimits returns the project's limits; all zero when none were set.
+	GetLimits(ctx context.Context, projectID string) (*ProjectLimits, error)
+	// PutLimits saves l, replacing what was there.
+	PutLimits(ctx context.Context, l *ProjectLimits) error
+}
+
+// Budget is one rate-limited subject: a request counter and a token
+// counter over a one-minute window.
+type Budget struct {
+	Key               string // e.g. "prj_…" or "prj_…/key_…"
+	Name              string // the limit, for errors and metrics: "project" or "key"
+	RequestsPerMinute int
+	TokensPerMinute   int
+}
+
+// Limiter counts requests, tokens and open streams. The ratelimit package
+// implements it in memory (one instance) and on Redis (shared).
+type Limiter interface {
+	// Allow counts one request against every budget with a request limit,
+	// and refuses when a budget's requests or tokens used this window are
+	// at their limit. Refusals are RateLimited errors with RetryAfter and
+	// Details {"limit", "limitName", "remaining", "resetSeconds"}; nothing
+	// is counted when any budget refuses.
+	Allow(ctx context.Context, budgets []Budget) error
+	// AddTokens counts tokens used against every budget with a token limit.
+	AddTokens(ctx context.Context, budgets []Budget, tokens int)
+	// Acquire takes one of max concurrent slots of key; RateLimited when
+	// none is free. release gives it back.
+	Acquire(ctx context.Context, key string, max int) (release func(), err error)
+}
+
+// Limits reads and sets project limits (owner), with a cache that its own
+// writes invalidate and that expires for writes of other instances.
+type Limits struct {
+	store  LimitStore
+	access access
+	now    func() time.Time
+	ttl    time.Duration
+
+	mu    sync.Mutex
+	cache map[string]cachedLimits
+}
+
+type cachedLimits struct {
+	l  ProjectLimits
+	at time.Time
+}
+
+// LimitsUpdate is the input of Limits.Put.
+type LimitsUpdate struct {
+	RequestsPerMinute       int
+	TokensPerMinute         int
+	KeyRequestsPerMinute    int
+	KeyTokensPerMinute      int
+	ConcurrentStreamsPerKey int
+}
+
+// Get returns a project's limits.
+func (s *Limits) Get(ctx context.Context, projectID string) (*ProjectLimits, error) {
+	if err := s.access.check(ctx, projectID, PermGetProject, "project", projectID); err != nil {
+		return nil, err
+	}
+	return s.lookup(ctx, projectID)
+}
+
+// Put sets a project's limits (owner).
+func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*ProjectLimits, error) {
+	if err := s.access.check(ctx, projectID, PermSetLimits, "project", projectID); err != nil {
+		return nil, err
+	}
+	for field, v := range map[string]int{
+		"requestsPerMinute": in.RequestsPerMinute, "tokensPerMinute": in.TokensPerMinute,
+		"keyRequestsPerMinute": in.KeyRequestsPerMinute, "keyTokensPerMinute": in.KeyTokensPerMinute,
+		"concurrentStreamsPerKey": in.ConcurrentStreamsPerKey,
+	} {
+		if v < 0 {
+			return nil, Invalidf(field, "%s must be 0 (no limit) or a positive integer", field)
+		}
+	}
+	l := &ProjectLimits{
+		ProjectID: projectID, RequestsPerMinute: in.RequestsPerMinute, TokensPerMinute: in.TokensPerMinute,
+		KeyRequestsPerMinute: in.KeyRequestsPerMinute, KeyTokensPerMinute: in.KeyTokensPerMinute,
+		ConcurrentStreamsPerKey: in.ConcurrentStreamsPerKey, UpdatedAt: s.now(),
+	}
+	if err := s.store.PutLimits(ctx, l); err != nil {
+		return nil, Wrap("limits.Put", err)
+	}
+	s.mu.Lock()
+	delete(s.cache, projectID)
+	s.mu.Unlock()
+	return l, nil
+}
+
+// lookup returns the limits of projectID, cached for ttl.
+func (s *Limits) lookup(ctx context.Context, projectID string) (*ProjectLimits, error) {
+	now := time.Now()
+	s.mu.Lock()
+	c, ok := s.cache[projectID]
+	s.mu.Unlock()
+	if ok && now.Sub(c.at) < s.ttl {
+		l := c.l
+		return &l, nil
+	}
+	l, err := s.store.GetLimits(ctx, projectID)
+	if err != nil {
+		return nil, Wrap("limits.lookup", err)
+	}
+	s.mu.Lock()
+	if s.cache == nil {
+		s.cache = map[string]cachedLimits{}
+	}
+	s.cache[projectID] = cachedLimits{l: *l, at: now}
+	s.mu.Unlock()
+	return l, nil
+}
+
+// budgets returns the budgets a completion in projectID by p counts against.
+func budgets(l *ProjectLimits, p Principal) []Budget {
+	var out []Budget
+	if l.RequestsPerMinute > 0 || l.TokensPerMinute > 0 {
+		out = append(out, Budget{Key: l.ProjectID, Name: "project", RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute})
+	}
+	if p.KeyID != "" && (l.KeyRequestsPerMinute > 0 || l.KeyTokensPerMinute > 0) {
+		out = append(out, Budget{Key: l.ProjectID + "/" + p.KeyID, Name: "key", RequestsPerMinute: l.KeyRequestsPerMinute, TokensPerMinute: l.KeyTokensPerMinute})
+	}
+	return out
+}

@@ -1,0 +1,333 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// impl makes a fresh, empty limiter of one implementation on clock.
+type impl struct {
+	name string
+	new  func(t *testing.T, clock *fakeClock) domain.Limiter
+}
+
+func impls() []impl {
+	return []impl{
+		{"memory", func(t *testing.T, clock *fakeClock) domain.Limiter {
+			m := NewMemory()
+			m.Now = clock.Now
+			return m
+		}},
+		{"redis", func(t *testing.T, clock *fakeClock) domain.Limiter {
+			c := testRedis(t)
+			return newTestRedis(t, c, testPrefix(t, c), clock)
+		}},
+	}
+}
+
+// TestContract runs the domain.Limiter contract against every implementation.
+func TestContract(t *testing.T) {
+	for _, im := range impls() {
+		t.Run(im.name, func(t *testing.T) {
+			for _, tc := range contract {
+				t.Run(tc.name, func(t *testing.T) {
+					clock := newClock()
+					tc.run(t, im.new(t, clock), clock)
+				})
+			}
+		})
+	}
+}
+
+var contract = []struct {
+	name string
+	run  func(t *testing.T, l domain.Limiter, clock *fakeClock)
+}{
+	{"UnderLimitAllowed", testUnderLimitAllowed},
+	{"AtLimitRefused", testAtLimitRefused},
+	{"RefusalCountsNothing", testRefusalCountsNothing},
+	{"Tokens", testTokens},
+	{"NewWindowResets", testNewWindowResets},
+	{"NoLimitsNoCounting", testNoLimits},
+	{"Acquire", testAcquire},
+	{"AcquireUnlimited", testAcquireUnlimited},
+	{"ConcurrentAllow", testConcurrentAllow},
+	{"ConcurrentAcquire", testConcurrentAcquire},
+}
+
+var bg = context.Background()
+
+func project(rpm, tpm int) domain.Budget {
+	return domain.Budget{Key: "prj_1", Name: "project", RequestsPerMinute: rpm, TokensPerMinute: tpm}
+}
+
+func key(id string, rpm, tpm int) domain.Budget {
+	return domain.Budget{Key: "prj_1/" + id, Name: "key", RequestsPerMinute: rpm, TokensPerMinute: tpm}
+}
+
+// allowN calls Allow n times and fails t at the first refusal.
+func allowN(t *testing.T, l domain.Limiter, n int, budgets ...domain.Budget) {
+	t.Helper()
+	for i := range n {
+		if err := l.Allow(bg, budgets); err != nil {
+			t.Fatalf("Allow #%d: %v; want allowed", i+1, err)
+		}
+	}
+}
+
+// refused asserts that err is a RateLimited refusal of limitName with limit.
+func refused(t *testing.T, err error, limitName string, limit int) *domain.Error {
+	t.Helper()
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.RateLimited {
+		t.Fatalf("err = %v; want a RateLimited *domain.Error", err)
+	}
+	if e.RetryAfter <= 0 || e.RetryAfter > time.Minute {
+		t.Errorf("RetryAfter = %v; want in (0, 60s]", e.RetryAfter)
+	}
+	d := e.Details
+	if d["limit"] != limit || d["limitName"] != limitName || d["remaining"] != 0 {
+		t.Errorf("Details = %v; want limit %d, limitName %s, remaining 0", d, limit, limitName)
+	}
+	if rs, ok := d["resetSeconds"].(int); !ok || rs < 1 || rs > 60 {
+		t.Errorf("Details[resetSeconds] = %#v; want an int in [1, 60]", d["resetSeconds"])
+	}
+	return e
+}
+
+func testUnderLimitAllowed(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	allowN(t, l, 3, project(3, 0), key("key_a", 5, 0))
+	allowN(t, l, 5, key("key_b", 5, 0)) // another key has a budget of its own
+	if err := l.Allow(bg, nil); err != nil {
+		t.Fatalf("Allow(no budgets) = %v", err)
+	}
+}
+
+func testAtLimitRefused(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	b := project(3, 0)
+	allowN(t, l, 3, b)
+	e := refused(t, l.Allow(bg, []domain.Budget{b}), "project-requests-per-minute", 3)
+	// The clock is 37s into its minute: 23s left.
+	if e.RetryAfter != 23*time.Second || e.Details["resetSeconds"] != 23 {
+		t.Errorf("RetryAfter = %v, resetSeconds = %v; want 23s, 23", e.RetryAfter, e.Details["resetSeconds"])
+	}
+	const want = "rate limit reached: 3 requests per minute for this project; retry in 23s"
+	if e.Message != want {
+		t.Errorf("Message = %q; want %q", e.Message, want)
+	}
+	kb := key("key_a", 2, 0)
+	allowN(t, l, 2, kb)
+	e = refused(t, l.Allow(bg, []domain.Budget{kb}), "key-requests-per-minute", 2)
+	if !strings.Contains(e.Message, "2 requests per minute for this project's key") {
+		t.Errorf("Message = %q; want it to name the key's limit", e.Message)
+	}
+}
+
+func testRefusalCountsNothing(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	// The project refuses: the key's budget is not consumed.
+	p, k := project(2, 0), key("key_a", 5, 0)
+	allowN(t, l, 2, p, k)
+	for range 3 {
+		refused(t, l.Allow(bg, []domain.Budget{p, k}), "project-requests-per-minute", 2)
+	}
+	allowN(t, l, 3, k) // 2 + 3 = 5: the refusals counted nothing
+	refused(t, l.Allow(bg, []domain.Budget{k}), "key-requests-per-minute", 5)
+
+	// The key, checked after the project, refuses: the project is not consumed.
+	p2 := domain.Budget{Key: "prj_2", Name: "project", RequestsPerMinute: 10}
+	k2 := domain.Budget{Key: "prj_2/key_b", Name: "key", RequestsPerMinute: 1}
+	allowN(t, l, 1, p2, k2)
+	for range 3 {
+		refused(t, l.Allow(bg, []domain.Budget{p2, k2}), "key-requests-per-minute", 1)
+	}
+	allowN(t, l, 9, p2) // 1 + 9 = 10
+	refused(t, l.Allow(bg, []domain.Budget{p2}), "project-requests-per-minute", 10)
+}
+
+func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	p := project(0, 100)
+	allowN(t, l, 1, p)
+	l.AddTokens(bg, []domain.Budget{p}, 60)
+	allowN(t, l, 1, p) // 60 < 100
+	l.AddTokens(bg, []domain.Budget{p}, 50)
+	e := refused(t, l.Allow(bg, []domain.Budget{p}), "project-tokens-per-minute", 100)
+	if !strings.HasPrefix(e.Message, "rate limit reached: 100 tokens per minute for this project; retry in ") {
+		t.Errorf("Message = %q", e.Message)
+	}
+
+	// Tokens count only against budgets with a token limit, and a key's
+	// token limit refuses on its own.
+	k := key("key_a", 10, 30)
+	l.AddTokens(bg, []domain.Budget{k, key("key_b", 10, 0)}, 30)
+	refused(t, l.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 30)
+	allowN(t, l, 10, key("key_b", 10, 0))
+	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, 0) // nothing
+	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, -5)
+	allowN(t, l, 1, key("key_c", 0, 50))
+}
+
+func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
+	p, k := project(2, 0), key("key_a", 0, 10)
+	allowN(t, l, 2, p)
+	l.AddTokens(bg, []domain.Budget{k}, 10)
+	refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	refused(t, l.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 10)
+
+	clock.Add(22 * time.Second) // 59s into the minute: the same window, 1s left
+	e := refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	if e.RetryAfter != time.Second || e.Details["resetSeconds"] != 1 {
+		t.Errorf("RetryAfter = %v, resetSeconds = %v; want 1s, 1", e.RetryAfter, e.Details["resetSeconds"])
+	}
+	clock.Add(500 * time.Millisecond) // 0.5s left, still at least 1s
+	e = refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	if e.RetryAfter != time.Second {
+		t.Errorf("RetryAfter = %v; want at least 1s", e.RetryAfter)
+	}
+
+	clock.Add(500 * time.Millisecond) // the next minute
+	allowN(t, l, 2, p)
+	allowN(t, l, 1, k)
+	refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+
+	clock.Add(3 * time.Minute) // windows later, after idle minutes
+	allowN(t, l, 2, p)
+}
+
+func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	b := domain.Budget{Key: "prj_1", Name: "project"}
+	allowN(t, l, 100, b)
+	l.AddTokens(bg, []domain.Budget{b}, 1_000_000)
+	allowN(t, l, 1, b)
+}
+
+func testAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	const k = "prj_1/key_a"
+	r1, err := l.Acquire(bg, k, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := l.Acquire(bg, k, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = l.Acquire(bg, k, 2)
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.RateLimited {
+		t.Fatalf("third Acquire: %v; want RateLimited", err)
+	}
+	if e.RetryAfter != time.Second {
+		t.Errorf("RetryAfter = %v; want 1s", e.RetryAfter)
+	}
+	const want = "too many open streams for this API key (max 2); close one and retry"
+	if e.Message != want {
+		t.Errorf("Message = %q; want %q", e.Message, want)
+	}
+	// Another key has slots of its own.
+	rb, err := l.Acquire(bg, "prj_1/key_b", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rb()
+
+	r1()
+	r3, err := l.Acquire(bg, k, 2)
+	if err != nil {
+		t.Fatalf("Acquire after a release: %v", err)
+	}
+	r1() // a second release frees nothing more
+	r1()
+	if _, err := l.Acquire(bg, k, 2); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("Acquire after a double release: %v; want RateLimited (2 of 2 still open)", err)
+	}
+	r2()
+	r3()
+	r3()
+	for range 2 {
+		if _, err := l.Acquire(bg, k, 2); err != nil {
+			t.Fatalf("Acquire after all releases: %v", err)
+		}
+	}
+}
+
+func testAcquireUnlimited(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	for _, max := range []int{0, -1} {
+		for range 50 {
+			release, err := l.Acquire(bg, "prj_1/key_a", max)
+			if err != nil || release == nil {
+				t.Fatalf("Acquire(max %d): release nil = %t, err = %v; want a release and no error", max, release == nil, err)
+			}
+			release()
+			release()
+		}
+	}
+}
+
+func testConcurrentAllow(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	budgets := []domain.Budget{project(10, 0), key("key_a", 100, 0)}
+	var allowed, limited, other int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			err := l.Allow(bg, budgets)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case err == nil:
+				allowed++
+			case domain.KindOf(err) == domain.RateLimited:
+				limited++
+			default:
+				other++
+			}
+		})
+	}
+	wg.Wait()
+	if allowed != 10 || limited != 40 || other != 0 {
+		t.Fatalf("allowed %d, refused %d, other errors %d; want 10, 40, 0", allowed, limited, other)
+	}
+	// Only the 10 allowed requests counted against the key.
+	allowN(t, l, 90, key("key_a", 100, 0))
+	refused(t, l.Allow(bg, []domain.Budget{key("key_a", 100, 0)}), "key-requests-per-minute", 100)
+}
+
+func testConcurrentAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	const k = "prj_1/key_a"
+	var (
+		mu       sync.Mutex
+		releases []func()
+		limited  int
+		wg       sync.WaitGroup
+	)
+	for range 50 {
+		wg.Go(func() {
+			release, err := l.Acquire(bg, k, 5)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				limited++
+				return
+			}
+			releases = append(releases, release)
+		})
+	}
+	wg.Wait()
+	if len(releases) != 5 || limited != 45 {
+		t.Fatalf("acquired %d, refused %d; want 5, 45", len(releases), limited)
+	}
+	for _, r := range releases {
+		wg.Go(func() { r(); r() })
+	}
+	wg.Wait()
+	for range 5 {
+		if _, err := l.Acquire(bg, k, 5); err != nil {
+			t.Fatalf("Acquire after all releases: %v", err)
+		}
+	}
+}

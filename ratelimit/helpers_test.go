@@ -1,0 +1,151 @@
+package ratelimit
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// fakeClock is a settable clock, safe for concurrent use.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// newClock starts 37s into a minute, so 23s are left in the window.
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2030, 1, 2, 3, 4, 37, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testRedisURL is the Redis of the tests: $PARLEY_TEST_REDIS_URL, or the
+// local default.
+func testRedisURL() string {
+	if u := os.Getenv("PARLEY_TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+var (
+	redisProbe     sync.Once
+	redisProbeErr  error
+	redisSkipShout sync.Once
+)
+
+// testRedis returns a client of the test Redis, closed at the end of t. When
+// Redis is unreachable, t is skipped with a loud message, or fails when
+// CI=true.
+func testRedis(t *testing.T) *redis.Client {
+	t.Helper()
+	opts, err := redis.ParseURL(testRedisURL())
+	if err != nil {
+		t.Fatalf("PARLEY_TEST_REDIS_URL: %v", err)
+	}
+	redisProbe.Do(func() {
+		c := redis.NewClient(opts)
+		defer c.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		redisProbeErr = c.Ping(ctx).Err()
+	})
+	if redisProbeErr != nil {
+		msg := fmt.Sprintf("Redis at %s is unreachable (%v): the Redis limiter is NOT TESTED", opts.Addr, redisProbeErr)
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s; CI=true requires Redis (start one, or set PARLEY_TEST_REDIS_URL)", msg)
+		}
+		redisSkipShout.Do(func() {
+			fmt.Fprintf(os.Stderr, "\n"+
+				"**********************************************************************\n"+
+				"*** ratelimit: SKIPPING the Redis tests. %s\n"+
+				"*** Start Redis on 127.0.0.1:6379 or set PARLEY_TEST_REDIS_URL.\n"+
+				"**********************************************************************\n\n", msg)
+		})
+		t.Skip("SKIPPED: " + msg)
+	}
+	c := redis.NewClient(opts)
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// testPrefix returns a random key prefix whose keys are deleted at the end of t.
+func testPrefix(t *testing.T, c *redis.Client) string {
+	t.Helper()
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	prefix := "parley-test:rl:" + hex.EncodeToString(b[:]) + ":"
+	t.Cleanup(func() {
+		ctx := context.Background()
+		var keys []string
+		iter := c.Scan(ctx, 0, prefix+"*", 100).Iterator()
+		for iter.Next(ctx) {
+			keys = append(keys, iter.Val())
+		}
+		if err := iter.Err(); err != nil {
+			t.Errorf("cleanup: scan %s*: %v", prefix, err)
+			return
+		}
+		for _, k := range keys { // one by one: keys of different windows differ in slot
+			if err := c.Del(ctx, k).Err(); err != nil {
+				t.Errorf("cleanup: del %s: %v", k, err)
+			}
+		}
+	})
+	return prefix
+}
+
+// newTestRedis returns a Redis limiter on c under prefix with clock, whose
+// fail-open warnings fail t: in these tests Redis must work.
+func newTestRedis(t *testing.T, c *redis.Client, prefix string, clock *fakeClock) *Redis {
+	t.Helper()
+	r := NewRedis(c, prefix)
+	if clock != nil {
+		r.Now = clock.Now
+	}
+	var logs syncBuffer
+	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	t.Cleanup(func() {
+		if s := logs.String(); s != "" {
+			t.Errorf("the limiter failed open:\n%s", s)
+		}
+	})
+	return r
+}

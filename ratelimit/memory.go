@@ -1,0 +1,143 @@
+package ratelimit
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Memory is a domain.Limiter for one instance: counters live in the
+// process, so each instance of a deployment has limits of its own.
+type Memory struct {
+	// Now is the clock; nil means time.Now. Set it before first use.
+	Now func() time.Time
+
+	mu      sync.Mutex
+	windows map[int64]map[string]*usage // unix minute → budget key → usage
+	streams map[string]int              // key → open slots
+}
+
+type usage struct{ requests, tokens int }
+
+var _ domain.Limiter = (*Memory)(nil)
+
+// NewMemory returns an empty in-memory limiter.
+func NewMemory() *Memory {
+	return &Memory{windows: map[int64]map[string]*usage{}, streams: map[string]int{}}
+}
+
+func (m *Memory) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// current returns the usage map of window w, creating it; m.mu is held.
+func (m *Memory) current(w int64) map[string]*usage {
+	if m.windows == nil {
+		m.windows = map[int64]map[string]*usage{}
+	}
+	cur := m.windows[w]
+	if cur == nil {
+		cur = map[string]*usage{}
+		m.windows[w] = cur
+	}
+	return cur
+}
+
+// Allow implements domain.Limiter. All budgets are checked, then the
+// request is counted against each budget with a request limit, under one
+// lock: a refused request counts nowhere.
+func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) error {
+	if len(budgets) == 0 {
+		return nil
+	}
+	w, left := window(m.now())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for old := range m.windows { // drop windows older than the previous one
+		if old < w-1 {
+			delete(m.windows, old)
+		}
+	}
+	cur := m.current(w)
+	for _, b := range budgets {
+		u := cur[b.Key]
+		if u == nil {
+			continue
+		}
+		if b.RequestsPerMinute > 0 && u.requests >= b.RequestsPerMinute {
+			return refusal(b, false, left)
+		}
+		if b.TokensPerMinute > 0 && u.tokens >= b.TokensPerMinute {
+			return refusal(b, true, left)
+		}
+	}
+	for _, b := range budgets {
+		if b.RequestsPerMinute <= 0 {
+			continue
+		}
+		u := cur[b.Key]
+		if u == nil {
+			u = &usage{}
+			cur[b.Key] = u
+		}
+		u.requests++
+	}
+	return nil
+}
+
+// AddTokens implements domain.Limiter: it counts tokens in the current
+// window against each budget with a token limit.
+func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens int) {
+	if tokens <= 0 || len(budgets) == 0 {
+		return
+	}
+	w, _ := window(m.now())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cur := m.current(w)
+	for _, b := range budgets {
+		if b.TokensPerMinute <= 0 {
+			continue
+		}
+		u := cur[b.Key]
+		if u == nil {
+			u = &usage{}
+			cur[b.Key] = u
+		}
+		u.tokens += tokens
+	}
+}
+
+// Acquire implements domain.Limiter. max <= 0 means no limit; release is
+// then a no-op. Calling release more than once is harmless.
+func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), error) {
+	if max <= 0 {
+		return noop, nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.streams == nil {
+		m.streams = map[string]int{}
+	}
+	if m.streams[key] >= max {
+		return nil, streamsRefusal(max)
+	}
+	m.streams[key]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			m.mu.Lock()
+			defer m.mu.Unlock()
+			if m.streams[key] <= 1 {
+				delete(m.streams, key)
+			} else {
+				m.streams[key]--
+			}
+		})
+	}, nil
+}

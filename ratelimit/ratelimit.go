@@ -1,0 +1,150 @@
+// Package ratelimit implements domain.Limiter: fixed one-minute windows of
+// request and token counters per budget, and concurrent-stream slots per key.
+//
+// Memory keeps the counters in the process (one instance); Redis keeps them
+// in Redis so that every instance sharing the prefix shares the limits. The
+// Redis limiter fails open: when Redis cannot be reached it allows the
+// request and logs a warning, because limits must not take the service down.
+//
+// A window is the unix minute of the limiter's clock (Now). With Redis, the
+// window is part of each counter's key, so instances must have roughly
+// synchronised clocks (NTP): a skew of s seconds lets requests within s of a
+// minute's edge count against the neighbouring window.
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	neturl "net/url"
+	"strings"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/redis/go-redis/v9"
+)
+
+// Window is the length of a rate-limit window.
+const Window = time.Minute
+
+// window returns the window (unix minute) of now and the time left until it
+// ends, at least one second.
+func window(now time.Time) (w int64, left time.Duration) {
+	w = now.Unix() / 60
+	left = time.Unix((w+1)*60, 0).Sub(now)
+	if left < time.Second {
+		left = time.Second
+	}
+	return w, left
+}
+
+// seconds rounds d up to whole seconds, at least 1.
+func seconds(d time.Duration) int {
+	s := int((d + time.Second - 1) / time.Second)
+	if s < 1 {
+		s = 1
+	}
+	return s
+}
+
+// subject names a budget in messages: "this project", "this project's key".
+func subject(name string) string {
+	switch name {
+	case "project":
+		return "this project"
+	case "key":
+		return "this project's key"
+	case "":
+		return "this budget"
+	default:
+		return "this " + name
+	}
+}
+
+// refusal is the RateLimited error of budget b, whose requests (tokens ==
+// false) or tokens are at their limit, with left until the window ends.
+func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
+	unit, limit := "requests", b.RequestsPerMinute
+	if tokens {
+		unit, limit = "tokens", b.TokensPerMinute
+	}
+	name := b.Name
+	if name == "" {
+		name = "budget"
+	}
+	secs := seconds(left)
+	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
+		limit, unit, subject(b.Name), secs)
+	e.RetryAfter = left
+	e.Details = map[string]any{
+		"limit":        limit,
+		"limitName":    name + "-" + unit + "-per-minute",
+		"remaining":    0,
+		"resetSeconds": secs,
+	}
+	return e
+}
+
+// streamsRefusal is the RateLimited error of Acquire when all max slots are taken.
+func streamsRefusal(max int) *domain.Error {
+	e := domain.Errorf(domain.RateLimited,
+		"too many open streams for this API key (max %d); close one and retry", max)
+	e.RetryAfter = time.Second
+	e.Details = map[string]any{
+		"limit":        max,
+		"limitName":    "key-concurrent-streams",
+		"remaining":    0,
+		"resetSeconds": 1,
+	}
+	return e
+}
+
+func noop() {}
+
+// Open returns the limiter for url and a function that closes it:
+// "" is a Memory limiter (one instance); "redis://…", "rediss://…" or
+// "unix://…" is a Redis limiter under the prefix "parley:rl:", which fails
+// open (allows and logs at warn on logger) when Redis is unreachable later
+// on. Open fails when Redis cannot be reached within 3s at start. Timeouts
+// the URL leaves unset default to a 2s dial and 1s reads and writes, so that
+// a Redis outage slows requests down only briefly before they fail open.
+func Open(url string, logger *slog.Logger) (domain.Limiter, func() error, error) {
+	if url == "" {
+		return NewMemory(), func() error { return nil }, nil
+	}
+	scheme, _, _ := strings.Cut(url, "://")
+	switch scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return nil, nil, fmt.Errorf("ratelimit: unsupported URL scheme %q (want redis://, rediss:// or unix://, or empty for in-memory)", scheme)
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		// A *url.Error quotes the URL, password and all; keep only its cause.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, nil, fmt.Errorf("ratelimit: invalid Redis URL: %w", err)
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = 2 * time.Second
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = time.Second
+	}
+	if opts.WriteTimeout == 0 {
+		opts.WriteTimeout = time.Second
+	}
+	client := redis.NewClient(opts)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := client.Ping(ctx).Err(); err != nil {
+		_ = client.Close()
+		return nil, nil, fmt.Errorf("ratelimit: Redis at %s is unreachable: %w", opts.Addr, err)
+	}
+	r := NewRedis(client, "parley:rl:")
+	r.Logger = logger
+	return r, client.Close, nil
+}

@@ -1,0 +1,240 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is a domain.Limiter whose counters live in Redis, shared by every
+// instance that uses the same prefix.
+//
+// It fails open: when a Redis call fails (unreachable, timeout), Allow and
+// Acquire allow, AddTokens drops the count, and the failure is logged at
+// warn on Logger (at most one line per warnEvery, with a count of the ones
+// left out). Limits protect the service and its budget; they must not take
+// it down when Redis does.
+//
+// Keys, under prefix P:
+//
+//	P{W}:req:<budget key>  requests of budget in window W (unix minute), EXPIRE 120s
+//	P{W}:tok:<budget key>  tokens of budget in window W, EXPIRE 120s
+//	Pstreams:<key>         open streams of key, EXPIRE 1h (refreshed by Acquire)
+//
+// The window is in the key, so the reset time is the end of the window by
+// the clock (Now), and the TTL only collects old keys. The hash tag {W} keeps
+// one call's keys in one slot on Redis Cluster.
+type Redis struct {
+	// Now is the clock; nil means time.Now. Set it before first use.
+	Now func() time.Time
+	// Logger receives the fail-open warnings; nil means slog.Default().
+	Logger *slog.Logger
+
+	client redis.UniversalClient
+	prefix string
+
+	warnMu     sync.Mutex
+	lastWarn   time.Time
+	suppressed int
+}
+
+var _ domain.Limiter = (*Redis)(nil)
+
+const (
+	counterTTL = 2 * Window // seconds a window's counters live
+	streamsTTL = time.Hour  // safety: slots of crashed instances go away
+	warnEvery  = 10 * time.Second
+	releaseTTL = 3 * time.Second // how long a release may take
+)
+
+// NewRedis returns a limiter on client whose keys all start with prefix
+// (e.g. "parley:rl:").
+func NewRedis(client redis.UniversalClient, prefix string) *Redis {
+	return &Redis{client: client, prefix: prefix}
+}
+
+func (r *Redis) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *Redis) windowKey(w int64, kind, key string) string {
+	return r.prefix + "{" + strconv.FormatInt(w, 10) + "}:" + kind + ":" + key
+}
+
+func (r *Redis) streamsKey(key string) string { return r.prefix + "streams:" + key }
+
+// allowScript checks every budget, then counts the request against each
+// budget with a request limit, only if none refused.
+//
+//	KEYS: req_1, tok_1, req_2, tok_2, …
+//	ARGV: ttl seconds, then per budget its request limit and token limit (0 = none)
+//
+// It returns {0} when allowed, or {i, what} when budget i (1-based) refused
+// because of its requests (what = 1) or tokens (what = 2).
+var allowScript = redis.NewScript(`
+local n = #KEYS / 2
+for i = 1, n do
+  local rl = tonumber(ARGV[2 * i])
+  local tl = tonumber(ARGV[2 * i + 1])
+  if rl > 0 and tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0') >= rl then
+    return {i, 1}
+  end
+  if tl > 0 and tonumber(redis.call('GET', KEYS[2 * i]) or '0') >= tl then
+    return {i, 2}
+  end
+end
+for i = 1, n do
+  if tonumber(ARGV[2 * i]) > 0 then
+    redis.call('INCR', KEYS[2 * i - 1])
+    redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[1])
+  end
+end
+return {0}
+`)
+
+// acquireScript takes a slot of KEYS[1] if fewer than ARGV[1] are taken
+// (INCR, and DECR back when over), refreshing its TTL ARGV[2]. 1 = taken.
+var acquireScript = redis.NewScript(`
+local n = redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+if n > tonumber(ARGV[1]) then
+  redis.call('DECR', KEYS[1])
+  return 0
+end
+return 1
+`)
+
+// releaseScript gives a slot of KEYS[1] back, never below zero (the key may
+// have expired meanwhile).
+var releaseScript = redis.NewScript(`
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then
+  return redis.call('DECR', KEYS[1])
+end
+return 0
+`)
+
+// Allow implements domain.Limiter in one script run: check all budgets,
+// then count. It allows when Redis fails (see Redis).
+func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) error {
+	live := make([]domain.Budget, 0, len(budgets))
+	for _, b := range budgets {
+		if b.RequestsPerMinute > 0 || b.TokensPerMinute > 0 {
+			live = append(live, b)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	w, left := window(r.now())
+	keys := make([]string, 0, 2*len(live))
+	args := make([]any, 0, 1+2*len(live))
+	args = append(args, int(counterTTL/time.Second))
+	for _, b := range live {
+		keys = append(keys, r.windowKey(w, "req", b.Key), r.windowKey(w, "tok", b.Key))
+		args = append(args, max(b.RequestsPerMinute, 0), max(b.TokensPerMinute, 0))
+	}
+	res, err := allowScript.Run(ctx, r.client, keys, args...).Int64Slice()
+	if err != nil {
+		r.failOpen(ctx, "allow", err)
+		return nil
+	}
+	if len(res) < 2 || res[0] < 1 || int(res[0]) > len(live) {
+		return nil
+	}
+	return refusal(live[res[0]-1], res[1] == 2, left)
+}
+
+// AddTokens implements domain.Limiter with INCRBY and EXPIRE in one
+// pipeline. Failures are logged and the tokens dropped.
+func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int) {
+	if tokens <= 0 {
+		return
+	}
+	w, _ := window(r.now())
+	var todo []string
+	for _, b := range budgets {
+		if b.TokensPerMinute > 0 {
+			todo = append(todo, r.windowKey(w, "tok", b.Key))
+		}
+	}
+	if len(todo) == 0 {
+		return
+	}
+	// Tokens are counted when a completion ends, often after its caller
+	// went away: count them anyway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
+	defer cancel()
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, k := range todo {
+			p.IncrBy(ctx, k, int64(tokens))
+			p.Expire(ctx, k, counterTTL)
+		}
+		return nil
+	})
+	if err != nil {
+		r.failOpen(context.WithoutCancel(ctx), "add tokens", err)
+	}
+}
+
+// Acquire implements domain.Limiter. max <= 0 means no limit; release is
+// then a no-op, as it is when Redis failed (the slot is allowed, uncounted).
+// Calling release more than once is harmless.
+func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error) {
+	if max <= 0 {
+		return noop, nil
+	}
+	k := r.streamsKey(key)
+	ok, err := acquireScript.Run(ctx, r.client, []string{k}, max, int(streamsTTL/time.Second)).Int64()
+	if err != nil {
+		r.failOpen(ctx, "acquire", err)
+		return noop, nil
+	}
+	if ok != 1 {
+		return nil, streamsRefusal(max)
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			// Release runs when a stream ends, often because its caller went away.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
+			defer cancel()
+			if err := releaseScript.Run(rctx, r.client, []string{k}).Err(); err != nil {
+				r.failOpen(context.WithoutCancel(ctx), "release", err)
+			}
+		})
+	}, nil
+}
+
+// failOpen logs err of op at warn, at most once per warnEvery; an error
+// because the caller's ctx ended is not worth a warning.
+func (r *Redis) failOpen(ctx context.Context, op string, err error) {
+	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		return
+	}
+	r.warnMu.Lock()
+	now := time.Now()
+	if !r.lastWarn.IsZero() && now.Sub(r.lastWarn) < warnEvery {
+		r.suppressed++
+		r.warnMu.Unlock()
+		return
+	}
+	suppressed := r.suppressed
+	r.lastWarn, r.suppressed = now, 0
+	r.warnMu.Unlock()
+	logger := r.Logger
+	if logger == nil {
+		logger = slog.Default()
+	}
+	logger.LogAttrs(ctx, slog.LevelWarn, "rate limiter: Redis failed; allowing without limits",
+		slog.String("op", op), slog.String("error", err.Error()), slog.Int("suppressed", suppressed))
+}

@@ -1,0 +1,201 @@
+package ratelimit
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/redis/go-redis/v9"
+)
+
+// Two instances on one prefix share requests, tokens and stream slots.
+func TestRedisInstancesShareCounts(t *testing.T) {
+	clock := newClock()
+	c1, c2 := testRedis(t), testRedis(t) // two connections, as two servers have
+	prefix := testPrefix(t, c1)
+	a, b := newTestRedis(t, c1, prefix, clock), newTestRedis(t, c2, prefix, clock)
+
+	p := project(3, 0)
+	allowN(t, a, 2, p)
+	allowN(t, b, 1, p)
+	refused(t, a.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 3)
+	refused(t, b.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 3)
+
+	k := key("key_a", 0, 100)
+	a.AddTokens(bg, []domain.Budget{k}, 60)
+	allowN(t, b, 1, k)
+	b.AddTokens(bg, []domain.Budget{k}, 40)
+	refused(t, a.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 100)
+
+	ra, err := a.Acquire(bg, "prj_1/key_a", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Acquire(bg, "prj_1/key_a", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(bg, "prj_1/key_a", 2); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("third Acquire across instances: %v; want RateLimited", err)
+	}
+	ra()
+	if _, err := b.Acquire(bg, "prj_1/key_a", 2); err != nil {
+		t.Fatalf("Acquire on b after a release on a: %v", err)
+	}
+
+	// Another prefix is another deployment.
+	other := newTestRedis(t, c1, testPrefix(t, c1), clock)
+	allowN(t, other, 3, p)
+}
+
+// Counters expire after two windows; stream slots after an hour.
+func TestRedisKeysExpire(t *testing.T) {
+	clock := newClock()
+	c := testRedis(t)
+	prefix := testPrefix(t, c)
+	r := newTestRedis(t, c, prefix, clock)
+	b := []domain.Budget{project(10, 100)}
+	allowN(t, r, 1, b...)
+	r.AddTokens(bg, b, 5)
+	if _, err := r.Acquire(bg, "prj_1/key_a", 3); err != nil {
+		t.Fatal(err)
+	}
+	w, _ := window(clock.Now())
+	for k, want := range map[string]time.Duration{
+		r.windowKey(w, "req", "prj_1"): 2 * time.Minute,
+		r.windowKey(w, "tok", "prj_1"): 2 * time.Minute,
+		r.streamsKey("prj_1/key_a"):    time.Hour,
+	} {
+		ttl, err := c.TTL(bg, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ttl <= want-5*time.Second || ttl > want {
+			t.Errorf("TTL %s = %v; want about %v", k, ttl, want)
+		}
+	}
+	if n, _ := c.Get(bg, r.windowKey(w, "tok", "prj_1")).Int(); n != 5 {
+		t.Errorf("tokens = %d; want 5", n)
+	}
+}
+
+// A release after the slot's key expired does not go below zero.
+func TestRedisReleaseAfterExpiry(t *testing.T) {
+	c := testRedis(t)
+	r := newTestRedis(t, c, testPrefix(t, c), nil)
+	release, err := r.Acquire(bg, "k", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Del(bg, r.streamsKey("k"))
+	release()
+	if _, err := r.Acquire(bg, "k", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Acquire(bg, "k", 1); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("second Acquire: %v; want RateLimited (count must not have gone negative)", err)
+	}
+}
+
+// Without Redis, the limiter allows everything and warns (once per
+// warnEvery, not once per call).
+func TestRedisFailsOpen(t *testing.T) {
+	c := redis.NewClient(&redis.Options{
+		Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1, DialerRetries: 1,
+	})
+	defer c.Close()
+	var logs syncBuffer
+	r := NewRedis(c, "parley-test:down:")
+	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+
+	b := []domain.Budget{project(1, 1)}
+	for range 3 {
+		if err := r.Allow(bg, b); err != nil {
+			t.Fatalf("Allow with Redis down = %v; want allowed", err)
+		}
+	}
+	r.AddTokens(bg, b, 10)
+	release, err := r.Acquire(bg, "k", 1)
+	if err != nil || release == nil {
+		t.Fatalf("Acquire with Redis down: release nil = %t, err = %v; want allowed", release == nil, err)
+	}
+	release()
+	out := logs.String()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "allowing without limits") || !strings.Contains(out, "op=allow") {
+		t.Fatalf("log = %q; want a warning", out)
+	}
+	if n := strings.Count(out, "\n"); n != 1 {
+		t.Errorf("%d log lines; want 1 (the rest suppressed for %v):\n%s", n, warnEvery, out)
+	}
+}
+
+// A caller that went away is no reason to warn.
+func TestRedisCanceledCallerDoesNotWarn(t *testing.T) {
+	c := testRedis(t)
+	var logs syncBuffer
+	r := NewRedis(c, testPrefix(t, c))
+	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	cctx, cancel := context.WithCancel(bg)
+	cancel()
+	if err := r.Allow(cctx, []domain.Budget{project(1, 0)}); err != nil {
+		t.Fatalf("Allow = %v", err)
+	}
+	if s := logs.String(); s != "" {
+		t.Fatalf("log = %q; want nothing", s)
+	}
+}
+
+func TestOpen(t *testing.T) {
+	l, closeFn, err := Open("", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := l.(*Memory); !ok {
+		t.Fatalf("Open(\"\") = %T; want *Memory", l)
+	}
+	if err := closeFn(); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, bad := range []string{"http://127.0.0.1:6379", "memory", "redis://user:s3cret@[::1"} {
+		if _, _, err := Open(bad, nil); err == nil {
+			t.Errorf("Open(%q) succeeded; want an error", bad)
+		} else if strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("Open(%q) error reveals the password: %v", bad, err)
+		}
+	}
+
+	start := time.Now()
+	if _, _, err := Open("redis://:s3cret@127.0.0.1:1/0", nil); err == nil {
+		t.Error("Open(unreachable Redis) succeeded; want an error")
+	} else if strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("error reveals the password: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("Open(unreachable Redis) took %v; want about 3s at most", d)
+	}
+
+	c := testRedis(t) // skips (or fails on CI) without Redis
+	l, closeFn, err = Open(testRedisURL(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	r, ok := l.(*Redis)
+	if !ok {
+		t.Fatalf("Open(redis) = %T; want *Redis", l)
+	}
+	if r.prefix != "parley:rl:" {
+		t.Errorf("prefix = %q", r.prefix)
+	}
+	// A key of its own, so as not to touch real counters.
+	k := "parley-test-open-" + time.Now().Format(time.RFC3339Nano)
+	defer c.Del(bg, r.streamsKey(k))
+	release, err := r.Acquire(bg, k, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+}
