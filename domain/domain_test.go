@@ -11,9 +11,11 @@ import (
 
 func TestNewIDSortsByTime(t *testing.T) {
 	var ids []string
-	for range 5 {
+	for i := range 1000 { // many share a millisecond
 		ids = append(ids, NewID(PrefixChat))
-		time.Sleep(2 * time.Millisecond)
+		if i%250 == 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
 	}
 	if !sort.StringsAreSorted(ids) {
 		t.Errorf("ids made in order do not sort: %v", ids)

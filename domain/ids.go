@@ -5,6 +5,7 @@ import (
 	"encoding/base32"
 	"encoding/binary"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -26,12 +27,35 @@ var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadd
 
 // NewID returns prefix followed by 26 characters: a millisecond timestamp
 // and 80 random bits, so ids are unguessable and sort by creation time.
+// Within one millisecond the random part counts up from the first id's, so
+// ids made by one process sort in the order they were made.
 func NewID(prefix string) string {
+	idMu.Lock()
+	ms := uint64(time.Now().UnixMilli())
+	if ms > idLastMs {
+		idLastMs = ms
+		_, _ = rand.Read(idLast[:])
+		idLast[0] &= 0x7f // leave room to count up without overflowing
+	} else {
+		for i := len(idLast) - 1; i >= 0; i-- {
+			idLast[i]++
+			if idLast[i] != 0 {
+				break
+			}
+		}
+	}
 	var b [16]byte
-	binary.BigEndian.PutUint64(b[:8], uint64(time.Now().UnixMilli())<<16)
-	_, _ = rand.Read(b[6:])
+	binary.BigEndian.PutUint64(b[:8], idLastMs<<16)
+	copy(b[6:], idLast[:])
+	idMu.Unlock()
 	return prefix + idEncoding.EncodeToString(b[:])
 }
+
+var (
+	idMu     sync.Mutex
+	idLastMs uint64
+	idLast   [10]byte
+)
 
 // validID reports whether s looks like an id made by NewID with prefix.
 func validID(prefix, s string) bool {

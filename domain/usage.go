@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 )
 
@@ -96,6 +97,8 @@ func (r syncRecorder) Record(ctx context.Context, rec UsageRecord) {
 // UsageBatcher records usage in batches from a background goroutine: a
 // completion hands over its record and goes on. Close flushes what is left.
 type UsageBatcher struct {
+	mu       sync.RWMutex // held for reading while sending, for writing to close
+	closed   bool
 	store    UsageStore
 	log      *slog.Logger
 	in       chan UsageRecord
@@ -112,8 +115,15 @@ func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every tim
 	return b
 }
 
-// Record queues rec. When the queue is full it waits, so no record is lost.
+// Record queues rec. When the queue is full it waits, so no record is lost;
+// after Close it writes rec at once.
 func (b *UsageBatcher) Record(ctx context.Context, rec UsageRecord) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.closed {
+		syncRecorder{store: b.store, log: b.log}.Record(ctx, rec)
+		return
+	}
 	b.in <- rec
 }
 
@@ -160,10 +170,15 @@ func (b *UsageBatcher) run() {
 	}
 }
 
-// Close stops taking records and returns once every queued one is written.
-// No Record may be called after Close.
+// Close returns once every queued record is written; later records are
+// written one by one as they come.
 func (b *UsageBatcher) Close() {
-	close(b.in)
+	b.mu.Lock()
+	if !b.closed {
+		b.closed = true
+		close(b.in)
+	}
+	b.mu.Unlock()
 	<-b.done
 }
 

@@ -1,0 +1,271 @@
+package llm
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+	"unicode"
+
+	"github.com/anthropics/anthropic-sdk-go"
+	openai "github.com/sashabaranov/go-openai"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// deltaError marks an error returned by the caller's onDelta: it aborts
+// the call and goes back to the caller unchanged.
+type deltaError struct{ err error }
+
+func (e *deltaError) Error() string { return e.err.Error() }
+func (e *deltaError) Unwrap() error { return e.err }
+
+// errTruncated is the message of a stream that ended without a finish
+// reason. The domain counts such calls as truncated by this word.
+const errTruncated = "the AI provider ended the stream without a finish reason (truncated)"
+
+// retryable reports whether a failed attempt may be tried again: the
+// upstream answered 5xx, or the connection was refused or dropped before
+// any response. Never once a 2xx arrived (a stream began), never on a
+// timeout (retrying would multiply the wait) and never for the SSRF guard.
+func retryable(ex *exchange, err error) bool {
+	var de *deltaError
+	var pe *privateAddrError
+	if errors.As(err, &de) || errors.As(err, &pe) {
+		return false
+	}
+	status, _, _ := ex.response()
+	if status >= 500 {
+		return true
+	}
+	if status != 0 {
+		return false
+	}
+	return isConnDropped(err) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+func isConnDropped(err error) bool {
+	return errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+}
+
+// toDomainError turns what an attempt returned into a domain error whose
+// message says what failed and what to do, without the API key, the
+// upstream's body or anything in it that looks like a credential.
+func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, apiKey string, err error) error {
+	var de *deltaError
+	if errors.As(err, &de) {
+		return de.err
+	}
+	var dErr *domain.Error
+	if errors.As(err, &dErr) {
+		return domain.Wrap(op, err)
+	}
+	e := &domain.Error{Kind: domain.Upstream, Op: op, Err: &causeError{msg: sanitize(err.Error(), apiKey, 500), err: err}}
+	status, header, _ := ex.response()
+	upMsg, sdkStatus, inBand := upstreamMessage(err)
+	if status < 400 && sdkStatus >= 400 {
+		status = sdkStatus
+	}
+	upMsg = sanitize(upMsg, apiKey, 200)
+	lineTooLong, tooLarge := ex.capHit()
+	var pe *privateAddrError
+	var ne net.Error
+	var dnsErr *net.DNSError
+
+	switch {
+	case errors.Is(ctx.Err(), context.Canceled):
+		e.Kind, e.Message = domain.Canceled, "the call was canceled before the AI provider finished"
+	case ctx.Err() != nil:
+		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish within the time allowed for the call"
+	case lineTooLong:
+		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)
+	case tooLarge:
+		e.Message = fmt.Sprintf("the AI provider's response exceeded %d bytes", c.cfg.MaxResponseBytes)
+	case errors.As(err, &pe):
+		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
+	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d); check the provider's apiKey", status)
+	case status == http.StatusTooManyRequests:
+		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, time.Now())
+		wait := "retry later"
+		if e.RetryAfter > 0 {
+			wait = "retry after " + seconds(max(e.RetryAfter.Round(time.Second), time.Second))
+		}
+		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); "+wait, upMsg)
+	case status == http.StatusNotFound:
+		e.Message = withUpstream("the AI provider answered HTTP 404; check the model name and the provider's baseUrl", upMsg)
+	case status >= 400 && status < 500:
+		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg)
+	case status >= 500:
+		e.Message = withUpstream(fmt.Sprintf("the AI provider failed (HTTP %d)", status), upMsg)
+	case inBand:
+		e.Message = withUpstream("the AI provider reported an error during the stream", upMsg)
+	case errors.As(err, &ne) && ne.Timeout():
+		e.Kind = domain.Timeout
+		if isDial(err) {
+			e.Message = "the AI provider did not answer within " + seconds(c.cfg.ConnectTimeout) + " (connecting); check the provider's baseUrl"
+		} else {
+			e.Message = "the AI provider did not answer within " + seconds(c.cfg.FirstByteTimeout)
+		}
+	case errors.Is(err, syscall.ECONNREFUSED):
+		e.Message = "the AI provider refused the connection; check the provider's baseUrl"
+	case errors.As(err, &dnsErr):
+		e.Message = "the AI provider's host could not be resolved; check the provider's baseUrl"
+	case isConnDropped(err):
+		if status != 0 {
+			e.Message = "the AI provider closed the connection before the reply was complete"
+		} else {
+			e.Message = "the AI provider closed the connection without answering"
+		}
+	case errors.Is(err, openai.ErrTooManyEmptyStreamMessages):
+		e.Message = "the AI provider sent too many empty stream events"
+	case status >= 200 && status < 300:
+		e.Message = "the AI provider sent a reply Parley could not read"
+	default:
+		e.Message = "the call to the AI provider failed"
+	}
+	return e
+}
+
+// causeError is the logged cause of an upstream error: the SDK's error
+// text, sanitized and shortened (go-openai puts the whole body in it),
+// over the original error for errors.Is and errors.As.
+type causeError struct {
+	msg string
+	err error
+}
+
+func (e *causeError) Error() string { return e.msg }
+func (e *causeError) Unwrap() error { return e.err }
+
+// upstreamMessage returns the upstream's own error message, the HTTP
+// status the SDK saw, and whether the error came inside a stream that had
+// begun.
+func upstreamMessage(err error) (msg string, status int, inBand bool) {
+	var oe *openai.APIError
+	var re *openai.RequestError
+	var ae *anthropic.Error
+	switch {
+	case errors.As(err, &oe):
+		return oe.Message, oe.HTTPStatusCode, oe.HTTPStatusCode == 0
+	case errors.As(err, &re):
+		return bodyMessage(re.Body), re.HTTPStatusCode, false
+	case errors.As(err, &ae):
+		return bodyMessage([]byte(ae.RawJSON())), ae.StatusCode, ae.StatusCode < 400
+	}
+	return "", 0, false
+}
+
+// bodyMessage extracts the message of an error body: OpenAI's
+// {"error":{"message"}}, Anthropic's {"error":{"type","message"}}, or a
+// short plain-text body. HTML and long bodies give nothing.
+func bodyMessage(body []byte) string {
+	var v struct {
+		Error json.RawMessage `json:"error"`
+	}
+	if json.Unmarshal(body, &v) == nil && len(v.Error) > 0 {
+		var obj struct {
+			Message string `json:"message"`
+			Type    string `json:"type"`
+		}
+		if json.Unmarshal(v.Error, &obj) == nil && obj.Message != "" {
+			return obj.Message
+		}
+		var s string
+		if json.Unmarshal(v.Error, &s) == nil {
+			return s
+		}
+		return ""
+	}
+	s := strings.TrimSpace(string(body))
+	if len(s) > 200 || strings.HasPrefix(s, "<") || strings.HasPrefix(s, "{") {
+		return ""
+	}
+	return s
+}
+
+// secretLike matches what looks like a credential: provider keys, bearer
+// tokens, key=value pairs and long random-looking tokens.
+var secretLike = regexp.MustCompile(`(?i)(\bsk-[a-z0-9_\-]{4,}[a-z0-9_\-*.]*|bearer\s+\S+|(api[-_]?key|token|secret|password)["']?\s*[:=]\s*["']?[^\s"',]+|[a-z0-9_\-+/=]{32,})`)
+
+// sanitize makes an upstream text safe to show: the key and anything that
+// looks like one redacted, control characters and runs of spaces folded,
+// at most max runes.
+func sanitize(s, apiKey string, max int) string {
+	if limit := 8 * max; len(s) > limit {
+		// Cut long texts (an SDK error may hold a whole body) before the
+		// regexp, dropping the token the cut splits so that no fragment of
+		// a credential survives.
+		s = strings.ToValidUTF8(s[:limit], "")
+		if i := strings.LastIndexFunc(s, unicode.IsSpace); i > 0 {
+			s = s[:i]
+		}
+	}
+	if apiKey != "" {
+		s = strings.ReplaceAll(s, apiKey, "[redacted]")
+	}
+	s = secretLike.ReplaceAllString(s, "[redacted]")
+	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
+	if r := []rune(s); len(r) > max {
+		s = strings.TrimSpace(string(r[:max])) + "…"
+	}
+	return s
+}
+
+func withUpstream(msg, upstream string) string {
+	if upstream == "" {
+		return msg
+	}
+	return msg + ": " + upstream
+}
+
+// retryAfter reads how long to wait from a 429's headers: retry-after-ms
+// (OpenAI), then Retry-After in seconds or as an HTTP date.
+func retryAfter(h http.Header, now time.Time) time.Duration {
+	if h == nil {
+		return 0
+	}
+	if v := h.Get("Retry-After-Ms"); v != "" {
+		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
+			return time.Duration(ms * float64(time.Millisecond))
+		}
+	}
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	if secs, err := strconv.ParseFloat(v, 64); err == nil {
+		if secs <= 0 {
+			return 0
+		}
+		return time.Duration(secs * float64(time.Second))
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
+}
+
+func isDial(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "dial"
+}
+
+// seconds formats a timeout for a message: "60s", "1.5s", "200ms".
+func seconds(d time.Duration) string {
+	if d%time.Second == 0 {
+		return strconv.Itoa(int(d/time.Second)) + "s"
+	}
+	return d.String()
+}
+
+func quote(s string) string { return strconv.Quote(s) }

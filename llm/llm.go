@@ -1,0 +1,175 @@
+// Package llm implements domain.LLM: completions from OpenAI, any
+// OpenAI-wire endpoint (openai-compatible), Azure OpenAI (all through
+// go-openai) and Anthropic (through the official SDK).
+//
+// Every call goes through one HTTP client built here: connect and
+// first-byte timeouts but no overall timeout (streams may run for many
+// minutes), response bodies and stream lines capped in size, and a dialer
+// that refuses loopback, private, link-local and metadata addresses unless
+// the operator allowed them. Failures before the upstream answered (5xx,
+// refused or reset connections) are retried a few times with jittered
+// backoff; nothing is retried once a stream began.
+package llm
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultConnectTimeout   = 10 * time.Second
+	DefaultFirstByteTimeout = 60 * time.Second
+	DefaultMaxResponseBytes = 8 << 20
+	DefaultMaxLineBytes     = 1 << 20
+	DefaultMaxRetries       = 2
+	DefaultRetryBaseDelay   = 200 * time.Millisecond
+)
+
+// DefaultAnthropicMaxTokens is the max_tokens sent to Anthropic when the
+// request sets none: the Messages API requires one.
+const DefaultAnthropicMaxTokens = 4096
+
+// Config configures the upstream calls. The zero value is usable.
+type Config struct {
+	// HTTPClient, when set, makes the calls instead of the client built
+	// from the fields below. Its transport is wrapped (size caps, status
+	// capture) but its dialer is kept, and with it the connect timeout
+	// and the SSRF guard are the caller's business.
+	HTTPClient *http.Client
+	// ConnectTimeout bounds dialling and the TLS handshake (default 10s).
+	ConnectTimeout time.Duration
+	// FirstByteTimeout bounds the wait for the response headers once the
+	// request was sent (default 60s).
+	FirstByteTimeout time.Duration
+	// MaxResponseBytes caps non-stream and error bodies (default 8 MiB).
+	MaxResponseBytes int64
+	// MaxLineBytes caps each line of a stream (default 1 MiB).
+	MaxLineBytes int
+	// MaxRetries is how many times a call that failed before the upstream
+	// answered (5xx, connection refused or reset) is tried again (default
+	// 2; negative for none).
+	MaxRetries int
+	// RetryBaseDelay is the backoff before the first retry; it doubles
+	// for each next one and is jittered (default 200ms).
+	RetryBaseDelay time.Duration
+	// AllowPrivate lets upstreams live on loopback, private and link-local
+	// addresses (PARLEY_ALLOW_PRIVATE_UPSTREAMS).
+	AllowPrivate bool
+}
+
+func (c Config) withDefaults() Config {
+	if c.ConnectTimeout <= 0 {
+		c.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.FirstByteTimeout <= 0 {
+		c.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if c.MaxResponseBytes <= 0 {
+		c.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if c.MaxLineBytes <= 0 {
+		c.MaxLineBytes = DefaultMaxLineBytes
+	}
+	switch {
+	case c.MaxRetries == 0:
+		c.MaxRetries = DefaultMaxRetries
+	case c.MaxRetries < 0:
+		c.MaxRetries = 0
+	}
+	if c.RetryBaseDelay <= 0 {
+		c.RetryBaseDelay = DefaultRetryBaseDelay
+	}
+	return c
+}
+
+// Client calls upstream models. It is safe for concurrent use.
+type Client struct {
+	cfg  Config
+	http *http.Client
+}
+
+var _ domain.LLM = (*Client)(nil)
+
+// New returns a Client for cfg.
+func New(cfg Config) *Client {
+	cfg = cfg.withDefaults()
+	return &Client{cfg: cfg, http: newHTTPClient(cfg)}
+}
+
+// attemptFunc makes one attempt at a completion against one provider type.
+type attemptFunc func(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error)
+
+// callSpec is what an attempt needs besides its exchange.
+type callSpec struct {
+	req     domain.LLMRequest
+	onDelta func(string) error
+	start   time.Time
+}
+
+// Complete runs one completion; see domain.LLM. When onDelta is non-nil the
+// call streams. On an error after part of a stream arrived, the partial
+// result (content so far, usage if the upstream sent it) comes back with
+// the error.
+func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta func(delta string) error) (*domain.LLMResult, error) {
+	const op = "llm.Complete"
+	var do attemptFunc
+	switch req.Endpoint.Type {
+	case domain.ProviderOpenAI, domain.ProviderOpenAICompatible, domain.ProviderAzureOpenAI:
+		do = c.callOpenAI
+	case domain.ProviderAnthropic:
+		do = c.callAnthropic
+	default:
+		return nil, &domain.Error{Kind: domain.Invalid, Op: op,
+			Message: "AI provider type " + quote(string(req.Endpoint.Type)) + " is not supported; use openai, openai-compatible, azure-openai or anthropic"}
+	}
+	if req.Endpoint.Type == domain.ProviderAzureOpenAI && req.Endpoint.BaseURL == "" {
+		return nil, &domain.Error{Kind: domain.Invalid, Op: op, Message: "an azure-openai provider needs a baseUrl (https://<resource>.openai.azure.com)"}
+	}
+	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
+	for attempt := 0; ; attempt++ {
+		ex := &exchange{stream: onDelta != nil, openAIWire: req.Endpoint.Type != domain.ProviderAnthropic}
+		res, err := do(withExchange(ctx, ex), ex, cs)
+		if err == nil {
+			return res, nil
+		}
+		if attempt < c.cfg.MaxRetries && ctx.Err() == nil && retryable(ex, err) {
+			if sleep(ctx, backoff(c.cfg.RetryBaseDelay, attempt)) {
+				continue
+			}
+		}
+		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
+	}
+}
+
+// backoff returns the jittered wait before retry attempt+1: between half
+// and all of base doubled per attempt.
+func backoff(base time.Duration, attempt int) time.Duration {
+	d := base << attempt
+	return d/2 + rand.N(d/2+1)
+}
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// firstByte is the time from the call to the response headers of the
+// attempt that answered.
+func firstByte(ex *exchange, start time.Time) time.Duration {
+	if _, _, at := ex.response(); !at.IsZero() {
+		return at.Sub(start)
+	}
+	return 0
+}

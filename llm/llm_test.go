@@ -1,0 +1,909 @@
+package llm_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+const testKey = "sk-test-0123456789abcdefSECRET"
+
+var allTypes = []domain.ProviderType{
+	domain.ProviderOpenAI, domain.ProviderOpenAICompatible, domain.ProviderAzureOpenAI, domain.ProviderAnthropic,
+}
+
+// newClient returns a client allowed to reach the fake on 127.0.0.1, with
+// retries that do not slow the tests down.
+func newClient(t *testing.T, mut ...func(*llm.Config)) *llm.Client {
+	t.Helper()
+	cfg := llm.Config{AllowPrivate: true, RetryBaseDelay: time.Millisecond}
+	for _, m := range mut {
+		m(&cfg)
+	}
+	return llm.New(cfg)
+}
+
+func endpoint(typ domain.ProviderType, s *llmtest.Server) domain.Endpoint {
+	return domain.Endpoint{Type: typ, BaseURL: s.URL(), APIKey: testKey}
+}
+
+func request(typ domain.ProviderType, s *llmtest.Server, msgs ...string) domain.LLMRequest {
+	req := domain.LLMRequest{Endpoint: endpoint(typ, s), Model: "test-model"}
+	if len(msgs) == 0 {
+		msgs = []string{"hello there"}
+	}
+	for _, m := range msgs {
+		req.Messages = append(req.Messages, domain.LLMMessage{Role: domain.RoleUser, Content: m})
+	}
+	return req
+}
+
+// run calls Complete, streaming when stream is set, and returns the
+// deltas it received.
+func run(ctx context.Context, c *llm.Client, req domain.LLMRequest, stream bool) (*domain.LLMResult, []string, error) {
+	var deltas []string
+	var onDelta func(string) error
+	if stream {
+		onDelta = func(d string) error {
+			deltas = append(deltas, d)
+			return nil
+		}
+	}
+	res, err := c.Complete(ctx, req, onDelta)
+	return res, deltas, err
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func modes() []struct {
+	name   string
+	stream bool
+} {
+	return []struct {
+		name   string
+		stream bool
+	}{{"json", false}, {"stream", true}}
+}
+
+func TestCompleteEachProvider(t *testing.T) {
+	msgs := []domain.LLMMessage{
+		{Role: domain.RoleSystem, Content: "Be brief."},
+		{Role: domain.RoleUser, Content: "Hi."},
+		{Role: domain.RoleAssistant, Content: "Hello! How can I help?"},
+		{Role: domain.RoleUser, Content: "say something nice please"},
+	}
+	contents := make([]string, len(msgs))
+	for i, m := range msgs {
+		contents[i] = m.Content
+	}
+	wantContent := llmtest.EchoReply("say something nice please")
+	wantDeltas := llmtest.Deltas(wantContent)
+	wantUsage := domain.Usage{
+		PromptTokens: llmtest.PromptTokens(contents...), CompletionTokens: len(wantDeltas),
+		TotalTokens: llmtest.PromptTokens(contents...) + len(wantDeltas),
+	}
+
+	for _, typ := range allTypes {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				c := newClient(t)
+				req := domain.LLMRequest{
+					Endpoint: endpoint(typ, s), Model: "test-model", Messages: msgs,
+					Temperature: ptr(0.7), MaxTokens: ptr(50), TopP: ptr(0.9), Stop: []string{"END", "STOP"},
+				}
+				res, deltas, err := run(context.Background(), c, req, m.stream)
+				if err != nil {
+					t.Fatalf("Complete: %v", err)
+				}
+				if got, want := res.Content, wantContent; got != want {
+					t.Errorf("Content = %q, want %q", got, want)
+				}
+				if got, want := res.FinishReason, "stop"; got != want {
+					t.Errorf("FinishReason = %q, want %q", got, want)
+				}
+				if got, want := res.Model, "test-model"; got != want {
+					t.Errorf("Model = %q, want %q", got, want)
+				}
+				if got, want := res.Usage, wantUsage; got != want {
+					t.Errorf("Usage = %+v, want %+v", got, want)
+				}
+				if res.FirstByte <= 0 {
+					t.Errorf("FirstByte = %v, want > 0", res.FirstByte)
+				}
+				if m.stream {
+					if got, want := strings.Join(deltas, "|"), strings.Join(wantDeltas, "|"); got != want {
+						t.Errorf("deltas = %q, want %q", got, want)
+					}
+				} else if len(deltas) != 0 {
+					t.Errorf("got %d deltas without streaming", len(deltas))
+				}
+				if got, want := s.Count(), 1; got != want {
+					t.Fatalf("upstream requests = %d, want %d", got, want)
+				}
+				checkUpstreamRequest(t, typ, s.Last(), m.stream)
+			})
+		}
+	}
+}
+
+// checkUpstreamRequest checks what the fake received for the request of
+// TestCompleteEachProvider.
+func checkUpstreamRequest(t *testing.T, typ domain.ProviderType, r llmtest.Request, stream bool) {
+	t.Helper()
+	b := r.Body
+	if got, want := r.Method, http.MethodPost; got != want {
+		t.Errorf("method = %s, want %s", got, want)
+	}
+	if got, want := r.Stream, stream; got != want {
+		t.Errorf("stream = %v, want %v", got, want)
+	}
+	if got, want := b["temperature"], 0.7; got != want {
+		t.Errorf("temperature = %v, want %v", got, want)
+	}
+	if got, want := b["top_p"], 0.9; got != want {
+		t.Errorf("top_p = %v, want %v", got, want)
+	}
+	if got, want := r.APIKey, testKey; got != want {
+		t.Errorf("API key = %q, want %q", got, want)
+	}
+
+	if typ == domain.ProviderAnthropic {
+		if got, want := r.Path, "/v1/messages"; got != want {
+			t.Errorf("path = %s, want %s", got, want)
+		}
+		if got, want := r.Header.Get("X-Api-Key"), testKey; got != want {
+			t.Errorf("x-api-key = %q, want %q", got, want)
+		}
+		if got := r.Header.Get("Authorization"); got != "" {
+			t.Errorf("Authorization = %q, want none", got)
+		}
+		if got := r.Header.Get("Anthropic-Version"); got == "" {
+			t.Error("no anthropic-version header")
+		}
+		if got, want := b["model"], "test-model"; got != want {
+			t.Errorf("model = %v, want %v", got, want)
+		}
+		if got, want := b["max_tokens"], 50.0; got != want {
+			t.Errorf("max_tokens = %v, want %v", got, want)
+		}
+		if got, want := stringList(b["stop_sequences"]), "END,STOP"; got != want {
+			t.Errorf("stop_sequences = %v, want %v", got, want)
+		}
+		sys, _ := b["system"].([]any)
+		if len(sys) != 1 || sys[0].(map[string]any)["text"] != "Be brief." {
+			t.Errorf("system = %#v, want one text block %q", b["system"], "Be brief.")
+		}
+		if got, want := roles(r), "system:Be brief.|user:Hi.|assistant:Hello! How can I help?|user:say something nice please"; got != want {
+			t.Errorf("messages = %s, want %s", got, want)
+		}
+		return
+	}
+
+	switch typ {
+	case domain.ProviderAzureOpenAI:
+		if got, want := r.Path, "/v1/openai/deployments/test-model/chat/completions"; got != want {
+			t.Errorf("path = %s, want %s", got, want)
+		}
+		if got, want := r.Query.Get("api-version"), llm.DefaultAzureAPIVersion; got != want {
+			t.Errorf("api-version = %s, want %s", got, want)
+		}
+		if got, want := r.Header.Get("Api-Key"), testKey; got != want {
+			t.Errorf("api-key = %q, want %q", got, want)
+		}
+	default:
+		if got, want := r.Path, "/v1/chat/completions"; got != want {
+			t.Errorf("path = %s, want %s", got, want)
+		}
+		if got, want := r.Header.Get("Authorization"), "Bearer "+testKey; got != want {
+			t.Errorf("Authorization = %q, want %q", got, want)
+		}
+	}
+	if got, want := b["model"], "test-model"; got != want {
+		t.Errorf("model = %v, want %v", got, want)
+	}
+	// OpenAI itself gets max_completion_tokens (its reasoning models refuse
+	// max_tokens); OpenAI-wire servers and Azure get max_tokens.
+	tokensField, otherField := "max_tokens", "max_completion_tokens"
+	if typ == domain.ProviderOpenAI {
+		tokensField, otherField = otherField, tokensField
+	}
+	if got, want := b[tokensField], 50.0; got != want {
+		t.Errorf("%s = %v, want %v", tokensField, got, want)
+	}
+	if _, ok := b[otherField]; ok {
+		t.Errorf("%s sent as well as %s", otherField, tokensField)
+	}
+	if got, want := stringList(b["stop"]), "END,STOP"; got != want {
+		t.Errorf("stop = %v, want %v", got, want)
+	}
+	if got, want := roles(r), "system:Be brief.|user:Hi.|assistant:Hello! How can I help?|user:say something nice please"; got != want {
+		t.Errorf("messages = %s, want %s", got, want)
+	}
+	so, _ := b["stream_options"].(map[string]any)
+	if got, want := so["include_usage"] == true, stream; got != want {
+		t.Errorf("stream_options.include_usage = %v, want %v (body %s)", got, want, r.RawBody)
+	}
+}
+
+func roles(r llmtest.Request) string {
+	var parts []string
+	for _, m := range r.Messages {
+		parts = append(parts, m.Role+":"+m.Content)
+	}
+	return strings.Join(parts, "|")
+}
+
+func stringList(v any) string {
+	l, _ := v.([]any)
+	var parts []string
+	for _, x := range l {
+		s, _ := x.(string)
+		parts = append(parts, s)
+	}
+	return strings.Join(parts, ",")
+}
+
+func TestZeroSamplingParametersAreSent(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := request(typ, s)
+			req.Temperature, req.TopP = ptr(0.0), ptr(0.0)
+			if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range []string{"temperature", "top_p"} {
+				if got, ok := s.Last().Body[f]; !ok || got != 0.0 {
+					t.Errorf("%s = %v (present %v), want 0; body %s", f, got, ok, s.Last().RawBody)
+				}
+			}
+		})
+	}
+}
+
+func TestUnsetParametersAreNotSent(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			if _, _, err := run(context.Background(), newClient(t), request(typ, s), false); err != nil {
+				t.Fatal(err)
+			}
+			b := s.Last().Body
+			for _, f := range []string{"temperature", "top_p", "stop", "stop_sequences", "max_completion_tokens", "system"} {
+				if v, ok := b[f]; ok {
+					t.Errorf("%s = %v sent though unset", f, v)
+				}
+			}
+			_, hasMax := b["max_tokens"]
+			if typ == domain.ProviderAnthropic {
+				if got, want := b["max_tokens"], float64(llm.DefaultAnthropicMaxTokens); got != want {
+					t.Errorf("max_tokens = %v, want the default %v", got, want)
+				}
+			} else if hasMax {
+				t.Errorf("max_tokens = %v sent though unset", b["max_tokens"])
+			}
+		})
+	}
+}
+
+func TestFinishReasonLength(t *testing.T) {
+	for _, typ := range allTypes {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				req := request(typ, s, "one two three four five")
+				req.MaxTokens = ptr(2)
+				res, _, err := run(context.Background(), newClient(t), req, m.stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := res.FinishReason, "length"; got != want {
+					t.Errorf("FinishReason = %q, want %q", got, want)
+				}
+				if got, want := res.Content, "echo: one "; got != want {
+					t.Errorf("Content = %q, want %q", got, want)
+				}
+				if got, want := res.Usage.CompletionTokens, 2; got != want {
+					t.Errorf("CompletionTokens = %d, want %d", got, want)
+				}
+			})
+		}
+	}
+}
+
+func TestAnthropicStopReasons(t *testing.T) {
+	for _, tc := range []struct{ stop, want string }{
+		{"end_turn", "stop"}, {"stop_sequence", "stop"}, {"max_tokens", "length"}, {"tool_use", "tool_calls"}, {"refusal", "content_filter"},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.stop+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{FinishReason: tc.stop})
+				res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), m.stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := res.FinishReason; got != tc.want {
+					t.Errorf("FinishReason = %q, want %q", got, tc.want)
+				}
+			})
+		}
+	}
+}
+
+func TestAnthropicBaseURLWithOrWithoutV1(t *testing.T) {
+	for _, base := range []string{"", "/v1", "/v1/", "/"} {
+		t.Run("root"+base, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := request(domain.ProviderAnthropic, s)
+			req.Endpoint.BaseURL = s.RootURL() + base
+			if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := s.Last().Path, "/v1/messages"; got != want {
+				t.Errorf("path = %s, want %s", got, want)
+			}
+		})
+	}
+}
+
+func TestAzureAPIVersion(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderAzureOpenAI, s)
+	req.Endpoint.APIVersion = "2025-01-01-preview"
+	req.Model = "gpt-4o.deploy"
+	if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+		t.Fatal(err)
+	}
+	r := s.Last()
+	if got, want := r.Query.Get("api-version"), "2025-01-01-preview"; got != want {
+		t.Errorf("api-version = %s, want %s", got, want)
+	}
+	if got, want := r.Deployment, "gpt-4o.deploy"; got != want {
+		t.Errorf("deployment = %s, want %s (the model, unchanged)", got, want)
+	}
+}
+
+func TestInvalidEndpoints(t *testing.T) {
+	c := newClient(t)
+	for _, tc := range []struct {
+		name string
+		ep   domain.Endpoint
+		want string
+	}{
+		{"unknown type", domain.Endpoint{Type: "gemini", BaseURL: "http://127.0.0.1:1"}, "not supported"},
+		{"azure without baseUrl", domain.Endpoint{Type: domain.ProviderAzureOpenAI}, "baseUrl"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := c.Complete(context.Background(), domain.LLMRequest{Endpoint: tc.ep, Model: "m",
+				Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}, nil)
+			if got, want := domain.KindOf(err), domain.Invalid; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !strings.Contains(domain.MessageOf(err), tc.want) {
+				t.Errorf("message %q does not mention %q", domain.MessageOf(err), tc.want)
+			}
+		})
+	}
+}
+
+func TestUpstreamErrors(t *testing.T) {
+	date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
+	for _, tc := range []struct {
+		name           string
+		b              llmtest.Behavior
+		kind           domain.Kind
+		msg            []string // substrings of the message
+		retryAfterMin  time.Duration
+		retryAfterMax  time.Duration
+		wantRequests   int
+		notInMessages  []string
+		anthropicTypes bool
+	}{
+		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
+			msg: []string{"the AI provider rejected its API key (HTTP 401); check the provider's apiKey"}, wantRequests: 1},
+		{name: "403", b: llmtest.Behavior{Status: 403}, kind: domain.Upstream,
+			msg: []string{"rejected its API key (HTTP 403)"}, wantRequests: 1},
+		{name: "429 seconds", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}}, kind: domain.RateLimited,
+			msg: []string{"HTTP 429"}, retryAfterMin: 7 * time.Second, retryAfterMax: 7 * time.Second, wantRequests: 1},
+		{name: "429 date", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {date}}}, kind: domain.RateLimited,
+			msg: []string{"HTTP 429"}, retryAfterMin: 80 * time.Second, retryAfterMax: 91 * time.Second, wantRequests: 1},
+		{name: "429 without Retry-After", b: llmtest.Behavior{Status: 429}, kind: domain.RateLimited, msg: []string{"HTTP 429"}, wantRequests: 1},
+		{name: "400 with the upstream's message", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large: 999999","type":"invalid_request_error"}}`},
+			kind: domain.Upstream, msg: []string{"HTTP 400", "max_tokens is too large: 999999"}, wantRequests: 1},
+		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
+			kind: domain.Upstream, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
+		{name: "404", b: llmtest.Behavior{Status: 404}, kind: domain.Upstream, msg: []string{"HTTP 404", "model"}, wantRequests: 1},
+		{name: "500 every time", b: llmtest.Behavior{Status: 500}, kind: domain.Upstream, msg: []string{"HTTP 500"}, wantRequests: 3},
+		{name: "529 overloaded", b: llmtest.Behavior{Status: 529}, kind: domain.Upstream, msg: []string{"HTTP 529"}, wantRequests: 3},
+	} {
+		for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+			for _, m := range modes() {
+				t.Run(tc.name+"/"+string(typ)+"/"+m.name, func(t *testing.T) {
+					s := llmtest.NewServer(t)
+					s.Script(func(int, llmtest.Request) llmtest.Behavior { return tc.b })
+					res, _, err := run(context.Background(), newClient(t), request(typ, s), m.stream)
+					if err == nil {
+						t.Fatalf("no error; result %+v", res)
+					}
+					if got := domain.KindOf(err); got != tc.kind {
+						t.Errorf("kind = %v, want %v (%v)", got, tc.kind, err)
+					}
+					msg := domain.MessageOf(err)
+					for _, want := range tc.msg {
+						if !strings.Contains(msg, want) {
+							t.Errorf("message %q does not contain %q", msg, want)
+						}
+					}
+					for _, not := range tc.notInMessages {
+						if strings.Contains(msg, not) {
+							t.Errorf("message %q contains %q", msg, not)
+						}
+					}
+					if ra := domain.RetryAfterOf(err); ra < tc.retryAfterMin || ra > tc.retryAfterMax {
+						t.Errorf("RetryAfter = %v, want in [%v, %v]", ra, tc.retryAfterMin, tc.retryAfterMax)
+					}
+					if got := s.Count(); got != tc.wantRequests {
+						t.Errorf("upstream requests = %d, want %d", got, tc.wantRequests)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		first        llmtest.Behavior
+		maxRetries   int
+		wantErr      bool
+		wantRequests int
+	}{
+		{name: "500 then success", first: llmtest.Behavior{Status: 500}, wantRequests: 2},
+		{name: "503 then success", first: llmtest.Behavior{Status: 503}, wantRequests: 2},
+		{name: "dropped connection then success", first: llmtest.Behavior{Fault: llmtest.FaultDrop}, wantRequests: 2},
+		{name: "no retries configured", first: llmtest.Behavior{Status: 500}, maxRetries: -1, wantErr: true, wantRequests: 1},
+		{name: "429 is not retried", first: llmtest.Behavior{Status: 429}, wantErr: true, wantRequests: 1},
+		{name: "400 is not retried", first: llmtest.Behavior{Status: 400}, wantErr: true, wantRequests: 1},
+	} {
+		for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderAnthropic} {
+			for _, m := range modes() {
+				t.Run(tc.name+"/"+string(typ)+"/"+m.name, func(t *testing.T) {
+					s := llmtest.NewServer(t)
+					s.Enqueue(tc.first)
+					c := newClient(t, func(c *llm.Config) { c.MaxRetries = tc.maxRetries })
+					res, deltas, err := run(context.Background(), c, request(typ, s, "retry me"), m.stream)
+					if got := err != nil; got != tc.wantErr {
+						t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+					}
+					if got := s.Count(); got != tc.wantRequests {
+						t.Errorf("upstream requests = %d, want %d", got, tc.wantRequests)
+					}
+					if tc.wantErr {
+						return
+					}
+					if got, want := res.Content, "echo: retry me"; got != want {
+						t.Errorf("Content = %q, want %q", got, want)
+					}
+					if m.stream && strings.Join(deltas, "") != res.Content {
+						t.Errorf("deltas %q do not make the content %q", deltas, res.Content)
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestMidStreamResetIsNotRetried(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultReset, AfterDeltas: 2})
+			res, deltas, err := run(context.Background(), newClient(t), request(typ, s, "one two three four"), true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !strings.Contains(domain.MessageOf(err), "closed the connection") {
+				t.Errorf("message = %q", domain.MessageOf(err))
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d (no retry once a stream began)", got, want)
+			}
+			if res == nil {
+				t.Fatal("no partial result")
+			}
+			if got, want := res.Content, "echo: one "; got != want {
+				t.Errorf("partial Content = %q, want %q", got, want)
+			}
+			if got, want := strings.Join(deltas, ""), res.Content; got != want {
+				t.Errorf("deltas = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+func TestTruncatedStream(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate, AfterDeltas: 2})
+			res, _, err := run(context.Background(), newClient(t), request(typ, s, "one two three four"), true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if got, want := domain.MessageOf(err), "the AI provider ended the stream without a finish reason (truncated)"; got != want {
+				t.Errorf("message = %q, want %q", got, want)
+			}
+			if res == nil || res.Content != "echo: one " {
+				t.Errorf("partial result = %+v, want content %q", res, "echo: one ")
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestTruncatedJSONBody(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate})
+			_, _, err := run(context.Background(), newClient(t), request(typ, s), false)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d (a 200 is never retried)", got, want)
+			}
+		})
+	}
+}
+
+func TestInBandStreamError(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
+			res, _, err := run(context.Background(), newClient(t), request(typ, s), true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !strings.Contains(domain.MessageOf(err), "during the stream") {
+				t.Errorf("message = %q", domain.MessageOf(err))
+			}
+			if res == nil || res.Content != "echo: " {
+				t.Errorf("partial result = %+v", res)
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestOversizedStreamLine(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultOversizedLine, AfterDeltas: 1, Size: 64 << 10})
+			c := newClient(t, func(c *llm.Config) { c.MaxLineBytes = 4096 })
+			res, _, err := run(context.Background(), c, request(typ, s), true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if got, want := domain.MessageOf(err), "stream line exceeded 4096 bytes"; !strings.Contains(got, want) {
+				t.Errorf("message = %q, want it to contain %q", got, want)
+			}
+			if res == nil || res.Content != "echo: " {
+				t.Errorf("partial result = %+v", res)
+			}
+		})
+	}
+}
+
+func TestOversizedBody(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultOversizedLine, Size: 64 << 10})
+			c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = 16 << 10 })
+			_, _, err := run(context.Background(), c, request(typ, s), false)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if got, want := domain.MessageOf(err), "response exceeded 16384 bytes"; !strings.Contains(got, want) {
+				t.Errorf("message = %q, want it to contain %q", got, want)
+			}
+		})
+	}
+}
+
+func TestOversizedErrorBodyIsCut(t *testing.T) {
+	s := llmtest.NewServer(t)
+	huge := `{"error":{"message":"` + strings.Repeat("x", 1<<20) + `"}}`
+	s.Enqueue(llmtest.Behavior{Status: 400, Body: huge})
+	c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = 4096 })
+	_, _, err := run(context.Background(), c, request(domain.ProviderOpenAI, s), true)
+	if got, want := domain.KindOf(err), domain.Upstream; got != want {
+		t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+	}
+	if n := len(err.Error()); n > 2000 {
+		t.Errorf("error text is %d bytes; the upstream body must not be carried whole", n)
+	}
+}
+
+func TestFirstByteTimeout(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Delay: 5 * time.Second})
+				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 150 * time.Millisecond })
+				start := time.Now()
+				_, _, err := run(context.Background(), c, request(typ, s), m.stream)
+				if got, want := domain.KindOf(err), domain.Timeout; got != want {
+					t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+				}
+				if got, want := domain.MessageOf(err), "the AI provider did not answer within 150ms"; got != want {
+					t.Errorf("message = %q, want %q", got, want)
+				}
+				if d := time.Since(start); d > 3*time.Second {
+					t.Errorf("took %v", d)
+				}
+				if got, want := s.Count(), 1; got != want {
+					t.Errorf("upstream requests = %d, want %d (timeouts are not retried)", got, want)
+				}
+				if !s.WaitCanceled(time.Second) {
+					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
+	}
+}
+
+func TestCancellationReachesUpstream(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ)+"/mid-stream", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{ChunkDelay: 50 * time.Millisecond, Reply: strings.Repeat("word ", 100)})
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			n := 0
+			res, err := newClient(t).Complete(ctx, request(typ, s), func(string) error {
+				if n++; n == 3 {
+					cancel()
+				}
+				return nil
+			})
+			if got, want := domain.KindOf(err), domain.Canceled; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !s.WaitCanceled(time.Second) {
+				t.Error("the upstream did not see the cancellation within a second")
+			}
+			if res == nil || !strings.HasPrefix(res.Content, "word word word") {
+				t.Errorf("partial result = %+v", res)
+			}
+		})
+		t.Run(string(typ)+"/waiting", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				time.Sleep(100 * time.Millisecond)
+				cancel()
+			}()
+			_, err := newClient(t).Complete(ctx, request(typ, s), nil)
+			if got, want := domain.KindOf(err), domain.Canceled; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !s.WaitCanceled(time.Second) {
+				t.Error("the upstream did not see the cancellation within a second")
+			}
+		})
+	}
+}
+
+func TestOnDeltaErrorAborts(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{ChunkDelay: 20 * time.Millisecond, Reply: strings.Repeat("word ", 100)})
+			gone := errors.New("client went away")
+			res, err := newClient(t).Complete(context.Background(), request(typ, s), func(string) error { return gone })
+			if !errors.Is(err, gone) {
+				t.Fatalf("err = %v, want the onDelta error", err)
+			}
+			if res == nil || res.Content != "word " {
+				t.Errorf("partial result = %+v", res)
+			}
+			if !s.WaitCanceled(time.Second) {
+				t.Error("the upstream did not see the call abandoned")
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
+func TestSSRFGuard(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			c := llm.New(llm.Config{}) // AllowPrivate false
+			_, _, err := run(context.Background(), c, request(typ, s), false)
+			if got, want := domain.KindOf(err), domain.Invalid; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !strings.Contains(domain.MessageOf(err), "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true") {
+				t.Errorf("message %q does not name PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", domain.MessageOf(err))
+			}
+			if got := s.Count(); got != 0 {
+				t.Errorf("upstream requests = %d, want 0", got)
+			}
+		})
+	}
+	t.Run("a host name resolving to loopback", func(t *testing.T) {
+		s := llmtest.NewServer(t)
+		req := request(domain.ProviderOpenAICompatible, s)
+		req.Endpoint.BaseURL = strings.Replace(s.URL(), "127.0.0.1", "localhost", 1)
+		_, _, err := run(context.Background(), llm.New(llm.Config{}), req, true)
+		if got, want := domain.KindOf(err), domain.Invalid; got != want {
+			t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+		}
+		if got := s.Count(); got != 0 {
+			t.Errorf("upstream requests = %d, want 0", got)
+		}
+	})
+}
+
+func TestConnectionRefused(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: typ, BaseURL: "http://" + addr + "/v1", APIKey: testKey}, Model: "m",
+				Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}
+			_, _, err := run(context.Background(), newClient(t), req, true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if !strings.Contains(domain.MessageOf(err), "refused the connection") {
+				t.Errorf("message = %q", domain.MessageOf(err))
+			}
+		})
+	}
+}
+
+func TestErrorsNeverCarryTheAPIKey(t *testing.T) {
+	leaky := `{"error":{"message":"Incorrect API key provided: ` + testKey + `. You can find your key at https://example.com","type":"invalid_request_error"}}`
+	anthropicLeaky := `{"type":"error","error":{"type":"invalid_request_error","message":"bad key ` + testKey + `"}}`
+	behaviors := map[string]llmtest.Behavior{
+		"401 echoing the key":    {Status: 401, Body: leaky},
+		"400 echoing the key":    {Status: 400, Body: leaky},
+		"400 anthropic-style":    {Status: 400, Body: anthropicLeaky},
+		"500 echoing the key":    {Status: 500, Body: "upstream crashed handling key " + testKey},
+		"429 echoing the key":    {Status: 429, Body: leaky},
+		"in-band stream error":   {Fault: llmtest.FaultStreamError},
+		"mid-stream reset":       {Fault: llmtest.FaultReset, AfterDeltas: 1},
+		"200 with a broken body": {Body: `{"choices": [` + testKey},
+	}
+	for name, b := range behaviors {
+		for _, typ := range allTypes {
+			for _, m := range modes() {
+				t.Run(name+"/"+string(typ)+"/"+m.name, func(t *testing.T) {
+					s := llmtest.NewServer(t)
+					s.Script(func(int, llmtest.Request) llmtest.Behavior { return b })
+					_, _, err := run(context.Background(), newClient(t), request(typ, s), m.stream)
+					if err == nil {
+						t.Fatal("no error")
+					}
+					for _, text := range []string{err.Error(), domain.MessageOf(err)} {
+						if strings.Contains(text, testKey) || strings.Contains(text, "0123456789abcdefSECRET") {
+							t.Errorf("error text carries the API key: %s", text)
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+func TestConcurrentCalls(t *testing.T) {
+	s := llmtest.NewServer(t)
+	c := newClient(t)
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			typ := allTypes[i%len(allTypes)]
+			msg := strings.Repeat("x", i+1)
+			res, _, err := run(context.Background(), c, request(typ, s, msg), i%2 == 0)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if got, want := res.Content, llmtest.EchoReply(msg); got != want {
+				t.Errorf("Content = %q, want %q", got, want)
+			}
+		}()
+	}
+	wg.Wait()
+	if got, want := s.Count(), 20; got != want {
+		t.Errorf("upstream requests = %d, want %d", got, want)
+	}
+}
+
+func TestAnthropicUsageCountsCachedInput(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Body: `{"id":"msg_1","type":"message","role":"assistant","model":"claude-x",
+		"content":[{"type":"text","text":"cached "},{"type":"text","text":"reply"}],"stop_reason":"end_turn","stop_sequence":null,
+		"usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":7}}`})
+	res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122}); got != want {
+		t.Errorf("Usage = %+v, want %+v", got, want)
+	}
+	if got, want := res.Content, "cached reply"; got != want {
+		t.Errorf("Content = %q, want %q", got, want)
+	}
+	if got, want := res.Model, "claude-x"; got != want {
+		t.Errorf("Model = %q, want %q", got, want)
+	}
+}
+
+func TestAnthropicIgnoresTheServersEnvironment(t *testing.T) {
+	other := llmtest.NewServer(t)
+	t.Setenv("ANTHROPIC_API_KEY", "server-env-key")
+	t.Setenv("ANTHROPIC_BASE_URL", other.RootURL())
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderAnthropic, s)
+	req.Endpoint.APIKey = ""
+	if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Last().APIKey; got != "" {
+		t.Errorf("the upstream got API key %q, want none", got)
+	}
+	if got := other.Count(); got != 0 {
+		t.Errorf("ANTHROPIC_BASE_URL got %d requests", got)
+	}
+}
+
+func TestWrongKeyAgainstAFakeRequiringOne(t *testing.T) {
+	for _, typ := range allTypes {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.RequireKey("the-right-key")
+			_, _, err := run(context.Background(), newClient(t), request(typ, s), true)
+			if got, want := domain.MessageOf(err), "the AI provider rejected its API key (HTTP 401); check the provider's apiKey"; got != want {
+				t.Errorf("message = %q, want %q", got, want)
+			}
+			req := request(typ, s)
+			req.Endpoint.APIKey = "the-right-key"
+			if _, _, err := run(context.Background(), newClient(t), req, true); err != nil {
+				t.Errorf("with the right key: %v", err)
+			}
+		})
+	}
+}

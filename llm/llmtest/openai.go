@@ -1,0 +1,77 @@
+package llmtest
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+func (r reply) openAIFinish() string {
+	if r.finishReason == "" {
+		return "stop"
+	}
+	return r.finishReason
+}
+
+func (r reply) openAIUsage() map[string]any {
+	return map[string]any{
+		"prompt_tokens":     r.usage.PromptTokens,
+		"completion_tokens": r.usage.CompletionTokens,
+		"total_tokens":      r.usage.PromptTokens + r.usage.CompletionTokens,
+	}
+}
+
+// openAIJSON answers a chat.completion object.
+func (x *exchange) openAIJSON(r reply) {
+	body, _ := json.Marshal(map[string]any{
+		"id":      fmt.Sprintf("chatcmpl-fake-%d", x.req.N),
+		"object":  "chat.completion",
+		"created": time.Now().Unix(),
+		"model":   r.model,
+		"choices": []any{map[string]any{
+			"index":         0,
+			"message":       map[string]any{"role": "assistant", "content": x.padded(r)},
+			"finish_reason": r.openAIFinish(),
+		}},
+		"usage": r.openAIUsage(),
+	})
+	x.writeJSON(body)
+}
+
+// openAIStream answers chat.completion.chunk events: the role, one chunk
+// per delta, the finish reason, the usage when stream_options.include_usage
+// asks for it, then [DONE].
+func (x *exchange) openAIStream(r reply) {
+	id, created := fmt.Sprintf("chatcmpl-fake-%d", x.req.N), time.Now().Unix()
+	chunk := func(delta map[string]any, finish any) map[string]any {
+		return map[string]any{
+			"id": id, "object": "chat.completion.chunk", "created": created, "model": r.model,
+			"choices": []any{map[string]any{"index": 0, "delta": delta, "finish_reason": finish}},
+		}
+	}
+	if !x.startStream() || !x.event("", chunk(map[string]any{"role": "assistant", "content": ""}, nil)) {
+		return
+	}
+	for _, d := range x.deltasBeforeFault(r.deltas) {
+		if !x.event("", chunk(map[string]any{"content": d}, nil)) {
+			return
+		}
+	}
+	if !x.streamFault(func() {
+		x.event("", map[string]any{"error": map[string]any{"message": "The server had an error while streaming", "type": "server_error"}})
+	}) {
+		return
+	}
+	if !x.event("", chunk(map[string]any{}, r.openAIFinish())) {
+		return
+	}
+	if so, _ := x.req.Body["stream_options"].(map[string]any); so["include_usage"] == true {
+		if !x.event("", map[string]any{
+			"id": id, "object": "chat.completion.chunk", "created": created, "model": r.model,
+			"choices": []any{}, "usage": r.openAIUsage(),
+		}) {
+			return
+		}
+	}
+	x.event("", "[DONE]")
+}

@@ -1,0 +1,726 @@
+// Package llmtest is a fake AI provider for tests: a real HTTP server on
+// 127.0.0.1 that speaks the OpenAI chat completions wire protocol (plain
+// JSON and SSE, also at Azure's deployment paths) and the Anthropic
+// Messages API (JSON and its SSE event sequence).
+//
+// By default it echoes: the reply is "echo: " plus the last user message,
+// streamed one word per delta, with usage computed so a test can predict
+// it (see PromptTokens and Deltas). Every request is recorded for
+// assertions, and behaviors (status codes, delays, cut or reset streams,
+// oversized lines, hangs) can be scripted per request.
+//
+//	s := llmtest.NewServer(t)
+//	s.Enqueue(llmtest.Behavior{Status: 500}) // the first call fails, the next echoes
+//	... point an openai provider at s.URL(), call it ...
+//	if got := s.Last().Messages; ...
+package llmtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+	"unicode/utf8"
+)
+
+// Protocol names the wire protocol a request used.
+type Protocol string
+
+const (
+	OpenAI    Protocol = "openai"    // /chat/completions, including Azure's deployment paths
+	Anthropic Protocol = "anthropic" // /v1/messages
+)
+
+// Request is one request the server received.
+type Request struct {
+	N        int // position among the server's requests, from 0
+	Protocol Protocol
+	Method   string
+	Path     string
+	Query    url.Values
+	Header   http.Header
+	RawBody  []byte
+	Body     map[string]any // the decoded JSON body; numbers are float64
+
+	// Decoded for convenience.
+	APIKey     string    // from Authorization: Bearer, api-key (Azure) or x-api-key (Anthropic)
+	Model      string    // body "model", else the Azure deployment
+	Deployment string    // Azure: the {d} of /openai/deployments/{d}/chat/completions
+	Stream     bool      // body "stream"
+	Messages   []Message // in order; Anthropic's system parameter comes first as role "system"
+}
+
+// Message is one message of a recorded request.
+type Message struct {
+	Role    string
+	Content string
+}
+
+// Fault is a failure the server plays instead of a normal reply.
+type Fault int
+
+const (
+	// FaultNone answers normally.
+	FaultNone Fault = iota
+	// FaultTruncate ends the stream cleanly after AfterDeltas deltas,
+	// with no finish reason and no [DONE] (Anthropic: no message_delta
+	// or message_stop). A non-stream reply is cut half-way.
+	FaultTruncate
+	// FaultReset resets the connection (TCP RST) after AfterDeltas
+	// deltas; a non-stream request gets no answer at all.
+	FaultReset
+	// FaultDrop resets the connection before any response is written.
+	FaultDrop
+	// FaultOversizedLine sends, after AfterDeltas deltas, one stream line
+	// of Size bytes; a non-stream reply's content is padded to Size bytes.
+	FaultOversizedLine
+	// FaultHang stops after AfterDeltas deltas (non-stream: before
+	// answering) and waits until the client goes away.
+	FaultHang
+	// FaultStreamError sends an in-band error event after AfterDeltas
+	// deltas: OpenAI's data: {"error": ...}, Anthropic's event: error. A
+	// non-stream request gets a 200 whose body is an error object.
+	FaultStreamError
+)
+
+// Behavior is how the server answers one request. The zero value echoes.
+type Behavior struct {
+	// Status, when 4xx or 5xx, answers with this status and Body, or with
+	// an error body in the request's protocol when Body is empty.
+	Status int
+	// Body, when set, is sent as is (with Status, default 200).
+	Body string
+	// Header is added to the response.
+	Header http.Header
+	// Delay is waited before the response headers.
+	Delay time.Duration
+	// ChunkDelay is waited before each stream event.
+	ChunkDelay time.Duration
+	// Reply replaces the echoed text; Deltas replaces its split into deltas.
+	Reply  string
+	Deltas []string
+	// FinishReason replaces "stop" (OpenAI) or "end_turn" (Anthropic).
+	FinishReason string
+	// Model replaces the model echoed from the request.
+	Model string
+	// Usage replaces the computed usage.
+	Usage *Usage
+	// Fault, AfterDeltas and Size play a failure; see Fault.
+	Fault       Fault
+	AfterDeltas int
+	Size        int // FaultOversizedLine; default 2 MiB
+}
+
+// Usage is the token usage the server reports.
+type Usage struct {
+	PromptTokens     int
+	CompletionTokens int
+}
+
+// Server is the fake upstream. Its methods are safe for concurrent use.
+type Server struct {
+	srv  *httptest.Server
+	done chan struct{}
+
+	mu         sync.Mutex
+	requests   []Request
+	queue      []Behavior
+	script     func(n int, r Request) Behavior
+	requireKey string
+	canceled   int
+	cancelC    chan struct{}
+	closeOnce  sync.Once
+}
+
+// NewServer starts a fake upstream on 127.0.0.1, closed when the test ends.
+func NewServer(t testing.TB) *Server {
+	t.Helper()
+	s := &Server{done: make(chan struct{}), cancelC: make(chan struct{}, 1024)}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	t.Cleanup(s.Close)
+	return s
+}
+
+// URL is the OpenAI-style base URL, with /v1: what an openai-compatible
+// provider's baseUrl is set to. The Anthropic client accepts it too, and
+// Azure's paths are answered under it.
+func (s *Server) URL() string { return s.srv.URL + "/v1" }
+
+// RootURL is the server's address without a path.
+func (s *Server) RootURL() string { return s.srv.URL }
+
+// Close stops the server, ending requests that still hang.
+func (s *Server) Close() {
+	s.closeOnce.Do(func() {
+		close(s.done)
+		s.srv.CloseClientConnections()
+		s.srv.Close()
+	})
+}
+
+// Requests returns every request received so far, in order.
+func (s *Server) Requests() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.requests...)
+}
+
+// Count returns how many requests were received.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.requests)
+}
+
+// Last returns the last request received, or the zero Request.
+func (s *Server) Last() Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.requests) == 0 {
+		return Request{}
+	}
+	return s.requests[len(s.requests)-1]
+}
+
+// Enqueue queues behaviors for the next requests, one each. Queued
+// behaviors come before the Script; with neither, the server echoes.
+func (s *Server) Enqueue(bs ...Behavior) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(s.queue, bs...)
+}
+
+// Script decides the behavior of every request the queue does not; n
+// counts requests from 0. A nil f restores the echo.
+func (s *Server) Script(f func(n int, r Request) Behavior) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.script = f
+}
+
+// RequireKey makes the server answer 401 to requests that do not carry
+// key (as a bearer token, api-key or x-api-key); "" accepts any.
+func (s *Server) RequireKey(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.requireKey = key
+}
+
+// Canceled returns how many requests the server saw the client abandon
+// while it was still answering.
+func (s *Server) Canceled() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.canceled
+}
+
+// WaitCanceled waits up to d for the server to see a client abandon a
+// request, and reports whether one did. Each abandonment is seen once.
+func (s *Server) WaitCanceled(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.cancelC:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// exchange is one request being answered.
+type exchange struct {
+	s        *Server
+	w        http.ResponseWriter
+	r        *http.Request
+	req      Request
+	b        Behavior
+	canceled bool
+}
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	raw, _ := io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	req := Request{
+		Method: r.Method, Path: r.URL.Path, Query: r.URL.Query(), Header: r.Header.Clone(), RawBody: raw,
+		APIKey: apiKey(r.Header),
+	}
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/chat/completions"):
+		req.Protocol = OpenAI
+		if rest, ok := strings.CutSuffix(r.URL.Path, "/chat/completions"); ok {
+			if i := strings.Index(rest, "/openai/deployments/"); i >= 0 {
+				req.Deployment = rest[i+len("/openai/deployments/"):]
+			}
+		}
+	case strings.HasSuffix(r.URL.Path, "/messages"):
+		req.Protocol = Anthropic
+	}
+	_ = json.Unmarshal(raw, &req.Body)
+	decode(&req)
+
+	s.mu.Lock()
+	req.N = len(s.requests)
+	s.requests = append(s.requests, req)
+	var b Behavior
+	switch {
+	case len(s.queue) > 0:
+		b, s.queue = s.queue[0], s.queue[1:]
+	case s.script != nil:
+		b = s.script(req.N, req)
+	}
+	requireKey := s.requireKey
+	s.mu.Unlock()
+
+	x := &exchange{s: s, w: w, r: r, req: req, b: b}
+	switch {
+	case req.Protocol == "":
+		x.writeError(http.StatusNotFound, "no such endpoint "+r.URL.Path+"; the fake serves .../chat/completions and .../messages")
+		return
+	case r.Method != http.MethodPost:
+		x.writeError(http.StatusMethodNotAllowed, "use POST")
+		return
+	case requireKey != "" && req.APIKey != requireKey:
+		x.writeError(http.StatusUnauthorized, "invalid x-api-key")
+		return
+	}
+	if b.Fault == FaultDrop {
+		x.reset()
+		return
+	}
+	if !x.wait(b.Delay) {
+		return
+	}
+	for k, vs := range b.Header {
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	switch {
+	case b.Body != "":
+		if w.Header().Get("Content-Type") == "" {
+			w.Header().Set("Content-Type", "application/json")
+		}
+		status := b.Status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		w.WriteHeader(status)
+		_, _ = io.WriteString(w, b.Body)
+		return
+	case b.Status >= 400:
+		x.writeError(b.Status, defaultErrorMessage(b.Status))
+		return
+	}
+
+	reply := x.reply()
+	switch {
+	case req.Protocol == OpenAI && req.Stream:
+		x.openAIStream(reply)
+	case req.Protocol == OpenAI:
+		x.openAIJSON(reply)
+	case req.Stream:
+		x.anthropicStream(reply)
+	default:
+		x.anthropicJSON(reply)
+	}
+}
+
+// reply is what the server answers with: the text split in deltas, the
+// finish reason and the usage.
+type reply struct {
+	deltas       []string
+	finishReason string // "" for the protocol's normal stop
+	usage        Usage
+	model        string
+}
+
+func (r reply) text() string { return strings.Join(r.deltas, "") }
+
+func (x *exchange) reply() reply {
+	b, req := x.b, x.req
+	var out reply
+	switch {
+	case b.Deltas != nil:
+		out.deltas = b.Deltas
+	case b.Reply != "":
+		out.deltas = Deltas(b.Reply)
+	default:
+		out.deltas = Deltas(EchoReply(lastUser(req.Messages)))
+	}
+	if limit := maxTokens(req.Body); limit > 0 && len(out.deltas) > limit {
+		out.deltas = out.deltas[:limit]
+		out.finishReason = "length"
+	}
+	if b.FinishReason != "" {
+		out.finishReason = b.FinishReason
+	}
+	contents := make([]string, len(req.Messages))
+	for i, m := range req.Messages {
+		contents[i] = m.Content
+	}
+	out.usage = Usage{PromptTokens: PromptTokens(contents...), CompletionTokens: len(out.deltas)}
+	if b.Usage != nil {
+		out.usage = *b.Usage
+	}
+	out.model = req.Model
+	if b.Model != "" {
+		out.model = b.Model
+	}
+	if out.model == "" {
+		out.model = "fake-model"
+	}
+	return out
+}
+
+// EchoReply is the default reply to a request whose last user message is
+// content.
+func EchoReply(content string) string { return "echo: " + content }
+
+// Deltas splits a reply into the deltas the server streams: one per word,
+// each keeping its trailing space ("echo: hi there" → "echo: ", "hi ",
+// "there"). The default completion_tokens is their number.
+func Deltas(reply string) []string {
+	var out []string
+	for _, d := range strings.SplitAfter(reply, " ") {
+		if d != "" {
+			out = append(out, d)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{""}
+	}
+	return out
+}
+
+// PromptTokens is the default prompt_tokens for a request whose messages
+// (Anthropic: and system) have these contents: their characters / 4 + 1.
+func PromptTokens(contents ...string) int {
+	n := 0
+	for _, c := range contents {
+		n += utf8.RuneCountInString(c)
+	}
+	return n/4 + 1
+}
+
+func lastUser(ms []Message) string {
+	for i := len(ms) - 1; i >= 0; i-- {
+		if ms[i].Role == "user" {
+			return ms[i].Content
+		}
+	}
+	return ""
+}
+
+func maxTokens(body map[string]any) int {
+	for _, k := range []string{"max_completion_tokens", "max_tokens"} {
+		if v, ok := body[k].(float64); ok && v > 0 {
+			return int(v)
+		}
+	}
+	return 0
+}
+
+func apiKey(h http.Header) string {
+	if v, ok := strings.CutPrefix(h.Get("Authorization"), "Bearer "); ok {
+		return v
+	}
+	if v := h.Get("Api-Key"); v != "" {
+		return v
+	}
+	return h.Get("X-Api-Key")
+}
+
+// decode fills the convenience fields of req from its body.
+func decode(req *Request) {
+	body := req.Body
+	req.Model, _ = body["model"].(string)
+	if req.Model == "" {
+		req.Model = req.Deployment
+	}
+	req.Stream, _ = body["stream"].(bool)
+	if req.Protocol == Anthropic {
+		if sys := text(body["system"]); sys != "" {
+			req.Messages = append(req.Messages, Message{Role: "system", Content: sys})
+		}
+	}
+	msgs, _ := body["messages"].([]any)
+	for _, m := range msgs {
+		mm, _ := m.(map[string]any)
+		role, _ := mm["role"].(string)
+		req.Messages = append(req.Messages, Message{Role: role, Content: text(mm["content"])})
+	}
+}
+
+// text flattens a content value: a string, or a list of text parts.
+func text(v any) string {
+	switch v := v.(type) {
+	case string:
+		return v
+	case []any:
+		var sb strings.Builder
+		for _, p := range v {
+			if pm, ok := p.(map[string]any); ok {
+				if t, ok := pm["text"].(string); ok {
+					sb.WriteString(t)
+				}
+			}
+		}
+		return sb.String()
+	}
+	return ""
+}
+
+func defaultErrorMessage(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "Incorrect API key provided"
+	case http.StatusForbidden:
+		return "This key may not use this model"
+	case http.StatusNotFound:
+		return "The model does not exist"
+	case http.StatusTooManyRequests:
+		return "Rate limit reached; please try again later"
+	case 529:
+		return "Overloaded"
+	}
+	if status >= 500 {
+		return "The server had an error while processing your request"
+	}
+	return "Invalid request"
+}
+
+// writeError answers status with an error body in the request's protocol.
+func (x *exchange) writeError(status int, msg string) {
+	var body any
+	if x.req.Protocol == Anthropic {
+		body = map[string]any{"type": "error", "error": map[string]any{"type": anthropicErrorType(status), "message": msg}}
+	} else {
+		body = map[string]any{"error": map[string]any{"message": msg, "type": openAIErrorType(status), "param": nil, "code": nil}}
+	}
+	x.w.Header().Set("Content-Type", "application/json")
+	x.w.WriteHeader(status)
+	_ = json.NewEncoder(x.w).Encode(body)
+}
+
+func openAIErrorType(status int) string {
+	switch {
+	case status == http.StatusUnauthorized:
+		return "invalid_request_error"
+	case status == http.StatusTooManyRequests:
+		return "requests"
+	case status >= 500:
+		return "server_error"
+	}
+	return "invalid_request_error"
+}
+
+func anthropicErrorType(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusNotFound:
+		return "not_found_error"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case 529:
+		return "overloaded_error"
+	}
+	if status >= 500 {
+		return "api_error"
+	}
+	return "invalid_request_error"
+}
+
+// wait waits d, or until the client goes away or the server closes; it
+// reports whether d passed.
+func (x *exchange) wait(d time.Duration) bool {
+	if d <= 0 {
+		select {
+		case <-x.r.Context().Done():
+			x.sawCancel()
+			return false
+		default:
+			return true
+		}
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-x.r.Context().Done():
+		x.sawCancel()
+		return false
+	case <-x.s.done:
+		return false
+	}
+}
+
+// hang waits until the client goes away or the server closes.
+func (x *exchange) hang() {
+	select {
+	case <-x.r.Context().Done():
+		x.sawCancel()
+	case <-x.s.done:
+	}
+}
+
+// sawCancel records that the client abandoned this request.
+func (x *exchange) sawCancel() {
+	if x.canceled {
+		return
+	}
+	x.canceled = true
+	x.s.mu.Lock()
+	x.s.canceled++
+	x.s.mu.Unlock()
+	select {
+	case x.s.cancelC <- struct{}{}:
+	default:
+	}
+}
+
+// write writes p and flushes; it reports whether the client still reads.
+func (x *exchange) write(p []byte) bool {
+	if _, err := x.w.Write(p); err != nil {
+		x.sawCancel()
+		return false
+	}
+	if err := http.NewResponseController(x.w).Flush(); err != nil {
+		x.sawCancel()
+		return false
+	}
+	return true
+}
+
+// event writes one SSE event (name "" for data only) after ChunkDelay.
+func (x *exchange) event(name string, data any) bool {
+	if !x.wait(x.b.ChunkDelay) {
+		return false
+	}
+	var buf bytes.Buffer
+	if name != "" {
+		fmt.Fprintf(&buf, "event: %s\n", name)
+	}
+	switch d := data.(type) {
+	case string:
+		fmt.Fprintf(&buf, "data: %s\n\n", d)
+	default:
+		js, _ := json.Marshal(d)
+		fmt.Fprintf(&buf, "data: %s\n\n", js)
+	}
+	return x.write(buf.Bytes())
+}
+
+// reset ends the connection with a TCP RST, mid-response or before it.
+func (x *exchange) reset() {
+	conn, _, err := http.NewResponseController(x.w).Hijack()
+	if err != nil {
+		panic("llmtest: cannot hijack the connection: " + err.Error())
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// startStream writes the headers of an SSE response.
+func (x *exchange) startStream() bool {
+	h := x.w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	x.w.WriteHeader(http.StatusOK)
+	return x.write(nil)
+}
+
+// deltasBeforeFault returns the deltas to send before the fault, if any.
+func (x *exchange) deltasBeforeFault(all []string) []string {
+	if x.b.Fault == FaultNone {
+		return all
+	}
+	n := min(max(x.b.AfterDeltas, 0), len(all))
+	return all[:n]
+}
+
+// streamFault plays a stream's fault once its deltas were sent; it
+// reports whether the stream should go on to its normal end.
+func (x *exchange) streamFault(errorEvent func()) bool {
+	switch x.b.Fault {
+	case FaultTruncate:
+		return false
+	case FaultReset:
+		x.reset()
+		return false
+	case FaultOversizedLine:
+		size := x.b.Size
+		if size <= 0 {
+			size = 2 << 20
+		}
+		line := append([]byte(`data: {"x":"`), bytes.Repeat([]byte("a"), size)...)
+		x.write(append(line, "\"}\n\n"...))
+		return false
+	case FaultHang:
+		x.hang()
+		return false
+	case FaultStreamError:
+		errorEvent()
+		return false
+	}
+	return true
+}
+
+// nonStreamFault plays the fault of a non-stream request before its reply;
+// it reports whether to answer normally. body is the normal reply.
+func (x *exchange) nonStreamFault(body []byte) bool {
+	switch x.b.Fault {
+	case FaultReset:
+		x.reset()
+		return false
+	case FaultHang:
+		x.hang()
+		return false
+	case FaultStreamError:
+		x.writeError(http.StatusOK, "The server had an error while processing your request")
+		return false
+	case FaultTruncate:
+		x.w.Header().Set("Content-Type", "application/json")
+		x.w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		x.w.WriteHeader(http.StatusOK)
+		x.write(body[:len(body)/2])
+		x.reset()
+		return false
+	}
+	return true
+}
+
+func (x *exchange) writeJSON(body []byte) {
+	if !x.nonStreamFault(body) {
+		return
+	}
+	x.w.Header().Set("Content-Type", "application/json")
+	x.w.WriteHeader(http.StatusOK)
+	x.write(body)
+}
+
+func (x *exchange) padded(r reply) string {
+	t := r.text()
+	if x.b.Fault == FaultOversizedLine {
+		size := x.b.Size
+		if size <= 0 {
+			size = 2 << 20
+		}
+		if len(t) < size {
+			t += strings.Repeat("a", size-len(t))
+		}
+	}
+	return t
+}

@@ -1,0 +1,280 @@
+package llm
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// privateAddrError is the dialer's refusal of a loopback, private,
+// link-local, unspecified, multicast or metadata address.
+type privateAddrError struct{ addr string }
+
+func (e *privateAddrError) Error() string {
+	return "refused to connect to " + e.addr + ": a loopback, private, link-local or metadata address (PARLEY_ALLOW_PRIVATE_UPSTREAMS is not set)"
+}
+
+// guardControl is the net.Dialer Control func of the SSRF guard. It runs
+// after DNS resolution, on the address actually dialled, so a host name
+// that resolves to a private address (DNS rebinding) is refused too.
+func guardControl(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return &privateAddrError{addr: address}
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || domain.IsPrivateIP(ip) {
+		return &privateAddrError{addr: address}
+	}
+	return nil
+}
+
+// newHTTPClient builds the client every upstream call goes through: a
+// dialer with the connect timeout and the SSRF guard, a first-byte
+// timeout, no proxy (a proxy would dial the upstream on our behalf, past
+// the guard) and no overall timeout, since streams may run for many minutes.
+func newHTTPClient(cfg Config) *http.Client {
+	if cfg.HTTPClient != nil {
+		hc := *cfg.HTTPClient
+		base := hc.Transport
+		if base == nil {
+			base = http.DefaultTransport
+		}
+		hc.Transport = &transport{base: base, cfg: cfg}
+		return &hc
+	}
+	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
+	if !cfg.AllowPrivate {
+		dialer.Control = guardControl
+	}
+	base := &http.Transport{
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          100,
+		MaxIdleConnsPerHost:   32,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   cfg.ConnectTimeout,
+		ResponseHeaderTimeout: cfg.FirstByteTimeout,
+		ExpectContinueTimeout: time.Second,
+	}
+	return &http.Client{Transport: &transport{base: base, cfg: cfg}}
+}
+
+// exchange is the per-attempt state shared between Complete and the
+// transport through the request context: what the upstream answered
+// (status and headers, which the SDKs' errors do not all keep), when, and
+// which cap, if any, cut the body.
+type exchange struct {
+	stream     bool           // the call streams: cap lines, not the body
+	openAIWire bool           // cap the non-data lines go-openai accumulates
+	jsonSet    map[string]any // top-level fields to set in the JSON request body
+
+	mu          sync.Mutex
+	status      int
+	header      http.Header
+	headersAt   time.Time
+	lineTooLong bool
+	tooLarge    bool
+}
+
+type exchangeKey struct{}
+
+func withExchange(ctx context.Context, ex *exchange) context.Context {
+	return context.WithValue(ctx, exchangeKey{}, ex)
+}
+
+func exchangeFrom(ctx context.Context) *exchange {
+	ex, _ := ctx.Value(exchangeKey{}).(*exchange)
+	return ex
+}
+
+func (ex *exchange) response() (status int, header http.Header, at time.Time) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.status, ex.header, ex.headersAt
+}
+
+func (ex *exchange) capHit() (lineTooLong, tooLarge bool) {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.lineTooLong, ex.tooLarge
+}
+
+// transport records each response in the request's exchange, bounds the
+// bytes read from it, and applies the exchange's JSON body fields.
+type transport struct {
+	base http.RoundTripper
+	cfg  Config
+}
+
+func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ex := exchangeFrom(req.Context())
+	if ex == nil {
+		ex = &exchange{}
+	}
+	if len(ex.jsonSet) > 0 && req.Body != nil {
+		r, err := setJSONFields(req, ex.jsonSet)
+		if err != nil {
+			return nil, err
+		}
+		req = r
+	}
+	resp, err := t.base.RoundTrip(req)
+	if err != nil {
+		return nil, err
+	}
+	ex.mu.Lock()
+	ex.status, ex.header, ex.headersAt = resp.StatusCode, resp.Header.Clone(), time.Now()
+	ex.mu.Unlock()
+
+	switch {
+	case resp.StatusCode < 200 || resp.StatusCode >= 300:
+		// Error bodies are read here, bounded, so the SDKs' unbounded reads
+		// see at most MaxResponseBytes and the connection is released even
+		// when an SDK forgets to close the body (go-openai's stream path).
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, t.cfg.MaxResponseBytes))
+		_ = resp.Body.Close()
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		resp.ContentLength = int64(len(body))
+	case ex.stream:
+		resp.Body = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
+	default:
+		resp.Body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
+	}
+	return resp, nil
+}
+
+// setJSONFields returns a clone of req whose JSON body has fields set at
+// the top level. It lets go-openai requests carry values its structs
+// cannot: temperature 0 and top_p 0 (dropped by omitempty), and
+// max_completion_tokens for reasoning models without its local checks.
+func setJSONFields(req *http.Request, fields map[string]any) (*http.Request, error) {
+	raw, err := io.ReadAll(req.Body)
+	_ = req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	var body map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &body); err != nil {
+		return nil, fmt.Errorf("llm: request body is not a JSON object: %w", err)
+	}
+	for k, v := range fields {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		body[k] = b
+	}
+	if raw, err = json.Marshal(body); err != nil {
+		return nil, err
+	}
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(raw))
+	r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }
+	r.ContentLength = int64(len(raw))
+	r.Header.Set("Content-Length", strconv.Itoa(len(raw)))
+	return r, nil
+}
+
+// limitError is returned by the body readers when a cap is hit.
+type limitError struct{ msg string }
+
+func (e *limitError) Error() string { return e.msg }
+
+// capReader fails once more than left bytes were read.
+type capReader struct {
+	rc   io.ReadCloser
+	ex   *exchange
+	left int64
+	err  error
+}
+
+func (r *capReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	if int64(len(p)) > r.left+1 {
+		p = p[:r.left+1]
+	}
+	n, err := r.rc.Read(p)
+	if int64(n) > r.left {
+		r.ex.mu.Lock()
+		r.ex.tooLarge = true
+		r.ex.mu.Unlock()
+		r.err = &limitError{msg: "response body exceeded its size limit"}
+		return 0, r.err
+	}
+	r.left -= int64(n)
+	return n, err
+}
+
+func (r *capReader) Close() error { return r.rc.Close() }
+
+// lineCapReader fails on a line longer than maxLine bytes. With
+// countOther it also fails once the lines that are not "data:" lines
+// (which go-openai keeps in memory for the whole stream) pass maxOther.
+type lineCapReader struct {
+	rc         io.ReadCloser
+	ex         *exchange
+	maxLine    int
+	maxOther   int64
+	countOther bool
+
+	lineLen int
+	prefix  []byte // the first bytes of the current line, spaces trimmed
+	other   int64
+	err     error
+}
+
+func (r *lineCapReader) Read(p []byte) (int, error) {
+	if r.err != nil {
+		return 0, r.err
+	}
+	n, err := r.rc.Read(p)
+	for _, b := range p[:n] {
+		if b == '\n' {
+			r.endLine()
+			continue
+		}
+		r.lineLen++
+		if len(r.prefix) < 5 && !(len(r.prefix) == 0 && (b == ' ' || b == '\t' || b == '\r')) {
+			r.prefix = append(r.prefix, b)
+		}
+		if r.lineLen > r.maxLine {
+			r.ex.mu.Lock()
+			r.ex.lineTooLong = true
+			r.ex.mu.Unlock()
+			r.err = &limitError{msg: fmt.Sprintf("stream line exceeded %d bytes", r.maxLine)}
+			return 0, r.err
+		}
+	}
+	if r.countOther && r.other > r.maxOther {
+		r.ex.mu.Lock()
+		r.ex.tooLarge = true
+		r.ex.mu.Unlock()
+		r.err = &limitError{msg: "stream sent too many bytes outside data lines"}
+		return 0, r.err
+	}
+	return n, err
+}
+
+func (r *lineCapReader) endLine() {
+	if r.countOther && r.lineLen > 1 && string(r.prefix) != "data:" {
+		r.other += int64(r.lineLen) + 1
+	}
+	r.lineLen = 0
+	r.prefix = r.prefix[:0]
+}
+
+func (r *lineCapReader) Close() error { return r.rc.Close() }
