@@ -1,0 +1,173 @@
+// Command parley serves chat completions with context over REST and MCP.
+//
+//	parley serve              REST + MCP over HTTP on PARLEY_ADDR (127.0.0.1:8080)
+//	parley mcp                MCP over stdio
+//	parley migrate up|down|status
+//	parley admin create-user|create-key|gen-key|gen-api-key|rotate-key
+//	parley version
+//
+// Configuration comes from the environment; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "parley:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: parley <command> [arguments]
+
+commands:
+  serve                      serve REST and MCP over HTTP on PARLEY_ADDR (default 127.0.0.1:8080)
+  mcp [--read-only]          serve MCP over stdio (caller: PARLEY_API_KEY, else the local admin)
+  migrate up|down|status     apply, roll back one, or list database migrations
+  admin create-user NAME [--admin]
+  admin create-key USER_ID [NAME]
+  admin gen-key              print a new master key for PARLEY_SECRET_KEY
+  admin gen-api-key          print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
+  admin rotate-key           re-encrypt provider keys under PARLEY_SECRET_KEY
+                             (old keys in PARLEY_OLD_SECRET_KEYS)
+  version                    print the version
+`
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serve(ctx, stderr)
+	case "mcp":
+		return serveStdio(ctx, args, stdin, stdout, stderr)
+	case "migrate":
+		return migrate(ctx, args, stdout)
+	case "admin":
+		return admin(ctx, args, stdout)
+	case "version":
+		fmt.Fprintln(stdout, "parley", version)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+// env is the server's environment, read once here: cmd is the only reader
+// of flags and environment.
+type env struct {
+	app.Config
+	Addr          string
+	APIKey        string
+	ShutdownGrace time.Duration
+	LogLevel      slog.Level
+	LogJSON       bool
+}
+
+func loadEnv() (env, error) {
+	e := env{
+		Config: app.Config{
+			DatabaseURL:       os.Getenv("PARLEY_DATABASE_URL"),
+			DataDir:           getenv("PARLEY_DATA_DIR", "data"),
+			SecretKey:         os.Getenv("PARLEY_SECRET_KEY"),
+			BootstrapAdminKey: os.Getenv("PARLEY_BOOTSTRAP_ADMIN_KEY"),
+			RedisURL:          os.Getenv("PARLEY_REDIS_URL"),
+			Version:           version,
+		},
+		Addr:   getenv("PARLEY_ADDR", "127.0.0.1:8080"),
+		APIKey: os.Getenv("PARLEY_API_KEY"),
+	}
+	if v := os.Getenv("PARLEY_OLD_SECRET_KEYS"); v != "" {
+		e.OldSecretKeys = strings.Split(v, ",")
+	}
+	var err error
+	if e.AllowPrivateUpstreams, err = envBool("PARLEY_ALLOW_PRIVATE_UPSTREAMS"); err != nil {
+		return e, err
+	}
+	if e.MCPReadOnly, err = envBool("PARLEY_MCP_READ_ONLY"); err != nil {
+		return e, err
+	}
+	if v := os.Getenv("PARLEY_MAX_BODY_BYTES"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n <= 0 {
+			return e, fmt.Errorf("PARLEY_MAX_BODY_BYTES must be a positive number of bytes, got %q", v)
+		}
+		e.MaxBodyBytes = n
+	}
+	if e.ShutdownGrace, err = envDuration("PARLEY_SHUTDOWN_GRACE", 30*time.Second); err != nil {
+		return e, err
+	}
+	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0); err != nil {
+		return e, err
+	}
+	if err := e.LogLevel.UnmarshalText([]byte(getenv("PARLEY_LOG_LEVEL", "info"))); err != nil {
+		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error")
+	}
+	e.LogJSON = getenv("PARLEY_LOG_FORMAT", "text") == "json"
+	return e, nil
+}
+
+// logger writes to stderr: over stdio, stdout is the protocol.
+func (e env) logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: e.LogLevel}
+	if e.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func getenv(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+func envBool(name string) (bool, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%s must be true or false, got %q", name, v)
+	}
+	return b, nil
+}
+
+func envDuration(name string, def time.Duration) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s must be a duration such as 30s, got %q", name, v)
+	}
+	return d, nil
+}

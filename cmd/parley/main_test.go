@@ -1,0 +1,239 @@
+package main_test
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+)
+
+var bin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "parley-bin")
+	if err != nil {
+		panic(err)
+	}
+	bin = filepath.Join(dir, "parley")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	if err != nil {
+		os.Stderr.Write(out)
+		panic(err)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// started is a running `parley serve`.
+type started struct {
+	cmd    *exec.Cmd
+	url    string
+	stderr *lockedBuffer
+}
+
+// lockedBuffer collects the server's stderr while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) WriteString(s string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.WriteString(s)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var servingAddr = regexp.MustCompile(`parley serving"? addr=(\S+)`)
+
+// serve starts the binary on a free port with env and waits until it serves.
+func serve(t *testing.T, dir string, env ...string) *started {
+	t.Helper()
+	cmd := exec.Command(bin, "serve")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), append([]string{"PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY="}, env...)...)
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &started{cmd: cmd, stderr: &lockedBuffer{}}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			line := sc.Text()
+			s.stderr.WriteString(line + "\n")
+			if m := servingAddr.FindStringSubmatch(line); m != nil {
+				addr <- m[1]
+			}
+		}
+	}()
+	select {
+	case a := <-addr:
+		s.url = "http://" + a
+	case <-time.After(30 * time.Second):
+		t.Fatalf("parley serve did not start:\n%s", s.stderr.String())
+	}
+	return s
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (s *started) stop(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("parley did not stop after SIGTERM")
+	}
+}
+
+func get(t *testing.T, url, key string) int {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", url, nil)
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	return res.StatusCode
+}
+
+var printedKey = regexp.MustCompile(`\b(pk_[A-Za-z0-9_\-]{20,})`)
+
+func TestServeOnEmbeddedDefault(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, dir)
+	m := printedKey.FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		t.Fatalf("first start printed no admin key:\n%s", s.stderr.String())
+	}
+	key := m[1]
+	if got := get(t, s.url+"/api/v1/me", key); got != 200 {
+		t.Fatalf("GET /me with the printed key = %d", got)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "data", "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("master key mode = %v, want 0600", fi.Mode().Perm())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); err != nil {
+		t.Errorf("no SQLite database in ./data: %v", err)
+	}
+	s.stop(t)
+
+	// The second start prints no key, and the first still works.
+	s2 := serve(t, dir)
+	if printedKey.MatchString(s2.stderr.String()) {
+		t.Error("the second start printed an admin key again")
+	}
+	if got := get(t, s2.url+"/api/v1/me", key); got != 200 {
+		t.Errorf("GET /me after restart = %d", got)
+	}
+	s2.stop(t)
+}
+
+func TestBootstrapAdminKeyIsIdempotent(t *testing.T) {
+	dir := t.TempDir()
+	key := "pk_bootstrap_" + strings.Repeat("a", 30)
+	for range 2 {
+		s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key)
+		if got := get(t, s.url+"/api/v1/me", key); got != 200 {
+			t.Fatalf("GET /me with the bootstrap key = %d", got)
+		}
+		if printedKey.MatchString(s.stderr.String()) {
+			t.Error("a start with a bootstrap key printed a key")
+		}
+		s.stop(t)
+	}
+}
+
+func TestPostgresNeedsSecretKey(t *testing.T) {
+	url := dbtest.PostgresURL(t)
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL="+url, "PARLEY_SECRET_KEY=")
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatal("serve on PostgreSQL without PARLEY_SECRET_KEY started")
+	}
+	if !strings.Contains(string(out), "parley admin gen-key") {
+		t.Errorf("the refusal does not say how to make a key:\n%s", out)
+	}
+}
+
+func TestMigrateCommands(t *testing.T) {
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("parley %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	run("migrate", "up")
+	if out := run("migrate", "status"); !strings.Contains(out, "00001") {
+		t.Errorf("migrate status does not list the first migration:\n%s", out)
+	}
+	run("migrate", "down")
+	run("migrate", "up")
+	if out := run("admin", "gen-key"); len(strings.TrimSpace(out)) != 44 {
+		t.Errorf("gen-key printed %q, want 32 bytes of base64", out)
+	}
+	// On an empty database the first admin command also creates (and
+	// prints) the first admin key; the user id is the last line.
+	out := strings.Split(strings.TrimSpace(run("admin", "create-user", "carol")), "\n")
+	if len(out) != 2 || !printedKey.MatchString(out[0]) {
+		t.Errorf("first admin command did not print the first admin key: %q", out)
+	}
+	id := out[len(out)-1]
+	if !strings.HasPrefix(id, "usr_") {
+		t.Fatalf("create-user printed %q", id)
+	}
+	if key := strings.TrimSpace(run("admin", "create-key", id, "cli")); !strings.HasPrefix(key, "pk_") {
+		t.Errorf("create-key printed %q", key)
+	}
+	if out := run("version"); !strings.HasPrefix(out, "parley ") {
+		t.Errorf("version printed %q", out)
+	}
+}

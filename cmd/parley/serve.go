@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/mcp"
+	"github.com/parleyhq/parley/rest"
+)
+
+// serve runs the HTTP server until ctx ends (SIGINT/SIGTERM), then stops
+// accepting, gives in-flight requests and streams the grace period, and
+// flushes usage before exiting.
+func serve(ctx context.Context, stderr io.Writer) error {
+	e, err := loadEnv()
+	if err != nil {
+		return err
+	}
+	log := e.logger(stderr)
+	slog.SetDefault(log)
+	e.Logger = log
+	a, err := app.Open(ctx, e.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	if a.InitialAdminKey != "" {
+		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)
+	}
+
+	ln, err := net.Listen("tcp", e.Addr)
+	if err != nil {
+		return err
+	}
+	// Streams live until they finish or the client leaves: no write
+	// timeout. Cancelling base ends what is left after the grace period.
+	base, cancelBase := context.WithCancelCause(context.Background())
+	defer cancelBase(nil)
+	srv := &http.Server{
+		Handler:           a.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	log.Info("parley serving", "addr", ln.Addr().String(), "version", version, "database", a.Store.Dialect())
+
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "grace", e.ShutdownGrace.String())
+	sctx, cancel := context.WithTimeout(context.Background(), e.ShutdownGrace)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("grace period over; ending the remaining requests", "err", err)
+		cancelBase(rest.ErrShuttingDown)
+		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel2()
+		_ = srv.Shutdown(ctx2)
+	}
+	a.FlushUsage()
+	log.Info("stopped")
+	return nil
+}
+
+// serveStdio serves MCP over stdin/stdout. The caller is PARLEY_API_KEY's
+// user or, without one, the local admin: whoever started this process
+// already has the machine's data.
+func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	e, err := loadEnv()
+	if err != nil {
+		return err
+	}
+	for _, a := range args {
+		switch a {
+		case "--read-only":
+			e.MCPReadOnly = true
+		default:
+			return fmt.Errorf("mcp: unknown argument %q", a)
+		}
+	}
+	log := e.logger(stderr)
+	slog.SetDefault(log)
+	e.Logger = log
+	a, err := app.Open(ctx, e.Config)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	var p domain.Principal
+	if e.APIKey != "" {
+		p, err = a.Services.Users.Authenticate(ctx, e.APIKey)
+	} else {
+		p, err = a.Services.Users.LocalAdmin(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("PARLEY_API_KEY: %s", domain.MessageOf(err))
+	}
+	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log})
+	err = mcp.ServeStdio(ctx, srv, p, stdin, stdout)
+	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
+}

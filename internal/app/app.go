@@ -1,0 +1,199 @@
+// Package app wires Parley's adapters to its domain: the store, the
+// keyring, the Casbin authorizer, the LLM client and the HTTP handlers.
+// cmd/parley reads flags and environment into a Config and calls Open;
+// tests call New with a store of their own.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/mcp"
+	"github.com/parleyhq/parley/metrics"
+	"github.com/parleyhq/parley/policy"
+	"github.com/parleyhq/parley/ratelimit"
+	"github.com/parleyhq/parley/rest"
+	"github.com/parleyhq/parley/secret"
+	"github.com/parleyhq/parley/store"
+)
+
+// Config is everything the server is configured with.
+type Config struct {
+	// DatabaseURL selects PostgreSQL ("postgres://..."); "" means SQLite
+	// at DataDir/parley.db.
+	DatabaseURL string
+	// DataDir holds the SQLite database and its master key file.
+	DataDir string
+	// SecretKey is the base64 master key (PARLEY_SECRET_KEY). Required on
+	// PostgreSQL; on SQLite a key file in DataDir is used when it is empty.
+	SecretKey string
+	// OldSecretKeys can still decrypt provider keys, for rotation.
+	OldSecretKeys []string
+	// AllowPrivateUpstreams lets providers use loopback and private addresses.
+	AllowPrivateUpstreams bool
+	// MaxBodyBytes caps request bodies (REST and MCP over HTTP).
+	MaxBodyBytes int64
+	// BootstrapAdminKey is made sure to exist as an admin key at start.
+	BootstrapAdminKey string
+	// MaxStreamDuration ends longer completion streams; 0 means no limit.
+	MaxStreamDuration time.Duration
+	// RedisURL shares rate-limit counters across instances; "" keeps them
+	// in memory.
+	RedisURL string
+	// MCPReadOnly registers only the read tools.
+	MCPReadOnly bool
+	// LLM configures upstream calls; AllowPrivate is set from AllowPrivateUpstreams.
+	LLM     llm.Config
+	Version string
+	Logger  *slog.Logger
+}
+
+// App is a wired Parley.
+type App struct {
+	Store    *store.Store
+	Services *domain.Services
+	// InitialAdminKey is set when this start created the first admin key;
+	// print it once.
+	InitialAdminKey string
+
+	cfg     Config
+	log     *slog.Logger
+	usage   *domain.UsageBatcher
+	flushed sync.Once
+	handler http.Handler
+
+	closeLimiter func() error
+}
+
+// Open opens (and migrates) the configured database, then wires the app.
+func Open(ctx context.Context, cfg Config) (*App, error) {
+	dsn := cfg.DatabaseURL
+	if dsn == "" {
+		dsn = filepath.Join(dataDir(cfg), "parley.db")
+	}
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return nil, err
+	}
+	if err := st.Migrate(ctx, "up", io.Discard); err != nil {
+		st.Close()
+		return nil, fmt.Errorf("migrate: %w", err)
+	}
+	a, err := New(ctx, cfg, st)
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func dataDir(cfg Config) string {
+	if cfg.DataDir == "" {
+		return "data"
+	}
+	return cfg.DataDir
+}
+
+// Keyring loads the master key (and old ones) as the config says.
+func Keyring(cfg Config, dialect string) (*secret.Keyring, error) {
+	var primary []byte
+	var err error
+	switch {
+	case cfg.SecretKey != "":
+		primary, err = secret.ParseKey(cfg.SecretKey)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_SECRET_KEY: %w", err)
+		}
+	case dialect == store.Postgres:
+		return nil, errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (replicas must share it); make one with 'parley admin gen-key'")
+	default:
+		primary, err = secret.LoadOrCreateFile(filepath.Join(dataDir(cfg), "master.key"))
+		if err != nil {
+			return nil, fmt.Errorf("master key file: %w", err)
+		}
+	}
+	var older [][]byte
+	for _, s := range cfg.OldSecretKeys {
+		k, err := secret.ParseKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_OLD_SECRET_KEYS: %w", err)
+		}
+		older = append(older, k)
+	}
+	return secret.NewKeyring(primary, older...)
+}
+
+// New wires the app over an open, migrated store, and bootstraps the admin.
+func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	kr, err := Keyring(cfg, st.Dialect())
+	if err != nil {
+		return nil, err
+	}
+	authz, err := policy.New()
+	if err != nil {
+		return nil, err
+	}
+	llmCfg := cfg.LLM
+	llmCfg.AllowPrivate = cfg.AllowPrivateUpstreams
+	limiter, closeLimiter, err := ratelimit.Open(cfg.RedisURL, log)
+	if err != nil {
+		return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+	}
+	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
+	m := metrics.New()
+	svcs := domain.NewServices(domain.Deps{
+		Store: st, Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: limiter,
+		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, Logger: log,
+	})
+	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
+	if cfg.BootstrapAdminKey != "" {
+		if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
+			usage.Close()
+			_ = closeLimiter()
+			return nil, fmt.Errorf("bootstrap admin key: %s", domain.MessageOf(err))
+		}
+	} else if a.InitialAdminKey, err = svcs.Users.BootstrapIfEmpty(ctx); err != nil {
+		usage.Close()
+		_ = closeLimiter()
+		return nil, fmt.Errorf("bootstrap admin: %w", err)
+	}
+
+	api := rest.New(svcs, rest.Config{
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxStreamDuration: cfg.MaxStreamDuration,
+		Ready: st.Ping, Metrics: m, Logger: log,
+	})
+	api.Handle("/metrics", m.Handler())
+	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log})
+	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
+	sse, msg := mcp.SSEHandlers(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
+	api.Handle("/sse", sse)
+	api.Handle("/message", msg)
+	a.handler = api
+	return a, nil
+}
+
+// Handler serves REST, MCP over HTTP and the operational endpoints.
+func (a *App) Handler() http.Handler { return a.handler }
+
+// FlushUsage writes every queued usage record; the app takes no more
+// completions afterwards. Call it on shutdown, after the HTTP server stopped.
+func (a *App) FlushUsage() { a.flushed.Do(a.usage.Close) }
+
+// Close flushes usage and closes the database.
+func (a *App) Close() error {
+	a.FlushUsage()
+	return errors.Join(a.closeLimiter(), a.Store.Close())
+}

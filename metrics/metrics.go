@@ -1,0 +1,128 @@
+// Package metrics exposes Parley's Prometheus metrics: HTTP requests,
+// completion latency and time to first token by provider, model and
+// outcome, tokens, open streams and rate-limit rejections.
+package metrics
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Metrics holds the collectors on a registry of its own, so tests can run
+// several servers in one process.
+type Metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	latency     *prometheus.HistogramVec
+	completions *prometheus.CounterVec
+	compLatency *prometheus.HistogramVec
+	ttft        *prometheus.HistogramVec
+	tokens      *prometheus.CounterVec
+	openStreams prometheus.Gauge
+	rateLimited *prometheus.CounterVec
+}
+
+// New registers Parley's collectors and the Go runtime's.
+func New() *Metrics {
+	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_http_requests_total", Help: "HTTP requests by route, method and status.",
+		}, []string{"route", "method", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "parley_http_request_duration_seconds", Help: "HTTP request duration by route and method.", Buckets: buckets,
+		}, []string{"route", "method"}),
+		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_completions_total", Help: "Completions by provider type, model, outcome and streaming.",
+		}, []string{"provider", "model", "outcome", "stream"}),
+		compLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "parley_completion_duration_seconds", Help: "Completion duration by provider, model and outcome.", Buckets: buckets,
+		}, []string{"provider", "model", "outcome"}),
+		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token.", Buckets: buckets,
+		}, []string{"provider", "model"}),
+		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_tokens_total", Help: "Tokens by provider, model and kind (prompt, completion).",
+		}, []string{"provider", "model", "kind"}),
+		openStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_open_streams", Help: "Completion streams open now.",
+		}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_rate_limit_rejections_total", Help: "Requests refused by Parley's own limits, by limit.",
+		}, []string{"limit"}),
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Handler serves the metrics in the Prometheus text format.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// ObserveRequest records one HTTP request by its route pattern (never the
+// raw path, which would carry ids).
+func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
+	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// StreamOpened and StreamClosed track open completion streams.
+func (m *Metrics) StreamOpened() { m.openStreams.Inc() }
+func (m *Metrics) StreamClosed() { m.openStreams.Dec() }
+
+// RateLimited counts a request refused by one of Parley's limits.
+func (m *Metrics) RateLimited(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+
+// Recorder returns a domain.UsageRecorder that observes every completion
+// and hands the record on to next.
+func (m *Metrics) Recorder(next domain.UsageRecorder) domain.UsageRecorder {
+	return &recorder{m: m, next: next, models: map[string]bool{}}
+}
+
+// maxModels bounds the model label: callers choose model names, and each
+// new one would be a new time series.
+const maxModels = 200
+
+type recorder struct {
+	m      *Metrics
+	next   domain.UsageRecorder
+	mu     sync.Mutex
+	models map[string]bool
+}
+
+func (r *recorder) model(name string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.models[name] {
+		return name
+	}
+	if len(r.models) >= maxModels {
+		return "other"
+	}
+	r.models[name] = true
+	return name
+}
+
+func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
+	provider, model, outcome := string(rec.ProviderType), r.model(rec.Model), string(rec.Outcome)
+	r.m.completions.WithLabelValues(provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
+	r.m.compLatency.WithLabelValues(provider, model, outcome).Observe(rec.Latency.Seconds())
+	if rec.TimeToFirst > 0 {
+		r.m.ttft.WithLabelValues(provider, model).Observe(rec.TimeToFirst.Seconds())
+	}
+	r.m.tokens.WithLabelValues(provider, model, "prompt").Add(float64(rec.Usage.PromptTokens))
+	r.m.tokens.WithLabelValues(provider, model, "completion").Add(float64(rec.Usage.CompletionTokens))
+	r.next.Record(ctx, rec)
+}

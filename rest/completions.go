@@ -1,0 +1,362 @@
+package rest
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"sync"
+	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// messageRequest is one message: content or documentId, not both.
+type messageRequest struct {
+	Role       string  `json:"role"`
+	Content    *string `json:"content"`
+	DocumentID string  `json:"documentId"`
+}
+
+// stopList is OpenAI's stop: a string or an array of strings.
+type stopList []string
+
+func (s *stopList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := jsonv2.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = stopList{one}
+		return nil
+	}
+	var many []string
+	if err := jsonv2.Unmarshal(b, &many); err != nil {
+		return err
+	}
+	*s = many
+	return nil
+}
+
+// completionFields are the fields both completion endpoints take.
+type completionFields struct {
+	Messages    []messageRequest `json:"messages"`
+	Model       string           `json:"model"`
+	Stream      bool             `json:"stream"`
+	Temperature *float64         `json:"temperature"`
+	MaxTokens   *int             `json:"maxTokens"`
+	TopP        *float64         `json:"topP"`
+	Stop        stopList         `json:"stop"`
+	Debug       bool             `json:"debug"`
+}
+
+func (f completionFields) toDomain() domain.CompletionParams {
+	msgs := make([]domain.InputMessage, len(f.Messages))
+	for i, m := range f.Messages {
+		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID}
+	}
+	return domain.CompletionParams{Messages: msgs, Model: f.Model, Temperature: f.Temperature, MaxTokens: f.MaxTokens,
+		TopP: f.TopP, Stop: f.Stop, Debug: f.Debug}
+}
+
+type statelessCompletionRequest struct {
+	AIProviderID  string `json:"aiProviderId"`
+	SystemMessage string `json:"systemMessage"`
+	completionFields
+}
+
+type chatCompletionRequest struct {
+	ConversationID string `json:"conversationId"`
+	completionFields
+}
+
+func (s *Server) handleStatelessCompletion(c echo.Context) error {
+	var req statelessCompletionRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: req.toDomain()}
+	if !req.Stream {
+		out, err := s.svcs.Completions.Stateless(ctx(c), in, nil)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, toCompletionResponse(out))
+	}
+	st, sctx, cancel := s.newStream(c)
+	defer cancel()
+	out, err := s.svcs.Completions.Stateless(sctx, in, st)
+	return st.finish(out, err)
+}
+
+func (s *Server) handleChatCompletion(c echo.Context) error {
+	var req chatCompletionRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID, CompletionParams: req.toDomain()}
+	if !req.Stream {
+		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
+		if err != nil {
+			return err
+		}
+		return c.JSON(http.StatusOK, toCompletionResponse(out))
+	}
+	st, sctx, cancel := s.newStream(c)
+	defer cancel()
+	out, err := s.svcs.Completions.ForChat(sctx, in, st)
+	return st.finish(out, err)
+}
+
+// completionResponse is OpenAI's chat.completion object plus Parley's ids.
+type completionResponse struct {
+	ID             string       `json:"id"`
+	Object         string       `json:"object"`
+	Created        int64        `json:"created"`
+	Model          string       `json:"model"`
+	Choices        []choiceJSON `json:"choices"`
+	Usage          openAIUsage  `json:"usage"`
+	MessageID      string       `json:"messageId"`
+	ConversationID string       `json:"conversationId,omitempty"`
+	Debug          *debugJSON   `json:"debug,omitempty"`
+}
+
+type choiceJSON struct {
+	Index        int         `json:"index"`
+	Message      messageJSON `json:"message"`
+	FinishReason string      `json:"finish_reason"`
+	Logprobs     *struct{}   `json:"logprobs"`
+}
+
+type messageJSON struct {
+	Role    string `json:"role"`
+	Content string `json:"content"`
+}
+
+type openAIUsage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+type debugJSON struct {
+	Provider struct {
+		ID   string `json:"id"`
+		Name string `json:"name"`
+		Type string `json:"type"`
+	} `json:"provider"`
+	Model    string        `json:"model"`
+	Messages []messageJSON `json:"messages"`
+	Timings  struct {
+		QueueMs     float64 `json:"queueMs"`
+		FirstByteMs float64 `json:"firstByteMs"`
+		TotalMs     float64 `json:"totalMs"`
+	} `json:"timings"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func toDebugJSON(d *domain.Debug) *debugJSON {
+	if d == nil {
+		return nil
+	}
+	out := &debugJSON{Model: d.Model, Messages: make([]messageJSON, len(d.Messages))}
+	out.Provider.ID, out.Provider.Name, out.Provider.Type = d.ProviderID, d.ProviderName, string(d.ProviderType)
+	for i, m := range d.Messages {
+		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content}
+	}
+	out.Timings.QueueMs, out.Timings.FirstByteMs, out.Timings.TotalMs = ms(d.QueueTime), ms(d.FirstByte), ms(d.Total)
+	return out
+}
+
+func toOpenAIUsage(u domain.Usage) openAIUsage {
+	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+}
+
+func toCompletionResponse(c *domain.Completion) completionResponse {
+	return completionResponse{
+		ID: c.MessageID, Object: "chat.completion", Created: c.Created.Unix(), Model: c.Model,
+		Choices: []choiceJSON{{Message: messageJSON{Role: "assistant", Content: c.Content}, FinishReason: c.FinishReason}},
+		Usage:   toOpenAIUsage(c.Usage), MessageID: c.MessageID, ConversationID: c.ConversationID, Debug: toDebugJSON(c.Debug),
+	}
+}
+
+// chunk is OpenAI's chat.completion.chunk. The first one also carries
+// messageId and conversationId (the seed's metadata event); the last one
+// before [DONE] carries usage (and debug when asked).
+type chunk struct {
+	ID             string        `json:"id"`
+	Object         string        `json:"object"`
+	Created        int64         `json:"created"`
+	Model          string        `json:"model"`
+	Choices        []chunkChoice `json:"choices"`
+	Usage          *openAIUsage  `json:"usage,omitempty"`
+	MessageID      string        `json:"messageId,omitempty"`
+	ConversationID string        `json:"conversationId,omitempty"`
+	Debug          *debugJSON    `json:"debug,omitempty"`
+}
+
+type chunkChoice struct {
+	Index        int        `json:"index"`
+	Delta        chunkDelta `json:"delta"`
+	FinishReason *string    `json:"finish_reason"`
+}
+
+type chunkDelta struct {
+	Role    string  `json:"role,omitempty"`
+	Content *string `json:"content,omitempty"`
+}
+
+// stream writes a completion as Server-Sent Events. It implements
+// domain.Emitter: headers go out on Start, so errors before the first
+// delta still get a normal status and error body.
+type stream struct {
+	s       *Server
+	c       echo.Context
+	ctx     context.Context
+	mu      sync.Mutex
+	started bool
+	meta    domain.CompletionMeta
+	stop    chan struct{}
+	buf     bytes.Buffer
+}
+
+// errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
+var errStreamTooLong = errors.New("stream reached the maximum duration")
+
+// newStream returns the emitter for a streamed completion and the context
+// to run it in, limited to MaxStreamDuration.
+func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.CancelFunc) {
+	sctx, cancel := ctx(c), context.CancelFunc(func() {})
+	if s.cfg.MaxStreamDuration > 0 {
+		sctx, cancel = context.WithTimeoutCause(sctx, s.cfg.MaxStreamDuration, errStreamTooLong)
+	}
+	return &stream{s: s, c: c, ctx: sctx, stop: make(chan struct{})}, sctx, cancel
+}
+
+// Start sends the headers and the first chunk, with Parley's ids.
+func (st *stream) Start(meta domain.CompletionMeta) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.meta, st.started = meta, true
+	h := st.c.Response().Header()
+	h.Set(echo.HeaderContentType, "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("Connection", "keep-alive")
+	h.Set("X-Accel-Buffering", "no")
+	st.c.Response().WriteHeader(http.StatusOK)
+	if m := st.s.cfg.Metrics; m != nil {
+		m.StreamOpened()
+	}
+	empty := ""
+	first := st.chunk()
+	first.Choices = []chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}
+	first.MessageID, first.ConversationID = meta.MessageID, meta.ConversationID
+	if err := st.write(first); err != nil {
+		return err
+	}
+	go st.keepAlive()
+	return nil
+}
+
+// Delta sends one content chunk.
+func (st *stream) Delta(text string) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ch := st.chunk()
+	ch.Choices = []chunkChoice{{Delta: chunkDelta{Content: &text}}}
+	return st.write(ch)
+}
+
+func (st *stream) chunk() chunk {
+	return chunk{ID: st.meta.MessageID, Object: "chat.completion.chunk", Created: st.meta.Created.Unix(), Model: st.meta.Model}
+}
+
+// write sends one data event and flushes it. Callers hold mu.
+func (st *stream) write(v any) error {
+	st.buf.Reset()
+	st.buf.WriteString("data: ")
+	if err := json.NewEncoder(&st.buf).Encode(v); err != nil { // Encode ends with \n
+		return err
+	}
+	st.buf.WriteString("\n")
+	return st.raw(st.buf.Bytes())
+}
+
+func (st *stream) raw(b []byte) error {
+	w := st.c.Response()
+	if _, err := w.Write(b); err != nil {
+		return domain.Errorf(domain.Canceled, "the client went away")
+	}
+	w.Flush()
+	return nil
+}
+
+// keepAlive sends an SSE comment at every interval so that proxies and
+// clients do not close a healthy but quiet stream.
+func (st *stream) keepAlive() {
+	t := time.NewTicker(st.s.cfg.KeepAlive)
+	defer t.Stop()
+	for {
+		select {
+		case <-st.stop:
+			return
+		case <-t.C:
+			st.mu.Lock()
+			_ = st.raw([]byte(": keep-alive\n\n"))
+			st.mu.Unlock()
+		}
+	}
+}
+
+// finish ends the stream: the finish reason, then usage (and debug), then
+// [DONE]; or, for an error after the stream began, an error event and
+// [DONE]. An error before the stream began is returned for the normal
+// error response.
+func (st *stream) finish(out *domain.Completion, err error) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.started {
+		return err
+	}
+	close(st.stop)
+	if m := st.s.cfg.Metrics; m != nil {
+		m.StreamClosed()
+	}
+	if err != nil {
+		switch cause := context.Cause(st.ctx); {
+		case errors.Is(cause, ErrShuttingDown):
+			err = domain.Errorf(domain.Unavailable, "the server is shutting down and ended this stream; send the request again")
+		case errors.Is(cause, errStreamTooLong):
+			err = domain.Errorf(domain.Timeout, "the stream reached the server's maximum duration of %s", st.s.cfg.MaxStreamDuration)
+		case domain.KindOf(err) == domain.Canceled:
+			return nil // the client left; nobody reads an error
+		}
+		st.s.log.Warn("stream failed", "request_id", requestID(st.c), "kind", domain.KindOf(err).String(), "err", err)
+		_ = st.write(toErrorBody(err))
+		_ = st.raw([]byte("data: [DONE]\n\n"))
+		return nil
+	}
+	reason := out.FinishReason
+	last := st.chunk()
+	last.Choices = []chunkChoice{{Delta: chunkDelta{}, FinishReason: &reason}}
+	if werr := st.write(last); werr != nil {
+		return nil
+	}
+	usage := st.chunk()
+	usage.Choices = []chunkChoice{}
+	u := toOpenAIUsage(out.Usage)
+	usage.Usage, usage.Debug = &u, toDebugJSON(out.Debug)
+	if werr := st.write(usage); werr != nil {
+		return nil
+	}
+	_ = st.raw([]byte("data: [DONE]\n\n"))
+	return nil
+}
+
+var _ domain.Emitter = (*stream)(nil)

@@ -1,0 +1,333 @@
+package rest_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// upstreamMessages returns the roles and contents the fake upstream received last.
+func upstreamMessages(t *testing.T, h *harness) []string {
+	t.Helper()
+	var out []string
+	for _, m := range lastUpstreamBody(t, h)["messages"].([]any) {
+		mm := m.(map[string]any)
+		out = append(out, fmt.Sprintf("%s: %s", mm["role"], mm["content"]))
+	}
+	return out
+}
+
+func TestStatelessCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		got := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "systemMessage": "Be brief.", "messages": []any{userMessage("Hello!")},
+		})
+		if got["object"] != "chat.completion" || got["model"] != "fake-default" {
+			t.Errorf("object/model = %v/%v", got["object"], got["model"])
+		}
+		choice := got["choices"].([]any)[0].(map[string]any)
+		msg := choice["message"].(map[string]any)
+		if msg["role"] != "assistant" || msg["content"] != "echo: Hello!" || choice["finish_reason"] != "stop" {
+			t.Errorf("choice = %v", choice)
+		}
+		usage := got["usage"].(map[string]any)
+		if p, c, tot := usage["prompt_tokens"].(float64), usage["completion_tokens"].(float64), usage["total_tokens"].(float64); p <= 0 || c <= 0 || tot != p+c {
+			t.Errorf("usage = %v", usage)
+		}
+		if id, _ := got["messageId"].(string); !strings.HasPrefix(id, "msg_") || got["id"] != id {
+			t.Errorf("messageId = %v, id = %v", got["messageId"], got["id"])
+		}
+		if _, ok := got["conversationId"]; ok {
+			t.Errorf("a stateless completion returned a conversationId: %v", got["conversationId"])
+		}
+		if auth := lastUpstreamHeader(t, h).Get("Authorization"); auth != "Bearer "+upstreamKey {
+			t.Errorf("upstream Authorization = %q, want the decrypted provider key", auth)
+		}
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: Be brief.|user: Hello!"; got != want {
+			t.Errorf("upstream messages = %q, want %q", got, want)
+		}
+
+		// A system message in messages replaces systemMessage; model overrides the default.
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "systemMessage": "Be brief.", "model": "other-model",
+			"messages": []any{map[string]any{"role": "system", "content": "Be verbose."}, userMessage("Hi")},
+		})
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: Be verbose.|user: Hi"; got != want {
+			t.Errorf("upstream messages = %q, want %q", got, want)
+		}
+		if m := lastUpstreamBody(t, h)["model"]; m != "other-model" {
+			t.Errorf("upstream model = %v, want other-model", m)
+		}
+	})
+}
+
+func TestChatCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "faq", "content": "Refunds take 5 days."})["id"].(string)
+
+		got := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"messages":    []any{userMessage("Summarise:"), map[string]any{"role": "user", "documentId": doc}},
+			"temperature": 0.5, "maxTokens": 50, "topP": 0.9, "stop": "END",
+		})
+		conv, _ := got["conversationId"].(string)
+		if !strings.HasPrefix(conv, "cnv_") {
+			t.Fatalf("conversationId = %v", got["conversationId"])
+		}
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: You are a test.|user: Summarise:|user: Refunds take 5 days."; got != want {
+			t.Errorf("upstream messages = %q, want %q", got, want)
+		}
+		body := lastUpstreamBody(t, h)
+		if body["model"] != "fake-default" || body["temperature"] != 0.5 || body["max_tokens"] != 50.0 || body["top_p"] != 0.9 {
+			t.Errorf("upstream params = model %v temperature %v max_tokens %v top_p %v", body["model"], body["temperature"], body["max_tokens"], body["top_p"])
+		}
+		if stop := fmt.Sprint(body["stop"]); stop != "[END]" {
+			t.Errorf("upstream stop = %s, want [END]", stop)
+		}
+
+		// Continue: the history goes first; the request's system message
+		// overrides the chat's for this call only; the chat's model wins
+		// over the provider's default.
+		h.must(200, "PATCH", "/api/v1/chats/"+w.chat, h.admin, map[string]any{"model": "chat-model"})
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": conv,
+			"messages":       []any{map[string]any{"role": "system", "content": "Override."}, userMessage("And?")},
+		})
+		want := "system: Override.|user: Summarise:|user: Refunds take 5 days.|assistant: echo: Refunds take 5 days.|user: And?"
+		if got := strings.Join(upstreamMessages(t, h), "|"); got != want {
+			t.Errorf("upstream messages = %q\nwant %q", got, want)
+		}
+		if m := lastUpstreamBody(t, h)["model"]; m != "chat-model" {
+			t.Errorf("upstream model = %v, want the chat's", m)
+		}
+		if sm := h.must(200, "GET", "/api/v1/chats/"+w.chat, h.admin, nil)["systemMessage"]; sm != "You are a test." {
+			t.Errorf("the override changed the chat's systemMessage to %v", sm)
+		}
+
+		cv := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)
+		var roles []string
+		for _, m := range cv["messages"].([]any) {
+			mm := m.(map[string]any)
+			roles = append(roles, mm["role"].(string))
+		}
+		if got, want := strings.Join(roles, ","), "user,user,assistant,user,assistant"; got != want {
+			t.Errorf("stored roles = %s, want %s", got, want)
+		}
+		last := cv["messages"].([]any)[4].(map[string]any)
+		if last["content"] != "echo: And?" || last["usage"] == nil {
+			t.Errorf("stored reply = %v", last)
+		}
+		list := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
+		if len(list) != 1 || list[0].(map[string]any)["id"] != conv {
+			t.Errorf("conversations of the chat = %v", list)
+		}
+
+		// A conversation of another chat is not found from this one.
+		other := h.chat(h.admin, w.project, w.provider, nil)
+		if r := h.call("POST", "/api/v1/chats/"+other+"/completions", h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 404 {
+			t.Errorf("continuing another chat's conversation = %d %s, want 404", r.Status, r.Body)
+		}
+		h.must(200, "DELETE", "/api/v1/conversations/"+conv, h.admin, nil)
+		if r := h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 404 {
+			t.Errorf("GET deleted conversation = %d", r.Status)
+		}
+	})
+}
+
+func TestCompletionValidation(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		other := h.world()
+		otherDoc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": other.project, "name": "d", "content": "secret"})["id"].(string)
+		hi := userMessage("hi")
+		tests := []struct {
+			name  string
+			body  map[string]any
+			field string
+		}{
+			{"no messages", map[string]any{"messages": []any{}}, "messages"},
+			{"messages missing", map[string]any{}, "messages"},
+			{"bad role", map[string]any{"messages": []any{map[string]any{"role": "tool", "content": "x"}}}, "messages[0].role"},
+			{"content and documentId", map[string]any{"messages": []any{hi, map[string]any{"role": "user", "content": "x", "documentId": otherDoc}}}, "messages[1]"},
+			{"neither content nor documentId", map[string]any{"messages": []any{map[string]any{"role": "user"}}}, "messages[0]"},
+			{"two system messages", map[string]any{"messages": []any{map[string]any{"role": "system", "content": "a"}, map[string]any{"role": "system", "content": "b"}, hi}}, "messages"},
+			{"document of another project", map[string]any{"messages": []any{hi, map[string]any{"role": "user", "documentId": otherDoc}}}, "messages[1].documentId"},
+			{"missing document", map[string]any{"messages": []any{map[string]any{"role": "user", "documentId": "doc_00000000000000000000000000"}}}, "messages[0].documentId"},
+			{"temperature too high", map[string]any{"messages": []any{hi}, "temperature": 2.5}, "temperature"},
+			{"temperature negative", map[string]any{"messages": []any{hi}, "temperature": -0.1}, "temperature"},
+			{"topP too high", map[string]any{"messages": []any{hi}, "topP": 1.5}, "topP"},
+			{"maxTokens zero", map[string]any{"messages": []any{hi}, "maxTokens": 0}, "maxTokens"},
+			{"maxTokens fractional", map[string]any{"messages": []any{hi}, "maxTokens": 1.5}, "maxTokens"},
+			{"five stop sequences", map[string]any{"messages": []any{hi}, "stop": []string{"a", "b", "c", "d", "e"}}, "stop"},
+			{"stop not a string", map[string]any{"messages": []any{hi}, "stop": 5}, "stop"},
+			{"unknown field", map[string]any{"messages": []any{hi}, "max_tokens": 5}, "max_tokens"},
+			{"unknown message field", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "name": "bob"}}}, "messages[0].name"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				before := len(h.up.Requests())
+				for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
+					body := map[string]any{}
+					for k, v := range tt.body {
+						body[k] = v
+					}
+					if strings.HasSuffix(path, "/chats/completions") {
+						body["aiProviderId"] = w.provider
+					}
+					r := h.call("POST", path, h.admin, body)
+					if r.Status != 400 || r.ErrorCode() != "invalid_request" {
+						t.Fatalf("POST %s = %d %s, want 400", path, r.Status, r.Body)
+					}
+					details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+					if details["field"] != tt.field {
+						t.Errorf("POST %s: details.field = %v, want %q (%s)", path, details["field"], tt.field, r.ErrorMessage())
+					}
+				}
+				if after := len(h.up.Requests()); after != before {
+					t.Errorf("a refused request reached the upstream")
+				}
+			})
+		}
+		if r := h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"messages": []any{hi}}); r.Status != 400 {
+			t.Errorf("stateless without aiProviderId = %d, want 400", r.Status)
+		}
+		if r := h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": "aip_00000000000000000000000000", "messages": []any{hi}}); r.Status != 404 {
+			t.Errorf("stateless with a missing provider = %d, want 404", r.Status)
+		}
+		convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
+		if len(convs) != 0 {
+			t.Errorf("refused completions stored %d conversations", len(convs))
+		}
+	})
+}
+
+// sseEvent is one data event of a stream: a JSON object, or [DONE].
+type sseEvent struct {
+	raw  string
+	data map[string]any
+}
+
+// readSSE reads a whole stream into its data events, checking the framing.
+func readSSE(t *testing.T, res *http.Response) []sseEvent {
+	t.Helper()
+	defer res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/event-stream") {
+		t.Fatalf("Content-Type = %q, want text/event-stream", ct)
+	}
+	var events []sseEvent
+	sc := bufio.NewScanner(res.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || strings.HasPrefix(line, ":") {
+			continue
+		}
+		payload, ok := strings.CutPrefix(line, "data: ")
+		if !ok {
+			t.Fatalf("line is not an SSE data line: %q", line)
+		}
+		ev := sseEvent{raw: payload}
+		if payload != "[DONE]" {
+			if err := json.Unmarshal([]byte(payload), &ev.data); err != nil {
+				t.Fatalf("event is not JSON: %q", payload)
+			}
+		}
+		events = append(events, ev)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return events
+}
+
+func stream(t *testing.T, h *harness, path string, body map[string]any) *http.Response {
+	t.Helper()
+	body["stream"] = true
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest("POST", h.srv.URL+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func TestStreamingCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four")}, "debug": true})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		events := readSSE(t, res)
+		if len(events) < 4 || events[len(events)-1].raw != "[DONE]" {
+			t.Fatalf("stream does not end with [DONE]: %v", events)
+		}
+		first := events[0].data
+		conv, _ := first["conversationId"].(string)
+		msgID, _ := first["messageId"].(string)
+		if !strings.HasPrefix(conv, "cnv_") || !strings.HasPrefix(msgID, "msg_") {
+			t.Fatalf("first chunk lacks ids: %v", first)
+		}
+		var text strings.Builder
+		for _, ev := range events[:len(events)-1] {
+			if ev.data["object"] != "chat.completion.chunk" {
+				t.Fatalf("event is not a chat.completion.chunk: %s", ev.raw)
+			}
+			for _, c := range ev.data["choices"].([]any) {
+				delta := c.(map[string]any)["delta"].(map[string]any)
+				if s, ok := delta["content"].(string); ok {
+					text.WriteString(s)
+				}
+			}
+		}
+		if got, want := text.String(), "echo: one two three four"; got != want {
+			t.Errorf("streamed text = %q, want %q", got, want)
+		}
+		last := events[len(events)-2].data
+		usage, _ := last["usage"].(map[string]any)
+		if usage == nil || usage["total_tokens"].(float64) <= 0 {
+			t.Errorf("last chunk before [DONE] lacks usage: %v", last)
+		}
+		if last["debug"] == nil {
+			t.Errorf("debug: true but the last chunk has no debug: %v", last)
+		}
+		if strings.Contains(fmt.Sprint(events), upstreamKey) {
+			t.Error("the stream contains the provider key")
+		}
+		if !lastUpstreamStreamed(t, h) {
+			t.Error("the upstream was not asked to stream with include_usage")
+		}
+
+		// The turn is stored before [DONE]: a continuation right after sees it.
+		cv := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)
+		msgs := cv["messages"].([]any)
+		if len(msgs) != 2 || msgs[1].(map[string]any)["id"] != msgID || msgs[1].(map[string]any)["content"] != "echo: one two three four" {
+			t.Errorf("stored conversation = %v", msgs)
+		}
+	})
+}
+
+func TestStreamingStatelessCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		res := stream(t, h, "/api/v1/chats/completions", map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi there")}})
+		events := readSSE(t, res)
+		if events[len(events)-1].raw != "[DONE]" {
+			t.Fatal("no [DONE]")
+		}
+		if _, ok := events[0].data["conversationId"]; ok {
+			t.Error("a stateless stream carries a conversationId")
+		}
+		if id, _ := events[0].data["messageId"].(string); !strings.HasPrefix(id, "msg_") {
+			t.Errorf("first chunk messageId = %v", events[0].data["messageId"])
+		}
+	})
+}

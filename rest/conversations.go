@@ -1,0 +1,80 @@
+package rest
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+type conversationResponse struct {
+	ID        string            `json:"id"`
+	ProjectID string            `json:"projectId"`
+	ChatID    string            `json:"chatId"`
+	CreatedAt string            `json:"createdAt"`
+	UpdatedAt string            `json:"updatedAt"`
+	Messages  []messageResponse `json:"messages,omitempty"`
+}
+
+type messageResponse struct {
+	ID           string     `json:"id"`
+	Role         string     `json:"role"`
+	Content      string     `json:"content"`
+	DocumentID   string     `json:"documentId,omitempty"`
+	Model        string     `json:"model,omitempty"`
+	FinishReason string     `json:"finishReason,omitempty"`
+	Usage        *usageJSON `json:"usage,omitempty"`
+	CreatedAt    string     `json:"createdAt"`
+}
+
+type usageJSON struct {
+	PromptTokens     int `json:"promptTokens"`
+	CompletionTokens int `json:"completionTokens"`
+	TotalTokens      int `json:"totalTokens"`
+}
+
+func toConversationResponse(cv *domain.Conversation) conversationResponse {
+	r := conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
+	for _, m := range cv.Messages {
+		mr := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID, Model: m.Model,
+			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
+		if m.Role == domain.RoleAssistant {
+			mr.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}
+		}
+		r.Messages = append(r.Messages, mr)
+	}
+	return r
+}
+
+func (s *Server) handleConversationList(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Conversations.List(ctx(c), domain.ConversationListInput{ChatID: c.QueryParam("chatId"), Page: pg})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toConversationResponse))
+}
+
+func (s *Server) handleConversationGet(c echo.Context) error {
+	cv, err := s.svcs.Conversations.Get(ctx(c), c.Param("conversationId"))
+	if err != nil {
+		return err
+	}
+	r := toConversationResponse(cv)
+	if r.Messages == nil {
+		r.Messages = []messageResponse{}
+	}
+	return c.JSON(http.StatusOK, r)
+}
+
+func (s *Server) handleConversationDelete(c echo.Context) error {
+	id := c.Param("conversationId")
+	if err := s.svcs.Conversations.Delete(ctx(c), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}

@@ -1,0 +1,96 @@
+package rest
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+type documentResponse struct {
+	ID        string         `json:"id"`
+	ProjectID string         `json:"projectId"`
+	Name      string         `json:"name"`
+	Content   string         `json:"content"`
+	MimeType  string         `json:"mimeType"`
+	Metadata  map[string]any `json:"metadata"`
+	CreatedAt string         `json:"createdAt"`
+	UpdatedAt string         `json:"updatedAt"`
+}
+
+func toDocumentResponse(d *domain.Document) documentResponse {
+	md := d.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return documentResponse{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Content: d.Content, MimeType: d.MimeType,
+		Metadata: md, CreatedAt: timestamp(d.CreatedAt), UpdatedAt: timestamp(d.UpdatedAt)}
+}
+
+type documentCreateRequest struct {
+	ProjectID string         `json:"projectId"`
+	Name      string         `json:"name"`
+	Content   string         `json:"content"`
+	MimeType  string         `json:"mimeType"`
+	Metadata  map[string]any `json:"metadata"`
+}
+
+type documentUpdateRequest struct {
+	Name     *string        `json:"name"`
+	Content  *string        `json:"content"`
+	MimeType *string        `json:"mimeType"`
+	Metadata map[string]any `json:"metadata"`
+}
+
+func (s *Server) handleDocumentCreate(c echo.Context) error {
+	var req documentCreateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	d, err := s.svcs.Documents.Create(ctx(c), domain.DocumentCreate{ProjectID: req.ProjectID, Name: req.Name, Content: req.Content, MimeType: req.MimeType, Metadata: req.Metadata})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, toDocumentResponse(d))
+}
+
+func (s *Server) handleDocumentList(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Documents.List(ctx(c), domain.ListInput{ProjectID: c.QueryParam("projectId"), Page: pg})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toDocumentResponse))
+}
+
+func (s *Server) handleDocumentGet(c echo.Context) error {
+	d, err := s.svcs.Documents.Get(ctx(c), c.Param("documentId"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toDocumentResponse(d))
+}
+
+func (s *Server) handleDocumentUpdate(c echo.Context) error {
+	var req documentUpdateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	d, err := s.svcs.Documents.Update(ctx(c), c.Param("documentId"), domain.DocumentUpdate{Name: req.Name, Content: req.Content, MimeType: req.MimeType, Metadata: req.Metadata})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toDocumentResponse(d))
+}
+
+func (s *Server) handleDocumentDelete(c echo.Context) error {
+	id := c.Param("documentId")
+	if err := s.svcs.Documents.Delete(ctx(c), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}

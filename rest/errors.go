@@ -1,0 +1,119 @@
+package rest
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// statusOf is the one table from domain error kinds to HTTP statuses.
+var statusOf = map[domain.Kind]int{
+	domain.Internal:        http.StatusInternalServerError,
+	domain.Invalid:         http.StatusBadRequest,
+	domain.NotFound:        http.StatusNotFound,
+	domain.Conflict:        http.StatusConflict,
+	domain.Unauthenticated: http.StatusUnauthorized,
+	domain.Forbidden:       http.StatusForbidden,
+	domain.RateLimited:     http.StatusTooManyRequests,
+	domain.TooLarge:        http.StatusRequestEntityTooLarge,
+	domain.Unavailable:     http.StatusServiceUnavailable,
+	domain.Upstream:        http.StatusBadGateway,
+	domain.Timeout:         http.StatusGatewayTimeout,
+	domain.Canceled:        499, // the client is gone; nobody reads this
+}
+
+// errorBody is the one error envelope of the REST API.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string         `json:"code"`
+	Message string         `json:"message"`
+	Details map[string]any `json:"details,omitempty"`
+}
+
+func toErrorBody(err error) errorBody {
+	return errorBody{Error: errorDetail{
+		Code:    domain.KindOf(err).String(),
+		Message: domain.MessageOf(err),
+		Details: domain.DetailsOf(err),
+	}}
+}
+
+// fromEchoError turns Echo's own errors (unknown route, wrong method, body
+// limit) into domain errors, so they take the same path as ours.
+func fromEchoError(he *echo.HTTPError) error {
+	switch he.Code {
+	case http.StatusNotFound:
+		return domain.Errorf(domain.NotFound, "no such endpoint; see /openapi.json for the API")
+	case http.StatusMethodNotAllowed:
+		return domain.Errorf(domain.Invalid, "method not allowed on this endpoint; see /openapi.json for the API")
+	case http.StatusRequestEntityTooLarge:
+		return domain.Errorf(domain.TooLarge, "request body is too large")
+	case http.StatusUnauthorized:
+		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
+	}
+	return &domain.Error{Kind: domain.Internal, Err: he}
+}
+
+// handleError writes err in the envelope with the status of its kind.
+// Client errors log at debug, server errors at error, with the cause.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		err = fromEchoError(he)
+	}
+	kind := domain.KindOf(err)
+	status := statusOf[kind]
+	log := s.log.With("request_id", requestID(c), "method", c.Request().Method, "path", c.Path())
+	if status >= 500 && kind != domain.Upstream && kind != domain.Timeout {
+		log.Error("request failed", "kind", kind.String(), "err", err)
+	} else {
+		log.Debug("request refused", "kind", kind.String(), "err", err)
+	}
+	h := c.Response().Header()
+	if kind == domain.Unauthenticated {
+		h.Set("WWW-Authenticate", `Bearer realm="parley"`)
+	}
+	if d := domain.RetryAfterOf(err); d > 0 {
+		secs := int(d.Seconds() + 0.999)
+		h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	}
+	if kind == domain.RateLimited {
+		s.rateLimitHeaders(h, domain.DetailsOf(err))
+	}
+	if c.Request().Method == http.MethodHead {
+		_ = c.NoContent(status)
+		return
+	}
+	if werr := c.JSON(status, toErrorBody(err)); werr != nil {
+		log.Debug("writing error response", "err", werr)
+	}
+}
+
+// rateLimitHeaders sets the RateLimit-* headers of a refusal by one of
+// Parley's own limits, from the details the limiter put in the error.
+func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {
+	name, ok := d["limitName"].(string)
+	if !ok {
+		return // the upstream's 429: only its Retry-After is known
+	}
+	if s.cfg.Metrics != nil {
+		s.cfg.Metrics.RateLimited(name)
+	}
+	h.Set("RateLimit-Policy", name)
+	for header, key := range map[string]string{"RateLimit-Limit": "limit", "RateLimit-Remaining": "remaining", "RateLimit-Reset": "resetSeconds"} {
+		if v, ok := d[key]; ok {
+			h.Set(header, fmt.Sprint(v))
+		}
+	}
+}

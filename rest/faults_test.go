@@ -1,0 +1,189 @@
+package rest_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+func TestUpstreamFaults(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := map[string]any{"messages": []any{userMessage("hi")}}
+		tests := []struct {
+			name       string
+			behavior   llmtest.Behavior
+			status     int
+			code       string
+			retryAfter string
+			message    string
+		}{
+			{"429 passes Retry-After on", llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}}, 429, "rate_limited", "7", ""},
+			{"401 is the provider's key", llmtest.Behavior{Status: 401}, 502, "upstream_error", "", "key"},
+			{"400 from the provider", llmtest.Behavior{Status: 400, Body: `{"error":{"message":"model not found","type":"invalid_request_error"}}`}, 502, "upstream_error", "", ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				h.up.Enqueue(tt.behavior)
+				r := h.call("POST", path, h.admin, body)
+				if r.Status != tt.status || r.ErrorCode() != tt.code {
+					t.Fatalf("= %d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
+				}
+				if got := r.Header.Get("Retry-After"); got != tt.retryAfter {
+					t.Errorf("Retry-After = %q, want %q", got, tt.retryAfter)
+				}
+				if !strings.Contains(r.ErrorMessage(), tt.message) || strings.Contains(string(r.Body), upstreamKey) {
+					t.Errorf("message = %q", r.ErrorMessage())
+				}
+			})
+		}
+		// A failed completion stores no conversation.
+		if n := len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)); n != 0 {
+			t.Errorf("failed completions stored %d conversations", n)
+		}
+	})
+}
+
+func TestStreamFaultsAfterTheFirstByte(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		for _, f := range []struct {
+			name  string
+			fault llmtest.Fault
+		}{{"reset", llmtest.FaultReset}, {"cut without finish reason", llmtest.FaultTruncate}} {
+			t.Run(f.name, func(t *testing.T) {
+				h.up.Enqueue(llmtest.Behavior{Fault: f.fault, AfterDeltas: 2})
+				res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}})
+				if res.StatusCode != 200 {
+					t.Fatalf("status %d", res.StatusCode)
+				}
+				events := readSSE(t, res)
+				n := len(events)
+				if n < 3 || events[n-1].raw != "[DONE]" {
+					t.Fatalf("stream = %v, want an error event then [DONE]", events)
+				}
+				e, _ := events[n-2].data["error"].(map[string]any)
+				if e == nil || e["code"] != "upstream_error" {
+					t.Fatalf("event before [DONE] = %s, want an upstream_error", events[n-2].raw)
+				}
+				if f.fault == llmtest.FaultTruncate && !strings.Contains(e["message"].(string), "truncated") {
+					t.Errorf("a cut stream is reported as %q, want truncated", e["message"])
+				}
+			})
+		}
+		if got := h.up.Count(); got != 2 {
+			t.Errorf("the upstream got %d requests, want 2: no retry once streaming began", got)
+		}
+	})
+}
+
+func TestClientDisconnectCancelsUpstream(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
+		req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/chats/"+w.chat+"/completions", strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+h.admin)
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 256)
+		if _, err := res.Body.Read(buf); err != nil { // the first chunk arrived: the stream runs
+			t.Fatal(err)
+		}
+		cancel()
+		res.Body.Close()
+		if !h.up.WaitCanceled(2 * time.Second) {
+			t.Fatal("the upstream did not see the cancellation within 2s")
+		}
+		// The partial completion is recorded with its outcome (the batcher
+		// writes within 200ms).
+		var outcome string
+		for range 150 {
+			row := h.app.Store.DB().Raw("SELECT outcome FROM usage_records WHERE project_id = ?", w.project).Row()
+			if err := row.Scan(&outcome); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if outcome != "client_disconnect" {
+			t.Errorf("usage outcome = %q, want client_disconnect", outcome)
+		}
+	})
+}
+
+func TestUsageReport(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		for range 2 {
+			h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+		}
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "m2", "messages": []any{userMessage("hi")}})
+		h.app.FlushUsage() // writes what is queued; the test's app takes no more completions
+		got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy=model", h.admin, nil)
+		data := got["data"].([]any)
+		if len(data) != 2 {
+			t.Fatalf("usage by model = %v", data)
+		}
+		byModel := map[string]map[string]any{}
+		for _, d := range data {
+			byModel[d.(map[string]any)["key"].(string)] = d.(map[string]any)
+		}
+		if byModel["fake-default"]["requests"] != 2.0 || byModel["m2"]["requests"] != 1.0 {
+			t.Errorf("requests per model = %v", byModel)
+		}
+		if tot := byModel["fake-default"]["totalTokens"].(float64); tot <= 0 {
+			t.Errorf("totalTokens = %v", tot)
+		}
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupBy=colour", h.admin, nil); r.Status != 400 {
+			t.Errorf("bad groupBy = %d", r.Status)
+		}
+	})
+}
+
+func TestRateLimits(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		_, key := h.user("limited")
+		uid := h.must(200, "GET", "/api/v1/me", key, nil)["id"].(string)
+		h.setRole(h.admin, w.project, uid, "editor")
+		if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", key, map[string]any{"keyRequestsPerMinute": 1}); r.Status != 403 {
+			t.Errorf("an editor setting limits = %d, want 403", r.Status)
+		}
+		if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": -1}); r.Status != 400 {
+			t.Errorf("a negative limit = %d, want 400", r.Status)
+		}
+		l := h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 2})
+		if l["keyRequestsPerMinute"] != 2.0 {
+			t.Errorf("limits = %v", l)
+		}
+		body := map[string]any{"messages": []any{userMessage("hi")}}
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		for range 2 {
+			h.must(200, "POST", path, key, body)
+		}
+		r := h.call("POST", path, key, body)
+		if r.Status != 429 || r.ErrorCode() != "rate_limited" {
+			t.Fatalf("third request = %d %s, want 429", r.Status, r.Body)
+		}
+		for _, hdr := range []string{"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"} {
+			if r.Header.Get(hdr) == "" {
+				t.Errorf("429 lacks %s", hdr)
+			}
+		}
+		if got := r.Header.Get("RateLimit-Limit"); got != "2" {
+			t.Errorf("RateLimit-Limit = %q, want 2", got)
+		}
+		// The limit is per key: the admin's key is not counted against it.
+		h.must(200, "POST", path, h.admin, body)
+	})
+}

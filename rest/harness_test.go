@@ -1,0 +1,242 @@
+package rest_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/secret"
+	"github.com/parleyhq/parley/store"
+)
+
+// harness is a running Parley over real HTTP, on a fresh database, with a
+// fake upstream that speaks the OpenAI wire protocol.
+type harness struct {
+	t     *testing.T
+	srv   *httptest.Server
+	up    *llmtest.Server
+	app   *app.App
+	admin string
+	logs  *syncBuffer
+}
+
+// syncBuffer collects log lines from concurrent handlers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// each runs body on SQLite and on PostgreSQL, each with its own harness.
+func each(t *testing.T, body func(t *testing.T, h *harness)) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		body(t, newHarness(t, st, nil))
+	})
+}
+
+func newHarness(t *testing.T, st *store.Store, configure func(*app.Config)) *harness {
+	t.Helper()
+	h := &harness{t: t, up: llmtest.NewServer(t), admin: domain.NewAPIKeySecret(), logs: &syncBuffer{}}
+	cfg := app.Config{
+		SecretKey:             secret.GenerateKey(),
+		BootstrapAdminKey:     h.admin,
+		AllowPrivateUpstreams: true,
+		Logger:                slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	a, err := app.New(context.Background(), cfg, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.app = a
+	h.srv = httptest.NewServer(a.Handler())
+	t.Cleanup(func() {
+		h.srv.Close()
+		a.FlushUsage()
+	})
+	return h
+}
+
+// response is an HTTP response with its body read.
+type response struct {
+	t      *testing.T
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// JSON decodes the body as an object.
+func (r *response) JSON() map[string]any {
+	r.t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.Body, &m); err != nil {
+		r.t.Fatalf("response is not a JSON object: %v: %s", err, r.Body)
+	}
+	return m
+}
+
+// ErrorCode returns error.code of an error envelope.
+func (r *response) ErrorCode() string {
+	r.t.Helper()
+	e, _ := r.JSON()["error"].(map[string]any)
+	if e == nil {
+		r.t.Fatalf("no error envelope in %d response: %s", r.Status, r.Body)
+	}
+	code, _ := e["code"].(string)
+	return code
+}
+
+// ErrorMessage returns error.message of an error envelope.
+func (r *response) ErrorMessage() string {
+	e, _ := r.JSON()["error"].(map[string]any)
+	msg, _ := e["message"].(string)
+	return msg
+}
+
+// call sends body (a string is sent raw, anything else as JSON) with key.
+func (h *harness) call(method, path, key string, body any) *response {
+	h.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		buf, err := json.Marshal(b)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		rd = bytes.NewReader(buf)
+	}
+	req, err := http.NewRequest(method, h.srv.URL+path, rd)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if rd != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return &response{t: h.t, Status: res.StatusCode, Header: res.Header, Body: b}
+}
+
+// must sends a request and fails the test unless the status is want.
+func (h *harness) must(want int, method, path, key string, body any) map[string]any {
+	h.t.Helper()
+	r := h.call(method, path, key, body)
+	if r.Status != want {
+		h.t.Fatalf("%s %s = %d, want %d: %s", method, path, r.Status, want, r.Body)
+	}
+	return r.JSON()
+}
+
+// user creates a user with a key, returning both.
+func (h *harness) user(name string) (id, key string) {
+	h.t.Helper()
+	u := h.must(201, "POST", "/api/v1/users", h.admin, map[string]any{"name": name})
+	id = u["id"].(string)
+	k := h.must(201, "POST", "/api/v1/users/"+id+"/api-keys", h.admin, map[string]any{"name": "test"})
+	return id, k["key"].(string)
+}
+
+func (h *harness) project(key, name string) string {
+	h.t.Helper()
+	return h.must(201, "POST", "/api/v1/projects", key, map[string]any{"name": name})["id"].(string)
+}
+
+// upstreamKey is the provider key the fake upstream must receive.
+const upstreamKey = "sk-test-upstream-secret-0123456789"
+
+func (h *harness) provider(key, projectID string) string {
+	h.t.Helper()
+	return h.must(201, "POST", "/api/v1/ai-providers", key, map[string]any{
+		"projectId": projectID, "name": "fake", "type": "openai-compatible", "baseUrl": h.up.URL(),
+		"defaultModel": "fake-default", "apiKey": upstreamKey,
+	})["id"].(string)
+}
+
+func (h *harness) chat(key, projectID, providerID string, extra map[string]any) string {
+	h.t.Helper()
+	body := map[string]any{"projectId": projectID, "aiProviderId": providerID, "name": "c"}
+	for k, v := range extra {
+		body[k] = v
+	}
+	return h.must(201, "POST", "/api/v1/chats", key, body)["id"].(string)
+}
+
+func (h *harness) setRole(ownerKey, projectID, userID, role string) {
+	h.t.Helper()
+	h.must(200, "PUT", fmt.Sprintf("/api/v1/projects/%s/members/%s", projectID, userID), ownerKey, map[string]any{"role": role})
+}
+
+// world is a project with a provider and a chat, owned by the admin.
+type world struct {
+	project, provider, chat string
+}
+
+func (h *harness) world() world {
+	h.t.Helper()
+	p := h.project(h.admin, "p")
+	prov := h.provider(h.admin, p)
+	return world{project: p, provider: prov, chat: h.chat(h.admin, p, prov, map[string]any{"systemMessage": "You are a test."})}
+}
+
+func userMessage(s string) map[string]any { return map[string]any{"role": "user", "content": s} }
+
+// lastUpstreamBody is the JSON body of the fake upstream's last request.
+func lastUpstreamBody(t *testing.T, h *harness) map[string]any {
+	t.Helper()
+	r := h.up.Last()
+	if r.Body == nil {
+		t.Fatal("the upstream received no request")
+	}
+	return r.Body
+}
+
+func lastUpstreamHeader(t *testing.T, h *harness) http.Header {
+	t.Helper()
+	return h.up.Last().Header
+}
+
+// lastUpstreamStreamed reports whether the last upstream call streamed and
+// asked for usage in the stream.
+func lastUpstreamStreamed(t *testing.T, h *harness) bool {
+	t.Helper()
+	opts, _ := lastUpstreamBody(t, h)["stream_options"].(map[string]any)
+	return h.up.Last().Stream && opts["include_usage"] == true
+}

@@ -1,0 +1,157 @@
+package rest_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+// TestPermissionMatrix runs every action as each role of the project that
+// owns the resource, and as an outsider: a role with the permission
+// succeeds, a member without it gets 403, an outsider gets 404.
+func TestPermissionMatrix(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		users := map[string]string{} // role → key
+		ids := map[string]string{}   // role → user id
+		for _, role := range []string{"viewer", "editor", "owner", "outsider", "bystander"} {
+			ids[role], users[role] = h.user(role)
+		}
+		// fresh makes the resources an action works on, so that deletes do
+		// not starve later rows.
+		type fixture struct{ project, provider, chat, doc, conv string }
+		fresh := func() fixture {
+			p := h.project(users["owner"], "matrix")
+			for _, role := range []string{"viewer", "editor"} {
+				h.setRole(users["owner"], p, ids[role], role)
+			}
+			prov := h.provider(users["owner"], p)
+			chat := h.chat(users["owner"], p, prov, nil)
+			doc := h.must(201, "POST", "/api/v1/documents", users["owner"], map[string]any{"projectId": p, "name": "d", "content": "c"})["id"].(string)
+			conv := h.must(200, "POST", "/api/v1/chats/"+chat+"/completions", users["owner"], map[string]any{"messages": []any{userMessage("x")}})["conversationId"].(string)
+			return fixture{p, prov, chat, doc, conv}
+		}
+		f := fresh()
+		msgs := []any{userMessage("hi")}
+
+		type action struct {
+			perm    string
+			allowed []string // roles with the permission (the owner always has it)
+			method  string
+			path    func(fixture) string
+			body    func(fixture) any
+			ok      int
+			mutates bool
+		}
+		viewer := []string{"viewer", "editor", "owner"}
+		editor := []string{"editor", "owner"}
+		owner := []string{"owner"}
+		actions := []action{
+			{"projects:GetProject", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project }, nil, 200, false},
+			{"projects:UpdateProject", owner, "PATCH", func(f fixture) string { return "/api/v1/projects/" + f.project }, func(fixture) any { return map[string]any{"name": "n"} }, 200, false},
+			{"projects:DeleteProject", owner, "DELETE", func(f fixture) string { return "/api/v1/projects/" + f.project }, nil, 200, true},
+			{"members:ListMembers", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members" }, nil, 200, false},
+			{"members:PutMember", owner, "PUT", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members/" + ids["bystander"] }, func(fixture) any { return map[string]any{"role": "viewer"} }, 200, true},
+			{"usage:GetUsage", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project + "/usage" }, nil, 200, false},
+			{"aiProviders:ListAIProviders", viewer, "GET", func(f fixture) string { return "/api/v1/ai-providers?projectId=" + f.project }, nil, 200, false},
+			{"aiProviders:GetAIProvider", viewer, "GET", func(f fixture) string { return "/api/v1/ai-providers/" + f.provider }, nil, 200, false},
+			{"aiProviders:CreateAIProvider", owner, "POST", func(fixture) string { return "/api/v1/ai-providers" }, func(f fixture) any {
+				return map[string]any{"projectId": f.project, "name": "x", "type": "openai-compatible", "baseUrl": h.up.URL(), "defaultModel": "m"}
+			}, 201, false},
+			{"aiProviders:UpdateAIProvider", owner, "PATCH", func(f fixture) string { return "/api/v1/ai-providers/" + f.provider }, func(fixture) any { return map[string]any{"name": "y"} }, 200, false},
+			{"aiProviders:UseAIProvider", editor, "POST", func(fixture) string { return "/api/v1/chats/completions" }, func(f fixture) any { return map[string]any{"aiProviderId": f.provider, "messages": msgs} }, 200, false},
+			{"documents:ListDocuments", viewer, "GET", func(f fixture) string { return "/api/v1/documents?projectId=" + f.project }, nil, 200, false},
+			{"documents:GetDocument", viewer, "GET", func(f fixture) string { return "/api/v1/documents/" + f.doc }, nil, 200, false},
+			{"documents:CreateDocument", editor, "POST", func(fixture) string { return "/api/v1/documents" }, func(f fixture) any { return map[string]any{"projectId": f.project, "name": "n", "content": "c"} }, 201, false},
+			{"documents:UpdateDocument", editor, "PATCH", func(f fixture) string { return "/api/v1/documents/" + f.doc }, func(fixture) any { return map[string]any{"name": "m"} }, 200, false},
+			{"documents:DeleteDocument", editor, "DELETE", func(f fixture) string { return "/api/v1/documents/" + f.doc }, nil, 200, true},
+			{"chats:ListChats", viewer, "GET", func(f fixture) string { return "/api/v1/chats?projectId=" + f.project }, nil, 200, false},
+			{"chats:GetChat", viewer, "GET", func(f fixture) string { return "/api/v1/chats/" + f.chat }, nil, 200, false},
+			{"chats:CreateChat", editor, "POST", func(fixture) string { return "/api/v1/chats" }, func(f fixture) any { return map[string]any{"projectId": f.project, "aiProviderId": f.provider} }, 201, false},
+			{"chats:UpdateChat", editor, "PATCH", func(f fixture) string { return "/api/v1/chats/" + f.chat }, func(fixture) any { return map[string]any{"name": "z"} }, 200, false},
+			{"chats:CreateChatCompletion", editor, "POST", func(f fixture) string { return "/api/v1/chats/" + f.chat + "/completions" }, func(fixture) any { return map[string]any{"messages": msgs} }, 200, false},
+			{"chats:DeleteChat", editor, "DELETE", func(f fixture) string { return "/api/v1/chats/" + f.chat }, nil, 200, true},
+			{"conversations:ListConversations", viewer, "GET", func(f fixture) string { return "/api/v1/conversations?chatId=" + f.chat }, nil, 200, false},
+			{"conversations:GetConversation", viewer, "GET", func(f fixture) string { return "/api/v1/conversations/" + f.conv }, nil, 200, false},
+			{"conversations:DeleteConversation", editor, "DELETE", func(f fixture) string { return "/api/v1/conversations/" + f.conv }, nil, 200, true},
+			{"aiProviders:DeleteAIProvider", owner, "DELETE", func(f fixture) string { return "/api/v1/ai-providers/" + f.provider }, nil, 409, false}, // chats still use it
+		}
+		for _, a := range actions {
+			for _, role := range []string{"outsider", "viewer", "editor", "owner"} {
+				t.Run(a.perm+"/"+role, func(t *testing.T) {
+					want := 404
+					if role != "outsider" {
+						want = 403
+						for _, r := range a.allowed {
+							if r == role {
+								want = a.ok
+							}
+						}
+					}
+					var body any
+					if a.body != nil {
+						body = a.body(f)
+					}
+					r := h.call(a.method, a.path(f), users[role], body)
+					if r.Status != want {
+						t.Fatalf("%s %s as %s = %d, want %d: %s", a.method, a.path(f), role, r.Status, want, r.Body)
+					}
+					if want >= 400 {
+						code := map[int]string{403: "forbidden", 404: "not_found", 409: "conflict"}[want]
+						if r.ErrorCode() != code {
+							t.Errorf("error code = %q, want %q", r.ErrorCode(), code)
+						}
+					}
+					if a.mutates && want < 300 {
+						f = fresh()
+					}
+				})
+			}
+		}
+		// An admin may do everything in every project.
+		h.must(200, "GET", "/api/v1/chats/"+f.chat, h.admin, nil)
+		// Listing without a filter shows only the projects one belongs to.
+		for _, c := range h.must(200, "GET", "/api/v1/chats?limit=100", users["outsider"], nil)["data"].([]any) {
+			t.Errorf("outsider sees chat %v", c)
+		}
+		if got := len(h.must(200, "GET", "/api/v1/projects?limit=100", users["outsider"], nil)["data"].([]any)); got != 0 {
+			t.Errorf("outsider sees %d projects, want 0", got)
+		}
+		if r := h.call("GET", "/api/v1/chats?projectId="+f.project, users["outsider"], nil); r.Status != 404 {
+			t.Errorf("outsider filtering by a project it cannot see = %d, want 404", r.Status)
+		}
+	})
+}
+
+func TestUsersAndKeys(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aliceID, alice := h.user("alice")
+		bobID, _ := h.user("bob")
+		me := h.must(200, "GET", "/api/v1/me", alice, nil)
+		if me["id"] != aliceID || me["name"] != "alice" || me["isAdmin"] != false {
+			t.Errorf("/me = %v", me)
+		}
+		if r := h.call("POST", "/api/v1/users", alice, map[string]any{"name": "eve"}); r.Status != 403 {
+			t.Errorf("non-admin POST /users = %d, want 403", r.Status)
+		}
+		if r := h.call("GET", "/api/v1/users/"+bobID+"/api-keys", alice, nil); r.Status != 404 {
+			t.Errorf("alice reading bob's keys = %d, want 404", r.Status)
+		}
+		k := h.must(201, "POST", "/api/v1/users/"+aliceID+"/api-keys", alice, map[string]any{"name": "second"})
+		secretKey := k["key"].(string)
+		list := h.must(200, "GET", "/api/v1/users/"+aliceID+"/api-keys", alice, nil)
+		if got := fmt.Sprint(list); len(list["data"].([]any)) != 2 || strings.Contains(got, secretKey) {
+			t.Errorf("key list = %v", list)
+		}
+		h.must(200, "GET", "/api/v1/me", secretKey, nil)
+		h.must(200, "DELETE", "/api/v1/users/"+aliceID+"/api-keys/"+k["id"].(string), alice, nil)
+		r := h.call("GET", "/api/v1/me", secretKey, nil)
+		if r.Status != 401 || r.ErrorCode() != "unauthenticated" || r.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("revoked key = %d %s (WWW-Authenticate %q)", r.Status, r.Body, r.Header.Get("WWW-Authenticate"))
+		}
+		for _, key := range []string{"", "pk_nope", "Basic abc"} {
+			if r := h.call("GET", "/api/v1/me", key, nil); r.Status != 401 {
+				t.Errorf("key %q = %d, want 401", key, r.Status)
+			}
+		}
+	})
+}

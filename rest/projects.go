@@ -1,0 +1,227 @@
+package rest
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+type projectResponse struct {
+	ID          string `json:"id"`
+	Name        string `json:"name"`
+	Description string `json:"description"`
+	CreatedAt   string `json:"createdAt"`
+	UpdatedAt   string `json:"updatedAt"`
+}
+
+func toProjectResponse(p *domain.Project) projectResponse {
+	return projectResponse{ID: p.ID, Name: p.Name, Description: p.Description, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
+}
+
+type projectCreateRequest struct {
+	Name        string `json:"name"`
+	Description string `json:"description"`
+}
+
+type projectUpdateRequest struct {
+	Name        *string `json:"name"`
+	Description *string `json:"description"`
+}
+
+func (s *Server) handleProjectCreate(c echo.Context) error {
+	var req projectCreateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	p, err := s.svcs.Projects.Create(ctx(c), domain.ProjectCreate{Name: req.Name, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, toProjectResponse(p))
+}
+
+func (s *Server) handleProjectList(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Projects.List(ctx(c), pg)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toProjectResponse))
+}
+
+func (s *Server) handleProjectGet(c echo.Context) error {
+	p, err := s.svcs.Projects.Get(ctx(c), c.Param("projectId"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toProjectResponse(p))
+}
+
+func (s *Server) handleProjectUpdate(c echo.Context) error {
+	var req projectUpdateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	p, err := s.svcs.Projects.Update(ctx(c), c.Param("projectId"), domain.ProjectUpdate{Name: req.Name, Description: req.Description})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toProjectResponse(p))
+}
+
+func (s *Server) handleProjectDelete(c echo.Context) error {
+	id := c.Param("projectId")
+	if err := s.svcs.Projects.Delete(ctx(c), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}
+
+type memberResponse struct {
+	ProjectID string `json:"projectId"`
+	UserID    string `json:"userId"`
+	Role      string `json:"role"`
+	CreatedAt string `json:"createdAt"`
+	UpdatedAt string `json:"updatedAt"`
+}
+
+func toMemberResponse(m *domain.Member) memberResponse {
+	return memberResponse{ProjectID: m.ProjectID, UserID: m.UserID, Role: string(m.Role), CreatedAt: timestamp(m.CreatedAt), UpdatedAt: timestamp(m.UpdatedAt)}
+}
+
+type memberPutRequest struct {
+	Role string `json:"role"`
+}
+
+func (s *Server) handleMemberList(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Projects.ListMembers(ctx(c), c.Param("projectId"), pg)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toMemberResponse))
+}
+
+func (s *Server) handleMemberPut(c echo.Context) error {
+	var req memberPutRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	m, err := s.svcs.Projects.PutMember(ctx(c), c.Param("projectId"), c.Param("userId"), domain.Role(req.Role))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toMemberResponse(m))
+}
+
+func (s *Server) handleMemberDelete(c echo.Context) error {
+	id := c.Param("userId")
+	if err := s.svcs.Projects.DeleteMember(ctx(c), c.Param("projectId"), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}
+
+type usageResponse struct {
+	ProjectID string           `json:"projectId"`
+	From      string           `json:"from"`
+	To        string           `json:"to"`
+	GroupBy   string           `json:"groupBy,omitempty"`
+	Data      []usageTotalJSON `json:"data"`
+}
+
+type usageTotalJSON struct {
+	Key              string `json:"key,omitempty"`
+	PromptTokens     int    `json:"promptTokens"`
+	CompletionTokens int    `json:"completionTokens"`
+	TotalTokens      int    `json:"totalTokens"`
+	Requests         int64  `json:"requests"`
+}
+
+func (s *Server) handleUsageGet(c echo.Context) error {
+	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy"))}
+	var err error
+	if in.From, err = parseTime("from", c.QueryParam("from")); err != nil {
+		return err
+	}
+	if in.To, err = parseTime("to", c.QueryParam("to")); err != nil {
+		return err
+	}
+	totals, err := s.svcs.UsageReports.Get(ctx(c), in)
+	if err != nil {
+		return err
+	}
+	out := usageResponse{ProjectID: in.ProjectID, From: c.QueryParam("from"), To: c.QueryParam("to"), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
+	for _, t := range totals {
+		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// parseTime reads an optional RFC 3339 timestamp or date query parameter.
+func parseTime(field, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+}
+
+type limitsJSON struct {
+	RequestsPerMinute       int `json:"requestsPerMinute"`
+	TokensPerMinute         int `json:"tokensPerMinute"`
+	KeyRequestsPerMinute    int `json:"keyRequestsPerMinute"`
+	KeyTokensPerMinute      int `json:"keyTokensPerMinute"`
+	ConcurrentStreamsPerKey int `json:"concurrentStreamsPerKey"`
+}
+
+type limitsResponse struct {
+	ProjectID string `json:"projectId"`
+	limitsJSON
+	UpdatedAt *string `json:"updatedAt"`
+}
+
+func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {
+	r := limitsResponse{ProjectID: l.ProjectID, limitsJSON: limitsJSON{
+		RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute, KeyRequestsPerMinute: l.KeyRequestsPerMinute,
+		KeyTokensPerMinute: l.KeyTokensPerMinute, ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey,
+	}}
+	if !l.UpdatedAt.IsZero() {
+		t := timestamp(l.UpdatedAt)
+		r.UpdatedAt = &t
+	}
+	return r
+}
+
+func (s *Server) handleLimitsGet(c echo.Context) error {
+	l, err := s.svcs.Limits.Get(ctx(c), c.Param("projectId"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toLimitsResponse(l))
+}
+
+func (s *Server) handleLimitsPut(c echo.Context) error {
+	var req limitsJSON
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"), domain.LimitsUpdate(req))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toLimitsResponse(l))
+}

@@ -1,0 +1,111 @@
+package rest
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// providerResponse never carries the key: only whether there is one and a hint.
+type providerResponse struct {
+	ID           string `json:"id"`
+	ProjectID    string `json:"projectId"`
+	Name         string `json:"name"`
+	Type         string `json:"type"`
+	BaseURL      string `json:"baseUrl,omitempty"`
+	DefaultModel string `json:"defaultModel"`
+	APIVersion   string `json:"apiVersion,omitempty"`
+	HasAPIKey    bool   `json:"hasApiKey"`
+	APIKeyHint   string `json:"apiKeyHint,omitempty"`
+	APIKeyRef    string `json:"apiKeyRef,omitempty"`
+	CreatedAt    string `json:"createdAt"`
+	UpdatedAt    string `json:"updatedAt"`
+}
+
+func toProviderResponse(p *domain.AIProvider) providerResponse {
+	return providerResponse{
+		ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint,
+		APIKeyRef: p.APIKeyRef, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt),
+	}
+}
+
+type providerCreateRequest struct {
+	ProjectID    string `json:"projectId"`
+	Name         string `json:"name"`
+	Type         string `json:"type"`
+	BaseURL      string `json:"baseUrl"`
+	DefaultModel string `json:"defaultModel"`
+	APIVersion   string `json:"apiVersion"`
+	APIKey       string `json:"apiKey"`
+	APIKeyRef    string `json:"apiKeyRef"`
+}
+
+type providerUpdateRequest struct {
+	Name         *string `json:"name"`
+	BaseURL      *string `json:"baseUrl"`
+	DefaultModel *string `json:"defaultModel"`
+	APIVersion   *string `json:"apiVersion"`
+	APIKey       *string `json:"apiKey"`
+	APIKeyRef    *string `json:"apiKeyRef"`
+}
+
+func (s *Server) handleProviderCreate(c echo.Context) error {
+	var req providerCreateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	p, err := s.svcs.Providers.Create(ctx(c), domain.ProviderCreate{
+		ProjectID: req.ProjectID, Name: req.Name, Type: domain.ProviderType(req.Type), BaseURL: req.BaseURL,
+		DefaultModel: req.DefaultModel, APIVersion: req.APIVersion, APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, toProviderResponse(p))
+}
+
+func (s *Server) handleProviderList(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Providers.List(ctx(c), domain.ListInput{ProjectID: c.QueryParam("projectId"), Page: pg})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toProviderResponse))
+}
+
+func (s *Server) handleProviderGet(c echo.Context) error {
+	p, err := s.svcs.Providers.Get(ctx(c), c.Param("providerId"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toProviderResponse(p))
+}
+
+func (s *Server) handleProviderUpdate(c echo.Context) error {
+	var req providerUpdateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	p, err := s.svcs.Providers.Update(ctx(c), c.Param("providerId"), domain.ProviderUpdate{
+		Name: req.Name, BaseURL: req.BaseURL, DefaultModel: req.DefaultModel, APIVersion: req.APIVersion,
+		APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
+	})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toProviderResponse(p))
+}
+
+func (s *Server) handleProviderDelete(c echo.Context) error {
+	id := c.Param("providerId")
+	if err := s.svcs.Providers.Delete(ctx(c), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}

@@ -1,0 +1,169 @@
+package rest_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+)
+
+func TestProviderKeyIsWriteOnly(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		for _, r := range []*response{
+			h.call("GET", "/api/v1/ai-providers/"+w.provider, h.admin, nil),
+			h.call("GET", "/api/v1/ai-providers?projectId="+w.project, h.admin, nil),
+			h.call("PATCH", "/api/v1/ai-providers/"+w.provider, h.admin, map[string]any{"name": "renamed"}),
+		} {
+			if r.Status != 200 {
+				t.Fatalf("status %d: %s", r.Status, r.Body)
+			}
+			if strings.Contains(string(r.Body), upstreamKey) || strings.Contains(string(r.Body), `"apiKey"`) {
+				t.Errorf("a provider response carries the key: %s", r.Body)
+			}
+		}
+		got := h.must(200, "GET", "/api/v1/ai-providers/"+w.provider, h.admin, nil)
+		if got["hasApiKey"] != true || got["apiKeyHint"] != "sk-…6789" {
+			t.Errorf("hasApiKey/apiKeyHint = %v/%v", got["hasApiKey"], got["apiKeyHint"])
+		}
+		// The key is encrypted at rest.
+		var stored []byte
+		if err := h.app.Store.DB().Raw("SELECT api_key_ciphertext FROM ai_providers WHERE id = ?", w.provider).Row().Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if len(stored) == 0 || strings.Contains(string(stored), upstreamKey) {
+			t.Errorf("stored key is not encrypted: %q", stored)
+		}
+	})
+}
+
+func TestProviderValidation(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		base := func(extra map[string]any) map[string]any {
+			b := map[string]any{"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": h.up.URL(), "defaultModel": "m"}
+			for k, v := range extra {
+				b[k] = v
+			}
+			return b
+		}
+		tests := []struct {
+			name  string
+			body  map[string]any
+			field string
+		}{
+			{"bad type", base(map[string]any{"type": "cohere"}), "type"},
+			{"no default model", base(map[string]any{"defaultModel": ""}), "defaultModel"},
+			{"compatible without baseUrl", base(map[string]any{"baseUrl": ""}), "baseUrl"},
+			{"ftp baseUrl", base(map[string]any{"baseUrl": "ftp://example.com"}), "baseUrl"},
+			{"env ref outside the prefix", base(map[string]any{"apiKeyRef": "env:PARLEY_DATABASE_URL"}), "apiKeyRef"},
+			{"ref not env", base(map[string]any{"apiKeyRef": "vault:x"}), "apiKeyRef"},
+			{"key and ref", base(map[string]any{"apiKey": "sk-1", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_X"}), "apiKey"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				r := h.call("POST", "/api/v1/ai-providers", h.admin, tt.body)
+				if r.Status != 400 {
+					t.Fatalf("status %d %s, want 400", r.Status, r.Body)
+				}
+				if f := r.JSON()["error"].(map[string]any)["details"].(map[string]any)["field"]; f != tt.field {
+					t.Errorf("details.field = %v, want %s", f, tt.field)
+				}
+			})
+		}
+		ok := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_TEST"}))
+		if ok["hasApiKey"] != true || ok["apiKeyRef"] != "env:PARLEY_PROVIDER_KEY_TEST" {
+			t.Errorf("provider with a ref = %v", ok)
+		}
+	})
+}
+
+func TestProviderKeyFromEnvironment(t *testing.T) {
+	t.Setenv("PARLEY_PROVIDER_KEY_REST_TEST", "sk-from-env-1234567890")
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	p := h.project(h.admin, "p")
+	prov := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+		"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": h.up.URL(), "defaultModel": "m",
+		"apiKeyRef": "env:PARLEY_PROVIDER_KEY_REST_TEST",
+	})["id"].(string)
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
+	if got := lastUpstreamHeader(t, h).Get("Authorization"); got != "Bearer sk-from-env-1234567890" {
+		t.Errorf("upstream Authorization = %q", got)
+	}
+	h.must(200, "PATCH", "/api/v1/ai-providers/"+prov, h.admin, map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_UNSET_X"})
+	r := h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
+	if r.Status != 503 || !strings.Contains(r.ErrorMessage(), "PARLEY_PROVIDER_KEY_UNSET_X") {
+		t.Errorf("unset env key = %d %s, want 503 naming the variable", r.Status, r.Body)
+	}
+}
+
+func TestSSRFGuard(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowPrivateUpstreams = false })
+	p := h.project(h.admin, "p")
+	for _, u := range []string{h.up.URL(), "http://10.0.0.8/v1", "http://169.254.169.254/latest", "http://[::1]:8080/v1", "http://localhost:1/v1"} {
+		r := h.call("POST", "/api/v1/ai-providers", h.admin, map[string]any{
+			"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": u, "defaultModel": "m",
+		})
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "PARLEY_ALLOW_PRIVATE_UPSTREAMS") {
+			t.Errorf("baseUrl %s = %d %s, want 400 naming PARLEY_ALLOW_PRIVATE_UPSTREAMS", u, r.Status, r.Body)
+		}
+	}
+}
+
+func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.MaxBodyBytes = 1024 })
+	p := h.project(h.admin, "p")
+	r := h.call("POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "big", "content": strings.Repeat("x", 2048)})
+	if r.Status != 413 || r.ErrorCode() != "payload_too_large" {
+		t.Errorf("oversized body = %d %s, want 413", r.Status, r.Body)
+	}
+	if got := len(h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any)); got != 0 {
+		t.Errorf("an oversized body created %d documents", got)
+	}
+
+	req, _ := http.NewRequestWithContext(context.Background(), "GET", h.srv.URL+"/api/v1/nope", nil)
+	req.Header.Set("X-Request-Id", "trace-123")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 401 && res.StatusCode != 404 {
+		t.Errorf("unknown route = %d", res.StatusCode)
+	}
+	if got := res.Header.Get("X-Request-Id"); got != "trace-123" {
+		t.Errorf("X-Request-Id = %q, want the caller's", got)
+	}
+	if r := h.call("GET", "/healthz", "", nil); r.Status != 200 || r.Header.Get("X-Request-Id") == "" {
+		t.Errorf("/healthz = %d, X-Request-Id %q", r.Status, r.Header.Get("X-Request-Id"))
+	}
+	if r := h.call("GET", "/readyz", "", nil); r.Status != 200 {
+		t.Errorf("/readyz = %d", r.Status)
+	}
+	if !strings.Contains(h.logs.String(), "trace-123") {
+		t.Error("the logs do not carry the request id")
+	}
+}
+
+// TestNoSecretInLogs runs completions, failures included, and then reads
+// every log line for the provider key and the caller's API key.
+func TestNoSecretInLogs(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}, "debug": true})
+		h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{}})
+		h.call("GET", "/api/v1/me", "pk_wrong_key_value", nil)
+		logs := h.logs.String()
+		if logs == "" {
+			t.Fatal("no logs were written")
+		}
+		for _, secret := range []string{upstreamKey, h.admin, "pk_wrong_key_value"} {
+			if strings.Contains(logs, secret) {
+				t.Errorf("logs contain a secret %q…", secret[:6])
+			}
+		}
+	})
+}

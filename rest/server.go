@@ -1,0 +1,297 @@
+// Package rest serves Parley's REST API with Echo. Handlers are thin: they
+// decode, call one domain service method, and encode.
+package rest
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Config configures the REST server.
+type Config struct {
+	// MaxBodyBytes caps every request body (PARLEY_MAX_BODY_BYTES).
+	MaxBodyBytes int64
+	// Ready reports whether the server can take traffic (for /readyz).
+	Ready func(ctx context.Context) error
+	// KeepAlive is the interval of SSE comment keep-alives; 0 means 15s.
+	KeepAlive time.Duration
+	// MaxStreamDuration ends a completion stream that runs longer; 0 means
+	// no limit.
+	MaxStreamDuration time.Duration
+	// Metrics, when set, observes every request and open stream.
+	Metrics Observer
+	Logger  *slog.Logger
+}
+
+// Observer receives request and stream metrics; metrics.Metrics is one.
+type Observer interface {
+	ObserveRequest(route, method string, status int, d time.Duration)
+	StreamOpened()
+	StreamClosed()
+	RateLimited(limit string)
+}
+
+// ErrShuttingDown is the cause with which the server cancels what is still
+// running when the shutdown grace period is over; streams then end with an
+// error event instead of silently.
+var ErrShuttingDown = errors.New("the server is shutting down")
+
+// Server is the REST API over the domain services.
+type Server struct {
+	svcs *domain.Services
+	cfg  Config
+	log  *slog.Logger
+	echo *echo.Echo
+}
+
+// New builds the REST API. Mount extra handlers (MCP, metrics) with Handle.
+func New(svcs *domain.Services, cfg Config) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 8 << 20
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 15 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{svcs: svcs, cfg: cfg, log: cfg.Logger, echo: echo.New()}
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody)
+
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.handleReady)
+	e.GET("/openapi.json", handleOpenAPI)
+
+	api := e.Group("/api/v1", s.authenticate)
+	api.GET("/me", s.handleMe)
+	api.GET("/users", s.handleUserList)
+	api.POST("/users", s.handleUserCreate)
+	api.GET("/users/:userId/api-keys", s.handleAPIKeyList)
+	api.POST("/users/:userId/api-keys", s.handleAPIKeyCreate)
+	api.DELETE("/users/:userId/api-keys/:keyId", s.handleAPIKeyRevoke)
+
+	api.GET("/projects", s.handleProjectList)
+	api.POST("/projects", s.handleProjectCreate)
+	api.GET("/projects/:projectId", s.handleProjectGet)
+	api.PATCH("/projects/:projectId", s.handleProjectUpdate)
+	api.DELETE("/projects/:projectId", s.handleProjectDelete)
+	api.GET("/projects/:projectId/members", s.handleMemberList)
+	api.PUT("/projects/:projectId/members/:userId", s.handleMemberPut)
+	api.DELETE("/projects/:projectId/members/:userId", s.handleMemberDelete)
+	api.GET("/projects/:projectId/usage", s.handleUsageGet)
+	api.GET("/projects/:projectId/limits", s.handleLimitsGet)
+	api.PUT("/projects/:projectId/limits", s.handleLimitsPut)
+
+	api.GET("/ai-providers", s.handleProviderList)
+	api.POST("/ai-providers", s.handleProviderCreate)
+	api.GET("/ai-providers/:providerId", s.handleProviderGet)
+	api.PATCH("/ai-providers/:providerId", s.handleProviderUpdate)
+	api.DELETE("/ai-providers/:providerId", s.handleProviderDelete)
+
+	api.GET("/documents", s.handleDocumentList)
+	api.POST("/documents", s.handleDocumentCreate)
+	api.GET("/documents/:documentId", s.handleDocumentGet)
+	api.PATCH("/documents/:documentId", s.handleDocumentUpdate)
+	api.DELETE("/documents/:documentId", s.handleDocumentDelete)
+
+	api.GET("/chats", s.handleChatList)
+	api.POST("/chats", s.handleChatCreate)
+	api.POST("/chats/completions", s.handleStatelessCompletion)
+	api.GET("/chats/:chatId", s.handleChatGet)
+	api.PATCH("/chats/:chatId", s.handleChatUpdate)
+	api.DELETE("/chats/:chatId", s.handleChatDelete)
+	api.POST("/chats/:chatId/completions", s.handleChatCompletion)
+
+	api.GET("/conversations", s.handleConversationList)
+	api.GET("/conversations/:conversationId", s.handleConversationGet)
+	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
+	return s
+}
+
+// Handle mounts h at path for every method, outside the API's auth (h does
+// its own, as MCP and metrics do), inside request ids, logs and body limits.
+func (s *Server) Handle(path string, h http.Handler) {
+	s.echo.Any(path, echo.WrapHandler(h))
+}
+
+// ServeHTTP serves the API.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+const headerRequestID = "X-Request-Id"
+
+type ctxKey int
+
+const requestIDKey ctxKey = iota
+
+// requestID takes the caller's X-Request-Id when it is sane, else makes
+// one, and returns it on the response and in the request's context.
+func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		id := c.Request().Header.Get(headerRequestID)
+		if !saneRequestID(id) {
+			b := make([]byte, 12)
+			_, _ = rand.Read(b)
+			id = "req_" + hex.EncodeToString(b)
+		}
+		c.Set("requestID", id)
+		c.Response().Header().Set(headerRequestID, id)
+		c.SetRequest(c.Request().WithContext(context.WithValue(c.Request().Context(), requestIDKey, id)))
+		return next(c)
+	}
+}
+
+func saneRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+func requestID(c echo.Context) string {
+	id, _ := c.Get("requestID").(string)
+	return id
+}
+
+// RequestIDFrom returns the request id carried by ctx, for other handlers' logs.
+func RequestIDFrom(ctx context.Context) string {
+	id, _ := ctx.Value(requestIDKey).(string)
+	return id
+}
+
+// accessLog logs one line per request: never a body or a header value.
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		took := time.Since(start)
+		if s.cfg.Metrics != nil {
+			s.cfg.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, took)
+		}
+		attrs := []any{
+			"request_id", requestID(c), "method", c.Request().Method, "path", c.Path(),
+			"status", c.Response().Status, "duration_ms", float64(took.Microseconds()) / 1000,
+		}
+		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
+			attrs = append(attrs, "user_id", p.UserID)
+		}
+		s.log.Info("request", attrs...)
+		return nil
+	}
+}
+
+func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) (err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				if r == http.ErrAbortHandler {
+					panic(r)
+				}
+				s.log.Error("panic", "request_id", requestID(c), "panic", r)
+				err = &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
+			}
+		}()
+		return next(c)
+	}
+}
+
+// limitBody caps the request body; a body over the limit is a 413.
+func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > s.cfg.MaxBodyBytes {
+			return domain.Errorf(domain.TooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.cfg.MaxBodyBytes)
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBodyBytes)
+		return next(c)
+	}
+}
+
+// authenticate resolves the bearer key to a principal in the request context.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		key, ok := BearerKey(c.Request())
+		if !ok {
+			return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
+		}
+		p, err := s.svcs.Users.Authenticate(c.Request().Context(), key)
+		if err != nil {
+			return err
+		}
+		c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
+		return next(c)
+	}
+}
+
+// BearerKey returns the key of an "Authorization: Bearer <key>" header.
+func BearerKey(r *http.Request) (string, bool) {
+	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	key = strings.TrimSpace(key)
+	return key, key != ""
+}
+
+func (s *Server) handleReady(c echo.Context) error {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(c.Request().Context()); err != nil {
+			s.log.Warn("not ready", "err", err)
+			return domain.Errorf(domain.Unavailable, "not ready: the database is unreachable")
+		}
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// ctx returns the request's context.
+func ctx(c echo.Context) context.Context { return c.Request().Context() }
+
+// page reads the limit and cursor query parameters.
+func page(c echo.Context) (domain.Page, error) {
+	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"))
+}
+
+// listResponse is the shape of every list.
+type listResponse[T any] struct {
+	Data       []T     `json:"data"`
+	NextCursor *string `json:"nextCursor"`
+}
+
+func toList[T, R any](l domain.List[T], conv func(*T) R) listResponse[R] {
+	out := listResponse[R]{Data: make([]R, 0, len(l.Items))}
+	for i := range l.Items {
+		out.Data = append(out.Data, conv(&l.Items[i]))
+	}
+	if l.NextCursor != "" {
+		out.NextCursor = &l.NextCursor
+	}
+	return out
+}
+
+// timestamp formats t as ISO 8601 UTC with milliseconds.
+func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+type deletedResponse struct {
+	ID      string `json:"id"`
+	Deleted bool   `json:"deleted"`
+}

@@ -1,0 +1,116 @@
+package rest
+
+import (
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+type userResponse struct {
+	ID        string `json:"id"`
+	Name      string `json:"name"`
+	IsAdmin   bool   `json:"isAdmin"`
+	CreatedAt string `json:"createdAt"`
+}
+
+func toUserResponse(u *domain.User) userResponse {
+	return userResponse{ID: u.ID, Name: u.Name, IsAdmin: u.IsAdmin, CreatedAt: timestamp(u.CreatedAt)}
+}
+
+type apiKeyResponse struct {
+	ID        string  `json:"id"`
+	UserID    string  `json:"userId"`
+	Name      string  `json:"name"`
+	Hint      string  `json:"hint"`
+	CreatedAt string  `json:"createdAt"`
+	RevokedAt *string `json:"revokedAt"`
+	// Key is the secret, present only in the response that created it.
+	Key string `json:"key,omitempty"`
+}
+
+func toAPIKeyResponse(k *domain.APIKey) apiKeyResponse {
+	r := apiKeyResponse{ID: k.ID, UserID: k.UserID, Name: k.Name, Hint: k.Hint + "…", CreatedAt: timestamp(k.CreatedAt)}
+	if k.RevokedAt != nil {
+		t := timestamp(*k.RevokedAt)
+		r.RevokedAt = &t
+	}
+	return r
+}
+
+func (s *Server) handleMe(c echo.Context) error {
+	u, err := s.svcs.Users.Me(ctx(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toUserResponse(u))
+}
+
+func (s *Server) handleUserList(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Users.List(ctx(c), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toUserResponse))
+}
+
+type userCreateRequest struct {
+	Name    string `json:"name"`
+	IsAdmin bool   `json:"isAdmin"`
+}
+
+func (s *Server) handleUserCreate(c echo.Context) error {
+	var req userCreateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	u, err := s.svcs.Users.Create(ctx(c), domain.UserCreate{Name: req.Name, IsAdmin: req.IsAdmin})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, toUserResponse(u))
+}
+
+type apiKeyCreateRequest struct {
+	Name string `json:"name"`
+}
+
+func (s *Server) handleAPIKeyCreate(c echo.Context) error {
+	var req apiKeyCreateRequest
+	if err := s.bind(c, &req); err != nil {
+		return err
+	}
+	k, err := s.svcs.Users.CreateAPIKey(ctx(c), c.Param("userId"), req.Name)
+	if err != nil {
+		return err
+	}
+	r := toAPIKeyResponse(&k.APIKey)
+	r.Key = k.Secret
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return c.JSON(http.StatusCreated, r)
+}
+
+func (s *Server) handleAPIKeyList(c echo.Context) error {
+	p, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Users.ListAPIKeys(ctx(c), c.Param("userId"), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toAPIKeyResponse))
+}
+
+func (s *Server) handleAPIKeyRevoke(c echo.Context) error {
+	id := c.Param("keyId")
+	if err := s.svcs.Users.RevokeAPIKey(ctx(c), c.Param("userId"), id); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+}
