@@ -1,0 +1,354 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/policy"
+	"github.com/parleyhq/parley/secret"
+	"github.com/parleyhq/parley/store"
+)
+
+// env is a Parley with real services over a real store, a fake upstream
+// speaking the OpenAI wire protocol over HTTP, and seeded users:
+//
+//	admin     system admin
+//	editor    editor of project
+//	viewer    viewer of project
+//	outsider  owner of otherProject only
+type env struct {
+	t        *testing.T
+	svcs     *domain.Services
+	upstream *upstream
+	logs     *syncBuffer
+
+	keys       map[string]string // user name → API key
+	principals map[string]domain.Principal
+
+	project, otherProject   *domain.Project
+	provider, otherProvider *domain.AIProvider
+	otherChat               *domain.Chat
+	document                *domain.Document
+}
+
+func newEnv(t *testing.T, st *store.Store) *env {
+	t.Helper()
+	ctx := context.Background()
+	authz, err := policy.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, upstream: newUpstream(t), logs: &syncBuffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
+	e.svcs = domain.NewServices(domain.Deps{Store: st, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
+		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+
+	adminKey := domain.NewAPIKeySecret()
+	must(t, e.svcs.Users.EnsureAdminKey(ctx, adminKey))
+	e.addPrincipal("admin", adminKey)
+	admin := e.ctx("admin")
+	for _, name := range []string{"editor", "viewer", "outsider"} {
+		u, err := e.svcs.Users.Create(admin, domain.UserCreate{Name: name})
+		must(t, err)
+		k, err := e.svcs.Users.CreateAPIKey(admin, u.ID, "test")
+		must(t, err)
+		e.addPrincipal(name, k.Secret)
+	}
+
+	e.project, err = e.svcs.Projects.Create(admin, domain.ProjectCreate{Name: "Main", Description: "the project under test"})
+	must(t, err)
+	_, err = e.svcs.Projects.PutMember(admin, e.project.ID, e.principals["editor"].UserID, domain.RoleEditor)
+	must(t, err)
+	_, err = e.svcs.Projects.PutMember(admin, e.project.ID, e.principals["viewer"].UserID, domain.RoleViewer)
+	must(t, err)
+	e.provider, err = e.svcs.Providers.Create(admin, domain.ProviderCreate{ProjectID: e.project.ID, Name: "fake",
+		Type: domain.ProviderOpenAICompatible, BaseURL: e.upstream.URL(), DefaultModel: "fake-model", APIKey: "sk-test-0123456789abcdef"})
+	must(t, err)
+	e.document, err = e.svcs.Documents.Create(admin, domain.DocumentCreate{ProjectID: e.project.ID, Name: "facts",
+		Content: "Parley stores conversations.", MimeType: "text/plain"})
+	must(t, err)
+
+	out := e.ctx("outsider")
+	e.otherProject, err = e.svcs.Projects.Create(out, domain.ProjectCreate{Name: "Other"})
+	must(t, err)
+	e.otherProvider, err = e.svcs.Providers.Create(out, domain.ProviderCreate{ProjectID: e.otherProject.ID, Name: "theirs",
+		Type: domain.ProviderOpenAICompatible, BaseURL: e.upstream.URL(), DefaultModel: "fake-model", APIKey: "sk-test-fedcba9876543210"})
+	must(t, err)
+	e.otherChat, err = e.svcs.Chats.Create(out, domain.ChatCreate{ProjectID: e.otherProject.ID, AIProviderID: e.otherProvider.ID, Name: "secret plans"})
+	must(t, err)
+	return e
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (e *env) addPrincipal(name, key string) {
+	p, err := e.svcs.Users.Authenticate(context.Background(), key)
+	must(e.t, err)
+	e.keys[name], e.principals[name] = key, p
+}
+
+// ctx returns a context acting as the named user, for seeding.
+func (e *env) ctx(name string) context.Context {
+	return domain.WithPrincipal(context.Background(), e.principals[name])
+}
+
+// server returns Parley's MCP server; it validates every structured result
+// against the tool's output schema, so a result that breaks its schema
+// fails the test as an error result.
+func (e *env) server(opts Options) *server.MCPServer {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return newServer(e.svcs, opts, server.WithOutputSchemaValidation())
+}
+
+// httpServer serves the MCP HTTP transports as cmd/parley mounts them.
+func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody))
+	sse, msg := SSEHandlers(srv, e.svcs.Users.Authenticate, maxBody, "")
+	mux.Handle("/sse", sse)
+	mux.Handle("/message", msg)
+	hs := httptest.NewServer(mux)
+	e.t.Cleanup(hs.Close)
+	return hs
+}
+
+// transports a test can connect over.
+const (
+	overHTTP       = "streamable-http"
+	overHTTPLegacy = "streamable-http-2025-06-18"
+	overSSE        = "sse"
+	overStdio      = "stdio"
+)
+
+// session is a client connected as one user, with the progress
+// notifications it received.
+type session struct {
+	*client.Client
+	mu       sync.Mutex
+	progress map[any][]progressEvent
+}
+
+type progressEvent struct {
+	Progress float64
+	Message  string
+}
+
+// connect starts a client session as user over the named transport.
+func (e *env) connect(over, user string, opts Options) *session {
+	t := e.t
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv := e.server(opts)
+	auth := map[string]string{"Authorization": "Bearer " + e.keys[user]}
+	var c *client.Client
+	var err error
+	switch over {
+	case overHTTP, overHTTPLegacy:
+		hs := e.httpServer(srv, 0)
+		var copts []client.ClientOption
+		if over == overHTTPLegacy {
+			copts = append(copts, client.WithLegacyProtocolOnly())
+		}
+		tr, terr := transport.NewStreamableHTTP(hs.URL+"/mcp", transport.WithHTTPHeaders(auth))
+		must(t, terr)
+		c = client.NewClient(tr, copts...)
+	case overSSE:
+		hs := e.httpServer(srv, 0)
+		c, err = client.NewSSEMCPClient(hs.URL+"/sse", client.WithHeaders(auth))
+		must(t, err)
+	case overStdio:
+		c = e.stdioClient(srv, e.principals[user])
+	default:
+		t.Fatalf("unknown transport %q", over)
+	}
+	s := &session{Client: c, progress: map[any][]progressEvent{}}
+	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
+		if n.Method != string(mcpgo.MethodNotificationProgress) {
+			return
+		}
+		f := n.Params.AdditionalFields
+		p, _ := f["progress"].(float64)
+		m, _ := f["message"].(string)
+		s.mu.Lock()
+		s.progress[tokenKey(f["progressToken"])] = append(s.progress[tokenKey(f["progressToken"])], progressEvent{p, m})
+		s.mu.Unlock()
+	})
+	// The SSE transport's stream lives as long as Start's context.
+	must(t, c.Start(context.Background()))
+	t.Cleanup(func() { _ = c.Close() })
+	init := mcpgo.InitializeRequest{}
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "parley-test", Version: "1"}
+	if over != overHTTP {
+		init.Params.ProtocolVersion = "2025-06-18"
+	}
+	if _, err := c.Initialize(ctx, init); err != nil {
+		t.Fatalf("initialize over %s: %v", over, err)
+	}
+	return s
+}
+
+// stdioMu serialises stdio sessions: mcp-go keeps one stdio session per
+// process.
+var stdioMu sync.Mutex
+
+func (e *env) stdioClient(srv *server.MCPServer, p domain.Principal) *client.Client {
+	stdioMu.Lock()
+	serverIn, clientOut := io.Pipe()
+	clientIn, serverOut := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- ServeStdio(ctx, srv, p, serverIn, serverOut) }()
+	e.t.Cleanup(func() {
+		_ = clientOut.Close()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				e.t.Errorf("ServeStdio: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			e.t.Errorf("ServeStdio did not return after its input closed")
+		}
+		_ = serverOut.Close()
+		stdioMu.Unlock()
+	})
+	return client.NewClient(transport.NewIO(clientIn, clientOut, io.NopCloser(strings.NewReader(""))))
+}
+
+// tokenKey normalises a progress token: JSON numbers decode as float64.
+func tokenKey(v any) any {
+	if f, ok := v.(float64); ok {
+		return int64(f)
+	}
+	return v
+}
+
+func (s *session) notes(token any) []progressEvent {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]progressEvent(nil), s.progress[tokenKey(token)]...)
+}
+
+// call runs a tool and returns its result; protocol errors fail the test.
+func (s *session) call(t *testing.T, name string, args any) *mcpgo.CallToolResult {
+	t.Helper()
+	res, err := s.callErr(t, name, args, nil)
+	if err != nil {
+		t.Fatalf("%s: protocol error: %v", name, err)
+	}
+	return res
+}
+
+func (s *session) callErr(t *testing.T, name string, args any, token any) (*mcpgo.CallToolResult, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return s.callCtx(ctx, name, args, token)
+}
+
+func (s *session) callCtx(ctx context.Context, name string, args any, token any) (*mcpgo.CallToolResult, error) {
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = name
+	req.Params.Arguments = args
+	if token != nil {
+		req.Params.Meta = &mcpgo.Meta{ProgressToken: token}
+	}
+	return s.CallTool(ctx, req)
+}
+
+// ok runs a tool that must succeed and decodes its structured content into out.
+func (s *session) ok(t *testing.T, name string, args any, out any) *mcpgo.CallToolResult {
+	t.Helper()
+	res := s.call(t, name, args)
+	if res.IsError {
+		t.Fatalf("%s(%v): error result: %s", name, args, text(res))
+	}
+	decode(t, res, out)
+	return res
+}
+
+// fails runs a tool that must fail with an error result whose text starts
+// with code, and returns the text.
+func (s *session) fails(t *testing.T, name string, args any, code string) string {
+	t.Helper()
+	res := s.call(t, name, args)
+	msg := text(res)
+	if !res.IsError {
+		t.Fatalf("%s(%v): want a %s error result, got success: %s", name, args, code, msg)
+	}
+	if !strings.HasPrefix(msg, code+": ") {
+		t.Fatalf("%s(%v): error text %q does not start with %q", name, args, msg, code+": ")
+	}
+	return msg
+}
+
+func decode(t *testing.T, res *mcpgo.CallToolResult, out any) {
+	t.Helper()
+	if out == nil {
+		return
+	}
+	if res.StructuredContent == nil {
+		t.Fatalf("result has no structured content: %s", text(res))
+	}
+	b, err := json.Marshal(res.StructuredContent)
+	must(t, err)
+	must(t, json.Unmarshal(b, out))
+}
+
+// text returns the result's text content.
+func text(res *mcpgo.CallToolResult) string {
+	var parts []string
+	for _, c := range res.Content {
+		if tc, ok := c.(mcpgo.TextContent); ok {
+			parts = append(parts, tc.Text)
+		}
+	}
+	return strings.Join(parts, "\n")
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func newTestLogger(w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}

@@ -1,0 +1,51 @@
+package mcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Protocol errors carry only these generic texts; the cause is logged.
+var (
+	errInternal = errors.New("internal error: the server could not complete this tool call; the fault has been logged")
+	errCanceled = errors.New("the tool call was cancelled")
+)
+
+// toolError maps a domain error to what the client gets, once for every
+// tool. Every kind a caller can act on becomes a tool error result the model
+// reads: its text starts with the REST error code ("not_found: chat cht_…
+// does not exist") and goes on with the domain's user-safe message. Only
+// Internal faults and cancellations become protocol errors, with a generic
+// text; the cause is logged at error level (client errors at debug).
+func toolError(ctx context.Context, log *slog.Logger, tool string, err error) (*mcpgo.CallToolResult, error) {
+	kind := domain.KindOf(err)
+	if kind == domain.Canceled || (ctx.Err() != nil && kind == domain.Internal) {
+		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", err)
+		return nil, errCanceled
+	}
+	if kind == domain.Internal {
+		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "err", err)
+		return nil, errInternal
+	}
+	log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
+	return mcpgo.NewToolResultError(errorText(err)), nil
+}
+
+// errorText is "<code>: <message>", plus when to retry for RateLimited.
+func errorText(err error) string {
+	kind := domain.KindOf(err)
+	text := kind.String() + ": " + domain.MessageOf(err)
+	if kind == domain.RateLimited {
+		if d := domain.RetryAfterOf(err); d > 0 {
+			text += fmt.Sprintf(" (retry after %d seconds)", int(math.Ceil(d.Seconds())))
+		}
+	}
+	return text
+}

@@ -1,0 +1,76 @@
+package mcp
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// pageArgs are the paging arguments of every list tool.
+type pageArgs struct {
+	Limit  *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Page size, 1 to 100; default 20."`
+	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged; omit for the first page."`
+}
+
+func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor) }
+
+// listOut is one page of a list, as REST returns it: MCP output schemas
+// must be objects, so lists are wrapped.
+type listOut[T any] struct {
+	Data       []T     `json:"data" desc:"The items of this page, oldest first."`
+	NextCursor *string `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page; null on the last page."`
+}
+
+func toList[T, R any](l domain.List[T], conv func(*T) R) listOut[R] {
+	out := listOut[R]{Data: make([]R, 0, len(l.Items))}
+	for i := range l.Items {
+		out.Data = append(out.Data, conv(&l.Items[i]))
+	}
+	if l.NextCursor != "" {
+		out.NextCursor = &l.NextCursor
+	}
+	return out
+}
+
+// listText renders a page: a count line, then one line per item.
+func listText[T any](what string, l listOut[T], line func(T) string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s", len(l.Data), what)
+	if l.NextCursor != nil {
+		fmt.Fprintf(&b, " (more: pass cursor %q)", *l.NextCursor)
+	}
+	for _, it := range l.Data {
+		b.WriteString("\n- " + line(it))
+	}
+	return b.String()
+}
+
+// deletedOut is what every delete tool returns.
+type deletedOut struct {
+	ID      string `json:"id" desc:"The id of the deleted resource."`
+	Deleted bool   `json:"deleted" desc:"Always true."`
+}
+
+func deletedText(what string) func(deletedOut) string {
+	return func(o deletedOut) string { return fmt.Sprintf("Deleted %s %s.", what, o.ID) }
+}
+
+// usageOut are token totals.
+type usageOut struct {
+	PromptTokens     int `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
+	CompletionTokens int `json:"completionTokens" desc:"Tokens of the reply."`
+	TotalTokens      int `json:"totalTokens" desc:"promptTokens plus completionTokens."`
+}
+
+func toUsageOut(u domain.Usage) usageOut {
+	return usageOut{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+}
+
+// quote renders an optional name for text output.
+func quote(s string) string {
+	if s == "" {
+		return "(unnamed)"
+	}
+	return fmt.Sprintf("%q", s)
+}

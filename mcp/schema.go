@@ -1,0 +1,160 @@
+package mcp
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+)
+
+// Tool schemas are generated from the argument and result structs, so that
+// what a handler decodes and returns is what its schema says. Struct tags:
+//
+//	json:"name,omitempty"  the field name; omitempty makes the field optional
+//	desc:"..."             the field's description (every field has one)
+//	enum:"a,b"             allowed string values
+//	min:"0" max:"2"        numeric bounds (minItems/maxItems on arrays)
+//	format:"date-time"     a string format
+//	nullable:"true"        the value may be null (results only)
+//
+// A type with a jsonSchema() method describes itself.
+
+// schemaDescriber is implemented by types whose JSON shape the reflection
+// cannot see (stop: a string or an array of strings).
+type schemaDescriber interface {
+	jsonSchema() map[string]any
+}
+
+var describerType = reflect.TypeFor[schemaDescriber]()
+
+// objectSchema returns the properties, their order and the required names
+// of struct type t. Input objects reject unknown properties.
+func objectSchema(t reflect.Type, input bool) (props map[string]any, order, required []string) {
+	props = map[string]any{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" || (!f.IsExported() && !f.Anonymous) {
+			continue
+		}
+		if f.Anonymous && name == "" && f.Type.Kind() == reflect.Struct {
+			p, o, r := objectSchema(f.Type, input)
+			for k, v := range p {
+				props[k] = v
+			}
+			order = append(order, o...)
+			required = append(required, r...)
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		desc := f.Tag.Get("desc")
+		if desc == "" {
+			panic(fmt.Sprintf("mcp: field %s.%s has no desc tag; every tool field needs a description", t.Name(), f.Name))
+		}
+		s := typeSchema(f.Type, input)
+		s["description"] = desc
+		if e := f.Tag.Get("enum"); e != "" {
+			s["enum"] = strings.Split(e, ",")
+		}
+		if v := f.Tag.Get("format"); v != "" {
+			s["format"] = v
+		}
+		minKey, maxKey := "minimum", "maximum"
+		if s["type"] == "array" {
+			minKey, maxKey = "minItems", "maxItems"
+		}
+		if v := f.Tag.Get("min"); v != "" {
+			s[minKey] = number(v)
+		}
+		if v := f.Tag.Get("max"); v != "" {
+			s[maxKey] = number(v)
+		}
+		if f.Tag.Get("nullable") == "true" {
+			s["type"] = []any{s["type"], "null"}
+		}
+		props[name] = s
+		order = append(order, name)
+		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
+			required = append(required, name)
+		}
+	}
+	return props, order, required
+}
+
+func number(s string) any {
+	if n, err := strconv.Atoi(s); err == nil {
+		return n
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic("mcp: bad numeric schema tag " + s)
+	}
+	return f
+}
+
+// typeSchema returns the schema of a value of type t.
+func typeSchema(t reflect.Type, input bool) map[string]any {
+	if t.Implements(describerType) {
+		return reflect.Zero(t).Interface().(schemaDescriber).jsonSchema()
+	}
+	switch t.Kind() {
+	case reflect.Pointer:
+		return typeSchema(t.Elem(), input)
+	case reflect.String:
+		return map[string]any{"type": "string"}
+	case reflect.Bool:
+		return map[string]any{"type": "boolean"}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return map[string]any{"type": "integer"}
+	case reflect.Float32, reflect.Float64:
+		return map[string]any{"type": "number"}
+	case reflect.Slice, reflect.Array:
+		return map[string]any{"type": "array", "items": typeSchema(t.Elem(), input)}
+	case reflect.Map:
+		return map[string]any{"type": "object"}
+	case reflect.Interface:
+		return map[string]any{}
+	case reflect.Struct:
+		props, order, required := objectSchema(t, input)
+		s := map[string]any{"type": "object", "properties": props}
+		if len(required) > 0 {
+			s["required"] = required
+		}
+		if input {
+			s["additionalProperties"] = false
+		}
+		_ = order // nested property order is not kept by JSON objects
+		return s
+	}
+	panic("mcp: no schema for type " + t.String())
+}
+
+// withSchemas sets the tool's input schema from In and its output schema
+// from Out. Both are objects, as MCP requires of output schemas.
+func withSchemas[In, Out any]() mcpgo.ToolOption {
+	return func(t *mcpgo.Tool) {
+		props, order, required := objectSchema(reflect.TypeFor[In](), true)
+		t.InputSchema = mcpgo.ToolInputSchema{Type: "object", Properties: props, Required: required,
+			AdditionalProperties: false, PropertyOrder: order}
+		props, order, required = objectSchema(reflect.TypeFor[Out](), false)
+		t.OutputSchema = mcpgo.ToolOutputSchema{Type: "object", Properties: props, Required: required, PropertyOrder: order}
+	}
+}
+
+var requiredCache sync.Map // reflect.Type → []string
+
+// requiredFields returns the names of the required fields of struct type t.
+func requiredFields(t reflect.Type) []string {
+	if r, ok := requiredCache.Load(t); ok {
+		return r.([]string)
+	}
+	_, _, required := objectSchema(t, true)
+	requiredCache.Store(t, required)
+	return required
+}

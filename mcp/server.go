@@ -1,0 +1,155 @@
+// Package mcp serves Parley's domain as MCP tools with mcp-go, over stdio,
+// SSE and streamable HTTP. Each tool is a constructor returning the tool and
+// its handler; a handler decodes its typed arguments, calls one domain
+// service method with the same input struct REST uses, and converts the
+// result. No business rule lives here.
+package mcp
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"runtime/debug"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Options configure the MCP server.
+type Options struct {
+	// ReadOnly registers only the tools that change nothing
+	// (--read-only, PARLEY_MCP_READ_ONLY=true).
+	ReadOnly bool
+	// Version is reported to clients in the initialize result.
+	Version string
+	// Logger receives tool failures and one line per request; it must not
+	// write to stdout, which is the stdio transport's protocol stream. Nil
+	// logs text to stderr.
+	Logger *slog.Logger
+}
+
+const instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
+	`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
+	`Pass the conversationId of a previous result to continue that conversation. ` +
+	`Lists return {data, nextCursor}: pass nextCursor as cursor for the next page. ` +
+	`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
+
+// NewServer returns an MCP server with Parley's tools over svcs.
+func NewServer(svcs *domain.Services, opts Options) *server.MCPServer {
+	return newServer(svcs, opts)
+}
+
+func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption) *server.MCPServer {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	if opts.Version == "" {
+		opts.Version = "dev"
+	}
+	sopts := append([]server.ServerOption{
+		server.WithToolCapabilities(false),
+		server.WithInstructions(instructions),
+		server.WithLogger(opts.Logger),
+	}, extra...)
+	srv := server.NewMCPServer("parley", opts.Version, sopts...)
+	d := deps{svcs: svcs, log: opts.Logger}
+	for _, t := range toolset(d) {
+		if opts.ReadOnly && !isReadOnly(t.tool) {
+			continue
+		}
+		srv.AddTool(t.tool, t.handler)
+	}
+	return srv
+}
+
+// deps are what the tool constructors need.
+type deps struct {
+	svcs *domain.Services
+	log  *slog.Logger
+}
+
+type serverTool struct {
+	tool    mcpgo.Tool
+	handler server.ToolHandlerFunc
+}
+
+// toolset lists every tool, read and write; read-only mode keeps those whose
+// read-only annotation is set.
+func toolset(d deps) []serverTool {
+	ctors := []func(deps) (mcpgo.Tool, server.ToolHandlerFunc){
+		listProjects, getProject, getUsage,
+		listAIProviders, getAIProvider,
+		listChats, getChat, createChat, updateChat, deleteChat,
+		createChatCompletion, createChatCompletionForChat,
+		listConversations, getConversation,
+		listDocuments, getDocument, createDocument, deleteDocument,
+	}
+	out := make([]serverTool, 0, len(ctors))
+	for _, c := range ctors {
+		t, h := c(d)
+		out = append(out, serverTool{tool: t, handler: h})
+	}
+	return out
+}
+
+func isReadOnly(t mcpgo.Tool) bool {
+	return t.Annotations.ReadOnlyHint != nil && *t.Annotations.ReadOnlyHint
+}
+
+// hints sets all four annotations explicitly: mcp-go's defaults (destructive,
+// not idempotent, open world) are wrong for most tools.
+type hints struct {
+	readOnly, destructive, idempotent, openWorld bool
+}
+
+var (
+	// readHints fit every read tool: they change nothing and reach nothing
+	// outside Parley.
+	readHints = hints{readOnly: true, idempotent: true}
+	// createHints fit tools that add a resource.
+	createHints = hints{}
+	// deleteHints fit tools that delete a resource: a repeat changes nothing more.
+	deleteHints = hints{destructive: true, idempotent: true}
+)
+
+// newTool builds a tool whose schemas come from In and Out.
+func newTool[In, Out any](name, title, description string, h hints) mcpgo.Tool {
+	return mcpgo.NewTool(name,
+		mcpgo.WithToolTitle(title),
+		mcpgo.WithDescription(description),
+		withSchemas[In, Out](),
+		mcpgo.WithTitleAnnotation(title),
+		mcpgo.WithReadOnlyHintAnnotation(h.readOnly),
+		mcpgo.WithDestructiveHintAnnotation(h.destructive),
+		mcpgo.WithIdempotentHintAnnotation(h.idempotent),
+		mcpgo.WithOpenWorldHintAnnotation(h.openWorld),
+	)
+}
+
+// handle returns a tool handler that decodes In strictly, calls fn, and
+// returns Out as structured content with text's rendering. Errors of any
+// step go through toolError, the one mapping of domain kinds.
+func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallToolRequest, in In) (Out, error), text func(Out) string) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				d.log.ErrorContext(ctx, "mcp tool panicked", "tool", req.Params.Name, "panic", r, "stack", string(debug.Stack()))
+				res, err = nil, errInternal
+			}
+		}()
+		var in In
+		if err := decodeArgs(req, &in); err != nil {
+			return toolError(ctx, d.log, req.Params.Name, err)
+		}
+		out, err := fn(ctx, req, in)
+		if err != nil {
+			return toolError(ctx, d.log, req.Params.Name, err)
+		}
+		return &mcpgo.CallToolResult{
+			Content:           []mcpgo.Content{mcpgo.NewTextContent(text(out))},
+			StructuredContent: out,
+		}, nil
+	}
+}

@@ -1,0 +1,158 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// messageArg is one message of a completion: content or documentId, not both.
+type messageArg struct {
+	Role       string  `json:"role" enum:"system,user,assistant" desc:"Author of the message. At most one system message, which replaces the default system message for this call."`
+	Content    *string `json:"content,omitempty" desc:"Text of the message. Send content or documentId, not both."`
+	DocumentID string  `json:"documentId,omitempty" desc:"Id of a document of the same project (doc_...) whose content becomes the message's text."`
+}
+
+// completionArgs are the optional fields both completion tools take.
+type completionArgs struct {
+	Messages    []messageArg `json:"messages" min:"1" desc:"The new messages of this turn, in order; must not be empty."`
+	Model       string       `json:"model,omitempty" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
+	Temperature *float64     `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
+	MaxTokens   *int         `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer."`
+	TopP        *float64     `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
+	Stop        stopList     `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
+	Debug       bool         `json:"debug,omitempty" desc:"Add a debug object: resolved provider and model, the messages sent upstream (secrets redacted), timings."`
+}
+
+func (a completionArgs) toDomain() domain.CompletionParams {
+	msgs := make([]domain.InputMessage, len(a.Messages))
+	for i, m := range a.Messages {
+		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID}
+	}
+	return domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
+		TopP: a.TopP, Stop: a.Stop, Debug: a.Debug}
+}
+
+type statelessCompletionArgs struct {
+	AIProviderID  string `json:"aiProviderId" desc:"Id of the AI provider to call (aip_...); you need the editor role in its project."`
+	SystemMessage string `json:"systemMessage,omitempty" desc:"System prompt for this call."`
+	completionArgs
+}
+
+type chatCompletionArgs struct {
+	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
+	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Omit to start a new one."`
+	completionArgs
+}
+
+// completionOut is a finished completion.
+type completionOut struct {
+	Content        string    `json:"content" desc:"The whole reply."`
+	ConversationID string    `json:"conversationId,omitempty" desc:"The conversation the turn was stored in (per-chat completions); pass it to continue."`
+	MessageID      string    `json:"messageId" desc:"Id of the reply (msg_...); for stateless completions it names the usage record."`
+	Model          string    `json:"model" desc:"The model that answered."`
+	FinishReason   string    `json:"finishReason" desc:"Why the reply ended: stop, length, content_filter, ..."`
+	Usage          usageOut  `json:"usage" desc:"Tokens of this completion."`
+	Debug          *debugOut `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
+}
+
+type debugOut struct {
+	Provider debugProvider  `json:"provider" desc:"The AI provider called."`
+	Model    string         `json:"model" desc:"The model called."`
+	Messages []debugMessage `json:"messages" desc:"Exactly what went upstream, in order."`
+	Timings  debugTimings   `json:"timings" desc:"Where the time went."`
+}
+
+type debugProvider struct {
+	ID   string `json:"id" desc:"AI provider id."`
+	Name string `json:"name" desc:"AI provider name."`
+	Type string `json:"type" desc:"AI provider type."`
+}
+
+type debugMessage struct {
+	Role    string `json:"role" desc:"Author of the message."`
+	Content string `json:"content" desc:"Text sent, secrets redacted."`
+}
+
+type debugTimings struct {
+	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call."`
+	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte."`
+	TotalMs     float64 `json:"totalMs" desc:"Milliseconds in all."`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func toCompletionOut(c *domain.Completion) completionOut {
+	out := completionOut{Content: c.Content, ConversationID: c.ConversationID, MessageID: c.MessageID, Model: c.Model,
+		FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage)}
+	if d := c.Debug; d != nil {
+		out.Debug = &debugOut{
+			Provider: debugProvider{ID: d.ProviderID, Name: d.ProviderName, Type: string(d.ProviderType)},
+			Model:    d.Model,
+			Messages: make([]debugMessage, len(d.Messages)),
+			Timings:  debugTimings{QueueMs: ms(d.QueueTime), FirstByteMs: ms(d.FirstByte), TotalMs: ms(d.Total)},
+		}
+		for i, m := range d.Messages {
+			out.Debug.Messages[i] = debugMessage{Role: string(m.Role), Content: m.Content}
+		}
+	}
+	return out
+}
+
+// completionText is the reply, then a line with what a caller needs to go on.
+func completionText(c completionOut) string {
+	var b strings.Builder
+	b.WriteString(c.Content)
+	b.WriteString("\n\n[")
+	if c.ConversationID != "" {
+		fmt.Fprintf(&b, "conversationId %s, ", c.ConversationID)
+	}
+	fmt.Fprintf(&b, "messageId %s, model %s, finishReason %s, tokens %d prompt + %d completion = %d]",
+		c.MessageID, c.Model, c.FinishReason, c.Usage.PromptTokens, c.Usage.CompletionTokens, c.Usage.TotalTokens)
+	return b.String()
+}
+
+// completionHints: a completion spends tokens and stores a turn (so it is
+// neither read-only nor idempotent) and reaches an outside AI provider.
+var completionHints = hints{openWorld: true}
+
+const progressNote = " When the call carries a progress token, each delta of the reply is also sent as a notifications/progress " +
+	"whose message is the delta's text and whose progress counts the deltas; the result still holds the whole reply."
+
+func createChatCompletion(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[statelessCompletionArgs, completionOut]("create-chat-completion", "Run a stateless chat completion",
+			"Run a one-off chat completion with the AI provider named in the call: no chat and no stored conversation, only a usage record. "+
+				"Needs permission to use the provider (editor role in its project)."+progressNote, completionHints),
+		handle(d, func(ctx context.Context, req mcpgo.CallToolRequest, in statelessCompletionArgs) (completionOut, error) {
+			em := newProgressEmitter(ctx, req, d)
+			c, err := d.svcs.Completions.Stateless(ctx, domain.StatelessCompletion{AIProviderID: in.AIProviderID,
+				SystemMessage: in.SystemMessage, CompletionParams: in.toDomain()}, em.emitter())
+			em.settle(ctx)
+			if err != nil {
+				return completionOut{}, err
+			}
+			return toCompletionOut(c), nil
+		}, completionText)
+}
+
+func createChatCompletionForChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[chatCompletionArgs, completionOut]("create-chat-completion-for-chat", "Run a chat completion for a chat",
+			"Run a completion with a chat's AI provider, system message and model, and store the turn in a conversation: "+
+				"a new one, or the one named by conversationId, whose history goes upstream first. Needs the editor role."+progressNote, completionHints),
+		handle(d, func(ctx context.Context, req mcpgo.CallToolRequest, in chatCompletionArgs) (completionOut, error) {
+			em := newProgressEmitter(ctx, req, d)
+			c, err := d.svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: in.ChatID,
+				ConversationID: in.ConversationID, CompletionParams: in.toDomain()}, em.emitter())
+			em.settle(ctx)
+			if err != nil {
+				return completionOut{}, err
+			}
+			return toCompletionOut(c), nil
+		}, completionText)
+}

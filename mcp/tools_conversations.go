@@ -1,0 +1,102 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// conversationOut is the REST conversation resource; get-conversation
+// fills messages, list-conversations leaves them out.
+type conversationOut struct {
+	ID        string       `json:"id" desc:"Conversation id (cnv_...)."`
+	ProjectID string       `json:"projectId" desc:"Id of the project that owns the conversation."`
+	ChatID    string       `json:"chatId" desc:"Id of the chat the conversation belongs to."`
+	CreatedAt string       `json:"createdAt" format:"date-time" desc:"When the conversation was started (ISO 8601 UTC)."`
+	UpdatedAt string       `json:"updatedAt" format:"date-time" desc:"When the last turn was stored (ISO 8601 UTC)."`
+	Messages  []messageOut `json:"messages,omitempty" desc:"The stored messages in order (get-conversation only)."`
+}
+
+type messageOut struct {
+	ID           string    `json:"id" desc:"Message id (msg_...)."`
+	Role         string    `json:"role" enum:"user,assistant" desc:"Author of the message."`
+	Content      string    `json:"content" desc:"The message's text (a referenced document's content, resolved)."`
+	DocumentID   string    `json:"documentId,omitempty" desc:"The document the message referenced, if any."`
+	Model        string    `json:"model,omitempty" desc:"The model that answered (assistant messages)."`
+	FinishReason string    `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages)."`
+	Usage        *usageOut `json:"usage,omitempty" desc:"Tokens of the completion (assistant messages)."`
+	CreatedAt    string    `json:"createdAt" format:"date-time" desc:"When the message was stored (ISO 8601 UTC)."`
+}
+
+func toConversationOut(c *domain.Conversation) conversationOut {
+	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt)}
+	for _, m := range c.Messages {
+		mo := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID, Model: m.Model,
+			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
+		if m.Role == domain.RoleAssistant {
+			u := toUsageOut(m.Usage)
+			mo.Usage = &u
+		}
+		out.Messages = append(out.Messages, mo)
+	}
+	return out
+}
+
+func conversationLine(c conversationOut) string {
+	return fmt.Sprintf("%s of chat %s (updated %s)", c.ID, c.ChatID, c.UpdatedAt)
+}
+
+func conversationText(c conversationOut) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Conversation %s, %d messages:", conversationLine(c), len(c.Messages))
+	for _, m := range c.Messages {
+		fmt.Fprintf(&b, "\n[%s] %s", m.Role, m.Content)
+	}
+	return b.String()
+}
+
+type listConversationsArgs struct {
+	ChatID string `json:"chatId,omitempty" desc:"Only conversations of this chat (cht_...); omit for every project you can see."`
+	pageArgs
+}
+
+func listConversations(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listConversationsArgs, listOut[conversationOut]]("list-conversations", "List conversations",
+			"List the stored conversations of a chat, or of every project you can see, without their messages.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listConversationsArgs) (listOut[conversationOut], error) {
+			pg, err := in.page()
+			if err != nil {
+				return listOut[conversationOut]{}, err
+			}
+			l, err := d.svcs.Conversations.List(ctx, domain.ConversationListInput{ChatID: in.ChatID, Page: pg})
+			if err != nil {
+				return listOut[conversationOut]{}, err
+			}
+			return toList(l, toConversationOut), nil
+		}, func(l listOut[conversationOut]) string { return listText("conversations", l, conversationLine) })
+}
+
+type getConversationArgs struct {
+	ConversationID string `json:"conversationId" desc:"Id of the conversation (cnv_...)."`
+}
+
+func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[getConversationArgs, conversationOut]("get-conversation", "Get a conversation",
+			"Get a conversation with all its messages in order.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (conversationOut, error) {
+			c, err := d.svcs.Conversations.Get(ctx, in.ConversationID)
+			if err != nil {
+				return conversationOut{}, err
+			}
+			out := toConversationOut(c)
+			if out.Messages == nil {
+				out.Messages = []messageOut{}
+			}
+			return out, nil
+		}, conversationText)
+}

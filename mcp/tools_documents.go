@@ -1,0 +1,105 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// documentOut is the REST document resource.
+type documentOut struct {
+	ID        string         `json:"id" desc:"Document id (doc_...)."`
+	ProjectID string         `json:"projectId" desc:"Id of the project that owns the document."`
+	Name      string         `json:"name" desc:"Document name."`
+	Content   string         `json:"content" desc:"The document's text."`
+	MimeType  string         `json:"mimeType" desc:"Media type of the content, e.g. text/plain or text/markdown."`
+	Metadata  map[string]any `json:"metadata" desc:"Free-form metadata; an empty object when none."`
+	CreatedAt string         `json:"createdAt" format:"date-time" desc:"When the document was created (ISO 8601 UTC)."`
+	UpdatedAt string         `json:"updatedAt" format:"date-time" desc:"When the document was last changed (ISO 8601 UTC)."`
+}
+
+func toDocumentOut(d *domain.Document) documentOut {
+	md := d.Metadata
+	if md == nil {
+		md = map[string]any{}
+	}
+	return documentOut{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Content: d.Content, MimeType: d.MimeType,
+		Metadata: md, CreatedAt: timestamp(d.CreatedAt), UpdatedAt: timestamp(d.UpdatedAt)}
+}
+
+func documentLine(d documentOut) string {
+	return fmt.Sprintf("%s %s (%s, %d bytes) in project %s", d.ID, quote(d.Name), d.MimeType, len(d.Content), d.ProjectID)
+}
+
+type createDocumentArgs struct {
+	ProjectID string         `json:"projectId" desc:"Id of the project to add the document to (prj_...)."`
+	Name      string         `json:"name" desc:"Document name."`
+	Content   string         `json:"content" desc:"The document's text (at most 4 MiB)."`
+	MimeType  string         `json:"mimeType,omitempty" desc:"Media type of the content; default text/plain."`
+	Metadata  map[string]any `json:"metadata,omitempty" desc:"Free-form metadata object."`
+}
+
+func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[createDocumentArgs, documentOut]("create-document", "Create a document",
+			"Add a document to a project. A completion message can then reference it by documentId instead of repeating its content. Needs the editor role.", createHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in createDocumentArgs) (documentOut, error) {
+			doc, err := d.svcs.Documents.Create(ctx, domain.DocumentCreate{ProjectID: in.ProjectID, Name: in.Name,
+				Content: in.Content, MimeType: in.MimeType, Metadata: in.Metadata})
+			if err != nil {
+				return documentOut{}, err
+			}
+			return toDocumentOut(doc), nil
+		}, func(o documentOut) string { return "Created document " + documentLine(o) })
+}
+
+type listDocumentsArgs struct {
+	ProjectID string `json:"projectId,omitempty" desc:"Only documents of this project (prj_...); omit for every project you can see."`
+	pageArgs
+}
+
+func listDocuments(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listDocumentsArgs, listOut[documentOut]]("list-documents", "List documents",
+			"List the documents of a project, or of every project you can see.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listDocumentsArgs) (listOut[documentOut], error) {
+			pg, err := in.page()
+			if err != nil {
+				return listOut[documentOut]{}, err
+			}
+			l, err := d.svcs.Documents.List(ctx, domain.ListInput{ProjectID: in.ProjectID, Page: pg})
+			if err != nil {
+				return listOut[documentOut]{}, err
+			}
+			return toList(l, toDocumentOut), nil
+		}, func(l listOut[documentOut]) string { return listText("documents", l, documentLine) })
+}
+
+type documentIDArgs struct {
+	DocumentID string `json:"documentId" desc:"Id of the document (doc_...)."`
+}
+
+func getDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[documentIDArgs, documentOut]("get-document", "Get a document",
+			"Get a document by id, with its content.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in documentIDArgs) (documentOut, error) {
+			doc, err := d.svcs.Documents.Get(ctx, in.DocumentID)
+			if err != nil {
+				return documentOut{}, err
+			}
+			return toDocumentOut(doc), nil
+		}, func(o documentOut) string { return "Document " + documentLine(o) + ":\n" + o.Content })
+}
+
+func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[documentIDArgs, deletedOut]("delete-document", "Delete a document",
+			"Delete a document. This cannot be undone. Needs the editor role.", deleteHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in documentIDArgs) (deletedOut, error) {
+			if err := d.svcs.Documents.Delete(ctx, in.DocumentID); err != nil {
+				return deletedOut{}, err
+			}
+			return deletedOut{ID: in.DocumentID, Deleted: true}, nil
+		}, deletedText("document"))
+}

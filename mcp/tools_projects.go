@@ -1,0 +1,139 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// projectOut is the REST project resource.
+type projectOut struct {
+	ID          string `json:"id" desc:"Project id (prj_...)."`
+	Name        string `json:"name" desc:"Project name."`
+	Description string `json:"description" desc:"Project description; may be empty."`
+	CreatedAt   string `json:"createdAt" format:"date-time" desc:"When the project was created (ISO 8601 UTC)."`
+	UpdatedAt   string `json:"updatedAt" format:"date-time" desc:"When the project was last changed (ISO 8601 UTC)."`
+}
+
+func toProjectOut(p *domain.Project) projectOut {
+	return projectOut{ID: p.ID, Name: p.Name, Description: p.Description, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
+}
+
+func projectLine(p projectOut) string { return fmt.Sprintf("%s %s", p.ID, quote(p.Name)) }
+
+func projectText(p projectOut) string {
+	s := "Project " + projectLine(p)
+	if p.Description != "" {
+		s += ": " + p.Description
+	}
+	return s
+}
+
+type listProjectsArgs struct {
+	pageArgs
+}
+
+func listProjects(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listProjectsArgs, listOut[projectOut]]("list-projects", "List projects",
+			"List the projects you can see (those you are a member of; every project for an admin).", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listProjectsArgs) (listOut[projectOut], error) {
+			pg, err := in.page()
+			if err != nil {
+				return listOut[projectOut]{}, err
+			}
+			l, err := d.svcs.Projects.List(ctx, pg)
+			if err != nil {
+				return listOut[projectOut]{}, err
+			}
+			return toList(l, toProjectOut), nil
+		}, func(l listOut[projectOut]) string { return listText("projects", l, projectLine) })
+}
+
+type getProjectArgs struct {
+	ProjectID string `json:"projectId" desc:"Id of the project (prj_...)."`
+}
+
+func getProject(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[getProjectArgs, projectOut]("get-project", "Get a project",
+			"Get a project by id.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getProjectArgs) (projectOut, error) {
+			p, err := d.svcs.Projects.Get(ctx, in.ProjectID)
+			if err != nil {
+				return projectOut{}, err
+			}
+			return toProjectOut(p), nil
+		}, projectText)
+}
+
+type getUsageArgs struct {
+	ProjectID string `json:"projectId" desc:"Id of the project (prj_...)."`
+	From      string `json:"from,omitempty" desc:"Start of the period, inclusive: an ISO 8601 time (2026-01-31T00:00:00Z) or date (2026-01-31). Default: 30 days before to."`
+	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time or date. Default: now."`
+	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key" desc:"Group the totals by model, provider, chat or API key; omit for one total."`
+}
+
+type usageTotalOut struct {
+	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id or API key id; absent when not grouped."`
+	PromptTokens     int    `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
+	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
+	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
+	Requests         int64  `json:"requests" desc:"Number of completions."`
+}
+
+type usageReportOut struct {
+	ProjectID string          `json:"projectId" desc:"Id of the project."`
+	From      string          `json:"from" desc:"The from argument as given; empty when defaulted."`
+	To        string          `json:"to" desc:"The to argument as given; empty when defaulted."`
+	GroupBy   string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
+	Data      []usageTotalOut `json:"data" desc:"Totals per group, ordered by key."`
+}
+
+func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[getUsageArgs, usageReportOut]("get-usage", "Get project usage",
+			"Get a project's token and request totals over a period, optionally grouped by model, provider, chat or API key.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getUsageArgs) (usageReportOut, error) {
+			q := domain.UsageInput{ProjectID: in.ProjectID, GroupBy: domain.UsageGroupBy(in.GroupBy)}
+			var err error
+			if q.From, err = parseTime("from", in.From); err != nil {
+				return usageReportOut{}, err
+			}
+			if q.To, err = parseTime("to", in.To); err != nil {
+				return usageReportOut{}, err
+			}
+			totals, err := d.svcs.UsageReports.Get(ctx, q)
+			if err != nil {
+				return usageReportOut{}, err
+			}
+			out := usageReportOut{ProjectID: in.ProjectID, From: in.From, To: in.To, GroupBy: in.GroupBy, Data: make([]usageTotalOut, 0, len(totals))}
+			for _, t := range totals {
+				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
+					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
+			}
+			return out, nil
+		}, usageText)
+}
+
+func usageText(u usageReportOut) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Usage of project %s", u.ProjectID)
+	if u.GroupBy != "" {
+		fmt.Fprintf(&b, " by %s", u.GroupBy)
+	}
+	b.WriteString(":")
+	if len(u.Data) == 0 {
+		b.WriteString(" no completions in this period")
+	}
+	for _, t := range u.Data {
+		b.WriteString("\n- ")
+		if t.Key != "" {
+			b.WriteString(t.Key + ": ")
+		}
+		fmt.Fprintf(&b, "%d requests, %d tokens (%d prompt, %d completion)", t.Requests, t.TotalTokens, t.PromptTokens, t.CompletionTokens)
+	}
+	return b.String()
+}

@@ -1,0 +1,90 @@
+package mcp
+
+import (
+	"context"
+	"fmt"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// providerOut is the REST AI provider resource. It never carries a key:
+// only whether one is set and a hint to recognise it.
+type providerOut struct {
+	ID           string `json:"id" desc:"AI provider id (aip_...)."`
+	ProjectID    string `json:"projectId" desc:"Id of the project that owns the provider."`
+	Name         string `json:"name" desc:"Provider name."`
+	Type         string `json:"type" enum:"openai,openai-compatible,azure-openai,anthropic" desc:"Wire protocol of the provider."`
+	BaseURL      string `json:"baseUrl,omitempty" desc:"Base URL of the upstream API; absent for the provider's public default."`
+	DefaultModel string `json:"defaultModel" desc:"Model used when neither the request nor the chat names one."`
+	APIVersion   string `json:"apiVersion,omitempty" desc:"API version (azure-openai only)."`
+	HasAPIKey    bool   `json:"hasApiKey" desc:"Whether the provider has an API key; the key itself is never returned."`
+	APIKeyHint   string `json:"apiKeyHint,omitempty" desc:"The start and end of the stored key, to recognise it (e.g. sk-…abcd)."`
+	CreatedAt    string `json:"createdAt" format:"date-time" desc:"When the provider was created (ISO 8601 UTC)."`
+	UpdatedAt    string `json:"updatedAt" format:"date-time" desc:"When the provider was last changed (ISO 8601 UTC)."`
+}
+
+func toProviderOut(p *domain.AIProvider) providerOut {
+	return providerOut{ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint,
+		CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
+}
+
+func providerLine(p providerOut) string {
+	return fmt.Sprintf("%s %s (%s, default model %s) in project %s", p.ID, quote(p.Name), p.Type, p.DefaultModel, p.ProjectID)
+}
+
+func providerText(p providerOut) string {
+	s := "AI provider " + providerLine(p)
+	if p.BaseURL != "" {
+		s += "; base URL " + p.BaseURL
+	}
+	if p.HasAPIKey {
+		s += "; API key set"
+		if p.APIKeyHint != "" {
+			s += " (" + p.APIKeyHint + ")"
+		}
+	} else {
+		s += "; no API key"
+	}
+	return s
+}
+
+type listAIProvidersArgs struct {
+	ProjectID string `json:"projectId,omitempty" desc:"Only providers of this project (prj_...); omit for every project you can see."`
+	pageArgs
+}
+
+func listAIProviders(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listAIProvidersArgs, listOut[providerOut]]("list-ai-providers", "List AI providers",
+			"List the AI providers of a project, or of every project you can see. Keys are never returned.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listAIProvidersArgs) (listOut[providerOut], error) {
+			pg, err := in.page()
+			if err != nil {
+				return listOut[providerOut]{}, err
+			}
+			l, err := d.svcs.Providers.List(ctx, domain.ListInput{ProjectID: in.ProjectID, Page: pg})
+			if err != nil {
+				return listOut[providerOut]{}, err
+			}
+			return toList(l, toProviderOut), nil
+		}, func(l listOut[providerOut]) string { return listText("AI providers", l, providerLine) })
+}
+
+type getAIProviderArgs struct {
+	AIProviderID string `json:"aiProviderId" desc:"Id of the AI provider (aip_...)."`
+}
+
+func getAIProvider(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[getAIProviderArgs, providerOut]("get-ai-provider", "Get an AI provider",
+			"Get an AI provider by id. The key is never returned: hasApiKey and apiKeyHint say whether one is set.", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getAIProviderArgs) (providerOut, error) {
+			p, err := d.svcs.Providers.Get(ctx, in.AIProviderID)
+			if err != nil {
+				return providerOut{}, err
+			}
+			return toProviderOut(p), nil
+		}, providerText)
+}

@@ -1,0 +1,373 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/store"
+)
+
+type obj = map[string]any
+
+func userMsg(content string) []obj { return []obj{{"role": "user", "content": content}} }
+
+// TestTools drives every tool through a real client session over
+// streamable HTTP, on SQLite and PostgreSQL.
+func TestTools(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		e := newEnv(t, st)
+		editor := e.connect(overHTTP, "editor", Options{})
+		admin := e.connect(overHTTP, "admin", Options{})
+
+		t.Run("list-projects", func(t *testing.T) {
+			var l listOut[projectOut]
+			editor.ok(t, "list-projects", obj{}, &l)
+			if len(l.Data) != 1 || l.Data[0].ID != e.project.ID || l.NextCursor != nil {
+				t.Fatalf("editor sees %+v, want only %s", l, e.project.ID)
+			}
+			var p1, p2 listOut[projectOut]
+			admin.ok(t, "list-projects", obj{"limit": 1}, &p1)
+			if len(p1.Data) != 1 || p1.NextCursor == nil {
+				t.Fatalf("first page %+v: want 1 project and a cursor", p1)
+			}
+			admin.ok(t, "list-projects", obj{"limit": 1, "cursor": *p1.NextCursor}, &p2)
+			if len(p2.Data) != 1 || p2.Data[0].ID == p1.Data[0].ID {
+				t.Fatalf("second page %+v after %+v", p2, p1)
+			}
+		})
+
+		t.Run("get-project", func(t *testing.T) {
+			var p projectOut
+			res := editor.ok(t, "get-project", obj{"projectId": e.project.ID}, &p)
+			if p.ID != e.project.ID || p.Name != "Main" || p.Description != "the project under test" {
+				t.Fatalf("got %+v", p)
+			}
+			if _, err := time.Parse(time.RFC3339, p.CreatedAt); err != nil || !strings.HasSuffix(p.CreatedAt, "Z") {
+				t.Errorf("createdAt %q is not ISO 8601 UTC", p.CreatedAt)
+			}
+			if !strings.Contains(text(res), e.project.ID) {
+				t.Errorf("text %q does not name the project", text(res))
+			}
+		})
+
+		t.Run("list-ai-providers and get-ai-provider never show a key", func(t *testing.T) {
+			var l listOut[providerOut]
+			res := editor.ok(t, "list-ai-providers", obj{"projectId": e.project.ID}, &l)
+			if len(l.Data) != 1 || l.Data[0].ID != e.provider.ID {
+				t.Fatalf("got %+v", l)
+			}
+			var p providerOut
+			res2 := editor.ok(t, "get-ai-provider", obj{"aiProviderId": e.provider.ID}, &p)
+			if !p.HasAPIKey || p.APIKeyHint != "sk-…cdef" || p.Type != "openai-compatible" || p.BaseURL != e.upstream.URL() || p.DefaultModel != "fake-model" {
+				t.Fatalf("got %+v", p)
+			}
+			for _, r := range []*mcpgo.CallToolResult{res, res2} {
+				b, _ := json.Marshal(r)
+				if strings.Contains(string(b), "0123456789abcdef") || strings.Contains(string(b), `"apiKey"`) {
+					t.Fatalf("a result carries the key: %s", b)
+				}
+			}
+		})
+
+		var chat chatOut
+		t.Run("create-chat, get-chat, list-chats, update-chat", func(t *testing.T) {
+			editor.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "Helper",
+				"systemMessage": "You are terse."}, &chat)
+			if !strings.HasPrefix(chat.ID, "cht_") || chat.ProjectID != e.project.ID || chat.AIProviderID != e.provider.ID ||
+				chat.Name != "Helper" || chat.SystemMessage != "You are terse." || chat.Model != "" {
+				t.Fatalf("created %+v", chat)
+			}
+			var got chatOut
+			editor.ok(t, "get-chat", obj{"chatId": chat.ID}, &got)
+			if got != chat {
+				t.Fatalf("get-chat = %+v, want %+v", got, chat)
+			}
+			var l listOut[chatOut]
+			editor.ok(t, "list-chats", obj{"projectId": e.project.ID}, &l)
+			if len(l.Data) != 1 || l.Data[0].ID != chat.ID {
+				t.Fatalf("list-chats = %+v", l)
+			}
+			var up chatOut
+			editor.ok(t, "update-chat", obj{"chatId": chat.ID, "name": "Renamed"}, &up)
+			if up.Name != "Renamed" || up.SystemMessage != chat.SystemMessage {
+				t.Fatalf("update-chat = %+v", up)
+			}
+		})
+
+		var doc documentOut
+		t.Run("create-document, get-document, list-documents", func(t *testing.T) {
+			editor.ok(t, "create-document", obj{"projectId": e.project.ID, "name": "notes", "content": "The sky is green here.",
+				"metadata": obj{"source": "test"}}, &doc)
+			if !strings.HasPrefix(doc.ID, "doc_") || doc.MimeType != "text/plain" || doc.Metadata["source"] != "test" {
+				t.Fatalf("created %+v", doc)
+			}
+			var got documentOut
+			res := editor.ok(t, "get-document", obj{"documentId": doc.ID}, &got)
+			if got.Content != "The sky is green here." || !strings.Contains(text(res), got.Content) {
+				t.Fatalf("get-document = %+v / %q", got, text(res))
+			}
+			var l listOut[documentOut]
+			editor.ok(t, "list-documents", obj{"projectId": e.project.ID}, &l)
+			if len(l.Data) != 2 {
+				t.Fatalf("list-documents = %+v, want 2", l)
+			}
+		})
+
+		var first completionOut
+		t.Run("create-chat-completion-for-chat", func(t *testing.T) {
+			e.upstream.reply("Hello", ", ", "world", "!")
+			res := editor.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("Hi")}, &first)
+			if first.Content != "Hello, world!" || !strings.HasPrefix(first.ConversationID, "cnv_") || !strings.HasPrefix(first.MessageID, "msg_") ||
+				first.Model == "" || first.FinishReason != "stop" || first.Usage.TotalTokens == 0 || first.Debug != nil {
+				t.Fatalf("got %+v", first)
+			}
+			if got, want := e.upstream.lastMessages(), []string{"system: You are terse.", "user: Hi"}; !slices.Equal(got, want) {
+				t.Fatalf("upstream got %q, want %q", got, want)
+			}
+			if !strings.HasPrefix(text(res), "Hello, world!") || !strings.Contains(text(res), first.ConversationID) {
+				t.Errorf("text %q", text(res))
+			}
+		})
+
+		t.Run("continuation sends the history upstream", func(t *testing.T) {
+			e.upstream.reply("Again.")
+			var next completionOut
+			editor.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "conversationId": first.ConversationID,
+				"messages": []obj{{"role": "user", "documentId": doc.ID}}}, &next)
+			if next.ConversationID != first.ConversationID || next.Content != "Again." {
+				t.Fatalf("got %+v", next)
+			}
+			want := []string{"system: You are terse.", "user: Hi", "assistant: Hello, world!", "user: The sky is green here."}
+			if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
+				t.Fatalf("upstream got %q, want %q", got, want)
+			}
+		})
+
+		t.Run("list-conversations and get-conversation", func(t *testing.T) {
+			var l listOut[conversationOut]
+			editor.ok(t, "list-conversations", obj{"chatId": chat.ID}, &l)
+			if len(l.Data) != 1 || l.Data[0].ID != first.ConversationID || l.Data[0].Messages != nil {
+				t.Fatalf("list-conversations = %+v", l)
+			}
+			var c conversationOut
+			editor.ok(t, "get-conversation", obj{"conversationId": first.ConversationID}, &c)
+			var roles []string
+			for _, m := range c.Messages {
+				roles = append(roles, m.Role+": "+m.Content)
+			}
+			want := []string{"user: Hi", "assistant: Hello, world!", "user: The sky is green here.", "assistant: Again."}
+			if !slices.Equal(roles, want) || c.ChatID != chat.ID {
+				t.Fatalf("messages %q, want %q", roles, want)
+			}
+			if c.Messages[2].DocumentID != doc.ID || c.Messages[1].Usage == nil || c.Messages[1].ID != first.MessageID {
+				t.Fatalf("messages %+v", c.Messages)
+			}
+		})
+
+		t.Run("create-chat-completion (stateless) with debug", func(t *testing.T) {
+			e.upstream.reply("Stateless.")
+			var out completionOut
+			editor.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "systemMessage": "Be brief.", "model": "other-model",
+				"messages": userMsg("my key is sk-abcdefghijklmnop"), "temperature": 0.5, "maxTokens": 100, "topP": 0.9, "stop": "END", "debug": true}, &out)
+			if out.Content != "Stateless." || out.ConversationID != "" || !strings.HasPrefix(out.MessageID, "msg_") || out.Model != "other-model" {
+				t.Fatalf("got %+v", out)
+			}
+			if out.Debug == nil || out.Debug.Provider.ID != e.provider.ID || len(out.Debug.Messages) != 2 ||
+				strings.Contains(out.Debug.Messages[1].Content, "sk-abcdefghijklmnop") {
+				t.Fatalf("debug %+v", out.Debug)
+			}
+		})
+
+		t.Run("get-usage", func(t *testing.T) {
+			var u usageReportOut
+			editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "groupBy": "model"}, &u)
+			var requests int64
+			for _, d := range u.Data {
+				requests += d.Requests
+			}
+			if requests != 3 || u.GroupBy != "model" || len(u.Data) != 2 {
+				t.Fatalf("usage %+v: want 3 requests over 2 models", u)
+			}
+			var none usageReportOut
+			editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "from": "2000-01-01", "to": "2000-02-01"}, &none)
+			if len(none.Data) != 0 && none.Data[0].Requests != 0 {
+				t.Fatalf("usage in 2000: %+v", none)
+			}
+		})
+
+		t.Run("permission denials", func(t *testing.T) {
+			viewer := e.connect(overHTTP, "viewer", Options{})
+			outsider := e.connect(overHTTP, "outsider", Options{})
+			viewer.ok(t, "get-chat", obj{"chatId": chat.ID}, nil)
+			msg := viewer.fails(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID}, "forbidden")
+			if !strings.Contains(msg, "chats:CreateChat") {
+				t.Errorf("forbidden text %q does not name the permission", msg)
+			}
+			viewer.fails(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("x")}, "forbidden")
+			viewer.fails(t, "delete-document", obj{"documentId": doc.ID}, "forbidden")
+
+			msg = outsider.fails(t, "get-chat", obj{"chatId": chat.ID}, "not_found")
+			if msg != fmt.Sprintf("not_found: chat %s does not exist", chat.ID) {
+				t.Errorf("outsider gets %q", msg)
+			}
+			outsider.fails(t, "list-chats", obj{"projectId": e.project.ID}, "not_found")
+			outsider.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x")}, "not_found")
+			outsider.fails(t, "get-conversation", obj{"conversationId": first.ConversationID}, "not_found")
+			editor.fails(t, "get-chat", obj{"chatId": e.otherChat.ID}, "not_found")
+			var l listOut[chatOut]
+			outsider.ok(t, "list-chats", obj{}, &l)
+			if len(l.Data) != 1 || l.Data[0].ID != e.otherChat.ID {
+				t.Fatalf("outsider lists %+v", l)
+			}
+		})
+
+		t.Run("bad arguments", func(t *testing.T) {
+			for _, tc := range []struct {
+				name, tool string
+				args       obj
+				want       string // substring of the error text
+			}{
+				{"missing messages", "create-chat-completion-for-chat", obj{"chatId": chat.ID}, "invalid_request: messages"},
+				{"empty messages", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{}}, "invalid_request: messages must not be empty"},
+				{"content and documentId", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "content": "a", "documentId": doc.ID}}}, "messages[0]"},
+				{"bad role", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "robot", "content": "a"}}}, "messages[0].role"},
+				{"unknown argument", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("a"), "MAX_TOKENS": 5}, `unknown argument "MAX_TOKENS"`},
+				{"unknown nested argument", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "text": "a"}}}, `messages[0].text`},
+				{"wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": "hot"}, "temperature must be a number"},
+				{"out of range", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": 3}, "temperature must be between 0 and 2"},
+				{"stop of the wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "stop": 7}, "stop must be a string or an array of strings"},
+				{"missing chatId", "get-chat", obj{}, "invalid_request: chatId is required"},
+				{"bad limit", "list-chats", obj{"limit": 0}, "limit must be an integer from 1 to 100"},
+				{"bad cursor", "list-chats", obj{"cursor": "%%%"}, "cursor is not valid"},
+				{"bad time", "get-usage", obj{"projectId": e.project.ID, "from": "yesterday"}, "from must be an ISO 8601 time"},
+				{"bad groupBy", "get-usage", obj{"projectId": e.project.ID, "groupBy": "color"}, "groupBy must be one of"},
+				{"foreign provider", "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.otherProvider.ID}, "invalid_request: AI provider"},
+				{"foreign document", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "documentId": "doc_00000000000000000000000000"}}}, "messages[0].documentId"},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					msg := editor.fails(t, tc.tool, tc.args, "invalid_request")
+					if !strings.Contains(msg, tc.want) {
+						t.Errorf("error text %q does not contain %q", msg, tc.want)
+					}
+				})
+			}
+		})
+
+		t.Run("upstream failures are tool errors", func(t *testing.T) {
+			e.upstream.Enqueue(llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}})
+			msg := editor.fails(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("x")}, "rate_limited")
+			if !strings.Contains(msg, "retry after 7 seconds") {
+				t.Errorf("rate-limited text %q lacks the retry delay", msg)
+			}
+			e.upstream.Enqueue(llmtest.Behavior{Status: 500})
+			msg = editor.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x")}, "upstream_error")
+			if strings.Contains(msg, "sk-test") {
+				t.Errorf("upstream error text %q leaks the provider key", msg)
+			}
+		})
+
+		t.Run("streamed completion sends every delta as progress", func(t *testing.T) {
+			deltas := make([]string, 30)
+			for i := range deltas {
+				deltas[i] = fmt.Sprintf("w%d ", i)
+			}
+			e.upstream.reply(deltas...)
+			res, err := editor.callErr(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("stream")}, "tok-1")
+			must(t, err)
+			var out completionOut
+			decode(t, res, &out)
+			checkStream(t, editor, "tok-1", deltas, out)
+		})
+
+		t.Run("cancelling a call cancels the upstream", func(t *testing.T) {
+			checkCancel(t, e, callTool(e, editor), nil)
+		})
+
+		t.Run("delete-document and delete-chat", func(t *testing.T) {
+			var del deletedOut
+			editor.ok(t, "delete-document", obj{"documentId": doc.ID}, &del)
+			if del != (deletedOut{ID: doc.ID, Deleted: true}) {
+				t.Fatalf("got %+v", del)
+			}
+			editor.ok(t, "delete-chat", obj{"chatId": chat.ID}, &del)
+			if del != (deletedOut{ID: chat.ID, Deleted: true}) {
+				t.Fatalf("got %+v", del)
+			}
+			editor.fails(t, "get-chat", obj{"chatId": chat.ID}, "not_found")
+			editor.fails(t, "get-conversation", obj{"conversationId": first.ConversationID}, "not_found")
+		})
+	})
+}
+
+// checkStream checks that every delta arrived, in order, as a progress
+// notification, and that the result holds the whole reply and usage.
+func checkStream(t *testing.T, s *session, token any, deltas []string, out completionOut) {
+	t.Helper()
+	if want := strings.Join(deltas, ""); out.Content != want {
+		t.Fatalf("result content %q, want %q", out.Content, want)
+	}
+	if out.Usage.TotalTokens == 0 || out.FinishReason == "" {
+		t.Fatalf("result %+v lacks usage or finish reason", out)
+	}
+	notes := s.notes(token)
+	if len(notes) != len(deltas) {
+		t.Fatalf("got %d progress notifications, want %d: %+v", len(notes), len(deltas), notes)
+	}
+	for i, n := range notes {
+		if n.Message != deltas[i] || n.Progress != float64(i+1) {
+			t.Fatalf("notification %d = %+v, want progress %d message %q", i, n, i+1, deltas[i])
+		}
+	}
+}
+
+// cancelArgs is the completion checkCancel starts.
+func cancelArgs(e *env) obj {
+	return obj{"aiProviderId": e.provider.ID, "messages": userMsg("wait")}
+}
+
+// checkCancel starts a completion with call, which the upstream never
+// answers, cancels call's context, and checks that the upstream saw its
+// request cancelled. notify, when set, tells the server of the
+// cancellation, for transports where closing the request does not.
+func checkCancel(t *testing.T, e *env, call func(ctx context.Context) error, notify func()) {
+	t.Helper()
+	started, canceled := e.upstream.hang()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- call(ctx) }()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream never got the request")
+	}
+	cancel()
+	if notify != nil {
+		notify()
+	}
+	select {
+	case <-canceled:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream request was not cancelled")
+	}
+	if err := <-done; err == nil {
+		t.Error("the cancelled call returned no error")
+	}
+}
+
+// callTool returns a checkCancel call running the completion on s.
+func callTool(e *env, s *session) func(ctx context.Context) error {
+	return func(ctx context.Context) error {
+		_, err := s.callCtx(ctx, "create-chat-completion", cancelArgs(e), "tok-cancel")
+		return err
+	}
+}

@@ -1,0 +1,285 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"log"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Authenticator returns the principal owning a bearer API key; errors of
+// kind Unauthenticated mean the key is unknown or revoked. cmd/parley passes
+// svcs.Users.Authenticate.
+type Authenticator func(ctx context.Context, bearerKey string) (domain.Principal, error)
+
+// DefaultMaxBodyBytes caps MCP request bodies when the caller passes 0.
+const DefaultMaxBodyBytes = 8 << 20
+
+// sessionIdleTTL is how long an idle streamable HTTP session's state is kept.
+const sessionIdleTTL = time.Hour
+
+// StreamableHTTPHandler serves srv over MCP's streamable HTTP transport, for
+// mounting at /mcp. Every request must carry 'Authorization: Bearer <key>':
+// without a valid key it gets 401 before any MCP processing. Bodies over
+// maxBodyBytes get 413.
+//
+// Two departures from mcp-go's defaults keep every progress notification on
+// the response stream of the call it belongs to:
+//   - The standalone GET stream is not offered (405, which the protocol
+//     allows): Parley sends nothing outside a request, and mcp-go would
+//     route some of a call's notifications to it.
+//   - A session's server-side state is dropped right after initialize, so
+//     that each later request gets a session object, and a notification
+//     queue, of its own. mcp-go otherwise shares one queue among a
+//     session's concurrent requests, whose streams then take, and drop,
+//     each other's notifications. The session id stays valid: mcp-go checks
+//     only its form, as it does for sessions begun on another replica.
+func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64) http.Handler {
+	h := server.NewStreamableHTTPServer(srv,
+		server.WithHTTPContextFunc(principalContext),
+		server.WithDisableStreaming(true),
+		server.WithSessionIdleTTL(sessionIdleTTL),
+		// mcp-go logs every refused GET at info; keep its warnings and errors.
+		server.WithStreamableHTTPLogger(slog.New(minLevel{slog.Default().Handler(), slog.LevelWarn})),
+	)
+	return guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost {
+			h.ServeHTTP(w, r)
+			return
+		}
+		body, _ := io.ReadAll(r.Body) // guard buffered it
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var msg struct {
+			Method string `json:"method"`
+		}
+		_ = json.Unmarshal(body, &msg)
+		switch msg.Method {
+		case "notifications/cancelled":
+			// Without a session id mcp-go would match the request id
+			// against every caller's requests. Such callers (protocol
+			// 2026-07-28) cancel by closing the request instead.
+			if r.Header.Get(server.HeaderKeySessionID) == "" {
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+		case "initialize":
+			buf := &bufferedResponse{header: http.Header{}}
+			h.ServeHTTP(buf, r)
+			if id := buf.header.Get(server.HeaderKeySessionID); id != "" {
+				end, _ := http.NewRequestWithContext(context.Background(), http.MethodDelete, r.URL.String(), nil)
+				end.Host = r.Host
+				end.Header.Set(server.HeaderKeySessionID, id)
+				out := &bufferedResponse{header: http.Header{}}
+				h.ServeHTTP(out, end)
+				if out.status != http.StatusOK {
+					slog.ErrorContext(r.Context(), "mcp: dropping a new session's state failed", "status", out.status, "body", out.body.String())
+				}
+			}
+			buf.copyTo(w)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+}
+
+// bufferedResponse holds a small, non-streamed response.
+type bufferedResponse struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferedResponse) WriteHeader(status int) {
+	if b.status == 0 {
+		b.status = status
+	}
+}
+
+func (b *bufferedResponse) copyTo(w http.ResponseWriter) {
+	for k, v := range b.header {
+		w.Header()[k] = v
+	}
+	if b.status == 0 {
+		b.status = http.StatusOK
+	}
+	w.WriteHeader(b.status)
+	_, _ = w.Write(b.body.Bytes())
+}
+
+// SSEHandlers serve srv over MCP's older HTTP+SSE transport: sse for GET
+// /sse and message for POST /message, under basePath ("" when mounted at
+// the root). Both need the bearer key; a session's messages are accepted
+// only from the user who opened it.
+func SSEHandlers(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string) (sse http.Handler, message http.Handler) {
+	var owners sync.Map // session id → user id
+	s := server.NewSSEServer(srv,
+		server.WithStaticBasePath(basePath),
+		server.WithSSEContextFunc(principalContext),
+		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return "", err
+			}
+			id := hex.EncodeToString(b)
+			p, _ := domain.PrincipalFrom(ctx)
+			owners.Store(id, p.UserID)
+			if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
+				*slot = id
+			}
+			return id, nil
+		}),
+	)
+	sseH, msgH := s.SSEHandler(), s.MessageHandler()
+	sse = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var id string
+		defer func() {
+			if id != "" {
+				owners.Delete(id)
+			}
+		}()
+		sseH.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
+	}))
+	message = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := domain.PrincipalFrom(r.Context())
+		if owner, ok := owners.Load(r.URL.Query().Get("sessionId")); ok && owner != p.UserID {
+			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
+			return
+		}
+		msgH.ServeHTTP(w, r)
+	}))
+	return sse, message
+}
+
+type sessionSlot struct{}
+
+// ServeStdio serves srv over stdio (in, out) as principal until in ends or
+// ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
+// stderr.
+func ServeStdio(ctx context.Context, srv *server.MCPServer, principal domain.Principal, in io.Reader, out io.Writer) error {
+	s := server.NewStdioServer(srv)
+	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
+	s.SetContextFunc(func(ctx context.Context) context.Context { return domain.WithPrincipal(ctx, principal) })
+	err := s.Listen(ctx, in, out)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// principalContext carries the principal that guard put in the request's
+// context into the context mcp-go gives tool handlers.
+func principalContext(ctx context.Context, r *http.Request) context.Context {
+	if p, ok := domain.PrincipalFrom(r.Context()); ok {
+		return domain.WithPrincipal(ctx, p)
+	}
+	return ctx
+}
+
+// guard authenticates the bearer key and caps the body before next sees the
+// request: a missing or wrong key gets 401 with a WWW-Authenticate
+// challenge, a body over the limit 413.
+func guard(auth Authenticator, maxBodyBytes int64, next http.Handler) http.Handler {
+	if maxBodyBytes <= 0 {
+		maxBodyBytes = DefaultMaxBodyBytes
+	}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key, ok := bearerKey(r.Header.Get("Authorization"))
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
+			writeError(w, http.StatusUnauthorized, domain.Unauthenticated.String(),
+				"authentication required: send an API key as 'Authorization: Bearer <key>'")
+			return
+		}
+		p, err := auth(r.Context(), key)
+		if err != nil {
+			kind := domain.KindOf(err)
+			if kind == domain.Unauthenticated {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+				writeError(w, http.StatusUnauthorized, kind.String(), domain.MessageOf(err))
+				return
+			}
+			status := http.StatusInternalServerError
+			if kind == domain.Unavailable {
+				status = http.StatusServiceUnavailable
+			}
+			slog.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
+			writeError(w, status, kind.String(), domain.MessageOf(err))
+			return
+		}
+		if r.Method == http.MethodPost && r.Body != nil {
+			if r.ContentLength > maxBodyBytes {
+				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+				return
+			}
+			body, err := io.ReadAll(r.Body)
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+				return
+			}
+			if err != nil {
+				writeError(w, http.StatusBadRequest, domain.Invalid.String(), "the request body could not be read")
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
+		}
+		next.ServeHTTP(w, r.WithContext(domain.WithPrincipal(r.Context(), p)))
+	})
+	return http.MaxBytesHandler(h, maxBodyBytes)
+}
+
+func tooLarge(limit int64) string {
+	return "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
+}
+
+// bearerKey returns the key of an "Authorization: Bearer <key>" header.
+func bearerKey(h string) (string, bool) {
+	scheme, key, ok := strings.Cut(h, " ")
+	key = strings.TrimSpace(key)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
+		return "", false
+	}
+	return key, true
+}
+
+// writeError writes REST's error envelope.
+func writeError(w http.ResponseWriter, status int, code, message string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
+
+// minLevel drops records below min.
+type minLevel struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.min}
+}

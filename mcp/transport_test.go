@@ -1,0 +1,343 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
+)
+
+var allTools = []string{
+	"create-chat", "create-chat-completion", "create-chat-completion-for-chat", "create-document",
+	"delete-chat", "delete-document", "get-ai-provider", "get-chat", "get-conversation", "get-document",
+	"get-project", "get-usage", "list-ai-providers", "list-chats", "list-conversations", "list-documents",
+	"list-projects", "update-chat",
+}
+
+var readTools = []string{
+	"get-ai-provider", "get-chat", "get-conversation", "get-document", "get-project", "get-usage",
+	"list-ai-providers", "list-chats", "list-conversations", "list-documents", "list-projects",
+}
+
+// TestTransports runs a chat's life over every transport: list the tools,
+// create a chat, stream completions with progress (every delta must
+// arrive, call after call), read the conversation, cancel a call, delete
+// the chat.
+func TestTransports(t *testing.T) {
+	for _, over := range []string{overHTTP, overHTTPLegacy, overSSE, overStdio} {
+		t.Run(over, func(t *testing.T) {
+			dbtest.Each(t, func(t *testing.T, st *store.Store) { testTransport(t, st, over) })
+		})
+	}
+}
+
+func testTransport(t *testing.T, st *store.Store, over string) {
+	e := newEnv(t, st)
+	s := e.connect(over, "editor", Options{})
+	ctx := context.Background()
+
+	tools, err := s.ListTools(ctx, mcpgo.ListToolsRequest{})
+	must(t, err)
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, allTools) {
+		t.Fatalf("tools/list = %q, want %q", names, allTools)
+	}
+
+	var chat chatOut
+	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": over}, &chat)
+
+	deltas := make([]string, 30)
+	for i := range deltas {
+		deltas[i] = fmt.Sprintf("d%02d|", i)
+	}
+	e.upstream.reply(deltas...)
+	var conv string
+	for i := range 20 {
+		token := fmt.Sprintf("%s-%d", over, i)
+		args := obj{"chatId": chat.ID, "messages": userMsg(fmt.Sprintf("turn %d", i))}
+		if conv != "" {
+			args["conversationId"] = conv
+		}
+		res, err := s.callErr(t, "create-chat-completion-for-chat", args, token)
+		must(t, err)
+		if res.IsError {
+			t.Fatalf("call %d: %s", i, text(res))
+		}
+		var out completionOut
+		decode(t, res, &out)
+		checkStream(t, s, token, deltas, out)
+		conv = out.ConversationID
+	}
+
+	// Concurrent calls in one session: each call's deltas must reach it.
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for i := range 8 {
+		wg.Go(func() {
+			token := fmt.Sprintf("%s-concurrent-%d", over, i)
+			res, err := s.callErr(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("together")}, token)
+			if err != nil || res.IsError {
+				errs <- fmt.Errorf("concurrent call %d: %v %v", i, err, res)
+				return
+			}
+			if got, want := len(s.notes(token)), len(deltas); got != want {
+				errs <- fmt.Errorf("concurrent call %d got %d of %d deltas", i, got, want)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	var c conversationOut
+	s.ok(t, "get-conversation", obj{"conversationId": conv}, &c)
+	if len(c.Messages) != 40 {
+		t.Fatalf("conversation has %d messages, want 40", len(c.Messages))
+	}
+
+	if over == overSSE {
+		// mcp-go's client cancels nothing over SSE, where closing
+		// the request is no cancellation; other clients send
+		// notifications/cancelled, which must reach the upstream.
+		tr := s.GetTransport()
+		call := func(ctx context.Context) error {
+			params := obj{"name": "create-chat-completion", "arguments": cancelArgs(e)}
+			_, err := tr.SendRequest(ctx, transport.JSONRPCRequest{JSONRPC: mcpgo.JSONRPC_VERSION,
+				ID: mcpgo.NewRequestId("cancel-me"), Method: string(mcpgo.MethodToolsCall), Params: params})
+			return err
+		}
+		notify := func() {
+			n := mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION, Notification: mcpgo.Notification{
+				Method: string(mcpgo.MethodNotificationCancelled),
+				Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": "cancel-me", "reason": "test"}},
+			}}
+			must(t, tr.SendNotification(context.Background(), n))
+		}
+		checkCancel(t, e, call, notify)
+	} else {
+		checkCancel(t, e, callTool(e, s), nil)
+	}
+
+	var del deletedOut
+	s.ok(t, "delete-chat", obj{"chatId": chat.ID}, &del)
+	if !del.Deleted || del.ID != chat.ID {
+		t.Fatalf("delete-chat = %+v", del)
+	}
+}
+
+// TestReadOnly checks that read-only mode registers only the read tools.
+func TestReadOnly(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overHTTP, "editor", Options{ReadOnly: true})
+	tools, err := s.ListTools(context.Background(), mcpgo.ListToolsRequest{})
+	must(t, err)
+	var names []string
+	for _, tool := range tools.Tools {
+		names = append(names, tool.Name)
+	}
+	slices.Sort(names)
+	if !slices.Equal(names, readTools) {
+		t.Fatalf("read-only tools/list = %q, want %q", names, readTools)
+	}
+	res, err := s.callErr(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID}, nil)
+	if err == nil && !res.IsError {
+		t.Fatal("create-chat ran in read-only mode")
+	}
+}
+
+// TestToolAnnotations checks over a session that every tool sets all four
+// annotations, an output schema and a description for every input field.
+func TestToolAnnotations(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overHTTP, "editor", Options{})
+	tools, err := s.ListTools(context.Background(), mcpgo.ListToolsRequest{})
+	must(t, err)
+	for _, tool := range tools.Tools {
+		a := tool.Annotations
+		if a.ReadOnlyHint == nil || a.DestructiveHint == nil || a.IdempotentHint == nil || a.OpenWorldHint == nil {
+			t.Errorf("%s: annotations %+v are not all set", tool.Name, a)
+			continue
+		}
+		readOnly := slices.Contains(readTools, tool.Name)
+		if *a.ReadOnlyHint != readOnly {
+			t.Errorf("%s: readOnlyHint %v", tool.Name, *a.ReadOnlyHint)
+		}
+		if want := strings.HasPrefix(tool.Name, "delete-") || tool.Name == "update-chat"; *a.DestructiveHint != want {
+			t.Errorf("%s: destructiveHint %v", tool.Name, *a.DestructiveHint)
+		}
+		if want := strings.Contains(tool.Name, "completion"); *a.OpenWorldHint != want {
+			t.Errorf("%s: openWorldHint %v", tool.Name, *a.OpenWorldHint)
+		}
+		if tool.OutputSchema.Type != "object" {
+			t.Errorf("%s: output schema type %q", tool.Name, tool.OutputSchema.Type)
+		}
+		if tool.Description == "" {
+			t.Errorf("%s: no description", tool.Name)
+		}
+		for name, p := range tool.InputSchema.Properties {
+			if d, _ := p.(map[string]any)["description"].(string); d == "" {
+				t.Errorf("%s: input field %s has no description", tool.Name, name)
+			}
+		}
+	}
+}
+
+// TestHTTPAuth checks that every HTTP endpoint refuses a missing or wrong
+// key with 401 and a challenge, before any MCP processing.
+func TestHTTPAuth(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	hs := e.httpServer(e.server(Options{}), 1024)
+	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	for _, tc := range []struct {
+		name, method, path, auth, body string
+		status                         int
+		challenge                      string
+	}{
+		{"mcp without a key", "POST", "/mcp", "", initBody, 401, `Bearer realm="parley"`},
+		{"mcp with a wrong key", "POST", "/mcp", "Bearer pk_wrong", initBody, 401, `Bearer realm="parley", error="invalid_token"`},
+		{"mcp with another scheme", "POST", "/mcp", "Basic " + e.keys["editor"], initBody, 401, `Bearer realm="parley"`},
+		{"sse without a key", "GET", "/sse", "", "", 401, `Bearer realm="parley"`},
+		{"message with a wrong key", "POST", "/message?sessionId=x", "Bearer pk_wrong", initBody, 401, `Bearer realm="parley", error="invalid_token"`},
+		{"mcp with a key", "POST", "/mcp", "Bearer " + e.keys["editor"], initBody, 200, ""},
+		{"mcp body over the limit", "POST", "/mcp", "Bearer " + e.keys["editor"], strings.Repeat(" ", 2000) + initBody, 413, ""},
+		{"mcp GET stream is not offered", "GET", "/mcp", "Bearer " + e.keys["editor"], "", 405, ""},
+		{"mcp session-less cancellation is ignored", "POST", "/mcp", "Bearer " + e.keys["editor"],
+			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, 202, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest(tc.method, hs.URL+tc.path, strings.NewReader(tc.body))
+			must(t, err)
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			if tc.auth != "" {
+				req.Header.Set("Authorization", tc.auth)
+			}
+			res, err := http.DefaultClient.Do(req)
+			must(t, err)
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tc.status, body)
+			}
+			if got := res.Header.Get("WWW-Authenticate"); got != tc.challenge {
+				t.Errorf("WWW-Authenticate %q, want %q", got, tc.challenge)
+			}
+			if tc.status == 401 || tc.status == 413 {
+				var env struct {
+					Error struct{ Code, Message string } `json:"error"`
+				}
+				if err := json.Unmarshal(body, &env); err != nil || env.Error.Message == "" {
+					t.Fatalf("body %s is not the error envelope", body)
+				}
+				if want := map[int]string{401: "unauthenticated", 413: "payload_too_large"}[tc.status]; env.Error.Code != want {
+					t.Errorf("code %q, want %q", env.Error.Code, want)
+				}
+			}
+		})
+	}
+}
+
+// TestSSESessionBelongsToItsUser checks that one user cannot post into
+// another user's SSE session.
+func TestSSESessionBelongsToItsUser(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overSSE, "editor", Options{})
+	tr, ok := s.GetTransport().(*transport.SSE)
+	if !ok {
+		t.Fatalf("transport is %T", s.GetTransport())
+	}
+	endpoint := tr.GetEndpoint().String()
+	body := `{"jsonrpc":"2.0","id":99,"method":"tools/list"}`
+	post := func(user string) int {
+		req, _ := http.NewRequest("POST", endpoint, bytes.NewReader([]byte(body)))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+e.keys[user])
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		res.Body.Close()
+		return res.StatusCode
+	}
+	if got := post("outsider"); got != http.StatusNotFound {
+		t.Errorf("outsider posting into editor's session: %d, want 404", got)
+	}
+	if got := post("editor"); got != http.StatusAccepted {
+		t.Errorf("editor posting into its own session: %d, want 202", got)
+	}
+}
+
+// TestStdioActsAsItsPrincipal checks the stdio transport's identity.
+func TestStdioActsAsItsPrincipal(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "outsider", Options{})
+	var l listOut[projectOut]
+	s.ok(t, "list-projects", obj{}, &l)
+	if len(l.Data) != 1 || l.Data[0].ID != e.otherProject.ID {
+		t.Fatalf("outsider over stdio sees %+v", l)
+	}
+	s.fails(t, "get-project", obj{"projectId": e.project.ID}, "not_found")
+}
+
+// TestErrorMapping checks the one mapping from domain kinds: user-facing
+// kinds are tool error results starting with the REST code, internal faults
+// protocol errors that reveal nothing and are logged.
+func TestErrorMapping(t *testing.T) {
+	var logs syncBuffer
+	log := newTestLogger(&logs)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{domain.NotFoundf("chat", "cht_x"), "not_found: chat cht_x does not exist"},
+		{domain.Errorf(domain.Forbidden, "no"), "forbidden: no"},
+		{domain.Invalidf("messages", "messages must not be empty"), "invalid_request: messages must not be empty"},
+		{domain.Errorf(domain.Conflict, "busy"), "conflict: busy"},
+		{&domain.Error{Kind: domain.RateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}, "rate_limited: slow down (retry after 2 seconds)"},
+		{domain.Errorf(domain.TooLarge, "big"), "payload_too_large: big"},
+		{&domain.Error{Kind: domain.Upstream, Message: "the AI provider failed", Err: fmt.Errorf("key sk-secret")}, "upstream_error: the AI provider failed"},
+		{domain.Errorf(domain.Timeout, "late"), "upstream_timeout: late"},
+		{domain.Errorf(domain.Unavailable, "down"), "unavailable: down"},
+		{domain.Errorf(domain.Unauthenticated, "who"), "unauthenticated: who"},
+	} {
+		res, err := toolError(ctx, log, "t", tc.err)
+		if err != nil || !res.IsError || text(res) != tc.want {
+			t.Errorf("%v: got %v / %q, want tool error %q", tc.err, err, text(res), tc.want)
+		}
+	}
+	internal := domain.Wrap("chats.Create", fmt.Errorf(`pq: relation "chats" violates; SELECT * FROM secrets`))
+	res, err := toolError(ctx, log, "create-chat", internal)
+	if res != nil || err == nil {
+		t.Fatalf("internal: got %v, %v; want a protocol error", res, err)
+	}
+	if strings.Contains(err.Error(), "SELECT") || strings.Contains(err.Error(), "chats.Create") {
+		t.Errorf("protocol error %q leaks its cause", err)
+	}
+	if !strings.Contains(logs.String(), "SELECT * FROM secrets") || !strings.Contains(logs.String(), "level=ERROR") {
+		t.Errorf("the cause was not logged at error level: %s", logs.String())
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := toolError(cctx, log, "t", domain.Wrap("x", context.Canceled)); err != errCanceled {
+		t.Errorf("cancelled call: %v", err)
+	}
+}
