@@ -1,0 +1,39 @@
+# Parley's tasks. `make run` starts the server on the embedded SQLite
+# default; `make test` runs every test on SQLite and the store, API and MCP
+# suites on PostgreSQL too (a throwaway cluster when PARLEY_TEST_DATABASE_URL
+# is unset).
+GO       ?= go
+BIN      := bin/parley
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -s -w -X main.version=$(VERSION)
+
+.PHONY: build run test test-sqlite e2e lint bench migrate clean
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
+
+run: build
+	./$(BIN) serve
+
+test:
+	scripts/with-postgres.sh scripts/with-redis.sh $(GO) test -race -count=1 ./...
+
+test-sqlite:
+	$(GO) test -race -count=1 ./...
+
+e2e: build
+	scripts/e2e.sh
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
+	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
+
+bench: build
+	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchmem ./...
+
+migrate: build
+	./$(BIN) migrate $(or $(CMD),up)
+
+clean:
+	rm -rf bin
