@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# End-to-end tests with real clients from npm (Node 20+):
+#   - e2e/ts-mcp: the official MCP TypeScript SDK over streamable HTTP and
+#     over stdio against the built binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+	echo "e2e: node and npm are required (Node 20+)" >&2
+	exit 1
+fi
+for dir in e2e/*/; do
+	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+done
+PARLEY_TS_E2E=1 go test -count=1 -run 'TestTypeScriptSDK' ./mcp/
