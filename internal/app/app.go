@@ -24,6 +24,7 @@ import (
 	"github.com/parleyhq/parley/rest"
 	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
+	"github.com/parleyhq/parley/storecache"
 )
 
 // Config is everything the server is configured with.
@@ -46,6 +47,8 @@ type Config struct {
 	BootstrapAdminKey string
 	// MaxStreamDuration ends longer completion streams; 0 means no limit.
 	MaxStreamDuration time.Duration
+	// KeepAlive is the interval of SSE comment keep-alives; 0 means 15s.
+	KeepAlive time.Duration
 	// RedisURL shares rate-limit counters across instances; "" keeps them
 	// in memory.
 	RedisURL string
@@ -132,6 +135,11 @@ func Keyring(cfg Config, dialect string) (*secret.Keyring, error) {
 	return secret.NewKeyring(primary, older...)
 }
 
+// cacheTTL bounds how long another instance's write (a revoked key, a
+// removed member, a changed chat or provider) takes to be seen here;
+// writes through this instance are seen at once.
+const cacheTTL = 2 * time.Second
+
 // New wires the app over an open, migrated store, and bootstraps the admin.
 func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	log := cfg.Logger
@@ -155,7 +163,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	svcs := domain.NewServices(domain.Deps{
-		Store: st, Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: limiter,
+		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: limiter,
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, Logger: log,
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
@@ -172,7 +180,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 
 	api := rest.New(svcs, rest.Config{
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxStreamDuration: cfg.MaxStreamDuration,
+		MaxBodyBytes: cfg.MaxBodyBytes, MaxStreamDuration: cfg.MaxStreamDuration, KeepAlive: cfg.KeepAlive,
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())

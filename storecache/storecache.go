@@ -1,0 +1,200 @@
+// Package storecache keeps the reads on every completion's path — the
+// caller's API key, its role in the project, the chat and the provider —
+// in memory for a short time. Writes through the cache invalidate at once;
+// writes by other instances are seen when the entry expires (TTL), so a
+// revoked key or a removed member keeps working on another replica for at
+// most the TTL.
+package storecache
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Store wraps a domain.Store with the cache.
+type Store struct {
+	domain.Store
+	ttl time.Duration
+
+	keys      ttlMap[string, keyEntry] // key hash → key and user
+	members   ttlMap[memberID, domain.Member]
+	chats     ttlMap[string, domain.Chat]
+	providers ttlMap[string, domain.AIProvider]
+}
+
+var _ domain.Store = (*Store)(nil)
+
+type keyEntry struct {
+	key  domain.APIKey
+	user domain.User
+}
+
+type memberID struct{ project, user string }
+
+// New caches s's hot reads for ttl.
+func New(s domain.Store, ttl time.Duration) *Store {
+	return &Store{Store: s, ttl: ttl}
+}
+
+// GetAPIKeyByHash returns the cached key; misses are not cached.
+func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
+	e, gen, ok := s.keys.get(string(hash), s.ttl)
+	if ok {
+		return &e.key, &e.user, nil
+	}
+	k, u, err := s.Store.GetAPIKeyByHash(ctx, hash)
+	if err != nil {
+		return nil, nil, err
+	}
+	s.keys.put(string(hash), keyEntry{key: *k, user: *u}, gen)
+	return k, u, nil
+}
+
+// RevokeAPIKey revokes and forgets every cached key (revocations are rare).
+func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error {
+	defer s.keys.clear()
+	return s.Store.RevokeAPIKey(ctx, userID, keyID, at)
+}
+
+// GetMember returns the cached membership; NotFound is not cached, so a
+// new member is seen at once.
+func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domain.Member, error) {
+	id := memberID{projectID, userID}
+	m, gen, ok := s.members.get(id, s.ttl)
+	if ok {
+		return &m, nil
+	}
+	got, err := s.Store.GetMember(ctx, projectID, userID)
+	if err != nil {
+		return nil, err
+	}
+	s.members.put(id, *got, gen)
+	return got, nil
+}
+
+func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
+	defer s.members.del(memberID{m.ProjectID, m.UserID})
+	return s.Store.PutMember(ctx, m)
+}
+
+func (s *Store) DeleteMember(ctx context.Context, projectID, userID string) error {
+	defer s.members.del(memberID{projectID, userID})
+	return s.Store.DeleteMember(ctx, projectID, userID)
+}
+
+// DeleteProject forgets everything cached: the project's members, chats
+// and providers go with it.
+func (s *Store) DeleteProject(ctx context.Context, id string) error {
+	defer func() {
+		s.members.clear()
+		s.chats.clear()
+		s.providers.clear()
+	}()
+	return s.Store.DeleteProject(ctx, id)
+}
+
+func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
+	c, gen, ok := s.chats.get(id, s.ttl)
+	if ok {
+		return &c, nil
+	}
+	got, err := s.Store.GetChat(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.chats.put(id, *got, gen)
+	return got, nil
+}
+
+func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat) error {
+	defer s.chats.del(c.ID)
+	return s.Store.UpdateChat(ctx, c)
+}
+
+func (s *Store) DeleteChat(ctx context.Context, id string) error {
+	defer s.chats.del(id)
+	return s.Store.DeleteChat(ctx, id)
+}
+
+func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider, error) {
+	p, gen, ok := s.providers.get(id, s.ttl)
+	if ok {
+		return &p, nil
+	}
+	got, err := s.Store.GetProvider(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	s.providers.put(id, *got, gen)
+	return got, nil
+}
+
+func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider) error {
+	defer s.providers.del(p.ID)
+	return s.Store.UpdateProvider(ctx, p)
+}
+
+func (s *Store) DeleteProvider(ctx context.Context, id string) error {
+	defer s.providers.del(id)
+	return s.Store.DeleteProvider(ctx, id)
+}
+
+// ttlMap is a map whose entries expire. Values are copied in and out, so
+// a caller that changes what it got changes nothing here.
+type ttlMap[K comparable, V any] struct {
+	mu  sync.RWMutex
+	m   map[K]ttlEntry[V]
+	gen uint64 // counts invalidations
+}
+
+type ttlEntry[V any] struct {
+	v  V
+	at time.Time
+}
+
+// maxEntries bounds each map; past it the map starts over.
+const maxEntries = 100_000
+
+// get returns a fresh entry, or on a miss the generation to hand to put.
+func (t *ttlMap[K, V]) get(k K, ttl time.Duration) (V, uint64, bool) {
+	t.mu.RLock()
+	e, ok := t.m[k]
+	gen := t.gen
+	t.mu.RUnlock()
+	if !ok || time.Since(e.at) > ttl {
+		var zero V
+		return zero, gen, false
+	}
+	return e.v, gen, true
+}
+
+// put stores v read from the database, unless an invalidation happened
+// since the read began (gen from get): the value may predate that write.
+func (t *ttlMap[K, V]) put(k K, v V, gen uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if gen != t.gen {
+		return
+	}
+	if t.m == nil || len(t.m) >= maxEntries {
+		t.m = map[K]ttlEntry[V]{}
+	}
+	t.m[k] = ttlEntry[V]{v: v, at: time.Now()}
+}
+
+func (t *ttlMap[K, V]) del(k K) {
+	t.mu.Lock()
+	delete(t.m, k)
+	t.gen++
+	t.mu.Unlock()
+}
+
+func (t *ttlMap[K, V]) clear() {
+	t.mu.Lock()
+	t.m = nil
+	t.gen++
+	t.mu.Unlock()
+}
