@@ -216,7 +216,7 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) ([]UsageTotal, er
 	if !in.From.Before(in.To) {
 		return nil, Invalidf("from", "from must be before to")
 	}
-	totals, err := s.store.SumUsage(ctx, UsageQuery{ProjectID: in.ProjectID, From: in.From, To: in.To, GroupBy: in.GroupBy})
+	totals, err := s.store.SumUsage(ctx, UsageQuery(in))
 	if err != nil {
 		return nil, Wrap("usage.Get", err)
 	}

@@ -172,6 +172,7 @@ func (e *env) connect(over, user string, opts Options) *session {
 		hs := e.httpServer(srv, 0)
 		var copts []client.ClientOption
 		if over == overHTTPLegacy {
+			//lint:ignore SA1019 this case tests the legacy (2025-06-18) protocol on purpose
 			copts = append(copts, client.WithLegacyProtocolOnly())
 		}
 		tr, terr := transport.NewStreamableHTTP(hs.URL+"/mcp", transport.WithHTTPHeaders(auth))
