@@ -1,0 +1,277 @@
+package rest
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"reflect"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/invopop/jsonschema"
+)
+
+// The OpenAPI document is generated from this table and the request and
+// response types themselves, so it cannot drift from the code:
+// UPDATE_OPENAPI=1 go test ./rest -run OpenAPI rewrites openapi.json, and
+// the test fails when the file is stale or a route is missing from it.
+
+type apiRoute struct {
+	method, path, summary string
+	tag                   string
+	request, response     any // nil for none
+	status                int
+	query                 []apiParam
+	stream                bool // the response may be text/event-stream
+	public                bool // no bearer key
+}
+
+type apiParam struct{ name, description string }
+
+var (
+	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page."}}
+	byProject  = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it)."}}, pageParams...)
+)
+
+var apiRoutes = []apiRoute{
+	{method: "GET", path: "/healthz", summary: "Liveness", tag: "operations", response: map[string]string{}, status: 200, public: true},
+	{method: "GET", path: "/readyz", summary: "Readiness: the database answers", tag: "operations", response: map[string]string{}, status: 200, public: true},
+	{method: "GET", path: "/openapi.json", summary: "This document", tag: "operations", response: map[string]any{}, status: 200, public: true},
+
+	{method: "GET", path: "/api/v1/me", summary: "The calling user", tag: "users", response: userResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/users", summary: "List users (admins: all; others: themselves)", tag: "users", response: listResponse[userResponse]{}, status: 200, query: pageParams},
+	{method: "POST", path: "/api/v1/users", summary: "Create a user (admin)", tag: "users", request: userCreateRequest{}, response: userResponse{}, status: 201},
+	{method: "GET", path: "/api/v1/users/{userId}/api-keys", summary: "List a user's API keys (never the secret)", tag: "users", response: listResponse[apiKeyResponse]{}, status: 200, query: pageParams},
+	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: apiKeyResponse{}, status: 201},
+	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key", tag: "users", response: deletedResponse{}, status: 200},
+
+	{method: "GET", path: "/api/v1/projects", summary: "List the projects you can see", tag: "projects", response: listResponse[projectResponse]{}, status: 200, query: pageParams},
+	{method: "POST", path: "/api/v1/projects", summary: "Create a project; you become its owner", tag: "projects", request: projectCreateRequest{}, response: projectResponse{}, status: 201},
+	{method: "GET", path: "/api/v1/projects/{projectId}", summary: "Get a project", tag: "projects", response: projectResponse{}, status: 200},
+	{method: "PATCH", path: "/api/v1/projects/{projectId}", summary: "Update a project (owner)", tag: "projects", request: projectUpdateRequest{}, response: projectResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/projects/{projectId}", summary: "Delete a project and everything in it (owner)", tag: "projects", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/projects/{projectId}/members", summary: "List members", tag: "projects", response: listResponse[memberResponse]{}, status: 200, query: pageParams},
+	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner; the last owner stays)", tag: "projects", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/projects/{projectId}/usage", summary: "Token and request totals", tag: "projects", response: usageResponse{}, status: 200, query: []apiParam{
+		{"from", "Start, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive (default: now)."}, {"groupBy", "model, provider, chat or key."}}},
+	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200},
+	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200},
+
+	{method: "GET", path: "/api/v1/ai-providers", summary: "List AI providers (never a key)", tag: "ai-providers", response: listResponse[providerResponse]{}, status: 200, query: byProject},
+	{method: "POST", path: "/api/v1/ai-providers", summary: "Add an AI provider (owner); apiKey is write-only", tag: "ai-providers", request: providerCreateRequest{}, response: providerResponse{}, status: 201},
+	{method: "GET", path: "/api/v1/ai-providers/{providerId}", summary: "Get an AI provider", tag: "ai-providers", response: providerResponse{}, status: 200},
+	{method: "PATCH", path: "/api/v1/ai-providers/{providerId}", summary: "Update an AI provider (owner)", tag: "ai-providers", request: providerUpdateRequest{}, response: providerResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/ai-providers/{providerId}", summary: "Delete an AI provider (owner; 409 while chats use it)", tag: "ai-providers", response: deletedResponse{}, status: 200},
+
+	{method: "GET", path: "/api/v1/documents", summary: "List documents", tag: "documents", response: listResponse[documentResponse]{}, status: 200, query: byProject},
+	{method: "POST", path: "/api/v1/documents", summary: "Create a document (editor)", tag: "documents", request: documentCreateRequest{}, response: documentResponse{}, status: 201},
+	{method: "GET", path: "/api/v1/documents/{documentId}", summary: "Get a document", tag: "documents", response: documentResponse{}, status: 200},
+	{method: "PATCH", path: "/api/v1/documents/{documentId}", summary: "Update a document (editor)", tag: "documents", request: documentUpdateRequest{}, response: documentResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/documents/{documentId}", summary: "Delete a document (editor)", tag: "documents", response: deletedResponse{}, status: 200},
+
+	{method: "GET", path: "/api/v1/chats", summary: "List chats (chats:ListChats)", tag: "chats", response: listResponse[chatResponse]{}, status: 200, query: byProject},
+	{method: "POST", path: "/api/v1/chats", summary: "Create a chat (chats:CreateChat)", tag: "chats", request: chatCreateRequest{}, response: chatResponse{}, status: 201},
+	{method: "GET", path: "/api/v1/chats/{chatId}", summary: "Get a chat (chats:GetChat)", tag: "chats", response: chatResponse{}, status: 200},
+	{method: "PATCH", path: "/api/v1/chats/{chatId}", summary: "Update a chat (chats:UpdateChat)", tag: "chats", request: chatUpdateRequest{}, response: chatResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/chats/{chatId}", summary: "Delete a chat and its conversations (chats:DeleteChat)", tag: "chats", response: deletedResponse{}, status: 200},
+	{method: "POST", path: "/api/v1/chats/completions", summary: "Stateless completion with the named provider (aiProviders:UseAIProvider)", tag: "chats", request: statelessCompletionRequest{}, response: completionResponse{}, status: 200, stream: true},
+	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true},
+
+	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it)."}}, pageParams...)},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with its messages", tag: "conversations", response: conversationResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200},
+}
+
+// mcpPaths are served beside the API (mounted by the app), described here
+// for completeness.
+var mcpPaths = map[string]any{
+	"/mcp": map[string]any{
+		"post":   map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, "401": errRef("no or wrong bearer key")}},
+		"delete": map[string]any{"summary": "End an MCP session", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "ended"}}},
+	},
+	"/sse":     map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key")}}},
+	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "401": errRef("no or wrong bearer key")}}},
+	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
+}
+
+func errRef(desc string) map[string]any {
+	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
+}
+
+func schemaOf(v any) any {
+	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: true, Mapper: mapType}
+	s := r.Reflect(v)
+	s.Version = ""
+	b, _ := json.Marshal(s)
+	var m map[string]any
+	_ = json.Unmarshal(b, &m)
+	return m
+}
+
+func mapType(t reflect.Type) *jsonschema.Schema {
+	switch t {
+	case reflect.TypeFor[stopList]():
+		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
+			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}},
+		}}
+	case reflect.TypeFor[*struct{}](), reflect.TypeFor[struct{}]():
+		return &jsonschema.Schema{Type: "null"}
+	}
+	return nil
+}
+
+var pathParam = regexp.MustCompile(`\{([A-Za-z]+)\}`)
+
+func buildOpenAPI() map[string]any {
+	paths := map[string]any{}
+	for p, v := range mcpPaths {
+		paths[p] = v
+	}
+	for _, rt := range apiRoutes {
+		op := map[string]any{"summary": rt.summary, "tags": []string{rt.tag}}
+		var params []any
+		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
+			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
+		}
+		for _, q := range rt.query {
+			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": map[string]any{"type": "string"}})
+		}
+		if params != nil {
+			op["parameters"] = params
+		}
+		if rt.request != nil {
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": schemaOf(rt.request)}}}
+		}
+		content := map[string]any{"application/json": map[string]any{"schema": schemaOf(rt.response)}}
+		desc := "OK"
+		if rt.stream {
+			content["text/event-stream"] = map[string]any{"schema": map[string]any{
+				"description": "With stream: true. Each event is `data: <chat.completion.chunk>`; the first chunk also carries messageId (and conversationId per chat), the last before `data: [DONE]` carries usage (and debug). An error after the stream began is `data: {\"error\": {...}}` then `data: [DONE]`.",
+				"type":        "string",
+			}}
+			desc = "The OpenAI chat.completion object, or with stream: true an SSE stream of chat.completion.chunk events; chunk schema: #/components/schemas/ChatCompletionChunk"
+		}
+		responses := map[string]any{strconv.Itoa(rt.status): map[string]any{"description": desc, "content": content}}
+		for code, d := range errorsFor(rt) {
+			responses[code] = errRef(d)
+		}
+		op["responses"] = responses
+		if rt.public {
+			op["security"] = []any{}
+		}
+		item, _ := paths[rt.path].(map[string]any)
+		if item == nil {
+			item = map[string]any{}
+			paths[rt.path] = item
+		}
+		item[strings.ToLower(rt.method)] = op
+	}
+	return map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{
+			"title":       "Parley",
+			"version":     "1",
+			"description": "Chat completions with context, for AI agents and applications. JSON in camelCase; times are ISO 8601 UTC; lists return {data, nextCursor}.",
+		},
+		"servers":  []any{map[string]any{"url": "http://127.0.0.1:8080"}},
+		"security": []any{map[string]any{"bearer": []any{}}},
+		"paths":    paths,
+		"components": map[string]any{
+			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "An API key: Authorization: Bearer pk_…"}},
+			"schemas": map[string]any{
+				"Error":               errorSchema(),
+				"ChatCompletionChunk": schemaOf(chunk{}),
+			},
+		},
+	}
+}
+
+func errorSchema() any {
+	s := schemaOf(errorBody{}).(map[string]any)
+	detail := s["properties"].(map[string]any)["error"].(map[string]any)
+	detail["properties"].(map[string]any)["code"].(map[string]any)["enum"] = []string{
+		"invalid_request", "unauthenticated", "forbidden", "not_found", "conflict", "payload_too_large",
+		"rate_limited", "upstream_error", "upstream_timeout", "unavailable", "internal",
+	}
+	return s
+}
+
+// errorsFor lists the error statuses a route can answer.
+func errorsFor(rt apiRoute) map[string]string {
+	out := map[string]string{"500": "internal error"}
+	if rt.public {
+		if rt.path == "/readyz" {
+			out["503"] = "the database does not answer"
+		}
+		return out
+	}
+	out["401"] = "no, unknown or revoked API key"
+	if rt.request != nil {
+		out["400"] = "invalid request; error.details.field names the field"
+		out["413"] = "body over PARLEY_MAX_BODY_BYTES"
+	}
+	if rt.query != nil {
+		out["400"] = "invalid request; error.details.field names the field"
+	}
+	if strings.Contains(rt.path, "{") || rt.request != nil || rt.query != nil {
+		out["404"] = "not found, or in a project you cannot see"
+		out["403"] = "your role in the project does not allow this"
+	}
+	if rt.method == "DELETE" || rt.method == "PUT" || strings.HasSuffix(rt.path, "/completions") {
+		out["409"] = "conflicts with the current state"
+	}
+	if strings.HasSuffix(rt.path, "/completions") {
+		out["429"] = "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers"
+		out["502"] = "the AI provider failed or rejected its key"
+		out["503"] = "the provider's key cannot be resolved"
+		out["504"] = "the AI provider sent no first byte in time"
+	}
+	return out
+}
+
+func TestOpenAPI(t *testing.T) {
+	doc := buildOpenAPI()
+	want, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	if os.Getenv("UPDATE_OPENAPI") == "1" {
+		if err := os.WriteFile("openapi.json", want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Skip("rewrote openapi.json; it is embedded, so run the tests again")
+	}
+	if !bytes.Equal(openAPI, want) {
+		t.Fatal("openapi.json is stale: run UPDATE_OPENAPI=1 go test ./rest -run OpenAPI")
+	}
+
+	// Every route the server has is in the document, with its method.
+	s := New(nil, Config{})
+	paths := doc["paths"].(map[string]any)
+	var missing []string
+	for _, r := range s.echo.Routes() {
+		if !strings.HasPrefix(r.Path, "/api/v1/") || strings.HasSuffix(r.Path, "*") {
+			continue
+		}
+		p := regexp.MustCompile(`:([A-Za-z]+)`).ReplaceAllString(r.Path, "{$1}")
+		item, _ := paths[p].(map[string]any)
+		if _, ok := item[strings.ToLower(r.Method)]; !ok {
+			missing = append(missing, r.Method+" "+p)
+		}
+	}
+	sort.Strings(missing)
+	if len(missing) > 0 {
+		t.Errorf("routes missing from the OpenAPI document: %v", missing)
+	}
+	// Every $ref resolves.
+	for _, ref := range regexp.MustCompile(`"\$ref":\s*"#/components/schemas/([A-Za-z]+)"`).FindAllStringSubmatch(string(want), -1) {
+		if _, ok := doc["components"].(map[string]any)["schemas"].(map[string]any)[ref[1]]; !ok {
+			t.Errorf("$ref to a missing schema %s", ref[1])
+		}
+	}
+}
