@@ -8,6 +8,8 @@ import (
 	"sync"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // Tool schemas are generated from the argument and result structs, so that
@@ -19,16 +21,15 @@ import (
 //	min:"0" max:"2"        numeric bounds (minItems/maxItems on arrays)
 //	format:"date-time"     a string format
 //	nullable:"true"        the value may be null (results only)
-//
-// A type with a jsonSchema() method describes itself.
 
-// schemaDescriber is implemented by types whose JSON shape the reflection
-// cannot see (stop: a string or an array of strings).
-type schemaDescriber interface {
-	jsonSchema() map[string]any
+// stopSchema is the shape the reflection cannot see in wire.StopList: a
+// string or an array of up to 4 strings.
+func stopSchema() map[string]any {
+	return map[string]any{"anyOf": []any{
+		map[string]any{"type": "string"},
+		map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "maxItems": 4},
+	}}
 }
-
-var describerType = reflect.TypeFor[schemaDescriber]()
 
 // objectSchema returns the properties, their order and the required names
 // of struct type t. Input objects reject unknown properties.
@@ -99,8 +100,8 @@ func number(s string) any {
 
 // typeSchema returns the schema of a value of type t.
 func typeSchema(t reflect.Type, input bool) map[string]any {
-	if t.Implements(describerType) {
-		return reflect.Zero(t).Interface().(schemaDescriber).jsonSchema()
+	if t == reflect.TypeFor[wire.StopList]() {
+		return stopSchema()
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

@@ -9,10 +9,10 @@ import (
 	"sync"
 	"time"
 
-	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // messageRequest is one message: content or documentId, not both.
@@ -20,27 +20,6 @@ type messageRequest struct {
 	Role       string  `json:"role"`
 	Content    *string `json:"content"`
 	DocumentID string  `json:"documentId"`
-}
-
-// stopList is OpenAI's stop: a string or an array of strings.
-type stopList []string
-
-func (s *stopList) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var one string
-		if err := jsonv2.Unmarshal(b, &one); err != nil {
-			return err
-		}
-		*s = stopList{one}
-		return nil
-	}
-	var many []string
-	if err := jsonv2.Unmarshal(b, &many); err != nil {
-		return err
-	}
-	*s = many
-	return nil
 }
 
 // completionFields are the fields both completion endpoints take.
@@ -51,7 +30,7 @@ type completionFields struct {
 	Temperature *float64         `json:"temperature"`
 	MaxTokens   *int             `json:"maxTokens"`
 	TopP        *float64         `json:"topP"`
-	Stop        stopList         `json:"stop"`
+	Stop        wire.StopList    `json:"stop"`
 	Debug       bool             `json:"debug"`
 }
 

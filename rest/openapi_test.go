@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/invopop/jsonschema"
+
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // The OpenAPI document is generated from this table and the request and
@@ -114,7 +116,7 @@ func schemaOf(v any) any {
 
 func mapType(t reflect.Type) *jsonschema.Schema {
 	switch t {
-	case reflect.TypeFor[stopList]():
+	case reflect.TypeFor[wire.StopList]():
 		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
 			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}},
 		}}

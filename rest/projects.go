@@ -2,11 +2,11 @@ package rest
 
 import (
 	"net/http"
-	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 type projectResponse struct {
@@ -150,10 +150,10 @@ type usageTotalJSON struct {
 func (s *Server) handleUsageGet(c echo.Context) error {
 	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy"))}
 	var err error
-	if in.From, err = parseTime("from", c.QueryParam("from")); err != nil {
+	if in.From, err = wire.ParseTime("from", c.QueryParam("from")); err != nil {
 		return err
 	}
-	if in.To, err = parseTime("to", c.QueryParam("to")); err != nil {
+	if in.To, err = wire.ParseTime("to", c.QueryParam("to")); err != nil {
 		return err
 	}
 	totals, err := s.svcs.UsageReports.Get(ctx(c), in)
@@ -165,19 +165,6 @@ func (s *Server) handleUsageGet(c echo.Context) error {
 		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
 	}
 	return c.JSON(http.StatusOK, out)
-}
-
-// parseTime reads an optional RFC 3339 timestamp or date query parameter.
-func parseTime(field, v string) (time.Time, error) {
-	if v == "" {
-		return time.Time{}, nil
-	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
-			return t.UTC(), nil
-		}
-	}
-	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
 }
 
 type limitsJSON struct {

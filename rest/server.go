@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // Config configures the REST server.
@@ -288,8 +289,8 @@ func toList[T, R any](l domain.List[T], conv func(*T) R) listResponse[R] {
 	return out
 }
 
-// timestamp formats t as ISO 8601 UTC with milliseconds.
-func timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+// timestamp formats times in responses: ISO 8601 UTC with milliseconds.
+var timestamp = wire.Timestamp
 
 type deletedResponse struct {
 	ID      string `json:"id"`

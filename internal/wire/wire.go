@@ -1,0 +1,141 @@
+// Package wire holds what REST bodies and MCP tool arguments share on the
+// wire: strict JSON decoding whose errors name the field, OpenAI's stop
+// (a string or a list), and the ISO 8601 time format. It has no rules of
+// its own; those live in domain.
+package wire
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"reflect"
+	"strings"
+	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Unmarshal decodes data into v strictly: exact (case-sensitive) names, no
+// unknown or duplicate members, no second value, and the right types.
+// Errors are domain Invalid errors naming the offending member; noun says
+// what members are called to the reader ("field", "argument").
+func Unmarshal(data []byte, v any, noun string) error {
+	if err := json.Unmarshal(data, v, json.RejectUnknownMembers(true)); err != nil {
+		return decodeError(err, noun)
+	}
+	return nil
+}
+
+func decodeError(err error, noun string) error {
+	var se *json.SemanticError
+	if errors.As(err, &se) {
+		field := FieldPath(se.JSONPointer)
+		switch {
+		case errors.Is(se.Err, json.ErrUnknownName):
+			return domain.Invalidf(field, "unknown %s %q; names are camelCase and case-sensitive", noun, field)
+		case field != "":
+			want := "of a different type"
+			if se.GoType != nil {
+				want = typeName(se.GoType)
+			}
+			return domain.Invalidf(field, "%s must be %s", field, want)
+		}
+		return domain.Errorf(domain.Invalid, "the %ss must be a JSON object", noun)
+	}
+	var syn *jsontext.SyntacticError
+	if errors.As(err, &syn) {
+		field := FieldPath(syn.JSONPointer)
+		msg := syn.Err.Error()
+		switch {
+		case strings.Contains(msg, "duplicate"):
+			return domain.Invalidf(field, "%s %q appears more than once", noun, field)
+		case strings.Contains(msg, "after top-level value"):
+			return domain.Errorf(domain.Invalid, "send exactly one JSON value")
+		}
+		return domain.Invalidf(field, "not valid JSON (at byte %d): %s", syn.ByteOffset, msg)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return domain.Errorf(domain.Invalid, "the JSON is truncated")
+	}
+	return domain.Errorf(domain.Invalid, "not valid JSON")
+}
+
+// FieldPath renders a JSON pointer as a field path: /messages/0/role → messages[0].role.
+func FieldPath(p jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range p.Tokens() {
+		if tok != "" && strings.Trim(tok, "0123456789") == "" {
+			b.WriteString("[" + tok + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(tok)
+	}
+	return b.String()
+}
+
+func typeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == reflect.TypeFor[StopList]() {
+		return "a string or an array of strings"
+	}
+	switch t.Kind() {
+	case reflect.String:
+		return "a string"
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return "an integer"
+	case reflect.Float32, reflect.Float64:
+		return "a number"
+	case reflect.Bool:
+		return "true or false"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	}
+	return "an object"
+}
+
+// StopList is OpenAI's stop: a string or an array of strings.
+type StopList []string
+
+// UnmarshalJSON accepts a string or an array of strings.
+func (s *StopList) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*s = StopList{one}
+		return nil
+	}
+	var many []string
+	if err := json.Unmarshal(b, &many); err != nil {
+		return fmt.Errorf("stop must be a string or an array of strings")
+	}
+	*s = many
+	return nil
+}
+
+// Timestamp formats t as ISO 8601 UTC with milliseconds.
+func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+
+// ParseTime reads an optional ISO 8601 time or date; "" is the zero time.
+func ParseTime(field, v string) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
+		if t, err := time.Parse(layout, v); err == nil {
+			return t.UTC(), nil
+		}
+	}
+	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+}

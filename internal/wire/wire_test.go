@@ -1,0 +1,63 @@
+package wire
+
+import (
+	"testing"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+type sample struct {
+	Name     string   `json:"name"`
+	Count    int      `json:"count"`
+	Stop     StopList `json:"stop"`
+	Messages []struct {
+		Role string `json:"role"`
+	} `json:"messages"`
+}
+
+func TestUnmarshalNamesTheField(t *testing.T) {
+	tests := []struct{ in, field string }{
+		{`{"nme": "x"}`, "nme"},
+		{`{"Name": "x"}`, "Name"},
+		{`{"name": "x", "name": "y"}`, "name"},
+		{`{"count": 1.5}`, "count"},
+		{`{"count": "1"}`, "count"},
+		{`{"stop": 5}`, "stop"},
+		{`{"messages": [{"role": 1}]}`, "messages[0].role"},
+		{`{"messages": [{"rol": "user"}]}`, "messages[0].rol"},
+	}
+	for _, tt := range tests {
+		var v sample
+		err := Unmarshal([]byte(tt.in), &v, "field")
+		if domain.KindOf(err) != domain.Invalid || domain.DetailsOf(err)["field"] != tt.field {
+			t.Errorf("Unmarshal(%s) = %v (details %v), want Invalid naming %s", tt.in, err, domain.DetailsOf(err), tt.field)
+		}
+	}
+	for _, bad := range []string{`{} {}`, `{"name":`, `[]`} {
+		var v sample
+		if err := Unmarshal([]byte(bad), &v, "field"); domain.KindOf(err) != domain.Invalid {
+			t.Errorf("Unmarshal(%s) = %v, want Invalid", bad, err)
+		}
+	}
+}
+
+func TestStopList(t *testing.T) {
+	for in, want := range map[string]int{`{"stop": "x"}`: 1, `{"stop": ["a", "b"]}`: 2} {
+		var v sample
+		if err := Unmarshal([]byte(in), &v, "field"); err != nil || len(v.Stop) != want {
+			t.Errorf("Unmarshal(%s) = %v, %v", in, v.Stop, err)
+		}
+	}
+}
+
+func TestParseTime(t *testing.T) {
+	if _, err := ParseTime("from", "2026-01-31"); err != nil {
+		t.Error(err)
+	}
+	if got, err := ParseTime("from", "2026-01-31T10:00:00+02:00"); err != nil || got.Hour() != 8 {
+		t.Errorf("ParseTime = %v, %v; want 08:00 UTC", got, err)
+	}
+	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
+		t.Errorf("ParseTime(yesterday) = %v", err)
+	}
+}
