@@ -10,11 +10,15 @@ import (
 )
 
 // InputMessage is one message of a completion request: Content or
-// DocumentID, never both.
+// DocumentID, never both; except that an assistant message with ToolCalls
+// may leave out its content, and a tool message (the result of the tool
+// call ToolCallID) has Content.
 type InputMessage struct {
 	Role       MessageRole
 	Content    *string
 	DocumentID string
+	ToolCalls  []ToolCall // assistant only
+	ToolCallID string     // tool only
 }
 
 // CompletionParams are the fields both completion endpoints take.
@@ -26,6 +30,10 @@ type CompletionParams struct {
 	TopP        *float64
 	Stop        []string
 	Debug       bool
+	// Tools the model may call, whether it must, and the reply's format.
+	Tools          []Tool
+	ToolChoice     *ToolChoice
+	ResponseFormat *ResponseFormat
 }
 
 // StatelessCompletion is the input of Completions.Stateless
@@ -56,6 +64,7 @@ type CompletionMeta struct {
 type Completion struct {
 	CompletionMeta
 	Content      string
+	ToolCalls    []ToolCall
 	FinishReason string
 	Usage        Usage
 	Debug        *Debug
@@ -75,10 +84,11 @@ type Debug struct {
 
 // Emitter receives a streamed completion: Start once, before the first
 // delta (and before the call returns, even for an empty reply), then each
-// delta in order. An error from either aborts the completion.
+// delta in order: text, and tool calls piece by piece in OpenAI's shape.
+// An error from either aborts the completion.
 type Emitter interface {
 	Start(meta CompletionMeta) error
-	Delta(text string) error
+	Delta(d Delta) error
 }
 
 // Completions runs completions, stateless or per chat.
@@ -107,11 +117,32 @@ func (p *CompletionParams) validate() error {
 		switch m.Role {
 		case RoleSystem:
 			systems++
-		case RoleUser, RoleAssistant:
+		case RoleUser, RoleAssistant, RoleTool:
 		default:
-			return Invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, user or assistant", i)
+			return Invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, user, assistant or tool", i)
 		}
-		if (m.Content == nil) == (m.DocumentID == "") {
+		if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
+			return Invalidf(fmt.Sprintf("messages[%d].toolCalls", i), "messages[%d].toolCalls belongs only to assistant messages", i)
+		}
+		if m.ToolCallID != "" && m.Role != RoleTool {
+			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId belongs only to tool messages", i)
+		}
+		switch {
+		case m.Role == RoleTool:
+			if err := checkToolCallID(fmt.Sprintf("messages[%d].toolCallId", i), m.ToolCallID); err != nil {
+				return err
+			}
+			if m.Content == nil || m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].content", i), "messages[%d] is a tool message: send the tool's result as content (and no documentId)", i)
+			}
+		case len(m.ToolCalls) > 0:
+			if err := validateToolCalls(i, m.ToolCalls); err != nil {
+				return err
+			}
+			if m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has toolCalls; it may have content but no documentId", i)
+			}
+		case (m.Content == nil) == (m.DocumentID == ""):
 			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
 		}
 		if m.Content != nil {
@@ -143,7 +174,7 @@ func (p *CompletionParams) validate() error {
 			return Invalidf("stop", "stop sequences must not be empty")
 		}
 	}
-	return nil
+	return p.validateTools()
 }
 
 // plan is a resolved completion, ready to call upstream.
@@ -238,7 +269,15 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 // projectID.
 func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID string) error {
 	docs := map[string]*Document{}
+	var calls toolCallTracker
+	for _, m := range pl.history {
+		calls.see(m.Role, m.ToolCalls, m.ToolCallID)
+	}
 	for i, m := range pl.params.Messages {
+		if !calls.see(m.Role, m.ToolCalls, m.ToolCallID) {
+			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId %q answers no tool call of the assistant message before it; "+
+				"a tool message follows the assistant message whose toolCalls has that id (or the conversation's last reply)", i, m.ToolCallID)
+		}
 		var content string
 		if m.DocumentID != "" {
 			d, ok := docs[m.DocumentID]
@@ -254,14 +293,15 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 				docs[m.DocumentID] = d
 			}
 			content = d.Content
-		} else {
+		} else if m.Content != nil {
 			content = *m.Content
 		}
 		if m.Role == RoleSystem {
 			pl.system = content
 			continue
 		}
-		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID})
+		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID,
+			ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
 	return nil
 }
@@ -274,10 +314,10 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 		out = append(out, LLMMessage{Role: RoleSystem, Content: pl.system})
 	}
 	for _, m := range pl.history {
-		out = append(out, LLMMessage{Role: m.Role, Content: m.Content})
+		out = append(out, LLMMessage{Role: m.Role, Content: m.Content, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
 	for _, m := range pl.turn {
-		out = append(out, LLMMessage{Role: m.Role, Content: m.Content})
+		out = append(out, LLMMessage{Role: m.Role, Content: m.Content, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
 	return out
 }
@@ -302,9 +342,10 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	req := LLMRequest{
 		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
 		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
+		Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
 	}
 
-	var onDelta func(string) error
+	var onDelta func(Delta) error
 	started := false
 	start := func() error {
 		if started {
@@ -314,7 +355,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		return emit.Start(meta)
 	}
 	if emit != nil {
-		onDelta = func(d string) error {
+		onDelta = func(d Delta) error {
 			if err := start(); err != nil {
 				return err
 			}
@@ -355,7 +396,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		return nil, err
 	}
 
-	out := &Completion{CompletionMeta: meta, Content: res.Content, FinishReason: res.FinishReason, Usage: res.Usage}
+	out := &Completion{CompletionMeta: meta, Content: res.Content, ToolCalls: res.ToolCalls, FinishReason: res.FinishReason, Usage: res.Usage}
 	if res.Model != "" {
 		out.Model = res.Model
 	}
@@ -419,7 +460,7 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) er
 		seq++
 	}
 	msgs = append(msgs, Message{
-		ID: c.MessageID, ConversationID: pl.conv.ID, Seq: seq, Role: RoleAssistant, Content: c.Content,
+		ID: c.MessageID, ConversationID: pl.conv.ID, Seq: seq, Role: RoleAssistant, Content: c.Content, ToolCalls: c.ToolCalls,
 		Model: c.Model, FinishReason: c.FinishReason, Usage: c.Usage, CreatedAt: now,
 	})
 	pl.conv.UpdatedAt = now
@@ -432,6 +473,10 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) er
 
 func outcomeOf(ctx context.Context, err error) Outcome {
 	switch {
+	case ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.Canceled):
+		// The server ended it (shutdown, maximum stream duration): the
+		// cancel cause says why; only a plain cancel is the client leaving.
+		return OutcomeInterrupted
 	case KindOf(err) == Canceled || errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		return OutcomeClientDisconnect
 	case KindOf(err) == Upstream && strings.Contains(MessageOf(err), "truncated"):
@@ -459,12 +504,23 @@ var secretPattern = regexp.MustCompile(`\b(sk-[A-Za-z0-9_\-]{8,}|pk_[A-Za-z0-9_\
 // redactMessages copies msgs with the provider key and anything that looks
 // like a credential replaced by "[redacted]".
 func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
+	redact := func(s string) string {
+		if key != "" {
+			s = strings.ReplaceAll(s, key, "[redacted]")
+		}
+		return secretPattern.ReplaceAllString(s, "[redacted]")
+	}
 	out := make([]LLMMessage, len(msgs))
 	for i, m := range msgs {
-		if key != "" {
-			m.Content = strings.ReplaceAll(m.Content, key, "[redacted]")
+		m.Content = redact(m.Content)
+		if len(m.ToolCalls) > 0 {
+			calls := make([]ToolCall, len(m.ToolCalls))
+			for j, c := range m.ToolCalls {
+				c.Arguments = redact(c.Arguments)
+				calls[j] = c
+			}
+			m.ToolCalls = calls
 		}
-		m.Content = secretPattern.ReplaceAllString(m.Content, "[redacted]")
 		out[i] = m
 	}
 	return out

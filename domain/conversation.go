@@ -22,6 +22,7 @@ const (
 	RoleSystem    MessageRole = "system"
 	RoleUser      MessageRole = "user"
 	RoleAssistant MessageRole = "assistant"
+	RoleTool      MessageRole = "tool" // a tool's result, answering a tool call
 )
 
 // Message is one stored message of a conversation.
@@ -32,7 +33,9 @@ type Message struct {
 	Role           MessageRole
 	Content        string // resolved content (a document's content when DocumentID is set)
 	DocumentID     string
-	Model          string // assistant messages: the model that answered
+	ToolCalls      []ToolCall // assistant messages: the tools the model called
+	ToolCallID     string     // tool messages: the call this is the result of
+	Model          string     // assistant messages: the model that answered
 	FinishReason   string
 	Usage          Usage // assistant messages
 	CreatedAt      time.Time

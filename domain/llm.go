@@ -28,8 +28,10 @@ type Endpoint struct {
 
 // LLMMessage is one message sent upstream.
 type LLMMessage struct {
-	Role    MessageRole
-	Content string
+	Role       MessageRole
+	Content    string
+	ToolCalls  []ToolCall // assistant
+	ToolCallID string     // tool
 }
 
 // LLMRequest is one completion call to an upstream model.
@@ -41,12 +43,18 @@ type LLMRequest struct {
 	MaxTokens   *int
 	TopP        *float64
 	Stop        []string
+	// Tools, ToolChoice and ResponseFormat are passed to OpenAI-wire
+	// providers as they are and mapped for the others; nil when not set.
+	Tools          []Tool
+	ToolChoice     *ToolChoice
+	ResponseFormat *ResponseFormat
 }
 
 // LLMResult is what the upstream answered.
 type LLMResult struct {
 	Content      string
-	FinishReason string
+	ToolCalls    []ToolCall
+	FinishReason string // OpenAI's: stop, length, tool_calls, content_filter
 	Model        string // the model the upstream says answered
 	Usage        Usage
 	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
@@ -56,10 +64,11 @@ type LLMResult struct {
 // ProviderType.
 type LLM interface {
 	// Complete runs one completion. When onDelta is non-nil the call streams
-	// and onDelta receives each content delta in order; an error from onDelta
-	// aborts the call. The result always holds the whole reply. Errors carry
+	// and onDelta receives each delta in order, text and tool call pieces in
+	// OpenAI's shape (see ToolCallDelta); an error from onDelta aborts the
+	// call. The result always holds the whole reply, tool calls included. Errors carry
 	// the kinds Upstream (the provider failed or rejected the call),
 	// RateLimited (with RetryAfter), Timeout, Canceled and Invalid (the
 	// provider type or base URL is unusable).
-	Complete(ctx context.Context, req LLMRequest, onDelta func(delta string) error) (*LLMResult, error)
+	Complete(ctx context.Context, req LLMRequest, onDelta func(Delta) error) (*LLMResult, error)
 }

@@ -23,6 +23,7 @@ const (
 	OutcomeUpstreamError    Outcome = "upstream_error"
 	OutcomeClientDisconnect Outcome = "client_disconnect"
 	OutcomeTruncated        Outcome = "truncated"
+	OutcomeInterrupted      Outcome = "interrupted" // ended by the server: shutdown or maximum stream duration
 )
 
 // UsageRecord is written for every completion, stateless or per chat.

@@ -1,12 +1,15 @@
 package llm
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"strings"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
+	"github.com/anthropics/anthropic-sdk-go/packages/param"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -36,8 +39,16 @@ func anthropicBase(u string) string {
 }
 
 // anthropicParams maps a domain request to the Messages API: system
-// messages become the system parameter, the rest keep their order.
-func anthropicParams(req domain.LLMRequest) anthropic.MessageNewParams {
+// messages become the system parameter, the rest keep their order. Tools
+// map to tools (parameters become input_schema) and toolChoice to
+// tool_choice (required is Anthropic's "any"); an assistant message's
+// tool calls become tool_use blocks, and tool messages tool_result blocks
+// of a user message, consecutive ones in the same message.
+//
+// Anthropic has no response_format: JSON mode and JSON schema are asked
+// for in the system prompt (see formatInstruction), which the model
+// follows but the API does not enforce.
+func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) {
 	p := anthropic.MessageNewParams{
 		Model:         anthropic.Model(req.Model),
 		MaxTokens:     DefaultAnthropicMaxTokens,
@@ -52,23 +63,117 @@ func anthropicParams(req domain.LLMRequest) anthropic.MessageNewParams {
 	if req.TopP != nil {
 		p.TopP = anthropic.Float(*req.TopP)
 	}
+	var results []anthropic.ContentBlockParamUnion // tool results for the next user message
+	flush := func() {
+		if len(results) > 0 {
+			p.Messages = append(p.Messages, anthropic.NewUserMessage(results...))
+			results = nil
+		}
+	}
 	for _, m := range req.Messages {
+		if m.Role != domain.RoleTool {
+			flush()
+		}
 		switch m.Role {
 		case domain.RoleSystem:
 			p.System = append(p.System, anthropic.TextBlockParam{Text: m.Content})
 		case domain.RoleAssistant:
-			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(anthropic.NewTextBlock(m.Content)))
+			var blocks []anthropic.ContentBlockParamUnion
+			if m.Content != "" || len(m.ToolCalls) == 0 {
+				blocks = append(blocks, anthropic.NewTextBlock(m.Content))
+			}
+			for _, c := range m.ToolCalls {
+				input, err := toolInput(c)
+				if err != nil {
+					return p, err
+				}
+				blocks = append(blocks, anthropic.NewToolUseBlock(c.ID, input, c.Name))
+			}
+			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
+		case domain.RoleTool:
+			r := anthropic.ToolResultBlockParam{ToolUseID: m.ToolCallID}
+			if m.Content != "" { // Anthropic refuses empty text blocks
+				r.Content = []anthropic.ToolResultBlockParamContentUnion{{OfText: &anthropic.TextBlockParam{Text: m.Content}}}
+			}
+			results = append(results, anthropic.ContentBlockParamUnion{OfToolResult: &r})
 		default:
 			p.Messages = append(p.Messages, anthropic.NewUserMessage(anthropic.NewTextBlock(m.Content)))
 		}
 	}
-	return p
+	flush()
+	for _, t := range req.Tools {
+		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(schemaOrEmpty(t.Parameters)))}
+		if t.Description != "" {
+			tp.Description = anthropic.String(t.Description)
+		}
+		if t.Strict {
+			tp.Strict = anthropic.Bool(true)
+		}
+		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tp})
+	}
+	if c := req.ToolChoice; c != nil {
+		switch c.Mode {
+		case domain.ToolChoiceAuto:
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{}}
+		case domain.ToolChoiceRequired:
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{}}
+		case domain.ToolChoiceNone:
+			none := anthropic.NewToolChoiceNoneParam()
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfNone: &none}
+		case domain.ToolChoiceFunction:
+			p.ToolChoice = anthropic.ToolChoiceParamOfTool(c.Name)
+		}
+	}
+	if text := formatInstruction(req.ResponseFormat); text != "" {
+		p.System = append(p.System, anthropic.TextBlockParam{Text: text})
+	}
+	return p, nil
+}
+
+// toolInput is a tool call's arguments as a tool_use block's input, which
+// Anthropic requires to be a JSON object; no arguments are {}.
+func toolInput(c domain.ToolCall) (json.RawMessage, error) {
+	args := bytes.TrimSpace([]byte(c.Arguments))
+	if len(args) == 0 {
+		return json.RawMessage(`{}`), nil
+	}
+	if args[0] != '{' || !json.Valid(args) {
+		return nil, domain.Invalidf("messages", "the arguments of tool call %s are not a JSON object; Anthropic needs one as the tool_use input", c.ID)
+	}
+	return json.RawMessage(args), nil
+}
+
+// formatInstruction is the system prompt text that stands in for
+// response_format with Anthropic, which has no such parameter: "" for
+// plain text, else an instruction to answer with only a JSON object (and,
+// for json_schema, one that follows the schema).
+func formatInstruction(f *domain.ResponseFormat) string {
+	if f == nil {
+		return ""
+	}
+	switch f.Type {
+	case domain.ResponseJSONObject:
+		return "Respond with only a JSON object: no other text, no Markdown code fence."
+	case domain.ResponseJSONSchema:
+		var b strings.Builder
+		b.WriteString("Respond with only a JSON object that conforms to the JSON schema below: no other text, no Markdown code fence.")
+		if f.Description != "" {
+			b.WriteString(" The object is " + f.Name + ": " + f.Description)
+		}
+		b.WriteString("\n\n")
+		b.Write(f.Schema)
+		return b.String()
+	}
+	return ""
 }
 
 // callAnthropic makes one attempt against the Anthropic Messages API.
 func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.anthropicClient(cs.req.Endpoint)
-	params := anthropicParams(cs.req)
+	params, err := anthropicParams(cs.req)
+	if err != nil {
+		return nil, err
+	}
 	if cs.onDelta != nil {
 		return c.anthropicStream(ctx, ex, cs, cli, params)
 	}
@@ -88,8 +193,11 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 	}
 	var content strings.Builder
 	for _, b := range msg.Content {
-		if b.Type == "text" {
+		switch b.Type {
+		case "text":
 			content.WriteString(b.Text)
+		case "tool_use":
+			res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: b.ID, Type: "function", Name: b.Name, Arguments: compactJSON(b.Input)})
 		}
 	}
 	res.Content = content.String()
@@ -100,15 +208,29 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 
 // anthropicStream streams one attempt, mapping the Messages API's events
 // to deltas: message_start carries the model and input tokens,
-// content_block_delta the text, message_delta the stop reason and the
-// cumulative output tokens.
+// content_block_delta the text, content_block_start of a tool_use block
+// begins a tool call (id and name) and its input_json_delta pieces are
+// the arguments, message_delta carries the stop reason and the cumulative
+// output tokens.
 func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec, cli anthropic.Client, params anthropic.MessageNewParams) (*domain.LLMResult, error) {
 	stream := cli.Messages.NewStreaming(ctx, params)
 	defer stream.Close()
 
 	res := &domain.LLMResult{}
 	var content strings.Builder
-	defer func() { res.Content = content.String() }()
+	var calls toolCalls
+	defer func() { res.Content, res.ToolCalls = content.String(), calls.result() }()
+	emit := func(d domain.Delta) error {
+		if res.FirstByte == 0 {
+			res.FirstByte = time.Since(cs.start)
+		}
+		content.WriteString(d.Content)
+		if err := cs.onDelta(d); err != nil {
+			return &deltaError{err: err}
+		}
+		return nil
+	}
+	tools := map[int64]int{} // content block index → our tool call index
 	var input, output int64
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
@@ -121,16 +243,41 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			u := ev.Message.Usage
 			input = u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
 			output = u.OutputTokens
-		case "content_block_delta":
-			if ev.Delta.Type != "text_delta" || ev.Delta.Text == "" {
+		case "content_block_start":
+			if ev.ContentBlock.Type != "tool_use" {
 				continue
 			}
-			if res.FirstByte == 0 {
-				res.FirstByte = time.Since(cs.start)
+			key := int(ev.Index)
+			d := calls.add(&key, ev.ContentBlock.ID, ev.ContentBlock.Name, "")
+			tools[ev.Index] = d.Index
+			if err := emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{d}}); err != nil {
+				return res, err
 			}
-			content.WriteString(ev.Delta.Text)
-			if err := cs.onDelta(ev.Delta.Text); err != nil {
-				return res, &deltaError{err: err}
+		case "content_block_delta":
+			var d domain.Delta
+			switch {
+			case ev.Delta.Type == "text_delta" && ev.Delta.Text != "":
+				d.Content = ev.Delta.Text
+			case ev.Delta.Type == "input_json_delta" && ev.Delta.PartialJSON != "":
+				if _, ok := tools[ev.Index]; !ok {
+					continue
+				}
+				key := int(ev.Index)
+				d.ToolCalls = []domain.ToolCallDelta{calls.add(&key, "", "", ev.Delta.PartialJSON)}
+			default:
+				continue
+			}
+			if err := emit(d); err != nil {
+				return res, err
+			}
+		case "content_block_stop":
+			// A tool call without input streams no arguments; say {} as
+			// the non-stream reply does.
+			if i, ok := tools[ev.Index]; ok && calls.arguments(i) == "" {
+				key := int(ev.Index)
+				if err := emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}}); err != nil {
+					return res, err
+				}
 			}
 		case "message_delta":
 			if ev.Delta.StopReason != "" {
@@ -156,6 +303,20 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return res, domain.Errorf(domain.Upstream, errTruncated)
 	}
 	return res, nil
+}
+
+// compactJSON is a tool_use input as the arguments of a tool call: its
+// JSON, compacted; {} when there is none.
+func compactJSON(raw json.RawMessage) string {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "{}"
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return string(raw)
+	}
+	return b.String()
 }
 
 // anthropicFinish maps a stop_reason to the OpenAI finish_reason Parley

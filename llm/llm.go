@@ -107,7 +107,7 @@ type attemptFunc func(ctx context.Context, ex *exchange, cs *callSpec) (*domain.
 // callSpec is what an attempt needs besides its exchange.
 type callSpec struct {
 	req     domain.LLMRequest
-	onDelta func(string) error
+	onDelta func(domain.Delta) error
 	start   time.Time
 }
 
@@ -115,7 +115,7 @@ type callSpec struct {
 // call streams. On an error after part of a stream arrived, the partial
 // result (content so far, usage if the upstream sent it) comes back with
 // the error.
-func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta func(delta string) error) (*domain.LLMResult, error) {
+func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta func(domain.Delta) error) (*domain.LLMResult, error) {
 	const op = "llm.Complete"
 	var do attemptFunc
 	switch req.Endpoint.Type {

@@ -51,10 +51,12 @@ func request(typ domain.ProviderType, s *llmtest.Server, msgs ...string) domain.
 // deltas it received.
 func run(ctx context.Context, c *llm.Client, req domain.LLMRequest, stream bool) (*domain.LLMResult, []string, error) {
 	var deltas []string
-	var onDelta func(string) error
+	var onDelta func(domain.Delta) error
 	if stream {
-		onDelta = func(d string) error {
-			deltas = append(deltas, d)
+		onDelta = func(d domain.Delta) error {
+			if d.Content != "" {
+				deltas = append(deltas, d.Content)
+			}
 			return nil
 		}
 	}
@@ -681,7 +683,7 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
 			n := 0
-			res, err := newClient(t).Complete(ctx, request(typ, s), func(string) error {
+			res, err := newClient(t).Complete(ctx, request(typ, s), func(domain.Delta) error {
 				if n++; n == 3 {
 					cancel()
 				}
@@ -722,7 +724,7 @@ func TestOnDeltaErrorAborts(t *testing.T) {
 			s := llmtest.NewServer(t)
 			s.Enqueue(llmtest.Behavior{ChunkDelay: 20 * time.Millisecond, Reply: strings.Repeat("word ", 100)})
 			gone := errors.New("client went away")
-			res, err := newClient(t).Complete(context.Background(), request(typ, s), func(string) error { return gone })
+			res, err := newClient(t).Complete(context.Background(), request(typ, s), func(domain.Delta) error { return gone })
 			if !errors.Is(err, gone) {
 				t.Fatalf("err = %v, want the onDelta error", err)
 			}

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
@@ -50,7 +51,30 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 		Stream:   stream,
 	}
 	for _, m := range req.Messages {
-		out.Messages = append(out.Messages, openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content})
+		om := openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content, ToolCallID: m.ToolCallID}
+		for _, c := range m.ToolCalls {
+			om.ToolCalls = append(om.ToolCalls, openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
+				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}})
+		}
+		out.Messages = append(out.Messages, om)
+	}
+	for _, t := range req.Tools {
+		out.Tools = append(out.Tools, openai.Tool{Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{
+			Name: t.Name, Description: t.Description, Strict: t.Strict, Parameters: schemaOrEmpty(t.Parameters)}})
+	}
+	if c := req.ToolChoice; c != nil {
+		if c.Mode == domain.ToolChoiceFunction {
+			out.ToolChoice = openai.ToolChoice{Type: openai.ToolTypeFunction, Function: openai.ToolFunction{Name: c.Name}}
+		} else {
+			out.ToolChoice = string(c.Mode)
+		}
+	}
+	if f := req.ResponseFormat; f != nil {
+		out.ResponseFormat = &openai.ChatCompletionResponseFormat{Type: openai.ChatCompletionResponseFormatType(f.Type)}
+		if f.Type == domain.ResponseJSONSchema {
+			out.ResponseFormat.JSONSchema = &openai.ChatCompletionResponseFormatJSONSchema{
+				Name: f.Name, Description: f.Description, Schema: json.RawMessage(f.Schema), Strict: f.Strict}
+		}
 	}
 	if stream {
 		out.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
@@ -90,10 +114,26 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	}
 	ch := resp.Choices[0]
 	res.Content, res.FinishReason = ch.Message.Content, string(ch.FinishReason)
+	for _, c := range ch.Message.ToolCalls {
+		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: c.ID, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments})
+	}
 	return res, nil
 }
 
-// openAIStream streams one attempt, handing each content delta to onDelta.
+// emptySchema is the parameters of a tool declared without any: OpenAI
+// reads an absent schema as an empty parameter list, and this says so
+// explicitly (go-openai would send null).
+var emptySchema = json.RawMessage(`{"type":"object","properties":{}}`)
+
+func schemaOrEmpty(schema []byte) json.RawMessage {
+	if len(schema) == 0 {
+		return emptySchema
+	}
+	return json.RawMessage(schema)
+}
+
+// openAIStream streams one attempt, handing each delta to onDelta: text,
+// and tool call pieces renumbered 0, 1, ... in the order the calls began.
 func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, cli *openai.Client, oreq openai.ChatCompletionRequest) (*domain.LLMResult, error) {
 	stream, err := cli.CreateChatCompletionStream(ctx, oreq)
 	if err != nil {
@@ -103,7 +143,8 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 
 	res := &domain.LLMResult{}
 	var content strings.Builder
-	defer func() { res.Content = content.String() }()
+	var calls toolCalls
+	defer func() { res.Content, res.ToolCalls = content.String(), calls.result() }()
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -125,11 +166,15 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			if d := ch.Delta.Content; d != "" {
+			d := domain.Delta{Content: ch.Delta.Content}
+			for _, tc := range ch.Delta.ToolCalls {
+				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
+			}
+			if d.Content != "" || len(d.ToolCalls) > 0 {
 				if res.FirstByte == 0 {
 					res.FirstByte = time.Since(cs.start)
 				}
-				content.WriteString(d)
+				content.WriteString(d.Content)
 				if err := cs.onDelta(d); err != nil {
 					return res, &deltaError{err: err}
 				}

@@ -70,3 +70,10 @@ var (
 
 // stopList is OpenAI's stop, decoded as REST decodes it.
 type stopList = wire.StopList
+
+// toolChoice is OpenAI's tool_choice and rawJSON a JSON Schema kept as
+// sent, decoded as REST decodes them.
+type (
+	toolChoice = wire.ToolChoice
+	rawJSON    = wire.RawJSON
+)

@@ -59,9 +59,12 @@ func (e *progressEmitter) emitter() domain.Emitter {
 // Start implements domain.Emitter; the ids come with the result.
 func (e *progressEmitter) Start(domain.CompletionMeta) error { return nil }
 
-// Delta implements domain.Emitter. A notification that cannot be delivered
-// is logged, never an error: the result still holds the whole reply.
-func (e *progressEmitter) Delta(text string) error {
+// Delta implements domain.Emitter: the text of each delta becomes a
+// notification; tool call pieces do not (the result holds the calls). A
+// notification that cannot be delivered is logged, never an error: the
+// result still holds the whole reply.
+func (e *progressEmitter) Delta(d domain.Delta) error {
+	text := d.Content
 	if text == "" {
 		return nil
 	}

@@ -31,6 +31,19 @@ func stopSchema() map[string]any {
 	}}
 }
 
+// toolChoiceSchema is the shape of wire.ToolChoice: a mode, or the
+// function to call.
+func toolChoiceSchema() map[string]any {
+	return map[string]any{"anyOf": []any{
+		map[string]any{"type": "string", "enum": []string{"auto", "none", "required"}},
+		map[string]any{"type": "object", "required": []string{"type", "function"}, "additionalProperties": false, "properties": map[string]any{
+			"type": map[string]any{"type": "string", "enum": []string{"function"}},
+			"function": map[string]any{"type": "object", "required": []string{"name"}, "additionalProperties": false,
+				"properties": map[string]any{"name": map[string]any{"type": "string"}}},
+		}},
+	}}
+}
+
 // objectSchema returns the properties, their order and the required names
 // of struct type t. Input objects reject unknown properties.
 func objectSchema(t reflect.Type, input bool) (props map[string]any, order, required []string) {
@@ -100,8 +113,13 @@ func number(s string) any {
 
 // typeSchema returns the schema of a value of type t.
 func typeSchema(t reflect.Type, input bool) map[string]any {
-	if t == reflect.TypeFor[wire.StopList]() {
+	switch t {
+	case reflect.TypeFor[wire.StopList]():
 		return stopSchema()
+	case reflect.TypeFor[wire.ToolChoice]():
+		return toolChoiceSchema()
+	case reflect.TypeFor[wire.RawJSON]():
+		return map[string]any{"type": "object"}
 	}
 	switch t.Kind() {
 	case reflect.Pointer:

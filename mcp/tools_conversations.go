@@ -23,20 +23,23 @@ type conversationOut struct {
 }
 
 type messageOut struct {
-	ID           string    `json:"id" desc:"Message id (msg_...)."`
-	Role         string    `json:"role" enum:"user,assistant" desc:"Author of the message."`
-	Content      string    `json:"content" desc:"The message's text (a referenced document's content, resolved)."`
-	DocumentID   string    `json:"documentId,omitempty" desc:"The document the message referenced, if any."`
-	Model        string    `json:"model,omitempty" desc:"The model that answered (assistant messages)."`
-	FinishReason string    `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages)."`
-	Usage        *usageOut `json:"usage,omitempty" desc:"Tokens of the completion (assistant messages)."`
-	CreatedAt    string    `json:"createdAt" format:"date-time" desc:"When the message was stored (ISO 8601 UTC)."`
+	ID           string        `json:"id" desc:"Message id (msg_...)."`
+	Role         string        `json:"role" enum:"user,assistant,tool" desc:"Author of the message."`
+	Content      string        `json:"content" desc:"The message's text (a referenced document's content, resolved)."`
+	DocumentID   string        `json:"documentId,omitempty" desc:"The document the message referenced, if any."`
+	ToolCalls    []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (assistant messages)."`
+	ToolCallID   string        `json:"toolCallId,omitempty" desc:"The tool call this is the result of (tool messages)."`
+	Model        string        `json:"model,omitempty" desc:"The model that answered (assistant messages)."`
+	FinishReason string        `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages)."`
+	Usage        *usageOut     `json:"usage,omitempty" desc:"Tokens of the completion (assistant messages)."`
+	CreatedAt    string        `json:"createdAt" format:"date-time" desc:"When the message was stored (ISO 8601 UTC)."`
 }
 
 func toConversationOut(c *domain.Conversation) conversationOut {
 	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt)}
 	for _, m := range c.Messages {
-		mo := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID, Model: m.Model,
+		mo := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+			ToolCalls: toToolCallArgs(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 		if m.Role == domain.RoleAssistant {
 			u := toUsageOut(m.Usage)
@@ -56,6 +59,12 @@ func conversationText(c conversationOut) string {
 	fmt.Fprintf(&b, "Conversation %s, %d messages:", conversationLine(c), len(c.Messages))
 	for _, m := range c.Messages {
 		fmt.Fprintf(&b, "\n[%s] %s", m.Role, m.Content)
+		if m.ToolCallID != "" {
+			fmt.Fprintf(&b, " (result of tool call %s)", m.ToolCallID)
+		}
+		for _, tc := range m.ToolCalls {
+			fmt.Fprintf(&b, "\n  tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
+		}
 	}
 	return b.String()
 }

@@ -15,32 +15,121 @@ import (
 	"github.com/parleyhq/parley/internal/wire"
 )
 
-// messageRequest is one message: content or documentId, not both.
+// messageRequest is one message: content or documentId, not both; an
+// assistant message may carry toolCalls (content optional), a tool
+// message answers one by toolCallId.
 type messageRequest struct {
-	Role       string  `json:"role"`
-	Content    *string `json:"content"`
-	DocumentID string  `json:"documentId"`
+	Role       string         `json:"role"`
+	Content    *string        `json:"content"`
+	DocumentID string         `json:"documentId"`
+	ToolCalls  []toolCallJSON `json:"toolCalls"`
+	ToolCallID string         `json:"toolCallId"`
+}
+
+// toolCallJSON is a tool call in OpenAI's shape; in requests and stored
+// messages, and (snake_case around it) in the chat.completion message.
+type toolCallJSON struct {
+	ID       string           `json:"id"`
+	Type     string           `json:"type"`
+	Function toolCallFunction `json:"function"`
+}
+
+type toolCallFunction struct {
+	Name      string `json:"name"`
+	Arguments string `json:"arguments"`
+}
+
+// toolRequest is an OpenAI tool: a function the model may call.
+type toolRequest struct {
+	Type     string          `json:"type"`
+	Function functionRequest `json:"function"`
+}
+
+type functionRequest struct {
+	Name        string       `json:"name"`
+	Description string       `json:"description"`
+	Parameters  wire.RawJSON `json:"parameters"`
+	Strict      bool         `json:"strict"`
+}
+
+// responseFormatRequest is OpenAI's response_format, camelCased.
+type responseFormatRequest struct {
+	Type       string             `json:"type"`
+	JSONSchema *jsonSchemaRequest `json:"jsonSchema"`
+}
+
+type jsonSchemaRequest struct {
+	Name        string       `json:"name"`
+	Description string       `json:"description"`
+	Schema      wire.RawJSON `json:"schema"`
+	Strict      bool         `json:"strict"`
 }
 
 // completionFields are the fields both completion endpoints take.
 type completionFields struct {
-	Messages    []messageRequest `json:"messages"`
-	Model       string           `json:"model"`
-	Stream      bool             `json:"stream"`
-	Temperature *float64         `json:"temperature"`
-	MaxTokens   *int             `json:"maxTokens"`
-	TopP        *float64         `json:"topP"`
-	Stop        wire.StopList    `json:"stop"`
-	Debug       bool             `json:"debug"`
+	Messages       []messageRequest       `json:"messages"`
+	Model          string                 `json:"model"`
+	Stream         bool                   `json:"stream"`
+	Temperature    *float64               `json:"temperature"`
+	MaxTokens      *int                   `json:"maxTokens"`
+	TopP           *float64               `json:"topP"`
+	Stop           wire.StopList          `json:"stop"`
+	Tools          []toolRequest          `json:"tools"`
+	ToolChoice     *wire.ToolChoice       `json:"toolChoice"`
+	ResponseFormat *responseFormatRequest `json:"responseFormat"`
+	Debug          bool                   `json:"debug"`
 }
 
 func (f completionFields) toDomain() domain.CompletionParams {
 	msgs := make([]domain.InputMessage, len(f.Messages))
 	for i, m := range f.Messages {
-		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID}
+		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+			ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
-	return domain.CompletionParams{Messages: msgs, Model: f.Model, Temperature: f.Temperature, MaxTokens: f.MaxTokens,
+	p := domain.CompletionParams{Messages: msgs, Model: f.Model, Temperature: f.Temperature, MaxTokens: f.MaxTokens,
 		TopP: f.TopP, Stop: f.Stop, Debug: f.Debug}
+	for _, t := range f.Tools {
+		p.Tools = append(p.Tools, domain.Tool{Type: t.Type, Name: t.Function.Name, Description: t.Function.Description,
+			Parameters: t.Function.Parameters, Strict: t.Function.Strict})
+	}
+	if c := f.ToolChoice; c != nil {
+		p.ToolChoice = &domain.ToolChoice{Mode: domain.ToolChoiceMode(c.Mode), Name: c.Name}
+	}
+	if r := f.ResponseFormat; r != nil {
+		p.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseFormatType(r.Type)}
+		if s := r.JSONSchema; s != nil {
+			p.ResponseFormat.Name, p.ResponseFormat.Description = s.Name, s.Description
+			p.ResponseFormat.Schema, p.ResponseFormat.Strict = s.Schema, s.Strict
+			if p.ResponseFormat.Schema == nil {
+				// jsonSchema came without a schema: keep it non-nil so that
+				// domain sees jsonSchema was sent.
+				p.ResponseFormat.Schema = []byte{}
+			}
+		}
+	}
+	return p
+}
+
+func toDomainToolCalls(calls []toolCallJSON) []domain.ToolCall {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]domain.ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+	}
+	return out
+}
+
+func toToolCallsJSON(calls []domain.ToolCall) []toolCallJSON {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]toolCallJSON, len(calls))
+	for i, c := range calls {
+		out[i] = toolCallJSON{ID: c.ID, Type: "function", Function: toolCallFunction{Name: c.Name, Arguments: c.Arguments}}
+	}
+	return out
 }
 
 type statelessCompletionRequest struct {
@@ -106,15 +195,26 @@ type completionResponse struct {
 }
 
 type choiceJSON struct {
-	Index        int         `json:"index"`
-	Message      messageJSON `json:"message"`
-	FinishReason string      `json:"finish_reason"`
-	Logprobs     *struct{}   `json:"logprobs"`
+	Index        int               `json:"index"`
+	Message      choiceMessageJSON `json:"message"`
+	FinishReason string            `json:"finish_reason"`
+	Logprobs     *struct{}         `json:"logprobs"`
 }
 
+// choiceMessageJSON is the reply in a chat.completion: content is null
+// when the model only called tools.
+type choiceMessageJSON struct {
+	Role      string         `json:"role"`
+	Content   *string        `json:"content"`
+	ToolCalls []toolCallJSON `json:"tool_calls,omitempty"`
+}
+
+// messageJSON is a message sent upstream, in debug.
 type messageJSON struct {
-	Role    string `json:"role"`
-	Content string `json:"content"`
+	Role       string         `json:"role"`
+	Content    string         `json:"content"`
+	ToolCalls  []toolCallJSON `json:"toolCalls,omitempty"`
+	ToolCallID string         `json:"toolCallId,omitempty"`
 }
 
 type openAIUsage struct {
@@ -147,7 +247,7 @@ func toDebugJSON(d *domain.Debug) *debugJSON {
 	out := &debugJSON{Model: d.Model, Messages: make([]messageJSON, len(d.Messages))}
 	out.Provider.ID, out.Provider.Name, out.Provider.Type = d.ProviderID, d.ProviderName, string(d.ProviderType)
 	for i, m := range d.Messages {
-		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content}
+		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content, ToolCalls: toToolCallsJSON(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	out.Timings.QueueMs, out.Timings.FirstByteMs, out.Timings.TotalMs = ms(d.QueueTime), ms(d.FirstByte), ms(d.Total)
 	return out
@@ -158,9 +258,13 @@ func toOpenAIUsage(u domain.Usage) openAIUsage {
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {
+	msg := choiceMessageJSON{Role: "assistant", ToolCalls: toToolCallsJSON(c.ToolCalls)}
+	if c.Content != "" || len(c.ToolCalls) == 0 {
+		msg.Content = &c.Content
+	}
 	return completionResponse{
 		ID: c.MessageID, Object: "chat.completion", Created: c.Created.Unix(), Model: c.Model,
-		Choices: []choiceJSON{{Message: messageJSON{Role: "assistant", Content: c.Content}, FinishReason: c.FinishReason}},
+		Choices: []choiceJSON{{Message: msg, FinishReason: c.FinishReason}},
 		Usage:   toOpenAIUsage(c.Usage), MessageID: c.MessageID, ConversationID: c.ConversationID, Debug: toDebugJSON(c.Debug),
 	}
 }
@@ -187,22 +291,38 @@ type chunkChoice struct {
 }
 
 type chunkDelta struct {
-	Role    string  `json:"role,omitempty"`
-	Content *string `json:"content,omitempty"`
+	Role      string          `json:"role,omitempty"`
+	Content   *string         `json:"content,omitempty"`
+	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
+}
+
+// chunkToolCall is a piece of a tool call: the first of the call at index
+// has its id, type and name, later ones more arguments.
+type chunkToolCall struct {
+	Index    int               `json:"index"`
+	ID       string            `json:"id,omitempty"`
+	Type     string            `json:"type,omitempty"`
+	Function chunkToolFunction `json:"function"`
+}
+
+type chunkToolFunction struct {
+	Name      string `json:"name,omitempty"`
+	Arguments string `json:"arguments"`
 }
 
 // stream writes a completion as Server-Sent Events. It implements
 // domain.Emitter: headers go out on Start, so errors before the first
 // delta still get a normal status and error body.
 type stream struct {
-	s       *Server
-	c       echo.Context
-	ctx     context.Context
-	mu      sync.Mutex
-	started bool
-	meta    domain.CompletionMeta
-	stop    chan struct{}
-	buf     bytes.Buffer
+	s        *Server
+	c        echo.Context
+	ctx      context.Context
+	mu       sync.Mutex
+	started  bool
+	meta     domain.CompletionMeta
+	stop     chan struct{}
+	stopOnce sync.Once
+	buf      bytes.Buffer
 }
 
 // errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
@@ -215,7 +335,20 @@ func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.Ca
 	if s.cfg.MaxStreamDuration > 0 {
 		sctx, cancel = context.WithTimeoutCause(sctx, s.cfg.MaxStreamDuration, errStreamTooLong)
 	}
-	return &stream{s: s, c: c, ctx: sctx, stop: make(chan struct{})}, sctx, cancel
+	st := &stream{s: s, c: c, ctx: sctx, stop: make(chan struct{})}
+	// The handler defers this: it stops the keep-alives even when finish is
+	// never reached (a panic), before the response goes back to the server.
+	return st, sctx, func() {
+		st.mu.Lock()
+		st.halt()
+		st.mu.Unlock()
+		cancel()
+	}
+}
+
+// halt stops the keep-alives; callers hold mu.
+func (st *stream) halt() {
+	st.stopOnce.Do(func() { close(st.stop) })
 }
 
 // Start sends the headers and the first chunk, with Parley's ids.
@@ -243,12 +376,23 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	return nil
 }
 
-// Delta sends one content chunk.
-func (st *stream) Delta(text string) error {
+// Delta sends one chunk: text, tool call pieces, or both.
+func (st *stream) Delta(d domain.Delta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	ch := st.chunk()
-	ch.Choices = []chunkChoice{{Delta: chunkDelta{Content: &text}}}
+	var delta chunkDelta
+	if d.Content != "" || len(d.ToolCalls) == 0 {
+		delta.Content = &d.Content
+	}
+	for _, tc := range d.ToolCalls {
+		c := chunkToolCall{Index: tc.Index, ID: tc.ID, Function: chunkToolFunction{Name: tc.Name, Arguments: tc.Arguments}}
+		if tc.ID != "" {
+			c.Type = "function"
+		}
+		delta.ToolCalls = append(delta.ToolCalls, c)
+	}
+	ch.Choices = []chunkChoice{{Delta: delta}}
 	return st.write(ch)
 }
 
@@ -287,7 +431,11 @@ func (st *stream) keepAlive() {
 			return
 		case <-t.C:
 			st.mu.Lock()
-			_ = st.raw([]byte(": keep-alive\n\n"))
+			select {
+			case <-st.stop: // finished while we waited: the response is no longer ours
+			default:
+				_ = st.raw([]byte(": keep-alive\n\n"))
+			}
 			st.mu.Unlock()
 		}
 	}
@@ -303,7 +451,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	if !st.started {
 		return err
 	}
-	close(st.stop)
+	st.halt()
 	if m := st.s.cfg.Metrics; m != nil {
 		m.StreamClosed()
 	}

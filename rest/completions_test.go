@@ -152,7 +152,7 @@ func TestCompletionValidation(t *testing.T) {
 		}{
 			{"no messages", map[string]any{"messages": []any{}}, "messages"},
 			{"messages missing", map[string]any{}, "messages"},
-			{"bad role", map[string]any{"messages": []any{map[string]any{"role": "tool", "content": "x"}}}, "messages[0].role"},
+			{"bad role", map[string]any{"messages": []any{map[string]any{"role": "robot", "content": "x"}}}, "messages[0].role"},
 			{"content and documentId", map[string]any{"messages": []any{hi, map[string]any{"role": "user", "content": "x", "documentId": otherDoc}}}, "messages[1]"},
 			{"neither content nor documentId", map[string]any{"messages": []any{map[string]any{"role": "user"}}}, "messages[0]"},
 			{"two system messages", map[string]any{"messages": []any{map[string]any{"role": "system", "content": "a"}, map[string]any{"role": "system", "content": "b"}, hi}}, "messages"},

@@ -18,14 +18,16 @@ type conversationResponse struct {
 }
 
 type messageResponse struct {
-	ID           string     `json:"id"`
-	Role         string     `json:"role"`
-	Content      string     `json:"content"`
-	DocumentID   string     `json:"documentId,omitempty"`
-	Model        string     `json:"model,omitempty"`
-	FinishReason string     `json:"finishReason,omitempty"`
-	Usage        *usageJSON `json:"usage,omitempty"`
-	CreatedAt    string     `json:"createdAt"`
+	ID           string         `json:"id"`
+	Role         string         `json:"role"`
+	Content      string         `json:"content"`
+	DocumentID   string         `json:"documentId,omitempty"`
+	ToolCalls    []toolCallJSON `json:"toolCalls,omitempty"`
+	ToolCallID   string         `json:"toolCallId,omitempty"`
+	Model        string         `json:"model,omitempty"`
+	FinishReason string         `json:"finishReason,omitempty"`
+	Usage        *usageJSON     `json:"usage,omitempty"`
+	CreatedAt    string         `json:"createdAt"`
 }
 
 type usageJSON struct {
@@ -37,7 +39,8 @@ type usageJSON struct {
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
 	r := conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
 	for _, m := range cv.Messages {
-		mr := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID, Model: m.Model,
+		mr := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+			ToolCalls: toToolCallsJSON(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 		if m.Role == domain.RoleAssistant {
 			mr.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}

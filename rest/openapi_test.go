@@ -120,10 +120,27 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
 			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}},
 		}}
+	case reflect.TypeFor[wire.ToolChoice](), reflect.TypeFor[*wire.ToolChoice]():
+		return &jsonschema.Schema{Description: "auto, none, required, or the function to call.", AnyOf: []*jsonschema.Schema{
+			{Type: "string", Enum: []any{"auto", "none", "required"}},
+			toolChoiceObject(),
+		}}
+	case reflect.TypeFor[wire.RawJSON]():
+		return &jsonschema.Schema{Type: "object", Description: "A JSON Schema object."}
 	case reflect.TypeFor[*struct{}](), reflect.TypeFor[struct{}]():
 		return &jsonschema.Schema{Type: "null"}
 	}
 	return nil
+}
+
+// toolChoiceObject is the object form of toolChoice.
+func toolChoiceObject() *jsonschema.Schema {
+	fn := &jsonschema.Schema{Type: "object", Required: []string{"name"}, Properties: jsonschema.NewProperties()}
+	fn.Properties.Set("name", &jsonschema.Schema{Type: "string"})
+	obj := &jsonschema.Schema{Type: "object", Required: []string{"type", "function"}, Properties: jsonschema.NewProperties()}
+	obj.Properties.Set("type", &jsonschema.Schema{Type: "string", Enum: []any{"function"}})
+	obj.Properties.Set("function", fn)
+	return obj
 }
 
 var pathParam = regexp.MustCompile(`\{([A-Za-z]+)\}`)

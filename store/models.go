@@ -219,6 +219,8 @@ type messageRow struct {
 	Role             string    `gorm:"column:role"`
 	Content          string    `gorm:"column:content"`
 	DocumentID       string    `gorm:"column:document_id"`
+	ToolCalls        string    `gorm:"column:tool_calls"` // JSON, see toolCallsJSON; "" for none
+	ToolCallID       string    `gorm:"column:tool_call_id"`
 	Model            string    `gorm:"column:model"`
 	FinishReason     string    `gorm:"column:finish_reason"`
 	PromptTokens     int       `gorm:"column:prompt_tokens"`
@@ -229,10 +231,51 @@ type messageRow struct {
 
 func (messageRow) TableName() string { return "messages" }
 
+// toolCallJSON is how a stored message keeps a tool call: OpenAI's shape.
+type toolCallJSON struct {
+	ID       string `json:"id"`
+	Type     string `json:"type"`
+	Function struct {
+		Name      string `json:"name"`
+		Arguments string `json:"arguments"`
+	} `json:"function"`
+}
+
+func fromDomainToolCalls(calls []domain.ToolCall) string {
+	if len(calls) == 0 {
+		return ""
+	}
+	out := make([]toolCallJSON, len(calls))
+	for i, c := range calls {
+		out[i].ID, out[i].Type = c.ID, c.Type
+		out[i].Function.Name, out[i].Function.Arguments = c.Name, c.Arguments
+	}
+	b, _ := json.Marshal(out) // strings only: cannot fail
+	return string(b)
+}
+
+// toDomainToolCalls reads the tool_calls column; a value that is not the
+// JSON this package writes reads as no calls.
+func toDomainToolCalls(s string) []domain.ToolCall {
+	if s == "" {
+		return nil
+	}
+	var in []toolCallJSON
+	if err := json.Unmarshal([]byte(s), &in); err != nil || len(in) == 0 {
+		return nil
+	}
+	out := make([]domain.ToolCall, len(in))
+	for i, c := range in {
+		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+	}
+	return out
+}
+
 func fromDomainMessage(m *domain.Message) messageRow {
 	return messageRow{
 		ID: m.ID, ConversationID: m.ConversationID, Seq: m.Seq, Role: string(m.Role), Content: m.Content,
-		DocumentID: m.DocumentID, Model: m.Model, FinishReason: m.FinishReason,
+		DocumentID: m.DocumentID, ToolCalls: fromDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID,
+		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
 		CreatedAt: ts(m.CreatedAt),
 	}
@@ -241,7 +284,8 @@ func fromDomainMessage(m *domain.Message) messageRow {
 func toDomainMessage(r *messageRow) domain.Message {
 	return domain.Message{
 		ID: r.ID, ConversationID: r.ConversationID, Seq: r.Seq, Role: domain.MessageRole(r.Role), Content: r.Content,
-		DocumentID: r.DocumentID, Model: r.Model, FinishReason: r.FinishReason,
+		DocumentID: r.DocumentID, ToolCalls: toDomainToolCalls(r.ToolCalls), ToolCallID: r.ToolCallID,
+		Model: r.Model, FinishReason: r.FinishReason,
 		Usage:     domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens},
 		CreatedAt: utc(r.CreatedAt),
 	}

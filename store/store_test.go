@@ -180,8 +180,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 2\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 3\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00003_tool_calls.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -870,6 +875,28 @@ func TestConversations(t *testing.T) {
 		t.Run("create for unknown chat", func(t *testing.T) {
 			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: "cht_ghost", CreatedAt: t0, UpdatedAt: t0}
 			wantErr(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")), domain.Invalid, "chat cht_ghost does not exist")
+		})
+		t.Run("tool calls and results", func(t *testing.T) {
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			msg := func(seq int, m domain.Message) domain.Message {
+				m.ID, m.ConversationID, m.Seq, m.CreatedAt = domain.NewID(domain.PrefixMessage), c.ID, seq, t0
+				return m
+			}
+			msgs := []domain.Message{
+				msg(0, domain.Message{Role: domain.RoleUser, Content: "weather in Paris and Oslo?"}),
+				msg(1, domain.Message{Role: domain.RoleAssistant, FinishReason: "tool_calls", Model: "gpt-4o", ToolCalls: []domain.ToolCall{
+					{ID: "call_1", Type: "function", Name: "weather", Arguments: `{"city":"Paris"}`},
+					{ID: "call_2", Type: "function", Name: "weather", Arguments: `{"city":"Oslo", "note":"ünïcode \"quoted\""}`},
+				}}),
+				msg(2, domain.Message{Role: domain.RoleTool, ToolCallID: "call_1", Content: "18°C"}),
+				msg(3, domain.Message{Role: domain.RoleTool, ToolCallID: "call_2", Content: ""}),
+				msg(4, domain.Message{Role: domain.RoleAssistant, Content: "Mild in Paris.", FinishReason: "stop"}),
+			}
+			must(t, s.AppendTurn(ctx(), c, true, msgs))
+			got, err := s.ListMessages(ctx(), c.ID)
+			must(t, err)
+			equal(t, got, msgs)
+			must(t, s.DeleteConversation(ctx(), c.ID))
 		})
 
 		inA := []string{conv.ID}

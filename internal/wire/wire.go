@@ -84,8 +84,13 @@ func typeName(t reflect.Type) string {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == reflect.TypeFor[StopList]() {
+	switch t {
+	case reflect.TypeFor[StopList]():
 		return "a string or an array of strings"
+	case reflect.TypeFor[ToolChoice]():
+		return `"auto", "none", "required" or {"type": "function", "function": {"name": ...}}`
+	case reflect.TypeFor[RawJSON]():
+		return "a JSON object"
 	}
 	switch t.Kind() {
 	case reflect.String:
@@ -138,4 +143,57 @@ func ParseTime(field, v string) (time.Time, error) {
 		}
 	}
 	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+}
+
+// RawJSON is a JSON value kept as sent, such as a JSON Schema; domain
+// checks what it must be. null reads as none (nil).
+type RawJSON []byte
+
+// UnmarshalJSON keeps a copy of b.
+func (r *RawJSON) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*r = nil
+		return nil
+	}
+	*r = append((*r)[:0], b...)
+	return nil
+}
+
+// MarshalJSON writes the value as it was sent; none is null.
+func (r RawJSON) MarshalJSON() ([]byte, error) {
+	if len(r) == 0 {
+		return []byte("null"), nil
+	}
+	return r, nil
+}
+
+// ToolChoice is OpenAI's tool_choice: a mode ("auto", "none",
+// "required"), or {"type": "function", "function": {"name": ...}}.
+type ToolChoice struct {
+	Mode string // the string, or the object's type
+	Name string // the object's function.name
+}
+
+// UnmarshalJSON accepts the string or the object form, strictly.
+func (c *ToolChoice) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		*c = ToolChoice{}
+		return json.Unmarshal(b, &c.Mode)
+	}
+	var obj struct {
+		Type     string `json:"type"`
+		Function struct {
+			Name string `json:"name"`
+		} `json:"function"`
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf(`toolChoice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`)
+	}
+	if err := json.Unmarshal(b, &obj, json.RejectUnknownMembers(true)); err != nil {
+		return fmt.Errorf(`toolChoice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`)
+	}
+	*c = ToolChoice{Mode: obj.Type, Name: obj.Function.Name}
+	return nil
 }

@@ -12,8 +12,31 @@ func (r reply) anthropicStop() string {
 		return "end_turn"
 	case "length":
 		return "max_tokens"
+	case "tool_calls":
+		return "tool_use"
 	}
 	return r.finishReason
+}
+
+// anthropicContent is the content of a message: a text block (left out
+// when empty and there are tool calls), then a tool_use block per call.
+func (r reply) anthropicContent(text string) []any {
+	var out []any
+	if text != "" || len(r.toolCalls) == 0 {
+		out = append(out, map[string]any{"type": "text", "text": text})
+	}
+	for _, c := range r.toolCalls {
+		out = append(out, map[string]any{"type": "tool_use", "id": c.ID, "name": c.Name, "input": toolInput(c.Arguments)})
+	}
+	return out
+}
+
+// toolInput is a call's arguments as a tool_use input.
+func toolInput(args string) json.RawMessage {
+	if args == "" {
+		return json.RawMessage(`{}`)
+	}
+	return json.RawMessage(args)
 }
 
 // anthropicJSON answers a Messages API message object.
@@ -23,7 +46,7 @@ func (x *exchange) anthropicJSON(r reply) {
 		"type":          "message",
 		"role":          "assistant",
 		"model":         r.model,
-		"content":       []any{map[string]any{"type": "text", "text": x.padded(r)}},
+		"content":       r.anthropicContent(x.padded(r)),
 		"stop_reason":   r.anthropicStop(),
 		"stop_sequence": nil,
 		"usage":         map[string]any{"input_tokens": r.usage.PromptTokens, "output_tokens": r.usage.CompletionTokens},
@@ -33,18 +56,21 @@ func (x *exchange) anthropicJSON(r reply) {
 
 // anthropicStream answers the Messages API event sequence: message_start,
 // content_block_start, ping, one content_block_delta (text_delta) per
-// delta, content_block_stop, message_delta (stop_reason and usage) and
-// message_stop.
+// delta, content_block_stop, then per tool call a content_block_start
+// (tool_use), its input_json_delta pieces and a content_block_stop, then
+// message_delta (stop_reason and usage) and message_stop. With tool calls
+// and no text the text block is left out.
 func (x *exchange) anthropicStream(r reply) {
 	if !x.startStream() {
 		return
 	}
+	hasText := len(r.deltas) > 0 || len(r.toolCalls) == 0
 	ok := x.event("message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": fmt.Sprintf("msg_fake_%d", x.req.N), "type": "message", "role": "assistant", "model": r.model,
 		"content": []any{}, "stop_reason": nil, "stop_sequence": nil,
 		"usage": map[string]any{"input_tokens": r.usage.PromptTokens, "output_tokens": 1},
 	}}) &&
-		x.event("content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}}) &&
+		(!hasText || x.event("content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}})) &&
 		x.event("ping", map[string]any{"type": "ping"})
 	if !ok {
 		return
@@ -59,9 +85,31 @@ func (x *exchange) anthropicStream(r reply) {
 	}) {
 		return
 	}
-	_ = x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) &&
-		x.event("message_delta", map[string]any{"type": "message_delta",
-			"delta": map[string]any{"stop_reason": r.anthropicStop(), "stop_sequence": nil},
-			"usage": map[string]any{"output_tokens": r.usage.CompletionTokens}}) &&
+	index := 0
+	if hasText {
+		if !x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) {
+			return
+		}
+		index++
+	}
+	for _, c := range r.toolCalls {
+		if !x.event("content_block_start", map[string]any{"type": "content_block_start", "index": index,
+			"content_block": map[string]any{"type": "tool_use", "id": c.ID, "name": c.Name, "input": map[string]any{}}}) {
+			return
+		}
+		for _, p := range r.pieces(c.Arguments) {
+			if !x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index,
+				"delta": map[string]any{"type": "input_json_delta", "partial_json": p}}) {
+				return
+			}
+		}
+		if !x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": index}) {
+			return
+		}
+		index++
+	}
+	_ = x.event("message_delta", map[string]any{"type": "message_delta",
+		"delta": map[string]any{"stop_reason": r.anthropicStop(), "stop_sequence": nil},
+		"usage": map[string]any{"output_tokens": r.usage.CompletionTokens}}) &&
 		x.event("message_stop", map[string]any{"type": "message_stop"})
 }

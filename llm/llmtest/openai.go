@@ -21,6 +21,24 @@ func (r reply) openAIUsage() map[string]any {
 	}
 }
 
+// openAIMessage is the message of a chat.completion: content null when
+// there is only tool calls.
+func (r reply) openAIMessage(text string) map[string]any {
+	msg := map[string]any{"role": "assistant", "content": text}
+	if len(r.toolCalls) == 0 {
+		return msg
+	}
+	if text == "" {
+		msg["content"] = nil
+	}
+	var calls []any
+	for _, c := range r.toolCalls {
+		calls = append(calls, map[string]any{"id": c.ID, "type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
+	}
+	msg["tool_calls"] = calls
+	return msg
+}
+
 // openAIJSON answers a chat.completion object.
 func (x *exchange) openAIJSON(r reply) {
 	body, _ := json.Marshal(map[string]any{
@@ -30,7 +48,7 @@ func (x *exchange) openAIJSON(r reply) {
 		"model":   r.model,
 		"choices": []any{map[string]any{
 			"index":         0,
-			"message":       map[string]any{"role": "assistant", "content": x.padded(r)},
+			"message":       r.openAIMessage(x.padded(r)),
 			"finish_reason": r.openAIFinish(),
 		}},
 		"usage": r.openAIUsage(),
@@ -61,6 +79,22 @@ func (x *exchange) openAIStream(r reply) {
 		x.event("", map[string]any{"error": map[string]any{"message": "The server had an error while streaming", "type": "server_error"}})
 	}) {
 		return
+	}
+	for i, c := range r.toolCalls {
+		call := func(fn map[string]any) map[string]any {
+			return map[string]any{"content": nil, "tool_calls": []any{map[string]any{"index": i, "function": fn}}}
+		}
+		first := call(map[string]any{"name": c.Name, "arguments": ""})
+		tc := first["tool_calls"].([]any)[0].(map[string]any)
+		tc["id"], tc["type"] = c.ID, "function"
+		if !x.event("", chunk(first, nil)) {
+			return
+		}
+		for _, p := range r.pieces(c.Arguments) {
+			if !x.event("", chunk(call(map[string]any{"arguments": p}), nil)) {
+				return
+			}
+		}
 	}
 	if !x.event("", chunk(map[string]any{}, r.openAIFinish())) {
 		return

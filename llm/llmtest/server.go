@@ -61,7 +61,28 @@ type Request struct {
 // Message is one message of a recorded request.
 type Message struct {
 	Role    string
-	Content string
+	Content string // the text; tool results' text is not part of it
+	// ToolCalls are OpenAI's tool_calls, or Anthropic's tool_use blocks
+	// (Arguments is then the JSON of input).
+	ToolCalls []ToolCall
+	// ToolCallID is an OpenAI tool message's tool_call_id.
+	ToolCallID string
+	// ToolResults are the tool_result blocks of an Anthropic user message.
+	ToolResults []ToolResult
+}
+
+// ToolCall is a tool call: one a Behavior answers with, or one a recorded
+// message carries.
+type ToolCall struct {
+	ID        string
+	Name      string
+	Arguments string // JSON text
+}
+
+// ToolResult is a tool_result block of an Anthropic message.
+type ToolResult struct {
+	ToolCallID string // tool_use_id
+	Content    string // its text
 }
 
 // Fault is a failure the server plays instead of a normal reply.
@@ -111,6 +132,16 @@ type Behavior struct {
 	FinishReason string
 	// Model replaces the model echoed from the request.
 	Model string
+	// ToolCalls makes the reply call these tools, after the text (there is
+	// none unless Reply or Deltas sets it), with finish reason tool_calls
+	// (Anthropic: stop_reason tool_use). Streamed, each call is a delta
+	// with its id and name and then its arguments in pieces of ArgPiece
+	// runes (OpenAI's tool_calls deltas; Anthropic's tool_use
+	// content_block_start and input_json_delta events).
+	ToolCalls []ToolCall
+	// ArgPiece is the size of the streamed pieces of tool call arguments
+	// (default 8).
+	ArgPiece int
 	// Usage replaces the computed usage.
 	Usage *Usage
 	// Fault, AfterDeltas and Size play a failure; see Fault.
@@ -336,12 +367,26 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // finish reason and the usage.
 type reply struct {
 	deltas       []string
+	toolCalls    []ToolCall
+	argPiece     int
 	finishReason string // "" for the protocol's normal stop
 	usage        Usage
 	model        string
 }
 
 func (r reply) text() string { return strings.Join(r.deltas, "") }
+
+// pieces splits a tool call's arguments into the pieces streamed.
+func (r reply) pieces(args string) []string {
+	var out []string
+	runes := []rune(args)
+	for len(runes) > 0 {
+		n := min(r.argPiece, len(runes))
+		out = append(out, string(runes[:n]))
+		runes = runes[n:]
+	}
+	return out
+}
 
 func (x *exchange) reply() reply {
 	b, req := x.b, x.req
@@ -351,8 +396,16 @@ func (x *exchange) reply() reply {
 		out.deltas = b.Deltas
 	case b.Reply != "":
 		out.deltas = Deltas(b.Reply)
+	case len(b.ToolCalls) > 0:
 	default:
 		out.deltas = Deltas(EchoReply(lastUser(req.Messages)))
+	}
+	out.toolCalls, out.argPiece = b.ToolCalls, b.ArgPiece
+	if out.argPiece <= 0 {
+		out.argPiece = 8
+	}
+	if len(out.toolCalls) > 0 {
+		out.finishReason = "tool_calls"
 	}
 	if limit := maxTokens(req.Body); limit > 0 && len(out.deltas) > limit {
 		out.deltas = out.deltas[:limit]
@@ -365,7 +418,7 @@ func (x *exchange) reply() reply {
 	for i, m := range req.Messages {
 		contents[i] = m.Content
 	}
-	out.usage = Usage{PromptTokens: PromptTokens(contents...), CompletionTokens: len(out.deltas)}
+	out.usage = Usage{PromptTokens: PromptTokens(contents...), CompletionTokens: len(out.deltas) + len(out.toolCalls)}
 	if b.Usage != nil {
 		out.usage = *b.Usage
 	}
@@ -453,8 +506,38 @@ func decode(req *Request) {
 	msgs, _ := body["messages"].([]any)
 	for _, m := range msgs {
 		mm, _ := m.(map[string]any)
-		role, _ := mm["role"].(string)
-		req.Messages = append(req.Messages, Message{Role: role, Content: text(mm["content"])})
+		msg := Message{Content: text(mm["content"])}
+		msg.Role, _ = mm["role"].(string)
+		msg.ToolCallID, _ = mm["tool_call_id"].(string)
+		calls, _ := mm["tool_calls"].([]any)
+		for _, c := range calls {
+			cm, _ := c.(map[string]any)
+			fn, _ := cm["function"].(map[string]any)
+			var tc ToolCall
+			tc.ID, _ = cm["id"].(string)
+			tc.Name, _ = fn["name"].(string)
+			tc.Arguments, _ = fn["arguments"].(string)
+			msg.ToolCalls = append(msg.ToolCalls, tc)
+		}
+		blocks, _ := mm["content"].([]any)
+		for _, b := range blocks {
+			bm, _ := b.(map[string]any)
+			switch bm["type"] {
+			case "tool_use":
+				var tc ToolCall
+				tc.ID, _ = bm["id"].(string)
+				tc.Name, _ = bm["name"].(string)
+				args, _ := json.Marshal(bm["input"])
+				tc.Arguments = string(args)
+				msg.ToolCalls = append(msg.ToolCalls, tc)
+			case "tool_result":
+				var tr ToolResult
+				tr.ToolCallID, _ = bm["tool_use_id"].(string)
+				tr.Content = text(bm["content"])
+				msg.ToolResults = append(msg.ToolResults, tr)
+			}
+		}
+		req.Messages = append(req.Messages, msg)
 	}
 }
 

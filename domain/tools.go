@@ -1,0 +1,230 @@
+package domain
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"regexp"
+)
+
+// Tool is a function the model may call (OpenAI's tools[].function).
+type Tool struct {
+	Type        string // "function", the only kind there is
+	Name        string
+	Description string
+	Parameters  []byte // a JSON Schema object, as sent; nil for none
+	Strict      bool
+}
+
+// ToolChoiceMode says whether the model may, must or must not call a tool.
+type ToolChoiceMode string
+
+const (
+	ToolChoiceAuto     ToolChoiceMode = "auto"     // the model decides
+	ToolChoiceNone     ToolChoiceMode = "none"     // no tool call
+	ToolChoiceRequired ToolChoiceMode = "required" // at least one tool call
+	ToolChoiceFunction ToolChoiceMode = "function" // a call of the tool named Name
+)
+
+// ToolChoice is OpenAI's tool_choice: a mode, or the one function to call.
+type ToolChoice struct {
+	Mode ToolChoiceMode
+	Name string // ToolChoiceFunction only
+}
+
+// ResponseFormatType is the shape the reply must take.
+type ResponseFormatType string
+
+const (
+	ResponseText       ResponseFormatType = "text"
+	ResponseJSONObject ResponseFormatType = "json_object" // JSON mode
+	ResponseJSONSchema ResponseFormatType = "json_schema" // structured output
+)
+
+// ResponseFormat is OpenAI's response_format. Name, Description, Schema
+// and Strict belong to ResponseJSONSchema.
+type ResponseFormat struct {
+	Type        ResponseFormatType
+	Name        string
+	Description string
+	Schema      []byte // a JSON Schema object, as sent
+	Strict      bool
+}
+
+// ToolCall is a call of a tool by the model: in a reply, in an assistant
+// message sent back, and stored with the conversation. Arguments is the
+// JSON text the model wrote, kept as is (it may not even be valid JSON).
+type ToolCall struct {
+	ID        string
+	Type      string // "function"
+	Name      string
+	Arguments string
+}
+
+// ToolCallDelta is one streamed piece of a tool call, in OpenAI's shape:
+// the first piece of the call at Index carries ID and Name, the later ones
+// only more Arguments to append.
+type ToolCallDelta struct {
+	Index     int
+	ID        string
+	Name      string
+	Arguments string
+}
+
+// Delta is one streamed piece of a reply: text, tool call pieces, or both.
+type Delta struct {
+	Content   string
+	ToolCalls []ToolCallDelta
+}
+
+// Tool limits, as OpenAI sets them.
+const (
+	maxTools         = 128
+	maxToolCalls     = 128
+	maxToolCallIDLen = 256
+)
+
+// toolNamePattern is what OpenAI accepts as a function or schema name.
+var toolNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+
+// checkToolName validates a function or schema name.
+func checkToolName(field, name string) error {
+	if !toolNamePattern.MatchString(name) {
+		return Invalidf(field, "%s must be 1 to 64 letters, digits, underscores or dashes (got %q)", field, name)
+	}
+	return nil
+}
+
+// checkSchema validates a JSON Schema value: a JSON object.
+func checkSchema(field string, schema []byte, required bool) error {
+	s := bytes.TrimSpace(schema)
+	if len(s) == 0 || string(s) == "null" {
+		if required {
+			return Invalidf(field, "%s is required: a JSON Schema object", field)
+		}
+		return nil
+	}
+	if s[0] != '{' || !json.Valid(s) {
+		return Invalidf(field, "%s must be a JSON Schema object such as {\"type\": \"object\", \"properties\": {...}}", field)
+	}
+	return nil
+}
+
+// validateTools checks tools, toolChoice and responseFormat.
+func (p *CompletionParams) validateTools() error {
+	if len(p.Tools) > maxTools {
+		return Invalidf("tools", "tools has %d entries; the limit is %d", len(p.Tools), maxTools)
+	}
+	names := make(map[string]bool, len(p.Tools))
+	for i, t := range p.Tools {
+		if t.Type != "function" {
+			return Invalidf(fmt.Sprintf("tools[%d].type", i), "tools[%d].type must be \"function\"", i)
+		}
+		field := fmt.Sprintf("tools[%d].function.name", i)
+		if err := checkToolName(field, t.Name); err != nil {
+			return err
+		}
+		if names[t.Name] {
+			return Invalidf(field, "%s: another tool is already named %q; tool names must be unique", field, t.Name)
+		}
+		names[t.Name] = true
+		if err := checkText(fmt.Sprintf("tools[%d].function.description", i), t.Description, false, maxTextLen); err != nil {
+			return err
+		}
+		if err := checkSchema(fmt.Sprintf("tools[%d].function.parameters", i), t.Parameters, false); err != nil {
+			return err
+		}
+	}
+	if c := p.ToolChoice; c != nil {
+		switch c.Mode {
+		case ToolChoiceAuto, ToolChoiceNone, ToolChoiceRequired:
+		case ToolChoiceFunction:
+			if !names[c.Name] {
+				return Invalidf("toolChoice", "toolChoice names the function %q, which is not among tools", c.Name)
+			}
+		default:
+			return Invalidf("toolChoice", "toolChoice must be \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}")
+		}
+		if len(p.Tools) == 0 {
+			return Invalidf("toolChoice", "toolChoice needs tools; send tools or leave toolChoice out")
+		}
+	}
+	if f := p.ResponseFormat; f != nil {
+		switch f.Type {
+		case ResponseText, ResponseJSONObject:
+			if f.Schema != nil || f.Name != "" {
+				return Invalidf("responseFormat.jsonSchema", "responseFormat.jsonSchema goes only with type \"json_schema\"")
+			}
+		case ResponseJSONSchema:
+			if err := checkToolName("responseFormat.jsonSchema.name", f.Name); err != nil {
+				return err
+			}
+			if err := checkText("responseFormat.jsonSchema.description", f.Description, false, maxTextLen); err != nil {
+				return err
+			}
+			if err := checkSchema("responseFormat.jsonSchema.schema", f.Schema, true); err != nil {
+				return err
+			}
+		default:
+			return Invalidf("responseFormat.type", "responseFormat.type must be \"text\", \"json_object\" or \"json_schema\"")
+		}
+	}
+	return nil
+}
+
+// validateToolCalls checks the tool calls of the assistant message at index i.
+func validateToolCalls(i int, calls []ToolCall) error {
+	if len(calls) > maxToolCalls {
+		return Invalidf(fmt.Sprintf("messages[%d].toolCalls", i), "messages[%d].toolCalls has %d entries; the limit is %d", i, len(calls), maxToolCalls)
+	}
+	for j, c := range calls {
+		at := fmt.Sprintf("messages[%d].toolCalls[%d]", i, j)
+		if err := checkToolCallID(at+".id", c.ID); err != nil {
+			return err
+		}
+		if c.Type != "function" {
+			return Invalidf(at+".type", "%s.type must be \"function\"", at)
+		}
+		if err := checkToolName(at+".function.name", c.Name); err != nil {
+			return err
+		}
+		if err := checkText(at+".function.arguments", c.Arguments, false, maxDocumentBytes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkToolCallID(field, id string) error {
+	if id == "" {
+		return Invalidf(field, "%s is required: the id of the tool call", field)
+	}
+	return checkText(field, id, true, maxToolCallIDLen)
+}
+
+// toolCallTracker follows which tool calls await a result: those of the
+// last assistant message, until another kind of message comes.
+type toolCallTracker struct {
+	pending map[string]bool
+}
+
+// see records a message; it reports false for a tool message that answers
+// no pending tool call.
+func (t *toolCallTracker) see(role MessageRole, calls []ToolCall, toolCallID string) bool {
+	switch role {
+	case RoleTool:
+		if !t.pending[toolCallID] {
+			return false
+		}
+		delete(t.pending, toolCallID)
+	case RoleAssistant:
+		t.pending = make(map[string]bool, len(calls))
+		for _, c := range calls {
+			t.pending[c.ID] = true
+		}
+	case RoleSystem:
+	default:
+		t.pending = nil
+	}
+	return true
+}

@@ -1,0 +1,87 @@
+package llm
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// toolCalls assembles the tool calls of a stream from their pieces and
+// numbers them 0, 1, ... in the order they began, whatever indexes the
+// upstream used (Anthropic numbers content blocks, text included).
+type toolCalls struct {
+	calls []domain.ToolCall
+	args  []*strings.Builder
+	index map[int]int // the upstream's index → ours
+	last  int         // our index of the last piece, for pieces without one
+}
+
+// add records one piece of the call the upstream numbers key (nil when it
+// sent no index: a piece with an id starts a new call, one without
+// continues the last) and returns it as the delta to pass on. A call that
+// begins without an id gets one, so that the caller can answer it.
+func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
+	var i int
+	switch {
+	case key != nil:
+		i = t.at(*key)
+	case id != "" || len(t.calls) == 0:
+		i = t.at(-1 - len(t.calls)) // a key no upstream index takes
+	default:
+		i = t.last
+	}
+	t.last = i
+	c := &t.calls[i]
+	d := domain.ToolCallDelta{Index: i, ID: id, Name: name, Arguments: args}
+	if c.ID == "" {
+		if id == "" {
+			id = newToolCallID()
+		}
+		c.ID, d.ID = id, id
+	}
+	if c.Name == "" {
+		c.Name = name
+	}
+	t.args[i].WriteString(args)
+	return d
+}
+
+// at returns our index of the upstream's call key, beginning a call when
+// key is new.
+func (t *toolCalls) at(key int) int {
+	if i, ok := t.index[key]; ok {
+		return i
+	}
+	if t.index == nil {
+		t.index = map[int]int{}
+	}
+	t.index[key] = len(t.calls)
+	t.calls = append(t.calls, domain.ToolCall{Type: "function"})
+	t.args = append(t.args, &strings.Builder{})
+	return len(t.calls) - 1
+}
+
+// arguments returns the arguments of call i so far.
+func (t *toolCalls) arguments(i int) string { return t.args[i].String() }
+
+// result returns the whole calls, nil when there were none.
+func (t *toolCalls) result() []domain.ToolCall {
+	if len(t.calls) == 0 {
+		return nil
+	}
+	out := make([]domain.ToolCall, len(t.calls))
+	for i, c := range t.calls {
+		c.Arguments = t.args[i].String()
+		out[i] = c
+	}
+	return out
+}
+
+// newToolCallID names a tool call the upstream sent without an id.
+func newToolCallID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "call_" + hex.EncodeToString(b)
+}

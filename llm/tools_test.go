@@ -1,0 +1,279 @@
+package llm_test
+
+import (
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+const weatherSchema = `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`
+
+// weatherCalls are the tool calls the fake answers with: arguments long
+// enough to stream in several pieces, one with none.
+var weatherCalls = []llmtest.ToolCall{
+	{ID: "call_paris", Name: "weather", Arguments: `{"city":"Paris","unit":"celsius"}`},
+	{ID: "call_now", Name: "clock", Arguments: `{}`},
+}
+
+func toolRequest(typ domain.ProviderType, s *llmtest.Server) domain.LLMRequest {
+	req := request(typ, s, "weather in Paris?")
+	req.Tools = []domain.Tool{
+		{Type: "function", Name: "weather", Description: "Current weather in a city.", Parameters: []byte(weatherSchema)},
+		{Type: "function", Name: "clock"},
+	}
+	req.ToolChoice = &domain.ToolChoice{Mode: domain.ToolChoiceRequired}
+	return req
+}
+
+// runDeltas calls Complete and returns the result and every delta.
+func runDeltas(t *testing.T, req domain.LLMRequest, stream bool) (*domain.LLMResult, []domain.Delta) {
+	t.Helper()
+	var deltas []domain.Delta
+	var onDelta func(domain.Delta) error
+	if stream {
+		onDelta = func(d domain.Delta) error {
+			deltas = append(deltas, d)
+			return nil
+		}
+	}
+	res, err := newClient(t).Complete(context.Background(), req, onDelta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res, deltas
+}
+
+// reassemble builds tool calls from deltas as an OpenAI client does.
+func reassemble(t *testing.T, deltas []domain.Delta) []domain.ToolCall {
+	t.Helper()
+	var out []domain.ToolCall
+	for _, d := range deltas {
+		for _, tc := range d.ToolCalls {
+			switch {
+			case tc.Index == len(out):
+				if tc.ID == "" || tc.Name == "" {
+					t.Fatalf("the first delta of tool call %d lacks its id or name: %+v", tc.Index, tc)
+				}
+				out = append(out, domain.ToolCall{ID: tc.ID, Type: "function", Name: tc.Name, Arguments: tc.Arguments})
+			case tc.Index < len(out):
+				if tc.ID != "" || tc.Name != "" {
+					t.Errorf("a later delta of tool call %d repeats its id or name: %+v", tc.Index, tc)
+				}
+				out[tc.Index].Arguments += tc.Arguments
+			default:
+				t.Fatalf("tool call delta index %d skips ahead of %d calls", tc.Index, len(out))
+			}
+		}
+	}
+	return out
+}
+
+func wantCalls() []domain.ToolCall {
+	out := make([]domain.ToolCall, len(weatherCalls))
+	for i, c := range weatherCalls {
+		out[i] = domain.ToolCall{ID: c.ID, Type: "function", Name: c.Name, Arguments: c.Arguments}
+	}
+	return out
+}
+
+func TestToolCallsOpenAIWire(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderOpenAICompatible, domain.ProviderAzureOpenAI} {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{ToolCalls: weatherCalls, ArgPiece: 5})
+				req := toolRequest(typ, s)
+				req.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseJSONSchema, Name: "answer", Schema: []byte(weatherSchema), Strict: true}
+				res, deltas := runDeltas(t, req, m.stream)
+
+				body := s.Last().Body
+				tools, _ := json.Marshal(body["tools"])
+				wantTools := `[{"function":{"description":"Current weather in a city.","name":"weather","parameters":` + weatherSchema + `},"type":"function"},` +
+					`{"function":{"name":"clock","parameters":{"properties":{},"type":"object"}},"type":"function"}]`
+				if got := normJSON(t, string(tools)); got != normJSON(t, wantTools) {
+					t.Errorf("upstream tools = %s\nwant %s", got, wantTools)
+				}
+				if got := body["tool_choice"]; got != "required" {
+					t.Errorf("upstream tool_choice = %v, want required", got)
+				}
+				rf, _ := json.Marshal(body["response_format"])
+				wantRF := `{"type":"json_schema","json_schema":{"name":"answer","schema":` + weatherSchema + `,"strict":true}}`
+				if got := normJSON(t, string(rf)); got != normJSON(t, wantRF) {
+					t.Errorf("upstream response_format = %s\nwant %s", got, wantRF)
+				}
+
+				if got, want := res.ToolCalls, wantCalls(); !reflect.DeepEqual(got, want) {
+					t.Errorf("tool calls = %+v\nwant %+v", got, want)
+				}
+				if got, want := res.FinishReason, "tool_calls"; got != want {
+					t.Errorf("finish reason = %q, want %q", got, want)
+				}
+				if res.Content != "" {
+					t.Errorf("content = %q, want none", res.Content)
+				}
+				if m.stream {
+					if got, want := reassemble(t, deltas), wantCalls(); !reflect.DeepEqual(got, want) {
+						t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+					}
+					if len(deltas) < 4 {
+						t.Errorf("the arguments came in %d deltas; the fake streams them in pieces", len(deltas))
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestToolChoiceForms(t *testing.T) {
+	tests := []struct {
+		choice        domain.ToolChoice
+		openAI        string
+		anthropicJSON string
+	}{
+		{domain.ToolChoice{Mode: domain.ToolChoiceAuto}, `"auto"`, `{"type":"auto"}`},
+		{domain.ToolChoice{Mode: domain.ToolChoiceNone}, `"none"`, `{"type":"none"}`},
+		{domain.ToolChoice{Mode: domain.ToolChoiceRequired}, `"required"`, `{"type":"any"}`},
+		{domain.ToolChoice{Mode: domain.ToolChoiceFunction, Name: "weather"}, `{"function":{"name":"weather"},"type":"function"}`, `{"name":"weather","type":"tool"}`},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.choice.Mode), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderAnthropic} {
+				req := toolRequest(typ, s)
+				req.ToolChoice = &tt.choice
+				runDeltas(t, req, false)
+				got, _ := json.Marshal(s.Last().Body["tool_choice"])
+				want := tt.openAI
+				if typ == domain.ProviderAnthropic {
+					want = tt.anthropicJSON
+				}
+				if normJSON(t, string(got)) != normJSON(t, want) {
+					t.Errorf("%s tool_choice = %s, want %s", typ, got, want)
+				}
+			}
+		})
+	}
+}
+
+func TestToolCallsAnthropic(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Reply: "Let me check.", ToolCalls: weatherCalls, ArgPiece: 4})
+			req := toolRequest(domain.ProviderAnthropic, s)
+			req.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseJSONObject}
+			res, deltas := runDeltas(t, req, m.stream)
+
+			body := s.Last().Body
+			tools, _ := json.Marshal(body["tools"])
+			wantTools := `[{"name":"weather","description":"Current weather in a city.","input_schema":` + weatherSchema + `},` +
+				`{"name":"clock","input_schema":{"type":"object","properties":{}}}]`
+			if got := normJSON(t, string(tools)); got != normJSON(t, wantTools) {
+				t.Errorf("upstream tools = %s\nwant %s", got, wantTools)
+			}
+			if _, ok := body["response_format"]; ok {
+				t.Error("Anthropic was sent a response_format, which it does not have")
+			}
+			if sys := s.Last().Messages[0]; sys.Role != "system" || !strings.Contains(sys.Content, "Respond with only a JSON object") {
+				t.Errorf("system = %+v, want the JSON instruction", sys)
+			}
+
+			if got, want := res.ToolCalls, wantCalls(); !reflect.DeepEqual(got, want) {
+				t.Errorf("tool calls = %+v\nwant %+v", got, want)
+			}
+			if res.FinishReason != "tool_calls" || res.Content != "Let me check." {
+				t.Errorf("finish reason %q, content %q", res.FinishReason, res.Content)
+			}
+			if m.stream {
+				if got, want := reassemble(t, deltas), wantCalls(); !reflect.DeepEqual(got, want) {
+					t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+				}
+				var text strings.Builder
+				for _, d := range deltas {
+					text.WriteString(d.Content)
+				}
+				if text.String() != "Let me check." {
+					t.Errorf("streamed text = %q", text.String())
+				}
+			}
+		})
+	}
+}
+
+func TestToolResultsAnthropic(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderAnthropic, s)
+	req.Messages = []domain.LLMMessage{
+		{Role: domain.RoleSystem, Content: "Be brief."},
+		{Role: domain.RoleUser, Content: "weather in Paris, and the time?"},
+		{Role: domain.RoleAssistant, ToolCalls: wantCalls()},
+		{Role: domain.RoleTool, ToolCallID: "call_paris", Content: "18C"},
+		{Role: domain.RoleTool, ToolCallID: "call_now", Content: "noon"},
+		{Role: domain.RoleUser, Content: "and tomorrow?"},
+	}
+	req.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseJSONSchema, Name: "forecast", Description: "a forecast", Schema: []byte(weatherSchema)}
+	runDeltas(t, req, false)
+
+	got, _ := json.Marshal(s.Last().Body["messages"])
+	want := `[
+		{"role":"user","content":[{"type":"text","text":"weather in Paris, and the time?"}]},
+		{"role":"assistant","content":[
+			{"type":"tool_use","id":"call_paris","name":"weather","input":{"city":"Paris","unit":"celsius"}},
+			{"type":"tool_use","id":"call_now","name":"clock","input":{}}]},
+		{"role":"user","content":[
+			{"type":"tool_result","tool_use_id":"call_paris","content":[{"type":"text","text":"18C"}]},
+			{"type":"tool_result","tool_use_id":"call_now","content":[{"type":"text","text":"noon"}]}]},
+		{"role":"user","content":[{"type":"text","text":"and tomorrow?"}]}]`
+	if normJSON(t, string(got)) != normJSON(t, want) {
+		t.Errorf("upstream messages = %s\nwant %s", got, want)
+	}
+	sys := s.Last().Messages[0].Content
+	if !strings.HasPrefix(sys, "Be brief.") || !strings.Contains(sys, "conforms to the JSON schema") || !strings.Contains(sys, weatherSchema) {
+		t.Errorf("system = %q, want the schema instruction after the system message", sys)
+	}
+
+	// Arguments that are not a JSON object cannot become a tool_use input.
+	req.Messages[2].ToolCalls = []domain.ToolCall{{ID: "call_x", Type: "function", Name: "weather", Arguments: "not json"}}
+	before := s.Count()
+	_, err := newClient(t).Complete(context.Background(), req, nil)
+	if got, want := domain.KindOf(err), domain.Invalid; got != want {
+		t.Errorf("kind = %v, want %v (%v)", got, want, err)
+	}
+	if s.Count() != before {
+		t.Error("the refused request reached the upstream")
+	}
+}
+
+func TestToolResultsOpenAIWire(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderOpenAICompatible, s)
+	req.Messages = []domain.LLMMessage{
+		{Role: domain.RoleUser, Content: "weather?"},
+		{Role: domain.RoleAssistant, Content: "Checking.", ToolCalls: wantCalls()[:1]},
+		{Role: domain.RoleTool, ToolCallID: "call_paris", Content: "18C"},
+	}
+	runDeltas(t, req, false)
+	got, _ := json.Marshal(s.Last().Body["messages"])
+	want := `[{"role":"user","content":"weather?"},
+		{"role":"assistant","content":"Checking.","tool_calls":[{"id":"call_paris","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\",\"unit\":\"celsius\"}"}}]},
+		{"role":"tool","content":"18C","tool_call_id":"call_paris"}]`
+	if normJSON(t, string(got)) != normJSON(t, want) {
+		t.Errorf("upstream messages = %s\nwant %s", got, want)
+	}
+}
+
+// normJSON re-encodes a JSON text with sorted keys and no spaces.
+func normJSON(t *testing.T, s string) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, s)
+	}
+	b, _ := json.Marshal(v)
+	return string(b)
+}

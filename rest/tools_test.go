@@ -1,0 +1,410 @@
+package rest_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+const weatherSchema = `{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`
+
+// weatherTools is the tools field of a request: one function with
+// parameters and one without.
+func weatherTools() []any {
+	var params map[string]any
+	_ = json.Unmarshal([]byte(weatherSchema), &params)
+	return []any{
+		map[string]any{"type": "function", "function": map[string]any{"name": "weather", "description": "Current weather in a city.", "parameters": params}},
+		map[string]any{"type": "function", "function": map[string]any{"name": "clock"}},
+	}
+}
+
+// fakeCalls are the tool calls the fake upstream answers with.
+var fakeCalls = []llmtest.ToolCall{
+	{ID: "call_paris", Name: "weather", Arguments: `{"city":"Paris"}`},
+	{ID: "call_now", Name: "clock", Arguments: `{}`},
+}
+
+// wantToolCalls is fakeCalls as OpenAI's tool_calls (and Parley's toolCalls).
+func wantToolCalls() []any {
+	var out []any
+	for _, c := range fakeCalls {
+		out = append(out, map[string]any{"id": c.ID, "type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
+	}
+	return out
+}
+
+// jsonOf re-encodes a decoded value with sorted keys, for comparisons.
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func normalized(t *testing.T, s string) string {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("not JSON: %v: %s", err, s)
+	}
+	return jsonOf(v)
+}
+
+// streamedToolCalls reassembles the tool calls of a stream's chunks as an
+// OpenAI client does, checking their shape, and returns them with the text.
+func streamedToolCalls(t *testing.T, events []sseEvent) (calls []any, text string, finish string) {
+	t.Helper()
+	var sb strings.Builder
+	type call struct{ id, name, args string }
+	var cs []*call
+	for _, ev := range events {
+		if ev.data == nil {
+			continue
+		}
+		for _, c := range ev.data["choices"].([]any) {
+			ch := c.(map[string]any)
+			if f, ok := ch["finish_reason"].(string); ok {
+				finish = f
+			}
+			delta := ch["delta"].(map[string]any)
+			if s, ok := delta["content"].(string); ok {
+				sb.WriteString(s)
+			}
+			tcs, _ := delta["tool_calls"].([]any)
+			for _, x := range tcs {
+				tc := x.(map[string]any)
+				i := int(tc["index"].(float64))
+				fn := tc["function"].(map[string]any)
+				args, ok := fn["arguments"].(string)
+				if !ok {
+					t.Fatalf("tool call delta without function.arguments: %s", ev.raw)
+				}
+				switch {
+				case i == len(cs):
+					id, _ := tc["id"].(string)
+					name, _ := fn["name"].(string)
+					if id == "" || name == "" || tc["type"] != "function" {
+						t.Fatalf("the first delta of tool call %d lacks id, type or name: %s", i, ev.raw)
+					}
+					cs = append(cs, &call{id: id, name: name, args: args})
+				case i < len(cs):
+					if _, ok := tc["id"]; ok {
+						t.Errorf("a later delta of tool call %d repeats its id: %s", i, ev.raw)
+					}
+					cs[i].args += args
+				default:
+					t.Fatalf("tool call index %d skips ahead: %s", i, ev.raw)
+				}
+			}
+		}
+	}
+	for _, c := range cs {
+		calls = append(calls, map[string]any{"id": c.id, "type": "function", "function": map[string]any{"name": c.name, "arguments": c.args}})
+	}
+	return calls, sb.String(), finish
+}
+
+func TestToolsOpenAIWire(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+
+		// Stateless, not streamed: the fields pass through as OpenAI's.
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: fakeCalls})
+		got := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "messages": []any{userMessage("weather in Paris?")},
+			"tools": weatherTools(), "toolChoice": "required", "responseFormat": map[string]any{"type": "json_object"},
+		})
+		body := lastUpstreamBody(t, h)
+		wantTools := `[{"type":"function","function":{"name":"weather","description":"Current weather in a city.","parameters":` + weatherSchema + `}},` +
+			`{"type":"function","function":{"name":"clock","parameters":{"type":"object","properties":{}}}}]`
+		if got, want := jsonOf(body["tools"]), normalized(t, wantTools); got != want {
+			t.Errorf("upstream tools = %s\nwant %s", got, want)
+		}
+		if body["tool_choice"] != "required" || jsonOf(body["response_format"]) != `{"type":"json_object"}` {
+			t.Errorf("upstream tool_choice = %v, response_format = %s", body["tool_choice"], jsonOf(body["response_format"]))
+		}
+		choice := got["choices"].([]any)[0].(map[string]any)
+		msg := choice["message"].(map[string]any)
+		if content, ok := msg["content"]; !ok || content != nil {
+			t.Errorf("message.content = %v (present %v), want null", content, ok)
+		}
+		if got, want := jsonOf(msg["tool_calls"]), jsonOf(wantToolCalls()); got != want {
+			t.Errorf("message.tool_calls = %s\nwant %s", got, want)
+		}
+		if choice["finish_reason"] != "tool_calls" {
+			t.Errorf("finish_reason = %v, want tool_calls", choice["finish_reason"])
+		}
+
+		// JSON schema, and a function named by toolChoice.
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "messages": []any{userMessage("weather?")}, "tools": weatherTools(),
+			"toolChoice":     map[string]any{"type": "function", "function": map[string]any{"name": "weather"}},
+			"responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "report", "schema": json.RawMessage(weatherSchema), "strict": true}},
+		})
+		body = lastUpstreamBody(t, h)
+		if got, want := jsonOf(body["tool_choice"]), `{"function":{"name":"weather"},"type":"function"}`; got != want {
+			t.Errorf("upstream tool_choice = %s, want %s", got, want)
+		}
+		if got, want := jsonOf(body["response_format"]), normalized(t, `{"type":"json_schema","json_schema":{"name":"report","schema":`+weatherSchema+`,"strict":true}}`); got != want {
+			t.Errorf("upstream response_format = %s\nwant %s", got, want)
+		}
+
+		// Per chat, streamed: the calls come as deltas in OpenAI's shape
+		// and are stored with the turn.
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: fakeCalls, ArgPiece: 3})
+		events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{
+			"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools(),
+		}))
+		if events[len(events)-1].raw != "[DONE]" {
+			t.Fatalf("stream does not end with [DONE]: %v", events)
+		}
+		calls, text, finish := streamedToolCalls(t, events)
+		if got, want := jsonOf(calls), jsonOf(wantToolCalls()); got != want {
+			t.Errorf("streamed tool calls = %s\nwant %s", got, want)
+		}
+		if text != "" || finish != "tool_calls" {
+			t.Errorf("streamed text %q, finish_reason %q", text, finish)
+		}
+		conv := events[0].data["conversationId"].(string)
+
+		// Continue with the tools' results: stored, then sent upstream in order.
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": conv, "tools": weatherTools(),
+			"messages": []any{
+				map[string]any{"role": "tool", "toolCallId": "call_paris", "content": "18C and sunny"},
+				map[string]any{"role": "tool", "toolCallId": "call_now", "content": "noon"},
+			},
+		})
+		want := `[{"role":"system","content":"You are a test."},
+			{"role":"user","content":"weather in Paris?"},
+			{"role":"assistant","tool_calls":` + jsonOf(wantToolCalls()) + `},
+			{"role":"tool","content":"18C and sunny","tool_call_id":"call_paris"},
+			{"role":"tool","content":"noon","tool_call_id":"call_now"}]`
+		if got := jsonOf(lastUpstreamBody(t, h)["messages"]); got != normalized(t, want) {
+			t.Errorf("upstream messages = %s\nwant %s", got, normalized(t, want))
+		}
+		cv := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)
+		msgs := cv["messages"].([]any)
+		if len(msgs) != 5 {
+			t.Fatalf("stored messages = %v", msgs)
+		}
+		if got, want := jsonOf(msgs[1].(map[string]any)["toolCalls"]), jsonOf(wantToolCalls()); got != want {
+			t.Errorf("stored toolCalls = %s\nwant %s", got, want)
+		}
+		if m := msgs[1].(map[string]any); m["finishReason"] != "tool_calls" || m["content"] != "" {
+			t.Errorf("stored reply = %v", m)
+		}
+		for i, id := range map[int]string{2: "call_paris", 3: "call_now"} {
+			if m := msgs[i].(map[string]any); m["role"] != "tool" || m["toolCallId"] != id {
+				t.Errorf("stored message %d = %v, want the tool result of %s", i, m, id)
+			}
+		}
+	})
+}
+
+func TestToolsClientHistory(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		// A stateless caller sends the whole exchange itself.
+		got := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "tools": weatherTools(), "messages": []any{
+				userMessage("weather in Paris?"),
+				map[string]any{"role": "assistant", "content": "Checking.", "toolCalls": wantToolCalls()[:1]},
+				map[string]any{"role": "tool", "toolCallId": "call_paris", "content": "18C"},
+			},
+		})
+		msg := got["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		if msg["content"] != "echo: weather in Paris?" {
+			t.Errorf("message = %v", msg)
+		}
+		if _, ok := msg["tool_calls"]; ok {
+			t.Errorf("a reply without tool calls has tool_calls: %v", msg)
+		}
+		want := `[{"role":"user","content":"weather in Paris?"},
+			{"role":"assistant","content":"Checking.","tool_calls":` + jsonOf(wantToolCalls()[:1]) + `},
+			{"role":"tool","content":"18C","tool_call_id":"call_paris"}]`
+		if got := jsonOf(lastUpstreamBody(t, h)["messages"]); got != normalized(t, want) {
+			t.Errorf("upstream messages = %s\nwant %s", got, normalized(t, want))
+		}
+	})
+}
+
+func TestToolsAnthropic(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		for _, streamed := range []bool{false, true} {
+			t.Run(fmt.Sprint("stream=", streamed), func(t *testing.T) {
+				h.up.Enqueue(llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4})
+				req := map[string]any{
+					"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools(),
+					"toolChoice":     map[string]any{"type": "function", "function": map[string]any{"name": "weather"}},
+					"responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "report", "schema": json.RawMessage(weatherSchema)}},
+				}
+				path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+				var conv string
+				if streamed {
+					events := readSSE(t, stream(t, h, path, req))
+					calls, text, finish := streamedToolCalls(t, events)
+					if got, want := jsonOf(calls), jsonOf(wantToolCalls()); got != want {
+						t.Errorf("streamed tool calls = %s\nwant %s", got, want)
+					}
+					if text != "Checking." || finish != "tool_calls" {
+						t.Errorf("streamed text %q, finish_reason %q", text, finish)
+					}
+					conv = events[0].data["conversationId"].(string)
+				} else {
+					got := h.must(200, "POST", path, h.admin, req)
+					choice := got["choices"].([]any)[0].(map[string]any)
+					msg := choice["message"].(map[string]any)
+					if got, want := jsonOf(msg["tool_calls"]), jsonOf(wantToolCalls()); got != want {
+						t.Errorf("message.tool_calls = %s\nwant %s", got, want)
+					}
+					if msg["content"] != "Checking." || choice["finish_reason"] != "tool_calls" {
+						t.Errorf("choice = %v", choice)
+					}
+					conv = got["conversationId"].(string)
+				}
+				body := lastUpstreamBody(t, h)
+				wantTools := `[{"name":"weather","description":"Current weather in a city.","input_schema":` + weatherSchema + `},` +
+					`{"name":"clock","input_schema":{"type":"object","properties":{}}}]`
+				if got := jsonOf(body["tools"]); got != normalized(t, wantTools) {
+					t.Errorf("upstream tools = %s\nwant %s", got, normalized(t, wantTools))
+				}
+				if got, want := jsonOf(body["tool_choice"]), `{"name":"weather","type":"tool"}`; got != want {
+					t.Errorf("upstream tool_choice = %s, want %s", got, want)
+				}
+				sys := h.up.Last().Messages[0]
+				if sys.Role != "system" || !strings.HasPrefix(sys.Content, anthropicSystem) || !strings.Contains(sys.Content, weatherSchema) {
+					t.Errorf("upstream system = %q, want the chat's and the schema instruction", sys.Content)
+				}
+
+				// The results go back as one user turn of tool_result blocks,
+				// after the assistant's tool_use blocks.
+				h.must(200, "POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, map[string]any{
+					"conversationId": conv, "tools": weatherTools(), "messages": []any{
+						map[string]any{"role": "tool", "toolCallId": "call_paris", "content": "18C"},
+						map[string]any{"role": "tool", "toolCallId": "call_now", "content": "noon"},
+						userMessage("thanks"),
+					},
+				})
+				want := `[{"role":"user","content":[{"type":"text","text":"weather in Paris?"}]},
+					{"role":"assistant","content":[{"type":"text","text":"Checking."},
+						{"type":"tool_use","id":"call_paris","name":"weather","input":{"city":"Paris"}},
+						{"type":"tool_use","id":"call_now","name":"clock","input":{}}]},
+					{"role":"user","content":[
+						{"type":"tool_result","tool_use_id":"call_paris","content":[{"type":"text","text":"18C"}]},
+						{"type":"tool_result","tool_use_id":"call_now","content":[{"type":"text","text":"noon"}]}]},
+					{"role":"user","content":[{"type":"text","text":"thanks"}]}]`
+				if got := jsonOf(lastUpstreamBody(t, h)["messages"]); got != normalized(t, want) {
+					t.Errorf("upstream messages = %s\nwant %s", got, normalized(t, want))
+				}
+			})
+		}
+	})
+}
+
+func TestToolsValidation(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		hi := userMessage("hi")
+		call := func(id string) map[string]any {
+			return map[string]any{"id": id, "type": "function", "function": map[string]any{"name": "weather", "arguments": "{}"}}
+		}
+		fn := func(name string) map[string]any {
+			return map[string]any{"type": "function", "function": map[string]any{"name": name}}
+		}
+		tooMany := make([]any, 129)
+		for i := range tooMany {
+			tooMany[i] = fn(fmt.Sprint("f", i))
+		}
+		tests := []struct {
+			name  string
+			body  map[string]any
+			field string
+		}{
+			{"tool without toolCallId", map[string]any{"messages": []any{hi, map[string]any{"role": "tool", "content": "x"}}}, "messages[1].toolCallId"},
+			{"tool without content", map[string]any{"messages": []any{hi, map[string]any{"role": "tool", "toolCallId": "call_1"}}}, "messages[1].content"},
+			{"tool answering no call", map[string]any{"messages": []any{hi, map[string]any{"role": "tool", "toolCallId": "call_1", "content": "x"}}}, "messages[1].toolCallId"},
+			{"tool answering another call", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1")}},
+				map[string]any{"role": "tool", "toolCallId": "call_2", "content": "x"}}}, "messages[2].toolCallId"},
+			{"toolCallId on a user message", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "toolCallId": "call_1"}}}, "messages[0].toolCallId"},
+			{"toolCalls on a user message", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "toolCalls": []any{call("c")}}}}, "messages[0].toolCalls"},
+			{"tool call without id", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("")}}}}, "messages[1].toolCalls[0].id"},
+			{"tool call of another type", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
+				map[string]any{"id": "c", "type": "custom", "function": map[string]any{"name": "weather", "arguments": "{}"}}}}}}, "messages[1].toolCalls[0].type"},
+			{"tool call with a bad name", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
+				map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "no spaces", "arguments": "{}"}}}}}}, "messages[1].toolCalls[0].function.name"},
+			{"unknown tool call field", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
+				map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "w", "arguments": "{}"}, "index": 0}}}}}, "messages[1].toolCalls[0].index"},
+			{"tool of another type", map[string]any{"messages": []any{hi}, "tools": []any{map[string]any{"type": "web_search", "function": map[string]any{"name": "w"}}}}, "tools[0].type"},
+			{"tool name too long", map[string]any{"messages": []any{hi}, "tools": []any{fn(strings.Repeat("a", 65))}}, "tools[0].function.name"},
+			{"tool name with a dot", map[string]any{"messages": []any{hi}, "tools": []any{fn("get.weather")}}, "tools[0].function.name"},
+			{"duplicate tool names", map[string]any{"messages": []any{hi}, "tools": []any{fn("w"), fn("w")}}, "tools[1].function.name"},
+			{"parameters not an object", map[string]any{"messages": []any{hi}, "tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "w", "parameters": []any{1}}}}}, "tools[0].function.parameters"},
+			{"unknown function field", map[string]any{"messages": []any{hi}, "tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "w", "params": map[string]any{}}}}}, "tools[0].function.params"},
+			{"129 tools", map[string]any{"messages": []any{hi}, "tools": tooMany}, "tools"},
+			{"toolChoice without tools", map[string]any{"messages": []any{hi}, "toolChoice": "auto"}, "toolChoice"},
+			{"toolChoice unknown mode", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": "always"}, "toolChoice"},
+			{"toolChoice undeclared function", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "function", "function": map[string]any{"name": "x"}}}, "toolChoice"},
+			{"toolChoice not a string or object", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": 1}, "toolChoice"},
+			{"toolChoice with an unknown field", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "function", "function": map[string]any{"name": "w"}, "x": 1}}, "toolChoice"},
+			{"responseFormat unknown type", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "xml"}}, "responseFormat.type"},
+			{"json_schema without jsonSchema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema"}}, "responseFormat.jsonSchema.name"},
+			{"json_schema without schema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r"}}}, "responseFormat.jsonSchema.schema"},
+			{"json_schema schema not an object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r", "schema": "object"}}}, "responseFormat.jsonSchema.schema"},
+			{"jsonSchema with json_object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_object", "jsonSchema": map[string]any{"name": "r", "schema": map[string]any{}}}}, "responseFormat.jsonSchema"},
+			{"snake_case response_format", map[string]any{"messages": []any{hi}, "response_format": map[string]any{"type": "json_object"}}, "response_format"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				before := h.up.Count()
+				for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
+					body := map[string]any{}
+					for k, v := range tt.body {
+						body[k] = v
+					}
+					if strings.HasSuffix(path, "/chats/completions") {
+						body["aiProviderId"] = w.provider
+					}
+					r := h.call("POST", path, h.admin, body)
+					if r.Status != 400 || r.ErrorCode() != "invalid_request" {
+						t.Fatalf("POST %s = %d %s, want 400", path, r.Status, r.Body)
+					}
+					details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+					if details["field"] != tt.field {
+						t.Errorf("POST %s: details.field = %v, want %q (%s)", path, details["field"], tt.field, r.ErrorMessage())
+					}
+				}
+				if h.up.Count() != before {
+					t.Error("a refused request reached the upstream")
+				}
+			})
+		}
+		convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
+		if len(convs) != 0 {
+			t.Errorf("refused completions stored %d conversations", len(convs))
+		}
+	})
+}
+
+// The ids a reply's tool calls carry are what a continuation answers:
+// a tool message for an id the conversation's last reply did not call is
+// refused.
+func TestToolsContinuationChecksIDs(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: fakeCalls[:1]})
+		conv := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("weather?")}, "tools": weatherTools(),
+		})["conversationId"].(string)
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": conv, "messages": []any{map[string]any{"role": "tool", "toolCallId": "call_other", "content": "x"}},
+		})
+		if r.Status != 400 || !reflect.DeepEqual(r.JSON()["error"].(map[string]any)["details"], map[string]any{"field": "messages[0].toolCallId"}) {
+			t.Errorf("answering an unknown call = %d %s, want 400 naming messages[0].toolCallId", r.Status, r.Body)
+		}
+	})
+}
