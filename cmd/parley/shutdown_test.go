@@ -1,0 +1,291 @@
+package main_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/store"
+)
+
+// api sends a JSON request to the running server and decodes the answer,
+// failing the test unless the status is want.
+func api(t *testing.T, s *started, key, method, path string, want int, body any) map[string]any {
+	t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, s.url+path, bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	var out map[string]any
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	if res.StatusCode != want {
+		t.Fatalf("%s %s = %d, want %d: %v", method, path, res.StatusCode, want, out)
+	}
+	return out
+}
+
+// seedChat creates a project, a provider on the fake upstream and a chat,
+// returning the chat's id.
+func seedChat(t *testing.T, s *started, key string, up *llmtest.Server) string {
+	t.Helper()
+	p := api(t, s, key, "POST", "/api/v1/projects", 201, map[string]any{"name": "shutdown"})["id"].(string)
+	prov := api(t, s, key, "POST", "/api/v1/ai-providers", 201, map[string]any{
+		"projectId": p, "name": "fake", "type": "openai-compatible", "baseUrl": up.URL(),
+		"defaultModel": "fake-model", "apiKey": "sk-shutdown-test-0123456789",
+	})["id"].(string)
+	return api(t, s, key, "POST", "/api/v1/chats", 201, map[string]any{"projectId": p, "aiProviderId": prov, "name": "c"})["id"].(string)
+}
+
+// event is one data event of a stream and when it arrived.
+type event struct {
+	raw  string
+	data map[string]any
+	at   time.Time
+}
+
+// openStream starts a streamed completion and delivers its data events on
+// the returned channel, which is closed at the end of the stream.
+func openStream(t *testing.T, s *started, key, chatID, prompt string) <-chan event {
+	t.Helper()
+	b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{map[string]any{"role": "user", "content": prompt}}})
+	req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chatID+"/completions", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	res, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.StatusCode != 200 || !strings.HasPrefix(res.Header.Get("Content-Type"), "text/event-stream") {
+		t.Fatalf("stream answered %d %s", res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	ch := make(chan event, 1024)
+	go func() {
+		defer close(ch)
+		defer res.Body.Close()
+		sc := bufio.NewScanner(res.Body)
+		for sc.Scan() {
+			payload, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			ev := event{raw: payload, at: time.Now()}
+			if payload != "[DONE]" {
+				_ = json.Unmarshal([]byte(payload), &ev.data)
+			}
+			ch <- ev
+		}
+	}()
+	return ch
+}
+
+// take waits for n events of the stream.
+func take(t *testing.T, ch <-chan event, n int, within time.Duration) []event {
+	t.Helper()
+	var out []event
+	deadline := time.After(within)
+	for len(out) < n {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				t.Fatalf("the stream ended after %d events, want %d: %v", len(out), n, out)
+			}
+			out = append(out, ev)
+		case <-deadline:
+			t.Fatalf("only %d events within %v, want %d", len(out), within, n)
+		}
+	}
+	return out
+}
+
+// drain reads the stream to its end.
+func drain(t *testing.T, ch <-chan event, within time.Duration) []event {
+	t.Helper()
+	var out []event
+	deadline := time.After(within)
+	for {
+		select {
+		case ev, ok := <-ch:
+			if !ok {
+				return out
+			}
+			out = append(out, ev)
+		case <-deadline:
+			t.Fatalf("the stream did not end within %v; got %d events", within, len(out))
+		}
+	}
+}
+
+// waitExit waits for the process to exit after a signal.
+func waitExit(t *testing.T, s *started, within time.Duration) error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- s.cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(within):
+		t.Fatalf("parley did not exit within %v:\n%s", within, s.stderr.String())
+		return nil
+	}
+}
+
+// usageOutcome opens the stopped server's SQLite database and returns the
+// outcome and completion tokens of one usage record.
+func usageOutcome(t *testing.T, dir, id string) (outcome string, completionTokens int) {
+	t.Helper()
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	row := st.DB().Raw("SELECT outcome, completion_tokens FROM usage_records WHERE id = ?", id).Row()
+	if err := row.Scan(&outcome, &completionTokens); err != nil {
+		t.Fatalf("no usage record %s after shutdown: %v", id, err)
+	}
+	return outcome, completionTokens
+}
+
+func TestShutdownLetsStreamsFinish(t *testing.T) {
+	up := llmtest.NewServer(t)
+	dir := t.TempDir()
+	key := "pk_shutdown_" + strings.Repeat("s", 30)
+	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=5s")
+	chat := seedChat(t, s, key, up)
+
+	// Sixteen words: seventeen deltas, about 2s of stream at 100ms an event.
+	const prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+	up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
+	ch := openStream(t, s, key, chat, prompt)
+	head := take(t, ch, 3, 10*time.Second)
+
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// The listener closes at once: new connections are refused while the
+	// stream goes on.
+	host := strings.TrimPrefix(s.url, "http://")
+	refused := false
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		conn, err := net.DialTimeout("tcp", host, time.Second)
+		if err == nil {
+			conn.Close()
+			continue
+		}
+		if errors.Is(err, syscall.ECONNRESET) {
+			continue // a connection caught in the backlog as the listener closed
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Fatalf("dial after SIGTERM: %v, want connection refused", err)
+		}
+		refused = true
+		break
+	}
+	if !refused {
+		t.Fatal("new connections were still accepted 2s after SIGTERM")
+	}
+	refusedAt := time.Now()
+
+	events := append(head, drain(t, ch, 10*time.Second)...)
+	n := len(events)
+	if n < 4 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("the stream did not end with [DONE]: %v", events)
+	}
+	if !events[n-1].at.After(refusedAt) {
+		t.Error("the stream ended before new connections were refused; the test proves nothing")
+	}
+	var text strings.Builder
+	for _, ev := range events[:n-1] {
+		if ev.data["error"] != nil {
+			t.Fatalf("the stream got an error within the grace period: %s", ev.raw)
+		}
+		for _, c := range ev.data["choices"].([]any) {
+			if s, ok := c.(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+				text.WriteString(s)
+			}
+		}
+	}
+	if got := text.String(); got != llmtest.EchoReply(prompt) {
+		t.Errorf("streamed text = %q, want the whole reply", got)
+	}
+	usage, _ := events[n-2].data["usage"].(map[string]any)
+	if usage == nil || usage["completion_tokens"] != float64(len(llmtest.Deltas(llmtest.EchoReply(prompt)))) {
+		t.Errorf("last chunk usage = %v", usage)
+	}
+
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	// The usage of the completion was flushed before exit.
+	msgID, _ := events[0].data["messageId"].(string)
+	outcome, tokens := usageOutcome(t, dir, msgID)
+	if outcome != "ok" || tokens != int(usage["completion_tokens"].(float64)) {
+		t.Errorf("usage record = %s with %d completion tokens, want ok with %v", outcome, tokens, usage["completion_tokens"])
+	}
+}
+
+func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
+	up := llmtest.NewServer(t)
+	dir := t.TempDir()
+	key := "pk_shutdown_" + strings.Repeat("g", 30)
+	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
+	chat := seedChat(t, s, key, up)
+
+	// Twenty words at 500ms an event: a stream of over 10s.
+	words := make([]string, 20)
+	for i := range words {
+		words[i] = fmt.Sprint("w", i)
+	}
+	up.Enqueue(llmtest.Behavior{ChunkDelay: 500 * time.Millisecond})
+	ch := openStream(t, s, key, chat, strings.Join(words, " "))
+	head := take(t, ch, 2, 10*time.Second)
+
+	sigterm := time.Now()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	events := append(head, drain(t, ch, 10*time.Second)...)
+	n := len(events)
+	if n < 3 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("the stream did not end with [DONE]: %v", events)
+	}
+	e, _ := events[n-2].data["error"].(map[string]any)
+	if e == nil || e["code"] != "unavailable" {
+		t.Fatalf("event before [DONE] = %s, want an unavailable error", events[n-2].raw)
+	}
+	if msg, _ := e["message"].(string); !strings.Contains(msg, "shutting down") {
+		t.Errorf("error message = %q, want it to say the server is shutting down", msg)
+	}
+	if after := events[n-2].at.Sub(sigterm); after < 900*time.Millisecond || after > 3*time.Second {
+		t.Errorf("the error event came %v after SIGTERM, want about the 1s grace", after)
+	}
+	if !up.WaitCanceled(2 * time.Second) {
+		t.Error("the upstream call was not cancelled")
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	// The ended completion is recorded too, as ended by the server.
+	msgID, _ := events[0].data["messageId"].(string)
+	if outcome, _ := usageOutcome(t, dir, msgID); outcome != "interrupted" {
+		t.Errorf("a stream ended by the shutdown is recorded with outcome %q, want interrupted", outcome)
+	}
+}

@@ -1,0 +1,225 @@
+// End-to-end test of Parley's completions with the official `openai` npm
+// client: the client encodes the requests, and its JSON and SSE parsers
+// read every response, chunk and error Parley sends.
+//
+//   PARLEY_BASE_URL        Parley's REST base, e.g. http://127.0.0.1:8080/api/v1
+//   PARLEY_API_KEY         a key that may use the provider and run completions in the chat
+//   PARLEY_AI_PROVIDER_ID  the AI provider of the stateless completions
+//   PARLEY_CHAT_ID         the chat of the per-chat completions
+//   PARLEY_MODEL           optional: the model to ask for (else the provider's default)
+//   PARLEY_FAKE_UPSTREAM=1 optional: the provider is Parley's fake upstream
+//                          (llm/llmtest), so replies are "echo: " plus the last
+//                          user message, and a user message that starts with
+//                          "FAULT stream-error" fails mid-stream
+//
+// Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
+// Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
+//
+// Paths: the SDK's chat.completions.create posts to `${baseURL}/chat/completions`,
+// a path Parley does not serve (Parley's are /chats/completions and
+// /chats/{chatId}/completions). The tests keep the SDK's method, and so its
+// request encoding, stream class and response handling, and override only
+// the path with the SDK's documented `path` request option; per-chat calls
+// use the SDK's client.post, as its README says for other endpoints.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import OpenAI, { APIError, AuthenticationError, BadRequestError } from 'openai';
+import { VERSION } from 'openai/version';
+
+const env = process.env;
+const REQUIRED = ['PARLEY_BASE_URL', 'PARLEY_API_KEY', 'PARLEY_AI_PROVIDER_ID', 'PARLEY_CHAT_ID'];
+const missing = REQUIRED.filter((name) => !env[name]);
+const skip = missing.length > 0 && `${missing.join(', ')} not set`;
+const FAKE = env.PARLEY_FAKE_UPSTREAM === '1';
+
+// Retries off: a test sees exactly what Parley answered.
+const client = skip ? null : new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: env.PARLEY_API_KEY, maxRetries: 0, timeout: 60_000 });
+const STATELESS = { path: '/chats/completions' };
+const chatPath = () => `/chats/${env.PARLEY_CHAT_ID}/completions`;
+
+// statelessBody is Parley's stateless request: only the fields it knows.
+function statelessBody(content, extra = {}) {
+  const body = { aiProviderId: env.PARLEY_AI_PROVIDER_ID, messages: [{ role: 'user', content }], ...extra };
+  if (env.PARLEY_MODEL) body.model = env.PARLEY_MODEL;
+  return body;
+}
+
+function assertReply(text, prompt) {
+  if (FAKE) assert.equal(text, `echo: ${prompt}`);
+  else assert.ok(text.length > 0, 'empty reply');
+}
+
+function assertUsage(usage, where) {
+  assert.ok(usage, `${where} has no usage`);
+  assert.ok(usage.prompt_tokens > 0, `${where}: prompt_tokens = ${usage.prompt_tokens}`);
+  assert.ok(usage.completion_tokens > 0, `${where}: completion_tokens = ${usage.completion_tokens}`);
+  assert.equal(usage.total_tokens, usage.prompt_tokens + usage.completion_tokens, `${where}: total_tokens`);
+}
+
+// assertCompletion checks a chat.completion object; model is the one asked
+// for, if any.
+function assertCompletion(c, prompt, model) {
+  assert.equal(c.object, 'chat.completion');
+  assert.match(c.id, /^msg_/);
+  assert.equal(c.messageId, c.id, 'messageId is not the completion id');
+  assert.equal(typeof c.created, 'number');
+  assert.ok(c.model, 'no model');
+  if (FAKE && model) assert.equal(c.model, model);
+  assert.equal(c.choices.length, 1);
+  assert.equal(c.choices[0].index, 0);
+  assert.equal(c.choices[0].message.role, 'assistant');
+  assert.equal(c.choices[0].finish_reason, 'stop');
+  assertReply(c.choices[0].message.content, prompt);
+  assertUsage(c.usage, 'the completion');
+}
+
+// collect reads a stream to its end through the SDK's parser (which
+// throws on a chunk that is not JSON and on an error event) and checks that
+// each chunk is an OpenAI chat.completion.chunk.
+async function collect(stream) {
+  const chunks = [];
+  let text = '';
+  for await (const chunk of stream) {
+    const n = chunks.length;
+    assert.equal(chunk.object, 'chat.completion.chunk', `chunk ${n}: ${JSON.stringify(chunk)}`);
+    assert.equal(typeof chunk.id, 'string');
+    assert.equal(typeof chunk.created, 'number');
+    assert.equal(typeof chunk.model, 'string');
+    assert.ok(Array.isArray(chunk.choices), `chunk ${n} has no choices array`);
+    if (n > 0) assert.equal(chunk.id, chunks[0].id, `chunk ${n} changed the id`);
+    for (const choice of chunk.choices) {
+      assert.equal(choice.index, 0);
+      assert.equal(typeof choice.delta, 'object');
+      if (choice.delta.content != null) text += choice.delta.content;
+    }
+    chunks.push(chunk);
+  }
+  assert.ok(chunks.length >= 3, `only ${chunks.length} chunks`);
+  const first = chunks[0];
+  const last = chunks[chunks.length - 1];
+  assert.match(first.messageId ?? '', /^msg_/, `the first chunk carries no messageId: ${JSON.stringify(first)}`);
+  assert.equal(first.id, first.messageId);
+  assert.equal(first.choices[0]?.delta.role, 'assistant');
+  const finishes = chunks.flatMap((c) => c.choices.map((ch) => ch.finish_reason)).filter((r) => r != null);
+  assert.deepEqual(finishes, ['stop'], 'want exactly one finish_reason, "stop"');
+  assertUsage(last.usage, 'the last chunk');
+  for (const c of chunks.slice(0, -1)) assert.equal(c.usage ?? undefined, undefined, 'usage before the last chunk');
+  return { chunks, first, last, text };
+}
+
+test('openai npm client', { skip }, async (t) => {
+  t.diagnostic(`openai ${VERSION} on Node ${process.version}`);
+  await t.test('stateless, not streamed: chat.completions.create', async () => {
+    const prompt = 'Hello from the openai SDK';
+    const { data, response, request_id } = await client.chat.completions.create(statelessBody(prompt), STATELESS).withResponse();
+    assert.equal(response.status, 200);
+    assert.ok(request_id, 'no X-Request-Id');
+    assertCompletion(data, prompt, env.PARLEY_MODEL);
+    assert.equal(data.conversationId, undefined, 'a stateless completion has a conversationId');
+  });
+
+  await t.test('stateless, streamed: chat.completions.create with stream: true', async () => {
+    const prompt = 'one two three four five six';
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }), STATELESS);
+    const { first, text } = await collect(stream);
+    assertReply(text, prompt);
+    assert.equal(first.conversationId, undefined, 'a stateless stream has a conversationId');
+  });
+
+  await t.test("stateless, streamed: the SDK's chat.completions.stream helper accumulates the chunks", async () => {
+    const prompt = 'accumulate these words';
+    const runner = client.chat.completions.stream(statelessBody(prompt), STATELESS);
+    const deltas = [];
+    runner.on('content', (delta) => deltas.push(delta));
+    const final = await runner.finalChatCompletion();
+    assertReply(final.choices[0].message.content, prompt);
+    assert.equal(deltas.join(''), final.choices[0].message.content);
+    assert.equal(final.choices[0].finish_reason, 'stop');
+    assert.equal(final.choices[0].message.role, 'assistant');
+    assert.match(final.id, /^msg_/);
+  });
+
+  let conversationId;
+  await t.test('per chat, streamed: client.post with stream: true', async () => {
+    const prompt = 'stream in a chat please';
+    const stream = await client.post(chatPath(), { body: { messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    const { first, text } = await collect(stream);
+    assertReply(text, prompt);
+    assert.match(first.conversationId ?? '', /^cnv_/, `the first chunk carries no conversationId: ${JSON.stringify(first)}`);
+    conversationId = first.conversationId;
+  });
+
+  await t.test('per chat, not streamed: client.post continues the conversation', async () => {
+    assert.ok(conversationId, 'the streamed per-chat test did not run');
+    const prompt = 'and continue it';
+    const c = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }] } });
+    assertCompletion(c, prompt);
+    assert.equal(c.conversationId, conversationId);
+  });
+
+  await t.test('per chat, streamed: a continuation names its conversation in the first chunk', async () => {
+    const prompt = 'a third turn';
+    const stream = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    const { first, text } = await collect(stream);
+    assertReply(text, prompt);
+    assert.equal(first.conversationId, conversationId);
+  });
+
+  await t.test('a bad request throws a BadRequestError carrying Parley\'s envelope', async () => {
+    const cases = [
+      { body: statelessBody('x', { messages: [] }), field: 'messages' },
+      // The SDK's own spelling is refused by Parley's strict decoding, by name.
+      { body: statelessBody('x', { max_tokens: 5 }), field: 'max_tokens' },
+      { body: statelessBody('x', { stream: true, temperature: 7 }), field: 'temperature' },
+    ];
+    for (const { body, field } of cases) {
+      await assert.rejects(client.chat.completions.create(body, STATELESS), (err) => {
+        assert.ok(err instanceof BadRequestError, `${field}: ${err}`);
+        assert.ok(err instanceof APIError);
+        assert.equal(err.status, 400);
+        assert.equal(err.code, 'invalid_request');
+        assert.equal(err.error.code, 'invalid_request');
+        assert.equal(err.error.details?.field, field);
+        assert.ok(err.error.message.length > 0);
+        assert.equal(err.message, `400 ${err.error.message}`);
+        assert.ok(err.requestID, 'the error has no request id');
+        return true;
+      });
+    }
+    await assert.rejects(client.post(chatPath(), { body: { messages: [{ role: 'user' }] }, stream: true }), (err) => {
+      assert.ok(err instanceof BadRequestError, String(err));
+      assert.equal(err.error.details?.field, 'messages[0]');
+      return true;
+    });
+  });
+
+  await t.test('a wrong key throws an AuthenticationError', async () => {
+    const stranger = new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: 'pk_not_a_key', maxRetries: 0 });
+    await assert.rejects(stranger.chat.completions.create(statelessBody('x'), STATELESS), (err) => {
+      assert.ok(err instanceof AuthenticationError, String(err));
+      assert.equal(err.status, 401);
+      assert.equal(err.error.code, 'unauthenticated');
+      return true;
+    });
+  });
+
+  await t.test('an upstream failure mid-stream surfaces as an APIError from the iterator', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+    const stream = await client.chat.completions.create(statelessBody('FAULT stream-error after two words', { stream: true }), STATELESS);
+    const seen = [];
+    await assert.rejects(
+      (async () => {
+        for await (const chunk of stream) seen.push(chunk);
+      })(),
+      (err) => {
+        assert.ok(err instanceof APIError, String(err));
+        assert.equal(err.error?.code, 'upstream_error', JSON.stringify(err.error));
+        assert.ok(err.error.message.length > 0);
+        return true;
+      },
+    );
+    assert.match(seen[0]?.messageId ?? '', /^msg_/, 'the stream did not start before the error');
+    const text = seen.flatMap((c) => c.choices.map((ch) => ch.delta.content ?? '')).join('');
+    assert.equal(text, 'echo: FAULT ', 'the deltas before the fault did not arrive');
+  });
+});

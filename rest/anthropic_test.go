@@ -1,0 +1,240 @@
+package rest_test
+
+import (
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// anthropicWorld is a project with an anthropic provider and an
+// openai-compatible one, both on the fake upstream, and a chat on each with
+// the same system message.
+type anthropicWorld struct {
+	project, anthropic, openai, anthropicChat, openaiChat string
+}
+
+const anthropicSystem = "You are a careful test."
+
+func (h *harness) anthropicWorld() anthropicWorld {
+	h.t.Helper()
+	var w anthropicWorld
+	w.project = h.project(h.admin, "anthropic")
+	w.anthropic = h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+		"projectId": w.project, "name": "claude", "type": "anthropic", "baseUrl": h.up.URL(),
+		"defaultModel": "claude-fake", "apiKey": upstreamKey,
+	})["id"].(string)
+	w.openai = h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+		"projectId": w.project, "name": "gpt", "type": "openai-compatible", "baseUrl": h.up.URL(),
+		"defaultModel": "claude-fake", "apiKey": upstreamKey,
+	})["id"].(string)
+	w.anthropicChat = h.chat(h.admin, w.project, w.anthropic, map[string]any{"systemMessage": anthropicSystem})
+	w.openaiChat = h.chat(h.admin, w.project, w.openai, map[string]any{"systemMessage": anthropicSystem})
+	return w
+}
+
+// shape replaces every leaf of a decoded JSON value by its type, so two
+// responses compare equal when only their values differ.
+func shape(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := make(map[string]any, len(v))
+		for k, x := range v {
+			out[k] = shape(x)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, x := range v {
+			out[i] = shape(x)
+		}
+		return out
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+// checkAnthropicRequest checks that the last upstream request was a
+// Messages API call made with the provider's key, the chat's system
+// message as the system parameter and the user's message.
+func checkAnthropicRequest(t *testing.T, h *harness, prompt string, stream bool) llmtest.Request {
+	t.Helper()
+	r := h.up.Last()
+	if r.Protocol != llmtest.Anthropic || r.Path != "/v1/messages" {
+		t.Fatalf("the upstream got %s %s (%s), want the Anthropic Messages API at /v1/messages", r.Method, r.Path, r.Protocol)
+	}
+	if got := r.Header.Get("X-Api-Key"); got != upstreamKey {
+		t.Errorf("x-api-key = %q, want the provider's key", got)
+	}
+	if auth := r.Header.Get("Authorization"); auth != "" {
+		t.Errorf("an Anthropic request carries Authorization %q", auth)
+	}
+	if r.Header.Get("Anthropic-Version") == "" {
+		t.Error("no anthropic-version header")
+	}
+	if r.Stream != stream {
+		t.Errorf("upstream stream = %v, want %v", r.Stream, stream)
+	}
+	if got := fmt.Sprint(r.Body["system"]); !strings.Contains(got, anthropicSystem) {
+		t.Errorf("system = %s, want the chat's system message", got)
+	}
+	msgs, _ := r.Body["messages"].([]any)
+	if len(msgs) != 1 {
+		t.Fatalf("upstream messages = %v, want the user's message alone (the system message goes in system)", r.Body["messages"])
+	}
+	if m := r.Messages[len(r.Messages)-1]; m.Role != "user" || m.Content != prompt {
+		t.Errorf("upstream message = %+v, want user: %s", m, prompt)
+	}
+	if r.Model != "claude-fake" {
+		t.Errorf("upstream model = %q, want the provider's default", r.Model)
+	}
+	return r
+}
+
+func TestAnthropicCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		const prompt = "Hello Claude, how are you?"
+		body := func() map[string]any { return map[string]any{"messages": []any{userMessage(prompt)}} }
+
+		got := h.must(200, "POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, body())
+		r := checkAnthropicRequest(t, h, prompt, false)
+		if mt := r.Body["max_tokens"]; mt != float64(llm.DefaultAnthropicMaxTokens) {
+			t.Errorf("max_tokens = %v, want the documented default %d", mt, llm.DefaultAnthropicMaxTokens)
+		}
+		if got["object"] != "chat.completion" || got["model"] != "claude-fake" {
+			t.Errorf("object/model = %v/%v", got["object"], got["model"])
+		}
+		choice := got["choices"].([]any)[0].(map[string]any)
+		if msg := choice["message"].(map[string]any); msg["role"] != "assistant" || msg["content"] != llmtest.EchoReply(prompt) {
+			t.Errorf("message = %v", msg)
+		}
+		if choice["finish_reason"] != "stop" {
+			t.Errorf("finish_reason = %v, want stop (end_turn mapped)", choice["finish_reason"])
+		}
+		usage := got["usage"].(map[string]any)
+		wantPrompt := float64(llmtest.PromptTokens(anthropicSystem, prompt))
+		wantCompletion := float64(len(llmtest.Deltas(llmtest.EchoReply(prompt))))
+		if usage["prompt_tokens"] != wantPrompt || usage["completion_tokens"] != wantCompletion || usage["total_tokens"] != wantPrompt+wantCompletion {
+			t.Errorf("usage = %v, want input_tokens %v and output_tokens %v mapped", usage, wantPrompt, wantCompletion)
+		}
+		if !strings.HasPrefix(got["conversationId"].(string), "cnv_") || !strings.HasPrefix(got["messageId"].(string), "msg_") {
+			t.Errorf("ids = %v %v", got["conversationId"], got["messageId"])
+		}
+
+		// The same call through an openai-compatible provider has the same shape.
+		other := h.must(200, "POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, body())
+		if h.up.Last().Protocol != llmtest.OpenAI {
+			t.Fatal("the openai-compatible chat did not call the OpenAI wire protocol")
+		}
+		if !reflect.DeepEqual(shape(got), shape(other)) {
+			t.Errorf("the responses differ in shape:\nanthropic: %v\nopenai:    %v", shape(got), shape(other))
+		}
+
+		// Sampling parameters are mapped; maxTokens replaces the default,
+		// and a reply cut by it finishes with "length".
+		b := body()
+		b["maxTokens"], b["temperature"], b["topP"], b["stop"] = 2, 0.3, 0.8, []string{"END", "STOP"}
+		got = h.must(200, "POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, b)
+		r = checkAnthropicRequest(t, h, prompt, false)
+		if r.Body["max_tokens"] != 2.0 || r.Body["temperature"] != 0.3 || r.Body["top_p"] != 0.8 || fmt.Sprint(r.Body["stop_sequences"]) != "[END STOP]" {
+			t.Errorf("upstream max_tokens %v temperature %v top_p %v stop_sequences %v", r.Body["max_tokens"], r.Body["temperature"], r.Body["top_p"], r.Body["stop_sequences"])
+		}
+		choice = got["choices"].([]any)[0].(map[string]any)
+		if choice["finish_reason"] != "length" || choice["message"].(map[string]any)["content"] != "echo: Hello " {
+			t.Errorf("a reply cut at max_tokens = %v, want finish_reason length (max_tokens mapped)", choice)
+		}
+		if n := got["usage"].(map[string]any)["completion_tokens"]; n != 2.0 {
+			t.Errorf("completion_tokens = %v, want 2", n)
+		}
+	})
+}
+
+func TestAnthropicStreamingCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		const prompt = "stream me a few words"
+		read := func(chat string) []sseEvent {
+			t.Helper()
+			res := stream(t, h, "/api/v1/chats/"+chat+"/completions", map[string]any{"messages": []any{userMessage(prompt)}})
+			if res.StatusCode != 200 {
+				t.Fatalf("status %d", res.StatusCode)
+			}
+			return readSSE(t, res)
+		}
+		events := read(w.anthropicChat)
+		r := checkAnthropicRequest(t, h, prompt, true)
+		if mt := r.Body["max_tokens"]; mt != float64(llm.DefaultAnthropicMaxTokens) {
+			t.Errorf("max_tokens = %v, want the documented default", mt)
+		}
+
+		n := len(events)
+		if n < 4 || events[n-1].raw != "[DONE]" {
+			t.Fatalf("stream does not end with [DONE]: %v", events)
+		}
+		first := events[0].data
+		if !strings.HasPrefix(fmt.Sprint(first["messageId"]), "msg_") || !strings.HasPrefix(fmt.Sprint(first["conversationId"]), "cnv_") {
+			t.Errorf("first chunk lacks ids: %v", first)
+		}
+		var text strings.Builder
+		var finishes []string
+		for i, ev := range events[:n-1] {
+			if ev.data["object"] != "chat.completion.chunk" || ev.data["id"] != first["id"] || ev.data["model"] != "claude-fake" {
+				t.Fatalf("event %d is not a chunk of this completion: %s", i, ev.raw)
+			}
+			if _, ok := ev.data["usage"]; ok && i != n-2 {
+				t.Errorf("usage in chunk %d, before the last: %s", i, ev.raw)
+			}
+			for _, c := range ev.data["choices"].([]any) {
+				cm := c.(map[string]any)
+				if s, ok := cm["delta"].(map[string]any)["content"].(string); ok {
+					text.WriteString(s)
+				}
+				if fr, ok := cm["finish_reason"].(string); ok {
+					finishes = append(finishes, fr)
+				}
+			}
+		}
+		if got, want := text.String(), llmtest.EchoReply(prompt); got != want {
+			t.Errorf("streamed text = %q, want %q", got, want)
+		}
+		if fmt.Sprint(finishes) != "[stop]" {
+			t.Errorf("finish reasons = %v, want one stop", finishes)
+		}
+		usage, _ := events[n-2].data["usage"].(map[string]any)
+		wantPrompt := float64(llmtest.PromptTokens(anthropicSystem, prompt))
+		wantCompletion := float64(len(llmtest.Deltas(llmtest.EchoReply(prompt))))
+		if usage == nil || usage["prompt_tokens"] != wantPrompt || usage["completion_tokens"] != wantCompletion || usage["total_tokens"] != wantPrompt+wantCompletion {
+			t.Errorf("last chunk usage = %v, want message_start's input_tokens %v and message_delta's output_tokens %v", usage, wantPrompt, wantCompletion)
+		}
+
+		// The same stream from an openai-compatible provider: event for
+		// event the same shape.
+		other := read(w.openaiChat)
+		if len(other) != n {
+			t.Fatalf("the openai-compatible stream has %d events, the anthropic one %d", len(other), n)
+		}
+		for i := range events {
+			if events[i].raw == "[DONE]" {
+				if other[i].raw != "[DONE]" {
+					t.Errorf("event %d: [DONE] against %s", i, other[i].raw)
+				}
+				continue
+			}
+			if a, o := shape(events[i].data), shape(other[i].data); !reflect.DeepEqual(a, o) {
+				t.Errorf("event %d differs in shape:\nanthropic: %v\nopenai:    %v", i, a, o)
+			}
+		}
+
+		// The turn was stored like any other.
+		cv := h.must(200, "GET", "/api/v1/conversations/"+first["conversationId"].(string), h.admin, nil)
+		msgs := cv["messages"].([]any)
+		if len(msgs) != 2 || msgs[1].(map[string]any)["content"] != llmtest.EchoReply(prompt) {
+			t.Errorf("stored conversation = %v", msgs)
+		}
+	})
+}

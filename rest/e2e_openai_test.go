@@ -1,0 +1,95 @@
+package rest_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestOpenAINodeClient runs e2e/openai-node (the official openai npm
+// client) against a Parley on SQLite with the fake upstream: stateless
+// and per-chat completions, streamed and not, and errors, each read by the
+// SDK's own parsers. It needs Node 20+ and `npm ci` in e2e/openai-node;
+// enable it with PARLEY_OPENAI_E2E=1 (scripts/e2e.sh does).
+func TestOpenAINodeClient(t *testing.T) {
+	if os.Getenv("PARLEY_OPENAI_E2E") != "1" {
+		t.Skip("set PARLEY_OPENAI_E2E=1 to run the openai npm client end-to-end test (needs node and npm ci in e2e/openai-node)")
+	}
+	dir := filepath.Join("..", "e2e", "openai-node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
+		t.Fatalf("run npm ci in %s first: %v", dir, err)
+	}
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	// The SDK calls as an editor of the project, not as the admin.
+	uid, key := h.user("sdk")
+	h.setRole(h.admin, w.project, uid, "editor")
+	// A user message starting "FAULT stream-error" fails after two deltas.
+	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		for i := len(r.Messages) - 1; i >= 0; i-- {
+			if r.Messages[i].Role == "user" {
+				if strings.HasPrefix(r.Messages[i].Content, "FAULT stream-error") {
+					return llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 2}
+				}
+				break
+			}
+		}
+		return llmtest.Behavior{}
+	})
+
+	cmd := exec.Command("npm", "test")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Env = append(os.Environ(),
+		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
+		"PARLEY_API_KEY="+key,
+		"PARLEY_AI_PROVIDER_ID="+w.provider,
+		"PARLEY_CHAT_ID="+w.chat,
+		"PARLEY_MODEL=e2e-model",
+		"PARLEY_FAKE_UPSTREAM=1",
+	)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("npm test: %v", err)
+	}
+
+	// Every upstream call streamed as the client asked, and the stateless
+	// ones carried the model the client named.
+	reqs := h.up.Requests()
+	if len(reqs) < 7 {
+		t.Fatalf("the upstream got %d requests; did the node tests run?", len(reqs))
+	}
+	var models []string
+	for _, r := range reqs {
+		models = append(models, r.Model)
+	}
+	if got := strings.Join(models, ","); !strings.Contains(got, "e2e-model") || !strings.Contains(got, "fake-default") {
+		t.Errorf("upstream models = %s, want the client's e2e-model (stateless) and fake-default (per chat)", got)
+	}
+	// The per-chat turns were stored as one conversation of three turns.
+	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
+	if len(convs) != 1 {
+		t.Fatalf("conversations of the chat = %d, want 1", len(convs))
+	}
+	cv := h.must(200, "GET", "/api/v1/conversations/"+convs[0].(map[string]any)["id"].(string), h.admin, nil)
+	if n := len(cv["messages"].([]any)); n != 6 {
+		t.Errorf("the conversation holds %d messages, want 6 (three turns)", n)
+	}
+	// Every completion, the failed one too, is recorded as usage.
+	h.app.FlushUsage()
+	usage := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy=model", h.admin, nil)["data"].([]any)
+	requests := 0.0
+	for _, u := range usage {
+		requests += u.(map[string]any)["requests"].(float64)
+	}
+	if int(requests) != len(reqs) {
+		t.Errorf("usage records %v requests, the upstream got %d", requests, len(reqs))
+	}
+	if strings.Contains(h.logs.String(), upstreamKey) {
+		t.Error("the logs contain the provider key")
+	}
+}

@@ -1,0 +1,169 @@
+package rest_test
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/store"
+)
+
+// eachWith is each with a configured app.
+func eachWith(t *testing.T, configure func(*app.Config), body func(t *testing.T, h *harness)) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		body(t, newHarness(t, st, configure))
+	})
+}
+
+// readRaw reads a whole stream, returning its raw bytes and its data
+// events (parsed as readSSE does, which skips comments).
+func readRaw(t *testing.T, res *http.Response) ([]byte, []sseEvent) {
+	t.Helper()
+	raw, err := io.ReadAll(res.Body)
+	res.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw, readSSE(t, &http.Response{Header: res.Header, Body: io.NopCloser(bytes.NewReader(raw))})
+}
+
+func TestStreamKeepAlive(t *testing.T) {
+	// (The keep-alive is not much shorter than the upstream's pauses: until
+	// the bug TestKeepAliveStopsWithTheStream shows is fixed, a tick that
+	// meets the stream's end can crash the server, at a chance of about
+	// the lock's hold time over the keep-alive interval.)
+	eachWith(t, func(c *app.Config) { c.KeepAlive = 100 * time.Millisecond }, func(t *testing.T, h *harness) {
+		w := h.world()
+		// A quiet upstream: 250ms between events, longer than the keep-alive.
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 250 * time.Millisecond})
+		const prompt = "slow but steady"
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage(prompt)}})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		raw, events := readRaw(t, res)
+
+		n := strings.Count(string(raw), ": keep-alive\n\n")
+		if n < 5 {
+			t.Errorf("%d keep-alive comments in a stream of seven 250ms pauses with a 100ms keep-alive:\n%s", n, raw)
+		}
+		// Each comment is an event of its own, never inside a data event.
+		for _, block := range strings.Split(strings.TrimSuffix(string(raw), "\n\n"), "\n\n") {
+			if strings.HasPrefix(block, ":") && block != ": keep-alive" {
+				t.Errorf("a comment event mixes in other lines: %q", block)
+			}
+			if !strings.HasPrefix(block, ":") && !strings.HasPrefix(block, "data: ") {
+				t.Errorf("an event that is neither data nor comment: %q", block)
+			}
+		}
+		// And the stream still parses to the whole reply, usage and [DONE].
+		m := len(events)
+		if m < 4 || events[m-1].raw != "[DONE]" {
+			t.Fatalf("stream does not end with [DONE]: %s", raw)
+		}
+		var text strings.Builder
+		for _, ev := range events[:m-1] {
+			for _, c := range ev.data["choices"].([]any) {
+				if s, ok := c.(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+					text.WriteString(s)
+				}
+			}
+		}
+		if got := text.String(); got != llmtest.EchoReply(prompt) {
+			t.Errorf("streamed text = %q", got)
+		}
+		if events[m-2].data["usage"] == nil {
+			t.Errorf("the last chunk has no usage: %s", events[m-2].raw)
+		}
+		// No keep-alive after [DONE]: the ticker stopped with the stream.
+		if !bytes.HasSuffix(raw, []byte("data: [DONE]\n\n")) {
+			t.Errorf("the stream does not end with [DONE]: %q", raw[max(0, len(raw)-80):])
+		}
+	})
+}
+
+func TestMaxStreamDuration(t *testing.T) {
+	const limit = 600 * time.Millisecond
+	eachWith(t, func(c *app.Config) { c.MaxStreamDuration = limit }, func(t *testing.T, h *harness) {
+		w := h.world()
+		// Twelve deltas 150ms apart: ~2s, well over the limit.
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 150 * time.Millisecond})
+		start := time.Now()
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{
+			"messages": []any{userMessage("a b c d e f g h i j k")},
+		})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		_, events := readRaw(t, res)
+		took := time.Since(start)
+		if took < limit || took > limit+time.Second {
+			t.Errorf("the stream took %v, want it ended at about %v", took, limit)
+		}
+		n := len(events)
+		if n < 3 || events[n-1].raw != "[DONE]" {
+			t.Fatalf("stream = %v, want deltas, an error event, then [DONE]", events)
+		}
+		cut, _ := events[0].data["messageId"].(string)
+		if cut == "" {
+			t.Fatalf("the stream did not start normally: %s", events[0].raw)
+		}
+		e, _ := events[n-2].data["error"].(map[string]any)
+		if e == nil || e["code"] != "upstream_timeout" {
+			t.Fatalf("event before [DONE] = %s, want an upstream_timeout error", events[n-2].raw)
+		}
+		if msg, _ := e["message"].(string); !strings.Contains(msg, "maximum duration") {
+			t.Errorf("error message = %q, want it to name the maximum duration", msg)
+		}
+		for _, ev := range events[:n-2] {
+			if ev.data["usage"] != nil || ev.data["error"] != nil {
+				t.Errorf("a cut stream carries %s before its error", ev.raw)
+			}
+		}
+		// The upstream call was cancelled, not left running.
+		if !h.up.WaitCanceled(2 * time.Second) {
+			t.Error("the upstream did not see the request cancelled")
+		}
+		// A stream within the limit is untouched.
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 20 * time.Millisecond})
+		res = stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("quick")}})
+		_, events = readRaw(t, res)
+		if n := len(events); n < 3 || events[n-1].raw != "[DONE]" || events[n-2].data["usage"] == nil {
+			t.Errorf("a stream within the limit = %v", events)
+		}
+
+		// The cut completion is recorded as usage, as ended by the server.
+		h.app.FlushUsage()
+		var outcome string
+		if err := h.app.Store.DB().Raw("SELECT outcome FROM usage_records WHERE id = ?", cut).Row().Scan(&outcome); err != nil {
+			t.Fatalf("no usage record of the cut stream: %v", err)
+		}
+		if outcome != "interrupted" {
+			t.Errorf("the cut stream is recorded with outcome %q, want interrupted", outcome)
+		}
+	})
+}
+
+// TestKeepAliveStopsWithTheStream runs streams with a keep-alive so short
+// that its ticker fires while the stream finishes: no keep-alive may be
+// written once [DONE] is out, let alone after the handler returned.
+func TestKeepAliveStopsWithTheStream(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = time.Microsecond })
+	w := h.world()
+	for i := range 50 {
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("a b c")}})
+		raw, _ := readRaw(t, res)
+		if !bytes.HasSuffix(raw, []byte("data: [DONE]\n\n")) {
+			t.Fatalf("stream %d: bytes after [DONE]: %q", i, raw[max(0, len(raw)-80):])
+		}
+		if r := h.call("GET", "/api/v1/chats/"+w.chat, h.admin, nil); bytes.Contains(r.Body, []byte("keep-alive")) {
+			t.Fatalf("a keep-alive of an ended stream was written into another response: %s", r.Body)
+		}
+	}
+}
