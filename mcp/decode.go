@@ -67,13 +67,3 @@ var (
 	parseTime = wire.ParseTime
 	timestamp = wire.Timestamp
 )
-
-// stopList is OpenAI's stop, decoded as REST decodes it.
-type stopList = wire.StopList
-
-// toolChoice is OpenAI's tool_choice and rawJSON a JSON Schema kept as
-// sent, decoded as REST decodes them.
-type (
-	toolChoice = wire.ToolChoice
-	rawJSON    = wire.RawJSON
-)

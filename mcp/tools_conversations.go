@@ -9,6 +9,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // conversationOut is the REST conversation resource; get-conversation
@@ -39,7 +40,7 @@ func toConversationOut(c *domain.Conversation) conversationOut {
 	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt)}
 	for _, m := range c.Messages {
 		mo := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
-			ToolCalls: toToolCallArgs(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
+			ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 		if m.Role == domain.RoleAssistant {
 			u := toUsageOut(m.Usage)

@@ -15,121 +15,11 @@ import (
 	"github.com/parleyhq/parley/internal/wire"
 )
 
-// messageRequest is one message: content or documentId, not both; an
-// assistant message may carry toolCalls (content optional), a tool
-// message answers one by toolCallId.
-type messageRequest struct {
-	Role       string         `json:"role"`
-	Content    *string        `json:"content"`
-	DocumentID string         `json:"documentId"`
-	ToolCalls  []toolCallJSON `json:"toolCalls"`
-	ToolCallID string         `json:"toolCallId"`
-}
-
-// toolCallJSON is a tool call in OpenAI's shape; in requests and stored
-// messages, and (snake_case around it) in the chat.completion message.
-type toolCallJSON struct {
-	ID       string           `json:"id"`
-	Type     string           `json:"type"`
-	Function toolCallFunction `json:"function"`
-}
-
-type toolCallFunction struct {
-	Name      string `json:"name"`
-	Arguments string `json:"arguments"`
-}
-
-// toolRequest is an OpenAI tool: a function the model may call.
-type toolRequest struct {
-	Type     string          `json:"type"`
-	Function functionRequest `json:"function"`
-}
-
-type functionRequest struct {
-	Name        string       `json:"name"`
-	Description string       `json:"description"`
-	Parameters  wire.RawJSON `json:"parameters"`
-	Strict      bool         `json:"strict"`
-}
-
-// responseFormatRequest is OpenAI's response_format, camelCased.
-type responseFormatRequest struct {
-	Type       string             `json:"type"`
-	JSONSchema *jsonSchemaRequest `json:"jsonSchema"`
-}
-
-type jsonSchemaRequest struct {
-	Name        string       `json:"name"`
-	Description string       `json:"description"`
-	Schema      wire.RawJSON `json:"schema"`
-	Strict      bool         `json:"strict"`
-}
-
-// completionFields are the fields both completion endpoints take.
+// completionFields are the fields both completion endpoints take: those
+// MCP's completion tools take too (package wire), and stream.
 type completionFields struct {
-	Messages       []messageRequest       `json:"messages"`
-	Model          string                 `json:"model"`
-	Stream         bool                   `json:"stream"`
-	Temperature    *float64               `json:"temperature"`
-	MaxTokens      *int                   `json:"maxTokens"`
-	TopP           *float64               `json:"topP"`
-	Stop           wire.StopList          `json:"stop"`
-	Tools          []toolRequest          `json:"tools"`
-	ToolChoice     *wire.ToolChoice       `json:"toolChoice"`
-	ResponseFormat *responseFormatRequest `json:"responseFormat"`
-	Debug          bool                   `json:"debug"`
-}
-
-func (f completionFields) toDomain() domain.CompletionParams {
-	msgs := make([]domain.InputMessage, len(f.Messages))
-	for i, m := range f.Messages {
-		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID,
-			ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
-	}
-	p := domain.CompletionParams{Messages: msgs, Model: f.Model, Temperature: f.Temperature, MaxTokens: f.MaxTokens,
-		TopP: f.TopP, Stop: f.Stop, Debug: f.Debug}
-	for _, t := range f.Tools {
-		p.Tools = append(p.Tools, domain.Tool{Type: t.Type, Name: t.Function.Name, Description: t.Function.Description,
-			Parameters: t.Function.Parameters, Strict: t.Function.Strict})
-	}
-	if c := f.ToolChoice; c != nil {
-		p.ToolChoice = &domain.ToolChoice{Mode: domain.ToolChoiceMode(c.Mode), Name: c.Name}
-	}
-	if r := f.ResponseFormat; r != nil {
-		p.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseFormatType(r.Type)}
-		if s := r.JSONSchema; s != nil {
-			p.ResponseFormat.Name, p.ResponseFormat.Description = s.Name, s.Description
-			p.ResponseFormat.Schema, p.ResponseFormat.Strict = s.Schema, s.Strict
-			if p.ResponseFormat.Schema == nil {
-				// jsonSchema came without a schema: keep it non-nil so that
-				// domain sees jsonSchema was sent.
-				p.ResponseFormat.Schema = []byte{}
-			}
-		}
-	}
-	return p
-}
-
-func toDomainToolCalls(calls []toolCallJSON) []domain.ToolCall {
-	if len(calls) == 0 {
-		return nil
-	}
-	out := make([]domain.ToolCall, len(calls))
-	for i, c := range calls {
-		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
-	}
-	return out
-}
-
-func toToolCallsJSON(calls []domain.ToolCall) []toolCallJSON {
-	if len(calls) == 0 {
-		return nil
-	}
-	out := make([]toolCallJSON, len(calls))
-	for i, c := range calls {
-		out[i] = toolCallJSON{ID: c.ID, Type: "function", Function: toolCallFunction{Name: c.Name, Arguments: c.Arguments}}
-	}
-	return out
+	wire.CompletionFields
+	Stream bool `json:"stream"`
 }
 
 type statelessCompletionRequest struct {
@@ -148,7 +38,7 @@ func (s *Server) handleStatelessCompletion(c echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
-	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: req.toDomain()}
+	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: req.ToDomain()}
 	if !req.Stream {
 		out, err := s.svcs.Completions.Stateless(ctx(c), in, nil)
 		if err != nil {
@@ -167,7 +57,7 @@ func (s *Server) handleChatCompletion(c echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
-	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID, CompletionParams: req.toDomain()}
+	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID, CompletionParams: req.ToDomain()}
 	if !req.Stream {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
@@ -204,17 +94,17 @@ type choiceJSON struct {
 // choiceMessageJSON is the reply in a chat.completion: content is null
 // when the model only called tools.
 type choiceMessageJSON struct {
-	Role      string         `json:"role"`
-	Content   *string        `json:"content"`
-	ToolCalls []toolCallJSON `json:"tool_calls,omitempty"`
+	Role      string          `json:"role"`
+	Content   *string         `json:"content"`
+	ToolCalls []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 
 // messageJSON is a message sent upstream, in debug.
 type messageJSON struct {
-	Role       string         `json:"role"`
-	Content    string         `json:"content"`
-	ToolCalls  []toolCallJSON `json:"toolCalls,omitempty"`
-	ToolCallID string         `json:"toolCallId,omitempty"`
+	Role       string          `json:"role"`
+	Content    string          `json:"content"`
+	ToolCalls  []wire.ToolCall `json:"toolCalls,omitempty"`
+	ToolCallID string          `json:"toolCallId,omitempty"`
 }
 
 type openAIUsage struct {
@@ -247,7 +137,7 @@ func toDebugJSON(d *domain.Debug) *debugJSON {
 	out := &debugJSON{Model: d.Model, Messages: make([]messageJSON, len(d.Messages))}
 	out.Provider.ID, out.Provider.Name, out.Provider.Type = d.ProviderID, d.ProviderName, string(d.ProviderType)
 	for i, m := range d.Messages {
-		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content, ToolCalls: toToolCallsJSON(m.ToolCalls), ToolCallID: m.ToolCallID}
+		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content, ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	out.Timings.QueueMs, out.Timings.FirstByteMs, out.Timings.TotalMs = ms(d.QueueTime), ms(d.FirstByte), ms(d.Total)
 	return out
@@ -258,7 +148,7 @@ func toOpenAIUsage(u domain.Usage) openAIUsage {
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {
-	msg := choiceMessageJSON{Role: "assistant", ToolCalls: toToolCallsJSON(c.ToolCalls)}
+	msg := choiceMessageJSON{Role: "assistant", ToolCalls: wire.ToolCallsOf(c.ToolCalls)}
 	if c.Content != "" || len(c.ToolCalls) == 0 {
 		msg.Content = &c.Content
 	}

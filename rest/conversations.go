@@ -6,6 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 type conversationResponse struct {
@@ -18,16 +19,16 @@ type conversationResponse struct {
 }
 
 type messageResponse struct {
-	ID           string         `json:"id"`
-	Role         string         `json:"role"`
-	Content      string         `json:"content"`
-	DocumentID   string         `json:"documentId,omitempty"`
-	ToolCalls    []toolCallJSON `json:"toolCalls,omitempty"`
-	ToolCallID   string         `json:"toolCallId,omitempty"`
-	Model        string         `json:"model,omitempty"`
-	FinishReason string         `json:"finishReason,omitempty"`
-	Usage        *usageJSON     `json:"usage,omitempty"`
-	CreatedAt    string         `json:"createdAt"`
+	ID           string          `json:"id"`
+	Role         string          `json:"role"`
+	Content      string          `json:"content"`
+	DocumentID   string          `json:"documentId,omitempty"`
+	ToolCalls    []wire.ToolCall `json:"toolCalls,omitempty"`
+	ToolCallID   string          `json:"toolCallId,omitempty"`
+	Model        string          `json:"model,omitempty"`
+	FinishReason string          `json:"finishReason,omitempty"`
+	Usage        *usageJSON      `json:"usage,omitempty"`
+	CreatedAt    string          `json:"createdAt"`
 }
 
 type usageJSON struct {
@@ -40,7 +41,7 @@ func toConversationResponse(cv *domain.Conversation) conversationResponse {
 	r := conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
 	for _, m := range cv.Messages {
 		mr := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
-			ToolCalls: toToolCallsJSON(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
+			ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 		if m.Role == domain.RoleAssistant {
 			mr.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}

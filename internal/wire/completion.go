@@ -1,0 +1,122 @@
+package wire
+
+import "github.com/parleyhq/parley/domain"
+
+// The request fields both completion endpoints take, shared by REST bodies
+// and MCP tool arguments so that the two read them the same way. The desc,
+// enum, min and max tags feed the MCP tool schemas; REST ignores them.
+
+// Message is one message of a completion: content or documentId, not
+// both; an assistant message may carry toolCalls, a tool message answers
+// one by toolCallId.
+type Message struct {
+	Role       string     `json:"role" enum:"system,user,assistant,tool" desc:"Author of the message. At most one system message, which replaces the default system message for this call. A tool message is a tool's result."`
+	Content    *string    `json:"content,omitempty" desc:"Text of the message. Send content or documentId, not both; optional for an assistant message with toolCalls, required for a tool message."`
+	DocumentID string     `json:"documentId,omitempty" desc:"Id of a document of the same project (doc_...) whose content becomes the message's text."`
+	ToolCalls  []ToolCall `json:"toolCalls,omitempty" desc:"Assistant messages only: the tool calls the model made, as a reply's toolCalls returned them."`
+	ToolCallID string     `json:"toolCallId,omitempty" desc:"Tool messages only: the id of the tool call this is the result of."`
+}
+
+// ToolCall is a tool call in OpenAI's shape, in arguments and results.
+type ToolCall struct {
+	ID       string           `json:"id" desc:"Id of the tool call; a tool message answers it by toolCallId."`
+	Type     string           `json:"type" enum:"function" desc:"Always function."`
+	Function ToolCallFunction `json:"function" desc:"The function called."`
+}
+
+type ToolCallFunction struct {
+	Name      string `json:"name" desc:"Name of the function."`
+	Arguments string `json:"arguments" desc:"The arguments as the model wrote them: JSON text, to be parsed (it may be invalid)."`
+}
+
+// Tool is an OpenAI tool: a function the model may call.
+type Tool struct {
+	Type     string   `json:"type" enum:"function" desc:"Always function."`
+	Function Function `json:"function" desc:"The function."`
+}
+
+type Function struct {
+	Name        string  `json:"name" desc:"Name of the function: 1 to 64 letters, digits, underscores or dashes."`
+	Description string  `json:"description,omitempty" desc:"What the function does, for the model to decide when to call it."`
+	Parameters  RawJSON `json:"parameters,omitempty" desc:"The function's arguments as a JSON Schema object; omit for none."`
+	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to make the arguments follow the schema exactly (OpenAI structured outputs)."`
+}
+
+// ResponseFormat is OpenAI's response_format, camelCased.
+type ResponseFormat struct {
+	Type       string      `json:"type" enum:"text,json_object,json_schema" desc:"text (the default), json_object (JSON mode) or json_schema (structured output)."`
+	JSONSchema *JSONSchema `json:"jsonSchema,omitempty" desc:"With type json_schema: the schema the reply must follow."`
+}
+
+type JSONSchema struct {
+	Name        string  `json:"name" desc:"Name of the schema: 1 to 64 letters, digits, underscores or dashes."`
+	Description string  `json:"description,omitempty" desc:"What the reply is."`
+	Schema      RawJSON `json:"schema" desc:"The JSON Schema object the reply must follow."`
+	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to follow the schema exactly (OpenAI structured outputs)."`
+}
+
+// CompletionFields are the optional fields both completion tools take.
+type CompletionFields struct {
+	Messages       []Message       `json:"messages" min:"1" desc:"The new messages of this turn, in order; must not be empty."`
+	Model          string          `json:"model,omitempty" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
+	Temperature    *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
+	MaxTokens      *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer."`
+	TopP           *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
+	Stop           StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
+	Tools          []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
+	ToolChoice     *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
+	ResponseFormat *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
+	Debug          bool            `json:"debug,omitempty" desc:"Add a debug object: resolved provider and model, the messages sent upstream (secrets redacted), timings."`
+}
+
+// ToDomain converts the fields to the domain's completion parameters.
+func (a CompletionFields) ToDomain() domain.CompletionParams {
+	msgs := make([]domain.InputMessage, len(a.Messages))
+	for i, m := range a.Messages {
+		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+			ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
+	}
+	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
+		TopP: a.TopP, Stop: a.Stop, Debug: a.Debug}
+	for _, t := range a.Tools {
+		p.Tools = append(p.Tools, domain.Tool{Type: t.Type, Name: t.Function.Name, Description: t.Function.Description,
+			Parameters: t.Function.Parameters, Strict: t.Function.Strict})
+	}
+	if c := a.ToolChoice; c != nil {
+		p.ToolChoice = &domain.ToolChoice{Mode: domain.ToolChoiceMode(c.Mode), Name: c.Name}
+	}
+	if r := a.ResponseFormat; r != nil {
+		p.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseFormatType(r.Type)}
+		if s := r.JSONSchema; s != nil {
+			p.ResponseFormat.Name, p.ResponseFormat.Description = s.Name, s.Description
+			p.ResponseFormat.Schema, p.ResponseFormat.Strict = s.Schema, s.Strict
+			if p.ResponseFormat.Schema == nil {
+				p.ResponseFormat.Schema = []byte{} // jsonSchema was sent: let domain see it
+			}
+		}
+	}
+	return p
+}
+
+func toDomainToolCalls(calls []ToolCall) []domain.ToolCall {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]domain.ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+	}
+	return out
+}
+
+// ToolCallsOf converts the domain's tool calls to the wire shape.
+func ToolCallsOf(calls []domain.ToolCall) []ToolCall {
+	if len(calls) == 0 {
+		return nil
+	}
+	out := make([]ToolCall, len(calls))
+	for i, c := range calls {
+		out[i] = ToolCall{ID: c.ID, Type: "function", Function: ToolCallFunction{Name: c.Name, Arguments: c.Arguments}}
+	}
+	return out
+}
