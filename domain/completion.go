@@ -389,8 +389,8 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	}
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
-		if rec.Outcome != OutcomeClientDisconnect {
-			rec.ConversationID = "" // nothing was stored under it
+		if pl.newConv {
+			rec.ConversationID = "" // the failed turn created nothing under it
 		}
 		s.deps.Usage.Record(ctx, rec)
 		return nil, err
