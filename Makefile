@@ -29,8 +29,8 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
-bench: build
-	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchmem ./...
+bench:
+	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./bench/
 
 migrate: build
 	./$(BIN) migrate $(or $(CMD),up)
