@@ -125,6 +125,9 @@ func loadEnv() (env, error) {
 	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0); err != nil {
 		return e, err
 	}
+	if e.KeepAlive, err = envDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
+		return e, err
+	}
 	if err := e.LogLevel.UnmarshalText([]byte(getenv("PARLEY_LOG_LEVEL", "info"))); err != nil {
 		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error")
 	}
