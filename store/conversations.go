@@ -2,9 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
-
-	"gorm.io/gorm"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -52,67 +49,6 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 		out[i] = *toDomainConversation(&rows[i])
 	}
 	return out, nil
-}
-
-// errNoConversation is returned inside AppendTurn's transaction when the
-// conversation to continue is gone.
-var errNoConversation = errors.New("conversation does not exist")
-
-// AppendTurn stores msgs at the end of c in one transaction, creating c
-// when create is true and setting its updatedAt to c.UpdatedAt otherwise.
-// NotFound when c is to be continued but does not exist; Conflict when
-// another turn took the same Seq values first (retry); NotFound or Invalid
-// when a new conversation's project or chat does not exist.
-func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create bool, msgs []domain.Message) error {
-	const op = "store.AppendTurn"
-	conv := fromDomainConversation(c)
-	rows := make([]messageRow, len(msgs))
-	for i := range msgs {
-		rows[i] = fromDomainMessage(&msgs[i])
-		rows[i].ConversationID = c.ID
-	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if create {
-			if err := tx.Create(&conv).Error; err != nil {
-				return err
-			}
-		} else {
-			res := tx.Model(&conversationRow{}).Where("id = ?", c.ID).Update("updated_at", conv.UpdatedAt)
-			if res.Error != nil {
-				return res.Error
-			}
-			if res.RowsAffected == 0 {
-				return errNoConversation
-			}
-		}
-		if len(rows) == 0 {
-			return nil
-		}
-		return tx.Create(&rows).Error
-	})
-	switch {
-	case err == nil:
-	case errors.Is(err, errNoConversation):
-		return because(op, domain.NotFoundf("conversation", c.ID), nil)
-	default:
-		return translate(op, err,
-			func() error {
-				return conflictf(op, err, "conversation %s was continued by another request at the same time; retry", c.ID)
-			},
-			func() error {
-				return s.brokenRef(ctx, op, err,
-					ref{"projectId", "project", "projects", c.ProjectID},
-					ref{"chatId", "chat", "chats", c.ChatID})
-			})
-	}
-	c.UpdatedAt = conv.UpdatedAt
-	if create {
-		c.CreatedAt = conv.CreatedAt
-	}
-	for i := range msgs {
-		msgs[i].ConversationID, msgs[i].CreatedAt = c.ID, rows[i].CreatedAt
-	}
-	return nil
 }
 
 // DeleteConversation deletes it and its messages; NotFound when absent.

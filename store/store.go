@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -40,6 +42,13 @@ type Store struct {
 	db      *gorm.DB
 	sqlDB   *sql.DB
 	dialect string
+
+	turns     chan *turn // to the turn writers; see turns.go
+	closed    chan struct{}
+	closeOnce sync.Once
+	writers   sync.WaitGroup
+	// largestBatch is the most turns one transaction has held, for tests.
+	largestBatch atomic.Int64
 }
 
 var (
@@ -107,11 +116,25 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		sqlDB.SetMaxOpenConns(20)
 		sqlDB.SetMaxIdleConns(10)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+	default:
+		// Opening a SQLite connection runs the pragmas and reads the
+		// schema; keep the ones in use instead of the default two idle.
+		sqlDB.SetMaxOpenConns(8)
+		sqlDB.SetMaxIdleConns(8)
 	}
-	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect}
+	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, turns: make(chan *turn), closed: make(chan struct{})}
 	if err := s.Ping(ctx); err != nil {
 		_ = sqlDB.Close()
 		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
+	}
+	// SQLite has one writer at a time; PostgreSQL commits batches side by side.
+	writers := 1
+	if dialect == Postgres {
+		writers = 4
+	}
+	s.writers.Add(writers)
+	for range writers {
+		go s.writeTurns()
 	}
 	return s, nil
 }
@@ -148,7 +171,13 @@ func sqlitePath(dsn string) (path, query string, err error) {
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.sqlDB.Close() }
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.closed)
+		s.writers.Wait()
+	})
+	return s.sqlDB.Close()
+}
 
 // Ping checks that the database answers, for readiness probes.
 func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }

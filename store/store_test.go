@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1050,5 +1051,92 @@ func TestLimits(t *testing.T) {
 		if got.RequestsPerMinute != 0 {
 			t.Error("limits outlived their project")
 		}
+	})
+}
+
+// Turns that arrive together share a transaction (see turns.go), yet each
+// caller gets its own answer: the good turns are stored, and a conflict, a
+// missing conversation or a missing chat fails only its own turn.
+func TestConcurrentTurnsGroupCommit(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		newConv := func(chatID string) *domain.Conversation {
+			return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: chatID, CreatedAt: t0, UpdatedAt: t0}
+		}
+		contested := newConv(w.chatA.ID)
+		must(t, s.AppendTurn(ctx(), contested, true, turn(contested.ID, 0, "first")))
+
+		type job struct {
+			conv    *domain.Conversation
+			create  bool
+			msgs    []domain.Message
+			wantErr domain.Kind // 0: must succeed; Conflict: one of the two contested turns
+		}
+		var jobs []job
+		for i := range 60 {
+			c := newConv(w.chatA.ID)
+			jobs = append(jobs, job{conv: c, create: true, msgs: turn(c.ID, 0, fmt.Sprint("new ", i))})
+		}
+		for i := range 2 { // two continuations taking the same seq: one wins
+			c := *contested
+			c.UpdatedAt = t0.Add(time.Minute)
+			jobs = append(jobs, job{conv: &c, msgs: turn(c.ID, 2, fmt.Sprint("contest ", i)), wantErr: domain.Conflict})
+		}
+		ghost := newConv("cht_ghost")
+		jobs = append(jobs, job{conv: ghost, create: true, msgs: turn(ghost.ID, 0, "ghost"), wantErr: domain.Invalid})
+		gone := newConv(w.chatA.ID)
+		jobs = append(jobs, job{conv: gone, msgs: turn(gone.ID, 0, "gone"), wantErr: domain.NotFound})
+
+		errs := make([]error, len(jobs))
+		var start, done sync.WaitGroup
+		start.Add(1)
+		for i, j := range jobs {
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				start.Wait()
+				errs[i] = s.AppendTurn(ctx(), j.conv, j.create, j.msgs)
+			}()
+		}
+		start.Done()
+		done.Wait()
+
+		conflicts := 0
+		for i, j := range jobs {
+			switch {
+			case j.wantErr == domain.Conflict && errs[i] != nil:
+				wantErr(t, errs[i], domain.Conflict, "")
+				conflicts++
+			case j.wantErr == domain.Conflict:
+			case j.wantErr != 0:
+				wantErr(t, errs[i], j.wantErr, "")
+			default:
+				must(t, errs[i])
+				got, err := s.ListMessages(ctx(), j.conv.ID)
+				must(t, err)
+				equal(t, got, j.msgs)
+			}
+		}
+		if conflicts != 1 {
+			t.Errorf("%d of the two contested continuations failed; want exactly 1", conflicts)
+		}
+		msgs, err := s.ListMessages(ctx(), contested.ID)
+		must(t, err)
+		if len(msgs) != 4 {
+			t.Errorf("contested conversation has %d messages; want 4 (first turn and the winner's)", len(msgs))
+		}
+		for _, c := range []*domain.Conversation{ghost, gone} {
+			if _, err := s.GetConversation(ctx(), c.ID); domain.KindOf(err) != domain.NotFound {
+				t.Errorf("failed turn left conversation %s behind (err %v)", c.ID, err)
+			}
+			if got, err := s.ListMessages(ctx(), c.ID); err != nil || len(got) != 0 {
+				t.Errorf("failed turn left %d messages behind (err %v)", len(got), err)
+			}
+		}
+		if s.Dialect() == store.SQLite && s.LargestTurnBatch() < 2 {
+			// One writer: the turns that wait while it commits go together.
+			t.Errorf("largest turn batch = %d; 64 turns at once never shared a transaction", s.LargestTurnBatch())
+		}
+		t.Logf("largest turn batch: %d", s.LargestTurnBatch())
 	})
 }

@@ -166,6 +166,8 @@ type Server struct {
 	queue      []Behavior
 	script     func(n int, r Request) Behavior
 	requireKey string
+	forget     bool
+	n          int // requests received
 	canceled   int
 	cancelC    chan struct{}
 	closeOnce  sync.Once
@@ -174,10 +176,26 @@ type Server struct {
 // NewServer starts a fake upstream on 127.0.0.1, closed when the test ends.
 func NewServer(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{done: make(chan struct{}), cancelC: make(chan struct{}, 1024)}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	s := Start()
 	t.Cleanup(s.Close)
 	return s
+}
+
+// Start starts a fake upstream on 127.0.0.1 outside a test (the load
+// generator runs one as its own process); the caller closes it.
+func Start() *Server {
+	s := &Server{done: make(chan struct{}), cancelC: make(chan struct{}, 1024)}
+	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
+	return s
+}
+
+// Forget stops the server from keeping the requests it receives, so that
+// a long load test does not grow it; Requests and Last then report nothing
+// new, while Count and the numbering N still count every request.
+func (s *Server) Forget() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forget = true
 }
 
 // URL is the OpenAI-style base URL, with /v1: what an openai-compatible
@@ -208,7 +226,7 @@ func (s *Server) Requests() []Request {
 func (s *Server) Count() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.requests)
+	return s.n
 }
 
 // Last returns the last request received, or the zero Request.
@@ -297,8 +315,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	decode(&req)
 
 	s.mu.Lock()
-	req.N = len(s.requests)
-	s.requests = append(s.requests, req)
+	req.N = s.n
+	s.n++
+	if !s.forget {
+		s.requests = append(s.requests, req)
+	}
 	var b Behavior
 	switch {
 	case len(s.queue) > 0:

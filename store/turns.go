@@ -1,0 +1,203 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Turns are group-committed. Every completion stores its turn before its
+// response goes out, so the turn write is on the hot path; one transaction
+// per turn spends most of its time in BEGIN, COMMIT and the journal pages
+// each commit rewrites. Instead, turns that arrive while a transaction is
+// being written wait and go together in the next one: under no load a
+// batch is one turn, under load the cost of a commit is shared. When a
+// batch fails, its turns are written again one by one, so each caller gets
+// its own answer (a conflict or a missing conversation fails one turn, not
+// its neighbours).
+const (
+	maxTurnBatch    = 64               // turns per transaction
+	turnRowsPerStmt = 500              // rows per INSERT, well under both dialects' parameter limits
+	turnTimeout     = 30 * time.Second // a batch's transaction serves several callers, so it has its own deadline
+)
+
+// errNoConversation is returned inside a turn's transaction when the
+// conversation to continue is gone.
+var errNoConversation = errors.New("conversation does not exist")
+
+// errClosed answers turns that arrive after Close.
+var errClosed = errors.New("store: closed")
+
+// turn is one AppendTurn waiting to be written.
+type turn struct {
+	conv   *domain.Conversation
+	create bool
+	msgs   []domain.Message
+	row    conversationRow
+	rows   []messageRow
+	done   chan error
+}
+
+// AppendTurn stores msgs at the end of c in one transaction, creating c
+// when create is true and setting its updatedAt to c.UpdatedAt otherwise.
+// NotFound when c is to be continued but does not exist; Conflict when
+// another turn took the same Seq values first (retry); NotFound or Invalid
+// when a new conversation's project or chat does not exist. The turn may
+// share its transaction with others (see maxTurnBatch); it is committed
+// when AppendTurn returns nil.
+func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create bool, msgs []domain.Message) error {
+	t := &turn{conv: c, create: create, msgs: msgs, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), done: make(chan error, 1)}
+	for i := range msgs {
+		t.rows[i] = fromDomainMessage(&msgs[i])
+		t.rows[i].ConversationID = c.ID
+	}
+	select {
+	case s.turns <- t:
+	case <-ctx.Done():
+		return fail("store.AppendTurn", ctx.Err())
+	case <-s.closed:
+		return fail("store.AppendTurn", errClosed)
+	}
+	if err := <-t.done; err != nil {
+		return err
+	}
+	c.UpdatedAt = t.row.UpdatedAt
+	if create {
+		c.CreatedAt = t.row.CreatedAt
+	}
+	for i := range msgs {
+		msgs[i].ConversationID, msgs[i].CreatedAt = c.ID, t.rows[i].CreatedAt
+	}
+	return nil
+}
+
+// writeTurns is a turn writer: it takes a turn, then every turn already
+// waiting (up to maxTurnBatch), and writes them in one transaction. It
+// returns when the store closes.
+func (s *Store) writeTurns() {
+	defer s.writers.Done()
+	batch := make([]*turn, 0, maxTurnBatch)
+	for {
+		select {
+		case <-s.closed:
+			return
+		case t := <-s.turns:
+			batch = append(batch[:0], t)
+		}
+	more:
+		for len(batch) < maxTurnBatch {
+			select {
+			case t := <-s.turns:
+				batch = append(batch, t)
+			default:
+				break more
+			}
+		}
+		if n := int64(len(batch)); n > s.largestBatch.Load() {
+			s.largestBatch.Store(n) // one writer per value seen; a race only undercounts
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), turnTimeout)
+		if len(batch) > 1 && s.appendTurns(ctx, batch) == nil {
+			for _, t := range batch {
+				t.done <- nil
+			}
+		} else {
+			for _, t := range batch {
+				t.done <- s.appendTurn(ctx, t)
+			}
+		}
+		cancel()
+	}
+}
+
+// appendTurns writes a batch of turns in one transaction, all or none.
+func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		var creates []conversationRow
+		var rows []messageRow
+		for _, t := range batch {
+			if t.create {
+				creates = append(creates, t.row)
+			} else if err := touchConversation(tx, &t.row); err != nil {
+				return err
+			}
+			rows = append(rows, t.rows...)
+		}
+		if len(creates) > 0 {
+			if err := tx.CreateInBatches(&creates, turnRowsPerStmt).Error; err != nil {
+				return err
+			}
+			i := 0
+			for _, t := range batch {
+				if t.create {
+					t.row = creates[i]
+					i++
+				}
+			}
+		}
+		if len(rows) == 0 {
+			return nil
+		}
+		if err := tx.CreateInBatches(&rows, turnRowsPerStmt).Error; err != nil {
+			return err
+		}
+		for _, t := range batch {
+			n := copy(t.rows, rows)
+			rows = rows[n:]
+		}
+		return nil
+	})
+}
+
+// appendTurn writes one turn in its own transaction and explains its
+// failure.
+func (s *Store) appendTurn(ctx context.Context, t *turn) error {
+	const op = "store.AppendTurn"
+	c := t.conv
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if t.create {
+			if err := tx.Create(&t.row).Error; err != nil {
+				return err
+			}
+		} else if err := touchConversation(tx, &t.row); err != nil {
+			return err
+		}
+		if len(t.rows) == 0 {
+			return nil
+		}
+		return tx.CreateInBatches(&t.rows, turnRowsPerStmt).Error
+	})
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, errNoConversation):
+		return because(op, domain.NotFoundf("conversation", c.ID), nil)
+	default:
+		return translate(op, err,
+			func() error {
+				return conflictf(op, err, "conversation %s was continued by another request at the same time; retry", c.ID)
+			},
+			func() error {
+				return s.brokenRef(ctx, op, err,
+					ref{"projectId", "project", "projects", c.ProjectID},
+					ref{"chatId", "chat", "chats", c.ChatID})
+			})
+	}
+}
+
+// touchConversation sets the updatedAt of the conversation a turn
+// continues; errNoConversation when it is gone.
+func touchConversation(tx *gorm.DB, row *conversationRow) error {
+	res := tx.Model(&conversationRow{}).Where("id = ?", row.ID).Update("updated_at", row.UpdatedAt)
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		return errNoConversation
+	}
+	return nil
+}
