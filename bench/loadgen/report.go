@@ -1,0 +1,107 @@
+//go:build linux
+
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"time"
+)
+
+// cellKey names one measurement: a target at a rate, in a mode, while
+// Parley ran on a database.
+type cellKey struct {
+	db     string
+	stream bool
+	rate   int
+	target string
+}
+
+// report is a run's figures.
+type report struct {
+	cfg    config
+	cells  map[cellKey]*result
+	memory map[string]int64 // bytes of resident memory per open stream, by "proxy" or "parley/<db>"
+}
+
+func (r *report) cell(k cellKey) *result {
+	c, ok := r.cells[k]
+	if !ok {
+		c = &result{}
+		r.cells[k] = c
+	}
+	return c
+}
+
+// write prints the figures as Markdown tables.
+func (r *report) write(w io.Writer) {
+	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns.\n",
+		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds)
+	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n\n")
+	for _, db := range r.cfg.databases {
+		for _, stream := range []bool{false, true} {
+			fmt.Fprintf(w, "### Parley on %s, %s\n\n", db, mode(stream))
+			if stream {
+				fmt.Fprintln(w, "| rate | direct p50 · p99 | proxy adds p50 · p99 | Parley adds p50 · p99 | direct TTFT p50 | Parley adds TTFT p50 · p99 | CPU/request: proxy · Parley | Parley ÷ proxy CPU | PostgreSQL CPU/request | failed |")
+				fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
+			} else {
+				fmt.Fprintln(w, "| rate | direct p50 · p99 | proxy adds p50 · p99 | Parley adds p50 · p99 | CPU/request: proxy · Parley | Parley ÷ proxy CPU | PostgreSQL CPU/request | failed |")
+				fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+			}
+			for _, rate := range r.cfg.rates {
+				d := r.cell(cellKey{db, stream, rate, "direct"})
+				p := r.cell(cellKey{db, stream, rate, "proxy"})
+				g := r.cell(cellKey{db, stream, rate, "parley"})
+				d50, d99 := percentile(d.total, 50), percentile(d.total, 99)
+				row := fmt.Sprintf("| %d/s | %s · %s | %s · %s | %s · %s ", rate,
+					ms(d50), ms(d99),
+					ms(percentile(p.total, 50)-d50), ms(percentile(p.total, 99)-d99),
+					ms(percentile(g.total, 50)-d50), ms(percentile(g.total, 99)-d99))
+				if stream {
+					t50, t99 := percentile(d.ttft, 50), percentile(d.ttft, 99)
+					row += fmt.Sprintf("| %s | %s · %s ", ms(t50),
+						ms(percentile(g.ttft, 50)-t50), ms(percentile(g.ttft, 99)-t99))
+				}
+				pg := "–"
+				if db == "postgres" {
+					pg = us(g.dbCPUPerRequest())
+				}
+				row += fmt.Sprintf("| %s · %s | %s | %s | %d · %d · %d |", us(p.cpuPerRequest()), us(g.cpuPerRequest()),
+					ratio(g.cpuPerRequest(), p.cpuPerRequest()), pg, d.errors, p.errors, g.errors)
+				fmt.Fprintln(w, row)
+			}
+			fmt.Fprintln(w)
+			for _, k := range []string{"direct", "proxy", "parley"} {
+				for _, rate := range r.cfg.rates {
+					if c := r.cell(cellKey{db, stream, rate, k}); c.lastErr != "" {
+						fmt.Fprintf(w, "- %s at %d/s, last failure: %s\n", k, rate, c.lastErr)
+					}
+				}
+			}
+		}
+	}
+	if len(r.memory) > 0 {
+		fmt.Fprintf(w, "### Memory per open stream (%d streams held open at once)\n\n| process | resident memory per stream |\n|---|---|\n", r.cfg.streams)
+		if v, ok := r.memory["proxy"]; ok {
+			fmt.Fprintf(w, "| proxy | %.1f KB |\n", float64(v)/1024)
+		}
+		for _, db := range r.cfg.databases {
+			if v, ok := r.memory["parley/"+db]; ok {
+				fmt.Fprintf(w, "| Parley on %s | %.1f KB |\n", db, float64(v)/1024)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
+
+func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
+
+func ratio(a, b time.Duration) string {
+	if b == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f×", float64(a)/float64(b))
+}
