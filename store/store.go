@@ -182,6 +182,18 @@ func (s *Store) Close() error {
 // Ping checks that the database answers, for readiness probes.
 func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }
 
+// rowsPerInsert is how many rows one multi-row INSERT carries. PostgreSQL
+// takes up to 65,535 parameters; the SQLite driver binds each parameter by
+// scanning all of a statement's arguments (glebarez/go-sqlite, conn.bind),
+// so its cost grows with the square of the row count and short statements
+// are cheaper there.
+func (s *Store) rowsPerInsert() int {
+	if s.dialect == Postgres {
+		return 500
+	}
+	return 32
+}
+
 // Dialect returns "postgres" or "sqlite".
 func (s *Store) Dialect() string { return s.dialect }
 

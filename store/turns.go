@@ -3,6 +3,9 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -20,9 +23,8 @@ import (
 // its own answer (a conflict or a missing conversation fails one turn, not
 // its neighbours).
 const (
-	maxTurnBatch    = 64               // turns per transaction
-	turnRowsPerStmt = 500              // rows per INSERT, well under both dialects' parameter limits
-	turnTimeout     = 30 * time.Second // a batch's transaction serves several callers, so it has its own deadline
+	maxTurnBatch = 64               // turns per transaction
+	turnTimeout  = 30 * time.Second // a batch's transaction serves several callers, so it has its own deadline
 )
 
 // errNoConversation is returned inside a turn's transaction when the
@@ -128,7 +130,7 @@ func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
 			rows = append(rows, t.rows...)
 		}
 		if len(creates) > 0 {
-			if err := tx.CreateInBatches(&creates, turnRowsPerStmt).Error; err != nil {
+			if err := tx.CreateInBatches(&creates, s.rowsPerInsert()).Error; err != nil {
 				return err
 			}
 			i := 0
@@ -142,7 +144,7 @@ func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
 		if len(rows) == 0 {
 			return nil
 		}
-		if err := tx.CreateInBatches(&rows, turnRowsPerStmt).Error; err != nil {
+		if err := tx.CreateInBatches(&rows, s.rowsPerInsert()).Error; err != nil {
 			return err
 		}
 		for _, t := range batch {
@@ -153,24 +155,16 @@ func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
 	})
 }
 
-// appendTurn writes one turn in its own transaction and explains its
-// failure.
+// appendTurn writes one turn atomically and explains its failure.
 func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	const op = "store.AppendTurn"
 	c := t.conv
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if t.create {
-			if err := tx.Create(&t.row).Error; err != nil {
-				return err
-			}
-		} else if err := touchConversation(tx, &t.row); err != nil {
-			return err
-		}
-		if len(t.rows) == 0 {
-			return nil
-		}
-		return tx.CreateInBatches(&t.rows, turnRowsPerStmt).Error
-	})
+	var err error
+	if s.dialect == Postgres && len(t.rows) > 0 && len(t.rows) <= s.rowsPerInsert() {
+		err = s.appendTurnStatement(ctx, t)
+	} else {
+		err = s.appendTurnTx(ctx, t)
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -188,6 +182,62 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 			})
 	}
 }
+
+// appendTurnTx writes one turn in a transaction.
+func (s *Store) appendTurnTx(ctx context.Context, t *turn) error {
+	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if t.create {
+			if err := tx.Create(&t.row).Error; err != nil {
+				return err
+			}
+		} else if err := touchConversation(tx, &t.row); err != nil {
+			return err
+		}
+		if len(t.rows) == 0 {
+			return nil
+		}
+		return tx.CreateInBatches(&t.rows, s.rowsPerInsert()).Error
+	})
+}
+
+// appendTurnStatement writes one turn on PostgreSQL in a single statement,
+// atomic without BEGIN and COMMIT: one round trip instead of four. The
+// conversation's insert (or updatedAt) is a data-modifying WITH; when a
+// continued conversation is gone, the messages' foreign key fails.
+func (s *Store) appendTurnStatement(ctx context.Context, t *turn) error {
+	var q strings.Builder
+	args := make([]any, 0, 5+len(t.rows)*len(messageColumns))
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	r := &t.row
+	if t.create {
+		fmt.Fprintf(&q, "WITH c AS (INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)) ",
+			arg(r.ID), arg(r.ProjectID), arg(r.ChatID), arg(r.CreatedAt), arg(r.UpdatedAt))
+	} else {
+		fmt.Fprintf(&q, "WITH c AS (UPDATE conversations SET updated_at = %s WHERE id = %s) ", arg(r.UpdatedAt), arg(r.ID))
+	}
+	q.WriteString("INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES ")
+	for i := range t.rows {
+		m := &t.rows[i]
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		fmt.Fprintf(&q, "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+			arg(m.ID), arg(m.ConversationID), arg(m.Seq), arg(m.Role), arg(m.Content), arg(m.DocumentID), arg(m.ToolCalls),
+			arg(m.ToolCallID), arg(m.Model), arg(m.FinishReason), arg(m.PromptTokens), arg(m.CompletionTokens), arg(m.TotalTokens), arg(m.CreatedAt))
+	}
+	_, err := s.sqlDB.ExecContext(ctx, q.String(), args...)
+	if err != nil && !t.create && classify(err) == foreignKeyViolation {
+		return errNoConversation
+	}
+	return err
+}
+
+// messageColumns are the columns of messages, in messageRow's order.
+var messageColumns = []string{"id", "conversation_id", "seq", "role", "content", "document_id", "tool_calls",
+	"tool_call_id", "model", "finish_reason", "prompt_tokens", "completion_tokens", "total_tokens", "created_at"}
 
 // touchConversation sets the updatedAt of the conversation a turn
 // continues; errNoConversation when it is gone.

@@ -9,9 +9,6 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// usageBatch is how many usage records go in one INSERT.
-const usageBatch = 500
-
 // InsertUsage stores records in one transaction; Conflict when one's id
 // exists, NotFound when one's project does not.
 func (s *Store) InsertUsage(ctx context.Context, records []domain.UsageRecord) error {
@@ -28,7 +25,7 @@ func (s *Store) InsertUsage(ctx context.Context, records []domain.UsageRecord) e
 		}
 	}
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		return tx.CreateInBatches(&rows, usageBatch).Error
+		return tx.CreateInBatches(&rows, s.rowsPerInsert()).Error
 	})
 	if err != nil {
 		return translate(op, err,

@@ -231,13 +231,24 @@ func cpuTime(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * clockTick, nil
 }
 
-// treeCPU is the CPU time of root and of its direct children: the
-// PostgreSQL postmaster and its backends and workers.
+// treeCPU is the CPU time of root and of its children, live and exited:
+// the PostgreSQL postmaster and its backends and workers, which come and
+// go (an exited child's time is in its parent's cutime and cstime once
+// reaped).
 func treeCPU(root int) (time.Duration, error) {
-	total, err := cpuTime(root)
+	f, err := stat(root)
 	if err != nil {
 		return 0, err
 	}
+	var ticks int64
+	for _, i := range []int{11, 12, 13, 14} { // fields 14–17: utime, stime, cutime, cstime
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", root, err)
+		}
+		ticks += n
+	}
+	total := time.Duration(ticks) * clockTick
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		return 0, err
