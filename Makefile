@@ -7,7 +7,7 @@ BIN      := bin/parley
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test test-sqlite e2e lint bench migrate clean
+.PHONY: build run test test-sqlite e2e lint bench bench-go migrate clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
@@ -29,7 +29,15 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest ./...
 	$(GO) run golang.org/x/vuln/cmd/govulncheck@latest ./...
 
-bench:
+# The open-loop load generator (docs/benchmarks.md), against a durable
+# throwaway PostgreSQL unless PARLEY_TEST_DATABASE_URL names one.
+# BENCHFLAGS passes flags, e.g. BENCHFLAGS="-rates 1000 -databases sqlite".
+bench: build
+	PARLEY_PG_DURABLE=1 scripts/with-postgres.sh $(GO) run ./bench/loadgen -parley $(BIN) $(BENCHFLAGS)
+
+# Closed-loop testing.B benchmarks of the same three paths, for profiling
+# (-cpuprofile) and allocation counts.
+bench-go:
 	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./bench/
 
 migrate: build

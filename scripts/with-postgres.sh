@@ -99,11 +99,18 @@ trap 'exit 130' INT TERM
 	exit 1
 }
 
+# Tests need no durability; benchmarks (PARLEY_PG_DURABLE=1) measure the
+# commits a production server makes.
+durability="-c fsync=off -c full_page_writes=off -c synchronous_commit=off"
+if [[ "${PARLEY_PG_DURABLE:-}" == "1" ]]; then
+	durability=""
+fi
+
 started=""
 for attempt in 1 2 3 4 5; do
 	port="$(free_port)"
 	if "${as_pg[@]}" "$bindir/pg_ctl" -D "$data" -l "$tmp/postgres.log" -w -t 30 \
-		-o "-k $tmp -p $port -h 127.0.0.1 -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
+		-o "-k $tmp -p $port -h 127.0.0.1 $durability -c max_connections=300" \
 		start >/dev/null 2>&1; then
 		started=1
 		break

@@ -1,0 +1,116 @@
+//go:build linux
+
+package main
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary play the helper processes, since the
+// generator starts them from its own executable.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "upstream":
+			exit(serveUpstream())
+			return
+		case "proxy":
+			exit(serveProxy(os.Args[2]))
+			return
+		}
+	}
+	os.Exit(m.Run())
+}
+
+func TestPercentile(t *testing.T) {
+	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
+	for _, tt := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 5}, {90, 9}, {99, 10}, {100, 10}, {1, 1}} {
+		if got := percentile(ds, tt.p); got != tt.want {
+			t.Errorf("p%v = %v; want %v", tt.p, got, tt.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("p50 of nothing = %v; want 0", got)
+	}
+}
+
+// TestShortRun runs the whole generator briefly against a freshly built
+// parley, on SQLite and, when a server is given, on PostgreSQL: every
+// request of every target must succeed, every figure must be measured.
+func TestShortRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs parley")
+	}
+	bin := filepath.Join(t.TempDir(), "parley")
+	if out, err := exec.Command("go", "build", "-o", bin, "../../cmd/parley").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cfg := config{
+		parley: bin, rates: []int{100, 200}, duration: 300 * time.Millisecond, rounds: 1,
+		warmup: 100 * time.Millisecond, streams: 50, databases: []string{"sqlite"},
+		postgres: os.Getenv("PARLEY_TEST_DATABASE_URL"),
+	}
+	if cfg.postgres != "" {
+		cfg.databases = append(cfg.databases, "postgres")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rep, err := run(ctx, cfg, &testLog{t})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, db := range cfg.databases {
+		for _, stream := range []bool{false, true} {
+			for _, rate := range cfg.rates {
+				for _, target := range []string{"direct", "proxy", "parley"} {
+					k := cellKey{db, stream, rate, target}
+					c, ok := rep.cells[k]
+					switch {
+					case !ok:
+						t.Errorf("%v: not measured", k)
+					case c.errors > 0:
+						t.Errorf("%v: %d of %d failed: %s", k, c.errors, c.sent, c.lastErr)
+					case len(c.total) != c.sent || c.sent != rate*300/1000:
+						t.Errorf("%v: %d answered of %d sent; want %d", k, len(c.total), c.sent, rate*300/1000)
+					case stream && len(c.ttft) != c.sent:
+						t.Errorf("%v: %d first tokens of %d", k, len(c.ttft), c.sent)
+					}
+				}
+			}
+		}
+		var cpu time.Duration
+		for _, rate := range cfg.rates {
+			cpu += rep.cells[cellKey{db, false, rate, "parley"}].cpu
+		}
+		if cpu <= 0 {
+			t.Errorf("%s: Parley's CPU was not measured", db)
+		}
+		if rep.memory["parley/"+db] <= 0 {
+			t.Errorf("%s: memory per open stream = %d bytes; want a measured growth", db, rep.memory["parley/"+db])
+		}
+	}
+	var out strings.Builder
+	rep.write(&out)
+	for _, want := range []string{"### Parley on sqlite, json", "### Parley on sqlite, stream", "| 200/s |", "Memory per open stream", "| proxy |"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// testLog sends the generator's progress to the test log.
+type testLog struct{ t *testing.T }
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
