@@ -3,8 +3,10 @@
 // loopback against the fake upstream. Run with `make bench`.
 //
 // These are closed-loop testing.B benchmarks (each worker sends its next
-// request when the last one answered), not the open-loop load generator
-// issue 4 asks for; compare the three in one run, as ratios.
+// request when the last one answered), in one process: use them for CPU
+// profiles and allocation counts (make bench-go). The open-loop figures,
+// with each server in its own process, come from bench/loadgen (make
+// bench); see docs/benchmarks.md.
 package bench
 
 import (
