@@ -33,7 +33,6 @@ type result struct {
 	ttft    []time.Duration // streams: from the scheduled send time to the first content delta
 	cpu     time.Duration   // the target process's CPU over the run
 	dbCPU   time.Duration   // the PostgreSQL server's CPU over the run, when it is measured
-	elapsed time.Duration
 }
 
 func (r *result) add(o result) {
@@ -46,7 +45,6 @@ func (r *result) add(o result) {
 	r.ttft = append(r.ttft, o.ttft...)
 	r.cpu += o.cpu
 	r.dbCPU += o.dbCPU
-	r.elapsed += o.elapsed
 }
 
 // cpuPerRequest is the target's CPU per completed request.
@@ -76,7 +74,8 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 // start + i/rate whether or not earlier ones have answered (open loop),
 // and its latency counts from that due time, so a server that falls
 // behind is charged for the queue it builds (no coordinated omission).
-// cpu reads the CPU clocks to charge; it is called before and after.
+// The target process's CPU is read before and after, and so is dbCPU,
+// the database server's (zero when it is not measured).
 func openLoop(ctx context.Context, c *http.Client, t target, rate int, d time.Duration, stream bool, dbCPU func() time.Duration) result {
 	n := int(float64(rate) * d.Seconds())
 	interval := time.Second / time.Duration(rate)
@@ -110,9 +109,8 @@ func openLoop(ctx context.Context, c *http.Client, t target, rate int, d time.Du
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
 	cpu1, _ := cpuTime(t.pid)
-	r := result{sent: n, errors: int(errs.Load()), cpu: cpu1 - cpu0, dbCPU: dbCPU() - db0, elapsed: elapsed}
+	r := result{sent: n, errors: int(errs.Load()), cpu: cpu1 - cpu0, dbCPU: dbCPU() - db0}
 	if e, ok := lastErr.Load().(string); ok {
 		r.lastErr = e
 	}
@@ -192,8 +190,8 @@ func hasContent(line []byte) bool {
 // growth of the target's resident memory per stream; the streams end
 // when it returns.
 func openStreams(ctx context.Context, c *http.Client, t target, n int) (perStream int64, err error) {
-	runtimeSettle := func() { _ = waitCtx(ctx, 500*time.Millisecond) }
-	runtimeSettle()
+	settle := func() { _ = waitCtx(ctx, 500*time.Millisecond) }
+	settle()
 	before, err := rss(t.pid)
 	if err != nil {
 		return 0, err
@@ -242,7 +240,7 @@ func openStreams(ctx context.Context, c *http.Client, t target, n int) (perStrea
 			return 0, fmt.Errorf("%s: %d streams were not all open within 2 minutes", t.name, n)
 		}
 	}
-	runtimeSettle()
+	settle()
 	after, err := rss(t.pid)
 	if err != nil {
 		return 0, err

@@ -87,7 +87,6 @@ func announceAndWait(u string) error {
 
 // proc is a child process the run measures.
 type proc struct {
-	name  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	url   string
@@ -132,7 +131,7 @@ func start(name, dir string, env []string, bin string, args ...string) (*proc, *
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	return &proc{name: name, cmd: cmd, stdin: stdin}, bufio.NewReader(stdout), nil
+	return &proc{cmd: cmd, stdin: stdin}, bufio.NewReader(stdout), nil
 }
 
 // startHelper starts this binary as `loadgen upstream` or `loadgen proxy`

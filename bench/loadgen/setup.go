@@ -108,18 +108,18 @@ func databaseEnv(ctx context.Context, cfg config, dir, db string) (env []string,
 	}
 
 	// A fresh database on the server, dropped afterwards.
-	admin0, err := sql.Open("pgx", cfg.postgres)
+	server, err := sql.Open("pgx", cfg.postgres)
 	if err != nil {
 		return nil, nil, nil, err
 	}
 	name := "parley_loadgen_" + strconv.FormatInt(time.Now().UnixNano(), 36)
-	if _, err := admin0.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		admin0.Close()
+	if _, err := server.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		server.Close()
 		return nil, nil, nil, fmt.Errorf("create a database for the run: %w", err)
 	}
 	u, err := url.Parse(cfg.postgres)
 	if err != nil {
-		admin0.Close()
+		server.Close()
 		return nil, nil, nil, err
 	}
 	u.Path = "/" + name
@@ -129,7 +129,7 @@ func databaseEnv(ctx context.Context, cfg config, dir, db string) (env []string,
 	// backend's parent. A server on another machine is not measured.
 	dbCPU = noCPU
 	var backend int
-	if err := admin0.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&backend); err == nil {
+	if err := server.QueryRowContext(ctx, "SELECT pg_backend_pid()").Scan(&backend); err == nil {
 		if postmaster, err := parentPID(backend); err == nil {
 			dbCPU = func() time.Duration { d, _ := treeCPU(postmaster); return d }
 		}
@@ -137,8 +137,8 @@ func databaseEnv(ctx context.Context, cfg config, dir, db string) (env []string,
 	cleanup = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		_, _ = admin0.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		admin0.Close()
+		_, _ = server.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		server.Close()
 	}
 	return env, dbCPU, cleanup, nil
 }
