@@ -5,9 +5,9 @@ import (
 	"errors"
 	"strings"
 
-	sqlitedriver "github.com/glebarez/go-sqlite"
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
+	sqlitedriver "modernc.org/sqlite"
 
 	"github.com/parleyhq/parley/domain"
 )

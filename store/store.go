@@ -49,6 +49,11 @@ type Store struct {
 	writers   sync.WaitGroup
 	// largestBatch is the most turns one transaction has held, for tests.
 	largestBatch atomic.Int64
+	// stmts holds the SQLite turn writer's prepared statements by query.
+	stmts struct {
+		sync.Mutex
+		byQuery map[string]*sql.Stmt
+	}
 }
 
 var (
@@ -140,9 +145,10 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 }
 
 // sqlitePath returns the file path of a SQLite dsn and the driver query
-// string to open it with: foreign keys on, a busy timeout, WAL journal, and
+// string to open it with: foreign keys on, a busy timeout, WAL journal,
 // write transactions that take the lock when they begin (so two of them
-// wait for each other instead of failing with SQLITE_BUSY).
+// wait for each other instead of failing with SQLITE_BUSY), and times in
+// SQLite's own text format.
 func sqlitePath(dsn string) (path, query string, err error) {
 	path = dsn
 	if rest, ok := strings.CutPrefix(path, "sqlite:"); ok {
@@ -167,6 +173,10 @@ func sqlitePath(dsn string) (path, query string, err error) {
 	if q.Get("_txlock") == "" {
 		q.Set("_txlock", "immediate")
 	}
+	// Times are stored as text that sorts as it compares and that SQLite's
+	// date functions read: "2006-01-02 15:04:05.999999999-07:00". The
+	// driver's default would be Go's time.Time.String.
+	q.Set("_time_format", "sqlite")
 	return path, q.Encode(), nil
 }
 
@@ -175,6 +185,9 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.closed)
 		s.writers.Wait()
+		for _, st := range s.stmts.byQuery {
+			_ = st.Close()
+		}
 	})
 	return s.sqlDB.Close()
 }
@@ -183,10 +196,9 @@ func (s *Store) Close() error {
 func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }
 
 // rowsPerInsert is how many rows one multi-row INSERT carries. PostgreSQL
-// takes up to 65,535 parameters; the SQLite driver binds each parameter by
-// scanning all of a statement's arguments (glebarez/go-sqlite, conn.bind),
-// so its cost grows with the square of the row count and short statements
-// are cheaper there.
+// takes up to 65,535 parameters. SQLite compiles a statement into a program
+// that grows with its rows and parses it again unless it is prepared; short
+// statements keep that small.
 func (s *Store) rowsPerInsert() int {
 	if s.dialect == Postgres {
 		return 500

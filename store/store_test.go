@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -156,6 +157,13 @@ func TestOpen(t *testing.T) {
 			if _, err := s.CountUsers(ctx()); err != nil {
 				t.Fatal(err)
 			}
+			// A turn is written with statements prepared outside its
+			// transaction, which ":memory:" (one connection) must allow.
+			w := newWorld(t, s)
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			tctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
+			defer cancel()
+			must(t, s.AppendTurn(tctx, c, true, turn(c.ID, 0, "hello")))
 			if tt.file != "" {
 				if _, err := os.Stat(tt.file); err != nil {
 					t.Fatalf("database file: %v", err)
@@ -170,6 +178,30 @@ func TestOpen(t *testing.T) {
 		}
 		must(t, s.Ping(ctx()))
 	})
+}
+
+// TestSQLiteTimeFormat pins how SQLite stores times: as text in SQLite's own
+// format, which sorts as it compares (ranges and cursors compare it as text)
+// and which SQLite's date functions read. Databases written by earlier
+// versions hold this format, so a driver change must keep it.
+func TestSQLiteTimeFormat(t *testing.T) {
+	s := dbtest.SQLite(t)
+	u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: "u", CreatedAt: time.Date(2026, 1, 2, 3, 4, 5, 678000000, time.UTC)}
+	must(t, s.CreateUser(ctx(), u))
+	var raw string
+	var viaSQLite sql.NullString // NULL when SQLite cannot read the text as a time
+	must(t, s.DB().Raw("SELECT created_at || '', datetime(created_at) FROM users WHERE id = ?", u.ID).Row().Scan(&raw, &viaSQLite))
+	if want := "2026-01-02 03:04:05.678+00:00"; raw != want {
+		t.Errorf("stored created_at = %q; want %q", raw, want)
+	}
+	if want := "2026-01-02 03:04:05"; viaSQLite.String != want {
+		t.Errorf("datetime(created_at) = %q (valid %t); want %q", viaSQLite.String, viaSQLite.Valid, want)
+	}
+	got, err := s.GetUser(ctx(), u.ID)
+	must(t, err)
+	if !got.CreatedAt.Equal(u.CreatedAt) {
+		t.Errorf("read back created_at = %v; want %v", got.CreatedAt, u.CreatedAt)
+	}
 }
 
 func TestMigrate(t *testing.T) {

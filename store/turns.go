@@ -1,7 +1,9 @@
 package store
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -118,6 +120,9 @@ func (s *Store) writeTurns() {
 
 // appendTurns writes a batch of turns in one transaction, all or none.
 func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
+	if s.dialect == SQLite {
+		return s.appendSQLiteTurns(ctx, batch)
+	}
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var creates []conversationRow
 		var rows []messageRow
@@ -160,9 +165,12 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	const op = "store.AppendTurn"
 	c := t.conv
 	var err error
-	if s.dialect == Postgres && len(t.rows) > 0 && len(t.rows) <= s.rowsPerInsert() {
+	switch {
+	case s.dialect == SQLite:
+		err = s.appendSQLiteTurns(ctx, []*turn{t})
+	case len(t.rows) > 0 && len(t.rows) <= s.rowsPerInsert():
 		err = s.appendTurnStatement(ctx, t)
-	} else {
+	default:
 		err = s.appendTurnTx(ctx, t)
 	}
 	switch {
@@ -183,7 +191,7 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	}
 }
 
-// appendTurnTx writes one turn in a transaction.
+// appendTurnTx writes one turn in a transaction, on PostgreSQL.
 func (s *Store) appendTurnTx(ctx context.Context, t *turn) error {
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		if t.create {
@@ -220,13 +228,17 @@ func (s *Store) appendTurnStatement(ctx context.Context, t *turn) error {
 	}
 	q.WriteString("INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES ")
 	for i := range t.rows {
-		m := &t.rows[i]
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		fmt.Fprintf(&q, "(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-			arg(m.ID), arg(m.ConversationID), arg(m.Seq), arg(m.Role), arg(m.Content), arg(m.DocumentID), arg(m.ToolCalls),
-			arg(m.ToolCallID), arg(m.Model), arg(m.FinishReason), arg(m.PromptTokens), arg(m.CompletionTokens), arg(m.TotalTokens), arg(m.CreatedAt))
+		q.WriteByte('(')
+		for j, v := range t.rows[i].values() {
+			if j > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString(arg(v))
+		}
+		q.WriteByte(')')
 	}
 	_, err := s.sqlDB.ExecContext(ctx, q.String(), args...)
 	if err != nil && !t.create && classify(err) == foreignKeyViolation {
@@ -235,9 +247,109 @@ func (s *Store) appendTurnStatement(ctx context.Context, t *turn) error {
 	return err
 }
 
-// messageColumns are the columns of messages, in messageRow's order.
+// messageColumns are the columns of messages, in the order of
+// messageRow.values.
 var messageColumns = []string{"id", "conversation_id", "seq", "role", "content", "document_id", "tool_calls",
 	"tool_call_id", "model", "finish_reason", "prompt_tokens", "completion_tokens", "total_tokens", "created_at"}
+
+// values returns m's fields in the order of messageColumns.
+func (m *messageRow) values() [14]any {
+	return [...]any{m.ID, m.ConversationID, m.Seq, m.Role, m.Content, m.DocumentID, m.ToolCalls,
+		m.ToolCallID, m.Model, m.FinishReason, m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.CreatedAt}
+}
+
+// The SQLite turn writer's statements. SQLite parses an INSERT in about the
+// time it takes to run it, so these are prepared once per connection (see
+// prepared); GORM cannot do that for statements first run inside a
+// transaction, because database/sql prepares a transaction's statement
+// again on every use.
+const (
+	sqliteInsertConversation = "INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+	sqliteTouchConversation  = "UPDATE conversations SET updated_at = ? WHERE id = ?"
+)
+
+// sqliteInsertMessages returns the INSERT of n messages.
+func sqliteInsertMessages(n int) string {
+	row := "(?" + strings.Repeat(", ?", len(messageColumns)-1) + ")"
+	return "INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
+}
+
+// appendSQLiteTurns writes turns in one SQLite transaction, all or none.
+func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
+	// The statements are prepared before the transaction begins: preparing
+	// takes a connection of its own, and a ":memory:" database has just one.
+	type step struct {
+		stmt  *sql.Stmt
+		args  []any
+		touch bool // continues a conversation, which must exist
+	}
+	var steps []step
+	add := func(query string, touch bool, args ...any) error {
+		st, err := s.prepared(ctx, query)
+		steps = append(steps, step{st, args, touch})
+		return err
+	}
+	for _, t := range batch {
+		r := &t.row
+		var err error
+		if t.create {
+			err = add(sqliteInsertConversation, false, r.ID, r.ProjectID, r.ChatID, r.CreatedAt, r.UpdatedAt)
+		} else {
+			err = add(sqliteTouchConversation, true, r.UpdatedAt, r.ID)
+		}
+		for rows := t.rows; len(rows) > 0 && err == nil; {
+			n := min(len(rows), s.rowsPerInsert())
+			args := make([]any, 0, n*len(messageColumns))
+			for i := range rows[:n] {
+				v := rows[i].values()
+				args = append(args, v[:]...)
+			}
+			err = add(sqliteInsertMessages(n), false, args...)
+			rows = rows[n:]
+		}
+		if err != nil {
+			return err
+		}
+	}
+
+	tx, err := s.sqlDB.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }() // a no-op once committed
+	for _, st := range steps {
+		res, err := tx.StmtContext(ctx, st.stmt).ExecContext(ctx, st.args...)
+		if err != nil {
+			return err
+		}
+		if st.touch {
+			if n, err := res.RowsAffected(); err != nil || n == 0 {
+				return cmp.Or(err, errNoConversation)
+			}
+		}
+	}
+	return tx.Commit()
+}
+
+// prepared returns query prepared on the database, once: database/sql
+// then prepares it once per connection, the first time a transaction on
+// that connection uses it. Only the turn writer's few queries come here.
+func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
+	s.stmts.Lock()
+	defer s.stmts.Unlock()
+	if st, ok := s.stmts.byQuery[query]; ok {
+		return st, nil
+	}
+	st, err := s.sqlDB.PrepareContext(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	if s.stmts.byQuery == nil {
+		s.stmts.byQuery = make(map[string]*sql.Stmt)
+	}
+	s.stmts.byQuery[query] = st
+	return st, nil
+}
 
 // touchConversation sets the updatedAt of the conversation a turn
 // continues; errNoConversation when it is gone.
