@@ -158,6 +158,10 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 	}
 	defer px.stop()
 
+	total0, steal0, err := machineTicks()
+	if err != nil {
+		return nil, err
+	}
 	c := newClient()
 	direct := upstreamTarget("direct", up.url, up.pid())
 	proxy := upstreamTarget("proxy", px.url+"/v1", px.pid())
@@ -174,6 +178,13 @@ func run(ctx context.Context, cfg config, log io.Writer) (*report, error) {
 			return nil, err
 		}
 		rep.memory["proxy"] = per
+	}
+	total, steal, err := machineTicks()
+	if err != nil {
+		return nil, err
+	}
+	if total > total0 {
+		rep.steal = float64(steal-steal0) / float64(total-total0)
 	}
 	return rep, ctx.Err()
 }

@@ -28,6 +28,25 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+func TestMachineTicks(t *testing.T) {
+	total0, steal0, err := machineTicks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(200 * time.Millisecond); time.Now().Before(deadline); {
+	} // spin, so that at least a clock tick passes on this CPU
+	total, steal, err := machineTicks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if total <= total0 || steal < steal0 {
+		t.Errorf("machine ticks went from (%d, steal %d) to (%d, steal %d); want the total to grow and steal not to fall", total0, steal0, total, steal)
+	}
+	if steal-steal0 > total-total0 {
+		t.Errorf("steal grew by %d ticks, more than the total's %d", steal-steal0, total-total0)
+	}
+}
+
 func TestPercentile(t *testing.T) {
 	ds := []time.Duration{5, 1, 4, 2, 3, 10, 9, 8, 7, 6}
 	for _, tt := range []struct {

@@ -23,6 +23,7 @@ type report struct {
 	cfg    config
 	cells  map[cellKey]*result
 	memory map[string]int64 // bytes of resident memory per open stream, by "proxy" or "parley/<db>"
+	steal  float64          // the share of the machine's CPU time the hypervisor took during the run
 }
 
 func (r *report) cell(k cellKey) *result {
@@ -38,7 +39,8 @@ func (r *report) cell(k cellKey) *result {
 func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns.\n",
 		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds)
-	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n\n")
+	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n")
+	fmt.Fprintf(w, "The hypervisor took %.1f%% of the machine's CPU time during the run (steal, from /proc/stat); compare runs only when it is low.\n\n", 100*r.steal)
 	for _, db := range r.cfg.databases {
 		for _, stream := range []bool{false, true} {
 			fmt.Fprintf(w, "### Parley on %s, %s\n\n", db, mode(stream))
