@@ -202,7 +202,9 @@ type chunkToolFunction struct {
 
 // stream writes a completion as Server-Sent Events. It implements
 // domain.Emitter: headers go out on Start, so errors before the first
-// delta still get a normal status and error body.
+// delta still get a normal status and error body. Events collect in buf
+// and go out together at each flush: Start's chunk with the first delta,
+// and the finish reason, usage and [DONE] in one write.
 type stream struct {
 	s        *Server
 	c        echo.Context
@@ -212,7 +214,8 @@ type stream struct {
 	meta     domain.CompletionMeta
 	stop     chan struct{}
 	stopOnce sync.Once
-	buf      bytes.Buffer
+	buf      bytes.Buffer  // events not yet written
+	enc      *json.Encoder // writes to buf
 }
 
 // errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
@@ -226,6 +229,7 @@ func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.Ca
 		sctx, cancel = context.WithTimeoutCause(sctx, s.cfg.MaxStreamDuration, errStreamTooLong)
 	}
 	st := &stream{s: s, c: c, ctx: sctx, stop: make(chan struct{})}
+	st.enc = json.NewEncoder(&st.buf)
 	// The handler defers this: it stops the keep-alives even when finish is
 	// never reached (a panic), before the response goes back to the server.
 	return st, sctx, func() {
@@ -241,7 +245,8 @@ func (st *stream) halt() {
 	st.stopOnce.Do(func() { close(st.stop) })
 }
 
-// Start sends the headers and the first chunk, with Parley's ids.
+// Start sends the headers and the first chunk, with Parley's ids. The
+// domain calls Delta or ends the stream right after, and that flushes.
 func (st *stream) Start(meta domain.CompletionMeta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -259,7 +264,7 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	first := st.chunk()
 	first.Choices = []chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}
 	first.MessageID, first.ConversationID = meta.MessageID, meta.ConversationID
-	if err := st.write(first); err != nil {
+	if err := st.add(first); err != nil {
 		return err
 	}
 	go st.keepAlive()
@@ -283,27 +288,36 @@ func (st *stream) Delta(d domain.Delta) error {
 		delta.ToolCalls = append(delta.ToolCalls, c)
 	}
 	ch.Choices = []chunkChoice{{Delta: delta}}
-	return st.write(ch)
+	if err := st.add(ch); err != nil {
+		return err
+	}
+	return st.flush()
 }
 
 func (st *stream) chunk() chunk {
 	return chunk{ID: st.meta.MessageID, Object: "chat.completion.chunk", Created: st.meta.Created.Unix(), Model: st.meta.Model}
 }
 
-// write sends one data event and flushes it. Callers hold mu.
-func (st *stream) write(v any) error {
-	st.buf.Reset()
+// add appends one data event to the events not yet written. Callers hold
+// mu.
+func (st *stream) add(v any) error {
+	n := st.buf.Len()
 	st.buf.WriteString("data: ")
-	if err := json.NewEncoder(&st.buf).Encode(v); err != nil { // Encode ends with \n
+	if err := st.enc.Encode(v); err != nil { // Encode ends with \n
+		st.buf.Truncate(n)
 		return err
 	}
 	st.buf.WriteString("\n")
-	return st.raw(st.buf.Bytes())
+	return nil
 }
 
-func (st *stream) raw(b []byte) error {
+// flush writes the pending events and flushes them to the client. Callers
+// hold mu.
+func (st *stream) flush() error {
 	w := st.c.Response()
-	if _, err := w.Write(b); err != nil {
+	_, err := w.Write(st.buf.Bytes())
+	st.buf.Reset()
+	if err != nil {
 		return domain.Errorf(domain.Canceled, "the client went away")
 	}
 	w.Flush()
@@ -324,7 +338,8 @@ func (st *stream) keepAlive() {
 			select {
 			case <-st.stop: // finished while we waited: the response is no longer ours
 			default:
-				_ = st.raw([]byte(": keep-alive\n\n"))
+				st.buf.WriteString(": keep-alive\n\n")
+				_ = st.flush()
 			}
 			st.mu.Unlock()
 		}
@@ -355,25 +370,26 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 			return nil // the client left; nobody reads an error
 		}
 		st.s.log.Warn("stream failed", "request_id", requestID(st.c), "kind", domain.KindOf(err).String(), "err", err)
-		_ = st.write(toErrorBody(err))
-		_ = st.raw([]byte("data: [DONE]\n\n"))
+		_ = st.add(toErrorBody(err))
+		st.buf.WriteString(doneEvent)
+		_ = st.flush()
 		return nil
 	}
 	reason := out.FinishReason
 	last := st.chunk()
 	last.Choices = []chunkChoice{{Delta: chunkDelta{}, FinishReason: &reason}}
-	if werr := st.write(last); werr != nil {
-		return nil
-	}
 	usage := st.chunk()
 	usage.Choices = []chunkChoice{}
 	u := toOpenAIUsage(out.Usage)
 	usage.Usage, usage.Debug = &u, toDebugJSON(out.Debug)
-	if werr := st.write(usage); werr != nil {
-		return nil
+	if st.add(last) == nil && st.add(usage) == nil {
+		st.buf.WriteString(doneEvent)
 	}
-	_ = st.raw([]byte("data: [DONE]\n\n"))
+	_ = st.flush()
 	return nil
 }
+
+// doneEvent ends every stream, as OpenAI's do.
+const doneEvent = "data: [DONE]\n\n"
 
 var _ domain.Emitter = (*stream)(nil)
