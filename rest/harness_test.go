@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -214,6 +215,32 @@ func (h *harness) world() world {
 	p := h.project(h.admin, "p")
 	prov := h.provider(h.admin, p)
 	return world{project: p, provider: prov, chat: h.chat(h.admin, p, prov, map[string]any{"systemMessage": "You are a test."})}
+}
+
+// refusedByBoth posts body to w's per-chat completions and, with w's
+// provider, to the stateless ones: each must answer 400 invalid_request
+// naming field, and neither may reach the upstream.
+func (h *harness) refusedByBoth(t *testing.T, w world, body map[string]any, field string) {
+	t.Helper()
+	before := h.up.Count()
+	stateless := maps.Clone(body)
+	stateless["aiProviderId"] = w.provider
+	for path, body := range map[string]map[string]any{
+		"/api/v1/chats/" + w.chat + "/completions": body,
+		"/api/v1/chats/completions":                stateless,
+	} {
+		r := h.call("POST", path, h.admin, body)
+		if r.Status != 400 || r.ErrorCode() != "invalid_request" {
+			t.Fatalf("POST %s = %d %s, want 400", path, r.Status, r.Body)
+		}
+		details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+		if details["field"] != field {
+			t.Errorf("POST %s: details.field = %v, want %q (%s)", path, details["field"], field, r.ErrorMessage())
+		}
+	}
+	if h.up.Count() != before {
+		t.Error("a refused request reached the upstream")
+	}
 }
 
 func userMessage(s string) map[string]any { return map[string]any{"role": "user", "content": s} }

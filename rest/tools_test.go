@@ -360,27 +360,7 @@ func TestToolsValidation(t *testing.T) {
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				before := h.up.Count()
-				for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
-					body := map[string]any{}
-					for k, v := range tt.body {
-						body[k] = v
-					}
-					if strings.HasSuffix(path, "/chats/completions") {
-						body["aiProviderId"] = w.provider
-					}
-					r := h.call("POST", path, h.admin, body)
-					if r.Status != 400 || r.ErrorCode() != "invalid_request" {
-						t.Fatalf("POST %s = %d %s, want 400", path, r.Status, r.Body)
-					}
-					details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
-					if details["field"] != tt.field {
-						t.Errorf("POST %s: details.field = %v, want %q (%s)", path, details["field"], tt.field, r.ErrorMessage())
-					}
-				}
-				if h.up.Count() != before {
-					t.Error("a refused request reached the upstream")
-				}
+				h.refusedByBoth(t, w, tt.body, tt.field)
 			})
 		}
 		convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
