@@ -203,8 +203,10 @@ func (s *Store) rowsPerInsert() int {
 	if s.dialect == Postgres {
 		return 500
 	}
-	return 32
+	return sqliteRowsPerInsert
 }
+
+const sqliteRowsPerInsert = 32
 
 // Dialect returns "postgres" or "sqlite".
 func (s *Store) Dialect() string { return s.dialect }

@@ -835,6 +835,23 @@ func turn(convID string, seq int, text string) []domain.Message {
 	}
 }
 
+// TestLongTurn stores a turn of more messages than one SQLite INSERT
+// carries, so its messages go in several statements of one transaction.
+func TestLongTurn(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		var msgs []domain.Message
+		for i := range 35 {
+			msgs = append(msgs, turn(conv.ID, 2*i, fmt.Sprint("part ", i))...)
+		}
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
+	})
+}
+
 func TestConversations(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)

@@ -268,11 +268,16 @@ const (
 	sqliteTouchConversation  = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 )
 
-// sqliteInsertMessages returns the INSERT of n messages.
-func sqliteInsertMessages(n int) string {
+// sqliteInsertMessages[n] is the INSERT of n messages, built once rather
+// than on every turn.
+var sqliteInsertMessages = func() []string {
 	row := "(?" + strings.Repeat(", ?", len(messageColumns)-1) + ")"
-	return "INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
-}
+	q := make([]string, sqliteRowsPerInsert+1)
+	for n := 1; n < len(q); n++ {
+		q[n] = "INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
+	}
+	return q
+}()
 
 // appendSQLiteTurns writes turns in one SQLite transaction, all or none.
 func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
@@ -304,7 +309,7 @@ func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
 				v := rows[i].values()
 				args = append(args, v[:]...)
 			}
-			err = add(sqliteInsertMessages(n), false, args...)
+			err = add(sqliteInsertMessages[n], false, args...)
 			rows = rows[n:]
 		}
 		if err != nil {
