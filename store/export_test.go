@@ -1,4 +1,4 @@
 package store
 
 // LargestTurnBatch is the most turns one transaction has held so far.
-func (s *Store) LargestTurnBatch() int { return int(s.largestBatch.Load()) }
+func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }

@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -43,17 +42,18 @@ type Store struct {
 	sqlDB   *sql.DB
 	dialect string
 
-	turns     chan *turn // to the turn writers; see turns.go
-	closed    chan struct{}
-	closeOnce sync.Once
-	writers   sync.WaitGroup
-	// largestBatch is the most turns one transaction has held, for tests.
-	largestBatch atomic.Int64
-	// stmts holds the SQLite turn writer's prepared statements by query.
+	commits *commitQueue // the turns being written; see commit.go
+	// writeDB is SQLite's pool of one connection for turns and usage
+	// records (see sqlitewrite.go); sqlDB on PostgreSQL.
+	writeDB *sql.DB
+	// stmts holds the statements prepared on writeDB, by query.
 	stmts struct {
 		sync.Mutex
 		byQuery map[string]*sql.Stmt
 	}
+	closed    chan struct{}
+	closeOnce sync.Once
+	workers   sync.WaitGroup // the SQLite checkpointer
 }
 
 var (
@@ -82,6 +82,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		dialector gorm.Dialector
 		dialect   string
 		memory    bool
+		sqliteDSN string
 	)
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
@@ -97,7 +98,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 				return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
 			}
 		}
-		dialector, dialect = sqlite.Open(path+"?"+query), SQLite
+		sqliteDSN = path + "?" + query
+		dialector, dialect = sqlite.Open(sqliteDSN), SQLite
 	}
 	db, err := gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
@@ -111,6 +113,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
 	}
+	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, writeDB: sqlDB, closed: make(chan struct{})}
+	// SQLite has one writer at a time; PostgreSQL commits batches side by side.
+	writers := 1
 	switch {
 	case memory:
 		// Every connection to ":memory:" is a database of its own.
@@ -121,25 +126,29 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		sqlDB.SetMaxOpenConns(20)
 		sqlDB.SetMaxIdleConns(10)
 		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+		writers = 4
 	default:
 		// Opening a SQLite connection runs the pragmas and reads the
 		// schema; keep the ones in use instead of the default two idle.
 		sqlDB.SetMaxOpenConns(8)
 		sqlDB.SetMaxIdleConns(8)
+		if s.writeDB, err = sql.Open(sqlite.DriverName, sqliteDSN); err != nil {
+			_ = sqlDB.Close()
+			return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+		}
+		s.writeDB.SetMaxOpenConns(1)
+		s.writeDB.SetMaxIdleConns(1)
+		s.writeDB.SetConnMaxLifetime(0)
+		s.writeDB.SetConnMaxIdleTime(0)
 	}
-	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, turns: make(chan *turn), closed: make(chan struct{})}
-	if err := s.Ping(ctx); err != nil {
-		_ = sqlDB.Close()
+	s.commits = newCommitQueue(writers)
+	if err := errors.Join(s.Ping(ctx), s.writeDB.PingContext(ctx)); err != nil {
+		_ = s.closeDBs()
 		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
 	}
-	// SQLite has one writer at a time; PostgreSQL commits batches side by side.
-	writers := 1
-	if dialect == Postgres {
-		writers = 4
-	}
-	s.writers.Add(writers)
-	for range writers {
-		go s.writeTurns()
+	if dialect == SQLite && !memory {
+		s.workers.Add(1)
+		go s.checkpointWAL()
 	}
 	return s, nil
 }
@@ -169,6 +178,7 @@ func sqlitePath(dsn string) (path, query string, err error) {
 	if path != ":memory:" {
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(NORMAL)")
+		q.Add("_pragma", "wal_autocheckpoint(0)") // see checkpoint.go
 	}
 	if q.Get("_txlock") == "" {
 		q.Set("_txlock", "immediate")
@@ -180,15 +190,23 @@ func sqlitePath(dsn string) (path, query string, err error) {
 	return path, q.Encode(), nil
 }
 
-// Close closes the database.
+// Close waits for the turns being written and closes the database.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.commits.close()
 		close(s.closed)
-		s.writers.Wait()
+		s.workers.Wait()
 		for _, st := range s.stmts.byQuery {
 			_ = st.Close()
 		}
 	})
+	return s.closeDBs()
+}
+
+func (s *Store) closeDBs() error {
+	if s.writeDB != s.sqlDB {
+		_ = s.writeDB.Close()
+	}
 	return s.sqlDB.Close()
 }
 

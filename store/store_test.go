@@ -26,7 +26,7 @@ var t0 = time.Date(2026, 3, 4, 5, 6, 7, 123456000, time.UTC)
 
 func ctx() context.Context { return context.Background() }
 
-func must(t *testing.T, err error) {
+func must(t testing.TB, err error) {
 	t.Helper()
 	if err != nil {
 		t.Fatal(err)
@@ -34,7 +34,7 @@ func must(t *testing.T, err error) {
 }
 
 // wantErr checks that err has kind and, when msg is not "", that message.
-func wantErr(t *testing.T, err error, kind domain.Kind, msg string) {
+func wantErr(t testing.TB, err error, kind domain.Kind, msg string) {
 	t.Helper()
 	if err == nil {
 		t.Fatalf("err = nil; want %s", kind)
@@ -50,7 +50,7 @@ func wantErr(t *testing.T, err error, kind domain.Kind, msg string) {
 	}
 }
 
-func equal[T any](t *testing.T, got, want T) {
+func equal[T any](t testing.TB, got, want T) {
 	t.Helper()
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got  %+v\nwant %+v", got, want)
@@ -82,21 +82,21 @@ type world struct {
 	aliceKey, bobKey *domain.APIKey
 }
 
-func newUser(t *testing.T, s *store.Store, name string) *domain.User {
+func newUser(t testing.TB, s *store.Store, name string) *domain.User {
 	t.Helper()
 	u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: name, CreatedAt: t0}
 	must(t, s.CreateUser(ctx(), u))
 	return u
 }
 
-func newProject(t *testing.T, s *store.Store, owner *domain.User, name string) *domain.Project {
+func newProject(t testing.TB, s *store.Store, owner *domain.User, name string) *domain.Project {
 	t.Helper()
 	p := &domain.Project{ID: domain.NewID(domain.PrefixProject), Name: name, Description: "about " + name, CreatedAt: t0, UpdatedAt: t0}
 	must(t, s.CreateProject(ctx(), p, domain.Member{ProjectID: p.ID, UserID: owner.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}))
 	return p
 }
 
-func newProvider(t *testing.T, s *store.Store, p *domain.Project) *domain.AIProvider {
+func newProvider(t testing.TB, s *store.Store, p *domain.Project) *domain.AIProvider {
 	t.Helper()
 	ap := &domain.AIProvider{
 		ID: domain.NewID(domain.PrefixProvider), ProjectID: p.ID, Name: "openai", Type: domain.ProviderOpenAI,
@@ -107,7 +107,7 @@ func newProvider(t *testing.T, s *store.Store, p *domain.Project) *domain.AIProv
 	return ap
 }
 
-func newChat(t *testing.T, s *store.Store, ap *domain.AIProvider) *domain.Chat {
+func newChat(t testing.TB, s *store.Store, ap *domain.AIProvider) *domain.Chat {
 	t.Helper()
 	c := &domain.Chat{
 		ID: domain.NewID(domain.PrefixChat), ProjectID: ap.ProjectID, AIProviderID: ap.ID, Name: "helper",
@@ -117,14 +117,14 @@ func newChat(t *testing.T, s *store.Store, ap *domain.AIProvider) *domain.Chat {
 	return c
 }
 
-func newKey(t *testing.T, s *store.Store, u *domain.User, secret string) *domain.APIKey {
+func newKey(t testing.TB, s *store.Store, u *domain.User, secret string) *domain.APIKey {
 	t.Helper()
 	k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "laptop", Hash: domain.HashAPIKey(secret), Hint: secret[:7], CreatedAt: t0}
 	must(t, s.CreateAPIKey(ctx(), k))
 	return k
 }
 
-func newWorld(t *testing.T, s *store.Store) *world {
+func newWorld(t testing.TB, s *store.Store) *world {
 	t.Helper()
 	w := &world{alice: newUser(t, s, "alice"), bob: newUser(t, s, "bob")}
 	w.prjA, w.prjB = newProject(t, s, w.alice, "a"), newProject(t, s, w.bob, "b")
@@ -1188,4 +1188,48 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 		}
 		t.Logf("largest turn batch: %d", s.LargestTurnBatch())
 	})
+}
+
+// TestSQLiteCheckpointsInBackground checks that committed turns reach the
+// database file while the store stays open, though far fewer pages were
+// written than SQLite's own checkpoint waits for (1,000): the Store's
+// checkpointer copies the log back, so no commit has to.
+func TestSQLiteCheckpointsInBackground(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), path)
+	must(t, err)
+	defer s.Close()
+	var autocheckpoint int
+	must(t, s.DB().Raw("PRAGMA wal_autocheckpoint").Row().Scan(&autocheckpoint))
+	if autocheckpoint != 0 {
+		t.Fatalf("wal_autocheckpoint = %d; want 0 (commits must not checkpoint)", autocheckpoint)
+	}
+	// Switching to WAL mode writes the file's first page; the schema and
+	// every row after it go to the log.
+	opened, err := os.Stat(path)
+	must(t, err)
+	must(t, s.Migrate(ctx(), "up", nil))
+	w := newWorld(t, s)
+	for i := range 20 {
+		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i))))
+	}
+
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fi, err := os.Stat(path)
+		must(t, err)
+		if fi.Size() > opened.Size() {
+			var rows int
+			must(t, s.DB().Raw("SELECT count(*) FROM messages").Row().Scan(&rows))
+			if rows != 40 {
+				t.Fatalf("%d messages after the checkpoint; want 40", rows)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the database file is still empty %v after the writes: nothing checkpointed the log", 5*time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

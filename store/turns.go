@@ -1,9 +1,7 @@
 package store
 
 import (
-	"cmp"
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"strconv"
@@ -15,15 +13,14 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// Turns are group-committed. Every completion stores its turn before its
-// response goes out, so the turn write is on the hot path; one transaction
-// per turn spends most of its time in BEGIN, COMMIT and the journal pages
-// each commit rewrites. Instead, turns that arrive while a transaction is
-// being written wait and go together in the next one: under no load a
-// batch is one turn, under load the cost of a commit is shared. When a
-// batch fails, its turns are written again one by one, so each caller gets
-// its own answer (a conflict or a missing conversation fails one turn, not
-// its neighbours).
+// Turns are group-committed (see commitQueue). Every completion stores its
+// turn before its response goes out, so the turn write is on the hot path;
+// one transaction per turn spends most of its time in BEGIN, COMMIT and the
+// journal pages each commit rewrites, so turns that arrive while a batch
+// is being written go together in the next one. When a batch fails, its
+// turns are written again one by one, so each caller gets its own answer
+// (a conflict or a missing conversation fails one turn, not its
+// neighbours).
 const (
 	maxTurnBatch = 64               // turns per transaction
 	turnTimeout  = 30 * time.Second // a batch's transaction serves several callers, so it has its own deadline
@@ -43,7 +40,7 @@ type turn struct {
 	msgs   []domain.Message
 	row    conversationRow
 	rows   []messageRow
-	done   chan error
+	wake   chan wake // one message: the result, or a batch to lead
 }
 
 // AppendTurn stores msgs at the end of c in one transaction, creating c
@@ -52,21 +49,35 @@ type turn struct {
 // another turn took the same Seq values first (retry); NotFound or Invalid
 // when a new conversation's project or chat does not exist. The turn may
 // share its transaction with others (see maxTurnBatch); it is committed
-// when AppendTurn returns nil.
+// when AppendTurn returns nil. Once in line, the turn is written even if
+// ctx ends meanwhile.
 func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create bool, msgs []domain.Message) error {
-	t := &turn{conv: c, create: create, msgs: msgs, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), done: make(chan error, 1)}
+	const op = "store.AppendTurn"
+	if err := ctx.Err(); err != nil {
+		return fail(op, err)
+	}
+	t := &turn{conv: c, create: create, msgs: msgs, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), wake: make(chan wake, 1)}
 	for i := range msgs {
 		t.rows[i] = fromDomainMessage(&msgs[i])
 		t.rows[i].ConversationID = c.ID
 	}
-	select {
-	case s.turns <- t:
-	case <-ctx.Done():
-		return fail("store.AppendTurn", ctx.Err())
-	case <-s.closed:
-		return fail("store.AppendTurn", errClosed)
+	batch, ok := s.commits.enter(t)
+	if !ok {
+		return fail(op, errClosed)
 	}
-	if err := <-t.done; err != nil {
+	var err error
+	for batch == nil {
+		w := <-t.wake
+		if w.batch == nil {
+			err = w.err
+			break
+		}
+		batch = w.batch
+	}
+	if batch != nil {
+		err = s.lead(batch)
+	}
+	if err != nil {
 		return err
 	}
 	c.UpdatedAt = t.row.UpdatedAt
@@ -79,43 +90,37 @@ func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create b
 	return nil
 }
 
-// writeTurns is a turn writer: it takes a turn, then every turn already
-// waiting (up to maxTurnBatch), and writes them in one transaction. It
-// returns when the store closes.
-func (s *Store) writeTurns() {
-	defer s.writers.Done()
-	batch := make([]*turn, 0, maxTurnBatch)
-	for {
-		select {
-		case <-s.closed:
-			return
-		case t := <-s.turns:
-			batch = append(batch[:0], t)
+// lead writes batch, whose first turn is the caller's: all in one
+// transaction, or one by one when that fails. It tells the others their
+// results, hands the turns that queued meanwhile to the first of them, and
+// returns the caller's result.
+func (s *Store) lead(batch []*turn) error {
+	ctx, cancel := s.writeContext()
+	errs := make([]error, len(batch))
+	if len(batch) == 1 || s.appendTurns(ctx, batch) != nil {
+		for i, t := range batch {
+			errs[i] = s.appendTurn(ctx, t)
 		}
-	more:
-		for len(batch) < maxTurnBatch {
-			select {
-			case t := <-s.turns:
-				batch = append(batch, t)
-			default:
-				break more
-			}
-		}
-		if n := int64(len(batch)); n > s.largestBatch.Load() {
-			s.largestBatch.Store(n) // one writer per value seen; a race only undercounts
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), turnTimeout)
-		if len(batch) > 1 && s.appendTurns(ctx, batch) == nil {
-			for _, t := range batch {
-				t.done <- nil
-			}
-		} else {
-			for _, t := range batch {
-				t.done <- s.appendTurn(ctx, t)
-			}
-		}
-		cancel()
 	}
+	cancel()
+	for i, t := range batch[1:] {
+		t.wake <- wake{err: errs[i+1]}
+	}
+	if next := s.commits.next(); next != nil {
+		next[0].wake <- wake{batch: next}
+	}
+	return errs[0]
+}
+
+// writeContext is the context of a batch's writes. On PostgreSQL it has a
+// deadline (turnTimeout). SQLite is a file of this process whose lock
+// waits busy_timeout bounds; a context that cannot end spares its driver
+// the goroutine per statement that watches for cancellation.
+func (s *Store) writeContext() (context.Context, context.CancelFunc) {
+	if s.dialect == SQLite {
+		return context.Background(), func() {}
+	}
+	return context.WithTimeout(context.Background(), turnTimeout)
 }
 
 // appendTurns writes a batch of turns in one transaction, all or none.
@@ -258,102 +263,31 @@ func (m *messageRow) values() [14]any {
 		m.ToolCallID, m.Model, m.FinishReason, m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.CreatedAt}
 }
 
-// The SQLite turn writer's statements. SQLite parses an INSERT in about the
-// time it takes to run it, so these are prepared once per connection (see
-// prepared); GORM cannot do that for statements first run inside a
-// transaction, because database/sql prepares a transaction's statement
-// again on every use.
+// The SQLite turn writer's statements (see sqliteWrite).
 const (
 	sqliteInsertConversation = "INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
 	sqliteTouchConversation  = "UPDATE conversations SET updated_at = ? WHERE id = ?"
 )
 
-// sqliteInsertMessages[n] is the INSERT of n messages, built once rather
-// than on every turn.
-var sqliteInsertMessages = func() []string {
-	row := "(?" + strings.Repeat(", ?", len(messageColumns)-1) + ")"
-	q := make([]string, sqliteRowsPerInsert+1)
-	for n := 1; n < len(q); n++ {
-		q[n] = "INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
-	}
-	return q
-}()
+// sqliteInsertMessages[n] is the INSERT of n messages.
+var sqliteInsertMessages = insertQueries("messages", messageColumns)
 
 // appendSQLiteTurns writes turns in one SQLite transaction, all or none.
 func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
-	// The statements are prepared before the transaction begins: preparing
-	// takes a connection of its own, and a ":memory:" database has just one.
-	type step struct {
-		stmt  *sql.Stmt
-		args  []any
-		touch bool // continues a conversation, which must exist
-	}
-	var steps []step
-	add := func(query string, touch bool, args ...any) error {
-		st, err := s.prepared(ctx, query)
-		steps = append(steps, step{st, args, touch})
-		return err
-	}
+	var w sqliteWrite
 	for _, t := range batch {
 		r := &t.row
-		var err error
 		if t.create {
-			err = add(sqliteInsertConversation, false, r.ID, r.ProjectID, r.ChatID, r.CreatedAt, r.UpdatedAt)
+			w.exec(sqliteInsertConversation, false, r.ID, r.ProjectID, r.ChatID, r.CreatedAt, r.UpdatedAt)
 		} else {
-			err = add(sqliteTouchConversation, true, r.UpdatedAt, r.ID)
+			w.exec(sqliteTouchConversation, true, r.UpdatedAt, r.ID)
 		}
-		for rows := t.rows; len(rows) > 0 && err == nil; {
-			n := min(len(rows), s.rowsPerInsert())
-			args := make([]any, 0, n*len(messageColumns))
-			for i := range rows[:n] {
-				v := rows[i].values()
-				args = append(args, v[:]...)
-			}
-			err = add(sqliteInsertMessages[n], false, args...)
-			rows = rows[n:]
-		}
-		if err != nil {
-			return err
-		}
+		w.insert(sqliteInsertMessages, len(messageColumns), len(t.rows), func(i int, args []any) []any {
+			v := t.rows[i].values()
+			return append(args, v[:]...)
+		})
 	}
-
-	tx, err := s.sqlDB.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }() // a no-op once committed
-	for _, st := range steps {
-		res, err := tx.StmtContext(ctx, st.stmt).ExecContext(ctx, st.args...)
-		if err != nil {
-			return err
-		}
-		if st.touch {
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				return cmp.Or(err, errNoConversation)
-			}
-		}
-	}
-	return tx.Commit()
-}
-
-// prepared returns query prepared on the database, once: database/sql
-// then prepares it once per connection, the first time a transaction on
-// that connection uses it. Only the turn writer's few queries come here.
-func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	s.stmts.Lock()
-	defer s.stmts.Unlock()
-	if st, ok := s.stmts.byQuery[query]; ok {
-		return st, nil
-	}
-	st, err := s.sqlDB.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	if s.stmts.byQuery == nil {
-		s.stmts.byQuery = make(map[string]*sql.Stmt)
-	}
-	s.stmts.byQuery[query] = st
-	return st, nil
+	return s.writeSQLite(ctx, &w)
 }
 
 // touchConversation sets the updatedAt of the conversation a turn

@@ -24,9 +24,19 @@ func (s *Store) InsertUsage(ctx context.Context, records []domain.UsageRecord) e
 			projects = append(projects, rows[i].ProjectID)
 		}
 	}
-	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		return tx.CreateInBatches(&rows, s.rowsPerInsert()).Error
-	})
+	var err error
+	if s.dialect == SQLite {
+		var w sqliteWrite
+		w.insert(sqliteInsertUsage, len(usageColumns), len(rows), func(i int, args []any) []any {
+			v := rows[i].values()
+			return append(args, v[:]...)
+		})
+		err = s.writeSQLite(ctx, &w)
+	} else {
+		err = s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+			return tx.CreateInBatches(&rows, s.rowsPerInsert()).Error
+		})
+	}
 	if err != nil {
 		return translate(op, err,
 			func() error { return conflictf(op, err, "a usage record with one of these ids already exists") },
@@ -40,6 +50,20 @@ func (s *Store) InsertUsage(ctx context.Context, records []domain.UsageRecord) e
 	}
 	return nil
 }
+
+// usageColumns are the columns of usage_records, in the order of
+// usageRow.values.
+var usageColumns = []string{"id", "project_id", "chat_id", "conversation_id", "ai_provider_id", "model", "user_id", "key_id",
+	"prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "outcome", "stream", "created_at"}
+
+// values returns u's fields in the order of usageColumns.
+func (u *usageRow) values() [16]any {
+	return [...]any{u.ID, u.ProjectID, u.ChatID, u.ConversationID, u.AIProviderID, u.Model, u.UserID, u.KeyID,
+		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.LatencyMS, u.TTFTMS, u.Outcome, u.Stream, u.CreatedAt}
+}
+
+// sqliteInsertUsage[n] is the INSERT of n usage records.
+var sqliteInsertUsage = insertQueries("usage_records", usageColumns)
 
 // usageKeys are the columns usage totals group by.
 var usageKeys = map[domain.UsageGroupBy]string{

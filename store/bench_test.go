@@ -1,0 +1,79 @@
+package store_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
+)
+
+// The writes every completion makes: its turn, on the hot path, and its
+// usage record, in batches off it. `make bench-go` runs these; compare
+// runs with benchstat.
+
+// eachDB runs b on SQLite and, when a server is configured, PostgreSQL.
+func eachDB(b *testing.B, body func(b *testing.B, s *store.Store)) {
+	b.Run("sqlite", func(b *testing.B) { body(b, dbtest.SQLite(b)) })
+	b.Run("postgres", func(b *testing.B) { body(b, dbtest.Postgres(b)) })
+}
+
+// BenchmarkAppendTurn stores new conversations of one turn (the user's
+// message and the reply), one at a time ("serial") and from many
+// goroutines at once ("parallel", where turns share transactions).
+func BenchmarkAppendTurn(b *testing.B) {
+	eachDB(b, func(b *testing.B, s *store.Store) {
+		w := newWorld(b, s)
+		appendOne := func() error {
+			now := time.Now()
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: now, UpdatedAt: now}
+			return s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "How far is the moon from the earth, on average?"))
+		}
+		b.Run("serial", func(b *testing.B) {
+			for b.Loop() {
+				if err := appendOne(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("parallel", func(b *testing.B) {
+			b.SetParallelism(8)
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := appendOne(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	})
+}
+
+// BenchmarkInsertUsage stores batches of usage records, the size the
+// usage batcher writes at about 1,000 completions a second; the figure is
+// per record.
+func BenchmarkInsertUsage(b *testing.B) {
+	const batch = 200
+	eachDB(b, func(b *testing.B, s *store.Store) {
+		w := newWorld(b, s)
+		records := make([]domain.UsageRecord, batch)
+		b.ResetTimer()
+		for i := 0; i < b.N; i += batch {
+			now := time.Now()
+			for j := range records {
+				records[j] = domain.UsageRecord{
+					ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, ConversationID: domain.NewID(domain.PrefixConversation),
+					AIProviderID: w.provA.ID, Model: "gpt-4o-mini", UserID: w.alice.ID, KeyID: w.aliceKey.ID,
+					Usage:   domain.Usage{PromptTokens: 12, CompletionTokens: 30, TotalTokens: 42},
+					Latency: 900 * time.Millisecond, TimeToFirst: 200 * time.Millisecond, Outcome: domain.OutcomeOK, CreatedAt: now,
+				}
+			}
+			if err := s.InsertUsage(ctx(), records); err != nil {
+				b.Fatal(fmt.Errorf("batch at %d: %w", i, err))
+			}
+		}
+	})
+}

@@ -1,0 +1,55 @@
+package store
+
+import (
+	"context"
+	"time"
+)
+
+// SQLite in WAL mode appends each commit to the write-ahead log and copies
+// the log back into the database file in a checkpoint. Left to itself,
+// SQLite checkpoints inside the commit that takes the log past 1,000 pages,
+// and that commit then waits for the copy and two fsyncs: every turn
+// queued behind it waits too. So the connections do not checkpoint
+// (wal_autocheckpoint(0), see sqlitePath), and a goroutine of the Store
+// does it on its own connection, where it holds up no writer.
+const (
+	// checkpointEvery is how often the checkpointer copies the log back.
+	checkpointEvery = 100 * time.Millisecond
+	// checkpointRestartFrames bounds the log. A PASSIVE checkpoint copies
+	// what was committed when it began; while commits keep arriving the
+	// log may never be wholly copied, and SQLite starts the log afresh
+	// only when it is. Past this many frames (about 64 MB) the
+	// checkpointer waits for a gap between writers (RESTART) instead.
+	checkpointRestartFrames = 16 << 10
+)
+
+// checkpointWAL checkpoints a SQLite database every checkpointEvery until
+// the Store closes. (Closing the last connection checkpoints once more.)
+func (s *Store) checkpointWAL() {
+	defer s.workers.Done()
+	t := time.NewTicker(checkpointEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.closed:
+			return
+		case <-t.C:
+			if frames := s.checkpoint("PASSIVE"); frames > checkpointRestartFrames {
+				s.checkpoint("RESTART")
+			}
+		}
+	}
+}
+
+// checkpoint runs one checkpoint in mode and returns how many frames the
+// log holds, or 0 when it failed: a failed checkpoint is tried again at
+// the next tick, and the database stays correct meanwhile.
+func (s *Store) checkpoint(mode string) (frames int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var busy, checkpointed int
+	if err := s.sqlDB.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &checkpointed); err != nil {
+		return 0
+	}
+	return frames
+}
