@@ -96,78 +96,109 @@ func (r syncRecorder) Record(ctx context.Context, rec UsageRecord) {
 }
 
 // UsageBatcher records usage in batches from a background goroutine: a
-// completion hands over its record and goes on. Close flushes what is left.
+// completion appends its record and goes on, without waking anyone; the
+// goroutine writes what has gathered every interval, or as soon as a batch
+// is full. Close flushes what is left.
 type UsageBatcher struct {
-	mu       sync.RWMutex // held for reading while sending, for writing to close
-	closed   bool
 	store    UsageStore
 	log      *slog.Logger
-	in       chan UsageRecord
-	done     chan struct{}
 	maxBatch int
 	every    time.Duration
+
+	mu      sync.Mutex
+	pending []UsageRecord
+	drained sync.Cond // signalled when pending was taken
+	closed  bool
+	kick    chan struct{} // capacity 1: a batch is full, or Close was called
+	done    chan struct{}
 }
+
+// usageBacklog is how many batches may wait before Record blocks.
+const usageBacklog = 16
 
 // NewUsageBatcher starts a batcher that writes every interval or every
 // maxBatch records, whichever comes first.
 func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every time.Duration) *UsageBatcher {
-	b := &UsageBatcher{store: store, log: log, in: make(chan UsageRecord, 16*maxBatch), done: make(chan struct{}), maxBatch: maxBatch, every: every}
+	b := &UsageBatcher{store: store, log: log, maxBatch: maxBatch, every: every,
+		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	b.drained.L = &b.mu
 	go b.run()
 	return b
 }
 
-// Record queues rec. When the queue is full it waits, so no record is lost;
-// after Close it writes rec at once.
+// Record queues rec. When usageBacklog batches wait already it waits for
+// the writer, so no record is lost; after Close it writes rec at once.
 func (b *UsageBatcher) Record(ctx context.Context, rec UsageRecord) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
+	b.mu.Lock()
+	for !b.closed && len(b.pending) >= usageBacklog*b.maxBatch {
+		b.drained.Wait()
+	}
 	if b.closed {
+		b.mu.Unlock()
 		syncRecorder{store: b.store, log: b.log}.Record(ctx, rec)
 		return
 	}
-	b.in <- rec
+	b.pending = append(b.pending, rec)
+	full := len(b.pending) == b.maxBatch
+	b.mu.Unlock()
+	if full {
+		b.wake()
+	}
+}
+
+func (b *UsageBatcher) wake() {
+	select {
+	case b.kick <- struct{}{}:
+	default: // already woken
+	}
 }
 
 func (b *UsageBatcher) run() {
 	defer close(b.done)
 	t := time.NewTicker(b.every)
 	defer t.Stop()
-	batch := make([]UsageRecord, 0, b.maxBatch)
-	flush := func() {
-		if len(batch) == 0 {
-			return
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := b.store.InsertUsage(ctx, batch); err != nil {
-			// One bad record (its project was deleted meanwhile) must not
-			// lose the others: write them one by one.
-			lost := 0
-			for _, rec := range batch {
-				if err := b.store.InsertUsage(ctx, []UsageRecord{rec}); err != nil {
-					lost++
-				}
-			}
-			if lost > 0 {
-				b.log.Warn("usage records lost", "records", lost, "err", err)
-			}
-		}
-		batch = batch[:0]
-	}
+	var batch []UsageRecord
 	for {
 		select {
-		case rec, ok := <-b.in:
-			if !ok {
-				flush()
-				return
-			}
-			batch = append(batch, rec)
-			if len(batch) >= b.maxBatch {
-				flush()
-			}
+		case <-b.kick:
 		case <-t.C:
-			flush()
 		}
+		b.mu.Lock()
+		batch, b.pending = b.pending, batch[:0]
+		closed := b.closed
+		b.drained.Broadcast()
+		b.mu.Unlock()
+		for rest := batch; len(rest) > 0; {
+			n := min(len(rest), b.maxBatch)
+			b.write(rest[:n])
+			rest = rest[n:]
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// write stores batch. One bad record (its project was deleted meanwhile)
+// must not lose the others, so a failed batch is written again one by one.
+func (b *UsageBatcher) write(batch []UsageRecord) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := b.store.InsertUsage(ctx, batch)
+	if err == nil || len(batch) == 1 {
+		if err != nil {
+			b.log.Warn("usage records lost", "records", 1, "err", err)
+		}
+		return
+	}
+	lost := 0
+	for _, rec := range batch {
+		if err := b.store.InsertUsage(ctx, []UsageRecord{rec}); err != nil {
+			lost++
+		}
+	}
+	if lost > 0 {
+		b.log.Warn("usage records lost", "records", lost, "err", err)
 	}
 }
 
@@ -175,11 +206,10 @@ func (b *UsageBatcher) run() {
 // written one by one as they come.
 func (b *UsageBatcher) Close() {
 	b.mu.Lock()
-	if !b.closed {
-		b.closed = true
-		close(b.in)
-	}
+	b.closed = true
+	b.drained.Broadcast()
 	b.mu.Unlock()
+	b.wake()
 	<-b.done
 }
 
