@@ -57,12 +57,14 @@ func newHTTPClient(cfg Config) *http.Client {
 	if !cfg.AllowPrivate {
 		dialer.Control = guardControl
 	}
+	// Idle connections are kept for bursts: each one closed after a burst
+	// is dialled again at the next.
 	base := &http.Transport{
 		Proxy:                 nil,
 		DialContext:           dialer.DialContext,
 		ForceAttemptHTTP2:     true,
-		MaxIdleConns:          100,
-		MaxIdleConnsPerHost:   32,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.ConnectTimeout,
 		ResponseHeaderTimeout: cfg.FirstByteTimeout,
