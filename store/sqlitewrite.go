@@ -1,21 +1,97 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
 	"strings"
+	"sync"
+
+	"github.com/glebarez/sqlite"
 )
 
 // SQLite takes one writer at a time, and a writer that finds the database
 // locked sleeps and tries again: 1, 2, 5, 10 ms... So the hot writes (turns
-// and usage records) go through a pool of their own with one connection,
-// where they queue in Go and start the moment the one before commits. The
-// connection's page cache also stays warm, since hardly any other
-// connection writes. Their statements are prepared once on it: SQLite
-// parses an INSERT in about the time it takes to run it, and GORM cannot
-// keep a statement first used in a transaction, which database/sql would
-// prepare again at every use.
+// and usage records) all go through one connection held for them, where
+// they queue in Go and start the moment the one before commits. Its page
+// cache also stays warm, since hardly any other connection writes.
+//
+// Everything on it is prepared once, BEGIN and COMMIT included: SQLite
+// parses a statement in about the time it takes to run an INSERT, and GORM
+// cannot keep a statement first used in a transaction (database/sql
+// prepares it again at every use). No database/sql transaction is used
+// either: each costs a goroutine, and each statement run with a context
+// that can end costs the driver one more.
+type sqliteWriter struct {
+	mu    sync.Mutex
+	db    *sql.DB   // a pool of the one connection
+	conn  *sql.Conn // that connection, held
+	stmts map[string]*sql.Stmt
+}
+
+// open connects the writer to the database at dsn.
+func (w *sqliteWriter) open(ctx context.Context, dsn string) error {
+	db, err := sql.Open(sqlite.DriverName, dsn)
+	if err != nil {
+		return err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetMaxIdleConns(1)
+	db.SetConnMaxLifetime(0)
+	db.SetConnMaxIdleTime(0)
+	w.db = db
+	return w.connect(ctx)
+}
+
+// connect takes the connection; callers hold mu (or own w).
+func (w *sqliteWriter) connect(ctx context.Context) error {
+	conn, err := w.db.Conn(ctx)
+	if err != nil {
+		return err
+	}
+	w.conn, w.stmts = conn, map[string]*sql.Stmt{}
+	return nil
+}
+
+// close releases the connection and its statements.
+func (w *sqliteWriter) close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.db == nil {
+		return nil
+	}
+	w.drop()
+	err := w.db.Close()
+	w.db = nil
+	return err
+}
+
+// drop closes the connection, for close or after it broke; callers hold mu.
+func (w *sqliteWriter) drop() {
+	for _, st := range w.stmts {
+		_ = st.Close()
+	}
+	if w.conn != nil {
+		_ = w.conn.Raw(func(any) error { return driver.ErrBadConn }) // do not return it to the pool
+		_ = w.conn.Close()
+	}
+	w.conn, w.stmts = nil, nil
+}
+
+// exec runs query, prepared once, with args; callers hold mu.
+func (w *sqliteWriter) exec(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	st, ok := w.stmts[query]
+	if !ok {
+		var err error
+		if st, err = w.conn.PrepareContext(ctx, query); err != nil {
+			return nil, err
+		}
+		w.stmts[query] = st
+	}
+	return st.ExecContext(ctx, args...)
+}
 
 // sqliteWrite is the statements of one SQLite write transaction.
 type sqliteWrite struct {
@@ -50,51 +126,57 @@ func (w *sqliteWrite) insert(queries []string, width, n int, appendRow func(i in
 
 // writeSQLite runs w's statements in one transaction on the write
 // connection, all or none.
-func (s *Store) writeSQLite(ctx context.Context, w *sqliteWrite) error {
-	// The statements are prepared before the transaction begins: preparing
-	// takes a connection of its own, and a ":memory:" database has just one.
-	stmts := make([]*sql.Stmt, len(w.steps))
-	for i, st := range w.steps {
-		var err error
-		if stmts[i], err = s.prepared(ctx, st.query); err != nil {
+func (s *Store) writeSQLite(ctx context.Context, w *sqliteWrite) (err error) {
+	wr := &s.writer
+	wr.mu.Lock()
+	defer wr.mu.Unlock()
+	if wr.db == nil {
+		return errClosed
+	}
+	if wr.conn == nil {
+		if err := wr.connect(ctx); err != nil {
 			return err
 		}
 	}
-	tx, err := s.writeDB.BeginTx(ctx, nil)
-	if err != nil {
+	defer func() {
+		if errors.Is(err, driver.ErrBadConn) || errors.Is(err, sql.ErrConnDone) {
+			wr.drop() // the next write connects again
+		}
+	}()
+	if _, err := wr.exec(ctx, "BEGIN IMMEDIATE"); err != nil {
 		return err
 	}
-	defer func() { _ = tx.Rollback() }() // a no-op once committed
-	for i, st := range w.steps {
-		res, err := tx.StmtContext(ctx, stmts[i]).ExecContext(ctx, st.args...)
+	if err := runSteps(ctx, wr, w.steps); err != nil {
+		// Whatever ended the statement, the transaction ends here.
+		if _, rerr := wr.exec(context.Background(), "ROLLBACK"); rerr != nil && !strings.Contains(rerr.Error(), "no transaction is active") {
+			return errors.Join(err, fmt.Errorf("rollback: %w", rerr))
+		}
+		return err
+	}
+	if _, err := wr.exec(ctx, "COMMIT"); err != nil {
+		_, _ = wr.exec(context.Background(), "ROLLBACK")
+		return err
+	}
+	return nil
+}
+
+func runSteps(ctx context.Context, wr *sqliteWriter, steps []sqliteStep) error {
+	for _, st := range steps {
+		res, err := wr.exec(ctx, st.query, st.args...)
 		if err != nil {
 			return err
 		}
 		if st.touch {
-			if n, err := res.RowsAffected(); err != nil || n == 0 {
-				return cmp.Or(err, errNoConversation)
+			n, err := res.RowsAffected()
+			if err != nil {
+				return err
+			}
+			if n == 0 {
+				return errNoConversation
 			}
 		}
 	}
-	return tx.Commit()
-}
-
-// prepared returns query prepared on the write pool, once.
-func (s *Store) prepared(ctx context.Context, query string) (*sql.Stmt, error) {
-	s.stmts.Lock()
-	defer s.stmts.Unlock()
-	if st, ok := s.stmts.byQuery[query]; ok {
-		return st, nil
-	}
-	st, err := s.writeDB.PrepareContext(ctx, query)
-	if err != nil {
-		return nil, err
-	}
-	if s.stmts.byQuery == nil {
-		s.stmts.byQuery = make(map[string]*sql.Stmt)
-	}
-	s.stmts.byQuery[query] = st
-	return st, nil
+	return nil
 }
 
 // insertQueries returns, at index n, the INSERT of n rows into table, for

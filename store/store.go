@@ -43,14 +43,9 @@ type Store struct {
 	dialect string
 
 	commits *commitQueue // the turns being written; see commit.go
-	// writeDB is SQLite's pool of one connection for turns and usage
-	// records (see sqlitewrite.go); sqlDB on PostgreSQL.
-	writeDB *sql.DB
-	// stmts holds the statements prepared on writeDB, by query.
-	stmts struct {
-		sync.Mutex
-		byQuery map[string]*sql.Stmt
-	}
+	writer  sqliteWriter // SQLite's write connection; see sqlitewrite.go
+	tempDir string       // holds a ":memory:" database, removed on Close
+
 	closed    chan struct{}
 	closeOnce sync.Once
 	workers   sync.WaitGroup // the SQLite checkpointer
@@ -74,83 +69,75 @@ var (
 //   - "": SQLite at DefaultSQLitePath;
 //   - "sqlite:PATH" (or "sqlite://PATH"), or any other string, taken as a
 //     file path: SQLite at PATH, creating its directory. ":memory:" is a
-//     private in-memory database.
+//     private database that lasts until Close (in a temporary directory,
+//     so that it works like any other).
 //
 // Open does not migrate; call Migrate.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	var (
-		dialector gorm.Dialector
-		dialect   string
-		memory    bool
-		sqliteDSN string
-	)
+	s := &Store{closed: make(chan struct{})}
+	var dialector gorm.Dialector
+	var sqliteDSN string
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
-		dialector, dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
+		dialector, s.dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
 	default:
 		path, query, err := sqlitePath(dsn)
 		if err != nil {
 			return nil, err
 		}
-		memory = path == ":memory:"
-		if !memory {
-			if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-				return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
+		if path == ":memory:" {
+			if s.tempDir, err = os.MkdirTemp("", "parley-memory-"); err != nil {
+				return nil, fmt.Errorf("store: create a private SQLite database: %w", err)
 			}
+			path = filepath.Join(s.tempDir, "parley.db")
+		} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
 		}
 		sqliteDSN = path + "?" + query
-		dialector, dialect = sqlite.Open(sqliteDSN), SQLite
+		dialector, s.dialect = sqlite.Open(sqliteDSN), SQLite
 	}
-	db, err := gorm.Open(dialector, &gorm.Config{
+	if err := s.open(ctx, dialector, sqliteDSN); err != nil {
+		_ = s.closeDBs()
+		return nil, fmt.Errorf("store: open %s database: %w", s.dialect, err)
+	}
+	return s, nil
+}
+
+// open connects s through dialector and starts its workers.
+func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN string) error {
+	var err error
+	s.db, err = gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
 		NowFunc:                func() time.Time { return ts(time.Now()) },
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+		return err
 	}
-	sqlDB, err := db.DB()
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
+	if s.sqlDB, err = s.db.DB(); err != nil {
+		return err
 	}
-	s := &Store{db: db, sqlDB: sqlDB, dialect: dialect, writeDB: sqlDB, closed: make(chan struct{})}
-	// SQLite has one writer at a time; PostgreSQL commits batches side by side.
-	writers := 1
-	switch {
-	case memory:
-		// Every connection to ":memory:" is a database of its own.
-		sqlDB.SetMaxOpenConns(1)
-		sqlDB.SetConnMaxLifetime(0)
-		sqlDB.SetConnMaxIdleTime(0)
-	case dialect == Postgres:
-		sqlDB.SetMaxOpenConns(20)
-		sqlDB.SetMaxIdleConns(10)
-		sqlDB.SetConnMaxIdleTime(5 * time.Minute)
-		writers = 4
-	default:
-		// Opening a SQLite connection runs the pragmas and reads the
-		// schema; keep the ones in use instead of the default two idle.
-		sqlDB.SetMaxOpenConns(8)
-		sqlDB.SetMaxIdleConns(8)
-		if s.writeDB, err = sql.Open(sqlite.DriverName, sqliteDSN); err != nil {
-			_ = sqlDB.Close()
-			return nil, fmt.Errorf("store: open %s database: %w", dialect, err)
-		}
-		s.writeDB.SetMaxOpenConns(1)
-		s.writeDB.SetMaxIdleConns(1)
-		s.writeDB.SetConnMaxLifetime(0)
-		s.writeDB.SetConnMaxIdleTime(0)
+	if s.dialect == Postgres {
+		s.sqlDB.SetMaxOpenConns(20)
+		s.sqlDB.SetMaxIdleConns(10)
+		s.sqlDB.SetConnMaxIdleTime(5 * time.Minute)
+		s.commits = newCommitQueue(4) // PostgreSQL commits batches side by side
+		return s.Ping(ctx)
 	}
-	s.commits = newCommitQueue(writers)
-	if err := errors.Join(s.Ping(ctx), s.writeDB.PingContext(ctx)); err != nil {
-		_ = s.closeDBs()
-		return nil, fmt.Errorf("store: connect to %s database: %w", dialect, err)
+	// Opening a SQLite connection runs the pragmas and reads the schema;
+	// keep the ones in use instead of the default two idle.
+	s.sqlDB.SetMaxOpenConns(8)
+	s.sqlDB.SetMaxIdleConns(8)
+	s.commits = newCommitQueue(1) // SQLite has one writer at a time
+	if err := s.Ping(ctx); err != nil {
+		return err
 	}
-	if dialect == SQLite && !memory {
-		s.workers.Add(1)
-		go s.checkpointWAL()
+	if err := s.writer.open(ctx, sqliteDSN); err != nil {
+		return err
 	}
-	return s, nil
+	s.workers.Add(1)
+	go s.checkpointWAL()
+	return nil
 }
 
 // sqlitePath returns the file path of a SQLite dsn and the driver query
@@ -175,11 +162,9 @@ func sqlitePath(dsn string) (path, query string, err error) {
 	}
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_pragma", "busy_timeout(10000)")
-	if path != ":memory:" {
-		q.Add("_pragma", "journal_mode(WAL)")
-		q.Add("_pragma", "synchronous(NORMAL)")
-		q.Add("_pragma", "wal_autocheckpoint(0)") // see checkpoint.go
-	}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(NORMAL)")
+	q.Add("_pragma", "wal_autocheckpoint(0)") // see checkpoint.go
 	if q.Get("_txlock") == "" {
 		q.Set("_txlock", "immediate")
 	}
@@ -193,21 +178,24 @@ func sqlitePath(dsn string) (path, query string, err error) {
 // Close waits for the turns being written and closes the database.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
-		s.commits.close()
+		if s.commits != nil {
+			s.commits.close()
+		}
 		close(s.closed)
 		s.workers.Wait()
-		for _, st := range s.stmts.byQuery {
-			_ = st.Close()
-		}
 	})
 	return s.closeDBs()
 }
 
 func (s *Store) closeDBs() error {
-	if s.writeDB != s.sqlDB {
-		_ = s.writeDB.Close()
+	err := s.writer.close()
+	if s.sqlDB != nil {
+		err = errors.Join(err, s.sqlDB.Close())
 	}
-	return s.sqlDB.Close()
+	if s.tempDir != "" {
+		err = errors.Join(err, os.RemoveAll(s.tempDir))
+	}
+	return err
 }
 
 // Ping checks that the database answers, for readiness probes.

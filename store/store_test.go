@@ -148,7 +148,12 @@ func TestOpen(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			s, err := store.Open(ctx(), tt.dsn)
 			must(t, err)
-			defer s.Close()
+			closed := false
+			defer func() {
+				if !closed {
+					s.Close()
+				}
+			}()
 			if got, want := s.Dialect(), store.SQLite; got != want {
 				t.Fatalf("Dialect() = %q; want %q", got, want)
 			}
@@ -157,8 +162,6 @@ func TestOpen(t *testing.T) {
 			if _, err := s.CountUsers(ctx()); err != nil {
 				t.Fatal(err)
 			}
-			// A turn is written with statements prepared outside its
-			// transaction, which ":memory:" (one connection) must allow.
 			w := newWorld(t, s)
 			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
 			tctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
@@ -168,6 +171,14 @@ func TestOpen(t *testing.T) {
 				if _, err := os.Stat(tt.file); err != nil {
 					t.Fatalf("database file: %v", err)
 				}
+			}
+			// A private database leaves nothing behind.
+			before, _ := filepath.Glob(filepath.Join(os.TempDir(), "parley-memory-*"))
+			closed = true
+			must(t, s.Close())
+			after, _ := filepath.Glob(filepath.Join(os.TempDir(), "parley-memory-*"))
+			if tt.dsn == ":memory:" && len(after) != len(before)-1 {
+				t.Errorf("%d private database directories before Close, %d after; want one fewer", len(before), len(after))
 			}
 		})
 	}
