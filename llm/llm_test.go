@@ -909,3 +909,33 @@ func TestWrongKeyAgainstAFakeRequiringOne(t *testing.T) {
 		})
 	}
 }
+
+// TestStreamChunksAsUpstreamsSendThem reads a stream whose chunks have
+// what real upstreams send but the fake's do not: null fields, fields
+// Parley does not know, a name given twice, invalid UTF-8 and a choice
+// other than the first. Each chunk is still read as encoding/json would.
+func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
+	s := llmtest.NewServer(t)
+	body := strings.Join([]string{
+		`data: {"id":"c1","object":"chat.completion.chunk","model":"m-1","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":null,"refusal":null},"logprobs":null,"finish_reason":null}]}`,
+		`data: {"model":"m-1","choices":[{"index":0,"delta":{"content":"caf` + "\xe9" + `"},"finish_reason":null},{"index":1,"delta":{"content":"other"}}]}`,
+		`data: {"model":"m-1","choices":[{"index":0,"delta":{"content":"x","content":" au lait"},"finish_reason":null}]}`,
+		`data: {"model":"m-1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}],"usage":null}`,
+		`data: {"model":"m-1","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}`,
+		`data: [DONE]`,
+	}, "\n\n") + "\n\n"
+	s.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
+	res, deltas, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAI, s), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := strings.Join(deltas, "|"), "caf\ufffd| au lait"; got != want {
+		t.Errorf("deltas = %q; want %q", got, want)
+	}
+	if res.Content != "caf\ufffd au lait" || res.FinishReason != "stop" || res.Model != "m-1" {
+		t.Errorf("result = %+v", res)
+	}
+	if got, want := res.Usage, (domain.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}); got != want {
+		t.Errorf("usage = %+v; want %+v", got, want)
+	}
+}

@@ -4,10 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"time"
 
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	openai "github.com/sashabaranov/go-openai"
 
 	"github.com/parleyhq/parley/domain"
@@ -149,12 +152,16 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		chunk, err := stream.Recv()
+		raw, err := stream.RecvRaw()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		if err != nil {
 			return res, err
+		}
+		var chunk openAIChunk
+		if err := jsonv2.Unmarshal(raw, &chunk, lenient); err != nil {
+			return res, fmt.Errorf("decode a stream chunk: %w", err)
 		}
 		if chunk.Model != "" {
 			res.Model = chunk.Model
@@ -180,7 +187,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 				}
 			}
 			if ch.FinishReason != "" {
-				res.FinishReason = string(ch.FinishReason)
+				res.FinishReason = ch.FinishReason
 			}
 		}
 	}
@@ -192,6 +199,36 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	}
 	return res, nil
 }
+
+// openAIChunk is the part of a chat.completion.chunk Parley reads. Chunks
+// are decoded from go-openai's raw lines into this, not into the SDK's
+// ChatCompletionStreamResponse: a stream has a chunk per token or so, and
+// decoding each into the SDK's full struct with encoding/json was the
+// largest cost a stream added over a plain proxy.
+type openAIChunk struct {
+	Model   string `json:"model"`
+	Choices []struct {
+		Index int `json:"index"`
+		Delta struct {
+			Content   string `json:"content"`
+			ToolCalls []struct {
+				Index    *int   `json:"index"`
+				ID       string `json:"id"`
+				Function struct {
+					Name      string `json:"name"`
+					Arguments string `json:"arguments"`
+				} `json:"function"`
+			} `json:"tool_calls"`
+		} `json:"delta"`
+		FinishReason string `json:"finish_reason"`
+	} `json:"choices"`
+	Usage *openai.Usage `json:"usage"`
+}
+
+// lenient decodes what upstreams send as encoding/json would: invalid UTF-8
+// becomes U+FFFD and a repeated name takes the last value, rather than
+// failing a stream that is otherwise fine.
+var lenient = jsonv2.JoinOptions(jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
 
 // openAILocal maps go-openai's own refusals, made before any request.
 func openAILocal(model string, err error) error {
