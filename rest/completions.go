@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
@@ -216,7 +218,20 @@ type stream struct {
 	stopOnce sync.Once
 	buf      bytes.Buffer  // events not yet written
 	enc      *json.Encoder // writes to buf
+	// textChunk is the JSON of a text delta's chunk before the text:
+	// the same for every chunk of the stream, so it is encoded once.
+	textChunk []byte
 }
+
+// appendQuote appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
+// encoding/json writes it; AppendQuote's error only reports that it did.
+func appendQuote(b []byte, s string) []byte {
+	b, _ = jsontext.AppendQuote(b, s)
+	return b
+}
+
+// textChunkEnd closes a text delta's chunk after its text.
+const textChunkEnd = `},"finish_reason":null}]}`
 
 // errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
 var errStreamTooLong = errors.New("stream reached the maximum duration")
@@ -251,6 +266,8 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.meta, st.started = meta, true
+	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
+		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
 	h := st.c.Response().Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -275,9 +292,19 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 func (st *stream) Delta(d domain.Delta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if len(d.ToolCalls) == 0 {
+		// Most chunks are text: one quoted string between two constants.
+		b := st.buf.AvailableBuffer()
+		b = append(b, "data: "...)
+		b = append(b, st.textChunk...)
+		b = appendQuote(b, d.Content)
+		b = append(b, textChunkEnd+"\n\n"...)
+		st.buf.Write(b)
+		return st.flush()
+	}
 	ch := st.chunk()
 	var delta chunkDelta
-	if d.Content != "" || len(d.ToolCalls) == 0 {
+	if d.Content != "" {
 		delta.Content = &d.Content
 	}
 	for _, tc := range d.ToolCalls {

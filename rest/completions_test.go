@@ -6,8 +6,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/parleyhq/parley/llm/llmtest"
 )
 
 // upstreamMessages returns the roles and contents the fake upstream received last.
@@ -308,6 +311,33 @@ func TestStreamingStatelessCompletion(t *testing.T) {
 		}
 		if id, _ := events[0].data["messageId"].(string); !strings.HasPrefix(id, "msg_") {
 			t.Errorf("first chunk messageId = %v", events[0].data["messageId"])
+		}
+	})
+}
+
+// TestStreamedTextChunks checks every text chunk of a stream, whose JSON
+// is written by hand (see stream.Delta), against OpenAI's shape, with text
+// that needs escaping.
+func TestStreamedTextChunks(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		deltas := []string{`say "hi"`, "\n\ttab\\", "<b>&</b>", "\u2028é😀", "\x00\x1f"}
+		h.up.Enqueue(llmtest.Behavior{Deltas: deltas})
+		events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("go")}, "model": `m-"1"`}))
+		id := events[0].data["id"]
+		var got []string
+		for _, ev := range events[1 : len(events)-3] { // after the opening chunk; before the finish, usage and [DONE]
+			want := map[string]any{
+				"id": id, "object": "chat.completion.chunk", "created": events[0].data["created"], "model": `m-"1"`,
+				"choices": []any{map[string]any{"index": float64(0), "delta": ev.data["choices"].([]any)[0].(map[string]any)["delta"], "finish_reason": nil}},
+			}
+			if !reflect.DeepEqual(ev.data, want) {
+				t.Fatalf("chunk %s\nwant %v", ev.raw, want)
+			}
+			got = append(got, ev.data["choices"].([]any)[0].(map[string]any)["delta"].(map[string]any)["content"].(string))
+		}
+		if !reflect.DeepEqual(got, deltas) {
+			t.Errorf("deltas = %q; want %q", got, deltas)
 		}
 	})
 }
