@@ -208,16 +208,16 @@ type chunkToolFunction struct {
 // and go out together at each flush: Start's chunk with the first delta,
 // and the finish reason, usage and [DONE] in one write.
 type stream struct {
-	s        *Server
-	c        echo.Context
-	ctx      context.Context
-	mu       sync.Mutex
-	started  bool
-	meta     domain.CompletionMeta
-	stop     chan struct{}
-	stopOnce sync.Once
-	buf      bytes.Buffer  // events not yet written
-	enc      *json.Encoder // writes to buf
+	s       *Server
+	c       echo.Context
+	ctx     context.Context
+	mu      sync.Mutex
+	started bool
+	meta    domain.CompletionMeta
+	halted  bool          // finished: the response is no longer ours
+	alive   *time.Timer   // sends the next keep-alive
+	buf     bytes.Buffer  // events not yet written
+	enc     *json.Encoder // writes to buf
 	// textChunk is the JSON of a text delta's chunk before the text:
 	// the same for every chunk of the stream, so it is encoded once.
 	textChunk []byte
@@ -243,7 +243,7 @@ func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.Ca
 	if s.cfg.MaxStreamDuration > 0 {
 		sctx, cancel = context.WithTimeoutCause(sctx, s.cfg.MaxStreamDuration, errStreamTooLong)
 	}
-	st := &stream{s: s, c: c, ctx: sctx, stop: make(chan struct{})}
+	st := &stream{s: s, c: c, ctx: sctx}
 	st.enc = json.NewEncoder(&st.buf)
 	// The handler defers this: it stops the keep-alives even when finish is
 	// never reached (a panic), before the response goes back to the server.
@@ -257,7 +257,10 @@ func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.Ca
 
 // halt stops the keep-alives; callers hold mu.
 func (st *stream) halt() {
-	st.stopOnce.Do(func() { close(st.stop) })
+	st.halted = true
+	if st.alive != nil {
+		st.alive.Stop()
+	}
 }
 
 // Start sends the headers and the first chunk, with Parley's ids. The
@@ -284,7 +287,7 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	if err := st.add(first); err != nil {
 		return err
 	}
-	go st.keepAlive()
+	st.alive = time.AfterFunc(st.s.cfg.KeepAlive, st.keepAlive)
 	return nil
 }
 
@@ -351,26 +354,19 @@ func (st *stream) flush() error {
 	return nil
 }
 
-// keepAlive sends an SSE comment at every interval so that proxies and
-// clients do not close a healthy but quiet stream.
+// keepAlive sends an SSE comment, and arms itself to send the next one an
+// interval later, so that proxies and clients do not close a healthy but
+// quiet stream. A timer, not a goroutine with a ticker: most streams end
+// before the first keep-alive, and a goroutine per stream costs its start.
 func (st *stream) keepAlive() {
-	t := time.NewTicker(st.s.cfg.KeepAlive)
-	defer t.Stop()
-	for {
-		select {
-		case <-st.stop:
-			return
-		case <-t.C:
-			st.mu.Lock()
-			select {
-			case <-st.stop: // finished while we waited: the response is no longer ours
-			default:
-				st.buf.WriteString(": keep-alive\n\n")
-				_ = st.flush()
-			}
-			st.mu.Unlock()
-		}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.halted {
+		return
 	}
+	st.buf.WriteString(": keep-alive\n\n")
+	_ = st.flush()
+	st.alive.Reset(st.s.cfg.KeepAlive)
 }
 
 // finish ends the stream: the finish reason, then usage (and debug), then
