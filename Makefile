@@ -35,10 +35,11 @@ lint:
 bench: build
 	PARLEY_PG_DURABLE=1 scripts/with-postgres.sh $(GO) run ./bench/loadgen -parley $(BIN) $(BENCHFLAGS)
 
-# Closed-loop testing.B benchmarks of the same three paths, for profiling
-# (-cpuprofile) and allocation counts.
+# Closed-loop testing.B benchmarks of the same three paths, and of the
+# store's turn and usage writes, for profiling (-cpuprofile) and
+# allocation counts.
 bench-go:
-	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./bench/
+	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./bench/ ./store/
 
 migrate: build
 	./$(BIN) migrate $(or $(CMD),up)
