@@ -66,13 +66,9 @@ func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create b
 		return fail(op, errClosed)
 	}
 	var err error
-	for batch == nil {
+	if batch == nil { // in line: told the result, or handed a batch to lead
 		w := <-t.wake
-		if w.batch == nil {
-			err = w.err
-			break
-		}
-		batch = w.batch
+		batch, err = w.batch, w.err
 	}
 	if batch != nil {
 		err = s.lead(batch)
