@@ -359,12 +359,15 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 			if err := start(); err != nil {
 				return err
 			}
-			return emit.Delta(d)
+			return emit.Delta(d.withoutNUL())
 		}
 	}
 
 	called := time.Now()
 	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
+	if res != nil {
+		res.withoutNUL()
+	}
 	if err == nil && emit != nil {
 		err = start()
 	}
@@ -485,6 +488,37 @@ func outcomeOf(ctx context.Context, err error) Outcome {
 		return OutcomeUpstreamError
 	default:
 		return OutcomeError
+	}
+}
+
+// withoutNUL replaces the NUL characters a model may emit, which
+// PostgreSQL cannot store in text, with U+FFFD, so that what a client is
+// sent and what is stored of a reply are the same on either database.
+func withoutNUL(s string) string {
+	if strings.IndexByte(s, 0) < 0 {
+		return s
+	}
+	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+}
+
+func (d Delta) withoutNUL() Delta {
+	d.Content = withoutNUL(d.Content)
+	if len(d.ToolCalls) > 0 {
+		calls := make([]ToolCallDelta, len(d.ToolCalls))
+		for i, c := range d.ToolCalls {
+			c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)
+			calls[i] = c
+		}
+		d.ToolCalls = calls
+	}
+	return d
+}
+
+func (r *LLMResult) withoutNUL() {
+	r.Content, r.Model, r.FinishReason = withoutNUL(r.Content), withoutNUL(r.Model), withoutNUL(r.FinishReason)
+	for i := range r.ToolCalls {
+		c := &r.ToolCalls[i]
+		c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)
 	}
 }
 

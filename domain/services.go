@@ -113,6 +113,11 @@ func checkText(field, v string, required bool, max int) error {
 	if !utf8.ValidString(v) {
 		return Invalidf(field, "%s must be valid UTF-8", field)
 	}
+	if strings.IndexByte(v, 0) >= 0 {
+		// PostgreSQL cannot store it in text; refused on SQLite too, so
+		// that both databases take the same input.
+		return Invalidf(field, "%s must not contain the NUL character (U+0000)", field)
+	}
 	if n := utf8.RuneCountInString(v); n > max {
 		return Invalidf(field, "%s is %d characters long; the limit is %d", field, n, max)
 	}

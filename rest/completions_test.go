@@ -170,6 +170,8 @@ func TestCompletionValidation(t *testing.T) {
 			{"stop not a string", map[string]any{"messages": []any{hi}, "stop": 5}, "stop"},
 			{"unknown field", map[string]any{"messages": []any{hi}, "max_tokens": 5}, "max_tokens"},
 			{"unknown message field", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "name": "bob"}}}, "messages[0].name"},
+			// PostgreSQL cannot store it; both databases refuse it up front.
+			{"NUL in content", map[string]any{"messages": []any{hi, userMessage("a\u0000b")}}, "messages[1].content"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -317,13 +319,19 @@ func TestStreamingStatelessCompletion(t *testing.T) {
 
 // TestStreamedTextChunks checks every text chunk of a stream, whose JSON
 // is written by hand (see stream.Delta), against OpenAI's shape, with text
-// that needs escaping.
+// that needs escaping; and that the turn stored is the text sent, on both
+// databases (a NUL from the model, which PostgreSQL cannot store, is
+// replaced in both).
 func TestStreamedTextChunks(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		deltas := []string{`say "hi"`, "\n\ttab\\", "<b>&</b>", "\u2028é😀", "\x00\x1f"}
+		sent := []string{`say "hi"`, "\n\ttab\\", "<b>&</b>", "\u2028é😀", "\ufffd\x1f"}
 		h.up.Enqueue(llmtest.Behavior{Deltas: deltas})
 		events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("go")}, "model": `m-"1"`}))
+		if n := len(events); n < 4 || events[n-2].data["usage"] == nil || events[n-1].raw != "[DONE]" {
+			t.Fatalf("the stream does not end with usage and [DONE]: %v", events)
+		}
 		id := events[0].data["id"]
 		var got []string
 		for _, ev := range events[1 : len(events)-3] { // after the opening chunk; before the finish, usage and [DONE]
@@ -336,8 +344,21 @@ func TestStreamedTextChunks(t *testing.T) {
 			}
 			got = append(got, ev.data["choices"].([]any)[0].(map[string]any)["delta"].(map[string]any)["content"].(string))
 		}
-		if !reflect.DeepEqual(got, deltas) {
-			t.Errorf("deltas = %q; want %q", got, deltas)
+		if !reflect.DeepEqual(got, sent) {
+			t.Errorf("deltas = %q; want %q", got, sent)
+		}
+		conv := h.must(200, "GET", "/api/v1/conversations/"+events[0].data["conversationId"].(string), h.admin, nil)
+		if got, want := conv["messages"].([]any)[1].(map[string]any)["content"], strings.Join(sent, ""); got != want {
+			t.Errorf("stored reply = %q; want what was sent, %q", got, want)
+		}
+
+		// The same for a reply that is not streamed.
+		h.up.Enqueue(llmtest.Behavior{Reply: "a\x00b"})
+		out := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("go")}})
+		content := out["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]
+		conv = h.must(200, "GET", "/api/v1/conversations/"+out["conversationId"].(string), h.admin, nil)
+		if stored := conv["messages"].([]any)[1].(map[string]any)["content"]; content != "a\ufffdb" || stored != content {
+			t.Errorf("reply sent %q and stored %q; want both %q", content, stored, "a\ufffdb")
 		}
 	})
 }
