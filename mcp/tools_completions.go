@@ -16,7 +16,6 @@ import (
 // The completion arguments are the REST fields, from package wire.
 type (
 	completionArgs  = wire.CompletionFields
-	messageArg      = wire.Message
 	toolCallArg     = wire.ToolCall
 	toolCallFuncArg = wire.ToolCallFunction
 )
