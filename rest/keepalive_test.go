@@ -34,10 +34,6 @@ func readRaw(t *testing.T, res *http.Response) ([]byte, []sseEvent) {
 }
 
 func TestStreamKeepAlive(t *testing.T) {
-	// (The keep-alive is not much shorter than the upstream's pauses: until
-	// the bug TestKeepAliveStopsWithTheStream shows is fixed, a tick that
-	// meets the stream's end can crash the server, at a chance of about
-	// the lock's hold time over the keep-alive interval.)
 	eachWith(t, func(c *app.Config) { c.KeepAlive = 100 * time.Millisecond }, func(t *testing.T, h *harness) {
 		w := h.world()
 		// A quiet upstream: 250ms between events, longer than the keep-alive.
