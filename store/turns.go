@@ -37,7 +37,6 @@ var errClosed = errors.New("store: closed")
 type turn struct {
 	conv   *domain.Conversation
 	create bool
-	msgs   []domain.Message
 	row    conversationRow
 	rows   []messageRow
 	wake   chan wake // one message: the result, or a batch to lead
@@ -56,7 +55,7 @@ func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create b
 	if err := ctx.Err(); err != nil {
 		return fail(op, err)
 	}
-	t := &turn{conv: c, create: create, msgs: msgs, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), wake: make(chan wake, 1)}
+	t := &turn{conv: c, create: create, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), wake: make(chan wake, 1)}
 	for i := range msgs {
 		t.rows[i] = fromDomainMessage(&msgs[i])
 		t.rows[i].ConversationID = c.ID
