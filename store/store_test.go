@@ -218,8 +218,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 3\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 4\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00004_turn_pages.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -247,6 +252,48 @@ func TestMigrate(t *testing.T) {
 		must(t, s.Migrate(ctx(), "up", nil))
 		newWorld(t, s)
 		wantErr(t, s.Migrate(ctx(), "sideways", nil), domain.Invalid, `unknown migrate command "sideways"; use up, down or status`)
+	})
+}
+
+// TestMigrateKeepsConversations moves a conversation down through the
+// migration that rebuilt conversations and messages on SQLite, and up again.
+func TestMigrateKeepsConversations(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		msgs := append(turn(conv.ID, 0, "one"), turn(conv.ID, 2, "two")...)
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		check := func(step string) {
+			t.Helper()
+			got, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			if len(got) != len(msgs) {
+				t.Fatalf("%s: %d messages; want %d", step, len(got), len(msgs))
+			}
+			equal(t, got, msgs)
+			c, err := s.GetConversation(ctx(), conv.ID)
+			must(t, err)
+			equal(t, c, conv)
+		}
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00004_turn_pages.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
+		}
+		check("after down")
+		must(t, s.Migrate(ctx(), "up", nil))
+		check("after up")
+
+		// A turn that reuses a stored seq still conflicts, and deleting the
+		// conversation still deletes its messages.
+		c := *conv
+		wantErr(t, s.AppendTurn(ctx(), &c, false, turn(conv.ID, 2, "again")), domain.Conflict, "")
+		must(t, s.DeleteConversation(ctx(), conv.ID))
+		var left int64
+		must(t, s.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv.ID).Row().Scan(&left))
+		if left != 0 {
+			t.Fatalf("%d messages left after the conversation was deleted; want 0", left)
+		}
 	})
 }
 
