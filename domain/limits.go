@@ -41,7 +41,8 @@ type Limiter interface {
 	// Allow counts one request against every budget with a request limit,
 	// and refuses when a budget's requests or tokens used this window are
 	// at their limit. Refusals are RateLimited errors with RetryAfter and
-	// Details {"limit", "limitName", "remaining", "resetSeconds"}; nothing
+	// Details {"limit", "limitName", "remaining", "resetSeconds", and
+	// "windowSeconds" for a per-minute limit}; nothing
 	// is counted when any budget refuses.
 	Allow(ctx context.Context, budgets []Budget) error
 	// AddTokens counts tokens used against every budget with a token limit.

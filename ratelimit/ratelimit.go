@@ -78,10 +78,11 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 		limit, unit, subject(b.Name), secs)
 	e.RetryAfter = left
 	e.Details = map[string]any{
-		"limit":        limit,
-		"limitName":    name + "-" + unit + "-per-minute",
-		"remaining":    0,
-		"resetSeconds": secs,
+		"limit":         limit,
+		"limitName":     name + "-" + unit + "-per-minute",
+		"remaining":     0,
+		"resetSeconds":  secs,
+		"windowSeconds": 60,
 	}
 	return e
 }

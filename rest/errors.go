@@ -101,7 +101,10 @@ func (s *Server) handleError(err error, c echo.Context) {
 }
 
 // rateLimitHeaders sets the RateLimit-* headers of a refusal by one of
-// Parley's own limits, from the details the limiter put in the error.
+// Parley's own limits, from the details the limiter put in the error, in
+// the form of draft-ietf-httpapi-ratelimit-headers-07:
+// RateLimit-Policy is the quota, its window in seconds (a per-minute
+// limit) and the limit's name, e.g. `600;w=60;comment="project-requests-per-minute"`.
 func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {
 	name, ok := d["limitName"].(string)
 	if !ok {
@@ -110,7 +113,11 @@ func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {
 	if s.cfg.Metrics != nil {
 		s.cfg.Metrics.RateLimited(name)
 	}
-	h.Set("RateLimit-Policy", name)
+	policy := fmt.Sprint(d["limit"])
+	if w, ok := d["windowSeconds"]; ok {
+		policy += fmt.Sprintf(";w=%v", w)
+	}
+	h.Set("RateLimit-Policy", policy+";comment="+strconv.Quote(name))
 	for header, key := range map[string]string{"RateLimit-Limit": "limit", "RateLimit-Remaining": "remaining", "RateLimit-Reset": "resetSeconds"} {
 		if v, ok := d[key]; ok {
 			h.Set(header, fmt.Sprint(v))

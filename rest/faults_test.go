@@ -183,7 +183,78 @@ func TestRateLimits(t *testing.T) {
 		if got := r.Header.Get("RateLimit-Limit"); got != "2" {
 			t.Errorf("RateLimit-Limit = %q, want 2", got)
 		}
+		if got, want := r.Header.Get("RateLimit-Policy"), `2;w=60;comment="key-requests-per-minute"`; got != want {
+			t.Errorf("RateLimit-Policy = %q, want %q", got, want)
+		}
 		// The limit is per key: the admin's key is not counted against it.
 		h.must(200, "POST", path, h.admin, body)
+	})
+}
+
+func TestConcurrentStreamsPerKey(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		_, key := h.user("streamer")
+		uid := h.must(200, "GET", "/api/v1/me", key, nil)["id"].(string)
+		h.setRole(h.admin, w.project, uid, "editor")
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"concurrentStreamsPerKey": 1})
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		open := func(ctx context.Context, k string) *http.Response {
+			t.Helper()
+			b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
+			req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, strings.NewReader(string(b)))
+			req.Header.Set("Authorization", "Bearer "+k)
+			req.Header.Set("Content-Type", "application/json")
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res
+		}
+
+		// The first stream holds the key's one slot while the upstream hangs.
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		first := open(ctx, key)
+		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
+			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
+		}
+
+		second := h.call("POST", path, key, map[string]any{"stream": true, "messages": []any{userMessage("more")}})
+		if second.Status != 429 || second.ErrorCode() != "rate_limited" {
+			t.Fatalf("second stream = %d %s, want 429 rate_limited", second.Status, second.Body)
+		}
+		if got := second.Header.Get("Retry-After"); got != "1" {
+			t.Errorf("Retry-After = %q, want 1", got)
+		}
+		if got, want := second.Header.Get("RateLimit-Policy"), `1;comment="key-concurrent-streams"`; got != want {
+			t.Errorf("RateLimit-Policy = %q, want %q", got, want)
+		}
+		// Another key, and a non-streamed completion, are not counted.
+		if r := h.call("POST", path, h.admin, map[string]any{"stream": true, "messages": []any{userMessage("admin")}}); r.Status != 200 {
+			t.Errorf("another key's stream = %d %s, want 200", r.Status, r.Body)
+		}
+		h.must(200, "POST", path, key, map[string]any{"messages": []any{userMessage("not streamed")}})
+
+		// Closing the first stream gives the slot back.
+		cancel()
+		first.Body.Close()
+		if !h.up.WaitCanceled(2 * time.Second) {
+			t.Fatal("the upstream did not see the first stream's cancellation")
+		}
+		var status int
+		for range 100 { // the handler releases the slot as it returns
+			res := open(context.Background(), key)
+			status = res.StatusCode
+			res.Body.Close()
+			if status == 200 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if status != 200 {
+			t.Errorf("a stream after the first closed = %d, want 200", status)
+		}
 	})
 }
