@@ -153,8 +153,7 @@ func TestUsageReport(t *testing.T) {
 func TestRateLimits(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		_, key := h.user("limited")
-		uid := h.must(200, "GET", "/api/v1/me", key, nil)["id"].(string)
+		uid, key := h.user("limited")
 		h.setRole(h.admin, w.project, uid, "editor")
 		if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", key, map[string]any{"keyRequestsPerMinute": 1}); r.Status != 403 {
 			t.Errorf("an editor setting limits = %d, want 403", r.Status)
@@ -194,8 +193,7 @@ func TestRateLimits(t *testing.T) {
 func TestConcurrentStreamsPerKey(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		_, key := h.user("streamer")
-		uid := h.must(200, "GET", "/api/v1/me", key, nil)["id"].(string)
+		uid, key := h.user("streamer")
 		h.setRole(h.admin, w.project, uid, "editor")
 		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"concurrentStreamsPerKey": 1})
 		path := "/api/v1/chats/" + w.chat + "/completions"
