@@ -92,8 +92,8 @@ func refused(t *testing.T, err error, limitName string, limit int) *domain.Error
 		t.Errorf("RetryAfter = %v; want in (0, 60s]", e.RetryAfter)
 	}
 	d := e.Details
-	if d["limit"] != limit || d["limitName"] != limitName || d["remaining"] != 0 {
-		t.Errorf("Details = %v; want limit %d, limitName %s, remaining 0", d, limit, limitName)
+	if d["limit"] != limit || d["limitName"] != limitName || d["remaining"] != 0 || d["windowSeconds"] != 60 {
+		t.Errorf("Details = %v; want limit %d, limitName %s, remaining 0, windowSeconds 60", d, limit, limitName)
 	}
 	if rs, ok := d["resetSeconds"].(int); !ok || rs < 1 || rs > 60 {
 		t.Errorf("Details[resetSeconds] = %#v; want an int in [1, 60]", d["resetSeconds"])
