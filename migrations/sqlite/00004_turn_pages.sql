@@ -11,6 +11,10 @@
 -- Measured with `go test -bench AppendTurn/sqlite/serial ./store/`: a new
 -- turn took ~90 µs before and ~70 µs after.
 --
+-- The rebuild copies every conversation and message once, in one
+-- transaction, at the first start of this version: on a large database
+-- that takes a while and, until it commits, twice their disk space.
+--
 -- The tables are renamed before they are rebuilt: dropping conversations
 -- while messages still referred to it would delete every message (ON DELETE
 -- CASCADE), and renaming a table updates the references to it.
