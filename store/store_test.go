@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -182,6 +183,40 @@ func TestOpen(t *testing.T) {
 			t.Fatalf("Dialect() = %q; want %q", got, want)
 		}
 		must(t, s.Ping(ctx()))
+	})
+	// The README tells operators to set session settings such as
+	// synchronous_commit in the URL's query: they must reach the sessions
+	// that write turns.
+	t.Run("postgres url settings", func(t *testing.T) {
+		u, err := url.Parse(dbtest.PostgresURL(t))
+		must(t, err)
+		q := u.Query()
+		q.Set("synchronous_commit", "off")
+		u.RawQuery = q.Encode()
+		s, err := store.Open(ctx(), u.String())
+		must(t, err)
+		defer s.Close()
+		w := newWorld(t, s)
+		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")))
+		// Hold several connections at once, so that more than the first
+		// one the pool opened is asked.
+		pool, err := s.DB().DB()
+		must(t, err)
+		var conns []*sql.Conn
+		for range 3 {
+			conn, err := pool.Conn(ctx())
+			must(t, err)
+			defer conn.Close()
+			conns = append(conns, conn)
+		}
+		for i, conn := range conns {
+			var got string
+			must(t, conn.QueryRowContext(ctx(), "SHOW synchronous_commit").Scan(&got))
+			if got != "off" {
+				t.Errorf("connection %d: synchronous_commit = %q; want off, from the URL", i, got)
+			}
+		}
 	})
 }
 
