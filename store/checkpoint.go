@@ -19,7 +19,8 @@ const (
 	// what was committed when it began; while commits keep arriving the
 	// log may never be wholly copied, and SQLite starts the log afresh
 	// only when it is. Past this many frames (about 64 MB) the
-	// checkpointer waits for a gap between writers (RESTART) instead.
+	// checkpointer copies it all and starts it afresh (RESTART), which
+	// keeps writers out meanwhile (see restartWAL).
 	checkpointRestartFrames = 16 << 10
 )
 
@@ -35,15 +36,28 @@ func (s *Store) checkpointWAL() {
 			return
 		case <-t.C:
 			if frames := s.checkpoint("PASSIVE"); frames > checkpointRestartFrames {
-				s.checkpoint("RESTART")
+				s.restartWAL()
 			}
 		}
 	}
 }
 
+// restartWAL runs a RESTART checkpoint while holding the write connection.
+// SQLite keeps writers out of the database during a RESTART anyway; a turn
+// that found it locked would sleep in SQLite's busy handler (1, 2, 5, 10 ms
+// and on) and start up to a step after the checkpoint ended. Holding the
+// write connection, turns queue in Go and start the moment it ends. It
+// returns what checkpoint returns.
+func (s *Store) restartWAL() (frames int) {
+	s.writer.mu.Lock()
+	defer s.writer.mu.Unlock()
+	return s.checkpoint("RESTART")
+}
+
 // checkpoint runs one checkpoint in mode and returns how many frames the
-// log holds, or 0 when it failed: a failed checkpoint is tried again at
-// the next tick, and the database stays correct meanwhile.
+// log holds: -1 when it could not run (another checkpoint was running), 0
+// when it failed. A checkpoint that did not run is tried again at the next
+// tick, and the database stays correct meanwhile.
 func (s *Store) checkpoint(mode string) (frames int) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

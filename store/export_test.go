@@ -1,4 +1,25 @@
 package store
 
+import "time"
+
 // LargestTurnBatch is the most turns one transaction has held so far.
 func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }
+
+// RestartWAL runs the checkpointer's RESTART checkpoint (SQLite), again
+// while the Store's own checkpointer is running one.
+func (s *Store) RestartWAL() { untilRan(s.restartWAL) }
+
+// WALFrames checkpoints what it can (PASSIVE) and returns how many frames
+// the write-ahead log holds (SQLite).
+func (s *Store) WALFrames() int { return untilRan(func() int { return s.checkpoint("PASSIVE") }) }
+
+// untilRan calls checkpoint until it was not turned away by another
+// checkpoint, and returns its result.
+func untilRan(checkpoint func() int) int {
+	for {
+		if frames := checkpoint(); frames >= 0 {
+			return frames
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -1318,5 +1319,53 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 			t.Fatalf("the database file is still empty %v after the writes: nothing checkpointed the log", 5*time.Second)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRestartWAL checks the checkpointer's bound on the write-ahead log:
+// while turns keep arriving, a PASSIVE checkpoint never copies the whole
+// log and SQLite never starts it afresh, so the checkpointer restarts it
+// (RESTART) holding the write connection. The turns written meanwhile all
+// land, and the log starts again from its beginning.
+func TestRestartWAL(t *testing.T) {
+	s := dbtest.SQLite(t)
+	w := newWorld(t, s)
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	var written atomic.Int64
+	go func() {
+		for {
+			select {
+			case <-stop:
+				done <- nil
+				return
+			default:
+			}
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			if err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")); err != nil {
+				done <- err
+				return
+			}
+			written.Add(1)
+		}
+	}()
+	for written.Load() < 300 {
+		time.Sleep(time.Millisecond)
+	}
+	before := s.WALFrames()
+	s.RestartWAL()
+	for n := written.Load(); written.Load() < n+5; {
+		time.Sleep(time.Millisecond) // a few turns into the restarted log
+	}
+	after := s.WALFrames()
+	close(stop)
+	must(t, <-done)
+	if before < 1000 || after >= before/2 {
+		t.Errorf("log frames: %d before the restart, %d a few turns after; want over 1,000, then far fewer", before, after)
+	}
+	var n int64
+	must(t, s.DB().Raw("SELECT COUNT(*) FROM conversations").Row().Scan(&n))
+	if n != written.Load() {
+		t.Errorf("%d conversations stored; want the %d turns written", n, written.Load())
 	}
 }
