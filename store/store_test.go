@@ -1349,14 +1349,19 @@ func TestRestartWAL(t *testing.T) {
 			written.Add(1)
 		}
 	}()
-	for written.Load() < 300 {
-		time.Sleep(time.Millisecond)
+	waitWritten := func(n int64) {
+		for written.Load() < n {
+			select {
+			case err := <-done:
+				t.Fatalf("a turn failed: %v", err)
+			case <-time.After(time.Millisecond):
+			}
+		}
 	}
+	waitWritten(300)
 	before := s.WALFrames()
 	s.RestartWAL()
-	for n := written.Load(); written.Load() < n+5; {
-		time.Sleep(time.Millisecond) // a few turns into the restarted log
-	}
+	waitWritten(written.Load() + 5) // a few turns into the restarted log
 	after := s.WALFrames()
 	close(stop)
 	must(t, <-done)
