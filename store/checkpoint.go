@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"time"
 )
 
@@ -46,23 +47,45 @@ func (s *Store) checkpointWAL() {
 // SQLite keeps writers out of the database during a RESTART anyway; a turn
 // that found it locked would sleep in SQLite's busy handler (1, 2, 5, 10 ms
 // and on) and start up to a step after the checkpoint ended. Holding the
-// write connection, turns queue in Go and start the moment it ends. It
-// returns what checkpoint returns.
+// write connection, turns queue in Go and start the moment it ends. The
+// checkpoint's own connection is taken first, so that turns never wait for
+// the pool. It returns what checkpoint returns.
 func (s *Store) restartWAL() (frames int) {
+	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
+	defer cancel()
+	conn, err := s.sqlDB.Conn(ctx)
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
 	s.writer.mu.Lock()
 	defer s.writer.mu.Unlock()
-	return s.checkpoint("RESTART")
+	return checkpointOn(ctx, conn, "RESTART")
 }
 
-// checkpoint runs one checkpoint in mode and returns how many frames the
-// log holds: -1 when it could not run (another checkpoint was running), 0
-// when it failed. A checkpoint that did not run is tried again at the next
-// tick, and the database stays correct meanwhile.
+// checkpoint runs one checkpoint in mode on a connection of the pool; see
+// checkpointOn.
 func (s *Store) checkpoint(mode string) (frames int) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
 	defer cancel()
+	return checkpointOn(ctx, s.sqlDB, mode)
+}
+
+// checkpointTimeout bounds one checkpoint, waits for a connection included.
+const checkpointTimeout = 30 * time.Second
+
+// queryRower is a pool (*sql.DB) or one of its connections (*sql.Conn).
+type queryRower interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// checkpointOn runs one checkpoint in mode on db and returns how many
+// frames the log holds: -1 when it could not run (another checkpoint was
+// running), 0 when it failed. A checkpoint that did not run is tried again
+// at the next tick, and the database stays correct meanwhile.
+func checkpointOn(ctx context.Context, db queryRower, mode string) (frames int) {
 	var busy, checkpointed int
-	if err := s.sqlDB.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &checkpointed); err != nil {
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &checkpointed); err != nil {
 		return 0
 	}
 	return frames
