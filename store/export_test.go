@@ -14,12 +14,13 @@ func (s *Store) RestartWAL() { untilRan(s.restartWAL) }
 func (s *Store) WALFrames() int { return untilRan(func() int { return s.checkpoint("PASSIVE") }) }
 
 // untilRan calls checkpoint until it was not turned away by another
-// checkpoint, and returns its result.
+// checkpoint, for up to five seconds, and returns its last result.
 func untilRan(checkpoint func() int) int {
-	for {
-		if frames := checkpoint(); frames >= 0 {
-			return frames
-		}
+	deadline := time.Now().Add(5 * time.Second)
+	frames := checkpoint()
+	for frames < 0 && time.Now().Before(deadline) {
 		time.Sleep(time.Millisecond)
+		frames = checkpoint()
 	}
+	return frames
 }

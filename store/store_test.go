@@ -148,6 +148,9 @@ func TestOpen(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// A temporary directory of this test's own, so that other
+			// processes' private databases do not change the count below.
+			t.Setenv("TMPDIR", t.TempDir())
 			s, err := store.Open(ctx(), tt.dsn)
 			must(t, err)
 			defer s.Close() // a no-op once closed below
