@@ -6,9 +6,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -70,6 +72,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.JSONSerializer = sendingSerializer{}
 	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody)
 
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -199,6 +202,35 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		s.log.Info("request", attrs...)
 		return nil
 	}
+}
+
+// sendingSerializer writes a JSON response whole, with its Content-Length,
+// and sends it at once. Otherwise net/http holds a small response in its
+// buffer until ServeHTTP returns, so the client would wait for everything
+// the middleware does after the handler: the access log line, metrics.
+type sendingSerializer struct{ echo.DefaultJSONSerializer }
+
+func (sendingSerializer) Serialize(c echo.Context, v any, indent string) error {
+	var b []byte
+	var err error
+	if indent != "" {
+		b, err = json.MarshalIndent(v, "", indent)
+	} else {
+		b, err = json.Marshal(v)
+	}
+	if err != nil {
+		return err
+	}
+	b = append(b, '\n') // as json.Encoder ends a value
+	w := c.Response()
+	w.Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
+	if _, err := w.Write(b); err != nil {
+		return err
+	}
+	if err := http.NewResponseController(w.Writer).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return err
+	}
+	return nil
 }
 
 func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
