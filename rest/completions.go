@@ -344,13 +344,23 @@ func (st *stream) add(v any) error {
 // flush writes the pending events and flushes them to the client. Callers
 // hold mu.
 func (st *stream) flush() error {
-	w := st.c.Response()
-	_, err := w.Write(st.buf.Bytes())
+	if err := st.write(); err != nil {
+		return err
+	}
+	st.c.Response().Flush()
+	return nil
+}
+
+// write hands the pending events to the server's buffer without flushing
+// it: the last events of a stream leave when the handler returns, in the
+// same write as the end of the chunked body, which the client waits for
+// anyway. Callers hold mu.
+func (st *stream) write() error {
+	_, err := st.c.Response().Write(st.buf.Bytes())
 	st.buf.Reset()
 	if err != nil {
 		return domain.Errorf(domain.Canceled, "the client went away")
 	}
-	w.Flush()
 	return nil
 }
 
@@ -395,7 +405,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 		st.s.log.Warn("stream failed", "request_id", requestID(st.c), "kind", domain.KindOf(err).String(), "err", err)
 		_ = st.add(toErrorBody(err))
 		st.buf.WriteString(doneEvent)
-		_ = st.flush()
+		_ = st.write()
 		return nil
 	}
 	reason := out.FinishReason
@@ -408,7 +418,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	if st.add(last) == nil && st.add(usage) == nil {
 		st.buf.WriteString(doneEvent)
 	}
-	_ = st.flush()
+	_ = st.write()
 	return nil
 }
 

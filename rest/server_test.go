@@ -1,10 +1,16 @@
 package rest_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -74,4 +80,89 @@ func (g *logGate) isRoute(r slog.Record) bool {
 		return !found
 	})
 	return found
+}
+
+// TestStreamEndsInOneWrite checks that a stream's last events leave in the
+// same write to the connection as the end of the chunked body, and that
+// the stream is whole: with a flush of its own, [DONE] would cost a write,
+// and the client would still wait for the next one to see the body end.
+func TestStreamEndsInOneWrite(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, nil)
+		w := h.world()
+		rec := &writeRecorder{}
+		srv := httptest.NewUnstartedServer(h.app.Handler())
+		srv.Listener = rec.wrap(srv.Listener)
+		srv.Start()
+		defer srv.Close()
+
+		for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
+			rec.reset()
+			body := `{"stream": true, "messages": [{"role": "user", "content": "one two three"}], "aiProviderId": "` + w.provider + `"}`
+			if strings.Contains(path, w.chat) {
+				body = `{"stream": true, "messages": [{"role": "user", "content": "one two three"}]}`
+			}
+			req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+h.admin)
+			res, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			events := readSSE(t, res)
+			res.Body.Close()
+			if len(events) < 3 || events[len(events)-1].raw != "[DONE]" {
+				t.Fatalf("%s: stream does not end with [DONE]: %v", path, events)
+			}
+			writes := rec.all()
+			last := writes[len(writes)-1]
+			if !bytes.Contains(last, []byte("data: [DONE]\n\n")) || !bytes.HasSuffix(last, []byte("\r\n0\r\n\r\n")) {
+				t.Errorf("%s: the last of %d writes is %q; want [DONE] and the end of the chunked body together", path, len(writes), last)
+			}
+		}
+	})
+}
+
+// writeRecorder records what a server writes to its connections.
+type writeRecorder struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (r *writeRecorder) wrap(l net.Listener) net.Listener { return recordingListener{l, r} }
+
+func (r *writeRecorder) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.writes = nil
+}
+
+func (r *writeRecorder) all() [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.writes
+}
+
+type recordingListener struct {
+	net.Listener
+	rec *writeRecorder
+}
+
+func (l recordingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return recordingConn{c, l.rec}, nil
+}
+
+type recordingConn struct {
+	net.Conn
+	rec *writeRecorder
+}
+
+func (c recordingConn) Write(p []byte) (int, error) {
+	c.rec.mu.Lock()
+	c.rec.writes = append(c.rec.writes, bytes.Clone(p))
+	c.rec.mu.Unlock()
+	return c.Conn.Write(p)
 }
