@@ -33,6 +33,7 @@ import (
 type env struct {
 	t        *testing.T
 	svcs     *domain.Services
+	store    *store.Store
 	upstream *upstream
 	logs     *syncBuffer
 
@@ -56,7 +57,7 @@ func newEnv(t *testing.T, st *store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, upstream: newUpstream(t), logs: &syncBuffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
+	e := &env{t: t, store: st, upstream: newUpstream(t), logs: &syncBuffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
 	e.svcs = domain.NewServices(domain.Deps{Store: st, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
 		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 

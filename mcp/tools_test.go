@@ -337,10 +337,13 @@ func cancelArgs(e *env) obj {
 
 // checkCancel starts a completion with call, which the upstream never
 // answers, cancels call's context, and checks that the upstream saw its
-// request cancelled. notify, when set, tells the server of the
-// cancellation, for transports where closing the request does not.
+// request cancelled within a second, and that the completion's usage was
+// recorded with the outcome client_disconnect. notify, when set, tells
+// the server of the cancellation, for transports where closing the request
+// does not.
 func checkCancel(t *testing.T, e *env, call func(ctx context.Context) error, notify func()) {
 	t.Helper()
+	before := e.disconnects()
 	started, canceled := e.upstream.hang()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -356,12 +359,29 @@ func checkCancel(t *testing.T, e *env, call func(ctx context.Context) error, not
 	}
 	select {
 	case <-canceled:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the upstream request was not cancelled")
+	case <-time.After(time.Second):
+		t.Fatal("the upstream request was not cancelled within a second")
 	}
 	if err := <-done; err == nil {
 		t.Error("the cancelled call returned no error")
 	}
+	// Usage is written synchronously here (no batcher), once the
+	// completion has ended on the server.
+	for deadline := time.Now().Add(5 * time.Second); e.disconnects() == before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := e.disconnects(); got != before+1 {
+		t.Errorf("usage records with the outcome client_disconnect: %d, want %d", got, before+1)
+	}
+}
+
+// disconnects counts the usage records of e's project with the outcome
+// client_disconnect.
+func (e *env) disconnects() int64 {
+	var n int64
+	must(e.t, e.store.DB().Table("usage_records").
+		Where("project_id = ? AND outcome = ?", e.project.ID, "client_disconnect").Count(&n).Error)
+	return n
 }
 
 // callTool returns a checkCancel call running the completion on s.
