@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
+	"strings"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
@@ -24,7 +24,8 @@ var (
 // does not exist") and goes on with the domain's user-safe message. Only
 // Internal faults and cancellations become protocol errors, with a generic
 // text; the cause is logged at error level (client errors at debug).
-func toolError(ctx context.Context, log *slog.Logger, tool string, err error) (*mcpgo.CallToolResult, error) {
+func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
+	log := d.log
 	kind := domain.KindOf(err)
 	if kind == domain.Canceled || (ctx.Err() != nil && kind == domain.Internal) {
 		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", err)
@@ -35,17 +36,35 @@ func toolError(ctx context.Context, log *slog.Logger, tool string, err error) (*
 		return nil, errInternal
 	}
 	log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
+	if name, ok := domain.DetailsOf(err)["limitName"].(string); ok && d.metrics != nil {
+		d.metrics.RateLimited(name)
+	}
 	return mcpgo.NewToolResultError(errorText(err)), nil
 }
 
-// errorText is "<code>: <message>", plus when to retry for RateLimited.
+// errorText is "<code>: <message>", plus for RateLimited when to retry and,
+// for Parley's own limits, what REST's RateLimit-* headers say:
+// "(retry after 12 seconds; limit key-requests-per-minute: 600 per 60s,
+// 0 remaining, resets in 12s)".
 func errorText(err error) string {
 	kind := domain.KindOf(err)
 	text := kind.String() + ": " + domain.MessageOf(err)
-	if kind == domain.RateLimited {
-		if d := domain.RetryAfterOf(err); d > 0 {
-			text += fmt.Sprintf(" (retry after %d seconds)", int(math.Ceil(d.Seconds())))
+	if kind != domain.RateLimited {
+		return text
+	}
+	var notes []string
+	if d := domain.RetryAfterOf(err); d > 0 {
+		notes = append(notes, fmt.Sprintf("retry after %d seconds", int(math.Ceil(d.Seconds()))))
+	}
+	if d := domain.DetailsOf(err); d["limitName"] != nil {
+		limit := fmt.Sprintf("limit %v: %v", d["limitName"], d["limit"])
+		if w, ok := d["windowSeconds"]; ok {
+			limit += fmt.Sprintf(" per %vs", w)
 		}
+		notes = append(notes, limit+fmt.Sprintf(", %v remaining, resets in %vs", d["remaining"], d["resetSeconds"]))
+	}
+	if len(notes) > 0 {
+		text += " (" + strings.Join(notes, "; ") + ")"
 	}
 	return text
 }

@@ -28,11 +28,13 @@ const (
 // as a notifications/progress: progress counts the deltas (1, 2, ...) and
 // message is the delta's text.
 type progressEmitter struct {
-	ctx   context.Context
-	srv   *server.MCPServer
-	token mcpgo.ProgressToken
-	log   *slog.Logger
-	n     int
+	ctx     context.Context
+	srv     *server.MCPServer
+	token   mcpgo.ProgressToken
+	log     *slog.Logger
+	metrics Observer // may be nil
+	started bool     // counted as an open stream
+	n       int
 }
 
 // newProgressEmitter returns nil when the call carries no progress token:
@@ -45,7 +47,7 @@ func newProgressEmitter(ctx context.Context, req mcpgo.CallToolRequest, d deps) 
 	if srv == nil {
 		return nil
 	}
-	return &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log}
+	return &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log, metrics: d.metrics}
 }
 
 // emitter returns e as a domain.Emitter, or a nil interface when e is nil.
@@ -56,8 +58,15 @@ func (e *progressEmitter) emitter() domain.Emitter {
 	return e
 }
 
-// Start implements domain.Emitter; the ids come with the result.
-func (e *progressEmitter) Start(domain.CompletionMeta) error { return nil }
+// Start implements domain.Emitter: the stream is open from here on, as a
+// REST stream is once its headers go out. The ids come with the result.
+func (e *progressEmitter) Start(domain.CompletionMeta) error {
+	if e.metrics != nil {
+		e.metrics.StreamOpened()
+		e.started = true
+	}
+	return nil
+}
 
 // Delta implements domain.Emitter: the text of each delta becomes a
 // notification; tool call pieces do not (the result holds the calls). A
@@ -90,11 +99,19 @@ func (e *progressEmitter) Delta(d domain.Delta) error {
 	}
 }
 
-// settle waits, after a streamed completion, until the session's queue of
+// end closes the stream once the completion has returned: it is no longer
+// counted as open, and end waits until the session's queue of
 // notifications is written out and then settlePause more, so that every
 // delta reaches the client before the result does.
-func (e *progressEmitter) settle(ctx context.Context) {
-	if e == nil || e.n == 0 {
+func (e *progressEmitter) end(ctx context.Context) {
+	if e == nil {
+		return
+	}
+	if e.started {
+		e.metrics.StreamClosed()
+		e.started = false
+	}
+	if e.n == 0 {
 		return
 	}
 	if s := server.ClientSessionFromContext(ctx); s != nil {

@@ -28,6 +28,18 @@ type Options struct {
 	// write to stdout, which is the stdio transport's protocol stream. Nil
 	// logs text to stderr.
 	Logger *slog.Logger
+	// Metrics, when set, counts streamed completions (calls with a progress
+	// token) as open streams and refusals by Parley's limits, as the REST
+	// API does.
+	Metrics Observer
+}
+
+// Observer receives the metrics the MCP tools report; metrics.Metrics is
+// one.
+type Observer interface {
+	StreamOpened()
+	StreamClosed()
+	RateLimited(limit string)
 }
 
 const instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
@@ -54,7 +66,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		server.WithLogger(opts.Logger),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
-	d := deps{svcs: svcs, log: opts.Logger}
+	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics}
 	for _, t := range toolset(d) {
 		if opts.ReadOnly && !isReadOnly(t.tool) {
 			continue
@@ -66,8 +78,9 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 
 // deps are what the tool constructors need.
 type deps struct {
-	svcs *domain.Services
-	log  *slog.Logger
+	svcs    *domain.Services
+	log     *slog.Logger
+	metrics Observer // may be nil
 }
 
 type serverTool struct {
@@ -141,11 +154,11 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		}()
 		var in In
 		if err := decodeArgs(req, &in); err != nil {
-			return toolError(ctx, d.log, req.Params.Name, err)
+			return toolError(ctx, d, req.Params.Name, err)
 		}
 		out, err := fn(ctx, req, in)
 		if err != nil {
-			return toolError(ctx, d.log, req.Params.Name, err)
+			return toolError(ctx, d, req.Params.Name, err)
 		}
 		return &mcpgo.CallToolResult{
 			Content:           []mcpgo.Content{mcpgo.NewTextContent(text(out))},

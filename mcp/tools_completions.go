@@ -123,7 +123,7 @@ func createChatCompletion(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			em := newProgressEmitter(ctx, req, d)
 			c, err := d.svcs.Completions.Stateless(ctx, domain.StatelessCompletion{AIProviderID: in.AIProviderID,
 				SystemMessage: in.SystemMessage, CompletionParams: in.ToDomain()}, em.emitter())
-			em.settle(ctx)
+			em.end(ctx)
 			if err != nil {
 				return completionOut{}, err
 			}
@@ -139,7 +139,7 @@ func createChatCompletionForChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			em := newProgressEmitter(ctx, req, d)
 			c, err := d.svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: in.ChatID,
 				ConversationID: in.ConversationID, CompletionParams: in.ToDomain()}, em.emitter())
-			em.settle(ctx)
+			em.end(ctx)
 			if err != nil {
 				return completionOut{}, err
 			}

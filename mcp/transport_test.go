@@ -302,8 +302,10 @@ func TestStdioActsAsItsPrincipal(t *testing.T) {
 // protocol errors that reveal nothing and are logged.
 func TestErrorMapping(t *testing.T) {
 	var logs syncBuffer
-	log := newTestLogger(&logs)
+	d := deps{log: newTestLogger(&logs)}
 	ctx := context.Background()
+	keyLimit := &domain.Error{Kind: domain.RateLimited, Message: "rate limit reached: 600 requests per minute for this API key; retry in 12s",
+		RetryAfter: 12 * time.Second, Details: map[string]any{"limit": 600, "limitName": "key-requests-per-minute", "remaining": 0, "resetSeconds": 12, "windowSeconds": 60}}
 	for _, tc := range []struct {
 		err  error
 		want string
@@ -313,19 +315,21 @@ func TestErrorMapping(t *testing.T) {
 		{domain.Invalidf("messages", "messages must not be empty"), "invalid_request: messages must not be empty"},
 		{domain.Errorf(domain.Conflict, "busy"), "conflict: busy"},
 		{&domain.Error{Kind: domain.RateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}, "rate_limited: slow down (retry after 2 seconds)"},
+		{keyLimit, "rate_limited: rate limit reached: 600 requests per minute for this API key; retry in 12s " +
+			"(retry after 12 seconds; limit key-requests-per-minute: 600 per 60s, 0 remaining, resets in 12s)"},
 		{domain.Errorf(domain.TooLarge, "big"), "payload_too_large: big"},
 		{&domain.Error{Kind: domain.Upstream, Message: "the AI provider failed", Err: fmt.Errorf("key sk-secret")}, "upstream_error: the AI provider failed"},
 		{domain.Errorf(domain.Timeout, "late"), "upstream_timeout: late"},
 		{domain.Errorf(domain.Unavailable, "down"), "unavailable: down"},
 		{domain.Errorf(domain.Unauthenticated, "who"), "unauthenticated: who"},
 	} {
-		res, err := toolError(ctx, log, "t", tc.err)
+		res, err := toolError(ctx, d, "t", tc.err)
 		if err != nil || !res.IsError || text(res) != tc.want {
 			t.Errorf("%v: got %v / %q, want tool error %q", tc.err, err, text(res), tc.want)
 		}
 	}
 	internal := domain.Wrap("chats.Create", fmt.Errorf(`pq: relation "chats" violates; SELECT * FROM secrets`))
-	res, err := toolError(ctx, log, "create-chat", internal)
+	res, err := toolError(ctx, d, "create-chat", internal)
 	if res != nil || err == nil {
 		t.Fatalf("internal: got %v, %v; want a protocol error", res, err)
 	}
@@ -337,7 +341,7 @@ func TestErrorMapping(t *testing.T) {
 	}
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
-	if _, err := toolError(cctx, log, "t", domain.Wrap("x", context.Canceled)); err != errCanceled {
+	if _, err := toolError(cctx, d, "t", domain.Wrap("x", context.Canceled)); err != errCanceled {
 		t.Errorf("cancelled call: %v", err)
 	}
 }

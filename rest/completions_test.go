@@ -3,6 +3,7 @@ package rest_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -232,9 +233,15 @@ func readSSE(t *testing.T, res *http.Response) []sseEvent {
 
 func stream(t *testing.T, h *harness, path string, body map[string]any) *http.Response {
 	t.Helper()
+	return streamCtx(t, h, context.Background(), path, body)
+}
+
+// streamCtx is stream under ctx, for a client that leaves early.
+func streamCtx(t *testing.T, h *harness, ctx context.Context, path string, body map[string]any) *http.Response {
+	t.Helper()
 	body["stream"] = true
 	b, _ := json.Marshal(body)
-	req, _ := http.NewRequest("POST", h.srv.URL+path, bytes.NewReader(b))
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+h.admin)
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)

@@ -184,7 +184,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())
-	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log})
+	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
 	sse, msg := mcp.SSEHandlers(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
 	api.Handle("/sse", sse)

@@ -1,0 +1,189 @@
+package rest_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestMetrics reads /metrics after completions over REST and MCP: requests
+// by route pattern, completions by provider, model, outcome and streaming,
+// time to first token, tokens, open streams, and refusals by Parley's
+// limits, which MCP counts as REST does.
+func TestMetrics(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := func() map[string]any { return map[string]any{"messages": []any{userMessage("one two three")}} }
+
+		h.must(200, "POST", path, h.admin, body())
+		res := stream(t, h, path, body())
+		readSSE(t, res)
+		res.Body.Close()
+
+		m := h.metrics()
+		for _, c := range []struct {
+			name   string
+			labels []string
+			check  func(float64) bool
+		}{
+			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="false"`}, eq(1)},
+			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="true"`}, eq(1)},
+			{"parley_completion_time_to_first_token_seconds_count", []string{`model="fake-default"`}, eq(2)},
+			{"parley_completion_duration_seconds_count", []string{`outcome="ok"`}, eq(2)},
+			{"parley_tokens_total", []string{`kind="completion"`}, positive},
+			{"parley_tokens_total", []string{`kind="prompt"`}, positive},
+			{"parley_http_requests_total", []string{`route="/api/v1/chats/:chatId/completions"`, `status="200"`}, eq(2)},
+			{"parley_http_request_duration_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`}, eq(2)},
+			{"parley_open_streams", nil, eq(0)},
+		} {
+			if v, ok := m.value(c.name, c.labels...); !ok || !c.check(v) {
+				t.Errorf("%s%v = %v (found %v)", c.name, c.labels, v, ok)
+			}
+		}
+		if strings.Contains(m.text, w.chat) {
+			t.Error("a metric label carries a chat id: routes must be patterns")
+		}
+
+		// An open stream, over REST and then over MCP, is counted while it runs.
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		res = streamCtx(t, h, ctx, path, body())
+		if _, err := res.Body.Read(make([]byte, 256)); err != nil {
+			t.Fatal(err)
+		}
+		h.waitMetric("parley_open_streams", 1)
+		cancel()
+		res.Body.Close()
+		h.waitMetric("parley_open_streams", 0)
+
+		admin := h.mcpSession(h.admin)
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel = context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			req := mcpgo.CallToolRequest{}
+			req.Params.Name = "create-chat-completion-for-chat"
+			req.Params.Arguments = map[string]any{"chatId": w.chat, "messages": []any{userMessage("stream")}}
+			req.Params.Meta = &mcpgo.Meta{ProgressToken: "p1"}
+			_, err := admin.CallTool(ctx, req)
+			done <- err
+		}()
+		h.waitMetric("parley_open_streams", 1)
+		cancel()
+		<-done
+		h.waitMetric("parley_open_streams", 0)
+
+		// Refusals by a limit, over REST and over MCP.
+		uid, key := h.user("limited")
+		h.setRole(h.admin, w.project, uid, "editor")
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 1})
+		h.must(200, "POST", path, key, body())
+		if r := h.call("POST", path, key, body()); r.Status != 429 {
+			t.Fatalf("second request = %d %s, want 429", r.Status, r.Body)
+		}
+		req := mcpgo.CallToolRequest{}
+		req.Params.Name = "create-chat-completion-for-chat"
+		req.Params.Arguments = map[string]any{"chatId": w.chat, "messages": []any{userMessage("again")}}
+		out, err := h.mcpSession(key).CallTool(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		text := fmt.Sprint(out.Content)
+		if !out.IsError || !strings.Contains(text, "rate_limited:") || !strings.Contains(text, "limit key-requests-per-minute: 1 per 60s, 0 remaining") {
+			t.Errorf("MCP call over the limit = %s, want a rate_limited error result naming the limit", text)
+		}
+		m = h.metrics()
+		if v, _ := m.value("parley_rate_limit_rejections_total", `limit="key-requests-per-minute"`); v != 2 {
+			t.Errorf("rate-limit rejections = %v, want 2 (one over REST, one over MCP)", v)
+		}
+		if v, _ := m.value("parley_http_requests_total", `route="/api/v1/chats/:chatId/completions"`, `status="429"`); v != 1 {
+			t.Errorf("429 responses counted = %v, want 1", v)
+		}
+	})
+}
+
+func eq(want float64) func(float64) bool { return func(v float64) bool { return v == want } }
+
+func positive(v float64) bool { return v > 0 }
+
+// metricsText is a scrape of /metrics.
+type metricsText struct{ text string }
+
+func (h *harness) metrics() metricsText {
+	h.t.Helper()
+	r := h.call("GET", "/metrics", "", nil)
+	if r.Status != 200 {
+		h.t.Fatalf("GET /metrics = %d", r.Status)
+	}
+	return metricsText{string(r.Body)}
+}
+
+// value sums the samples of name whose labels include every one of labels
+// (each `key="value"`), and reports whether there was one.
+func (m metricsText) value(name string, labels ...string) (float64, bool) {
+	var sum float64
+	found := false
+	sc := bufio.NewScanner(strings.NewReader(m.text))
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		series := line[:i]
+		ok := true
+		for _, l := range labels {
+			ok = ok && strings.Contains(series, l)
+		}
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		sum, found = sum+v, true
+	}
+	return sum, found
+}
+
+// waitMetric waits up to five seconds for an unlabelled metric to reach want.
+func (h *harness) waitMetric(name string, want float64) {
+	h.t.Helper()
+	var v float64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if v, _ = h.metrics().value(name); v == want {
+			return
+		}
+	}
+	h.t.Fatalf("%s = %v after 5s, want %v", name, v, want)
+}
+
+// mcpSession is an initialized MCP client over streamable HTTP, as key.
+func (h *harness) mcpSession(key string) *client.Client {
+	h.t.Helper()
+	tr, err := transport.NewStreamableHTTP(h.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	c := client.NewClient(tr)
+	h.t.Cleanup(func() { c.Close() })
+	init := mcpgo.InitializeRequest{}
+	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "metrics-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
