@@ -213,6 +213,9 @@ func (s *Completions) Stateless(ctx context.Context, in StatelessCompletion, emi
 	if err := s.access.check(ctx, prov.ProjectID, PermUseProvider, "AI provider", in.AIProviderID); err != nil {
 		return nil, err
 	}
+	if err := s.checkDebug(ctx, in.CompletionParams, prov.ProjectID, PermGetProvider, "AI provider", in.AIProviderID); err != nil {
+		return nil, err
+	}
 	pl := &plan{started: started, provider: prov, system: in.SystemMessage, params: in.CompletionParams}
 	if err := s.resolveMessages(ctx, pl, prov.ProjectID); err != nil {
 		return nil, err
@@ -231,6 +234,9 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 		return nil, err
 	}
 	if err := s.access.check(ctx, chat.ProjectID, PermCreateChatCompletion, "chat", in.ChatID); err != nil {
+		return nil, err
+	}
+	if err := s.checkDebug(ctx, in.CompletionParams, chat.ProjectID, PermGetChat, "chat", in.ChatID); err != nil {
 		return nil, err
 	}
 	if err := in.validate(); err != nil {
@@ -262,6 +268,22 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 	}
 	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
 	return s.run(ctx, pl, emit)
+}
+
+// checkDebug lets debug: true through only for a caller who may read what
+// it shows: the chat's configuration (perm chats:GetChat) or, stateless,
+// the provider's (aiProviders:GetAIProvider). The base policy gives both
+// to every role that runs completions; the check keeps the rule when a
+// policy does not.
+func (s *Completions) checkDebug(ctx context.Context, p CompletionParams, projectID string, perm Permission, what, id string) error {
+	if !p.Debug {
+		return nil
+	}
+	err := s.access.check(ctx, projectID, perm, what, id)
+	if KindOf(err) == Forbidden {
+		return Errorf(Forbidden, "debug: true shows the %s's configuration, and your role does not allow %s; send the request without debug", what, perm)
+	}
+	return err
 }
 
 // resolveMessages takes the request's system message out as the override
@@ -412,9 +434,13 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	}
 	s.deps.Usage.Record(ctx, rec)
 	if pl.params.Debug {
+		sent := req.Messages
+		if res.Sent != nil {
+			sent = res.Sent
+		}
 		out.Debug = &Debug{
 			ProviderID: pl.provider.ID, ProviderName: pl.provider.Name, ProviderType: pl.provider.Type,
-			Model: out.Model, Messages: redactMessages(req.Messages, endpoint.APIKey.Reveal()),
+			Model: out.Model, Messages: redactMessages(sent, endpoint.APIKey.Reveal()),
 			QueueTime: called.Sub(pl.started), FirstByte: res.FirstByte, Total: total,
 		}
 	}

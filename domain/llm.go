@@ -58,6 +58,11 @@ type LLMResult struct {
 	Model        string // the model the upstream says answered
 	Usage        Usage
 	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
+	// Sent is the message list as the provider got it, when its adapter
+	// changed the request's (Anthropic has no response_format: an
+	// instruction joins the system prompt); nil when it is the request's.
+	// Debug shows it.
+	Sent []LLMMessage
 }
 
 // LLM calls upstream models. The llm package implements it for every

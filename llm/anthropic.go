@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -174,9 +175,38 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 	if err != nil {
 		return nil, err
 	}
+	var res *domain.LLMResult
 	if cs.onDelta != nil {
-		return c.anthropicStream(ctx, ex, cs, cli, params)
+		res, err = c.anthropicStream(ctx, ex, cs, cli, params)
+	} else {
+		res, err = c.anthropicMessage(ctx, ex, cs, cli, params)
 	}
+	if res != nil {
+		res.Sent = anthropicSent(cs.req)
+	}
+	return res, err
+}
+
+// anthropicSent is the message list as Anthropic gets it, for debug, when
+// it is not the request's: the response format's instruction (see
+// formatInstruction) joins the system prompt after the request's system
+// messages. Nil when there is none.
+func anthropicSent(req domain.LLMRequest) []domain.LLMMessage {
+	text := formatInstruction(req.ResponseFormat)
+	if text == "" {
+		return nil
+	}
+	at := 0 // after the last system message
+	for i, m := range req.Messages {
+		if m.Role == domain.RoleSystem {
+			at = i + 1
+		}
+	}
+	return slices.Insert(slices.Clone(req.Messages), at, domain.LLMMessage{Role: domain.RoleSystem, Content: text})
+}
+
+// anthropicMessage makes one attempt without streaming.
+func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpec, cli anthropic.Client, params anthropic.MessageNewParams) (*domain.LLMResult, error) {
 	// A request timeout of our own keeps the SDK from refusing large
 	// max_tokens without streaming; ctx and the first-byte timeout govern.
 	msg, err := cli.Messages.New(ctx, params, option.WithRequestTimeout(time.Hour))

@@ -53,13 +53,8 @@ func newEnv(t *testing.T, st *store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
 	e := &env{t: t, store: st, upstream: newUpstream(t), logs: &syncBuffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
-	e.svcs = domain.NewServices(domain.Deps{Store: st, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
-		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e.useAuthorizer(authz)
 
 	adminKey := domain.NewAPIKeySecret()
 	must(t, e.svcs.Users.EnsureAdminKey(ctx, adminKey))
@@ -95,6 +90,15 @@ func newEnv(t *testing.T, st *store.Store) *env {
 	e.otherChat, err = e.svcs.Chats.Create(out, domain.ChatCreate{ProjectID: e.otherProject.ID, AIProviderID: e.otherProvider.ID, Name: "secret plans"})
 	must(t, err)
 	return e
+}
+
+// useAuthorizer makes e's services decide permissions with authz, over
+// the same store and upstream.
+func (e *env) useAuthorizer(authz domain.Authorizer) {
+	kr, err := secret.NewKeyring(make([]byte, 32))
+	must(e.t, err)
+	e.svcs = domain.NewServices(domain.Deps{Store: e.store, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
+		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 }
 
 func must(t testing.TB, err error) {

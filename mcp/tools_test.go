@@ -12,8 +12,11 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/policies"
+	"github.com/parleyhq/parley/policy"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -389,5 +392,44 @@ func callTool(e *env, s *session) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		_, err := s.callCtx(ctx, "create-chat-completion", cancelArgs(e), "tok-cancel")
 		return err
+	}
+}
+
+// TestDebugNeedsReadAccess runs completions under a policy whose editor
+// may run them but read neither chats nor AI providers: debug: true, which
+// shows their configuration, is refused; the same call without it runs.
+func TestDebugNeedsReadAccess(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	admin := e.ctx("admin")
+	chat, err := e.svcs.Chats.Create(admin, domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+	must(t, err)
+	authz, err := policy.NewFrom(policies.Model, `
+p, editor, chats:CreateChatCompletion
+p, editor, aiProviders:UseAIProvider
+p, admin, *`)
+	must(t, err)
+	e.useAuthorizer(authz)
+	editor := e.connect(overHTTP, "editor", Options{})
+
+	for _, c := range []struct {
+		tool string
+		args obj
+		perm string
+	}{
+		{"create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("hi")}, "chats:GetChat"},
+		{"create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("hi")}, "aiProviders:GetAIProvider"},
+	} {
+		before := e.upstream.Count()
+		c.args["debug"] = true
+		msg := editor.fails(t, c.tool, c.args, "forbidden")
+		if !strings.Contains(msg, "debug: true") || !strings.Contains(msg, c.perm) {
+			t.Errorf("%s with debug: %q, want it to name debug and %s", c.tool, msg, c.perm)
+		}
+		if e.upstream.Count() != before {
+			t.Errorf("%s with debug reached the upstream", c.tool)
+		}
+		delete(c.args, "debug")
+		var out completionOut
+		editor.ok(t, c.tool, c.args, &out)
 	}
 }

@@ -242,9 +242,11 @@ func TestToolsAnthropic(t *testing.T) {
 					"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools(),
 					"toolChoice":     map[string]any{"type": "function", "function": map[string]any{"name": "weather"}},
 					"responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "report", "schema": json.RawMessage(weatherSchema)}},
+					"debug":          true,
 				}
 				path := "/api/v1/chats/" + w.anthropicChat + "/completions"
 				var conv string
+				var debug map[string]any
 				if streamed {
 					events := readSSE(t, stream(t, h, path, req))
 					calls, text, finish := streamedToolCalls(t, events)
@@ -255,6 +257,7 @@ func TestToolsAnthropic(t *testing.T) {
 						t.Errorf("streamed text %q, finish_reason %q", text, finish)
 					}
 					conv = events[0].data["conversationId"].(string)
+					debug, _ = events[len(events)-2].data["debug"].(map[string]any)
 				} else {
 					got := h.must(200, "POST", path, h.admin, req)
 					choice := got["choices"].([]any)[0].(map[string]any)
@@ -266,6 +269,7 @@ func TestToolsAnthropic(t *testing.T) {
 						t.Errorf("choice = %v", choice)
 					}
 					conv = got["conversationId"].(string)
+					debug, _ = got["debug"].(map[string]any)
 				}
 				body := lastUpstreamBody(t, h)
 				wantTools := `[{"name":"weather","description":"Current weather in a city.","input_schema":` + weatherSchema + `},` +
@@ -279,6 +283,29 @@ func TestToolsAnthropic(t *testing.T) {
 				sys := h.up.Last().Messages[0]
 				if sys.Role != "system" || !strings.HasPrefix(sys.Content, anthropicSystem) || !strings.Contains(sys.Content, weatherSchema) {
 					t.Errorf("upstream system = %q, want the chat's and the schema instruction", sys.Content)
+				}
+				// Debug shows the messages as Anthropic got them: the
+				// schema instruction is a system message of its own.
+				if debug == nil {
+					t.Fatal("debug: true, but no debug in the response")
+				}
+				var debugSystem strings.Builder
+				var roles []string
+				for _, m := range debug["messages"].([]any) {
+					m := m.(map[string]any)
+					roles = append(roles, m["role"].(string))
+					if m["role"] == "system" {
+						debugSystem.WriteString(m["content"].(string))
+					}
+				}
+				if debugSystem.String() != sys.Content || strings.Join(roles, ",") != "system,system,user" {
+					t.Errorf("debug messages %v with system %q; want the upstream's system %q", roles, debugSystem.String(), sys.Content)
+				}
+				if provider := debug["provider"].(map[string]any); provider["id"] != w.anthropic || provider["type"] != "anthropic" || debug["model"] != "claude-fake" {
+					t.Errorf("debug provider %v, model %v", provider, debug["model"])
+				}
+				if tm := debug["timings"].(map[string]any); !(tm["firstByteMs"].(float64) > 0 && tm["totalMs"].(float64) >= tm["firstByteMs"].(float64)) {
+					t.Errorf("debug timings = %v", tm)
 				}
 
 				// The results go back as one user turn of tool_result blocks,
