@@ -140,11 +140,43 @@ func loadEnv() (env, error) {
 	if e.KeepAlive, err = envDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
 		return e, err
 	}
+	if err := e.loadUpstreamEnv(); err != nil {
+		return e, err
+	}
 	if err := e.LogLevel.UnmarshalText([]byte(getenv("PARLEY_LOG_LEVEL", "info"))); err != nil {
 		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error")
 	}
 	e.LogJSON = getenv("PARLEY_LOG_FORMAT", "text") == "json"
 	return e, nil
+}
+
+// maxUpstreamRetries bounds PARLEY_UPSTREAM_RETRIES: with the delay
+// doubling each time, ten retries already wait minutes.
+const maxUpstreamRetries = 10
+
+// loadUpstreamEnv reads how upstream calls are retried and timed out; unset
+// variables keep llm's defaults.
+func (e *env) loadUpstreamEnv() error {
+	c := &e.LLM
+	if v := os.Getenv("PARLEY_UPSTREAM_RETRIES"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > maxUpstreamRetries {
+			return fmt.Errorf("PARLEY_UPSTREAM_RETRIES must be a number from 0 to %d, got %q", maxUpstreamRetries, v)
+		}
+		c.MaxRetries = n
+		if n == 0 {
+			c.MaxRetries = -1 // llm's "none"; 0 there means the default
+		}
+	}
+	var err error
+	if c.RetryBaseDelay, err = envDuration("PARLEY_UPSTREAM_RETRY_DELAY", 0); err != nil {
+		return err
+	}
+	if c.ConnectTimeout, err = envDuration("PARLEY_UPSTREAM_CONNECT_TIMEOUT", 0); err != nil {
+		return err
+	}
+	c.FirstByteTimeout, err = envDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0)
+	return err
 }
 
 // logger writes to stderr: over stdio, stdout is the protocol.

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -288,4 +290,44 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if outcome, _ := usageOutcome(t, dir, msgID); outcome != "interrupted" {
 		t.Errorf("a stream ended by the shutdown is recorded with outcome %q, want interrupted", outcome)
 	}
+}
+
+// TestUpstreamSettingsFromEnv checks that the operator sets how upstream
+// calls are retried and timed out: three retries (the default is two)
+// turn three 500s and a success into a 200, and a first-byte timeout of
+// 300ms turns a slow upstream into a 504. A bad value stops the start.
+func TestUpstreamSettingsFromEnv(t *testing.T) {
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATA_DIR="+t.TempDir(), "PARLEY_UPSTREAM_RETRIES=eleven")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "PARLEY_UPSTREAM_RETRIES must be a number from 0 to 10") {
+		t.Errorf("serve with PARLEY_UPSTREAM_RETRIES=eleven: %v\n%s", err, out)
+	}
+
+	up := llmtest.NewServer(t)
+	key := "pk_upstream_" + strings.Repeat("u", 30)
+	s := serve(t, t.TempDir(), "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true",
+		"PARLEY_UPSTREAM_RETRIES=3", "PARLEY_UPSTREAM_RETRY_DELAY=1ms", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT=300ms")
+	chat := seedChat(t, s, key, up)
+	path := "/api/v1/chats/" + chat + "/completions"
+	body := map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi"}}}
+
+	for range 3 {
+		up.Enqueue(llmtest.Behavior{Status: 500})
+	}
+	before := up.Count()
+	api(t, s, key, "POST", path, 200, body)
+	if got := up.Count() - before; got != 4 {
+		t.Errorf("the upstream got %d requests, want 4 (three retries)", got)
+	}
+
+	up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})
+	started := time.Now()
+	res := api(t, s, key, "POST", path, 504, body)
+	if e, _ := res["error"].(map[string]any); e["code"] != "upstream_timeout" {
+		t.Errorf("slow upstream = %v, want upstream_timeout", res)
+	}
+	if took := time.Since(started); took > 2*time.Second {
+		t.Errorf("the 504 took %v; the first-byte timeout is 300ms", took)
+	}
+	s.stop(t)
 }
