@@ -3,6 +3,7 @@ package rest_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"strings"
 	"testing"
@@ -146,6 +147,114 @@ func TestUsageReport(t *testing.T) {
 		}
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupBy=colour", h.admin, nil); r.Status != 400 {
 			t.Errorf("bad groupBy = %d", r.Status)
+		}
+
+		// The other groupings, and the window.
+		groups := func(query string) map[string]float64 {
+			t.Helper()
+			out := map[string]float64{}
+			for _, d := range h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?"+query, h.admin, nil)["data"].([]any) {
+				d := d.(map[string]any)
+				key, _ := d["key"].(string) // no chat: a stateless completion
+				out[key] = d["requests"].(float64)
+			}
+			return out
+		}
+		keys := h.must(200, "GET", "/api/v1/users/"+h.must(200, "GET", "/api/v1/me", h.admin, nil)["id"].(string)+"/api-keys", h.admin, nil)["data"].([]any)
+		adminKey := keys[0].(map[string]any)["id"].(string)
+		for query, want := range map[string]map[string]float64{
+			"groupBy=provider": {w.provider: 3},
+			"groupBy=chat":     {w.chat: 2, "": 1},
+			"groupBy=key":      {adminKey: 3},
+			"groupBy=model&from=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339):                                                                      {"fake-default": 2, "m2": 1},
+			"groupBy=model&from=" + time.Now().Add(-3*time.Hour).UTC().Format(time.RFC3339) + "&to=" + time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339): {},
+			"groupBy=model&to=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339):                                                                        {},
+		} {
+			if got := groups(query); !maps.Equal(got, want) {
+				t.Errorf("usage?%s = %v, want %v", query, got, want)
+			}
+		}
+	})
+}
+
+// TestUsageRecordFields reads the usage rows completions leave, with every
+// field the issue lists: a per-chat completion, JSON and streamed, a
+// stateless one, and the outcomes of an upstream failure and of a stream
+// cut short.
+func TestUsageRecordFields(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		uid := h.must(201, "POST", "/api/v1/users", h.admin, map[string]any{"name": "alice"})["id"].(string)
+		k := h.must(201, "POST", "/api/v1/users/"+uid+"/api-keys", h.admin, map[string]any{"name": "laptop"})
+		keyID, key := k["id"].(string), k["key"].(string)
+		h.setRole(h.admin, w.project, uid, "editor")
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		ask := func(stream bool) map[string]any {
+			return map[string]any{"stream": stream, "messages": []any{userMessage("one two three")}}
+		}
+
+		h.up.Enqueue(llmtest.Behavior{Delay: 30 * time.Millisecond})
+		conv := h.must(200, "POST", path, key, ask(false))["conversationId"].(string)
+		if r := h.call("POST", path, key, ask(true)); r.Status != 200 || !strings.HasSuffix(string(r.Body), "data: [DONE]\n\n") {
+			t.Fatalf("stream = %d %s", r.Status, r.Body)
+		}
+		stateless := ask(false)
+		stateless["aiProviderId"] = w.provider
+		h.must(200, "POST", "/api/v1/chats/completions", key, stateless)
+		h.up.Enqueue(llmtest.Behavior{Status: 401})
+		if r := h.call("POST", path, key, ask(false)); r.Status != 502 {
+			t.Fatalf("upstream 401 = %d %s", r.Status, r.Body)
+		}
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate, AfterDeltas: 2})
+		if r := h.call("POST", path, key, ask(true)); r.Status != 200 {
+			t.Fatalf("cut stream = %d %s", r.Status, r.Body)
+		}
+		h.app.FlushUsage()
+
+		type record struct {
+			ChatID, ConversationID, Model, UserID, KeyID, Outcome          string
+			AIProviderID                                                   string `gorm:"column:ai_provider_id"`
+			PromptTokens, CompletionTokens, TotalTokens, LatencyMs, TtftMs int64
+			Stream                                                         bool
+		}
+		var rows []record
+		if err := h.app.Store.DB().Raw(`SELECT chat_id, conversation_id, ai_provider_id, model, user_id, key_id, outcome,
+			prompt_tokens, completion_tokens, total_tokens, latency_ms, ttft_ms, stream
+			FROM usage_records WHERE project_id = ? ORDER BY created_at, id`, w.project).Scan(&rows).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) != 5 {
+			t.Fatalf("%d usage records, want 5: %+v", len(rows), rows)
+		}
+		for i, r := range rows {
+			if r.AIProviderID != w.provider || r.Model != "fake-default" || r.UserID != uid || r.KeyID != keyID {
+				t.Errorf("record %d names provider %s, model %s, user %s, key %s", i, r.AIProviderID, r.Model, r.UserID, r.KeyID)
+			}
+			if r.LatencyMs < r.TtftMs {
+				t.Errorf("record %d: latency %dms is under its time to first token %dms", i, r.LatencyMs, r.TtftMs)
+			}
+		}
+		json, streamed, noChat, failed, cut := rows[0], rows[1], rows[2], rows[3], rows[4]
+		if json.ChatID != w.chat || json.ConversationID != conv || json.Outcome != "ok" || json.Stream {
+			t.Errorf("JSON completion: %+v", json)
+		}
+		if json.PromptTokens <= 0 || json.CompletionTokens <= 0 || json.TotalTokens != json.PromptTokens+json.CompletionTokens {
+			t.Errorf("JSON completion tokens: %+v", json)
+		}
+		if json.TtftMs < 30 {
+			t.Errorf("time to first token %dms, but the upstream waited 30ms", json.TtftMs)
+		}
+		if streamed.ChatID != w.chat || streamed.Outcome != "ok" || !streamed.Stream || streamed.CompletionTokens <= 0 {
+			t.Errorf("streamed completion: %+v", streamed)
+		}
+		if noChat.ChatID != "" || noChat.ConversationID != "" || noChat.Outcome != "ok" {
+			t.Errorf("stateless completion: %+v", noChat)
+		}
+		if failed.Outcome != "upstream_error" || failed.ChatID != w.chat || failed.CompletionTokens != 0 {
+			t.Errorf("failed completion: %+v", failed)
+		}
+		if cut.Outcome != "truncated" || !cut.Stream {
+			t.Errorf("cut stream: %+v", cut)
 		}
 	})
 }
