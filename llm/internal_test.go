@@ -77,10 +77,16 @@ func TestBackoff(t *testing.T) {
 	base := 100 * time.Millisecond
 	for attempt := range 4 {
 		full := base << attempt
+		seen := map[time.Duration]bool{}
 		for range 50 {
-			if d := backoff(base, attempt); d < full/2 || d > full {
+			d := backoff(base, attempt)
+			if d < full/2 || d > full {
 				t.Fatalf("backoff(%v, %d) = %v, want in [%v, %v]", base, attempt, d, full/2, full)
 			}
+			seen[d] = true
+		}
+		if len(seen) < 40 { // jittered over 50ms or more, in nanoseconds
+			t.Errorf("backoff(%v, %d) gave %d distinct waits in 50: not jittered", base, attempt, len(seen))
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -781,14 +782,25 @@ func TestConnectionRefused(t *testing.T) {
 	l.Close()
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		t.Run(string(typ), func(t *testing.T) {
+			// Count the dials: a refused connection is tried again, twice
+			// by default.
+			var dials atomic.Int32
+			var d net.Dialer
+			hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				dials.Add(1)
+				return d.DialContext(ctx, network, addr)
+			}}}
 			req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: typ, BaseURL: "http://" + addr + "/v1", APIKey: testKey}, Model: "m",
 				Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}
-			_, _, err := run(context.Background(), newClient(t), req, true)
+			_, _, err := run(context.Background(), newClient(t, func(c *llm.Config) { c.HTTPClient = hc }), req, true)
 			if got, want := domain.KindOf(err), domain.Upstream; got != want {
 				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 			}
 			if !strings.Contains(domain.MessageOf(err), "refused the connection") {
 				t.Errorf("message = %q", domain.MessageOf(err))
+			}
+			if got := dials.Load(); got != 1+llm.DefaultMaxRetries {
+				t.Errorf("%d dials, want %d: the first and %d retries", got, 1+llm.DefaultMaxRetries, llm.DefaultMaxRetries)
 			}
 		})
 	}

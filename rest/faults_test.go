@@ -9,30 +9,60 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/store"
 )
 
 func TestUpstreamFaults(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
-		body := map[string]any{"messages": []any{userMessage("hi")}}
 		tests := []struct {
 			name       string
-			behavior   llmtest.Behavior
+			queue      []llmtest.Behavior // the upstream's next answers
+			stream     bool
 			status     int
-			code       string
+			code       string // "" for success
 			retryAfter string
 			message    string
+			calls      int // requests the upstream gets
 		}{
-			{"429 passes Retry-After on", llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}}, 429, "rate_limited", "7", ""},
-			{"401 is the provider's key", llmtest.Behavior{Status: 401}, 502, "upstream_error", "", "key"},
-			{"400 from the provider", llmtest.Behavior{Status: 400, Body: `{"error":{"message":"model not found","type":"invalid_request_error"}}`}, 502, "upstream_error", "", ""},
+			{"429 passes Retry-After on", []llmtest.Behavior{{Status: 429, Header: http.Header{"Retry-After": {"7"}}}}, false, 429, "rate_limited", "7", "", 1},
+			{"401 is the provider's key", []llmtest.Behavior{{Status: 401}}, false, 502, "upstream_error", "", "rejected its API key", 1},
+			{"403 is the provider's key", []llmtest.Behavior{{Status: 403}}, false, 502, "upstream_error", "", "rejected its API key", 1},
+			{"401 before a stream began is JSON", []llmtest.Behavior{{Status: 401}}, true, 502, "upstream_error", "", "rejected its API key", 1},
+			{"400 from the provider", []llmtest.Behavior{{Status: 400, Body: `{"error":{"message":"model not found","type":"invalid_request_error"}}`}}, false, 502, "upstream_error", "", "", 1},
+			{"500s are retried, then 502", []llmtest.Behavior{{Status: 500}, {Status: 500}, {Status: 500}}, false, 502, "upstream_error", "", "", 3},
+			{"a 500 then success", []llmtest.Behavior{{Status: 503}, {}}, false, 200, "", "", "", 2},
+			{"a reset connection then success", []llmtest.Behavior{{Fault: llmtest.FaultDrop}, {}}, true, 200, "", "", "", 2},
+		}
+		conversations := func() int {
+			return len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any))
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
-				h.up.Enqueue(tt.behavior)
-				r := h.call("POST", path, h.admin, body)
+				for _, b := range tt.queue {
+					h.up.Enqueue(b)
+				}
+				before, stored := h.up.Count(), conversations()
+				r := h.call("POST", path, h.admin, map[string]any{"stream": tt.stream, "messages": []any{userMessage("hi")}})
+				if got := h.up.Count() - before; got != tt.calls {
+					t.Errorf("the upstream got %d requests, want %d", got, tt.calls)
+				}
+				if tt.code == "" {
+					if r.Status != tt.status {
+						t.Fatalf("= %d %s, want %d", r.Status, r.Body, tt.status)
+					}
+					return
+				}
+				if n := conversations(); n != stored {
+					t.Errorf("a failed completion stored a conversation (%d, was %d)", n, stored)
+				}
+				if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+					t.Errorf("Content-Type = %q, want the JSON error envelope", ct)
+				}
 				if r.Status != tt.status || r.ErrorCode() != tt.code {
 					t.Fatalf("= %d %s, want %d %s", r.Status, r.Body, tt.status, tt.code)
 				}
@@ -44,9 +74,24 @@ func TestUpstreamFaults(t *testing.T) {
 				}
 			})
 		}
-		// A failed completion stores no conversation.
+	})
+}
+
+// TestFirstByteTimeout: an upstream that sends nothing within the
+// first-byte timeout is a 504, streamed or not, and stores nothing.
+func TestFirstByteTimeout(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, func(c *app.Config) { c.LLM.FirstByteTimeout = 150 * time.Millisecond })
+		w := h.world()
+		for _, stream := range []bool{false, true} {
+			h.up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})
+			r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("hi")}})
+			if r.Status != 504 || r.ErrorCode() != "upstream_timeout" {
+				t.Errorf("stream=%v: %d %s, want 504 upstream_timeout", stream, r.Status, r.Body)
+			}
+		}
 		if n := len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)); n != 0 {
-			t.Errorf("failed completions stored %d conversations", n)
+			t.Errorf("timed-out completions stored %d conversations", n)
 		}
 	})
 }
