@@ -8,6 +8,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
 )
 
 func TestProviderKeyIsWriteOnly(t *testing.T) {
@@ -137,25 +138,58 @@ func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
 	if got := res.Header.Get("X-Request-Id"); got != "trace-123" {
 		t.Errorf("X-Request-Id = %q, want the caller's", got)
 	}
-	if r := h.call("GET", "/healthz", "", nil); r.Status != 200 || r.Header.Get("X-Request-Id") == "" {
-		t.Errorf("/healthz = %d, X-Request-Id %q", r.Status, r.Header.Get("X-Request-Id"))
+	health := h.call("GET", "/healthz", "", nil)
+	if health.Status != 200 || health.Header.Get("X-Request-Id") == "" {
+		t.Errorf("/healthz = %d, X-Request-Id %q", health.Status, health.Header.Get("X-Request-Id"))
 	}
 	if r := h.call("GET", "/readyz", "", nil); r.Status != 200 {
 		t.Errorf("/readyz = %d", r.Status)
 	}
-	if !strings.Contains(h.logs.String(), "trace-123") {
-		t.Error("the logs do not carry the request id")
+	// Each request's access log line carries its id: the caller's, or the
+	// one the server made and returned. Paths are route patterns.
+	for id, path := range map[string]string{"trace-123": "/api/v1/*", health.Header.Get("X-Request-Id"): "/healthz"} {
+		found := false
+		for _, line := range strings.Split(h.logs.String(), "\n") {
+			found = found || (strings.Contains(line, "msg=request ") && strings.Contains(line, "request_id="+id+" ") && strings.Contains(line, "path="+path))
+		}
+		if !found {
+			t.Errorf("no access log line of %s carries request_id=%s:\n%s", path, id, h.logs.String())
+		}
 	}
 }
 
-// TestNoSecretInLogs runs completions, failures included, and then reads
-// every log line for the provider key and the caller's API key.
+// TestNoSecretInLogs runs completions, successes and upstream failures
+// whose bodies repeat the provider key, over JSON and streams, and then
+// reads every response body and every log line for the provider key and
+// the callers' API keys.
 func TestNoSecretInLogs(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}, "debug": true})
-		h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{}})
-		h.call("GET", "/api/v1/me", "pk_wrong_key_value", nil)
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		leaky := `{"error":{"message":"Incorrect API key provided: ` + upstreamKey + `","type":"invalid_request_error"}}`
+		var bodies []string
+		send := func(key string, body map[string]any, behaviors ...llmtest.Behavior) {
+			for _, b := range behaviors {
+				h.up.Enqueue(b)
+			}
+			bodies = append(bodies, string(h.call("POST", path, key, body).Body))
+		}
+		for _, stream := range []bool{false, true} {
+			ask := func(content string) map[string]any {
+				return map[string]any{"stream": stream, "debug": true, "messages": []any{userMessage(content)}}
+			}
+			send(h.admin, ask("x"))
+			// The key in the caller's own message: debug shows it redacted.
+			send(h.admin, ask("my key is "+upstreamKey), llmtest.Behavior{Reply: "noted"})
+			send(h.admin, ask("x"), llmtest.Behavior{Status: 401, Body: leaky})
+			send(h.admin, ask("x"), llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky})
+			send(h.admin, ask("x"), llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
+			send("pk_wrong_key_value", ask("x"))
+		}
+		send(h.admin, map[string]any{"messages": []any{}})
+		if !strings.Contains(bodies[1], "[REDACTED]") && !strings.Contains(bodies[1], "redacted") {
+			t.Errorf("debug of a message holding the key shows no redaction: %s", bodies[1])
+		}
 		logs := h.logs.String()
 		if logs == "" {
 			t.Fatal("no logs were written")
@@ -163,6 +197,11 @@ func TestNoSecretInLogs(t *testing.T) {
 		for _, secret := range []string{upstreamKey, h.admin, "pk_wrong_key_value"} {
 			if strings.Contains(logs, secret) {
 				t.Errorf("logs contain a secret %q…", secret[:6])
+			}
+			for i, b := range bodies {
+				if strings.Contains(b, secret) {
+					t.Errorf("response %d contains a secret %q…: %s", i, secret[:6], b)
+				}
 			}
 		}
 	})
