@@ -13,8 +13,9 @@ import (
 
 // TestOpenAINodeClient runs e2e/openai-node (the official openai npm
 // client) against a Parley on SQLite with the fake upstream: stateless
-// and per-chat completions, streamed and not, and errors, each read by the
-// SDK's own parsers. It needs Node 20+ and `npm ci` in e2e/openai-node;
+// and per-chat completions, streamed and not, through an OpenAI-wire and
+// an Anthropic provider, tool calls, and errors, each read by the SDK's
+// own parsers. It needs Node 20+ and `npm ci` in e2e/openai-node;
 // enable it with PARLEY_OPENAI_E2E=1 (scripts/e2e.sh does).
 func TestOpenAINodeClient(t *testing.T) {
 	if os.Getenv("PARLEY_OPENAI_E2E") != "1" {
@@ -26,15 +27,25 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	w := h.world()
+	// An Anthropic provider on the same fake: the SDK must not tell it
+	// from the OpenAI-wire one.
+	anthropicProvider := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+		"projectId": w.project, "name": "claude", "type": "anthropic", "baseUrl": h.up.URL(),
+		"defaultModel": "claude-fake", "apiKey": upstreamKey,
+	})["id"].(string)
 	// The SDK calls as an editor of the project, not as the admin.
 	uid, key := h.user("sdk")
 	h.setRole(h.admin, w.project, uid, "editor")
-	// A user message starting "FAULT stream-error" fails after two deltas.
+	// A user message starting "FAULT stream-error" fails after two deltas;
+	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces.
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role == "user" {
-				if strings.HasPrefix(r.Messages[i].Content, "FAULT stream-error") {
+				switch c := r.Messages[i].Content; {
+				case strings.HasPrefix(c, "FAULT stream-error"):
 					return llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 2}
+				case strings.HasPrefix(c, "TOOLS"):
+					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
 				}
 				break
 			}
@@ -49,6 +60,7 @@ func TestOpenAINodeClient(t *testing.T) {
 		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
 		"PARLEY_API_KEY="+key,
 		"PARLEY_AI_PROVIDER_ID="+w.provider,
+		"PARLEY_ANTHROPIC_AI_PROVIDER_ID="+anthropicProvider,
 		"PARLEY_CHAT_ID="+w.chat,
 		"PARLEY_MODEL=e2e-model",
 		"PARLEY_FAKE_UPSTREAM=1",
@@ -69,6 +81,13 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if got := strings.Join(models, ","); !strings.Contains(got, "e2e-model") || !strings.Contains(got, "fake-default") {
 		t.Errorf("upstream models = %s, want the client's e2e-model (stateless) and fake-default (per chat)", got)
+	}
+	protocols := map[llmtest.Protocol]int{}
+	for _, r := range reqs {
+		protocols[r.Protocol]++
+	}
+	if protocols[llmtest.Anthropic] < 3 {
+		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
 	}
 	// The per-chat turns were stored as one conversation of three turns.
 	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)

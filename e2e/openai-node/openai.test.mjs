@@ -7,10 +7,14 @@
 //   PARLEY_AI_PROVIDER_ID  the AI provider of the stateless completions
 //   PARLEY_CHAT_ID         the chat of the per-chat completions
 //   PARLEY_MODEL           optional: the model to ask for (else the provider's default)
+//   PARLEY_ANTHROPIC_AI_PROVIDER_ID optional: an anthropic provider; its
+//                          completions must read exactly as the OpenAI-wire ones
 //   PARLEY_FAKE_UPSTREAM=1 optional: the provider is Parley's fake upstream
 //                          (llm/llmtest), so replies are "echo: " plus the last
-//                          user message, and a user message that starts with
-//                          "FAULT stream-error" fails mid-stream
+//                          user message, a user message that starts with
+//                          "FAULT stream-error" fails mid-stream, and one that
+//                          starts with "TOOLS" is answered with two tool calls
+//                          (weather {"city":"Paris"} and clock {}) after "Checking."
 //
 // Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
 // Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
@@ -44,6 +48,19 @@ function statelessBody(content, extra = {}) {
   if (env.PARLEY_MODEL) body.model = env.PARLEY_MODEL;
   return body;
 }
+
+// The providers the provider-blind tests run through.
+const PROVIDERS = [['an OpenAI-wire provider', () => env.PARLEY_AI_PROVIDER_ID]];
+if (env.PARLEY_ANTHROPIC_AI_PROVIDER_ID) PROVIDERS.push(['an Anthropic provider', () => env.PARLEY_ANTHROPIC_AI_PROVIDER_ID]);
+
+const TOOLS = [
+  { type: 'function', function: { name: 'weather', description: 'Current weather in a city.', parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } } },
+  { type: 'function', function: { name: 'clock' } },
+];
+const FAKE_TOOL_CALLS = [
+  { id: 'call_paris', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
+  { id: 'call_now', type: 'function', function: { name: 'clock', arguments: '{}' } },
+];
 
 function assertReply(text, prompt) {
   if (FAKE) assert.equal(text, `echo: ${prompt}`);
@@ -139,6 +156,36 @@ test('openai npm client', { skip }, async (t) => {
     assert.equal(final.choices[0].message.role, 'assistant');
     assert.match(final.id, /^msg_/);
   });
+
+  for (const [name, provider] of PROVIDERS.slice(1)) {
+    await t.test(`stateless through ${name}: the same chat.completion and chunks`, async () => {
+      const prompt = 'which provider answered';
+      const c = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider() }), STATELESS);
+      assertCompletion(c, prompt, env.PARLEY_MODEL);
+      const stream = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider(), stream: true }), STATELESS);
+      const { text } = await collect(stream);
+      assertReply(text, prompt);
+    });
+  }
+
+  for (const [name, provider] of PROVIDERS) {
+    await t.test(`tool calls through ${name}: in the message, and as deltas the SDK accumulates`, { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+      const body = statelessBody('TOOLS weather in Paris?', { aiProviderId: provider(), tools: TOOLS });
+      const c = await client.chat.completions.create(body, STATELESS);
+      assert.equal(c.choices[0].finish_reason, 'tool_calls');
+      assert.equal(c.choices[0].message.content, 'Checking.');
+      assert.deepEqual(c.choices[0].message.tool_calls, FAKE_TOOL_CALLS);
+
+      const runner = client.chat.completions.stream(body, STATELESS);
+      const final = await runner.finalChatCompletion();
+      assert.equal(final.choices[0].finish_reason, 'tool_calls');
+      assert.equal(final.choices[0].message.content, 'Checking.');
+      assert.deepEqual(
+        final.choices[0].message.tool_calls.map(({ id, type, function: f }) => ({ id, type, function: { name: f.name, arguments: f.arguments } })),
+        FAKE_TOOL_CALLS,
+      );
+    });
+  }
 
   let conversationId;
   await t.test('per chat, streamed: client.post with stream: true', async () => {
