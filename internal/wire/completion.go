@@ -60,7 +60,7 @@ type CompletionFields struct {
 	Messages       []Message       `json:"messages" min:"1" desc:"The new messages of this turn, in order; must not be empty."`
 	Model          string          `json:"model,omitempty" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
 	Temperature    *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
-	MaxTokens      *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer."`
+	MaxTokens      *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
 	TopP           *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
 	Stop           StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
 	Tools          []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
