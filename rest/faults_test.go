@@ -3,8 +3,10 @@ package rest_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -341,6 +343,55 @@ func TestRateLimits(t *testing.T) {
 		}
 		// The limit is per key: the admin's key is not counted against it.
 		h.must(200, "POST", path, h.admin, body)
+	})
+}
+
+// TestLimitBudgets runs each of a project's per-minute budgets to its end
+// over REST: the refusal names the budget in its RateLimit-* headers and
+// in the error's details, and another project is not affected.
+func TestLimitBudgets(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		for _, c := range []struct {
+			limits  map[string]any
+			allowed int // completions that pass before the refusal
+			name    string
+			limit   int
+		}{
+			{map[string]any{"requestsPerMinute": 2}, 2, "project-requests-per-minute", 2},
+			{map[string]any{"tokensPerMinute": 1}, 1, "project-tokens-per-minute", 1},
+			{map[string]any{"keyTokensPerMinute": 1}, 1, "key-tokens-per-minute", 1},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				w := h.world()
+				h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, c.limits)
+				path := "/api/v1/chats/" + w.chat + "/completions"
+				body := map[string]any{"messages": []any{userMessage("one two three")}}
+				for range c.allowed {
+					h.must(200, "POST", path, h.admin, body)
+				}
+				r := h.call("POST", path, h.admin, body)
+				if r.Status != 429 || r.ErrorCode() != "rate_limited" {
+					t.Fatalf("= %d %s, want 429 rate_limited", r.Status, r.Body)
+				}
+				if got, want := r.Header.Get("RateLimit-Policy"), fmt.Sprintf("%d;w=60;comment=%q", c.limit, c.name); got != want {
+					t.Errorf("RateLimit-Policy = %q, want %q", got, want)
+				}
+				reset, _ := strconv.Atoi(r.Header.Get("RateLimit-Reset"))
+				retry, _ := strconv.Atoi(r.Header.Get("Retry-After"))
+				if r.Header.Get("RateLimit-Limit") != strconv.Itoa(c.limit) || r.Header.Get("RateLimit-Remaining") != "0" ||
+					reset < 1 || reset > 60 || retry < 1 || retry > 60 {
+					t.Errorf("RateLimit-Limit %q, -Remaining %q, -Reset %q, Retry-After %q", r.Header.Get("RateLimit-Limit"),
+						r.Header.Get("RateLimit-Remaining"), r.Header.Get("RateLimit-Reset"), r.Header.Get("Retry-After"))
+				}
+				d, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+				if d["limitName"] != c.name || d["limit"] != float64(c.limit) || d["remaining"] != 0.0 {
+					t.Errorf("error details = %v", d)
+				}
+				// Another project's budget is its own.
+				other := h.world()
+				h.must(200, "POST", "/api/v1/chats/"+other.chat+"/completions", h.admin, body)
+			})
+		}
 	})
 }
 
