@@ -368,6 +368,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	}
 
 	var onDelta func(Delta) error
+	deltas := 0 // received, for estimateUsage
 	started := false
 	start := func() error {
 		if started {
@@ -378,6 +379,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	}
 	if emit != nil {
 		onDelta = func(d Delta) error {
+			deltas++
 			if err := start(); err != nil {
 				return err
 			}
@@ -403,10 +405,22 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	if pl.chat != nil {
 		rec.ChatID = pl.chat.ID
 	}
+	var reply string
+	var calls []ToolCall
 	if res != nil {
 		rec.Usage, rec.TimeToFirst = res.Usage, res.FirstByte
 		if res.Model != "" {
 			rec.Model = res.Model
+		}
+		reply, calls = res.Content, res.ToolCalls
+	}
+	// The provider's count, estimated where it gave none: for a reply, and
+	// for one it was giving when the client left or the stream broke; not
+	// for a call it refused.
+	if err == nil || deltas > 0 || outcomeOf(ctx, err) == OutcomeClientDisconnect {
+		rec.Usage = estimateUsage(rec.Usage, req.Messages, reply, calls, deltas)
+		if res != nil {
+			res.Usage = rec.Usage
 		}
 	}
 	if len(budgets) > 0 {

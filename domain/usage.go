@@ -14,6 +14,37 @@ type Usage struct {
 	TotalTokens      int
 }
 
+// estimateUsage fills in the parts of u the provider did not report: some
+// OpenAI-compatible servers send no usage in a stream, and a stream cut
+// short has none yet. The prompt counts at four characters a token plus
+// four a message (the overhead OpenAI documents); the reply at one token a
+// delta received (OpenAI streams a token a delta) or four characters a
+// token, whichever is more. A part the provider reported is kept.
+func estimateUsage(u Usage, sent []LLMMessage, reply string, calls []ToolCall, deltas int) Usage {
+	if u.PromptTokens == 0 {
+		chars := 0
+		for _, m := range sent {
+			chars += len(m.Content)
+			for _, c := range m.ToolCalls {
+				chars += len(c.Name) + len(c.Arguments)
+			}
+		}
+		u.PromptTokens = tokensOf(chars) + 4*len(sent)
+	}
+	if u.CompletionTokens == 0 {
+		chars := len(reply)
+		for _, c := range calls {
+			chars += len(c.Name) + len(c.Arguments)
+		}
+		u.CompletionTokens = max(deltas, tokensOf(chars))
+	}
+	u.TotalTokens = u.PromptTokens + u.CompletionTokens
+	return u
+}
+
+// tokensOf estimates the tokens of chars characters of text.
+func tokensOf(chars int) int { return (chars + 3) / 4 }
+
 // Outcome says how a completion ended, for usage records and metrics.
 type Outcome string
 

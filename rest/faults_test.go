@@ -131,40 +131,109 @@ func TestStreamFaultsAfterTheFirstByte(t *testing.T) {
 	})
 }
 
+// TestClientDisconnectCancelsUpstream: a client that leaves, mid-stream or
+// while waiting for a JSON reply, cancels the upstream request within a
+// second, and its usage is recorded as client_disconnect with the tokens
+// spent so far: the provider's count where it gave one (Anthropic sends
+// the prompt's at the start), else an estimate.
 func TestClientDisconnectCancelsUpstream(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		for _, c := range []struct {
+			name               string
+			chat               string
+			stream             bool
+			prompt, completion func(int64) bool
+		}{
+			{"openai stream", w.openaiChat, true, positive64, func(n int64) bool { return n >= 2 }},
+			{"anthropic stream", w.anthropicChat, true, positive64, func(n int64) bool { return n >= 1 }},
+			{"openai JSON", w.openaiChat, false, positive64, func(n int64) bool { return n == 0 }},
+		} {
+			t.Run(c.name, func(t *testing.T) {
+				h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
+				ctx, cancel := context.WithCancel(context.Background())
+				b, _ := json.Marshal(map[string]any{"stream": c.stream, "messages": []any{userMessage("a b c d e f")}})
+				req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/chats/"+c.chat+"/completions", strings.NewReader(string(b)))
+				req.Header.Set("Authorization", "Bearer "+h.admin)
+				req.Header.Set("Content-Type", "application/json")
+				before := h.up.Count()
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					res, err := http.DefaultClient.Do(req)
+					if err != nil {
+						return // cancelled while waiting for a JSON reply
+					}
+					res.Body.Read(make([]byte, 256)) // the first chunk arrived: the stream runs
+					cancel()
+					res.Body.Close()
+				}()
+				if !c.stream {
+					for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before && time.Now().Before(deadline); {
+						time.Sleep(5 * time.Millisecond)
+					}
+					cancel()
+				}
+				<-done
+				cancel()
+				if !h.up.WaitCanceled(time.Second) {
+					t.Fatal("the upstream did not see the cancellation within a second")
+				}
+				var rec struct {
+					Outcome                                     string
+					PromptTokens, CompletionTokens, TotalTokens int64
+				}
+				for range 150 { // the batcher writes within 200ms
+					h.app.Store.DB().Raw("SELECT outcome, prompt_tokens, completion_tokens, total_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? AND stream = ?",
+						c.chat, "client_disconnect", c.stream).Scan(&rec)
+					if rec.Outcome != "" {
+						break
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if rec.Outcome != "client_disconnect" {
+					t.Fatalf("no usage record with the outcome client_disconnect")
+				}
+				if !c.prompt(rec.PromptTokens) || !c.completion(rec.CompletionTokens) || rec.TotalTokens != rec.PromptTokens+rec.CompletionTokens {
+					t.Errorf("usage of the abandoned completion: %+v", rec)
+				}
+			})
+		}
+	})
+}
+
+func positive64(n int64) bool { return n > 0 }
+
+// TestUsageWithoutTheProvidersCount: a provider that reports no usage (some
+// OpenAI-compatible servers do not, in streams) gets an estimate, in the
+// response and in the record, never zero.
+func TestUsageWithoutTheProvidersCount(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
-		ctx, cancel := context.WithCancel(context.Background())
-		b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
-		req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/chats/"+w.chat+"/completions", strings.NewReader(string(b)))
-		req.Header.Set("Authorization", "Bearer "+h.admin)
-		req.Header.Set("Content-Type", "application/json")
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		buf := make([]byte, 256)
-		if _, err := res.Body.Read(buf); err != nil { // the first chunk arrived: the stream runs
-			t.Fatal(err)
-		}
-		cancel()
-		res.Body.Close()
-		if !h.up.WaitCanceled(time.Second) {
-			t.Fatal("the upstream did not see the cancellation within a second")
-		}
-		// The partial completion is recorded with its outcome (the batcher
-		// writes within 200ms).
-		var outcome string
-		for range 150 {
-			row := h.app.Store.DB().Raw("SELECT outcome FROM usage_records WHERE project_id = ?", w.project).Row()
-			if err := row.Scan(&outcome); err == nil {
-				break
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		for _, stream := range []bool{false, true} {
+			h.up.Enqueue(llmtest.Behavior{Usage: &llmtest.Usage{}})
+			r := h.call("POST", path, h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("one two three four")}})
+			if r.Status != 200 || !strings.Contains(string(r.Body), `"usage":{"prompt_tokens":`) {
+				t.Fatalf("stream=%v: %d %s", stream, r.Status, r.Body)
 			}
-			time.Sleep(20 * time.Millisecond)
+			// The (last) usage object, of the completion or of the stream's
+			// last chunk.
+			i := strings.LastIndex(string(r.Body), `"usage":`)
+			var u map[string]int
+			if err := json.NewDecoder(strings.NewReader(string(r.Body)[i+len(`"usage":`):])).Decode(&u); err != nil {
+				t.Fatal(err)
+			}
+			// "echo: one two three four" is 24 characters in 5 deltas.
+			if u["prompt_tokens"] <= 0 || u["completion_tokens"] < 5 || u["total_tokens"] != u["prompt_tokens"]+u["completion_tokens"] {
+				t.Errorf("stream=%v: usage %v, want an estimate", stream, u)
+			}
 		}
-		if outcome != "client_disconnect" {
-			t.Errorf("usage outcome = %q, want client_disconnect", outcome)
+		h.app.FlushUsage()
+		var zero int64
+		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE chat_id = ? AND (prompt_tokens = 0 OR completion_tokens = 0)", w.chat).Scan(&zero)
+		if zero != 0 {
+			t.Errorf("%d usage records have no tokens", zero)
 		}
 	})
 }
