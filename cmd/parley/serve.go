@@ -40,16 +40,10 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// Streams live until they finish or the client leaves: no write
-	// timeout. Cancelling base ends what is left after the grace period.
+	// Cancelling base ends what is left after the grace period.
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
-	srv := &http.Server{
-		Handler:           a.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return base },
-	}
+	srv := newHTTPServer(a.Handler(), base)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("parley serving", "addr", ln.Addr().String(), "version", version, "database", a.Store.Dialect())
@@ -113,4 +107,18 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return nil
 	}
 	return err
+}
+
+// newHTTPServer is the server of `parley serve`. Streams live until they
+// finish, the client leaves or PARLEY_MAX_STREAM_DURATION ends them, so it
+// has no read or write timeout; only the request headers are bounded (a
+// client that trickles them would hold a connection), and idle
+// keep-alive connections.
+func newHTTPServer(h http.Handler, base context.Context) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		BaseContext:       func(net.Listener) context.Context { return base },
+	}
 }

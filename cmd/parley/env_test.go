@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestNoTimeoutCutsAStream: the server bounds only the request headers
+// and idle connections; a read or write timeout would end every stream
+// that outlived it.
+func TestNoTimeoutCutsAStream(t *testing.T) {
+	srv := newHTTPServer(http.NotFoundHandler(), context.Background())
+	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
+		t.Errorf("ReadTimeout %v, WriteTimeout %v: either would cut long streams", srv.ReadTimeout, srv.WriteTimeout)
+	}
+	if srv.ReadHeaderTimeout <= 0 || srv.IdleTimeout <= 0 {
+		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v: want both bounded", srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+}
+
+func TestLoadEnv(t *testing.T) {
+	for _, name := range []string{"PARLEY_SSE_KEEPALIVE", "PARLEY_MAX_STREAM_DURATION", "PARLEY_SHUTDOWN_GRACE",
+		"PARLEY_UPSTREAM_RETRIES", "PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT"} {
+		t.Setenv(name, "")
+	}
+	e, err := loadEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.KeepAlive != 15*time.Second || e.MaxStreamDuration != 0 || e.ShutdownGrace != 30*time.Second {
+		t.Errorf("defaults: keep-alive %v, maximum stream %v, grace %v", e.KeepAlive, e.MaxStreamDuration, e.ShutdownGrace)
+	}
+	if e.LLM.MaxRetries != 0 || e.LLM.FirstByteTimeout != 0 {
+		t.Errorf("unset upstream settings must leave llm's defaults (zero): %+v", e.LLM)
+	}
+
+	t.Setenv("PARLEY_SSE_KEEPALIVE", "5s")
+	t.Setenv("PARLEY_MAX_STREAM_DURATION", "30m")
+	t.Setenv("PARLEY_UPSTREAM_RETRIES", "0")
+	t.Setenv("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", "90s")
+	if e, err = loadEnv(); err != nil {
+		t.Fatal(err)
+	}
+	if e.KeepAlive != 5*time.Second || e.MaxStreamDuration != 30*time.Minute {
+		t.Errorf("keep-alive %v, maximum stream %v", e.KeepAlive, e.MaxStreamDuration)
+	}
+	if e.LLM.MaxRetries >= 0 || e.LLM.FirstByteTimeout != 90*time.Second {
+		t.Errorf("PARLEY_UPSTREAM_RETRIES=0 must turn retries off (llm: negative), got %d; first byte %v", e.LLM.MaxRetries, e.LLM.FirstByteTimeout)
+	}
+
+	for name, bad := range map[string]string{"PARLEY_SSE_KEEPALIVE": "soon", "PARLEY_MAX_STREAM_DURATION": "-1m", "PARLEY_UPSTREAM_RETRY_DELAY": "x"} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, bad)
+			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=%q: %v, want an error naming it", name, bad, err)
+			}
+		})
+	}
+}
