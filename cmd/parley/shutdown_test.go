@@ -166,6 +166,9 @@ func usageOutcome(t *testing.T, dir, id string) (outcome string, completionToken
 	return outcome, completionTokens
 }
 
+// TestShutdownLetsStreamsFinish sends SIGTERM while a stream and a JSON
+// completion run: new connections are refused at once, both finish whole
+// within the grace period, the usage is flushed, and the exit is clean.
 func TestShutdownLetsStreamsFinish(t *testing.T) {
 	up := llmtest.NewServer(t)
 	dir := t.TempDir()
@@ -178,6 +181,34 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 	up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
 	ch := openStream(t, s, key, chat, prompt)
 	head := take(t, ch, 3, 10*time.Second)
+
+	// A JSON completion is in flight too: the upstream has it, and answers
+	// after 1.5s.
+	up.Enqueue(llmtest.Behavior{Delay: 1500 * time.Millisecond})
+	before := up.Count()
+	type answer struct {
+		status int
+		body   map[string]any
+		err    error
+	}
+	jsonDone := make(chan answer, 1)
+	go func() {
+		b, _ := json.Marshal(map[string]any{"messages": []any{map[string]any{"role": "user", "content": "in flight"}}})
+		req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chat+"/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			jsonDone <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		var a answer
+		a.status, a.err = res.StatusCode, json.NewDecoder(res.Body).Decode(&a.body)
+		jsonDone <- a
+	}()
+	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
 
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -231,6 +262,14 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 	usage, _ := events[n-2].data["usage"].(map[string]any)
 	if usage == nil || usage["completion_tokens"] != float64(len(llmtest.Deltas(llmtest.EchoReply(prompt)))) {
 		t.Errorf("last chunk usage = %v", usage)
+	}
+
+	a := <-jsonDone
+	if a.err != nil || a.status != 200 {
+		t.Fatalf("the JSON completion in flight at SIGTERM = %d %v, %v", a.status, a.body, a.err)
+	}
+	if msg := a.body["choices"].([]any)[0].(map[string]any)["message"].(map[string]any); msg["content"] != llmtest.EchoReply("in flight") {
+		t.Errorf("the JSON completion in flight at SIGTERM answered %v", msg)
 	}
 
 	if err := waitExit(t, s, 15*time.Second); err != nil {
