@@ -418,7 +418,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	// for one it was giving when the client left or the stream broke; not
 	// for a call it refused.
 	if err == nil || deltas > 0 || outcomeOf(ctx, err) == OutcomeClientDisconnect {
-		rec.Usage = estimateUsage(rec.Usage, req.Messages, reply, calls, deltas)
+		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, deltas)
 		if res != nil {
 			res.Usage = rec.Usage
 		}

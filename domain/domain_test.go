@@ -105,19 +105,21 @@ func TestEstimateUsage(t *testing.T) {
 	for _, c := range []struct {
 		name     string
 		reported Usage
+		partial  bool
 		reply    string
 		calls    []ToolCall
 		deltas   int
 		want     Usage
 	}{
-		{"the provider's count is kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}, "About 384,400 km.", nil, 5, Usage{11, 7, 18}},
-		{"nothing reported: both estimated", Usage{}, "About 384,400 km.", nil, 5, Usage{8 + 8, 5, 21}},
-		{"four characters a token beat fewer deltas", Usage{}, strings.Repeat("x", 40), nil, 3, Usage{16, 10, 26}},
-		{"tool calls count", Usage{}, "", []ToolCall{{Name: "weather", Arguments: `{"city":"Paris"}`}}, 0, Usage{16, 6, 22}},
-		{"only the prompt reported (Anthropic's start)", Usage{PromptTokens: 30, CompletionTokens: 0}, "", nil, 4, Usage{30, 4, 34}},
-		{"a JSON call abandoned before a reply", Usage{}, "", nil, 0, Usage{16, 0, 16}},
+		{"the provider's count is kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}, false, "About 384,400 km.", nil, 5, Usage{11, 7, 18}},
+		{"nothing reported: both estimated", Usage{}, false, "About 384,400 km.", nil, 5, Usage{8 + 8, 5, 21}},
+		{"four characters a token beat fewer deltas", Usage{}, false, strings.Repeat("x", 40), nil, 3, Usage{16, 10, 26}},
+		{"tool calls count", Usage{}, false, "", []ToolCall{{Name: "weather", Arguments: `{"city":"Paris"}`}}, 0, Usage{16, 6, 22}},
+		{"cut short after Anthropic's start: its prompt, the reply estimated", Usage{PromptTokens: 30, CompletionTokens: 1}, true, "", nil, 4, Usage{30, 4, 34}},
+		{"cut short: a larger reported reply is kept", Usage{PromptTokens: 30, CompletionTokens: 9}, true, "", nil, 4, Usage{30, 9, 39}},
+		{"a JSON call abandoned before a reply", Usage{}, true, "", nil, 0, Usage{16, 0, 16}},
 	} {
-		if got := estimateUsage(c.reported, sent, c.reply, c.calls, c.deltas); got != c.want {
+		if got := estimateUsage(c.reported, c.partial, sent, c.reply, c.calls, c.deltas); got != c.want {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
 		}
 	}

@@ -19,8 +19,11 @@ type Usage struct {
 // short has none yet. The prompt counts at four characters a token plus
 // four a message (the overhead OpenAI documents); the reply at one token a
 // delta received (OpenAI streams a token a delta) or four characters a
-// token, whichever is more. A part the provider reported is kept.
-func estimateUsage(u Usage, sent []LLMMessage, reply string, calls []ToolCall, deltas int) Usage {
+// token, whichever is more. A part the provider reported is kept, except
+// that the reply of a partial completion (cut short) counts at least the
+// estimate: a count the provider sent as the reply began (Anthropic's) is
+// behind by then.
+func estimateUsage(u Usage, partial bool, sent []LLMMessage, reply string, calls []ToolCall, deltas int) Usage {
 	if u.PromptTokens == 0 {
 		chars := 0
 		for _, m := range sent {
@@ -31,12 +34,12 @@ func estimateUsage(u Usage, sent []LLMMessage, reply string, calls []ToolCall, d
 		}
 		u.PromptTokens = tokensOf(chars) + 4*len(sent)
 	}
-	if u.CompletionTokens == 0 {
+	if u.CompletionTokens == 0 || partial {
 		chars := len(reply)
 		for _, c := range calls {
 			chars += len(c.Name) + len(c.Arguments)
 		}
-		u.CompletionTokens = max(deltas, tokensOf(chars))
+		u.CompletionTokens = max(u.CompletionTokens, deltas, tokensOf(chars))
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u

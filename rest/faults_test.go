@@ -146,7 +146,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 			prompt, completion func(int64) bool
 		}{
 			{"openai stream", w.openaiChat, true, positive64, func(n int64) bool { return n >= 2 }},
-			{"anthropic stream", w.anthropicChat, true, positive64, func(n int64) bool { return n >= 1 }},
+			{"anthropic stream", w.anthropicChat, true, positive64, func(n int64) bool { return n >= 2 }},
 			{"openai JSON", w.openaiChat, false, positive64, func(n int64) bool { return n == 0 }},
 		} {
 			t.Run(c.name, func(t *testing.T) {
