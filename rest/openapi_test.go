@@ -105,13 +105,23 @@ func errRef(desc string) map[string]any {
 }
 
 func schemaOf(v any) any {
-	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: true, Mapper: mapType}
+	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: true, Mapper: mapType, LookupComment: descTag}
 	s := r.Reflect(v)
 	s.Version = ""
 	b, _ := json.Marshal(s)
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
 	return m
+}
+
+// descTag describes a field by its desc tag, the one the MCP tool schemas
+// read, so that both documents say the same.
+func descTag(t reflect.Type, field string) string {
+	if field == "" || t.Kind() != reflect.Struct {
+		return ""
+	}
+	f, _ := t.FieldByName(field)
+	return f.Tag.Get("desc")
 }
 
 func mapType(t reflect.Type) *jsonschema.Schema {
