@@ -108,7 +108,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	if int(requests) != len(reqs) {
 		t.Errorf("usage records %v requests, the upstream got %d", requests, len(reqs))
 	}
-	if strings.Contains(h.logs.String(), upstreamKey) {
+	if strings.Contains(h.finalLogs(), upstreamKey) {
 		t.Error("the logs contain the provider key")
 	}
 }

@@ -83,6 +83,15 @@ func newHarness(t *testing.T, st *store.Store, configure func(*app.Config)) *har
 	return h
 }
 
+// finalLogs closes the server, which waits for every handler to return,
+// and returns the logs: a JSON response leaves before its access-log line
+// is written (see sendingSerializer), so a test that reads the logs right
+// after a response could miss that line.
+func (h *harness) finalLogs() string {
+	h.srv.Close()
+	return h.logs.String()
+}
+
 // response is an HTTP response with its body read.
 type response struct {
 	t      *testing.T

@@ -147,13 +147,14 @@ func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
 	}
 	// Each request's access log line carries its id: the caller's, or the
 	// one the server made and returned. Paths are route patterns.
+	logs := h.finalLogs()
 	for id, path := range map[string]string{"trace-123": "/api/v1/*", health.Header.Get("X-Request-Id"): "/healthz"} {
 		found := false
-		for _, line := range strings.Split(h.logs.String(), "\n") {
+		for _, line := range strings.Split(logs, "\n") {
 			found = found || (strings.Contains(line, "msg=request ") && strings.Contains(line, "request_id="+id+" ") && strings.Contains(line, "path="+path))
 		}
 		if !found {
-			t.Errorf("no access log line of %s carries request_id=%s:\n%s", path, id, h.logs.String())
+			t.Errorf("no access log line of %s carries request_id=%s:\n%s", path, id, logs)
 		}
 	}
 }
@@ -190,7 +191,7 @@ func TestNoSecretInLogs(t *testing.T) {
 		if !strings.Contains(bodies[1], "[REDACTED]") && !strings.Contains(bodies[1], "redacted") {
 			t.Errorf("debug of a message holding the key shows no redaction: %s", bodies[1])
 		}
-		logs := h.logs.String()
+		logs := h.finalLogs()
 		if logs == "" {
 			t.Fatal("no logs were written")
 		}
