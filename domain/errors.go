@@ -49,6 +49,11 @@ func (k Kind) String() string {
 	return "internal"
 }
 
+// ErrShuttingDown is the cause with which the server cancels what is still
+// running when the shutdown grace period is over; REST streams then end
+// with an error event and MCP calls with an error result, not silently.
+var ErrShuttingDown = errors.New("the server is shutting down")
+
 // Error is Parley's one error type. Message is safe to show to a user or a
 // model; Err is the cause, which is only logged.
 type Error struct {

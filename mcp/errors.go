@@ -21,12 +21,17 @@ var (
 // toolError maps a domain error to what the client gets, once for every
 // tool. Every kind a caller can act on becomes a tool error result the model
 // reads: its text starts with the REST error code ("not_found: chat cht_…
-// does not exist") and goes on with the domain's user-safe message. Only
+// does not exist") and goes on with the domain's user-safe message; a call
+// the server's shutdown ended is "unavailable: ...", to be made again. Only
 // Internal faults and cancellations become protocol errors, with a generic
 // text; the cause is logged at error level (client errors at debug).
 func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
 	log := d.log
 	kind := domain.KindOf(err)
+	if errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
+		log.DebugContext(ctx, "mcp tool call ended by the shutdown", "tool", tool, "err", err)
+		return mcpgo.NewToolResultError(domain.Unavailable.String() + ": the server is shutting down and ended this call; call again"), nil
+	}
 	if kind == domain.Canceled || (ctx.Err() != nil && kind == domain.Internal) {
 		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", err)
 		return nil, errCanceled

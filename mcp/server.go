@@ -152,6 +152,12 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 				res, err = nil, errInternal
 			}
 		}()
+		if shutdown, ok := ctx.Value(shutdownKey{}).(context.Context); ok {
+			var end context.CancelCauseFunc
+			ctx, end = context.WithCancelCause(ctx)
+			defer end(nil)
+			defer context.AfterFunc(shutdown, func() { end(context.Cause(shutdown)) })()
+		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {
 			return toolError(ctx, d, req.Params.Name, err)

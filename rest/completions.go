@@ -395,7 +395,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	}
 	if err != nil {
 		switch cause := context.Cause(st.ctx); {
-		case errors.Is(cause, ErrShuttingDown):
+		case errors.Is(cause, domain.ErrShuttingDown):
 			err = domain.Errorf(domain.Unavailable, "the server is shutting down and ended this stream; send the request again")
 		case errors.Is(cause, errStreamTooLong):
 			err = domain.Errorf(domain.Timeout, "the stream reached the server's maximum duration of %s", st.s.cfg.MaxStreamDuration)

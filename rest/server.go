@@ -44,11 +44,6 @@ type Observer interface {
 	RateLimited(limit string)
 }
 
-// ErrShuttingDown is the cause with which the server cancels what is still
-// running when the shutdown grace period is over; streams then end with an
-// error event instead of silently.
-var ErrShuttingDown = errors.New("the server is shutting down")
-
 // Server is the REST API over the domain services.
 type Server struct {
 	svcs *domain.Services

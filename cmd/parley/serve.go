@@ -13,7 +13,6 @@ import (
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/mcp"
-	"github.com/parleyhq/parley/rest"
 )
 
 // serve runs the HTTP server until ctx ends (SIGINT/SIGTERM), then stops
@@ -58,7 +57,7 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("grace period over; ending the remaining requests", "err", err)
-		cancelBase(rest.ErrShuttingDown)
+		cancelBase(domain.ErrShuttingDown)
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
 		_ = srv.Shutdown(ctx2)

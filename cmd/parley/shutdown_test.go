@@ -17,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
+	"github.com/mark3labs/mcp-go/client/transport"
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -369,4 +373,63 @@ func TestUpstreamSettingsFromEnv(t *testing.T) {
 		t.Errorf("the 504 took %v; the first-byte timeout is 300ms", took)
 	}
 	s.stop(t)
+}
+
+// TestShutdownEndsMCPCallsAfterGrace: an MCP tool call still running when
+// the grace period ends gets an error result saying the server is
+// shutting down, so the agent knows to call again, and the exit is clean.
+func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
+	up := llmtest.NewServer(t)
+	key := "pk_shutdown_" + strings.Repeat("m", 30)
+	s := serve(t, t.TempDir(), "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
+	chat := seedChat(t, s, key, up)
+
+	tr, err := transport.NewStreamableHTTP(s.url+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr)
+	defer c.Close()
+	init := mcpgo.InitializeRequest{}
+	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "shutdown-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	type result struct {
+		res *mcpgo.CallToolResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		req := mcpgo.CallToolRequest{}
+		req.Params.Name = "create-chat-completion-for-chat"
+		req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
+		res, err := c.CallTool(context.Background(), req)
+		done <- result{res, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.res == nil || !r.res.IsError {
+			t.Fatalf("the call ended by the shutdown = %+v, %v; want an error result", r.res, r.err)
+		}
+		text := fmt.Sprint(r.res.Content)
+		if !strings.Contains(text, "unavailable:") || !strings.Contains(text, "shutting down") {
+			t.Errorf("the call ended by the shutdown says %s; want unavailable, shutting down", text)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the MCP call did not end within 10s of SIGTERM (1s grace)")
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
 }
