@@ -32,6 +32,9 @@ type Options struct {
 	// token) as open streams and refusals by Parley's limits, as the REST
 	// API does.
 	Metrics Observer
+	// Calls, when set, tracks the running tool calls for the server's
+	// shutdown: Calls.End ends them, Calls.Wait waits for them.
+	Calls *Calls
 }
 
 // Observer receives the metrics the MCP tools report; metrics.Metrics is
@@ -66,7 +69,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		server.WithLogger(opts.Logger),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
-	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics}
+	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls}
 	for _, t := range toolset(d) {
 		if opts.ReadOnly && !isReadOnly(t.tool) {
 			continue
@@ -81,6 +84,7 @@ type deps struct {
 	svcs    *domain.Services
 	log     *slog.Logger
 	metrics Observer // may be nil
+	calls   *Calls   // may be nil
 }
 
 type serverTool struct {
@@ -152,11 +156,16 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 				res, err = nil, errInternal
 			}
 		}()
-		if shutdown, ok := ctx.Value(shutdownKey{}).(context.Context); ok {
+		if d.calls != nil {
+			stop, ok := d.calls.begin()
+			if !ok {
+				return toolError(stop, d, req.Params.Name, context.Cause(stop))
+			}
+			defer d.calls.done()
 			var end context.CancelCauseFunc
 			ctx, end = context.WithCancelCause(ctx)
 			defer end(nil)
-			defer context.AfterFunc(shutdown, func() { end(context.Cause(shutdown)) })()
+			defer context.AfterFunc(stop, func() { end(context.Cause(stop)) })()
 		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {

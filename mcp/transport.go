@@ -97,31 +97,23 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 	}))
 }
 
-// shutdownKey holds, in a tool call's context, a context the server's
-// shutdown ends (see serveUntilShutdown and handle).
-type shutdownKey struct{}
-
 // serveUntilShutdown serves r with a context that the server's shutdown
 // does not end, only the client leaving: mcp-go takes a done request
 // context for a client that left and writes no response, so a call ended
 // by the shutdown would reach its client as an empty reply. The shutdown
-// reaches the tool handler through shutdownKey instead, and the call ends
-// with an error result that says so (toolError).
+// reaches the tool handler through Calls instead, and the call ends with
+// an error result that says so (toolError).
 func serveUntilShutdown(h http.Handler, w http.ResponseWriter, r *http.Request) {
 	parent := r.Context()
 	ctx, leave := context.WithCancelCause(context.WithoutCancel(parent))
 	defer leave(nil)
-	shutdown, endCall := context.WithCancelCause(context.Background())
-	defer endCall(nil)
 	stop := context.AfterFunc(parent, func() {
-		if cause := context.Cause(parent); errors.Is(cause, domain.ErrShuttingDown) {
-			endCall(cause)
-		} else {
+		if cause := context.Cause(parent); !errors.Is(cause, domain.ErrShuttingDown) {
 			leave(cause)
 		}
 	})
 	defer stop()
-	h.ServeHTTP(w, r.WithContext(context.WithValue(ctx, shutdownKey{}, shutdown)))
+	h.ServeHTTP(w, r.WithContext(ctx))
 }
 
 // bufferedResponse holds a small, non-streamed response.

@@ -58,10 +58,12 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("grace period over; ending the remaining requests", "err", err)
 		cancelBase(domain.ErrShuttingDown)
+		a.EndMCPCalls(domain.ErrShuttingDown)
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
 		_ = srv.Shutdown(ctx2)
 	}
+	a.StopMCPCalls(sctx, domain.ErrShuttingDown, 5*time.Second)
 	a.FlushUsage()
 	log.Info("stopped")
 	return nil

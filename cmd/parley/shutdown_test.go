@@ -433,3 +433,62 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
 }
+
+// TestShutdownEndsSSECallsAfterGrace: over MCP's older HTTP+SSE transport
+// a tool call runs apart from the request that carried it. One still
+// running when the grace period ends is ended too: the upstream call is
+// cancelled, and its usage is recorded, as interrupted, before the exit.
+func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
+	up := llmtest.NewServer(t)
+	dir := t.TempDir()
+	key := "pk_shutdown_" + strings.Repeat("e", 30)
+	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
+	chat := seedChat(t, s, key, up)
+
+	c, err := client.NewSSEMCPClient(s.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcpgo.InitializeRequest{}
+	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "shutdown-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	go func() {
+		req := mcpgo.CallToolRequest{}
+		req.Params.Name = "create-chat-completion-for-chat"
+		req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
+		_, _ = c.CallTool(context.Background(), req) // its event stream closes with the server
+	}()
+	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	if !up.WaitCanceled(time.Second) {
+		t.Error("the upstream call of the SSE tool call was not cancelled")
+	}
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var outcomes []string
+	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(outcomes) != 1 || outcomes[0] != "interrupted" {
+		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
+	}
+}

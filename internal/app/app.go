@@ -75,6 +75,7 @@ type App struct {
 	handler http.Handler
 
 	closeLimiter func() error
+	mcpCalls     mcp.Calls
 }
 
 // Open opens (and migrates) the configured database, then wires the app.
@@ -184,7 +185,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())
-	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m})
+	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
 	sse, msg := mcp.SSEHandlers(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
 	api.Handle("/sse", sse)
@@ -195,6 +196,27 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 
 // Handler serves REST, MCP over HTTP and the operational endpoints.
 func (a *App) Handler() http.Handler { return a.handler }
+
+// EndMCPCalls ends the MCP tool calls still running, cause being their
+// context's, as the grace period ends; no call starts afterwards.
+func (a *App) EndMCPCalls(cause error) { a.mcpCalls.End(cause) }
+
+// StopMCPCalls gives the MCP tool calls still running until ctx is done
+// to finish, then ends them with cause and waits up to wait more for them
+// to record their usage; no call starts afterwards. Call it on shutdown,
+// before FlushUsage: over the HTTP+SSE transport a call runs apart from
+// any HTTP request, so the HTTP server's shutdown does not wait for it.
+func (a *App) StopMCPCalls(ctx context.Context, cause error, wait time.Duration) {
+	finished := a.mcpCalls.Wait(ctx) == nil
+	a.mcpCalls.End(cause)
+	if !finished {
+		wctx, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := a.mcpCalls.Wait(wctx); err != nil {
+			a.log.Warn("MCP tool calls still running at exit; their usage is lost", "err", err)
+		}
+	}
+}
 
 // FlushUsage writes every queued usage record; the app takes no more
 // completions afterwards. Call it on shutdown, after the HTTP server stopped.
