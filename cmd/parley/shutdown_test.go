@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -490,5 +491,78 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	}
 	if len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
+	}
+}
+
+// TestStdioEndsCallsWhenTheAgentLeaves: an agent that closes stdin while
+// a tool call runs ends the call: the upstream request is cancelled and
+// the usage is recorded, as client_disconnect, before `parley mcp` exits.
+func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
+	up := llmtest.NewServer(t)
+	dir := t.TempDir()
+	key := "pk_stdio_" + strings.Repeat("i", 30)
+	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true")
+	chat := seedChat(t, s, key, up)
+	s.stop(t)
+
+	cmd := exec.Command(bin, "mcp")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"` + chat + `","messages":[{"role":"user","content":"hang"}]}}}`,
+	} {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if up.Count() == before {
+		t.Fatal("the tool call never reached the upstream")
+	}
+	stdin.Close()
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("parley mcp exited with %v after stdin closed", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("parley mcp did not exit within 15s of stdin closing")
+	}
+	if !up.WaitCanceled(time.Second) {
+		t.Error("the upstream request was not cancelled")
+	}
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var outcomes []string
+	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
+		t.Fatal(err)
+	}
+	if len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
+		t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
 	}
 }
