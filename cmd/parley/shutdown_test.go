@@ -171,15 +171,79 @@ func usageOutcome(t *testing.T, dir, id string) (outcome string, completionToken
 	return outcome, completionTokens
 }
 
+// fixture is `parley serve` on a fresh data directory, with an admin key
+// and a chat whose provider is a fake upstream.
+type fixture struct {
+	*started
+	up             *llmtest.Server
+	dir, key, chat string
+}
+
+// serveWithChat starts the fixture; env adds settings.
+func serveWithChat(t *testing.T, env ...string) fixture {
+	t.Helper()
+	f := fixture{up: llmtest.NewServer(t), dir: t.TempDir(), key: "pk_test_" + strings.Repeat("k", 30)}
+	f.started = serve(t, f.dir, append([]string{"PARLEY_BOOTSTRAP_ADMIN_KEY=" + f.key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true"}, env...)...)
+	f.chat = seedChat(t, f.started, f.key, f.up)
+	return f
+}
+
+// chatOutcomes returns the outcomes of the usage records of chat, in the
+// database the server in dir left.
+func chatOutcomes(t *testing.T, dir, chat string) []string {
+	t.Helper()
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var outcomes []string
+	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
+		t.Fatal(err)
+	}
+	return outcomes
+}
+
+// waitRequest waits until the fake upstream has more than before requests.
+func waitRequest(t *testing.T, up *llmtest.Server, before int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); up.Count() == before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call never reached the upstream")
+		}
+	}
+}
+
+// mcpClient starts and initializes c.
+func mcpClient(t *testing.T, c *client.Client) *client.Client {
+	t.Helper()
+	t.Cleanup(func() { c.Close() })
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcpgo.InitializeRequest{}
+	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "shutdown-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// hangingCall is a create-chat-completion-for-chat call in chat.
+func hangingCall(chat string) mcpgo.CallToolRequest {
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "create-chat-completion-for-chat"
+	req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
+	return req
+}
+
 // TestShutdownLetsStreamsFinish sends SIGTERM while a stream and a JSON
 // completion run: new connections are refused at once, both finish whole
 // within the grace period, the usage is flushed, and the exit is clean.
 func TestShutdownLetsStreamsFinish(t *testing.T) {
-	up := llmtest.NewServer(t)
-	dir := t.TempDir()
-	key := "pk_shutdown_" + strings.Repeat("s", 30)
-	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=5s")
-	chat := seedChat(t, s, key, up)
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=5s")
+	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
 
 	// Sixteen words: seventeen deltas, about 2s of stream at 100ms an event.
 	const prompt = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
@@ -211,9 +275,7 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 		a.status, a.err = res.StatusCode, json.NewDecoder(res.Body).Decode(&a.body)
 		jsonDone <- a
 	}()
-	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitRequest(t, up, before)
 
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -289,11 +351,8 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 }
 
 func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
-	up := llmtest.NewServer(t)
-	dir := t.TempDir()
-	key := "pk_shutdown_" + strings.Repeat("g", 30)
-	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
-	chat := seedChat(t, s, key, up)
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
+	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
 
 	// Twenty words at 500ms an event: a stream of over 10s.
 	words := make([]string, 20)
@@ -347,11 +406,8 @@ func TestUpstreamSettingsFromEnv(t *testing.T) {
 		t.Errorf("serve with PARLEY_UPSTREAM_RETRIES=eleven: %v\n%s", err, out)
 	}
 
-	up := llmtest.NewServer(t)
-	key := "pk_upstream_" + strings.Repeat("u", 30)
-	s := serve(t, t.TempDir(), "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true",
-		"PARLEY_UPSTREAM_RETRIES=3", "PARLEY_UPSTREAM_RETRY_DELAY=1ms", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT=300ms")
-	chat := seedChat(t, s, key, up)
+	f := serveWithChat(t, "PARLEY_UPSTREAM_RETRIES=3", "PARLEY_UPSTREAM_RETRY_DELAY=1ms", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT=300ms")
+	s, up, key, chat := f.started, f.up, f.key, f.chat
 	path := "/api/v1/chats/" + chat + "/completions"
 	body := map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi"}}}
 
@@ -380,23 +436,14 @@ func TestUpstreamSettingsFromEnv(t *testing.T) {
 // the grace period ends gets an error result saying the server is
 // shutting down, so the agent knows to call again, and the exit is clean.
 func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
-	up := llmtest.NewServer(t)
-	key := "pk_shutdown_" + strings.Repeat("m", 30)
-	s := serve(t, t.TempDir(), "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
-	chat := seedChat(t, s, key, up)
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
+	s, up, key, chat := f.started, f.up, f.key, f.chat
 
 	tr, err := transport.NewStreamableHTTP(s.url+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + key}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := client.NewClient(tr)
-	defer c.Close()
-	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcpgo.Implementation{Name: "shutdown-test", Version: "1"}
-	if _, err := c.Initialize(context.Background(), init); err != nil {
-		t.Fatal(err)
-	}
+	c := mcpClient(t, client.NewClient(tr))
 
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
@@ -406,15 +453,10 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		req := mcpgo.CallToolRequest{}
-		req.Params.Name = "create-chat-completion-for-chat"
-		req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
-		res, err := c.CallTool(context.Background(), req)
+		res, err := c.CallTool(context.Background(), hangingCall(chat))
 		done <- result{res, err}
 	}()
-	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitRequest(t, up, before)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -440,37 +482,20 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 // running when the grace period ends is ended too: the upstream call is
 // cancelled, and its usage is recorded, as interrupted, before the exit.
 func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
-	up := llmtest.NewServer(t)
-	dir := t.TempDir()
-	key := "pk_shutdown_" + strings.Repeat("e", 30)
-	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=1s")
-	chat := seedChat(t, s, key, up)
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
+	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
 
-	c, err := client.NewSSEMCPClient(s.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	sse, err := client.NewSSEMCPClient(s.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + key}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcpgo.Implementation{Name: "shutdown-test", Version: "1"}
-	if _, err := c.Initialize(context.Background(), init); err != nil {
-		t.Fatal(err)
-	}
+	c := mcpClient(t, sse)
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
 	go func() {
-		req := mcpgo.CallToolRequest{}
-		req.Params.Name = "create-chat-completion-for-chat"
-		req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
-		_, _ = c.CallTool(context.Background(), req) // its event stream closes with the server
+		_, _ = c.CallTool(context.Background(), hangingCall(chat)) // its event stream closes with the server
 	}()
-	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitRequest(t, up, before)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -480,16 +505,7 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	if !up.WaitCanceled(time.Second) {
 		t.Error("the upstream call of the SSE tool call was not cancelled")
 	}
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var outcomes []string
-	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
-		t.Fatal(err)
-	}
-	if len(outcomes) != 1 || outcomes[0] != "interrupted" {
+	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
 	}
 }
@@ -498,12 +514,9 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 // a tool call runs ends the call: the upstream request is cancelled and
 // the usage is recorded, as client_disconnect, before `parley mcp` exits.
 func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
-	up := llmtest.NewServer(t)
-	dir := t.TempDir()
-	key := "pk_stdio_" + strings.Repeat("i", 30)
-	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true")
-	chat := seedChat(t, s, key, up)
-	s.stop(t)
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
 
 	cmd := exec.Command(bin, "mcp")
 	cmd.Dir = dir
@@ -533,12 +546,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(10 * time.Second); up.Count() == before && time.Now().Before(deadline); {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if up.Count() == before {
-		t.Fatal("the tool call never reached the upstream")
-	}
+	waitRequest(t, up, before)
 	stdin.Close()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -553,16 +561,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	if !up.WaitCanceled(time.Second) {
 		t.Error("the upstream request was not cancelled")
 	}
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	var outcomes []string
-	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
-		t.Fatal(err)
-	}
-	if len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
+	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
 		t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
 	}
 }
