@@ -41,9 +41,6 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 		return nil, errInternal
 	}
 	log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
-	if name, ok := domain.DetailsOf(err)["limitName"].(string); ok && d.metrics != nil {
-		d.metrics.RateLimited(name)
-	}
 	return mcpgo.NewToolResultError(errorText(err)), nil
 }
 

@@ -29,8 +29,8 @@ type Options struct {
 	// logs text to stderr.
 	Logger *slog.Logger
 	// Metrics, when set, counts streamed completions (calls with a progress
-	// token) as open streams and refusals by Parley's limits, as the REST
-	// API does.
+	// token) as open streams, as the REST API does. (Refusals by Parley's
+	// limits are counted where the limiter is, see metrics.Limiter.)
 	Metrics Observer
 	// Calls, when set, tracks the running tool calls for the server's
 	// shutdown: Calls.End ends them, Calls.Wait waits for them.
@@ -42,7 +42,6 @@ type Options struct {
 type Observer interface {
 	StreamOpened()
 	StreamClosed()
-	RateLimited(limit string)
 }
 
 const instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +

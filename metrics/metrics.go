@@ -82,8 +82,33 @@ func (m *Metrics) ObserveRequest(route, method string, status int, d time.Durati
 func (m *Metrics) StreamOpened() { m.openStreams.Inc() }
 func (m *Metrics) StreamClosed() { m.openStreams.Dec() }
 
-// RateLimited counts a request refused by one of Parley's limits.
-func (m *Metrics) RateLimited(limit string) { m.rateLimited.WithLabelValues(limit).Inc() }
+// Limiter returns a domain.Limiter that counts every refusal of next by
+// the limit's name, whichever API the request came through.
+func (m *Metrics) Limiter(next domain.Limiter) domain.Limiter {
+	return limiter{m: m, Limiter: next}
+}
+
+type limiter struct {
+	m *Metrics
+	domain.Limiter
+}
+
+func (l limiter) Allow(ctx context.Context, budgets []domain.Budget) error {
+	return l.count(l.Limiter.Allow(ctx, budgets))
+}
+
+func (l limiter) Acquire(ctx context.Context, key string, max int) (func(), error) {
+	release, err := l.Limiter.Acquire(ctx, key, max)
+	return release, l.count(err)
+}
+
+// count counts err when it is a refusal that names its limit.
+func (l limiter) count(err error) error {
+	if name, ok := domain.DetailsOf(err)["limitName"].(string); ok {
+		l.m.rateLimited.WithLabelValues(name).Inc()
+	}
+	return err
+}
 
 // Recorder returns a domain.UsageRecorder that observes every completion
 // and hands the record on to next.

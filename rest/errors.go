@@ -110,9 +110,6 @@ func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {
 	if !ok {
 		return // the upstream's 429: only its Retry-After is known
 	}
-	if s.cfg.Metrics != nil {
-		s.cfg.Metrics.RateLimited(name)
-	}
 	policy := fmt.Sprint(d["limit"])
 	if w, ok := d["windowSeconds"]; ok {
 		policy += fmt.Sprintf(";w=%v", w)

@@ -41,7 +41,6 @@ type Observer interface {
 	ObserveRequest(route, method string, status int, d time.Duration)
 	StreamOpened()
 	StreamClosed()
-	RateLimited(limit string)
 }
 
 // Server is the REST API over the domain services.

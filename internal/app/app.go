@@ -164,7 +164,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	svcs := domain.NewServices(domain.Deps{
-		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: limiter,
+		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, Logger: log,
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
