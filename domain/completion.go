@@ -414,10 +414,13 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		}
 		reply, calls = res.Content, res.ToolCalls
 	}
+	if err != nil {
+		rec.Outcome = outcomeOf(ctx, err)
+	}
 	// The provider's count, estimated where it gave none: for a reply, and
 	// for one it was giving when the client left or the stream broke; not
 	// for a call it refused.
-	if err == nil || deltas > 0 || outcomeOf(ctx, err) == OutcomeClientDisconnect {
+	if err == nil || deltas > 0 || rec.Outcome == OutcomeClientDisconnect {
 		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, deltas)
 		if res != nil {
 			res.Usage = rec.Usage
@@ -427,7 +430,6 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
 	}
 	if err != nil {
-		rec.Outcome = outcomeOf(ctx, err)
 		if pl.newConv {
 			rec.ConversationID = "" // the failed turn created nothing under it
 		}
