@@ -149,3 +149,65 @@ func newTestRedis(t *testing.T, c *redis.Client, prefix string, clock *fakeClock
 	})
 	return r
 }
+
+// testLease is the stream lease of the lease tests: short, yet many Redis
+// round trips long (renewals come every 250ms).
+const testLease = 750 * time.Millisecond
+
+// newLeasedRedis is newTestRedis with stream slots leased for testLease.
+func newLeasedRedis(t *testing.T, c *redis.Client, prefix string) *Redis {
+	t.Helper()
+	r := newTestRedis(t, c, prefix, nil)
+	r.StreamLease = testLease
+	return r
+}
+
+// refreshersRunning returns how many refresher goroutines r runs.
+func (r *Redis) refreshersRunning() int {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	return r.refreshers
+}
+
+// renewalsDone returns how many renewal rounds r ran.
+func (r *Redis) renewalsDone() int {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	return r.renewals
+}
+
+// crash makes r stop renewing its slots without releasing them, as an
+// instance that crashed (or lost Redis) does.
+func (r *Redis) crash() {
+	r.slotsMu.Lock()
+	ids := make([]string, 0, len(r.held))
+	for id := range r.held {
+		ids = append(ids, id)
+	}
+	r.slotsMu.Unlock()
+	for _, id := range ids {
+		r.unhold(id)
+	}
+}
+
+// waitFor polls cond every 10ms and fails t when it does not hold within d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("still waiting for %s after %v", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// waitRenewals waits until r ran n more renewal rounds: with n >= 2, at
+// least one of them began after the call.
+func waitRenewals(t *testing.T, r *Redis, n int) {
+	t.Helper()
+	start := r.renewalsDone()
+	waitFor(t, time.Duration(n+2)*testLease, fmt.Sprintf("%d renewals", n), func() bool {
+		return r.renewalsDone() >= start+n
+	})
+}

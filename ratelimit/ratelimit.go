@@ -9,7 +9,8 @@
 // A window is the unix minute of the limiter's clock (Now). With Redis, the
 // window is part of each counter's key, so instances must have roughly
 // synchronised clocks (NTP): a skew of s seconds lets requests within s of a
-// minute's edge count against the neighbouring window.
+// minute's edge count against the neighbouring window. Stream slots are
+// leases timed by the Redis server's clock, so they need no such agreement.
 package ratelimit
 
 import (

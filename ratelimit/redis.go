@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"log/slog"
 	"strconv"
@@ -25,16 +26,30 @@ import (
 //
 //	P{W}:req:<budget key>  requests of budget in window W (unix minute), EXPIRE 120s
 //	P{W}:tok:<budget key>  tokens of budget in window W, EXPIRE 120s
-//	Pstreams:<key>         open streams of key, EXPIRE 1h (refreshed by Acquire)
+//	Pstreams:<key>         open streams of key: a sorted set of slot ids, each
+//	                       scored by the end of its lease (Redis time, unix ms);
+//	                       PEXPIRE one lease, renewed with the slots
 //
 // The window is in the key, so the reset time is the end of the window by
 // the clock (Now), and the TTL only collects old keys. The hash tag {W} keeps
 // one call's keys in one slot on Redis Cluster.
+//
+// A stream slot is a lease of StreamLease: while it is held, one goroutine
+// per limiter renews all of its held slots every StreamLease/3, and it runs
+// only while a slot is held. A slot whose holder stopped renewing it (the
+// instance crashed, or lost Redis for longer than a lease) is free again
+// within a lease; a renewal or a release never touches a slot but its own.
+// Leases run on Redis's clock, so instances' clocks need not agree.
 type Redis struct {
 	// Now is the clock; nil means time.Now. Set it before first use.
 	Now func() time.Time
 	// Logger receives the fail-open warnings; nil means slog.Default().
 	Logger *slog.Logger
+	// StreamLease is how long a stream slot outlives the last renewal of
+	// its holder, and so how long the slots of a crashed instance stay
+	// taken; 0 means 60s. It should be many Redis round trips long. Set it
+	// before first use.
+	StreamLease time.Duration
 
 	client redis.UniversalClient
 	prefix string
@@ -42,21 +57,35 @@ type Redis struct {
 	warnMu     sync.Mutex
 	lastWarn   time.Time
 	suppressed int
+
+	slotsMu    sync.Mutex
+	held       map[string]string // slot id → its key, of the slots to renew
+	refreshers int               // running refresher goroutines: 0 or 1
+	renewals   int               // renewal rounds done, for tests
+	wake       chan struct{}     // tells the refresher that a slot was released
 }
 
 var _ domain.Limiter = (*Redis)(nil)
 
 const (
-	counterTTL = 2 * Window // seconds a window's counters live
-	streamsTTL = time.Hour  // safety: slots of crashed instances go away
-	warnEvery  = 10 * time.Second
-	releaseTTL = 3 * time.Second // how long a release may take
+	counterTTL         = 2 * Window // seconds a window's counters live
+	defaultStreamLease = 60 * time.Second
+	warnEvery          = 10 * time.Second
+	releaseTTL         = 3 * time.Second // how long a release or a renewal may take
 )
 
 // NewRedis returns a limiter on client whose keys all start with prefix
 // (e.g. "parley:rl:").
 func NewRedis(client redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: client, prefix: prefix}
+	return &Redis{client: client, prefix: prefix, held: map[string]string{}, wake: make(chan struct{}, 1)}
+}
+
+// lease returns StreamLease, or its default, in whole milliseconds (at least 3).
+func (r *Redis) lease() time.Duration {
+	if r.StreamLease <= 0 {
+		return defaultStreamLease
+	}
+	return max(r.StreamLease.Truncate(time.Millisecond), 3*time.Millisecond)
 }
 
 func (r *Redis) now() time.Time {
@@ -101,25 +130,33 @@ end
 return {0}
 `)
 
-// acquireScript takes a slot of KEYS[1] if fewer than ARGV[1] are taken
-// (INCR, and DECR back when over), refreshing its TTL ARGV[2]. 1 = taken.
+// acquireScript takes a slot of KEYS[1] for ARGV[3] (a new slot id) if
+// fewer than ARGV[1] unexpired slots are taken, leased for ARGV[2] ms from
+// the Redis server's time. 1 = taken.
 var acquireScript = redis.NewScript(`
-local n = redis.call('INCR', KEYS[1])
-redis.call('EXPIRE', KEYS[1], ARGV[2])
-if n > tonumber(ARGV[1]) then
-  redis.call('DECR', KEYS[1])
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 `)
 
-// releaseScript gives a slot of KEYS[1] back, never below zero (the key may
-// have expired meanwhile).
-var releaseScript = redis.NewScript(`
-local n = tonumber(redis.call('GET', KEYS[1]) or '0')
-if n > 0 then
-  return redis.call('DECR', KEYS[1])
+// renewScript extends the leases of slots ARGV[2], … of KEYS[1] to ARGV[1]
+// ms from the Redis server's time. A slot that expired or was removed
+// meanwhile stays gone (it is dropped first, and ZADD XX adds nothing).
+var renewScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+local exp = now + tonumber(ARGV[1])
+for i = 2, #ARGV do
+  redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[i])
 end
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 0
 `)
 
@@ -188,13 +225,14 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
 // then a no-op, as it is when Redis failed (the slot is allowed, uncounted).
-// Calling release more than once is harmless.
+// The slot is leased and renewed until release (see Redis). Calling release
+// more than once is harmless.
 func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error) {
 	if max <= 0 {
 		return noop, nil
 	}
-	k := r.streamsKey(key)
-	ok, err := acquireScript.Run(ctx, r.client, []string{k}, max, int(streamsTTL/time.Second)).Int64()
+	k, id := r.streamsKey(key), rand.Text()
+	ok, err := acquireScript.Run(ctx, r.client, []string{k}, max, r.lease().Milliseconds(), id).Int64()
 	if err != nil {
 		r.failOpen(ctx, "acquire", err)
 		return noop, nil
@@ -202,17 +240,108 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 	if ok != 1 {
 		return nil, streamsRefusal(max)
 	}
+	r.hold(id, k)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			r.unhold(id)
 			// Release runs when a stream ends, often because its caller went away.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 			defer cancel()
-			if err := releaseScript.Run(rctx, r.client, []string{k}).Err(); err != nil {
+			if err := r.client.ZRem(rctx, k, id).Err(); err != nil {
 				r.failOpen(context.WithoutCancel(ctx), "release", err)
 			}
 		})
 	}, nil
+}
+
+// hold has the refresher renew slot id of key k, starting it if none runs.
+func (r *Redis) hold(id, k string) {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	r.held[id] = k
+	if r.refreshers == 0 {
+		r.refreshers++
+		go r.refresh()
+	}
+}
+
+// unhold stops renewing slot id; the refresher ends when it was the last.
+func (r *Redis) unhold(id string) {
+	r.slotsMu.Lock()
+	delete(r.held, id)
+	idle := len(r.held) == 0
+	r.slotsMu.Unlock()
+	if idle {
+		select {
+		case r.wake <- struct{}{}:
+		default: // already woken
+		}
+	}
+}
+
+// refresh renews every held slot each lease/3, in one pipeline, and returns
+// once none is held (or the client was closed).
+func (r *Redis) refresh() {
+	lease := r.lease()
+	tick := time.NewTicker(lease / 3)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.wake:
+			if _, ok := r.toRenew(); !ok {
+				return
+			}
+		case <-tick.C:
+			byKey, ok := r.toRenew()
+			if !ok {
+				return
+			}
+			if !r.renew(byKey, lease) {
+				r.slotsMu.Lock()
+				r.refreshers--
+				r.slotsMu.Unlock()
+				return
+			}
+		}
+	}
+}
+
+// toRenew returns the ids of the held slots by key. When none is held it
+// counts the refresher as ended and returns false: the refresher must return.
+func (r *Redis) toRenew() (map[string][]any, bool) {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	if len(r.held) == 0 {
+		r.refreshers--
+		return nil, false
+	}
+	byKey := map[string][]any{}
+	for id, k := range r.held {
+		byKey[k] = append(byKey[k], id)
+	}
+	return byKey, true
+}
+
+// renew extends the leases of byKey's slots in one pipeline. Failures are
+// logged; it returns false when the client is closed, for good.
+func (r *Redis) renew(byKey map[string][]any, lease time.Duration) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTTL)
+	defer cancel()
+	ms := lease.Milliseconds()
+	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for k, ids := range byKey {
+			renewScript.Eval(ctx, p, []string{k}, append([]any{ms}, ids...)...)
+		}
+		return nil
+	})
+	r.slotsMu.Lock()
+	r.renewals++
+	r.slotsMu.Unlock()
+	if err != nil {
+		r.failOpen(context.Background(), "renew", err)
+	}
+	return !errors.Is(err, redis.ErrClosed)
 }
 
 // failOpen logs err of op at warn, at most once per warnEvery; an error

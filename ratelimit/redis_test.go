@@ -50,7 +50,7 @@ func TestRedisInstancesShareCounts(t *testing.T) {
 	allowN(t, other, 3, p)
 }
 
-// Counters expire after two windows; stream slots after an hour.
+// Counters expire after two windows; stream slots after a lease (60s by default).
 func TestRedisKeysExpire(t *testing.T) {
 	clock := newClock()
 	c := testRedis(t)
@@ -66,7 +66,7 @@ func TestRedisKeysExpire(t *testing.T) {
 	for k, want := range map[string]time.Duration{
 		r.windowKey(w, "req", "prj_1"): 2 * time.Minute,
 		r.windowKey(w, "tok", "prj_1"): 2 * time.Minute,
-		r.streamsKey("prj_1/key_a"):    time.Hour,
+		r.streamsKey("prj_1/key_a"):    defaultStreamLease,
 	} {
 		ttl, err := c.TTL(bg, k).Result()
 		if err != nil {
@@ -78,24 +78,6 @@ func TestRedisKeysExpire(t *testing.T) {
 	}
 	if n, _ := c.Get(bg, r.windowKey(w, "tok", "prj_1")).Int(); n != 5 {
 		t.Errorf("tokens = %d; want 5", n)
-	}
-}
-
-// A release after the slot's key expired does not go below zero.
-func TestRedisReleaseAfterExpiry(t *testing.T) {
-	c := testRedis(t)
-	r := newTestRedis(t, c, testPrefix(t, c), nil)
-	release, err := r.Acquire(bg, "k", 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.Del(bg, r.streamsKey("k"))
-	release()
-	if _, err := r.Acquire(bg, "k", 1); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := r.Acquire(bg, "k", 1); domain.KindOf(err) != domain.RateLimited {
-		t.Fatalf("second Acquire: %v; want RateLimited (count must not have gone negative)", err)
 	}
 }
 
@@ -120,6 +102,9 @@ func TestRedisFailsOpen(t *testing.T) {
 	release, err := r.Acquire(bg, "k", 1)
 	if err != nil || release == nil {
 		t.Fatalf("Acquire with Redis down: release nil = %t, err = %v; want allowed", release == nil, err)
+	}
+	if n := r.refreshersRunning(); n != 0 {
+		t.Errorf("%d refreshers run after a fail-open Acquire; want 0 (no slot is held)", n)
 	}
 	release()
 	out := logs.String()

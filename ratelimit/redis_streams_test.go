@@ -1,0 +1,280 @@
+package ratelimit
+
+import (
+	"errors"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/redis/go-redis/v9"
+)
+
+// A stream held for several leases keeps its slot, though the key lives no
+// longer than a lease: the holder renews it. Its release frees it at once.
+func TestRedisSlotOutlivesItsLease(t *testing.T) {
+	c1, c2 := testRedis(t), testRedis(t)
+	prefix := testPrefix(t, c1)
+	a, b := newLeasedRedis(t, c1, prefix), newLeasedRedis(t, c2, prefix)
+	const key = "prj_1/key_a"
+	release, err := a.Acquire(bg, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for time.Since(start) < 4*testLease {
+		if _, err := b.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+			t.Fatalf("Acquire %v into the stream: %v; want RateLimited (its slot is held)", time.Since(start), err)
+		}
+		if ttl := c1.PTTL(bg, a.streamsKey(key)).Val(); ttl <= 0 || ttl > testLease {
+			t.Fatalf("PTTL %v into the stream = %v; want in (0, %v]: a lease, renewed", time.Since(start), ttl, testLease)
+		}
+		time.Sleep(testLease / 5)
+	}
+	release()
+	rb, err := b.Acquire(bg, key, 1)
+	if err != nil {
+		t.Fatalf("Acquire after the release: %v", err)
+	}
+	rb()
+}
+
+// The slot of an instance that crashed (stopped renewing, never released)
+// is free again within a lease, though the key keeps being asked for; the
+// slots of live holders stay.
+func TestRedisCrashedHoldersSlotIsFreed(t *testing.T) {
+	c1, c2 := testRedis(t), testRedis(t)
+	prefix := testPrefix(t, c1)
+	crashing, live := newLeasedRedis(t, c1, prefix), newLeasedRedis(t, c2, prefix)
+	const key, other = "prj_1/key_a", "prj_1/key_b"
+
+	rOther, err := live.Acquire(bg, other, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := crashing.Acquire(bg, key, 1); err != nil {
+		t.Fatal(err)
+	}
+	// The key keeps streaming for over a lease: the slot stays taken.
+	for start := time.Now(); time.Since(start) < testLease+testLease/2; time.Sleep(testLease / 5) {
+		if _, err := live.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+			t.Fatalf("Acquire while the holder is alive: %v; want RateLimited", err)
+		}
+	}
+	crashing.crash()
+	crashed := time.Now()
+	waitFor(t, testLease, "the crashed limiter's refresher to end", func() bool {
+		return crashing.refreshersRunning() == 0
+	})
+	if _, err := live.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("Acquire just after the crash: %v; want RateLimited (the lease runs on)", err)
+	}
+	var freed time.Duration
+	waitFor(t, 2*testLease, "the crashed holder's slot to come back", func() bool {
+		r, err := live.Acquire(bg, key, 1)
+		if err != nil {
+			if domain.KindOf(err) != domain.RateLimited {
+				t.Fatalf("Acquire: %v", err)
+			}
+			return false
+		}
+		freed = time.Since(crashed)
+		r()
+		return true
+	})
+	if max := testLease + testLease/2; freed > max {
+		t.Errorf("the crashed holder's slot came back %v after the crash; want within about a lease (%v)", freed, max)
+	}
+
+	// The live holder's slot of another key outlived the crashed one's lease.
+	if _, err := crashing.Acquire(bg, other, 1); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("Acquire of the other key: %v; want RateLimited (its holder is alive)", err)
+	}
+	rOther()
+	if _, err := crashing.Acquire(bg, other, 1); err != nil {
+		t.Fatalf("Acquire of the other key after its release: %v", err)
+	}
+}
+
+// A release after its slot expired gives back nothing: not a slot another
+// stream took since.
+func TestRedisReleaseAfterExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		expire func(t *testing.T, c *redis.Client, r *Redis, key string)
+	}{
+		{"KeyExpired", func(t *testing.T, c *redis.Client, r *Redis, key string) {
+			c.Del(bg, r.streamsKey(key))
+		}},
+		{"LeaseRanOut", func(t *testing.T, c *redis.Client, r *Redis, key string) {
+			r.crash()
+			waitFor(t, 2*testLease, "the slot to expire", func() bool {
+				return c.Exists(bg, r.streamsKey(key)).Val() == 0
+			})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testRedis(t)
+			prefix := testPrefix(t, c)
+			a, b := newLeasedRedis(t, c, prefix), newLeasedRedis(t, c, prefix)
+			const key = "prj_1/key_a"
+			ra, err := a.Acquire(bg, key, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.expire(t, c, a, key)
+			rb, err := b.Acquire(bg, key, 1)
+			if err != nil {
+				t.Fatalf("Acquire after the slot expired: %v", err)
+			}
+			ra()
+			if _, err := a.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+				t.Fatalf("Acquire after the late release: %v; want RateLimited (the release took back the other stream's slot)", err)
+			}
+			rb()
+			if _, err := a.Acquire(bg, key, 1); err != nil {
+				t.Fatalf("Acquire after both releases: %v", err)
+			}
+		})
+	}
+}
+
+// A renewal leaves a slot that expired meanwhile (not yet collected) or a
+// key that expired gone.
+func TestRedisRenewalDoesNotResurrect(t *testing.T) {
+	c := testRedis(t)
+	prefix := testPrefix(t, c)
+	a, b := newLeasedRedis(t, c, prefix), newLeasedRedis(t, c, prefix)
+	const key, gone = "prj_1/key_a", "prj_1/key_b"
+	if _, err := a.Acquire(bg, key, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Acquire(bg, gone, 1); err != nil {
+		t.Fatal(err)
+	}
+	k := a.streamsKey(key)
+	ids, err := c.ZRange(bg, k, 0, -1).Result()
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("slots of %s = %v, %v; want one", k, ids, err)
+	}
+	// Expired a second ago, as when the refresher stalled for over a lease.
+	past := float64(time.Now().Add(-time.Second).UnixMilli())
+	if err := c.ZAddXX(bg, k, redis.Z{Score: past, Member: ids[0]}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	c.Del(bg, a.streamsKey(gone))
+	waitRenewals(t, a, 2)
+
+	if err := c.ZScore(bg, k, ids[0]).Err(); !errors.Is(err, redis.Nil) {
+		t.Errorf("ZSCORE of the expired slot after renewals: err = %v; want redis.Nil (not renewed)", err)
+	}
+	if n := c.Exists(bg, a.streamsKey(gone)).Val(); n != 0 {
+		t.Errorf("the expired key exists again after renewals")
+	}
+	for _, k := range []string{key, gone} {
+		if _, err := b.Acquire(bg, k, 1); err != nil {
+			t.Errorf("Acquire of %s, whose slot expired: %v", k, err)
+		}
+	}
+}
+
+// One refresher per limiter renews all held slots; it runs only while a
+// slot is held, and starts again with the next one.
+func TestRedisRefresherRunsOnlyWhileSlotsAreHeld(t *testing.T) {
+	c := testRedis(t)
+	r := newLeasedRedis(t, c, testPrefix(t, c))
+	running := func(want int, when string) {
+		t.Helper()
+		if n := r.refreshersRunning(); n != want {
+			t.Fatalf("%s: %d refreshers running; want %d", when, n, want)
+		}
+	}
+	stopped := func(when string) {
+		t.Helper()
+		waitFor(t, testLease, "the refresher to end "+when, func() bool { return r.refreshersRunning() == 0 })
+	}
+
+	running(0, "before any Acquire")
+	unlimited, err := r.Acquire(bg, "k1", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unlimited()
+	running(0, "after an unlimited Acquire")
+
+	r1, err := r.Acquire(bg, "k1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Acquire(bg, "k1", 1); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("second Acquire of k1: %v; want RateLimited", err)
+	}
+	r2, err := r.Acquire(bg, "k2", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r3, err := r.Acquire(bg, "k2", 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(1, "with three slots of two keys held")
+	r1()
+	waitRenewals(t, r, 2)
+	running(1, "with two slots still held")
+	if ttl := c.PTTL(bg, r.streamsKey("k2")).Val(); ttl <= 0 || ttl > testLease {
+		t.Errorf("PTTL of the held k2 = %v; want in (0, %v]", ttl, testLease)
+	}
+	if n := c.Exists(bg, r.streamsKey("k1")).Val(); n != 0 {
+		t.Errorf("the released k1 exists after renewals; want it gone")
+	}
+	r2()
+	r3()
+	stopped("after the last release")
+	r3()
+	running(0, "after a second release")
+
+	// It starts again, once, under concurrent streams, and ends with them.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 10 {
+				release, err := r.Acquire(bg, "k3", 100)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if n := r.refreshersRunning(); n != 1 {
+					t.Errorf("%d refreshers running while a slot is held; want 1", n)
+				}
+				release()
+			}
+		})
+	}
+	wg.Wait()
+	stopped("after concurrent streams")
+}
+
+// A closed client ends the refresher, though slots are still held.
+func TestRedisRefresherEndsWithTheClient(t *testing.T) {
+	testRedis(t) // skips (or fails on CI) without Redis
+	opts, err := redis.ParseURL(testRedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redis.NewClient(opts)
+	prefix := testPrefix(t, testRedis(t))
+	r := NewRedis(c, prefix)
+	r.Logger = slog.New(slog.DiscardHandler) // the renewals on a closed client warn
+	r.StreamLease = testLease
+	if _, err := r.Acquire(bg, "prj_1/key_a", 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := r.refreshersRunning(); n != 1 {
+		t.Fatalf("%d refreshers running; want 1", n)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 2*testLease, "the refresher to end after Close", func() bool { return r.refreshersRunning() == 0 })
+}
