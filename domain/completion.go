@@ -524,7 +524,7 @@ func outcomeOf(ctx context.Context, err error) Outcome {
 		return OutcomeInterrupted
 	case KindOf(err) == Canceled || errors.Is(err, context.Canceled) || ctx.Err() != nil:
 		return OutcomeClientDisconnect
-	case KindOf(err) == Upstream && strings.Contains(MessageOf(err), "truncated"):
+	case errors.Is(err, ErrTruncated):
 		return OutcomeTruncated
 	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited:
 		return OutcomeUpstreamError

@@ -54,6 +54,11 @@ func (k Kind) String() string {
 // with an error event and MCP calls with an error result, not silently.
 var ErrShuttingDown = errors.New("the server is shutting down")
 
+// ErrTruncated is the cause of the Upstream error of a reply the provider
+// ended without saying why (no finish reason): a stream cut off cleanly.
+// Such a completion is recorded with the outcome truncated.
+var ErrTruncated = errors.New("the AI provider ended the reply without a finish reason")
+
 // Error is Parley's one error type. Message is safe to show to a user or a
 // model; Err is the cause, which is only logged.
 type Error struct {

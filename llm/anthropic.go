@@ -330,7 +330,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, domain.Errorf(domain.Upstream, errTruncated)
+		return res, errTruncated
 	}
 	return res, nil
 }

@@ -28,9 +28,10 @@ type deltaError struct{ err error }
 func (e *deltaError) Error() string { return e.err.Error() }
 func (e *deltaError) Unwrap() error { return e.err }
 
-// errTruncated is the message of a stream that ended without a finish
-// reason. The domain counts such calls as truncated by this word.
-const errTruncated = "the AI provider ended the stream without a finish reason (truncated)"
+// errTruncated is the error of a stream that ended without a finish
+// reason; the domain records such calls as truncated.
+var errTruncated = &domain.Error{Kind: domain.Upstream, Err: domain.ErrTruncated,
+	Message: "the AI provider ended the stream without a finish reason (truncated); send the request again"}
 
 // retryable reports whether a failed attempt may be tried again: the
 // upstream answered 5xx, or the connection was refused or dropped before
@@ -76,7 +77,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		status = sdkStatus
 	}
 	upMsg = sanitize(upMsg, apiKey, 200)
-	lineTooLong, tooLarge := ex.capHit()
+	lineTooLong, eventTooLong, tooLarge := ex.capHit()
 	var pe *privateAddrError
 	var ne net.Error
 	var dnsErr *net.DNSError
@@ -88,6 +89,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish within the time allowed for the call"
 	case lineTooLong:
 		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)
+	case eventTooLong:
+		e.Message = fmt.Sprintf("the AI provider's stream event exceeded %d bytes", c.cfg.maxEventBytes())
 	case tooLarge:
 		e.Message = fmt.Sprintf("the AI provider's response exceeded %d bytes", c.cfg.MaxResponseBytes)
 	case errors.As(err, &pe):
@@ -96,11 +99,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d); check the provider's apiKey", status)
 	case status == http.StatusTooManyRequests:
 		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, time.Now())
-		wait := "retry later"
-		if e.RetryAfter > 0 {
-			wait = "retry after " + seconds(max(e.RetryAfter.Round(time.Second), time.Second))
-		}
-		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); "+wait, upMsg)
+		wait := seconds(max(e.RetryAfter.Round(time.Second), time.Second))
+		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); retry after "+wait, upMsg)
 	case status == http.StatusNotFound:
 		e.Message = withUpstream("the AI provider answered HTTP 404; check the model name and the provider's baseUrl", upMsg)
 	case status >= 400 && status < 500:
@@ -127,7 +127,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 			e.Message = "the AI provider closed the connection without answering"
 		}
 	case errors.Is(err, openai.ErrTooManyEmptyStreamMessages):
-		e.Message = "the AI provider sent too many empty stream events"
+		e.Message = fmt.Sprintf("the AI provider sent more than %d stream lines in a row with no data", emptyMessagesLimit)
 	case status >= 200 && status < 300:
 		e.Message = "the AI provider sent a reply Parley could not read"
 	default:
@@ -228,31 +228,106 @@ func withUpstream(msg, upstream string) string {
 	return msg + ": " + upstream
 }
 
-// retryAfter reads how long to wait from a 429's headers: retry-after-ms
-// (OpenAI), then Retry-After in seconds or as an HTTP date.
+// DefaultRetryAfter is the wait a 429 says when its headers give none
+// Parley can use: a rate-limited caller always learns when to come back.
+const DefaultRetryAfter = time.Second
+
+// MaxRetryAfter caps the wait read from a 429's headers, so that a broken
+// header cannot say "retry in a year".
+const MaxRetryAfter = time.Hour
+
+// retryAfter reads how long to wait from a 429's headers, the first of
+// these that gives a positive wait: retry-after-ms (OpenAI); Retry-After,
+// in seconds or as an HTTP date; OpenAI's x-ratelimit-reset-requests and
+// -tokens ("1s", "6m0s", "20ms"); Anthropic's anthropic-ratelimit-*-reset
+// (RFC 3339 times). Of the reset headers of one provider it takes the
+// latest of the limits whose remaining count is 0, else the latest of
+// all. Without any it is DefaultRetryAfter; it is never more than
+// MaxRetryAfter.
 func retryAfter(h http.Header, now time.Time) time.Duration {
-	if h == nil {
-		return 0
+	d := retryAfterHeader(h, now)
+	if d <= 0 {
+		d = DefaultRetryAfter
 	}
+	return min(d, MaxRetryAfter)
+}
+
+func retryAfterHeader(h http.Header, now time.Time) time.Duration {
 	if v := h.Get("Retry-After-Ms"); v != "" {
 		if ms, err := strconv.ParseFloat(v, 64); err == nil && ms > 0 {
-			return time.Duration(ms * float64(time.Millisecond))
+			return floatDuration(ms, time.Millisecond)
 		}
 	}
-	v := strings.TrimSpace(h.Get("Retry-After"))
-	if v == "" {
+	if v := strings.TrimSpace(h.Get("Retry-After")); v != "" {
+		if secs, err := strconv.ParseFloat(v, 64); err == nil {
+			if secs > 0 {
+				return floatDuration(secs, time.Second)
+			}
+		} else if t, err := http.ParseTime(v); err == nil && t.After(now) {
+			return t.Sub(now)
+		}
+	}
+	if d := resetWait(h, openAILimits, func(v string) time.Duration {
+		d, _ := time.ParseDuration(v)
+		return d
+	}); d > 0 {
+		return d
+	}
+	return resetWait(h, anthropicLimits, func(v string) time.Duration {
+		if t, err := time.Parse(time.RFC3339, v); err == nil {
+			return t.Sub(now)
+		}
 		return 0
+	})
+}
+
+// floatDuration is v units, saturated rather than overflowing.
+func floatDuration(v float64, unit time.Duration) time.Duration {
+	if d := v * float64(unit); d < float64(MaxRetryAfter) {
+		return time.Duration(d)
 	}
-	if secs, err := strconv.ParseFloat(v, 64); err == nil {
-		if secs <= 0 {
-			return 0
+	return MaxRetryAfter
+}
+
+// rateLimit names the headers of one of a provider's limits: when it
+// resets and how much of it remains.
+type rateLimit struct{ reset, remaining string }
+
+var openAILimits = []rateLimit{
+	{"X-Ratelimit-Reset-Requests", "X-Ratelimit-Remaining-Requests"},
+	{"X-Ratelimit-Reset-Tokens", "X-Ratelimit-Remaining-Tokens"},
+}
+
+var anthropicLimits = []rateLimit{
+	{"Anthropic-Ratelimit-Requests-Reset", "Anthropic-Ratelimit-Requests-Remaining"},
+	{"Anthropic-Ratelimit-Tokens-Reset", "Anthropic-Ratelimit-Tokens-Remaining"},
+	{"Anthropic-Ratelimit-Input-Tokens-Reset", "Anthropic-Ratelimit-Input-Tokens-Remaining"},
+	{"Anthropic-Ratelimit-Output-Tokens-Reset", "Anthropic-Ratelimit-Output-Tokens-Remaining"},
+}
+
+// resetWait is the wait until the latest reset of the limits that are
+// used up (remaining 0), else of all the limits; parse turns a reset
+// header into a wait, 0 when it cannot.
+func resetWait(h http.Header, limits []rateLimit, parse func(string) time.Duration) time.Duration {
+	var exhausted, latest time.Duration
+	for _, l := range limits {
+		v := strings.TrimSpace(h.Get(l.reset))
+		if v == "" {
+			continue
 		}
-		return time.Duration(secs * float64(time.Second))
+		d := parse(v)
+		if d <= 0 {
+			continue
+		}
+		latest = max(latest, d)
+		if n, err := strconv.ParseFloat(strings.TrimSpace(h.Get(l.remaining)), 64); err == nil && n <= 0 {
+			exhausted = max(exhausted, d)
+		}
 	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return t.Sub(now)
+	if exhausted > 0 {
+		return exhausted
 	}
-	return 0
+	return latest
 }
 
 func isDial(err error) bool {

@@ -12,19 +12,69 @@ import (
 
 func TestRetryAfter(t *testing.T) {
 	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
 	for _, tc := range []struct {
 		name string
 		h    http.Header
 		want time.Duration
 	}{
-		{"none", http.Header{}, 0},
+		{"none", http.Header{}, DefaultRetryAfter},
+		{"no header at all", nil, DefaultRetryAfter},
 		{"seconds", http.Header{"Retry-After": {"12"}}, 12 * time.Second},
 		{"fractional seconds", http.Header{"Retry-After": {"1.5"}}, 1500 * time.Millisecond},
 		{"http date", http.Header{"Retry-After": {now.Add(30 * time.Second).Format(http.TimeFormat)}}, 30 * time.Second},
-		{"date in the past", http.Header{"Retry-After": {now.Add(-time.Minute).Format(http.TimeFormat)}}, 0},
+		{"date in the past", http.Header{"Retry-After": {now.Add(-time.Minute).Format(http.TimeFormat)}}, DefaultRetryAfter},
 		{"milliseconds first", http.Header{"Retry-After-Ms": {"250"}, "Retry-After": {"1"}}, 250 * time.Millisecond},
-		{"garbage", http.Header{"Retry-After": {"soon"}}, 0},
-		{"negative", http.Header{"Retry-After": {"-3"}}, 0},
+		{"garbage", http.Header{"Retry-After": {"soon"}}, DefaultRetryAfter},
+		{"negative", http.Header{"Retry-After": {"-3"}}, DefaultRetryAfter},
+		{"zero", http.Header{"Retry-After": {"0"}}, DefaultRetryAfter},
+		{"a year in seconds is capped", http.Header{"Retry-After": {"31536000"}}, MaxRetryAfter},
+		{"absurd seconds are capped", http.Header{"Retry-After": {"1e300"}}, MaxRetryAfter},
+		{"absurd milliseconds are capped", http.Header{"Retry-After-Ms": {"1e300"}}, MaxRetryAfter},
+		{"a date a year away is capped", http.Header{"Retry-After": {now.AddDate(1, 0, 0).Format(http.TimeFormat)}}, MaxRetryAfter},
+		{"Retry-After before the reset headers", http.Header{"Retry-After": {"3"}, "X-Ratelimit-Reset-Requests": {"1m"}}, 3 * time.Second},
+		{"garbage Retry-After falls through", http.Header{"Retry-After": {"soon"}, "X-Ratelimit-Reset-Tokens": {"20ms"}}, 20 * time.Millisecond},
+
+		{"openai requests exhausted", http.Header{
+			"X-Ratelimit-Reset-Requests": {"1s"}, "X-Ratelimit-Remaining-Requests": {"0"},
+			"X-Ratelimit-Reset-Tokens": {"6m0s"}, "X-Ratelimit-Remaining-Tokens": {"1500"},
+		}, time.Second},
+		{"openai tokens exhausted", http.Header{
+			"X-Ratelimit-Reset-Requests": {"1s"}, "X-Ratelimit-Remaining-Requests": {"59"},
+			"X-Ratelimit-Reset-Tokens": {"1m30.5s"}, "X-Ratelimit-Remaining-Tokens": {"0"},
+		}, 90*time.Second + 500*time.Millisecond},
+		{"openai both exhausted: the later", http.Header{
+			"X-Ratelimit-Reset-Requests": {"20ms"}, "X-Ratelimit-Remaining-Requests": {"0"},
+			"X-Ratelimit-Reset-Tokens": {"2s"}, "X-Ratelimit-Remaining-Tokens": {"0"},
+		}, 2 * time.Second},
+		{"openai none exhausted: the later", http.Header{
+			"X-Ratelimit-Reset-Requests": {"20ms"}, "X-Ratelimit-Remaining-Requests": {"3"},
+			"X-Ratelimit-Reset-Tokens": {"6m0s"},
+		}, 6 * time.Minute},
+		{"openai milliseconds", http.Header{"X-Ratelimit-Reset-Requests": {"20ms"}}, 20 * time.Millisecond},
+		{"openai garbage", http.Header{"X-Ratelimit-Reset-Requests": {"tomorrow"}, "X-Ratelimit-Remaining-Requests": {"0"}}, DefaultRetryAfter},
+		{"openai days are capped", http.Header{"X-Ratelimit-Reset-Tokens": {"8760h"}}, MaxRetryAfter},
+
+		{"anthropic output tokens exhausted", http.Header{
+			"Anthropic-Ratelimit-Requests-Reset": {at(50 * time.Second)}, "Anthropic-Ratelimit-Requests-Remaining": {"10"},
+			"Anthropic-Ratelimit-Output-Tokens-Reset": {at(5 * time.Second)}, "Anthropic-Ratelimit-Output-Tokens-Remaining": {"0"},
+		}, 5 * time.Second},
+		{"anthropic requests exhausted", http.Header{
+			"Anthropic-Ratelimit-Requests-Reset": {at(12 * time.Second)}, "Anthropic-Ratelimit-Requests-Remaining": {"0"},
+			"Anthropic-Ratelimit-Tokens-Reset": {at(40 * time.Second)}, "Anthropic-Ratelimit-Tokens-Remaining": {"9000"},
+		}, 12 * time.Second},
+		{"anthropic input tokens exhausted", http.Header{
+			"Anthropic-Ratelimit-Input-Tokens-Reset": {at(7 * time.Second)}, "Anthropic-Ratelimit-Input-Tokens-Remaining": {"0"},
+			"Anthropic-Ratelimit-Tokens-Reset": {at(40 * time.Second)},
+		}, 7 * time.Second},
+		{"anthropic none exhausted: the latest", http.Header{
+			"Anthropic-Ratelimit-Requests-Reset": {at(3 * time.Second)},
+			"Anthropic-Ratelimit-Tokens-Reset":   {at(9 * time.Second)},
+		}, 9 * time.Second},
+		{"anthropic fractional seconds", http.Header{"Anthropic-Ratelimit-Tokens-Reset": {now.Add(1500 * time.Millisecond).Format(time.RFC3339Nano)}}, 1500 * time.Millisecond},
+		{"anthropic reset in the past", http.Header{"Anthropic-Ratelimit-Requests-Reset": {at(-time.Minute)}, "Anthropic-Ratelimit-Requests-Remaining": {"0"}}, DefaultRetryAfter},
+		{"anthropic garbage", http.Header{"Anthropic-Ratelimit-Requests-Reset": {"soon"}}, DefaultRetryAfter},
+		{"anthropic a year away is capped", http.Header{"Anthropic-Ratelimit-Tokens-Reset": {now.AddDate(1, 0, 0).Format(time.RFC3339)}}, MaxRetryAfter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := retryAfter(tc.h, now); got != tc.want {
@@ -89,6 +139,12 @@ func TestBackoff(t *testing.T) {
 			t.Errorf("backoff(%v, %d) gave %d distinct waits in 50: not jittered", base, attempt, len(seen))
 		}
 	}
+	// However many retries came before, one wait is at most maxBackoff.
+	for _, attempt := range []int{8, 10, 40, 70} {
+		if d := backoff(10*time.Second, attempt); d < maxBackoff/2 || d > maxBackoff {
+			t.Errorf("backoff(10s, %d) = %v, want in [%v, %v]", attempt, d, maxBackoff/2, maxBackoff)
+		}
+	}
 }
 
 func readAllCapped(r io.Reader) (string, error) {
@@ -101,7 +157,7 @@ func TestLineCapReader(t *testing.T) {
 	t.Run("lines under the cap pass", func(t *testing.T) {
 		in := "data: " + strings.Repeat("a", 90) + "\n\n" + "data: [DONE]\n\n"
 		ex := &exchange{}
-		got, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: ex, maxLine: 100, maxOther: 1000})
+		got, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: ex, maxLine: 100, maxEvent: 200, maxOther: 1000})
 		if err != nil || got != in {
 			t.Fatalf("got %q, %v", got, err)
 		}
@@ -109,33 +165,84 @@ func TestLineCapReader(t *testing.T) {
 	t.Run("a long line fails", func(t *testing.T) {
 		in := "data: x\n\ndata: " + strings.Repeat("a", 200) + "\n\n"
 		ex := &exchange{}
-		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(iotestOneByte(in)), ex: ex, maxLine: 100, maxOther: 1000})
+		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(iotestOneByte(in)), ex: ex, maxLine: 100, maxEvent: 200, maxOther: 1000})
 		var le *limitError
 		if !errors.As(err, &le) || le.Error() != "stream line exceeded 100 bytes" {
 			t.Fatalf("err = %v", err)
 		}
-		if long, _ := ex.capHit(); !long {
+		if long, _, _ := ex.capHit(); !long {
 			t.Error("the exchange does not record the long line")
 		}
 	})
 	t.Run("non-data lines are bounded on OpenAI streams", func(t *testing.T) {
 		in := strings.Repeat(": keep-alive comment\n", 100)
 		ex := &exchange{}
-		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: ex, maxLine: 100, maxOther: 1000, countOther: true})
+		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: ex, maxLine: 100, maxEvent: 1 << 20, maxOther: 1000, countOther: true})
 		if err == nil {
 			t.Fatal("no error after 2 KB of comments with a 1 KB cap")
 		}
-		if _, large := ex.capHit(); !large {
+		if _, _, large := ex.capHit(); !large {
 			t.Error("the exchange does not record the overflow")
 		}
 	})
 	t.Run("data lines do not count as other lines", func(t *testing.T) {
 		in := strings.Repeat("data: {\"x\":1}\n\n", 500)
-		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: &exchange{}, maxLine: 100, maxOther: 100, countOther: true})
+		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: &exchange{}, maxLine: 100, maxEvent: 200, maxOther: 100, countOther: true})
 		if err != nil {
 			t.Fatal(err)
 		}
 	})
+	t.Run("blank lines do not count as other lines", func(t *testing.T) {
+		// go-openai keeps nothing of a blank line (it trims each line).
+		in := strings.Repeat("\n", 10000) + strings.Repeat("\r\n", 10000)
+		_, err := readAllCapped(&lineCapReader{rc: io.NopCloser(strings.NewReader(in)), ex: &exchange{}, maxLine: 100, maxEvent: 200, maxOther: 100, countOther: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func TestLineCapReaderEvents(t *testing.T) {
+	line := "data: " + strings.Repeat("a", 43) + "\n" // 50 bytes
+	for _, tc := range []struct {
+		name, in string
+		fails    bool
+	}{
+		{"events under the cap pass", strings.Repeat("event: x\n"+line+line+"\n", 50), false},
+		{"CRLF blank lines end events", strings.Repeat("event: x\r\n"+line+line+"\r\n", 50), false},
+		{"data lines with no blank line fail", "event: x\n" + strings.Repeat(line, 5), true},
+		{"a line of a space ends no event", strings.Repeat(line+" \n", 5), true},
+		{"comments count", strings.Repeat(": keep-alive, this event never ends\n", 10), true},
+		{"the cap counts from the last blank line", line + line + line + "\n" + line + line + line + "\n" + line + line + line + line + line, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, oneByOne := range []bool{false, true} {
+				ex := &exchange{}
+				var r io.Reader = strings.NewReader(tc.in)
+				if oneByOne {
+					r = iotestOneByte(tc.in)
+				}
+				got, err := readAllCapped(&lineCapReader{rc: io.NopCloser(r), ex: ex, maxLine: 100, maxEvent: 200, maxOther: 1 << 20, countOther: true})
+				_, event, _ := ex.capHit()
+				if !tc.fails {
+					if err != nil || got != tc.in || event {
+						t.Fatalf("one by one %v: err = %v, event cap hit %v, read %d of %d bytes", oneByOne, err, event, len(got), len(tc.in))
+					}
+					continue
+				}
+				var le *limitError
+				if !errors.As(err, &le) || le.Error() != "stream event exceeded 200 bytes" {
+					t.Fatalf("one by one %v: err = %v", oneByOne, err)
+				}
+				if !event {
+					t.Errorf("one by one %v: the exchange does not record the long event", oneByOne)
+				}
+				if len(got) >= len(tc.in) {
+					t.Errorf("one by one %v: all %d bytes passed", oneByOne, len(got))
+				}
+			}
+		})
+	}
 }
 
 func TestCapReader(t *testing.T) {
@@ -147,7 +254,7 @@ func TestCapReader(t *testing.T) {
 	if err == nil {
 		t.Fatal("no error past the cap")
 	}
-	if _, large := ex.capHit(); !large {
+	if _, _, large := ex.capHit(); !large {
 		t.Error("the exchange does not record the overflow")
 	}
 }

@@ -4,11 +4,11 @@
 //
 // Every call goes through one HTTP client built here: connect and
 // first-byte timeouts but no overall timeout (streams may run for many
-// minutes), response bodies and stream lines capped in size, and a dialer
-// that refuses loopback, private, link-local and metadata addresses unless
-// the operator allowed them. Failures before the upstream answered (5xx,
-// refused or reset connections) are retried a few times with jittered
-// backoff; nothing is retried once a stream began.
+// minutes), response bodies, stream lines and stream events capped in
+// size, and a dialer that refuses loopback, private, link-local and
+// metadata addresses unless the operator allowed them. Failures before
+// the upstream answered (5xx, refused or reset connections) are retried a
+// few times with jittered backoff; nothing is retried once a stream began.
 package llm
 
 import (
@@ -48,7 +48,9 @@ type Config struct {
 	FirstByteTimeout time.Duration
 	// MaxResponseBytes caps non-stream and error bodies (default 8 MiB).
 	MaxResponseBytes int64
-	// MaxLineBytes caps each line of a stream (default 1 MiB).
+	// MaxLineBytes caps each line of a stream (default 1 MiB), and twice
+	// it each event of a stream: its lines from one blank line to the next,
+	// room for a data line at the cap and the event's short other lines.
 	MaxLineBytes int
 	// MaxRetries is how many times a call that failed before the upstream
 	// answered (5xx, connection refused or reset) is tried again (default
@@ -86,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// maxEventBytes caps one event of a stream (see MaxLineBytes).
+func (c Config) maxEventBytes() int { return 2 * c.MaxLineBytes }
 
 // Client calls upstream models. It is safe for concurrent use.
 type Client struct {
@@ -149,9 +154,16 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 // backoff returns the jittered wait before retry attempt+1: between half
 // and all of base doubled per attempt.
 func backoff(base time.Duration, attempt int) time.Duration {
-	d := base << attempt
+	d := base
+	for i := 0; i < attempt && d < maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, maxBackoff)
 	return d/2 + rand.N(d/2+1)
 }
+
+// maxBackoff bounds one wait between retries, however many came before.
+const maxBackoff = 30 * time.Second
 
 // sleep waits d or until ctx is done; it reports whether d passed.
 func sleep(ctx context.Context, d time.Duration) bool {

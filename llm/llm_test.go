@@ -3,6 +3,7 @@ package llm_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -421,7 +422,18 @@ func TestUpstreamErrors(t *testing.T) {
 			msg: []string{"HTTP 429"}, retryAfterMin: 7 * time.Second, retryAfterMax: 7 * time.Second, wantRequests: 1},
 		{name: "429 date", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {date}}}, kind: domain.RateLimited,
 			msg: []string{"HTTP 429"}, retryAfterMin: 80 * time.Second, retryAfterMax: 91 * time.Second, wantRequests: 1},
-		{name: "429 without Retry-After", b: llmtest.Behavior{Status: 429}, kind: domain.RateLimited, msg: []string{"HTTP 429"}, wantRequests: 1},
+		{name: "429 without Retry-After", b: llmtest.Behavior{Status: 429}, kind: domain.RateLimited,
+			msg: []string{"HTTP 429); retry after 1s"}, retryAfterMin: llm.DefaultRetryAfter, retryAfterMax: llm.DefaultRetryAfter, wantRequests: 1},
+		{name: "429 Retry-After of a year", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"31536000"}}}, kind: domain.RateLimited,
+			msg: []string{"retry after 3600s"}, retryAfterMin: llm.MaxRetryAfter, retryAfterMax: llm.MaxRetryAfter, wantRequests: 1},
+		{name: "429 with OpenAI's reset headers", b: llmtest.Behavior{Status: 429, Header: http.Header{
+			"X-Ratelimit-Reset-Requests": {"1s"}, "X-Ratelimit-Remaining-Requests": {"59"},
+			"X-Ratelimit-Reset-Tokens": {"1m30.5s"}, "X-Ratelimit-Remaining-Tokens": {"0"},
+		}}, kind: domain.RateLimited, msg: []string{"retry after 91s"}, retryAfterMin: 90500 * time.Millisecond, retryAfterMax: 90500 * time.Millisecond, wantRequests: 1},
+		{name: "429 with Anthropic's reset headers", b: llmtest.Behavior{Status: 429, Header: http.Header{
+			"Anthropic-Ratelimit-Requests-Reset": {time.Now().Add(40 * time.Second).UTC().Format(time.RFC3339)}, "Anthropic-Ratelimit-Requests-Remaining": {"0"},
+			"Anthropic-Ratelimit-Tokens-Reset": {time.Now().Add(5 * time.Minute).UTC().Format(time.RFC3339)}, "Anthropic-Ratelimit-Tokens-Remaining": {"80000"},
+		}}, kind: domain.RateLimited, msg: []string{"HTTP 429"}, retryAfterMin: 30 * time.Second, retryAfterMax: 41 * time.Second, wantRequests: 1},
 		{name: "400 with the upstream's message", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large: 999999","type":"invalid_request_error"}}`},
 			kind: domain.Upstream, msg: []string{"HTTP 400", "max_tokens is too large: 999999"}, wantRequests: 1},
 		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
@@ -545,7 +557,10 @@ func TestTruncatedStream(t *testing.T) {
 			if got, want := domain.KindOf(err), domain.Upstream; got != want {
 				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 			}
-			if got, want := domain.MessageOf(err), "the AI provider ended the stream without a finish reason (truncated)"; got != want {
+			if !errors.Is(err, domain.ErrTruncated) {
+				t.Errorf("err = %v, want domain.ErrTruncated as its cause (the outcome truncated)", err)
+			}
+			if got, want := domain.MessageOf(err), "the AI provider ended the stream without a finish reason (truncated); send the request again"; got != want {
 				t.Errorf("message = %q, want %q", got, want)
 			}
 			if res == nil || res.Content != "echo: one " {
@@ -668,7 +683,7 @@ func TestFirstByteTimeout(t *testing.T) {
 				if got, want := s.Count(), 1; got != want {
 					t.Errorf("upstream requests = %d, want %d (timeouts are not retried)", got, want)
 				}
-				if !s.WaitCanceled(time.Second) {
+				if !s.WaitCanceledN(s.Last().N, time.Second) {
 					t.Error("the upstream did not see the request abandoned")
 				}
 			})
@@ -693,7 +708,7 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			if got, want := domain.KindOf(err), domain.Canceled; got != want {
 				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 			}
-			if !s.WaitCanceled(time.Second) {
+			if !s.WaitCanceledN(s.Last().N, time.Second) {
 				t.Error("the upstream did not see the cancellation within a second")
 			}
 			if res == nil || !strings.HasPrefix(res.Content, "word word word") {
@@ -712,7 +727,7 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			if got, want := domain.KindOf(err), domain.Canceled; got != want {
 				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 			}
-			if !s.WaitCanceled(time.Second) {
+			if !s.WaitCanceledN(s.Last().N, time.Second) {
 				t.Error("the upstream did not see the cancellation within a second")
 			}
 		})
@@ -732,7 +747,7 @@ func TestOnDeltaErrorAborts(t *testing.T) {
 			if res == nil || res.Content != "word " {
 				t.Errorf("partial result = %+v", res)
 			}
-			if !s.WaitCanceled(time.Second) {
+			if !s.WaitCanceledN(s.Last().N, time.Second) {
 				t.Error("the upstream did not see the call abandoned")
 			}
 			if got, want := s.Count(), 1; got != want {
@@ -949,5 +964,130 @@ func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 	}
 	if got, want := res.Usage, (domain.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}); got != want {
 		t.Errorf("usage = %+v; want %+v", got, want)
+	}
+}
+
+// countingTransport counts the response body bytes its caller read.
+type countingTransport struct {
+	base http.RoundTripper
+	read *atomic.Int64
+}
+
+func (c countingTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := c.base.RoundTrip(req)
+	if err == nil {
+		resp.Body = &countingBody{ReadCloser: resp.Body, read: c.read}
+	}
+	return resp, err
+}
+
+type countingBody struct {
+	io.ReadCloser
+	read *atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.read.Add(int64(n))
+	return n, err
+}
+
+// TestUnendedStreamEvent streams an event whose data lines never end with
+// the blank line that ends an event (the Anthropic SDK keeps every one in
+// memory until it comes): the call fails once the event passes twice the
+// line cap, having read little more than that.
+func TestUnendedStreamEvent(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			const sent = 32 << 20
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultUnendedEvent, AfterDeltas: 1, Size: sent})
+			var read atomic.Int64
+			base := &http.Transport{}
+			t.Cleanup(base.CloseIdleConnections)
+			hc := &http.Client{Transport: countingTransport{base: base, read: &read}}
+			c := newClient(t, func(c *llm.Config) { c.MaxLineBytes, c.HTTPClient = 4096, hc })
+			res, _, err := run(context.Background(), c, request(typ, s), true)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if got, want := domain.MessageOf(err), "the AI provider's stream event exceeded 8192 bytes"; got != want {
+				t.Errorf("message = %q, want %q", got, want)
+			}
+			if res == nil || res.Content != "echo: " {
+				t.Errorf("partial result = %+v", res)
+			}
+			if got, limit := read.Load(), int64(64<<10); got > limit {
+				t.Errorf("read %d bytes of the %d sent, want at most %d", got, sent, limit)
+			}
+			if !s.WaitCanceledN(0, 5*time.Second) {
+				t.Error("the upstream did not see the stream abandoned")
+			}
+		})
+	}
+}
+
+// TestKeepAliveComments streams a reply after 1,000 SSE comments, as
+// aggregators send while a model thinks (OpenRouter's ": OPENROUTER
+// PROCESSING"): go-openai's default would fail the stream after 300.
+func TestKeepAliveComments(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Comments: 1000})
+			res, deltas, err := run(context.Background(), newClient(t), request(typ, s), true)
+			if err != nil {
+				t.Fatalf("Complete: %v", err)
+			}
+			want := llmtest.EchoReply("hello there")
+			if got := res.Content; got != want {
+				t.Errorf("Content = %q, want %q", got, want)
+			}
+			if got, want := strings.Join(deltas, "|"), strings.Join(llmtest.Deltas(want), "|"); got != want {
+				t.Errorf("deltas = %q, want %q", got, want)
+			}
+			if got, want := res.FinishReason, "stop"; got != want {
+				t.Errorf("FinishReason = %q, want %q", got, want)
+			}
+		})
+	}
+}
+
+// TestNonDataLinesAreBounded checks what bounds the non-data lines
+// go-openai keeps for a whole stream, now that its count of them is off:
+// their bytes, at MaxResponseBytes.
+func TestNonDataLinesAreBounded(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Comments: 20000}) // 280,000 bytes
+	c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = 64 << 10 })
+	_, _, err := run(context.Background(), c, request(domain.ProviderOpenAICompatible, s), true)
+	if got, want := domain.KindOf(err), domain.Upstream; got != want {
+		t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+	}
+	if got, want := domain.MessageOf(err), "the AI provider's response exceeded 65536 bytes"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+}
+
+// TestBlankLinesWithoutEnd streams nothing but blank lines after two
+// chunks: go-openai keeps nothing of them, and its count of lines without
+// data, raised for keep-alive comments (5,000 blank lines pass), still
+// ends the stream.
+func TestBlankLinesWithoutEnd(t *testing.T) {
+	s := llmtest.NewServer(t)
+	chunk := func(text string) string {
+		return `data: {"choices":[{"index":0,"delta":{"content":"` + text + `"}}]}` + "\n"
+	}
+	body := chunk("hi") + strings.Repeat("\n", 5000) + chunk(" there") + strings.Repeat("\n", 1<<20+10)
+	s.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
+	res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), true)
+	if got, want := domain.KindOf(err), domain.Upstream; got != want {
+		t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+	}
+	if got, want := domain.MessageOf(err), "the AI provider sent more than 1048576 stream lines in a row with no data"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if res == nil || res.Content != "hi there" {
+		t.Errorf("partial result = %+v", res)
 	}
 }

@@ -38,8 +38,19 @@ func (c *Client) openAIClient(ep domain.Endpoint) *openai.Client {
 		}
 	}
 	cfg.HTTPClient = c.http
+	cfg.EmptyMessagesLimit = emptyMessagesLimit
 	return openai.NewClientWithConfig(cfg)
 }
+
+// emptyMessagesLimit replaces go-openai's limit of 300 lines in a row that
+// are not data lines, which fails healthy streams of aggregators that send
+// SSE comments while a model thinks (OpenRouter's ": OPENROUTER
+// PROCESSING", two lines with the blank one). Parley's own caps bound
+// what that limit guarded: go-openai keeps the non-data lines of a whole
+// stream, and lineCapReader fails the stream once their bytes pass
+// MaxResponseBytes; of a blank line it keeps nothing. What is left is a
+// last guard against an upstream that sends nothing but blank lines.
+const emptyMessagesLimit = 1 << 20
 
 // openAIRequest maps a domain request to go-openai's, and returns the
 // fields its struct cannot carry faithfully (see setJSONFields): the
@@ -195,7 +206,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, domain.Errorf(domain.Upstream, errTruncated)
+		return res, errTruncated
 	}
 	return res, nil
 }

@@ -78,16 +78,17 @@ func newHTTPClient(cfg Config) *http.Client {
 // (status and headers, which the SDKs' errors do not all keep), when, and
 // which cap, if any, cut the body.
 type exchange struct {
-	stream     bool           // the call streams: cap lines, not the body
+	stream     bool           // the call streams: cap lines and events, not the body
 	openAIWire bool           // cap the non-data lines go-openai accumulates
 	jsonSet    map[string]any // top-level fields to set in the JSON request body
 
-	mu          sync.Mutex
-	status      int
-	header      http.Header
-	headersAt   time.Time
-	lineTooLong bool
-	tooLarge    bool
+	mu           sync.Mutex
+	status       int
+	header       http.Header
+	headersAt    time.Time
+	lineTooLong  bool
+	eventTooLong bool
+	tooLarge     bool
 }
 
 type exchangeKey struct{}
@@ -107,10 +108,10 @@ func (ex *exchange) response() (status int, header http.Header, at time.Time) {
 	return ex.status, ex.header, ex.headersAt
 }
 
-func (ex *exchange) capHit() (lineTooLong, tooLarge bool) {
+func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	return ex.lineTooLong, ex.tooLarge
+	return ex.lineTooLong, ex.eventTooLong, ex.tooLarge
 }
 
 // transport records each response in the request's exchange, bounds the
@@ -150,7 +151,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		resp.ContentLength = int64(len(body))
 	case ex.stream:
-		resp.Body = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
+		resp.Body = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxEvent: t.cfg.maxEventBytes(),
+			maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
 	default:
 		resp.Body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
 	}
@@ -223,20 +225,29 @@ func (r *capReader) Read(p []byte) (int, error) {
 
 func (r *capReader) Close() error { return r.rc.Close() }
 
-// lineCapReader fails on a line longer than maxLine bytes. With
-// countOther it also fails once the lines that are not "data:" lines
+// lineCapReader bounds what an SDK keeps of a stream: it fails on a line
+// longer than maxLine bytes, and on an event (the lines from one blank
+// line to the next, whose data lines the Anthropic SDK joins in one buffer
+// until the blank line comes) longer than maxEvent, newlines included.
+// With countOther it also fails once the lines that are not "data:" lines
 // (which go-openai keeps in memory for the whole stream) pass maxOther.
+//
+// A blank line is an empty one, or one of a lone "\r" (CRLF streams), as
+// the SDKs' line readers see it; a line of spaces ends no event.
 type lineCapReader struct {
 	rc         io.ReadCloser
 	ex         *exchange
 	maxLine    int
+	maxEvent   int
 	maxOther   int64
 	countOther bool
 
-	lineLen int
-	prefix  []byte // the first bytes of the current line, spaces trimmed
-	other   int64
-	err     error
+	lineLen  int
+	last     byte   // the last byte of the current line
+	prefix   []byte // the first bytes of the current line, spaces trimmed
+	eventLen int    // the bytes of the current event's lines before this one
+	other    int64
+	err      error
 }
 
 func (r *lineCapReader) Read(p []byte) (int, error) {
@@ -244,39 +255,68 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.rc.Read(p)
-	for _, b := range p[:n] {
-		if b == '\n' {
-			r.endLine()
-			continue
+	for b := p[:n]; len(b) > 0; {
+		i := bytes.IndexByte(b, '\n')
+		seg := b
+		if i >= 0 {
+			seg = b[:i]
 		}
-		r.lineLen++
-		if len(r.prefix) < 5 && !(len(r.prefix) == 0 && (b == ' ' || b == '\t' || b == '\r')) {
-			r.prefix = append(r.prefix, b)
+		if len(seg) > 0 {
+			r.addToLine(seg)
+			switch {
+			case r.lineLen > r.maxLine:
+				return 0, r.fail(&r.ex.lineTooLong, fmt.Sprintf("stream line exceeded %d bytes", r.maxLine))
+			case r.eventLen+r.lineLen > r.maxEvent:
+				return 0, r.fail(&r.ex.eventTooLong, fmt.Sprintf("stream event exceeded %d bytes", r.maxEvent))
+			}
 		}
-		if r.lineLen > r.maxLine {
-			r.ex.mu.Lock()
-			r.ex.lineTooLong = true
-			r.ex.mu.Unlock()
-			r.err = &limitError{msg: fmt.Sprintf("stream line exceeded %d bytes", r.maxLine)}
-			return 0, r.err
+		if i < 0 {
+			break
 		}
+		r.endLine()
+		b = b[i+1:]
 	}
 	if r.countOther && r.other > r.maxOther {
-		r.ex.mu.Lock()
-		r.ex.tooLarge = true
-		r.ex.mu.Unlock()
-		r.err = &limitError{msg: "stream sent too many bytes outside data lines"}
-		return 0, r.err
+		return 0, r.fail(&r.ex.tooLarge, "stream sent too many bytes outside data lines")
 	}
 	return n, err
 }
 
+// addToLine accounts for seg, a piece of the current line.
+func (r *lineCapReader) addToLine(seg []byte) {
+	r.lineLen += len(seg)
+	r.last = seg[len(seg)-1]
+	for _, c := range seg {
+		if len(r.prefix) == 5 {
+			break
+		}
+		if len(r.prefix) == 0 && (c == ' ' || c == '\t' || c == '\r') {
+			continue
+		}
+		r.prefix = append(r.prefix, c)
+	}
+}
+
 func (r *lineCapReader) endLine() {
-	if r.countOther && r.lineLen > 1 && string(r.prefix) != "data:" {
-		r.other += int64(r.lineLen) + 1
+	if r.lineLen == 0 || (r.lineLen == 1 && r.last == '\r') {
+		r.eventLen = 0
+	} else {
+		r.eventLen += r.lineLen + 1
+		if r.countOther && string(r.prefix) != "data:" {
+			r.other += int64(r.lineLen) + 1
+		}
 	}
 	r.lineLen = 0
 	r.prefix = r.prefix[:0]
+}
+
+// fail records the cap hit in the exchange and ends the stream with it.
+func (r *lineCapReader) fail(flag *bool, msg string) error {
+	r.ex.mu.Lock()
+	*flag = true
+	r.ex.mu.Unlock()
+	r.err = &limitError{msg: msg}
+	return r.err
 }
 
 func (r *lineCapReader) Close() error { return r.rc.Close() }

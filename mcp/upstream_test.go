@@ -43,7 +43,7 @@ func (u *upstream) hang() (started, canceled <-chan struct{}) {
 			time.Sleep(5 * time.Millisecond)
 		}
 		close(s)
-		if u.WaitCanceled(20 * time.Second) {
+		if u.WaitCanceledN(before, 20*time.Second) {
 			close(c)
 		}
 	}()

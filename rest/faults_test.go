@@ -176,7 +176,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 				}
 				<-done
 				cancel()
-				if !h.up.WaitCanceled(time.Second) {
+				if !h.up.WaitCanceledN(before, time.Second) {
 					t.Fatal("the upstream did not see the cancellation within a second")
 				}
 				var rec struct {
@@ -317,9 +317,11 @@ func TestUsageRecordFields(t *testing.T) {
 		stateless := ask(false)
 		stateless["aiProviderId"] = w.provider
 		h.must(200, "POST", "/api/v1/chats/completions", key, stateless)
-		h.up.Enqueue(llmtest.Behavior{Status: 401})
-		if r := h.call("POST", path, key, ask(false)); r.Status != 502 {
-			t.Fatalf("upstream 401 = %d %s", r.Status, r.Body)
+		// Its message says "truncated", but the outcome is the provider's
+		// refusal: a truncated reply is told apart by its cause, not a word.
+		h.up.Enqueue(llmtest.Behavior{Status: 400, Body: `{"error":{"message":"the prompt was truncated","type":"invalid_request_error"}}`})
+		if r := h.call("POST", path, key, ask(false)); r.Status != 502 || !strings.Contains(r.ErrorMessage(), "truncated") {
+			t.Fatalf("upstream 400 = %d %s, want a 502 passing on its message", r.Status, r.Body)
 		}
 		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate, AfterDeltas: 2})
 		if r := h.call("POST", path, key, ask(true)); r.Status != 200 {
@@ -488,6 +490,7 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
+		firstN := h.up.Count()
 		first := open(ctx, key)
 		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
 			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
@@ -512,7 +515,7 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 		// Closing the first stream gives the slot back.
 		cancel()
 		first.Body.Close()
-		if !h.up.WaitCanceled(time.Second) {
+		if !h.up.WaitCanceledN(firstN, time.Second) {
 			t.Fatal("the upstream did not see the first stream's cancellation")
 		}
 		var status int

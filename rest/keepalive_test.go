@@ -90,6 +90,7 @@ func TestMaxStreamDuration(t *testing.T) {
 		w := h.world()
 		// Twelve deltas 150ms apart: ~2s, well over the limit.
 		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 150 * time.Millisecond})
+		n := h.up.Count()
 		start := time.Now()
 		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{
 			"messages": []any{userMessage("a b c d e f g h i j k")},
@@ -102,28 +103,28 @@ func TestMaxStreamDuration(t *testing.T) {
 		if took < limit || took > limit+time.Second {
 			t.Errorf("the stream took %v, want it ended at about %v", took, limit)
 		}
-		n := len(events)
-		if n < 3 || events[n-1].raw != "[DONE]" {
+		m := len(events)
+		if m < 3 || events[m-1].raw != "[DONE]" {
 			t.Fatalf("stream = %v, want deltas, an error event, then [DONE]", events)
 		}
 		cut, _ := events[0].data["messageId"].(string)
 		if cut == "" {
 			t.Fatalf("the stream did not start normally: %s", events[0].raw)
 		}
-		e, _ := events[n-2].data["error"].(map[string]any)
+		e, _ := events[m-2].data["error"].(map[string]any)
 		if e == nil || e["code"] != "upstream_timeout" {
-			t.Fatalf("event before [DONE] = %s, want an upstream_timeout error", events[n-2].raw)
+			t.Fatalf("event before [DONE] = %s, want an upstream_timeout error", events[m-2].raw)
 		}
 		if msg, _ := e["message"].(string); !strings.Contains(msg, "maximum duration") {
 			t.Errorf("error message = %q, want it to name the maximum duration", msg)
 		}
-		for _, ev := range events[:n-2] {
+		for _, ev := range events[:m-2] {
 			if ev.data["usage"] != nil || ev.data["error"] != nil {
 				t.Errorf("a cut stream carries %s before its error", ev.raw)
 			}
 		}
 		// The upstream call was cancelled, not left running.
-		if !h.up.WaitCanceled(2 * time.Second) {
+		if !h.up.WaitCanceledN(n, 2*time.Second) {
 			t.Error("the upstream did not see the request cancelled")
 		}
 		// A stream within the limit is untouched.

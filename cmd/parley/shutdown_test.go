@@ -382,7 +382,7 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if after := events[n-2].at.Sub(sigterm); after < 900*time.Millisecond || after > 3*time.Second {
 		t.Errorf("the error event came %v after SIGTERM, want about the 1s grace", after)
 	}
-	if !up.WaitCanceled(2 * time.Second) {
+	if !up.WaitCanceledN(up.Count()-1, 2*time.Second) {
 		t.Error("the upstream call was not cancelled")
 	}
 	if err := waitExit(t, s, 15*time.Second); err != nil {
@@ -502,7 +502,7 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
-	if !up.WaitCanceled(time.Second) {
+	if !up.WaitCanceledN(before, time.Second) {
 		t.Error("the upstream call of the SSE tool call was not cancelled")
 	}
 	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
@@ -558,7 +558,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("parley mcp did not exit within 15s of stdin closing")
 	}
-	if !up.WaitCanceled(time.Second) {
+	if !up.WaitCanceledN(before, time.Second) {
 		t.Error("the upstream request was not cancelled")
 	}
 	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {

@@ -7,7 +7,8 @@
 // streamed one word per delta, with usage computed so a test can predict
 // it (see PromptTokens and Deltas). Every request is recorded for
 // assertions, and behaviors (status codes, delays, cut or reset streams,
-// oversized lines, hangs) can be scripted per request.
+// oversized lines and events, keep-alive comments, hangs) can be scripted
+// per request.
 //
 //	s := llmtest.NewServer(t)
 //	s.Enqueue(llmtest.Behavior{Status: 500}) // the first call fails, the next echoes
@@ -110,7 +111,19 @@ const (
 	// deltas: OpenAI's data: {"error": ...}, Anthropic's event: error. A
 	// non-stream request gets a 200 whose body is an error object.
 	FaultStreamError
+	// FaultUnendedEvent sends, after AfterDeltas deltas, one event that
+	// never ends: Size bytes of data lines of UnendedEventLine bytes each
+	// (OpenAI: chunks with no choices; Anthropic: an event: ping line, then
+	// ping data lines), with no blank line between them. Then it ends the
+	// event and the stream, with no finish reason. A client that stops
+	// reading is seen abandoning the request. A non-stream request is
+	// answered normally.
+	FaultUnendedEvent
 )
+
+// UnendedEventLine is the size of each data line of FaultUnendedEvent,
+// its newline included.
+const UnendedEventLine = 2 << 10
 
 // Behavior is how the server answers one request. The zero value echoes.
 type Behavior struct {
@@ -144,10 +157,14 @@ type Behavior struct {
 	ArgPiece int
 	// Usage replaces the computed usage.
 	Usage *Usage
+	// Comments is how many SSE comments (": keep-alive" and a blank line,
+	// as aggregators send while a model thinks) a stream sends before its
+	// first event.
+	Comments int
 	// Fault, AfterDeltas and Size play a failure; see Fault.
 	Fault       Fault
 	AfterDeltas int
-	Size        int // FaultOversizedLine; default 2 MiB
+	Size        int // FaultOversizedLine (default 2 MiB) and FaultUnendedEvent (default 8 MiB)
 }
 
 // Usage is the token usage the server reports.
@@ -169,7 +186,8 @@ type Server struct {
 	forget     bool
 	n          int // requests received
 	canceled   int
-	cancelC    chan struct{}
+	canceledN  map[int]bool  // the numbers of the requests seen abandoned
+	cancelSeen chan struct{} // closed, and replaced, at each abandonment
 	closeOnce  sync.Once
 }
 
@@ -184,14 +202,15 @@ func NewServer(t testing.TB) *Server {
 // Start starts a fake upstream on 127.0.0.1 outside a test (the load
 // generator runs one as its own process); the caller closes it.
 func Start() *Server {
-	s := &Server{done: make(chan struct{}), cancelC: make(chan struct{}, 1024)}
+	s := &Server{done: make(chan struct{}), canceledN: map[int]bool{}, cancelSeen: make(chan struct{})}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
 
 // Forget stops the server from keeping the requests it receives, so that
 // a long load test does not grow it; Requests and Last then report nothing
-// new, while Count and the numbering N still count every request.
+// new, nor does WaitCanceledN, while Count, Canceled and the numbering N
+// still count every request.
 func (s *Server) Forget() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -271,16 +290,27 @@ func (s *Server) Canceled() int {
 	return s.canceled
 }
 
-// WaitCanceled waits up to d for the server to see a client abandon a
-// request, and reports whether one did. Each abandonment is seen once.
-func (s *Server) WaitCanceled(d time.Duration) bool {
+// WaitCanceledN waits up to d for the server to see the client abandon
+// request number n (Request.N, counted from 0), and reports whether it did.
+// It consumes nothing: it answers true for as long as request n was
+// abandoned, and never for another request's abandonment.
+func (s *Server) WaitCanceledN(n int, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
-	select {
-	case <-s.cancelC:
-		return true
-	case <-t.C:
-		return false
+	for {
+		s.mu.Lock()
+		seen, next := s.canceledN[n], s.cancelSeen
+		s.mu.Unlock()
+		if seen {
+			return true
+		}
+		select {
+		case <-next:
+		case <-t.C:
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return s.canceledN[n]
+		}
 	}
 }
 
@@ -686,11 +716,12 @@ func (x *exchange) sawCancel() {
 	x.canceled = true
 	x.s.mu.Lock()
 	x.s.canceled++
-	x.s.mu.Unlock()
-	select {
-	case x.s.cancelC <- struct{}{}:
-	default:
+	if !x.s.forget {
+		x.s.canceledN[x.req.N] = true
 	}
+	close(x.s.cancelSeen)
+	x.s.cancelSeen = make(chan struct{})
+	x.s.mu.Unlock()
 }
 
 // write writes p and flushes; it reports whether the client still reads.
@@ -737,12 +768,16 @@ func (x *exchange) reset() {
 	_ = conn.Close()
 }
 
-// startStream writes the headers of an SSE response.
+// startStream writes the headers of an SSE response, and the comments
+// the behavior asks for.
 func (x *exchange) startStream() bool {
 	h := x.w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	x.w.WriteHeader(http.StatusOK)
+	if x.b.Comments > 0 {
+		return x.write(bytes.Repeat([]byte(": keep-alive\n\n"), x.b.Comments))
+	}
 	return x.write(nil)
 }
 
@@ -778,8 +813,40 @@ func (x *exchange) streamFault(errorEvent func()) bool {
 	case FaultStreamError:
 		errorEvent()
 		return false
+	case FaultUnendedEvent:
+		x.unendedEvent()
+		return false
 	}
 	return true
+}
+
+// unendedEvent plays FaultUnendedEvent: data lines and no blank line.
+func (x *exchange) unendedEvent() {
+	size := x.b.Size
+	if size <= 0 {
+		size = 8 << 20
+	}
+	var head string
+	if x.req.Protocol == Anthropic {
+		if !x.write([]byte("event: ping\n")) {
+			return
+		}
+		head = `data: {"type":"ping","pad":"`
+	} else {
+		head = `data: {"choices":[],"pad":"`
+	}
+	const tail = "\"}\n"
+	line := head + strings.Repeat("a", UnendedEventLine-len(head)-len(tail)) + tail
+	batch := []byte(strings.Repeat(line, 16))
+	for sent := 0; sent < size; {
+		lines := (size - sent + len(line) - 1) / len(line) // to send, rounded up
+		n := min(len(batch), lines*len(line))
+		if !x.write(batch[:n]) {
+			return
+		}
+		sent += n
+	}
+	x.write([]byte("\n"))
 }
 
 // nonStreamFault plays the fault of a non-stream request before its reply;

@@ -155,7 +155,7 @@ func TestCanceledIsObserved(t *testing.T) {
 		resp.Body.Close()
 		t.Fatal("the hanging request answered")
 	}
-	if !s.WaitCanceled(time.Second) {
+	if !s.WaitCanceledN(0, time.Second) {
 		t.Fatal("the fake did not see the client go away")
 	}
 	if got, want := s.Canceled(), 1; got != want {
@@ -167,5 +167,140 @@ func TestUnknownPath(t *testing.T) {
 	s := llmtest.NewServer(t)
 	if got := post(t, s.URL()+"/embeddings", `{}`).StatusCode; got != http.StatusNotFound {
 		t.Errorf("status = %d, want 404", got)
+	}
+}
+
+// hang sends a request the fake answers with FaultHang and returns a func
+// that abandons it and waits until the client side has returned.
+func hang(t *testing.T, s *llmtest.Server) (abandon func()) {
+	t.Helper()
+	n := s.Count()
+	s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.URL()+"/chat/completions", strings.NewReader(`{"messages":[]}`))
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	for deadline := time.Now().Add(5 * time.Second); s.Count() == n; { // arrived once counted
+		if time.Now().After(deadline) {
+			t.Fatal("the request did not reach the fake")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func TestWaitCanceledN(t *testing.T) {
+	s := llmtest.NewServer(t)
+	abandon0 := hang(t, s) // request 0
+	abandon1 := hang(t, s) // request 1
+	t.Cleanup(abandon1)
+
+	abandon0()
+	for deadline := time.Now().Add(5 * time.Second); s.Canceled() == 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the fake did not see request 0 abandoned")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Request 0's abandonment must not satisfy a wait for request 1, which
+	// still hangs.
+	start := time.Now()
+	if s.WaitCanceledN(1, 100*time.Millisecond) {
+		t.Fatal("WaitCanceledN(1) is true while request 1 still hangs")
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("WaitCanceledN(1) gave up after %v, want the whole 100ms", d)
+	}
+	if !s.WaitCanceledN(0, time.Second) {
+		t.Fatal("request 0 was abandoned but WaitCanceledN(0) says no")
+	}
+	if s.WaitCanceledN(7, 10*time.Millisecond) {
+		t.Error("WaitCanceledN(7) is true for a request never received")
+	}
+
+	// A wait begun before the abandonment sees it.
+	got := make(chan bool)
+	go func() { got <- s.WaitCanceledN(1, 5*time.Second) }()
+	time.Sleep(20 * time.Millisecond)
+	abandon1()
+	if !<-got {
+		t.Fatal("WaitCanceledN(1) did not see request 1 abandoned")
+	}
+	// Nothing is consumed: both stay seen.
+	for n := range 2 {
+		if !s.WaitCanceledN(n, 0) {
+			t.Errorf("WaitCanceledN(%d, 0) = false after it was seen", n)
+		}
+	}
+	if got, want := s.Canceled(), 2; got != want {
+		t.Errorf("Canceled = %d, want %d", got, want)
+	}
+}
+
+func TestCommentsBeforeTheFirstEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, body, first string
+	}{
+		{"openai", "/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}`, "data: "},
+		{"anthropic", "/messages", `{"model":"c","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"hi"}]}`, "event: message_start"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Comments: 3})
+			raw, _ := io.ReadAll(post(t, s.URL()+tc.path, tc.body).Body)
+			rest, ok := strings.CutPrefix(string(raw), strings.Repeat(": keep-alive\n\n", 3))
+			if !ok || !strings.HasPrefix(rest, tc.first) {
+				t.Errorf("stream = %.200q, want 3 comments and then %q", raw, tc.first)
+			}
+		})
+	}
+}
+
+func TestFaultUnendedEvent(t *testing.T) {
+	for _, tc := range []struct {
+		name, path, body, data string
+	}{
+		{"openai", "/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"a b c"}]}`, `data: {"choices":[],"pad":"`},
+		{"anthropic", "/messages", `{"model":"c","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"a b c"}]}`, `data: {"type":"ping","pad":"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			const size = 100 << 10
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultUnendedEvent, AfterDeltas: 1, Size: size})
+			raw, err := io.ReadAll(post(t, s.URL()+tc.path, tc.body).Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The event is the stream's last: after its last blank line
+			// come only its data lines, then the blank line that ends it.
+			body := strings.TrimSuffix(string(raw), "\n\n")
+			event := body[strings.LastIndex(body, "\n\n")+2:]
+			if tc.name == "anthropic" {
+				var ok bool
+				if event, ok = strings.CutPrefix(event, "event: ping\n"); !ok {
+					t.Fatalf("the event does not begin with its name: %.100q", event)
+				}
+			}
+			lines := strings.Split(event, "\n")
+			if got, want := len(lines), (size+llmtest.UnendedEventLine-1)/llmtest.UnendedEventLine; got != want {
+				t.Errorf("%d data lines, want %d", got, want)
+			}
+			for i, l := range lines {
+				if len(l)+1 != llmtest.UnendedEventLine || !strings.HasPrefix(l, tc.data) || !json.Valid([]byte(strings.TrimPrefix(l, "data: "))) {
+					t.Fatalf("line %d = %.60q (%d bytes)", i, l, len(l)+1)
+				}
+			}
+			if strings.Contains(body, "[DONE]") || strings.Contains(body, "finish_reason\":\"stop") || strings.Contains(body, "message_stop") {
+				t.Error("the stream ended normally after the event")
+			}
+		})
 	}
 }
