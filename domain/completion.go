@@ -387,6 +387,11 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		}
 	}
 
+	if emit != nil && s.deps.MaxStreamDuration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, s.deps.MaxStreamDuration, errStreamTooLong)
+		defer cancel()
+	}
 	called := time.Now()
 	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
 	if res != nil {
@@ -416,6 +421,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	}
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
+		err = s.endedByServer(ctx, err)
 	}
 	// The provider's count, estimated where it gave none: for a reply, and
 	// for one it was giving when the client left or the stream broke; not
@@ -514,6 +520,25 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) er
 		return Errorf(Conflict, "conversation %s was continued by another request at the same time; send this request again", pl.conv.ID)
 	}
 	return Wrap("completions.storeTurn", err)
+}
+
+// errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
+var errStreamTooLong = errors.New("the stream reached the maximum duration")
+
+// endedByServer says why a completion failed when the server ended it,
+// not the client or the provider: the shutdown's grace period ran out, or
+// the stream reached MaxStreamDuration. Other errors are returned as they
+// are.
+func (s *Completions) endedByServer(ctx context.Context, err error) error {
+	switch cause := context.Cause(ctx); {
+	case ctx.Err() == nil:
+		return err
+	case errors.Is(cause, ErrShuttingDown):
+		return Errorf(Unavailable, "the server is shutting down and ended this completion; send the request again")
+	case errors.Is(cause, errStreamTooLong):
+		return Errorf(Timeout, "the stream reached the server's maximum duration of %s; ask for a shorter reply (maxTokens) or split the work", s.deps.MaxStreamDuration)
+	}
+	return err
 }
 
 func outcomeOf(ctx context.Context, err error) Outcome {

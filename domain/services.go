@@ -44,8 +44,11 @@ type Deps struct {
 	// AllowPrivateUpstreams lets providers point at loopback and private
 	// addresses (PARLEY_ALLOW_PRIVATE_UPSTREAMS).
 	AllowPrivateUpstreams bool
-	Logger                *slog.Logger
-	Now                   func() time.Time
+	// MaxStreamDuration ends a streamed completion that runs longer, over
+	// REST and MCP alike (PARLEY_MAX_STREAM_DURATION); 0 means no limit.
+	MaxStreamDuration time.Duration
+	Logger            *slog.Logger
+	Now               func() time.Time
 }
 
 // Services are the domain's use cases, one per module. REST handlers and

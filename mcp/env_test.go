@@ -32,6 +32,7 @@ import (
 //	outsider  owner of otherProject only
 type env struct {
 	t        *testing.T
+	deps     domain.Deps
 	svcs     *domain.Services
 	store    *store.Store
 	upstream *upstream
@@ -97,8 +98,16 @@ func newEnv(t *testing.T, st *store.Store) *env {
 func (e *env) useAuthorizer(authz domain.Authorizer) {
 	kr, err := secret.NewKeyring(make([]byte, 32))
 	must(e.t, err)
-	e.svcs = domain.NewServices(domain.Deps{Store: e.store, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
-		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	e.deps = domain.Deps{Store: e.store, Authz: authz, Sealer: kr, LLM: e.upstream.llm(),
+		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	e.svcs = domain.NewServices(e.deps)
+}
+
+// configure makes e's services anew over the same store, upstream and
+// authorizer, with deps changed by f.
+func (e *env) configure(f func(*domain.Deps)) {
+	f(&e.deps)
+	e.svcs = domain.NewServices(e.deps)
 }
 
 func must(t testing.TB, err error) {

@@ -433,3 +433,47 @@ p, admin, *`)
 		editor.ok(t, c.tool, c.args, &out)
 	}
 }
+
+// TestMaxStreamDuration: PARLEY_MAX_STREAM_DURATION ends a streamed call
+// (one with a progress token) over MCP as it does over REST, with an
+// upstream_timeout error result that names the limit; the upstream call is
+// cancelled. A call without a progress token does not stream and is not
+// cut.
+func TestMaxStreamDuration(t *testing.T) {
+	const limit = 500 * time.Millisecond
+	e := newEnv(t, dbtest.SQLite(t))
+	e.configure(func(d *domain.Deps) { d.MaxStreamDuration = limit })
+	editor := e.connect(overHTTP, "editor", Options{})
+	args := obj{"aiProviderId": e.provider.ID, "messages": userMsg("slow")}
+
+	// Eight deltas 150ms apart: 1.2s, over the limit.
+	slow := llmtest.Behavior{Deltas: strings.Split("a b c d e f g h", " "), ChunkDelay: 150 * time.Millisecond}
+	e.upstream.Enqueue(slow)
+	n := e.upstream.Count()
+	start := time.Now()
+	res, err := editor.callErr(t, "create-chat-completion", args, "tok-limit")
+	if err != nil {
+		t.Fatalf("protocol error: %v", err)
+	}
+	if took := time.Since(start); took < limit || took > limit+time.Second {
+		t.Errorf("the call took %v, want it ended at about %v", took, limit)
+	}
+	msg := text(res)
+	if !res.IsError || !strings.HasPrefix(msg, "upstream_timeout: ") || !strings.Contains(msg, "maximum duration of 500ms") {
+		t.Fatalf("result %q, want an upstream_timeout error naming the maximum duration", msg)
+	}
+	if got := len(editor.notes("tok-limit")); got == 0 || got >= 8 {
+		t.Errorf("%d deltas were streamed before the limit, want some but not all 8", got)
+	}
+	if !e.upstream.WaitCanceledN(n, 2*time.Second) {
+		t.Error("the upstream did not see the call cancelled")
+	}
+
+	// Without a progress token the call does not stream: no limit.
+	e.upstream.Enqueue(llmtest.Behavior{Deltas: slow.Deltas, Delay: 2 * limit})
+	var out completionOut
+	editor.ok(t, "create-chat-completion", args, &out)
+	if out.Content != "abcdefgh" {
+		t.Errorf("the call without a progress token = %q, want the whole reply", out.Content)
+	}
+}

@@ -2,9 +2,7 @@ package rest
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -48,9 +46,9 @@ func (s *Server) handleStatelessCompletion(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
-	st, sctx, cancel := s.newStream(c)
-	defer cancel()
-	out, err := s.svcs.Completions.Stateless(sctx, in, st)
+	st, end := s.newStream(c)
+	defer end()
+	out, err := s.svcs.Completions.Stateless(ctx(c), in, st)
 	return st.finish(out, err)
 }
 
@@ -67,9 +65,9 @@ func (s *Server) handleChatCompletion(c echo.Context) error {
 		}
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
-	st, sctx, cancel := s.newStream(c)
-	defer cancel()
-	out, err := s.svcs.Completions.ForChat(sctx, in, st)
+	st, end := s.newStream(c)
+	defer end()
+	out, err := s.svcs.Completions.ForChat(ctx(c), in, st)
 	return st.finish(out, err)
 }
 
@@ -203,16 +201,20 @@ type chunkToolFunction struct {
 }
 
 // stream writes a completion as Server-Sent Events. It implements
-// domain.Emitter: headers go out on Start, so errors before the first
-// delta still get a normal status and error body. Events collect in buf
-// and go out together at each flush: Start's chunk with the first delta,
-// and the finish reason, usage and [DONE] in one write.
+// domain.Emitter. Headers go out on Start, so errors before the first
+// delta still get a normal status and error body; but a provider that
+// keeps the stream waiting a whole keep-alive interval before its first
+// delta (a reasoning model, a queue) must not leave the client with
+// nothing to read, so the first keep-alive opens the stream too, and
+// errors after it are error events. Events collect in buf and go out
+// together at each flush: Start's chunk with the first delta, and the
+// finish reason, usage and [DONE] in one write.
 type stream struct {
 	s       *Server
 	c       echo.Context
-	ctx     context.Context
 	mu      sync.Mutex
-	started bool
+	open    bool // the headers went out: errors are events from here on
+	started bool // Start was called: meta is known
 	meta    domain.CompletionMeta
 	halted  bool          // finished: the response is no longer ours
 	alive   *time.Timer   // sends the next keep-alive
@@ -233,44 +235,35 @@ func appendQuote(b []byte, s string) []byte {
 // textChunkEnd closes a text delta's chunk after its text.
 const textChunkEnd = `},"finish_reason":null}]}`
 
-// errStreamTooLong is the cause of a stream's end at MaxStreamDuration.
-var errStreamTooLong = errors.New("stream reached the maximum duration")
-
-// newStream returns the emitter for a streamed completion and the context
-// to run it in, limited to MaxStreamDuration.
-func (s *Server) newStream(c echo.Context) (*stream, context.Context, context.CancelFunc) {
-	sctx, cancel := ctx(c), context.CancelFunc(func() {})
-	if s.cfg.MaxStreamDuration > 0 {
-		sctx, cancel = context.WithTimeoutCause(sctx, s.cfg.MaxStreamDuration, errStreamTooLong)
-	}
-	st := &stream{s: s, c: c, ctx: sctx}
+// newStream returns the emitter for a streamed completion, its keep-alives
+// running, and the func that stops them.
+func (s *Server) newStream(c echo.Context) (*stream, func()) {
+	st := &stream{s: s, c: c}
 	st.enc = json.NewEncoder(&st.buf)
+	st.mu.Lock() // keepAlive may run before AfterFunc returns
+	st.alive = time.AfterFunc(s.cfg.KeepAlive, st.keepAlive)
+	st.mu.Unlock()
 	// The handler defers this: it stops the keep-alives even when finish is
 	// never reached (a panic), before the response goes back to the server.
-	return st, sctx, func() {
+	return st, func() {
 		st.mu.Lock()
 		st.halt()
 		st.mu.Unlock()
-		cancel()
 	}
 }
 
 // halt stops the keep-alives; callers hold mu.
 func (st *stream) halt() {
 	st.halted = true
-	if st.alive != nil {
-		st.alive.Stop()
-	}
+	st.alive.Stop()
 }
 
-// Start sends the headers and the first chunk, with Parley's ids. The
-// domain calls Delta or ends the stream right after, and that flushes.
-func (st *stream) Start(meta domain.CompletionMeta) error {
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.meta, st.started = meta, true
-	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
-		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
+// openLocked sends the stream's headers, once; callers hold mu.
+func (st *stream) openLocked() {
+	if st.open {
+		return
+	}
+	st.open = true
 	h := st.c.Response().Header()
 	h.Set(echo.HeaderContentType, "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -280,15 +273,23 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	if m := st.s.cfg.Metrics; m != nil {
 		m.StreamOpened()
 	}
+}
+
+// Start sends the headers, unless a keep-alive did, and the first chunk,
+// with Parley's ids. The domain calls Delta or ends the stream right
+// after, and that flushes.
+func (st *stream) Start(meta domain.CompletionMeta) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.meta, st.started = meta, true
+	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
+		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
+	st.openLocked()
 	empty := ""
 	first := st.chunk()
 	first.Choices = []chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}
 	first.MessageID, first.ConversationID = meta.MessageID, meta.ConversationID
-	if err := st.add(first); err != nil {
-		return err
-	}
-	st.alive = time.AfterFunc(st.s.cfg.KeepAlive, st.keepAlive)
-	return nil
+	return st.add(first)
 }
 
 // Delta sends one chunk: text, tool call pieces, or both.
@@ -366,43 +367,40 @@ func (st *stream) write() error {
 
 // keepAlive sends an SSE comment, and arms itself to send the next one an
 // interval later, so that proxies and clients do not close a healthy but
-// quiet stream. A timer, not a goroutine with a ticker: most streams end
-// before the first keep-alive, and a goroutine per stream costs its start.
+// quiet stream; the first one opens the stream if no delta did yet. A
+// timer, not a goroutine with a ticker: most streams end before the first
+// keep-alive, and a goroutine per stream costs its start.
 func (st *stream) keepAlive() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.halted {
 		return
 	}
+	st.openLocked()
 	st.buf.WriteString(": keep-alive\n\n")
 	_ = st.flush()
 	st.alive.Reset(st.s.cfg.KeepAlive)
 }
 
 // finish ends the stream: the finish reason, then usage (and debug), then
-// [DONE]; or, for an error after the stream began, an error event and
-// [DONE]. An error before the stream began is returned for the normal
+// [DONE]; or, for an error after the stream opened, an error event and
+// [DONE]. An error before the stream opened is returned for the normal
 // error response.
 func (st *stream) finish(out *domain.Completion, err error) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if !st.started {
+	st.halt()
+	if !st.open {
 		return err
 	}
-	st.halt()
 	if m := st.s.cfg.Metrics; m != nil {
 		m.StreamClosed()
 	}
 	if err != nil {
-		switch cause := context.Cause(st.ctx); {
-		case errors.Is(cause, domain.ErrShuttingDown):
-			err = domain.Errorf(domain.Unavailable, "the server is shutting down and ended this stream; send the request again")
-		case errors.Is(cause, errStreamTooLong):
-			err = domain.Errorf(domain.Timeout, "the stream reached the server's maximum duration of %s", st.s.cfg.MaxStreamDuration)
-		case domain.KindOf(err) == domain.Canceled:
+		if domain.KindOf(err) == domain.Canceled {
 			return nil // the client left; nobody reads an error
 		}
-		st.s.log.Warn("stream failed", "request_id", requestID(st.c), "kind", domain.KindOf(err).String(), "err", err)
+		st.s.log.WarnContext(ctx(st.c), "stream failed", "kind", domain.KindOf(err).String(), "err", err)
 		_ = st.add(toErrorBody(err))
 		st.buf.WriteString(doneEvent)
 		_ = st.write()

@@ -164,3 +164,70 @@ func TestKeepAliveStopsWithTheStream(t *testing.T) {
 		}
 	}
 }
+
+// TestKeepAliveBeforeTheFirstDelta: a provider that keeps the stream
+// waiting longer than a keep-alive interval before its first delta (a
+// reasoning model, a queue) does not leave the client without a byte: the
+// first keep-alive opens the stream, and an error after that is an error
+// event, not a status.
+func TestKeepAliveBeforeTheFirstDelta(t *testing.T) {
+	const keepAlive = 100 * time.Millisecond
+	eachWith(t, func(c *app.Config) { c.KeepAlive = keepAlive }, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		for _, tc := range []struct {
+			name string
+			b    llmtest.Behavior
+		}{
+			{"slow headers", llmtest.Behavior{Delay: 400 * time.Millisecond}},
+			{"headers then silence", llmtest.Behavior{ChunkDelay: 400 * time.Millisecond}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				h.up.Enqueue(tc.b)
+				start := time.Now()
+				res := stream(t, h, path, map[string]any{"messages": []any{userMessage("think first")}})
+				if took := time.Since(start); took >= 400*time.Millisecond {
+					t.Errorf("the headers came after %v, with the first delta; want them at the first keep-alive (%v)", took, keepAlive)
+				}
+				if res.StatusCode != 200 || res.Header.Get("Content-Type") != "text/event-stream" {
+					t.Fatalf("status %d, Content-Type %q", res.StatusCode, res.Header.Get("Content-Type"))
+				}
+				raw, events := readRaw(t, res)
+				if !strings.HasPrefix(string(raw), ": keep-alive\n\n") {
+					t.Errorf("the stream does not begin with a keep-alive: %q", raw[:min(len(raw), 80)])
+				}
+				if len(events) < 3 || events[0].data["messageId"] == nil || events[len(events)-1].raw != "[DONE]" {
+					t.Fatalf("after the keep-alive the stream is not a normal one: %s", raw)
+				}
+				if events[len(events)-2].data["usage"] == nil {
+					t.Errorf("the last chunk has no usage: %s", events[len(events)-2].raw)
+				}
+			})
+		}
+		t.Run("error after the keep-alive", func(t *testing.T) {
+			h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond, Status: 401})
+			res := stream(t, h, path, map[string]any{"messages": []any{userMessage("think first")}})
+			if res.StatusCode != 200 {
+				t.Fatalf("status %d, want 200: the keep-alive had opened the stream", res.StatusCode)
+			}
+			raw, events := readRaw(t, res)
+			n := len(events)
+			if n != 2 || events[1].raw != "[DONE]" {
+				t.Fatalf("stream = %s, want a keep-alive, an error event and [DONE]", raw)
+			}
+			e, _ := events[0].data["error"].(map[string]any)
+			if e == nil || e["code"] != "upstream_error" {
+				t.Errorf("event = %s, want an upstream_error", events[0].raw)
+			}
+		})
+		t.Run("error before the keep-alive", func(t *testing.T) {
+			h.up.Enqueue(llmtest.Behavior{Status: 401})
+			res := stream(t, h, path, map[string]any{"messages": []any{userMessage("think first")}})
+			body, _ := io.ReadAll(res.Body)
+			res.Body.Close()
+			if res.StatusCode != 502 || !strings.Contains(string(body), `"upstream_error"`) {
+				t.Errorf("status %d, body %s; want a 502 envelope", res.StatusCode, body)
+			}
+		})
+	})
+}

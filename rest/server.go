@@ -26,11 +26,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// Ready reports whether the server can take traffic (for /readyz).
 	Ready func(ctx context.Context) error
-	// KeepAlive is the interval of SSE comment keep-alives; 0 means 15s.
+	// KeepAlive is the interval of SSE comment keep-alives, the first
+	// counted from the request; 0 means 15s.
 	KeepAlive time.Duration
-	// MaxStreamDuration ends a completion stream that runs longer; 0 means
-	// no limit.
-	MaxStreamDuration time.Duration
 	// Metrics, when set, observes every request and open stream.
 	Metrics Observer
 	Logger  *slog.Logger

@@ -360,8 +360,33 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 		words[i] = fmt.Sprint("w", i)
 	}
 	up.Enqueue(llmtest.Behavior{ChunkDelay: 500 * time.Millisecond})
+	streamN := up.Count()
 	ch := openStream(t, s, key, chat, strings.Join(words, " "))
 	head := take(t, ch, 2, 10*time.Second)
+
+	// And a JSON completion whose upstream never answers.
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	type answer struct {
+		status int
+		body   map[string]any
+	}
+	jsonc := make(chan answer, 1)
+	go func() {
+		b, _ := json.Marshal(map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hang"}}})
+		req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chat+"/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			jsonc <- answer{}
+			return
+		}
+		defer res.Body.Close()
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		jsonc <- answer{res.StatusCode, out}
+	}()
+	waitRequest(t, up, before)
 
 	sigterm := time.Now()
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -382,16 +407,33 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if after := events[n-2].at.Sub(sigterm); after < 900*time.Millisecond || after > 3*time.Second {
 		t.Errorf("the error event came %v after SIGTERM, want about the 1s grace", after)
 	}
-	if !up.WaitCanceledN(up.Count()-1, 2*time.Second) {
-		t.Error("the upstream call was not cancelled")
+	// The JSON completion gets the same answer, as a 503 in the envelope.
+	select {
+	case a := <-jsonc:
+		e, _ := a.body["error"].(map[string]any)
+		if a.status != http.StatusServiceUnavailable || e == nil || e["code"] != "unavailable" {
+			t.Errorf("the JSON completion ended by the shutdown = %d %v, want 503 unavailable", a.status, a.body)
+		} else if msg, _ := e["message"].(string); !strings.Contains(msg, "shutting down") {
+			t.Errorf("error message = %q, want it to say the server is shutting down", msg)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the JSON completion got no answer within 10s of SIGTERM (1s grace)")
+	}
+	for _, n := range []int{streamN, before} {
+		if !up.WaitCanceledN(n, 2*time.Second) {
+			t.Errorf("upstream call %d was not cancelled", n)
+		}
 	}
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
-	// The ended completion is recorded too, as ended by the server.
+	// The ended completions are recorded too, as ended by the server.
 	msgID, _ := events[0].data["messageId"].(string)
 	if outcome, _ := usageOutcome(t, dir, msgID); outcome != "interrupted" {
 		t.Errorf("a stream ended by the shutdown is recorded with outcome %q, want interrupted", outcome)
+	}
+	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
+		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
 }
 

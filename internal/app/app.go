@@ -165,7 +165,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	m := metrics.New()
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
-		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, Logger: log,
+		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration, Logger: log,
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
 	if cfg.BootstrapAdminKey != "" {
@@ -181,7 +181,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 
 	api := rest.New(svcs, rest.Config{
-		MaxBodyBytes: cfg.MaxBodyBytes, MaxStreamDuration: cfg.MaxStreamDuration, KeepAlive: cfg.KeepAlive,
+		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive,
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())
