@@ -74,11 +74,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	kind := domain.KindOf(err)
 	status := statusOf[kind]
-	log := s.log.With("request_id", requestID(c), "method", c.Request().Method, "path", c.Path())
+	log := s.log.With("method", c.Request().Method, "path", c.Path())
 	if status >= 500 && kind != domain.Upstream && kind != domain.Timeout {
-		log.Error("request failed", "kind", kind.String(), "err", err)
+		log.ErrorContext(ctx(c), "request failed", "kind", kind.String(), "err", err)
 	} else {
-		log.Debug("request refused", "kind", kind.String(), "err", err)
+		log.DebugContext(ctx(c), "request refused", "kind", kind.String(), "err", err)
 	}
 	h := c.Response().Header()
 	if kind == domain.Unauthenticated {
@@ -96,7 +96,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	if werr := c.JSON(status, toErrorBody(err)); werr != nil {
-		log.Debug("writing error response", "err", werr)
+		log.DebugContext(ctx(c), "writing error response", "err", werr)
 	}
 }
 

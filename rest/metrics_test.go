@@ -13,6 +13,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
 
@@ -185,4 +186,45 @@ func (h *harness) mcpSession(key string) *client.Client {
 		h.t.Fatal(err)
 	}
 	return c
+}
+
+// TestMCPLogsCarryTheRequestID: the lines an MCP-over-HTTP call logs (here
+// a refused tool call, at debug) carry the X-Request-Id of its HTTP
+// request, as REST's lines do.
+func TestMCPLogsCarryTheRequestID(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	const id = "trace-mcp-42"
+	tr, err := transport.NewStreamableHTTP(h.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{
+		"Authorization": "Bearer " + h.admin, "X-Request-Id": id}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client.NewClient(tr)
+	t.Cleanup(func() { c.Close() })
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	init := mcpgo.InitializeRequest{}
+	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ClientInfo = mcpgo.Implementation{Name: "request-id-test", Version: "1"}
+	if _, err := c.Initialize(context.Background(), init); err != nil {
+		t.Fatal(err)
+	}
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "get-chat"
+	req.Params.Arguments = map[string]any{"chatId": "cht_doesnotexist0000000000"}
+	res, err := c.CallTool(context.Background(), req)
+	if err != nil || !res.IsError {
+		t.Fatalf("get-chat of a missing chat: %v %+v, want an error result", err, res)
+	}
+	c.Close()
+	for _, line := range strings.Split(h.finalLogs(), "\n") {
+		if strings.Contains(line, `msg="mcp tool call refused"`) {
+			if !strings.Contains(line, "request_id="+id+" ") {
+				t.Errorf("the MCP tool's log line does not carry request_id=%s first: %s", id, line)
+			}
+			return
+		}
+	}
+	t.Error(`no "mcp tool call refused" line was logged`)
 }

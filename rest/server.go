@@ -172,6 +172,36 @@ func RequestIDFrom(ctx context.Context) string {
 	return id
 }
 
+// LogHandler returns h adding request_id to every record logged with a
+// context that carries one: every line logged in the course of a REST or
+// MCP-over-HTTP request (the access log, errors, the domain's and the MCP
+// tools' lines) then names the id its response carries.
+func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
+
+type requestIDHandler struct{ slog.Handler }
+
+func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
+	if id := RequestIDFrom(ctx); id != "" {
+		// First on the line, where a reader looks for it.
+		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		nr.AddAttrs(slog.String("request_id", id))
+		r.Attrs(func(a slog.Attr) bool {
+			nr.AddAttrs(a)
+			return true
+		})
+		r = nr
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestIDHandler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestIDHandler) WithGroup(name string) slog.Handler {
+	return requestIDHandler{h.Handler.WithGroup(name)}
+}
+
 // accessLog logs one line per request: never a body or a header value.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
@@ -185,13 +215,13 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			s.cfg.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, took)
 		}
 		attrs := []any{
-			"request_id", requestID(c), "method", c.Request().Method, "path", c.Path(),
+			"method", c.Request().Method, "path", c.Path(),
 			"status", c.Response().Status, "duration_ms", float64(took.Microseconds()) / 1000,
 		}
 		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
 			attrs = append(attrs, "user_id", p.UserID)
 		}
-		s.log.Info("request", attrs...)
+		s.log.InfoContext(ctx(c), "request", attrs...)
 		return nil
 	}
 }
@@ -232,7 +262,7 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 				if r == http.ErrAbortHandler {
 					panic(r)
 				}
-				s.log.Error("panic", "request_id", requestID(c), "panic", r)
+				s.log.ErrorContext(ctx(c), "panic", "panic", r)
 				err = &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
 			}
 		}()

@@ -147,6 +147,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	log = slog.New(rest.LogHandler(log.Handler()))
 	kr, err := Keyring(cfg, st.Dialect())
 	if err != nil {
 		return nil, err
