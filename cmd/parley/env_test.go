@@ -26,6 +26,8 @@ func TestLoadEnv(t *testing.T) {
 		"PARLEY_UPSTREAM_RETRIES", "PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT"} {
 		t.Setenv(name, "")
 	}
+	t.Setenv("PARLEY_LOG_FORMAT", "")
+	t.Setenv("PARLEY_LOG_LEVEL", "")
 	e, err := loadEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -51,7 +53,8 @@ func TestLoadEnv(t *testing.T) {
 		t.Errorf("PARLEY_UPSTREAM_RETRIES=0 must turn retries off (llm: negative), got %d; first byte %v", e.LLM.MaxRetries, e.LLM.FirstByteTimeout)
 	}
 
-	for name, bad := range map[string]string{"PARLEY_SSE_KEEPALIVE": "soon", "PARLEY_MAX_STREAM_DURATION": "-1m", "PARLEY_UPSTREAM_RETRY_DELAY": "x"} {
+	for name, bad := range map[string]string{"PARLEY_SSE_KEEPALIVE": "soon", "PARLEY_MAX_STREAM_DURATION": "-1m", "PARLEY_UPSTREAM_RETRY_DELAY": "x",
+		"PARLEY_LOG_FORMAT": "jsn", "PARLEY_LOG_LEVEL": "loud"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, bad)
 			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) {
@@ -59,4 +62,16 @@ func TestLoadEnv(t *testing.T) {
 			}
 		})
 	}
+
+	// The first retry's wait is bounded: a caller waits through all of them.
+	t.Run("PARLEY_UPSTREAM_RETRY_DELAY bound", func(t *testing.T) {
+		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "10s")
+		if e, err := loadEnv(); err != nil || e.LLM.RetryBaseDelay != 10*time.Second {
+			t.Errorf("10s: %v, %v", e.LLM.RetryBaseDelay, err)
+		}
+		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "1h")
+		if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "at most 10s") {
+			t.Errorf("1h: %v, want an error giving the bound", err)
+		}
+	})
 }

@@ -146,13 +146,22 @@ func loadEnv() (env, error) {
 	if err := e.LogLevel.UnmarshalText([]byte(getenv("PARLEY_LOG_LEVEL", "info"))); err != nil {
 		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error")
 	}
-	e.LogJSON = getenv("PARLEY_LOG_FORMAT", "text") == "json"
+	switch f := getenv("PARLEY_LOG_FORMAT", "text"); f {
+	case "text", "json":
+		e.LogJSON = f == "json"
+	default:
+		return e, fmt.Errorf("PARLEY_LOG_FORMAT must be text or json, got %q", f)
+	}
 	return e, nil
 }
 
 // maxUpstreamRetries bounds PARLEY_UPSTREAM_RETRIES: with the delay
 // doubling each time, ten retries already wait minutes.
 const maxUpstreamRetries = 10
+
+// maxRetryDelay bounds PARLEY_UPSTREAM_RETRY_DELAY, the first retry's
+// wait: a caller is waiting through every one of them.
+const maxRetryDelay = 10 * time.Second
 
 // loadUpstreamEnv reads how upstream calls are retried and timed out; unset
 // variables keep llm's defaults.
@@ -171,6 +180,9 @@ func (e *env) loadUpstreamEnv() error {
 	var err error
 	if c.RetryBaseDelay, err = envDuration("PARLEY_UPSTREAM_RETRY_DELAY", 0); err != nil {
 		return err
+	}
+	if c.RetryBaseDelay > maxRetryDelay {
+		return fmt.Errorf("PARLEY_UPSTREAM_RETRY_DELAY must be at most %s, got %q", maxRetryDelay, os.Getenv("PARLEY_UPSTREAM_RETRY_DELAY"))
 	}
 	if c.ConnectTimeout, err = envDuration("PARLEY_UPSTREAM_CONNECT_TIMEOUT", 0); err != nil {
 		return err
