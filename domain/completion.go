@@ -177,6 +177,15 @@ func (p *CompletionParams) validate() error {
 	return p.validateTools()
 }
 
+// validateFor checks what only some providers refuse, so that the caller
+// gets a 400 naming the field rather than the provider's refusal as a 502.
+func (p *CompletionParams) validateFor(t ProviderType) error {
+	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
+		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
+	}
+	return nil
+}
+
 // plan is a resolved completion, ready to call upstream.
 type plan struct {
 	started  time.Time
@@ -347,6 +356,9 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 // run calls the upstream, streams through emit, stores the turn (per chat)
 // before returning, and records usage whatever the outcome.
 func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Completion, error) {
+	if err := pl.params.validateFor(pl.provider.Type); err != nil {
+		return nil, err
+	}
 	endpoint, err := s.providers.endpoint(pl.provider)
 	if err != nil {
 		return nil, err

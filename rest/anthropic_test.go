@@ -238,3 +238,34 @@ func TestAnthropicStreamingCompletion(t *testing.T) {
 		}
 	})
 }
+
+// TestAnthropicTemperatureRange: Anthropic takes temperatures of 0 to 1
+// only, so 1.5 is a 400 naming temperature, before anything goes upstream
+// or is stored; the same temperature through an OpenAI-wire provider
+// (0 to 2) goes through.
+func TestAnthropicTemperatureRange(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		body := map[string]any{"messages": []any{userMessage("warm")}, "temperature": 1.5}
+		before := h.up.Count()
+		r := h.call("POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, body)
+		if r.Status != 400 || r.ErrorCode() != "invalid_request" {
+			t.Fatalf("status %d %s, want 400", r.Status, r.Body)
+		}
+		details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+		if details["field"] != "temperature" || !strings.Contains(r.ErrorMessage(), "between 0 and 1") {
+			t.Errorf("error %s, want one naming temperature and Anthropic's range", r.Body)
+		}
+		if h.up.Count() != before {
+			t.Error("the refused call reached the upstream")
+		}
+		var stored int64
+		if err := h.app.Store.DB().Raw("SELECT count(*) FROM conversations WHERE chat_id = ?", w.anthropicChat).Row().Scan(&stored); err != nil || stored != 0 {
+			t.Errorf("the refused call stored %d conversations (%v)", stored, err)
+		}
+		h.must(200, "POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, body)
+		if got := h.up.Last().Body["temperature"]; got != 1.5 {
+			t.Errorf("temperature sent to the OpenAI-wire provider = %v, want 1.5", got)
+		}
+	})
+}
