@@ -49,8 +49,8 @@ func New() *Metrics {
 			Name: "parley_completion_duration_seconds", Help: "Completion duration by provider, model and outcome.", Buckets: buckets,
 		}, []string{"provider", "model", "outcome"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token.", Buckets: buckets,
-		}, []string{"provider", "model"}),
+			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token, by provider, model and outcome.", Buckets: buckets,
+		}, []string{"provider", "model", "outcome"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_tokens_total", Help: "Tokens by provider, model and kind (prompt, completion).",
 		}, []string{"provider", "model", "kind"}),
@@ -145,7 +145,7 @@ func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
 	r.m.completions.WithLabelValues(provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
 	r.m.compLatency.WithLabelValues(provider, model, outcome).Observe(rec.Latency.Seconds())
 	if rec.TimeToFirst > 0 {
-		r.m.ttft.WithLabelValues(provider, model).Observe(rec.TimeToFirst.Seconds())
+		r.m.ttft.WithLabelValues(provider, model, outcome).Observe(rec.TimeToFirst.Seconds())
 	}
 	r.m.tokens.WithLabelValues(provider, model, "prompt").Add(float64(rec.Usage.PromptTokens))
 	r.m.tokens.WithLabelValues(provider, model, "completion").Add(float64(rec.Usage.CompletionTokens))

@@ -43,7 +43,7 @@ func TestMetrics(t *testing.T) {
 		}{
 			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="false"`}, eq(1)},
 			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="true"`}, eq(1)},
-			{"parley_completion_time_to_first_token_seconds_count", []string{`model="fake-default"`}, eq(2)},
+			{"parley_completion_time_to_first_token_seconds_count", []string{`model="fake-default"`, `outcome="ok"`}, eq(2)},
 			{"parley_completion_duration_seconds_count", []string{`outcome="ok"`}, eq(2)},
 			{"parley_tokens_total", []string{`kind="completion"`}, positive},
 			{"parley_tokens_total", []string{`kind="prompt"`}, positive},
