@@ -2,9 +2,13 @@ package rest_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -160,37 +164,58 @@ func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
 }
 
 // TestNoSecretInLogs runs completions, successes and upstream failures
-// whose bodies repeat the provider key, over JSON and streams, and then
-// reads every response body and every log line for the provider key and
-// the callers' API keys.
+// whose bodies repeat the provider key, over JSON and streams, through an
+// OpenAI-wire and an Anthropic provider, over REST and MCP, and then reads
+// every response, tool result and log line for the provider key and the
+// callers' API keys.
 func TestNoSecretInLogs(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		w := h.world()
-		path := "/api/v1/chats/" + w.chat + "/completions"
-		leaky := `{"error":{"message":"Incorrect API key provided: ` + upstreamKey + `","type":"invalid_request_error"}}`
+		w, aw := h.world(), h.anthropicWorld()
+		leaky := `{"type":"error","error":{"message":"Incorrect API key provided: ` + upstreamKey + `","type":"invalid_request_error"}}`
 		var bodies []string
-		send := func(key string, body map[string]any, behaviors ...llmtest.Behavior) {
-			for _, b := range behaviors {
-				h.up.Enqueue(b)
+		mcpc := h.mcpSession(h.admin)
+		for _, chat := range []string{w.chat, aw.anthropicChat} {
+			path := "/api/v1/chats/" + chat + "/completions"
+			for _, stream := range []bool{false, true} {
+				send := func(key string, content string, behaviors ...llmtest.Behavior) {
+					for _, b := range behaviors {
+						h.up.Enqueue(b)
+					}
+					body := map[string]any{"stream": stream, "debug": true, "messages": []any{userMessage(content)}}
+					bodies = append(bodies, string(h.call("POST", path, key, body).Body))
+				}
+				call := func(content string, behaviors ...llmtest.Behavior) {
+					for _, b := range behaviors {
+						h.up.Enqueue(b)
+					}
+					req := mcpgo.CallToolRequest{}
+					req.Params.Name = "create-chat-completion-for-chat"
+					req.Params.Arguments = map[string]any{"chatId": chat, "debug": true, "messages": []any{userMessage(content)}}
+					if stream {
+						req.Params.Meta = &mcpgo.Meta{ProgressToken: "secrets"}
+					}
+					res, err := mcpc.CallTool(context.Background(), req)
+					out, _ := json.Marshal(res)
+					bodies = append(bodies, fmt.Sprint(string(out), err))
+				}
+				send(h.admin, "x")
+				// The key in the caller's own message: debug shows it redacted.
+				send(h.admin, "my key is "+upstreamKey, llmtest.Behavior{Reply: "noted"})
+				if b := bodies[len(bodies)-1]; !strings.Contains(b, "[redacted]") {
+					t.Errorf("debug of a message holding the key shows no redaction: %s", b)
+				}
+				send(h.admin, "x", llmtest.Behavior{Status: 401, Body: leaky})
+				send(h.admin, "x", llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky})
+				send(h.admin, "x", llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
+				send("pk_wrong_key_value", "x")
+				call("my key is "+upstreamKey, llmtest.Behavior{Reply: "noted"})
+				call("x", llmtest.Behavior{Status: 401, Body: leaky})
+				call("x", llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky})
+				call("x", llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
 			}
-			bodies = append(bodies, string(h.call("POST", path, key, body).Body))
 		}
-		for _, stream := range []bool{false, true} {
-			ask := func(content string) map[string]any {
-				return map[string]any{"stream": stream, "debug": true, "messages": []any{userMessage(content)}}
-			}
-			send(h.admin, ask("x"))
-			// The key in the caller's own message: debug shows it redacted.
-			send(h.admin, ask("my key is "+upstreamKey), llmtest.Behavior{Reply: "noted"})
-			send(h.admin, ask("x"), llmtest.Behavior{Status: 401, Body: leaky})
-			send(h.admin, ask("x"), llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky}, llmtest.Behavior{Status: 500, Body: leaky})
-			send(h.admin, ask("x"), llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
-			send("pk_wrong_key_value", ask("x"))
-		}
-		send(h.admin, map[string]any{"messages": []any{}})
-		if !strings.Contains(bodies[1], "[REDACTED]") && !strings.Contains(bodies[1], "redacted") {
-			t.Errorf("debug of a message holding the key shows no redaction: %s", bodies[1])
-		}
+		bodies = append(bodies, string(h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{}}).Body))
+		mcpc.Close()
 		logs := h.finalLogs()
 		if logs == "" {
 			t.Fatal("no logs were written")

@@ -1,0 +1,73 @@
+package rest_test
+
+import (
+	"net"
+	"net/url"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/secret"
+)
+
+// testRedisURL is the Redis of the tests: $PARLEY_TEST_REDIS_URL (make test
+// starts a throwaway one), else a local default. Without one reachable the
+// test is skipped loudly, or fails with CI=true.
+func testRedisURL(t *testing.T) string {
+	t.Helper()
+	u := os.Getenv("PARLEY_TEST_REDIS_URL")
+	if u == "" {
+		u = "redis://127.0.0.1:6379/0"
+	}
+	pu, err := url.Parse(u)
+	if err != nil {
+		t.Fatalf("PARLEY_TEST_REDIS_URL: %v", err)
+	}
+	c, err := net.DialTimeout("tcp", pu.Host, 2*time.Second)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("Redis at %s is unreachable (%v); CI=true requires it", pu.Host, err)
+		}
+		t.Skipf("SKIPPED: Redis at %s is unreachable (%v): the shared limits are NOT TESTED", pu.Host, err)
+	}
+	c.Close()
+	return u
+}
+
+// TestLimitsSharedThroughRedis runs two instances over one database: with
+// PARLEY_REDIS_URL they count one project's requests together, so the
+// third request of a 2-per-minute project is refused whichever instance
+// the first two went to; without it each instance counts alone.
+func TestLimitsSharedThroughRedis(t *testing.T) {
+	redisURL := testRedisURL(t)
+	for _, shared := range []bool{true, false} {
+		name := map[bool]string{true: "redis", false: "memory"}[shared]
+		t.Run(name, func(t *testing.T) {
+			st := dbtest.SQLite(t)
+			key := secret.GenerateKey() // replicas share the master key
+			configure := func(c *app.Config) {
+				c.SecretKey = key
+				if shared {
+					c.RedisURL = redisURL
+				}
+			}
+			a, b := newHarness(t, st, configure), newHarness(t, st, configure)
+			w := a.world()
+			a.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", a.admin, map[string]any{"requestsPerMinute": 2})
+			path := "/api/v1/chats/" + w.chat + "/completions"
+			body := map[string]any{"messages": []any{userMessage("count me")}}
+			a.must(200, "POST", path, a.admin, body)
+			b.must(200, "POST", path, b.admin, body)
+			r := a.call("POST", path, a.admin, body)
+			switch {
+			case shared && (r.Status != 429 || r.Header.Get("RateLimit-Policy") == ""):
+				t.Errorf("third request through Redis = %d %s (RateLimit-Policy %q), want 429 with the project's policy",
+					r.Status, r.Body, r.Header.Get("RateLimit-Policy"))
+			case !shared && r.Status != 200:
+				t.Errorf("third request, limits in memory = %d %s, want 200: instance a has counted one only", r.Status, r.Body)
+			}
+		})
+	}
+}
