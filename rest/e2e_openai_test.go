@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -25,7 +27,10 @@ func TestOpenAINodeClient(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
 		t.Fatalf("run npm ci in %s first: %v", dir, err)
 	}
-	h := newHarness(t, dbtest.SQLite(t), nil)
+	// A keep-alive interval the "SLOW" replies outlast, so that the SDK
+	// reads streams that open with keep-alive comments.
+	const keepAlive = 100 * time.Millisecond
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = keepAlive })
 	w := h.world()
 	// An Anthropic provider on the same fake: the SDK must not tell it
 	// from the OpenAI-wire one.
@@ -37,6 +42,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	uid, key := h.user("sdk")
 	h.setRole(h.admin, w.project, uid, "editor")
 	// A user message starting "FAULT stream-error" fails after two deltas;
+	// one starting "SLOW" waits 4 keep-alive intervals before each event;
 	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces.
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
@@ -44,6 +50,8 @@ func TestOpenAINodeClient(t *testing.T) {
 				switch c := r.Messages[i].Content; {
 				case strings.HasPrefix(c, "FAULT stream-error"):
 					return llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 2}
+				case strings.HasPrefix(c, "SLOW"):
+					return llmtest.Behavior{ChunkDelay: 4 * keepAlive}
 				case strings.HasPrefix(c, "TOOLS"):
 					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
 				}

@@ -12,7 +12,10 @@
 //   PARLEY_FAKE_UPSTREAM=1 optional: the provider is Parley's fake upstream
 //                          (llm/llmtest), so replies are "echo: " plus the last
 //                          user message, a user message that starts with
-//                          "FAULT stream-error" fails mid-stream, and one that
+//                          "FAULT stream-error" fails mid-stream, one that starts
+//                          with "SLOW" waits longer than Parley's keep-alive
+//                          interval before each event (so the stream opens with
+//                          keep-alive comments), and one that
 //                          starts with "TOOLS" is answered with two tool calls
 //                          (weather {"city":"Paris"} and clock {}) after "Checking."
 //
@@ -186,6 +189,13 @@ test('openai npm client', { skip }, async (t) => {
       );
     });
   }
+
+  await t.test('stateless, streamed after a quiet start: keep-alive comments before the first chunk', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+    const prompt = 'SLOW thinking first';
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }), STATELESS);
+    const { text } = await collect(stream);
+    assertReply(text, prompt);
+  });
 
   let conversationId;
   await t.test('per chat, streamed: client.post with stream: true', async () => {
