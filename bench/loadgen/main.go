@@ -4,11 +4,13 @@
 //
 // It starts, each as its own process on 127.0.0.1, the fake upstream
 // (llm/llmtest), a bare httputil.ReverseProxy to it (the floor any gateway
-// pays) and `parley serve`, on SQLite and then on PostgreSQL. It then
-// sends completions at fixed rates, alternating between the upstream
-// directly, the proxy and Parley, streamed and not. Parley's requests are
-// per-chat completions, so each one stores its conversation turn and
-// records its usage, as in production.
+// pays), the same proxy committing one row to the database before each
+// answer (the commit floor: the least a gateway that stores its turns
+// before answering pays) and `parley serve`, on SQLite and then on
+// PostgreSQL. It then sends completions at fixed rates, alternating
+// between the upstream directly, the two proxies and Parley, streamed and
+// not. Parley's requests are per-chat completions, so each one stores its
+// conversation turn and records its usage, as in production.
 //
 // It reports the latency the proxy and Parley add over the direct calls
 // (p50, p99, measured from each request's scheduled send time), the
@@ -33,6 +35,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -48,10 +51,10 @@ func main() {
 			exit(serveUpstream())
 			return
 		case "proxy":
-			if len(os.Args) != 3 {
-				exit(errors.New("usage: loadgen proxy URL"))
+			if len(os.Args) != 3 && len(os.Args) != 4 {
+				exit(errors.New("usage: loadgen proxy URL [DSN]"))
 			}
-			exit(serveProxy(os.Args[2]))
+			exit(serveProxy(os.Args[2], strings.Join(os.Args[3:], "")))
 			return
 		}
 	}
@@ -207,6 +210,20 @@ func runDatabase(ctx context.Context, cfg config, dir, db string, c *http.Client
 	if err != nil {
 		return err
 	}
+	// The commit floor writes to the same engine: a file of its own on
+	// SQLite, Parley's database on PostgreSQL.
+	floorDSN := "sqlite:" + filepath.Join(dir, "commit-floor.db")
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PARLEY_DATABASE_URL="); ok {
+			floorDSN = v
+		}
+	}
+	fl, err := startHelper("proxy-commit-"+db, dir, "proxy", strings.TrimSuffix(upstreamURL, "/v1"), floorDSN)
+	if err != nil {
+		return err
+	}
+	defer fl.stop()
+	commit := upstreamTarget("commit", fl.url+"/v1", fl.pid())
 
 	if cfg.streams > 0 {
 		// On a fresh process, before load leaves free heap behind to reuse.
@@ -217,7 +234,7 @@ func runDatabase(ctx context.Context, cfg config, dir, db string, c *http.Client
 		}
 		rep.memory["parley/"+db] = per
 	}
-	targets := []target{direct, proxy, pt}
+	targets := []target{direct, proxy, commit, pt}
 	for _, stream := range []bool{false, true} {
 		for _, t := range targets {
 			if r := openLoop(ctx, c, t, cfg.rates[0], cfg.warmup, stream, noCPU); r.errors > 0 {
@@ -229,7 +246,7 @@ func runDatabase(ctx context.Context, cfg config, dir, db string, c *http.Client
 				for _, t := range targets {
 					fmt.Fprintf(log, "%s: %s at %d/s, round %d: %s\n", db, mode(stream), rate, round+1, t.name)
 					cpu := noCPU
-					if t.name == "parley" {
+					if t.name == "parley" || t.name == "commit" {
 						cpu = dbCPU
 					}
 					r := openLoop(ctx, c, t, rate, cfg.duration, stream, cpu)

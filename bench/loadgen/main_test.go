@@ -21,7 +21,7 @@ func TestMain(m *testing.M) {
 			exit(serveUpstream())
 			return
 		case "proxy":
-			exit(serveProxy(os.Args[2]))
+			exit(serveProxy(os.Args[2], strings.Join(os.Args[3:], "")))
 			return
 		}
 	}
@@ -90,7 +90,7 @@ func TestShortRun(t *testing.T) {
 	for _, db := range cfg.databases {
 		for _, stream := range []bool{false, true} {
 			for _, rate := range cfg.rates {
-				for _, target := range []string{"direct", "proxy", "parley"} {
+				for _, target := range []string{"direct", "proxy", "commit", "parley"} {
 					k := cellKey{db, stream, rate, target}
 					c, ok := rep.cells[k]
 					switch {
@@ -106,12 +106,14 @@ func TestShortRun(t *testing.T) {
 				}
 			}
 		}
-		var cpu time.Duration
-		for _, rate := range cfg.rates {
-			cpu += rep.cells[cellKey{db, false, rate, "parley"}].cpu
-		}
-		if cpu <= 0 {
-			t.Errorf("%s: Parley's CPU was not measured", db)
+		for _, target := range []string{"commit", "parley"} {
+			var cpu time.Duration
+			for _, rate := range cfg.rates {
+				cpu += rep.cells[cellKey{db, false, rate, target}].cpu
+			}
+			if cpu <= 0 {
+				t.Errorf("%s: the CPU of %s was not measured", db, target)
+			}
 		}
 		if rep.memory["parley/"+db] <= 0 {
 			t.Errorf("%s: memory per open stream = %d bytes; want a measured growth", db, rep.memory["parley/"+db])
@@ -119,7 +121,7 @@ func TestShortRun(t *testing.T) {
 	}
 	var out strings.Builder
 	rep.write(&out)
-	for _, want := range []string{"### Parley on sqlite, json", "### Parley on sqlite, stream", "| 200/s |", "Memory per open stream", "| proxy |"} {
+	for _, want := range []string{"### Parley on sqlite, json", "### Parley on sqlite, stream", "| 200/s |", "proxy+commit adds", "Memory per open stream", "| proxy |"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}

@@ -45,9 +45,11 @@ func serveUpstream() error {
 	return announceAndWait(s.URL())
 }
 
-// serveProxy is the `loadgen proxy URL` child: a bare
-// httputil.ReverseProxy to URL, the floor any gateway pays.
-func serveProxy(target string) error {
+// serveProxy is the `loadgen proxy URL [DSN]` child: a bare
+// httputil.ReverseProxy to URL, the floor any gateway pays. With DSN it is
+// the commit floor: the same proxy committing one row to DSN before each
+// answer (see committer), the floor of a gateway that stores its turns.
+func serveProxy(target, dsn string) error {
 	u, err := url.Parse(target)
 	if err != nil {
 		return err
@@ -55,6 +57,13 @@ func serveProxy(target string) error {
 	rp := httputil.NewSingleHostReverseProxy(u)
 	rp.Transport = &http.Transport{MaxIdleConnsPerHost: 1024, IdleConnTimeout: time.Minute}
 	rp.FlushInterval = -1 // flush every write, as a streaming gateway must
+	var c *committer
+	if dsn != "" {
+		if c, err = openCommitter(dsn); err != nil {
+			return err
+		}
+		rp.ModifyResponse = c.modifyResponse
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return err
@@ -70,6 +79,9 @@ func serveProxy(target string) error {
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if c != nil {
+			r = r.WithContext(context.WithValue(r.Context(), requestBodyKey{}, body))
+		}
 		rp.ServeHTTP(w, r)
 	})
 	go func() { _ = http.Serve(ln, h) }()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"time"
 )
 
@@ -40,26 +41,28 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns.\n",
 		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds)
 	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n")
+	fmt.Fprintf(w, "proxy+commit is the proxy committing one row to Parley's database engine before each answer: the floor of a gateway that stores its turns.\n")
 	fmt.Fprintf(w, "The hypervisor took %.1f%% of the machine's CPU time during the run (steal, from /proc/stat); compare runs only when it is low.\n\n", 100*r.steal)
 	for _, db := range r.cfg.databases {
 		for _, stream := range []bool{false, true} {
 			fmt.Fprintf(w, "### Parley on %s, %s\n\n", db, mode(stream))
+			head := "| rate | direct p50 · p99 | proxy adds p50 · p99 | proxy+commit adds p50 · p99 | Parley adds p50 · p99 "
 			if stream {
-				fmt.Fprintln(w, "| rate | direct p50 · p99 | proxy adds p50 · p99 | Parley adds p50 · p99 | direct TTFT p50 | Parley adds TTFT p50 · p99 | CPU/request: proxy · Parley | Parley ÷ proxy CPU | PostgreSQL CPU/request | failed |")
-				fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
-			} else {
-				fmt.Fprintln(w, "| rate | direct p50 · p99 | proxy adds p50 · p99 | Parley adds p50 · p99 | CPU/request: proxy · Parley | Parley ÷ proxy CPU | PostgreSQL CPU/request | failed |")
-				fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|")
+				head += "| direct TTFT p50 | Parley adds TTFT p50 · p99 "
 			}
+			head += "| CPU/request: proxy · proxy+commit · Parley | Parley ÷ proxy CPU | Parley ÷ proxy+commit CPU | PostgreSQL CPU/request: proxy+commit · Parley | failed |"
+			fmt.Fprintln(w, head)
+			fmt.Fprintln(w, strings.Repeat("|---", strings.Count(head, "|")-1)+"|")
 			for _, rate := range r.cfg.rates {
 				d := r.cell(cellKey{db, stream, rate, "direct"})
 				p := r.cell(cellKey{db, stream, rate, "proxy"})
+				f := r.cell(cellKey{db, stream, rate, "commit"})
 				g := r.cell(cellKey{db, stream, rate, "parley"})
 				d50, d99 := percentile(d.total, 50), percentile(d.total, 99)
-				row := fmt.Sprintf("| %d/s | %s · %s | %s · %s | %s · %s ", rate,
-					ms(d50), ms(d99),
-					ms(percentile(p.total, 50)-d50), ms(percentile(p.total, 99)-d99),
-					ms(percentile(g.total, 50)-d50), ms(percentile(g.total, 99)-d99))
+				adds := func(c *result) string {
+					return ms(percentile(c.total, 50)-d50) + " · " + ms(percentile(c.total, 99)-d99)
+				}
+				row := fmt.Sprintf("| %d/s | %s · %s | %s | %s | %s ", rate, ms(d50), ms(d99), adds(p), adds(f), adds(g))
 				if stream {
 					t50, t99 := percentile(d.ttft, 50), percentile(d.ttft, 99)
 					row += fmt.Sprintf("| %s | %s · %s ", ms(t50),
@@ -67,14 +70,16 @@ func (r *report) write(w io.Writer) {
 				}
 				pg := "–"
 				if db == "postgres" {
-					pg = us(g.dbCPUPerRequest())
+					pg = us(f.dbCPUPerRequest()) + " · " + us(g.dbCPUPerRequest())
 				}
-				row += fmt.Sprintf("| %s · %s | %s | %s | %d · %d · %d |", us(p.cpuPerRequest()), us(g.cpuPerRequest()),
-					ratio(g.cpuPerRequest(), p.cpuPerRequest()), pg, d.errors, p.errors, g.errors)
+				row += fmt.Sprintf("| %s · %s · %s | %s | %s | %s | %d · %d · %d · %d |",
+					us(p.cpuPerRequest()), us(f.cpuPerRequest()), us(g.cpuPerRequest()),
+					ratio(g.cpuPerRequest(), p.cpuPerRequest()), ratio(g.cpuPerRequest(), f.cpuPerRequest()), pg,
+					d.errors, p.errors, f.errors, g.errors)
 				fmt.Fprintln(w, row)
 			}
 			fmt.Fprintln(w)
-			for _, k := range []string{"direct", "proxy", "parley"} {
+			for _, k := range []string{"direct", "proxy", "commit", "parley"} {
 				for _, rate := range r.cfg.rates {
 					if c := r.cell(cellKey{db, stream, rate, k}); c.lastErr != "" {
 						fmt.Fprintf(w, "- %s at %d/s, last failure: %s\n", k, rate, c.lastErr)
