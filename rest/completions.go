@@ -210,16 +210,15 @@ type chunkToolFunction struct {
 // together at each flush: Start's chunk with the first delta, and the
 // finish reason, usage and [DONE] in one write.
 type stream struct {
-	s       *Server
-	c       echo.Context
-	mu      sync.Mutex
-	open    bool // the headers went out: errors are events from here on
-	started bool // Start was called: meta is known
-	meta    domain.CompletionMeta
-	halted  bool          // finished: the response is no longer ours
-	alive   *time.Timer   // sends the next keep-alive
-	buf     bytes.Buffer  // events not yet written
-	enc     *json.Encoder // writes to buf
+	s      *Server
+	c      echo.Context
+	mu     sync.Mutex
+	open   bool // the headers went out: errors are events from here on
+	meta   domain.CompletionMeta
+	halted bool          // finished: the response is no longer ours
+	alive  *time.Timer   // sends the next keep-alive
+	buf    bytes.Buffer  // events not yet written
+	enc    *json.Encoder // writes to buf
 	// textChunk is the JSON of a text delta's chunk before the text:
 	// the same for every chunk of the stream, so it is encoded once.
 	textChunk []byte
@@ -281,7 +280,7 @@ func (st *stream) openLocked() {
 func (st *stream) Start(meta domain.CompletionMeta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	st.meta, st.started = meta, true
+	st.meta = meta
 	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
 		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
 	st.openLocked()
