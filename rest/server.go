@@ -142,7 +142,6 @@ func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 			_, _ = rand.Read(b)
 			id = "req_" + hex.EncodeToString(b)
 		}
-		c.Set("requestID", id)
 		c.Response().Header().Set(headerRequestID, id)
 		c.SetRequest(c.Request().WithContext(context.WithValue(c.Request().Context(), requestIDKey, id)))
 		return next(c)
@@ -161,12 +160,8 @@ func saneRequestID(id string) bool {
 	return true
 }
 
-func requestID(c echo.Context) string {
-	id, _ := c.Get("requestID").(string)
-	return id
-}
-
-// RequestIDFrom returns the request id carried by ctx, for other handlers' logs.
+// RequestIDFrom returns the request id carried by ctx: every REST and
+// MCP-over-HTTP request's, which LogHandler adds to its log lines.
 func RequestIDFrom(ctx context.Context) string {
 	id, _ := ctx.Value(requestIDKey).(string)
 	return id
