@@ -170,10 +170,15 @@ func (h *harness) waitMetric(name string, want float64, labels ...string) {
 	h.t.Fatalf("%s%v = %v after 5s, want %v", name, labels, v, want)
 }
 
-// mcpSession is an initialized MCP client over streamable HTTP, as key.
-func (h *harness) mcpSession(key string) *client.Client {
+// mcpSession is an initialized MCP client over streamable HTTP, as key,
+// sending header on every request too.
+func (h *harness) mcpSession(key string, header ...string) *client.Client {
 	h.t.Helper()
-	tr, err := transport.NewStreamableHTTP(h.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	headers := map[string]string{"Authorization": "Bearer " + key}
+	for i := 0; i+1 < len(header); i += 2 {
+		headers[header[i]] = header[i+1]
+	}
+	tr, err := transport.NewStreamableHTTP(h.srv.URL+"/mcp", transport.WithHTTPHeaders(headers))
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -194,22 +199,7 @@ func (h *harness) mcpSession(key string) *client.Client {
 func TestMCPLogsCarryTheRequestID(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	const id = "trace-mcp-42"
-	tr, err := transport.NewStreamableHTTP(h.srv.URL+"/mcp", transport.WithHTTPHeaders(map[string]string{
-		"Authorization": "Bearer " + h.admin, "X-Request-Id": id}))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := client.NewClient(tr)
-	t.Cleanup(func() { c.Close() })
-	if err := c.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
-	init.Params.ClientInfo = mcpgo.Implementation{Name: "request-id-test", Version: "1"}
-	if _, err := c.Initialize(context.Background(), init); err != nil {
-		t.Fatal(err)
-	}
+	c := h.mcpSession(h.admin, "X-Request-Id", id)
 	req := mcpgo.CallToolRequest{}
 	req.Params.Name = "get-chat"
 	req.Params.Arguments = map[string]any{"chatId": "cht_doesnotexist0000000000"}

@@ -204,6 +204,34 @@ func chatOutcomes(t *testing.T, dir, chat string) []string {
 	return outcomes
 }
 
+// answer is a JSON completion's response, or the error that stopped it.
+type answer struct {
+	status int
+	body   map[string]any
+	err    error
+}
+
+// postCompletion sends a JSON completion in chat as key, in the
+// background, and delivers its answer on the channel.
+func postCompletion(s *started, key, chat, content string) <-chan answer {
+	done := make(chan answer, 1)
+	go func() {
+		b, _ := json.Marshal(map[string]any{"messages": []any{map[string]any{"role": "user", "content": content}}})
+		req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chat+"/completions", bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		a := answer{status: res.StatusCode}
+		a.err = json.NewDecoder(res.Body).Decode(&a.body)
+		done <- a
+	}()
+	return done
+}
+
 // waitRequest waits until the fake upstream has more than before requests.
 func waitRequest(t *testing.T, up *llmtest.Server, before int) {
 	t.Helper()
@@ -255,26 +283,7 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 	// after 1.5s.
 	up.Enqueue(llmtest.Behavior{Delay: 1500 * time.Millisecond})
 	before := up.Count()
-	type answer struct {
-		status int
-		body   map[string]any
-		err    error
-	}
-	jsonDone := make(chan answer, 1)
-	go func() {
-		b, _ := json.Marshal(map[string]any{"messages": []any{map[string]any{"role": "user", "content": "in flight"}}})
-		req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chat+"/completions", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+key)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			jsonDone <- answer{err: err}
-			return
-		}
-		defer res.Body.Close()
-		var a answer
-		a.status, a.err = res.StatusCode, json.NewDecoder(res.Body).Decode(&a.body)
-		jsonDone <- a
-	}()
+	jsonDone := postCompletion(s, key, chat, "in flight")
 	waitRequest(t, up, before)
 
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
@@ -367,25 +376,7 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	// And a JSON completion whose upstream never answers.
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
-	type answer struct {
-		status int
-		body   map[string]any
-	}
-	jsonc := make(chan answer, 1)
-	go func() {
-		b, _ := json.Marshal(map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hang"}}})
-		req, _ := http.NewRequest("POST", s.url+"/api/v1/chats/"+chat+"/completions", bytes.NewReader(b))
-		req.Header.Set("Authorization", "Bearer "+key)
-		res, err := http.DefaultClient.Do(req)
-		if err != nil {
-			jsonc <- answer{}
-			return
-		}
-		defer res.Body.Close()
-		var out map[string]any
-		_ = json.NewDecoder(res.Body).Decode(&out)
-		jsonc <- answer{res.StatusCode, out}
-	}()
+	jsonc := postCompletion(s, key, chat, "hang")
 	waitRequest(t, up, before)
 
 	sigterm := time.Now()
