@@ -326,6 +326,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	if err := stream.Err(); err != nil {
 		return res, err
 	}
+	ex.markReplied()
 	if res.FirstByte == 0 {
 		res.FirstByte = firstByte(ex, cs.start)
 	}

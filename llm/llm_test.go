@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1089,5 +1090,115 @@ func TestBlankLinesWithoutEnd(t *testing.T) {
 	}
 	if res == nil || res.Content != "hi there" {
 		t.Errorf("partial result = %+v", res)
+	}
+}
+
+// connCounter is an HTTP client that counts the connections it dials and
+// the ones it closes.
+type connCounter struct {
+	dials, closes atomic.Int32
+}
+
+func (cc *connCounter) client(t *testing.T) *http.Client {
+	var d net.Dialer
+	tr := &http.Transport{MaxIdleConnsPerHost: 64, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cc.dials.Add(1)
+		return &countedConn{Conn: c, closes: &cc.closes}, nil
+	}}
+	t.Cleanup(tr.CloseIdleConnections)
+	return &http.Client{Transport: tr}
+}
+
+type countedConn struct {
+	net.Conn
+	closes *atomic.Int32
+	once   sync.Once
+}
+
+func (c *countedConn) Close() error {
+	c.once.Do(func() { c.closes.Add(1) })
+	return c.Conn.Close()
+}
+
+// TestConnectionsAreReused makes many calls at once, JSON and streamed, to
+// the fake, which sends its bodies chunked as servers do (the chunked
+// body's end comes in a write of its own, after the reply): no connection
+// may be thrown away. The SDKs stop reading at the reply's end, and
+// closing the body there closed the connection, so calls dialled again.
+func TestConnectionsAreReused(t *testing.T) {
+	const workers, calls = 8, 25
+	for _, typ := range allTypes {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				var cc connCounter
+				c := newClient(t, func(c *llm.Config) { c.HTTPClient = cc.client(t) })
+				var wg sync.WaitGroup
+				for range workers {
+					wg.Go(func() {
+						for range calls {
+							if _, _, err := run(context.Background(), c, request(typ, s), m.stream); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					})
+				}
+				wg.Wait()
+				if got := cc.closes.Load(); got != 0 {
+					t.Errorf("%d connections closed after %d calls on %d dialled, want none closed", got, workers*calls, cc.dials.Load())
+				}
+				if got, limit := cc.dials.Load(), int32(workers*calls/4); got > limit {
+					t.Errorf("%d connections dialled for %d calls, want at most %d", got, workers*calls, limit)
+				}
+			})
+		}
+	}
+}
+
+// TestUnendedBodyAfterReply answers with a whole reply whose body never
+// ends: the call returns with the reply, and the connection is closed
+// after the bounded drain rather than held.
+func TestUnendedBodyAfterReply(t *testing.T) {
+	bodies := map[bool]string{
+		false: `{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`,
+		true: "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n" +
+			"data: [DONE]\n\n",
+	}
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			release, gone := make(chan struct{}), make(chan struct{})
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_, _ = io.Copy(io.Discard, r.Body)
+				w.Header().Set("Content-Type", "application/json")
+				_, _ = io.WriteString(w, bodies[m.stream])
+				http.NewResponseController(w).Flush()
+				select { // hold the body open
+				case <-r.Context().Done():
+					close(gone)
+				case <-release:
+				}
+			}))
+			t.Cleanup(srv.Close)
+			t.Cleanup(func() { close(release) })
+			req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: domain.ProviderOpenAICompatible, BaseURL: srv.URL + "/v1", APIKey: testKey},
+				Model: "m", Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}
+			res, _, err := run(context.Background(), newClient(t), req, m.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Content, "hi"; got != want {
+				t.Errorf("Content = %q, want %q", got, want)
+			}
+			select {
+			case <-gone:
+			case <-time.After(10 * time.Second):
+				t.Error("the connection of a body that never ended was not closed")
+			}
+		})
 	}
 }

@@ -165,6 +165,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		}
 		raw, err := stream.RecvRaw()
 		if errors.Is(err, io.EOF) {
+			ex.markReplied()
 			break
 		}
 		if err != nil {

@@ -89,6 +89,7 @@ type exchange struct {
 	lineTooLong  bool
 	eventTooLong bool
 	tooLarge     bool
+	replied      bool // the SDK read a whole streamed reply (see markReplied)
 }
 
 type exchangeKey struct{}
@@ -106,6 +107,20 @@ func (ex *exchange) response() (status int, header http.Header, at time.Time) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	return ex.status, ex.header, ex.headersAt
+}
+
+// markReplied records that the SDK read the stream's last event: what is
+// left of the body is its framing, which Close may drain (see drainClose).
+func (ex *exchange) markReplied() {
+	ex.mu.Lock()
+	ex.replied = true
+	ex.mu.Unlock()
+}
+
+func (ex *exchange) wasReplied() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.replied
 }
 
 func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
@@ -196,12 +211,41 @@ type limitError struct{ msg string }
 
 func (e *limitError) Error() string { return e.msg }
 
-// capReader fails once more than left bytes were read.
+// Draining a body after its reply. net/http puts an HTTP/1.1 connection
+// back in its pool only when the response body was read to its end. The
+// SDKs stop reading where the reply ends, at the end of the JSON value or
+// at the stream's last event; a server that sends its body chunked writes
+// the chunked body's end ("0\r\n\r\n") after that, often in a later
+// packet, and closing the body before it arrived closed the connection:
+// the next call dialled a new one (an upstream on HTTP/2 loses only the
+// stream). Once the reply is complete, Close reads what is left in the
+// background, up to drainBytes and for at most drainWait, so the call
+// does not wait for it and an upstream that never ends its body costs a
+// closed connection, as before.
+const (
+	drainBytes = 4 << 10
+	drainWait  = time.Second
+)
+
+// drainClose reads what is left of rc in the background and closes it.
+func drainClose(rc io.ReadCloser) {
+	go func() {
+		t := time.AfterFunc(drainWait, func() { _ = rc.Close() }) // ends a read that waits
+		_, _ = io.CopyN(io.Discard, rc, drainBytes)
+		t.Stop()
+		_ = rc.Close()
+	}()
+}
+
+// capReader fails once more than left bytes were read. Closed before the
+// end of a body it has read without fault, it drains the rest (the reply
+// is a whole JSON value, so what follows it is framing).
 type capReader struct {
-	rc   io.ReadCloser
-	ex   *exchange
-	left int64
-	err  error
+	rc    io.ReadCloser
+	ex    *exchange
+	left  int64
+	err   error
+	ended bool // the body's reader returned an error (io.EOF included)
 }
 
 func (r *capReader) Read(p []byte) (int, error) {
@@ -220,10 +264,17 @@ func (r *capReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	r.left -= int64(n)
+	r.ended = err != nil
 	return n, err
 }
 
-func (r *capReader) Close() error { return r.rc.Close() }
+func (r *capReader) Close() error {
+	if r.ended || r.err != nil {
+		return r.rc.Close()
+	}
+	drainClose(r.rc)
+	return nil
+}
 
 // lineCapReader bounds what an SDK keeps of a stream: it fails on a line
 // longer than maxLine bytes, and on an event (the lines from one blank
@@ -248,6 +299,7 @@ type lineCapReader struct {
 	eventLen int    // the bytes of the current event's lines before this one
 	other    int64
 	err      error
+	ended    bool // the body's reader returned an error (io.EOF included)
 }
 
 func (r *lineCapReader) Read(p []byte) (int, error) {
@@ -255,6 +307,7 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	n, err := r.rc.Read(p)
+	r.ended = err != nil
 	for b := p[:n]; len(b) > 0; {
 		i := bytes.IndexByte(b, '\n')
 		seg := b
@@ -319,4 +372,13 @@ func (r *lineCapReader) fail(flag *bool, msg string) error {
 	return r.err
 }
 
-func (r *lineCapReader) Close() error { return r.rc.Close() }
+// Close drains the rest of the body when the SDK read the whole reply
+// (see drainClose); a stream closed before its end is closed at once, which
+// is what cancels the upstream's generation.
+func (r *lineCapReader) Close() error {
+	if r.ended || r.err != nil || !r.ex.wasReplied() {
+		return r.rc.Close()
+	}
+	drainClose(r.rc)
+	return nil
+}
