@@ -142,7 +142,8 @@ func (e *env) server(opts Options) *server.MCPServer {
 func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody))
-	sse, msg := SSEHandlers(srv, e.svcs.Users.Authenticate, maxBody, "")
+	x := NewSSE(srv, e.svcs.Users.Authenticate, maxBody, "")
+	sse, msg := x.Stream, x.Message
 	mux.Handle("/sse", sse)
 	mux.Handle("/message", msg)
 	hs := httptest.NewServer(mux)

@@ -142,13 +142,27 @@ func (b *bufferedResponse) copyTo(w http.ResponseWriter) {
 	_, _ = w.Write(b.body.Bytes())
 }
 
-// SSEHandlers serve srv over MCP's older HTTP+SSE transport: sse for GET
-// /sse and message for POST /message, under basePath ("" when mounted at
-// the root). Both need the bearer key; a session's messages are accepted
-// only from the user who opened it.
-func SSEHandlers(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string) (sse http.Handler, message http.Handler) {
+// SSE serves srv over MCP's older HTTP+SSE transport: Stream for GET /sse
+// and Message for POST /message. Both need the bearer key; a session's
+// messages are accepted only from the user who opened it.
+//
+// A tool call's result travels on the session's event stream, not in the
+// request that carried the call, so the stream must outlive the call. The
+// server's shutdown does not end a stream (serveUntilShutdown); Close does,
+// once every call the sessions were sent has its response written.
+type SSE struct {
+	Stream, Message http.Handler
+
+	srv     *server.SSEServer
+	pending pendingResponses
+}
+
+// NewSSE returns the HTTP+SSE transport of srv, mounted under basePath ("" at
+// the root).
+func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string) *SSE {
+	x := &SSE{}
 	var owners sync.Map // session id → user id
-	s := server.NewSSEServer(srv,
+	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
 		server.WithSSEContextFunc(principalContext),
 		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
@@ -165,25 +179,188 @@ func SSEHandlers(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, 
 			return id, nil
 		}),
 	)
-	sseH, msgH := s.SSEHandler(), s.MessageHandler()
-	sse = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
+	x.Stream = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id string
 		defer func() {
 			if id != "" {
 				owners.Delete(id)
+				x.pending.forget(id)
 			}
 		}()
-		sseH.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
+		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending}
+		serveUntilShutdown(sseH, w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
 	}))
-	message = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Message = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
-		if owner, ok := owners.Load(r.URL.Query().Get("sessionId")); ok && owner != p.UserID {
+		session := r.URL.Query().Get("sessionId")
+		if owner, ok := owners.Load(session); ok && owner != p.UserID {
 			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
 			return
 		}
-		msgH.ServeHTTP(w, r)
+		body, _ := io.ReadAll(r.Body) // guard buffered it
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		id, isRequest := jsonRPCRequestID(body)
+		if !isRequest {
+			msgH.ServeHTTP(w, r)
+			return
+		}
+		// Counted before mcp-go queues the call, whose response may be
+		// written before ServeHTTP returns; uncounted if it was refused.
+		x.pending.add(session, id)
+		rec := &statusRecorder{ResponseWriter: w}
+		msgH.ServeHTTP(rec, r)
+		if rec.status != http.StatusAccepted {
+			x.pending.remove(session, id)
+		}
 	}))
-	return sse, message
+	return x
+}
+
+// Close waits until every call sent to an open session has its response
+// written to the session's stream, or until ctx is done, then ends the
+// streams. Call it on shutdown once the tool calls ended (Calls).
+func (x *SSE) Close(ctx context.Context) error {
+	err := x.pending.wait(ctx)
+	x.srv.CloseSessions()
+	return err
+}
+
+// jsonRPCRequestID returns the id of a JSON-RPC request (a message with a
+// method and an id); isRequest is false for notifications and responses.
+func jsonRPCRequestID(body []byte) (id string, isRequest bool) {
+	var msg struct {
+		ID     json.RawMessage `json:"id"`
+		Method string          `json:"method"`
+	}
+	if json.Unmarshal(body, &msg) != nil || msg.Method == "" || len(msg.ID) == 0 || string(msg.ID) == "null" {
+		return "", false
+	}
+	return string(msg.ID), true
+}
+
+// responseWatcher is a session's event stream: it tells pending when a
+// response to a call is written. mcp-go writes each event in one Write.
+type responseWatcher struct {
+	http.ResponseWriter
+	rc      *http.ResponseController
+	session *string
+	pending *pendingResponses
+}
+
+func (w *responseWatcher) Write(p []byte) (int, error) {
+	n, err := w.ResponseWriter.Write(p)
+	if data, ok := bytes.CutPrefix(p, []byte("event: message\ndata: ")); ok && err == nil {
+		var msg struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(bytes.TrimSpace(data), &msg) == nil && msg.Method == "" && len(msg.ID) > 0 {
+			w.pending.remove(*w.session, string(msg.ID))
+		}
+	}
+	return n, err
+}
+
+func (w *responseWatcher) Flush() { _ = w.rc.Flush() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *responseWatcher) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusRecorder keeps the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+// pendingResponses counts the calls whose response a session has yet to
+// write, by session and request id.
+type pendingResponses struct {
+	mu       sync.Mutex
+	sessions map[string]map[string]bool
+	n        int
+	zero     chan struct{} // closed when n drops to 0; nil while it is 0
+}
+
+func (p *pendingResponses) add(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessions == nil {
+		p.sessions = map[string]map[string]bool{}
+	}
+	ids := p.sessions[session]
+	if ids == nil {
+		ids = map[string]bool{}
+		p.sessions[session] = ids
+	}
+	if ids[id] {
+		return
+	}
+	ids[id] = true
+	if p.n == 0 {
+		p.zero = make(chan struct{})
+	}
+	p.n++
+}
+
+func (p *pendingResponses) remove(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ids := p.sessions[session]; ids[id] {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(p.sessions, session)
+		}
+		p.drop(1)
+	}
+}
+
+// forget drops a session that ended: its responses will not be written.
+func (p *pendingResponses) forget(session string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.sessions[session])
+	delete(p.sessions, session)
+	p.drop(n)
+}
+
+func (p *pendingResponses) drop(n int) {
+	if n == 0 {
+		return
+	}
+	if p.n -= n; p.n == 0 {
+		close(p.zero)
+		p.zero = nil
+	}
+}
+
+func (p *pendingResponses) wait(ctx context.Context) error {
+	p.mu.Lock()
+	zero := p.zero
+	p.mu.Unlock()
+	if zero == nil {
+		return nil
+	}
+	select {
+	case <-zero:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 type sessionSlot struct{}

@@ -55,15 +55,31 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	log.Info("shutting down", "grace", e.ShutdownGrace.String())
 	sctx, cancel := context.WithTimeout(context.Background(), e.ShutdownGrace)
 	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil {
+	// MCP calls get the grace period too, then are ended; the event streams
+	// of the HTTP+SSE transport, which carry their results, close once
+	// those are written. Meanwhile the HTTP server waits for its requests
+	// (those streams among them).
+	mcpDone := make(chan struct{})
+	go func() {
+		defer close(mcpDone)
+		a.StopMCPCalls(sctx, domain.ErrShuttingDown, 5*time.Second)
+		wctx, cancelWait := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancelWait()
+		if err := a.CloseMCPStreams(wctx); err != nil {
+			log.Warn("MCP results still unsent when the event streams closed", "err", err)
+		}
+	}()
+	err = srv.Shutdown(sctx)
+	if err != nil {
 		log.Warn("grace period over; ending the remaining requests", "err", err)
 		cancelBase(domain.ErrShuttingDown)
-		a.EndMCPCalls(domain.ErrShuttingDown)
+	}
+	<-mcpDone
+	if err != nil {
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
 		_ = srv.Shutdown(ctx2)
 	}
-	a.StopMCPCalls(sctx, domain.ErrShuttingDown, 5*time.Second)
 	a.FlushUsage()
 	log.Info("stopped")
 	return nil

@@ -511,9 +511,12 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 }
 
 // TestShutdownEndsSSECallsAfterGrace: over MCP's older HTTP+SSE transport
-// a tool call runs apart from the request that carried it. One still
-// running when the grace period ends is ended too: the upstream call is
-// cancelled, and its usage is recorded, as interrupted, before the exit.
+// a tool call runs apart from the request that carried it, and its result
+// travels on the session's event stream. One still running when the grace
+// period ends is ended too: the upstream call is cancelled, the client
+// gets the error result saying the server is shutting down (the stream
+// closes only once it is written), and the usage is recorded, as
+// interrupted, before the exit.
 func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
 	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
@@ -525,12 +528,29 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	c := mcpClient(t, sse)
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
+	type result struct {
+		res *mcpgo.CallToolResult
+		err error
+	}
+	done := make(chan result, 1)
 	go func() {
-		_, _ = c.CallTool(context.Background(), hangingCall(chat)) // its event stream closes with the server
+		res, err := c.CallTool(context.Background(), hangingCall(chat))
+		done <- result{res, err}
 	}()
 	waitRequest(t, up, before)
 	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.res == nil || !r.res.IsError {
+			t.Fatalf("the SSE call ended by the shutdown = %+v, %v; want an error result", r.res, r.err)
+		}
+		if text := fmt.Sprint(r.res.Content); !strings.Contains(text, "unavailable:") || !strings.Contains(text, "shutting down") {
+			t.Errorf("the SSE call ended by the shutdown says %s; want unavailable, shutting down", text)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the SSE call got no result within 10s of SIGTERM (1s grace)")
 	}
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
@@ -540,6 +560,29 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	}
 	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
+	}
+}
+
+// TestShutdownDoesNotWaitForIdleSSESessions: an open HTTP+SSE session with
+// no call running is an HTTP request that never ends by itself; it must
+// not hold the shutdown for the whole grace period.
+func TestShutdownDoesNotWaitForIdleSSESessions(t *testing.T) {
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=60s")
+	s, key := f.started, f.key
+
+	sse, err := client.NewSSEMCPClient(s.url+"/sse", client.WithHeaders(map[string]string{"Authorization": "Bearer " + key}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := mcpClient(t, sse)
+	if _, err := c.ListTools(context.Background(), mcpgo.ListToolsRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM with an idle SSE session open (60s grace): %v\n%s", err, s.stderr.String())
 	}
 }
 

@@ -76,6 +76,7 @@ type App struct {
 
 	closeLimiter func() error
 	mcpCalls     mcp.Calls
+	mcpSSE       *mcp.SSE
 }
 
 // Open opens (and migrates) the configured database, then wires the app.
@@ -188,19 +189,15 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.Handle("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
-	sse, msg := mcp.SSEHandlers(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
-	api.Handle("/sse", sse)
-	api.Handle("/message", msg)
+	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
+	api.Handle("/sse", a.mcpSSE.Stream)
+	api.Handle("/message", a.mcpSSE.Message)
 	a.handler = api
 	return a, nil
 }
 
 // Handler serves REST, MCP over HTTP and the operational endpoints.
 func (a *App) Handler() http.Handler { return a.handler }
-
-// EndMCPCalls ends the MCP tool calls still running, cause being their
-// context's, as the grace period ends; no call starts afterwards.
-func (a *App) EndMCPCalls(cause error) { a.mcpCalls.End(cause) }
 
 // StopMCPCalls gives the MCP tool calls still running until ctx is done
 // to finish, then ends them with cause and waits up to wait more for them
@@ -218,6 +215,12 @@ func (a *App) StopMCPCalls(ctx context.Context, cause error, wait time.Duration)
 		}
 	}
 }
+
+// CloseMCPStreams ends the event streams of MCP's HTTP+SSE transport once
+// every call sent over them has its result written, or when ctx is done.
+// The server's shutdown does not end them (a call's result travels on its
+// session's stream), so call it on shutdown after StopMCPCalls.
+func (a *App) CloseMCPStreams(ctx context.Context) error { return a.mcpSSE.Close(ctx) }
 
 // FlushUsage writes every queued usage record; the app takes no more
 // completions afterwards. Call it on shutdown, after the HTTP server stopped.
