@@ -13,8 +13,7 @@ import (
 // is ready; pass it in Options.
 type Calls struct {
 	mu      sync.Mutex
-	running int
-	zero    chan struct{} // closed when running drops to 0; nil while it is 0
+	running inFlight
 	ended   bool
 	stop    context.Context // ended by End
 	end     context.CancelCauseFunc
@@ -35,10 +34,7 @@ func (c *Calls) begin() (stop context.Context, ok bool) {
 	if c.ended {
 		return c.stop, false
 	}
-	if c.running == 0 {
-		c.zero = make(chan struct{})
-	}
-	c.running++
+	c.running.add(1)
 	return c.stop, true
 }
 
@@ -46,10 +42,7 @@ func (c *Calls) begin() (stop context.Context, ok bool) {
 func (c *Calls) done() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.running--; c.running == 0 {
-		close(c.zero)
-		c.zero = nil
-	}
+	c.running.add(-1)
 }
 
 // End ends the running calls, cause being their context's, and refuses
@@ -65,8 +58,33 @@ func (c *Calls) End(cause error) {
 // Wait waits until no call runs, or until ctx is done.
 func (c *Calls) Wait(ctx context.Context) error {
 	c.mu.Lock()
-	zero := c.zero
+	zero := c.running.zero
 	c.mu.Unlock()
+	return waitZero(ctx, zero)
+}
+
+// inFlight counts what is in flight, under its owner's mutex.
+type inFlight struct {
+	n    int
+	zero chan struct{} // closed when n drops to 0; nil while it is 0
+}
+
+func (f *inFlight) add(d int) {
+	if d == 0 {
+		return
+	}
+	if f.n == 0 {
+		f.zero = make(chan struct{})
+	}
+	if f.n += d; f.n == 0 {
+		close(f.zero)
+		f.zero = nil
+	}
+}
+
+// waitZero waits until zero, an inFlight's, is closed (nil: nothing was in
+// flight), or until ctx is done.
+func waitZero(ctx context.Context, zero <-chan struct{}) error {
 	if zero == nil {
 		return nil
 	}

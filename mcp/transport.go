@@ -292,8 +292,7 @@ func (r *statusRecorder) Write(p []byte) (int, error) {
 type pendingResponses struct {
 	mu       sync.Mutex
 	sessions map[string]map[string]bool
-	n        int
-	zero     chan struct{} // closed when n drops to 0; nil while it is 0
+	n        inFlight
 }
 
 func (p *pendingResponses) add(session, id string) {
@@ -311,10 +310,7 @@ func (p *pendingResponses) add(session, id string) {
 		return
 	}
 	ids[id] = true
-	if p.n == 0 {
-		p.zero = make(chan struct{})
-	}
-	p.n++
+	p.n.add(1)
 }
 
 func (p *pendingResponses) remove(session, id string) {
@@ -325,7 +321,7 @@ func (p *pendingResponses) remove(session, id string) {
 		if len(ids) == 0 {
 			delete(p.sessions, session)
 		}
-		p.drop(1)
+		p.n.add(-1)
 	}
 }
 
@@ -335,32 +331,14 @@ func (p *pendingResponses) forget(session string) {
 	defer p.mu.Unlock()
 	n := len(p.sessions[session])
 	delete(p.sessions, session)
-	p.drop(n)
-}
-
-func (p *pendingResponses) drop(n int) {
-	if n == 0 {
-		return
-	}
-	if p.n -= n; p.n == 0 {
-		close(p.zero)
-		p.zero = nil
-	}
+	p.n.add(-n)
 }
 
 func (p *pendingResponses) wait(ctx context.Context) error {
 	p.mu.Lock()
-	zero := p.zero
+	zero := p.n.zero
 	p.mu.Unlock()
-	if zero == nil {
-		return nil
-	}
-	select {
-	case <-zero:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return waitZero(ctx, zero)
 }
 
 type sessionSlot struct{}
