@@ -33,6 +33,7 @@ type result struct {
 	ttft    []time.Duration // streams: from the scheduled send time to the first content delta
 	cpu     time.Duration   // the target process's CPU over the run
 	dbCPU   time.Duration   // the PostgreSQL server's CPU over the run, when it is measured
+	rounds  []time.Duration // the CPU per request of each run added, in order
 }
 
 func (r *result) add(o result) {
@@ -45,6 +46,7 @@ func (r *result) add(o result) {
 	r.ttft = append(r.ttft, o.ttft...)
 	r.cpu += o.cpu
 	r.dbCPU += o.dbCPU
+	r.rounds = append(r.rounds, o.cpuPerRequest())
 }
 
 // cpuPerRequest is the target's CPU per completed request.

@@ -62,8 +62,8 @@ func main() {
 	var rates, dbs string
 	flag.StringVar(&cfg.parley, "parley", "bin/parley", "the parley binary to run")
 	flag.StringVar(&rates, "rates", "500,1000,2000", "request rates to measure, per second")
-	flag.DurationVar(&cfg.duration, "duration", 3*time.Second, "how long each target is loaded at each rate, per round")
-	flag.IntVar(&cfg.rounds, "rounds", 2, "how many times the three targets take turns at each rate")
+	flag.DurationVar(&cfg.duration, "duration", 2*time.Second, "how long each target is loaded at each rate, per round")
+	flag.IntVar(&cfg.rounds, "rounds", 3, "how many times the targets take turns at each rate")
 	flag.DurationVar(&cfg.warmup, "warmup", 2*time.Second, "load at the lowest rate before measuring, per target and mode")
 	flag.IntVar(&cfg.streams, "streams", 1000, "open streams held at once for the memory measurement (0 skips it)")
 	flag.StringVar(&dbs, "databases", "sqlite,postgres", "databases to run Parley on")

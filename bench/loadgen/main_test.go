@@ -135,3 +135,26 @@ func (l *testLog) Write(p []byte) (int, error) {
 	l.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+func TestRatio(t *testing.T) {
+	run := func(cpu time.Duration, n int) result {
+		return result{cpu: cpu, total: make([]time.Duration, n)}
+	}
+	var a, b result
+	a.add(run(300, 1)) // round 1: 300 ÷ 100
+	b.add(run(100, 1))
+	a.add(run(600, 3)) // round 2: 200 ÷ 100
+	b.add(run(300, 3))
+	if got, want := ratio(&a, &b), "2.2× (2.0–3.0)"; got != want { // 900/4 ÷ 400/4
+		t.Errorf("ratio over two rounds = %q; want %q", got, want)
+	}
+	var c, d result
+	c.add(run(300, 1))
+	d.add(run(100, 1))
+	if got, want := ratio(&c, &d), "3.0×"; got != want {
+		t.Errorf("ratio of one round = %q; want %q", got, want)
+	}
+	if got, want := ratio(&c, &result{}), "–"; got != want {
+		t.Errorf("ratio over nothing measured = %q; want %q", got, want)
+	}
+}

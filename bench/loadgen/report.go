@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"slices"
 	"strings"
 	"time"
 )
@@ -41,6 +42,7 @@ func (r *report) write(w io.Writer) {
 	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns.\n",
 		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds)
 	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n")
+	fmt.Fprintf(w, "A CPU ratio's brackets give the range of its rounds' ratios.\n")
 	fmt.Fprintf(w, "proxy+commit is the proxy committing one row to Parley's database engine before each answer: the floor of a gateway that stores its turns.\n")
 	fmt.Fprintf(w, "The hypervisor took %.1f%% of the machine's CPU time during the run (steal, from /proc/stat); compare runs only when it is low.\n\n", 100*r.steal)
 	for _, db := range r.cfg.databases {
@@ -74,7 +76,7 @@ func (r *report) write(w io.Writer) {
 				}
 				row += fmt.Sprintf("| %s · %s · %s | %s | %s | %s | %d · %d · %d · %d |",
 					us(p.cpuPerRequest()), us(f.cpuPerRequest()), us(g.cpuPerRequest()),
-					ratio(g.cpuPerRequest(), p.cpuPerRequest()), ratio(g.cpuPerRequest(), f.cpuPerRequest()), pg,
+					ratio(g, p), ratio(g, f), pg,
 					d.errors, p.errors, f.errors, g.errors)
 				fmt.Fprintln(w, row)
 			}
@@ -106,9 +108,23 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float
 
 func us(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
 
-func ratio(a, b time.Duration) string {
-	if b == 0 {
+// ratio is a's CPU per request over b's for the whole run and, when the
+// targets took turns more than once, the range of the rounds' ratios: each
+// round measures the two under the same conditions of a shared host.
+func ratio(a, b *result) string {
+	if b.cpuPerRequest() == 0 {
 		return "–"
 	}
-	return fmt.Sprintf("%.1f×", float64(a)/float64(b))
+	s := fmt.Sprintf("%.1f×", float64(a.cpuPerRequest())/float64(b.cpuPerRequest()))
+	var qs []float64
+	for i := range min(len(a.rounds), len(b.rounds)) {
+		if b.rounds[i] == 0 {
+			return s
+		}
+		qs = append(qs, float64(a.rounds[i])/float64(b.rounds[i]))
+	}
+	if len(qs) < 2 {
+		return s
+	}
+	return s + fmt.Sprintf(" (%.1f–%.1f)", slices.Min(qs), slices.Max(qs))
 }
