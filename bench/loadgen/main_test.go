@@ -143,9 +143,9 @@ func TestRatio(t *testing.T) {
 	var a, b result
 	a.add(run(300, 1)) // round 1: 300 ÷ 100
 	b.add(run(100, 1))
-	a.add(run(600, 3)) // round 2: 200 ÷ 100
-	b.add(run(300, 3))
-	if got, want := ratio(&a, &b), "2.2× (2.0–3.0)"; got != want { // 900/4 ÷ 400/4
+	a.add(run(600, 4)) // round 2: 150 ÷ 100
+	b.add(run(400, 4))
+	if got, want := ratio(&a, &b), "1.8× (1.5–3.0)"; got != want { // the run: 900/5 ÷ 500/5
 		t.Errorf("ratio over two rounds = %q; want %q", got, want)
 	}
 	var c, d result
