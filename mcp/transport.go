@@ -200,13 +200,14 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		}
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		id, isRequest := jsonRPCRequestID(body)
-		if !isRequest {
+		m, ok := readJSONRPC(body)
+		if !ok || m.Method == "" { // a notification or a response: no result will follow
 			msgH.ServeHTTP(w, r)
 			return
 		}
 		// Counted before mcp-go queues the call, whose response may be
 		// written before ServeHTTP returns; uncounted if it was refused.
+		id := string(m.ID)
 		x.pending.add(session, id)
 		rec := &statusRecorder{ResponseWriter: w}
 		msgH.ServeHTTP(rec, r)
@@ -226,17 +227,21 @@ func (x *SSE) Close(ctx context.Context) error {
 	return err
 }
 
-// jsonRPCRequestID returns the id of a JSON-RPC request (a message with a
-// method and an id); isRequest is false for notifications and responses.
-func jsonRPCRequestID(body []byte) (id string, isRequest bool) {
-	var msg struct {
-		ID     json.RawMessage `json:"id"`
-		Method string          `json:"method"`
+// jsonRPCMessage is what the transport reads of a JSON-RPC message: a
+// request has a method and an id, a response an id and no method, a
+// notification no id.
+type jsonRPCMessage struct {
+	ID     json.RawMessage `json:"id"`
+	Method string          `json:"method"`
+}
+
+// readJSONRPC decodes the id and method of msg; ok is false when it is not
+// JSON or has no id.
+func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
+	if json.Unmarshal(msg, &m) != nil || len(m.ID) == 0 || string(m.ID) == "null" {
+		return m, false
 	}
-	if json.Unmarshal(body, &msg) != nil || msg.Method == "" || len(msg.ID) == 0 || string(msg.ID) == "null" {
-		return "", false
-	}
-	return string(msg.ID), true
+	return m, true
 }
 
 // responseWatcher is a session's event stream: it tells pending when a
@@ -251,12 +256,8 @@ type responseWatcher struct {
 func (w *responseWatcher) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	if data, ok := bytes.CutPrefix(p, []byte("event: message\ndata: ")); ok && err == nil {
-		var msg struct {
-			ID     json.RawMessage `json:"id"`
-			Method string          `json:"method"`
-		}
-		if json.Unmarshal(bytes.TrimSpace(data), &msg) == nil && msg.Method == "" && len(msg.ID) > 0 {
-			w.pending.remove(*w.session, string(msg.ID))
+		if m, ok := readJSONRPC(bytes.TrimSpace(data)); ok && m.Method == "" {
+			w.pending.remove(*w.session, string(m.ID))
 		}
 	}
 	return n, err
