@@ -262,15 +262,21 @@ type UsageInput struct {
 	GroupBy   UsageGroupBy
 }
 
-// Get returns a project's usage totals.
-func (s *UsageReports) Get(ctx context.Context, in UsageInput) ([]UsageTotal, error) {
+// UsageReport is a project's usage totals and the period they cover.
+type UsageReport struct {
+	From, To time.Time // From inclusive, To exclusive, the defaults resolved
+	Totals   []UsageTotal
+}
+
+// Get returns a project's usage totals over the period in asks for.
+func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, error) {
 	if err := s.access.check(ctx, in.ProjectID, PermGetUsage, "project", in.ProjectID); err != nil {
-		return nil, err
+		return UsageReport{}, err
 	}
 	switch in.GroupBy {
 	case "", GroupByModel, GroupByProvider, GroupByChat, GroupByKey:
 	default:
-		return nil, Invalidf("groupBy", "groupBy must be one of model, provider, chat, key")
+		return UsageReport{}, Invalidf("groupBy", "groupBy must be one of model, provider, chat, key")
 	}
 	if in.To.IsZero() {
 		in.To = s.now().Add(time.Second)
@@ -279,11 +285,11 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) ([]UsageTotal, er
 		in.From = in.To.Add(-30 * 24 * time.Hour)
 	}
 	if !in.From.Before(in.To) {
-		return nil, Invalidf("from", "from must be before to")
+		return UsageReport{}, Invalidf("from", "from must be before to")
 	}
 	totals, err := s.store.SumUsage(ctx, UsageQuery(in))
 	if err != nil {
-		return nil, Wrap("usage.Get", err)
+		return UsageReport{}, Wrap("usage.Get", err)
 	}
-	return totals, nil
+	return UsageReport{From: in.From, To: in.To, Totals: totals}, nil
 }

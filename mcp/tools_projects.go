@@ -87,8 +87,8 @@ type usageTotalOut struct {
 
 type usageReportOut struct {
 	ProjectID string          `json:"projectId" desc:"Id of the project."`
-	From      string          `json:"from" desc:"The from argument as given; empty when defaulted."`
-	To        string          `json:"to" desc:"The to argument as given; empty when defaulted."`
+	From      string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
+	To        string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
 	GroupBy   string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
 	Data      []usageTotalOut `json:"data" desc:"Totals per group, ordered by key."`
 }
@@ -105,12 +105,13 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			if q.To, err = parseTime("to", in.To); err != nil {
 				return usageReportOut{}, err
 			}
-			totals, err := d.svcs.UsageReports.Get(ctx, q)
+			rep, err := d.svcs.UsageReports.Get(ctx, q)
 			if err != nil {
 				return usageReportOut{}, err
 			}
-			out := usageReportOut{ProjectID: in.ProjectID, From: in.From, To: in.To, GroupBy: in.GroupBy, Data: make([]usageTotalOut, 0, len(totals))}
-			for _, t := range totals {
+			out := usageReportOut{ProjectID: in.ProjectID, From: timestamp(rep.From), To: timestamp(rep.To), GroupBy: in.GroupBy,
+				Data: make([]usageTotalOut, 0, len(rep.Totals))}
+			for _, t := range rep.Totals {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
 			}
@@ -120,7 +121,7 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 
 func usageText(u usageReportOut) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Usage of project %s", u.ProjectID)
+	fmt.Fprintf(&b, "Usage of project %s from %s to %s", u.ProjectID, u.From, u.To)
 	if u.GroupBy != "" {
 		fmt.Fprintf(&b, " by %s", u.GroupBy)
 	}

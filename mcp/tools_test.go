@@ -206,6 +206,14 @@ func TestTools(t *testing.T) {
 			if len(none.Data) != 0 && none.Data[0].Requests != 0 {
 				t.Fatalf("usage in 2000: %+v", none)
 			}
+			if none.From != "2000-01-01T00:00:00.000Z" || none.To != "2000-02-01T00:00:00.000Z" {
+				t.Errorf("period of usage in 2000 = %s to %s; want the one asked for", none.From, none.To)
+			}
+			from, errF := time.Parse(time.RFC3339, u.From)
+			to, errT := time.Parse(time.RFC3339, u.To)
+			if errF != nil || errT != nil || time.Since(to) > time.Minute || time.Until(to) > 2*time.Second || to.Sub(from) != 30*24*time.Hour {
+				t.Errorf("default period = %q to %q; want the 30 days up to now", u.From, u.To)
+			}
 		})
 
 		t.Run("permission denials", func(t *testing.T) {

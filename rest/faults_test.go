@@ -290,6 +290,23 @@ func TestUsageReport(t *testing.T) {
 				t.Errorf("usage?%s = %v, want %v", query, got, want)
 			}
 		}
+
+		// The period summed comes back, defaults resolved.
+		period := func(query string) (from, to string) {
+			t.Helper()
+			got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?"+query, h.admin, nil)
+			return got["from"].(string), got["to"].(string)
+		}
+		if from, to := period("from=2026-01-01&to=2026-02-01T12:00:00Z"); from != "2026-01-01T00:00:00.000Z" || to != "2026-02-01T12:00:00.000Z" {
+			t.Errorf("period asked for = %s to %s; want 2026-01-01T00:00:00.000Z to 2026-02-01T12:00:00.000Z", from, to)
+		}
+		before := time.Now()
+		from, to := period("")
+		f, errF := time.Parse(time.RFC3339, from)
+		u, errT := time.Parse(time.RFC3339, to)
+		if errF != nil || errT != nil || u.Before(before.Truncate(time.Millisecond)) || u.After(time.Now().Add(2*time.Second)) || u.Sub(f) != 30*24*time.Hour {
+			t.Errorf("default period = %s to %s; want the 30 days up to now", from, to)
+		}
 	})
 }
 

@@ -133,7 +133,7 @@ func (s *Server) handleMemberDelete(c echo.Context) error {
 
 type usageResponse struct {
 	ProjectID string           `json:"projectId"`
-	From      string           `json:"from"`
+	From      string           `json:"from"` // the period summed, defaults resolved
 	To        string           `json:"to"`
 	GroupBy   string           `json:"groupBy,omitempty"`
 	Data      []usageTotalJSON `json:"data"`
@@ -156,12 +156,12 @@ func (s *Server) handleUsageGet(c echo.Context) error {
 	if in.To, err = wire.ParseTime("to", c.QueryParam("to")); err != nil {
 		return err
 	}
-	totals, err := s.svcs.UsageReports.Get(ctx(c), in)
+	rep, err := s.svcs.UsageReports.Get(ctx(c), in)
 	if err != nil {
 		return err
 	}
-	out := usageResponse{ProjectID: in.ProjectID, From: c.QueryParam("from"), To: c.QueryParam("to"), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
-	for _, t := range totals {
+	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
+	for _, t := range rep.Totals {
 		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
 	}
 	return c.JSON(http.StatusOK, out)
