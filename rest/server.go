@@ -71,7 +71,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.GET("/readyz", s.handleReady)
 	e.GET("/openapi.json", handleOpenAPI)
 
-	api := e.Group("/api/v1", s.authenticate)
+	api := e.Group("/api/v1", wholeSegments, s.authenticate)
 	api.GET("/me", s.handleMe)
 	api.GET("/users", s.handleUserList)
 	api.POST("/users", s.handleUserCreate)
@@ -289,6 +289,22 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
+		return next(c)
+	}
+}
+
+// wholeSegments answers 404 when a path parameter took more than one
+// segment. Echo gives a route that ends in a parameter the rest of the
+// path (labstack/echo#2501), so GET /conversations/cnv_1/messages reached
+// the conversation's handler, which said that conversation "cnv_1/messages"
+// does not exist, instead of that there is no such endpoint.
+func wholeSegments(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		for _, v := range c.ParamValues() {
+			if strings.Contains(v, "/") {
+				return echo.ErrNotFound
+			}
+		}
 		return next(c)
 	}
 }

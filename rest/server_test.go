@@ -166,3 +166,28 @@ func (c recordingConn) Write(p []byte) (int, error) {
 	c.rec.mu.Unlock()
 	return c.Conn.Write(p)
 }
+
+// TestPathParameterIsOneSegment: a path one segment longer than a route
+// that ends in a parameter is no endpoint. Echo hands such a route the
+// rest of the path, and the handler answered that a conversation named
+// "cnv_…/messages" did not exist.
+func TestPathParameterIsOneSegment(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		conv := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin,
+			map[string]any{"messages": []any{userMessage("hi")}})["conversationId"].(string)
+		for _, path := range []string{
+			"/api/v1/conversations/" + conv + "/messages",
+			"/api/v1/documents/doc_1/versions",
+			"/api/v1/ai-providers/aip_1/models",
+		} {
+			r := h.call("GET", path, h.admin, nil)
+			if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "no such endpoint") {
+				t.Errorf("GET %s = %d %s; want 404, no such endpoint", path, r.Status, r.Body)
+			}
+		}
+		if r := h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 200 {
+			t.Errorf("GET the conversation itself = %d %s", r.Status, r.Body)
+		}
+	})
+}
