@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"encoding/base64"
 	"errors"
 	"net"
 	"sort"
@@ -33,13 +34,13 @@ func TestNewIDSortsByTime(t *testing.T) {
 }
 
 func TestParsePage(t *testing.T) {
-	items := []int{1, 2, 3}
-	l := paginate(items, Page{Limit: 2}, func(i int) string { return string(rune('a' + i)) })
+	items := []string{NewID(PrefixChat), NewID(PrefixChat), NewID(PrefixChat)}
+	l := paginate(items, Page{Limit: 2}, func(id string) string { return id })
 	if len(l.Items) != 2 || l.NextCursor == "" {
 		t.Fatalf("paginate = %+v", l)
 	}
 	p, err := ParsePage("2", l.NextCursor)
-	if err != nil || p.After != "c" || p.Limit != 2 {
+	if err != nil || p.After != items[1] || p.Limit != 2 {
 		t.Errorf("ParsePage(next) = %+v, %v", p, err)
 	}
 	if p, err := ParsePage("", ""); err != nil || p.Limit != DefaultPageLimit {
@@ -47,6 +48,8 @@ func TestParsePage(t *testing.T) {
 	}
 	for _, tt := range []struct{ limit, cursor, field string }{
 		{"0", "", "limit"}, {"101", "", "limit"}, {"x", "", "limit"}, {"", "!!", "cursor"},
+		{"", "garbage", "cursor"}, // valid base64, but no id: it paged past everything
+		{"", base64.RawURLEncoding.EncodeToString([]byte("cht_1")), "cursor"},
 	} {
 		_, err := ParsePage(tt.limit, tt.cursor)
 		if KindOf(err) != Invalid || DetailsOf(err)["field"] != tt.field {

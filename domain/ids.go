@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -56,6 +57,16 @@ var (
 	idLastMs uint64
 	idLast   [10]byte
 )
+
+// idPrefixes are every resource's prefix.
+var idPrefixes = []string{PrefixProject, PrefixProvider, PrefixChat, PrefixDocument,
+	PrefixConversation, PrefixMessage, PrefixUser, PrefixKey}
+
+// validAnyID reports whether s looks like an id made by NewID with any
+// resource's prefix.
+func validAnyID(s string) bool {
+	return slices.ContainsFunc(idPrefixes, func(prefix string) bool { return validID(prefix, s) })
+}
 
 // validID reports whether s looks like an id made by NewID with prefix.
 func validID(prefix, s string) bool {

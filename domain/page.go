@@ -31,8 +31,10 @@ func ParsePage(limit, cursor string) (Page, error) {
 		p.Limit = n
 	}
 	if cursor != "" {
+		// A cursor is the last id of a page (see paginate); anything else
+		// would page past every item and answer an empty page as the end.
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || len(after) == 0 {
+		if err != nil || !validAnyID(string(after)) {
 			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
 		}
 		p.After = string(after)
