@@ -53,7 +53,7 @@ func fromEchoError(he *echo.HTTPError) error {
 	case http.StatusNotFound:
 		return domain.Errorf(domain.NotFound, "no such endpoint; see /openapi.json for the API")
 	case http.StatusMethodNotAllowed:
-		return domain.Errorf(domain.Invalid, "method not allowed on this endpoint; see /openapi.json for the API")
+		return domain.Errorf(domain.Invalid, "this endpoint does not take that method; the Allow header lists those it does")
 	case http.StatusRequestEntityTooLarge:
 		return domain.Errorf(domain.TooLarge, "request body is too large")
 	case http.StatusUnauthorized:
@@ -73,7 +73,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		err = fromEchoError(he)
 	}
 	kind := domain.KindOf(err)
-	status := statusOf[kind]
+	status, body := statusOf[kind], toErrorBody(err)
+	if he != nil && he.Code == http.StatusMethodNotAllowed {
+		// HTTP's own refusal, for which no domain kind stands.
+		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
+	}
 	log := s.log.With("method", c.Request().Method, "path", c.Path())
 	if status >= 500 && kind != domain.Upstream && kind != domain.Timeout {
 		log.ErrorContext(ctx(c), "request failed", "kind", kind.String(), "err", err)
@@ -95,7 +99,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		_ = c.NoContent(status)
 		return
 	}
-	if werr := c.JSON(status, toErrorBody(err)); werr != nil {
+	if werr := c.JSON(status, body); werr != nil {
 		log.DebugContext(ctx(c), "writing error response", "err", werr)
 	}
 }

@@ -65,13 +65,13 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{}
-	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody)
+	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
 
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	e.GET("/readyz", s.handleReady)
 	e.GET("/openapi.json", handleOpenAPI)
 
-	api := e.Group("/api/v1", wholeSegments, s.authenticate)
+	api := e.Group(apiPrefix) // its middleware is apiRoutes, see there
 	api.GET("/me", s.handleMe)
 	api.GET("/users", s.handleUserList)
 	api.POST("/users", s.handleUserCreate)
@@ -206,11 +206,15 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		took := time.Since(start)
+		route := c.Path() // the route's pattern: a bounded set of values
+		if route == "" {
+			route = "unmatched"
+		}
 		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.ObserveRequest(c.Path(), c.Request().Method, c.Response().Status, took)
+			s.cfg.Metrics.ObserveRequest(route, c.Request().Method, c.Response().Status, took)
 		}
 		attrs := []any{
-			"method", c.Request().Method, "path", c.Path(),
+			"method", c.Request().Method, "path", route,
 			"status", c.Response().Status, "duration_ms", float64(took.Microseconds()) / 1000,
 		}
 		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
@@ -289,6 +293,24 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			return err
 		}
 		c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
+		return next(c)
+	}
+}
+
+// apiPrefix is the path of the API's routes, which need an API key.
+const apiPrefix = "/api/v1"
+
+// apiRoutes runs the API's own middleware on its routes: wholeSegments,
+// then authenticate. It is not the group's middleware: Echo gives a group
+// with middleware a catch-all 404 route, which also answers a known path
+// asked with the wrong method, where the caller should get a 405 and the
+// Allow header.
+func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
+	api := wholeSegments(s.authenticate(next))
+	return func(c echo.Context) error {
+		if strings.HasPrefix(c.Path(), apiPrefix+"/") {
+			return api(c)
+		}
 		return next(c)
 	}
 }

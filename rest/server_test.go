@@ -191,3 +191,33 @@ func TestPathParameterIsOneSegment(t *testing.T) {
 		}
 	})
 }
+
+// TestWrongMethodIs405: a known path asked with a method it does not take
+// is a 405 that lists the methods it does, not "no such endpoint".
+func TestWrongMethodIs405(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		for _, tt := range []struct{ method, path, allow string }{
+			{"PUT", "/api/v1/chats/" + w.chat, "OPTIONS, DELETE, GET, PATCH"},
+			{"DELETE", "/api/v1/projects", "OPTIONS, GET, POST"},
+			{"POST", "/healthz", "OPTIONS, GET"},
+		} {
+			r := h.call(tt.method, tt.path, h.admin, map[string]any{})
+			if r.Status != 405 || r.ErrorCode() != "method_not_allowed" || !strings.Contains(r.ErrorMessage(), "Allow header") {
+				t.Errorf("%s %s = %d %s; want 405 method_not_allowed", tt.method, tt.path, r.Status, r.Body)
+			}
+			if got := r.Header.Get("Allow"); got != tt.allow {
+				t.Errorf("%s %s: Allow = %q; want %q", tt.method, tt.path, got, tt.allow)
+			}
+		}
+		if r := h.call("GET", "/api/v1/nowhere", h.admin, nil); r.Status != 404 || r.ErrorCode() != "not_found" {
+			t.Errorf("GET an unknown path = %d %s; want 404", r.Status, r.Body)
+		}
+		if r := h.call("PUT", "/api/v1/chats/"+w.chat, "", map[string]any{}); r.Status != 401 {
+			t.Errorf("PUT a chat without a key = %d %s; want 401 before the method is looked at", r.Status, r.Body)
+		}
+		if r := h.call("GET", "/api/v1/chats/"+w.chat, "", nil); r.Status != 401 {
+			t.Errorf("GET a chat without a key = %d %s; want 401", r.Status, r.Body)
+		}
+	})
+}
