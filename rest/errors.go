@@ -78,7 +78,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		// HTTP's own refusal, for which no domain kind stands.
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
 	}
-	log := s.log.With("method", c.Request().Method, "path", c.Path())
+	log := s.log.With("method", c.Request().Method, "path", route(c))
 	if status >= 500 && kind != domain.Upstream && kind != domain.Timeout {
 		log.ErrorContext(ctx(c), "request failed", "kind", kind.String(), "err", err)
 	} else {

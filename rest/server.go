@@ -206,15 +206,12 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 		}
 		took := time.Since(start)
-		route := c.Path() // the route's pattern: a bounded set of values
-		if route == "" {
-			route = "unmatched"
-		}
+		pattern := route(c)
 		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.ObserveRequest(route, c.Request().Method, c.Response().Status, took)
+			s.cfg.Metrics.ObserveRequest(pattern, c.Request().Method, c.Response().Status, took)
 		}
 		attrs := []any{
-			"method", c.Request().Method, "path", route,
+			"method", c.Request().Method, "path", pattern,
 			"status", c.Response().Status, "duration_ms", float64(took.Microseconds()) / 1000,
 		}
 		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
@@ -282,34 +279,36 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // authenticate resolves the bearer key to a principal in the request context.
-func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		key, ok := BearerKey(c.Request())
-		if !ok {
-			return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
-		}
-		p, err := s.svcs.Users.Authenticate(c.Request().Context(), key)
-		if err != nil {
-			return err
-		}
-		c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
-		return next(c)
+func (s *Server) authenticate(c echo.Context) error {
+	key, ok := BearerKey(c.Request())
+	if !ok {
+		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
 	}
+	p, err := s.svcs.Users.Authenticate(c.Request().Context(), key)
+	if err != nil {
+		return err
+	}
+	c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
+	return nil
 }
 
 // apiPrefix is the path of the API's routes, which need an API key.
 const apiPrefix = "/api/v1"
 
-// apiRoutes runs the API's own middleware on its routes: wholeSegments,
-// then authenticate. It is not the group's middleware: Echo gives a group
+// apiRoutes checks the API's routes' requests (wholeSegments, then
+// authenticate). It is not the group's middleware: Echo gives a group
 // with middleware a catch-all 404 route, which also answers a known path
 // asked with the wrong method, where the caller should get a 405 and the
 // Allow header.
 func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
-	api := wholeSegments(s.authenticate(next))
 	return func(c echo.Context) error {
 		if strings.HasPrefix(c.Path(), apiPrefix+"/") {
-			return api(c)
+			if err := wholeSegments(c); err != nil {
+				return err
+			}
+			if err := s.authenticate(c); err != nil {
+				return err
+			}
 		}
 		return next(c)
 	}
@@ -320,15 +319,22 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 // path (labstack/echo#2501), so GET /conversations/cnv_1/messages reached
 // the conversation's handler, which said that conversation "cnv_1/messages"
 // does not exist, instead of that there is no such endpoint.
-func wholeSegments(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		for _, v := range c.ParamValues() {
-			if strings.Contains(v, "/") {
-				return echo.ErrNotFound
-			}
+func wholeSegments(c echo.Context) error {
+	for _, v := range c.ParamValues() {
+		if strings.Contains(v, "/") {
+			return echo.ErrNotFound
 		}
-		return next(c)
 	}
+	return nil
+}
+
+// route is the pattern of the route c matched, "unmatched" when none did:
+// a bounded set of values, for logs and metrics.
+func route(c echo.Context) string {
+	if p := c.Path(); p != "" {
+		return p
+	}
+	return "unmatched"
 }
 
 // BearerKey returns the key of an "Authorization: Bearer <key>" header.
