@@ -1129,6 +1129,8 @@ func (c *countedConn) Close() error {
 // body's end comes in a write of its own, after the reply): no connection
 // may be thrown away. The SDKs stop reading at the reply's end, and
 // closing the body there closed the connection, so calls dialled again.
+// Each call's context is cancelled when it returns: a cancelled request
+// closes a connection whose body's end is still to be read.
 func TestConnectionsAreReused(t *testing.T) {
 	const workers, calls = 8, 25
 	for _, typ := range allTypes {
@@ -1141,7 +1143,12 @@ func TestConnectionsAreReused(t *testing.T) {
 				for range workers {
 					wg.Go(func() {
 						for range calls {
-							if _, _, err := run(context.Background(), c, request(typ, s), m.stream); err != nil {
+							// Cancelled as soon as the call returns, as a
+							// handler's request context is when it answers.
+							ctx, cancel := context.WithCancel(context.Background())
+							_, _, err := run(ctx, c, request(typ, s), m.stream)
+							cancel()
+							if err != nil {
 								t.Error(err)
 								return
 							}

@@ -148,10 +148,21 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		req = r
 	}
-	resp, err := t.base.RoundTrip(req)
+	// The request runs under a context of its own, which the caller's
+	// cancellation reaches until the body is drained (see drainClose):
+	// net/http closes a connection whose request is cancelled before the
+	// body's end, and a caller returns (a handler answers) as soon as it
+	// has the reply, often before the body's last bytes arrive.
+	parent := req.Context()
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
+	detach := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
+	resp, err := t.base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
+		detach()
+		cancel(nil)
 		return nil, err
 	}
+	resp.Body = &callBody{ReadCloser: resp.Body, detach: detach, cancel: cancel}
 	ex.mu.Lock()
 	ex.status, ex.header, ex.headersAt = resp.StatusCode, resp.Header.Clone(), time.Now()
 	ex.mu.Unlock()
@@ -227,8 +238,28 @@ const (
 	drainWait  = time.Second
 )
 
+// callBody is a response body whose request's context is ended by Close,
+// or by the caller's until detach. Bodies returned by RoundTrip are one.
+type callBody struct {
+	io.ReadCloser
+	detach func() bool // stops the caller's cancellation; false once it came
+	cancel context.CancelCauseFunc
+}
+
+func (b *callBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel(nil)
+	return err
+}
+
 // drainClose reads what is left of rc in the background and closes it.
+// It first stops the caller's cancellation from reaching the request; a
+// call already cancelled has lost its connection, and is closed at once.
 func drainClose(rc io.ReadCloser) {
+	if b, ok := rc.(*callBody); ok && !b.detach() {
+		_ = rc.Close()
+		return
+	}
 	go func() {
 		t := time.AfterFunc(drainWait, func() { _ = rc.Close() }) // ends a read that waits
 		_, _ = io.CopyN(io.Discard, rc, drainBytes)
