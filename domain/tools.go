@@ -75,6 +75,11 @@ type ToolCallDelta struct {
 type Delta struct {
 	Content   string
 	ToolCalls []ToolCallDelta
+	// More is set when the next delta had already arrived with this one
+	// and follows at once: a writer may hold this one and send both in one
+	// write. It is never set on a delta after which the call waits for the
+	// upstream.
+	More bool
 }
 
 // Tool limits, as OpenAI sets them.

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1207,5 +1209,86 @@ func TestUnendedBodyAfterReply(t *testing.T) {
 				t.Error("the connection of a body that never ended was not closed")
 			}
 		})
+	}
+}
+
+// sseChunk is one OpenAI stream event carrying content (and a finish
+// reason when finish is set).
+func sseChunk(content string, finish bool) string {
+	reason := "null"
+	if finish {
+		reason = `"stop"`
+	}
+	return `data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[{"index":0,"delta":{"content":` +
+		strconv.Quote(content) + `},"finish_reason":` + reason + `}]}` + "\n\n"
+}
+
+// streamFrom calls Complete, streaming from a server that runs serve, and
+// returns the deltas it received; seen, when not nil, sees each as it
+// comes.
+func streamFrom(t *testing.T, serve func(w http.ResponseWriter, flush func()), seen func(domain.Delta)) ([]domain.Delta, error) {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "text/event-stream")
+		serve(w, func() { _ = http.NewResponseController(w).Flush() })
+	}))
+	t.Cleanup(srv.Close)
+	req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: domain.ProviderOpenAICompatible, BaseURL: srv.URL + "/v1", APIKey: testKey},
+		Model: "m", Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}
+	var got []domain.Delta
+	_, err := newClient(t).Complete(context.Background(), req, func(d domain.Delta) error {
+		got = append(got, d)
+		if seen != nil {
+			seen(d)
+		}
+		return nil
+	})
+	return got, err
+}
+
+// TestStreamDeltasThatArriveTogether: deltas the upstream sent in one
+// write are handed on with More set, all but the last, so a writer can
+// send them in one write too.
+func TestStreamDeltasThatArriveTogether(t *testing.T) {
+	got, err := streamFrom(t, func(w http.ResponseWriter, _ func()) {
+		_, _ = io.WriteString(w, sseChunk("a", false)+sseChunk("b", false)+sseChunk("c", false)+
+			sseChunk("", true)+`data: {"id":"x","object":"chat.completion.chunk","model":"m","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":3,"total_tokens":4}}`+"\n\ndata: [DONE]\n\n")
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []domain.Delta{{Content: "a", More: true}, {Content: "b", More: true}, {Content: "c"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("deltas = %+v, want %+v", got, want)
+	}
+}
+
+// TestStreamDeltaIsNotHeldForTheUpstream: a delta after which the
+// upstream pauses goes on at once, without More. The fake sends the rest
+// only once the first delta has reached the caller, or after 5 s.
+func TestStreamDeltaIsNotHeldForTheUpstream(t *testing.T) {
+	first := make(chan struct{})
+	var once sync.Once
+	var waited atomic.Bool
+	got, err := streamFrom(t, func(w http.ResponseWriter, flush func()) {
+		_, _ = io.WriteString(w, sseChunk("a", false))
+		flush()
+		select {
+		case <-first:
+		case <-time.After(5 * time.Second):
+			waited.Store(true)
+		}
+		_, _ = io.WriteString(w, sseChunk("b", false)+sseChunk("", true)+"data: [DONE]\n\n")
+	}, func(domain.Delta) { once.Do(func() { close(first) }) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if waited.Load() {
+		t.Error("the first delta was held until the upstream sent more")
+	}
+	want := []domain.Delta{{Content: "a"}, {Content: "b"}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("deltas = %+v, want %+v", got, want)
 	}
 }

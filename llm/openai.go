@@ -148,7 +148,7 @@ func schemaOrEmpty(schema []byte) json.RawMessage {
 
 // openAIStream streams one attempt, handing each delta to onDelta: text,
 // and tool call pieces renumbered 0, 1, ... in the order the calls began.
-func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, cli *openai.Client, oreq openai.ChatCompletionRequest) (*domain.LLMResult, error) {
+func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, cli *openai.Client, oreq openai.ChatCompletionRequest) (_ *domain.LLMResult, err error) {
 	stream, err := cli.CreateChatCompletionStream(ctx, oreq)
 	if err != nil {
 		return nil, openAILocal(cs.req.Model, err)
@@ -158,9 +158,22 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	res := &domain.LLMResult{}
 	var content strings.Builder
 	var calls toolCalls
-	defer func() { res.Content, res.ToolCalls = content.String(), calls.result() }()
+	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
+	defer func() {
+		res.Content, res.ToolCalls = content.String(), calls.result()
+		// A delta still held goes on before the call ends, error or not,
+		// unless it was the caller that failed.
+		if de := (*deltaError)(nil); !errors.As(err, &de) {
+			if rerr := out.release(false); rerr != nil && err == nil {
+				err = rerr
+			}
+		}
+	}()
 	for {
 		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := out.wait(); err != nil {
 			return res, err
 		}
 		raw, err := stream.RecvRaw()
@@ -171,6 +184,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		if err != nil {
 			return res, err
 		}
+		out.returned++
 		var chunk openAIChunk
 		if err := jsonv2.Unmarshal(raw, &chunk, lenient); err != nil {
 			return res, fmt.Errorf("decode a stream chunk: %w", err)
@@ -194,8 +208,8 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 					res.FirstByte = time.Since(cs.start)
 				}
 				content.WriteString(d.Content)
-				if err := cs.onDelta(d); err != nil {
-					return res, &deltaError{err: err}
+				if err := out.add(d); err != nil {
+					return res, err
 				}
 			}
 			if ch.FinishReason != "" {
@@ -210,6 +224,69 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		return res, errTruncated
 	}
 	return res, nil
+}
+
+// coalescer hands a stream's deltas on, and holds one whose successor has
+// already arrived, so that it goes on with More set (see domain.Delta).
+// An upstream often sends many deltas in one packet (a fast model, or a
+// gateway that fell behind under load); written one by one, each would
+// cost the client a write and a packet. go-openai's RecvRaw returns one
+// data line at a time, and the stream's body reader counts the whole data
+// lines read from the upstream: while it has counted more than RecvRaw
+// returned, the next one is in memory and holding a delta for it waits
+// on nothing. (The Anthropic SDK skips some events, so its count would
+// not match; its deltas go on one by one.)
+type coalescer struct {
+	onDelta  func(domain.Delta) error
+	lines    *lineCapReader // nil: hold nothing
+	returned int            // data lines RecvRaw returned
+	held     domain.Delta
+	holding  bool
+}
+
+// buffered says whether the next data line has already been read.
+func (c *coalescer) buffered() bool {
+	return c.lines != nil && c.lines.dataLines > c.returned
+}
+
+// add hands d on, or holds it while the next data line is in memory; a
+// delta it held goes on first, with More set.
+func (c *coalescer) add(d domain.Delta) error {
+	if err := c.release(true); err != nil {
+		return err
+	}
+	if c.buffered() {
+		c.held, c.holding = d, true
+		return nil
+	}
+	return c.call(d)
+}
+
+// wait is called before RecvRaw: a held delta goes on before a read that
+// may wait for the upstream.
+func (c *coalescer) wait() error {
+	if c.buffered() {
+		return nil
+	}
+	return c.release(false)
+}
+
+// release hands the held delta on, if any, with More as given.
+func (c *coalescer) release(more bool) error {
+	if !c.holding {
+		return nil
+	}
+	d := c.held
+	c.held, c.holding = domain.Delta{}, false
+	d.More = more
+	return c.call(d)
+}
+
+func (c *coalescer) call(d domain.Delta) error {
+	if err := c.onDelta(d); err != nil {
+		return &deltaError{err: err}
+	}
+	return nil
 }
 
 // openAIChunk is the part of a chat.completion.chunk Parley reads. Chunks

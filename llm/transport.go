@@ -90,6 +90,10 @@ type exchange struct {
 	eventTooLong bool
 	tooLarge     bool
 	replied      bool // the SDK read a whole streamed reply (see markReplied)
+
+	// lines is the stream's body reader, for the data lines read so far
+	// (see coalescer); set by RoundTrip and read in the same goroutine.
+	lines *lineCapReader
 }
 
 type exchangeKey struct{}
@@ -177,8 +181,9 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		resp.ContentLength = int64(len(body))
 	case ex.stream:
-		resp.Body = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxEvent: t.cfg.maxEventBytes(),
+		ex.lines = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxEvent: t.cfg.maxEventBytes(),
 			maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
+		resp.Body = ex.lines
 	default:
 		resp.Body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
 	}
@@ -331,6 +336,8 @@ type lineCapReader struct {
 	other    int64
 	err      error
 	ended    bool // the body's reader returned an error (io.EOF included)
+
+	dataLines int // whole "data:" lines read, for coalescer
 }
 
 func (r *lineCapReader) Read(p []byte) (int, error) {
@@ -386,7 +393,10 @@ func (r *lineCapReader) endLine() {
 		r.eventLen = 0
 	} else {
 		r.eventLen += r.lineLen + 1
-		if r.countOther && string(r.prefix) != "data:" {
+		switch {
+		case string(r.prefix) == "data:":
+			r.dataLines++
+		case r.countOther:
 			r.other += int64(r.lineLen) + 1
 		}
 	}

@@ -291,7 +291,8 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	return st.add(first)
 }
 
-// Delta sends one chunk: text, tool call pieces, or both.
+// Delta sends one chunk: text, tool call pieces, or both; with d.More it
+// keeps it for the next one's write.
 func (st *stream) Delta(d domain.Delta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -303,7 +304,7 @@ func (st *stream) Delta(d domain.Delta) error {
 		b = appendQuote(b, d.Content)
 		b = append(b, textChunkEnd+"\n\n"...)
 		st.buf.Write(b)
-		return st.flush()
+		return st.flushUnless(d.More)
 	}
 	ch := st.chunk()
 	var delta chunkDelta
@@ -320,6 +321,15 @@ func (st *stream) Delta(d domain.Delta) error {
 	ch.Choices = []chunkChoice{{Delta: delta}}
 	if err := st.add(ch); err != nil {
 		return err
+	}
+	return st.flushUnless(d.More)
+}
+
+// flushUnless flushes the pending events unless more follow at once, to
+// go in the same write (see domain.Delta). Callers hold mu.
+func (st *stream) flushUnless(more bool) error {
+	if more {
+		return nil
 	}
 	return st.flush()
 }
