@@ -253,6 +253,7 @@ type callBody struct {
 
 func (b *callBody) Close() error {
 	err := b.ReadCloser.Close()
+	b.detach()
 	b.cancel(nil)
 	return err
 }
