@@ -234,8 +234,10 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 // data line at a time, and the stream's body reader counts the whole data
 // lines read from the upstream: while it has counted more than RecvRaw
 // returned, the next one is in memory and holding a delta for it waits
-// on nothing. (The Anthropic SDK skips some events, so its count would
-// not match; its deltas go on one by one.)
+// on nothing. Two exceptions: after an in-band error line go-openai reads
+// on to the end of the stream, so a delta held before one goes on with
+// the error; and the Anthropic SDK skips some events, so its count would
+// not match, and its deltas go on one by one.
 type coalescer struct {
 	onDelta  func(domain.Delta) error
 	lines    *lineCapReader // nil: hold nothing
