@@ -95,8 +95,11 @@ type Authorizer interface {
 
 // access answers "may the caller do perm in project?" for every service.
 type access struct {
-	authz   Authorizer
-	members MemberStore
+	authz    Authorizer
+	members  MemberStore
+	projects interface {
+		GetProject(ctx context.Context, id string) (*Project, error)
+	}
 }
 
 // check returns nil when the caller may perform perm in projectID. A caller
@@ -121,6 +124,21 @@ func (a access) check(ctx context.Context, projectID string, perm Permission, wh
 	}
 	if !ok {
 		return Errorf(Forbidden, "your role %q in project %s does not allow %s; ask a project owner for a role that does", role, projectID, perm)
+	}
+	return nil
+}
+
+// checkProject is check for a project the caller names, in the path or as
+// a filter. A member's role proves the project exists; an admin's does not,
+// so for an admin the project is looked up: a project that does not exist
+// is NotFound for everyone, not an empty list or a report of zeros.
+func (a access) checkProject(ctx context.Context, projectID string, perm Permission) error {
+	if err := a.check(ctx, projectID, perm, "project", projectID); err != nil {
+		return err
+	}
+	if p, _ := PrincipalFrom(ctx); p.IsAdmin {
+		_, err := lookup(ctx, PrefixProject, "project", projectID, a.projects.GetProject)
+		return err
 	}
 	return nil
 }

@@ -87,7 +87,7 @@ func (s *Chats) Create(ctx context.Context, in ChatCreate) (*Chat, error) {
 	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
 		return nil, err
 	}
-	if err := s.access.check(ctx, in.ProjectID, PermCreateChat, "project", in.ProjectID); err != nil {
+	if err := s.access.checkProject(ctx, in.ProjectID, PermCreateChat); err != nil {
 		return nil, err
 	}
 	now := s.now()

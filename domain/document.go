@@ -85,7 +85,7 @@ func (s *Documents) Create(ctx context.Context, in DocumentCreate) (*Document, e
 	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
 		return nil, err
 	}
-	if err := s.access.check(ctx, in.ProjectID, PermCreateDocument, "project", in.ProjectID); err != nil {
+	if err := s.access.checkProject(ctx, in.ProjectID, PermCreateDocument); err != nil {
 		return nil, err
 	}
 	now := s.now()

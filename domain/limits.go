@@ -80,7 +80,7 @@ type LimitsUpdate struct {
 
 // Get returns a project's limits.
 func (s *Limits) Get(ctx context.Context, projectID string) (*ProjectLimits, error) {
-	if err := s.access.check(ctx, projectID, PermGetProject, "project", projectID); err != nil {
+	if err := s.access.checkProject(ctx, projectID, PermGetProject); err != nil {
 		return nil, err
 	}
 	return s.lookup(ctx, projectID)
@@ -88,7 +88,7 @@ func (s *Limits) Get(ctx context.Context, projectID string) (*ProjectLimits, err
 
 // Put sets a project's limits (owner).
 func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*ProjectLimits, error) {
-	if err := s.access.check(ctx, projectID, PermSetLimits, "project", projectID); err != nil {
+	if err := s.access.checkProject(ctx, projectID, PermSetLimits); err != nil {
 		return nil, err
 	}
 	for field, v := range map[string]int{

@@ -160,7 +160,7 @@ func (s *Projects) Delete(ctx context.Context, id string) error {
 
 // ListMembers lists a project's members.
 func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page) (List[Member], error) {
-	if err := s.access.check(ctx, projectID, PermListMembers, "project", projectID); err != nil {
+	if err := s.access.checkProject(ctx, projectID, PermListMembers); err != nil {
 		return List[Member]{}, err
 	}
 	page = page.normalize()
@@ -174,7 +174,7 @@ func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page)
 // PutMember gives userID a role in the project (owner). The last owner
 // cannot be demoted.
 func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role Role) (*Member, error) {
-	if err := s.access.check(ctx, projectID, PermPutMember, "project", projectID); err != nil {
+	if err := s.access.checkProject(ctx, projectID, PermPutMember); err != nil {
 		return nil, err
 	}
 	if !role.Valid() {
@@ -205,7 +205,7 @@ func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role
 
 // DeleteMember removes userID from the project (owner).
 func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) error {
-	if err := s.access.check(ctx, projectID, PermDeleteMember, "project", projectID); err != nil {
+	if err := s.access.checkProject(ctx, projectID, PermDeleteMember); err != nil {
 		return err
 	}
 	m, err := s.store.GetMember(ctx, projectID, userID)

@@ -116,7 +116,7 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	if err := checkRef("projectId", PrefixProject, in.ProjectID); err != nil {
 		return nil, err
 	}
-	if err := s.access.check(ctx, in.ProjectID, PermCreateProvider, "project", in.ProjectID); err != nil {
+	if err := s.access.checkProject(ctx, in.ProjectID, PermCreateProvider); err != nil {
 		return nil, err
 	}
 	now := s.deps.Now()
@@ -265,7 +265,7 @@ func (a access) listScope(ctx context.Context, projectID string, perm Permission
 		return "", err
 	}
 	if projectID != "" {
-		return "", a.check(ctx, projectID, perm, "project", projectID)
+		return "", a.checkProject(ctx, projectID, perm)
 	}
 	return visibleTo(p), nil
 }

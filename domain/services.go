@@ -85,7 +85,7 @@ func NewServices(d Deps) *Services {
 	if d.Usage == nil {
 		d.Usage = syncRecorder{store: d.Store, log: d.Logger}
 	}
-	acc := access{authz: d.Authz, members: d.Store}
+	acc := access{authz: d.Authz, members: d.Store, projects: d.Store}
 	s := &Services{
 		Users:         &Users{store: d.Store, now: d.Now},
 		Projects:      &Projects{store: d.Store, access: acc, now: d.Now},

@@ -270,7 +270,7 @@ type UsageReport struct {
 
 // Get returns a project's usage totals over the period in asks for.
 func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, error) {
-	if err := s.access.check(ctx, in.ProjectID, PermGetUsage, "project", in.ProjectID); err != nil {
+	if err := s.access.checkProject(ctx, in.ProjectID, PermGetUsage); err != nil {
 		return UsageReport{}, err
 	}
 	switch in.GroupBy {

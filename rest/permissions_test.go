@@ -155,3 +155,32 @@ func TestUsersAndKeys(t *testing.T) {
 		}
 	})
 }
+
+// TestMissingProjectIsNotFoundForAdmins: a project named in a path or a
+// filter that does not exist is a 404 naming it for an admin too, whose
+// role comes from no membership, not an empty list or a report of zeros.
+func TestMissingProjectIsNotFoundForAdmins(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		const missing = "prj_06h3j21pyc8h8y42nn3328e0bx" // well formed, never created
+		_, key := h.user("someone")
+		for _, path := range []string{
+			"/api/v1/chats?projectId=" + missing,
+			"/api/v1/documents?projectId=" + missing,
+			"/api/v1/ai-providers?projectId=" + missing,
+			"/api/v1/projects/" + missing + "/members",
+			"/api/v1/projects/" + missing + "/usage",
+			"/api/v1/projects/" + missing + "/limits",
+		} {
+			for who, k := range map[string]string{"admin": h.admin, "non-member": key} {
+				r := h.call("GET", path, k, nil)
+				if r.Status != 404 || r.ErrorCode() != "not_found" {
+					t.Errorf("%s: GET %s = %d %s, want 404 not_found", who, path, r.Status, r.Body)
+					continue
+				}
+				if want := "project " + missing + " does not exist"; r.ErrorMessage() != want {
+					t.Errorf("%s: GET %s says %q, want %q", who, path, r.ErrorMessage(), want)
+				}
+			}
+		}
+	})
+}
