@@ -232,6 +232,13 @@ func TestTools(t *testing.T) {
 				t.Errorf("outsider gets %q", msg)
 			}
 			outsider.fails(t, "list-chats", obj{"projectId": e.project.ID}, "not_found")
+			// An admin, as stdio's local caller is, is told too.
+			const missing = "prj_06h3j21pyc8h8y42nn3328e0bx"
+			for _, tool := range []string{"list-chats", "list-documents", "list-ai-providers", "get-usage"} {
+				if msg := admin.fails(t, tool, obj{"projectId": missing}, "not_found"); msg != "not_found: project "+missing+" does not exist" {
+					t.Errorf("admin %s of a missing project: %q", tool, msg)
+				}
+			}
 			outsider.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x")}, "not_found")
 			outsider.fails(t, "get-conversation", obj{"conversationId": first.ConversationID}, "not_found")
 			editor.fails(t, "get-chat", obj{"chatId": e.otherChat.ID}, "not_found")
