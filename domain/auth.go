@@ -97,9 +97,7 @@ type Authorizer interface {
 type access struct {
 	authz    Authorizer
 	members  MemberStore
-	projects interface {
-		GetProject(ctx context.Context, id string) (*Project, error)
-	}
+	projects ProjectStore // for checkProject
 }
 
 // check returns nil when the caller may perform perm in projectID. A caller
