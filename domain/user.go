@@ -73,21 +73,27 @@ type Users struct {
 // Authenticate returns the principal owning key. Unknown and revoked keys
 // are Unauthenticated.
 func (s *Users) Authenticate(ctx context.Context, key string) (Principal, error) {
-	bad := Errorf(Unauthenticated, "the API key is not valid or has been revoked")
 	if !strings.HasPrefix(key, keyPrefix) || len(key) > 128 {
-		return Principal{}, bad
+		return Principal{}, errBadKey()
 	}
 	k, u, err := s.store.GetAPIKeyByHash(ctx, HashAPIKey(key))
 	if KindOf(err) == NotFound {
-		return Principal{}, bad
+		return Principal{}, errBadKey()
 	}
 	if err != nil {
 		return Principal{}, Wrap("users.Authenticate", err)
 	}
 	if k.RevokedAt != nil {
-		return Principal{}, bad
+		return Principal{}, errBadKey()
 	}
 	return Principal{UserID: u.ID, KeyID: k.ID, IsAdmin: u.IsAdmin}, nil
+}
+
+// errBadKey is the one answer to a key that is malformed, unknown or
+// revoked, so that the answer does not say which. It is built only when
+// needed: Authenticate runs on every request.
+func errBadKey() error {
+	return Errorf(Unauthenticated, "the API key is not valid or has been revoked")
 }
 
 // Me returns the calling user.
