@@ -73,6 +73,16 @@ func TestIsPrivateIP(t *testing.T) {
 	for ip, want := range map[string]bool{
 		"127.0.0.1": true, "10.1.2.3": true, "192.168.0.1": true, "172.16.0.1": true, "169.254.169.254": true,
 		"::1": true, "fd00:ec2::254": true, "0.0.0.0": true, "8.8.8.8": false, "2606:4700::1111": false,
+		// Outside Go's IsPrivate but not on the public internet either.
+		"100.100.100.200": true, "100.64.0.1": true, "0.1.2.3": true, "198.18.0.1": true,
+		"255.255.255.255": true, "192.0.0.170": true, "fe80::1": true, "ff02::1": true,
+		// IPv6 forms of an IPv4 address are judged by that address.
+		"::ffff:127.0.0.1": true, "64:ff9b::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true,
+		"64:ff9b::808:808": false, "2002:808:808::1": false,
+		// Forms that only tunnel, refused outright.
+		"::a9fe:a9fe": true, "::808:808": true, "2001:0:4136:e378::1": true,
+		// Public addresses next to the ranges refused.
+		"100.63.255.255": false, "100.128.0.0": false, "198.20.0.1": false, "223.255.255.255": false,
 	} {
 		if got := IsPrivateIP(net.ParseIP(ip)); got != want {
 			t.Errorf("IsPrivateIP(%s) = %v, want %v", ip, got, want)

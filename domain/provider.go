@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -230,13 +231,65 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 }
 
 // IsPrivateIP reports whether ip is one an upstream must not have unless
-// private upstreams are allowed: loopback, private, link-local (which
-// holds the cloud metadata address), unspecified or multicast.
+// private upstreams are allowed: any address that is not on the public
+// internet (IANA's special-purpose registries), since each can reach a
+// host inside the operator's network or a cloud's metadata service
+// (169.254.169.254, fd00:ec2::254, Alibaba's 100.100.100.200 in the
+// shared address space). IPv6 forms that carry an IPv4 address (mapped,
+// NAT64, 6to4) are judged by that address; the deprecated forms that can
+// only tunnel to one (IPv4-compatible, Teredo) are refused outright.
 func IsPrivateIP(ip net.IP) bool {
-	return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
-		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() ||
-		ip.Equal(net.ParseIP("fd00:ec2::254"))
+	a, ok := netip.AddrFromSlice(ip)
+	if !ok {
+		return true
+	}
+	a = a.Unmap()
+	if a.Is6() {
+		b := a.As16()
+		switch {
+		case nat64.Contains(a):
+			a = netip.AddrFrom4([4]byte(b[12:16]))
+		case sixToFour.Contains(a):
+			a = netip.AddrFrom4([4]byte(b[2:6]))
+		}
+	}
+	for _, p := range nonPublic {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
+
+var (
+	nat64     = netip.MustParsePrefix("64:ff9b::/96")
+	sixToFour = netip.MustParsePrefix("2002::/16")
+	nonPublic = []netip.Prefix{
+		netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+		netip.MustParsePrefix("10.0.0.0/8"),      // private
+		netip.MustParsePrefix("100.64.0.0/10"),   // shared address space (carrier NAT, some clouds' metadata)
+		netip.MustParsePrefix("127.0.0.0/8"),     // loopback
+		netip.MustParsePrefix("169.254.0.0/16"),  // link-local, cloud metadata
+		netip.MustParsePrefix("172.16.0.0/12"),   // private
+		netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+		netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+		netip.MustParsePrefix("192.168.0.0/16"),  // private
+		netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+		netip.MustParsePrefix("198.51.100.0/24"), // documentation
+		netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+		netip.MustParsePrefix("224.0.0.0/4"),     // multicast
+		netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
+		netip.MustParsePrefix("::/96"),           // unspecified, loopback, IPv4-compatible
+		netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
+		netip.MustParsePrefix("100::/64"),        // discard-only
+		netip.MustParsePrefix("2001::/32"),       // Teredo
+		netip.MustParsePrefix("2001:db8::/32"),   // documentation
+		netip.MustParsePrefix("fc00::/7"),        // unique local (fd00:ec2::254 is AWS's metadata)
+		netip.MustParsePrefix("fe80::/10"),       // link-local
+		netip.MustParsePrefix("fec0::/10"),       // site-local, deprecated
+		netip.MustParsePrefix("ff00::/8"),        // multicast
+	}
+)
 
 // Get returns a provider the caller can see (never its key).
 func (s *Providers) Get(ctx context.Context, id string) (*AIProvider, error) {

@@ -108,7 +108,8 @@ func TestProviderKeyFromEnvironment(t *testing.T) {
 func TestSSRFGuard(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowPrivateUpstreams = false })
 	p := h.project(h.admin, "p")
-	for _, u := range []string{h.up.URL(), "http://10.0.0.8/v1", "http://169.254.169.254/latest", "http://[::1]:8080/v1", "http://localhost:1/v1"} {
+	for _, u := range []string{h.up.URL(), "http://10.0.0.8/v1", "http://169.254.169.254/latest", "http://[::1]:8080/v1", "http://localhost:1/v1",
+		"http://100.100.100.200/latest", "http://[64:ff9b::a9fe:a9fe]/latest", "http://0.1.2.3/v1"} {
 		r := h.call("POST", "/api/v1/ai-providers", h.admin, map[string]any{
 			"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": u, "defaultModel": "m",
 		})
