@@ -125,7 +125,10 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	if err != nil {
 		return List[Chat]{}, err
 	}
-	page := in.Page.normalize()
+	page, err := in.Page.normalize(PrefixChat)
+	if err != nil {
+		return List[Chat]{}, err
+	}
 	items, err := s.store.ListChats(ctx, ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
 	if err != nil {
 		return List[Chat]{}, Wrap("chats.List", err)

@@ -117,7 +117,10 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 		}
 		member = ""
 	}
-	page := in.Page.normalize()
+	page, err := in.Page.normalize(PrefixConversation)
+	if err != nil {
+		return List[Conversation]{}, err
+	}
 	items, err := s.store.ListConversations(ctx, ConversationFilter{ChatID: in.ChatID, MemberUserID: member, Page: page})
 	if err != nil {
 		return List[Conversation]{}, Wrap("conversations.List", err)

@@ -118,7 +118,10 @@ func (s *Documents) List(ctx context.Context, in ListInput) (List[Document], err
 	if err != nil {
 		return List[Document]{}, err
 	}
-	page := in.Page.normalize()
+	page, err := in.Page.normalize(PrefixDocument)
+	if err != nil {
+		return List[Document]{}, err
+	}
 	items, err := s.store.ListDocuments(ctx, DocumentFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
 	if err != nil {
 		return List[Document]{}, Wrap("documents.List", err)

@@ -43,15 +43,21 @@ func ParsePage(limit, cursor string) (Page, error) {
 }
 
 // normalize applies the default limit to a zero Page (MCP callers and
-// internal callers may leave it out) and caps it.
-func (p Page) normalize() Page {
+// internal callers may leave it out) and caps it. It also checks that the
+// cursor came from a list of the same kind, whose ids carry prefix: a
+// cursor from another list would answer a wrong page, or an empty one that
+// looks like the end.
+func (p Page) normalize(prefix string) (Page, error) {
+	if p.After != "" && !validID(prefix, p.After) {
+		return p, Invalidf("cursor", "cursor belongs to another list; pass the nextCursor of the previous page of this list unchanged")
+	}
 	if p.Limit <= 0 {
 		p.Limit = DefaultPageLimit
 	}
 	if p.Limit > MaxPageLimit {
 		p.Limit = MaxPageLimit
 	}
-	return p
+	return p, nil
 }
 
 // List is one page of results and the cursor of the next, "" on the last page.

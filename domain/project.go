@@ -117,7 +117,10 @@ func (s *Projects) List(ctx context.Context, page Page) (List[Project], error) {
 	if err != nil {
 		return List[Project]{}, err
 	}
-	page = page.normalize()
+	page, err = page.normalize(PrefixProject)
+	if err != nil {
+		return List[Project]{}, err
+	}
 	items, err := s.store.ListProjects(ctx, ProjectFilter{MemberUserID: visibleTo(p), Page: page})
 	if err != nil {
 		return List[Project]{}, Wrap("projects.List", err)
@@ -163,7 +166,10 @@ func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page)
 	if err := s.access.checkProject(ctx, projectID, PermListMembers); err != nil {
 		return List[Member]{}, err
 	}
-	page = page.normalize()
+	page, err := page.normalize(PrefixUser)
+	if err != nil {
+		return List[Member]{}, err
+	}
 	items, err := s.store.ListMembers(ctx, projectID, page)
 	if err != nil {
 		return List[Member]{}, Wrap("projects.ListMembers", err)

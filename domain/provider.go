@@ -329,7 +329,10 @@ func (s *Providers) List(ctx context.Context, in ListInput) (List[AIProvider], e
 	if err != nil {
 		return List[AIProvider]{}, err
 	}
-	page := in.Page.normalize()
+	page, err := in.Page.normalize(PrefixProvider)
+	if err != nil {
+		return List[AIProvider]{}, err
+	}
 	items, err := s.deps.Store.ListProviders(ctx, ProviderFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
 	if err != nil {
 		return List[AIProvider]{}, Wrap("providers.List", err)

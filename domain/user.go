@@ -144,7 +144,10 @@ func (s *Users) List(ctx context.Context, page Page) (List[User], error) {
 		}
 		return List[User]{Items: []User{*u}}, nil
 	}
-	page = page.normalize()
+	page, err = page.normalize(PrefixUser)
+	if err != nil {
+		return List[User]{}, err
+	}
 	users, err := s.store.ListUsers(ctx, page)
 	if err != nil {
 		return List[User]{}, Wrap("users.List", err)
@@ -201,7 +204,10 @@ func (s *Users) ListAPIKeys(ctx context.Context, userID string, page Page) (List
 	if err := s.selfOrAdmin(ctx, userID); err != nil {
 		return List[APIKey]{}, err
 	}
-	page = page.normalize()
+	page, err := page.normalize(PrefixKey)
+	if err != nil {
+		return List[APIKey]{}, err
+	}
 	keys, err := s.store.ListAPIKeys(ctx, userID, page)
 	if err != nil {
 		return List[APIKey]{}, Wrap("users.ListAPIKeys", err)

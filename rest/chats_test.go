@@ -92,6 +92,16 @@ func TestChatListPaginates(t *testing.T) {
 				t.Errorf("GET /chats?%s = %d, want 400", bad, r.Status)
 			}
 		}
+		// A cursor from another kind of list would page past every chat,
+		// or before them all, and look like a normal page.
+		chats := h.must(200, "GET", "/api/v1/chats?limit=1", h.admin, nil)["nextCursor"].(string)
+		projects := h.must(200, "GET", "/api/v1/projects?limit=1", h.admin, nil)["nextCursor"].(string)
+		for path, cursor := range map[string]string{"/api/v1/chats": projects, "/api/v1/documents": chats, "/api/v1/projects": chats} {
+			r := h.call("GET", path+"?cursor="+cursor, h.admin, nil)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "another list") {
+				t.Errorf("GET %s with another list's cursor = %d %s, want 400", path, r.Status, r.Body)
+			}
+		}
 	})
 }
 
