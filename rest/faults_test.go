@@ -550,3 +550,35 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 		}
 	})
 }
+
+// TestChatDeletedDuringCompletion: a chat deleted while its completion
+// waits on the upstream is a 404 for that completion (the turn has nowhere
+// to go), not a 400 blaming a field the caller did not send.
+func TestChatDeletedDuringCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		for _, stream := range []bool{false, true} {
+			w := h.world()
+			h.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond})
+			before := h.up.Count()
+			done := make(chan *response, 1)
+			go func() {
+				done <- h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("hi")}})
+			}()
+			for h.up.Count() == before {
+				time.Sleep(5 * time.Millisecond)
+			}
+			h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
+			r := <-done
+			body := string(r.Body)
+			if stream {
+				if r.Status != 200 || !strings.Contains(body, `"code":"not_found"`) || !strings.Contains(body, "chat "+w.chat+" does not exist") {
+					t.Errorf("stream: %d %s, want an error event not_found naming the chat", r.Status, body)
+				}
+				continue
+			}
+			if r.Status != 404 || r.ErrorCode() != "not_found" || !strings.Contains(r.ErrorMessage(), "chat "+w.chat+" does not exist") {
+				t.Errorf("%d %s, want 404 not_found naming the chat", r.Status, body)
+			}
+		}
+	})
+}

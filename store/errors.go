@@ -105,7 +105,7 @@ func conflictf(op string, err error, format string, args ...any) error {
 
 // ref is a reference from a row being written to another resource.
 type ref struct {
-	field string // the input field that holds it, e.g. "aiProviderId"
+	field string // the input field that holds it, e.g. "aiProviderId"; "" when the path names it
 	what  string // the resource, e.g. "AI provider"
 	table string
 	id    string
@@ -113,8 +113,9 @@ type ref struct {
 
 // brokenRef explains a foreign key violation of op: it looks up refs in
 // order and reports the first that does not exist. A missing project is
-// NotFound, as domain reports projects the caller cannot see; other
-// missing references are Invalid, naming the field. When every reference
+// NotFound, as domain reports projects the caller cannot see, and so is
+// one the request's path named (it was deleted while the request ran);
+// other missing references are Invalid, naming the field. When every reference
 // exists (it was deleted and recreated meanwhile) the error is Conflict.
 func (s *Store) brokenRef(ctx context.Context, op string, cause error, refs ...ref) error {
 	for _, r := range refs {
@@ -128,8 +129,8 @@ func (s *Store) brokenRef(ctx context.Context, op string, cause error, refs ...r
 		if n > 0 {
 			continue
 		}
-		if r.table == "projects" {
-			return because(op, domain.NotFoundf("project", r.id), cause)
+		if r.table == "projects" || r.field == "" {
+			return because(op, domain.NotFoundf(r.what, r.id), cause)
 		}
 		return because(op, domain.Invalidf(r.field, "%s %s does not exist", r.what, r.id), cause)
 	}

@@ -1015,7 +1015,9 @@ func TestConversations(t *testing.T) {
 		})
 		t.Run("create for unknown chat", func(t *testing.T) {
 			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: "cht_ghost", CreatedAt: t0, UpdatedAt: t0}
-			wantErr(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")), domain.Invalid, "chat cht_ghost does not exist")
+			// The chat is the path's, checked before the completion: gone now, it
+			// was deleted while the completion ran.
+			wantErr(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")), domain.NotFound, "chat cht_ghost does not exist")
 		})
 		t.Run("tool calls and results", func(t *testing.T) {
 			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}

@@ -186,7 +186,7 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 			func() error {
 				return s.brokenRef(ctx, op, err,
 					ref{"projectId", "project", "projects", c.ProjectID},
-					ref{"chatId", "chat", "chats", c.ChatID})
+					ref{"", "chat", "chats", c.ChatID}) // the path's: deleted meanwhile
 			})
 	}
 }
