@@ -95,7 +95,7 @@ type choiceJSON struct {
 // when the model only called tools.
 type choiceMessageJSON struct {
 	Role      string          `json:"role"`
-	Content   *string         `json:"content"`
+	Content   *string         `json:"content" jsonschema:"nullable"`
 	ToolCalls []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 

@@ -178,7 +178,7 @@ type limitsJSON struct {
 type limitsResponse struct {
 	ProjectID string `json:"projectId"`
 	limitsJSON
-	UpdatedAt *string `json:"updatedAt"`
+	UpdatedAt *string `json:"updatedAt" jsonschema:"nullable"`
 }
 
 func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {

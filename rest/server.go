@@ -368,7 +368,7 @@ func page(c echo.Context) (domain.Page, error) {
 // listResponse is the shape of every list.
 type listResponse[T any] struct {
 	Data       []T     `json:"data"`
-	NextCursor *string `json:"nextCursor"`
+	NextCursor *string `json:"nextCursor" jsonschema:"nullable"`
 }
 
 func toList[T, R any](l domain.List[T], conv func(*T) R) listResponse[R] {

@@ -25,7 +25,7 @@ type apiKeyResponse struct {
 	Name      string  `json:"name"`
 	Hint      string  `json:"hint"`
 	CreatedAt string  `json:"createdAt"`
-	RevokedAt *string `json:"revokedAt"`
+	RevokedAt *string `json:"revokedAt" jsonschema:"nullable"`
 	// Key is the secret, present only in the response that created it.
 	Key string `json:"key,omitempty"`
 }
