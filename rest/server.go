@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,6 +48,10 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	echo *echo.Echo
+
+	// staticAllow holds the Allow header of each API path without
+	// parameters, for shadowedStatic.
+	staticAllow map[string]string
 }
 
 // New builds the REST API. Mount extra handlers (MCP, metrics) with Handle.
@@ -114,7 +119,38 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	api.GET("/conversations", s.handleConversationList)
 	api.GET("/conversations/:conversationId", s.handleConversationGet)
 	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
+	s.staticAllow = staticAllow(e.Routes())
 	return s
+}
+
+// staticAllow maps each API path without parameters to the methods it
+// takes, as Echo's Allow header lists them.
+func staticAllow(routes []*echo.Route) map[string]string {
+	methods := map[string][]string{}
+	for _, r := range routes {
+		if strings.HasPrefix(r.Path, apiPrefix+"/") && !strings.ContainsAny(r.Path, ":*") {
+			methods[r.Path] = append(methods[r.Path], r.Method)
+		}
+	}
+	allow := make(map[string]string, len(methods))
+	for p, ms := range methods {
+		slices.Sort(ms)
+		allow[p] = strings.Join(append([]string{http.MethodOptions}, ms...), ", ")
+	}
+	return allow
+}
+
+// shadowedStatic answers 405 when a path that has a route of its own
+// reached a route with a parameter because its own does not take the
+// method: GET /chats/completions matches GET /chats/:chatId, which would
+// say that chat "completions" does not exist.
+func (s *Server) shadowedStatic(c echo.Context) error {
+	allow, ok := s.staticAllow[c.Request().URL.Path]
+	if !ok || c.Path() == c.Request().URL.Path {
+		return nil
+	}
+	c.Response().Header().Set(echo.HeaderAllow, allow)
+	return echo.ErrMethodNotAllowed
 }
 
 // Handle mounts h at path for every method, outside the API's auth (h does
@@ -303,6 +339,9 @@ const apiPrefix = "/api/v1"
 func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if strings.HasPrefix(c.Path(), apiPrefix+"/") {
+			if err := s.shadowedStatic(c); err != nil {
+				return err
+			}
 			if err := wholeSegments(c); err != nil {
 				return err
 			}

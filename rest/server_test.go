@@ -201,6 +201,9 @@ func TestWrongMethodIs405(t *testing.T) {
 			{"PUT", "/api/v1/chats/" + w.chat, "OPTIONS, DELETE, GET, PATCH"},
 			{"DELETE", "/api/v1/projects", "OPTIONS, GET, POST"},
 			{"POST", "/healthz", "OPTIONS, GET"},
+			// A path of its own that a route with a parameter also matches.
+			{"GET", "/api/v1/chats/completions", "OPTIONS, POST"},
+			{"DELETE", "/api/v1/chats/completions", "OPTIONS, POST"},
 		} {
 			r := h.call(tt.method, tt.path, h.admin, map[string]any{})
 			if r.Status != 405 || r.ErrorCode() != "method_not_allowed" || !strings.Contains(r.ErrorMessage(), "Allow header") {
