@@ -155,16 +155,22 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 				res, err = nil, errInternal
 			}
 		}()
+		// The call also ends when the server's shutdown ends it (Calls),
+		// or when the HTTP+SSE stream it answers on closes (streamEnd):
+		// mcp-go cancels neither.
+		var end context.CancelCauseFunc
+		ctx, end = context.WithCancelCause(ctx)
+		defer end(nil)
 		if d.calls != nil {
 			stop, ok := d.calls.begin()
 			if !ok {
 				return toolError(stop, d, req.Params.Name, context.Cause(stop))
 			}
 			defer d.calls.done()
-			var end context.CancelCauseFunc
-			ctx, end = context.WithCancelCause(ctx)
-			defer end(nil)
 			defer context.AfterFunc(stop, func() { end(context.Cause(stop)) })()
+		}
+		if ended := streamEnd(ctx); ended != nil {
+			defer context.AfterFunc(ended, func() { end(context.Cause(ended)) })()
 		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -147,9 +148,11 @@ func (b *bufferedResponse) copyTo(w http.ResponseWriter) {
 // messages are accepted only from the user who opened it.
 //
 // A tool call's result travels on the session's event stream, not in the
-// request that carried the call, so the stream must outlive the call. The
-// server's shutdown does not end a stream (serveUntilShutdown); Close does,
-// once every call the sessions were sent has its response written.
+// request that carried the call, so the stream must outlive the call, and
+// it is the stream, not the request, whose closing cancels the call: a
+// client that drops its stream cancels the calls it sent over the session.
+// The server's shutdown does not end a stream (serveUntilShutdown); Close
+// does, once every call the sessions were sent has its response written.
 type SSE struct {
 	Stream, Message http.Handler
 
@@ -161,7 +164,7 @@ type SSE struct {
 // the root).
 func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string) *SSE {
 	x := &SSE{}
-	var owners sync.Map // session id → user id
+	var streams sync.Map // session id → *sseStream
 	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
 		server.WithSSEContextFunc(principalContext),
@@ -172,7 +175,9 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			}
 			id := hex.EncodeToString(b)
 			p, _ := domain.PrincipalFrom(ctx)
-			owners.Store(id, p.UserID)
+			st := &sseStream{owner: p.UserID}
+			st.ended, st.end = context.WithCancelCause(context.Background())
+			streams.Store(id, st)
 			if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
 				*slot = id
 			}
@@ -183,10 +188,13 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 	x.Stream = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id string
 		defer func() {
-			if id != "" {
-				owners.Delete(id)
-				x.pending.forget(id)
+			if id == "" {
+				return
 			}
+			if st, ok := streams.LoadAndDelete(id); ok {
+				st.(*sseStream).end(streamEndCause(r.Context()))
+			}
+			x.pending.forget(id)
 		}()
 		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending}
 		serveUntilShutdown(sseH, w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
@@ -194,9 +202,14 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 	x.Message = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
-		if owner, ok := owners.Load(session); ok && owner != p.UserID {
-			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
-			return
+		if st, ok := streams.Load(session); ok {
+			if st.(*sseStream).owner != p.UserID {
+				writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
+				return
+			}
+			// mcp-go runs the call on a context the request's end
+			// does not cancel; the stream's end will.
+			r = r.WithContext(withStreamEnd(r.Context(), st.(*sseStream).ended))
 		}
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -225,6 +238,44 @@ func (x *SSE) Close(ctx context.Context) error {
 	err := x.pending.wait(ctx)
 	x.srv.CloseSessions()
 	return err
+}
+
+// sseStream is an open SSE session: the user who opened it, and a context
+// that ends with its event stream.
+type sseStream struct {
+	owner string
+	ended context.Context
+	end   context.CancelCauseFunc
+}
+
+// errStreamClosed is the cause of a call cancelled because its session's
+// event stream closed; it is a context.Canceled, so the completion's usage
+// is recorded as the client's disconnect.
+var errStreamClosed = fmt.Errorf("the client closed the SSE stream: %w", context.Canceled)
+
+// streamEndCause says why the event stream served for a request with
+// context ctx ended: the client left (errStreamClosed), or Close ended it
+// on shutdown (domain.ErrShuttingDown).
+func streamEndCause(ctx context.Context) error {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
+		return errStreamClosed
+	}
+	return domain.ErrShuttingDown
+}
+
+type streamEndKey struct{}
+
+// withStreamEnd returns ctx carrying ended, a context that ends with the
+// SSE event stream the calls started under ctx answer on. Values survive
+// mcp-go's detaching of the call from its request.
+func withStreamEnd(ctx, ended context.Context) context.Context {
+	return context.WithValue(ctx, streamEndKey{}, ended)
+}
+
+// streamEnd returns the context withStreamEnd put in ctx, or nil.
+func streamEnd(ctx context.Context) context.Context {
+	ended, _ := ctx.Value(streamEndKey{}).(context.Context)
+	return ended
 }
 
 // jsonRPCMessage is what the transport reads of a JSON-RPC message: a

@@ -345,3 +345,26 @@ func TestErrorMapping(t *testing.T) {
 		t.Errorf("cancelled call: %v", err)
 	}
 }
+
+// TestSSEStreamClosedCancelsCalls: over HTTP+SSE a call runs apart from the
+// request that carried it, so it is the session's event stream closing
+// that cancels it: the upstream sees its request cancelled and the usage
+// is recorded as client_disconnect, as when a call's request closes over
+// the other transports.
+func TestSSEStreamClosedCancelsCalls(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts Options
+	}{
+		{"without Calls", Options{}},
+		{"with Calls", Options{Calls: &Calls{}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			s := e.connect(overSSE, "editor", tc.opts)
+			// mcp-go's client sends no cancellation over SSE: only its
+			// stream closing tells the server.
+			checkCancel(t, e, callTool(e, s), func() { must(t, s.Close()) })
+		})
+	}
+}
