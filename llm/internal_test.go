@@ -92,6 +92,7 @@ func TestSanitize(t *testing.T) {
 		{"the key itself", "bad key " + key + " given", "bad key [redacted] given"},
 		{"an OpenAI-style key", "Incorrect API key provided: sk-proj-abcDEF123456.", "Incorrect API key provided: [redacted]"},
 		{"a bearer token", "sent Authorization: Bearer abc.def.ghi", "sent Authorization: [redacted]"},
+		{"a bearer token in brackets", "(raw Bearer abc.def.ghi), then", "(raw [redacted]), then"},
 		{"key=value", "url had api_key=zzz&x=1", "url had [redacted]"},
 		{"a long token", "token " + strings.Repeat("Ab9", 12) + " leaked", "token [redacted] leaked"},
 		{"words with sk- inside", "ask-me task-force", "ask-me task-force"},
