@@ -163,13 +163,18 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 	return nil
 }
 
-// keyHint shows enough of a key to recognise it: "sk-…abcd".
+// keyHint shows enough of a key to recognise it: "sk-…abcd". A key too
+// short for seven characters to be a small part of it shows none.
 func keyHint(key string) string {
-	if len(key) < 12 {
-		return "…" + key[len(key)-min(2, len(key)):]
+	if len(key) < minHintedKeyLen {
+		return "…"
 	}
 	return key[:3] + "…" + key[len(key)-4:]
 }
+
+// minHintedKeyLen is the shortest key keyHint shows characters of; real
+// provider keys are 40 characters and more.
+const minHintedKeyLen = 20
 
 func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
