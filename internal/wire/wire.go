@@ -139,6 +139,12 @@ func ParseTime(field, v string) (time.Time, error) {
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
 		if t, err := time.Parse(layout, v); err == nil {
+			// Nothing Parley stores predates the Unix epoch, and an
+			// earlier time such as 0001-01-01 is Go's zero time, which
+			// callers read as "not given".
+			if t.Before(epoch) {
+				return epoch, nil
+			}
 			return t.UTC(), nil
 		}
 	}
@@ -197,3 +203,6 @@ func (c *ToolChoice) UnmarshalJSON(b []byte) error {
 	*c = ToolChoice{Mode: obj.Type, Name: obj.Function.Name}
 	return nil
 }
+
+// epoch is the earliest time ParseTime returns.
+var epoch = time.Unix(0, 0).UTC()

@@ -2,6 +2,7 @@ package wire
 
 import (
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -56,6 +57,11 @@ func TestParseTime(t *testing.T) {
 	}
 	if got, err := ParseTime("from", "2026-01-31T10:00:00+02:00"); err != nil || got.Hour() != 8 {
 		t.Errorf("ParseTime = %v, %v; want 08:00 UTC", got, err)
+	}
+	// Go's zero time would read as "not given", and the usage report's
+	// default period would replace an explicit "since ever".
+	if got, err := ParseTime("from", "0001-01-01"); err != nil || !got.Equal(time.Unix(0, 0)) {
+		t.Errorf("ParseTime(0001-01-01) = %v, %v; want the Unix epoch", got, err)
 	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
