@@ -54,7 +54,7 @@ func (s *Server) handleChatCreate(c echo.Context) error {
 }
 
 func (s *Server) handleChatList(c echo.Context) error {
-	pg, err := page(c)
+	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
 	}

@@ -87,7 +87,7 @@ func TestChatListPaginates(t *testing.T) {
 		}
 		_ = other
 
-		for _, bad := range []string{"limit=0", "limit=101", "limit=x", "cursor=!!!"} {
+		for _, bad := range []string{"limit=0", "limit=101", "limit=x", "cursor=!!!", "projectid=" + w.project} {
 			if r := h.call("GET", "/api/v1/chats?"+bad, h.admin, nil); r.Status != 400 {
 				t.Errorf("GET /chats?%s = %d, want 400", bad, r.Status)
 			}

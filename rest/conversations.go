@@ -52,7 +52,7 @@ func toConversationResponse(cv *domain.Conversation) conversationResponse {
 }
 
 func (s *Server) handleConversationList(c echo.Context) error {
-	pg, err := page(c)
+	pg, err := page(c, "chatId")
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,7 @@ func (s *Server) handleDocumentCreate(c echo.Context) error {
 }
 
 func (s *Server) handleDocumentList(c echo.Context) error {
-	pg, err := page(c)
+	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
 	}

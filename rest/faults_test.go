@@ -264,6 +264,10 @@ func TestUsageReport(t *testing.T) {
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupBy=colour", h.admin, nil); r.Status != 400 {
 			t.Errorf("bad groupBy = %d", r.Status)
 		}
+		// A misspelt parameter would answer the ungrouped report.
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupby=model", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), `unknown query parameter "groupby"`) {
+			t.Errorf("misspelt groupBy = %d %s, want 400 naming it", r.Status, r.Body)
+		}
 
 		// The other groupings, and the window.
 		groups := func(query string) map[string]float64 {

@@ -148,6 +148,9 @@ type usageTotalJSON struct {
 }
 
 func (s *Server) handleUsageGet(c echo.Context) error {
+	if err := knownQuery(c, "groupBy", "from", "to"); err != nil {
+		return err
+	}
 	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy"))}
 	var err error
 	if in.From, err = wire.ParseTime("from", c.QueryParam("from")); err != nil {

@@ -68,7 +68,7 @@ func (s *Server) handleProviderCreate(c echo.Context) error {
 }
 
 func (s *Server) handleProviderList(c echo.Context) error {
-	pg, err := page(c)
+	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
 	}

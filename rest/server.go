@@ -399,9 +399,25 @@ func (s *Server) handleReady(c echo.Context) error {
 // ctx returns the request's context.
 func ctx(c echo.Context) context.Context { return c.Request().Context() }
 
-// page reads the limit and cursor query parameters.
-func page(c echo.Context) (domain.Page, error) {
+// page reads the limit and cursor query parameters of a list that also
+// takes the query parameters filters names.
+func page(c echo.Context, filters ...string) (domain.Page, error) {
+	if err := knownQuery(c, append(filters, "limit", "cursor")...); err != nil {
+		return domain.Page{}, err
+	}
 	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"))
+}
+
+// knownQuery refuses a query parameter the endpoint does not take: a
+// misspelt filter (?projectid=) would otherwise answer the unfiltered list
+// as if it were the filtered one.
+func knownQuery(c echo.Context, names ...string) error {
+	for name := range c.QueryParams() {
+		if !slices.Contains(names, name) {
+			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes %s (names are case-sensitive)", name, strings.Join(names, ", "))
+		}
+	}
+	return nil
 }
 
 // listResponse is the shape of every list.
