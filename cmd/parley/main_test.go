@@ -185,6 +185,27 @@ func TestBootstrapAdminKeyIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestStdioInAnotherDirectory: an MCP client starts `parley mcp` in a
+// directory of its choosing. Where ./data holds no database, the key is
+// refused with the reason (a new, empty database, and where), not only
+// as invalid; without a key the empty database is served with a warning.
+func TestStdioInAnotherDirectory(t *testing.T) {
+	for _, key := range []string{"pk_" + strings.Repeat("a", 40), ""} {
+		dir := t.TempDir()
+		cmd := exec.Command(bin, "mcp")
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_DATA_DIR=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY="+key)
+		cmd.Stdin = strings.NewReader("") // the client leaves at once
+		out, err := cmd.CombinedOutput()
+		if (err == nil) != (key == "") {
+			t.Errorf("key %q: exit %v, want failure only with a key\n%s", key, err, out)
+		}
+		if want := filepath.Join(dir, "data", "parley.db"); !strings.Contains(string(out), want) || !strings.Contains(string(out), "PARLEY_DATA_DIR") {
+			t.Errorf("key %q: the output does not name %s and PARLEY_DATA_DIR:\n%s", key, want, out)
+		}
+	}
+}
+
 func TestPostgresNeedsSecretKey(t *testing.T) {
 	url := dbtest.PostgresURL(t)
 	cmd := exec.Command(bin, "serve")

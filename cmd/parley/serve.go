@@ -116,7 +116,16 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		p, err = a.Services.Users.LocalAdmin(ctx)
 	}
 	if err != nil {
+		if a.NewDatabase != "" {
+			return fmt.Errorf("PARLEY_API_KEY: %s: no database was at %s, so this is a new, empty one; "+
+				"set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to the one parley serve uses", domain.MessageOf(err), a.NewDatabase)
+		}
 		return fmt.Errorf("PARLEY_API_KEY: %s", domain.MessageOf(err))
+	}
+	if a.NewDatabase != "" {
+		// An MCP client starts this process in a directory of its own
+		// choosing, where ./data is rarely the server's.
+		log.Warn("serving a new, empty database; set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) in the client's configuration to use the one parley serve uses", "path", a.NewDatabase)
 	}
 	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log})
 	err = mcp.ServeStdio(ctx, srv, p, stdin, stdout)

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -67,6 +69,9 @@ type App struct {
 	// InitialAdminKey is set when this start created the first admin key;
 	// print it once.
 	InitialAdminKey string
+	// NewDatabase is the absolute path of the SQLite database this start
+	// created, "" when it opened one that existed (or PostgreSQL).
+	NewDatabase string
 
 	cfg     Config
 	log     *slog.Logger
@@ -82,8 +87,12 @@ type App struct {
 // Open opens (and migrates) the configured database, then wires the app.
 func Open(ctx context.Context, cfg Config) (*App, error) {
 	dsn := cfg.DatabaseURL
+	var created string
 	if dsn == "" {
 		dsn = filepath.Join(dataDir(cfg), "parley.db")
+		if _, err := os.Stat(dsn); errors.Is(err, fs.ErrNotExist) {
+			created, _ = filepath.Abs(dsn)
+		}
 	}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
@@ -97,6 +106,9 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		st.Close()
 		return nil, err
+	}
+	if a.NewDatabase = created; created != "" {
+		a.log.Info("created a new SQLite database", "path", created)
 	}
 	return a, nil
 }
