@@ -36,7 +36,7 @@ func decodeError(err error, noun string) error {
 		field := FieldPath(se.JSONPointer)
 		switch {
 		case errors.Is(se.Err, json.ErrUnknownName):
-			return domain.Invalidf(field, "unknown %s %q; names are camelCase and case-sensitive", noun, field)
+			return domain.Invalidf(field, "unknown %s %q; %s", noun, field, knownNames(se.GoType, se.JSONPointer.LastToken(), noun))
 		case field != "":
 			want := "of a different type"
 			if se.GoType != nil {
@@ -62,6 +62,47 @@ func decodeError(err error, noun string) error {
 		return domain.Errorf(domain.Invalid, "the JSON is truncated")
 	}
 	return domain.Errorf(domain.Invalid, "not valid JSON")
+}
+
+// knownNames says what to send instead of the unknown member name: the
+// name that differs only in case, or the names t takes.
+func knownNames(t reflect.Type, name, noun string) string {
+	names := jsonNames(t)
+	if len(names) == 0 {
+		return "names are camelCase and case-sensitive"
+	}
+	for _, n := range names {
+		if strings.EqualFold(n, name) || strings.EqualFold(n, strings.ReplaceAll(name, "_", "")) {
+			return fmt.Sprintf("did you mean %q? Names are case-sensitive", n)
+		}
+	}
+	return fmt.Sprintf("the %ss here are %s", noun, strings.Join(names, ", "))
+}
+
+// jsonNames lists the JSON member names of struct type t, in order, with
+// those of embedded structs.
+func jsonNames(t reflect.Type) []string {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return nil
+	}
+	var names []string
+	for f := range t.Fields() {
+		tag := f.Tag.Get("json")
+		name, _, _ := strings.Cut(tag, ",")
+		switch {
+		case tag == "-" || (!f.IsExported() && !f.Anonymous):
+		case f.Anonymous && name == "":
+			names = append(names, jsonNames(f.Type)...)
+		case name == "":
+			names = append(names, f.Name)
+		default:
+			names = append(names, name)
+		}
+	}
+	return names
 }
 
 // FieldPath renders a JSON pointer as a field path: /messages/0/role → messages[0].role.

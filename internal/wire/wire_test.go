@@ -67,3 +67,27 @@ func TestParseTime(t *testing.T) {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
 }
+
+// TestUnknownNameSaysWhatToSend: an unknown member's error names the one
+// that differs only in case (or by snake_case), else lists the names
+// taken there, including those of embedded structs.
+func TestUnknownNameSaysWhatToSend(t *testing.T) {
+	type Inner struct {
+		Alpha int `json:"alpha"`
+	}
+	type in struct {
+		MaxTokens int `json:"maxTokens"`
+		Inner
+		Name string `json:"name,omitempty"`
+	}
+	for body, want := range map[string]string{
+		`{"max_tokens":1}`: `unknown field "max_tokens"; did you mean "maxTokens"? Names are case-sensitive`,
+		`{"NAME":"x"}`:     `unknown field "NAME"; did you mean "name"? Names are case-sensitive`,
+		`{"colour":1}`:     `unknown field "colour"; the fields here are maxTokens, alpha, name`,
+	} {
+		var v in
+		if got := domain.MessageOf(Unmarshal([]byte(body), &v, "field")); got != want {
+			t.Errorf("%s: %q, want %q", body, got, want)
+		}
+	}
+}
