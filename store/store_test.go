@@ -1225,7 +1225,7 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 			jobs = append(jobs, job{conv: &c, msgs: turn(c.ID, 2, fmt.Sprint("contest ", i)), wantErr: domain.Conflict})
 		}
 		ghost := newConv("cht_ghost")
-		jobs = append(jobs, job{conv: ghost, create: true, msgs: turn(ghost.ID, 0, "ghost"), wantErr: domain.Invalid})
+		jobs = append(jobs, job{conv: ghost, create: true, msgs: turn(ghost.ID, 0, "ghost"), wantErr: domain.NotFound})
 		gone := newConv(w.chatA.ID)
 		jobs = append(jobs, job{conv: gone, msgs: turn(gone.ID, 0, "gone"), wantErr: domain.NotFound})
 
