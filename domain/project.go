@@ -51,12 +51,14 @@ type MemberStore interface {
 	GetMember(ctx context.Context, projectID, userID string) (*Member, error)
 	// ListMembers returns up to p.Limit+1 members ordered by user id.
 	ListMembers(ctx context.Context, projectID string, p Page) ([]Member, error)
-	// PutMember inserts or updates m's role.
+	// PutMember inserts or updates m's role. When that would demote the
+	// project's last owner it writes nothing and returns LastOwnerConflict;
+	// the check and the write are one atomic step.
 	PutMember(ctx context.Context, m *Member) error
-	// DeleteMember returns NotFound when userID is not a member.
+	// DeleteMember returns NotFound when userID is not a member, and
+	// LastOwnerConflict, deleting nothing, when userID is the project's last
+	// owner; the check and the delete are one atomic step.
 	DeleteMember(ctx context.Context, projectID, userID string) error
-	// CountOwners returns how many owners projectID has.
-	CountOwners(ctx context.Context, projectID string) (int64, error)
 }
 
 // Projects manages projects and their members.
@@ -196,46 +198,31 @@ func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role
 	now := s.now()
 	m := &Member{ProjectID: projectID, UserID: userID, Role: role, CreatedAt: now, UpdatedAt: now}
 	if old != nil {
-		if old.Role == RoleOwner && role != RoleOwner {
-			if err := s.keepAnOwner(ctx, projectID); err != nil {
-				return nil, err
-			}
-		}
 		m.CreatedAt = old.CreatedAt
 	}
+	// The store refuses to demote the last owner, checking as it writes.
 	if err := s.store.PutMember(ctx, m); err != nil {
 		return nil, Wrap("projects.PutMember", err)
 	}
 	return m, nil
 }
 
-// DeleteMember removes userID from the project (owner).
+// DeleteMember removes userID from the project (owner). The last owner
+// cannot be removed.
 func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) error {
 	if err := s.access.checkProject(ctx, projectID, PermDeleteMember); err != nil {
 		return err
 	}
-	m, err := s.store.GetMember(ctx, projectID, userID)
+	// The store refuses to delete the last owner, checking as it deletes.
+	err := s.store.DeleteMember(ctx, projectID, userID)
 	if KindOf(err) == NotFound {
 		return NotFoundf("member", userID)
 	}
-	if err != nil {
-		return Wrap("projects.DeleteMember", err)
-	}
-	if m.Role == RoleOwner {
-		if err := s.keepAnOwner(ctx, projectID); err != nil {
-			return err
-		}
-	}
-	return Wrap("projects.DeleteMember", s.store.DeleteMember(ctx, projectID, userID))
+	return Wrap("projects.DeleteMember", err)
 }
 
-func (s *Projects) keepAnOwner(ctx context.Context, projectID string) error {
-	n, err := s.store.CountOwners(ctx, projectID)
-	if err != nil {
-		return Wrap("projects.keepAnOwner", err)
-	}
-	if n <= 1 {
-		return Errorf(Conflict, "project %s must keep at least one owner; make another member owner first", projectID)
-	}
-	return nil
+// LastOwnerConflict is the error of a MemberStore asked to demote or
+// remove a project's last owner.
+func LastOwnerConflict(projectID string) *Error {
+	return Errorf(Conflict, "project %s must keep at least one owner; make another member owner first", projectID)
 }

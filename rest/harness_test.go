@@ -131,6 +131,15 @@ func (r *response) ErrorMessage() string {
 // call sends body (a string is sent raw, anything else as JSON) with key.
 func (h *harness) call(method, path, key string, body any) *response {
 	h.t.Helper()
+	r, err := h.send(method, path, key, body)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return r
+}
+
+// send is call returning its error, for goroutines other than the test's.
+func (h *harness) send(method, path, key string, body any) (*response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -139,13 +148,13 @@ func (h *harness) call(method, path, key string, body any) *response {
 	default:
 		buf, err := json.Marshal(b)
 		if err != nil {
-			h.t.Fatal(err)
+			return nil, err
 		}
 		rd = bytes.NewReader(buf)
 	}
 	req, err := http.NewRequest(method, h.srv.URL+path, rd)
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, err
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -155,14 +164,14 @@ func (h *harness) call(method, path, key string, body any) *response {
 	}
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, err
 	}
-	return &response{t: h.t, Status: res.StatusCode, Header: res.Header, Body: b}
+	return &response{t: h.t, Status: res.StatusCode, Header: res.Header, Body: b}, nil
 }
 
 // must sends a request and fails the test unless the status is want.

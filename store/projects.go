@@ -109,14 +109,23 @@ func (s *Store) ListMembers(ctx context.Context, projectID string, p domain.Page
 }
 
 // PutMember inserts m, or updates the role and updatedAt of an existing
-// membership. NotFound when the project or user does not exist.
+// membership. NotFound when the project or user does not exist; Conflict
+// (domain.LastOwnerConflict), writing nothing, when it would demote the
+// project's last owner.
 func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 	const op = "store.PutMember"
 	row := fromDomainMember(m)
-	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{
-		Columns:   []clause.Column{{Name: "project_id"}, {Name: "user_id"}},
-		DoUpdates: clause.AssignmentColumns([]string{"role", "updated_at"}),
-	}).Create(&row).Error
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if m.Role != domain.RoleOwner {
+			if err := s.keepAnOwner(tx, op, m.ProjectID, m.UserID); err != nil {
+				return err
+			}
+		}
+		return tx.Clauses(clause.OnConflict{
+			Columns:   []clause.Column{{Name: "project_id"}, {Name: "user_id"}},
+			DoUpdates: clause.AssignmentColumns([]string{"role", "updated_at"}),
+		}).Create(&row).Error
+	})
 	if err != nil {
 		return translate(op, err, nil, func() error {
 			e := s.brokenRef(ctx, op, err, ref{"projectId", "project", "projects", m.ProjectID}, ref{"userId", "user", "users", m.UserID})
@@ -130,15 +139,55 @@ func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 	return nil
 }
 
-// DeleteMember returns NotFound when userID is not a member.
+// DeleteMember returns NotFound when userID is not a member, and Conflict
+// (domain.LastOwnerConflict), deleting nothing, when userID is the
+// project's last owner.
 func (s *Store) DeleteMember(ctx context.Context, projectID, userID string) error {
 	const op = "store.DeleteMember"
-	res := s.db.WithContext(ctx).Where("project_id = ? AND user_id = ?", projectID, userID).Delete(&memberRow{})
-	if res.Error != nil {
-		return fail(op, res.Error)
+	var deleted int64
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if err := s.keepAnOwner(tx, op, projectID, userID); err != nil {
+			return err
+		}
+		res := tx.Where("project_id = ? AND user_id = ?", projectID, userID).Delete(&memberRow{})
+		deleted = res.RowsAffected
+		return res.Error
+	})
+	if err != nil {
+		return fail(op, err)
 	}
-	if res.RowsAffected == 0 {
+	if deleted == 0 {
 		return because(op, domain.Errorf(domain.NotFound, "user %s is not a member of project %s", userID, projectID), nil)
+	}
+	return nil
+}
+
+// keepAnOwner returns domain.LastOwnerConflict when userID is the only
+// owner of projectID, inside tx, the transaction that is about to demote
+// or remove userID. Two such transactions on one project run one after the
+// other, so each counts the owners the other left: on PostgreSQL the first
+// locks the project's row until it ends; on SQLite every transaction
+// begins IMMEDIATE (see sqlitePath), taking the database's write lock
+// before it reads.
+func (s *Store) keepAnOwner(tx *gorm.DB, op, projectID, userID string) error {
+	if s.dialect == Postgres {
+		var locked []string
+		// NO KEY UPDATE: it excludes the other guards but not the inserts
+		// of members, whose foreign key checks take KEY SHARE.
+		err := tx.Model(&projectRow{}).Clauses(clause.Locking{Strength: "NO KEY UPDATE"}).
+			Where("id = ?", projectID).Pluck("id", &locked).Error
+		if err != nil {
+			return err
+		}
+	}
+	var owners []string
+	err := tx.Model(&memberRow{}).Where("project_id = ? AND role = ?", projectID, string(domain.RoleOwner)).
+		Limit(2).Pluck("user_id", &owners).Error
+	if err != nil {
+		return err
+	}
+	if len(owners) == 1 && owners[0] == userID {
+		return because(op, domain.LastOwnerConflict(projectID), nil)
 	}
 	return nil
 }

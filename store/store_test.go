@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
@@ -640,6 +641,69 @@ func TestMembers(t *testing.T) {
 			must(t, err)
 			if got, want := n, int64(1); got != want {
 				t.Fatalf("CountOwners = %d; want %d", got, want)
+			}
+		})
+	})
+}
+
+// TestMembersKeepAnOwner checks that a project never loses its last owner,
+// also when one of its two owners is demoted while the other is removed:
+// one of the two writes wins, the other is refused with a Conflict.
+func TestMembersKeepAnOwner(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		carol := newUser(t, s, "carol")
+		alice := func(role domain.Role) *domain.Member {
+			return &domain.Member{ProjectID: w.prjA.ID, UserID: w.alice.ID, Role: role, CreatedAt: t0, UpdatedAt: t0}
+		}
+		msg := domain.MessageOf(domain.LastOwnerConflict(w.prjA.ID))
+		owners := func(t *testing.T) int64 {
+			t.Helper()
+			n, err := s.CountOwners(ctx(), w.prjA.ID)
+			must(t, err)
+			return n
+		}
+
+		t.Run("demote the last owner", func(t *testing.T) {
+			wantErr(t, s.PutMember(ctx(), alice(domain.RoleViewer)), domain.Conflict, msg)
+			if got, want := owners(t), int64(1); got != want {
+				t.Fatalf("owners = %d; want %d", got, want)
+			}
+		})
+		t.Run("remove the last owner", func(t *testing.T) {
+			wantErr(t, s.DeleteMember(ctx(), w.prjA.ID, w.alice.ID), domain.Conflict, msg)
+			if got, want := owners(t), int64(1); got != want {
+				t.Fatalf("owners = %d; want %d", got, want)
+			}
+		})
+		t.Run("owner stays owner", func(t *testing.T) {
+			must(t, s.PutMember(ctx(), alice(domain.RoleOwner)))
+		})
+		t.Run("demote one owner and remove the other at once", func(t *testing.T) {
+			for i := range 100 {
+				must(t, s.PutMember(ctx(), alice(domain.RoleOwner)))
+				must(t, s.PutMember(ctx(), &domain.Member{ProjectID: w.prjA.ID, UserID: carol.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}))
+				start := make(chan struct{})
+				var demote, remove error
+				var wg sync.WaitGroup
+				wg.Go(func() {
+					<-start
+					demote = s.PutMember(ctx(), alice(domain.RoleViewer))
+				})
+				wg.Go(func() {
+					<-start
+					remove = s.DeleteMember(ctx(), w.prjA.ID, carol.ID)
+				})
+				close(start)
+				wg.Wait()
+
+				if got, want := owners(t), int64(1); got != want {
+					t.Fatalf("try %d: owners = %d; want %d (demote: %v; remove: %v)", i, got, want, demote, remove)
+				}
+				if (demote == nil) == (remove == nil) {
+					t.Fatalf("try %d: demote: %v; remove: %v; want exactly one refused", i, demote, remove)
+				}
+				wantErr(t, errors.Join(demote, remove), domain.Conflict, msg)
 			}
 		})
 	})

@@ -68,6 +68,14 @@ func TestCachedReadsAndInvalidation(t *testing.T) {
 		if m, err := cs.GetMember(ctx, p.ID, u.ID); err != nil || m.Role != domain.RoleOwner {
 			t.Fatalf("GetMember = %+v, %v", m, err)
 		}
+		// Another owner, so that u may be demoted and removed.
+		v := domain.User{ID: domain.NewID(domain.PrefixUser), Name: "v", CreatedAt: time.Now()}
+		if err := st.CreateUser(ctx, &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.PutMember(ctx, &domain.Member{ProjectID: p.ID, UserID: v.ID, Role: domain.RoleOwner, CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
 		if err := cs.PutMember(ctx, &domain.Member{ProjectID: p.ID, UserID: u.ID, Role: domain.RoleViewer, CreatedAt: time.Now(), UpdatedAt: time.Now()}); err != nil {
 			t.Fatal(err)
 		}

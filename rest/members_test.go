@@ -1,0 +1,66 @@
+package rest_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+)
+
+// TestMembersLastOwnerRace demotes one of a project's two owners while
+// removing the other, at once, many times: one request must succeed and
+// the other be refused with 409, and the project must keep an owner.
+func TestMembersLastOwnerRace(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aliceID, alice := h.user("alice")
+		bobID, _ := h.user("bob")
+		for i := range 50 {
+			prj := h.project(alice, fmt.Sprintf("race %d", i))
+			h.setRole(alice, prj, bobID, "owner")
+			members := "/api/v1/projects/" + prj + "/members/"
+
+			start := make(chan struct{})
+			var demote, remove *response
+			var demoteErr, removeErr error
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				<-start
+				demote, demoteErr = h.send("PUT", members+aliceID, h.admin, map[string]any{"role": "viewer"})
+			})
+			wg.Go(func() {
+				<-start
+				remove, removeErr = h.send("DELETE", members+bobID, h.admin, nil)
+			})
+			close(start)
+			wg.Wait()
+			if err := errors.Join(demoteErr, removeErr); err != nil {
+				t.Fatalf("try %d: %v", i, err)
+			}
+
+			statuses := [2]int{demote.Status, remove.Status}
+			if statuses != [2]int{200, 409} && statuses != [2]int{409, 200} {
+				t.Fatalf("try %d: demote = %d %s, remove = %d %s; want one 200 and one 409",
+					i, demote.Status, demote.Body, remove.Status, remove.Body)
+			}
+			loser := demote
+			if loser.Status == 200 {
+				loser = remove
+			}
+			want := fmt.Sprintf("project %s must keep at least one owner; make another member owner first", prj)
+			if loser.ErrorCode() != "conflict" || loser.ErrorMessage() != want {
+				t.Fatalf("try %d: 409 body = %s; want conflict %q", i, loser.Body, want)
+			}
+
+			list := h.must(200, "GET", "/api/v1/projects/"+prj+"/members", h.admin, nil)
+			owners := 0
+			for _, m := range list["data"].([]any) {
+				if m.(map[string]any)["role"] == "owner" {
+					owners++
+				}
+			}
+			if got, want := owners, 1; got != want {
+				t.Fatalf("try %d: owners = %d; want %d: %v", i, got, want, list)
+			}
+		}
+	})
+}
