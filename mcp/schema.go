@@ -37,9 +37,10 @@ func toolChoiceSchema() map[string]any {
 	return map[string]any{"anyOf": []any{
 		map[string]any{"type": "string", "enum": []string{"auto", "none", "required"}},
 		map[string]any{"type": "object", "required": []string{"type", "function"}, "additionalProperties": false, "properties": map[string]any{
-			"type": map[string]any{"type": "string", "enum": []string{"function"}},
+			"type": map[string]any{"type": "string", "enum": []string{"function"}, "description": "Always \"function\"."},
 			"function": map[string]any{"type": "object", "required": []string{"name"}, "additionalProperties": false,
-				"properties": map[string]any{"name": map[string]any{"type": "string"}}},
+				"description": "The function the model must call.",
+				"properties": map[string]any{"name": map[string]any{"type": "string", "description": "The name of one of the tools given in tools."}}},
 		}},
 	}}
 }

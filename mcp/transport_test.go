@@ -194,12 +194,44 @@ func TestToolAnnotations(t *testing.T) {
 		if tool.Description == "" {
 			t.Errorf("%s: no description", tool.Name)
 		}
-		for name, p := range tool.InputSchema.Properties {
-			if d, _ := p.(map[string]any)["description"].(string); d == "" {
-				t.Errorf("%s: input field %s has no description", tool.Name, name)
-			}
+		for _, field := range undescribed("", tool.InputSchema.Properties) {
+			t.Errorf("%s: input field %s has no description", tool.Name, field)
 		}
 	}
+}
+
+// undescribed returns the paths of the properties, at any depth, that have
+// no description: those of nested objects, array items and anyOf branches
+// too (the object form of toolChoice, a message's fields).
+func undescribed(path string, props map[string]any) []string {
+	var out []string
+	for name, p := range props {
+		s, _ := p.(map[string]any)
+		if d, _ := s["description"].(string); d == "" {
+			out = append(out, path+name)
+		}
+		out = append(out, nested(path+name, s)...)
+	}
+	return out
+}
+
+// nested returns undescribed's paths inside schema s.
+func nested(path string, s map[string]any) []string {
+	var out []string
+	if props, ok := s["properties"].(map[string]any); ok {
+		out = append(out, undescribed(path+".", props)...)
+	}
+	if items, ok := s["items"].(map[string]any); ok {
+		out = append(out, nested(path+"[]", items)...)
+	}
+	for _, key := range []string{"anyOf", "oneOf"} {
+		branches, _ := s[key].([]any)
+		for _, b := range branches {
+			bs, _ := b.(map[string]any)
+			out = append(out, nested(path, bs)...)
+		}
+	}
+	return out
 }
 
 // TestHTTPAuth checks that every HTTP endpoint refuses a missing or wrong
