@@ -192,6 +192,13 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	default:
 		return Invalidf("type", "type must be one of openai, openai-compatible, azure-openai, anthropic")
 	}
+	if p.Type != ProviderOpenAICompatible && p.APIKeyCiphertext == nil && p.APIKeyRef == "" {
+		// Only an OpenAI-compatible server (Ollama, vLLM) may take none.
+		return Invalidf("apiKey", "type %s needs a key: send apiKey, or apiKeyRef naming a PARLEY_PROVIDER_KEY_ variable", p.Type)
+	}
+	if p.APIVersion != "" && p.Type != ProviderAzureOpenAI {
+		return Invalidf("apiVersion", "apiVersion applies only to type azure-openai; leave it out")
+	}
 	if p.BaseURL != "" {
 		return s.checkBaseURL(ctx, p.BaseURL)
 	}

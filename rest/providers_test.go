@@ -67,6 +67,9 @@ func TestProviderValidation(t *testing.T) {
 			{"env ref outside the prefix", base(map[string]any{"apiKeyRef": "env:PARLEY_DATABASE_URL"}), "apiKeyRef"},
 			{"ref not env", base(map[string]any{"apiKeyRef": "vault:x"}), "apiKeyRef"},
 			{"key and ref", base(map[string]any{"apiKey": "sk-1", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_X"}), "apiKey"},
+			{"openai without a key", base(map[string]any{"type": "openai", "baseUrl": ""}), "apiKey"},
+			{"anthropic without a key", base(map[string]any{"type": "anthropic"}), "apiKey"},
+			{"apiVersion off Azure", base(map[string]any{"apiVersion": "2024-10-21"}), "apiVersion"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -82,6 +85,16 @@ func TestProviderValidation(t *testing.T) {
 		ok := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_TEST"}))
 		if ok["hasApiKey"] != true || ok["apiKeyRef"] != "env:PARLEY_PROVIDER_KEY_TEST" {
 			t.Errorf("provider with a ref = %v", ok)
+		}
+		// A key-less OpenAI-compatible server (Ollama) is fine; removing
+		// the key of a provider that needs one is not, and changes nothing.
+		h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(nil))
+		claude := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"type": "anthropic", "apiKey": upstreamKey}))["id"].(string)
+		if r := h.call("PATCH", "/api/v1/ai-providers/"+claude, h.admin, map[string]any{"apiKey": ""}); r.Status != 400 {
+			t.Errorf("removing an anthropic provider's key = %d %s, want 400", r.Status, r.Body)
+		}
+		if got := h.must(200, "GET", "/api/v1/ai-providers/"+claude, h.admin, nil); got["hasApiKey"] != true {
+			t.Errorf("a refused PATCH removed the key: %v", got)
 		}
 	})
 }
