@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"mime"
 	"strings"
 	"time"
 )
@@ -77,7 +78,13 @@ func validateDocument(d *Document) error {
 	if d.MimeType == "" {
 		d.MimeType = "text/plain"
 	}
-	return checkText("mimeType", d.MimeType, false, 255)
+	if err := checkText("mimeType", d.MimeType, false, 255); err != nil {
+		return err
+	}
+	if _, _, err := mime.ParseMediaType(d.MimeType); err != nil || !strings.Contains(d.MimeType, "/") {
+		return Invalidf("mimeType", "mimeType must be a media type such as text/markdown or text/plain; charset=utf-8")
+	}
+	return nil
 }
 
 // Create adds a document to a project (editor).
