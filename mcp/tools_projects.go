@@ -78,7 +78,7 @@ type getUsageArgs struct {
 }
 
 type usageTotalOut struct {
-	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id or API key id; absent when not grouped."`
+	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id or API key id; absent when not grouped, and for the group of completions without one (stateless completions, by chat)."`
 	PromptTokens     int    `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
 	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
@@ -131,8 +131,13 @@ func usageText(u usageReportOut) string {
 	}
 	for _, t := range u.Data {
 		b.WriteString("\n- ")
-		if t.Key != "" {
+		switch {
+		case t.Key != "":
 			b.WriteString(t.Key + ": ")
+		case u.GroupBy == string(domain.GroupByChat):
+			b.WriteString("stateless completions: ")
+		case u.GroupBy != "":
+			b.WriteString("no " + u.GroupBy + ": ")
 		}
 		fmt.Fprintf(&b, "%d requests, %d tokens (%d prompt, %d completion)", t.Requests, t.TotalTokens, t.PromptTokens, t.CompletionTokens)
 	}

@@ -492,3 +492,18 @@ func TestMaxStreamDuration(t *testing.T) {
 		t.Errorf("the call without a progress token = %q, want the whole reply", out.Content)
 	}
 }
+
+// TestUsageTextLabelsEveryGroup: the group of completions without a key
+// (stateless ones, grouped by chat) gets a label, not a bare line.
+func TestUsageTextLabelsEveryGroup(t *testing.T) {
+	u := usageReportOut{ProjectID: "prj_x", From: "a", To: "b", GroupBy: "chat", Data: []usageTotalOut{
+		{Key: "cht_1", Requests: 2, TotalTokens: 3},
+		{Requests: 1, TotalTokens: 4},
+	}}
+	want := "Usage of project prj_x from a to b by chat:\n" +
+		"- cht_1: 2 requests, 3 tokens (0 prompt, 0 completion)\n" +
+		"- stateless completions: 1 requests, 4 tokens (0 prompt, 0 completion)"
+	if got := usageText(u); got != want {
+		t.Errorf("usageText =\n%s\nwant\n%s", got, want)
+	}
+}
