@@ -141,6 +141,9 @@ func checkRef(field, prefix, v string) error {
 // get returns the resource's project id after fetching it, mapping
 // malformed ids to NotFound without a query.
 func lookup[T any](ctx context.Context, prefix, what, id string, get func(context.Context, string) (*T, error)) (*T, error) {
+	if id == "" {
+		return nil, Errorf(Invalid, "the %s id is empty; pass the id of a %s (%s…)", what, what, prefix)
+	}
 	if !validID(prefix, id) {
 		return nil, NotFoundf(what, id)
 	}

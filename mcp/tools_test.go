@@ -265,6 +265,7 @@ func TestTools(t *testing.T) {
 				{"out of range", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": 3}, "temperature must be between 0 and 2"},
 				{"stop of the wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "stop": 7}, "stop must be a string or an array of strings"},
 				{"missing chatId", "get-chat", obj{}, "invalid_request: chatId is required"},
+				{"empty chatId", "get-chat", obj{"chatId": ""}, "invalid_request: the chat id is empty"},
 				{"bad limit", "list-chats", obj{"limit": 0}, "limit must be an integer from 1 to 100"},
 				{"bad cursor", "list-chats", obj{"cursor": "%%%"}, "cursor is not valid"},
 				{"bad time", "get-usage", obj{"projectId": e.project.ID, "from": "yesterday"}, "from must be an ISO 8601 time"},
