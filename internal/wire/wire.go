@@ -9,7 +9,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -24,11 +26,37 @@ import (
 // Errors are domain Invalid errors naming the offending member; noun says
 // what members are called to the reader ("field", "argument").
 func Unmarshal(data []byte, v any, noun string) error {
-	if err := json.Unmarshal(data, v, json.RejectUnknownMembers(true)); err != nil {
+	if err := json.Unmarshal(data, v, json.RejectUnknownMembers(true), json.WithUnmarshalers(integral)); err != nil {
 		return decodeError(err, noun)
 	}
 	return nil
 }
+
+// integral decodes an int from any JSON number with an integer value, as
+// JSON Schema counts them: 5.0 and 1e3 too, which a client in a language
+// with one number type may well send. A fraction, or an integer past
+// Go's int, stays an error.
+var integral = json.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *int) error {
+	if dec.PeekKind() != '0' {
+		return errors.ErrUnsupported // not a number: the usual type error
+	}
+	raw, err := dec.ReadValue()
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseInt(string(raw), 10, strconv.IntSize); err == nil {
+		*v = int(n)
+		return nil
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || f != math.Trunc(f) || f < math.MinInt || f >= math.MaxInt {
+		return errNotAnInt
+	}
+	*v = int(f)
+	return nil
+})
+
+var errNotAnInt = errors.New("not an integer Go's int holds")
 
 func decodeError(err error, noun string) error {
 	var se *json.SemanticError

@@ -91,3 +91,25 @@ func TestUnknownNameSaysWhatToSend(t *testing.T) {
 		}
 	}
 }
+// TestIntegersAsJSONSchemaCountsThem: an int field takes any number with
+// an integer value (5.0, 1e3), as JSON Schema does, and refuses fractions
+// and integers too large, naming the field.
+func TestIntegersAsJSONSchemaCountsThem(t *testing.T) {
+	type in struct {
+		N *int `json:"n"`
+		M int  `json:"m"`
+	}
+	for body, want := range map[string]int{`{"n":5}`: 5, `{"n":5.0}`: 5, `{"n":1e3}`: 1000, `{"n":-2.0}`: -2, `{"m":7.0,"n":1}`: 1} {
+		var v in
+		if err := Unmarshal([]byte(body), &v, "field"); err != nil || v.N == nil || *v.N != want {
+			t.Errorf("%s: %v, %v; want n = %d", body, v.N, err, want)
+		}
+	}
+	for _, body := range []string{`{"n":5.5}`, `{"n":1e300}`, `{"n":99999999999999999999}`, `{"n":"5"}`, `{"m":0.1}`} {
+		var v in
+		err := Unmarshal([]byte(body), &v, "field")
+		if f := domain.DetailsOf(err)["field"]; (f != "n" && f != "m") || domain.KindOf(err) != domain.Invalid {
+			t.Errorf("%s: %v (field %v); want an invalid field", body, err, f)
+		}
+	}
+}
