@@ -40,7 +40,7 @@ func toolChoiceSchema() map[string]any {
 			"type": map[string]any{"type": "string", "enum": []string{"function"}, "description": "Always \"function\"."},
 			"function": map[string]any{"type": "object", "required": []string{"name"}, "additionalProperties": false,
 				"description": "The function the model must call.",
-				"properties": map[string]any{"name": map[string]any{"type": "string", "description": "The name of one of the tools given in tools."}}},
+				"properties":  map[string]any{"name": map[string]any{"type": "string", "description": "The name of one of the tools given in tools."}}},
 		}},
 	}}
 }

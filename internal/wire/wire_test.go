@@ -91,6 +91,7 @@ func TestUnknownNameSaysWhatToSend(t *testing.T) {
 		}
 	}
 }
+
 // TestIntegersAsJSONSchemaCountsThem: an int field takes any number with
 // an integer value (5.0, 1e3), as JSON Schema does, and refuses fractions
 // and integers too large, naming the field.
