@@ -138,8 +138,8 @@ func checkRef(field, prefix, v string) error {
 	return nil
 }
 
-// get returns the resource's project id after fetching it, mapping
-// malformed ids to NotFound without a query.
+// lookup fetches a resource by id with get: an empty id is Invalid, and a
+// malformed one NotFound without a query.
 func lookup[T any](ctx context.Context, prefix, what, id string, get func(context.Context, string) (*T, error)) (*T, error) {
 	if id == "" {
 		return nil, Errorf(Invalid, "the %s id is empty; pass the id of a %s (%s…)", what, what, prefix)
