@@ -568,8 +568,10 @@ func TestChatDeletedDuringCompletion(t *testing.T) {
 			go func() {
 				done <- h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("hi")}})
 			}()
-			for h.up.Count() == before {
-				time.Sleep(5 * time.Millisecond)
+			for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the completion did not reach the upstream within 5s")
+				}
 			}
 			h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
 			r := <-done
