@@ -191,14 +191,3 @@ func (s *Store) keepAnOwner(tx *gorm.DB, op, projectID, userID string) error {
 	}
 	return nil
 }
-
-// CountOwners returns how many owners projectID has.
-func (s *Store) CountOwners(ctx context.Context, projectID string) (int64, error) {
-	var n int64
-	err := s.db.WithContext(ctx).Model(&memberRow{}).
-		Where("project_id = ? AND role = ?", projectID, string(domain.RoleOwner)).Count(&n).Error
-	if err != nil {
-		return 0, fail("store.CountOwners", err)
-	}
-	return n, nil
-}
