@@ -142,6 +142,7 @@ func (s *Chats) Update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 	if err != nil {
 		return nil, err
 	}
+	before := *c
 	if in.AIProviderID != nil {
 		c.AIProviderID = *in.AIProviderID
 	}
@@ -156,6 +157,9 @@ func (s *Chats) Update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 	}
 	if err := s.validate(ctx, c); err != nil {
 		return nil, err
+	}
+	if unchanged(before, c) {
+		return c, nil
 	}
 	c.UpdatedAt = s.now()
 	if err := s.store.UpdateChat(ctx, c); err != nil {

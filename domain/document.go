@@ -145,6 +145,7 @@ func (s *Documents) Update(ctx context.Context, id string, in DocumentUpdate) (*
 	if err := s.access.check(ctx, d.ProjectID, PermUpdateDocument, "document", id); err != nil {
 		return nil, err
 	}
+	before := *d
 	if in.Name != nil {
 		d.Name = strings.TrimSpace(*in.Name)
 	}
@@ -159,6 +160,9 @@ func (s *Documents) Update(ctx context.Context, id string, in DocumentUpdate) (*
 	}
 	if err := validateDocument(d); err != nil {
 		return nil, err
+	}
+	if unchanged(before, d) {
+		return d, nil
 	}
 	d.UpdatedAt = s.now()
 	if err := s.store.UpdateDocument(ctx, d); err != nil {

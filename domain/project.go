@@ -139,6 +139,7 @@ func (s *Projects) Update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 	if err != nil {
 		return nil, err
 	}
+	before := *prj
 	if in.Name != nil {
 		prj.Name = strings.TrimSpace(*in.Name)
 	}
@@ -147,6 +148,9 @@ func (s *Projects) Update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 	}
 	if err := (ProjectCreate{Name: prj.Name, Description: prj.Description}).validate(); err != nil {
 		return nil, err
+	}
+	if unchanged(before, prj) {
+		return prj, nil
 	}
 	prj.UpdatedAt = s.now()
 	if err := s.store.UpdateProject(ctx, prj); err != nil {

@@ -361,6 +361,7 @@ func (s *Providers) Update(ctx context.Context, id string, in ProviderUpdate) (*
 	if err := s.access.check(ctx, p.ProjectID, PermUpdateProvider, "AI provider", id); err != nil {
 		return nil, err
 	}
+	before := *p
 	if in.Name != nil {
 		p.Name = strings.TrimSpace(*in.Name)
 	}
@@ -387,6 +388,9 @@ func (s *Providers) Update(ctx context.Context, id string, in ProviderUpdate) (*
 	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err
+	}
+	if unchanged(before, p) {
+		return p, nil
 	}
 	p.UpdatedAt = s.deps.Now()
 	if err := s.deps.Store.UpdateProvider(ctx, p); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"reflect"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -148,4 +149,12 @@ func lookup[T any](ctx context.Context, prefix, what, id string, get func(contex
 		return nil, NotFoundf(what, id)
 	}
 	return get(ctx, id)
+}
+
+// unchanged reports whether an update left a resource as it was fetched.
+// Updates then write nothing and keep updatedAt, so that a PATCH with
+// nothing new (an empty body, or the values the resource already has)
+// does not look like a change to a client that syncs by updatedAt.
+func unchanged[T any](before T, after *T) bool {
+	return reflect.DeepEqual(before, *after)
 }
