@@ -72,55 +72,68 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.JSONSerializer = sendingSerializer{}
 	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
 
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
-	e.GET("/readyz", s.handleReady)
-	e.GET("/openapi.json", handleOpenAPI)
+	get(e, "/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	get(e, "/readyz", s.handleReady)
+	get(e, "/openapi.json", handleOpenAPI)
 
 	api := e.Group(apiPrefix) // its middleware is apiRoutes, see there
-	api.GET("/me", s.handleMe)
-	api.GET("/users", s.handleUserList)
+	get(api, "/me", s.handleMe)
+	get(api, "/users", s.handleUserList)
 	api.POST("/users", s.handleUserCreate)
-	api.GET("/users/:userId/api-keys", s.handleAPIKeyList)
+	get(api, "/users/:userId/api-keys", s.handleAPIKeyList)
 	api.POST("/users/:userId/api-keys", s.handleAPIKeyCreate)
 	api.DELETE("/users/:userId/api-keys/:keyId", s.handleAPIKeyRevoke)
 
-	api.GET("/projects", s.handleProjectList)
+	get(api, "/projects", s.handleProjectList)
 	api.POST("/projects", s.handleProjectCreate)
-	api.GET("/projects/:projectId", s.handleProjectGet)
+	get(api, "/projects/:projectId", s.handleProjectGet)
 	api.PATCH("/projects/:projectId", s.handleProjectUpdate)
 	api.DELETE("/projects/:projectId", s.handleProjectDelete)
-	api.GET("/projects/:projectId/members", s.handleMemberList)
+	get(api, "/projects/:projectId/members", s.handleMemberList)
 	api.PUT("/projects/:projectId/members/:userId", s.handleMemberPut)
 	api.DELETE("/projects/:projectId/members/:userId", s.handleMemberDelete)
-	api.GET("/projects/:projectId/usage", s.handleUsageGet)
-	api.GET("/projects/:projectId/limits", s.handleLimitsGet)
+	get(api, "/projects/:projectId/usage", s.handleUsageGet)
+	get(api, "/projects/:projectId/limits", s.handleLimitsGet)
 	api.PUT("/projects/:projectId/limits", s.handleLimitsPut)
 
-	api.GET("/ai-providers", s.handleProviderList)
+	get(api, "/ai-providers", s.handleProviderList)
 	api.POST("/ai-providers", s.handleProviderCreate)
-	api.GET("/ai-providers/:providerId", s.handleProviderGet)
+	get(api, "/ai-providers/:providerId", s.handleProviderGet)
 	api.PATCH("/ai-providers/:providerId", s.handleProviderUpdate)
 	api.DELETE("/ai-providers/:providerId", s.handleProviderDelete)
 
-	api.GET("/documents", s.handleDocumentList)
+	get(api, "/documents", s.handleDocumentList)
 	api.POST("/documents", s.handleDocumentCreate)
-	api.GET("/documents/:documentId", s.handleDocumentGet)
+	get(api, "/documents/:documentId", s.handleDocumentGet)
 	api.PATCH("/documents/:documentId", s.handleDocumentUpdate)
 	api.DELETE("/documents/:documentId", s.handleDocumentDelete)
 
-	api.GET("/chats", s.handleChatList)
+	get(api, "/chats", s.handleChatList)
 	api.POST("/chats", s.handleChatCreate)
 	api.POST("/chats/completions", s.handleStatelessCompletion)
-	api.GET("/chats/:chatId", s.handleChatGet)
+	get(api, "/chats/:chatId", s.handleChatGet)
 	api.PATCH("/chats/:chatId", s.handleChatUpdate)
 	api.DELETE("/chats/:chatId", s.handleChatDelete)
 	api.POST("/chats/:chatId/completions", s.handleChatCompletion)
 
-	api.GET("/conversations", s.handleConversationList)
-	api.GET("/conversations/:conversationId", s.handleConversationGet)
+	get(api, "/conversations", s.handleConversationList)
+	get(api, "/conversations/:conversationId", s.handleConversationGet)
 	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
 	s.staticAllow = staticAllow(e.Routes())
 	return s
+}
+
+// router is where routes are added: the server or a group of it.
+type router interface {
+	Match(methods []string, path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) []*echo.Route
+}
+
+// get routes GET and HEAD at path to h. HTTP requires a server to answer
+// HEAD wherever it answers GET (RFC 9110, section 9.3.2), and monitors and
+// link checkers send it; net/http sends a HEAD response's headers, its
+// Content-Length included, and drops its body.
+func get(r router, path string, h echo.HandlerFunc) {
+	r.Match([]string{http.MethodGet, http.MethodHead}, path, h)
 }
 
 // staticAllow maps each API path without parameters to the methods it

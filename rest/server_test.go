@@ -198,15 +198,20 @@ func TestWrongMethodIs405(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		for _, tt := range []struct{ method, path, allow string }{
-			{"PUT", "/api/v1/chats/" + w.chat, "OPTIONS, DELETE, GET, PATCH"},
-			{"DELETE", "/api/v1/projects", "OPTIONS, GET, POST"},
-			{"POST", "/healthz", "OPTIONS, GET"},
+			{"PUT", "/api/v1/chats/" + w.chat, "OPTIONS, DELETE, GET, HEAD, PATCH"},
+			{"DELETE", "/api/v1/projects", "OPTIONS, GET, HEAD, POST"},
+			{"POST", "/healthz", "OPTIONS, GET, HEAD"},
 			// A path of its own that a route with a parameter also matches.
 			{"GET", "/api/v1/chats/completions", "OPTIONS, POST"},
 			{"DELETE", "/api/v1/chats/completions", "OPTIONS, POST"},
+			{"HEAD", "/api/v1/chats/completions", "OPTIONS, POST"},
 		} {
 			r := h.call(tt.method, tt.path, h.admin, map[string]any{})
-			if r.Status != 405 || r.ErrorCode() != "method_not_allowed" || !strings.Contains(r.ErrorMessage(), "Allow header") {
+			if tt.method == "HEAD" { // no body to read the error from
+				if r.Status != 405 {
+					t.Errorf("HEAD %s = %d; want 405", tt.path, r.Status)
+				}
+			} else if r.Status != 405 || r.ErrorCode() != "method_not_allowed" || !strings.Contains(r.ErrorMessage(), "Allow header") {
 				t.Errorf("%s %s = %d %s; want 405 method_not_allowed", tt.method, tt.path, r.Status, r.Body)
 			}
 			if got := r.Header.Get("Allow"); got != tt.allow {
@@ -221,6 +226,39 @@ func TestWrongMethodIs405(t *testing.T) {
 		}
 		if r := h.call("GET", "/api/v1/chats/"+w.chat, "", nil); r.Status != 401 {
 			t.Errorf("GET a chat without a key = %d %s; want 401", r.Status, r.Body)
+		}
+	})
+}
+
+// TestHeadAnswersAsGet: every GET route answers HEAD with GET's status and
+// headers, Content-Length included where GET has one (openapi.json is sent
+// chunked), and no body; as GET, it needs a key.
+func TestHeadAnswersAsGet(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		for _, path := range []string{"/healthz", "/openapi.json", "/api/v1/chats/" + w.chat, "/api/v1/projects?limit=1"} {
+			g := h.call("GET", path, h.admin, nil)
+			r := h.call("HEAD", path, h.admin, nil)
+			if r.Status != 200 || g.Status != 200 {
+				t.Errorf("HEAD %s = %d (GET %d); want 200", path, r.Status, g.Status)
+			}
+			if len(r.Body) != 0 {
+				t.Errorf("HEAD %s sent a body of %d bytes", path, len(r.Body))
+			}
+			for _, k := range []string{"Content-Type", "Content-Length"} {
+				if r.Header.Get(k) != g.Header.Get(k) {
+					t.Errorf("HEAD %s: %s = %q, GET's %q", path, k, r.Header.Get(k), g.Header.Get(k))
+				}
+			}
+			if r.Header.Get("Content-Type") == "" {
+				t.Errorf("HEAD %s has no Content-Type", path)
+			}
+		}
+		if r := h.call("HEAD", "/api/v1/chats/"+w.chat, "", nil); r.Status != 401 || len(r.Body) != 0 {
+			t.Errorf("HEAD a chat without a key = %d, %d bytes; want 401 and no body", r.Status, len(r.Body))
+		}
+		if r := h.call("HEAD", "/api/v1/chats/cht_nope", h.admin, nil); r.Status != 404 {
+			t.Errorf("HEAD a missing chat = %d; want 404", r.Status)
 		}
 	})
 }
