@@ -17,23 +17,46 @@ import (
 // field names, no unknown fields, no duplicate keys, no second value, and
 // the right types. Errors name the offending field.
 func (s *Server) bind(c echo.Context, v any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	return wire.Unmarshal(body, v, "field")
+}
+
+// bindUpdate is bind for an update (PATCH), whose fields left out keep
+// their values: a field sent as null, which would decode as left out, is
+// refused rather than ignored.
+func (s *Server) bindUpdate(c echo.Context, v any) error {
+	body, err := readBody(c)
+	if err != nil {
+		return err
+	}
+	if err := wire.Unmarshal(body, v, "field"); err != nil {
+		return err
+	}
+	return wire.RejectNulls(body, "field")
+}
+
+// readBody reads a JSON request body, within the body limit.
+func readBody(c echo.Context) ([]byte, error) {
 	r := c.Request()
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || (mt != echo.MIMEApplicationJSON && !strings.HasSuffix(mt, "+json")) {
-			return domain.Errorf(domain.Invalid, "Content-Type must be application/json")
+			return nil, domain.Errorf(domain.Invalid, "Content-Type must be application/json")
 		}
 	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return domain.Errorf(domain.TooLarge, "request body is over the %d-byte limit", mbe.Limit)
+			return nil, domain.Errorf(domain.TooLarge, "request body is over the %d-byte limit", mbe.Limit)
 		}
-		return domain.Errorf(domain.Invalid, "the request body could not be read")
+		return nil, domain.Errorf(domain.Invalid, "the request body could not be read")
 	}
 	if len(strings.TrimSpace(string(body))) == 0 {
-		return domain.Errorf(domain.Invalid, "the request body is empty; send a JSON object")
+		return nil, domain.Errorf(domain.Invalid, "the request body is empty; send a JSON object")
 	}
-	return wire.Unmarshal(body, v, "field")
+	return body, nil
 }

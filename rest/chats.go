@@ -75,7 +75,7 @@ func (s *Server) handleChatGet(c echo.Context) error {
 
 func (s *Server) handleChatUpdate(c echo.Context) error {
 	var req chatUpdateRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindUpdate(c, &req); err != nil {
 		return err
 	}
 	ch, err := s.svcs.Chats.Update(ctx(c), c.Param("chatId"), domain.ChatUpdate{AIProviderID: req.AIProviderID,

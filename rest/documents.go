@@ -77,7 +77,7 @@ func (s *Server) handleDocumentGet(c echo.Context) error {
 
 func (s *Server) handleDocumentUpdate(c echo.Context) error {
 	var req documentUpdateRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindUpdate(c, &req); err != nil {
 		return err
 	}
 	d, err := s.svcs.Documents.Update(ctx(c), c.Param("documentId"), domain.DocumentUpdate{Name: req.Name, Content: req.Content, MimeType: req.MimeType, Metadata: req.Metadata})

@@ -65,7 +65,7 @@ func (s *Server) handleProjectGet(c echo.Context) error {
 
 func (s *Server) handleProjectUpdate(c echo.Context) error {
 	var req projectUpdateRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindUpdate(c, &req); err != nil {
 		return err
 	}
 	p, err := s.svcs.Projects.Update(ctx(c), c.Param("projectId"), domain.ProjectUpdate{Name: req.Name, Description: req.Description})

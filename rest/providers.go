@@ -89,7 +89,7 @@ func (s *Server) handleProviderGet(c echo.Context) error {
 
 func (s *Server) handleProviderUpdate(c echo.Context) error {
 	var req providerUpdateRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindUpdate(c, &req); err != nil {
 		return err
 	}
 	p, err := s.svcs.Providers.Update(ctx(c), c.Param("providerId"), domain.ProviderUpdate{

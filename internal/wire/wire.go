@@ -32,6 +32,31 @@ func Unmarshal(data []byte, v any, noun string) error {
 	return nil
 }
 
+// RejectNulls refuses a null member of the object data, which Unmarshal
+// has accepted: for an update, whose members left out keep their values, a
+// null would decode as left out and change nothing without a word. The
+// first null member is named.
+func RejectNulls(data []byte, noun string) error {
+	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return nil // not an object: Unmarshal said so already
+	}
+	for dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil
+		}
+		field := tok.String() // before the decoder moves on: tok is valid until then
+		if dec.PeekKind() == 'n' {
+			return domain.Invalidf(field, "%s %q cannot be null; leave it out to keep its value, or send a value to change it", noun, field)
+		}
+		if err := dec.SkipValue(); err != nil {
+			return nil
+		}
+	}
+	return nil
+}
+
 // integral decodes an int from any JSON number with an integer value, as
 // JSON Schema counts them: 5.0 and 1e3 too, which a client in a language
 // with one number type may well send. A fraction, or an integer past
