@@ -217,6 +217,7 @@ type stream struct {
 	meta   domain.CompletionMeta
 	halted bool          // finished: the response is no longer ours
 	alive  *time.Timer   // sends the next keep-alive
+	wrote  time.Time     // when events last went to the client
 	buf    bytes.Buffer  // events not yet written
 	enc    *json.Encoder // writes to buf
 	// textChunk is the JSON of a text delta's chunk before the text:
@@ -368,21 +369,28 @@ func (st *stream) flush() error {
 func (st *stream) write() error {
 	_, err := st.c.Response().Write(st.buf.Bytes())
 	st.buf.Reset()
+	st.wrote = time.Now()
 	if err != nil {
 		return domain.Errorf(domain.Canceled, "the client went away")
 	}
 	return nil
 }
 
-// keepAlive sends an SSE comment, and arms itself to send the next one an
-// interval later, so that proxies and clients do not close a healthy but
-// quiet stream; the first one opens the stream if no delta did yet. A
-// timer, not a goroutine with a ticker: most streams end before the first
-// keep-alive, and a goroutine per stream costs its start.
+// keepAlive sends an SSE comment once the stream has been quiet for an
+// interval, so that proxies and clients do not close a healthy but quiet
+// stream, and arms itself for the next; the first one opens the stream if
+// no delta did yet. A stream whose events keep coming gets none: the timer
+// is moved on to an interval after the last write instead. A timer, not a
+// goroutine with a ticker: most streams end before the first keep-alive,
+// and a goroutine per stream costs its start.
 func (st *stream) keepAlive() {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.halted {
+		return
+	}
+	if quiet := time.Since(st.wrote); quiet < st.s.cfg.KeepAlive {
+		st.alive.Reset(st.s.cfg.KeepAlive - quiet)
 		return
 	}
 	st.openLocked()

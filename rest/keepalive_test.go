@@ -84,6 +84,30 @@ func TestStreamKeepAlive(t *testing.T) {
 	})
 }
 
+// TestNoKeepAliveOnABusyStream: keep-alives are for quiet streams. One
+// whose deltas come every 40ms, over several keep-alive intervals of
+// 200ms, gets none (it got one per interval when the timer ignored the
+// deltas).
+func TestNoKeepAliveOnABusyStream(t *testing.T) {
+	eachWith(t, func(c *app.Config) { c.KeepAlive = 200 * time.Millisecond }, func(t *testing.T, h *harness) {
+		w := h.world()
+		deltas := strings.Fields(strings.Repeat("busy ", 25)) // 25 × 40ms: five intervals
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 40 * time.Millisecond, Deltas: deltas})
+		start := time.Now()
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("go")}})
+		raw, events := readRaw(t, res)
+		if took := time.Since(start); took < time.Second {
+			t.Fatalf("the stream took %v; the test needs it to outlast several keep-alive intervals", took)
+		}
+		if len(events) == 0 || events[len(events)-1].raw != "[DONE]" {
+			t.Fatalf("the stream did not end with [DONE]: %s", raw)
+		}
+		if n := strings.Count(string(raw), ": keep-alive"); n > 0 {
+			t.Errorf("%d keep-alives in a stream whose events never paused for an interval", n)
+		}
+	})
+}
+
 func TestMaxStreamDuration(t *testing.T) {
 	const limit = 600 * time.Millisecond
 	eachWith(t, func(c *app.Config) { c.MaxStreamDuration = limit }, func(t *testing.T, h *harness) {
