@@ -75,12 +75,20 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 		if m.Role != domain.RoleTool {
 			flush()
 		}
+		// Anthropic refuses empty text blocks, which OpenAI-wire providers
+		// take: a message with no text and no tool call is left out (a
+		// stored reply that came back empty must not break every
+		// continuation of its conversation), and Anthropic joins the turns
+		// of one role that then meet.
+		if m.Content == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
+			continue
+		}
 		switch m.Role {
 		case domain.RoleSystem:
 			p.System = append(p.System, anthropic.TextBlockParam{Text: m.Content})
 		case domain.RoleAssistant:
 			var blocks []anthropic.ContentBlockParamUnion
-			if m.Content != "" || len(m.ToolCalls) == 0 {
+			if m.Content != "" {
 				blocks = append(blocks, anthropic.NewTextBlock(m.Content))
 			}
 			for _, c := range m.ToolCalls {
@@ -93,7 +101,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
 		case domain.RoleTool:
 			r := anthropic.ToolResultBlockParam{ToolUseID: m.ToolCallID}
-			if m.Content != "" { // Anthropic refuses empty text blocks
+			if m.Content != "" {
 				r.Content = []anthropic.ToolResultBlockParamContentUnion{{OfText: &anthropic.TextBlockParam{Text: m.Content}}}
 			}
 			results = append(results, anthropic.ContentBlockParamUnion{OfToolResult: &r})
@@ -102,6 +110,10 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 		}
 	}
 	flush()
+	if len(p.Messages) == 0 {
+		return p, domain.Invalidf("messages", "an Anthropic provider needs at least one user or assistant message with content; "+
+			"this request has none besides the system message")
+	}
 	for _, t := range req.Tools {
 		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(schemaOrEmpty(t.Parameters)))}
 		if t.Description != "" {

@@ -269,3 +269,45 @@ func TestAnthropicTemperatureRange(t *testing.T) {
 		}
 	})
 }
+
+// TestAnthropicEmptyText: Anthropic refuses empty text blocks, which the
+// OpenAI wire takes. A reply that came back empty is stored, and the
+// conversation must go on: its empty turn is left out upstream, as is an
+// empty user message. A request with nothing but a system message is a
+// 400 before the upstream, for Anthropic, where OpenAI-wire providers
+// answer it.
+func TestAnthropicEmptyText(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+		h.up.Enqueue(llmtest.Behavior{Deltas: []string{}})
+		first := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("say nothing")}})
+		if got := first["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]; got != "" {
+			t.Fatalf("the empty reply came back as %v", got)
+		}
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": first["conversationId"],
+			"messages": []any{userMessage(""), userMessage("now speak")}})
+		msgs := h.up.Last().Body["messages"].([]any)
+		for _, m := range msgs {
+			for _, b := range m.(map[string]any)["content"].([]any) {
+				if b := b.(map[string]any); b["type"] == "text" && b["text"] == "" {
+					t.Errorf("an empty text block went upstream: %v", msgs)
+				}
+			}
+		}
+		if len(msgs) != 2 {
+			t.Errorf("upstream messages = %v, want the two user messages with text", msgs)
+		}
+
+		before := h.up.Count()
+		onlySystem := map[string]any{"messages": []any{map[string]any{"role": "system", "content": "only this"}}}
+		r := h.call("POST", path, h.admin, onlySystem)
+		if r.Status != 400 || r.ErrorCode() != "invalid_request" || !strings.Contains(r.ErrorMessage(), "at least one user or assistant message") {
+			t.Errorf("a system message alone to Anthropic = %d %s, want 400", r.Status, r.Body)
+		}
+		if h.up.Count() != before {
+			t.Error("the refused call reached the upstream")
+		}
+		h.must(200, "POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, onlySystem)
+	})
+}
