@@ -431,14 +431,18 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		}
 		reply, calls = res.Content, res.ToolCalls
 	}
+	// The provider's count, estimated where it gave none: for a reply, and
+	// for a call the provider had taken when it ended early (the stream
+	// broke, the client left, the server ended it, the first byte was
+	// late): its prompt was sent, and may be billed. Not for a call it
+	// refused.
+	begun := err == nil || deltas > 0 || KindOf(err) == Timeout
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
+		begun = begun || rec.Outcome == OutcomeClientDisconnect || rec.Outcome == OutcomeInterrupted
 		err = s.endedByServer(ctx, err)
 	}
-	// The provider's count, estimated where it gave none: for a reply, and
-	// for one it was giving when the client left or the stream broke; not
-	// for a call it refused.
-	if err == nil || deltas > 0 || rec.Outcome == OutcomeClientDisconnect {
+	if begun {
 		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, deltas)
 		if res != nil {
 			res.Usage = rec.Usage

@@ -95,6 +95,16 @@ func TestFirstByteTimeout(t *testing.T) {
 		if n := len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)); n != 0 {
 			t.Errorf("timed-out completions stored %d conversations", n)
 		}
+		// The upstream had the prompt: its tokens are estimated, as for a
+		// client that left.
+		h.app.FlushUsage()
+		var n, prompt int64
+		if err := h.app.Store.DB().Raw("SELECT count(*), min(prompt_tokens) FROM usage_records WHERE chat_id = ? AND outcome = 'upstream_error'", w.chat).Row().Scan(&n, &prompt); err != nil {
+			t.Fatal(err)
+		}
+		if n != 2 || prompt == 0 {
+			t.Errorf("timed-out completions: %d usage records, fewest prompt tokens %d; want 2, with the prompt estimated", n, prompt)
+		}
 	})
 }
 
