@@ -382,17 +382,20 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 	var onDelta func(Delta) error
 	deltas := 0 // received, for estimateUsage
 	started := false
-	start := func() error {
+	start := func(model string) error {
 		if started {
 			return nil
 		}
 		started = true
+		if model != "" {
+			meta.Model = model
+		}
 		return emit.Start(meta)
 	}
 	if emit != nil {
 		onDelta = func(d Delta) error {
 			deltas++
-			if err := start(); err != nil {
+			if err := start(d.Model); err != nil {
 				return err
 			}
 			return emit.Delta(d.withoutNUL())
@@ -410,7 +413,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Complet
 		res.withoutNUL()
 	}
 	if err == nil && emit != nil {
-		err = start()
+		err = start(res.Model)
 	}
 	total := time.Since(pl.started)
 

@@ -75,6 +75,10 @@ type ToolCallDelta struct {
 type Delta struct {
 	Content   string
 	ToolCalls []ToolCallDelta
+	// Model is the model the provider says is answering, when it said
+	// ("gpt-4o-2024-08-06" for "gpt-4o"): the stream's chunks name it, as
+	// a whole response does.
+	Model string
 	// More is set when the next delta had already arrived with this one
 	// and follows at once: a writer may hold this one and send both in one
 	// write. It is never set on a delta after which the call waits for the

@@ -267,6 +267,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			res.FirstByte = time.Since(cs.start)
 		}
 		content.WriteString(d.Content)
+		d.Model = res.Model // from message_start
 		if err := cs.onDelta(d); err != nil {
 			return &deltaError{err: err}
 		}

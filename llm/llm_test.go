@@ -1258,7 +1258,7 @@ func TestStreamDeltasThatArriveTogether(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []domain.Delta{{Content: "a", More: true}, {Content: "b", More: true}, {Content: "c"}}
+	want := []domain.Delta{{Content: "a", Model: "m", More: true}, {Content: "b", Model: "m", More: true}, {Content: "c", Model: "m"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("deltas = %+v, want %+v", got, want)
 	}
@@ -1287,7 +1287,7 @@ func TestStreamDeltaIsNotHeldForTheUpstream(t *testing.T) {
 	if waited.Load() {
 		t.Error("the first delta was held until the upstream sent more")
 	}
-	want := []domain.Delta{{Content: "a"}, {Content: "b"}}
+	want := []domain.Delta{{Content: "a", Model: "m"}, {Content: "b", Model: "m"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("deltas = %+v, want %+v", got, want)
 	}

@@ -199,7 +199,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: ch.Delta.Content}
+			d := domain.Delta{Content: ch.Delta.Content, Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
 				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
 			}

@@ -311,3 +311,27 @@ func TestAnthropicEmptyText(t *testing.T) {
 		h.must(200, "POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, onlySystem)
 	})
 }
+
+// TestStreamNamesTheProvidersModel: the model a provider says answered
+// ("...-2025-01-01" for an alias) is the one every chunk of a stream names,
+// as a whole response does, whichever the wire.
+func TestStreamNamesTheProvidersModel(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		const dated = "claude-fake-2025-01-01"
+		for _, chat := range []string{w.anthropicChat, w.openaiChat} {
+			path := "/api/v1/chats/" + chat + "/completions"
+			h.up.Enqueue(llmtest.Behavior{Model: dated})
+			if got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("which model")}})["model"]; got != dated {
+				t.Errorf("%s: response model = %v, want %s", chat, got, dated)
+			}
+			h.up.Enqueue(llmtest.Behavior{Model: dated})
+			events := readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("which model")}}))
+			for _, ev := range events[:len(events)-1] {
+				if ev.data["model"] != dated {
+					t.Errorf("%s: a chunk names model %v, want %s: %s", chat, ev.data["model"], dated, ev.raw)
+				}
+			}
+		}
+	})
+}
