@@ -617,9 +617,24 @@ func firstNonEmpty(vs ...string) string {
 	return ""
 }
 
-// secretPattern matches strings that look like credentials: provider keys
-// (sk-…, sk-ant-…), Parley keys (pk_…) and bearer tokens.
-var secretPattern = regexp.MustCompile(`\b(sk-[A-Za-z0-9_\-]{8,}|pk_[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,})`)
+// Debug shows what went upstream with anything that looks like a
+// credential replaced by "[redacted]":
+var (
+	// secretPattern: provider keys (sk-…, sk-ant-…), Parley keys (pk_…),
+	// bearer tokens, the token formats of AWS (access key ids), GitHub,
+	// Slack and Google, JWTs, and PEM private keys (to the text's end when
+	// the key's end is missing); each goes whole.
+	secretPattern = regexp.MustCompile(`\b(?:sk-[A-Za-z0-9_\-]{8,}|pk_[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,}|` +
+		`(?:AKIA|ASIA)[A-Z0-9]{16}\b|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|` +
+		`AIza[A-Za-z0-9_\-]{35}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})|` +
+		`-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)`)
+	// secretAssignment: a value given a credential's name (password=…,
+	// "apiKey": "…", token: …); the name stays.
+	secretAssignment = regexp.MustCompile(`(?i)(\b(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|` +
+		`access[_-]?token|auth[_-]?token|token)["']?\s*[:=]\s*["']?)[^\s"',;&]+`)
+	// urlCredentials: the password of a URL's user:password@; the user stays.
+	urlCredentials = regexp.MustCompile(`(://[^/\s:@]+:)[^/\s@]+@`)
+)
 
 // redactMessages copies msgs with the provider key and anything that looks
 // like a credential replaced by "[redacted]".
@@ -628,7 +643,9 @@ func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 		if key != "" {
 			s = strings.ReplaceAll(s, key, "[redacted]")
 		}
-		return secretPattern.ReplaceAllString(s, "[redacted]")
+		s = secretPattern.ReplaceAllString(s, "[redacted]")
+		s = secretAssignment.ReplaceAllString(s, "${1}[redacted]")
+		return urlCredentials.ReplaceAllString(s, "${1}[redacted]@")
 	}
 	out := make([]LLMMessage, len(msgs))
 	for i, m := range msgs {

@@ -110,6 +110,25 @@ func TestRedactMessages(t *testing.T) {
 	if msgs[0].Content == got {
 		t.Error("redactMessages changed its input instead of copying")
 	}
+	for in, want := range map[string]string{
+		"aws AKIAIOSFODNN7EXAMPLE here":                                                 "aws [redacted] here",
+		"password=hunter2 and pwd: 'x1'":                                                "password=[redacted] and pwd: '[redacted]'",
+		`{"apiKey": "abc123", "name": "n"}`:                                             `{"apiKey": "[redacted]", "name": "n"}`,
+		"postgres://app:s3cret@db:5432/x":                                               "postgres://app:[redacted]@db:5432/x",
+		"gh ghp_" + strings.Repeat("a1", 18) + " end":                                   "gh [redacted] end",
+		"slack xoxb-1234567890-abcdef":                                                  "slack [redacted]",
+		"google AIza" + strings.Repeat("B", 35):                                         "google [redacted]",
+		"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl1":                   "jwt [redacted]",
+		"-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\nafter": "[redacted]\nafter",
+		"-----BEGIN PRIVATE KEY-----\nMIIE cut off":                                     "[redacted]",
+		// Not credentials: left alone.
+		"the token count is 5; a secret garden; AKIA is a prefix": "the token count is 5; a secret garden; AKIA is a prefix",
+		"see https://example.com:8080/path@v2":                    "see https://example.com:8080/path@v2",
+	} {
+		if got := redactMessages([]LLMMessage{{Role: RoleUser, Content: in}}, "")[0].Content; got != want {
+			t.Errorf("redact(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 func TestSecretNeverPrints(t *testing.T) {
