@@ -4,7 +4,9 @@
 // Memory keeps the counters in the process (one instance); Redis keeps them
 // in Redis so that every instance sharing the prefix shares the limits. The
 // Redis limiter fails open: when Redis cannot be reached it allows the
-// request and logs a warning, because limits must not take the service down.
+// request and logs a warning, because limits must not take the service down,
+// and it skips Redis until Redis answers again, so that an outage does not
+// slow every request down either.
 //
 // A window is the unix minute of the limiter's clock (Now). With Redis, the
 // window is part of each counter's key, so instances must have roughly
@@ -104,41 +106,34 @@ func streamsRefusal(max int) *domain.Error {
 
 func noop() {}
 
+// Default timeouts of a Redis client, where the URL leaves them unset
+// (zero): a call to a Redis that is down costs one attempt of at most about
+// redisTimeout (a refused connection costs far less), and then the breaker
+// of Redis skips it (see Redis), so only the calls in flight when Redis
+// went, and one probe per backoff, pay it. A rate-limit check is a few
+// microseconds of work on Redis; the margin is for a busy host, where a
+// timeout would fail the limiter open for a backoff. A Redis far away, or
+// slow to answer, needs the URL's dial_timeout, read_timeout or
+// pool_timeout raised.
+const redisTimeout = 250 * time.Millisecond
+
 // Open returns the limiter for url and a function that closes it:
 // "" is a Memory limiter (one instance); "redis://…", "rediss://…" or
 // "unix://…" is a Redis limiter under the prefix "parley:rl:", which fails
 // open (allows and logs at warn on logger) when Redis is unreachable later
-// on. Open fails when Redis cannot be reached within 3s at start. Timeouts
-// the URL leaves unset default to a 2s dial and 1s reads and writes, so that
-// a Redis outage slows requests down only briefly before they fail open.
+// on. Open fails when Redis cannot be reached within 3s at start.
+//
+// With Redis, go-redis's own log lines go to logger at warn too; that
+// setting is global to the process (see routeRedisLogs).
 func Open(url string, logger *slog.Logger) (domain.Limiter, func() error, error) {
 	if url == "" {
 		return NewMemory(), func() error { return nil }, nil
 	}
-	scheme, _, _ := strings.Cut(url, "://")
-	switch scheme {
-	case "redis", "rediss", "unix":
-	default:
-		return nil, nil, fmt.Errorf("ratelimit: unsupported URL scheme %q (want redis://, rediss:// or unix://, or empty for in-memory)", scheme)
-	}
-	opts, err := redis.ParseURL(url)
+	opts, err := clientOptions(url)
 	if err != nil {
-		// A *url.Error quotes the URL, password and all; keep only its cause.
-		var ue *neturl.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, nil, fmt.Errorf("ratelimit: invalid Redis URL: %w", err)
+		return nil, nil, err
 	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = 2 * time.Second
-	}
-	if opts.ReadTimeout == 0 {
-		opts.ReadTimeout = time.Second
-	}
-	if opts.WriteTimeout == 0 {
-		opts.WriteTimeout = time.Second
-	}
+	routeRedisLogs(logger)
 	client := redis.NewClient(opts)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
@@ -149,4 +144,47 @@ func Open(url string, logger *slog.Logger) (domain.Limiter, func() error, error)
 	r := NewRedis(client, "parley:rl:")
 	r.Logger = logger
 	return r, client.Close, nil
+}
+
+// clientOptions returns the go-redis options of a Redis URL, with defaults
+// for a limiter where the URL leaves them unset: a dial, a read (and so a
+// write, which follows it) and a wait for a pooled connection of at most
+// redisTimeout, one dial attempt per connection and no retry of a failed
+// command. A limiter fails open rather than wait: retries only make a call
+// to a Redis that is down slower, and the breaker of Redis tries again. (A
+// pool that stays exhausted for redisTimeout, all its connections busy, so
+// counts as a failure too: the limiter then fails open for a backoff.)
+func clientOptions(url string) (*redis.Options, error) {
+	scheme, _, _ := strings.Cut(url, "://")
+	switch scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return nil, fmt.Errorf("ratelimit: unsupported URL scheme %q (want redis://, rediss:// or unix://, or empty for in-memory)", scheme)
+	}
+	opts, err := redis.ParseURL(url)
+	if err != nil {
+		// A *url.Error quotes the URL, password and all; keep only its cause.
+		var ue *neturl.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("ratelimit: invalid Redis URL: %w", err)
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = redisTimeout
+	}
+	if opts.ReadTimeout == 0 {
+		opts.ReadTimeout = redisTimeout
+	}
+	if opts.PoolTimeout == 0 {
+		opts.PoolTimeout = redisTimeout
+	}
+	if opts.MaxRetries == 0 {
+		opts.MaxRetries = -1 // none; 0 would mean go-redis's 3
+	}
+	// The URL cannot set it: go-redis would dial 5 times, 100ms apart.
+	if opts.DialerRetries == 0 {
+		opts.DialerRetries = 1
+	}
+	return opts, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
@@ -21,6 +22,24 @@ import (
 // warn on Logger (at most one line per warnEvery, with a count of the ones
 // left out). Limits protect the service and its budget; they must not take
 // it down when Redis does.
+//
+// Nor slow it down: after a failure, a breaker keeps the limiter off Redis
+// for a backoff (100ms, doubling up to 2s while Redis keeps failing), during
+// which calls fail open at once without touching Redis; then one call
+// probes Redis, and its success closes the breaker (logged at info when the
+// outage was warned of). While the breaker is open, a release or a renewal
+// of a stream slot is skipped too: the slot is then freed when its lease
+// runs out, as when its holder crashed.
+//
+// While Redis is skipped, the limiter admits everything rather than falling
+// back to a Memory limiter. Per-instance counters starting at zero would
+// enforce no configured limit (n instances would allow n times it, on top of
+// what Redis counted earlier in the window), could not see the stream slots
+// held in Redis, and would make each release ask which store holds its slot;
+// a Redis back after a short outage would then count from the wrong numbers
+// either way. Failing open is the documented behaviour, simple, and loud in
+// the warnings; limits that must hold through an outage need a Redis that
+// stays up, not a second, weaker limiter.
 //
 // Keys, under prefix P:
 //
@@ -53,6 +72,9 @@ type Redis struct {
 
 	client redis.UniversalClient
 	prefix string
+
+	br      breaker
+	skipped atomic.Int64 // calls that skipped Redis since the last warning
 
 	warnMu     sync.Mutex
 	lastWarn   time.Time
@@ -180,9 +202,11 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) error {
 		keys = append(keys, r.windowKey(w, "req", b.Key), r.windowKey(w, "tok", b.Key))
 		args = append(args, max(b.RequestsPerMinute, 0), max(b.TokensPerMinute, 0))
 	}
-	res, err := allowScript.Run(ctx, r.client, keys, args...).Int64Slice()
-	if err != nil {
-		r.failOpen(ctx, "allow", err)
+	var res []int64
+	if err := r.call(ctx, "allow", func() (err error) {
+		res, err = allowScript.Run(ctx, r.client, keys, args...).Int64Slice()
+		return err
+	}); err != nil {
 		return nil
 	}
 	if len(res) < 2 || res[0] < 1 || int(res[0]) > len(live) {
@@ -211,16 +235,16 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 	// went away: count them anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 	defer cancel()
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, k := range todo {
-			p.IncrBy(ctx, k, int64(tokens))
-			p.Expire(ctx, k, counterTTL)
-		}
-		return nil
+	_ = r.call(context.WithoutCancel(ctx), "add tokens", func() error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range todo {
+				p.IncrBy(ctx, k, int64(tokens))
+				p.Expire(ctx, k, counterTTL)
+			}
+			return nil
+		})
+		return err
 	})
-	if err != nil {
-		r.failOpen(context.WithoutCancel(ctx), "add tokens", err)
-	}
 }
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
@@ -232,9 +256,11 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 		return noop, nil
 	}
 	k, id := r.streamsKey(key), rand.Text()
-	ok, err := acquireScript.Run(ctx, r.client, []string{k}, max, r.lease().Milliseconds(), id).Int64()
-	if err != nil {
-		r.failOpen(ctx, "acquire", err)
+	var ok int64
+	if err := r.call(ctx, "acquire", func() (err error) {
+		ok, err = acquireScript.Run(ctx, r.client, []string{k}, max, r.lease().Milliseconds(), id).Int64()
+		return err
+	}); err != nil {
 		return noop, nil
 	}
 	if ok != 1 {
@@ -248,9 +274,9 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 			// Release runs when a stream ends, often because its caller went away.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 			defer cancel()
-			if err := r.client.ZRem(rctx, k, id).Err(); err != nil {
-				r.failOpen(context.WithoutCancel(ctx), "release", err)
-			}
+			_ = r.call(context.WithoutCancel(ctx), "release", func() error {
+				return r.client.ZRem(rctx, k, id).Err()
+			})
 		})
 	}, nil
 }
@@ -323,47 +349,80 @@ func (r *Redis) toRenew() (map[string][]any, bool) {
 	return byKey, true
 }
 
-// renew extends the leases of byKey's slots in one pipeline. Failures are
-// logged; it returns false when the client is closed, for good.
+// renew extends the leases of byKey's slots in one pipeline, unless the
+// breaker skips Redis. Failures are logged; it returns false when the client
+// is closed, for good.
 func (r *Redis) renew(byKey map[string][]any, lease time.Duration) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTTL)
 	defer cancel()
 	ms := lease.Milliseconds()
-	_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for k, ids := range byKey {
-			renewScript.Eval(ctx, p, []string{k}, append([]any{ms}, ids...)...)
-		}
-		return nil
+	err := r.call(context.Background(), "renew", func() error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k, ids := range byKey {
+				renewScript.Eval(ctx, p, []string{k}, append([]any{ms}, ids...)...)
+			}
+			return nil
+		})
+		return err
 	})
 	r.slotsMu.Lock()
 	r.renewals++
 	r.slotsMu.Unlock()
-	if err != nil {
-		r.failOpen(context.Background(), "renew", err)
-	}
 	return !errors.Is(err, redis.ErrClosed)
 }
 
-// failOpen logs err of op at warn, at most once per warnEvery; an error
-// because the caller's ctx ended is not worth a warning.
-func (r *Redis) failOpen(ctx context.Context, op string, err error) {
-	if ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
-		return
+// errSkipped is the error of call when the breaker is open.
+var errSkipped = errors.New("ratelimit: Redis skipped while it fails")
+
+// call runs f, op's use of Redis, through the breaker (see Redis). It
+// returns f's error, or errSkipped when Redis is skipped: any error means
+// fail open. Failures are logged (see failOpen); ctx is the caller's, for
+// the log and to tell a caller that went away from a failure of Redis.
+func (r *Redis) call(ctx context.Context, op string, f func() error) error {
+	t, ok := r.br.enter()
+	if !ok {
+		r.skipped.Add(1)
+		return errSkipped
 	}
+	err := f()
+	switch {
+	case err == nil:
+		if recovered, down := r.br.done(t, answered, false); recovered {
+			r.logger().LogAttrs(ctx, slog.LevelInfo, "rate limiter: Redis answers again; limits apply again",
+				slog.Duration("down", down.Round(time.Millisecond)))
+		}
+	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
+		r.br.done(t, abandoned, false) // not worth a warning either
+	default:
+		r.br.done(t, failed, r.failOpen(ctx, op, err))
+	}
+	return err
+}
+
+// logger returns Logger, or slog.Default().
+func (r *Redis) logger() *slog.Logger {
+	if r.Logger != nil {
+		return r.Logger
+	}
+	return slog.Default()
+}
+
+// failOpen logs err of op at warn, at most once per warnEvery, and reports
+// whether it did.
+func (r *Redis) failOpen(ctx context.Context, op string, err error) bool {
 	r.warnMu.Lock()
 	now := time.Now()
 	if !r.lastWarn.IsZero() && now.Sub(r.lastWarn) < warnEvery {
 		r.suppressed++
 		r.warnMu.Unlock()
-		return
+		return false
 	}
 	suppressed := r.suppressed
 	r.lastWarn, r.suppressed = now, 0
 	r.warnMu.Unlock()
-	logger := r.Logger
-	if logger == nil {
-		logger = slog.Default()
-	}
-	logger.LogAttrs(ctx, slog.LevelWarn, "rate limiter: Redis failed; allowing without limits",
-		slog.String("op", op), slog.String("error", err.Error()), slog.Int("suppressed", suppressed))
+	r.logger().LogAttrs(ctx, slog.LevelWarn,
+		"rate limiter: Redis failed; allowing without limits, and skipping Redis until it answers again",
+		slog.String("op", op), slog.String("error", err.Error()), slog.Int("suppressed", suppressed),
+		slog.Int64("skipped", r.skipped.Swap(0)))
+	return true
 }

@@ -1,0 +1,249 @@
+package ratelimit
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	neturl "net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// proxy forwards TCP connections on 127.0.0.1 to the test Redis and counts
+// them: each is a dial of a client. Down, it closes the connections it
+// forwards and each new one as soon as it is accepted, as a Redis that went
+// away (a refused dial could not be counted).
+type proxy struct {
+	ln     net.Listener
+	target string
+	dials  atomic.Int64
+
+	mu    sync.Mutex
+	down  bool
+	conns map[net.Conn]bool
+}
+
+// startProxy starts a proxy to target, closed at the end of t.
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	go p.serve()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		p.setDown(true)
+	})
+	return p
+}
+
+func (p *proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.dials.Add(1)
+		if p.track(c) {
+			go p.forward(c)
+		}
+	}
+}
+
+// track records c, or closes it and returns false when the proxy is down.
+func (p *proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		_ = c.Close()
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *proxy) forward(c net.Conn) {
+	defer c.Close()
+	up, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(up) {
+		return
+	}
+	defer up.Close()
+	go func() {
+		_, _ = io.Copy(up, c)
+		_ = up.Close()
+	}()
+	_, _ = io.Copy(c, up)
+}
+
+// setDown takes Redis down (closing every connection) or brings it back.
+func (p *proxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+// url returns the test Redis's URL through p; t is skipped when that Redis
+// is not on TCP without TLS.
+func (p *proxy) url(t *testing.T) string {
+	t.Helper()
+	u, err := neturl.Parse(testRedisURL())
+	if err != nil || u.Scheme != "redis" {
+		t.Skipf("PARLEY_TEST_REDIS_URL is not redis:// (%v): no proxy to it", err)
+	}
+	u.Host = p.ln.Addr().String()
+	return u.String()
+}
+
+// Once Redis goes down, the limiter skips it: calls fail open without a
+// dial each, all but one probe per backoff; once Redis is back, the first
+// call after the backoff uses it again.
+func TestRedisOutageSkipsRedis(t *testing.T) {
+	c := testRedis(t)
+	p := startProxy(t, c.Options().Addr)
+	var logs syncBuffer
+	l, closeFn, err := Open(p.url(t), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	r := l.(*Redis)
+	r.prefix = testPrefix(t, c)
+	clock, brClock := newClock(), newClock()
+	r.Now, r.br.now = clock.Now, brClock.Now
+	direct := newTestRedis(t, c, r.prefix, clock) // another instance, on Redis itself
+
+	p1 := project(2, 0)
+	allowN(t, r, 1, p1)
+	allowN(t, direct, 1, p1)
+	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
+
+	p.setDown(true)
+	dials := p.dials.Load()
+	for i := range 50 {
+		if err := r.Allow(bg, []domain.Budget{p1}); err != nil {
+			t.Fatalf("Allow #%d with Redis down = %v; want allowed", i+1, err)
+		}
+		release, err := r.Acquire(bg, "prj_1/key_a", 1)
+		if err != nil {
+			t.Fatalf("Acquire #%d with Redis down = %v; want allowed", i+1, err)
+		}
+		release()
+		r.AddTokens(bg, []domain.Budget{project(0, 10)}, 5)
+	}
+	if n := p.dials.Load() - dials; n > 1 {
+		t.Errorf("200 calls with Redis down dialled it %d times; want at most 1 (then Redis is skipped)", n)
+	}
+
+	// After the backoff, 50 concurrent calls: one probes, the others skip.
+	brClock.Add(breakerMin)
+	dials = p.dials.Load()
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if err := r.Allow(bg, []domain.Budget{p1}); err != nil {
+				t.Errorf("Allow with Redis down = %v; want allowed", err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := p.dials.Load() - dials; n > 1 {
+		t.Errorf("50 concurrent calls after the backoff dialled Redis %d times; want at most 1 (one probe)", n)
+	}
+
+	// Redis is back: after the (doubled) backoff, the first call uses it.
+	p.setDown(false)
+	brClock.Add(breakerMax)
+	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
+	p2 := domain.Budget{Key: "prj_2", Name: "project", RequestsPerMinute: 1}
+	allowN(t, r, 1, p2)
+	refused(t, direct.Allow(bg, []domain.Budget{p2}), "project-requests-per-minute", 1)
+
+	var warnings, recoveries int
+	for line := range strings.Lines(logs.String()) {
+		switch {
+		case strings.Contains(line, "go-redis:"): // its own lines, if any
+		case strings.Contains(line, "level=WARN") && strings.Contains(line, "skipping Redis until it answers again"):
+			warnings++
+		case strings.Contains(line, "level=INFO") && strings.Contains(line, "Redis answers again"):
+			recoveries++
+		default:
+			t.Errorf("unexpected log line: %s", line)
+		}
+	}
+	if warnings != 1 || recoveries != 1 {
+		t.Errorf("%d warnings and %d recoveries logged; want 1 of each:\n%s", warnings, recoveries, logs.String())
+	}
+}
+
+// go-redis's own lines (here: a failed dial) go to Open's logger, not to stderr.
+func TestOpenRoutesRedisLogs(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now
+	var logs syncBuffer
+	if _, _, err := Open("redis://"+addr+"/0", slog.New(slog.NewTextHandler(&logs, nil))); err == nil {
+		t.Fatal("Open(unreachable Redis) succeeded; want an error")
+	}
+	out := logs.String()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "go-redis: connection pool: failed to dial") {
+		t.Fatalf("log = %q; want go-redis's failed dial at warn", out)
+	}
+
+	// Another Open moves go-redis's lines to its logger.
+	var logs2 syncBuffer
+	if _, _, err := Open("redis://"+addr+"/0", slog.New(slog.NewTextHandler(&logs2, nil))); err == nil {
+		t.Fatal("Open(unreachable Redis) succeeded; want an error")
+	}
+	if !strings.Contains(logs2.String(), "failed to dial") || logs.String() != out {
+		t.Fatalf("second Open: its log = %q, the first's grew to %q; want the lines in the second only", logs2.String(), logs.String())
+	}
+}
+
+// Open's client fails fast by default, and keeps what the URL sets.
+func TestClientOptions(t *testing.T) {
+	for _, tc := range []struct {
+		name, url  string
+		dial, read time.Duration
+		pool       time.Duration
+		retries    int
+	}{
+		{"Defaults", "redis://127.0.0.1:6379/0", redisTimeout, redisTimeout, redisTimeout, -1},
+		{"FromTheURL", "redis://127.0.0.1:6379/0?dial_timeout=3s&read_timeout=2&pool_timeout=4s&max_retries=2",
+			3 * time.Second, 2 * time.Second, 4 * time.Second, 2},
+		{"DisabledInTheURL", "redis://127.0.0.1:6379/0?read_timeout=-1&max_retries=-1", redisTimeout, -1, redisTimeout, -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			o, err := clientOptions(tc.url)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.DialTimeout != tc.dial || o.ReadTimeout != tc.read || o.PoolTimeout != tc.pool || o.MaxRetries != tc.retries {
+				t.Errorf("DialTimeout %v, ReadTimeout %v, PoolTimeout %v, MaxRetries %d; want %v, %v, %v, %d",
+					o.DialTimeout, o.ReadTimeout, o.PoolTimeout, o.MaxRetries, tc.dial, tc.read, tc.pool, tc.retries)
+			}
+			if got, want := o.DialerRetries, 1; got != want {
+				t.Errorf("DialerRetries = %d; want %d", got, want)
+			}
+			if o.WriteTimeout != 0 {
+				t.Errorf("WriteTimeout = %v; want 0 (go-redis makes it follow ReadTimeout)", o.WriteTimeout)
+			}
+		})
+	}
+}
