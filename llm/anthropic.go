@@ -382,5 +382,5 @@ func anthropicFinish(stop string) string {
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts
 // every input token, cached or not, as OpenAI's prompt_tokens does.
 func anthropicUsage(input, output int64) domain.Usage {
-	return domain.Usage{PromptTokens: int(input), CompletionTokens: int(output), TotalTokens: int(input + output)}
+	return reportedUsage(input, output, input+output)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"strings"
 	"time"
 
@@ -330,9 +331,23 @@ func openAILocal(model string, err error) error {
 }
 
 func openAIUsage(u openai.Usage) domain.Usage {
-	total := u.TotalTokens
+	return reportedUsage(int64(u.PromptTokens), int64(u.CompletionTokens), int64(u.TotalTokens))
+}
+
+// maxReportedTokens bounds each token count a provider reports, so that
+// the two counts and their sum fit in 32 bits. No model reads or writes
+// anywhere near 2³⁰ tokens in a call; a provider that says it did (a bug,
+// or a hostile OpenAI-compatible server) must not make its turn
+// unstorable, as it would on PostgreSQL, which keeps a message's counts in
+// integer columns, after the call was paid for.
+const maxReportedTokens = math.MaxInt32 / 2
+
+// reportedUsage is a provider's token counts, each between 0 and
+// maxReportedTokens; a total of 0 is the sum of the others.
+func reportedUsage(prompt, completion, total int64) domain.Usage {
 	if total == 0 {
-		total = u.PromptTokens + u.CompletionTokens
+		total = prompt + completion
 	}
-	return domain.Usage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: total}
+	bound := func(n int64) int { return int(min(max(n, 0), maxReportedTokens)) }
+	return domain.Usage{PromptTokens: bound(prompt), CompletionTokens: bound(completion), TotalTokens: bound(total)}
 }

@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"fmt"
+	"math"
 	"reflect"
 	"strings"
 	"testing"
@@ -331,6 +332,32 @@ func TestStreamNamesTheProvidersModel(t *testing.T) {
 				if ev.data["model"] != dated {
 					t.Errorf("%s: a chunk names model %v, want %s: %s", chat, ev.data["model"], dated, ev.raw)
 				}
+			}
+		}
+	})
+}
+
+// TestAbsurdUsageIsBounded: a provider that reports more tokens than any
+// call can hold (past PostgreSQL's integer columns) gets its turn stored
+// all the same, with each count bounded so that their sum fits in 32 bits,
+// on both engines and both wires; before, PostgreSQL answered 500 and lost
+// a paid turn.
+func TestAbsurdUsageIsBounded(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		for _, chat := range []string{w.anthropicChat, w.openaiChat} {
+			h.up.Enqueue(llmtest.Behavior{Usage: &llmtest.Usage{PromptTokens: 3_000_000_000, CompletionTokens: 5}})
+			r := h.call("POST", "/api/v1/chats/"+chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("count")}})
+			if r.Status != 200 {
+				t.Fatalf("%s: %d %s, want 200", chat, r.Status, r.Body)
+			}
+			got := r.JSON()
+			if u := got["usage"].(map[string]any); u["prompt_tokens"] != float64(math.MaxInt32/2) || u["total_tokens"] != float64(math.MaxInt32/2+5) {
+				t.Errorf("%s: usage = %v, want prompt_tokens bounded at (2³¹−1)/2", chat, u)
+			}
+			cv := h.must(200, "GET", "/api/v1/conversations/"+got["conversationId"].(string), h.admin, nil)
+			if n := len(cv["messages"].([]any)); n != 2 {
+				t.Errorf("%s: the turn stored %d messages, want 2", chat, n)
 			}
 		}
 	})
