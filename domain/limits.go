@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"math"
 	"sync"
 	"time"
 )
@@ -69,6 +70,10 @@ type cachedLimits struct {
 	at time.Time
 }
 
+// maxLimit is the largest limit: the columns that keep limits hold 32
+// bits, on either engine the same.
+const maxLimit = math.MaxInt32
+
 // LimitsUpdate is the input of Limits.Put.
 type LimitsUpdate struct {
 	RequestsPerMinute       int
@@ -91,13 +96,16 @@ func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*P
 	if err := s.access.checkProject(ctx, projectID, PermSetLimits); err != nil {
 		return nil, err
 	}
-	for field, v := range map[string]int{
-		"requestsPerMinute": in.RequestsPerMinute, "tokensPerMinute": in.TokensPerMinute,
-		"keyRequestsPerMinute": in.KeyRequestsPerMinute, "keyTokensPerMinute": in.KeyTokensPerMinute,
-		"concurrentStreamsPerKey": in.ConcurrentStreamsPerKey,
+	for _, f := range []struct {
+		name  string
+		value int
+	}{
+		{"requestsPerMinute", in.RequestsPerMinute}, {"tokensPerMinute", in.TokensPerMinute},
+		{"keyRequestsPerMinute", in.KeyRequestsPerMinute}, {"keyTokensPerMinute", in.KeyTokensPerMinute},
+		{"concurrentStreamsPerKey", in.ConcurrentStreamsPerKey},
 	} {
-		if v < 0 {
-			return nil, Invalidf(field, "%s must be 0 (no limit) or a positive integer", field)
+		if f.value < 0 || f.value > maxLimit {
+			return nil, Invalidf(f.name, "%s must be 0 (no limit) or a positive integer up to %d", f.name, maxLimit)
 		}
 	}
 	l := &ProjectLimits{

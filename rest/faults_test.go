@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -419,6 +420,18 @@ func TestRateLimits(t *testing.T) {
 		if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": -1}); r.Status != 400 {
 			t.Errorf("a negative limit = %d, want 400", r.Status)
 		}
+		// Past 32 bits: a 400 naming the field on both engines (PostgreSQL
+		// answered 500, SQLite stored it).
+		for _, v := range []int64{math.MaxInt32 + 1, math.MaxInt64} {
+			r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5, "tokensPerMinute": v})
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "tokensPerMinute must be 0 (no limit) or a positive integer up to 2147483647") {
+				t.Errorf("tokensPerMinute %d = %d %s, want 400", v, r.Status, r.Body)
+			}
+		}
+		if l := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil); l["requestsPerMinute"] != 0.0 {
+			t.Errorf("a refused PUT changed the limits: %v", l)
+		}
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"tokensPerMinute": math.MaxInt32})
 		l := h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 2})
 		if l["keyRequestsPerMinute"] != 2.0 {
 			t.Errorf("limits = %v", l)
