@@ -399,9 +399,16 @@ func BearerKey(r *http.Request) (string, bool) {
 	return key, key != ""
 }
 
+// readyTimeout bounds the readiness check: a database that hangs (a
+// stalled network, a frozen proxy) must make /readyz answer 503 in time for
+// a probe, not hold it until the probe gives up.
+const readyTimeout = 2 * time.Second
+
 func (s *Server) handleReady(c echo.Context) error {
 	if s.cfg.Ready != nil {
-		if err := s.cfg.Ready(c.Request().Context()); err != nil {
+		rctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
+		defer cancel()
+		if err := s.cfg.Ready(rctx); err != nil {
 			s.log.Warn("not ready", "err", err)
 			return domain.Errorf(domain.Unavailable, "not ready: the database is unreachable")
 		}

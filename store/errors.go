@@ -2,7 +2,11 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"errors"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -21,6 +25,10 @@ const (
 	foreignKeyViolation
 	checkViolation // CHECK and NOT NULL
 )
+
+// sqliteBusy is SQLite's primary result code for a database locked by
+// another connection (SQLITE_BUSY); extended codes keep it in the low byte.
+const sqliteBusy = 5
 
 // SQLite's extended result codes for constraint failures.
 const (
@@ -89,7 +97,31 @@ func fail(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database did not answer in time; retry later", Err: err}
 	}
+	if unreachable(err) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: err}
+	}
 	return &domain.Error{Kind: domain.Internal, Op: op, Err: err}
+}
+
+// unreachable reports whether err says the database could not be reached
+// or dropped the connection (a dependency down, 503), rather than that a
+// statement failed (a bug, 500): PostgreSQL refusing or closing the
+// connection (SQLSTATE classes 08 and 57P, too many connections), a
+// network error, a connection database/sql gave up on, or SQLite's lock
+// still held after its busy timeout.
+func unreachable(err error) bool {
+	var connect *pgconn.ConnectError
+	var netErr net.Error
+	if errors.As(err, &connect) || errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) ||
+		errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) || pgconn.SafeToRetry(err) {
+		return true
+	}
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return strings.HasPrefix(pg.Code, "08") || strings.HasPrefix(pg.Code, "57P") || pg.Code == "53300"
+	}
+	var lite *sqlitedriver.Error
+	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
 }
 
 // because returns e with op and the database error cause attached.
