@@ -250,6 +250,10 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		}
 	case "down":
 		r, err := p.Down(ctx)
+		if errors.Is(err, goose.ErrNoNextVersion) {
+			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("store: migrate down: %w", err)
 		}

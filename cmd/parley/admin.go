@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
@@ -22,9 +24,20 @@ func openStore(ctx context.Context, e env) (*store.Store, error) {
 	return store.Open(ctx, dsn)
 }
 
+const migrateUsage = `usage: parley migrate up|down|status
+
+  up       apply every pending migration
+  down     roll back the last applied migration
+  status   list the migrations and when each was applied
+`
+
 func migrate(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 1 && isHelp(args[0]) {
+		fmt.Fprint(stdout, migrateUsage)
+		return nil
+	}
 	if len(args) != 1 || (args[0] != "up" && args[0] != "down" && args[0] != "status") {
-		return errors.New("usage: parley migrate up|down|status")
+		return &usageError{"migrate takes one of up, down or status", migrateUsage}
 	}
 	e, err := loadEnv()
 	if err != nil {
@@ -44,11 +57,108 @@ func adminContext(ctx context.Context) context.Context {
 	return domain.WithPrincipal(ctx, domain.Principal{UserID: domain.LocalAdminID, IsAdmin: true})
 }
 
-func admin(ctx context.Context, args []string, stdout io.Writer) error {
+const adminUsage = `usage: parley admin <command> [arguments]
+
+commands:
+  create-user NAME [--admin]   create a user, an admin with --admin; print its id
+  create-key USER_ID [NAME]    create an API key for the user, named NAME (default cli); print it
+  gen-key                      print a new master key for PARLEY_SECRET_KEY
+  gen-api-key                  print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
+  rotate-key                   re-encrypt provider keys under PARLEY_SECRET_KEY
+                               (old keys in PARLEY_OLD_SECRET_KEYS)
+
+Commands other than gen-key and gen-api-key open the configured database,
+creating it (and printing its first admin key) when it is new.
+`
+
+// adminCommand is a parsed `parley admin` command line.
+type adminCommand struct {
+	name    string
+	args    []string // positional arguments
+	isAdmin bool     // create-user --admin
+}
+
+// adminCommands are the admin commands with their flags and how many
+// positional arguments each takes.
+var adminCommands = map[string]struct {
+	flags            []string
+	minArgs, maxArgs int
+}{
+	"create-user": {[]string{"admin"}, 1, 1},
+	"create-key":  {nil, 1, 2},
+	"gen-key":     {nil, 0, 0},
+	"gen-api-key": {nil, 0, 0},
+	"rotate-key":  {nil, 0, 0},
+}
+
+// errHelp is a command line that asks for the usage.
+var errHelp = errors.New("help requested")
+
+// parseAdmin parses the arguments of `parley admin`. It returns errHelp
+// when they ask for the usage, and a *usageError when they are wrong:
+// an unknown command or flag, too few or too many arguments, or a name
+// or id that starts with "-". Flags may come before or after the other
+// arguments, as --flag or -flag.
+func parseAdmin(args []string) (adminCommand, error) {
 	if len(args) == 0 {
-		return errors.New("usage: parley admin create-user|create-key|gen-key|gen-api-key|rotate-key")
+		return adminCommand{}, &usageError{"admin needs a command", adminUsage}
 	}
-	switch args[0] {
+	if isHelp(args[0]) {
+		return adminCommand{}, errHelp
+	}
+	c := adminCommand{name: args[0]}
+	spec, ok := adminCommands[c.name]
+	if !ok {
+		return adminCommand{}, &usageError{fmt.Sprintf("unknown admin command %q", c.name), adminUsage}
+	}
+	for _, a := range args[1:] {
+		if !strings.HasPrefix(a, "-") {
+			c.args = append(c.args, a)
+			continue
+		}
+		if a == "-h" || a == "-help" || a == "--help" {
+			return adminCommand{}, errHelp
+		}
+		flag := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		if !slices.Contains(spec.flags, flag) {
+			msg := fmt.Sprintf("admin %s: unknown flag %q", c.name, a)
+			if spec.maxArgs > 0 {
+				msg += ` (a name or id cannot start with "-")`
+			}
+			return adminCommand{}, &usageError{msg, adminUsage}
+		}
+		c.isAdmin = c.isAdmin || flag == "admin"
+	}
+	if n := len(c.args); n < spec.minArgs || n > spec.maxArgs {
+		return adminCommand{}, &usageError{fmt.Sprintf("admin %s takes %s, got %d", c.name, argCount(spec.minArgs, spec.maxArgs), n), adminUsage}
+	}
+	return c, nil
+}
+
+// argCount says how many arguments a command takes.
+func argCount(lo, hi int) string {
+	switch {
+	case hi == 0:
+		return "no arguments"
+	case lo == hi && hi == 1:
+		return "one argument"
+	case lo == hi:
+		return fmt.Sprintf("%d arguments", hi)
+	default:
+		return fmt.Sprintf("%d to %d arguments", lo, hi)
+	}
+}
+
+func admin(ctx context.Context, args []string, stdout io.Writer) error {
+	c, err := parseAdmin(args)
+	if errors.Is(err, errHelp) {
+		fmt.Fprint(stdout, adminUsage)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch c.name {
 	case "gen-key":
 		fmt.Fprintln(stdout, secret.GenerateKey())
 		return nil
@@ -70,27 +180,20 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "created the first admin key (shown only this once): %s\n", a.InitialAdminKey)
 	}
 	actx := adminContext(ctx)
-	switch args[0] {
+	switch c.name {
 	case "create-user":
-		if len(args) < 2 {
-			return errors.New("usage: parley admin create-user NAME [--admin]")
-		}
-		isAdmin := len(args) > 2 && args[2] == "--admin"
-		u, err := a.Services.Users.Create(actx, domain.UserCreate{Name: args[1], IsAdmin: isAdmin})
+		u, err := a.Services.Users.Create(actx, domain.UserCreate{Name: c.args[0], IsAdmin: c.isAdmin})
 		if err != nil {
 			return errors.New(domain.MessageOf(err))
 		}
 		fmt.Fprintln(stdout, u.ID)
 		return nil
 	case "create-key":
-		if len(args) < 2 {
-			return errors.New("usage: parley admin create-key USER_ID [NAME]")
-		}
 		name := "cli"
-		if len(args) > 2 {
-			name = args[2]
+		if len(c.args) > 1 {
+			name = c.args[1]
 		}
-		k, err := a.Services.Users.CreateAPIKey(actx, args[1], name)
+		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], name)
 		if err != nil {
 			return errors.New(domain.MessageOf(err))
 		}
@@ -104,5 +207,5 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "re-encrypted %d provider keys\n", n)
 		return nil
 	}
-	return fmt.Errorf("unknown admin command %q", args[0])
+	return fmt.Errorf("admin %s is parsed but not run", c.name) // parseAdmin and this switch disagree
 }

@@ -28,6 +28,7 @@ func TestLoadEnv(t *testing.T) {
 	}
 	t.Setenv("PARLEY_LOG_FORMAT", "")
 	t.Setenv("PARLEY_LOG_LEVEL", "")
+	t.Setenv("PARLEY_DATABASE_URL", "")
 	e, err := loadEnv()
 	if err != nil {
 		t.Fatal(err)
@@ -74,4 +75,44 @@ func TestLoadEnv(t *testing.T) {
 			t.Errorf("1h: %v, want an error giving the bound", err)
 		}
 	})
+}
+
+func TestDatabaseURL(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"", ""},
+		{"postgres://u:pw@db:5432/parley?sslmode=disable", "postgres://u:pw@db:5432/parley?sslmode=disable"},
+		{"POSTGRES://u:pw@db/parley", "postgres://u:pw@db/parley"},
+		{"PostgreSQL://u:pw@db/parley", "postgresql://u:pw@db/parley"},
+		{"  postgres://db/parley\n", "postgres://db/parley"},
+		{"sqlite:data/parley.db", "sqlite:data/parley.db"},
+		{"SQLITE:///var/lib/parley.db", "sqlite:///var/lib/parley.db"},
+		{"/var/lib/parley/parley.db", "/var/lib/parley/parley.db"},
+		{"./data:v2/parley.db", "./data:v2/parley.db"},
+		{"data/parley.db?_txlock=deferred", "data/parley.db?_txlock=deferred"},
+		{":memory:", ":memory:"},
+		{`C:\parley\parley.db`, `C:\parley\parley.db`},
+	} {
+		if got, err := databaseURL(tc.in); err != nil || got != tc.want {
+			t.Errorf("databaseURL(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+		}
+	}
+
+	for _, in := range []string{
+		"mysql://root:pw-secret@db/parley",
+		"MySQL://root:pw-secret@db/parley",
+		"file:parley.db?key=pw-secret",
+		"jdbc:postgresql://db/parley?password=pw-secret",
+		"postgres:root:pw-secret@db",
+		"host=db user=postgres password=pw-secret dbname=parley",
+		"password = pw-secret",
+	} {
+		_, err := databaseURL(in)
+		if err == nil {
+			t.Errorf("databaseURL(%q) accepted it", in)
+			continue
+		}
+		if msg := err.Error(); !strings.Contains(msg, "PARLEY_DATABASE_URL") || !strings.Contains(msg, "postgres://") || strings.Contains(msg, "pw-secret") {
+			t.Errorf("databaseURL(%q): %q; want the variable and what it takes, without the password", in, msg)
+		}
+	}
 }

@@ -44,9 +44,38 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
-		fmt.Fprintln(os.Stderr, "parley:", err)
-		os.Exit(1)
+		os.Exit(report(os.Stderr, err))
 	}
+}
+
+// usageError is a command line parley cannot run. It is found before
+// anything is opened; main prints it with the usage and exits 2.
+type usageError struct {
+	msg   string
+	usage string
+}
+
+func (e *usageError) Error() string { return e.msg }
+
+// report writes err to w, with the usage after a usageError, and returns
+// the exit code: 2 for a usageError, 1 for any other error.
+func report(w io.Writer, err error) int {
+	fmt.Fprintln(w, "parley:", err)
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprint(w, "\n", ue.usage)
+		return 2
+	}
+	return 1
+}
+
+// isHelp reports whether arg asks for the usage.
+func isHelp(arg string) bool {
+	switch arg {
+	case "help", "-h", "-help", "--help":
+		return true
+	}
+	return false
 }
 
 const usage = `usage: parley <command> [arguments]
@@ -64,14 +93,22 @@ commands:
   version                    print the version
 `
 
+// run runs the command line args. A command line it cannot run is a
+// *usageError, returned before any database or file is touched.
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		return &usageError{"no command given", usage}
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
 	case "serve":
+		if len(args) > 0 {
+			if isHelp(args[0]) {
+				fmt.Fprint(stdout, usage)
+				return nil
+			}
+			return &usageError{fmt.Sprintf("serve takes no arguments, got %q", args[0]), usage}
+		}
 		return serve(ctx, stderr)
 	case "mcp":
 		return serveStdio(ctx, args, stdin, stdout, stderr)
@@ -82,12 +119,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	case "version":
 		fmt.Fprintln(stdout, "parley", version)
 		return nil
-	case "help", "-h", "--help":
+	}
+	if isHelp(cmd) {
 		fmt.Fprint(stdout, usage)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", cmd)
+	return &usageError{fmt.Sprintf("unknown command %q", cmd), usage}
 }
 
 // env is the server's environment, read once here: cmd is the only reader
@@ -104,7 +141,6 @@ type env struct {
 func loadEnv() (env, error) {
 	e := env{
 		Config: app.Config{
-			DatabaseURL:       os.Getenv("PARLEY_DATABASE_URL"),
 			DataDir:           getenv("PARLEY_DATA_DIR", "data"),
 			SecretKey:         os.Getenv("PARLEY_SECRET_KEY"),
 			BootstrapAdminKey: os.Getenv("PARLEY_BOOTSTRAP_ADMIN_KEY"),
@@ -118,6 +154,9 @@ func loadEnv() (env, error) {
 		e.OldSecretKeys = strings.Split(v, ",")
 	}
 	var err error
+	if e.DatabaseURL, err = databaseURL(os.Getenv("PARLEY_DATABASE_URL")); err != nil {
+		return e, err
+	}
 	if e.AllowPrivateUpstreams, err = envBool("PARLEY_ALLOW_PRIVATE_UPSTREAMS"); err != nil {
 		return e, err
 	}

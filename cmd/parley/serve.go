@@ -89,18 +89,23 @@ func serve(ctx context.Context, stderr io.Writer) error {
 // user or, without one, the local admin: whoever started this process
 // already has the machine's data.
 func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	readOnly := false
+	for _, a := range args {
+		switch {
+		case a == "--read-only":
+			readOnly = true
+		case isHelp(a):
+			fmt.Fprint(stdout, usage)
+			return nil
+		default:
+			return &usageError{fmt.Sprintf("mcp: unknown argument %q", a), usage}
+		}
+	}
 	e, err := loadEnv()
 	if err != nil {
 		return err
 	}
-	for _, a := range args {
-		switch a {
-		case "--read-only":
-			e.MCPReadOnly = true
-		default:
-			return fmt.Errorf("mcp: unknown argument %q", a)
-		}
-	}
+	e.MCPReadOnly = e.MCPReadOnly || readOnly
 	log := e.logger(stderr)
 	slog.SetDefault(log)
 	e.Logger = log

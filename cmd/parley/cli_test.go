@@ -1,0 +1,249 @@
+package main_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+)
+
+// parley runs the binary in dir with env (after a clean configuration)
+// and returns its combined output and exit code; a run that does not end
+// within 20s is killed and fails the test.
+func parley(t *testing.T, dir string, env []string, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), append([]string{"PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL=", "PARLEY_DATA_DIR=",
+		"PARLEY_SECRET_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY=", "PARLEY_LOG_LEVEL=", "PARLEY_LOG_FORMAT="}, env...)...)
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		t.Fatalf("parley %s was still running after 20s:\n%s", strings.Join(args, " "), out)
+	}
+	var exit *exec.ExitError
+	switch {
+	case err == nil:
+		return string(out), 0
+	case errors.As(err, &exit):
+		return string(out), exit.ExitCode()
+	}
+	t.Fatalf("parley %s: %v", strings.Join(args, " "), err)
+	return "", 0
+}
+
+// files lists what is in dir, to show that a command touched nothing.
+func files(t *testing.T, dir string) []string {
+	t.Helper()
+	var names []string
+	err := filepath.WalkDir(dir, func(path string, _ os.DirEntry, err error) error {
+		if path != dir {
+			names = append(names, strings.TrimPrefix(path, dir+string(filepath.Separator)))
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return names
+}
+
+// TestDatabaseURLOtherSchemeRefused: a PARLEY_DATABASE_URL that is neither
+// PostgreSQL's URL nor SQLite's stops the start, naming the variable and
+// what it takes but not the password, instead of serving SQLite in a
+// file named after the URL.
+func TestDatabaseURLOtherSchemeRefused(t *testing.T) {
+	const password = "S3cretPassw0rd"
+	for name, url := range map[string]string{
+		"mysql":          "mysql://root:" + password + "@127.0.0.1:3306/parley",
+		"key=value":      "host=127.0.0.1 user=postgres password=" + password + " dbname=zz",
+		"postgres no //": "postgres:root:" + password + "@127.0.0.1/parley",
+		"file":           "file:parley.db?password=" + password,
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=" + url}, "serve")
+			if code != 1 {
+				t.Errorf("exit %d, want 1:\n%s", code, out)
+			}
+			if !strings.Contains(out, "PARLEY_DATABASE_URL") || !strings.Contains(out, "postgres://") {
+				t.Errorf("the error does not name PARLEY_DATABASE_URL and what it takes:\n%s", out)
+			}
+			if strings.Contains(out, password) {
+				t.Errorf("the output shows the password:\n%s", out)
+			}
+			if got := files(t, dir); len(got) > 0 {
+				t.Errorf("the refused start created %q", got)
+			}
+		})
+	}
+}
+
+// TestDatabaseURLSchemeAnyCase: "POSTGRES://" is a PostgreSQL URL (URL
+// schemes are case-insensitive), not the path of a SQLite file.
+func TestDatabaseURLSchemeAnyCase(t *testing.T) {
+	dir := t.TempDir()
+	// Nothing listens on port 1: the connection is refused at once.
+	out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=POSTGRES://postgres:S3cretPassw0rd@127.0.0.1:1/parley"}, "migrate", "status")
+	if code == 0 || !strings.Contains(out, "open postgres database") {
+		t.Errorf("exit %d, want a failure to reach PostgreSQL:\n%s", code, out)
+	}
+	if got := files(t, dir); len(got) > 0 {
+		t.Errorf("created %q", got)
+	}
+}
+
+// TestDatabaseURLSchemeAnyCaseOnPostgres: with a server, "POSTGRESQL://"
+// migrates and lists PostgreSQL's schema.
+func TestDatabaseURLSchemeAnyCaseOnPostgres(t *testing.T) {
+	url := dbtest.PostgresURL(t)
+	_, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		t.Fatalf("%s is no URL", dbtest.EnvURL)
+	}
+	dir := t.TempDir()
+	out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=POSTGRESQL://" + rest}, "migrate", "status")
+	if code != 0 || !strings.Contains(out, "00001") {
+		t.Errorf("migrate status: exit %d:\n%s", code, out)
+	}
+	if got := files(t, dir); len(got) > 0 {
+		t.Errorf("created %q", got)
+	}
+}
+
+// TestDatabaseURLSQLiteForms: the SQLite forms PARLEY_DATABASE_URL took
+// before keep working: sqlite:PATH (in any case) and a plain path.
+func TestDatabaseURLSQLiteForms(t *testing.T) {
+	for url, file := range map[string]string{
+		"sqlite:a.db":        "a.db",
+		"SQLite:b.db":        "b.db",
+		"sqlite://sub/c.db":  "sub/c.db",
+		"d.db":               "d.db",
+		"sub2/e.db?_txlock=": "sub2/e.db",
+	} {
+		dir := t.TempDir()
+		if out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=" + url}, "migrate", "up"); code != 0 {
+			t.Errorf("%s: exit %d:\n%s", url, code, out)
+		}
+		if _, err := os.Stat(filepath.Join(dir, file)); err != nil {
+			t.Errorf("%s: no database at %s: %v (have %q)", url, file, err, files(t, dir))
+		}
+	}
+}
+
+// TestCommandLineCheckedFirst: a command line parley cannot run exits 2
+// with the usage, and one asking for help prints it and exits 0; neither
+// opens or creates a database or a master key.
+func TestCommandLineCheckedFirst(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"admin", "bogus"}, 2, `unknown admin command "bogus"`},
+		{[]string{"admin"}, 2, "usage: parley admin"},
+		{[]string{"admin", "--help"}, 0, "usage: parley admin"},
+		{[]string{"admin", "-h"}, 0, "usage: parley admin"},
+		{[]string{"admin", "help"}, 0, "usage: parley admin"},
+		{[]string{"admin", "create-user", "--help"}, 0, "usage: parley admin"},
+		{[]string{"admin", "create-user"}, 2, "takes one argument"},
+		{[]string{"admin", "create-user", "bob", "--admn"}, 2, `unknown flag "--admn"`},
+		{[]string{"admin", "create-user", "-bob"}, 2, `unknown flag "-bob"`},
+		{[]string{"admin", "create-user", "bob", "alice"}, 2, "takes one argument"},
+		{[]string{"admin", "create-key"}, 2, "takes 1 to 2 arguments"},
+		{[]string{"admin", "create-key", "usr_x", "laptop", "extra"}, 2, "takes 1 to 2 arguments"},
+		{[]string{"admin", "create-key", "usr_x", "--admin"}, 2, `unknown flag "--admin"`},
+		{[]string{"admin", "gen-key", "extra"}, 2, "takes no arguments"},
+		{[]string{"admin", "gen-api-key", "--force"}, 2, `unknown flag "--force"`},
+		{[]string{"admin", "rotate-key", "now"}, 2, "takes no arguments"},
+		{[]string{"migrate"}, 2, "usage: parley migrate"},
+		{[]string{"migrate", "sideways"}, 2, "usage: parley migrate"},
+		{[]string{"migrate", "--help"}, 0, "usage: parley migrate"},
+		{[]string{"serve", "--help"}, 0, "usage: parley"},
+		{[]string{"serve", "now"}, 2, "takes no arguments"},
+		{[]string{"mcp", "--help"}, 0, "usage: parley"},
+		{[]string{"mcp", "--read-onyl"}, 2, `unknown argument "--read-onyl"`},
+		{[]string{"bogus"}, 2, `unknown command "bogus"`},
+		{nil, 2, "no command given"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			out, code := parley(t, dir, nil, tc.args...)
+			if code != tc.code || !strings.Contains(out, tc.want) {
+				t.Errorf("exit %d, want %d with %q:\n%s", code, tc.code, tc.want, out)
+			}
+			if printedKey.MatchString(out) {
+				t.Errorf("printed an admin key:\n%s", out)
+			}
+			if got := files(t, dir); len(got) > 0 {
+				t.Errorf("created %q", got)
+			}
+		})
+	}
+}
+
+// TestAdminCreateUserFlag: --admin may come before or after the name and
+// makes an admin; without it the user is not one.
+func TestAdminCreateUserFlag(t *testing.T) {
+	dir := t.TempDir()
+	var key string // the first admin key, printed by the first command
+	create := func(args ...string) string {
+		t.Helper()
+		out, code := parley(t, dir, nil, append([]string{"admin", "create-user"}, args...)...)
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		if code != 0 || !strings.HasPrefix(lines[len(lines)-1], "usr_") {
+			t.Fatalf("create-user %s: exit %d:\n%s", strings.Join(args, " "), code, out)
+		}
+		if m := printedKey.FindStringSubmatch(out); m != nil {
+			key = m[1]
+		}
+		return lines[len(lines)-1]
+	}
+	want := map[string]bool{ // by user id: whether an admin
+		create("--admin", "bob"):  true,
+		create("carol", "-admin"): true,
+		create("dave"):            false,
+	}
+	if key == "" {
+		t.Fatal("the first admin command on a new database printed no admin key")
+	}
+
+	s := serve(t, dir)
+	defer s.stop(t)
+	users := api(t, s, key, "GET", "/api/v1/users?limit=100", 200, nil)["data"].([]any)
+	seen := 0
+	for _, u := range users {
+		u := u.(map[string]any)
+		id, name := u["id"].(string), u["name"].(string)
+		if strings.HasPrefix(name, "-") {
+			t.Errorf("created a user named %q", name)
+		}
+		if isAdmin, ok := want[id]; ok {
+			seen++
+			if u["isAdmin"] != isAdmin {
+				t.Errorf("%s (%s): isAdmin %v, want %v", name, id, u["isAdmin"], isAdmin)
+			}
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("listed %d of the %d users created: %v", seen, len(want), users)
+	}
+}
+
+// TestMigrateDownWithNothingApplied: rolling back with nothing applied
+// says so in Parley's words, not goose's "no next version found".
+func TestMigrateDownWithNothingApplied(t *testing.T) {
+	out, code := parley(t, t.TempDir(), nil, "migrate", "down")
+	if code != 0 || !strings.Contains(out, "nothing to roll back") || strings.Contains(out, "no next version") {
+		t.Errorf("exit %d, want 0 and %q:\n%s", code, "nothing to roll back", out)
+	}
+}
