@@ -6,16 +6,20 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
 )
 
 // usageSink is a UsageStore that keeps what it is given, in memory, and
-// refuses records of the project "gone", as a database would once the
-// project is deleted.
+// refuses records of the project "gone" as the store does once the project
+// is deleted: NotFound.
 type usageSink struct {
 	mu      sync.Mutex
 	batches [][]string // ids, per InsertUsage call that succeeded
@@ -29,7 +33,8 @@ func (s *usageSink) InsertUsage(_ context.Context, records []domain.UsageRecord)
 	ids := make([]string, len(records))
 	for i, r := range records {
 		if r.ProjectID == "gone" {
-			return errors.New("FOREIGN KEY constraint failed")
+			return &domain.Error{Kind: domain.NotFound, Op: "store.InsertUsage", Message: "project gone does not exist",
+				Err: errors.New("FOREIGN KEY constraint failed")}
 		}
 		ids[i] = r.ID
 	}
@@ -131,9 +136,10 @@ func TestUsageBatcher(t *testing.T) {
 			t.Errorf("a record after Close was not written at once")
 		}
 	})
-	t.Run("a bad record does not lose its batch", func(t *testing.T) {
+	t.Run("a record of a deleted project is dropped, not its batch", func(t *testing.T) {
 		sink := &usageSink{}
-		b := domain.NewUsageBatcher(sink, quiet(), 100, time.Hour)
+		log := &logs{}
+		b := domain.NewUsageBatcher(sink, slog.New(log), 100, time.Hour)
 		rs := records(5, "p")
 		rs[2].ProjectID = "gone"
 		for _, r := range rs {
@@ -143,6 +149,9 @@ func TestUsageBatcher(t *testing.T) {
 		_, ids := sink.stored()
 		if got, want := fmt.Sprint(ids), "[p-000 p-001 p-003 p-004]"; got != want {
 			t.Errorf("stored %s; want %s", got, want)
+		}
+		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(1); got != want {
+			t.Errorf("warnings count %d records refused; want %d\n%s", got, want, log)
 		}
 	})
 	t.Run("a full backlog holds up Record instead of losing records", func(t *testing.T) {
@@ -167,6 +176,382 @@ func TestUsageBatcher(t *testing.T) {
 		b.Close()
 		if _, ids := sink.stored(); len(ids) != 40 {
 			t.Errorf("%d records stored; want 40", len(ids))
+		}
+	})
+}
+
+// logs is a slog.Handler that keeps what is logged, for tests to read.
+type logs struct {
+	mu      sync.Mutex
+	entries []logEntry
+}
+
+type logEntry struct {
+	level slog.Level
+	msg   string
+	attrs map[string]any
+}
+
+func (l *logs) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logs) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logs) WithGroup(string) slog.Handler            { return l }
+
+func (l *logs) Handle(_ context.Context, r slog.Record) error {
+	e := logEntry{level: r.Level, msg: r.Message, attrs: map[string]any{}}
+	r.Attrs(func(a slog.Attr) bool {
+		e.attrs[a.Key] = a.Value.Any()
+		return true
+	})
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.entries = append(l.entries, e)
+	return nil
+}
+
+// find returns the entries logged with msg.
+func (l *logs) find(msg string) []logEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []logEntry
+	for _, e := range l.entries {
+		if e.msg == msg {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// sum adds up the integer attribute key of the entries logged with msg.
+func (l *logs) sum(msg, key string) int64 {
+	var n int64
+	for _, e := range l.find(msg) {
+		v, _ := e.attrs[key].(int64)
+		n += v
+	}
+	return n
+}
+
+// losses returns the warnings and errors that say records were lost or
+// dropped.
+func (l *logs) losses() []logEntry {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []logEntry
+	for _, e := range l.entries {
+		if e.level >= slog.LevelWarn && (strings.Contains(e.msg, "lost") || strings.Contains(e.msg, "dropped")) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func (l *logs) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var s string
+	for _, e := range l.entries {
+		s += fmt.Sprintf("%s %s %v\n", e.level, e.msg, e.attrs)
+	}
+	return s
+}
+
+// flakyStore is a UsageStore that keeps records in memory, all of a batch
+// or none, and says Conflict for a batch holding an id it has, as the store
+// does. Before each insert, fault (when set) may fail it, as a database
+// that cannot be reached would, and say whether the batch was stored all
+// the same (the reply was lost). Each failed call's number is sent on
+// failures when there is room.
+type flakyStore struct {
+	fault    func(call int, records []domain.UsageRecord) (stored bool, err error)
+	failures chan int
+
+	mu    sync.Mutex
+	calls int
+	ids   []string
+	have  map[string]bool
+}
+
+func newFlakyStore(fault func(call int, records []domain.UsageRecord) (bool, error)) *flakyStore {
+	return &flakyStore{fault: fault, failures: make(chan int, 10000), have: map[string]bool{}}
+}
+
+func (s *flakyStore) InsertUsage(_ context.Context, records []domain.UsageRecord) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.calls++
+	var err error
+	stored := true
+	if s.fault != nil {
+		if stored, err = s.fault(s.calls, records); err == nil {
+			stored = true
+		}
+	}
+	if stored {
+		for _, r := range records {
+			if s.have[r.ID] {
+				return &domain.Error{Kind: domain.Conflict, Op: "store.InsertUsage", Message: "a usage record with one of these ids already exists"}
+			}
+		}
+		for _, r := range records {
+			s.have[r.ID] = true
+			s.ids = append(s.ids, r.ID)
+		}
+	}
+	if err != nil {
+		select {
+		case s.failures <- s.calls:
+		default:
+		}
+	}
+	return err
+}
+
+func (s *flakyStore) SumUsage(context.Context, domain.UsageQuery) ([]domain.UsageTotal, error) {
+	return nil, nil
+}
+
+func (s *flakyStore) stored() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ids)
+}
+
+func (s *flakyStore) callCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls
+}
+
+// waitFailures returns once call number n or a later one has failed.
+func (s *flakyStore) waitFailures(n int) {
+	for call := range s.failures {
+		if call >= n {
+			return
+		}
+	}
+}
+
+// unreachable is the error the store gives while the database cannot be
+// reached.
+func unreachable() error {
+	return &domain.Error{Kind: domain.Internal, Op: "store.InsertUsage",
+		Err: errors.New("failed to connect to `user=parley database=parley`: dial tcp 127.0.0.1:5432: connect: connection refused")}
+}
+
+func ids(rs []domain.UsageRecord) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.ID
+	}
+	return out
+}
+
+func TestUsageBatcherRetries(t *testing.T) {
+	const (
+		kept    = "usage records not written; kept and retried"
+		still   = "usage records still not written; kept and retried"
+		written = "usage backlog written"
+		dropped = "usage records dropped: too many kept while writes fail; the oldest go first"
+		refused = "usage records dropped: the database refuses them"
+		lost    = "usage records lost: not written before shutdown ended"
+	)
+	t.Run("a batch that failed is written once the database is back, every record once and in order", func(t *testing.T) {
+		st := newFlakyStore(func(call int, _ []domain.UsageRecord) (bool, error) {
+			if call <= 3 {
+				return false, unreachable()
+			}
+			return true, nil
+		})
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 4, 10*time.Millisecond)
+		rs := records(20, "p")
+		for _, r := range rs[:10] {
+			b.Record(context.Background(), r)
+		}
+		st.waitFailures(1)
+		// Records keep queueing while the batch is retried.
+		for _, r := range rs[10:] {
+			b.Record(context.Background(), r)
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if got, want := fmt.Sprint(st.stored()), fmt.Sprint(ids(rs)); got != want {
+			t.Errorf("stored %s;\nwant %s", got, want)
+		}
+		if got := len(log.find(kept)) + len(log.find(still)); got != 1 {
+			t.Errorf("%d warnings for 3 failures; want 1\n%s", got, log)
+		}
+		if got := len(log.find(written)); got != 1 {
+			t.Errorf("%d lines say the backlog was written; want 1\n%s", got, log)
+		}
+		if got := log.losses(); len(got) != 0 {
+			t.Errorf("logged %v; want no record said lost or dropped", got)
+		}
+	})
+	t.Run("a batch stored though its reply was lost is not stored twice", func(t *testing.T) {
+		st := newFlakyStore(func(call int, _ []domain.UsageRecord) (bool, error) {
+			if call == 1 {
+				return true, &domain.Error{Kind: domain.Unavailable, Op: "store.InsertUsage", Err: context.DeadlineExceeded}
+			}
+			return true, nil
+		})
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 5, time.Hour)
+		rs := records(10, "p")
+		for _, r := range rs[:5] { // a full batch: written at once
+			b.Record(context.Background(), r)
+		}
+		st.waitFailures(1)
+		for _, r := range rs[5:] {
+			b.Record(context.Background(), r)
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if got, want := fmt.Sprint(st.stored()), fmt.Sprint(ids(rs)); got != want {
+			t.Errorf("stored %s;\nwant %s", got, want)
+		}
+		if got := log.losses(); len(got) != 0 {
+			t.Errorf("logged %v; want no record said lost or dropped", got)
+		}
+	})
+	t.Run("a record the database refuses while it takes others is dropped alone", func(t *testing.T) {
+		// Not a kind retrying is known not to fix, as PostgreSQL's refusal
+		// of a NUL character would be.
+		st := newFlakyStore(func(_ int, rs []domain.UsageRecord) (bool, error) {
+			if slices.Contains(ids(rs), "p-002") {
+				return false, &domain.Error{Kind: domain.Internal, Op: "store.InsertUsage", Err: errors.New("invalid byte sequence for encoding \"UTF8\": 0x00")}
+			}
+			return true, nil
+		})
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 10, time.Hour)
+		rs := records(10, "p")
+		for _, r := range rs {
+			b.Record(context.Background(), r)
+		}
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		want := slices.Delete(ids(rs), 2, 3)
+		if got := st.stored(); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("stored %s;\nwant %s", got, want)
+		}
+		w := log.find("usage record dropped: the database refuses it while it takes others")
+		if len(w) != 1 || w[0].attrs["id"] != "p-002" {
+			t.Errorf("warnings %v; want one naming p-002\n%s", w, log)
+		}
+	})
+	t.Run("beyond the records kept the oldest are dropped and counted", func(t *testing.T) {
+		const keptMax = 100 // usageKeptBatches batches of 1
+		var mu sync.Mutex
+		down := true
+		st := newFlakyStore(func(int, []domain.UsageRecord) (bool, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			if down {
+				return false, unreachable()
+			}
+			return true, nil
+		})
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 1, time.Hour)
+		rs := records(keptMax+50, "p")
+		for _, r := range rs { // not held up: writes fail
+			b.Record(context.Background(), r)
+		}
+		// Two more failures: the second one's batch was taken after the
+		// last record (a batch of 1 is one call).
+		st.waitFailures(st.callCount() + 2)
+		mu.Lock()
+		down = false
+		mu.Unlock()
+		if err := b.Shutdown(context.Background()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if got, want := fmt.Sprint(st.stored()), fmt.Sprint(ids(rs[50:])); got != want {
+			t.Errorf("stored %s;\nwant the newest %d: %s", got, keptMax, want)
+		}
+		if got, want := log.sum(dropped, "records"), int64(50); got != want {
+			t.Errorf("warnings count %d records dropped; want %d\n%s", got, want, log)
+		}
+	})
+	t.Run("shutdown tries until its context is done and counts what it could not write", func(t *testing.T) {
+		st := newFlakyStore(func(int, []domain.UsageRecord) (bool, error) { return false, unreachable() })
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 10, time.Hour)
+		for _, r := range records(3, "p") {
+			b.Record(context.Background(), r)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			st.waitFailures(2) // tried, and tried again
+			cancel()
+		}()
+		err := b.Shutdown(ctx)
+		if got, want := domain.KindOf(err), domain.Unavailable; err == nil || got != want {
+			t.Errorf("Shutdown: %v (%s); want %s", err, got, want)
+		}
+		if got, want := log.sum(lost, "records"), int64(3); got != want {
+			t.Errorf("logged %d records lost; want %d\n%s", got, want, log)
+		}
+		if got := len(log.find(kept)) + len(log.find(still)); got != 1 {
+			t.Errorf("%d warnings while retrying; want 1\n%s", got, log)
+		}
+	})
+}
+
+// TestUsageBatcherStore writes through the real store: a record written
+// already is skipped, and those of a project deleted while they waited are
+// dropped, not the others.
+func TestUsageBatcherStore(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		t0 := time.Now().UTC().Truncate(time.Second)
+		u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: "ann", CreatedAt: t0}
+		if err := st.CreateUser(ctx, u); err != nil {
+			t.Fatal(err)
+		}
+		project := func(name string) string {
+			p := &domain.Project{ID: domain.NewID(domain.PrefixProject), Name: name, CreatedAt: t0, UpdatedAt: t0}
+			m := domain.Member{ProjectID: p.ID, UserID: u.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}
+			if err := st.CreateProject(ctx, p, m); err != nil {
+				t.Fatal(err)
+			}
+			return p.ID
+		}
+		kept, gone := project("kept"), project("gone")
+		var rs []domain.UsageRecord
+		for i, p := range []string{kept, gone, kept, gone, kept} {
+			rs = append(rs, domain.UsageRecord{ID: fmt.Sprintf("msg_%d", i), ProjectID: p, UserID: u.ID, Model: "m",
+				Usage: domain.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}, Outcome: domain.OutcomeOK, CreatedAt: t0})
+		}
+		// The first is in the database already: a write went through
+		// though its reply was lost.
+		if err := st.InsertUsage(ctx, rs[:1]); err != nil {
+			t.Fatal(err)
+		}
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 100, time.Hour)
+		for _, r := range rs {
+			b.Record(ctx, r)
+		}
+		if err := st.DeleteProject(ctx, gone); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		totals, err := st.SumUsage(ctx, domain.UsageQuery{ProjectID: kept, From: t0.Add(-time.Hour), To: t0.Add(time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(totals) != 1 || totals[0].Requests != 3 {
+			t.Errorf("project kept has totals %+v; want 3 requests (msg_0 once, msg_2, msg_4)", totals)
+		}
+		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(2); got != want {
+			t.Errorf("warnings count %d records refused; want %d (those of the deleted project)\n%s", got, want, log)
 		}
 	})
 }
