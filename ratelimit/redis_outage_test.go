@@ -1,110 +1,27 @@
 package ratelimit
 
 import (
-	"io"
 	"log/slog"
 	"net"
 	neturl "net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/tcpproxy"
 )
 
-// proxy forwards TCP connections on 127.0.0.1 to the test Redis and counts
-// them: each is a dial of a client. Down, it closes the connections it
-// forwards and each new one as soon as it is accepted, as a Redis that went
-// away (a refused dial could not be counted).
-type proxy struct {
-	ln     net.Listener
-	target string
-	dials  atomic.Int64
-
-	mu    sync.Mutex
-	down  bool
-	conns map[net.Conn]bool
-}
-
-// startProxy starts a proxy to target, closed at the end of t.
-func startProxy(t *testing.T, target string) *proxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
-	go p.serve()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		p.setDown(true)
-	})
-	return p
-}
-
-func (p *proxy) serve() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		p.dials.Add(1)
-		if p.track(c) {
-			go p.forward(c)
-		}
-	}
-}
-
-// track records c, or closes it and returns false when the proxy is down.
-func (p *proxy) track(c net.Conn) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.down {
-		_ = c.Close()
-		return false
-	}
-	p.conns[c] = true
-	return true
-}
-
-func (p *proxy) forward(c net.Conn) {
-	defer c.Close()
-	up, err := net.Dial("tcp", p.target)
-	if err != nil || !p.track(up) {
-		return
-	}
-	defer up.Close()
-	go func() {
-		_, _ = io.Copy(up, c)
-		_ = up.Close()
-	}()
-	_, _ = io.Copy(c, up)
-}
-
-// setDown takes Redis down (closing every connection) or brings it back.
-func (p *proxy) setDown(down bool) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.down = down
-	if down {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		clear(p.conns)
-	}
-}
-
-// url returns the test Redis's URL through p; t is skipped when that Redis
+// proxyURL returns the test Redis's URL through p; t is skipped when that Redis
 // is not on TCP without TLS.
-func (p *proxy) url(t *testing.T) string {
+func proxyURL(t *testing.T, p *tcpproxy.Proxy) string {
 	t.Helper()
 	u, err := neturl.Parse(testRedisURL())
 	if err != nil || u.Scheme != "redis" {
 		t.Skipf("PARLEY_TEST_REDIS_URL is not redis:// (%v): no proxy to it", err)
 	}
-	u.Host = p.ln.Addr().String()
+	u.Host = p.Addr()
 	return u.String()
 }
 
@@ -113,9 +30,9 @@ func (p *proxy) url(t *testing.T) string {
 // call after the backoff uses it again.
 func TestRedisOutageSkipsRedis(t *testing.T) {
 	c := testRedis(t)
-	p := startProxy(t, c.Options().Addr)
+	p := tcpproxy.Start(t, c.Options().Addr)
 	var logs syncBuffer
-	l, closeFn, err := Open(p.url(t), slog.New(slog.NewTextHandler(&logs, nil)))
+	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,8 +48,8 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 	allowN(t, direct, 1, p1)
 	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
 
-	p.setDown(true)
-	dials := p.dials.Load()
+	p.Down()
+	dials := p.Dials()
 	for i := range 50 {
 		if err := r.Allow(bg, []domain.Budget{p1}); err != nil {
 			t.Fatalf("Allow #%d with Redis down = %v; want allowed", i+1, err)
@@ -144,13 +61,13 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 		release()
 		r.AddTokens(bg, []domain.Budget{project(0, 10)}, 5)
 	}
-	if n := p.dials.Load() - dials; n > 1 {
+	if n := p.Dials() - dials; n > 1 {
 		t.Errorf("200 calls with Redis down dialled it %d times; want at most 1 (then Redis is skipped)", n)
 	}
 
 	// After the backoff, 50 concurrent calls: one probes, the others skip.
 	brClock.Add(breakerMin)
-	dials = p.dials.Load()
+	dials = p.Dials()
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
@@ -160,12 +77,12 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if n := p.dials.Load() - dials; n > 1 {
+	if n := p.Dials() - dials; n > 1 {
 		t.Errorf("50 concurrent calls after the backoff dialled Redis %d times; want at most 1 (one probe)", n)
 	}
 
 	// Redis is back: after the (doubled) backoff, the first call uses it.
-	p.setDown(false)
+	p.Up()
 	brClock.Add(breakerMax)
 	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
 	p2 := domain.Budget{Key: "prj_2", Name: "project", RequestsPerMinute: 1}

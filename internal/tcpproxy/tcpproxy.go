@@ -1,0 +1,132 @@
+// Package tcpproxy is a TCP proxy on 127.0.0.1 for tests that take a
+// server away (a database, Redis) from the code that talks to it: Down
+// drops every connection and refuses new ones until Up, Stall stops
+// forwarding while keeping the connections open, as a frozen network does,
+// and Dials counts the connections clients opened.
+package tcpproxy
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+)
+
+// Proxy forwards each connection it accepts to a target address.
+type Proxy struct {
+	ln     net.Listener
+	target string
+	dials  atomic.Int64
+
+	mu      sync.Mutex
+	down    bool
+	conns   map[net.Conn]bool
+	stalled chan struct{} // closed by Stall
+	closed  chan struct{} // closed when t ends
+}
+
+// Start starts a proxy to target, closed when t ends.
+func Start(t testing.TB, target string) *Proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}, stalled: make(chan struct{}), closed: make(chan struct{})}
+	go p.serve()
+	t.Cleanup(func() {
+		close(p.closed)
+		_ = ln.Close()
+		p.Down()
+	})
+	return p
+}
+
+// Addr is the proxy's address, to put in a client's URL for the target's.
+func (p *Proxy) Addr() string { return p.ln.Addr().String() }
+
+// Dials is how many connections clients have opened to the proxy, down or
+// not.
+func (p *Proxy) Dials() int64 { return p.dials.Load() }
+
+// Down closes every connection, and each new one as soon as it is
+// accepted (so that it is still counted), until Up.
+func (p *Proxy) Down() { p.setDown(true) }
+
+// Up forwards new connections again.
+func (p *Proxy) Up() { p.setDown(false) }
+
+// Stall stops forwarding on every connection, open or to come, while
+// keeping them open; bytes read are held until the test ends.
+func (p *Proxy) Stall() { close(p.stalled) }
+
+func (p *Proxy) setDown(down bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.down = down
+	if down {
+		for c := range p.conns {
+			_ = c.Close()
+		}
+		clear(p.conns)
+	}
+}
+
+func (p *Proxy) serve() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		p.dials.Add(1)
+		if p.track(c) {
+			go p.forward(c)
+		}
+	}
+}
+
+// track records c, or closes it and returns false when the proxy is down.
+func (p *Proxy) track(c net.Conn) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.down {
+		_ = c.Close()
+		return false
+	}
+	p.conns[c] = true
+	return true
+}
+
+func (p *Proxy) forward(c net.Conn) {
+	defer c.Close()
+	up, err := net.Dial("tcp", p.target)
+	if err != nil || !p.track(up) {
+		return
+	}
+	defer up.Close()
+	go p.pipe(up, c)
+	p.pipe(c, up)
+}
+
+// pipe copies src to dst until either ends or the proxy stalls.
+func (p *Proxy) pipe(dst, src net.Conn) {
+	defer dst.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			select {
+			case <-p.stalled:
+				<-p.closed // hold the bytes until the test ends
+				return
+			default:
+			}
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
