@@ -2,11 +2,13 @@ package rest_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/url"
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/tcpproxy"
 	"github.com/parleyhq/parley/store"
@@ -64,6 +66,31 @@ func TestReadyzWhenTheDatabaseHangs(t *testing.T) {
 	_ = res.Body.Close()
 	if res.StatusCode != 503 {
 		t.Errorf("/readyz with the database hanging = %d, want 503", res.StatusCode)
+	}
+	p.Down() // let the pool's stalled connections go before the cleanup closes the store
+}
+
+// TestRequestsWhenTheDatabaseHangs: with the database hanging, a request
+// that needs it answers 503 unavailable once the request timeout passes,
+// where it used to wait as long as its client did.
+func TestRequestsWhenTheDatabaseHangs(t *testing.T) {
+	st, p := postgresThroughProxy(t)
+	h := newHarness(t, st, func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	prj := h.project(h.admin, "p") // the admin's key is cached from here on
+	p.Stall()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/api/v1/projects/"+prj, nil)
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("a read with the database hanging gave no answer within 30s: %v", err)
+	}
+	r := &response{t: t, Status: res.StatusCode, Header: res.Header}
+	r.Body, _ = io.ReadAll(res.Body)
+	_ = res.Body.Close()
+	if r.Status != 503 || r.ErrorCode() != "unavailable" {
+		t.Errorf("a read with the database hanging = %d %s, want 503 unavailable", r.Status, r.Body)
 	}
 	p.Down() // let the pool's stalled connections go before the cleanup closes the store
 }

@@ -30,6 +30,11 @@ type Config struct {
 	// KeepAlive is the interval of SSE comment keep-alives, the first
 	// counted from the request; 0 means 15s.
 	KeepAlive time.Duration
+	// RequestTimeout bounds every API request but completions (which run
+	// as long as their stream, under the upstream's timeouts), so that a
+	// database that hangs answers 503 in time instead of holding requests
+	// as long as their clients wait; 0 means 30s.
+	RequestTimeout time.Duration
 	// Metrics, when set, observes every request and open stream.
 	Metrics Observer
 	Logger  *slog.Logger
@@ -61,6 +66,9 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	}
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 15 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 30 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -352,6 +360,11 @@ const apiPrefix = "/api/v1"
 func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if strings.HasPrefix(c.Path(), apiPrefix+"/") {
+			if !strings.HasSuffix(c.Path(), "/completions") {
+				ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.RequestTimeout)
+				defer cancel()
+				c.SetRequest(c.Request().WithContext(ctx))
+			}
 			if err := s.shadowedStatic(c); err != nil {
 				return err
 			}

@@ -179,6 +179,9 @@ func loadEnv() (env, error) {
 	if e.KeepAlive, err = envDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
 		return e, err
 	}
+	if e.RequestTimeout, err = envDuration("PARLEY_REQUEST_TIMEOUT", 30*time.Second); err != nil {
+		return e, err
+	}
 	if err := e.loadUpstreamEnv(); err != nil {
 		return e, err
 	}

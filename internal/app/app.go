@@ -51,6 +51,9 @@ type Config struct {
 	MaxStreamDuration time.Duration
 	// KeepAlive is the interval of SSE comment keep-alives; 0 means 15s.
 	KeepAlive time.Duration
+	// RequestTimeout bounds REST requests other than completions; 0 means
+	// 30s.
+	RequestTimeout time.Duration
 	// RedisURL shares rate-limit counters across instances; "" keeps them
 	// in memory.
 	RedisURL string
@@ -195,7 +198,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 
 	api := rest.New(svcs, rest.Config{
-		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive,
+		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())
