@@ -8,6 +8,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // documentOut is the REST document resource.
@@ -36,11 +37,11 @@ func documentLine(d documentOut) string {
 }
 
 type createDocumentArgs struct {
-	ProjectID string         `json:"projectId" desc:"Id of the project to add the document to (prj_...)."`
-	Name      string         `json:"name" desc:"Document name."`
-	Content   string         `json:"content" desc:"The document's text (at most 4 MiB)."`
-	MimeType  string         `json:"mimeType,omitempty" desc:"Media type of the content; default text/plain."`
-	Metadata  map[string]any `json:"metadata,omitempty" desc:"Free-form metadata object."`
+	ProjectID string      `json:"projectId" desc:"Id of the project to add the document to (prj_...)."`
+	Name      string      `json:"name" desc:"Document name."`
+	Content   string      `json:"content" desc:"The document's text (at most 4 MiB)."`
+	MimeType  string      `json:"mimeType,omitempty" desc:"Media type of the content; default text/plain."`
+	Metadata  wire.Object `json:"metadata,omitempty" desc:"Free-form metadata object."`
 }
 
 func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {

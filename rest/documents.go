@@ -6,6 +6,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 type documentResponse struct {
@@ -29,18 +30,18 @@ func toDocumentResponse(d *domain.Document) documentResponse {
 }
 
 type documentCreateRequest struct {
-	ProjectID string         `json:"projectId"`
-	Name      string         `json:"name"`
-	Content   string         `json:"content"`
-	MimeType  string         `json:"mimeType"`
-	Metadata  map[string]any `json:"metadata"`
+	ProjectID string      `json:"projectId"`
+	Name      string      `json:"name"`
+	Content   string      `json:"content"`
+	MimeType  string      `json:"mimeType"`
+	Metadata  wire.Object `json:"metadata"`
 }
 
 type documentUpdateRequest struct {
-	Name     *string        `json:"name"`
-	Content  *string        `json:"content"`
-	MimeType *string        `json:"mimeType"`
-	Metadata map[string]any `json:"metadata"`
+	Name     *string     `json:"name"`
+	Content  *string     `json:"content"`
+	MimeType *string     `json:"mimeType"`
+	Metadata wire.Object `json:"metadata"`
 }
 
 func (s *Server) handleDocumentCreate(c echo.Context) error {

@@ -1,6 +1,9 @@
 package rest_test
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 // TestDocumentMimeType: a mimeType must be a media type; a refused one
 // creates nothing and a PATCH to one changes nothing.
@@ -28,6 +31,33 @@ func TestDocumentMimeType(t *testing.T) {
 		}
 		if got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil)["mimeType"]; got != "text/markdown; charset=utf-8" {
 			t.Errorf("mimeType after a refused PATCH = %v", got)
+		}
+	})
+}
+
+// TestDocumentMetadataKeepsNumbers: metadata's numbers come back as they
+// were sent, on create, get and list: a 64-bit id past 2⁵³, -0 and a
+// fraction are not rounded through float64. Metadata that is not an
+// object is a 400.
+func TestDocumentMetadataKeepsNumbers(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		const meta = `{"big":12345678901234567890,"f":1.5,"neg":-0,"nested":{"id":9007199254740993}}` // keys in order, as maps are written
+		r := h.call("POST", "/api/v1/documents", h.admin, `{"projectId":"`+p+`","name":"d","content":"x","metadata":`+meta+`}`)
+		if r.Status != 201 {
+			t.Fatalf("create = %d %s", r.Status, r.Body)
+		}
+		id := r.JSON()["id"].(string)
+		for _, got := range []*response{r, h.call("GET", "/api/v1/documents/"+id, h.admin, nil), h.call("GET", "/api/v1/documents?projectId="+p, h.admin, nil)} {
+			if !strings.Contains(string(got.Body), `"metadata":`+meta) {
+				t.Errorf("metadata sent as %s came back in %s", meta, got.Body)
+			}
+		}
+		for _, bad := range []string{`[1]`, `"x"`, `5`} {
+			r := h.call("PATCH", "/api/v1/documents/"+id, h.admin, `{"metadata":`+bad+`}`)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "metadata must be a JSON object") {
+				t.Errorf("metadata %s = %d %s, want 400", bad, r.Status, r.Body)
+			}
 		}
 	})
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
@@ -157,7 +158,11 @@ func fromDomainDocument(d *domain.Document) (documentRow, error) {
 func toDomainDocument(r *documentRow) (*domain.Document, error) {
 	var meta map[string]any
 	if r.Metadata != "" {
-		if err := json.Unmarshal([]byte(r.Metadata), &meta); err != nil {
+		// Numbers as stored (json.Number): float64 would round integers
+		// past 2⁵³, which the API took without loss (wire.Object).
+		dec := json.NewDecoder(strings.NewReader(r.Metadata))
+		dec.UseNumber()
+		if err := dec.Decode(&meta); err != nil {
 			return nil, err
 		}
 	}

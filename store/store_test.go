@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/url"
@@ -819,7 +820,7 @@ func TestDocuments(t *testing.T) {
 		w := newWorld(t, s)
 		doc := &domain.Document{
 			ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: "faq", Content: "Q: why?\nA: because.", MimeType: "text/plain",
-			Metadata:  map[string]any{"lang": "en", "pages": 3.0, "tags": []any{"a", "b"}, "nested": map[string]any{"ok": true}},
+			Metadata:  map[string]any{"lang": "en", "pages": json.Number("3"), "tags": []any{"a", "b"}, "nested": map[string]any{"ok": true}},
 			CreatedAt: t0, UpdatedAt: t0,
 		}
 		must(t, s.CreateDocument(ctx(), doc))
@@ -874,7 +875,7 @@ func TestDocuments(t *testing.T) {
 		}
 		t.Run("update", func(t *testing.T) {
 			d := *doc
-			d.Name, d.Content, d.MimeType, d.Metadata, d.UpdatedAt = "faq2", "new", "text/markdown", map[string]any{"v": 2.0}, t0.Add(time.Minute)
+			d.Name, d.Content, d.MimeType, d.Metadata, d.UpdatedAt = "faq2", "new", "text/markdown", map[string]any{"v": json.Number("2")}, t0.Add(time.Minute)
 			must(t, s.UpdateDocument(ctx(), &d))
 			got, err := s.GetDocument(ctx(), d.ID)
 			must(t, err)

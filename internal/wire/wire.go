@@ -6,6 +6,7 @@ package wire
 
 import (
 	"bytes"
+	stdjson "encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -183,7 +184,7 @@ func typeName(t reflect.Type) string {
 		return "a string or an array of strings"
 	case reflect.TypeFor[ToolChoice]():
 		return `"auto", "none", "required" or {"type": "function", "function": {"name": ...}}`
-	case reflect.TypeFor[RawJSON]():
+	case reflect.TypeFor[RawJSON](), reflect.TypeFor[Object]():
 		return "a JSON object"
 	}
 	switch t.Kind() {
@@ -266,6 +267,40 @@ func (r RawJSON) MarshalJSON() ([]byte, error) {
 		return []byte("null"), nil
 	}
 	return r, nil
+}
+
+// Object is a free-form JSON object, such as a document's metadata,
+// decoded without loss: its numbers stay as sent (encoding/json's Number,
+// which encoding/json writes back as is), where decoding into any would
+// make them float64 and round integers past 2⁵³ (a 64-bit id) and -0. null
+// reads as none (nil).
+type Object map[string]any
+
+// UnmarshalJSON decodes b, which must be an object or null.
+func (o *Object) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if string(b) == "null" {
+		*o = nil
+		return nil
+	}
+	if len(b) == 0 || b[0] != '{' {
+		return errNotAnObject
+	}
+	m, err := DecodeObject(b)
+	*o = m
+	return err
+}
+
+var errNotAnObject = errors.New("not a JSON object")
+
+// DecodeObject decodes the JSON object b with its numbers as sent (see
+// Object).
+func DecodeObject(b []byte) (map[string]any, error) {
+	dec := stdjson.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	err := dec.Decode(&m)
+	return m, err
 }
 
 // ToolChoice is OpenAI's tool_choice: a mode ("auto", "none",
