@@ -115,7 +115,7 @@ func noop() {}
 // timeout would fail the limiter open for a backoff. A Redis far away, or
 // slow to answer, needs the URL's dial_timeout, read_timeout or
 // pool_timeout raised.
-const redisTimeout = 250 * time.Millisecond
+const redisTimeout = time.Second
 
 // Open returns the limiter for url and a function that closes it:
 // "" is a Memory limiter (one instance); "redis://…", "rediss://…" or
