@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
+	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -35,6 +37,11 @@ type Options struct {
 	// Calls, when set, tracks the running tool calls for the server's
 	// shutdown: Calls.End ends them, Calls.Wait waits for them.
 	Calls *Calls
+	// CallTimeout bounds every tool call but completions (which run as
+	// long as their upstream call, under its own timeouts), as REST's
+	// RequestTimeout bounds requests: a database that hangs gives an
+	// unavailable result in time. 0 means 30s.
+	CallTimeout time.Duration
 }
 
 // Observer receives the metrics the MCP tools report; metrics.Metrics is
@@ -62,13 +69,16 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 	if opts.Version == "" {
 		opts.Version = "dev"
 	}
+	if opts.CallTimeout <= 0 {
+		opts.CallTimeout = 30 * time.Second
+	}
 	sopts := append([]server.ServerOption{
 		server.WithToolCapabilities(false),
 		server.WithInstructions(instructions),
 		server.WithLogger(opts.Logger),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
-	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls}
+	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls, callTimeout: opts.CallTimeout}
 	for _, t := range toolset(d) {
 		if opts.ReadOnly && !isReadOnly(t.tool) {
 			continue
@@ -84,6 +94,8 @@ type deps struct {
 	log     *slog.Logger
 	metrics Observer // may be nil
 	calls   *Calls   // may be nil
+	// callTimeout bounds the calls of tools other than completions.
+	callTimeout time.Duration
 }
 
 type serverTool struct {
@@ -147,6 +159,10 @@ func newTool[In, Out any](name, title, description string, h hints) mcpgo.Tool {
 // handle returns a tool handler that decodes In strictly, calls fn, and
 // returns Out as structured content with text's rendering. Errors of any
 // step go through toolError, the one mapping of domain kinds.
+// completionTools begins the names of the completion tools, which run as
+// long as their upstream call and so have no call timeout of their own.
+const completionTools = "create-chat-completion"
+
 func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallToolRequest, in In) (Out, error), text func(Out) string) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
 		defer func() {
@@ -171,6 +187,11 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		}
 		if ended := streamEnd(ctx); ended != nil {
 			defer context.AfterFunc(ended, func() { end(context.Cause(ended)) })()
+		}
+		if !strings.HasPrefix(req.Params.Name, completionTools) {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d.callTimeout)
+			defer cancel()
 		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {

@@ -4,39 +4,18 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
-	"github.com/parleyhq/parley/internal/tcpproxy"
-	"github.com/parleyhq/parley/store"
 )
-
-// postgresThroughProxy opens a store on a fresh PostgreSQL database
-// reached through a TCP proxy.
-func postgresThroughProxy(t *testing.T) (*store.Store, *tcpproxy.Proxy) {
-	t.Helper()
-	u, err := url.Parse(dbtest.PostgresURL(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := tcpproxy.Start(t, u.Host)
-	u.Host = p.Addr()
-	st, err := store.Open(context.Background(), u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = st.Close() })
-	return st, p
-}
 
 // TestDatabaseDownIs503: with the database gone, requests that need it
 // answer 503 unavailable (a dependency is down), not 500 internal, and so
 // does /readyz.
 func TestDatabaseDownIs503(t *testing.T) {
-	st, p := postgresThroughProxy(t)
+	st, p := dbtest.PostgresThroughProxy(t)
 	h := newHarness(t, st, nil)
 	h.must(201, "POST", "/api/v1/projects", h.admin, map[string]any{"name": "before"})
 	p.Down()
@@ -53,7 +32,7 @@ func TestDatabaseDownIs503(t *testing.T) {
 // closing its connections makes /readyz answer 503 once its check times
 // out, where it used to wait as long as the client did.
 func TestReadyzWhenTheDatabaseHangs(t *testing.T) {
-	st, p := postgresThroughProxy(t)
+	st, p := dbtest.PostgresThroughProxy(t)
 	h := newHarness(t, st, nil)
 	p.Stall()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -74,7 +53,7 @@ func TestReadyzWhenTheDatabaseHangs(t *testing.T) {
 // that needs it answers 503 unavailable once the request timeout passes,
 // where it used to wait as long as its client did.
 func TestRequestsWhenTheDatabaseHangs(t *testing.T) {
-	st, p := postgresThroughProxy(t)
+	st, p := dbtest.PostgresThroughProxy(t)
 	h := newHarness(t, st, func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
 	prj := h.project(h.admin, "p") // the admin's key is cached from here on
 	p.Stall()

@@ -132,7 +132,7 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		// choosing, where ./data is rarely the server's.
 		log.Warn("serving a new, empty database; set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) in the client's configuration to use the one parley serve uses", "path", a.NewDatabase)
 	}
-	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log})
+	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log, CallTimeout: e.RequestTimeout})
 	err = mcp.ServeStdio(ctx, srv, p, stdin, stdout)
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil

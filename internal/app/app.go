@@ -202,7 +202,8 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
 	api.Handle("/metrics", m.Handler())
-	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls})
+	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
+		CallTimeout: cfg.RequestTimeout})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
 	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
 	api.Handle("/sse", a.mcpSSE.Stream)

@@ -19,6 +19,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
 
+	"github.com/parleyhq/parley/internal/tcpproxy"
 	"github.com/parleyhq/parley/migrations"
 	"github.com/parleyhq/parley/store"
 )
@@ -56,6 +57,24 @@ func Postgres(t testing.TB) *store.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() }) // runs before the drop registered by PostgresURL
 	return s
+}
+
+// PostgresThroughProxy is Postgres reached through a TCP proxy, for tests
+// that take the database away (Down) or make it hang (Stall).
+func PostgresThroughProxy(t testing.TB) (*store.Store, *tcpproxy.Proxy) {
+	t.Helper()
+	u, err := url.Parse(PostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := tcpproxy.Start(t, u.Host)
+	u.Host = p.Addr()
+	s, err := store.Open(context.Background(), u.String())
+	if err != nil {
+		t.Fatalf("dbtest: open through a proxy: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s, p
 }
 
 // PostgresURL returns the URL of a new, migrated PostgreSQL database that is
