@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
@@ -138,6 +139,10 @@ func (h *harness) call(method, path, key string, body any) *response {
 	return r
 }
 
+// testClient sends call's and send's requests; a server that does not answer
+// within its timeout fails the call instead of hanging the test.
+var testClient = &http.Client{Timeout: 30 * time.Second}
+
 // send is call returning its error, for goroutines other than the test's.
 func (h *harness) send(method, path, key string, body any) (*response, error) {
 	var rd io.Reader
@@ -162,7 +167,7 @@ func (h *harness) send(method, path, key string, body any) (*response, error) {
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
-	res, err := http.DefaultClient.Do(req)
+	res, err := testClient.Do(req)
 	if err != nil {
 		return nil, err
 	}

@@ -1,9 +1,6 @@
 package rest_test
 
 import (
-	"context"
-	"io"
-	"net/http"
 	"testing"
 	"time"
 
@@ -35,16 +32,12 @@ func TestReadyzWhenTheDatabaseHangs(t *testing.T) {
 	st, p := dbtest.PostgresThroughProxy(t)
 	h := newHarness(t, st, nil)
 	p.Stall()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/readyz", nil)
-	res, err := http.DefaultClient.Do(req)
+	r, err := h.send("GET", "/readyz", "", nil)
 	if err != nil {
 		t.Fatalf("/readyz with the database hanging gave no answer within 30s: %v", err)
 	}
-	_ = res.Body.Close()
-	if res.StatusCode != 503 {
-		t.Errorf("/readyz with the database hanging = %d, want 503", res.StatusCode)
+	if r.Status != 503 {
+		t.Errorf("/readyz with the database hanging = %d %s, want 503", r.Status, r.Body)
 	}
 	p.Down() // let the pool's stalled connections go before the cleanup closes the store
 }
@@ -57,17 +50,10 @@ func TestRequestsWhenTheDatabaseHangs(t *testing.T) {
 	h := newHarness(t, st, func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
 	prj := h.project(h.admin, "p") // the admin's key is cached from here on
 	p.Stall()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, "GET", h.srv.URL+"/api/v1/projects/"+prj, nil)
-	req.Header.Set("Authorization", "Bearer "+h.admin)
-	res, err := http.DefaultClient.Do(req)
+	r, err := h.send("GET", "/api/v1/projects/"+prj, h.admin, nil)
 	if err != nil {
 		t.Fatalf("a read with the database hanging gave no answer within 30s: %v", err)
 	}
-	r := &response{t: t, Status: res.StatusCode, Header: res.Header}
-	r.Body, _ = io.ReadAll(res.Body)
-	_ = res.Body.Close()
 	if r.Status != 503 || r.ErrorCode() != "unavailable" {
 		t.Errorf("a read with the database hanging = %d %s, want 503 unavailable", r.Status, r.Body)
 	}
