@@ -205,7 +205,50 @@ type plan struct {
 // provider's project, and stores a usage record only. emit is nil for a
 // non-streamed call.
 func (s *Completions) Stateless(ctx context.Context, in StatelessCompletion, emit Emitter) (*Completion, error) {
+	return s.complete(ctx, emit, func(ctx context.Context) (*plan, error) { return s.planStateless(ctx, in) })
+}
+
+// ForChat runs a completion with a chat's provider, system message and
+// model, and stores the turn in a conversation: a new one, or the one
+// named by ConversationID, whose history goes upstream first.
+func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitter) (*Completion, error) {
+	return s.complete(ctx, emit, func(ctx context.Context) (*plan, error) { return s.planForChat(ctx, in) })
+}
+
+// complete plans a completion with planner, admits it under the project's
+// limits and runs it. Planning and admission read the database (and
+// Redis), so they are bounded by RequestTimeout, as the transports bound
+// every other request: a database that hangs answers Unavailable instead
+// of holding the caller. The upstream call is not: a healthy stream may
+// run for hours, bounded only by MaxStreamDuration.
+func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(context.Context) (*plan, error)) (*Completion, error) {
 	started := time.Now()
+	bounded, cancel := context.WithTimeout(ctx, s.deps.RequestTimeout)
+	defer cancel()
+	pl, err := planner(bounded)
+	if err != nil {
+		return nil, err
+	}
+	pl.started = started
+	if err := pl.params.validateFor(pl.provider.Type); err != nil {
+		return nil, err
+	}
+	endpoint, err := s.providers.endpoint(pl.provider)
+	if err != nil {
+		return nil, err
+	}
+	p, _ := PrincipalFrom(ctx)
+	budgets, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return s.run(ctx, pl, endpoint, p, budgets, emit)
+}
+
+// planStateless resolves a stateless completion: its provider, the
+// caller's permission, and the messages.
+func (s *Completions) planStateless(ctx context.Context, in StatelessCompletion) (*plan, error) {
 	if err := checkRef("aiProviderId", PrefixProvider, in.AIProviderID); err != nil {
 		return nil, err
 	}
@@ -225,19 +268,18 @@ func (s *Completions) Stateless(ctx context.Context, in StatelessCompletion, emi
 	if err := s.checkDebug(ctx, in.CompletionParams, prov.ProjectID, PermGetProvider, "AI provider", in.AIProviderID); err != nil {
 		return nil, err
 	}
-	pl := &plan{started: started, provider: prov, system: in.SystemMessage, params: in.CompletionParams}
+	pl := &plan{provider: prov, system: in.SystemMessage, params: in.CompletionParams}
 	if err := s.resolveMessages(ctx, pl, prov.ProjectID); err != nil {
 		return nil, err
 	}
 	pl.model = firstNonEmpty(in.Model, prov.DefaultModel)
-	return s.run(ctx, pl, emit)
+	return pl, nil
 }
 
-// ForChat runs a completion with a chat's provider, system message and
-// model, and stores the turn in a conversation: a new one, or the one
-// named by ConversationID, whose history goes upstream first.
-func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitter) (*Completion, error) {
-	started := time.Now()
+// planForChat resolves a completion for a chat: the chat, the caller's
+// permission, the conversation and its history, the messages and the
+// chat's provider.
+func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (*plan, error) {
 	chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.deps.Store.GetChat)
 	if err != nil {
 		return nil, err
@@ -251,7 +293,7 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
-	pl := &plan{started: started, chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
+	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
 	if in.ConversationID != "" {
 		conv, err := lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
 		if err != nil {
@@ -276,7 +318,7 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 		return nil, Wrap("completions.ForChat", err)
 	}
 	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
-	return s.run(ctx, pl, emit)
+	return pl, nil
 }
 
 // checkDebug lets debug: true through only for a caller who may read what
@@ -353,22 +395,10 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 	return out
 }
 
-// run calls the upstream, streams through emit, stores the turn (per chat)
-// before returning, and records usage whatever the outcome.
-func (s *Completions) run(ctx context.Context, pl *plan, emit Emitter) (*Completion, error) {
-	if err := pl.params.validateFor(pl.provider.Type); err != nil {
-		return nil, err
-	}
-	endpoint, err := s.providers.endpoint(pl.provider)
-	if err != nil {
-		return nil, err
-	}
-	p, _ := PrincipalFrom(ctx)
-	budgets, release, err := s.admit(ctx, pl.provider.ProjectID, p, emit != nil)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
+// run calls the upstream at endpoint, streams through emit, stores the
+// turn (per chat) before returning, and records usage whatever the
+// outcome. The completion's tokens count against budgets.
+func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Principal, budgets []Budget, emit Emitter) (*Completion, error) {
 	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID

@@ -48,8 +48,12 @@ type Deps struct {
 	// MaxStreamDuration ends a streamed completion that runs longer, over
 	// REST and MCP alike (PARLEY_MAX_STREAM_DURATION); 0 means no limit.
 	MaxStreamDuration time.Duration
-	Logger            *slog.Logger
-	Now               func() time.Time
+	// RequestTimeout bounds a completion's lookups and admission before
+	// its upstream call (PARLEY_REQUEST_TIMEOUT, as for other requests);
+	// 0 means 30s.
+	RequestTimeout time.Duration
+	Logger         *slog.Logger
+	Now            func() time.Time
 }
 
 // Services are the domain's use cases, one per module. REST handlers and
@@ -79,6 +83,9 @@ func NewServices(d Deps) *Services {
 	}
 	if d.Now == nil {
 		d.Now = func() time.Time { return time.Now().UTC() }
+	}
+	if d.RequestTimeout <= 0 {
+		d.RequestTimeout = 30 * time.Second
 	}
 	if d.LimitsCacheTTL <= 0 {
 		d.LimitsCacheTTL = 5 * time.Second

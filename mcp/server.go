@@ -38,7 +38,8 @@ type Options struct {
 	// shutdown: Calls.End ends them, Calls.Wait waits for them.
 	Calls *Calls
 	// CallTimeout bounds every tool call but completions (which run as
-	// long as their upstream call, under its own timeouts), as REST's
+	// long as their upstream call, under its own timeouts; the domain
+	// bounds their lookups), as REST's
 	// RequestTimeout bounds requests: a database that hangs gives an
 	// unavailable result in time. 0 means 30s.
 	CallTimeout time.Duration

@@ -59,3 +59,31 @@ func TestRequestsWhenTheDatabaseHangs(t *testing.T) {
 	}
 	p.Down() // let the pool's stalled connections go before the cleanup closes the store
 }
+
+// TestCompletionsWhenTheDatabaseHangs: with the database hanging, a
+// completion whose lookups miss the cache (here the conversation's
+// history) answers 503 unavailable once the request timeout passes, where
+// it used to wait as long as its client did, and never calls the upstream.
+func TestCompletionsWhenTheDatabaseHangs(t *testing.T) {
+	st, p := dbtest.PostgresThroughProxy(t)
+	h := newHarness(t, st, func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	w := h.world()
+	first := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin,
+		map[string]any{"messages": []any{userMessage("hi")}})
+	calls := h.up.Count()
+	p.Stall()
+	for _, stream := range []bool{false, true} {
+		r, err := h.send("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": first["conversationId"], "messages": []any{userMessage("and then?")}, "stream": stream})
+		if err != nil {
+			t.Fatalf("stream %t: a continuation with the database hanging gave no answer within 30s: %v", stream, err)
+		}
+		if r.Status != 503 || r.ErrorCode() != "unavailable" {
+			t.Errorf("stream %t: a continuation with the database hanging = %d %s, want 503 unavailable", stream, r.Status, r.Body)
+		}
+	}
+	if n := h.up.Count() - calls; n != 0 {
+		t.Errorf("the upstream got %d calls while the database hung, want 0", n)
+	}
+	p.Down() // let the pool's stalled connections go before the cleanup closes the store
+}

@@ -31,9 +31,10 @@ type Config struct {
 	// counted from the request; 0 means 15s.
 	KeepAlive time.Duration
 	// RequestTimeout bounds every API request but completions (which run
-	// as long as their stream, under the upstream's timeouts), so that a
-	// database that hangs answers 503 in time instead of holding requests
-	// as long as their clients wait; 0 means 30s.
+	// as long as their stream, under the upstream's timeouts; the domain
+	// bounds their lookups), so that a database that hangs answers 503 in
+	// time instead of holding requests as long as their clients wait; 0
+	// means 30s.
 	RequestTimeout time.Duration
 	// Metrics, when set, observes every request and open stream.
 	Metrics Observer

@@ -51,8 +51,8 @@ type Config struct {
 	MaxStreamDuration time.Duration
 	// KeepAlive is the interval of SSE comment keep-alives; 0 means 15s.
 	KeepAlive time.Duration
-	// RequestTimeout bounds REST requests other than completions; 0 means
-	// 30s.
+	// RequestTimeout bounds REST requests and MCP tool calls, and a
+	// completion's work before its upstream call; 0 means 30s.
 	RequestTimeout time.Duration
 	// RedisURL shares rate-limit counters across instances; "" keeps them
 	// in memory.
@@ -182,7 +182,8 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	m := metrics.New()
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
-		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration, Logger: log,
+		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
+		RequestTimeout: cfg.RequestTimeout, Logger: log,
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
 	if cfg.BootstrapAdminKey != "" {
