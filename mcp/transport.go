@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -37,13 +38,16 @@ const sessionIdleTTL = time.Hour
 // StreamableHTTPHandler serves srv over MCP's streamable HTTP transport, for
 // mounting at /mcp. Every request must carry 'Authorization: Bearer <key>':
 // without a valid key it gets 401 before any MCP processing. Bodies over
-// maxBodyBytes get 413.
+// maxBodyBytes get 413. It takes only POST; other methods get 405 with
+// Allow: POST, which the protocol allows for both GET (no standalone
+// stream) and DELETE (the server does not let clients end sessions, which
+// keep no state here anyway).
 //
 // Two departures from mcp-go's defaults keep every progress notification on
 // the response stream of the call it belongs to:
-//   - The standalone GET stream is not offered (405, which the protocol
-//     allows): Parley sends nothing outside a request, and mcp-go would
-//     route some of a call's notifications to it.
+//   - The standalone GET stream is not offered: Parley sends nothing
+//     outside a request, and mcp-go would route some of a call's
+//     notifications to it.
 //   - A session's server-side state is dropped right after initialize, so
 //     that each later request gets a session object, and a notification
 //     queue, of its own. mcp-go otherwise shares one queue among a
@@ -54,15 +58,16 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 	h := server.NewStreamableHTTPServer(srv,
 		server.WithHTTPContextFunc(principalContext),
 		server.WithDisableStreaming(true),
+		// Every request carries a bearer key (guard), which a DNS-rebinding
+		// page cannot send; mcp-go's Host check would only refuse a reverse
+		// proxy on the same host that forwards the public Host header.
+		server.WithDisableLocalhostProtection(true),
 		server.WithSessionIdleTTL(sessionIdleTTL),
 		// mcp-go logs every refused GET at info; keep its warnings and errors.
 		server.WithStreamableHTTPLogger(slog.New(minLevel{slog.Default().Handler(), slog.LevelWarn})),
 	)
-	return guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost {
-			h.ServeHTTP(w, r)
-			return
-		}
+	return guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		bindSession(r)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		var msg struct {
@@ -97,6 +102,31 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		serveUntilShutdown(h, w, r)
 	}))
 }
+
+// bindSession binds the request's Mcp-Session-Id to its caller: mcp-go
+// keys a session's in-flight calls (which notifications/cancelled cancels)
+// by the session id alone and checks only its form, so without this any
+// user who learnt another's session id could cancel that user's calls. The
+// id mcp-go sees is derived from the caller's user id and the id the client
+// sent, so the same client id names a different session for each user; the
+// client keeps the id initialize gave it. As the SSE transport refuses one
+// user's messages in another's session, this one keeps users' sessions
+// apart.
+func bindSession(r *http.Request) {
+	sid := r.Header.Get(server.HeaderKeySessionID)
+	if sid == "" || !strings.HasPrefix(sid, sessionIDPrefix) {
+		return // mcp-go refuses a malformed id itself
+	}
+	p, _ := domain.PrincipalFrom(r.Context())
+	sum := sha256.Sum256([]byte(p.UserID + "\x00" + sid))
+	b := sum[:16]
+	b[6] = b[6]&0x0f | 0x50 // a name-based UUID, as mcp-go's ids are UUIDs
+	b[8] = b[8]&0x3f | 0x80
+	r.Header.Set(server.HeaderKeySessionID, fmt.Sprintf("%s%x-%x-%x-%x-%x", sessionIDPrefix, b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]))
+}
+
+// sessionIDPrefix begins the session ids mcp-go makes and accepts.
+const sessionIDPrefix = "mcp-session-"
 
 // serveUntilShutdown serves r with a context that the server's shutdown
 // does not end, only the client leaving: mcp-go takes a done request
@@ -167,6 +197,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 	var streams sync.Map // session id → *sseStream
 	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
+		server.WithSSEDisableLocalhostProtection(true), // see StreamableHTTPHandler
 		server.WithSSEContextFunc(principalContext),
 		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
 			b := make([]byte, 16)
@@ -185,7 +216,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		}),
 	)
 	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
-	x.Stream = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Stream = guard(auth, maxBodyBytes, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id string
 		defer func() {
 			if id == "" {
@@ -199,7 +230,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending}
 		serveUntilShutdown(sseH, w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
 	}))
-	x.Message = guard(auth, maxBodyBytes, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Message = guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
 		if st, ok := streams.Load(session); ok {
@@ -418,10 +449,11 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 	return ctx
 }
 
-// guard authenticates the bearer key and caps the body before next sees the
-// request: a missing or wrong key gets 401 with a WWW-Authenticate
-// challenge, a body over the limit 413.
-func guard(auth Authenticator, maxBodyBytes int64, next http.Handler) http.Handler {
+// guard authenticates the bearer key, checks the method and caps the body
+// before next sees the request: a missing or wrong key gets 401 with a
+// WWW-Authenticate challenge, a method other than method 405 with Allow,
+// a body over the limit 413.
+func guard(auth Authenticator, maxBodyBytes int64, method string, next http.Handler) http.Handler {
 	if maxBodyBytes <= 0 {
 		maxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -447,6 +479,12 @@ func guard(auth Authenticator, maxBodyBytes int64, next http.Handler) http.Handl
 			}
 			slog.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
 			writeError(w, status, kind.String(), domain.MessageOf(err))
+			return
+		}
+		if r.Method != method {
+			w.Header().Set("Allow", method)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed",
+				fmt.Sprintf("this endpoint takes only %s; the Allow header says so", method))
 			return
 		}
 		if r.Method == http.MethodPost && r.Body != nil {

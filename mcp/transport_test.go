@@ -253,6 +253,12 @@ func TestHTTPAuth(t *testing.T) {
 		{"mcp with a key", "POST", "/mcp", "Bearer " + e.keys["editor"], initBody, 200, ""},
 		{"mcp body over the limit", "POST", "/mcp", "Bearer " + e.keys["editor"], strings.Repeat(" ", 2000) + initBody, 413, ""},
 		{"mcp GET stream is not offered", "GET", "/mcp", "Bearer " + e.keys["editor"], "", 405, ""},
+		{"mcp sessions are not ended by DELETE", "DELETE", "/mcp", "Bearer " + e.keys["editor"], "", 405, ""},
+		{"mcp takes no PUT", "PUT", "/mcp", "Bearer " + e.keys["editor"], initBody, 405, ""},
+		{"mcp takes no HEAD", "HEAD", "/mcp", "Bearer " + e.keys["editor"], "", 405, ""},
+		{"sse takes only GET", "POST", "/sse", "Bearer " + e.keys["editor"], initBody, 405, ""},
+		{"message takes only POST", "GET", "/message?sessionId=x", "Bearer " + e.keys["editor"], "", 405, ""},
+		{"a wrong method without a key", "DELETE", "/mcp", "", "", 401, `Bearer realm="parley"`},
 		{"mcp session-less cancellation is ignored", "POST", "/mcp", "Bearer " + e.keys["editor"],
 			`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}`, 202, ""},
 	} {
