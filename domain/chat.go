@@ -32,8 +32,10 @@ type ChatStore interface {
 	// GetChat returns NotFound when id does not exist.
 	GetChat(ctx context.Context, id string) (*Chat, error)
 	ListChats(ctx context.Context, f ChatFilter) ([]Chat, error)
-	// UpdateChat saves every field of c; NotFound when absent.
-	UpdateChat(ctx context.Context, c *Chat) error
+	// UpdateChat saves every field of c, provided the stored chat's
+	// updatedAt is still prev (a zero prev: whatever it is); NotFound when
+	// absent, StaleUpdate when another write came first.
+	UpdateChat(ctx context.Context, c *Chat, prev time.Time) error
 	// DeleteChat deletes the chat and its conversations; NotFound when absent.
 	DeleteChat(ctx context.Context, id string) error
 }
@@ -136,8 +138,15 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	return paginate(items, page, func(c Chat) string { return c.ID }), nil
 }
 
-// Update changes a chat (editor).
+// Update changes the fields of a chat that in sets (editor). When another
+// write came first (a concurrent request, or another instance while this
+// one's cached copy was older) the chat is read again and in applied to it
+// (untilFresh).
 func (s *Chats) Update(ctx context.Context, id string, in ChatUpdate) (*Chat, error) {
+	return untilFresh(func() (*Chat, error) { return s.update(ctx, id, in) })
+}
+
+func (s *Chats) update(ctx context.Context, id string, in ChatUpdate) (*Chat, error) {
 	c, err := s.get(ctx, id, PermUpdateChat)
 	if err != nil {
 		return nil, err
@@ -162,7 +171,7 @@ func (s *Chats) Update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 		return c, nil
 	}
 	c.UpdatedAt = s.now()
-	if err := s.store.UpdateChat(ctx, c); err != nil {
+	if err := s.store.UpdateChat(ctx, c, before.UpdatedAt); err != nil {
 		return nil, Wrap("chats.Update", err)
 	}
 	return c, nil

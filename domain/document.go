@@ -32,8 +32,10 @@ type DocumentStore interface {
 	// GetDocument returns NotFound when id does not exist.
 	GetDocument(ctx context.Context, id string) (*Document, error)
 	ListDocuments(ctx context.Context, f DocumentFilter) ([]Document, error)
-	// UpdateDocument saves every field of d; NotFound when absent.
-	UpdateDocument(ctx context.Context, d *Document) error
+	// UpdateDocument saves every field of d, provided the stored
+	// document's updatedAt is still prev (a zero prev: whatever it is);
+	// NotFound when absent, StaleUpdate when another write came first.
+	UpdateDocument(ctx context.Context, d *Document, prev time.Time) error
 	DeleteDocument(ctx context.Context, id string) error
 }
 
@@ -136,8 +138,13 @@ func (s *Documents) List(ctx context.Context, in ListInput) (List[Document], err
 	return paginate(items, page, func(d Document) string { return d.ID }), nil
 }
 
-// Update changes a document (editor).
+// Update changes the fields of a document that in sets (editor), on top of
+// any write that came first (untilFresh).
 func (s *Documents) Update(ctx context.Context, id string, in DocumentUpdate) (*Document, error) {
+	return untilFresh(func() (*Document, error) { return s.update(ctx, id, in) })
+}
+
+func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*Document, error) {
 	d, err := lookup(ctx, PrefixDocument, "document", id, s.store.GetDocument)
 	if err != nil {
 		return nil, err
@@ -165,7 +172,7 @@ func (s *Documents) Update(ctx context.Context, id string, in DocumentUpdate) (*
 		return d, nil
 	}
 	d.UpdatedAt = s.now()
-	if err := s.store.UpdateDocument(ctx, d); err != nil {
+	if err := s.store.UpdateDocument(ctx, d, before.UpdatedAt); err != nil {
 		return nil, Wrap("documents.Update", err)
 	}
 	return d, nil

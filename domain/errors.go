@@ -59,6 +59,35 @@ var ErrShuttingDown = errors.New("the server is shutting down")
 // Such a completion is recorded with the outcome truncated.
 var ErrTruncated = errors.New("the AI provider ended the reply without a finish reason")
 
+// ErrStale is the cause of the Conflict a store returns when asked to
+// update a row whose updatedAt is no longer the one the update was based on:
+// another write (on this instance or another) came first. The services then
+// read the row again and apply the request to what it holds now.
+var ErrStale = errors.New("the row changed since it was read")
+
+// StaleUpdate is the error of a store update that found what/id changed
+// since it was read (see ErrStale).
+func StaleUpdate(what, id string) *Error {
+	return &Error{Kind: Conflict, Message: fmt.Sprintf("%s %s was changed by another request meanwhile; retry", what, id), Err: ErrStale}
+}
+
+// updateAttempts bounds how often an update is applied again to a row that
+// other writes keep changing under it.
+const updateAttempts = 5
+
+// untilFresh runs update, a read-change-write of one row, again while its
+// write finds the row changed since its read (ErrStale), up to
+// updateAttempts times: an update then changes only the fields it was
+// given, on top of whatever another request or instance wrote meanwhile.
+func untilFresh[T any](update func() (*T, error)) (*T, error) {
+	for attempt := 1; ; attempt++ {
+		v, err := update()
+		if !errors.Is(err, ErrStale) || attempt == updateAttempts {
+			return v, err
+		}
+	}
+}
+
 // Error is Parley's one error type. Message is safe to show to a user or a
 // model; Err is the cause, which is only logged.
 type Error struct {

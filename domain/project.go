@@ -39,8 +39,10 @@ type ProjectStore interface {
 	GetProject(ctx context.Context, id string) (*Project, error)
 	// ListProjects returns up to f.Page.Limit+1 projects ordered by id.
 	ListProjects(ctx context.Context, f ProjectFilter) ([]Project, error)
-	// UpdateProject saves p's name, description and updatedAt; NotFound when absent.
-	UpdateProject(ctx context.Context, p *Project) error
+	// UpdateProject saves p's name, description and updatedAt, provided the
+	// stored project's updatedAt is still prev (a zero prev: whatever it
+	// is); NotFound when absent, StaleUpdate when another write came first.
+	UpdateProject(ctx context.Context, p *Project, prev time.Time) error
 	// DeleteProject deletes the project and everything it owns; NotFound when absent.
 	DeleteProject(ctx context.Context, id string) error
 }
@@ -130,8 +132,13 @@ func (s *Projects) List(ctx context.Context, page Page) (List[Project], error) {
 	return paginate(items, page, func(p Project) string { return p.ID }), nil
 }
 
-// Update changes a project's name or description (owner).
+// Update changes a project's name or description, the fields in sets
+// (owner), on top of any write that came first (untilFresh).
 func (s *Projects) Update(ctx context.Context, id string, in ProjectUpdate) (*Project, error) {
+	return untilFresh(func() (*Project, error) { return s.update(ctx, id, in) })
+}
+
+func (s *Projects) update(ctx context.Context, id string, in ProjectUpdate) (*Project, error) {
 	if err := s.access.check(ctx, id, PermUpdateProject, "project", id); err != nil {
 		return nil, err
 	}
@@ -153,7 +160,7 @@ func (s *Projects) Update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 		return prj, nil
 	}
 	prj.UpdatedAt = s.now()
-	if err := s.store.UpdateProject(ctx, prj); err != nil {
+	if err := s.store.UpdateProject(ctx, prj, before.UpdatedAt); err != nil {
 		return nil, Wrap("projects.Update", err)
 	}
 	return prj, nil

@@ -57,8 +57,10 @@ type ProviderStore interface {
 	ListProviders(ctx context.Context, f ProviderFilter) ([]AIProvider, error)
 	// ListAllProviders returns every provider, for re-encrypting keys.
 	ListAllProviders(ctx context.Context) ([]AIProvider, error)
-	// UpdateProvider saves every field of p; NotFound when absent.
-	UpdateProvider(ctx context.Context, p *AIProvider) error
+	// UpdateProvider saves every field of p, provided the stored provider's
+	// updatedAt is still prev (a zero prev: whatever it is); NotFound when
+	// absent, StaleUpdate when another write came first.
+	UpdateProvider(ctx context.Context, p *AIProvider, prev time.Time) error
 	// DeleteProvider returns NotFound when absent and Conflict while chats use it.
 	DeleteProvider(ctx context.Context, id string) error
 }
@@ -352,8 +354,16 @@ func (s *Providers) List(ctx context.Context, in ListInput) (List[AIProvider], e
 	return paginate(items, page, func(p AIProvider) string { return p.ID }), nil
 }
 
-// Update changes a provider (owner).
+// Update changes the fields of a provider that in sets (owner). When
+// another write came first (a concurrent request, or another instance
+// while this one's cached copy was older) the provider is read again and
+// in applied to it (untilFresh), so that a key another request just
+// replaced is not written back.
 func (s *Providers) Update(ctx context.Context, id string, in ProviderUpdate) (*AIProvider, error) {
+	return untilFresh(func() (*AIProvider, error) { return s.update(ctx, id, in) })
+}
+
+func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*AIProvider, error) {
 	p, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
 	if err != nil {
 		return nil, err
@@ -393,7 +403,7 @@ func (s *Providers) Update(ctx context.Context, id string, in ProviderUpdate) (*
 		return p, nil
 	}
 	p.UpdatedAt = s.deps.Now()
-	if err := s.deps.Store.UpdateProvider(ctx, p); err != nil {
+	if err := s.deps.Store.UpdateProvider(ctx, p, before.UpdatedAt); err != nil {
 		return nil, Wrap("providers.Update", err)
 	}
 	return p, nil
@@ -457,7 +467,7 @@ func (s *Providers) RotateKeys(ctx context.Context) (int, error) {
 			continue
 		}
 		p.APIKeyCiphertext, p.APIKeyKeyID = ct, keyID
-		if err := s.deps.Store.UpdateProvider(ctx, p); err != nil {
+		if err := s.deps.Store.UpdateProvider(ctx, p, p.UpdatedAt); err != nil {
 			return n, Wrap("providers.RotateKeys", err)
 		}
 		n++

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -54,17 +55,17 @@ func (s *Store) ListChats(ctx context.Context, f domain.ChatFilter) ([]domain.Ch
 
 // UpdateChat saves every field of c but its project and createdAt;
 // NotFound when absent, Invalid when its new AI provider does not exist.
-func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat) error {
+func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat, prev time.Time) error {
 	const op = "store.UpdateChat"
 	row := fromDomainChat(c)
-	res := s.db.WithContext(ctx).Model(&chatRow{}).Where("id = ?", c.ID).
+	res := onlyIfUnchanged(s.db.WithContext(ctx).Model(&chatRow{}).Where("id = ?", c.ID), prev).
 		Select("ai_provider_id", "name", "system_message", "model", "updated_at").Updates(&row)
 	if res.Error != nil {
 		return translate(op, res.Error, nil, func() error {
 			return s.brokenRef(ctx, op, res.Error, ref{"aiProviderId", "AI provider", "ai_providers", c.AIProviderID})
 		})
 	}
-	if err := rowsOrNotFound(op, res, "chat", c.ID); err != nil {
+	if err := s.rowsOrStale(ctx, op, res, prev, "chats", "chat", c.ID); err != nil {
 		return err
 	}
 	c.UpdatedAt = row.UpdatedAt

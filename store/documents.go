@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -62,18 +63,18 @@ func (s *Store) ListDocuments(ctx context.Context, f domain.DocumentFilter) ([]d
 
 // UpdateDocument saves every field of d but its project and createdAt;
 // NotFound when absent.
-func (s *Store) UpdateDocument(ctx context.Context, d *domain.Document) error {
+func (s *Store) UpdateDocument(ctx context.Context, d *domain.Document, prev time.Time) error {
 	const op = "store.UpdateDocument"
 	row, err := fromDomainDocument(d)
 	if err != nil {
 		return domain.Wrap(op, err)
 	}
-	res := s.db.WithContext(ctx).Model(&documentRow{}).Where("id = ?", d.ID).
+	res := onlyIfUnchanged(s.db.WithContext(ctx).Model(&documentRow{}).Where("id = ?", d.ID), prev).
 		Select("name", "content", "mime_type", "metadata", "updated_at").Updates(&row)
 	if res.Error != nil {
 		return translate(op, res.Error, nil, nil)
 	}
-	if err := rowsOrNotFound(op, res, "document", d.ID); err != nil {
+	if err := s.rowsOrStale(ctx, op, res, prev, "documents", "document", d.ID); err != nil {
 		return err
 	}
 	d.UpdatedAt = row.UpdatedAt

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
@@ -191,6 +192,34 @@ func translate(op string, err error, onUnique, onFK func() error) error {
 		return invalidValue(op, err)
 	}
 	return fail(op, err)
+}
+
+// onlyIfUnchanged restricts an update to a row whose updated_at is still
+// prev, the value the update was based on; a zero prev leaves q as it is.
+func onlyIfUnchanged(q *gorm.DB, prev time.Time) *gorm.DB {
+	if prev.IsZero() {
+		return q
+	}
+	return q.Where("updated_at = ?", ts(prev))
+}
+
+// rowsOrStale is rowsOrNotFound for an update made with onlyIfUnchanged:
+// when it changed no row but the row exists, another write came first
+// (domain.StaleUpdate).
+func (s *Store) rowsOrStale(ctx context.Context, op string, res *gorm.DB, prev time.Time, table, what, id string) error {
+	if res.Error != nil || res.RowsAffected > 0 || prev.IsZero() {
+		return rowsOrNotFound(op, res, what, id)
+	}
+	var n int64
+	if err := s.db.WithContext(ctx).Table(table).Where("id = ?", id).Count(&n).Error; err != nil {
+		return fail(op, err)
+	}
+	if n == 0 {
+		return because(op, domain.NotFoundf(what, id), nil)
+	}
+	e := domain.StaleUpdate(what, id)
+	e.Op = op
+	return e
 }
 
 // rowsOrNotFound returns NotFound for what/id when res changed no row.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -57,15 +58,15 @@ func (s *Store) ListProjects(ctx context.Context, f domain.ProjectFilter) ([]dom
 }
 
 // UpdateProject saves p's name, description and updatedAt; NotFound when absent.
-func (s *Store) UpdateProject(ctx context.Context, p *domain.Project) error {
+func (s *Store) UpdateProject(ctx context.Context, p *domain.Project, prev time.Time) error {
 	const op = "store.UpdateProject"
 	row := fromDomainProject(p)
-	res := s.db.WithContext(ctx).Model(&projectRow{}).Where("id = ?", p.ID).
+	res := onlyIfUnchanged(s.db.WithContext(ctx).Model(&projectRow{}).Where("id = ?", p.ID), prev).
 		Select("name", "description", "updated_at").Updates(&row)
 	if res.Error != nil {
 		return translate(op, res.Error, nil, nil)
 	}
-	if err := rowsOrNotFound(op, res, "project", p.ID); err != nil {
+	if err := s.rowsOrStale(ctx, op, res, prev, "projects", "project", p.ID); err != nil {
 		return err
 	}
 	p.UpdatedAt = row.UpdatedAt

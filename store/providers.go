@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -63,17 +64,17 @@ func toDomainProviders(rows []providerRow) []domain.AIProvider {
 
 // UpdateProvider saves every field of p but its project and createdAt;
 // NotFound when absent.
-func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider) error {
+func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider, prev time.Time) error {
 	const op = "store.UpdateProvider"
 	row := fromDomainProvider(p)
-	res := s.db.WithContext(ctx).Model(&providerRow{}).Where("id = ?", p.ID).
+	res := onlyIfUnchanged(s.db.WithContext(ctx).Model(&providerRow{}).Where("id = ?", p.ID), prev).
 		Select("name", "type", "base_url", "default_model", "api_version", "api_key_ciphertext",
 			"api_key_key_id", "api_key_hint", "api_key_ref", "updated_at").
 		Updates(&row)
 	if res.Error != nil {
 		return translate(op, res.Error, nil, nil)
 	}
-	if err := rowsOrNotFound(op, res, "AI provider", p.ID); err != nil {
+	if err := s.rowsOrStale(ctx, op, res, prev, "ai_providers", "AI provider", p.ID); err != nil {
 		return err
 	}
 	p.UpdatedAt = row.UpdatedAt

@@ -519,13 +519,13 @@ func TestProjects(t *testing.T) {
 		t.Run("update", func(t *testing.T) {
 			p := *w.prjA
 			p.Name, p.Description, p.UpdatedAt = "renamed", "new words", t0.Add(time.Minute)
-			must(t, s.UpdateProject(ctx(), &p))
+			must(t, s.UpdateProject(ctx(), &p, time.Time{}))
 			got, err := s.GetProject(ctx(), p.ID)
 			must(t, err)
 			equal(t, got, &p)
 		})
 		t.Run("update unknown", func(t *testing.T) {
-			wantErr(t, s.UpdateProject(ctx(), &domain.Project{ID: "prj_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "project prj_nope does not exist")
+			wantErr(t, s.UpdateProject(ctx(), &domain.Project{ID: "prj_nope", Name: "x", UpdatedAt: t0}, time.Time{}), domain.NotFound, "project prj_nope does not exist")
 		})
 		t.Run("delete unknown", func(t *testing.T) {
 			wantErr(t, s.DeleteProject(ctx(), "prj_nope"), domain.NotFound, "project prj_nope does not exist")
@@ -785,13 +785,13 @@ func TestProviders(t *testing.T) {
 			p.Name, p.Type, p.BaseURL, p.DefaultModel, p.APIVersion = "azure", domain.ProviderAzureOpenAI, "https://x.openai.azure.com", "gpt-4", "2024-06-01"
 			p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint, p.APIKeyRef = nil, "", "", "env:PARLEY_PROVIDER_KEY_AZ"
 			p.UpdatedAt = t0.Add(time.Minute)
-			must(t, s.UpdateProvider(ctx(), &p))
+			must(t, s.UpdateProvider(ctx(), &p, time.Time{}))
 			got, err := s.GetProvider(ctx(), p.ID)
 			must(t, err)
 			equal(t, got, &p)
 		})
 		t.Run("update unknown", func(t *testing.T) {
-			wantErr(t, s.UpdateProvider(ctx(), &domain.AIProvider{ID: "aip_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "AI provider aip_nope does not exist")
+			wantErr(t, s.UpdateProvider(ctx(), &domain.AIProvider{ID: "aip_nope", Name: "x", UpdatedAt: t0}, time.Time{}), domain.NotFound, "AI provider aip_nope does not exist")
 		})
 		t.Run("delete refused while a chat uses it", func(t *testing.T) {
 			wantErr(t, s.DeleteProvider(ctx(), w.provA.ID), domain.Conflict,
@@ -806,7 +806,7 @@ func TestProviders(t *testing.T) {
 			if c.AIProviderID == w.provA.ID {
 				c.AIProviderID = inA[0]
 			}
-			must(t, s.UpdateChat(ctx(), &c))
+			must(t, s.UpdateChat(ctx(), &c, time.Time{}))
 			must(t, s.DeleteProvider(ctx(), w.provA.ID))
 			_, err := s.GetProvider(ctx(), w.provA.ID)
 			wantErr(t, err, domain.NotFound, "")
@@ -876,13 +876,13 @@ func TestDocuments(t *testing.T) {
 		t.Run("update", func(t *testing.T) {
 			d := *doc
 			d.Name, d.Content, d.MimeType, d.Metadata, d.UpdatedAt = "faq2", "new", "text/markdown", map[string]any{"v": json.Number("2")}, t0.Add(time.Minute)
-			must(t, s.UpdateDocument(ctx(), &d))
+			must(t, s.UpdateDocument(ctx(), &d, time.Time{}))
 			got, err := s.GetDocument(ctx(), d.ID)
 			must(t, err)
 			equal(t, got, &d)
 		})
 		t.Run("update unknown", func(t *testing.T) {
-			wantErr(t, s.UpdateDocument(ctx(), &domain.Document{ID: "doc_nope", Name: "x", UpdatedAt: t0}), domain.NotFound, "document doc_nope does not exist")
+			wantErr(t, s.UpdateDocument(ctx(), &domain.Document{ID: "doc_nope", Name: "x", UpdatedAt: t0}, time.Time{}), domain.NotFound, "document doc_nope does not exist")
 		})
 		t.Run("delete", func(t *testing.T) {
 			must(t, s.DeleteDocument(ctx(), doc.ID))
@@ -953,7 +953,7 @@ func TestChats(t *testing.T) {
 			other := newProvider(t, s, w.prjA)
 			c := *w.chatA
 			c.AIProviderID, c.Name, c.SystemMessage, c.Model, c.UpdatedAt = other.ID, "renamed", "", "", t0.Add(time.Minute)
-			must(t, s.UpdateChat(ctx(), &c))
+			must(t, s.UpdateChat(ctx(), &c, time.Time{}))
 			got, err := s.GetChat(ctx(), c.ID)
 			must(t, err)
 			equal(t, got, &c)
@@ -961,12 +961,12 @@ func TestChats(t *testing.T) {
 		t.Run("update to unknown provider", func(t *testing.T) {
 			c := *w.chatB
 			c.AIProviderID = "aip_ghost"
-			wantErr(t, s.UpdateChat(ctx(), &c), domain.Invalid, "AI provider aip_ghost does not exist")
+			wantErr(t, s.UpdateChat(ctx(), &c, time.Time{}), domain.Invalid, "AI provider aip_ghost does not exist")
 		})
 		t.Run("update unknown", func(t *testing.T) {
 			c := *w.chatB
 			c.ID = "cht_nope"
-			wantErr(t, s.UpdateChat(ctx(), &c), domain.NotFound, "chat cht_nope does not exist")
+			wantErr(t, s.UpdateChat(ctx(), &c, time.Time{}), domain.NotFound, "chat cht_nope does not exist")
 		})
 		t.Run("delete cascades to conversations", func(t *testing.T) {
 			conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjB.ID, ChatID: w.chatB.ID, CreatedAt: t0, UpdatedAt: t0}

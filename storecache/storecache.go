@@ -109,9 +109,9 @@ func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 	return got, nil
 }
 
-func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat) error {
+func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat, prev time.Time) error {
 	defer s.chats.del(c.ID)
-	return s.Store.UpdateChat(ctx, c)
+	return s.Store.UpdateChat(ctx, c, prev)
 }
 
 func (s *Store) DeleteChat(ctx context.Context, id string) error {
@@ -132,9 +132,9 @@ func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider,
 	return got, nil
 }
 
-func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider) error {
+func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider, prev time.Time) error {
 	defer s.providers.del(p.ID)
-	return s.Store.UpdateProvider(ctx, p)
+	return s.Store.UpdateProvider(ctx, p, prev)
 }
 
 func (s *Store) DeleteProvider(ctx context.Context, id string) error {

@@ -53,7 +53,7 @@ func TestCachedReadsAndInvalidation(t *testing.T) {
 		// ...a write through the cache is seen at once.
 		got, _ := cs.GetChat(ctx, c.ID)
 		got.Name = "through"
-		if err := cs.UpdateChat(ctx, got); err != nil {
+		if err := cs.UpdateChat(ctx, got, time.Time{}); err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := cs.GetChat(ctx, c.ID); got.Name != "through" {

@@ -1,0 +1,79 @@
+package rest_test
+
+import (
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
+)
+
+// TestPatchKeepsOtherInstancesWrites: a PATCH changes only the fields it
+// sends. Two instances share a database; one caches a provider and a chat
+// (any read does), the other replaces the provider's key and the chat's
+// system message, and then the first PATCHes another field. The key and
+// the system message must stay as the second instance set them: writing
+// the cached copy back would restore a key its owner just rotated out.
+func TestPatchKeepsOtherInstancesWrites(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		a := newHarness(t, st, nil)
+		b := newHarness(t, st, nil)
+		w := a.world()
+		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
+
+		b.must(200, "GET", prov, b.admin, nil) // b caches them
+		b.must(200, "GET", chat, b.admin, nil)
+		a.must(200, "PATCH", prov, a.admin, map[string]any{"apiKey": "sk-rotated-key-after-a-leak-9876"})
+		a.must(200, "PATCH", chat, a.admin, map[string]any{"systemMessage": "new system message"})
+		b.must(200, "PATCH", prov, b.admin, map[string]any{"defaultModel": "other-model"})
+		b.must(200, "PATCH", chat, b.admin, map[string]any{"model": "other-model"})
+
+		// b wrote last, so its cache holds neither; a's may, for up to its TTL.
+		p := b.must(200, "GET", prov, b.admin, nil)
+		if hint, _ := p["apiKeyHint"].(string); !strings.HasSuffix(hint, "9876") || p["defaultModel"] != "other-model" {
+			t.Errorf("provider after both PATCHes: apiKeyHint %v, defaultModel %v; want the rotated key (…9876) and other-model", p["apiKeyHint"], p["defaultModel"])
+		}
+		c := b.must(200, "GET", chat, b.admin, nil)
+		if c["systemMessage"] != "new system message" || c["model"] != "other-model" {
+			t.Errorf("chat after both PATCHes: systemMessage %q, model %q; want both changes", c["systemMessage"], c["model"])
+		}
+	})
+}
+
+// TestConcurrentPatchesOfDifferentFields: PATCHes of different fields of
+// one resource, sent at once, all take effect.
+func TestConcurrentPatchesOfDifferentFields(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "d", "content": "c"})["id"].(string)
+		for _, tc := range []struct {
+			path   string
+			fields map[string]any
+		}{
+			{"/api/v1/chats/" + w.chat, map[string]any{"name": "n", "systemMessage": "s", "model": "m"}},
+			{"/api/v1/ai-providers/" + w.provider, map[string]any{"name": "n", "defaultModel": "m"}},
+			{"/api/v1/documents/" + doc, map[string]any{"name": "n", "content": "c"}},
+			{"/api/v1/projects/" + w.project, map[string]any{"name": "n", "description": "d"}},
+		} {
+			for i := range 10 {
+				var wg sync.WaitGroup
+				for f, v := range tc.fields {
+					wg.Go(func() {
+						r, err := h.send("PATCH", tc.path, h.admin, map[string]any{f: v.(string) + string(rune('0'+i))})
+						if err != nil || r.Status != 200 {
+							t.Errorf("PATCH %s %s: %v %v", tc.path, f, err, r)
+						}
+					})
+				}
+				wg.Wait()
+				got := h.must(200, "GET", tc.path, h.admin, nil)
+				for f, v := range tc.fields {
+					if want := v.(string) + string(rune('0'+i)); got[f] != want {
+						t.Fatalf("%s, round %d: %s = %q, want %q (a concurrent PATCH wrote it back)", tc.path, i, f, got[f], want)
+					}
+				}
+			}
+		}
+	})
+}
