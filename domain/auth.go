@@ -146,6 +146,11 @@ func (a access) role(ctx context.Context, p Principal, projectID string) (Role, 
 	if p.IsAdmin {
 		return RoleAdmin, nil
 	}
+	if !validID(PrefixProject, projectID) {
+		// No project has this id; and one with a NUL or bytes that are
+		// not UTF-8 would fail PostgreSQL's query rather than find nothing.
+		return "", nil
+	}
 	m, err := a.members.GetMember(ctx, projectID, p.UserID)
 	if KindOf(err) == NotFound {
 		return "", nil

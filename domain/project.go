@@ -171,6 +171,9 @@ func (s *Projects) Delete(ctx context.Context, id string) error {
 	if err := s.access.check(ctx, id, PermDeleteProject, "project", id); err != nil {
 		return err
 	}
+	if !validID(PrefixProject, id) { // an admin passes check for any id
+		return NotFoundf("project", id)
+	}
 	return Wrap("projects.Delete", s.store.DeleteProject(ctx, id))
 }
 
@@ -223,6 +226,9 @@ func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role
 func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) error {
 	if err := s.access.checkProject(ctx, projectID, PermDeleteMember); err != nil {
 		return err
+	}
+	if !validID(PrefixUser, userID) {
+		return NotFoundf("member", userID)
 	}
 	// The store refuses to delete the last owner, checking as it deletes.
 	err := s.store.DeleteMember(ctx, projectID, userID)
