@@ -183,6 +183,13 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
 		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
 	}
+	if t == ProviderAnthropic {
+		for _, s := range p.Stop {
+			if strings.TrimSpace(s) == "" {
+				return Invalidf("stop", "stop sequence %q is only whitespace, which an Anthropic provider refuses; send stop sequences with other characters", s)
+			}
+		}
+	}
 	return nil
 }
 
@@ -511,7 +518,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		}
 		out.Debug = &Debug{
 			ProviderID: pl.provider.ID, ProviderName: pl.provider.Name, ProviderType: pl.provider.Type,
-			Model: out.Model, Messages: redactMessages(sent, endpoint.APIKey.Reveal()),
+			Model: pl.model, Messages: redactMessages(sent, endpoint.APIKey.Reveal()),
 			QueueTime: called.Sub(pl.started), FirstByte: res.FirstByte, Total: total,
 		}
 	}

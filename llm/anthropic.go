@@ -243,6 +243,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		}
 	}
 	res.Content = content.String()
+	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
 	res.Usage = anthropicUsage(u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.OutputTokens)
 	return res, nil

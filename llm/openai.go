@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,6 +96,9 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 		out.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	}
 	set := map[string]any{}
+	if msgs := explicitContent(req.Messages); msgs != nil {
+		set["messages"] = msgs
+	}
 	if req.Temperature != nil {
 		set["temperature"] = *req.Temperature
 	}
@@ -109,6 +113,42 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 		}
 	}
 	return out, set
+}
+
+// wireMessage is a message of the chat completions API with its content
+// present wherever the API requires one: go-openai leaves out an empty
+// content (omitempty), and the API refuses a user, system or tool message
+// without content, and an assistant message with neither content nor
+// tool calls. An assistant message that only calls tools goes as
+// go-openai sends it, without content.
+type wireMessage struct {
+	Role       string            `json:"role"`
+	Content    *string           `json:"content,omitempty"`
+	ToolCalls  []openai.ToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string            `json:"tool_call_id,omitempty"`
+}
+
+// explicitContent returns the messages with an empty content sent as "",
+// when go-openai would leave out one the API requires (an empty tool
+// result, a stored reply that came back empty, an empty user message);
+// nil when go-openai's are right as they are, which is the common case.
+func explicitContent(msgs []domain.LLMMessage) []wireMessage {
+	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool { return m.Content == "" && len(m.ToolCalls) == 0 }) {
+		return nil
+	}
+	out := make([]wireMessage, len(msgs))
+	for i, m := range msgs {
+		wm := wireMessage{Role: string(m.Role), ToolCallID: m.ToolCallID}
+		if m.Content != "" || len(m.ToolCalls) == 0 {
+			wm.Content = &msgs[i].Content
+		}
+		for _, c := range m.ToolCalls {
+			wm.ToolCalls = append(wm.ToolCalls, openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
+				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}})
+		}
+		out[i] = wm
+	}
+	return out
 }
 
 // callOpenAI makes one attempt against an OpenAI-wire endpoint.
@@ -130,9 +170,31 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	ch := resp.Choices[0]
 	res.Content, res.FinishReason = ch.Message.Content, string(ch.FinishReason)
 	for _, c := range ch.Message.ToolCalls {
-		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: c.ID, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments})
+		// A call without an id gets one, as in a stream, so that the
+		// caller can answer it with a tool message.
+		id := c.ID
+		if id == "" {
+			id = newToolCallID()
+		}
+		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: id, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments})
 	}
+	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
+}
+
+// wholeReplyFinish is the finish reason of a reply that arrived whole
+// (not streamed): the provider's, or, when it gave none (some
+// OpenAI-compatible servers leave finish_reason out; Anthropic's
+// stop_reason may be null), the one OpenAI gives a complete reply, rather
+// than "", which is no finish_reason a client knows.
+func wholeReplyFinish(reason string, calls []domain.ToolCall) string {
+	switch {
+	case reason != "":
+		return reason
+	case len(calls) > 0:
+		return "tool_calls"
+	}
+	return "stop"
 }
 
 // emptySchema is the parameters of a tool declared without any: OpenAI

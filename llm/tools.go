@@ -34,7 +34,11 @@ func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 	}
 	t.last = i
 	c := &t.calls[i]
-	d := domain.ToolCallDelta{Index: i, ID: id, Name: name, Arguments: args}
+	// The id and name go out once, with the call's first piece, as
+	// OpenAI sends them: some upstreams repeat them on every piece, and
+	// clients that merge pieces by appending their strings would read
+	// "weatherweather".
+	d := domain.ToolCallDelta{Index: i, Arguments: args}
 	if c.ID == "" {
 		if id == "" {
 			id = newToolCallID()
@@ -42,7 +46,7 @@ func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 		c.ID, d.ID = id, id
 	}
 	if c.Name == "" {
-		c.Name = name
+		c.Name, d.Name = name, name
 	}
 	t.args[i].WriteString(args)
 	return d
