@@ -94,6 +94,7 @@ func TestKeyHint(t *testing.T) {
 	for key, want := range map[string]string{
 		"sk-test-upstream-secret-0123456789": "sk-…6789",
 		"x":                                  "…", "abcd": "…", "short-key-12345": "…", "exactly-20-chars-key": "exa…-key",
+		"ééééééééééééééééééééé": "ééé…éééé", "sk-€€€€€€€€€€€€€€€€€€": "sk-…€€€€",
 	} {
 		if got := keyHint(key); got != want {
 			t.Errorf("keyHint(%q) = %q, want %q", key, got, want)

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 )
@@ -84,6 +85,11 @@ var defaultResolver Resolver = net.DefaultResolver
 // env:PARLEY_DATABASE_URL in the Authorization header.
 const envKeyPrefix = "PARLEY_PROVIDER_KEY_"
 
+// envKeyName is an environment variable name apiKeyRef may read: the
+// prefix, then letters, digits and underscores (a NUL or a newline names no
+// variable, and PostgreSQL cannot store a NUL).
+var envKeyName = regexp.MustCompile(`^` + envKeyPrefix + `[A-Za-z0-9_]+$`)
+
 // Providers manages AI providers and resolves their credentials.
 type Providers struct {
 	deps   Deps
@@ -157,8 +163,8 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 		p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint = ct, keyID, keyHint(key)
 	case ref != "":
 		name, ok := strings.CutPrefix(ref, "env:")
-		if !ok || !strings.HasPrefix(name, envKeyPrefix) || len(name) == len(envKeyPrefix) {
-			return Invalidf("apiKeyRef", "apiKeyRef must be \"env:%sNAME\": only environment variables starting with %s may hold provider keys", envKeyPrefix, envKeyPrefix)
+		if !ok || !envKeyName.MatchString(name) {
+			return Invalidf("apiKeyRef", "apiKeyRef must be \"env:%sNAME\", NAME of letters, digits and underscores: only environment variables starting with %s may hold provider keys", envKeyPrefix, envKeyPrefix)
 		}
 		p.APIKeyRef = ref
 	}
@@ -168,10 +174,11 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 // keyHint shows enough of a key to recognise it: "sk-…abcd". A key too
 // short for seven characters to be a small part of it shows none.
 func keyHint(key string) string {
-	if len(key) < minHintedKeyLen {
+	r := []rune(key) // whole characters: a cut one is not UTF-8, which PostgreSQL refuses
+	if len(r) < minHintedKeyLen {
 		return "…"
 	}
-	return key[:3] + "…" + key[len(key)-4:]
+	return string(r[:3]) + "…" + string(r[len(r)-4:])
 }
 
 // minHintedKeyLen is the shortest key keyHint shows characters of; real
@@ -197,6 +204,9 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	if p.Type != ProviderOpenAICompatible && p.APIKeyCiphertext == nil && p.APIKeyRef == "" {
 		// Only an OpenAI-compatible server (Ollama, vLLM) may take none.
 		return Invalidf("apiKey", "type %s needs a key: send apiKey, or apiKeyRef naming a PARLEY_PROVIDER_KEY_ variable", p.Type)
+	}
+	if err := checkText("apiVersion", p.APIVersion, false, maxModelLen); err != nil {
+		return err
 	}
 	if p.APIVersion != "" && p.Type != ProviderAzureOpenAI {
 		return Invalidf("apiVersion", "apiVersion applies only to type azure-openai; leave it out")
@@ -387,14 +397,20 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	if in.APIKey != nil && in.APIKeyRef != nil && *in.APIKey != "" && *in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
 	}
-	switch {
-	case in.APIKey != nil:
-		err = s.setKey(p, *in.APIKey, "")
-	case in.APIKeyRef != nil:
-		err = s.setKey(p, "", *in.APIKeyRef)
-	}
-	if err != nil {
-		return nil, err
+	if in.APIKey != nil || in.APIKeyRef != nil {
+		// As on create: the one that is not empty is the credential, and
+		// both empty (or the one sent) remove it. {"apiKey": "",
+		// "apiKeyRef": "env:…"} switches to the reference.
+		var key, ref string
+		if in.APIKey != nil {
+			key = *in.APIKey
+		}
+		if in.APIKeyRef != nil {
+			ref = *in.APIKeyRef
+		}
+		if err := s.setKey(p, key, ref); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err

@@ -95,6 +95,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Message = fmt.Sprintf("the AI provider's response exceeded %d bytes", c.cfg.MaxResponseBytes)
 	case errors.As(err, &pe):
 		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
+	case status >= 300 && status < 400:
+		e.Message = fmt.Sprintf("the AI provider answered with a redirect (HTTP %d), which Parley does not follow (it would send the key elsewhere); set the provider's baseUrl to the address it redirects to", status)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d); check the provider's apiKey", status)
 	case status == http.StatusTooManyRequests:

@@ -791,6 +791,36 @@ func TestSSRFGuard(t *testing.T) {
 	})
 }
 
+// An upstream's redirect is not followed: net/http would send the request
+// again, with Anthropic's x-api-key or Azure's api-key header (which it
+// keeps across hosts), to wherever the redirect points.
+func TestRedirectsAreNotFollowed(t *testing.T) {
+	for _, typ := range allTypes {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				target := llmtest.NewServer(t)
+				elsewhere := strings.Replace(target.RootURL(), "127.0.0.1", "localhost", 1)
+				redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					http.Redirect(w, r, elsewhere+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+				}))
+				t.Cleanup(redirector.Close)
+				req := request(typ, target)
+				req.Endpoint.BaseURL = redirector.URL + "/v1"
+				_, _, err := run(context.Background(), newClient(t), req, m.stream)
+				if got, want := domain.KindOf(err), domain.Upstream; got != want {
+					t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+				}
+				if !strings.Contains(domain.MessageOf(err), "redirect (HTTP 307)") {
+					t.Errorf("message = %q", domain.MessageOf(err))
+				}
+				if n := target.Count(); n != 0 {
+					t.Errorf("the redirect was followed: the other host got %d requests, the last with key %q", n, target.Last().APIKey)
+				}
+			})
+		}
+	}
+}
+
 func TestConnectionRefused(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

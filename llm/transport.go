@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -70,8 +71,20 @@ func newHTTPClient(cfg Config) *http.Client {
 		ResponseHeaderTimeout: cfg.FirstByteTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{Transport: &transport{base: base, cfg: cfg}}
+	return &http.Client{Transport: &transport{base: base, cfg: cfg}, CheckRedirect: noRedirects}
 }
+
+// noRedirects makes a provider's redirect the answer, not a request to
+// follow: net/http would send the request again to wherever it points,
+// with the provider's key in Anthropic's x-api-key or Azure's api-key
+// header, which it keeps across hosts (it drops only Authorization and
+// cookies). A chat completions API does not redirect a POST; a baseUrl
+// that answers with one is to be corrected, not followed.
+// The call fails with the status of the redirect (see toDomainError),
+// streamed or not: go-openai reads a 3xx answer as a stream.
+func noRedirects(*http.Request, []*http.Request) error { return errRedirect }
+
+var errRedirect = errors.New("the AI provider answered with a redirect, which is not followed")
 
 // exchange is the per-attempt state shared between Complete and the
 // transport through the request context: what the upstream answered

@@ -70,6 +70,9 @@ func TestProviderValidation(t *testing.T) {
 			{"openai without a key", base(map[string]any{"type": "openai", "baseUrl": ""}), "apiKey"},
 			{"anthropic without a key", base(map[string]any{"type": "anthropic"}), "apiKey"},
 			{"apiVersion off Azure", base(map[string]any{"apiVersion": "2024-10-21"}), "apiVersion"},
+			{"NUL in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\x00B"}), "apiKeyRef"},
+			{"newline in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\n"}), "apiKeyRef"},
+			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +89,12 @@ func TestProviderValidation(t *testing.T) {
 		if ok["hasApiKey"] != true || ok["apiKeyRef"] != "env:PARLEY_PROVIDER_KEY_TEST" {
 			t.Errorf("provider with a ref = %v", ok)
 		}
+		// A key of characters beyond ASCII gets a hint of whole characters
+		// (PostgreSQL refuses a cut one).
+		wide := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"apiKey": strings.Repeat("é", 24)}))
+		if wide["apiKeyHint"] != "ééé…éééé" {
+			t.Errorf("apiKeyHint = %q, want ééé…éééé", wide["apiKeyHint"])
+		}
 		// A key-less OpenAI-compatible server (Ollama) is fine; removing
 		// the key of a provider that needs one is not, and changes nothing.
 		h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(nil))
@@ -97,6 +106,29 @@ func TestProviderValidation(t *testing.T) {
 			t.Errorf("a refused PATCH removed the key: %v", got)
 		}
 	})
+}
+
+// A PATCH that clears apiKey and sets apiKeyRef in one body switches the
+// provider to the reference, as the same fields do on create; it must not
+// drop the key and ignore the reference.
+func TestProviderPatchSwitchesKeyToRef(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	p := h.project(h.admin, "p")
+	for _, typ := range []string{"openai-compatible", "openai"} {
+		t.Run(typ, func(t *testing.T) {
+			id := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+				"projectId": p, "name": "n", "type": typ, "baseUrl": h.up.URL(), "defaultModel": "m", "apiKey": upstreamKey,
+			})["id"].(string)
+			r := h.call("PATCH", "/api/v1/ai-providers/"+id, h.admin, map[string]any{"apiKey": "", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_TEST"})
+			if r.Status != 200 {
+				t.Fatalf("PATCH = %d %s, want 200", r.Status, r.Body)
+			}
+			got := h.must(200, "GET", "/api/v1/ai-providers/"+id, h.admin, nil)
+			if got["hasApiKey"] != true || got["apiKeyRef"] != "env:PARLEY_PROVIDER_KEY_TEST" || got["apiKeyHint"] != nil {
+				t.Errorf("after the PATCH: hasApiKey=%v apiKeyRef=%v apiKeyHint=%v, want true, the reference, none", got["hasApiKey"], got["apiKeyRef"], got["apiKeyHint"])
+			}
+		})
+	}
 }
 
 func TestProviderKeyFromEnvironment(t *testing.T) {
