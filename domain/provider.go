@@ -140,6 +140,9 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	if err := s.setKey(p, in.APIKey, in.APIKeyRef); err != nil {
 		return nil, err
 	}
+	if err := lendsServerKey(ctx, nil, p); err != nil {
+		return nil, err
+	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err
 	}
@@ -147,6 +150,22 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 		return nil, Wrap("providers.Create", err)
 	}
 	return p, nil
+}
+
+// lendsServerKey refuses, to anyone but an admin, a provider that would
+// send one of the server's own keys (apiKeyRef) to a base URL an admin did
+// not choose: a new provider with a reference, a reference set, or the
+// base URL of a provider that has one changed. Any user may own a project,
+// and an owner who could point a reference at a server of theirs would
+// read the operator's key off the request. before is nil on create.
+func lendsServerKey(ctx context.Context, before, p *AIProvider) error {
+	if p.APIKeyRef == "" || (before != nil && before.APIKeyRef == p.APIKeyRef && before.BaseURL == p.BaseURL) {
+		return nil
+	}
+	if caller, _ := PrincipalFrom(ctx); caller.IsAdmin {
+		return nil
+	}
+	return Errorf(Forbidden, "apiKeyRef lends the server's own key (%s), so only an admin may set it, or change the baseUrl of a provider that has one; send apiKey with your own key, or ask an admin", p.APIKeyRef)
 }
 
 func (s *Providers) setKey(p *AIProvider, key, ref string) error {
@@ -411,6 +430,9 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		if err := s.setKey(p, key, ref); err != nil {
 			return nil, err
 		}
+	}
+	if err := lendsServerKey(ctx, &before, p); err != nil {
+		return nil, err
 	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err

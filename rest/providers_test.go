@@ -150,6 +150,42 @@ func TestProviderKeyFromEnvironment(t *testing.T) {
 	}
 }
 
+// TestOnlyAdminsLendServerKeys: any user may own a project, so an owner
+// who could set an apiKeyRef, or move a provider that has one to another
+// baseUrl, could have Parley send the operator's key to a server of the
+// owner's and read it there. Only an admin may; the owner keeps every
+// other change, and may use the provider.
+func TestOnlyAdminsLendServerKeys(t *testing.T) {
+	t.Setenv("PARLEY_PROVIDER_KEY_LENT", "sk-operator-key-1234567890")
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	_, owner := h.user("owner")
+	p := h.project(owner, "p")
+	ref := map[string]any{"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": h.up.URL(), "defaultModel": "m",
+		"apiKeyRef": "env:PARLEY_PROVIDER_KEY_LENT"}
+	if r := h.call("POST", "/api/v1/ai-providers", owner, ref); r.Status != 403 || !strings.Contains(r.ErrorMessage(), "only an admin") {
+		t.Errorf("an owner creating a provider with apiKeyRef = %d %s, want 403", r.Status, r.Body)
+	}
+	own := h.provider(owner, p)
+	if r := h.call("PATCH", "/api/v1/ai-providers/"+own, owner, map[string]any{"apiKey": "", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_LENT"}); r.Status != 403 {
+		t.Errorf("an owner setting apiKeyRef = %d %s, want 403", r.Status, r.Body)
+	}
+	lent := h.must(201, "POST", "/api/v1/ai-providers", h.admin, ref)["id"].(string)
+	elsewhere := strings.Replace(h.up.URL(), "127.0.0.1", "localhost", 1)
+	if r := h.call("PATCH", "/api/v1/ai-providers/"+lent, owner, map[string]any{"baseUrl": elsewhere}); r.Status != 403 {
+		t.Errorf("an owner moving a lent key's provider = %d %s, want 403", r.Status, r.Body)
+	}
+	h.must(200, "PATCH", "/api/v1/ai-providers/"+lent, owner, map[string]any{"name": "renamed", "defaultModel": "m2"})
+	h.must(200, "POST", "/api/v1/chats/completions", owner, map[string]any{"aiProviderId": lent, "messages": []any{userMessage("x")}})
+	if got := lastUpstreamHeader(t, h).Get("Authorization"); got != "Bearer sk-operator-key-1234567890" {
+		t.Errorf("upstream Authorization = %q, want the lent key", got)
+	}
+	h.must(200, "PATCH", "/api/v1/ai-providers/"+lent, owner, map[string]any{"apiKey": "sk-owner-own-key-0987654321"}) // replacing it is fine
+	got := h.must(200, "GET", "/api/v1/ai-providers/"+lent, owner, nil)
+	if got["apiKeyRef"] != nil || got["hasApiKey"] != true {
+		t.Errorf("after the owner's own key: apiKeyRef %v, hasApiKey %v; want none, true", got["apiKeyRef"], got["hasApiKey"])
+	}
+}
+
 func TestSSRFGuard(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowPrivateUpstreams = false })
 	p := h.project(h.admin, "p")
