@@ -520,6 +520,9 @@ func (b *UsageBatcher) Close() {
 	_ = b.Shutdown(ctx) // logged
 }
 
+// unixEpoch is the earliest time a usage period covers.
+var unixEpoch = time.Unix(0, 0).UTC()
+
 // UsageReports answers usage queries.
 type UsageReports struct {
 	store  Store
@@ -556,6 +559,15 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	}
 	if in.From.IsZero() {
 		in.From = in.To.Add(-30 * 24 * time.Hour)
+	}
+	// Nothing is recorded before the Unix epoch, and the transports read
+	// an earlier time as the epoch: a period that ends there is empty,
+	// not one whose from is not before its to.
+	if in.From.Before(unixEpoch) {
+		in.From = unixEpoch
+	}
+	if !in.To.After(unixEpoch) {
+		return UsageReport{From: unixEpoch, To: unixEpoch}, nil
 	}
 	if !in.From.Before(in.To) {
 		return UsageReport{}, Invalidf("from", "from must be before to")

@@ -315,6 +315,16 @@ func TestUsageReport(t *testing.T) {
 		if from, to := period("from=2026-01-01&to=2026-02-01T12:00:00Z"); from != "2026-01-01T00:00:00.000Z" || to != "2026-02-01T12:00:00.000Z" {
 			t.Errorf("period asked for = %s to %s; want 2026-01-01T00:00:00.000Z to 2026-02-01T12:00:00.000Z", from, to)
 		}
+		// Before 1970 nothing was recorded: a period that ends by then is
+		// empty, not a from that is not before its to.
+		for _, q := range []string{"from=1960-01-01&to=1965-01-01", "to=1970-01-01", "from=0001-01-01&to=0001-01-02"} {
+			if got := groups(q); len(got) != 0 {
+				t.Errorf("usage?%s = %v, want none", q, got)
+			}
+			if from, to := period(q); from != "1970-01-01T00:00:00.000Z" || to != from {
+				t.Errorf("usage?%s period = %s to %s, want 1970-01-01 to 1970-01-01", q, from, to)
+			}
+		}
 		before := time.Now()
 		from, to := period("")
 		f, errF := time.Parse(time.RFC3339, from)
