@@ -2,12 +2,18 @@
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# go.mod replaces a module with this directory: go mod download reads it.
+COPY third_party/ third_party/
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/parley ./cmd/parley
+# The data directory, for the embedded SQLite database and its master key
+# when no volume is mounted there; distroless has no shell to make it.
+RUN mkdir -p /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/parley /usr/local/bin/parley
+COPY --from=build --chown=65532:65532 --chmod=0700 /out/data /data
 ENV PARLEY_ADDR=0.0.0.0:8080 PARLEY_DATA_DIR=/data
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/parley"]

@@ -567,7 +567,13 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 		in.From = unixEpoch
 	}
 	if !in.To.After(unixEpoch) {
-		return UsageReport{From: unixEpoch, To: unixEpoch}, nil
+		var totals []UsageTotal
+		if in.GroupBy == "" {
+			// Ungrouped, the report is one total, zero when nothing was
+			// recorded, as for any other empty period.
+			totals = []UsageTotal{{}}
+		}
+		return UsageReport{From: unixEpoch, To: unixEpoch, Totals: totals}, nil
 	}
 	if !in.From.Before(in.To) {
 		return UsageReport{}, Invalidf("from", "from must be before to")

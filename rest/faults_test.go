@@ -317,9 +317,16 @@ func TestUsageReport(t *testing.T) {
 		}
 		// Before 1970 nothing was recorded: a period that ends by then is
 		// empty, not a from that is not before its to.
+		// Ungrouped, it is one zero total, as a later empty period is.
+		if got := groups("from=2000-01-01&to=2000-01-02"); !maps.Equal(got, map[string]float64{"": 0}) {
+			t.Errorf("usage of an empty period after 1970 = %v, want one zero total", got)
+		}
 		for _, q := range []string{"from=1960-01-01&to=1965-01-01", "to=1970-01-01", "from=0001-01-01&to=0001-01-02"} {
-			if got := groups(q); len(got) != 0 {
-				t.Errorf("usage?%s = %v, want none", q, got)
+			if got := groups(q + "&groupBy=model"); len(got) != 0 {
+				t.Errorf("usage?%s&groupBy=model = %v, want none", q, got)
+			}
+			if got := groups(q); !maps.Equal(got, map[string]float64{"": 0}) {
+				t.Errorf("usage?%s = %v, want one zero total, as for an empty period after 1970", q, got)
 			}
 			if from, to := period(q); from != "1970-01-01T00:00:00.000Z" || to != from {
 				t.Errorf("usage?%s period = %s to %s, want 1970-01-01 to 1970-01-01", q, from, to)

@@ -93,8 +93,7 @@ var apiRoutes = []apiRoute{
 // for completeness.
 var mcpPaths = map[string]any{
 	"/mcp": map[string]any{
-		"post":   map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, "401": errRef("no or wrong bearer key")}},
-		"delete": map[string]any{"summary": "End an MCP session", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "ended"}}},
+		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, "401": errRef("no or wrong bearer key")}},
 	},
 	"/sse":     map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key")}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "401": errRef("no or wrong bearer key")}}},

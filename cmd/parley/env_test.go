@@ -64,6 +64,19 @@ func TestLoadEnv(t *testing.T) {
 		})
 	}
 
+	// Where 0 would silently mean the default, it is refused: an operator
+	// who writes PARLEY_REQUEST_TIMEOUT=0 to turn the timeout off must not
+	// get 30s without a word.
+	for _, name := range []string{"PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRY_DELAY",
+		"PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT"} {
+		t.Run(name+"=0", func(t *testing.T) {
+			t.Setenv(name, "0")
+			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("%s=0: %v, want an error naming it", name, err)
+			}
+		})
+	}
+
 	// The first retry's wait is bounded: a caller waits through all of them.
 	t.Run("PARLEY_UPSTREAM_RETRY_DELAY bound", func(t *testing.T) {
 		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "10s")

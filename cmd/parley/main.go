@@ -176,10 +176,10 @@ func loadEnv() (env, error) {
 	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0); err != nil {
 		return e, err
 	}
-	if e.KeepAlive, err = envDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
+	if e.KeepAlive, err = envPositiveDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
 		return e, err
 	}
-	if e.RequestTimeout, err = envDuration("PARLEY_REQUEST_TIMEOUT", 30*time.Second); err != nil {
+	if e.RequestTimeout, err = envPositiveDuration("PARLEY_REQUEST_TIMEOUT", 30*time.Second); err != nil {
 		return e, err
 	}
 	if err := e.loadUpstreamEnv(); err != nil {
@@ -220,16 +220,16 @@ func (e *env) loadUpstreamEnv() error {
 		}
 	}
 	var err error
-	if c.RetryBaseDelay, err = envDuration("PARLEY_UPSTREAM_RETRY_DELAY", 0); err != nil {
+	if c.RetryBaseDelay, err = envPositiveDuration("PARLEY_UPSTREAM_RETRY_DELAY", 0); err != nil {
 		return err
 	}
 	if c.RetryBaseDelay > maxRetryDelay {
 		return fmt.Errorf("PARLEY_UPSTREAM_RETRY_DELAY must be at most %s, got %q", maxRetryDelay, os.Getenv("PARLEY_UPSTREAM_RETRY_DELAY"))
 	}
-	if c.ConnectTimeout, err = envDuration("PARLEY_UPSTREAM_CONNECT_TIMEOUT", 0); err != nil {
+	if c.ConnectTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_CONNECT_TIMEOUT", 0); err != nil {
 		return err
 	}
-	c.FirstByteTimeout, err = envDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0)
+	c.FirstByteTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0)
 	return err
 }
 
@@ -271,4 +271,15 @@ func envDuration(name string, def time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("%s must be a duration such as 30s, got %q", name, v)
 	}
 	return d, nil
+}
+
+// envPositiveDuration is envDuration for a setting where 0 has no meaning of
+// its own (the code would take its default instead): set to 0, it is refused
+// rather than silently read as the default.
+func envPositiveDuration(name string, def time.Duration) (time.Duration, error) {
+	d, err := envDuration(name, def)
+	if err == nil && d == 0 && os.Getenv(name) != "" {
+		return 0, fmt.Errorf("%s must be a positive duration such as 30s, got %q; leave it unset for the default", name, os.Getenv(name))
+	}
+	return d, err
 }
