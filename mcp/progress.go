@@ -1,9 +1,13 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
+	"sync"
 	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
@@ -13,12 +17,18 @@ import (
 )
 
 const (
-	// settlePause is how long a streamed completion waits after its last
-	// progress notification before returning the result. mcp-go writes
-	// notifications from another goroutine (over HTTP sometimes on the
-	// session's GET stream), so without it a client may read the result
-	// first and drop the last deltas.
+	// settlePause is how long a streamed completion over streamable HTTP
+	// waits after its last progress notification before returning the
+	// result. mcp-go writes notifications from another goroutine, so
+	// without it a client may read the result first and drop the last
+	// deltas. (Over stdio and HTTP+SSE, end waits for the notifications
+	// to be written instead: see progressLog.)
 	settlePause = 50 * time.Millisecond
+	// writtenWait bounds how long a streamed completion's result waits for
+	// the call's progress notifications to be written to a stdio or
+	// HTTP+SSE session, so that a client that stopped reading cannot hold
+	// the call forever.
+	writtenWait = 10 * time.Second
 	// blockedWait bounds how long one notification waits for room in a
 	// session's full notification queue before it is dropped.
 	blockedWait = 5 * time.Second
@@ -32,9 +42,11 @@ type progressEmitter struct {
 	srv     *server.MCPServer
 	token   mcpgo.ProgressToken
 	log     *slog.Logger
-	metrics Observer // may be nil
-	started bool     // counted as an open stream
-	n       int
+	metrics Observer     // may be nil
+	written *progressLog // the session's, over stdio and HTTP+SSE; else nil
+	started bool         // counted as an open stream
+	n       int          // the deltas sent so far
+	queued  int          // the progress of the last notification queued
 }
 
 // newProgressEmitter returns nil when the call carries no progress token:
@@ -47,7 +59,10 @@ func newProgressEmitter(ctx context.Context, req mcpgo.CallToolRequest, d deps) 
 	if srv == nil {
 		return nil
 	}
-	return &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log, metrics: d.metrics}
+	e := &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log, metrics: d.metrics,
+		written: progressLogFrom(ctx)}
+	e.written.open(e.token)
+	return e
 }
 
 // emitter returns e as a domain.Emitter, or a nil interface when e is nil.
@@ -83,6 +98,7 @@ func (e *progressEmitter) Delta(d domain.Delta) error {
 	for {
 		err := e.srv.SendNotificationToClient(e.ctx, string(mcpgo.MethodNotificationProgress), params)
 		if err == nil {
+			e.queued = e.n
 			return nil
 		}
 		if !errors.Is(err, server.ErrNotificationChannelBlocked) || time.Now().After(deadline) {
@@ -100,9 +116,13 @@ func (e *progressEmitter) Delta(d domain.Delta) error {
 }
 
 // end closes the stream once the completion has returned: it is no longer
-// counted as open, and end waits until the session's queue of
-// notifications is written out and then settlePause more, so that every
-// delta reaches the client before the result does.
+// counted as open, and end waits until the call's notifications reached
+// the client's stream, so that every delta reaches the client before the
+// result does. Over stdio and HTTP+SSE, whose sessions' calls share one
+// stream, it waits until the session wrote the last notification queued
+// (progressLog), at most writtenWait; over streamable HTTP, whose requests
+// each have a queue of their own, until that queue is empty and then
+// settlePause more. A done ctx ends the wait.
 func (e *progressEmitter) end(ctx context.Context) {
 	if e == nil {
 		return
@@ -110,6 +130,14 @@ func (e *progressEmitter) end(ctx context.Context) {
 	if e.started {
 		e.metrics.StreamClosed()
 		e.started = false
+	}
+	if e.written != nil {
+		defer e.written.close(e.token)
+		if e.queued > 0 && !e.written.wait(ctx, e.token, e.queued) && ctx.Err() == nil {
+			e.log.DebugContext(ctx, "progress notifications not written in time; returning the result",
+				"progress", e.queued, "wait", writtenWait)
+		}
+		return
 	}
 	if e.n == 0 {
 		return
@@ -126,4 +154,149 @@ func (e *progressEmitter) end(ctx context.Context) {
 	case <-ctx.Done():
 	case <-t.C:
 	}
+}
+
+// progressLog records, for one stdio or HTTP+SSE session, the progress of
+// the last notification written to the client for each progress token of
+// a streamed call still running. On these transports a session's calls
+// share one notification queue and one stream, so only what was written
+// tells a call that its own notifications are out: mcp-go writes the
+// result as soon as the handler returns, and other calls' notifications
+// keep the queue from ever emptying. The transport calls wrote with every
+// message it writes; the methods are safe for concurrent use, and a nil
+// *progressLog records nothing.
+type progressLog struct {
+	mu     sync.Mutex
+	tokens map[string]*progressWritten // by progressKey
+}
+
+// progressWritten is what a progressLog knows of one progress token.
+type progressWritten struct {
+	calls    int           // the calls streaming with the token: one, unless a client reuses it
+	progress float64       // the progress of the last notification written
+	changed  chan struct{} // closed, and replaced, when progress changes
+}
+
+// progressKey is the key of a progress token, a string or a number: its
+// JSON, which is the same for the token a call came with and the token
+// read back from a notification.
+func progressKey(token any) string {
+	b, _ := json.Marshal(token)
+	return string(b)
+}
+
+// open starts recording the notifications written for token.
+func (l *progressLog) open(token any) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tokens == nil {
+		l.tokens = map[string]*progressWritten{}
+	}
+	k := progressKey(token)
+	w := l.tokens[k]
+	if w == nil {
+		w = &progressWritten{changed: make(chan struct{})}
+		l.tokens[k] = w
+	}
+	w.calls++
+}
+
+// close stops recording token once no call streams with it.
+func (l *progressLog) close(token any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := progressKey(token)
+	if w := l.tokens[k]; w != nil {
+		if w.calls--; w.calls == 0 {
+			delete(l.tokens, k)
+		}
+	}
+}
+
+// wait waits until the notification with the given progress for token
+// was written, at most writtenWait, and says whether it was. A done ctx
+// ends it.
+func (l *progressLog) wait(ctx context.Context, token any, progress int) bool {
+	k := progressKey(token)
+	t := time.NewTimer(writtenWait)
+	defer t.Stop()
+	for {
+		l.mu.Lock()
+		w := l.tokens[k]
+		if w == nil || w.progress >= float64(progress) {
+			l.mu.Unlock()
+			return w != nil
+		}
+		changed := w.changed
+		l.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return false
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// progressMethod is how a progress notification names its method in JSON.
+var progressMethod = []byte(`"` + mcpgo.MethodNotificationProgress + `"`)
+
+// wrote records msg, one JSON-RPC message the session wrote to the
+// client, if it is a progress notification for a token being recorded.
+func (l *progressLog) wrote(msg []byte) {
+	if l == nil || !bytes.Contains(msg, progressMethod) {
+		return
+	}
+	var n struct {
+		Method string `json:"method"`
+		Params struct {
+			ProgressToken any     `json:"progressToken"`
+			Progress      float64 `json:"progress"`
+		} `json:"params"`
+	}
+	if json.Unmarshal(msg, &n) != nil || n.Method != string(mcpgo.MethodNotificationProgress) {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w := l.tokens[progressKey(n.Params.ProgressToken)]; w != nil && n.Params.Progress > w.progress {
+		w.progress = n.Params.Progress
+		close(w.changed)
+		w.changed = make(chan struct{})
+	}
+}
+
+type progressLogKey struct{}
+
+// withProgressLog returns ctx carrying l, the progress log of the session
+// the calls started under ctx belong to.
+func withProgressLog(ctx context.Context, l *progressLog) context.Context {
+	return context.WithValue(ctx, progressLogKey{}, l)
+}
+
+// progressLogFrom returns the progressLog withProgressLog put in ctx, or
+// nil (streamable HTTP).
+func progressLogFrom(ctx context.Context) *progressLog {
+	l, _ := ctx.Value(progressLogKey{}).(*progressLog)
+	return l
+}
+
+// progressWriter is a stdio session's output: it records the progress
+// notifications written in l. mcp-go writes each message, a line of JSON,
+// in one Write.
+type progressWriter struct {
+	io.Writer
+	l *progressLog
+}
+
+func (w progressWriter) Write(p []byte) (int, error) {
+	n, err := w.Writer.Write(p)
+	if err == nil {
+		w.l.wrote(p)
+	}
+	return n, err
 }

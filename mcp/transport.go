@@ -206,7 +206,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			}
 			id := hex.EncodeToString(b)
 			p, _ := domain.PrincipalFrom(ctx)
-			st := &sseStream{owner: p.UserID}
+			st := &sseStream{owner: p.UserID, progress: progressLogFrom(ctx)}
 			st.ended, st.end = context.WithCancelCause(context.Background())
 			streams.Store(id, st)
 			if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
@@ -227,8 +227,10 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			}
 			x.pending.forget(id)
 		}()
-		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending}
-		serveUntilShutdown(sseH, w, r.WithContext(context.WithValue(r.Context(), sessionSlot{}, &id)))
+		progress := &progressLog{}
+		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending, progress: progress}
+		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
+		serveUntilShutdown(sseH, w, r.WithContext(ctx))
 	}))
 	x.Message = guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
@@ -239,8 +241,9 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 				return
 			}
 			// mcp-go runs the call on a context the request's end
-			// does not cancel; the stream's end will.
-			r = r.WithContext(withStreamEnd(r.Context(), st.(*sseStream).ended))
+			// does not cancel; the stream's end will. The call's
+			// progress notifications are written to the stream.
+			r = r.WithContext(withProgressLog(withStreamEnd(r.Context(), st.(*sseStream).ended), st.(*sseStream).progress))
 		}
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -271,12 +274,14 @@ func (x *SSE) Close(ctx context.Context) error {
 	return err
 }
 
-// sseStream is an open SSE session: the user who opened it, and a context
-// that ends with its event stream.
+// sseStream is an open SSE session: the user who opened it, a context
+// that ends with its event stream, and the progress notifications written
+// to the stream.
 type sseStream struct {
-	owner string
-	ended context.Context
-	end   context.CancelCauseFunc
+	owner    string
+	ended    context.Context
+	end      context.CancelCauseFunc
+	progress *progressLog
 }
 
 // errStreamClosed is the cause of a call cancelled because its session's
@@ -327,20 +332,24 @@ func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 }
 
 // responseWatcher is a session's event stream: it tells pending when a
-// response to a call is written. mcp-go writes each event in one Write.
+// response to a call is written, and progress when a progress
+// notification is. mcp-go writes each event in one Write.
 type responseWatcher struct {
 	http.ResponseWriter
-	rc      *http.ResponseController
-	session *string
-	pending *pendingResponses
+	rc       *http.ResponseController
+	session  *string
+	pending  *pendingResponses
+	progress *progressLog
 }
 
 func (w *responseWatcher) Write(p []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(p)
 	if data, ok := bytes.CutPrefix(p, []byte("event: message\ndata: ")); ok && err == nil {
-		if m, ok := readJSONRPC(bytes.TrimSpace(data)); ok && m.Method == "" {
+		data = bytes.TrimSpace(data)
+		if m, ok := readJSONRPC(data); ok && m.Method == "" {
 			w.pending.remove(*w.session, string(m.ID))
 		}
+		w.progress.wrote(data)
 	}
 	return n, err
 }
@@ -428,12 +437,16 @@ type sessionSlot struct{}
 
 // ServeStdio serves srv over stdio (in, out) as principal until in ends or
 // ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
-// stderr.
+// stderr. The progress notifications written to out are recorded, so that
+// a streamed call's result follows its notifications (progressLog).
 func ServeStdio(ctx context.Context, srv *server.MCPServer, principal domain.Principal, in io.Reader, out io.Writer) error {
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
-	s.SetContextFunc(func(ctx context.Context) context.Context { return domain.WithPrincipal(ctx, principal) })
-	err := s.Listen(ctx, in, out)
+	progress := &progressLog{}
+	s.SetContextFunc(func(ctx context.Context) context.Context {
+		return withProgressLog(domain.WithPrincipal(ctx, principal), progress)
+	})
+	err := s.Listen(ctx, in, progressWriter{out, progress})
 	if ctx.Err() != nil {
 		return nil
 	}
