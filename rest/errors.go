@@ -86,7 +86,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 	}
 	h := c.Response().Header()
 	if kind == domain.Unauthenticated {
-		h.Set("WWW-Authenticate", `Bearer realm="parley"`)
+		// As MCP over HTTP answers (RFC 6750 §3.1): a key that was sent
+		// but is unknown or revoked is an invalid token.
+		challenge := `Bearer realm="parley"`
+		if _, sent := BearerKey(c.Request()); sent {
+			challenge += `, error="invalid_token"`
+		}
+		h.Set("WWW-Authenticate", challenge)
 	}
 	if d := domain.RetryAfterOf(err); d > 0 {
 		secs := int(d.Seconds() + 0.999)

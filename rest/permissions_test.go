@@ -145,13 +145,16 @@ func TestUsersAndKeys(t *testing.T) {
 		h.must(200, "GET", "/api/v1/me", secretKey, nil)
 		h.must(200, "DELETE", "/api/v1/users/"+aliceID+"/api-keys/"+k["id"].(string), alice, nil)
 		r := h.call("GET", "/api/v1/me", secretKey, nil)
-		if r.Status != 401 || r.ErrorCode() != "unauthenticated" || r.Header.Get("WWW-Authenticate") == "" {
+		if r.Status != 401 || r.ErrorCode() != "unauthenticated" || r.Header.Get("WWW-Authenticate") != `Bearer realm="parley", error="invalid_token"` {
 			t.Errorf("revoked key = %d %s (WWW-Authenticate %q)", r.Status, r.Body, r.Header.Get("WWW-Authenticate"))
 		}
 		for _, key := range []string{"", "pk_nope", "Basic abc"} {
 			if r := h.call("GET", "/api/v1/me", key, nil); r.Status != 401 {
 				t.Errorf("key %q = %d, want 401", key, r.Status)
 			}
+		}
+		if r := h.call("GET", "/api/v1/me", "", nil); r.Header.Get("WWW-Authenticate") != `Bearer realm="parley"` {
+			t.Errorf("no key: WWW-Authenticate %q, want the bare challenge", r.Header.Get("WWW-Authenticate"))
 		}
 	})
 }
