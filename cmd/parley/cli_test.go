@@ -169,6 +169,7 @@ func TestCommandLineCheckedFirst(t *testing.T) {
 		{[]string{"migrate", "--help"}, 0, "usage: parley migrate"},
 		{[]string{"serve", "--help"}, 0, "usage: parley"},
 		{[]string{"serve", "now"}, 2, "takes no arguments"},
+		{[]string{"version", "x"}, 2, "version takes no arguments"},
 		{[]string{"mcp", "--help"}, 0, "usage: parley"},
 		{[]string{"mcp", "--read-onyl"}, 2, `unknown argument "--read-onyl"`},
 		{[]string{"bogus"}, 2, `unknown command "bogus"`},

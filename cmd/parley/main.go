@@ -101,13 +101,17 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	}
 	cmd, args := args[0], args[1:]
 	switch cmd {
-	case "serve":
+	case "serve", "version":
 		if len(args) > 0 {
 			if isHelp(args[0]) {
 				fmt.Fprint(stdout, usage)
 				return nil
 			}
-			return &usageError{fmt.Sprintf("serve takes no arguments, got %q", args[0]), usage}
+			return &usageError{fmt.Sprintf("%s takes no arguments, got %q", cmd, args[0]), usage}
+		}
+		if cmd == "version" {
+			fmt.Fprintln(stdout, "parley", version)
+			return nil
 		}
 		return serve(ctx, stderr)
 	case "mcp":
@@ -116,9 +120,6 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return migrate(ctx, args, stdout)
 	case "admin":
 		return admin(ctx, args, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "parley", version)
-		return nil
 	}
 	if isHelp(cmd) {
 		fmt.Fprint(stdout, usage)
