@@ -206,7 +206,7 @@ func buildOpenAPI() map[string]any {
 			"version":     "1",
 			"description": "Chat completions with context, for AI agents and applications. JSON in camelCase; times are ISO 8601 UTC; lists return {data, nextCursor}.",
 		},
-		"servers":  []any{map[string]any{"url": "http://127.0.0.1:8080"}},
+		"servers":  []any{map[string]any{"url": "/", "description": "the server that serves this document (relative, so right for any PARLEY_ADDR or proxy)"}},
 		"security": []any{map[string]any{"bearer": []any{}}},
 		"paths":    paths,
 		"components": map[string]any{
