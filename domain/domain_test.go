@@ -167,4 +167,12 @@ func TestEstimateUsage(t *testing.T) {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
 		}
 	}
+
+	// Characters, not bytes: the prompt is 20 characters in 60 bytes, the
+	// reply 40 + 7 + 17 in 80 + 7 + 18.
+	moon := []LLMMessage{{Role: RoleUser, Content: strings.Repeat("月", 20)}}
+	calls := []ToolCall{{Name: "weather", Arguments: `{"city":"Zürich"}`}}
+	if got, want := estimateUsage(Usage{}, false, moon, strings.Repeat("é", 40), calls, 3), (Usage{5 + 4, 16, 25}); got != want {
+		t.Errorf("non-ASCII text: got %+v, want %+v", got, want)
+	}
 }

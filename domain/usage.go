@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 )
 
 // Usage counts the tokens of one completion.
@@ -28,22 +29,26 @@ func estimateUsage(u Usage, partial bool, sent []LLMMessage, reply string, calls
 	if u.PromptTokens == 0 {
 		chars := 0
 		for _, m := range sent {
-			chars += len(m.Content)
-			for _, c := range m.ToolCalls {
-				chars += len(c.Name) + len(c.Arguments)
-			}
+			chars += charsOf(m.Content, m.ToolCalls)
 		}
 		u.PromptTokens = tokensOf(chars) + 4*len(sent)
 	}
 	if u.CompletionTokens == 0 || partial {
-		chars := len(reply)
-		for _, c := range calls {
-			chars += len(c.Name) + len(c.Arguments)
-		}
-		u.CompletionTokens = max(u.CompletionTokens, deltas, tokensOf(chars))
+		u.CompletionTokens = max(u.CompletionTokens, deltas, tokensOf(charsOf(reply, calls)))
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
+}
+
+// charsOf counts the characters of a message's text and tool calls:
+// runes, not bytes, which would count a character beyond ASCII two to
+// four times.
+func charsOf(text string, calls []ToolCall) int {
+	n := utf8.RuneCountInString(text)
+	for _, c := range calls {
+		n += utf8.RuneCountInString(c.Name) + utf8.RuneCountInString(c.Arguments)
+	}
+	return n
 }
 
 // tokensOf estimates the tokens of chars characters of text.
