@@ -64,6 +64,7 @@ type CompletionMeta struct {
 type Completion struct {
 	CompletionMeta
 	Content      string
+	Refusal      string // see LLMResult
 	ToolCalls    []ToolCall
 	FinishReason string
 	Usage        Usage
@@ -469,7 +470,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		if res.Model != "" {
 			rec.Model = res.Model
 		}
-		reply, calls = res.Content, res.ToolCalls
+		reply, calls = res.Content+res.Refusal, res.ToolCalls
 	}
 	// The provider's count, estimated where it gave none: for a reply, and
 	// for a call the provider had taken when it ended early (the stream
@@ -499,7 +500,8 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		return nil, err
 	}
 
-	out := &Completion{CompletionMeta: meta, Content: res.Content, ToolCalls: res.ToolCalls, FinishReason: res.FinishReason, Usage: res.Usage}
+	out := &Completion{CompletionMeta: meta, Content: res.Content, Refusal: res.Refusal, ToolCalls: res.ToolCalls,
+		FinishReason: res.FinishReason, Usage: res.Usage}
 	if res.Model != "" {
 		out.Model = res.Model
 	}
@@ -625,7 +627,7 @@ func withoutNUL(s string) string {
 }
 
 func (d Delta) withoutNUL() Delta {
-	d.Content = withoutNUL(d.Content)
+	d.Content, d.Refusal = withoutNUL(d.Content), withoutNUL(d.Refusal)
 	if len(d.ToolCalls) > 0 {
 		calls := make([]ToolCallDelta, len(d.ToolCalls))
 		for i, c := range d.ToolCalls {
@@ -638,7 +640,8 @@ func (d Delta) withoutNUL() Delta {
 }
 
 func (r *LLMResult) withoutNUL() {
-	r.Content, r.Model, r.FinishReason = withoutNUL(r.Content), withoutNUL(r.Model), withoutNUL(r.FinishReason)
+	r.Content, r.Refusal = withoutNUL(r.Content), withoutNUL(r.Refusal)
+	r.Model, r.FinishReason = withoutNUL(r.Model), withoutNUL(r.FinishReason)
 	for i := range r.ToolCalls {
 		c := &r.ToolCalls[i]
 		c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)

@@ -53,6 +53,7 @@ type LLMRequest struct {
 // LLMResult is what the upstream answered.
 type LLMResult struct {
 	Content      string
+	Refusal      string // why the model declined to answer, in place of content (OpenAI's)
 	ToolCalls    []ToolCall
 	FinishReason string // OpenAI's: stop, length, tool_calls, content_filter
 	Model        string // the model the upstream says answered

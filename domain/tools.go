@@ -71,9 +71,11 @@ type ToolCallDelta struct {
 	Arguments string
 }
 
-// Delta is one streamed piece of a reply: text, tool call pieces, or both.
+// Delta is one streamed piece of a reply: text, tool call pieces, or both;
+// or a piece of a refusal (see LLMResult).
 type Delta struct {
 	Content   string
+	Refusal   string
 	ToolCalls []ToolCallDelta
 	// Model is the model the provider says is answering, when it said
 	// ("gpt-4o-2024-08-06" for "gpt-4o"): the stream's chunks name it, as

@@ -168,7 +168,7 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 		return res, domain.Errorf(domain.Upstream, "the AI provider answered with no choices")
 	}
 	ch := resp.Choices[0]
-	res.Content, res.FinishReason = ch.Message.Content, string(ch.FinishReason)
+	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, string(ch.FinishReason)
 	for _, c := range ch.Message.ToolCalls {
 		// A call without an id gets one, as in a stream, so that the
 		// caller can answer it with a tool message.
@@ -210,7 +210,8 @@ func schemaOrEmpty(schema []byte) json.RawMessage {
 }
 
 // openAIStream streams one attempt, handing each delta to onDelta: text,
-// and tool call pieces renumbered 0, 1, ... in the order the calls began.
+// refusal, and tool call pieces renumbered 0, 1, ... in the order the calls
+// began.
 func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, cli *openai.Client, oreq openai.ChatCompletionRequest) (_ *domain.LLMResult, err error) {
 	stream, err := cli.CreateChatCompletionStream(ctx, oreq)
 	if err != nil {
@@ -219,11 +220,11 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	defer stream.Close()
 
 	res := &domain.LLMResult{}
-	var content strings.Builder
+	var content, refusal strings.Builder
 	var calls toolCalls
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
-		res.Content, res.ToolCalls = content.String(), calls.result()
+		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
 		// A delta still held goes on before the call ends, error or not,
 		// unless it was the caller that failed.
 		if de := (*deltaError)(nil); !errors.As(err, &de) {
@@ -262,15 +263,16 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: ch.Delta.Content, Model: res.Model}
+			d := domain.Delta{Content: ch.Delta.Content, Refusal: ch.Delta.Refusal, Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
 				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
 			}
-			if d.Content != "" || len(d.ToolCalls) > 0 {
+			if d.Content != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
 				if res.FirstByte == 0 {
 					res.FirstByte = time.Since(cs.start)
 				}
 				content.WriteString(d.Content)
+				refusal.WriteString(d.Refusal)
 				if err := out.add(d); err != nil {
 					return res, err
 				}
@@ -365,6 +367,7 @@ type openAIChunk struct {
 		Index int `json:"index"`
 		Delta struct {
 			Content   string `json:"content"`
+			Refusal   string `json:"refusal"`
 			ToolCalls []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`

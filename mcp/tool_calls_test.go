@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"encoding/json"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -70,4 +71,44 @@ func TestCompletionToolCalls(t *testing.T) {
 			t.Errorf("error %q does not name tools[0].function.name", msg)
 		}
 	})
+}
+
+// TestCompletionRefusal: a refusal (OpenAI's message.refusal, streamed
+// delta.refusal, with structured outputs) comes back in the result beside
+// an empty content.
+func TestCompletionRefusal(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	editor := e.connect(overHTTP, "editor", Options{})
+	const refusal = "I'm sorry, I can't help with that."
+	whole := `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,` +
+		`"message":{"role":"assistant","content":null,"refusal":"` + refusal + `"},"finish_reason":"stop"}]}`
+	streamed := `data: {"model":"m","choices":[{"index":0,"delta":{"role":"assistant","refusal":""},"finish_reason":null}]}` + "\n\n" +
+		`data: {"model":"m","choices":[{"index":0,"delta":{"refusal":"I'm sorry, "},"finish_reason":null}]}` + "\n\n" +
+		`data: {"model":"m","choices":[{"index":0,"delta":{"refusal":"I can't help with that."},"finish_reason":null}]}` + "\n\n" +
+		`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n"
+	for _, tc := range []struct {
+		name  string
+		token any
+		up    llmtest.Behavior
+	}{
+		{"whole", nil, llmtest.Behavior{Body: whole}},
+		{"streamed", "tok-refusal", llmtest.Behavior{Body: streamed, Header: http.Header{"Content-Type": {"text/event-stream"}}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.upstream.Enqueue(tc.up)
+			res, err := editor.callErr(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x")}, tc.token)
+			must(t, err)
+			if res.IsError {
+				t.Fatalf("error result: %s", text(res))
+			}
+			var out completionOut
+			decode(t, res, &out)
+			if out.Refusal != refusal || out.Content != "" {
+				t.Errorf("result = %+v, want refusal %q and no content", out, refusal)
+			}
+			if !strings.Contains(text(res), "refusal: "+refusal) {
+				t.Errorf("text %q does not show the refusal", text(res))
+			}
+		})
+	}
 }

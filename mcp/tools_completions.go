@@ -35,6 +35,7 @@ type chatCompletionArgs struct {
 // completionOut is a finished completion.
 type completionOut struct {
 	Content        string        `json:"content" desc:"The whole reply's text; empty when the model only called tools."`
+	Refusal        string        `json:"refusal,omitempty" desc:"Why the model declined to answer, in place of content (OpenAI, with structured outputs)."`
 	ToolCalls      []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (finishReason tool_calls): run them and continue with an assistant message carrying these toolCalls and a tool message per call."`
 	ConversationID string        `json:"conversationId,omitempty" desc:"The conversation the turn was stored in (per-chat completions); pass it to continue."`
 	MessageID      string        `json:"messageId" desc:"Id of the reply (msg_...); for stateless completions it names the usage record."`
@@ -73,8 +74,8 @@ type debugTimings struct {
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func toCompletionOut(c *domain.Completion) completionOut {
-	out := completionOut{Content: c.Content, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID, MessageID: c.MessageID, Model: c.Model,
-		FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage)}
+	out := completionOut{Content: c.Content, Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID,
+		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage)}
 	if d := c.Debug; d != nil {
 		out.Debug = &debugOut{
 			Provider: debugProvider{ID: d.ProviderID, Name: d.ProviderName, Type: string(d.ProviderType)},
@@ -93,6 +94,12 @@ func toCompletionOut(c *domain.Completion) completionOut {
 func completionText(c completionOut) string {
 	var b strings.Builder
 	b.WriteString(c.Content)
+	if c.Refusal != "" {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		fmt.Fprintf(&b, "refusal: %s", c.Refusal)
+	}
 	for _, tc := range c.ToolCalls {
 		if b.Len() > 0 {
 			b.WriteString("\n")

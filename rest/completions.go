@@ -92,10 +92,11 @@ type choiceJSON struct {
 }
 
 // choiceMessageJSON is the reply in a chat.completion: content is null
-// when the model only called tools.
+// when the model only called tools, or declined with a refusal.
 type choiceMessageJSON struct {
 	Role      string          `json:"role"`
 	Content   *string         `json:"content" jsonschema:"nullable"`
+	Refusal   string          `json:"refusal,omitempty"`
 	ToolCalls []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 
@@ -148,8 +149,8 @@ func toOpenAIUsage(u domain.Usage) openAIUsage {
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {
-	msg := choiceMessageJSON{Role: "assistant", ToolCalls: wire.ToolCallsOf(c.ToolCalls)}
-	if c.Content != "" || len(c.ToolCalls) == 0 {
+	msg := choiceMessageJSON{Role: "assistant", Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls)}
+	if c.Content != "" || (len(c.ToolCalls) == 0 && c.Refusal == "") {
 		msg.Content = &c.Content
 	}
 	return completionResponse{
@@ -183,6 +184,7 @@ type chunkChoice struct {
 type chunkDelta struct {
 	Role      string          `json:"role,omitempty"`
 	Content   *string         `json:"content,omitempty"`
+	Refusal   string          `json:"refusal,omitempty"`
 	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
 }
 
@@ -292,12 +294,12 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	return st.add(first)
 }
 
-// Delta sends one chunk: text, tool call pieces, or both; with d.More it
-// keeps it for the next one's write.
+// Delta sends one chunk: text, a refusal's text, tool call pieces, or
+// more than one of them; with d.More it keeps it for the next one's write.
 func (st *stream) Delta(d domain.Delta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(d.ToolCalls) == 0 {
+	if len(d.ToolCalls) == 0 && d.Refusal == "" {
 		// Most chunks are text: one quoted string between two constants.
 		b := st.buf.AvailableBuffer()
 		b = append(b, "data: "...)
@@ -308,7 +310,7 @@ func (st *stream) Delta(d domain.Delta) error {
 		return st.flushUnless(d.More)
 	}
 	ch := st.chunk()
-	var delta chunkDelta
+	delta := chunkDelta{Refusal: d.Refusal}
 	if d.Content != "" {
 		delta.Content = &d.Content
 	}
