@@ -973,7 +973,9 @@ func TestWrongKeyAgainstAFakeRequiringOne(t *testing.T) {
 // TestStreamChunksAsUpstreamsSendThem reads a stream whose chunks have
 // what real upstreams send but the fake's do not: null fields, fields
 // Parley does not know, a name given twice, invalid UTF-8 and a choice
-// other than the first. Each chunk is still read as encoding/json would.
+// other than the first. Each chunk is still read as encoding/json would,
+// except that "\xe9" at the end of a delta could begin a character the next
+// delta ends (see TestStreamJoinsSplitCharacters), so it waits for it.
 func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 	s := llmtest.NewServer(t)
 	body := strings.Join([]string{
@@ -989,7 +991,7 @@ func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(deltas, "|"), "caf\ufffd| au lait"; got != want {
+	if got, want := strings.Join(deltas, "|"), "caf|\ufffd au lait"; got != want {
 		t.Errorf("deltas = %q; want %q", got, want)
 	}
 	if res.Content != "caf\ufffd au lait" || res.FinishReason != "stop" || res.Model != "m-1" {
@@ -997,6 +999,46 @@ func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 	}
 	if got, want := res.Usage, (domain.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}); got != want {
 		t.Errorf("usage = %+v; want %+v", got, want)
+	}
+}
+
+// TestStreamJoinsSplitCharacters: an upstream that splits a character's
+// bytes between two chunks (invalid UTF-8 in the JSON string of each)
+// gets the character passed on whole, with the delta that completes it.
+func TestStreamJoinsSplitCharacters(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		pieces []string // as they go in the chunks' JSON strings
+		deltas string   // joined with |
+	}{
+		{"two bytes of three, then one", []string{"a\xe2\x82", "\xacb"}, "a|€b"},
+		{"one byte of three, then two", []string{"a\xe2", "\x82\xacb"}, "a|€b"},
+		{"a four-byte character in three chunks", []string{"\xf0\x9f", "\x98", "\x80!"}, "😀!"},
+		{"with escapes", []string{`line\n\u00e9` + "\xe2\x82", "\xac" + `\"\ud83d\ude00`}, "line\né|€\"😀"},
+		{"an invalid byte between escapes", []string{`\t` + "\xe2" + `\n`}, "\t\ufffd\n"},
+		{"a start never continued", []string{"x\xe2", "yz"}, "x|\ufffdyz"},
+		{"a start never ended", []string{"ab\xe2\x82"}, "ab|\ufffd\ufffd"},
+		{"invalid bytes in the middle", []string{"a\xff\x82b"}, "a\ufffd\ufffdb"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			var body strings.Builder
+			for _, p := range tc.pieces {
+				body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{"content":"` + p + `"},"finish_reason":null}]}` + "\n\n")
+			}
+			body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n")
+			s.Enqueue(llmtest.Behavior{Body: body.String(), Header: http.Header{"Content-Type": {"text/event-stream"}}})
+			res, deltas, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAI, s), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Join(deltas, "|"); got != tc.deltas {
+				t.Errorf("deltas = %q; want %q", got, tc.deltas)
+			}
+			if got, want := res.Content, strings.ReplaceAll(tc.deltas, "|", ""); got != want {
+				t.Errorf("content = %q; want %q", got, want)
+			}
+		})
 	}
 }
 

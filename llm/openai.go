@@ -221,6 +221,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 
 	res := &domain.LLMResult{}
 	var content, refusal strings.Builder
+	var text utf8Joiner
 	var calls toolCalls
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
@@ -243,6 +244,12 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		raw, err := stream.RecvRaw()
 		if errors.Is(err, io.EOF) {
 			ex.markReplied()
+			if rest := text.flush(); rest != "" {
+				content.WriteString(rest)
+				if err := out.add(domain.Delta{Content: rest, Model: res.Model}); err != nil {
+					return res, err
+				}
+			}
 			break
 		}
 		if err != nil {
@@ -263,7 +270,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: ch.Delta.Content, Refusal: ch.Delta.Refusal, Model: res.Model}
+			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
 				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
 			}
@@ -366,8 +373,8 @@ type openAIChunk struct {
 	Choices []struct {
 		Index int `json:"index"`
 		Delta struct {
-			Content   string `json:"content"`
-			Refusal   string `json:"refusal"`
+			Content   rawText `json:"content"` // see utf8Joiner
+			Refusal   string  `json:"refusal"`
 			ToolCalls []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`
@@ -383,8 +390,9 @@ type openAIChunk struct {
 }
 
 // lenient decodes what upstreams send as encoding/json would: invalid UTF-8
-// becomes U+FFFD and a repeated name takes the last value, rather than
-// failing a stream that is otherwise fine.
+// becomes U+FFFD (in the text of a delta, once utf8Joiner found it cannot
+// be joined) and a repeated name takes the last value, rather than failing
+// a stream that is otherwise fine.
 var lenient = jsonv2.JoinOptions(jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
 
 // openAILocal maps go-openai's own refusals, made before any request.

@@ -369,3 +369,31 @@ func TestStreamedTextChunks(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamedSplitCharacter: a character an upstream split between two
+// chunks, at a byte, is sent and stored whole.
+func TestStreamedSplitCharacter(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		body := `data: {"model":"m","choices":[{"index":0,"delta":{"content":"a` + "\xe2\x82" + `"},"finish_reason":null}]}` + "\n\n" +
+			`data: {"model":"m","choices":[{"index":0,"delta":{"content":"` + "\xac" + `b"},"finish_reason":null}]}` + "\n\n" +
+			`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n"
+		h.up.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
+		events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("go")}}))
+		var sent strings.Builder
+		for _, ev := range events[:len(events)-1] { // before [DONE]
+			for _, c := range ev.data["choices"].([]any) {
+				if s, ok := c.(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+					sent.WriteString(s)
+				}
+			}
+		}
+		if got, want := sent.String(), "a€b"; got != want {
+			t.Errorf("streamed %q; want %q", got, want)
+		}
+		conv := h.must(200, "GET", "/api/v1/conversations/"+events[0].data["conversationId"].(string), h.admin, nil)
+		if got, want := conv["messages"].([]any)[1].(map[string]any)["content"], "a€b"; got != want {
+			t.Errorf("stored reply = %q; want %q", got, want)
+		}
+	})
+}
