@@ -540,20 +540,23 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	if err != nil {
 		return nil, none, err
 	}
+	// The stream slot first: Allow counts the request, and a request
+	// refused for want of a slot runs no completion, so it must count
+	// against no budget. A request Allow refuses gives its slot back.
+	release := none
+	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
+		if release, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
+			return nil, none, err
+		}
+	}
 	bs := budgets(l, p)
 	if len(bs) > 0 {
 		if err := s.deps.Limiter.Allow(ctx, bs); err != nil {
+			release()
 			return nil, none, err
 		}
 	}
-	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
-		release, err := s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey)
-		if err != nil {
-			return nil, none, err
-		}
-		return bs, release, nil
-	}
-	return bs, none, nil
+	return bs, release, nil
 }
 
 // storeTurn appends the request's messages and the reply to the

@@ -628,3 +628,54 @@ func TestChatDeletedDuringCompletion(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamRefusalCountsNoRequest: a stream refused because the key's
+// stream slots are all taken ran no completion, so it must not use up the
+// key's requests per minute (a client retrying a busy slot would lock
+// itself out for the rest of the minute).
+func TestStreamRefusalCountsNoRequest(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		// Counters are per minute: a new minute mid-test would pass it
+		// without the fix, so it starts in the same minute it ends in.
+		if s := time.Now().Second(); s >= 55 {
+			time.Sleep(time.Duration(61-s) * time.Second)
+		}
+		w := h.world()
+		uid, key := h.user("streamer")
+		h.setRole(h.admin, w.project, uid, "editor")
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin,
+			map[string]any{"keyRequestsPerMinute": 2, "concurrentStreamsPerKey": 1})
+		path := "/api/v1/chats/" + w.chat + "/completions"
+
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		firstN := h.up.Count()
+		b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
+		req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, strings.NewReader(string(b)))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		first, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
+			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
+		}
+		for range 3 {
+			r := h.call("POST", path, key, map[string]any{"stream": true, "messages": []any{userMessage("more")}})
+			if got := r.Header.Get("RateLimit-Policy"); r.Status != 429 || got != `1;comment="key-concurrent-streams"` {
+				t.Fatalf("second stream = %d %s (%s), want 429 for the stream slot", r.Status, got, r.Body)
+			}
+		}
+		cancel()
+		first.Body.Close()
+		if !h.up.WaitCanceledN(firstN, time.Second) {
+			t.Fatal("the upstream did not see the first stream's cancellation")
+		}
+		// One completion ran; the key may run a second this minute.
+		if r := h.call("POST", path, key, map[string]any{"messages": []any{userMessage("second")}}); r.Status != 200 {
+			t.Errorf("the key's second completion this minute = %d %s %s, want 200", r.Status, r.Header.Get("RateLimit-Policy"), r.Body)
+		}
+	})
+}
