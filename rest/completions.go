@@ -2,10 +2,12 @@ package rest
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -225,7 +227,22 @@ type stream struct {
 	// textChunk is the JSON of a text delta's chunk before the text:
 	// the same for every chunk of the stream, so it is encoded once.
 	textChunk []byte
+
+	// A client that keeps its connection but stops reading blocks a write
+	// for as long as it likes, and with it the stream: the upstream call
+	// (past MaxStreamDuration too), the stream's slot and its usage record.
+	// A write that has not gone out after stallAfter, or that is still
+	// blocked when the request ends (the shutdown's grace period ran out),
+	// is cut by a write deadline: the client is treated as gone.
+	rc         *http.ResponseController
+	writing    atomic.Bool
+	stallAfter time.Duration
+	stall      *time.Timer // cuts the write in progress; made by the first
+	stopWatch  func() bool // stops cutting writes when the request ends
 }
+
+// minStall is the shortest a write may block before it is cut.
+const minStall = time.Second
 
 // appendQuote appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
 // encoding/json writes it; AppendQuote's error only reports that it did.
@@ -240,24 +257,51 @@ const textChunkEnd = `},"finish_reason":null}]}`
 // newStream returns the emitter for a streamed completion, its keep-alives
 // running, and the func that stops them.
 func (s *Server) newStream(c echo.Context) (*stream, func()) {
-	st := &stream{s: s, c: c}
+	st := &stream{s: s, c: c, rc: http.NewResponseController(c.Response()), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
 	st.enc = json.NewEncoder(&st.buf)
+	st.stopWatch = context.AfterFunc(c.Request().Context(), func() {
+		if st.writing.Load() {
+			st.cut()
+		}
+	})
 	st.mu.Lock() // keepAlive may run before AfterFunc returns
 	st.alive = time.AfterFunc(s.cfg.KeepAlive, st.keepAlive)
 	st.mu.Unlock()
 	// The handler defers this: it stops the keep-alives even when finish is
 	// never reached (a panic), before the response goes back to the server.
 	return st, func() {
+		st.stopWatch()
 		st.mu.Lock()
 		st.halt()
 		st.mu.Unlock()
 	}
 }
 
+// cut makes a blocked write to the client fail now.
+func (st *stream) cut() { _ = st.rc.SetWriteDeadline(time.Now()) }
+
+// watched runs f, a write to the client, cutting it if it blocks for
+// stallAfter; callers hold mu. One timer serves every write of the stream.
+func (st *stream) watched(f func() error) error {
+	if st.stall == nil {
+		st.stall = time.AfterFunc(st.stallAfter, st.cut)
+	} else {
+		st.stall.Reset(st.stallAfter)
+	}
+	st.writing.Store(true)
+	err := f()
+	st.writing.Store(false)
+	st.stall.Stop()
+	return err
+}
+
 // halt stops the keep-alives; callers hold mu.
 func (st *stream) halt() {
 	st.halted = true
 	st.alive.Stop()
+	if st.stall != nil {
+		st.stall.Stop()
+	}
 }
 
 // openLocked sends the stream's headers, once; callers hold mu.
@@ -357,18 +401,25 @@ func (st *stream) add(v any) error {
 // flush writes the pending events and flushes them to the client. Callers
 // hold mu.
 func (st *stream) flush() error {
-	if err := st.write(); err != nil {
-		return err
-	}
-	st.c.Response().Flush()
-	return nil
+	return st.watched(func() error {
+		if err := st.writeNow(); err != nil {
+			return err
+		}
+		if err := st.rc.Flush(); err != nil {
+			return domain.Errorf(domain.Canceled, "the client went away")
+		}
+		return nil
+	})
 }
 
 // write hands the pending events to the server's buffer without flushing
 // it: the last events of a stream leave when the handler returns, in the
 // same write as the end of the chunked body, which the client waits for
 // anyway. Callers hold mu.
-func (st *stream) write() error {
+func (st *stream) write() error { return st.watched(st.writeNow) }
+
+// writeNow is write, unwatched. Callers hold mu.
+func (st *stream) writeNow() error {
 	_, err := st.c.Response().Write(st.buf.Bytes())
 	st.buf.Reset()
 	st.wrote = time.Now()

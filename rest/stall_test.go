@@ -1,0 +1,78 @@
+package rest_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestStalledClientDoesNotHoldTheStream: a client that keeps its
+// connection open but stops reading (its receive window full) must not
+// hold a stream past PARLEY_MAX_STREAM_DURATION: the handler may not stay
+// blocked writing to it forever, keeping the stream open (gauge, stream
+// slot, goroutine) and its usage unrecorded until the client closes.
+func TestStalledClientDoesNotHoldTheStream(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) {
+		c.KeepAlive = 100 * time.Millisecond
+		c.MaxStreamDuration = 500 * time.Millisecond
+	})
+	w := h.world()
+	deltas := make([]string, 100_000)
+	for i := range deltas {
+		deltas[i] = strings.Repeat("x", 200) + " "
+	}
+	h.up.Enqueue(llmtest.Behavior{Deltas: deltas})
+	n := h.up.Count()
+
+	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	body := fmt.Sprintf(`{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`)
+	fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", w.chat, h.admin, len(body), body)
+	// ...and never read.
+
+	if !h.up.WaitCanceledN(n, 5*time.Second) {
+		t.Fatal("the upstream call was not cancelled at the maximum stream duration")
+	}
+	open := func() string {
+		res, err := http.Get(h.srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "parley_open_streams ") {
+				return strings.TrimPrefix(l, "parley_open_streams ")
+			}
+		}
+		return "?"
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for open() != "0" {
+		if time.Now().After(deadline) {
+			t.Fatalf("parley_open_streams = %s 5s after the stream's maximum duration, with the client still connected but not reading", open())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	h.app.FlushUsage()
+	var outcome string
+	if err := h.app.Store.DB().Raw("SELECT outcome FROM usage_records WHERE stream ORDER BY created_at DESC LIMIT 1").Row().Scan(&outcome); err != nil {
+		t.Fatalf("no usage record of the stalled stream: %v", err)
+	}
+	if outcome != "interrupted" {
+		t.Errorf("the stalled stream is recorded as %q, want interrupted", outcome)
+	}
+}
