@@ -185,6 +185,11 @@ func (b *bufferedResponse) copyTo(w http.ResponseWriter) {
 // does, once every call the sessions were sent has its response written.
 type SSE struct {
 	Stream, Message http.Handler
+	// KeepAlive is how long a session's event stream may be quiet before
+	// it gets an SSE comment (": keep-alive"), as REST streams do, so that
+	// proxies do not close it (which would cancel the session's calls);
+	// 0 means 15s. Set it before serving.
+	KeepAlive time.Duration
 
 	srv     *server.SSEServer
 	pending pendingResponses
@@ -228,9 +233,10 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			x.pending.forget(id)
 		}()
 		progress := &progressLog{}
-		w = &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending, progress: progress}
+		rw := &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending, progress: progress}
+		defer rw.keepAlive(x.keepAlive())()
 		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
-		serveUntilShutdown(sseH, w, r.WithContext(ctx))
+		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
 	}))
 	x.Message = guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
@@ -331,19 +337,71 @@ func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 	return m, true
 }
 
+// defaultKeepAlive is SSE.KeepAlive's default, REST's too.
+const defaultKeepAlive = 15 * time.Second
+
+func (x *SSE) keepAlive() time.Duration {
+	if x.KeepAlive > 0 {
+		return x.KeepAlive
+	}
+	return defaultKeepAlive
+}
+
 // responseWatcher is a session's event stream: it tells pending when a
-// response to a call is written, and progress when a progress
-// notification is. mcp-go writes each event in one Write.
+// response to a call is written, progress when a progress notification
+// is, and sends keep-alives while it is quiet. mcp-go writes each event in
+// one Write.
 type responseWatcher struct {
 	http.ResponseWriter
 	rc       *http.ResponseController
 	session  *string
 	pending  *pendingResponses
 	progress *progressLog
+
+	mu     sync.Mutex // one writer at a time: mcp-go's or a keep-alive
+	wrote  time.Time  // of the last write; zero before the first
+	halted bool
+}
+
+// keepAlive sends an SSE comment each time the stream has been quiet for
+// every, once mcp-go has opened it, until the returned func is called.
+func (w *responseWatcher) keepAlive(every time.Duration) (stop func()) {
+	var t *time.Timer
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.halted {
+			return
+		}
+		if w.wrote.IsZero() { // mcp-go has not opened the stream yet
+			t.Reset(every)
+			return
+		}
+		if quiet := time.Since(w.wrote); quiet < every {
+			t.Reset(every - quiet)
+			return
+		}
+		if _, err := w.ResponseWriter.Write([]byte(": keep-alive\n\n")); err == nil {
+			_ = w.rc.Flush()
+		}
+		w.wrote = time.Now()
+		t.Reset(every)
+	})
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.halted = true
+		t.Stop()
+	}
 }
 
 func (w *responseWatcher) Write(p []byte) (int, error) {
+	w.mu.Lock()
 	n, err := w.ResponseWriter.Write(p)
+	w.wrote = time.Now()
+	w.mu.Unlock()
 	if data, ok := bytes.CutPrefix(p, []byte("event: message\ndata: ")); ok && err == nil {
 		data = bytes.TrimSpace(data)
 		if m, ok := readJSONRPC(data); ok && m.Method == "" {
@@ -354,7 +412,11 @@ func (w *responseWatcher) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (w *responseWatcher) Flush() { _ = w.rc.Flush() }
+func (w *responseWatcher) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_ = w.rc.Flush()
+}
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (w *responseWatcher) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,12 +1,14 @@
 package mcp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strings"
 	"sync"
@@ -405,4 +407,36 @@ func TestSSEStreamClosedCancelsCalls(t *testing.T) {
 			checkCancel(t, e, callTool(e, s), func() { must(t, s.Close()) })
 		})
 	}
+}
+
+// TestSSESessionKeepAlive: a session's event stream that has nothing to
+// send (no call, or a call whose upstream is quiet) gets an SSE comment
+// each KeepAlive, as REST streams do, so that a proxy's idle timeout does
+// not close it, which would cancel every call of the session.
+func TestSSESessionKeepAlive(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "")
+	x.KeepAlive = 100 * time.Millisecond
+	hs := httptest.NewServer(x.Stream)
+	defer hs.Close()
+	req, _ := http.NewRequest("GET", hs.URL, nil)
+	req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	res, err := http.DefaultClient.Do(req.WithContext(ctx))
+	must(t, err)
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	var lines []string
+	start := time.Now()
+	for sc.Scan() {
+		lines = append(lines, sc.Text())
+		if sc.Text() == ": keep-alive" {
+			if d := time.Since(start); d < 50*time.Millisecond {
+				t.Errorf("the first keep-alive came after %v, before the stream was quiet for 100ms", d)
+			}
+			return
+		}
+	}
+	t.Fatalf("no keep-alive within 3s on a quiet SSE session (keep-alive 100ms): %q", lines)
 }

@@ -207,6 +207,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		CallTimeout: cfg.RequestTimeout})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
 	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
+	a.mcpSSE.KeepAlive = cfg.KeepAlive
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)
 	a.handler = api
