@@ -132,8 +132,28 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		// choosing, where ./data is rarely the server's.
 		log.Warn("serving a new, empty database; set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) in the client's configuration to use the one parley serve uses", "path", a.NewDatabase)
 	}
-	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log, CallTimeout: e.RequestTimeout})
-	err = mcp.ServeStdio(ctx, srv, p, stdin, stdout)
+	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log, CallTimeout: e.RequestTimeout,
+		Calls: a.MCPCalls()})
+	// A signal ends the session as it ends `parley serve`: the calls
+	// running get the grace period, then are ended with ErrShuttingDown
+	// (an "unavailable:" result, recorded as interrupted), and the session
+	// closes once their results are written. Stdin closing (the agent left)
+	// ends it, and cancels its calls, at once.
+	session, endSession := context.WithCancel(context.WithoutCancel(ctx))
+	defer endSession()
+	go func() {
+		select {
+		case <-session.Done():
+			return
+		case <-ctx.Done():
+		}
+		log.Info("shutting down", "grace", e.ShutdownGrace.String())
+		grace, cancel := context.WithTimeout(context.Background(), e.ShutdownGrace)
+		defer cancel()
+		a.StopMCPCalls(grace, domain.ErrShuttingDown, 5*time.Second)
+		endSession()
+	}()
+	err = mcp.ServeStdio(session, srv, p, stdin, stdout)
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}

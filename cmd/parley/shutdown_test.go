@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -639,5 +640,105 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	}
 	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
 		t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
+	}
+}
+
+// TestStdioShutdownGivesCallsTheGrace: SIGTERM to `parley mcp` (a
+// supervisor or container stopping it) treats its calls as `parley
+// serve` does: a call that finishes within PARLEY_SHUTDOWN_GRACE gets its
+// result; one still running after it gets "unavailable: ... shutting
+// down" and is recorded as interrupted, not as the client leaving; then
+// the process exits 0.
+func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
+
+	cmd := exec.Command(bin, "mcp")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true",
+		"PARLEY_SHUTDOWN_GRACE=3s")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	results := make(chan map[string]any, 10)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil && m["id"] != nil {
+				results <- m
+			}
+		}
+		close(results)
+	}()
+
+	up.Enqueue(llmtest.Behavior{Delay: time.Second, Reply: "in time"}, llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	call := func(id int, content string) string {
+		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"%s","messages":[{"role":"user","content":"%s"}]}}}`, id, chat, content)
+	}
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		call(2, "quick"), call(3, "hang"),
+	} {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(10 * time.Second); up.Count() < before+2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the calls never reached the upstream")
+		}
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	got := map[float64]string{}
+	deadline := time.After(15 * time.Second)
+	for len(got) < 3 {
+		select {
+		case m, ok := <-results:
+			if !ok {
+				t.Fatalf("stdout closed with results %v", got)
+			}
+			b, _ := json.Marshal(m)
+			got[m["id"].(float64)] = string(b)
+		case <-deadline:
+			t.Fatalf("results within 15s of SIGTERM (3s grace): %v", got)
+		}
+	}
+	if !strings.Contains(got[2], "in time") || strings.Contains(got[2], `"isError":true`) {
+		t.Errorf("the call that finished within the grace period got %s", got[2])
+	}
+	if !strings.Contains(got[3], "unavailable:") || !strings.Contains(got[3], "shutting down") {
+		t.Errorf("the call still running after the grace period got %s; want unavailable, shutting down", got[3])
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("parley mcp exited with %v after SIGTERM", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("parley mcp did not exit within 15s of SIGTERM")
+	}
+	outcomes := chatOutcomes(t, dir, chat)
+	slices.Sort(outcomes)
+	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
+		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
 	}
 }

@@ -234,6 +234,10 @@ func (a *App) StopMCPCalls(ctx context.Context, cause error, wait time.Duration)
 	}
 }
 
+// MCPCalls is what StopMCPCalls stops: pass it as the Calls of an MCP
+// server the app does not serve itself (`parley mcp`'s stdio server).
+func (a *App) MCPCalls() *mcp.Calls { return &a.mcpCalls }
+
 // CloseMCPStreams ends the event streams of MCP's HTTP+SSE transport once
 // every call sent over them has its result written, or when ctx is done.
 // The server's shutdown does not end them (a call's result travels on its
