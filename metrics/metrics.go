@@ -43,14 +43,14 @@ func New() *Metrics {
 			Name: "parley_http_request_duration_seconds", Help: "HTTP request duration by route and method.", Buckets: buckets,
 		}, []string{"route", "method"}),
 		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "parley_completions_total", Help: "Completions by provider type, model, outcome and streaming.",
-		}, []string{"provider", "model", "outcome", "stream"}),
+			Name: "parley_completions_total", Help: "Completions by route, provider type, model, outcome and streaming.",
+		}, []string{"route", "provider", "model", "outcome", "stream"}),
 		compLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_duration_seconds", Help: "Completion duration by provider, model and outcome.", Buckets: buckets,
-		}, []string{"provider", "model", "outcome"}),
+			Name: "parley_completion_duration_seconds", Help: "Completion duration by route, provider, model and outcome.", Buckets: buckets,
+		}, []string{"route", "provider", "model", "outcome"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token, by provider, model and outcome.", Buckets: buckets,
-		}, []string{"provider", "model", "outcome"}),
+			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token, by route, provider, model and outcome.", Buckets: buckets,
+		}, []string{"route", "provider", "model", "outcome"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_tokens_total", Help: "Tokens by provider, model and kind (prompt, completion).",
 		}, []string{"provider", "model", "kind"}),
@@ -140,12 +140,22 @@ func (r *recorder) model(name string) string {
 	return name
 }
 
+// completionRoute is the route label of a completion: the pattern of its
+// REST endpoint, per chat or stateless, which the HTTP metrics' route
+// label names too. An MCP completion tool counts under the same one.
+func completionRoute(rec domain.UsageRecord) string {
+	if rec.ChatID != "" {
+		return "/api/v1/chats/:chatId/completions"
+	}
+	return "/api/v1/chats/completions"
+}
+
 func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
-	provider, model, outcome := string(rec.ProviderType), r.model(rec.Model), string(rec.Outcome)
-	r.m.completions.WithLabelValues(provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
-	r.m.compLatency.WithLabelValues(provider, model, outcome).Observe(rec.Latency.Seconds())
+	route, provider, model, outcome := completionRoute(rec), string(rec.ProviderType), r.model(rec.Model), string(rec.Outcome)
+	r.m.completions.WithLabelValues(route, provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
+	r.m.compLatency.WithLabelValues(route, provider, model, outcome).Observe(rec.Latency.Seconds())
 	if rec.TimeToFirst > 0 {
-		r.m.ttft.WithLabelValues(provider, model, outcome).Observe(rec.TimeToFirst.Seconds())
+		r.m.ttft.WithLabelValues(route, provider, model, outcome).Observe(rec.TimeToFirst.Seconds())
 	}
 	r.m.tokens.WithLabelValues(provider, model, "prompt").Add(float64(rec.Usage.PromptTokens))
 	r.m.tokens.WithLabelValues(provider, model, "completion").Add(float64(rec.Usage.CompletionTokens))

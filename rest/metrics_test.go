@@ -41,10 +41,10 @@ func TestMetrics(t *testing.T) {
 			labels []string
 			check  func(float64) bool
 		}{
-			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="false"`}, eq(1)},
-			{"parley_completions_total", []string{`provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="true"`}, eq(1)},
-			{"parley_completion_time_to_first_token_seconds_count", []string{`model="fake-default"`, `outcome="ok"`}, eq(2)},
-			{"parley_completion_duration_seconds_count", []string{`outcome="ok"`}, eq(2)},
+			{"parley_completions_total", []string{`route="/api/v1/chats/:chatId/completions"`, `provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="false"`}, eq(1)},
+			{"parley_completions_total", []string{`route="/api/v1/chats/:chatId/completions"`, `provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="true"`}, eq(1)},
+			{"parley_completion_time_to_first_token_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`, `model="fake-default"`, `outcome="ok"`}, eq(2)},
+			{"parley_completion_duration_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`, `outcome="ok"`}, eq(2)},
 			{"parley_tokens_total", []string{`kind="completion"`}, positive},
 			{"parley_tokens_total", []string{`kind="prompt"`}, positive},
 			{"parley_open_streams", nil, eq(0)},
@@ -55,6 +55,10 @@ func TestMetrics(t *testing.T) {
 		}
 		if strings.Contains(m.text, w.chat) {
 			t.Error("a metric label carries a chat id: routes must be patterns")
+		}
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("x")}})
+		if v, ok := h.metrics().value("parley_completions_total", `route="/api/v1/chats/completions"`); !ok || v != 1 {
+			t.Errorf("stateless completions under their route = %v (found %v), want 1", v, ok)
 		}
 
 		// An open stream, over REST and then over MCP, is counted while it runs.
