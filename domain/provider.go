@@ -490,25 +490,52 @@ func (s *Providers) RotateKeys(ctx context.Context) (int, error) {
 	n := 0
 	for i := range all {
 		p := &all[i]
-		if len(p.APIKeyCiphertext) == 0 {
-			continue
+		rotated := false
+		_, err := untilFresh(func() (*AIProvider, error) {
+			if rotated { // a write came first: rotate what it left
+				fresh, err := s.deps.Store.GetProvider(ctx, p.ID)
+				if err != nil {
+					return nil, err
+				}
+				p = fresh
+			}
+			rotated = true
+			return p, s.rotateKey(ctx, p, &n)
+		})
+		if KindOf(err) == NotFound {
+			continue // deleted meanwhile
 		}
-		key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
-		if err != nil {
-			return n, Wrap("providers.RotateKeys", fmt.Errorf("open key of %s: %w", p.ID, err))
-		}
-		ct, keyID, err := s.deps.Sealer.Seal(key)
 		if err != nil {
 			return n, Wrap("providers.RotateKeys", err)
 		}
-		if keyID == p.APIKeyKeyID {
-			continue
-		}
-		p.APIKeyCiphertext, p.APIKeyKeyID = ct, keyID
-		if err := s.deps.Store.UpdateProvider(ctx, p, p.UpdatedAt); err != nil {
-			return n, Wrap("providers.RotateKeys", err)
-		}
-		n++
 	}
 	return n, nil
+}
+
+// rotateKey seals p's key under the primary key, if it is not already,
+// counting it in n. updatedAt moves on, so that an update based on an
+// earlier read (another instance's cached copy) is stale and does not
+// write the key sealed under the old key back.
+func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, n *int) error {
+	if len(p.APIKeyCiphertext) == 0 {
+		return nil
+	}
+	key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
+	if err != nil {
+		return fmt.Errorf("open key of %s: %w", p.ID, err)
+	}
+	ct, keyID, err := s.deps.Sealer.Seal(key)
+	if err != nil {
+		return err
+	}
+	if keyID == p.APIKeyKeyID {
+		return nil
+	}
+	prev := p.UpdatedAt
+	p.APIKeyCiphertext, p.APIKeyKeyID, p.UpdatedAt = ct, keyID, s.deps.Now()
+	if err := s.deps.Store.UpdateProvider(ctx, p, prev); err != nil {
+		return err
+	}
+	*n++
+	return nil
 }

@@ -234,11 +234,12 @@ type stream struct {
 	// A write that has not gone out after stallAfter, or that is still
 	// blocked when the request ends (the shutdown's grace period ran out),
 	// is cut by a write deadline: the client is treated as gone.
-	rc         *http.ResponseController
-	writing    atomic.Bool
-	stallAfter time.Duration
-	stall      *time.Timer // cuts the write in progress; made by the first
-	stopWatch  func() bool // stops cutting writes when the request ends
+	rc           *http.ResponseController
+	stallAfter   time.Duration
+	writeStarted atomic.Int64               // Unix nanoseconds; 0 between writes
+	stall        atomic.Pointer[time.Timer] // checkStall's; made by the first write
+	ended        atomic.Bool                // checkStall stops
+	stopWatch    func() bool                // stops cutting writes when the request ends
 }
 
 // minStall is the shortest a write may block before it is cut.
@@ -257,10 +258,12 @@ const textChunkEnd = `},"finish_reason":null}]}`
 // newStream returns the emitter for a streamed completion, its keep-alives
 // running, and the func that stops them.
 func (s *Server) newStream(c echo.Context) (*stream, func()) {
-	st := &stream{s: s, c: c, rc: http.NewResponseController(c.Response()), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
+	// The controller is over the writer under Echo's Response, whose Flush
+	// drops the error that says the client is gone (or the write was cut).
+	st := &stream{s: s, c: c, rc: http.NewResponseController(c.Response().Writer), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
 	st.enc = json.NewEncoder(&st.buf)
 	st.stopWatch = context.AfterFunc(c.Request().Context(), func() {
-		if st.writing.Load() {
+		if st.writeStarted.Load() != 0 {
 			st.cut()
 		}
 	})
@@ -281,26 +284,44 @@ func (s *Server) newStream(c echo.Context) (*stream, func()) {
 func (st *stream) cut() { _ = st.rc.SetWriteDeadline(time.Now()) }
 
 // watched runs f, a write to the client, cutting it if it blocks for
-// stallAfter; callers hold mu. One timer serves every write of the stream.
+// stallAfter (checkStall); callers hold mu.
 func (st *stream) watched(f func() error) error {
-	if st.stall == nil {
-		st.stall = time.AfterFunc(st.stallAfter, st.cut)
-	} else {
-		st.stall.Reset(st.stallAfter)
+	if st.stall.Load() == nil {
+		st.stall.Store(time.AfterFunc(st.stallAfter, st.checkStall))
 	}
-	st.writing.Store(true)
+	st.writeStarted.Store(time.Now().UnixNano())
 	err := f()
-	st.writing.Store(false)
-	st.stall.Stop()
+	st.writeStarted.Store(0)
 	return err
+}
+
+// checkStall runs every stallAfter while the stream lasts, rather than a
+// timer set and stopped around each write (each chunk): it cuts a write
+// that has been blocked for stallAfter, and otherwise looks again when the
+// write in progress, if any, would reach it.
+func (st *stream) checkStall() {
+	if st.ended.Load() {
+		return
+	}
+	next := st.stallAfter
+	if started := st.writeStarted.Load(); started != 0 {
+		blocked := time.Since(time.Unix(0, started))
+		if blocked >= st.stallAfter {
+			st.cut()
+			return
+		}
+		next -= blocked
+	}
+	st.stall.Load().Reset(next)
 }
 
 // halt stops the keep-alives; callers hold mu.
 func (st *stream) halt() {
 	st.halted = true
 	st.alive.Stop()
-	if st.stall != nil {
-		st.stall.Stop()
+	st.ended.Store(true)
+	if t := st.stall.Load(); t != nil {
+		t.Stop()
 	}
 }
 

@@ -684,7 +684,14 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 		close(results)
 	}()
 
-	up.Enqueue(llmtest.Behavior{Delay: time.Second, Reply: "in time"}, llmtest.Behavior{Fault: llmtest.FaultHang})
+	// The two calls run at once and may reach the upstream in either
+	// order: each gets its behavior by its prompt, not by its place.
+	up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if strings.Contains(string(r.RawBody), "hang") {
+			return llmtest.Behavior{Fault: llmtest.FaultHang}
+		}
+		return llmtest.Behavior{Delay: time.Second, Reply: "in time"}
+	})
 	before := up.Count()
 	call := func(id int, content string) string {
 		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"%s","messages":[{"role":"user","content":"%s"}]}}}`, id, chat, content)
