@@ -247,6 +247,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	}
 	p, _ := PrincipalFrom(ctx)
 	budgets, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
+	cancel() // its timer need not last the stream
 	if err != nil {
 		return nil, err
 	}
