@@ -104,6 +104,14 @@ type Completions struct {
 const (
 	maxStopSequences = 4
 	maxMessages      = 1000
+	// maxTurnBytes caps the text of a request's messages once documentIds
+	// are resolved: a body of a few KiB naming a 4 MiB document a thousand
+	// times would otherwise send, and store, 4 GiB.
+	maxTurnBytes = 2 * maxDocumentBytes
+	// maxHistoryBytes caps the text of a conversation that may be
+	// continued: each continuation sends, and holds in memory, the whole
+	// history, and GET answers it whole.
+	maxHistoryBytes = 4 * maxTurnBytes
 )
 
 func (p *CompletionParams) validate() error {
@@ -314,6 +322,10 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (*plan
 		if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
 			return nil, Wrap("completions.ForChat", err)
 		}
+		if n := historyBytes(pl.history); n > maxHistoryBytes {
+			return nil, Errorf(TooLarge, "conversation %s holds %d bytes, more than the %d a conversation may hold to be continued; "+
+				"start a new conversation (leave out conversationId)", conv.ID, n, maxHistoryBytes)
+		}
 		pl.conv = conv
 	} else {
 		now := s.deps.Now()
@@ -328,6 +340,19 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (*plan
 	}
 	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
 	return pl, nil
+}
+
+// historyBytes is the size of a conversation's text: its messages'
+// content and tool calls.
+func historyBytes(msgs []Message) int {
+	n := 0
+	for _, m := range msgs {
+		n += len(m.Content)
+		for _, c := range m.ToolCalls {
+			n += len(c.Name) + len(c.Arguments)
+		}
+	}
+	return n
 }
 
 // checkDebug lets debug: true through only for a caller who may read what
@@ -351,6 +376,7 @@ func (s *Completions) checkDebug(ctx context.Context, p CompletionParams, projec
 // projectID.
 func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID string) error {
 	docs := map[string]*Document{}
+	resolved := 0 // bytes of the request's messages, documents resolved
 	var calls toolCallTracker
 	for _, m := range pl.history {
 		calls.see(m.Role, m.ToolCalls, m.ToolCallID)
@@ -377,6 +403,10 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 			content = d.Content
 		} else if m.Content != nil {
 			content = *m.Content
+		}
+		if resolved += len(content); resolved > maxTurnBytes {
+			return Errorf(TooLarge, "messages come to more than %d bytes once their documents are resolved (messages[%d] passes the limit); "+
+				"send fewer or smaller documents", maxTurnBytes, i)
 		}
 		if m.Role == RoleSystem {
 			pl.system = content

@@ -397,3 +397,64 @@ func TestStreamedSplitCharacter(t *testing.T) {
 		}
 	})
 }
+
+// A conversation may be continued until its history passes 32 MiB: the
+// next continuation is a 413 before the upstream, and stores nothing.
+func TestLongConversationIsBounded(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "big", "content": strings.Repeat("a", 4<<20)})["id"].(string)
+		turn := []any{map[string]any{"role": "user", "documentId": doc}, map[string]any{"role": "user", "documentId": doc}} // 8 MiB
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": turn})["conversationId"].(string)
+		messages := func() int {
+			return len(h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any))
+		}
+		for turns := 1; ; turns++ {
+			before, stored := h.up.Count(), messages()
+			r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": turn})
+			if r.Status == 200 {
+				if turns == 5 {
+					t.Fatal("a conversation of 5 turns of 8 MiB was continued; want a 413 past 32 MiB")
+				}
+				continue
+			}
+			if r.Status != 413 || !strings.Contains(r.ErrorMessage(), "start a new conversation") || turns < 3 {
+				t.Fatalf("continuing after %d turns of 8 MiB = %d %s, want 200 up to 32 MiB, then 413 saying to start a new one", turns, r.Status, r.ErrorMessage())
+			}
+			if n := h.up.Count() - before; n != 0 {
+				t.Errorf("%d upstream calls, want none", n)
+			}
+			if got := messages(); got != stored {
+				t.Errorf("the refused continuation left %d messages, want the %d before it", got, stored)
+			}
+			return
+		}
+	})
+}
+
+// A request that names a document many times is refused by the size of
+// what it resolves to, not only by its body's: nothing goes upstream and
+// nothing is stored.
+func TestCompletionResolvedDocumentsAreBounded(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "big", "content": strings.Repeat("a", 1<<20)})["id"].(string)
+		msgs := []any{}
+		for range 9 { // 9 MiB resolved, from a body of a few hundred bytes
+			msgs = append(msgs, map[string]any{"role": "user", "documentId": doc})
+		}
+		before := h.up.Count()
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": msgs})
+		if r.Status != 413 || r.ErrorCode() != "payload_too_large" {
+			t.Fatalf("9 x 1 MiB document = %d %s, want 413 payload_too_large", r.Status, r.ErrorCode())
+		}
+		if n := h.up.Count() - before; n != 0 {
+			t.Errorf("%d upstream calls, want none", n)
+		}
+		if l := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any); len(l) != 0 {
+			t.Errorf("stored %d conversations, want none", len(l))
+		}
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": msgs[:8]}) // 8 MiB is taken
+	})
+}
