@@ -17,12 +17,13 @@ import (
 )
 
 const (
-	// settlePause is how long a streamed completion over streamable HTTP
-	// waits after its last progress notification before returning the
-	// result. mcp-go writes notifications from another goroutine, so
-	// without it a client may read the result first and drop the last
-	// deltas. (Over stdio and HTTP+SSE, end waits for the notifications
-	// to be written instead: see progressLog.)
+	// settlePause is how long a streamed completion waits, once its
+	// progress notifications are written (stdio, HTTP+SSE: progressLog)
+	// or queued (streamable HTTP), before returning the result. A client
+	// may not have handled notifications that reach it in the same read
+	// as the result: the TypeScript SDK dispatches notifications on a
+	// later microtask but settles the result at once, dropping its
+	// progress handler, so the last deltas would be lost.
 	settlePause = 50 * time.Millisecond
 	// writtenWait bounds how long a streamed completion's result waits for
 	// the call's progress notifications to be written to a stdio or
@@ -121,8 +122,9 @@ func (e *progressEmitter) Delta(d domain.Delta) error {
 // result does. Over stdio and HTTP+SSE, whose sessions' calls share one
 // stream, it waits until the session wrote the last notification queued
 // (progressLog), at most writtenWait; over streamable HTTP, whose requests
-// each have a queue of their own, until that queue is empty and then
-// settlePause more. A done ctx ends the wait.
+// each have a queue of their own, until that queue is empty. Then
+// settlePause more, for the client to handle them. A done ctx ends the
+// wait.
 func (e *progressEmitter) end(ctx context.Context) {
 	if e == nil {
 		return
@@ -137,16 +139,14 @@ func (e *progressEmitter) end(ctx context.Context) {
 			e.log.DebugContext(ctx, "progress notifications not written in time; returning the result",
 				"progress", e.queued, "wait", writtenWait)
 		}
-		return
-	}
-	if e.n == 0 {
-		return
-	}
-	if s := server.ClientSessionFromContext(ctx); s != nil {
+	} else if s := server.ClientSessionFromContext(ctx); s != nil && e.n > 0 {
 		ch := s.NotificationChannel()
 		for deadline := time.Now().Add(time.Second); len(ch) > 0 && time.Now().Before(deadline); {
 			time.Sleep(2 * time.Millisecond)
 		}
+	}
+	if e.n == 0 {
+		return
 	}
 	t := time.NewTimer(settlePause)
 	defer t.Stop()
