@@ -595,21 +595,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	up, dir, chat := f.up, f.dir, f.chat
 	f.stop(t)
 
-	cmd := exec.Command(bin, "mcp")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	cmd, stdin, stdout := startStdio(t, dir)
 	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
@@ -625,16 +611,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	}
 	waitRequest(t, up, before)
 	stdin.Close()
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("parley mcp exited with %v after stdin closed", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("parley mcp did not exit within 15s of stdin closing")
-	}
+	waitStdioExit(t, cmd, "stdin closing")
 	if !up.WaitCanceledN(before, time.Second) {
 		t.Error("the upstream request was not cancelled")
 	}
@@ -654,23 +631,8 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 	up, dir, chat := f.up, f.dir, f.chat
 	f.stop(t)
 
-	cmd := exec.Command(bin, "mcp")
-	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true",
-		"PARLEY_SHUTDOWN_GRACE=3s")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	cmd, stdin, stdout := startStdio(t, dir, "PARLEY_SHUTDOWN_GRACE=3s")
 	defer stdin.Close()
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 	results := make(chan map[string]any, 10)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -733,19 +695,48 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 	if !strings.Contains(got[3], "unavailable:") || !strings.Contains(got[3], "shutting down") {
 		t.Errorf("the call still running after the grace period got %s; want unavailable, shutting down", got[3])
 	}
+	waitStdioExit(t, cmd, "SIGTERM")
+	outcomes := chatOutcomes(t, dir, chat)
+	slices.Sort(outcomes)
+	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
+		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
+	}
+}
+
+// startStdio starts `parley mcp` in dir, as the local admin, with the
+// environment the tests' upstream needs and env on top.
+func startStdio(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteCloser, io.Reader) {
+	t.Helper()
+	cmd := exec.Command(bin, "mcp")
+	cmd.Dir = dir
+	cmd.Env = append(append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true"), env...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	return cmd, stdin, stdout
+}
+
+// waitStdioExit waits up to 15s for `parley mcp` to exit 0 after what
+// ended it.
+func waitStdioExit(t *testing.T, cmd *exec.Cmd, after string) {
+	t.Helper()
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Fatalf("parley mcp exited with %v after SIGTERM", err)
+			t.Fatalf("parley mcp exited with %v after %s", err, after)
 		}
 	case <-time.After(15 * time.Second):
-		t.Fatal("parley mcp did not exit within 15s of SIGTERM")
-	}
-	outcomes := chatOutcomes(t, dir, chat)
-	slices.Sort(outcomes)
-	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
-		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
+		t.Fatalf("parley mcp did not exit within 15s of %s", after)
 	}
 }
