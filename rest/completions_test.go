@@ -239,10 +239,16 @@ func stream(t *testing.T, h *harness, path string, body map[string]any) *http.Re
 // streamCtx is stream under ctx, for a client that leaves early.
 func streamCtx(t *testing.T, h *harness, ctx context.Context, path string, body map[string]any) *http.Response {
 	t.Helper()
+	return streamAs(t, h, ctx, h.admin, path, body)
+}
+
+// streamAs is streamCtx with another caller's key.
+func streamAs(t *testing.T, h *harness, ctx context.Context, key, path string, body map[string]any) *http.Response {
+	t.Helper()
 	body["stream"] = true
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, bytes.NewReader(b))
-	req.Header.Set("Authorization", "Bearer "+h.admin)
+	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {

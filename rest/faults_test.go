@@ -536,15 +536,7 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		open := func(ctx context.Context, k string) *http.Response {
 			t.Helper()
-			b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
-			req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, strings.NewReader(string(b)))
-			req.Header.Set("Authorization", "Bearer "+k)
-			req.Header.Set("Content-Type", "application/json")
-			res, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return res
+			return streamAs(t, h, ctx, k, path, map[string]any{"messages": []any{userMessage("a b c")}})
 		}
 
 		// The first stream holds the key's one slot while the upstream hangs.
@@ -651,14 +643,7 @@ func TestStreamRefusalCountsNoRequest(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		firstN := h.up.Count()
-		b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{userMessage("a b c")}})
-		req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, strings.NewReader(string(b)))
-		req.Header.Set("Authorization", "Bearer "+key)
-		req.Header.Set("Content-Type", "application/json")
-		first, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
+		first := streamAs(t, h, ctx, key, path, map[string]any{"messages": []any{userMessage("a b c")}})
 		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
 			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
 		}
