@@ -1,6 +1,28 @@
 package store
 
-import "time"
+import (
+	"context"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// TurnForTest is one turn of AppendTurnBatch.
+type TurnForTest struct {
+	Conv   *domain.Conversation
+	Create bool
+	Msgs   []domain.Message
+}
+
+// AppendTurnBatch writes turns as the group commit writes a batch: in one
+// transaction (on PostgreSQL one statement, when they fit), all or none.
+func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error {
+	batch := make([]*turn, len(turns))
+	for i, t := range turns {
+		batch[i] = newTurn(t.Conv, t.Create, t.Msgs)
+	}
+	return s.appendTurns(ctx, batch)
+}
 
 // LargestTurnBatch is the most turns one transaction has held so far.
 func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }

@@ -1356,6 +1356,59 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 	})
 }
 
+// TestTurnBatch writes batches as the group commit does (on PostgreSQL one
+// statement of several data-modifying WITHs): new and continued
+// conversations together are all stored, and a batch with one continuation
+// of a conversation that is gone stores nothing.
+func TestTurnBatch(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		newConv := func() *domain.Conversation {
+			return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		}
+		old := newConv()
+		must(t, s.AppendTurn(ctx(), old, true, turn(old.ID, 0, "first")))
+
+		later := t0.Add(time.Hour)
+		cont := *old
+		cont.UpdatedAt = later
+		a, b := newConv(), newConv()
+		batch := []store.TurnForTest{
+			{Conv: a, Create: true, Msgs: turn(a.ID, 0, "a")},
+			{Conv: &cont, Msgs: turn(old.ID, 2, "again")},
+			{Conv: b, Create: true, Msgs: turn(b.ID, 0, "b")},
+		}
+		must(t, s.AppendTurnBatch(ctx(), batch))
+		for _, tt := range batch {
+			got, err := s.ListMessages(ctx(), tt.Conv.ID)
+			must(t, err)
+			want := tt.Msgs
+			if tt.Conv.ID == old.ID {
+				want = append(turn(old.ID, 0, "first"), want...)
+				got[0].ID, got[1].ID = want[0].ID, want[1].ID // the first turn's, made apart
+			}
+			equal(t, got, want)
+		}
+		got, err := s.GetConversation(ctx(), old.ID)
+		must(t, err)
+		if !got.UpdatedAt.Equal(later) {
+			t.Errorf("continued conversation's updatedAt = %v; want %v", got.UpdatedAt, later)
+		}
+
+		ghost, c := newConv(), newConv()
+		err = s.AppendTurnBatch(ctx(), []store.TurnForTest{
+			{Conv: c, Create: true, Msgs: turn(c.ID, 0, "c")},
+			{Conv: ghost, Msgs: turn(ghost.ID, 0, "ghost")},
+		})
+		if err == nil {
+			t.Fatal("a batch continuing a conversation that does not exist was stored")
+		}
+		if _, err := s.GetConversation(ctx(), c.ID); domain.KindOf(err) != domain.NotFound {
+			t.Errorf("the failed batch's new conversation was stored (err %v)", err)
+		}
+	})
+}
+
 // TestSQLiteCheckpointsInBackground checks that committed turns reach the
 // database file while the store stays open, though far fewer pages were
 // written than SQLite's own checkpoint waits for (1,000): the Store's

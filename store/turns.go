@@ -55,11 +55,7 @@ func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create b
 	if err := ctx.Err(); err != nil {
 		return fail(op, err)
 	}
-	t := &turn{conv: c, create: create, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), wake: make(chan wake, 1)}
-	for i := range msgs {
-		t.rows[i] = fromDomainMessage(&msgs[i])
-		t.rows[i].ConversationID = c.ID
-	}
+	t := newTurn(c, create, msgs)
 	batch, ok := s.commits.enter(t)
 	if !ok {
 		return fail(op, errClosed)
@@ -83,6 +79,16 @@ func (s *Store) AppendTurn(ctx context.Context, c *domain.Conversation, create b
 		msgs[i].ConversationID, msgs[i].CreatedAt = c.ID, t.rows[i].CreatedAt
 	}
 	return nil
+}
+
+// newTurn is AppendTurn's turn, not yet in line.
+func newTurn(c *domain.Conversation, create bool, msgs []domain.Message) *turn {
+	t := &turn{conv: c, create: create, row: fromDomainConversation(c), rows: make([]messageRow, len(msgs)), wake: make(chan wake, 1)}
+	for i := range msgs {
+		t.rows[i] = fromDomainMessage(&msgs[i])
+		t.rows[i].ConversationID = c.ID
+	}
+	return t
 }
 
 // lead writes batch, whose first turn is the caller's: all in one
@@ -120,8 +126,11 @@ func (s *Store) writeContext() (context.Context, context.CancelFunc) {
 
 // appendTurns writes a batch of turns in one transaction, all or none.
 func (s *Store) appendTurns(ctx context.Context, batch []*turn) error {
-	if s.dialect == SQLite {
+	switch {
+	case s.dialect == SQLite:
 		return s.appendSQLiteTurns(ctx, batch)
+	case s.fitStatement(batch):
+		return s.appendTurnsStatement(ctx, batch)
 	}
 	return s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		var creates []conversationRow
@@ -168,8 +177,8 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	switch {
 	case s.dialect == SQLite:
 		err = s.appendSQLiteTurns(ctx, []*turn{t})
-	case len(t.rows) > 0 && len(t.rows) <= s.rowsPerInsert():
-		err = s.appendTurnStatement(ctx, t)
+	case s.fitStatement([]*turn{t}):
+		err = s.appendTurnsStatement(ctx, []*turn{t})
 	default:
 		err = s.appendTurnTx(ctx, t)
 	}
@@ -208,43 +217,78 @@ func (s *Store) appendTurnTx(ctx context.Context, t *turn) error {
 	})
 }
 
-// appendTurnStatement writes one turn on PostgreSQL in a single statement,
-// atomic without BEGIN and COMMIT: one round trip instead of four. The
-// conversation's insert (or updatedAt) is a data-modifying WITH; when a
-// continued conversation is gone, the messages' foreign key fails.
-func (s *Store) appendTurnStatement(ctx context.Context, t *turn) error {
+// appendTurnsStatement writes a batch of turns on PostgreSQL in a single
+// statement, atomic without BEGIN and COMMIT: one round trip instead of
+// four. The conversations' inserts and updatedAt are data-modifying WITHs;
+// when a continued conversation is gone, the messages' foreign key fails.
+// Only for batches that fitStatement.
+func (s *Store) appendTurnsStatement(ctx context.Context, batch []*turn) error {
 	var q strings.Builder
-	args := make([]any, 0, 5+len(t.rows)*len(messageColumns))
+	var args []any
 	arg := func(v any) string {
 		args = append(args, v)
 		return "$" + strconv.Itoa(len(args))
 	}
-	r := &t.row
-	if t.create {
-		fmt.Fprintf(&q, "WITH c AS (INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES (%s, %s, %s, %s, %s)) ",
-			arg(r.ID), arg(r.ProjectID), arg(r.ChatID), arg(r.CreatedAt), arg(r.UpdatedAt))
-	} else {
-		fmt.Fprintf(&q, "WITH c AS (UPDATE conversations SET updated_at = %s WHERE id = %s) ", arg(r.UpdatedAt), arg(r.ID))
-	}
-	q.WriteString("INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES ")
-	for i := range t.rows {
-		if i > 0 {
+	withs := 0
+	with := func(query string) { // the statement's next data-modifying WITH
+		if withs == 0 {
+			q.WriteString("WITH ")
+		} else {
 			q.WriteString(", ")
 		}
-		q.WriteByte('(')
-		for j, v := range t.rows[i].values() {
-			if j > 0 {
+		withs++
+		fmt.Fprintf(&q, "c%d AS (%s)", withs, query)
+	}
+	var creates []string
+	for _, t := range batch {
+		r := &t.row
+		if t.create {
+			creates = append(creates, fmt.Sprintf("(%s, %s, %s, %s, %s)", arg(r.ID), arg(r.ProjectID), arg(r.ChatID), arg(r.CreatedAt), arg(r.UpdatedAt)))
+		}
+	}
+	if len(creates) > 0 {
+		with("INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES " + strings.Join(creates, ", "))
+	}
+	for _, t := range batch {
+		if !t.create {
+			with(fmt.Sprintf("UPDATE conversations SET updated_at = %s WHERE id = %s", arg(t.row.UpdatedAt), arg(t.row.ID)))
+		}
+	}
+	q.WriteString(" INSERT INTO messages (" + strings.Join(messageColumns, ", ") + ") VALUES ")
+	for k, t := range batch {
+		for i := range t.rows {
+			if k > 0 || i > 0 {
 				q.WriteString(", ")
 			}
-			q.WriteString(arg(v))
+			q.WriteByte('(')
+			for j, v := range t.rows[i].values() {
+				if j > 0 {
+					q.WriteString(", ")
+				}
+				q.WriteString(arg(v))
+			}
+			q.WriteByte(')')
 		}
-		q.WriteByte(')')
 	}
 	_, err := s.sqlDB.ExecContext(ctx, q.String(), args...)
-	if err != nil && !t.create && classify(err) == foreignKeyViolation {
+	if err != nil && len(batch) == 1 && !batch[0].create && classify(err) == foreignKeyViolation {
 		return errNoConversation
 	}
 	return err
+}
+
+// fitStatement reports whether appendTurnsStatement can write batch: each
+// turn has messages (whose foreign key tells a continued conversation is
+// gone), and all of them fit in one INSERT.
+func (s *Store) fitStatement(batch []*turn) bool {
+	n := 0
+	for _, t := range batch {
+		if len(t.rows) == 0 {
+			return false
+		}
+		n += len(t.rows)
+	}
+	return n <= s.rowsPerInsert()
 }
 
 // messageColumns are the columns of messages, in the order of
