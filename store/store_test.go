@@ -259,8 +259,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 4\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 5\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00005_message_key.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -297,7 +302,8 @@ func TestMigrate(t *testing.T) {
 }
 
 // TestMigrateKeepsConversations moves a conversation down through the
-// migration that rebuilt conversations and messages on SQLite, and up again.
+// migrations that rekeyed messages on PostgreSQL and rebuilt conversations
+// and messages on SQLite, and up again.
 func TestMigrateKeepsConversations(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
@@ -316,12 +322,14 @@ func TestMigrateKeepsConversations(t *testing.T) {
 			must(t, err)
 			equal(t, c, conv)
 		}
-		var out bytes.Buffer
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00004_turn_pages.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
+		for _, m := range []string{"00005_message_key.sql", "00004_turn_pages.sql"} {
+			var out bytes.Buffer
+			must(t, s.Migrate(ctx(), "down", &out))
+			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
+				t.Fatalf("down = %q; want prefix %q", got, want)
+			}
+			check("after rolling back " + m)
 		}
-		check("after down")
 		must(t, s.Migrate(ctx(), "up", nil))
 		check("after up")
 

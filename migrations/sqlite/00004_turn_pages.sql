@@ -7,7 +7,7 @@
 --   - messages is found by conversation and seq only, never by id, so
 --     (conversation_id, seq) is its primary key and id has no index of its
 --     own. Ids come from domain.NewID (a millisecond and 80 random bits), so
---     they do not collide; PostgreSQL keeps a unique index on them.
+--     they do not collide. (PostgreSQL followed in 00005.)
 -- Measured with `go test -bench AppendTurn/sqlite/serial ./store/`: a new
 -- turn took ~90 µs before and ~70 µs after.
 --
