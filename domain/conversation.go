@@ -54,6 +54,9 @@ type ConversationStore interface {
 	GetConversation(ctx context.Context, id string) (*Conversation, error)
 	// ListMessages returns every message of the conversation in order.
 	ListMessages(ctx context.Context, conversationID string) ([]Message, error)
+	// ListMessagesAfter returns up to limit messages of the conversation
+	// whose seq is greater than afterSeq, in order.
+	ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]Message, error)
 	ListConversations(ctx context.Context, f ConversationFilter) ([]Conversation, error)
 	// AppendTurn stores msgs at the end of c in one transaction, creating c
 	// when create is true and bumping its updatedAt otherwise. Messages'
@@ -80,6 +83,29 @@ func (s *Conversations) Get(ctx context.Context, id string) (*Conversation, erro
 		return nil, Wrap("conversations.Get", err)
 	}
 	return c, nil
+}
+
+// MessageListInput selects a page of a conversation's messages.
+type MessageListInput struct {
+	ConversationID string
+	Page           Page
+}
+
+// Messages returns a page of a conversation's messages in order, for
+// conversations too long to read whole (Get).
+func (s *Conversations) Messages(ctx context.Context, in MessageListInput) (List[Message], error) {
+	if _, err := s.get(ctx, in.ConversationID, PermGetConversation); err != nil {
+		return List[Message]{}, err
+	}
+	page, after, err := in.Page.normalizeSeq()
+	if err != nil {
+		return List[Message]{}, err
+	}
+	items, err := s.store.ListMessagesAfter(ctx, in.ConversationID, after, page.Limit+1)
+	if err != nil {
+		return List[Message]{}, Wrap("conversations.Messages", err)
+	}
+	return paginate(items, page, seqCursorOf), nil
 }
 
 func (s *Conversations) get(ctx context.Context, id string, perm Permission) (*Conversation, error) {

@@ -3,6 +3,7 @@ package domain
 import (
 	"encoding/base64"
 	"strconv"
+	"strings"
 )
 
 // Page limits for every list.
@@ -34,7 +35,7 @@ func ParsePage(limit, cursor string) (Page, error) {
 		// A cursor is the last id of a page (see paginate); anything else
 		// would page past every item and answer an empty page as the end.
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || !validAnyID(string(after)) {
+		if err != nil || !(validAnyID(string(after)) || validSeqCursor(string(after))) {
 			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
 		}
 		p.After = string(after)
@@ -49,15 +50,59 @@ func ParsePage(limit, cursor string) (Page, error) {
 // looks like the end.
 func (p Page) normalize(prefix string) (Page, error) {
 	if p.After != "" && !validID(prefix, p.After) {
-		return p, Invalidf("cursor", "cursor belongs to another list; pass the nextCursor of the previous page of this list unchanged")
+		return p, foreignCursor()
 	}
+	return p.limited(), nil
+}
+
+// limited applies the default limit to a zero Page and caps it.
+func (p Page) limited() Page {
 	if p.Limit <= 0 {
 		p.Limit = DefaultPageLimit
 	}
 	if p.Limit > MaxPageLimit {
 		p.Limit = MaxPageLimit
 	}
-	return p, nil
+	return p
+}
+
+func foreignCursor() error {
+	return Invalidf("cursor", "cursor belongs to another list; pass the nextCursor of the previous page of this list unchanged")
+}
+
+// A conversation's messages are ordered by seq, not by id, so their
+// cursor is seqCursor and the seq of the page's last message.
+const seqCursor = "seq:"
+
+func seqCursorOf(m Message) string { return seqCursor + strconv.Itoa(m.Seq) }
+
+// validSeqCursor reports whether s is a message list's cursor.
+func validSeqCursor(s string) bool {
+	_, ok := parseSeqCursor(s)
+	return ok
+}
+
+func parseSeqCursor(s string) (int, bool) {
+	digits, ok := strings.CutPrefix(s, seqCursor)
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n >= 0 && strconv.Itoa(n) == digits
+}
+
+// normalizeSeq is normalize for a list ordered by seq: it also returns the
+// seq its cursor names, -1 when it has none.
+func (p Page) normalizeSeq() (Page, int, error) {
+	after := -1
+	if p.After != "" {
+		n, ok := parseSeqCursor(p.After)
+		if !ok {
+			return p, 0, foreignCursor()
+		}
+		after = n
+	}
+	return p.limited(), after, nil
 }
 
 // List is one page of results and the cursor of the next, "" on the last page.

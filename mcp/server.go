@@ -112,7 +112,7 @@ func toolset(d deps) []serverTool {
 		listAIProviders, getAIProvider,
 		listChats, getChat, createChat, updateChat, deleteChat,
 		createChatCompletion, createChatCompletionForChat,
-		listConversations, getConversation,
+		listConversations, getConversation, listMessages,
 		listDocuments, getDocument, createDocument, deleteDocument,
 	}
 	out := make([]serverTool, 0, len(ctors))

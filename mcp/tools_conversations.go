@@ -38,15 +38,19 @@ type messageOut struct {
 
 func toConversationOut(c *domain.Conversation) conversationOut {
 	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt)}
-	for _, m := range c.Messages {
-		mo := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
-			ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
-			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
-		if m.Role == domain.RoleAssistant {
-			u := toUsageOut(m.Usage)
-			mo.Usage = &u
-		}
-		out.Messages = append(out.Messages, mo)
+	for i := range c.Messages {
+		out.Messages = append(out.Messages, toMessageOut(&c.Messages[i]))
+	}
+	return out
+}
+
+func toMessageOut(m *domain.Message) messageOut {
+	out := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
+		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
+	if m.Role == domain.RoleAssistant {
+		u := toUsageOut(m.Usage)
+		out.Usage = &u
 	}
 	return out
 }
@@ -59,13 +63,20 @@ func conversationText(c conversationOut) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Conversation %s, %d messages:", conversationLine(c), len(c.Messages))
 	for _, m := range c.Messages {
-		fmt.Fprintf(&b, "\n[%s] %s", m.Role, m.Content)
-		if m.ToolCallID != "" {
-			fmt.Fprintf(&b, " (result of tool call %s)", m.ToolCallID)
-		}
-		for _, tc := range m.ToolCalls {
-			fmt.Fprintf(&b, "\n  tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
-		}
+		b.WriteString("\n" + messageLine(m))
+	}
+	return b.String()
+}
+
+// messageLine is a message as the text of a tool result shows it.
+func messageLine(m messageOut) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[%s] %s", m.Role, m.Content)
+	if m.ToolCallID != "" {
+		fmt.Fprintf(&b, " (result of tool call %s)", m.ToolCallID)
+	}
+	for _, tc := range m.ToolCalls {
+		fmt.Fprintf(&b, "\n  tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
 	}
 	return b.String()
 }
@@ -97,7 +108,7 @@ type getConversationArgs struct {
 
 func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[getConversationArgs, conversationOut]("get-conversation", "Get a conversation",
-			"Get a conversation with all its messages in order.", readHints),
+			"Get a conversation with all its messages in order. For a long conversation, page through its messages with list-messages instead.", readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (conversationOut, error) {
 			c, err := d.svcs.Conversations.Get(ctx, in.ConversationID)
 			if err != nil {
@@ -109,4 +120,25 @@ func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			}
 			return out, nil
 		}, conversationText)
+}
+
+type listMessagesArgs struct {
+	ConversationID string `json:"conversationId" desc:"Id of the conversation (cnv_...)."`
+	pageArgs
+}
+
+func listMessages(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listMessagesArgs, listOut[messageOut]]("list-messages", "List a conversation's messages",
+			"List a conversation's stored messages in order, a page at a time (get-conversation returns them all at once).", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listMessagesArgs) (listOut[messageOut], error) {
+			pg, err := in.page()
+			if err != nil {
+				return listOut[messageOut]{}, err
+			}
+			l, err := d.svcs.Conversations.Messages(ctx, domain.MessageListInput{ConversationID: in.ConversationID, Page: pg})
+			if err != nil {
+				return listOut[messageOut]{}, err
+			}
+			return toList(l, toMessageOut), nil
+		}, func(l listOut[messageOut]) string { return listText("messages", l, messageLine) })
 }

@@ -2,9 +2,11 @@ package mcp
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -175,6 +177,29 @@ func TestTools(t *testing.T) {
 			if c.Messages[2].DocumentID != doc.ID || c.Messages[1].Usage == nil || c.Messages[1].ID != first.MessageID {
 				t.Fatalf("messages %+v", c.Messages)
 			}
+		})
+
+		t.Run("list-messages", func(t *testing.T) {
+			var got []messageOut
+			var sizes []int
+			args := obj{"conversationId": first.ConversationID, "limit": 3}
+			for {
+				var l listOut[messageOut]
+				editor.ok(t, "list-messages", args, &l)
+				got, sizes = append(got, l.Data...), append(sizes, len(l.Data))
+				if l.NextCursor == nil {
+					break
+				}
+				args["cursor"] = *l.NextCursor
+			}
+			var c conversationOut
+			editor.ok(t, "get-conversation", obj{"conversationId": first.ConversationID}, &c)
+			if !slices.Equal(sizes, []int{3, 1}) || !reflect.DeepEqual(got, c.Messages) {
+				t.Fatalf("pages of %v hold %+v; want [3 1] holding %+v", sizes, got, c.Messages)
+			}
+			convCursor := base64.RawURLEncoding.EncodeToString([]byte(first.ConversationID)) // as list-conversations makes it
+			editor.fails(t, "list-messages", obj{"conversationId": first.ConversationID, "cursor": convCursor}, "invalid_request")
+			e.connect(overHTTP, "outsider", Options{}).fails(t, "list-messages", obj{"conversationId": first.ConversationID}, "not_found")
 		})
 
 		t.Run("create-chat-completion (stateless) with debug", func(t *testing.T) {

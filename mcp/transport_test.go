@@ -28,12 +28,12 @@ var allTools = []string{
 	"create-chat", "create-chat-completion", "create-chat-completion-for-chat", "create-document",
 	"delete-chat", "delete-document", "get-ai-provider", "get-chat", "get-conversation", "get-document",
 	"get-project", "get-usage", "list-ai-providers", "list-chats", "list-conversations", "list-documents",
-	"list-projects", "update-chat",
+	"list-messages", "list-projects", "update-chat",
 }
 
 var readTools = []string{
 	"get-ai-provider", "get-chat", "get-conversation", "get-document", "get-project", "get-usage",
-	"list-ai-providers", "list-chats", "list-conversations", "list-documents", "list-projects",
+	"list-ai-providers", "list-chats", "list-conversations", "list-documents", "list-messages", "list-projects",
 }
 
 // TestTransports runs a chat's life over every transport: list the tools,

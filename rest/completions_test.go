@@ -464,3 +464,69 @@ func TestCompletionResolvedDocumentsAreBounded(t *testing.T) {
 		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": msgs[:8]}) // 8 MiB is taken
 	})
 }
+
+// TestConversationMessagesPage pages through a conversation's messages
+// in order, and refuses a cursor of another list.
+func TestConversationMessagesPage(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("one"), userMessage("two")}})["conversationId"].(string)
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("three")}})
+		whole := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+		if len(whole) != 5 {
+			t.Fatalf("the conversation has %d messages; want 5", len(whole))
+		}
+
+		var got []any
+		var sizes []int
+		next := "/api/v1/conversations/" + conv + "/messages?limit=2"
+		for next != "" {
+			page := h.must(200, "GET", next, h.admin, nil)
+			data := page["data"].([]any)
+			got, sizes = append(got, data...), append(sizes, len(data))
+			next = ""
+			if c, ok := page["nextCursor"].(string); ok {
+				next = "/api/v1/conversations/" + conv + "/messages?limit=2&cursor=" + c
+			}
+		}
+		if fmt.Sprint(sizes) != "[2 2 1]" {
+			t.Errorf("page sizes = %v; want [2 2 1]", sizes)
+		}
+		if !reflect.DeepEqual(got, whole) {
+			t.Errorf("the pages hold\n%v\nwant the conversation's messages\n%v", got, whole)
+		}
+
+		// A viewer reads them too; a stranger is told the conversation does not exist.
+		viewer, viewerKey := h.user("viewer")
+		h.setRole(h.admin, w.project, viewer, "viewer")
+		if n := len(h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages", viewerKey, nil)["data"].([]any)); n != 5 {
+			t.Errorf("a viewer's page holds %d messages; want 5", n)
+		}
+		_, strangerKey := h.user("stranger")
+		if r := h.call("GET", "/api/v1/conversations/"+conv+"/messages", strangerKey, nil); r.Status != 404 {
+			t.Errorf("a stranger's page = %d %s; want 404", r.Status, r.Body)
+		}
+
+		other := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})["conversationId"].(string)
+		convCursor := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat+"&limit=1", h.admin, nil)["nextCursor"].(string)
+		for query, field := range map[string]string{
+			"cursor=" + convCursor: "cursor", // a conversations list's
+			"cursor=bm9wZQ":        "cursor", // "nope"
+			"limit=0":              "limit",
+			"chatId=" + w.chat:     "chatId",
+		} {
+			r := h.call("GET", "/api/v1/conversations/"+other+"/messages?"+query, h.admin, nil)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), field) {
+				t.Errorf("?%s = %d %s; want 400 naming %s", query, r.Status, r.Body, field)
+			}
+		}
+		msgCursor := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages?limit=1", h.admin, nil)["nextCursor"].(string)
+		if r := h.call("GET", "/api/v1/conversations?cursor="+msgCursor, h.admin, nil); r.Status != 400 {
+			t.Errorf("a messages cursor on the conversations list = %d %s; want 400", r.Status, r.Body)
+		}
+		if r := h.call("GET", "/api/v1/conversations/cnv_missing/messages", h.admin, nil); r.Status != 404 {
+			t.Errorf("a missing conversation's messages = %d; want 404", r.Status)
+		}
+	})
+}

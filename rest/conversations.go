@@ -39,14 +39,18 @@ type usageJSON struct {
 
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
 	r := conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
-	for _, m := range cv.Messages {
-		mr := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
-			ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
-			FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
-		if m.Role == domain.RoleAssistant {
-			mr.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}
-		}
-		r.Messages = append(r.Messages, mr)
+	for i := range cv.Messages {
+		r.Messages = append(r.Messages, toMessageResponse(&cv.Messages[i]))
+	}
+	return r
+}
+
+func toMessageResponse(m *domain.Message) messageResponse {
+	r := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
+		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
+	if m.Role == domain.RoleAssistant {
+		r.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}
 	}
 	return r
 }
@@ -73,6 +77,18 @@ func (s *Server) handleConversationGet(c echo.Context) error {
 		r.Messages = []messageResponse{}
 	}
 	return c.JSON(http.StatusOK, r)
+}
+
+func (s *Server) handleConversationMessages(c echo.Context) error {
+	pg, err := page(c)
+	if err != nil {
+		return err
+	}
+	l, err := s.svcs.Conversations.Messages(ctx(c), domain.MessageListInput{ConversationID: c.Param("conversationId"), Page: pg})
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, toList(l, toMessageResponse))
 }
 
 func (s *Server) handleConversationDelete(c echo.Context) error {

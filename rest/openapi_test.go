@@ -85,7 +85,8 @@ var apiRoutes = []apiRoute{
 	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true},
 
 	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it)."}}, pageParams...)},
-	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with its messages", tag: "conversations", response: conversationResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams},
 	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200},
 }
 

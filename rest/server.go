@@ -127,6 +127,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 
 	get(api, "/conversations", s.handleConversationList)
 	get(api, "/conversations/:conversationId", s.handleConversationGet)
+	get(api, "/conversations/:conversationId/messages", s.handleConversationMessages)
 	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
 	s.staticAllow = staticAllow(e.Routes())
 	return s

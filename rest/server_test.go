@@ -170,14 +170,14 @@ func (c recordingConn) Write(p []byte) (int, error) {
 // TestPathParameterIsOneSegment: a path one segment longer than a route
 // that ends in a parameter is no endpoint. Echo hands such a route the
 // rest of the path, and the handler answered that a conversation named
-// "cnv_…/messages" did not exist.
+// "cnv_…/turns" did not exist.
 func TestPathParameterIsOneSegment(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		conv := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin,
 			map[string]any{"messages": []any{userMessage("hi")}})["conversationId"].(string)
 		for _, path := range []string{
-			"/api/v1/conversations/" + conv + "/messages",
+			"/api/v1/conversations/" + conv + "/turns",
 			"/api/v1/documents/doc_1/versions",
 			"/api/v1/ai-providers/aip_1/models",
 		} {

@@ -26,11 +26,26 @@ func (s *Store) ListMessages(ctx context.Context, conversationID string) ([]doma
 	if err := s.db.WithContext(ctx).Where("conversation_id = ?", conversationID).Order("seq").Find(&rows).Error; err != nil {
 		return nil, fail("store.ListMessages", err)
 	}
+	return toDomainMessages(rows), nil
+}
+
+func toDomainMessages(rows []messageRow) []domain.Message {
 	out := make([]domain.Message, len(rows))
 	for i := range rows {
 		out[i] = toDomainMessage(&rows[i])
 	}
-	return out, nil
+	return out
+}
+
+// ListMessagesAfter returns up to limit messages of the conversation whose
+// seq is greater than afterSeq, ordered by seq.
+func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]domain.Message, error) {
+	var rows []messageRow
+	err := s.db.WithContext(ctx).Where("conversation_id = ? AND seq > ?", conversationID, afterSeq).Order("seq").Limit(limit).Find(&rows).Error
+	if err != nil {
+		return nil, fail("store.ListMessagesAfter", err)
+	}
+	return toDomainMessages(rows), nil
 }
 
 // ListConversations returns up to f.Page.Limit+1 conversations ordered by
