@@ -198,7 +198,7 @@ func (e *env) connect(over, user string, opts Options) *session {
 		c, err = client.NewSSEMCPClient(hs.URL+"/sse", client.WithHeaders(auth))
 		must(t, err)
 	case overStdio:
-		c = e.stdioClient(srv, e.principals[user])
+		c = e.stdioClient(srv, e.keyCaller(user))
 	default:
 		t.Fatalf("unknown transport %q", over)
 	}
@@ -228,17 +228,23 @@ func (e *env) connect(over, user string, opts Options) *session {
 	return s
 }
 
+// keyCaller is the Caller of `parley mcp` started with user's API key.
+func (e *env) keyCaller(user string) Caller {
+	key := e.keys[user]
+	return func(ctx context.Context) (domain.Principal, error) { return e.svcs.Users.Authenticate(ctx, key) }
+}
+
 // stdioMu serialises stdio sessions: mcp-go keeps one stdio session per
 // process.
 var stdioMu sync.Mutex
 
-func (e *env) stdioClient(srv *server.MCPServer, p domain.Principal) *client.Client {
+func (e *env) stdioClient(srv *server.MCPServer, caller Caller) *client.Client {
 	stdioMu.Lock()
 	serverIn, clientOut := io.Pipe()
 	clientIn, serverOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeStdio(ctx, srv, p, serverIn, serverOut) }()
+	go func() { done <- ServeStdio(ctx, srv, caller, serverIn, serverOut) }()
 	e.t.Cleanup(func() {
 		_ = clientOut.Close()
 		cancel()

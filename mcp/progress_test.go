@@ -182,7 +182,9 @@ func (e *env) rawStdio() *rawWire {
 	clientIn, serverOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeStdio(ctx, e.server(Options{}), e.principals["editor"], serverIn, serverOut) }()
+	go func() {
+		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), serverIn, serverOut)
+	}()
 	// A test that fails stops reading: closing the reading end releases
 	// the server's blocked writes.
 	stop := time.AfterFunc(time.Minute, func() { _ = clientIn.CloseWithError(fmt.Errorf("the test took over a minute")) })

@@ -194,6 +194,13 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 			ctx, cancel = context.WithTimeout(ctx, d.callTimeout)
 			defer cancel()
 		}
+		if who := callerFrom(ctx); who != nil { // stdio: the key may have been revoked since the last call
+			p, err := who(ctx)
+			if err != nil {
+				return toolError(ctx, d, req.Params.Name, err)
+			}
+			ctx = domain.WithPrincipal(ctx, p)
+		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {
 			return toolError(ctx, d, req.Params.Name, err)

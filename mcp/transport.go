@@ -497,16 +497,36 @@ func (p *pendingResponses) wait(ctx context.Context) error {
 
 type sessionSlot struct{}
 
-// ServeStdio serves srv over stdio (in, out) as principal until in ends or
+// Caller says who a stdio session acts as. ServeStdio asks it at every
+// tool call, not once at the start: a session lives as long as the agent
+// that started it, and a key revoked meanwhile must stop working there as
+// it does over HTTP, where every request brings its key.
+type Caller func(ctx context.Context) (domain.Principal, error)
+
+// Fixed is the Caller that is always p: the local admin, who has no key.
+func Fixed(p domain.Principal) Caller {
+	return func(context.Context) (domain.Principal, error) { return p, nil }
+}
+
+type callerKey struct{}
+
+// callerFrom returns the Caller ServeStdio put in ctx, nil over HTTP,
+// where guard put the principal itself.
+func callerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}
+
+// ServeStdio serves srv over stdio (in, out) as caller until in ends or
 // ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
 // stderr. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog).
-func ServeStdio(ctx context.Context, srv *server.MCPServer, principal domain.Principal, in io.Reader, out io.Writer) error {
+func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io.Reader, out io.Writer) error {
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
 	progress := &progressLog{}
 	s.SetContextFunc(func(ctx context.Context) context.Context {
-		return withProgressLog(domain.WithPrincipal(ctx, principal), progress)
+		return withProgressLog(context.WithValue(ctx, callerKey{}, caller), progress)
 	})
 	err := s.Listen(ctx, in, progressWriter{out, progress})
 	if ctx.Err() != nil {

@@ -338,6 +338,19 @@ func TestStdioActsAsItsPrincipal(t *testing.T) {
 	s.fails(t, "get-project", obj{"projectId": e.project.ID}, "not_found")
 }
 
+// TestStdioKeyRevokedMidSession: a stdio session outlives many calls, so
+// its key is checked at each; revoked, it stops working at the next call,
+// as a revoked key does over HTTP, not when the agent restarts parley mcp.
+func TestStdioKeyRevokedMidSession(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "editor", Options{})
+	var p projectOut
+	s.ok(t, "get-project", obj{"projectId": e.project.ID}, &p)
+	editor := e.principals["editor"]
+	must(t, e.svcs.Users.RevokeAPIKey(e.ctx("editor"), editor.UserID, editor.KeyID))
+	s.fails(t, "get-project", obj{"projectId": e.project.ID}, "unauthenticated")
+}
+
 // TestErrorMapping checks the one mapping from domain kinds: user-facing
 // kinds are tool error results starting with the REST code, internal faults
 // protocol errors that reveal nothing and are logged.

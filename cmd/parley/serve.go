@@ -153,7 +153,20 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		a.StopMCPCalls(grace, domain.ErrShuttingDown, 5*time.Second)
 		endSession()
 	}()
-	err = mcp.ServeStdio(session, srv, p, stdin, stdout)
+	caller := mcp.Fixed(p)
+	if e.APIKey != "" {
+		// Checked again at every call: a key revoked while the agent
+		// runs stops working here too, not at the agent's next restart.
+		caller = func(ctx context.Context) (domain.Principal, error) {
+			p, err := a.Services.Users.Authenticate(ctx, e.APIKey)
+			if domain.KindOf(err) == domain.Unauthenticated {
+				return p, domain.Errorf(domain.Unauthenticated, "PARLEY_API_KEY is not valid or has been revoked; "+
+					"put a valid key in the MCP client's configuration and restart parley mcp")
+			}
+			return p, err
+		}
+	}
+	err = mcp.ServeStdio(session, srv, caller, stdin, stdout)
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}
