@@ -241,16 +241,21 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 	x.Message = guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
-		if st, ok := streams.Load(session); ok {
-			if st.(*sseStream).owner != p.UserID {
-				writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
-				return
-			}
-			// mcp-go runs the call on a context the request's end
-			// does not cancel; the stream's end will. The call's
-			// progress notifications are written to the stream.
-			r = r.WithContext(withProgressLog(withStreamEnd(r.Context(), st.(*sseStream).ended), st.(*sseStream).progress))
+		if session == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", "sessionId is required: post to the endpoint the SSE stream's first event names")
+			return
 		}
+		// Another user's session answers as one that does not exist, so
+		// that the answer does not tell that it is open.
+		st, ok := streams.Load(session)
+		if !ok || st.(*sseStream).owner != p.UserID {
+			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
+			return
+		}
+		// mcp-go runs the call on a context the request's end does not
+		// cancel; the stream's end will. The call's progress
+		// notifications are written to the stream.
+		r = r.WithContext(withProgressLog(withStreamEnd(r.Context(), st.(*sseStream).ended), st.(*sseStream).progress))
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -309,19 +310,35 @@ func TestSSESessionBelongsToItsUser(t *testing.T) {
 	}
 	endpoint := tr.GetEndpoint().String()
 	body := `{"jsonrpc":"2.0","id":99,"method":"tools/list"}`
-	post := func(user string) int {
+	post := func(user, endpoint string) (int, string) {
 		req, _ := http.NewRequest("POST", endpoint, bytes.NewReader([]byte(body)))
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Authorization", "Bearer "+e.keys[user])
 		res, err := http.DefaultClient.Do(req)
 		must(t, err)
-		res.Body.Close()
-		return res.StatusCode
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, strings.TrimSpace(string(b))
 	}
-	if got := post("outsider"); got != http.StatusNotFound {
-		t.Errorf("outsider posting into editor's session: %d, want 404", got)
+	// Another user's session and one that does not exist get the same
+	// answer, so that the answer does not tell that a session is open.
+	const noSession = `{"error":{"code":"not_found","message":"no such SSE session; open one with GET on the SSE endpoint"}}`
+	u, err := url.Parse(endpoint)
+	must(t, err)
+	q := u.Query()
+	q.Set("sessionId", "0123456789abcdef0123456789abcdef")
+	u.RawQuery = q.Encode()
+	for name, ep := range map[string]string{"another user's session": endpoint, "a session that does not exist": u.String()} {
+		if got, b := post("outsider", ep); got != http.StatusNotFound || b != noSession {
+			t.Errorf("outsider posting into %s: %d %s, want 404 %s", name, got, b, noSession)
+		}
 	}
-	if got := post("editor"); got != http.StatusAccepted {
+	q.Del("sessionId")
+	u.RawQuery = q.Encode()
+	if got, b := post("editor", u.String()); got != http.StatusBadRequest || !strings.HasPrefix(b, `{"error":{"code":"invalid_request","message":"sessionId`) {
+		t.Errorf("posting without a sessionId: %d %s, want 400 invalid_request naming sessionId", got, b)
+	}
+	if got, _ := post("editor", endpoint); got != http.StatusAccepted {
 		t.Errorf("editor posting into its own session: %d, want 202", got)
 	}
 }
