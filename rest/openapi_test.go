@@ -97,7 +97,7 @@ var mcpPaths = map[string]any{
 		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, "401": errRef("no or wrong bearer key")}},
 	},
 	"/sse":     map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key")}}},
-	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "401": errRef("no or wrong bearer key")}}},
+	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "404": errRef("no such session of the caller's")}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
 }
 
