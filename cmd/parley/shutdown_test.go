@@ -740,3 +740,41 @@ func waitStdioExit(t *testing.T, cmd *exec.Cmd, after string) {
 		t.Fatalf("parley mcp did not exit within 15s of %s", after)
 	}
 }
+
+// TestStdioKeyRevokedOverREST: `parley mcp` started with a key that is
+// then revoked over `parley serve`'s REST API (another process on the same
+// database) refuses the next call once its cache of keys expires (2s), as
+// the README promises of any instance, rather than acting as the key's
+// user until the agent restarts it.
+func TestStdioKeyRevokedOverREST(t *testing.T) {
+	f := serveWithChat(t)
+	user := api(t, f.started, f.key, "POST", "/api/v1/users", 201, map[string]any{"name": "agent"})["id"].(string)
+	k := api(t, f.started, f.key, "POST", "/api/v1/users/"+user+"/api-keys", 201, map[string]any{"name": "stdio"})
+
+	cmd, stdin, stdout := startStdio(t, f.dir, "PARLEY_API_KEY="+k["key"].(string))
+	lines := bufio.NewScanner(stdout)
+	lines.Buffer(nil, 1<<20)
+	send := func(msg string) string {
+		t.Helper()
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(msg, `"id"`) && !lines.Scan() {
+			t.Fatalf("parley mcp answered nothing to %s: %v", msg, lines.Err())
+		}
+		return lines.Text()
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`)
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	const list = `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list-projects","arguments":{}}}`
+	if got := send(list); strings.Contains(got, `"isError":true`) {
+		t.Fatalf("list-projects with a valid key: %s", got)
+	}
+	api(t, f.started, k["key"].(string), "DELETE", "/api/v1/users/"+user+"/api-keys/"+k["id"].(string), 200, nil)
+	time.Sleep(2100 * time.Millisecond) // parley mcp's cache of keys (app.cacheTTL)
+	if got := send(list); !strings.Contains(got, `"isError":true`) || !strings.Contains(got, "unauthenticated: PARLEY_API_KEY is not valid or has been revoked") {
+		t.Errorf("list-projects after the key was revoked: %s, want an unauthenticated error result naming PARLEY_API_KEY", got)
+	}
+	stdin.Close()
+	waitStdioExit(t, cmd, "stdin closing")
+}
