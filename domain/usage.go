@@ -565,6 +565,10 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	if in.From.IsZero() {
 		in.From = in.To.Add(-30 * 24 * time.Hour)
 	}
+	// The report gives its period back in the API's milliseconds: sum
+	// exactly that period, so that the next one asked for from this one's
+	// end counts no record twice (nor misses one, from its start).
+	in.From, in.To = in.From.Truncate(time.Millisecond), in.To.Truncate(time.Millisecond)
 	// Nothing is recorded before the Unix epoch, and the transports read
 	// an earlier time as the epoch: a period that ends there is empty,
 	// not one whose from is not before its to.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
@@ -338,6 +339,37 @@ func TestUsageReport(t *testing.T) {
 		u, errT := time.Parse(time.RFC3339, to)
 		if errF != nil || errT != nil || u.Before(before.Truncate(time.Millisecond)) || u.After(time.Now().Add(2*time.Second)) || u.Sub(f) != 30*24*time.Hour {
 			t.Errorf("default period = %s to %s; want the 30 days up to now", from, to)
+		}
+	})
+}
+
+// TestUsageReportPeriodIsSummed checks that the period a usage report
+// gives back is the one it summed, to the millisecond of its times: an
+// exporter that asks for the next period from the last one's "to" counts
+// each record once, even one within the millisecond the times leave out.
+func TestUsageReportPeriodIsSummed(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		at := t0.Add(500 * time.Microsecond) // within t0's millisecond
+		if err := h.app.Store.InsertUsage(context.Background(), []domain.UsageRecord{{ID: domain.NewID(domain.PrefixMessage),
+			ProjectID: w.project, Model: "m", Usage: domain.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}, CreatedAt: at}}); err != nil {
+			t.Fatal(err)
+		}
+		report := func(from, to string) (string, string, float64) {
+			t.Helper()
+			got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?from="+from+"&to="+to, h.admin, nil)
+			return got["from"].(string), got["to"].(string), got["data"].([]any)[0].(map[string]any)["requests"].(float64)
+		}
+		cut := t0.Add(600 * time.Microsecond).Format(time.RFC3339Nano) // after the record, in the same millisecond
+		_, to, first := report("2026-03-01", cut)
+		from, _, second := report(to, "2026-03-02")
+		if first+second != 1 {
+			t.Errorf("usage up to %s (reported to %s) = %v requests, and from %s on = %v; want the record counted once in all",
+				cut, to, first, from, second)
+		}
+		if end, err := time.Parse(time.RFC3339, to); err != nil || (first == 1) != end.After(at) {
+			t.Errorf("usage up to %s = %v requests with a record at %s, but says it ends at %s", cut, first, at.Format(time.RFC3339Nano), to)
 		}
 	})
 }
