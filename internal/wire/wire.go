@@ -243,6 +243,13 @@ func ParseTime(field, v string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
+	if i := strings.LastIndexByte(v, ' '); i >= 0 {
+		if _, err := time.Parse(time.RFC3339Nano, v[:i]+"+"+v[i+1:]); err == nil {
+			// A + left unescaped in a URL query string reads as a space.
+			return time.Time{}, domain.Invalidf(field, "%s has a space where its UTC offset's + goes: in a URL query a + reads as a space, so send it as %%2B (%s)",
+				field, v[:i]+"%2B"+v[i+1:])
+		}
+	}
 	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
 }
 

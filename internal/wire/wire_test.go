@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -65,6 +66,11 @@ func TestParseTime(t *testing.T) {
 	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
+	}
+	// An offset's + sent unescaped in a URL query arrives as a space:
+	// the error says so, rather than only what a time looks like.
+	if _, err := ParseTime("from", "2026-01-31T10:00:00 02:00"); err == nil || !strings.Contains(err.Error(), "%2B") {
+		t.Errorf("ParseTime with a space for the offset's + = %v; want an error saying to send + as %%2B", err)
 	}
 }
 
