@@ -28,8 +28,11 @@ import (
 // which calls fail open at once without touching Redis; then one call
 // probes Redis, and its success closes the breaker (logged at info when the
 // outage was warned of). While the breaker is open, a release or a renewal
-// of a stream slot is skipped too: the slot is then freed when its lease
-// runs out, as when its holder crashed.
+// of a stream slot is skipped too. A slot whose release failed or was
+// skipped, or that Redis may have taken though its Acquire failed (Redis
+// ran the script, but its reply timed out), is held by no stream: the next
+// Acquire of its key that reaches Redis frees it first, else its lease
+// running out does, as when its holder crashed.
 //
 // While Redis is skipped, the limiter admits everything rather than falling
 // back to a Memory limiter. Per-instance counters starting at zero would
@@ -82,6 +85,7 @@ type Redis struct {
 
 	slotsMu    sync.Mutex
 	held       map[string]string // slot id → its key, of the slots to renew
+	orphans    map[string]orphan // slot id → its key, of the slots no stream holds that Redis may keep
 	refreshers int               // running refresher goroutines: 0 or 1
 	renewals   int               // renewal rounds done, for tests
 	wake       chan struct{}     // tells the refresher that a slot was released
@@ -94,12 +98,20 @@ const (
 	defaultStreamLease = 60 * time.Second
 	warnEvery          = 10 * time.Second
 	releaseTTL         = 3 * time.Second // how long a release or a renewal may take
+	orphanAge          = 10              // leases after which an orphaned slot is forgotten
 )
+
+// orphan is a slot no stream holds, which Redis may keep: its release
+// failed, or its Acquire failed after Redis may have taken it.
+type orphan struct {
+	key string
+	at  time.Time // when it was orphaned
+}
 
 // NewRedis returns a limiter on client whose keys all start with prefix
 // (e.g. "parley:rl:").
 func NewRedis(client redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: client, prefix: prefix, held: map[string]string{}, wake: make(chan struct{}, 1)}
+	return &Redis{client: client, prefix: prefix, held: map[string]string{}, orphans: map[string]orphan{}, wake: make(chan struct{}, 1)}
 }
 
 // lease returns StreamLease, or its default, in whole milliseconds (at least 3).
@@ -152,13 +164,17 @@ end
 return {0}
 `)
 
-// acquireScript takes a slot of KEYS[1] for ARGV[3] (a new slot id) if
-// fewer than ARGV[1] unexpired slots are taken, leased for ARGV[2] ms from
-// the Redis server's time. 1 = taken.
+// acquireScript frees the slots ARGV[4], … of KEYS[1] (orphans: no stream
+// holds them), then takes a slot for ARGV[3] (a new slot id) if fewer than
+// ARGV[1] unexpired slots are taken, leased for ARGV[2] ms from the Redis
+// server's time. 1 = taken.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+for i = 4, #ARGV do
+  redis.call('ZREM', KEYS[1], ARGV[i])
+end
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
   return 0
 end
@@ -256,11 +272,20 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 		return noop, nil
 	}
 	k, id := r.streamsKey(key), rand.Text()
+	args := append([]any{max, r.lease().Milliseconds(), id}, r.takeOrphans(k)...)
 	var ok int64
 	if err := r.call(ctx, "acquire", func() (err error) {
-		ok, err = acquireScript.Run(ctx, r.client, []string{k}, max, r.lease().Milliseconds(), id).Int64()
+		ok, err = acquireScript.Run(ctx, r.client, []string{k}, args...).Int64()
 		return err
 	}); err != nil {
+		// The orphans are still to free; and unless Redis was skipped, it
+		// may have run the script and taken this slot too.
+		for _, o := range args[3:] {
+			r.orphan(o.(string), k)
+		}
+		if !errors.Is(err, errSkipped) {
+			r.orphan(id, k)
+		}
 		return noop, nil
 	}
 	if ok != 1 {
@@ -274,11 +299,41 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 			// Release runs when a stream ends, often because its caller went away.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 			defer cancel()
-			_ = r.call(context.WithoutCancel(ctx), "release", func() error {
+			if err := r.call(context.WithoutCancel(ctx), "release", func() error {
 				return r.client.ZRem(rctx, k, id).Err()
-			})
+			}); err != nil {
+				r.orphan(id, k)
+			}
 		})
 	}, nil
+}
+
+// orphan notes that slot id of key k is held by no stream though Redis may
+// keep it, for the next Acquire of k to free.
+func (r *Redis) orphan(id, k string) {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	r.orphans[id] = orphan{key: k, at: time.Now()}
+}
+
+// takeOrphans returns the ids of the orphaned slots of key k, forgetting
+// them, and forgets those of any key orphaned so long ago that Redis has
+// let them go (their lease ran out, even one that began when a Redis that
+// paused ran a late Acquire).
+func (r *Redis) takeOrphans(k string) []any {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	var ids []any
+	for id, o := range r.orphans {
+		switch {
+		case o.key == k:
+			ids = append(ids, id)
+			delete(r.orphans, id)
+		case time.Since(o.at) > orphanAge*r.lease():
+			delete(r.orphans, id)
+		}
+	}
+	return ids
 }
 
 // hold has the refresher renew slot id of key k, starting it if none runs.

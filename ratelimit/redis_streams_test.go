@@ -1,9 +1,11 @@
 package ratelimit
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -277,4 +279,101 @@ func TestRedisRefresherEndsWithTheClient(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, 2*testLease, "the refresher to end after Close", func() bool { return r.refreshersRunning() == 0 })
+}
+
+// faultyReplies is a go-redis hook that, while lose is set, lets each
+// command (but a connection's set-up) run on Redis and then loses its reply (as when Redis paused past
+// the read timeout and ran the command once it woke), and while drop is
+// set, fails each command without sending it.
+type faultyReplies struct{ lose, drop *atomic.Bool }
+
+var errReplyLost = errors.New("i/o timeout (the test lost the reply)")
+
+func (faultyReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h faultyReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "hello" { // the connection's set-up
+			return next(ctx, cmd)
+		}
+		if h.drop.Load() {
+			cmd.SetErr(errReplyLost)
+			return errReplyLost
+		}
+		err := next(ctx, cmd)
+		if err == nil && h.lose.Load() {
+			cmd.SetErr(errReplyLost)
+			return errReplyLost
+		}
+		return err
+	}
+}
+
+func (faultyReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A slot Redis took though the limiter never heard so (its reply lost), or
+// whose release failed, is taken by no stream: the next Acquire of its key
+// that reaches Redis frees it, rather than the key's streams being refused
+// until its lease runs out (a minute by default) while each refusal says to
+// retry in a second.
+func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fault func(r *Redis, lose, drop *atomic.Bool, key string)
+	}{
+		{"AcquireReplyLost", func(r *Redis, lose, _ *atomic.Bool, key string) {
+			lose.Store(true)
+			release, err := r.Acquire(bg, key, 1) // fails open
+			lose.Store(false)
+			if err != nil {
+				panic(err)
+			}
+			release()
+		}},
+		{"ReleaseFailed", func(r *Redis, _, drop *atomic.Bool, key string) {
+			release, err := r.Acquire(bg, key, 1)
+			if err != nil {
+				panic(err)
+			}
+			drop.Store(true)
+			release()
+			drop.Store(false)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := testRedis(t)
+			prefix := testPrefix(t, c)
+			opts, err := redis.ParseURL(testRedisURL())
+			if err != nil {
+				t.Fatal(err)
+			}
+			faulty := redis.NewClient(opts)
+			defer faulty.Close()
+			var lose, drop atomic.Bool
+			faulty.AddHook(faultyReplies{&lose, &drop})
+			r := NewRedis(faulty, prefix)
+			r.Logger = slog.New(slog.DiscardHandler) // the fault is warned of
+			brClock := newClock()
+			r.br.now = brClock.Now
+			const key = "prj_1/key_a"
+			tc.fault(r, &lose, &drop, key)
+			if n := c.ZCard(bg, r.streamsKey(key)).Val(); n != 1 {
+				t.Fatalf("%d slots taken in Redis after the fault; want the 1 no stream holds", n)
+			}
+			brClock.Add(breakerMax) // Redis is used again
+			release, err := r.Acquire(bg, key, 1)
+			if err != nil {
+				t.Fatalf("Acquire after the fault, with no stream open: %v; want the slot no stream holds freed", err)
+			}
+			if _, err := r.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+				t.Fatalf("second Acquire while one stream is open = %v; want RateLimited", err)
+			}
+			release()
+			if n := c.ZCard(bg, r.streamsKey(key)).Val(); n != 0 {
+				t.Errorf("%d slots taken in Redis after the release; want none", n)
+			}
+		})
+	}
 }
