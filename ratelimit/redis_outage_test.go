@@ -11,6 +11,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/tcpproxy"
+	"github.com/redis/go-redis/v9"
 )
 
 // proxyURL returns the test Redis's URL through p; t is skipped when that Redis
@@ -162,5 +163,39 @@ func TestClientOptions(t *testing.T) {
 				t.Errorf("WriteTimeout = %v; want 0 (go-redis makes it follow ReadTimeout)", o.WriteTimeout)
 			}
 		})
+	}
+}
+
+// While Redis stays down, each probe's failed dial is a line of go-redis's
+// own: they are kept to one per warnEvery, as the limiter's warnings are,
+// rather than one every backoff for as long as the outage lasts.
+func TestRedisLogsAreThrottled(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: each dial fails
+	opts, err := clientOptions("redis://" + addr + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	routeRedisLogs(logger)
+	client := redis.NewClient(opts)
+	defer client.Close()
+	r := NewRedis(client, "parley-test:rl:")
+	r.Logger = logger
+	brClock := newClock()
+	r.br.now = brClock.Now
+	for range 20 { // 20 probes, each dialling a Redis that is down
+		brClock.Add(breakerMax)
+		if err := r.Allow(bg, []domain.Budget{project(1, 0)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "go-redis:"); n != 1 {
+		t.Errorf("%d lines of go-redis's logged over 20 probes within %s; want 1:\n%s", n, warnEvery, logs.String())
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -14,6 +15,14 @@ import (
 var (
 	redisLogger     atomic.Pointer[slog.Logger] // where go-redis's lines go
 	redisLoggerOnce sync.Once
+
+	// go-redis logs each failed dial: one per probe of a Redis that is
+	// down (every 2s at most, per instance). Its lines are kept to one
+	// per warnEvery, as the limiter's own warnings are, with a count of
+	// those left out.
+	redisLogMu         sync.Mutex
+	redisLogLast       time.Time
+	redisLogSuppressed int
 )
 
 // routeRedisLogs sends go-redis's own log lines (a failed dial, a pool
@@ -22,11 +31,15 @@ var (
 // too); nil means slog.Default(). go-redis keeps one logger for the whole
 // process (redis.SetLogger): the logger of the last call wins, for every
 // client. It is installed once; later calls only swap the slog.Logger.
+// Its lines are kept to one per warnEvery (see redisLogLast).
 func routeRedisLogs(logger *slog.Logger) {
 	if logger == nil {
 		logger = slog.Default()
 	}
 	redisLogger.Store(logger)
+	redisLogMu.Lock()
+	redisLogLast, redisLogSuppressed = time.Time{}, 0 // a new logger hears the next line
+	redisLogMu.Unlock()
 	redisLoggerOnce.Do(func() { redis.SetLogger(redisLog{}) })
 }
 
@@ -42,6 +55,16 @@ func (redisLog) Printf(ctx context.Context, format string, v ...any) {
 	if logger == nil || !logger.Enabled(ctx, slog.LevelWarn) {
 		return
 	}
+	redisLogMu.Lock()
+	now := time.Now()
+	if !redisLogLast.IsZero() && now.Sub(redisLogLast) < warnEvery {
+		redisLogSuppressed++
+		redisLogMu.Unlock()
+		return
+	}
+	suppressed := redisLogSuppressed
+	redisLogLast, redisLogSuppressed = now, 0
+	redisLogMu.Unlock()
 	msg := strings.TrimPrefix(fmt.Sprintf(format, v...), "redis: ")
-	logger.LogAttrs(ctx, slog.LevelWarn, "rate limiter: go-redis: "+msg)
+	logger.LogAttrs(ctx, slog.LevelWarn, "rate limiter: go-redis: "+msg, slog.Int("suppressed", suppressed))
 }
