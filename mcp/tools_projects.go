@@ -73,7 +73,7 @@ func getProject(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 type getUsageArgs struct {
 	ProjectID string `json:"projectId" desc:"Id of the project (prj_...)."`
 	From      string `json:"from,omitempty" desc:"Start of the period, inclusive: an ISO 8601 time (2026-01-31T00:00:00Z) or date (2026-01-31). Default: 30 days before to."`
-	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time or date. Default: now."`
+	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time or date. Default: a second from now."`
 	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key" desc:"Group the totals by model, provider, chat or API key; omit for one total."`
 }
 
