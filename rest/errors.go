@@ -3,6 +3,7 @@ package rest
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"strconv"
 
@@ -95,7 +96,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		h.Set("WWW-Authenticate", challenge)
 	}
 	if d := domain.RetryAfterOf(err); d > 0 {
-		secs := int(d.Seconds() + 0.999)
+		secs := int(math.Ceil(d.Seconds())) // as RateLimit-Reset and MCP's text round it
 		h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
 	}
 	if kind == domain.RateLimited {

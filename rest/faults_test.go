@@ -34,6 +34,8 @@ func TestUpstreamFaults(t *testing.T) {
 			calls      int // requests the upstream gets
 		}{
 			{"429 passes Retry-After on", []llmtest.Behavior{{Status: 429, Header: http.Header{"Retry-After": {"7"}}}}, false, 429, "rate_limited", "7", "", 1},
+			// A wait a hair over a second is 2 whole seconds: retrying after 1 would come too early.
+			{"429 rounds a fraction of a second up", []llmtest.Behavior{{Status: 429, Header: http.Header{"Retry-After-Ms": {"1000.5"}}}}, false, 429, "rate_limited", "2", "", 1},
 			{"401 is the provider's key", []llmtest.Behavior{{Status: 401}}, false, 502, "upstream_error", "", "rejected its API key", 1},
 			{"403 is the provider's key", []llmtest.Behavior{{Status: 403}}, false, 502, "upstream_error", "", "rejected its API key", 1},
 			{"401 before a stream began is JSON", []llmtest.Behavior{{Status: 401}}, true, 502, "upstream_error", "", "rejected its API key", 1},
