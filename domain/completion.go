@@ -626,7 +626,9 @@ func (s *Completions) endedByServer(ctx context.Context, err error) error {
 	case ctx.Err() == nil:
 		return err
 	case errors.Is(cause, ErrShuttingDown):
-		return Errorf(Unavailable, "the server is shutting down and ended this completion; send the request again")
+		e := Errorf(Unavailable, "the server is shutting down and ended this completion; send the request again")
+		e.Err = ErrShuttingDown
+		return e
 	case errors.Is(cause, errStreamTooLong):
 		return Errorf(Timeout, "the stream reached the server's maximum duration of %s; ask for a shorter reply (maxTokens) or split the work", s.deps.MaxStreamDuration)
 	}

@@ -46,7 +46,7 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 
 // errorText is "<code>: <message>", plus for RateLimited when to retry and,
 // for Parley's own limits, what REST's RateLimit-* headers say:
-// "(retry after 12 seconds; limit key-requests-per-minute: 600 per 60s,
+// "(retry after 12s; limit key-requests-per-minute: 600 per 60s,
 // 0 remaining, resets in 12s)".
 func errorText(err error) string {
 	kind := domain.KindOf(err)
@@ -56,7 +56,7 @@ func errorText(err error) string {
 	}
 	var notes []string
 	if d := domain.RetryAfterOf(err); d > 0 {
-		notes = append(notes, fmt.Sprintf("retry after %d seconds", int(math.Ceil(d.Seconds()))))
+		notes = append(notes, fmt.Sprintf("retry after %ds", int(math.Ceil(d.Seconds()))))
 	}
 	if d := domain.DetailsOf(err); d["limitName"] != nil {
 		limit := fmt.Sprintf("limit %v: %v", d["limitName"], d["limit"])

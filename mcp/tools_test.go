@@ -310,7 +310,7 @@ func TestTools(t *testing.T) {
 		t.Run("upstream failures are tool errors", func(t *testing.T) {
 			e.upstream.Enqueue(llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}})
 			msg := editor.fails(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("x")}, "rate_limited")
-			if !strings.Contains(msg, "retry after 7 seconds") {
+			if !strings.Contains(msg, "retry after 7s") {
 				t.Errorf("rate-limited text %q lacks the retry delay", msg)
 			}
 			e.upstream.Enqueue(llmtest.Behavior{Status: 500})

@@ -385,9 +385,9 @@ func TestErrorMapping(t *testing.T) {
 		{domain.Errorf(domain.Forbidden, "no"), "forbidden: no"},
 		{domain.Invalidf("messages", "messages must not be empty"), "invalid_request: messages must not be empty"},
 		{domain.Errorf(domain.Conflict, "busy"), "conflict: busy"},
-		{&domain.Error{Kind: domain.RateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}, "rate_limited: slow down (retry after 2 seconds)"},
+		{&domain.Error{Kind: domain.RateLimited, Message: "slow down", RetryAfter: 1500 * time.Millisecond}, "rate_limited: slow down (retry after 2s)"},
 		{keyLimit, "rate_limited: rate limit reached: 600 requests per minute for this API key; retry in 12s " +
-			"(retry after 12 seconds; limit key-requests-per-minute: 600 per 60s, 0 remaining, resets in 12s)"},
+			"(retry after 12s; limit key-requests-per-minute: 600 per 60s, 0 remaining, resets in 12s)"},
 		{domain.Errorf(domain.TooLarge, "big"), "payload_too_large: big"},
 		{&domain.Error{Kind: domain.Upstream, Message: "the AI provider failed", Err: fmt.Errorf("key sk-secret")}, "upstream_error: the AI provider failed"},
 		{domain.Errorf(domain.Timeout, "late"), "upstream_timeout: late"},

@@ -80,9 +80,13 @@ func (s *Server) handleError(err error, c echo.Context) {
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
 	}
 	log := s.log.With("method", c.Request().Method, "path", route(c))
-	if status >= 500 && kind != domain.Upstream && kind != domain.Timeout {
+	switch {
+	case errors.Is(err, domain.ErrShuttingDown):
+		// Expected at every deploy whose grace period a request outlives.
+		log.WarnContext(ctx(c), "request ended by shutdown", "kind", kind.String(), "err", err)
+	case status >= 500 && kind != domain.Upstream && kind != domain.Timeout:
 		log.ErrorContext(ctx(c), "request failed", "kind", kind.String(), "err", err)
-	} else {
+	default:
 		log.DebugContext(ctx(c), "request refused", "kind", kind.String(), "err", err)
 	}
 	h := c.Response().Header()

@@ -427,6 +427,11 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
 		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
+	// Ending them is what a shutdown does, not a fault to page anyone for.
+	logs := s.stderr.String()
+	if strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, `msg="request ended by shutdown"`) {
+		t.Errorf("the shutdown's logs hold an error, or do not say a request was ended by it:\n%s", logs)
+	}
 }
 
 // TestUpstreamSettingsFromEnv checks that the operator sets how upstream
