@@ -233,7 +233,8 @@ func ParseTime(field, v string) (time.Time, error) {
 		return time.Time{}, nil
 	}
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
-		if t, err := time.Parse(layout, v); err == nil {
+		// RFC 3339 allows a lower-case t and z; Go's parser does not.
+		if t, err := time.Parse(layout, strings.ToUpper(v)); err == nil {
 			// Nothing Parley stores predates the Unix epoch, and an
 			// earlier time such as 0001-01-01 is Go's zero time, which
 			// callers read as "not given".

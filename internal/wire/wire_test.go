@@ -59,6 +59,9 @@ func TestParseTime(t *testing.T) {
 	if got, err := ParseTime("from", "2026-01-31T10:00:00+02:00"); err != nil || got.Hour() != 8 {
 		t.Errorf("ParseTime = %v, %v; want 08:00 UTC", got, err)
 	}
+	if got, err := ParseTime("from", "2026-01-31t10:00:00.5z"); err != nil || got.Hour() != 10 || got.Nanosecond() != 5e8 {
+		t.Errorf("ParseTime with a lower-case t and z = %v, %v; want 10:00:00.5 UTC (RFC 3339 §5.6)", got, err)
+	}
 	// Go's zero time would read as "not given", and the usage report's
 	// default period would replace an explicit "since ever".
 	if got, err := ParseTime("from", "0001-01-01"); err != nil || !got.Equal(time.Unix(0, 0)) {
