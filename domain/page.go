@@ -2,6 +2,7 @@ package domain
 
 import (
 	"encoding/base64"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -82,14 +83,20 @@ func validSeqCursor(s string) bool {
 	return ok
 }
 
+// parseSeqCursor returns the seq of a message list's cursor, as
+// seqCursorOf writes it: a seq no message can have is not one.
 func parseSeqCursor(s string) (int, bool) {
 	digits, ok := strings.CutPrefix(s, seqCursor)
 	if !ok {
 		return 0, false
 	}
 	n, err := strconv.Atoi(digits)
-	return n, err == nil && n >= 0 && strconv.Itoa(n) == digits
+	return n, err == nil && n >= 0 && n <= maxSeq && strconv.Itoa(n) == digits
 }
+
+// maxSeq is the largest seq a message can have: PostgreSQL keeps seq in an
+// integer (32 bits), which refuses a larger number even to compare with.
+const maxSeq = math.MaxInt32
 
 // normalizeSeq is normalize for a list ordered by seq: it also returns the
 // seq its cursor names, -1 when it has none.

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -513,8 +514,9 @@ func TestConversationMessagesPage(t *testing.T) {
 		for query, field := range map[string]string{
 			"cursor=" + convCursor: "cursor", // a conversations list's
 			"cursor=bm9wZQ":        "cursor", // "nope"
-			"limit=0":              "limit",
-			"chatId=" + w.chat:     "chatId",
+			"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("seq:2147483648")): "cursor", // past PostgreSQL's integer: was a 500
+			"limit=0":          "limit",
+			"chatId=" + w.chat: "chatId",
 		} {
 			r := h.call("GET", "/api/v1/conversations/"+other+"/messages?"+query, h.admin, nil)
 			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), field) {
