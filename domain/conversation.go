@@ -97,7 +97,7 @@ func (s *Conversations) Messages(ctx context.Context, in MessageListInput) (List
 	if _, err := s.get(ctx, in.ConversationID, PermGetConversation); err != nil {
 		return List[Message]{}, err
 	}
-	page, after, err := in.Page.normalizeSeq()
+	page, after, err := in.Page.normalizeSeq(in.ConversationID)
 	if err != nil {
 		return List[Message]{}, err
 	}

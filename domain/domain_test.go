@@ -43,13 +43,17 @@ func TestParsePage(t *testing.T) {
 	if err != nil || p.After != items[1] || p.Limit != 2 {
 		t.Errorf("ParsePage(next) = %+v, %v", p, err)
 	}
-	msgs := []Message{{Seq: 0}, {Seq: 1}, {Seq: 2}}
+	cnv := NewID(PrefixConversation)
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	msgs := []Message{{ConversationID: cnv, Seq: 0}, {ConversationID: cnv, Seq: 1}, {ConversationID: cnv, Seq: 2}}
 	if l := paginate(msgs, Page{Limit: 2}, seqCursorOf); l.NextCursor == "" {
 		t.Errorf("paginate(messages) = %+v", l)
 	} else if p, err := ParsePage("2", l.NextCursor); err != nil {
 		t.Errorf("ParsePage(a message list's next) = %v", err)
-	} else if _, after, err := p.normalizeSeq(); err != nil || after != 1 {
+	} else if _, after, err := p.normalizeSeq(cnv); err != nil || after != 1 {
 		t.Errorf("normalizeSeq(a message list's next) = %d, %v; want 1", after, err)
+	} else if _, _, err := p.normalizeSeq(NewID(PrefixConversation)); KindOf(err) != Invalid {
+		t.Errorf("normalizeSeq(another conversation's next) = %v; want Invalid", err)
 	}
 	if p, err := ParsePage("", ""); err != nil || p.Limit != DefaultPageLimit {
 		t.Errorf("ParsePage default = %+v, %v", p, err)
@@ -58,14 +62,16 @@ func TestParsePage(t *testing.T) {
 		{"0", "", "limit"}, {"101", "", "limit"}, {"x", "", "limit"}, {"", "!!", "cursor"},
 		{"", "garbage", "cursor"}, // valid base64, but no id: it paged past everything
 		{"", base64.RawURLEncoding.EncodeToString([]byte("cht_1")), "cursor"},
-		// A message list's cursor is "seq:" and a seq as seqCursorOf writes it.
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:-1")), "cursor"},
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:01")), "cursor"},
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:+1")), "cursor"},
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:")), "cursor"},
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:99999999999999999999")), "cursor"},
+		// A message list's cursor is a conversation's id, ":" and a seq
+		// as seqCursorOf writes it.
+		{"", enc(cnv + ":-1"), "cursor"},
+		{"", enc(cnv + ":01"), "cursor"},
+		{"", enc(cnv + ":+1"), "cursor"},
+		{"", enc(cnv + ":"), "cursor"},
+		{"", enc("seq:1"), "cursor"},
+		{"", enc(cnv + ":99999999999999999999"), "cursor"},
 		// No message has a seq past 32 bits, PostgreSQL's column: its 500.
-		{"", base64.RawURLEncoding.EncodeToString([]byte("seq:2147483648")), "cursor"},
+		{"", enc(cnv + ":2147483648"), "cursor"},
 	} {
 		_, err := ParsePage(tt.limit, tt.cursor)
 		if KindOf(err) != Invalid || DetailsOf(err)["field"] != tt.field {

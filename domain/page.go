@@ -72,39 +72,40 @@ func foreignCursor() error {
 }
 
 // A conversation's messages are ordered by seq, not by id, so their
-// cursor is seqCursor and the seq of the page's last message.
-const seqCursor = "seq:"
-
-func seqCursorOf(m Message) string { return seqCursor + strconv.Itoa(m.Seq) }
+// cursor is the conversation's id, ":" and the seq of the page's last
+// message. The id makes a cursor of another conversation's messages one of
+// another list, rather than a seq that would skip this one's first
+// messages.
+func seqCursorOf(m Message) string { return m.ConversationID + ":" + strconv.Itoa(m.Seq) }
 
 // validSeqCursor reports whether s is a message list's cursor.
 func validSeqCursor(s string) bool {
-	_, ok := parseSeqCursor(s)
+	_, _, ok := parseSeqCursor(s)
 	return ok
 }
 
-// parseSeqCursor returns the seq of a message list's cursor, as
-// seqCursorOf writes it: a seq no message can have is not one.
-func parseSeqCursor(s string) (int, bool) {
-	digits, ok := strings.CutPrefix(s, seqCursor)
-	if !ok {
-		return 0, false
+// parseSeqCursor returns the conversation and seq of a message list's
+// cursor, as seqCursorOf writes it: a seq no message can have is not one.
+func parseSeqCursor(s string) (conversationID string, seq int, ok bool) {
+	id, digits, ok := strings.Cut(s, ":")
+	if !ok || !validID(PrefixConversation, id) {
+		return "", 0, false
 	}
 	n, err := strconv.Atoi(digits)
-	return n, err == nil && n >= 0 && n <= maxSeq && strconv.Itoa(n) == digits
+	return id, n, err == nil && n >= 0 && n <= maxSeq && strconv.Itoa(n) == digits
 }
 
 // maxSeq is the largest seq a message can have: PostgreSQL keeps seq in an
 // integer (32 bits), which refuses a larger number even to compare with.
 const maxSeq = math.MaxInt32
 
-// normalizeSeq is normalize for a list ordered by seq: it also returns the
-// seq its cursor names, -1 when it has none.
-func (p Page) normalizeSeq() (Page, int, error) {
+// normalizeSeq is normalize for the messages of conversationID, ordered by
+// seq: it also returns the seq its cursor names, -1 when it has none.
+func (p Page) normalizeSeq(conversationID string) (Page, int, error) {
 	after := -1
 	if p.After != "" {
-		n, ok := parseSeqCursor(p.After)
-		if !ok {
+		id, n, ok := parseSeqCursor(p.After)
+		if !ok || id != conversationID {
 			return p, 0, foreignCursor()
 		}
 		after = n

@@ -514,7 +514,7 @@ func TestConversationMessagesPage(t *testing.T) {
 		for query, field := range map[string]string{
 			"cursor=" + convCursor: "cursor", // a conversations list's
 			"cursor=bm9wZQ":        "cursor", // "nope"
-			"cursor=" + base64.RawURLEncoding.EncodeToString([]byte("seq:2147483648")): "cursor", // past PostgreSQL's integer: was a 500
+			"cursor=" + base64.RawURLEncoding.EncodeToString([]byte(other+":2147483648")): "cursor", // past PostgreSQL's integer: was a 500
 			"limit=0":          "limit",
 			"chatId=" + w.chat: "chatId",
 		} {
@@ -524,6 +524,9 @@ func TestConversationMessagesPage(t *testing.T) {
 			}
 		}
 		msgCursor := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages?limit=1", h.admin, nil)["nextCursor"].(string)
+		if r := h.call("GET", "/api/v1/conversations/"+other+"/messages?cursor="+msgCursor, h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "another list") {
+			t.Errorf("another conversation's messages cursor = %d %s; want 400: it would skip this one's first messages", r.Status, r.Body)
+		}
 		if r := h.call("GET", "/api/v1/conversations?cursor="+msgCursor, h.admin, nil); r.Status != 400 {
 			t.Errorf("a messages cursor on the conversations list = %d %s; want 400", r.Status, r.Body)
 		}
