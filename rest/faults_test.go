@@ -282,6 +282,10 @@ func TestUsageReport(t *testing.T) {
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupby=model", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), `unknown query parameter "groupby"`) {
 			t.Errorf("misspelt groupBy = %d %s, want 400 naming it", r.Status, r.Body)
 		}
+		// An offset's + left unescaped reads as a space: the error says to send %2B.
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?from=2026-01-31T10:00:00+02:00", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "%2B") {
+			t.Errorf("from with an unescaped + = %d %s, want 400 saying to send %%2B", r.Status, r.Body)
+		}
 
 		// The other groupings, and the window.
 		groups := func(query string) map[string]float64 {

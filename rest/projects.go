@@ -153,10 +153,10 @@ func (s *Server) handleUsageGet(c echo.Context) error {
 	}
 	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy"))}
 	var err error
-	if in.From, err = wire.ParseTime("from", c.QueryParam("from")); err != nil {
+	if in.From, err = wire.ParseQueryTime("from", c.QueryParam("from")); err != nil {
 		return err
 	}
-	if in.To, err = wire.ParseTime("to", c.QueryParam("to")); err != nil {
+	if in.To, err = wire.ParseQueryTime("to", c.QueryParam("to")); err != nil {
 		return err
 	}
 	rep, err := s.svcs.UsageReports.Get(ctx(c), in)

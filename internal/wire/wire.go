@@ -244,14 +244,25 @@ func ParseTime(field, v string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
+	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+}
+
+// ParseQueryTime is ParseTime for a URL query parameter, where a + left
+// unescaped reads as a space: the error of a time whose offset's + came as
+// one says to send it as %2B. (Elsewhere, as in MCP arguments, a space is
+// what was sent, and %2B would be read as is.)
+func ParseQueryTime(field, v string) (time.Time, error) {
+	t, err := ParseTime(field, v)
+	if err == nil {
+		return t, nil
+	}
 	if i := strings.LastIndexByte(v, ' '); i >= 0 {
-		if _, err := time.Parse(time.RFC3339Nano, v[:i]+"+"+v[i+1:]); err == nil {
-			// A + left unescaped in a URL query string reads as a space.
+		if _, perr := time.Parse(time.RFC3339Nano, v[:i]+"+"+v[i+1:]); perr == nil {
 			return time.Time{}, domain.Invalidf(field, "%s has a space where its UTC offset's + goes: in a URL query a + reads as a space, so send it as %%2B (%s)",
 				field, v[:i]+"%2B"+v[i+1:])
 		}
 	}
-	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+	return time.Time{}, err
 }
 
 // RawJSON is a JSON value kept as sent, such as a JSON Schema; domain

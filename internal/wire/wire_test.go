@@ -71,9 +71,16 @@ func TestParseTime(t *testing.T) {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
 	// An offset's + sent unescaped in a URL query arrives as a space:
-	// the error says so, rather than only what a time looks like.
-	if _, err := ParseTime("from", "2026-01-31T10:00:00 02:00"); err == nil || !strings.Contains(err.Error(), "%2B") {
-		t.Errorf("ParseTime with a space for the offset's + = %v; want an error saying to send + as %%2B", err)
+	// the error says so, rather than only what a time looks like. Outside
+	// a URL query, %2B would not be read as a +.
+	if _, err := ParseQueryTime("from", "2026-01-31T10:00:00 02:00"); err == nil || !strings.Contains(err.Error(), "%2B") {
+		t.Errorf("ParseQueryTime with a space for the offset's + = %v; want an error saying to send + as %%2B", err)
+	}
+	if _, err := ParseTime("from", "2026-01-31T10:00:00 02:00"); err == nil || strings.Contains(err.Error(), "%2B") {
+		t.Errorf("ParseTime with a space for the offset's + = %v; want the error of any other time", err)
+	}
+	if got, err := ParseQueryTime("from", "2026-01-31T10:00:00+02:00"); err != nil || got.Hour() != 8 {
+		t.Errorf("ParseQueryTime = %v, %v; want 08:00 UTC", got, err)
 	}
 }
 
