@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"log/slog"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -272,17 +273,22 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 		return noop, nil
 	}
 	k, id := r.streamsKey(key), rand.Text()
-	args := append([]any{max, r.lease().Milliseconds(), id}, r.takeOrphans(k)...)
+	orphans := r.takeOrphans(k)
+	args := []any{max, r.lease().Milliseconds(), id}
+	for o := range orphans {
+		args = append(args, o)
+	}
 	var ok int64
 	if err := r.call(ctx, "acquire", func() (err error) {
 		ok, err = acquireScript.Run(ctx, r.client, []string{k}, args...).Int64()
 		return err
 	}); err != nil {
-		// The orphans are still to free; and unless Redis was skipped, it
-		// may have run the script and taken this slot too.
-		for _, o := range args[3:] {
-			r.orphan(o.(string), k)
-		}
+		// The orphans are still to free, as old as they were; and unless
+		// Redis was skipped, it may have run the script and taken this
+		// slot too.
+		r.slotsMu.Lock()
+		maps.Copy(r.orphans, orphans)
+		r.slotsMu.Unlock()
 		if !errors.Is(err, errSkipped) {
 			r.orphan(id, k)
 		}
@@ -316,24 +322,27 @@ func (r *Redis) orphan(id, k string) {
 	r.orphans[id] = orphan{key: k, at: time.Now()}
 }
 
-// takeOrphans returns the ids of the orphaned slots of key k, forgetting
-// them, and forgets those of any key orphaned so long ago that Redis has
-// let them go (their lease ran out, even one that began when a Redis that
-// paused ran a late Acquire).
-func (r *Redis) takeOrphans(k string) []any {
+// takeOrphans returns the orphaned slots of key k by id, forgetting them,
+// and forgets those of any key orphaned so long ago that Redis has let them
+// go (their lease ran out, even one that began when a Redis that paused ran
+// a late Acquire).
+func (r *Redis) takeOrphans(k string) map[string]orphan {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
-	var ids []any
+	var taken map[string]orphan
 	for id, o := range r.orphans {
 		switch {
-		case o.key == k:
-			ids = append(ids, id)
-			delete(r.orphans, id)
 		case time.Since(o.at) > orphanAge*r.lease():
+			delete(r.orphans, id)
+		case o.key == k:
+			if taken == nil {
+				taken = map[string]orphan{}
+			}
+			taken[id] = o
 			delete(r.orphans, id)
 		}
 	}
-	return ids
+	return taken
 }
 
 // hold has the refresher renew slot id of key k, starting it if none runs.

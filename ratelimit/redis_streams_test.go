@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -375,5 +376,40 @@ func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
 				t.Errorf("%d slots taken in Redis after the release; want none", n)
 			}
 		})
+	}
+}
+
+// An orphaned slot is forgotten once Redis has let it go (orphanAge
+// leases), even while Redis stays down and each Acquire of its key fails:
+// an Acquire that cannot free the orphans it took puts them back as they
+// were, not as orphaned anew, else a long outage would grow the list each
+// Acquire copies, and the one that reaches Redis again would send it all.
+func TestRedisOrphansAgeWhileRedisIsDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close() // nothing listens there now: each dial fails
+	client := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer client.Close()
+	r := NewRedis(client, "parley-test:rl:")
+	r.Logger = slog.New(slog.DiscardHandler)
+	r.StreamLease = 5 * time.Millisecond
+	r.br.now = newClock().Now // after the first failure, the breaker stays open
+	const key = "prj_1/key_a"
+	r.orphan("lost", r.streamsKey(key))
+	for deadline := time.Now().Add(orphanAge*r.lease() + 50*time.Millisecond); time.Now().Before(deadline); {
+		if _, err := r.Acquire(bg, key, 1); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	r.takeOrphans(r.streamsKey("prj_1/key_b")) // forgets the orphans Redis has let go
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	if o, ok := r.orphans["lost"]; ok {
+		t.Errorf("a slot orphaned %s ago (%d leases) is still to free; want it forgotten after %d leases",
+			time.Since(o.at), time.Since(o.at)/r.lease(), orphanAge)
 	}
 }
