@@ -585,7 +585,8 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 		return UsageReport{From: unixEpoch, To: unixEpoch, Totals: totals}, nil
 	}
 	if !in.From.Before(in.To) {
-		return UsageReport{}, Invalidf("from", "from must be before to")
+		return UsageReport{}, Invalidf("from", "from must be before to, to the millisecond (%s is not before %s)",
+			in.From.Format(time.RFC3339Nano), in.To.Format(time.RFC3339Nano))
 	}
 	totals, err := s.store.SumUsage(ctx, UsageQuery(in))
 	if err != nil {

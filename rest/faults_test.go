@@ -339,6 +339,10 @@ func TestUsageReport(t *testing.T) {
 				t.Errorf("usage?%s period = %s to %s, want 1970-01-01 to 1970-01-01", q, from, to)
 			}
 		}
+		// Both ends count to the millisecond: within one, from is not before to.
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?from=2026-01-01T00:00:00.0001Z&to=2026-01-01T00:00:00.0009Z", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "millisecond") {
+			t.Errorf("a period within one millisecond = %d %s; want 400 saying times count to the millisecond", r.Status, r.Body)
+		}
 		before := time.Now()
 		from, to := period("")
 		f, errF := time.Parse(time.RFC3339, from)
