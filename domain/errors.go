@@ -3,6 +3,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -193,4 +194,11 @@ func RetryAfterOf(err error) time.Duration {
 		return e.RetryAfter
 	}
 	return 0
+}
+
+// RetryAfterSeconds is RetryAfterOf in whole seconds, rounded up: a client
+// that waits as long as it is told is not refused again. 0 when err says
+// nothing of when to retry.
+func RetryAfterSeconds(err error) int {
+	return int(math.Ceil(RetryAfterOf(err).Seconds()))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strings"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
@@ -55,8 +54,8 @@ func errorText(err error) string {
 		return text
 	}
 	var notes []string
-	if d := domain.RetryAfterOf(err); d > 0 {
-		notes = append(notes, fmt.Sprintf("retry after %ds", int(math.Ceil(d.Seconds()))))
+	if secs := domain.RetryAfterSeconds(err); secs > 0 {
+		notes = append(notes, fmt.Sprintf("retry after %ds", secs))
 	}
 	if d := domain.DetailsOf(err); d["limitName"] != nil {
 		limit := fmt.Sprintf("limit %v: %v", d["limitName"], d["limit"])

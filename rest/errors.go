@@ -3,7 +3,6 @@ package rest
 import (
 	"errors"
 	"fmt"
-	"math"
 	"net/http"
 	"strconv"
 
@@ -99,9 +98,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		}
 		h.Set("WWW-Authenticate", challenge)
 	}
-	if d := domain.RetryAfterOf(err); d > 0 {
-		secs := int(math.Ceil(d.Seconds())) // as RateLimit-Reset and MCP's text round it
-		h.Set("Retry-After", strconv.Itoa(max(secs, 1)))
+	if secs := domain.RetryAfterSeconds(err); secs > 0 {
+		h.Set("Retry-After", strconv.Itoa(secs))
 	}
 	if kind == domain.RateLimited {
 		s.rateLimitHeaders(h, domain.DetailsOf(err))
