@@ -24,6 +24,7 @@ import (
 const (
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultFirstByteTimeout = 60 * time.Second
+	DefaultResponseTimeout  = 10 * time.Minute
 	DefaultMaxResponseBytes = 8 << 20
 	DefaultMaxLineBytes     = 1 << 20
 	DefaultMaxRetries       = 2
@@ -43,9 +44,14 @@ type Config struct {
 	HTTPClient *http.Client
 	// ConnectTimeout bounds dialling and the TLS handshake (default 10s).
 	ConnectTimeout time.Duration
-	// FirstByteTimeout bounds the wait for the response headers once the
-	// request was sent (default 60s).
+	// FirstByteTimeout bounds the wait for a stream's response headers
+	// once the request was sent (default 60s).
 	FirstByteTimeout time.Duration
+	// ResponseTimeout bounds the wait for a non-stream call's response
+	// headers once the request was sent (default 10m, as the OpenAI and
+	// Anthropic SDKs wait): providers send them only with the whole
+	// reply, so the wait is the reply's writing, minutes for a long one.
+	ResponseTimeout time.Duration
 	// MaxResponseBytes caps non-stream and error bodies (default 8 MiB).
 	MaxResponseBytes int64
 	// MaxLineBytes caps each line of a stream (default 1 MiB), and twice
@@ -70,6 +76,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FirstByteTimeout <= 0 {
 		c.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if c.ResponseTimeout <= 0 {
+		c.ResponseTimeout = DefaultResponseTimeout
 	}
 	if c.MaxResponseBytes <= 0 {
 		c.MaxResponseBytes = DefaultMaxResponseBytes

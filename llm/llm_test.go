@@ -665,13 +665,20 @@ func TestOversizedErrorBodyIsCut(t *testing.T) {
 	}
 }
 
+// TestFirstByteTimeout: a stream's headers must come within
+// FirstByteTimeout, a non-stream reply's within ResponseTimeout.
 func TestFirstByteTimeout(t *testing.T) {
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		for _, m := range modes() {
 			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
 				s.Enqueue(llmtest.Behavior{Delay: 5 * time.Second})
-				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 150 * time.Millisecond })
+				c := newClient(t, func(c *llm.Config) {
+					c.FirstByteTimeout, c.ResponseTimeout = 10*time.Second, 150*time.Millisecond
+					if m.stream {
+						c.FirstByteTimeout, c.ResponseTimeout = 150*time.Millisecond, 10*time.Second
+					}
+				})
 				start := time.Now()
 				_, _, err := run(context.Background(), c, request(typ, s), m.stream)
 				if got, want := domain.KindOf(err), domain.Timeout; got != want {
@@ -688,6 +695,34 @@ func TestFirstByteTimeout(t *testing.T) {
 				}
 				if !s.WaitCanceledN(s.Last().N, time.Second) {
 					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
+	}
+}
+
+// TestSlowWholeReply: a provider answers a non-stream call only once the
+// whole reply is written, which takes longer than a stream's first byte
+// may (minutes for a long reply): the first-byte timeout does not cut it.
+func TestSlowWholeReply(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				delay := 600 * time.Millisecond
+				if m.stream {
+					// A stream's headers come at once; its deltas are slow.
+					s.Enqueue(llmtest.Behavior{ChunkDelay: delay / 3})
+				} else {
+					s.Enqueue(llmtest.Behavior{Delay: delay})
+				}
+				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 150 * time.Millisecond })
+				res, _, err := run(context.Background(), c, request(typ, s), m.stream)
+				if err != nil {
+					t.Fatalf("a reply that took %v failed: %v", delay, err)
+				}
+				if got, want := res.Content, llmtest.EchoReply("hello there"); got != want {
+					t.Errorf("content = %q, want %q", got, want)
 				}
 			})
 		}

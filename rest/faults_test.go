@@ -84,10 +84,13 @@ func TestUpstreamFaults(t *testing.T) {
 }
 
 // TestFirstByteTimeout: an upstream that sends nothing within the
-// first-byte timeout is a 504, streamed or not, and stores nothing.
+// first-byte timeout (a stream) or the response timeout (a whole reply)
+// is a 504, and stores nothing.
 func TestFirstByteTimeout(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
-		h := newHarness(t, st, func(c *app.Config) { c.LLM.FirstByteTimeout = 150 * time.Millisecond })
+		h := newHarness(t, st, func(c *app.Config) {
+			c.LLM.FirstByteTimeout, c.LLM.ResponseTimeout = 150*time.Millisecond, 150*time.Millisecond
+		})
 		w := h.world()
 		for _, stream := range []bool{false, true} {
 			h.up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})

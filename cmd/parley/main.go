@@ -230,7 +230,10 @@ func (e *env) loadUpstreamEnv() error {
 	if c.ConnectTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_CONNECT_TIMEOUT", 0); err != nil {
 		return err
 	}
-	c.FirstByteTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0)
+	if c.FirstByteTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0); err != nil {
+		return err
+	}
+	c.ResponseTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_RESPONSE_TIMEOUT", 0)
 	return err
 }
 

@@ -436,8 +436,9 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 
 // TestUpstreamSettingsFromEnv checks that the operator sets how upstream
 // calls are retried and timed out: three retries (the default is two)
-// turn three 500s and a success into a 200, and a first-byte timeout of
-// 300ms turns a slow upstream into a 504. A bad value stops the start.
+// turn three 500s and a success into a 200, and a response timeout of
+// 300ms turns a slow (non-stream) upstream into a 504. A bad value stops
+// the start.
 func TestUpstreamSettingsFromEnv(t *testing.T) {
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATA_DIR="+t.TempDir(), "PARLEY_UPSTREAM_RETRIES=eleven")
@@ -445,7 +446,7 @@ func TestUpstreamSettingsFromEnv(t *testing.T) {
 		t.Errorf("serve with PARLEY_UPSTREAM_RETRIES=eleven: %v\n%s", err, out)
 	}
 
-	f := serveWithChat(t, "PARLEY_UPSTREAM_RETRIES=3", "PARLEY_UPSTREAM_RETRY_DELAY=1ms", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT=300ms")
+	f := serveWithChat(t, "PARLEY_UPSTREAM_RETRIES=3", "PARLEY_UPSTREAM_RETRY_DELAY=1ms", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT=300ms", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT=300ms")
 	s, up, key, chat := f.started, f.up, f.key, f.chat
 	path := "/api/v1/chats/" + chat + "/completions"
 	body := map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi"}}}
@@ -466,7 +467,7 @@ func TestUpstreamSettingsFromEnv(t *testing.T) {
 		t.Errorf("slow upstream = %v, want upstream_timeout", res)
 	}
 	if took := time.Since(started); took > 2*time.Second {
-		t.Errorf("the 504 took %v; the first-byte timeout is 300ms", took)
+		t.Errorf("the 504 took %v; the response timeout is 300ms", took)
 	}
 	s.stop(t)
 }
