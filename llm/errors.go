@@ -115,8 +115,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind = domain.Timeout
 		if isDial(err) {
 			e.Message = "the AI provider did not answer within " + seconds(c.cfg.ConnectTimeout) + " (connecting); check the provider's baseUrl"
-		} else if ht := (*headerTimeoutError)(nil); errors.As(err, &ht) {
-			e.Message = "the AI provider did not answer within " + seconds(ht.after)
+		} else if ex != nil && !ex.stream {
+			e.Message = "the AI provider did not answer within " + seconds(c.cfg.ResponseTimeout)
 		} else {
 			e.Message = "the AI provider did not answer within " + seconds(c.cfg.FirstByteTimeout)
 		}

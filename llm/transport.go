@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"syscall"
@@ -43,8 +42,14 @@ func guardControl(network, address string, _ syscall.RawConn) error {
 
 // newHTTPClient builds the client every upstream call goes through: a
 // dialer with the connect timeout and the SSRF guard, a bound on the wait
-// for the response headers (see transport.RoundTrip), no proxy (a proxy would dial the upstream on our behalf, past
-// the guard) and no overall timeout, since streams may run for many minutes.
+// for the response headers, no proxy (a proxy would dial the upstream on
+// our behalf, past the guard) and no overall timeout, since streams may
+// run for many minutes.
+//
+// A stream's headers come before its first delta, so FirstByteTimeout
+// bounds them; a provider answers a non-stream call only once the whole
+// reply is written, so ResponseTimeout, minutes, bounds those. Each kind
+// of call has its own http.Transport for its ResponseHeaderTimeout.
 func newHTTPClient(cfg Config) *http.Client {
 	if cfg.HTTPClient != nil {
 		hc := *cfg.HTTPClient
@@ -52,7 +57,7 @@ func newHTTPClient(cfg Config) *http.Client {
 		if base == nil {
 			base = http.DefaultTransport
 		}
-		hc.Transport = &transport{base: base, cfg: cfg}
+		hc.Transport = &transport{base: base, stream: base, cfg: cfg}
 		return &hc
 	}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
@@ -69,9 +74,12 @@ func newHTTPClient(cfg Config) *http.Client {
 		MaxIdleConnsPerHost:   256,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   cfg.ConnectTimeout,
+		ResponseHeaderTimeout: cfg.ResponseTimeout,
 		ExpectContinueTimeout: time.Second,
 	}
-	return &http.Client{Transport: &transport{base: base, cfg: cfg, headerTimeouts: true}, CheckRedirect: noRedirects}
+	stream := base.Clone()
+	stream.ResponseHeaderTimeout = cfg.FirstByteTimeout
+	return &http.Client{Transport: &transport{base: base, stream: stream, cfg: cfg}, CheckRedirect: noRedirects}
 }
 
 // noRedirects makes a provider's redirect the answer, not a request to
@@ -149,75 +157,10 @@ func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
 // transport records each response in the request's exchange, bounds the
 // bytes read from it, and applies the exchange's JSON body fields.
 type transport struct {
-	base http.RoundTripper
-	cfg  Config
-	// headerTimeouts bounds the wait for the response headers: by
-	// FirstByteTimeout for a stream, whose headers come before its first
-	// delta, and by ResponseTimeout otherwise, since a provider answers a
-	// non-stream call only once the whole reply is written (one bound for
-	// both, http.Transport's ResponseHeaderTimeout, cut every reply that
-	// took longer than a stream's first byte may).
-	headerTimeouts bool
+	base   http.RoundTripper // non-stream calls
+	stream http.RoundTripper // stream calls
+	cfg    Config
 }
-
-// headerTimer cancels a call whose response headers do not come within
-// its bound of the request's end.
-type headerTimer struct {
-	err *headerTimeoutError
-
-	mu    sync.Mutex
-	timer *time.Timer
-	done  bool // the round trip returned: start arms nothing any more
-	fired bool
-}
-
-func newHeaderTimer(after time.Duration, cancel context.CancelCauseFunc) *headerTimer {
-	ht := &headerTimer{err: &headerTimeoutError{after: after}}
-	ht.timer = time.AfterFunc(time.Hour, func() {
-		ht.mu.Lock()
-		if ht.done { // the headers came as it fired
-			ht.mu.Unlock()
-			return
-		}
-		ht.fired = true
-		ht.mu.Unlock()
-		cancel(ht.err)
-	})
-	ht.timer.Stop()
-	return ht
-}
-
-// start arms the timer once the request is written, as ResponseHeaderTimeout
-// is (again when net/http writes it again on a fresh connection). net/http
-// may report the write after the response came (a server that answered
-// before reading the whole request); it is ignored then.
-func (ht *headerTimer) start(httptrace.WroteRequestInfo) {
-	ht.mu.Lock()
-	defer ht.mu.Unlock()
-	if !ht.done {
-		ht.timer.Reset(ht.err.after)
-	}
-}
-
-// stop disarms the timer when the round trip returned, and says whether
-// it had fired.
-func (ht *headerTimer) stop() bool {
-	ht.mu.Lock()
-	defer ht.mu.Unlock()
-	ht.done = true
-	ht.timer.Stop()
-	return ht.fired
-}
-
-// headerTimeoutError is a call whose response headers did not come within
-// after of the request's end.
-type headerTimeoutError struct{ after time.Duration }
-
-func (e *headerTimeoutError) Error() string {
-	return "no response headers within " + e.after.String()
-}
-func (e *headerTimeoutError) Timeout() bool   { return true }
-func (e *headerTimeoutError) Temporary() bool { return false }
 
 func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex := exchangeFrom(req.Context())
@@ -239,22 +182,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	parent := req.Context()
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	detach := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
-	var ht *headerTimer
-	if t.headerTimeouts {
-		after := t.cfg.ResponseTimeout
-		if ex.stream {
-			after = t.cfg.FirstByteTimeout
-		}
-		ht = newHeaderTimer(after, cancel)
-		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: ht.start})
+	base := t.base
+	if ex.stream {
+		base = t.stream
 	}
-	resp, err := t.base.RoundTrip(req.WithContext(ctx))
-	if ht != nil && ht.stop() {
-		if err == nil {
-			_ = resp.Body.Close()
-		}
-		err = ht.err
-	}
+	resp, err := base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		detach()
 		cancel(nil)

@@ -258,7 +258,7 @@ func errorsFor(rt apiRoute) map[string]string {
 		out["429"] = "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers"
 		out["502"] = "the AI provider failed or rejected its key"
 		out["503"] = "the provider's key cannot be resolved"
-		out["504"] = "the AI provider sent no first byte in time"
+		out["504"] = "the AI provider did not answer in time (a stream's first byte, or a whole reply)"
 	}
 	return out
 }
