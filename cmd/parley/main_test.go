@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -168,6 +169,37 @@ func TestServeOnEmbeddedDefault(t *testing.T) {
 		t.Errorf("GET /me after restart = %d", got)
 	}
 	s2.stop(t)
+}
+
+// TestFirstStartOnATakenAddress: a first start that cannot listen (the
+// port is taken, the address mistyped) fails before it creates the
+// database, so the admin key is printed by the start that serves, not lost
+// in the output of one that failed.
+func TestFirstStartOnATakenAddress(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dir := t.TempDir()
+	for _, addr := range []string{ln.Addr().String(), "no-port"} {
+		out, code := parley(t, dir, []string{"PARLEY_ADDR=" + addr}, "serve")
+		if code != 1 || !strings.Contains(out, "listen") {
+			t.Errorf("serve on %s: exit %d, want 1 naming the listen:\n%s", addr, code, out)
+		}
+		if printedKey.MatchString(out) {
+			t.Errorf("serve on %s printed an admin key, then failed:\n%s", addr, out)
+		}
+		if got := files(t, dir); len(got) != 0 {
+			t.Errorf("serve on %s left %v behind", addr, got)
+		}
+	}
+	ln.Close()
+	s := serve(t, dir)
+	if !printedKey.MatchString(s.stderr.String()) {
+		t.Errorf("the first start that serves printed no admin key:\n%s", s.stderr.String())
+	}
+	s.stop(t)
 }
 
 func TestBootstrapAdminKeyIsIdempotent(t *testing.T) {

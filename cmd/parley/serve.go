@@ -26,6 +26,14 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	log := e.logger(stderr)
 	slog.SetDefault(log)
 	e.Logger = log
+	// Listen first: a start that cannot (the port taken, the address
+	// mistyped) must fail before it creates a database and prints its
+	// admin key, which no later start would print again.
+	ln, err := net.Listen("tcp", e.Addr)
+	if err != nil {
+		return err
+	}
+	defer ln.Close()
 	a, err := app.Open(ctx, e.Config)
 	if err != nil {
 		return err
@@ -35,10 +43,6 @@ func serve(ctx context.Context, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)
 	}
 
-	ln, err := net.Listen("tcp", e.Addr)
-	if err != nil {
-		return err
-	}
 	// Cancelling base ends what is left after the grace period.
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
