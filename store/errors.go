@@ -101,7 +101,39 @@ func fail(op string, err error) error {
 	if unreachable(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: err}
 	}
+	if cannotWrite(err) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: err}
+	}
 	return &domain.Error{Kind: domain.Internal, Op: op, Err: err}
+}
+
+// SQLite's primary result codes for a database that cannot be written:
+// read-only (its file or file system), a disk I/O error, the disk full.
+const (
+	sqliteReadOnly = 8
+	sqliteIOErr    = 10
+	sqliteFull     = 13
+)
+
+// cannotWrite reports whether err says the database is up but refuses
+// writes for a reason of its operator's (a dependency's fault, 503), not
+// because a statement was wrong (a bug, 500): PostgreSQL out of disk,
+// memory or another resource (SQLSTATE class 53) or read-only (25006, a
+// standby after a failover, default_transaction_read_only), or SQLite
+// read-only, out of disk or failing its disk I/O.
+func cannotWrite(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return strings.HasPrefix(pg.Code, "53") || pg.Code == "25006"
+	}
+	var lite *sqlitedriver.Error
+	if errors.As(err, &lite) {
+		switch lite.Code() & 0xff {
+		case sqliteReadOnly, sqliteIOErr, sqliteFull:
+			return true
+		}
+	}
+	return false
 }
 
 // unreachable reports whether err says the database could not be reached

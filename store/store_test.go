@@ -1513,3 +1513,51 @@ func TestRestartWAL(t *testing.T) {
 		t.Errorf("%d conversations stored; want the %d turns written", n, written.Load())
 	}
 }
+
+// TestDatabaseThatCannotWrite: a database that refuses writes for a reason
+// of the operator's (SQLite's disk full, PostgreSQL read-only, as a standby
+// after a failover is) makes them Unavailable (503, retry later), not
+// Internal faults of Parley's; reads still work.
+func TestDatabaseThatCannotWrite(t *testing.T) {
+	check := func(t *testing.T, s *store.Store, w *world) {
+		t.Helper()
+		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, strings.Repeat("x", 64<<10)))
+		if got := domain.KindOf(err); got != domain.Unavailable {
+			t.Errorf("AppendTurn: %v (kind %v); want Unavailable", err, got)
+		}
+		err = s.CreateUser(ctx(), &domain.User{ID: domain.NewID(domain.PrefixUser), Name: strings.Repeat("y", 64<<10), CreatedAt: t0})
+		if got := domain.KindOf(err); got != domain.Unavailable {
+			t.Errorf("CreateUser: %v (kind %v); want Unavailable", err, got)
+		}
+		if _, err := s.GetUser(ctx(), w.alice.ID); err != nil {
+			t.Errorf("GetUser: %v", err)
+		}
+	}
+	t.Run("sqlite disk full", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "parley.db")
+		s, err := store.Open(ctx(), path)
+		must(t, err)
+		must(t, s.Migrate(ctx(), "up", nil))
+		w := newWorld(t, s)
+		var pages int
+		must(t, s.DB().Raw("PRAGMA page_count").Scan(&pages).Error)
+		must(t, s.Close())
+		// No page beyond those it has: the disk is full.
+		full, err := store.Open(ctx(), fmt.Sprintf("sqlite:%s?_pragma=max_page_count(%d)", path, pages))
+		must(t, err)
+		defer full.Close()
+		check(t, full, w)
+	})
+	t.Run("postgres read-only", func(t *testing.T) {
+		dsn := dbtest.PostgresURL(t)
+		s, err := store.Open(ctx(), dsn)
+		must(t, err)
+		w := newWorld(t, s)
+		must(t, s.Close())
+		ro, err := store.Open(ctx(), dsn+"&default_transaction_read_only=on")
+		must(t, err)
+		defer ro.Close()
+		check(t, ro, w)
+	})
+}
