@@ -76,7 +76,7 @@ var (
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	s := &Store{closed: make(chan struct{})}
 	var dialector gorm.Dialector
-	var sqliteDSN string
+	var sqliteDSN, where string
 	switch {
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		dialector, s.dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
@@ -94,11 +94,16 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
 		}
 		sqliteDSN = path + "?" + query
+		if s.tempDir == "" {
+			// SQLite's "unable to open database file" names no file; it
+			// also writes PATH-wal and PATH-shm beside it.
+			where = " at " + path
+		}
 		dialector, s.dialect = sqlite.Open(sqliteDSN), SQLite
 	}
 	if err := s.open(ctx, dialector, sqliteDSN); err != nil {
 		_ = s.closeDBs()
-		return nil, fmt.Errorf("store: open %s database: %w", s.dialect, err)
+		return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
 	}
 	return s, nil
 }

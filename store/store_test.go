@@ -1561,3 +1561,20 @@ func TestDatabaseThatCannotWrite(t *testing.T) {
 		check(t, ro, w)
 	})
 }
+
+// TestOpenSQLiteErrorNamesThePath: a SQLite database that cannot be opened
+// (here a directory; a read-only data directory fails alike) is reported
+// with its path, which the driver's "unable to open database file" leaves
+// out.
+func TestOpenSQLiteErrorNamesThePath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "parley.db")
+	must(t, os.Mkdir(dir, 0o700))
+	s, err := store.Open(ctx(), dir)
+	if err == nil {
+		s.Close()
+		t.Fatal("opened a directory as a SQLite database")
+	}
+	if !strings.Contains(err.Error(), dir) {
+		t.Errorf("error %q does not name %s", err, dir)
+	}
+}
