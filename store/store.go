@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 	"gorm.io/driver/postgres"
@@ -244,7 +245,7 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
 		}
 		if err != nil {
-			return fmt.Errorf("store: migrate up: %w", err)
+			return migrateErr("up", err)
 		}
 		if len(results) == 0 {
 			v, err := p.GetDBVersion(ctx)
@@ -260,7 +261,7 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("store: migrate down: %w", err)
+			return migrateErr("down", err)
 		}
 		fmt.Fprintf(w, "rolled back %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
 	case "status":
@@ -279,6 +280,17 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
 	}
 	return nil
+}
+
+// migrateErr reports a failed migrate command with PostgreSQL's detail,
+// which its error text leaves out: "could not create unique index" says
+// which index, its detail which key is duplicated.
+func migrateErr(command string, err error) error {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Detail != "" {
+		return fmt.Errorf("store: migrate %s: %w; %s", command, err, pg.Detail)
+	}
+	return fmt.Errorf("store: migrate %s: %w", command, err)
 }
 
 func (s *Store) migrator() (*goose.Provider, error) {

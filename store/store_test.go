@@ -1578,3 +1578,42 @@ func TestOpenSQLiteErrorNamesThePath(t *testing.T) {
 		t.Errorf("error %q does not name %s", err, dir)
 	}
 }
+
+// TestMigrateDownOverDuplicateMessageIDs: since 00005 (00004 on SQLite) a
+// message id is no key, so two messages may share one (written by hand;
+// Parley's ids do not collide). Rolling back, which makes id the key
+// again, then fails as a whole, leaving the schema and the messages as
+// they were, with an error that says which id is duplicated.
+func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		msgs := turn(conv.ID, 0, "one")
+		msgs[1].ID = msgs[0].ID
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		down := 1
+		if s.Dialect() == store.SQLite {
+			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
+			down = 2
+		}
+		err := s.Migrate(ctx(), "down", nil)
+		if err == nil {
+			t.Fatal("migrate down over duplicate message ids succeeded")
+		}
+		want := msgs[0].ID
+		if s.Dialect() == store.SQLite {
+			want = "messages.id" // SQLite names the column, not the value
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("migrate down: %v; want it to name %s", err, want)
+		}
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "status", &out))
+		if strings.Count(out.String(), "applied") != 6-down {
+			t.Errorf("status after the failed rollback:\n%s", out.String())
+		}
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
+	})
+}
