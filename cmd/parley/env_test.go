@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -63,8 +64,8 @@ func TestLoadEnv(t *testing.T) {
 		"PARLEY_LOG_FORMAT": "jsn", "PARLEY_LOG_LEVEL": "loud"} {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv(name, bad)
-			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) {
-				t.Errorf("%s=%q: %v, want an error naming it", name, bad, err)
+			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+				t.Errorf("%s=%q: %v, want an error naming it and the value", name, bad, err)
 			}
 		})
 	}

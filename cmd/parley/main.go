@@ -186,8 +186,8 @@ func loadEnv() (env, error) {
 	if err := e.loadUpstreamEnv(); err != nil {
 		return e, err
 	}
-	if err := e.LogLevel.UnmarshalText([]byte(getenv("PARLEY_LOG_LEVEL", "info"))); err != nil {
-		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error")
+	if v := getenv("PARLEY_LOG_LEVEL", "info"); e.LogLevel.UnmarshalText([]byte(v)) != nil {
+		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error, got %q", v)
 	}
 	switch f := getenv("PARLEY_LOG_FORMAT", "text"); f {
 	case "text", "json":
