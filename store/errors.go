@@ -157,6 +157,15 @@ func unreachable(err error) bool {
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
 }
 
+// connEnded reports whether err is PostgreSQL's answer that it ended the
+// session, by an administrator's command or a shutdown (57P01) or after
+// a crash (57P02): the statement did not commit, and another connection
+// may take it.
+func connEnded(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == "57P01" || pg.Code == "57P02")
+}
+
 // because returns e with op and the database error cause attached.
 func because(op string, e *domain.Error, cause error) error {
 	e.Op, e.Err = op, cause

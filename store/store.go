@@ -109,6 +109,9 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
+// postgresMaxConns bounds the PostgreSQL pool; half of them are kept idle.
+const postgresMaxConns = 20
+
 // open connects s through dialector and starts its workers.
 func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN string) error {
 	var err error
@@ -124,8 +127,8 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN st
 		return err
 	}
 	if s.dialect == Postgres {
-		s.sqlDB.SetMaxOpenConns(20)
-		s.sqlDB.SetMaxIdleConns(10)
+		s.sqlDB.SetMaxOpenConns(postgresMaxConns)
+		s.sqlDB.SetMaxIdleConns(postgresMaxConns / 2)
 		s.sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 		s.commits = newCommitQueue(4) // PostgreSQL commits batches side by side
 		return s.Ping(ctx)

@@ -1617,3 +1617,63 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		equal(t, got, msgs)
 	})
 }
+
+// TestTurnsWhileSessionsAreEnded: PostgreSQL ends sessions in the middle
+// of their statements (pg_terminate_backend, as a fast shutdown or a
+// failover does), and the ended statement did not commit. A turn is
+// written after its completion's upstream call was paid for, so it is
+// written again on another connection rather than lost.
+func TestTurnsWhileSessionsAreEnded(t *testing.T) {
+	dsn := dbtest.PostgresURL(t)
+	s, err := store.Open(ctx(), dsn)
+	must(t, err)
+	defer s.Close()
+	killer, err := store.Open(ctx(), dsn)
+	must(t, err)
+	defer killer.Close()
+	w := newWorld(t, s)
+
+	stop := make(chan struct{})
+	var killed atomic.Int64
+	var kw sync.WaitGroup
+	kw.Go(func() {
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			var n int64
+			// OFFSET 0 keeps the filter apart from the call, which would
+			// otherwise also end the killer's own session.
+			if killer.DB().Raw(`SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity
+				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
+				AND state = 'active' OFFSET 0) AS busy`).Row().Scan(&n) == nil {
+				killed.Add(n)
+			}
+		}
+	})
+	var failed atomic.Int64
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 40 {
+				c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+				if err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")); err != nil {
+					failed.Add(1)
+					t.Log(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	kw.Wait()
+	t.Logf("%d sessions ended mid-statement", killed.Load())
+	if killed.Load() == 0 {
+		t.Fatal("no session was ended while turns were written; the test proved nothing")
+	}
+	if failed.Load() > 0 {
+		t.Errorf("%d of 320 turns failed while sessions were ended; want every one written on another connection", failed.Load())
+	}
+}

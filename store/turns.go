@@ -178,9 +178,9 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	case s.dialect == SQLite:
 		err = s.appendSQLiteTurns(ctx, []*turn{t})
 	case s.fitStatement([]*turn{t}):
-		err = s.appendTurnsStatement(ctx, []*turn{t})
+		err = onLiveConn(func() error { return s.appendTurnsStatement(ctx, []*turn{t}) })
 	default:
-		err = s.appendTurnTx(ctx, t)
+		err = onLiveConn(func() error { return s.appendTurnTx(ctx, t) })
 	}
 	switch {
 	case err == nil:
@@ -198,6 +198,25 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 					ref{"", "chat", "chats", c.ChatID}) // the path's: deleted meanwhile
 			})
 	}
+}
+
+// onLiveConn runs a PostgreSQL write again while the server answers that
+// it ended the write's connection (connEnded: an administrator, a fast
+// shutdown or a failover ended the session, and the write did not
+// commit). A turn is written after its completion's upstream call was
+// made and paid for; on another connection it is stored rather than lost.
+// Each ended connection leaves the pool as it fails, so the pool's size
+// bounds the attempts; a server that is down fails the next one to
+// connect, and that error is returned.
+func onLiveConn(write func() error) error {
+	err := write()
+	for range postgresMaxConns {
+		if !connEnded(err) {
+			break
+		}
+		err = write()
+	}
+	return err
 }
 
 // appendTurnTx writes one turn in a transaction, on PostgreSQL.
