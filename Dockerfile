@@ -6,7 +6,10 @@ COPY go.mod go.sum ./
 COPY third_party/ third_party/
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o /out/parley ./cmd/parley
+# parley version prints VERSION:
+# docker build --build-arg VERSION=$(git describe --tags --always --dirty) .
+ARG VERSION=dev
+RUN CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=${VERSION}" -o /out/parley ./cmd/parley
 # The data directory, for the embedded SQLite database and its master key
 # when no volume is mounted there; distroless has no shell to make it.
 RUN mkdir -p /out/data
