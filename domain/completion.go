@@ -645,7 +645,7 @@ func outcomeOf(ctx context.Context, err error) Outcome {
 		return OutcomeClientDisconnect
 	case errors.Is(err, ErrTruncated):
 		return OutcomeTruncated
-	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited:
+	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited || errors.Is(err, ErrUpstreamRefused):
 		return OutcomeUpstreamError
 	default:
 		return OutcomeError

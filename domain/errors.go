@@ -60,6 +60,12 @@ var ErrShuttingDown = errors.New("the server is shutting down")
 // Such a completion is recorded with the outcome truncated.
 var ErrTruncated = errors.New("the AI provider ended the reply without a finish reason")
 
+// ErrUpstreamRefused is the cause of the Invalid error of a request the AI
+// provider refused as malformed (HTTP 400, 413 or 422): the caller must
+// change it, so it is theirs to fix, but the provider answered, so such a
+// completion is recorded with the outcome upstream_error.
+var ErrUpstreamRefused = errors.New("the AI provider refused the request")
+
 // ErrStale is the cause of the Conflict a store returns when asked to
 // update a row whose updatedAt is no longer the one the update was based on:
 // another write (on this instance or another) came first. The services then

@@ -105,6 +105,14 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); retry after "+wait, upMsg)
 	case status == http.StatusNotFound:
 		e.Message = withUpstream("the AI provider answered HTTP 404; check the model name and the provider's baseUrl", upMsg)
+	case status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge || status == http.StatusUnprocessableEntity:
+		// The provider refused the request itself, and would refuse it
+		// again as sent: the caller's 400, not a gateway fault, which
+		// clients (the OpenAI SDKs among them) send again on their own.
+		e.Kind, e.Details = domain.Invalid, map[string]any{"upstreamStatus": status}
+		e.Err = fmt.Errorf("%w: %w", domain.ErrUpstreamRefused, e.Err)
+		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg) +
+			"; fix the request (its messages, model or parameters) before sending it again"
 	case status >= 400 && status < 500:
 		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg)
 	case status >= 500:

@@ -437,10 +437,16 @@ func TestUpstreamErrors(t *testing.T) {
 			"Anthropic-Ratelimit-Requests-Reset": {time.Now().Add(40 * time.Second).UTC().Format(time.RFC3339)}, "Anthropic-Ratelimit-Requests-Remaining": {"0"},
 			"Anthropic-Ratelimit-Tokens-Reset": {time.Now().Add(5 * time.Minute).UTC().Format(time.RFC3339)}, "Anthropic-Ratelimit-Tokens-Remaining": {"80000"},
 		}}, kind: domain.RateLimited, msg: []string{"HTTP 429"}, retryAfterMin: 30 * time.Second, retryAfterMax: 41 * time.Second, wantRequests: 1},
+		// A request the provider refuses as malformed is the caller's to
+		// fix (Invalid), not a gateway fault that clients retry.
 		{name: "400 with the upstream's message", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large: 999999","type":"invalid_request_error"}}`},
-			kind: domain.Upstream, msg: []string{"HTTP 400", "max_tokens is too large: 999999"}, wantRequests: 1},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "max_tokens is too large: 999999", "fix the request"}, wantRequests: 1},
 		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
-			kind: domain.Upstream, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
+			kind: domain.Invalid, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
+		{name: "413", b: llmtest.Behavior{Status: 413, Body: `{"error":{"message":"prompt is too long","type":"request_too_large"}}`},
+			kind: domain.Invalid, msg: []string{"HTTP 413", "prompt is too long"}, wantRequests: 1},
+		{name: "422", b: llmtest.Behavior{Status: 422}, kind: domain.Invalid, msg: []string{"HTTP 422"}, wantRequests: 1},
+		{name: "402 is the provider's account", b: llmtest.Behavior{Status: 402}, kind: domain.Upstream, msg: []string{"HTTP 402"}, wantRequests: 1},
 		{name: "404", b: llmtest.Behavior{Status: 404}, kind: domain.Upstream, msg: []string{"HTTP 404", "model"}, wantRequests: 1},
 		{name: "500 every time", b: llmtest.Behavior{Status: 500}, kind: domain.Upstream, msg: []string{"HTTP 500"}, wantRequests: 3},
 		{name: "529 overloaded", b: llmtest.Behavior{Status: 529}, kind: domain.Upstream, msg: []string{"HTTP 529"}, wantRequests: 3},
@@ -456,6 +462,12 @@ func TestUpstreamErrors(t *testing.T) {
 					}
 					if got := domain.KindOf(err); got != tc.kind {
 						t.Errorf("kind = %v, want %v (%v)", got, tc.kind, err)
+					}
+					if refused := errors.Is(err, domain.ErrUpstreamRefused); refused != (tc.kind == domain.Invalid) {
+						t.Errorf("errors.Is(err, ErrUpstreamRefused) = %v for kind %v", refused, tc.kind)
+					}
+					if tc.kind == domain.Invalid && domain.DetailsOf(err)["upstreamStatus"] != tc.b.Status {
+						t.Errorf("details = %v, want upstreamStatus %d", domain.DetailsOf(err), tc.b.Status)
 					}
 					msg := domain.MessageOf(err)
 					for _, want := range tc.msg {
@@ -657,7 +669,7 @@ func TestOversizedErrorBodyIsCut(t *testing.T) {
 	s.Enqueue(llmtest.Behavior{Status: 400, Body: huge})
 	c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = 4096 })
 	_, _, err := run(context.Background(), c, request(domain.ProviderOpenAI, s), true)
-	if got, want := domain.KindOf(err), domain.Upstream; got != want {
+	if got, want := domain.KindOf(err), domain.Invalid; got != want {
 		t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 	}
 	if n := len(err.Error()); n > 2000 {

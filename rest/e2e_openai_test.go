@@ -43,7 +43,8 @@ func TestOpenAINodeClient(t *testing.T) {
 	h.setRole(h.admin, w.project, uid, "editor")
 	// A user message starting "FAULT stream-error" fails after two deltas;
 	// one starting "SLOW" waits 4 keep-alive intervals before each event;
-	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces.
+	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces;
+	// one starting "REFUSE" is refused as malformed (HTTP 400).
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role == "user" {
@@ -54,6 +55,8 @@ func TestOpenAINodeClient(t *testing.T) {
 					return llmtest.Behavior{ChunkDelay: 4 * keepAlive}
 				case strings.HasPrefix(c, "TOOLS"):
 					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
+				case strings.HasPrefix(c, "REFUSE"):
+					return llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`}
 				}
 				break
 			}
@@ -89,6 +92,16 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if got := strings.Join(models, ","); !strings.Contains(got, "e2e-model") || !strings.Contains(got, "fake-default") {
 		t.Errorf("upstream models = %s, want the client's e2e-model (stateless) and fake-default (per chat)", got)
+	}
+	// The SDK, retrying 5xx on its own, sent each refused request once.
+	refused := 0
+	for _, r := range reqs {
+		if n := len(r.Messages); n > 0 && strings.HasPrefix(r.Messages[n-1].Content, "REFUSE") {
+			refused++
+		}
+	}
+	if refused != 2 {
+		t.Errorf("the upstream got %d refused requests, want 2 (one JSON, one stream; none retried)", refused)
 	}
 	protocols := map[llmtest.Protocol]int{}
 	for _, r := range reqs {

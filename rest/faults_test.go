@@ -39,7 +39,10 @@ func TestUpstreamFaults(t *testing.T) {
 			{"401 is the provider's key", []llmtest.Behavior{{Status: 401}}, false, 502, "upstream_error", "", "rejected its API key", 1},
 			{"403 is the provider's key", []llmtest.Behavior{{Status: 403}}, false, 502, "upstream_error", "", "rejected its API key", 1},
 			{"401 before a stream began is JSON", []llmtest.Behavior{{Status: 401}}, true, 502, "upstream_error", "", "rejected its API key", 1},
-			{"400 from the provider", []llmtest.Behavior{{Status: 400, Body: `{"error":{"message":"model not found","type":"invalid_request_error"}}`}}, false, 502, "upstream_error", "", "", 1},
+			// The provider's refusal of the request itself is the caller's
+			// 400 with the provider's reason, not a 502 the OpenAI SDKs retry.
+			{"400 from the provider", []llmtest.Behavior{{Status: 400, Body: `{"error":{"message":"model not found","type":"invalid_request_error"}}`}}, false, 400, "invalid_request", "", "HTTP 400): model not found", 1},
+			{"422 before a stream began is JSON", []llmtest.Behavior{{Status: 422, Body: `{"error":{"message":"temperature must be at most 1"}}`}}, true, 400, "invalid_request", "", "temperature must be at most 1", 1},
 			{"500s are retried, then 502", []llmtest.Behavior{{Status: 500}, {Status: 500}, {Status: 500}}, false, 502, "upstream_error", "", "", 3},
 			{"a 500 then success", []llmtest.Behavior{{Status: 503}, {}}, false, 200, "", "", "", 2},
 			{"a reset connection then success", []llmtest.Behavior{{Fault: llmtest.FaultDrop}, {}}, true, 200, "", "", "", 2},
@@ -414,8 +417,8 @@ func TestUsageRecordFields(t *testing.T) {
 		// Its message says "truncated", but the outcome is the provider's
 		// refusal: a truncated reply is told apart by its cause, not a word.
 		h.up.Enqueue(llmtest.Behavior{Status: 400, Body: `{"error":{"message":"the prompt was truncated","type":"invalid_request_error"}}`})
-		if r := h.call("POST", path, key, ask(false)); r.Status != 502 || !strings.Contains(r.ErrorMessage(), "truncated") {
-			t.Fatalf("upstream 400 = %d %s, want a 502 passing on its message", r.Status, r.Body)
+		if r := h.call("POST", path, key, ask(false)); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "truncated") {
+			t.Fatalf("upstream 400 = %d %s, want a 400 passing on its message", r.Status, r.Body)
 		}
 		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate, AfterDeltas: 2})
 		if r := h.call("POST", path, key, ask(true)); r.Status != 200 {

@@ -17,7 +17,9 @@
 //                          interval before each event (so the stream opens with
 //                          keep-alive comments), and one that
 //                          starts with "TOOLS" is answered with two tool calls
-//                          (weather {"city":"Paris"} and clock {}) after "Checking."
+//                          (weather {"city":"Paris"} and clock {}) after "Checking.",
+//                          and one that starts with "REFUSE" is refused with HTTP 400
+//                          and the message "max_tokens is too large"
 //
 // Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
 // Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
@@ -249,6 +251,23 @@ test('openai npm client', { skip }, async (t) => {
       assert.equal(err.error.details?.field, 'messages[0]');
       return true;
     });
+  });
+
+  await t.test('a request the provider refuses is a BadRequestError, which the SDK does not retry', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+    // The SDK's default retries (2, for 408, 409, 429 and 5xx): were the
+    // refusal a 502, the provider would be sent it three times. The Go
+    // side counts the upstream's requests.
+    const retrying = new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: env.PARLEY_API_KEY });
+    for (const stream of [false, true]) {
+      await assert.rejects(retrying.chat.completions.create(statelessBody(`REFUSE stream=${stream}`, { stream }), STATELESS), (err) => {
+        assert.ok(err instanceof BadRequestError, String(err));
+        assert.equal(err.status, 400);
+        assert.equal(err.error.code, 'invalid_request');
+        assert.equal(err.error.details?.upstreamStatus, 400);
+        assert.match(err.error.message, /HTTP 400\): max_tokens is too large/);
+        return true;
+      });
+    }
   });
 
   await t.test('a wrong key throws an AuthenticationError', async () => {
