@@ -255,8 +255,9 @@ func errorsFor(rt apiRoute) map[string]string {
 		out["409"] = "conflicts with the current state"
 	}
 	if strings.HasSuffix(rt.path, "/completions") {
+		out["400"] = "invalid request; error.details.field names the field, or error.details.upstreamStatus the status with which the AI provider refused it (400, 413 or 422)"
 		out["429"] = "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers"
-		out["502"] = "the AI provider failed or rejected its key"
+		out["502"] = "the AI provider failed, rejected its key or answered another 4xx"
 		out["503"] = "the provider's key cannot be resolved"
 		out["504"] = "the AI provider did not answer in time (a stream's first byte, or a whole reply)"
 	}
