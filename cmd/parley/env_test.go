@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
@@ -66,6 +67,28 @@ func TestLoadEnv(t *testing.T) {
 			t.Setenv(name, bad)
 			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), strconv.Quote(bad)) {
 				t.Errorf("%s=%q: %v, want an error naming it and the value", name, bad, err)
+			}
+		})
+	}
+
+	// The log format and level are taken in any case, as slog takes a
+	// level: an operator who writes JSON or DEBUG means json and debug.
+	for _, tc := range []struct {
+		format, level string
+		json          bool
+		want          slog.Level
+	}{
+		{"JSON", "DEBUG", true, slog.LevelDebug},
+		{"Json", "Warn", true, slog.LevelWarn},
+		{"TEXT", "ERROR", false, slog.LevelError},
+		{"json", "info", true, slog.LevelInfo},
+	} {
+		t.Run("PARLEY_LOG_FORMAT="+tc.format+",PARLEY_LOG_LEVEL="+tc.level, func(t *testing.T) {
+			t.Setenv("PARLEY_LOG_FORMAT", tc.format)
+			t.Setenv("PARLEY_LOG_LEVEL", tc.level)
+			e, err := loadEnv()
+			if err != nil || e.LogJSON != tc.json || e.LogLevel != tc.want {
+				t.Errorf("JSON %v, level %v, %v; want JSON %v, level %v", e.LogJSON, e.LogLevel, err, tc.json, tc.want)
 			}
 		})
 	}

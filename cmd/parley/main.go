@@ -186,12 +186,13 @@ func loadEnv() (env, error) {
 	if err := e.loadUpstreamEnv(); err != nil {
 		return e, err
 	}
+	// Both in any case: slog reads DEBUG as debug, and so JSON is json.
 	if v := getenv("PARLEY_LOG_LEVEL", "info"); e.LogLevel.UnmarshalText([]byte(v)) != nil {
 		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error, got %q", v)
 	}
-	switch f := getenv("PARLEY_LOG_FORMAT", "text"); f {
+	switch f := getenv("PARLEY_LOG_FORMAT", "text"); strings.ToLower(f) {
 	case "text", "json":
-		e.LogJSON = f == "json"
+		e.LogJSON = strings.EqualFold(f, "json")
 	default:
 		return e, fmt.Errorf("PARLEY_LOG_FORMAT must be text or json, got %q", f)
 	}
