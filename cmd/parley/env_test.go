@@ -106,6 +106,28 @@ func TestLoadEnv(t *testing.T) {
 		})
 	}
 
+	// A negative duration is refused with the rule of its setting: positive,
+	// or, where 0 means something of its own, positive or 0, saying what 0
+	// means.
+	for name, rule := range map[string]string{
+		"PARLEY_SHUTDOWN_GRACE":              "must be a positive duration such as 30s, or 0 to end the requests still running at once",
+		"PARLEY_MAX_STREAM_DURATION":         "must be a positive duration such as 30s, or 0 for no limit",
+		"PARLEY_SSE_KEEPALIVE":               "must be a positive duration such as 30s",
+		"PARLEY_REQUEST_TIMEOUT":             "must be a positive duration such as 30s",
+		"PARLEY_UPSTREAM_RETRY_DELAY":        "must be a positive duration such as 30s",
+		"PARLEY_UPSTREAM_CONNECT_TIMEOUT":    "must be a positive duration such as 30s",
+		"PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT": "must be a positive duration such as 30s",
+		"PARLEY_UPSTREAM_RESPONSE_TIMEOUT":   "must be a positive duration such as 30s",
+	} {
+		t.Run(name+"=-1s", func(t *testing.T) {
+			t.Setenv(name, "-1s")
+			_, err := loadEnv()
+			if err == nil || !strings.Contains(err.Error(), name+" "+rule) || !strings.Contains(err.Error(), `"-1s"`) {
+				t.Errorf("%s=-1s: %v, want %q and the value", name, err, name+" "+rule)
+			}
+		})
+	}
+
 	// The first retry's wait is bounded: a caller waits through all of them.
 	t.Run("PARLEY_UPSTREAM_RETRY_DELAY bound", func(t *testing.T) {
 		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "10s")

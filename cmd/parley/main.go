@@ -171,10 +171,10 @@ func loadEnv() (env, error) {
 		}
 		e.MaxBodyBytes = n
 	}
-	if e.ShutdownGrace, err = envDuration("PARLEY_SHUTDOWN_GRACE", 30*time.Second); err != nil {
+	if e.ShutdownGrace, err = envDuration("PARLEY_SHUTDOWN_GRACE", 30*time.Second, "to end the requests still running at once"); err != nil {
 		return e, err
 	}
-	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0); err != nil {
+	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0, "for no limit"); err != nil {
 		return e, err
 	}
 	if e.KeepAlive, err = envPositiveDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
@@ -266,25 +266,38 @@ func envBool(name string) (bool, error) {
 	return b, nil
 }
 
-func envDuration(name string, def time.Duration) (time.Duration, error) {
+// envDuration reads a duration setting where 0 has a meaning of its own,
+// which zero says ("for no limit"); def when it is unset. A negative one
+// is refused, saying what 0 means.
+func envDuration(name string, def time.Duration, zero string) (time.Duration, error) {
+	d, err := parseEnvDuration(name, def)
+	if err == nil && d < 0 {
+		return 0, fmt.Errorf("%s must be a positive duration such as 30s, or 0 %s, got %q", name, zero, os.Getenv(name))
+	}
+	return d, err
+}
+
+// envPositiveDuration reads a duration setting where 0 has no meaning of
+// its own (the code would take its default instead): set to 0, like set
+// to a negative duration, it is refused rather than silently read as the
+// default.
+func envPositiveDuration(name string, def time.Duration) (time.Duration, error) {
+	d, err := parseEnvDuration(name, def)
+	if err == nil && d <= 0 && os.Getenv(name) != "" {
+		return 0, fmt.Errorf("%s must be a positive duration such as 30s, got %q; leave it unset for the default", name, os.Getenv(name))
+	}
+	return d, err
+}
+
+// parseEnvDuration reads the duration setting name, def when it is unset.
+func parseEnvDuration(name string, def time.Duration) (time.Duration, error) {
 	v := os.Getenv(name)
 	if v == "" {
 		return def, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 0 {
+	if err != nil {
 		return 0, fmt.Errorf("%s must be a duration such as 30s, got %q", name, v)
 	}
 	return d, nil
-}
-
-// envPositiveDuration is envDuration for a setting where 0 has no meaning of
-// its own (the code would take its default instead): set to 0, it is refused
-// rather than silently read as the default.
-func envPositiveDuration(name string, def time.Duration) (time.Duration, error) {
-	d, err := envDuration(name, def)
-	if err == nil && d == 0 && os.Getenv(name) != "" {
-		return 0, fmt.Errorf("%s must be a positive duration such as 30s, got %q; leave it unset for the default", name, os.Getenv(name))
-	}
-	return d, err
 }
