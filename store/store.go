@@ -79,7 +79,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	var dialector gorm.Dialector
 	var sqliteDSN, where string
 	switch {
-	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+	case isPostgres(dsn):
 		dialector, s.dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
 	default:
 		path, query, err := sqlitePath(dsn)
@@ -107,6 +107,25 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
 	}
 	return s, nil
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// SQLiteFile returns the file of the SQLite database that Open would open
+// for dsn, "" for PostgreSQL, ":memory:" and a dsn Open refuses. Commands
+// that must not create a database check with it that one exists: Open
+// creates the file and its directory.
+func SQLiteFile(dsn string) string {
+	if isPostgres(dsn) {
+		return ""
+	}
+	path, _, err := sqlitePath(dsn)
+	if err != nil || path == ":memory:" {
+		return ""
+	}
+	return path
 }
 
 // postgresMaxConns bounds the PostgreSQL pool; half of them are kept idle.

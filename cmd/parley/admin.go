@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 
@@ -14,14 +17,13 @@ import (
 	"github.com/parleyhq/parley/store"
 )
 
-// openStore opens and migrates the configured database without the rest
-// of the app, for migrate and admin.
-func openStore(ctx context.Context, e env) (*store.Store, error) {
-	dsn := e.DatabaseURL
-	if dsn == "" {
-		dsn = e.DataDir + "/parley.db"
+// storeDSN is the database migrate opens: PARLEY_DATABASE_URL, else
+// SQLite in PARLEY_DATA_DIR.
+func storeDSN(e env) string {
+	if e.DatabaseURL != "" {
+		return e.DatabaseURL
 	}
-	return store.Open(ctx, dsn)
+	return e.DataDir + "/parley.db"
 }
 
 const migrateUsage = `usage: parley migrate up|down|status
@@ -29,6 +31,9 @@ const migrateUsage = `usage: parley migrate up|down|status
   up       apply every pending migration
   down     roll back the last applied migration
   status   list the migrations and when each was applied
+
+Only up creates a SQLite database; where there is none yet, down and
+status say so and exit 1.
 `
 
 func migrate(ctx context.Context, args []string, stdout io.Writer) error {
@@ -43,7 +48,20 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	st, err := openStore(ctx, e)
+	dsn := storeDSN(e)
+	// Status and down read, or roll back, the database there is: where
+	// there is none they say so, rather than create an empty one (which
+	// would hide a PARLEY_DATA_DIR pointing at the wrong place).
+	if path := store.SQLiteFile(dsn); path != "" && args[0] != "up" {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if abs, err := filepath.Abs(path); err == nil {
+				path = abs
+			}
+			return fmt.Errorf("migrate %s: no database exists at %s yet; 'parley migrate up' or 'parley serve' creates it, "+
+				"or set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to the one you meant", args[0], path)
+		}
+	}
+	st, err := store.Open(ctx, dsn)
 	if err != nil {
 		return err
 	}

@@ -243,8 +243,54 @@ func TestAdminCreateUserFlag(t *testing.T) {
 // TestMigrateDownWithNothingApplied: rolling back with nothing applied
 // says so in Parley's words, not goose's "no next version found".
 func TestMigrateDownWithNothingApplied(t *testing.T) {
-	out, code := parley(t, t.TempDir(), nil, "migrate", "down")
+	dir := t.TempDir()
+	// An empty file is an empty SQLite database.
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "parley.db"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := parley(t, dir, nil, "migrate", "down")
 	if code != 0 || !strings.Contains(out, "nothing to roll back") || strings.Contains(out, "no next version") {
 		t.Errorf("exit %d, want 0 and %q:\n%s", code, "nothing to roll back", out)
+	}
+}
+
+// TestMigrateStatusAndDownCreateNothing: where no SQLite database exists,
+// `migrate status` and `migrate down` (which only read or roll back what
+// is there) say so, with its path and what creates it, exit 1, and create
+// nothing, not even its directory; `migrate up` then creates it.
+func TestMigrateStatusAndDownCreateNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		env  []string
+		file string
+	}{
+		{"default", nil, "data/parley.db"},
+		{"PARLEY_DATA_DIR", []string{"PARLEY_DATA_DIR=var/parley"}, "var/parley/parley.db"},
+		{"sqlite:PATH", []string{"PARLEY_DATABASE_URL=sqlite:db/x.db"}, "db/x.db"},
+		{"path with a query", []string{"PARLEY_DATABASE_URL=y.db?_txlock=deferred"}, "y.db"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			want := "no database exists at " + filepath.Join(dir, tc.file) + " yet"
+			for _, cmd := range []string{"status", "down"} {
+				out, code := parley(t, dir, tc.env, "migrate", cmd)
+				if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "'parley migrate up'") {
+					t.Errorf("migrate %s: exit %d, want 1 with %q and what creates it:\n%s", cmd, code, want, out)
+				}
+				if got := files(t, dir); len(got) > 0 {
+					t.Fatalf("migrate %s created %q", cmd, got)
+				}
+			}
+			if out, code := parley(t, dir, tc.env, "migrate", "up"); code != 0 {
+				t.Fatalf("migrate up: exit %d:\n%s", code, out)
+			}
+			if out, code := parley(t, dir, tc.env, "migrate", "status"); code != 0 || !strings.Contains(out, "applied") {
+				t.Errorf("migrate status after up: exit %d:\n%s", code, out)
+			}
+		})
 	}
 }
