@@ -41,10 +41,36 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGOGC)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, now, stop := notifySignals()
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, now, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 		os.Exit(report(os.Stderr, err))
+	}
+}
+
+// notifySignals returns a context that the first SIGINT or SIGTERM ends,
+// which starts the shutdown's grace period, and one that the second ends,
+// which ends the grace period at once: an operator who presses Ctrl-C
+// twice wants the server stopped now, not in PARLEY_SHUTDOWN_GRACE.
+func notifySignals() (first, second context.Context, stop func()) {
+	sigs := make(chan os.Signal, 2) // room for both, however fast they come
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	first, endFirst := context.WithCancel(context.Background())
+	second, endSecond := context.WithCancel(context.Background())
+	go func() {
+		for _, end := range []context.CancelFunc{endFirst, endSecond} {
+			select {
+			case <-sigs:
+				end()
+			case <-second.Done(): // stopped
+				return
+			}
+		}
+	}()
+	return first, second, func() {
+		signal.Stop(sigs)
+		endFirst()
+		endSecond()
 	}
 }
 
@@ -93,9 +119,11 @@ commands:
   version                    print the version
 `
 
-// run runs the command line args. A command line it cannot run is a
-// *usageError, returned before any database or file is touched.
-func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+// run runs the command line args until ctx ends; for the servers, now
+// ending ends the grace period ctx ending started. A command line it
+// cannot run is a *usageError, returned before any database or file is
+// touched.
+func run(ctx, now context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return &usageError{"no command given", usage}
 	}
@@ -113,9 +141,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			fmt.Fprintln(stdout, "parley", version)
 			return nil
 		}
-		return serve(ctx, stderr)
+		return serve(ctx, now, stderr)
 	case "mcp":
-		return serveStdio(ctx, args, stdin, stdout, stderr)
+		return serveStdio(ctx, now, args, stdin, stdout, stderr)
 	case "migrate":
 		return migrate(ctx, args, stdout)
 	case "admin":

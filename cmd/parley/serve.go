@@ -16,9 +16,10 @@ import (
 )
 
 // serve runs the HTTP server until ctx ends (SIGINT/SIGTERM), then stops
-// accepting, gives in-flight requests and streams the grace period, and
-// flushes usage before exiting.
-func serve(ctx context.Context, stderr io.Writer) error {
+// accepting, gives in-flight requests and streams the grace period (which
+// now ending, at a second signal, cuts short), and flushes usage before
+// exiting.
+func serve(ctx, now context.Context, stderr io.Writer) error {
 	e, err := loadEnv()
 	if err != nil {
 		return err
@@ -57,7 +58,7 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", e.ShutdownGrace.String())
-	sctx, cancel := context.WithTimeout(context.Background(), e.ShutdownGrace)
+	sctx, cancel := graceContext(now, e.ShutdownGrace, log)
 	defer cancel()
 	// MCP calls get the grace period too, then are ended; the event streams
 	// of the HTTP+SSE transport, which carry their results, close once
@@ -89,10 +90,24 @@ func serve(ctx context.Context, stderr io.Writer) error {
 	return nil
 }
 
+// graceContext is the shutdown's grace period: it ends when grace has
+// passed or, sooner, when now ends (a second signal). What still runs then
+// is ended the same way either way.
+func graceContext(now context.Context, grace time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(now, grace)
+	stopNote := context.AfterFunc(now, func() {
+		log.Warn("second signal: ending the grace period now")
+	})
+	return ctx, func() {
+		stopNote()
+		cancel()
+	}
+}
+
 // serveStdio serves MCP over stdin/stdout. The caller is PARLEY_API_KEY's
 // user or, without one, the local admin: whoever started this process
 // already has the machine's data.
-func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	readOnly := false
 	for _, a := range args {
 		switch {
@@ -139,10 +154,11 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log, CallTimeout: e.RequestTimeout,
 		Calls: a.MCPCalls()})
 	// A signal ends the session as it ends `parley serve`: the calls
-	// running get the grace period, then are ended with ErrShuttingDown
-	// (an "unavailable:" result, recorded as interrupted), and the session
-	// closes once their results are written. Stdin closing (the agent left)
-	// ends it, and cancels its calls, at once.
+	// running get the grace period (a second signal ends it), then are
+	// ended with ErrShuttingDown (an "unavailable:" result, recorded as
+	// interrupted), and the session closes once their results are
+	// written. Stdin closing (the agent left) ends it, and cancels its
+	// calls, at once.
 	session, endSession := context.WithCancel(context.WithoutCancel(ctx))
 	defer endSession()
 	go func() {
@@ -152,7 +168,7 @@ func serveStdio(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		case <-ctx.Done():
 		}
 		log.Info("shutting down", "grace", e.ShutdownGrace.String())
-		grace, cancel := context.WithTimeout(context.Background(), e.ShutdownGrace)
+		grace, cancel := graceContext(now, e.ShutdownGrace, log)
 		defer cancel()
 		a.StopMCPCalls(grace, domain.ErrShuttingDown, 5*time.Second)
 		endSession()

@@ -434,6 +434,76 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	}
 }
 
+// TestSecondSignalEndsTheGrace: a second SIGINT or SIGTERM during the
+// grace period (Ctrl-C twice) ends it at once: the stream and the JSON
+// completion still running are ended as when it runs out (an unavailable
+// error event, then [DONE]; a 503), their usage is flushed, as
+// interrupted, and the exit is 0, long before the 60s grace is over.
+func TestSecondSignalEndsTheGrace(t *testing.T) {
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=60s")
+	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
+
+	// Thirty words at 1s an event: a stream of half a minute.
+	up.Enqueue(llmtest.Behavior{ChunkDelay: time.Second})
+	ch := openStream(t, s, key, chat, strings.Repeat("word ", 30))
+	head := take(t, ch, 2, 10*time.Second)
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	jsonc := postCompletion(s, key, chat, "hang")
+	waitRequest(t, up, before)
+
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(s.stderr.String(), "shutting down"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shutdown logged within 10s of SIGTERM:\n%s", s.stderr.String())
+		}
+	}
+	// The first signal started the grace period: the stream goes on.
+	if ev := take(t, ch, 1, 5*time.Second)[0]; ev.data["error"] != nil {
+		t.Fatalf("the stream got an error within the grace period: %s", ev.raw)
+	}
+	select {
+	case a := <-jsonc:
+		t.Fatalf("the JSON completion was answered within the grace period: %d %v", a.status, a.body)
+	default:
+	}
+
+	second := time.Now()
+	if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	events := append(head, drain(t, ch, 10*time.Second)...)
+	n := len(events)
+	if n < 3 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("the stream did not end with [DONE]: %v", events)
+	}
+	if e, _ := events[n-2].data["error"].(map[string]any); e == nil || e["code"] != "unavailable" {
+		t.Fatalf("event before [DONE] = %s, want an unavailable error", events[n-2].raw)
+	}
+	if after := events[n-2].at.Sub(second); after > 3*time.Second {
+		t.Errorf("the error event came %v after the second signal, want at once", after)
+	}
+	select {
+	case a := <-jsonc:
+		if e, _ := a.body["error"].(map[string]any); a.status != http.StatusServiceUnavailable || e == nil || e["code"] != "unavailable" {
+			t.Errorf("the JSON completion ended by the second signal = %d %v, want 503 unavailable", a.status, a.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the JSON completion got no answer within 10s of the second signal")
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after the second signal: %v\n%s", err, s.stderr.String())
+	}
+	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
+		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
+	}
+	if logs := s.stderr.String(); !strings.Contains(logs, "second signal") {
+		t.Errorf("the logs do not say the second signal ended the grace period:\n%s", logs)
+	}
+}
+
 // TestUpstreamSettingsFromEnv checks that the operator sets how upstream
 // calls are retried and timed out: three retries (the default is two)
 // turn three 500s and a success into a 200, and a response timeout of
@@ -709,6 +779,77 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 	}
 }
 
+// TestStdioSecondSignalEndsTheGrace: `parley mcp` takes a second signal
+// as `parley serve` does: the call still running gets "unavailable: ...
+// shutting down" at once, not after the 60s grace, its usage is recorded
+// as interrupted, and the exit is 0.
+func TestStdioSecondSignalEndsTheGrace(t *testing.T) {
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
+
+	cmd, stdin, stdout := startStdio(t, dir, "PARLEY_SHUTDOWN_GRACE=60s")
+	defer stdin.Close()
+	results := make(chan string, 10)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			results <- sc.Text()
+		}
+		close(results)
+	}()
+	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+	before := up.Count()
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"` + chat + `","messages":[{"role":"user","content":"hang"}]}}}`,
+	} {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-results:
+		if !strings.Contains(got, `"id":1`) {
+			t.Fatalf("initialize answered %s", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("initialize got no answer within 10s")
+	}
+	waitRequest(t, up, before)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	logs := cmd.Stderr.(*lockedBuffer)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "shutting down"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shutdown logged within 10s of SIGTERM:\n%s", logs.String())
+		}
+	}
+	select {
+	case got := <-results:
+		t.Fatalf("the call was answered within the grace period: %s", got)
+	case <-time.After(500 * time.Millisecond):
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-results:
+		if !strings.Contains(got, `"id":2`) || !strings.Contains(got, "unavailable:") || !strings.Contains(got, "shutting down") {
+			t.Errorf("the call ended by the second signal got %s; want unavailable, shutting down", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the call got no result within 5s of the second signal (60s grace)")
+	}
+	waitStdioExit(t, cmd, "the second signal")
+	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
+		t.Errorf("usage of the call the second signal ended: %v, want [interrupted]", outcomes)
+	}
+}
+
 // startStdio starts `parley mcp` in dir, as the local admin, with the
 // environment the tests' upstream needs and env on top.
 func startStdio(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteCloser, io.Reader) {
@@ -724,6 +865,7 @@ func startStdio(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteClo
 	if err != nil {
 		t.Fatal(err)
 	}
+	cmd.Stderr = &lockedBuffer{} // its logs, for a test to read
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
