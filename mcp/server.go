@@ -113,7 +113,7 @@ func toolset(d deps) []serverTool {
 		listChats, getChat, createChat, updateChat, deleteChat,
 		createChatCompletion, createChatCompletionForChat,
 		listConversations, getConversation, listMessages,
-		listDocuments, getDocument, createDocument, deleteDocument,
+		listDocuments, getDocument, createDocument, updateDocument, deleteDocument,
 	}
 	out := make([]serverTool, 0, len(ctors))
 	for _, c := range ctors {

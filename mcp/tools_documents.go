@@ -94,6 +94,29 @@ func getDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 		}, func(o documentOut) string { return "Document " + documentLine(o) + ":\n" + o.Content })
 }
 
+type updateDocumentArgs struct {
+	DocumentID string      `json:"documentId" desc:"Id of the document to change (doc_...)."`
+	Name       *string     `json:"name,omitempty" desc:"New name."`
+	Content    *string     `json:"content,omitempty" desc:"New text (at most 4 MiB). Conversations that used the document keep the text they sent."`
+	MimeType   *string     `json:"mimeType,omitempty" desc:"New media type; an empty string resets it to text/plain."`
+	Metadata   wire.Object `json:"metadata,omitempty" desc:"New metadata object, replacing the old one whole; {} clears it."`
+}
+
+func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[updateDocumentArgs, documentOut]("update-document", "Update a document",
+			"Change a document's name, content, media type or metadata; fields left out stay as they are. "+
+				"Later completion messages that reference it send the new content. Needs the editor role.",
+			hints{destructive: true, idempotent: true}),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in updateDocumentArgs) (documentOut, error) {
+			doc, err := d.svcs.Documents.Update(ctx, in.DocumentID, domain.DocumentUpdate{Name: in.Name, Content: in.Content,
+				MimeType: in.MimeType, Metadata: in.Metadata})
+			if err != nil {
+				return documentOut{}, err
+			}
+			return toDocumentOut(doc), nil
+		}, func(o documentOut) string { return "Updated document " + documentLine(o) })
+}
+
 func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[documentIDArgs, deletedOut]("delete-document", "Delete a document",
 			"Delete a document. This cannot be undone. Needs the editor role.", deleteHints),

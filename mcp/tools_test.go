@@ -202,6 +202,29 @@ func TestTools(t *testing.T) {
 			e.connect(overHTTP, "outsider", Options{}).fails(t, "list-messages", obj{"conversationId": first.ConversationID}, "not_found")
 		})
 
+		t.Run("update-document; the conversation keeps the text it sent", func(t *testing.T) {
+			var up documentOut
+			editor.ok(t, "update-document", obj{"documentId": doc.ID, "content": "The sky is blue now.", "name": nil}, &up)
+			if up.Content != "The sky is blue now." || up.Name != doc.Name || up.Metadata["source"] != "test" || up.UpdatedAt == doc.UpdatedAt {
+				t.Fatalf("update-document = %+v; want the new content, the rest as it was", up)
+			}
+			var got documentOut
+			editor.ok(t, "get-document", obj{"documentId": doc.ID}, &got)
+			if !reflect.DeepEqual(got, up) {
+				t.Fatalf("get-document = %+v, want %+v", got, up)
+			}
+			var c conversationOut
+			editor.ok(t, "get-conversation", obj{"conversationId": first.ConversationID}, &c)
+			if m := c.Messages[2]; m.DocumentID != doc.ID || m.Content != "The sky is green here." {
+				t.Fatalf("the message that referenced the document now reads %+v; want the text it sent", m)
+			}
+			e.connect(overHTTP, "viewer", Options{}).fails(t, "update-document", obj{"documentId": doc.ID, "name": "x"}, "forbidden")
+			editor.fails(t, "update-document", obj{"documentId": doc.ID, "name": " "}, "invalid_request")
+			var theirs documentOut
+			e.connect(overHTTP, "outsider", Options{}).ok(t, "create-document", obj{"projectId": e.otherProject.ID, "name": "theirs", "content": "x"}, &theirs)
+			editor.fails(t, "update-document", obj{"documentId": theirs.ID, "name": "x"}, "not_found")
+		})
+
 		t.Run("create-chat-completion (stateless) with debug", func(t *testing.T) {
 			e.upstream.reply("Stateless.")
 			var out completionOut

@@ -29,7 +29,7 @@ var allTools = []string{
 	"create-chat", "create-chat-completion", "create-chat-completion-for-chat", "create-document",
 	"delete-chat", "delete-document", "get-ai-provider", "get-chat", "get-conversation", "get-document",
 	"get-project", "get-usage", "list-ai-providers", "list-chats", "list-conversations", "list-documents",
-	"list-messages", "list-projects", "update-chat",
+	"list-messages", "list-projects", "update-chat", "update-document",
 }
 
 var readTools = []string{
@@ -186,7 +186,7 @@ func TestToolAnnotations(t *testing.T) {
 		if *a.ReadOnlyHint != readOnly {
 			t.Errorf("%s: readOnlyHint %v", tool.Name, *a.ReadOnlyHint)
 		}
-		if want := strings.HasPrefix(tool.Name, "delete-") || tool.Name == "update-chat"; *a.DestructiveHint != want {
+		if want := strings.HasPrefix(tool.Name, "delete-") || strings.HasPrefix(tool.Name, "update-"); *a.DestructiveHint != want {
 			t.Errorf("%s: destructiveHint %v", tool.Name, *a.DestructiveHint)
 		}
 		if want := strings.Contains(tool.Name, "completion"); *a.OpenWorldHint != want {
