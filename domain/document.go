@@ -43,6 +43,12 @@ type DocumentStore interface {
 // (8 MiB by default) applies first.
 const maxDocumentBytes = 4 << 20
 
+// maxMetadataDepth caps how deep a document's metadata nests. Every member
+// of the project reads it in each list of documents, and common JSON
+// parsers give up on deep nesting (Ruby's at 100 levels, jq 1.6's at 256,
+// Python's near 1,000): one document must not make the list unreadable.
+const maxMetadataDepth = 32
+
 // Documents manages project documents.
 type Documents struct {
 	store  Store
@@ -86,7 +92,34 @@ func validateDocument(d *Document) error {
 	if _, _, err := mime.ParseMediaType(d.MimeType); err != nil || !strings.Contains(d.MimeType, "/") {
 		return Invalidf("mimeType", "mimeType must be a media type such as text/markdown or text/plain; charset=utf-8")
 	}
+	if jsonDepth(d.Metadata, maxMetadataDepth+1) > maxMetadataDepth {
+		return Invalidf("metadata", "metadata nests more than %d levels of objects and arrays; the limit is %d, so flatten it", maxMetadataDepth, maxMetadataDepth)
+	}
 	return nil
+}
+
+// jsonDepth is how many levels of objects and arrays v nests (an object of
+// scalars is 1), counted no further than limit.
+func jsonDepth(v any, limit int) int {
+	deepest := 0
+	visit := func(k any) {
+		if limit > 1 {
+			deepest = max(deepest, jsonDepth(k, limit-1))
+		}
+	}
+	switch v := v.(type) {
+	case map[string]any:
+		for _, k := range v {
+			visit(k)
+		}
+	case []any:
+		for _, k := range v {
+			visit(k)
+		}
+	default:
+		return 0
+	}
+	return 1 + deepest
 }
 
 // Create adds a document to a project (editor).

@@ -61,3 +61,38 @@ func TestDocumentMetadataKeepsNumbers(t *testing.T) {
 		}
 	})
 }
+
+// TestDocumentMetadataDepth: metadata nested deeper than 32 levels is a
+// 400 naming metadata, on create and update, and changes nothing: every
+// member's client must still parse the project's documents (Python's json
+// gives up near 1,000 levels, Ruby's at 100, jq 1.6 at 256).
+func TestDocumentMetadataDepth(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		nested := func(levels int) string {
+			return strings.Repeat(`{"a":`, levels-1) + `{"a":1}` + strings.Repeat(`}`, levels-1)
+		}
+		create := func(meta string) *response {
+			return h.call("POST", "/api/v1/documents", h.admin, `{"projectId":"`+p+`","name":"d","content":"x","metadata":`+meta+`}`)
+		}
+		r := create(nested(32))
+		if r.Status != 201 {
+			t.Fatalf("metadata 32 levels deep = %d %s, want 201", r.Status, r.Body)
+		}
+		id := r.JSON()["id"].(string)
+		for _, meta := range []string{nested(33), nested(2000), `{"list":[` + strings.Repeat(`[`, 32) + strings.Repeat(`]`, 32) + `]}`} {
+			if r := create(meta); r.Status != 400 || r.ErrorField() != "metadata" || !strings.Contains(r.ErrorMessage(), "the limit is 32") {
+				t.Errorf("create with metadata %.40s… = %d %.200s, want 400 naming metadata and its limit", meta, r.Status, r.Body)
+			}
+			if r := h.call("PATCH", "/api/v1/documents/"+id, h.admin, `{"metadata":`+meta+`}`); r.Status != 400 || r.ErrorField() != "metadata" {
+				t.Errorf("PATCH to metadata %.40s… = %d %.200s, want 400 naming metadata", meta, r.Status, r.Body)
+			}
+		}
+		if n := len(h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any)); n != 1 {
+			t.Errorf("refused documents were created: %d documents, want 1", n)
+		}
+		if got := h.call("GET", "/api/v1/documents/"+id, h.admin, nil); !strings.Contains(string(got.Body), `"metadata":`+nested(32)) {
+			t.Errorf("a refused PATCH changed the metadata: %.200s", got.Body)
+		}
+	})
+}

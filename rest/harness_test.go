@@ -129,6 +129,14 @@ func (r *response) ErrorMessage() string {
 	return msg
 }
 
+// ErrorField returns error.details.field of an error envelope.
+func (r *response) ErrorField() string {
+	e, _ := r.JSON()["error"].(map[string]any)
+	d, _ := e["details"].(map[string]any)
+	field, _ := d["field"].(string)
+	return field
+}
+
 // call sends body (a string is sent raw, anything else as JSON) with key.
 func (h *harness) call(method, path, key string, body any) *response {
 	h.t.Helper()
