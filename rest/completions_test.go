@@ -440,6 +440,40 @@ func TestLongConversationIsBounded(t *testing.T) {
 	})
 }
 
+// A message that names a document is stored with the text it sent: a
+// later update or deletion of the document changes neither the stored
+// conversation nor the history its continuation sends upstream, while a
+// new reference sends the document as it is now.
+func TestConversationKeepsTheDocumentTextItSent(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "faq", "content": "Refunds take 5 days."})["id"].(string)
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{map[string]any{"role": "user", "documentId": doc}}})["conversationId"].(string)
+
+		h.must(200, "PATCH", "/api/v1/documents/"+doc, h.admin, map[string]any{"content": "Refunds take 3 days."})
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{map[string]any{"role": "user", "documentId": doc}}})
+		want := "system: You are a test.|user: Refunds take 5 days.|assistant: echo: Refunds take 5 days.|user: Refunds take 3 days."
+		if got := strings.Join(upstreamMessages(t, h), "|"); got != want {
+			t.Errorf("after an update, upstream messages = %q\nwant %q", got, want)
+		}
+
+		h.must(200, "DELETE", "/api/v1/documents/"+doc, h.admin, nil)
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("And?")}})
+		want = "system: You are a test.|user: Refunds take 5 days.|assistant: echo: Refunds take 5 days.|user: Refunds take 3 days.|assistant: echo: Refunds take 3 days.|user: And?"
+		if got := strings.Join(upstreamMessages(t, h), "|"); got != want {
+			t.Errorf("after a deletion, upstream messages = %q\nwant %q", got, want)
+		}
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages", h.admin, nil)["data"].([]any)
+		for i, wantContent := range map[int]string{0: "Refunds take 5 days.", 2: "Refunds take 3 days."} {
+			m := msgs[i].(map[string]any)
+			if m["content"] != wantContent || m["documentId"] != doc {
+				t.Errorf("stored message %d = %v, want the text it sent (%q) and documentId %s", i, m, wantContent, doc)
+			}
+		}
+	})
+}
+
 // A request that names a document many times is refused by the size of
 // what it resolves to, not only by its body's: nothing goes upstream and
 // nothing is stored.
