@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
@@ -163,6 +164,7 @@ const (
 // notifications it received.
 type session struct {
 	*client.Client
+	wire     *wireLog
 	mu       sync.Mutex
 	progress map[any][]progressEvent
 }
@@ -180,6 +182,8 @@ func (e *env) connect(over, user string, opts Options) *session {
 	defer cancel()
 	srv := e.server(opts)
 	auth := map[string]string{"Authorization": "Bearer " + e.keys[user]}
+	wire := &wireLog{}
+	hc := &http.Client{Transport: wire.tap(http.DefaultTransport)}
 	var c *client.Client
 	var err error
 	switch over {
@@ -190,19 +194,19 @@ func (e *env) connect(over, user string, opts Options) *session {
 			//lint:ignore SA1019 this case tests the legacy (2025-06-18) protocol on purpose
 			copts = append(copts, client.WithLegacyProtocolOnly())
 		}
-		tr, terr := transport.NewStreamableHTTP(hs.URL+"/mcp", transport.WithHTTPHeaders(auth))
+		tr, terr := transport.NewStreamableHTTP(hs.URL+"/mcp", transport.WithHTTPHeaders(auth), transport.WithHTTPBasicClient(hc))
 		must(t, terr)
 		c = client.NewClient(tr, copts...)
 	case overSSE:
 		hs := e.httpServer(srv, 0)
-		c, err = client.NewSSEMCPClient(hs.URL+"/sse", client.WithHeaders(auth))
+		c, err = client.NewSSEMCPClient(hs.URL+"/sse", client.WithHeaders(auth), client.WithHTTPClient(hc))
 		must(t, err)
 	case overStdio:
-		c = e.stdioClient(srv, e.keyCaller(user))
+		c = e.stdioClient(srv, e.keyCaller(user), wire)
 	default:
 		t.Fatalf("unknown transport %q", over)
 	}
-	s := &session{Client: c, progress: map[any][]progressEvent{}}
+	s := &session{Client: c, wire: wire, progress: map[any][]progressEvent{}}
 	c.OnNotification(func(n mcpgo.JSONRPCNotification) {
 		if n.Method != string(mcpgo.MethodNotificationProgress) {
 			return
@@ -238,7 +242,9 @@ func (e *env) keyCaller(user string) Caller {
 // process.
 var stdioMu sync.Mutex
 
-func (e *env) stdioClient(srv *server.MCPServer, caller Caller) *client.Client {
+// stdioClient serves srv over stdio to a client, whose responses are
+// recorded in wire (nil: none).
+func (e *env) stdioClient(srv *server.MCPServer, caller Caller, wire *wireLog) *client.Client {
 	stdioMu.Lock()
 	serverIn, clientOut := io.Pipe()
 	clientIn, serverOut := io.Pipe()
@@ -259,8 +265,66 @@ func (e *env) stdioClient(srv *server.MCPServer, caller Caller) *client.Client {
 		_ = serverOut.Close()
 		stdioMu.Unlock()
 	})
-	return client.NewClient(transport.NewIO(clientIn, clientOut, io.NopCloser(strings.NewReader(""))))
+	var in io.Reader = clientIn
+	if wire != nil {
+		in = &lineWatcher{r: clientIn, seen: wire.seen}
+	}
+	return client.NewClient(transport.NewIO(in, clientOut, io.NopCloser(strings.NewReader(""))))
 }
+
+// wireLog records the JSON-RPC responses a client read off the wire, by
+// id: mcp-go's client drops a response to an id it is not waiting for
+// without a word.
+type wireLog struct {
+	mu        sync.Mutex
+	responses map[string]string // idKey → the response
+}
+
+// seen records line, a line of JSON-RPC messages or of an event stream,
+// if it is a response.
+func (l *wireLog) seen(line []byte) {
+	line = bytes.TrimSpace(bytes.TrimPrefix(line, []byte("data:")))
+	if m, ok := readJSONRPC(line); ok && m.Method == "" {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if l.responses == nil {
+			l.responses = map[string]string{}
+		}
+		l.responses[idKey(m.ID)] = string(line)
+	}
+}
+
+// response returns the response to the request with the given id, if the
+// client received one.
+func (l *wireLog) response(id any) (string, bool) {
+	b, err := json.Marshal(id)
+	if err != nil {
+		return "", false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	r, ok := l.responses[idKey(b)]
+	return r, ok
+}
+
+// tap returns an HTTP transport over base whose response bodies are
+// recorded in l as they are read.
+func (l *wireLog) tap(base http.RoundTripper) http.RoundTripper {
+	return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		res, err := base.RoundTrip(r)
+		if err == nil {
+			res.Body = struct {
+				io.Reader
+				io.Closer
+			}{&lineWatcher{r: res.Body, seen: l.seen}, res.Body}
+		}
+		return res, err
+	})
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 // tokenKey normalises a progress token: JSON numbers decode as float64.
 func tokenKey(v any) any {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -283,20 +282,4 @@ func withProgressLog(ctx context.Context, l *progressLog) context.Context {
 func progressLogFrom(ctx context.Context) *progressLog {
 	l, _ := ctx.Value(progressLogKey{}).(*progressLog)
 	return l
-}
-
-// progressWriter is a stdio session's output: it records the progress
-// notifications written in l. mcp-go writes each message, a line of JSON,
-// in one Write.
-type progressWriter struct {
-	io.Writer
-	l *progressLog
-}
-
-func (w progressWriter) Write(p []byte) (int, error) {
-	n, err := w.Writer.Write(p)
-	if err == nil {
-		w.l.wrote(p)
-	}
-	return n, err
 }

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mark3labs/mcp-go/server"
@@ -54,6 +55,9 @@ const sessionIdleTTL = time.Hour
 //     session's concurrent requests, whose streams then take, and drop,
 //     each other's notifications. The session id stays valid: mcp-go checks
 //     only its form, as it does for sessions begun on another replica.
+//
+// And a request the client cancels with notifications/cancelled gets no
+// response, which mcp-go would send (liveRequests).
 func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64) http.Handler {
 	h := server.NewStreamableHTTPServer(srv,
 		server.WithHTTPContextFunc(principalContext),
@@ -66,8 +70,10 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// mcp-go logs every refused GET at info; keep its warnings and errors.
 		server.WithStreamableHTTPLogger(slog.New(minLevel{slog.Default().Handler(), slog.LevelWarn})),
 	)
+	var live liveRequests
 	return guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		bindSession(r)
+		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		var msg struct {
@@ -79,9 +85,12 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 			// Without a session id mcp-go would match the request id
 			// against every caller's requests. Such callers (protocol
 			// 2026-07-28) cancel by closing the request instead.
-			if r.Header.Get(server.HeaderKeySessionID) == "" {
+			if session == "" {
 				w.WriteHeader(http.StatusAccepted)
 				return
+			}
+			if id, ok := cancelledRequest(body); ok {
+				live.cancel(session, id)
 			}
 		case "initialize":
 			buf := &bufferedResponse{header: http.Header{}}
@@ -99,9 +108,96 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 			buf.copyTo(w)
 			return
 		}
+		if m, ok := readJSONRPC(body); ok && m.Method != "" && session != "" {
+			live.serve(h, w, r, session, idKey(m.ID))
+			return
+		}
 		serveUntilShutdown(h, w, r)
 	}))
 }
+
+// liveRequests are the requests being served to streamable HTTP sessions
+// that may cancel them with notifications/cancelled (protocol 2025-06-18
+// and 2025-11-25), by session and id. The zero value is ready.
+type liveRequests struct {
+	mu   sync.Mutex
+	reqs map[string]*liveRequest // by session and idKey
+}
+
+type liveRequest struct {
+	end context.CancelCauseFunc
+}
+
+// errRequestCancelled ends a request its client cancelled; it is a
+// context.Canceled, so a completion's usage is recorded as the client's
+// disconnect.
+var errRequestCancelled = fmt.Errorf("the client cancelled the request: %w", context.Canceled)
+
+// serve serves r, the request with id of session, so that cancel can end
+// it. A cancelled request gets no response (see cancel.go): mcp-go writes
+// none once the request's context is done, and the client that keeps the
+// request open gets an event stream that ends without one (a request is
+// answered with JSON or a stream, and a stream may end early).
+func (l *liveRequests) serve(h http.Handler, w http.ResponseWriter, r *http.Request, session, id string) {
+	ctx, end := context.WithCancelCause(r.Context())
+	defer end(nil)
+	key, req := session+"\x00"+id, &liveRequest{end: end}
+	l.mu.Lock()
+	if l.reqs == nil {
+		l.reqs = map[string]*liveRequest{}
+	}
+	l.reqs[key] = req
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		if l.reqs[key] == req {
+			delete(l.reqs, key)
+		}
+		l.mu.Unlock()
+	}()
+	hw := &headerWatcher{ResponseWriter: w}
+	serveUntilShutdown(h, hw, r.WithContext(ctx))
+	if errors.Is(context.Cause(ctx), errRequestCancelled) && !hw.wrote.Load() {
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Cache-Control", "no-cache")
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// cancel ends the request with id of session, if it is being served.
+func (l *liveRequests) cancel(session, id string) {
+	l.mu.Lock()
+	req := l.reqs[session+"\x00"+id]
+	l.mu.Unlock()
+	if req != nil {
+		req.end(errRequestCancelled)
+	}
+}
+
+// headerWatcher notes whether the response's header was written. It
+// flushes, as mcp-go streams only to a writer that does.
+type headerWatcher struct {
+	http.ResponseWriter
+	wrote atomic.Bool
+}
+
+func (w *headerWatcher) WriteHeader(status int) {
+	w.wrote.Store(true)
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *headerWatcher) Write(p []byte) (int, error) {
+	w.wrote.Store(true)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *headerWatcher) Flush() {
+	w.wrote.Store(true)
+	_ = http.NewResponseController(w.ResponseWriter).Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *headerWatcher) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // bindSession binds the request's Mcp-Session-Id to its caller: mcp-go
 // keys a session's in-flight calls (which notifications/cancelled cancels)
@@ -260,12 +356,15 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
+			if id, ok := cancelledRequest(body); ok {
+				x.pending.cancel(session, id) // before mcp-go ends the call
+			}
 			msgH.ServeHTTP(w, r)
 			return
 		}
 		// Counted before mcp-go queues the call, whose response may be
 		// written before ServeHTTP returns; uncounted if it was refused.
-		id := string(m.ID)
+		id := idKey(m.ID)
 		x.pending.add(session, id)
 		rec := &statusRecorder{ResponseWriter: w}
 		msgH.ServeHTTP(rec, r)
@@ -353,9 +452,10 @@ func (x *SSE) keepAlive() time.Duration {
 }
 
 // responseWatcher is a session's event stream: it tells pending when a
-// response to a call is written, progress when a progress notification
-// is, and sends keep-alives while it is quiet. mcp-go writes each event in
-// one Write.
+// response to a call is written, and drops the response to a call the
+// client cancelled; it tells progress when a progress notification is
+// written, and sends keep-alives while the stream is quiet. mcp-go writes
+// each event in one Write.
 type responseWatcher struct {
 	http.ResponseWriter
 	rc       *http.ResponseController
@@ -403,14 +503,25 @@ func (w *responseWatcher) keepAlive(every time.Duration) (stop func()) {
 }
 
 func (w *responseWatcher) Write(p []byte) (int, error) {
+	data, event := bytes.CutPrefix(p, []byte("event: message\ndata: "))
+	var response string // the id of the request it answers
+	if event {
+		data = bytes.TrimSpace(data)
+		if m, ok := readJSONRPC(data); ok && m.Method == "" {
+			response = idKey(m.ID)
+			if w.pending.cancelled(*w.session, response) {
+				w.pending.remove(*w.session, response)
+				return len(p), nil
+			}
+		}
+	}
 	w.mu.Lock()
 	n, err := w.ResponseWriter.Write(p)
 	w.wrote = time.Now()
 	w.mu.Unlock()
-	if data, ok := bytes.CutPrefix(p, []byte("event: message\ndata: ")); ok && err == nil {
-		data = bytes.TrimSpace(data)
-		if m, ok := readJSONRPC(data); ok && m.Method == "" {
-			w.pending.remove(*w.session, string(m.ID))
+	if event && err == nil {
+		if response != "" {
+			w.pending.remove(*w.session, response)
 		}
 		w.progress.wrote(data)
 	}
@@ -446,11 +557,12 @@ func (r *statusRecorder) Write(p []byte) (int, error) {
 	return r.ResponseWriter.Write(p)
 }
 
-// pendingResponses counts the calls whose response a session has yet to
-// write, by session and request id.
+// pendingResponses counts the requests whose response a session has yet
+// to write, by session and request id (idKey), and knows which of them the
+// client cancelled: those get no response (see cancel.go).
 type pendingResponses struct {
 	mu       sync.Mutex
-	sessions map[string]map[string]bool
+	sessions map[string]map[string]bool // session → request id → cancelled
 	n        inFlight
 }
 
@@ -465,17 +577,36 @@ func (p *pendingResponses) add(session, id string) {
 		ids = map[string]bool{}
 		p.sessions[session] = ids
 	}
-	if ids[id] {
+	if _, ok := ids[id]; ok {
 		return
 	}
-	ids[id] = true
+	ids[id] = false
 	p.n.add(1)
+}
+
+// cancel notes that the client cancelled the request, if it is pending.
+func (p *pendingResponses) cancel(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if ids := p.sessions[session]; ids != nil {
+		if _, ok := ids[id]; ok {
+			ids[id] = true
+		}
+	}
+}
+
+// cancelled says whether the client cancelled the pending request.
+func (p *pendingResponses) cancelled(session, id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sessions[session][id]
 }
 
 func (p *pendingResponses) remove(session, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ids := p.sessions[session]; ids[id] {
+	ids := p.sessions[session]
+	if _, ok := ids[id]; ok {
 		delete(ids, id)
 		if len(ids) == 0 {
 			delete(p.sessions, session)
@@ -525,7 +656,8 @@ func callerFrom(ctx context.Context) Caller {
 // ServeStdio serves srv over stdio (in, out) as caller until in ends or
 // ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
 // stderr. The progress notifications written to out are recorded, so that
-// a streamed call's result follows its notifications (progressLog).
+// a streamed call's result follows its notifications (progressLog), and a
+// request the client cancels gets no response (stdioOutput).
 func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io.Reader, out io.Writer) error {
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
@@ -533,11 +665,61 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io
 	s.SetContextFunc(func(ctx context.Context) context.Context {
 		return withProgressLog(context.WithValue(ctx, callerKey{}, caller), progress)
 	})
-	err := s.Listen(ctx, in, progressWriter{out, progress})
+	pending := &pendingResponses{}
+	in = &lineWatcher{r: in, seen: func(msg []byte) { watchRequests(pending, msg) }}
+	err := s.Listen(ctx, in, stdioOutput{out, progress, pending})
 	if ctx.Err() != nil {
 		return nil
 	}
 	return err
+}
+
+// stdioSession is the key of the one session of a stdio server in its
+// pendingResponses.
+const stdioSession = ""
+
+// watchRequests notes in pending the request msg is or, if it is a
+// notifications/cancelled, the request it cancels. It sees each message
+// the client sends over stdio before mcp-go handles it.
+func watchRequests(pending *pendingResponses, msg []byte) {
+	if m, ok := readJSONRPC(msg); ok {
+		if m.Method != "" {
+			pending.add(stdioSession, idKey(m.ID))
+		}
+		return
+	}
+	if id, ok := cancelledRequest(msg); ok {
+		pending.cancel(stdioSession, id)
+	}
+}
+
+// stdioOutput is a stdio session's output: it records the progress
+// notifications written in progress, and drops the response to a request
+// the client cancelled. mcp-go writes each message, a line of JSON, in one
+// Write.
+type stdioOutput struct {
+	io.Writer
+	progress *progressLog
+	pending  *pendingResponses
+}
+
+func (w stdioOutput) Write(p []byte) (int, error) {
+	var response string // the id of the request it answers
+	if m, ok := readJSONRPC(p); ok && m.Method == "" {
+		response = idKey(m.ID)
+		if w.pending.cancelled(stdioSession, response) {
+			w.pending.remove(stdioSession, response)
+			return len(p), nil
+		}
+	}
+	n, err := w.Writer.Write(p)
+	if response != "" {
+		w.pending.remove(stdioSession, response)
+	}
+	if err == nil {
+		w.progress.wrote(p)
+	}
+	return n, err
 }
 
 // principalContext carries the principal that guard put in the request's
