@@ -19,6 +19,27 @@ type Document struct {
 	UpdatedAt time.Time
 }
 
+// DocumentSummary is a document without its content, as lists give it:
+// a page holds up to 100 documents of up to 4 MiB each, too much for one
+// response or an agent's context. Bytes is the content's size in bytes
+// (UTF-8); get the document for the content itself.
+type DocumentSummary struct {
+	ID        string
+	ProjectID string
+	Name      string
+	MimeType  string
+	Metadata  map[string]any
+	Bytes     int
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Summary is d without its content.
+func (d *Document) Summary() DocumentSummary {
+	return DocumentSummary{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, MimeType: d.MimeType, Metadata: d.Metadata,
+		Bytes: len(d.Content), CreatedAt: d.CreatedAt, UpdatedAt: d.UpdatedAt}
+}
+
 // DocumentFilter selects documents to list.
 type DocumentFilter struct {
 	ProjectID    string
@@ -31,7 +52,9 @@ type DocumentStore interface {
 	CreateDocument(ctx context.Context, d *Document) error
 	// GetDocument returns NotFound when id does not exist.
 	GetDocument(ctx context.Context, id string) (*Document, error)
-	ListDocuments(ctx context.Context, f DocumentFilter) ([]Document, error)
+	// ListDocuments returns the documents f selects without their content,
+	// which it does not read: a page of 100 would read up to 400 MiB.
+	ListDocuments(ctx context.Context, f DocumentFilter) ([]DocumentSummary, error)
 	// UpdateDocument saves every field of d, provided the stored
 	// document's updatedAt is still prev (a zero prev: whatever it is);
 	// NotFound when absent, StaleUpdate when another write came first.
@@ -154,21 +177,22 @@ func (s *Documents) Get(ctx context.Context, id string) (*Document, error) {
 	return d, nil
 }
 
-// List returns documents of the projects the caller can see.
-func (s *Documents) List(ctx context.Context, in ListInput) (List[Document], error) {
+// List returns documents of the projects the caller can see, without
+// their content (see DocumentSummary); Get gives a document's content.
+func (s *Documents) List(ctx context.Context, in ListInput) (List[DocumentSummary], error) {
 	member, err := s.access.listScope(ctx, in.ProjectID, PermListDocuments)
 	if err != nil {
-		return List[Document]{}, err
+		return List[DocumentSummary]{}, err
 	}
 	page, err := in.Page.normalize(PrefixDocument)
 	if err != nil {
-		return List[Document]{}, err
+		return List[DocumentSummary]{}, err
 	}
 	items, err := s.store.ListDocuments(ctx, DocumentFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
 	if err != nil {
-		return List[Document]{}, Wrap("documents.List", err)
+		return List[DocumentSummary]{}, Wrap("documents.List", err)
 	}
-	return paginate(items, page, func(d Document) string { return d.ID }), nil
+	return paginate(items, page, func(d DocumentSummary) string { return d.ID }), nil
 }
 
 // Update changes the fields of a document that in sets (editor), on top of

@@ -11,29 +11,42 @@ import (
 	"github.com/parleyhq/parley/internal/wire"
 )
 
-// documentOut is the REST document resource.
-type documentOut struct {
+// documentSummaryOut is a document without its content, as
+// list-documents gives it: a page of 100 documents of up to 4 MiB each
+// would not fit an agent's context.
+type documentSummaryOut struct {
 	ID        string         `json:"id" desc:"Document id (doc_...)."`
 	ProjectID string         `json:"projectId" desc:"Id of the project that owns the document."`
 	Name      string         `json:"name" desc:"Document name."`
-	Content   string         `json:"content" desc:"The document's text."`
 	MimeType  string         `json:"mimeType" desc:"Media type of the content, e.g. text/plain or text/markdown."`
+	Bytes     int            `json:"bytes" desc:"Size of the content in bytes (UTF-8)."`
 	Metadata  map[string]any `json:"metadata" desc:"Free-form metadata; an empty object when none."`
 	CreatedAt string         `json:"createdAt" format:"date-time" desc:"When the document was created (ISO 8601 UTC)."`
 	UpdatedAt string         `json:"updatedAt" format:"date-time" desc:"When the document was last changed (ISO 8601 UTC)."`
 }
 
-func toDocumentOut(d *domain.Document) documentOut {
+// documentOut is the REST document resource, content included.
+type documentOut struct {
+	documentSummaryOut
+	Content string `json:"content" desc:"The document's text."`
+}
+
+func toDocumentSummaryOut(d *domain.DocumentSummary) documentSummaryOut {
 	md := d.Metadata
 	if md == nil {
 		md = map[string]any{}
 	}
-	return documentOut{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Content: d.Content, MimeType: d.MimeType,
+	return documentSummaryOut{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, MimeType: d.MimeType, Bytes: d.Bytes,
 		Metadata: md, CreatedAt: timestamp(d.CreatedAt), UpdatedAt: timestamp(d.UpdatedAt)}
 }
 
-func documentLine(d documentOut) string {
-	return fmt.Sprintf("%s %s (%s, %d bytes) in project %s", d.ID, quote(d.Name), d.MimeType, len(d.Content), d.ProjectID)
+func toDocumentOut(d *domain.Document) documentOut {
+	sum := d.Summary()
+	return documentOut{documentSummaryOut: toDocumentSummaryOut(&sum), Content: d.Content}
+}
+
+func documentLine(d documentSummaryOut) string {
+	return fmt.Sprintf("%s %s (%s, %d bytes) in project %s", d.ID, quote(d.Name), d.MimeType, d.Bytes, d.ProjectID)
 }
 
 type createDocumentArgs struct {
@@ -54,7 +67,7 @@ func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return documentOut{}, err
 			}
 			return toDocumentOut(doc), nil
-		}, func(o documentOut) string { return "Created document " + documentLine(o) })
+		}, func(o documentOut) string { return "Created document " + documentLine(o.documentSummaryOut) })
 }
 
 type listDocumentsArgs struct {
@@ -63,19 +76,20 @@ type listDocumentsArgs struct {
 }
 
 func listDocuments(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[listDocumentsArgs, listOut[documentOut]]("list-documents", "List documents",
-			"List the documents of a project, or of every project you can see.", readHints),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listDocumentsArgs) (listOut[documentOut], error) {
+	return newTool[listDocumentsArgs, listOut[documentSummaryOut]]("list-documents", "List documents",
+			"List the documents of a project, or of every project you can see: their names, media types, sizes and metadata, "+
+				"without their content (use get-document for a document's text).", readHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listDocumentsArgs) (listOut[documentSummaryOut], error) {
 			pg, err := in.page()
 			if err != nil {
-				return listOut[documentOut]{}, err
+				return listOut[documentSummaryOut]{}, err
 			}
 			l, err := d.svcs.Documents.List(ctx, domain.ListInput{ProjectID: in.ProjectID, Page: pg})
 			if err != nil {
-				return listOut[documentOut]{}, err
+				return listOut[documentSummaryOut]{}, err
 			}
-			return toList(l, toDocumentOut), nil
-		}, func(l listOut[documentOut]) string { return listText("documents", l, documentLine) })
+			return toList(l, toDocumentSummaryOut), nil
+		}, func(l listOut[documentSummaryOut]) string { return listText("documents", l, documentLine) })
 }
 
 type documentIDArgs struct {
@@ -91,7 +105,9 @@ func getDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return documentOut{}, err
 			}
 			return toDocumentOut(doc), nil
-		}, func(o documentOut) string { return "Document " + documentLine(o) + ":\n" + o.Content })
+		}, func(o documentOut) string {
+			return "Document " + documentLine(o.documentSummaryOut) + ":\n" + o.Content
+		})
 }
 
 type updateDocumentArgs struct {
@@ -114,7 +130,7 @@ func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return documentOut{}, err
 			}
 			return toDocumentOut(doc), nil
-		}, func(o documentOut) string { return "Updated document " + documentLine(o) })
+		}, func(o documentOut) string { return "Updated document " + documentLine(o.documentSummaryOut) })
 }
 
 func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {

@@ -121,10 +121,24 @@ func TestTools(t *testing.T) {
 			if got.Content != "The sky is green here." || !strings.Contains(text(res), got.Content) {
 				t.Fatalf("get-document = %+v / %q", got, text(res))
 			}
-			var l listOut[documentOut]
-			editor.ok(t, "list-documents", obj{"projectId": e.project.ID}, &l)
+			if got.Bytes != len(got.Content) || doc.Bytes != got.Bytes {
+				t.Fatalf("get-document bytes = %d, create-document's %d; want %d", got.Bytes, doc.Bytes, len(got.Content))
+			}
+			// A list leaves the content out, in structured content and
+			// text alike (a page could hold 400 MiB), and gives its size.
+			var l listOut[obj]
+			res = editor.ok(t, "list-documents", obj{"projectId": e.project.ID}, &l)
 			if len(l.Data) != 2 {
 				t.Fatalf("list-documents = %+v, want 2", l)
+			}
+			sizes := map[any]any{doc.ID: float64(len("The sky is green here.")), e.document.ID: float64(len(e.document.Content))}
+			for _, d := range l.Data {
+				if _, ok := d["content"]; ok || d["bytes"] != sizes[d["id"]] {
+					t.Errorf("list-documents gives %v; want no content and bytes %v", d, sizes[d["id"]])
+				}
+			}
+			if strings.Contains(text(res), got.Content) || !strings.Contains(text(res), doc.ID+` "notes" (text/plain, 22 bytes)`) {
+				t.Errorf("list-documents text %q: want each document's line without its content", text(res))
 			}
 		})
 

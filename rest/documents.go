@@ -9,24 +9,37 @@ import (
 	"github.com/parleyhq/parley/internal/wire"
 )
 
-type documentResponse struct {
+// documentSummaryResponse is a document without its content, as a list
+// gives it (domain.DocumentSummary); bytes is the content's size.
+type documentSummaryResponse struct {
 	ID        string         `json:"id"`
 	ProjectID string         `json:"projectId"`
 	Name      string         `json:"name"`
-	Content   string         `json:"content"`
 	MimeType  string         `json:"mimeType"`
+	Bytes     int            `json:"bytes"`
 	Metadata  map[string]any `json:"metadata"`
 	CreatedAt string         `json:"createdAt"`
 	UpdatedAt string         `json:"updatedAt"`
 }
 
-func toDocumentResponse(d *domain.Document) documentResponse {
+// documentResponse is a whole document: get, create and update give it.
+type documentResponse struct {
+	documentSummaryResponse
+	Content string `json:"content"`
+}
+
+func toDocumentSummaryResponse(d *domain.DocumentSummary) documentSummaryResponse {
 	md := d.Metadata
 	if md == nil {
 		md = map[string]any{}
 	}
-	return documentResponse{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, Content: d.Content, MimeType: d.MimeType,
+	return documentSummaryResponse{ID: d.ID, ProjectID: d.ProjectID, Name: d.Name, MimeType: d.MimeType, Bytes: d.Bytes,
 		Metadata: md, CreatedAt: timestamp(d.CreatedAt), UpdatedAt: timestamp(d.UpdatedAt)}
+}
+
+func toDocumentResponse(d *domain.Document) documentResponse {
+	sum := d.Summary()
+	return documentResponse{documentSummaryResponse: toDocumentSummaryResponse(&sum), Content: d.Content}
 }
 
 type documentCreateRequest struct {
@@ -65,7 +78,7 @@ func (s *Server) handleDocumentList(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, toList(l, toDocumentResponse))
+	return c.JSON(http.StatusOK, toList(l, toDocumentSummaryResponse))
 }
 
 func (s *Server) handleDocumentGet(c echo.Context) error {

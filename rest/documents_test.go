@@ -96,3 +96,52 @@ func TestDocumentMetadataDepth(t *testing.T) {
 		}
 	})
 }
+
+// TestDocumentListLeavesOutContent: a list of documents gives each one's
+// fields and the size of its content in bytes, but not the content (a
+// page of 100 could hold 400 MiB); get, create and update still give it.
+func TestDocumentListLeavesOutContent(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		contents := map[string]int{ // content → its size in bytes
+			"Refunds take 5 days.":      20,
+			"Rückerstattung: 5 Tage €.": 28, // ü and € are 2 and 3 bytes in UTF-8
+			"退款需要五天 😀":                  23, // 6 CJK characters of 3 bytes, a space, a 4-byte emoji
+		}
+		docs := map[string]string{} // id → content
+		for content, size := range contents {
+			created := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "d", "content": content, "metadata": map[string]any{"k": "v"}})
+			if created["content"] != content || created["bytes"] != float64(size) {
+				t.Errorf("create gave content %q, bytes %v; want %q, %d", created["content"], created["bytes"], content, size)
+			}
+			docs[created["id"].(string)] = content
+		}
+		list := h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any)
+		if len(list) != len(contents) {
+			t.Fatalf("list has %d documents, want %d", len(list), len(contents))
+		}
+		for _, it := range list {
+			d := it.(map[string]any)
+			id := d["id"].(string)
+			if _, ok := d["content"]; ok {
+				t.Errorf("the list gives %s's content", id)
+			}
+			if got, want := d["bytes"], float64(contents[docs[id]]); got != want {
+				t.Errorf("list: %s has bytes %v, want %v (content %q)", id, got, want, docs[id])
+			}
+			for _, field := range []string{"projectId", "name", "mimeType", "metadata", "createdAt", "updatedAt"} {
+				if _, ok := d[field]; !ok {
+					t.Errorf("list: %s has no %s: %v", id, field, d)
+				}
+			}
+			got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil)
+			if got["content"] != docs[id] || got["bytes"] != d["bytes"] {
+				t.Errorf("get %s = content %q, bytes %v; want %q, %v", id, got["content"], got["bytes"], docs[id], d["bytes"])
+			}
+		}
+		up := h.must(200, "PATCH", "/api/v1/documents/"+list[0].(map[string]any)["id"].(string), h.admin, map[string]any{"content": "Näher"})
+		if up["content"] != "Näher" || up["bytes"] != float64(6) {
+			t.Errorf("update gave content %q, bytes %v; want Näher, 6", up["content"], up["bytes"])
+		}
+	})
+}

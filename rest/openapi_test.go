@@ -70,7 +70,7 @@ var apiRoutes = []apiRoute{
 	{method: "PATCH", path: "/api/v1/ai-providers/{providerId}", summary: "Update an AI provider (owner)", tag: "ai-providers", request: providerUpdateRequest{}, response: providerResponse{}, status: 200},
 	{method: "DELETE", path: "/api/v1/ai-providers/{providerId}", summary: "Delete an AI provider (owner; 409 while chats use it)", tag: "ai-providers", response: deletedResponse{}, status: 200},
 
-	{method: "GET", path: "/api/v1/documents", summary: "List documents", tag: "documents", response: listResponse[documentResponse]{}, status: 200, query: byProject},
+	{method: "GET", path: "/api/v1/documents", summary: "List documents, without their content (bytes is its size; get a document for it)", tag: "documents", response: listResponse[documentSummaryResponse]{}, status: 200, query: byProject},
 	{method: "POST", path: "/api/v1/documents", summary: "Create a document (editor)", tag: "documents", request: documentCreateRequest{}, response: documentResponse{}, status: 201},
 	{method: "GET", path: "/api/v1/documents/{documentId}", summary: "Get a document", tag: "documents", response: documentResponse{}, status: 200},
 	{method: "PATCH", path: "/api/v1/documents/{documentId}", summary: "Update a document (editor)", tag: "documents", request: documentUpdateRequest{}, response: documentResponse{}, status: 200},

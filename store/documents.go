@@ -42,21 +42,22 @@ func (s *Store) GetDocument(ctx context.Context, id string) (*domain.Document, e
 }
 
 // ListDocuments returns up to f.Page.Limit+1 documents ordered by id, of
-// f.ProjectID and of the projects f.MemberUserID is a member of when set.
-func (s *Store) ListDocuments(ctx context.Context, f domain.DocumentFilter) ([]domain.Document, error) {
+// f.ProjectID and of the projects f.MemberUserID is a member of when set,
+// without reading their content.
+func (s *Store) ListDocuments(ctx context.Context, f domain.DocumentFilter) ([]domain.DocumentSummary, error) {
 	const op = "store.ListDocuments"
-	var rows []documentRow
-	q := scoped(s.db.WithContext(ctx), "project_id", f.ProjectID, f.MemberUserID)
+	var rows []documentSummaryRow
+	q := scoped(s.db.WithContext(ctx).Select(documentSummaryColumns), "project_id", f.ProjectID, f.MemberUserID)
 	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
 		return nil, fail(op, err)
 	}
-	out := make([]domain.Document, len(rows))
+	out := make([]domain.DocumentSummary, len(rows))
 	for i := range rows {
-		d, err := toDomainDocument(&rows[i])
+		d, err := toDomainDocumentSummary(&rows[i])
 		if err != nil {
 			return nil, fail(op, err)
 		}
-		out[i] = *d
+		out[i] = d
 	}
 	return out, nil
 }

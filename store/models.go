@@ -156,20 +156,63 @@ func fromDomainDocument(d *domain.Document) (documentRow, error) {
 }
 
 func toDomainDocument(r *documentRow) (*domain.Document, error) {
-	var meta map[string]any
-	if r.Metadata != "" {
-		// Numbers as stored (json.Number): float64 would round integers
-		// past 2⁵³, which the API took without loss (wire.Object).
-		dec := json.NewDecoder(strings.NewReader(r.Metadata))
-		dec.UseNumber()
-		if err := dec.Decode(&meta); err != nil {
-			return nil, err
-		}
+	meta, err := toDomainMetadata(r.Metadata)
+	if err != nil {
+		return nil, err
 	}
 	return &domain.Document{
 		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, Content: r.Content, MimeType: r.MimeType,
 		Metadata: meta, CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
 	}, nil
+}
+
+// documentSummaryRow is a documents row without its content, which a list
+// does not read: Bytes is octet_length(content) (documentSummaryColumns).
+type documentSummaryRow struct {
+	ID        string    `gorm:"column:id"`
+	ProjectID string    `gorm:"column:project_id"`
+	Name      string    `gorm:"column:name"`
+	MimeType  string    `gorm:"column:mime_type"`
+	Metadata  string    `gorm:"column:metadata"` // JSON
+	Bytes     int       `gorm:"column:bytes"`
+	CreatedAt time.Time `gorm:"column:created_at"`
+	UpdatedAt time.Time `gorm:"column:updated_at"`
+}
+
+func (documentSummaryRow) TableName() string { return "documents" }
+
+// documentSummaryColumns selects a documentSummaryRow. octet_length counts
+// the bytes of the content in the database's encoding (UTF-8: Parley's
+// SQLite databases and PostgreSQL's UTF8), and neither engine reads the
+// content for it: PostgreSQL takes the size from the TOAST pointer, SQLite
+// (3.43 and later) from the record header, where length(CAST(content AS
+// BLOB)) would read every page of it.
+const documentSummaryColumns = "id, project_id, name, mime_type, metadata, octet_length(content) AS bytes, created_at, updated_at"
+
+func toDomainDocumentSummary(r *documentSummaryRow) (domain.DocumentSummary, error) {
+	meta, err := toDomainMetadata(r.Metadata)
+	if err != nil {
+		return domain.DocumentSummary{}, err
+	}
+	return domain.DocumentSummary{
+		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, MimeType: r.MimeType, Metadata: meta, Bytes: r.Bytes,
+		CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
+	}, nil
+}
+
+// toDomainMetadata decodes a document's stored metadata, keeping its
+// numbers as stored (json.Number): float64 would round integers past 2⁵³,
+// which the API took without loss (wire.Object).
+func toDomainMetadata(s string) (map[string]any, error) {
+	var meta map[string]any
+	if s != "" {
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		if err := dec.Decode(&meta); err != nil {
+			return nil, err
+		}
+	}
+	return meta, nil
 }
 
 type chatRow struct {

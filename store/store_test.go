@@ -876,11 +876,33 @@ func TestDocuments(t *testing.T) {
 				if got, want := len(got), tt.want; got != want {
 					t.Fatalf("len = %d; want %d", got, want)
 				}
-				if !slices.IsSortedFunc(got, func(a, b domain.Document) int { return strings.Compare(a.ID, b.ID) }) {
+				if !slices.IsSortedFunc(got, func(a, b domain.DocumentSummary) int { return strings.Compare(a.ID, b.ID) }) {
 					t.Fatal("not ordered by id")
 				}
 			})
 		}
+		t.Run("list gives each document but its content, and the content's size in bytes", func(t *testing.T) {
+			p := newProject(t, s, w.alice, "sizes")
+			var want []domain.DocumentSummary
+			for _, content := range []string{
+				"",
+				"plain ASCII",
+				"héllo € 😀",                       // 2-, 3- and 4-byte characters: 15 bytes, 9 characters
+				strings.Repeat("ü", 1<<20) + "\n", // 2 MiB and a byte, in overflow pages (SQLite) and TOAST (PostgreSQL)
+			} {
+				d := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: p.ID, Name: "d", Content: content,
+					MimeType: "text/plain", Metadata: map[string]any{"n": json.Number("1")}, CreatedAt: t0, UpdatedAt: t0}
+				must(t, s.CreateDocument(ctx(), d))
+				want = append(want, d.Summary())
+			}
+			if got := want[2].Bytes; got != 15 {
+				t.Fatalf("Summary().Bytes of a 15-byte text = %d", got)
+			}
+			slices.SortFunc(want, func(a, b domain.DocumentSummary) int { return strings.Compare(a.ID, b.ID) })
+			got, err := s.ListDocuments(ctx(), domain.DocumentFilter{ProjectID: p.ID, Page: domain.Page{Limit: 10}})
+			must(t, err)
+			equal(t, got, want)
+		})
 		t.Run("update", func(t *testing.T) {
 			d := *doc
 			d.Name, d.Content, d.MimeType, d.Metadata, d.UpdatedAt = "faq2", "new", "text/markdown", map[string]any{"v": json.Number("2")}, t0.Add(time.Minute)
