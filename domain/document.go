@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"encoding/json"
 	"mime"
 	"strings"
 	"time"
@@ -72,6 +73,12 @@ const maxDocumentBytes = 4 << 20
 // Python's near 1,000): one document must not make the list unreadable.
 const maxMetadataDepth = 32
 
+// maxMetadataBytes caps a document's metadata, as compact JSON. A list of
+// documents gives every document's metadata but no content, so metadata
+// must not be where a document's bulk goes: a page of 100 is at most
+// 6.4 MiB of it.
+const maxMetadataBytes = 64 << 10
+
 // Documents manages project documents.
 type Documents struct {
 	store  Store
@@ -118,7 +125,34 @@ func validateDocument(d *Document) error {
 	if jsonDepth(d.Metadata, maxMetadataDepth+1) > maxMetadataDepth {
 		return Invalidf("metadata", "metadata nests more than %d levels of objects and arrays; the limit is %d, so flatten it", maxMetadataDepth, maxMetadataDepth)
 	}
+	n, err := jsonSize(d.Metadata)
+	if err != nil {
+		return Invalidf("metadata", "metadata cannot be written as JSON: %v", err)
+	}
+	if n > maxMetadataBytes {
+		return Invalidf("metadata", "metadata is %d bytes as JSON; the limit is %d (64 KiB), so keep large data in the content", n, maxMetadataBytes)
+	}
 	return nil
+}
+
+// jsonSize is the size of v as compact JSON with no HTML escapes, as
+// JavaScript's JSON.stringify writes it.
+func jsonSize(v any) (int, error) {
+	var n byteCounter
+	enc := json.NewEncoder(&n)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return 0, err
+	}
+	return int(n) - 1, nil // Encode ends with a newline
+}
+
+// byteCounter is an io.Writer that counts what it is given.
+type byteCounter int
+
+func (c *byteCounter) Write(p []byte) (int, error) {
+	*c += byteCounter(len(p))
+	return len(p), nil
 }
 
 // jsonDepth is how many levels of objects and arrays v nests (an object of

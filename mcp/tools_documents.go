@@ -54,7 +54,7 @@ type createDocumentArgs struct {
 	Name      string      `json:"name" desc:"Document name."`
 	Content   string      `json:"content" desc:"The document's text (at most 4 MiB)."`
 	MimeType  string      `json:"mimeType,omitempty" desc:"Media type of the content; default text/plain."`
-	Metadata  wire.Object `json:"metadata,omitempty" desc:"Free-form metadata object."`
+	Metadata  wire.Object `json:"metadata,omitempty" desc:"Free-form metadata object: at most 32 levels deep and 64 KiB as JSON."`
 }
 
 func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
@@ -115,7 +115,7 @@ type updateDocumentArgs struct {
 	Name       *string     `json:"name,omitempty" desc:"New name."`
 	Content    *string     `json:"content,omitempty" desc:"New text (at most 4 MiB). Conversations that used the document keep the text they sent."`
 	MimeType   *string     `json:"mimeType,omitempty" desc:"New media type; an empty string resets it to text/plain."`
-	Metadata   wire.Object `json:"metadata,omitempty" desc:"New metadata object, replacing the old one whole; {} clears it."`
+	Metadata   wire.Object `json:"metadata,omitempty" desc:"New metadata object, replacing the old one whole (at most 32 levels deep and 64 KiB as JSON); {} clears it."`
 }
 
 func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {

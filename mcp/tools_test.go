@@ -234,6 +234,15 @@ func TestTools(t *testing.T) {
 			}
 			e.connect(overHTTP, "viewer", Options{}).fails(t, "update-document", obj{"documentId": doc.ID, "name": "x"}, "forbidden")
 			editor.fails(t, "update-document", obj{"documentId": doc.ID, "name": " "}, "invalid_request")
+			big := obj{"a": strings.Repeat("x", 64<<10)} // over 64 KiB as JSON
+			for tool, args := range map[string]obj{
+				"create-document": {"projectId": e.project.ID, "name": "big", "content": "x", "metadata": big},
+				"update-document": {"documentId": doc.ID, "metadata": big},
+			} {
+				if msg := editor.fails(t, tool, args, "invalid_request"); !strings.Contains(msg, "metadata is 65544 bytes as JSON; the limit is 65536") {
+					t.Errorf("%s with metadata over 64 KiB: %q, want a message naming metadata and its limit", tool, msg)
+				}
+			}
 			var theirs documentOut
 			e.connect(overHTTP, "outsider", Options{}).ok(t, "create-document", obj{"projectId": e.otherProject.ID, "name": "theirs", "content": "x"}, &theirs)
 			editor.fails(t, "update-document", obj{"documentId": theirs.ID, "name": "x"}, "not_found")

@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -142,6 +143,48 @@ func TestDocumentListLeavesOutContent(t *testing.T) {
 		up := h.must(200, "PATCH", "/api/v1/documents/"+list[0].(map[string]any)["id"].(string), h.admin, map[string]any{"content": "Näher"})
 		if up["content"] != "Näher" || up["bytes"] != float64(6) {
 			t.Errorf("update gave content %q, bytes %v; want Näher, 6", up["content"], up["bytes"])
+		}
+	})
+}
+
+// TestDocumentMetadataSize: metadata over 64 KiB as compact JSON is a 400
+// naming metadata and its limit, on create and update, and changes
+// nothing: every list of documents gives every document's metadata. The
+// size is JSON.stringify's: < is one byte (not Go's \u003c), € three.
+func TestDocumentMetadataSize(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		meta := func(s string) string { return `{"a":"` + s + `"}` } // 8 bytes and s
+		create := func(meta string) *response {
+			return h.call("POST", "/api/v1/documents", h.admin, `{"projectId":"`+p+`","name":"d","content":"x","metadata":`+meta+`}`)
+		}
+		atLimit := meta(strings.Repeat("<", 64<<10-8))
+		r := create(atLimit)
+		if r.Status != 201 {
+			t.Fatalf("metadata of 64 KiB = %d %.200s, want 201", r.Status, r.Body)
+		}
+		id := r.JSON()["id"].(string)
+		keys := make([]string, 8000) // "k0000":1, … : 8 or 9 bytes each
+		for i := range keys {
+			keys[i] = fmt.Sprintf(`"k%04d":1`, i)
+		}
+		for name, meta := range map[string]string{
+			"a byte over":            meta(strings.Repeat("x", 64<<10-7)),
+			"multibyte, a byte over": meta(strings.Repeat("€", (64<<10-8)/3) + "xxx"),
+			"many keys":              "{" + strings.Join(keys, ",") + "}",
+		} {
+			if r := create(meta); r.Status != 400 || r.ErrorField() != "metadata" || !strings.Contains(r.ErrorMessage(), "the limit is 65536") {
+				t.Errorf("create with metadata %s = %d %.200s, want 400 naming metadata and its limit", name, r.Status, r.Body)
+			}
+			if r := h.call("PATCH", "/api/v1/documents/"+id, h.admin, `{"metadata":`+meta+`}`); r.Status != 400 || r.ErrorField() != "metadata" {
+				t.Errorf("PATCH to metadata %s = %d %.200s, want 400 naming metadata", name, r.Status, r.Body)
+			}
+		}
+		if n := len(h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any)); n != 1 {
+			t.Errorf("refused documents were created: %d documents, want 1", n)
+		}
+		if got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil)["metadata"].(map[string]any)["a"]; got != strings.Repeat("<", 64<<10-8) {
+			t.Errorf("a refused PATCH changed the metadata to %.40q…", got)
 		}
 	})
 }
