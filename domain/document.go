@@ -108,7 +108,9 @@ func validateDocument(d *Document) error {
 		return err
 	}
 	if len(d.Content) > maxDocumentBytes {
-		return Errorf(TooLarge, "content is %d bytes; the limit is %d", len(d.Content), maxDocumentBytes)
+		e := Errorf(TooLarge, "content is %d bytes; the limit is %d (4 MiB)", len(d.Content), maxDocumentBytes)
+		e.Details = map[string]any{"field": "content"}
+		return e
 	}
 	if err := checkText("content", d.Content, true, maxDocumentBytes); err != nil {
 		return err
@@ -188,7 +190,7 @@ func (s *Documents) Create(ctx context.Context, in DocumentCreate) (*Document, e
 		return nil, err
 	}
 	now := s.now()
-	d := &Document{ID: NewID(PrefixDocument), ProjectID: in.ProjectID, Name: strings.TrimSpace(in.Name), Content: in.Content,
+	d := &Document{ID: NewID(PrefixDocument), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Content: in.Content,
 		MimeType: in.MimeType, Metadata: in.Metadata, CreatedAt: now, UpdatedAt: now}
 	if err := validateDocument(d); err != nil {
 		return nil, err
@@ -245,7 +247,7 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 	}
 	before := *d
 	if in.Name != nil {
-		d.Name = strings.TrimSpace(*in.Name)
+		d.Name = trimRequired(*in.Name)
 	}
 	if in.Content != nil {
 		d.Content = *in.Content

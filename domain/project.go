@@ -148,7 +148,7 @@ func (s *Projects) update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 	}
 	before := *prj
 	if in.Name != nil {
-		prj.Name = strings.TrimSpace(*in.Name)
+		prj.Name = trimRequired(*in.Name)
 	}
 	if in.Description != nil {
 		prj.Description = *in.Description

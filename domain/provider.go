@@ -130,8 +130,8 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	}
 	now := s.deps.Now()
 	p := &AIProvider{
-		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: strings.TrimSpace(in.Name), Type: in.Type,
-		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: strings.TrimSpace(in.DefaultModel),
+		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Type: in.Type,
+		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: trimRequired(in.DefaultModel),
 		APIVersion: in.APIVersion, CreatedAt: now, UpdatedAt: now,
 	}
 	if in.APIKey != "" && in.APIKeyRef != "" {
@@ -402,13 +402,13 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	}
 	before := *p
 	if in.Name != nil {
-		p.Name = strings.TrimSpace(*in.Name)
+		p.Name = trimRequired(*in.Name)
 	}
 	if in.BaseURL != nil {
 		p.BaseURL = strings.TrimRight(strings.TrimSpace(*in.BaseURL), "/")
 	}
 	if in.DefaultModel != nil {
-		p.DefaultModel = strings.TrimSpace(*in.DefaultModel)
+		p.DefaultModel = trimRequired(*in.DefaultModel)
 	}
 	if in.APIVersion != nil {
 		p.APIVersion = *in.APIVersion

@@ -115,11 +115,15 @@ const (
 	maxTextLen  = 1 << 20 // system messages, descriptions
 )
 
-// checkText validates a string field: required when min > 0, at most max
-// characters, valid UTF-8.
+// checkText validates a string field: not blank when required, at most
+// max characters, valid UTF-8. A required field that is empty is missing;
+// one of only whitespace is blank, and the message says which.
 func checkText(field, v string, required bool, max int) error {
-	if required && strings.TrimSpace(v) == "" {
+	if required && v == "" {
 		return Invalidf(field, "%s is required", field)
+	}
+	if required && strings.TrimSpace(v) == "" {
+		return Invalidf(field, "%s must not be blank: it has only whitespace", field)
 	}
 	if !utf8.ValidString(v) {
 		return Invalidf(field, "%s must be valid UTF-8", field)
@@ -133,6 +137,16 @@ func checkText(field, v string, required bool, max int) error {
 		return Invalidf(field, "%s is %d characters long; the limit is %d", field, n, max)
 	}
 	return nil
+}
+
+// trimRequired trims the whitespace around a required text, but leaves
+// one of only whitespace as it is, so that checkText calls it blank rather
+// than missing.
+func trimRequired(v string) string {
+	if t := strings.TrimSpace(v); t != "" {
+		return t
+	}
+	return v
 }
 
 // checkRef validates a reference to another resource by public id.

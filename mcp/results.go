@@ -33,10 +33,11 @@ func toList[T, R any](l domain.List[T], conv func(*T) R) listOut[R] {
 	return out
 }
 
-// listText renders a page: a count line, then one line per item.
-func listText[T any](what string, l listOut[T], line func(T) string) string {
+// listText renders a page: a count line ("1 document", "2 documents"),
+// then one line per item; noun is what an item is, in the singular.
+func listText[T any](noun string, l listOut[T], line func(T) string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d %s", len(l.Data), what)
+	b.WriteString(count(len(l.Data), noun))
 	if l.NextCursor != nil {
 		fmt.Fprintf(&b, " (more: pass cursor %q)", *l.NextCursor)
 	}
@@ -44,6 +45,15 @@ func listText[T any](what string, l listOut[T], line func(T) string) string {
 		b.WriteString("\n- " + line(it))
 	}
 	return b.String()
+}
+
+// count is n and noun, in the plural unless n is 1: "1 document", "0
+// documents". Every noun the texts count takes an s.
+func count[N int | int64](n N, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }
 
 // deletedOut is what every delete tool returns.

@@ -82,7 +82,7 @@ func listChats(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[chatOut]{}, err
 			}
 			return toList(l, toChatOut), nil
-		}, func(l listOut[chatOut]) string { return listText("chats", l, chatLine) })
+		}, func(l listOut[chatOut]) string { return listText("chat", l, chatLine) })
 }
 
 type chatIDArgs struct {

@@ -61,7 +61,7 @@ func conversationLine(c conversationOut) string {
 
 func conversationText(c conversationOut) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Conversation %s, %d messages:", conversationLine(c), len(c.Messages))
+	fmt.Fprintf(&b, "Conversation %s, %s:", conversationLine(c), count(len(c.Messages), "message"))
 	for _, m := range c.Messages {
 		b.WriteString("\n" + messageLine(m))
 	}
@@ -99,7 +99,7 @@ func listConversations(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[conversationOut]{}, err
 			}
 			return toList(l, toConversationOut), nil
-		}, func(l listOut[conversationOut]) string { return listText("conversations", l, conversationLine) })
+		}, func(l listOut[conversationOut]) string { return listText("conversation", l, conversationLine) })
 }
 
 type getConversationArgs struct {
@@ -140,5 +140,5 @@ func listMessages(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[messageOut]{}, err
 			}
 			return toList(l, toMessageOut), nil
-		}, func(l listOut[messageOut]) string { return listText("messages", l, messageLine) })
+		}, func(l listOut[messageOut]) string { return listText("message", l, messageLine) })
 }

@@ -46,7 +46,7 @@ func toDocumentOut(d *domain.Document) documentOut {
 }
 
 func documentLine(d documentSummaryOut) string {
-	return fmt.Sprintf("%s %s (%s, %d bytes) in project %s", d.ID, quote(d.Name), d.MimeType, d.Bytes, d.ProjectID)
+	return fmt.Sprintf("%s %s (%s, %s) in project %s", d.ID, quote(d.Name), d.MimeType, count(d.Bytes, "byte"), d.ProjectID)
 }
 
 type createDocumentArgs struct {
@@ -89,7 +89,7 @@ func listDocuments(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[documentSummaryOut]{}, err
 			}
 			return toList(l, toDocumentSummaryOut), nil
-		}, func(l listOut[documentSummaryOut]) string { return listText("documents", l, documentLine) })
+		}, func(l listOut[documentSummaryOut]) string { return listText("document", l, documentLine) })
 }
 
 type documentIDArgs struct {

@@ -51,7 +51,7 @@ func listProjects(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[projectOut]{}, err
 			}
 			return toList(l, toProjectOut), nil
-		}, func(l listOut[projectOut]) string { return listText("projects", l, projectLine) })
+		}, func(l listOut[projectOut]) string { return listText("project", l, projectLine) })
 }
 
 type getProjectArgs struct {
@@ -139,7 +139,7 @@ func usageText(u usageReportOut) string {
 		case u.GroupBy != "":
 			b.WriteString("no " + u.GroupBy + ": ")
 		}
-		fmt.Fprintf(&b, "%d requests, %d tokens (%d prompt, %d completion)", t.Requests, t.TotalTokens, t.PromptTokens, t.CompletionTokens)
+		fmt.Fprintf(&b, "%s, %s (%d prompt, %d completion)", count(t.Requests, "request"), count(t.TotalTokens, "token"), t.PromptTokens, t.CompletionTokens)
 	}
 	return b.String()
 }

@@ -216,6 +216,31 @@ func TestTools(t *testing.T) {
 			e.connect(overHTTP, "outsider", Options{}).fails(t, "list-messages", obj{"conversationId": first.ConversationID}, "not_found")
 		})
 
+		t.Run("list texts count one item in the singular", func(t *testing.T) {
+			for tool, args := range map[string]obj{
+				"list-projects":      {},
+				"list-ai-providers":  {},
+				"list-chats":         {},
+				"list-documents":     {},
+				"list-conversations": {},
+				"list-messages":      {"conversationId": first.ConversationID},
+			} {
+				args["limit"] = 1
+				noun := strings.ReplaceAll(strings.TrimSuffix(strings.TrimPrefix(tool, "list-"), "s"), "ai-provider", "AI provider")
+				var l listOut[obj]
+				got := text(editor.ok(t, tool, args, &l))
+				if len(l.Data) != 1 || !strings.HasPrefix(got, "1 "+noun+" ") && !strings.HasPrefix(got, "1 "+noun+"\n") {
+					t.Errorf("%s of one item says %q; want it to start %q", tool, got, "1 "+noun)
+				}
+			}
+			var one documentOut
+			res := editor.ok(t, "create-document", obj{"projectId": e.project.ID, "name": "one", "content": "x"}, &one)
+			if !strings.Contains(text(res), "(text/plain, 1 byte)") {
+				t.Errorf("create-document of one byte says %q", text(res))
+			}
+			editor.ok(t, "delete-document", obj{"documentId": one.ID}, nil)
+		})
+
 		t.Run("update-document; the conversation keeps the text it sent", func(t *testing.T) {
 			var up documentOut
 			editor.ok(t, "update-document", obj{"documentId": doc.ID, "content": "The sky is blue now.", "name": nil}, &up)
@@ -576,7 +601,7 @@ func TestUsageTextLabelsEveryGroup(t *testing.T) {
 	}}
 	want := "Usage of project prj_x from a to b by chat:\n" +
 		"- cht_1: 2 requests, 3 tokens (0 prompt, 0 completion)\n" +
-		"- stateless completions: 1 requests, 4 tokens (0 prompt, 0 completion)"
+		"- stateless completions: 1 request, 4 tokens (0 prompt, 0 completion)"
 	if got := usageText(u); got != want {
 		t.Errorf("usageText =\n%s\nwant\n%s", got, want)
 	}

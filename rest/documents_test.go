@@ -188,3 +188,39 @@ func TestDocumentMetadataSize(t *testing.T) {
 		}
 	})
 }
+
+// TestDocumentFieldErrors: a field of only whitespace is called blank and
+// a missing one required, for content and for names alike; content over
+// 4 MiB is a 413 that names the field, as other field errors do.
+func TestDocumentFieldErrors(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		id := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "d", "content": "x"})["id"].(string)
+		for _, tt := range []struct {
+			name, method, path string
+			body               map[string]any
+			status             int
+			field, message     string
+		}{
+			{"blank content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": " \n\t"}, 400, "content", "content must not be blank"},
+			{"missing content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d"}, 400, "content", "content is required"},
+			{"blank name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "  ", "content": "x"}, 400, "name", "name must not be blank"},
+			{"missing name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "content": "x"}, 400, "name", "name is required"},
+			{"PATCH to blank content", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": "   "}, 400, "content", "content must not be blank"},
+			{"PATCH to blank name", "PATCH", "/api/v1/documents/" + id, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
+			{"PATCH to a blank project name", "PATCH", "/api/v1/projects/" + p, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
+			{"content over 4 MiB", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": strings.Repeat("x", 4<<20+1)}, 413, "content", "the limit is 4194304"},
+			{"PATCH to content over 4 MiB", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": strings.Repeat("é", 2<<20+1)}, 413, "content", "content is 4194306 bytes"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				r := h.call(tt.method, tt.path, h.admin, tt.body)
+				if r.Status != tt.status || r.ErrorField() != tt.field || !strings.Contains(r.ErrorMessage(), tt.message) {
+					t.Errorf("= %d %.300s; want %d naming %s, saying %q", r.Status, r.Body, tt.status, tt.field, tt.message)
+				}
+			})
+		}
+		if got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil); got["name"] != "d" || got["content"] != "x" {
+			t.Errorf("refused PATCHes changed the document: %v", got)
+		}
+	})
+}

@@ -243,6 +243,9 @@ func errorsFor(rt apiRoute) map[string]string {
 	if rt.request != nil {
 		out["400"] = "invalid request; error.details.field names the field"
 		out["413"] = "body over PARLEY_MAX_BODY_BYTES"
+		if strings.HasPrefix(rt.path, "/api/v1/documents") {
+			out["413"] = "body over PARLEY_MAX_BODY_BYTES, or content over 4 MiB (error.details.field: content)"
+		}
 	}
 	if rt.query != nil {
 		out["400"] = "invalid request; error.details.field names the field"
