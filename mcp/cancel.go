@@ -22,6 +22,12 @@ import (
 //   - over streamable HTTP, where each request has a response of its own,
 //     the request's context is ended, on which mcp-go writes nothing, and
 //     its response is an event stream that ends empty (liveRequests).
+//
+// A cancellation reaches mcp-go only where it names, by an id of the same
+// JSON type, a request of the session still to be answered (over
+// streamable HTTP, never: Parley ends the call itself). mcp-go keys its
+// calls by fmt.Sprint of the id, which takes the number 7 and the string
+// "7" for one, so it would cancel "7" for a client that cancelled 7.
 
 // idKey is the key of a JSON-RPC id: its JSON decoded and encoded again, so
 // that the id a request came with, the requestId of a notifications/cancelled
@@ -55,37 +61,56 @@ func cancelledRequest(msg []byte) (id string, ok bool) {
 	return id, id != ""
 }
 
-// lineWatcher passes a stream of lines through, calling seen with each line
-// (without its newline) as it goes by, before the reader has it, and with
-// an unended last line at the end of the stream. seen must not keep the
-// line.
-type lineWatcher struct {
+// lineFilter passes a stream of lines on a whole line at a time, leaving
+// out those keep refuses. keep sees each line (without its newline, and an
+// unended last line at the end of the stream) before the reader has it,
+// and must not keep it.
+type lineFilter struct {
 	r    io.Reader
-	seen func(line []byte)
+	keep func(line []byte) bool
+	buf  []byte // for reading r
+	out  []byte // lines kept, not yet read
 	part []byte // the start of a line not yet ended
+	err  error  // r's, returned once out is read
 }
 
-func (w *lineWatcher) Read(p []byte) (int, error) {
-	n, err := w.r.Read(p)
-	data := p[:n]
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '\n')
-		if i < 0 {
-			w.part = append(w.part, data...)
-			break
+func (f *lineFilter) Read(p []byte) (int, error) {
+	for len(f.out) == 0 && f.err == nil {
+		if f.buf == nil {
+			f.buf = make([]byte, 32<<10)
 		}
-		if len(w.part) == 0 {
-			w.seen(data[:i])
-		} else {
-			w.part = append(w.part, data[:i]...)
-			w.seen(w.part)
-			w.part = w.part[:0]
+		n, err := f.r.Read(f.buf)
+		data := f.buf[:n]
+		for len(data) > 0 {
+			i := bytes.IndexByte(data, '\n')
+			if i < 0 {
+				f.part = append(f.part, data...)
+				break
+			}
+			line := data[:i]
+			if len(f.part) > 0 {
+				f.part = append(f.part, line...)
+				line = f.part
+			}
+			if f.keep(line) {
+				f.out = append(append(f.out, line...), '\n')
+			}
+			f.part = f.part[:0]
+			data = data[i+1:]
 		}
-		data = data[i+1:]
+		if err != nil {
+			if len(f.part) > 0 && f.keep(f.part) {
+				f.out = append(f.out, f.part...)
+			}
+			f.part = f.part[:0]
+			f.err = err
+		}
 	}
-	if err == io.EOF && len(w.part) > 0 {
-		w.seen(w.part)
-		w.part = w.part[:0]
+	n := copy(p, f.out)
+	f.out = f.out[n:]
+	if len(f.out) == 0 {
+		f.out = nil
+		return n, f.err
 	}
-	return n, err
+	return n, nil
 }

@@ -1,8 +1,12 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
+	"io"
+	"strings"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/mark3labs/mcp-go/client/transport"
@@ -76,6 +80,83 @@ func TestCancelledCallGetsNoResponse(t *testing.T) {
 			}
 			if r, ok := s.wire.response("cancel-me"); ok {
 				t.Errorf("the client received a response to the call it cancelled: %s", r)
+			}
+		})
+	}
+}
+
+// TestCancelNamesTheIDExactly: notifications/cancelled cancels the request
+// whose id it names, of the same JSON type: the number 7 is not the string
+// "7" (JSON-RPC ids are strings or numbers, and a client may use both).
+// mcp-go keys its calls by fmt.Sprint of the id, which makes the two one;
+// a cancellation naming 7 must leave the call "7" running.
+func TestCancelNamesTheIDExactly(t *testing.T) {
+	for _, over := range []string{overHTTPLegacy, overSSE, overStdio} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			s := e.connect(over, "editor", Options{})
+			tr := s.GetTransport()
+			started, canceled := e.upstream.hang()
+
+			ctx, stop := context.WithCancel(context.Background())
+			defer stop()
+			go func() {
+				params := obj{"name": "create-chat-completion", "arguments": cancelArgs(e)}
+				_, _ = tr.SendRequest(ctx, transport.JSONRPCRequest{JSONRPC: mcpgo.JSONRPC_VERSION,
+					ID: mcpgo.NewRequestId("7"), Method: string(mcpgo.MethodToolsCall), Params: params})
+			}()
+			select {
+			case <-started:
+			case <-time.After(10 * time.Second):
+				t.Fatal("the upstream never got the request")
+			}
+			cancel := func(id any) {
+				must(t, tr.SendNotification(context.Background(), mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION,
+					Notification: mcpgo.Notification{Method: string(mcpgo.MethodNotificationCancelled),
+						Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": id}}}}))
+			}
+			cancel(7)
+			select {
+			case <-canceled:
+				t.Fatal(`cancelling the request 7 cancelled the request "7"`)
+			case <-time.After(time.Second):
+			}
+			if r, ok := s.wire.response("7"); ok {
+				t.Errorf(`the call "7" got a response after the client cancelled 7: %s`, r)
+			}
+			cancel("7")
+			select {
+			case <-canceled:
+			case <-time.After(5 * time.Second):
+				t.Fatal(`cancelling "7" did not cancel it`)
+			}
+		})
+	}
+}
+
+// TestLineFilter: lines come out whole and in order, however the input is
+// cut, without those keep refuses; an unended last line is seen too.
+func TestLineFilter(t *testing.T) {
+	in := "keep 1\ndrop\nkeep 2\r\n\nkeep 3"
+	for name, r := range map[string]func() io.Reader{
+		"whole":       func() io.Reader { return strings.NewReader(in) },
+		"byte a read": func() io.Reader { return iotest.OneByteReader(strings.NewReader(in)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			var seen []string
+			f := &lineFilter{r: r(), keep: func(line []byte) bool {
+				seen = append(seen, string(line))
+				return !bytes.Equal(line, []byte("drop"))
+			}}
+			out, err := io.ReadAll(iotest.HalfReader(f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := string(out), "keep 1\nkeep 2\r\n\nkeep 3"; got != want {
+				t.Errorf("out = %q, want %q", got, want)
+			}
+			if got, want := strings.Join(seen, "|"), "keep 1|drop|keep 2\r||keep 3"; got != want {
+				t.Errorf("seen = %q, want %q", got, want)
 			}
 		})
 	}

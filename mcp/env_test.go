@@ -267,7 +267,7 @@ func (e *env) stdioClient(srv *server.MCPServer, caller Caller, wire *wireLog) *
 	})
 	var in io.Reader = clientIn
 	if wire != nil {
-		in = &lineWatcher{r: clientIn, seen: wire.seen}
+		in = &lineFilter{r: clientIn, keep: wire.seen}
 	}
 	return client.NewClient(transport.NewIO(in, clientOut, io.NopCloser(strings.NewReader(""))))
 }
@@ -281,8 +281,8 @@ type wireLog struct {
 }
 
 // seen records line, a line of JSON-RPC messages or of an event stream,
-// if it is a response.
-func (l *wireLog) seen(line []byte) {
+// if it is a response, and keeps every line.
+func (l *wireLog) seen(line []byte) bool {
 	line = bytes.TrimSpace(bytes.TrimPrefix(line, []byte("data:")))
 	if m, ok := readJSONRPC(line); ok && m.Method == "" {
 		l.mu.Lock()
@@ -292,6 +292,7 @@ func (l *wireLog) seen(line []byte) {
 		}
 		l.responses[idKey(m.ID)] = string(line)
 	}
+	return true
 }
 
 // response returns the response to the request with the given id, if the
@@ -316,7 +317,7 @@ func (l *wireLog) tap(base http.RoundTripper) http.RoundTripper {
 			res.Body = struct {
 				io.Reader
 				io.Closer
-			}{&lineWatcher{r: res.Body, seen: l.seen}, res.Body}
+			}{&lineFilter{r: res.Body, keep: l.seen}, res.Body}
 		}
 		return res, err
 	})

@@ -82,16 +82,16 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		_ = json.Unmarshal(body, &msg)
 		switch msg.Method {
 		case "notifications/cancelled":
-			// Without a session id mcp-go would match the request id
-			// against every caller's requests. Such callers (protocol
-			// 2026-07-28) cancel by closing the request instead.
-			if session == "" {
-				w.WriteHeader(http.StatusAccepted)
-				return
-			}
-			if id, ok := cancelledRequest(body); ok {
+			// Parley ends the call itself (liveRequests), and mcp-go does
+			// not see the notification: it would take the number 7 and
+			// the string "7" for one id, and cancel the wrong call.
+			// Without a session id there is nothing to cancel: such
+			// callers (protocol 2026-07-28) cancel by closing the request.
+			if id, ok := cancelledRequest(body); ok && session != "" {
 				live.cancel(session, id)
 			}
+			w.WriteHeader(http.StatusAccepted)
+			return
 		case "initialize":
 			buf := &bufferedResponse{header: http.Header{}}
 			h.ServeHTTP(buf, r)
@@ -356,8 +356,12 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
-			if id, ok := cancelledRequest(body); ok {
-				x.pending.cancel(session, id) // before mcp-go ends the call
+			// A cancellation reaches mcp-go only for a call of the session
+			// still to be answered, with an id of the same JSON type:
+			// mcp-go takes the number 7 and the string "7" for one id.
+			if id, ok := cancelledRequest(body); ok && !x.pending.cancel(session, id) {
+				w.WriteHeader(http.StatusAccepted)
+				return
 			}
 			msgH.ServeHTTP(w, r)
 			return
@@ -584,15 +588,17 @@ func (p *pendingResponses) add(session, id string) {
 	p.n.add(1)
 }
 
-// cancel notes that the client cancelled the request, if it is pending.
-func (p *pendingResponses) cancel(session, id string) {
+// cancel notes that the client cancelled the request, if it is pending,
+// and says whether it is.
+func (p *pendingResponses) cancel(session, id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ids := p.sessions[session]; ids != nil {
-		if _, ok := ids[id]; ok {
-			ids[id] = true
-		}
+	ids := p.sessions[session]
+	if _, ok := ids[id]; !ok {
+		return false
 	}
+	ids[id] = true
+	return true
 }
 
 // cancelled says whether the client cancelled the pending request.
@@ -666,7 +672,7 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io
 		return withProgressLog(context.WithValue(ctx, callerKey{}, caller), progress)
 	})
 	pending := &pendingResponses{}
-	in = &lineWatcher{r: in, seen: func(msg []byte) { watchRequests(pending, msg) }}
+	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) }}
 	err := s.Listen(ctx, in, stdioOutput{out, progress, pending})
 	if ctx.Err() != nil {
 		return nil
@@ -680,17 +686,21 @@ const stdioSession = ""
 
 // watchRequests notes in pending the request msg is or, if it is a
 // notifications/cancelled, the request it cancels. It sees each message
-// the client sends over stdio before mcp-go handles it.
-func watchRequests(pending *pendingResponses, msg []byte) {
+// the client sends over stdio before mcp-go does, and says whether mcp-go
+// is to see it: a cancellation only of a request still to be answered,
+// with an id of the same JSON type (mcp-go takes the number 7 and the
+// string "7" for one id).
+func watchRequests(pending *pendingResponses, msg []byte) bool {
 	if m, ok := readJSONRPC(msg); ok {
 		if m.Method != "" {
 			pending.add(stdioSession, idKey(m.ID))
 		}
-		return
+		return true
 	}
 	if id, ok := cancelledRequest(msg); ok {
-		pending.cancel(stdioSession, id)
+		return pending.cancel(stdioSession, id)
 	}
+	return true
 }
 
 // stdioOutput is a stdio session's output: it records the progress
