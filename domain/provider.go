@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ProviderType names the wire protocol of an AI provider.
@@ -174,6 +176,13 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 	case key != "":
 		if err := checkText("apiKey", key, true, 4096); err != nil {
 			return err
+		}
+		// Whitespace around a pasted key (a trailing newline) is no part of
+		// it; one inside, a control character, cannot go in the header that
+		// carries it, so every call would fail with no cause named.
+		key = strings.TrimSpace(key)
+		if i := strings.IndexFunc(key, unicode.IsControl); i >= 0 {
+			return Invalidf("apiKey", "apiKey must not contain a control character such as a newline or a tab (one is at character %d); send the key alone, as the provider shows it", utf8.RuneCountInString(key[:i])+1)
 		}
 		ct, keyID, err := s.deps.Sealer.Seal([]byte(key))
 		if err != nil {

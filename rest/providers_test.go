@@ -73,6 +73,11 @@ func TestProviderValidation(t *testing.T) {
 			{"NUL in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\x00B"}), "apiKeyRef"},
 			{"newline in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\n"}), "apiKeyRef"},
 			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
+			// An HTTP header cannot carry a control character: the key would
+			// be saved and every call fail with a 502 that names no cause.
+			{"newline in apiKey", base(map[string]any{"apiKey": "sk-abc\ndef-1234567890"}), "apiKey"},
+			{"CR in apiKey", base(map[string]any{"apiKey": "sk-abc\rdef-1234567890"}), "apiKey"},
+			{"tab in apiKey", base(map[string]any{"apiKey": "sk-abc\tdef-1234567890"}), "apiKey"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -94,6 +99,19 @@ func TestProviderValidation(t *testing.T) {
 		wide := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"apiKey": strings.Repeat("é", 24)}))
 		if wide["apiKeyHint"] != "ééé…éééé" {
 			t.Errorf("apiKeyHint = %q, want ééé…éééé", wide["apiKeyHint"])
+		}
+		// A key pasted with the whitespace around it (a trailing newline) is
+		// stored without it: the upstream would refuse " sk-…" or "sk-…\n".
+		padded := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"apiKey": "  " + upstreamKey + "\n"}))
+		if padded["apiKeyHint"] != "sk-…6789" {
+			t.Errorf("apiKeyHint of a padded key = %q, want sk-…6789", padded["apiKeyHint"])
+		}
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": padded["id"], "messages": []any{userMessage("x")}})
+		if got := h.up.Last().APIKey; got != upstreamKey {
+			t.Errorf("upstream key = %q, want it without the whitespace around it", got)
+		}
+		if r := h.call("PATCH", "/api/v1/ai-providers/"+padded["id"].(string), h.admin, map[string]any{"apiKey": "sk-new\nkey-1234567890"}); r.Status != 400 {
+			t.Errorf("PATCH of a key with a newline = %d %s, want 400", r.Status, r.Body)
 		}
 		// A key-less OpenAI-compatible server (Ollama) is fine; removing
 		// the key of a provider that needs one is not, and changes nothing.
