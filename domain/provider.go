@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -255,6 +256,16 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 	}
 	if u.User != nil {
 		return Invalidf("baseUrl", "baseUrl must not carry credentials; use apiKey or apiKeyRef")
+	}
+	if strings.ContainsAny(raw, "?#") {
+		// The clients append the API's path to baseUrl as text, so a query
+		// or a fragment would swallow it: ".../v1?x=1/chat/completions".
+		return Invalidf("baseUrl", "baseUrl must not carry a query string or a fragment (?… or #…): the API's path is appended to it; for Azure's api-version send apiVersion")
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return Invalidf("baseUrl", "the port of baseUrl, %s, must be from 1 to 65535", p)
+		}
 	}
 	if s.deps.AllowPrivateUpstreams {
 		return nil

@@ -78,6 +78,13 @@ func TestProviderValidation(t *testing.T) {
 			{"newline in apiKey", base(map[string]any{"apiKey": "sk-abc\ndef-1234567890"}), "apiKey"},
 			{"CR in apiKey", base(map[string]any{"apiKey": "sk-abc\rdef-1234567890"}), "apiKey"},
 			{"tab in apiKey", base(map[string]any{"apiKey": "sk-abc\tdef-1234567890"}), "apiKey"},
+			// The client appends the API's path to baseUrl, so a query or a
+			// fragment would swallow it (".../v1?x=1/chat/completions").
+			{"query in baseUrl", base(map[string]any{"baseUrl": h.up.URL() + "?api-version=1"}), "baseUrl"},
+			{"empty query in baseUrl", base(map[string]any{"baseUrl": h.up.URL() + "?"}), "baseUrl"},
+			{"fragment in baseUrl", base(map[string]any{"baseUrl": h.up.URL() + "#x"}), "baseUrl"},
+			{"port out of range", base(map[string]any{"baseUrl": "http://127.0.0.1:99999/v1"}), "baseUrl"},
+			{"port zero", base(map[string]any{"baseUrl": "http://127.0.0.1:0/v1"}), "baseUrl"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
