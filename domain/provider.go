@@ -486,7 +486,7 @@ func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
 	case len(p.APIKeyCiphertext) > 0:
 		key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
 		if err != nil {
-			return e, &Error{Kind: Unavailable, Op: "providers.endpoint", Message: fmt.Sprintf("the API key of AI provider %s cannot be decrypted; the operator must load its master key", p.ID), Err: err}
+			return e, &Error{Kind: Unavailable, Op: "providers.endpoint", Message: fmt.Sprintf("the API key of AI provider %s cannot be decrypted: it was sealed under a master key this server does not hold; the operator must set that key in PARLEY_SECRET_KEY or PARLEY_OLD_SECRET_KEYS, or a project owner can send the provider's apiKey again", p.ID), Err: err}
 		}
 		e.APIKey = Secret(key)
 	case p.APIKeyRef != "":
@@ -542,7 +542,8 @@ func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, n *int) error 
 	}
 	key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
 	if err != nil {
-		return fmt.Errorf("open key of %s: %w", p.ID, err)
+		return &Error{Kind: Unavailable, Op: "providers.rotateKey", Err: err, Message: fmt.Sprintf(
+			"the API key of AI provider %s was sealed under master key %s, which is not loaded: add that key to PARLEY_OLD_SECRET_KEYS and run rotate-key again, or, if it is lost, send the provider's apiKey again", p.ID, p.APIKeyKeyID)}
 	}
 	ct, keyID, err := s.deps.Sealer.Seal(key)
 	if err != nil {

@@ -339,3 +339,24 @@ func TestNoSecretInLogs(t *testing.T) {
 		}
 	})
 }
+
+// TestUndecryptableProviderKey: a key sealed under a master key the server
+// does not hold (PARLEY_SECRET_KEY changed without rotating) is a 503 whose
+// message says both fixes, the operator's and the owner's, and leaks nothing.
+func TestUndecryptableProviderKey(t *testing.T) {
+	st := dbtest.SQLite(t)
+	w := newHarness(t, st, nil).world()
+	h := newHarness(t, st, nil) // the same database, under another master key
+	r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if r.Status != 503 || r.ErrorCode() != "unavailable" {
+		t.Fatalf("completion = %d %s, want 503 unavailable", r.Status, r.Body)
+	}
+	for _, want := range []string{w.provider, "PARLEY_SECRET_KEY", "PARLEY_OLD_SECRET_KEYS", "apiKey"} {
+		if !strings.Contains(r.ErrorMessage(), want) {
+			t.Errorf("message %q does not name %s", r.ErrorMessage(), want)
+		}
+	}
+	if strings.Contains(string(r.Body), upstreamKey) {
+		t.Errorf("the answer carries the key: %s", r.Body)
+	}
+}

@@ -219,8 +219,11 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	case "rotate-key":
 		n, err := a.Services.Providers.RotateKeys(actx)
+		if err != nil && domain.KindOf(err) != domain.Internal {
+			return errors.New(domain.MessageOf(err)) // what to fix, without the ops
+		}
 		if err != nil {
-			return err
+			return err // a fault: the whole chain, as the logs are discarded here
 		}
 		fmt.Fprintf(stdout, "re-encrypted %d provider keys\n", n)
 		return nil

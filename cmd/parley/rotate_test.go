@@ -53,10 +53,22 @@ func TestRotateKey(t *testing.T) {
 	}
 	s.stop(t)
 
+	// Without the old key in PARLEY_OLD_SECRET_KEYS, rotate-key cannot
+	// open the provider's key, and says what to set rather than which
+	// function failed.
 	cmd := exec.Command(bin, "admin", "rotate-key")
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), append(common, "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="+newKey, "PARLEY_OLD_SECRET_KEYS="+oldKey)...)
+	cmd.Env = append(os.Environ(), append(common, "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="+newKey)...)
 	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "PARLEY_OLD_SECRET_KEYS") || !strings.Contains(string(out), prov["id"].(string)) ||
+		strings.Contains(string(out), "providers.") || strings.Contains(string(out), "internal") {
+		t.Errorf("rotate-key without the old key = %v\n%s\nwant a failure naming the provider and PARLEY_OLD_SECRET_KEYS, without Go's ops", err, out)
+	}
+
+	cmd = exec.Command(bin, "admin", "rotate-key")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), append(common, "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="+newKey, "PARLEY_OLD_SECRET_KEYS="+oldKey)...)
+	out, err = cmd.CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "re-encrypted 1 provider keys") {
 		t.Fatalf("rotate-key: %v\n%s", err, out)
 	}
