@@ -539,6 +539,9 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if pl.conv != nil {
 		if err := s.storeTurn(ctx, pl, out); err != nil {
 			rec.Outcome = OutcomeError
+			if pl.newConv {
+				rec.ConversationID = "" // as above: the unstored turn created nothing
+			}
 			s.deps.Usage.Record(ctx, rec)
 			return nil, err
 		}
