@@ -1,6 +1,10 @@
 package rest_test
 
 import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -45,6 +49,184 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 		}
 		if got := usageConversations(t, h, w.chat, "error"); len(got) != 1 || got[0] != "" {
 			t.Errorf("the unstored first turn's usage names conversations %q, want one record naming none", got)
+		}
+	})
+}
+
+// TestConcurrentContinuations: tabs that continue one conversation at the
+// same time all read the same history and all go upstream; the first turn
+// stored wins and the others get a 409 conflict (a JSON error, or an error
+// event after the streamed reply) and store nothing. The history stays in
+// order, each user message right before its reply, and sending a loser's
+// request again continues after the winner's turn.
+func TestConcurrentContinuations(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		for _, stream := range []bool{false, true} {
+			w := h.world()
+			path := "/api/v1/chats/" + w.chat + "/completions"
+			conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+			const tabs = 3
+			for range tabs {
+				h.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond})
+			}
+			ask := func(i int) map[string]any {
+				return map[string]any{"stream": stream, "conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", i))}}
+			}
+			before := len(h.up.Requests())
+			res := make([]*response, tabs)
+			var wg sync.WaitGroup
+			for i := range tabs {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					r, err := h.send("POST", path, h.admin, ask(i))
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					res[i] = r
+				}()
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			for _, r := range h.up.Requests()[before:] {
+				if got, want := len(r.Messages), 4; got != want { // system, first, its reply, the tab's
+					t.Fatalf("stream %v: an upstream request had %d messages, want %d: the tabs did not run at the same time", stream, got, want)
+				}
+			}
+			var won []int
+			var lost []int
+			for i, r := range res {
+				body := string(r.Body)
+				switch {
+				case !stream && r.Status == 200, stream && r.Status == 200 && !strings.Contains(body, `"error"`):
+					won = append(won, i)
+				case !stream && r.Status == 409 && r.ErrorCode() == "conflict" && strings.Contains(r.ErrorMessage(), "send this request again"),
+					stream && r.Status == 200 && strings.Contains(body, `"code":"conflict"`) && strings.Contains(body, `"content":"echo: "`): // after the reply
+					lost = append(lost, i)
+				default:
+					t.Fatalf("stream %v: tab %d got %d %s, want the reply or a conflict", stream, i, r.Status, body)
+				}
+			}
+			if len(won) != 1 {
+				t.Fatalf("stream %v: %d tabs stored their turn, want 1", stream, len(won))
+			}
+			want := []string{"user: first", "assistant: echo: first", fmt.Sprint("user: tab ", won[0]), fmt.Sprint("assistant: echo: tab ", won[0])}
+			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("stream %v: stored %q, want %q", stream, got, want)
+			}
+			if got := usageConversations(t, h, w.chat, "error"); len(got) != len(lost) || got[0] != conv {
+				t.Errorf("stream %v: the losers' usage records name %q, want %d naming %s", stream, got, len(lost), conv)
+			}
+
+			h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", lost[0]))}})
+			want = append(want, fmt.Sprint("user: tab ", lost[0]), fmt.Sprint("assistant: echo: tab ", lost[0]))
+			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("stream %v: after sending a loser again, stored %q, want %q", stream, got, want)
+			}
+			if got := strings.Join(upstreamMessages(t, h)[1:], "|"); got != strings.Join(want[:len(want)-1], "|") {
+				t.Errorf("stream %v: the loser sent again went upstream with %q, want the winner's turn in it", stream, got)
+			}
+		}
+	})
+}
+
+// conversationMessages returns a conversation's stored messages as
+// "role: content", in order.
+func conversationMessages(t *testing.T, h *harness, conv string) []string {
+	t.Helper()
+	var out []string
+	for _, m := range h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any) {
+		mm := m.(map[string]any)
+		out = append(out, fmt.Sprintf("%s: %s", mm["role"], mm["content"]))
+	}
+	return out
+}
+
+// TestDeletedDuringContinuation: a conversation, or its chat, deleted while
+// a continuation of it waits on the upstream gets that continuation a 404
+// naming the conversation (an error event, once streaming), and no message
+// is left behind. TestChatDeletedDuringCompletion covers a first turn.
+func TestDeletedDuringContinuation(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		for _, deleted := range []string{"conversation", "chat"} {
+			for _, stream := range []bool{false, true} {
+				w := h.world()
+				path := "/api/v1/chats/" + w.chat + "/completions"
+				conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+				h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond})
+				before := h.up.Count()
+				done := make(chan *response, 1)
+				go func() {
+					done <- h.call("POST", path, h.admin, map[string]any{"stream": stream, "conversationId": conv, "messages": []any{userMessage("hi")}})
+				}()
+				for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before; time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("the continuation did not reach the upstream within 5s")
+					}
+				}
+				if deleted == "chat" {
+					h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
+				} else {
+					h.must(200, "DELETE", "/api/v1/conversations/"+conv, h.admin, nil)
+				}
+				r := <-done
+				msg := "conversation " + conv + " does not exist"
+				if stream && (r.Status != 200 || !strings.Contains(string(r.Body), `"code":"not_found"`) || !strings.Contains(string(r.Body), msg)) ||
+					!stream && (r.Status != 404 || r.ErrorMessage() != msg) {
+					t.Errorf("%s deleted, stream %v: %d %s, want not_found: %s", deleted, stream, r.Status, r.Body, msg)
+				}
+				var left int64
+				h.app.Store.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv).Scan(&left)
+				if left != 0 {
+					t.Errorf("%s deleted, stream %v: %d messages left of the deleted conversation", deleted, stream, left)
+				}
+			}
+		}
+	})
+}
+
+// TestUnfinishedStreamStoresNothing: a stream the client abandons midway,
+// or that the upstream cuts off without a finish reason, stores no part of
+// its turn (neither the request's message nor the partial reply), and a
+// continuation right after goes upstream with the history before it.
+func TestUnfinishedStreamStoresNothing(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+		stored := []string{"user: first", "assistant: echo: first"}
+
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
+		before := h.up.Count()
+		ctx, cancel := context.WithCancel(context.Background())
+		res := streamCtx(t, h, ctx, path, map[string]any{"conversationId": conv, "messages": []any{userMessage("abandoned one")}})
+		if _, err := res.Body.Read(make([]byte, 256)); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		res.Body.Close()
+		if !h.up.WaitCanceledN(before, 2*time.Second) {
+			t.Fatal("the upstream did not see the abandoned stream cancelled")
+		}
+		if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(stored, "|") {
+			t.Errorf("after the abandoned stream: %q, want %q", got, stored)
+		}
+
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate, AfterDeltas: 2})
+		events := readSSE(t, stream(t, h, path, map[string]any{"conversationId": conv, "messages": []any{userMessage("cut one")}}))
+		if e, _ := events[len(events)-2].data["error"].(map[string]any); e == nil || e["code"] != "upstream_error" {
+			t.Fatalf("a truncated stream ended with %s, want an upstream_error event", events[len(events)-2].raw)
+		}
+		if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(stored, "|") {
+			t.Errorf("after the truncated stream: %q, want %q", got, stored)
+		}
+
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("next")}})
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: You are a test.|user: first|assistant: echo: first|user: next"; got != want {
+			t.Errorf("the continuation went upstream with %q, want %q", got, want)
 		}
 	})
 }
