@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -93,6 +94,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			path = filepath.Join(s.tempDir, "parley.db")
 		} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
+		} else if err := createPrivate(path); err != nil {
+			return nil, fmt.Errorf("store: create the SQLite database: %w", err)
 		}
 		sqliteDSN = path + "?" + query
 		if s.tempDir == "" {
@@ -107,6 +110,21 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
 	}
 	return s, nil
+}
+
+// createPrivate creates the SQLite database file at path, empty and mode
+// 0600, when it does not exist: it holds API key hashes and sealed
+// provider keys. SQLite reads an empty file as an empty database, and
+// gives PATH-wal and PATH-shm the database file's mode.
+func createPrivate(path string) error {
+	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 func isPostgres(dsn string) bool {

@@ -161,8 +161,15 @@ func TestServeOnEmbeddedDefault(t *testing.T) {
 	if fi.Mode().Perm() != 0o600 {
 		t.Errorf("master key mode = %v, want 0600", fi.Mode().Perm())
 	}
-	if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); err != nil {
-		t.Errorf("no SQLite database in ./data: %v", err)
+	// The database holds key hashes and sealed provider keys: like the
+	// master key, only its owner reads it.
+	for _, name := range []string{"parley.db", "parley.db-wal", "parley.db-shm"} {
+		fi, err := os.Stat(filepath.Join(dir, "data", name))
+		if err != nil {
+			t.Errorf("no %s in ./data: %v", name, err)
+		} else if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode = %v, want 0600", name, fi.Mode().Perm())
+		}
 	}
 	s.stop(t)
 
