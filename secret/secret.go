@@ -65,6 +65,12 @@ func KeyID(key []byte) string {
 // PrimaryID returns the id of the key new secrets are sealed with.
 func (k *Keyring) PrimaryID() string { return k.primary }
 
+// Holds reports whether the keyring can open ciphertexts sealed under keyID.
+func (k *Keyring) Holds(keyID string) bool {
+	_, ok := k.aeads[keyID]
+	return ok
+}
+
 // Seal encrypts plaintext with the primary key; the nonce is prepended.
 func (k *Keyring) Seal(plaintext []byte) ([]byte, string, error) {
 	aead := k.aeads[k.primary]

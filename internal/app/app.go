@@ -14,6 +14,8 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -123,8 +125,24 @@ func dataDir(cfg Config) string {
 	return cfg.DataDir
 }
 
-// Keyring loads the master key (and old ones) as the config says.
-func Keyring(cfg Config, dialect string) (*secret.Keyring, error) {
+// Keyring loads the master key (and old ones) as the config says. sealed
+// counts the stored provider keys by the id of the master key that sealed
+// them: a key file is not created while some of them are sealed under a
+// key that is not loaded, since a new key would open none of them.
+func Keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring, error) {
+	var older [][]byte
+	olderIDs := map[string]bool{}
+	for _, s := range cfg.OldSecretKeys {
+		if strings.TrimSpace(s) == "" {
+			continue // a trailing comma, or two in a row
+		}
+		k, err := secret.ParseKey(s)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_OLD_SECRET_KEYS: %w", err)
+		}
+		older = append(older, k)
+		olderIDs[secret.KeyID(k)] = true
+	}
 	var primary []byte
 	var err error
 	switch {
@@ -136,20 +154,65 @@ func Keyring(cfg Config, dialect string) (*secret.Keyring, error) {
 	case dialect == store.Postgres:
 		return nil, errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (replicas must share it); make one with 'parley admin gen-key'")
 	default:
-		primary, err = secret.LoadOrCreateFile(filepath.Join(dataDir(cfg), "master.key"))
+		path := filepath.Join(dataDir(cfg), "master.key")
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			if n, ids := unheld(sealed, func(id string) bool { return olderIDs[id] }); n > 0 {
+				abs, _ := filepath.Abs(path)
+				return nil, fmt.Errorf("the database holds %s sealed under another master key (%s), but PARLEY_SECRET_KEY is not set and %s does not exist: "+
+					"set PARLEY_SECRET_KEY to that key, or restore %s; if the key is lost, set PARLEY_SECRET_KEY to a new one from 'parley admin gen-key' and send each provider's apiKey again",
+					providerKeys(n), keyIDs(ids), abs, abs)
+			}
+		}
+		primary, err = secret.LoadOrCreateFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("master key file: %w", err)
 		}
 	}
-	var older [][]byte
-	for _, s := range cfg.OldSecretKeys {
-		k, err := secret.ParseKey(s)
-		if err != nil {
-			return nil, fmt.Errorf("PARLEY_OLD_SECRET_KEYS: %w", err)
-		}
-		older = append(older, k)
-	}
 	return secret.NewKeyring(primary, older...)
+}
+
+// sealedKeys counts the stored provider keys by the id of the master key
+// that sealed them; keys read from the environment are not counted.
+func sealedKeys(ctx context.Context, st *store.Store) (map[string]int, error) {
+	all, err := st.ListAllProviders(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read the provider keys' master key ids: %w", err)
+	}
+	sealed := map[string]int{}
+	for _, p := range all {
+		if len(p.APIKeyCiphertext) > 0 {
+			sealed[p.APIKeyKeyID]++
+		}
+	}
+	return sealed, nil
+}
+
+// unheld returns how many of the sealed keys are under a master key that
+// holds does not report, and those keys' ids, sorted.
+func unheld(sealed map[string]int, holds func(keyID string) bool) (int, []string) {
+	n, ids := 0, []string{}
+	for id, c := range sealed {
+		if !holds(id) {
+			n += c
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return n, ids
+}
+
+func keyIDs(ids []string) string {
+	if len(ids) == 1 {
+		return "key id " + ids[0]
+	}
+	return "key ids " + strings.Join(ids, ", ")
+}
+
+func providerKeys(n int) string {
+	if n == 1 {
+		return "1 provider key"
+	}
+	return fmt.Sprintf("%d provider keys", n)
 }
 
 // cacheTTL bounds how long another instance's write (a revoked key, a
@@ -164,9 +227,18 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = slog.New(rest.LogHandler(log.Handler()))
-	kr, err := Keyring(cfg, st.Dialect())
+	sealed, err := sealedKeys(ctx, st)
 	if err != nil {
 		return nil, err
+	}
+	kr, err := Keyring(cfg, st.Dialect(), sealed)
+	if err != nil {
+		return nil, err
+	}
+	if n, ids := unheld(sealed, kr.Holds); n > 0 {
+		log.Warn("provider keys are sealed under a master key this server does not hold, so their completions fail: "+
+			"set PARLEY_SECRET_KEY to that key, or add it to PARLEY_OLD_SECRET_KEYS and run 'parley admin rotate-key'; "+
+			"if it is lost, send each provider's apiKey again", "count", n, "keyIds", strings.Join(ids, ","))
 	}
 	authz, err := policy.New()
 	if err != nil {
