@@ -676,15 +676,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
-	for _, msg := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
-		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
-		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"` + chat + `","messages":[{"role":"user","content":"hang"}]}}}`,
-	} {
-		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendStdio(t, stdin, stdioChatCall(2, chat, "hang"))
 	waitRequest(t, up, before)
 	stdin.Close()
 	waitStdioExit(t, cmd, "stdin closing")
@@ -731,18 +723,7 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 		return llmtest.Behavior{Delay: time.Second, Reply: "in time"}
 	})
 	before := up.Count()
-	call := func(id int, content string) string {
-		return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"%s","messages":[{"role":"user","content":"%s"}]}}}`, id, chat, content)
-	}
-	for _, msg := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
-		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
-		call(2, "quick"), call(3, "hang"),
-	} {
-		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendStdio(t, stdin, stdioChatCall(2, chat, "quick"), stdioChatCall(3, chat, "hang"))
 	for deadline := time.Now().Add(10 * time.Second); up.Count() < before+2; time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("the calls never reached the upstream")
@@ -801,15 +782,7 @@ func TestStdioSecondSignalEndsTheGrace(t *testing.T) {
 	}()
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
-	for _, msg := range []string{
-		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
-		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
-		`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"` + chat + `","messages":[{"role":"user","content":"hang"}]}}}`,
-	} {
-		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sendStdio(t, stdin, stdioChatCall(2, chat, "hang"))
 	select {
 	case got := <-results:
 		if !strings.Contains(got, `"id":1`) {
@@ -925,4 +898,25 @@ func TestStdioKeyRevokedOverREST(t *testing.T) {
 	}
 	stdin.Close()
 	waitStdioExit(t, cmd, "stdin closing")
+}
+
+// sendStdio writes the MCP handshake (initialize as id 1, then
+// notifications/initialized) to a stdio session, then msgs, one per line.
+func sendStdio(t *testing.T, stdin io.Writer, msgs ...string) {
+	t.Helper()
+	msgs = append([]string{
+		`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"stdio-test","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+	}, msgs...)
+	for _, msg := range msgs {
+		if _, err := io.WriteString(stdin, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// stdioChatCall is a tools/call of create-chat-completion-for-chat in chat
+// with one user message, as request id.
+func stdioChatCall(id int, chat, content string) string {
+	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"%s","messages":[{"role":"user","content":"%s"}]}}}`, id, chat, content)
 }
