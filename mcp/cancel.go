@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"io"
 
@@ -28,6 +29,48 @@ import (
 // streamable HTTP, never: Parley ends the call itself). mcp-go keys its
 // calls by fmt.Sprint of the id, which takes the number 7 and the string
 // "7" for one, so it would cancel "7" for a client that cancelled 7.
+
+// A request the client cancelled before mcp-go started it does not run at
+// all. mcp-go registers a request's cancel function only as it starts it,
+// and so cannot cancel one it has not started: over stdio it runs five
+// tool calls at a time and queues the rest, and over HTTP+SSE a
+// cancellation can land before the goroutine that serves the call has
+// started. Such a call would run in full, upstream call and usage record
+// included, for a response that is then dropped. Tool handlers are not
+// given the request's id, but mcp-go's request-initialization hook is, and
+// may refuse the request before anything runs: skipCancelled refuses one
+// the client has cancelled, and the transport drops the refusal as it
+// drops any response to a cancelled request.
+
+type sessionRequestsKey struct{}
+
+// sessionRequests are the requests a session's transport has yet to
+// answer.
+type sessionRequests struct {
+	pending *pendingResponses
+	session string
+}
+
+// withSessionRequests returns ctx carrying the requests of session in
+// pending, for skipCancelled.
+func withSessionRequests(ctx context.Context, pending *pendingResponses, session string) context.Context {
+	return context.WithValue(ctx, sessionRequestsKey{}, sessionRequests{pending, session})
+}
+
+// skipCancelled, mcp-go's OnRequestInitialization hook, refuses the
+// request with id if its client has cancelled it. id is as mcp-go decoded
+// it (a number is a float64), which idKey of its JSON matches.
+func skipCancelled(ctx context.Context, id any, _ any) error {
+	s, ok := ctx.Value(sessionRequestsKey{}).(sessionRequests)
+	if !ok {
+		return nil
+	}
+	raw, err := json.Marshal(id)
+	if err != nil || !s.pending.cancelled(s.session, idKey(raw)) {
+		return nil
+	}
+	return errRequestCancelled
+}
 
 // idKey is the key of a JSON-RPC id: its JSON decoded and encoded again, so
 // that the id a request came with, the requestId of a notifications/cancelled

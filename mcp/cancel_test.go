@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
 )
 
 // TestCancelledCallGetsNoResponse: a call the client cancels with
@@ -129,6 +131,121 @@ func TestCancelNamesTheIDExactly(t *testing.T) {
 			case <-canceled:
 			case <-time.After(5 * time.Second):
 				t.Fatal(`cancelling "7" did not cancel it`)
+			}
+		})
+	}
+}
+
+// TestCallCancelledBeforeItStartsDoesNotRun: a call the client cancels
+// before mcp-go starts it does not run when its turn comes: nothing goes
+// upstream, no usage is recorded, and no response is sent; the session's
+// next call works. Over stdio mcp-go runs five tool calls at a time and
+// queues the rest: the call waits in that queue. Over HTTP+SSE the
+// cancellation lands before the goroutine serving the call has started:
+// a request hook of the test's holds it there.
+func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
+	for _, over := range []string{overStdio, overSSE} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			reached, released := make(chan struct{}), make(chan struct{})
+			var w *rawWire
+			if over == overStdio {
+				w = e.rawStdio()
+			} else {
+				e.onRequest = func(_ context.Context, id any, _ any) error {
+					if id == float64(6) {
+						close(reached)
+						<-released
+					}
+					return nil
+				}
+				w = e.rawSSE()
+			}
+			w.initialize(t)
+			responses := make(chan wireMsg, 16)
+			go func() {
+				defer close(responses)
+				for {
+					b, err := w.read()
+					if err != nil {
+						return
+					}
+					var m wireMsg
+					if json.Unmarshal(b, &m) == nil && m.ID != nil && m.Method == "" {
+						m.Raw = b
+						responses <- m
+					}
+				}
+			}()
+			call := func(id int, content string) {
+				w.send(t, obj{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": obj{"name": "create-chat-completion",
+					"arguments": obj{"aiProviderId": e.provider.ID, "messages": userMsg(content)}}})
+			}
+			cancel := func(id int) {
+				w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": id}})
+			}
+
+			if over == overStdio {
+				// Calls 1 to 5 hold mcp-go's five workers; call 6 waits in
+				// its queue until the five are cancelled.
+				for id := 1; id <= 5; id++ {
+					e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+					call(id, "hold")
+				}
+				for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < 5; {
+					if time.Now().After(deadline) {
+						t.Fatalf("the upstream got %d of the 5 calls that hold the workers", e.upstream.Count())
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				call(6, "queued")
+				cancel(6)
+				for id := 1; id <= 5; id++ {
+					cancel(id)
+				}
+				for deadline := time.Now().Add(5 * time.Second); e.disconnects() < 5 && time.Now().Before(deadline); {
+					time.Sleep(10 * time.Millisecond)
+				}
+				if got := e.disconnects(); got != 5 {
+					t.Fatalf("usage records with the outcome client_disconnect: %d, want 5", got)
+				}
+			} else {
+				call(6, "queued")
+				select {
+				case <-reached:
+				case <-time.After(10 * time.Second):
+					t.Fatal("mcp-go never began serving call 6")
+				}
+				cancel(6)
+				close(released)
+			}
+
+			// Call 7 comes after call 6, so call 6 has begun by the time
+			// call 7 is answered.
+			e.upstream.reply("after")
+			call(7, "next")
+			select {
+			case m, ok := <-responses:
+				if !ok || *m.ID != 7 || m.Result == nil || m.Result.StructuredContent.Content != "after" {
+					t.Fatalf("the first response after the cancellations: %s, want call 7's reply", m.Raw)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("call 7 got no response")
+			}
+			// Were call 6 running, its upstream request would come now.
+			time.Sleep(time.Second)
+			for _, r := range e.upstream.Requests() {
+				if r.Messages[len(r.Messages)-1].Content == "queued" {
+					t.Error("the upstream got the request of the call cancelled before it started")
+				}
+			}
+			if got := e.records("ok"); got != 1 {
+				t.Errorf("usage records with the outcome ok: %d, want 1 (call 7's)", got)
+			}
+			select {
+			case m := <-responses:
+				t.Errorf("a response after call 7's: %s", m.Raw)
+			default:
 			}
 		})
 	}

@@ -38,6 +38,9 @@ type env struct {
 	store    *store.Store
 	upstream *upstream
 	logs     *syncBuffer
+	// onRequest, when set, is mcp-go's first OnRequestInitialization
+	// hook in the servers e makes: it runs before Parley's own.
+	onRequest server.OnRequestInitializationFunc
 
 	keys       map[string]string // user name → API key
 	principals map[string]domain.Principal
@@ -136,7 +139,16 @@ func (e *env) server(opts Options) *server.MCPServer {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
-	return newServer(e.svcs, opts, server.WithOutputSchemaValidation())
+	srv := newServer(e.svcs, opts, server.WithOutputSchemaValidation())
+	if e.onRequest != nil {
+		h := srv.GetHooks()
+		if h == nil {
+			h = &server.Hooks{}
+			server.WithHooks(h)(srv)
+		}
+		h.OnRequestInitialization = append([]server.OnRequestInitializationFunc{e.onRequest}, h.OnRequestInitialization...)
+	}
+	return srv
 }
 
 // httpServer serves the MCP HTTP transports as cmd/parley mounts them.

@@ -73,10 +73,13 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 	if opts.CallTimeout <= 0 {
 		opts.CallTimeout = 30 * time.Second
 	}
+	hooks := &server.Hooks{}
+	hooks.AddOnRequestInitialization(skipCancelled)
 	sopts := append([]server.ServerOption{
 		server.WithToolCapabilities(false),
 		server.WithInstructions(instructions),
 		server.WithLogger(opts.Logger),
+		server.WithHooks(hooks),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
 	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls, callTimeout: opts.CallTimeout}

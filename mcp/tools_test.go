@@ -494,10 +494,13 @@ func checkCancel(t *testing.T, e *env, call func(ctx context.Context) error, not
 
 // disconnects counts the usage records of e's project with the outcome
 // client_disconnect.
-func (e *env) disconnects() int64 {
+func (e *env) disconnects() int64 { return e.records("client_disconnect") }
+
+// records counts the usage records of e's project with the outcome.
+func (e *env) records(outcome string) int64 {
 	var n int64
 	must(e.t, e.store.DB().Table("usage_records").
-		Where("project_id = ? AND outcome = ?", e.project.ID, "client_disconnect").Count(&n).Error)
+		Where("project_id = ? AND outcome = ?", e.project.ID, outcome).Count(&n).Error)
 	return n
 }
 

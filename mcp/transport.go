@@ -350,8 +350,10 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		}
 		// mcp-go runs the call on a context the request's end does not
 		// cancel; the stream's end will. The call's progress
-		// notifications are written to the stream.
-		r = r.WithContext(withProgressLog(withStreamEnd(r.Context(), st.(*sseStream).ended), st.(*sseStream).progress))
+		// notifications are written to the stream. A call cancelled
+		// before mcp-go starts it does not run (skipCancelled).
+		ctx := withSessionRequests(withStreamEnd(r.Context(), st.(*sseStream).ended), &x.pending, session)
+		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)
@@ -667,11 +669,11 @@ func callerFrom(ctx context.Context) Caller {
 func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io.Reader, out io.Writer) error {
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
-	progress := &progressLog{}
+	progress, pending := &progressLog{}, &pendingResponses{}
 	s.SetContextFunc(func(ctx context.Context) context.Context {
-		return withProgressLog(context.WithValue(ctx, callerKey{}, caller), progress)
+		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)
+		return withProgressLog(ctx, progress)
 	})
-	pending := &pendingResponses{}
 	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) }}
 	err := s.Listen(ctx, in, stdioOutput{out, progress, pending})
 	if ctx.Err() != nil {
