@@ -51,27 +51,38 @@ func main() {
 // notifySignals returns a context that the first SIGINT or SIGTERM ends,
 // which starts the shutdown's grace period, and one that the second ends,
 // which ends the grace period at once: an operator who presses Ctrl-C
-// twice wants the server stopped now, not in PARLEY_SHUTDOWN_GRACE.
+// twice wants the server stopped now, not in PARLEY_SHUTDOWN_GRACE. What
+// is left after that is bounded (the usage flush waits up to 10s on a
+// database that does not answer), but a third signal exits at once.
 func notifySignals() (first, second context.Context, stop func()) {
-	sigs := make(chan os.Signal, 2) // room for both, however fast they come
+	sigs := make(chan os.Signal, 3) // room for all three, however fast they come
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	first, endFirst := context.WithCancel(context.Background())
 	second, endSecond := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
 	go func() {
-		for _, end := range []context.CancelFunc{endFirst, endSecond} {
+		for _, end := range []func(){endFirst, endSecond, exitNow} {
 			select {
 			case <-sigs:
 				end()
-			case <-second.Done(): // stopped
+			case <-stopped:
 				return
 			}
 		}
 	}()
 	return first, second, func() {
 		signal.Stop(sigs)
+		close(stopped)
 		endFirst()
 		endSecond()
 	}
+}
+
+// exitNow is the third signal's: no more waiting, for anything. Usage
+// records not yet written are lost, and the status says something was.
+func exitNow() {
+	fmt.Fprintln(os.Stderr, "parley: third signal: exiting now; usage records not yet stored are lost")
+	os.Exit(1)
 }
 
 // usageError is a command line parley cannot run. It is found before

@@ -96,7 +96,7 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 func graceContext(now context.Context, grace time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithTimeout(now, grace)
 	stopNote := context.AfterFunc(now, func() {
-		log.Warn("second signal: ending the grace period now")
+		log.Warn("second signal: ending the grace period now; a third exits at once")
 	})
 	return ctx, func() {
 		stopNote()

@@ -504,6 +504,69 @@ func TestSecondSignalEndsTheGrace(t *testing.T) {
 	}
 }
 
+// TestThirdSignalExitsAtOnce checks that an operator who signals a third
+// time is not kept waiting: with the database locked by another process,
+// the usage flush of the shutdown waits on it (up to 10s), past the second
+// signal; the third ends the process at once, with a non-zero status and
+// a line saying that unstored usage is lost.
+func TestThirdSignalExitsAtOnce(t *testing.T) {
+	f := serveWithChat(t)
+	s, key, chat := f.started, f.key, f.chat
+	provider := api(t, s, key, "GET", "/api/v1/chats/"+chat, 200, nil)["aiProviderId"].(string)
+
+	// Another process's write transaction: reads go on (a stateless
+	// completion writes nothing but its usage), the usage write waits.
+	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(f.dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	db, err := st.DB().DB()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := db.Conn(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { lock.Close() })
+	if _, err := lock.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	api(t, s, key, "POST", "/api/v1/chats/completions", 200, map[string]any{
+		"aiProviderId": provider, "messages": []any{map[string]any{"role": "user", "content": "hi"}},
+	})
+
+	exited := make(chan error, 1)
+	go func() { exited <- s.cmd.Wait() }()
+	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+		if err := s.cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	select {
+	case err := <-exited:
+		t.Fatalf("parley exited (%v) while its usage flush should wait on the locked database:\n%s", err, s.stderr.String())
+	case <-time.After(time.Second):
+	}
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+			t.Errorf("exit after the third signal: %v, want status 1", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatalf("parley did not exit within 3s of the third signal:\n%s", s.stderr.String())
+	}
+	if logs := s.stderr.String(); !strings.Contains(logs, "third signal") || !strings.Contains(logs, "usage") {
+		t.Errorf("the logs do not say the third signal ended parley and what was lost:\n%s", logs)
+	}
+}
+
 // TestUpstreamSettingsFromEnv checks that the operator sets how upstream
 // calls are retried and timed out: three retries (the default is two)
 // turn three 500s and a success into a 200, and a response timeout of
