@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"encoding/base64"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -13,7 +14,7 @@ import (
 )
 
 // TestTypeScriptSDK runs e2e/ts-mcp (the official TypeScript SDK client)
-// against this package's streamable HTTP handler and against `parley mcp`
+// against this package's streamable HTTP and HTTP+SSE handlers and against `parley mcp`
 // over stdio, both on one seeded SQLite database with the fake upstream.
 // It needs Node 20+ and `npm ci` in e2e/ts-mcp; enable it with
 // PARLEY_TS_E2E=1.
@@ -37,14 +38,22 @@ func TestTypeScriptSDK(t *testing.T) {
 	t.Cleanup(func() { _ = st.Close() })
 	must(t, st.Migrate(ctx, "up", nil))
 	e := newEnv(t, st) // seals provider keys under the all-zero master key
-	hs := httptest.NewServer(StreamableHTTPHandler(e.server(Options{}), e.svcs.Users.Authenticate, 0))
+	srv := e.server(Options{})
+	sse := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
+	mux := http.NewServeMux()
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0))
+	mux.Handle("/sse", sse.Stream)
+	mux.Handle("/message", sse.Message)
+	hs := httptest.NewServer(mux)
 	t.Cleanup(hs.Close)
+	t.Cleanup(func() { _ = sse.Close(context.Background()) })
 
 	cmd := exec.Command("npm", "test")
 	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	cmd.Env = append(os.Environ(),
 		"PARLEY_MCP_URL="+hs.URL+"/mcp",
+		"PARLEY_SSE_URL="+hs.URL+"/sse",
 		"PARLEY_API_KEY="+e.keys["editor"],
 		"PARLEY_PROJECT_ID="+e.project.ID,
 		"PARLEY_BIN="+bin,

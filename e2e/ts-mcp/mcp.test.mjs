@@ -2,6 +2,7 @@
 // client, against a running server and a built binary.
 //
 //   PARLEY_MCP_URL    streamable HTTP endpoint, e.g. http://127.0.0.1:8080/mcp
+//   PARLEY_SSE_URL    the older HTTP+SSE transport's stream, e.g. http://127.0.0.1:8080/sse
 //   PARLEY_API_KEY    a key of a user who may create chats and run completions
 //   PARLEY_BIN        the parley binary, for `parley mcp` over stdio; it gets
 //                     this process's environment (PARLEY_DATABASE_URL, ...)
@@ -18,9 +19,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
+import { SSEClientTransport } from '@modelcontextprotocol/sdk/client/sse.js';
 import { StdioClientTransport } from '@modelcontextprotocol/sdk/client/stdio.js';
 
-const { PARLEY_MCP_URL, PARLEY_API_KEY, PARLEY_BIN } = process.env;
+const { PARLEY_MCP_URL, PARLEY_SSE_URL, PARLEY_API_KEY, PARLEY_BIN } = process.env;
 
 const SEED_TOOLS = [
   'create-chat', 'list-chats', 'get-chat', 'delete-chat',
@@ -29,6 +31,15 @@ const SEED_TOOLS = [
 
 function connectHTTP() {
   const transport = new StreamableHTTPClientTransport(new URL(PARLEY_MCP_URL), {
+    requestInit: { headers: { Authorization: `Bearer ${PARLEY_API_KEY}` } },
+  });
+  return connect(transport);
+}
+
+// connectSSE opens the older HTTP+SSE transport: the key goes with the
+// stream's GET and with every POST to the endpoint its first event names.
+function connectSSE() {
+  const transport = new SSEClientTransport(new URL(PARLEY_SSE_URL), {
     requestInit: { headers: { Authorization: `Bearer ${PARLEY_API_KEY}` } },
   });
   return connect(transport);
@@ -143,6 +154,24 @@ test('streamable HTTP', { skip: !(PARLEY_MCP_URL && PARLEY_API_KEY) && 'PARLEY_M
     const client = await connectHTTP();
     try {
       await chatLife(client, 'http');
+    } finally {
+      await client.close();
+    }
+  });
+});
+
+test('HTTP+SSE', { skip: !(PARLEY_SSE_URL && PARLEY_API_KEY) && 'PARLEY_SSE_URL or PARLEY_API_KEY is not set' }, async (t) => {
+  await t.test('a stream without a key gets 401 with a challenge', async () => {
+    const res = await fetch(PARLEY_SSE_URL, { headers: { Accept: 'text/event-stream' } });
+    assert.equal(res.status, 401);
+    assert.match(res.headers.get('www-authenticate') ?? '', /^Bearer /);
+    const body = await res.json();
+    assert.equal(body.error.code, 'unauthenticated');
+  });
+  await t.test('a chat from creation to deletion', async () => {
+    const client = await connectSSE();
+    try {
+      await chatLife(client, 'sse');
     } finally {
       await client.close();
     }
