@@ -38,7 +38,7 @@ func TestStalledClientDoesNotHoldTheStream(t *testing.T) {
 	}
 	defer conn.Close()
 	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	body := fmt.Sprintf(`{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`)
+	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
 	fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", w.chat, h.admin, len(body), body)
 	// ...and never read.
