@@ -63,6 +63,7 @@ type Limits struct {
 
 	mu    sync.Mutex
 	cache map[string]cachedLimits
+	gen   uint64 // counts writes, so that a read they overtook caches nothing
 }
 
 type cachedLimits struct {
@@ -118,15 +119,19 @@ func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*P
 	}
 	s.mu.Lock()
 	delete(s.cache, projectID)
+	s.gen++
 	s.mu.Unlock()
 	return l, nil
 }
 
-// lookup returns the limits of projectID, cached for ttl.
+// lookup returns the limits of projectID, cached for ttl. What it read is
+// not cached when a Put on this instance came meanwhile: the read may
+// predate that write, whose limits must apply at once.
 func (s *Limits) lookup(ctx context.Context, projectID string) (*ProjectLimits, error) {
 	now := time.Now()
 	s.mu.Lock()
 	c, ok := s.cache[projectID]
+	gen := s.gen
 	s.mu.Unlock()
 	if ok && now.Sub(c.at) < s.ttl {
 		l := c.l
@@ -137,10 +142,12 @@ func (s *Limits) lookup(ctx context.Context, projectID string) (*ProjectLimits, 
 		return nil, Wrap("limits.lookup", err)
 	}
 	s.mu.Lock()
-	if s.cache == nil {
-		s.cache = map[string]cachedLimits{}
+	if s.gen == gen {
+		if s.cache == nil {
+			s.cache = map[string]cachedLimits{}
+		}
+		s.cache[projectID] = cachedLimits{l: *l, at: now}
 	}
-	s.cache[projectID] = cachedLimits{l: *l, at: now}
 	s.mu.Unlock()
 	return l, nil
 }

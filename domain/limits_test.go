@@ -1,0 +1,91 @@
+package domain_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/policy"
+	"github.com/parleyhq/parley/store"
+)
+
+// pausedLimits is the real store whose next GetLimits, once armed, reads
+// the limits and then waits for resume before returning them: a read that
+// a write overtakes.
+type pausedLimits struct {
+	*store.Store
+	mu     sync.Mutex
+	armed  bool
+	read   chan struct{} // closed once the armed read has read
+	resume chan struct{}
+}
+
+func (s *pausedLimits) arm() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.armed, s.read, s.resume = true, make(chan struct{}), make(chan struct{})
+}
+
+func (s *pausedLimits) GetLimits(ctx context.Context, projectID string) (*domain.ProjectLimits, error) {
+	l, err := s.Store.GetLimits(ctx, projectID)
+	s.mu.Lock()
+	armed, read, resume := s.armed, s.read, s.resume
+	s.armed = false
+	s.mu.Unlock()
+	if armed {
+		close(read)
+		<-resume
+	}
+	return l, err
+}
+
+// TestLimitsPutOvertakingARead: a change of limits applies at once on the
+// instance that took it, also when a read of the old limits (a completion
+// whose cached limits had expired) was under way as it was written and
+// ends after it: that read must not cache the old limits for the TTL.
+func TestLimitsPutOvertakingARead(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		authz, err := policy.New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ps := &pausedLimits{Store: st}
+		svcs := domain.NewServices(domain.Deps{Store: ps, Authz: authz, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		admin, err := svcs.Users.LocalAdmin(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx := domain.WithPrincipal(context.Background(), admin)
+		p, err := svcs.Projects.Create(ctx, domain.ProjectCreate{Name: "limited"})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		ps.arm()
+		done := make(chan error, 1)
+		go func() {
+			_, err := svcs.Limits.Get(ctx, p.ID) // reads "none", then waits
+			done <- err
+		}()
+		<-ps.read
+		if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{KeyRequestsPerMinute: 5}); err != nil {
+			t.Fatal(err)
+		}
+		close(ps.resume)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+
+		l, err := svcs.Limits.Get(ctx, p.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := l.KeyRequestsPerMinute, 5; got != want {
+			t.Errorf("keyRequestsPerMinute after the Put = %d, want %d: the read it overtook cached the old limits", got, want)
+		}
+	})
+}
