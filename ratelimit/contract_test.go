@@ -127,6 +127,19 @@ func testAtLimitRefused(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	if !strings.Contains(e.Message, "2 requests per minute for this project's key") {
 		t.Errorf("Message = %q; want it to name the key's limit", e.Message)
 	}
+	// A limit of one counts in the singular.
+	k1 := key("key_c", 1, 0)
+	allowN(t, l, 1, k1)
+	e = refused(t, l.Allow(bg, []domain.Budget{k1}), "key-requests-per-minute", 1)
+	if !strings.HasPrefix(e.Message, "rate limit reached: 1 request per minute for this project's key; ") {
+		t.Errorf("Message = %q; want 1 request per minute", e.Message)
+	}
+	t1 := key("key_d", 0, 1)
+	l.AddTokens(bg, []domain.Budget{t1}, 1)
+	e = refused(t, l.Allow(bg, []domain.Budget{t1}), "key-tokens-per-minute", 1)
+	if !strings.HasPrefix(e.Message, "rate limit reached: 1 token per minute for this project's key; ") {
+		t.Errorf("Message = %q; want 1 token per minute", e.Message)
+	}
 }
 
 func testRefusalCountsNothing(t *testing.T, l domain.Limiter, _ *fakeClock) {

@@ -72,13 +72,17 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	if tokens {
 		unit, limit = "tokens", b.TokensPerMinute
 	}
+	noun := unit // in the message: "1 request per minute"
+	if limit == 1 {
+		noun = strings.TrimSuffix(unit, "s")
+	}
 	name := b.Name
 	if name == "" {
 		name = "budget"
 	}
 	secs := seconds(left)
 	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
-		limit, unit, subject(b.Name), secs)
+		limit, noun, subject(b.Name), secs)
 	e.RetryAfter = left
 	e.Details = map[string]any{
 		"limit":         limit,
