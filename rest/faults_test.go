@@ -288,6 +288,18 @@ func TestUsageReport(t *testing.T) {
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupby=model", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), `unknown query parameter "groupby"`) {
 			t.Errorf("misspelt groupBy = %d %s, want 400 naming it", r.Status, r.Body)
 		}
+		// A parameter sent twice would answer for one of its values only:
+		// grouped by model, not by model and chat; a list's first limit.
+		for _, path := range []string{
+			"/api/v1/projects/" + w.project + "/usage?groupBy=model&groupBy=chat",
+			"/api/v1/projects/" + w.project + "/usage?from=2026-01-01&from=2026-02-01",
+			"/api/v1/chats?projectId=" + w.project + "&limit=1&limit=50",
+		} {
+			r := h.call("GET", path, h.admin, nil)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "more than once") || r.ErrorField() == "" {
+				t.Errorf("GET %s = %d %s, want 400 naming the parameter sent twice", path, r.Status, r.Body)
+			}
+		}
 		// An offset's + left unescaped reads as a space: the error says to send %2B.
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?from=2026-01-31T10:00:00+02:00", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "%2B") {
 			t.Errorf("from with an unescaped + = %d %s, want 400 saying to send %%2B", r.Status, r.Body)

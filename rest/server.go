@@ -445,11 +445,16 @@ func page(c echo.Context, filters ...string) (domain.Page, error) {
 
 // knownQuery refuses a query parameter the endpoint does not take: a
 // misspelt filter (?projectid=) would otherwise answer the unfiltered list
-// as if it were the filtered one.
+// as if it were the filtered one. It refuses one sent more than once too,
+// of which only the first value would be read (?groupBy=model&groupBy=chat
+// is not grouped by both), as a body's duplicate key is refused.
 func knownQuery(c echo.Context, names ...string) error {
-	for name := range c.QueryParams() {
+	for name, values := range c.QueryParams() {
 		if !slices.Contains(names, name) {
 			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes %s (names are case-sensitive)", name, strings.Join(names, ", "))
+		}
+		if len(values) > 1 {
+			return domain.Invalidf(name, "query parameter %q appears more than once; send it once", name)
 		}
 	}
 	return nil
