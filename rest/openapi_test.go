@@ -60,7 +60,7 @@ var apiRoutes = []apiRoute{
 	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200},
 	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner; the last owner stays)", tag: "projects", response: deletedResponse{}, status: 200},
 	{method: "GET", path: "/api/v1/projects/{projectId}/usage", summary: "Token and request totals", tag: "projects", response: usageResponse{}, status: 200, query: []apiParam{
-		{"from", "Start, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive, ISO 8601 time or date (default: a second from now)."}, {"groupBy", "model, provider, chat or key."}}},
+		{"from", "Start, inclusive, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive, ISO 8601 time or date (default: a second from now)."}, {"groupBy", "model, provider, chat or key."}}},
 	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200},
 	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200},
 
@@ -99,6 +99,23 @@ var mcpPaths = map[string]any{
 	"/sse":     map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key")}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "404": errRef("no such session of the caller's")}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
+}
+
+// rateLimitHeaders are the headers of a 429: Retry-After on every one,
+// RateLimit-* (draft-ietf-httpapi-ratelimit-headers-07) on a refusal by
+// one of Parley's own limits, not on a provider's.
+func rateLimitHeaders() map[string]any {
+	h := func(desc, typ string) map[string]any {
+		return map[string]any{"description": desc, "schema": map[string]any{"type": typ}}
+	}
+	return map[string]any{
+		"Retry-After":         h("Seconds to wait before retrying.", "integer"),
+		"RateLimit-Limit":     h("Parley's limits only: the limit reached (requests, tokens or open streams).", "integer"),
+		"RateLimit-Remaining": h("Parley's limits only: what is left of it, 0.", "integer"),
+		"RateLimit-Reset":     h("Parley's limits only: seconds until it resets (the end of the minute; 1 for open streams).", "integer"),
+		"RateLimit-Policy": h(`Parley's limits only: the quota, its window in seconds for a per-minute limit, and the limit's name, `+
+			`e.g. 600;w=60;comment="project-requests-per-minute" or 4;comment="key-concurrent-streams".`, "string"),
+	}
 }
 
 func errRef(desc string) map[string]any {
@@ -188,6 +205,9 @@ func buildOpenAPI() map[string]any {
 		responses := map[string]any{strconv.Itoa(rt.status): map[string]any{"description": desc, "content": content}}
 		for code, d := range errorsFor(rt) {
 			responses[code] = errRef(d)
+		}
+		if r, ok := responses["429"].(map[string]any); ok {
+			r["headers"] = rateLimitHeaders()
 		}
 		op["responses"] = responses
 		if rt.public {

@@ -170,12 +170,14 @@ func (s *Server) handleUsageGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, out)
 }
 
+// limitsJSON is a project's limits; 0 means none, and the domain refuses
+// more than 2147483647 (the bounds are for the OpenAPI document).
 type limitsJSON struct {
-	RequestsPerMinute       int `json:"requestsPerMinute"`
-	TokensPerMinute         int `json:"tokensPerMinute"`
-	KeyRequestsPerMinute    int `json:"keyRequestsPerMinute"`
-	KeyTokensPerMinute      int `json:"keyTokensPerMinute"`
-	ConcurrentStreamsPerKey int `json:"concurrentStreamsPerKey"`
+	RequestsPerMinute       int `json:"requestsPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
+	TokensPerMinute         int `json:"tokensPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
+	KeyRequestsPerMinute    int `json:"keyRequestsPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
+	KeyTokensPerMinute      int `json:"keyTokensPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
+	ConcurrentStreamsPerKey int `json:"concurrentStreamsPerKey" jsonschema:"minimum=0,maximum=2147483647"`
 }
 
 type limitsResponse struct {
