@@ -25,8 +25,9 @@ const (
 )
 
 // AIProvider is an upstream LLM endpoint with its credentials. The API key
-// is kept encrypted (APIKeyCiphertext under the master key APIKeyKeyID) or
-// referenced from the server's environment (APIKeyRef); it is never returned.
+// is kept encrypted (APIKeyCiphertext, sealed as APIKeyKeyID says: see
+// SealedUnder) or referenced from the server's environment (APIKeyRef); it
+// is never returned.
 type AIProvider struct {
 	ID               string
 	ProjectID        string
@@ -69,11 +70,66 @@ type ProviderStore interface {
 	DeleteProvider(ctx context.Context, id string) error
 }
 
-// Sealer encrypts provider API keys under a master key. KeyID names the
-// master key used, so keys can be rotated.
+// Sealer encrypts provider API keys under a master key, authenticating
+// associated data with them. keyID names the master key used, so keys can
+// be rotated.
 type Sealer interface {
-	Seal(plaintext []byte) (ciphertext []byte, keyID string, err error)
-	Open(ciphertext []byte, keyID string) ([]byte, error)
+	// Seal encrypts plaintext under the current master key; Open must be
+	// given the same associated data ad.
+	Seal(plaintext, ad []byte) (ciphertext []byte, keyID string, err error)
+	// Open decrypts a ciphertext sealed under keyID with ad. It fails when
+	// the master key is not loaded (see Holds), and when the ciphertext or
+	// ad differ from the sealing's.
+	Open(ciphertext []byte, keyID string, ad []byte) ([]byte, error)
+	// Holds reports whether the master key keyID is loaded.
+	Holds(keyID string) bool
+}
+
+// boundKeyMark starts the APIKeyKeyID of a key sealed with its provider's
+// id as associated data. That binds the ciphertext to its row: copied into
+// another provider's row it does not open, so one who can write the
+// database but does not hold the master key cannot make one project spend
+// another's key. Keys sealed before binding carry the bare master key id
+// (16 hex digits, never a ':') and are opened without associated data;
+// `parley admin rotate-key` seals them again, bound. The mark lives in the
+// key id rather than in the ciphertext (where it could be taken for a
+// random nonce) or in a column of its own (which a writer that predates it,
+// an older replica during an upgrade, would leave stale): every writer
+// writes the ciphertext and its key id together. Stripping the mark gains
+// an attacker nothing: a bound ciphertext opened without its associated
+// data fails too.
+const boundKeyMark = "v2:"
+
+// SealedUnder returns the id of the master key p's API key is sealed under,
+// and whether the ciphertext is bound to p (sealed with p.ID as associated
+// data); "" when p has no sealed key.
+func (p *AIProvider) SealedUnder() (masterKeyID string, bound bool) {
+	return strings.CutPrefix(p.APIKeyKeyID, boundKeyMark)
+}
+
+// keyAD is the associated data p's API key is sealed with: its id, which
+// never changes, or none for a key sealed before binding.
+func (p *AIProvider) keyAD() []byte {
+	if _, bound := p.SealedUnder(); !bound {
+		return nil
+	}
+	return []byte(p.ID)
+}
+
+// sealKey seals key as p's API key under the current master key, bound to p.
+func (p *AIProvider) sealKey(s Sealer, key []byte) error {
+	ct, masterKeyID, err := s.Seal(key, []byte(p.ID))
+	if err != nil {
+		return err
+	}
+	p.APIKeyCiphertext, p.APIKeyKeyID = ct, boundKeyMark+masterKeyID
+	return nil
+}
+
+// openKey decrypts p's sealed API key.
+func (p *AIProvider) openKey(s Sealer) ([]byte, error) {
+	masterKeyID, _ := p.SealedUnder()
+	return s.Open(p.APIKeyCiphertext, masterKeyID, p.keyAD())
 }
 
 // Resolver looks up a host's addresses; *net.Resolver implements it.
@@ -185,11 +241,10 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 		if i := strings.IndexFunc(key, unicode.IsControl); i >= 0 {
 			return Invalidf("apiKey", "apiKey must not contain a control character such as a newline or a tab (one is at character %d); send the key alone, as the provider shows it", utf8.RuneCountInString(key[:i])+1)
 		}
-		ct, keyID, err := s.deps.Sealer.Seal([]byte(key))
-		if err != nil {
+		if err := p.sealKey(s.deps.Sealer, []byte(key)); err != nil {
 			return Wrap("providers.setKey", err)
 		}
-		p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint = ct, keyID, keyHint(key)
+		p.APIKeyHint = keyHint(key)
 	case ref != "":
 		name, ok := strings.CutPrefix(ref, "env:")
 		if !ok || !envKeyName.MatchString(name) {
@@ -484,9 +539,9 @@ func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
 	e := Endpoint{Type: p.Type, BaseURL: p.BaseURL, APIVersion: p.APIVersion}
 	switch {
 	case len(p.APIKeyCiphertext) > 0:
-		key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
+		key, err := p.openKey(s.deps.Sealer)
 		if err != nil {
-			return e, &Error{Kind: Unavailable, Op: "providers.endpoint", Message: fmt.Sprintf("the API key of AI provider %s cannot be decrypted: it was sealed under a master key this server does not hold; the operator must set that key in PARLEY_SECRET_KEY or PARLEY_OLD_SECRET_KEYS, or a project owner can send the provider's apiKey again", p.ID), Err: err}
+			return e, &Error{Kind: Unavailable, Op: "providers.endpoint", Message: s.undecryptable(p), Err: err}
 		}
 		e.APIKey = Secret(key)
 	case p.APIKeyRef != "":
@@ -500,14 +555,32 @@ func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
 	return e, nil
 }
 
-// RotateKeys re-encrypts every stored provider key under the sealer's
-// current master key, returning how many it rewrote. For `parley admin rotate-key`.
-func (s *Providers) RotateKeys(ctx context.Context) (int, error) {
+// undecryptable says why p's sealed API key did not open, and how to fix it.
+func (s *Providers) undecryptable(p *AIProvider) string {
+	if masterKeyID, _ := p.SealedUnder(); s.deps.Sealer.Holds(masterKeyID) {
+		return fmt.Sprintf("the API key of AI provider %s cannot be decrypted: it does not open under master key %s, which this server holds, so it was altered in the database or copied there from another provider's row; a project owner must send the provider's apiKey again", p.ID, masterKeyID)
+	}
+	return fmt.Sprintf("the API key of AI provider %s cannot be decrypted: it was sealed under a master key this server does not hold; the operator must set that key in PARLEY_SECRET_KEY or PARLEY_OLD_SECRET_KEYS, or a project owner can send the provider's apiKey again", p.ID)
+}
+
+// KeyRotation is what Providers.RotateKeys did.
+type KeyRotation struct {
+	// Resealed counts the keys sealed again under the current master key.
+	Resealed int
+	// Bound counts those of them that were not bound to their provider
+	// (sealed before keys were), whichever master key sealed them.
+	Bound int
+}
+
+// RotateKeys seals every stored provider key that is not already sealed
+// under the sealer's current master key and bound to its provider, again
+// in that form. For `parley admin rotate-key`.
+func (s *Providers) RotateKeys(ctx context.Context) (KeyRotation, error) {
+	var r KeyRotation
 	all, err := s.deps.Store.ListAllProviders(ctx)
 	if err != nil {
-		return 0, Wrap("providers.RotateKeys", err)
+		return r, Wrap("providers.RotateKeys", err)
 	}
-	n := 0
 	for i := range all {
 		p := &all[i]
 		rotated := false
@@ -520,43 +593,47 @@ func (s *Providers) RotateKeys(ctx context.Context) (int, error) {
 				p = fresh
 			}
 			rotated = true
-			return p, s.rotateKey(ctx, p, &n)
+			return p, s.rotateKey(ctx, p, &r)
 		})
 		if KindOf(err) == NotFound {
 			continue // deleted meanwhile
 		}
 		if err != nil {
-			return n, Wrap("providers.RotateKeys", err)
+			return r, Wrap("providers.RotateKeys", err)
 		}
 	}
-	return n, nil
+	return r, nil
 }
 
-// rotateKey seals p's key under the primary key, if it is not already,
-// counting it in n. updatedAt moves on, so that an update based on an
-// earlier read (another instance's cached copy) is stale and does not
+// rotateKey seals p's key under the primary key, bound to p, if it is not
+// already, counting it in r. updatedAt moves on, so that an update based on
+// an earlier read (another instance's cached copy) is stale and does not
 // write the key sealed under the old key back.
-func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, n *int) error {
+func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, r *KeyRotation) error {
 	if len(p.APIKeyCiphertext) == 0 {
 		return nil
 	}
-	key, err := s.deps.Sealer.Open(p.APIKeyCiphertext, p.APIKeyKeyID)
+	key, err := p.openKey(s.deps.Sealer)
 	if err != nil {
+		masterKeyID, _ := p.SealedUnder()
 		return &Error{Kind: Unavailable, Op: "providers.rotateKey", Err: err, Message: fmt.Sprintf(
-			"the API key of AI provider %s was sealed under master key %s, which is not loaded: add that key to PARLEY_OLD_SECRET_KEYS and run rotate-key again, or, if it is lost, send the provider's apiKey again", p.ID, p.APIKeyKeyID)}
+			"the API key of AI provider %s was sealed under master key %s, which is not loaded: add that key to PARLEY_OLD_SECRET_KEYS and run rotate-key again, or, if it is lost, send the provider's apiKey again", p.ID, masterKeyID)}
 	}
-	ct, keyID, err := s.deps.Sealer.Seal(key)
-	if err != nil {
+	_, wasBound := p.SealedUnder()
+	prevKeyID, prev := p.APIKeyKeyID, p.UpdatedAt
+	if err := p.sealKey(s.deps.Sealer, key); err != nil {
 		return err
 	}
-	if keyID == p.APIKeyKeyID {
-		return nil
+	if p.APIKeyKeyID == prevKeyID {
+		return nil // already sealed so; the new ciphertext is dropped
 	}
-	prev := p.UpdatedAt
-	p.APIKeyCiphertext, p.APIKeyKeyID, p.UpdatedAt = ct, keyID, s.deps.Now()
+	p.UpdatedAt = s.deps.Now()
 	if err := s.deps.Store.UpdateProvider(ctx, p, prev); err != nil {
 		return err
 	}
-	*n++
+	r.Resealed++
+	if !wasBound {
+		r.Bound++
+	}
 	return nil
 }

@@ -35,8 +35,8 @@ func TestPatchKeepsRotatedKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n, err := rot.Services.Providers.RotateKeys(context.Background()); err != nil || n != 1 {
-			t.Fatalf("RotateKeys = %d, %v", n, err)
+		if r, err := rot.Services.Providers.RotateKeys(context.Background()); err != nil || r.Resealed != 1 {
+			t.Fatalf("RotateKeys = %+v, %v", r, err)
 		}
 		rotated := keyID()
 		if rotated == before {

@@ -1,6 +1,8 @@
 // Package secret seals provider API keys with AES-256-GCM under a master
 // key. Each ciphertext is stored with the id of the master key that sealed
-// it, so a keyring holding the old and new keys can re-encrypt (rotate).
+// it, so a keyring holding the old and new keys can re-encrypt (rotate),
+// and opens only with the associated data it was sealed with (the domain
+// binds each key to its provider that way).
 package secret
 
 import (
@@ -71,18 +73,21 @@ func (k *Keyring) Holds(keyID string) bool {
 	return ok
 }
 
-// Seal encrypts plaintext with the primary key; the nonce is prepended.
-func (k *Keyring) Seal(plaintext []byte) ([]byte, string, error) {
+// Seal encrypts plaintext with the primary key, authenticating ad with it
+// (the associated data: Open must be given the same); the nonce is
+// prepended.
+func (k *Keyring) Seal(plaintext, ad []byte) ([]byte, string, error) {
 	aead := k.aeads[k.primary]
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
 	if _, err := rand.Read(nonce); err != nil {
 		return nil, "", err
 	}
-	return aead.Seal(nonce, nonce, plaintext, nil), k.primary, nil
+	return aead.Seal(nonce, nonce, plaintext, ad), k.primary, nil
 }
 
-// Open decrypts a ciphertext sealed under keyID.
-func (k *Keyring) Open(ciphertext []byte, keyID string) ([]byte, error) {
+// Open decrypts a ciphertext sealed under keyID with the associated data
+// ad; it fails when the ciphertext, the key or ad differ from the sealing's.
+func (k *Keyring) Open(ciphertext []byte, keyID string, ad []byte) ([]byte, error) {
 	aead, ok := k.aeads[keyID]
 	if !ok {
 		return nil, fmt.Errorf("secret: master key %s is not loaded", keyID)
@@ -91,7 +96,7 @@ func (k *Keyring) Open(ciphertext []byte, keyID string) ([]byte, error) {
 		return nil, errors.New("secret: ciphertext too short")
 	}
 	n := aead.NonceSize()
-	return aead.Open(nil, ciphertext[:n], ciphertext[n:], nil)
+	return aead.Open(nil, ciphertext[:n], ciphertext[n:], ad)
 }
 
 // GenerateKey returns a new random master key, base64-encoded.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -14,7 +15,7 @@ func TestSealOpenAndRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ct, id, err := old.Seal([]byte("sk-test-1234"))
+	ct, id, err := old.Seal([]byte("sk-test-1234"), []byte("aip_a"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,22 +26,64 @@ func TestSealOpenAndRotate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pt, err := rotated.Open(ct, id)
+	pt, err := rotated.Open(ct, id, []byte("aip_a"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got, want := string(pt), "sk-test-1234"; got != want {
 		t.Fatalf("Open = %q, want %q", got, want)
 	}
-	_, newID, _ := rotated.Seal(pt)
+	_, newID, _ := rotated.Seal(pt, []byte("aip_a"))
 	if newID == id {
 		t.Fatal("rotated keyring sealed with the old key")
 	}
-	if _, err := old.Open(ct[:len(ct)-1], id); err == nil {
+	if _, err := old.Open(ct[:len(ct)-1], id, []byte("aip_a")); err == nil {
 		t.Fatal("tampered ciphertext opened")
 	}
-	if _, err := old.Open(ct, newID); err == nil {
+	if _, err := old.Open(ct, newID, []byte("aip_a")); err == nil {
 		t.Fatal("unknown key id opened")
+	}
+}
+
+// TestOpenNeedsTheSealingsAssociatedData: a ciphertext opens only with the
+// associated data it was sealed with, so one sealed for provider A does
+// not open as provider B's, and one sealed with none (before keys were
+// bound to their provider) opens with none only.
+func TestOpenNeedsTheSealingsAssociatedData(t *testing.T) {
+	key, _ := ParseKey(GenerateKey())
+	k, err := NewKeyring(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bound, id, err := k.Seal([]byte("sk-test-1234"), []byte("aip_a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unbound, _, err := k.Seal([]byte("sk-test-1234"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name  string
+		ct    []byte
+		ad    []byte
+		opens bool
+	}{
+		{"bound, same data", bound, []byte("aip_a"), true},
+		{"bound, another provider's", bound, []byte("aip_b"), false},
+		{"bound, none", bound, nil, false},
+		{"unbound, none", unbound, nil, true},
+		{"unbound, a provider's", unbound, []byte("aip_a"), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			pt, err := k.Open(tt.ct, id, tt.ad)
+			if got := err == nil; got != tt.opens {
+				t.Fatalf("Open = %q, %v; want it to open: %v", pt, err, tt.opens)
+			}
+			if err != nil && strings.Contains(err.Error(), "sk-test") {
+				t.Errorf("the error carries the key: %v", err)
+			}
+		})
 	}
 }
 

@@ -218,14 +218,14 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintln(stdout, k.Secret)
 		return nil
 	case "rotate-key":
-		n, err := a.Services.Providers.RotateKeys(actx)
+		r, err := a.Services.Providers.RotateKeys(actx)
 		if err != nil && domain.KindOf(err) != domain.Internal {
 			return errors.New(domain.MessageOf(err)) // what to fix, without the ops
 		}
 		if err != nil {
 			return err // a fault: the whole chain, as the logs are discarded here
 		}
-		fmt.Fprintf(stdout, "re-encrypted %d provider keys\n", n)
+		fmt.Fprintf(stdout, "re-encrypted %d provider keys; %d of them were not bound to their provider and now are\n", r.Resealed, r.Bound)
 		return nil
 	}
 	return fmt.Errorf("admin %s is parsed but not run", c.name) // parseAdmin and this switch disagree

@@ -181,7 +181,8 @@ func sealedKeys(ctx context.Context, st *store.Store) (map[string]int, error) {
 	sealed := map[string]int{}
 	for _, p := range all {
 		if len(p.APIKeyCiphertext) > 0 {
-			sealed[p.APIKeyKeyID]++
+			masterKeyID, _ := p.SealedUnder()
+			sealed[masterKeyID]++
 		}
 	}
 	return sealed, nil
