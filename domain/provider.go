@@ -570,11 +570,27 @@ type KeyRotation struct {
 	// Bound counts those of them that were not bound to their provider
 	// (sealed before keys were), whichever master key sealed them.
 	Bound int
+	// Unopened lists the keys that did not open, which are left as they
+	// were, in the order of their providers' ids.
+	Unopened []UnopenedKey
+}
+
+// UnopenedKey names a provider key RotateKeys could not open (never the key).
+type UnopenedKey struct {
+	ProviderID  string
+	MasterKeyID string
+	// Held reports whether the master key is loaded; then the ciphertext
+	// was altered, or copied from another provider's row.
+	Held bool
 }
 
 // RotateKeys seals every stored provider key that is not already sealed
 // under the sealer's current master key and bound to its provider, again
-// in that form. For `parley admin rotate-key`.
+// in that form. A key that does not open is listed in Unopened, and the
+// others are still rotated: one lost master key should not keep the rest
+// under a key the operator means to retire. An error (the database's)
+// stops it; what it did so far is returned with it. For `parley admin
+// rotate-key`.
 func (s *Providers) RotateKeys(ctx context.Context) (KeyRotation, error) {
 	var r KeyRotation
 	all, err := s.deps.Store.ListAllProviders(ctx)
@@ -606,9 +622,10 @@ func (s *Providers) RotateKeys(ctx context.Context) (KeyRotation, error) {
 }
 
 // rotateKey seals p's key under the primary key, bound to p, if it is not
-// already, counting it in r. updatedAt moves on, so that an update based on
-// an earlier read (another instance's cached copy) is stale and does not
-// write the key sealed under the old key back.
+// already, counting it in r, or listing it there when it does not open.
+// updatedAt moves on, so that an update based on an earlier read (another
+// instance's cached copy) is stale and does not write the key sealed under
+// the old key, or unbound, back.
 func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, r *KeyRotation) error {
 	if len(p.APIKeyCiphertext) == 0 {
 		return nil
@@ -616,8 +633,8 @@ func (s *Providers) rotateKey(ctx context.Context, p *AIProvider, r *KeyRotation
 	key, err := p.openKey(s.deps.Sealer)
 	if err != nil {
 		masterKeyID, _ := p.SealedUnder()
-		return &Error{Kind: Unavailable, Op: "providers.rotateKey", Err: err, Message: fmt.Sprintf(
-			"the API key of AI provider %s was sealed under master key %s, which is not loaded: add that key to PARLEY_OLD_SECRET_KEYS and run rotate-key again, or, if it is lost, send the provider's apiKey again", p.ID, masterKeyID)}
+		r.Unopened = append(r.Unopened, UnopenedKey{ProviderID: p.ID, MasterKeyID: masterKeyID, Held: s.deps.Sealer.Holds(masterKeyID)})
+		return nil
 	}
 	_, wasBound := p.SealedUnder()
 	prevKeyID, prev := p.APIKeyKeyID, p.UpdatedAt

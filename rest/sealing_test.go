@@ -148,8 +148,8 @@ func TestUnboundProviderKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if rotated.Resealed != 1 || rotated.Bound != 1 {
-			t.Errorf("RotateKeys = %+v, want 1 resealed, 1 bound", rotated)
+		if rotated.Resealed != 1 || rotated.Bound != 1 || len(rotated.Unopened) != 0 {
+			t.Errorf("RotateKeys = %+v, want 1 resealed, 1 bound, none unopened", rotated)
 		}
 		bound := readStoredKey(t, st, a.provider)
 		if bound.keyID == unbound.keyID || string(bound.ciphertext) == string(unbound.ciphertext) {

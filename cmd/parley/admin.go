@@ -219,14 +219,34 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		return nil
 	case "rotate-key":
 		r, err := a.Services.Providers.RotateKeys(actx)
+		fmt.Fprintf(stdout, "re-encrypted %d provider keys; %d of them were not bound to their provider and now are\n", r.Resealed, r.Bound)
 		if err != nil && domain.KindOf(err) != domain.Internal {
 			return errors.New(domain.MessageOf(err)) // what to fix, without the ops
 		}
 		if err != nil {
 			return err // a fault: the whole chain, as the logs are discarded here
 		}
-		fmt.Fprintf(stdout, "re-encrypted %d provider keys; %d of them were not bound to their provider and now are\n", r.Resealed, r.Bound)
-		return nil
+		return unopenedKeys(r.Unopened)
 	}
 	return fmt.Errorf("admin %s is parsed but not run", c.name) // parseAdmin and this switch disagree
+}
+
+// unopenedKeys is the error of a rotate-key that left keys it could not
+// open: each by provider and master key id (never a secret), and the fixes.
+func unopenedKeys(keys []domain.UnopenedKey) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "could not open %d provider keys, which are left as they were:\n", len(keys))
+	for _, k := range keys {
+		why := "which is not loaded"
+		if k.Held {
+			why = "which is loaded: altered, or copied from another provider's row"
+		}
+		fmt.Fprintf(&b, "  AI provider %s (master key %s, %s)\n", k.ProviderID, k.MasterKeyID, why)
+	}
+	b.WriteString("add a master key that is not loaded to PARLEY_OLD_SECRET_KEYS and run rotate-key again; " +
+		"for a key whose master key is lost, or that was altered or copied, a project owner must send the provider's apiKey again")
+	return errors.New(b.String())
 }
