@@ -125,9 +125,9 @@ func TestProviderKeyBoundToProvider(t *testing.T) {
 }
 
 // TestUnboundProviderKey: a key sealed before keys were bound to their
-// provider (no associated data) still opens, and rotate-key binds it even
-// under the master key it was sealed with, after which it no longer opens
-// in another provider's row.
+// provider (no associated data) still opens, and a start warns of it;
+// rotate-key binds it even under the master key it was sealed with, after
+// which it no longer opens in another provider's row.
 func TestUnboundProviderKey(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
 		const legacyKey = "sk-legacy-unbound-0123456789"
@@ -139,6 +139,10 @@ func TestUnboundProviderKey(t *testing.T) {
 		unbound := readStoredKey(t, st, a.provider)
 
 		h = h.reopen(t, st, withKey)
+		if logs := h.logs.String(); !strings.Contains(logs, "not bound to their provider") || !strings.Contains(logs, "rotate-key") ||
+			!strings.Contains(logs, "count=1") {
+			t.Errorf("a start with an unbound key does not warn, counting it and naming rotate-key:\n%s", logs)
+		}
 		if r := chatCompletion(h, a.chat); r.Status != 200 || h.up.Last().APIKey != legacyKey {
 			t.Fatalf("completion with an unbound key = %d %s, or the upstream got another key", r.Status, r.Body)
 		}
@@ -160,6 +164,9 @@ func TestUnboundProviderKey(t *testing.T) {
 		}
 
 		h = h.reopen(t, st, withKey)
+		if logs := h.logs.String(); strings.Contains(logs, "not bound") {
+			t.Errorf("a start after rotate-key still warns of unbound keys:\n%s", logs)
+		}
 		if r := chatCompletion(h, a.chat); r.Status != 200 || h.up.Last().APIKey != legacyKey {
 			t.Fatalf("completion with the key rotate-key bound = %d %s", r.Status, r.Body)
 		}

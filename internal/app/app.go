@@ -172,20 +172,24 @@ func Keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring
 }
 
 // sealedKeys counts the stored provider keys by the id of the master key
-// that sealed them; keys read from the environment are not counted.
-func sealedKeys(ctx context.Context, st *store.Store) (map[string]int, error) {
+// that sealed them, and those not bound to their provider (sealed before
+// keys were); keys read from the environment are not counted.
+func sealedKeys(ctx context.Context, st *store.Store) (sealed map[string]int, unbound int, err error) {
 	all, err := st.ListAllProviders(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read the provider keys' master key ids: %w", err)
+		return nil, 0, fmt.Errorf("read the provider keys' master key ids: %w", err)
 	}
-	sealed := map[string]int{}
+	sealed = map[string]int{}
 	for _, p := range all {
 		if len(p.APIKeyCiphertext) > 0 {
-			masterKeyID, _ := p.SealedUnder()
+			masterKeyID, bound := p.SealedUnder()
 			sealed[masterKeyID]++
+			if !bound {
+				unbound++
+			}
 		}
 	}
-	return sealed, nil
+	return sealed, unbound, nil
 }
 
 // unheld returns how many of the sealed keys are under a master key that
@@ -228,7 +232,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = slog.New(rest.LogHandler(log.Handler()))
-	sealed, err := sealedKeys(ctx, st)
+	sealed, unbound, err := sealedKeys(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -240,6 +244,11 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log.Warn("provider keys are sealed under a master key this server does not hold, so their completions fail: "+
 			"set PARLEY_SECRET_KEY to that key, or add it to PARLEY_OLD_SECRET_KEYS and run 'parley admin rotate-key'; "+
 			"if it is lost, send each provider's apiKey again", "count", n, "keyIds", strings.Join(ids, ","))
+	}
+	if unbound > 0 {
+		// Until rotate-key binds them, one who can write the database can
+		// copy such a key into another provider's row and spend it there.
+		log.Warn("provider keys sealed by an earlier Parley are not bound to their provider: run 'parley admin rotate-key' to bind them", "count", unbound)
 	}
 	authz, err := policy.New()
 	if err != nil {
