@@ -44,8 +44,9 @@ type UserStore interface {
 	GetAPIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *User, error)
 	// ListAPIKeys returns up to p.Limit+1 keys of userID (revoked ones too).
 	ListAPIKeys(ctx context.Context, userID string, p Page) ([]APIKey, error)
-	// RevokeAPIKey sets revokedAt on keyID of userID; NotFound when it does not exist.
-	RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error
+	// RevokeAPIKey sets revokedAt on keyID of userID, unless it is set
+	// already, and returns the key; NotFound when it does not exist.
+	RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) (*APIKey, error)
 }
 
 // keyPrefix starts every API key, so a leaked key is recognisable.
@@ -215,15 +216,20 @@ func (s *Users) ListAPIKeys(ctx context.Context, userID string, page Page) (List
 	return paginate(keys, page, func(k APIKey) string { return k.ID }), nil
 }
 
-// RevokeAPIKey revokes keyID of userID; the key answers 401 from then on.
-func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) error {
+// RevokeAPIKey revokes keyID of userID and returns it as it is now listed;
+// the key answers 401 from then on. Revoking it again changes nothing.
+func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) (*APIKey, error) {
 	if err := s.selfOrAdmin(ctx, userID); err != nil {
-		return err
+		return nil, err
 	}
 	if !validID(PrefixKey, keyID) {
-		return NotFoundf("API key", keyID)
+		return nil, NotFoundf("API key", keyID)
 	}
-	return s.store.RevokeAPIKey(ctx, userID, keyID, s.now())
+	k, err := s.store.RevokeAPIKey(ctx, userID, keyID, s.now())
+	if err != nil {
+		return nil, Wrap("users.RevokeAPIKey", err)
+	}
+	return k, nil
 }
 
 // EnsureAdminKey makes sure key exists as a system admin's key, creating

@@ -364,7 +364,8 @@ func TestStdioKeyRevokedMidSession(t *testing.T) {
 	var p projectOut
 	s.ok(t, "get-project", obj{"projectId": e.project.ID}, &p)
 	editor := e.principals["editor"]
-	must(t, e.svcs.Users.RevokeAPIKey(e.ctx("editor"), editor.UserID, editor.KeyID))
+	_, err := e.svcs.Users.RevokeAPIKey(e.ctx("editor"), editor.UserID, editor.KeyID)
+	must(t, err)
 	s.fails(t, "get-project", obj{"projectId": e.project.ID}, "unauthenticated")
 }
 

@@ -29,6 +29,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		}{
 			{"GET /api/v1/projects", "/api/v1/projects", nil},
 			{"GET /api/v1/users/{userId}/api-keys", "/api/v1/users/" + me + "/api-keys", nil},
+			{"DELETE /api/v1/users/{userId}/api-keys/{keyId}", "/api/v1/users/" + me + "/api-keys/" + k, nil},
 			{"GET /api/v1/projects/{projectId}/limits", "/api/v1/projects/" + w.project + "/limits", nil},
 			{"POST /api/v1/chats/{chatId}/completions", "/api/v1/chats/" + w.chat + "/completions",
 				map[string]any{"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()}},

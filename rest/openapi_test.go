@@ -49,7 +49,7 @@ var apiRoutes = []apiRoute{
 	{method: "POST", path: "/api/v1/users", summary: "Create a user (admin)", tag: "users", request: userCreateRequest{}, response: userResponse{}, status: 201},
 	{method: "GET", path: "/api/v1/users/{userId}/api-keys", summary: "List a user's API keys (never the secret)", tag: "users", response: listResponse[apiKeyResponse]{}, status: 200, query: pageParams},
 	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: apiKeyResponse{}, status: 201},
-	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key", tag: "users", response: deletedResponse{}, status: 200},
+	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key; answers it as it stays listed, revokedAt set (again: the same, with the first revokedAt)", tag: "users", response: apiKeyResponse{}, status: 200},
 
 	{method: "GET", path: "/api/v1/projects", summary: "List the projects you can see", tag: "projects", response: listResponse[projectResponse]{}, status: 200, query: pageParams},
 	{method: "POST", path: "/api/v1/projects", summary: "Create a project; you become its owner", tag: "projects", request: projectCreateRequest{}, response: projectResponse{}, status: 201},

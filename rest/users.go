@@ -107,10 +107,12 @@ func (s *Server) handleAPIKeyList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toAPIKeyResponse))
 }
 
+// handleAPIKeyRevoke answers the revoked key as it stays listed, rather
+// than {id, deleted: true}: a revoked key is not deleted.
 func (s *Server) handleAPIKeyRevoke(c echo.Context) error {
-	id := c.Param("keyId")
-	if err := s.svcs.Users.RevokeAPIKey(ctx(c), c.Param("userId"), id); err != nil {
+	k, err := s.svcs.Users.RevokeAPIKey(ctx(c), c.Param("userId"), c.Param("keyId"))
+	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, deletedResponse{ID: id, Deleted: true})
+	return c.JSON(http.StatusOK, toAPIKeyResponse(k))
 }

@@ -441,16 +441,21 @@ func TestAPIKeys(t *testing.T) {
 		}
 		t.Run("revoke", func(t *testing.T) {
 			at := t0.Add(time.Hour)
-			must(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at))
-			must(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at.Add(time.Hour))) // keeps the first time
-			k, _, err := s.GetAPIKeyByHash(ctx(), w.bobKey.Hash)
+			k, err := s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at)
 			must(t, err)
-			if k.RevokedAt == nil || !k.RevokedAt.Equal(at) {
-				t.Fatalf("RevokedAt = %v; want %v", k.RevokedAt, at)
-			}
+			want := *w.bobKey
+			want.RevokedAt = &at
+			equal(t, k, &want)
+			again, err := s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at.Add(time.Hour)) // keeps the first time
+			must(t, err)
+			equal(t, again, &want)
+			stored, _, err := s.GetAPIKeyByHash(ctx(), w.bobKey.Hash)
+			must(t, err)
+			equal(t, stored, &want)
 		})
 		t.Run("revoke another user's key", func(t *testing.T) {
-			wantErr(t, s.RevokeAPIKey(ctx(), w.bob.ID, w.aliceKey.ID, t0), domain.NotFound, "API key "+w.aliceKey.ID+" does not exist")
+			_, err := s.RevokeAPIKey(ctx(), w.bob.ID, w.aliceKey.ID, t0)
+			wantErr(t, err, domain.NotFound, "API key "+w.aliceKey.ID+" does not exist")
 			k, _, err := s.GetAPIKeyByHash(ctx(), w.aliceKey.Hash)
 			must(t, err)
 			if k.RevokedAt != nil {
@@ -458,7 +463,8 @@ func TestAPIKeys(t *testing.T) {
 			}
 		})
 		t.Run("revoke unknown", func(t *testing.T) {
-			wantErr(t, s.RevokeAPIKey(ctx(), w.bob.ID, "key_nope", t0), domain.NotFound, "API key key_nope does not exist")
+			_, err := s.RevokeAPIKey(ctx(), w.bob.ID, "key_nope", t0)
+			wantErr(t, err, domain.NotFound, "API key key_nope does not exist")
 		})
 	})
 }

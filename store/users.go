@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -103,12 +104,17 @@ func (s *Store) ListAPIKeys(ctx context.Context, userID string, p domain.Page) (
 	return out, nil
 }
 
-// RevokeAPIKey sets revokedAt on keyID of userID; NotFound when it does not
-// exist. Revoking a revoked key keeps the first time.
-func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error {
+// RevokeAPIKey sets revokedAt on keyID of userID and returns the key;
+// NotFound when it does not exist. Revoking a revoked key keeps the first
+// time.
+func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) (*domain.APIKey, error) {
 	const op = "store.RevokeAPIKey"
-	res := s.db.WithContext(ctx).Model(&apiKeyRow{}).
+	var rows []apiKeyRow
+	res := s.db.WithContext(ctx).Model(&rows).Clauses(clause.Returning{}).
 		Where("id = ? AND user_id = ?", keyID, userID).
 		Update("revoked_at", gorm.Expr("COALESCE(revoked_at, ?)", ts(at)))
-	return rowsOrNotFound(op, res, "API key", keyID)
+	if err := rowsOrNotFound(op, res, "API key", keyID); err != nil {
+		return nil, err
+	}
+	return toDomainAPIKey(&rows[0]), nil
 }

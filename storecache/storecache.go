@@ -54,7 +54,7 @@ func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKe
 }
 
 // RevokeAPIKey revokes and forgets every cached key (revocations are rare).
-func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) error {
+func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) (*domain.APIKey, error) {
 	defer s.keys.clear()
 	return s.Store.RevokeAPIKey(ctx, userID, keyID, at)
 }

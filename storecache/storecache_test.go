@@ -122,7 +122,7 @@ func TestEntriesExpireAndRevocationIsImmediate(t *testing.T) {
 	if got, _, err := cs.GetAPIKeyByHash(ctx, k.Hash); err != nil || got.RevokedAt != nil {
 		t.Fatalf("GetAPIKeyByHash = %+v, %v", got, err)
 	}
-	if err := cs.RevokeAPIKey(ctx, u.ID, k.ID, time.Now()); err != nil {
+	if _, err := cs.RevokeAPIKey(ctx, u.ID, k.ID, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if got, _, _ := cs.GetAPIKeyByHash(ctx, k.Hash); got.RevokedAt == nil {
