@@ -26,6 +26,7 @@ type APIKey struct {
 	Hint      string // the key's first characters, e.g. "pk_3f9a"
 	CreatedAt time.Time
 	RevokedAt *time.Time
+	ExpiresAt *time.Time // nil: the key does not expire
 }
 
 // UserStore keeps users and their API keys.
@@ -71,8 +72,8 @@ type Users struct {
 	now   func() time.Time
 }
 
-// Authenticate returns the principal owning key. Unknown and revoked keys
-// are Unauthenticated.
+// Authenticate returns the principal owning key. Unknown, expired and
+// revoked keys are Unauthenticated, alike.
 func (s *Users) Authenticate(ctx context.Context, key string) (Principal, error) {
 	if !strings.HasPrefix(key, keyPrefix) || len(key) > 128 {
 		return Principal{}, errBadKey()
@@ -84,17 +85,24 @@ func (s *Users) Authenticate(ctx context.Context, key string) (Principal, error)
 	if err != nil {
 		return Principal{}, Wrap("users.Authenticate", err)
 	}
-	if k.RevokedAt != nil {
+	// Checked here at every call, not by the store's query: a cached key
+	// (storecache) stops working at its expiry all the same.
+	if k.RevokedAt != nil || k.Expired(s.now()) {
 		return Principal{}, errBadKey()
 	}
 	return Principal{UserID: u.ID, KeyID: k.ID, IsAdmin: u.IsAdmin}, nil
 }
 
-// errBadKey is the one answer to a key that is malformed, unknown or
-// revoked, so that the answer does not say which. It is built only when
+// Expired reports whether k has expired by now: from its ExpiresAt on.
+func (k *APIKey) Expired(now time.Time) bool {
+	return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)
+}
+
+// errBadKey is the one answer to a key that is malformed, unknown, expired
+// or revoked, so that the answer does not say which. It is built only when
 // needed: Authenticate runs on every request.
 func errBadKey() error {
-	return Errorf(Unauthenticated, "the API key is not valid or has been revoked")
+	return Errorf(Unauthenticated, "the API key is not valid, has expired or has been revoked")
 }
 
 // Me returns the calling user.
@@ -178,21 +186,54 @@ type NewAPIKey struct {
 	Secret string
 }
 
+// APIKeyCreate is the input of Users.CreateAPIKey.
+type APIKeyCreate struct {
+	Name string
+	// ExpiresAt, when set, is when the key stops working: in the future,
+	// and at most MaxAPIKeyLifetimeYears ahead.
+	ExpiresAt *time.Time
+}
+
+// MaxAPIKeyLifetimeYears bounds how far ahead a key's expiry may be. A
+// later one is most likely a typo (20270 for 2027), and a key that should
+// outlive it needs no expiry.
+const MaxAPIKeyLifetimeYears = 10
+
 // CreateAPIKey makes a key for userID (an admin, or the user for itself).
-func (s *Users) CreateAPIKey(ctx context.Context, userID, name string) (*NewAPIKey, error) {
+func (s *Users) CreateAPIKey(ctx context.Context, userID string, in APIKeyCreate) (*NewAPIKey, error) {
 	if err := s.selfOrAdmin(ctx, userID); err != nil {
 		return nil, err
 	}
-	if err := checkText("name", name, true, maxNameLen); err != nil {
+	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
 		return nil, err
 	}
-	return s.createKey(ctx, userID, strings.TrimSpace(name), newAPIKeySecret())
+	now := s.now()
+	if err := checkExpiry(in.ExpiresAt, now); err != nil {
+		return nil, err
+	}
+	return s.createKey(ctx, userID, strings.TrimSpace(in.Name), newAPIKeySecret(), now, in.ExpiresAt)
 }
 
-func (s *Users) createKey(ctx context.Context, userID, name, secret string) (*NewAPIKey, error) {
+// checkExpiry validates a new key's expiresAt against now.
+func checkExpiry(at *time.Time, now time.Time) error {
+	if at == nil {
+		return nil
+	}
+	if !at.After(now) {
+		return Invalidf("expiresAt", "expiresAt must be in the future: %s has passed; leave it out for a key that does not expire",
+			at.UTC().Format(time.RFC3339Nano))
+	}
+	if limit := now.AddDate(MaxAPIKeyLifetimeYears, 0, 0); at.After(limit) {
+		return Invalidf("expiresAt", "expiresAt must be at most %d years ahead (by %s); leave it out for a key that does not expire",
+			MaxAPIKeyLifetimeYears, limit.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+func (s *Users) createKey(ctx context.Context, userID, name, secret string, now time.Time, expiresAt *time.Time) (*NewAPIKey, error) {
 	k := APIKey{
 		ID: NewID(PrefixKey), UserID: userID, Name: name,
-		Hash: HashAPIKey(secret), Hint: secret[:len(keyPrefix)+4], CreatedAt: s.now(),
+		Hash: HashAPIKey(secret), Hint: secret[:len(keyPrefix)+4], CreatedAt: now, ExpiresAt: expiresAt,
 	}
 	if err := s.store.CreateAPIKey(ctx, &k); err != nil {
 		return nil, Wrap("users.CreateAPIKey", err)
@@ -253,7 +294,7 @@ func (s *Users) EnsureAdminKey(ctx context.Context, key string) error {
 	if err := s.store.CreateUser(ctx, u); err != nil {
 		return Wrap("users.EnsureAdminKey", err)
 	}
-	_, err = s.createKey(ctx, u.ID, "bootstrap", key)
+	_, err = s.createKey(ctx, u.ID, "bootstrap", key, s.now(), nil) // it does not expire
 	return err
 }
 

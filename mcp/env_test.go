@@ -68,7 +68,7 @@ func newEnv(t *testing.T, st *store.Store) *env {
 	for _, name := range []string{"editor", "viewer", "outsider"} {
 		u, err := e.svcs.Users.Create(admin, domain.UserCreate{Name: name})
 		must(t, err)
-		k, err := e.svcs.Users.CreateAPIKey(admin, u.ID, "test")
+		k, err := e.svcs.Users.CreateAPIKey(admin, u.ID, domain.APIKeyCreate{Name: "test"})
 		must(t, err)
 		e.addPrincipal(name, k.Secret)
 	}

@@ -369,6 +369,63 @@ func TestStdioKeyRevokedMidSession(t *testing.T) {
 	s.fails(t, "get-project", obj{"projectId": e.project.ID}, "unauthenticated")
 }
 
+// TestKeyExpiresMidSession: a session outlives its key's expiry; from
+// then on each request is refused as a revoked key's is: over HTTP a 401
+// with the very body a wrong key gets, over stdio an unauthenticated
+// result at the next call.
+func TestKeyExpiresMidSession(t *testing.T) {
+	for _, over := range []string{overHTTP, overSSE, overStdio} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			var mu sync.Mutex
+			now := time.Now().UTC()
+			e.configure(func(d *domain.Deps) {
+				d.Now = func() time.Time {
+					mu.Lock()
+					defer mu.Unlock()
+					return now
+				}
+			})
+			exp := now.Add(time.Hour)
+			k, err := e.svcs.Users.CreateAPIKey(e.ctx("admin"), e.principals["editor"].UserID, domain.APIKeyCreate{Name: "expiring", ExpiresAt: &exp})
+			must(t, err)
+			e.keys["expiring"] = k.Secret
+			s := e.connect(over, "expiring", Options{})
+			var p projectOut
+			s.ok(t, "get-project", obj{"projectId": e.project.ID}, &p)
+
+			mu.Lock()
+			now = exp
+			mu.Unlock()
+			if over == overStdio {
+				s.fails(t, "get-project", obj{"projectId": e.project.ID}, "unauthenticated")
+				return
+			}
+			if _, err := s.callErr(t, "get-project", obj{"projectId": e.project.ID}, nil); err == nil {
+				t.Fatal("get-project with the expired key succeeded")
+			}
+			hs := e.httpServer(e.server(Options{}), 0)
+			post := func(key string) (int, string, string) {
+				req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`))
+				must(t, err)
+				req.Header.Set("Authorization", "Bearer "+key)
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				res, err := http.DefaultClient.Do(req)
+				must(t, err)
+				defer res.Body.Close()
+				b, _ := io.ReadAll(res.Body)
+				return res.StatusCode, res.Header.Get("WWW-Authenticate"), string(b)
+			}
+			code, challenge, body := post(k.Secret)
+			wCode, wChallenge, wBody := post("pk_wrong")
+			if code != 401 || challenge != wChallenge || body != wBody {
+				t.Errorf("expired key: %d %q %s\nwant as a wrong key: %d %q %s", code, challenge, body, wCode, wChallenge, wBody)
+			}
+		})
+	}
+}
+
 // TestErrorMapping checks the one mapping from domain kinds: user-facing
 // kinds are tool error results starting with the REST code, internal faults
 // protocol errors that reveal nothing and are logged.

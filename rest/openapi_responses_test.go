@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 
 	validator "github.com/santhosh-tekuri/jsonschema/v6"
 
@@ -12,7 +13,7 @@ import (
 
 // TestResponsesMatchOpenAPI validates real responses against the schemas
 // openapi.json gives them, for the fields that are null in some answers
-// (a last page's nextCursor, a revoked key's revokedAt, the content of a
+// (a last page's nextCursor, a key's revokedAt and expiresAt, the content of a
 // reply that only calls tools, the updatedAt of limits never set): a
 // strict generated client rejects a null its schema does not allow.
 func TestResponsesMatchOpenAPI(t *testing.T) {
@@ -22,6 +23,7 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 		me := h.must(200, "GET", "/api/v1/me", h.admin, nil)["id"].(string)
 		k := h.must(201, "POST", "/api/v1/users/"+me+"/api-keys", h.admin, map[string]any{"name": "old"})["id"].(string)
 		h.must(200, "DELETE", "/api/v1/users/"+me+"/api-keys/"+k, h.admin, nil)
+		h.must(201, "POST", "/api/v1/users/"+me+"/api-keys", h.admin, map[string]any{"name": "ci", "expiresAt": time.Now().AddDate(1, 0, 0).Format(time.RFC3339)})
 		h.up.Enqueue(llmtest.Behavior{ToolCalls: fakeCalls})
 		for _, c := range []struct {
 			route, path string

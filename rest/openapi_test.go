@@ -259,7 +259,7 @@ func errorsFor(rt apiRoute) map[string]string {
 		}
 		return out
 	}
-	out["401"] = "no, unknown or revoked API key"
+	out["401"] = "no, unknown, expired or revoked API key"
 	if rt.request != nil {
 		out["400"] = "invalid request; error.details.field names the field"
 		out["413"] = "body over PARLEY_MAX_BODY_BYTES"

@@ -2,10 +2,12 @@ package rest
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/labstack/echo/v4"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 type userResponse struct {
@@ -26,17 +28,24 @@ type apiKeyResponse struct {
 	Hint      string  `json:"hint"`
 	CreatedAt string  `json:"createdAt"`
 	RevokedAt *string `json:"revokedAt" jsonschema:"nullable"`
+	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable" desc:"When the key stops working (ISO 8601 UTC); null: it does not expire."`
 	// Key is the secret, present only in the response that created it.
 	Key string `json:"key,omitempty"`
 }
 
 func toAPIKeyResponse(k *domain.APIKey) apiKeyResponse {
 	r := apiKeyResponse{ID: k.ID, UserID: k.UserID, Name: k.Name, Hint: k.Hint + "…", CreatedAt: timestamp(k.CreatedAt)}
-	if k.RevokedAt != nil {
-		t := timestamp(*k.RevokedAt)
-		r.RevokedAt = &t
-	}
+	r.RevokedAt = timestampOrNil(k.RevokedAt)
+	r.ExpiresAt = timestampOrNil(k.ExpiresAt)
 	return r
+}
+
+func timestampOrNil(t *time.Time) *string {
+	if t == nil {
+		return nil
+	}
+	s := timestamp(*t)
+	return &s
 }
 
 func (s *Server) handleMe(c echo.Context) error {
@@ -77,7 +86,20 @@ func (s *Server) handleUserCreate(c echo.Context) error {
 }
 
 type apiKeyCreateRequest struct {
-	Name string `json:"name"`
+	Name      string  `json:"name"`
+	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable" desc:"When the key stops working: an RFC 3339 time, in the future and at most 10 years ahead. Left out or null: it does not expire."`
+}
+
+func (r apiKeyCreateRequest) toDomain() (domain.APIKeyCreate, error) {
+	in := domain.APIKeyCreate{Name: r.Name}
+	if r.ExpiresAt != nil {
+		t, err := wire.ParseDateTime("expiresAt", *r.ExpiresAt)
+		if err != nil {
+			return in, err
+		}
+		in.ExpiresAt = &t
+	}
+	return in, nil
 }
 
 func (s *Server) handleAPIKeyCreate(c echo.Context) error {
@@ -85,7 +107,11 @@ func (s *Server) handleAPIKeyCreate(c echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
-	k, err := s.svcs.Users.CreateAPIKey(ctx(c), c.Param("userId"), req.Name)
+	in, err := req.toDomain()
+	if err != nil {
+		return err
+	}
+	k, err := s.svcs.Users.CreateAPIKey(ctx(c), c.Param("userId"), in)
 	if err != nil {
 		return err
 	}

@@ -37,6 +37,7 @@ type apiKeyRow struct {
 	Hint      string     `gorm:"column:hint"`
 	CreatedAt time.Time  `gorm:"column:created_at;autoCreateTime:false"`
 	RevokedAt *time.Time `gorm:"column:revoked_at"`
+	ExpiresAt *time.Time `gorm:"column:expires_at"` // since 00006
 }
 
 func (apiKeyRow) TableName() string { return "api_keys" }
@@ -44,14 +45,14 @@ func (apiKeyRow) TableName() string { return "api_keys" }
 func fromDomainAPIKey(k *domain.APIKey) apiKeyRow {
 	return apiKeyRow{
 		ID: k.ID, UserID: k.UserID, Name: k.Name, Hash: k.Hash, Hint: k.Hint,
-		CreatedAt: ts(k.CreatedAt), RevokedAt: tsPtr(k.RevokedAt),
+		CreatedAt: ts(k.CreatedAt), RevokedAt: tsPtr(k.RevokedAt), ExpiresAt: tsPtr(k.ExpiresAt),
 	}
 }
 
 func toDomainAPIKey(r *apiKeyRow) *domain.APIKey {
 	return &domain.APIKey{
 		ID: r.ID, UserID: r.UserID, Name: r.Name, Hash: r.Hash, Hint: r.Hint,
-		CreatedAt: utc(r.CreatedAt), RevokedAt: utcPtr(r.RevokedAt),
+		CreatedAt: utc(r.CreatedAt), RevokedAt: utcPtr(r.RevokedAt), ExpiresAt: utcPtr(r.ExpiresAt),
 	}
 }
 

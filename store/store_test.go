@@ -259,8 +259,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 5\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 6\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00006_api_key_expiry.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -322,7 +327,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 			must(t, err)
 			equal(t, c, conv)
 		}
-		for _, m := range []string{"00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -342,6 +347,72 @@ func TestMigrateKeepsConversations(t *testing.T) {
 		must(t, s.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv.ID).Row().Scan(&left))
 		if left != 0 {
 			t.Fatalf("%d messages left after the conversation was deleted; want 0", left)
+		}
+	})
+}
+
+// TestMigrateAPIKeyExpiry: rolling 00006 back drops expires_at, and the
+// version before it would let an expiring key work for ever; so going down
+// revokes each key with an expiry, at that expiry when it has passed and
+// at once when it has not. Keys without one, and the time of an earlier
+// revocation, are kept. Going up again, no key has an expiry.
+func TestMigrateAPIKeyExpiry(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		now := time.Now().UTC().Truncate(time.Microsecond)
+		key := func(secret string, expires, revoked *time.Time) *domain.APIKey {
+			k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: w.alice.ID, Name: secret, Hash: domain.HashAPIKey(secret),
+				Hint: secret[:7], CreatedAt: now.Add(-48 * time.Hour), ExpiresAt: expires, RevokedAt: revoked}
+			must(t, s.CreateAPIKey(ctx(), k))
+			return k
+		}
+		lapsedAt, liveUntil, revokedAt := now.Add(-time.Hour), now.Add(time.Hour), now.Add(-2*time.Hour)
+		lapsed := key("pk_lapsed", &lapsedAt, nil)
+		live := key("pk_live", &liveUntil, nil)
+		revoked := key("pk_revoked", &liveUntil, &revokedAt)
+
+		before := time.Now()
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "down", &out))
+		after := time.Now()
+		if got, want := out.String(), "rolled back 00006_api_key_expiry.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
+		}
+		if err := s.DB().Exec("SELECT expires_at FROM api_keys").Error; err == nil {
+			t.Fatal("api_keys.expires_at is still there after the rollback")
+		}
+		// Read with a statement of its own: on PostgreSQL, the store's
+		// prepared SELECT * would fail once, as its result changed.
+		revokedOf := func(k *domain.APIKey) *time.Time {
+			t.Helper()
+			var row struct{ RevokedAt *time.Time }
+			must(t, s.DB().Raw("SELECT revoked_at FROM api_keys WHERE id = ?", k.ID).Scan(&row).Error)
+			if row.RevokedAt != nil {
+				*row.RevokedAt = row.RevokedAt.UTC()
+			}
+			return row.RevokedAt
+		}
+		if got := revokedOf(w.aliceKey); got != nil {
+			t.Errorf("a key without an expiry was revoked at %v", got)
+		}
+		if got := revokedOf(lapsed); got == nil || !got.Equal(lapsedAt) {
+			t.Errorf("lapsed key: RevokedAt = %v; want its expiry %v", got, lapsedAt)
+		}
+		// SQLite's clock reads milliseconds.
+		if got := revokedOf(live); got == nil || got.Before(before.Add(-time.Millisecond)) || got.After(after) {
+			t.Errorf("live key: RevokedAt = %v; want the rollback's time, in [%v, %v]", got, before, after)
+		}
+		if got := revokedOf(revoked); got == nil || !got.Equal(revokedAt) {
+			t.Errorf("revoked key: RevokedAt = %v; want the first revocation %v", got, revokedAt)
+		}
+
+		must(t, s.Migrate(ctx(), "up", nil))
+		for _, k := range []*domain.APIKey{w.aliceKey, lapsed, live, revoked} {
+			got, _, err := s.GetAPIKeyByHash(ctx(), k.Hash)
+			must(t, err)
+			if got.ExpiresAt != nil {
+				t.Errorf("%s after up: ExpiresAt = %v; want none", k.Name, got.ExpiresAt)
+			}
 		}
 	})
 }
@@ -439,6 +510,22 @@ func TestAPIKeys(t *testing.T) {
 				equal(t, ids(got, func(k domain.APIKey) string { return k.ID }), tt.want)
 			})
 		}
+		t.Run("expiry", func(t *testing.T) {
+			exp := t0.Add(24 * time.Hour)
+			k := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: w.bob.ID, Name: "ci", Hash: domain.HashAPIKey("pk_bob_ci"), Hint: "pk_bob_", CreatedAt: t0, ExpiresAt: &exp}
+			must(t, s.CreateAPIKey(ctx(), k))
+			got, _, err := s.GetAPIKeyByHash(ctx(), k.Hash)
+			must(t, err)
+			equal(t, got, k)
+			list, err := s.ListAPIKeys(ctx(), w.bob.ID, domain.Page{Limit: 10})
+			must(t, err)
+			want := []domain.APIKey{*w.bobKey, *k}
+			slices.SortFunc(want, func(a, b domain.APIKey) int { return strings.Compare(a.ID, b.ID) })
+			equal(t, list, want)
+			if w.bobKey.ExpiresAt != nil {
+				t.Errorf("a key made without an expiry has ExpiresAt %v", w.bobKey.ExpiresAt)
+			}
+		})
 		t.Run("revoke", func(t *testing.T) {
 			at := t0.Add(time.Hour)
 			k, err := s.RevokeAPIKey(ctx(), w.bob.ID, w.bobKey.ID, at)
@@ -1619,10 +1706,11 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		down := 1
+		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
+		down := 2
 		if s.Dialect() == store.SQLite {
 			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 2
+			down = 3
 		}
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
@@ -1637,7 +1725,7 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 6-down {
+		if strings.Count(out.String(), "applied") != 7-down {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
 		got, err := s.ListMessages(ctx(), conv.ID)

@@ -66,7 +66,7 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *domain.APIKey) error {
 			func() error { return conflictf(op, err, "this API key already exists; generate another") },
 			func() error { return because(op, domain.NotFoundf("user", k.UserID), err) })
 	}
-	k.CreatedAt, k.RevokedAt = row.CreatedAt, row.RevokedAt
+	k.CreatedAt, k.RevokedAt, k.ExpiresAt = row.CreatedAt, row.RevokedAt, row.ExpiresAt
 	return nil
 }
 

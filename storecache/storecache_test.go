@@ -129,3 +129,41 @@ func TestEntriesExpireAndRevocationIsImmediate(t *testing.T) {
 		t.Error("a revoked key is still cached as valid")
 	}
 }
+
+// TestExpiredKeyRefusedThoughCached: a key's expiry is checked at every
+// authentication, not by the store, so a key cached as valid stops working
+// at its expiry, not when its cache entry does.
+func TestExpiredKeyRefusedThoughCached(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		u, _, _, _ := seed(t, st)
+		now := time.Now().UTC().Truncate(time.Microsecond) // as stored
+		exp := now.Add(time.Minute)
+		secret := domain.NewAPIKeySecret()
+		k := domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "k", Hash: domain.HashAPIKey(secret), CreatedAt: now, ExpiresAt: &exp}
+		if err := st.CreateAPIKey(ctx, &k); err != nil {
+			t.Fatal(err)
+		}
+		clock := now
+		users := domain.NewServices(domain.Deps{Store: storecache.New(st, time.Hour), Now: func() time.Time { return clock }}).Users
+		if _, err := users.Authenticate(ctx, secret); err != nil {
+			t.Fatalf("Authenticate before the expiry: %v", err)
+		}
+		// Gone from the database, the key is now known only to the cache.
+		if err := st.DB().Exec("DELETE FROM api_keys WHERE id = ?", k.ID).Error; err != nil {
+			t.Fatal(err)
+		}
+		clock = exp.Add(-time.Nanosecond)
+		if _, err := users.Authenticate(ctx, secret); err != nil {
+			t.Fatalf("Authenticate just before the expiry, from the cache: %v", err)
+		}
+		clock = exp
+		_, err := users.Authenticate(ctx, secret)
+		if got, want := domain.KindOf(err), domain.Unauthenticated; got != want {
+			t.Fatalf("Authenticate at the expiry: %v (kind %s), want %s", err, got, want)
+		}
+		if got, want := domain.MessageOf(err), "the API key is not valid, has expired or has been revoked"; got != want {
+			t.Errorf("message %q, want %q", got, want)
+		}
+	})
+}

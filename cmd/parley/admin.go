@@ -211,7 +211,7 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		if len(c.args) > 1 {
 			name = c.args[1]
 		}
-		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], name)
+		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], domain.APIKeyCreate{Name: name})
 		if err != nil {
 			return errors.New(domain.MessageOf(err))
 		}

@@ -180,7 +180,7 @@ func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout
 		caller = func(ctx context.Context) (domain.Principal, error) {
 			p, err := a.Services.Users.Authenticate(ctx, e.APIKey)
 			if domain.KindOf(err) == domain.Unauthenticated {
-				return p, domain.Errorf(domain.Unauthenticated, "PARLEY_API_KEY is not valid or has been revoked; "+
+				return p, domain.Errorf(domain.Unauthenticated, "PARLEY_API_KEY is not valid, has expired or has been revoked; "+
 					"put a valid key in the MCP client's configuration and restart parley mcp")
 			}
 			return p, err

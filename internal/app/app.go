@@ -65,6 +65,9 @@ type Config struct {
 	LLM     llm.Config
 	Version string
 	Logger  *slog.Logger
+	// Now is the services' clock (when keys expire, and the times stored);
+	// nil means the system clock. Tests set it.
+	Now func() time.Time
 }
 
 // App is a wired Parley.
@@ -265,7 +268,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
-		RequestTimeout: cfg.RequestTimeout, Logger: log,
+		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
 	if cfg.BootstrapAdminKey != "" {

@@ -247,6 +247,16 @@ func ParseTime(field, v string) (time.Time, error) {
 	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
 }
 
+// ParseDateTime reads an RFC 3339 time: a date, a time of day and a UTC
+// offset (a date alone, which ParseTime takes, is not one).
+func ParseDateTime(field, v string) (time.Time, error) {
+	// RFC 3339 allows a lower-case t and z; Go's parser does not.
+	if t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(v)); err == nil {
+		return t.UTC(), nil
+	}
+	return time.Time{}, domain.Invalidf(field, "%s must be an RFC 3339 time with a UTC offset, such as 2027-01-31T00:00:00Z", field)
+}
+
 // ParseQueryTime is ParseTime for a URL query parameter, where a + left
 // unescaped reads as a space: the error of a time whose offset's + came as
 // one says to send it as %2B. (Elsewhere, as in MCP arguments, a space is

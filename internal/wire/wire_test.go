@@ -84,6 +84,28 @@ func TestParseTime(t *testing.T) {
 	}
 }
 
+// TestParseDateTime: an RFC 3339 time, in any offset or case, read as UTC;
+// a date alone, a time without an offset and "" are not one.
+func TestParseDateTime(t *testing.T) {
+	for v, want := range map[string]time.Time{
+		"2027-01-31T10:00:00Z":           time.Date(2027, 1, 31, 10, 0, 0, 0, time.UTC),
+		"2027-01-31T10:00:00+02:00":      time.Date(2027, 1, 31, 8, 0, 0, 0, time.UTC),
+		"2027-01-31t10:00:00.123456789z": time.Date(2027, 1, 31, 10, 0, 0, 123456789, time.UTC),
+	} {
+		got, err := ParseDateTime("expiresAt", v)
+		if err != nil || !got.Equal(want) || got.Location() != time.UTC {
+			t.Errorf("ParseDateTime(%q) = %v, %v; want %v", v, got, err, want)
+		}
+	}
+	for _, v := range []string{"", "2027-01-31", "2027-01-31T10:00:00", "2027-01-31 10:00:00Z", "tomorrow"} {
+		_, err := ParseDateTime("expiresAt", v)
+		if domain.KindOf(err) != domain.Invalid || domain.DetailsOf(err)["field"] != "expiresAt" ||
+			domain.MessageOf(err) != "expiresAt must be an RFC 3339 time with a UTC offset, such as 2027-01-31T00:00:00Z" {
+			t.Errorf("ParseDateTime(%q) = %v; want the Invalid error naming expiresAt", v, err)
+		}
+	}
+}
+
 // TestUnknownNameSaysWhatToSend: an unknown member's error names the one
 // that differs only in case (or by snake_case), else lists the names
 // taken there, including those of embedded structs.
