@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
 )
@@ -79,7 +81,10 @@ const adminUsage = `usage: parley admin <command> [arguments]
 
 commands:
   create-user NAME [--admin]   create a user, an admin with --admin; print its id
-  create-key USER_ID [NAME]    create an API key for the user, named NAME (default cli); print it
+  create-key USER_ID [NAME] [--expires-at TIME]
+                               create an API key for the user, named NAME (default cli),
+                               that stops working at TIME (RFC 3339, e.g. 2027-01-31T00:00:00Z;
+                               at most 10 years ahead) or, without it, never; print it
   gen-key                      print a new master key for PARLEY_SECRET_KEY
   gen-api-key                  print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   rotate-key                   re-encrypt provider keys under PARLEY_SECRET_KEY
@@ -91,22 +96,23 @@ creating it (and printing its first admin key) when it is new.
 
 // adminCommand is a parsed `parley admin` command line.
 type adminCommand struct {
-	name    string
-	args    []string // positional arguments
-	isAdmin bool     // create-user --admin
+	name      string
+	args      []string   // positional arguments
+	isAdmin   bool       // create-user --admin
+	expiresAt *time.Time // create-key --expires-at
 }
 
-// adminCommands are the admin commands with their flags and how many
-// positional arguments each takes.
+// adminCommands are the admin commands with their flags (boolean ones,
+// and ones that take a value) and how many positional arguments each takes.
 var adminCommands = map[string]struct {
-	flags            []string
-	minArgs, maxArgs int
+	flags, valueFlags []string
+	minArgs, maxArgs  int
 }{
-	"create-user": {[]string{"admin"}, 1, 1},
-	"create-key":  {nil, 1, 2},
-	"gen-key":     {nil, 0, 0},
-	"gen-api-key": {nil, 0, 0},
-	"rotate-key":  {nil, 0, 0},
+	"create-user": {[]string{"admin"}, nil, 1, 1},
+	"create-key":  {nil, []string{"expires-at"}, 1, 2},
+	"gen-key":     {nil, nil, 0, 0},
+	"gen-api-key": {nil, nil, 0, 0},
+	"rotate-key":  {nil, nil, 0, 0},
 }
 
 // errHelp is a command line that asks for the usage.
@@ -114,9 +120,10 @@ var errHelp = errors.New("help requested")
 
 // parseAdmin parses the arguments of `parley admin`. It returns errHelp
 // when they ask for the usage, and a *usageError when they are wrong:
-// an unknown command or flag, too few or too many arguments, or a name
-// or id that starts with "-". Flags may come before or after the other
-// arguments, as --flag or -flag.
+// an unknown command or flag, a flag's value missing or malformed, too
+// few or too many arguments, or a name or id that starts with "-". Flags
+// may come before or after the other arguments, as --flag or -flag, and
+// a flag's value as --flag VALUE or --flag=VALUE.
 func parseAdmin(args []string) (adminCommand, error) {
 	if len(args) == 0 {
 		return adminCommand{}, &usageError{"admin needs a command", adminUsage}
@@ -129,7 +136,8 @@ func parseAdmin(args []string) (adminCommand, error) {
 	if !ok {
 		return adminCommand{}, &usageError{fmt.Sprintf("unknown admin command %q", c.name), adminUsage}
 	}
-	for _, a := range args[1:] {
+	for i := 1; i < len(args); i++ {
+		a := args[i]
 		if !strings.HasPrefix(a, "-") {
 			c.args = append(c.args, a)
 			continue
@@ -137,20 +145,50 @@ func parseAdmin(args []string) (adminCommand, error) {
 		if a == "-h" || a == "-help" || a == "--help" {
 			return adminCommand{}, errHelp
 		}
-		flag := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
-		if !slices.Contains(spec.flags, flag) {
+		flag, value, hasValue := strings.Cut(strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-"), "=")
+		switch {
+		case slices.Contains(spec.flags, flag) && !hasValue:
+			c.isAdmin = c.isAdmin || flag == "admin"
+		case slices.Contains(spec.valueFlags, flag):
+			if !hasValue {
+				if i+1 == len(args) {
+					return adminCommand{}, &usageError{fmt.Sprintf("admin %s: --%s needs a value", c.name, flag), adminUsage}
+				}
+				i++
+				value = args[i]
+			}
+			if err := c.setValue(flag, value); err != nil {
+				return adminCommand{}, &usageError{fmt.Sprintf("admin %s: %s", c.name, err), adminUsage}
+			}
+		default:
 			msg := fmt.Sprintf("admin %s: unknown flag %q", c.name, a)
 			if spec.maxArgs > 0 {
 				msg += ` (a name or id cannot start with "-")`
 			}
 			return adminCommand{}, &usageError{msg, adminUsage}
 		}
-		c.isAdmin = c.isAdmin || flag == "admin"
 	}
 	if n := len(c.args); n < spec.minArgs || n > spec.maxArgs {
 		return adminCommand{}, &usageError{fmt.Sprintf("admin %s takes %s, got %d", c.name, argCount(spec.minArgs, spec.maxArgs), n), adminUsage}
 	}
 	return c, nil
+}
+
+// setValue sets the value of a flag that takes one (one of valueFlags).
+func (c *adminCommand) setValue(flag, value string) error {
+	switch flag {
+	case "expires-at":
+		if c.expiresAt != nil {
+			return errors.New("--expires-at is given twice")
+		}
+		t, err := wire.ParseDateTime("--expires-at", value)
+		if err != nil {
+			return errors.New(domain.MessageOf(err))
+		}
+		c.expiresAt = &t
+		return nil
+	}
+	return fmt.Errorf("--%s is parsed but not set", flag) // adminCommands and this switch disagree
 }
 
 // argCount says how many arguments a command takes.
@@ -211,7 +249,7 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		if len(c.args) > 1 {
 			name = c.args[1]
 		}
-		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], domain.APIKeyCreate{Name: name})
+		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], domain.APIKeyCreate{Name: name, ExpiresAt: c.expiresAt})
 		if err != nil {
 			return errors.New(domain.MessageOf(err))
 		}

@@ -161,6 +161,12 @@ func TestCommandLineCheckedFirst(t *testing.T) {
 		{[]string{"admin", "create-key"}, 2, "takes 1 to 2 arguments"},
 		{[]string{"admin", "create-key", "usr_x", "laptop", "extra"}, 2, "takes 1 to 2 arguments"},
 		{[]string{"admin", "create-key", "usr_x", "--admin"}, 2, `unknown flag "--admin"`},
+		{[]string{"admin", "create-key", "usr_x", "--expires-at"}, 2, "admin create-key: --expires-at needs a value"},
+		{[]string{"admin", "create-key", "usr_x", "--expires-at", "soon"}, 2, "--expires-at must be an RFC 3339 time with a UTC offset"},
+		{[]string{"admin", "create-key", "usr_x", "--expires-at=2030-01-01"}, 2, "--expires-at must be an RFC 3339 time with a UTC offset"},
+		{[]string{"admin", "create-key", "usr_x", "--expires-at", "2030-01-01T00:00:00Z", "--expires-at", "2031-01-01T00:00:00Z"}, 2, "--expires-at is given twice"},
+		{[]string{"admin", "create-user", "bob", "--expires-at=2030-01-01T00:00:00Z"}, 2, `unknown flag "--expires-at=2030-01-01T00:00:00Z"`},
+		{[]string{"admin", "create-user", "bob", "--admin=true"}, 2, `unknown flag "--admin=true"`},
 		{[]string{"admin", "gen-key", "extra"}, 2, "takes no arguments"},
 		{[]string{"admin", "gen-api-key", "--force"}, 2, `unknown flag "--force"`},
 		{[]string{"admin", "rotate-key", "now"}, 2, "takes no arguments"},
@@ -237,6 +243,47 @@ func TestAdminCreateUserFlag(t *testing.T) {
 	}
 	if seen != len(want) {
 		t.Errorf("listed %d of the %d users created: %v", seen, len(want), users)
+	}
+}
+
+// TestAdminCreateKeyExpiresAt: create-key --expires-at makes a key that
+// expires then (the flag before or after the other arguments, as
+// --flag VALUE or --flag=VALUE); a time that has passed exits 1 with the
+// domain's message and makes no key.
+func TestAdminCreateKeyExpiresAt(t *testing.T) {
+	dir := t.TempDir()
+	out, code := parley(t, dir, nil, "admin", "create-user", "ci")
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	m := printedKey.FindStringSubmatch(out)
+	if code != 0 || m == nil {
+		t.Fatalf("create-user: exit %d:\n%s", code, out)
+	}
+	admin, user := m[1], lines[len(lines)-1]
+	exp := time.Now().Add(30 * 24 * time.Hour).UTC().Truncate(time.Second)
+	for _, args := range [][]string{
+		{user, "deploy", "--expires-at", exp.Format(time.RFC3339)},
+		{"--expires-at=" + exp.In(time.FixedZone("", -5*3600)).Format(time.RFC3339), user},
+	} {
+		if out, code := parley(t, dir, nil, append([]string{"admin", "create-key"}, args...)...); code != 0 || !printedKey.MatchString(out) {
+			t.Fatalf("create-key %s: exit %d:\n%s", strings.Join(args, " "), code, out)
+		}
+	}
+	out, code = parley(t, dir, nil, "admin", "create-key", user, "late", "--expires-at", "2020-01-01T00:00:00Z")
+	if code != 1 || !strings.Contains(out, "expiresAt must be in the future: 2020-01-01T00:00:00Z has passed") || printedKey.MatchString(out) {
+		t.Errorf("create-key with a past expiry: exit %d, want 1 saying it has passed:\n%s", code, out)
+	}
+
+	s := serve(t, dir)
+	defer s.stop(t)
+	keys := api(t, s, admin, "GET", "/api/v1/users/"+user+"/api-keys", 200, nil)["data"].([]any)
+	if len(keys) != 2 {
+		t.Fatalf("%d keys, want the 2 made: %v", len(keys), keys)
+	}
+	want := exp.Format("2006-01-02T15:04:05.000Z")
+	for _, k := range keys {
+		if got := k.(map[string]any)["expiresAt"]; got != want {
+			t.Errorf("key %v: expiresAt %v, want %s", k.(map[string]any)["name"], got, want)
+		}
 	}
 }
 
