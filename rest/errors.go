@@ -78,15 +78,17 @@ func (s *Server) handleError(err error, c echo.Context) {
 		// HTTP's own refusal, for which no domain kind stands.
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
 	}
-	log := s.log.With("method", c.Request().Method, "path", route(c))
+	// The attributes go with each record, not on a logger (With): those
+	// would come before the request_id that LogHandler puts first.
+	attrs := []any{"method", c.Request().Method, "path", route(c), "kind", kind.String(), "err", err}
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):
 		// Expected at every deploy whose grace period a request outlives.
-		log.WarnContext(ctx(c), "request ended by shutdown", "kind", kind.String(), "err", err)
+		s.log.WarnContext(ctx(c), "request ended by shutdown", attrs...)
 	case status >= 500 && kind != domain.Upstream && kind != domain.Timeout:
-		log.ErrorContext(ctx(c), "request failed", "kind", kind.String(), "err", err)
+		s.log.ErrorContext(ctx(c), "request failed", attrs...)
 	default:
-		log.DebugContext(ctx(c), "request refused", "kind", kind.String(), "err", err)
+		s.log.DebugContext(ctx(c), "request refused", attrs...)
 	}
 	h := c.Response().Header()
 	if kind == domain.Unauthenticated {
@@ -109,7 +111,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		return
 	}
 	if werr := c.JSON(status, body); werr != nil {
-		log.DebugContext(ctx(c), "writing error response", "err", werr)
+		s.log.DebugContext(ctx(c), "writing error response", "method", c.Request().Method, "path", route(c), "err", werr)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -267,6 +268,19 @@ func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
 		if !found {
 			t.Errorf("no access log line of %s carries request_id=%s:\n%s", path, id, logs)
 		}
+	}
+	// Every line of a request starts with its id, the error's (logged at
+	// debug) as the access log's.
+	first := regexp.MustCompile(`^time=\S+ level=\S+ msg=("[^"]*"|\S+) request_id=trace-123 `)
+	refused := false
+	for _, line := range strings.Split(logs, "\n") {
+		if strings.Contains(line, "trace-123") && !first.MatchString(line) {
+			t.Errorf("a line of request trace-123 does not start with its request_id: %s", line)
+		}
+		refused = refused || strings.Contains(line, `msg="request refused" request_id=trace-123`)
+	}
+	if !refused {
+		t.Errorf("the refusal of request trace-123 was not logged:\n%s", logs)
 	}
 }
 
