@@ -49,7 +49,7 @@ func New() *Metrics {
 			Name: "parley_completion_duration_seconds", Help: "Completion duration by route, provider, model and outcome.", Buckets: buckets,
 		}, []string{"route", "provider", "model", "outcome"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the request to the upstream's first token, by route, provider, model and outcome.", Buckets: buckets,
+			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the upstream call to a stream's first token, by route, provider, model and outcome.", Buckets: buckets,
 		}, []string{"route", "provider", "model", "outcome"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_tokens_total", Help: "Tokens by provider, model and kind (prompt, completion).",
@@ -127,13 +127,18 @@ type recorder struct {
 	models map[string]bool
 }
 
-func (r *recorder) model(name string) string {
+// model is the label of a completion's model: its name once a completion
+// of it succeeded, so a name the provider answered with, else "other". A
+// name the provider refused takes no label: the caller chooses it, and
+// could otherwise use up maxModels with names that never ran, leaving
+// the models in use to count as "other" until a restart.
+func (r *recorder) model(name string, ok bool) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.models[name] {
 		return name
 	}
-	if len(r.models) >= maxModels {
+	if !ok || len(r.models) >= maxModels {
 		return "other"
 	}
 	r.models[name] = true
@@ -151,10 +156,13 @@ func completionRoute(rec domain.UsageRecord) string {
 }
 
 func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
-	route, provider, model, outcome := completionRoute(rec), string(rec.ProviderType), r.model(rec.Model), string(rec.Outcome)
+	route, provider, outcome := completionRoute(rec), string(rec.ProviderType), string(rec.Outcome)
+	model := r.model(rec.Model, rec.Outcome == domain.OutcomeOK)
 	r.m.completions.WithLabelValues(route, provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
 	r.m.compLatency.WithLabelValues(route, provider, model, outcome).Observe(rec.Latency.Seconds())
-	if rec.TimeToFirst > 0 {
+	// Only a stream's first byte is its first token: a whole reply's comes
+	// once the reply is written, and would read as a slow first token.
+	if rec.Stream && rec.TimeToFirst > 0 {
 		r.m.ttft.WithLabelValues(route, provider, model, outcome).Observe(rec.TimeToFirst.Seconds())
 	}
 	r.m.tokens.WithLabelValues(provider, model, "prompt").Add(float64(rec.Usage.PromptTokens))

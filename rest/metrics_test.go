@@ -43,7 +43,9 @@ func TestMetrics(t *testing.T) {
 		}{
 			{"parley_completions_total", []string{`route="/api/v1/chats/:chatId/completions"`, `provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="false"`}, eq(1)},
 			{"parley_completions_total", []string{`route="/api/v1/chats/:chatId/completions"`, `provider="openai-compatible"`, `model="fake-default"`, `outcome="ok"`, `stream="true"`}, eq(1)},
-			{"parley_completion_time_to_first_token_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`, `model="fake-default"`, `outcome="ok"`}, eq(2)},
+			// Time to first token is a stream's: a whole reply's first byte comes
+			// only once it is written, which would read as a slow first token.
+			{"parley_completion_time_to_first_token_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`, `model="fake-default"`, `outcome="ok"`}, eq(1)},
 			{"parley_completion_duration_seconds_count", []string{`route="/api/v1/chats/:chatId/completions"`, `outcome="ok"`}, eq(2)},
 			{"parley_tokens_total", []string{`kind="completion"`}, positive},
 			{"parley_tokens_total", []string{`kind="prompt"`}, positive},
@@ -114,6 +116,69 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("rate-limit rejections = %v, want 2 (one over REST, one over MCP)", v)
 		}
 	})
+}
+
+// TestMetricLabelsAreBounded: no caller can make a metric label take
+// values without bound. A request's method is any token a client sends,
+// with or without a key: methods HTTP does not define count as "other".
+// A completion's model is any name a caller sends: one the provider
+// refuses keeps no label of its own (it counts as "other"), so that
+// names a provider never answered cannot use up the labels of the models
+// it does answer.
+func TestMetricLabelsAreBounded(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	for i := range 5 {
+		for _, path := range []string{"/nothing", "/api/v1/chats", "/metrics"} {
+			h.call(fmt.Sprintf("X-MADE-UP-%d", i), path, "", nil)
+		}
+	}
+	h.waitMetric("parley_http_requests_total", 15, `method="other"`)
+	if m := h.metrics(); strings.Contains(m.text, "X-MADE-UP") {
+		t.Errorf("a made-up method is a label value:\n%s", grep(m.text, "X-MADE-UP"))
+	}
+
+	const refused = 210 // more than the model names the metrics keep
+	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if strings.HasPrefix(r.Model, "junk-") {
+			return llmtest.Behavior{Status: 404}
+		}
+		return llmtest.Behavior{}
+	})
+	for i := range refused {
+		body := map[string]any{"aiProviderId": w.provider, "model": fmt.Sprintf("junk-%d", i), "messages": []any{userMessage("x")}}
+		if r := h.call("POST", "/api/v1/chats/completions", h.admin, body); r.Status != 502 {
+			t.Fatalf("completion with a model the provider refuses = %d %s, want 502", r.Status, r.Body)
+		}
+	}
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "real-model", "messages": []any{userMessage("x")}})
+	m := h.metrics()
+	if strings.Contains(m.text, `model="junk-`) {
+		t.Errorf("a model name the provider refused is a label value:\n%s", grep(m.text, `model="junk-`))
+	}
+	if v, _ := m.value("parley_completions_total", `model="other"`, `outcome="upstream_error"`); v != refused {
+		t.Errorf(`completions with refused models under model="other" = %v, want %d`, v, refused)
+	}
+	if v, _ := m.value("parley_completions_total", `model="real-model"`, `outcome="ok"`); v != 1 {
+		t.Errorf(`completions of a model the provider answered, after %d refused names = %v, want 1 under its own name`, refused, v)
+	}
+	// A model the provider answered keeps its name when it fails later.
+	h.up.Enqueue(llmtest.Behavior{Status: 500}, llmtest.Behavior{Status: 500}, llmtest.Behavior{Status: 500})
+	h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "real-model", "messages": []any{userMessage("x")}})
+	if v, _ := h.metrics().value("parley_completions_total", `model="real-model"`, `outcome="upstream_error"`); v != 1 {
+		t.Errorf(`a failed completion of a model answered before = %v under its name, want 1`, v)
+	}
+}
+
+// grep returns the first lines of text that contain s.
+func grep(text, s string) string {
+	var out []string
+	for _, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, s) && len(out) < 3 {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func eq(want float64) func(float64) bool { return func(v float64) bool { return v == want } }

@@ -267,7 +267,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		took := time.Since(start)
 		pattern := route(c)
 		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.ObserveRequest(pattern, c.Request().Method, c.Response().Status, took)
+			s.cfg.Metrics.ObserveRequest(pattern, methodLabel(c.Request().Method), c.Response().Status, took)
 		}
 		attrs := []any{
 			"method", c.Request().Method, "path", pattern,
@@ -279,6 +279,18 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		s.log.InfoContext(ctx(c), "request", attrs...)
 		return nil
 	}
+}
+
+// methodLabel is a request's method as a metric label: HTTP's own methods,
+// and "other" for any other token, which a client may make up at will,
+// without a key (each would be a new time series).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
 }
 
 // sendingSerializer writes a JSON response whole, with its Content-Length,
