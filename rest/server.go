@@ -182,6 +182,12 @@ func (s *Server) Handle(path string, h http.Handler) {
 	s.echo.Any(path, echo.WrapHandler(h))
 }
 
+// HandleGet mounts h at path for GET and HEAD only, as Handle does
+// otherwise: a read-only endpoint (metrics) answers other methods 405.
+func (s *Server) HandleGet(path string, h http.Handler) {
+	get(s.echo, path, echo.WrapHandler(h))
+}
+
 // ServeHTTP serves the API.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 

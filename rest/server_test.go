@@ -201,6 +201,9 @@ func TestWrongMethodIs405(t *testing.T) {
 			{"PUT", "/api/v1/chats/" + w.chat, "OPTIONS, DELETE, GET, HEAD, PATCH"},
 			{"DELETE", "/api/v1/projects", "OPTIONS, GET, HEAD, POST"},
 			{"POST", "/healthz", "OPTIONS, GET, HEAD"},
+			// Mounted from outside the package, as MCP is.
+			{"DELETE", "/metrics", "OPTIONS, GET, HEAD"},
+			{"PROPFIND", "/metrics", "OPTIONS, GET, HEAD"},
 			// A path of its own that a route with a parameter also matches.
 			{"GET", "/api/v1/chats/completions", "OPTIONS, POST"},
 			{"DELETE", "/api/v1/chats/completions", "OPTIONS, POST"},

@@ -287,7 +287,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
 		Ready: st.Ping, Metrics: m, Logger: log,
 	})
-	api.Handle("/metrics", m.Handler())
+	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes))
