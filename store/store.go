@@ -155,7 +155,13 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN st
 	s.db, err = gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
 		SkipDefaultTransaction: true,
-		NowFunc:                func() time.Time { return ts(time.Now()) },
+		// Name the columns a read selects rather than `SELECT *`: the
+		// PostgreSQL driver caches each connection's prepared statements,
+		// and a `SELECT *` prepared before a migration (of a newer
+		// instance, in a rolling upgrade) added a column fails once per
+		// connection: "cached plan must not change result type".
+		QueryFields: true,
+		NowFunc:     func() time.Time { return ts(time.Now()) },
 	})
 	if err != nil {
 		return err
