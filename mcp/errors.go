@@ -23,7 +23,8 @@ var (
 // does not exist") and goes on with the domain's user-safe message; a call
 // the server's shutdown ended is "unavailable: ...", to be made again. Only
 // Internal faults and cancellations become protocol errors, with a generic
-// text; the cause is logged at error level (client errors at debug).
+// text; the cause is logged at error level, the provider's failures at
+// warning and the caller's errors at debug.
 func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
 	log := d.log
 	kind := domain.KindOf(err)
@@ -39,7 +40,13 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "err", err)
 		return nil, errInternal
 	}
-	log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
+	if kind == domain.Upstream || kind == domain.Timeout {
+		// The provider refused its key, failed or did not answer: the
+		// operator's to know of, as over REST.
+		log.WarnContext(ctx, "mcp tool call: upstream failed", "tool", tool, "kind", kind.String(), "err", err)
+	} else {
+		log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
+	}
 	return mcpgo.NewToolResultError(errorText(err)), nil
 }
 

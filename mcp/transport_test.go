@@ -457,6 +457,14 @@ func TestErrorMapping(t *testing.T) {
 			t.Errorf("%v: got %v / %q, want tool error %q", tc.err, err, text(res), tc.want)
 		}
 	}
+	// The provider failing is the operator's to know of at the default
+	// level, as over REST; what the caller must fix is a debug line.
+	for _, line := range strings.Split(logs.String(), "\n") {
+		upstream := strings.Contains(line, "kind=upstream_error") || strings.Contains(line, "kind=upstream_timeout")
+		if line != "" && upstream != strings.Contains(line, "level=WARN") {
+			t.Errorf("want a warning for an upstream failure and a debug line otherwise: %s", line)
+		}
+	}
 	internal := domain.Wrap("chats.Create", fmt.Errorf(`pq: relation "chats" violates; SELECT * FROM secrets`))
 	res, err := toolError(ctx, d, "create-chat", internal)
 	if res != nil || err == nil {

@@ -85,7 +85,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 	case errors.Is(err, domain.ErrShuttingDown):
 		// Expected at every deploy whose grace period a request outlives.
 		s.log.WarnContext(ctx(c), "request ended by shutdown", attrs...)
-	case status >= 500 && kind != domain.Upstream && kind != domain.Timeout:
+	case kind == domain.Upstream || kind == domain.Timeout:
+		// The provider refused its key, failed or did not answer: the
+		// operator's to know of, as a stream's failure is ("stream failed").
+		s.log.WarnContext(ctx(c), "upstream failed", attrs...)
+	case status >= 500:
 		s.log.ErrorContext(ctx(c), "request failed", attrs...)
 	default:
 		s.log.DebugContext(ctx(c), "request refused", attrs...)

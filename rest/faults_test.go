@@ -724,3 +724,34 @@ func TestStreamRefusalCountsNoRequest(t *testing.T) {
 		}
 	})
 }
+
+// TestUpstreamFailureLoggedAtWarn: a provider that refuses its key, fails
+// or times out is the operator's to know of, at the default level, for a
+// JSON completion as for a stream (whose failure after its headers is a
+// warning too); a request the caller must fix stays a debug line.
+func TestUpstreamFailureLoggedAtWarn(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	h.up.Enqueue(llmtest.Behavior{Status: 401, Body: `{"error":{"message":"bad key"}}`})
+	if r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}}); r.Status != 502 {
+		t.Fatalf("completion with a refused key = %d %s, want 502", r.Status, r.Body)
+	}
+	if r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{}}); r.Status != 400 {
+		t.Fatalf("completion without messages = %d %s, want 400", r.Status, r.Body)
+	}
+	var upstream, refused string
+	for _, line := range strings.Split(h.finalLogs(), "\n") {
+		switch {
+		case strings.Contains(line, "kind=upstream"):
+			upstream = line
+		case strings.Contains(line, "kind=invalid"):
+			refused = line
+		}
+	}
+	if !strings.Contains(upstream, "level=WARN") || !strings.Contains(upstream, `msg="upstream failed"`) {
+		t.Errorf("the upstream's refusal logged as %q, want a warning", upstream)
+	}
+	if !strings.Contains(refused, "level=DEBUG") {
+		t.Errorf("the caller's invalid request logged as %q, want a debug line", refused)
+	}
+}
