@@ -7,7 +7,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -16,7 +16,7 @@ import (
 // bind decodes the request body into v strictly: exact (case-sensitive)
 // field names, no unknown fields, no duplicate keys, no second value, and
 // the right types. Errors name the offending field.
-func (s *Server) bind(c echo.Context, v any) error {
+func (s *Server) bind(c *echo.Context, v any) error {
 	body, err := readBody(c)
 	if err != nil {
 		return err
@@ -27,7 +27,7 @@ func (s *Server) bind(c echo.Context, v any) error {
 // bindUpdate is bind for an update (PATCH), whose fields left out keep
 // their values: a field sent as null, which would decode as left out, is
 // refused rather than ignored.
-func (s *Server) bindUpdate(c echo.Context, v any) error {
+func (s *Server) bindUpdate(c *echo.Context, v any) error {
 	body, err := readBody(c)
 	if err != nil {
 		return err
@@ -39,7 +39,7 @@ func (s *Server) bindUpdate(c echo.Context, v any) error {
 }
 
 // readBody reads a JSON request body, within the body limit.
-func readBody(c echo.Context) ([]byte, error) {
+func readBody(c *echo.Context) ([]byte, error) {
 	r := c.Request()
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)

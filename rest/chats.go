@@ -3,7 +3,7 @@ package rest
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -40,7 +40,7 @@ type chatUpdateRequest struct {
 	Model         *string `json:"model"`
 }
 
-func (s *Server) handleChatCreate(c echo.Context) error {
+func (s *Server) handleChatCreate(c *echo.Context) error {
 	var req chatCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -53,7 +53,7 @@ func (s *Server) handleChatCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, toChatResponse(ch))
 }
 
-func (s *Server) handleChatList(c echo.Context) error {
+func (s *Server) handleChatList(c *echo.Context) error {
 	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
@@ -65,7 +65,7 @@ func (s *Server) handleChatList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toChatResponse))
 }
 
-func (s *Server) handleChatGet(c echo.Context) error {
+func (s *Server) handleChatGet(c *echo.Context) error {
 	ch, err := s.svcs.Chats.Get(ctx(c), c.Param("chatId"))
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ func (s *Server) handleChatGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, toChatResponse(ch))
 }
 
-func (s *Server) handleChatUpdate(c echo.Context) error {
+func (s *Server) handleChatUpdate(c *echo.Context) error {
 	var req chatUpdateRequest
 	if err := s.bindUpdate(c, &req); err != nil {
 		return err
@@ -86,7 +86,7 @@ func (s *Server) handleChatUpdate(c echo.Context) error {
 	return c.JSON(http.StatusOK, toChatResponse(ch))
 }
 
-func (s *Server) handleChatDelete(c echo.Context) error {
+func (s *Server) handleChatDelete(c *echo.Context) error {
 	id := c.Param("chatId")
 	if err := s.svcs.Chats.Delete(ctx(c), id); err != nil {
 		return err

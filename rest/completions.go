@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -35,7 +35,7 @@ type chatCompletionRequest struct {
 	completionFields
 }
 
-func (s *Server) handleStatelessCompletion(c echo.Context) error {
+func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	var req statelessCompletionRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -54,7 +54,7 @@ func (s *Server) handleStatelessCompletion(c echo.Context) error {
 	return st.finish(out, err)
 }
 
-func (s *Server) handleChatCompletion(c echo.Context) error {
+func (s *Server) handleChatCompletion(c *echo.Context) error {
 	var req chatCompletionRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -215,7 +215,7 @@ type chunkToolFunction struct {
 // finish reason, usage and [DONE] in one write.
 type stream struct {
 	s      *Server
-	c      echo.Context
+	c      *echo.Context
 	mu     sync.Mutex
 	open   bool // the headers went out: errors are events from here on
 	meta   domain.CompletionMeta
@@ -257,10 +257,8 @@ const textChunkEnd = `},"finish_reason":null}]}`
 
 // newStream returns the emitter for a streamed completion, its keep-alives
 // running, and the func that stops them.
-func (s *Server) newStream(c echo.Context) (*stream, func()) {
-	// The controller is over the writer under Echo's Response, whose Flush
-	// drops the error that says the client is gone (or the write was cut).
-	st := &stream{s: s, c: c, rc: http.NewResponseController(c.Response().Writer), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
+func (s *Server) newStream(c *echo.Context) (*stream, func()) {
+	st := &stream{s: s, c: c, rc: http.NewResponseController(netWriter(c)), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
 	st.enc = json.NewEncoder(&st.buf)
 	st.stopWatch = context.AfterFunc(c.Request().Context(), func() {
 		if st.writeStarted.Load() != 0 {

@@ -3,7 +3,7 @@ package rest
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -55,7 +55,7 @@ func toMessageResponse(m *domain.Message) messageResponse {
 	return r
 }
 
-func (s *Server) handleConversationList(c echo.Context) error {
+func (s *Server) handleConversationList(c *echo.Context) error {
 	pg, err := page(c, "chatId")
 	if err != nil {
 		return err
@@ -67,7 +67,7 @@ func (s *Server) handleConversationList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toConversationResponse))
 }
 
-func (s *Server) handleConversationGet(c echo.Context) error {
+func (s *Server) handleConversationGet(c *echo.Context) error {
 	cv, err := s.svcs.Conversations.Get(ctx(c), c.Param("conversationId"))
 	if err != nil {
 		return err
@@ -79,7 +79,7 @@ func (s *Server) handleConversationGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, r)
 }
 
-func (s *Server) handleConversationMessages(c echo.Context) error {
+func (s *Server) handleConversationMessages(c *echo.Context) error {
 	pg, err := page(c)
 	if err != nil {
 		return err
@@ -91,7 +91,7 @@ func (s *Server) handleConversationMessages(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toMessageResponse))
 }
 
-func (s *Server) handleConversationDelete(c echo.Context) error {
+func (s *Server) handleConversationDelete(c *echo.Context) error {
 	id := c.Param("conversationId")
 	if err := s.svcs.Conversations.Delete(ctx(c), id); err != nil {
 		return err

@@ -3,7 +3,7 @@ package rest
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -57,7 +57,7 @@ type documentUpdateRequest struct {
 	Metadata wire.Object `json:"metadata"`
 }
 
-func (s *Server) handleDocumentCreate(c echo.Context) error {
+func (s *Server) handleDocumentCreate(c *echo.Context) error {
 	var req documentCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -69,7 +69,7 @@ func (s *Server) handleDocumentCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, toDocumentResponse(d))
 }
 
-func (s *Server) handleDocumentList(c echo.Context) error {
+func (s *Server) handleDocumentList(c *echo.Context) error {
 	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
@@ -81,7 +81,7 @@ func (s *Server) handleDocumentList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toDocumentSummaryResponse))
 }
 
-func (s *Server) handleDocumentGet(c echo.Context) error {
+func (s *Server) handleDocumentGet(c *echo.Context) error {
 	d, err := s.svcs.Documents.Get(ctx(c), c.Param("documentId"))
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func (s *Server) handleDocumentGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, toDocumentResponse(d))
 }
 
-func (s *Server) handleDocumentUpdate(c echo.Context) error {
+func (s *Server) handleDocumentUpdate(c *echo.Context) error {
 	var req documentUpdateRequest
 	if err := s.bindUpdate(c, &req); err != nil {
 		return err
@@ -101,7 +101,7 @@ func (s *Server) handleDocumentUpdate(c echo.Context) error {
 	return c.JSON(http.StatusOK, toDocumentResponse(d))
 }
 
-func (s *Server) handleDocumentDelete(c echo.Context) error {
+func (s *Server) handleDocumentDelete(c *echo.Context) error {
 	id := c.Param("documentId")
 	if err := s.svcs.Documents.Delete(ctx(c), id); err != nil {
 		return err

@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -46,10 +46,34 @@ func toErrorBody(err error) errorBody {
 	}}
 }
 
+// echoErrors are Echo's errors for the statuses fromEchoError maps: the
+// router answers an unknown route and a wrong method with the first two,
+// which wholeSegments and shadowedStatic return too. In Echo v5 they are
+// sentinels that carry a status (echo.HTTPStatusCoder) but are not
+// *echo.HTTPError.
+var echoErrors = []error{echo.ErrNotFound, echo.ErrMethodNotAllowed, echo.ErrStatusRequestEntityTooLarge, echo.ErrUnauthorized}
+
+// echoStatus returns the status of an error of Echo's own in err's chain, 0
+// when there is none. It does not look for any error with a StatusCode
+// method (echo.StatusCode does): a cause from elsewhere that has one is
+// not Echo's refusal.
+func echoStatus(err error) int {
+	var he *echo.HTTPError
+	if errors.As(err, &he) {
+		return he.Code
+	}
+	for _, e := range echoErrors {
+		if errors.Is(err, e) {
+			return echo.StatusCode(e)
+		}
+	}
+	return 0
+}
+
 // fromEchoError turns Echo's own errors (unknown route, wrong method, body
 // limit) into domain errors, so they take the same path as ours.
-func fromEchoError(he *echo.HTTPError) error {
-	switch he.Code {
+func fromEchoError(code int, err error) error {
+	switch code {
 	case http.StatusNotFound:
 		return domain.Errorf(domain.NotFound, "no such endpoint; see /openapi.json for the API")
 	case http.StatusMethodNotAllowed:
@@ -59,22 +83,22 @@ func fromEchoError(he *echo.HTTPError) error {
 	case http.StatusUnauthorized:
 		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
 	}
-	return &domain.Error{Kind: domain.Internal, Err: he}
+	return &domain.Error{Kind: domain.Internal, Err: err}
 }
 
 // handleError writes err in the envelope with the status of its kind.
 // Client errors log at debug, server errors at error, with the cause.
-func (s *Server) handleError(err error, c echo.Context) {
-	if c.Response().Committed {
+func (s *Server) handleError(c *echo.Context, err error) {
+	if r := response(c); r != nil && r.Committed {
 		return
 	}
-	var he *echo.HTTPError
-	if errors.As(err, &he) {
-		err = fromEchoError(he)
+	code := echoStatus(err)
+	if code != 0 {
+		err = fromEchoError(code, err)
 	}
 	kind := domain.KindOf(err)
 	status, body := statusOf[kind], toErrorBody(err)
-	if he != nil && he.Code == http.StatusMethodNotAllowed {
+	if code == http.StatusMethodNotAllowed {
 		// HTTP's own refusal, for which no domain kind stands.
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
 	}

@@ -3,7 +3,7 @@ package rest
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -31,7 +31,7 @@ type projectUpdateRequest struct {
 	Description *string `json:"description"`
 }
 
-func (s *Server) handleProjectCreate(c echo.Context) error {
+func (s *Server) handleProjectCreate(c *echo.Context) error {
 	var req projectCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -43,7 +43,7 @@ func (s *Server) handleProjectCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, toProjectResponse(p))
 }
 
-func (s *Server) handleProjectList(c echo.Context) error {
+func (s *Server) handleProjectList(c *echo.Context) error {
 	pg, err := page(c)
 	if err != nil {
 		return err
@@ -55,7 +55,7 @@ func (s *Server) handleProjectList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toProjectResponse))
 }
 
-func (s *Server) handleProjectGet(c echo.Context) error {
+func (s *Server) handleProjectGet(c *echo.Context) error {
 	p, err := s.svcs.Projects.Get(ctx(c), c.Param("projectId"))
 	if err != nil {
 		return err
@@ -63,7 +63,7 @@ func (s *Server) handleProjectGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, toProjectResponse(p))
 }
 
-func (s *Server) handleProjectUpdate(c echo.Context) error {
+func (s *Server) handleProjectUpdate(c *echo.Context) error {
 	var req projectUpdateRequest
 	if err := s.bindUpdate(c, &req); err != nil {
 		return err
@@ -75,7 +75,7 @@ func (s *Server) handleProjectUpdate(c echo.Context) error {
 	return c.JSON(http.StatusOK, toProjectResponse(p))
 }
 
-func (s *Server) handleProjectDelete(c echo.Context) error {
+func (s *Server) handleProjectDelete(c *echo.Context) error {
 	id := c.Param("projectId")
 	if err := s.svcs.Projects.Delete(ctx(c), id); err != nil {
 		return err
@@ -99,7 +99,7 @@ type memberPutRequest struct {
 	Role string `json:"role"`
 }
 
-func (s *Server) handleMemberList(c echo.Context) error {
+func (s *Server) handleMemberList(c *echo.Context) error {
 	pg, err := page(c)
 	if err != nil {
 		return err
@@ -111,7 +111,7 @@ func (s *Server) handleMemberList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toMemberResponse))
 }
 
-func (s *Server) handleMemberPut(c echo.Context) error {
+func (s *Server) handleMemberPut(c *echo.Context) error {
 	var req memberPutRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -123,7 +123,7 @@ func (s *Server) handleMemberPut(c echo.Context) error {
 	return c.JSON(http.StatusOK, toMemberResponse(m))
 }
 
-func (s *Server) handleMemberDelete(c echo.Context) error {
+func (s *Server) handleMemberDelete(c *echo.Context) error {
 	id := c.Param("userId")
 	if err := s.svcs.Projects.DeleteMember(ctx(c), c.Param("projectId"), id); err != nil {
 		return err
@@ -147,7 +147,7 @@ type usageTotalJSON struct {
 	Requests         int64  `json:"requests"`
 }
 
-func (s *Server) handleUsageGet(c echo.Context) error {
+func (s *Server) handleUsageGet(c *echo.Context) error {
 	if err := knownQuery(c, "groupBy", "from", "to"); err != nil {
 		return err
 	}
@@ -198,7 +198,7 @@ func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {
 	return r
 }
 
-func (s *Server) handleLimitsGet(c echo.Context) error {
+func (s *Server) handleLimitsGet(c *echo.Context) error {
 	l, err := s.svcs.Limits.Get(ctx(c), c.Param("projectId"))
 	if err != nil {
 		return err
@@ -206,7 +206,7 @@ func (s *Server) handleLimitsGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, toLimitsResponse(l))
 }
 
-func (s *Server) handleLimitsPut(c echo.Context) error {
+func (s *Server) handleLimitsPut(c *echo.Context) error {
 	var req limitsJSON
 	if err := s.bind(c, &req); err != nil {
 		return err

@@ -3,7 +3,7 @@ package rest
 import (
 	"net/http"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -52,7 +52,7 @@ type providerUpdateRequest struct {
 	APIKeyRef    *string `json:"apiKeyRef"`
 }
 
-func (s *Server) handleProviderCreate(c echo.Context) error {
+func (s *Server) handleProviderCreate(c *echo.Context) error {
 	var req providerCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -67,7 +67,7 @@ func (s *Server) handleProviderCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, toProviderResponse(p))
 }
 
-func (s *Server) handleProviderList(c echo.Context) error {
+func (s *Server) handleProviderList(c *echo.Context) error {
 	pg, err := page(c, "projectId")
 	if err != nil {
 		return err
@@ -79,7 +79,7 @@ func (s *Server) handleProviderList(c echo.Context) error {
 	return c.JSON(http.StatusOK, toList(l, toProviderResponse))
 }
 
-func (s *Server) handleProviderGet(c echo.Context) error {
+func (s *Server) handleProviderGet(c *echo.Context) error {
 	p, err := s.svcs.Providers.Get(ctx(c), c.Param("providerId"))
 	if err != nil {
 		return err
@@ -87,7 +87,7 @@ func (s *Server) handleProviderGet(c echo.Context) error {
 	return c.JSON(http.StatusOK, toProviderResponse(p))
 }
 
-func (s *Server) handleProviderUpdate(c echo.Context) error {
+func (s *Server) handleProviderUpdate(c *echo.Context) error {
 	var req providerUpdateRequest
 	if err := s.bindUpdate(c, &req); err != nil {
 		return err
@@ -102,7 +102,7 @@ func (s *Server) handleProviderUpdate(c echo.Context) error {
 	return c.JSON(http.StatusOK, toProviderResponse(p))
 }
 
-func (s *Server) handleProviderDelete(c echo.Context) error {
+func (s *Server) handleProviderDelete(c *echo.Context) error {
 	id := c.Param("providerId")
 	if err := s.svcs.Providers.Delete(ctx(c), id); err != nil {
 		return err

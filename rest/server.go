@@ -15,7 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -76,12 +76,11 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	}
 	s := &Server{svcs: svcs, cfg: cfg, log: cfg.Logger, echo: echo.New()}
 	e := s.echo
-	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{}
 	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
 
-	get(e, "/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	get(e, "/healthz", func(c *echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	get(e, "/readyz", s.handleReady)
 	get(e, "/openapi.json", handleOpenAPI)
 
@@ -129,13 +128,13 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	get(api, "/conversations/:conversationId", s.handleConversationGet)
 	get(api, "/conversations/:conversationId/messages", s.handleConversationMessages)
 	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
-	s.staticAllow = staticAllow(e.Routes())
+	s.staticAllow = staticAllow(e.Router().Routes())
 	return s
 }
 
 // router is where routes are added: the server or a group of it.
 type router interface {
-	Match(methods []string, path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) []*echo.Route
+	Match(methods []string, path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) echo.Routes
 }
 
 // get routes GET and HEAD at path to h. HTTP requires a server to answer
@@ -148,7 +147,7 @@ func get(r router, path string, h echo.HandlerFunc) {
 
 // staticAllow maps each API path without parameters to the methods it
 // takes, as Echo's Allow header lists them.
-func staticAllow(routes []*echo.Route) map[string]string {
+func staticAllow(routes echo.Routes) map[string]string {
 	methods := map[string][]string{}
 	for _, r := range routes {
 		if strings.HasPrefix(r.Path, apiPrefix+"/") && !strings.ContainsAny(r.Path, ":*") {
@@ -167,7 +166,7 @@ func staticAllow(routes []*echo.Route) map[string]string {
 // reached a route with a parameter because its own does not take the
 // method: GET /chats/completions matches GET /chats/:chatId, which would
 // say that chat "completions" does not exist.
-func (s *Server) shadowedStatic(c echo.Context) error {
+func (s *Server) shadowedStatic(c *echo.Context) error {
 	allow, ok := s.staticAllow[c.Request().URL.Path]
 	if !ok || c.Path() == c.Request().URL.Path {
 		return nil
@@ -200,7 +199,7 @@ const requestIDKey ctxKey = iota
 // requestID takes the caller's X-Request-Id when it is sane, else makes
 // one, and returns it on the response and in the request's context.
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		id := c.Request().Header.Get(headerRequestID)
 		if !saneRequestID(id) {
 			b := make([]byte, 12)
@@ -264,20 +263,24 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 
 // accessLog logs one line per request: never a body or a header value.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		start := time.Now()
 		err := next(c)
 		if err != nil {
-			c.Error(err)
+			s.handleError(c, err)
 		}
 		took := time.Since(start)
 		pattern := route(c)
+		status := 0
+		if r := response(c); r != nil {
+			status = r.Status
+		}
 		if s.cfg.Metrics != nil {
-			s.cfg.Metrics.ObserveRequest(pattern, methodLabel(c.Request().Method), c.Response().Status, took)
+			s.cfg.Metrics.ObserveRequest(pattern, methodLabel(c.Request().Method), status, took)
 		}
 		attrs := []any{
 			"method", c.Request().Method, "path", pattern,
-			"status", c.Response().Status, "duration_ms", float64(took.Microseconds()) / 1000,
+			"status", status, "duration_ms", float64(took.Microseconds()) / 1000,
 		}
 		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
 			attrs = append(attrs, "user_id", p.UserID)
@@ -305,7 +308,7 @@ func methodLabel(m string) string {
 // the middleware does after the handler: the access log line, metrics.
 type sendingSerializer struct{ echo.DefaultJSONSerializer }
 
-func (sendingSerializer) Serialize(c echo.Context, v any, indent string) error {
+func (sendingSerializer) Serialize(c *echo.Context, v any, indent string) error {
 	var b []byte
 	var err error
 	if indent != "" {
@@ -322,14 +325,37 @@ func (sendingSerializer) Serialize(c echo.Context, v any, indent string) error {
 	if _, err := w.Write(b); err != nil {
 		return err
 	}
-	if err := http.NewResponseController(w.Writer).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if err := http.NewResponseController(netWriter(c)).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}
 	return nil
 }
 
+// response returns the *echo.Response under c's writer, which keeps the
+// status and whether it was sent; nil if c's writer does not unwrap to one.
+// (Echo v5's Context.Response is an http.ResponseWriter, which c.JSON
+// wraps while it writes.)
+func response(c *echo.Context) *echo.Response {
+	r, err := echo.UnwrapResponse(c.Response())
+	if err != nil {
+		return nil
+	}
+	return r
+}
+
+// netWriter returns the writer under Echo's Response, for an
+// http.ResponseController: Echo's Flush drops the error that says the
+// client is gone (or the write was cut), and panics where the writer
+// cannot flush.
+func netWriter(c *echo.Context) http.ResponseWriter {
+	if r := response(c); r != nil {
+		return r.ResponseWriter
+	}
+	return c.Response()
+}
+
 func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) (err error) {
+	return func(c *echo.Context) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
 				if r == http.ErrAbortHandler {
@@ -345,7 +371,7 @@ func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 
 // limitBody caps the request body; a body over the limit is a 413.
 func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		r := c.Request()
 		if r.ContentLength > s.cfg.MaxBodyBytes {
 			return domain.Errorf(domain.TooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.cfg.MaxBodyBytes)
@@ -356,7 +382,7 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // authenticate resolves the bearer key to a principal in the request context.
-func (s *Server) authenticate(c echo.Context) error {
+func (s *Server) authenticate(c *echo.Context) error {
 	key, ok := BearerKey(c.Request())
 	if !ok {
 		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
@@ -378,7 +404,7 @@ const apiPrefix = "/api/v1"
 // asked with the wrong method, where the caller should get a 405 and the
 // Allow header.
 func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
+	return func(c *echo.Context) error {
 		if strings.HasPrefix(c.Path(), apiPrefix+"/") {
 			if !strings.HasSuffix(c.Path(), "/completions") {
 				ctx, cancel := context.WithTimeout(c.Request().Context(), s.cfg.RequestTimeout)
@@ -404,9 +430,9 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 // path (labstack/echo#2501), so GET /conversations/cnv_1/messages reached
 // the conversation's handler, which said that conversation "cnv_1/messages"
 // does not exist, instead of that there is no such endpoint.
-func wholeSegments(c echo.Context) error {
-	for _, v := range c.ParamValues() {
-		if strings.Contains(v, "/") {
+func wholeSegments(c *echo.Context) error {
+	for _, v := range c.PathValues() {
+		if strings.Contains(v.Value, "/") {
 			return echo.ErrNotFound
 		}
 	}
@@ -415,7 +441,7 @@ func wholeSegments(c echo.Context) error {
 
 // route is the pattern of the route c matched, "unmatched" when none did:
 // a bounded set of values, for logs and metrics.
-func route(c echo.Context) string {
+func route(c *echo.Context) string {
 	if p := c.Path(); p != "" {
 		return p
 	}
@@ -437,7 +463,7 @@ func BearerKey(r *http.Request) (string, bool) {
 // a probe, not hold it until the probe gives up.
 const readyTimeout = 2 * time.Second
 
-func (s *Server) handleReady(c echo.Context) error {
+func (s *Server) handleReady(c *echo.Context) error {
 	if s.cfg.Ready != nil {
 		rctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 		defer cancel()
@@ -450,11 +476,11 @@ func (s *Server) handleReady(c echo.Context) error {
 }
 
 // ctx returns the request's context.
-func ctx(c echo.Context) context.Context { return c.Request().Context() }
+func ctx(c *echo.Context) context.Context { return c.Request().Context() }
 
 // page reads the limit and cursor query parameters of a list that also
 // takes the query parameters filters names.
-func page(c echo.Context, filters ...string) (domain.Page, error) {
+func page(c *echo.Context, filters ...string) (domain.Page, error) {
 	if err := knownQuery(c, append(filters, "limit", "cursor")...); err != nil {
 		return domain.Page{}, err
 	}
@@ -466,7 +492,7 @@ func page(c echo.Context, filters ...string) (domain.Page, error) {
 // as if it were the filtered one. It refuses one sent more than once too,
 // of which only the first value would be read (?groupBy=model&groupBy=chat
 // is not grouped by both), as a body's duplicate key is refused.
-func knownQuery(c echo.Context, names ...string) error {
+func knownQuery(c *echo.Context, names ...string) error {
 	for name, values := range c.QueryParams() {
 		if !slices.Contains(names, name) {
 			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes %s (names are case-sensitive)", name, strings.Join(names, ", "))

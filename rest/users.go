@@ -4,7 +4,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -48,7 +48,7 @@ func timestampOrNil(t *time.Time) *string {
 	return &s
 }
 
-func (s *Server) handleMe(c echo.Context) error {
+func (s *Server) handleMe(c *echo.Context) error {
 	u, err := s.svcs.Users.Me(ctx(c))
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func (s *Server) handleMe(c echo.Context) error {
 	return c.JSON(http.StatusOK, toUserResponse(u))
 }
 
-func (s *Server) handleUserList(c echo.Context) error {
+func (s *Server) handleUserList(c *echo.Context) error {
 	p, err := page(c)
 	if err != nil {
 		return err
@@ -73,7 +73,7 @@ type userCreateRequest struct {
 	IsAdmin bool   `json:"isAdmin"`
 }
 
-func (s *Server) handleUserCreate(c echo.Context) error {
+func (s *Server) handleUserCreate(c *echo.Context) error {
 	var req userCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -102,7 +102,7 @@ func (r apiKeyCreateRequest) toDomain() (domain.APIKeyCreate, error) {
 	return in, nil
 }
 
-func (s *Server) handleAPIKeyCreate(c echo.Context) error {
+func (s *Server) handleAPIKeyCreate(c *echo.Context) error {
 	var req apiKeyCreateRequest
 	if err := s.bind(c, &req); err != nil {
 		return err
@@ -121,7 +121,7 @@ func (s *Server) handleAPIKeyCreate(c echo.Context) error {
 	return c.JSON(http.StatusCreated, r)
 }
 
-func (s *Server) handleAPIKeyList(c echo.Context) error {
+func (s *Server) handleAPIKeyList(c *echo.Context) error {
 	p, err := page(c)
 	if err != nil {
 		return err
@@ -135,7 +135,7 @@ func (s *Server) handleAPIKeyList(c echo.Context) error {
 
 // handleAPIKeyRevoke answers the revoked key as it stays listed, rather
 // than {id, deleted: true}: a revoked key is not deleted.
-func (s *Server) handleAPIKeyRevoke(c echo.Context) error {
+func (s *Server) handleAPIKeyRevoke(c *echo.Context) error {
 	k, err := s.svcs.Users.RevokeAPIKey(ctx(c), c.Param("userId"), c.Param("keyId"))
 	if err != nil {
 		return err
