@@ -175,10 +175,20 @@ func (s *Server) shadowedStatic(c *echo.Context) error {
 	return echo.ErrMethodNotAllowed
 }
 
-// Handle mounts h at path for every method, outside the API's auth (h does
-// its own, as MCP and metrics do), inside request ids, logs and body limits.
+// Handle mounts h at path for the methods of handleMethods, outside the
+// API's auth (h does its own, as MCP and metrics do), inside request ids,
+// logs and body limits.
 func (s *Server) Handle(path string, h http.Handler) {
-	s.echo.Any(path, echo.WrapHandler(h))
+	s.echo.Match(handleMethods, path, echo.WrapHandler(h))
+}
+
+// handleMethods are the methods Handle routes to its handler: those HTTP
+// and WebDAV define, which Echo v4's Any registered. Echo v5's Any takes
+// every method, so QUERY or a made-up one would reach the handler rather
+// than get the 405 and Allow header that the rest of the API answers.
+var handleMethods = []string{
+	http.MethodConnect, http.MethodDelete, http.MethodGet, http.MethodHead, http.MethodOptions,
+	http.MethodPatch, http.MethodPost, echo.PROPFIND, http.MethodPut, http.MethodTrace, echo.REPORT,
 }
 
 // HandleGet mounts h at path for GET and HEAD only, as Handle does

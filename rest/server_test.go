@@ -233,6 +233,28 @@ func TestWrongMethodIs405(t *testing.T) {
 	})
 }
 
+// TestMountedHandlersRefuseUnknownMethods: the handlers mounted beside the
+// API (MCP, metrics) get the methods HTTP and WebDAV define; any other
+// method, QUERY included, is a 405 in the API's envelope, before the
+// handler's own authentication, as on the API's own paths.
+func TestMountedHandlersRefuseUnknownMethods(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	const allow = "OPTIONS, CONNECT, DELETE, GET, HEAD, PATCH, POST, PROPFIND, PUT, TRACE, REPORT"
+	for _, path := range []string{"/mcp", "/sse", "/message", "/metrics"} {
+		for _, method := range []string{"QUERY", "BREW"} {
+			for _, key := range []string{h.admin, ""} {
+				r := h.call(method, path, key, nil)
+				if r.Status != 405 || r.ErrorCode() != "method_not_allowed" {
+					t.Errorf("%s %s (key %t) = %d %s; want 405 method_not_allowed", method, path, key != "", r.Status, r.Body)
+				}
+				if got := r.Header.Get("Allow"); got != allow {
+					t.Errorf("%s %s: Allow = %q; want %q", method, path, got, allow)
+				}
+			}
+		}
+	}
+}
+
 // TestHeadAnswersAsGet: every GET route answers HEAD with GET's status and
 // headers, Content-Length included where GET has one (openapi.json is sent
 // chunked), and no body; as GET, it needs a key.
