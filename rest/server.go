@@ -76,6 +76,12 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	}
 	s := &Server{svcs: svcs, cfg: cfg, log: cfg.Logger, echo: echo.New()}
 	e := s.echo
+	// Echo v5 logs (as JSON on stdout, by default) only a response's status
+	// sent twice, which v4 logged below its level, that is never. Parley's
+	// access log and error handler say what happened to each request;
+	// Echo's lines would be in another form, without the request id, and
+	// stdout is the protocol of `parley mcp`, which builds this server too.
+	e.Logger = slog.New(slog.DiscardHandler)
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{}
 	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
