@@ -442,10 +442,13 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 }
 
 // wholeSegments answers 404 when a path parameter took more than one
-// segment. Echo gives a route that ends in a parameter the rest of the
-// path (labstack/echo#2501), so GET /conversations/cnv_1/messages reached
-// the conversation's handler, which said that conversation "cnv_1/messages"
-// does not exist, instead of that there is no such endpoint.
+// segment. Echo (v4, and v5 still) gives a route that ends in a parameter
+// the rest of the path (labstack/echo#2501), so GET
+// /conversations/cnv_1/messages reached the conversation's handler, which
+// said that conversation "cnv_1/messages" does not exist, instead of that
+// there is no such endpoint. Parameters are taken from the path as sent,
+// not unescaped (Echo's default), so an escaped slash (%2F) is no segment
+// boundary.
 func wholeSegments(c *echo.Context) error {
 	for _, v := range c.PathValues() {
 		if strings.Contains(v.Value, "/") {
