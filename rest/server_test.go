@@ -239,14 +239,14 @@ func TestWrongMethodIs405(t *testing.T) {
 	})
 }
 
-// TestMountedHandlersRefuseUnknownMethods: the handlers mounted beside the
-// API (MCP, metrics) get the methods HTTP and WebDAV define; any other
-// method, QUERY included, is a 405 in the API's envelope, before the
-// handler's own authentication, as on the API's own paths.
+// TestMountedHandlersRefuseUnknownMethods: the MCP handlers mounted beside
+// the API get the methods HTTP and WebDAV define, /metrics GET and HEAD;
+// any other method, QUERY included, is a 405 in the API's envelope, before
+// the handler's own authentication, as on the API's own paths.
 func TestMountedHandlersRefuseUnknownMethods(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
-	const allow = "OPTIONS, CONNECT, DELETE, GET, HEAD, PATCH, POST, PROPFIND, PUT, TRACE, REPORT"
-	for _, path := range []string{"/mcp", "/sse", "/message", "/metrics"} {
+	const mounted = "OPTIONS, CONNECT, DELETE, GET, HEAD, PATCH, POST, PROPFIND, PUT, TRACE, REPORT"
+	for path, allow := range map[string]string{"/mcp": mounted, "/sse": mounted, "/message": mounted, "/metrics": "OPTIONS, GET, HEAD"} {
 		for _, method := range []string{"QUERY", "BREW"} {
 			for _, key := range []string{h.admin, ""} {
 				r := h.call(method, path, key, nil)
