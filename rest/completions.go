@@ -268,13 +268,18 @@ func (s *Server) newStream(c *echo.Context) (*stream, func()) {
 	st.mu.Lock() // keepAlive may run before AfterFunc returns
 	st.alive = time.AfterFunc(s.cfg.KeepAlive, st.keepAlive)
 	st.mu.Unlock()
-	// The handler defers this: it stops the keep-alives even when finish is
-	// never reached (a panic), before the response goes back to the server.
+	// The handler defers this: it stops the keep-alives, and counts the
+	// stream closed, even when finish is never reached (a panic), before
+	// the response goes back to the server.
 	return st, func() {
 		st.stopWatch()
 		st.mu.Lock()
 		st.halt()
+		open := st.open
 		st.mu.Unlock()
+		if m := s.cfg.Metrics; m != nil && open {
+			m.StreamClosed()
+		}
 	}
 }
 
@@ -481,9 +486,6 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	st.halt()
 	if !st.open {
 		return err
-	}
-	if m := st.s.cfg.Metrics; m != nil {
-		m.StreamClosed()
 	}
 	if err != nil {
 		if domain.KindOf(err) == domain.Canceled {
