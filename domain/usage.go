@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -93,7 +95,22 @@ const (
 	GroupByProvider UsageGroupBy = "provider"
 	GroupByChat     UsageGroupBy = "chat"
 	GroupByKey      UsageGroupBy = "key"
+	// GroupByOutcome splits the totals by how the completions ended: ok,
+	// upstream_error, client_disconnect, interrupted...
+	GroupByOutcome UsageGroupBy = "outcome"
 )
+
+// UsageGroupings are the groupings usage totals may be asked for.
+var UsageGroupings = []UsageGroupBy{GroupByModel, GroupByProvider, GroupByChat, GroupByKey, GroupByOutcome}
+
+// ErrUnknownGrouping is the answer to a grouping not in UsageGroupings.
+func ErrUnknownGrouping() *Error {
+	names := make([]string, len(UsageGroupings))
+	for i, g := range UsageGroupings {
+		names[i] = string(g)
+	}
+	return Invalidf("groupBy", "groupBy must be one of %s", strings.Join(names, ", "))
+}
 
 // UsageQuery selects the usage of a project in [From, To).
 type UsageQuery struct {
@@ -554,10 +571,8 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	if err := s.access.checkProject(ctx, in.ProjectID, PermGetUsage); err != nil {
 		return UsageReport{}, err
 	}
-	switch in.GroupBy {
-	case "", GroupByModel, GroupByProvider, GroupByChat, GroupByKey:
-	default:
-		return UsageReport{}, Invalidf("groupBy", "groupBy must be one of model, provider, chat, key")
+	if in.GroupBy != "" && !slices.Contains(UsageGroupings, in.GroupBy) {
+		return UsageReport{}, ErrUnknownGrouping()
 	}
 	if in.To.IsZero() {
 		in.To = s.now().Add(time.Second)

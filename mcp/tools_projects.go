@@ -74,11 +74,11 @@ type getUsageArgs struct {
 	ProjectID string `json:"projectId" desc:"Id of the project (prj_...)."`
 	From      string `json:"from,omitempty" desc:"Start of the period, inclusive: an ISO 8601 time (2026-01-31T00:00:00Z) or date (2026-01-31). Default: 30 days before to."`
 	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time or date. Default: a second from now."`
-	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key" desc:"Group the totals by model, provider, chat or API key; omit for one total."`
+	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key,outcome" desc:"Group the totals by model, provider, chat, API key or outcome (ok, upstream_error, client_disconnect, ...); omit for one total."`
 }
 
 type usageTotalOut struct {
-	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id or API key id; absent when not grouped, and for the group of completions without one (stateless completions, by chat)."`
+	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id, API key id or outcome; absent when not grouped, and for the group of completions without one (stateless completions, by chat)."`
 	PromptTokens     int    `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
 	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`

@@ -297,6 +297,11 @@ func TestTools(t *testing.T) {
 			if requests != 3 || u.GroupBy != "model" || len(u.Data) != 2 {
 				t.Fatalf("usage %+v: want 3 requests over 2 models", u)
 			}
+			var byOutcome usageReportOut
+			editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "groupBy": "outcome"}, &byOutcome)
+			if len(byOutcome.Data) != 1 || byOutcome.Data[0].Key != "ok" || byOutcome.Data[0].Requests != 3 {
+				t.Fatalf("usage by outcome %+v: want the 3 requests under ok", byOutcome)
+			}
 			var none usageReportOut
 			editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "from": "2000-01-01", "to": "2000-02-01"}, &none)
 			if len(none.Data) != 0 && none.Data[0].Requests != 0 {

@@ -265,6 +265,8 @@ func TestUsageReport(t *testing.T) {
 			h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})
 		}
 		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "m2", "messages": []any{userMessage("hi")}})
+		h.up.Enqueue(llmtest.Behavior{Status: 401})
+		h.must(502, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "m2", "messages": []any{userMessage("hi")}})
 		h.app.FlushUsage() // writes what is queued; the test's app takes no more completions
 		got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy=model", h.admin, nil)
 		data := got["data"].([]any)
@@ -275,7 +277,7 @@ func TestUsageReport(t *testing.T) {
 		for _, d := range data {
 			byModel[d.(map[string]any)["key"].(string)] = d.(map[string]any)
 		}
-		if byModel["fake-default"]["requests"] != 2.0 || byModel["m2"]["requests"] != 1.0 {
+		if byModel["fake-default"]["requests"] != 2.0 || byModel["m2"]["requests"] != 2.0 {
 			t.Errorf("requests per model = %v", byModel)
 		}
 		if tot := byModel["fake-default"]["totalTokens"].(float64); tot <= 0 {
@@ -319,10 +321,11 @@ func TestUsageReport(t *testing.T) {
 		keys := h.must(200, "GET", "/api/v1/users/"+h.must(200, "GET", "/api/v1/me", h.admin, nil)["id"].(string)+"/api-keys", h.admin, nil)["data"].([]any)
 		adminKey := keys[0].(map[string]any)["id"].(string)
 		for query, want := range map[string]map[string]float64{
-			"groupBy=provider": {w.provider: 3},
-			"groupBy=chat":     {w.chat: 2, "": 1},
-			"groupBy=key":      {adminKey: 3},
-			"groupBy=model&from=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339):                                                                      {"fake-default": 2, "m2": 1},
+			"groupBy=provider": {w.provider: 4},
+			"groupBy=chat":     {w.chat: 2, "": 2},
+			"groupBy=key":      {adminKey: 4},
+			"groupBy=outcome":  {"ok": 3, "upstream_error": 1}, // failures apart from successes
+			"groupBy=model&from=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339):                                                                      {"fake-default": 2, "m2": 2},
 			"groupBy=model&from=" + time.Now().Add(-3*time.Hour).UTC().Format(time.RFC3339) + "&to=" + time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339): {},
 			"groupBy=model&to=" + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339):                                                                        {},
 		} {

@@ -1292,11 +1292,13 @@ func TestUsage(t *testing.T) {
 				Latency: 1500 * time.Millisecond, TimeToFirst: 200 * time.Millisecond, Outcome: domain.OutcomeOK, Stream: true, CreatedAt: t0.Add(at),
 			}
 		}
+		failed := func(r domain.UsageRecord) domain.UsageRecord { r.Outcome = domain.OutcomeUpstreamError; return r }
 		records := []domain.UsageRecord{
 			rec(0, "gpt-4o", "aip_1", "cht_1", "key_1", 10, 1),
 			rec(time.Minute, "gpt-4o", "aip_1", "", "key_2", 20, 2),
 			rec(time.Hour, "claude", "aip_2", "cht_1", "key_1", 30, 3),
 			rec(2*time.Hour, "claude", "aip_2", "cht_2", "key_1", 40, 4),
+			failed(rec(150*time.Minute, "claude", "aip_2", "cht_2", "key_1", 5, 0)),
 			{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjB.ID, Model: "gpt-4o", Usage: domain.Usage{CompletionTokens: 1000, TotalTokens: 1000}, CreatedAt: t0},
 		}
 		must(t, s.InsertUsage(ctx(), records))
@@ -1312,13 +1314,14 @@ func TestUsage(t *testing.T) {
 			q    domain.UsageQuery
 			want []domain.UsageTotal
 		}{
-			{"total", all, []domain.UsageTotal{u("", 100, 10, 4)}},
-			{"by model", with(all, domain.GroupByModel), []domain.UsageTotal{u("claude", 70, 7, 2), u("gpt-4o", 30, 3, 2)}},
-			{"by provider", with(all, domain.GroupByProvider), []domain.UsageTotal{u("aip_1", 30, 3, 2), u("aip_2", 70, 7, 2)}},
-			{"by chat", with(all, domain.GroupByChat), []domain.UsageTotal{u("", 20, 2, 1), u("cht_1", 40, 4, 2), u("cht_2", 40, 4, 1)}},
-			{"by key", with(all, domain.GroupByKey), []domain.UsageTotal{u("key_1", 80, 8, 3), u("key_2", 20, 2, 1)}},
+			{"total", all, []domain.UsageTotal{u("", 105, 10, 5)}},
+			{"by model", with(all, domain.GroupByModel), []domain.UsageTotal{u("claude", 75, 7, 3), u("gpt-4o", 30, 3, 2)}},
+			{"by provider", with(all, domain.GroupByProvider), []domain.UsageTotal{u("aip_1", 30, 3, 2), u("aip_2", 75, 7, 3)}},
+			{"by chat", with(all, domain.GroupByChat), []domain.UsageTotal{u("", 20, 2, 1), u("cht_1", 40, 4, 2), u("cht_2", 45, 4, 2)}},
+			{"by key", with(all, domain.GroupByKey), []domain.UsageTotal{u("key_1", 85, 8, 4), u("key_2", 20, 2, 1)}},
+			{"by outcome", with(all, domain.GroupByOutcome), []domain.UsageTotal{u("ok", 100, 10, 4), u("upstream_error", 5, 0, 1)}},
 			{"from is inclusive, to exclusive", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(time.Minute), To: t0.Add(2 * time.Hour)}, []domain.UsageTotal{u("", 50, 5, 2)}},
-			{"open bounds", domain.UsageQuery{ProjectID: w.prjA.ID}, []domain.UsageTotal{u("", 100, 10, 4)}},
+			{"open bounds", domain.UsageQuery{ProjectID: w.prjA.ID}, []domain.UsageTotal{u("", 105, 10, 5)}},
 			{"empty window total", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(-time.Hour), To: t0}, []domain.UsageTotal{u("", 0, 0, 0)}},
 			{"empty window grouped", domain.UsageQuery{ProjectID: w.prjA.ID, From: t0.Add(-time.Hour), To: t0, GroupBy: domain.GroupByModel}, []domain.UsageTotal{}},
 			{"other project", domain.UsageQuery{ProjectID: w.prjB.ID, GroupBy: domain.GroupByModel}, []domain.UsageTotal{u("gpt-4o", 0, 1000, 1)}},
@@ -1331,7 +1334,7 @@ func TestUsage(t *testing.T) {
 		}
 		t.Run("unknown groupBy", func(t *testing.T) {
 			_, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID, GroupBy: "weekday"})
-			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key")
+			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key, outcome")
 		})
 		t.Run("unknown project", func(t *testing.T) {
 			r := rec(0, "m", "", "", "", 1, 1)
@@ -1344,7 +1347,7 @@ func TestUsage(t *testing.T) {
 		t.Run("failed batch stores nothing", func(t *testing.T) {
 			got, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID})
 			must(t, err)
-			if got, want := got[0].Requests, int64(4); got != want {
+			if got, want := got[0].Requests, int64(5); got != want {
 				t.Fatalf("requests = %d; want %d", got, want)
 			}
 		})

@@ -96,6 +96,7 @@ var usageKeys = map[domain.UsageGroupBy]string{
 	domain.GroupByProvider: "ai_provider_id",
 	domain.GroupByChat:     "chat_id",
 	domain.GroupByKey:      "key_id",
+	domain.GroupByOutcome:  "outcome",
 }
 
 type usageTotalRow struct {
@@ -116,7 +117,7 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 	if q.GroupBy != "" {
 		var ok bool
 		if key, ok = usageKeys[q.GroupBy]; !ok {
-			return nil, because(op, domain.Invalidf("groupBy", "groupBy must be one of model, provider, chat, key"), nil)
+			return nil, because(op, domain.ErrUnknownGrouping(), nil)
 		}
 	}
 	db := s.db.WithContext(ctx).Model(&usageRow{}).
