@@ -33,20 +33,7 @@ func TestCancelledCallGetsNoResponse(t *testing.T) {
 			before := e.disconnects()
 			started, canceled := e.upstream.hang()
 
-			ctx, stop := context.WithCancel(context.Background())
-			defer stop()
-			ended := make(chan struct{})
-			go func() {
-				defer close(ended)
-				params := obj{"name": "create-chat-completion", "arguments": cancelArgs(e)}
-				_, _ = tr.SendRequest(ctx, transport.JSONRPCRequest{JSONRPC: mcpgo.JSONRPC_VERSION,
-					ID: mcpgo.NewRequestId("cancel-me"), Method: string(mcpgo.MethodToolsCall), Params: params})
-			}()
-			select {
-			case <-started:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the upstream never got the request")
-			}
+			ended := callUntilUpstream(t, tr, e, "cancel-me", started)
 			cancel := mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION, Notification: mcpgo.Notification{
 				Method: string(mcpgo.MethodNotificationCancelled),
 				Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": "cancel-me", "reason": "the user stopped it"}},
@@ -100,18 +87,7 @@ func TestCancelNamesTheIDExactly(t *testing.T) {
 			tr := s.GetTransport()
 			started, canceled := e.upstream.hang()
 
-			ctx, stop := context.WithCancel(context.Background())
-			defer stop()
-			go func() {
-				params := obj{"name": "create-chat-completion", "arguments": cancelArgs(e)}
-				_, _ = tr.SendRequest(ctx, transport.JSONRPCRequest{JSONRPC: mcpgo.JSONRPC_VERSION,
-					ID: mcpgo.NewRequestId("7"), Method: string(mcpgo.MethodToolsCall), Params: params})
-			}()
-			select {
-			case <-started:
-			case <-time.After(10 * time.Second):
-				t.Fatal("the upstream never got the request")
-			}
+			callUntilUpstream(t, tr, e, "7", started)
 			cancel := func(id any) {
 				must(t, tr.SendNotification(context.Background(), mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION,
 					Notification: mcpgo.Notification{Method: string(mcpgo.MethodNotificationCancelled),
@@ -277,4 +253,26 @@ func TestLineFilter(t *testing.T) {
 			}
 		})
 	}
+}
+
+// callUntilUpstream sends a completion call with id over tr in the
+// background and waits until the upstream has it (started). The returned
+// channel closes once SendRequest returns; the test's end stops it.
+func callUntilUpstream(t *testing.T, tr transport.Interface, e *env, id string, started <-chan struct{}) <-chan struct{} {
+	t.Helper()
+	ctx, stop := context.WithCancel(context.Background())
+	t.Cleanup(stop)
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		params := obj{"name": "create-chat-completion", "arguments": cancelArgs(e)}
+		_, _ = tr.SendRequest(ctx, transport.JSONRPCRequest{JSONRPC: mcpgo.JSONRPC_VERSION,
+			ID: mcpgo.NewRequestId(id), Method: string(mcpgo.MethodToolsCall), Params: params})
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream never got the request")
+	}
+	return ended
 }
