@@ -524,7 +524,15 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
 	}
 	if err != nil {
-		if pl.newConv {
+		stored := false
+		if rec.Outcome == OutcomeClientDisconnect && started && pl.conv != nil {
+			serr := s.storeStopped(ctx, pl, meta, res, rec.Usage)
+			if serr != nil {
+				s.deps.Logger.WarnContext(ctx, "the turn of a stopped stream was not stored", "conversation", pl.conv.ID, "err", serr)
+			}
+			stored = serr == nil
+		}
+		if pl.newConv && !stored {
 			rec.ConversationID = "" // the failed turn created nothing under it
 		}
 		s.deps.Usage.Record(ctx, rec)
@@ -537,7 +545,9 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		out.Model = res.Model
 	}
 	if pl.conv != nil {
-		if err := s.storeTurn(ctx, pl, out); err != nil {
+		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, ToolCalls: out.ToolCalls,
+			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
+		if err := s.storeTurn(ctx, pl, &reply); err != nil {
 			rec.Outcome = OutcomeError
 			if pl.newConv {
 				rec.ConversationID = "" // as above: the unstored turn created nothing
@@ -593,10 +603,10 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	return bs, release, nil
 }
 
-// storeTurn appends the request's messages and the reply to the
-// conversation in one transaction, before the response goes out, so that a
-// continuation right after sees them.
-func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) error {
+// storeTurn appends the request's messages and the reply (when not nil) to
+// the conversation in one transaction, before the response goes out, so
+// that a continuation right after sees them.
+func (s *Completions) storeTurn(ctx context.Context, pl *plan, reply *Message) error {
 	now := s.deps.Now()
 	seq := len(pl.history)
 	msgs := make([]Message, 0, len(pl.turn)+1)
@@ -605,16 +615,42 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, c *Completion) er
 		msgs = append(msgs, m)
 		seq++
 	}
-	msgs = append(msgs, Message{
-		ID: c.MessageID, ConversationID: pl.conv.ID, Seq: seq, Role: RoleAssistant, Content: c.Content, ToolCalls: c.ToolCalls,
-		Model: c.Model, FinishReason: c.FinishReason, Usage: c.Usage, CreatedAt: now,
-	})
+	if reply != nil {
+		m := *reply
+		m.ConversationID, m.Seq, m.CreatedAt = pl.conv.ID, seq, now
+		msgs = append(msgs, m)
+	}
 	pl.conv.UpdatedAt = now
 	err := s.deps.Store.AppendTurn(context.WithoutCancel(ctx), pl.conv, pl.newConv, msgs)
 	if KindOf(err) == Conflict {
 		return Errorf(Conflict, "conversation %s was continued by another request at the same time; send this request again", pl.conv.ID)
 	}
 	return Wrap("completions.storeTurn", err)
+}
+
+// FinishStopped is the finish reason of a stored reply that the client
+// stopped: it left, or cancelled the MCP call, while the reply streamed.
+const FinishStopped = "client_disconnect"
+
+// storeStopped stores the turn of a stream that the client stopped once
+// part of the reply had reached it (a chat's "stop generating"): the
+// request's messages, and the reply as far as the provider had sent it,
+// with the finish reason FinishStopped. The conversationId of the stream's
+// first chunk then names a conversation, and a continuation carries on
+// from what the user saw. A tool call the stop cut off is dropped: its
+// arguments are incomplete, and no tool result can answer it; a reply with
+// no text left is not stored, only the request's messages.
+func (s *Completions) storeStopped(ctx context.Context, pl *plan, meta CompletionMeta, res *LLMResult, usage Usage) error {
+	var reply *Message
+	if res != nil && res.Content != "" {
+		model := meta.Model
+		if res.Model != "" {
+			model = res.Model
+		}
+		reply = &Message{ID: meta.MessageID, Role: RoleAssistant, Content: res.Content, Model: model,
+			FinishReason: FinishStopped, Usage: usage}
+	}
+	return s.storeTurn(ctx, pl, reply)
 }
 
 // errStreamTooLong is the cause of a stream's end at MaxStreamDuration.

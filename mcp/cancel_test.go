@@ -276,3 +276,50 @@ func callUntilUpstream(t *testing.T, tr transport.Interface, e *env, id string, 
 	}
 	return ended
 }
+
+// TestStoppedStreamKeepsItsTurn: an agent that cancels a streamed call of
+// create-chat-completion-for-chat once progress brought part of the reply
+// keeps the turn as far as it went, as a REST client that stops a stream
+// does: the chat's conversation holds the request's message and the text
+// that had arrived, with the finish reason client_disconnect.
+func TestStoppedStreamKeepsItsTurn(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overHTTP, "editor", Options{})
+	var chat chatOut
+	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "stories"}, &chat)
+	before := e.upstream.Count()
+	e.upstream.Enqueue(llmtest.Behavior{Deltas: []string{"Once ", "upon ", "a time"}, Fault: llmtest.FaultHang, AfterDeltas: 2})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.callCtx(ctx, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("Tell me a story")}, "story")
+		done <- err
+	}()
+	for deadline := time.Now().Add(10 * time.Second); len(s.notes("story")) < 2; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("progress before the stop: %+v", s.notes("story"))
+		}
+	}
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("the cancelled call returned no error")
+	}
+	if !e.upstream.WaitCanceledN(before, time.Second) {
+		t.Fatal("the upstream request was not cancelled within a second")
+	}
+
+	var convs listOut[conversationOut]
+	for deadline := time.Now().Add(5 * time.Second); len(convs.Data) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		s.ok(t, "list-conversations", obj{"chatId": chat.ID}, &convs)
+	}
+	if len(convs.Data) != 1 {
+		t.Fatalf("conversations of the chat after the stop: %+v", convs.Data)
+	}
+	var conv conversationOut
+	s.ok(t, "get-conversation", obj{"conversationId": convs.Data[0].ID}, &conv)
+	if m := conv.Messages; len(m) != 2 || m[0].Content != "Tell me a story" || m[1].Content != "Once upon " || m[1].FinishReason != "client_disconnect" {
+		t.Fatalf("stored turn: %+v", conv.Messages)
+	}
+}

@@ -31,7 +31,7 @@ type messageOut struct {
 	ToolCalls    []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (assistant messages)."`
 	ToolCallID   string        `json:"toolCallId,omitempty" desc:"The tool call this is the result of (tool messages)."`
 	Model        string        `json:"model,omitempty" desc:"The model that answered (assistant messages)."`
-	FinishReason string        `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages)."`
+	FinishReason string        `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages): stop, length, tool_calls, content_filter, ..., or client_disconnect for a streamed reply the client stopped, stored as far as it went."`
 	Usage        *usageOut     `json:"usage,omitempty" desc:"Tokens of the completion (assistant messages)."`
 	CreatedAt    string        `json:"createdAt" format:"date-time" desc:"When the message was stored (ISO 8601 UTC)."`
 }

@@ -188,11 +188,13 @@ func TestDeletedDuringContinuation(t *testing.T) {
 	})
 }
 
-// TestUnfinishedStreamStoresNothing: a stream the client abandons midway,
-// or that the upstream cuts off without a finish reason, stores no part of
-// its turn (neither the request's message nor the partial reply), and a
-// continuation right after goes upstream with the history before it.
-func TestUnfinishedStreamStoresNothing(t *testing.T) {
+// TestUnfinishedStreamTurns: a continuation the client stops midway keeps
+// its turn as far as the reply went (TestStoppedStreamKeepsItsTurn has the
+// first turns); one that the upstream cuts off without a finish reason
+// stores no part of its turn (neither the request's message nor the
+// partial reply); a continuation right after goes upstream with the
+// history as stored.
+func TestUnfinishedStreamTurns(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
@@ -211,7 +213,12 @@ func TestUnfinishedStreamStoresNothing(t *testing.T) {
 		if !h.up.WaitCanceledN(before, 2*time.Second) {
 			t.Fatal("the upstream did not see the abandoned stream cancelled")
 		}
-		if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(stored, "|") {
+		stored = append(stored, "user: abandoned one", "assistant: echo: abandoned ")
+		var got []string
+		for deadline := time.Now().Add(5 * time.Second); len(got) != len(stored) && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			got = conversationMessages(t, h, conv) // stored once the upstream call has ended
+		}
+		if strings.Join(got, "|") != strings.Join(stored, "|") {
 			t.Errorf("after the abandoned stream: %q, want %q", got, stored)
 		}
 
@@ -225,7 +232,7 @@ func TestUnfinishedStreamStoresNothing(t *testing.T) {
 		}
 
 		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("next")}})
-		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: You are a test.|user: first|assistant: echo: first|user: next"; got != want {
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: You are a test.|user: first|assistant: echo: first|user: abandoned one|assistant: echo: abandoned |user: next"; got != want {
 			t.Errorf("the continuation went upstream with %q, want %q", got, want)
 		}
 	})

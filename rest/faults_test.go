@@ -1,12 +1,15 @@
 package rest_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -757,4 +760,121 @@ func TestUpstreamFailureLoggedAtWarn(t *testing.T) {
 	if !strings.Contains(refused, "level=DEBUG") {
 		t.Errorf("the caller's invalid request logged as %q, want a debug line", refused)
 	}
+}
+
+// TestStoppedStreamKeepsItsTurn: a client that stops a chat's stream (the
+// "stop generating" of a chat UI: it closes the connection) keeps the turn
+// as far as it went: the conversationId of the first chunk names a stored
+// conversation, whose reply is the text that had arrived with the finish
+// reason client_disconnect, and a continuation sends that history upstream.
+// A JSON request the client abandons handed out nothing and stores nothing.
+func TestStoppedStreamKeepsItsTurn(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		for _, c := range []struct{ name, chat string }{{"openai", w.openaiChat}, {"anthropic", w.anthropicChat}} {
+			t.Run(c.name, func(t *testing.T) {
+				path := "/api/v1/chats/" + c.chat + "/completions"
+				h.up.Enqueue(llmtest.Behavior{Deltas: []string{"Once ", "upon ", "a time"}, Fault: llmtest.FaultHang, AfterDeltas: 2})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				before := h.up.Count()
+				res := streamCtx(t, h, ctx, path, map[string]any{"messages": []any{userMessage("Tell me a story")}})
+				var conv string
+				var got strings.Builder
+				sc := bufio.NewScanner(res.Body)
+				for !strings.Contains(got.String(), "upon ") && sc.Scan() {
+					payload, ok := strings.CutPrefix(sc.Text(), "data: ")
+					if !ok {
+						continue
+					}
+					var chunk struct {
+						ConversationID string `json:"conversationId"`
+						Choices        []struct {
+							Delta struct{ Content string } `json:"delta"`
+						} `json:"choices"`
+					}
+					if err := json.Unmarshal([]byte(payload), &chunk); err != nil {
+						t.Fatalf("chunk %q: %v", payload, err)
+					}
+					if chunk.ConversationID != "" {
+						conv = chunk.ConversationID
+					}
+					for _, ch := range chunk.Choices {
+						got.WriteString(ch.Delta.Content)
+					}
+				}
+				if conv == "" || got.String() != "Once upon " {
+					t.Fatalf("before the stop: conversationId %q, text %q", conv, got.String())
+				}
+				cancel()
+				res.Body.Close()
+				if !h.up.WaitCanceledN(before, time.Second) {
+					t.Fatal("the upstream did not see the cancellation within a second")
+				}
+
+				// The handler stores the turn once the upstream call has ended.
+				var r *response
+				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+					if r = h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 404 {
+						break
+					}
+				}
+				if r.Status != 200 {
+					t.Fatalf("GET the stopped stream's conversation = %d %s", r.Status, r.Body)
+				}
+				var stored struct {
+					Messages []struct {
+						Role, Content, FinishReason string
+					}
+				}
+				if err := json.Unmarshal(r.Body, &stored); err != nil {
+					t.Fatal(err)
+				}
+				if len(stored.Messages) != 2 || stored.Messages[0].Content != "Tell me a story" ||
+					stored.Messages[1].Role != "assistant" || stored.Messages[1].Content != "Once upon " ||
+					stored.Messages[1].FinishReason != "client_disconnect" {
+					t.Fatalf("stored turn: %+v", stored.Messages)
+				}
+
+				h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("Go on")}})
+				var sent []string
+				for _, m := range h.up.Last().Messages {
+					if m.Role != "system" {
+						sent = append(sent, m.Role+": "+m.Content)
+					}
+				}
+				if want := []string{"user: Tell me a story", "assistant: Once upon ", "user: Go on"}; !slices.Equal(sent, want) {
+					t.Errorf("the continuation sent upstream %q, want %q", sent, want)
+				}
+			})
+		}
+
+		t.Run("JSON", func(t *testing.T) {
+			h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+			ctx, cancel := context.WithCancel(context.Background())
+			before := h.up.Count()
+			b, _ := json.Marshal(map[string]any{"messages": []any{userMessage("Tell me a story")}})
+			req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/chats/"+w.openaiChat+"/completions", bytes.NewReader(b))
+			req.Header.Set("Authorization", "Bearer "+h.admin)
+			req.Header.Set("Content-Type", "application/json")
+			go func() {
+				for h.up.Count() == before {
+					time.Sleep(5 * time.Millisecond)
+				}
+				cancel()
+			}()
+			if res, err := http.DefaultClient.Do(req); err == nil {
+				res.Body.Close()
+				t.Fatalf("the abandoned request answered %s", res.Status)
+			}
+			if !h.up.WaitCanceledN(before, time.Second) {
+				t.Fatal("the upstream did not see the cancellation within a second")
+			}
+			time.Sleep(100 * time.Millisecond) // the handler's end
+			// The two stopped streams' conversations, and no third.
+			if l := h.must(200, "GET", "/api/v1/conversations?chatId="+w.openaiChat, h.admin, nil)["data"].([]any); len(l) != 1 {
+				t.Errorf("conversations of the chat after an abandoned JSON request: %d, want the stopped stream's 1", len(l))
+			}
+		})
+	})
 }
