@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"context"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -196,5 +197,30 @@ func TestEstimateUsage(t *testing.T) {
 	calls := []ToolCall{{Name: "weather", Arguments: `{"city":"Zürich"}`}}
 	if got, want := estimateUsage(Usage{}, false, moon, strings.Repeat("é", 40), calls, 3), (Usage{5 + 4, 16, 25}); got != want {
 		t.Errorf("non-ASCII text: got %+v, want %+v", got, want)
+	}
+}
+
+// limitsOf is a LimitStore whose every project has no limits.
+type limitsOf struct{ LimitStore }
+
+func (limitsOf) GetLimits(_ context.Context, projectID string) (*ProjectLimits, error) {
+	return &ProjectLimits{ProjectID: projectID}, nil
+}
+
+// TestLimitsCacheDropsExpiredEntries: the limits cache keeps projects that
+// completions no longer use (deleted, idle) only until a sweep, so that
+// its size follows the projects in use, not every project ever seen.
+func TestLimitsCacheDropsExpiredEntries(t *testing.T) {
+	s := &Limits{store: limitsOf{}, ttl: time.Millisecond}
+	for i := range 20 * minLimitsSweep {
+		if _, err := s.lookup(context.Background(), NewID(PrefixProject)); err != nil {
+			t.Fatal(err)
+		}
+		if i%minLimitsSweep == 0 {
+			time.Sleep(2 * time.Millisecond) // the entries so far expire
+		}
+	}
+	if n := len(s.cache); n > 4*minLimitsSweep {
+		t.Errorf("the cache holds %d entries after %d lookups of distinct projects, expiring as they went", n, 20*minLimitsSweep)
 	}
 }

@@ -64,7 +64,12 @@ type Limits struct {
 	mu    sync.Mutex
 	cache map[string]cachedLimits
 	gen   uint64 // counts writes, so that a read they overtook caches nothing
+	sweep int    // the cache's size at which expired entries are dropped
 }
+
+// minLimitsSweep is the smallest cache size at which lookup drops expired
+// entries: a project deleted, or idle, keeps none for long.
+const minLimitsSweep = 1024
 
 type cachedLimits struct {
 	l  ProjectLimits
@@ -145,6 +150,14 @@ func (s *Limits) lookup(ctx context.Context, projectID string) (*ProjectLimits, 
 	if s.gen == gen {
 		if s.cache == nil {
 			s.cache = map[string]cachedLimits{}
+		}
+		if len(s.cache) >= max(s.sweep, minLimitsSweep) {
+			for id, c := range s.cache {
+				if now.Sub(c.at) >= s.ttl {
+					delete(s.cache, id)
+				}
+			}
+			s.sweep = 2 * len(s.cache) // so that sweeps cost O(1) per insert
 		}
 		s.cache[projectID] = cachedLimits{l: *l, at: now}
 	}
