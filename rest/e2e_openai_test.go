@@ -44,7 +44,8 @@ func TestOpenAINodeClient(t *testing.T) {
 	// A user message starting "FAULT stream-error" fails after two deltas;
 	// one starting "SLOW" waits 4 keep-alive intervals before each event;
 	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces;
-	// one starting "REFUSE" is refused as malformed (HTTP 400).
+	// one starting "REFUSE" is refused as malformed (HTTP 400); one starting
+	// "HANG" stops after two deltas until the client goes away.
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role == "user" {
@@ -57,6 +58,8 @@ func TestOpenAINodeClient(t *testing.T) {
 					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
 				case strings.HasPrefix(c, "REFUSE"):
 					return llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`}
+				case strings.HasPrefix(c, "HANG"):
+					return llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2}
 				}
 				break
 			}
@@ -110,14 +113,30 @@ func TestOpenAINodeClient(t *testing.T) {
 	if protocols[llmtest.Anthropic] < 3 {
 		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
 	}
-	// The per-chat turns were stored as one conversation of three turns.
+	// The per-chat turns were stored as one conversation of five turns: the
+	// stopped one with its partial reply.
 	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
 	if len(convs) != 1 {
 		t.Fatalf("conversations of the chat = %d, want 1", len(convs))
 	}
 	cv := h.must(200, "GET", "/api/v1/conversations/"+convs[0].(map[string]any)["id"].(string), h.admin, nil)
-	if n := len(cv["messages"].([]any)); n != 6 {
-		t.Errorf("the conversation holds %d messages, want 6 (three turns)", n)
+	msgs := cv["messages"].([]any)
+	if n := len(msgs); n != 10 {
+		t.Fatalf("the conversation holds %d messages, want 10 (five turns)", n)
+	}
+	if stopped := msgs[7].(map[string]any); stopped["finishReason"] != "client_disconnect" {
+		t.Errorf("the stopped turn's reply: %v, want finishReason client_disconnect", stopped)
+	}
+	var history []string
+	for _, r := range reqs {
+		if n := len(r.Messages); n > 0 && r.Messages[n-1].Content == "go on" {
+			for _, m := range r.Messages {
+				history = append(history, m.Role)
+			}
+		}
+	}
+	if got := strings.Join(history, ","); got != "system,user,assistant,user,assistant,user,assistant,user,assistant,user" {
+		t.Errorf("the continuation after the stop went upstream with the roles %s, want the stopped turn in its history", got)
 	}
 	// Every completion, the failed one too, is recorded as usage.
 	h.app.FlushUsage()

@@ -225,6 +225,35 @@ test('openai npm client', { skip }, async (t) => {
     assert.equal(first.conversationId, conversationId);
   });
 
+  await t.test('per chat, streamed: stopping the stream keeps the turn as far as it went, and the next message continues it', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+    const prompt = 'HANG after a few words';
+    const stream = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    let seen = '';
+    for await (const chunk of stream) {
+      for (const choice of chunk.choices) seen += choice.delta.content ?? '';
+      if (seen !== '') break;
+    }
+    stream.controller.abort(); // a chat UI's "stop generating"
+    assert.ok(`echo: ${prompt}`.startsWith(seen), `text before the stop: ${JSON.stringify(seen)}`);
+
+    // Parley stores the turn once the upstream call has ended.
+    let last;
+    for (let i = 0; i < 100; i++) {
+      const conv = await client.get(`/conversations/${conversationId}`);
+      if (conv.messages.length === 8) { last = conv.messages[7]; break; }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.ok(last, 'the stopped turn was not stored');
+    assert.equal(last.role, 'assistant');
+    assert.equal(last.finishReason, 'client_disconnect');
+    assert.ok(last.content.startsWith(seen) && `echo: ${prompt}`.startsWith(last.content), `stored reply: ${JSON.stringify(last.content)}`);
+
+    const next = 'go on';
+    const c = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: next }] } });
+    assertCompletion(c, next);
+    assert.equal(c.conversationId, conversationId);
+  });
+
   await t.test('a bad request throws a BadRequestError carrying Parley\'s envelope', async () => {
     const cases = [
       { body: statelessBody('x', { messages: [] }), field: 'messages' },
