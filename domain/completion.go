@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,6 +100,53 @@ type Completions struct {
 	access    access
 	providers *Providers
 	limits    *Limits
+
+	// continuing maps the ids of the conversations that completions on
+	// this instance are continuing to their *continuation. A second
+	// continuation of one of them is refused before it goes upstream: both
+	// would send the same history, and only the first stored could keep
+	// its turn, after the other's reply was paid for. Instances do not
+	// share it; across instances the store refuses the later turn as it
+	// commits.
+	continuing sync.Map
+}
+
+// continuation is a completion's claim on the conversation it continues.
+type continuation struct {
+	s       *Completions
+	id      string
+	storing atomic.Bool   // its turn is being stored: the claim ends within a commit
+	done    chan struct{} // closed when the claim ends
+}
+
+// claim takes conversation id for one continuation, before its history is
+// read. A conversation that another continuation holds is a Conflict,
+// unless that one is storing its turn: claim then waits for it, so that
+// the history read next holds that turn (a client that saw the turn
+// stored, or the stream's [DONE], and continues at once is not refused).
+func (s *Completions) claim(ctx context.Context, id string) (*continuation, error) {
+	c := &continuation{s: s, id: id, done: make(chan struct{})}
+	for {
+		v, busy := s.continuing.LoadOrStore(id, c)
+		if !busy {
+			return c, nil
+		}
+		other := v.(*continuation)
+		if !other.storing.Load() {
+			return nil, Errorf(Conflict, "conversation %s is being continued by another request; wait for its reply, then send this request again", id)
+		}
+		select {
+		case <-other.done:
+		case <-ctx.Done():
+			return nil, Errorf(Unavailable, "conversation %s is still being stored by another request; send this request again", id)
+		}
+	}
+}
+
+// release ends the claim.
+func (c *continuation) release() {
+	c.s.continuing.CompareAndDelete(c.id, c)
+	close(c.done)
 }
 
 // Completion parameter limits.
@@ -205,6 +254,7 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 // plan is a resolved completion, ready to call upstream.
 type plan struct {
 	started  time.Time
+	claim    *continuation // held while continuing a conversation
 	provider *AIProvider
 	chat     *Chat         // nil for stateless
 	conv     *Conversation // the conversation to append to (per chat)
@@ -244,6 +294,9 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	pl, err := planner(bounded)
 	if err != nil {
 		return nil, err
+	}
+	if pl.claim != nil {
+		defer pl.claim.release()
 	}
 	pl.started = started
 	if err := pl.params.validateFor(pl.provider.Type); err != nil {
@@ -296,7 +349,7 @@ func (s *Completions) planStateless(ctx context.Context, in StatelessCompletion)
 // planForChat resolves a completion for a chat: the chat, the caller's
 // permission, the conversation and its history, the messages and the
 // chat's provider.
-func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (*plan, error) {
+func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *plan, err error) {
 	chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.deps.Store.GetChat)
 	if err != nil {
 		return nil, err
@@ -319,6 +372,14 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (*plan
 		if conv.ChatID != chat.ID {
 			return nil, NotFoundf("conversation", in.ConversationID)
 		}
+		if pl.claim, err = s.claim(ctx, conv.ID); err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				pl.claim.release()
+			}
+		}()
 		if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
 			return nil, Wrap("completions.ForChat", err)
 		}
@@ -607,6 +668,9 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 // the conversation in one transaction, before the response goes out, so
 // that a continuation right after sees them.
 func (s *Completions) storeTurn(ctx context.Context, pl *plan, reply *Message) error {
+	if pl.claim != nil {
+		pl.claim.storing.Store(true)
+	}
 	now := s.deps.Now()
 	seq := len(pl.history)
 	msgs := make([]Message, 0, len(pl.turn)+1)

@@ -8,7 +8,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/secret"
+	"github.com/parleyhq/parley/store"
 )
 
 // usageConversations returns the conversation_id of chat's usage records
@@ -54,11 +58,11 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 }
 
 // TestConcurrentContinuations: tabs that continue one conversation at the
-// same time all read the same history and all go upstream; the first turn
-// stored wins and the others get a 409 conflict (a JSON error, or an error
-// event after the streamed reply) and store nothing. The history stays in
-// order, each user message right before its reply, and sending a loser's
-// request again continues after the winner's turn.
+// same time on one instance: the first goes upstream, and the others get a
+// 409 conflict at once, before any upstream call (so nobody pays for a
+// reply that could not be stored) and with no usage recorded. Sending a
+// refused request again once the first has answered continues after its
+// turn.
 func TestConcurrentContinuations(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		for _, stream := range []bool{false, true} {
@@ -66,38 +70,74 @@ func TestConcurrentContinuations(t *testing.T) {
 			path := "/api/v1/chats/" + w.chat + "/completions"
 			conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
 			const tabs = 3
-			for range tabs {
-				h.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond})
-			}
-			ask := func(i int) map[string]any {
-				return map[string]any{"stream": stream, "conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", i))}}
-			}
+			h.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond})
 			before := len(h.up.Requests())
-			res := make([]*response, tabs)
-			var wg sync.WaitGroup
-			for i := range tabs {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					r, err := h.send("POST", path, h.admin, ask(i))
-					if err != nil {
-						t.Error(err)
-						return
-					}
-					res[i] = r
-				}()
+			res := sendTogether(t, tabs, func(i int) (*response, error) {
+				return h.send("POST", path, h.admin, continueWith(conv, stream, i))
+			})
+			if n := len(h.up.Requests()) - before; n != 1 {
+				t.Fatalf("stream %v: %d tabs went upstream, want 1", stream, n)
 			}
-			wg.Wait()
-			if t.Failed() {
-				return
-			}
-			for _, r := range h.up.Requests()[before:] {
-				if got, want := len(r.Messages), 4; got != want { // system, first, its reply, the tab's
-					t.Fatalf("stream %v: an upstream request had %d messages, want %d: the tabs did not run at the same time", stream, got, want)
+			var won, lost []int
+			for i, r := range res {
+				switch {
+				case r.Status == 200 && !strings.Contains(string(r.Body), `"error"`):
+					won = append(won, i)
+				case r.Status == 409 && r.ErrorCode() == "conflict" &&
+					r.ErrorMessage() == "conversation "+conv+" is being continued by another request; wait for its reply, then send this request again":
+					lost = append(lost, i)
+				default:
+					t.Fatalf("stream %v: tab %d got %d %s, want the reply or a conflict", stream, i, r.Status, r.Body)
 				}
 			}
-			var won []int
-			var lost []int
+			if len(won) != 1 {
+				t.Fatalf("stream %v: %d tabs stored their turn, want 1", stream, len(won))
+			}
+			want := []string{"user: first", "assistant: echo: first", fmt.Sprint("user: tab ", won[0]), fmt.Sprint("assistant: echo: tab ", won[0])}
+			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("stream %v: stored %q, want %q", stream, got, want)
+			}
+			if got := usageConversations(t, h, w.chat, "error"); len(got) != 0 {
+				t.Errorf("stream %v: the refused tabs recorded usage %q, want none", stream, got)
+			}
+
+			h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", lost[0]))}})
+			want = append(want, fmt.Sprint("user: tab ", lost[0]), fmt.Sprint("assistant: echo: tab ", lost[0]))
+			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("stream %v: after sending a refused tab again, stored %q, want %q", stream, got, want)
+			}
+		}
+	})
+}
+
+// TestConcurrentContinuationsAcrossInstances: continuations of one
+// conversation sent at once to two instances of Parley on one database
+// both go upstream (an instance knows only its own); the first turn stored
+// wins, and the other gets a 409 conflict (a JSON error, or an error event
+// after the streamed reply) and stores nothing. The history stays in
+// order, each user message right before its reply, and sending the loser's
+// request again continues after the winner's turn.
+func TestConcurrentContinuationsAcrossInstances(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		key := secret.GenerateKey()
+		sameKey := func(c *app.Config) { c.SecretKey = key }
+		a, b := newHarness(t, st, sameKey), newHarness(t, st, sameKey)
+		for _, stream := range []bool{false, true} {
+			w := a.world() // its provider is a's fake upstream, for both
+			path := "/api/v1/chats/" + w.chat + "/completions"
+			conv := a.must(200, "POST", path, a.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+			a.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond}, llmtest.Behavior{Delay: 500 * time.Millisecond})
+			before := len(a.up.Requests())
+			res := sendTogether(t, 2, func(i int) (*response, error) {
+				h := []*harness{a, b}[i]
+				return h.send("POST", path, h.admin, continueWith(conv, stream, i))
+			})
+			for _, r := range a.up.Requests()[before:] {
+				if got, want := len(r.Messages), 4; got != want { // system, first, its reply, the tab's
+					t.Fatalf("stream %v: an upstream request had %d messages, want %d: the instances did not run at the same time", stream, got, want)
+				}
+			}
+			var won, lost []int
 			for i, r := range res {
 				body := string(r.Body)
 				switch {
@@ -110,27 +150,56 @@ func TestConcurrentContinuations(t *testing.T) {
 					t.Fatalf("stream %v: tab %d got %d %s, want the reply or a conflict", stream, i, r.Status, body)
 				}
 			}
-			if len(won) != 1 {
-				t.Fatalf("stream %v: %d tabs stored their turn, want 1", stream, len(won))
+			if len(won) != 1 || len(lost) != 1 {
+				t.Fatalf("stream %v: %d tabs stored their turn and %d lost, want 1 and 1", stream, len(won), len(lost))
 			}
 			want := []string{"user: first", "assistant: echo: first", fmt.Sprint("user: tab ", won[0]), fmt.Sprint("assistant: echo: tab ", won[0])}
-			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+			if got := conversationMessages(t, a, conv); strings.Join(got, "|") != strings.Join(want, "|") {
 				t.Errorf("stream %v: stored %q, want %q", stream, got, want)
 			}
-			if got := usageConversations(t, h, w.chat, "error"); len(got) != len(lost) || got[0] != conv {
-				t.Errorf("stream %v: the losers' usage records name %q, want %d naming %s", stream, got, len(lost), conv)
+			loser := []*harness{a, b}[lost[0]]
+			loser.app.FlushUsage()
+			if got := usageConversations(t, a, w.chat, "error"); len(got) != 1 || got[0] != conv {
+				t.Errorf("stream %v: the loser's usage records name %q, want one naming %s", stream, got, conv)
 			}
 
-			h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", lost[0]))}})
+			a.must(200, "POST", path, a.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", lost[0]))}})
 			want = append(want, fmt.Sprint("user: tab ", lost[0]), fmt.Sprint("assistant: echo: tab ", lost[0]))
-			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
-				t.Errorf("stream %v: after sending a loser again, stored %q, want %q", stream, got, want)
+			if got := conversationMessages(t, a, conv); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("stream %v: after sending the loser again, stored %q, want %q", stream, got, want)
 			}
-			if got := strings.Join(upstreamMessages(t, h)[1:], "|"); got != strings.Join(want[:len(want)-1], "|") {
+			if got := strings.Join(upstreamMessages(t, a)[1:], "|"); got != strings.Join(want[:len(want)-1], "|") {
 				t.Errorf("stream %v: the loser sent again went upstream with %q, want the winner's turn in it", stream, got)
 			}
 		}
 	})
+}
+
+// continueWith is tab i's continuation of conv.
+func continueWith(conv string, stream bool, i int) map[string]any {
+	return map[string]any{"stream": stream, "conversationId": conv, "messages": []any{userMessage(fmt.Sprint("tab ", i))}}
+}
+
+// sendTogether sends n requests at once and returns their responses.
+func sendTogether(t *testing.T, n int, send func(i int) (*response, error)) []*response {
+	t.Helper()
+	res := make([]*response, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			r, err := send(i)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			res[i] = r
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	return res
 }
 
 // conversationMessages returns a conversation's stored messages as
