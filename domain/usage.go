@@ -117,6 +117,10 @@ type UsageQuery struct {
 	ProjectID string
 	From, To  time.Time
 	GroupBy   UsageGroupBy // "" for one total
+	// After, when set, keeps the groups whose key sorts after *After,
+	// byte by byte; "" is a key, that of the group without one.
+	After *string
+	Limit int // at most this many groups; 0 for all
 }
 
 // UsageTotal sums the usage of one group.
@@ -130,7 +134,9 @@ type UsageTotal struct {
 type UsageStore interface {
 	// InsertUsage stores records in one batch.
 	InsertUsage(ctx context.Context, records []UsageRecord) error
-	// SumUsage returns totals per group, ordered by key.
+	// SumUsage returns totals per group, ordered by key byte by byte
+	// (q.After and q.Limit select a page of them); Invalid for an unknown
+	// grouping.
 	SumUsage(ctx context.Context, q UsageQuery) ([]UsageTotal, error)
 }
 
@@ -603,7 +609,7 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 		return UsageReport{}, Invalidf("from", "from must be before to, to the millisecond (%s is not before %s)",
 			in.From.Format(time.RFC3339Nano), in.To.Format(time.RFC3339Nano))
 	}
-	totals, err := s.store.SumUsage(ctx, UsageQuery(in))
+	totals, err := s.store.SumUsage(ctx, UsageQuery{ProjectID: in.ProjectID, From: in.From, To: in.To, GroupBy: in.GroupBy})
 	if err != nil {
 		return UsageReport{}, Wrap("usage.Get", err)
 	}

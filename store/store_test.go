@@ -1332,6 +1332,59 @@ func TestUsage(t *testing.T) {
 				equal(t, got, tt.want)
 			})
 		}
+		// A page of groups: those whose key sorts after After, byte by
+		// byte, at most Limit of them. After "" is after the group without
+		// a key (stateless completions, by chat), not "no cursor".
+		key := func(s string) *string { return &s }
+		page := func(q domain.UsageQuery, after *string, limit int) domain.UsageQuery {
+			q.After, q.Limit = after, limit
+			return q
+		}
+		for _, tt := range []struct {
+			name string
+			q    domain.UsageQuery
+			want []domain.UsageTotal
+		}{
+			{"first page", page(with(all, domain.GroupByChat), nil, 2), []domain.UsageTotal{u("", 20, 2, 1), u("cht_1", 40, 4, 2)}},
+			{"after the empty key", page(with(all, domain.GroupByChat), key(""), 1), []domain.UsageTotal{u("cht_1", 40, 4, 2)}},
+			{"after a key", page(with(all, domain.GroupByChat), key("cht_1"), 2), []domain.UsageTotal{u("cht_2", 45, 4, 2)}},
+			{"after the last key", page(with(all, domain.GroupByChat), key("cht_2"), 2), []domain.UsageTotal{}},
+			{"after a key of no group", page(with(all, domain.GroupByModel), key("c"), 5), []domain.UsageTotal{u("claude", 75, 7, 3), u("gpt-4o", 30, 3, 2)}},
+			{"outcomes byte by byte", page(with(all, domain.GroupByOutcome), key("ok"), 5), []domain.UsageTotal{u("upstream_error", 5, 0, 1)}},
+			{"no limit", page(with(all, domain.GroupByKey), key("key_1"), 0), []domain.UsageTotal{u("key_2", 20, 2, 1)}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				got, err := s.SumUsage(ctx(), tt.q)
+				must(t, err)
+				equal(t, got, tt.want)
+			})
+		}
+		t.Run("keys in byte order", func(t *testing.T) {
+			// A locale's collation would put "_b" and "a" before "B", and
+			// ignore the "-" of "b-2".
+			var odd []domain.UsageRecord
+			for _, m := range []string{"b1", "a", "B", "_b", "b-2", "é", "Z"} {
+				r := rec(5*time.Hour, m, "", "", "", 1, 1)
+				r.ProjectID = w.prjB.ID
+				odd = append(odd, r)
+			}
+			must(t, s.InsertUsage(ctx(), odd))
+			q := domain.UsageQuery{ProjectID: w.prjB.ID, From: t0.Add(5 * time.Hour), GroupBy: domain.GroupByModel}
+			got, err := s.SumUsage(ctx(), q)
+			must(t, err)
+			var keys []string
+			for _, g := range got {
+				keys = append(keys, g.Key)
+			}
+			if want := []string{"B", "Z", "_b", "a", "b-2", "b1", "é"}; !slices.Equal(keys, want) {
+				t.Fatalf("models in the order %q; want %q", keys, want)
+			}
+			got, err = s.SumUsage(ctx(), page(q, key("_b"), 2))
+			must(t, err)
+			if len(got) != 2 || got[0].Key != "a" || got[1].Key != "b-2" {
+				t.Fatalf("after _b: %+v; want a, b-2", got)
+			}
+		})
 		t.Run("unknown groupBy", func(t *testing.T) {
 			_, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID, GroupBy: "weekday"})
 			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key, outcome")

@@ -108,9 +108,10 @@ type usageTotalRow struct {
 }
 
 // SumUsage returns the totals of q.ProjectID's usage created in
-// [q.From, q.To) (a zero bound is open), per group ordered by key. Without
-// GroupBy it returns one total, zero when nothing was used. Invalid for an
-// unknown GroupBy.
+// [q.From, q.To) (a zero bound is open), per group ordered by key byte by
+// byte: those after q.After, when set, and at most q.Limit, when not 0.
+// Without GroupBy it returns one total, zero when nothing was used.
+// Invalid for an unknown GroupBy.
 func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.UsageTotal, error) {
 	const op = "store.SumUsage"
 	key := "''"
@@ -119,6 +120,13 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 		if key, ok = usageKeys[q.GroupBy]; !ok {
 			return nil, because(op, domain.ErrUnknownGrouping(), nil)
 		}
+	}
+	// The order of keys, and so of pages, is their bytes' on both
+	// databases: SQLite compares text so, PostgreSQL in the "C" collation
+	// (the id columns and model have it; outcome has the database's).
+	sorted := key
+	if s.dialect == Postgres {
+		sorted = key + ` COLLATE "C"`
 	}
 	db := s.db.WithContext(ctx).Model(&usageRow{}).
 		Select(key+" AS group_key, "+
@@ -134,7 +142,13 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 		db = db.Where("created_at < ?", ts(q.To))
 	}
 	if q.GroupBy != "" {
-		db = db.Group(key).Order(key)
+		if q.After != nil {
+			db = db.Where(sorted+" > ?", *q.After)
+		}
+		db = db.Group(key).Order(sorted)
+		if q.Limit > 0 {
+			db = db.Limit(q.Limit)
+		}
 	}
 	var rows []usageTotalRow
 	if err := db.Scan(&rows).Error; err != nil {
