@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -78,6 +79,51 @@ func TestParsePage(t *testing.T) {
 		if KindOf(err) != Invalid || DetailsOf(err)["field"] != tt.field {
 			t.Errorf("ParsePage(%q, %q) = %v, want Invalid on %s", tt.limit, tt.cursor, err, tt.field)
 		}
+	}
+}
+
+// TestUsageCursor: a usage report's cursor reads back as written, for any
+// key a group can have, and ParsePage refuses one it could not have
+// written, which would be a 500 on PostgreSQL or a page of no report.
+func TestUsageCursor(t *testing.T) {
+	prj := NewID(PrefixProject)
+	from, to := time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for _, key := range []string{"", "gpt-4o", "a:b::", "usage:" + prj + ":model:1:2:x", "日本語", " ", "a+b/c%2F"} {
+		c := usageCursor{projectID: prj, groupBy: GroupByModel, from: from, to: to, key: key}
+		l := paginate([]UsageTotal{{Key: "first"}, {Key: key}, {Key: "next"}}, Page{Limit: 2}, func(UsageTotal) string { return c.String() })
+		p, err := ParsePage("", l.NextCursor)
+		if err != nil {
+			t.Errorf("ParsePage(the cursor after %q) = %v", key, err)
+			continue
+		}
+		if got, ok := parseUsageCursor(p.After); !ok || got != c {
+			t.Errorf("the cursor after %q reads back as %+v, %v; want %+v", key, got, ok, c)
+		}
+	}
+	enc := func(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+	ms := func(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
+	for _, bad := range []string{
+		"usage:" + prj + ":model:" + ms(from) + ":" + ms(to),          // no key
+		"usage:" + prj + ":model:" + ms(to) + ":" + ms(from) + ":k",   // from after to
+		"usage:" + prj + ":model:" + ms(from) + ":" + ms(from) + ":k", // empty period
+		"usage:" + prj + ":model:0" + ms(from) + ":" + ms(to) + ":k",  // written another way
+		"usage:" + prj + ":model:+" + ms(from) + ":" + ms(to) + ":k",
+		"usage:" + prj + ":model:-1:" + ms(to) + ":k",
+		"usage:" + prj + ":model:" + ms(from) + ":99999999999999999999:k",
+		"usage:" + prj + ":model:" + ms(from) + ":" + strconv.FormatInt(maxUsageMilli+1, 10) + ":k",
+		"usage:" + prj + ":weekday:" + ms(from) + ":" + ms(to) + ":k",
+		"usage:" + prj + "::" + ms(from) + ":" + ms(to) + ":k",
+		"usage:prj_x:model:" + ms(from) + ":" + ms(to) + ":k",
+		"usage:" + prj + ":model:" + ms(from) + ":" + ms(to) + ":\xff",
+		"usage:" + prj + ":model:" + ms(from) + ":" + ms(to) + ":a\x00b",
+		"Usage:" + prj + ":model:" + ms(from) + ":" + ms(to) + ":k",
+	} {
+		if _, err := ParsePage("", enc(bad)); KindOf(err) != Invalid || DetailsOf(err)["field"] != "cursor" {
+			t.Errorf("ParsePage(%q) = %v, want Invalid on cursor", bad, err)
+		}
+	}
+	if _, ok := parseUsageCursor("usage:" + prj + ":model:" + ms(from) + ":" + strconv.FormatInt(maxUsageMilli, 10) + ":k"); !ok {
+		t.Errorf("a cursor up to maxUsageMilli is refused")
 	}
 }
 

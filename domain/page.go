@@ -36,7 +36,7 @@ func ParsePage(limit, cursor string) (Page, error) {
 		// A cursor is the last id of a page (see paginate); anything else
 		// would page past every item and answer an empty page as the end.
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || !(validAnyID(string(after)) || validSeqCursor(string(after))) {
+		if err != nil || !(validAnyID(string(after)) || validSeqCursor(string(after)) || validUsageCursor(string(after))) {
 			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
 		}
 		p.After = string(after)

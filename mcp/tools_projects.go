@@ -75,6 +75,8 @@ type getUsageArgs struct {
 	From      string `json:"from,omitempty" desc:"Start of the period, inclusive: an ISO 8601 time (2026-01-31T00:00:00Z) or date (2026-01-31). Default: 30 days before to."`
 	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time or date. Default: a second from now."`
 	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key,outcome" desc:"Group the totals by model, provider, chat, API key or outcome (ok, upstream_error, client_disconnect, ...); omit for one total."`
+	Limit     *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Groups per page, 1 to 100; default 20."`
+	Cursor    string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same groupBy, from and to (or without from and to: the cursor keeps the period); omit for the first page."`
 }
 
 type usageTotalOut struct {
@@ -86,19 +88,23 @@ type usageTotalOut struct {
 }
 
 type usageReportOut struct {
-	ProjectID string          `json:"projectId" desc:"Id of the project."`
-	From      string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
-	To        string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
-	GroupBy   string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
-	Data      []usageTotalOut `json:"data" desc:"Totals per group, ordered by key."`
+	ProjectID  string          `json:"projectId" desc:"Id of the project."`
+	From       string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
+	To         string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
+	GroupBy    string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
+	Data       []usageTotalOut `json:"data" desc:"Totals per group, ordered by key byte by byte (the group without a key first); one total when not grouped."`
+	NextCursor *string         `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page of groups; null on the last page, and when not grouped."`
 }
 
 func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[getUsageArgs, usageReportOut]("get-usage", "Get project usage",
-			"Get a project's token and request totals over a period, optionally grouped by model, provider, chat or API key.", readHints),
+			"Get a project's token and request totals over a period, optionally grouped by model, provider, chat, API key or outcome, a page of groups at a time.", readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getUsageArgs) (usageReportOut, error) {
-			q := domain.UsageInput{ProjectID: in.ProjectID, GroupBy: domain.UsageGroupBy(in.GroupBy)}
-			var err error
+			pg, err := page(in.Limit, in.Cursor)
+			if err != nil {
+				return usageReportOut{}, err
+			}
+			q := domain.UsageInput{ProjectID: in.ProjectID, GroupBy: domain.UsageGroupBy(in.GroupBy), Page: pg}
 			if q.From, err = parseTime("from", in.From); err != nil {
 				return usageReportOut{}, err
 			}
@@ -115,6 +121,9 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
 			}
+			if rep.NextCursor != "" {
+				out.NextCursor = &rep.NextCursor
+			}
 			return out, nil
 		}, usageText)
 }
@@ -124,6 +133,9 @@ func usageText(u usageReportOut) string {
 	fmt.Fprintf(&b, "Usage of project %s from %s to %s", u.ProjectID, u.From, u.To)
 	if u.GroupBy != "" {
 		fmt.Fprintf(&b, " by %s", u.GroupBy)
+	}
+	if u.NextCursor != nil {
+		fmt.Fprintf(&b, " (more groups: pass cursor %q)", *u.NextCursor)
 	}
 	b.WriteString(":")
 	if len(u.Data) == 0 {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -314,6 +315,44 @@ func TestTools(t *testing.T) {
 			to, errT := time.Parse(time.RFC3339, u.To)
 			if errF != nil || errT != nil || time.Since(to) > time.Minute || time.Until(to) > 2*time.Second || to.Sub(from) != 30*24*time.Hour {
 				t.Errorf("default period = %q to %q; want the 30 days up to now", u.From, u.To)
+			}
+
+			// A group a page: the pages are the report, over its period.
+			args := obj{"projectId": e.project.ID, "groupBy": "model", "limit": 1}
+			var p1, p2 usageReportOut
+			editor.ok(t, "get-usage", args, &p1)
+			if len(p1.Data) != 1 || p1.NextCursor == nil {
+				t.Fatalf("first page %+v: want 1 group and a cursor", p1)
+			}
+			args["cursor"] = *p1.NextCursor
+			editor.ok(t, "get-usage", args, &p2)
+			if p2.NextCursor != nil || p2.From != p1.From || p2.To != p1.To || !reflect.DeepEqual(append(p1.Data, p2.Data...), u.Data) {
+				t.Fatalf("pages %+v and %+v; want together %+v, over one period, the last with no cursor", p1, p2, u)
+			}
+			if !strings.Contains(usageText(p1), "(more groups: pass cursor "+strconv.Quote(*p1.NextCursor)+"):") {
+				t.Errorf("first page's text %q does not say how to get the next", usageText(p1))
+			}
+			// The cursor is the model report's: not the chat report's, nor
+			// one over another period.
+			for _, other := range []obj{
+				{"projectId": e.project.ID, "groupBy": "chat", "cursor": *p1.NextCursor},
+				{"projectId": e.project.ID, "cursor": *p1.NextCursor},
+				{"projectId": e.project.ID, "groupBy": "model", "from": "2026-01-01", "cursor": *p1.NextCursor},
+				{"projectId": e.project.ID, "groupBy": "model", "cursor": "bm9wZQ"},
+			} {
+				if msg := editor.fails(t, "get-usage", other, "invalid_request"); !strings.HasPrefix(msg, "invalid_request: cursor") {
+					t.Errorf("get-usage(%v) = %q; want it to name cursor", other, msg)
+				}
+			}
+			if msg := editor.fails(t, "get-usage", obj{"projectId": e.project.ID, "groupBy": "model", "limit": 101}, "invalid_request"); !strings.Contains(msg, "limit") {
+				t.Errorf("get-usage with limit 101 = %q; want it to name limit", msg)
+			}
+			// Ungrouped, the one total's nextCursor is null, not missing.
+			res := editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "limit": 1}, nil)
+			var raw map[string]any
+			decode(t, res, &raw)
+			if next, ok := raw["nextCursor"]; !ok || next != nil || len(raw["data"].([]any)) != 1 {
+				t.Errorf("ungrouped usage = %v; want one total and nextCursor null", raw)
 			}
 		})
 

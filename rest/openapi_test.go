@@ -60,7 +60,8 @@ var apiRoutes = []apiRoute{
 	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200},
 	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner; the last owner stays)", tag: "projects", response: deletedResponse{}, status: 200},
 	{method: "GET", path: "/api/v1/projects/{projectId}/usage", summary: "Token and request totals", tag: "projects", response: usageResponse{}, status: 200, query: []apiParam{
-		{"from", "Start, inclusive, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive, ISO 8601 time or date (default: a second from now)."}, {"groupBy", "model, provider, chat, key or outcome (ok, upstream_error, client_disconnect, ...)."}}},
+		{"from", "Start, inclusive, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive, ISO 8601 time or date (default: a second from now)."}, {"groupBy", "model, provider, chat, key or outcome (ok, upstream_error, client_disconnect, ...); groups come ordered by key, byte by byte."},
+		{"limit", "Groups per page, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page, with the same groupBy, from and to (or without from and to: the cursor keeps the period)."}}},
 	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200},
 	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200},
 

@@ -137,6 +137,8 @@ type usageResponse struct {
 	To        string           `json:"to"`
 	GroupBy   string           `json:"groupBy,omitempty"`
 	Data      []usageTotalJSON `json:"data"`
+	// NextCursor is null on the last page, and when not grouped.
+	NextCursor *string `json:"nextCursor" jsonschema:"nullable"`
 }
 
 type usageTotalJSON struct {
@@ -148,11 +150,11 @@ type usageTotalJSON struct {
 }
 
 func (s *Server) handleUsageGet(c *echo.Context) error {
-	if err := knownQuery(c, "groupBy", "from", "to"); err != nil {
+	pg, err := page(c, "groupBy", "from", "to")
+	if err != nil {
 		return err
 	}
-	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy"))}
-	var err error
+	in := domain.UsageInput{ProjectID: c.Param("projectId"), GroupBy: domain.UsageGroupBy(c.QueryParam("groupBy")), Page: pg}
 	if in.From, err = wire.ParseQueryTime("from", c.QueryParam("from")); err != nil {
 		return err
 	}
@@ -166,6 +168,9 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
 		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
+	}
+	if rep.NextCursor != "" {
+		out.NextCursor = &rep.NextCursor
 	}
 	return c.JSON(http.StatusOK, out)
 }
