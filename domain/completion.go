@@ -650,13 +650,13 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	// against no budget. A request Allow refuses gives its slot back.
 	release := none
 	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
-		if release, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
+		if release, _, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
 			return nil, none, err
 		}
 	}
 	bs := budgets(l, p)
 	if len(bs) > 0 {
-		if err := s.deps.Limiter.Allow(ctx, bs); err != nil {
+		if _, err := s.deps.Limiter.Allow(ctx, bs); err != nil {
 			release()
 			return nil, none, err
 		}

@@ -36,6 +36,25 @@ type Budget struct {
 	TokensPerMinute   int
 }
 
+// Quota is what is left of one limit that admitted a request, as the
+// limiter counted it when it did: the RateLimit-* headers of a completion.
+type Quota struct {
+	// Name names the limit as a refusal's Details["limitName"] does:
+	// "project-requests-per-minute", "key-tokens-per-minute",
+	// "key-concurrent-streams", ...
+	Name  string
+	Limit int
+	// Remaining is what the limit has left: requests (or open streams)
+	// once this one is counted; tokens before this request's, which are
+	// counted only when it ends (AddTokens).
+	Remaining int
+	// Reset is the time until the window ends. Open streams have no window
+	// (Window is 0): a slot frees when a stream ends, and Reset is 1s, as
+	// in their refusal.
+	Reset  time.Duration
+	Window time.Duration
+}
+
 // Limiter counts requests, tokens and open streams. The ratelimit package
 // implements it in memory (one instance) and on Redis (shared).
 type Limiter interface {
@@ -44,13 +63,19 @@ type Limiter interface {
 	// at their limit. Refusals are RateLimited errors with RetryAfter and
 	// Details {"limit", "limitName", "remaining", "resetSeconds", and
 	// "windowSeconds" for a per-minute limit}; nothing
-	// is counted when any budget refuses.
-	Allow(ctx context.Context, budgets []Budget) error
+	// is counted when any budget refuses. An allowed request gets the
+	// Quota of each limit it was checked against: in the budgets' order,
+	// each budget's requests (when limited), then its tokens (when
+	// limited). None when nothing was checked: no budget has a limit, or
+	// the limiter failed open.
+	Allow(ctx context.Context, budgets []Budget) ([]Quota, error)
 	// AddTokens counts tokens used against every budget with a token limit.
 	AddTokens(ctx context.Context, budgets []Budget, tokens int)
 	// Acquire takes one of max concurrent slots of key; RateLimited when
-	// none is free. release gives it back.
-	Acquire(ctx context.Context, key string, max int) (release func(), err error)
+	// none is free. release gives it back. q is what is left of the slots
+	// once this one is taken ("key-concurrent-streams"); zero (Limit 0)
+	// when max <= 0 or the limiter failed open.
+	Acquire(ctx context.Context, key string, max int) (release func(), q Quota, err error)
 }
 
 // Limits reads and sets project limits (owner), with a cache that its own

@@ -93,13 +93,14 @@ type limiter struct {
 	domain.Limiter
 }
 
-func (l limiter) Allow(ctx context.Context, budgets []domain.Budget) error {
-	return l.count(l.Limiter.Allow(ctx, budgets))
+func (l limiter) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
+	quotas, err := l.Limiter.Allow(ctx, budgets)
+	return quotas, l.count(err)
 }
 
-func (l limiter) Acquire(ctx context.Context, key string, max int) (func(), error) {
-	release, err := l.Limiter.Acquire(ctx, key, max)
-	return release, l.count(err)
+func (l limiter) Acquire(ctx context.Context, key string, max int) (func(), domain.Quota, error) {
+	release, q, err := l.Limiter.Acquire(ctx, key, max)
+	return release, q, l.count(err)
 }
 
 // count counts err when it is a refusal that names its limit.

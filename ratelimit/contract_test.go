@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -59,6 +60,8 @@ var contract = []struct {
 	{"AcquireUnlimited", testAcquireUnlimited},
 	{"ConcurrentAllow", testConcurrentAllow},
 	{"ConcurrentAcquire", testConcurrentAcquire},
+	{"AllowReportsQuotas", testAllowQuotas},
+	{"AcquireReportsQuota", testAcquireQuota},
 }
 
 var bg = context.Background()
@@ -75,7 +78,7 @@ func key(id string, rpm, tpm int) domain.Budget {
 func allowN(t *testing.T, l domain.Limiter, n int, budgets ...domain.Budget) {
 	t.Helper()
 	for i := range n {
-		if err := l.Allow(bg, budgets); err != nil {
+		if err := allow(bg, l, budgets); err != nil {
 			t.Fatalf("Allow #%d: %v; want allowed", i+1, err)
 		}
 	}
@@ -104,7 +107,7 @@ func refused(t *testing.T, err error, limitName string, limit int) *domain.Error
 func testUnderLimitAllowed(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	allowN(t, l, 3, project(3, 0), key("key_a", 5, 0))
 	allowN(t, l, 5, key("key_b", 5, 0)) // another key has a budget of its own
-	if err := l.Allow(bg, nil); err != nil {
+	if err := allow(bg, l, nil); err != nil {
 		t.Fatalf("Allow(no budgets) = %v", err)
 	}
 }
@@ -112,7 +115,7 @@ func testUnderLimitAllowed(t *testing.T, l domain.Limiter, _ *fakeClock) {
 func testAtLimitRefused(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	b := project(3, 0)
 	allowN(t, l, 3, b)
-	e := refused(t, l.Allow(bg, []domain.Budget{b}), "project-requests-per-minute", 3)
+	e := refused(t, allow(bg, l, []domain.Budget{b}), "project-requests-per-minute", 3)
 	// The clock is 37s into its minute: 23s left.
 	if e.RetryAfter != 23*time.Second || e.Details["resetSeconds"] != 23 {
 		t.Errorf("RetryAfter = %v, resetSeconds = %v; want 23s, 23", e.RetryAfter, e.Details["resetSeconds"])
@@ -123,20 +126,20 @@ func testAtLimitRefused(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	}
 	kb := key("key_a", 2, 0)
 	allowN(t, l, 2, kb)
-	e = refused(t, l.Allow(bg, []domain.Budget{kb}), "key-requests-per-minute", 2)
+	e = refused(t, allow(bg, l, []domain.Budget{kb}), "key-requests-per-minute", 2)
 	if !strings.Contains(e.Message, "2 requests per minute for this project's key") {
 		t.Errorf("Message = %q; want it to name the key's limit", e.Message)
 	}
 	// A limit of one counts in the singular.
 	k1 := key("key_c", 1, 0)
 	allowN(t, l, 1, k1)
-	e = refused(t, l.Allow(bg, []domain.Budget{k1}), "key-requests-per-minute", 1)
+	e = refused(t, allow(bg, l, []domain.Budget{k1}), "key-requests-per-minute", 1)
 	if !strings.HasPrefix(e.Message, "rate limit reached: 1 request per minute for this project's key; ") {
 		t.Errorf("Message = %q; want 1 request per minute", e.Message)
 	}
 	t1 := key("key_d", 0, 1)
 	l.AddTokens(bg, []domain.Budget{t1}, 1)
-	e = refused(t, l.Allow(bg, []domain.Budget{t1}), "key-tokens-per-minute", 1)
+	e = refused(t, allow(bg, l, []domain.Budget{t1}), "key-tokens-per-minute", 1)
 	if !strings.HasPrefix(e.Message, "rate limit reached: 1 token per minute for this project's key; ") {
 		t.Errorf("Message = %q; want 1 token per minute", e.Message)
 	}
@@ -147,20 +150,20 @@ func testRefusalCountsNothing(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	p, k := project(2, 0), key("key_a", 5, 0)
 	allowN(t, l, 2, p, k)
 	for range 3 {
-		refused(t, l.Allow(bg, []domain.Budget{p, k}), "project-requests-per-minute", 2)
+		refused(t, allow(bg, l, []domain.Budget{p, k}), "project-requests-per-minute", 2)
 	}
 	allowN(t, l, 3, k) // 2 + 3 = 5: the refusals counted nothing
-	refused(t, l.Allow(bg, []domain.Budget{k}), "key-requests-per-minute", 5)
+	refused(t, allow(bg, l, []domain.Budget{k}), "key-requests-per-minute", 5)
 
 	// The key, checked after the project, refuses: the project is not consumed.
 	p2 := domain.Budget{Key: "prj_2", Name: "project", RequestsPerMinute: 10}
 	k2 := domain.Budget{Key: "prj_2/key_b", Name: "key", RequestsPerMinute: 1}
 	allowN(t, l, 1, p2, k2)
 	for range 3 {
-		refused(t, l.Allow(bg, []domain.Budget{p2, k2}), "key-requests-per-minute", 1)
+		refused(t, allow(bg, l, []domain.Budget{p2, k2}), "key-requests-per-minute", 1)
 	}
 	allowN(t, l, 9, p2) // 1 + 9 = 10
-	refused(t, l.Allow(bg, []domain.Budget{p2}), "project-requests-per-minute", 10)
+	refused(t, allow(bg, l, []domain.Budget{p2}), "project-requests-per-minute", 10)
 }
 
 func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
@@ -169,7 +172,7 @@ func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	l.AddTokens(bg, []domain.Budget{p}, 60)
 	allowN(t, l, 1, p) // 60 < 100
 	l.AddTokens(bg, []domain.Budget{p}, 50)
-	e := refused(t, l.Allow(bg, []domain.Budget{p}), "project-tokens-per-minute", 100)
+	e := refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
 	if !strings.HasPrefix(e.Message, "rate limit reached: 100 tokens per minute for this project; retry in ") {
 		t.Errorf("Message = %q", e.Message)
 	}
@@ -178,7 +181,7 @@ func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	// token limit refuses on its own.
 	k := key("key_a", 10, 30)
 	l.AddTokens(bg, []domain.Budget{k, key("key_b", 10, 0)}, 30)
-	refused(t, l.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 30)
+	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 30)
 	allowN(t, l, 10, key("key_b", 10, 0))
 	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, 0) // nothing
 	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, -5)
@@ -189,16 +192,16 @@ func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	p, k := project(2, 0), key("key_a", 0, 10)
 	allowN(t, l, 2, p)
 	l.AddTokens(bg, []domain.Budget{k}, 10)
-	refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
-	refused(t, l.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 10)
+	refused(t, allow(bg, l, []domain.Budget{p}), "project-requests-per-minute", 2)
+	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 10)
 
 	clock.Add(22 * time.Second) // 59s into the minute: the same window, 1s left
-	e := refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	e := refused(t, allow(bg, l, []domain.Budget{p}), "project-requests-per-minute", 2)
 	if e.RetryAfter != time.Second || e.Details["resetSeconds"] != 1 {
 		t.Errorf("RetryAfter = %v, resetSeconds = %v; want 1s, 1", e.RetryAfter, e.Details["resetSeconds"])
 	}
 	clock.Add(500 * time.Millisecond) // 0.5s left, still at least 1s
-	e = refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	e = refused(t, allow(bg, l, []domain.Budget{p}), "project-requests-per-minute", 2)
 	if e.RetryAfter != time.Second {
 		t.Errorf("RetryAfter = %v; want at least 1s", e.RetryAfter)
 	}
@@ -206,7 +209,7 @@ func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	clock.Add(500 * time.Millisecond) // the next minute
 	allowN(t, l, 2, p)
 	allowN(t, l, 1, k)
-	refused(t, l.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 2)
+	refused(t, allow(bg, l, []domain.Budget{p}), "project-requests-per-minute", 2)
 
 	clock.Add(3 * time.Minute) // windows later, after idle minutes
 	allowN(t, l, 2, p)
@@ -221,15 +224,15 @@ func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {
 
 func testAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	const k = "prj_1/key_a"
-	r1, err := l.Acquire(bg, k, 2)
+	r1, err := acquire(bg, l, k, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := l.Acquire(bg, k, 2)
+	r2, err := acquire(bg, l, k, 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = l.Acquire(bg, k, 2)
+	_, err = acquire(bg, l, k, 2)
 	var e *domain.Error
 	if !errors.As(err, &e) || e.Kind != domain.RateLimited {
 		t.Fatalf("third Acquire: %v; want RateLimited", err)
@@ -242,27 +245,27 @@ func testAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
 		t.Errorf("Message = %q; want %q", e.Message, want)
 	}
 	// Another key has slots of its own.
-	rb, err := l.Acquire(bg, "prj_1/key_b", 2)
+	rb, err := acquire(bg, l, "prj_1/key_b", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer rb()
 
 	r1()
-	r3, err := l.Acquire(bg, k, 2)
+	r3, err := acquire(bg, l, k, 2)
 	if err != nil {
 		t.Fatalf("Acquire after a release: %v", err)
 	}
 	r1() // a second release frees nothing more
 	r1()
-	if _, err := l.Acquire(bg, k, 2); domain.KindOf(err) != domain.RateLimited {
+	if _, err := acquire(bg, l, k, 2); domain.KindOf(err) != domain.RateLimited {
 		t.Fatalf("Acquire after a double release: %v; want RateLimited (2 of 2 still open)", err)
 	}
 	r2()
 	r3()
 	r3()
 	for range 2 {
-		if _, err := l.Acquire(bg, k, 2); err != nil {
+		if _, err := acquire(bg, l, k, 2); err != nil {
 			t.Fatalf("Acquire after all releases: %v", err)
 		}
 	}
@@ -271,7 +274,7 @@ func testAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
 func testAcquireUnlimited(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	for _, max := range []int{0, -1} {
 		for range 50 {
-			release, err := l.Acquire(bg, "prj_1/key_a", max)
+			release, err := acquire(bg, l, "prj_1/key_a", max)
 			if err != nil || release == nil {
 				t.Fatalf("Acquire(max %d): release nil = %t, err = %v; want a release and no error", max, release == nil, err)
 			}
@@ -281,6 +284,105 @@ func testAcquireUnlimited(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	}
 }
 
+// perMinute is the quota of a per-minute limit with reset left in its window.
+func perMinute(name string, limit, remaining int, reset time.Duration) domain.Quota {
+	return domain.Quota{Name: name, Limit: limit, Remaining: remaining, Reset: reset, Window: time.Minute}
+}
+
+// quotasAre fails t unless Allow allowed with the quotas want.
+func quotasAre(t *testing.T, got []domain.Quota, err error, want ...domain.Quota) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("Allow = %v; want allowed", err)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("quotas = %+v;\nwant %+v", got, want)
+	}
+}
+
+func testAllowQuotas(t *testing.T, l domain.Limiter, clock *fakeClock) {
+	p, k := project(3, 100), key("key_a", 2, 0)
+	both := []domain.Budget{p, k}
+	// Requests once this one is counted; tokens before this request's.
+	// The clock is 37s into its minute: 23s left.
+	q, err := l.Allow(bg, both)
+	quotasAre(t, q, err,
+		perMinute("project-requests-per-minute", 3, 2, 23*time.Second),
+		perMinute("project-tokens-per-minute", 100, 100, 23*time.Second),
+		perMinute("key-requests-per-minute", 2, 1, 23*time.Second))
+	l.AddTokens(bg, both, 30)
+	clock.Add(10 * time.Second)
+	q, err = l.Allow(bg, both)
+	quotasAre(t, q, err,
+		perMinute("project-requests-per-minute", 3, 1, 13*time.Second),
+		perMinute("project-tokens-per-minute", 100, 70, 13*time.Second),
+		perMinute("key-requests-per-minute", 2, 0, 13*time.Second))
+	// Remaining 0, then the refusal says the same.
+	e := refused(t, allow(bg, l, both), "key-requests-per-minute", 2)
+	if e.Details["resetSeconds"] != 13 {
+		t.Errorf("resetSeconds = %v; want 13, as the quota said", e.Details["resetSeconds"])
+	}
+	q, err = l.Allow(bg, []domain.Budget{p})
+	quotasAre(t, q, err,
+		perMinute("project-requests-per-minute", 3, 0, 13*time.Second),
+		perMinute("project-tokens-per-minute", 100, 70, 13*time.Second))
+
+	// A budget with a token limit only: its tokens, no requests.
+	tk := key("key_b", 0, 50)
+	l.AddTokens(bg, []domain.Budget{tk}, 20)
+	q, err = l.Allow(bg, []domain.Budget{tk})
+	quotasAre(t, q, err, perMinute("key-tokens-per-minute", 50, 30, 13*time.Second))
+
+	// No limit, or no budget: no quota.
+	for _, bs := range [][]domain.Budget{nil, {{Key: "prj_1", Name: "project"}}} {
+		q, err = l.Allow(bg, bs)
+		quotasAre(t, q, err)
+	}
+
+	// The next window starts afresh, a whole minute to go.
+	clock.Add(13 * time.Second)
+	q, err = l.Allow(bg, both)
+	quotasAre(t, q, err,
+		perMinute("project-requests-per-minute", 3, 2, time.Minute),
+		perMinute("project-tokens-per-minute", 100, 100, time.Minute),
+		perMinute("key-requests-per-minute", 2, 1, time.Minute))
+}
+
+func testAcquireQuota(t *testing.T, l domain.Limiter, _ *fakeClock) {
+	const k = "prj_1/key_a"
+	slots := func(remaining int) domain.Quota {
+		return domain.Quota{Name: "key-concurrent-streams", Limit: 2, Remaining: remaining, Reset: time.Second}
+	}
+	r1, q, err := l.Acquire(bg, k, 2)
+	if err != nil || q != slots(1) {
+		t.Fatalf("first Acquire = %+v, %v; want %+v", q, err, slots(1))
+	}
+	r2, q, err := l.Acquire(bg, k, 2)
+	if err != nil || q != slots(0) {
+		t.Fatalf("second Acquire = %+v, %v; want %+v", q, err, slots(0))
+	}
+	if _, q, err := l.Acquire(bg, k, 2); domain.KindOf(err) != domain.RateLimited || q != (domain.Quota{}) {
+		t.Fatalf("third Acquire = %+v, %v; want RateLimited and no quota", q, err)
+	}
+	r1()
+	r3, q, err := l.Acquire(bg, k, 2)
+	if err != nil || q != slots(0) {
+		t.Fatalf("Acquire after a release = %+v, %v; want %+v", q, err, slots(0))
+	}
+	r2()
+	r3()
+	r4, q, err := l.Acquire(bg, k, 2)
+	if err != nil || q != slots(1) {
+		t.Fatalf("Acquire after all releases = %+v, %v; want %+v", q, err, slots(1))
+	}
+	r4()
+	unlimited, q, err := l.Acquire(bg, k, 0)
+	if err != nil || q != (domain.Quota{}) {
+		t.Fatalf("Acquire with no limit = %+v, %v; want no quota", q, err)
+	}
+	unlimited()
+}
+
 func testConcurrentAllow(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	budgets := []domain.Budget{project(10, 0), key("key_a", 100, 0)}
 	var allowed, limited, other int
@@ -288,7 +390,7 @@ func testConcurrentAllow(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			err := l.Allow(bg, budgets)
+			err := allow(bg, l, budgets)
 			mu.Lock()
 			defer mu.Unlock()
 			switch {
@@ -307,7 +409,7 @@ func testConcurrentAllow(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	}
 	// Only the 10 allowed requests counted against the key.
 	allowN(t, l, 90, key("key_a", 100, 0))
-	refused(t, l.Allow(bg, []domain.Budget{key("key_a", 100, 0)}), "key-requests-per-minute", 100)
+	refused(t, allow(bg, l, []domain.Budget{key("key_a", 100, 0)}), "key-requests-per-minute", 100)
 }
 
 func testConcurrentAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
@@ -320,7 +422,7 @@ func testConcurrentAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	)
 	for range 50 {
 		wg.Go(func() {
-			release, err := l.Acquire(bg, k, 5)
+			release, err := acquire(bg, l, k, 5)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
@@ -339,7 +441,7 @@ func testConcurrentAcquire(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	}
 	wg.Wait()
 	for range 5 {
-		if _, err := l.Acquire(bg, k, 5); err != nil {
+		if _, err := acquire(bg, l, k, 5); err != nil {
 			t.Fatalf("Acquire after all releases: %v", err)
 		}
 	}

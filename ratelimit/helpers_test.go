@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -210,4 +211,17 @@ func waitRenewals(t *testing.T, r *Redis, n int) {
 	waitFor(t, time.Duration(n+2)*testLease, fmt.Sprintf("%d renewals", n), func() bool {
 		return r.renewalsDone() >= start+n
 	})
+}
+
+// allow is l.Allow without the quotas, for the tests of what it counts and
+// refuses.
+func allow(ctx context.Context, l domain.Limiter, budgets []domain.Budget) error {
+	_, err := l.Allow(ctx, budgets)
+	return err
+}
+
+// acquire is l.Acquire without the quota.
+func acquire(ctx context.Context, l domain.Limiter, key string, max int) (func(), error) {
+	release, _, err := l.Acquire(ctx, key, max)
+	return release, err
 }

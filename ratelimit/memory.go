@@ -51,9 +51,9 @@ func (m *Memory) current(w int64) map[string]*usage {
 // Allow implements domain.Limiter. All budgets are checked, then the
 // request is counted against each budget with a request limit, under one
 // lock: a refused request counts nowhere.
-func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) error {
-	if len(budgets) == 0 {
-		return nil
+func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
+	if !limited(budgets) {
+		return nil, nil
 	}
 	w, left := window(m.now())
 	m.mu.Lock()
@@ -70,10 +70,10 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) error {
 			continue
 		}
 		if b.RequestsPerMinute > 0 && u.requests >= b.RequestsPerMinute {
-			return refusal(b, false, left)
+			return nil, refusal(b, false, left)
 		}
 		if b.TokensPerMinute > 0 && u.tokens >= b.TokensPerMinute {
-			return refusal(b, true, left)
+			return nil, refusal(b, true, left)
 		}
 	}
 	for _, b := range budgets {
@@ -87,7 +87,15 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) error {
 		}
 		u.requests++
 	}
-	return nil
+	quotas := make([]domain.Quota, 0, 2*len(budgets))
+	for _, b := range budgets {
+		var u usage
+		if cu := cur[b.Key]; cu != nil {
+			u = *cu
+		}
+		quotas = appendQuotas(quotas, b, u.requests, u.tokens, left)
+	}
+	return quotas, nil
 }
 
 // AddTokens implements domain.Limiter: it counts tokens in the current
@@ -114,10 +122,11 @@ func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens in
 }
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
-// then a no-op. Calling release more than once is harmless.
-func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), error) {
+// then a no-op, and there is no quota. Calling release more than once is
+// harmless.
+func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), domain.Quota, error) {
 	if max <= 0 {
-		return noop, nil
+		return noop, domain.Quota{}, nil
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -125,9 +134,10 @@ func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), error)
 		m.streams = map[string]int{}
 	}
 	if m.streams[key] >= max {
-		return nil, streamsRefusal(max)
+		return nil, domain.Quota{}, streamsRefusal(max)
 	}
 	m.streams[key]++
+	q := streamsQuota(max, m.streams[key])
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -139,5 +149,5 @@ func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), error)
 				m.streams[key]--
 			}
 		})
-	}, nil
+	}, q, nil
 }

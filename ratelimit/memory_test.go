@@ -37,7 +37,7 @@ func TestMemoryReleasesStreamEntries(t *testing.T) {
 	m := NewMemory()
 	var releases []func()
 	for range 3 {
-		r, err := m.Acquire(bg, "k", 3)
+		r, err := acquire(bg, m, "k", 3)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -57,7 +57,7 @@ func TestMemoryZeroValue(t *testing.T) {
 	var m Memory
 	allowN(t, &m, 1, project(1, 0))
 	m.AddTokens(bg, []domain.Budget{project(1, 5)}, 5)
-	if _, err := m.Acquire(bg, "k", 1); err != nil {
+	if _, err := acquire(bg, &m, "k", 1); err != nil {
 		t.Fatal(err)
 	}
 }

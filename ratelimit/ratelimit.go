@@ -65,6 +65,52 @@ func subject(name string) string {
 	}
 }
 
+// limitName names the requests (tokens == false) or tokens limit of a
+// budget named name: "project-requests-per-minute". The common names are
+// constants: an admitted request names each of its limits.
+func limitName(name string, tokens bool) string {
+	switch {
+	case name == "project" && !tokens:
+		return "project-requests-per-minute"
+	case name == "project":
+		return "project-tokens-per-minute"
+	case name == "key" && !tokens:
+		return "key-requests-per-minute"
+	case name == "key":
+		return "key-tokens-per-minute"
+	case name == "":
+		name = "budget"
+	}
+	if tokens {
+		return name + "-tokens-per-minute"
+	}
+	return name + "-requests-per-minute"
+}
+
+// limited reports whether any budget has a limit.
+func limited(budgets []domain.Budget) bool {
+	for _, b := range budgets {
+		if b.RequestsPerMinute > 0 || b.TokensPerMinute > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// appendQuotas appends to qs the quotas of budget b, which has used
+// requests (this one counted) and tokens in the window that ends in left.
+func appendQuotas(qs []domain.Quota, b domain.Budget, requests, tokens int, left time.Duration) []domain.Quota {
+	if b.RequestsPerMinute > 0 {
+		qs = append(qs, domain.Quota{Name: limitName(b.Name, false), Limit: b.RequestsPerMinute,
+			Remaining: max(b.RequestsPerMinute-requests, 0), Reset: left, Window: Window})
+	}
+	if b.TokensPerMinute > 0 {
+		qs = append(qs, domain.Quota{Name: limitName(b.Name, true), Limit: b.TokensPerMinute,
+			Remaining: max(b.TokensPerMinute-tokens, 0), Reset: left, Window: Window})
+	}
+	return qs
+}
+
 // refusal is the RateLimited error of budget b, whose requests (tokens ==
 // false) or tokens are at their limit, with left until the window ends.
 func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
@@ -76,17 +122,13 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	if limit == 1 {
 		noun = strings.TrimSuffix(unit, "s")
 	}
-	name := b.Name
-	if name == "" {
-		name = "budget"
-	}
 	secs := seconds(left)
 	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
 		limit, noun, subject(b.Name), secs)
 	e.RetryAfter = left
 	e.Details = map[string]any{
 		"limit":         limit,
-		"limitName":     name + "-" + unit + "-per-minute",
+		"limitName":     limitName(b.Name, tokens),
 		"remaining":     0,
 		"resetSeconds":  secs,
 		"windowSeconds": 60,
@@ -94,16 +136,30 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	return e
 }
 
+// streamsLimit names the limit of open streams; a slot frees when a
+// stream ends, at no set time, so its refusal and its quota say to look
+// again in streamsReset.
+const (
+	streamsLimit = "key-concurrent-streams"
+	streamsReset = time.Second
+)
+
+// streamsQuota is the quota of Acquire once open of limit slots are taken,
+// its own included.
+func streamsQuota(limit, open int) domain.Quota {
+	return domain.Quota{Name: streamsLimit, Limit: limit, Remaining: max(limit-open, 0), Reset: streamsReset}
+}
+
 // streamsRefusal is the RateLimited error of Acquire when all max slots are taken.
 func streamsRefusal(max int) *domain.Error {
 	e := domain.Errorf(domain.RateLimited,
 		"too many open streams for this API key (max %d); close one and retry", max)
-	e.RetryAfter = time.Second
+	e.RetryAfter = streamsReset
 	e.Details = map[string]any{
 		"limit":        max,
-		"limitName":    "key-concurrent-streams",
+		"limitName":    streamsLimit,
 		"remaining":    0,
-		"resetSeconds": 1,
+		"resetSeconds": seconds(streamsReset),
 	}
 	return e
 }

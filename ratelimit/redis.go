@@ -19,7 +19,7 @@ import (
 // instance that uses the same prefix.
 //
 // It fails open: when a Redis call fails (unreachable, timeout), Allow and
-// Acquire allow, AddTokens drops the count, and the failure is logged at
+// Acquire allow (with no quota to report), AddTokens drops the count, and the failure is logged at
 // warn on Logger (at most one line per warnEvery, with a count of the ones
 // left out). Limits protect the service and its budget; they must not take
 // it down when Redis does.
@@ -142,33 +142,47 @@ func (r *Redis) streamsKey(key string) string { return r.prefix + "streams:" + k
 //	KEYS: req_1, tok_1, req_2, tok_2, …
 //	ARGV: ttl seconds, then per budget its request limit and token limit (0 = none)
 //
-// It returns {0} when allowed, or {i, what} when budget i (1-based) refused
-// because of its requests (what = 1) or tokens (what = 2).
+// It returns {i, what} when budget i (1-based) refused because of its
+// requests (what = 1) or tokens (what = 2); when allowed, {0, req_1,
+// tok_1, req_2, tok_2, …}: what each budget has used, this request counted
+// (0 for a count without a limit, which it neither reads nor counts), for
+// the quotas.
 var allowScript = redis.NewScript(`
 local n = #KEYS / 2
+local used = {0}
 for i = 1, n do
   local rl = tonumber(ARGV[2 * i])
   local tl = tonumber(ARGV[2 * i + 1])
-  if rl > 0 and tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0') >= rl then
-    return {i, 1}
+  local r, t = 0, 0
+  if rl > 0 then
+    r = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    if r >= rl then
+      return {i, 1}
+    end
   end
-  if tl > 0 and tonumber(redis.call('GET', KEYS[2 * i]) or '0') >= tl then
-    return {i, 2}
+  if tl > 0 then
+    t = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    if t >= tl then
+      return {i, 2}
+    end
   end
+  used[2 * i] = r
+  used[2 * i + 1] = t
 end
 for i = 1, n do
   if tonumber(ARGV[2 * i]) > 0 then
-    redis.call('INCR', KEYS[2 * i - 1])
+    used[2 * i] = redis.call('INCR', KEYS[2 * i - 1])
     redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[1])
   end
 end
-return {0}
+return used
 `)
 
 // acquireScript frees the slots ARGV[4], … of KEYS[1] (orphans: no stream
 // holds them), then takes a slot for ARGV[3] (a new slot id) if fewer than
 // ARGV[1] unexpired slots are taken, leased for ARGV[2] ms from the Redis
-// server's time. 1 = taken.
+// server's time. It returns how many are taken then, this one included,
+// or 0 when none was free.
 var acquireScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -176,12 +190,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 for i = 4, #ARGV do
   redis.call('ZREM', KEYS[1], ARGV[i])
 end
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+local taken = redis.call('ZCARD', KEYS[1])
+if taken >= tonumber(ARGV[1]) then
   return 0
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-return 1
+return taken + 1
 `)
 
 // renewScript extends the leases of slots ARGV[2], … of KEYS[1] to ARGV[1]
@@ -200,16 +215,17 @@ return 0
 `)
 
 // Allow implements domain.Limiter in one script run: check all budgets,
-// then count. It allows when Redis fails (see Redis).
-func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) error {
+// then count, and read back the counts for the quotas. It allows when
+// Redis fails (see Redis), with no quota: nothing was counted.
+func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
+	if !limited(budgets) {
+		return nil, nil
+	}
 	live := make([]domain.Budget, 0, len(budgets))
 	for _, b := range budgets {
 		if b.RequestsPerMinute > 0 || b.TokensPerMinute > 0 {
 			live = append(live, b)
 		}
-	}
-	if len(live) == 0 {
-		return nil
 	}
 	w, left := window(r.now())
 	keys := make([]string, 0, 2*len(live))
@@ -224,12 +240,19 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) error {
 		res, err = allowScript.Run(ctx, r.client, keys, args...).Int64Slice()
 		return err
 	}); err != nil {
-		return nil
+		return nil, nil
 	}
-	if len(res) < 2 || res[0] < 1 || int(res[0]) > len(live) {
-		return nil
+	switch {
+	case len(res) == 1+2*len(live) && res[0] == 0:
+		quotas := make([]domain.Quota, 0, 2*len(live))
+		for i, b := range live {
+			quotas = appendQuotas(quotas, b, int(res[1+2*i]), int(res[2+2*i]), left)
+		}
+		return quotas, nil
+	case len(res) == 2 && res[0] >= 1 && int(res[0]) <= len(live):
+		return nil, refusal(live[res[0]-1], res[1] == 2, left)
 	}
-	return refusal(live[res[0]-1], res[1] == 2, left)
+	return nil, nil // not the script's answer: allowed, as when Redis fails
 }
 
 // AddTokens implements domain.Limiter with INCRBY and EXPIRE in one
@@ -265,12 +288,13 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 }
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
-// then a no-op, as it is when Redis failed (the slot is allowed, uncounted).
+// then a no-op and there is no quota, as when Redis failed (the slot is
+// allowed, uncounted).
 // The slot is leased and renewed until release (see Redis). Calling release
 // more than once is harmless.
-func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error) {
+func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domain.Quota, error) {
 	if max <= 0 {
-		return noop, nil
+		return noop, domain.Quota{}, nil
 	}
 	k, id := r.streamsKey(key), rand.Text()
 	orphans := r.takeOrphans(k)
@@ -278,9 +302,9 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 	for o := range orphans {
 		args = append(args, o)
 	}
-	var ok int64
+	var taken int64
 	if err := r.call(ctx, "acquire", func() (err error) {
-		ok, err = acquireScript.Run(ctx, r.client, []string{k}, args...).Int64()
+		taken, err = acquireScript.Run(ctx, r.client, []string{k}, args...).Int64()
 		return err
 	}); err != nil {
 		// The orphans are still to free, as old as they were; and unless
@@ -292,10 +316,10 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 		if !errors.Is(err, errSkipped) {
 			r.orphan(id, k)
 		}
-		return noop, nil
+		return noop, domain.Quota{}, nil
 	}
-	if ok != 1 {
-		return nil, streamsRefusal(max)
+	if taken < 1 {
+		return nil, domain.Quota{}, streamsRefusal(max)
 	}
 	r.hold(id, k)
 	var once sync.Once
@@ -311,7 +335,7 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), error
 				r.orphan(id, k)
 			}
 		})
-	}, nil
+	}, streamsQuota(max, int(taken)), nil
 }
 
 // orphan notes that slot id of key k is held by no stream though Redis may

@@ -47,17 +47,18 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 	p1 := project(2, 0)
 	allowN(t, r, 1, p1)
 	allowN(t, direct, 1, p1)
-	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
+	refused(t, allow(bg, r, []domain.Budget{p1}), "project-requests-per-minute", 2)
 
 	p.Down()
 	dials := p.Dials()
 	for i := range 50 {
-		if err := r.Allow(bg, []domain.Budget{p1}); err != nil {
-			t.Fatalf("Allow #%d with Redis down = %v; want allowed", i+1, err)
+		// Allowed, and counted nowhere: no quota to report.
+		if q, err := r.Allow(bg, []domain.Budget{p1}); err != nil || q != nil {
+			t.Fatalf("Allow #%d with Redis down = %+v, %v; want allowed, no quotas", i+1, q, err)
 		}
-		release, err := r.Acquire(bg, "prj_1/key_a", 1)
-		if err != nil {
-			t.Fatalf("Acquire #%d with Redis down = %v; want allowed", i+1, err)
+		release, q, err := r.Acquire(bg, "prj_1/key_a", 1)
+		if err != nil || q != (domain.Quota{}) {
+			t.Fatalf("Acquire #%d with Redis down = %+v, %v; want allowed, no quota", i+1, q, err)
 		}
 		release()
 		r.AddTokens(bg, []domain.Budget{project(0, 10)}, 5)
@@ -72,7 +73,7 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 	var wg sync.WaitGroup
 	for range 50 {
 		wg.Go(func() {
-			if err := r.Allow(bg, []domain.Budget{p1}); err != nil {
+			if err := allow(bg, r, []domain.Budget{p1}); err != nil {
 				t.Errorf("Allow with Redis down = %v; want allowed", err)
 			}
 		})
@@ -85,10 +86,10 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 	// Redis is back: after the (doubled) backoff, the first call uses it.
 	p.Up()
 	brClock.Add(breakerMax)
-	refused(t, r.Allow(bg, []domain.Budget{p1}), "project-requests-per-minute", 2)
+	refused(t, allow(bg, r, []domain.Budget{p1}), "project-requests-per-minute", 2)
 	p2 := domain.Budget{Key: "prj_2", Name: "project", RequestsPerMinute: 1}
 	allowN(t, r, 1, p2)
-	refused(t, direct.Allow(bg, []domain.Budget{p2}), "project-requests-per-minute", 1)
+	refused(t, allow(bg, direct, []domain.Budget{p2}), "project-requests-per-minute", 1)
 
 	var warnings, recoveries int
 	for line := range strings.Lines(logs.String()) {
@@ -191,7 +192,7 @@ func TestRedisLogsAreThrottled(t *testing.T) {
 	r.br.now = brClock.Now
 	for range 20 { // 20 probes, each dialling a Redis that is down
 		brClock.Add(breakerMax)
-		if err := r.Allow(bg, []domain.Budget{project(1, 0)}); err != nil {
+		if err := allow(bg, r, []domain.Budget{project(1, 0)}); err != nil {
 			t.Fatal(err)
 		}
 	}

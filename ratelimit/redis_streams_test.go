@@ -21,13 +21,13 @@ func TestRedisSlotOutlivesItsLease(t *testing.T) {
 	prefix := testPrefix(t, c1)
 	a, b := newLeasedRedis(t, c1, prefix), newLeasedRedis(t, c2, prefix)
 	const key = "prj_1/key_a"
-	release, err := a.Acquire(bg, key, 1)
+	release, err := acquire(bg, a, key, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	for time.Since(start) < 4*testLease {
-		if _, err := b.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+		if _, err := acquire(bg, b, key, 1); domain.KindOf(err) != domain.RateLimited {
 			t.Fatalf("Acquire %v into the stream: %v; want RateLimited (its slot is held)", time.Since(start), err)
 		}
 		if ttl := c1.PTTL(bg, a.streamsKey(key)).Val(); ttl <= 0 || ttl > testLease {
@@ -36,7 +36,7 @@ func TestRedisSlotOutlivesItsLease(t *testing.T) {
 		time.Sleep(testLease / 5)
 	}
 	release()
-	rb, err := b.Acquire(bg, key, 1)
+	rb, err := acquire(bg, b, key, 1)
 	if err != nil {
 		t.Fatalf("Acquire after the release: %v", err)
 	}
@@ -52,16 +52,16 @@ func TestRedisCrashedHoldersSlotIsFreed(t *testing.T) {
 	crashing, live := newLeasedRedis(t, c1, prefix), newLeasedRedis(t, c2, prefix)
 	const key, other = "prj_1/key_a", "prj_1/key_b"
 
-	rOther, err := live.Acquire(bg, other, 1)
+	rOther, err := acquire(bg, live, other, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := crashing.Acquire(bg, key, 1); err != nil {
+	if _, err := acquire(bg, crashing, key, 1); err != nil {
 		t.Fatal(err)
 	}
 	// The key keeps streaming for over a lease: the slot stays taken.
 	for start := time.Now(); time.Since(start) < testLease+testLease/2; time.Sleep(testLease / 5) {
-		if _, err := live.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+		if _, err := acquire(bg, live, key, 1); domain.KindOf(err) != domain.RateLimited {
 			t.Fatalf("Acquire while the holder is alive: %v; want RateLimited", err)
 		}
 	}
@@ -70,12 +70,12 @@ func TestRedisCrashedHoldersSlotIsFreed(t *testing.T) {
 	waitFor(t, testLease, "the crashed limiter's refresher to end", func() bool {
 		return crashing.refreshersRunning() == 0
 	})
-	if _, err := live.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+	if _, err := acquire(bg, live, key, 1); domain.KindOf(err) != domain.RateLimited {
 		t.Fatalf("Acquire just after the crash: %v; want RateLimited (the lease runs on)", err)
 	}
 	var freed time.Duration
 	waitFor(t, 2*testLease, "the crashed holder's slot to come back", func() bool {
-		r, err := live.Acquire(bg, key, 1)
+		r, err := acquire(bg, live, key, 1)
 		if err != nil {
 			if domain.KindOf(err) != domain.RateLimited {
 				t.Fatalf("Acquire: %v", err)
@@ -91,11 +91,11 @@ func TestRedisCrashedHoldersSlotIsFreed(t *testing.T) {
 	}
 
 	// The live holder's slot of another key outlived the crashed one's lease.
-	if _, err := crashing.Acquire(bg, other, 1); domain.KindOf(err) != domain.RateLimited {
+	if _, err := acquire(bg, crashing, other, 1); domain.KindOf(err) != domain.RateLimited {
 		t.Fatalf("Acquire of the other key: %v; want RateLimited (its holder is alive)", err)
 	}
 	rOther()
-	if _, err := crashing.Acquire(bg, other, 1); err != nil {
+	if _, err := acquire(bg, crashing, other, 1); err != nil {
 		t.Fatalf("Acquire of the other key after its release: %v", err)
 	}
 }
@@ -122,21 +122,21 @@ func TestRedisReleaseAfterExpiry(t *testing.T) {
 			prefix := testPrefix(t, c)
 			a, b := newLeasedRedis(t, c, prefix), newLeasedRedis(t, c, prefix)
 			const key = "prj_1/key_a"
-			ra, err := a.Acquire(bg, key, 1)
+			ra, err := acquire(bg, a, key, 1)
 			if err != nil {
 				t.Fatal(err)
 			}
 			tc.expire(t, c, a, key)
-			rb, err := b.Acquire(bg, key, 1)
+			rb, err := acquire(bg, b, key, 1)
 			if err != nil {
 				t.Fatalf("Acquire after the slot expired: %v", err)
 			}
 			ra()
-			if _, err := a.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+			if _, err := acquire(bg, a, key, 1); domain.KindOf(err) != domain.RateLimited {
 				t.Fatalf("Acquire after the late release: %v; want RateLimited (the release took back the other stream's slot)", err)
 			}
 			rb()
-			if _, err := a.Acquire(bg, key, 1); err != nil {
+			if _, err := acquire(bg, a, key, 1); err != nil {
 				t.Fatalf("Acquire after both releases: %v", err)
 			}
 		})
@@ -150,10 +150,10 @@ func TestRedisRenewalDoesNotResurrect(t *testing.T) {
 	prefix := testPrefix(t, c)
 	a, b := newLeasedRedis(t, c, prefix), newLeasedRedis(t, c, prefix)
 	const key, gone = "prj_1/key_a", "prj_1/key_b"
-	if _, err := a.Acquire(bg, key, 1); err != nil {
+	if _, err := acquire(bg, a, key, 1); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Acquire(bg, gone, 1); err != nil {
+	if _, err := acquire(bg, a, gone, 1); err != nil {
 		t.Fatal(err)
 	}
 	k := a.streamsKey(key)
@@ -176,7 +176,7 @@ func TestRedisRenewalDoesNotResurrect(t *testing.T) {
 		t.Errorf("the expired key exists again after renewals")
 	}
 	for _, k := range []string{key, gone} {
-		if _, err := b.Acquire(bg, k, 1); err != nil {
+		if _, err := acquire(bg, b, k, 1); err != nil {
 			t.Errorf("Acquire of %s, whose slot expired: %v", k, err)
 		}
 	}
@@ -199,25 +199,25 @@ func TestRedisRefresherRunsOnlyWhileSlotsAreHeld(t *testing.T) {
 	}
 
 	running(0, "before any Acquire")
-	unlimited, err := r.Acquire(bg, "k1", 0)
+	unlimited, err := acquire(bg, r, "k1", 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	unlimited()
 	running(0, "after an unlimited Acquire")
 
-	r1, err := r.Acquire(bg, "k1", 1)
+	r1, err := acquire(bg, r, "k1", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := r.Acquire(bg, "k1", 1); domain.KindOf(err) != domain.RateLimited {
+	if _, err := acquire(bg, r, "k1", 1); domain.KindOf(err) != domain.RateLimited {
 		t.Fatalf("second Acquire of k1: %v; want RateLimited", err)
 	}
-	r2, err := r.Acquire(bg, "k2", 2)
+	r2, err := acquire(bg, r, "k2", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r3, err := r.Acquire(bg, "k2", 2)
+	r3, err := acquire(bg, r, "k2", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -242,7 +242,7 @@ func TestRedisRefresherRunsOnlyWhileSlotsAreHeld(t *testing.T) {
 	for range 8 {
 		wg.Go(func() {
 			for range 10 {
-				release, err := r.Acquire(bg, "k3", 100)
+				release, err := acquire(bg, r, "k3", 100)
 				if err != nil {
 					t.Error(err)
 					return
@@ -270,7 +270,7 @@ func TestRedisRefresherEndsWithTheClient(t *testing.T) {
 	r := NewRedis(c, prefix)
 	r.Logger = slog.New(slog.DiscardHandler) // the renewals on a closed client warn
 	r.StreamLease = testLease
-	if _, err := r.Acquire(bg, "prj_1/key_a", 1); err != nil {
+	if _, err := acquire(bg, r, "prj_1/key_a", 1); err != nil {
 		t.Fatal(err)
 	}
 	if n := r.refreshersRunning(); n != 1 {
@@ -326,7 +326,7 @@ func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
 	}{
 		{"AcquireReplyLost", func(r *Redis, lose, _ *atomic.Bool, key string) {
 			lose.Store(true)
-			release, err := r.Acquire(bg, key, 1) // fails open
+			release, err := acquire(bg, r, key, 1) // fails open
 			lose.Store(false)
 			if err != nil {
 				panic(err)
@@ -334,7 +334,7 @@ func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
 			release()
 		}},
 		{"ReleaseFailed", func(r *Redis, _, drop *atomic.Bool, key string) {
-			release, err := r.Acquire(bg, key, 1)
+			release, err := acquire(bg, r, key, 1)
 			if err != nil {
 				panic(err)
 			}
@@ -364,11 +364,11 @@ func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
 				t.Fatalf("%d slots taken in Redis after the fault; want the 1 no stream holds", n)
 			}
 			brClock.Add(breakerMax) // Redis is used again
-			release, err := r.Acquire(bg, key, 1)
+			release, err := acquire(bg, r, key, 1)
 			if err != nil {
 				t.Fatalf("Acquire after the fault, with no stream open: %v; want the slot no stream holds freed", err)
 			}
-			if _, err := r.Acquire(bg, key, 1); domain.KindOf(err) != domain.RateLimited {
+			if _, err := acquire(bg, r, key, 1); domain.KindOf(err) != domain.RateLimited {
 				t.Fatalf("second Acquire while one stream is open = %v; want RateLimited", err)
 			}
 			release()
@@ -400,7 +400,7 @@ func TestRedisOrphansAgeWhileRedisIsDown(t *testing.T) {
 	const key = "prj_1/key_a"
 	r.orphan("lost", r.streamsKey(key))
 	for deadline := time.Now().Add(orphanAge*r.lease() + 50*time.Millisecond); time.Now().Before(deadline); {
-		if _, err := r.Acquire(bg, key, 1); err != nil {
+		if _, err := acquire(bg, r, key, 1); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Millisecond)

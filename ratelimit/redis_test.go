@@ -21,27 +21,27 @@ func TestRedisInstancesShareCounts(t *testing.T) {
 	p := project(3, 0)
 	allowN(t, a, 2, p)
 	allowN(t, b, 1, p)
-	refused(t, a.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 3)
-	refused(t, b.Allow(bg, []domain.Budget{p}), "project-requests-per-minute", 3)
+	refused(t, allow(bg, a, []domain.Budget{p}), "project-requests-per-minute", 3)
+	refused(t, allow(bg, b, []domain.Budget{p}), "project-requests-per-minute", 3)
 
 	k := key("key_a", 0, 100)
 	a.AddTokens(bg, []domain.Budget{k}, 60)
 	allowN(t, b, 1, k)
 	b.AddTokens(bg, []domain.Budget{k}, 40)
-	refused(t, a.Allow(bg, []domain.Budget{k}), "key-tokens-per-minute", 100)
+	refused(t, allow(bg, a, []domain.Budget{k}), "key-tokens-per-minute", 100)
 
-	ra, err := a.Acquire(bg, "prj_1/key_a", 2)
+	ra, err := acquire(bg, a, "prj_1/key_a", 2)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := b.Acquire(bg, "prj_1/key_a", 2); err != nil {
+	if _, err := acquire(bg, b, "prj_1/key_a", 2); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.Acquire(bg, "prj_1/key_a", 2); domain.KindOf(err) != domain.RateLimited {
+	if _, err := acquire(bg, a, "prj_1/key_a", 2); domain.KindOf(err) != domain.RateLimited {
 		t.Fatalf("third Acquire across instances: %v; want RateLimited", err)
 	}
 	ra()
-	if _, err := b.Acquire(bg, "prj_1/key_a", 2); err != nil {
+	if _, err := acquire(bg, b, "prj_1/key_a", 2); err != nil {
 		t.Fatalf("Acquire on b after a release on a: %v", err)
 	}
 
@@ -59,7 +59,7 @@ func TestRedisKeysExpire(t *testing.T) {
 	b := []domain.Budget{project(10, 100)}
 	allowN(t, r, 1, b...)
 	r.AddTokens(bg, b, 5)
-	if _, err := r.Acquire(bg, "prj_1/key_a", 3); err != nil {
+	if _, err := acquire(bg, r, "prj_1/key_a", 3); err != nil {
 		t.Fatal(err)
 	}
 	w, _ := window(clock.Now())
@@ -94,12 +94,12 @@ func TestRedisFailsOpen(t *testing.T) {
 
 	b := []domain.Budget{project(1, 1)}
 	for range 3 {
-		if err := r.Allow(bg, b); err != nil {
+		if err := allow(bg, r, b); err != nil {
 			t.Fatalf("Allow with Redis down = %v; want allowed", err)
 		}
 	}
 	r.AddTokens(bg, b, 10)
-	release, err := r.Acquire(bg, "k", 1)
+	release, err := acquire(bg, r, "k", 1)
 	if err != nil || release == nil {
 		t.Fatalf("Acquire with Redis down: release nil = %t, err = %v; want allowed", release == nil, err)
 	}
@@ -124,7 +124,7 @@ func TestRedisCanceledCallerDoesNotWarn(t *testing.T) {
 	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	cctx, cancel := context.WithCancel(bg)
 	cancel()
-	if err := r.Allow(cctx, []domain.Budget{project(1, 0)}); err != nil {
+	if err := allow(cctx, r, []domain.Budget{project(1, 0)}); err != nil {
 		t.Fatalf("Allow = %v", err)
 	}
 	if s := logs.String(); s != "" {
@@ -178,7 +178,7 @@ func TestOpen(t *testing.T) {
 	// A key of its own, so as not to touch real counters.
 	k := "parley-test-open-" + time.Now().Format(time.RFC3339Nano)
 	defer c.Del(bg, r.streamsKey(k))
-	release, err := r.Acquire(bg, k, 1)
+	release, err := acquire(bg, r, k, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
