@@ -71,6 +71,9 @@ type Completion struct {
 	FinishReason string
 	Usage        Usage
 	Debug        *Debug
+	// Quotas are what was left of the project's limits that admitted the
+	// completion, as Emitter.Admitted has them; none when none applied.
+	Quotas []Quota
 }
 
 // Debug shows how a completion was resolved (request field debug: true).
@@ -85,11 +88,17 @@ type Debug struct {
 	Total        time.Duration
 }
 
-// Emitter receives a streamed completion: Start once, before the first
-// delta (and before the call returns, even for an empty reply), then each
-// delta in order: text, and tool calls piece by piece in OpenAI's shape.
-// An error from either aborts the completion.
+// Emitter receives a streamed completion: Admitted once it is admitted
+// under the project's limits, when any applied, before the call upstream;
+// Start once, before the first delta (and before the call returns, even
+// for an empty reply), then each delta in order: text, and tool calls
+// piece by piece in OpenAI's shape. An error from Start or Delta aborts
+// the completion.
 type Emitter interface {
+	// Admitted has what is left of each limit that admitted the
+	// completion: those Limiter.Allow reports, in its order, then the
+	// key's open streams.
+	Admitted(quotas []Quota)
 	Start(meta CompletionMeta) error
 	Delta(d Delta) error
 }
@@ -307,13 +316,20 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		return nil, err
 	}
 	p, _ := PrincipalFrom(ctx)
-	budgets, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
+	budgets, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
 	cancel() // its timer need not last the stream
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	return s.run(ctx, pl, endpoint, p, budgets, emit)
+	if emit != nil && len(quotas) > 0 {
+		emit.Admitted(quotas)
+	}
+	out, err := s.run(ctx, pl, endpoint, p, budgets, emit)
+	if out != nil {
+		out.Quotas = quotas
+	}
+	return out, err
 }
 
 // planStateless resolves a stateless completion: its provider, the
@@ -634,34 +650,40 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 
 // admit applies the project's limits to a completion: requests and tokens
 // per minute for the project and for the caller's key, and open streams
-// per key. It returns the budgets to count the completion's tokens against
-// and a release for the stream slot.
-func (s *Completions) admit(ctx context.Context, projectID string, p Principal, stream bool) ([]Budget, func(), error) {
+// per key. It returns the budgets to count the completion's tokens
+// against, what is left of each limit that admitted it (see Emitter), and
+// a release for the stream slot.
+func (s *Completions) admit(ctx context.Context, projectID string, p Principal, stream bool) ([]Budget, []Quota, func(), error) {
 	none := func() {}
 	if s.deps.Limiter == nil {
-		return nil, none, nil
+		return nil, nil, none, nil
 	}
 	l, err := s.limits.lookup(ctx, projectID)
 	if err != nil {
-		return nil, none, err
+		return nil, nil, none, err
 	}
 	// The stream slot first: Allow counts the request, and a request
 	// refused for want of a slot runs no completion, so it must count
 	// against no budget. A request Allow refuses gives its slot back.
 	release := none
+	var slots Quota
 	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
-		if release, _, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
-			return nil, none, err
+		if release, slots, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
+			return nil, nil, none, err
 		}
 	}
 	bs := budgets(l, p)
+	var quotas []Quota
 	if len(bs) > 0 {
-		if _, err := s.deps.Limiter.Allow(ctx, bs); err != nil {
+		if quotas, err = s.deps.Limiter.Allow(ctx, bs); err != nil {
 			release()
-			return nil, none, err
+			return nil, nil, none, err
 		}
 	}
-	return bs, release, nil
+	if slots.Limit > 0 {
+		quotas = append(quotas, slots)
+	}
+	return bs, quotas, release, nil
 }
 
 // storeTurn appends the request's messages and the reply (when not nil) to

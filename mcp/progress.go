@@ -73,6 +73,11 @@ func (e *progressEmitter) emitter() domain.Emitter {
 	return e
 }
 
+// Admitted implements domain.Emitter. MCP has no headers to send the
+// quotas in, and they are not in the tool's result either: a refusal's
+// text says which limit was reached and when it resets.
+func (e *progressEmitter) Admitted([]domain.Quota) {}
+
 // Start implements domain.Emitter: the stream is open from here on, as a
 // REST stream is once its headers go out. The ids come with the result.
 func (e *progressEmitter) Start(domain.CompletionMeta) error {

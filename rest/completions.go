@@ -46,6 +46,7 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 		if err != nil {
 			return err
 		}
+		setQuotaHeaders(c.Response().Header(), out.Quotas)
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
 	st, end := s.newStream(c)
@@ -65,6 +66,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 		if err != nil {
 			return err
 		}
+		setQuotaHeaders(c.Response().Header(), out.Quotas)
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
 	st, end := s.newStream(c)
@@ -217,7 +219,8 @@ type stream struct {
 	s      *Server
 	c      *echo.Context
 	mu     sync.Mutex
-	open   bool // the headers went out: errors are events from here on
+	open   bool           // the headers went out: errors are events from here on
+	quotas []domain.Quota // RateLimit-* of the headers, once admitted
 	meta   domain.CompletionMeta
 	halted bool          // finished: the response is no longer ours
 	alive  *time.Timer   // sends the next keep-alive
@@ -339,10 +342,20 @@ func (st *stream) openLocked() {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("Connection", "keep-alive")
 	h.Set("X-Accel-Buffering", "no")
+	setQuotaHeaders(h, st.quotas)
 	st.c.Response().WriteHeader(http.StatusOK)
 	if m := st.s.cfg.Metrics; m != nil {
 		m.StreamOpened()
 	}
+}
+
+// Admitted keeps the quotas for the stream's headers, which go out with
+// the first delta or keep-alive; admission comes first unless planning it
+// outlasted a keep-alive interval, and then the stream went without them.
+func (st *stream) Admitted(quotas []domain.Quota) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.quotas = quotas
 }
 
 // Start sends the headers, unless a keep-alive did, and the first chunk,

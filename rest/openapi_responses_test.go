@@ -63,39 +63,45 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 }
 
 // TestRateLimitHeadersInOpenAPI: every header a real 429 of Parley's
-// limits carries (Retry-After and RateLimit-*) is declared in the
-// OpenAPI document's 429 of the completion endpoints, for clients
-// generated from it.
+// limits carries (Retry-After and RateLimit-*), and an admitted
+// completion's RateLimit-*, is declared in the OpenAPI document's 429 and
+// 200 of the completion endpoints, for clients generated from it.
 func TestRateLimitHeadersInOpenAPI(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		doc := h.must(200, "GET", "/openapi.json", "", nil)
 		w := h.world()
 		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 1})
 		body := map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}}
-		h.must(200, "POST", "/api/v1/chats/completions", h.admin, body)
-		r := h.call("POST", "/api/v1/chats/completions", h.admin, body)
-		if r.Status != 429 {
-			t.Fatalf("second completion = %d %s, want 429", r.Status, r.Body)
-		}
-		var sent []string
-		for name := range r.Header {
-			if name == "Retry-After" || strings.HasPrefix(name, "Ratelimit-") {
-				sent = append(sent, name)
+		sent := func(r *response, status, want int) []string {
+			t.Helper()
+			if r.Status != status {
+				t.Fatalf("completion = %d %s, want %d", r.Status, r.Body, status)
 			}
-		}
-		if len(sent) < 5 {
-			t.Fatalf("the 429 carries %v; want Retry-After and four RateLimit-* headers", sent)
-		}
-		for _, route := range []string{"/api/v1/chats/completions", "/api/v1/chats/{chatId}/completions"} {
-			resp := doc["paths"].(map[string]any)[route].(map[string]any)["post"].(map[string]any)["responses"].(map[string]any)["429"].(map[string]any)
-			declared, _ := resp["headers"].(map[string]any)
-			for _, name := range sent {
-				found := false
-				for d := range declared {
-					found = found || strings.EqualFold(d, name)
+			var names []string
+			for name := range r.Header {
+				if name == "Retry-After" || strings.HasPrefix(name, "Ratelimit-") {
+					names = append(names, name)
 				}
-				if !found {
-					t.Errorf("POST %s: the 429 sends %s, which openapi.json does not declare (headers %v)", route, name, declared)
+			}
+			if len(names) != want {
+				t.Fatalf("the %d carries %v; want %d of Retry-After and RateLimit-*", status, names, want)
+			}
+			return names
+		}
+		admitted := sent(h.call("POST", "/api/v1/chats/completions", h.admin, body), 200, 4)
+		refused := sent(h.call("POST", "/api/v1/chats/completions", h.admin, body), 429, 5)
+		for _, route := range []string{"/api/v1/chats/completions", "/api/v1/chats/{chatId}/completions"} {
+			for status, names := range map[string][]string{"200": admitted, "429": refused} {
+				resp := doc["paths"].(map[string]any)[route].(map[string]any)["post"].(map[string]any)["responses"].(map[string]any)[status].(map[string]any)
+				declared, _ := resp["headers"].(map[string]any)
+				for _, name := range names {
+					found := false
+					for d := range declared {
+						found = found || strings.EqualFold(d, name)
+					}
+					if !found {
+						t.Errorf("POST %s: the %s sends %s, which openapi.json does not declare (headers %v)", route, status, name, declared)
+					}
 				}
 			}
 		}

@@ -119,6 +119,24 @@ func rateLimitHeaders() map[string]any {
 	}
 }
 
+// quotaHeaders are the headers of an admitted completion when limits of
+// its project applied (setQuotaHeaders): RateLimit-* as on a 429, for the
+// limit closest to running out, and every limit that applied.
+func quotaHeaders() map[string]any {
+	h := func(desc, typ string) map[string]any {
+		return map[string]any{"description": desc, "schema": map[string]any{"type": typ}}
+	}
+	return map[string]any{
+		"RateLimit-Limit": h("When limits of the project applied: the one closest to running out, the lowest RateLimit-Remaining "+
+			"(requests or tokens per minute, or open streams).", "integer"),
+		"RateLimit-Remaining": h("What is left of it: requests or open streams with this one counted; tokens before this completion's, "+
+			"which count when it ends.", "integer"),
+		"RateLimit-Reset": h("Seconds until it resets (the end of the minute; 1 for open streams).", "integer"),
+		"RateLimit-Policy": h(`Every limit that applied, that one first: its quota, its window in seconds for a per-minute limit, and its name, `+
+			`e.g. 60;w=60;comment="key-requests-per-minute", 600;w=60;comment="project-requests-per-minute", 4;comment="key-concurrent-streams".`, "string"),
+	}
+}
+
 func errRef(desc string) map[string]any {
 	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
 }
@@ -203,7 +221,11 @@ func buildOpenAPI() map[string]any {
 			}}
 			desc = "The OpenAI chat.completion object, or with stream: true an SSE stream of chat.completion.chunk events; chunk schema: #/components/schemas/ChatCompletionChunk"
 		}
-		responses := map[string]any{strconv.Itoa(rt.status): map[string]any{"description": desc, "content": content}}
+		ok := map[string]any{"description": desc, "content": content}
+		if strings.HasSuffix(rt.path, "/completions") {
+			ok["headers"] = quotaHeaders()
+		}
+		responses := map[string]any{strconv.Itoa(rt.status): ok}
 		for code, d := range errorsFor(rt) {
 			responses[code] = errRef(d)
 		}

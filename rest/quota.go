@@ -1,0 +1,53 @@
+package rest
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// setQuotaHeaders sets the RateLimit-* headers of an admitted completion
+// from what is left of the limits that admitted it, in the fields of
+// draft-ietf-httpapi-ratelimit-headers, as a refusal's (rateLimitHeaders):
+// RateLimit-Limit, -Remaining and -Reset of the limit closest to running
+// out, the one with the lowest Remaining (on a tie the first in quotas'
+// order: the project's before the key's, requests before tokens, open
+// streams last), and RateLimit-Policy listing every limit, that one
+// first. Without quotas (no limit applied) it sets nothing.
+func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
+	if len(quotas) == 0 {
+		return
+	}
+	closest := 0
+	for i, q := range quotas {
+		if q.Remaining < quotas[closest].Remaining {
+			closest = i
+		}
+	}
+	c := quotas[closest]
+	h.Set("RateLimit-Limit", strconv.Itoa(c.Limit))
+	h.Set("RateLimit-Remaining", strconv.Itoa(c.Remaining))
+	h.Set("RateLimit-Reset", strconv.Itoa(max(int((c.Reset+time.Second-1)/time.Second), 1)))
+	policy := appendPolicy(make([]byte, 0, 48*len(quotas)), c)
+	for i, q := range quotas {
+		if i != closest {
+			policy = appendPolicy(append(policy, ", "...), q)
+		}
+	}
+	h.Set("RateLimit-Policy", string(policy))
+}
+
+// appendPolicy appends q as an item of RateLimit-Policy: its limit, its
+// window in seconds when it has one, and its name:
+// `600;w=60;comment="project-requests-per-minute"`.
+func appendPolicy(b []byte, q domain.Quota) []byte {
+	b = strconv.AppendInt(b, int64(q.Limit), 10)
+	if q.Window > 0 {
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, int64(q.Window/time.Second), 10)
+	}
+	b = append(b, ";comment="...)
+	return strconv.AppendQuote(b, q.Name)
+}
