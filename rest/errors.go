@@ -145,7 +145,8 @@ func (s *Server) handleError(c *echo.Context, err error) {
 
 // rateLimitHeaders sets the RateLimit-* headers of a refusal by one of
 // Parley's own limits, from the details the limiter put in the error, in
-// the form of draft-ietf-httpapi-ratelimit-headers-07:
+// the form of draft-ietf-httpapi-ratelimit-headers-06 (-07 has one
+// RateLimit field for the first three):
 // RateLimit-Policy is the quota, its window in seconds (a per-minute
 // limit) and the limit's name, e.g. `600;w=60;comment="project-requests-per-minute"`.
 func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {

@@ -103,7 +103,7 @@ var mcpPaths = map[string]any{
 }
 
 // rateLimitHeaders are the headers of a 429: Retry-After on every one,
-// RateLimit-* (draft-ietf-httpapi-ratelimit-headers-07) on a refusal by
+// RateLimit-* (draft-ietf-httpapi-ratelimit-headers-06) on a refusal by
 // one of Parley's own limits, not on a provider's.
 func rateLimitHeaders() map[string]any {
 	h := func(desc, typ string) map[string]any {

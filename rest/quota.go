@@ -10,7 +10,7 @@ import (
 
 // setQuotaHeaders sets the RateLimit-* headers of an admitted completion
 // from what is left of the limits that admitted it, in the fields of
-// draft-ietf-httpapi-ratelimit-headers, as a refusal's (rateLimitHeaders):
+// draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (rateLimitHeaders):
 // RateLimit-Limit, -Remaining and -Reset of the limit closest to running
 // out, the one with the lowest Remaining (on a tie the first in quotas'
 // order: the project's before the key's, requests before tokens, open
