@@ -30,9 +30,51 @@ type apiRoute struct {
 	query                 []apiParam
 	stream                bool // the response may be text/event-stream
 	public                bool // no bearer key
+	// errors are the error statuses the route answers, with what each
+	// means there, besides those errorsOf adds to every route of its
+	// shape; a description here replaces errorsOf's for its status.
+	// Reviewed against the handler and the domain method it calls (the
+	// permission it checks, the kinds it returns); TestMain fails when a
+	// test sees a route answer a status its operation does not list.
+	errors errs
 }
 
+// errs maps error statuses to what each means for a route.
+type errs map[int]string
+
 type apiParam struct{ name, description string }
+
+// Descriptions of statuses that several routes answer alike.
+const (
+	notMember      = "no such project, or one you are not a member of"
+	projectFilter  = "projectId names a project that does not exist or that you are not a member of"
+	staleUpdate    = "other requests changed it between each of several reads and writes; send the request again"
+	otherUser      = "no such user, or another user than you (only admins see others)"
+	ownersOnly     = "only the project's owners may do this; your role does not allow it"
+	editorsOnly    = "viewers may not do this; it takes an editor or an owner"
+	bodyTooLarge   = "body over PARLEY_MAX_BODY_BYTES"
+	dbUnavailable  = "the database is unavailable or did not answer in time; retry later"
+	contentTooLong = bodyTooLarge + ", or content over 4 MiB (error.details.field: content)"
+)
+
+// completionErrors are the statuses both completion routes answer.
+func completionErrors() errs {
+	return errs{
+		400: "invalid request; error.details.field names the field, or error.details.upstreamStatus the status with which the AI provider refused it (400, 413 or 422)",
+		429: "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers",
+		502: "the AI provider failed, rejected its key or answered another 4xx",
+		503: "the database is unavailable or did not answer in time, the provider's key cannot be resolved, or the server is shutting down",
+		504: "the AI provider did not answer in time (a stream's first byte, or a whole reply)",
+	}
+}
+
+// with returns e with the statuses of more added.
+func (e errs) with(more errs) errs {
+	for k, v := range more {
+		e[k] = v
+	}
+	return e
+}
 
 var (
 	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page."}}
@@ -41,64 +83,86 @@ var (
 
 var apiRoutes = []apiRoute{
 	{method: "GET", path: "/healthz", summary: "Liveness", tag: "operations", response: map[string]string{}, status: 200, public: true},
-	{method: "GET", path: "/readyz", summary: "Readiness: the database answers", tag: "operations", response: map[string]string{}, status: 200, public: true},
+	{method: "GET", path: "/readyz", summary: "Readiness: the database answers", tag: "operations", response: map[string]string{}, status: 200, public: true, errors: errs{503: "the database does not answer"}},
 	{method: "GET", path: "/openapi.json", summary: "This document", tag: "operations", response: map[string]any{}, status: 200, public: true},
 
 	{method: "GET", path: "/api/v1/me", summary: "The calling user", tag: "users", response: userResponse{}, status: 200},
 	{method: "GET", path: "/api/v1/users", summary: "List users (admins: all; others: themselves)", tag: "users", response: listResponse[userResponse]{}, status: 200, query: pageParams},
-	{method: "POST", path: "/api/v1/users", summary: "Create a user (admin)", tag: "users", request: userCreateRequest{}, response: userResponse{}, status: 201},
-	{method: "GET", path: "/api/v1/users/{userId}/api-keys", summary: "List a user's API keys (never the secret)", tag: "users", response: listResponse[apiKeyResponse]{}, status: 200, query: pageParams},
-	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: apiKeyResponse{}, status: 201},
-	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key; answers it as it stays listed, revokedAt set (again: the same, with the first revokedAt)", tag: "users", response: apiKeyResponse{}, status: 200},
+	{method: "POST", path: "/api/v1/users", summary: "Create a user (admin)", tag: "users", request: userCreateRequest{}, response: userResponse{}, status: 201, errors: errs{403: "only a system admin may create users"}},
+	{method: "GET", path: "/api/v1/users/{userId}/api-keys", summary: "List a user's API keys (never the secret)", tag: "users", response: listResponse[apiKeyResponse]{}, status: 200, query: pageParams, errors: errs{404: otherUser}},
+	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: apiKeyResponse{}, status: 201, errors: errs{404: otherUser}},
+	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key; answers it as it stays listed, revokedAt set (again: the same, with the first revokedAt)", tag: "users", response: apiKeyResponse{}, status: 200, errors: errs{404: "no such key of that user, " + otherUser}},
 
 	{method: "GET", path: "/api/v1/projects", summary: "List the projects you can see", tag: "projects", response: listResponse[projectResponse]{}, status: 200, query: pageParams},
 	{method: "POST", path: "/api/v1/projects", summary: "Create a project; you become its owner", tag: "projects", request: projectCreateRequest{}, response: projectResponse{}, status: 201},
-	{method: "GET", path: "/api/v1/projects/{projectId}", summary: "Get a project", tag: "projects", response: projectResponse{}, status: 200},
-	{method: "PATCH", path: "/api/v1/projects/{projectId}", summary: "Update a project (owner)", tag: "projects", request: projectUpdateRequest{}, response: projectResponse{}, status: 200},
-	{method: "DELETE", path: "/api/v1/projects/{projectId}", summary: "Delete a project and everything in it (owner)", tag: "projects", response: deletedResponse{}, status: 200},
-	{method: "GET", path: "/api/v1/projects/{projectId}/members", summary: "List members", tag: "projects", response: listResponse[memberResponse]{}, status: 200, query: pageParams},
-	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200},
-	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner; the last owner stays)", tag: "projects", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/projects/{projectId}", summary: "Get a project", tag: "projects", response: projectResponse{}, status: 200, errors: errs{404: notMember}},
+	{method: "PATCH", path: "/api/v1/projects/{projectId}", summary: "Update a project (owner)", tag: "projects", request: projectUpdateRequest{}, response: projectResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember, 409: staleUpdate}},
+	{method: "DELETE", path: "/api/v1/projects/{projectId}", summary: "Delete a project and everything in it (owner)", tag: "projects", response: deletedResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember}},
+	{method: "GET", path: "/api/v1/projects/{projectId}/members", summary: "List members", tag: "projects", response: listResponse[memberResponse]{}, status: 200, query: pageParams, errors: errs{404: notMember}},
+	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember + "; or no such user", 409: "it would demote the project's last owner; make another member owner first"}},
+	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner; the last owner stays)", tag: "projects", response: deletedResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember + "; or the user is not a member", 409: "the user is the project's last owner; make another member owner first"}},
 	{method: "GET", path: "/api/v1/projects/{projectId}/usage", summary: "Token and request totals", tag: "projects", response: usageResponse{}, status: 200, query: []apiParam{
 		{"from", "Start, inclusive, ISO 8601 time or date (default: 30 days before to)."}, {"to", "End, exclusive, ISO 8601 time or date (default: a second from now)."}, {"groupBy", "model, provider, chat, key or outcome (ok, upstream_error, client_disconnect, ...); groups come ordered by key, byte by byte."},
-		{"limit", "Groups per page, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page, with the same groupBy, from and to (or without from and to: the cursor keeps the period)."}}},
-	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200},
-	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200},
+		{"limit", "Groups per page, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page, with the same groupBy, from and to (or without from and to: the cursor keeps the period)."}}, errors: errs{404: notMember}},
+	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200, errors: errs{404: notMember}},
+	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember}},
 
-	{method: "GET", path: "/api/v1/ai-providers", summary: "List AI providers (never a key)", tag: "ai-providers", response: listResponse[providerResponse]{}, status: 200, query: byProject},
-	{method: "POST", path: "/api/v1/ai-providers", summary: "Add an AI provider (owner); apiKey is write-only", tag: "ai-providers", request: providerCreateRequest{}, response: providerResponse{}, status: 201},
-	{method: "GET", path: "/api/v1/ai-providers/{providerId}", summary: "Get an AI provider", tag: "ai-providers", response: providerResponse{}, status: 200},
-	{method: "PATCH", path: "/api/v1/ai-providers/{providerId}", summary: "Update an AI provider (owner)", tag: "ai-providers", request: providerUpdateRequest{}, response: providerResponse{}, status: 200},
-	{method: "DELETE", path: "/api/v1/ai-providers/{providerId}", summary: "Delete an AI provider (owner; 409 while chats use it)", tag: "ai-providers", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/ai-providers", summary: "List AI providers (never a key)", tag: "ai-providers", response: listResponse[providerResponse]{}, status: 200, query: byProject, errors: errs{404: projectFilter}},
+	{method: "POST", path: "/api/v1/ai-providers", summary: "Add an AI provider (owner); apiKey is write-only", tag: "ai-providers", request: providerCreateRequest{}, response: providerResponse{}, status: 201, errors: errs{403: ownersOnly + "; or apiKeyRef, which only an admin may set", 404: projectFilter}},
+	{method: "GET", path: "/api/v1/ai-providers/{providerId}", summary: "Get an AI provider", tag: "ai-providers", response: providerResponse{}, status: 200, errors: errs{404: "no such AI provider, or in a project you are not a member of"}},
+	{method: "PATCH", path: "/api/v1/ai-providers/{providerId}", summary: "Update an AI provider (owner)", tag: "ai-providers", request: providerUpdateRequest{}, response: providerResponse{}, status: 200, errors: errs{403: ownersOnly + "; or apiKeyRef set, or the baseUrl of a provider that has one changed, which only an admin may do", 404: "no such AI provider, or in a project you are not a member of", 409: staleUpdate}},
+	{method: "DELETE", path: "/api/v1/ai-providers/{providerId}", summary: "Delete an AI provider (owner; 409 while chats use it)", tag: "ai-providers", response: deletedResponse{}, status: 200, errors: errs{403: ownersOnly, 404: "no such AI provider, or in a project you are not a member of", 409: "chats use it; delete them, or point them at another provider, first"}},
 
-	{method: "GET", path: "/api/v1/documents", summary: "List documents, without their content (bytes is its size; get a document for it)", tag: "documents", response: listResponse[documentSummaryResponse]{}, status: 200, query: byProject},
-	{method: "POST", path: "/api/v1/documents", summary: "Create a document (editor)", tag: "documents", request: documentCreateRequest{}, response: documentResponse{}, status: 201},
-	{method: "GET", path: "/api/v1/documents/{documentId}", summary: "Get a document", tag: "documents", response: documentResponse{}, status: 200},
-	{method: "PATCH", path: "/api/v1/documents/{documentId}", summary: "Update a document (editor)", tag: "documents", request: documentUpdateRequest{}, response: documentResponse{}, status: 200},
-	{method: "DELETE", path: "/api/v1/documents/{documentId}", summary: "Delete a document (editor)", tag: "documents", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/documents", summary: "List documents, without their content (bytes is its size; get a document for it)", tag: "documents", response: listResponse[documentSummaryResponse]{}, status: 200, query: byProject, errors: errs{404: projectFilter}},
+	{method: "POST", path: "/api/v1/documents", summary: "Create a document (editor)", tag: "documents", request: documentCreateRequest{}, response: documentResponse{}, status: 201, errors: errs{403: editorsOnly, 404: projectFilter, 413: contentTooLong}},
+	{method: "GET", path: "/api/v1/documents/{documentId}", summary: "Get a document", tag: "documents", response: documentResponse{}, status: 200, errors: errs{404: "no such document, or in a project you are not a member of"}},
+	{method: "PATCH", path: "/api/v1/documents/{documentId}", summary: "Update a document (editor)", tag: "documents", request: documentUpdateRequest{}, response: documentResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such document, or in a project you are not a member of", 409: staleUpdate, 413: contentTooLong}},
+	{method: "DELETE", path: "/api/v1/documents/{documentId}", summary: "Delete a document (editor)", tag: "documents", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such document, or in a project you are not a member of"}},
 
-	{method: "GET", path: "/api/v1/chats", summary: "List chats (chats:ListChats)", tag: "chats", response: listResponse[chatResponse]{}, status: 200, query: byProject},
-	{method: "POST", path: "/api/v1/chats", summary: "Create a chat (chats:CreateChat)", tag: "chats", request: chatCreateRequest{}, response: chatResponse{}, status: 201},
-	{method: "GET", path: "/api/v1/chats/{chatId}", summary: "Get a chat (chats:GetChat)", tag: "chats", response: chatResponse{}, status: 200},
-	{method: "PATCH", path: "/api/v1/chats/{chatId}", summary: "Update a chat (chats:UpdateChat)", tag: "chats", request: chatUpdateRequest{}, response: chatResponse{}, status: 200},
-	{method: "DELETE", path: "/api/v1/chats/{chatId}", summary: "Delete a chat and its conversations (chats:DeleteChat)", tag: "chats", response: deletedResponse{}, status: 200},
-	{method: "POST", path: "/api/v1/chats/completions", summary: "Stateless completion with the named provider (aiProviders:UseAIProvider)", tag: "chats", request: statelessCompletionRequest{}, response: completionResponse{}, status: 200, stream: true},
-	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true},
+	{method: "GET", path: "/api/v1/chats", summary: "List chats (chats:ListChats)", tag: "chats", response: listResponse[chatResponse]{}, status: 200, query: byProject, errors: errs{404: projectFilter}},
+	{method: "POST", path: "/api/v1/chats", summary: "Create a chat (chats:CreateChat)", tag: "chats", request: chatCreateRequest{}, response: chatResponse{}, status: 201, errors: errs{403: editorsOnly, 404: projectFilter}},
+	{method: "GET", path: "/api/v1/chats/{chatId}", summary: "Get a chat (chats:GetChat)", tag: "chats", response: chatResponse{}, status: 200, errors: errs{404: "no such chat, or in a project you are not a member of"}},
+	{method: "PATCH", path: "/api/v1/chats/{chatId}", summary: "Update a chat (chats:UpdateChat)", tag: "chats", request: chatUpdateRequest{}, response: chatResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such chat, or in a project you are not a member of", 409: staleUpdate}},
+	{method: "DELETE", path: "/api/v1/chats/{chatId}", summary: "Delete a chat and its conversations (chats:DeleteChat)", tag: "chats", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such chat, or in a project you are not a member of"}},
+	{method: "POST", path: "/api/v1/chats/completions", summary: "Stateless completion with the named provider (aiProviders:UseAIProvider)", tag: "chats", request: statelessCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
+		403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider)",
+		404: "no such AI provider, or in a project you are not a member of",
+		413: bodyTooLarge + ", or messages over 8 MiB once their documents are resolved",
+	})},
+	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
+		403: "viewers may not run completions (chats:CreateChatCompletion)",
+		404: "no such chat (or in a project you are not a member of), or conversationId names a conversation of another chat",
+		409: "another request is continuing the conversation (nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); send the request again once it has answered",
+		413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
+	})},
 
-	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it)."}}, pageParams...)},
-	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationResponse{}, status: 200},
-	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams},
-	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200},
+	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it)."}}, pageParams...), errors: errs{404: "chatId names a chat that does not exist or is in a project you are not a member of"}},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationResponse{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
+	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such conversation, or in a project you are not a member of"}},
 }
 
 // mcpPaths are served beside the API (mounted by the app), described here
-// for completeness.
+// for completeness. Each transport's guard answers 401 for a missing or
+// wrong key, 503 when the database that checks it is down, 500 for a fault
+// of ours, and 413 for a body over PARLEY_MAX_BODY_BYTES.
 var mcpPaths = map[string]any{
 	"/mcp": map[string]any{
-		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, "401": errRef("no or wrong bearer key")}},
+		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{
+			"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"},
+			"400": errRef("not a JSON-RPC message in application/json, or an MCP-Protocol-Version this server does not speak"),
+			"401": errRef("no or wrong bearer key"),
+			"404": errRef("no such session: Mcp-Session-Id is missing, unknown or ended; initialize again"),
+			"413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+		}},
 	},
-	"/sse":     map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key")}}},
-	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "404": errRef("no such session of the caller's")}}},
+	"/sse": map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{
+		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+	}}},
+	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{
+		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"),
+		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+	}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
 }
 
@@ -226,7 +290,7 @@ func buildOpenAPI() map[string]any {
 			ok["headers"] = quotaHeaders()
 		}
 		responses := map[string]any{strconv.Itoa(rt.status): ok}
-		for code, d := range errorsFor(rt) {
+		for code, d := range errorsOf(rt) {
 			responses[code] = errRef(d)
 		}
 		if r, ok := responses["429"].(map[string]any); ok {
@@ -273,41 +337,46 @@ func errorSchema() any {
 	return s
 }
 
-// errorsFor lists the error statuses a route can answer.
-func errorsFor(rt apiRoute) map[string]string {
-	out := map[string]string{"500": "internal error"}
-	if rt.public {
-		if rt.path == "/readyz" {
-			out["503"] = "the database does not answer"
+// errorsOf returns the error statuses rt answers: its own (rt.errors),
+// and those every route of its shape answers alike, from the middleware
+// and helpers they share:
+//   - every route: 500, a fault of ours (a panic is recovered as one);
+//   - every API route: 401 from authenticate, and 503 when the database
+//     that checks the key (and serves the request) is down or does not
+//     answer within PARLEY_REQUEST_TIMEOUT;
+//   - a route with a body: 400 from bind's strict decoding (and the
+//     domain's validation), and 413 from limitBody;
+//   - a route with query parameters: 400 from page or knownQuery (a bad
+//     limit or cursor, an unknown or repeated parameter);
+//   - a route with a parameter before its last segment: 400 when that
+//     parameter is empty (the router matches /users//api-keys, and
+//     lookup refuses the empty id). One in the last segment cannot be
+//     empty: /chats/ matches no route.
+//
+// 405 is left out: it is the answer to a method a path does not have.
+func errorsOf(rt apiRoute) map[string]string {
+	out := map[int]string{500: "internal error"}
+	if !rt.public {
+		out[401] = "no, unknown, expired or revoked API key"
+		out[503] = dbUnavailable
+		if i := strings.Index(rt.path, "{"); i >= 0 && strings.Contains(rt.path[i:], "}/") {
+			out[400] = "an id in the path is empty"
 		}
-		return out
 	}
-	out["401"] = "no, unknown, expired or revoked API key"
+	if rt.request != nil || rt.query != nil {
+		out[400] = "invalid request; error.details.field names the field"
+	}
 	if rt.request != nil {
-		out["400"] = "invalid request; error.details.field names the field"
-		out["413"] = "body over PARLEY_MAX_BODY_BYTES"
-		if strings.HasPrefix(rt.path, "/api/v1/documents") {
-			out["413"] = "body over PARLEY_MAX_BODY_BYTES, or content over 4 MiB (error.details.field: content)"
-		}
+		out[413] = bodyTooLarge
 	}
-	if rt.query != nil {
-		out["400"] = "invalid request; error.details.field names the field"
+	for code, d := range rt.errors {
+		out[code] = d
 	}
-	if strings.Contains(rt.path, "{") || rt.request != nil || rt.query != nil {
-		out["404"] = "not found, or in a project you cannot see"
-		out["403"] = "your role in the project does not allow this"
+	m := make(map[string]string, len(out))
+	for code, d := range out {
+		m[strconv.Itoa(code)] = d
 	}
-	if rt.method == "DELETE" || rt.method == "PUT" || strings.HasSuffix(rt.path, "/completions") {
-		out["409"] = "conflicts with the current state"
-	}
-	if strings.HasSuffix(rt.path, "/completions") {
-		out["400"] = "invalid request; error.details.field names the field, or error.details.upstreamStatus the status with which the AI provider refused it (400, 413 or 422)"
-		out["429"] = "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers"
-		out["502"] = "the AI provider failed, rejected its key or answered another 4xx"
-		out["503"] = "the provider's key cannot be resolved"
-		out["504"] = "the AI provider did not answer in time (a stream's first byte, or a whole reply)"
-	}
-	return out
+	return m
 }
 
 func TestOpenAPI(t *testing.T) {
