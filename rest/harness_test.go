@@ -79,6 +79,7 @@ func newHarness(t *testing.T, st *store.Store, configure func(*app.Config)) *har
 	h.srv = httptest.NewServer(a.Handler())
 	t.Cleanup(func() {
 		h.srv.Close()
+		h.recordAnswers() // for TestMain's check against openapi.json
 		a.FlushUsage()
 	})
 	return h
