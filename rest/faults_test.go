@@ -91,7 +91,7 @@ func TestUpstreamFaults(t *testing.T) {
 
 // TestFirstByteTimeout: an upstream that sends nothing within the
 // first-byte timeout (a stream) or the response timeout (a whole reply)
-// is a 504, and stores nothing.
+// is a 504, per chat and stateless, and stores nothing.
 func TestFirstByteTimeout(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
 		h := newHarness(t, st, func(c *app.Config) {
@@ -99,10 +99,15 @@ func TestFirstByteTimeout(t *testing.T) {
 		})
 		w := h.world()
 		for _, stream := range []bool{false, true} {
-			h.up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})
-			r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("hi")}})
-			if r.Status != 504 || r.ErrorCode() != "upstream_timeout" {
-				t.Errorf("stream=%v: %d %s, want 504 upstream_timeout", stream, r.Status, r.Body)
+			for path, body := range map[string]map[string]any{
+				"/api/v1/chats/" + w.chat + "/completions": {"stream": stream, "messages": []any{userMessage("hi")}},
+				"/api/v1/chats/completions":                {"stream": stream, "messages": []any{userMessage("hi")}, "aiProviderId": w.provider},
+			} {
+				h.up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})
+				r := h.call("POST", path, h.admin, body)
+				if r.Status != 504 || r.ErrorCode() != "upstream_timeout" {
+					t.Errorf("POST %s, stream=%v: %d %s, want 504 upstream_timeout", path, stream, r.Status, r.Body)
+				}
 			}
 		}
 		if n := len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)); n != 0 {

@@ -14,6 +14,11 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
 )
 
 // TestMain runs the package's tests, then checks every error status their
@@ -208,5 +213,210 @@ func TestCheckStatuses(t *testing.T) {
 	}
 	if want := []string{"GET /api/v1/chats/{chatId} 503"}; !slices.Equal(unproduced, want) {
 		t.Errorf("unproduced = %q, want %q", unproduced, want)
+	}
+}
+
+// docOperation is an operation of openapi.json, for the tests below that
+// ask each operation for the error statuses it shares with others.
+type docOperation struct {
+	method, path string // the path as documented, with {parameters}
+	responses    map[string]json.RawMessage
+	body         bool     // it takes a request body
+	query        []string // its query parameters
+}
+
+// lists reports whether o documents status.
+func (o docOperation) lists(status int) bool {
+	_, ok := o.responses[strconv.Itoa(status)]
+	return ok
+}
+
+// url is o's path with each parameter replaced by fill's value for it.
+func (o docOperation) url(fill func(param string) string) string {
+	return pathParam.ReplaceAllStringFunc(o.path, func(p string) string { return fill(p[1 : len(p)-1]) })
+}
+
+var pathParam = regexp.MustCompile(`\{[A-Za-z]+\}`)
+
+// docOperations returns the operations of the document h's server serves.
+func docOperations(t *testing.T, h *harness) []docOperation {
+	t.Helper()
+	r := h.call("GET", "/openapi.json", "", nil)
+	var d struct {
+		Paths map[string]map[string]struct {
+			Parameters  []struct{ Name, In string } `json:"parameters"`
+			RequestBody json.RawMessage             `json:"requestBody"`
+			Responses   map[string]json.RawMessage  `json:"responses"`
+		} `json:"paths"`
+	}
+	if err := json.Unmarshal(r.Body, &d); err != nil {
+		t.Fatal(err)
+	}
+	var ops []docOperation
+	for path, item := range d.Paths {
+		for method, op := range item {
+			o := docOperation{method: strings.ToUpper(method), path: path, responses: op.Responses, body: op.RequestBody != nil}
+			for _, p := range op.Parameters {
+				if p.In == "query" {
+					o.query = append(o.query, p.Name)
+				}
+			}
+			ops = append(ops, o)
+		}
+	}
+	slices.SortFunc(ops, func(a, b docOperation) int { return strings.Compare(a.path+" "+a.method, b.path+" "+b.method) })
+	return ops
+}
+
+// anyID stands for every path parameter where the answer comes before the
+// parameter is looked at.
+func anyID(string) string { return "x" }
+
+// TestEveryOperationAnswers401: every operation that lists 401 answers it
+// in the error envelope, with a challenge, to a request without a key and
+// to one with a key that does not exist.
+func TestEveryOperationAnswers401(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		for _, o := range docOperations(t, h) {
+			if !o.lists(401) {
+				continue
+			}
+			var body any
+			if o.body {
+				body = "{}"
+			}
+			for _, key := range []string{"", domain.NewAPIKeySecret()} {
+				r := h.call(o.method, o.url(anyID), key, body)
+				if r.Status != 401 || r.ErrorCode() != "unauthenticated" || !strings.HasPrefix(r.Header.Get("WWW-Authenticate"), "Bearer ") {
+					t.Errorf("%s %s with key %q = %d %s (WWW-Authenticate %q), want 401 unauthenticated", o.method, o.path, key, r.Status, r.Body, r.Header.Get("WWW-Authenticate"))
+				}
+			}
+		}
+	})
+}
+
+// TestEveryBodyOverTheLimitIs413: every operation that takes a body lists
+// 413, and every one that lists it (the MCP transports too) refuses a body
+// over PARLEY_MAX_BODY_BYTES with it.
+func TestEveryBodyOverTheLimitIs413(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.MaxBodyBytes = 1024 })
+	body := `{"name": "` + strings.Repeat("x", 2048) + `"}`
+	n := 0
+	for _, o := range docOperations(t, h) {
+		if o.body && !o.lists(413) {
+			t.Errorf("%s %s takes a body but does not list 413", o.method, o.path)
+		}
+		if !o.lists(413) {
+			continue
+		}
+		n++
+		r := h.call(o.method, o.url(anyID), h.admin, body)
+		if r.Status != 413 || r.ErrorCode() != "payload_too_large" {
+			t.Errorf("%s %s with a body over the limit = %d %s, want 413 payload_too_large", o.method, o.path, r.Status, r.Body)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no operation lists 413")
+	}
+}
+
+// TestEveryListRefusesABadLimit: every operation that takes limit lists
+// 400, and answers it, naming the field, to a limit out of range.
+func TestEveryListRefusesABadLimit(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	n := 0
+	for _, o := range docOperations(t, h) {
+		if !slices.Contains(o.query, "limit") {
+			continue
+		}
+		n++
+		if !o.lists(400) {
+			t.Errorf("%s %s takes limit but does not list 400", o.method, o.path)
+		}
+		r := h.call(o.method, o.url(anyID)+"?limit=0", h.admin, nil)
+		if r.Status != 400 || r.ErrorField() != "limit" {
+			t.Errorf("%s %s?limit=0 = %d %s, want 400 naming limit", o.method, o.path, r.Status, r.Body)
+		}
+	}
+	if n == 0 {
+		t.Fatal("no operation takes limit")
+	}
+}
+
+// TestEmptyIDInThePathIs400: the router matches an empty parameter before
+// a path's last segment (/users//api-keys), and the answer is a 400 that
+// says the id is empty; every operation with such a parameter lists it.
+func TestEmptyIDInThePathIs400(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		n := 0
+		for _, o := range docOperations(t, h) {
+			first := pathParam.FindStringIndex(o.path)
+			if first == nil || !strings.Contains(o.path[first[1]:], "/") {
+				continue
+			}
+			n++
+			if !o.lists(400) {
+				t.Errorf("%s %s does not list 400", o.method, o.path)
+			}
+			var body any
+			if o.body {
+				body = "{}"
+			}
+			path := o.path[:first[0]] + o.path[first[1]:]
+			path = pathParam.ReplaceAllString(path, "x")
+			r := h.call(o.method, path, h.admin, body)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "id is empty") {
+				t.Errorf("%s %s = %d %s, want 400 saying the id is empty", o.method, path, r.Status, r.Body)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no operation has a parameter before its last segment")
+		}
+	})
+}
+
+// TestEveryOperationAnswers503WithTheDatabaseDown: with the database gone,
+// every operation that lists 503 answers it: the API's and MCP's because
+// the key is checked in the database (this one is in no cache), /readyz
+// because it asks the database.
+func TestEveryOperationAnswers503WithTheDatabaseDown(t *testing.T) {
+	st, p := dbtest.PostgresThroughProxy(t)
+	h := newHarness(t, st, func(c *app.Config) { c.RequestTimeout = 2 * time.Second })
+	ops := docOperations(t, h)
+	p.Down()
+	key := domain.NewAPIKeySecret()
+	for _, o := range ops {
+		if !o.lists(503) {
+			continue
+		}
+		var body any
+		if o.body {
+			body = "{}"
+		}
+		r := h.call(o.method, o.url(anyID), key, body)
+		if r.Status != 503 || r.ErrorCode() != "unavailable" {
+			t.Errorf("%s %s with the database down = %d %s, want 503 unavailable", o.method, o.path, r.Status, r.Body)
+		}
+	}
+}
+
+// TestMCPTransportRefusals: the MCP transports' refusals that openapi.json
+// lists and no client session meets: a body that is not JSON-RPC, a call
+// without a session, and a message to an SSE session that is not open.
+func TestMCPTransportRefusals(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	call := `{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}`
+	for _, c := range []struct {
+		path, body string
+		want       int
+	}{
+		{"/mcp", "not json", 400},
+		{"/mcp", call, 404},
+		{"/message", call, 400},
+		{"/message?sessionId=0123456789abcdef0123456789abcdef", call, 404},
+	} {
+		if r := h.call("POST", c.path, h.admin, c.body); r.Status != c.want {
+			t.Errorf("POST %s %s = %d %s, want %d", c.path, c.body, r.Status, r.Body, c.want)
+		}
 	}
 }
