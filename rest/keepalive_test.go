@@ -85,24 +85,26 @@ func TestStreamKeepAlive(t *testing.T) {
 }
 
 // TestNoKeepAliveOnABusyStream: keep-alives are for quiet streams. One
-// whose deltas come every 40ms, over several keep-alive intervals of
-// 200ms, gets none (it got one per interval when the timer ignored the
-// deltas).
+// whose deltas come every 40ms, over five keep-alive intervals of 300ms,
+// gets none (it got one per interval when the timer ignored the deltas).
+// One is let pass: on a loaded host a pause of the process (the race
+// detector's, the scheduler's) can outlast an interval, and then a
+// keep-alive is right.
 func TestNoKeepAliveOnABusyStream(t *testing.T) {
-	eachWith(t, func(c *app.Config) { c.KeepAlive = 200 * time.Millisecond }, func(t *testing.T, h *harness) {
+	eachWith(t, func(c *app.Config) { c.KeepAlive = 300 * time.Millisecond }, func(t *testing.T, h *harness) {
 		w := h.world()
-		deltas := strings.Fields(strings.Repeat("busy ", 25)) // 25 × 40ms: five intervals
+		deltas := strings.Fields(strings.Repeat("busy ", 40)) // 40 × 40ms: five intervals
 		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 40 * time.Millisecond, Deltas: deltas})
 		start := time.Now()
 		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("go")}})
 		raw, events := readRaw(t, res)
-		if took := time.Since(start); took < time.Second {
+		if took := time.Since(start); took < 1500*time.Millisecond {
 			t.Fatalf("the stream took %v; the test needs it to outlast several keep-alive intervals", took)
 		}
 		if len(events) == 0 || events[len(events)-1].raw != "[DONE]" {
 			t.Fatalf("the stream did not end with [DONE]: %s", raw)
 		}
-		if n := strings.Count(string(raw), ": keep-alive"); n > 0 {
+		if n := strings.Count(string(raw), ": keep-alive"); n > 1 {
 			t.Errorf("%d keep-alives in a stream whose events never paused for an interval", n)
 		}
 	})
