@@ -131,6 +131,9 @@ func (a access) check(ctx context.Context, projectID string, perm Permission, wh
 // so for an admin the project is looked up: a project that does not exist
 // is NotFound for everyone, not an empty list or a report of zeros.
 func (a access) checkProject(ctx context.Context, projectID string, perm Permission) error {
+	if projectID == "" {
+		return emptyID("project", PrefixProject)
+	}
 	if err := a.check(ctx, projectID, perm, "project", projectID); err != nil {
 		return err
 	}

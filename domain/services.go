@@ -164,12 +164,19 @@ func checkRef(field, prefix, v string) error {
 // malformed one NotFound without a query.
 func lookup[T any](ctx context.Context, prefix, what, id string, get func(context.Context, string) (*T, error)) (*T, error) {
 	if id == "" {
-		return nil, Errorf(Invalid, "the %s id is empty; pass the id of a %s (%s…)", what, what, prefix)
+		return nil, emptyID(what, prefix)
 	}
 	if !validID(prefix, id) {
 		return nil, NotFoundf(what, id)
 	}
 	return get(ctx, id)
+}
+
+// emptyID is the answer to an empty id (a path such as
+// /projects//limits): Invalid whoever asks, before any access check, which
+// would answer a caller without a role that "project  does not exist".
+func emptyID(what, prefix string) error {
+	return Errorf(Invalid, "the %s id is empty; pass the id of a %s (%s…)", what, what, prefix)
 }
 
 // unchanged reports whether an update left a resource as it was fetched.

@@ -171,6 +171,9 @@ func (s *Users) selfOrAdmin(ctx context.Context, userID string) error {
 	if err != nil {
 		return err
 	}
+	if userID == "" {
+		return emptyID("user", PrefixUser)
+	}
 	if p.IsAdmin || p.UserID == userID {
 		if _, err := lookup(ctx, PrefixUser, "user", userID, s.store.GetUser); err != nil {
 			return err
