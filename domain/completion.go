@@ -326,10 +326,36 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		emit.Admitted(quotas)
 	}
 	out, err := s.run(ctx, pl, endpoint, p, budgets, emit)
-	if out != nil {
-		out.Quotas = quotas
+	if err != nil {
+		if len(quotas) > 0 {
+			return nil, &AdmittedError{Err: err, Quotas: quotas}
+		}
+		return nil, err
 	}
-	return out, err
+	out.Quotas = quotas
+	return out, nil
+}
+
+// AdmittedError is the error of a completion that failed once the
+// project's limits had admitted it (the provider failed or refused, the
+// turn could not be stored): the request counted against them, and Quotas
+// are what is left, as a Completion's are. It unwraps to the error.
+type AdmittedError struct {
+	Err    error
+	Quotas []Quota
+}
+
+func (e *AdmittedError) Error() string { return e.Err.Error() }
+func (e *AdmittedError) Unwrap() error { return e.Err }
+
+// QuotasOf returns the quotas of a completion's error, if its limits had
+// admitted it.
+func QuotasOf(err error) []Quota {
+	var e *AdmittedError
+	if errors.As(err, &e) {
+		return e.Quotas
+	}
+	return nil
 }
 
 // planStateless resolves a stateless completion: its provider, the

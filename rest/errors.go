@@ -133,6 +133,10 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	}
 	if kind == domain.RateLimited {
 		s.rateLimitHeaders(h, domain.DetailsOf(err))
+	} else {
+		// A completion that failed after its limits admitted it was
+		// counted: it says what is left, as a success does.
+		setQuotaHeaders(h, domain.QuotasOf(err))
 	}
 	if c.Request().Method == http.MethodHead {
 		_ = c.NoContent(status)

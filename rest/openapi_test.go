@@ -291,7 +291,14 @@ func buildOpenAPI() map[string]any {
 		}
 		responses := map[string]any{strconv.Itoa(rt.status): ok}
 		for code, d := range errorsOf(rt) {
-			responses[code] = errRef(d)
+			r := errRef(d)
+			// A completion that fails once its limits admitted it says
+			// what is left, as a success does; a refusal before (401, 413)
+			// does not, and a 429 has its own.
+			if strings.HasSuffix(rt.path, "/completions") && code != "401" && code != "413" && code != "429" {
+				r["headers"] = quotaHeaders()
+			}
+			responses[code] = r
 		}
 		if r, ok := responses["429"].(map[string]any); ok {
 			r["headers"] = rateLimitHeaders()

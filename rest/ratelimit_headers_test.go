@@ -147,6 +147,34 @@ func TestRateLimitHeadersCountDown(t *testing.T) {
 	})
 }
 
+// TestRateLimitHeadersOnAFailure: a completion that fails once its limits
+// admitted it (the provider rejects its key: a 502) was counted, and its
+// error says what is left as a success would; the provider's own 429 is
+// not Parley's limit and carries only the provider's Retry-After.
+func TestRateLimitHeadersOnAFailure(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		inOneMinute(t, 10*time.Second)
+		w := h.world()
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5})
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		const policy = `5;w=60;comment="project-requests-per-minute"`
+		h.up.Enqueue(llmtest.Behavior{Status: 401})
+		r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("one")}})
+		if q := quotaOf(r.Header); r.Status != 502 || q.limit != "5" || q.remaining != "4" || q.policy != policy {
+			t.Errorf("a completion the provider refused = %d, headers %+v; want 502, limit 5, 4 remaining", r.Status, q)
+		}
+		h.up.Enqueue(llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}})
+		r = h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("two")}})
+		if q := quotaOf(r.Header); r.Status != 429 || r.Header.Get("Retry-After") != "7" || q != (quota{}) {
+			t.Errorf("the provider's 429 = %d, Retry-After %q, headers %+v; want 429, 7, no RateLimit-*", r.Status, r.Header.Get("Retry-After"), q)
+		}
+		r = h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("three")}})
+		if q := quotaOf(r.Header); r.Status != 200 || q.remaining != "2" {
+			t.Errorf("the next completion = %d, headers %+v; want 200, 2 remaining (both failures counted)", r.Status, q)
+		}
+	})
+}
+
 // TestRateLimitHeadersTokens: a token limit's Remaining is what is left
 // before the completion's own tokens, which count once it ends: the next
 // completion's Remaining is less by the previous one's usage.
