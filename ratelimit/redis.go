@@ -218,14 +218,14 @@ return 0
 // then count, and read back the counts for the quotas. It allows when
 // Redis fails (see Redis), with no quota: nothing was counted.
 func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
-	if !limited(budgets) {
-		return nil, nil
-	}
 	live := make([]domain.Budget, 0, len(budgets))
 	for _, b := range budgets {
 		if b.RequestsPerMinute > 0 || b.TokensPerMinute > 0 {
 			live = append(live, b)
 		}
+	}
+	if len(live) == 0 {
+		return nil, nil
 	}
 	w, left := window(r.now())
 	keys := make([]string, 0, 2*len(live))
