@@ -191,7 +191,7 @@ func quotaHeaders() map[string]any {
 		return map[string]any{"description": desc, "schema": map[string]any{"type": typ}}
 	}
 	return map[string]any{
-		"RateLimit-Limit": h("When limits of the project applied: the one closest to running out, the lowest RateLimit-Remaining "+
+		"RateLimit-Limit": h("When limits of the project applied: the one closest to running out, with the smallest share of its limit remaining "+
 			"(requests or tokens per minute, or open streams).", "integer"),
 		"RateLimit-Remaining": h("What is left of it: requests or open streams with this one counted; tokens before this completion's, "+
 			"which count when it ends.", "integer"),

@@ -12,17 +12,22 @@ import (
 // from what is left of the limits that admitted it, in the fields of
 // draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (rateLimitHeaders):
 // RateLimit-Limit, -Remaining and -Reset of the limit closest to running
-// out, the one with the lowest Remaining (on a tie the first in quotas'
-// order: the project's before the key's, requests before tokens, open
-// streams last), and RateLimit-Policy listing every limit, that one
-// first. Without quotas (no limit applied) it sets nothing.
+// out, the one with the smallest share of its Limit remaining (on a tie
+// the first in quotas' order: the project's before the key's, requests
+// before tokens, open streams last), and RateLimit-Policy listing every
+// limit, that one first. Without quotas (no limit applied) it sets
+// nothing.
+//
+// Shares, not counts: the limits count requests, tokens and streams, so
+// 598 of 600 requests left is further from a 429 than 980 of 1,000
+// tokens, and a client pacing itself by the headers must see the tokens.
 func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 	if len(quotas) == 0 {
 		return
 	}
 	closest := 0
 	for i, q := range quotas {
-		if q.Remaining < quotas[closest].Remaining {
+		if lessLeft(q, quotas[closest]) {
 			closest = i
 		}
 	}
@@ -37,6 +42,12 @@ func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 		}
 	}
 	h.Set("RateLimit-Policy", string(policy))
+}
+
+// lessLeft reports whether a has a smaller share of its limit left than b
+// (limits are positive: 0 means none, and none is not a quota).
+func lessLeft(a, b domain.Quota) bool {
+	return int64(a.Remaining)*int64(b.Limit) < int64(b.Remaining)*int64(a.Limit)
 }
 
 // appendPolicy appends q as an item of RateLimit-Policy: its limit, its

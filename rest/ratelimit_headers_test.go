@@ -202,6 +202,37 @@ func TestRateLimitHeadersTokens(t *testing.T) {
 	})
 }
 
+// TestRateLimitHeadersClosestByShare: limits in different units (requests
+// and tokens) are compared by the share of each that is left, not by the
+// count: 980 of 1,000 tokens are closer to running out than 598 of 600
+// requests, though 598 is the smaller number.
+func TestRateLimitHeadersClosestByShare(t *testing.T) {
+	eachLimiter(t, nil, func(t *testing.T, h *harness) {
+		inOneMinute(t, 10*time.Second)
+		w := h.world()
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 600, "tokensPerMinute": 1000})
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		const (
+			requestsPolicy = `600;w=60;comment="project-requests-per-minute"`
+			tokensPolicy   = `1000;w=60;comment="project-tokens-per-minute"`
+		)
+		// No token used yet: 599 of 600 requests are the smaller share.
+		r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("count these tokens")}})
+		if q := quotaOf(r.Header); r.Status != 200 || q.limit != "600" || q.remaining != "599" || q.policy != requestsPolicy+", "+tokensPolicy {
+			t.Fatalf("first completion = %d, headers %+v; want 200, the project's 600 requests with 599 remaining, first", r.Status, q)
+		}
+		used, _ := r.JSON()["usage"].(map[string]any)["total_tokens"].(float64)
+		if used < 7 || used > 200 {
+			t.Fatalf("usage = %v; want 7 to 200 tokens, for the shares below to compare as they should", r.JSON()["usage"])
+		}
+		r = h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("count these tokens")}})
+		want := strconv.Itoa(1000 - int(used))
+		if q := quotaOf(r.Header); r.Status != 200 || q.limit != "1000" || q.remaining != want || q.policy != tokensPolicy+", "+requestsPolicy {
+			t.Errorf("second completion = %d, headers %+v; want 200, the project's 1000 tokens with %s remaining, first", r.Status, q, want)
+		}
+	})
+}
+
 // TestRateLimitHeadersStreams: the key's open streams are a limit of
 // their own, on streams only: a stream that takes the last slot says 0
 // remaining; a JSON completion, which takes none, carries no headers when
