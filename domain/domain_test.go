@@ -270,3 +270,41 @@ func TestLimitsCacheDropsExpiredEntries(t *testing.T) {
 		t.Errorf("the cache holds %d entries after %d lookups of distinct projects, expiring as they went", n, 20*minLimitsSweep)
 	}
 }
+
+// TestUntilFreshBound: an update whose write keeps finding its row changed
+// is applied again, up to updateAttempts times in all, and then fails with
+// the Conflict (a PATCH's 409); any other outcome ends it at once.
+func TestUntilFreshBound(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		staleFor  int // attempts that find the row changed
+		wantCalls int
+		wantErr   error
+	}{
+		{"fresh at once", 0, 1, nil},
+		{"fresh at the last attempt", updateAttempts - 1, updateAttempts, nil},
+		{"never fresh", updateAttempts + 3, updateAttempts, ErrStale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			calls := 0
+			v, err := untilFresh(func() (*int, error) {
+				calls++
+				if calls <= tc.staleFor {
+					return nil, StaleUpdate("chat", "cht_x")
+				}
+				return &calls, nil
+			})
+			if calls != tc.wantCalls || !errors.Is(err, tc.wantErr) || (err == nil) != (v != nil) {
+				t.Fatalf("untilFresh: %d calls, %v, %v; want %d calls and error %v", calls, v, err, tc.wantCalls, tc.wantErr)
+			}
+			if err != nil && KindOf(err) != Conflict {
+				t.Errorf("kind %v; want Conflict", KindOf(err))
+			}
+		})
+	}
+	calls := 0
+	_, err := untilFresh(func() (*int, error) { calls++; return nil, NotFoundf("chat", "cht_x") })
+	if calls != 1 || KindOf(err) != NotFound {
+		t.Errorf("another error: %d calls, %v; want 1 call and the NotFound", calls, err)
+	}
+}
