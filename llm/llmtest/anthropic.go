@@ -18,10 +18,14 @@ func (r reply) anthropicStop() string {
 	return r.finishReason
 }
 
-// anthropicContent is the content of a message: a text block (left out
-// when empty and there are tool calls), then a tool_use block per call.
+// anthropicContent is the content of a message: a thinking block when
+// there is reasoning, a text block (left out when empty and there are tool
+// calls), then a tool_use block per call.
 func (r reply) anthropicContent(text string) []any {
 	var out []any
+	if r.reasoning != "" {
+		out = append(out, map[string]any{"type": "thinking", "thinking": r.reasoning, "signature": fakeSignature})
+	}
 	if text != "" || len(r.toolCalls) == 0 {
 		out = append(out, map[string]any{"type": "text", "text": text})
 	}
@@ -30,6 +34,9 @@ func (r reply) anthropicContent(text string) []any {
 	}
 	return out
 }
+
+// fakeSignature stands for the signature of a thinking block.
+const fakeSignature = "ErUBCkYIAxgCIkDfake"
 
 // toolInput is a call's arguments as a tool_use input.
 func toolInput(args string) json.RawMessage {
@@ -55,8 +62,10 @@ func (x *exchange) anthropicJSON(r reply) {
 }
 
 // anthropicStream answers the Messages API event sequence: message_start,
-// content_block_start, ping, one content_block_delta (text_delta) per
-// delta, content_block_stop, then per tool call a content_block_start
+// ping, with reasoning a thinking block (content_block_start, a
+// thinking_delta per word, a signature_delta, content_block_stop), the text
+// block (content_block_start, one text_delta per delta,
+// content_block_stop), then per tool call a content_block_start
 // (tool_use), its input_json_delta pieces and a content_block_stop, then
 // message_delta (stop_reason and usage) and message_stop. With tool calls
 // and no text the text block is left out.
@@ -65,18 +74,41 @@ func (x *exchange) anthropicStream(r reply) {
 		return
 	}
 	hasText := len(r.deltas) > 0 || len(r.toolCalls) == 0
+	index := 0 // of the next content block
 	ok := x.event("message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": fmt.Sprintf("msg_fake_%d", x.req.N), "type": "message", "role": "assistant", "model": r.model,
 		"content": []any{}, "stop_reason": nil, "stop_sequence": nil,
 		"usage": map[string]any{"input_tokens": r.usage.PromptTokens, "output_tokens": 1},
-	}}) &&
-		(!hasText || x.event("content_block_start", map[string]any{"type": "content_block_start", "index": 0, "content_block": map[string]any{"type": "text", "text": ""}})) &&
-		x.event("ping", map[string]any{"type": "ping"})
+	}})
+	// A ping follows the first content block's start, as the API sends it.
+	pinged := false
+	start := func(block map[string]any) bool {
+		ok := x.event("content_block_start", map[string]any{"type": "content_block_start", "index": index, "content_block": block})
+		if !pinged {
+			pinged, ok = true, ok && x.event("ping", map[string]any{"type": "ping"})
+		}
+		return ok
+	}
+	if ok && r.reasoning != "" {
+		ok = start(map[string]any{"type": "thinking", "thinking": "", "signature": ""})
+		for _, p := range r.reasoningPieces() {
+			ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "thinking_delta", "thinking": p}})
+		}
+		ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "signature_delta", "signature": fakeSignature}}) &&
+			x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": index})
+		index++
+	}
+	if ok && hasText {
+		ok = start(map[string]any{"type": "text", "text": ""})
+	}
+	if ok && !pinged {
+		ok = x.event("ping", map[string]any{"type": "ping"})
+	}
 	if !ok {
 		return
 	}
 	for _, d := range x.deltasBeforeFault(r.deltas) {
-		if !x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": 0, "delta": map[string]any{"type": "text_delta", "text": d}}) {
+		if !x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "text_delta", "text": d}}) {
 			return
 		}
 	}
@@ -85,9 +117,8 @@ func (x *exchange) anthropicStream(r reply) {
 	}) {
 		return
 	}
-	index := 0
 	if hasText {
-		if !x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": 0}) {
+		if !x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": index}) {
 			return
 		}
 		index++

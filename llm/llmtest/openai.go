@@ -22,9 +22,20 @@ func (r reply) openAIUsage() map[string]any {
 }
 
 // openAIMessage is the message of a chat.completion: content null when
-// there is only tool calls.
+// there is only tool calls; the reasoning as reasoning_content, or with
+// contentParts a thinking part before the text's.
 func (r reply) openAIMessage(text string) map[string]any {
 	msg := map[string]any{"role": "assistant", "content": text}
+	switch {
+	case r.contentParts:
+		var parts []any
+		if r.reasoning != "" {
+			parts = append(parts, thinkingPart(r.reasoning))
+		}
+		msg["content"] = append(parts, textPart(text))
+	case r.reasoning != "":
+		msg["reasoning_content"] = r.reasoning
+	}
 	if len(r.toolCalls) == 0 {
 		return msg
 	}
@@ -37,6 +48,14 @@ func (r reply) openAIMessage(text string) map[string]any {
 	}
 	msg["tool_calls"] = calls
 	return msg
+}
+
+// textPart and thinkingPart are the typed content parts of Mistral's
+// reasoning models.
+func textPart(text string) map[string]any { return map[string]any{"type": "text", "text": text} }
+
+func thinkingPart(text string) map[string]any {
+	return map[string]any{"type": "thinking", "thinking": []any{textPart(text)}}
 }
 
 // openAIJSON answers a chat.completion object.
@@ -70,12 +89,31 @@ func (x *exchange) openAIStream(r reply) {
 	if !x.startStream() || !x.event("", chunk(map[string]any{"role": "assistant", "content": ""}, nil)) {
 		return
 	}
+	for _, d := range r.reasoningPieces() {
+		delta := map[string]any{"content": nil, "reasoning_content": d}
+		if r.contentParts {
+			delta = map[string]any{"content": []any{thinkingPart(d)}}
+		}
+		if !x.event("", chunk(delta, nil)) {
+			return
+		}
+	}
 	for _, d := range x.deltasBeforeFault(r.deltas) {
-		if !x.event("", chunk(map[string]any{"content": d}, nil)) {
+		var content any = d
+		if r.contentParts {
+			content = []any{textPart(d)}
+		}
+		if !x.event("", chunk(map[string]any{"content": content}, nil)) {
 			return
 		}
 	}
 	if !x.streamFault(func() {
+		if x.b.Fault == FaultErrorChunk {
+			c := chunk(map[string]any{"content": ""}, "error")
+			c["error"] = map[string]any{"code": 502, "message": "Provider disconnected unexpectedly"}
+			_ = x.event("", c) && x.event("", "[DONE]")
+			return
+		}
 		x.event("", map[string]any{"error": map[string]any{"message": "The server had an error while streaming", "type": "server_error"}})
 	}) {
 		return

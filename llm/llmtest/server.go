@@ -119,6 +119,12 @@ const (
 	// reading is seen abandoning the request. A non-stream request is
 	// answered normally.
 	FaultUnendedEvent
+	// FaultErrorChunk reports an error in band as OpenRouter does once a
+	// stream began: after AfterDeltas deltas, a chunk with a top-level
+	// error object beside a choice whose finish_reason is "error", then
+	// [DONE]. Anthropic streams and non-stream requests play
+	// FaultStreamError.
+	FaultErrorChunk
 )
 
 // UnendedEventLine is the size of each data line of FaultUnendedEvent,
@@ -155,6 +161,17 @@ type Behavior struct {
 	// ArgPiece is the size of the streamed pieces of tool call arguments
 	// (default 8).
 	ArgPiece int
+	// Reasoning is the model's thinking, sent before the text in each
+	// protocol's shape for it: OpenAI-wire as reasoning_content (DeepSeek,
+	// vLLM), streamed a word per chunk, or as a thinking part with
+	// ContentParts; Anthropic as a thinking block (thinking_delta pieces,
+	// then a signature_delta).
+	Reasoning string
+	// ContentParts sends OpenAI-wire content as a list of typed parts, as
+	// Mistral's reasoning models do, rather than a string: the reasoning
+	// as {"type": "thinking", "thinking": [{"type": "text", ...}]}, the
+	// text as {"type": "text", "text": ...} (streamed, one part per delta).
+	ContentParts bool
 	// Usage replaces the computed usage.
 	Usage *Usage
 	// Comments is how many SSE comments (": keep-alive" and a blank line,
@@ -423,9 +440,20 @@ type reply struct {
 	finishReason string // "" for the protocol's normal stop
 	usage        Usage
 	model        string
+	reasoning    string
+	contentParts bool
 }
 
 func (r reply) text() string { return strings.Join(r.deltas, "") }
+
+// reasoningPieces splits the reasoning into the pieces streamed, a word
+// each; none when there is no reasoning.
+func (r reply) reasoningPieces() []string {
+	if r.reasoning == "" {
+		return nil
+	}
+	return Deltas(r.reasoning)
+}
 
 // pieces splits a tool call's arguments into the pieces streamed.
 func (r reply) pieces(args string) []string {
@@ -473,6 +501,7 @@ func (x *exchange) reply() reply {
 	if b.Usage != nil {
 		out.usage = *b.Usage
 	}
+	out.reasoning, out.contentParts = b.Reasoning, b.ContentParts
 	out.model = req.Model
 	if b.Model != "" {
 		out.model = b.Model
@@ -810,7 +839,7 @@ func (x *exchange) streamFault(errorEvent func()) bool {
 	case FaultHang:
 		x.hang()
 		return false
-	case FaultStreamError:
+	case FaultStreamError, FaultErrorChunk:
 		errorEvent()
 		return false
 	case FaultUnendedEvent:
@@ -859,7 +888,7 @@ func (x *exchange) nonStreamFault(body []byte) bool {
 	case FaultHang:
 		x.hang()
 		return false
-	case FaultStreamError:
+	case FaultStreamError, FaultErrorChunk:
 		x.writeError(http.StatusOK, "The server had an error while processing your request")
 		return false
 	case FaultTruncate:

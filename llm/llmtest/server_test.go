@@ -304,3 +304,77 @@ func TestFaultUnendedEvent(t *testing.T) {
 		})
 	}
 }
+
+// dataLines returns the data of a stream's data lines.
+func dataLines(raw []byte) []string {
+	var out []string
+	for _, l := range strings.Split(string(raw), "\n") {
+		if d, ok := strings.CutPrefix(l, "data: "); ok {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func TestReasoningShapes(t *testing.T) {
+	const stream = `{"model":"m","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"a b"}]}`
+	const whole = `{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"a b"}]}`
+	for _, tc := range []struct {
+		name, path, body string
+		b                llmtest.Behavior
+		want             []string // in order, each in a data line of its own (whole: in the body)
+	}{
+		{"openai stream", "/chat/completions", stream, llmtest.Behavior{Reasoning: "hmm ok"},
+			[]string{`"delta":{"content":null,"reasoning_content":"hmm "}`, `"reasoning_content":"ok"`, `"delta":{"content":"echo: "}`}},
+		{"openai parts stream", "/chat/completions", stream, llmtest.Behavior{Reasoning: "hmm", ContentParts: true},
+			[]string{`"content":[{"thinking":[{"text":"hmm","type":"text"}],"type":"thinking"}]`, `"content":[{"text":"echo: ","type":"text"}]`}},
+		{"openai whole", "/chat/completions", whole, llmtest.Behavior{Reasoning: "hmm"},
+			[]string{`"content":"echo: a b","reasoning_content":"hmm"`}},
+		{"openai parts whole", "/chat/completions", whole, llmtest.Behavior{Reasoning: "hmm", ContentParts: true},
+			[]string{`"content":[{"thinking":[{"text":"hmm","type":"text"}],"type":"thinking"},{"text":"echo: a b","type":"text"}]`}},
+		{"anthropic stream", "/messages", stream, llmtest.Behavior{Reasoning: "hmm"},
+			[]string{`"index":0,"type":"content_block_start"`, `{"type":"ping"}`, `"delta":{"thinking":"hmm","type":"thinking_delta"}`, `"type":"signature_delta"`,
+				`"content_block":{"text":"","type":"text"},"index":1`, `"delta":{"text":"echo: ","type":"text_delta"},"index":1`}},
+		{"anthropic whole", "/messages", whole, llmtest.Behavior{Reasoning: "hmm"},
+			[]string{`"content":[{"signature":"ErUBCkYIAxgCIkDfake","thinking":"hmm","type":"thinking"},{"text":"echo: a b","type":"text"}]`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(tc.b)
+			raw, _ := io.ReadAll(post(t, s.URL()+tc.path, tc.body).Body)
+			lines := dataLines(raw)
+			if !strings.Contains(tc.body, `"stream":true`) {
+				lines = []string{string(raw)}
+			}
+			i := 0
+			for _, l := range lines {
+				if i < len(tc.want) && strings.Contains(l, tc.want[i]) {
+					i++
+				}
+			}
+			if i < len(tc.want) {
+				t.Errorf("no %s after the first %d: %s", tc.want[i], i, raw)
+			}
+		})
+	}
+}
+
+func TestFaultErrorChunk(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultErrorChunk, AfterDeltas: 1})
+	raw, _ := io.ReadAll(post(t, s.URL()+"/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"a b"}]}`).Body)
+	lines := dataLines(raw)
+	// role, "echo: ", the error chunk, [DONE]
+	if len(lines) != 4 || !strings.Contains(lines[1], `"content":"echo: "`) || lines[3] != "[DONE]" {
+		t.Fatalf("stream = %s", raw)
+	}
+	var c struct {
+		Error   struct{ Message string }
+		Choices []struct {
+			FinishReason string `json:"finish_reason"`
+		}
+	}
+	if err := json.Unmarshal([]byte(lines[2]), &c); err != nil || c.Error.Message == "" || len(c.Choices) != 1 || c.Choices[0].FinishReason != "error" {
+		t.Errorf("error chunk = %s (%v)", lines[2], err)
+	}
+}
