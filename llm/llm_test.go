@@ -626,6 +626,44 @@ func TestInBandStreamError(t *testing.T) {
 	}
 }
 
+// TestInBandErrorChunk: OpenRouter reports an error that comes once a
+// stream began as a chunk with a top-level error object beside a choice
+// whose finish_reason is "error"; other servers end with finish_reason
+// "error" alone. Neither is a reply that finished: read as one, a stream
+// cut by the provider's failure was passed on, and stored, as complete,
+// with a finish_reason no OpenAI client knows.
+func TestInBandErrorChunk(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		b       llmtest.Behavior
+		stream  bool
+		message string
+	}{
+		{"error chunk", llmtest.Behavior{Fault: llmtest.FaultErrorChunk, AfterDeltas: 1}, true,
+			"the AI provider reported an error during the stream: Provider disconnected unexpectedly"},
+		{"finish_reason error/stream", llmtest.Behavior{FinishReason: "error"}, true, "the AI provider reported an error during the stream"},
+		{"finish_reason error/json", llmtest.Behavior{FinishReason: "error"}, false, "the AI provider reported an error instead of finishing the reply"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(tc.b)
+			res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), tc.stream)
+			if got, want := domain.KindOf(err), domain.Upstream; got != want || err == nil {
+				t.Fatalf("kind = %v, want %v (%v; result %+v)", got, want, err, res)
+			}
+			if got := domain.MessageOf(err); got != tc.message {
+				t.Errorf("message = %q, want %q", got, tc.message)
+			}
+			if tc.stream && (res == nil || res.Content == "") {
+				t.Errorf("partial result = %+v, want the text that came", res)
+			}
+			if got, want := s.Count(), 1; got != want {
+				t.Errorf("upstream requests = %d, want %d", got, want)
+			}
+		})
+	}
+}
+
 func TestOversizedStreamLine(t *testing.T) {
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		t.Run(string(typ), func(t *testing.T) {

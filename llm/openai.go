@@ -168,6 +168,9 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 		return res, domain.Errorf(domain.Upstream, "the AI provider answered with no choices")
 	}
 	ch := resp.Choices[0]
+	if ch.FinishReason == finishError {
+		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
+	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, string(ch.FinishReason)
 	for _, c := range ch.Message.ToolCalls {
 		// A call without an id gets one, as in a stream, so that the
@@ -181,6 +184,12 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
 }
+
+// finishError is the finish_reason with which OpenRouter (beside an error
+// object in the same chunk) and some other OpenAI-compatible servers end
+// a reply that failed once begun. OpenAI has no such value: such a reply is
+// an upstream error, not one that finished.
+const finishError = "error"
 
 // wholeReplyFinish is the finish reason of a reply that arrived whole
 // (not streamed): the provider's, or, when it gave none (some
@@ -266,6 +275,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		if chunk.Usage != nil {
 			res.Usage = openAIUsage(*chunk.Usage)
 		}
+		failed := len(chunk.Error) > 0 && chunk.Error.Kind() != 'n'
 		for _, ch := range chunk.Choices {
 			if ch.Index != 0 {
 				continue
@@ -284,9 +294,18 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 					return res, err
 				}
 			}
-			if ch.FinishReason != "" {
+			switch ch.FinishReason {
+			case "":
+			case finishError:
+				failed = true
+			default:
 				res.FinishReason = ch.FinishReason
 			}
+		}
+		if failed {
+			// What go-openai returns for an error line of its own form
+			// (data: {"error": ...}), so that it reads the same.
+			return res, fmt.Errorf("error, %w", &openai.APIError{Message: bodyMessage(raw)})
 		}
 	}
 	if res.FirstByte == 0 {
@@ -363,11 +382,13 @@ func (c *coalescer) call(d domain.Delta) error {
 	return nil
 }
 
-// openAIChunk is the part of a chat.completion.chunk Parley reads. Chunks
-// are decoded from go-openai's raw lines into this, not into the SDK's
-// ChatCompletionStreamResponse: a stream has a chunk per token or so, and
-// decoding each into the SDK's full struct with encoding/json was the
-// largest cost a stream added over a plain proxy.
+// openAIChunk is the part of a chat.completion.chunk Parley reads, with
+// the error OpenRouter puts beside the choices when a reply fails once
+// begun (see finishError). Chunks are decoded from go-openai's raw lines
+// into this, not into the SDK's ChatCompletionStreamResponse: a stream has
+// a chunk per token or so, and decoding each into the SDK's full struct
+// with encoding/json was the largest cost a stream added over a plain
+// proxy.
 type openAIChunk struct {
 	Model   string `json:"model"`
 	Choices []struct {
@@ -386,7 +407,8 @@ type openAIChunk struct {
 		} `json:"delta"`
 		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
-	Usage *openai.Usage `json:"usage"`
+	Usage *openai.Usage  `json:"usage"`
+	Error jsontext.Value `json:"error"`
 }
 
 // lenient decodes what upstreams send as encoding/json would: invalid UTF-8
