@@ -664,6 +664,43 @@ func TestInBandErrorChunk(t *testing.T) {
 	}
 }
 
+// TestReasoningIsNotTheReply: reasoning models send their thinking before
+// the reply, each provider in its own shape (reasoning_content from
+// DeepSeek and vLLM, typed content parts from Mistral, thinking blocks
+// from Anthropic). The reply is the text alone, whichever the shape; a
+// content that is a list of parts rather than a string was read as no
+// text (whole) or failed the stream (streamed).
+func TestReasoningIsNotTheReply(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		typ  domain.ProviderType
+		b    llmtest.Behavior
+	}{
+		{"reasoning_content", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think"}},
+		{"content parts", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think", ContentParts: true}},
+		{"content parts without reasoning", domain.ProviderOpenAICompatible, llmtest.Behavior{ContentParts: true}},
+		{"thinking block", domain.ProviderAnthropic, llmtest.Behavior{Reasoning: "let me think"}},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(tc.b)
+				res, deltas, err := run(context.Background(), newClient(t), request(tc.typ, s), m.stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				const want = "echo: hello there"
+				if res.Content != want || res.FinishReason != "stop" {
+					t.Errorf("content = %q (%s), want %q (stop)", res.Content, res.FinishReason, want)
+				}
+				if got := strings.Join(deltas, ""); m.stream && got != want {
+					t.Errorf("deltas = %q, want %q", got, want)
+				}
+			})
+		}
+	}
+}
+
 func TestOversizedStreamLine(t *testing.T) {
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		t.Run(string(typ), func(t *testing.T) {

@@ -172,6 +172,9 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, string(ch.FinishReason)
+	if res.Content == "" {
+		res.Content = multiContentText(ch.Message.MultiContent)
+	}
 	for _, c := range ch.Message.ToolCalls {
 		// A call without an id gets one, as in a stream, so that the
 		// caller can answer it with a tool message.
@@ -183,6 +186,19 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	}
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
+}
+
+// multiContentText is the text of a content that came as a list of typed
+// parts (Mistral's reasoning models send their thinking as a part before
+// the text): its text parts, as rawText reads a streamed one.
+func multiContentText(parts []openai.ChatMessagePart) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type == openai.ChatMessagePartTypeText {
+			b.WriteString(p.Text)
+		}
+	}
+	return b.String()
 }
 
 // finishError is the finish_reason with which OpenRouter (beside an error

@@ -3,8 +3,10 @@ package llm
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 
+	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 )
 
@@ -15,7 +17,9 @@ import (
 // the halves again.
 
 // rawText is a JSON string decoded without replacing its invalid UTF-8,
-// which lenient would turn into U+FFFD; null decodes as "".
+// which lenient would turn into U+FFFD; null decodes as "". A list of
+// typed parts, which Mistral's reasoning models send for content, decodes
+// as the text of its text parts (see contentPart).
 type rawText string
 
 func (t *rawText) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
@@ -30,8 +34,34 @@ func (t *rawText) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	case '"':
 		*t = rawText(unquoteKeepingBytes(v))
 		return nil
+	case '[':
+		var parts []contentPart
+		if err := jsonv2.Unmarshal(v, &parts, lenient); err != nil {
+			return err
+		}
+		*t = rawText(partsText(parts))
+		return nil
 	}
-	return fmt.Errorf("want a JSON string, got %s", v)
+	return fmt.Errorf("want a JSON string or a list of content parts, got %s", v)
+}
+
+// contentPart is one part of a content sent as a list: {"type": "text",
+// "text": ...} is text, and the others ({"type": "thinking", ...}, a
+// reasoning model's thinking; "reference") are not the reply, as
+// reasoning_content is not.
+type contentPart struct {
+	Type string  `json:"type"`
+	Text rawText `json:"text"`
+}
+
+func partsText(parts []contentPart) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p.Type == "text" {
+			b.WriteString(string(p.Text))
+		}
+	}
+	return b.String()
 }
 
 // unquoteKeepingBytes decodes the JSON string v, as read (valid but for its
