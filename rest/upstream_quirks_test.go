@@ -217,3 +217,72 @@ func TestRefusalIsPassedOn(t *testing.T) {
 		t.Errorf("streamed refusal = %q, want %q", sb.String(), refusal)
 	}
 }
+
+// TestErrorChunkEndsTheStreamWithAnError: OpenRouter reports a failure
+// that comes once a stream began as a chunk with an error object and
+// finish_reason "error". The client must get an upstream_error event, as
+// for any error after the stream began, and the turn must not be stored:
+// read as a finished reply, the cut-off text went to the client with
+// finish_reason "error" and into the conversation as complete. A whole
+// reply that ends with finish_reason "error" is a 502.
+func TestErrorChunkEndsTheStreamWithAnError(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+	stored := []string{"user: first", "assistant: echo: first"}
+
+	h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultErrorChunk, AfterDeltas: 2})
+	events := readSSE(t, stream(t, h, path, map[string]any{"conversationId": conv, "messages": []any{userMessage("one two three")}}))
+	n := len(events)
+	if n < 3 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("stream = %v, want an error event then [DONE]", events)
+	}
+	if e, _ := events[n-2].data["error"].(map[string]any); e == nil || e["code"] != "upstream_error" ||
+		!strings.Contains(e["message"].(string), "Provider disconnected unexpectedly") {
+		t.Fatalf("event before [DONE] = %s, want an upstream_error with the provider's message", events[n-2].raw)
+	}
+	for _, ev := range events {
+		if strings.Contains(ev.raw, `"finish_reason":"error"`) {
+			t.Errorf("the client got %s", ev.raw)
+		}
+	}
+	if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(stored, "|") {
+		t.Errorf("after the failed stream: %q, want %q", got, stored)
+	}
+
+	h.up.Enqueue(llmtest.Behavior{FinishReason: "error"})
+	if r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("again")}}); r.Status != 502 || r.ErrorCode() != "upstream_error" {
+		t.Errorf("a whole reply with finish_reason error: %d %s, want 502 upstream_error", r.Status, r.Body)
+	}
+	if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(stored, "|") {
+		t.Errorf("after the failed reply: %q, want %q", got, stored)
+	}
+}
+
+// TestContentPartsAreTheReply: Mistral's reasoning models send content as
+// a list of typed parts (thinking, then text). The client gets the text,
+// streamed and not, and the conversation stores it; the thinking is left
+// out. Streamed, such a reply failed (502 "could not read"); whole, it
+// came back empty.
+func TestContentPartsAreTheReply(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	b := llmtest.Behavior{Reasoning: "The user says hi.", ContentParts: true}
+	h.up.Enqueue(b)
+	got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+	if c := got["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["content"]; c != "echo: hi" {
+		t.Errorf("content = %v, want echo: hi", c)
+	}
+	h.up.Enqueue(b)
+	events := readSSE(t, stream(t, h, path, map[string]any{"conversationId": got["conversationId"], "messages": []any{userMessage("there")}}))
+	_, text, finish := streamedToolCalls(t, events)
+	if text != "echo: there" || finish != "stop" {
+		t.Errorf("streamed %q (%s), want %q (stop)", text, finish, "echo: there")
+	}
+	want := []string{"user: hi", "assistant: echo: hi", "user: there", "assistant: echo: there"}
+	if got := conversationMessages(t, h, got["conversationId"].(string)); strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("stored %q, want %q", got, want)
+	}
+}
