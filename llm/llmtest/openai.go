@@ -119,6 +119,9 @@ func (x *exchange) openAIStream(r reply) {
 		return
 	}
 	for i, c := range r.toolCalls {
+		if x.b.ToolIndexZero {
+			i = 0
+		}
 		call := func(fn map[string]any) map[string]any {
 			return map[string]any{"content": nil, "tool_calls": []any{map[string]any{"index": i, "function": fn}}}
 		}

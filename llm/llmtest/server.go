@@ -161,6 +161,10 @@ type Behavior struct {
 	// ArgPiece is the size of the streamed pieces of tool call arguments
 	// (default 8).
 	ArgPiece int
+	// ToolIndexZero streams every OpenAI-wire tool call with index 0, as
+	// Ollama does for calls made together: each call's first piece has its
+	// own id.
+	ToolIndexZero bool
 	// Reasoning is the model's thinking, sent before the text in each
 	// protocol's shape for it: OpenAI-wire as reasoning_content (DeepSeek,
 	// vLLM), streamed a word per chunk, or as a thinking part with

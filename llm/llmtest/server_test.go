@@ -378,3 +378,36 @@ func TestFaultErrorChunk(t *testing.T) {
 		t.Errorf("error chunk = %s (%v)", lines[2], err)
 	}
 }
+
+func TestToolIndexZero(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "a", Name: "f"}, {ID: "b", Name: "g"}}, ToolIndexZero: true})
+	raw, _ := io.ReadAll(post(t, s.URL()+"/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}`).Body)
+	var ids []string
+	for _, l := range dataLines(raw) {
+		var c struct {
+			Choices []struct {
+				Delta struct {
+					ToolCalls []struct {
+						Index int
+						ID    string
+					} `json:"tool_calls"`
+				}
+			}
+		}
+		_ = json.Unmarshal([]byte(l), &c)
+		for _, ch := range c.Choices {
+			for _, tc := range ch.Delta.ToolCalls {
+				if tc.Index != 0 {
+					t.Errorf("tool call index %d: %s", tc.Index, l)
+				}
+				if tc.ID != "" {
+					ids = append(ids, tc.ID)
+				}
+			}
+		}
+	}
+	if got := strings.Join(ids, ","); got != "a,b" {
+		t.Errorf("ids = %s, want a,b", got)
+	}
+}
