@@ -14,19 +14,26 @@ import (
 type toolCalls struct {
 	calls []domain.ToolCall
 	args  []*strings.Builder
+	upIDs []string    // the id the upstream gave each call, "" for none
 	index map[int]int // the upstream's index → ours
 	last  int         // our index of the last piece, for pieces without one
 }
 
 // add records one piece of the call the upstream numbers key (nil when it
 // sent no index: a piece with an id starts a new call, one without
-// continues the last) and returns it as the delta to pass on. A call that
-// begins without an id gets one, so that the caller can answer it.
+// continues the last) and returns it as the delta to pass on. A piece
+// whose id is not that of the call at its index begins a new call under
+// that index: Ollama numbers every call of a parallel batch 0. A call
+// that begins without an id gets one, so that the caller can answer it.
 func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 	var i int
 	switch {
 	case key != nil:
 		i = t.at(*key)
+		if id != "" && t.upIDs[i] != "" && id != t.upIDs[i] {
+			delete(t.index, *key)
+			i = t.at(*key)
+		}
 	case id != "" || len(t.calls) == 0:
 		i = t.at(-1 - len(t.calls)) // a key no upstream index takes
 	default:
@@ -40,6 +47,7 @@ func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 	// "weatherweather".
 	d := domain.ToolCallDelta{Index: i, Arguments: args}
 	if c.ID == "" {
+		t.upIDs[i] = id
 		if id == "" {
 			id = newToolCallID()
 		}
@@ -64,6 +72,7 @@ func (t *toolCalls) at(key int) int {
 	t.index[key] = len(t.calls)
 	t.calls = append(t.calls, domain.ToolCall{Type: "function"})
 	t.args = append(t.args, &strings.Builder{})
+	t.upIDs = append(t.upIDs, "")
 	return len(t.calls) - 1
 }
 

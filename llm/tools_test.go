@@ -129,6 +129,23 @@ func TestToolCallsOpenAIWire(t *testing.T) {
 	}
 }
 
+// TestToolCallsUnderOneIndex: Ollama streams every call of a parallel
+// batch with index 0, each beginning with its own id. A piece with a new
+// id under an index already taken begins a new call: merged by index, the
+// calls became one, with the first id and name and the arguments of all
+// ({"city":"Paris","unit":"celsius"}{}), which no tool can take.
+func TestToolCallsUnderOneIndex(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{ToolCalls: weatherCalls, ArgPiece: 5, ToolIndexZero: true})
+	res, deltas := runDeltas(t, toolRequest(domain.ProviderOpenAICompatible, s), true)
+	if got, want := res.ToolCalls, wantCalls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("tool calls = %+v\nwant %+v", got, want)
+	}
+	if got, want := reassemble(t, deltas), wantCalls(); !reflect.DeepEqual(got, want) {
+		t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+	}
+}
+
 func TestToolChoiceForms(t *testing.T) {
 	tests := []struct {
 		choice        domain.ToolChoice
