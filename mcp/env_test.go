@@ -179,6 +179,8 @@ type session struct {
 	wire     *wireLog
 	mu       sync.Mutex
 	progress map[any][]progressEvent
+	// init is the server's answer to initialize.
+	init *mcpgo.InitializeResult
 }
 
 type progressEvent struct {
@@ -238,9 +240,11 @@ func (e *env) connect(over, user string, opts Options) *session {
 	if over != overHTTP {
 		init.Params.ProtocolVersion = "2025-06-18"
 	}
-	if _, err := c.Initialize(ctx, init); err != nil {
+	res, err := c.Initialize(ctx, init)
+	if err != nil {
 		t.Fatalf("initialize over %s: %v", over, err)
 	}
+	s.init = res
 	return s
 }
 

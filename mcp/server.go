@@ -52,11 +52,18 @@ type Observer interface {
 	StreamClosed()
 }
 
-const instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
-	`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
-	`Pass the conversationId of a previous result to continue that conversation. ` +
-	`Lists return {data, nextCursor}: pass nextCursor as cursor for the next page. ` +
-	`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
+// instructions tell a model what the tools are for; readOnlyInstructions
+// replace them in read-only mode, which has no tool to run a completion.
+const (
+	instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
+		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
+		`Pass the conversationId of a previous result to continue that conversation. ` + listsAndErrors
+	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
+		`a chat's completions are stored as conversations. These tools only read: projects, AI providers, chats, ` +
+		`conversations and their messages, documents and usage. ` + listsAndErrors
+	listsAndErrors = `Lists return {data, nextCursor}: pass nextCursor as cursor for the next page. ` +
+		`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
+)
 
 // NewServer returns an MCP server with Parley's tools over svcs.
 func NewServer(svcs *domain.Services, opts Options) *server.MCPServer {
@@ -75,9 +82,13 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 	}
 	hooks := &server.Hooks{}
 	hooks.AddOnRequestInitialization(skipCancelled)
+	text := instructions
+	if opts.ReadOnly {
+		text = readOnlyInstructions
+	}
 	sopts := append([]server.ServerOption{
 		server.WithToolCapabilities(false),
-		server.WithInstructions(instructions),
+		server.WithInstructions(text),
 		server.WithLogger(opts.Logger),
 		server.WithHooks(hooks),
 	}, extra...)

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -166,6 +167,34 @@ func TestReadOnly(t *testing.T) {
 	res, err := s.callErr(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID}, nil)
 	if err == nil && !res.IsError {
 		t.Fatal("create-chat ran in read-only mode")
+	}
+}
+
+// TestInstructionsNameListedTools checks that the server's instructions
+// name only tools the session lists: in read-only mode a model told to
+// call create-chat-completion-for-chat would call a tool that is not there.
+func TestInstructionsNameListedTools(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	for _, readOnly := range []bool{false, true} {
+		t.Run(fmt.Sprintf("readOnly=%v", readOnly), func(t *testing.T) {
+			s := e.connect(overHTTP, "editor", Options{ReadOnly: readOnly})
+			tools, err := s.ListTools(context.Background(), mcpgo.ListToolsRequest{})
+			must(t, err)
+			listed := map[string]bool{}
+			for _, tool := range tools.Tools {
+				listed[tool.Name] = true
+			}
+			text := s.init.Instructions
+			if text == "" {
+				t.Fatal("no instructions")
+			}
+			for _, name := range allTools {
+				named := regexp.MustCompile(`(^|[^a-z-])` + name + `($|[^a-z-])`).MatchString(text)
+				if named && !listed[name] {
+					t.Errorf("instructions name %s, which tools/list does not offer:\n%s", name, text)
+				}
+			}
+		})
 	}
 }
 
