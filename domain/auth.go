@@ -114,6 +114,9 @@ func (a access) check(ctx context.Context, projectID string, perm Permission, wh
 		return err
 	}
 	if role == "" {
+		if id == projectID { // the project itself, named by the caller
+			return notFoundID(what, PrefixProject, id)
+		}
 		return NotFoundf(what, id)
 	}
 	ok, err := a.authz.Allowed(role, perm)

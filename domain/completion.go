@@ -496,7 +496,8 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 				var err error
 				d, err = lookup(ctx, PrefixDocument, "document", m.DocumentID, s.deps.Store.GetDocument)
 				if KindOf(err) == NotFound || (err == nil && d.ProjectID != projectID) {
-					return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d].documentId: document %s does not exist in project %s", i, m.DocumentID, projectID)
+					return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d].documentId: document %s does not exist in project %s%s",
+						i, m.DocumentID, projectID, otherKind("document", PrefixDocument, m.DocumentID))
 				}
 				if err != nil {
 					return Wrap("completions.resolveMessages", err)

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"reflect"
@@ -167,9 +168,43 @@ func lookup[T any](ctx context.Context, prefix, what, id string, get func(contex
 		return nil, emptyID(what, prefix)
 	}
 	if !validID(prefix, id) {
-		return nil, NotFoundf(what, id)
+		return nil, notFoundID(what, prefix, id)
 	}
 	return get(ctx, id)
+}
+
+// notFoundID is NotFoundf for an id that cannot name a what (prefix), plus
+// otherKind's hint.
+func notFoundID(what, prefix, id string) *Error {
+	return Errorf(NotFound, "%s %s does not exist%s", what, id, otherKind(what, prefix, id))
+}
+
+// otherKind says, when id is the id of another kind of resource than a
+// what (prefix), which kind it is: ": that is a document id; pass a chat id
+// (cht_…)"; else it is "". An agent holding several ids (a completion's
+// messageId and conversationId) easily sends the wrong one. The hint reads
+// only the id, so it tells nothing of what exists.
+func otherKind(what, prefix, id string) string {
+	for _, p := range idPrefixes {
+		if p != prefix && validID(p, id) {
+			return fmt.Sprintf(": that is %s id; pass %s id (%s…)", withArticle(idKinds[p]), withArticle(what), prefix)
+		}
+	}
+	return ""
+}
+
+// idKinds names the resource of each id prefix, as messages name it.
+var idKinds = map[string]string{
+	PrefixProject: "project", PrefixProvider: "AI provider", PrefixChat: "chat", PrefixDocument: "document",
+	PrefixConversation: "conversation", PrefixMessage: "message", PrefixUser: "user", PrefixKey: "API key",
+}
+
+// withArticle puts "a" or "an" before name.
+func withArticle(name string) string {
+	if strings.ContainsRune("AEIOUaeiou", rune(name[0])) {
+		return "an " + name
+	}
+	return "a " + name
 }
 
 // emptyID is the answer to an empty id (a path such as

@@ -198,6 +198,25 @@ func TestPathParameterIsOneSegment(t *testing.T) {
 	})
 }
 
+// TestIDOfAnotherKind: an id of another kind of resource, in the path or
+// as a body's conversationId, is still a 404, whose message says what kind
+// of id was sent and what kind the request takes (as MCP's text does).
+func TestIDOfAnotherKind(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		msg := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")}})["messageId"].(string)
+		r := h.call("POST", path, h.admin, map[string]any{"conversationId": msg, "messages": []any{userMessage("again")}})
+		if want := "conversation " + msg + " does not exist: that is a message id; pass a conversation id (cnv_…)"; r.Status != 404 || r.ErrorMessage() != want {
+			t.Errorf("conversationId %s = %d %s; want 404, %s", msg, r.Status, r.Body, want)
+		}
+		r = h.call("GET", "/api/v1/chats/"+w.provider, h.admin, nil)
+		if want := "chat " + w.provider + " does not exist: that is an AI provider id; pass a chat id (cht_…)"; r.Status != 404 || r.ErrorMessage() != want {
+			t.Errorf("GET /chats/%s = %d %s; want 404, %s", w.provider, r.Status, r.Body, want)
+		}
+	})
+}
+
 // TestWrongMethodIs405: a known path asked with a method it does not take
 // is a 405 that lists the methods it does, not "no such endpoint".
 func TestWrongMethodIs405(t *testing.T) {
