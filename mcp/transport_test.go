@@ -164,9 +164,11 @@ func TestReadOnly(t *testing.T) {
 	if !slices.Equal(names, readTools) {
 		t.Fatalf("read-only tools/list = %q, want %q", names, readTools)
 	}
-	res, err := s.callErr(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID}, nil)
-	if err == nil && !res.IsError {
-		t.Fatal("create-chat ran in read-only mode")
+	// A tool the session does not offer is a JSON-RPC error, as for any
+	// unknown tool name (README, MCP errors).
+	_, err = s.callErr(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID}, nil)
+	if err == nil || !strings.Contains(err.Error(), "tool 'create-chat' not found") {
+		t.Fatalf("create-chat in read-only mode: %v; want a JSON-RPC error naming the tool", err)
 	}
 }
 
