@@ -3,7 +3,63 @@ package llmtest
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 )
+
+// anthropicTextRefusal is the Messages API's refusal of a request with a
+// text block it does not take, "" when there is none: an empty text (a
+// block, or a message's content as a string), or a content (the system
+// parameter, a message's, a tool_result's) whose text blocks hold nothing
+// but whitespace. A whitespace block beside one with other characters is
+// taken, as the API takes it.
+func anthropicTextRefusal(body map[string]any) string {
+	if msg := textBlocksRefusal("system", body["system"]); msg != "" {
+		return msg
+	}
+	msgs, _ := body["messages"].([]any)
+	for _, m := range msgs {
+		mm, _ := m.(map[string]any)
+		if msg := textBlocksRefusal("messages", mm["content"]); msg != "" {
+			return msg
+		}
+		blocks, _ := mm["content"].([]any)
+		for _, b := range blocks {
+			if bm, _ := b.(map[string]any); bm["type"] == "tool_result" {
+				if msg := textBlocksRefusal("messages", bm["content"]); msg != "" {
+					return msg
+				}
+			}
+		}
+	}
+	return ""
+}
+
+// textBlocksRefusal checks one content value: a string, or a list of blocks.
+func textBlocksRefusal(field string, content any) string {
+	var texts []string
+	switch c := content.(type) {
+	case string:
+		texts = []string{c}
+	case []any:
+		for _, b := range c {
+			if bm, _ := b.(map[string]any); bm["type"] == "text" {
+				t, _ := bm["text"].(string)
+				texts = append(texts, t)
+			}
+		}
+	}
+	blank := len(texts) > 0
+	for _, t := range texts {
+		if t == "" {
+			return field + ": text content blocks must be non-empty"
+		}
+		blank = blank && strings.TrimSpace(t) == ""
+	}
+	if blank {
+		return field + ": text content blocks must contain non-whitespace text"
+	}
+	return ""
+}
 
 // anthropicStop maps the reply's finish reason to a stop_reason.
 func (r reply) anthropicStop() string {

@@ -6,9 +6,10 @@
 // By default it echoes: the reply is "echo: " plus the last user message,
 // streamed one word per delta, with usage computed so a test can predict
 // it (see PromptTokens and Deltas). Every request is recorded for
-// assertions, and behaviors (status codes, delays, cut or reset streams,
-// oversized lines and events, keep-alive comments, hangs) can be scripted
-// per request.
+// assertions. A request the provider would refuse as sent gets its 400
+// (Anthropic: a text block that is empty or only whitespace). Behaviors
+// (status codes, delays, cut or reset streams, oversized lines and
+// events, keep-alive comments, hangs) can be scripted per request.
 //
 //	s := llmtest.NewServer(t)
 //	s.Enqueue(llmtest.Behavior{Status: 500}) // the first call fails, the next echoes
@@ -393,6 +394,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		x.writeError(http.StatusUnauthorized, "invalid x-api-key")
 		return
 	}
+	if msg := x.refusal(); msg != "" {
+		x.writeError(http.StatusBadRequest, msg)
+		return
+	}
 	if b.Fault == FaultDrop {
 		x.reset()
 		return
@@ -433,6 +438,15 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		x.anthropicJSON(reply)
 	}
+}
+
+// refusal is the 400 message with which the provider would refuse the
+// request as sent, "" when it takes it.
+func (x *exchange) refusal() string {
+	if x.req.Protocol == Anthropic {
+		return anthropicTextRefusal(x.req.Body)
+	}
+	return ""
 }
 
 // reply is what the server answers with: the text split in deltas, the

@@ -411,3 +411,37 @@ func TestToolIndexZero(t *testing.T) {
 		t.Errorf("ids = %s, want a,b", got)
 	}
 }
+
+// TestAnthropicRefusesBlankText: the Messages API refuses an empty text
+// block, and a content whose text is only whitespace, with a 400; the fake
+// does too, so that a client that sends one fails as it would upstream.
+func TestAnthropicRefusesBlankText(t *testing.T) {
+	tests := []struct {
+		name, body string
+		status     int
+	}{
+		{"text", `{"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`, 200},
+		{"empty block", `{"messages":[{"role":"user","content":[{"type":"text","text":""}]}]}`, 400},
+		{"empty string", `{"messages":[{"role":"user","content":""}]}`, 400},
+		{"whitespace block", `{"messages":[{"role":"user","content":[{"type":"text","text":" \n"}]}]}`, 400},
+		{"whitespace beside text", `{"messages":[{"role":"user","content":[{"type":"text","text":" "},{"type":"text","text":"hi"}]}]}`, 200},
+		{"whitespace system", `{"system":[{"type":"text","text":"\n"}],"messages":[{"role":"user","content":"hi"}]}`, 400},
+		{"whitespace tool result", `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"\t"}]}]}]}`, 400},
+		{"tool result without content", `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}`, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			resp := post(t, s.URL()+"/messages", tt.body)
+			if got := resp.StatusCode; got != tt.status {
+				b, _ := io.ReadAll(resp.Body)
+				t.Errorf("status = %d, want %d: %s", got, tt.status, b)
+			}
+		})
+	}
+	// OpenAI-wire servers take empty text.
+	s := llmtest.NewServer(t)
+	if resp := post(t, s.URL()+"/chat/completions", `{"messages":[{"role":"user","content":""}]}`); resp.StatusCode != 200 {
+		t.Errorf("an empty OpenAI-wire message = %d, want 200", resp.StatusCode)
+	}
+}
