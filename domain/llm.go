@@ -61,8 +61,8 @@ type LLMResult struct {
 	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
 	// Sent is the message list as the provider got it, when its adapter
 	// changed the request's (Anthropic has no response_format: an
-	// instruction joins the system prompt); nil when it is the request's.
-	// Debug shows it.
+	// instruction joins the system prompt; it takes no blank text, which
+	// is left out); nil when it is the request's. Debug shows it.
 	Sent []LLMMessage
 }
 

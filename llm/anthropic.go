@@ -39,17 +39,15 @@ func anthropicBase(u string) string {
 	return strings.TrimSuffix(u, "/v1") + "/"
 }
 
-// anthropicParams maps a domain request to the Messages API: system
-// messages become the system parameter, the rest keep their order. Tools
-// map to tools (parameters become input_schema) and toolChoice to
-// tool_choice (required is Anthropic's "any"); an assistant message's
-// tool calls become tool_use blocks, and tool messages tool_result blocks
-// of a user message, consecutive ones in the same message.
-//
-// Anthropic has no response_format: JSON mode and JSON schema are asked
-// for in the system prompt (see formatInstruction), which the model
-// follows but the API does not enforce.
-func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) {
+// anthropicParams maps a domain request to the Messages API, with the
+// message list as Anthropic gets it (see anthropicMessages) when that is
+// not the request's, else nil. System messages become the system
+// parameter, the rest keep their order. Tools map to tools (parameters
+// become input_schema) and toolChoice to tool_choice (required is
+// Anthropic's "any"); an assistant message's tool calls become tool_use
+// blocks, and tool messages tool_result blocks of a user message,
+// consecutive ones in the same message.
+func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domain.LLMMessage, error) {
 	p := anthropic.MessageNewParams{
 		Model:         anthropic.Model(req.Model),
 		MaxTokens:     DefaultAnthropicMaxTokens,
@@ -64,6 +62,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 	if req.TopP != nil {
 		p.TopP = anthropic.Float(*req.TopP)
 	}
+	msgs, changed := anthropicMessages(req)
 	var results []anthropic.ContentBlockParamUnion // tool results for the next user message
 	flush := func() {
 		if len(results) > 0 {
@@ -71,17 +70,9 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 			results = nil
 		}
 	}
-	for _, m := range req.Messages {
+	for _, m := range msgs {
 		if m.Role != domain.RoleTool {
 			flush()
-		}
-		// Anthropic refuses empty text blocks, which OpenAI-wire providers
-		// take: a message with no text and no tool call is left out (a
-		// stored reply that came back empty must not break every
-		// continuation of its conversation), and Anthropic joins the turns
-		// of one role that then meet.
-		if m.Content == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
-			continue
 		}
 		switch m.Role {
 		case domain.RoleSystem:
@@ -94,7 +85,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 			for _, c := range m.ToolCalls {
 				input, err := toolInput(c)
 				if err != nil {
-					return p, err
+					return p, nil, err
 				}
 				blocks = append(blocks, anthropic.NewToolUseBlock(c.ID, input, c.Name))
 			}
@@ -111,7 +102,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 	}
 	flush()
 	if len(p.Messages) == 0 {
-		return p, domain.Invalidf("messages", "an Anthropic provider needs at least one user or assistant message with content; "+
+		return p, nil, domain.Invalidf("messages", "an Anthropic provider needs at least one user or assistant message with content; "+
 			"this request has none besides the system message")
 	}
 	for _, t := range req.Tools {
@@ -137,10 +128,48 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, error) 
 			p.ToolChoice = anthropic.ToolChoiceParamOfTool(c.Name)
 		}
 	}
-	if text := formatInstruction(req.ResponseFormat); text != "" {
-		p.System = append(p.System, anthropic.TextBlockParam{Text: text})
+	if !changed {
+		msgs = nil
 	}
-	return p, nil
+	return p, msgs, nil
+}
+
+// anthropicMessages is the request's message list as Anthropic gets it,
+// and whether that differs from the request's.
+//
+// Anthropic refuses a text block that is empty or only whitespace, which
+// OpenAI-wire providers take: such a text goes as none, and a message
+// left with no text and no tool call is left out (a stored reply that
+// came back empty, or as "\n\n", must not break every continuation of its
+// conversation); Anthropic joins the turns of one role that then meet. A
+// tool result keeps its place, without content.
+//
+// Anthropic has no response_format: JSON mode and JSON schema are asked
+// for in the system prompt (see formatInstruction), which the model
+// follows but the API does not enforce. The instruction is a system
+// message after the request's.
+func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
+	out := make([]domain.LLMMessage, 0, len(req.Messages)+1)
+	changed := false
+	at := 0 // after the last system message
+	for _, m := range req.Messages {
+		if m.Content != "" && strings.TrimSpace(m.Content) == "" {
+			m.Content, changed = "", true
+		}
+		if m.Content == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
+			changed = true
+			continue
+		}
+		out = append(out, m)
+		if m.Role == domain.RoleSystem {
+			at = len(out)
+		}
+	}
+	if text := formatInstruction(req.ResponseFormat); text != "" {
+		out = slices.Insert(out, at, domain.LLMMessage{Role: domain.RoleSystem, Content: text})
+		changed = true
+	}
+	return out, changed
 }
 
 // toolInput is a tool call's arguments as a tool_use block's input, which
@@ -183,7 +212,7 @@ func formatInstruction(f *domain.ResponseFormat) string {
 // callAnthropic makes one attempt against the Anthropic Messages API.
 func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.anthropicClient(cs.req.Endpoint)
-	params, err := anthropicParams(cs.req)
+	params, sent, err := anthropicParams(cs.req)
 	if err != nil {
 		return nil, err
 	}
@@ -194,27 +223,9 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 		res, err = c.anthropicMessage(ctx, ex, cs, cli, params)
 	}
 	if res != nil {
-		res.Sent = anthropicSent(cs.req)
+		res.Sent = sent
 	}
 	return res, err
-}
-
-// anthropicSent is the message list as Anthropic gets it, for debug, when
-// it is not the request's: the response format's instruction (see
-// formatInstruction) joins the system prompt after the request's system
-// messages. Nil when there is none.
-func anthropicSent(req domain.LLMRequest) []domain.LLMMessage {
-	text := formatInstruction(req.ResponseFormat)
-	if text == "" {
-		return nil
-	}
-	at := 0 // after the last system message
-	for i, m := range req.Messages {
-		if m.Role == domain.RoleSystem {
-			at = i + 1
-		}
-	}
-	return slices.Insert(slices.Clone(req.Messages), at, domain.LLMMessage{Role: domain.RoleSystem, Content: text})
 }
 
 // anthropicMessage makes one attempt without streaming.

@@ -294,3 +294,50 @@ func normJSON(t *testing.T, s string) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// TestAnthropicBlankText: Anthropic refuses a text that is only
+// whitespace ("text content blocks must contain non-whitespace text") as
+// it refuses an empty one, where OpenAI-wire providers take both. A reply
+// of only whitespace (a model's "\n\n" before its tool calls) is stored,
+// and sent back with every continuation of its conversation, so it must
+// not break them: such text goes as none, and a message left with nothing
+// is left out, as an empty one is. Debug shows what was sent.
+func TestAnthropicBlankText(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderAnthropic, s)
+	req.Messages = []domain.LLMMessage{
+		{Role: domain.RoleSystem, Content: " \n"},
+		{Role: domain.RoleUser, Content: "weather in Paris?"},
+		{Role: domain.RoleAssistant, Content: "\n\n", ToolCalls: wantCalls()[:1]},
+		{Role: domain.RoleTool, ToolCallID: "call_paris", Content: "\t"},
+		{Role: domain.RoleAssistant, Content: "\n"},
+		{Role: domain.RoleUser, Content: " "},
+		{Role: domain.RoleUser, Content: "and tomorrow?"},
+	}
+	res, err := newClient(t).Complete(context.Background(), req, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := s.Last().Body
+	if _, ok := body["system"]; ok {
+		t.Errorf("system = %v, want none", body["system"])
+	}
+	got, _ := json.Marshal(body["messages"])
+	want := `[
+		{"role":"user","content":[{"type":"text","text":"weather in Paris?"}]},
+		{"role":"assistant","content":[{"type":"tool_use","id":"call_paris","name":"weather","input":{"city":"Paris","unit":"celsius"}}]},
+		{"role":"user","content":[{"type":"tool_result","tool_use_id":"call_paris"}]},
+		{"role":"user","content":[{"type":"text","text":"and tomorrow?"}]}]`
+	if normJSON(t, string(got)) != normJSON(t, want) {
+		t.Errorf("upstream messages = %s\nwant %s", got, want)
+	}
+	wantSent := []domain.LLMMessage{
+		{Role: domain.RoleUser, Content: "weather in Paris?"},
+		{Role: domain.RoleAssistant, ToolCalls: wantCalls()[:1]},
+		{Role: domain.RoleTool, ToolCallID: "call_paris"},
+		{Role: domain.RoleUser, Content: "and tomorrow?"},
+	}
+	if !reflect.DeepEqual(res.Sent, wantSent) {
+		t.Errorf("Sent = %+v\nwant %+v", res.Sent, wantSent)
+	}
+}

@@ -313,6 +313,38 @@ func TestAnthropicEmptyText(t *testing.T) {
 	})
 }
 
+// TestAnthropicBlankText: Anthropic refuses a text of only whitespace as
+// it refuses an empty one (before, a 502 upstream_error for a request
+// with one, and for every continuation of a conversation with a reply of
+// one). Such a message is left out upstream, and debug, which shows the
+// messages sent upstream, leaves it out too.
+func TestAnthropicBlankText(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+		h.up.Enqueue(llmtest.Behavior{Reply: "\n\n"})
+		first := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("say nothing")}})
+		got := h.must(200, "POST", path, h.admin, map[string]any{"conversationId": first["conversationId"], "debug": true,
+			"messages": []any{userMessage(" \n"), userMessage("now speak")}})
+		var debug []string
+		for _, m := range got["debug"].(map[string]any)["messages"].([]any) {
+			m := m.(map[string]any)
+			debug = append(debug, fmt.Sprint(m["role"], ":", m["content"]))
+		}
+		var sent []string
+		for _, m := range h.up.Last().Messages {
+			sent = append(sent, m.Role+":"+m.Content)
+		}
+		want := []string{"system:" + anthropicSystem, "user:say nothing", "user:now speak"}
+		if !reflect.DeepEqual(sent, want) {
+			t.Errorf("upstream messages = %q, want %q", sent, want)
+		}
+		if !reflect.DeepEqual(debug, want) {
+			t.Errorf("debug messages = %q, want what went upstream, %q", debug, want)
+		}
+	})
+}
+
 // TestStreamNamesTheProvidersModel: the model a provider says answered
 // ("...-2025-01-01" for an alias) is the one every chunk of a stream names,
 // as a whole response does, whichever the wire.
