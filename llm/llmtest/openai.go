@@ -77,7 +77,7 @@ func (x *exchange) openAIJSON(r reply) {
 
 // openAIStream answers chat.completion.chunk events: the role, one chunk
 // per delta, the finish reason, the usage when stream_options.include_usage
-// asks for it, then [DONE].
+// asks for it (or, with NoStreamOptions, unasked), then [DONE].
 func (x *exchange) openAIStream(r reply) {
 	id, created := fmt.Sprintf("chatcmpl-fake-%d", x.req.N), time.Now().Unix()
 	chunk := func(delta map[string]any, finish any) map[string]any {
@@ -140,7 +140,7 @@ func (x *exchange) openAIStream(r reply) {
 	if !x.event("", chunk(map[string]any{}, r.openAIFinish())) {
 		return
 	}
-	if so, _ := x.req.Body["stream_options"].(map[string]any); so["include_usage"] == true {
+	if so, _ := x.req.Body["stream_options"].(map[string]any); so["include_usage"] == true || x.b.NoStreamOptions {
 		if !x.event("", map[string]any{
 			"id": id, "object": "chat.completion.chunk", "created": created, "model": r.model,
 			"choices": []any{}, "usage": r.openAIUsage(),

@@ -177,6 +177,11 @@ type Behavior struct {
 	// as {"type": "thinking", "thinking": [{"type": "text", ...}]}, the
 	// text as {"type": "text", "text": ...} (streamed, one part per delta).
 	ContentParts bool
+	// NoStreamOptions plays an OpenAI-wire server that does not know
+	// stream_options, as Mistral's API: a request that has it gets a 422
+	// naming it (Pydantic's extra_forbidden), and a stream sends its usage
+	// unasked.
+	NoStreamOptions bool
 	// Usage replaces the computed usage.
 	Usage *Usage
 	// Comments is how many SSE comments (": keep-alive" and a blank line,
@@ -398,6 +403,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		x.writeError(http.StatusBadRequest, msg)
 		return
 	}
+	if x.noStreamOptions() {
+		return
+	}
 	if b.Fault == FaultDrop {
 		x.reset()
 		return
@@ -447,6 +455,19 @@ func (x *exchange) refusal() string {
 		return anthropicTextRefusal(x.req.Body)
 	}
 	return ""
+}
+
+// noStreamOptions answers a request with stream_options as Mistral's API
+// does, when the behavior plays such a server; it reports whether it did.
+func (x *exchange) noStreamOptions() bool {
+	if _, ok := x.req.Body["stream_options"]; !ok || !x.b.NoStreamOptions || x.req.Protocol != OpenAI {
+		return false
+	}
+	x.w.Header().Set("Content-Type", "application/json")
+	x.w.WriteHeader(http.StatusUnprocessableEntity)
+	_, _ = io.WriteString(x.w, `{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","stream_options","include_usage"],`+
+		`"msg":"Extra inputs are not permitted","input":true}]},"type":"invalid_request_error","param":null,"code":null}`)
+	return true
 }
 
 // reply is what the server answers with: the text split in deltas, the

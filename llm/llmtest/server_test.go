@@ -445,3 +445,20 @@ func TestAnthropicRefusesBlankText(t *testing.T) {
 		t.Errorf("an empty OpenAI-wire message = %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestNoStreamOptions: a server that does not know stream_options (as
+// Mistral's API) refuses a request that has it with a 422, and streams
+// usage unasked.
+func TestNoStreamOptions(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Script(func(int, llmtest.Request) llmtest.Behavior { return llmtest.Behavior{NoStreamOptions: true} })
+	resp := post(t, s.URL()+"/chat/completions", `{"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"a"}]}`)
+	if b, _ := io.ReadAll(resp.Body); resp.StatusCode != 422 || !strings.Contains(string(b), `"stream_options"`) {
+		t.Errorf("with stream_options: %d %s, want 422 naming it", resp.StatusCode, b)
+	}
+	resp = post(t, s.URL()+"/chat/completions", `{"model":"m","stream":true,"messages":[{"role":"user","content":"a"}]}`)
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || !strings.Contains(string(b), `"usage":{`) {
+		t.Errorf("without stream_options: %d %s, want a stream with usage", resp.StatusCode, b)
+	}
+}
