@@ -123,6 +123,9 @@ type callSpec struct {
 	req     domain.LLMRequest
 	onDelta func(domain.Delta) error
 	start   time.Time
+	// noStreamOptions is set once the upstream refused stream_options
+	// (see refusedStreamOptions): later attempts go without it.
+	noStreamOptions bool
 }
 
 // Complete runs one completion; see domain.LLM. When onDelta is non-nil the

@@ -535,6 +535,86 @@ func TestRetries(t *testing.T) {
 	}
 }
 
+// TestStreamWithoutStreamOptions: a stream asks for
+// stream_options.include_usage, so that its usage is exact; an
+// OpenAI-wire server that does not know the field refuses it (Mistral's
+// API with a 422, Azure before api-version 2024-09-01-preview with a
+// 400), which failed every streamed completion there. Such a stream is
+// asked again without it, once, and a later retry of the call (a 5xx) goes
+// without it too; a request refused for anything else is not sent again.
+func TestStreamWithoutStreamOptions(t *testing.T) {
+	azure := `{"error":{"message":"Unrecognized request argument supplied: stream_options","type":"invalid_request_error","param":null,"code":null}}`
+	for _, tc := range []struct {
+		name   string
+		typ    domain.ProviderType
+		script func(n int, r llmtest.Request) llmtest.Behavior
+		want   []bool // per request: whether it had stream_options
+	}{
+		{"mistral", domain.ProviderOpenAICompatible, func(int, llmtest.Request) llmtest.Behavior {
+			return llmtest.Behavior{NoStreamOptions: true}
+		}, []bool{true, false}},
+		{"azure", domain.ProviderAzureOpenAI, func(_ int, r llmtest.Request) llmtest.Behavior {
+			if _, ok := r.Body["stream_options"]; ok {
+				return llmtest.Behavior{Status: 400, Body: azure}
+			}
+			return llmtest.Behavior{}
+		}, []bool{true, false}},
+		{"then a 500", domain.ProviderOpenAICompatible, func(n int, _ llmtest.Request) llmtest.Behavior {
+			if n == 1 {
+				return llmtest.Behavior{Status: 500}
+			}
+			return llmtest.Behavior{NoStreamOptions: true}
+		}, []bool{true, false, false}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Script(tc.script)
+			res, deltas, err := run(context.Background(), newClient(t), request(tc.typ, s, "no options"), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := strings.Join(deltas, ""), "echo: no options"; got != want || res.Content != want {
+				t.Errorf("deltas %q, content %q, want %q", got, res.Content, want)
+			}
+			var had []bool
+			for _, r := range s.Requests() {
+				_, ok := r.Body["stream_options"]
+				had = append(had, ok)
+			}
+			if !reflect.DeepEqual(had, tc.want) {
+				t.Errorf("stream_options sent per request = %v, want %v", had, tc.want)
+			}
+		})
+	}
+
+	// The usage such a server sends unasked is the call's.
+	s := llmtest.NewServer(t)
+	s.Script(func(int, llmtest.Request) llmtest.Behavior {
+		return llmtest.Behavior{NoStreamOptions: true, Usage: &llmtest.Usage{PromptTokens: 7, CompletionTokens: 3}}
+	})
+	res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := res.Usage, (domain.Usage{PromptTokens: 7, CompletionTokens: 3, TotalTokens: 10}); got != want {
+		t.Errorf("usage = %+v, want %+v", got, want)
+	}
+
+	// Another refusal is not sent again, nor is a whole reply's.
+	for _, stream := range []bool{true, false} {
+		s := llmtest.NewServer(t)
+		s.Script(func(int, llmtest.Request) llmtest.Behavior {
+			return llmtest.Behavior{Status: 400, Body: `{"error":{"message":"Unrecognized request argument supplied: logprobs"}}`}
+		})
+		if _, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), stream); err == nil {
+			t.Errorf("stream %v: no error", stream)
+		}
+		if got := s.Count(); got != 1 {
+			t.Errorf("stream %v: upstream requests = %d, want 1", stream, got)
+		}
+	}
+}
+
 func TestMidStreamResetIsNotRetried(t *testing.T) {
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		t.Run(string(typ), func(t *testing.T) {

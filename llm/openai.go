@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -157,7 +158,15 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	oreq, set := openAIRequest(cs.req, cs.onDelta != nil)
 	ex.jsonSet = set
 	if cs.onDelta != nil {
-		return c.openAIStream(ctx, ex, cs, cli, oreq)
+		if cs.noStreamOptions {
+			oreq.StreamOptions = nil
+		}
+		res, err := c.openAIStream(ctx, ex, cs, cli, oreq)
+		if err != nil && oreq.StreamOptions != nil && refusedStreamOptions(ex, err) {
+			cs.noStreamOptions, oreq.StreamOptions = true, nil
+			return c.openAIStream(ctx, ex, cs, cli, oreq)
+		}
+		return res, err
 	}
 	resp, err := cli.CreateChatCompletion(ctx, oreq)
 	if err != nil {
@@ -186,6 +195,17 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	}
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
+}
+
+// refusedStreamOptions says whether the upstream refused a stream's
+// request because of stream_options, which not every OpenAI-wire server
+// knows: Mistral's API answers 422 (extra_forbidden), Azure before
+// api-version 2024-09-01-preview 400 ("Unrecognized request argument
+// supplied: stream_options"). Asked again without it, such a server
+// streams its usage unasked or none, which the domain then estimates.
+func refusedStreamOptions(ex *exchange, err error) bool {
+	status, _, _ := ex.response()
+	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) && strings.Contains(err.Error(), "stream_options")
 }
 
 // multiContentText is the text of a content that came as a list of typed
