@@ -200,6 +200,36 @@ func TestCommandLineCheckedFirst(t *testing.T) {
 
 // TestAdminCreateUserFlag: --admin may come before or after the name and
 // makes an admin; without it the user is not one.
+// TestUsageNamesAdminCommandsAsAdminHelp: `parley help` lists every admin
+// command with the arguments and flags `parley admin help` gives it, so
+// neither usage leaves out what the other offers.
+func TestUsageNamesAdminCommandsAsAdminHelp(t *testing.T) {
+	dir := t.TempDir()
+	top, code := parley(t, dir, nil, "help")
+	if code != 0 {
+		t.Fatalf("parley help: exit %d:\n%s", code, top)
+	}
+	admin, code := parley(t, dir, nil, "admin", "help")
+	if code != 0 {
+		t.Fatalf("parley admin help: exit %d:\n%s", code, admin)
+	}
+	var n int
+	for _, line := range strings.Split(admin, "\n") {
+		rest, ok := strings.CutPrefix(line, "  ")
+		if !ok || rest == "" || rest[0] == ' ' {
+			continue // not a command's first line
+		}
+		synopsis, _, _ := strings.Cut(rest, "  ")
+		n++
+		if want := "admin " + synopsis; !strings.Contains(top, want) {
+			t.Errorf("parley help does not list %q:\n%s", want, top)
+		}
+	}
+	if n == 0 {
+		t.Fatalf("found no commands in parley admin help:\n%s", admin)
+	}
+}
+
 func TestAdminCreateUserFlag(t *testing.T) {
 	dir := t.TempDir()
 	var key string // the first admin key, printed by the first command

@@ -122,7 +122,7 @@ commands:
   mcp [--read-only]          serve MCP over stdio (caller: PARLEY_API_KEY, else the local admin)
   migrate up|down|status     apply, roll back one, or list database migrations
   admin create-user NAME [--admin]
-  admin create-key USER_ID [NAME]
+  admin create-key USER_ID [NAME] [--expires-at TIME]
   admin gen-key              print a new master key for PARLEY_SECRET_KEY
   admin gen-api-key          print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   admin rotate-key           re-encrypt provider keys under PARLEY_SECRET_KEY
