@@ -269,6 +269,24 @@ func keyHint(key string) string {
 // provider keys are 40 characters and more.
 const minHintedKeyLen = 20
 
+// AzureDeploymentName reports whether model may be sent to Azure OpenAI,
+// whose model is a deployment name that goes into the URL's path as it is
+// (go-openai does not escape it): one segment, of the characters Azure
+// allows in one, and not "." or "..". A "/", "%2F" or ".." would take the
+// call, with the provider's key, to another path of the resource than a
+// chat completion's.
+func AzureDeploymentName(model string) bool {
+	if model == "" || model == "." || model == ".." {
+		return false
+	}
+	for _, r := range model {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
 func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
 		return err
@@ -281,6 +299,9 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	case ProviderOpenAICompatible, ProviderAzureOpenAI:
 		if p.BaseURL == "" {
 			return Invalidf("baseUrl", "baseUrl is required for type %s", p.Type)
+		}
+		if p.Type == ProviderAzureOpenAI && !AzureDeploymentName(p.DefaultModel) {
+			return Invalidf("defaultModel", "the defaultModel of an azure-openai provider is a deployment name, of letters, digits, '.', '_' and '-'")
 		}
 	default:
 		return Invalidf("type", "type must be one of openai, openai-compatible, azure-openai, anthropic")

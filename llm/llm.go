@@ -144,8 +144,13 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		return nil, &domain.Error{Kind: domain.Invalid, Op: op,
 			Message: "AI provider type " + quote(string(req.Endpoint.Type)) + " is not supported; use openai, openai-compatible, azure-openai or anthropic"}
 	}
-	if req.Endpoint.Type == domain.ProviderAzureOpenAI && req.Endpoint.BaseURL == "" {
-		return nil, &domain.Error{Kind: domain.Invalid, Op: op, Message: "an azure-openai provider needs a baseUrl (https://<resource>.openai.azure.com)"}
+	if req.Endpoint.Type == domain.ProviderAzureOpenAI {
+		if req.Endpoint.BaseURL == "" {
+			return nil, &domain.Error{Kind: domain.Invalid, Op: op, Message: "an azure-openai provider needs a baseUrl (https://<resource>.openai.azure.com)"}
+		}
+		if !domain.AzureDeploymentName(req.Model) {
+			return nil, domain.Invalidf("model", "the model of an azure-openai provider is its deployment name, of letters, digits, '.', '_' and '-'; got %s", quote(req.Model))
+		}
 	}
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
 	for attempt := 0; ; attempt++ {

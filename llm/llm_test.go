@@ -381,6 +381,34 @@ func TestAzureAPIVersion(t *testing.T) {
 	}
 }
 
+// TestAzureDeploymentStaysInItsSegment: an Azure call's model is the
+// deployment name, a segment of the URL's path. A model that would leave
+// that segment ("x/../../files", "..") is refused before any request, so
+// that a caller allowed to run completions cannot make the provider's key
+// reach another path of the Azure resource.
+func TestAzureDeploymentStaysInItsSegment(t *testing.T) {
+	s := llmtest.NewServer(t)
+	for _, model := range []string{"x/../../files", "..", ".", "a?b", "a#b", `a\b`, "a%2Fb", "a b"} {
+		t.Run(model, func(t *testing.T) {
+			before := s.Count()
+			req := request(domain.ProviderAzureOpenAI, s)
+			req.Model = model
+			_, _, err := run(context.Background(), newClient(t), req, false)
+			if domain.KindOf(err) != domain.Invalid || !strings.Contains(domain.MessageOf(err), "deployment") {
+				t.Errorf("model %q: %v; want an invalid_request about the deployment name", model, err)
+			}
+			if s.Count() != before {
+				t.Errorf("model %q reached the upstream at %s", model, s.Last().Path)
+			}
+		})
+	}
+	req := request(domain.ProviderAzureOpenAI, s)
+	req.Model = "gpt-4o_mini.v2-eu"
+	if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+		t.Fatalf("a deployment name of letters, digits, '.', '_' and '-': %v", err)
+	}
+}
+
 func TestInvalidEndpoints(t *testing.T) {
 	c := newClient(t)
 	for _, tc := range []struct {

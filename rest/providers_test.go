@@ -74,6 +74,10 @@ func TestProviderValidation(t *testing.T) {
 			{"NUL in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\x00B"}), "apiKeyRef"},
 			{"newline in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\n"}), "apiKeyRef"},
 			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
+			// Azure's model is a deployment name in the URL's path: it must
+			// not leave its segment (TestAzureDeploymentStaysInItsSegment).
+			{"Azure deployment with a slash", base(map[string]any{"type": "azure-openai", "apiKey": "k", "defaultModel": "x/../../files"}), "defaultModel"},
+			{"Azure deployment of dots", base(map[string]any{"type": "azure-openai", "apiKey": "k", "defaultModel": ".."}), "defaultModel"},
 			// An HTTP header cannot carry a control character: the key would
 			// be saved and every call fail with a 502 that names no cause.
 			{"newline in apiKey", base(map[string]any{"apiKey": "sk-abc\ndef-1234567890"}), "apiKey"},
