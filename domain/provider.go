@@ -530,6 +530,11 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	if err := lendsServerKey(ctx, &before, p); err != nil {
 		return nil, err
 	}
+	if p.BaseURL != before.BaseURL && p.APIKeyCiphertext != nil && in.APIKey == nil && in.APIKeyRef == nil {
+		// The key is write-only, even to owners: moved with it, the
+		// provider would send it to wherever the caller points it.
+		return nil, Invalidf("apiKey", "changing the baseUrl of a provider with a stored key sends that key to the new address; send apiKey again with baseUrl (or \"\" to remove it)")
+	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err
 	}

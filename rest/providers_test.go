@@ -216,6 +216,37 @@ func TestOnlyAdminsLendServerKeys(t *testing.T) {
 	}
 }
 
+// TestMovingAProviderTakesItsKeyAgain: a stored key is write-only, even to
+// the project's owners, so a PATCH that changes the baseUrl of a provider
+// with one must send the key again (or remove it): else any owner could
+// point the provider at a server of theirs and read there a key another
+// owner, or an admin, stored. Nothing changes on the refusal.
+func TestMovingAProviderTakesItsKeyAgain(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		_, coOwner := h.user("co-owner")
+		w := h.world() // its provider has the admin's key
+		uid := h.must(200, "GET", "/api/v1/me", coOwner, nil)["id"].(string)
+		h.setRole(h.admin, w.project, uid, "owner")
+		path := "/api/v1/ai-providers/" + w.provider
+		before := h.must(200, "GET", path, h.admin, nil)
+		if before["hasApiKey"] != true {
+			t.Fatalf("the world's provider has no key: %v", before)
+		}
+		elsewhere := strings.Replace(h.up.URL(), "127.0.0.1", "localhost", 1)
+		r := h.call("PATCH", path, coOwner, map[string]any{"baseUrl": elsewhere, "name": "moved"})
+		if r.Status != 400 || r.JSON()["error"].(map[string]any)["details"].(map[string]any)["field"] != "apiKey" {
+			t.Fatalf("moving a provider without its key = %d %s; want 400 naming apiKey", r.Status, r.Body)
+		}
+		if after := h.must(200, "GET", path, h.admin, nil); after["baseUrl"] != before["baseUrl"] || after["name"] != before["name"] {
+			t.Errorf("the refused PATCH changed the provider: %v", after)
+		}
+		h.must(200, "PATCH", path, coOwner, map[string]any{"baseUrl": elsewhere, "apiKey": "sk-co-owner-key-1234567890"})
+		h.must(200, "PATCH", path, coOwner, map[string]any{"baseUrl": h.up.URL(), "apiKey": ""}) // or without a key
+		h.must(200, "PATCH", path, coOwner, map[string]any{"baseUrl": elsewhere})                // which has none to take
+		h.must(200, "PATCH", path, coOwner, map[string]any{"baseUrl": elsewhere, "name": "same place"})
+	})
+}
+
 func TestSSRFGuard(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowPrivateUpstreams = false })
 	p := h.project(h.admin, "p")
