@@ -1,12 +1,18 @@
 package domain
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // Principal is the authenticated caller of a request.
 type Principal struct {
 	UserID  string
 	KeyID   string // "" for the local stdio admin
 	IsAdmin bool
+	// KeyExpiresAt is when the caller's key stops working; nil when it
+	// does not expire. A key it creates must expire by then.
+	KeyExpiresAt *time.Time
 }
 
 type principalKey struct{}

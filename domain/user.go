@@ -90,7 +90,7 @@ func (s *Users) Authenticate(ctx context.Context, key string) (Principal, error)
 	if k.RevokedAt != nil || k.Expired(s.now()) {
 		return Principal{}, errBadKey()
 	}
-	return Principal{UserID: u.ID, KeyID: k.ID, IsAdmin: u.IsAdmin}, nil
+	return Principal{UserID: u.ID, KeyID: k.ID, IsAdmin: u.IsAdmin, KeyExpiresAt: k.ExpiresAt}, nil
 }
 
 // Expired reports whether k has expired by now: from its ExpiresAt on.
@@ -193,7 +193,8 @@ type NewAPIKey struct {
 type APIKeyCreate struct {
 	Name string
 	// ExpiresAt, when set, is when the key stops working: in the future,
-	// and at most MaxAPIKeyLifetimeYears ahead.
+	// at most MaxAPIKeyLifetimeYears ahead, and no later than the expiry of
+	// the caller's own key, if that expires.
 	ExpiresAt *time.Time
 }
 
@@ -203,9 +204,16 @@ type APIKeyCreate struct {
 const MaxAPIKeyLifetimeYears = 10
 
 // CreateAPIKey makes a key for userID (an admin, or the user for itself).
+// A caller whose key expires makes only keys that expire by then: else a
+// key given out for a day could hand its holder one that never expires.
 func (s *Users) CreateAPIKey(ctx context.Context, userID string, in APIKeyCreate) (*NewAPIKey, error) {
 	if err := s.selfOrAdmin(ctx, userID); err != nil {
 		return nil, err
+	}
+	if p, _ := PrincipalFrom(ctx); p.KeyExpiresAt != nil {
+		if err := checkWithinCallerKey(in.ExpiresAt, *p.KeyExpiresAt); err != nil {
+			return nil, err
+		}
 	}
 	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
 		return nil, err
@@ -229,6 +237,16 @@ func checkExpiry(at *time.Time, now time.Time) error {
 	if limit := now.AddDate(MaxAPIKeyLifetimeYears, 0, 0); at.After(limit) {
 		return Invalidf("expiresAt", "expiresAt must be at most %d years ahead (by %s); leave it out for a key that does not expire",
 			MaxAPIKeyLifetimeYears, limit.UTC().Format(time.RFC3339))
+	}
+	return nil
+}
+
+// checkWithinCallerKey refuses a new key's expiry later than limit, the
+// expiry of the key making it, or none at all.
+func checkWithinCallerKey(at *time.Time, limit time.Time) error {
+	if at == nil || at.After(limit) {
+		return Invalidf("expiresAt", "the API key making this request expires at %s, and a key it creates must expire by then: set expiresAt to that time or earlier",
+			limit.UTC().Format(time.RFC3339Nano))
 	}
 	return nil
 }

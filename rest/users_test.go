@@ -161,6 +161,58 @@ func TestAPIKeyExpiresAtRefused(t *testing.T) {
 	})
 }
 
+// TestKeyMadeByExpiringKeyExpires: a key that expires makes only keys
+// that expire by then, for its own user and, an admin's, for another:
+// else a key given out for an hour could hand out one that never
+// expires. A refusal is a 400 naming expiresAt and its bound, and makes
+// no key.
+func TestKeyMadeByExpiringKeyExpires(t *testing.T) {
+	eachWithClock(t, func(t *testing.T, h *harness, c *clock) {
+		uid, _ := h.user("alice")
+		bob := h.must(201, "POST", "/api/v1/users", h.admin, map[string]any{"name": "bob", "isAdmin": true})["id"].(string)
+		exp := c.Now().Add(time.Hour)
+		short := h.must(201, "POST", "/api/v1/users/"+uid+"/api-keys", h.admin, map[string]any{"name": "hour", "expiresAt": exp.Format(time.RFC3339Nano)})["key"].(string)
+		adminShort := h.must(201, "POST", "/api/v1/users/"+bob+"/api-keys", h.admin, map[string]any{"name": "hour", "expiresAt": exp.Format(time.RFC3339Nano)})["key"].(string)
+		count := func() int {
+			return len(h.must(200, "GET", "/api/v1/users/"+uid+"/api-keys", h.admin, nil)["data"].([]any))
+		}
+		before := count()
+
+		bound := "the API key making this request expires at " + exp.UTC().Format(time.RFC3339Nano) + ", and a key it creates must expire by then"
+		for name, tc := range map[string]struct {
+			key       string
+			expiresAt any
+		}{
+			"none":               {short, nil},
+			"later":              {short, exp.Add(time.Second).Format(time.RFC3339Nano)},
+			"an admin's, none":   {adminShort, nil},
+			"an admin's, a year": {adminShort, exp.AddDate(1, 0, 0).Format(time.RFC3339Nano)},
+		} {
+			t.Run(name, func(t *testing.T) {
+				r := h.call("POST", "/api/v1/users/"+uid+"/api-keys", tc.key, map[string]any{"name": "forever", "expiresAt": tc.expiresAt})
+				if r.Status != 400 || r.ErrorField() != "expiresAt" || !strings.HasPrefix(r.ErrorMessage(), bound) {
+					t.Errorf("= %d %s, want 400 naming expiresAt: %q", r.Status, r.Body, bound)
+				}
+			})
+		}
+		if n := count(); n != before {
+			t.Errorf("%d keys after the refusals, want %d", n, before)
+		}
+
+		for _, at := range []time.Time{exp, exp.Add(-time.Minute)} {
+			k := h.must(201, "POST", "/api/v1/users/"+uid+"/api-keys", short, map[string]any{"name": "ok", "expiresAt": at.Format(time.RFC3339Nano)})
+			if got, want := k["expiresAt"], stamp(at); got != want {
+				t.Errorf("expiresAt = %v, want %v", got, want)
+			}
+		}
+		// A key that does not expire makes any key, as before.
+		k := h.must(201, "POST", "/api/v1/users/"+uid+"/api-keys", h.admin, map[string]any{"name": "forever"})
+		if v, ok := k["expiresAt"]; !ok || v != nil {
+			t.Errorf("expiresAt = %v (present %t), want null", v, ok)
+		}
+	})
+}
+
 // TestAPIKeyRevokeAnswersTheKey: revoking answers the key as it is now
 // listed, revokedAt set; revoking it again answers the same, with the
 // first revokedAt.
