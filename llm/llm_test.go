@@ -751,6 +751,12 @@ func TestInBandErrorChunk(t *testing.T) {
 			"the AI provider reported an error during the stream: Provider disconnected unexpectedly"},
 		{"finish_reason error/stream", llmtest.Behavior{FinishReason: "error"}, true, "the AI provider reported an error during the stream"},
 		{"finish_reason error/json", llmtest.Behavior{FinishReason: "error"}, false, "the AI provider reported an error instead of finishing the reply"},
+		// OpenRouter answers some failures of a whole reply with status 200
+		// and an error body, which the SDK reads as a reply of no choices.
+		{"error body/json", llmtest.Behavior{Fault: llmtest.FaultErrorChunk}, false,
+			"the AI provider answered with an error instead of a reply: The server had an error while processing your request"},
+		{"no choices/json", llmtest.Behavior{Body: `{"id":"x","object":"chat.completion","choices":[]}`}, false,
+			"the AI provider answered with no choices"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := llmtest.NewServer(t)
@@ -1096,6 +1102,7 @@ func TestErrorsNeverCarryTheAPIKey(t *testing.T) {
 		"in-band stream error":   {Fault: llmtest.FaultStreamError},
 		"mid-stream reset":       {Fault: llmtest.FaultReset, AfterDeltas: 1},
 		"200 with a broken body": {Body: `{"choices": [` + testKey},
+		"200 with an error body": {Body: leaky},
 	}
 	for name, b := range behaviors {
 		for _, typ := range allTypes {

@@ -174,6 +174,9 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	}
 	res := &domain.LLMResult{Model: resp.Model, Usage: openAIUsage(resp.Usage), FirstByte: firstByte(ex, cs.start)}
 	if len(resp.Choices) == 0 {
+		if msg := sanitize(bodyMessage(ex.bodyHead()), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
+			return res, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a reply: %s", msg)
+		}
 		return res, domain.Errorf(domain.Upstream, "the AI provider answered with no choices")
 	}
 	ch := resp.Choices[0]

@@ -115,6 +115,18 @@ type exchange struct {
 	// lines is the stream's body reader, for the data lines read so far
 	// (see coalescer); set by RoundTrip and read in the same goroutine.
 	lines *lineCapReader
+	// body is a whole reply's body reader, for its first bytes (see
+	// capReader.head); set by RoundTrip and read in the same goroutine.
+	body *capReader
+}
+
+// bodyHead returns the first bytes of a whole (not streamed) reply's
+// body, all of it when it was at most headBytes long.
+func (ex *exchange) bodyHead() []byte {
+	if ex == nil || ex.body == nil {
+		return nil
+	}
+	return ex.body.head
 }
 
 type exchangeKey struct{}
@@ -211,7 +223,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
 		resp.Body = ex.lines
 	default:
-		resp.Body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
+		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
+		resp.Body = ex.body
 	}
 	return resp, nil
 }
@@ -303,13 +316,22 @@ func drainClose(rc io.ReadCloser) {
 // capReader fails once more than left bytes were read. Closed before the
 // end of a body it has read without fault, it drains the rest (the reply
 // is a whole JSON value, so what follows it is framing).
+//
+// It keeps the body's first headBytes in head: a reply with no choices
+// may be an error the server sent with status 200 (OpenRouter does, as
+// {"error":{"message",...}}), whose message the SDK's decoding drops.
 type capReader struct {
 	rc    io.ReadCloser
 	ex    *exchange
 	left  int64
 	err   error
 	ended bool // the body's reader returned an error (io.EOF included)
+	head  []byte
 }
+
+// headBytes bounds capReader.head: an error body is short, and a reply
+// longer than this is not one.
+const headBytes = 1 << 10
 
 func (r *capReader) Read(p []byte) (int, error) {
 	if r.err != nil {
@@ -327,6 +349,9 @@ func (r *capReader) Read(p []byte) (int, error) {
 		return 0, r.err
 	}
 	r.left -= int64(n)
+	if room := headBytes - len(r.head); room > 0 {
+		r.head = append(r.head, p[:min(n, room)]...)
+	}
 	r.ended = err != nil
 	return n, err
 }
