@@ -407,7 +407,10 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 	}
 	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
 	if in.ConversationID != "" {
-		conv, err := lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
+		// err is the named result, not one of this block: the deferred
+		// release below must see every error the function returns.
+		var conv *Conversation
+		conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
 		if err != nil {
 			return nil, err
 		}

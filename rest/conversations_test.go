@@ -58,6 +58,34 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 	})
 }
 
+// TestRefusedContinuationFreesTheConversation: a continuation refused
+// once it had claimed its conversation (a documentId of no document, a
+// tool message answering no call, a maxTokens the chat's model refuses
+// never reaches this point) lets the next one through. The claim was
+// released only for errors of its own block: after any of these refusals
+// every later continuation of the conversation answered 409 "being
+// continued by another request" until the server restarted.
+func TestRefusedContinuationFreesTheConversation(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+		for name, msg := range map[string]map[string]any{
+			"a missing document":        {"role": "user", "documentId": "doc_06h3vckvh8y3bm3bhga67qvzgc"},
+			"a tool message of no call": {"role": "tool", "toolCallId": "call_x", "content": "18C"},
+		} {
+			r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{msg}})
+			if r.Status != 400 {
+				t.Fatalf("%s: %d %s, want 400", name, r.Status, r.Body)
+			}
+			r = h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("again after " + name)}})
+			if r.Status != 200 {
+				t.Errorf("continuing after %s: %d %s, want 200", name, r.Status, r.Body)
+			}
+		}
+	})
+}
+
 // TestConcurrentContinuations: tabs that continue one conversation at the
 // same time on one instance: the first goes upstream, and the others get a
 // 409 conflict at once, before any upstream call (so nobody pays for a
