@@ -485,10 +485,15 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 	resolved := 0 // bytes of the request's messages, documents resolved
 	var calls toolCallTracker
 	for _, m := range pl.history {
-		calls.see(m.Role, m.ToolCalls, m.ToolCallID)
+		calls.see(-1, m.Role, m.ToolCalls, m.ToolCallID)
 	}
 	for i, m := range pl.params.Messages {
-		if !calls.see(m.Role, m.ToolCalls, m.ToolCallID) {
+		if m.Role == RoleUser || m.Role == RoleAssistant {
+			if err := calls.unanswered(i, pl.conversationID()); err != nil {
+				return err
+			}
+		}
+		if !calls.see(i, m.Role, m.ToolCalls, m.ToolCallID) {
 			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId %q answers no tool call of the assistant message before it; "+
 				"a tool message follows the assistant message whose toolCalls has that id (or the conversation's last reply)", i, m.ToolCallID)
 		}
@@ -522,7 +527,16 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID,
 			ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
-	return nil
+	return calls.unanswered(-1, pl.conversationID())
+}
+
+// conversationID is the id of the conversation the plan continues or
+// starts; "" for a stateless completion.
+func (pl *plan) conversationID() string {
+	if pl.conv == nil {
+		return ""
+	}
+	return pl.conv.ID
 }
 
 // upstreamMessages is exactly what goes upstream: the effective system

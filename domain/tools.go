@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
+	"strings"
 )
 
 // Tool is a function the model may call (OpenAI's tools[].function).
@@ -214,28 +216,54 @@ func checkToolCallID(field, id string) error {
 }
 
 // toolCallTracker follows which tool calls await a result: those of the
-// last assistant message, until another kind of message comes.
+// last assistant message, until each is answered by a tool message. The
+// OpenAI and Anthropic APIs both refuse a request in which another
+// message comes first; Parley refuses it before the call, naming the
+// message and the calls.
 type toolCallTracker struct {
-	pending map[string]bool
+	pending []string // the ids not yet answered, in the order called
+	by      int      // the request's index of the message that called them; -1: the stored history's
 }
 
-// see records a message; it reports false for a tool message that answers
-// no pending tool call.
-func (t *toolCallTracker) see(role MessageRole, calls []ToolCall, toolCallID string) bool {
+// see records the message at index i of the request (-1: of the stored
+// history). It reports false for a tool message that answers no pending
+// tool call.
+func (t *toolCallTracker) see(i int, role MessageRole, calls []ToolCall, toolCallID string) bool {
 	switch role {
 	case RoleTool:
-		if !t.pending[toolCallID] {
+		j := slices.Index(t.pending, toolCallID)
+		if j < 0 {
 			return false
 		}
-		delete(t.pending, toolCallID)
+		t.pending = slices.Delete(t.pending, j, j+1)
 	case RoleAssistant:
-		t.pending = make(map[string]bool, len(calls))
+		t.pending, t.by = t.pending[:0], i
 		for _, c := range calls {
-			t.pending[c.ID] = true
+			t.pending = append(t.pending, c.ID)
 		}
 	case RoleSystem:
 	default:
-		t.pending = nil
+		t.pending = t.pending[:0]
 	}
 	return true
+}
+
+// unanswered refuses the request when tool calls still await a result at
+// the request's message i (len(messages): at its end), which is not a tool
+// message: what the provider would refuse, said before paying for the call.
+func (t *toolCallTracker) unanswered(i int, conversationID string) error {
+	if len(t.pending) == 0 {
+		return nil
+	}
+	ids := `"` + strings.Join(t.pending, `", "`) + `"`
+	caller := fmt.Sprintf("messages[%d]", t.by)
+	if t.by < 0 {
+		caller = "conversation " + conversationID + "'s last reply"
+	}
+	field, where := "messages", "after it"
+	if i >= 0 {
+		field, where = fmt.Sprintf("messages[%d]", i), fmt.Sprintf("after it, before messages[%d]", i)
+	}
+	return Invalidf(field, "%s called tools that no tool message answers: %s; send a tool message (role \"tool\", toolCallId, content) "+
+		"for each call %s", caller, ids, where)
 }

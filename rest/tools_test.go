@@ -357,6 +357,14 @@ func TestToolsValidation(t *testing.T) {
 			{"tool answering no call", map[string]any{"messages": []any{hi, map[string]any{"role": "tool", "toolCallId": "call_1", "content": "x"}}}, "messages[1].toolCallId"},
 			{"tool answering another call", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1")}},
 				map[string]any{"role": "tool", "toolCallId": "call_2", "content": "x"}}}, "messages[2].toolCallId"},
+			// A call must be answered before any other message: OpenAI and
+			// Anthropic refuse it after the call, Parley before.
+			{"user message after an unanswered call", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1")}}, hi}}, "messages[2]"},
+			{"one of two calls answered", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1"), call("call_2")}},
+				map[string]any{"role": "tool", "toolCallId": "call_1", "content": "x"}, hi}}, "messages[3]"},
+			{"assistant message after an unanswered call", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1")}},
+				map[string]any{"role": "assistant", "content": "never mind"}, hi}}, "messages[2]"},
+			{"a call unanswered at the end", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("call_1")}}}}, "messages"},
 			{"toolCallId on a user message", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "toolCallId": "call_1"}}}, "messages[0].toolCallId"},
 			{"toolCalls on a user message", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "toolCalls": []any{call("c")}}}}, "messages[0].toolCalls"},
 			{"tool call without id", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("")}}}}, "messages[1].toolCalls[0].id"},
@@ -413,5 +421,24 @@ func TestToolsContinuationChecksIDs(t *testing.T) {
 		if r.Status != 400 || !reflect.DeepEqual(r.JSON()["error"].(map[string]any)["details"], map[string]any{"field": "messages[0].toolCallId"}) {
 			t.Errorf("answering an unknown call = %d %s, want 400 naming messages[0].toolCallId", r.Status, r.Body)
 		}
+
+		// Going on without answering the reply's call is refused before
+		// the provider, which would refuse it, is paid for the prompt.
+		before := h.up.Count()
+		r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": conv, "messages": []any{userMessage("never mind, what about Rome?")},
+		})
+		want := "conversation " + conv + `'s last reply called tools that no tool message answers: "call_paris"; ` +
+			`send a tool message (role "tool", toolCallId, content) for each call after it, before messages[0]`
+		if r.Status != 400 || r.ErrorField() != "messages[0]" || r.ErrorMessage() != want {
+			t.Errorf("a user message after an unanswered call = %d %s, want 400: %s", r.Status, r.Body, want)
+		}
+		if h.up.Count() != before {
+			t.Error("the refused request reached the upstream")
+		}
+		// Answered, the conversation goes on.
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": conv, "messages": []any{map[string]any{"role": "tool", "toolCallId": "call_paris", "content": "18C"}, userMessage("and Rome?")},
+		})
 	})
 }
