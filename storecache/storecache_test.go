@@ -2,6 +2,7 @@ package storecache_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -166,4 +167,211 @@ func TestExpiredKeyRefusedThoughCached(t *testing.T) {
 			t.Errorf("message %q, want %q", got, want)
 		}
 	})
+}
+
+// pausedStore is a store whose cached reads, once armed, stop after
+// reading the database until resumed: a read that a write overtakes.
+type pausedStore struct {
+	domain.Store
+	mu     sync.Mutex
+	armed  bool
+	read   chan struct{} // closed when the armed read has its value
+	resume chan struct{} // closed to let it return
+}
+
+func (p *pausedStore) arm() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.armed, p.read, p.resume = true, make(chan struct{}), make(chan struct{})
+}
+
+func (p *pausedStore) pause() {
+	p.mu.Lock()
+	armed, read, resume := p.armed, p.read, p.resume
+	p.armed = false
+	p.mu.Unlock()
+	if armed {
+		close(read)
+		<-resume
+	}
+}
+
+func (p *pausedStore) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
+	k, u, err := p.Store.GetAPIKeyByHash(ctx, hash)
+	p.pause()
+	return k, u, err
+}
+
+func (p *pausedStore) GetMember(ctx context.Context, projectID, userID string) (*domain.Member, error) {
+	m, err := p.Store.GetMember(ctx, projectID, userID)
+	p.pause()
+	return m, err
+}
+
+func (p *pausedStore) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
+	c, err := p.Store.GetChat(ctx, id)
+	p.pause()
+	return c, err
+}
+
+func (p *pausedStore) GetProvider(ctx context.Context, id string) (*domain.AIProvider, error) {
+	prov, err := p.Store.GetProvider(ctx, id)
+	p.pause()
+	return prov, err
+}
+
+// TestReadOvertakenByAWriteCachesNothing: a read that got its value from
+// the database before a write through the cache, and returns after the
+// write's invalidation, must not cache that value: the next read sees the
+// write. Each write that invalidates is checked, those that forget one
+// entry and those that forget all.
+func TestReadOvertakenByAWriteCachesNothing(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		const gone = "not found"
+		orGone := func(s string, err error) string {
+			if domain.KindOf(err) == domain.NotFound {
+				return gone
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+		for _, tc := range []struct {
+			name  string
+			read  func(cs *storecache.Store, w world) (string, error)
+			write func(cs *storecache.Store, w world) error
+			want  string // what the next read must see
+		}{
+			{"chat renamed", readChat, func(cs *storecache.Store, w world) error {
+				c := w.chat
+				c.Name = "after"
+				return cs.UpdateChat(ctx, &c, c.UpdatedAt)
+			}, "after"},
+			{"chat deleted", readChat, func(cs *storecache.Store, w world) error { return cs.DeleteChat(ctx, w.chat.ID) }, gone},
+			{"chat's project deleted", readChat, deleteProject, gone},
+			{"provider renamed", readProvider, func(cs *storecache.Store, w world) error {
+				p := w.spare
+				p.Name = "after"
+				return cs.UpdateProvider(ctx, &p, p.UpdatedAt)
+			}, "after"},
+			{"provider deleted", readProvider, func(cs *storecache.Store, w world) error { return cs.DeleteProvider(ctx, w.spare.ID) }, gone},
+			{"provider's project deleted", readProvider, deleteProject, gone},
+			{"member demoted", readMember, func(cs *storecache.Store, w world) error {
+				return cs.PutMember(ctx, &domain.Member{ProjectID: w.project.ID, UserID: w.user.ID, Role: domain.RoleViewer, CreatedAt: time.Now(), UpdatedAt: time.Now()})
+			}, string(domain.RoleViewer)},
+			{"member removed", readMember, func(cs *storecache.Store, w world) error { return cs.DeleteMember(ctx, w.project.ID, w.user.ID) }, gone},
+			{"member's project deleted", readMember, deleteProject, gone},
+			{"key revoked", readKey, func(cs *storecache.Store, w world) error {
+				_, err := cs.RevokeAPIKey(ctx, w.user.ID, w.key.ID, time.Now())
+				return err
+			}, "revoked"},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				w := seedWorld(t, st)
+				ps := &pausedStore{Store: st}
+				cs := storecache.New(ps, time.Hour)
+				before := orGone(tc.read(cs, w))
+
+				// A read whose entry is gone (here: never made) gets the
+				// value, and the write overtakes it before it returns.
+				cs = storecache.New(ps, time.Hour)
+				ps.arm()
+				done := make(chan string, 1)
+				go func() { done <- orGone(tc.read(cs, w)) }()
+				<-ps.read
+				if err := tc.write(cs, w); err != nil {
+					t.Fatal(err)
+				}
+				close(ps.resume)
+				if got := <-done; got != before {
+					t.Fatalf("the overtaken read got %q, want %q (the value before the write)", got, before)
+				}
+				if got := orGone(tc.read(cs, w)); got != tc.want {
+					t.Errorf("next read = %q, want %q: the overtaken read cached its value", got, tc.want)
+				}
+			})
+		}
+	})
+}
+
+// world is seed's, plus a second owner (so that the first may be demoted
+// or removed), a provider no chat uses (so that it may be deleted) and a
+// key of the user.
+type world struct {
+	user    domain.User
+	project domain.Project
+	chat    domain.Chat
+	spare   domain.AIProvider
+	key     domain.APIKey
+}
+
+func seedWorld(t *testing.T, st *store.Store) world {
+	t.Helper()
+	ctx := context.Background()
+	u, p, _, c := seed(t, st)
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	v := domain.User{ID: domain.NewID(domain.PrefixUser), Name: "v", CreatedAt: now}
+	spare := domain.AIProvider{ID: domain.NewID(domain.PrefixProvider), ProjectID: p.ID, Name: "before", Type: domain.ProviderOpenAI, DefaultModel: "m", CreatedAt: now, UpdatedAt: now}
+	k := domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "k", Hash: domain.HashAPIKey(domain.NewAPIKeySecret()), CreatedAt: now}
+	for _, err := range []error{
+		st.CreateUser(ctx, &v),
+		st.PutMember(ctx, &domain.Member{ProjectID: p.ID, UserID: v.ID, Role: domain.RoleOwner, CreatedAt: now, UpdatedAt: now}),
+		st.CreateProvider(ctx, &spare),
+		st.CreateAPIKey(ctx, &k),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// As stored: the store may keep times less precisely than Go.
+	got, err := st.GetChat(ctx, c.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gotSpare, err := st.GetProvider(ctx, spare.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return world{user: u, project: p, chat: *got, spare: *gotSpare, key: k}
+}
+
+func readChat(cs *storecache.Store, w world) (string, error) {
+	c, err := cs.GetChat(context.Background(), w.chat.ID)
+	if err != nil {
+		return "", err
+	}
+	return c.Name, nil
+}
+
+func readProvider(cs *storecache.Store, w world) (string, error) {
+	p, err := cs.GetProvider(context.Background(), w.spare.ID)
+	if err != nil {
+		return "", err
+	}
+	return p.Name, nil
+}
+
+func readMember(cs *storecache.Store, w world) (string, error) {
+	m, err := cs.GetMember(context.Background(), w.project.ID, w.user.ID)
+	if err != nil {
+		return "", err
+	}
+	return string(m.Role), nil
+}
+
+func readKey(cs *storecache.Store, w world) (string, error) {
+	k, _, err := cs.GetAPIKeyByHash(context.Background(), w.key.Hash)
+	if err != nil {
+		return "", err
+	}
+	if k.RevokedAt != nil {
+		return "revoked", nil
+	}
+	return "valid", nil
+}
+
+func deleteProject(cs *storecache.Store, w world) error {
+	return cs.DeleteProject(context.Background(), w.project.ID)
 }
