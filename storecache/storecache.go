@@ -1,9 +1,10 @@
 // Package storecache keeps the reads on every completion's path — the
 // caller's API key, its role in the project, the chat and the provider —
 // in memory for a short time. Writes through the cache invalidate at once;
-// writes by other instances are seen when the entry expires (TTL), so a
-// revoked key or a removed member keeps working on another replica for at
-// most the TTL.
+// writes by other instances are seen when the entry expires, at most the
+// TTL after the write (an entry's age counts from the read that made it
+// began), so a revoked key or a removed member keeps working on another
+// replica for at most the TTL.
 package storecache
 
 import (
@@ -41,7 +42,7 @@ func New(s domain.Store, ttl time.Duration) *Store {
 
 // GetAPIKeyByHash returns the cached key; misses are not cached.
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
-	e, gen, ok := s.keys.get(string(hash), s.ttl)
+	e, tk, ok := s.keys.get(string(hash), s.ttl)
 	if ok {
 		return &e.key, &e.user, nil
 	}
@@ -49,7 +50,7 @@ func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKe
 	if err != nil {
 		return nil, nil, err
 	}
-	s.keys.put(string(hash), keyEntry{key: *k, user: *u}, gen)
+	s.keys.put(string(hash), keyEntry{key: *k, user: *u}, tk)
 	return k, u, nil
 }
 
@@ -63,7 +64,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.
 // new member is seen at once.
 func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domain.Member, error) {
 	id := memberID{projectID, userID}
-	m, gen, ok := s.members.get(id, s.ttl)
+	m, tk, ok := s.members.get(id, s.ttl)
 	if ok {
 		return &m, nil
 	}
@@ -71,7 +72,7 @@ func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domai
 	if err != nil {
 		return nil, err
 	}
-	s.members.put(id, *got, gen)
+	s.members.put(id, *got, tk)
 	return got, nil
 }
 
@@ -97,7 +98,7 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 }
 
 func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
-	c, gen, ok := s.chats.get(id, s.ttl)
+	c, tk, ok := s.chats.get(id, s.ttl)
 	if ok {
 		return &c, nil
 	}
@@ -105,7 +106,7 @@ func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.chats.put(id, *got, gen)
+	s.chats.put(id, *got, tk)
 	return got, nil
 }
 
@@ -120,7 +121,7 @@ func (s *Store) DeleteChat(ctx context.Context, id string) error {
 }
 
 func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider, error) {
-	p, gen, ok := s.providers.get(id, s.ttl)
+	p, tk, ok := s.providers.get(id, s.ttl)
 	if ok {
 		return &p, nil
 	}
@@ -128,7 +129,7 @@ func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider,
 	if err != nil {
 		return nil, err
 	}
-	s.providers.put(id, *got, gen)
+	s.providers.put(id, *got, tk)
 	return got, nil
 }
 
@@ -152,37 +153,48 @@ type ttlMap[K comparable, V any] struct {
 
 type ttlEntry[V any] struct {
 	v  V
-	at time.Time
+	at time.Time // when the read that got v began
 }
 
 // maxEntries bounds each map; past it the map starts over.
 const maxEntries = 100_000
 
-// get returns a fresh entry, or on a miss the generation to hand to put.
-func (t *ttlMap[K, V]) get(k K, ttl time.Duration) (V, uint64, bool) {
+// ticket is what get hands the caller of a miss for put: the generation
+// and the time at which the read began.
+type ticket struct {
+	gen uint64
+	at  time.Time
+}
+
+// get returns a fresh entry, or on a miss what to hand to put.
+func (t *ttlMap[K, V]) get(k K, ttl time.Duration) (V, ticket, bool) {
+	now := time.Now()
 	t.mu.RLock()
 	e, ok := t.m[k]
 	gen := t.gen
 	t.mu.RUnlock()
-	if !ok || time.Since(e.at) > ttl {
+	if !ok || now.Sub(e.at) > ttl {
 		var zero V
-		return zero, gen, false
+		return zero, ticket{gen: gen, at: now}, false
 	}
-	return e.v, gen, true
+	return e.v, ticket{}, true
 }
 
-// put stores v read from the database, unless an invalidation happened
-// since the read began (gen from get): the value may predate that write.
-func (t *ttlMap[K, V]) put(k K, v V, gen uint64) {
+// put stores v read from the database after the miss tk, unless an
+// invalidation happened since the read began: the value may predate that
+// write. The entry's age counts from the read's beginning, not its end, so
+// that a slow read's value is not kept for longer than the TTL after a
+// write another instance made while it ran.
+func (t *ttlMap[K, V]) put(k K, v V, tk ticket) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if gen != t.gen {
+	if tk.gen != t.gen {
 		return
 	}
 	if t.m == nil || len(t.m) >= maxEntries {
 		t.m = map[K]ttlEntry[V]{}
 	}
-	t.m[k] = ttlEntry[V]{v: v, at: time.Now()}
+	t.m[k] = ttlEntry[V]{v: v, at: tk.at}
 }
 
 func (t *ttlMap[K, V]) del(k K) {

@@ -375,3 +375,41 @@ func readKey(cs *storecache.Store, w world) (string, error) {
 func deleteProject(cs *storecache.Store, w world) error {
 	return cs.DeleteProject(context.Background(), w.project.ID)
 }
+
+// TestEntryAgeCountsFromTheRead: an entry expires TTL after the read that
+// made it began, not after that read returned. A read that took longer
+// than the TTL (a slow database) holds a value that another instance may
+// have changed just after it was read: kept for a TTL from its return, it
+// would be served longer than the TTL after that write.
+func TestEntryAgeCountsFromTheRead(t *testing.T) {
+	st := dbtest.SQLite(t)
+	ctx := context.Background()
+	w := seedWorld(t, st)
+	const ttl = 50 * time.Millisecond
+	ps := &pausedStore{Store: st}
+	cs := storecache.New(ps, ttl)
+
+	ps.arm()
+	done := make(chan string, 1)
+	go func() {
+		c, err := cs.GetChat(ctx, w.chat.ID)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- c.Name
+	}()
+	<-ps.read
+	// Another instance renames the chat just after the read, which then
+	// takes longer than the TTL to return.
+	if err := st.DB().Exec("UPDATE chats SET name = 'elsewhere' WHERE id = ?", w.chat.ID).Error; err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * ttl)
+	close(ps.resume)
+	if got := <-done; got != "before" {
+		t.Fatalf("the slow read got %q, want before", got)
+	}
+	if got, _ := cs.GetChat(ctx, w.chat.ID); got.Name != "elsewhere" {
+		t.Errorf("GetChat %v after the rename = %q, want elsewhere: the slow read's value outlived the TTL", 2*ttl, got.Name)
+	}
+}
