@@ -167,10 +167,13 @@ func (s *Chats) update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 	if err := s.validate(ctx, c); err != nil {
 		return nil, err
 	}
-	if unchanged(before, c) {
-		return c, nil
+	if !unchanged(before, c) {
+		c.UpdatedAt = s.now()
 	}
-	c.UpdatedAt = s.now()
+	// Also when nothing changes: c may be a cached copy (storecache) older
+	// than another instance's write, and this PATCH would then be dropped.
+	// The same values with the same updatedAt change nothing, if c is
+	// current; if not, the write is stale and untilFresh reads c again.
 	if err := s.store.UpdateChat(ctx, c, before.UpdatedAt); err != nil {
 		return nil, Wrap("chats.Update", err)
 	}

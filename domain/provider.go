@@ -538,10 +538,10 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err
 	}
-	if unchanged(before, p) {
-		return p, nil
+	if !unchanged(before, p) {
+		p.UpdatedAt = s.deps.Now()
 	}
-	p.UpdatedAt = s.deps.Now()
+	// Also when nothing changes: see Chats.update.
 	if err := s.deps.Store.UpdateProvider(ctx, p, before.UpdatedAt); err != nil {
 		return nil, Wrap("providers.Update", err)
 	}

@@ -5,7 +5,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -37,6 +39,48 @@ func TestPatchKeepsOtherInstancesWrites(t *testing.T) {
 		c := b.must(200, "GET", chat, b.admin, nil)
 		if c["systemMessage"] != "new system message" || c["model"] != "other-model" {
 			t.Errorf("chat after both PATCHes: systemMessage %q, model %q; want both changes", c["systemMessage"], c["model"])
+		}
+	})
+}
+
+// TestPatchBackToACachedValueTakesEffect: a PATCH that sets a field back
+// to the value this instance has cached, after another instance changed
+// it, must change it back. Judged against the cached copy it would look
+// like one that changes nothing, answer 200 with the value sent, and
+// write nothing: the other instance's value would stay, and be what every
+// instance serves and sends upstream.
+func TestPatchBackToACachedValueTakesEffect(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		key := secret.GenerateKey()
+		sameKey := func(c *app.Config) { c.SecretKey = key }
+		a, b := newHarness(t, st, sameKey), newHarness(t, st, sameKey)
+		w := a.world()
+		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
+
+		a.must(200, "GET", prov, a.admin, nil) // a caches them
+		a.must(200, "GET", chat, a.admin, nil)
+		b.must(200, "PATCH", prov, b.admin, map[string]any{"defaultModel": "set-on-b"})
+		b.must(200, "PATCH", chat, b.admin, map[string]any{"systemMessage": "set on b", "model": "set-on-b"})
+		// Once b answered, a sets them back.
+		p := a.must(200, "PATCH", prov, a.admin, map[string]any{"defaultModel": "fake-default"})
+		c := a.must(200, "PATCH", chat, a.admin, map[string]any{"systemMessage": "You are a test.", "model": ""})
+		if p["defaultModel"] != "fake-default" || c["systemMessage"] != "You are a test." || c["model"] != "" {
+			t.Fatalf("a answered defaultModel %v, systemMessage %q, model %q", p["defaultModel"], c["systemMessage"], c["model"])
+		}
+
+		// A third instance, which has nothing cached, reads what is stored.
+		fresh := newHarness(t, st, sameKey)
+		p = fresh.must(200, "GET", prov, fresh.admin, nil)
+		c = fresh.must(200, "GET", chat, fresh.admin, nil)
+		if p["defaultModel"] != "fake-default" || c["systemMessage"] != "You are a test." || c["model"] != "" {
+			t.Errorf("after a's PATCHes: defaultModel %v, systemMessage %q, model %q; want a's values, not b's",
+				p["defaultModel"], c["systemMessage"], c["model"])
+		}
+		if r := fresh.complete(fresh.admin, w.chat); r.Status != 200 {
+			t.Fatalf("completion = %d %s", r.Status, r.Body)
+		}
+		if got := lastUpstreamBody(t, a)["model"]; got != "fake-default" { // a's upstream serves w's provider
+			t.Errorf("model sent upstream = %v, want fake-default", got)
 		}
 	})
 }
