@@ -186,6 +186,11 @@ type UsageBatcher struct {
 	done    chan struct{}
 	lost    error // what Shutdown could not write; set before done is closed
 
+	// writes is the parent of every write, ended when Shutdown's context
+	// is done: a write begun before Shutdown is bounded by it too.
+	writes    context.Context
+	endWrites context.CancelFunc
+
 	// Only the goroutine uses these.
 	kept    []UsageRecord // taken from pending and not written yet, oldest first
 	spare   []UsageRecord // an empty array for pending, to reuse
@@ -233,6 +238,7 @@ type usageTrouble struct {
 func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every time.Duration) *UsageBatcher {
 	b := &UsageBatcher{store: store, log: log, maxBatch: maxBatch, every: every, maxKept: usageKeptBatches * maxBatch,
 		kick: make(chan struct{}, 1), done: make(chan struct{})}
+	b.writes, b.endWrites = context.WithCancel(context.Background())
 	b.drained.L = &b.mu
 	go b.run()
 	return b
@@ -274,6 +280,7 @@ func (b *UsageBatcher) wake() {
 
 func (b *UsageBatcher) run() {
 	defer close(b.done)
+	defer b.endWrites()
 	tick := time.NewTicker(b.every)
 	defer tick.Stop()
 	retry := time.NewTimer(usageRetryMax)
@@ -301,7 +308,7 @@ func (b *UsageBatcher) run() {
 		if time.Now().Before(b.trouble.retryAt) {
 			continue
 		}
-		if b.write(stop) {
+		if b.write() {
 			if stop != nil {
 				return
 			}
@@ -362,16 +369,12 @@ func (b *UsageBatcher) logDropped() {
 // write writes the kept records, oldest first, in batches of at most
 // maxBatch, until a write fails in a way retrying may fix. It reports
 // whether every record is written (or given up).
-func (b *UsageBatcher) write(stop context.Context) bool {
-	parent := stop
-	if parent == nil {
-		parent = context.Background()
-	}
+func (b *UsageBatcher) write() bool {
 	done := 0 // kept[:done] are written or given up
 	var err error
 	for done < len(b.kept) && err == nil {
 		chunk := b.kept[done:min(done+b.maxBatch, len(b.kept))]
-		ctx, cancel := context.WithTimeout(parent, usageWriteTimeout)
+		ctx, cancel := context.WithTimeout(b.writes, usageWriteTimeout)
 		n := 0
 		if b.trouble.attempts < usageOneByOneAfter {
 			if err = b.store.InsertUsage(ctx, chunk); err == nil {
@@ -389,6 +392,11 @@ func (b *UsageBatcher) write(stop context.Context) bool {
 		}
 	}
 	b.forget(done)
+	if err != nil && b.writes.Err() != nil {
+		// Shutdown's context ended the write: run gives up on what is
+		// left as soon as it sees that context done.
+		return false
+	}
 	if err != nil {
 		b.failed(err)
 		return false
@@ -527,14 +535,16 @@ func (b *UsageBatcher) giveUp(cause error) {
 }
 
 // Shutdown writes what is queued, and what failed and is kept, trying
-// again as before until ctx is done; records that come later are written
-// one by one as they come. It returns an Unavailable error, also logged,
+// again as before until ctx is done, which also ends a write begun before
+// Shutdown was called; records that come later are written one by one as
+// they come. It returns an Unavailable error, also logged,
 // counting the records it could not write.
 func (b *UsageBatcher) Shutdown(ctx context.Context) error {
 	b.mu.Lock()
 	if !b.closed {
 		b.closed, b.stop = true, ctx
 		b.drained.Broadcast()
+		defer context.AfterFunc(ctx, b.endWrites)()
 	}
 	b.mu.Unlock()
 	b.wake()

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -553,5 +554,72 @@ func TestUsageBatcherStore(t *testing.T) {
 		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(2); got != want {
 			t.Errorf("warnings count %d records refused; want %d (those of the deleted project)\n%s", got, want, log)
 		}
+	})
+}
+
+// TestUsageBatcherShutdownEndsTheWriteInFlight: Shutdown's context bounds
+// a write the batcher began before Shutdown was called, not only those it
+// begins after. A database that hangs (PostgreSQL behind a frozen network,
+// SQLite locked by another process) used to hold Shutdown for the whole of
+// that write's own timeout (30s; SQLite's busy timeout of 10s), however
+// short the flush the server allowed.
+func TestUsageBatcherShutdownEndsTheWriteInFlight(t *testing.T) {
+	check := func(t *testing.T, st *store.Store, hang func()) {
+		t.Helper()
+		log := &logs{}
+		b := domain.NewUsageBatcher(st, slog.New(log), 10, 10*time.Millisecond)
+		hang()
+		b.Record(context.Background(), domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: "prj_none", Outcome: domain.OutcomeOK, CreatedAt: time.Now()})
+		time.Sleep(300 * time.Millisecond) // the interval is 10ms: the write has begun, and hangs
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		err := b.Shutdown(ctx)
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("Shutdown with a context of 500ms took %v", took.Round(time.Millisecond))
+		}
+		if got, want := domain.KindOf(err), domain.Unavailable; err == nil || got != want {
+			t.Errorf("Shutdown: %v (%s); want %s", err, got, want)
+		}
+		if got, want := log.sum("usage records lost: not written before shutdown ended", "records"), int64(1); got != want {
+			t.Errorf("logged %d records lost; want %d\n%s", got, want, log)
+		}
+	}
+	t.Run("postgres hangs", func(t *testing.T) {
+		st, p := dbtest.PostgresThroughProxy(t)
+		check(t, st, p.Stall)
+		p.Down() // let the pool's stalled connections go before the cleanup closes the store
+	})
+	t.Run("sqlite locked by another process", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "parley.db")
+		st, err := store.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := st.Migrate(context.Background(), "up", nil); err != nil {
+			t.Fatal(err)
+		}
+		// Another process's write transaction, as TestThirdSignalExitsAtOnce holds one.
+		other, err := store.Open(context.Background(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer other.Close()
+		db, err := other.DB().DB()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lock, err := db.Conn(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer lock.Close()
+		check(t, st, func() {
+			if _, err := lock.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
+				t.Fatal(err)
+			}
+		})
+		_, _ = lock.ExecContext(context.Background(), "ROLLBACK")
 	})
 }
