@@ -153,6 +153,12 @@ func unreachable(err error) bool {
 	if errors.As(err, &pg) {
 		return strings.HasPrefix(pg.Code, "08") || strings.HasPrefix(pg.Code, "57P") || pg.Code == "53300"
 	}
+	return locked(err)
+}
+
+// locked reports whether err is SQLite's answer that another connection
+// held its lock through the busy timeout.
+func locked(err error) bool {
 	var lite *sqlitedriver.Error
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
 }

@@ -1852,3 +1852,52 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 		t.Errorf("%d of 320 turns failed while sessions were ended; want every one written on another connection", failed.Load())
 	}
 }
+
+// TestTurnsWhileSQLiteIsLocked: another process holds SQLite's write lock
+// (a migration, a backup, a second Parley) past the busy timeout (10s).
+// The turns that queued meanwhile fail together after one more busy
+// timeout, with Unavailable: a batch refused for the lock used to be
+// written again turn by turn, each waiting out the busy timeout on its
+// own, so the last of n queued turns answered after (n+2)×10s.
+func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), path)
+	must(t, err)
+	defer s.Close()
+	must(t, s.Migrate(ctx(), "up", nil))
+	w := newWorld(t, s)
+	other, err := store.Open(ctx(), path)
+	must(t, err)
+	defer other.Close()
+	db, err := other.DB().DB()
+	must(t, err)
+	lock, err := db.Conn(ctx())
+	must(t, err)
+	defer lock.Close()
+	_, err = lock.ExecContext(ctx(), "BEGIN IMMEDIATE")
+	must(t, err)
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			if i > 0 {
+				time.Sleep(200 * time.Millisecond) // queued behind the first, which waits for the lock
+			}
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i)))
+			took := time.Since(start)
+			if got := domain.KindOf(err); got != domain.Unavailable {
+				t.Errorf("turn %d: %v (kind %v); want Unavailable", i, err, got)
+			}
+			if took > 25*time.Second {
+				t.Errorf("turn %d answered after %v; want the queued turns to fail together, after two busy timeouts (20s)", i, took.Round(time.Second))
+			}
+		})
+	}
+	wg.Wait()
+	_, err = lock.ExecContext(ctx(), "ROLLBACK")
+	must(t, err)
+	c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+	must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "once the lock is released")))
+}

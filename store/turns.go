@@ -92,13 +92,25 @@ func newTurn(c *domain.Conversation, create bool, msgs []domain.Message) *turn {
 }
 
 // lead writes batch, whose first turn is the caller's: all in one
-// transaction, or one by one when that fails. It tells the others their
-// results, hands the turns that queued meanwhile to the first of them, and
-// returns the caller's result.
+// transaction, or one by one when that fails, unless it failed for
+// SQLite's lock. It tells the others their results, hands the turns that
+// queued meanwhile to the first of them, and returns the caller's result.
 func (s *Store) lead(batch []*turn) error {
 	ctx, cancel := s.writeContext()
 	errs := make([]error, len(batch))
-	if len(batch) == 1 || s.appendTurns(ctx, batch) != nil {
+	var err error
+	if len(batch) > 1 {
+		err = s.appendTurns(ctx, batch)
+	}
+	switch {
+	case locked(err):
+		// Another connection held SQLite's lock through the busy
+		// timeout: each turn alone would wait as long again, and the
+		// last of them answer only after all those waits.
+		for i := range batch {
+			errs[i] = fail("store.AppendTurn", err)
+		}
+	case len(batch) == 1 || err != nil:
 		for i, t := range batch {
 			errs[i] = s.appendTurn(ctx, t)
 		}
