@@ -98,6 +98,10 @@ func fail(op string, err error) error {
 	if errors.Is(err, context.DeadlineExceeded) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database did not answer in time; retry later", Err: err}
 	}
+	if locked(err) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op,
+			Message: "the database is locked by another writer (another process, a migration or a backup) and stayed locked too long; retry later", Err: err}
+	}
 	if unreachable(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: err}
 	}

@@ -1858,7 +1858,10 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 // The turns that queued meanwhile fail together after one more busy
 // timeout, with Unavailable: a batch refused for the lock used to be
 // written again turn by turn, each waiting out the busy timeout on its
-// own, so the last of n queued turns answered after (n+2)×10s.
+// own, so the last of n queued turns answered after (n+2)×10s. The
+// message says the database is locked, which an operator running `parley
+// admin` beside the server can act on, where "unavailable" sent them
+// looking for a server that an embedded database does not have.
 func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "parley.db")
 	s, err := store.Open(ctx(), path)
@@ -1889,6 +1892,9 @@ func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 			took := time.Since(start)
 			if got := domain.KindOf(err); got != domain.Unavailable {
 				t.Errorf("turn %d: %v (kind %v); want Unavailable", i, err, got)
+			}
+			if msg := domain.MessageOf(err); !strings.Contains(msg, "locked") {
+				t.Errorf("turn %d: message %q does not say the database is locked", i, msg)
 			}
 			if took > 25*time.Second {
 				t.Errorf("turn %d answered after %v; want the queued turns to fail together, after two busy timeouts (20s)", i, took.Round(time.Second))
