@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
 	"time"
 )
 
@@ -23,6 +25,18 @@ const (
 	// checkpointer copies it all and starts it afresh (RESTART), which
 	// keeps writers out meanwhile (see restartWAL).
 	checkpointRestartFrames = 16 << 10
+	// restartWait bounds how long a RESTART waits for readers to leave the
+	// log, keeping writers out meanwhile. Parley's own reads take
+	// milliseconds; a reader that holds on (another process's long
+	// transaction: a backup, an open sqlite3 shell, Litestream, which
+	// keeps one for good) would otherwise hold every write for the busy
+	// timeout, at every tick.
+	restartWait = 100 * time.Millisecond
+	// restartRetryMin and restartRetryMax bound the wait before the next
+	// RESTART after one a reader turned away; it doubles each time. The
+	// PASSIVE checkpoints go on meanwhile.
+	restartRetryMin = time.Second
+	restartRetryMax = 30 * time.Second
 )
 
 // checkpointWAL checkpoints a SQLite database every checkpointEvery until
@@ -31,13 +45,20 @@ func (s *Store) checkpointWAL() {
 	defer s.workers.Done()
 	t := time.NewTicker(checkpointEvery)
 	defer t.Stop()
+	var retry time.Duration
+	var next time.Time // no RESTART before then
 	for {
 		select {
 		case <-s.closed:
 			return
 		case <-t.C:
-			if frames := s.checkpoint("PASSIVE"); frames > checkpointRestartFrames {
-				s.restartWAL()
+			if frames := s.checkpoint("PASSIVE"); frames > checkpointRestartFrames && !time.Now().Before(next) {
+				if _, busy := s.restartWAL(); busy {
+					retry = min(max(2*retry, restartRetryMin), restartRetryMax)
+					next = time.Now().Add(retry)
+				} else {
+					retry = 0
+				}
 			}
 		}
 	}
@@ -49,26 +70,36 @@ func (s *Store) checkpointWAL() {
 // and on) and start up to a step after the checkpoint ended. Holding the
 // write connection, turns queue in Go and start the moment it ends. The
 // checkpoint's own connection is taken first, so that turns never wait for
-// the pool. It returns what checkpoint returns.
-func (s *Store) restartWAL() (frames int) {
+// the pool, and waits restartWait for readers, not the busy timeout. It
+// returns what checkpointOn returns.
+func (s *Store) restartWAL() (frames int, busy bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
 	defer cancel()
 	conn, err := s.sqlDB.Conn(ctx)
 	if err != nil {
-		return 0
+		return 0, true
 	}
 	defer conn.Close()
+	if _, err := conn.ExecContext(ctx, fmt.Sprintf("PRAGMA busy_timeout = %d", restartWait.Milliseconds())); err != nil {
+		return 0, true
+	}
+	defer func() {
+		if _, err := conn.ExecContext(context.Background(), fmt.Sprintf("PRAGMA busy_timeout = %d", sqliteBusyTimeout.Milliseconds())); err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn }) // not back to the pool with the short wait
+		}
+	}()
 	s.writer.mu.Lock()
 	defer s.writer.mu.Unlock()
 	return checkpointOn(ctx, conn, "RESTART")
 }
 
-// checkpoint runs one checkpoint in mode on a connection of the pool; see
-// checkpointOn.
+// checkpoint runs one checkpoint in mode on a connection of the pool and
+// returns the frames checkpointOn returns.
 func (s *Store) checkpoint(mode string) (frames int) {
 	ctx, cancel := context.WithTimeout(context.Background(), checkpointTimeout)
 	defer cancel()
-	return checkpointOn(ctx, s.sqlDB, mode)
+	frames, _ = checkpointOn(ctx, s.sqlDB, mode)
+	return frames
 }
 
 // checkpointTimeout bounds one checkpoint, waits for a connection included.
@@ -81,12 +112,14 @@ type queryRower interface {
 
 // checkpointOn runs one checkpoint in mode on db and returns how many
 // frames the log holds: -1 when it could not run (another checkpoint was
-// running), 0 when it failed. A checkpoint that did not run is tried again
-// at the next tick, and the database stays correct meanwhile.
-func checkpointOn(ctx context.Context, db queryRower, mode string) (frames int) {
-	var busy, checkpointed int
-	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&busy, &frames, &checkpointed); err != nil {
-		return 0
+// running), 0 when it failed; and busy when it did not finish (a RESTART
+// that readers or a writer kept waiting past the busy timeout) or failed.
+// A checkpoint that did not run is tried again later, and the database
+// stays correct meanwhile.
+func checkpointOn(ctx context.Context, db queryRower, mode string) (frames int, busy bool) {
+	var blocked, checkpointed int
+	if err := db.QueryRowContext(ctx, "PRAGMA wal_checkpoint("+mode+")").Scan(&blocked, &frames, &checkpointed); err != nil {
+		return 0, true
 	}
-	return frames
+	return frames, blocked != 0
 }

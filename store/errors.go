@@ -100,7 +100,7 @@ func fail(op string, err error) error {
 	}
 	if locked(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op,
-			Message: "the database is locked by another writer (another process, a migration or a backup) and stayed locked too long; retry later", Err: err}
+			Message: "the database is locked by another writer (another process, or a migration) and stayed locked too long; retry later", Err: err}
 	}
 	if unreachable(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: err}

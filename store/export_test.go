@@ -29,7 +29,12 @@ func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }
 
 // RestartWAL runs the checkpointer's RESTART checkpoint (SQLite), again
 // while the Store's own checkpointer is running one.
-func (s *Store) RestartWAL() { untilRan(s.restartWAL) }
+func (s *Store) RestartWAL() {
+	untilRan(func() int {
+		frames, _ := s.restartWAL()
+		return frames
+	})
+}
 
 // WALFrames checkpoints what it can (PASSIVE) and returns how many frames
 // the write-ahead log holds (SQLite).

@@ -192,6 +192,10 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN st
 	return nil
 }
 
+// sqliteBusyTimeout is how long a SQLite statement waits for a lock that
+// another connection holds before it fails with SQLITE_BUSY.
+const sqliteBusyTimeout = 10 * time.Second
+
 // sqlitePath returns the file path of a SQLite dsn and the driver query
 // string to open it with: foreign keys on, a busy timeout, WAL journal,
 // write transactions that take the lock when they begin (so two of them
@@ -213,7 +217,7 @@ func sqlitePath(dsn string) (path, query string, err error) {
 		path = p
 	}
 	q.Add("_pragma", "foreign_keys(1)")
-	q.Add("_pragma", "busy_timeout(10000)")
+	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeout.Milliseconds()))
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "wal_autocheckpoint(0)") // see checkpoint.go

@@ -1907,3 +1907,54 @@ func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 	c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
 	must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "once the lock is released")))
 }
+
+// TestWALRestartWhileAnotherProcessReads: another process holds a read
+// transaction open (a backup, an open sqlite3 shell, Litestream keeps one
+// for good) while the log passes checkpointRestartFrames, and a second
+// Parley (`parley mcp`) has the database open too. No checkpointer can
+// start the log afresh until that reader ends; each used to wait for it in
+// SQLite's busy handler for the whole busy timeout, keeping writers out,
+// and to try again 100ms later: turns took 10 to 20s, or failed as locked.
+// Turns now go on at their pace.
+func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), path)
+	must(t, err)
+	defer s.Close()
+	must(t, s.Migrate(ctx(), "up", nil))
+	w := newWorld(t, s)
+	mcp, err := store.Open(ctx(), path) // with its own checkpointer
+	must(t, err)
+	defer mcp.Close()
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)") // modernc.org/sqlite, as the store opens it
+	must(t, err)
+	defer db.Close()
+	reader, err := db.Conn(ctx())
+	must(t, err)
+	defer reader.Close()
+	_, err = reader.ExecContext(ctx(), "BEGIN")
+	must(t, err)
+	var n int
+	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM users").Scan(&n)) // the read transaction holds its snapshot from here
+	defer func() { _, _ = reader.ExecContext(ctx(), "ROLLBACK") }()
+
+	appendTurn := func(content string) time.Duration {
+		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		start := time.Now()
+		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, content)))
+		return time.Since(start)
+	}
+	big := strings.Repeat("x", 1<<20) // a turn of two such messages adds 512 frames of 4 KiB
+	for range 40 {                    // 80 MiB: past the 64 MiB of checkpointRestartFrames
+		appendTurn(big)
+	}
+	var slowest time.Duration
+	for range 10 {
+		slowest = max(slowest, appendTurn("small"))
+		time.Sleep(150 * time.Millisecond) // a checkpointer's tick or more between turns
+	}
+	t.Logf("slowest small turn: %v", slowest.Round(time.Millisecond))
+	if slowest > 2*time.Second {
+		t.Errorf("the slowest of 10 small turns took %v while another process read; want well under the busy timeout (10s)", slowest.Round(time.Millisecond))
+	}
+}
