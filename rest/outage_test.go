@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -86,4 +87,75 @@ func TestCompletionsWhenTheDatabaseHangs(t *testing.T) {
 		t.Errorf("the upstream got %d calls while the database hung, want 0", n)
 	}
 	p.Down() // let the pool's stalled connections go before the cleanup closes the store
+}
+
+// TestCompletionsWhileTheDatabaseIsDown: PostgreSQL goes away while Parley
+// serves completions whose lookups the cache answers, then comes back.
+// A stateless completion stores nothing but its usage record, so it
+// answers; a per-chat one whose turn cannot be stored answers 503
+// unavailable (streamed: the reply, then an unavailable error event and
+// [DONE]), saying to retry, without a secret. Every usage record is kept
+// while the database is down and written once it is back, the unstored
+// turns' with the outcome error; and completions work again, without a
+// restart.
+func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
+	st, p := dbtest.PostgresThroughProxy(t)
+	h := newHarness(t, st, nil)
+	w := h.world()
+	chatPath := "/api/v1/chats/" + w.chat + "/completions"
+	h.must(200, "POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("before")}})
+
+	p.Down()
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("stateless")}})
+	r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("per chat")}})
+	if r.Status != 503 || r.ErrorCode() != "unavailable" || !strings.Contains(r.ErrorMessage(), "retry") {
+		t.Errorf("a per-chat completion whose turn cannot be stored = %d %s; want 503 unavailable saying to retry", r.Status, r.Body)
+	}
+	events := readSSE(t, stream(t, h, chatPath, map[string]any{"messages": []any{userMessage("streamed")}}))
+	n := len(events)
+	if n < 3 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("the stream did not end with [DONE]: %v", events)
+	}
+	if e, _ := events[n-2].data["error"].(map[string]any); e == nil || e["code"] != "unavailable" {
+		t.Errorf("event before [DONE] = %s; want an unavailable error", events[n-2].raw)
+	}
+	for _, body := range []string{string(r.Body), events[n-2].raw} {
+		for _, secret := range []string{upstreamKey, "postgres", "127.0.0.1", "sql"} {
+			if strings.Contains(strings.ToLower(body), secret) {
+				t.Errorf("an answer while the database is down holds %q: %s", secret, body)
+			}
+		}
+	}
+	conv, _ := events[0].data["conversationId"].(string)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(h.logs.String(), "usage records not written; kept and retried"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("no usage write failed within 5s of the database going down:\n%s", h.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	p.Up()
+	want := map[string]float64{"ok": 2, "error": 2} // before and stateless; per chat and streamed
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		page := h.usagePage(t, w.project, "groupBy=outcome")
+		got := map[string]float64{}
+		for k, g := range page.totals {
+			got[k] = g.requests
+		}
+		if len(got) == len(want) && got["ok"] == want["ok"] && got["error"] == want["error"] {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("usage requests by outcome 15s after the database came back = %v; want %v", got, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 404 {
+		t.Errorf("the conversation of the stream whose turn was not stored = %d %s; want 404", r.Status, r.Body)
+	}
+	h.must(200, "POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("after")}})
+	if logs := h.logs.String(); !strings.Contains(logs, "usage backlog written") {
+		t.Errorf("no line says the usage kept while the database was down was written:\n%s", logs)
+	}
 }
