@@ -295,9 +295,11 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		switch ev.Type {
 		case "message_start":
 			res.Model = string(ev.Message.Model)
+			// Its output_tokens is a placeholder (1), sent before the
+			// reply: only message_delta counts the reply. Without that
+			// count the domain estimates the reply rather than record 1.
 			u := ev.Message.Usage
 			input = u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
-			output = u.OutputTokens
 		case "content_block_start":
 			if ev.ContentBlock.Type != "tool_use" {
 				continue

@@ -234,34 +234,38 @@ func positive64(n int64) bool { return n > 0 }
 
 // TestUsageWithoutTheProvidersCount: a provider that reports no usage (some
 // OpenAI-compatible servers do not, in streams) gets an estimate, in the
-// response and in the record, never zero.
+// response and in the record, never zero. An Anthropic-wire stream whose
+// message_delta counts no output is estimated too, not counted at the
+// placeholder output_tokens of its message_start (1, sent before the reply).
 func TestUsageWithoutTheProvidersCount(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		w := h.world()
-		path := "/api/v1/chats/" + w.chat + "/completions"
-		for _, stream := range []bool{false, true} {
-			h.up.Enqueue(llmtest.Behavior{Usage: &llmtest.Usage{}})
-			r := h.call("POST", path, h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("one two three four")}})
-			if r.Status != 200 || !strings.Contains(string(r.Body), `"usage":{"prompt_tokens":`) {
-				t.Fatalf("stream=%v: %d %s", stream, r.Status, r.Body)
-			}
-			// The (last) usage object, of the completion or of the stream's
-			// last chunk.
-			i := strings.LastIndex(string(r.Body), `"usage":`)
-			var u map[string]int
-			if err := json.NewDecoder(strings.NewReader(string(r.Body)[i+len(`"usage":`):])).Decode(&u); err != nil {
-				t.Fatal(err)
-			}
-			// "echo: one two three four" is 24 characters in 5 deltas.
-			if u["prompt_tokens"] <= 0 || u["completion_tokens"] < 5 || u["total_tokens"] != u["prompt_tokens"]+u["completion_tokens"] {
-				t.Errorf("stream=%v: usage %v, want an estimate", stream, u)
+		w := h.anthropicWorld()
+		for wire, chat := range map[string]string{"openai": w.openaiChat, "anthropic": w.anthropicChat} {
+			path := "/api/v1/chats/" + chat + "/completions"
+			for _, stream := range []bool{false, true} {
+				h.up.Enqueue(llmtest.Behavior{Usage: &llmtest.Usage{}})
+				r := h.call("POST", path, h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("one two three four")}})
+				if r.Status != 200 || !strings.Contains(string(r.Body), `"usage":{"prompt_tokens":`) {
+					t.Fatalf("%s stream=%v: %d %s", wire, stream, r.Status, r.Body)
+				}
+				// The (last) usage object, of the completion or of the stream's
+				// last chunk.
+				i := strings.LastIndex(string(r.Body), `"usage":`)
+				var u map[string]int
+				if err := json.NewDecoder(strings.NewReader(string(r.Body)[i+len(`"usage":`):])).Decode(&u); err != nil {
+					t.Fatal(err)
+				}
+				// "echo: one two three four" is 24 characters in 5 deltas.
+				if u["prompt_tokens"] <= 0 || u["completion_tokens"] < 5 || u["total_tokens"] != u["prompt_tokens"]+u["completion_tokens"] {
+					t.Errorf("%s stream=%v: usage %v, want an estimate", wire, stream, u)
+				}
 			}
 		}
 		h.app.FlushUsage()
-		var zero int64
-		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE chat_id = ? AND (prompt_tokens = 0 OR completion_tokens = 0)", w.chat).Scan(&zero)
-		if zero != 0 {
-			t.Errorf("%d usage records have no tokens", zero)
+		var short int64
+		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE project_id = ? AND (prompt_tokens = 0 OR completion_tokens < 5)", w.project).Scan(&short)
+		if short != 0 {
+			t.Errorf("%d usage records have no tokens, or fewer completion tokens than the reply's 5 deltas", short)
 		}
 	})
 }
