@@ -887,3 +887,85 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 		})
 	})
 }
+
+// TestUsageIsTheProvidersCount: for each wire protocol, stateless and per
+// chat, JSON and streamed, and after a 5xx the call retried, the usage
+// report and the tokens/min limit count exactly the tokens the provider
+// reported, once: a retried attempt adds nothing. A completion the
+// provider refused (a 4xx; 5xx until the retries ran out) is a request of
+// no tokens, in the report and in the limit alike.
+func TestUsageIsTheProvidersCount(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		const limit = 1_000_000
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"tokensPerMinute": limit})
+		reported := llmtest.Usage{PromptTokens: 13, CompletionTokens: 7}
+		var wantPrompt, wantCompletion, wantRequests, okRequests int
+		chats := map[string]int{}
+		for _, p := range []struct{ id, chat string }{{w.openai, w.openaiChat}, {w.anthropic, w.anthropicChat}} {
+			for _, stateless := range []bool{false, true} {
+				for _, stream := range []bool{false, true} {
+					for _, c := range []struct {
+						name  string
+						plays []llmtest.Behavior
+						ok    bool
+					}{
+						{"plain", []llmtest.Behavior{{Usage: &reported}}, true},
+						{"after a 5xx", []llmtest.Behavior{{Status: 503}, {Usage: &reported}}, true},
+						{"refused", []llmtest.Behavior{{Status: 400}}, false},
+					} {
+						body := map[string]any{"stream": stream, "messages": []any{userMessage("one two three")}}
+						path, chat := "/api/v1/chats/"+p.chat+"/completions", p.chat
+						if stateless {
+							body["aiProviderId"], path, chat = p.id, "/api/v1/chats/completions", ""
+						}
+						h.up.Enqueue(c.plays...)
+						r := h.call("POST", path, h.admin, body)
+						if got, want := r.Status == 200, c.ok; got != want {
+							t.Fatalf("%s stateless=%v stream=%v %s = %d %s", p.id, stateless, stream, c.name, r.Status, r.Body)
+						}
+						wantRequests++
+						chats[chat]++
+						if c.ok {
+							okRequests++
+							wantPrompt += reported.PromptTokens
+							wantCompletion += reported.CompletionTokens
+						}
+					}
+				}
+			}
+		}
+		h.app.FlushUsage()
+		total := wantPrompt + wantCompletion
+		for _, groupBy := range []string{"provider", "chat", "key", "outcome"} {
+			got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy="+groupBy+"&from=2026-01-01", h.admin, nil)
+			var prompt, completion, sum, requests float64
+			for _, d := range got["data"].([]any) {
+				d := d.(map[string]any)
+				prompt += d["promptTokens"].(float64)
+				completion += d["completionTokens"].(float64)
+				sum += d["totalTokens"].(float64)
+				requests += d["requests"].(float64)
+				if groupBy == "chat" {
+					key, _ := d["key"].(string)
+					if d["requests"] != float64(chats[key]) {
+						t.Errorf("usage by chat, %q: %v requests, want %d", key, d["requests"], chats[key])
+					}
+				}
+				if groupBy == "outcome" && d["key"] == "upstream_error" && d["totalTokens"] != 0.0 {
+					t.Errorf("refused completions count %v tokens, want 0", d["totalTokens"])
+				}
+			}
+			if int(prompt) != wantPrompt || int(completion) != wantCompletion || int(sum) != total || int(requests) != wantRequests {
+				t.Errorf("usage by %s: %v prompt, %v completion, %v total tokens in %v requests; want %d, %d, %d in %d",
+					groupBy, prompt, completion, sum, requests, wantPrompt, wantCompletion, total, wantRequests)
+			}
+		}
+		// The tokens/min limit counted those tokens, no more: a completion's
+		// RateLimit-Remaining is what is left before its own.
+		r := h.call("POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+		if got, want := r.Header.Get("RateLimit-Remaining"), strconv.Itoa(limit-total); r.Status != 200 || got != want {
+			t.Errorf("tokens left after %d completions of %d tokens = %q (status %d), want %s", okRequests, reported.PromptTokens+reported.CompletionTokens, got, r.Status, want)
+		}
+	})
+}
