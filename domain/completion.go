@@ -626,10 +626,10 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	}
 	// The provider's count, estimated where it gave none: for a reply, and
 	// for a call the provider had taken when it ended early (the stream
-	// broke, the client left, the server ended it, the first byte was
-	// late): its prompt was sent, and may be billed. Not for a call it
-	// refused.
-	begun := err == nil || deltas > 0 || KindOf(err) == Timeout
+	// broke, even before its first delta, the client left, the server
+	// ended it, the first byte was late): its prompt was sent, and may be
+	// billed. Not for a call it refused.
+	begun := err == nil || deltas > 0 || KindOf(err) == Timeout || (res != nil && res.Accepted)
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
 		begun = begun || rec.Outcome == OutcomeClientDisconnect || rec.Outcome == OutcomeInterrupted

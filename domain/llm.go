@@ -59,6 +59,10 @@ type LLMResult struct {
 	Model        string // the model the upstream says answered
 	Usage        Usage
 	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
+	// Accepted says, of a stream that failed, that the provider had
+	// answered 2xx: it took the call, and may bill its prompt, though no
+	// delta came.
+	Accepted bool
 	// Sent is the message list as the provider got it, when its adapter
 	// changed the request's (Anthropic has no response_format: an
 	// instruction joins the system prompt; it takes no blank text, which

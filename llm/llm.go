@@ -164,6 +164,12 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 				continue
 			}
 		}
+		if status, _, _ := ex.response(); ex.stream && status >= 200 && status < 300 {
+			if res == nil {
+				res = &domain.LLMResult{}
+			}
+			res.Accepted = true
+		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}
 }

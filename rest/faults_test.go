@@ -969,3 +969,41 @@ func TestUsageIsTheProvidersCount(t *testing.T) {
 		}
 	})
 }
+
+// TestUsageOfAStreamBrokenBeforeItsFirstDelta: a stream the provider had
+// answered 200 and that broke before its first delta was recorded with no
+// tokens, though its prompt was sent and may be billed; it is estimated,
+// as a stream that broke later is. A connection dropped before any answer
+// (retried, then a 502) counts none.
+func TestUsageOfAStreamBrokenBeforeItsFirstDelta(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := map[string]any{"stream": true, "messages": []any{userMessage("a b c d e f")}}
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultReset})
+		if r := h.call("POST", path, h.admin, body); !strings.Contains(string(r.Body), "upstream_error") {
+			t.Fatalf("a stream reset after its headers = %d %s, want an upstream_error", r.Status, r.Body)
+		}
+		h.up.Script(func(int, llmtest.Request) llmtest.Behavior { return llmtest.Behavior{Fault: llmtest.FaultDrop} })
+		if r := h.call("POST", path, h.admin, body); r.Status != 502 {
+			t.Fatalf("a connection dropped before any answer = %d %s, want 502", r.Status, r.Body)
+		}
+		h.app.FlushUsage()
+		var recs []struct {
+			PromptTokens, CompletionTokens int64
+		}
+		if err := h.app.Store.DB().Raw("SELECT prompt_tokens, completion_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? ORDER BY created_at, id",
+			w.chat, "upstream_error").Scan(&recs).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 2 {
+			t.Fatalf("%d upstream_error records, want 2", len(recs))
+		}
+		if recs[0].PromptTokens <= 0 || recs[0].CompletionTokens != 0 {
+			t.Errorf("the stream reset after its headers recorded %+v, want an estimated prompt and no completion", recs[0])
+		}
+		if recs[1].PromptTokens != 0 || recs[1].CompletionTokens != 0 {
+			t.Errorf("the call never answered recorded %+v, want no tokens", recs[1])
+		}
+	})
+}
