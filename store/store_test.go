@@ -1853,6 +1853,19 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 	}
 }
 
+// migratedSQLiteFile opens a migrated SQLite database in a file of its own,
+// which other connections (another process, as the tests play it) may open
+// too; it is closed when the test ends.
+func migratedSQLiteFile(t *testing.T) (string, *store.Store) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), path)
+	must(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	must(t, s.Migrate(ctx(), "up", nil))
+	return path, s
+}
+
 // TestTurnsWhileSQLiteIsLocked: another process holds SQLite's write lock
 // (a migration, a backup, a second Parley) past the busy timeout (10s).
 // The turns that queued meanwhile fail together after one more busy
@@ -1863,11 +1876,7 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 // admin` beside the server can act on, where "unavailable" sent them
 // looking for a server that an embedded database does not have.
 func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := store.Open(ctx(), path)
-	must(t, err)
-	defer s.Close()
-	must(t, s.Migrate(ctx(), "up", nil))
+	path, s := migratedSQLiteFile(t)
 	w := newWorld(t, s)
 	other, err := store.Open(ctx(), path)
 	must(t, err)
@@ -1917,11 +1926,7 @@ func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 // and to try again 100ms later: turns took 10 to 20s, or failed as locked.
 // Turns now go on at their pace.
 func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := store.Open(ctx(), path)
-	must(t, err)
-	defer s.Close()
-	must(t, s.Migrate(ctx(), "up", nil))
+	path, s := migratedSQLiteFile(t)
 	w := newWorld(t, s)
 	mcp, err := store.Open(ctx(), path) // with its own checkpointer
 	must(t, err)
