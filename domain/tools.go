@@ -249,8 +249,8 @@ func (t *toolCallTracker) see(i int, role MessageRole, calls []ToolCall, toolCal
 }
 
 // unanswered refuses the request when tool calls still await a result at
-// the request's message i (len(messages): at its end), which is not a tool
-// message: what the provider would refuse, said before paying for the call.
+// the request's message i, which is not a tool message, or (i < 0) at the
+// request's end: what the provider would refuse, said before the call.
 func (t *toolCallTracker) unanswered(i int, conversationID string) error {
 	if len(t.pending) == 0 {
 		return nil
