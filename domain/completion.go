@@ -669,7 +669,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, ToolCalls: out.ToolCalls,
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
 		if err := s.storeTurn(ctx, pl, &reply); err != nil {
-			rec.Outcome = OutcomeError
+			rec.Outcome = OutcomeNotStored
 			if pl.newConv {
 				rec.ConversationID = "" // as above: the unstored turn created nothing
 			}

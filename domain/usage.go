@@ -17,6 +17,9 @@ type Usage struct {
 	PromptTokens     int
 	CompletionTokens int
 	TotalTokens      int
+	// Estimated is set when Parley estimated a count, in whole or in part,
+	// because the provider gave none (see estimateUsage).
+	Estimated bool
 }
 
 // estimateUsage fills in the parts of u the provider did not report: some
@@ -27,7 +30,7 @@ type Usage struct {
 // token, whichever is more. A part the provider reported is kept, except
 // that the reply of a partial completion (cut short) counts at least the
 // estimate: a count the provider sent as the reply began (Anthropic's) is
-// behind by then.
+// behind by then. A count replaced marks the usage Estimated.
 func estimateUsage(u Usage, partial bool, sent []LLMMessage, reply string, calls []ToolCall, deltas int) Usage {
 	if u.PromptTokens == 0 {
 		chars := 0
@@ -35,9 +38,13 @@ func estimateUsage(u Usage, partial bool, sent []LLMMessage, reply string, calls
 			chars += charsOf(m.Content, m.ToolCalls)
 		}
 		u.PromptTokens = tokensOf(chars) + 4*len(sent)
+		u.Estimated = true
 	}
 	if u.CompletionTokens == 0 || partial {
-		u.CompletionTokens = max(u.CompletionTokens, deltas, tokensOf(charsOf(reply, calls)))
+		if est := max(deltas, tokensOf(charsOf(reply, calls))); est > u.CompletionTokens {
+			u.CompletionTokens = est
+			u.Estimated = true
+		}
 	}
 	u.TotalTokens = u.PromptTokens + u.CompletionTokens
 	return u
@@ -67,6 +74,9 @@ const (
 	OutcomeClientDisconnect Outcome = "client_disconnect"
 	OutcomeTruncated        Outcome = "truncated"
 	OutcomeInterrupted      Outcome = "interrupted" // ended by the server: shutdown or maximum stream duration
+	// OutcomeNotStored is a reply the provider gave (and may bill) whose
+	// turn Parley could not store: the client got an error instead.
+	OutcomeNotStored Outcome = "not_stored"
 )
 
 // UsageRecord is written for every completion, stateless or per chat.
@@ -127,8 +137,11 @@ type UsageQuery struct {
 // UsageTotal sums the usage of one group.
 type UsageTotal struct {
 	Key      string // the model, provider id, chat id or key id; "" for ungrouped
-	Usage    Usage
+	Usage    Usage  // Usage.Estimated is unused: see EstimatedTokens
 	Requests int64
+	// EstimatedTokens is the part of Usage.TotalTokens counted by
+	// completions whose usage Parley estimated, in whole or in part.
+	EstimatedTokens int64
 }
 
 // UsageStore keeps usage records.

@@ -68,13 +68,14 @@ func deletedText(what string) func(deletedOut) string {
 
 // usageOut are token totals.
 type usageOut struct {
-	PromptTokens     int `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
-	CompletionTokens int `json:"completionTokens" desc:"Tokens of the reply."`
-	TotalTokens      int `json:"totalTokens" desc:"promptTokens plus completionTokens."`
+	PromptTokens     int  `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
+	CompletionTokens int  `json:"completionTokens" desc:"Tokens of the reply."`
+	TotalTokens      int  `json:"totalTokens" desc:"promptTokens plus completionTokens."`
+	Estimated        bool `json:"estimated,omitempty" desc:"True when Parley counted some of the tokens itself because the provider gave no count; absent otherwise."`
 }
 
 func toUsageOut(u domain.Usage) usageOut {
-	return usageOut{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	return usageOut{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated}
 }
 
 // quote renders an optional name for text output.

@@ -85,6 +85,7 @@ type usageTotalOut struct {
 	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
 	Requests         int64  `json:"requests" desc:"Number of completions."`
+	EstimatedTokens  int64  `json:"estimatedTokens" desc:"The part of totalTokens counted by completions whose usage Parley estimated, in whole or in part, because the provider gave no count."`
 }
 
 type usageReportOut struct {
@@ -119,7 +120,8 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				Data: make([]usageTotalOut, 0, len(rep.Totals))}
 			for _, t := range rep.Totals {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
-					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
+					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests,
+					EstimatedTokens: t.EstimatedTokens})
 			}
 			if rep.NextCursor != "" {
 				out.NextCursor = &rep.NextCursor

@@ -116,6 +116,9 @@ type openAIUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// Estimated is true when Parley counted some of the tokens itself,
+	// because the provider gave no count (absent otherwise).
+	Estimated bool `json:"estimated,omitempty"`
 }
 
 type debugJSON struct {
@@ -149,7 +152,7 @@ func toDebugJSON(d *domain.Debug) *debugJSON {
 }
 
 func toOpenAIUsage(u domain.Usage) openAIUsage {
-	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens}
+	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated}
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {

@@ -32,9 +32,10 @@ type messageResponse struct {
 }
 
 type usageJSON struct {
-	PromptTokens     int `json:"promptTokens"`
-	CompletionTokens int `json:"completionTokens"`
-	TotalTokens      int `json:"totalTokens"`
+	PromptTokens     int  `json:"promptTokens"`
+	CompletionTokens int  `json:"completionTokens"`
+	TotalTokens      int  `json:"totalTokens"`
+	Estimated        bool `json:"estimated,omitempty"` // Parley counted some of it: the provider gave no count
 }
 
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
@@ -50,7 +51,8 @@ func toMessageResponse(m *domain.Message) messageResponse {
 		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 	if m.Role == domain.RoleAssistant {
-		r.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens}
+		r.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
+			Estimated: m.Usage.Estimated}
 	}
 	return r
 }

@@ -52,7 +52,7 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 		if r := <-done; r.Status != 404 {
 			t.Fatalf("completion = %d %s, want 404", r.Status, r.Body)
 		}
-		if got := usageConversations(t, h, w.chat, "error"); len(got) != 1 || got[0] != "" {
+		if got := usageConversations(t, h, w.chat, "not_stored"); len(got) != 1 || got[0] != "" {
 			t.Errorf("the unstored first turn's usage names conversations %q, want one record naming none", got)
 		}
 	})
@@ -126,7 +126,7 @@ func TestConcurrentContinuations(t *testing.T) {
 			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
 				t.Errorf("stream %v: stored %q, want %q", stream, got, want)
 			}
-			if got := usageConversations(t, h, w.chat, "error"); len(got) != 0 {
+			if got := usageConversations(t, h, w.chat, "not_stored"); len(got) != 0 {
 				t.Errorf("stream %v: the refused tabs recorded usage %q, want none", stream, got)
 			}
 
@@ -188,7 +188,7 @@ func TestConcurrentContinuationsAcrossInstances(t *testing.T) {
 			}
 			loser := []*harness{a, b}[lost[0]]
 			loser.app.FlushUsage()
-			if got := usageConversations(t, a, w.chat, "error"); len(got) != 1 || got[0] != conv {
+			if got := usageConversations(t, a, w.chat, "not_stored"); len(got) != 1 || got[0] != conv {
 				t.Errorf("stream %v: the loser's usage records name %q, want one naming %s", stream, got, conv)
 			}
 

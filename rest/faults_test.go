@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math"
 	"net/http"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -237,9 +238,27 @@ func positive64(n int64) bool { return n > 0 }
 // response and in the record, never zero. An Anthropic-wire stream whose
 // message_delta counts no output is estimated too, not counted at the
 // placeholder output_tokens of its message_start (1, sent before the reply).
+// An estimate says so: `estimated: true` in the response's usage and in the
+// stored reply's, and the usage report's estimatedTokens sums the tokens of
+// such completions apart; the provider's own count carries no mark.
 func TestUsageWithoutTheProvidersCount(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.anthropicWorld()
+		// lastUsage is the (last) usage object of a completion or of a
+		// stream's last chunk.
+		lastUsage := func(r *response) map[string]any {
+			t.Helper()
+			i := strings.LastIndex(string(r.Body), `"usage":`)
+			var u map[string]any
+			if i < 0 {
+				t.Fatalf("no usage in %s", r.Body)
+			}
+			if err := json.NewDecoder(strings.NewReader(string(r.Body)[i+len(`"usage":`):])).Decode(&u); err != nil {
+				t.Fatal(err)
+			}
+			return u
+		}
+		var estimated, total float64
 		for wire, chat := range map[string]string{"openai": w.openaiChat, "anthropic": w.anthropicChat} {
 			path := "/api/v1/chats/" + chat + "/completions"
 			for _, stream := range []bool{false, true} {
@@ -248,26 +267,64 @@ func TestUsageWithoutTheProvidersCount(t *testing.T) {
 				if r.Status != 200 || !strings.Contains(string(r.Body), `"usage":{"prompt_tokens":`) {
 					t.Fatalf("%s stream=%v: %d %s", wire, stream, r.Status, r.Body)
 				}
-				// The (last) usage object, of the completion or of the stream's
-				// last chunk.
-				i := strings.LastIndex(string(r.Body), `"usage":`)
-				var u map[string]int
-				if err := json.NewDecoder(strings.NewReader(string(r.Body)[i+len(`"usage":`):])).Decode(&u); err != nil {
-					t.Fatal(err)
-				}
+				u := lastUsage(r)
 				// "echo: one two three four" is 24 characters in 5 deltas.
-				if u["prompt_tokens"] <= 0 || u["completion_tokens"] < 5 || u["total_tokens"] != u["prompt_tokens"]+u["completion_tokens"] {
+				if u["prompt_tokens"].(float64) <= 0 || u["completion_tokens"].(float64) < 5 || u["total_tokens"] != u["prompt_tokens"].(float64)+u["completion_tokens"].(float64) {
 					t.Errorf("%s stream=%v: usage %v, want an estimate", wire, stream, u)
+				}
+				if u["estimated"] != true {
+					t.Errorf("%s stream=%v: usage %v, want it marked estimated", wire, stream, u)
+				}
+				estimated += u["total_tokens"].(float64)
+				total += u["total_tokens"].(float64)
+
+				// The provider's count is not an estimate.
+				r = h.call("POST", path, h.admin, map[string]any{"stream": stream, "conversationId": conversationIn(t, r),
+					"messages": []any{userMessage("five six")}})
+				if r.Status != 200 {
+					t.Fatalf("%s stream=%v: %d %s", wire, stream, r.Status, r.Body)
+				}
+				u = lastUsage(r)
+				if _, ok := u["estimated"]; ok {
+					t.Errorf("%s stream=%v: the provider's usage %v is marked estimated", wire, stream, u)
+				}
+				total += u["total_tokens"].(float64)
+
+				// The stored replies keep the mark, and only the first has it.
+				conv := h.must(200, "GET", "/api/v1/conversations/"+conversationIn(t, r), h.admin, nil)
+				var marks []any
+				for _, m := range conv["messages"].([]any) {
+					if u, ok := m.(map[string]any)["usage"].(map[string]any); ok {
+						marks = append(marks, u["estimated"])
+					}
+				}
+				if len(marks) != 2 || marks[0] != true || marks[1] != nil {
+					t.Errorf("%s stream=%v: the stored replies' estimated marks are %v, want [true <nil>]", wire, stream, marks)
 				}
 			}
 		}
 		h.app.FlushUsage()
 		var short int64
-		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE project_id = ? AND (prompt_tokens = 0 OR completion_tokens < 5)", w.project).Scan(&short)
+		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE project_id = ? AND estimated AND (prompt_tokens = 0 OR completion_tokens < 5)", w.project).Scan(&short)
 		if short != 0 {
-			t.Errorf("%d usage records have no tokens, or fewer completion tokens than the reply's 5 deltas", short)
+			t.Errorf("%d estimated usage records have no tokens, or fewer completion tokens than the reply's 5 deltas", short)
+		}
+		rep := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?from=2000-01-01", h.admin, nil)["data"].([]any)[0].(map[string]any)
+		if rep["totalTokens"] != total || rep["estimatedTokens"] != estimated || estimated >= total {
+			t.Errorf("the report counts %v tokens, %v of them estimated; want %v, %v estimated", rep["totalTokens"], rep["estimatedTokens"], total, estimated)
 		}
 	})
+}
+
+// conversationIn is the conversationId of a per-chat completion's
+// response: its JSON's, or its stream's first chunk's.
+func conversationIn(t *testing.T, r *response) string {
+	t.Helper()
+	m := regexp.MustCompile(`"conversationId":"(cnv_[^"]+)"`).FindSubmatch(r.Body)
+	if m == nil {
+		t.Fatalf("no conversationId in %s", r.Body)
+	}
+	return string(m[1])
 }
 
 func TestUsageReport(t *testing.T) {

@@ -96,7 +96,7 @@ func TestCompletionsWhenTheDatabaseHangs(t *testing.T) {
 // unavailable (streamed: the reply, then an unavailable error event and
 // [DONE]), saying to retry, without a secret. Every usage record is kept
 // while the database is down and written once it is back, the unstored
-// turns' with the outcome error; and completions work again, without a
+// turns' with the outcome not_stored; and completions work again, without a
 // restart.
 func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 	st, p := dbtest.PostgresThroughProxy(t)
@@ -135,7 +135,7 @@ func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 	}
 
 	p.Up()
-	want := map[string]float64{"ok": 2, "error": 2} // before and stateless; per chat and streamed
+	want := map[string]float64{"ok": 2, "not_stored": 2} // before and stateless; per chat and streamed
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		page := h.usagePage(t, w.project, "groupBy=outcome")
@@ -143,7 +143,7 @@ func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 		for k, g := range page.totals {
 			got[k] = g.requests
 		}
-		if len(got) == len(want) && got["ok"] == want["ok"] && got["error"] == want["error"] {
+		if len(got) == len(want) && got["ok"] == want["ok"] && got["not_stored"] == want["not_stored"] {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -147,6 +147,9 @@ type usageTotalJSON struct {
 	CompletionTokens int    `json:"completionTokens"`
 	TotalTokens      int    `json:"totalTokens"`
 	Requests         int64  `json:"requests"`
+	// EstimatedTokens is the part of totalTokens of completions whose
+	// usage Parley estimated, in whole or in part.
+	EstimatedTokens int64 `json:"estimatedTokens"`
 }
 
 func (s *Server) handleUsageGet(c *echo.Context) error {
@@ -167,7 +170,7 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	}
 	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
-		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests})
+		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens})
 	}
 	if rep.NextCursor != "" {
 		out.NextCursor = &rep.NextCursor

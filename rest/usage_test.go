@@ -13,7 +13,7 @@ import (
 )
 
 // usageGroup is one total of a usage report, by its key.
-type usageGroup struct{ prompt, completion, total, requests float64 }
+type usageGroup struct{ prompt, completion, total, requests, estimated float64 }
 
 // usagePage is one page of a usage report.
 type usagePage struct {
@@ -43,7 +43,8 @@ func (h *harness) usagePage(t *testing.T, project, query string) usagePage {
 			t.Errorf("usage?%s holds the group %q twice", query, key)
 		}
 		p.keys = append(p.keys, key)
-		p.totals[key] = usageGroup{d["promptTokens"].(float64), d["completionTokens"].(float64), d["totalTokens"].(float64), d["requests"].(float64)}
+		p.totals[key] = usageGroup{d["promptTokens"].(float64), d["completionTokens"].(float64), d["totalTokens"].(float64), d["requests"].(float64),
+			d["estimatedTokens"].(float64)}
 	}
 	_, p.hasNext = next.(string)
 	return p
@@ -125,7 +126,7 @@ func TestUsageReportPages(t *testing.T) {
 			keys = append(keys, domain.NewID(domain.PrefixKey))
 		}
 		providers := []string{w.provider, domain.NewID(domain.PrefixProvider), domain.NewID(domain.PrefixProvider)}
-		outcomes := []domain.Outcome{domain.OutcomeOK, domain.OutcomeError, domain.OutcomeUpstreamError, domain.OutcomeClientDisconnect, domain.OutcomeTruncated, domain.OutcomeInterrupted}
+		outcomes := []domain.Outcome{domain.OutcomeOK, domain.OutcomeError, domain.OutcomeUpstreamError, domain.OutcomeClientDisconnect, domain.OutcomeTruncated, domain.OutcomeInterrupted, domain.OutcomeNotStored}
 
 		t0 := time.Now().Add(-time.Hour).UTC().Truncate(time.Second)
 		want := map[domain.UsageGroupBy]map[string]usageGroup{}
@@ -138,6 +139,9 @@ func TestUsageReportPages(t *testing.T) {
 			s.completion += float64(u.CompletionTokens)
 			s.total += float64(u.TotalTokens)
 			s.requests++
+			if u.Estimated {
+				s.estimated += float64(u.TotalTokens)
+			}
 			want[g][key] = s
 		}
 		var records []domain.UsageRecord
@@ -145,7 +149,7 @@ func TestUsageReportPages(t *testing.T) {
 			r := domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.project,
 				Model: models[i%len(models)], ChatID: chats[i%len(chats)], KeyID: keys[i%len(keys)],
 				AIProviderID: providers[i%len(providers)], Outcome: outcomes[i%len(outcomes)],
-				Usage:     domain.Usage{PromptTokens: i + 1, CompletionTokens: 2 * i, TotalTokens: 3*i + 1},
+				Usage:     domain.Usage{PromptTokens: i + 1, CompletionTokens: 2 * i, TotalTokens: 3*i + 1, Estimated: i%5 == 2},
 				CreatedAt: t0.Add(time.Duration(i) * time.Second)}
 			records = append(records, r)
 			add(domain.GroupByModel, r.Model, r.Usage)

@@ -275,6 +275,7 @@ type messageRow struct {
 	PromptTokens     int       `gorm:"column:prompt_tokens"`
 	CompletionTokens int       `gorm:"column:completion_tokens"`
 	TotalTokens      int       `gorm:"column:total_tokens"`
+	UsageEstimated   bool      `gorm:"column:usage_estimated"`
 	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
 }
 
@@ -326,7 +327,7 @@ func fromDomainMessage(m *domain.Message) messageRow {
 		DocumentID: m.DocumentID, ToolCalls: fromDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID,
 		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
-		CreatedAt: ts(m.CreatedAt),
+		UsageEstimated: m.Usage.Estimated, CreatedAt: ts(m.CreatedAt),
 	}
 }
 
@@ -335,7 +336,8 @@ func toDomainMessage(r *messageRow) domain.Message {
 		ID: r.ID, ConversationID: r.ConversationID, Seq: r.Seq, Role: domain.MessageRole(r.Role), Content: r.Content,
 		DocumentID: r.DocumentID, ToolCalls: toDomainToolCalls(r.ToolCalls), ToolCallID: r.ToolCallID,
 		Model: r.Model, FinishReason: r.FinishReason,
-		Usage:     domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens},
+		Usage: domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
+			Estimated: r.UsageEstimated},
 		CreatedAt: utc(r.CreatedAt),
 	}
 }
@@ -352,6 +354,7 @@ type usageRow struct {
 	PromptTokens     int64     `gorm:"column:prompt_tokens"`
 	CompletionTokens int64     `gorm:"column:completion_tokens"`
 	TotalTokens      int64     `gorm:"column:total_tokens"`
+	Estimated        bool      `gorm:"column:estimated"`
 	LatencyMS        int64     `gorm:"column:latency_ms"`
 	TTFTMS           int64     `gorm:"column:ttft_ms"`
 	Outcome          string    `gorm:"column:outcome"`
@@ -366,7 +369,7 @@ func fromDomainUsage(u *domain.UsageRecord) usageRow {
 		ID: u.ID, ProjectID: u.ProjectID, ChatID: u.ChatID, ConversationID: u.ConversationID,
 		AIProviderID: u.AIProviderID, Model: u.Model, UserID: u.UserID, KeyID: u.KeyID,
 		PromptTokens: int64(u.Usage.PromptTokens), CompletionTokens: int64(u.Usage.CompletionTokens), TotalTokens: int64(u.Usage.TotalTokens),
-		LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
+		Estimated: u.Usage.Estimated, LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
 		Outcome: string(u.Outcome), Stream: u.Stream, CreatedAt: ts(u.CreatedAt),
 	}
 }

@@ -259,8 +259,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 6\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 7\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00007_estimated_usage.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -315,19 +320,20 @@ func TestMigrateKeepsConversations(t *testing.T) {
 		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
 		msgs := append(turn(conv.ID, 0, "one"), turn(conv.ID, 2, "two")...)
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		// Read with SQL of its own: the store's reads name the columns of
+		// the latest version, which a rollback may have dropped.
 		check := func(step string) {
 			t.Helper()
-			got, err := s.ListMessages(ctx(), conv.ID)
-			must(t, err)
-			if len(got) != len(msgs) {
-				t.Fatalf("%s: %d messages; want %d", step, len(got), len(msgs))
+			if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
+				t.Fatalf("%s: messages\n%q\nwant\n%q", step, got, want)
 			}
-			equal(t, got, msgs)
-			c, err := s.GetConversation(ctx(), conv.ID)
-			must(t, err)
-			equal(t, c, conv)
+			var n int64
+			must(t, s.DB().Raw("SELECT count(*) FROM conversations WHERE id = ? AND chat_id = ?", conv.ID, conv.ChatID).Row().Scan(&n))
+			if n != 1 {
+				t.Fatalf("%s: the conversation is gone", step)
+			}
 		}
-		for _, m := range []string{"00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -337,6 +343,9 @@ func TestMigrateKeepsConversations(t *testing.T) {
 		}
 		must(t, s.Migrate(ctx(), "up", nil))
 		check("after up")
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
 
 		// A turn that reuses a stored seq still conflicts, and deleting the
 		// conversation still deletes its messages.
@@ -371,6 +380,7 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
+		must(t, s.Migrate(ctx(), "down", nil)) // 00007 does not touch api_keys
 		before := time.Now()
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -1112,6 +1122,37 @@ func TestChats(t *testing.T) {
 }
 
 // turn returns a user message and the assistant's reply at seq and seq+1.
+// storedMessages reads a conversation's messages with SQL that every
+// schema version since 00003 answers: a line of columns per message, in
+// seq order.
+func storedMessages(t *testing.T, s *store.Store, convID string) []string {
+	t.Helper()
+	rows, err := s.DB().Raw("SELECT id, seq, role, content, tool_calls, model, finish_reason, prompt_tokens, completion_tokens, total_tokens "+
+		"FROM messages WHERE conversation_id = ? ORDER BY seq", convID).Rows()
+	must(t, err)
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id, role, content, calls, model, finish string
+		var seq, prompt, completion, total int
+		must(t, rows.Scan(&id, &seq, &role, &content, &calls, &model, &finish, &prompt, &completion, &total))
+		out = append(out, fmt.Sprint(id, seq, role, content, calls, model, finish, prompt, completion, total))
+	}
+	must(t, rows.Err())
+	return out
+}
+
+// messageColumnsOf is what storedMessages reads of msgs, which call no
+// tools.
+func messageColumnsOf(msgs []domain.Message) []string {
+	var out []string
+	for _, m := range msgs {
+		out = append(out, fmt.Sprint(m.ID, m.Seq, string(m.Role), m.Content, "", m.Model, m.FinishReason,
+			m.Usage.PromptTokens, m.Usage.CompletionTokens, m.Usage.TotalTokens))
+	}
+	return out
+}
+
 func turn(convID string, seq int, text string) []domain.Message {
 	return []domain.Message{
 		{ID: domain.NewID(domain.PrefixMessage), ConversationID: convID, Seq: seq, Role: domain.RoleUser, Content: text, CreatedAt: t0},
@@ -1762,11 +1803,12 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		must(t, s.Migrate(ctx(), "down", nil)) // 00007 adds a column the rollback drops
 		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
-		down := 2
+		down := 3
 		if s.Dialect() == store.SQLite {
 			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 3
+			down = 4
 		}
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
@@ -1781,12 +1823,12 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 7-down {
+		if strings.Count(out.String(), "applied") != 8-down {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
-		got, err := s.ListMessages(ctx(), conv.ID)
-		must(t, err)
-		equal(t, got, msgs)
+		if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
+			t.Errorf("messages after the failed rollback\n%q\nwant\n%q", got, want)
+		}
 	})
 }
 

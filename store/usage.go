@@ -79,12 +79,12 @@ func (s *Store) copyUsage(ctx context.Context, rows []usageRow) error {
 // usageColumns are the columns of usage_records, in the order of
 // usageRow.values.
 var usageColumns = []string{"id", "project_id", "chat_id", "conversation_id", "ai_provider_id", "model", "user_id", "key_id",
-	"prompt_tokens", "completion_tokens", "total_tokens", "latency_ms", "ttft_ms", "outcome", "stream", "created_at"}
+	"prompt_tokens", "completion_tokens", "total_tokens", "estimated", "latency_ms", "ttft_ms", "outcome", "stream", "created_at"}
 
 // values returns u's fields in the order of usageColumns.
-func (u *usageRow) values() [16]any {
+func (u *usageRow) values() [17]any {
 	return [...]any{u.ID, u.ProjectID, u.ChatID, u.ConversationID, u.AIProviderID, u.Model, u.UserID, u.KeyID,
-		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.LatencyMS, u.TTFTMS, u.Outcome, u.Stream, u.CreatedAt}
+		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.Estimated, u.LatencyMS, u.TTFTMS, u.Outcome, u.Stream, u.CreatedAt}
 }
 
 // sqliteInsertUsage[n] is the INSERT of n usage records.
@@ -105,6 +105,7 @@ type usageTotalRow struct {
 	CompletionTokens int64
 	TotalTokens      int64
 	Requests         int64
+	EstimatedTokens  int64
 }
 
 // SumUsage returns the totals of q.ProjectID's usage created in
@@ -133,7 +134,8 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 			"CAST(COALESCE(SUM(prompt_tokens), 0) AS BIGINT) AS prompt_tokens, "+
 			"CAST(COALESCE(SUM(completion_tokens), 0) AS BIGINT) AS completion_tokens, "+
 			"CAST(COALESCE(SUM(total_tokens), 0) AS BIGINT) AS total_tokens, "+
-			"COUNT(*) AS requests").
+			"COUNT(*) AS requests, "+
+			"CAST(COALESCE(SUM(CASE WHEN estimated THEN total_tokens ELSE 0 END), 0) AS BIGINT) AS estimated_tokens").
 		Where("project_id = ?", q.ProjectID)
 	if !q.From.IsZero() {
 		db = db.Where("created_at >= ?", ts(q.From))
@@ -161,7 +163,7 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 			Usage: domain.Usage{
 				PromptTokens: int(r.PromptTokens), CompletionTokens: int(r.CompletionTokens), TotalTokens: int(r.TotalTokens),
 			},
-			Requests: r.Requests,
+			Requests: r.Requests, EstimatedTokens: r.EstimatedTokens,
 		}
 	}
 	return out, nil
