@@ -287,6 +287,16 @@ func AzureDeploymentName(model string) bool {
 	return true
 }
 
+// AzureV1 reports whether baseURL is Azure OpenAI's v1 API
+// (https://<resource>.openai.azure.com/openai/v1): an OpenAI-wire API
+// that takes the deployment name as the body's model, and no api-version.
+// Any other base URL of an azure-openai provider is the resource's root,
+// under which the dated API's deployment paths lie.
+func AzureV1(baseURL string) bool {
+	u, err := url.Parse(baseURL)
+	return err == nil && strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/openai/v1")
+}
+
 func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
 		return err
@@ -315,6 +325,9 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	}
 	if p.APIVersion != "" && p.Type != ProviderAzureOpenAI {
 		return Invalidf("apiVersion", "apiVersion applies only to type azure-openai; leave it out")
+	}
+	if p.APIVersion != "" && AzureV1(p.BaseURL) {
+		return Invalidf("apiVersion", "Azure's v1 API (a baseUrl ending in /openai/v1) takes no apiVersion; leave it out, or set baseUrl to the resource's root (https://<resource>.openai.azure.com) to call a dated version")
 	}
 	if p.BaseURL != "" {
 		return s.checkBaseURL(ctx, p.BaseURL)

@@ -381,6 +381,36 @@ func TestAzureAPIVersion(t *testing.T) {
 	}
 }
 
+// TestAzureV1: an azure-openai provider whose baseUrl is Azure's v1 API
+// (.../openai/v1) is called as OpenAI's wire: POST .../openai/v1/chat/completions,
+// the key as a bearer token, the deployment name as the body's model, and
+// no api-version; a baseUrl without that path stays the dated API's
+// resource root (TestAzureAPIVersion).
+func TestAzureV1(t *testing.T) {
+	s := llmtest.NewServer(t)
+	for _, base := range []string{s.RootURL() + "/openai/v1", s.RootURL() + "/openai/v1/"} {
+		for _, stream := range []bool{false, true} {
+			req := request(domain.ProviderAzureOpenAI, s)
+			req.Endpoint.BaseURL = base
+			req.Model = "gpt-4o.deploy"
+			res, _, err := run(context.Background(), newClient(t), req, stream)
+			if err != nil || res.Content == "" {
+				t.Fatalf("%s stream=%v: %v %+v", base, stream, err, res)
+			}
+			r := s.Last()
+			if r.Path != "/openai/v1/chat/completions" || len(r.Query) != 0 {
+				t.Errorf("%s stream=%v: called %s?%s, want /openai/v1/chat/completions with no query", base, stream, r.Path, r.Query.Encode())
+			}
+			if got, want := r.Header.Get("Authorization"), "Bearer "+testKey; got != want {
+				t.Errorf("%s stream=%v: Authorization = %q, want %q", base, stream, got, want)
+			}
+			if r.Deployment != "" || r.Model != "gpt-4o.deploy" {
+				t.Errorf("%s stream=%v: deployment %q, model %q; want the deployment name as the body's model", base, stream, r.Deployment, r.Model)
+			}
+		}
+	}
+}
+
 // TestAzureDeploymentStaysInItsSegment: an Azure call's model is the
 // deployment name, a segment of the URL's path. A model that would leave
 // that segment ("x/../../files", "..") is refused before any request, so

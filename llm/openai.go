@@ -26,7 +26,7 @@ const DefaultAzureAPIVersion = "2024-10-21"
 // openAIClient returns a go-openai client for the endpoint.
 func (c *Client) openAIClient(ep domain.Endpoint) *openai.Client {
 	var cfg openai.ClientConfig
-	if ep.Type == domain.ProviderAzureOpenAI {
+	if ep.Type == domain.ProviderAzureOpenAI && !domain.AzureV1(ep.BaseURL) {
 		cfg = openai.DefaultAzureConfig(ep.APIKey.Reveal(), ep.BaseURL)
 		cfg.APIVersion = ep.APIVersion
 		if cfg.APIVersion == "" {
@@ -35,6 +35,8 @@ func (c *Client) openAIClient(ep domain.Endpoint) *openai.Client {
 		// The model of an Azure call is the deployment name, as is.
 		cfg.AzureModelMapperFunc = func(model string) string { return model }
 	} else {
+		// OpenAI's wire, and Azure's v1 API, which speaks it: the key as a
+		// bearer token, the deployment name as the body's model.
 		cfg = openai.DefaultConfig(ep.APIKey.Reveal())
 		if ep.BaseURL != "" {
 			cfg.BaseURL = ep.BaseURL

@@ -71,6 +71,8 @@ func TestProviderValidation(t *testing.T) {
 			{"openai without a key", base(map[string]any{"type": "openai", "baseUrl": ""}), "apiKey"},
 			{"anthropic without a key", base(map[string]any{"type": "anthropic"}), "apiKey"},
 			{"apiVersion off Azure", base(map[string]any{"apiVersion": "2024-10-21"}), "apiVersion"},
+			{"apiVersion on Azure's v1 API", base(map[string]any{"type": "azure-openai", "apiKey": "k", "baseUrl": h.up.RootURL() + "/openai/v1/",
+				"apiVersion": "2024-10-21"}), "apiVersion"},
 			{"NUL in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\x00B"}), "apiKeyRef"},
 			{"newline in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\n"}), "apiKeyRef"},
 			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
