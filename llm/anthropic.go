@@ -62,6 +62,10 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	if req.TopP != nil {
 		p.TopP = anthropic.Float(*req.TopP)
 	}
+	if f := req.ResponseFormat; enforcedFormat(f) {
+		p.OutputConfig.Format = param.Override[anthropic.JSONOutputFormatParam](
+			json.RawMessage(`{"type":"json_schema","schema":` + string(f.Schema) + `}`))
+	}
 	msgs, changed := anthropicMessages(req)
 	var results []anthropic.ContentBlockParamUnion // tool results for the next user message
 	flush := func() {
@@ -144,10 +148,12 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 // conversation); Anthropic joins the turns of one role that then meet. A
 // tool result keeps its place, without content.
 //
-// Anthropic has no response_format: JSON mode and JSON schema are asked
-// for in the system prompt (see formatInstruction), which the model
-// follows but the API does not enforce. The instruction is a system
-// message after the request's.
+// Anthropic has no response_format. A strict JSON schema becomes its
+// structured output (output_config.format, see anthropicParams), which
+// the API enforces, as OpenAI's does; JSON mode and a JSON schema that is
+// not strict are asked for in the system prompt (see formatInstruction),
+// which the model follows but the API does not enforce. The instruction
+// is a system message after the request's.
 func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 	out := make([]domain.LLMMessage, 0, len(req.Messages)+1)
 	changed := false
@@ -185,12 +191,21 @@ func toolInput(c domain.ToolCall) (json.RawMessage, error) {
 	return json.RawMessage(args), nil
 }
 
+// enforcedFormat reports whether f goes to Anthropic as its structured
+// output: a strict JSON schema. A model without structured outputs
+// refuses it (a 400 passed on as the provider's), as OpenAI's do, rather
+// than be asked in words for what strict promises.
+func enforcedFormat(f *domain.ResponseFormat) bool {
+	return f != nil && f.Type == domain.ResponseJSONSchema && f.Strict
+}
+
 // formatInstruction is the system prompt text that stands in for
 // response_format with Anthropic, which has no such parameter: "" for
-// plain text, else an instruction to answer with only a JSON object (and,
-// for json_schema, one that follows the schema).
+// plain text and for a format the API enforces (enforcedFormat), else an
+// instruction to answer with only a JSON object (and, for json_schema,
+// one that follows the schema).
 func formatInstruction(f *domain.ResponseFormat) string {
-	if f == nil {
+	if f == nil || enforcedFormat(f) {
 		return ""
 	}
 	switch f.Type {

@@ -341,3 +341,39 @@ func TestAnthropicBlankText(t *testing.T) {
 		t.Errorf("Sent = %+v\nwant %+v", res.Sent, wantSent)
 	}
 }
+
+// TestStrictSchemaAnthropic: a strict JSON schema goes to Anthropic as its
+// structured output (output_config.format), which the API enforces, and
+// not as words in the system prompt; a schema that is not strict, and JSON
+// mode, are still asked for in the system prompt (TestToolResultsAnthropic),
+// with no output_config.
+func TestStrictSchemaAnthropic(t *testing.T) {
+	s := llmtest.NewServer(t)
+	for _, stream := range []bool{false, true} {
+		req := request(domain.ProviderAnthropic, s)
+		req.Messages = append([]domain.LLMMessage{{Role: domain.RoleSystem, Content: "Be brief."}}, req.Messages...)
+		req.ResponseFormat = &domain.ResponseFormat{Type: domain.ResponseJSONSchema, Name: "forecast", Schema: []byte(weatherSchema), Strict: true}
+		runDeltas(t, req, stream)
+		got, _ := json.Marshal(s.Last().Body["output_config"])
+		if want := `{"format":{"schema":` + weatherSchema + `,"type":"json_schema"}}`; normJSON(t, string(got)) != normJSON(t, want) {
+			t.Errorf("stream=%v: output_config = %s, want %s", stream, got, want)
+		}
+		if sys := s.Last().Messages[0].Content; sys != "Be brief." {
+			t.Errorf("stream=%v: system = %q, want the request's alone", stream, sys)
+		}
+
+		for _, f := range []*domain.ResponseFormat{
+			{Type: domain.ResponseJSONSchema, Name: "forecast", Schema: []byte(weatherSchema)},
+			{Type: domain.ResponseJSONObject},
+		} {
+			req.ResponseFormat = f
+			runDeltas(t, req, stream)
+			if oc, ok := s.Last().Body["output_config"]; ok {
+				t.Errorf("stream=%v, %s strict=%v: output_config = %v, want none", stream, f.Type, f.Strict, oc)
+			}
+			if sys := s.Last().Messages[0].Content; !strings.Contains(sys, "Respond with only a JSON object") {
+				t.Errorf("stream=%v, %s: system = %q, want the JSON instruction", stream, f.Type, sys)
+			}
+		}
+	}
+}
