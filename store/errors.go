@@ -92,6 +92,9 @@ func fail(op string, err error) error {
 	if errors.As(err, &e) {
 		return domain.Wrap(op, err)
 	}
+	if errors.Is(err, errClosed) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the server is shutting down; retry", Err: err}
+	}
 	if errors.Is(err, context.Canceled) {
 		return &domain.Error{Kind: domain.Canceled, Op: op, Message: "the request was canceled", Err: err}
 	}

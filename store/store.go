@@ -50,7 +50,11 @@ type Store struct {
 
 	closed    chan struct{}
 	closeOnce sync.Once
-	workers   sync.WaitGroup // the SQLite checkpointer
+	// life ends at Close, and with it the turn writes still under way
+	// (see writeContext): sql.DB.Close would wait for them.
+	life    context.Context
+	endLife context.CancelFunc
+	workers sync.WaitGroup // the SQLite checkpointer
 }
 
 var (
@@ -77,6 +81,7 @@ var (
 // Open does not migrate; call Migrate.
 func Open(ctx context.Context, dsn string) (*Store, error) {
 	s := &Store{closed: make(chan struct{})}
+	s.life, s.endLife = context.WithCancel(context.Background())
 	var dialector gorm.Dialector
 	var sqliteDSN, where string
 	switch {
@@ -234,6 +239,7 @@ func sqlitePath(dsn string) (path, query string, err error) {
 // Close waits for the turns being written and closes the database.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
+		s.endLife()
 		if s.commits != nil {
 			s.commits.close()
 		}

@@ -2005,3 +2005,35 @@ func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
 		t.Errorf("the slowest of 10 small turns took %v while another process read; want well under the busy timeout (10s)", slowest.Round(time.Millisecond))
 	}
 }
+
+// TestCloseEndsTurnWritesUnderWay: a turn being written to a PostgreSQL
+// that stopped answering (a frozen network, at shutdown) ends when the
+// store closes, with an unavailable error that says the server is
+// shutting down; Close does not wait out the write's own 30 s deadline,
+// which would hold a stopping server that long after its grace period.
+func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
+	s, p := dbtest.PostgresThroughProxy(t)
+	w := newWorld(t, s)
+	conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+	p.Stall()
+	wrote := make(chan error, 1)
+	go func() { wrote <- s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "one")) }()
+	for deadline := time.Now().Add(10 * time.Second); p.Held() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the turn's write never reached the database")
+		}
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-wrote:
+		wantErr(t, err, domain.Unavailable, "the server is shutting down; retry")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the turn's write did not end within 10s of Close")
+	}
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return within 10s")
+	}
+}

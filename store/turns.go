@@ -30,7 +30,7 @@ const (
 // conversation to continue is gone.
 var errNoConversation = errors.New("conversation does not exist")
 
-// errClosed answers turns that arrive after Close.
+// errClosed answers turns that arrive after Close, and those Close ended.
 var errClosed = errors.New("store: closed")
 
 // turn is one AppendTurn waiting to be written.
@@ -116,6 +116,14 @@ func (s *Store) lead(batch []*turn) error {
 		}
 	}
 	cancel()
+	if s.life.Err() != nil {
+		// Close ended the writes: say so, not that a caller canceled.
+		for i := range errs {
+			if errs[i] != nil {
+				errs[i] = fail("store.AppendTurn", errClosed)
+			}
+		}
+	}
 	for i, t := range batch[1:] {
 		t.wake <- wake{err: errs[i+1]}
 	}
@@ -126,14 +134,16 @@ func (s *Store) lead(batch []*turn) error {
 }
 
 // writeContext is the context of a batch's writes. On PostgreSQL it has a
-// deadline (turnTimeout). SQLite is a file of this process whose lock
-// waits busy_timeout bounds; a context that cannot end spares its driver
-// the goroutine per statement that watches for cancellation.
+// deadline (turnTimeout), and ends at Close: a server that hangs at
+// shutdown must not hold the process for the rest of turnTimeout after
+// the grace period. SQLite is a file of this process whose lock waits
+// busy_timeout bounds; a context that cannot end spares its driver the
+// goroutine per statement that watches for cancellation.
 func (s *Store) writeContext() (context.Context, context.CancelFunc) {
 	if s.dialect == SQLite {
 		return context.Background(), func() {}
 	}
-	return context.WithTimeout(context.Background(), turnTimeout)
+	return context.WithTimeout(s.life, turnTimeout)
 }
 
 // appendTurns writes a batch of turns in one transaction, all or none.

@@ -2,7 +2,8 @@
 // server away (a database, Redis) from the code that talks to it: Down
 // drops every connection and refuses new ones until Up, Stall stops
 // forwarding while keeping the connections open, as a frozen network does,
-// and Dials counts the connections clients opened.
+// Dials counts the connections clients opened and Held the reads a stall
+// holds.
 package tcpproxy
 
 import (
@@ -17,6 +18,7 @@ type Proxy struct {
 	ln     net.Listener
 	target string
 	dials  atomic.Int64
+	held   atomic.Int64
 
 	mu      sync.Mutex
 	down    bool
@@ -48,6 +50,10 @@ func (p *Proxy) Addr() string { return p.ln.Addr().String() }
 // Dials is how many connections clients have opened to the proxy, down or
 // not.
 func (p *Proxy) Dials() int64 { return p.dials.Load() }
+
+// Held is how many reads the proxy has held since Stall: a client's
+// request (or a server's answer) that is under way, and will not arrive.
+func (p *Proxy) Held() int64 { return p.held.Load() }
 
 // Down closes every connection, and each new one as soon as it is
 // accepted (so that it is still counted), until Up.
@@ -117,6 +123,7 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 		if n > 0 {
 			select {
 			case <-p.stalled:
+				p.held.Add(1)
 				<-p.closed // hold the bytes until the test ends
 				return
 			default:
