@@ -503,6 +503,15 @@ func page(c *echo.Context, filters ...string) (domain.Page, error) {
 	if err := knownQuery(c, append(filters, "limit", "cursor")...); err != nil {
 		return domain.Page{}, err
 	}
+	for _, name := range filters {
+		// An id filter sent empty (?projectId=, a client's unset
+		// variable) would read as left out and answer the list without
+		// it, which looks like the filtered one: as a misspelt filter, it
+		// is refused (knownQuery).
+		if strings.HasSuffix(name, "Id") && c.QueryParams().Has(name) && c.QueryParam(name) == "" {
+			return domain.Page{}, domain.Invalidf(name, "%s is empty; pass an id, or leave %s out to list without that filter", name, name)
+		}
+	}
 	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"))
 }
 

@@ -423,3 +423,35 @@ func TestMCPTransportRefusals(t *testing.T) {
 		}
 	}
 }
+
+// TestEmptyIDFilterIs400: a list's id filter sent empty (?projectId=, a
+// client's unset variable) is a 400 naming it, whoever asks, rather than the
+// list without that filter, which would look like the filtered one (every
+// project's chats, for an admin). Every list with such a filter refuses it.
+func TestEmptyIDFilterIs400(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		h.world()
+		_, user := h.user("plain")
+		n := 0
+		for _, o := range docOperations(t, h) {
+			for _, q := range o.query {
+				if !strings.HasSuffix(q, "Id") {
+					continue
+				}
+				n++
+				if !o.lists(400) {
+					t.Errorf("%s %s takes %s but does not list 400", o.method, o.path, q)
+				}
+				for _, key := range []string{h.admin, user} {
+					r := h.call(o.method, o.url(anyID)+"?"+q+"=", key, nil)
+					if r.Status != 400 || r.ErrorField() != q || !strings.Contains(r.ErrorMessage(), q+" is empty") {
+						t.Errorf("%s %s?%s= = %d %s, want 400 naming %s", o.method, o.path, q, r.Status, r.Body, q)
+					}
+				}
+			}
+		}
+		if n == 0 {
+			t.Fatal("no operation takes an id filter")
+		}
+	})
+}
