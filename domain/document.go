@@ -137,6 +137,16 @@ func validateDocument(d *Document) error {
 	return nil
 }
 
+// noMembersIsNone returns nil for metadata without members: a document
+// shows none as {}, so {} sent back (by a client that writes what it
+// read) must compare equal to none, not change the document.
+func noMembersIsNone(m map[string]any) map[string]any {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
+}
+
 // jsonSize is the size of v as compact JSON with no HTML escapes, as
 // JavaScript's JSON.stringify writes it.
 func jsonSize(v any) (int, error) {
@@ -191,7 +201,7 @@ func (s *Documents) Create(ctx context.Context, in DocumentCreate) (*Document, e
 	}
 	now := s.now()
 	d := &Document{ID: NewID(PrefixDocument), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Content: in.Content,
-		MimeType: in.MimeType, Metadata: in.Metadata, CreatedAt: now, UpdatedAt: now}
+		MimeType: in.MimeType, Metadata: noMembersIsNone(in.Metadata), CreatedAt: now, UpdatedAt: now}
 	if err := validateDocument(d); err != nil {
 		return nil, err
 	}
@@ -245,6 +255,7 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 	if err := s.access.check(ctx, d.ProjectID, PermUpdateDocument, "document", id); err != nil {
 		return nil, err
 	}
+	d.Metadata = noMembersIsNone(d.Metadata) // a row may hold {} as well as null
 	before := *d
 	if in.Name != nil {
 		d.Name = trimRequired(*in.Name)
@@ -256,7 +267,7 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 		d.MimeType = *in.MimeType
 	}
 	if in.Metadata != nil {
-		d.Metadata = in.Metadata
+		d.Metadata = noMembersIsNone(in.Metadata)
 	}
 	if err := validateDocument(d); err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDocumentMimeType: a mimeType must be a media type; a refused one
@@ -221,6 +222,42 @@ func TestDocumentFieldErrors(t *testing.T) {
 		}
 		if got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil); got["name"] != "d" || got["content"] != "x" {
 			t.Errorf("refused PATCHes changed the document: %v", got)
+		}
+	})
+}
+
+// TestDocumentEmptyMetadataChangesNothing: a document without metadata
+// shows it as {}, so a PATCH sending {} back (a client that writes what it
+// read) changes nothing and keeps updatedAt; {} clears metadata that has
+// members, once.
+func TestDocumentEmptyMetadataChangesNothing(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		for _, created := range []map[string]any{
+			{"projectId": p, "name": "without", "content": "x"},
+			{"projectId": p, "name": "empty", "content": "x", "metadata": map[string]any{}},
+		} {
+			d := h.must(201, "POST", "/api/v1/documents", h.admin, created)
+			path := "/api/v1/documents/" + d["id"].(string)
+			time.Sleep(5 * time.Millisecond) // updatedAt has milliseconds: a write now would show
+			got := h.must(200, "PATCH", path, h.admin, map[string]any{"metadata": map[string]any{}})
+			if got["updatedAt"] != d["updatedAt"] {
+				t.Errorf("%s: PATCH metadata {} moved updatedAt %v → %v", created["name"], d["updatedAt"], got["updatedAt"])
+			}
+			if got := h.must(200, "GET", path, h.admin, nil)["updatedAt"]; got != d["updatedAt"] {
+				t.Errorf("%s: GET after PATCH metadata {}: updatedAt %v → %v", created["name"], d["updatedAt"], got)
+			}
+		}
+		d := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "tagged", "content": "x", "metadata": map[string]any{"k": "v"}})
+		path := "/api/v1/documents/" + d["id"].(string)
+		time.Sleep(5 * time.Millisecond)
+		cleared := h.must(200, "PATCH", path, h.admin, map[string]any{"metadata": map[string]any{}})
+		if fmt.Sprint(cleared["metadata"]) != "map[]" || cleared["updatedAt"] == d["updatedAt"] {
+			t.Errorf("PATCH metadata {} of a tagged document = %v, updatedAt %v; want {} and updatedAt moved", cleared["metadata"], cleared["updatedAt"])
+		}
+		time.Sleep(5 * time.Millisecond)
+		if again := h.must(200, "PATCH", path, h.admin, map[string]any{"metadata": map[string]any{}}); again["updatedAt"] != cleared["updatedAt"] {
+			t.Errorf("a second PATCH metadata {} moved updatedAt %v → %v", cleared["updatedAt"], again["updatedAt"])
 		}
 	})
 }
