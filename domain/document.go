@@ -6,6 +6,7 @@ import (
 	"mime"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Document is a piece of project knowledge a message can reference by id.
@@ -115,7 +116,7 @@ func validateDocument(d *Document) error {
 	if err := checkText("content", d.Content, true, maxDocumentBytes); err != nil {
 		return err
 	}
-	if d.MimeType == "" {
+	if d.MimeType = strings.TrimSpace(d.MimeType); d.MimeType == "" {
 		d.MimeType = "text/plain"
 	}
 	if err := checkText("mimeType", d.MimeType, false, 255); err != nil {
@@ -123,6 +124,13 @@ func validateDocument(d *Document) error {
 	}
 	if _, _, err := mime.ParseMediaType(d.MimeType); err != nil || !strings.Contains(d.MimeType, "/") {
 		return Invalidf("mimeType", "mimeType must be a media type such as text/markdown or text/plain; charset=utf-8")
+	}
+	// ParseMediaType skips any white space between parameters, a line
+	// break too; but a client serves the document with its mimeType as a
+	// Content-Type header, which no line break or other control character
+	// may be in (HTTP allows spaces and tabs there).
+	if strings.ContainsFunc(d.MimeType, func(r rune) bool { return unicode.IsControl(r) && r != '\t' }) {
+		return Invalidf("mimeType", "mimeType must not contain a line break or another control character; put its parameters on one line: text/plain; charset=utf-8")
 	}
 	if jsonDepth(d.Metadata, maxMetadataDepth+1) > maxMetadataDepth {
 		return Invalidf("metadata", "metadata nests more than %d levels of objects and arrays; the limit is %d, so flatten it", maxMetadataDepth, maxMetadataDepth)

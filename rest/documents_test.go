@@ -7,15 +7,17 @@ import (
 	"time"
 )
 
-// TestDocumentMimeType: a mimeType must be a media type; a refused one
-// creates nothing and a PATCH to one changes nothing.
+// TestDocumentMimeType: a mimeType must be a media type, one a client can
+// send as a Content-Type header (no line break or other control character
+// within it; the whitespace around it is dropped); a refused one creates
+// nothing and a PATCH to one changes nothing.
 func TestDocumentMimeType(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		p := h.project(h.admin, "p")
 		create := func(mimeType string) *response {
 			return h.call("POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "d", "content": "x", "mimeType": mimeType})
 		}
-		for _, bad := range []string{"not a mime", "text", "text/plain; charset"} {
+		for _, bad := range []string{"not a mime", "text", "text/plain; charset", "text/plain;\ncharset=utf-8", "text/plain;\r\n charset=utf-8", "text/plain;\x7fcharset=utf-8"} {
 			if r := create(bad); r.Status != 400 || r.ErrorCode() != "invalid_request" {
 				t.Errorf("mimeType %q = %d %s, want 400", bad, r.Status, r.Body)
 			}
@@ -33,6 +35,12 @@ func TestDocumentMimeType(t *testing.T) {
 		}
 		if got := h.must(200, "GET", "/api/v1/documents/"+id, h.admin, nil)["mimeType"]; got != "text/markdown; charset=utf-8" {
 			t.Errorf("mimeType after a refused PATCH = %v", got)
+		}
+		if got := h.must(200, "PATCH", "/api/v1/documents/"+id, h.admin, map[string]any{"mimeType": " text/html\n"})["mimeType"]; got != "text/html" {
+			t.Errorf("PATCH mimeType \" text/html\\n\" answered mimeType %q, want \"text/html\"", got)
+		}
+		if got := create("\ttext/csv ").JSON()["mimeType"]; got != "text/csv" {
+			t.Errorf("mimeType \"\\ttext/csv \" answered %q, want \"text/csv\"", got)
 		}
 	})
 }
