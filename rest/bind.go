@@ -55,8 +55,13 @@ func readBody(c *echo.Context) ([]byte, error) {
 		}
 		return nil, domain.Errorf(domain.Invalid, "the request body could not be read")
 	}
-	if len(strings.TrimSpace(string(body))) == 0 {
+	switch strings.TrimSpace(string(body)) {
+	case "":
 		return nil, domain.Errorf(domain.Invalid, "the request body is empty; send a JSON object")
+	case "null":
+		// Decoded, null leaves every field out: a PATCH would change
+		// nothing without a word, and a PUT of limits lift them all.
+		return nil, domain.Errorf(domain.Invalid, "the fields must be a JSON object; the body is null")
 	}
 	return body, nil
 }

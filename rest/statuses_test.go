@@ -455,3 +455,42 @@ func TestEmptyIDFilterIs400(t *testing.T) {
 		}
 	})
 }
+
+// TestEveryNullBodyIs400: a body of JSON null, where every operation takes
+// an object, is a 400 saying so, as [] is: not a PATCH that answers 200
+// having changed nothing, nor a PUT of limits that reads it as {} and
+// lifts them all.
+func TestEveryNullBodyIs400(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 60})
+		ids := func(param string) string {
+			switch param {
+			case "projectId":
+				return w.project
+			case "chatId":
+				return w.chat
+			case "providerId":
+				return w.provider
+			}
+			return "x"
+		}
+		n := 0
+		for _, o := range docOperations(t, h) {
+			if !o.body || !strings.HasPrefix(o.path, "/api/v1/") {
+				continue
+			}
+			n++
+			r := h.call(o.method, o.url(ids), h.admin, "null")
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "must be a JSON object") {
+				t.Errorf("%s %s with the body null = %d %s, want 400", o.method, o.path, r.Status, r.Body)
+			}
+		}
+		if n == 0 {
+			t.Fatal("no operation takes a body")
+		}
+		if got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil)["requestsPerMinute"]; got != 60.0 {
+			t.Errorf("after a PUT of null, requestsPerMinute = %v, want 60 as before", got)
+		}
+	})
+}
