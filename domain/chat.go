@@ -127,7 +127,7 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	if err != nil {
 		return List[Chat]{}, err
 	}
-	page, err := in.Page.normalize(PrefixChat)
+	page, err := in.Page.normalizeIn(PrefixChat, in.ProjectID)
 	if err != nil {
 		return List[Chat]{}, err
 	}
@@ -135,7 +135,7 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	if err != nil {
 		return List[Chat]{}, Wrap("chats.List", err)
 	}
-	return paginate(items, page, func(c Chat) string { return c.ID }), nil
+	return paginate(items, page, cursorIn(in.ProjectID, func(c Chat) string { return c.ID })), nil
 }
 
 // Update changes the fields of a chat that in sets (editor). When another

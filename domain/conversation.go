@@ -143,7 +143,7 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 		}
 		member = ""
 	}
-	page, err := in.Page.normalize(PrefixConversation)
+	page, err := in.Page.normalizeIn(PrefixConversation, in.ChatID)
 	if err != nil {
 		return List[Conversation]{}, err
 	}
@@ -151,7 +151,7 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 	if err != nil {
 		return List[Conversation]{}, Wrap("conversations.List", err)
 	}
-	return paginate(items, page, func(c Conversation) string { return c.ID }), nil
+	return paginate(items, page, cursorIn(in.ChatID, func(c Conversation) string { return c.ID })), nil
 }
 
 // Delete removes a conversation and its messages (editor).

@@ -238,7 +238,7 @@ func (s *Documents) List(ctx context.Context, in ListInput) (List[DocumentSummar
 	if err != nil {
 		return List[DocumentSummary]{}, err
 	}
-	page, err := in.Page.normalize(PrefixDocument)
+	page, err := in.Page.normalizeIn(PrefixDocument, in.ProjectID)
 	if err != nil {
 		return List[DocumentSummary]{}, err
 	}
@@ -246,7 +246,7 @@ func (s *Documents) List(ctx context.Context, in ListInput) (List[DocumentSummar
 	if err != nil {
 		return List[DocumentSummary]{}, Wrap("documents.List", err)
 	}
-	return paginate(items, page, func(d DocumentSummary) string { return d.ID }), nil
+	return paginate(items, page, cursorIn(in.ProjectID, func(d DocumentSummary) string { return d.ID })), nil
 }
 
 // Update changes the fields of a document that in sets (editor), on top of

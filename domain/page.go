@@ -36,7 +36,7 @@ func ParsePage(limit, cursor string) (Page, error) {
 		// A cursor is the last id of a page (see paginate); anything else
 		// would page past every item and answer an empty page as the end.
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || !(validAnyID(string(after)) || validSeqCursor(string(after)) || validUsageCursor(string(after))) {
+		if err != nil || !(validAnyID(string(after)) || validScopedCursor(string(after)) || validSeqCursor(string(after)) || validUsageCursor(string(after))) {
 			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
 		}
 		p.After = string(after)
@@ -56,6 +56,39 @@ func (p Page) normalize(prefix string) (Page, error) {
 	return p.limited(), nil
 }
 
+// normalizeIn is normalize for a list that scope narrows: the id of the
+// project or chat named by its filter or its path, "" for none. Its
+// cursors carry the scope (cursorIn): one of the same kind of list with
+// another scope would answer this scope's items after the cursor's id,
+// skipping the earlier ones, as a page that looks right.
+func (p Page) normalizeIn(prefix, scope string) (Page, error) {
+	if p.After == "" {
+		return p.limited(), nil
+	}
+	id, in, _ := strings.Cut(p.After, ":")
+	if in != scope || !validID(prefix, id) {
+		return p, foreignCursor()
+	}
+	p.After = id
+	return p.limited(), nil
+}
+
+// cursorIn returns paginate's id function for a list normalizeIn
+// checked: the item's id, then ":" and the scope when there is one.
+func cursorIn[T any](scope string, id func(T) string) func(T) string {
+	if scope == "" {
+		return id
+	}
+	return func(v T) string { return id(v) + ":" + scope }
+}
+
+// validScopedCursor reports whether s is a cursor cursorIn writes with a
+// scope: two ids.
+func validScopedCursor(s string) bool {
+	id, scope, ok := strings.Cut(s, ":")
+	return ok && validAnyID(id) && validAnyID(scope)
+}
+
 // limited applies the default limit to a zero Page and caps it.
 func (p Page) limited() Page {
 	if p.Limit <= 0 {
@@ -68,7 +101,7 @@ func (p Page) limited() Page {
 }
 
 func foreignCursor() error {
-	return Invalidf("cursor", "cursor belongs to another list; pass the nextCursor of the previous page of this list unchanged")
+	return Invalidf("cursor", "cursor belongs to another list (another kind, or the same kind with another projectId, chatId or path); pass the nextCursor of the previous page of this list unchanged")
 }
 
 // A conversation's messages are ordered by seq, not by id, so their

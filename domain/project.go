@@ -182,7 +182,7 @@ func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page)
 	if err := s.access.checkProject(ctx, projectID, PermListMembers); err != nil {
 		return List[Member]{}, err
 	}
-	page, err := page.normalize(PrefixUser)
+	page, err := page.normalizeIn(PrefixUser, projectID)
 	if err != nil {
 		return List[Member]{}, err
 	}
@@ -190,7 +190,7 @@ func (s *Projects) ListMembers(ctx context.Context, projectID string, page Page)
 	if err != nil {
 		return List[Member]{}, Wrap("projects.ListMembers", err)
 	}
-	return paginate(items, page, func(m Member) string { return m.UserID }), nil
+	return paginate(items, page, cursorIn(projectID, func(m Member) string { return m.UserID })), nil
 }
 
 // PutMember gives userID a role in the project (owner). The last owner

@@ -481,7 +481,7 @@ func (s *Providers) List(ctx context.Context, in ListInput) (List[AIProvider], e
 	if err != nil {
 		return List[AIProvider]{}, err
 	}
-	page, err := in.Page.normalize(PrefixProvider)
+	page, err := in.Page.normalizeIn(PrefixProvider, in.ProjectID)
 	if err != nil {
 		return List[AIProvider]{}, err
 	}
@@ -489,7 +489,7 @@ func (s *Providers) List(ctx context.Context, in ListInput) (List[AIProvider], e
 	if err != nil {
 		return List[AIProvider]{}, Wrap("providers.List", err)
 	}
-	return paginate(items, page, func(p AIProvider) string { return p.ID }), nil
+	return paginate(items, page, cursorIn(in.ProjectID, func(p AIProvider) string { return p.ID })), nil
 }
 
 // Update changes the fields of a provider that in sets (owner). When

@@ -267,7 +267,7 @@ func (s *Users) ListAPIKeys(ctx context.Context, userID string, page Page) (List
 	if err := s.selfOrAdmin(ctx, userID); err != nil {
 		return List[APIKey]{}, err
 	}
-	page, err := page.normalize(PrefixKey)
+	page, err := page.normalizeIn(PrefixKey, userID)
 	if err != nil {
 		return List[APIKey]{}, err
 	}
@@ -275,7 +275,7 @@ func (s *Users) ListAPIKeys(ctx context.Context, userID string, page Page) (List
 	if err != nil {
 		return List[APIKey]{}, Wrap("users.ListAPIKeys", err)
 	}
-	return paginate(keys, page, func(k APIKey) string { return k.ID }), nil
+	return paginate(keys, page, cursorIn(userID, func(k APIKey) string { return k.ID })), nil
 }
 
 // RevokeAPIKey revokes keyID of userID and returns it as it is now listed;

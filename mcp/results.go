@@ -10,7 +10,7 @@ import (
 // pageArgs are the paging arguments of every list tool.
 type pageArgs struct {
 	Limit  *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Page size, 1 to 100; default 20."`
-	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged; omit for the first page."`
+	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same other arguments (a cursor of another list is refused); omit for the first page."`
 }
 
 func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor) }

@@ -77,7 +77,7 @@ func (e errs) with(more errs) errs {
 }
 
 var (
-	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page."}}
+	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400)."}}
 	byProject  = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
 )
 

@@ -1,0 +1,79 @@
+package rest_test
+
+import (
+	"net/url"
+	"testing"
+)
+
+// TestCursorBelongsToItsList: a list's cursor pages that list only, with
+// the filter or the path it was made for. Passed to the same kind of list
+// with another project's or chat's id, or with the filter left out or
+// added, it would answer that list's items after the cursor's, skipping
+// the earlier ones, as a normal page; it is a 400 naming cursor instead.
+// On its own list it still answers the next page.
+func TestCursorBelongsToItsList(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		a, b := h.world(), h.world()
+		aliceID, _ := h.user("alice")
+		bobID, _ := h.user("bob")
+		for _, w := range []world{a, b} {
+			h.provider(h.admin, w.project)
+			h.chat(h.admin, w.project, w.provider, nil)
+			for range 2 {
+				h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "d", "content": "x"})
+				h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+			}
+		}
+		h.setRole(h.admin, a.project, aliceID, "viewer")
+		h.setRole(h.admin, b.project, bobID, "viewer")
+		for _, id := range []string{aliceID, bobID} {
+			h.must(201, "POST", "/api/v1/users/"+id+"/api-keys", h.admin, map[string]any{"name": "second"})
+		}
+
+		cursor := func(path string) string {
+			t.Helper()
+			sep := "?"
+			if u, _ := url.Parse(path); u.RawQuery != "" {
+				sep = "&"
+			}
+			next, _ := h.must(200, "GET", path+sep+"limit=1", h.admin, nil)["nextCursor"].(string)
+			if next == "" {
+				t.Fatalf("GET %s?limit=1 has no next page", path)
+			}
+			return next
+		}
+		for _, tc := range []struct {
+			name      string
+			own       string   // the list whose cursor is passed
+			elsewhere []string // lists of the same kind it does not belong to
+		}{
+			{"chats", "/api/v1/chats?projectId=" + a.project, []string{"/api/v1/chats?projectId=" + b.project, "/api/v1/chats"}},
+			{"every chat", "/api/v1/chats", []string{"/api/v1/chats?projectId=" + a.project}},
+			{"providers", "/api/v1/ai-providers?projectId=" + a.project, []string{"/api/v1/ai-providers?projectId=" + b.project, "/api/v1/ai-providers"}},
+			{"documents", "/api/v1/documents?projectId=" + a.project, []string{"/api/v1/documents?projectId=" + b.project, "/api/v1/documents"}},
+			{"conversations", "/api/v1/conversations?chatId=" + a.chat, []string{"/api/v1/conversations?chatId=" + b.chat, "/api/v1/conversations"}},
+			{"members", "/api/v1/projects/" + a.project + "/members", []string{"/api/v1/projects/" + b.project + "/members"}},
+			{"API keys", "/api/v1/users/" + aliceID + "/api-keys", []string{"/api/v1/users/" + bobID + "/api-keys"}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				c := cursor(tc.own)
+				for _, path := range append(tc.elsewhere, tc.own) {
+					u, _ := url.Parse(path)
+					q := u.Query()
+					q.Set("cursor", c)
+					u.RawQuery = q.Encode()
+					r := h.call("GET", u.String(), h.admin, nil)
+					if path == tc.own {
+						if r.Status != 200 {
+							t.Errorf("GET %s with its own cursor = %d %s, want 200", path, r.Status, r.Body)
+						}
+						continue
+					}
+					if r.Status != 400 || r.ErrorField() != "cursor" {
+						t.Errorf("GET %s with the cursor of %s = %d %s, want 400 naming cursor", path, tc.own, r.Status, r.Body)
+					}
+				}
+			})
+		}
+	})
+}
