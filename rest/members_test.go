@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestMembersLastOwnerRace demotes one of a project's two owners while
@@ -61,6 +62,32 @@ func TestMembersLastOwnerRace(t *testing.T) {
 			if got, want := owners, 1; got != want {
 				t.Fatalf("try %d: owners = %d; want %d: %v", i, got, want, list)
 			}
+		}
+	})
+}
+
+// TestMemberPutOfTheSameRoleChangesNothing: PUT is idempotent: giving a
+// member the role it has answers it as it is, updatedAt kept, as a PATCH
+// with nothing new does; a new role moves updatedAt, and createdAt stays.
+func TestMemberPutOfTheSameRoleChangesNothing(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		prj := h.project(h.admin, "p")
+		aliceID, _ := h.user("alice")
+		path := "/api/v1/projects/" + prj + "/members/" + aliceID
+		first := h.must(200, "PUT", path, h.admin, map[string]any{"role": "viewer"})
+		time.Sleep(5 * time.Millisecond) // updatedAt has milliseconds: a write now would show
+		if again := h.must(200, "PUT", path, h.admin, map[string]any{"role": "viewer"}); again["updatedAt"] != first["updatedAt"] || again["createdAt"] != first["createdAt"] {
+			t.Errorf("PUT of the same role answered %v, want the member as it was, %v", again, first)
+		}
+		listed := h.must(200, "GET", "/api/v1/projects/"+prj+"/members", h.admin, nil)["data"].([]any)
+		for _, m := range listed {
+			if m := m.(map[string]any); m["userId"] == aliceID && m["updatedAt"] != first["updatedAt"] {
+				t.Errorf("after a PUT of the same role the member is listed with updatedAt %v, want %v", m["updatedAt"], first["updatedAt"])
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+		if editor := h.must(200, "PUT", path, h.admin, map[string]any{"role": "editor"}); editor["updatedAt"] == first["updatedAt"] || editor["createdAt"] != first["createdAt"] {
+			t.Errorf("PUT of a new role answered %v, want updatedAt moved and createdAt %v", editor, first["createdAt"])
 		}
 	})
 }

@@ -110,9 +110,10 @@ func (s *Store) ListMembers(ctx context.Context, projectID string, p domain.Page
 }
 
 // PutMember inserts m, or updates the role and updatedAt of an existing
-// membership. NotFound when the project or user does not exist; Conflict
-// (domain.LastOwnerConflict), writing nothing, when it would demote the
-// project's last owner.
+// membership; one that has m's role already keeps its updatedAt (a PUT of
+// what is there changes nothing). m gets the times stored. NotFound when
+// the project or user does not exist; Conflict (domain.LastOwnerConflict),
+// writing nothing, when it would demote the project's last owner.
 func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 	const op = "store.PutMember"
 	row := fromDomainMember(m)
@@ -122,10 +123,20 @@ func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 				return err
 			}
 		}
-		return tx.Clauses(clause.OnConflict{
-			Columns:   []clause.Column{{Name: "project_id"}, {Name: "user_id"}},
-			DoUpdates: clause.AssignmentColumns([]string{"role", "updated_at"}),
+		err := tx.Clauses(clause.OnConflict{
+			Columns: []clause.Column{{Name: "project_id"}, {Name: "user_id"}},
+			DoUpdates: clause.Assignments(map[string]any{
+				"role": gorm.Expr("excluded.role"),
+				"updated_at": gorm.Expr("CASE WHEN project_members.role = excluded.role " +
+					"THEN project_members.updated_at ELSE excluded.updated_at END"),
+			}),
 		}).Create(&row).Error
+		if err != nil {
+			return err
+		}
+		// The times stored: the member's, when it was one already (the
+		// caller's copy of it may be an older one, from a cache).
+		return tx.Take(&row, "project_id = ? AND user_id = ?", m.ProjectID, m.UserID).Error
 	})
 	if err != nil {
 		return translate(op, err, nil, func() error {
@@ -136,7 +147,7 @@ func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 			return e
 		})
 	}
-	m.CreatedAt, m.UpdatedAt = row.CreatedAt, row.UpdatedAt
+	m.CreatedAt, m.UpdatedAt = utc(row.CreatedAt), utc(row.UpdatedAt)
 	return nil
 }
 

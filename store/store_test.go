@@ -700,6 +700,17 @@ func TestMembers(t *testing.T) {
 			must(t, err)
 			equal(t, got, &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleEditor, CreatedAt: t0, UpdatedAt: later})
 		})
+		t.Run("put of the same role keeps updatedAt", func(t *testing.T) {
+			// An idempotent PUT changes nothing, updatedAt neither, and m
+			// is told the times stored, not those it was sent with.
+			m := &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleEditor, CreatedAt: t0.Add(2 * time.Hour), UpdatedAt: t0.Add(2 * time.Hour)}
+			must(t, s.PutMember(ctx(), m))
+			want := &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleEditor, CreatedAt: t0, UpdatedAt: t0.Add(time.Hour)}
+			equal(t, m, want)
+			got, err := s.GetMember(ctx(), w.prjA.ID, w.bob.ID)
+			must(t, err)
+			equal(t, got, want)
+		})
 		for _, tt := range []struct {
 			name string
 			m    domain.Member
