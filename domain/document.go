@@ -3,7 +3,12 @@ package domain
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"maps"
+	"math"
 	"mime"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -135,6 +140,9 @@ func validateDocument(d *Document) error {
 	if jsonDepth(d.Metadata, maxMetadataDepth+1) > maxMetadataDepth {
 		return Invalidf("metadata", "metadata nests more than %d levels of objects and arrays; the limit is %d, so flatten it", maxMetadataDepth, maxMetadataDepth)
 	}
+	if at := numberPastFloat64(d.Metadata, "metadata"); at != "" {
+		return Invalidf("metadata", "%s is a number beyond what a 64-bit float holds (about ±1.8e308), which many JSON parsers refuse, so every list of the project's documents would fail to parse for them; send it as a string", at)
+	}
 	n, err := jsonSize(d.Metadata)
 	if err != nil {
 		return Invalidf("metadata", "metadata cannot be written as JSON: %v", err)
@@ -153,6 +161,33 @@ func noMembersIsNone(m map[string]any) map[string]any {
 		return nil
 	}
 	return m
+}
+
+// numberPastFloat64 returns the path (metadata.list[2]) of the first
+// number in v, in key order, that a 64-bit float cannot hold (1e400): Go's
+// encoding/json and Rust's serde_json, among others, refuse the whole
+// document it is in. "" when there is none. v nests at most
+// maxMetadataDepth levels (checked before).
+func numberPastFloat64(v any, path string) string {
+	switch v := v.(type) {
+	case json.Number:
+		if f, err := strconv.ParseFloat(string(v), 64); errors.Is(err, strconv.ErrRange) && math.IsInf(f, 0) {
+			return path // an overflow, not a number too small, which reads as 0
+		}
+	case map[string]any:
+		for _, k := range slices.Sorted(maps.Keys(v)) {
+			if at := numberPastFloat64(v[k], path+"."+k); at != "" {
+				return at
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if at := numberPastFloat64(e, path+"["+strconv.Itoa(i)+"]"); at != "" {
+				return at
+			}
+		}
+	}
+	return ""
 }
 
 // jsonSize is the size of v as compact JSON with no HTML escapes, as

@@ -107,6 +107,46 @@ func TestDocumentMetadataDepth(t *testing.T) {
 	})
 }
 
+// TestDocumentMetadataNumbersFitADouble: a number in metadata beyond what
+// a 64-bit float holds (1e400) is a 400 naming where it is, on create and
+// update, and changes nothing: many JSON parsers (Go's encoding/json, Rust's
+// serde_json) refuse it, and every member's client reads it in each list of
+// documents. Numbers a double holds, rounded or not, are taken.
+func TestDocumentMetadataNumbersFitADouble(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		create := func(meta string) *response {
+			return h.call("POST", "/api/v1/documents", h.admin, `{"projectId":"`+p+`","name":"d","content":"x","metadata":`+meta+`}`)
+		}
+		const fits = `{"big":1.7976931348623157e308,"id":12345678901234567890,"small":-1e-400}` // keys in order, as maps are written
+		r := create(fits)
+		if r.Status != 201 {
+			t.Fatalf("metadata %s = %d %s, want 201", fits, r.Status, r.Body)
+		}
+		id := r.JSON()["id"].(string)
+		for _, tc := range []struct{ meta, at string }{
+			{`{"n":1e400}`, "metadata.n"},
+			{`{"n":-1e400}`, "metadata.n"},
+			{`{"o":{"list":[1,2,1e309]}}`, "metadata.o.list[2]"},
+			{`{"n":` + strings.Repeat("9", 400) + `}`, "metadata.n"},
+		} {
+			if r := create(tc.meta); r.Status != 400 || r.ErrorField() != "metadata" || !strings.Contains(r.ErrorMessage(), tc.at) {
+				t.Errorf("create with metadata %.60s = %d %.300s, want 400 naming metadata and %s", tc.meta, r.Status, r.Body, tc.at)
+			}
+			if r := h.call("PATCH", "/api/v1/documents/"+id, h.admin, `{"metadata":`+tc.meta+`}`); r.Status != 400 || r.ErrorField() != "metadata" {
+				t.Errorf("PATCH to metadata %.60s = %d %.300s, want 400 naming metadata", tc.meta, r.Status, r.Body)
+			}
+		}
+		list := h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any) // parsed with encoding/json
+		if len(list) != 1 {
+			t.Errorf("refused documents were created: %d documents, want 1", len(list))
+		}
+		if got := h.call("GET", "/api/v1/documents/"+id, h.admin, nil); !strings.Contains(string(got.Body), `"metadata":`+fits) {
+			t.Errorf("a refused PATCH changed the metadata: %.200s", got.Body)
+		}
+	})
+}
+
 // TestDocumentListLeavesOutContent: a list of documents gives each one's
 // fields and the size of its content in bytes, but not the content (a
 // page of 100 could hold 400 MiB); get, create and update still give it.
