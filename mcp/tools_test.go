@@ -653,3 +653,29 @@ func TestUsageTextLabelsEveryGroup(t *testing.T) {
 		t.Errorf("usageText =\n%s\nwant\n%s", got, want)
 	}
 }
+
+// TestListCursorBelongsToItsList: as on REST, a list tool's cursor pages
+// the list with the filter it was made for only: passed with another
+// projectId, or without one, it is an invalid_request rather than a page
+// that skips that list's first items.
+func TestListCursorBelongsToItsList(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		e := newEnv(t, st)
+		_, err := e.svcs.Documents.Create(e.ctx("admin"), domain.DocumentCreate{ProjectID: e.project.ID, Name: "more", Content: "x"})
+		must(t, err)
+		admin := e.connect(overHTTP, "admin", Options{})
+		var first listOut[documentSummaryOut]
+		admin.ok(t, "list-documents", obj{"projectId": e.project.ID, "limit": 1}, &first)
+		if first.NextCursor == nil {
+			t.Fatalf("first page %+v: want a cursor", first)
+		}
+		c := *first.NextCursor
+		admin.fails(t, "list-documents", obj{"projectId": e.otherProject.ID, "cursor": c}, "invalid_request")
+		admin.fails(t, "list-documents", obj{"cursor": c}, "invalid_request")
+		var next listOut[documentSummaryOut]
+		admin.ok(t, "list-documents", obj{"projectId": e.project.ID, "cursor": c}, &next)
+		if len(next.Data) != 1 || next.Data[0].ID == first.Data[0].ID {
+			t.Fatalf("second page %+v after %+v", next, first)
+		}
+	})
+}
