@@ -180,8 +180,15 @@ const redisTimeout = time.Second
 // Open returns the limiter for url and a function that closes it:
 // "" is a Memory limiter (one instance); "redis://…", "rediss://…" or
 // "unix://…" is a Redis limiter under the prefix "parley:rl:", which fails
-// open (allows and logs at warn on logger) when Redis is unreachable later
-// on. Open fails when Redis cannot be reached within 3s at start.
+// open (allows and logs at warn on logger) while Redis does not answer.
+//
+// Open pings Redis (for up to a Redis timeout, see clientOptions). A Redis
+// that does not answer is an outage, at start as later on: Open logs it at
+// warn and returns the limiter failing open, which uses Redis once it
+// answers (see Redis); otherwise a Redis restarting during a deploy would
+// keep Parley down. A Redis that answers with an error (a wrong password,
+// a database index it does not have) is a setting to fix, which no wait
+// mends: Open fails, with Redis's reply. So does a malformed URL.
 //
 // With Redis, go-redis's own log lines go to logger at warn too; that
 // setting is global to the process (see routeRedisLogs).
@@ -195,15 +202,26 @@ func Open(url string, logger *slog.Logger) (domain.Limiter, func() error, error)
 	}
 	routeRedisLogs(logger)
 	client := redis.NewClient(opts)
+	r := NewRedis(client, "parley:rl:")
+	r.Logger = logger
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	if err := client.Ping(ctx).Err(); err != nil {
-		_ = client.Close()
-		return nil, nil, fmt.Errorf("ratelimit: Redis at %s is unreachable: %w", opts.Addr, err)
+		if refusedByRedis(err) {
+			_ = client.Close()
+			return nil, nil, fmt.Errorf("ratelimit: Redis at %s refused the connection: %w", opts.Addr, err)
+		}
+		r.downAtStart(err)
 	}
-	r := NewRedis(client, "parley:rl:")
-	r.Logger = logger
 	return r, client.Close, nil
+}
+
+// refusedByRedis reports whether err is Redis's own error reply, other
+// than one it gives while it starts (LOADING): the URL's password or
+// database is wrong, and stays wrong.
+func refusedByRedis(err error) bool {
+	var re redis.Error
+	return errors.As(err, &re) && !strings.HasPrefix(re.Error(), "LOADING")
 }
 
 // clientOptions returns the go-redis options of a Redis URL, with defaults

@@ -459,6 +459,15 @@ func (r *Redis) renew(byKey map[string][]any, lease time.Duration) bool {
 	return !errors.Is(err, redis.ErrClosed)
 }
 
+// downAtStart records that Redis did not answer when the limiter started
+// (err): as after a failure of a call, it warns and opens the breaker, so
+// that the first requests skip Redis rather than each wait on it, and the
+// first probe that Redis answers logs that the limits apply again.
+func (r *Redis) downAtStart(err error) {
+	t, _ := r.br.enter()
+	r.br.done(t, failed, r.failOpen(context.Background(), "start", err))
+}
+
 // errSkipped is the error of call when the breaker is open.
 var errSkipped = errors.New("ratelimit: Redis skipped while it fails")
 

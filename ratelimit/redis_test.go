@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"log/slog"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"time"
@@ -152,17 +153,34 @@ func TestOpen(t *testing.T) {
 		}
 	}
 
+	// A Redis that does not answer is an outage: Open warns, without the
+	// password, and returns the limiter failing open.
+	var logs syncBuffer
 	start := time.Now()
-	if _, _, err := Open("redis://:s3cret@127.0.0.1:1/0", nil); err == nil {
-		t.Error("Open(unreachable Redis) succeeded; want an error")
-	} else if strings.Contains(err.Error(), "s3cret") {
-		t.Errorf("error reveals the password: %v", err)
+	down, closeDown, err := Open("redis://:s3cret@127.0.0.1:1/0", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatalf("Open(unreachable Redis) = %v; want a limiter that fails open", err)
 	}
-	if d := time.Since(start); d > 5*time.Second {
-		t.Errorf("Open(unreachable Redis) took %v; want about 3s at most", d)
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("Open(unreachable Redis) took %v; want about a Redis timeout (1s) at most", d)
+	}
+	if q, err := down.Allow(bg, []domain.Budget{project(1, 0)}); err != nil || q != nil {
+		t.Errorf("Allow with Redis unreachable since the start = %+v, %v; want allowed, uncounted", q, err)
+	}
+	_ = closeDown()
+	if s := logs.String(); !strings.Contains(s, "level=WARN") || !strings.Contains(s, "op=start") || strings.Contains(s, "s3cret") {
+		t.Errorf("log of a start with Redis unreachable = %q; want a warning (op=start) without the password", s)
 	}
 
 	c := testRedis(t) // skips (or fails on CI) without Redis
+
+	// A Redis that answers with an error is a setting to fix: Open fails.
+	if u, err := neturl.Parse(testRedisURL()); err == nil && u.Scheme == "redis" {
+		u.Path = "/99999" // no such database
+		if _, _, err := Open(u.String(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "DB index") {
+			t.Errorf("Open(a database Redis does not have) = %v; want Redis's refusal", err)
+		}
+	}
 	l, closeFn, err = Open(testRedisURL(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

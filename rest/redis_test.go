@@ -4,11 +4,13 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/tcpproxy"
 	"github.com/parleyhq/parley/secret"
 )
 
@@ -69,5 +71,62 @@ func TestLimitsSharedThroughRedis(t *testing.T) {
 				t.Errorf("third request, limits in memory = %d %s, want 200: instance a has counted one only", r.Status, r.Body)
 			}
 		})
+	}
+}
+
+// TestRedisDownAtStart: a Redis that does not answer when Parley starts
+// is an outage like one later on, not a reason to stay down: the server
+// starts, says so in a warning, admits completions without limits (and
+// without RateLimit-* headers, as nothing is counted), and applies the
+// limits by itself once Redis answers, without a restart. It used to
+// refuse to start, so a Redis restarting during a deploy took Parley down.
+func TestRedisDownAtStart(t *testing.T) {
+	u, err := url.Parse(testRedisURL(t))
+	if err != nil || u.Scheme != "redis" {
+		t.Skipf("PARLEY_TEST_REDIS_URL is not redis:// (%v): no proxy to it", err)
+	}
+	p := tcpproxy.Start(t, u.Host)
+	u.Host = p.Addr()
+	p.Down()
+	inOneMinute(t, 20*time.Second)
+	start := time.Now()
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.RedisURL = u.String() }) // fails t if it does not start
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the start with Redis down took %v", d)
+	}
+	w := h.world()
+	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 1})
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	body := map[string]any{"messages": []any{userMessage("count me")}}
+	for i := range 3 {
+		r := h.call("POST", path, h.admin, body)
+		if r.Status != 200 || r.Header.Get("RateLimit-Policy") != "" {
+			t.Fatalf("completion #%d with Redis down = %d (RateLimit-Policy %q) %s; want 200, uncounted",
+				i+1, r.Status, r.Header.Get("RateLimit-Policy"), r.Body)
+		}
+	}
+	if logs := h.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "allowing without limits") {
+		t.Errorf("no warning that the limits are not applied:\n%s", logs)
+	}
+
+	// Redis is back: within the breaker's longest backoff (2s) a request
+	// is counted, and the next one refused.
+	p.Up()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := h.call("POST", path, h.admin, body)
+		if r.Status != 200 {
+			t.Fatalf("completion as Redis comes back = %d %s", r.Status, r.Body)
+		}
+		if r.Header.Get("RateLimit-Remaining") == "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the limits did not apply within 10s of Redis answering again")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if r := h.call("POST", path, h.admin, body); r.Status != 429 {
+		t.Errorf("completion over the limit once Redis is back = %d %s, want 429", r.Status, r.Body)
 	}
 }
