@@ -41,7 +41,7 @@ func TestTypeScriptSDK(t *testing.T) {
 	srv := e.server(Options{})
 	sse := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0))
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, 0))
 	mux.Handle("/sse", sse.Stream)
 	mux.Handle("/message", sse.Message)
 	hs := httptest.NewServer(mux)

@@ -58,7 +58,10 @@ const sessionIdleTTL = time.Hour
 //
 // And a request the client cancels with notifications/cancelled gets no
 // response, which mcp-go would send (liveRequests).
-func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64) http.Handler {
+//
+// keepAlive is PARLEY_SSE_KEEPALIVE (0 means 15s): a write to a response
+// that the client has not taken after twice it is cut (stallCutter).
+func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration) http.Handler {
 	h := server.NewStreamableHTTPServer(srv,
 		server.WithHTTPContextFunc(principalContext),
 		server.WithDisableStreaming(true),
@@ -71,7 +74,11 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		server.WithStreamableHTTPLogger(slog.New(minLevel{slog.Default().Handler(), slog.LevelWarn})),
 	)
 	var live liveRequests
+	stall := stallAfter(keepAlive)
 	return guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		cw := newStallCutter(w, stall)
+		defer cw.end()
+		w = cw
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
@@ -329,7 +336,9 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			x.pending.forget(id)
 		}()
 		progress := &progressLog{}
-		rw := &responseWatcher{ResponseWriter: w, rc: http.NewResponseController(w), session: &id, pending: &x.pending, progress: progress}
+		cw := newStallCutter(w, stallAfter(x.keepAlive()))
+		defer cw.end()
+		rw := &responseWatcher{ResponseWriter: cw, rc: http.NewResponseController(cw), session: &id, pending: &x.pending, progress: progress}
 		defer rw.keepAlive(x.keepAlive())()
 		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
 		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
@@ -449,6 +458,61 @@ func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 
 // defaultKeepAlive is SSE.KeepAlive's default, REST's too.
 const defaultKeepAlive = 15 * time.Second
+
+// minStall is the shortest a write to a client may block before it is
+// cut, as on REST.
+const minStall = time.Second
+
+// stallAfter is how long a write to a client may block, for keep-alive
+// interval keepAlive (0: the default): twice it, as on REST streams.
+func stallAfter(keepAlive time.Duration) time.Duration {
+	if keepAlive <= 0 {
+		keepAlive = defaultKeepAlive
+	}
+	return max(2*keepAlive, minStall)
+}
+
+// stallCutter is the writer of an MCP event stream (an HTTP+SSE
+// session's, a streamable HTTP call's response) that cuts a write the
+// client does not take in time. A client that keeps its connection but
+// stops reading would otherwise block mcp-go's write for as long as it
+// likes, and with it the stream: its goroutines, its calls' results (and,
+// over HTTP+SSE, the shutdown, which waits for those) and the connection.
+// Each write and flush gets a write deadline after from its start; a cut
+// write fails, on which net/http ends the request's context, and the
+// stream ends as for a client that left (HTTP+SSE: its calls are
+// cancelled). end clears the deadline for what net/http writes once the
+// handler returns.
+type stallCutter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	after time.Duration
+}
+
+func newStallCutter(w http.ResponseWriter, after time.Duration) *stallCutter {
+	return &stallCutter{ResponseWriter: w, rc: http.NewResponseController(w), after: after}
+}
+
+func (w *stallCutter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.after)) }
+
+func (w *stallCutter) end() { _ = w.rc.SetWriteDeadline(time.Time{}) }
+
+func (w *stallCutter) Write(p []byte) (int, error) {
+	w.arm()
+	return w.ResponseWriter.Write(p)
+}
+
+// FlushError is what http.ResponseController's Flush calls.
+func (w *stallCutter) FlushError() error {
+	w.arm()
+	return w.rc.Flush()
+}
+
+// Flush makes the writer an http.Flusher, which mcp-go streams only to.
+func (w *stallCutter) Flush() { _ = w.FlushError() }
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *stallCutter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 func (x *SSE) keepAlive() time.Duration {
 	if x.KeepAlive > 0 {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -14,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -665,4 +668,105 @@ func TestStreamableSessionBelongsToItsUser(t *testing.T) {
 		t.Fatal("the editor's own notifications/cancelled did not cancel its call")
 	}
 	<-done
+}
+
+// TestStalledReaderIsCut: a client that keeps its connection but stops
+// reading (its receive window full) must not hold an MCP stream, and
+// what waits on it, for ever: a write that has not gone out after twice
+// the keep-alive interval is cut, as on REST streams, and the stream ends
+// as for a client that left. Over HTTP+SSE the stream is the session's
+// (its calls' notifications and results); over streamable HTTP, a call's
+// response stream.
+func TestStalledReaderIsCut(t *testing.T) {
+	for _, over := range []string{overSSE, overHTTP} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			deltas := make([]string, 80)
+			for i := range deltas {
+				deltas[i] = strings.Repeat("x", 64<<10)
+			}
+			e.upstream.reply(deltas...)
+			const keepAlive = 100 * time.Millisecond // writes are cut after 1s (the least)
+			srv := e.server(Options{})
+			var h http.Handler
+			var open atomic.Int64 // requests being served
+			count := func(next http.Handler) http.Handler {
+				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					open.Add(1)
+					defer open.Add(-1)
+					next.ServeHTTP(w, r)
+				})
+			}
+			if over == overSSE {
+				x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
+				x.KeepAlive = keepAlive
+				mux := http.NewServeMux()
+				mux.Handle("/sse", count(x.Stream))
+				mux.Handle("/message", x.Message)
+				h = mux
+			} else {
+				h = count(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive))
+			}
+			hs := httptest.NewUnstartedServer(h)
+			hs.Listener = smallBuffers{hs.Listener}
+			hs.Start()
+			t.Cleanup(hs.Close)
+			// The client's receive buffer is small too, as a slow
+			// network's: the server's writes soon wait for it to read.
+			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+				return c.Control(func(fd uintptr) {
+					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffer)
+				})
+			}}
+			hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+			post := func(url, session, body string) *http.Response {
+				req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+				must(t, err)
+				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+				if session != "" {
+					req.Header.Set(server.HeaderKeySessionID, session)
+				}
+				res, err := hc.Do(req)
+				must(t, err)
+				return res
+			}
+			initialize := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+			call := func(id int) string {
+				return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion",`+
+					`"arguments":{"aiProviderId":"%s","messages":[{"role":"user","content":"hi"}]},"_meta":{"progressToken":%d}}}`, id, e.provider.ID, id)
+			}
+			var stalled io.ReadCloser // the stream the client stops reading
+			if over == overSSE {
+				req, err := http.NewRequest(http.MethodGet, hs.URL+"/sse", nil)
+				must(t, err)
+				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+				res, err := hc.Do(req)
+				must(t, err)
+				stalled = res.Body
+				sc := bufio.NewScanner(res.Body)
+				for sc.Scan() && !strings.HasPrefix(sc.Text(), "data: ") {
+				}
+				endpoint := hs.URL + strings.TrimPrefix(sc.Text(), "data: ")
+				for _, msg := range []string{initialize, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, call(1), call(2)} {
+					post(endpoint, "", msg).Body.Close()
+				}
+			} else {
+				res := post(hs.URL, "", initialize)
+				res.Body.Close()
+				stalled = post(hs.URL, res.Header.Get(server.HeaderKeySessionID), call(1)).Body
+			}
+			defer stalled.Close()
+			// ...and the client reads no more.
+			deadline := time.Now().Add(10 * time.Second)
+			for open.Load() != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("the stream is still served 10s after its client stopped reading (keep-alive %v)", keepAlive)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
 }
