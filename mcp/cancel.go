@@ -12,9 +12,9 @@ import (
 // A request the client cancels with notifications/cancelled gets no
 // response: the protocol says the receiver SHOULD NOT send one (and the
 // sender ignores one that comes anyway, though some clients log it as a
-// response to an unknown id, or reconnect). mcp-go (v1.2.1) cancels the
-// handler's context and then answers all the same, with the error the
-// handler returned (errCanceled, JSON-RPC -32603): HandleMessage returns a
+// response to an unknown id, or reconnect). mcp-go (v1.2.1) answers a
+// cancelled call all the same, with the error its handler returned
+// (errCanceled, JSON-RPC -32603): HandleMessage returns a
 // response for every request and each transport writes it, with no hook
 // between the two. So Parley's transports leave it out:
 //   - over stdio and HTTP+SSE, where a session's responses share one
@@ -24,11 +24,12 @@ import (
 //     the request's context is ended, on which mcp-go writes nothing, and
 //     its response is an event stream that ends empty (liveRequests).
 //
-// A cancellation reaches mcp-go only where it names, by an id of the same
-// JSON type, a request of the session still to be answered (over
-// streamable HTTP, never: Parley ends the call itself). mcp-go keys its
-// calls by fmt.Sprint of the id, which takes the number 7 and the string
-// "7" for one, so it would cancel "7" for a client that cancelled 7.
+// A cancellation never reaches mcp-go: Parley ends the call itself, over
+// stdio and HTTP+SSE through pendingResponses, which the tool call's
+// handler tells of itself by its request id (watch, tagRequest). mcp-go
+// keys its calls by fmt.Sprint of the id, which takes the number 7 and the
+// string "7" for one: it would cancel "7" for a client that cancelled 7,
+// or, with both running, whichever it registered last.
 
 // A request the client cancelled before mcp-go started it does not run at
 // all. mcp-go registers a request's cancel function only as it starts it,
@@ -43,6 +44,45 @@ import (
 // drops any response to a cancelled request.
 
 type sessionRequestsKey struct{}
+
+// requestIDMeta is the _meta field of a tool call in which tagRequest
+// hands the call's request id (idKey) to its handler, which mcp-go does
+// not give it; one a client sends is overwritten.
+const requestIDMeta = "parley/requestId"
+
+// tagRequest, mcp-go's OnBeforeCallTool hook, puts the call's request id
+// in its _meta (requestIDMeta), where handle finds it to watch for the
+// client cancelling the call. mcp-go hands the hook the request that it
+// then passes to the tool's handler.
+func tagRequest(_ context.Context, id any, req *mcpgo.CallToolRequest) {
+	raw, err := json.Marshal(id)
+	if err != nil {
+		return
+	}
+	if req.Params.Meta == nil {
+		req.Params.Meta = &mcpgo.Meta{}
+	}
+	if req.Params.Meta.AdditionalFields == nil {
+		req.Params.Meta.AdditionalFields = map[string]any{}
+	}
+	req.Params.Meta.AdditionalFields[requestIDMeta] = idKey(raw)
+}
+
+// watchCancel has the client's cancellation of req, a tool call of a
+// stdio or HTTP+SSE session, end the call with end, until the returned
+// func is called. Over streamable HTTP, where the request's context ends
+// the call, it does nothing.
+func watchCancel(ctx context.Context, req mcpgo.CallToolRequest, end context.CancelCauseFunc) (stop func()) {
+	s, ok := ctx.Value(sessionRequestsKey{}).(sessionRequests)
+	if !ok || req.Params.Meta == nil {
+		return func() {}
+	}
+	id, _ := req.Params.Meta.AdditionalFields[requestIDMeta].(string)
+	if id == "" {
+		return func() {}
+	}
+	return s.pending.watch(s.session, id, end)
+}
 
 // sessionRequests are the requests a session's transport has yet to
 // answer.

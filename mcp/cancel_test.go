@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -109,6 +110,52 @@ func TestCancelNamesTheIDExactly(t *testing.T) {
 				t.Fatal(`cancelling "7" did not cancel it`)
 			}
 		})
+	}
+}
+
+// TestCancelNamesTheIDExactlyAmongCalls: with the calls 7 and "7" running
+// at once on one session, in either order, notifications/cancelled naming
+// 7 cancels the call 7 and leaves "7" running, unanswered, and the other
+// way round. mcp-go keeps one cancel function for both ids (fmt.Sprint)
+// and would end whichever call it registered last.
+func TestCancelNamesTheIDExactlyAmongCalls(t *testing.T) {
+	for _, over := range []string{overHTTPLegacy, overSSE, overStdio} {
+		for _, order := range [][2]any{{7, "7"}, {"7", 7}} {
+			t.Run(fmt.Sprintf("%s/%T first", over, order[0]), func(t *testing.T) {
+				e := newEnv(t, dbtest.SQLite(t))
+				s := e.connect(over, "editor", Options{})
+				tr := s.GetTransport()
+				first := e.upstream.Count()
+				upstream := map[any]int{} // the call's upstream request, by id
+				canceled := map[any]<-chan struct{}{}
+				for i, id := range order {
+					started, c := e.upstream.hang()
+					callUntilUpstream(t, tr, e, id, started)
+					upstream[id], canceled[id] = first+i, c
+				}
+				cancel := func(id any) {
+					must(t, tr.SendNotification(context.Background(), mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION,
+						Notification: mcpgo.Notification{Method: string(mcpgo.MethodNotificationCancelled),
+							Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": id}}}}))
+				}
+				for i, id := range order {
+					cancel(id)
+					select {
+					case <-canceled[id]:
+					case <-time.After(5 * time.Second):
+						t.Fatalf("cancelling %#v did not cancel the call %#v", id, id)
+					}
+					for _, other := range order[i+1:] {
+						if e.upstream.WaitCanceledN(upstream[other], 300*time.Millisecond) {
+							t.Fatalf("cancelling %#v cancelled the call %#v", id, other)
+						}
+					}
+					if r, ok := s.wire.response(order[1]); ok && i == 0 {
+						t.Fatalf("the call %#v got a response after the client cancelled %#v: %s", order[1], id, r)
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -258,7 +305,7 @@ func TestLineFilter(t *testing.T) {
 // callUntilUpstream sends a completion call with id over tr in the
 // background and waits until the upstream has it (started). The returned
 // channel closes once SendRequest returns; the test's end stops it.
-func callUntilUpstream(t *testing.T, tr transport.Interface, e *env, id string, started <-chan struct{}) <-chan struct{} {
+func callUntilUpstream(t *testing.T, tr transport.Interface, e *env, id any, started <-chan struct{}) <-chan struct{} {
 	t.Helper()
 	ctx, stop := context.WithCancel(context.Background())
 	t.Cleanup(stop)

@@ -82,6 +82,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 	}
 	hooks := &server.Hooks{}
 	hooks.AddOnRequestInitialization(skipCancelled)
+	hooks.AddBeforeCallTool(tagRequest)
 	text := instructions
 	if opts.ReadOnly {
 		text = readOnlyInstructions
@@ -203,6 +204,9 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		if ended := streamEnd(ctx); ended != nil {
 			defer context.AfterFunc(ended, func() { end(context.Cause(ended)) })()
 		}
+		// And when the client cancels it with notifications/cancelled
+		// (stdio, HTTP+SSE; see cancel.go).
+		defer watchCancel(ctx, req, end)()
 		if !strings.HasPrefix(req.Params.Name, completionTools) {
 			var cancel context.CancelFunc
 			ctx, cancel = context.WithTimeout(ctx, d.callTimeout)

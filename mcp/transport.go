@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -367,10 +368,11 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
-			// A cancellation reaches mcp-go only for a call of the session
-			// still to be answered, with an id of the same JSON type:
-			// mcp-go takes the number 7 and the string "7" for one id.
-			if id, ok := cancelledRequest(body); ok && !x.pending.cancel(session, id) {
+			// Parley ends the call itself (pendingResponses), and mcp-go
+			// does not see the notification: it would take the number 7
+			// and the string "7" for one id, and cancel the wrong call.
+			if id, ok := cancelledRequest(body); ok {
+				x.pending.cancel(session, id)
 				w.WriteHeader(http.StatusAccepted)
 				return
 			}
@@ -629,49 +631,84 @@ func (r *statusRecorder) Write(p []byte) (int, error) {
 
 // pendingResponses counts the requests whose response a session has yet
 // to write, by session and request id (idKey), and knows which of them the
-// client cancelled: those get no response (see cancel.go).
+// client cancelled: those get no response, and the tool calls serving them
+// are ended (see cancel.go).
 type pendingResponses struct {
 	mu       sync.Mutex
-	sessions map[string]map[string]bool // session → request id → cancelled
+	sessions map[string]map[string]*pendingRequest // session → request id
 	n        inFlight
+}
+
+// pendingRequest is a request still to be answered.
+type pendingRequest struct {
+	cancelled bool
+	calls     []*context.CancelCauseFunc // the ends of the tool calls serving it (watch)
 }
 
 func (p *pendingResponses) add(session, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sessions == nil {
-		p.sessions = map[string]map[string]bool{}
+		p.sessions = map[string]map[string]*pendingRequest{}
 	}
 	ids := p.sessions[session]
 	if ids == nil {
-		ids = map[string]bool{}
+		ids = map[string]*pendingRequest{}
 		p.sessions[session] = ids
 	}
 	if _, ok := ids[id]; ok {
 		return
 	}
-	ids[id] = false
+	ids[id] = &pendingRequest{}
 	p.n.add(1)
 }
 
 // cancel notes that the client cancelled the request, if it is pending,
-// and says whether it is.
-func (p *pendingResponses) cancel(session, id string) bool {
+// and ends the tool call serving it.
+func (p *pendingResponses) cancel(session, id string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	ids := p.sessions[session]
-	if _, ok := ids[id]; !ok {
-		return false
+	req := p.sessions[session][id]
+	if req == nil {
+		return
 	}
-	ids[id] = true
-	return true
+	req.cancelled = true
+	for _, end := range req.calls {
+		(*end)(errRequestCancelled)
+	}
 }
 
 // cancelled says whether the client cancelled the pending request.
 func (p *pendingResponses) cancelled(session, id string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.sessions[session][id]
+	req := p.sessions[session][id]
+	return req != nil && req.cancelled
+}
+
+// watch has cancel end the tool call serving the pending request with
+// end, until the returned func is called; a request cancelled already is
+// ended at once.
+func (p *pendingResponses) watch(session, id string, end context.CancelCauseFunc) (stop func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req := p.sessions[session][id]
+	if req == nil {
+		return func() {}
+	}
+	if req.cancelled {
+		end(errRequestCancelled)
+		return func() {}
+	}
+	ref := &end
+	req.calls = append(req.calls, ref)
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if i := slices.Index(req.calls, ref); i >= 0 {
+			req.calls = slices.Delete(req.calls, i, i+1)
+		}
+	}
 }
 
 func (p *pendingResponses) remove(session, id string) {
@@ -751,11 +788,10 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io
 const stdioSession = ""
 
 // watchRequests notes in pending the request msg is or, if it is a
-// notifications/cancelled, the request it cancels. It sees each message
-// the client sends over stdio before mcp-go does, and says whether mcp-go
-// is to see it: a cancellation only of a request still to be answered,
-// with an id of the same JSON type (mcp-go takes the number 7 and the
-// string "7" for one id).
+// notifications/cancelled, cancels the request it names. It sees each
+// message the client sends over stdio before mcp-go does, and says whether
+// mcp-go is to see it: never a cancellation, as mcp-go would take the
+// number 7 and the string "7" for one id and cancel the wrong call.
 func watchRequests(pending *pendingResponses, msg []byte) bool {
 	if m, ok := readJSONRPC(msg); ok {
 		if m.Method != "" {
@@ -764,7 +800,8 @@ func watchRequests(pending *pendingResponses, msg []byte) bool {
 		return true
 	}
 	if id, ok := cancelledRequest(msg); ok {
-		return pending.cancel(stdioSession, id)
+		pending.cancel(stdioSession, id)
+		return false
 	}
 	return true
 }
