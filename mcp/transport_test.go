@@ -12,6 +12,8 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"regexp"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mark3labs/mcp-go/client"
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -766,6 +769,73 @@ func TestStalledReaderIsCut(t *testing.T) {
 					t.Fatalf("the stream is still served 10s after its client stopped reading (keep-alive %v)", keepAlive)
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// TestAbandonedSessionsLeaveNothing: clients that leave without ending
+// their sessions (no DELETE over streamable HTTP, the event stream dropped
+// over HTTP+SSE) after a streamed call leave no goroutine behind: a
+// server that lives for months sees many of them.
+func TestAbandonedSessionsLeaveNothing(t *testing.T) {
+	for _, over := range []string{overHTTP, overHTTPLegacy, overSSE} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			hs := e.httpServer(e.server(Options{}), 0)
+			abandon := func(i int) {
+				tr := &http.Transport{}
+				hc := &http.Client{Transport: tr}
+				auth := map[string]string{"Authorization": "Bearer " + e.keys["editor"]}
+				var c *client.Client
+				if over == overSSE {
+					var err error
+					c, err = client.NewSSEMCPClient(hs.URL+"/sse", client.WithHeaders(auth), client.WithHTTPClient(hc))
+					must(t, err)
+				} else {
+					x, err := transport.NewStreamableHTTP(hs.URL+"/mcp", transport.WithHTTPHeaders(auth), transport.WithHTTPBasicClient(hc))
+					must(t, err)
+					var copts []client.ClientOption
+					if over == overHTTPLegacy {
+						//lint:ignore SA1019 this case tests the legacy (2025-06-18) protocol on purpose
+						copts = append(copts, client.WithLegacyProtocolOnly())
+					}
+					c = client.NewClient(x, copts...)
+				}
+				must(t, c.Start(context.Background()))
+				init := mcpgo.InitializeRequest{}
+				init.Params.ClientInfo = mcpgo.Implementation{Name: "parley-test", Version: "1"}
+				if over != overHTTP {
+					init.Params.ProtocolVersion = "2025-06-18"
+				}
+				_, err := c.Initialize(context.Background(), init)
+				must(t, err)
+				s := &session{Client: c}
+				res, err := s.callErr(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("hi")}, i)
+				if err != nil || res.IsError {
+					t.Fatalf("call %d: %v %v", i, err, res)
+				}
+				// The client goes: its connections close, and nothing
+				// tells the server the session ended.
+				if over == overSSE {
+					must(t, c.GetTransport().(*transport.SSE).Close())
+				}
+				tr.CloseIdleConnections()
+			}
+			abandon(0) // the upstream's pooled connection, and the like, stay
+			time.Sleep(200 * time.Millisecond)
+			before := runtime.NumGoroutine()
+			for i := 1; i <= 20; i++ {
+				abandon(i)
+			}
+			after := runtime.NumGoroutine()
+			for deadline := time.Now().Add(5 * time.Second); after > before && time.Now().Before(deadline); after = runtime.NumGoroutine() {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if after > before {
+				var b strings.Builder
+				_ = pprof.Lookup("goroutine").WriteTo(&b, 1)
+				t.Fatalf("%d goroutines before 20 abandoned sessions, %d 5s after:\n%s", before, after, b.String())
 			}
 		})
 	}
