@@ -447,13 +447,23 @@ func streamEnd(ctx context.Context) context.Context {
 type jsonRPCMessage struct {
 	ID     json.RawMessage `json:"id"`
 	Method string          `json:"method"`
+	Result *present        `json:"result"` // nil when absent or null
 }
 
+// present notes that a JSON value is there, without keeping it.
+type present struct{}
+
+func (*present) UnmarshalJSON([]byte) error { return nil }
+
 // readJSONRPC decodes the id and method of msg; ok is false when it is not
-// JSON or has no id.
+// JSON or has no id. A message with a result has no method here, whatever
+// it says: mcp-go takes it for a response, and answers nothing.
 func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 	if json.Unmarshal(msg, &m) != nil || len(m.ID) == 0 || string(m.ID) == "null" {
 		return m, false
+	}
+	if m.Result != nil {
+		m.Method = ""
 	}
 	return m, true
 }

@@ -840,3 +840,48 @@ func TestAbandonedSessionsLeaveNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestUnansweredMessageHoldsNoShutdown: mcp-go answers no message that
+// carries a result, as a response would, even with a method and an id;
+// over HTTP+SSE the shutdown waits (SSE.Close) for the responses a
+// session's requests are owed, and must not wait for one that never comes.
+func TestUnansweredMessageHoldsNoShutdown(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "")
+	mux := http.NewServeMux()
+	mux.Handle("/sse", x.Stream)
+	mux.Handle("/message", x.Message)
+	hs := httptest.NewServer(mux)
+	t.Cleanup(hs.Close)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, hs.URL+"/sse", nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() && !strings.HasPrefix(sc.Text(), "data: ") {
+	}
+	endpoint := hs.URL + strings.TrimPrefix(sc.Text(), "data: ")
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`,
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}`,
+		`{"jsonrpc":"2.0","id":9,"method":"tools/list","result":{}}`,
+	} {
+		req, err := http.NewRequest(http.MethodPost, endpoint, strings.NewReader(msg))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+		req.Header.Set("Content-Type", "application/json")
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		res.Body.Close()
+	}
+	time.Sleep(200 * time.Millisecond) // initialize's response is written
+	wctx, wcancel := context.WithTimeout(context.Background(), time.Second)
+	defer wcancel()
+	if err := x.Close(wctx); err != nil {
+		t.Fatalf("SSE.Close with only an unanswerable message sent: %v; want it to wait for nothing", err)
+	}
+}
