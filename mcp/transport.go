@@ -490,11 +490,12 @@ func stallAfter(keepAlive time.Duration) time.Duration {
 // stops reading would otherwise block mcp-go's write for as long as it
 // likes, and with it the stream: its goroutines, its calls' results (and,
 // over HTTP+SSE, the shutdown, which waits for those) and the connection.
-// Each write and flush gets a write deadline after from its start; a cut
-// write fails, on which net/http ends the request's context, and the
-// stream ends as for a client that left (HTTP+SSE: its calls are
-// cancelled). end clears the deadline for what net/http writes once the
-// handler returns.
+// Each write and flush gets a write deadline after from its start, a
+// large write each stallPiece of it, so that a client that reads, only
+// slowly, is not cut from a large result; a cut write fails, on which
+// net/http ends the request's context, and the stream ends as for a
+// client that left (HTTP+SSE: its calls are cancelled). end clears the
+// deadline for what net/http writes once the handler returns.
 type stallCutter struct {
 	http.ResponseWriter
 	rc    *http.ResponseController
@@ -509,9 +510,25 @@ func (w *stallCutter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.after))
 
 func (w *stallCutter) end() { _ = w.rc.SetWriteDeadline(time.Time{}) }
 
-func (w *stallCutter) Write(p []byte) (int, error) {
-	w.arm()
-	return w.ResponseWriter.Write(p)
+// stallPiece is how much of a write has a write deadline of its own.
+const stallPiece = 64 << 10
+
+func (w *stallCutter) Write(p []byte) (n int, err error) {
+	if len(p) == 0 {
+		w.arm()
+		return w.ResponseWriter.Write(p)
+	}
+	for len(p) > 0 {
+		piece := p[:min(len(p), stallPiece)]
+		w.arm()
+		m, err := w.ResponseWriter.Write(piece)
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[len(piece):]
+	}
+	return n, nil
 }
 
 // FlushError is what http.ResponseController's Flush calls.

@@ -885,3 +885,116 @@ func TestUnansweredMessageHoldsNoShutdown(t *testing.T) {
 		t.Fatalf("SSE.Close with only an unanswerable message sent: %v; want it to wait for nothing", err)
 	}
 }
+
+// TestSlowReaderIsNotCut: a client that reads, only slowly, is not taken
+// for one that stopped: a large result that takes longer than the stall
+// bound to go out, but keeps going out, arrives whole.
+func TestSlowReaderIsNotCut(t *testing.T) {
+	for _, over := range []string{overSSE, overHTTP} {
+		t.Run(over, func(t *testing.T) {
+			e := newEnv(t, dbtest.SQLite(t))
+			content := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB
+			doc, err := e.svcs.Documents.Create(e.ctx("editor"), domain.DocumentCreate{ProjectID: e.project.ID, Name: "big", Content: content})
+			must(t, err)
+			const keepAlive = 100 * time.Millisecond // writes are cut after 1s (the least)
+			srv := e.server(Options{})
+			var h http.Handler
+			if over == overSSE {
+				x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
+				x.KeepAlive = keepAlive
+				mux := http.NewServeMux()
+				mux.Handle("/sse", x.Stream)
+				mux.Handle("/message", x.Message)
+				h = mux
+			} else {
+				h = StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive)
+			}
+			hs := httptest.NewUnstartedServer(h)
+			hs.Listener = smallBuffers{hs.Listener}
+			hs.Start()
+			t.Cleanup(hs.Close)
+			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+				return c.Control(func(fd uintptr) {
+					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffer)
+				})
+			}}
+			hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+			post := func(url, session, body string) *http.Response {
+				req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+				must(t, err)
+				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Accept", "application/json, text/event-stream")
+				req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+				if session != "" {
+					req.Header.Set(server.HeaderKeySessionID, session)
+				}
+				res, err := hc.Do(req)
+				must(t, err)
+				return res
+			}
+			initialize := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+			get := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-document","arguments":{"documentId":"` + doc.ID + `"}}}`
+			var body io.ReadCloser
+			if over == overSSE {
+				req, err := http.NewRequest(http.MethodGet, hs.URL+"/sse", nil)
+				must(t, err)
+				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+				res, err := hc.Do(req)
+				must(t, err)
+				body = res.Body
+				var endpoint string
+				for line := ""; !strings.HasPrefix(line, "data: "); {
+					line = readLine(t, res.Body)
+					endpoint = hs.URL + strings.TrimPrefix(line, "data: ")
+				}
+				for _, msg := range []string{initialize, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, get} {
+					post(endpoint, "", msg).Body.Close()
+				}
+			} else {
+				res := post(hs.URL, "", initialize)
+				res.Body.Close()
+				body = post(hs.URL, res.Header.Get(server.HeaderKeySessionID), get).Body
+			}
+			defer body.Close()
+			// Read 16 KiB every 25ms: about 640 KB/s, so that the
+			// result takes some 1.6s, longer than the stall bound.
+			var got bytes.Buffer
+			buf := make([]byte, 16<<10)
+			start := time.Now()
+			for !strings.Contains(got.String(), `"id":1,`) || !strings.HasSuffix(strings.TrimRight(got.String(), "\r\n"), "}") {
+				n, err := body.Read(buf)
+				got.Write(buf[:n])
+				if err == io.EOF && over == overHTTP { // the response is the result alone
+					break
+				}
+				if err != nil {
+					t.Fatalf("after %d bytes in %v: %v", got.Len(), time.Since(start), err)
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			if !strings.Contains(got.String(), content) {
+				t.Fatalf("the result (%d bytes) lacks the document's content", got.Len())
+			}
+			if d := time.Since(start); d < 1200*time.Millisecond {
+				t.Logf("the result took only %v: the test did not read slower than the stall bound", d)
+			}
+		})
+	}
+}
+
+// readLine reads one line of r, a byte at a time (r is read on later).
+func readLine(t *testing.T, r io.Reader) string {
+	t.Helper()
+	var b []byte
+	c := make([]byte, 1)
+	for {
+		if _, err := r.Read(c); err != nil {
+			t.Fatal(err)
+		}
+		if c[0] == '\n' {
+			return strings.TrimRight(string(b), "\r")
+		}
+		b = append(b, c[0])
+	}
+}
