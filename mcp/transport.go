@@ -71,8 +71,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// proxy on the same host that forwards the public Host header.
 		server.WithDisableLocalhostProtection(true),
 		server.WithSessionIdleTTL(sessionIdleTTL),
-		// mcp-go logs every refused GET at info; keep its warnings and errors.
-		server.WithStreamableHTTPLogger(slog.New(minLevel{slog.Default().Handler(), slog.LevelWarn})),
+		server.WithStreamableHTTPLogger(slog.New(transportLog{slog.Default().Handler()})),
 	)
 	var live liveRequests
 	stall := stallAfter(keepAlive)
@@ -952,20 +951,38 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
 }
 
-// minLevel drops records below min.
-type minLevel struct {
-	slog.Handler
-	min slog.Level
+// transportLog is the handler of mcp-go's streamable HTTP transport's
+// log. It keeps its warnings and errors (mcp-go logs every refused GET at
+// info), but one that the client caused is a debug line, as over REST: a
+// write to a client that left, or that stopped reading and was cut, which
+// mcp-go logs as an error for each notification still queued, and a
+// response to a request Parley never sent.
+type transportLog struct{ slog.Handler }
+
+// clientCaused are the messages of mcp-go's errors that the client caused.
+var clientCaused = []string{"Failed to write", "Failed to handle sampling response"}
+
+func (h transportLog) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && (h.Handler.Enabled(ctx, l) || h.Handler.Enabled(ctx, slog.LevelDebug))
 }
 
-func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= h.min && h.Handler.Enabled(ctx, l)
+func (h transportLog) Handle(ctx context.Context, r slog.Record) error {
+	for _, prefix := range clientCaused {
+		if strings.HasPrefix(r.Message, prefix) {
+			r.Level = slog.LevelDebug
+			break
+		}
+	}
+	if !h.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.Handler.Handle(ctx, r)
 }
 
-func (h minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return minLevel{h.Handler.WithAttrs(attrs), h.min}
+func (h transportLog) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return transportLog{h.Handler.WithAttrs(attrs)}
 }
 
-func (h minLevel) WithGroup(name string) slog.Handler {
-	return minLevel{h.Handler.WithGroup(name), h.min}
+func (h transportLog) WithGroup(name string) slog.Handler {
+	return transportLog{h.Handler.WithGroup(name)}
 }

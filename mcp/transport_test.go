@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -690,6 +691,10 @@ func TestStalledReaderIsCut(t *testing.T) {
 			}
 			e.upstream.reply(deltas...)
 			const keepAlive = 100 * time.Millisecond // writes are cut after 1s (the least)
+			// mcp-go's transport logs to the default logger.
+			var logs syncBuffer
+			defer slog.SetDefault(slog.Default())
+			slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 			srv := e.server(Options{})
 			var h http.Handler
 			var open atomic.Int64 // requests being served
@@ -769,6 +774,11 @@ func TestStalledReaderIsCut(t *testing.T) {
 					t.Fatalf("the stream is still served 10s after its client stopped reading (keep-alive %v)", keepAlive)
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+			// The client's doing, not Parley's fault: no error logged
+			// (at the default level, nothing at all).
+			if l := logs.String(); l != "" {
+				t.Errorf("cutting the stream of a client that stopped reading logged:\n%.2000s", l)
 			}
 		})
 	}
@@ -996,5 +1006,34 @@ func readLine(t *testing.T, r io.Reader) string {
 			return strings.TrimRight(string(b), "\r")
 		}
 		b = append(b, c[0])
+	}
+}
+
+// TestTransportLogLevels: of mcp-go's streamable HTTP transport's log,
+// Parley keeps the warnings and errors, but an error the client caused is
+// a debug line, shown only at PARLEY_LOG_LEVEL=debug.
+func TestTransportLogLevels(t *testing.T) {
+	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
+		var out syncBuffer
+		log := slog.New(transportLog{slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level})})
+		log.Info("Rejected GET request: streaming is disabled")
+		log.Error("Failed to write SSE event during drain", "err", "write: broken pipe")
+		log.Error("Failed to handle sampling response", "err", "no active session")
+		log.Error("Failed to register POST session", "err", "boom")
+		log.Warn("failed to terminate session during CloseSessions")
+		want := []string{
+			`level=ERROR msg="Failed to register POST session"`,
+			`level=WARN msg="failed to terminate session during CloseSessions"`,
+		}
+		if level == slog.LevelDebug {
+			want = append([]string{
+				`level=DEBUG msg="Failed to write SSE event during drain"`,
+				`level=DEBUG msg="Failed to handle sampling response"`,
+			}, want...)
+		}
+		got := regexp.MustCompile(`level=\w+ msg="[^"]*"`).FindAllString(out.String(), -1)
+		if !slices.Equal(got, want) {
+			t.Errorf("at %v: logged\n%s\nwant lines starting\n%s", level, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
 	}
 }
