@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	neturl "net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -224,6 +225,9 @@ func refusedByRedis(err error) bool {
 	return errors.As(err, &re) && !strings.HasPrefix(re.Error(), "LOADING")
 }
 
+// urlScheme is a URL scheme's syntax (RFC 3986, section 3.1).
+var urlScheme = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9+.\-]*$`)
+
 // clientOptions returns the go-redis options of a Redis URL, with defaults
 // for a limiter where the URL leaves them unset: a dial, a read (and so a
 // write, which follows it) and a wait for a pooled connection of at most
@@ -233,17 +237,28 @@ func refusedByRedis(err error) bool {
 // pool that stays exhausted for redisTimeout, all its connections busy, so
 // counts as a failure too: the limiter then fails open for a backoff.)
 func clientOptions(url string) (*redis.Options, error) {
-	scheme, _, _ := strings.Cut(url, "://")
-	switch scheme {
-	case "redis", "rediss", "unix":
+	scheme, rest, found := strings.Cut(url, "://")
+	switch {
+	case scheme == "redis" || scheme == "rediss" || scheme == "unix":
+	case !found || !urlScheme.MatchString(scheme):
+		// Not a scheme but the start of the value, which may be
+		// USER:PASSWORD@HOST: never quoted.
+		return nil, errors.New("ratelimit: the Redis URL must start with redis://, rediss:// or unix:// (or be empty for in-memory)")
 	default:
 		return nil, fmt.Errorf("ratelimit: unsupported URL scheme %q (want redis://, rediss:// or unix://, or empty for in-memory)", scheme)
 	}
 	opts, err := redis.ParseURL(url)
 	if err != nil {
-		// A *url.Error quotes the URL, password and all; keep only its cause.
+		// A *url.Error quotes the URL, password and all; keep only its
+		// cause, and not even that when the URL has credentials: a
+		// password with an unencoded / ? or # ends the host early, and
+		// the cause quotes the rest of the password as the port.
 		var ue *neturl.Error
 		if errors.As(err, &ue) {
+			if strings.Contains(rest, "@") {
+				return nil, errors.New("ratelimit: invalid Redis URL: it does not parse as a URL; write it as " +
+					"redis://[USER:PASSWORD@]HOST:PORT[/DB], with any of : / ? # @ % in the user or password percent-encoded")
+			}
 			err = ue.Err
 		}
 		return nil, fmt.Errorf("ratelimit: invalid Redis URL: %w", err)

@@ -145,7 +145,12 @@ func TestOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	for _, bad := range []string{"http://127.0.0.1:6379", "memory", "redis://user:s3cret@[::1"} {
+	for _, bad := range []string{"http://127.0.0.1:6379", "memory", "redis://user:s3cret@[::1",
+		// No scheme, or no // after it: the whole value is no scheme to quote.
+		"user:s3cret@127.0.0.1:6379", "redis:user:s3cret@127.0.0.1:6379",
+		// A password with an unencoded / ? or # ends the host early, and
+		// url.Parse quotes what it takes for the port: the password.
+		"redis://:s3cret/x@127.0.0.1:6379", "redis://user:s3cret?x@127.0.0.1:6379", "rediss://:s3cret#x@127.0.0.1:6379"} {
 		if _, _, err := Open(bad, nil); err == nil {
 			t.Errorf("Open(%q) succeeded; want an error", bad)
 		} else if strings.Contains(err.Error(), "s3cret") {
