@@ -101,6 +101,40 @@ func TestDatabaseURLSchemeAnyCase(t *testing.T) {
 	}
 }
 
+// TestDatabaseURLPasswordWithAt: a password with an unencoded @ ends the
+// user information at its first @ (as libpq reads it), so the driver took
+// the rest of the password for the host and every connection error named
+// it. The start is refused, saying to percent-encode the @, and shows no
+// part of the password.
+func TestDatabaseURLPasswordWithAt(t *testing.T) {
+	for _, url := range []string{
+		"postgres://parley:S3cret@Passw0rd@127.0.0.1:1/parley",
+		"postgresql://parley:S3cret@Pass:w0rd@127.0.0.1:1/parley",
+		"postgres://parley:S3cret@Passw0rd@127.0.0.1:1",
+	} {
+		for _, cmd := range [][]string{{"serve"}, {"migrate", "status"}} {
+			t.Run(strings.Join(cmd, " "), func(t *testing.T) {
+				dir := t.TempDir()
+				out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=" + url}, cmd...)
+				if code != 1 {
+					t.Errorf("exit %d, want 1:\n%s", code, out)
+				}
+				if !strings.Contains(out, "PARLEY_DATABASE_URL") || !strings.Contains(out, "%40") {
+					t.Errorf("the error does not name PARLEY_DATABASE_URL and say to write @ as %%40:\n%s", out)
+				}
+				for _, part := range []string{"S3cret", "Pass"} {
+					if strings.Contains(out, part) {
+						t.Errorf("the output shows part of the password (%q):\n%s", part, out)
+					}
+				}
+				if got := files(t, dir); len(got) > 0 {
+					t.Errorf("the refused start created %q", got)
+				}
+			})
+		}
+	}
+}
+
 // TestDatabaseURLSchemeAnyCaseOnPostgres: with a server, "POSTGRESQL://"
 // migrates and lists PostgreSQL's schema.
 func TestDatabaseURLSchemeAnyCaseOnPostgres(t *testing.T) {

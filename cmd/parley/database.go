@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -44,6 +45,13 @@ func databaseURL(v string) (string, error) {
 	case "postgres", "postgresql":
 		if !strings.HasPrefix(rest, "//") {
 			return "", fmt.Errorf("PARLEY_DATABASE_URL has the scheme %q but not the // after it; %s", m[1]+":", databaseAccepts)
+		}
+		// The driver, as libpq, ends the user and password at the first @
+		// before the path: of a password with an unencoded @ it would take
+		// the rest for the host, and name it in every connection error.
+		if authority, _, _ := strings.Cut(rest[2:], "/"); strings.Count(authority, "@") > 1 {
+			return "", errors.New("PARLEY_DATABASE_URL has more than one @ before its path: " +
+				"write an @ in the user name or password (or a parameter) as %40, as in postgres://USER:PASSWORD@HOST:PORT/DBNAME")
 		}
 		return scheme + ":" + rest, nil
 	case "sqlite":
