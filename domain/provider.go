@@ -586,8 +586,16 @@ func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
 	case p.APIKeyRef != "":
 		name := strings.TrimPrefix(p.APIKeyRef, "env:")
 		v, ok := s.deps.LookupEnv(name)
+		// As a stored key is: the whitespace around it (a file's trailing
+		// newline, as `export X=$(cat key)` keeps none but an env file
+		// may) dropped, a control character inside refused, which no
+		// header can carry.
+		v = strings.TrimSpace(v)
 		if !ok || v == "" {
 			return e, Errorf(Unavailable, "AI provider %s reads its key from %s, which is not set on the server", p.ID, name)
+		}
+		if strings.ContainsFunc(v, unicode.IsControl) {
+			return e, Errorf(Unavailable, "AI provider %s reads its key from %s, whose value on the server contains a control character such as a newline; the operator must set it to the key alone", p.ID, name)
 		}
 		e.APIKey = Secret(v)
 	}

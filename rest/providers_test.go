@@ -180,6 +180,24 @@ func TestProviderKeyFromEnvironment(t *testing.T) {
 	if r.Status != 503 || !strings.Contains(r.ErrorMessage(), "PARLEY_PROVIDER_KEY_UNSET_X") {
 		t.Errorf("unset env key = %d %s, want 503 naming the variable", r.Status, r.Body)
 	}
+
+	// The whitespace around the value (an env file's trailing newline) is
+	// dropped, as a stored key's is; a control character inside it is a
+	// 503 naming the variable, not the value, before any upstream call.
+	t.Setenv("PARLEY_PROVIDER_KEY_PADDED", " sk-padded-1234567890\n")
+	t.Setenv("PARLEY_PROVIDER_KEY_BROKEN", "sk-broken-12345\n67890")
+	h.must(200, "PATCH", "/api/v1/ai-providers/"+prov, h.admin, map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_PADDED"})
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
+	if got := lastUpstreamHeader(t, h).Get("Authorization"); got != "Bearer sk-padded-1234567890" {
+		t.Errorf("upstream Authorization = %q, want the key without its whitespace", got)
+	}
+	h.must(200, "PATCH", "/api/v1/ai-providers/"+prov, h.admin, map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_BROKEN"})
+	before := h.up.Count()
+	r = h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
+	if r.Status != 503 || !strings.Contains(r.ErrorMessage(), "PARLEY_PROVIDER_KEY_BROKEN") || !strings.Contains(r.ErrorMessage(), "control character") ||
+		strings.Contains(string(r.Body), "sk-broken") || h.up.Count() != before {
+		t.Errorf("a key with a newline inside = %d %s, want 503 naming the variable and no upstream call", r.Status, r.Body)
+	}
 }
 
 // TestOnlyAdminsLendServerKeys: any user may own a project, so an owner
