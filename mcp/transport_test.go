@@ -696,7 +696,6 @@ func TestStalledReaderIsCut(t *testing.T) {
 			defer slog.SetDefault(slog.Default())
 			slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 			srv := e.server(Options{})
-			var h http.Handler
 			var open atomic.Int64 // requests being served
 			count := func(next http.Handler) http.Handler {
 				return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -705,42 +704,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 					next.ServeHTTP(w, r)
 				})
 			}
-			if over == overSSE {
-				x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
-				x.KeepAlive = keepAlive
-				mux := http.NewServeMux()
-				mux.Handle("/sse", count(x.Stream))
-				mux.Handle("/message", x.Message)
-				h = mux
-			} else {
-				h = count(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive))
-			}
-			hs := httptest.NewUnstartedServer(h)
-			hs.Listener = smallBuffers{hs.Listener}
-			hs.Start()
-			t.Cleanup(hs.Close)
-			// The client's receive buffer is small too, as a slow
-			// network's: the server's writes soon wait for it to read.
-			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-				return c.Control(func(fd uintptr) {
-					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffer)
-				})
-			}}
-			hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
-			post := func(url, session, body string) *http.Response {
-				req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-				must(t, err)
-				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-				if session != "" {
-					req.Header.Set(server.HeaderKeySessionID, session)
-				}
-				res, err := hc.Do(req)
-				must(t, err)
-				return res
-			}
+			hs, hc, post := e.smallBufferServer(t, srv, over, keepAlive, count)
 			initialize := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
 			call := func(id int) string {
 				return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion",`+
@@ -908,41 +872,7 @@ func TestSlowReaderIsNotCut(t *testing.T) {
 			must(t, err)
 			const keepAlive = 100 * time.Millisecond // writes are cut after 1s (the least)
 			srv := e.server(Options{})
-			var h http.Handler
-			if over == overSSE {
-				x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
-				x.KeepAlive = keepAlive
-				mux := http.NewServeMux()
-				mux.Handle("/sse", x.Stream)
-				mux.Handle("/message", x.Message)
-				h = mux
-			} else {
-				h = StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive)
-			}
-			hs := httptest.NewUnstartedServer(h)
-			hs.Listener = smallBuffers{hs.Listener}
-			hs.Start()
-			t.Cleanup(hs.Close)
-			dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
-				return c.Control(func(fd uintptr) {
-					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffer)
-				})
-			}}
-			hc := &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
-			post := func(url, session, body string) *http.Response {
-				req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
-				must(t, err)
-				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-				req.Header.Set("Content-Type", "application/json")
-				req.Header.Set("Accept", "application/json, text/event-stream")
-				req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-				if session != "" {
-					req.Header.Set(server.HeaderKeySessionID, session)
-				}
-				res, err := hc.Do(req)
-				must(t, err)
-				return res
-			}
+			hs, hc, post := e.smallBufferServer(t, srv, over, keepAlive, func(h http.Handler) http.Handler { return h })
 			initialize := `{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
 			get := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-document","arguments":{"documentId":"` + doc.ID + `"}}}`
 			var body io.ReadCloser
@@ -1036,4 +966,51 @@ func TestTransportLogLevels(t *testing.T) {
 			t.Errorf("at %v: logged\n%s\nwant lines starting\n%s", level, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
+}
+
+// smallBufferServer serves srv over the transport named by over (HTTP+SSE,
+// else streamable HTTP) with keepAlive, its stream handler wrapped in
+// wrap, on a listener and for a client whose socket buffers are small, as
+// a slow network's: the server's writes soon wait for the client to read.
+// post sends the editor's JSON-RPC message body to url, in session when
+// it is not "".
+func (e *env) smallBufferServer(t *testing.T, srv *server.MCPServer, over string, keepAlive time.Duration,
+	wrap func(http.Handler) http.Handler) (hs *httptest.Server, hc *http.Client, post func(url, session, body string) *http.Response) {
+	t.Helper()
+	var h http.Handler
+	if over == overSSE {
+		x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
+		x.KeepAlive = keepAlive
+		mux := http.NewServeMux()
+		mux.Handle("/sse", wrap(x.Stream))
+		mux.Handle("/message", x.Message)
+		h = mux
+	} else {
+		h = wrap(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive))
+	}
+	hs = httptest.NewUnstartedServer(h)
+	hs.Listener = smallBuffers{hs.Listener}
+	hs.Start()
+	t.Cleanup(hs.Close)
+	dialer := &net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		return c.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, smallBuffer)
+		})
+	}}
+	hc = &http.Client{Transport: &http.Transport{DialContext: dialer.DialContext}}
+	post = func(url, session, body string) *http.Response {
+		req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		if session != "" {
+			req.Header.Set(server.HeaderKeySessionID, session)
+		}
+		res, err := hc.Do(req)
+		must(t, err)
+		return res
+	}
+	return hs, hc, post
 }
