@@ -221,10 +221,15 @@ func (s *Projects) PutMember(ctx context.Context, projectID, userID string, role
 	return m, nil
 }
 
-// DeleteMember removes userID from the project (owner). The last owner
-// cannot be removed.
+// DeleteMember removes userID from the project: an owner removes anyone,
+// and any member may remove itself (leave). The last owner cannot be
+// removed.
 func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) error {
-	if err := s.access.checkProject(ctx, projectID, PermDeleteMember); err != nil {
+	perm := PermDeleteMember
+	if p, _ := PrincipalFrom(ctx); p.UserID != "" && p.UserID == userID {
+		perm = PermGetProject // leaving asks only that the caller see the project
+	}
+	if err := s.access.checkProject(ctx, projectID, perm); err != nil {
 		return err
 	}
 	if !validID(PrefixUser, userID) {

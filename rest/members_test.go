@@ -91,3 +91,37 @@ func TestMemberPutOfTheSameRoleChangesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestMembersLeave: any member may remove itself from a project (leave),
+// whatever its role, and then sees the project no more; removing another
+// member still takes an owner, and the last owner cannot leave.
+func TestMembersLeave(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aliceID, alice := h.user("alice")
+		bobID, bob := h.user("bob")
+		carolID, carol := h.user("carol")
+		prj := h.project(alice, "team")
+		h.setRole(alice, prj, bobID, "viewer")
+		h.setRole(alice, prj, carolID, "editor")
+		members := "/api/v1/projects/" + prj + "/members/"
+
+		if r := h.call("DELETE", members+carolID, bob, nil); r.Status != 403 {
+			t.Errorf("a viewer removing another member = %d %s, want 403", r.Status, r.Body)
+		}
+		h.must(200, "DELETE", members+bobID, bob, nil)
+		if r := h.call("GET", "/api/v1/projects/"+prj, bob, nil); r.Status != 404 {
+			t.Errorf("the project after leaving it = %d %s, want 404", r.Status, r.Body)
+		}
+		if r := h.call("DELETE", members+bobID, bob, nil); r.Status != 404 {
+			t.Errorf("leaving again = %d %s, want 404", r.Status, r.Body)
+		}
+		h.must(200, "DELETE", members+carolID, carol, nil)
+		if r := h.call("DELETE", members+aliceID, alice, nil); r.Status != 409 || r.ErrorCode() != "conflict" {
+			t.Errorf("the last owner leaving = %d %s, want 409", r.Status, r.Body)
+		}
+		got := h.must(200, "GET", "/api/v1/projects/"+prj+"/members", alice, nil)["data"].([]any)
+		if len(got) != 1 || got[0].(map[string]any)["userId"] != aliceID {
+			t.Errorf("members after bob and carol left = %v, want alice alone", got)
+		}
+	})
+}

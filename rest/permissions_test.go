@@ -24,6 +24,10 @@ func TestPermissionMatrix(t *testing.T) {
 			for _, role := range []string{"viewer", "editor"} {
 				h.setRole(users["owner"], p, ids[role], role)
 			}
+			// A member none of the callers is: any member may remove
+			// itself (TestMembersLeave), so removing another shows the
+			// permission.
+			h.setRole(users["owner"], p, ids["bystander"], "viewer")
 			prov := h.provider(users["owner"], p)
 			chat := h.chat(users["owner"], p, prov, nil)
 			doc := h.must(201, "POST", "/api/v1/documents", users["owner"], map[string]any{"projectId": p, "name": "d", "content": "c"})["id"].(string)
@@ -50,8 +54,8 @@ func TestPermissionMatrix(t *testing.T) {
 			{"projects:UpdateProject", owner, "PATCH", func(f fixture) string { return "/api/v1/projects/" + f.project }, func(fixture) any { return map[string]any{"name": "n"} }, 200, false},
 			{"projects:DeleteProject", owner, "DELETE", func(f fixture) string { return "/api/v1/projects/" + f.project }, nil, 200, true},
 			{"members:ListMembers", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members" }, nil, 200, false},
-			{"members:PutMember", owner, "PUT", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members/" + ids["bystander"] }, func(fixture) any { return map[string]any{"role": "viewer"} }, 200, true},
-			{"members:DeleteMember", owner, "DELETE", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members/" + ids["viewer"] }, nil, 200, true},
+			{"members:PutMember", owner, "PUT", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members/" + ids["bystander"] }, func(fixture) any { return map[string]any{"role": "editor"} }, 200, true},
+			{"members:DeleteMember", owner, "DELETE", func(f fixture) string { return "/api/v1/projects/" + f.project + "/members/" + ids["bystander"] }, nil, 200, true},
 			{"projects:GetProject (limits)", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project + "/limits" }, nil, 200, false},
 			{"projects:SetProjectLimits", owner, "PUT", func(f fixture) string { return "/api/v1/projects/" + f.project + "/limits" }, func(fixture) any { return map[string]any{"requestsPerMinute": 0} }, 200, false},
 			{"usage:GetUsage", viewer, "GET", func(f fixture) string { return "/api/v1/projects/" + f.project + "/usage" }, nil, 200, false},
