@@ -712,16 +712,8 @@ func TestStalledReaderIsCut(t *testing.T) {
 			}
 			var stalled io.ReadCloser // the stream the client stops reading
 			if over == overSSE {
-				req, err := http.NewRequest(http.MethodGet, hs.URL+"/sse", nil)
-				must(t, err)
-				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-				res, err := hc.Do(req)
-				must(t, err)
-				stalled = res.Body
-				sc := bufio.NewScanner(res.Body)
-				for sc.Scan() && !strings.HasPrefix(sc.Text(), "data: ") {
-				}
-				endpoint := hs.URL + strings.TrimPrefix(sc.Text(), "data: ")
+				var endpoint string
+				stalled, endpoint = e.openSSE(t, hs, hc)
 				for _, msg := range []string{initialize, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, call(1), call(2)} {
 					post(endpoint, "", msg).Body.Close()
 				}
@@ -877,17 +869,8 @@ func TestSlowReaderIsNotCut(t *testing.T) {
 			get := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-document","arguments":{"documentId":"` + doc.ID + `"}}}`
 			var body io.ReadCloser
 			if over == overSSE {
-				req, err := http.NewRequest(http.MethodGet, hs.URL+"/sse", nil)
-				must(t, err)
-				req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-				res, err := hc.Do(req)
-				must(t, err)
-				body = res.Body
 				var endpoint string
-				for line := ""; !strings.HasPrefix(line, "data: "); {
-					line = readLine(t, res.Body)
-					endpoint = hs.URL + strings.TrimPrefix(line, "data: ")
-				}
+				body, endpoint = e.openSSE(t, hs, hc)
 				for _, msg := range []string{initialize, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, get} {
 					post(endpoint, "", msg).Body.Close()
 				}
@@ -966,6 +949,23 @@ func TestTransportLogLevels(t *testing.T) {
 			t.Errorf("at %v: logged\n%s\nwant lines starting\n%s", level, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
 	}
+}
+
+// openSSE opens the editor's HTTP+SSE session on hs with hc: its event
+// stream, read up to the endpoint event and no further, and the URL of
+// that endpoint, to post the session's messages to.
+func (e *env) openSSE(t *testing.T, hs *httptest.Server, hc *http.Client) (stream io.ReadCloser, endpoint string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, hs.URL+"/sse", nil)
+	must(t, err)
+	req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+	res, err := hc.Do(req)
+	must(t, err)
+	for line := ""; !strings.HasPrefix(line, "data: "); {
+		line = readLine(t, res.Body)
+		endpoint = hs.URL + strings.TrimPrefix(line, "data: ")
+	}
+	return res.Body, endpoint
 }
 
 // smallBufferServer serves srv over the transport named by over (HTTP+SSE,
