@@ -41,6 +41,9 @@ type env struct {
 	// onRequest, when set, is mcp-go's first OnRequestInitialization
 	// hook in the servers e makes: it runs before Parley's own.
 	onRequest server.OnRequestInitializationFunc
+	// keepAlive is the keep-alive interval of the HTTP servers e makes
+	// (0: the default).
+	keepAlive time.Duration
 
 	keys       map[string]string // user name → API key
 	principals map[string]domain.Principal
@@ -154,8 +157,9 @@ func (e *env) server(opts Options) *server.MCPServer {
 // httpServer serves the MCP HTTP transports as cmd/parley mounts them.
 func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody, 0))
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody, e.keepAlive))
 	x := NewSSE(srv, e.svcs.Users.Authenticate, maxBody, "")
+	x.KeepAlive = e.keepAlive
 	sse, msg := x.Stream, x.Message
 	mux.Handle("/sse", sse)
 	mux.Handle("/message", msg)

@@ -60,8 +60,10 @@ const sessionIdleTTL = time.Hour
 // And a request the client cancels with notifications/cancelled gets no
 // response, which mcp-go would send (liveRequests).
 //
-// keepAlive is PARLEY_SSE_KEEPALIVE (0 means 15s): a write to a response
-// that the client has not taken after twice it is cut (stallCutter).
+// keepAlive is PARLEY_SSE_KEEPALIVE (0 means 15s): a response quiet that
+// long gets an SSE comment (keptAlive), and a write to a response that the
+// client has not taken after twice it is cut (stallCutter). mcp-go's
+// plain-text refusals are put in the error envelope (plainErrors).
 func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration) http.Handler {
 	h := server.NewStreamableHTTPServer(srv,
 		server.WithHTTPContextFunc(principalContext),
@@ -75,10 +77,17 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 	)
 	var live liveRequests
 	stall := stallAfter(keepAlive)
+	if keepAlive <= 0 {
+		keepAlive = defaultKeepAlive
+	}
 	return guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := newStallCutter(w, stall)
 		defer cw.end()
-		w = cw
+		kw, endKeepAlive := withKeepAlives(cw, r, keepAlive)
+		defer endKeepAlive()
+		pw := &plainErrors{ResponseWriter: kw}
+		defer pw.finish(r)
+		w = pw
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it

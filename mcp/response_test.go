@@ -1,0 +1,170 @@
+package mcp
+
+import (
+	"bufio"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestStreamableRefusalsInEnvelope checks that the refusals mcp-go writes
+// as plain text reach the client in the error envelope, as guard's do,
+// with a message that says what to send.
+func TestStreamableRefusalsInEnvelope(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	hs := e.httpServer(e.server(Options{}), 0)
+	list := `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`
+	for _, tc := range []struct {
+		name, session, contentType, version, body string
+		status                                    int
+		code, says                                string
+	}{
+		{"a malformed session id", "nope", "application/json", "2025-06-18", list, 404, "not_found", "initialize"},
+		{"no session id", "", "application/json", "2025-06-18", list, 400, "invalid_request", "Mcp-Session-Id is required"},
+		{"a body that is not JSON by its type", "", "text/plain", "2025-06-18", list, 400, "invalid_request", "application/json"},
+		{"an unknown protocol version", "", "application/json", "1999-01-01", list, 400, "invalid_request", "1999-01-01"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(tc.body))
+			must(t, err)
+			req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+			req.Header.Set("Content-Type", tc.contentType)
+			req.Header.Set("Accept", "application/json, text/event-stream")
+			req.Header.Set("MCP-Protocol-Version", tc.version)
+			if tc.session != "" {
+				req.Header.Set(server.HeaderKeySessionID, tc.session)
+			}
+			res, err := http.DefaultClient.Do(req)
+			must(t, err)
+			defer res.Body.Close()
+			body, _ := io.ReadAll(res.Body)
+			if res.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d: %s", res.StatusCode, tc.status, body)
+			}
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json: %s", ct, body)
+			}
+			var env struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal(body, &env); err != nil {
+				t.Fatalf("body %q is not the error envelope: %v", body, err)
+			}
+			if env.Error.Code != tc.code || !strings.Contains(env.Error.Message, tc.says) {
+				t.Errorf("error %+v, want code %q and a message saying %q", env.Error, tc.code, tc.says)
+			}
+		})
+	}
+}
+
+// TestStreamableCallKeptAlive checks that a call's response that stays
+// quiet (a completion the model takes long to answer) gets SSE comments,
+// so that proxies do not close it, and that the answer still reaches
+// the client: raw, as the stream's one event, and through mcp-go's
+// client on both protocol versions. A client that takes only JSON gets
+// none.
+func TestStreamableCallKeptAlive(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.keepAlive = 100 * time.Millisecond
+	hs := e.httpServer(e.server(Options{}), 0)
+	call := `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create-chat-completion","arguments":{"aiProviderId":"` +
+		e.provider.ID + `","messages":[{"role":"user","content":"slow"}]}}}`
+	var session string
+	post := func(accept, body string) *http.Response {
+		req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(body))
+		must(t, err)
+		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", accept)
+		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		if session != "" {
+			req.Header.Set(server.HeaderKeySessionID, session)
+		}
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		return res
+	}
+	res := post("application/json, text/event-stream", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	res.Body.Close()
+	if session = res.Header.Get(server.HeaderKeySessionID); session == "" {
+		t.Fatal("initialize returned no session id")
+	}
+
+	e.upstream.Enqueue(llmtest.Behavior{Delay: 600 * time.Millisecond, Reply: "worth the wait"})
+	res = post("application/json, text/event-stream", call)
+	defer res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); ct != "text/event-stream" {
+		b, _ := io.ReadAll(res.Body)
+		t.Fatalf("a quiet call's response is %q, want an event stream: %s", ct, b)
+	}
+	var keepAlives int
+	var events []string
+	sc := bufio.NewScanner(res.Body)
+	for sc.Scan() {
+		switch line := sc.Text(); {
+		case line == ": keep-alive":
+			if len(events) > 0 {
+				t.Errorf("a keep-alive after the answer")
+			}
+			keepAlives++
+		case strings.HasPrefix(line, "data: "):
+			events = append(events, strings.TrimPrefix(line, "data: "))
+		}
+	}
+	if keepAlives < 2 {
+		t.Errorf("%d keep-alives in 600ms at one per 100ms of quiet, want several", keepAlives)
+	}
+	if len(events) != 1 || !strings.Contains(events[0], `"id":7`) || !strings.Contains(events[0], "worth the wait") {
+		t.Fatalf("events %q, want the call's answer", events)
+	}
+
+	e.upstream.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond, Reply: "plain"})
+	res = post("application/json", call)
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if ct := res.Header.Get("Content-Type"); ct != "application/json" || !json.Valid(body) || !strings.Contains(string(body), "plain") {
+		t.Errorf("a client that takes only JSON got %q: %s", ct, body)
+	}
+
+	// A call with a progress token: mcp-go opens the event stream with the
+	// first notification; the quiet between them gets comments, never
+	// inside an event.
+	e.upstream.Enqueue(llmtest.Behavior{ChunkDelay: 250 * time.Millisecond, Deltas: []string{"a", "b", "c"}})
+	res = post("application/json, text/event-stream", strings.Replace(call, `"arguments"`, `"_meta":{"progressToken":"p"},"arguments"`, 1))
+	raw, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	keepAlives, events = 0, nil
+	for _, block := range strings.Split(strings.TrimSpace(string(raw)), "\n\n") {
+		switch {
+		case block == ": keep-alive":
+			keepAlives++
+		case strings.HasPrefix(block, "event: message\ndata: ") && !strings.Contains(block, ": keep-alive"):
+			events = append(events, block)
+		default:
+			t.Errorf("a block that is neither a comment nor an event: %q", block)
+		}
+	}
+	if keepAlives == 0 || len(events) < 4 || !strings.Contains(events[len(events)-1], `"id":7`) {
+		t.Errorf("%d keep-alives and events %q, want comments between the progress events and the answer", keepAlives, events)
+	}
+
+	for _, over := range []string{overHTTP, overHTTPLegacy} {
+		t.Run(over, func(t *testing.T) {
+			s := e.connect(over, "editor", Options{})
+			e.upstream.Enqueue(llmtest.Behavior{Delay: 400 * time.Millisecond, Reply: "kept"})
+			var out completionOut
+			s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("slow")}, &out)
+			if !strings.Contains(out.Content, "kept") {
+				t.Errorf("content %q, want the upstream's reply", out.Content)
+			}
+		})
+	}
+}
