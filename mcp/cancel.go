@@ -147,15 +147,23 @@ func cancelledRequest(msg []byte) (id string, ok bool) {
 // lineFilter passes a stream of lines on a whole line at a time, leaving
 // out those keep refuses. keep sees each line (without its newline, and an
 // unended last line at the end of the stream) before the reader has it,
-// and must not keep it.
+// and must not keep it. A line longer than max bytes (0: no limit) is
+// dropped as it arrives, not held, and tooLong sees its first bytes, once
+// it has ended, instead.
 type lineFilter struct {
-	r    io.Reader
-	keep func(line []byte) bool
-	buf  []byte // for reading r
-	out  []byte // lines kept, not yet read
-	part []byte // the start of a line not yet ended
-	err  error  // r's, returned once out is read
+	r       io.Reader
+	keep    func(line []byte) bool
+	max     int
+	tooLong func(start []byte)
+	buf     []byte // for reading r
+	out     []byte // lines kept, not yet read
+	part    []byte // the start of a line not yet ended
+	over    bool   // part's line is over max: the rest of it is dropped
+	err     error  // r's, returned once out is read
 }
+
+// tooLongStart is how much of a line over the limit tooLong sees.
+const tooLongStart = 4 << 10
 
 func (f *lineFilter) Read(p []byte) (int, error) {
 	for len(f.out) == 0 && f.err == nil {
@@ -167,25 +175,17 @@ func (f *lineFilter) Read(p []byte) (int, error) {
 		for len(data) > 0 {
 			i := bytes.IndexByte(data, '\n')
 			if i < 0 {
-				f.part = append(f.part, data...)
+				f.extend(data)
 				break
 			}
-			line := data[:i]
-			if len(f.part) > 0 {
-				f.part = append(f.part, line...)
-				line = f.part
-			}
-			if f.keep(line) {
-				f.out = append(append(f.out, line...), '\n')
-			}
-			f.part = f.part[:0]
+			f.extend(data[:i])
+			f.end(true)
 			data = data[i+1:]
 		}
 		if err != nil {
-			if len(f.part) > 0 && f.keep(f.part) {
-				f.out = append(f.out, f.part...)
+			if len(f.part) > 0 {
+				f.end(false)
 			}
-			f.part = f.part[:0]
 			f.err = err
 		}
 	}
@@ -196,4 +196,31 @@ func (f *lineFilter) Read(p []byte) (int, error) {
 		return n, f.err
 	}
 	return n, nil
+}
+
+// extend adds b to the line being read, unless that takes it over the
+// limit: then only the line's start is kept, for tooLong, and the rest of
+// it is dropped as it comes.
+func (f *lineFilter) extend(b []byte) {
+	if f.over {
+		return
+	}
+	f.part = append(f.part, b...)
+	if f.max > 0 && len(f.part) > f.max {
+		f.part, f.over = f.part[:min(len(f.part), tooLongStart)], true
+	}
+}
+
+// end ends the line being read: keep or tooLong sees it.
+func (f *lineFilter) end(ended bool) {
+	switch {
+	case f.over:
+		f.tooLong(f.part)
+	case f.keep(f.part):
+		f.out = append(f.out, f.part...)
+		if ended {
+			f.out = append(f.out, '\n')
+		}
+	}
+	f.part, f.over = f.part[:0], false
 }

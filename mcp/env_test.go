@@ -44,6 +44,9 @@ type env struct {
 	// keepAlive is the keep-alive interval of the HTTP servers e makes
 	// (0: the default).
 	keepAlive time.Duration
+	// maxStdioBytes is the message limit of the stdio servers e makes
+	// (0: the default).
+	maxStdioBytes int64
 
 	keys       map[string]string // user name → API key
 	principals map[string]domain.Principal
@@ -270,7 +273,7 @@ func (e *env) stdioClient(srv *server.MCPServer, caller Caller, wire *wireLog) *
 	clientIn, serverOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeStdio(ctx, srv, caller, serverIn, serverOut) }()
+	go func() { done <- ServeStdio(ctx, srv, caller, e.maxStdioBytes, serverIn, serverOut) }()
 	e.t.Cleanup(func() {
 		_ = clientOut.Close()
 		cancel()

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -166,5 +167,62 @@ func TestStreamableCallKeptAlive(t *testing.T) {
 				t.Errorf("content %q, want the upstream's reply", out.Content)
 			}
 		})
+	}
+}
+
+// TestStdioMessageOverLimit checks that a stdio message over the limit is
+// dropped as it arrives, not held whole, and answered with an Invalid
+// Request error for its id, and that the session goes on.
+func TestStdioMessageOverLimit(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	stdioMu.Lock()
+	defer stdioMu.Unlock()
+	serverIn, clientOut := io.Pipe()
+	clientIn, serverOut := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 1024, serverIn, serverOut)
+	}()
+	defer func() {
+		_ = clientOut.Close()
+		cancel()
+		<-done
+	}()
+	lines := bufio.NewReader(clientIn)
+	send := func(msg string) {
+		t.Helper()
+		if _, err := io.WriteString(clientOut, msg+"\n"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	readLine(t, lines)
+	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+
+	huge := strings.Repeat("x", 64<<10)
+	for _, tc := range []struct{ msg, id string }{
+		{`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"create-chat","arguments":{"name":"` + huge + `"}}}`, `5`},
+		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"` + huge + `"},"id":"late"}`, `null`},
+	} {
+		send(tc.msg)
+		var res struct {
+			ID    json.RawMessage `json:"id"`
+			Error struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(readLine(t, lines)), &res); err != nil {
+			t.Fatal(err)
+		}
+		if string(res.ID) != tc.id || res.Error.Code != -32600 || !strings.Contains(res.Error.Message, "1024-byte limit") {
+			t.Errorf("answer to a message over the limit: id %s, error %+v; want id %s, -32600 naming the limit", res.ID, res.Error, tc.id)
+		}
+	}
+	send(`{"jsonrpc":"2.0","id":6,"method":"ping"}`)
+	if got := readLine(t, lines); !strings.Contains(got, `"id":6`) || !strings.Contains(got, `"result"`) {
+		t.Errorf("after messages over the limit, ping got %s", got)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"math"
 	"net/http"
 	"os"
 	"slices"
@@ -801,8 +802,14 @@ func callerFrom(ctx context.Context) Caller {
 // ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
 // stderr. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog), and a
-// request the client cancels gets no response (stdioOutput).
-func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io.Reader, out io.Writer) error {
+// request the client cancels gets no response (stdioOutput). A message
+// over maxMessageBytes (0: DefaultMaxBodyBytes), which mcp-go would hold
+// whole however long, is dropped as it arrives and answered with an
+// Invalid Request error (tooLongMessage).
+func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMessageBytes int64, in io.Reader, out io.Writer) error {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxBodyBytes
+	}
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
 	progress, pending := &progressLog{}, &pendingResponses{}
@@ -810,8 +817,12 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, in io
 		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)
 		return withProgressLog(ctx, progress)
 	})
-	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) }}
-	err := s.Listen(ctx, in, stdioOutput{out, progress, pending})
+	output := stdioOutput{out, &sync.Mutex{}, progress, pending}
+	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
+		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func(start []byte) {
+			_, _ = output.Write(tooLongMessage(start, maxMessageBytes))
+		}}
+	err := s.Listen(ctx, in, output)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -841,12 +852,42 @@ func watchRequests(pending *pendingResponses, msg []byte) bool {
 	return true
 }
 
+// tooLongMessage is the answer to a message over the limit of limit bytes,
+// of which start is the beginning: an Invalid Request error for the id
+// that start names before its params, else for id null (JSON-RPC's id
+// when the request's cannot be read).
+func tooLongMessage(start []byte, limit int64) []byte {
+	id := json.RawMessage("null")
+	dec := json.NewDecoder(bytes.NewReader(start))
+	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				break
+			}
+			var v json.RawMessage
+			if dec.Decode(&v) != nil {
+				break
+			}
+			if key == "id" {
+				id = v
+				break
+			}
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+		"code": -32600, "message": "the message is over the " + strconv.FormatInt(limit, 10) +
+			"-byte limit (PARLEY_MAX_BODY_BYTES) and was dropped; send a smaller one"}})
+	return append(b, '\n')
+}
+
 // stdioOutput is a stdio session's output: it records the progress
 // notifications written in progress, and drops the response to a request
 // the client cancelled. mcp-go writes each message, a line of JSON, in one
-// Write.
+// Write; mu keeps its writes and the reader's (tooLongMessage) whole.
 type stdioOutput struct {
 	io.Writer
+	mu       *sync.Mutex
 	progress *progressLog
 	pending  *pendingResponses
 }
@@ -860,7 +901,9 @@ func (w stdioOutput) Write(p []byte) (int, error) {
 			return len(p), nil
 		}
 	}
+	w.mu.Lock()
 	n, err := w.Writer.Write(p)
+	w.mu.Unlock()
 	if response != "" {
 		w.pending.remove(stdioSession, response)
 	}

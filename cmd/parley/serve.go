@@ -186,7 +186,7 @@ func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout
 			return p, err
 		}
 	}
-	err = mcp.ServeStdio(session, srv, caller, stdin, stdout)
+	err = mcp.ServeStdio(session, srv, caller, e.MaxBodyBytes, stdin, stdout)
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}
