@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"time"
@@ -366,6 +367,9 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		res.Usage = anthropicUsage(input, output)
 	}
 	if err := stream.Err(); err != nil {
+		if res.FirstByte == 0 && anthropicServerFault(err) {
+			err = &faultBeforeReply{err: err}
+		}
 		return res, err
 	}
 	ex.markReplied()
@@ -376,6 +380,23 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return res, errTruncated
 	}
 	return res, nil
+}
+
+// anthropicServerFault reports whether err is an error event by which the
+// Messages API reports a fault of its own in a stream it had answered
+// 200: overloaded_error (what a 529 says of a call not streamed),
+// api_error (a 500) or timeout_error (a 504). Anthropic sends
+// overloaded_error so, in place of the reply, when it is busy.
+func anthropicServerFault(err error) bool {
+	var ae *anthropic.Error
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Type() {
+	case anthropic.ErrorTypeOverloadedError, anthropic.ErrorTypeAPIError, anthropic.ErrorTypeTimeoutError:
+		return true
+	}
+	return false
 }
 
 // compactJSON is a tool_use input as the arguments of a tool call: its

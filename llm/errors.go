@@ -33,15 +33,30 @@ func (e *deltaError) Unwrap() error { return e.err }
 var errTruncated = &domain.Error{Kind: domain.Upstream, Err: domain.ErrTruncated,
 	Message: "the AI provider ended the stream without a finish reason (truncated); send the request again"}
 
+// faultBeforeReply marks a provider's fault reported inside a stream
+// before any delta of the reply was passed on (see anthropicServerFault):
+// the caller has seen nothing, so the call may be tried again, as the
+// same fault answered with its HTTP status is.
+type faultBeforeReply struct{ err error }
+
+func (e *faultBeforeReply) Error() string { return e.err.Error() }
+func (e *faultBeforeReply) Unwrap() error { return e.err }
+
 // retryable reports whether a failed attempt may be tried again: the
 // upstream answered 5xx, or the connection was refused or dropped before
-// any response. Never once a 2xx arrived (a stream began), never on a
-// timeout (retrying would multiply the wait) and never for the SSRF guard.
+// any response, or a stream reported a fault of the provider's before its
+// first delta (faultBeforeReply). Never once a delta was passed on, never
+// on a timeout (retrying would multiply the wait) and never for the SSRF
+// guard.
 func retryable(ex *exchange, err error) bool {
 	var de *deltaError
 	var pe *privateAddrError
-	if errors.As(err, &de) || errors.As(err, &pe) {
+	var fb *faultBeforeReply
+	switch {
+	case errors.As(err, &de) || errors.As(err, &pe):
 		return false
+	case errors.As(err, &fb):
+		return true
 	}
 	status, _, _ := ex.response()
 	if status >= 500 {

@@ -8,7 +8,9 @@
 // size, and a dialer that refuses loopback, private, link-local and
 // metadata addresses unless the operator allowed them. Failures before
 // the upstream answered (5xx, refused or reset connections) are retried a
-// few times with jittered backoff; nothing is retried once a stream began.
+// few times with jittered backoff, as is a stream whose provider reported
+// its own fault before the reply's first delta (Anthropic's
+// overloaded_error event); nothing is retried once a delta was passed on.
 package llm
 
 import (
@@ -59,8 +61,9 @@ type Config struct {
 	// room for a data line at the cap and the event's short other lines.
 	MaxLineBytes int
 	// MaxRetries is how many times a call that failed before the upstream
-	// answered (5xx, connection refused or reset) is tried again (default
-	// 2; negative for none).
+	// answered (5xx, connection refused or reset), or whose stream reported
+	// a fault of the provider's before its first delta, is tried again
+	// (default 2; negative for none).
 	MaxRetries int
 	// RetryBaseDelay is the backoff before the first retry; it doubles
 	// for each next one and is jittered (default 200ms).

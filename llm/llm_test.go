@@ -764,6 +764,56 @@ func TestInBandStreamError(t *testing.T) {
 	}
 }
 
+// TestAnthropicInBandOverloadBeforeTheReply: Anthropic answers a stream
+// 200 and may then send, in place of the reply, an error event:
+// overloaded_error is what a 529 says of a call not streamed, api_error
+// a 500. Before the reply's first delta nothing was passed on, so the
+// call is tried again as those are; before, the caller got a 502 where a
+// call not streamed succeeded. An error event that refuses the request
+// (invalid_request_error) is not tried again, nor one after a delta.
+func TestAnthropicInBandOverloadBeforeTheReply(t *testing.T) {
+	start := "event: message_start\ndata: " + `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x",` +
+		`"content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":1}}}` + "\n\n" +
+		"event: ping\ndata: {\"type\": \"ping\"}\n\n"
+	errorEvent := func(typ string) llmtest.Behavior {
+		return llmtest.Behavior{Header: http.Header{"Content-Type": {"text/event-stream"}},
+			Body: start + "event: error\ndata: " + `{"type":"error","error":{"type":"` + typ + `","message":"Overloaded"}}` + "\n\n"}
+	}
+	for _, tc := range []struct {
+		name         string
+		first        llmtest.Behavior
+		wantErr      bool
+		wantRequests int
+	}{
+		{"overloaded_error before the first delta", llmtest.Behavior{Fault: llmtest.FaultStreamError}, false, 2},
+		{"overloaded_error after message_start", errorEvent("overloaded_error"), false, 2},
+		{"api_error after message_start", errorEvent("api_error"), false, 2},
+		{"invalid_request_error", errorEvent("invalid_request_error"), true, 1},
+		{"overloaded_error after a delta", llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1}, true, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(tc.first)
+			res, deltas, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s, "retry me"), true)
+			if got := s.Count(); got != tc.wantRequests {
+				t.Errorf("upstream requests = %d, want %d", got, tc.wantRequests)
+			}
+			if tc.wantErr {
+				if got, want := domain.KindOf(err), domain.Upstream; err == nil || got != want {
+					t.Fatalf("err = %v (kind %v), want an upstream error", err, got)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("err = %v, want the retried call's reply", err)
+			}
+			if got, want := res.Content, "echo: retry me"; got != want || strings.Join(deltas, "") != want {
+				t.Errorf("Content = %q, deltas %q, want %q once", got, deltas, want)
+			}
+		})
+	}
+}
+
 // TestInBandErrorChunk: OpenRouter reports an error that comes once a
 // stream began as a chunk with a top-level error object beside a choice
 // whose finish_reason is "error"; other servers end with finish_reason
