@@ -253,6 +253,11 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		return nil, err
 	}
 	if msg.StopReason == "" && len(msg.Content) == 0 {
+		// An error object sent with status 200 (as some gateways answer a
+		// failure) decodes as a message with nothing in it: say its error.
+		if m := sanitize(bodyMessage(ex.bodyHead()), cs.req.Endpoint.APIKey.Reveal(), 200); m != "" {
+			return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a reply: %s", m)
+		}
 		return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an empty message")
 	}
 	res := &domain.LLMResult{

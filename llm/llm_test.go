@@ -858,6 +858,25 @@ func TestInBandErrorChunk(t *testing.T) {
 	}
 }
 
+// TestAnthropicErrorBodyWithStatus200: a whole reply whose body is
+// Anthropic's error object sent with status 200 (as some gateways in front
+// of the Messages API answer a failure) is that error, with its message;
+// before, it read "the AI provider answered with an empty message".
+func TestAnthropicErrorBodyWithStatus200(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStreamError})
+	res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), false)
+	if got, want := domain.KindOf(err), domain.Upstream; err == nil || got != want {
+		t.Fatalf("err = %v (kind %v; result %+v), want an upstream error", err, got, res)
+	}
+	if got, want := domain.MessageOf(err), "the AI provider answered with an error instead of a reply: The server had an error while processing your request"; got != want {
+		t.Errorf("message = %q, want %q", got, want)
+	}
+	if got, want := s.Count(), 1; got != want {
+		t.Errorf("upstream requests = %d, want %d", got, want)
+	}
+}
+
 // TestReasoningIsNotTheReply: reasoning models send their thinking before
 // the reply, each provider in its own shape (reasoning_content from
 // DeepSeek and vLLM, typed content parts from Mistral, thinking blocks
