@@ -150,9 +150,10 @@ var mcpPaths = map[string]any{
 	"/mcp": map[string]any{
 		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{
 			"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"},
-			"400": errRef("not a JSON-RPC message in application/json, or an MCP-Protocol-Version this server does not speak"),
+			"400": errRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
+				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead)"),
 			"401": errRef("no or wrong bearer key"),
-			"404": errRef("no such session: Mcp-Session-Id is missing, unknown or ended; initialize again"),
+			"404": errRef("no such session: Mcp-Session-Id is malformed; initialize again"),
 			"413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 		}},
 	},

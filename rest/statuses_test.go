@@ -405,7 +405,8 @@ func TestEveryOperationAnswers503WithTheDatabaseDown(t *testing.T) {
 
 // TestMCPTransportRefusals: the MCP transports' refusals that openapi.json
 // lists and no client session meets: a body that is not JSON-RPC, a call
-// without a session, and a message to an SSE session that is not open.
+// without a session (400, as the protocol asks), and a message to an SSE
+// session that is not open.
 func TestMCPTransportRefusals(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	call := `{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}`
@@ -414,7 +415,7 @@ func TestMCPTransportRefusals(t *testing.T) {
 		want       int
 	}{
 		{"/mcp", "not json", 400},
-		{"/mcp", call, 404},
+		{"/mcp", call, 400},
 		{"/message", call, 400},
 		{"/message?sessionId=0123456789abcdef0123456789abcdef", call, 404},
 	} {
