@@ -31,6 +31,19 @@ func stopSchema() map[string]any {
 	}}
 }
 
+// contentSchema is the shape of wire.Content: a string, or an array of
+// text parts.
+func contentSchema() map[string]any {
+	return map[string]any{"anyOf": []any{
+		map[string]any{"type": "string"},
+		map[string]any{"type": "array", "items": map[string]any{"type": "object", "required": []string{"type", "text"},
+			"additionalProperties": false, "properties": map[string]any{
+				"type": map[string]any{"type": "string", "enum": []string{"text"}, "description": "Always \"text\"."},
+				"text": map[string]any{"type": "string", "description": "The part's text."},
+			}}},
+	}}
+}
+
 // toolChoiceSchema is the shape of wire.ToolChoice: a mode, or the
 // function to call.
 func toolChoiceSchema() map[string]any {
@@ -117,6 +130,8 @@ func typeSchema(t reflect.Type, input bool) map[string]any {
 	switch t {
 	case reflect.TypeFor[wire.StopList]():
 		return stopSchema()
+	case reflect.TypeFor[wire.Content]():
+		return contentSchema()
 	case reflect.TypeFor[wire.ToolChoice]():
 		return toolChoiceSchema()
 	case reflect.TypeFor[wire.RawJSON]():

@@ -679,3 +679,23 @@ func TestListCursorBelongsToItsList(t *testing.T) {
 		}
 	})
 }
+
+// TestContentParts checks that a message's content may be an array of
+// text parts, as over REST, and that a part of another type is refused by
+// name.
+func TestContentParts(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	editor := e.connect(overStdio, "editor", Options{})
+	e.upstream.reply("Parts.")
+	var out completionOut
+	editor.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": []obj{{"role": "user",
+		"content": []obj{{"type": "text", "text": "one"}, {"type": "text", "text": "two"}}}}}, &out)
+	if got, want := e.upstream.lastMessages(), []string{"user: one\ntwo"}; !slices.Equal(got, want) {
+		t.Fatalf("upstream got %q, want %q", got, want)
+	}
+	msg := editor.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": []obj{{"role": "user",
+		"content": []obj{{"type": "image_url", "image_url": obj{"url": "https://example.com/a.png"}}}}}}, "invalid_request")
+	if !strings.Contains(msg, "messages[0].content[0]") || !strings.Contains(msg, "text only") {
+		t.Errorf("an image part: %q, want it named and refused", msg)
+	}
+}

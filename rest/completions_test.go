@@ -71,6 +71,29 @@ func TestStatelessCompletion(t *testing.T) {
 	})
 }
 
+// TestContentParts checks that a message's content may be OpenAI's array
+// of text parts, as OpenAI-shaped clients send it: the parts' texts go
+// upstream joined with newlines, and the stored turn keeps that text.
+func TestContentParts(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		got := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"messages": []any{
+				map[string]any{"role": "system", "content": []any{map[string]any{"type": "text", "text": "Be brief."}}},
+				map[string]any{"role": "user", "content": []any{
+					map[string]any{"type": "text", "text": "Hello"}, map[string]any{"type": "text", "text": "there!"}}},
+			},
+		})
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: Be brief.|user: Hello\nthere!"; got != want {
+			t.Errorf("upstream messages = %q, want %q", got, want)
+		}
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+got["conversationId"].(string)+"/messages", h.admin, nil)["data"].([]any)
+		if c := msgs[0].(map[string]any)["content"]; c != "Hello\nthere!" {
+			t.Errorf("stored user message %q, want the parts' texts joined", c)
+		}
+	})
+}
+
 func TestChatCompletion(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
@@ -172,6 +195,13 @@ func TestCompletionValidation(t *testing.T) {
 			{"stop not a string", map[string]any{"messages": []any{hi}, "stop": 5}, "stop"},
 			{"unknown field", map[string]any{"messages": []any{hi}, "max_tokens": 5}, "max_tokens"},
 			{"unknown message field", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "name": "bob"}}}, "messages[0].name"},
+			{"an image part", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{
+				map[string]any{"type": "text", "text": "what is this?"}, map[string]any{"type": "image_url", "image_url": map[string]any{"url": "https://example.com/a.png"}}}}}},
+				"messages[0].content[1]"},
+			{"a text part without text", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{map[string]any{"type": "text"}}}}}, "messages[0].content[0]"},
+			{"a text part with more", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{map[string]any{"type": "text", "text": "x", "cache_control": map[string]any{}}}}}}, "messages[0].content[0]"},
+			{"content a number", map[string]any{"messages": []any{map[string]any{"role": "user", "content": 5}}}, "messages[0].content"},
+			{"NUL in a text part", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{map[string]any{"type": "text", "text": "a\u0000b"}}}}}, "messages[0].content"},
 			// PostgreSQL cannot store it; both databases refuse it up front.
 			{"NUL in content", map[string]any{"messages": []any{hi, userMessage("a\u0000b")}}, "messages[1].content"},
 		}

@@ -232,6 +232,11 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
 			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}},
 		}}
+	case reflect.TypeFor[wire.Content](), reflect.TypeFor[*wire.Content]():
+		part := &jsonschema.Schema{Type: "object", Required: []string{"type", "text"}, Properties: jsonschema.NewProperties()}
+		part.Properties.Set("type", &jsonschema.Schema{Type: "string", Enum: []any{"text"}})
+		part.Properties.Set("text", &jsonschema.Schema{Type: "string"})
+		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: part}}}
 	case reflect.TypeFor[wire.ToolChoice](), reflect.TypeFor[*wire.ToolChoice]():
 		return &jsonschema.Schema{Description: "auto, none, required, or the function to call.", AnyOf: []*jsonschema.Schema{
 			{Type: "string", Enum: []any{"auto", "none", "required"}},

@@ -11,7 +11,7 @@ import "github.com/parleyhq/parley/domain"
 // one by toolCallId.
 type Message struct {
 	Role       string     `json:"role" enum:"system,user,assistant,tool" desc:"Author of the message. At most one system message, which replaces the default system message for this call. A tool message is a tool's result."`
-	Content    *string    `json:"content,omitempty" desc:"Text of the message. Send content or documentId, not both; optional for an assistant message with toolCalls, required for a tool message."`
+	Content    *Content   `json:"content,omitempty" desc:"Text of the message: a string, or an array of text parts ({\"type\": \"text\", \"text\": ...}) joined with newlines. Send content or documentId, not both; optional for an assistant message with toolCalls, required for a tool message."`
 	DocumentID string     `json:"documentId,omitempty" desc:"Id of a document of the same project (doc_...) whose content becomes the message's text."`
 	ToolCalls  []ToolCall `json:"toolCalls,omitempty" desc:"Assistant messages only: the tool calls the model made, as a reply's toolCalls returned them."`
 	ToolCallID string     `json:"toolCallId,omitempty" desc:"Tool messages only: the id of the tool call this is the result of."`
@@ -73,7 +73,7 @@ type CompletionFields struct {
 func (a CompletionFields) ToDomain() domain.CompletionParams {
 	msgs := make([]domain.InputMessage, len(a.Messages))
 	for i, m := range a.Messages {
-		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: (*string)(m.Content), DocumentID: m.DocumentID,
 			ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,

@@ -91,6 +91,11 @@ func decodeError(err error, noun string) error {
 		switch {
 		case errors.Is(se.Err, json.ErrUnknownName):
 			return domain.Invalidf(field, "unknown %s %q; %s", noun, field, knownNames(se.GoType, se.JSONPointer.LastToken(), noun))
+		case field != "" && errors.As(se.Err, new(*partError)):
+			var pe *partError
+			errors.As(se.Err, &pe)
+			field = fmt.Sprintf("%s[%d]", field, pe.index)
+			return domain.Invalidf(field, "%s %s", field, pe.msg)
 		case field != "":
 			want := "of a different type"
 			if se.GoType != nil {
@@ -182,6 +187,8 @@ func typeName(t reflect.Type) string {
 	switch t {
 	case reflect.TypeFor[StopList]():
 		return "a string or an array of strings"
+	case reflect.TypeFor[Content]():
+		return `a string or an array of {"type": "text", "text": "..."} parts`
 	case reflect.TypeFor[ToolChoice]():
 		return `"auto", "none", "required" or {"type": "function", "function": {"name": ...}}`
 	case reflect.TypeFor[RawJSON](), reflect.TypeFor[Object]():
@@ -221,6 +228,57 @@ func (s *StopList) UnmarshalJSON(b []byte) error {
 		return fmt.Errorf("stop must be a string or an array of strings")
 	}
 	*s = many
+	return nil
+}
+
+// Content is a message's text: a string, or OpenAI's array of content
+// parts, each {"type": "text", "text": "..."}, whose texts are joined with
+// newlines (what OpenAI-shaped clients such as the AI SDK send). Parley
+// sends text only: a part of another type (image_url, input_audio, file)
+// is refused, not dropped, since the model would answer without it.
+type Content string
+
+// partError says which content part is wrong and why.
+type partError struct {
+	index int
+	msg   string
+}
+
+func (e *partError) Error() string { return e.msg }
+
+// UnmarshalJSON accepts a string or an array of text parts.
+func (c *Content) UnmarshalJSON(b []byte) error {
+	b = bytes.TrimSpace(b)
+	if len(b) > 0 && b[0] == '"' {
+		var one string
+		if err := json.Unmarshal(b, &one); err != nil {
+			return err
+		}
+		*c = Content(one)
+		return nil
+	}
+	var parts []jsontext.Value
+	if err := json.Unmarshal(b, &parts); err != nil {
+		return errors.New("content must be a string or an array of {\"type\": \"text\", \"text\": \"...\"} parts")
+	}
+	texts := make([]string, len(parts))
+	for i, raw := range parts {
+		var part struct {
+			Type string  `json:"type"`
+			Text *string `json:"text"`
+		}
+		if err := json.Unmarshal(raw, &part); err != nil || part.Type == "" {
+			return &partError{i, `must be {"type": "text", "text": "..."}`}
+		}
+		if part.Type != "text" {
+			return &partError{i, fmt.Sprintf(`is a part of type %q; Parley sends text only: send {"type": "text", "text": "..."} parts or a string`, part.Type)}
+		}
+		if err := json.Unmarshal(raw, &part, json.RejectUnknownMembers(true)); err != nil || part.Text == nil {
+			return &partError{i, `must be {"type": "text", "text": "..."}: a text part has a string text and nothing else`}
+		}
+		texts[i] = *part.Text
+	}
+	*c = Content(strings.Join(texts, "\n"))
 	return nil
 }
 
