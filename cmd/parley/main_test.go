@@ -303,3 +303,35 @@ func TestMigrateCommands(t *testing.T) {
 		t.Errorf("version printed %q", out)
 	}
 }
+
+// TestStdioFirstStartPrintsTheAdminKey: `parley mcp` on an empty database
+// creates the first admin key as every first start does, and no later
+// start prints one, so it shows the key once on stderr (never on stdout,
+// the protocol), where the next `parley serve` finds it working.
+func TestStdioFirstStartPrintsTheAdminKey(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(bin, "mcp")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_DATA_DIR=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY=")
+	cmd.Stdin = strings.NewReader("") // the client leaves at once
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("parley mcp: %v\n%s", err, stderr.String())
+	}
+	if stdout.Len() != 0 {
+		t.Errorf("parley mcp wrote to stdout, the protocol's channel: %q", stdout.String())
+	}
+	m := printedKey.FindStringSubmatch(stderr.String())
+	if m == nil {
+		t.Fatalf("the first start of parley mcp printed no admin key:\n%s", stderr.String())
+	}
+	s := serve(t, dir)
+	if printedKey.MatchString(s.stderr.String()) {
+		t.Errorf("parley serve printed an admin key after parley mcp had:\n%s", s.stderr.String())
+	}
+	if got := get(t, s.url+"/api/v1/me", m[1]); got != 200 {
+		t.Errorf("GET /me with the key parley mcp printed = %d", got)
+	}
+	s.stop(t)
+}

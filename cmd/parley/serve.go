@@ -40,9 +40,7 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	if a.InitialAdminKey != "" {
-		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)
-	}
+	printInitialAdminKey(stderr, a)
 
 	// Cancelling base ends what is left after the grace period.
 	base, cancelBase := context.WithCancelCause(context.Background())
@@ -90,6 +88,16 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 	return nil
 }
 
+// printInitialAdminKey shows the admin key this start created, if any, on
+// stderr: the only time it is shown. `parley mcp` shows it too (stdout is
+// its protocol): a first start over stdio creates it as any first start
+// does, and no later start, of any command, shows it again.
+func printInitialAdminKey(stderr io.Writer, a *app.App) {
+	if a.InitialAdminKey != "" {
+		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)
+	}
+}
+
 // graceContext is the shutdown's grace period: it ends when grace has
 // passed or, sooner, when now ends (a second signal). What still runs then
 // is ended the same way either way.
@@ -133,6 +141,7 @@ func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout
 		return err
 	}
 	defer a.Close()
+	printInitialAdminKey(stderr, a)
 	var p domain.Principal
 	if e.APIKey != "" {
 		p, err = a.Services.Users.Authenticate(ctx, e.APIKey)
