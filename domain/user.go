@@ -41,6 +41,11 @@ type UserStore interface {
 	CountUsers(ctx context.Context) (int64, error)
 	// CreateAPIKey inserts k; Conflict when its hash already exists.
 	CreateAPIKey(ctx context.Context, k *APIKey) error
+	// CreateAdmin inserts the user u and its key k together, or neither.
+	// With onlyFirst it inserts them only while no user exists, and
+	// reports whether it did: starts racing on an empty database create
+	// one first admin between them. Conflict when k's hash already exists.
+	CreateAdmin(ctx context.Context, u *User, k *APIKey, onlyFirst bool) (bool, error)
 	// GetAPIKeyByHash returns the key and its user; NotFound when no key has that hash.
 	GetAPIKeyByHash(ctx context.Context, hash []byte) (*APIKey, *User, error)
 	// ListAPIKeys returns up to p.Limit+1 keys of userID (revoked ones too).
@@ -301,26 +306,51 @@ func (s *Users) EnsureAdminKey(ctx context.Context, key string) error {
 	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
 		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have at least 20 more characters; make one with 'parley admin gen-api-key'", keyPrefix)
 	}
-	k, u, err := s.store.GetAPIKeyByHash(ctx, HashAPIKey(key))
-	if err == nil {
-		if !u.IsAdmin || k.RevokedAt != nil {
-			return Errorf(Conflict, "the bootstrap admin key belongs to a non-admin user or was revoked; choose another key")
-		}
-		return nil
+	if err := s.checkAdminKey(ctx, key); KindOf(err) != NotFound {
+		return err
 	}
-	if KindOf(err) != NotFound {
-		return Wrap("users.EnsureAdminKey", err)
+	_, err := s.createAdmin(ctx, key, false)
+	if KindOf(err) == Conflict {
+		// Another start (a replica starting at the same time) created it
+		// since: it exists, as it should.
+		return s.checkAdminKey(ctx, key)
 	}
-	u = &User{ID: NewID(PrefixUser), Name: "admin", IsAdmin: true, CreatedAt: s.now()}
-	if err := s.store.CreateUser(ctx, u); err != nil {
-		return Wrap("users.EnsureAdminKey", err)
-	}
-	_, err = s.createKey(ctx, u.ID, "bootstrap", key, s.now(), nil) // it does not expire
 	return err
 }
 
+// checkAdminKey returns nil when key is an admin's key that is not
+// revoked, NotFound when no key is key, and Conflict when it is another's.
+func (s *Users) checkAdminKey(ctx context.Context, key string) error {
+	k, u, err := s.store.GetAPIKeyByHash(ctx, HashAPIKey(key))
+	switch {
+	case KindOf(err) == NotFound:
+		return err
+	case err != nil:
+		return Wrap("users.EnsureAdminKey", err)
+	case !u.IsAdmin || k.RevokedAt != nil:
+		return Errorf(Conflict, "the bootstrap admin key belongs to a non-admin user or was revoked; choose another key")
+	}
+	return nil
+}
+
+// createAdmin creates an admin user named admin with key, which does not
+// expire, both or neither; with onlyFirst, only while no user exists,
+// reporting whether it did.
+func (s *Users) createAdmin(ctx context.Context, key string, onlyFirst bool) (bool, error) {
+	now := s.now()
+	u := &User{ID: NewID(PrefixUser), Name: "admin", IsAdmin: true, CreatedAt: now}
+	k := &APIKey{ID: NewID(PrefixKey), UserID: u.ID, Name: "bootstrap", Hash: HashAPIKey(key), Hint: key[:len(keyPrefix)+4], CreatedAt: now}
+	created, err := s.store.CreateAdmin(ctx, u, k, onlyFirst)
+	if err != nil {
+		return false, Wrap("users.EnsureAdminKey", err)
+	}
+	return created, nil
+}
+
 // BootstrapIfEmpty creates an admin user and key when no user exists yet,
-// returning the key to print once; "" when users already exist.
+// returning the key to print once; "" when users already exist. Of starts
+// racing on an empty database (replicas, or serve and an MCP client's
+// parley mcp), one creates them: the others get "".
 func (s *Users) BootstrapIfEmpty(ctx context.Context) (string, error) {
 	n, err := s.store.CountUsers(ctx)
 	if err != nil {
@@ -330,7 +360,11 @@ func (s *Users) BootstrapIfEmpty(ctx context.Context) (string, error) {
 		return "", nil
 	}
 	key := newAPIKeySecret()
-	return key, s.EnsureAdminKey(ctx, key)
+	created, err := s.createAdmin(ctx, key, true)
+	if err != nil || !created {
+		return "", err
+	}
+	return key, nil
 }
 
 // NewAPIKeySecret returns a fresh random API key in Parley's format.

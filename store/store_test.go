@@ -475,6 +475,52 @@ func TestUsers(t *testing.T) {
 	})
 }
 
+// TestCreateAdmin: the first admin and its key are created together, only
+// while no user exists when asked so; a key whose hash exists creates
+// neither.
+func TestCreateAdmin(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		admin := func(secret string) (*domain.User, *domain.APIKey) {
+			u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: "admin", IsAdmin: true, CreatedAt: t0}
+			return u, &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "bootstrap", Hash: domain.HashAPIKey(secret), CreatedAt: t0}
+		}
+		count := func() int64 {
+			n, err := s.CountUsers(ctx())
+			must(t, err)
+			return n
+		}
+		u, k := admin("pk_first")
+		created, err := s.CreateAdmin(ctx(), u, k, true)
+		must(t, err)
+		if !created || count() != 1 {
+			t.Fatalf("first admin on an empty database: created %t, %d users; want true, 1", created, count())
+		}
+		got, owner, err := s.GetAPIKeyByHash(ctx(), domain.HashAPIKey("pk_first"))
+		must(t, err)
+		equal(t, got, k)
+		equal(t, owner, u)
+
+		u, k = admin("pk_second")
+		created, err = s.CreateAdmin(ctx(), u, k, true)
+		must(t, err)
+		if created || count() != 1 {
+			t.Errorf("first admin once a user exists: created %t, %d users; want false, 1", created, count())
+		}
+		u, k = admin("pk_first")
+		_, err = s.CreateAdmin(ctx(), u, k, false)
+		wantErr(t, err, domain.Conflict, "this API key already exists; generate another")
+		if count() != 1 {
+			t.Errorf("an admin whose key exists left its user: %d users, want 1", count())
+		}
+		u, k = admin("pk_third")
+		created, err = s.CreateAdmin(ctx(), u, k, false)
+		must(t, err)
+		if !created || count() != 2 {
+			t.Errorf("another admin: created %t, %d users; want true, 2", created, count())
+		}
+	})
+}
+
 func TestAPIKeys(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)

@@ -70,6 +70,53 @@ func (s *Store) CreateAPIKey(ctx context.Context, k *domain.APIKey) error {
 	return nil
 }
 
+// firstAdminLock is the PostgreSQL advisory lock CreateAdmin holds while it
+// checks that no user exists and creates the first.
+const firstAdminLock = 0x7061726c65790001 // "parley" 0001
+
+// CreateAdmin inserts the user u and its key k in one transaction. With
+// onlyFirst it inserts them only while no user exists, and reports whether
+// it did: the check and the inserts run one transaction at a time (an
+// advisory lock on PostgreSQL, SQLite's write lock taken at BEGIN), so of
+// starts racing on an empty database one creates the first admin. Conflict
+// when k's hash already exists (nothing is inserted then).
+func (s *Store) CreateAdmin(ctx context.Context, u *domain.User, k *domain.APIKey, onlyFirst bool) (bool, error) {
+	const op = "store.CreateAdmin"
+	usr, key := fromDomainUser(u), fromDomainAPIKey(k)
+	created := false
+	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+		if onlyFirst {
+			if s.dialect == Postgres {
+				if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", int64(firstAdminLock)).Error; err != nil {
+					return err
+				}
+			}
+			var exists []string
+			if err := tx.Model(&userRow{}).Limit(1).Pluck("id", &exists).Error; err != nil {
+				return err
+			}
+			if len(exists) > 0 {
+				return nil
+			}
+		}
+		if err := tx.Create(&usr).Error; err != nil {
+			return err
+		}
+		if err := tx.Create(&key).Error; err != nil {
+			return err
+		}
+		created = true
+		return nil
+	})
+	if err != nil {
+		return false, translate(op, err, func() error { return conflictf(op, err, "this API key already exists; generate another") }, nil)
+	}
+	if created {
+		u.CreatedAt, k.CreatedAt = usr.CreatedAt, key.CreatedAt
+	}
+	return created, nil
+}
+
 // GetAPIKeyByHash returns the key and its user; NotFound when no key has that hash.
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
 	const op = "store.GetAPIKeyByHash"
