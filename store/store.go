@@ -47,6 +47,7 @@ type Store struct {
 	commits *commitQueue // the turns being written; see commit.go
 	writer  sqliteWriter // SQLite's write connection; see sqlitewrite.go
 	tempDir string       // holds a ":memory:" database, removed on Close
+	path    string       // the SQLite database's file; "" for PostgreSQL and ":memory:"
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -107,6 +108,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			// SQLite's "unable to open database file" names no file; it
 			// also writes PATH-wal and PATH-shm beside it.
 			where = " at " + path
+			s.path = path
 		}
 		dialector, s.dialect = sqlite.Open(sqliteDSN), SQLite
 	}
@@ -294,6 +296,13 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if s.path != "" && command != "status" {
+		unlock, err := lockMigrations(ctx, s.path)
+		if err != nil {
+			return fmt.Errorf("store: migrate %s: %w", command, err)
+		}
+		defer unlock()
+	}
 	switch command {
 	case "up":
 		results, err := p.Up(ctx)
@@ -347,6 +356,45 @@ func migrateErr(command string, err error) error {
 		return fmt.Errorf("store: migrate %s: %w; %s", command, err, pg.Detail)
 	}
 	return fmt.Errorf("store: migrate %s: %w", command, err)
+}
+
+// lockMigrations takes the lock that processes migrating the SQLite
+// database at path hold, waiting for another's until ctx ends, and returns
+// its release. Each goose run reads the applied migrations, then applies
+// the others one transaction at a time: two processes starting together
+// (parley serve beside an MCP client's parley mcp, on a new data directory
+// or after an upgrade) would both apply the same migrations, and all but
+// one fail ("table users already exists"), where PostgreSQL's replicas
+// wait for goose's advisory lock. The lock is an exclusive transaction on
+// a SQLite database of its own, PATH-migrate.lock, which stays empty: the
+// operating system releases it when a process dies, wherever SQLite runs.
+func lockMigrations(ctx context.Context, path string) (unlock func(), err error) {
+	lockPath := path + "-migrate.lock"
+	if err := createPrivate(lockPath); err != nil {
+		return nil, fmt.Errorf("create the migration lock: %w", err)
+	}
+	db, err := sql.Open(sqlite.DriverName, lockPath+"?_pragma=busy_timeout(1000)")
+	if err != nil {
+		return nil, err
+	}
+	conn, err := db.Conn(ctx)
+	for err == nil {
+		if _, err = conn.ExecContext(ctx, "BEGIN EXCLUSIVE"); err == nil {
+			return func() {
+				_, _ = conn.ExecContext(context.WithoutCancel(ctx), "ROLLBACK")
+				_ = conn.Close()
+				_ = db.Close()
+			}, nil
+		}
+		if locked(err) && ctx.Err() == nil {
+			err = nil // another process migrates: wait on
+		}
+	}
+	if conn != nil {
+		_ = conn.Close()
+	}
+	_ = db.Close()
+	return nil, fmt.Errorf("take the migration lock %s: %w", lockPath, err)
 }
 
 func (s *Store) migrator() (*goose.Provider, error) {

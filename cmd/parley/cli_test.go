@@ -7,10 +7,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
 )
 
 // parley runs the binary in dir with env (after a clean configuration)
@@ -403,5 +405,47 @@ func TestMigrateStatusAndDownCreateNothing(t *testing.T) {
 				t.Errorf("migrate status after up: exit %d:\n%s", code, out)
 			}
 		})
+	}
+}
+
+// TestConcurrentMigrationsOnSQLite: processes that migrate one SQLite
+// database at once (parley serve and an MCP client's parley mcp starting
+// on a new data directory or after an upgrade) migrate one at a time, as
+// PostgreSQL's replicas do: each starts, none fails on a migration another
+// applied meanwhile ("table users already exists"), and each migration is
+// recorded once.
+func TestConcurrentMigrationsOnSQLite(t *testing.T) {
+	const starts, rounds = 4, 3
+	for round := range rounds {
+		dir := t.TempDir()
+		outs := make([]string, starts)
+		var wg sync.WaitGroup
+		for i := range starts {
+			wg.Go(func() {
+				args := []string{"migrate", "up"}
+				if i%2 == 1 {
+					args = []string{"admin", "create-user", "u"} // migrates as serve and mcp do
+				}
+				out, code := parley(t, dir, nil, args...)
+				if code != 0 {
+					t.Errorf("round %d: parley %s exited %d:\n%s", round, strings.Join(args, " "), code, out)
+				}
+				outs[i] = out
+			})
+		}
+		wg.Wait()
+		st, err := store.Open(context.Background(), filepath.Join(dir, "data", "parley.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rows, versions int
+		err = st.DB().Raw("SELECT count(*), count(DISTINCT version_id) FROM goose_db_version WHERE version_id > 0").Row().Scan(&rows, &versions)
+		st.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rows != versions {
+			t.Errorf("round %d: %d migrations recorded %d times", round, versions, rows)
+		}
 	}
 }
