@@ -317,13 +317,21 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			if err != nil {
 				return fmt.Errorf("store: migrate up: %w", err)
 			}
-			fmt.Fprintf(w, "no pending migrations; the schema is at version %d\n", v)
+			fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
 		}
 	case "down":
 		r, err := p.Down(ctx)
 		if errors.Is(err, goose.ErrNoNextVersion) {
 			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
 			return nil
+		}
+		if errors.Is(err, goose.ErrVersionNotFound) {
+			// goose says only "version not found": the last one applied
+			// is not among this binary's.
+			if v, verr := p.GetDBVersion(ctx); verr == nil && newerSchema(p, v) != "" {
+				return fmt.Errorf("store: migrate down: the schema is at version %d%s, and this parley has no migration to roll that back; "+
+					"run migrate down with the parley that applied it", v, newerSchema(p, v))
+			}
 		}
 		if err != nil {
 			return migrateErr("down", err)
@@ -341,10 +349,27 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			}
 			fmt.Fprintf(w, "%-24s %s\n", m.Source.Path, at)
 		}
+		v, err := p.GetDBVersion(ctx)
+		if err != nil {
+			return fmt.Errorf("store: migrate status: %w", err)
+		}
+		if newer := newerSchema(p, v); newer != "" {
+			fmt.Fprintf(w, "the schema is at version %d%s\n", v, newer)
+		}
 	default:
 		return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
 	}
 	return nil
+}
+
+// newerSchema says, for a schema at version v, that a newer parley
+// migrated it past this one's last migration; "" when it did not.
+func newerSchema(p *goose.Provider, v int64) string {
+	sources := p.ListSources()
+	if len(sources) == 0 || v <= sources[len(sources)-1].Version {
+		return ""
+	}
+	return fmt.Sprintf(", from a newer parley (this one's last migration is %d)", sources[len(sources)-1].Version)
 }
 
 // migrateErr reports a failed migrate command with PostgreSQL's detail,

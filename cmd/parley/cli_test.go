@@ -3,6 +3,7 @@ package main_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -447,5 +448,47 @@ func TestConcurrentMigrationsOnSQLite(t *testing.T) {
 		if rows != versions {
 			t.Errorf("round %d: %d migrations recorded %d times", round, versions, rows)
 		}
+	}
+}
+
+// TestMigrateOnANewerSchema: a database a newer parley migrated past this
+// one's last migration is left as it is; down says why it cannot roll
+// back (not goose's "version not found"), and status and up say the
+// schema is newer than this parley.
+func TestMigrateOnANewerSchema(t *testing.T) {
+	dir := t.TempDir()
+	if out, code := parley(t, dir, nil, "migrate", "up"); code != 0 {
+		t.Fatalf("migrate up: exit %d:\n%s", code, out)
+	}
+	st, err := store.Open(context.Background(), filepath.Join(dir, "data", "parley.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var last int64
+	if err := st.DB().Raw("SELECT max(version_id) FROM goose_db_version").Row().Scan(&last); err != nil {
+		t.Fatal(err)
+	}
+	newer := last + 1
+	if err := st.DB().Exec("INSERT INTO goose_db_version (version_id, is_applied) VALUES (?, true)", newer).Error; err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("version %d", newer)
+	out, code := parley(t, dir, nil, "migrate", "down")
+	if code != 1 || !strings.Contains(out, want) || !strings.Contains(out, "newer parley") || strings.Contains(out, "version not found") {
+		t.Errorf("migrate down on a newer schema: exit %d, want 1 naming %s and a newer parley:\n%s", code, want, out)
+	}
+	for _, cmd := range []string{"status", "up"} {
+		out, code := parley(t, dir, nil, "migrate", cmd)
+		if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "newer parley") {
+			t.Errorf("migrate %s on a newer schema: exit %d, want 0 naming %s and a newer parley:\n%s", cmd, code, want, out)
+		}
+	}
+	var applied int
+	if err := st.DB().Raw("SELECT count(*) FROM goose_db_version WHERE version_id IN (?, ?)", last, newer).Row().Scan(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if applied != 2 {
+		t.Errorf("migrate down on a newer schema changed it: %d of versions %d and %d still applied", applied, last, newer)
 	}
 }
