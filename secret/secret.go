@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -122,6 +123,10 @@ func ParseKey(s string) ([]byte, error) {
 
 // LoadOrCreateFile reads the master key at path, creating it (mode 0600,
 // parent directory 0700) with a new random key when it does not exist.
+// The key is written whole to a file of its own, then linked to path, which
+// fails if path exists: processes starting together on a new data
+// directory all load the key the first to link wrote, never a file another
+// is still writing, and none fails on it.
 func LoadOrCreateFile(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
@@ -133,16 +138,25 @@ func LoadOrCreateFile(path string) ([]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".new-*") // mode 0600
 	if err != nil {
 		return nil, err
 	}
+	defer os.Remove(f.Name())
 	s := GenerateKey()
-	if _, err := f.WriteString(s + "\n"); err != nil {
-		f.Close()
+	_, err = f.WriteString(s + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
 		return nil, err
 	}
-	if err := f.Close(); err != nil {
+	if err := os.Link(f.Name(), path); errors.Is(err, fs.ErrExist) {
+		return LoadOrCreateFile(path) // another process made it first
+	} else if err != nil {
 		return nil, err
 	}
 	return ParseKey(s)

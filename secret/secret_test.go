@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -112,5 +113,32 @@ func TestLoadOrCreateFile(t *testing.T) {
 func TestParseKeyRejectsWrongLength(t *testing.T) {
 	if _, err := ParseKey("c2hvcnQ="); err == nil {
 		t.Fatal("accepted a 5-byte key")
+	}
+}
+
+// TestLoadOrCreateFileConcurrently: processes starting together on a new
+// data directory (parley serve beside an MCP client's parley mcp) each
+// load or create the master key file: all get the one key, none fails on
+// a file another is creating ("file exists", or a key of 0 bytes read
+// before it was written).
+func TestLoadOrCreateFileConcurrently(t *testing.T) {
+	for round := range 200 {
+		path := filepath.Join(t.TempDir(), "master.key")
+		const n = 8
+		keys := make([][]byte, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() { keys[i], errs[i] = LoadOrCreateFile(path) })
+		}
+		wg.Wait()
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("round %d: load %d: %v", round, i, errs[i])
+			}
+			if !bytes.Equal(keys[i], keys[0]) {
+				t.Fatalf("round %d: load %d got another key than load 0", round, i)
+			}
+		}
 	}
 }
