@@ -169,6 +169,10 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN st
 		// connection: "cached plan must not change result type".
 		QueryFields: true,
 		NowFunc:     func() time.Time { return ts(time.Now()) },
+		// GORM's own ping at Open takes no context: a PostgreSQL that
+		// accepts the connection but does not answer would hold the start
+		// past SIGTERM. s.Ping(ctx) below checks the database instead.
+		DisableAutomaticPing: true,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package main_test
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -334,4 +335,67 @@ func TestStdioFirstStartPrintsTheAdminKey(t *testing.T) {
 		t.Errorf("GET /me with the key parley mcp printed = %d", got)
 	}
 	s.stop(t)
+}
+
+// TestSignalDuringAStalledDatabaseStart: a PostgreSQL that accepts the
+// connection but does not answer (a stalled server, a proxy with no
+// backend) holds the start; SIGTERM ends it there, with a non-zero exit
+// and a message that names the database but not its password.
+func TestSignalDuringAStalledDatabaseStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c // held open, never answered
+		}
+	}()
+	defer func() {
+		for len(accepted) > 0 {
+			(<-accepted).Close()
+		}
+	}()
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_BOOTSTRAP_ADMIN_KEY=",
+		"PARLEY_DATABASE_URL=postgres://parley:hunter2secret@"+ln.Addr().String()+"/parley?sslmode=disable",
+		"PARLEY_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
+	var out lockedBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case c := <-accepted:
+		accepted <- c
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatal("parley serve did not connect to the database")
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+			t.Errorf("exit after SIGTERM during the start: %v, want status 1\n%s", err, out.String())
+		}
+		if !strings.Contains(out.String(), "postgres") || strings.Contains(out.String(), "hunter2secret") {
+			t.Errorf("the message does not name the database, or quotes its password:\n%s", out.String())
+		}
+	case <-time.After(10 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("parley serve waited on a database that does not answer for 10s after SIGTERM:\n%s", out.String())
+	}
 }
