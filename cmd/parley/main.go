@@ -183,12 +183,12 @@ func loadEnv() (env, error) {
 		Config: app.Config{
 			DataDir:           getenv("PARLEY_DATA_DIR", "data"),
 			SecretKey:         os.Getenv("PARLEY_SECRET_KEY"),
-			BootstrapAdminKey: os.Getenv("PARLEY_BOOTSTRAP_ADMIN_KEY"),
+			BootstrapAdminKey: envKey("PARLEY_BOOTSTRAP_ADMIN_KEY"),
 			RedisURL:          os.Getenv("PARLEY_REDIS_URL"),
 			Version:           version,
 		},
 		Addr:   getenv("PARLEY_ADDR", "127.0.0.1:8080"),
-		APIKey: os.Getenv("PARLEY_API_KEY"),
+		APIKey: envKey("PARLEY_API_KEY"),
 	}
 	if v := os.Getenv("PARLEY_OLD_SECRET_KEYS"); v != "" {
 		e.OldSecretKeys = strings.Split(v, ",")
@@ -292,6 +292,13 @@ func getenv(name, def string) string {
 	}
 	return def
 }
+
+// envKey reads an API key setting without the whitespace around it: a key
+// read from a file into the environment (a Kubernetes or Docker secret, an
+// env file with CRLF lines) often keeps the file's newline, which no client
+// can send in its Authorization header. PARLEY_SECRET_KEY and
+// PARLEY_DATABASE_URL are read so too.
+func envKey(name string) string { return strings.TrimSpace(os.Getenv(name)) }
 
 func envBool(name string) (bool, error) {
 	v := os.Getenv(name)

@@ -399,3 +399,28 @@ func TestSignalDuringAStalledDatabaseStart(t *testing.T) {
 		t.Fatalf("parley serve waited on a database that does not answer for 10s after SIGTERM:\n%s", out.String())
 	}
 }
+
+// TestKeysFromTheEnvironmentAreTrimmed: a key read from a file into the
+// environment often keeps the file's newline (a Kubernetes or Docker
+// secret, an env file with CRLF lines). PARLEY_BOOTSTRAP_ADMIN_KEY is
+// then the key clients send, not one they cannot send (no header carries
+// a newline); PARLEY_API_KEY is that key too.
+func TestKeysFromTheEnvironmentAreTrimmed(t *testing.T) {
+	dir := t.TempDir()
+	key := "pk_trimmed_" + strings.Repeat("n", 30)
+	s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key+"\r\n")
+	if got := get(t, s.url+"/api/v1/me", key); got != 200 {
+		t.Errorf("GET /me with the bootstrap key, set with a trailing newline = %d, want 200", got)
+	}
+	s.stop(t)
+
+	s = serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key)
+	s.stop(t)
+	cmd := exec.Command(bin, "mcp")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_DATA_DIR=", "PARLEY_SECRET_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY=", "PARLEY_API_KEY= "+key+"\n")
+	cmd.Stdin = strings.NewReader("")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("parley mcp with PARLEY_API_KEY set with spaces around: %v\n%s", err, out)
+	}
+}
