@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -112,12 +113,36 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		}
 		dialector, s.dialect = sqlite.Open(sqliteDSN), SQLite
 	}
-	if err := s.open(ctx, dialector, sqliteDSN); err != nil {
+	for attempt := 1; ; attempt++ {
+		err := s.open(ctx, dialector, sqliteDSN)
+		if err == nil {
+			return s, nil
+		}
 		_ = s.closeDBs()
-		return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
+		if !openRace(s, err, attempt) {
+			return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
+		case <-time.After(time.Duration(50+rand.IntN(100)) * time.Millisecond):
+		}
 	}
-	return s, nil
 }
+
+// openRace reports whether opening a SQLite database file failed on a
+// lock another process held (SQLITE_BUSY), for at most the first
+// openAttempts: processes opening a new database together (parley serve
+// beside parley mcp, replicas on one volume) each turn it to WAL mode, and
+// SQLite can refuse one of them at once, without waiting out its busy
+// timeout, while another does; opened again a moment later, it is in WAL
+// mode already.
+func openRace(s *Store, err error, attempt int) bool {
+	return s.dialect == SQLite && s.tempDir == "" && attempt < openAttempts && locked(err)
+}
+
+// openAttempts bounds how many times Open tries a SQLite file.
+const openAttempts = 20
 
 // createPrivate creates the SQLite database file at path, empty and mode
 // 0600, when it does not exist: it holds API key hashes and sealed
