@@ -246,20 +246,24 @@ type partError struct {
 
 func (e *partError) Error() string { return e.msg }
 
-// UnmarshalJSON accepts a string or an array of text parts.
-func (c *Content) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) > 0 && b[0] == '"' {
-		var one string
-		if err := json.Unmarshal(b, &one); err != nil {
+// UnmarshalJSONFrom accepts a string or an array of text parts; a string,
+// the common case, is read without a second pass.
+func (c *Content) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	if dec.PeekKind() == '"' {
+		tok, err := dec.ReadToken()
+		if err != nil {
 			return err
 		}
-		*c = Content(one)
+		*c = Content(tok.String())
 		return nil
 	}
+	raw, err := dec.ReadValue()
+	if err != nil {
+		return err
+	}
 	var parts []jsontext.Value
-	if err := json.Unmarshal(b, &parts); err != nil {
-		return errors.New("content must be a string or an array of {\"type\": \"text\", \"text\": \"...\"} parts")
+	if err := json.Unmarshal(raw, &parts); err != nil {
+		return errors.New(`content must be a string or an array of {"type": "text", "text": "..."} parts`)
 	}
 	texts := make([]string, len(parts))
 	for i, raw := range parts {
@@ -281,6 +285,9 @@ func (c *Content) UnmarshalJSON(b []byte) error {
 	*c = Content(strings.Join(texts, "\n"))
 	return nil
 }
+
+// UnmarshalJSON is UnmarshalJSONFrom for encoding/json.
+func (c *Content) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, c) }
 
 // Timestamp formats t as ISO 8601 UTC with milliseconds.
 func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
