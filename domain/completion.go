@@ -111,30 +111,34 @@ type Completions struct {
 	limits    *Limits
 
 	// continuing maps the ids of the conversations that completions on
-	// this instance are continuing to their *continuation. A second
-	// continuation of one of them is refused before it goes upstream: both
-	// would send the same history, and only the first stored could keep
-	// its turn, after the other's reply was paid for. Instances do not
-	// share it; across instances the store refuses the later turn as it
-	// commits.
+	// this instance are continuing, or starting, to their *continuation. A
+	// second continuation of one of them is refused before it goes
+	// upstream: both would send the same history, and only the first
+	// stored could keep its turn, after the other's reply was paid for.
+	// Instances do not share it; across instances the store refuses the
+	// later turn as it commits.
 	continuing sync.Map
 }
 
-// continuation is a completion's claim on the conversation it continues.
+// continuation is a completion's claim on the conversation it continues,
+// or starts.
 type continuation struct {
-	s       *Completions
-	id      string
-	storing atomic.Bool   // its turn is being stored: the claim ends within a commit
-	done    chan struct{} // closed when the claim ends
+	s        *Completions
+	id       string
+	chatID   string        // the conversation's chat
+	starting bool          // a first turn's: the conversation is stored with it
+	storing  atomic.Bool   // its turn is being stored: the claim ends within a commit
+	done     chan struct{} // closed when the claim ends
 }
 
-// claim takes conversation id for one continuation, before its history is
-// read. A conversation that another continuation holds is a Conflict,
-// unless that one is storing its turn: claim then waits for it, so that
-// the history read next holds that turn (a client that saw the turn
-// stored, or the stream's [DONE], and continues at once is not refused).
-func (s *Completions) claim(ctx context.Context, id string) (*continuation, error) {
-	c := &continuation{s: s, id: id, done: make(chan struct{})}
+// claim takes conversation id of chat chatID for one completion: before a
+// continuation reads its history, or as a first turn makes up the id. A
+// conversation that another completion holds is a Conflict, unless that
+// one is storing its turn: claim then waits for it, so that the history
+// read next holds that turn (a client that saw the turn stored, or the
+// stream's [DONE], and continues at once is not refused).
+func (s *Completions) claim(ctx context.Context, id, chatID string, starting bool) (*continuation, error) {
+	c := &continuation{s: s, id: id, chatID: chatID, starting: starting, done: make(chan struct{})}
 	for {
 		v, busy := s.continuing.LoadOrStore(id, c)
 		if !busy {
@@ -142,7 +146,11 @@ func (s *Completions) claim(ctx context.Context, id string) (*continuation, erro
 		}
 		other := v.(*continuation)
 		if !other.storing.Load() {
-			return nil, Errorf(Conflict, "conversation %s is being continued by another request; wait for its reply, then send this request again", id)
+			what := "continued"
+			if other.starting {
+				what = "started"
+			}
+			return nil, Errorf(Conflict, "conversation %s is being %s by another request; wait for its reply, then send this request again", id, what)
 		}
 		select {
 		case <-other.done:
@@ -150,6 +158,14 @@ func (s *Completions) claim(ctx context.Context, id string) (*continuation, erro
 			return nil, Errorf(Unavailable, "conversation %s is still being stored by another request; send this request again", id)
 		}
 	}
+}
+
+// starting reports whether a first turn on this instance is starting
+// conversation id of chat chatID: a stream announces the id in its first
+// chunk, but the conversation is stored only with the turn.
+func (s *Completions) starting(id, chatID string) bool {
+	v, ok := s.continuing.Load(id)
+	return ok && v.(*continuation).starting && v.(*continuation).chatID == chatID
 }
 
 // release ends the claim.
@@ -263,7 +279,7 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 // plan is a resolved completion, ready to call upstream.
 type plan struct {
 	started  time.Time
-	claim    *continuation // held while continuing a conversation
+	claim    *continuation // held while continuing or starting a conversation
 	provider *AIProvider
 	chat     *Chat         // nil for stateless
 	conv     *Conversation // the conversation to append to (per chat)
@@ -406,25 +422,38 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		return nil, err
 	}
 	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
+	// err is the named result: the deferred release must see every error
+	// the function returns.
+	defer func() {
+		if err != nil && pl.claim != nil {
+			pl.claim.release()
+		}
+	}()
 	if in.ConversationID != "" {
-		// err is the named result, not one of this block: the deferred
-		// release below must see every error the function returns.
 		var conv *Conversation
 		conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
+		if KindOf(err) == NotFound && s.starting(in.ConversationID, chat.ID) {
+			// The id of a first turn still running here, which its
+			// stream announced (a client that stopped the stream and
+			// continues at once): as for a conversation being continued,
+			// a Conflict while the reply is generated, and a wait while
+			// the turn is stored; not a conversation that does not exist.
+			if pl.claim, err = s.claim(ctx, in.ConversationID, chat.ID, false); err != nil {
+				return nil, err
+			}
+			conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
+		}
 		if err != nil {
 			return nil, err
 		}
 		if conv.ChatID != chat.ID {
 			return nil, NotFoundf("conversation", in.ConversationID)
 		}
-		if pl.claim, err = s.claim(ctx, conv.ID); err != nil {
-			return nil, err
-		}
-		defer func() {
-			if err != nil {
-				pl.claim.release()
+		if pl.claim == nil {
+			if pl.claim, err = s.claim(ctx, conv.ID, chat.ID, false); err != nil {
+				return nil, err
 			}
-		}()
+		}
 		if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
 			return nil, Wrap("completions.ForChat", err)
 		}
@@ -437,6 +466,9 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		now := s.deps.Now()
 		pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: chat.ProjectID, ChatID: chat.ID, CreatedAt: now, UpdatedAt: now}
 		pl.newConv = true
+		if pl.claim, err = s.claim(ctx, pl.conv.ID, chat.ID, true); err != nil {
+			return nil, err // a new id: no other completion holds it
+		}
 	}
 	if err := s.resolveMessages(ctx, pl, chat.ProjectID); err != nil {
 		return nil, err

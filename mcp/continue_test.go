@@ -19,11 +19,13 @@ type heldTurns struct {
 	domain.Store
 	armed   atomic.Bool
 	held    chan struct{} // closed when the armed AppendTurn waits
+	conv    string        // the conversation of the turn held, once held is closed
 	release chan struct{}
 }
 
 func (s *heldTurns) AppendTurn(ctx context.Context, c *domain.Conversation, create bool, msgs []domain.Message) error {
 	if s.armed.CompareAndSwap(true, false) {
+		s.conv = c.ID
 		close(s.held)
 		<-s.release
 	}
@@ -82,5 +84,56 @@ func TestContinuationWaitsForATurnBeingStored(t *testing.T) {
 	want := []string{"user: one", "assistant: Hello, world!", "user: two", "assistant: Hello, world!", "user: three"}
 	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
 		t.Errorf("the third turn went upstream with %q, want %q", got, want)
+	}
+}
+
+// TestContinuationWaitsForAFirstTurnBeingStored: a first turn's
+// conversation is stored with the turn, but a REST stream names it in its
+// first chunk, so a continuation of it can come while that turn is being
+// stored (the client stopped the stream and sent its next message at
+// once). It waits for the turn, as for a conversation already stored,
+// and sends it upstream in its history; it was answered that the
+// conversation does not exist.
+func TestContinuationWaitsForAFirstTurnBeingStored(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	ht := &heldTurns{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
+	e.configure(func(d *domain.Deps) { d.Store = ht })
+	s := e.connect(overStdio, "editor", Options{})
+	var chat chatOut
+	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "turns"}, &chat)
+
+	ht.armed.Store(true)
+	call := func(args obj) <-chan *mcpgo.CallToolResult {
+		ch := make(chan *mcpgo.CallToolResult, 1)
+		go func() {
+			res, err := s.callCtx(context.Background(), "create-chat-completion-for-chat", args, nil)
+			if err != nil {
+				res = mcpgo.NewToolResultError("protocol error: " + err.Error())
+			}
+			ch <- res
+		}()
+		return ch
+	}
+	first := call(obj{"chatId": chat.ID, "messages": userMsg("one")})
+	select {
+	case <-ht.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first turn was never stored")
+	}
+	upstream := e.upstream.Count()
+	second := call(obj{"chatId": chat.ID, "conversationId": ht.conv, "messages": userMsg("two")})
+	time.Sleep(200 * time.Millisecond) // the second call waits for the first's turn
+	if n := e.upstream.Count(); n != upstream {
+		t.Fatalf("the second turn went upstream before the first was stored")
+	}
+	close(ht.release)
+	for i, res := range []*mcpgo.CallToolResult{<-first, <-second} {
+		if res.IsError {
+			t.Fatalf("turn %d: %s", i+1, text(res))
+		}
+	}
+	want := []string{"user: one", "assistant: Hello, world!", "user: two"}
+	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
+		t.Errorf("the second turn went upstream with %q, want %q", got, want)
 	}
 }

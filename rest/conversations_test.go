@@ -1,8 +1,10 @@
 package rest_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -135,6 +137,53 @@ func TestConcurrentContinuations(t *testing.T) {
 			if got := conversationMessages(t, h, conv); strings.Join(got, "|") != strings.Join(want, "|") {
 				t.Errorf("stream %v: after sending a refused tab again, stored %q, want %q", stream, got, want)
 			}
+		}
+	})
+}
+
+// TestContinuingAConversationBeingStarted: the first chunk of a first
+// turn's stream names its conversation before the turn is stored. A
+// continuation of that id sent meanwhile (a client that stopped the stream
+// and sends the next message at once, a second tab) gets the 409 of a
+// conversation being continued, to send again once the reply is done, and
+// sent again it goes upstream with the first turn. It got a 404 saying the
+// conversation does not exist, and a client drops a conversation that
+// does not exist.
+func TestContinuingAConversationBeingStarted(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
+		res := stream(t, h, path, map[string]any{"messages": []any{userMessage("one two three")}})
+		sc := bufio.NewScanner(res.Body)
+		var first struct {
+			ConversationID string `json:"conversationId"`
+		}
+		for sc.Scan() && first.ConversationID == "" {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				if err := json.Unmarshal([]byte(data), &first); err != nil {
+					t.Fatalf("first chunk: %v: %s", err, data)
+				}
+			}
+		}
+		conv := first.ConversationID
+		if conv == "" {
+			t.Fatal("the stream's first chunk named no conversation")
+		}
+		before := h.up.Count()
+		r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("next")}})
+		if want := "conversation " + conv + " is being started by another request; wait for its reply, then send this request again"; r.Status != 409 || r.ErrorMessage() != want {
+			t.Errorf("continuing while the first turn streams: %d %s, want 409: %s", r.Status, r.Body, want)
+		}
+		if h.up.Count() != before {
+			t.Error("the refused continuation went upstream")
+		}
+		for sc.Scan() { // the first turn ends, stored
+		}
+		res.Body.Close()
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("next")}})
+		if got, want := strings.Join(upstreamMessages(t, h), "|"), "system: You are a test.|user: one two three|assistant: echo: one two three|user: next"; got != want {
+			t.Errorf("the continuation sent again went upstream with %q, want %q", got, want)
 		}
 	})
 }

@@ -132,7 +132,7 @@ var apiRoutes = []apiRoute{
 	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
 		403: "viewers may not run completions (chats:CreateChatCompletion)",
 		404: "no such chat (or in a project you are not a member of), or conversationId names a conversation of another chat",
-		409: "another request is continuing the conversation (nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); send the request again once it has answered",
+		409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); send the request again once it has answered",
 		413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
 	})},
 
