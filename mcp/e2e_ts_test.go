@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
+	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -42,6 +45,16 @@ func TestTypeScriptSDK(t *testing.T) {
 	sse := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
 	mux := http.NewServeMux()
 	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, 0))
+	// A server whose keep-alive (100ms) is shorter than the fake's wait
+	// for a request that asks it to take its time (500ms): the SDK gets
+	// the answer as an event stream of comments, then the answer.
+	mux.Handle("/mcp-quiet", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, 100*time.Millisecond))
+	e.upstream.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if strings.Contains(string(r.RawBody), "take your time") {
+			return llmtest.Behavior{Delay: 500 * time.Millisecond}
+		}
+		return llmtest.Behavior{}
+	})
 	mux.Handle("/sse", sse.Stream)
 	mux.Handle("/message", sse.Message)
 	hs := httptest.NewServer(mux)
@@ -54,6 +67,7 @@ func TestTypeScriptSDK(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"PARLEY_MCP_URL="+hs.URL+"/mcp",
 		"PARLEY_SSE_URL="+hs.URL+"/sse",
+		"PARLEY_MCP_QUIET_URL="+hs.URL+"/mcp-quiet",
 		"PARLEY_API_KEY="+e.keys["editor"],
 		"PARLEY_PROJECT_ID="+e.project.ID,
 		"PARLEY_BIN="+bin,

@@ -160,6 +160,25 @@ test('streamable HTTP', { skip: !(PARLEY_MCP_URL && PARLEY_API_KEY) && 'PARLEY_M
   });
 });
 
+// PARLEY_MCP_QUIET_URL is a streamable HTTP endpoint whose keep-alive is
+// shorter than the upstream takes to answer "take your time": the call's
+// response opens as an event stream of keep-alive comments, and the answer
+// follows as its event.
+test('streamable HTTP: a quiet call kept alive', { skip: !(process.env.PARLEY_MCP_QUIET_URL && PARLEY_API_KEY) && 'PARLEY_MCP_QUIET_URL is not set' }, async () => {
+  const transport = new StreamableHTTPClientTransport(new URL(process.env.PARLEY_MCP_QUIET_URL), {
+    requestInit: { headers: { Authorization: `Bearer ${PARLEY_API_KEY}` } },
+  });
+  const client = await connect(transport);
+  try {
+    const { aiProviderId } = await pickProvider(client);
+    const out = await call(client, 'create-chat-completion', { aiProviderId, messages: [{ role: 'user', content: 'take your time' }] });
+    assert.match(out.content, /take your time/);
+    assert.ok(out.usage.totalTokens > 0, 'no usage');
+  } finally {
+    await client.close();
+  }
+});
+
 test('HTTP+SSE', { skip: !(PARLEY_SSE_URL && PARLEY_API_KEY) && 'PARLEY_SSE_URL or PARLEY_API_KEY is not set' }, async (t) => {
   await t.test('a stream without a key gets 401 with a challenge', async () => {
     const res = await fetch(PARLEY_SSE_URL, { headers: { Accept: 'text/event-stream' } });
