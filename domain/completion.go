@@ -509,6 +509,18 @@ func (s *Completions) checkDebug(ctx context.Context, p CompletionParams, projec
 	return err
 }
 
+// checkDocuments checks that the caller may read project projectID's
+// documents, which a documentId message (messages[i], the first) sends
+// upstream as they are: running completions does not of itself allow it.
+func (s *Completions) checkDocuments(ctx context.Context, projectID string, i int) error {
+	err := s.access.check(ctx, projectID, PermGetDocument, "project", projectID)
+	if KindOf(err) == Forbidden {
+		return Errorf(Forbidden, "messages[%d].documentId sends a document's content, and your role does not allow %s; send the text as content instead",
+			i, PermGetDocument)
+	}
+	return err
+}
+
 // resolveMessages takes the request's system message out as the override
 // and resolves documentId messages to their content. Documents must lie in
 // projectID.
@@ -533,6 +545,11 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		if m.DocumentID != "" {
 			d, ok := docs[m.DocumentID]
 			if !ok {
+				if len(docs) == 0 {
+					if err := s.checkDocuments(ctx, projectID, i); err != nil {
+						return err
+					}
+				}
 				var err error
 				d, err = lookup(ctx, PrefixDocument, "document", m.DocumentID, s.deps.Store.GetDocument)
 				if KindOf(err) == NotFound || (err == nil && d.ProjectID != projectID) {

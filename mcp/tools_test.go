@@ -595,6 +595,45 @@ p, admin, *`)
 	}
 }
 
+// TestDocumentMessagesNeedReadAccess runs completions under a policy whose
+// editor may run them but not read documents: a documentId message, which
+// sends a document's content upstream, is refused before anything goes
+// upstream; the same text sent as content runs.
+func TestDocumentMessagesNeedReadAccess(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	admin := e.ctx("admin")
+	chat, err := e.svcs.Chats.Create(admin, domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+	must(t, err)
+	authz, err := policy.NewFrom(policies.Model, `
+p, editor, chats:CreateChatCompletion
+p, editor, aiProviders:UseAIProvider
+p, admin, *`)
+	must(t, err)
+	e.useAuthorizer(authz)
+	editor := e.connect(overHTTP, "editor", Options{})
+
+	for _, c := range []struct {
+		tool string
+		args obj
+	}{
+		{"create-chat-completion-for-chat", obj{"chatId": chat.ID}},
+		{"create-chat-completion", obj{"aiProviderId": e.provider.ID}},
+	} {
+		before := e.upstream.Count()
+		c.args["messages"] = []obj{{"role": "user", "content": "read this"}, {"role": "user", "documentId": e.document.ID}}
+		msg := editor.fails(t, c.tool, c.args, "forbidden")
+		if !strings.Contains(msg, "messages[1].documentId") || !strings.Contains(msg, "documents:GetDocument") {
+			t.Errorf("%s with a document: %q, want it to name the message and documents:GetDocument", c.tool, msg)
+		}
+		if e.upstream.Count() != before {
+			t.Errorf("%s with a document it may not read reached the upstream", c.tool)
+		}
+		c.args["messages"] = userMsg("read this")
+		var out completionOut
+		editor.ok(t, c.tool, c.args, &out)
+	}
+}
+
 // TestMaxStreamDuration: PARLEY_MAX_STREAM_DURATION ends a streamed call
 // (one with a progress token) over MCP as it does over REST, with an
 // upstream_timeout error result that names the limit; the upstream call is
