@@ -277,7 +277,9 @@ func (h requestIDHandler) WithGroup(name string) slog.Handler {
 	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
-// accessLog logs one line per request: never a body or a header value.
+// accessLog logs one line per request: its status, duration and the bytes
+// of its response body (a stream's, however long), never a body or a
+// header value.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c *echo.Context) error {
 		start := time.Now()
@@ -287,16 +289,19 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		took := time.Since(start)
 		pattern := route(c)
-		status := 0
+		status, size := 0, int64(0)
 		if r := response(c); r != nil {
-			status = r.Status
+			status, size = r.Status, r.Size
+		}
+		if c.Request().Method == http.MethodHead {
+			size = 0 // written as for GET, and dropped by net/http
 		}
 		if s.cfg.Metrics != nil {
 			s.cfg.Metrics.ObserveRequest(pattern, methodLabel(c.Request().Method), status, took)
 		}
 		attrs := []any{
 			"method", c.Request().Method, "path", pattern,
-			"status", status, "duration_ms", float64(took.Microseconds()) / 1000,
+			"status", status, "duration_ms", float64(took.Microseconds()) / 1000, "bytes", size,
 		}
 		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
 			attrs = append(attrs, "user_id", p.UserID)

@@ -312,3 +312,59 @@ func TestHeadAnswersAsGet(t *testing.T) {
 		}
 	})
 }
+
+// TestAccessLogLine: every request logs one access line with its status,
+// duration and the bytes of its response body, JSON, error, HEAD (none:
+// net/http drops the body) and stream alike.
+func TestAccessLogLine(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	bodies := map[string]int{} // request id → bytes the client read
+	send := func(id, method, path, key string, body string) {
+		req, err := http.NewRequest(method, h.srv.URL+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Request-Id", id)
+		req.Header.Set("Content-Type", "application/json")
+		if key != "" {
+			req.Header.Set("Authorization", "Bearer "+key)
+		}
+		res, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(res.Body)
+		res.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		bodies[id] = len(b)
+	}
+	send("log-json", "GET", "/api/v1/me", h.admin, "")
+	send("log-404", "GET", "/nothing", "", "")
+	send("log-head", "HEAD", "/healthz", "", "")
+	send("log-stream", "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin,
+		`{"stream": true, "messages": [{"role": "user", "content": "one two three"}]}`)
+	if bodies["log-stream"] < 100 {
+		t.Fatalf("the stream's body is %d bytes; want a whole stream", bodies["log-stream"])
+	}
+	logs := h.finalLogs()
+	for id, n := range bodies {
+		var lines []string
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, "msg=request request_id="+id+" ") {
+				lines = append(lines, line)
+			}
+		}
+		if len(lines) != 1 {
+			t.Errorf("request %s has %d access log lines, want 1:\n%s", id, len(lines), strings.Join(lines, "\n"))
+			continue
+		}
+		for _, want := range []string{" status=", " duration_ms=", " bytes=" + strconv.Itoa(n) + " "} {
+			if !strings.Contains(lines[0]+" ", want) {
+				t.Errorf("access log line of %s (%d bytes sent) lacks %q: %s", id, n, strings.TrimSpace(want), lines[0])
+			}
+		}
+	}
+}
