@@ -31,25 +31,37 @@ type Metrics struct {
 	rateLimited *prometheus.CounterVec
 }
 
+// Histogram buckets, in seconds. An API request that is not a completion
+// takes well under a millisecond (Parley's added latency at p50 is below
+// one: docs/benchmarks.md), so requestBuckets start at 100µs, where a
+// first bucket of 5 ms would hold nearly every request; and a
+// stream lasts as long as its reply, with no limit by default
+// (PARLEY_MAX_STREAM_DURATION), so request and completion durations run to
+// an hour.
+var (
+	requestBuckets    = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600}
+	completionBuckets = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600}
+	ttftBuckets       = []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900}
+)
+
 // New registers Parley's collectors and the Go runtime's.
 func New() *Metrics {
-	buckets := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900}
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_http_requests_total", Help: "HTTP requests by route, method and status.",
 		}, []string{"route", "method", "status"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_http_request_duration_seconds", Help: "HTTP request duration by route and method.", Buckets: buckets,
+			Name: "parley_http_request_duration_seconds", Help: "HTTP request duration by route and method.", Buckets: requestBuckets,
 		}, []string{"route", "method"}),
 		completions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_completions_total", Help: "Completions by route, provider type, model, outcome and streaming.",
 		}, []string{"route", "provider", "model", "outcome", "stream"}),
 		compLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_duration_seconds", Help: "Completion duration by route, provider, model and outcome.", Buckets: buckets,
+			Name: "parley_completion_duration_seconds", Help: "Completion duration by route, provider, model and outcome.", Buckets: completionBuckets,
 		}, []string{"route", "provider", "model", "outcome"}),
 		ttft: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the upstream call to a stream's first token, by route, provider, model and outcome.", Buckets: buckets,
+			Name: "parley_completion_time_to_first_token_seconds", Help: "Time from the upstream call to a stream's first token, by route, provider, model and outcome.", Buckets: ttftBuckets,
 		}, []string{"route", "provider", "model", "outcome"}),
 		tokens: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_tokens_total", Help: "Tokens by provider, model and kind (prompt, completion).",

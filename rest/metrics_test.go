@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -286,4 +287,53 @@ func TestMCPLogsCarryTheRequestID(t *testing.T) {
 		}
 	}
 	t.Error(`no "mcp tool call refused" line was logged`)
+}
+
+// TestMetricBuckets: the duration histograms resolve what they measure.
+// An API request takes well under a millisecond, so the request histogram
+// has buckets below one; a stream runs as long as its reply, with no limit
+// by default, so request and completion durations have buckets up to an
+// hour, not +Inf past 15 minutes.
+func TestMetricBuckets(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	h.call("GET", "/healthz", "", nil)
+	h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	h.waitMetric("parley_http_request_duration_seconds_count", 1, `route="/healthz"`)
+	m := h.metrics()
+	for _, c := range []struct {
+		name          string
+		label         string
+		lowest, upper float64 // the smallest bucket at most lowest, the largest at least upper
+	}{
+		{"parley_http_request_duration_seconds", `route="/healthz"`, 0.0001, 3600},
+		{"parley_completion_duration_seconds", `outcome="ok"`, 0.005, 3600},
+	} {
+		bounds := m.buckets(c.name, c.label)
+		if len(bounds) == 0 {
+			t.Errorf("%s{%s} has no buckets", c.name, c.label)
+			continue
+		}
+		if lo, hi := bounds[0], bounds[len(bounds)-1]; lo > c.lowest || hi < c.upper {
+			t.Errorf("%s buckets run from %gs to %gs, want from %gs or less to %gs or more", c.name, lo, hi, c.lowest, c.upper)
+		}
+	}
+}
+
+// buckets returns the finite upper bounds of the buckets of histogram
+// name's series with label, in order.
+func (m metricsText) buckets(name, label string) []float64 {
+	var bounds []float64
+	le := regexp.MustCompile(`le="([^"]+)"`)
+	for _, line := range strings.Split(m.text, "\n") {
+		if !strings.HasPrefix(line, name+"_bucket{") || !strings.Contains(line, label) {
+			continue
+		}
+		if mm := le.FindStringSubmatch(line); mm != nil && mm[1] != "+Inf" {
+			if v, err := strconv.ParseFloat(mm[1], 64); err == nil {
+				bounds = append(bounds, v)
+			}
+		}
+	}
+	return bounds
 }
