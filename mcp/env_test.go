@@ -160,8 +160,8 @@ func (e *env) server(opts Options) *server.MCPServer {
 // httpServer serves the MCP HTTP transports as cmd/parley mounts them.
 func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody, e.keepAlive))
-	x := NewSSE(srv, e.svcs.Users.Authenticate, maxBody, "")
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody, e.keepAlive, nil))
+	x := NewSSE(srv, e.svcs.Users.Authenticate, maxBody, "", nil)
 	x.KeepAlive = e.keepAlive
 	sse, msg := x.Stream, x.Message
 	mux.Handle("/sse", sse)

@@ -65,7 +65,15 @@ const sessionIdleTTL = time.Hour
 // long gets an SSE comment (keptAlive), and a write to a response that the
 // client has not taken after twice it is cut (stallCutter). mcp-go's
 // plain-text refusals are put in the error envelope (plainErrors).
-func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration) http.Handler {
+//
+// logger (nil: slog.Default()) takes the transport's own lines: a key that
+// could not be checked (the database is down), logged with the request's
+// context so that a handler such as rest.LogHandler names its request id,
+// and mcp-go's transport warnings.
+func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration, logger *slog.Logger) http.Handler {
+	if logger == nil {
+		logger = slog.Default()
+	}
 	h := server.NewStreamableHTTPServer(srv,
 		server.WithHTTPContextFunc(principalContext),
 		server.WithDisableStreaming(true),
@@ -74,14 +82,14 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// proxy on the same host that forwards the public Host header.
 		server.WithDisableLocalhostProtection(true),
 		server.WithSessionIdleTTL(sessionIdleTTL),
-		server.WithStreamableHTTPLogger(slog.New(transportLog{slog.Default().Handler()})),
+		server.WithStreamableHTTPLogger(slog.New(transportLog{logger.Handler()})),
 	)
 	var live liveRequests
 	stall := stallAfter(keepAlive)
 	if keepAlive <= 0 {
 		keepAlive = defaultKeepAlive
 	}
-	return guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		cw := newStallCutter(w, stall)
 		defer cw.end()
 		kw, endKeepAlive := withKeepAlives(cw, r, keepAlive)
@@ -119,7 +127,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 				out := &bufferedResponse{header: http.Header{}}
 				h.ServeHTTP(out, end)
 				if out.status != http.StatusOK {
-					slog.ErrorContext(r.Context(), "mcp: dropping a new session's state failed", "status", out.status, "body", out.body.String())
+					logger.ErrorContext(r.Context(), "mcp: dropping a new session's state failed", "status", out.status, "body", out.body.String())
 				}
 			}
 			buf.copyTo(w)
@@ -309,8 +317,11 @@ type SSE struct {
 }
 
 // NewSSE returns the HTTP+SSE transport of srv, mounted under basePath ("" at
-// the root).
-func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string) *SSE {
+// the root). logger is as for StreamableHTTPHandler.
+func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string, logger *slog.Logger) *SSE {
+	if logger == nil {
+		logger = slog.Default()
+	}
 	x := &SSE{}
 	var streams sync.Map // session id → *sseStream
 	x.srv = server.NewSSEServer(srv,
@@ -334,7 +345,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		}),
 	)
 	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
-	x.Stream = guard(auth, maxBodyBytes, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Stream = guard(auth, logger, maxBodyBytes, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id string
 		defer func() {
 			if id == "" {
@@ -353,7 +364,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
 		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
 	}))
-	x.Message = guard(auth, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Message = guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
 		if session == "" {
@@ -925,8 +936,9 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 // guard authenticates the bearer key, checks the method and caps the body
 // before next sees the request: a missing or wrong key gets 401 with a
 // WWW-Authenticate challenge, a method other than method 405 with Allow,
-// a body over the limit 413.
-func guard(auth Authenticator, maxBodyBytes int64, method string, next http.Handler) http.Handler {
+// a body over the limit 413. A key that could not be checked is logged to
+// logger, with the request's context.
+func guard(auth Authenticator, logger *slog.Logger, maxBodyBytes int64, method string, next http.Handler) http.Handler {
 	if maxBodyBytes <= 0 {
 		maxBodyBytes = DefaultMaxBodyBytes
 	}
@@ -950,7 +962,7 @@ func guard(auth Authenticator, maxBodyBytes int64, method string, next http.Hand
 			if kind == domain.Unavailable {
 				status = http.StatusServiceUnavailable
 			}
-			slog.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
+			logger.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
 			writeError(w, status, kind.String(), domain.MessageOf(err))
 			return
 		}

@@ -550,7 +550,7 @@ func TestSSEStreamClosedCancelsCalls(t *testing.T) {
 // not close it, which would cancel every call of the session.
 func TestSSESessionKeepAlive(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "")
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "", nil)
 	x.KeepAlive = 100 * time.Millisecond
 	hs := httptest.NewServer(x.Stream)
 	defer hs.Close()
@@ -813,7 +813,7 @@ func TestAbandonedSessionsLeaveNothing(t *testing.T) {
 // session's requests are owed, and must not wait for one that never comes.
 func TestUnansweredMessageHoldsNoShutdown(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "")
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "", nil)
 	mux := http.NewServeMux()
 	mux.Handle("/sse", x.Stream)
 	mux.Handle("/message", x.Message)
@@ -979,14 +979,14 @@ func (e *env) smallBufferServer(t *testing.T, srv *server.MCPServer, over string
 	t.Helper()
 	var h http.Handler
 	if over == overSSE {
-		x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "")
+		x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "", nil)
 		x.KeepAlive = keepAlive
 		mux := http.NewServeMux()
 		mux.Handle("/sse", wrap(x.Stream))
 		mux.Handle("/message", x.Message)
 		h = mux
 	} else {
-		h = wrap(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive))
+		h = wrap(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive, nil))
 	}
 	hs = httptest.NewUnstartedServer(h)
 	hs.Listener = smallBuffers{hs.Listener}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
@@ -336,4 +337,52 @@ func (m metricsText) buckets(name, label string) []float64 {
 		}
 	}
 	return bounds
+}
+
+// TestFailedChecksLogTheRequestID: with the database gone, the lines that
+// say why /readyz answered 503 and why MCP over HTTP could not check a
+// key go to the server's log, first naming the request id the response
+// carries, as every line of a request does.
+func TestFailedChecksLogTheRequestID(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	_, key := h.user("u") // not used yet, so not cached: its check needs the database
+	if err := h.app.Store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ id, method, path, key, body, msg string }{
+		{"ready-down", "GET", "/readyz", "", "", `msg="not ready"`},
+		{"mcp-down", "POST", "/mcp", key, `{"jsonrpc":"2.0","id":1,"method":"ping"}`, `msg="mcp authentication failed"`},
+	} {
+		req, err := http.NewRequest(c.method, h.srv.URL+c.path, strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("X-Request-Id", c.id)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		if c.key != "" {
+			req.Header.Set("Authorization", "Bearer "+c.key)
+		}
+		res, err := testClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if res.StatusCode < 500 {
+			t.Errorf("%s %s with the database closed = %d, want a 5xx", c.method, c.path, res.StatusCode)
+		}
+		logs := h.logs.String()
+		found := false
+		for _, line := range strings.Split(logs, "\n") {
+			if strings.Contains(line, c.msg) {
+				found = true
+				if !strings.Contains(line, c.msg+" request_id="+c.id+" ") {
+					t.Errorf("the line does not name request_id=%s first: %s", c.id, line)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("no %s line in the server's log:\n%s", c.msg, logs)
+		}
+	}
 }

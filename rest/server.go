@@ -492,7 +492,7 @@ func (s *Server) handleReady(c *echo.Context) error {
 		rctx, cancel := context.WithTimeout(c.Request().Context(), readyTimeout)
 		defer cancel()
 		if err := s.cfg.Ready(rctx); err != nil {
-			s.log.Warn("not ready", "err", err)
+			s.log.WarnContext(ctx(c), "not ready", "err", err)
 			return domain.Errorf(domain.Unavailable, "not ready: the database is unreachable")
 		}
 	}

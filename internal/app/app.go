@@ -290,8 +290,8 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
-	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, cfg.KeepAlive))
-	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "")
+	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, cfg.KeepAlive, log))
+	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "", log)
 	a.mcpSSE.KeepAlive = cfg.KeepAlive
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)
