@@ -386,3 +386,29 @@ func TestFailedChecksLogTheRequestID(t *testing.T) {
 		}
 	}
 }
+
+// TestLongModelNameTakesNoLabel: the provider names the model a completion
+// ran, and a provider of the project's own may answer with a name as long
+// as a reply. Such a name counts as "other": as a label it would repeat in
+// every line of every series it labels, and a few would make each scrape
+// megabytes, where the API takes model names of up to 200 characters.
+func TestLongModelNameTakesNoLabel(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	long := strings.Repeat("m", 100_000)
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	for _, model := range []string{long, "gpt-" + strings.Repeat("4", 196)} {
+		h.up.Enqueue(llmtest.Behavior{Model: model})
+		h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	}
+	m := h.metrics()
+	if strings.Contains(m.text, strings.Repeat("m", 201)) {
+		t.Errorf("/metrics (%d bytes) labels a %d-character model name", len(m.text), len(long))
+	}
+	if v, _ := m.value("parley_completions_total", `model="other"`, `outcome="ok"`); v != 1 {
+		t.Errorf(`completions of the long-named model under model="other" = %v, want 1`, v)
+	}
+	if v, _ := m.value("parley_completions_total", `model="gpt-`+strings.Repeat("4", 196)+`"`); v != 1 {
+		t.Errorf("completions of a 200-character model name under its name = %v, want 1", v)
+	}
+}
