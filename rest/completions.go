@@ -507,7 +507,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 		if domain.KindOf(err) == domain.Canceled {
 			return nil // the client left; nobody reads an error
 		}
-		st.s.log.WarnContext(ctx(st.c), "stream failed", "kind", domain.KindOf(err).String(), "err", err)
+		st.s.log.Log(ctx(st.c), failureLevel(err), "stream failed", "kind", domain.KindOf(err).String(), "err", err)
 		_ = st.add(toErrorBody(err))
 		st.buf.WriteString(doneEvent)
 		_ = st.write()

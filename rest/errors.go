@@ -3,6 +3,7 @@ package rest
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"strconv"
 
@@ -105,19 +106,16 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	// The attributes go with each record, not on a logger (With): those
 	// would come before the request_id that LogHandler puts first.
 	attrs := []any{"method", c.Request().Method, "path", route(c), "kind", kind.String(), "err", err}
+	level, msg := failureLevel(err), "request refused"
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):
-		// Expected at every deploy whose grace period a request outlives.
-		s.log.WarnContext(ctx(c), "request ended by shutdown", attrs...)
+		msg = "request ended by shutdown"
 	case kind == domain.Upstream || kind == domain.Timeout:
-		// The provider refused its key, failed or did not answer: the
-		// operator's to know of, as a stream's failure is ("stream failed").
-		s.log.WarnContext(ctx(c), "upstream failed", attrs...)
-	case status >= 500:
-		s.log.ErrorContext(ctx(c), "request failed", attrs...)
-	default:
-		s.log.DebugContext(ctx(c), "request refused", attrs...)
+		msg = "upstream failed"
+	case level == slog.LevelError:
+		msg = "request failed"
 	}
+	s.log.Log(ctx(c), level, msg, attrs...)
 	h := c.Response().Header()
 	if kind == domain.Unauthenticated {
 		// As MCP over HTTP answers (RFC 6750 §3.1): a key that was sent
@@ -145,6 +143,23 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	if werr := c.JSON(status, body); werr != nil {
 		s.log.DebugContext(ctx(c), "writing error response", "method", c.Request().Method, "path", route(c), "err", werr)
 	}
+}
+
+// failureLevel is the level a request's failure is logged at, the same
+// for a JSON response and for a stream that failed once it began: a
+// warning for the server's shutdown (expected at every deploy whose grace
+// period a request outlives) and for a provider that refused its key,
+// failed or did not answer (the operator's to know of); an error for
+// Parley's own faults, a 5xx; debug for what the caller must fix.
+func failureLevel(err error) slog.Level {
+	kind := domain.KindOf(err)
+	switch {
+	case errors.Is(err, domain.ErrShuttingDown), kind == domain.Upstream, kind == domain.Timeout:
+		return slog.LevelWarn
+	case statusOf[kind] >= 500:
+		return slog.LevelError
+	}
+	return slog.LevelDebug
 }
 
 // rateLimitHeaders sets the RateLimit-* headers of a refusal by one of

@@ -1,0 +1,64 @@
+package rest_test
+
+import (
+	"bufio"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestStreamFailureLogLevels: a stream that fails once it began is logged
+// at the level of its cause, as a JSON completion's failure is: a turn
+// that cannot be stored because its chat was deleted meanwhile (a 404 the
+// JSON completion answers) is a debug line; one that cannot be stored
+// because the database is gone (Parley's own fault, a 5xx) an error; a
+// provider's failure a warning.
+func TestStreamFailureLogLevels(t *testing.T) {
+	for _, c := range []struct {
+		name, code, level string
+		during            func(h *harness, chat string)
+		behavior          llmtest.Behavior
+	}{
+		{"chat deleted", "not_found", "DEBUG", func(h *harness, chat string) {
+			h.must(200, "DELETE", "/api/v1/chats/"+chat, h.admin, nil)
+		}, llmtest.Behavior{Deltas: []string{"a", "b", "c"}, ChunkDelay: 100 * time.Millisecond}},
+		{"database gone", "", "ERROR", func(h *harness, chat string) {
+			if err := h.app.Store.Close(); err != nil {
+				t.Fatal(err)
+			}
+		}, llmtest.Behavior{Deltas: []string{"a", "b", "c"}, ChunkDelay: 100 * time.Millisecond}},
+		{"provider failed", "upstream_error", "WARN", func(*harness, string) {},
+			llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, dbtest.SQLite(t), nil)
+			w := h.world()
+			h.up.Enqueue(c.behavior)
+			res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("x")}})
+			id := res.Header.Get("X-Request-Id")
+			rd := bufio.NewReader(res.Body)
+			if _, err := rd.ReadString('\n'); err != nil { // the first chunk: the stream began
+				t.Fatal(err)
+			}
+			c.during(h, w.chat)
+			var rest strings.Builder
+			_, _ = rd.WriteTo(&rest)
+			res.Body.Close()
+			if !strings.Contains(rest.String(), `"error"`) || !strings.Contains(rest.String(), c.code) {
+				t.Fatalf("the stream ended without an error event %s: %s", c.code, rest.String())
+			}
+			var line string
+			for _, l := range strings.Split(h.finalLogs(), "\n") {
+				if strings.Contains(l, `msg="stream failed" request_id=`+id+" ") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, "level="+c.level+" ") {
+				t.Errorf("the stream's failure logged as %q, want level=%s", line, c.level)
+			}
+		})
+	}
+}
