@@ -23,8 +23,10 @@ var (
 // does not exist") and goes on with the domain's user-safe message; a call
 // the server's shutdown ended is "unavailable: ...", to be made again. Only
 // Internal faults and cancellations become protocol errors, with a generic
-// text; the cause is logged at error level, the provider's failures at
-// warning and the caller's errors at debug.
+// text. Parley's own faults are logged at error level, Internal and
+// Unavailable alike (a database that is down or does not answer: REST's
+// 503, which it logs as an error too), the provider's failures at warning
+// and the caller's errors at debug.
 func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
 	log := d.log
 	kind := domain.KindOf(err)
@@ -40,11 +42,14 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "err", err)
 		return nil, errInternal
 	}
-	if kind == domain.Upstream || kind == domain.Timeout {
+	switch kind {
+	case domain.Upstream, domain.Timeout:
 		// The provider refused its key, failed or did not answer: the
 		// operator's to know of, as over REST.
 		log.WarnContext(ctx, "mcp tool call: upstream failed", "tool", tool, "kind", kind.String(), "err", err)
-	} else {
+	case domain.Unavailable:
+		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "kind", kind.String(), "err", err)
+	default:
 		log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
 	}
 	return mcpgo.NewToolResultError(errorText(err)), nil

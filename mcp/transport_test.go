@@ -496,11 +496,21 @@ func TestErrorMapping(t *testing.T) {
 		}
 	}
 	// The provider failing is the operator's to know of at the default
-	// level, as over REST; what the caller must fix is a debug line.
+	// level, as over REST, and a database that is down (unavailable, REST's
+	// 503) is an error; what the caller must fix is a debug line.
 	for _, line := range strings.Split(logs.String(), "\n") {
-		upstream := strings.Contains(line, "kind=upstream_error") || strings.Contains(line, "kind=upstream_timeout")
-		if line != "" && upstream != strings.Contains(line, "level=WARN") {
-			t.Errorf("want a warning for an upstream failure and a debug line otherwise: %s", line)
+		if line == "" {
+			continue
+		}
+		want := "level=DEBUG"
+		switch {
+		case strings.Contains(line, "kind=upstream_error") || strings.Contains(line, "kind=upstream_timeout"):
+			want = "level=WARN"
+		case strings.Contains(line, "kind=unavailable"):
+			want = "level=ERROR"
+		}
+		if !strings.Contains(line, want) {
+			t.Errorf("want %s: %s", want, line)
 		}
 	}
 	internal := domain.Wrap("chats.Create", fmt.Errorf(`pq: relation "chats" violates; SELECT * FROM secrets`))

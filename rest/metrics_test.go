@@ -412,3 +412,43 @@ func TestLongModelNameTakesNoLabel(t *testing.T) {
 		t.Errorf("completions of a 200-character model name under its name = %v, want 1", v)
 	}
 }
+
+// TestMCPOutageLoggedAsError: an MCP tool call that fails because the
+// database is gone gets an "unavailable:" result, and is logged as an
+// error, as the REST request's 503 is: it is Parley's fault, not the
+// caller's, and an operator must hear of it at the default level.
+func TestMCPOutageLoggedAsError(t *testing.T) {
+	st, p := dbtest.PostgresThroughProxy(t)
+	h := newHarness(t, st, nil)
+	prj := h.project(h.admin, "p")
+	c := h.mcpSession(h.admin, "X-Request-Id", "mcp-outage") // the key is checked, and cached, here
+	p.Down()
+	doc := map[string]any{"projectId": prj, "name": "d", "content": "x"}
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "create-document"
+	req.Params.Arguments = doc
+	res, err := c.CallTool(context.Background(), req)
+	if err != nil || !res.IsError || !strings.Contains(fmt.Sprint(res.Content), "unavailable:") {
+		t.Fatalf("create-document with the database gone: %v %+v, want an unavailable: result", err, res)
+	}
+	r := h.call("POST", "/api/v1/documents", h.admin, doc)
+	if r.Status != 503 {
+		t.Fatalf("POST /documents with the database gone = %d %s, want 503", r.Status, r.Body)
+	}
+	c.Close()
+	var mcpLine, restLine string
+	for _, line := range strings.Split(h.finalLogs(), "\n") {
+		switch {
+		case strings.Contains(line, "request_id=mcp-outage") && strings.Contains(line, "kind=unavailable"):
+			mcpLine = line
+		case strings.Contains(line, "path=/api/v1/documents") && strings.Contains(line, "kind=unavailable"):
+			restLine = line
+		}
+	}
+	if !strings.Contains(restLine, "level=ERROR") {
+		t.Errorf("the REST request's 503 logged as %q, want an error", restLine)
+	}
+	if !strings.Contains(mcpLine, "level=ERROR") {
+		t.Errorf("the MCP call's outage logged as %q, want an error", mcpLine)
+	}
+}
