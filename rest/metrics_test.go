@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -450,5 +452,78 @@ func TestMCPOutageLoggedAsError(t *testing.T) {
 	}
 	if !strings.Contains(mcpLine, "level=ERROR") {
 		t.Errorf("the MCP call's outage logged as %q, want an error", mcpLine)
+	}
+}
+
+// TestMetricsAsREADMESays: every metric README's Operations table names is
+// served, after completions (JSON and streamed) and a refusal by a limit,
+// with the labels the table gives it, and no others.
+func TestMetricsAsREADMESays(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("^\\| (`parley_[a-z_]+`.*?) \\| (.*) \\|$")
+	backticked := regexp.MustCompile("`([a-z_]+)`")
+	aside := regexp.MustCompile(`\([^)]*\)`)
+	want := map[string][]string{} // metric → its labels
+	for _, line := range strings.Split(string(readme), "\n") {
+		m := row.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		var labels []string // the backticked names outside parentheses
+		for _, l := range backticked.FindAllStringSubmatch(aside.ReplaceAllString(m[2], ""), -1) {
+			labels = append(labels, l[1])
+		}
+		slices.Sort(labels)
+		for _, name := range backticked.FindAllStringSubmatch(m[1], -1) {
+			want[name[1]] = labels
+		}
+	}
+	if len(want) < 8 {
+		t.Fatalf("README's metrics table names %d metrics: %v", len(want), want)
+	}
+
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}}))
+	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 1})
+	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}}); r.Status != 429 {
+		t.Fatalf("completion over the limit = %d %s, want 429", r.Status, r.Body)
+	}
+	h.waitMetric("parley_http_requests_total", 1, `status="429"`)
+
+	got := map[string][]string{}
+	sample := regexp.MustCompile(`^(parley_[a-z_]+?)(?:_bucket|_sum|_count)?(?:\{(.*)\})? `)
+	label := regexp.MustCompile(`([a-z_]+)="`)
+	for _, line := range strings.Split(h.metrics().text, "\n") {
+		m := sample.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		var labels []string
+		for _, l := range label.FindAllStringSubmatch(m[2], -1) {
+			if l[1] != "le" {
+				labels = append(labels, l[1])
+			}
+		}
+		slices.Sort(labels)
+		got[m[1]] = labels
+	}
+	for name, labels := range want {
+		if g, ok := got[name]; !ok {
+			t.Errorf("%s, which README names, is not served", name)
+		} else if !slices.Equal(g, labels) {
+			t.Errorf("%s has labels %v; README says %v", name, g, labels)
+		}
+	}
+	for name := range got {
+		if _, ok := want[name]; !ok {
+			t.Errorf("%s is served but README's table does not name it", name)
+		}
 	}
 }
