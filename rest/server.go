@@ -453,12 +453,12 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 // said that conversation "cnv_1/messages" does not exist, instead of that
 // there is no such endpoint. Parameters are taken from the path as sent,
 // not unescaped (Echo's default), so an escaped slash (%2F) is no segment
-// boundary.
+// boundary. The check counts segments rather than reading the parameters:
+// a route that does not take the request's method has none to read, and
+// its 405 would say that the endpoint exists.
 func wholeSegments(c *echo.Context) error {
-	for _, v := range c.PathValues() {
-		if strings.Contains(v.Value, "/") {
-			return echo.ErrNotFound
-		}
+	if strings.Count(c.Request().URL.EscapedPath(), "/") != strings.Count(c.Path(), "/") {
+		return echo.ErrNotFound
 	}
 	return nil
 }

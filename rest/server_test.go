@@ -180,6 +180,8 @@ func TestPathParameterIsOneSegment(t *testing.T) {
 			"/api/v1/conversations/" + conv + "/turns",
 			"/api/v1/documents/doc_1/versions",
 			"/api/v1/ai-providers/aip_1/models",
+			// A route that takes no GET: still no endpoint, not a 405.
+			"/api/v1/projects/" + w.project + "/members/usr_1/roles",
 		} {
 			r := h.call("GET", path, h.admin, nil)
 			if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "no such endpoint") {
