@@ -1905,7 +1905,7 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 	w := newWorld(t, s)
 
 	stop := make(chan struct{})
-	var killed atomic.Int64
+	var killed, written atomic.Int64
 	var kw sync.WaitGroup
 	kw.Go(func() {
 		for {
@@ -1917,13 +1917,23 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 			var n int64
 			// OFFSET 0 keeps the filter apart from the call, which would
 			// otherwise also end the killer's own session. One session a
-			// round: ending every active one each time, on a loaded host
-			// where a statement outlasts a round, ended some turns' every
-			// attempt, which no server does.
+			// round, and the next round only once turns were written
+			// meanwhile: on a loaded host (make test under -race) a
+			// statement outlasts many rounds, and ending sessions at a
+			// fixed pace ended some turns' every attempt, which no server
+			// does.
+			before := written.Load()
 			if killer.DB().Raw(`SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid FROM pg_stat_activity
 				WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'
-				AND state = 'active' ORDER BY random() LIMIT 1 OFFSET 0) AS busy`).Row().Scan(&n) == nil {
+				AND state = 'active' ORDER BY random() LIMIT 1 OFFSET 0) AS busy`).Row().Scan(&n) == nil && n > 0 {
 				killed.Add(n)
+				for written.Load() < before+4 {
+					select {
+					case <-stop:
+						return
+					case <-time.After(time.Millisecond):
+					}
+				}
 			}
 		}
 	})
@@ -1936,6 +1946,8 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 				if err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")); err != nil {
 					failed.Add(1)
 					t.Log(err)
+				} else {
+					written.Add(1)
 				}
 			}
 		})
