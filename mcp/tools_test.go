@@ -556,13 +556,12 @@ func callTool(e *env, s *session) func(ctx context.Context) error {
 	}
 }
 
-// TestDebugNeedsReadAccess runs completions under a policy whose editor
-// may run them but read neither chats nor AI providers: debug: true, which
-// shows their configuration, is refused; the same call without it runs.
-func TestDebugNeedsReadAccess(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t))
-	admin := e.ctx("admin")
-	chat, err := e.svcs.Chats.Create(admin, domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+// completionsOnly gives e's editor a policy under which it may run
+// completions and use the provider, and read nothing; it returns a chat
+// of e's project and the editor's session.
+func completionsOnly(t *testing.T, e *env) (*domain.Chat, *session) {
+	t.Helper()
+	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
 	must(t, err)
 	authz, err := policy.NewFrom(policies.Model, `
 p, editor, chats:CreateChatCompletion
@@ -570,7 +569,15 @@ p, editor, aiProviders:UseAIProvider
 p, admin, *`)
 	must(t, err)
 	e.useAuthorizer(authz)
-	editor := e.connect(overHTTP, "editor", Options{})
+	return chat, e.connect(overHTTP, "editor", Options{})
+}
+
+// TestDebugNeedsReadAccess runs completions under a policy whose editor
+// may run them but read neither chats nor AI providers: debug: true, which
+// shows their configuration, is refused; the same call without it runs.
+func TestDebugNeedsReadAccess(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat, editor := completionsOnly(t, e)
 
 	for _, c := range []struct {
 		tool string
@@ -601,16 +608,7 @@ p, admin, *`)
 // upstream; the same text sent as content runs.
 func TestDocumentMessagesNeedReadAccess(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	admin := e.ctx("admin")
-	chat, err := e.svcs.Chats.Create(admin, domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-	must(t, err)
-	authz, err := policy.NewFrom(policies.Model, `
-p, editor, chats:CreateChatCompletion
-p, editor, aiProviders:UseAIProvider
-p, admin, *`)
-	must(t, err)
-	e.useAuthorizer(authz)
-	editor := e.connect(overHTTP, "editor", Options{})
+	chat, editor := completionsOnly(t, e)
 
 	for _, c := range []struct {
 		tool string
