@@ -39,48 +39,16 @@ func (s *heldTurns) AppendTurn(ctx context.Context, c *domain.Conversation, crea
 // upstream in its history. One that comes while the previous reply is
 // still being generated is refused (TestConcurrentContinuations in rest).
 func TestContinuationWaitsForATurnBeingStored(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t))
-	ht := &heldTurns{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
-	e.configure(func(d *domain.Deps) { d.Store = ht })
-	s := e.connect(overStdio, "editor", Options{})
-	var chat chatOut
-	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "turns"}, &chat)
+	e, ht, s, chat := heldTurnChat(t)
 	var first completionOut
 	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
 
 	ht.armed.Store(true)
-	// continueWith calls the tool in the background; its result comes on
-	// the channel.
 	continueWith := func(msg string) <-chan *mcpgo.CallToolResult {
-		ch := make(chan *mcpgo.CallToolResult, 1)
-		go func() {
-			res, err := s.callCtx(context.Background(), "create-chat-completion-for-chat",
-				obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg(msg)}, nil)
-			if err != nil {
-				res = mcpgo.NewToolResultError("protocol error: " + err.Error())
-			}
-			ch <- res
-		}()
-		return ch
+		return s.callLater(obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg(msg)})
 	}
 	second := continueWith("two")
-	select {
-	case <-ht.held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the second turn was never stored")
-	}
-	upstream := e.upstream.Count()
-	third := continueWith("three")
-	time.Sleep(200 * time.Millisecond) // the third call waits for the second's turn
-	if n := e.upstream.Count(); n != upstream {
-		t.Fatalf("the third turn went upstream before the second was stored")
-	}
-	close(ht.release)
-	for i, res := range []*mcpgo.CallToolResult{<-second, <-third} {
-		if res.IsError {
-			t.Fatalf("turn %d: %s", i+2, text(res))
-		}
-	}
+	waitsForHeldTurn(t, e, ht, second, func() <-chan *mcpgo.CallToolResult { return continueWith("three") })
 	want := []string{"user: one", "assistant: Hello, world!", "user: two", "assistant: Hello, world!", "user: three"}
 	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
 		t.Errorf("the third turn went upstream with %q, want %q", got, want)
@@ -95,45 +63,66 @@ func TestContinuationWaitsForATurnBeingStored(t *testing.T) {
 // and sends it upstream in its history; it was answered that the
 // conversation does not exist.
 func TestContinuationWaitsForAFirstTurnBeingStored(t *testing.T) {
+	e, ht, s, chat := heldTurnChat(t)
+	ht.armed.Store(true)
+	first := s.callLater(obj{"chatId": chat.ID, "messages": userMsg("one")})
+	waitsForHeldTurn(t, e, ht, first, func() <-chan *mcpgo.CallToolResult {
+		return s.callLater(obj{"chatId": chat.ID, "conversationId": ht.conv, "messages": userMsg("two")})
+	})
+	want := []string{"user: one", "assistant: Hello, world!", "user: two"}
+	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
+		t.Errorf("the second turn went upstream with %q, want %q", got, want)
+	}
+}
+
+// heldTurnChat connects the editor over stdio to a server whose store
+// holds the turn it is armed for, and creates a chat.
+func heldTurnChat(t *testing.T) (*env, *heldTurns, *session, chatOut) {
+	t.Helper()
 	e := newEnv(t, dbtest.SQLite(t))
 	ht := &heldTurns{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
 	e.configure(func(d *domain.Deps) { d.Store = ht })
 	s := e.connect(overStdio, "editor", Options{})
 	var chat chatOut
 	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "turns"}, &chat)
+	return e, ht, s, chat
+}
 
-	ht.armed.Store(true)
-	call := func(args obj) <-chan *mcpgo.CallToolResult {
-		ch := make(chan *mcpgo.CallToolResult, 1)
-		go func() {
-			res, err := s.callCtx(context.Background(), "create-chat-completion-for-chat", args, nil)
-			if err != nil {
-				res = mcpgo.NewToolResultError("protocol error: " + err.Error())
-			}
-			ch <- res
-		}()
-		return ch
-	}
-	first := call(obj{"chatId": chat.ID, "messages": userMsg("one")})
+// callLater calls create-chat-completion-for-chat in the background; its
+// result comes on the channel.
+func (s *session) callLater(args obj) <-chan *mcpgo.CallToolResult {
+	ch := make(chan *mcpgo.CallToolResult, 1)
+	go func() {
+		res, err := s.callCtx(context.Background(), "create-chat-completion-for-chat", args, nil)
+		if err != nil {
+			res = mcpgo.NewToolResultError("protocol error: " + err.Error())
+		}
+		ch <- res
+	}()
+	return ch
+}
+
+// waitsForHeldTurn checks that the call next starts, once the turn of the
+// call held is being stored (ht holds it), waits for that turn rather
+// than going upstream or being refused, and that both succeed once the
+// turn is released.
+func waitsForHeldTurn(t *testing.T, e *env, ht *heldTurns, held <-chan *mcpgo.CallToolResult, next func() <-chan *mcpgo.CallToolResult) {
+	t.Helper()
 	select {
 	case <-ht.held:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the first turn was never stored")
+		t.Fatal("the held turn was never stored")
 	}
 	upstream := e.upstream.Count()
-	second := call(obj{"chatId": chat.ID, "conversationId": ht.conv, "messages": userMsg("two")})
-	time.Sleep(200 * time.Millisecond) // the second call waits for the first's turn
+	later := next()
+	time.Sleep(200 * time.Millisecond) // the later call waits for the held turn
 	if n := e.upstream.Count(); n != upstream {
-		t.Fatalf("the second turn went upstream before the first was stored")
+		t.Fatalf("the later turn went upstream before the held one was stored")
 	}
 	close(ht.release)
-	for i, res := range []*mcpgo.CallToolResult{<-first, <-second} {
+	for i, res := range []*mcpgo.CallToolResult{<-held, <-later} {
 		if res.IsError {
-			t.Fatalf("turn %d: %s", i+1, text(res))
+			t.Fatalf("call %d: %s", i+1, text(res))
 		}
-	}
-	want := []string{"user: one", "assistant: Hello, world!", "user: two"}
-	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
-		t.Errorf("the second turn went upstream with %q, want %q", got, want)
 	}
 }
