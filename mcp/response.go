@@ -103,11 +103,15 @@ func (w *plainErrors) finish(r *http.Request) {
 //     each of which mcp-go writes in one Write.
 //
 // A client that accepts no event stream gets no keep-alives. end stops
-// them and writes a JSON answer held back.
+// them and writes a JSON answer held back. mcp-go sets its headers in a
+// map of keptAlive's own (hdr), passed on with its WriteHeader: a
+// keep-alive that opens the stream sets the response's at the same
+// moment, from the timer's goroutine.
 type keptAlive struct {
 	http.ResponseWriter
 	rc    *http.ResponseController
 	every time.Duration
+	hdr   http.Header
 
 	mu      sync.Mutex // one writer at a time: mcp-go's or a keep-alive
 	timer   *time.Timer
@@ -126,7 +130,7 @@ func withKeepAlives(w http.ResponseWriter, r *http.Request, every time.Duration)
 	if !acceptsEventStream(r.Header.Get("Accept")) {
 		return w, func() {}
 	}
-	k := &keptAlive{ResponseWriter: w, rc: http.NewResponseController(w), every: every, wrote: time.Now()}
+	k := &keptAlive{ResponseWriter: w, rc: http.NewResponseController(w), every: every, hdr: http.Header{}, wrote: time.Now()}
 	k.mu.Lock()
 	k.timer = time.AfterFunc(every, k.tick)
 	k.mu.Unlock()
@@ -172,6 +176,9 @@ func (k *keptAlive) tick() {
 	k.timer.Reset(k.every)
 }
 
+// Header is the header mcp-go, and the writers above keptAlive, set.
+func (k *keptAlive) Header() http.Header { return k.hdr }
+
 func (k *keptAlive) WriteHeader(status int) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -186,12 +193,16 @@ func (k *keptAlive) writeHeader(status int) {
 		return
 	}
 	k.headers = true
-	sse := strings.HasPrefix(k.Header().Get("Content-Type"), "text/event-stream")
+	sse := strings.HasPrefix(k.hdr.Get("Content-Type"), "text/event-stream")
 	if k.opened {
 		k.json = !sse
 		return
 	}
 	k.sse = sse
+	h := k.ResponseWriter.Header()
+	for name, v := range k.hdr {
+		h[name] = v
+	}
 	k.ResponseWriter.WriteHeader(status)
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,4 +226,32 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	if got := readLine(t, lines); !strings.Contains(got, `"id":6`) || !strings.Contains(got, `"result"`) {
 		t.Errorf("after messages over the limit, ping got %s", got)
 	}
+}
+
+// TestKeepAliveRacesTheAnswer sends calls whose answer comes about when
+// the first keep-alive is due, so that the keep-alive that opens the
+// stream and mcp-go's answer meet (run with -race, as make test does):
+// whichever goes first, the client gets the answer, as JSON or as the
+// stream's event.
+func TestKeepAliveRacesTheAnswer(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.keepAlive = 2 * time.Millisecond
+	e.upstream.Script(func(n int, _ llmtest.Request) llmtest.Behavior {
+		return llmtest.Behavior{Delay: time.Duration(1500+n%10*100) * time.Microsecond, Reply: "on time"}
+	})
+	s := e.connect(overHTTPLegacy, "editor", Options{})
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for range 25 {
+				var out completionOut
+				s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("now")}, &out)
+				if out.Content != "on time" {
+					t.Errorf("content %q, want the upstream's reply", out.Content)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
 }
