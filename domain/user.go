@@ -257,14 +257,20 @@ func checkWithinCallerKey(at *time.Time, limit time.Time) error {
 }
 
 func (s *Users) createKey(ctx context.Context, userID, name, secret string, now time.Time, expiresAt *time.Time) (*NewAPIKey, error) {
-	k := APIKey{
-		ID: NewID(PrefixKey), UserID: userID, Name: name,
-		Hash: HashAPIKey(secret), Hint: secret[:len(keyPrefix)+4], CreatedAt: now, ExpiresAt: expiresAt,
-	}
+	k := newAPIKey(userID, name, secret, now, expiresAt)
 	if err := s.store.CreateAPIKey(ctx, &k); err != nil {
 		return nil, Wrap("users.CreateAPIKey", err)
 	}
 	return &NewAPIKey{APIKey: k, Secret: secret}, nil
+}
+
+// newAPIKey is the stored form of the key secret of userID: its hash and
+// the hint lists show, never the secret.
+func newAPIKey(userID, name, secret string, now time.Time, expiresAt *time.Time) APIKey {
+	return APIKey{
+		ID: NewID(PrefixKey), UserID: userID, Name: name,
+		Hash: HashAPIKey(secret), Hint: secret[:len(keyPrefix)+4], CreatedAt: now, ExpiresAt: expiresAt,
+	}
 }
 
 // ListAPIKeys lists userID's keys, never their secrets.
@@ -339,10 +345,10 @@ func (s *Users) checkAdminKey(ctx context.Context, key string) error {
 func (s *Users) createAdmin(ctx context.Context, key string, onlyFirst bool) (bool, error) {
 	now := s.now()
 	u := &User{ID: NewID(PrefixUser), Name: "admin", IsAdmin: true, CreatedAt: now}
-	k := &APIKey{ID: NewID(PrefixKey), UserID: u.ID, Name: "bootstrap", Hash: HashAPIKey(key), Hint: key[:len(keyPrefix)+4], CreatedAt: now}
-	created, err := s.store.CreateAdmin(ctx, u, k, onlyFirst)
+	k := newAPIKey(u.ID, "bootstrap", key, now, nil) // it does not expire
+	created, err := s.store.CreateAdmin(ctx, u, &k, onlyFirst)
 	if err != nil {
-		return false, Wrap("users.EnsureAdminKey", err)
+		return false, Wrap("users.createAdmin", err)
 	}
 	return created, nil
 }
