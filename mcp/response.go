@@ -68,7 +68,6 @@ func (w *plainErrors) finish(r *http.Request) {
 	if w.status == 0 {
 		return
 	}
-	w.Header().Del("X-Content-Type-Options")
 	status, msg := w.status, strings.TrimSpace(w.text.String())
 	switch {
 	case status == http.StatusNotFound && r.Header.Get(server.HeaderKeySessionID) == "":
@@ -218,9 +217,12 @@ func (k *keptAlive) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// FlushError flushes; before mcp-go's header, it passes that on with a
+// 200, as net/http's flush would.
 func (k *keptAlive) FlushError() error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	k.writeHeader(http.StatusOK)
 	return k.rc.Flush()
 }
 
