@@ -104,7 +104,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"
 	}
 	// The attributes go with each record, not on a logger (With): those
-	// would come before the request_id that LogHandler puts first.
+	// would come before the request_id that requestid.LogHandler puts first.
 	attrs := []any{"method", c.Request().Method, "path", route(c), "kind", kind.String(), "err", err}
 	level, msg := failureLevel(err), "request refused"
 	switch {

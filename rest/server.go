@@ -4,8 +4,6 @@ package rest
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -18,6 +16,7 @@ import (
 	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -208,73 +207,19 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.Serv
 
 const headerRequestID = "X-Request-Id"
 
-type ctxKey int
-
-const requestIDKey ctxKey = iota
-
 // requestID takes the caller's X-Request-Id when it is sane, else makes
-// one, and returns it on the response and in the request's context.
+// one, and returns it on the response and in the request's context, where
+// requestid.LogHandler finds it for every line logged in its course.
 func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c *echo.Context) error {
 		id := c.Request().Header.Get(headerRequestID)
-		if !saneRequestID(id) {
-			b := make([]byte, 12)
-			_, _ = rand.Read(b)
-			id = "req_" + hex.EncodeToString(b)
+		if !requestid.Sane(id) {
+			id = requestid.New()
 		}
 		c.Response().Header().Set(headerRequestID, id)
-		c.SetRequest(c.Request().WithContext(context.WithValue(c.Request().Context(), requestIDKey, id)))
+		c.SetRequest(c.Request().WithContext(requestid.With(c.Request().Context(), id)))
 		return next(c)
 	}
-}
-
-func saneRequestID(id string) bool {
-	if id == "" || len(id) > 128 {
-		return false
-	}
-	for _, r := range id {
-		if r < 0x21 || r > 0x7e {
-			return false
-		}
-	}
-	return true
-}
-
-// RequestIDFrom returns the request id carried by ctx: every REST and
-// MCP-over-HTTP request's, which LogHandler adds to its log lines.
-func RequestIDFrom(ctx context.Context) string {
-	id, _ := ctx.Value(requestIDKey).(string)
-	return id
-}
-
-// LogHandler returns h adding request_id to every record logged with a
-// context that carries one: every line logged in the course of a REST or
-// MCP-over-HTTP request (the access log, errors, the domain's and the MCP
-// tools' lines) then names the id its response carries.
-func LogHandler(h slog.Handler) slog.Handler { return requestIDHandler{h} }
-
-type requestIDHandler struct{ slog.Handler }
-
-func (h requestIDHandler) Handle(ctx context.Context, r slog.Record) error {
-	if id := RequestIDFrom(ctx); id != "" {
-		// First on the line, where a reader looks for it.
-		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-		nr.AddAttrs(slog.String("request_id", id))
-		r.Attrs(func(a slog.Attr) bool {
-			nr.AddAttrs(a)
-			return true
-		})
-		r = nr
-	}
-	return h.Handler.Handle(ctx, r)
-}
-
-func (h requestIDHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return requestIDHandler{h.Handler.WithAttrs(attrs)}
-}
-
-func (h requestIDHandler) WithGroup(name string) slog.Handler {
-	return requestIDHandler{h.Handler.WithGroup(name)}
 }
 
 // accessLog logs one line per request: its status, duration and the bytes

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/requestid"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -277,13 +278,16 @@ func (e *env) loadUpstreamEnv() error {
 	return err
 }
 
-// logger writes to stderr: over stdio, stdout is the protocol.
+// logger writes to stderr: over stdio, stdout is the protocol. Each line
+// logged in the course of a request or an MCP tool call names its
+// request_id.
 func (e env) logger(w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: e.LogLevel}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if e.LogJSON {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	return slog.New(requestid.LogHandler(h))
 }
 
 func getenv(name, def string) string {

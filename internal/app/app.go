@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/llm"
 	"github.com/parleyhq/parley/mcp"
 	"github.com/parleyhq/parley/metrics"
@@ -234,7 +235,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	log = slog.New(rest.LogHandler(log.Handler()))
+	log = slog.New(requestid.LogHandler(log.Handler()))
 	sealed, unbound, err := sealedKeys(ctx, st)
 	if err != nil {
 		return nil, err

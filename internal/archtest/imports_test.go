@@ -16,10 +16,11 @@ const module = "github.com/parleyhq/parley/"
 
 // allowed lists, per adapter, the only module packages its non-test files
 // may import: the inbound adapters reach Parley through domain alone (and
-// the shared wire format), the outbound ones implement domain's ports.
+// the wire format and request ids they share), the outbound ones implement
+// domain's ports.
 var allowed = map[string][]string{
-	"rest":       {"domain", "internal/wire"},
-	"mcp":        {"domain", "internal/wire"},
+	"rest":       {"domain", "internal/wire", "internal/requestid"},
+	"mcp":        {"domain", "internal/wire", "internal/requestid"},
 	"store":      {"domain", "migrations"},
 	"storecache": {"domain"},
 	"llm":        {"domain"},

@@ -1,0 +1,78 @@
+// Package requestid carries a request's id in its context and puts it on
+// every log line written in the request's course. The REST API takes the
+// id from X-Request-Id or makes one; an MCP tool call that arrives with
+// none (stdio) is given one. Both adapters share it, as they share the
+// log.
+package requestid
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"log/slog"
+)
+
+type key struct{}
+
+// New returns a fresh id: "req_" and 24 hex digits.
+func New() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return "req_" + hex.EncodeToString(b)
+}
+
+// With returns ctx carrying id.
+func With(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, key{}, id)
+}
+
+// From returns the id ctx carries, or "".
+func From(ctx context.Context) string {
+	id, _ := ctx.Value(key{}).(string)
+	return id
+}
+
+// Sane says whether id, a caller's, may be used as is: 1 to 128 printable
+// ASCII characters, nothing a log line or a header would mangle.
+func Sane(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if r < 0x21 || r > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// LogHandler returns h adding request_id, first on the line, to every
+// record logged with a context that carries one. h already so wrapped is
+// returned as it is.
+func LogHandler(h slog.Handler) slog.Handler {
+	if _, ok := h.(handler); ok {
+		return h
+	}
+	return handler{h}
+}
+
+type handler struct{ slog.Handler }
+
+func (h handler) Handle(ctx context.Context, r slog.Record) error {
+	if id := From(ctx); id != "" {
+		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		nr.AddAttrs(slog.String("request_id", id))
+		r.Attrs(func(a slog.Attr) bool {
+			nr.AddAttrs(a)
+			return true
+		})
+		r = nr
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h handler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return handler{h.Handler.WithAttrs(attrs)}
+}
+
+func (h handler) WithGroup(name string) slog.Handler { return handler{h.Handler.WithGroup(name)} }
