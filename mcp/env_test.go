@@ -19,6 +19,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/policy"
 	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
@@ -143,7 +144,7 @@ func (e *env) ctx(name string) context.Context {
 // fails the test as an error result.
 func (e *env) server(opts Options) *server.MCPServer {
 	if opts.Logger == nil {
-		opts.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		opts.Logger = newTestLogger(e.logs)
 	}
 	srv := newServer(e.svcs, opts, server.WithOutputSchemaValidation())
 	if e.onRequest != nil {
@@ -273,7 +274,9 @@ func (e *env) stdioClient(srv *server.MCPServer, caller Caller, wire *wireLog) *
 	clientIn, serverOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- ServeStdio(ctx, srv, caller, e.maxStdioBytes, serverIn, serverOut) }()
+	go func() {
+		done <- ServeStdio(ctx, srv, caller, e.maxStdioBytes, serverIn, serverOut, newTestLogger(e.logs))
+	}()
 	e.t.Cleanup(func() {
 		_ = clientOut.Close()
 		cancel()
@@ -459,6 +462,8 @@ func (b *syncBuffer) String() string {
 	return b.b.String()
 }
 
+// newTestLogger logs to w at debug level, naming request ids as
+// cmd/parley's logger does.
 func newTestLogger(w io.Writer) *slog.Logger {
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	return slog.New(requestid.LogHandler(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})))
 }

@@ -183,7 +183,7 @@ func (e *env) rawStdio() *rawWire {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 0, serverIn, serverOut)
+		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 0, serverIn, serverOut, newTestLogger(e.logs))
 	}()
 	// A test that fails stops reading: closing the reading end releases
 	// the server's blocked writes.

@@ -184,7 +184,7 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 1024, serverIn, serverOut)
+		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 1024, serverIn, serverOut, newTestLogger(e.logs))
 	}()
 	defer func() {
 		_ = clientOut.Close()

@@ -17,6 +17,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 )
 
 // Options configure the MCP server.
@@ -90,6 +91,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 	sopts := append([]server.ServerOption{
 		server.WithToolCapabilities(false),
 		server.WithInstructions(text),
+		server.WithToolHandlerMiddleware(withRequestID), // outside WithLogger's, whose mcp.tool line names the id
 		server.WithLogger(opts.Logger),
 		server.WithHooks(hooks),
 	}, extra...)
@@ -172,13 +174,25 @@ func newTool[In, Out any](name, title, description string, h hints) mcpgo.Tool {
 	)
 }
 
-// handle returns a tool handler that decodes In strictly, calls fn, and
-// returns Out as structured content with text's rendering. Errors of any
-// step go through toolError, the one mapping of domain kinds.
+// withRequestID gives a tool call that came without a request id one of
+// its own, which the lines logged in its course name: a call over stdio
+// has no HTTP request to take an id from.
+func withRequestID(next server.ToolHandlerFunc) server.ToolHandlerFunc {
+	return func(ctx context.Context, req mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
+		if requestid.From(ctx) == "" {
+			ctx = requestid.With(ctx, requestid.New())
+		}
+		return next(ctx, req)
+	}
+}
+
 // completionTools begins the names of the completion tools, which run as
 // long as their upstream call and so have no call timeout of their own.
 const completionTools = "create-chat-completion"
 
+// handle returns a tool handler that decodes In strictly, calls fn, and
+// returns Out as structured content with text's rendering. Errors of any
+// step go through toolError, the one mapping of domain kinds.
 func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallToolRequest, in In) (Out, error), text func(Out) string) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
 		defer func() {

@@ -10,11 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
 	"log/slog"
 	"math"
 	"net/http"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,7 +66,7 @@ const sessionIdleTTL = time.Hour
 //
 // logger (nil: slog.Default()) takes the transport's own lines: a key that
 // could not be checked (the database is down), logged with the request's
-// context so that a handler such as rest.LogHandler names its request id,
+// context so that requestid.LogHandler names its request id,
 // and mcp-go's transport warnings.
 func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration, logger *slog.Logger) http.Handler {
 	if logger == nil {
@@ -810,19 +808,22 @@ func callerFrom(ctx context.Context) Caller {
 }
 
 // ServeStdio serves srv over stdio (in, out) as caller until in ends or
-// ctx is cancelled. out carries only the protocol; mcp-go's own errors go to
-// stderr. The progress notifications written to out are recorded, so that
+// ctx is cancelled. out carries only the protocol; mcp-go's own errors are
+// logged to logger (nil: slog.Default()) at error level. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog), and a
 // request the client cancels gets no response (stdioOutput). A message
 // over maxMessageBytes (0: DefaultMaxBodyBytes), which mcp-go would hold
 // whole however long, is dropped as it arrives and answered with an
 // Invalid Request error (tooLongMessage).
-func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMessageBytes int64, in io.Reader, out io.Writer) error {
+func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMessageBytes int64, in io.Reader, out io.Writer, logger *slog.Logger) error {
 	if maxMessageBytes <= 0 {
 		maxMessageBytes = DefaultMaxBodyBytes
 	}
+	if logger == nil {
+		logger = slog.Default()
+	}
 	s := server.NewStdioServer(srv)
-	s.SetErrorLogger(log.New(os.Stderr, "parley mcp: ", log.LstdFlags))
+	s.SetErrorLogger(slog.NewLogLogger(logger.Handler(), slog.LevelError))
 	progress, pending := &progressLog{}, &pendingResponses{}
 	s.SetContextFunc(func(ctx context.Context) context.Context {
 		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)

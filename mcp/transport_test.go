@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -30,6 +31,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -1023,4 +1025,33 @@ func (e *env) smallBufferServer(t *testing.T, srv *server.MCPServer, over string
 		return res
 	}
 	return hs, hc, post
+}
+
+// TestStdioCallsLogTheirRequestID: a call over stdio has no HTTP request
+// to take an id from, so it gets one of its own, named first on the lines
+// logged in its course; each call another.
+func TestStdioCallsLogTheirRequestID(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "editor", Options{})
+	for range 2 {
+		e.upstream.Enqueue(llmtest.Behavior{Status: 500})
+		s.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x")}, "upstream_error")
+	}
+	idOf := regexp.MustCompile(`^time=\S+ level=\S+ msg=("[^"]*"|\S+) request_id=(req_[0-9a-f]{24}) `)
+	// Each call logs two lines: Parley's, and mcp-go's mcp.tool line.
+	ids := map[string]int{}
+	for _, line := range strings.Split(e.logs.String(), "\n") {
+		if !strings.Contains(line, "mcp tool call: upstream failed") && !strings.Contains(line, "msg=mcp.tool ") {
+			continue
+		}
+		m := idOf.FindStringSubmatch(line)
+		if m == nil {
+			t.Errorf("a call's line names no request id first: %s", line)
+			continue
+		}
+		ids[m[2]]++
+	}
+	if len(ids) != 2 || slices.Max(slices.Collect(maps.Values(ids))) != 2 {
+		t.Errorf("two failed calls' lines name request ids %v, want two, each twice:\n%s", ids, e.logs.String())
+	}
 }

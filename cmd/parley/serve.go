@@ -195,7 +195,7 @@ func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout
 			return p, err
 		}
 	}
-	err = mcp.ServeStdio(session, srv, caller, e.MaxBodyBytes, stdin, stdout)
+	err = mcp.ServeStdio(session, srv, caller, e.MaxBodyBytes, stdin, stdout, log)
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}
