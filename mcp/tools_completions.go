@@ -128,9 +128,9 @@ func createChatCompletion(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				"Needs permission to use the provider (editor role in its project)."+progressNote, completionHints),
 		handle(d, func(ctx context.Context, req mcpgo.CallToolRequest, in statelessCompletionArgs) (completionOut, error) {
 			em := newProgressEmitter(ctx, req, d)
+			defer em.end(ctx) // before the result goes back; a panic too closes the stream
 			c, err := d.svcs.Completions.Stateless(ctx, domain.StatelessCompletion{AIProviderID: in.AIProviderID,
 				SystemMessage: in.SystemMessage, CompletionParams: in.ToDomain()}, em.emitter())
-			em.end(ctx)
 			if err != nil {
 				return completionOut{}, err
 			}
@@ -144,9 +144,9 @@ func createChatCompletionForChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				"a new one, or the one named by conversationId, whose history goes upstream first. Needs the editor role."+progressNote, completionHints),
 		handle(d, func(ctx context.Context, req mcpgo.CallToolRequest, in chatCompletionArgs) (completionOut, error) {
 			em := newProgressEmitter(ctx, req, d)
+			defer em.end(ctx)
 			c, err := d.svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: in.ChatID,
 				ConversationID: in.ConversationID, CompletionParams: in.ToDomain()}, em.emitter())
-			em.end(ctx)
 			if err != nil {
 				return completionOut{}, err
 			}
