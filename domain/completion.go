@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // InputMessage is one message of a completion request: Content or
@@ -634,10 +635,11 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if emit != nil {
 		onDelta = func(d Delta) error {
 			deltas++
+			d = d.cleaned()
 			if err := start(d.Model); err != nil {
 				return err
 			}
-			return emit.Delta(d.withoutNUL())
+			return emit.Delta(d)
 		}
 	}
 
@@ -649,7 +651,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	called := time.Now()
 	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
 	if res != nil {
-		res.withoutNUL()
+		res.clean()
 	}
 	if err == nil && emit != nil {
 		err = start(res.Model)
@@ -880,8 +882,22 @@ func withoutNUL(s string) string {
 	return strings.ReplaceAll(s, "\x00", "\uFFFD")
 }
 
-func (d Delta) withoutNUL() Delta {
-	d.Content, d.Refusal = withoutNUL(d.Content), withoutNUL(d.Refusal)
+// upstreamModel is the model a provider says answered, as Parley takes
+// it: without NUL, and none (so the model asked for stands) when it is
+// longer than a model name the API takes. A provider of a project's own
+// may answer with any string, and each is stored with the reply and its
+// usage, and grouped by in usage reports and metrics.
+func upstreamModel(m string) string {
+	if utf8.RuneCountInString(m) > maxModelLen {
+		return ""
+	}
+	return withoutNUL(m)
+}
+
+// cleaned is d as a client is sent it and the reply is stored: without
+// NUL, with the model upstreamModel takes.
+func (d Delta) cleaned() Delta {
+	d.Content, d.Refusal, d.Model = withoutNUL(d.Content), withoutNUL(d.Refusal), upstreamModel(d.Model)
 	if len(d.ToolCalls) > 0 {
 		calls := make([]ToolCallDelta, len(d.ToolCalls))
 		for i, c := range d.ToolCalls {
@@ -893,9 +909,11 @@ func (d Delta) withoutNUL() Delta {
 	return d
 }
 
-func (r *LLMResult) withoutNUL() {
+// clean makes r what a client is sent and what is stored, as cleaned does
+// a delta.
+func (r *LLMResult) clean() {
 	r.Content, r.Refusal = withoutNUL(r.Content), withoutNUL(r.Refusal)
-	r.Model, r.FinishReason = withoutNUL(r.Model), withoutNUL(r.FinishReason)
+	r.Model, r.FinishReason = upstreamModel(r.Model), withoutNUL(r.FinishReason)
 	for i := range r.ToolCalls {
 		c := &r.ToolCalls[i]
 		c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)

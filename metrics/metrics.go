@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -134,13 +133,6 @@ func (m *Metrics) Recorder(next domain.UsageRecorder) domain.UsageRecorder {
 // new one would be a new time series.
 const maxModels = 200
 
-// maxModelLabel bounds the length of a model label, in characters, as the
-// API bounds the model names it takes. The provider names the model that
-// ran, and one of a project's own may answer with a name as long as a
-// reply: as a label it would repeat in every line of every series it
-// labels, making each scrape megabytes.
-const maxModelLabel = 200
-
 type recorder struct {
 	m      *Metrics
 	next   domain.UsageRecorder
@@ -152,15 +144,15 @@ type recorder struct {
 // of it succeeded, so a name the provider answered with, else "other". A
 // name the provider refused takes no label: the caller chooses it, and
 // could otherwise use up maxModels with names that never ran, leaving
-// the models in use to count as "other" until a restart. Nor does a name
-// over maxModelLabel.
+// the models in use to count as "other" until a restart. (The domain takes
+// no name the provider answers with that is longer than the API's.)
 func (r *recorder) model(name string, ok bool) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.models[name] {
 		return name
 	}
-	if !ok || len(r.models) >= maxModels || utf8.RuneCountInString(name) > maxModelLabel {
+	if !ok || len(r.models) >= maxModels {
 		return "other"
 	}
 	r.models[name] = true

@@ -389,28 +389,52 @@ func TestFailedChecksLogTheRequestID(t *testing.T) {
 	}
 }
 
-// TestLongModelNameTakesNoLabel: the provider names the model a completion
-// ran, and a provider of the project's own may answer with a name as long
-// as a reply. Such a name counts as "other": as a label it would repeat in
-// every line of every series it labels, and a few would make each scrape
-// megabytes, where the API takes model names of up to 200 characters.
-func TestLongModelNameTakesNoLabel(t *testing.T) {
+// TestLongUpstreamModelNameIsNotTaken: the provider names the model a
+// completion ran, and a provider of the project's own may answer with a
+// name as long as a reply. Such a name is not taken: the model asked for
+// stands, in the response, the stream, the stored reply, the usage report
+// and the metrics, where it would repeat in every line of every series it
+// labels. A name as long as the API takes (200 characters) is taken.
+func TestLongUpstreamModelNameIsNotTaken(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	w := h.world()
-	long := strings.Repeat("m", 100_000)
+	long, longest := strings.Repeat("m", 100_000), "gpt-"+strings.Repeat("4", 196)
 	path := "/api/v1/chats/" + w.chat + "/completions"
-	for _, model := range []string{long, "gpt-" + strings.Repeat("4", 196)} {
-		h.up.Enqueue(llmtest.Behavior{Model: model})
-		h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	h.up.Enqueue(llmtest.Behavior{Model: long})
+	got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if got["model"] != "fake-default" {
+		t.Errorf("model = %.40v, want the one asked for, fake-default", got["model"])
+	}
+	conv := got["conversationId"].(string)
+	h.up.Enqueue(llmtest.Behavior{Model: long})
+	for _, ev := range readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}})) {
+		if ev.data != nil && ev.data["model"] != nil && ev.data["model"] != "fake-default" {
+			t.Errorf("a chunk's model = %.40v, want fake-default", ev.data["model"])
+			break
+		}
+	}
+	h.up.Enqueue(llmtest.Behavior{Model: longest})
+	if got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}}); got["model"] != longest {
+		t.Errorf("model = %v, want the provider's 200-character name", got["model"])
+	}
+	msgs := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages", h.admin, nil)["data"].([]any)
+	if m := msgs[len(msgs)-1].(map[string]any)["model"]; m != "fake-default" {
+		t.Errorf("stored reply's model = %.40v, want fake-default", m)
+	}
+	h.app.FlushUsage()
+	byModel := map[string]any{}
+	for _, d := range h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy=model", h.admin, nil)["data"].([]any) {
+		byModel[d.(map[string]any)["key"].(string)] = d.(map[string]any)["requests"]
+	}
+	if len(byModel) != 2 || byModel["fake-default"] != 2.0 || byModel[longest] != 1.0 {
+		t.Errorf("usage requests by model: %d models, fake-default %v, the 200-character one %v; want 2, 2 and 1",
+			len(byModel), byModel["fake-default"], byModel[longest])
 	}
 	m := h.metrics()
 	if strings.Contains(m.text, strings.Repeat("m", 201)) {
-		t.Errorf("/metrics (%d bytes) labels a %d-character model name", len(m.text), len(long))
+		t.Errorf("/metrics (%d bytes) labels the %d-character model name", len(m.text), len(long))
 	}
-	if v, _ := m.value("parley_completions_total", `model="other"`, `outcome="ok"`); v != 1 {
-		t.Errorf(`completions of the long-named model under model="other" = %v, want 1`, v)
-	}
-	if v, _ := m.value("parley_completions_total", `model="gpt-`+strings.Repeat("4", 196)+`"`); v != 1 {
+	if v, _ := m.value("parley_completions_total", `model="`+longest+`"`); v != 1 {
 		t.Errorf("completions of a 200-character model name under its name = %v, want 1", v)
 	}
 }
