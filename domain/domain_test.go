@@ -111,6 +111,7 @@ func TestUsageCursor(t *testing.T) {
 		"usage:" + prj + ":model:-1:" + ms(to) + ":k",
 		"usage:" + prj + ":model:" + ms(from) + ":99999999999999999999:k",
 		"usage:" + prj + ":model:" + ms(from) + ":" + strconv.FormatInt(maxUsageMilli+1, 10) + ":k",
+		"usage:" + prj + ":model:" + ms(from) + ":" + ms(time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)) + ":k", // no report ends in 10000
 		"usage:" + prj + ":weekday:" + ms(from) + ":" + ms(to) + ":k",
 		"usage:" + prj + "::" + ms(from) + ":" + ms(to) + ":k",
 		"usage:prj_x:model:" + ms(from) + ":" + ms(to) + ":k",

@@ -703,9 +703,10 @@ const usageCursorPrefix = "usage:"
 // apiTime is the layout of the times the API gives back.
 const apiTime = "2006-01-02T15:04:05.000Z"
 
-// maxUsageMilli bounds the times of a usage cursor: the latest an ISO 8601
-// time can name, 9999-12-31 at a UTC offset of up to a day.
-var maxUsageMilli = time.Date(10000, 1, 2, 0, 0, 0, 0, time.UTC).UnixMilli() - 1
+// maxUsageMilli bounds the times of a usage cursor: the latest a report's
+// period can name, the last millisecond of 9999 in UTC (the transports
+// refuse a later time).
+var maxUsageMilli = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC).UnixMilli() - 1
 
 func (c usageCursor) String() string {
 	return usageCursorPrefix + c.projectID + ":" + string(c.groupBy) + ":" +

@@ -411,6 +411,7 @@ func TestTools(t *testing.T) {
 				{"bad time", "get-usage", obj{"projectId": e.project.ID, "from": "yesterday"}, "from must be an ISO 8601 time"},
 				// No URL query here: a space is what was sent, and %2B would be read as is.
 				{"space for an offset's +", "get-usage", obj{"projectId": e.project.ID, "from": "2026-01-31T10:00:00 02:00"}, "from must be an ISO 8601 time"},
+				{"time past 9999 in UTC", "get-usage", obj{"projectId": e.project.ID, "to": "9999-12-31T23:00:00-05:00"}, "invalid_request: to is 10000-01-01T04:00:00Z in UTC"},
 				{"bad groupBy", "get-usage", obj{"projectId": e.project.ID, "groupBy": "color"}, "groupBy must be one of"},
 				{"foreign provider", "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.otherProvider.ID}, "invalid_request: AI provider"},
 				{"foreign document", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "documentId": "doc_00000000000000000000000000"}}}, "messages[0].documentId"},

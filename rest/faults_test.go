@@ -412,6 +412,18 @@ func TestUsageReport(t *testing.T) {
 		if from, to := period("from=2026-01-01&to=2026-02-01T12:00:00Z"); from != "2026-01-01T00:00:00.000Z" || to != "2026-02-01T12:00:00.000Z" {
 			t.Errorf("period asked for = %s to %s; want 2026-01-01T00:00:00.000Z to 2026-02-01T12:00:00.000Z", from, to)
 		}
+		// A time later than 9999 in UTC, through its offset, is refused:
+		// the report could not give it back as an ISO 8601 time, and
+		// SQLite, which keeps times as text, sorted it before every record.
+		for q, field := range map[string]string{"from=2026-01-01&to=9999-12-31T23:00:00-05:00": "to", "from=9999-12-31T20:00:00-12:00&to=9999-12-31": "from"} {
+			if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?"+q, h.admin, nil); r.Status != 400 || r.ErrorField() != field ||
+				!strings.Contains(r.ErrorMessage(), "9999-12-31T23:59:59.999Z") {
+				t.Errorf("usage?%s = %d %s; want 400 naming %s and the latest time", q, r.Status, r.Body, field)
+			}
+		}
+		if got := groups("from=2026-01-01&to=9999-12-31T23:59:59.999Z"); !maps.Equal(got, map[string]float64{"": 4}) {
+			t.Errorf("usage up to the latest time = %v, want the 4 completions", got)
+		}
 		// Before 1970 nothing was recorded: a period that ends by then is
 		// empty, not a from that is not before its to.
 		// Ungrouped, it is one zero total, as a later empty period is.

@@ -293,6 +293,8 @@ func (c *Content) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, c) }
 func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
 // ParseTime reads an optional ISO 8601 time or date; "" is the zero time.
+// A time from 10000-01-01 on in UTC (9999-12-31T23:00:00-05:00 is one) is
+// Invalid.
 func ParseTime(field, v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
@@ -305,6 +307,13 @@ func ParseTime(field, v string) (time.Time, error) {
 			// callers read as "not given".
 			if t.Before(epoch) {
 				return epoch, nil
+			}
+			// Nor can a time be later than 9999 in UTC: Timestamp
+			// could not write it as ISO 8601, and SQLite, which keeps
+			// times as text, would sort "10000-…" before every other.
+			if !t.Before(yearTenThousand) {
+				return time.Time{}, domain.Invalidf(field, "%s is %s in UTC, later than the latest time the API writes, %s",
+					field, t.UTC().Format(time.RFC3339Nano), Timestamp(yearTenThousand.Add(-time.Millisecond)))
 			}
 			return t.UTC(), nil
 		}
@@ -427,5 +436,9 @@ func (c *ToolChoice) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// epoch is the earliest time ParseTime returns.
-var epoch = time.Unix(0, 0).UTC()
+// epoch is the earliest time ParseTime returns; yearTenThousand is
+// after the latest.
+var (
+	epoch           = time.Unix(0, 0).UTC()
+	yearTenThousand = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
+)

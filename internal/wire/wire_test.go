@@ -67,6 +67,17 @@ func TestParseTime(t *testing.T) {
 	if got, err := ParseTime("from", "0001-01-01"); err != nil || !got.Equal(time.Unix(0, 0)) {
 		t.Errorf("ParseTime(0001-01-01) = %v, %v; want the Unix epoch", got, err)
 	}
+	// Nothing can be later than 9999 in UTC: an ISO 8601 time could not
+	// name it, and SQLite, which keeps times as text, would sort it first.
+	if got, err := ParseTime("to", "9999-12-31T23:59:59.999999999Z"); err != nil || got.Year() != 9999 {
+		t.Errorf("ParseTime(the end of 9999) = %v, %v", got, err)
+	}
+	for _, v := range []string{"9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59.999999999-00:01"} {
+		if _, err := ParseTime("to", v); domain.KindOf(err) != domain.Invalid || domain.DetailsOf(err)["field"] != "to" ||
+			!strings.Contains(domain.MessageOf(err), "10000-01-01T") {
+			t.Errorf("ParseTime(%q) = %v; want Invalid naming to and the time in UTC", v, err)
+		}
+	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
