@@ -318,6 +318,11 @@ func ParseTime(field, v string) (time.Time, error) {
 			return t.UTC(), nil
 		}
 	}
+	// A time of day without an offset is ISO 8601 too (Python's
+	// isoformat of a naive time writes one), but names no instant.
+	if _, err := time.Parse("2006-01-02T15:04:05.999999999", strings.ToUpper(v)); err == nil {
+		return time.Time{}, domain.Invalidf(field, "%s has no UTC offset: add Z for UTC, or an offset such as +02:00 (%sZ)", field, v)
+	}
 	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
 }
 

@@ -78,6 +78,14 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseTime(%q) = %v; want Invalid naming to and the time in UTC", v, err)
 		}
 	}
+	// A time without a UTC offset (Python's isoformat of a naive time) is
+	// ISO 8601 but names no instant: the error says what is missing,
+	// rather than that it is no ISO 8601 time.
+	for _, v := range []string{"2026-01-31T10:00:00", "2026-01-31T10:00:00.123456"} {
+		if _, err := ParseQueryTime("from", v); domain.DetailsOf(err)["field"] != "from" || !strings.Contains(domain.MessageOf(err), "no UTC offset") {
+			t.Errorf("ParseQueryTime(%q) = %v; want an error saying it has no UTC offset", v, err)
+		}
+	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
