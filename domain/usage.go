@@ -633,7 +633,7 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	// exactly that period, so that the next one asked for from this one's
 	// end counts no record twice (nor misses one, from its start).
 	in.From, in.To = periodStart(in.From), in.To.Truncate(time.Millisecond)
-	if !in.To.After(unixEpoch) {
+	if !in.To.After(unixEpoch) && !in.From.After(unixEpoch) {
 		var totals []UsageTotal
 		if in.GroupBy == "" {
 			// Ungrouped, the report is one total, zero when nothing was
@@ -668,7 +668,7 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 // millisecond, as the API gives times back, and not before the Unix
 // epoch. Nothing is recorded before the epoch, and the transports read an
 // earlier time as the epoch: a period that ends there is empty, not one
-// whose from is not before its to.
+// whose from is not before its to, unless its from is after the epoch.
 func periodStart(t time.Time) time.Time {
 	t = t.Truncate(time.Millisecond)
 	if t.Before(unixEpoch) {

@@ -441,6 +441,11 @@ func TestUsageReport(t *testing.T) {
 				t.Errorf("usage?%s period = %s to %s, want 1970-01-01 to 1970-01-01", q, from, to)
 			}
 		}
+		// But a from after 1970 is not before a to before it: a 400, as for
+		// any other from after its to, not an empty period.
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?from=2020-01-01&to=1960-01-01", h.admin, nil); r.Status != 400 || r.ErrorField() != "from" {
+			t.Errorf("usage from 2020 to 1960 = %d %s; want 400 naming from", r.Status, r.Body)
+		}
 		// Both ends count to the millisecond: within one, from is not before to.
 		if r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?from=2026-01-01T00:00:00.0001Z&to=2026-01-01T00:00:00.0009Z", h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "millisecond") {
 			t.Errorf("a period within one millisecond = %d %s; want 400 saying times count to the millisecond", r.Status, r.Body)
