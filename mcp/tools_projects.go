@@ -80,7 +80,7 @@ type getUsageArgs struct {
 }
 
 type usageTotalOut struct {
-	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id, API key id or outcome; absent when not grouped, and for the group of completions without one (stateless completions, by chat)."`
+	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id, API key id or outcome; absent when not grouped, and for the group of completions without one (stateless completions, by chat; the stdio local admin's, which has no API key, by key)."`
 	PromptTokens     int    `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
 	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
