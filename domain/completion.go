@@ -127,6 +127,7 @@ type continuation struct {
 	s        *Completions
 	id       string
 	chatID   string        // the conversation's chat
+	project  string        // the chat's project
 	starting bool          // a first turn's: the conversation is stored with it
 	storing  atomic.Bool   // its turn is being stored: the claim ends within a commit
 	done     chan struct{} // closed when the claim ends
@@ -138,8 +139,8 @@ type continuation struct {
 // one is storing its turn: claim then waits for it, so that the history
 // read next holds that turn (a client that saw the turn stored, or the
 // stream's [DONE], and continues at once is not refused).
-func (s *Completions) claim(ctx context.Context, id, chatID string, starting bool) (*continuation, error) {
-	c := &continuation{s: s, id: id, chatID: chatID, starting: starting, done: make(chan struct{})}
+func (s *Completions) claim(ctx context.Context, id string, chat *Chat, starting bool) (*continuation, error) {
+	c := &continuation{s: s, id: id, chatID: chat.ID, project: chat.ProjectID, starting: starting, done: make(chan struct{})}
 	for {
 		v, busy := s.continuing.LoadOrStore(id, c)
 		if !busy {
@@ -165,8 +166,18 @@ func (s *Completions) claim(ctx context.Context, id, chatID string, starting boo
 // conversation id of chat chatID: a stream announces the id in its first
 // chunk, but the conversation is stored only with the turn.
 func (s *Completions) starting(id, chatID string) bool {
+	c := s.startingClaim(id)
+	return c != nil && c.chatID == chatID
+}
+
+// startingClaim returns the claim of the first turn on this instance that
+// is starting conversation id; nil when none is.
+func (s *Completions) startingClaim(id string) *continuation {
 	v, ok := s.continuing.Load(id)
-	return ok && v.(*continuation).starting && v.(*continuation).chatID == chatID
+	if !ok || !v.(*continuation).starting {
+		return nil
+	}
+	return v.(*continuation)
 }
 
 // release ends the claim.
@@ -439,7 +450,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 			// continues at once): as for a conversation being continued,
 			// a Conflict while the reply is generated, and a wait while
 			// the turn is stored; not a conversation that does not exist.
-			if pl.claim, err = s.claim(ctx, in.ConversationID, chat.ID, false); err != nil {
+			if pl.claim, err = s.claim(ctx, in.ConversationID, chat, false); err != nil {
 				return nil, err
 			}
 			conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
@@ -451,7 +462,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 			return nil, NotFoundf("conversation", in.ConversationID)
 		}
 		if pl.claim == nil {
-			if pl.claim, err = s.claim(ctx, conv.ID, chat.ID, false); err != nil {
+			if pl.claim, err = s.claim(ctx, conv.ID, chat, false); err != nil {
 				return nil, err
 			}
 		}
@@ -467,7 +478,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		now := s.deps.Now()
 		pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: chat.ProjectID, ChatID: chat.ID, CreatedAt: now, UpdatedAt: now}
 		pl.newConv = true
-		if pl.claim, err = s.claim(ctx, pl.conv.ID, chat.ID, true); err != nil {
+		if pl.claim, err = s.claim(ctx, pl.conv.ID, chat, true); err != nil {
 			return nil, err // a new id: no other completion holds it
 		}
 	}

@@ -71,6 +71,9 @@ type ConversationStore interface {
 type Conversations struct {
 	store  Store
 	access access
+	// completions knows the conversations that first turns on this
+	// instance are starting, which Delete must not answer as absent.
+	completions *Completions
 }
 
 // Get returns a conversation with its messages.
@@ -154,10 +157,49 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 	return paginate(items, page, cursorIn(in.ChatID, func(c Conversation) string { return c.ID })), nil
 }
 
-// Delete removes a conversation and its messages (editor).
+// Delete removes a conversation and its messages (editor). The
+// conversation a first turn is starting on this instance, which a stream
+// names before the turn is stored, is a Conflict while its reply is
+// generated, and is deleted once stored when the turn is being stored: a
+// NotFound would let the turn store it after the client was told it is
+// gone.
 func (s *Conversations) Delete(ctx context.Context, id string) error {
-	if _, err := s.get(ctx, id, PermDeleteConversation); err != nil {
+	_, err := s.get(ctx, id, PermDeleteConversation)
+	if KindOf(err) == NotFound {
+		err = s.started(ctx, id, err)
+	}
+	if err != nil {
 		return err
 	}
 	return Wrap("conversations.Delete", s.store.DeleteConversation(ctx, id))
+}
+
+// started answers a Delete of conversation id that the store does not
+// hold (notFound says so): Conflict while a first turn on this instance
+// generates its reply; once a turn being stored is, nil when it stored
+// the conversation; notFound (or the caller's Forbidden) otherwise.
+func (s *Conversations) started(ctx context.Context, id string, notFound error) error {
+	c := s.completions.startingClaim(id)
+	if c == nil {
+		// A first turn may have stored it, and released its claim,
+		// since the lookup.
+		_, err := s.get(ctx, id, PermDeleteConversation)
+		return err
+	}
+	if err := s.access.check(ctx, c.project, PermDeleteConversation, "conversation", id); err != nil {
+		if KindOf(err) == NotFound {
+			return notFound // as for one that does not exist: no existence oracle
+		}
+		return err
+	}
+	if !c.storing.Load() {
+		return Errorf(Conflict, "conversation %s cannot be deleted yet: its first reply is still being generated; retry when it ends", id)
+	}
+	select {
+	case <-c.done:
+	case <-ctx.Done():
+		return Errorf(Unavailable, "conversation %s is still being stored by its first turn; send this request again", id)
+	}
+	_, err := s.get(ctx, id, PermDeleteConversation)
+	return err
 }

@@ -106,6 +106,7 @@ func NewServices(d Deps) *Services {
 	s.Chats = &Chats{store: d.Store, access: acc, now: d.Now}
 	s.Limits = &Limits{store: d.Store, access: acc, now: d.Now, ttl: d.LimitsCacheTTL}
 	s.Completions = &Completions{deps: d, access: acc, providers: s.Providers, limits: s.Limits}
+	s.Conversations.completions = s.Completions
 	return s
 }
 

@@ -75,6 +75,46 @@ func TestContinuationWaitsForAFirstTurnBeingStored(t *testing.T) {
 	}
 }
 
+// TestDeletionWaitsForAFirstTurnBeingStored: a delete of the conversation
+// a first turn (run here over MCP) is starting, which a REST stream names
+// in its first chunk, that comes while the turn is being stored waits for
+// it and then deletes the conversation (REST's DELETE calls the same
+// method; while the reply is generated it is a 409,
+// TestDeletingAConversationBeingStarted in rest). It answered that the
+// conversation does not exist, and the turn then stored it.
+func TestDeletionWaitsForAFirstTurnBeingStored(t *testing.T) {
+	e, ht, s, chat := heldTurnChat(t)
+	ht.armed.Store(true)
+	first := s.callLater(obj{"chatId": chat.ID, "messages": userMsg("one")})
+	select {
+	case <-ht.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first turn was never stored")
+	}
+	deleted := make(chan error, 1)
+	go func() { deleted <- e.svcs.Conversations.Delete(e.ctx("editor"), ht.conv) }()
+	select {
+	case err := <-deleted:
+		close(ht.release)
+		<-first
+		t.Fatalf("the delete answered %v before the turn was stored; want it to wait", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(ht.release)
+	if res := <-first; res.IsError {
+		t.Fatalf("the first turn: %s", text(res))
+	}
+	if err := <-deleted; err != nil {
+		t.Fatalf("the delete, once the turn was stored: %v", err)
+	}
+	if _, err := e.store.GetConversation(context.Background(), ht.conv); domain.KindOf(err) != domain.NotFound {
+		t.Errorf("the conversation after the delete: %v, want not found", err)
+	}
+	if msgs, err := e.store.ListMessages(context.Background(), ht.conv); err != nil || len(msgs) != 0 {
+		t.Errorf("%d messages left of the deleted conversation (%v)", len(msgs), err)
+	}
+}
+
 // heldTurnChat connects the editor over stdio to a server whose store
 // holds the turn it is armed for, and creates a chat.
 func heldTurnChat(t *testing.T) (*env, *heldTurns, *session, chatOut) {

@@ -188,6 +188,58 @@ func TestContinuingAConversationBeingStarted(t *testing.T) {
 	})
 }
 
+// TestDeletingAConversationBeingStarted: the first chunk of a first turn's
+// stream names its conversation before the turn is stored. Deleting it
+// meanwhile gets a 409 to retry when the reply ends (a 404 for a caller
+// who may not see it, a 403 for one who may not delete it), and retried
+// then it deletes the conversation. The delete answered 404, and the turn
+// then stored the conversation the client was told does not exist.
+func TestDeletingAConversationBeingStarted(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		viewer, viewerKey := h.user("viewer")
+		h.setRole(h.admin, w.project, viewer, "viewer")
+		_, outsiderKey := h.user("outsider")
+		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three")}})
+		sc := bufio.NewScanner(res.Body)
+		var first struct {
+			ConversationID string `json:"conversationId"`
+		}
+		for sc.Scan() && first.ConversationID == "" {
+			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+				if err := json.Unmarshal([]byte(data), &first); err != nil {
+					t.Fatalf("first chunk: %v: %s", err, data)
+				}
+			}
+		}
+		conv := first.ConversationID
+		if conv == "" {
+			t.Fatal("the stream's first chunk named no conversation")
+		}
+		path := "/api/v1/conversations/" + conv
+		r := h.call("DELETE", path, h.admin, nil)
+		if want := "conversation " + conv + " cannot be deleted yet: its first reply is still being generated; retry when it ends"; r.Status != 409 || r.ErrorCode() != "conflict" || r.ErrorMessage() != want {
+			t.Errorf("deleting while the first turn streams: %d %s, want 409: %s", r.Status, r.Body, want)
+		}
+		if r := h.call("DELETE", path, outsiderKey, nil); r.Status != 404 || r.ErrorMessage() != "conversation "+conv+" does not exist" {
+			t.Errorf("an outsider deleting it: %d %s, want 404", r.Status, r.Body)
+		}
+		if r := h.call("DELETE", path, viewerKey, nil); r.Status != 403 {
+			t.Errorf("a viewer deleting it: %d %s, want 403", r.Status, r.Body)
+		}
+		for sc.Scan() { // the first turn ends, stored
+		}
+		res.Body.Close()
+		if got, want := strings.Join(conversationMessages(t, h, conv), "|"), "user: one two three|assistant: echo: one two three"; got != want {
+			t.Errorf("the first turn stored %q, want %q", got, want)
+		}
+		h.must(200, "DELETE", path, h.admin, nil)
+		h.must(404, "GET", path, h.admin, nil)
+		h.must(404, "DELETE", path, h.admin, nil)
+	})
+}
+
 // TestConcurrentContinuationsAcrossInstances: continuations of one
 // conversation sent at once to two instances of Parley on one database
 // both go upstream (an instance knows only its own); the first turn stored
