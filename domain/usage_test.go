@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -555,6 +556,120 @@ func TestUsageBatcherStore(t *testing.T) {
 			t.Errorf("warnings count %d records refused; want %d (those of the deleted project)\n%s", got, want, log)
 		}
 	})
+}
+
+// insertCounter is the real store, counting its InsertUsage calls.
+type insertCounter struct {
+	*store.Store
+	calls atomic.Int32
+}
+
+func (s *insertCounter) InsertUsage(ctx context.Context, records []domain.UsageRecord) error {
+	s.calls.Add(1)
+	return s.Store.InsertUsage(ctx, records)
+}
+
+// TestUsageBatcherKeepsUsageOfDeletedResources: usage outlives what it
+// names but its project. A batch of records whose chat, conversation or
+// provider was deleted, or whose API key was revoked, while they waited
+// is written whole, in one write, and each counts in the report by chat,
+// provider and key: completions that ended as their resources went are
+// still paid for.
+func TestUsageBatcherKeepsUsageOfDeletedResources(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		ctx := context.Background()
+		t0 := time.Now().UTC().Truncate(time.Second)
+		u := &domain.User{ID: domain.NewID(domain.PrefixUser), Name: "ann", CreatedAt: t0}
+		must(t, st.CreateUser(ctx, u))
+		key := &domain.APIKey{ID: domain.NewID(domain.PrefixKey), UserID: u.ID, Name: "k", Hash: []byte(domain.NewID("h_")), Hint: "pk_x", CreatedAt: t0}
+		must(t, st.CreateAPIKey(ctx, key))
+		p := &domain.Project{ID: domain.NewID(domain.PrefixProject), Name: "p", CreatedAt: t0, UpdatedAt: t0}
+		must(t, st.CreateProject(ctx, p, domain.Member{ProjectID: p.ID, UserID: u.ID, Role: domain.RoleOwner, CreatedAt: t0, UpdatedAt: t0}))
+		provider := func() string {
+			v := &domain.AIProvider{ID: domain.NewID(domain.PrefixProvider), ProjectID: p.ID, Name: "fake", Type: domain.ProviderOpenAI,
+				DefaultModel: "m", CreatedAt: t0, UpdatedAt: t0}
+			must(t, st.CreateProvider(ctx, v))
+			return v.ID
+		}
+		chat := func(prov string) string {
+			c := &domain.Chat{ID: domain.NewID(domain.PrefixChat), ProjectID: p.ID, AIProviderID: prov, Name: "c", CreatedAt: t0, UpdatedAt: t0}
+			must(t, st.CreateChat(ctx, c))
+			return c.ID
+		}
+		conversation := func(chat string) string {
+			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: p.ID, ChatID: chat, CreatedAt: t0, UpdatedAt: t0}
+			must(t, st.AppendTurn(ctx, c, true, []domain.Message{
+				{ID: domain.NewID(domain.PrefixMessage), ConversationID: c.ID, Seq: 0, Role: domain.RoleUser, Content: "hi", CreatedAt: t0},
+			}))
+			return c.ID
+		}
+		kept, gone := provider(), provider()
+		chatKept, chatGone := chat(kept), chat(gone)
+		convGone, convOfChatGone := conversation(chatKept), conversation(chatGone)
+		rs := []domain.UsageRecord{
+			{ChatID: chatKept, ConversationID: convGone, AIProviderID: kept},       // its conversation deleted
+			{ChatID: chatGone, ConversationID: convOfChatGone, AIProviderID: gone}, // its chat, and so conversation, then provider deleted
+			{AIProviderID: gone}, // stateless, its provider deleted
+		}
+		for i := range rs {
+			rs[i].ID, rs[i].ProjectID, rs[i].UserID, rs[i].KeyID = domain.NewID(domain.PrefixMessage), p.ID, u.ID, key.ID // the key revoked
+			rs[i].Model, rs[i].Outcome, rs[i].CreatedAt = "m", domain.OutcomeOK, t0
+			rs[i].Usage = domain.Usage{PromptTokens: 1, CompletionTokens: 1, TotalTokens: 2}
+		}
+		counted := &insertCounter{Store: st}
+		log := &logs{}
+		b := domain.NewUsageBatcher(counted, slog.New(log), 100, time.Hour)
+		for _, r := range rs {
+			b.Record(ctx, r)
+		}
+		must(t, st.DeleteConversation(ctx, convGone))
+		must(t, st.DeleteChat(ctx, chatGone))
+		must(t, st.DeleteProvider(ctx, gone))
+		if _, err := st.RevokeAPIKey(ctx, u.ID, key.ID, t0); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Shutdown(ctx); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		if got := counted.calls.Load(); got != 1 {
+			t.Errorf("%d writes; want the batch written whole in 1\n%s", got, log)
+		}
+		log.mu.Lock()
+		entries := slices.Clone(log.entries)
+		log.mu.Unlock()
+		for _, e := range entries {
+			if e.level >= slog.LevelWarn {
+				t.Errorf("logged %s %s %v; want no warning", e.level, e.msg, e.attrs)
+			}
+		}
+		for _, c := range []struct {
+			by   domain.UsageGroupBy
+			want []string // key:requests
+		}{
+			{domain.GroupByChat, []string{":1", chatGone + ":1", chatKept + ":1"}},
+			{domain.GroupByProvider, []string{gone + ":2", kept + ":1"}},
+			{domain.GroupByKey, []string{key.ID + ":3"}},
+		} {
+			totals, err := st.SumUsage(ctx, domain.UsageQuery{ProjectID: p.ID, GroupBy: c.by, From: t0.Add(-time.Hour), To: t0.Add(time.Hour)})
+			must(t, err)
+			got := make([]string, len(totals))
+			for i, tot := range totals {
+				got[i] = fmt.Sprintf("%s:%d", tot.Key, tot.Requests)
+			}
+			slices.Sort(got)
+			slices.Sort(c.want)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("requests by %s: %v; want %v", c.by, got, c.want)
+			}
+		}
+	})
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestUsageBatcherShutdownEndsTheWriteInFlight: Shutdown's context bounds
