@@ -21,7 +21,8 @@ var (
 // tool. Every kind a caller can act on becomes a tool error result the model
 // reads: its text starts with the REST error code ("not_found: chat cht_…
 // does not exist") and goes on with the domain's user-safe message; a call
-// the server's shutdown ended is "unavailable: ...", to be made again. Only
+// the server's shutdown ended is "unavailable: ...", to be made again, and
+// logged as a warning, as REST logs a request the shutdown ended. Only
 // Internal faults and cancellations become protocol errors, with a generic
 // text. Parley's own faults are logged at error level, Internal and
 // Unavailable alike (a database that is down or does not answer: REST's
@@ -31,7 +32,7 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	log := d.log
 	kind := domain.KindOf(err)
 	if errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
-		log.DebugContext(ctx, "mcp tool call ended by the shutdown", "tool", tool, "err", err)
+		log.WarnContext(ctx, "mcp tool call ended by shutdown", "tool", tool, "err", err)
 		return mcpgo.NewToolResultError(domain.Unavailable.String() + ": the server is shutting down and ended this call; call again"), nil
 	}
 	if kind == domain.Canceled || (ctx.Err() != nil && kind == domain.Internal) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -507,7 +508,11 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 		if domain.KindOf(err) == domain.Canceled {
 			return nil // the client left; nobody reads an error
 		}
-		st.s.log.Log(ctx(st.c), failureLevel(err), "stream failed", "kind", domain.KindOf(err).String(), "err", err)
+		msg := "stream failed"
+		if errors.Is(err, domain.ErrShuttingDown) {
+			msg = "request ended by shutdown" // as a JSON completion's (handleError)
+		}
+		st.s.log.Log(ctx(st.c), failureLevel(err), msg, "kind", domain.KindOf(err).String(), "err", err)
 		_ = st.add(toErrorBody(err))
 		st.buf.WriteString(doneEvent)
 		_ = st.write()

@@ -427,10 +427,12 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
 		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
-	// Ending them is what a shutdown does, not a fault to page anyone for.
+	// Ending them is what a shutdown does, not a fault to page anyone for:
+	// each, the stream as the JSON completion, is logged as what happened.
 	logs := s.stderr.String()
-	if strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, `msg="request ended by shutdown"`) {
-		t.Errorf("the shutdown's logs hold an error, or do not say a request was ended by it:\n%s", logs)
+	if strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "stream failed") ||
+		strings.Count(logs, `level=WARN msg="request ended by shutdown"`) != 2 {
+		t.Errorf("the shutdown's logs hold an error, or do not say of both requests that it ended them:\n%s", logs)
 	}
 }
 
@@ -647,6 +649,17 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
+	endedByShutdownLogged(t, s.stderr.String())
+}
+
+// endedByShutdownLogged checks that the logs say a tool call was ended by
+// the shutdown, as a warning (what a deploy does, not a fault), and hold
+// no error.
+func endedByShutdownLogged(t *testing.T, logs string) {
+	t.Helper()
+	if strings.Contains(logs, "level=ERROR") || !strings.Contains(logs, `level=WARN msg="mcp tool call ended by shutdown"`) {
+		t.Errorf("the logs hold an error, or do not warn that the shutdown ended the call:\n%s", logs)
+	}
 }
 
 // TestShutdownEndsSSECallsAfterGrace: over MCP's older HTTP+SSE transport
@@ -700,6 +713,7 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
 	}
+	endedByShutdownLogged(t, s.stderr.String())
 }
 
 // TestShutdownDoesNotWaitForIdleSSESessions: an open HTTP+SSE session with
@@ -820,6 +834,7 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
 		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
 	}
+	endedByShutdownLogged(t, cmd.Stderr.(*lockedBuffer).String())
 }
 
 // TestStdioSecondSignalEndsTheGrace: `parley mcp` takes a second signal
