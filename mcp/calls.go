@@ -6,17 +6,17 @@ import (
 )
 
 // Calls tracks the tool calls an MCP server runs, for the server's
-// shutdown: Wait waits for the running ones, End ends them and refuses new
-// ones. Each records its usage as it ends. Over the older HTTP+SSE
+// shutdown: Drain refuses new ones, Wait waits for the running ones, End
+// ends them. Each records its usage as it ends. Over the older HTTP+SSE
 // transport a call runs apart from the request that carried it, so the
 // HTTP server's shutdown neither waits for it nor ends it. The zero value
 // is ready; pass it in Options.
 type Calls struct {
-	mu      sync.Mutex
-	running inFlight
-	ended   bool
-	stop    context.Context // ended by End
-	end     context.CancelCauseFunc
+	mu       sync.Mutex
+	running  inFlight
+	draining bool            // set by Drain or End: no call starts
+	stop     context.Context // ended by End
+	end      context.CancelCauseFunc
 }
 
 func (c *Calls) init() {
@@ -26,12 +26,12 @@ func (c *Calls) init() {
 }
 
 // begin registers a call and returns the context End ends; ok is false
-// once End was called.
+// once Drain or End was called.
 func (c *Calls) begin() (stop context.Context, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.init()
-	if c.ended {
+	if c.draining {
 		return c.stop, false
 	}
 	c.running.add(1)
@@ -45,13 +45,24 @@ func (c *Calls) done() {
 	c.running.add(-1)
 }
 
+// Drain refuses new calls and lets the running ones go on: at shutdown a
+// stdio session could otherwise keep starting calls through the grace
+// period, each of which End would cut. (Over HTTP the server reads no new
+// request once its shutdown began; Drain refuses one that got in just
+// before.)
+func (c *Calls) Drain() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.draining = true
+}
+
 // End ends the running calls, cause being their context's, and refuses
 // new ones.
 func (c *Calls) End(cause error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.init()
-	c.ended = true
+	c.draining = true
 	c.end(cause)
 }
 

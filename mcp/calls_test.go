@@ -8,16 +8,24 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// TestCallsEndsAndWaits: Wait waits for a running call, End ends it and
-// refuses new ones, and a refused call answers as one the shutdown ended.
-func TestCallsEndsAndWaits(t *testing.T) {
+// TestCallsDrainsEndsAndWaits: Drain refuses new calls and lets the
+// running one go on, Wait waits for it, End ends it, and a refused call
+// answers that the server is shutting down and takes no new calls.
+func TestCallsDrainsEndsAndWaits(t *testing.T) {
 	var calls Calls
 	if err := calls.Wait(context.Background()); err != nil {
 		t.Fatalf("Wait with no call running = %v", err)
 	}
 	stop, ok := calls.begin()
 	if !ok {
-		t.Fatal("begin refused before End")
+		t.Fatal("begin refused before Drain")
+	}
+	calls.Drain()
+	if _, ok := calls.begin(); ok {
+		t.Error("begin accepted a call after Drain")
+	}
+	if stop.Err() != nil {
+		t.Fatal("Drain ended the running call")
 	}
 	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -35,9 +43,15 @@ func TestCallsEndsAndWaits(t *testing.T) {
 	if _, ok := calls.begin(); ok {
 		t.Error("begin accepted a call after End")
 	}
-	// A handler refused by End answers as the shutdown does.
-	res, err := toolError(stop, deps{log: newTestLogger(&syncBuffer{})}, "t", context.Cause(stop))
+	// The call End ended answers that the shutdown ended it.
+	log := &syncBuffer{}
+	res, err := toolError(stop, deps{log: newTestLogger(log)}, "t", context.Cause(stop))
 	if err != nil || !res.IsError || text(res) != "unavailable: the server is shutting down and ended this call; call again" {
-		t.Errorf("a call refused at shutdown = %v, %v", res, err)
+		t.Errorf("a call ended at shutdown = %v, %v", res, err)
+	}
+	// One refused answers that no call starts.
+	res = refusedAtShutdown(context.Background(), deps{log: newTestLogger(log)}, "t")
+	if !res.IsError || text(res) != "unavailable: the server is shutting down and takes no new calls; call again once it is back" {
+		t.Errorf("a call refused at shutdown = %v", res)
 	}
 }

@@ -210,7 +210,7 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		if d.calls != nil {
 			stop, ok := d.calls.begin()
 			if !ok {
-				return toolError(stop, d, req.Params.Name, context.Cause(stop))
+				return refusedAtShutdown(ctx, d, req.Params.Name), nil
 			}
 			defer d.calls.done()
 			defer context.AfterFunc(stop, func() { end(context.Cause(stop)) })()

@@ -260,12 +260,7 @@ func mcpClient(t *testing.T, c *client.Client) *client.Client {
 }
 
 // hangingCall is a create-chat-completion-for-chat call in chat.
-func hangingCall(chat string) mcpgo.CallToolRequest {
-	req := mcpgo.CallToolRequest{}
-	req.Params.Name = "create-chat-completion-for-chat"
-	req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": "hang"}}}
-	return req
-}
+func hangingCall(chat string) mcpgo.CallToolRequest { return chatCall(chat, "hang") }
 
 // TestShutdownLetsStreamsFinish sends SIGTERM while a stream and a JSON
 // completion run: new connections are refused at once, both finish whole
@@ -996,4 +991,90 @@ func sendStdio(t *testing.T, stdin io.Writer, msgs ...string) {
 // with one user message, as request id.
 func stdioChatCall(id int, chat, content string) string {
 	return fmt.Sprintf(`{"jsonrpc":"2.0","id":%d,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"%s","messages":[{"role":"user","content":"%s"}]}}}`, id, chat, content)
+}
+
+// TestStdioShutdownRefusesNewCalls: once SIGTERM began the shutdown of
+// `parley mcp`, a call the agent sends is refused at once, with an error
+// result saying the server is shutting down, and never reaches the
+// upstream, while the call already running finishes within the grace
+// period and gets its result; then the process exits 0. The agent is the
+// mcp-go client, which starts `parley mcp` itself.
+func TestStdioShutdownRefusesNewCalls(t *testing.T) {
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
+
+	up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if strings.Contains(string(r.RawBody), "slow") {
+			return llmtest.Behavior{Delay: 3 * time.Second, Reply: "in time"}
+		}
+		return llmtest.Behavior{}
+	})
+	logs := &lockedBuffer{}
+	var proc *exec.Cmd
+	tr := transport.NewStdioWithOptions(bin, nil, []string{"mcp"}, transport.WithCommandFunc(
+		func(_ context.Context, command string, _, args []string) (*exec.Cmd, error) {
+			proc = exec.Command(command, args...)
+			proc.Dir = dir
+			proc.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_API_KEY=",
+				"PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_SHUTDOWN_GRACE=30s")
+			proc.Stderr = logs
+			return proc, nil
+		}))
+	c := mcpClient(t, client.NewClient(tr))
+
+	type result struct {
+		res *mcpgo.CallToolResult
+		err error
+	}
+	running := make(chan result, 1)
+	before := up.Count()
+	go func() {
+		res, err := c.CallTool(context.Background(), chatCall(chat, "slow"))
+		running <- result{res, err}
+	}()
+	waitRequest(t, up, before)
+	if err := proc.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "shutting down"); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no shutdown logged within 10s of SIGTERM:\n%s", logs.String())
+		}
+	}
+
+	res, err := c.CallTool(context.Background(), chatCall(chat, "new"))
+	if err != nil || res == nil || !res.IsError {
+		t.Fatalf("a call sent during the grace period = %+v, %v; want an error result", res, err)
+	}
+	if text := fmt.Sprint(res.Content); !strings.Contains(text, "unavailable: the server is shutting down and takes no new calls") {
+		t.Errorf("a call sent during the grace period says %s; want unavailable, no new calls", text)
+	}
+	if got := up.Count(); got != before+1 {
+		t.Errorf("the upstream got %d requests, want only the running call's", got-before)
+	}
+
+	select {
+	case r := <-running:
+		if r.err != nil || r.res == nil || r.res.IsError || !strings.Contains(fmt.Sprint(r.res.Content), "in time") {
+			t.Errorf("the call running at SIGTERM = %+v, %v; want its reply", r.res, r.err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the call running at SIGTERM got no result within 15s (30s grace, 3s reply)")
+	}
+	if err := c.Close(); err != nil {
+		t.Errorf("parley mcp exited with %v after SIGTERM:\n%s", err, logs.String())
+	}
+	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "ok" {
+		t.Errorf("usage after SIGTERM: %v, want [ok] (the running call only)", outcomes)
+	}
+}
+
+// chatCall is a create-chat-completion-for-chat call in chat with one
+// user message.
+func chatCall(chat, content string) mcpgo.CallToolRequest {
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "create-chat-completion-for-chat"
+	req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": content}}}
+	return req
 }

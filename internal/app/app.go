@@ -303,12 +303,13 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 // Handler serves REST, MCP over HTTP and the operational endpoints.
 func (a *App) Handler() http.Handler { return a.handler }
 
-// StopMCPCalls gives the MCP tool calls still running until ctx is done
-// to finish, then ends them with cause and waits up to wait more for them
-// to record their usage; no call starts afterwards. Call it on shutdown,
+// StopMCPCalls refuses new MCP tool calls at once, gives those still
+// running until ctx is done to finish, then ends them with cause and waits
+// up to wait more for them to record their usage. Call it on shutdown,
 // before FlushUsage: over the HTTP+SSE transport a call runs apart from
 // any HTTP request, so the HTTP server's shutdown does not wait for it.
 func (a *App) StopMCPCalls(ctx context.Context, cause error, wait time.Duration) {
+	a.mcpCalls.Drain()
 	finished := a.mcpCalls.Wait(ctx) == nil
 	a.mcpCalls.End(cause)
 	if !finished {
