@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -156,15 +159,26 @@ func waitExit(t *testing.T, s *started, within time.Duration) error {
 	}
 }
 
-// usageOutcome opens the stopped server's SQLite database and returns the
-// outcome and completion tokens of one usage record.
-func usageOutcome(t *testing.T, dir, id string) (outcome string, completionTokens int) {
+// sqliteIn is the database `parley serve` keeps in dir by default.
+func sqliteIn(dir string) string { return "sqlite:" + filepath.Join(dir, "data", "parley.db") }
+
+// openStopped opens the database a stopped server left, dsn being
+// sqliteIn's or a PostgreSQL URL, for the test's length.
+func openStopped(t *testing.T, dsn string) *store.Store {
 	t.Helper()
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
+	st, err := store.Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
+
+// usageOutcome returns the outcome and completion tokens of one usage
+// record in the database dsn a stopped server left.
+func usageOutcome(t *testing.T, dsn, id string) (outcome string, completionTokens int) {
+	t.Helper()
+	st := openStopped(t, dsn)
 	row := st.DB().Raw("SELECT outcome, completion_tokens FROM usage_records WHERE id = ?", id).Row()
 	if err := row.Scan(&outcome, &completionTokens); err != nil {
 		t.Fatalf("no usage record %s after shutdown: %v", id, err)
@@ -190,19 +204,29 @@ func serveWithChat(t *testing.T, env ...string) fixture {
 }
 
 // chatOutcomes returns the outcomes of the usage records of chat, in the
-// database the server in dir left.
-func chatOutcomes(t *testing.T, dir, chat string) []string {
+// database dsn a stopped server left.
+func chatOutcomes(t *testing.T, dsn, chat string) []string {
 	t.Helper()
-	st, err := store.Open(context.Background(), "sqlite:"+filepath.Join(dir, "data", "parley.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var outcomes []string
-	if err := st.DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ?", chat).Scan(&outcomes).Error; err != nil {
+	if err := openStopped(t, dsn).DB().Raw("SELECT outcome FROM usage_records WHERE chat_id = ? ORDER BY outcome", chat).Scan(&outcomes).Error; err != nil {
 		t.Fatal(err)
 	}
 	return outcomes
+}
+
+// storedTurn returns the messages of conversation conv, as "role: content"
+// in order, in the database dsn a stopped server left.
+func storedTurn(t *testing.T, dsn, conv string) []string {
+	t.Helper()
+	var rows []struct{ Role, Content string }
+	if err := openStopped(t, dsn).DB().Raw("SELECT role, content FROM messages WHERE conversation_id = ? ORDER BY seq", conv).Scan(&rows).Error; err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.Role+": "+r.Content)
+	}
+	return out
 }
 
 // answer is a JSON completion's response, or the error that stopped it.
@@ -264,7 +288,8 @@ func hangingCall(chat string) mcpgo.CallToolRequest { return chatCall(chat, "han
 
 // TestShutdownLetsStreamsFinish sends SIGTERM while a stream and a JSON
 // completion run: new connections are refused at once, both finish whole
-// within the grace period, the usage is flushed, and the exit is clean.
+// within the grace period, their turns are stored, the usage is flushed,
+// and the exit is clean.
 func TestShutdownLetsStreamsFinish(t *testing.T) {
 	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=5s")
 	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
@@ -349,9 +374,19 @@ func TestShutdownLetsStreamsFinish(t *testing.T) {
 	}
 	// The usage of the completion was flushed before exit.
 	msgID, _ := events[0].data["messageId"].(string)
-	outcome, tokens := usageOutcome(t, dir, msgID)
+	outcome, tokens := usageOutcome(t, sqliteIn(dir), msgID)
 	if outcome != "ok" || tokens != int(usage["completion_tokens"].(float64)) {
 		t.Errorf("usage record = %s with %d completion tokens, want ok with %v", outcome, tokens, usage["completion_tokens"])
+	}
+	// And both turns were stored, as a continuation after the restart
+	// would read them.
+	streamConv, _ := events[0].data["conversationId"].(string)
+	jsonConv, _ := a.body["conversationId"].(string)
+	for conv, prompt := range map[string]string{streamConv: prompt, jsonConv: "in flight"} {
+		want := []string{"user: " + prompt, "assistant: " + llmtest.EchoReply(prompt)}
+		if got := storedTurn(t, sqliteIn(dir), conv); !slices.Equal(got, want) {
+			t.Errorf("conversation %q after shutdown holds %q, want %q", conv, got, want)
+		}
 	}
 }
 
@@ -416,10 +451,10 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	}
 	// The ended completions are recorded too, as ended by the server.
 	msgID, _ := events[0].data["messageId"].(string)
-	if outcome, _ := usageOutcome(t, dir, msgID); outcome != "interrupted" {
+	if outcome, _ := usageOutcome(t, sqliteIn(dir), msgID); outcome != "interrupted" {
 		t.Errorf("a stream ended by the shutdown is recorded with outcome %q, want interrupted", outcome)
 	}
-	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
+	if got := chatOutcomes(t, sqliteIn(dir), chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
 		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
 	// Ending them is what a shutdown does, not a fault to page anyone for:
@@ -428,6 +463,65 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if strings.Contains(logs, "level=ERROR") || strings.Contains(logs, "stream failed") ||
 		strings.Count(logs, `level=WARN msg="request ended by shutdown"`) != 2 {
 		t.Errorf("the shutdown's logs hold an error, or do not say of both requests that it ended them:\n%s", logs)
+	}
+}
+
+// TestShutdownFlushesUsageOnPostgres: on PostgreSQL as on SQLite, SIGTERM
+// while a stream and a JSON completion run lets the stream finish within
+// the grace period, its turn stored, and ends the JSON completion at its
+// end; the usage of both, the last recorded just before the exit, is in
+// the database once the process exited 0.
+func TestShutdownFlushesUsageOnPostgres(t *testing.T) {
+	dsn := dbtest.PostgresURL(t)
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	f := serveWithChat(t, "PARLEY_DATABASE_URL="+dsn, "PARLEY_SECRET_KEY="+base64.StdEncoding.EncodeToString(secret), "PARLEY_SHUTDOWN_GRACE=2s")
+	s, up, key, chat := f.started, f.up, f.key, f.chat
+	if !strings.Contains(s.stderr.String(), "database=postgres") {
+		t.Fatalf("parley serve is not on PostgreSQL:\n%s", s.stderr.String())
+	}
+
+	const prompt = "one two three four five six"
+	up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if strings.Contains(string(r.RawBody), "hang") {
+			return llmtest.Behavior{Fault: llmtest.FaultHang}
+		}
+		return llmtest.Behavior{ChunkDelay: 100 * time.Millisecond}
+	})
+	ch := openStream(t, s, key, chat, prompt)
+	head := take(t, ch, 2, 10*time.Second)
+	before := up.Count()
+	jsonc := postCompletion(s, key, chat, "hang")
+	waitRequest(t, up, before)
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	events := append(head, drain(t, ch, 10*time.Second)...)
+	if n := len(events); events[n-1].raw != "[DONE]" || events[n-2].data["usage"] == nil {
+		t.Fatalf("the stream did not finish within the grace period: %v", events)
+	}
+	select {
+	case a := <-jsonc:
+		if a.status != http.StatusServiceUnavailable {
+			t.Errorf("the JSON completion ended by the shutdown = %d %v, want 503", a.status, a.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the JSON completion got no answer within 10s of SIGTERM (2s grace)")
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+
+	if got := chatOutcomes(t, dsn, chat); !slices.Equal(got, []string{"interrupted", "ok"}) {
+		t.Errorf("the chat's usage outcomes on PostgreSQL = %v, want [interrupted ok]", got)
+	}
+	msgID, _ := events[0].data["messageId"].(string)
+	if outcome, tokens := usageOutcome(t, dsn, msgID); outcome != "ok" || tokens != len(llmtest.Deltas(llmtest.EchoReply(prompt))) {
+		t.Errorf("the stream's usage record = %s with %d completion tokens", outcome, tokens)
+	}
+	conv, _ := events[0].data["conversationId"].(string)
+	if got, want := storedTurn(t, dsn, conv), []string{"user: " + prompt, "assistant: " + llmtest.EchoReply(prompt)}; !slices.Equal(got, want) {
+		t.Errorf("the stream's conversation on PostgreSQL holds %q, want %q", got, want)
 	}
 }
 
@@ -493,7 +587,7 @@ func TestSecondSignalEndsTheGrace(t *testing.T) {
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after the second signal: %v\n%s", err, s.stderr.String())
 	}
-	if got := chatOutcomes(t, dir, chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
+	if got := chatOutcomes(t, sqliteIn(dir), chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
 		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
 	if logs := s.stderr.String(); !strings.Contains(logs, "second signal") {
@@ -705,7 +799,7 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 	if !up.WaitCanceledN(before, time.Second) {
 		t.Error("the upstream call of the SSE tool call was not cancelled")
 	}
-	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the SSE call ended by the shutdown: %v, want [interrupted]", outcomes)
 	}
 	endedByShutdownLogged(t, s.stderr.String())
@@ -754,7 +848,7 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	if !up.WaitCanceledN(before, time.Second) {
 		t.Error("the upstream request was not cancelled")
 	}
-	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
 		t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
 	}
 }
@@ -824,7 +918,7 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 		t.Errorf("the call still running after the grace period got %s; want unavailable, shutting down", got[3])
 	}
 	waitStdioExit(t, cmd, "SIGTERM")
-	outcomes := chatOutcomes(t, dir, chat)
+	outcomes := chatOutcomes(t, sqliteIn(dir), chat)
 	slices.Sort(outcomes)
 	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
 		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
@@ -890,7 +984,7 @@ func TestStdioSecondSignalEndsTheGrace(t *testing.T) {
 		t.Fatal("the call got no result within 5s of the second signal (60s grace)")
 	}
 	waitStdioExit(t, cmd, "the second signal")
-	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "interrupted" {
 		t.Errorf("usage of the call the second signal ended: %v, want [interrupted]", outcomes)
 	}
 }
@@ -1065,7 +1159,7 @@ func TestStdioShutdownRefusesNewCalls(t *testing.T) {
 	if err := c.Close(); err != nil {
 		t.Errorf("parley mcp exited with %v after SIGTERM:\n%s", err, logs.String())
 	}
-	if outcomes := chatOutcomes(t, dir, chat); len(outcomes) != 1 || outcomes[0] != "ok" {
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "ok" {
 		t.Errorf("usage after SIGTERM: %v, want [ok] (the running call only)", outcomes)
 	}
 }
