@@ -181,24 +181,74 @@ func TestRedactMessages(t *testing.T) {
 	if msgs[0].Content == got {
 		t.Error("redactMessages changed its input instead of copying")
 	}
-	for in, want := range map[string]string{
-		"aws AKIAIOSFODNN7EXAMPLE here":                                                 "aws [redacted] here",
-		"password=hunter2 and pwd: 'x1'":                                                "password=[redacted] and pwd: '[redacted]'",
-		`{"apiKey": "abc123", "name": "n"}`:                                             `{"apiKey": "[redacted]", "name": "n"}`,
-		"postgres://app:s3cret@db:5432/x":                                               "postgres://app:[redacted]@db:5432/x",
-		"gh ghp_" + strings.Repeat("a1", 18) + " end":                                   "gh [redacted] end",
-		"slack xoxb-1234567890-abcdef":                                                  "slack [redacted]",
-		"google AIza" + strings.Repeat("B", 35):                                         "google [redacted]",
-		"jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl1":                   "jwt [redacted]",
-		"-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\nafter": "[redacted]\nafter",
-		"-----BEGIN PRIVATE KEY-----\nMIIE cut off":                                     "[redacted]",
+	for _, c := range []struct{ name, in, want string }{
+		{"aws access key id", "aws AKIAIOSFODNN7EXAMPLE here", "aws [redacted] here"},
+		{"password and pwd", "password=hunter2 and pwd: 'x1'", "password=[redacted] and pwd: '[redacted]'"},
+		{"json apiKey", `{"apiKey": "abc123", "name": "n"}`, `{"apiKey": "[redacted]", "name": "n"}`},
+		{"url password", "postgres://app:s3cret@db:5432/x", "postgres://app:[redacted]@db:5432/x"},
+		{"github token", "gh ghp_" + strings.Repeat("a1", 18) + " end", "gh [redacted] end"},
+		{"slack token", "slack xoxb-1234567890-abcdef", "slack [redacted]"},
+		{"google key", "google AIza" + strings.Repeat("B", 35), "google [redacted]"},
+		{"jwt", "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NSJ9.c2lnbmF0dXJl1", "jwt [redacted]"},
+		{"pem key", "-----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY-----\nafter", "[redacted]\nafter"},
+		{"pem key cut off", "-----BEGIN PRIVATE KEY-----\nMIIE cut off", "[redacted]"},
+
+		// Environment variables: names that end in _KEY, _SECRET, _TOKEN, _PASSWORD.
+		{"env api key", "OPENAI_API_KEY=abc123def", "OPENAI_API_KEY=[redacted]"},
+		{"export aws secret", "export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG", "export AWS_SECRET_ACCESS_KEY=[redacted]"},
+		{"env token", "GITHUB_TOKEN=abc123 make", "GITHUB_TOKEN=[redacted] make"},
+		{"env password quoted", `DB_PASSWORD="p@ss word"`, `DB_PASSWORD="[redacted]"`},
+		{"env secret", "STRIPE_WEBHOOK_SECRET: whsec_123", "STRIPE_WEBHOOK_SECRET: [redacted]"},
+		{"env key", "SIGNING_KEY=0123abcd", "SIGNING_KEY=[redacted]"},
+
+		// A quoted value goes whole, spaces and escaped quotes too.
+		{"yaml quoted with spaces", `password: "two words"`, `password: "[redacted]"`},
+		{"json quoted with spaces", `{"apiKey": "a b c", "n": 1}`, `{"apiKey": "[redacted]", "n": 1}`},
+		{"single quoted with spaces", `secret = 'correct horse battery'`, `secret = '[redacted]'`},
+		{"escaped quote", `{"token": "a\" b", "n": 1}`, `{"token": "[redacted]", "n": 1}`},
+		{"unclosed quote", `password: "two words`, `password: "[redacted]"`},
+
+		// Authorization in any scheme; the scheme stays.
+		{"basic", "Authorization: Basic dXNlcjpwYXNzd29yZA==", "Authorization: Basic [redacted]"},
+		{"token scheme", "curl -H 'Authorization: Token abc123' x", "curl -H 'Authorization: Token [redacted]' x"},
+		{"digest", `Authorization: Digest username="u", realm="r", response="6629fae4"` + "\nnext", "Authorization: Digest [redacted]\nnext"},
+		{"bearer header", "authorization: bearer abcdefgh12345", "authorization: bearer [redacted]"},
+		{"no scheme", "Authorization: abc123", "Authorization: [redacted]"},
+		{"json header", `{"Authorization": "Basic dXNlcjpw", "Accept": "*/*"}`, `{"Authorization": "Basic [redacted]", "Accept": "*/*"}`},
+		{"proxy authorization", "Proxy-Authorization: Basic Zm9vOmJhcg==", "Proxy-Authorization: Basic [redacted]"},
+		{"cookie", "Cookie: session=abc; theme=dark", "Cookie: [redacted]"},
+		{"api key header", "X-Api-Key: abc123", "X-Api-Key: [redacted]"},
+
+		// URLs: a password with no user or with an @ of its own; credentials in the query.
+		{"url no user", "redis://:s3cret@localhost:6379/0", "redis://:[redacted]@localhost:6379/0"},
+		{"url password with @", "postgres://app:p@ss@db/x", "postgres://app:[redacted]@db/x"},
+		{"query credentials", "https://h/x?api_key=abc&token=def&access_token=ghi&key=jkl&page=2",
+			"https://h/x?api_key=[redacted]&token=[redacted]&access_token=[redacted]&key=[redacted]&page=2"},
+		{"query signatures", "https://b.s3.amazonaws.com/o?X-Amz-Signature=abcd&sig=ef01&signature=99&x=1",
+			"https://b.s3.amazonaws.com/o?X-Amz-Signature=[redacted]&sig=[redacted]&signature=[redacted]&x=1"},
+
+		// Go and JavaScript.
+		{"go short declaration", `password := "hunter 2"`, `password := "[redacted]"`},
+		{"js const", `const apiKey = 'abc def';`, `const apiKey = '[redacted]';`},
+		{"ruby hash", `{:token => "abc"}`, `{:token => "[redacted]"}`},
+
 		// Not credentials: left alone.
-		"the token count is 5; a secret garden; AKIA is a prefix": "the token count is 5; a secret garden; AKIA is a prefix",
-		"see https://example.com:8080/path@v2":                    "see https://example.com:8080/path@v2",
+		{"prose", "the token count is 5; a secret garden; AKIA is a prefix", "the token count is 5; a secret garden; AKIA is a prefix"},
+		{"port then path with @", "see https://example.com:8080/path@v2", "see https://example.com:8080/path@v2"},
+		{"prose about tokens", "a token is a piece of a word, and max_tokens=100 caps them; tokens: 5",
+			"a token is a piece of a word, and max_tokens=100 caps them; tokens: 5"},
+		{"prose about headers", "send the Authorization header with a bearer token and a password",
+			"send the Authorization header with a bearer token and a password"},
+		{"words that end in key", "monkey: banana, keyboard=us, turkey = 3", "monkey: banana, keyboard=us, turkey = 3"},
+		{"plain query", "https://example.com/search?q=key&page=2&monkey=1", "https://example.com/search?q=key&page=2&monkey=1"},
+		{"url with a user only", "ssh://git@github.com:22/org/repo and bob@example.com", "ssh://git@github.com:22/org/repo and bob@example.com"},
+		{"names in prose", "PASSWORD_POLICY is strict; the api key rotates", "PASSWORD_POLICY is strict; the api key rotates"},
 	} {
-		if got := redactMessages([]LLMMessage{{Role: RoleUser, Content: in}}, "")[0].Content; got != want {
-			t.Errorf("redact(%q) = %q, want %q", in, got, want)
-		}
+		t.Run(c.name, func(t *testing.T) {
+			if got := redactMessages([]LLMMessage{{Role: RoleUser, Content: c.in}}, "")[0].Content; got != c.want {
+				t.Errorf("redact(%q) = %q, want %q", c.in, got, c.want)
+			}
+		})
 	}
 }
 
