@@ -405,7 +405,8 @@ func (s *Completions) planStateless(ctx context.Context, in StatelessCompletion)
 	if err := s.access.check(ctx, prov.ProjectID, PermUseProvider, "AI provider", in.AIProviderID); err != nil {
 		return nil, err
 	}
-	if err := s.checkDebug(ctx, in.CompletionParams, prov.ProjectID, PermGetProvider, "AI provider", in.AIProviderID); err != nil {
+	if err := s.checkDebug(ctx, in.CompletionParams, prov.ProjectID, PermGetProvider, "AI provider", in.AIProviderID,
+		"the AI provider's configuration"); err != nil {
 		return nil, err
 	}
 	pl := &plan{provider: prov, system: in.SystemMessage, params: in.CompletionParams}
@@ -427,8 +428,16 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 	if err := s.access.check(ctx, chat.ProjectID, PermCreateChatCompletion, "chat", in.ChatID); err != nil {
 		return nil, err
 	}
-	if err := s.checkDebug(ctx, in.CompletionParams, chat.ProjectID, PermGetChat, "chat", in.ChatID); err != nil {
+	if err := s.checkDebug(ctx, in.CompletionParams, chat.ProjectID, PermGetChat, "chat", in.ChatID, "the chat's configuration"); err != nil {
 		return nil, err
+	}
+	if in.ConversationID != "" {
+		// Continuing needs no right to read the conversation, but debug
+		// shows its history as it went upstream.
+		if err := s.checkDebug(ctx, in.CompletionParams, chat.ProjectID, PermGetConversation, "chat", in.ChatID,
+			"the history of the conversation that conversationId continues"); err != nil {
+			return nil, err
+		}
 	}
 	if err := in.validate(); err != nil {
 		return nil, err
@@ -506,17 +515,19 @@ func historyBytes(msgs []Message) int {
 }
 
 // checkDebug lets debug: true through only for a caller who may read what
-// it shows: the chat's configuration (perm chats:GetChat) or, stateless,
-// the provider's (aiProviders:GetAIProvider). The base policy gives both
-// to every role that runs completions; the check keeps the rule when a
-// policy does not.
-func (s *Completions) checkDebug(ctx context.Context, p CompletionParams, projectID string, perm Permission, what, id string) error {
+// it shows (shows, in the error): the chat's configuration (perm
+// chats:GetChat) or, stateless, the provider's (aiProviders:GetAIProvider),
+// and the history of a conversation it continues
+// (conversations:GetConversation). The base policy gives all three to
+// every role that runs completions; the check keeps the rule when a policy
+// does not.
+func (s *Completions) checkDebug(ctx context.Context, p CompletionParams, projectID string, perm Permission, what, id, shows string) error {
 	if !p.Debug {
 		return nil
 	}
 	err := s.access.check(ctx, projectID, perm, what, id)
 	if KindOf(err) == Forbidden {
-		return Errorf(Forbidden, "debug: true shows the %s's configuration, and your role does not allow %s; send the request without debug", what, perm)
+		return Errorf(Forbidden, "debug: true shows %s, and your role does not allow %s; send the request without debug", shows, perm)
 	}
 	return err
 }

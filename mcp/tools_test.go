@@ -603,6 +603,46 @@ func TestDebugNeedsReadAccess(t *testing.T) {
 	}
 }
 
+// TestDebugOfAContinuationNeedsTheConversation runs per-chat completions
+// under a policy whose editor may run them and read the chat, but not read
+// conversations: continuing one runs, but debug: true on a continuation,
+// which would show the conversation's history, is refused before anything
+// goes upstream; debug on a new conversation still runs.
+func TestDebugOfAContinuationNeedsTheConversation(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+	must(t, err)
+	authz, err := policy.NewFrom(policies.Model, `
+p, editor, chats:CreateChatCompletion
+p, editor, chats:GetChat
+p, editor, aiProviders:UseAIProvider
+p, admin, *`)
+	must(t, err)
+	e.useAuthorizer(authz)
+	editor := e.connect(overHTTP, "editor", Options{})
+
+	var first completionOut
+	editor.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "debug": true, "messages": userMsg("the secret plan")}, &first)
+	if first.Debug == nil {
+		t.Fatal("debug on a new conversation: no debug")
+	}
+	before := e.upstream.Count()
+	args := obj{"chatId": chat.ID, "conversationId": first.ConversationID, "debug": true, "messages": userMsg("go on")}
+	msg := editor.fails(t, "create-chat-completion-for-chat", args, "forbidden")
+	if !strings.Contains(msg, "debug: true") || !strings.Contains(msg, "conversations:GetConversation") {
+		t.Errorf("debug on a continuation: %q, want it to name debug and conversations:GetConversation", msg)
+	}
+	if e.upstream.Count() != before {
+		t.Error("debug on a continuation reached the upstream")
+	}
+	delete(args, "debug")
+	var next completionOut
+	editor.ok(t, "create-chat-completion-for-chat", args, &next)
+	if next.ConversationID != first.ConversationID || next.Debug != nil {
+		t.Errorf("continuation without debug: conversation %s (want %s), debug %v", next.ConversationID, first.ConversationID, next.Debug)
+	}
+}
+
 // TestDocumentMessagesNeedReadAccess runs completions under a policy whose
 // editor may run them but not read documents: a documentId message, which
 // sends a document's content upstream, is refused before anything goes

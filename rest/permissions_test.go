@@ -2,8 +2,14 @@ package rest_test
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/policies"
+	"github.com/parleyhq/parley/policy"
 )
 
 // TestPermissionMatrix runs every action as each role of the project that
@@ -193,4 +199,69 @@ func TestMissingProjectIsNotFoundForAdmins(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestDebugNeedsReadAccess runs completions under a policy whose editor
+// may run them and read the chat, but read neither AI providers nor
+// conversations: debug: true is refused, with 403 before anything goes
+// upstream, where it would show what the caller may not read (the
+// provider's configuration; the history of the conversation it
+// continues), streamed or not, and runs where it shows nothing more.
+func TestDebugNeedsReadAccess(t *testing.T) {
+	authz, err := policy.NewFrom(policies.Model, `
+p, editor, chats:CreateChatCompletion
+p, editor, chats:GetChat
+p, editor, aiProviders:UseAIProvider
+p, admin, *`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.Authorizer = authz })
+	w := h.world()
+	uid, editor := h.user("editor")
+	h.setRole(h.admin, w.project, uid, "editor")
+	chatPath := "/api/v1/chats/" + w.chat + "/completions"
+	first := h.must(200, "POST", chatPath, editor, map[string]any{"debug": true, "messages": []any{userMessage("the secret plan")}})
+	if first["debug"] == nil {
+		t.Fatalf("debug on a new conversation: no debug in %v", first)
+	}
+	conv := first["conversationId"].(string)
+
+	for _, c := range []struct {
+		name, path string
+		body       map[string]any
+		perm       string // refused with debug for want of it; "" runs
+	}{
+		{"per chat, new conversation", chatPath, map[string]any{}, ""},
+		{"per chat, continued", chatPath, map[string]any{"conversationId": conv}, "conversations:GetConversation"},
+		{"stateless", "/api/v1/chats/completions", map[string]any{"aiProviderId": w.provider}, "aiProviders:GetAIProvider"},
+	} {
+		for _, stream := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, stream %v", c.name, stream), func(t *testing.T) {
+				body := maps.Clone(c.body)
+				body["messages"], body["stream"], body["debug"] = []any{userMessage("go on")}, stream, true
+				before := h.up.Count()
+				r := h.call("POST", c.path, editor, body)
+				if c.perm == "" {
+					if r.Status != 200 || !strings.Contains(string(r.Body), `"debug":`) {
+						t.Fatalf("POST %s with debug = %d %s, want 200 with debug", c.path, r.Status, r.Body)
+					}
+					return
+				}
+				if r.Status != 403 || r.ErrorCode() != "forbidden" {
+					t.Fatalf("POST %s with debug = %d %s, want 403", c.path, r.Status, r.Body)
+				}
+				if msg := r.ErrorMessage(); !strings.Contains(msg, "debug: true") || !strings.Contains(msg, c.perm) {
+					t.Errorf("message %q, want it to name debug and %s", msg, c.perm)
+				}
+				if h.up.Count() != before {
+					t.Error("a completion refused for its debug reached the upstream")
+				}
+				delete(body, "debug")
+				if r := h.call("POST", c.path, editor, body); r.Status != 200 {
+					t.Errorf("the same without debug = %d %s, want 200", r.Status, r.Body)
+				}
+			})
+		}
+	}
 }

@@ -69,6 +69,9 @@ type Config struct {
 	// Now is the services' clock (when keys expire, and the times stored);
 	// nil means the system clock. Tests set it.
 	Now func() time.Time
+	// Authorizer decides permissions; nil means the base policy of
+	// policies/. Tests set it, to check a rule under a narrower policy.
+	Authorizer domain.Authorizer
 }
 
 // App is a wired Parley.
@@ -254,9 +257,11 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		// copy such a key into another provider's row and spend it there.
 		log.Warn("provider keys sealed by an earlier Parley are not bound to their provider: run 'parley admin rotate-key' to bind them", "count", unbound)
 	}
-	authz, err := policy.New()
-	if err != nil {
-		return nil, err
+	var authz domain.Authorizer = cfg.Authorizer
+	if authz == nil {
+		if authz, err = policy.New(); err != nil {
+			return nil, err
+		}
 	}
 	llmCfg := cfg.LLM
 	llmCfg.AllowPrivate = cfg.AllowPrivateUpstreams
