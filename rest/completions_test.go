@@ -11,7 +11,9 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
 
@@ -599,3 +601,45 @@ func TestConversationMessagesPage(t *testing.T) {
 		}
 	})
 }
+
+// TestDebugTimings: debug's timings are milliseconds, each sane against a
+// fake upstream that delays its first byte: queueMs ≥ 0; firstByteMs at
+// least the delay; queueMs + firstByteMs ≤ totalMs, which the reply's
+// remaining deltas lengthen when streamed; and totalMs no more than the
+// client waited.
+func TestDebugTimings(t *testing.T) {
+	const delay, chunkDelay = 200 * time.Millisecond, 50 * time.Millisecond
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	for _, streamed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream %v", streamed), func(t *testing.T) {
+			h.up.Enqueue(llmtest.Behavior{Delay: delay, ChunkDelay: chunkDelay, Deltas: []string{"a", "b", "c"}})
+			body := map[string]any{"messages": []any{userMessage("x")}, "debug": true, "stream": streamed}
+			start := time.Now()
+			var debug map[string]any
+			if streamed {
+				events := readSSE(t, stream(t, h, path, body))
+				debug, _ = events[len(events)-2].data["debug"].(map[string]any)
+			} else {
+				debug, _ = h.must(200, "POST", path, h.admin, body)["debug"].(map[string]any)
+			}
+			waited := ms(time.Since(start))
+			if debug == nil {
+				t.Fatal("debug: true, but no debug")
+			}
+			tm := debug["timings"].(map[string]any)
+			queue, first, total := tm["queueMs"].(float64), tm["firstByteMs"].(float64), tm["totalMs"].(float64)
+			if queue < 0 || first < ms(delay) || queue+first > total || total > waited {
+				t.Errorf("timings %v; want 0 ≤ queueMs, %v ≤ firstByteMs, queueMs + firstByteMs ≤ totalMs ≤ %v (the client's wait)", tm, ms(delay), waited)
+			}
+			// Streamed, the first delta comes a chunk delay after the
+			// headers, and two more deltas follow it.
+			if streamed && (first < ms(delay+chunkDelay) || total-queue-first < ms(2*chunkDelay)) {
+				t.Errorf("streamed timings %v; want firstByteMs ≥ %v and ≥ %v from the first byte to the end", tm, ms(delay+chunkDelay), ms(2*chunkDelay))
+			}
+		})
+	}
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
