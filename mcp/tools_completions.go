@@ -47,9 +47,9 @@ type completionOut struct {
 
 type debugOut struct {
 	Provider debugProvider  `json:"provider" desc:"The AI provider called."`
-	Model    string         `json:"model" desc:"The model called."`
-	Messages []debugMessage `json:"messages" desc:"Exactly what went upstream, in order."`
-	Timings  debugTimings   `json:"timings" desc:"Where the time went."`
+	Model    string         `json:"model" desc:"The model Parley chose and sent (the result's model is the one the provider says answered)."`
+	Messages []debugMessage `json:"messages" desc:"Exactly what went upstream, in order: the system message, the conversation's history, the request's messages; anything that looks like a secret redacted."`
+	Timings  debugTimings   `json:"timings" desc:"Where the time went, in milliseconds."`
 }
 
 type debugProvider struct {
@@ -66,9 +66,9 @@ type debugMessage struct {
 }
 
 type debugTimings struct {
-	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call."`
-	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte."`
-	TotalMs     float64 `json:"totalMs" desc:"Milliseconds in all."`
+	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
+	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
+	TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

@@ -86,7 +86,7 @@ type completionResponse struct {
 	Usage          openAIUsage  `json:"usage"`
 	MessageID      string       `json:"messageId"`
 	ConversationID string       `json:"conversationId,omitempty"`
-	Debug          *debugJSON   `json:"debug,omitempty"`
+	Debug          *debugJSON   `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
 }
 
 type choiceJSON struct {
@@ -107,10 +107,10 @@ type choiceMessageJSON struct {
 
 // messageJSON is a message sent upstream, in debug.
 type messageJSON struct {
-	Role       string          `json:"role"`
-	Content    string          `json:"content"`
-	ToolCalls  []wire.ToolCall `json:"toolCalls,omitempty"`
-	ToolCallID string          `json:"toolCallId,omitempty"`
+	Role       string          `json:"role" desc:"Author of the message."`
+	Content    string          `json:"content" desc:"Text sent, secrets redacted."`
+	ToolCalls  []wire.ToolCall `json:"toolCalls,omitempty" desc:"Tool calls of an assistant message, arguments redacted."`
+	ToolCallID string          `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
 }
 
 type openAIUsage struct {
@@ -122,19 +122,21 @@ type openAIUsage struct {
 	Estimated bool `json:"estimated,omitempty"`
 }
 
+// debugJSON is how a completion was resolved (request field debug: true);
+// its descriptions are the MCP tools' (debugOut).
 type debugJSON struct {
 	Provider struct {
-		ID   string `json:"id"`
-		Name string `json:"name"`
-		Type string `json:"type"`
-	} `json:"provider"`
-	Model    string        `json:"model"`
-	Messages []messageJSON `json:"messages"`
+		ID   string `json:"id" desc:"AI provider id."`
+		Name string `json:"name" desc:"AI provider name."`
+		Type string `json:"type" desc:"AI provider type."`
+	} `json:"provider" desc:"The AI provider called."`
+	Model    string        `json:"model" desc:"The model Parley chose and sent (the response's model is the one the provider says answered)."`
+	Messages []messageJSON `json:"messages" desc:"Exactly what went upstream, in order: the system message, the conversation's history, the request's messages; anything that looks like a secret redacted."`
 	Timings  struct {
-		QueueMs     float64 `json:"queueMs"`
-		FirstByteMs float64 `json:"firstByteMs"`
-		TotalMs     float64 `json:"totalMs"`
-	} `json:"timings"`
+		QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
+		FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
+		TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
+	} `json:"timings" desc:"Where the time went, in milliseconds."`
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
@@ -180,7 +182,7 @@ type chunk struct {
 	Usage          *openAIUsage  `json:"usage,omitempty"`
 	MessageID      string        `json:"messageId,omitempty"`
 	ConversationID string        `json:"conversationId,omitempty"`
-	Debug          *debugJSON    `json:"debug,omitempty"`
+	Debug          *debugJSON    `json:"debug,omitempty" desc:"How the completion was resolved; only in the last chunk before [DONE], when debug was true."`
 }
 
 type chunkChoice struct {

@@ -125,12 +125,12 @@ var apiRoutes = []apiRoute{
 	{method: "PATCH", path: "/api/v1/chats/{chatId}", summary: "Update a chat (chats:UpdateChat)", tag: "chats", request: chatUpdateRequest{}, response: chatResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such chat, or in a project you are not a member of", 409: staleUpdate}},
 	{method: "DELETE", path: "/api/v1/chats/{chatId}", summary: "Delete a chat and its conversations (chats:DeleteChat)", tag: "chats", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such chat, or in a project you are not a member of"}},
 	{method: "POST", path: "/api/v1/chats/completions", summary: "Stateless completion with the named provider (aiProviders:UseAIProvider)", tag: "chats", request: statelessCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
-		403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider)",
+		403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider); or the role may not read the provider (aiProviders:GetAIProvider), which debug: true shows, or the documents that documentId messages send (documents:GetDocument)",
 		404: "no such AI provider, or in a project you are not a member of",
 		413: bodyTooLarge + ", or messages over 8 MiB once their documents are resolved",
 	})},
 	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
-		403: "viewers may not run completions (chats:CreateChatCompletion)",
+		403: "viewers may not run completions (chats:CreateChatCompletion); or the role may not read what debug: true shows, the chat (chats:GetChat) and the conversation continued (conversations:GetConversation), or the documents that documentId messages send (documents:GetDocument)",
 		404: "no such chat (or in a project you are not a member of), or conversationId names a conversation of another chat",
 		409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); send the request again once it has answered",
 		413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",

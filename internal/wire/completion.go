@@ -66,7 +66,7 @@ type CompletionFields struct {
 	Tools          []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
 	ToolChoice     *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
 	ResponseFormat *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
-	Debug          bool            `json:"debug,omitempty" desc:"Add a debug object: resolved provider and model, the messages sent upstream (secrets redacted), timings."`
+	Debug          bool            `json:"debug,omitempty" desc:"Add a debug object to the result (streamed: to the last chunk before [DONE]): the resolved provider and model, the messages exactly as sent upstream with anything that looks like a secret redacted (best effort), and timings in milliseconds. It needs the right to read the chat (chats:GetChat) or, stateless, the AI provider (aiProviders:GetAIProvider), and, continuing a conversation, that conversation (conversations:GetConversation); else the request is refused as forbidden before anything goes upstream. A failed completion carries no debug."`
 }
 
 // ToDomain converts the fields to the domain's completion parameters.
