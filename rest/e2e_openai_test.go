@@ -16,7 +16,7 @@ import (
 // TestOpenAINodeClient runs e2e/openai-node (the official openai npm
 // client) against a Parley on SQLite with the fake upstream: stateless
 // and per-chat completions, streamed and not, through an OpenAI-wire and
-// an Anthropic provider, tool calls, and errors, each read by the SDK's
+// an Anthropic provider, tool calls, debug, and errors, each read by the SDK's
 // own parsers. It needs Node 20+ and `npm ci` in e2e/openai-node;
 // enable it with PARLEY_OPENAI_E2E=1 (scripts/e2e.sh does).
 func TestOpenAINodeClient(t *testing.T) {
@@ -113,16 +113,16 @@ func TestOpenAINodeClient(t *testing.T) {
 	if protocols[llmtest.Anthropic] < 3 {
 		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
 	}
-	// The per-chat turns were stored as one conversation of five turns: the
-	// stopped one with its partial reply.
+	// The per-chat turns were stored as one conversation of six turns: the
+	// stopped one with its partial reply, and the one with debug.
 	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
 	if len(convs) != 1 {
 		t.Fatalf("conversations of the chat = %d, want 1", len(convs))
 	}
 	cv := h.must(200, "GET", "/api/v1/conversations/"+convs[0].(map[string]any)["id"].(string), h.admin, nil)
 	msgs := cv["messages"].([]any)
-	if n := len(msgs); n != 10 {
-		t.Fatalf("the conversation holds %d messages, want 10 (five turns)", n)
+	if n := len(msgs); n != 12 {
+		t.Fatalf("the conversation holds %d messages, want 12 (six turns)", n)
 	}
 	if stopped := msgs[7].(map[string]any); stopped["finishReason"] != "client_disconnect" {
 		t.Errorf("the stopped turn's reply: %v, want finishReason client_disconnect", stopped)

@@ -130,6 +130,20 @@ async function collect(stream) {
   return { chunks, first, last, text };
 }
 
+// assertDebug checks a debug object (debug: true): the provider, the
+// model, the messages sent upstream ending with the prompt, with secrets
+// redacted, and sane timings in milliseconds.
+function assertDebug(debug, prompt, where) {
+  assert.ok(debug, `${where} has no debug`);
+  assert.match(debug.provider?.id ?? '', /^aip_/, `${where}: debug.provider ${JSON.stringify(debug.provider)}`);
+  assert.equal(typeof debug.model, 'string');
+  const last = debug.messages[debug.messages.length - 1];
+  assert.deepEqual({ role: last.role, content: last.content }, { role: 'user', content: prompt.replace('hunter2', '[redacted]') });
+  assert.ok(!JSON.stringify(debug).includes('hunter2'), `${where}: debug shows the password`);
+  const { queueMs, firstByteMs, totalMs } = debug.timings;
+  assert.ok(queueMs >= 0 && firstByteMs >= 0 && totalMs > 0 && queueMs + firstByteMs <= totalMs, `${where}: debug.timings ${JSON.stringify(debug.timings)}`);
+}
+
 test('openai npm client', { skip }, async (t) => {
   t.diagnostic(`openai ${VERSION} on Node ${process.version}`);
   await t.test('stateless, not streamed: chat.completions.create', async () => {
@@ -252,6 +266,26 @@ test('openai npm client', { skip }, async (t) => {
     const c = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: next }] } });
     assertCompletion(c, next);
     assert.equal(c.conversationId, conversationId);
+  });
+
+  await t.test('debug: true, stateless and per chat: a debug object, in a stream\'s last chunk, read by the SDK', async () => {
+    const prompt = 'debug me, password=hunter2';
+    const c = await client.chat.completions.create(statelessBody(prompt, { debug: true }), STATELESS);
+    assertCompletion(c, prompt, env.PARLEY_MODEL);
+    assertDebug(c.debug, prompt, 'the completion');
+
+    const stream = await client.chat.completions.create(statelessBody(prompt, { debug: true, stream: true }), STATELESS);
+    const { chunks, last, text } = await collect(stream);
+    assertReply(text, prompt);
+    assertDebug(last.debug, prompt, 'the last chunk');
+    for (const c of chunks.slice(0, -1)) assert.equal(c.debug, undefined, 'debug before the last chunk');
+
+    // A continuation: debug shows the conversation's history before the prompt.
+    assert.ok(conversationId, 'the streamed per-chat test did not run');
+    const turn = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], debug: true, stream: true }, stream: true });
+    const chat = await collect(turn);
+    assertDebug(chat.last.debug, prompt, 'the per-chat last chunk');
+    assert.ok(chat.last.debug.messages.some((m) => m.content === 'stream in a chat please'), 'debug lacks the conversation\'s history');
   });
 
   await t.test('a bad request throws a BadRequestError carrying Parley\'s envelope', async () => {
