@@ -971,7 +971,7 @@ var (
 	// secretAssignment: a value given a credential's name (password=…,
 	// "apiKey": "…", token: …, OPENAI_API_KEY=…, password := "…"); a quoted
 	// value goes whole, to its closing quote. The name stays.
-	secretAssignment = regexp.MustCompile(`(?i)(\b(?:` + secretName + `)["']?\s*(?::=|=>|[:=])\s*)` +
+	secretAssignment = regexp.MustCompile(`(?i)((?:` + secretName + `)["']?\s*(?::=|=>|[:=])\s*)` +
 		`(?:(")(?:[^"\\\r\n]|\\.)*"?|(')(?:[^'\\\r\n]|\\.)*'?|[^\s"',;&]+)`)
 	// secretQuery: a URL query parameter that carries a credential
 	// (?api_key=…, &access_token=…, &key=…, &sig=…, X-Amz-Signature=…).
@@ -984,9 +984,10 @@ var (
 const (
 	// secretName names a credential: the common names, and those that end
 	// in _KEY, _SECRET, _TOKEN, _PASSWORD, _PASS (environment variables:
-	// OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD).
-	secretName = `(?:[A-Za-z0-9]+_)*(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|` +
-		`access[_-]?token|auth[_-]?token|refresh[_-]?token|session[_-]?token|token)|(?:[A-Za-z0-9]+_)+(?:key|pass)`
+	// OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD), matched from
+	// their last part (_API_KEY), whatever comes before.
+	secretName = `(?:\b|_)(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|` +
+		`access[_-]?token|auth[_-]?token|refresh[_-]?token|session[_-]?token|token)|_(?:key|pass)`
 	// authScheme is an HTTP authentication scheme, kept before the
 	// redacted credentials.
 	authScheme = `(?:Basic|Bearer|Token|Digest|Negotiate|NTLM|OAuth|ApiKey|Bot|SSWS|AWS4-HMAC-SHA256)\s+`
