@@ -156,20 +156,7 @@ func TestContinuingAConversationBeingStarted(t *testing.T) {
 		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
 		res := stream(t, h, path, map[string]any{"messages": []any{userMessage("one two three")}})
 		sc := bufio.NewScanner(res.Body)
-		var first struct {
-			ConversationID string `json:"conversationId"`
-		}
-		for sc.Scan() && first.ConversationID == "" {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				if err := json.Unmarshal([]byte(data), &first); err != nil {
-					t.Fatalf("first chunk: %v: %s", err, data)
-				}
-			}
-		}
-		conv := first.ConversationID
-		if conv == "" {
-			t.Fatal("the stream's first chunk named no conversation")
-		}
+		conv := firstConversationID(t, sc)
 		before := h.up.Count()
 		r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("next")}})
 		if want := "conversation " + conv + " is being started by another request; wait for its reply, then send this request again"; r.Status != 409 || r.ErrorMessage() != want {
@@ -203,20 +190,7 @@ func TestDeletingAConversationBeingStarted(t *testing.T) {
 		h.up.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
 		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three")}})
 		sc := bufio.NewScanner(res.Body)
-		var first struct {
-			ConversationID string `json:"conversationId"`
-		}
-		for sc.Scan() && first.ConversationID == "" {
-			if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
-				if err := json.Unmarshal([]byte(data), &first); err != nil {
-					t.Fatalf("first chunk: %v: %s", err, data)
-				}
-			}
-		}
-		conv := first.ConversationID
-		if conv == "" {
-			t.Fatal("the stream's first chunk named no conversation")
-		}
+		conv := firstConversationID(t, sc)
 		path := "/api/v1/conversations/" + conv
 		r := h.call("DELETE", path, h.admin, nil)
 		if want := "conversation " + conv + " cannot be deleted yet: its first reply is still being generated; retry when it ends"; r.Status != 409 || r.ErrorCode() != "conflict" || r.ErrorMessage() != want {
@@ -441,4 +415,24 @@ func TestUnfinishedStreamTurns(t *testing.T) {
 			t.Errorf("the continuation went upstream with %q, want %q", got, want)
 		}
 	})
+}
+
+// firstConversationID reads a stream up to its first chunk and returns the
+// conversationId it names; the rest of the stream is left in sc.
+func firstConversationID(t *testing.T, sc *bufio.Scanner) string {
+	t.Helper()
+	var first struct {
+		ConversationID string `json:"conversationId"`
+	}
+	for first.ConversationID == "" && sc.Scan() {
+		if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+			if err := json.Unmarshal([]byte(data), &first); err != nil {
+				t.Fatalf("first chunk: %v: %s", err, data)
+			}
+		}
+	}
+	if first.ConversationID == "" {
+		t.Fatal("the stream's first chunk named no conversation")
+	}
+	return first.ConversationID
 }
