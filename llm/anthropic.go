@@ -419,11 +419,14 @@ func compactJSON(raw json.RawMessage) string {
 }
 
 // anthropicFinish maps a stop_reason to the OpenAI finish_reason Parley
-// speaks.
+// speaks. A reason Anthropic adds later is "stop": OpenAI clients that
+// type finish_reason as an enum (async-openai, openai-java) fail on a
+// value outside it, and a response must not tell which provider answered.
+// None stays none: the caller tells a cut-off reply by it.
 func anthropicFinish(stop string) string {
 	switch stop {
-	case "end_turn", "stop_sequence", "pause_turn":
-		return "stop"
+	case "":
+		return ""
 	case "max_tokens", "model_context_window_exceeded":
 		return "length"
 	case "tool_use":
@@ -431,7 +434,7 @@ func anthropicFinish(stop string) string {
 	case "refusal":
 		return "content_filter"
 	}
-	return stop
+	return "stop" // end_turn, stop_sequence, pause_turn, and any other
 }
 
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts

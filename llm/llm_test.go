@@ -331,6 +331,8 @@ func TestFinishReasonLength(t *testing.T) {
 func TestAnthropicStopReasons(t *testing.T) {
 	for _, tc := range []struct{ stop, want string }{
 		{"end_turn", "stop"}, {"stop_sequence", "stop"}, {"max_tokens", "length"}, {"tool_use", "tool_calls"}, {"refusal", "content_filter"},
+		{"pause_turn", "stop"}, {"model_context_window_exceeded", "length"},
+		{"a_reason_added_later", "stop"}, // not passed on: typed OpenAI clients reject it
 	} {
 		for _, m := range modes() {
 			t.Run(tc.stop+"/"+m.name, func(t *testing.T) {
