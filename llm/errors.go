@@ -102,6 +102,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Canceled, "the call was canceled before the AI provider finished"
 	case ctx.Err() != nil:
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish within the time allowed for the call"
+	case ex.noDataInTime():
+		e.Kind, e.Message = domain.Timeout, "the AI provider did not answer within "+seconds(c.cfg.FirstByteTimeout)+" (its stream sent no data)"
 	case lineTooLong:
 		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)
 	case eventTooLong:

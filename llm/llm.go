@@ -47,7 +47,9 @@ type Config struct {
 	// ConnectTimeout bounds dialling and the TLS handshake (default 10s).
 	ConnectTimeout time.Duration
 	// FirstByteTimeout bounds the wait for a stream's response headers
-	// once the request was sent (default 60s).
+	// and then its first data line, once the request was sent (default
+	// 60s): a provider behind an aggregator may answer 200 at once and send
+	// only comments while it is stuck.
 	FirstByteTimeout time.Duration
 	// ResponseTimeout bounds the wait for a non-stream call's response
 	// headers once the request was sent (default 10m, as the OpenAI and

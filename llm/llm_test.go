@@ -3,6 +3,7 @@ package llm_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -1011,14 +1012,16 @@ func TestSlowWholeReply(t *testing.T) {
 		for _, m := range modes() {
 			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
-				delay := 600 * time.Millisecond
+				delay, firstByte := 600*time.Millisecond, 150*time.Millisecond
 				if m.stream {
-					// A stream's headers come at once; its deltas are slow.
-					s.Enqueue(llmtest.Behavior{ChunkDelay: delay / 3})
+					// A stream's headers come at once; its events are slow,
+					// each within the first-byte timeout, together over it.
+					s.Enqueue(llmtest.Behavior{ChunkDelay: delay / 6})
+					firstByte = 300 * time.Millisecond
 				} else {
 					s.Enqueue(llmtest.Behavior{Delay: delay})
 				}
-				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 150 * time.Millisecond })
+				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = firstByte })
 				res, _, err := run(context.Background(), c, request(typ, s), m.stream)
 				if err != nil {
 					t.Fatalf("a reply that took %v failed: %v", delay, err)
@@ -1700,5 +1703,59 @@ func TestStreamDeltaIsNotHeldForTheUpstream(t *testing.T) {
 	want := []domain.Delta{{Content: "a", Model: "m"}, {Content: "b", Model: "m"}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("deltas = %+v, want %+v", got, want)
+	}
+}
+
+// TestFirstByteTimeoutCountsData: a stream's first byte is its first data
+// line, not its headers: a provider (or an aggregator in front of it) that
+// answers 200 at once and then sends only keep-alive comments, or nothing,
+// is a timeout once the first-byte timeout passed, not a wait without end.
+func TestFirstByteTimeoutCountsData(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, comments := range []int{0, 3} {
+			t.Run(fmt.Sprintf("%s/%d comments", typ, comments), func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultNoData, Comments: comments})
+				c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 300 * time.Millisecond })
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				start := time.Now()
+				res, deltas, err := run(ctx, c, request(typ, s), true)
+				if got, want := domain.KindOf(err), domain.Timeout; got != want {
+					t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
+				}
+				if got, want := domain.MessageOf(err), "the AI provider did not answer within 300ms (its stream sent no data)"; got != want {
+					t.Errorf("message = %q, want %q", got, want)
+				}
+				if d := time.Since(start); d < 250*time.Millisecond || d > 3*time.Second {
+					t.Errorf("took %v, want about the first-byte timeout", d)
+				}
+				if len(deltas) != 0 || (res != nil && res.Content != "") {
+					t.Errorf("deltas %q, result %+v", deltas, res)
+				}
+				if got := s.Count(); got != 1 {
+					t.Errorf("upstream requests = %d, want 1 (timeouts are not retried)", got)
+				}
+				if !s.WaitCanceledN(s.Last().N, time.Second) {
+					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
+	}
+	// Data that comes in time stops the clock: a slow reply after it is
+	// not cut.
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ)+"/slow after the first data", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Comments: 2, ChunkDelay: 100 * time.Millisecond})
+			c := newClient(t, func(c *llm.Config) { c.FirstByteTimeout = 300 * time.Millisecond })
+			res, _, err := run(context.Background(), c, request(typ, s), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Content, llmtest.EchoReply("hello there"); got != want {
+				t.Errorf("content = %q, want %q", got, want)
+			}
+		})
 	}
 }

@@ -47,7 +47,8 @@ func guardControl(network, address string, _ syscall.RawConn) error {
 // run for many minutes.
 //
 // A stream's headers come before its first delta, so FirstByteTimeout
-// bounds them; a provider answers a non-stream call only once the whole
+// bounds them (and then its first data line, see lineCapReader.noData); a
+// provider answers a non-stream call only once the whole
 // reply is written, so ResponseTimeout, minutes, bounds those. Each kind
 // of call has its own http.Transport for its ResponseHeaderTimeout.
 func newHTTPClient(cfg Config) *http.Client {
@@ -111,6 +112,8 @@ type exchange struct {
 	eventTooLong bool
 	tooLarge     bool
 	replied      bool // the SDK read a whole streamed reply (see markReplied)
+	gotData      bool // the stream sent its first data line
+	noData       bool // the stream sent none within the first-byte timeout
 
 	// lines is the stream's body reader, for the data lines read so far
 	// (see coalescer); set by RoundTrip and read in the same goroutine.
@@ -160,6 +163,35 @@ func (ex *exchange) wasReplied() bool {
 	return ex.replied
 }
 
+// markData records a stream's first data line (see markNoData).
+func (ex *exchange) markData() {
+	ex.mu.Lock()
+	ex.gotData = true
+	ex.mu.Unlock()
+}
+
+// markNoData records that the first-byte timeout passed; it reports
+// whether the stream had sent no data line by then, and is to be ended.
+func (ex *exchange) markNoData() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	if ex.gotData {
+		return false
+	}
+	ex.noData = true
+	return true
+}
+
+func (ex *exchange) noDataInTime() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.noData
+}
+
+// errNoData ends a stream that sent no data line within the first-byte
+// timeout.
+var errNoData = errors.New("the stream sent no data within the first-byte timeout")
+
 func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
@@ -198,6 +230,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ex.stream {
 		base = t.stream
 	}
+	sent := time.Now()
 	resp, err := base.RoundTrip(req.WithContext(ctx))
 	if err != nil {
 		detach()
@@ -221,6 +254,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case ex.stream:
 		ex.lines = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxEvent: t.cfg.maxEventBytes(),
 			maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
+		ex.lines.noData = time.AfterFunc(max(t.cfg.FirstByteTimeout-time.Since(sent), 0), func() {
+			if ex.markNoData() {
+				cancel(errNoData)
+			}
+		})
 		resp.Body = ex.lines
 	default:
 		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
@@ -390,6 +428,11 @@ type lineCapReader struct {
 	ended    bool // the body's reader returned an error (io.EOF included)
 
 	dataLines int // whole "data:" lines read, for coalescer
+
+	// noData ends the stream when its first data line has not come within
+	// the first-byte timeout: the headers came, but comments (an
+	// aggregator's keep-alives) or silence are no reply.
+	noData *time.Timer
 }
 
 func (r *lineCapReader) Read(p []byte) (int, error) {
@@ -447,7 +490,10 @@ func (r *lineCapReader) endLine() {
 		r.eventLen += r.lineLen + 1
 		switch {
 		case string(r.prefix) == "data:":
-			r.dataLines++
+			if r.dataLines++; r.dataLines == 1 && r.noData != nil {
+				r.noData.Stop()
+				r.ex.markData()
+			}
 		case r.countOther:
 			r.other += int64(r.lineLen) + 1
 		}
@@ -469,6 +515,9 @@ func (r *lineCapReader) fail(flag *bool, msg string) error {
 // (see drainClose); a stream closed before its end is closed at once, which
 // is what cancels the upstream's generation.
 func (r *lineCapReader) Close() error {
+	if r.noData != nil {
+		r.noData.Stop()
+	}
 	if r.ended || r.err != nil || !r.ex.wasReplied() {
 		return r.rc.Close()
 	}

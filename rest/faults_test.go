@@ -111,6 +111,13 @@ func TestFirstByteTimeout(t *testing.T) {
 				}
 			}
 		}
+		// A stream's first byte is its first data line: headers at once and
+		// then only keep-alive comments are no answer.
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultNoData, Comments: 2})
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": true, "messages": []any{userMessage("hi")}})
+		if r.Status != 504 || r.ErrorCode() != "upstream_timeout" || !strings.Contains(r.ErrorMessage(), "sent no data") {
+			t.Errorf("a stream of comments only: %d %s, want 504 upstream_timeout", r.Status, r.Body)
+		}
 		if n := len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)); n != 0 {
 			t.Errorf("timed-out completions stored %d conversations", n)
 		}
@@ -121,8 +128,8 @@ func TestFirstByteTimeout(t *testing.T) {
 		if err := h.app.Store.DB().Raw("SELECT count(*), min(prompt_tokens) FROM usage_records WHERE chat_id = ? AND outcome = 'upstream_error'", w.chat).Row().Scan(&n, &prompt); err != nil {
 			t.Fatal(err)
 		}
-		if n != 2 || prompt == 0 {
-			t.Errorf("timed-out completions: %d usage records, fewest prompt tokens %d; want 2, with the prompt estimated", n, prompt)
+		if n != 3 || prompt == 0 {
+			t.Errorf("timed-out completions: %d usage records, fewest prompt tokens %d; want 3, with the prompt estimated", n, prompt)
 		}
 	})
 }

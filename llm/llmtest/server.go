@@ -126,6 +126,12 @@ const (
 	// [DONE]. Anthropic streams and non-stream requests play
 	// FaultStreamError.
 	FaultErrorChunk
+	// FaultNoData sends a stream's headers and its Comments, then no event
+	// at all (not even OpenAI's role chunk or Anthropic's message_start)
+	// and waits until the client goes away, as a provider stuck before its
+	// reply behind an aggregator's keep-alives. A non-stream request plays
+	// FaultHang.
+	FaultNoData
 )
 
 // UnendedEventLine is the size of each data line of FaultUnendedEvent,
@@ -843,10 +849,12 @@ func (x *exchange) startStream() bool {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	x.w.WriteHeader(http.StatusOK)
-	if x.b.Comments > 0 {
-		return x.write(bytes.Repeat([]byte(": keep-alive\n\n"), x.b.Comments))
+	ok := x.write(bytes.Repeat([]byte(": keep-alive\n\n"), x.b.Comments))
+	if ok && x.b.Fault == FaultNoData {
+		x.hang()
+		return false
 	}
-	return x.write(nil)
+	return ok
 }
 
 // deltasBeforeFault returns the deltas to send before the fault, if any.
@@ -924,7 +932,7 @@ func (x *exchange) nonStreamFault(body []byte) bool {
 	case FaultReset:
 		x.reset()
 		return false
-	case FaultHang:
+	case FaultHang, FaultNoData:
 		x.hang()
 		return false
 	case FaultStreamError, FaultErrorChunk:
