@@ -1,6 +1,8 @@
 package llm_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
@@ -1757,5 +1759,77 @@ func TestFirstByteTimeoutCountsData(t *testing.T) {
 				t.Errorf("content = %q, want %q", got, want)
 			}
 		})
+	}
+}
+
+// TestOversizedGzipBody: the size caps count the body as decompressed, so
+// a small gzip body that inflates past them (a decompression bomb) is cut,
+// whole replies and error bodies alike.
+func TestOversizedGzipBody(t *testing.T) {
+	gz := func(s string) string {
+		var b bytes.Buffer
+		w := gzip.NewWriter(&b)
+		_, _ = w.Write([]byte(s))
+		_ = w.Close()
+		return b.String()
+	}
+	reply := gz(`{"id":"x","choices":[{"index":0,"message":{"role":"assistant","content":"` + strings.Repeat("a", 4<<20) + `"}}]}`)
+	errBody := gz(`{"error":{"message":"` + strings.Repeat("x", 4<<20) + `"}}`)
+	h := http.Header{"Content-Encoding": {"gzip"}}
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Body: reply, Header: h}, llmtest.Behavior{Status: 400, Body: errBody, Header: h})
+			c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = 16 << 10 })
+			if len(reply) >= 16<<10 {
+				t.Fatalf("the compressed reply is %d bytes, not under the cap", len(reply))
+			}
+			_, _, err := run(context.Background(), c, request(typ, s), false)
+			if got, want := domain.MessageOf(err), "response exceeded 16384 bytes"; !strings.Contains(got, want) {
+				t.Errorf("message = %q, want it to contain %q", got, want)
+			}
+			_, _, err = run(context.Background(), c, request(typ, s), false)
+			if got, want := domain.KindOf(err), domain.Invalid; got != want {
+				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+			}
+			if n := len(err.Error()); n > 2000 {
+				t.Errorf("error text is %d bytes; the upstream body must not be carried whole", n)
+			}
+		})
+	}
+}
+
+// TestCancelDuringBackoff: a caller that goes away while a retry waits
+// its backoff gets its answer at once, not after the wait, and no further
+// attempt is made.
+func TestCancelDuringBackoff(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Script(func(int, llmtest.Request) llmtest.Behavior { return llmtest.Behavior{Status: 503} })
+				c := newClient(t, func(c *llm.Config) { c.RetryBaseDelay, c.MaxRetries = 20*time.Second, 3 })
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				go func() {
+					for s.Count() == 0 {
+						time.Sleep(5 * time.Millisecond)
+					}
+					time.Sleep(50 * time.Millisecond)
+					cancel()
+				}()
+				start := time.Now()
+				_, _, err := run(ctx, c, request(typ, s), m.stream)
+				if got, want := domain.KindOf(err), domain.Canceled; got != want {
+					t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+				}
+				if d := time.Since(start); d > time.Second {
+					t.Errorf("took %v after a cancel during a backoff of at least 10s", d)
+				}
+				if got := s.Count(); got != 1 {
+					t.Errorf("upstream requests = %d, want 1", got)
+				}
+			})
+		}
 	}
 }
