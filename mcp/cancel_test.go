@@ -14,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -368,5 +369,41 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 	s.ok(t, "get-conversation", obj{"conversationId": convs.Data[0].ID}, &conv)
 	if m := conv.Messages; len(m) != 2 || m[0].Content != "Tell me a story" || m[1].Content != "Once upon " || m[1].FinishReason != "client_disconnect" {
 		t.Fatalf("stored turn: %+v", conv.Messages)
+	}
+}
+
+// TestCancelReachesAnthropic: notifications/cancelled cancels the upstream
+// request within a second on the Anthropic wire too (its SDK, not
+// go-openai's, makes the call), and the usage is recorded with the outcome
+// client_disconnect.
+func TestCancelReachesAnthropic(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	p, err := e.svcs.Providers.Create(e.ctx("admin"), domain.ProviderCreate{ProjectID: e.project.ID, Name: "claude",
+		Type: domain.ProviderAnthropic, BaseURL: e.upstream.URL(), DefaultModel: "claude-fake", APIKey: "sk-ant-test-0123456789abcdef"})
+	must(t, err)
+	e.provider = p // cancelArgs calls it
+	s := e.connect(overStdio, "editor", Options{})
+	tr := s.GetTransport()
+	before := e.disconnects()
+	started, canceled := e.upstream.hang()
+
+	callUntilUpstream(t, tr, e, "cancel-claude", started)
+	if got := e.upstream.Last().Protocol; got != llmtest.Anthropic {
+		t.Fatalf("the upstream got a %s request, want anthropic", got)
+	}
+	must(t, tr.SendNotification(context.Background(), mcpgo.JSONRPCNotification{JSONRPC: mcpgo.JSONRPC_VERSION, Notification: mcpgo.Notification{
+		Method: string(mcpgo.MethodNotificationCancelled),
+		Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": "cancel-claude"}},
+	}}))
+	select {
+	case <-canceled:
+	case <-time.After(time.Second):
+		t.Fatal("the upstream request was not cancelled within a second")
+	}
+	for deadline := time.Now().Add(5 * time.Second); e.disconnects() == before && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := e.disconnects(); got != before+1 {
+		t.Errorf("usage records with the outcome client_disconnect: %d, want %d", got, before+1)
 	}
 }

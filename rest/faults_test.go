@@ -184,6 +184,7 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 			{"openai stream", w.openaiChat, true, positive64, func(n int64) bool { return n >= 2 }},
 			{"anthropic stream", w.anthropicChat, true, positive64, func(n int64) bool { return n >= 2 }},
 			{"openai JSON", w.openaiChat, false, positive64, func(n int64) bool { return n == 0 }},
+			{"anthropic JSON", w.anthropicChat, false, positive64, func(n int64) bool { return n == 0 }},
 		} {
 			t.Run(c.name, func(t *testing.T) {
 				h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
