@@ -44,10 +44,11 @@ func (e *faultBeforeReply) Unwrap() error { return e.err }
 
 // retryable reports whether a failed attempt may be tried again: the
 // upstream answered 5xx, or the connection was refused or dropped before
-// any response, or a stream reported a fault of the provider's before its
-// first delta (faultBeforeReply). Never once a delta was passed on, never
-// on a timeout (retrying would multiply the wait) and never for the SSRF
-// guard.
+// any response (a stream's: before its first data line, its first byte as
+// the first-byte timeout counts it), or a stream reported a fault of the
+// provider's before its first delta (faultBeforeReply). Never once a delta
+// was passed on, never on a timeout (retrying would multiply the wait) and
+// never for the SSRF guard.
 func retryable(ex *exchange, err error) bool {
 	var de *deltaError
 	var pe *privateAddrError
@@ -59,10 +60,12 @@ func retryable(ex *exchange, err error) bool {
 		return true
 	}
 	status, _, _ := ex.response()
-	if status >= 500 {
+	switch {
+	case status >= 500:
 		return true
-	}
-	if status != 0 {
+	case ex.stream && status >= 200 && status < 300 && !ex.sawData():
+		return isConnDropped(err)
+	case status != 0:
 		return false
 	}
 	return isConnDropped(err) || errors.Is(err, syscall.ECONNREFUSED)

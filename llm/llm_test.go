@@ -566,6 +566,10 @@ func TestRetries(t *testing.T) {
 		{name: "500 then success", first: llmtest.Behavior{Status: 500}, wantRequests: 2},
 		{name: "503 then success", first: llmtest.Behavior{Status: 503}, wantRequests: 2},
 		{name: "dropped connection then success", first: llmtest.Behavior{Fault: llmtest.FaultDrop}, wantRequests: 2},
+		// A stream's first byte is its first data line: a connection
+		// dropped after the headers and comments, before it, has passed
+		// nothing on.
+		{name: "reset after a stream's headers then success", first: llmtest.Behavior{Fault: llmtest.FaultResetBeforeData, Comments: 2}, wantRequests: 2},
 		{name: "no retries configured", first: llmtest.Behavior{Status: 500}, maxRetries: -1, wantErr: true, wantRequests: 1},
 		{name: "429 is not retried", first: llmtest.Behavior{Status: 429}, wantErr: true, wantRequests: 1},
 		{name: "400 is not retried", first: llmtest.Behavior{Status: 400}, wantErr: true, wantRequests: 1},

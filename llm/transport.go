@@ -182,6 +182,12 @@ func (ex *exchange) markNoData() bool {
 	return true
 }
 
+func (ex *exchange) sawData() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.gotData
+}
+
 func (ex *exchange) noDataInTime() bool {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
@@ -490,8 +496,10 @@ func (r *lineCapReader) endLine() {
 		r.eventLen += r.lineLen + 1
 		switch {
 		case string(r.prefix) == "data:":
-			if r.dataLines++; r.dataLines == 1 && r.noData != nil {
-				r.noData.Stop()
+			if r.dataLines++; r.dataLines == 1 {
+				if r.noData != nil {
+					r.noData.Stop()
+				}
 				r.ex.markData()
 			}
 		case r.countOther:

@@ -50,6 +50,7 @@ func TestUpstreamFaults(t *testing.T) {
 			{"500s are retried, then 502", []llmtest.Behavior{{Status: 500}, {Status: 500}, {Status: 500}}, false, 502, "upstream_error", "", "", 3},
 			{"a 500 then success", []llmtest.Behavior{{Status: 503}, {}}, false, 200, "", "", "", 2},
 			{"a reset connection then success", []llmtest.Behavior{{Fault: llmtest.FaultDrop}, {}}, true, 200, "", "", "", 2},
+			{"a stream reset before its first data then success", []llmtest.Behavior{{Fault: llmtest.FaultResetBeforeData}, {}}, true, 200, "", "", "", 2},
 		}
 		conversations := func() int {
 			return len(h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any))

@@ -132,6 +132,10 @@ const (
 	// reply behind an aggregator's keep-alives. A non-stream request plays
 	// FaultHang.
 	FaultNoData
+	// FaultResetBeforeData sends a stream's headers and its Comments, then
+	// resets the connection (TCP RST) before any event. A non-stream
+	// request plays FaultReset.
+	FaultResetBeforeData
 )
 
 // UnendedEventLine is the size of each data line of FaultUnendedEvent,
@@ -850,8 +854,12 @@ func (x *exchange) startStream() bool {
 	h.Set("Cache-Control", "no-cache")
 	x.w.WriteHeader(http.StatusOK)
 	ok := x.write(bytes.Repeat([]byte(": keep-alive\n\n"), x.b.Comments))
-	if ok && x.b.Fault == FaultNoData {
+	switch {
+	case ok && x.b.Fault == FaultNoData:
 		x.hang()
+		return false
+	case ok && x.b.Fault == FaultResetBeforeData:
+		x.reset()
 		return false
 	}
 	return ok
@@ -929,7 +937,7 @@ func (x *exchange) unendedEvent() {
 // it reports whether to answer normally. body is the normal reply.
 func (x *exchange) nonStreamFault(body []byte) bool {
 	switch x.b.Fault {
-	case FaultReset:
+	case FaultReset, FaultResetBeforeData:
 		x.reset()
 		return false
 	case FaultHang, FaultNoData:
