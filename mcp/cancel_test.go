@@ -41,17 +41,7 @@ func TestCancelledCallGetsNoResponse(t *testing.T) {
 				Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": "cancel-me", "reason": "the user stopped it"}},
 			}}
 			must(t, tr.SendNotification(context.Background(), cancel))
-			select {
-			case <-canceled:
-			case <-time.After(time.Second):
-				t.Fatal("the upstream request was not cancelled within a second")
-			}
-			for deadline := time.Now().Add(5 * time.Second); e.disconnects() == before && time.Now().Before(deadline); {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if got := e.disconnects(); got != before+1 {
-				t.Errorf("usage records with the outcome client_disconnect: %d, want %d", got, before+1)
-			}
+			expectCanceled(t, e, canceled, before)
 			if over == overHTTPLegacy {
 				select {
 				case <-ended:
@@ -395,6 +385,14 @@ func TestCancelReachesAnthropic(t *testing.T) {
 		Method: string(mcpgo.MethodNotificationCancelled),
 		Params: mcpgo.NotificationParams{AdditionalFields: map[string]any{"requestId": "cancel-claude"}},
 	}}))
+	expectCanceled(t, e, canceled, before)
+}
+
+// expectCanceled checks that a cancelled call's upstream request ended
+// within a second, and that its usage was recorded as client_disconnect
+// (the env held before such records when the call started).
+func expectCanceled(t *testing.T, e *env, canceled <-chan struct{}, before int64) {
+	t.Helper()
 	select {
 	case <-canceled:
 	case <-time.After(time.Second):
