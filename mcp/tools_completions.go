@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -42,51 +41,12 @@ type completionOut struct {
 	Model          string        `json:"model" desc:"The model that answered."`
 	FinishReason   string        `json:"finishReason" desc:"Why the reply ended: stop, length, tool_calls, content_filter, ..."`
 	Usage          usageOut      `json:"usage" desc:"Tokens of this completion."`
-	Debug          *debugOut     `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
+	Debug          *wire.Debug   `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
 }
-
-type debugOut struct {
-	Provider debugProvider  `json:"provider" desc:"The AI provider called."`
-	Model    string         `json:"model" desc:"The model Parley chose and sent (the result's model is the one the provider says answered)."`
-	Messages []debugMessage `json:"messages" desc:"Exactly what went upstream, in order: the system message, the conversation's history, the request's messages; anything that looks like a secret redacted."`
-	Timings  debugTimings   `json:"timings" desc:"Where the time went, in milliseconds."`
-}
-
-type debugProvider struct {
-	ID   string `json:"id" desc:"AI provider id."`
-	Name string `json:"name" desc:"AI provider name."`
-	Type string `json:"type" desc:"AI provider type."`
-}
-
-type debugMessage struct {
-	Role       string        `json:"role" desc:"Author of the message."`
-	Content    string        `json:"content" desc:"Text sent, secrets redacted."`
-	ToolCalls  []toolCallArg `json:"toolCalls,omitempty" desc:"Tool calls of an assistant message, arguments redacted."`
-	ToolCallID string        `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
-}
-
-type debugTimings struct {
-	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
-	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
-	TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func toCompletionOut(c *domain.Completion) completionOut {
 	out := completionOut{Content: c.Content, Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID,
-		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage)}
-	if d := c.Debug; d != nil {
-		out.Debug = &debugOut{
-			Provider: debugProvider{ID: d.ProviderID, Name: d.ProviderName, Type: string(d.ProviderType)},
-			Model:    d.Model,
-			Messages: make([]debugMessage, len(d.Messages)),
-			Timings:  debugTimings{QueueMs: ms(d.QueueTime), FirstByteMs: ms(d.FirstByte), TotalMs: ms(d.Total)},
-		}
-		for i, m := range d.Messages {
-			out.Debug.Messages[i] = debugMessage{Role: string(m.Role), Content: m.Content, ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
-		}
-	}
+		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage), Debug: wire.DebugOf(c.Debug)}
 	return out
 }
 

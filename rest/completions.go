@@ -86,7 +86,7 @@ type completionResponse struct {
 	Usage          openAIUsage  `json:"usage"`
 	MessageID      string       `json:"messageId"`
 	ConversationID string       `json:"conversationId,omitempty"`
-	Debug          *debugJSON   `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
+	Debug          *wire.Debug  `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
 }
 
 type choiceJSON struct {
@@ -105,14 +105,6 @@ type choiceMessageJSON struct {
 	ToolCalls []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 
-// messageJSON is a message sent upstream, in debug.
-type messageJSON struct {
-	Role       string          `json:"role" desc:"Author of the message."`
-	Content    string          `json:"content" desc:"Text sent, secrets redacted."`
-	ToolCalls  []wire.ToolCall `json:"toolCalls,omitempty" desc:"Tool calls of an assistant message, arguments redacted."`
-	ToolCallID string          `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
-}
-
 type openAIUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
@@ -120,38 +112,6 @@ type openAIUsage struct {
 	// Estimated is true when Parley counted some of the tokens itself,
 	// because the provider gave no count (absent otherwise).
 	Estimated bool `json:"estimated,omitempty"`
-}
-
-// debugJSON is how a completion was resolved (request field debug: true);
-// its descriptions are the MCP tools' (debugOut).
-type debugJSON struct {
-	Provider struct {
-		ID   string `json:"id" desc:"AI provider id."`
-		Name string `json:"name" desc:"AI provider name."`
-		Type string `json:"type" desc:"AI provider type."`
-	} `json:"provider" desc:"The AI provider called."`
-	Model    string        `json:"model" desc:"The model Parley chose and sent (the response's model is the one the provider says answered)."`
-	Messages []messageJSON `json:"messages" desc:"Exactly what went upstream, in order: the system message, the conversation's history, the request's messages; anything that looks like a secret redacted."`
-	Timings  struct {
-		QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
-		FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
-		TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
-	} `json:"timings" desc:"Where the time went, in milliseconds."`
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func toDebugJSON(d *domain.Debug) *debugJSON {
-	if d == nil {
-		return nil
-	}
-	out := &debugJSON{Model: d.Model, Messages: make([]messageJSON, len(d.Messages))}
-	out.Provider.ID, out.Provider.Name, out.Provider.Type = d.ProviderID, d.ProviderName, string(d.ProviderType)
-	for i, m := range d.Messages {
-		out.Messages[i] = messageJSON{Role: string(m.Role), Content: m.Content, ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
-	}
-	out.Timings.QueueMs, out.Timings.FirstByteMs, out.Timings.TotalMs = ms(d.QueueTime), ms(d.FirstByte), ms(d.Total)
-	return out
 }
 
 func toOpenAIUsage(u domain.Usage) openAIUsage {
@@ -166,7 +126,7 @@ func toCompletionResponse(c *domain.Completion) completionResponse {
 	return completionResponse{
 		ID: c.MessageID, Object: "chat.completion", Created: c.Created.Unix(), Model: c.Model,
 		Choices: []choiceJSON{{Message: msg, FinishReason: c.FinishReason}},
-		Usage:   toOpenAIUsage(c.Usage), MessageID: c.MessageID, ConversationID: c.ConversationID, Debug: toDebugJSON(c.Debug),
+		Usage:   toOpenAIUsage(c.Usage), MessageID: c.MessageID, ConversationID: c.ConversationID, Debug: wire.DebugOf(c.Debug),
 	}
 }
 
@@ -182,7 +142,7 @@ type chunk struct {
 	Usage          *openAIUsage  `json:"usage,omitempty"`
 	MessageID      string        `json:"messageId,omitempty"`
 	ConversationID string        `json:"conversationId,omitempty"`
-	Debug          *debugJSON    `json:"debug,omitempty" desc:"How the completion was resolved; only in the last chunk before [DONE], when debug was true."`
+	Debug          *wire.Debug   `json:"debug,omitempty" desc:"How the completion was resolved; only in the last chunk before [DONE], when debug was true."`
 }
 
 type chunkChoice struct {
@@ -526,7 +486,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	usage := st.chunk()
 	usage.Choices = []chunkChoice{}
 	u := toOpenAIUsage(out.Usage)
-	usage.Usage, usage.Debug = &u, toDebugJSON(out.Debug)
+	usage.Usage, usage.Debug = &u, wire.DebugOf(out.Debug)
 	if st.add(last) == nil && st.add(usage) == nil {
 		st.buf.WriteString(doneEvent)
 	}

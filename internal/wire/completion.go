@@ -1,6 +1,10 @@
 package wire
 
-import "github.com/parleyhq/parley/domain"
+import (
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+)
 
 // The request fields both completion endpoints take, shared by REST bodies
 // and MCP tool arguments so that the two read them the same way. The desc,
@@ -120,3 +124,51 @@ func ToolCallsOf(calls []domain.ToolCall) []ToolCall {
 	}
 	return out
 }
+
+// Debug is how a completion was resolved (request field debug: true), in
+// a REST response or stream's last chunk and an MCP tool's result alike.
+type Debug struct {
+	Provider DebugProvider  `json:"provider" desc:"The AI provider called."`
+	Model    string         `json:"model" desc:"The model Parley chose and sent (the completion's model is the one the provider says answered)."`
+	Messages []DebugMessage `json:"messages" desc:"Exactly what went upstream, in order: the system message, the conversation's history, the request's messages; anything that looks like a secret redacted."`
+	Timings  DebugTimings   `json:"timings" desc:"Where the time went, in milliseconds."`
+}
+
+type DebugProvider struct {
+	ID   string `json:"id" desc:"AI provider id."`
+	Name string `json:"name" desc:"AI provider name."`
+	Type string `json:"type" desc:"AI provider type."`
+}
+
+// DebugMessage is a message as it went upstream.
+type DebugMessage struct {
+	Role       string     `json:"role" desc:"Author of the message."`
+	Content    string     `json:"content" desc:"Text sent, secrets redacted."`
+	ToolCalls  []ToolCall `json:"toolCalls,omitempty" desc:"Tool calls of an assistant message, arguments redacted."`
+	ToolCallID string     `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
+}
+
+type DebugTimings struct {
+	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
+	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
+	TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
+}
+
+// DebugOf converts the domain's debug; nil stays nil.
+func DebugOf(d *domain.Debug) *Debug {
+	if d == nil {
+		return nil
+	}
+	out := &Debug{
+		Provider: DebugProvider{ID: d.ProviderID, Name: d.ProviderName, Type: string(d.ProviderType)},
+		Model:    d.Model,
+		Messages: make([]DebugMessage, len(d.Messages)),
+		Timings:  DebugTimings{QueueMs: ms(d.QueueTime), FirstByteMs: ms(d.FirstByte), TotalMs: ms(d.Total)},
+	}
+	for i, m := range d.Messages {
+		out.Messages[i] = DebugMessage{Role: string(m.Role), Content: m.Content, ToolCalls: ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
