@@ -201,8 +201,8 @@ type stream struct {
 	// for as long as it likes, and with it the stream: the upstream call
 	// (past MaxStreamDuration too), the stream's slot and its usage record.
 	// A write that has not gone out after stallAfter, or that is still
-	// blocked when the request ends (the shutdown's grace period ran out),
-	// is cut by a write deadline: the client is treated as gone.
+	// blocked minStall after the request ends (the shutdown's grace period
+	// ran out), is cut by a write deadline: the client is treated as gone.
 	rc           *http.ResponseController
 	stallAfter   time.Duration
 	writeStarted atomic.Int64               // Unix nanoseconds; 0 between writes
@@ -229,11 +229,7 @@ const textChunkEnd = `},"finish_reason":null}]}`
 func (s *Server) newStream(c *echo.Context) (*stream, func()) {
 	st := &stream{s: s, c: c, rc: http.NewResponseController(netWriter(c)), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
 	st.enc = json.NewEncoder(&st.buf)
-	st.stopWatch = context.AfterFunc(c.Request().Context(), func() {
-		if st.writeStarted.Load() != 0 {
-			st.cut()
-		}
-	})
+	st.stopWatch = context.AfterFunc(c.Request().Context(), st.cutIfStillBlocked)
 	st.mu.Lock() // keepAlive may run before AfterFunc returns
 	st.alive = time.AfterFunc(s.cfg.KeepAlive, st.keepAlive)
 	st.mu.Unlock()
@@ -252,8 +248,27 @@ func (s *Server) newStream(c *echo.Context) (*stream, func()) {
 	}
 }
 
-// cut makes a blocked write to the client fail now.
+// cut makes a blocked write to the client fail now, and every write
+// after it: the deadline stays.
 func (st *stream) cut() { _ = st.rc.SetWriteDeadline(time.Now()) }
+
+// cutIfStillBlocked runs when the request ends (the shutdown's grace
+// period ran out, or the client left): a write that is still the same,
+// blocked, minStall later is cut, so that the handler can return. Not at
+// once: a write under way then is most likely the stream's last one (the
+// error event and [DONE] the shutdown sends), and cutting it would take
+// them from a client that reads.
+func (st *stream) cutIfStillBlocked() {
+	started := st.writeStarted.Load()
+	if started == 0 {
+		return
+	}
+	time.AfterFunc(minStall, func() {
+		if st.writeStarted.Load() == started {
+			st.cut()
+		}
+	})
+}
 
 // watched runs f, a write to the client, cutting it if it blocks for
 // stallAfter (checkStall); callers hold mu.

@@ -88,6 +88,9 @@ func serve(t *testing.T, dir string, env ...string) *started {
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("parley serve (%v) wrote:\n%s", cmd.ProcessState, s.stderr.String())
+		}
 	})
 	addr := make(chan string, 1)
 	go func() {

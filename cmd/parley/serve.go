@@ -81,7 +81,9 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 	if err != nil {
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
-		_ = srv.Shutdown(ctx2)
+		if err := srv.Shutdown(ctx2); err != nil {
+			log.Warn("requests still running at exit; their usage is lost", "err", err)
+		}
 	}
 	a.FlushUsage()
 	log.Info("stopped")

@@ -73,7 +73,8 @@ type event struct {
 }
 
 // openStream starts a streamed completion and delivers its data events on
-// the returned channel, which is closed at the end of the stream.
+// the returned channel, which is closed at the end of the stream; a read
+// that fails (the connection cut) ends it with a "read error: …" event.
 func openStream(t *testing.T, s *started, key, chatID, prompt string) <-chan event {
 	t.Helper()
 	b, _ := json.Marshal(map[string]any{"stream": true, "messages": []any{map[string]any{"role": "user", "content": prompt}}})
@@ -103,6 +104,9 @@ func openStream(t *testing.T, s *started, key, chatID, prompt string) <-chan eve
 				_ = json.Unmarshal([]byte(payload), &ev.data)
 			}
 			ch <- ev
+		}
+		if err := sc.Err(); err != nil {
+			ch <- event{raw: "read error: " + err.Error(), at: time.Now()}
 		}
 	}()
 	return ch
@@ -592,6 +596,46 @@ func TestSecondSignalEndsTheGrace(t *testing.T) {
 	}
 	if logs := s.stderr.String(); !strings.Contains(logs, "second signal") {
 		t.Errorf("the logs do not say the second signal ended the grace period:\n%s", logs)
+	}
+}
+
+// TestShutdownCutsAStreamItsClientDoesNotRead: a client that keeps its
+// connection but stops reading blocks the stream's write; when the grace
+// period is over, that write is cut (a moment later, so that a stream's
+// last events still reach a client that reads), the handler returns, and
+// the stream's usage is stored as interrupted before the exit, rather
+// than lost with a handler still blocked when the server stops waiting.
+func TestShutdownCutsAStreamItsClientDoesNotRead(t *testing.T) {
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
+	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
+
+	deltas := make([]string, 100_000) // 20 MB: far more than the sockets hold
+	for i := range deltas {
+		deltas[i] = strings.Repeat("x", 200) + " "
+	}
+	up.Enqueue(llmtest.Behavior{Deltas: deltas})
+	before := up.Count()
+	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
+	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
+	fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", chat, key, len(body), body)
+	// ...and never read.
+	waitRequest(t, up, before)
+	time.Sleep(500 * time.Millisecond) // the sockets' buffers fill
+
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	if got := chatOutcomes(t, sqliteIn(dir), chat); !slices.Equal(got, []string{"interrupted"}) {
+		t.Errorf("the unread stream's usage outcomes = %v, want [interrupted]", got)
 	}
 }
 
