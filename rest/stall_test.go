@@ -1,9 +1,7 @@
 package rest_test
 
 import (
-	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,7 +9,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
-	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/internal/stalltest"
 )
 
 // TestStalledClientDoesNotHoldTheStream: a client that keeps its
@@ -25,23 +23,9 @@ func TestStalledClientDoesNotHoldTheStream(t *testing.T) {
 		c.MaxStreamDuration = 500 * time.Millisecond
 	})
 	w := h.world()
-	deltas := make([]string, 100_000)
-	for i := range deltas {
-		deltas[i] = strings.Repeat("x", 200) + " "
-	}
-	h.up.Enqueue(llmtest.Behavior{Deltas: deltas})
+	h.up.Enqueue(stalltest.Flood())
 	n := h.up.Count()
-
-	conn, err := net.Dial("tcp", strings.TrimPrefix(h.srv.URL, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
-	fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", w.chat, h.admin, len(body), body)
-	// ...and never read.
+	stalltest.Completion(t, h.srv.URL, h.admin, w.chat)
 
 	if !h.up.WaitCanceledN(n, 5*time.Second) {
 		t.Fatal("the upstream call was not cancelled at the maximum stream duration")

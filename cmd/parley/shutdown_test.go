@@ -26,6 +26,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/stalltest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -609,22 +610,9 @@ func TestShutdownCutsAStreamItsClientDoesNotRead(t *testing.T) {
 	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
 	s, up, dir, key, chat := f.started, f.up, f.dir, f.key, f.chat
 
-	deltas := make([]string, 100_000) // 20 MB: far more than the sockets hold
-	for i := range deltas {
-		deltas[i] = strings.Repeat("x", 200) + " "
-	}
-	up.Enqueue(llmtest.Behavior{Deltas: deltas})
+	up.Enqueue(stalltest.Flood())
 	before := up.Count()
-	conn, err := net.Dial("tcp", strings.TrimPrefix(s.url, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
-	fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", chat, key, len(body), body)
-	// ...and never read.
+	stalltest.Completion(t, s.url, key, chat)
 	waitRequest(t, up, before)
 	time.Sleep(500 * time.Millisecond) // the sockets' buffers fill
 
