@@ -82,7 +82,7 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 		ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel2()
 		if err := srv.Shutdown(ctx2); err != nil {
-			log.Warn("requests still running at exit; their usage is lost", "err", err)
+			log.Warn("requests still running at exit are cut; usage not yet recorded for them is lost", "err", err)
 		}
 	}
 	a.FlushUsage()
