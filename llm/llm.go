@@ -26,6 +26,7 @@ import (
 const (
 	DefaultConnectTimeout   = 10 * time.Second
 	DefaultFirstByteTimeout = 60 * time.Second
+	DefaultIdleTimeout      = 10 * time.Minute
 	DefaultResponseTimeout  = 10 * time.Minute
 	DefaultMaxResponseBytes = 8 << 20
 	DefaultMaxLineBytes     = 1 << 20
@@ -51,6 +52,12 @@ type Config struct {
 	// 60s): a provider behind an aggregator may answer 200 at once and send
 	// only comments while it is stuck.
 	FirstByteTimeout time.Duration
+	// IdleTimeout bounds the quiet between a stream's data lines once its
+	// first came (default 10m, no longer than a whole reply may take):
+	// an upstream that stops sending mid-reply, its connection still open,
+	// would otherwise hold the stream, kept alive by Parley's keep-alives,
+	// until the client gives up.
+	IdleTimeout time.Duration
 	// ResponseTimeout bounds the wait for a non-stream call's response
 	// headers once the request was sent (default 10m, as the OpenAI and
 	// Anthropic SDKs wait): providers send them only with the whole
@@ -81,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.FirstByteTimeout <= 0 {
 		c.FirstByteTimeout = DefaultFirstByteTimeout
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.ResponseTimeout <= 0 {
 		c.ResponseTimeout = DefaultResponseTimeout

@@ -1766,6 +1766,68 @@ func TestFirstByteTimeoutCountsData(t *testing.T) {
 	}
 }
 
+// TestIdleTimeout: a stream that goes quiet after its first data, its
+// connection open (a stuck provider), is ended once the idle timeout
+// passed since its last data line, not held until the client gives up;
+// one whose chunks keep coming, each within the timeout, runs on past
+// it, and past the first-byte timeout, which the same timer keeps.
+func TestIdleTimeout(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		// The idle timeout counts from the last data line, whether it is
+		// shorter than the first-byte timeout or longer.
+		for _, first := range []time.Duration{200 * time.Millisecond, 5 * time.Second} {
+			t.Run(fmt.Sprintf("%s/quiet, first byte %v", typ, first), func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
+				c := newClient(t, func(c *llm.Config) {
+					c.FirstByteTimeout, c.IdleTimeout = first, 400*time.Millisecond
+				})
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				start := time.Now()
+				_, deltas, err := run(ctx, c, request(typ, s), true)
+				if got, want := domain.KindOf(err), domain.Timeout; got != want {
+					t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
+				}
+				if got, want := domain.MessageOf(err), "the AI provider's stream sent nothing for 400ms and was ended"; got != want {
+					t.Errorf("message = %q, want %q", got, want)
+				}
+				if d := time.Since(start); d < 350*time.Millisecond || d > 3*time.Second {
+					t.Errorf("took %v, want about the idle timeout", d)
+				}
+				if len(deltas) != 2 {
+					t.Errorf("deltas before the quiet = %q, want 2", deltas)
+				}
+				if got := s.Count(); got != 1 {
+					t.Errorf("upstream requests = %d, want 1 (a stream that began is not retried)", got)
+				}
+				if !s.WaitCanceledN(s.Last().N, time.Second) {
+					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
+		t.Run(string(typ)+"/steady", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{ChunkDelay: 150 * time.Millisecond})
+			c := newClient(t, func(c *llm.Config) {
+				c.FirstByteTimeout, c.IdleTimeout = 200*time.Millisecond, 400*time.Millisecond
+			})
+			prompt := "one two three four five six seven eight"
+			start := time.Now()
+			res, _, err := run(context.Background(), c, request(typ, s, prompt), true)
+			if err != nil {
+				t.Fatalf("%v after %v", err, time.Since(start))
+			}
+			if got, want := res.Content, llmtest.EchoReply(prompt); got != want {
+				t.Errorf("content = %q, want %q", got, want)
+			}
+			if d := time.Since(start); d < time.Second {
+				t.Errorf("the stream took %v: too short to outlast the idle timeout more than once", d)
+			}
+		})
+	}
+}
+
 // TestOversizedGzipBody: the size caps count the body as decompressed, so
 // a small gzip body that inflates past them (a decompression bomb) is cut,
 // whole replies and error bodies alike.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,7 @@ func guardControl(network, address string, _ syscall.RawConn) error {
 // run for many minutes.
 //
 // A stream's headers come before its first delta, so FirstByteTimeout
-// bounds them (and then its first data line, see lineCapReader.noData); a
+// bounds them (and then its first data line, see lineCapReader.quiet); a
 // provider answers a non-stream call only once the whole
 // reply is written, so ResponseTimeout, minutes, bounds those. Each kind
 // of call has its own http.Transport for its ResponseHeaderTimeout.
@@ -114,6 +115,7 @@ type exchange struct {
 	replied      bool // the SDK read a whole streamed reply (see markReplied)
 	gotData      bool // the stream sent its first data line
 	noData       bool // the stream sent none within the first-byte timeout
+	wentQuiet    bool // the stream sent none for the idle timeout after one
 
 	// lines is the stream's body reader, for the data lines read so far
 	// (see coalescer); set by RoundTrip and read in the same goroutine.
@@ -194,9 +196,24 @@ func (ex *exchange) noDataInTime() bool {
 	return ex.noData
 }
 
+func (ex *exchange) markQuiet() {
+	ex.mu.Lock()
+	ex.wentQuiet = true
+	ex.mu.Unlock()
+}
+
+func (ex *exchange) quietTooLong() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.wentQuiet
+}
+
 // errNoData ends a stream that sent no data line within the first-byte
-// timeout.
-var errNoData = errors.New("the stream sent no data within the first-byte timeout")
+// timeout; errQuiet one that then sent none for the idle timeout.
+var (
+	errNoData = errors.New("the stream sent no data within the first-byte timeout")
+	errQuiet  = errors.New("the stream sent no data for the idle timeout")
+)
 
 func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
 	ex.mu.Lock()
@@ -260,11 +277,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	case ex.stream:
 		ex.lines = &lineCapReader{rc: resp.Body, ex: ex, maxLine: t.cfg.MaxLineBytes, maxEvent: t.cfg.maxEventBytes(),
 			maxOther: t.cfg.MaxResponseBytes, countOther: ex.openAIWire}
-		ex.lines.noData = time.AfterFunc(max(t.cfg.FirstByteTimeout-time.Since(sent), 0), func() {
-			if ex.markNoData() {
-				cancel(errNoData)
-			}
-		})
+		ex.lines.watchQuiet(max(t.cfg.FirstByteTimeout-time.Since(sent), 0), t.cfg.IdleTimeout, cancel)
 		resp.Body = ex.lines
 	default:
 		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
@@ -435,10 +448,37 @@ type lineCapReader struct {
 
 	dataLines int // whole "data:" lines read, for coalescer
 
-	// noData ends the stream when its first data line has not come within
-	// the first-byte timeout: the headers came, but comments (an
-	// aggregator's keep-alives) or silence are no reply.
-	noData *time.Timer
+	// quiet ends the stream when its first data line has not come within
+	// the first-byte timeout (the headers came, but comments, an
+	// aggregator's keep-alives, or silence are no reply), or when no data
+	// line came for the idle timeout after one. lastData is when the last
+	// came (Unix nanoseconds), set by Read once per read that ended one:
+	// the timer, reset to the idle timeout at the first data line, looks
+	// at it when it fires, rather than being reset for every chunk.
+	quiet    *time.Timer
+	idle     time.Duration
+	lastData atomic.Int64
+}
+
+// watchQuiet starts quiet: first is what is left of the first-byte
+// timeout, idle the idle timeout, cancel the call's.
+func (r *lineCapReader) watchQuiet(first, idle time.Duration, cancel context.CancelCauseFunc) {
+	r.idle = idle
+	r.quiet = time.AfterFunc(first, func() {
+		if r.ex.markNoData() {
+			cancel(errNoData)
+			return
+		}
+		// A data line came (lastData is set before markData): look again
+		// an idle timeout after the last.
+		quiet := time.Since(time.Unix(0, r.lastData.Load()))
+		if quiet >= idle {
+			r.ex.markQuiet()
+			cancel(errQuiet)
+			return
+		}
+		r.quiet.Reset(idle - quiet)
+	})
 }
 
 func (r *lineCapReader) Read(p []byte) (int, error) {
@@ -447,6 +487,7 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.rc.Read(p)
 	r.ended = err != nil
+	lines := r.dataLines
 	for b := p[:n]; len(b) > 0; {
 		i := bytes.IndexByte(b, '\n')
 		seg := b
@@ -470,6 +511,9 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 	}
 	if r.countOther && r.other > r.maxOther {
 		return 0, r.fail(&r.ex.tooLarge, "stream sent too many bytes outside data lines")
+	}
+	if r.dataLines > lines {
+		r.lastData.Store(time.Now().UnixNano())
 	}
 	return n, err
 }
@@ -497,10 +541,11 @@ func (r *lineCapReader) endLine() {
 		switch {
 		case string(r.prefix) == "data:":
 			if r.dataLines++; r.dataLines == 1 {
-				if r.noData != nil {
-					r.noData.Stop()
-				}
+				r.lastData.Store(time.Now().UnixNano()) // before markData: see watchQuiet
 				r.ex.markData()
+				if r.quiet != nil {
+					r.quiet.Reset(r.idle) // from the first-byte timeout's end to the idle timeout's
+				}
 			}
 		case r.countOther:
 			r.other += int64(r.lineLen) + 1
@@ -523,8 +568,8 @@ func (r *lineCapReader) fail(flag *bool, msg string) error {
 // (see drainClose); a stream closed before its end is closed at once, which
 // is what cancels the upstream's generation.
 func (r *lineCapReader) Close() error {
-	if r.noData != nil {
-		r.noData.Stop()
+	if r.quiet != nil {
+		r.quiet.Stop()
 	}
 	if r.ended || r.err != nil || !r.ex.wasReplied() {
 		return r.rc.Close()

@@ -135,6 +135,42 @@ func TestFirstByteTimeout(t *testing.T) {
 	})
 }
 
+// TestStreamGoesQuiet: a stream whose upstream stops sending after its
+// first deltas, its connection open, ends with an upstream_timeout error
+// event once the idle timeout passed, though keep-alives kept it open
+// meanwhile; its usage is an upstream_error with the deltas counted.
+func TestStreamGoesQuiet(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, func(c *app.Config) {
+			c.LLM.IdleTimeout, c.KeepAlive = 500*time.Millisecond, 100*time.Millisecond
+		})
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
+		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}})
+		if res.StatusCode != 200 {
+			t.Fatalf("status %d", res.StatusCode)
+		}
+		events := readSSE(t, res)
+		n := len(events)
+		if n < 3 || events[n-1].raw != "[DONE]" {
+			t.Fatalf("stream = %v, want an error event then [DONE]", events)
+		}
+		e, _ := events[n-2].data["error"].(map[string]any)
+		if e == nil || e["code"] != "upstream_timeout" || !strings.Contains(fmt.Sprint(e["message"]), "sent nothing for 500ms") {
+			t.Fatalf("event before [DONE] = %s, want an upstream_timeout saying the stream went quiet", events[n-2].raw)
+		}
+		h.app.FlushUsage()
+		var outcome string
+		var completion int64
+		if err := h.app.Store.DB().Raw("SELECT outcome, completion_tokens FROM usage_records WHERE chat_id = ?", w.chat).Row().Scan(&outcome, &completion); err != nil {
+			t.Fatal(err)
+		}
+		if outcome != "upstream_error" || completion == 0 {
+			t.Errorf("usage of the quiet stream: %s with %d completion tokens; want upstream_error with its deltas counted", outcome, completion)
+		}
+	})
+}
+
 func TestStreamFaultsAfterTheFirstByte(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()

@@ -26,7 +26,7 @@ func TestNoTimeoutCutsAStream(t *testing.T) {
 func TestLoadEnv(t *testing.T) {
 	for _, name := range []string{"PARLEY_SSE_KEEPALIVE", "PARLEY_MAX_STREAM_DURATION", "PARLEY_SHUTDOWN_GRACE",
 		"PARLEY_UPSTREAM_RETRIES", "PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT",
-		"PARLEY_UPSTREAM_RESPONSE_TIMEOUT"} {
+		"PARLEY_UPSTREAM_IDLE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT"} {
 		t.Setenv(name, "")
 	}
 	t.Setenv("PARLEY_LOG_FORMAT", "")
@@ -39,7 +39,7 @@ func TestLoadEnv(t *testing.T) {
 	if e.KeepAlive != 15*time.Second || e.MaxStreamDuration != 0 || e.ShutdownGrace != 30*time.Second {
 		t.Errorf("defaults: keep-alive %v, maximum stream %v, grace %v", e.KeepAlive, e.MaxStreamDuration, e.ShutdownGrace)
 	}
-	if e.LLM.MaxRetries != 0 || e.LLM.FirstByteTimeout != 0 || e.LLM.ResponseTimeout != 0 {
+	if e.LLM.MaxRetries != 0 || e.LLM.FirstByteTimeout != 0 || e.LLM.IdleTimeout != 0 || e.LLM.ResponseTimeout != 0 {
 		t.Errorf("unset upstream settings must leave llm's defaults (zero): %+v", e.LLM)
 	}
 
@@ -47,6 +47,7 @@ func TestLoadEnv(t *testing.T) {
 	t.Setenv("PARLEY_MAX_STREAM_DURATION", "30m")
 	t.Setenv("PARLEY_UPSTREAM_RETRIES", "0")
 	t.Setenv("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", "90s")
+	t.Setenv("PARLEY_UPSTREAM_IDLE_TIMEOUT", "20m")
 	t.Setenv("PARLEY_UPSTREAM_RESPONSE_TIMEOUT", "15m")
 	if e, err = loadEnv(); err != nil {
 		t.Fatal(err)
@@ -54,8 +55,8 @@ func TestLoadEnv(t *testing.T) {
 	if e.KeepAlive != 5*time.Second || e.MaxStreamDuration != 30*time.Minute {
 		t.Errorf("keep-alive %v, maximum stream %v", e.KeepAlive, e.MaxStreamDuration)
 	}
-	if e.LLM.MaxRetries >= 0 || e.LLM.FirstByteTimeout != 90*time.Second {
-		t.Errorf("PARLEY_UPSTREAM_RETRIES=0 must turn retries off (llm: negative), got %d; first byte %v", e.LLM.MaxRetries, e.LLM.FirstByteTimeout)
+	if e.LLM.MaxRetries >= 0 || e.LLM.FirstByteTimeout != 90*time.Second || e.LLM.IdleTimeout != 20*time.Minute {
+		t.Errorf("PARLEY_UPSTREAM_RETRIES=0 must turn retries off (llm: negative), got %d; first byte %v, idle %v", e.LLM.MaxRetries, e.LLM.FirstByteTimeout, e.LLM.IdleTimeout)
 	}
 	if e.LLM.ResponseTimeout != 15*time.Minute {
 		t.Errorf("PARLEY_UPSTREAM_RESPONSE_TIMEOUT=15m: response timeout %v", e.LLM.ResponseTimeout)
@@ -97,7 +98,7 @@ func TestLoadEnv(t *testing.T) {
 	// who writes PARLEY_REQUEST_TIMEOUT=0 to turn the timeout off must not
 	// get 30s without a word.
 	for _, name := range []string{"PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRY_DELAY",
-		"PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT"} {
+		"PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", "PARLEY_UPSTREAM_IDLE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT"} {
 		t.Run(name+"=0", func(t *testing.T) {
 			t.Setenv(name, "0")
 			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) {
@@ -117,6 +118,7 @@ func TestLoadEnv(t *testing.T) {
 		"PARLEY_UPSTREAM_RETRY_DELAY":        "must be a positive duration such as 30s",
 		"PARLEY_UPSTREAM_CONNECT_TIMEOUT":    "must be a positive duration such as 30s",
 		"PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT": "must be a positive duration such as 30s",
+		"PARLEY_UPSTREAM_IDLE_TIMEOUT":       "must be a positive duration such as 30s",
 		"PARLEY_UPSTREAM_RESPONSE_TIMEOUT":   "must be a positive duration such as 30s",
 	} {
 		t.Run(name+"=-1s", func(t *testing.T) {

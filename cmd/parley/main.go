@@ -274,6 +274,9 @@ func (e *env) loadUpstreamEnv() error {
 	if c.FirstByteTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT", 0); err != nil {
 		return err
 	}
+	if c.IdleTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_IDLE_TIMEOUT", 0); err != nil {
+		return err
+	}
 	c.ResponseTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_RESPONSE_TIMEOUT", 0)
 	return err
 }
