@@ -231,6 +231,22 @@ type sseEvent struct {
 	data map[string]any
 }
 
+// streamError reads a stream that must end with an error event and then
+// [DONE], and returns that error with all the stream's events.
+func streamError(t *testing.T, res *http.Response) (map[string]any, []sseEvent) {
+	t.Helper()
+	events := readSSE(t, res)
+	n := len(events)
+	if n < 3 || events[n-1].raw != "[DONE]" {
+		t.Fatalf("stream = %v, want an error event then [DONE]", events)
+	}
+	e, _ := events[n-2].data["error"].(map[string]any)
+	if e == nil {
+		t.Fatalf("event before [DONE] = %s, want an error", events[n-2].raw)
+	}
+	return e, events
+}
+
 // readSSE reads a whole stream into its data events, checking the framing.
 func readSSE(t *testing.T, res *http.Response) []sseEvent {
 	t.Helper()

@@ -146,18 +146,9 @@ func TestStreamGoesQuiet(t *testing.T) {
 		})
 		w := h.world()
 		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2})
-		res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}})
-		if res.StatusCode != 200 {
-			t.Fatalf("status %d", res.StatusCode)
-		}
-		events := readSSE(t, res)
-		n := len(events)
-		if n < 3 || events[n-1].raw != "[DONE]" {
-			t.Fatalf("stream = %v, want an error event then [DONE]", events)
-		}
-		e, _ := events[n-2].data["error"].(map[string]any)
-		if e == nil || e["code"] != "upstream_timeout" || !strings.Contains(fmt.Sprint(e["message"]), "sent nothing for 500ms") {
-			t.Fatalf("event before [DONE] = %s, want an upstream_timeout saying the stream went quiet", events[n-2].raw)
+		e, _ := streamError(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}}))
+		if e["code"] != "upstream_timeout" || !strings.Contains(fmt.Sprint(e["message"]), "sent nothing for 500ms") {
+			t.Fatalf("the stream's error = %v, want an upstream_timeout saying the stream went quiet", e)
 		}
 		h.app.FlushUsage()
 		var outcome string
@@ -180,18 +171,9 @@ func TestStreamFaultsAfterTheFirstByte(t *testing.T) {
 		}{{"reset", llmtest.FaultReset}, {"cut without finish reason", llmtest.FaultTruncate}} {
 			t.Run(f.name, func(t *testing.T) {
 				h.up.Enqueue(llmtest.Behavior{Fault: f.fault, AfterDeltas: 2})
-				res := stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}})
-				if res.StatusCode != 200 {
-					t.Fatalf("status %d", res.StatusCode)
-				}
-				events := readSSE(t, res)
-				n := len(events)
-				if n < 3 || events[n-1].raw != "[DONE]" {
-					t.Fatalf("stream = %v, want an error event then [DONE]", events)
-				}
-				e, _ := events[n-2].data["error"].(map[string]any)
-				if e == nil || e["code"] != "upstream_error" {
-					t.Fatalf("event before [DONE] = %s, want an upstream_error", events[n-2].raw)
+				e, _ := streamError(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("one two three four five")}}))
+				if e["code"] != "upstream_error" {
+					t.Fatalf("the stream's error = %v, want an upstream_error", e)
 				}
 				if f.fault == llmtest.FaultTruncate && !strings.Contains(e["message"].(string), "truncated") {
 					t.Errorf("a cut stream is reported as %q, want truncated", e["message"])
