@@ -1808,11 +1808,13 @@ func TestIdleTimeout(t *testing.T) {
 		}
 		t.Run(string(typ)+"/steady", func(t *testing.T) {
 			s := llmtest.NewServer(t)
-			s.Enqueue(llmtest.Behavior{ChunkDelay: 150 * time.Millisecond})
+			// Chunks 100ms apart, the idle timeout six times that: room for a
+			// loaded host's stalls, and over 2s of stream to outlast it.
+			s.Enqueue(llmtest.Behavior{ChunkDelay: 100 * time.Millisecond})
 			c := newClient(t, func(c *llm.Config) {
-				c.FirstByteTimeout, c.IdleTimeout = 200*time.Millisecond, 400*time.Millisecond
+				c.FirstByteTimeout, c.IdleTimeout = 200*time.Millisecond, 600*time.Millisecond
 			})
-			prompt := "one two three four five six seven eight"
+			prompt := strings.TrimSpace(strings.Repeat("word ", 20))
 			start := time.Now()
 			res, _, err := run(context.Background(), c, request(typ, s, prompt), true)
 			if err != nil {
@@ -1821,7 +1823,7 @@ func TestIdleTimeout(t *testing.T) {
 			if got, want := res.Content, llmtest.EchoReply(prompt); got != want {
 				t.Errorf("content = %q, want %q", got, want)
 			}
-			if d := time.Since(start); d < time.Second {
+			if d := time.Since(start); d < 1200*time.Millisecond {
 				t.Errorf("the stream took %v: too short to outlast the idle timeout more than once", d)
 			}
 		})
