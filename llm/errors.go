@@ -105,9 +105,9 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Canceled, "the call was canceled before the AI provider finished"
 	case ctx.Err() != nil:
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish within the time allowed for the call"
-	case ex.noDataInTime():
+	case ex.endedQuiet() == errNoData:
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not answer within "+seconds(c.cfg.FirstByteTimeout)+" (its stream sent no data)"
-	case ex.quietTooLong():
+	case ex.endedQuiet() == errQuiet:
 		e.Kind, e.Message = domain.Timeout, "the AI provider's stream sent nothing for "+seconds(c.cfg.IdleTimeout)+" and was ended"
 	case lineTooLong:
 		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)

@@ -112,10 +112,9 @@ type exchange struct {
 	lineTooLong  bool
 	eventTooLong bool
 	tooLarge     bool
-	replied      bool // the SDK read a whole streamed reply (see markReplied)
-	gotData      bool // the stream sent its first data line
-	noData       bool // the stream sent none within the first-byte timeout
-	wentQuiet    bool // the stream sent none for the idle timeout after one
+	replied      bool  // the SDK read a whole streamed reply (see markReplied)
+	gotData      bool  // the stream sent its first data line
+	quietEnd     error // errNoData or errQuiet: why the stream's quiet timer ended it
 
 	// lines is the stream's body reader, for the data lines read so far
 	// (see coalescer); set by RoundTrip and read in the same goroutine.
@@ -165,47 +164,36 @@ func (ex *exchange) wasReplied() bool {
 	return ex.replied
 }
 
-// markData records a stream's first data line (see markNoData).
+// markData records a stream's first data line (see endQuiet).
 func (ex *exchange) markData() {
 	ex.mu.Lock()
 	ex.gotData = true
 	ex.mu.Unlock()
 }
 
-// markNoData records that the first-byte timeout passed; it reports
-// whether the stream had sent no data line by then, and is to be ended.
-func (ex *exchange) markNoData() bool {
+// endQuiet records why the quiet timer ends the stream, and reports
+// whether it does: errNoData only while no data line came.
+func (ex *exchange) endQuiet(cause error) bool {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	if ex.gotData {
+	if cause == errNoData && ex.gotData {
 		return false
 	}
-	ex.noData = true
+	ex.quietEnd = cause
 	return true
+}
+
+// endedQuiet is endQuiet's cause, nil when the timer ended nothing.
+func (ex *exchange) endedQuiet() error {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.quietEnd
 }
 
 func (ex *exchange) sawData() bool {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	return ex.gotData
-}
-
-func (ex *exchange) noDataInTime() bool {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	return ex.noData
-}
-
-func (ex *exchange) markQuiet() {
-	ex.mu.Lock()
-	ex.wentQuiet = true
-	ex.mu.Unlock()
-}
-
-func (ex *exchange) quietTooLong() bool {
-	ex.mu.Lock()
-	defer ex.mu.Unlock()
-	return ex.wentQuiet
 }
 
 // errNoData ends a stream that sent no data line within the first-byte
@@ -465,7 +453,7 @@ type lineCapReader struct {
 func (r *lineCapReader) watchQuiet(first, idle time.Duration, cancel context.CancelCauseFunc) {
 	r.idle = idle
 	r.quiet = time.AfterFunc(first, func() {
-		if r.ex.markNoData() {
+		if r.ex.endQuiet(errNoData) {
 			cancel(errNoData)
 			return
 		}
@@ -473,7 +461,7 @@ func (r *lineCapReader) watchQuiet(first, idle time.Duration, cancel context.Can
 		// an idle timeout after the last.
 		quiet := time.Since(time.Unix(0, r.lastData.Load()))
 		if quiet >= idle {
-			r.ex.markQuiet()
+			r.ex.endQuiet(errQuiet)
 			cancel(errQuiet)
 			return
 		}
