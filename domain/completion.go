@@ -353,24 +353,18 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if emit != nil && len(quotas) > 0 {
 		emit.Admitted(quotas)
 	}
-	out, err := s.run(ctx, pl, endpoint, p, budgets, emit)
-	if err != nil {
-		if len(quotas) > 0 {
-			return nil, &AdmittedError{Err: err, Quotas: quotas}
-		}
-		return nil, err
-	}
-	out.Quotas = quotas
-	return out, nil
+	return s.run(ctx, pl, endpoint, p, budgets, quotas, emit)
 }
 
-// AdmittedError is the error of a completion that failed once the
-// project's limits had admitted it (the provider failed or refused, the
-// turn could not be stored): the request counted against them, and Quotas
-// are what is left, as a Completion's are. It unwraps to the error.
+// AdmittedError is the error of a completion that failed once admitted
+// and run (the provider failed or refused, the turn could not be stored):
+// the request counted against the project's limits, and Quotas are what is
+// left of them, as a Completion's are; Debug is what went upstream, when
+// the request asked for debug. It unwraps to the error.
 type AdmittedError struct {
 	Err    error
 	Quotas []Quota
+	Debug  *Debug
 }
 
 func (e *AdmittedError) Error() string { return e.Err.Error() }
@@ -382,6 +376,16 @@ func QuotasOf(err error) []Quota {
 	var e *AdmittedError
 	if errors.As(err, &e) {
 		return e.Quotas
+	}
+	return nil
+}
+
+// DebugOf returns the debug of a completion's error, if its request asked
+// for debug and it failed once it ran.
+func DebugOf(err error) *Debug {
+	var e *AdmittedError
+	if errors.As(err, &e) {
+		return e.Debug
 	}
 	return nil
 }
@@ -629,8 +633,10 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 
 // run calls the upstream at endpoint, streams through emit, stores the
 // turn (per chat) before returning, and records usage whatever the
-// outcome. The completion's tokens count against budgets.
-func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Principal, budgets []Budget, emit Emitter) (*Completion, error) {
+// outcome. The completion's tokens count against budgets; quotas are what
+// was left of the limits that admitted it, which its result, or its
+// error, carries (see AdmittedError).
+func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Principal, budgets []Budget, quotas []Quota, emit Emitter) (*Completion, error) {
 	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID
@@ -679,6 +685,13 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		err = start(res.Model)
 	}
 	total := time.Since(pl.started)
+	debug := pl.debug(req, res, called.Sub(pl.started), total)
+	failed := func(err error) error {
+		if len(quotas) == 0 && debug == nil {
+			return err
+		}
+		return &AdmittedError{Err: err, Quotas: quotas, Debug: debug}
+	}
 
 	rec := UsageRecord{
 		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
@@ -730,11 +743,11 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 			rec.ConversationID = "" // the failed turn created nothing under it
 		}
 		s.deps.Usage.Record(ctx, rec)
-		return nil, err
+		return nil, failed(err)
 	}
 
 	out := &Completion{CompletionMeta: meta, Content: res.Content, Refusal: res.Refusal, ToolCalls: res.ToolCalls,
-		FinishReason: res.FinishReason, Usage: res.Usage}
+		FinishReason: res.FinishReason, Usage: res.Usage, Debug: debug, Quotas: quotas}
 	if res.Model != "" {
 		out.Model = res.Model
 	}
@@ -747,22 +760,33 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 				rec.ConversationID = "" // as above: the unstored turn created nothing
 			}
 			s.deps.Usage.Record(ctx, rec)
-			return nil, err
+			return nil, failed(err)
 		}
 	}
 	s.deps.Usage.Record(ctx, rec)
-	if pl.params.Debug {
-		sent := req.Messages
+	return out, nil
+}
+
+// debug is what a completion shows when its request asked for debug (nil
+// when not): res is the provider's result, nil or partial when the call
+// failed; queue and total are the times from the request to the call
+// upstream and to the reply's end.
+func (pl *plan) debug(req LLMRequest, res *LLMResult, queue, total time.Duration) *Debug {
+	if !pl.params.Debug {
+		return nil
+	}
+	sent, first := req.Messages, time.Duration(0)
+	if res != nil {
 		if res.Sent != nil {
 			sent = res.Sent
 		}
-		out.Debug = &Debug{
-			ProviderID: pl.provider.ID, ProviderName: pl.provider.Name, ProviderType: pl.provider.Type,
-			Model: pl.model, Messages: redactMessages(sent, endpoint.APIKey.Reveal()),
-			QueueTime: called.Sub(pl.started), FirstByte: res.FirstByte, Total: total,
-		}
+		first = res.FirstByte
 	}
-	return out, nil
+	return &Debug{
+		ProviderID: pl.provider.ID, ProviderName: pl.provider.Name, ProviderType: pl.provider.Type,
+		Model: pl.model, Messages: redactMessages(sent, req.Endpoint.APIKey.Reveal()),
+		QueueTime: queue, FirstByte: first, Total: total,
+	}
 }
 
 // admit applies the project's limits to a completion: requests and tokens

@@ -76,7 +76,9 @@ type LLM interface {
 	// Complete runs one completion. When onDelta is non-nil the call streams
 	// and onDelta receives each delta in order, text and tool call pieces in
 	// OpenAI's shape (see ToolCallDelta); an error from onDelta aborts the
-	// call. The result always holds the whole reply, tool calls included. Errors carry
+	// call. The result always holds the whole reply, tool calls included;
+	// with an error it may hold what is known of the failed call (a
+	// partial reply, Accepted, Sent), or be nil. Errors carry
 	// the kinds Upstream (the provider failed or rejected the call),
 	// RateLimited (with RetryAfter), Timeout, Canceled and Invalid (the
 	// provider type or base URL is unusable).

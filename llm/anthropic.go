@@ -238,6 +238,9 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 	} else {
 		res, err = c.anthropicMessage(ctx, ex, cs, cli, params)
 	}
+	if res == nil && sent != nil {
+		res = &domain.LLMResult{} // a failed call's debug shows what went up too
+	}
 	if res != nil {
 		res.Sent = sent
 	}

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // Protocol errors carry only these generic texts; the cause is logged.
@@ -53,7 +55,17 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	default:
 		log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
 	}
-	return mcpgo.NewToolResultError(errorText(err)), nil
+	res := mcpgo.NewToolResultError(errorText(err))
+	if dbg := wire.DebugOf(domain.DebugOf(err)); dbg != nil {
+		// A completion that failed once it ran, asked for debug: what
+		// went upstream, as a second text, {"debug": {...}}.
+		if b, err := json.Marshal(struct {
+			Debug *wire.Debug `json:"debug"`
+		}{dbg}); err == nil {
+			res.Content = append(res.Content, mcpgo.NewTextContent(string(b)))
+		}
+	}
+	return res, nil
 }
 
 // refusedAtShutdown is the result of a call that arrives once the server's

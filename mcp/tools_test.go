@@ -643,6 +643,56 @@ p, admin, *`)
 	}
 }
 
+// TestDebugOfAFailedCompletion: a completion tool call that fails once it
+// ran, with debug: true, has its error text and then {"debug": {...}}, the
+// messages as they went upstream with secrets redacted, for both tools;
+// without debug, the error text alone.
+func TestDebugOfAFailedCompletion(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+	must(t, err)
+	admin := e.connect(overHTTP, "admin", Options{})
+	const secret = "sk-live0123456789abcdef"
+	for tool, args := range map[string]obj{
+		"create-chat-completion-for-chat": {"chatId": chat.ID},
+		"create-chat-completion":          {"aiProviderId": e.provider.ID},
+	} {
+		args["messages"] = userMsg("my key is " + secret)
+		args["debug"] = true
+		e.upstream.Enqueue(llmtest.Behavior{Status: 401})
+		res := admin.call(t, tool, args)
+		if !res.IsError || len(res.Content) != 2 {
+			t.Fatalf("%s: error %v, %d texts (%s); want an error result with two", tool, res.IsError, len(res.Content), text(res))
+		}
+		if msg := res.Content[0].(mcpgo.TextContent).Text; !strings.HasPrefix(msg, "upstream_error: ") {
+			t.Errorf("%s: first text %q, want the error", tool, msg)
+		}
+		var got struct {
+			Debug *struct {
+				Provider struct{ ID string }
+				Messages []struct{ Role, Content string }
+			}
+		}
+		raw := res.Content[1].(mcpgo.TextContent).Text
+		must(t, json.Unmarshal([]byte(raw), &got))
+		if got.Debug == nil || got.Debug.Provider.ID != e.provider.ID {
+			t.Fatalf("%s: second text %s, want {\"debug\": ...} naming provider %s", tool, raw, e.provider.ID)
+		}
+		if last := got.Debug.Messages[len(got.Debug.Messages)-1]; last.Role != "user" || last.Content != "my key is [redacted]" {
+			t.Errorf("%s: debug's last message %+v, want the user's, redacted", tool, last)
+		}
+		if strings.Contains(raw, secret) || strings.Contains(raw, "sk-test") {
+			t.Errorf("%s: debug shows a secret: %s", tool, raw)
+		}
+
+		delete(args, "debug")
+		e.upstream.Enqueue(llmtest.Behavior{Status: 401})
+		if res := admin.call(t, tool, args); !res.IsError || len(res.Content) != 1 {
+			t.Errorf("%s without debug: %d texts (%s), want the error alone", tool, len(res.Content), text(res))
+		}
+	}
+}
+
 // TestDocumentMessagesNeedReadAccess runs completions under a policy whose
 // editor may run them but not read documents: a documentId message, which
 // sends a document's content upstream, is refused before anything goes

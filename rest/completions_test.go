@@ -658,4 +658,90 @@ func TestDebugTimings(t *testing.T) {
 	}
 }
 
+// TestDebugOfAFailedCompletion: a completion that fails once it ran
+// carries debug when asked, where debug helps most: beside the error
+// envelope's error (a provider that refused the request, one that failed),
+// and in a stream's error event. It shows the messages as the provider got
+// them (Anthropic's, with a blank text left out, though the call failed),
+// secrets redacted; without debug: true there is none.
+func TestDebugOfAFailedCompletion(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		const secret = "sk-live0123456789abcdef"
+		body := func(debug, streamed bool) map[string]any {
+			return map[string]any{"messages": []any{userMessage("my key is " + secret)}, "debug": debug, "stream": streamed}
+		}
+		wantMessages := []string{"system:You are a test.", "user:my key is [redacted]"}
+		check := func(t *testing.T, where string, debug map[string]any, firstByte bool) {
+			t.Helper()
+			if debug == nil {
+				t.Fatalf("%s: debug: true, but no debug", where)
+			}
+			if p := debug["provider"].(map[string]any); p["id"] != w.provider || debug["model"] == "" {
+				t.Errorf("%s: debug provider %v, model %v; want %s and the model sent", where, p, debug["model"], w.provider)
+			}
+			if got := debugMessages(debug); !reflect.DeepEqual(got, wantMessages) {
+				t.Errorf("%s: debug messages = %q, want %q", where, got, wantMessages)
+			}
+			tm := debug["timings"].(map[string]any)
+			if first := tm["firstByteMs"].(float64); (first > 0) != firstByte || tm["queueMs"].(float64)+first > tm["totalMs"].(float64) {
+				t.Errorf("%s: timings %v; want a first byte: %v", where, tm, firstByte)
+			}
+			if s := fmt.Sprint(debug); strings.Contains(s, secret) || strings.Contains(s, upstreamKey) {
+				t.Errorf("%s: debug shows a secret: %s", where, s)
+			}
+		}
+
+		// Refused by the provider (400, the caller's to fix) and failed
+		// (401: it refused its key, 502).
+		for status, want := range map[int]int{400: 400, 401: 502} {
+			h.up.Enqueue(llmtest.Behavior{Status: status})
+			r := h.call("POST", path, h.admin, body(true, false))
+			if r.Status != want {
+				t.Fatalf("upstream %d: status %d %s, want %d", status, r.Status, r.Body, want)
+			}
+			got := r.JSON()
+			if got["error"] == nil {
+				t.Fatalf("upstream %d: no error in %s", status, r.Body)
+			}
+			debug, _ := got["debug"].(map[string]any)
+			check(t, fmt.Sprint("upstream ", status), debug, false)
+		}
+		h.up.Enqueue(llmtest.Behavior{Status: 401})
+		if r := h.call("POST", path, h.admin, body(false, false)); r.Status != 502 || r.JSON()["debug"] != nil {
+			t.Errorf("without debug: %d %s, want 502 and no debug", r.Status, r.Body)
+		}
+
+		// A stream cut after its first deltas: the error event has it.
+		h.up.Enqueue(llmtest.Behavior{Deltas: []string{"a", "b", "c"}, Fault: llmtest.FaultReset, AfterDeltas: 2})
+		_, events := streamError(t, stream(t, h, path, body(true, true)))
+		debug, _ := events[len(events)-2].data["debug"].(map[string]any)
+		check(t, "stream", debug, true)
+
+		// Anthropic: the blank message is left out, as it went up.
+		aw := h.anthropicWorld()
+		h.up.Enqueue(llmtest.Behavior{Status: 400})
+		r := h.call("POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{"debug": true,
+			"messages": []any{userMessage(" \n"), userMessage("hello")}})
+		debug, _ = r.JSON()["debug"].(map[string]any)
+		if r.Status != 400 || debug == nil {
+			t.Fatalf("anthropic: %d %s, want 400 with debug", r.Status, r.Body)
+		}
+		if got, want := debugMessages(debug), []string{"system:" + anthropicSystem, "user:hello"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("anthropic: debug messages = %q, want %q, as they went up", got, want)
+		}
+	})
+}
+
+// debugMessages is a debug object's messages as "role:content".
+func debugMessages(debug map[string]any) []string {
+	var out []string
+	for _, m := range debug["messages"].([]any) {
+		m := m.(map[string]any)
+		out = append(out, fmt.Sprint(m["role"], ":", m["content"]))
+	}
+	return out
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

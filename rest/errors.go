@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // statusOf is the one table from domain error kinds to HTTP statuses.
@@ -31,6 +32,7 @@ var statusOf = map[domain.Kind]int{
 // errorBody is the one error envelope of the REST API.
 type errorBody struct {
 	Error errorDetail `json:"error"`
+	Debug *wire.Debug `json:"debug,omitempty" desc:"What went upstream: only for a completion that failed once it ran (the AI provider failed or refused it, or its turn was not stored), when its request had debug: true."`
 }
 
 type errorDetail struct {
@@ -44,7 +46,7 @@ func toErrorBody(err error) errorBody {
 		Code:    domain.KindOf(err).String(),
 		Message: domain.MessageOf(err),
 		Details: domain.DetailsOf(err),
-	}}
+	}, Debug: wire.DebugOf(domain.DebugOf(err))}
 }
 
 // echoErrors are Echo's errors for the statuses fromEchoError maps: the

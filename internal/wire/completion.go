@@ -70,7 +70,7 @@ type CompletionFields struct {
 	Tools          []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
 	ToolChoice     *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
 	ResponseFormat *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
-	Debug          bool            `json:"debug,omitempty" desc:"Add a debug object to the result (streamed: to the last chunk before [DONE]): the resolved provider and model, the messages exactly as sent upstream with anything that looks like a secret redacted (best effort), and timings in milliseconds. It needs the right to read the chat (chats:GetChat) or, stateless, the AI provider (aiProviders:GetAIProvider), and, continuing a conversation, that conversation (conversations:GetConversation); else the request is refused as forbidden before anything goes upstream. A failed completion carries no debug."`
+	Debug          bool            `json:"debug,omitempty" desc:"Add a debug object to the result (streamed: to the last chunk before [DONE]): the resolved provider and model, the messages exactly as sent upstream with anything that looks like a secret redacted (best effort), and timings in milliseconds. It needs the right to read the chat (chats:GetChat) or, stateless, the AI provider (aiProviders:GetAIProvider), and, continuing a conversation, that conversation (conversations:GetConversation); else the request is refused as forbidden before anything goes upstream. A completion that fails once it ran (the AI provider failed or refused it, or its turn was not stored) carries it too: over REST beside the error envelope's error (streamed: in the error event), over MCP as a second text of the error result, {\"debug\": {...}}."`
 }
 
 // ToDomain converts the fields to the domain's completion parameters.
@@ -150,8 +150,8 @@ type DebugMessage struct {
 
 type DebugTimings struct {
 	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
-	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included."`
-	TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end; at least queueMs + firstByteMs."`
+	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included; 0 when none came."`
+	TotalMs     float64 `json:"totalMs" desc:"Milliseconds from the request to the reply's end (or the failure); at least queueMs + firstByteMs."`
 }
 
 // DebugOf converts the domain's debug; nil stays nil.
