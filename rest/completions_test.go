@@ -659,7 +659,7 @@ func TestDebugTimings(t *testing.T) {
 }
 
 // TestDebugOfAFailedCompletion: a completion that fails once it ran
-// carries debug when asked, where debug helps most: beside the error
+// carries debug when asked, where debug helps most: in the error
 // envelope's error (a provider that refused the request, one that failed),
 // and in a stream's error event. It shows the messages as the provider got
 // them (Anthropic's, with a blank text left out, though the call failed),
@@ -701,22 +701,17 @@ func TestDebugOfAFailedCompletion(t *testing.T) {
 			if r.Status != want {
 				t.Fatalf("upstream %d: status %d %s, want %d", status, r.Status, r.Body, want)
 			}
-			got := r.JSON()
-			if got["error"] == nil {
-				t.Fatalf("upstream %d: no error in %s", status, r.Body)
-			}
-			debug, _ := got["debug"].(map[string]any)
-			check(t, fmt.Sprint("upstream ", status), debug, false)
+			check(t, fmt.Sprint("upstream ", status), errorDebug(r), false)
 		}
 		h.up.Enqueue(llmtest.Behavior{Status: 401})
-		if r := h.call("POST", path, h.admin, body(false, false)); r.Status != 502 || r.JSON()["debug"] != nil {
+		if r := h.call("POST", path, h.admin, body(false, false)); r.Status != 502 || errorDebug(r) != nil {
 			t.Errorf("without debug: %d %s, want 502 and no debug", r.Status, r.Body)
 		}
 
 		// A stream cut after its first deltas: the error event has it.
 		h.up.Enqueue(llmtest.Behavior{Deltas: []string{"a", "b", "c"}, Fault: llmtest.FaultReset, AfterDeltas: 2})
-		_, events := streamError(t, stream(t, h, path, body(true, true)))
-		debug, _ := events[len(events)-2].data["debug"].(map[string]any)
+		e, _ := streamError(t, stream(t, h, path, body(true, true)))
+		debug, _ := e["debug"].(map[string]any)
 		check(t, "stream", debug, true)
 
 		// Anthropic: the blank message is left out, as it went up.
@@ -724,7 +719,7 @@ func TestDebugOfAFailedCompletion(t *testing.T) {
 		h.up.Enqueue(llmtest.Behavior{Status: 400})
 		r := h.call("POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{"debug": true,
 			"messages": []any{userMessage(" \n"), userMessage("hello")}})
-		debug, _ = r.JSON()["debug"].(map[string]any)
+		debug = errorDebug(r)
 		if r.Status != 400 || debug == nil {
 			t.Fatalf("anthropic: %d %s, want 400 with debug", r.Status, r.Body)
 		}
@@ -732,6 +727,13 @@ func TestDebugOfAFailedCompletion(t *testing.T) {
 			t.Errorf("anthropic: debug messages = %q, want %q, as they went up", got, want)
 		}
 	})
+}
+
+// errorDebug is the debug object in r's error, nil when there is none.
+func errorDebug(r *response) map[string]any {
+	e, _ := r.JSON()["error"].(map[string]any)
+	debug, _ := e["debug"].(map[string]any)
+	return debug
 }
 
 // debugMessages is a debug object's messages as "role:content".

@@ -32,13 +32,15 @@ var statusOf = map[domain.Kind]int{
 // errorBody is the one error envelope of the REST API.
 type errorBody struct {
 	Error errorDetail `json:"error"`
-	Debug *wire.Debug `json:"debug,omitempty" desc:"What went upstream: only for a completion that failed once it ran (the AI provider failed or refused it, or its turn was not stored), when its request had debug: true."`
 }
 
+// errorDetail's Debug sits inside it, not beside it: the OpenAI SDKs
+// give their caller only the body's error object (err.error in Node).
 type errorDetail struct {
 	Code    string         `json:"code"`
 	Message string         `json:"message"`
 	Details map[string]any `json:"details,omitempty"`
+	Debug   *wire.Debug    `json:"debug,omitempty" desc:"What went upstream: only for a completion that failed once it ran (the AI provider failed or refused it, or its turn was not stored), when its request had debug: true."`
 }
 
 func toErrorBody(err error) errorBody {
@@ -46,7 +48,8 @@ func toErrorBody(err error) errorBody {
 		Code:    domain.KindOf(err).String(),
 		Message: domain.MessageOf(err),
 		Details: domain.DetailsOf(err),
-	}, Debug: wire.DebugOf(domain.DebugOf(err))}
+		Debug:   wire.DebugOf(domain.DebugOf(err)),
+	}}
 }
 
 // echoErrors are Echo's errors for the statuses fromEchoError maps: the

@@ -319,15 +319,18 @@ test('openai npm client', { skip }, async (t) => {
   await t.test('a request the provider refuses is a BadRequestError, which the SDK does not retry', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     // The SDK's default retries (2, for 408, 409, 429 and 5xx): were the
     // refusal a 502, the provider would be sent it three times. The Go
-    // side counts the upstream's requests.
+    // side counts the upstream's requests. With debug: true, the error
+    // shows what went upstream, where the SDK exposes it.
     const retrying = new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: env.PARLEY_API_KEY });
     for (const stream of [false, true]) {
-      await assert.rejects(retrying.chat.completions.create(statelessBody(`REFUSE stream=${stream}`, { stream }), STATELESS), (err) => {
+      const prompt = `REFUSE stream=${stream}`;
+      await assert.rejects(retrying.chat.completions.create(statelessBody(prompt, { stream, debug: true }), STATELESS), (err) => {
         assert.ok(err instanceof BadRequestError, String(err));
         assert.equal(err.status, 400);
         assert.equal(err.error.code, 'invalid_request');
         assert.equal(err.error.details?.upstreamStatus, 400);
         assert.match(err.error.message, /HTTP 400\): max_tokens is too large/);
+        assertDebug(err.error.debug, prompt, `the refusal (stream ${stream})`);
         return true;
       });
     }
@@ -344,7 +347,8 @@ test('openai npm client', { skip }, async (t) => {
   });
 
   await t.test('an upstream failure mid-stream surfaces as an APIError from the iterator', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
-    const stream = await client.chat.completions.create(statelessBody('FAULT stream-error after two words', { stream: true }), STATELESS);
+    const prompt = 'FAULT stream-error after two words';
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true, debug: true }), STATELESS);
     const seen = [];
     await assert.rejects(
       (async () => {
@@ -354,6 +358,7 @@ test('openai npm client', { skip }, async (t) => {
         assert.ok(err instanceof APIError, String(err));
         assert.equal(err.error?.code, 'upstream_error', JSON.stringify(err.error));
         assert.ok(err.error.message.length > 0);
+        assertDebug(err.error.debug, prompt, 'the error event');
         return true;
       },
     );
