@@ -228,6 +228,22 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	}
 }
 
+// TestKeepAliveNeverOpensInitialize: the answer to initialize carries the
+// session id in its Mcp-Session-Id header, which a keep-alive that opened
+// the response as a stream first would have sent without (and the client's
+// next message is then refused for want of it). With a keep-alive due
+// before any answer, both protocol versions still connect and call a tool.
+func TestKeepAliveNeverOpensInitialize(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.keepAlive = time.Microsecond
+	for _, over := range []string{overHTTP, overHTTPLegacy} {
+		for range 5 {
+			var out listOut[chatOut]
+			e.connect(over, "editor", Options{}).ok(t, "list-chats", obj{"projectId": e.project.ID}, &out)
+		}
+	}
+}
+
 // TestKeepAliveRacesTheAnswer sends calls whose answer comes about when
 // the first keep-alive is due, so that the keep-alive that opens the
 // stream and mcp-go's answer meet (run with -race, as make test does):

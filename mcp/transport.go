@@ -60,7 +60,8 @@ const sessionIdleTTL = time.Hour
 // response, which mcp-go would send (liveRequests).
 //
 // keepAlive is PARLEY_SSE_KEEPALIVE (0 means 15s): a response quiet that
-// long gets an SSE comment (keptAlive), and a write to a response that the
+// long gets an SSE comment (keptAlive; not initialize's, answered at once
+// with the session id in a header), and a write to a response that the
 // client has not taken after twice it is cut (stallCutter). mcp-go's
 // plain-text refusals are put in the error envelope (plainErrors).
 //
@@ -88,13 +89,6 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		keepAlive = defaultKeepAlive
 	}
 	return guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		cw := newStallCutter(w, stall)
-		defer cw.end()
-		kw, endKeepAlive := withKeepAlives(cw, r, keepAlive)
-		defer endKeepAlive()
-		pw := &plainErrors{ResponseWriter: kw}
-		defer pw.finish(r)
-		w = pw
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
@@ -103,6 +97,20 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 			Method string `json:"method"`
 		}
 		_ = json.Unmarshal(body, &msg)
+		cw := newStallCutter(w, stall)
+		defer cw.end()
+		w = cw
+		if msg.Method != "initialize" {
+			// Not initialize, which is answered at once, and whose
+			// Mcp-Session-Id header a keep-alive that opened the response
+			// as a stream first would leave out.
+			kw, endKeepAlive := withKeepAlives(cw, r, keepAlive)
+			defer endKeepAlive()
+			w = kw
+		}
+		pw := &plainErrors{ResponseWriter: w}
+		defer pw.finish(r)
+		w = pw
 		switch msg.Method {
 		case "notifications/cancelled":
 			// Parley ends the call itself (liveRequests), and mcp-go does
