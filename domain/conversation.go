@@ -39,6 +39,12 @@ type Message struct {
 	FinishReason   string
 	Usage          Usage // assistant messages
 	CreatedAt      time.Time
+	// RequestKey and RequestHash are set on the reply to a per-chat
+	// completion sent with an idempotency key: the key, scoped to the chat
+	// (see planReplay), and the digest of the request (see requestHash).
+	// They are not shown.
+	RequestKey  string
+	RequestHash string
 }
 
 // ConversationFilter selects conversations to list.
@@ -62,6 +68,9 @@ type ConversationStore interface {
 	// when create is true and bumping its updatedAt otherwise. Messages'
 	// Seq values are assigned by the caller.
 	AppendTurn(ctx context.Context, c *Conversation, create bool, msgs []Message) error
+	// GetReplyByRequestKey returns the reply stored with
+	// Message.RequestKey key; NotFound when there is none.
+	GetReplyByRequestKey(ctx context.Context, key string) (*Message, error)
 	// DeleteConversation deletes it and its messages; NotFound when absent.
 	DeleteConversation(ctx context.Context, id string) error
 }

@@ -37,6 +37,21 @@ func toDomainMessages(rows []messageRow) []domain.Message {
 	return out
 }
 
+// GetReplyByRequestKey returns the reply stored with request key key (see
+// domain.Message.RequestKey); NotFound when there is none.
+func (s *Store) GetReplyByRequestKey(ctx context.Context, key string) (*domain.Message, error) {
+	const op = "store.GetReplyByRequestKey"
+	var row messageRow
+	if err := s.db.WithContext(ctx).Take(&row, "request_key = ?", key).Error; err != nil {
+		if notFound(err) {
+			return nil, because(op, domain.NotFoundf("reply", key), nil)
+		}
+		return nil, fail(op, err)
+	}
+	m := toDomainMessage(&row)
+	return &m, nil
+}
+
 // ListMessagesAfter returns up to limit messages of the conversation whose
 // seq is greater than afterSeq, ordered by seq.
 func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]domain.Message, error) {

@@ -277,6 +277,10 @@ type messageRow struct {
 	TotalTokens      int       `gorm:"column:total_tokens"`
 	UsageEstimated   bool      `gorm:"column:usage_estimated"`
 	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
+	// RequestKey and RequestHash are NULL but on the reply of a request
+	// sent with an idempotency key: its unique index is partial.
+	RequestKey  *string `gorm:"column:request_key"`
+	RequestHash *string `gorm:"column:request_hash"`
 }
 
 func (messageRow) TableName() string { return "messages" }
@@ -328,11 +332,20 @@ func fromDomainMessage(m *domain.Message) messageRow {
 		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
 		UsageEstimated: m.Usage.Estimated, CreatedAt: ts(m.CreatedAt),
+		RequestKey: nullString(m.RequestKey), RequestHash: nullString(m.RequestHash),
 	}
 }
 
+// nullString is s, or NULL when s is empty.
+func nullString(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
 func toDomainMessage(r *messageRow) domain.Message {
-	return domain.Message{
+	m := domain.Message{
 		ID: r.ID, ConversationID: r.ConversationID, Seq: r.Seq, Role: domain.MessageRole(r.Role), Content: r.Content,
 		DocumentID: r.DocumentID, ToolCalls: toDomainToolCalls(r.ToolCalls), ToolCallID: r.ToolCallID,
 		Model: r.Model, FinishReason: r.FinishReason,
@@ -340,6 +353,10 @@ func toDomainMessage(r *messageRow) domain.Message {
 			Estimated: r.UsageEstimated},
 		CreatedAt: utc(r.CreatedAt),
 	}
+	if r.RequestKey != nil && r.RequestHash != nil {
+		m.RequestKey, m.RequestHash = *r.RequestKey, *r.RequestHash
+	}
+	return m
 }
 
 type usageRow struct {

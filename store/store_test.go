@@ -259,8 +259,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 7\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 8\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00008_request_keys.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -333,7 +338,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the conversation is gone", step)
 			}
 		}
-		for _, m := range []string{"00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -380,7 +385,8 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00007 does not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil)) // 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil))
 		before := time.Now()
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -1860,7 +1866,8 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00007 adds a column the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil)) // 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
 		down := 3
 		if s.Dialect() == store.SQLite {
@@ -2110,4 +2117,85 @@ func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return within 10s")
 	}
+}
+
+// TestRequestKeys: a reply stored with a request key (a per-chat
+// completion's idempotency key) is found by it, with its request's digest;
+// a second turn with the same key is a Conflict that stores nothing, also
+// when it was group-committed with others, who are stored.
+func TestRequestKeys(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		newConv := func() *domain.Conversation {
+			return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		}
+		keyed := func(c *domain.Conversation, key, text string) []domain.Message {
+			msgs := turn(c.ID, 0, text)
+			msgs[1].RequestKey, msgs[1].RequestHash = key, "digest of "+text
+			return msgs
+		}
+		a := newConv()
+		msgs := keyed(a, w.chatA.ID+":k1", "a")
+		must(t, s.AppendTurn(ctx(), a, true, msgs))
+		got, err := s.GetReplyByRequestKey(ctx(), w.chatA.ID+":k1")
+		must(t, err)
+		equal(t, *got, msgs[1])
+		listed, err := s.ListMessages(ctx(), a.ID)
+		must(t, err)
+		equal(t, listed, msgs)
+		_, err = s.GetReplyByRequestKey(ctx(), w.chatA.ID+":k2")
+		wantErr(t, err, domain.NotFound, "")
+
+		again := newConv()
+		wantErr(t, s.AppendTurn(ctx(), again, true, keyed(again, w.chatA.ID+":k1", "again")), domain.Conflict, "")
+		if _, err := s.GetConversation(ctx(), again.ID); domain.KindOf(err) != domain.NotFound {
+			t.Errorf("the refused turn stored its conversation (err %v)", err)
+		}
+
+		// Twenty turns at once, without keys but two with the same one.
+		convs := make([]*domain.Conversation, 20)
+		errs := make([]error, len(convs))
+		var start, done sync.WaitGroup
+		start.Add(1)
+		for i := range convs {
+			convs[i] = newConv()
+			key := ""
+			if i%10 == 3 {
+				key = w.chatA.ID + ":k3"
+			}
+			m := keyed(convs[i], key, fmt.Sprint("turn ", i))
+			done.Add(1)
+			go func() {
+				defer done.Done()
+				start.Wait()
+				errs[i] = s.AppendTurn(ctx(), convs[i], true, m)
+			}()
+		}
+		start.Done()
+		done.Wait()
+		for i, err := range errs {
+			switch {
+			case i%10 != 3:
+				must(t, err)
+			case err != nil:
+				wantErr(t, err, domain.Conflict, "")
+			}
+		}
+		if errs[3] == nil == (errs[13] == nil) {
+			t.Fatalf("the two turns with one key: errors %v and %v; want exactly one Conflict", errs[3], errs[13])
+		}
+		got, err = s.GetReplyByRequestKey(ctx(), w.chatA.ID+":k3")
+		must(t, err)
+		winner, loser := convs[3], convs[13]
+		if errs[3] != nil {
+			winner, loser = loser, winner
+		}
+		if got.ConversationID != winner.ID {
+			t.Errorf("the key's reply is in %s; want %s, the stored turn's conversation", got.ConversationID, winner.ID)
+		}
+		if _, err := s.GetConversation(ctx(), loser.ID); domain.KindOf(err) != domain.NotFound {
+			t.Errorf("the refused turn stored its conversation (err %v)", err)
+		}
+		t.Logf("largest turn batch: %d", s.LargestTurnBatch())
+	})
 }

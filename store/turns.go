@@ -335,12 +335,14 @@ func (s *Store) fitStatement(batch []*turn) bool {
 // messageColumns are the columns of messages, in the order of
 // messageRow.values.
 var messageColumns = []string{"id", "conversation_id", "seq", "role", "content", "document_id", "tool_calls",
-	"tool_call_id", "model", "finish_reason", "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "created_at"}
+	"tool_call_id", "model", "finish_reason", "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "created_at",
+	"request_key", "request_hash"}
 
 // values returns m's fields in the order of messageColumns.
-func (m *messageRow) values() [15]any {
+func (m *messageRow) values() [17]any {
 	return [...]any{m.ID, m.ConversationID, m.Seq, m.Role, m.Content, m.DocumentID, m.ToolCalls,
-		m.ToolCallID, m.Model, m.FinishReason, m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.UsageEstimated, m.CreatedAt}
+		m.ToolCallID, m.Model, m.FinishReason, m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.UsageEstimated, m.CreatedAt,
+		m.RequestKey, m.RequestHash}
 }
 
 // The SQLite turn writer's statements (see sqliteWrite).
