@@ -52,6 +52,10 @@ type StatelessCompletion struct {
 type ChatCompletion struct {
 	ChatID         string
 	ConversationID string
+	// IdempotencyKey, when set, names the request: sent again with the
+	// same request, it is answered with the turn stored for it (see
+	// planReplay).
+	IdempotencyKey string
 	CompletionParams
 }
 
@@ -61,6 +65,9 @@ type CompletionMeta struct {
 	ConversationID string // per-chat completions only
 	Model          string
 	Created        time.Time
+	// Replayed is set when a stored turn answers a request sent again
+	// with its idempotency key (see replay).
+	Replayed bool
 }
 
 // Completion is a finished completion.
@@ -119,6 +126,9 @@ type Completions struct {
 	// Instances do not share it; across instances the store refuses the
 	// later turn as it commits.
 	continuing sync.Map
+	// keyed holds the idempotency keys (chat-scoped, see planReplay) of
+	// the completions running on this instance.
+	keyed sync.Map
 }
 
 // continuation is a completion's claim on the conversation it continues,
@@ -292,6 +302,7 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 type plan struct {
 	started  time.Time
 	claim    *continuation // held while continuing or starting a conversation
+	keyClaim *keyClaim     // held while a completion with an idempotency key runs
 	provider *AIProvider
 	chat     *Chat         // nil for stateless
 	conv     *Conversation // the conversation to append to (per chat)
@@ -301,6 +312,20 @@ type plan struct {
 	turn     []Message // the request's non-system messages, resolved
 	params   CompletionParams
 	model    string
+	// requestKey and requestHash go with the reply when the request has
+	// an idempotency key; replay is the reply stored for it before.
+	requestKey, requestHash string
+	replay                  *Message
+}
+
+// release gives up what the plan holds; its turn is stored, or will not be.
+func (pl *plan) release() {
+	if pl.claim != nil {
+		pl.claim.release()
+	}
+	if pl.keyClaim != nil {
+		pl.keyClaim.release()
+	}
 }
 
 // Stateless runs a completion with the provider named in the request. It
@@ -332,8 +357,9 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if err != nil {
 		return nil, err
 	}
-	if pl.claim != nil {
-		defer pl.claim.release()
+	defer pl.release()
+	if pl.replay != nil {
+		return replay(pl.replay, emit)
 	}
 	pl.started = started
 	if err := pl.params.validateFor(pl.provider.Type); err != nil {
@@ -446,14 +472,20 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 	if err := in.validate(); err != nil {
 		return nil, err
 	}
+	if err := checkIdempotencyKey(in.IdempotencyKey); err != nil {
+		return nil, err
+	}
 	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
 	// err is the named result: the deferred release must see every error
 	// the function returns.
 	defer func() {
-		if err != nil && pl.claim != nil {
-			pl.claim.release()
+		if err != nil {
+			pl.release()
 		}
 	}()
+	if err = s.planReplay(ctx, pl, in); err != nil || pl.replay != nil {
+		return pl, err
+	}
 	if in.ConversationID != "" {
 		var conv *Conversation
 		conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
@@ -754,7 +786,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if pl.conv != nil {
 		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, ToolCalls: out.ToolCalls,
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
-		if err := s.storeTurn(ctx, pl, &reply); err != nil {
+		if err := s.storeTurn(ctx, pl, meta, &reply); err != nil {
 			rec.Outcome = OutcomeNotStored
 			if pl.newConv {
 				rec.ConversationID = "" // as above: the unstored turn created nothing
@@ -829,27 +861,37 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 
 // storeTurn appends the request's messages and the reply (when not nil) to
 // the conversation in one transaction, before the response goes out, so
-// that a continuation right after sees them.
-func (s *Completions) storeTurn(ctx context.Context, pl *plan, reply *Message) error {
+// that a continuation right after sees them. The messages are stamped with
+// the completion's creation, the response's created (so that a replay,
+// which reads it back, answers the same).
+func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMeta, reply *Message) error {
 	if pl.claim != nil {
 		pl.claim.storing.Store(true)
 	}
-	now := s.deps.Now()
 	seq := len(pl.history)
 	msgs := make([]Message, 0, len(pl.turn)+1)
 	for _, m := range pl.turn {
-		m.ID, m.ConversationID, m.Seq, m.CreatedAt = NewID(PrefixMessage), pl.conv.ID, seq, now
+		m.ID, m.ConversationID, m.Seq, m.CreatedAt = NewID(PrefixMessage), pl.conv.ID, seq, meta.Created
 		msgs = append(msgs, m)
 		seq++
 	}
 	if reply != nil {
 		m := *reply
-		m.ConversationID, m.Seq, m.CreatedAt = pl.conv.ID, seq, now
+		m.ConversationID, m.Seq, m.CreatedAt = pl.conv.ID, seq, meta.Created
+		m.RequestKey, m.RequestHash = pl.requestKey, pl.requestHash
 		msgs = append(msgs, m)
 	}
-	pl.conv.UpdatedAt = now
-	err := s.deps.Store.AppendTurn(context.WithoutCancel(ctx), pl.conv, pl.newConv, msgs)
+	pl.conv.UpdatedAt = s.deps.Now()
+	ctx = context.WithoutCancel(ctx)
+	err := s.deps.Store.AppendTurn(ctx, pl.conv, pl.newConv, msgs)
 	if KindOf(err) == Conflict {
+		if pl.requestKey != "" {
+			if _, gerr := s.deps.Store.GetReplyByRequestKey(ctx, pl.requestKey); gerr == nil {
+				// Another instance stored a turn for the key first.
+				return Errorf(Conflict, "another request with this idempotency key stored its turn at the same time; "+
+					"send this request again to get that turn")
+			}
+		}
 		return Errorf(Conflict, "conversation %s was continued by another request at the same time; send this request again", pl.conv.ID)
 	}
 	return Wrap("completions.storeTurn", err)
@@ -877,7 +919,7 @@ func (s *Completions) storeStopped(ctx context.Context, pl *plan, meta Completio
 		reply = &Message{ID: meta.MessageID, Role: RoleAssistant, Content: res.Content, Model: model,
 			FinishReason: FinishStopped, Usage: usage}
 	}
-	return s.storeTurn(ctx, pl, reply)
+	return s.storeTurn(ctx, pl, meta, reply)
 }
 
 // errStreamTooLong is the cause of a stream's end at MaxStreamDuration.

@@ -28,6 +28,7 @@ type statelessCompletionArgs struct {
 type chatCompletionArgs struct {
 	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
 	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Omit to start a new one."`
+	IdempotencyKey string `json:"idempotencyKey,omitempty" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. The same key with other arguments is refused."`
 	completionArgs
 }
 
@@ -42,11 +43,13 @@ type completionOut struct {
 	FinishReason   string        `json:"finishReason" desc:"Why the reply ended: stop, length, tool_calls, content_filter, ..."`
 	Usage          usageOut      `json:"usage" desc:"Tokens of this completion."`
 	Debug          *wire.Debug   `json:"debug,omitempty" desc:"How the completion was resolved; only when debug was true."`
+	Replayed       bool          `json:"replayed,omitempty" desc:"True when this is the turn an earlier call with the same idempotencyKey stored, returned again: nothing ran upstream, and usage is the earlier call's."`
 }
 
 func toCompletionOut(c *domain.Completion) completionOut {
 	out := completionOut{Content: c.Content, Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID,
-		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage), Debug: wire.DebugOf(c.Debug)}
+		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage), Debug: wire.DebugOf(c.Debug),
+		Replayed: c.Replayed}
 	return out
 }
 
@@ -70,8 +73,12 @@ func completionText(c completionOut) string {
 	if c.ConversationID != "" {
 		fmt.Fprintf(&b, "conversationId %s, ", c.ConversationID)
 	}
-	fmt.Fprintf(&b, "messageId %s, model %s, finishReason %s, tokens %d prompt + %d completion = %d]",
+	fmt.Fprintf(&b, "messageId %s, model %s, finishReason %s, tokens %d prompt + %d completion = %d",
 		c.MessageID, c.Model, c.FinishReason, c.Usage.PromptTokens, c.Usage.CompletionTokens, c.Usage.TotalTokens)
+	if c.Replayed {
+		b.WriteString(", replayed: stored by an earlier call with this idempotencyKey")
+	}
+	b.WriteString("]")
 	return b.String()
 }
 
@@ -106,7 +113,7 @@ func createChatCompletionForChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			em := newProgressEmitter(ctx, req, d)
 			defer em.end(ctx)
 			c, err := d.svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: in.ChatID,
-				ConversationID: in.ConversationID, CompletionParams: in.ToDomain()}, em.emitter())
+				ConversationID: in.ConversationID, IdempotencyKey: in.IdempotencyKey, CompletionParams: in.ToDomain()}, em.emitter())
 			if err != nil {
 				return completionOut{}, err
 			}

@@ -61,19 +61,35 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
-	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID, CompletionParams: req.ToDomain()}
+	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID,
+		IdempotencyKey: c.Request().Header.Get(idempotencyKeyHeader), CompletionParams: req.ToDomain()}
 	if !req.Stream {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
 			return err
 		}
 		setQuotaHeaders(c.Response().Header(), out.Quotas)
+		setReplayedHeader(c.Response().Header(), out.CompletionMeta)
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
 	st, end := s.newStream(c)
 	defer end()
 	out, err := s.svcs.Completions.ForChat(ctx(c), in, st)
 	return st.finish(out, err)
+}
+
+// A per-chat completion sent with an Idempotency-Key is answered, when the
+// same request comes again with the key, with the turn stored for it, and
+// Idempotent-Replayed: true (see domain.ChatCompletion.IdempotencyKey).
+const (
+	idempotencyKeyHeader = "Idempotency-Key"
+	replayedHeader       = "Idempotent-Replayed"
+)
+
+func setReplayedHeader(h http.Header, meta domain.CompletionMeta) {
+	if meta.Replayed {
+		h.Set(replayedHeader, "true")
+	}
 }
 
 // completionResponse is OpenAI's chat.completion object plus Parley's ids.
@@ -346,6 +362,9 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.meta = meta
+	if !st.open {
+		setReplayedHeader(st.c.Response().Header(), meta)
+	}
 	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
 		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
 	st.openLocked()

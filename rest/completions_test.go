@@ -294,9 +294,18 @@ func streamCtx(t *testing.T, h *harness, ctx context.Context, path string, body 
 // streamAs is streamCtx with another caller's key.
 func streamAs(t *testing.T, h *harness, ctx context.Context, key, path string, body map[string]any) *http.Response {
 	t.Helper()
+	return streamWith(t, h, ctx, key, nil, path, body)
+}
+
+// streamWith is streamAs with more request headers.
+func streamWith(t *testing.T, h *harness, ctx context.Context, key string, header http.Header, path string, body map[string]any) *http.Response {
+	t.Helper()
 	body["stream"] = true
 	b, _ := json.Marshal(body)
 	req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+path, bytes.NewReader(b))
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Authorization", "Bearer "+key)
 	req.Header.Set("Content-Type", "application/json")
 	res, err := http.DefaultClient.Do(req)

@@ -154,6 +154,11 @@ var testClient = &http.Client{Timeout: 30 * time.Second}
 
 // send is call returning its error, for goroutines other than the test's.
 func (h *harness) send(method, path, key string, body any) (*response, error) {
+	return h.sendWith(method, path, key, nil, body)
+}
+
+// sendWith is send with more request headers.
+func (h *harness) sendWith(method, path, key string, header http.Header, body any) (*response, error) {
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -175,6 +180,9 @@ func (h *harness) send(method, path, key string, body any) (*response, error) {
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	res, err := testClient.Do(req)
 	if err != nil {

@@ -28,6 +28,8 @@ type apiRoute struct {
 	request, response     any // nil for none
 	status                int
 	query                 []apiParam
+	headers               []apiParam // request headers
+	okHeaders             map[string]any
 	stream                bool // the response may be text/event-stream
 	public                bool // no bearer key
 	// errors are the error statuses the route answers, with what each
@@ -129,12 +131,18 @@ var apiRoutes = []apiRoute{
 		404: "no such AI provider, or in a project you are not a member of",
 		413: bodyTooLarge + ", or messages over 8 MiB once their documents are resolved",
 	})},
-	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true, errors: completionErrors().with(errs{
-		403: "viewers may not run completions (chats:CreateChatCompletion); or the role may not read what debug: true shows, the chat (chats:GetChat) and the conversation continued (conversations:GetConversation), or the documents that documentId messages send (documents:GetDocument)",
-		404: "no such chat (or in a project you are not a member of), or conversationId names a conversation of another chat",
-		409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); send the request again once it has answered",
-		413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
-	})},
+	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true,
+		headers: []apiParam{{"Idempotency-Key", "Optional: a key of yours naming this request, 1–255 visible ASCII characters (a UUID). Sent again with the same body, the request is answered with the turn stored for it " +
+			"(Idempotent-Replayed: true), JSON or streamed as asked, without a call upstream or a second turn. Keys belong to the chat and last as long as the stored reply."}},
+		okHeaders: map[string]any{"Idempotent-Replayed": map[string]any{"description": "true when the response is the turn stored earlier for the request's Idempotency-Key; absent otherwise.", "schema": map[string]any{"type": "string"}}},
+		errors: completionErrors().with(errs{
+			400: completionErrors()[400] + "; or an Idempotency-Key that is malformed, or was sent before with another request to this chat (error.details.field: idempotencyKey)",
+			403: "viewers may not run completions (chats:CreateChatCompletion); or the role may not read what debug: true shows, the chat (chats:GetChat) and the conversation continued (conversations:GetConversation), or the documents that documentId messages send (documents:GetDocument)",
+			404: "no such chat (or in a project you are not a member of), or conversationId names a conversation of another chat",
+			409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); " +
+				"or a request with the same Idempotency-Key is running (nothing went upstream), or on another instance stored its turn first (nothing was stored); send the request again once it has answered",
+			413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
+		})},
 
 	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it; 400 if sent empty: leave it out for every chat's)."}}, pageParams...), errors: errs{404: "chatId names a chat that does not exist or is in a project you are not a member of"}},
 	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationResponse{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
@@ -276,6 +284,9 @@ func buildOpenAPI() map[string]any {
 		for _, q := range rt.query {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": map[string]any{"type": "string"}})
 		}
+		for _, q := range rt.headers {
+			params = append(params, map[string]any{"name": q.name, "in": "header", "description": q.description, "schema": map[string]any{"type": "string"}})
+		}
 		if params != nil {
 			op["parameters"] = params
 		}
@@ -293,7 +304,11 @@ func buildOpenAPI() map[string]any {
 		}
 		ok := map[string]any{"description": desc, "content": content}
 		if strings.HasSuffix(rt.path, "/completions") {
-			ok["headers"] = quotaHeaders()
+			h := quotaHeaders()
+			for k, v := range rt.okHeaders {
+				h[k] = v
+			}
+			ok["headers"] = h
 		}
 		responses := map[string]any{strconv.Itoa(rt.status): ok}
 		for code, d := range errorsOf(rt) {
