@@ -113,16 +113,38 @@ func TestOpenAINodeClient(t *testing.T) {
 	if protocols[llmtest.Anthropic] < 3 {
 		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
 	}
-	// The per-chat turns were stored as one conversation of six turns: the
-	// stopped one with its partial reply, and the one with debug.
+	// The per-chat turns were stored as one conversation of six turns (the
+	// stopped one with its partial reply, and the one with debug), and one
+	// of the turn sent three times with an Idempotency-Key, which went
+	// upstream once.
 	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
-	if len(convs) != 1 {
-		t.Fatalf("conversations of the chat = %d, want 1", len(convs))
+	if len(convs) != 2 {
+		t.Fatalf("conversations of the chat = %d, want 2", len(convs))
 	}
-	cv := h.must(200, "GET", "/api/v1/conversations/"+convs[0].(map[string]any)["id"].(string), h.admin, nil)
-	msgs := cv["messages"].([]any)
-	if n := len(msgs); n != 12 {
-		t.Fatalf("the conversation holds %d messages, want 12 (six turns)", n)
+	var msgs []any
+	keyed := 0
+	for _, c := range convs {
+		cv := h.must(200, "GET", "/api/v1/conversations/"+c.(map[string]any)["id"].(string), h.admin, nil)
+		switch m := cv["messages"].([]any); len(m) {
+		case 12:
+			msgs = m
+		case 2:
+			keyed++
+		default:
+			t.Fatalf("a conversation holds %d messages, want 12 (six turns) or 2 (the keyed turn)", len(m))
+		}
+	}
+	if msgs == nil || keyed != 1 {
+		t.Fatalf("conversations of 12 and 2 messages: %v, %d; want one of each", msgs != nil, keyed)
+	}
+	once := 0
+	for _, r := range reqs {
+		if n := len(r.Messages); n > 0 && r.Messages[n-1].Content == "say this once" {
+			once++
+		}
+	}
+	if once != 1 {
+		t.Errorf("the upstream got the keyed request %d times, want once", once)
 	}
 	if stopped := msgs[7].(map[string]any); stopped["finishReason"] != "client_disconnect" {
 		t.Errorf("the stopped turn's reply: %v, want finishReason client_disconnect", stopped)

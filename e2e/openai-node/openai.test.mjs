@@ -239,6 +239,24 @@ test('openai npm client', { skip }, async (t) => {
     assert.equal(first.conversationId, conversationId);
   });
 
+  await t.test('per chat, an Idempotency-Key sent again: the stored turn, as JSON and as a stream the SDK parses', async () => {
+    const prompt = 'say this once';
+    const headers = { 'Idempotency-Key': `e2e-${Date.now()}-${Math.random()}` };
+    const body = { messages: [{ role: 'user', content: prompt }] }; // a conversation of its own
+    const first = await client.post(chatPath(), { body, headers }).withResponse();
+    assertCompletion(first.data, prompt);
+    assert.match(first.data.conversationId, /^cnv_/);
+    assert.equal(first.response.headers.get('idempotent-replayed'), null);
+    const again = await client.post(chatPath(), { body, headers }).withResponse();
+    assert.equal(again.response.headers.get('idempotent-replayed'), 'true');
+    assert.deepEqual(again.data, first.data);
+    const { first: chunk, last, text } = await collect(await client.post(chatPath(), { body: { ...body, stream: true }, headers, stream: true }));
+    assert.equal(text, first.data.choices[0].message.content);
+    assert.equal(chunk.id, first.data.id);
+    assert.equal(chunk.conversationId, first.data.conversationId);
+    assert.deepEqual(last.usage, first.data.usage);
+  });
+
   await t.test('per chat, streamed: stopping the stream keeps the turn as far as it went, and the next message continues it', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     const prompt = 'HANG after a few words';
     const stream = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
