@@ -73,18 +73,23 @@ func (c *keyClaim) release() { c.s.keyed.Delete(c.key) }
 // It sets pl.requestKey and pl.requestHash, for the turn to be stored with
 // them; pl.replay when a turn is stored already; and pl.keyClaim, which
 // the caller releases once the completion's turn is stored or it failed.
+// A key that another completion on this instance holds, with no turn
+// stored yet, is a Conflict.
 func (s *Completions) planReplay(ctx context.Context, pl *plan, in ChatCompletion) error {
 	if in.IdempotencyKey == "" {
 		return nil
 	}
 	pl.requestKey, pl.requestHash = pl.chat.ID+":"+in.IdempotencyKey, requestHash(in)
-	if _, busy := s.keyed.LoadOrStore(pl.requestKey, struct{}{}); busy {
-		return Errorf(Conflict, "a completion with this idempotency key is still running for chat %s; "+
-			"wait a moment, then send this request again to get its reply", pl.chat.ID)
+	if _, busy := s.keyed.LoadOrStore(pl.requestKey, struct{}{}); !busy {
+		pl.keyClaim = &keyClaim{s: s, key: pl.requestKey}
 	}
-	pl.keyClaim = &keyClaim{s: s, key: pl.requestKey}
+	// Read even when another completion holds the key: it may have stored
+	// its turn already, and be about to answer.
 	reply, err := s.deps.Store.GetReplyByRequestKey(ctx, pl.requestKey)
 	switch {
+	case KindOf(err) == NotFound && pl.keyClaim == nil:
+		return Errorf(Conflict, "a completion with this idempotency key is still running for chat %s; "+
+			"wait a moment, then send this request again to get its reply", pl.chat.ID)
 	case KindOf(err) == NotFound:
 		return nil
 	case err != nil:

@@ -14,22 +14,34 @@ import (
 )
 
 // heldTurns is the real store whose next AppendTurn, once armed, waits for
-// release before it stores: a turn caught as it is being stored.
+// release before it stores: a turn caught as it is being stored. With
+// storedFirst it waits once the turn is stored, before it returns.
 type heldTurns struct {
 	domain.Store
-	armed   atomic.Bool
-	held    chan struct{} // closed when the armed AppendTurn waits
-	conv    string        // the conversation of the turn held, once held is closed
-	release chan struct{}
+	armed       atomic.Bool
+	storedFirst bool
+	held        chan struct{} // closed when the armed AppendTurn waits
+	conv        string        // the conversation of the turn held, once held is closed
+	release     chan struct{}
 }
 
 func (s *heldTurns) AppendTurn(ctx context.Context, c *domain.Conversation, create bool, msgs []domain.Message) error {
+	if s.storedFirst {
+		err := s.Store.AppendTurn(ctx, c, create, msgs)
+		s.hold(c)
+		return err
+	}
+	s.hold(c)
+	return s.Store.AppendTurn(ctx, c, create, msgs)
+}
+
+// hold waits for release, once, when armed.
+func (s *heldTurns) hold(c *domain.Conversation) {
 	if s.armed.CompareAndSwap(true, false) {
 		s.conv = c.ID
 		close(s.held)
 		<-s.release
 	}
-	return s.Store.AppendTurn(ctx, c, create, msgs)
 }
 
 // TestContinuationWaitsForATurnBeingStored: a continuation that comes while

@@ -4,6 +4,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -56,4 +57,35 @@ func TestIdempotencyKey(t *testing.T) {
 			t.Errorf("the conversation has %d messages; want the first call's 2", len(conv.Messages))
 		}
 	})
+}
+
+// TestIdempotencyKeyOfATurnJustStored: a call sent again while the first is
+// still finishing, its turn stored but its result not yet returned, gets
+// that turn; not a conflict.
+func TestIdempotencyKeyOfATurnJustStored(t *testing.T) {
+	e, ht, s, chat := heldTurnChat(t)
+	ht.storedFirst = true
+	ht.armed.Store(true)
+	args := obj{"chatId": chat.ID, "messages": userMsg("once"), "idempotencyKey": "just-stored"}
+	first := s.callLater(args)
+	select {
+	case <-ht.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first call's turn was never stored")
+	}
+	var again completionOut
+	s.ok(t, "create-chat-completion-for-chat", args, &again)
+	close(ht.release)
+	res := <-first
+	if res.IsError {
+		t.Fatalf("first call: %s", text(res))
+	}
+	var got completionOut
+	decode(t, res, &got)
+	if !again.Replayed || again.MessageID != got.MessageID || again.ConversationID != got.ConversationID || again.Content != got.Content {
+		t.Errorf("the call again = %+v; want the first's turn %+v, replayed", again, got)
+	}
+	if n := e.upstream.Count(); n != 1 {
+		t.Errorf("the upstream got %d calls; want 1", n)
+	}
 }
