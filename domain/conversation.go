@@ -32,6 +32,7 @@ type Message struct {
 	Seq            int // position in the conversation, from 0
 	Role           MessageRole
 	Content        string // resolved content (a document's content when DocumentID is set)
+	Refusal        string // assistant messages: why the model declined, in place of content (see LLMResult)
 	DocumentID     string
 	ToolCalls      []ToolCall // assistant messages: the tools the model called
 	ToolCallID     string     // tool messages: the call this is the result of

@@ -281,6 +281,8 @@ type messageRow struct {
 	// sent with an idempotency key: its unique index is partial.
 	RequestKey  *string `gorm:"column:request_key"`
 	RequestHash *string `gorm:"column:request_hash"`
+	// Refusal is NULL but on a reply in which the model declined.
+	Refusal *string `gorm:"column:refusal"`
 }
 
 func (messageRow) TableName() string { return "messages" }
@@ -332,7 +334,7 @@ func fromDomainMessage(m *domain.Message) messageRow {
 		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
 		UsageEstimated: m.Usage.Estimated, CreatedAt: ts(m.CreatedAt),
-		RequestKey: nullString(m.RequestKey), RequestHash: nullString(m.RequestHash),
+		RequestKey: nullString(m.RequestKey), RequestHash: nullString(m.RequestHash), Refusal: nullString(m.Refusal),
 	}
 }
 
@@ -355,6 +357,9 @@ func toDomainMessage(r *messageRow) domain.Message {
 	}
 	if r.RequestKey != nil && r.RequestHash != nil {
 		m.RequestKey, m.RequestHash = *r.RequestKey, *r.RequestHash
+	}
+	if r.Refusal != nil {
+		m.Refusal = *r.Refusal
 	}
 	return m
 }

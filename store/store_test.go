@@ -259,8 +259,13 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 8\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 9\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
+		}
+		out.Reset()
+		must(t, s.Migrate(ctx(), "down", &out))
+		if got, want := out.String(), "rolled back 00009_refusals.sql"; !strings.HasPrefix(got, want) {
+			t.Fatalf("down = %q; want prefix %q", got, want)
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -338,7 +343,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the conversation is gone", step)
 			}
 		}
-		for _, m := range []string{"00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -385,7 +390,8 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil)) // 00009, 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		before := time.Now()
 		var out bytes.Buffer
@@ -1866,13 +1872,14 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil)) // 00009, 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
-		down := 3
+		down := 4
 		if s.Dialect() == store.SQLite {
 			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 4
+			down = 5
 		}
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
@@ -1887,7 +1894,7 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 8-down {
+		if strings.Count(out.String(), "applied") != 9-down {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
 		if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
@@ -2117,6 +2124,26 @@ func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Close did not return within 10s")
 	}
+}
+
+// TestRefusals: a reply in which the model declined keeps its refusal;
+// every other message stores NULL there.
+func TestRefusals(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		msgs := append(turn(conv.ID, 0, "a secret?"), turn(conv.ID, 2, "a joke?")...)
+		msgs[1].Content, msgs[1].Refusal = "", "I can't share that."
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
+		var nulls int64
+		must(t, s.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ? AND refusal IS NULL", conv.ID).Row().Scan(&nulls))
+		if nulls != 3 {
+			t.Errorf("%d messages without a refusal store NULL; want 3", nulls)
+		}
+	})
 }
 
 // TestRequestKeys: a reply stored with a request key (a per-chat
