@@ -14,12 +14,16 @@ import (
 
 // InputMessage is one message of a completion request: Content or
 // DocumentID, never both; except that an assistant message with ToolCalls
-// may leave out its content, and a tool message (the result of the tool
-// call ToolCallID) has Content.
+// or a Refusal may leave out its content, and a tool message (the result
+// of the tool call ToolCallID) has Content.
 type InputMessage struct {
 	Role       MessageRole
 	Content    *string
 	DocumentID string
+	// Refusal (assistant only) is a reply's refusal, sent back. Left out
+	// of requestHash's JSON when empty, as fields added later must be,
+	// so that a key stored before it came is replayed after.
+	Refusal    string     `json:",omitempty"`
 	ToolCalls  []ToolCall // assistant only
 	ToolCallID string     // tool only
 }
@@ -232,6 +236,18 @@ func (p *CompletionParams) validate() error {
 		if m.ToolCallID != "" && m.Role != RoleTool {
 			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId belongs only to tool messages", i)
 		}
+		if m.Refusal != "" {
+			field := fmt.Sprintf("messages[%d].refusal", i)
+			if m.Role != RoleAssistant {
+				return Invalidf(field, "%s belongs only to assistant messages", field)
+			}
+			if m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has a refusal; it may have content but no documentId", i)
+			}
+			if err := checkText(field, m.Refusal, false, maxDocumentBytes); err != nil {
+				return err
+			}
+		}
 		switch {
 		case m.Role == RoleTool:
 			if err := checkToolCallID(fmt.Sprintf("messages[%d].toolCallId", i), m.ToolCallID); err != nil {
@@ -247,6 +263,7 @@ func (p *CompletionParams) validate() error {
 			if m.DocumentID != "" {
 				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has toolCalls; it may have content but no documentId", i)
 			}
+		case m.Refusal != "":
 		case (m.Content == nil) == (m.DocumentID == ""):
 			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
 		}
@@ -538,11 +555,11 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 }
 
 // historyBytes is the size of a conversation's text: its messages'
-// content and tool calls.
+// content, refusals and tool calls.
 func historyBytes(msgs []Message) int {
 	n := 0
 	for _, m := range msgs {
-		n += len(m.Content)
+		n += len(m.Content) + len(m.Refusal)
 		for _, c := range m.ToolCalls {
 			n += len(c.Name) + len(c.Arguments)
 		}
@@ -624,7 +641,7 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		} else if m.Content != nil {
 			content = *m.Content
 		}
-		if resolved += len(content); resolved > maxTurnBytes {
+		if resolved += len(content) + len(m.Refusal); resolved > maxTurnBytes {
 			return Errorf(TooLarge, "messages come to more than %d bytes once their documents are resolved (messages[%d] passes the limit); "+
 				"send fewer or smaller documents", maxTurnBytes, i)
 		}
@@ -632,7 +649,7 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 			pl.system = content
 			continue
 		}
-		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID,
+		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID, Refusal: m.Refusal,
 			ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
 	return calls.unanswered(-1, pl.conversationID())
@@ -654,11 +671,10 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 	if pl.system != "" {
 		out = append(out, LLMMessage{Role: RoleSystem, Content: pl.system})
 	}
-	for _, m := range pl.history {
-		out = append(out, LLMMessage{Role: m.Role, Content: m.Content, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
-	}
-	for _, m := range pl.turn {
-		out = append(out, LLMMessage{Role: m.Role, Content: m.Content, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
+	for _, msgs := range [2][]Message{pl.history, pl.turn} {
+		for _, m := range msgs {
+			out = append(out, LLMMessage{Role: m.Role, Content: m.Content, Refusal: m.Refusal, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
+		}
 	}
 	return out
 }
@@ -784,7 +800,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		out.Model = res.Model
 	}
 	if pl.conv != nil {
-		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, ToolCalls: out.ToolCalls,
+		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, Refusal: out.Refusal, ToolCalls: out.ToolCalls,
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
 		if err := s.storeTurn(ctx, pl, meta, &reply); err != nil {
 			rec.Outcome = OutcomeNotStored
@@ -903,20 +919,21 @@ const FinishStopped = "client_disconnect"
 
 // storeStopped stores the turn of a stream that the client stopped once
 // part of the reply had reached it (a chat's "stop generating"): the
-// request's messages, and the reply as far as the provider had sent it,
-// with the finish reason FinishStopped. The conversationId of the stream's
-// first chunk then names a conversation, and a continuation carries on
-// from what the user saw. A tool call the stop cut off is dropped: its
-// arguments are incomplete, and no tool result can answer it; a reply with
-// no text left is not stored, only the request's messages.
+// request's messages, and the reply (or refusal) as far as the provider
+// had sent it, with the finish reason FinishStopped. The conversationId of
+// the stream's first chunk then names a conversation, and a continuation
+// carries on from what the user saw. A tool call the stop cut off is
+// dropped: its arguments are incomplete, and no tool result can answer
+// it; a reply with no text left is not stored, only the request's
+// messages.
 func (s *Completions) storeStopped(ctx context.Context, pl *plan, meta CompletionMeta, res *LLMResult, usage Usage) error {
 	var reply *Message
-	if res != nil && res.Content != "" {
+	if res != nil && (res.Content != "" || res.Refusal != "") {
 		model := meta.Model
 		if res.Model != "" {
 			model = res.Model
 		}
-		reply = &Message{ID: meta.MessageID, Role: RoleAssistant, Content: res.Content, Model: model,
+		reply = &Message{ID: meta.MessageID, Role: RoleAssistant, Content: res.Content, Refusal: res.Refusal, Model: model,
 			FinishReason: FinishStopped, Usage: usage}
 	}
 	return s.storeTurn(ctx, pl, meta, reply)
@@ -1064,7 +1081,7 @@ const (
 func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 	out := make([]LLMMessage, len(msgs))
 	for i, m := range msgs {
-		m.Content = redact(m.Content, key)
+		m.Content, m.Refusal = redact(m.Content, key), redact(m.Refusal, key)
 		if len(m.ToolCalls) > 0 {
 			calls := make([]ToolCall, len(m.ToolCalls))
 			for j, c := range m.ToolCalls {

@@ -103,15 +103,15 @@ func (s *Completions) planReplay(ctx context.Context, pl *plan, in ChatCompletio
 }
 
 // replay answers a completion with the reply stored for its idempotency
-// key, as the first request's answer had it: the same ids, model, content,
-// tool calls, finish reason and usage. A stream gets it whole in one
+// key, as the first request's answer had it: the same ids, model, content
+// or refusal, tool calls, finish reason and usage. A stream gets it whole in one
 // delta. Nothing is sent upstream or counted against the project's limits,
 // so no usage is recorded and there is no debug.
 func replay(m *Message, emit Emitter) (*Completion, error) {
 	out := &Completion{
 		CompletionMeta: CompletionMeta{MessageID: m.ID, ConversationID: m.ConversationID, Model: m.Model, Created: m.CreatedAt,
 			Replayed: true},
-		Content: m.Content, ToolCalls: m.ToolCalls, FinishReason: m.FinishReason, Usage: m.Usage,
+		Content: m.Content, Refusal: m.Refusal, ToolCalls: m.ToolCalls, FinishReason: m.FinishReason, Usage: m.Usage,
 	}
 	if emit == nil {
 		return out, nil
@@ -119,11 +119,11 @@ func replay(m *Message, emit Emitter) (*Completion, error) {
 	if err := emit.Start(out.CompletionMeta); err != nil {
 		return nil, err
 	}
-	d := Delta{Content: m.Content}
+	d := Delta{Content: m.Content, Refusal: m.Refusal}
 	for i, c := range m.ToolCalls {
 		d.ToolCalls = append(d.ToolCalls, ToolCallDelta{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments})
 	}
-	if d.Content == "" && len(d.ToolCalls) == 0 {
+	if d.Content == "" && d.Refusal == "" && len(d.ToolCalls) == 0 {
 		return out, nil
 	}
 	if err := emit.Delta(d); err != nil {

@@ -30,6 +30,7 @@ type Endpoint struct {
 type LLMMessage struct {
 	Role       MessageRole
 	Content    string
+	Refusal    string     // assistant: the model declined (see LLMResult)
 	ToolCalls  []ToolCall // assistant
 	ToolCallID string     // tool
 }

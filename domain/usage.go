@@ -35,7 +35,7 @@ func estimateUsage(u Usage, partial bool, sent []LLMMessage, reply string, calls
 	if u.PromptTokens == 0 {
 		chars := 0
 		for _, m := range sent {
-			chars += charsOf(m.Content, m.ToolCalls)
+			chars += charsOf(m.Content+m.Refusal, m.ToolCalls)
 		}
 		u.PromptTokens = tokensOf(chars) + 4*len(sent)
 		u.Estimated = true

@@ -17,6 +17,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
@@ -167,10 +168,24 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 			return nil, domain.Invalidf("model", "the model of an azure-openai provider is its deployment name, of letters, digits, '.', '_' and '-'; got %s", quote(req.Model))
 		}
 	}
+	var rewritten []domain.LLMMessage
+	if req.Endpoint.Type != domain.ProviderOpenAI && req.Endpoint.Type != domain.ProviderAzureOpenAI {
+		if rewritten = refusalsAsText(req.Messages); rewritten != nil {
+			req.Messages = rewritten
+		}
+	}
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
 	for attempt := 0; ; attempt++ {
 		ex := &exchange{stream: onDelta != nil, openAIWire: req.Endpoint.Type != domain.ProviderAnthropic}
 		res, err := do(withExchange(ctx, ex), ex, cs)
+		if rewritten != nil {
+			if res == nil {
+				res = &domain.LLMResult{} // a failed call's debug shows what went up too
+			}
+			if res.Sent == nil {
+				res.Sent = rewritten
+			}
+		}
 		if err == nil {
 			return res, nil
 		}
@@ -187,6 +202,29 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}
+}
+
+// refusalsAsText returns msgs with each refusal sent as its message's
+// text, for the providers that have no refusal member: Anthropic, and the
+// OpenAI-compatible servers, which may refuse a member they do not know.
+// The model then reads what it said when it declined. It returns nil
+// when no message has a refusal.
+func refusalsAsText(msgs []domain.LLMMessage) []domain.LLMMessage {
+	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool { return m.Refusal != "" }) {
+		return nil
+	}
+	out := slices.Clone(msgs)
+	for i, m := range out {
+		if m.Refusal == "" {
+			continue
+		}
+		if m.Content != "" {
+			m.Content += "\n"
+		}
+		m.Content, m.Refusal = m.Content+m.Refusal, ""
+		out[i] = m
+	}
+	return out
 }
 
 // backoff returns the jittered wait before retry attempt+1: between half

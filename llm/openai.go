@@ -70,7 +70,7 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 		Stream:   stream,
 	}
 	for _, m := range req.Messages {
-		om := openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content, ToolCallID: m.ToolCallID}
+		om := openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, ToolCallID: m.ToolCallID}
 		for _, c := range m.ToolCalls {
 			om.ToolCalls = append(om.ToolCalls, openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
 				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}})
@@ -123,10 +123,13 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 // content (omitempty), and the API refuses a user, system or tool message
 // without content, and an assistant message with neither content nor
 // tool calls. An assistant message that only calls tools goes as
-// go-openai sends it, without content.
+// go-openai sends it, without content; one that declined goes with an
+// empty content beside its refusal (only OpenAI and Azure get refusals:
+// see refusalsAsText).
 type wireMessage struct {
 	Role       string            `json:"role"`
 	Content    *string           `json:"content,omitempty"`
+	Refusal    string            `json:"refusal,omitempty"`
 	ToolCalls  []openai.ToolCall `json:"tool_calls,omitempty"`
 	ToolCallID string            `json:"tool_call_id,omitempty"`
 }
@@ -141,7 +144,7 @@ func explicitContent(msgs []domain.LLMMessage) []wireMessage {
 	}
 	out := make([]wireMessage, len(msgs))
 	for i, m := range msgs {
-		wm := wireMessage{Role: string(m.Role), ToolCallID: m.ToolCallID}
+		wm := wireMessage{Role: string(m.Role), Refusal: m.Refusal, ToolCallID: m.ToolCallID}
 		if m.Content != "" || len(m.ToolCalls) == 0 {
 			wm.Content = &msgs[i].Content
 		}

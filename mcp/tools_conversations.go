@@ -27,6 +27,7 @@ type messageOut struct {
 	ID           string        `json:"id" desc:"Message id (msg_...)."`
 	Role         string        `json:"role" enum:"user,assistant,tool" desc:"Author of the message."`
 	Content      string        `json:"content" desc:"The message's text (a referenced document's content, resolved)."`
+	Refusal      string        `json:"refusal,omitempty" desc:"Why the model declined to answer, in place of content (assistant messages; OpenAI, with structured outputs)."`
 	DocumentID   string        `json:"documentId,omitempty" desc:"The document the message referenced, if any."`
 	ToolCalls    []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (assistant messages)."`
 	ToolCallID   string        `json:"toolCallId,omitempty" desc:"The tool call this is the result of (tool messages)."`
@@ -45,7 +46,7 @@ func toConversationOut(c *domain.Conversation) conversationOut {
 }
 
 func toMessageOut(m *domain.Message) messageOut {
-	out := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+	out := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, DocumentID: m.DocumentID,
 		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 	if m.Role == domain.RoleAssistant {
@@ -72,6 +73,12 @@ func conversationText(c conversationOut) string {
 func messageLine(m messageOut) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[%s] %s", m.Role, m.Content)
+	if m.Refusal != "" {
+		if m.Content != "" {
+			b.WriteString(" ")
+		}
+		fmt.Fprintf(&b, "(refusal: %s)", m.Refusal)
+	}
 	if m.ToolCallID != "" {
 		fmt.Fprintf(&b, " (result of tool call %s)", m.ToolCallID)
 	}

@@ -22,6 +22,7 @@ type messageResponse struct {
 	ID           string          `json:"id"`
 	Role         string          `json:"role"`
 	Content      string          `json:"content"`
+	Refusal      string          `json:"refusal,omitempty"` // an assistant reply in which the model declined
 	DocumentID   string          `json:"documentId,omitempty"`
 	ToolCalls    []wire.ToolCall `json:"toolCalls,omitempty"`
 	ToolCallID   string          `json:"toolCallId,omitempty"`
@@ -47,7 +48,7 @@ func toConversationResponse(cv *domain.Conversation) conversationResponse {
 }
 
 func toMessageResponse(m *domain.Message) messageResponse {
-	r := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, DocumentID: m.DocumentID,
+	r := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, DocumentID: m.DocumentID,
 		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 	if m.Role == domain.RoleAssistant {

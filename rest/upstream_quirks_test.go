@@ -200,22 +200,8 @@ func TestRefusalIsPassedOn(t *testing.T) {
 		`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n"
 	h.up.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
 	events := readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}}))
-	var sb strings.Builder
-	for _, ev := range events {
-		if ev.data == nil {
-			continue
-		}
-		for _, c := range ev.data["choices"].([]any) {
-			if r, ok := c.(map[string]any)["delta"].(map[string]any)["refusal"].(string); ok {
-				sb.WriteString(r)
-			}
-		}
-		if ev.raw == "[DONE]" {
-			break
-		}
-	}
-	if sb.String() != refusal {
-		t.Errorf("streamed refusal = %q, want %q", sb.String(), refusal)
+	if got := streamedRefusal(events); got != refusal {
+		t.Errorf("streamed refusal = %q, want %q", got, refusal)
 	}
 }
 

@@ -11,12 +11,13 @@ import (
 // enum, min and max tags feed the MCP tool schemas; REST ignores them.
 
 // Message is one message of a completion: content or documentId, not
-// both; an assistant message may carry toolCalls, a tool message answers
-// one by toolCallId.
+// both; an assistant message may carry toolCalls or a refusal, a tool
+// message answers a tool call by toolCallId.
 type Message struct {
 	Role       string     `json:"role" enum:"system,user,assistant,tool" desc:"Author of the message. At most one system message, which replaces the default system message for this call. A tool message is a tool's result."`
-	Content    *Content   `json:"content,omitempty" desc:"Text of the message: a string, or an array of text parts ({\"type\": \"text\", \"text\": ...}) joined with newlines. Send content or documentId, not both; optional for an assistant message with toolCalls, required for a tool message."`
+	Content    *Content   `json:"content,omitempty" desc:"Text of the message: a string, or an array of text parts ({\"type\": \"text\", \"text\": ...}) joined with newlines. Send content or documentId, not both; optional for an assistant message with toolCalls or a refusal, required for a tool message."`
 	DocumentID string     `json:"documentId,omitempty" desc:"Id of a document of the same project (doc_...) whose content becomes the message's text."`
+	Refusal    string     `json:"refusal,omitempty" desc:"Assistant messages only: a reply's refusal (the model declined to answer), sent back as the reply had it."`
 	ToolCalls  []ToolCall `json:"toolCalls,omitempty" desc:"Assistant messages only: the tool calls the model made, as a reply's toolCalls returned them."`
 	ToolCallID string     `json:"toolCallId,omitempty" desc:"Tool messages only: the id of the tool call this is the result of."`
 }
@@ -78,7 +79,7 @@ func (a CompletionFields) ToDomain() domain.CompletionParams {
 	msgs := make([]domain.InputMessage, len(a.Messages))
 	for i, m := range a.Messages {
 		msgs[i] = domain.InputMessage{Role: domain.MessageRole(m.Role), Content: (*string)(m.Content), DocumentID: m.DocumentID,
-			ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
+			Refusal: m.Refusal, ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
 		TopP: a.TopP, Stop: a.Stop, Debug: a.Debug}
@@ -144,6 +145,7 @@ type DebugProvider struct {
 type DebugMessage struct {
 	Role       string     `json:"role" desc:"Author of the message."`
 	Content    string     `json:"content" desc:"Text sent, secrets redacted."`
+	Refusal    string     `json:"refusal,omitempty" desc:"The refusal of an assistant message that declined, as sent (OpenAI's refusal; other providers get it as the text), secrets redacted."`
 	ToolCalls  []ToolCall `json:"toolCalls,omitempty" desc:"Tool calls of an assistant message, arguments redacted."`
 	ToolCallID string     `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
 }
@@ -166,7 +168,7 @@ func DebugOf(d *domain.Debug) *Debug {
 		Timings:  DebugTimings{QueueMs: ms(d.QueueTime), FirstByteMs: ms(d.FirstByte), TotalMs: ms(d.Total)},
 	}
 	for i, m := range d.Messages {
-		out.Messages[i] = DebugMessage{Role: string(m.Role), Content: m.Content, ToolCalls: ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
+		out.Messages[i] = DebugMessage{Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, ToolCalls: ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	return out
 }

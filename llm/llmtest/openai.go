@@ -22,10 +22,17 @@ func (r reply) openAIUsage() map[string]any {
 }
 
 // openAIMessage is the message of a chat.completion: content null when
-// there is only tool calls; the reasoning as reasoning_content, or with
-// contentParts a thinking part before the text's.
+// there is only tool calls or a refusal; the reasoning as
+// reasoning_content, or with contentParts a thinking part before the
+// text's.
 func (r reply) openAIMessage(text string) map[string]any {
 	msg := map[string]any{"role": "assistant", "content": text}
+	if r.refusal != "" {
+		msg["refusal"] = r.refusal
+		if text == "" {
+			msg["content"] = nil
+		}
+	}
 	switch {
 	case r.contentParts:
 		var parts []any
@@ -95,6 +102,11 @@ func (x *exchange) openAIStream(r reply) {
 			delta = map[string]any{"content": []any{thinkingPart(d)}}
 		}
 		if !x.event("", chunk(delta, nil)) {
+			return
+		}
+	}
+	for _, d := range r.refusalPieces() {
+		if !x.event("", chunk(map[string]any{"content": nil, "refusal": d}, nil)) {
 			return
 		}
 	}

@@ -69,6 +69,8 @@ type Message struct {
 	ToolCalls []ToolCall
 	// ToolCallID is an OpenAI tool message's tool_call_id.
 	ToolCallID string
+	// Refusal is an OpenAI assistant message's refusal.
+	Refusal string
 	// ToolResults are the tool_result blocks of an Anthropic user message.
 	ToolResults []ToolResult
 }
@@ -158,6 +160,11 @@ type Behavior struct {
 	// Reply replaces the echoed text; Deltas replaces its split into deltas.
 	Reply  string
 	Deltas []string
+	// Refusal makes an OpenAI-wire reply decline, as OpenAI's models do
+	// with structured outputs: the message's refusal, with content null
+	// (there is no text unless Reply or Deltas sets it); streamed, refusal
+	// deltas of a word each. Anthropic replies ignore it.
+	Refusal string
 	// FinishReason replaces "stop" (OpenAI) or "end_turn" (Anthropic).
 	FinishReason string
 	// Model replaces the model echoed from the request.
@@ -490,6 +497,7 @@ type reply struct {
 	usage        Usage
 	model        string
 	reasoning    string
+	refusal      string
 	contentParts bool
 }
 
@@ -502,6 +510,15 @@ func (r reply) reasoningPieces() []string {
 		return nil
 	}
 	return Deltas(r.reasoning)
+}
+
+// refusalPieces splits the refusal into the pieces streamed, a word each;
+// none when there is no refusal.
+func (r reply) refusalPieces() []string {
+	if r.refusal == "" {
+		return nil
+	}
+	return Deltas(r.refusal)
 }
 
 // pieces splits a tool call's arguments into the pieces streamed.
@@ -524,7 +541,7 @@ func (x *exchange) reply() reply {
 		out.deltas = b.Deltas
 	case b.Reply != "":
 		out.deltas = Deltas(b.Reply)
-	case len(b.ToolCalls) > 0:
+	case len(b.ToolCalls) > 0 || b.Refusal != "":
 	default:
 		out.deltas = Deltas(EchoReply(lastUser(req.Messages)))
 	}
@@ -546,7 +563,8 @@ func (x *exchange) reply() reply {
 	for i, m := range req.Messages {
 		contents[i] = m.Content
 	}
-	out.usage = Usage{PromptTokens: PromptTokens(contents...), CompletionTokens: len(out.deltas) + len(out.toolCalls)}
+	out.refusal = b.Refusal
+	out.usage = Usage{PromptTokens: PromptTokens(contents...), CompletionTokens: len(out.deltas) + len(out.refusalPieces()) + len(out.toolCalls)}
 	if b.Usage != nil {
 		out.usage = *b.Usage
 	}
@@ -638,6 +656,7 @@ func decode(req *Request) {
 		msg := Message{Content: text(mm["content"])}
 		msg.Role, _ = mm["role"].(string)
 		msg.ToolCallID, _ = mm["tool_call_id"].(string)
+		msg.Refusal, _ = mm["refusal"].(string)
 		calls, _ := mm["tool_calls"].([]any)
 		for _, c := range calls {
 			cm, _ := c.(map[string]any)

@@ -1,0 +1,189 @@
+package rest_test
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// refusalText is what the fake's model says when it declines.
+const refusalText = "I'm sorry, I can't help with that."
+
+// streamedRefusal joins the refusal pieces of a stream's chunks.
+func streamedRefusal(events []sseEvent) string {
+	var b strings.Builder
+	for _, ev := range events {
+		choices, _ := ev.data["choices"].([]any)
+		for _, c := range choices {
+			delta, _ := c.(map[string]any)["delta"].(map[string]any)
+			if s, ok := delta["refusal"].(string); ok {
+				b.WriteString(s)
+			}
+		}
+	}
+	return b.String()
+}
+
+// TestRefusalIsKept: a reply in which the model declined (OpenAI's
+// refusal) is stored with its refusal, JSON or streamed; the conversation
+// shows it, an idempotency key replays it, and a continuation sends it
+// back to OpenAI as the reply's refusal, beside an empty content.
+func TestRefusalIsKept(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		p := h.project(h.admin, "p")
+		prov := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+			"projectId": p, "name": "openai", "type": "openai", "baseUrl": h.up.URL(), "defaultModel": "gpt-test", "apiKey": upstreamKey,
+		})["id"].(string)
+		chat := h.chat(h.admin, p, prov, nil)
+		path := "/api/v1/chats/" + chat + "/completions"
+		ask := map[string]any{"messages": []any{userMessage("Tell me a secret.")}}
+
+		h.up.Enqueue(llmtest.Behavior{Refusal: refusalText})
+		first, err := h.sendWith("POST", path, h.admin, keyed("refuse-1"), ask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body := first.JSON()
+		msg := body["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		if first.Status != 200 || msg["refusal"] != refusalText || msg["content"] != nil {
+			t.Fatalf("completion = %d %s; want the refusal, content null", first.Status, first.Body)
+		}
+		conv := body["conversationId"].(string)
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+		if len(msgs) != 2 {
+			t.Fatalf("conversation has %d messages; want 2", len(msgs))
+		}
+		if reply := msgs[1].(map[string]any); reply["refusal"] != refusalText || reply["content"] != "" || reply["role"] != "assistant" {
+			t.Errorf("stored reply = %v; want the refusal, empty content", reply)
+		}
+		if _, ok := msgs[0].(map[string]any)["refusal"]; ok {
+			t.Errorf("the user message shows a refusal: %v", msgs[0])
+		}
+
+		// Replayed by its key, as JSON and as a stream.
+		calls := h.up.Count()
+		again, err := h.sendWith("POST", path, h.admin, keyed("refuse-1"), ask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := again.JSON(); again.Header.Get("Idempotent-Replayed") != "true" || !reflect.DeepEqual(got, body) {
+			t.Errorf("replay = %d %s; want the first answer %s", again.Status, again.Body, first.Body)
+		}
+		res := streamWith(t, h, context.Background(), h.admin, keyed("refuse-1"), path, map[string]any{"messages": ask["messages"]})
+		if got := streamedRefusal(readSSE(t, res)); res.Header.Get("Idempotent-Replayed") != "true" || got != refusalText {
+			t.Errorf("streamed replay: refusal %q (replayed %q); want %q", got, res.Header.Get("Idempotent-Replayed"), refusalText)
+		}
+		if n := h.up.Count(); n != calls {
+			t.Errorf("the replays made %d calls upstream", n-calls)
+		}
+
+		// The continuation sends the refusal back as OpenAI's refusal.
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("Why not?")}})
+		sent := h.up.Last().Messages
+		if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Refusal != refusalText || sent[1].Content != "" {
+			t.Fatalf("continuation sent %+v; want the user message, the refusal, the new message", sent)
+		}
+		if !strings.Contains(string(h.up.Last().RawBody), `"content":""`) {
+			t.Errorf("the refused reply went without content; OpenAI requires one: %s", h.up.Last().RawBody)
+		}
+
+		// Streamed, the refusal is stored as it came.
+		h.up.Enqueue(llmtest.Behavior{Refusal: refusalText})
+		events := readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("Another secret?")}}))
+		if got := streamedRefusal(events); got != refusalText {
+			t.Fatalf("streamed refusal = %q; want %q", got, refusalText)
+		}
+		conv2, _ := events[0].data["conversationId"].(string)
+		msgs = h.must(200, "GET", "/api/v1/conversations/"+conv2, h.admin, nil)["messages"].([]any)
+		if len(msgs) != 2 || msgs[1].(map[string]any)["refusal"] != refusalText {
+			t.Errorf("streamed turn stored as %v; want the refusal kept", msgs)
+		}
+
+		// A stream the client stops once the refusal reached it keeps it,
+		// as a stopped reply keeps its text.
+		h.up.Enqueue(llmtest.Behavior{Refusal: refusalText, Fault: llmtest.FaultHang})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		before := h.up.Count()
+		res = streamCtx(t, h, ctx, path, map[string]any{"messages": []any{userMessage("A third secret?")}})
+		var conv3 string
+		var got strings.Builder
+		for sc := bufio.NewScanner(res.Body); got.String() != refusalText && sc.Scan(); {
+			payload, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok {
+				continue
+			}
+			var ev sseEvent
+			if err := json.Unmarshal([]byte(payload), &ev.data); err != nil {
+				t.Fatalf("chunk %q: %v", payload, err)
+			}
+			if id, ok := ev.data["conversationId"].(string); ok {
+				conv3 = id
+			}
+			got.WriteString(streamedRefusal([]sseEvent{ev}))
+		}
+		if conv3 == "" || got.String() != refusalText {
+			t.Fatalf("before the stop: conversationId %q, refusal %q", conv3, got.String())
+		}
+		cancel()
+		res.Body.Close()
+		if !h.up.WaitCanceledN(before, time.Second) {
+			t.Fatal("the upstream did not see the cancellation within a second")
+		}
+		var r *response
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if r = h.call("GET", "/api/v1/conversations/"+conv3, h.admin, nil); r.Status != 404 {
+				break
+			}
+		}
+		if r.Status != 200 {
+			t.Fatalf("GET the stopped stream's conversation = %d %s", r.Status, r.Body)
+		}
+		msgs = r.JSON()["messages"].([]any)
+		if len(msgs) != 2 || msgs[1].(map[string]any)["refusal"] != refusalText || msgs[1].(map[string]any)["finishReason"] != "client_disconnect" {
+			t.Errorf("stopped turn stored as %v; want the refusal, finishReason client_disconnect", msgs)
+		}
+	})
+}
+
+// TestRefusalSentBack: a client may send a reply's refusal back in an
+// assistant message. OpenAI gets it as the refusal; a provider without
+// the member (an OpenAI-compatible server, Anthropic) gets it as the
+// message's text, which debug shows. A refusal is for assistant messages
+// only, and not beside a documentId.
+func TestRefusalSentBack(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		claude := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
+			"projectId": w.project, "name": "claude", "type": "anthropic", "baseUrl": h.up.URL(), "defaultModel": "claude-test", "apiKey": upstreamKey,
+		})["id"].(string)
+		history := []any{
+			userMessage("Tell me a secret."),
+			map[string]any{"role": "assistant", "refusal": refusalText},
+			userMessage("Then a joke."),
+		}
+		for _, prov := range []string{w.provider, claude} {
+			r := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": history, "debug": true})
+			sent := h.up.Last().Messages
+			if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Content != refusalText || sent[1].Refusal != "" {
+				t.Errorf("provider %s was sent %+v; want the refusal as the assistant's text", prov, sent)
+			}
+			dbg := r["debug"].(map[string]any)["messages"].([]any)
+			if m := dbg[1].(map[string]any); m["content"] != refusalText || m["refusal"] != nil {
+				t.Errorf("provider %s: debug shows %v; want the text sent", prov, m)
+			}
+		}
+
+		h.refusedByBoth(t, w, map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi", "refusal": "no"}}},
+			"messages[0].refusal")
+		h.refusedByBoth(t, w, map[string]any{"messages": []any{
+			map[string]any{"role": "assistant", "documentId": "doc_0123456789abcdef", "refusal": "no"}, userMessage("hi")}},
+			"messages[0].documentId")
+	})
+}
