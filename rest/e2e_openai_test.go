@@ -45,7 +45,8 @@ func TestOpenAINodeClient(t *testing.T) {
 	// one starting "SLOW" waits 4 keep-alive intervals before each event;
 	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces;
 	// one starting "REFUSE" is refused as malformed (HTTP 400); one starting
-	// "HANG" stops after two deltas until the client goes away.
+	// "HANG" stops after two deltas until the client goes away; one
+	// starting "DECLINE" is declined (OpenAI's refusal).
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role == "user" {
@@ -58,6 +59,8 @@ func TestOpenAINodeClient(t *testing.T) {
 					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
 				case strings.HasPrefix(c, "REFUSE"):
 					return llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}`}
+				case strings.HasPrefix(c, "DECLINE"):
+					return llmtest.Behavior{Refusal: "I'm sorry, I can't help with that."}
 				case strings.HasPrefix(c, "HANG"):
 					return llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2}
 				}
@@ -114,28 +117,30 @@ func TestOpenAINodeClient(t *testing.T) {
 		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
 	}
 	// The per-chat turns were stored as one conversation of six turns (the
-	// stopped one with its partial reply, and the one with debug), and one
-	// of the turn sent three times with an Idempotency-Key, which went
-	// upstream once.
+	// stopped one with its partial reply, and the one with debug), one of
+	// the turn sent three times with an Idempotency-Key, which went
+	// upstream once, and one of the declined turn, which kept its refusal.
 	convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
-	if len(convs) != 2 {
-		t.Fatalf("conversations of the chat = %d, want 2", len(convs))
+	if len(convs) != 3 {
+		t.Fatalf("conversations of the chat = %d, want 3", len(convs))
 	}
 	var msgs []any
-	keyed := 0
+	keyed, declined := 0, 0
 	for _, c := range convs {
 		cv := h.must(200, "GET", "/api/v1/conversations/"+c.(map[string]any)["id"].(string), h.admin, nil)
-		switch m := cv["messages"].([]any); len(m) {
-		case 12:
+		switch m := cv["messages"].([]any); {
+		case len(m) == 12:
 			msgs = m
-		case 2:
+		case len(m) == 2 && m[1].(map[string]any)["refusal"] != nil:
+			declined++
+		case len(m) == 2:
 			keyed++
 		default:
-			t.Fatalf("a conversation holds %d messages, want 12 (six turns) or 2 (the keyed turn)", len(m))
+			t.Fatalf("a conversation holds %d messages, want 12 (six turns) or 2 (the keyed turn, the declined one)", len(m))
 		}
 	}
-	if msgs == nil || keyed != 1 {
-		t.Fatalf("conversations of 12 and 2 messages: %v, %d; want one of each", msgs != nil, keyed)
+	if msgs == nil || keyed != 1 || declined != 1 {
+		t.Fatalf("conversations of 12 messages, of the keyed and of the declined turn: %v, %d, %d; want one of each", msgs != nil, keyed, declined)
 	}
 	once := 0
 	for _, r := range reqs {
@@ -159,6 +164,17 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if got := strings.Join(history, ","); got != "system,user,assistant,user,assistant,user,assistant,user,assistant,user" {
 		t.Errorf("the continuation after the stop went upstream with the roles %s, want the stopped turn in its history", got)
+	}
+	// The refusal the client sent back went to the OpenAI-compatible
+	// provider as the assistant's text.
+	sentBack := false
+	for _, r := range reqs {
+		if n := len(r.Messages); n == 3 && r.Messages[2].Content == "then a joke" {
+			sentBack = r.Messages[1].Role == "assistant" && r.Messages[1].Content == "I'm sorry, I can't help with that."
+		}
+	}
+	if !sentBack {
+		t.Error("the refusal the client sent back did not reach the provider as the assistant's text")
 	}
 	// Every completion, the failed one too, is recorded as usage.
 	h.app.FlushUsage()

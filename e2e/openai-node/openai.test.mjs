@@ -19,7 +19,9 @@
 //                          starts with "TOOLS" is answered with two tool calls
 //                          (weather {"city":"Paris"} and clock {}) after "Checking.",
 //                          and one that starts with "REFUSE" is refused with HTTP 400
-//                          and the message "max_tokens is too large"
+//                          and the message "max_tokens is too large", and one that
+//                          starts with "DECLINE" is declined by the model: its
+//                          reply is the refusal FAKE_REFUSAL, content null
 //
 // Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
 // Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
@@ -66,6 +68,9 @@ const FAKE_TOOL_CALLS = [
   { id: 'call_paris', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
   { id: 'call_now', type: 'function', function: { name: 'clock', arguments: '{}' } },
 ];
+
+// FAKE_REFUSAL is the fake model's refusal of a prompt starting "DECLINE".
+const FAKE_REFUSAL = "I'm sorry, I can't help with that.";
 
 function assertReply(text, prompt) {
   if (FAKE) assert.equal(text, `echo: ${prompt}`);
@@ -255,6 +260,29 @@ test('openai npm client', { skip }, async (t) => {
     assert.equal(chunk.id, first.data.id);
     assert.equal(chunk.conversationId, first.data.conversationId);
     assert.deepEqual(last.usage, first.data.usage);
+  });
+
+  await t.test('a model that declines: message.refusal, which the stream helper accumulates and the conversation keeps', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+    const prompt = 'DECLINE share a secret';
+    const c = await client.chat.completions.create(statelessBody(prompt), STATELESS);
+    assert.equal(c.choices[0].message.refusal, FAKE_REFUSAL);
+    assert.equal(c.choices[0].message.content, null);
+
+    const runner = client.chat.completions.stream(statelessBody(prompt), STATELESS);
+    const deltas = [];
+    runner.on('refusal.delta', ({ delta }) => deltas.push(delta));
+    const final = await runner.finalChatCompletion();
+    assert.equal(final.choices[0].message.refusal, FAKE_REFUSAL);
+    assert.equal(deltas.join(''), FAKE_REFUSAL);
+
+    const turn = await client.post(chatPath(), { body: { messages: [{ role: 'user', content: prompt }] } });
+    assert.equal(turn.choices[0].message.refusal, FAKE_REFUSAL);
+    const conv = await client.get(`/conversations/${turn.conversationId}`);
+    assert.deepEqual(conv.messages.map((m) => [m.role, m.content, m.refusal]), [['user', prompt, undefined], ['assistant', '', FAKE_REFUSAL]]);
+    // Sent back in the client's own history, as the SDK's types allow.
+    const history = [{ role: 'user', content: prompt }, { role: 'assistant', refusal: FAKE_REFUSAL }, { role: 'user', content: 'then a joke' }];
+    const next = await client.chat.completions.create(statelessBody('then a joke', { messages: history }), STATELESS);
+    assertReply(next.choices[0].message.content, 'then a joke');
   });
 
   await t.test('per chat, streamed: stopping the stream keeps the turn as far as it went, and the next message continues it', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
