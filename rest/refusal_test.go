@@ -163,20 +163,26 @@ func TestRefusalSentBack(t *testing.T) {
 		claude := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
 			"projectId": w.project, "name": "claude", "type": "anthropic", "baseUrl": h.up.URL(), "defaultModel": "claude-test", "apiKey": upstreamKey,
 		})["id"].(string)
-		history := []any{
-			userMessage("Tell me a secret."),
-			map[string]any{"role": "assistant", "refusal": refusalText},
-			userMessage("Then a joke."),
-		}
-		for _, prov := range []string{w.provider, claude} {
-			r := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": history, "debug": true})
-			sent := h.up.Last().Messages
-			if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Content != refusalText || sent[1].Refusal != "" {
-				t.Errorf("provider %s was sent %+v; want the refusal as the assistant's text", prov, sent)
-			}
-			dbg := r["debug"].(map[string]any)["messages"].([]any)
-			if m := dbg[1].(map[string]any); m["content"] != refusalText || m["refusal"] != nil {
-				t.Errorf("provider %s: debug shows %v; want the text sent", prov, m)
+		// A refusal alone becomes the text; one beside content follows it
+		// on a line of its own.
+		for _, c := range []struct {
+			assistant map[string]any
+			text      string
+		}{
+			{map[string]any{"role": "assistant", "refusal": refusalText}, refusalText},
+			{map[string]any{"role": "assistant", "content": "Well,", "refusal": refusalText}, "Well,\n" + refusalText},
+		} {
+			history := []any{userMessage("Tell me a secret."), c.assistant, userMessage("Then a joke.")}
+			for _, prov := range []string{w.provider, claude} {
+				r := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": history, "debug": true})
+				sent := h.up.Last().Messages
+				if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Content != c.text || sent[1].Refusal != "" {
+					t.Errorf("provider %s was sent %+v; want %q as the assistant's text", prov, sent, c.text)
+				}
+				dbg := r["debug"].(map[string]any)["messages"].([]any)
+				if m := dbg[1].(map[string]any); m["content"] != c.text || m["refusal"] != nil {
+					t.Errorf("provider %s: debug shows %v; want the text sent", prov, m)
+				}
 			}
 		}
 
