@@ -83,11 +83,16 @@ func TestRefusalIsKept(t *testing.T) {
 			t.Errorf("the replays made %d calls upstream", n-calls)
 		}
 
-		// The continuation sends the refusal back as OpenAI's refusal.
-		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("Why not?")}})
+		// The continuation sends the refusal back as OpenAI's refusal, as
+		// debug shows.
+		cont := h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("Why not?")}, "debug": true})
 		sent := h.up.Last().Messages
 		if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Refusal != refusalText || sent[1].Content != "" {
 			t.Fatalf("continuation sent %+v; want the user message, the refusal, the new message", sent)
+		}
+		dbg := cont["debug"].(map[string]any)["messages"].([]any)
+		if m := dbg[1].(map[string]any); len(dbg) != 3 || m["refusal"] != refusalText || m["content"] != "" {
+			t.Errorf("debug shows %v; want the refusal as sent", dbg)
 		}
 		if !strings.Contains(string(h.up.Last().RawBody), `"content":""`) {
 			t.Errorf("the refused reply went without content; OpenAI requires one: %s", h.up.Last().RawBody)
