@@ -802,7 +802,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if pl.conv != nil {
 		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, Refusal: out.Refusal, ToolCalls: out.ToolCalls,
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
-		if err := s.storeTurn(ctx, pl, meta, &reply); err != nil {
+		if err := s.storeTurn(ctx, pl, meta, reply); err != nil {
 			rec.Outcome = OutcomeNotStored
 			if pl.newConv {
 				rec.ConversationID = "" // as above: the unstored turn created nothing
@@ -875,12 +875,12 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	return bs, quotas, release, nil
 }
 
-// storeTurn appends the request's messages and the reply (when not nil) to
-// the conversation in one transaction, before the response goes out, so
+// storeTurn appends the request's messages and the reply to the
+// conversation in one transaction, before the response goes out, so
 // that a continuation right after sees them. The messages are stamped with
 // the completion's creation, the response's created (so that a replay,
 // which reads it back, answers the same).
-func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMeta, reply *Message) error {
+func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMeta, reply Message) error {
 	if pl.claim != nil {
 		pl.claim.storing.Store(true)
 	}
@@ -891,12 +891,9 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 		msgs = append(msgs, m)
 		seq++
 	}
-	if reply != nil {
-		m := *reply
-		m.ConversationID, m.Seq, m.CreatedAt = pl.conv.ID, seq, meta.Created
-		m.RequestKey, m.RequestHash = pl.requestKey, pl.requestHash
-		msgs = append(msgs, m)
-	}
+	reply.ConversationID, reply.Seq, reply.CreatedAt = pl.conv.ID, seq, meta.Created
+	reply.RequestKey, reply.RequestHash = pl.requestKey, pl.requestHash
+	msgs = append(msgs, reply)
 	pl.conv.UpdatedAt = s.deps.Now()
 	ctx = context.WithoutCancel(ctx)
 	err := s.deps.Store.AppendTurn(ctx, pl.conv, pl.newConv, msgs)
@@ -924,17 +921,17 @@ const FinishStopped = "client_disconnect"
 // the stream's first chunk then names a conversation, and a continuation
 // carries on from what the user saw. A tool call the stop cut off is
 // dropped: its arguments are incomplete, and no tool result can answer
-// it; a reply with no text left is not stored, only the request's
-// messages.
+// it. A reply left with no text is stored empty: the turn keeps its
+// reply, as every turn does, and with it an idempotency key, which the
+// request sent again then replays rather than running (and storing its
+// messages) a second time.
 func (s *Completions) storeStopped(ctx context.Context, pl *plan, meta CompletionMeta, res *LLMResult, usage Usage) error {
-	var reply *Message
-	if res != nil && (res.Content != "" || res.Refusal != "") {
-		model := meta.Model
+	reply := Message{ID: meta.MessageID, Role: RoleAssistant, Model: meta.Model, FinishReason: FinishStopped, Usage: usage}
+	if res != nil {
+		reply.Content, reply.Refusal = res.Content, res.Refusal
 		if res.Model != "" {
-			model = res.Model
+			reply.Model = res.Model
 		}
-		reply = &Message{ID: meta.MessageID, Role: RoleAssistant, Content: res.Content, Refusal: res.Refusal, Model: model,
-			FinishReason: FinishStopped, Usage: usage}
 	}
 	return s.storeTurn(ctx, pl, meta, reply)
 }

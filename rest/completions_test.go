@@ -280,6 +280,47 @@ func readSSE(t *testing.T, res *http.Response) []sseEvent {
 	return events
 }
 
+// readSSEUntil reads a stream's data events until done holds for one,
+// leaving the stream open, and returns the conversationId it named.
+func readSSEUntil(t *testing.T, res *http.Response, done func(sseEvent) bool) (conversationID string) {
+	t.Helper()
+	for sc := bufio.NewScanner(res.Body); sc.Scan(); {
+		payload, ok := strings.CutPrefix(sc.Text(), "data: ")
+		if !ok || payload == "[DONE]" {
+			continue
+		}
+		ev := sseEvent{raw: payload}
+		if err := json.Unmarshal([]byte(payload), &ev.data); err != nil {
+			t.Fatalf("chunk %q: %v", payload, err)
+		}
+		if id, ok := ev.data["conversationId"].(string); ok {
+			conversationID = id
+		}
+		if done(ev) {
+			return conversationID
+		}
+	}
+	t.Fatal("the stream ended before the awaited event")
+	return ""
+}
+
+// storedAfterStop waits for the conversation of a stream the client
+// stopped, which the handler stores once the upstream call has ended, and
+// returns its messages.
+func storedAfterStop(t *testing.T, h *harness, conversationID string) []any {
+	t.Helper()
+	var r *response
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if r = h.call("GET", "/api/v1/conversations/"+conversationID, h.admin, nil); r.Status != 404 {
+			break
+		}
+	}
+	if r.Status != 200 {
+		t.Fatalf("GET the stopped stream's conversation = %d %s", r.Status, r.Body)
+	}
+	return r.JSON()["messages"].([]any)
+}
+
 func stream(t *testing.T, h *harness, path string, body map[string]any) *http.Response {
 	t.Helper()
 	return streamCtx(t, h, context.Background(), path, body)

@@ -1,7 +1,6 @@
 package rest_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -889,30 +888,15 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 				defer cancel()
 				before := h.up.Count()
 				res := streamCtx(t, h, ctx, path, map[string]any{"messages": []any{userMessage("Tell me a story")}})
-				var conv string
 				var got strings.Builder
-				sc := bufio.NewScanner(res.Body)
-				for !strings.Contains(got.String(), "upon ") && sc.Scan() {
-					payload, ok := strings.CutPrefix(sc.Text(), "data: ")
-					if !ok {
-						continue
+				conv := readSSEUntil(t, res, func(ev sseEvent) bool {
+					for _, c := range ev.data["choices"].([]any) {
+						if text, ok := c.(map[string]any)["delta"].(map[string]any)["content"].(string); ok {
+							got.WriteString(text)
+						}
 					}
-					var chunk struct {
-						ConversationID string `json:"conversationId"`
-						Choices        []struct {
-							Delta struct{ Content string } `json:"delta"`
-						} `json:"choices"`
-					}
-					if err := json.Unmarshal([]byte(payload), &chunk); err != nil {
-						t.Fatalf("chunk %q: %v", payload, err)
-					}
-					if chunk.ConversationID != "" {
-						conv = chunk.ConversationID
-					}
-					for _, ch := range chunk.Choices {
-						got.WriteString(ch.Delta.Content)
-					}
-				}
+					return strings.Contains(got.String(), "upon ")
+				})
 				if conv == "" || got.String() != "Once upon " {
 					t.Fatalf("before the stop: conversationId %q, text %q", conv, got.String())
 				}
@@ -922,28 +906,11 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 					t.Fatal("the upstream did not see the cancellation within a second")
 				}
 
-				// The handler stores the turn once the upstream call has ended.
-				var r *response
-				for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-					if r = h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 404 {
-						break
-					}
-				}
-				if r.Status != 200 {
-					t.Fatalf("GET the stopped stream's conversation = %d %s", r.Status, r.Body)
-				}
-				var stored struct {
-					Messages []struct {
-						Role, Content, FinishReason string
-					}
-				}
-				if err := json.Unmarshal(r.Body, &stored); err != nil {
-					t.Fatal(err)
-				}
-				if len(stored.Messages) != 2 || stored.Messages[0].Content != "Tell me a story" ||
-					stored.Messages[1].Role != "assistant" || stored.Messages[1].Content != "Once upon " ||
-					stored.Messages[1].FinishReason != "client_disconnect" {
-					t.Fatalf("stored turn: %+v", stored.Messages)
+				stored := storedAfterStop(t, h, conv)
+				if len(stored) != 2 || stored[0].(map[string]any)["content"] != "Tell me a story" ||
+					stored[1].(map[string]any)["role"] != "assistant" || stored[1].(map[string]any)["content"] != "Once upon " ||
+					stored[1].(map[string]any)["finishReason"] != "client_disconnect" {
+					t.Fatalf("stored turn: %v", stored)
 				}
 
 				h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("Go on")}})

@@ -197,6 +197,66 @@ func TestIdempotencyKeyToolCalls(t *testing.T) {
 	})
 }
 
+// TestIdempotencyKeyOfAStreamStoppedBeforeText: a keyed stream the client
+// stops while the model has only begun a tool call keeps its turn with an
+// empty reply (the cut-off call dropped), and the key with it: the
+// request sent again gets that reply, finish reason client_disconnect,
+// rather than running, and storing its message, a second time.
+func TestIdempotencyKeyOfAStreamStoppedBeforeText(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"query":"how long do refunds take"}`}},
+			ArgPiece: 4, ChunkDelay: 100 * time.Millisecond})
+		body := func() map[string]any {
+			return map[string]any{
+				"messages": []any{userMessage("How long do refunds take?")},
+				"tools":    []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "parameters": map[string]any{"type": "object"}}}},
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		before := h.up.Count()
+		res := streamWith(t, h, ctx, h.admin, keyed("stop-1"), path, body())
+		conv := readSSEUntil(t, res, func(ev sseEvent) bool {
+			for _, c := range ev.data["choices"].([]any) {
+				if _, ok := c.(map[string]any)["delta"].(map[string]any)["tool_calls"]; ok {
+					return true
+				}
+			}
+			return false
+		})
+		cancel()
+		res.Body.Close()
+		if !h.up.WaitCanceledN(before, time.Second) {
+			t.Fatal("the upstream did not see the cancellation within a second")
+		}
+		msgs := storedAfterStop(t, h, conv)
+		reply, _ := msgs[len(msgs)-1].(map[string]any)
+		if len(msgs) != 2 || reply["role"] != "assistant" || reply["content"] != "" || reply["toolCalls"] != nil || reply["finishReason"] != "client_disconnect" {
+			t.Fatalf("stored turn %v; want the user message and an empty reply, finishReason client_disconnect", msgs)
+		}
+
+		calls := h.up.Count()
+		again, err := h.sendWith("POST", path, h.admin, keyed("stop-1"), body())
+		if err != nil {
+			t.Fatal(err)
+		}
+		choice := again.JSON()["choices"].([]any)[0].(map[string]any)
+		msg := choice["message"].(map[string]any)
+		if again.Status != 200 || again.Header.Get("Idempotent-Replayed") != "true" || again.JSON()["conversationId"] != conv ||
+			msg["content"] != "" || msg["tool_calls"] != nil || choice["finish_reason"] != "client_disconnect" {
+			t.Errorf("sent again = %d (replayed %q) %s; want the stopped turn's empty reply", again.Status, again.Header.Get("Idempotent-Replayed"), again.Body)
+		}
+		if n := h.up.Count(); n != calls {
+			t.Errorf("sent again, the request went upstream %d times; want none", n-calls)
+		}
+		if msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any); len(msgs) != 2 {
+			t.Errorf("the conversation has %d messages; want the stopped turn's 2", len(msgs))
+		}
+	})
+}
+
 // TestIdempotencyKeyWhileRunning: a request whose key is still running is
 // a 409 that goes nowhere; once the first has answered, the same request
 // gets its turn.

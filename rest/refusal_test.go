@@ -1,9 +1,7 @@
 package rest_test
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -117,40 +115,17 @@ func TestRefusalIsKept(t *testing.T) {
 		defer cancel()
 		before := h.up.Count()
 		res = streamCtx(t, h, ctx, path, map[string]any{"messages": []any{userMessage("A third secret?")}})
-		var conv3 string
 		var got strings.Builder
-		for sc := bufio.NewScanner(res.Body); got.String() != refusalText && sc.Scan(); {
-			payload, ok := strings.CutPrefix(sc.Text(), "data: ")
-			if !ok {
-				continue
-			}
-			var ev sseEvent
-			if err := json.Unmarshal([]byte(payload), &ev.data); err != nil {
-				t.Fatalf("chunk %q: %v", payload, err)
-			}
-			if id, ok := ev.data["conversationId"].(string); ok {
-				conv3 = id
-			}
+		conv3 := readSSEUntil(t, res, func(ev sseEvent) bool {
 			got.WriteString(streamedRefusal([]sseEvent{ev}))
-		}
-		if conv3 == "" || got.String() != refusalText {
-			t.Fatalf("before the stop: conversationId %q, refusal %q", conv3, got.String())
-		}
+			return got.String() == refusalText
+		})
 		cancel()
 		res.Body.Close()
 		if !h.up.WaitCanceledN(before, time.Second) {
 			t.Fatal("the upstream did not see the cancellation within a second")
 		}
-		var r *response
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			if r = h.call("GET", "/api/v1/conversations/"+conv3, h.admin, nil); r.Status != 404 {
-				break
-			}
-		}
-		if r.Status != 200 {
-			t.Fatalf("GET the stopped stream's conversation = %d %s", r.Status, r.Body)
-		}
-		msgs = r.JSON()["messages"].([]any)
+		msgs = storedAfterStop(t, h, conv3)
 		if len(msgs) != 2 || msgs[1].(map[string]any)["refusal"] != refusalText || msgs[1].(map[string]any)["finishReason"] != "client_disconnect" {
 			t.Errorf("stopped turn stored as %v; want the refusal, finishReason client_disconnect", msgs)
 		}
