@@ -263,7 +263,7 @@ func (p *CompletionParams) validate() error {
 			if m.DocumentID != "" {
 				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has toolCalls; it may have content but no documentId", i)
 			}
-		case m.Refusal != "":
+		case m.Refusal != "": // a reply that declined: content optional, documentId refused above
 		case (m.Content == nil) == (m.DocumentID == ""):
 			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
 		}
