@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/logtest"
 )
 
 // TestCallsDrainsEndsAndWaits: Drain refuses new calls and lets the
@@ -44,7 +45,7 @@ func TestCallsDrainsEndsAndWaits(t *testing.T) {
 		t.Error("begin accepted a call after End")
 	}
 	// The call End ended answers that the shutdown ended it.
-	log := &syncBuffer{}
+	log := &logtest.Buffer{}
 	res, err := toolError(stop, deps{log: newTestLogger(log)}, "t", context.Cause(stop))
 	if err != nil || !res.IsError || text(res) != "unavailable: the server is shutting down and ended this call; call again" {
 		t.Errorf("a call ended at shutdown = %v, %v", res, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/policy"
 	"github.com/parleyhq/parley/secret"
@@ -38,7 +39,7 @@ type env struct {
 	svcs     *domain.Services
 	store    *store.Store
 	upstream *upstream
-	logs     *syncBuffer
+	logs     *logtest.Buffer
 	// onRequest, when set, is mcp-go's first OnRequestInitialization
 	// hook in the servers e makes: it runs before Parley's own.
 	onRequest server.OnRequestInitializationFunc
@@ -65,7 +66,7 @@ func newEnv(t *testing.T, st *store.Store) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, store: st, upstream: newUpstream(t), logs: &syncBuffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
+	e := &env{t: t, store: st, upstream: newUpstream(t), logs: &logtest.Buffer{}, keys: map[string]string{}, principals: map[string]domain.Principal{}}
 	e.useAuthorizer(authz)
 
 	adminKey := domain.NewAPIKeySecret()
@@ -442,24 +443,6 @@ func text(res *mcpgo.CallToolResult) string {
 		}
 	}
 	return strings.Join(parts, "\n")
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // newTestLogger logs to w at debug level, naming request ids as

@@ -31,6 +31,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -470,7 +471,7 @@ func TestKeyExpiresMidSession(t *testing.T) {
 // kinds are tool error results starting with the REST code, internal faults
 // protocol errors that reveal nothing and are logged.
 func TestErrorMapping(t *testing.T) {
-	var logs syncBuffer
+	var logs logtest.Buffer
 	d := deps{log: newTestLogger(&logs)}
 	ctx := context.Background()
 	keyLimit := &domain.Error{Kind: domain.RateLimited, Message: "rate limit reached: 600 requests per minute for this API key; retry in 12s",
@@ -704,7 +705,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 			e.upstream.reply(deltas...)
 			const keepAlive = 100 * time.Millisecond // writes are cut after 1s (the least)
 			// mcp-go's transport logs to the default logger.
-			var logs syncBuffer
+			var logs logtest.Buffer
 			defer slog.SetDefault(slog.Default())
 			slog.SetDefault(slog.New(slog.NewTextHandler(&logs, nil)))
 			srv := e.server(Options{})
@@ -939,7 +940,7 @@ func readLine(t *testing.T, r io.Reader) string {
 // a debug line, shown only at PARLEY_LOG_LEVEL=debug.
 func TestTransportLogLevels(t *testing.T) {
 	for _, level := range []slog.Level{slog.LevelInfo, slog.LevelDebug} {
-		var out syncBuffer
+		var out logtest.Buffer
 		log := slog.New(transportLog{slog.NewTextHandler(&out, &slog.HandlerOptions{Level: level})})
 		log.Info("Rejected GET request: streaming is disabled")
 		log.Error("Failed to write SSE event during drain", "err", "write: broken pipe")

@@ -1,7 +1,6 @@
 package ratelimit
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -37,24 +37,6 @@ func (c *fakeClock) Add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
 	c.mu.Unlock()
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // testRedisURL is the Redis of the tests: $PARLEY_TEST_REDIS_URL, or the
@@ -141,7 +123,7 @@ func newTestRedis(t *testing.T, c *redis.Client, prefix string, clock *fakeClock
 	if clock != nil {
 		r.Now = clock.Now
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	t.Cleanup(func() {
 		if s := logs.String(); s != "" {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/internal/tcpproxy"
 	"github.com/redis/go-redis/v9"
 )
@@ -32,7 +33,7 @@ func proxyURL(t *testing.T, p *tcpproxy.Proxy) string {
 func TestRedisOutageSkipsRedis(t *testing.T) {
 	c := testRedis(t)
 	p := tcpproxy.Start(t, c.Options().Addr)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -116,7 +117,7 @@ func TestOpenRoutesRedisLogs(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	_ = ln.Close() // nothing listens there now
-	var logs syncBuffer
+	var logs logtest.Buffer
 	openDown := func(logger *slog.Logger) {
 		t.Helper()
 		_, closeFn, err := Open("redis://"+addr+"/0", logger)
@@ -132,7 +133,7 @@ func TestOpenRoutesRedisLogs(t *testing.T) {
 	}
 
 	// Another Open moves go-redis's lines to its logger.
-	var logs2 syncBuffer
+	var logs2 logtest.Buffer
 	openDown(slog.New(slog.NewTextHandler(&logs2, nil)))
 	if !strings.Contains(logs2.String(), "failed to dial") || logs.String() != out {
 		t.Fatalf("second Open: its log = %q, the first's grew to %q; want the lines in the second only", logs2.String(), logs.String())
@@ -185,7 +186,7 @@ func TestRedisLogsAreThrottled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs syncBuffer
+	var logs logtest.Buffer
 	logger := slog.New(slog.NewTextHandler(&logs, nil))
 	routeRedisLogs(logger)
 	client := redis.NewClient(opts)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -89,7 +90,7 @@ func TestRedisFailsOpen(t *testing.T) {
 		Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1, DialerRetries: 1,
 	})
 	defer c.Close()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	r := NewRedis(c, "parley-test:down:")
 	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 
@@ -120,7 +121,7 @@ func TestRedisFailsOpen(t *testing.T) {
 // A caller that went away is no reason to warn.
 func TestRedisCanceledCallerDoesNotWarn(t *testing.T) {
 	c := testRedis(t)
-	var logs syncBuffer
+	var logs logtest.Buffer
 	r := NewRedis(c, testPrefix(t, c))
 	r.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	cctx, cancel := context.WithCancel(bg)
@@ -160,7 +161,7 @@ func TestOpen(t *testing.T) {
 
 	// A Redis that does not answer is an outage: Open warns, without the
 	// password, and returns the limiter failing open.
-	var logs syncBuffer
+	var logs logtest.Buffer
 	start := time.Now()
 	down, closeDown, err := Open("redis://:s3cret@127.0.0.1:1/0", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {

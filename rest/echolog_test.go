@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/rest"
 )
 
@@ -21,7 +22,7 @@ func TestEchoLogsNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	stdout := os.Stdout
 	os.Stdout = pw // Echo takes its default log's writer when it is made
 	s := rest.New(nil, rest.Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})

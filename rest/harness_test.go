@@ -11,13 +11,13 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
@@ -31,25 +31,7 @@ type harness struct {
 	up    *llmtest.Server
 	app   *app.App
 	admin string
-	logs  *syncBuffer
-}
-
-// syncBuffer collects log lines from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *logtest.Buffer
 }
 
 // each runs body on SQLite and on PostgreSQL, each with its own harness.
@@ -61,7 +43,7 @@ func each(t *testing.T, body func(t *testing.T, h *harness)) {
 
 func newHarness(t *testing.T, st *store.Store, configure func(*app.Config)) *harness {
 	t.Helper()
-	h := &harness{t: t, up: llmtest.NewServer(t), admin: domain.NewAPIKeySecret(), logs: &syncBuffer{}}
+	h := &harness{t: t, up: llmtest.NewServer(t), admin: domain.NewAPIKeySecret(), logs: &logtest.Buffer{}}
 	cfg := app.Config{
 		SecretKey:             secret.GenerateKey(),
 		BootstrapAdminKey:     h.admin,

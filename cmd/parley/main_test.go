@@ -12,12 +12,12 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/logtest"
 )
 
 var bin string
@@ -42,31 +42,7 @@ func TestMain(m *testing.M) {
 type started struct {
 	cmd    *exec.Cmd
 	url    string
-	stderr *lockedBuffer
-}
-
-// lockedBuffer collects the server's stderr while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) WriteString(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.WriteString(s)
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stderr *logtest.Buffer
 }
 
 var servingAddr = regexp.MustCompile(`parley serving"? addr=(\S+)`)
@@ -84,7 +60,7 @@ func serve(t *testing.T, dir string, env ...string) *started {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	s := &started{cmd: cmd, stderr: &lockedBuffer{}}
+	s := &started{cmd: cmd, stderr: &logtest.Buffer{}}
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
 		_ = cmd.Wait()
@@ -369,7 +345,7 @@ func TestSignalDuringAStalledDatabaseStart(t *testing.T) {
 	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_BOOTSTRAP_ADMIN_KEY=",
 		"PARLEY_DATABASE_URL=postgres://parley:hunter2secret@"+ln.Addr().String()+"/parley?sslmode=disable",
 		"PARLEY_SECRET_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=")
-	var out lockedBuffer
+	var out logtest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -26,6 +26,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/internal/stalltest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
@@ -955,7 +956,7 @@ func TestStdioShutdownGivesCallsTheGrace(t *testing.T) {
 	if !slices.Equal(outcomes, []string{"interrupted", "ok"}) {
 		t.Errorf("usage of the calls SIGTERM found running: %v, want [interrupted ok]", outcomes)
 	}
-	endedByShutdownLogged(t, cmd.Stderr.(*lockedBuffer).String())
+	endedByShutdownLogged(t, cmd.Stderr.(*logtest.Buffer).String())
 }
 
 // TestStdioSecondSignalEndsTheGrace: `parley mcp` takes a second signal
@@ -993,7 +994,7 @@ func TestStdioSecondSignalEndsTheGrace(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	logs := cmd.Stderr.(*lockedBuffer)
+	logs := cmd.Stderr.(*logtest.Buffer)
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "shutting down"); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no shutdown logged within 10s of SIGTERM:\n%s", logs.String())
@@ -1036,7 +1037,7 @@ func startStdio(t *testing.T, dir string, env ...string) (*exec.Cmd, io.WriteClo
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd.Stderr = &lockedBuffer{} // its logs, for a test to read
+	cmd.Stderr = &logtest.Buffer{} // its logs, for a test to read
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -1136,7 +1137,7 @@ func TestStdioShutdownRefusesNewCalls(t *testing.T) {
 		}
 		return llmtest.Behavior{}
 	})
-	logs := &lockedBuffer{}
+	logs := &logtest.Buffer{}
 	var proc *exec.Cmd
 	tr := transport.NewStdioWithOptions(bin, nil, []string{"mcp"}, transport.WithCommandFunc(
 		func(_ context.Context, command string, _, args []string) (*exec.Cmd, error) {
