@@ -740,7 +740,18 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mcpClient(t, client.NewClient(tr))
+	callEndedByShutdown(t, s, up, c, chat)
+	if err := waitExit(t, s, 15*time.Second); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
+	}
+	endedByShutdownLogged(t, s.stderr.String())
+}
 
+// callEndedByShutdown makes a tool call that hangs upstream, sends s
+// SIGTERM once the call reached the upstream, and checks that the call
+// ends, within 10s, in an error result saying the server is shutting down.
+func callEndedByShutdown(t *testing.T, s *started, up *llmtest.Server, c *client.Client, chat string) {
+	t.Helper()
 	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
 	type result struct {
@@ -761,17 +772,12 @@ func TestShutdownEndsMCPCallsAfterGrace(t *testing.T) {
 		if r.err != nil || r.res == nil || !r.res.IsError {
 			t.Fatalf("the call ended by the shutdown = %+v, %v; want an error result", r.res, r.err)
 		}
-		text := fmt.Sprint(r.res.Content)
-		if !strings.Contains(text, "unavailable:") || !strings.Contains(text, "shutting down") {
+		if text := fmt.Sprint(r.res.Content); !strings.Contains(text, "unavailable:") || !strings.Contains(text, "shutting down") {
 			t.Errorf("the call ended by the shutdown says %s; want unavailable, shutting down", text)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("the MCP call did not end within 10s of SIGTERM (1s grace)")
+		t.Fatal("the call got no result within 10s of SIGTERM (1s grace)")
 	}
-	if err := waitExit(t, s, 15*time.Second); err != nil {
-		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
-	}
-	endedByShutdownLogged(t, s.stderr.String())
 }
 
 // endedByShutdownLogged checks that the logs say a tool call was ended by
@@ -800,32 +806,8 @@ func TestShutdownEndsSSECallsAfterGrace(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := mcpClient(t, sse)
-	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 	before := up.Count()
-	type result struct {
-		res *mcpgo.CallToolResult
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		res, err := c.CallTool(context.Background(), hangingCall(chat))
-		done <- result{res, err}
-	}()
-	waitRequest(t, up, before)
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case r := <-done:
-		if r.err != nil || r.res == nil || !r.res.IsError {
-			t.Fatalf("the SSE call ended by the shutdown = %+v, %v; want an error result", r.res, r.err)
-		}
-		if text := fmt.Sprint(r.res.Content); !strings.Contains(text, "unavailable:") || !strings.Contains(text, "shutting down") {
-			t.Errorf("the SSE call ended by the shutdown says %s; want unavailable, shutting down", text)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the SSE call got no result within 10s of SIGTERM (1s grace)")
-	}
+	callEndedByShutdown(t, s, up, c, chat)
 	if err := waitExit(t, s, 15*time.Second); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, s.stderr.String())
 	}
