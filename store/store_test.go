@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/migrations"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -128,6 +130,12 @@ func newKey(t testing.TB, s *store.Store, u *domain.User, secret string) *domain
 	return k
 }
 
+// newConversation returns a conversation of chat made at t0, not yet
+// stored (AppendTurn with create stores it).
+func newConversation(chat *domain.Chat) *domain.Conversation {
+	return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: chat.ProjectID, ChatID: chat.ID, CreatedAt: t0, UpdatedAt: t0}
+}
+
 func newWorld(t testing.TB, s *store.Store) *world {
 	t.Helper()
 	w := &world{alice: newUser(t, s, "alice"), bob: newUser(t, s, "bob")}
@@ -165,7 +173,7 @@ func TestOpen(t *testing.T) {
 				t.Fatal(err)
 			}
 			w := newWorld(t, s)
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			tctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
 			defer cancel()
 			must(t, s.AppendTurn(tctx, c, true, turn(c.ID, 0, "hello")))
@@ -203,7 +211,7 @@ func TestOpen(t *testing.T) {
 		must(t, err)
 		defer s.Close()
 		w := newWorld(t, s)
-		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		c := newConversation(w.chatA)
 		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")))
 		// Hold several connections at once, so that more than the first
 		// one the pool opened is asked.
@@ -262,50 +270,21 @@ func TestMigrate(t *testing.T) {
 		if got, want := out.String(), "no pending migrations; the schema is at version 9\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00009_refusals.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
+		// Down, one migration at a time, newest first, to an empty schema.
+		fsys, err := migrations.FS(s.Dialect())
+		must(t, err)
+		names, err := fs.Glob(fsys, "*.sql")
+		must(t, err)
+		if len(names) != 9 {
+			t.Fatalf("%d migrations; want 9: %q", len(names), names)
 		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00008_request_keys.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00007_estimated_usage.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00006_api_key_expiry.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00005_message_key.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00004_turn_pages.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00003_tool_calls.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00002_project_limits.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
-		}
-		out.Reset()
-		must(t, s.Migrate(ctx(), "down", &out))
-		if got, want := out.String(), "rolled back 00001_init.sql"; !strings.HasPrefix(got, want) {
-			t.Fatalf("down = %q; want prefix %q", got, want)
+		slices.Sort(names)
+		for _, name := range slices.Backward(names) {
+			out.Reset()
+			must(t, s.Migrate(ctx(), "down", &out))
+			if got, want := out.String(), "rolled back "+name; !strings.HasPrefix(got, want) {
+				t.Fatalf("down = %q; want prefix %q", got, want)
+			}
 		}
 		if _, err := s.CountUsers(ctx()); err == nil {
 			t.Fatal("CountUsers after down: want an error, the table is gone")
@@ -327,7 +306,7 @@ func TestMigrate(t *testing.T) {
 func TestMigrateKeepsConversations(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		conv := newConversation(w.chatA)
 		msgs := append(turn(conv.ID, 0, "one"), turn(conv.ID, 2, "two")...)
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
 		// Read with SQL of its own: the store's reads name the columns of
@@ -702,7 +681,7 @@ func TestProjects(t *testing.T) {
 		t.Run("delete cascades", func(t *testing.T) {
 			doc := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: "d", CreatedAt: t0, UpdatedAt: t0}
 			must(t, s.CreateDocument(ctx(), doc))
-			conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			conv := newConversation(w.chatA)
 			must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hi")))
 			must(t, s.PutMember(ctx(), &domain.Member{ProjectID: w.prjA.ID, UserID: w.bob.ID, Role: domain.RoleViewer, CreatedAt: t0, UpdatedAt: t0}))
 			must(t, s.InsertUsage(ctx(), []domain.UsageRecord{{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, Usage: domain.Usage{TotalTokens: 5}, CreatedAt: t0}}))
@@ -1171,7 +1150,7 @@ func TestChats(t *testing.T) {
 			wantErr(t, s.UpdateChat(ctx(), &c, time.Time{}), domain.NotFound, "chat cht_nope does not exist")
 		})
 		t.Run("delete cascades to conversations", func(t *testing.T) {
-			conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjB.ID, ChatID: w.chatB.ID, CreatedAt: t0, UpdatedAt: t0}
+			conv := newConversation(w.chatB)
 			must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hello")))
 			must(t, s.DeleteChat(ctx(), w.chatB.ID))
 			_, err := s.GetChat(ctx(), w.chatB.ID)
@@ -1237,7 +1216,7 @@ func turn(convID string, seq int, text string) []domain.Message {
 func TestLongTurn(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		conv := newConversation(w.chatA)
 		var msgs []domain.Message
 		for i := range 35 {
 			msgs = append(msgs, turn(conv.ID, 2*i, fmt.Sprint("part ", i))...)
@@ -1252,7 +1231,7 @@ func TestLongTurn(t *testing.T) {
 func TestConversations(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		conv := newConversation(w.chatA)
 		first := turn(conv.ID, 0, "one")
 		first = append(first, domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: conv.ID, Seq: 2, Role: domain.RoleUser, DocumentID: "doc_x", Content: "doc body", CreatedAt: t0})
 		slices.Reverse(first) // stored order must come from Seq, not insertion
@@ -1308,7 +1287,7 @@ func TestConversations(t *testing.T) {
 			}
 		})
 		t.Run("create is atomic", func(t *testing.T) {
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			msgs := turn(c.ID, 0, "x")
 			msgs[1].Seq = 0
 			wantErr(t, s.AppendTurn(ctx(), c, true, msgs), domain.Conflict, "")
@@ -1326,7 +1305,7 @@ func TestConversations(t *testing.T) {
 			wantErr(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")), domain.NotFound, "chat cht_ghost does not exist")
 		})
 		t.Run("tool calls and results", func(t *testing.T) {
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			msg := func(seq int, m domain.Message) domain.Message {
 				m.ID, m.ConversationID, m.Seq, m.CreatedAt = domain.NewID(domain.PrefixMessage), c.ID, seq, t0
 				return m
@@ -1350,12 +1329,12 @@ func TestConversations(t *testing.T) {
 
 		inA := []string{conv.ID}
 		for range 2 {
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			must(t, s.AppendTurn(ctx(), c, true, nil))
 			inA = append(inA, c.ID)
 		}
 		inA = sortedIDs(inA)
-		convB := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjB.ID, ChatID: w.chatB.ID, CreatedAt: t0, UpdatedAt: t0}
+		convB := newConversation(w.chatB)
 		must(t, s.AppendTurn(ctx(), convB, true, turn(convB.ID, 0, "b")))
 		for _, tt := range []struct {
 			name string
@@ -1652,16 +1631,13 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 func TestTurnBatch(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		newConv := func() *domain.Conversation {
-			return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
-		}
-		old := newConv()
+		old := newConversation(w.chatA)
 		must(t, s.AppendTurn(ctx(), old, true, turn(old.ID, 0, "first")))
 
 		later := t0.Add(time.Hour)
 		cont := *old
 		cont.UpdatedAt = later
-		a, b := newConv(), newConv()
+		a, b := newConversation(w.chatA), newConversation(w.chatA)
 		batch := []store.TurnForTest{
 			{Conv: a, Create: true, Msgs: turn(a.ID, 0, "a")},
 			{Conv: &cont, Msgs: turn(old.ID, 2, "again")},
@@ -1684,7 +1660,7 @@ func TestTurnBatch(t *testing.T) {
 			t.Errorf("continued conversation's updatedAt = %v; want %v", got.UpdatedAt, later)
 		}
 
-		ghost, c := newConv(), newConv()
+		ghost, c := newConversation(w.chatA), newConversation(w.chatA)
 		err = s.AppendTurnBatch(ctx(), []store.TurnForTest{
 			{Conv: c, Create: true, Msgs: turn(c.ID, 0, "c")},
 			{Conv: ghost, Msgs: turn(ghost.ID, 0, "ghost")},
@@ -1719,7 +1695,7 @@ func TestSQLiteCheckpointsInBackground(t *testing.T) {
 	must(t, s.Migrate(ctx(), "up", nil))
 	w := newWorld(t, s)
 	for i := range 20 {
-		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		c := newConversation(w.chatA)
 		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i))))
 	}
 
@@ -1761,7 +1737,7 @@ func TestRestartWAL(t *testing.T) {
 				return
 			default:
 			}
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			if err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")); err != nil {
 				done <- err
 				return
@@ -1802,7 +1778,7 @@ func TestRestartWAL(t *testing.T) {
 func TestDatabaseThatCannotWrite(t *testing.T) {
 	check := func(t *testing.T, s *store.Store, w *world) {
 		t.Helper()
-		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		c := newConversation(w.chatA)
 		err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, strings.Repeat("x", 64<<10)))
 		if got := domain.KindOf(err); got != domain.Unavailable {
 			t.Errorf("AppendTurn: %v (kind %v); want Unavailable", err, got)
@@ -1868,7 +1844,7 @@ func TestOpenSQLiteErrorNamesThePath(t *testing.T) {
 func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		conv := newConversation(w.chatA)
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
@@ -1961,7 +1937,7 @@ func TestTurnsWhileSessionsAreEnded(t *testing.T) {
 		wg.Go(func() {
 			for i := 0; i < 40 || (killed.Load() < 3 && time.Now().Before(until)); i++ {
 				tried.Add(1)
-				c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+				c := newConversation(w.chatA)
 				if err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "x")); err != nil {
 					failed.Add(1)
 					t.Log(err)
@@ -2026,7 +2002,7 @@ func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 			if i > 0 {
 				time.Sleep(200 * time.Millisecond) // queued behind the first, which waits for the lock
 			}
-			c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+			c := newConversation(w.chatA)
 			err := s.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i)))
 			took := time.Since(start)
 			if got := domain.KindOf(err); got != domain.Unavailable {
@@ -2043,7 +2019,7 @@ func TestTurnsWhileSQLiteIsLocked(t *testing.T) {
 	wg.Wait()
 	_, err = lock.ExecContext(ctx(), "ROLLBACK")
 	must(t, err)
-	c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+	c := newConversation(w.chatA)
 	must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "once the lock is released")))
 }
 
@@ -2074,7 +2050,7 @@ func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
 	defer func() { _, _ = reader.ExecContext(ctx(), "ROLLBACK") }()
 
 	appendTurn := func(content string) time.Duration {
-		c := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		c := newConversation(w.chatA)
 		start := time.Now()
 		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, content)))
 		return time.Since(start)
@@ -2102,7 +2078,7 @@ func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
 func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
 	s, p := dbtest.PostgresThroughProxy(t)
 	w := newWorld(t, s)
-	conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+	conv := newConversation(w.chatA)
 	p.Stall()
 	wrote := make(chan error, 1)
 	go func() { wrote <- s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "one")) }()
@@ -2131,7 +2107,7 @@ func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
 func TestRefusals(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		conv := &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
+		conv := newConversation(w.chatA)
 		msgs := append(turn(conv.ID, 0, "a secret?"), turn(conv.ID, 2, "a joke?")...)
 		msgs[1].Content, msgs[1].Refusal = "", "I can't share that."
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
@@ -2153,15 +2129,12 @@ func TestRefusals(t *testing.T) {
 func TestRequestKeys(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
-		newConv := func() *domain.Conversation {
-			return &domain.Conversation{ID: domain.NewID(domain.PrefixConversation), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, CreatedAt: t0, UpdatedAt: t0}
-		}
 		keyed := func(c *domain.Conversation, key, text string) []domain.Message {
 			msgs := turn(c.ID, 0, text)
 			msgs[1].RequestKey, msgs[1].RequestHash = key, "digest of "+text
 			return msgs
 		}
-		a := newConv()
+		a := newConversation(w.chatA)
 		msgs := keyed(a, w.chatA.ID+":k1", "a")
 		must(t, s.AppendTurn(ctx(), a, true, msgs))
 		got, err := s.GetReplyByRequestKey(ctx(), w.chatA.ID+":k1")
@@ -2173,7 +2146,7 @@ func TestRequestKeys(t *testing.T) {
 		_, err = s.GetReplyByRequestKey(ctx(), w.chatA.ID+":k2")
 		wantErr(t, err, domain.NotFound, "")
 
-		again := newConv()
+		again := newConversation(w.chatA)
 		wantErr(t, s.AppendTurn(ctx(), again, true, keyed(again, w.chatA.ID+":k1", "again")), domain.Conflict, "")
 		if _, err := s.GetConversation(ctx(), again.ID); domain.KindOf(err) != domain.NotFound {
 			t.Errorf("the refused turn stored its conversation (err %v)", err)
@@ -2185,7 +2158,7 @@ func TestRequestKeys(t *testing.T) {
 		var start, done sync.WaitGroup
 		start.Add(1)
 		for i := range convs {
-			convs[i] = newConv()
+			convs[i] = newConversation(w.chatA)
 			key := ""
 			if i%10 == 3 {
 				key = w.chatA.ID + ":k3"
