@@ -140,6 +140,14 @@ func (e *env) ctx(name string) context.Context {
 	return domain.WithPrincipal(context.Background(), e.principals[name])
 }
 
+// supportChat makes a chat named "support" on e's project and provider.
+func (e *env) supportChat() *domain.Chat {
+	e.t.Helper()
+	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
+	must(e.t, err)
+	return chat
+}
+
 // server returns Parley's MCP server; it validates every structured result
 // against the tool's output schema, so a result that breaks its schema
 // fails the test as an error result.

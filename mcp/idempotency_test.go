@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -19,8 +18,7 @@ import (
 func TestIdempotencyKey(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
 		e := newEnv(t, st)
-		chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-		must(t, err)
+		chat := e.supportChat()
 		s := e.connect(overHTTP, "editor", Options{})
 		args := obj{"chatId": chat.ID, "messages": userMsg("Hello?"), "idempotencyKey": "0b6c7e4e-7a39-4c1a-9a3e-3b1f1f0a2d11"}
 

@@ -5,7 +5,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
@@ -19,8 +18,7 @@ import (
 func TestRefusalIsKept(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
 		e := newEnv(t, st)
-		chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-		must(t, err)
+		chat := e.supportChat()
 		s := e.connect(overHTTP, "editor", Options{})
 		const refusal = "I'm sorry, I can't help with that."
 

@@ -562,8 +562,7 @@ func callTool(e *env, s *session) func(ctx context.Context) error {
 // of e's project and the editor's session.
 func completionsOnly(t *testing.T, e *env) (*domain.Chat, *session) {
 	t.Helper()
-	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-	must(t, err)
+	chat := e.supportChat()
 	authz, err := policy.NewFrom(policies.Model, `
 p, editor, chats:CreateChatCompletion
 p, editor, aiProviders:UseAIProvider
@@ -610,8 +609,7 @@ func TestDebugNeedsReadAccess(t *testing.T) {
 // goes upstream; debug on a new conversation still runs.
 func TestDebugOfAContinuationNeedsTheConversation(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-	must(t, err)
+	chat := e.supportChat()
 	authz, err := policy.NewFrom(policies.Model, `
 p, editor, chats:CreateChatCompletion
 p, editor, chats:GetChat
@@ -649,8 +647,7 @@ p, admin, *`)
 // without debug, the error text alone.
 func TestDebugOfAFailedCompletion(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	chat, err := e.svcs.Chats.Create(e.ctx("admin"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "support"})
-	must(t, err)
+	chat := e.supportChat()
 	admin := e.connect(overHTTP, "admin", Options{})
 	const secret = "sk-live0123456789abcdef"
 	for tool, args := range map[string]obj{
