@@ -4,44 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
-
-// InputMessage is one message of a completion request: Content or
-// DocumentID, never both; except that an assistant message with ToolCalls
-// or a Refusal may leave out its content, and a tool message (the result
-// of the tool call ToolCallID) has Content.
-type InputMessage struct {
-	Role       MessageRole
-	Content    *string
-	DocumentID string
-	// Refusal (assistant only) is a reply's refusal, sent back. Left out
-	// of requestHash's JSON when empty, as fields added later must be,
-	// so that a key stored before it came is replayed after.
-	Refusal    string     `json:",omitempty"`
-	ToolCalls  []ToolCall // assistant only
-	ToolCallID string     // tool only
-}
-
-// CompletionParams are the fields both completion endpoints take.
-type CompletionParams struct {
-	Messages    []InputMessage
-	Model       string
-	Temperature *float64
-	MaxTokens   *int
-	TopP        *float64
-	Stop        []string
-	Debug       bool
-	// Tools the model may call, whether it must, and the reply's format.
-	Tools          []Tool
-	ToolChoice     *ToolChoice
-	ResponseFormat *ResponseFormat
-}
 
 // StatelessCompletion is the input of Completions.Stateless
 // (POST /chats/completions, MCP create-chat-completion).
@@ -198,121 +166,6 @@ func (s *Completions) startingClaim(id string) *continuation {
 func (c *continuation) release() {
 	c.s.continuing.CompareAndDelete(c.id, c)
 	close(c.done)
-}
-
-// Completion parameter limits.
-const (
-	maxStopSequences = 4
-	maxMessages      = 1000
-	// maxTurnBytes caps the text of a request's messages once documentIds
-	// are resolved: a body of a few KiB naming a 4 MiB document a thousand
-	// times would otherwise send, and store, 4 GiB.
-	maxTurnBytes = 2 * maxDocumentBytes
-	// maxHistoryBytes caps the text of a conversation that may be
-	// continued: each continuation sends, and holds in memory, the whole
-	// history, and GET answers it whole.
-	maxHistoryBytes = 4 * maxTurnBytes
-)
-
-func (p *CompletionParams) validate() error {
-	if len(p.Messages) == 0 {
-		return Invalidf("messages", "messages must not be empty; send at least one {\"role\": \"user\", \"content\": \"...\"}")
-	}
-	if len(p.Messages) > maxMessages {
-		return Invalidf("messages", "messages has %d entries; the limit is %d", len(p.Messages), maxMessages)
-	}
-	systems := 0
-	for i, m := range p.Messages {
-		switch m.Role {
-		case RoleSystem:
-			systems++
-		case RoleUser, RoleAssistant, RoleTool:
-		default:
-			return Invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, user, assistant or tool", i)
-		}
-		if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
-			return Invalidf(fmt.Sprintf("messages[%d].toolCalls", i), "messages[%d].toolCalls belongs only to assistant messages", i)
-		}
-		if m.ToolCallID != "" && m.Role != RoleTool {
-			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId belongs only to tool messages", i)
-		}
-		if m.Refusal != "" {
-			field := fmt.Sprintf("messages[%d].refusal", i)
-			if m.Role != RoleAssistant {
-				return Invalidf(field, "%s belongs only to assistant messages", field)
-			}
-			if m.DocumentID != "" {
-				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has a refusal; it may have content but no documentId", i)
-			}
-			if err := checkText(field, m.Refusal, false, maxDocumentBytes); err != nil {
-				return err
-			}
-		}
-		switch {
-		case m.Role == RoleTool:
-			if err := checkToolCallID(fmt.Sprintf("messages[%d].toolCallId", i), m.ToolCallID); err != nil {
-				return err
-			}
-			if m.Content == nil || m.DocumentID != "" {
-				return Invalidf(fmt.Sprintf("messages[%d].content", i), "messages[%d] is a tool message: send the tool's result as content (and no documentId)", i)
-			}
-		case len(m.ToolCalls) > 0:
-			if err := validateToolCalls(i, m.ToolCalls); err != nil {
-				return err
-			}
-			if m.DocumentID != "" {
-				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has toolCalls; it may have content but no documentId", i)
-			}
-		case m.Refusal != "": // a reply that declined: content optional, documentId refused above
-		case (m.Content == nil) == (m.DocumentID == ""):
-			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
-		}
-		if m.Content != nil {
-			if err := checkText(fmt.Sprintf("messages[%d].content", i), *m.Content, false, maxDocumentBytes); err != nil {
-				return err
-			}
-		}
-	}
-	if systems > 1 {
-		return Invalidf("messages", "messages has %d system messages; send at most one (it replaces the default system message for this call)", systems)
-	}
-	if err := checkText("model", p.Model, false, maxModelLen); err != nil {
-		return err
-	}
-	if t := p.Temperature; t != nil && (*t < 0 || *t > 2) {
-		return Invalidf("temperature", "temperature must be between 0 and 2")
-	}
-	if t := p.TopP; t != nil && (*t < 0 || *t > 1) {
-		return Invalidf("topP", "topP must be between 0 and 1")
-	}
-	if n := p.MaxTokens; n != nil && *n < 1 {
-		return Invalidf("maxTokens", "maxTokens must be a positive integer")
-	}
-	if len(p.Stop) > maxStopSequences {
-		return Invalidf("stop", "stop has %d sequences; send at most %d", len(p.Stop), maxStopSequences)
-	}
-	for _, s := range p.Stop {
-		if s == "" {
-			return Invalidf("stop", "stop sequences must not be empty")
-		}
-	}
-	return p.validateTools()
-}
-
-// validateFor checks what only some providers refuse, so that the caller
-// gets a 400 naming the field rather than the provider's refusal as a 502.
-func (p *CompletionParams) validateFor(t ProviderType) error {
-	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
-		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
-	}
-	if t == ProviderAnthropic {
-		for _, s := range p.Stop {
-			if strings.TrimSpace(s) == "" {
-				return Invalidf("stop", "stop sequence %q is only whitespace, which an Anthropic provider refuses; send stop sequences with other characters", s)
-			}
-		}
-	}
-	return nil
 }
 
 // plan is a resolved completion, ready to call upstream.
@@ -1029,78 +882,4 @@ func firstNonEmpty(vs ...string) string {
 		}
 	}
 	return ""
-}
-
-// Debug shows what went upstream with anything that looks like a
-// credential replaced by "[redacted]":
-var (
-	// secretPattern: provider keys (sk-…, sk-ant-…), Parley keys (pk_…),
-	// bearer tokens, the token formats of AWS (access key ids), GitHub,
-	// Slack and Google, JWTs, and PEM private keys (to the text's end when
-	// the key's end is missing); each goes whole.
-	secretPattern = regexp.MustCompile(`\b(?:sk-[A-Za-z0-9_\-]{8,}|pk_[A-Za-z0-9_\-]{16,}|Bearer\s+[A-Za-z0-9._\-]{8,}|` +
-		`(?:AKIA|ASIA)[A-Z0-9]{16}\b|gh[pousr]_[A-Za-z0-9]{30,}|github_pat_[A-Za-z0-9_]{30,}|xox[abprs]-[A-Za-z0-9\-]{10,}|` +
-		`AIza[A-Za-z0-9_\-]{35}|eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})|` +
-		`-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)`)
-	// secretHeader: the value of an Authorization (or Cookie) header, in
-	// any scheme (Basic, Token, Digest with its quoted parameters, ...): to
-	// the closing quote when quoted, else to the line's end or a quote that
-	// opens none. The header's name and a scheme the value starts with stay.
-	secretHeader = regexp.MustCompile(`(?i)(\b(?:proxy-)?authorization|\b(?:set-)?cookie)(["']?\s*[:=]\s*)` +
-		`(?:(")(` + authScheme + `)?(?:[^"\\\r\n]|\\.)*"?|(')(` + authScheme + `)?(?:[^'\\\r\n]|\\.)*'?|(` + authScheme + `)?[^\s"'](?:[^\r\n"']|"[^"\r\n]*")*)`)
-	// secretAssignment: a value given a credential's name (password=…,
-	// "apiKey": "…", token: …, OPENAI_API_KEY=…, password := "…"); a quoted
-	// value goes whole, to its closing quote. The name stays.
-	secretAssignment = regexp.MustCompile(`(?i)((?:` + secretName + `)["']?\s*(?::=|=>|[:=])\s*)` +
-		`(?:(")(?:[^"\\\r\n]|\\.)*"?|(')(?:[^'\\\r\n]|\\.)*'?|[^\s"',;&]+)`)
-	// secretQuery: a URL query parameter that carries a credential
-	// (?api_key=…, &access_token=…, &key=…, &sig=…, X-Amz-Signature=…).
-	secretQuery = regexp.MustCompile(`(?i)([?&](?:` + secretName + `|(?:[A-Za-z0-9]+[_.-])*(?:key|sig|signature|auth))=)[^&#\s"'<>]+`)
-	// urlCredentials: the password of a URL's user:password@ (also with no
-	// user, redis://:password@, and with an @ of its own); the user stays.
-	urlCredentials = regexp.MustCompile(`(://[^/\s:@]*:)[^/\s?#]+@`)
-)
-
-const (
-	// secretName names a credential: the common names, and those that end
-	// in _KEY, _SECRET, _TOKEN, _PASSWORD, _PASS (environment variables:
-	// OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY, DB_PASSWORD), matched from
-	// their last part (_API_KEY), whatever comes before.
-	secretName = `(?:\b|_)(?:password|passwd|pwd|secret|client[_-]?secret|api[_-]?key|access[_-]?key|secret[_-]?key|private[_-]?key|` +
-		`access[_-]?token|auth[_-]?token|refresh[_-]?token|session[_-]?token|token)|_(?:key|pass)`
-	// authScheme is an HTTP authentication scheme, kept before the
-	// redacted credentials.
-	authScheme = `(?:Basic|Bearer|Token|Digest|Negotiate|NTLM|OAuth|ApiKey|Bot|SSWS|AWS4-HMAC-SHA256)\s+`
-)
-
-// redactMessages copies msgs with the provider key and anything that looks
-// like a credential replaced by "[redacted]".
-func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
-	out := make([]LLMMessage, len(msgs))
-	for i, m := range msgs {
-		m.Content, m.Refusal = redact(m.Content, key), redact(m.Refusal, key)
-		if len(m.ToolCalls) > 0 {
-			calls := make([]ToolCall, len(m.ToolCalls))
-			for j, c := range m.ToolCalls {
-				c.Arguments = redact(c.Arguments, key)
-				calls[j] = c
-			}
-			m.ToolCalls = calls
-		}
-		out[i] = m
-	}
-	return out
-}
-
-// redact replaces key and anything in s that looks like a credential with
-// "[redacted]". A header goes first, so that its scheme stays.
-func redact(s, key string) string {
-	if key != "" {
-		s = strings.ReplaceAll(s, key, "[redacted]")
-	}
-	s = secretHeader.ReplaceAllString(s, "${1}${2}${3}${4}${5}${6}${7}[redacted]${3}${5}")
-	s = secretPattern.ReplaceAllString(s, "[redacted]")
-	s = secretAssignment.ReplaceAllString(s, "${1}${2}${3}[redacted]${2}${3}")
-	s = secretQuery.ReplaceAllString(s, "${1}[redacted]")
-	return urlCredentials.ReplaceAllString(s, "${1}[redacted]@")
 }

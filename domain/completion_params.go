@@ -1,0 +1,152 @@
+package domain
+
+import (
+	"fmt"
+	"strings"
+)
+
+// InputMessage is one message of a completion request: Content or
+// DocumentID, never both; except that an assistant message with ToolCalls
+// or a Refusal may leave out its content, and a tool message (the result
+// of the tool call ToolCallID) has Content.
+type InputMessage struct {
+	Role       MessageRole
+	Content    *string
+	DocumentID string
+	// Refusal (assistant only) is a reply's refusal, sent back. Left out
+	// of requestHash's JSON when empty, as fields added later must be,
+	// so that a key stored before it came is replayed after.
+	Refusal    string     `json:",omitempty"`
+	ToolCalls  []ToolCall // assistant only
+	ToolCallID string     // tool only
+}
+
+// CompletionParams are the fields both completion endpoints take.
+type CompletionParams struct {
+	Messages    []InputMessage
+	Model       string
+	Temperature *float64
+	MaxTokens   *int
+	TopP        *float64
+	Stop        []string
+	Debug       bool
+	// Tools the model may call, whether it must, and the reply's format.
+	Tools          []Tool
+	ToolChoice     *ToolChoice
+	ResponseFormat *ResponseFormat
+}
+
+// Completion parameter limits.
+const (
+	maxStopSequences = 4
+	maxMessages      = 1000
+	// maxTurnBytes caps the text of a request's messages once documentIds
+	// are resolved: a body of a few KiB naming a 4 MiB document a thousand
+	// times would otherwise send, and store, 4 GiB.
+	maxTurnBytes = 2 * maxDocumentBytes
+	// maxHistoryBytes caps the text of a conversation that may be
+	// continued: each continuation sends, and holds in memory, the whole
+	// history, and GET answers it whole.
+	maxHistoryBytes = 4 * maxTurnBytes
+)
+
+func (p *CompletionParams) validate() error {
+	if len(p.Messages) == 0 {
+		return Invalidf("messages", "messages must not be empty; send at least one {\"role\": \"user\", \"content\": \"...\"}")
+	}
+	if len(p.Messages) > maxMessages {
+		return Invalidf("messages", "messages has %d entries; the limit is %d", len(p.Messages), maxMessages)
+	}
+	systems := 0
+	for i, m := range p.Messages {
+		switch m.Role {
+		case RoleSystem:
+			systems++
+		case RoleUser, RoleAssistant, RoleTool:
+		default:
+			return Invalidf(fmt.Sprintf("messages[%d].role", i), "messages[%d].role must be system, user, assistant or tool", i)
+		}
+		if len(m.ToolCalls) > 0 && m.Role != RoleAssistant {
+			return Invalidf(fmt.Sprintf("messages[%d].toolCalls", i), "messages[%d].toolCalls belongs only to assistant messages", i)
+		}
+		if m.ToolCallID != "" && m.Role != RoleTool {
+			return Invalidf(fmt.Sprintf("messages[%d].toolCallId", i), "messages[%d].toolCallId belongs only to tool messages", i)
+		}
+		if m.Refusal != "" {
+			field := fmt.Sprintf("messages[%d].refusal", i)
+			if m.Role != RoleAssistant {
+				return Invalidf(field, "%s belongs only to assistant messages", field)
+			}
+			if m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has a refusal; it may have content but no documentId", i)
+			}
+			if err := checkText(field, m.Refusal, false, maxDocumentBytes); err != nil {
+				return err
+			}
+		}
+		switch {
+		case m.Role == RoleTool:
+			if err := checkToolCallID(fmt.Sprintf("messages[%d].toolCallId", i), m.ToolCallID); err != nil {
+				return err
+			}
+			if m.Content == nil || m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].content", i), "messages[%d] is a tool message: send the tool's result as content (and no documentId)", i)
+			}
+		case len(m.ToolCalls) > 0:
+			if err := validateToolCalls(i, m.ToolCalls); err != nil {
+				return err
+			}
+			if m.DocumentID != "" {
+				return Invalidf(fmt.Sprintf("messages[%d].documentId", i), "messages[%d] has toolCalls; it may have content but no documentId", i)
+			}
+		case m.Refusal != "": // a reply that declined: content optional, documentId refused above
+		case (m.Content == nil) == (m.DocumentID == ""):
+			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
+		}
+		if m.Content != nil {
+			if err := checkText(fmt.Sprintf("messages[%d].content", i), *m.Content, false, maxDocumentBytes); err != nil {
+				return err
+			}
+		}
+	}
+	if systems > 1 {
+		return Invalidf("messages", "messages has %d system messages; send at most one (it replaces the default system message for this call)", systems)
+	}
+	if err := checkText("model", p.Model, false, maxModelLen); err != nil {
+		return err
+	}
+	if t := p.Temperature; t != nil && (*t < 0 || *t > 2) {
+		return Invalidf("temperature", "temperature must be between 0 and 2")
+	}
+	if t := p.TopP; t != nil && (*t < 0 || *t > 1) {
+		return Invalidf("topP", "topP must be between 0 and 1")
+	}
+	if n := p.MaxTokens; n != nil && *n < 1 {
+		return Invalidf("maxTokens", "maxTokens must be a positive integer")
+	}
+	if len(p.Stop) > maxStopSequences {
+		return Invalidf("stop", "stop has %d sequences; send at most %d", len(p.Stop), maxStopSequences)
+	}
+	for _, s := range p.Stop {
+		if s == "" {
+			return Invalidf("stop", "stop sequences must not be empty")
+		}
+	}
+	return p.validateTools()
+}
+
+// validateFor checks what only some providers refuse, so that the caller
+// gets a 400 naming the field rather than the provider's refusal as a 502.
+func (p *CompletionParams) validateFor(t ProviderType) error {
+	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
+		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
+	}
+	if t == ProviderAnthropic {
+		for _, s := range p.Stop {
+			if strings.TrimSpace(s) == "" {
+				return Invalidf("stop", "stop sequence %q is only whitespace, which an Anthropic provider refuses; send stop sequences with other characters", s)
+			}
+		}
+	}
+	return nil
+}
