@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"slices"
+	"sync"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 )
@@ -223,4 +226,120 @@ func (f *lineFilter) end(ended bool) {
 		}
 	}
 	f.part, f.over = f.part[:0], false
+}
+
+// errRequestCancelled ends a request its client cancelled; it is a
+// context.Canceled, so a completion's usage is recorded as the client's
+// disconnect.
+var errRequestCancelled = fmt.Errorf("the client cancelled the request: %w", context.Canceled)
+
+// pendingResponses counts the requests whose response a session has yet
+// to write, by session and request id (idKey), and knows which of them the
+// client cancelled: those get no response, and the tool calls serving them
+// are ended (see cancel.go).
+type pendingResponses struct {
+	mu       sync.Mutex
+	sessions map[string]map[string]*pendingRequest // session → request id
+	n        inFlight
+}
+
+// pendingRequest is a request still to be answered.
+type pendingRequest struct {
+	cancelled bool
+	calls     []*context.CancelCauseFunc // the ends of the tool calls serving it (watch)
+}
+
+func (p *pendingResponses) add(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sessions == nil {
+		p.sessions = map[string]map[string]*pendingRequest{}
+	}
+	ids := p.sessions[session]
+	if ids == nil {
+		ids = map[string]*pendingRequest{}
+		p.sessions[session] = ids
+	}
+	if _, ok := ids[id]; ok {
+		return
+	}
+	ids[id] = &pendingRequest{}
+	p.n.add(1)
+}
+
+// cancel notes that the client cancelled the request, if it is pending,
+// and ends the tool call serving it.
+func (p *pendingResponses) cancel(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req := p.sessions[session][id]
+	if req == nil {
+		return
+	}
+	req.cancelled = true
+	for _, end := range req.calls {
+		(*end)(errRequestCancelled)
+	}
+}
+
+// cancelled says whether the client cancelled the pending request.
+func (p *pendingResponses) cancelled(session, id string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req := p.sessions[session][id]
+	return req != nil && req.cancelled
+}
+
+// watch has cancel end the tool call serving the pending request with
+// end, until the returned func is called; a request cancelled already is
+// ended at once.
+func (p *pendingResponses) watch(session, id string, end context.CancelCauseFunc) (stop func()) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	req := p.sessions[session][id]
+	if req == nil {
+		return func() {}
+	}
+	if req.cancelled {
+		end(errRequestCancelled)
+		return func() {}
+	}
+	ref := &end
+	req.calls = append(req.calls, ref)
+	return func() {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if i := slices.Index(req.calls, ref); i >= 0 {
+			req.calls = slices.Delete(req.calls, i, i+1)
+		}
+	}
+}
+
+func (p *pendingResponses) remove(session, id string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ids := p.sessions[session]
+	if _, ok := ids[id]; ok {
+		delete(ids, id)
+		if len(ids) == 0 {
+			delete(p.sessions, session)
+		}
+		p.n.add(-1)
+	}
+}
+
+// forget drops a session that ended: its responses will not be written.
+func (p *pendingResponses) forget(session string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := len(p.sessions[session])
+	delete(p.sessions, session)
+	p.n.add(-n)
+}
+
+func (p *pendingResponses) wait(ctx context.Context) error {
+	p.mu.Lock()
+	zero := p.n.zero
+	p.mu.Unlock()
+	return waitZero(ctx, zero)
 }

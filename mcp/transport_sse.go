@@ -1,0 +1,301 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// SSE serves srv over MCP's older HTTP+SSE transport: Stream for GET /sse
+// and Message for POST /message. Both need the bearer key; a session's
+// messages are accepted only from the user who opened it.
+//
+// A tool call's result travels on the session's event stream, not in the
+// request that carried the call, so the stream must outlive the call, and
+// it is the stream, not the request, whose closing cancels the call: a
+// client that drops its stream cancels the calls it sent over the session.
+// The server's shutdown does not end a stream (serveUntilShutdown); Close
+// does, once every call the sessions were sent has its response written.
+type SSE struct {
+	Stream, Message http.Handler
+	// KeepAlive is how long a session's event stream may be quiet before
+	// it gets an SSE comment (": keep-alive"), as REST streams do, so that
+	// proxies do not close it (which would cancel the session's calls);
+	// 0 means 15s. Set it before serving.
+	KeepAlive time.Duration
+
+	srv     *server.SSEServer
+	pending pendingResponses
+}
+
+// NewSSE returns the HTTP+SSE transport of srv, mounted under basePath ("" at
+// the root). logger is as for StreamableHTTPHandler.
+func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string, logger *slog.Logger) *SSE {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	x := &SSE{}
+	var streams sync.Map // session id → *sseStream
+	x.srv = server.NewSSEServer(srv,
+		server.WithStaticBasePath(basePath),
+		server.WithSSEDisableLocalhostProtection(true), // see StreamableHTTPHandler
+		server.WithSSEContextFunc(principalContext),
+		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
+			b := make([]byte, 16)
+			if _, err := rand.Read(b); err != nil {
+				return "", err
+			}
+			id := hex.EncodeToString(b)
+			p, _ := domain.PrincipalFrom(ctx)
+			st := &sseStream{owner: p.UserID, progress: progressLogFrom(ctx)}
+			st.ended, st.end = context.WithCancelCause(context.Background())
+			streams.Store(id, st)
+			if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
+				*slot = id
+			}
+			return id, nil
+		}),
+	)
+	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
+	x.Stream = guard(auth, logger, maxBodyBytes, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var id string
+		defer func() {
+			if id == "" {
+				return
+			}
+			if st, ok := streams.LoadAndDelete(id); ok {
+				st.(*sseStream).end(streamEndCause(r.Context()))
+			}
+			x.pending.forget(id)
+		}()
+		progress := &progressLog{}
+		cw := newStallCutter(w, stallAfter(x.keepAlive()))
+		defer cw.end()
+		rw := &responseWatcher{ResponseWriter: cw, rc: http.NewResponseController(cw), session: &id, pending: &x.pending, progress: progress}
+		defer rw.keepAlive(x.keepAlive())()
+		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
+		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
+	}))
+	x.Message = guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := domain.PrincipalFrom(r.Context())
+		session := r.URL.Query().Get("sessionId")
+		if session == "" {
+			writeError(w, http.StatusBadRequest, "invalid_request", "sessionId is required: post to the endpoint the SSE stream's first event names")
+			return
+		}
+		// Another user's session answers as one that does not exist, so
+		// that the answer does not tell that it is open.
+		st, ok := streams.Load(session)
+		if !ok || st.(*sseStream).owner != p.UserID {
+			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
+			return
+		}
+		// mcp-go runs the call on a context the request's end does not
+		// cancel; the stream's end will. The call's progress
+		// notifications are written to the stream. A call cancelled
+		// before mcp-go starts it does not run (skipCancelled).
+		ctx := withSessionRequests(withStreamEnd(r.Context(), st.(*sseStream).ended), &x.pending, session)
+		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
+		body, _ := io.ReadAll(r.Body) // guard buffered it
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		m, ok := readJSONRPC(body)
+		if !ok || m.Method == "" { // a notification or a response: no result will follow
+			// Parley ends the call itself (pendingResponses), and mcp-go
+			// does not see the notification: it would take the number 7
+			// and the string "7" for one id, and cancel the wrong call.
+			if id, ok := cancelledRequest(body); ok {
+				x.pending.cancel(session, id)
+				w.WriteHeader(http.StatusAccepted)
+				return
+			}
+			msgH.ServeHTTP(w, r)
+			return
+		}
+		// Counted before mcp-go queues the call, whose response may be
+		// written before ServeHTTP returns; uncounted if it was refused.
+		id := idKey(m.ID)
+		x.pending.add(session, id)
+		rec := &statusRecorder{ResponseWriter: w}
+		msgH.ServeHTTP(rec, r)
+		if rec.status != http.StatusAccepted {
+			x.pending.remove(session, id)
+		}
+	}))
+	return x
+}
+
+// Close waits until every call sent to an open session has its response
+// written to the session's stream, or until ctx is done, then ends the
+// streams. Call it on shutdown once the tool calls ended (Calls).
+func (x *SSE) Close(ctx context.Context) error {
+	err := x.pending.wait(ctx)
+	x.srv.CloseSessions()
+	return err
+}
+
+// sseStream is an open SSE session: the user who opened it, a context
+// that ends with its event stream, and the progress notifications written
+// to the stream.
+type sseStream struct {
+	owner    string
+	ended    context.Context
+	end      context.CancelCauseFunc
+	progress *progressLog
+}
+
+// errStreamClosed is the cause of a call cancelled because its session's
+// event stream closed; it is a context.Canceled, so the completion's usage
+// is recorded as the client's disconnect.
+var errStreamClosed = fmt.Errorf("the client closed the SSE stream: %w", context.Canceled)
+
+// streamEndCause says why the event stream served for a request with
+// context ctx ended: the client left (errStreamClosed), or Close ended it
+// on shutdown (domain.ErrShuttingDown).
+func streamEndCause(ctx context.Context) error {
+	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
+		return errStreamClosed
+	}
+	return domain.ErrShuttingDown
+}
+
+type streamEndKey struct{}
+
+// withStreamEnd returns ctx carrying ended, a context that ends with the
+// SSE event stream the calls started under ctx answer on. Values survive
+// mcp-go's detaching of the call from its request.
+func withStreamEnd(ctx, ended context.Context) context.Context {
+	return context.WithValue(ctx, streamEndKey{}, ended)
+}
+
+// streamEnd returns the context withStreamEnd put in ctx, or nil.
+func streamEnd(ctx context.Context) context.Context {
+	ended, _ := ctx.Value(streamEndKey{}).(context.Context)
+	return ended
+}
+
+func (x *SSE) keepAlive() time.Duration {
+	if x.KeepAlive > 0 {
+		return x.KeepAlive
+	}
+	return defaultKeepAlive
+}
+
+// responseWatcher is a session's event stream: it tells pending when a
+// response to a call is written, and drops the response to a call the
+// client cancelled; it tells progress when a progress notification is
+// written, and sends keep-alives while the stream is quiet. mcp-go writes
+// each event in one Write.
+type responseWatcher struct {
+	http.ResponseWriter
+	rc       *http.ResponseController
+	session  *string
+	pending  *pendingResponses
+	progress *progressLog
+
+	mu     sync.Mutex // one writer at a time: mcp-go's or a keep-alive
+	wrote  time.Time  // of the last write; zero before the first
+	halted bool
+}
+
+// keepAlive sends an SSE comment each time the stream has been quiet for
+// every, once mcp-go has opened it, until the returned func is called.
+func (w *responseWatcher) keepAlive(every time.Duration) (stop func()) {
+	var t *time.Timer
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if w.halted {
+			return
+		}
+		if w.wrote.IsZero() { // mcp-go has not opened the stream yet
+			t.Reset(every)
+			return
+		}
+		if quiet := time.Since(w.wrote); quiet < every {
+			t.Reset(every - quiet)
+			return
+		}
+		if _, err := w.ResponseWriter.Write([]byte(": keep-alive\n\n")); err == nil {
+			_ = w.rc.Flush()
+		}
+		w.wrote = time.Now()
+		t.Reset(every)
+	})
+	return func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.halted = true
+		t.Stop()
+	}
+}
+
+func (w *responseWatcher) Write(p []byte) (int, error) {
+	data, event := bytes.CutPrefix(p, []byte("event: message\ndata: "))
+	var response string // the id of the request it answers
+	if event {
+		data = bytes.TrimSpace(data)
+		if m, ok := readJSONRPC(data); ok && m.Method == "" {
+			response = idKey(m.ID)
+			if w.pending.cancelled(*w.session, response) {
+				w.pending.remove(*w.session, response)
+				return len(p), nil
+			}
+		}
+	}
+	w.mu.Lock()
+	n, err := w.ResponseWriter.Write(p)
+	w.wrote = time.Now()
+	w.mu.Unlock()
+	if event && err == nil {
+		if response != "" {
+			w.pending.remove(*w.session, response)
+		}
+		w.progress.wrote(data)
+	}
+	return n, err
+}
+
+func (w *responseWatcher) Flush() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_ = w.rc.Flush()
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (w *responseWatcher) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// statusRecorder keeps the status a handler answered with.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	if r.status == 0 {
+		r.status = status
+	}
+	r.ResponseWriter.WriteHeader(status)
+}
+
+func (r *statusRecorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.ResponseWriter.Write(p)
+}
+
+type sessionSlot struct{}

@@ -1,0 +1,154 @@
+package mcp
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"math"
+	"strconv"
+	"sync"
+
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/domain"
+)
+
+// Caller says who a stdio session acts as. ServeStdio asks it at every
+// tool call, not once at the start: a session lives as long as the agent
+// that started it, and a key revoked meanwhile must stop working there as
+// it does over HTTP, where every request brings its key.
+type Caller func(ctx context.Context) (domain.Principal, error)
+
+// Fixed is the Caller that is always p: the local admin, who has no key.
+func Fixed(p domain.Principal) Caller {
+	return func(context.Context) (domain.Principal, error) { return p, nil }
+}
+
+type callerKey struct{}
+
+// callerFrom returns the Caller ServeStdio put in ctx, nil over HTTP,
+// where guard put the principal itself.
+func callerFrom(ctx context.Context) Caller {
+	c, _ := ctx.Value(callerKey{}).(Caller)
+	return c
+}
+
+// ServeStdio serves srv over stdio (in, out) as caller until in ends or
+// ctx is cancelled. out carries only the protocol; mcp-go's own errors are
+// logged to logger (nil: slog.Default()) at error level. The progress notifications written to out are recorded, so that
+// a streamed call's result follows its notifications (progressLog), and a
+// request the client cancels gets no response (stdioOutput). A message
+// over maxMessageBytes (0: DefaultMaxBodyBytes), which mcp-go would hold
+// whole however long, is dropped as it arrives and answered with an
+// Invalid Request error (tooLongMessage).
+func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMessageBytes int64, in io.Reader, out io.Writer, logger *slog.Logger) error {
+	if maxMessageBytes <= 0 {
+		maxMessageBytes = DefaultMaxBodyBytes
+	}
+	if logger == nil {
+		logger = slog.Default()
+	}
+	s := server.NewStdioServer(srv)
+	s.SetErrorLogger(slog.NewLogLogger(logger.Handler(), slog.LevelError))
+	progress, pending := &progressLog{}, &pendingResponses{}
+	s.SetContextFunc(func(ctx context.Context) context.Context {
+		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)
+		return withProgressLog(ctx, progress)
+	})
+	output := stdioOutput{out, &sync.Mutex{}, progress, pending}
+	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
+		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func(start []byte) {
+			_, _ = output.Write(tooLongMessage(start, maxMessageBytes))
+		}}
+	err := s.Listen(ctx, in, output)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+// stdioSession is the key of the one session of a stdio server in its
+// pendingResponses.
+const stdioSession = ""
+
+// watchRequests notes in pending the request msg is or, if it is a
+// notifications/cancelled, cancels the request it names. It sees each
+// message the client sends over stdio before mcp-go does, and says whether
+// mcp-go is to see it: never a cancellation, as mcp-go would take the
+// number 7 and the string "7" for one id and cancel the wrong call.
+func watchRequests(pending *pendingResponses, msg []byte) bool {
+	if m, ok := readJSONRPC(msg); ok {
+		if m.Method != "" {
+			pending.add(stdioSession, idKey(m.ID))
+		}
+		return true
+	}
+	if id, ok := cancelledRequest(msg); ok {
+		pending.cancel(stdioSession, id)
+		return false
+	}
+	return true
+}
+
+// tooLongMessage is the answer to a message over the limit of limit bytes,
+// of which start is the beginning: an Invalid Request error for the id
+// that start names before its params, else for id null (JSON-RPC's id
+// when the request's cannot be read).
+func tooLongMessage(start []byte, limit int64) []byte {
+	id := json.RawMessage("null")
+	dec := json.NewDecoder(bytes.NewReader(start))
+	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
+		for dec.More() {
+			key, err := dec.Token()
+			if err != nil {
+				break
+			}
+			var v json.RawMessage
+			if dec.Decode(&v) != nil {
+				break
+			}
+			if key == "id" {
+				id = v
+				break
+			}
+		}
+	}
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
+		"code": -32600, "message": "the message is over the " + strconv.FormatInt(limit, 10) +
+			"-byte limit (PARLEY_MAX_BODY_BYTES) and was dropped; send a smaller one"}})
+	return append(b, '\n')
+}
+
+// stdioOutput is a stdio session's output: it records the progress
+// notifications written in progress, and drops the response to a request
+// the client cancelled. mcp-go writes each message, a line of JSON, in one
+// Write; mu keeps its writes and the reader's (tooLongMessage) whole.
+type stdioOutput struct {
+	io.Writer
+	mu       *sync.Mutex
+	progress *progressLog
+	pending  *pendingResponses
+}
+
+func (w stdioOutput) Write(p []byte) (int, error) {
+	var response string // the id of the request it answers
+	if m, ok := readJSONRPC(p); ok && m.Method == "" {
+		response = idKey(m.ID)
+		if w.pending.cancelled(stdioSession, response) {
+			w.pending.remove(stdioSession, response)
+			return len(p), nil
+		}
+	}
+	w.mu.Lock()
+	n, err := w.Writer.Write(p)
+	w.mu.Unlock()
+	if response != "" {
+		w.pending.remove(stdioSession, response)
+	}
+	if err == nil {
+		w.progress.wrote(p)
+	}
+	return n, err
+}
