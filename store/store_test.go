@@ -267,7 +267,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 9\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 10\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -275,8 +275,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 9 {
-			t.Fatalf("%d migrations; want 9: %q", len(names), names)
+		if len(names) != 10 {
+			t.Fatalf("%d migrations; want 10: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -322,7 +322,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the conversation is gone", step)
 			}
 		}
-		for _, m := range []string{"00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -349,6 +349,35 @@ func TestMigrateKeepsConversations(t *testing.T) {
 	})
 }
 
+// TestMessageRoleCheck: the schema keeps a message of each of the four
+// roles and refuses any other, whatever the store above it checks (since
+// 00010 SQLite's check is written as comparisons, not IN).
+func TestMessageRoleCheck(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := newConversation(w.chatA)
+		var msgs []domain.Message
+		for i, role := range []domain.MessageRole{domain.RoleSystem, domain.RoleUser, domain.RoleAssistant, domain.RoleTool} {
+			msgs = append(msgs, domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: conv.ID, Seq: i, Role: role, Content: string(role), CreatedAt: t0})
+		}
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
+
+		for _, role := range []string{"robot", "User", ""} {
+			err := s.DB().Exec("INSERT INTO messages (id, conversation_id, seq, role, created_at) VALUES (?, ?, ?, ?, ?)",
+				domain.NewID(domain.PrefixMessage), conv.ID, 10, role, t0).Error
+			if err == nil || !strings.Contains(strings.ToLower(err.Error()), "check") {
+				t.Errorf("a message with role %q: %v; want the role check to refuse it", role, err)
+			}
+		}
+		if n := len(storedMessages(t, s, conv.ID)); n != len(msgs) {
+			t.Errorf("%d messages stored; want %d", n, len(msgs))
+		}
+	})
+}
+
 // TestMigrateAPIKeyExpiry: rolling 00006 back drops expires_at, and the
 // version before it would let an expiring key work for ever; so going down
 // revokes each key with an expiry, at that expiry when it has passed and
@@ -369,7 +398,8 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00009, 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil)) // 00010, 00009, 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		before := time.Now()
@@ -1848,14 +1878,15 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00009, 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil)) // 00010 keeps the columns; 00009, 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
-		down := 4
+		down := 5
 		if s.Dialect() == store.SQLite {
 			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 5
+			down = 6
 		}
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
@@ -1870,7 +1901,7 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 9-down {
+		if strings.Count(out.String(), "applied") != 10-down {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
 		if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
