@@ -378,6 +378,46 @@ func TestMessageRoleCheck(t *testing.T) {
 	})
 }
 
+// TestRoleCheckRebuildKeepsMessages: on SQLite 00010 rebuilds messages,
+// up and down; every column of every message comes through both ways, and
+// the idempotency key's unique index with them. (On PostgreSQL 00010
+// changes nothing, and the test holds there too.)
+func TestRoleCheckRebuildKeepsMessages(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		conv := newConversation(w.chatA)
+		msgs := turn(conv.ID, 0, "one")
+		reply := &msgs[1]
+		reply.Refusal, reply.Usage.Estimated = "I cannot help with that.", true
+		reply.RequestKey, reply.RequestHash = w.chatA.ID+":key-1", "hash-1"
+		reply.ToolCalls = []domain.ToolCall{{ID: "call_1", Type: "function", Name: "weather", Arguments: `{"city":"Oslo"}`}}
+		msgs = append(msgs, domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: conv.ID, Seq: 2, Role: domain.RoleTool,
+			Content: "12 degrees", ToolCallID: "call_1", CreatedAt: t0})
+		msgs = append(msgs, domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: conv.ID, Seq: 3, Role: domain.RoleUser,
+			Content: "the document's text", DocumentID: "doc_1", CreatedAt: t0})
+		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+
+		for _, step := range []string{"down", "up"} {
+			var out bytes.Buffer
+			must(t, s.Migrate(ctx(), step, &out))
+			if !strings.Contains(out.String(), "00010_role_check.sql") {
+				t.Fatalf("migrate %s = %q; want 00010", step, out.String())
+			}
+			got, err := s.ListMessages(ctx(), conv.ID)
+			must(t, err)
+			equal(t, got, msgs)
+			byKey, err := s.GetReplyByRequestKey(ctx(), reply.RequestKey)
+			must(t, err)
+			equal(t, *byKey, *reply)
+
+			other := newConversation(w.chatA)
+			again := turn(other.ID, 0, "two")
+			again[1].RequestKey, again[1].RequestHash = reply.RequestKey, "hash-2"
+			wantErr(t, s.AppendTurn(ctx(), other, true, again), domain.Conflict, "")
+		}
+	})
+}
+
 // TestMigrateAPIKeyExpiry: rolling 00006 back drops expires_at, and the
 // version before it would let an expiring key work for ever; so going down
 // revokes each key with an expiry, at that expiry when it has passed and
