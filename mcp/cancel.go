@@ -236,7 +236,7 @@ var errRequestCancelled = fmt.Errorf("the client cancelled the request: %w", con
 // pendingResponses counts the requests whose response a session has yet
 // to write, by session and request id (idKey), and knows which of them the
 // client cancelled: those get no response, and the tool calls serving them
-// are ended (see cancel.go).
+// are ended (see the top of this file).
 type pendingResponses struct {
 	mu       sync.Mutex
 	sessions map[string]map[string]*pendingRequest // session → request id
