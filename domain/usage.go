@@ -9,9 +9,10 @@ import (
 )
 
 // Every completion's usage, what it is and how it is recorded, in three
-// files: this one holds the record and its estimate; usage_batcher.go
-// writes records in batches off the hot path; usage_report.go sums them
-// for GET /projects/{id}/usage and the get-usage tool.
+// files: this one holds the record, its estimate, the groupings a report
+// may ask for and the store's port; usage_batcher.go writes records in
+// batches off the hot path; usage_report.go sums them for
+// GET /projects/{id}/usage and the get-usage tool.
 
 // Usage counts the tokens of one completion.
 type Usage struct {
