@@ -266,6 +266,15 @@ type AdmittedError struct {
 func (e *AdmittedError) Error() string { return e.Err.Error() }
 func (e *AdmittedError) Unwrap() error { return e.Err }
 
+// admittedError is the error of a completion that failed once admitted:
+// an AdmittedError when it has quotas or debug to carry.
+func admittedError(err error, quotas []Quota, debug *Debug) error {
+	if len(quotas) == 0 && debug == nil {
+		return err
+	}
+	return &AdmittedError{Err: err, Quotas: quotas, Debug: debug}
+}
+
 // QuotasOf returns the quotas of a completion's error, if its limits had
 // admitted it.
 func QuotasOf(err error) []Quota {
@@ -357,45 +366,12 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		return pl, err
 	}
 	if in.ConversationID != "" {
-		var conv *Conversation
-		conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
-		if KindOf(err) == NotFound && s.starting(in.ConversationID, chat.ID) {
-			// The id of a first turn still running here, which its
-			// stream announced (a client that stopped the stream and
-			// continues at once): as for a conversation being continued,
-			// a Conflict while the reply is generated, and a wait while
-			// the turn is stored; not a conversation that does not exist.
-			if pl.claim, err = s.claim(ctx, in.ConversationID, chat, false); err != nil {
-				return nil, err
-			}
-			conv, err = lookup(ctx, PrefixConversation, "conversation", in.ConversationID, s.deps.Store.GetConversation)
-		}
-		if err != nil {
-			return nil, err
-		}
-		if conv.ChatID != chat.ID {
-			return nil, NotFoundf("conversation", in.ConversationID)
-		}
-		if pl.claim == nil {
-			if pl.claim, err = s.claim(ctx, conv.ID, chat, false); err != nil {
-				return nil, err
-			}
-		}
-		if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
-			return nil, Wrap("completions.ForChat", err)
-		}
-		if n := historyBytes(pl.history); n > maxHistoryBytes {
-			return nil, Errorf(TooLarge, "conversation %s holds %d bytes, more than the %d a conversation may hold to be continued; "+
-				"start a new conversation (leave out conversationId)", conv.ID, n, maxHistoryBytes)
-		}
-		pl.conv = conv
+		err = s.planContinuation(ctx, pl, in.ConversationID)
 	} else {
-		now := s.deps.Now()
-		pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: chat.ProjectID, ChatID: chat.ID, CreatedAt: now, UpdatedAt: now}
-		pl.newConv = true
-		if pl.claim, err = s.claim(ctx, pl.conv.ID, chat, true); err != nil {
-			return nil, err // a new id: no other completion holds it
-		}
+		err = s.planFirstTurn(ctx, pl)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if err := s.resolveMessages(ctx, pl, chat.ProjectID); err != nil {
 		return nil, err
@@ -405,6 +381,55 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 	}
 	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
 	return pl, nil
+}
+
+// planContinuation claims conversation id of the plan's chat, which the
+// completion continues, and reads its history.
+func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string) error {
+	chat := pl.chat
+	conv, err := lookup(ctx, PrefixConversation, "conversation", id, s.deps.Store.GetConversation)
+	if KindOf(err) == NotFound && s.starting(id, chat.ID) {
+		// The id of a first turn still running here, which its stream
+		// announced (a client that stopped the stream and continues at
+		// once): as for a conversation being continued, a Conflict while
+		// the reply is generated, and a wait while the turn is stored; not
+		// a conversation that does not exist.
+		if pl.claim, err = s.claim(ctx, id, chat, false); err != nil {
+			return err
+		}
+		conv, err = lookup(ctx, PrefixConversation, "conversation", id, s.deps.Store.GetConversation)
+	}
+	if err != nil {
+		return err
+	}
+	if conv.ChatID != chat.ID {
+		return NotFoundf("conversation", id)
+	}
+	if pl.claim == nil {
+		if pl.claim, err = s.claim(ctx, conv.ID, chat, false); err != nil {
+			return err
+		}
+	}
+	if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
+		return Wrap("completions.ForChat", err)
+	}
+	if n := historyBytes(pl.history); n > maxHistoryBytes {
+		return Errorf(TooLarge, "conversation %s holds %d bytes, more than the %d a conversation may hold to be continued; "+
+			"start a new conversation (leave out conversationId)", conv.ID, n, maxHistoryBytes)
+	}
+	pl.conv = conv
+	return nil
+}
+
+// planFirstTurn makes up the conversation that the completion starts in
+// the plan's chat, stored with its turn, and claims it.
+func (s *Completions) planFirstTurn(ctx context.Context, pl *plan) error {
+	now := s.deps.Now()
+	pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: pl.chat.ProjectID, ChatID: pl.chat.ID, CreatedAt: now, UpdatedAt: now}
+	pl.newConv = true
+	var err error
+	pl.claim, err = s.claim(ctx, pl.conv.ID, pl.chat, true)
+	return err // a new id: no other completion holds it
 }
 
 // historyBytes is the size of a conversation's text: its messages'
@@ -542,40 +567,16 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID
 	}
-	req := LLMRequest{
-		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
-		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
-		Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
-	}
-
+	req := pl.request(endpoint)
+	rl := &relay{emit: emit, meta: &meta}
 	var onDelta func(Delta) error
-	deltas := 0 // received, for estimateUsage
-	started := false
-	start := func(model string) error {
-		if started {
-			return nil
-		}
-		started = true
-		if model != "" {
-			meta.Model = model
-		}
-		return emit.Start(meta)
-	}
 	if emit != nil {
-		onDelta = func(d Delta) error {
-			deltas++
-			d = d.cleaned()
-			if err := start(d.Model); err != nil {
-				return err
-			}
-			return emit.Delta(d)
+		onDelta = rl.delta
+		if s.deps.MaxStreamDuration > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeoutCause(ctx, s.deps.MaxStreamDuration, errStreamTooLong)
+			defer cancel()
 		}
-	}
-
-	if emit != nil && s.deps.MaxStreamDuration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, s.deps.MaxStreamDuration, errStreamTooLong)
-		defer cancel()
 	}
 	called := time.Now()
 	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
@@ -583,47 +584,21 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		res.clean()
 	}
 	if err == nil && emit != nil {
-		err = start(res.Model)
+		err = rl.start(res.Model) // an empty reply's stream starts too
 	}
 	total := time.Since(pl.started)
 	debug := pl.debug(req, res, called.Sub(pl.started), total)
-	failed := func(err error) error {
-		if len(quotas) == 0 && debug == nil {
-			return err
-		}
-		return &AdmittedError{Err: err, Quotas: quotas, Debug: debug}
-	}
 
-	rec := UsageRecord{
-		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
-		AIProviderID: pl.provider.ID, ProviderType: pl.provider.Type, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
-		Latency: total, Outcome: OutcomeOK, Stream: emit != nil, CreatedAt: meta.Created,
-	}
-	if pl.chat != nil {
-		rec.ChatID = pl.chat.ID
-	}
-	var reply string
-	var calls []ToolCall
-	if res != nil {
-		rec.Usage, rec.TimeToFirst = res.Usage, res.FirstByte
-		if res.Model != "" {
-			rec.Model = res.Model
-		}
-		reply, calls = res.Content+res.Refusal, res.ToolCalls
-	}
-	// The provider's count, estimated where it gave none: for a reply, and
-	// for a call the provider had taken when it ended early (the stream
-	// broke, even before its first delta, the client left, the server
-	// ended it, the first byte was late): its prompt was sent, and may be
-	// billed. Not for a call it refused.
-	begun := err == nil || deltas > 0 || KindOf(err) == Timeout || (res != nil && res.Accepted)
+	rec := pl.usageRecord(meta, p, res, total, emit != nil)
 	if err != nil {
 		rec.Outcome = outcomeOf(ctx, err)
-		begun = begun || rec.Outcome == OutcomeClientDisconnect || rec.Outcome == OutcomeInterrupted
-		err = s.endedByServer(ctx, err)
 	}
-	if begun {
-		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, deltas)
+	if providerTook(err, rec.Outcome, res, rl.deltas) {
+		reply, calls := "", []ToolCall(nil)
+		if res != nil {
+			reply, calls = res.Content+res.Refusal, res.ToolCalls
+		}
+		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, rl.deltas)
 		if res != nil {
 			res.Usage = rec.Usage
 		}
@@ -632,19 +607,9 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
 	}
 	if err != nil {
-		stored := false
-		if rec.Outcome == OutcomeClientDisconnect && started && pl.conv != nil {
-			serr := s.storeStopped(ctx, pl, meta, res, rec.Usage)
-			if serr != nil {
-				s.deps.Logger.WarnContext(ctx, "the turn of a stopped stream was not stored", "conversation", pl.conv.ID, "err", serr)
-			}
-			stored = serr == nil
-		}
-		if pl.newConv && !stored {
-			rec.ConversationID = "" // the failed turn created nothing under it
-		}
-		s.deps.Usage.Record(ctx, rec)
-		return nil, failed(err)
+		err = s.endedByServer(ctx, err)
+		s.settleFailed(ctx, pl, meta, res, rec, rl.started)
+		return nil, admittedError(err, quotas, debug)
 	}
 
 	out := &Completion{CompletionMeta: meta, Content: res.Content, Refusal: res.Refusal, ToolCalls: res.ToolCalls,
@@ -658,14 +623,105 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		if err := s.storeTurn(ctx, pl, meta, reply); err != nil {
 			rec.Outcome = OutcomeNotStored
 			if pl.newConv {
-				rec.ConversationID = "" // as above: the unstored turn created nothing
+				rec.ConversationID = "" // the unstored turn created nothing under it
 			}
 			s.deps.Usage.Record(ctx, rec)
-			return nil, failed(err)
+			return nil, admittedError(err, quotas, debug)
 		}
 	}
 	s.deps.Usage.Record(ctx, rec)
 	return out, nil
+}
+
+// request is what run sends the provider at endpoint.
+func (pl *plan) request(endpoint Endpoint) LLMRequest {
+	return LLMRequest{
+		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
+		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
+		Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
+	}
+}
+
+// relay passes a streamed completion's deltas to its Emitter, starting
+// it (Emitter.Start) before the first, and counts them for
+// estimateUsage.
+type relay struct {
+	emit    Emitter
+	meta    *CompletionMeta
+	started bool
+	deltas  int // received
+}
+
+// start starts the stream, once; model, when the provider named one, is
+// the one meta announces.
+func (r *relay) start(model string) error {
+	if r.started {
+		return nil
+	}
+	r.started = true
+	if model != "" {
+		r.meta.Model = model
+	}
+	return r.emit.Start(*r.meta)
+}
+
+func (r *relay) delta(d Delta) error {
+	r.deltas++
+	d = d.cleaned()
+	if err := r.start(d.Model); err != nil {
+		return err
+	}
+	return r.emit.Delta(d)
+}
+
+// usageRecord is the usage of a completion that took total, as the
+// provider's result res (nil when the call failed before one) reports it;
+// run sets its outcome and completes its tokens.
+func (pl *plan) usageRecord(meta CompletionMeta, p Principal, res *LLMResult, total time.Duration, stream bool) UsageRecord {
+	rec := UsageRecord{
+		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
+		AIProviderID: pl.provider.ID, ProviderType: pl.provider.Type, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
+		Latency: total, Outcome: OutcomeOK, Stream: stream, CreatedAt: meta.Created,
+	}
+	if pl.chat != nil {
+		rec.ChatID = pl.chat.ID
+	}
+	if res != nil {
+		rec.Usage, rec.TimeToFirst = res.Usage, res.FirstByte
+		if res.Model != "" {
+			rec.Model = res.Model
+		}
+	}
+	return rec
+}
+
+// providerTook says whether the provider had taken a call that ended with
+// err and outcome, after deltas deltas: its usage is then counted, and
+// estimated where the provider gave none. A reply, and a call that ended
+// early (the stream broke, even before its first delta, the client left,
+// the server ended it, the first byte was late): its prompt was sent, and
+// may be billed. Not a call the provider refused.
+func providerTook(err error, outcome Outcome, res *LLMResult, deltas int) bool {
+	return err == nil || deltas > 0 || KindOf(err) == Timeout || (res != nil && res.Accepted) ||
+		outcome == OutcomeClientDisconnect || outcome == OutcomeInterrupted
+}
+
+// settleFailed records the usage of a failed completion, having stored
+// its turn if it was a stream the client stopped (see storeStopped). A
+// first turn that is not stored created no conversation for rec to name.
+func (s *Completions) settleFailed(ctx context.Context, pl *plan, meta CompletionMeta, res *LLMResult, rec UsageRecord, started bool) {
+	stored := false
+	if rec.Outcome == OutcomeClientDisconnect && started && pl.conv != nil {
+		err := s.storeStopped(ctx, pl, meta, res, rec.Usage)
+		if err != nil {
+			s.deps.Logger.WarnContext(ctx, "the turn of a stopped stream was not stored", "conversation", pl.conv.ID, "err", err)
+		}
+		stored = err == nil
+	}
+	if pl.newConv && !stored {
+		rec.ConversationID = ""
+	}
+	s.deps.Usage.Record(ctx, rec)
 }
 
 // debug is what a completion shows when its request asked for debug (nil
