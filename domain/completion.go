@@ -622,14 +622,11 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
 		if err := s.storeTurn(ctx, pl, meta, reply); err != nil {
 			rec.Outcome = OutcomeNotStored
-			if pl.newConv {
-				rec.ConversationID = "" // the unstored turn created nothing under it
-			}
-			s.deps.Usage.Record(ctx, rec)
+			s.recordUsage(ctx, pl, rec, false)
 			return nil, admittedError(err, quotas, debug)
 		}
 	}
-	s.deps.Usage.Record(ctx, rec)
+	s.recordUsage(ctx, pl, rec, true)
 	return out, nil
 }
 
@@ -707,8 +704,7 @@ func providerTook(err error, outcome Outcome, res *LLMResult, deltas int) bool {
 }
 
 // settleFailed records the usage of a failed completion, having stored
-// its turn if it was a stream the client stopped (see storeStopped). A
-// first turn that is not stored created no conversation for rec to name.
+// its turn if it was a stream the client stopped (see storeStopped).
 func (s *Completions) settleFailed(ctx context.Context, pl *plan, meta CompletionMeta, res *LLMResult, rec UsageRecord, started bool) {
 	stored := false
 	if rec.Outcome == OutcomeClientDisconnect && started && pl.conv != nil {
@@ -718,6 +714,13 @@ func (s *Completions) settleFailed(ctx context.Context, pl *plan, meta Completio
 		}
 		stored = err == nil
 	}
+	s.recordUsage(ctx, pl, rec, stored)
+}
+
+// recordUsage hands rec to the usage batcher; stored says whether the
+// completion's turn was stored. A first turn that was not created no
+// conversation for rec to name.
+func (s *Completions) recordUsage(ctx context.Context, pl *plan, rec UsageRecord, stored bool) {
 	if pl.newConv && !stored {
 		rec.ConversationID = ""
 	}
