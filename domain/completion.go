@@ -662,6 +662,7 @@ func (r *relay) start(model string) error {
 	return r.emit.Start(*r.meta)
 }
 
+// delta passes d on, cleaned, starting the stream first.
 func (r *relay) delta(d Delta) error {
 	r.deltas++
 	d = d.cleaned()
@@ -718,8 +719,8 @@ func (s *Completions) settleFailed(ctx context.Context, pl *plan, meta Completio
 }
 
 // recordUsage hands rec to the usage batcher; stored says whether the
-// completion's turn was stored. A first turn that was not created no
-// conversation for rec to name.
+// completion's turn was stored. A first turn left unstored created no
+// conversation, so rec names none.
 func (s *Completions) recordUsage(ctx context.Context, pl *plan, rec UsageRecord, stored bool) {
 	if pl.newConv && !stored {
 		rec.ConversationID = ""
