@@ -21,7 +21,7 @@ build:
 run: build
 	./$(BIN) serve
 
-# The rest package, the longest, takes about 5 minutes here and 6 on a
+# The rest package, the longest, takes about 4 minutes here and 6 on a
 # loaded host; go test's default 10-minute limit per package would fail a
 # slower CI machine that still finishes within its 15 minutes.
 TESTFLAGS ?= -race -count=1 -timeout 14m

@@ -18,6 +18,7 @@ import (
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/logtest"
+	"github.com/parleyhq/parley/llm"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
@@ -49,6 +50,9 @@ func newHarness(t *testing.T, st *store.Store, configure func(*app.Config)) *har
 		BootstrapAdminKey:     h.admin,
 		AllowPrivateUpstreams: true,
 		Logger:                slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Retries after 10 ms, 20 ms (200 ms, 400 ms by default): the
+		// backoff's own tests are llm's, and the tests here retry often.
+		LLM: llm.Config{RetryBaseDelay: 10 * time.Millisecond},
 	}
 	if configure != nil {
 		configure(&cfg)

@@ -2,7 +2,7 @@
 // server away (a database, Redis) from the code that talks to it: Down
 // drops every connection and refuses new ones until Up, Stall stops
 // forwarding while keeping the connections open, as a frozen network does,
-// Dials counts the connections clients opened and Held the reads a stall
+// until Resume, Dials counts the connections clients opened and Held the reads a stall
 // holds.
 package tcpproxy
 
@@ -15,16 +15,16 @@ import (
 
 // Proxy forwards each connection it accepts to a target address.
 type Proxy struct {
-	ln     net.Listener
-	target string
-	dials  atomic.Int64
-	held   atomic.Int64
+	ln      net.Listener
+	target  string
+	dials   atomic.Int64
+	held    atomic.Int64
+	stalled atomic.Bool // set by Stall, cleared by Resume
 
-	mu      sync.Mutex
-	down    bool
-	conns   map[net.Conn]bool
-	stalled chan struct{} // closed by Stall
-	closed  chan struct{} // closed when t ends
+	mu     sync.Mutex
+	down   bool
+	conns  map[net.Conn]bool
+	closed chan struct{} // closed when t ends
 }
 
 // Start starts a proxy to target, closed when t ends.
@@ -34,7 +34,7 @@ func Start(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}, stalled: make(chan struct{}), closed: make(chan struct{})}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]bool{}, closed: make(chan struct{})}
 	go p.serve()
 	t.Cleanup(func() {
 		close(p.closed)
@@ -63,8 +63,13 @@ func (p *Proxy) Down() { p.setDown(true) }
 func (p *Proxy) Up() { p.setDown(false) }
 
 // Stall stops forwarding on every connection, open or to come, while
-// keeping them open; bytes read are held until the test ends.
-func (p *Proxy) Stall() { close(p.stalled) }
+// keeping them open, until Resume. The bytes a stall holds are never
+// forwarded: a connection that read any is of no use after Resume, and
+// Down closes it.
+func (p *Proxy) Stall() { p.stalled.Store(true) }
+
+// Resume ends Stall: connections forward what they read from then on.
+func (p *Proxy) Resume() { p.stalled.Store(false) }
 
 func (p *Proxy) setDown(down bool) {
 	p.mu.Lock()
@@ -121,12 +126,10 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			select {
-			case <-p.stalled:
+			if p.stalled.Load() {
 				p.held.Add(1)
 				<-p.closed // hold the bytes until the test ends
 				return
-			default:
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
