@@ -13,7 +13,7 @@ BIN      := bin/parley
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS  := -s -w -X main.version=$(VERSION)
 
-.PHONY: build run test test-sqlite e2e lint vuln bench bench-go migrate clean
+.PHONY: build run test test-sqlite e2e lint vuln bench bench-go bench-instructions migrate clean
 
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/parley
@@ -57,6 +57,13 @@ bench: build
 # allocation counts.
 bench-go:
 	scripts/with-postgres.sh $(GO) test -run '^$$' -bench . -benchtime 2000x -count 3 ./bench/ ./store/
+
+# Instructions per completion under valgrind's callgrind (user space), for
+# the bare proxy, proxy+commit and Parley on SQLite: a count that does not
+# move with the host, to A/B the hot path (~1 min; needs valgrind).
+# INSTRFLAGS passes flags, e.g. INSTRFLAGS="-m stream" or "-b /tmp/old".
+bench-instructions: build
+	GO=$(GO) scripts/instructions.sh $(INSTRFLAGS)
 
 migrate: build
 	./$(BIN) migrate $(or $(CMD),up)
