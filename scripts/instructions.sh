@@ -3,9 +3,9 @@
 # space, under valgrind's callgrind: the bare proxy, the proxy committing
 # one row to SQLite (proxy+commit), and Parley on SQLite storing each turn,
 # the targets of `make bench` (docs/benchmarks.md). CPU time moves with the
-# host; this count does not (the same build gives the same figure to about
-# 1%), so it can tell two builds of the hot path apart where `make bench`
-# cannot.
+# host; this count does not (runs of one build agree to within 1.5%), so
+# it tells apart two builds of the hot path that differ by 2% or more,
+# which `make bench` cannot.
 #
 #   scripts/instructions.sh [-n REQUESTS] [-m json|stream] [-b PARLEY_BIN] [-o DIR] [TARGET...]
 #
