@@ -513,8 +513,8 @@ func TestLongConversationIsBounded(t *testing.T) {
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": turn})["conversationId"].(string)
 		// Each stored turn is its two user messages and the reply; counting
-		// them spares a GET of up to 32 MiB per turn, which the race
-		// detector makes slow.
+		// them spares a GET of the conversation (up to 24 MiB) per turn,
+		// which the race detector makes slow.
 		for turns := 1; ; turns++ {
 			before, stored := h.up.Count(), 3*turns
 			r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": turn})

@@ -1,9 +1,9 @@
 // Package tcpproxy is a TCP proxy on 127.0.0.1 for tests that take a
 // server away (a database, Redis) from the code that talks to it: Down
-// drops every connection and refuses new ones until Up, Stall stops
+// drops every connection and refuses new ones until Up; Stall stops
 // forwarding while keeping the connections open, as a frozen network does,
-// until Resume, Dials counts the connections clients opened and Held the reads a stall
-// holds.
+// until Resume; Dials counts the connections clients opened and Held the
+// reads a stall holds.
 package tcpproxy
 
 import (
