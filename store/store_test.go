@@ -256,6 +256,28 @@ func TestSQLiteTimeFormat(t *testing.T) {
 	if !got.CreatedAt.Equal(u.CreatedAt) {
 		t.Errorf("read back created_at = %v; want %v", got.CreatedAt, u.CreatedAt)
 	}
+
+	// Turns and usage records go through the write connection
+	// (sqliteWrite), not GORM: in the same format.
+	w := newWorld(t, s)
+	conv := newConversation(w.chatA)
+	must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "x")))
+	must(t, s.InsertUsage(ctx(), []domain.UsageRecord{{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, CreatedAt: t0}}))
+	rows, err := s.DB().Raw("SELECT created_at || '' FROM conversations UNION ALL SELECT updated_at || '' FROM conversations " +
+		"UNION ALL SELECT created_at || '' FROM messages UNION ALL SELECT created_at || '' FROM usage_records").Rows()
+	must(t, err)
+	defer rows.Close()
+	n := 0
+	for ; rows.Next(); n++ {
+		must(t, rows.Scan(&raw))
+		if want := "2026-03-04 05:06:07.123456+00:00"; raw != want { // t0
+			t.Errorf("a turn's or usage record's time stored as %q; want %q", raw, want)
+		}
+	}
+	must(t, rows.Err())
+	if n != 5 {
+		t.Errorf("%d times read; want the conversation's two, the two messages' and the usage record's", n)
+	}
 }
 
 func TestMigrate(t *testing.T) {
