@@ -3,9 +3,11 @@
 # space, under valgrind's callgrind: the bare proxy, the proxy committing
 # one row to SQLite (proxy+commit), and Parley on SQLite storing each turn,
 # the targets of `make bench` (docs/benchmarks.md). CPU time moves with the
-# host; this count does not (runs of one build agree to within 1.5%), so
-# it tells apart two builds of the hot path that differ by 2% or more,
-# which `make bench` cannot.
+# host; this count hardly does (runs of one build agree to within 1.5%),
+# so it tells apart two builds of the hot path that differ by 2% or more,
+# which `make bench` cannot. Run it on an idle machine: work that runs by
+# the clock (the checkpoint, the usage batcher) adds more per request when
+# valgrind runs slower.
 #
 #   scripts/instructions.sh [-n REQUESTS] [-m json|stream] [-b PARLEY_BIN] [-o DIR] [TARGET...]
 #
