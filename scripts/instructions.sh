@@ -84,6 +84,9 @@ upstream=$(announced "$dir/upstream.out")
 # requests; sets per[TARGET] to the instructions per request.
 count() {
   local target=$1 pid url key body
+  # The requests, and Parley's project, provider and chat, are those of
+  # bench/loadgen (upstreamTarget and parleyTarget in setup.go), so the
+  # two measure the same completions: change them together.
   key="sk-loadgen"
   body="{\"model\":\"fake\",\"stream\":$stream,\"stream_options\":{\"include_usage\":$stream},\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}]}"
   case $target in
