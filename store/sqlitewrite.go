@@ -33,16 +33,26 @@ type sqliteWriter struct {
 
 // open connects the writer to the database at dsn.
 func (w *sqliteWriter) open(ctx context.Context, dsn string) error {
-	db, err := sql.Open(sqlite.DriverName, dsn)
+	db, err := openSQLiteConn(dsn)
 	if err != nil {
 		return err
+	}
+	w.db = db
+	return w.connect(ctx)
+}
+
+// openSQLiteConn opens a pool of one connection to the database at dsn,
+// kept open while it is idle.
+func openSQLiteConn(dsn string) (*sql.DB, error) {
+	db, err := sql.Open(sqlite.DriverName, dsn)
+	if err != nil {
+		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	db.SetMaxIdleConns(1)
 	db.SetConnMaxLifetime(0)
 	db.SetConnMaxIdleTime(0)
-	w.db = db
-	return w.connect(ctx)
+	return db, nil
 }
 
 // connect takes the connection; callers hold mu (or own w).

@@ -49,6 +49,7 @@ type Store struct {
 	writer  sqliteWriter // SQLite's write connection; see sqlitewrite.go
 	tempDir string       // holds a ":memory:" database, removed on Close
 	path    string       // the SQLite database's file; "" for PostgreSQL and ":memory:"
+	dsn     string       // the SQLite driver's DSN; "" for PostgreSQL
 
 	closed    chan struct{}
 	closeOnce sync.Once
@@ -105,6 +106,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return nil, fmt.Errorf("store: create the SQLite database: %w", err)
 		}
 		sqliteDSN = path + "?" + query
+		s.dsn = sqliteDSN
 		if s.tempDir == "" {
 			// SQLite's "unable to open database file" names no file; it
 			// also writes PATH-wal and PATH-shm beside it.
@@ -321,7 +323,21 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 	if w == nil {
 		w = io.Discard
 	}
-	p, err := s.migrator()
+	db := s.sqlDB
+	if s.dialect == SQLite {
+		// SQLite's migrations run on a connection of their own: one that
+		// turns foreign keys off outside its transaction (00011) must run
+		// every statement on the connection it turned them off on, and one
+		// it leaves in a transaction, having failed, is closed, which
+		// rolls that back.
+		one, err := openSQLiteConn(s.dsn)
+		if err != nil {
+			return fmt.Errorf("store: migrate %s: %w", command, err)
+		}
+		defer one.Close()
+		db = one
+	}
+	p, err := s.migrator(db)
 	if err != nil {
 		return err
 	}
@@ -451,7 +467,7 @@ func lockMigrations(ctx context.Context, path string) (unlock func(), err error)
 	return nil, fmt.Errorf("take the migration lock %s: %w", lockPath, err)
 }
 
-func (s *Store) migrator() (*goose.Provider, error) {
+func (s *Store) migrator(db *sql.DB) (*goose.Provider, error) {
 	fsys, err := migrations.FS(s.dialect)
 	if err != nil {
 		return nil, err
@@ -466,7 +482,7 @@ func (s *Store) migrator() (*goose.Provider, error) {
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}
-	p, err := goose.NewProvider(dialect, s.sqlDB, fsys, opts...)
+	p, err := goose.NewProvider(dialect, db, fsys, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("store: load migrations: %w", err)
 	}

@@ -289,7 +289,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 10\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 11\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -297,8 +297,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 10 {
-			t.Fatalf("%d migrations; want 10: %q", len(names), names)
+		if len(names) != 11 {
+			t.Fatalf("%d migrations; want 11: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -322,15 +322,19 @@ func TestMigrate(t *testing.T) {
 	})
 }
 
-// TestMigrateKeepsConversations moves a conversation down through the
-// migrations that rekeyed messages on PostgreSQL and rebuilt conversations
-// and messages on SQLite, and up again.
+// TestMigrateKeepsConversations moves a conversation and a usage record
+// down through the migrations that rekeyed messages on PostgreSQL and
+// rebuilt conversations, messages and usage records on SQLite, and up
+// again.
 func TestMigrateKeepsConversations(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
 		conv := newConversation(w.chatA)
 		msgs := append(turn(conv.ID, 0, "one"), turn(conv.ID, 2, "two")...)
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
+		usage := domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, ChatID: w.chatA.ID, Model: "m",
+			Usage: domain.Usage{PromptTokens: 3, CompletionTokens: 4, TotalTokens: 7}, CreatedAt: t0}
+		must(t, s.InsertUsage(ctx(), []domain.UsageRecord{usage}))
 		// Read with SQL of its own: the store's reads name the columns of
 		// the latest version, which a rollback may have dropped.
 		check := func(step string) {
@@ -343,8 +347,12 @@ func TestMigrateKeepsConversations(t *testing.T) {
 			if n != 1 {
 				t.Fatalf("%s: the conversation is gone", step)
 			}
+			must(t, s.DB().Raw("SELECT count(*) FROM usage_records WHERE id = ? AND project_id = ? AND total_tokens = 7", usage.ID, usage.ProjectID).Row().Scan(&n))
+			if n != 1 {
+				t.Fatalf("%s: the usage record is gone", step)
+			}
 		}
-		for _, m := range []string{"00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -358,10 +366,12 @@ func TestMigrateKeepsConversations(t *testing.T) {
 		must(t, err)
 		equal(t, got, msgs)
 
-		// A turn that reuses a stored seq still conflicts, and deleting the
-		// conversation still deletes its messages.
+		// A turn that reuses a stored seq still conflicts, a usage record
+		// stored again too, and deleting the conversation still deletes
+		// its messages.
 		c := *conv
 		wantErr(t, s.AppendTurn(ctx(), &c, false, turn(conv.ID, 2, "again")), domain.Conflict, "")
+		wantErr(t, s.InsertUsage(ctx(), []domain.UsageRecord{usage}), domain.Conflict, "a usage record with one of these ids already exists")
 		must(t, s.DeleteConversation(ctx(), conv.ID))
 		var left int64
 		must(t, s.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv.ID).Row().Scan(&left))
@@ -419,6 +429,7 @@ func TestRoleCheckRebuildKeepsMessages(t *testing.T) {
 			Content: "the document's text", DocumentID: "doc_1", CreatedAt: t0})
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
 
+		must(t, s.Migrate(ctx(), "down", nil)) // 00011 does not touch messages
 		for _, step := range []string{"down", "up"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), step, &out))
@@ -460,7 +471,8 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00010, 00009, 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil)) // 00011, 00010, 00009, 00008 and 00007 do not touch api_keys
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
@@ -1940,15 +1952,16 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00010 keeps the columns; 00009, 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil)) // 00011 and 00010 keep the columns; 00009, 00008 and 00007 add columns the rollback drops
+		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil))
 		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
-		down := 5
+		down := 6
 		if s.Dialect() == store.SQLite {
 			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 6
+			down = 7
 		}
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
@@ -1963,7 +1976,7 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 10-down {
+		if strings.Count(out.String(), "applied") != 11-down {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
 		if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
