@@ -429,7 +429,7 @@ func TestRoleCheckRebuildKeepsMessages(t *testing.T) {
 			Content: "the document's text", DocumentID: "doc_1", CreatedAt: t0})
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00011 does not touch messages
+		rollBackAfter(t, s, "00010_role_check.sql")
 		for _, step := range []string{"down", "up"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), step, &out))
@@ -471,11 +471,7 @@ func TestMigrateAPIKeyExpiry(t *testing.T) {
 		live := key("pk_live", &liveUntil, nil)
 		revoked := key("pk_revoked", &liveUntil, &revokedAt)
 
-		must(t, s.Migrate(ctx(), "down", nil)) // 00011, 00010, 00009, 00008 and 00007 do not touch api_keys
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
+		rollBackAfter(t, s, "00006_api_key_expiry.sql") // the later ones do not touch api_keys
 		before := time.Now()
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "down", &out))
@@ -1277,6 +1273,29 @@ func TestChats(t *testing.T) {
 // storedMessages reads a conversation's messages with SQL that every
 // schema version since 00003 answers: a line of columns per message, in
 // seq order.
+// rollBackAfter rolls back, one at a time, the migrations applied after
+// the one named last, as `parley migrate status` lists them.
+func rollBackAfter(t *testing.T, s *store.Store, last string) {
+	t.Helper()
+	for {
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "status", &out))
+		newest := ""
+		for line := range strings.Lines(out.String()) {
+			if f := strings.Fields(line); len(f) >= 2 && f[1] == "applied" {
+				newest = f[0]
+			}
+		}
+		switch newest {
+		case last:
+			return
+		case "":
+			t.Fatalf("rolled back every migration without meeting %s", last)
+		}
+		must(t, s.Migrate(ctx(), "down", nil))
+	}
+}
+
 func storedMessages(t *testing.T, s *store.Store, convID string) []string {
 	t.Helper()
 	rows, err := s.DB().Raw("SELECT id, seq, role, content, tool_calls, model, finish_reason, prompt_tokens, completion_tokens, total_tokens "+
@@ -1952,17 +1971,13 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		msgs := turn(conv.ID, 0, "one")
 		msgs[1].ID = msgs[0].ID
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00011 and 00010 keep the columns; 00009, 00008 and 00007 add columns the rollback drops
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil))
-		must(t, s.Migrate(ctx(), "down", nil)) // 00006 does not touch messages
-		down := 6
+		// The later migrations keep the columns or add ones the rollback
+		// drops; SQLite's 00005 changes nothing.
+		last, applied := "00005_message_key.sql", 5
 		if s.Dialect() == store.SQLite {
-			must(t, s.Migrate(ctx(), "down", nil)) // 00005 changes nothing there
-			down = 7
+			last, applied = "00004_turn_pages.sql", 4
 		}
+		rollBackAfter(t, s, last)
 		err := s.Migrate(ctx(), "down", nil)
 		if err == nil {
 			t.Fatal("migrate down over duplicate message ids succeeded")
@@ -1976,7 +1991,7 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 		}
 		var out bytes.Buffer
 		must(t, s.Migrate(ctx(), "status", &out))
-		if strings.Count(out.String(), "applied") != 11-down {
+		if strings.Count(out.String(), "applied") != applied {
 			t.Errorf("status after the failed rollback:\n%s", out.String())
 		}
 		if got, want := storedMessages(t, s, conv.ID), messageColumnsOf(msgs); !slices.Equal(got, want) {
