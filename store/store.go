@@ -86,7 +86,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	s := &Store{closed: make(chan struct{})}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	var dialector gorm.Dialector
-	var sqliteDSN, where string
+	var where string
 	switch {
 	case isPostgres(dsn):
 		dialector, s.dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
@@ -105,18 +105,17 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		} else if err := createPrivate(path); err != nil {
 			return nil, fmt.Errorf("store: create the SQLite database: %w", err)
 		}
-		sqliteDSN = path + "?" + query
-		s.dsn = sqliteDSN
+		s.dsn = path + "?" + query
 		if s.tempDir == "" {
 			// SQLite's "unable to open database file" names no file; it
 			// also writes PATH-wal and PATH-shm beside it.
 			where = " at " + path
 			s.path = path
 		}
-		dialector, s.dialect = sqlite.Open(sqliteDSN), SQLite
+		dialector, s.dialect = sqlite.Open(s.dsn), SQLite
 	}
 	for attempt := 1; ; attempt++ {
-		err := s.open(ctx, dialector, sqliteDSN)
+		err := s.open(ctx, dialector)
 		if err == nil {
 			return s, nil
 		}
@@ -184,7 +183,7 @@ func SQLiteFile(dsn string) string {
 const postgresMaxConns = 20
 
 // open connects s through dialector and starts its workers.
-func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN string) error {
+func (s *Store) open(ctx context.Context, dialector gorm.Dialector) error {
 	var err error
 	s.db, err = gorm.Open(dialector, &gorm.Config{
 		Logger:                 logger.Discard,
@@ -222,7 +221,7 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector, sqliteDSN st
 	if err := s.Ping(ctx); err != nil {
 		return err
 	}
-	if err := s.writer.open(ctx, sqliteDSN); err != nil {
+	if err := s.writer.open(ctx, s.dsn); err != nil {
 		return err
 	}
 	s.workers.Add(1)
