@@ -1167,6 +1167,34 @@ func TestRedirectsAreNotFollowed(t *testing.T) {
 	}
 }
 
+// A 3xx with no Location is no redirect to the HTTP client, and go-openai
+// takes it for a reply, streamed or not: it still fails with its status,
+// and a stream's body is not read as one.
+func TestThreeHundredsWithoutLocation(t *testing.T) {
+	for _, typ := range allTypes {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Status: http.StatusMultipleChoices,
+					Body: "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"not a reply\"},\"finish_reason\":\"stop\"}]}\n\n"})
+				res, deltas, err := run(context.Background(), newClient(t), request(typ, s), m.stream)
+				if got, want := domain.KindOf(err), domain.Upstream; got != want {
+					t.Fatalf("kind = %v, want %v (%v; result %+v)", got, want, err, res)
+				}
+				if !strings.Contains(domain.MessageOf(err), "redirect (HTTP 300)") {
+					t.Errorf("message = %q", domain.MessageOf(err))
+				}
+				if len(deltas) > 0 {
+					t.Errorf("deltas = %q, want none", deltas)
+				}
+				if got, want := s.Count(), 1; got != want {
+					t.Errorf("upstream requests = %d, want %d (a 3xx is not tried again)", got, want)
+				}
+			})
+		}
+	}
+}
+
 func TestConnectionRefused(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -81,19 +81,11 @@ func newHTTPClient(cfg Config) *http.Client {
 	}
 	stream := base.Clone()
 	stream.ResponseHeaderTimeout = cfg.FirstByteTimeout
-	return &http.Client{Transport: &transport{base: base, stream: stream, cfg: cfg}, CheckRedirect: noRedirects}
+	return &http.Client{Transport: &transport{base: base, stream: stream, cfg: cfg}}
 }
 
-// noRedirects makes a provider's redirect the answer, not a request to
-// follow: net/http would send the request again to wherever it points,
-// with the provider's key in Anthropic's x-api-key or Azure's api-key
-// header, which it keeps across hosts (it drops only Authorization and
-// cookies). A chat completions API does not redirect a POST; a baseUrl
-// that answers with one is to be corrected, not followed.
-// The call fails with the status of the redirect (see toDomainError),
-// streamed or not: go-openai reads a 3xx answer as a stream.
-func noRedirects(*http.Request, []*http.Request) error { return errRedirect }
-
+// errRedirect ends a call the provider answered with a 3xx (see
+// RoundTrip), whose status the call's error then gives (toDomainError).
 var errRedirect = errors.New("the AI provider answered with a redirect, which is not followed")
 
 // exchange is the per-attempt state shared between Complete and the
@@ -254,6 +246,17 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex.mu.Unlock()
 
 	switch {
+	case resp.StatusCode >= 300 && resp.StatusCode < 400:
+		// A redirect is not followed: net/http would send the request again
+		// to wherever it points, with the provider's key in Anthropic's
+		// x-api-key or Azure's api-key header, which it keeps across hosts
+		// (it drops only Authorization and cookies). A chat completions API
+		// does not redirect a POST; a baseUrl that answers with one is to be
+		// corrected. Nor is any 3xx a reply, though the SDKs would read one
+		// without a Location as one (go-openai's streams and whole replies,
+		// Anthropic's streams).
+		drainClose(resp.Body)
+		return nil, errRedirect
 	case resp.StatusCode < 200 || resp.StatusCode >= 300:
 		// Error bodies are read here, bounded, so the SDKs' unbounded reads
 		// see at most MaxResponseBytes and the connection is released even
