@@ -2,12 +2,16 @@ package llm
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	openai "github.com/sashabaranov/go-openai"
 )
 
 func TestRetryAfter(t *testing.T) {
@@ -283,4 +287,72 @@ func TestSanitizeCutsBeforeRedacting(t *testing.T) {
 			t.Fatalf("cut %d: a fragment of the key survived: %q", cut, got)
 		}
 	}
+}
+
+// TestDataLines reads streams as go-openai's RecvRaw did before dataLines
+// replaced it: each case's payloads and how the stream ends, which the same
+// body read by go-openai itself must match. (They part at an error data
+// line, which RecvRaw turns into an error and dataLines returns as a
+// payload for openAIStream to read: TestInBandStreamError.)
+func TestDataLines(t *testing.T) {
+	long := `{"choices":[{"delta":{"content":"` + strings.Repeat("x", 10000) + `"}}]}`
+	for _, tc := range []struct {
+		name string
+		in   string
+		want []string
+		end  string // the error after the payloads
+	}{
+		{"data lines and [DONE]", "data: {\"a\":1}\n\ndata: {\"b\":2}\n\ndata: [DONE]\n\n", []string{`{"a":1}`, `{"b":2}`}, "EOF"},
+		{"spaces, tabs and CRLF", "  data:{\"a\":1}  \r\n\r\ndata: \t {\"b\":2}\r\n\r\n data:[DONE] \r\n", []string{`{"a":1}`, `{"b":2}`}, "EOF"},
+		{"comments and event names are passed over", ": keep-alive\nevent: x\ndata: 1\n\n: again\n\ndata: [DONE]\n", []string{"1"}, "EOF"},
+		{"a line longer than the buffer", "data: " + long + "\n\ndata: 2\n\ndata: [DONE]\n", []string{long, "2"}, "EOF"},
+		{"no [DONE]", "data: 1\n\n", []string{"1"}, "EOF"},
+		{"a last line without its newline is not read", "data: 1\n\ndata: 2", []string{"1"}, "EOF"},
+		{"nothing after [DONE] is read", "data: [DONE]\n\ndata: 3\n\n", nil, "EOF"},
+		{"a JSON error body", "{\n  \"error\": {\"message\": \"quota exceeded\", \"type\": \"insufficient_quota\"}\n}\n", nil, "error, quota exceeded"},
+		{"an error body after data lines", "data: 1\n\n{\"error\": {\"message\": \"gone\"}}\n", []string{"1"}, "error, gone"},
+		{"other lines that spell no error", "<html>\n</html>\n", nil, "EOF"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := newDataLines(strings.NewReader(tc.in))
+			got, end := readPayloads(d.next)
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") || end != tc.end {
+				t.Errorf("dataLines: %q then %q, want %q then %q", got, end, tc.want, tc.end)
+			}
+			got, end = readPayloads(goOpenAIStream(t, tc.in))
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") || end != tc.end {
+				t.Errorf("go-openai: %q then %q, want %q then %q", got, end, tc.want, tc.end)
+			}
+		})
+	}
+}
+
+func readPayloads(next func() ([]byte, error)) (payloads []string, end string) {
+	for {
+		p, err := next()
+		if err != nil {
+			return payloads, err.Error()
+		}
+		payloads = append(payloads, string(p))
+	}
+}
+
+// goOpenAIStream returns go-openai's RecvRaw over a stream whose body is
+// body.
+func goOpenAIStream(t *testing.T, body string) func() ([]byte, error) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		_, _ = io.WriteString(w, body)
+	}))
+	t.Cleanup(srv.Close)
+	cfg := openai.DefaultConfig("key")
+	cfg.BaseURL = srv.URL + "/v1"
+	stream, err := openai.NewClientWithConfig(cfg).CreateChatCompletionStream(context.Background(), openai.ChatCompletionRequest{
+		Model: "m", Stream: true, Messages: []openai.ChatCompletionMessage{{Role: "user", Content: "hi"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = stream.Close() })
+	return stream.RecvRaw
 }

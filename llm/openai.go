@@ -1,6 +1,8 @@
 package llm
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -43,18 +45,18 @@ func (c *Client) openAIClient(ep domain.Endpoint) *openai.Client {
 		}
 	}
 	cfg.HTTPClient = c.http
-	cfg.EmptyMessagesLimit = emptyMessagesLimit
 	return openai.NewClientWithConfig(cfg)
 }
 
-// emptyMessagesLimit replaces go-openai's limit of 300 lines in a row that
-// are not data lines, which fails healthy streams of aggregators that send
-// SSE comments while a model thinks (OpenRouter's ": OPENROUTER
-// PROCESSING", two lines with the blank one). Parley's own caps bound
-// what that limit guarded: go-openai keeps the non-data lines of a whole
-// stream, and lineCapReader fails the stream once their bytes pass
-// MaxResponseBytes; of a blank line it keeps nothing. What is left is a
-// last guard against an upstream that sends nothing but blank lines.
+// emptyMessagesLimit is how many lines in a row that are not data lines
+// a stream may send (see dataLines). go-openai's limit, 300, fails healthy
+// streams of aggregators that send SSE comments while a model thinks
+// (OpenRouter's ": OPENROUTER PROCESSING", two lines with the blank one).
+// Parley's own caps bound what that limit guarded: dataLines keeps the
+// non-data lines of a whole stream, and lineCapReader fails the stream
+// once their bytes pass MaxResponseBytes; of a blank line it keeps
+// nothing. What is left is a last guard against an upstream that sends
+// nothing but blank lines.
 const emptyMessagesLimit = 1 << 20
 
 // openAIRequest maps a domain request to go-openai's, and returns the
@@ -271,6 +273,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		return nil, openAILocal(cs.req.Model, err)
 	}
 	defer stream.Close()
+	lines := newDataLines(ex.lines)
 
 	res := &domain.LLMResult{}
 	var content, refusal strings.Builder
@@ -294,7 +297,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		if err := out.wait(); err != nil {
 			return res, err
 		}
-		raw, err := stream.RecvRaw()
+		raw, err := lines.next()
 		if errors.Is(err, io.EOF) {
 			ex.markReplied()
 			if rest := text.flush(); rest != "" {
@@ -347,8 +350,9 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			}
 		}
 		if failed {
-			// What go-openai returns for an error line of its own form
-			// (data: {"error": ...}), so that it reads the same.
+			// An error line (data: {"error": ...}), OpenAI's form, or an
+			// error chunk, OpenRouter's: the upstream's message as
+			// go-openai's APIError carries it (see upstreamMessage).
 			return res, fmt.Errorf("error, %w", &openai.APIError{Message: bodyMessage(raw)})
 		}
 	}
@@ -361,22 +365,92 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	return res, nil
 }
 
+// dataLines reads an OpenAI-wire stream as go-openai's RecvRaw does, and
+// in its place: next returns each data line's payload, io.EOF at
+// "data: [DONE]", and at the body's end an error the lines that were not
+// data lines spell (a server that answered the stream with a JSON error
+// body). RecvRaw matches and rewrites every line with three regular
+// expressions, about a fifth of what a stream costs Parley beyond a
+// JSON completion, and the more so the more events a reply has
+// (docs/benchmarks.md). go-openai still makes the request and reads an
+// HTTP error's body.
+type dataLines struct {
+	r     *bufio.Reader
+	long  []byte // a line longer than r's buffer, joined
+	other []byte // the lines that were not data lines, as go-openai keeps them
+	done  bool   // [DONE] came
+}
+
+func newDataLines(body io.Reader) *dataLines {
+	return &dataLines{r: bufio.NewReader(body)}
+}
+
+// next returns the next data line's payload, the spaces around it
+// trimmed, valid until the following call. Lines that are not data lines
+// (blank lines, comments, event names) are skipped, more than
+// emptyMessagesLimit of them in a row is ErrTooManyEmptyStreamMessages,
+// as go-openai has it, and the body's lineCapReader bounds their bytes.
+func (d *dataLines) next() ([]byte, error) {
+	if d.done {
+		return nil, io.EOF
+	}
+	for empty := 0; ; empty++ {
+		if empty > emptyMessagesLimit {
+			return nil, openai.ErrTooManyEmptyStreamMessages
+		}
+		line, err := d.readLine()
+		if err != nil {
+			var body openai.ErrorResponse
+			if len(d.other) > 0 && json.Unmarshal(d.other, &body) == nil && body.Error != nil {
+				return nil, fmt.Errorf("error, %w", body.Error)
+			}
+			return nil, err
+		}
+		line = bytes.TrimSpace(line)
+		payload, ok := bytes.CutPrefix(line, []byte("data:"))
+		if !ok {
+			d.other = append(d.other, line...)
+			continue
+		}
+		payload = bytes.TrimLeft(payload, " \t\r\n\f") // RE2's \s, as go-openai's ^data:\s*
+		if string(payload) == "[DONE]" {
+			d.done = true
+			return nil, io.EOF
+		}
+		return payload, nil
+	}
+}
+
+// readLine returns the next whole line, without allocating unless it is
+// longer than the reader's buffer. A last line with no newline is not
+// whole: the body's error is returned, as go-openai does.
+func (d *dataLines) readLine() ([]byte, error) {
+	line, err := d.r.ReadSlice('\n')
+	if err != bufio.ErrBufferFull {
+		return line, err
+	}
+	d.long = append(d.long[:0], line...)
+	for err == bufio.ErrBufferFull {
+		line, err = d.r.ReadSlice('\n')
+		d.long = append(d.long, line...)
+	}
+	return d.long, err
+}
+
 // coalescer hands a stream's deltas on, and holds one whose successor has
 // already arrived, so that it goes on with More set (see domain.Delta).
 // An upstream often sends many deltas in one packet (a fast model, or a
 // gateway that fell behind under load); written one by one, each would
-// cost the client a write and a packet. go-openai's RecvRaw returns one
-// data line at a time, and the stream's body reader counts the whole data
-// lines read from the upstream: while it has counted more than RecvRaw
-// returned, the next one is in memory and holding a delta for it waits
-// on nothing. Two exceptions: after an in-band error line go-openai reads
-// on to the end of the stream, so a delta held before one goes on with
-// the error; and the Anthropic SDK skips some events, so its count would
-// not match, and its deltas go on one by one.
+// cost the client a write and a packet. dataLines returns one data line
+// at a time, and the stream's body reader counts the whole data lines
+// read from the upstream: while it has counted more than were returned,
+// the next one is in memory and holding a delta for it waits on nothing.
+// The Anthropic SDK skips some events, so its count would not match, and
+// its deltas go on one by one.
 type coalescer struct {
 	onDelta  func(domain.Delta) error
 	lines    *lineCapReader // nil: hold nothing
-	returned int            // data lines RecvRaw returned
+	returned int            // data lines dataLines returned
 	held     domain.Delta
 	holding  bool
 }
@@ -399,7 +473,7 @@ func (c *coalescer) add(d domain.Delta) error {
 	return c.call(d)
 }
 
-// wait is called before RecvRaw: a held delta goes on before a read that
+// wait is called before reading a line: a held delta goes on before a read that
 // may wait for the upstream.
 func (c *coalescer) wait() error {
 	if c.buffered() {
@@ -428,7 +502,7 @@ func (c *coalescer) call(d domain.Delta) error {
 
 // openAIChunk is the part of a chat.completion.chunk Parley reads, with
 // the error OpenRouter puts beside the choices when a reply fails once
-// begun (see finishError). Chunks are decoded from go-openai's raw lines
+// begun (see finishError). Chunks are decoded from dataLines' payloads
 // into this, not into the SDK's ChatCompletionStreamResponse: a stream has
 // a chunk per token or so, and decoding each into the SDK's full struct
 // with encoding/json was the largest cost a stream added over a plain

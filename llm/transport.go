@@ -94,7 +94,7 @@ var errRedirect = errors.New("the AI provider answered with a redirect, which is
 // which cap, if any, cut the body.
 type exchange struct {
 	stream     bool           // the call streams: cap lines and events, not the body
-	openAIWire bool           // cap the non-data lines go-openai accumulates
+	openAIWire bool           // cap the non-data lines dataLines accumulates
 	jsonSet    map[string]any // top-level fields to set in the JSON request body
 
 	mu           sync.Mutex
@@ -417,7 +417,7 @@ func (r *capReader) Close() error {
 // line to the next, whose data lines the Anthropic SDK joins in one buffer
 // until the blank line comes) longer than maxEvent, newlines included.
 // With countOther it also fails once the lines that are not "data:" lines
-// (which go-openai keeps in memory for the whole stream) pass maxOther.
+// (which dataLines keeps in memory for the whole stream) pass maxOther.
 //
 // A blank line is an empty one, or one of a lone "\r" (CRLF streams), as
 // the SDKs' line readers see it; a line of spaces ends no event.
