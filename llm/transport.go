@@ -99,7 +99,7 @@ type exchange struct {
 
 	mu           sync.Mutex
 	status       int
-	header       http.Header
+	header       http.Header // the response's own: nothing writes to it once RoundTrip returns
 	headersAt    time.Time
 	lineTooLong  bool
 	eventTooLong bool
@@ -242,7 +242,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &callBody{ReadCloser: resp.Body, detach: detach, cancel: cancel}
 	ex.mu.Lock()
-	ex.status, ex.header, ex.headersAt = resp.StatusCode, resp.Header.Clone(), time.Now()
+	ex.status, ex.header, ex.headersAt = resp.StatusCode, resp.Header, time.Now()
 	ex.mu.Unlock()
 
 	switch {
