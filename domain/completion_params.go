@@ -103,10 +103,10 @@ func (p *CompletionParams) validate() error {
 		case (m.Content == nil) == (m.DocumentID == ""):
 			return Invalidf(fmt.Sprintf("messages[%d]", i), "messages[%d] must have either content or documentId, not both and not neither", i)
 		}
-		if m.Content != nil {
-			if err := checkText(fmt.Sprintf("messages[%d].content", i), *m.Content, false, maxDocumentBytes); err != nil {
-				return err
-			}
+		// The field is named only once the check failed: formatting the
+		// name of every message's content cost more than checking it.
+		if m.Content != nil && checkText("content", *m.Content, false, maxDocumentBytes) != nil {
+			return checkText(fmt.Sprintf("messages[%d].content", i), *m.Content, false, maxDocumentBytes)
 		}
 	}
 	if systems > 1 {
