@@ -15,7 +15,7 @@ import (
 // A request the client cancels with notifications/cancelled gets no
 // response: the protocol says the receiver SHOULD NOT send one (and the
 // sender ignores one that comes anyway, though some clients log it as a
-// response to an unknown id, or reconnect). mcp-go (v1.2.1) answers a
+// response to an unknown id, or reconnect). mcp-go (v1.6.0) answers a
 // cancelled call all the same, with the error its handler returned
 // (errCanceled, JSON-RPC -32603): HandleMessage returns a
 // response for every request and each transport writes it, with no hook
@@ -29,22 +29,21 @@ import (
 //
 // A cancellation never reaches mcp-go: Parley ends the call itself, over
 // stdio and HTTP+SSE through pendingResponses, which the tool call's
-// handler tells of itself by its request id (watch, tagRequest). mcp-go
-// keys its calls by fmt.Sprint of the id, which takes the number 7 and the
-// string "7" for one: it would cancel "7" for a client that cancelled 7,
-// or, with both running, whichever it registered last.
+// handler tells of itself by its request id (watch, tagRequest): the
+// transport that drops the call's response is the one that must know it
+// was cancelled. (mcp-go v1.2.1 also took the number 7 and the string "7"
+// for one id, and cancelled the wrong call.)
 
 // A request the client cancelled before mcp-go started it does not run at
-// all. mcp-go registers a request's cancel function only as it starts it,
-// and so cannot cancel one it has not started: over stdio it runs five
-// tool calls at a time and queues the rest, and over HTTP+SSE a
-// cancellation can land before the goroutine that serves the call has
-// started. Such a call would run in full, upstream call and usage record
-// included, for a response that is then dropped. Tool handlers are not
-// given the request's id, but mcp-go's request-initialization hook is, and
-// may refuse the request before anything runs: skipCancelled refuses one
-// the client has cancelled, and the transport drops the refusal as it
-// drops any response to a cancelled request.
+// all: over stdio mcp-go runs five tool calls at a time and queues the
+// rest, and over HTTP+SSE a cancellation can land before the goroutine
+// that serves the call has started. Such a call would run in full,
+// upstream call and usage record included, for a response that is then
+// dropped. Tool handlers are not given the request's id, but mcp-go's
+// request-initialization hook is, and may refuse the request before
+// anything runs: skipCancelled refuses one the client has cancelled, and
+// the transport drops the refusal as it drops any response to a cancelled
+// request.
 
 type sessionRequestsKey struct{}
 

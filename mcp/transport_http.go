@@ -67,6 +67,9 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// page cannot send; mcp-go's Host check would only refuse a reverse
 		// proxy on the same host that forwards the public Host header.
 		server.WithDisableLocalhostProtection(true),
+		// guard bounds the body (maxBodyBytes) and has read it: mcp-go's
+		// own bound would refuse, in its words, what Parley's takes.
+		server.WithMaxRequestBodyBytes(0),
 		server.WithSessionIdleTTL(sessionIdleTTL),
 		server.WithStreamableHTTPLogger(slog.New(transportLog{logger.Handler()})),
 	)

@@ -51,6 +51,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
 		server.WithSSEDisableLocalhostProtection(true), // see StreamableHTTPHandler
+		server.WithSSEMaxRequestBodyBytes(0),           // guard bounds the body: see StreamableHTTPHandler
 		server.WithSSEContextFunc(principalContext),
 		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
 			b := make([]byte, 16)

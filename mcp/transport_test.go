@@ -340,6 +340,47 @@ func TestHTTPAuth(t *testing.T) {
 	}
 }
 
+// TestHTTPBodyLimitIsParleys checks that PARLEY_MAX_BODY_BYTES alone
+// bounds a request over HTTP: mcp-go has a limit of its own (4 MiB since
+// v1.5), which must not refuse, in its own words, a body Parley takes.
+func TestHTTPBodyLimitIsParleys(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	srv := e.server(Options{})
+	hs := e.httpServer(srv, DefaultMaxBodyBytes)
+	// JSON allows whitespace before a value: 5 MiB of it, under Parley's
+	// 8 MiB and over mcp-go's 4.
+	pad := strings.Repeat(" ", 5<<20)
+	post := func(url, body string) (int, string) {
+		t.Helper()
+		req, err := http.NewRequest("POST", url, strings.NewReader(pad+body))
+		must(t, err)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		return res.StatusCode, string(b)
+	}
+	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
+	if status, body := post(hs.URL+"/mcp", initBody); status != http.StatusOK || !strings.Contains(body, `"serverInfo"`) {
+		t.Errorf("streamable HTTP, a 5 MiB initialize: %d %.200s, want 200 and the server's info", status, body)
+	}
+
+	s := e.connect(overSSE, "editor", Options{})
+	tr, ok := s.GetTransport().(*transport.SSE)
+	if !ok {
+		t.Fatalf("transport is %T", s.GetTransport())
+	}
+	// e.connect's server has the default limit too; its message endpoint
+	// answers 202 once it has taken a request, whose response then comes
+	// on the session's stream.
+	if status, body := post(tr.GetEndpoint().String(), `{"jsonrpc":"2.0","id":99,"method":"ping"}`); status != http.StatusAccepted {
+		t.Errorf("HTTP+SSE, a 5 MiB ping: %d %.200s, want 202", status, body)
+	}
+}
+
 // TestSSESessionBelongsToItsUser checks that one user cannot post into
 // another user's SSE session.
 func TestSSESessionBelongsToItsUser(t *testing.T) {
