@@ -103,9 +103,9 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		w = pw
 		switch msg.Method {
 		case "notifications/cancelled":
-			// Parley ends the call itself (liveRequests), and mcp-go does
-			// not see the notification: it would take the number 7 and
-			// the string "7" for one id, and cancel the wrong call.
+			// Parley ends the call itself (liveRequests), which also
+			// keeps mcp-go's response to it from the client (see
+			// cancel.go), and mcp-go does not see the notification.
 			// Without a session id there is nothing to cancel: such
 			// callers (protocol 2026-07-28) cancel by closing the request.
 			if id, ok := cancelledRequest(body); ok && session != "" {

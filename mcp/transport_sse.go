@@ -113,9 +113,9 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
-			// Parley ends the call itself (pendingResponses), and mcp-go
-			// does not see the notification: it would take the number 7
-			// and the string "7" for one id, and cancel the wrong call.
+			// Parley ends the call itself (pendingResponses), which also
+			// drops mcp-go's response to it (see cancel.go), and mcp-go
+			// does not see the notification.
 			if id, ok := cancelledRequest(body); ok {
 				x.pending.cancel(session, id)
 				w.WriteHeader(http.StatusAccepted)

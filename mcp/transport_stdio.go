@@ -76,8 +76,8 @@ const stdioSession = ""
 // watchRequests notes in pending the request msg is or, if it is a
 // notifications/cancelled, cancels the request it names. It sees each
 // message the client sends over stdio before mcp-go does, and says whether
-// mcp-go is to see it: never a cancellation, as mcp-go would take the
-// number 7 and the string "7" for one id and cancel the wrong call.
+// mcp-go is to see it: never a cancellation, which Parley carries out
+// itself (see cancel.go).
 func watchRequests(pending *pendingResponses, msg []byte) bool {
 	if m, ok := readJSONRPC(msg); ok {
 		if m.Method != "" {
