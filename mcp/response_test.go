@@ -2,10 +2,12 @@ package mcp
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -168,6 +170,41 @@ func TestStreamableCallKeptAlive(t *testing.T) {
 				t.Errorf("content %q, want the upstream's reply", out.Content)
 			}
 		})
+	}
+}
+
+// TestStdioLastMessageWithoutNewline checks that a message the agent
+// ends with its input rather than a newline (a script's printf, a pipe
+// closed after a single request) is answered before ServeStdio returns.
+func TestStdioLastMessageWithoutNewline(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	stdioMu.Lock()
+	defer stdioMu.Unlock()
+	in := strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}` + "\n" +
+		`{"jsonrpc":"2.0","method":"notifications/initialized"}` + "\n" +
+		`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	var out bytes.Buffer
+	if err := ServeStdio(context.Background(), e.server(Options{}), Fixed(e.principals["editor"]), 0, in, &out, newTestLogger(e.logs)); err != nil {
+		t.Fatalf("ServeStdio at the end of its input: %v", err)
+	}
+	var ids []string
+	for line := range strings.Lines(out.String()) {
+		var res struct {
+			ID     json.RawMessage `json:"id"`
+			Result struct {
+				Tools []struct{ Name string } `json:"tools"`
+			} `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(line), &res); err != nil {
+			t.Fatalf("a line of output is not JSON: %q", line)
+		}
+		ids = append(ids, string(res.ID))
+		if string(res.ID) == "2" && !slices.ContainsFunc(res.Result.Tools, func(tl struct{ Name string }) bool { return tl.Name == "create-chat-completion" }) {
+			t.Errorf("tools/list answered without create-chat-completion: %s", line)
+		}
+	}
+	if !slices.Equal(ids, []string{"1", "2"}) {
+		t.Errorf("responses to ids %v, want [1 2]; output:\n%s", ids, out.String())
 	}
 }
 
