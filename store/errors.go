@@ -173,6 +173,20 @@ func locked(err error) bool {
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
 }
 
+// connLost reports whether err says a PostgreSQL connection was lost
+// under a statement without the server's word: closed, cut or reset while
+// the statement or its answer was on the way. Not a connection that could
+// not be made, nor one the statement's deadline ended.
+func connLost(err error) bool {
+	var connect *pgconn.ConnectError
+	if errors.As(err, &connect) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var netErr net.Error
+	return errors.Is(err, pgconn.ErrConnClosed) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
+		errors.Is(err, driver.ErrBadConn) || (errors.As(err, &netErr) && !netErr.Timeout())
+}
+
 // connEnded reports whether err is PostgreSQL's answer that it ended the
 // session, by an administrator's command or a shutdown (57P01) or after
 // a crash (57P02): the statement did not commit, and another connection

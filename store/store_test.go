@@ -21,6 +21,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/tcpproxy"
 	"github.com/parleyhq/parley/migrations"
 	"github.com/parleyhq/parley/store"
 )
@@ -1998,6 +1999,82 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 			t.Errorf("messages after the failed rollback\n%q\nwant\n%q", got, want)
 		}
 	})
+}
+
+// TestTurnWhoseAnswerIsLost: the connection of a turn's write is lost
+// after PostgreSQL committed the turn and before its answer arrived (the
+// network failed between them). The write is run again on another
+// connection, which finds the turn's keys taken by the committed one: the
+// turn is stored, once, and AppendTurn says so rather than report a
+// conflict, or the database down. Both kinds of write, a new conversation
+// and a continued one.
+func TestTurnWhoseAnswerIsLost(t *testing.T) {
+	dsn := dbtest.PostgresURL(t)
+	direct, err := store.Open(ctx(), dsn)
+	must(t, err)
+	defer direct.Close()
+	u, err := url.Parse(dsn)
+	must(t, err)
+	p := tcpproxy.Start(t, u.Host)
+	u.Host = p.Addr()
+	s, err := store.Open(ctx(), u.String())
+	must(t, err)
+	defer s.Close()
+	w := newWorld(t, s)
+
+	db, err := direct.DB().DB()
+	must(t, err)
+	c := newConversation(w.chatA)
+	for i, create := range []bool{true, false} {
+		msgs := turn(c.ID, 2*i, fmt.Sprint("turn ", i))
+		reply := msgs[len(msgs)-1].ID
+		// The write waits, its statement prepared and running, for the
+		// conversation's row, which the test holds: a new one's key (an
+		// insert not yet committed), a continued one's row (FOR UPDATE).
+		// Its answer is lost from the moment it is let go.
+		hold, err := db.BeginTx(ctx(), nil)
+		must(t, err)
+		if create {
+			_, err = hold.Exec("INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES ($1, $2, $3, now(), now())",
+				c.ID, c.ProjectID, c.ChatID)
+		} else {
+			_, err = hold.Exec("SELECT id FROM conversations WHERE id = $1 FOR UPDATE", c.ID)
+		}
+		must(t, err)
+		done := make(chan error, 1)
+		go func() { done <- s.AppendTurn(ctx(), c, create, msgs) }()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			var waiting int
+			must(t, db.QueryRow("SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting))
+			if waiting > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("turn %d: the write did not wait for the conversation's row within 10s", i)
+			}
+		}
+		p.LoseAnswers()
+		must(t, hold.Rollback())
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+			stored, err := direct.ListMessages(ctx(), c.ID)
+			must(t, err)
+			if slices.ContainsFunc(stored, func(m domain.Message) bool { return m.ID == reply }) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("turn %d: not committed within 10s of the row's release", i)
+			}
+		}
+		p.Cut()
+		if err := <-done; err != nil {
+			t.Fatalf("turn %d (create %v), committed and its answer lost: %v; want it reported stored", i, create, err)
+		}
+		stored, err := direct.ListMessages(ctx(), c.ID)
+		must(t, err)
+		if len(stored) != 2*(i+1) {
+			t.Fatalf("turn %d: %d messages stored, want %d (each turn once)", i, len(stored), 2*(i+1))
+		}
+	}
 }
 
 // TestTurnsWhileSessionsAreEnded: PostgreSQL ends sessions in the middle

@@ -206,6 +206,13 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	}
 	switch {
 	case err == nil:
+	case classify(err) == uniqueViolation && s.dialect == Postgres && s.turnStored(ctx, t):
+		// A write before this one, whose answer was lost (onLiveConn, or
+		// its batch's in lead), had committed the turn.
+		err = nil
+	}
+	switch {
+	case err == nil:
 		return nil
 	case errors.Is(err, errNoConversation):
 		return because(op, domain.NotFoundf("conversation", c.ID), nil)
@@ -222,23 +229,39 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	}
 }
 
-// onLiveConn runs a PostgreSQL write again while the server answers that
-// it ended the write's connection (connEnded: an administrator, a fast
-// shutdown or a failover ended the session, and the write did not
-// commit). A turn is written after its completion's upstream call was
+// onLiveConn runs a PostgreSQL write again while its connection fails
+// under it. A turn is written after its completion's upstream call was
 // made and paid for; on another connection it is stored rather than lost.
-// Each ended connection leaves the pool as it fails, so the pool's size
-// bounds the attempts; a server that is down fails the next one to
-// connect, and that error is returned.
+// When the server answers that it ended the session (connEnded: an
+// administrator, a fast shutdown or a failover), the write did not
+// commit. When the connection is lost without the server's word
+// (connLost: the network, a proxy between), the write may have committed
+// before its answer was lost; the next one then fails on the turn's keys,
+// having waited for the first to end (PostgreSQL holds a key a transaction
+// inserts until it ends), and turnStored tells the two apart. Each failed
+// connection leaves the pool as it fails, so the pool's size bounds the
+// attempts; a server that is down fails the next one to connect, and that
+// error is returned.
 func onLiveConn(write func() error) error {
 	err := write()
 	for range postgresMaxConns {
-		if !connEnded(err) {
+		if !connEnded(err) && !connLost(err) {
 			break
 		}
 		err = write()
 	}
 	return err
+}
+
+// turnStored says whether t's turn is in the database: its last message,
+// whose id no other write has, is stored only with the rest of it.
+func (s *Store) turnStored(ctx context.Context, t *turn) bool {
+	if len(t.rows) == 0 {
+		return false
+	}
+	var n int
+	err := s.sqlDB.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE id = $1", t.rows[len(t.rows)-1].ID).Scan(&n)
+	return err == nil && n == 1
 }
 
 // appendTurnTx writes one turn in a transaction, on PostgreSQL.

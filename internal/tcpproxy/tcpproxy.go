@@ -2,8 +2,9 @@
 // server away (a database, Redis) from the code that talks to it: Down
 // drops every connection and refuses new ones until Up; Stall stops
 // forwarding while keeping the connections open, as a frozen network does,
-// until Resume; Dials counts the connections clients opened and Held the
-// reads a stall holds.
+// until Resume; LoseAnswers forwards requests but not the target's
+// answers, until Cut closes the connections; Dials counts the connections
+// clients opened and Held the reads a stall holds.
 package tcpproxy
 
 import (
@@ -20,6 +21,7 @@ type Proxy struct {
 	dials   atomic.Int64
 	held    atomic.Int64
 	stalled atomic.Bool // set by Stall, cleared by Resume
+	losing  atomic.Bool // set by LoseAnswers, cleared by Cut
 
 	mu     sync.Mutex
 	down   bool
@@ -71,16 +73,36 @@ func (p *Proxy) Stall() { p.stalled.Store(true) }
 // Resume ends Stall: connections forward what they read from then on.
 func (p *Proxy) Resume() { p.stalled.Store(false) }
 
+// LoseAnswers forwards what clients send on every connection, open or to
+// come, and drops what the target answers: a request arrives and is
+// carried out, and its answer never comes, until Cut.
+func (p *Proxy) LoseAnswers() { p.losing.Store(true) }
+
+// Cut closes every connection open now, as a network that failed does
+// (the client learns it only then), and forwards new ones, answers and
+// all.
+func (p *Proxy) Cut() {
+	p.losing.Store(false)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closeAll()
+}
+
 func (p *Proxy) setDown(down bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.down = down
 	if down {
-		for c := range p.conns {
-			_ = c.Close()
-		}
-		clear(p.conns)
+		p.closeAll()
 	}
+}
+
+// closeAll closes every connection; callers hold mu.
+func (p *Proxy) closeAll() {
+	for c := range p.conns {
+		_ = c.Close()
+	}
+	clear(p.conns)
 }
 
 func (p *Proxy) serve() {
@@ -115,12 +137,13 @@ func (p *Proxy) forward(c net.Conn) {
 		return
 	}
 	defer up.Close()
-	go p.pipe(up, c)
-	p.pipe(c, up)
+	go p.pipe(up, c, false)
+	p.pipe(c, up, true)
 }
 
-// pipe copies src to dst until either ends or the proxy stalls.
-func (p *Proxy) pipe(dst, src net.Conn) {
+// pipe copies src to dst until either ends or the proxy stalls; answers
+// says src is the target, whose bytes LoseAnswers drops.
+func (p *Proxy) pipe(dst, src net.Conn, answers bool) {
 	defer dst.Close()
 	buf := make([]byte, 32<<10)
 	for {
@@ -130,6 +153,12 @@ func (p *Proxy) pipe(dst, src net.Conn) {
 				p.held.Add(1)
 				<-p.closed // hold the bytes until the test ends
 				return
+			}
+			if answers && p.losing.Load() {
+				if err != nil {
+					return
+				}
+				continue
 			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				return
