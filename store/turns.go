@@ -206,13 +206,10 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	}
 	switch {
 	case err == nil:
+		return nil
 	case classify(err) == uniqueViolation && s.dialect == Postgres && s.turnStored(ctx, t):
 		// A write before this one, whose answer was lost (onLiveConn, or
 		// its batch's in lead), had committed the turn.
-		err = nil
-	}
-	switch {
-	case err == nil:
 		return nil
 	case errors.Is(err, errNoConversation):
 		return because(op, domain.NotFoundf("conversation", c.ID), nil)
