@@ -147,15 +147,14 @@ func cannotWrite(err error) bool {
 // or dropped the connection (a dependency down, 503), rather than that a
 // statement failed (a bug, 500): PostgreSQL refusing or closing the
 // connection (SQLSTATE classes 08 and 57P, too many connections), a
-// network error, a connection database/sql gave up on or pgx closed when
-// its socket went away (since pgx v5.13 that is no longer retried on
-// another connection, as the statement may have reached the server), or
-// SQLite's lock still held after its busy timeout.
+// connection that could not be made or was lost (connLost; since pgx
+// v5.13 database/sql no longer runs such a statement again itself, as it
+// may have reached the server), a network timeout, or SQLite's lock still
+// held after its busy timeout.
 func unreachable(err error) bool {
 	var connect *pgconn.ConnectError
 	var netErr net.Error
-	if errors.As(err, &connect) || errors.As(err, &netErr) || errors.Is(err, driver.ErrBadConn) ||
-		errors.Is(err, sql.ErrConnDone) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, pgconn.ErrConnClosed) ||
+	if connLost(err) || errors.As(err, &connect) || errors.As(err, &netErr) || errors.Is(err, sql.ErrConnDone) ||
 		pgconn.SafeToRetry(err) {
 		return true
 	}
