@@ -2045,7 +2045,8 @@ func TestTurnWhoseAnswerIsLost(t *testing.T) {
 		go func() { done <- s.AppendTurn(ctx(), c, create, msgs) }()
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 			var waiting int
-			must(t, db.QueryRow("SELECT count(*) FROM pg_locks WHERE NOT granted").Scan(&waiting))
+			must(t, db.QueryRow(`SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
 			if waiting > 0 {
 				break
 			}
