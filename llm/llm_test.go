@@ -177,8 +177,11 @@ func checkUpstreamRequest(t *testing.T, typ domain.ProviderType, r llmtest.Reque
 		if got := r.Header.Get("Authorization"); got != "" {
 			t.Errorf("Authorization = %q, want none", got)
 		}
-		if got := r.Header.Get("Anthropic-Version"); got == "" {
-			t.Error("no anthropic-version header")
+		// API version 2026-10-21 (anthropic-sdk-go v2's) refuses
+		// temperature and top_p, which Parley offers: an SDK upgrade that
+		// moves the version must fail here, not in production.
+		if got, want := r.Header.Get("Anthropic-Version"), "2023-06-01"; got != want {
+			t.Errorf("anthropic-version = %q, want %q", got, want)
 		}
 		if got, want := b["model"], "test-model"; got != want {
 			t.Errorf("model = %v, want %v", got, want)
@@ -504,6 +507,10 @@ func TestUpstreamErrors(t *testing.T) {
 		// fix (Invalid), not a gateway fault that clients retry.
 		{name: "400 with the upstream's message", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large: 999999","type":"invalid_request_error"}}`},
 			kind: domain.Invalid, msg: []string{"HTTP 400", "max_tokens is too large: 999999", "fix the request"}, wantRequests: 1},
+		// Anthropic's own error body, from a model that takes no
+		// temperature on any API version.
+		{name: "400 a model refuses a parameter", b: llmtest.Behavior{Status: 400, Body: "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"`temperature` is deprecated for this model.\"}}"},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "`temperature` is deprecated for this model.", "fix the request"}, wantRequests: 1},
 		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
 			kind: domain.Invalid, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
 		{name: "413", b: llmtest.Behavior{Status: 413, Body: `{"error":{"message":"prompt is too long","type":"request_too_large"}}`},
