@@ -27,6 +27,13 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 // LargestTurnBatch is the most turns one transaction has held so far.
 func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }
 
+// WaitingTurns is how many turns wait in line for a writer.
+func (s *Store) WaitingTurns() int {
+	s.commits.mu.Lock()
+	defer s.commits.mu.Unlock()
+	return len(s.commits.waiting)
+}
+
 // RestartWAL runs the checkpointer's RESTART checkpoint (SQLite), again
 // while the Store's own checkpointer is running one.
 func (s *Store) RestartWAL() {

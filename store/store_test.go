@@ -2043,29 +2043,10 @@ func TestTurnWhoseAnswerIsLost(t *testing.T) {
 		must(t, err)
 		done := make(chan error, 1)
 		go func() { done <- s.AppendTurn(ctx(), c, create, msgs) }()
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			var waiting int
-			must(t, db.QueryRow(`SELECT count(*) FROM pg_stat_activity
-				WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
-			if waiting > 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("turn %d: the write did not wait for the conversation's row within 10s", i)
-			}
-		}
+		waitForLockWaiters(t, db, 1)
 		p.LoseAnswers()
 		must(t, hold.Rollback())
-		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-			stored, err := direct.ListMessages(ctx(), c.ID)
-			must(t, err)
-			if slices.ContainsFunc(stored, func(m domain.Message) bool { return m.ID == reply }) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("turn %d: not committed within 10s of the row's release", i)
-			}
-		}
+		waitUntilStored(t, direct, c.ID, reply)
 		p.Cut()
 		if err := <-done; err != nil {
 			t.Fatalf("turn %d (create %v), committed and its answer lost: %v; want it reported stored", i, create, err)
@@ -2074,6 +2055,119 @@ func TestTurnWhoseAnswerIsLost(t *testing.T) {
 		must(t, err)
 		if len(stored) != 2*(i+1) {
 			t.Fatalf("turn %d: %d messages stored, want %d (each turn once)", i, len(stored), 2*(i+1))
+		}
+	}
+}
+
+// TestBatchWhoseAnswerIsLost: as TestTurnWhoseAnswerIsLost, for turns
+// the group commit wrote together. When a batch fails, its turns are
+// written again one by one; after a lost answer each then fails on its
+// own keys and is found stored.
+func TestBatchWhoseAnswerIsLost(t *testing.T) {
+	dsn := dbtest.PostgresURL(t)
+	direct, err := store.Open(ctx(), dsn)
+	must(t, err)
+	defer direct.Close()
+	u, err := url.Parse(dsn)
+	must(t, err)
+	p := tcpproxy.Start(t, u.Host)
+	u.Host = p.Addr()
+	s, err := store.Open(ctx(), u.String())
+	must(t, err)
+	defer s.Close()
+	w := newWorld(t, s)
+	db, err := direct.DB().DB()
+	must(t, err)
+
+	// Four turns, one per writer, each waiting for a conversation's row
+	// the test holds, make the next two wait in line: a batch. Its
+	// statement then waits for a fifth row, and its answer is lost from
+	// the moment it is let go.
+	held := make([]*domain.Conversation, 5)
+	holds := make([]*sql.Tx, len(held))
+	for i := range held {
+		held[i] = newConversation(w.chatA)
+		must(t, s.AppendTurn(ctx(), held[i], true, turn(held[i].ID, 0, "first")))
+		holds[i], err = db.BeginTx(ctx(), nil)
+		must(t, err)
+		_, err = holds[i].Exec("SELECT id FROM conversations WHERE id = $1 FOR UPDATE", held[i].ID)
+		must(t, err)
+	}
+	appendTurn := func(c *domain.Conversation, create bool, msgs []domain.Message) chan error {
+		done := make(chan error, 1)
+		go func() { done <- s.AppendTurn(ctx(), c, create, msgs) }()
+		return done
+	}
+	var leaders []chan error
+	for _, c := range held[:4] {
+		leaders = append(leaders, appendTurn(c, false, turn(c.ID, 2, "second")))
+	}
+	waitForLockWaiters(t, db, 4)
+	continued, created := held[4], newConversation(w.chatA)
+	continuedTurn, createdTurn := turn(continued.ID, 2, "second"), turn(created.ID, 0, "first")
+	batch := []chan error{appendTurn(continued, false, continuedTurn), appendTurn(created, true, createdTurn)}
+	for deadline := time.Now().Add(10 * time.Second); s.WaitingTurns() < len(batch); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d turns in line after 10s, want %d", s.WaitingTurns(), len(batch))
+		}
+	}
+	for i, done := range leaders {
+		must(t, holds[i].Rollback())
+		if err := <-done; err != nil {
+			t.Fatalf("turn of %s: %v", held[i].ID, err)
+		}
+	}
+	waitForLockWaiters(t, db, 1)
+	p.LoseAnswers()
+	must(t, holds[4].Rollback())
+	waitUntilStored(t, direct, continued.ID, continuedTurn[1].ID)
+	waitUntilStored(t, direct, created.ID, createdTurn[1].ID)
+	p.Cut()
+	for i, done := range batch {
+		if err := <-done; err != nil {
+			t.Fatalf("batch's turn %d, committed and its answer lost: %v; want it reported stored", i, err)
+		}
+	}
+	if got := s.LargestTurnBatch(); got != len(batch) {
+		t.Fatalf("largest batch %d turns, want %d", got, len(batch))
+	}
+	for c, want := range map[*domain.Conversation]int{continued: 4, created: 2} {
+		stored, err := direct.ListMessages(ctx(), c.ID)
+		must(t, err)
+		if len(stored) != want {
+			t.Errorf("%s: %d messages stored, want %d (each turn once)", c.ID, len(stored), want)
+		}
+	}
+}
+
+// waitForLockWaiters waits until n sessions of the test's database wait
+// for a lock.
+func waitForLockWaiters(t *testing.T, db *sql.DB, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var waiting int
+		must(t, db.QueryRow(`SELECT count(*) FROM pg_stat_activity
+			WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting))
+		if waiting == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d writes waiting for a row after 10s, want %d", waiting, n)
+		}
+	}
+}
+
+// waitUntilStored waits until the message is in the conversation.
+func waitUntilStored(t *testing.T, s *store.Store, convID, msgID string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		stored, err := s.ListMessages(ctx(), convID)
+		must(t, err)
+		if slices.ContainsFunc(stored, func(m domain.Message) bool { return m.ID == msgID }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not committed within 10s", msgID)
 		}
 	}
 }
