@@ -2009,19 +2009,8 @@ func TestMigrateDownOverDuplicateMessageIDs(t *testing.T) {
 // conflict, or the database down. Both kinds of write, a new conversation
 // and a continued one.
 func TestTurnWhoseAnswerIsLost(t *testing.T) {
-	dsn := dbtest.PostgresURL(t)
-	direct, err := store.Open(ctx(), dsn)
-	must(t, err)
-	defer direct.Close()
-	u, err := url.Parse(dsn)
-	must(t, err)
-	p := tcpproxy.Start(t, u.Host)
-	u.Host = p.Addr()
-	s, err := store.Open(ctx(), u.String())
-	must(t, err)
-	defer s.Close()
+	s, p, direct := postgresWithProxy(t)
 	w := newWorld(t, s)
-
 	db, err := direct.DB().DB()
 	must(t, err)
 	c := newConversation(w.chatA)
@@ -2064,17 +2053,7 @@ func TestTurnWhoseAnswerIsLost(t *testing.T) {
 // written again one by one; after a lost answer each then fails on its
 // own keys and is found stored.
 func TestBatchWhoseAnswerIsLost(t *testing.T) {
-	dsn := dbtest.PostgresURL(t)
-	direct, err := store.Open(ctx(), dsn)
-	must(t, err)
-	defer direct.Close()
-	u, err := url.Parse(dsn)
-	must(t, err)
-	p := tcpproxy.Start(t, u.Host)
-	u.Host = p.Addr()
-	s, err := store.Open(ctx(), u.String())
-	must(t, err)
-	defer s.Close()
+	s, p, direct := postgresWithProxy(t)
 	w := newWorld(t, s)
 	db, err := direct.DB().DB()
 	must(t, err)
@@ -2138,6 +2117,26 @@ func TestBatchWhoseAnswerIsLost(t *testing.T) {
 			t.Errorf("%s: %d messages stored, want %d (each turn once)", c.ID, len(stored), want)
 		}
 	}
+}
+
+// postgresWithProxy returns a store over a new PostgreSQL database
+// reached through a proxy, the proxy, and a store over the same database
+// reached directly, from which a test holds rows and reads what was
+// committed while the proxy fails.
+func postgresWithProxy(t *testing.T) (s *store.Store, p *tcpproxy.Proxy, direct *store.Store) {
+	t.Helper()
+	dsn := dbtest.PostgresURL(t)
+	direct, err := store.Open(ctx(), dsn)
+	must(t, err)
+	t.Cleanup(func() { _ = direct.Close() })
+	u, err := url.Parse(dsn)
+	must(t, err)
+	p = tcpproxy.Start(t, u.Host)
+	u.Host = p.Addr()
+	s, err = store.Open(ctx(), u.String())
+	must(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s, p, direct
 }
 
 // waitForLockWaiters waits until n sessions of the test's database wait
