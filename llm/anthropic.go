@@ -19,7 +19,9 @@ import (
 // anthropicClient returns an Anthropic SDK client for the endpoint. The
 // SDK's own retries are off (Complete retries) and so are its environment
 // defaults: a tenant's provider must never pick up the server's
-// ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL.
+// ANTHROPIC_API_KEY or ANTHROPIC_BASE_URL. The SDK is v1 on purpose: it
+// speaks API version 2023-06-01, and v2's 2026-10-21 refuses temperature
+// and top_p, which Parley offers (TestCompleteEachProvider pins it).
 func (c *Client) anthropicClient(ep domain.Endpoint) anthropic.Client {
 	opts := []option.RequestOption{
 		option.WithoutEnvironmentDefaults(),
