@@ -473,15 +473,14 @@ func TestInvalidEndpoints(t *testing.T) {
 func TestUpstreamErrors(t *testing.T) {
 	date := time.Now().Add(90 * time.Second).UTC().Format(http.TimeFormat)
 	for _, tc := range []struct {
-		name           string
-		b              llmtest.Behavior
-		kind           domain.Kind
-		msg            []string // substrings of the message
-		retryAfterMin  time.Duration
-		retryAfterMax  time.Duration
-		wantRequests   int
-		notInMessages  []string
-		anthropicTypes bool
+		name          string
+		b             llmtest.Behavior
+		kind          domain.Kind
+		msg           []string // substrings of the message
+		retryAfterMin time.Duration
+		retryAfterMax time.Duration
+		wantRequests  int
+		notInMessages []string
 	}{
 		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
 			msg: []string{"the AI provider rejected its API key (HTTP 401); check the provider's apiKey"}, wantRequests: 1},

@@ -352,7 +352,9 @@ func TestDeletedDuringContinuation(t *testing.T) {
 					t.Errorf("%s deleted, stream %v: %d %s, want not_found: %s", deleted, stream, r.Status, r.Body, msg)
 				}
 				var left int64
-				h.app.Store.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv).Scan(&left)
+				if err := h.app.Store.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv).Scan(&left).Error; err != nil {
+					t.Fatal(err)
+				}
 				if left != 0 {
 					t.Errorf("%s deleted, stream %v: %d messages left of the deleted conversation", deleted, stream, left)
 				}

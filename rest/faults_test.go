@@ -239,8 +239,10 @@ func TestClientDisconnectCancelsUpstream(t *testing.T) {
 					PromptTokens, CompletionTokens, TotalTokens int64
 				}
 				for range 150 { // the batcher writes within 200ms
-					h.app.Store.DB().Raw("SELECT outcome, prompt_tokens, completion_tokens, total_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? AND stream = ?",
-						c.chat, "client_disconnect", c.stream).Scan(&rec)
+					if err := h.app.Store.DB().Raw("SELECT outcome, prompt_tokens, completion_tokens, total_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? AND stream = ?",
+						c.chat, "client_disconnect", c.stream).Scan(&rec).Error; err != nil {
+						t.Fatal(err)
+					}
 					if rec.Outcome != "" {
 						break
 					}
@@ -331,7 +333,9 @@ func TestUsageWithoutTheProvidersCount(t *testing.T) {
 		}
 		h.app.FlushUsage()
 		var short int64
-		h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE project_id = ? AND estimated AND (prompt_tokens = 0 OR completion_tokens < 5)", w.project).Scan(&short)
+		if err := h.app.Store.DB().Raw("SELECT COUNT(*) FROM usage_records WHERE project_id = ? AND estimated AND (prompt_tokens = 0 OR completion_tokens < 5)", w.project).Scan(&short).Error; err != nil {
+			t.Fatal(err)
+		}
 		if short != 0 {
 			t.Errorf("%d estimated usage records have no tokens, or fewer completion tokens than the reply's 5 deltas", short)
 		}

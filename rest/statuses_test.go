@@ -242,6 +242,9 @@ var pathParam = regexp.MustCompile(`\{[A-Za-z]+\}`)
 func docOperations(t *testing.T, h *harness) []docOperation {
 	t.Helper()
 	r := h.call("GET", "/openapi.json", "", nil)
+	if r.Status != 200 {
+		t.Fatalf("GET /openapi.json = %d %s", r.Status, r.Body)
+	}
 	var d struct {
 		Paths map[string]map[string]struct {
 			Parameters  []struct{ Name, In string } `json:"parameters"`
@@ -264,6 +267,9 @@ func docOperations(t *testing.T, h *harness) []docOperation {
 			ops = append(ops, o)
 		}
 	}
+	if len(ops) == 0 {
+		t.Fatal("/openapi.json documents no operation")
+	}
 	slices.SortFunc(ops, func(a, b docOperation) int { return strings.Compare(a.path+" "+a.method, b.path+" "+b.method) })
 	return ops
 }
@@ -277,10 +283,12 @@ func anyID(string) string { return "x" }
 // to one with a key that does not exist.
 func TestEveryOperationAnswers401(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
+		n := 0
 		for _, o := range docOperations(t, h) {
 			if !o.lists(401) {
 				continue
 			}
+			n++
 			var body any
 			if o.body {
 				body = "{}"
@@ -291,6 +299,9 @@ func TestEveryOperationAnswers401(t *testing.T) {
 					t.Errorf("%s %s with key %q = %d %s (WWW-Authenticate %q), want 401 unauthenticated", o.method, o.path, key, r.Status, r.Body, r.Header.Get("WWW-Authenticate"))
 				}
 			}
+		}
+		if n == 0 {
+			t.Fatal("no operation lists 401")
 		}
 	})
 }
@@ -388,10 +399,12 @@ func TestEveryOperationAnswers503WithTheDatabaseDown(t *testing.T) {
 	ops := docOperations(t, h)
 	p.Down()
 	key := domain.NewAPIKeySecret()
+	n := 0
 	for _, o := range ops {
 		if !o.lists(503) {
 			continue
 		}
+		n++
 		var body any
 		if o.body {
 			body = "{}"
@@ -400,6 +413,9 @@ func TestEveryOperationAnswers503WithTheDatabaseDown(t *testing.T) {
 		if r.Status != 503 || r.ErrorCode() != "unavailable" {
 			t.Errorf("%s %s with the database down = %d %s, want 503 unavailable", o.method, o.path, r.Status, r.Body)
 		}
+	}
+	if n == 0 {
+		t.Fatal("no operation lists 503")
 	}
 }
 
