@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"slices"
@@ -293,17 +294,20 @@ func TestKeepAliveRacesTheAnswer(t *testing.T) {
 		return llmtest.Behavior{Delay: time.Duration(1500+n%10*100) * time.Microsecond, Reply: "on time"}
 	})
 	s := e.connect(overHTTPLegacy, "editor", Options{})
+	// Each caller is a subtest, whose goroutine may fail it (t.Run may be
+	// called from several goroutines at once).
 	var wg sync.WaitGroup
-	for range 8 {
+	for i := range 8 {
 		wg.Go(func() {
-			for range 25 {
-				var out completionOut
-				s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("now")}, &out)
-				if out.Content != "on time" {
-					t.Errorf("content %q, want the upstream's reply", out.Content)
-					return
+			t.Run(fmt.Sprint("caller ", i), func(t *testing.T) {
+				for range 25 {
+					var out completionOut
+					s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("now")}, &out)
+					if out.Content != "on time" {
+						t.Fatalf("content %q, want the upstream's reply", out.Content)
+					}
 				}
-			}
+			})
 		})
 	}
 	wg.Wait()

@@ -27,7 +27,7 @@ func TestStreamFailureLogLevels(t *testing.T) {
 		}, llmtest.Behavior{Deltas: []string{"a", "b", "c"}, ChunkDelay: 100 * time.Millisecond}},
 		{"database gone", "", "ERROR", func(h *harness, chat string) {
 			if err := h.app.Store.Close(); err != nil {
-				t.Fatal(err)
+				h.t.Fatal(err)
 			}
 		}, llmtest.Behavior{Deltas: []string{"a", "b", "c"}, ChunkDelay: 100 * time.Millisecond}},
 		{"provider failed", "upstream_error", "WARN", func(*harness, string) {},
