@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parleyhq/parley/internal/dbtest"
 )
 
 // TestMain lets the test binary play the helper processes, since the
@@ -76,10 +78,13 @@ func TestShortRun(t *testing.T) {
 	cfg := config{
 		parley: bin, rates: []int{100, 200}, duration: 300 * time.Millisecond, rounds: 1,
 		warmup: 100 * time.Millisecond, streams: 50, databases: []string{"sqlite"},
-		postgres: os.Getenv("PARLEY_TEST_DATABASE_URL"),
+		postgres: os.Getenv(dbtest.EnvURL),
 	}
-	if cfg.postgres != "" {
+	switch {
+	case cfg.postgres != "":
 		cfg.databases = append(cfg.databases, "postgres")
+	case dbtest.PostgresRequired():
+		t.Fatal("PostgreSQL required (CI=true or PARLEY_REQUIRE_POSTGRES=1) but " + dbtest.EnvURL + " is not set")
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()

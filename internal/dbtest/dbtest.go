@@ -77,6 +77,13 @@ func PostgresThroughProxy(t testing.TB) (*store.Store, *tcpproxy.Proxy) {
 	return s, p
 }
 
+// PostgresRequired says whether a test that needs PostgreSQL must fail,
+// rather than skip, when none is configured: in CI (CI=true) and when
+// PARLEY_REQUIRE_POSTGRES is "1".
+func PostgresRequired() bool {
+	return os.Getenv("CI") == "true" || os.Getenv("PARLEY_REQUIRE_POSTGRES") == "1"
+}
+
 // PostgresURL returns the URL of a new, migrated PostgreSQL database that is
 // dropped when the test ends, for tests that start the binary. It skips or
 // fails like Postgres when no server is configured.
@@ -85,7 +92,7 @@ func PostgresURL(t testing.TB) string {
 	adminURL := os.Getenv(EnvURL)
 	if adminURL == "" {
 		const how = "run the tests through scripts/with-postgres.sh (make test does) or point " + EnvURL + " at a server"
-		if os.Getenv("CI") == "true" || os.Getenv("PARLEY_REQUIRE_POSTGRES") == "1" {
+		if PostgresRequired() {
 			t.Fatal("PostgreSQL suite required (CI=true or PARLEY_REQUIRE_POSTGRES=1) but " + EnvURL + " is not set; " + how)
 		}
 		const msg = "PostgreSQL suite SKIPPED: " + EnvURL + " is not set; " + how
