@@ -8,6 +8,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -454,12 +455,17 @@ func page(c *echo.Context, filters ...string) (domain.Page, error) {
 		return domain.Page{}, err
 	}
 	for _, name := range filters {
-		// An id filter sent empty (?projectId=, a client's unset
+		// A filter sent empty (?projectId=, ?groupBy=, a client's unset
 		// variable) would read as left out and answer the list without
 		// it, which looks like the filtered one: as a misspelt filter, it
-		// is refused (knownQuery).
-		if strings.HasSuffix(name, "Id") && c.QueryParams().Has(name) && c.QueryParam(name) == "" {
-			return domain.Page{}, domain.Invalidf(name, "%s is empty; pass an id, or leave %s out to list without that filter", name, name)
+		// is refused (knownQuery). An empty limit or cursor is the first
+		// page of the default size, which it reads as.
+		if c.QueryParams().Has(name) && c.QueryParam(name) == "" {
+			what := "a value"
+			if strings.HasSuffix(name, "Id") {
+				what = "an id"
+			}
+			return domain.Page{}, domain.Invalidf(name, "%s is empty; pass %s, or leave %s out", name, what, name)
 		}
 	}
 	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"))
@@ -471,12 +477,33 @@ func page(c *echo.Context, filters ...string) (domain.Page, error) {
 // of which only the first value would be read (?groupBy=model&groupBy=chat
 // is not grouped by both), as a body's duplicate key is refused.
 func knownQuery(c *echo.Context, names ...string) error {
+	if err := readableQuery(c.Request().URL.RawQuery); err != nil {
+		return err
+	}
 	for name, values := range c.QueryParams() {
 		if !slices.Contains(names, name) {
 			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes %s (names are case-sensitive)", name, strings.Join(names, ", "))
 		}
 		if len(values) > 1 {
 			return domain.Invalidf(name, "query parameter %q appears more than once; send it once", name)
+		}
+	}
+	return nil
+}
+
+// readableQuery refuses a query with a pair Go's parser drops without a
+// word: one holding a bad %-escape or a ';' (no longer a separator). A
+// filter so sent would answer the unfiltered list.
+func readableQuery(raw string) error {
+	const how = "escape %% as %%25 and ; as %%3B, and separate parameters with &"
+	for pair := range strings.SplitSeq(raw, "&") {
+		key, value, _ := strings.Cut(pair, "=")
+		name, err := url.QueryUnescape(key)
+		if err != nil || strings.Contains(key, ";") {
+			return domain.Invalidf("query", "the query holds a parameter name that is not URL-encoded; "+how)
+		}
+		if _, err := url.QueryUnescape(value); err != nil || strings.Contains(value, ";") {
+			return domain.Invalidf(name, "query parameter %q is not URL-encoded; "+how, name)
 		}
 	}
 	return nil
