@@ -535,10 +535,17 @@ type openAIChunk struct {
 // a stream that is otherwise fine.
 var lenient = jsonv2.JoinOptions(jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
 
-// openAILocal maps go-openai's own refusals, made before any request.
+// openAILocal maps go-openai's own refusals, made before any request: a
+// model it knows takes no chat completions, and one of OpenAI's it knows
+// takes tools only through the Responses API (GPT-6), which Parley does
+// not speak. Both are the caller's to fix; as a 502 they would say the
+// provider failed, which was never asked.
 func openAILocal(model string, err error) error {
-	if errors.Is(err, openai.ErrChatCompletionInvalidModel) {
-		return domain.Invalidf("model", "model %q cannot be used for chat completions", model)
+	switch {
+	case errors.Is(err, openai.ErrChatCompletionInvalidModel):
+		return domain.Invalidf("model", "model %q cannot be used for chat completions; choose a chat model (the request's model, the chat's, or the provider's defaultModel)", model)
+	case errors.Is(err, openai.ErrReasoningToolsRequireResponses):
+		return domain.Invalidf("tools", "model %q takes tools only through OpenAI's Responses API, which Parley does not speak; leave tools and toolChoice out, or choose another model", model)
 	}
 	return err
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/sashabaranov/go-openai"
+
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -28,6 +30,50 @@ func toolRequest(typ domain.ProviderType, s *llmtest.Server) domain.LLMRequest {
 	}
 	req.ToolChoice = &domain.ToolChoice{Mode: domain.ToolChoiceRequired}
 	return req
+}
+
+// TestGoOpenAIsOwnRefusals: go-openai refuses some requests before
+// sending them, and such a request is the caller's to fix: a 400 naming
+// the field, never a 502 of a provider that was never asked.
+func TestGoOpenAIsOwnRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name, model, field string
+		tools              bool
+	}{
+		{"a completions-only model", openai.GPT3TextDavinci003, "model", false},
+		{"a model that takes tools only through the Responses API", openai.GPT6Sol, "tools", true},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				req := request(domain.ProviderOpenAI, s)
+				if tc.tools {
+					req = toolRequest(domain.ProviderOpenAI, s)
+				}
+				req.Model = tc.model
+				_, _, err := run(context.Background(), newClient(t), req, m.stream)
+				if got := domain.KindOf(err); got != domain.Invalid {
+					t.Fatalf("kind = %v, want invalid (%v)", got, err)
+				}
+				if got := domain.DetailsOf(err)["field"]; got != tc.field {
+					t.Errorf("field = %v, want %s (%s)", got, tc.field, domain.MessageOf(err))
+				}
+				if !strings.Contains(domain.MessageOf(err), tc.model) {
+					t.Errorf("message %q does not name the model", domain.MessageOf(err))
+				}
+				if n := s.Count(); n != 0 {
+					t.Errorf("the fake got %d requests, want none", n)
+				}
+			})
+		}
+	}
+	// Without tools the same model's request goes.
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderOpenAI, s)
+	req.Model = openai.GPT6Sol
+	if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+		t.Fatalf("%s without tools: %v", req.Model, err)
+	}
 }
 
 // runDeltas calls Complete and returns the result and every delta.
