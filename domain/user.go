@@ -310,7 +310,7 @@ func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) (*APIKey
 // (PARLEY_BOOTSTRAP_ADMIN_KEY) is passed at every start.
 func (s *Users) EnsureAdminKey(ctx context.Context, key string) error {
 	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
-		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have at least 20 more characters; make one with 'parley admin gen-api-key'", keyPrefix)
+		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have 20 to %d more characters; make one with 'parley admin gen-api-key'", keyPrefix, 128-len(keyPrefix))
 	}
 	if err := s.checkAdminKey(ctx, key); KindOf(err) != NotFound {
 		return err
