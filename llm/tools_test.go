@@ -40,7 +40,7 @@ func TestGoOpenAIsOwnRefusals(t *testing.T) {
 		name, model, field string
 		tools              bool
 	}{
-		{"a completions-only model", openai.GPT3TextDavinci003, "model", false},
+		{"a completions-only model", "text-davinci-003", "model", false}, // in go-openai's list of models the endpoint refuses
 		{"a model that takes tools only through the Responses API", openai.GPT6Sol, "tools", true},
 	} {
 		for _, m := range modes() {
