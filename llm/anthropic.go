@@ -301,6 +301,9 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	var calls toolCalls
 	defer func() { res.Content, res.ToolCalls = content.String(), calls.result() }()
 	emit := func(d domain.Delta) error {
+		if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
+			return err
+		}
 		if res.FirstByte == 0 {
 			res.FirstByte = time.Since(cs.start)
 		}

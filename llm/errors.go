@@ -107,8 +107,10 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish within the time allowed for the call"
 	case ex.endedQuiet() == errNoData:
 		e.Kind, e.Message = domain.Timeout, "the AI provider did not answer within "+seconds(c.cfg.FirstByteTimeout)+" (its stream sent no data)"
-	case ex.endedQuiet() == errQuiet:
+	case ex.endedQuiet() == errQuiet && ex.stream:
 		e.Kind, e.Message = domain.Timeout, "the AI provider's stream sent nothing for "+seconds(c.cfg.IdleTimeout)+" and was ended"
+	case ex.endedQuiet() == errQuiet:
+		e.Kind, e.Message = domain.Timeout, "the AI provider's response stopped for "+seconds(c.cfg.IdleTimeout)+" before its end and was ended"
 	case lineTooLong:
 		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)
 	case eventTooLong:

@@ -57,14 +57,17 @@ type Config struct {
 	// first came (default 10m, no longer than a whole reply may take):
 	// an upstream that stops sending mid-reply, its connection still open,
 	// would otherwise hold the stream, kept alive by Parley's keep-alives,
-	// until the client gives up.
+	// until the client gives up. It bounds, too, the quiet within a whole
+	// reply's body once its headers came, and an error body's whole
+	// arrival.
 	IdleTimeout time.Duration
 	// ResponseTimeout bounds the wait for a non-stream call's response
 	// headers once the request was sent (default 10m, as the OpenAI and
 	// Anthropic SDKs wait): providers send them only with the whole
 	// reply, so the wait is the reply's writing, minutes for a long one.
 	ResponseTimeout time.Duration
-	// MaxResponseBytes caps non-stream and error bodies (default 8 MiB).
+	// MaxResponseBytes caps non-stream and error bodies (default 8 MiB),
+	// and a streamed reply: its text, refusal and tool calls together.
 	MaxResponseBytes int64
 	// MaxLineBytes caps each line of a stream (default 1 MiB), and twice
 	// it each event of a stream: its lines from one blank line to the next,

@@ -980,6 +980,121 @@ func TestOversizedErrorBodyIsCut(t *testing.T) {
 	}
 }
 
+// TestOversizedStreamedReply: a stream's lines are capped one by one, and
+// its reply as a whole (text, refusal, tool calls) at MaxResponseBytes, as
+// a whole reply's body is: an upstream that streams without end would
+// otherwise grow the reply Parley keeps, and stores, until memory ran out.
+func TestOversizedStreamedReply(t *testing.T) {
+	const limit = 128
+	long := strings.TrimSpace(strings.Repeat("word ", 60))
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, tc := range []struct {
+			name string
+			b    llmtest.Behavior
+		}{
+			{"text", llmtest.Behavior{ChunkDelay: 2 * time.Millisecond}},
+			{"tool call", llmtest.Behavior{ChunkDelay: 2 * time.Millisecond, ToolCalls: []llmtest.ToolCall{
+				{ID: "call_1", Name: "lookup", Arguments: `{"q":"` + long + `"}`}}}},
+		} {
+			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(tc.b)
+				c := newClient(t, func(c *llm.Config) { c.MaxResponseBytes = limit })
+				var passed int
+				res, err := c.Complete(context.Background(), request(typ, s, long), func(d domain.Delta) error {
+					passed += len(d.Content)
+					for _, tc := range d.ToolCalls {
+						passed += len(tc.ID) + len(tc.Name) + len(tc.Arguments)
+					}
+					return nil
+				})
+				if got, want := domain.KindOf(err), domain.Upstream; got != want {
+					t.Fatalf("kind = %v, want %v (%v)", got, want, err)
+				}
+				if got, want := domain.MessageOf(err), "the AI provider's response exceeded 128 bytes"; got != want {
+					t.Errorf("message = %q, want %q", got, want)
+				}
+				if passed == 0 || passed > limit {
+					t.Errorf("%d bytes of deltas passed on, want some and at most %d", passed, limit)
+				}
+				kept := len(res.Content)
+				for _, call := range res.ToolCalls {
+					kept += len(call.ID) + len(call.Name) + len(call.Arguments)
+				}
+				if kept > 2*limit {
+					t.Errorf("the partial result holds %d bytes, over twice the cap", kept)
+				}
+				if got := s.Count(); got != 1 {
+					t.Errorf("upstream requests = %d, want 1 (a stream that began is not retried)", got)
+				}
+				if !s.WaitCanceledN(s.Last().N, 2*time.Second) {
+					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
+	}
+}
+
+// TestStalledBody: once a response's headers came, its body may not stall
+// for good. A whole reply's body that sends nothing for the idle timeout
+// is ended (504, as a stream that goes quiet); an error body has the idle
+// timeout to arrive, and its status then decides (a 502 is retried).
+func TestStalledBody(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		t.Run(string(typ)+"/reply", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStallBody})
+			c := newClient(t, func(c *llm.Config) { c.IdleTimeout = idle })
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a client that gives up
+			defer cancel()
+			start := time.Now()
+			_, _, err := run(ctx, c, request(typ, s), false)
+			if got, want := domain.KindOf(err), domain.Timeout; got != want {
+				t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
+			}
+			if got, want := domain.MessageOf(err), "the AI provider's response stopped for 300ms before its end and was ended"; got != want {
+				t.Errorf("message = %q, want %q", got, want)
+			}
+			if d := time.Since(start); d < idle || d > 5*time.Second {
+				t.Errorf("took %v, want about the idle timeout", d)
+			}
+			if got := s.Count(); got != 1 {
+				t.Errorf("upstream requests = %d, want 1 (timeouts are not retried)", got)
+			}
+			if !s.WaitCanceledN(s.Last().N, time.Second) {
+				t.Error("the upstream did not see the request abandoned")
+			}
+		})
+		for _, m := range modes() {
+			t.Run(string(typ)+"/error body/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Status: http.StatusBadGateway, Fault: llmtest.FaultStallBody})
+				c := newClient(t, func(c *llm.Config) { c.IdleTimeout, c.MaxRetries = idle, 1 })
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer cancel()
+				start := time.Now()
+				res, _, err := run(ctx, c, request(typ, s), m.stream)
+				if err != nil {
+					t.Fatalf("the retry after a stalled 502 failed: %v after %v", err, time.Since(start))
+				}
+				if got, want := res.Content, llmtest.EchoReply("hello there"); got != want {
+					t.Errorf("content = %q, want %q", got, want)
+				}
+				if d := time.Since(start); d < idle || d > 5*time.Second {
+					t.Errorf("took %v, want about the idle timeout", d)
+				}
+				if got := s.Count(); got != 2 {
+					t.Errorf("upstream requests = %d, want 2 (the 502, then the retry)", got)
+				}
+				if !s.WaitCanceledN(0, time.Second) {
+					t.Error("the upstream did not see the stalled request abandoned")
+				}
+			})
+		}
+	}
+}
+
 // TestFirstByteTimeout: a stream's headers must come within
 // FirstByteTimeout, a non-stream reply's within ResponseTimeout.
 func TestFirstByteTimeout(t *testing.T) {

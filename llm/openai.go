@@ -332,6 +332,9 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
 			}
 			if d.Content != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
+				if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
+					return res, err
+				}
 				if res.FirstByte == 0 {
 					res.FirstByte = time.Since(cs.start)
 				}

@@ -106,7 +106,11 @@ type exchange struct {
 	tooLarge     bool
 	replied      bool  // the SDK read a whole streamed reply (see markReplied)
 	gotData      bool  // the stream sent its first data line
-	quietEnd     error // errNoData or errQuiet: why the stream's quiet timer ended it
+	quietEnd     error // errNoData or errQuiet: why a quiet timer ended the call
+
+	// replyBytes is what a stream's reply holds so far (see addReply);
+	// only the call's goroutine reads and writes it.
+	replyBytes int64
 
 	// lines is the stream's body reader, for the data lines read so far
 	// (see coalescer); set by RoundTrip and read in the same goroutine.
@@ -189,11 +193,32 @@ func (ex *exchange) sawData() bool {
 }
 
 // errNoData ends a stream that sent no data line within the first-byte
-// timeout; errQuiet one that then sent none for the idle timeout.
+// timeout; errQuiet one that then sent none for the idle timeout, or a
+// whole reply whose body paused that long.
 var (
 	errNoData = errors.New("the stream sent no data within the first-byte timeout")
-	errQuiet  = errors.New("the stream sent no data for the idle timeout")
+	errQuiet  = errors.New("the response sent nothing for the idle timeout")
 )
+
+// addReply counts a streamed delta's bytes (text, refusal, tool calls'
+// ids, names and arguments) against limit, MaxResponseBytes, which caps a
+// whole reply's body. A stream's lines and events are capped one by one;
+// without this, an upstream that streams without end would grow the
+// reply, which is kept whole (and stored with its turn), until memory ran
+// out.
+func (ex *exchange) addReply(d domain.Delta, limit int64) error {
+	n := len(d.Content) + len(d.Refusal)
+	for _, tc := range d.ToolCalls {
+		n += len(tc.ID) + len(tc.Name) + len(tc.Arguments)
+	}
+	if ex.replyBytes += int64(n); ex.replyBytes <= limit {
+		return nil
+	}
+	ex.mu.Lock()
+	ex.tooLarge = true
+	ex.mu.Unlock()
+	return &limitError{msg: "the streamed reply exceeded its size limit"}
+}
 
 func (ex *exchange) capHit() (lineTooLong, eventTooLong, tooLarge bool) {
 	ex.mu.Lock()
@@ -261,7 +286,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		// Error bodies are read here, bounded, so the SDKs' unbounded reads
 		// see at most MaxResponseBytes and the connection is released even
 		// when an SDK forgets to close the body (go-openai's stream path).
+		// An error body is short: it has the idle timeout to arrive whole,
+		// and what came by then is the body, the status the error.
+		stalled := time.AfterFunc(t.cfg.IdleTimeout, func() { cancel(errQuiet) })
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, t.cfg.MaxResponseBytes))
+		stalled.Stop()
 		_ = resp.Body.Close()
 		resp.Body = io.NopCloser(bytes.NewReader(body))
 		resp.ContentLength = int64(len(body))
@@ -272,6 +301,7 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = ex.lines
 	default:
 		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
+		ex.body.watchQuiet(t.cfg.IdleTimeout, cancel)
 		resp.Body = ex.body
 	}
 	return resp, nil
@@ -361,6 +391,36 @@ func drainClose(rc io.ReadCloser) {
 	}()
 }
 
+// quietWatch ends a call whose body goes quiet: its timer, once what
+// counts has come (a stream's first data line; a whole reply's headers),
+// looks at the time of the last mark when it fires, and ends the call with
+// errQuiet when that is idle ago or more, rather than being reset at every
+// read.
+type quietWatch struct {
+	timer *time.Timer
+	idle  time.Duration
+	last  atomic.Int64 // the last mark, in Unix nanoseconds
+}
+
+func (q *quietWatch) mark() { q.last.Store(time.Now().UnixNano()) }
+
+// expired is the timer's func once marks count.
+func (q *quietWatch) expired(ex *exchange, cancel context.CancelCauseFunc) {
+	quiet := time.Since(time.Unix(0, q.last.Load()))
+	if quiet >= q.idle {
+		ex.endQuiet(errQuiet)
+		cancel(errQuiet)
+		return
+	}
+	q.timer.Reset(q.idle - quiet)
+}
+
+func (q *quietWatch) stop() {
+	if q.timer != nil {
+		q.timer.Stop()
+	}
+}
+
 // capReader fails once more than left bytes were read. Closed before the
 // end of a body it has read without fault, it drains the rest (the reply
 // is a whole JSON value, so what follows it is framing).
@@ -368,6 +428,9 @@ func drainClose(rc io.ReadCloser) {
 // It keeps the body's first headBytes in head: a reply with no choices
 // may be an error the server sent with status 200 (OpenRouter does, as
 // {"error":{"message",...}}), whose message the SDK's decoding drops.
+//
+// Its quiet watch ends a body that sends nothing for the idle timeout:
+// the response timeout bounds only the wait for the headers.
 type capReader struct {
 	rc    io.ReadCloser
 	ex    *exchange
@@ -375,6 +438,15 @@ type capReader struct {
 	err   error
 	ended bool // the body's reader returned an error (io.EOF included)
 	head  []byte
+	quiet quietWatch
+}
+
+// watchQuiet starts the quiet watch: idle is the idle timeout, cancel the
+// call's.
+func (r *capReader) watchQuiet(idle time.Duration, cancel context.CancelCauseFunc) {
+	r.quiet.idle = idle
+	r.quiet.mark()
+	r.quiet.timer = time.AfterFunc(idle, func() { r.quiet.expired(r.ex, cancel) })
 }
 
 // headBytes bounds capReader.head: an error body is short, and a reply
@@ -400,11 +472,17 @@ func (r *capReader) Read(p []byte) (int, error) {
 	if room := headBytes - len(r.head); room > 0 {
 		r.head = append(r.head, p[:min(n, room)]...)
 	}
-	r.ended = err != nil
+	if n > 0 {
+		r.quiet.mark()
+	}
+	if r.ended = err != nil; r.ended {
+		r.quiet.stop()
+	}
 	return n, err
 }
 
 func (r *capReader) Close() error {
+	r.quiet.stop()
 	if r.ended || r.err != nil {
 		return r.rc.Close()
 	}
@@ -442,33 +520,24 @@ type lineCapReader struct {
 	// quiet ends the stream when its first data line has not come within
 	// the first-byte timeout (the headers came, but comments, an
 	// aggregator's keep-alives, or silence are no reply), or when no data
-	// line came for the idle timeout after one. lastData is when the last
-	// came (Unix nanoseconds), set by Read once per read that ended one:
-	// the timer, reset to the idle timeout at the first data line, looks
-	// at it when it fires, rather than being reset for every chunk.
-	quiet    *time.Timer
-	idle     time.Duration
-	lastData atomic.Int64
+	// line came for the idle timeout after one. Read marks it once per
+	// read that ended a data line; its timer, reset to the idle timeout at
+	// the first, looks at the last mark when it fires.
+	quiet quietWatch
 }
 
 // watchQuiet starts quiet: first is what is left of the first-byte
 // timeout, idle the idle timeout, cancel the call's.
 func (r *lineCapReader) watchQuiet(first, idle time.Duration, cancel context.CancelCauseFunc) {
-	r.idle = idle
-	r.quiet = time.AfterFunc(first, func() {
+	r.quiet.idle = idle
+	r.quiet.timer = time.AfterFunc(first, func() {
 		if r.ex.endQuiet(errNoData) {
 			cancel(errNoData)
 			return
 		}
-		// A data line came (lastData is set before markData): look again
-		// an idle timeout after the last.
-		quiet := time.Since(time.Unix(0, r.lastData.Load()))
-		if quiet >= idle {
-			r.ex.endQuiet(errQuiet)
-			cancel(errQuiet)
-			return
-		}
-		r.quiet.Reset(idle - quiet)
+		// A data line came (marked before markData): look again an idle
+		// timeout after the last.
+		r.quiet.expired(r.ex, cancel)
 	})
 }
 
@@ -504,7 +573,7 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 		return 0, r.fail(&r.ex.tooLarge, "stream sent too many bytes outside data lines")
 	}
 	if r.dataLines > lines {
-		r.lastData.Store(time.Now().UnixNano())
+		r.quiet.mark()
 	}
 	return n, err
 }
@@ -532,10 +601,10 @@ func (r *lineCapReader) endLine() {
 		switch {
 		case string(r.prefix) == "data:":
 			if r.dataLines++; r.dataLines == 1 {
-				r.lastData.Store(time.Now().UnixNano()) // before markData: see watchQuiet
+				r.quiet.mark() // before markData: see watchQuiet
 				r.ex.markData()
-				if r.quiet != nil {
-					r.quiet.Reset(r.idle) // from the first-byte timeout's end to the idle timeout's
+				if r.quiet.timer != nil {
+					r.quiet.timer.Reset(r.quiet.idle) // from the first-byte timeout's end to the idle timeout's
 				}
 			}
 		case r.countOther:
@@ -559,9 +628,7 @@ func (r *lineCapReader) fail(flag *bool, msg string) error {
 // (see drainClose); a stream closed before its end is closed at once, which
 // is what cancels the upstream's generation.
 func (r *lineCapReader) Close() error {
-	if r.quiet != nil {
-		r.quiet.Stop()
-	}
+	r.quiet.stop()
 	if r.ended || r.err != nil || !r.ex.wasReplied() {
 		return r.rc.Close()
 	}

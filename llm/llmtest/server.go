@@ -138,6 +138,11 @@ const (
 	// resets the connection (TCP RST) before any event. A non-stream
 	// request plays FaultReset.
 	FaultResetBeforeData
+	// FaultStallBody sends the response's headers and the first half of
+	// its body (a whole reply, Body, or the error body of Status), then
+	// waits until the client goes away, as an upstream whose connection
+	// stalls mid-body. A stream plays FaultHang.
+	FaultStallBody
 )
 
 // UnendedEventLine is the size of each data line of FaultUnendedEvent,
@@ -445,7 +450,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			status = http.StatusOK
 		}
 		w.WriteHeader(status)
-		_, _ = io.WriteString(w, b.Body)
+		x.writeBody([]byte(b.Body))
 		return
 	case b.Status >= 400:
 		x.writeError(b.Status, defaultErrorMessage(b.Status))
@@ -735,9 +740,22 @@ func (x *exchange) writeError(status int, msg string) {
 	} else {
 		body = map[string]any{"error": map[string]any{"message": msg, "type": openAIErrorType(status), "param": nil, "code": nil}}
 	}
+	js, _ := json.Marshal(body)
 	x.w.Header().Set("Content-Type", "application/json")
 	x.w.WriteHeader(status)
-	_ = json.NewEncoder(x.w).Encode(body)
+	x.writeBody(append(js, '\n'))
+}
+
+// writeBody writes a whole body after its headers: under FaultStallBody,
+// only its first half, and then it waits for the client to go away.
+func (x *exchange) writeBody(body []byte) {
+	if x.b.Fault != FaultStallBody {
+		x.write(body)
+		return
+	}
+	if x.write(body[:len(body)/2]) {
+		x.hang()
+	}
 }
 
 func openAIErrorType(status int) string {
@@ -910,7 +928,7 @@ func (x *exchange) streamFault(errorEvent func()) bool {
 		line := append([]byte(`data: {"x":"`), bytes.Repeat([]byte("a"), size)...)
 		x.write(append(line, "\"}\n\n"...))
 		return false
-	case FaultHang:
+	case FaultHang, FaultStallBody:
 		x.hang()
 		return false
 	case FaultStreamError, FaultErrorChunk:
@@ -982,7 +1000,7 @@ func (x *exchange) writeJSON(body []byte) {
 	}
 	x.w.Header().Set("Content-Type", "application/json")
 	x.w.WriteHeader(http.StatusOK)
-	x.write(body)
+	x.writeBody(body)
 }
 
 func (x *exchange) padded(r reply) string {
