@@ -20,9 +20,6 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// sessionIdleTTL is how long an idle streamable HTTP session's state is kept.
-const sessionIdleTTL = time.Hour
-
 // StreamableHTTPHandler serves srv over MCP's streamable HTTP transport, for
 // mounting at /mcp. Every request must carry 'Authorization: Bearer <key>':
 // without a valid key it gets 401 before any MCP processing. Bodies over
@@ -41,7 +38,9 @@ const sessionIdleTTL = time.Hour
 //     queue, of its own. mcp-go otherwise shares one queue among a
 //     session's concurrent requests, whose streams then take, and drop,
 //     each other's notifications. The session id stays valid: mcp-go checks
-//     only its form, as it does for sessions begun on another replica.
+//     only its form, as it does for sessions begun on another replica. So
+//     no session idle TTL is set: it would have mcp-go remember every id
+//     it is sent, made-up ones too, for that long.
 //
 // And a request the client cancels with notifications/cancelled gets no
 // response, which mcp-go would send (liveRequests).
@@ -70,7 +69,6 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// guard bounds the body (maxBodyBytes) and has read it: mcp-go's
 		// own bound would refuse, in its words, what Parley's takes.
 		server.WithMaxRequestBodyBytes(0),
-		server.WithSessionIdleTTL(sessionIdleTTL),
 		server.WithStreamableHTTPLogger(slog.New(transportLog{logger.Handler()})),
 	)
 	var live liveRequests

@@ -794,6 +794,54 @@ func TestStalledReaderIsCut(t *testing.T) {
 	}
 }
 
+// TestSessionIDsLeaveNothing: the streamable HTTP transport keeps no state
+// for a session id it is sent. mcp-go checks only an id's form, and with a
+// session idle TTL it remembered every id it saw for that long: a caller
+// with any valid key could grow the server by sending made-up ids.
+func TestSessionIDsLeaveNothing(t *testing.T) {
+	srv := newServer(&domain.Services{}, Options{})
+	auth := func(context.Context, string) (domain.Principal, error) { return domain.Principal{UserID: "usr_x"}, nil }
+	h := StreamableHTTPHandler(srv, auth, 0, 0, nil)
+	ping := func(session string) {
+		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+		req.Header.Set("Authorization", "Bearer k")
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept", "application/json, text/event-stream")
+		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+		req.Header.Set(server.HeaderKeySessionID, session)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("ping: %d %s", rec.Code, rec.Body)
+		}
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	// Session ids of a UUID's form, as mcp-go checks them.
+	id := func(i int) string { return fmt.Sprintf("mcp-session-%08x-0000-4000-8000-%012x", i, i) }
+	for i := range 1000 { // warm up
+		ping(id(i))
+	}
+	before := heap()
+	const n = 20_000
+	for i := range n {
+		ping(id(1000 + i))
+	}
+	after := heap()
+	// mcp-go's TTL map held about 190 bytes per id.
+	grown := int64(after) - int64(before)
+	t.Logf("%d pings with distinct session ids: the heap grew by %d bytes", n, grown)
+	if grown > n*32 {
+		t.Errorf("%d pings with distinct session ids grew the heap by %d bytes (%d per id)", n, grown, grown/n)
+	}
+	runtime.KeepAlive(h)
+}
+
 // TestAbandonedSessionsLeaveNothing: clients that leave without ending
 // their sessions (no DELETE over streamable HTTP, the event stream dropped
 // over HTTP+SSE) after a streamed call leave no goroutine behind: a
