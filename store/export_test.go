@@ -24,6 +24,10 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 	return s.appendTurns(ctx, batch)
 }
 
+// SetBeforeWrite makes f run as each batch's writes begin (nil: nothing).
+// Set it while no turn is being written.
+func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }
+
 // LargestTurnBatch is the most turns one transaction has held so far.
 func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }
 

@@ -51,6 +51,9 @@ type Store struct {
 	path    string       // the SQLite database's file; "" for PostgreSQL and ":memory:"
 	dsn     string       // the SQLite driver's DSN; "" for PostgreSQL
 
+	// beforeWrite, a test's, runs as a leader begins its batch's writes.
+	beforeWrite func()
+
 	closed    chan struct{}
 	closeOnce sync.Once
 	// life ends at Close, and with it the turn writes still under way

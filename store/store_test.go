@@ -2394,6 +2394,47 @@ func TestCloseEndsTurnWritesUnderWay(t *testing.T) {
 	}
 }
 
+// TestTurnWritesThatPanic: a batch whose writes panic (the panic goes on
+// up, to the request's recovery) still frees its writer's slot and hands
+// on the turns in line: more such batches than the store has writers leave
+// later turns written, and Close returning.
+func TestTurnWritesThatPanic(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		type result struct {
+			panicked any
+			err      error
+		}
+		appendTurn := func(text string) result {
+			t.Helper()
+			conv := newConversation(w.chatA)
+			done := make(chan result, 1)
+			go func() {
+				var r result
+				defer func() { r.panicked = recover(); done <- r }()
+				r.err = s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, text))
+			}()
+			select {
+			case r := <-done:
+				return r
+			case <-time.After(10 * time.Second):
+				t.Fatalf("the turn %q was not written within 10s", text)
+				return result{}
+			}
+		}
+		s.SetBeforeWrite(func() { panic("a driver's bug") })
+		for i := range 8 { // more than a store's writers
+			if r := appendTurn(fmt.Sprint("panics ", i)); r.panicked != "a driver's bug" {
+				t.Fatalf("AppendTurn %d: panicked with %v, returned %v; want the write's panic", i, r.panicked, r.err)
+			}
+		}
+		s.SetBeforeWrite(nil)
+		if r := appendTurn("after"); r.panicked != nil || r.err != nil {
+			t.Fatalf("a turn after the panics: panicked with %v, returned %v", r.panicked, r.err)
+		}
+	})
+}
+
 // TestRefusals: a reply in which the model declined keeps its refusal;
 // every other message stores NULL there.
 func TestRefusals(t *testing.T) {

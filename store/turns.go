@@ -33,6 +33,9 @@ var errNoConversation = errors.New("conversation does not exist")
 // errClosed answers turns that arrive after Close, and those Close ended.
 var errClosed = errors.New("store: closed")
 
+// errLeaderPanicked answers the turns of a batch whose writes panicked.
+var errLeaderPanicked = errors.New("store: the writes of the turn's batch panicked")
+
 // turn is one AppendTurn waiting to be written.
 type turn struct {
 	conv   *domain.Conversation
@@ -96,8 +99,29 @@ func newTurn(c *domain.Conversation, create bool, msgs []domain.Message) *turn {
 // SQLite's lock. It tells the others their results, hands the turns that
 // queued meanwhile to the first of them, and returns the caller's result.
 func (s *Store) lead(batch []*turn) error {
-	ctx, cancel := s.writeContext()
 	errs := make([]error, len(batch))
+	done := false
+	// Also when the writes panic (the panic goes on up, to the request's
+	// recovery): else the turns in line, and every later one once no slot
+	// is free, would wait for good, and Close with them.
+	defer func() {
+		if !done {
+			for i := range errs {
+				errs[i] = fail("store.AppendTurn", errLeaderPanicked)
+			}
+		}
+		for i, t := range batch[1:] {
+			t.wake <- wake{err: errs[i+1]}
+		}
+		if next := s.commits.next(); next != nil {
+			next[0].wake <- wake{batch: next}
+		}
+	}()
+	if s.beforeWrite != nil {
+		s.beforeWrite()
+	}
+	ctx, cancel := s.writeContext()
+	defer cancel()
 	var err error
 	if len(batch) > 1 {
 		err = s.appendTurns(ctx, batch)
@@ -115,7 +139,6 @@ func (s *Store) lead(batch []*turn) error {
 			errs[i] = s.appendTurn(ctx, t)
 		}
 	}
-	cancel()
 	if s.life.Err() != nil {
 		// Close ended the writes: say so, not that a caller canceled.
 		for i := range errs {
@@ -124,12 +147,7 @@ func (s *Store) lead(batch []*turn) error {
 			}
 		}
 	}
-	for i, t := range batch[1:] {
-		t.wake <- wake{err: errs[i+1]}
-	}
-	if next := s.commits.next(); next != nil {
-		next[0].wake <- wake{batch: next}
-	}
+	done = true
 	return errs[0]
 }
 
