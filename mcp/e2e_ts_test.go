@@ -42,13 +42,13 @@ func TestTypeScriptSDK(t *testing.T) {
 	must(t, st.Migrate(ctx, "up", nil))
 	e := newEnv(t, st) // seals provider keys under the all-zero master key
 	srv := e.server(Options{})
-	sse := NewSSE(srv, e.svcs.Users.Authenticate, 0, "", nil)
+	sse := NewSSE(srv, e.svcs.Users.Authenticate, Limits{}, "", nil)
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, 0, nil))
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, Limits{}, 0, nil))
 	// A server whose keep-alive (100ms) is shorter than the fake's wait
 	// for a request that asks it to take its time (500ms): the SDK gets
 	// the answer as an event stream of comments, then the answer.
-	mux.Handle("/mcp-quiet", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, 100*time.Millisecond, nil))
+	mux.Handle("/mcp-quiet", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, Limits{}, 100*time.Millisecond, nil))
 	e.upstream.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		if strings.Contains(string(r.RawBody), "take your time") {
 			return llmtest.Behavior{Delay: 500 * time.Millisecond}

@@ -46,6 +46,9 @@ type env struct {
 	// keepAlive is the keep-alive interval of the HTTP servers e makes
 	// (0: the default).
 	keepAlive time.Duration
+	// bodyTimeout bounds the wait for a request's body in the HTTP
+	// servers e makes (0: the default).
+	bodyTimeout time.Duration
 	// maxStdioBytes is the message limit of the stdio servers e makes
 	// (0: the default).
 	maxStdioBytes int64
@@ -170,8 +173,9 @@ func (e *env) server(opts Options) *server.MCPServer {
 // httpServer serves the MCP HTTP transports as cmd/parley mounts them.
 func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, maxBody, e.keepAlive, nil))
-	x := NewSSE(srv, e.svcs.Users.Authenticate, maxBody, "", nil)
+	lim := Limits{MaxBodyBytes: maxBody, BodyTimeout: e.bodyTimeout}
+	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, lim, e.keepAlive, nil))
+	x := NewSSE(srv, e.svcs.Users.Authenticate, lim, "", nil)
 	x.KeepAlive = e.keepAlive
 	sse, msg := x.Stream, x.Message
 	mux.Handle("/sse", sse)

@@ -216,7 +216,7 @@ func (e *env) rawStdio() *rawWire {
 // test to read.
 func (e *env) rawSSE() *rawWire {
 	t := e.t
-	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "", nil)
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, Limits{}, "", nil)
 	mux := http.NewServeMux()
 	mux.Handle("/sse", x.Stream)
 	mux.Handle("/message", x.Message)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/slowclient"
 )
 
 // MCP is served over three transports, a file each: streamable HTTP
@@ -31,6 +32,20 @@ type Authenticator func(ctx context.Context, bearerKey string) (domain.Principal
 
 // DefaultMaxBodyBytes caps MCP request bodies when the caller passes 0.
 const DefaultMaxBodyBytes = 8 << 20
+
+// DefaultBodyTimeout bounds the wait for an MCP request's body when the
+// caller passes 0.
+const DefaultBodyTimeout = 30 * time.Second
+
+// Limits bound what a request over HTTP may hold of the server.
+type Limits struct {
+	// MaxBodyBytes caps a request's body (0: DefaultMaxBodyBytes); a
+	// larger one gets 413.
+	MaxBodyBytes int64
+	// BodyTimeout bounds the wait for a request's body once its headers
+	// came (0: DefaultBodyTimeout); a body not whole by then gets 400.
+	BodyTimeout time.Duration
+}
 
 // serveUntilShutdown serves r with a context that the server's shutdown
 // does not end, only the client leaving: mcp-go takes a done request
@@ -85,73 +100,15 @@ const defaultKeepAlive = 15 * time.Second
 // cut, as on REST.
 const minStall = time.Second
 
-// stallAfter is how long a write to a client may block, for keep-alive
-// interval keepAlive (0: the default): twice it, as on REST streams.
+// stallAfter is how long a write to a client may block before
+// slowclient.Writer cuts it, for keep-alive interval keepAlive (0: the
+// default): twice it, as on REST.
 func stallAfter(keepAlive time.Duration) time.Duration {
 	if keepAlive <= 0 {
 		keepAlive = defaultKeepAlive
 	}
 	return max(2*keepAlive, minStall)
 }
-
-// stallCutter is the writer of an MCP event stream (an HTTP+SSE
-// session's, a streamable HTTP call's response) that cuts a write the
-// client does not take in time. A client that keeps its connection but
-// stops reading would otherwise block mcp-go's write for as long as it
-// likes, and with it the stream: its goroutines, its calls' results (and,
-// over HTTP+SSE, the shutdown, which waits for those) and the connection.
-// Each write and flush gets a write deadline after from its start, a
-// large write each stallPiece of it, so that a client that reads, only
-// slowly, is not cut from a large result; a cut write fails, on which
-// net/http ends the request's context, and the stream ends as for a
-// client that left (HTTP+SSE: its calls are cancelled). end clears the
-// deadline for what net/http writes once the handler returns.
-type stallCutter struct {
-	http.ResponseWriter
-	rc    *http.ResponseController
-	after time.Duration
-}
-
-func newStallCutter(w http.ResponseWriter, after time.Duration) *stallCutter {
-	return &stallCutter{ResponseWriter: w, rc: http.NewResponseController(w), after: after}
-}
-
-func (w *stallCutter) arm() { _ = w.rc.SetWriteDeadline(time.Now().Add(w.after)) }
-
-func (w *stallCutter) end() { _ = w.rc.SetWriteDeadline(time.Time{}) }
-
-// stallPiece is how much of a write has a write deadline of its own.
-const stallPiece = 64 << 10
-
-func (w *stallCutter) Write(p []byte) (n int, err error) {
-	if len(p) == 0 {
-		w.arm()
-		return w.ResponseWriter.Write(p)
-	}
-	for len(p) > 0 {
-		piece := p[:min(len(p), stallPiece)]
-		w.arm()
-		m, err := w.ResponseWriter.Write(piece)
-		n += m
-		if err != nil {
-			return n, err
-		}
-		p = p[len(piece):]
-	}
-	return n, nil
-}
-
-// FlushError is what http.ResponseController's Flush calls.
-func (w *stallCutter) FlushError() error {
-	w.arm()
-	return w.rc.Flush()
-}
-
-// Flush makes the writer an http.Flusher, which mcp-go streams only to.
-func (w *stallCutter) Flush() { _ = w.FlushError() }
-
-// Unwrap lets http.ResponseController reach the connection's writer.
-func (w *stallCutter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // principalContext carries the principal that guard put in the request's
 // context into the context mcp-go gives tool handlers.
@@ -165,11 +122,17 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 // guard authenticates the bearer key, checks the method and caps the body
 // before next sees the request: a missing or wrong key gets 401 with a
 // WWW-Authenticate challenge, a method other than method 405 with Allow,
-// a body over the limit 413. A key that could not be checked is logged to
-// logger, with the request's context.
-func guard(auth Authenticator, logger *slog.Logger, maxBodyBytes int64, method string, next http.Handler) http.Handler {
+// a body over the limit 413, a body not whole within lim.BodyTimeout 400.
+// A key that could not be checked is logged to logger, with the request's
+// context.
+func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, next http.Handler) http.Handler {
+	maxBodyBytes := lim.MaxBodyBytes
 	if maxBodyBytes <= 0 {
 		maxBodyBytes = DefaultMaxBodyBytes
+	}
+	bodyTimeout := lim.BodyTimeout
+	if bodyTimeout <= 0 {
+		bodyTimeout = DefaultBodyTimeout
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		key, ok := bearerKey(r.Header.Get("Authorization"))
@@ -206,10 +169,14 @@ func guard(auth Authenticator, logger *slog.Logger, maxBodyBytes int64, method s
 				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
 				return
 			}
-			body, err := io.ReadAll(r.Body)
+			body, err := slowclient.ReadBody(w, r.Body, bodyTimeout)
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
 				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+				return
+			}
+			if errors.Is(err, slowclient.ErrBodyTimeout) {
+				writeError(w, http.StatusBadRequest, domain.Invalid.String(), bodyTooSlow(bodyTimeout))
 				return
 			}
 			if err != nil {
@@ -221,6 +188,10 @@ func guard(auth Authenticator, logger *slog.Logger, maxBodyBytes int64, method s
 		next.ServeHTTP(w, r.WithContext(domain.WithPrincipal(r.Context(), p)))
 	})
 	return http.MaxBytesHandler(h, maxBodyBytes)
+}
+
+func bodyTooSlow(timeout time.Duration) string {
+	return "the request body did not arrive whole within " + timeout.String() + "; send it again"
 }
 
 func tooLarge(limit int64) string {

@@ -18,12 +18,14 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/slowclient"
 )
 
 // StreamableHTTPHandler serves srv over MCP's streamable HTTP transport, for
 // mounting at /mcp. Every request must carry 'Authorization: Bearer <key>':
 // without a valid key it gets 401 before any MCP processing. Bodies over
-// maxBodyBytes get 413. It takes only POST; other methods get 405 with
+// lim.MaxBodyBytes get 413, and bodies not whole within lim.BodyTimeout
+// 400. It takes only POST; other methods get 405 with
 // Allow: POST, which the protocol allows for both GET (no standalone
 // stream) and DELETE (the server does not let clients end sessions, which
 // keep no state here anyway).
@@ -48,14 +50,14 @@ import (
 // keepAlive is PARLEY_SSE_KEEPALIVE (0 means 15s): a response quiet that
 // long gets an SSE comment (keptAlive; not initialize's, answered at once
 // with the session id in a header), and a write to a response that the
-// client has not taken after twice it is cut (stallCutter). mcp-go's
+// client has not taken after twice it is cut (slowclient.Writer). mcp-go's
 // plain-text refusals are put in the error envelope (plainErrors).
 //
 // logger (nil: slog.Default()) takes the transport's own lines: a key that
 // could not be checked (the database is down), logged with the request's
 // context so that requestid.LogHandler names its request id,
 // and mcp-go's transport warnings.
-func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, keepAlive time.Duration, logger *slog.Logger) http.Handler {
+func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits, keepAlive time.Duration, logger *slog.Logger) http.Handler {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -66,7 +68,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 		// page cannot send; mcp-go's Host check would only refuse a reverse
 		// proxy on the same host that forwards the public Host header.
 		server.WithDisableLocalhostProtection(true),
-		// guard bounds the body (maxBodyBytes) and has read it: mcp-go's
+		// guard bounds the body (lim.MaxBodyBytes) and has read it: mcp-go's
 		// own bound would refuse, in its words, what Parley's takes.
 		server.WithMaxRequestBodyBytes(0),
 		server.WithStreamableHTTPLogger(slog.New(transportLog{logger.Handler()})),
@@ -76,7 +78,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 	if keepAlive <= 0 {
 		keepAlive = defaultKeepAlive
 	}
-	return guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	return guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
@@ -85,8 +87,8 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, maxBodyByt
 			Method string `json:"method"`
 		}
 		_ = json.Unmarshal(body, &msg)
-		cw := newStallCutter(w, stall)
-		defer cw.end()
+		cw := slowclient.NewWriter(w, stall)
+		defer cw.End()
 		w = cw
 		if msg.Method != "initialize" {
 			// Not initialize, which is answered at once, and whose

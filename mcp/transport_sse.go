@@ -16,6 +16,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/slowclient"
 )
 
 // SSE serves srv over MCP's older HTTP+SSE transport: Stream for GET /sse
@@ -41,8 +42,8 @@ type SSE struct {
 }
 
 // NewSSE returns the HTTP+SSE transport of srv, mounted under basePath ("" at
-// the root). logger is as for StreamableHTTPHandler.
-func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, basePath string, logger *slog.Logger) *SSE {
+// the root). lim and logger are as for StreamableHTTPHandler.
+func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath string, logger *slog.Logger) *SSE {
 	if logger == nil {
 		logger = slog.Default()
 	}
@@ -70,7 +71,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 		}),
 	)
 	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
-	x.Stream = guard(auth, logger, maxBodyBytes, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Stream = guard(auth, logger, lim, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		var id string
 		defer func() {
 			if id == "" {
@@ -82,14 +83,14 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, maxBodyBytes int64, baseP
 			x.pending.forget(id)
 		}()
 		progress := &progressLog{}
-		cw := newStallCutter(w, stallAfter(x.keepAlive()))
-		defer cw.end()
+		cw := slowclient.NewWriter(w, stallAfter(x.keepAlive()))
+		defer cw.End()
 		rw := &responseWatcher{ResponseWriter: cw, rc: http.NewResponseController(cw), session: &id, pending: &x.pending, progress: progress}
 		defer rw.keepAlive(x.keepAlive())()
 		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
 		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
 	}))
-	x.Message = guard(auth, logger, maxBodyBytes, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.Message = guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
 		if session == "" {

@@ -32,6 +32,7 @@ import (
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/logtest"
+	"github.com/parleyhq/parley/internal/stalltest"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -381,6 +382,33 @@ func TestHTTPBodyLimitIsParleys(t *testing.T) {
 	}
 }
 
+// TestHTTPBodyMustArrive: a request whose body stops coming is answered
+// 400 in the envelope once the body timeout passed, rather than hold its
+// handler, and the connection, for as long as the client likes.
+func TestHTTPBodyMustArrive(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.bodyTimeout = 300 * time.Millisecond
+	hs := e.httpServer(e.server(Options{}), 0)
+	for _, path := range []string{"/mcp", "/message?sessionId=x"} {
+		t.Run(path, func(t *testing.T) {
+			start := time.Now()
+			status, body := stalltest.SlowBody(t, hs.URL, e.keys["editor"], path)
+			var env struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(body), &env); err != nil || status != http.StatusBadRequest || env.Error.Code != "invalid_request" {
+				t.Fatalf("%d %s, want 400 invalid_request in the envelope", status, body)
+			}
+			if want := "the request body did not arrive whole within 300ms; send it again"; env.Error.Message != want {
+				t.Errorf("message %q, want %q", env.Error.Message, want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("answered after %v, want about the body timeout", d)
+			}
+		})
+	}
+}
+
 // TestSSESessionBelongsToItsUser checks that one user cannot post into
 // another user's SSE session.
 func TestSSESessionBelongsToItsUser(t *testing.T) {
@@ -604,7 +632,7 @@ func TestSSEStreamClosedCancelsCalls(t *testing.T) {
 // not close it, which would cancel every call of the session.
 func TestSSESessionKeepAlive(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "", nil)
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, Limits{}, "", nil)
 	x.KeepAlive = 100 * time.Millisecond
 	hs := httptest.NewServer(x.Stream)
 	defer hs.Close()
@@ -801,7 +829,7 @@ func TestStalledReaderIsCut(t *testing.T) {
 func TestSessionIDsLeaveNothing(t *testing.T) {
 	srv := newServer(&domain.Services{}, Options{})
 	auth := func(context.Context, string) (domain.Principal, error) { return domain.Principal{UserID: "usr_x"}, nil }
-	h := StreamableHTTPHandler(srv, auth, 0, 0, nil)
+	h := StreamableHTTPHandler(srv, auth, Limits{}, 0, nil)
 	ping := func(session string) {
 		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
 		req.Header.Set("Authorization", "Bearer k")
@@ -915,7 +943,7 @@ func TestAbandonedSessionsLeaveNothing(t *testing.T) {
 // session's requests are owed, and must not wait for one that never comes.
 func TestUnansweredMessageHoldsNoShutdown(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, 0, "", nil)
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, Limits{}, "", nil)
 	mux := http.NewServeMux()
 	mux.Handle("/sse", x.Stream)
 	mux.Handle("/message", x.Message)
@@ -1081,14 +1109,14 @@ func (e *env) smallBufferServer(t *testing.T, srv *server.MCPServer, over string
 	t.Helper()
 	var h http.Handler
 	if over == overSSE {
-		x := NewSSE(srv, e.svcs.Users.Authenticate, 0, "", nil)
+		x := NewSSE(srv, e.svcs.Users.Authenticate, Limits{}, "", nil)
 		x.KeepAlive = keepAlive
 		mux := http.NewServeMux()
 		mux.Handle("/sse", wrap(x.Stream))
 		mux.Handle("/message", x.Message)
 		h = mux
 	} else {
-		h = wrap(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, 0, keepAlive, nil))
+		h = wrap(StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, Limits{}, keepAlive, nil))
 	}
 	hs = httptest.NewUnstartedServer(h)
 	hs.Listener = smallBuffers{hs.Listener}

@@ -2,7 +2,6 @@ package rest
 
 import (
 	"errors"
-	"io"
 	"mime"
 	"net/http"
 	"strings"
@@ -10,6 +9,7 @@ import (
 	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/slowclient"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -17,7 +17,7 @@ import (
 // field names, no unknown fields, no duplicate keys, no second value, and
 // the right types. Errors name the offending field.
 func (s *Server) bind(c *echo.Context, v any) error {
-	body, err := readBody(c)
+	body, err := s.readBody(c)
 	if err != nil {
 		return err
 	}
@@ -28,7 +28,7 @@ func (s *Server) bind(c *echo.Context, v any) error {
 // their values: a field sent as null, which would decode as left out, is
 // refused rather than ignored.
 func (s *Server) bindUpdate(c *echo.Context, v any) error {
-	body, err := readBody(c)
+	body, err := s.readBody(c)
 	if err != nil {
 		return err
 	}
@@ -38,8 +38,9 @@ func (s *Server) bindUpdate(c *echo.Context, v any) error {
 	return wire.RejectNulls(body, "field")
 }
 
-// readBody reads a JSON request body, within the body limit.
-func readBody(c *echo.Context) ([]byte, error) {
+// readBody reads a JSON request body, within the body limit and the
+// request timeout.
+func (s *Server) readBody(c *echo.Context) ([]byte, error) {
 	r := c.Request()
 	if ct := r.Header.Get(echo.HeaderContentType); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
@@ -47,11 +48,14 @@ func readBody(c *echo.Context) ([]byte, error) {
 			return nil, domain.Errorf(domain.Invalid, "Content-Type must be application/json")
 		}
 	}
-	body, err := io.ReadAll(r.Body)
+	body, err := slowclient.ReadBody(netWriter(c), r.Body, s.cfg.RequestTimeout)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			return nil, domain.Errorf(domain.TooLarge, "request body is over the %d-byte limit", mbe.Limit)
+		}
+		if errors.Is(err, slowclient.ErrBodyTimeout) {
+			return nil, domain.Errorf(domain.Invalid, "the request body did not arrive whole within %v; send it again", s.cfg.RequestTimeout)
 		}
 		return nil, domain.Errorf(domain.Invalid, "the request body could not be read")
 	}

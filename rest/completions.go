@@ -230,6 +230,10 @@ type stream struct {
 // minStall is the shortest a write may block before it is cut.
 const minStall = time.Second
 
+// stallAfter is how long a write to a client may block before it is cut,
+// a stream's or a JSON response's: twice the keep-alive interval.
+func (s *Server) stallAfter() time.Duration { return max(2*s.cfg.KeepAlive, minStall) }
+
 // appendQuote appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
 // encoding/json writes it; AppendQuote's error only reports that it did.
 func appendQuote(b []byte, s string) []byte {
@@ -243,7 +247,7 @@ const textChunkEnd = `},"finish_reason":null}]}`
 // newStream returns the emitter for a streamed completion, its keep-alives
 // running, and the func that stops them.
 func (s *Server) newStream(c *echo.Context) (*stream, func()) {
-	st := &stream{s: s, c: c, rc: http.NewResponseController(netWriter(c)), stallAfter: max(2*s.cfg.KeepAlive, minStall)}
+	st := &stream{s: s, c: c, rc: http.NewResponseController(netWriter(c)), stallAfter: s.stallAfter()}
 	st.enc = json.NewEncoder(&st.buf)
 	st.stopWatch = context.AfterFunc(c.Request().Context(), st.cutIfStillBlocked)
 	st.mu.Lock() // keepAlive may run before AfterFunc returns

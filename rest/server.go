@@ -18,6 +18,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/requestid"
+	"github.com/parleyhq/parley/internal/slowclient"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -34,7 +35,8 @@ type Config struct {
 	// as long as their stream, under the upstream's timeouts; the domain
 	// bounds their lookups), so that a database that hangs answers 503 in
 	// time instead of holding requests as long as their clients wait; 0
-	// means 30s.
+	// means 30s. It bounds, too, the wait for any request's body,
+	// completions' included.
 	RequestTimeout time.Duration
 	// Metrics, when set, observes every request and open stream.
 	Metrics Observer
@@ -83,7 +85,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	// stdout is the protocol of `parley mcp`, which builds this server too.
 	e.Logger = slog.New(slog.DiscardHandler)
 	e.HTTPErrorHandler = s.handleError
-	e.JSONSerializer = sendingSerializer{}
+	e.JSONSerializer = sendingSerializer{stall: s.stallAfter()}
 	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
 
 	get(e, "/healthz", func(c *echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -273,9 +275,15 @@ func methodLabel(m string) string {
 // and sends it at once. Otherwise net/http holds a small response in its
 // buffer until ServeHTTP returns, so the client would wait for everything
 // the middleware does after the handler: the access log line, metrics.
-type sendingSerializer struct{ echo.DefaultJSONSerializer }
+// A write the client does not take within stall is cut, as a stream's is:
+// a client that asks for a large response (a document, a conversation)
+// and does not read it would otherwise hold the handler and the response.
+type sendingSerializer struct {
+	echo.DefaultJSONSerializer
+	stall time.Duration
+}
 
-func (sendingSerializer) Serialize(c *echo.Context, v any, indent string) error {
+func (ss sendingSerializer) Serialize(c *echo.Context, v any, indent string) error {
 	var b []byte
 	var err error
 	if indent != "" {
@@ -287,11 +295,14 @@ func (sendingSerializer) Serialize(c *echo.Context, v any, indent string) error 
 		return err
 	}
 	b = append(b, '\n') // as json.Encoder ends a value
-	w := c.Response()
-	w.Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
+	c.Response().Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
+	w := slowclient.NewWriter(c.Response(), ss.stall)
+	defer w.End()
 	if _, err := w.Write(b); err != nil {
 		return err
 	}
+	// Flushed past Echo's Response, whose Flush drops the error; the write
+	// deadline of the last piece bounds it.
 	if err := http.NewResponseController(netWriter(c)).Flush(); err != nil && !errors.Is(err, http.ErrNotSupported) {
 		return err
 	}

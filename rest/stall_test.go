@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"encoding/json"
 	"io"
 	"net/http"
 	"strings"
@@ -58,5 +59,53 @@ func TestStalledClientDoesNotHoldTheStream(t *testing.T) {
 	}
 	if outcome != "interrupted" {
 		t.Errorf("the stalled stream is recorded as %q, want interrupted", outcome)
+	}
+}
+
+// TestStalledClientDoesNotHoldAResponse: a client that asks for a large
+// JSON response and does not read it has its response cut once a write has
+// waited twice the keep-alive interval (at least a second), as a stream's
+// is, rather than hold the handler and the response for as long as it
+// keeps the connection.
+func TestStalledClientDoesNotHoldAResponse(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) {
+		c.KeepAlive = 100 * time.Millisecond
+		c.MaxBodyBytes = 32 << 20 // the test's client escapes the document as the server does
+	})
+	w := h.world()
+	// JSON writes '<' as \u003c: 12 MB of response, more than the sockets
+	// between the server and a client that does not read can hold.
+	doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "big",
+		"content": strings.Repeat("<", 2<<20)})
+	stalltest.Get(t, h.srv.URL, h.admin, "/api/v1/documents/"+doc["id"].(string))
+	// The request is counted once its handler returned, which it does
+	// within 5s only if its write was cut.
+	h.waitMetric("parley_http_requests_total", 1, `route="/api/v1/documents/:documentId"`, `method="GET"`)
+}
+
+// TestBodyMustArrive: a request whose body stops coming is answered 400
+// once the request timeout passed, completions included (which the
+// request timeout does not otherwise bound), rather than hold its handler
+// and the connection for as long as the client likes.
+func TestBodyMustArrive(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	w := h.world()
+	for _, path := range []string{"/api/v1/documents", "/api/v1/chats/" + w.chat + "/completions"} {
+		t.Run(path, func(t *testing.T) {
+			start := time.Now()
+			status, body := stalltest.SlowBody(t, h.srv.URL, h.admin, path)
+			var env struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(body), &env); err != nil || status != http.StatusBadRequest || env.Error.Code != "invalid_request" {
+				t.Fatalf("%d %s, want 400 invalid_request in the envelope", status, body)
+			}
+			if want := "the request body did not arrive whole within 300ms; send it again"; env.Error.Message != want {
+				t.Errorf("message %q, want %q", env.Error.Message, want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("answered after %v, want about the request timeout", d)
+			}
+		})
 	}
 }

@@ -296,8 +296,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
-	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, cfg.KeepAlive, log))
-	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, cfg.MaxBodyBytes, "", log)
+	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout}
+	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, lim, cfg.KeepAlive, log))
+	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, lim, "", log)
 	a.mcpSSE.KeepAlive = cfg.KeepAlive
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)

@@ -16,11 +16,11 @@ const module = "github.com/parleyhq/parley/"
 
 // allowed lists, per adapter, the only module packages its non-test files
 // may import: the inbound adapters reach Parley through domain alone (and
-// the wire format and request ids they share), the outbound ones implement
-// domain's ports.
+// the wire format, request ids and slow-client bounds they share), the
+// outbound ones implement domain's ports.
 var allowed = map[string][]string{
-	"rest":       {"domain", "internal/wire", "internal/requestid"},
-	"mcp":        {"domain", "internal/wire", "internal/requestid"},
+	"rest":       {"domain", "internal/wire", "internal/requestid", "internal/slowclient"},
+	"mcp":        {"domain", "internal/wire", "internal/requestid", "internal/slowclient"},
 	"store":      {"domain", "migrations"},
 	"storecache": {"domain"},
 	"llm":        {"domain"},

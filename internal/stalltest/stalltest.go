@@ -1,12 +1,17 @@
 // Package stalltest plays a client that keeps its connection but stops
-// reading, for the tests that a stream cannot be held by one.
+// reading, or sends its request's body too slowly, for the tests that a
+// stream, a response or a request cannot be held by one.
 package stalltest
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -27,15 +32,48 @@ func Flood() llmtest.Behavior {
 // never reads the answer. The connection is closed when the test ends.
 func Completion(t testing.TB, baseURL, key, chatID string) {
 	t.Helper()
+	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
+	send(t, baseURL, fmt.Sprintf("POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", chatID, key, len(body), body))
+}
+
+// Get sends a GET of path to the server at baseURL, on a connection with
+// a small receive buffer, and never reads the answer. The connection is
+// closed when the test ends.
+func Get(t testing.TB, baseURL, key, path string) {
+	t.Helper()
+	send(t, baseURL, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, key))
+}
+
+// SlowBody POSTs to path of the server at baseURL a JSON body it says is
+// 1,000 bytes long and sends only the first three of, and returns the
+// server's answer, waiting 10 s at most for it.
+func SlowBody(t testing.TB, baseURL, key, path string) (status int, body string) {
+	t.Helper()
+	conn := send(t, baseURL, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
+		"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{\"a", path, key))
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("no answer to a body that stopped coming: %v", err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
+}
+
+// send dials the server at baseURL with a small receive buffer and writes
+// req; the connection is closed when the test ends.
+func send(t testing.TB, baseURL, req string) net.Conn {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(baseURL, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = conn.Close() })
 	_ = conn.(*net.TCPConn).SetReadBuffer(4096)
-	body := `{"stream": true, "messages": [{"role": "user", "content": "hi"}]}`
-	if _, err := fmt.Fprintf(conn, "POST /api/v1/chats/%s/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
-		"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", chatID, key, len(body), body); err != nil {
+	if _, err := io.WriteString(conn, req); err != nil {
 		t.Fatal(err)
 	}
+	return conn
 }
