@@ -26,8 +26,8 @@ func toChatResponse(ch *domain.Chat) chatResponse {
 }
 
 type chatCreateRequest struct {
-	ProjectID     string `json:"projectId"`
-	AIProviderID  string `json:"aiProviderId"`
+	ProjectID     string `json:"projectId" jsonschema:"required"`
+	AIProviderID  string `json:"aiProviderId" jsonschema:"required"`
 	Name          string `json:"name"`
 	SystemMessage string `json:"systemMessage"`
 	Model         string `json:"model"`

@@ -26,7 +26,7 @@ type completionFields struct {
 }
 
 type statelessCompletionRequest struct {
-	AIProviderID  string `json:"aiProviderId"`
+	AIProviderID  string `json:"aiProviderId" jsonschema:"required"`
 	SystemMessage string `json:"systemMessage"`
 	completionFields
 }

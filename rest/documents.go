@@ -43,9 +43,9 @@ func toDocumentResponse(d *domain.Document) documentResponse {
 }
 
 type documentCreateRequest struct {
-	ProjectID string      `json:"projectId"`
-	Name      string      `json:"name"`
-	Content   string      `json:"content"`
+	ProjectID string      `json:"projectId" jsonschema:"required"`
+	Name      string      `json:"name" jsonschema:"required"`
+	Content   string      `json:"content" jsonschema:"required"`
 	MimeType  string      `json:"mimeType"`
 	Metadata  wire.Object `json:"metadata"`
 }

@@ -179,6 +179,9 @@ func (h *harness) sendWith(method, path, key string, header http.Header, body an
 	if err != nil {
 		return nil, err
 	}
+	if wrong := documented(method, path, res.StatusCode, res.Header, b); wrong != "" {
+		h.t.Error(wrong)
+	}
 	return &response{t: h.t, Status: res.StatusCode, Header: res.Header, Body: b}, nil
 }
 

@@ -2,7 +2,13 @@ package rest_test
 
 import (
 	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,6 +109,148 @@ func TestRateLimitHeadersInOpenAPI(t *testing.T) {
 						t.Errorf("POST %s: the %s sends %s, which openapi.json does not declare (headers %v)", route, status, name, declared)
 					}
 				}
+			}
+		}
+	})
+}
+
+// documented checks every JSON answer the tests' requests to the API get
+// (send) against the schema openapi.json gives its operation and status
+// (an error's: the envelope, Error), so that
+// the document is held to what every handler sends, not only to the few
+// answers TestResponsesMatchOpenAPI asks for. It returns what is wrong, ""
+// when nothing is (or the path is no operation of the document's).
+func documented(method, path string, status int, header http.Header, body []byte) string {
+	// The MCP transports' answers are JSON-RPC's, which the document
+	// lists for completeness only.
+	if method == http.MethodHead || !strings.HasPrefix(path, "/api/") || !strings.HasPrefix(header.Get("Content-Type"), "application/json") {
+		return ""
+	}
+	path, _, _ = strings.Cut(path, "?")
+	sch, err := responseSchema(method, path, status)
+	switch {
+	case err != nil:
+		return err.Error()
+	case sch == nil:
+		return ""
+	}
+	inst, err := validator.UnmarshalJSON(bytes.NewReader(body))
+	if err != nil {
+		return fmt.Sprintf("%s %s = %d: the body is not JSON: %v", method, path, status, err)
+	}
+	if err := sch.Validate(inst); err != nil {
+		return fmt.Sprintf("%s %s = %d: the answer does not match openapi.json: %v\n%s", method, path, status, err, body)
+	}
+	return ""
+}
+
+var (
+	openAPIDoc = sync.OnceValues(func() (any, error) {
+		f, err := os.Open("openapi.json")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return validator.UnmarshalJSON(f)
+	})
+	schemasMu sync.Mutex
+	schemas   = map[string]*validator.Schema{}
+)
+
+// responseSchema returns the compiled schema of the answer to method on
+// path with status: nil, nil when the document has no such operation
+// (a route outside it, such as /openapi.json) or lists no such status
+// (the status check in TestMain reports that).
+func responseSchema(method, path string, status int) (*validator.Schema, error) {
+	doc, err := openAPIDoc()
+	if err != nil {
+		return nil, err
+	}
+	paths := doc.(map[string]any)["paths"].(map[string]any)
+	var tmpl string
+	for _, p := range templates() {
+		if p.re.MatchString(path) && (tmpl == "" || strings.Count(p.tmpl, "{") < strings.Count(tmpl, "{")) { // a static segment wins, as in the router
+			tmpl = p.tmpl
+		}
+	}
+	item, _ := paths[tmpl].(map[string]any)
+	op, _ := item[strings.ToLower(method)].(map[string]any)
+	if op == nil {
+		return nil, nil
+	}
+	if _, ok := op["responses"].(map[string]any)[strconv.Itoa(status)]; !ok {
+		return nil, nil
+	}
+	esc := strings.NewReplacer("~", "~0", "/", "~1")
+	ptr := "openapi.json#/paths/" + esc.Replace(tmpl) + "/" + strings.ToLower(method) + "/responses/" + strconv.Itoa(status) + "/content/application~1json/schema"
+	schemasMu.Lock()
+	defer schemasMu.Unlock()
+	if s, ok := schemas[ptr]; ok {
+		return s, nil
+	}
+	c := validator.NewCompiler()
+	if err := c.AddResource("openapi.json", doc); err != nil {
+		return nil, err
+	}
+	s, err := c.Compile(ptr)
+	if err != nil {
+		return nil, err
+	}
+	schemas[ptr] = s
+	return s, nil
+}
+
+// templates are the document's paths, each with the expression its
+// paths match.
+var templates = sync.OnceValue(func() []pathTemplate {
+	doc, err := openAPIDoc()
+	if err != nil {
+		return nil
+	}
+	param := regexp.MustCompile(`\\\{[A-Za-z]+\\\}`) // quoted by QuoteMeta
+	var out []pathTemplate
+	for p := range doc.(map[string]any)["paths"].(map[string]any) {
+		out = append(out, pathTemplate{tmpl: p, re: regexp.MustCompile("^" + param.ReplaceAllString(regexp.QuoteMeta(p), `[^/]+`) + "$")})
+	}
+	return out
+})
+
+type pathTemplate struct {
+	tmpl string
+	re   *regexp.Regexp
+}
+
+// TestStreamChunksMatchOpenAPI: every chunk of a completion stream, the
+// first (with the ids), text and tool call deltas, the finish, the usage
+// and debug chunk, matches the document's ChatCompletionChunk.
+func TestStreamChunksMatchOpenAPI(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc, err := openAPIDoc()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := validator.NewCompiler()
+		if err := c.AddResource("openapi.json", doc); err != nil {
+			t.Fatal(err)
+		}
+		sch, err := c.Compile("openapi.json#/components/schemas/ChatCompletionChunk")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.up.Enqueue(llmtest.Behavior{Reply: "Let me look.", ToolCalls: fakeCalls})
+		events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions",
+			map[string]any{"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools(), "debug": true}))
+		if len(events) < 5 {
+			t.Fatalf("a stream of %d events: %v", len(events), events)
+		}
+		for _, ev := range events[:len(events)-1] { // all but [DONE]
+			inst, err := validator.UnmarshalJSON(strings.NewReader(ev.raw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sch.Validate(inst); err != nil {
+				t.Errorf("the chunk does not match openapi.json: %v\n%s", err, ev.raw)
 			}
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -158,6 +159,7 @@ var mcpPaths = map[string]any{
 	"/mcp": map[string]any{
 		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{
 			"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"},
+			"202": map[string]any{"description": "accepted: a notification or a response, which has no answer"},
 			"400": errRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
 				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead)"),
 			"401": errRef("no or wrong bearer key"),
@@ -214,14 +216,86 @@ func errRef(desc string) map[string]any {
 	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
 }
 
-func schemaOf(v any) any {
-	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: true, Mapper: mapType, LookupComment: descTag}
+// schemaOf is the schema of v as a response: every field a handler always
+// sends (no omitempty) is required, and one that may be null (a pointer
+// without omitempty) says so.
+func schemaOf(v any) any { return reflectSchema(v, true) }
+
+// requestSchemaOf is the schema of v as a request body: the fields it
+// requires are those tagged jsonschema:"required", and in the types REST
+// shares with MCP (internal/wire) those without omitempty, as MCP's tool
+// schemas read them.
+func requestSchemaOf(v any) any { return reflectSchema(v, false) }
+
+func reflectSchema(v any, response bool) any {
+	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: !response, Mapper: mapType, LookupComment: descTag}
 	s := r.Reflect(v)
 	s.Version = ""
 	b, _ := json.Marshal(s)
 	var m map[string]any
 	_ = json.Unmarshal(b, &m)
+	withTags(m, reflect.TypeOf(v), response)
 	return m
+}
+
+// withTags adds to s, the schema of a value of type t, what the field tags
+// that MCP's tool schemas read say and the reflector does not: min and max
+// (minimum and maximum, or minItems and maxItems of an array), enum; in a
+// request, the required fields of internal/wire's types; in a response,
+// null for a pointer without omitempty.
+func withTags(s map[string]any, t reflect.Type, response bool) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Slice, reflect.Array:
+		if items, ok := s["items"].(map[string]any); ok {
+			withTags(items, t.Elem(), response)
+		}
+	case reflect.Struct:
+		props, _ := s["properties"].(map[string]any)
+		if props == nil {
+			return
+		}
+		for i := range t.NumField() {
+			f := t.Field(i)
+			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if f.Anonymous && name == "" {
+				withTags(s, f.Type, response)
+				continue
+			}
+			p, ok := props[name].(map[string]any)
+			if !ok {
+				continue
+			}
+			withTags(p, f.Type, response)
+			minKey, maxKey := "minimum", "maximum"
+			if p["type"] == "array" {
+				minKey, maxKey = "minItems", "maxItems"
+			}
+			if v := f.Tag.Get("min"); v != "" {
+				p[minKey] = json.Number(v)
+			}
+			if v := f.Tag.Get("max"); v != "" {
+				p[maxKey] = json.Number(v)
+			}
+			if v := f.Tag.Get("enum"); v != "" {
+				p["enum"] = strings.Split(v, ",")
+			}
+			omitted := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
+			if response && f.Type.Kind() == reflect.Pointer && !omitted {
+				if typ, ok := p["type"].(string); ok && typ != "null" {
+					p["type"] = []any{typ, "null"}
+				}
+			}
+			if !response && !omitted && t.PkgPath() == reflect.TypeFor[wire.Message]().PkgPath() {
+				req, _ := s["required"].([]any)
+				if !slices.Contains(req, any(name)) {
+					s["required"] = append(req, name)
+				}
+			}
+		}
+	}
 }
 
 // descTag describes a field by its desc tag, the one the MCP tool schemas
@@ -234,11 +308,14 @@ func descTag(t reflect.Type, field string) string {
 	return f.Tag.Get("desc")
 }
 
+// maxStop is how many stop sequences a completion takes.
+var maxStop uint64 = 4
+
 func mapType(t reflect.Type) *jsonschema.Schema {
 	switch t {
 	case reflect.TypeFor[wire.StopList]():
 		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
-			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}},
+			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}, MaxItems: &maxStop},
 		}}
 	case reflect.TypeFor[wire.Content](), reflect.TypeFor[*wire.Content]():
 		part := &jsonschema.Schema{Type: "object", Required: []string{"type", "text"}, Properties: jsonschema.NewProperties()}
@@ -282,7 +359,7 @@ func buildOpenAPI() map[string]any {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		for _, q := range rt.query {
-			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": map[string]any{"type": "string"}})
+			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": querySchema(q.name)})
 		}
 		for _, q := range rt.headers {
 			params = append(params, map[string]any{"name": q.name, "in": "header", "description": q.description, "schema": map[string]any{"type": "string"}})
@@ -291,7 +368,7 @@ func buildOpenAPI() map[string]any {
 			op["parameters"] = params
 		}
 		if rt.request != nil {
-			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": schemaOf(rt.request)}}}
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": requestSchemaOf(rt.request)}}}
 		}
 		content := map[string]any{"application/json": map[string]any{"schema": schemaOf(rt.response)}}
 		desc := "OK"
@@ -355,12 +432,23 @@ func buildOpenAPI() map[string]any {
 	}
 }
 
+// querySchema is the schema of the query parameter name.
+func querySchema(name string) map[string]any {
+	switch name {
+	case "limit":
+		return map[string]any{"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
+	case "groupBy":
+		return map[string]any{"type": "string", "enum": []string{"model", "provider", "chat", "key", "outcome"}}
+	}
+	return map[string]any{"type": "string"}
+}
+
 func errorSchema() any {
 	s := schemaOf(errorBody{}).(map[string]any)
 	detail := s["properties"].(map[string]any)["error"].(map[string]any)
 	detail["properties"].(map[string]any)["code"].(map[string]any)["enum"] = []string{
 		"invalid_request", "unauthenticated", "forbidden", "not_found", "conflict", "payload_too_large",
-		"rate_limited", "upstream_error", "upstream_timeout", "unavailable", "internal",
+		"rate_limited", "upstream_error", "upstream_timeout", "unavailable", "internal", "method_not_allowed",
 	}
 	return s
 }

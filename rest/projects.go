@@ -22,7 +22,7 @@ func toProjectResponse(p *domain.Project) projectResponse {
 }
 
 type projectCreateRequest struct {
-	Name        string `json:"name"`
+	Name        string `json:"name" jsonschema:"required"`
 	Description string `json:"description"`
 }
 
@@ -96,7 +96,7 @@ func toMemberResponse(m *domain.Member) memberResponse {
 }
 
 type memberPutRequest struct {
-	Role string `json:"role"`
+	Role string `json:"role" jsonschema:"required" enum:"viewer,editor,owner"`
 }
 
 func (s *Server) handleMemberList(c *echo.Context) error {

@@ -33,11 +33,11 @@ func toProviderResponse(p *domain.AIProvider) providerResponse {
 }
 
 type providerCreateRequest struct {
-	ProjectID    string `json:"projectId"`
-	Name         string `json:"name"`
-	Type         string `json:"type"`
+	ProjectID    string `json:"projectId" jsonschema:"required"`
+	Name         string `json:"name" jsonschema:"required"`
+	Type         string `json:"type" jsonschema:"required" enum:"openai,openai-compatible,azure-openai,anthropic"`
 	BaseURL      string `json:"baseUrl"`
-	DefaultModel string `json:"defaultModel"`
+	DefaultModel string `json:"defaultModel" jsonschema:"required"`
 	APIVersion   string `json:"apiVersion"`
 	APIKey       string `json:"apiKey"`
 	APIKeyRef    string `json:"apiKeyRef"`
