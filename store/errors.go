@@ -111,7 +111,22 @@ func fail(op string, err error) error {
 	if cannotWrite(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: err}
 	}
+	if contended(err) {
+		return &domain.Error{Kind: domain.Unavailable, Op: op,
+			Message: "the database ended this request's writes to settle a contention with another request's (a deadlock); retry", Err: err}
+	}
 	return &domain.Error{Kind: domain.Internal, Op: op, Err: err}
+}
+
+// contended reports whether err is PostgreSQL ending a transaction that
+// deadlocked with another (40P01) or could not be serialized with one
+// (40001): a fault of neither request, which sent again goes through. A
+// delete of a chat or project, which locks the chat and then its
+// conversations, can deadlock with a batch of turns that continues one of
+// them and adds one to the chat.
+func contended(err error) bool {
+	var pg *pgconn.PgError
+	return errors.As(err, &pg) && (pg.Code == "40P01" || pg.Code == "40001")
 }
 
 // SQLite's primary result codes for a database that cannot be written:

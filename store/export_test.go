@@ -28,6 +28,10 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 // Set it while no turn is being written.
 func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }
 
+// TurnStoredQuery is the query by which a turn whose answer was lost is
+// looked for (PostgreSQL).
+const TurnStoredQuery = turnStoredQuery
+
 // LargestTurnBatch is the most turns one transaction has held so far.
 func (s *Store) LargestTurnBatch() int { return s.commits.largestBatch() }
 

@@ -2435,6 +2435,77 @@ func TestTurnWritesThatPanic(t *testing.T) {
 	})
 }
 
+// TestTurnStoredUsesTheKey: the lookup of a turn whose answer was lost
+// goes through the messages' key, not a scan of every message (id alone
+// has no index on PostgreSQL since 00005), which could take the rest of
+// its batch's deadline on a large table.
+func TestTurnStoredUsesTheKey(t *testing.T) {
+	s := dbtest.Postgres(t)
+	tx, err := s.DB().DB()
+	must(t, err)
+	conn, err := tx.Conn(ctx())
+	must(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx(), "SET enable_seqscan = off") // what the plan would be on a large table
+	must(t, err)
+	rows, err := conn.QueryContext(ctx(), "EXPLAIN "+store.TurnStoredQuery, "cnv_x", 1, "msg_x")
+	must(t, err)
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var line string
+		must(t, rows.Scan(&line))
+		plan = append(plan, line)
+	}
+	must(t, rows.Err())
+	if p := strings.Join(plan, "\n"); strings.Contains(p, "Seq Scan") || !strings.Contains(p, "messages_pkey") {
+		t.Errorf("the lookup does not use the messages' key:\n%s", p)
+	}
+}
+
+// TestDeadlockIsUnavailable: a delete that PostgreSQL ends to break a
+// deadlock with another transaction is a 503 that says to retry, not an
+// internal error. Here another transaction holds a conversation of the chat
+// and then waits for the chat, which the delete holds while it waits for
+// the conversation.
+func TestDeadlockIsUnavailable(t *testing.T) {
+	s := dbtest.Postgres(t)
+	w := newWorld(t, s)
+	conv := newConversation(w.chatA)
+	must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "one")))
+	db, err := s.DB().DB()
+	must(t, err)
+	tx, err := db.BeginTx(ctx(), nil)
+	must(t, err)
+	defer func() { _ = tx.Rollback() }()
+	_, err = tx.ExecContext(ctx(), "UPDATE conversations SET updated_at = updated_at WHERE id = $1", conv.ID)
+	must(t, err)
+	deleted := make(chan error, 1)
+	go func() { deleted <- s.DeleteChat(ctx(), w.chatA.ID) }()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		var waiting int
+		must(t, db.QueryRowContext(ctx(), "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM \"chats\"%'").Scan(&waiting))
+		if waiting > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the delete never waited for the conversation")
+		}
+	}
+	// The delete, which waited first, finds the cycle at its deadlock
+	// timeout (1s by default) and is ended; this statement then goes on.
+	_, txErr := tx.ExecContext(ctx(), "UPDATE chats SET name = name WHERE id = $1", w.chatA.ID)
+	select {
+	case err := <-deleted:
+		if txErr != nil {
+			t.Skipf("PostgreSQL ended the other transaction (%v); the delete: %v", txErr, err)
+		}
+		wantErr(t, err, domain.Unavailable, "the database ended this request's writes to settle a contention with another request's (a deadlock); retry")
+	case <-time.After(10 * time.Second):
+		t.Fatal("the delete did not end within 10s")
+	}
+}
+
 // TestRefusals: a reply in which the model declined keeps its refusal;
 // every other message stores NULL there.
 func TestRefusals(t *testing.T) {

@@ -269,15 +269,21 @@ func onLiveConn(write func() error) error {
 }
 
 // turnStored says whether t's turn is in the database: its last message,
-// whose id no other write has, is stored only with the rest of it.
+// whose id no other write has, is stored only with the rest of it. It is
+// looked up by the messages' key (id alone has no index: a scan of the
+// whole table, inside the batch's deadline).
 func (s *Store) turnStored(ctx context.Context, t *turn) bool {
 	if len(t.rows) == 0 {
 		return false
 	}
+	last := &t.rows[len(t.rows)-1]
 	var n int
-	err := s.sqlDB.QueryRowContext(ctx, "SELECT count(*) FROM messages WHERE id = $1", t.rows[len(t.rows)-1].ID).Scan(&n)
+	err := s.sqlDB.QueryRowContext(ctx, turnStoredQuery, last.ConversationID, last.Seq, last.ID).Scan(&n)
 	return err == nil && n == 1
 }
+
+// turnStoredQuery is turnStored's (PostgreSQL).
+const turnStoredQuery = "SELECT count(*) FROM messages WHERE conversation_id = $1 AND seq = $2 AND id = $3"
 
 // appendTurnTx writes one turn in a transaction, on PostgreSQL.
 func (s *Store) appendTurnTx(ctx context.Context, t *turn) error {
