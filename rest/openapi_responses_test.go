@@ -24,7 +24,6 @@ import (
 // strict generated client rejects a null its schema does not allow.
 func TestResponsesMatchOpenAPI(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		doc := h.must(200, "GET", "/openapi.json", "", nil)
 		w := h.world()
 		me := h.must(200, "GET", "/api/v1/me", h.admin, nil)["id"].(string)
 		k := h.must(201, "POST", "/api/v1/users/"+me+"/api-keys", h.admin, map[string]any{"name": "old"})["id"].(string)
@@ -42,27 +41,10 @@ func TestResponsesMatchOpenAPI(t *testing.T) {
 			{"POST /api/v1/chats/{chatId}/completions", "/api/v1/chats/" + w.chat + "/completions",
 				map[string]any{"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()}},
 		} {
-			method, route, _ := strings.Cut(c.route, " ")
-			r := h.call(method, c.path, h.admin, c.body)
-			if r.Status != 200 {
+			method, _, _ := strings.Cut(c.route, " ")
+			// send holds the answer to its operation's schema (documented).
+			if r := h.call(method, c.path, h.admin, c.body); r.Status != 200 {
 				t.Fatalf("%s = %d %s", c.route, r.Status, r.Body)
-			}
-			op := doc["paths"].(map[string]any)[route].(map[string]any)[strings.ToLower(method)].(map[string]any)
-			schema := op["responses"].(map[string]any)["200"].(map[string]any)["content"].(map[string]any)["application/json"].(map[string]any)["schema"]
-			comp := validator.NewCompiler()
-			if err := comp.AddResource("response.json", schema); err != nil {
-				t.Fatal(err)
-			}
-			sch, err := comp.Compile("response.json")
-			if err != nil {
-				t.Fatal(err)
-			}
-			inst, err := validator.UnmarshalJSON(bytes.NewReader(r.Body))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := sch.Validate(inst); err != nil {
-				t.Errorf("%s: the response does not match openapi.json: %v\n%s", c.route, err, r.Body)
 			}
 		}
 	})
@@ -182,7 +164,15 @@ func responseSchema(method, path string, status int) (*validator.Schema, error) 
 		return nil, nil
 	}
 	esc := strings.NewReplacer("~", "~0", "/", "~1")
-	ptr := "openapi.json#/paths/" + esc.Replace(tmpl) + "/" + strings.ToLower(method) + "/responses/" + strconv.Itoa(status) + "/content/application~1json/schema"
+	return docSchema("openapi.json#/paths/" + esc.Replace(tmpl) + "/" + strings.ToLower(method) + "/responses/" + strconv.Itoa(status) + "/content/application~1json/schema")
+}
+
+// docSchema compiles the schema at ptr in openapi.json, once.
+func docSchema(ptr string) (*validator.Schema, error) {
+	doc, err := openAPIDoc()
+	if err != nil {
+		return nil, err
+	}
 	schemasMu.Lock()
 	defer schemasMu.Unlock()
 	if s, ok := schemas[ptr]; ok {
@@ -226,15 +216,7 @@ type pathTemplate struct {
 func TestStreamChunksMatchOpenAPI(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		doc, err := openAPIDoc()
-		if err != nil {
-			t.Fatal(err)
-		}
-		c := validator.NewCompiler()
-		if err := c.AddResource("openapi.json", doc); err != nil {
-			t.Fatal(err)
-		}
-		sch, err := c.Compile("openapi.json#/components/schemas/ChatCompletionChunk")
+		sch, err := docSchema("openapi.json#/components/schemas/ChatCompletionChunk")
 		if err != nil {
 			t.Fatal(err)
 		}

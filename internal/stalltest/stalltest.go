@@ -5,6 +5,7 @@ package stalltest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -45,10 +46,32 @@ func Get(t testing.TB, baseURL, key, path string) {
 	send(t, baseURL, fmt.Sprintf("GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n", path, key))
 }
 
-// SlowBody POSTs to path of the server at baseURL a JSON body it says is
+// SlowBodyRefused checks that the server at baseURL answers a POST of
+// path whose body stops coming (slowBody) with a 400 invalid_request in
+// the error envelope, saying the body did not arrive within timeout, and
+// does so soon after it.
+func SlowBodyRefused(t *testing.T, baseURL, key, path string, timeout time.Duration) {
+	t.Helper()
+	start := time.Now()
+	status, body := slowBody(t, baseURL, key, path)
+	var env struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(body), &env); err != nil || status != http.StatusBadRequest || env.Error.Code != "invalid_request" {
+		t.Fatalf("%d %s, want 400 invalid_request in the envelope", status, body)
+	}
+	if want := fmt.Sprintf("the request body did not arrive whole within %v; send it again", timeout); env.Error.Message != want {
+		t.Errorf("message %q, want %q", env.Error.Message, want)
+	}
+	if d := time.Since(start); d > timeout+5*time.Second {
+		t.Errorf("answered after %v, want about %v", d, timeout)
+	}
+}
+
+// slowBody POSTs to path of the server at baseURL a JSON body it says is
 // 1,000 bytes long and sends only the first three of, and returns the
 // server's answer, waiting 10 s at most for it.
-func SlowBody(t testing.TB, baseURL, key, path string) (status int, body string) {
+func slowBody(t testing.TB, baseURL, key, path string) (status int, body string) {
 	t.Helper()
 	conn := send(t, baseURL, fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"+
 		"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\nContent-Length: 1000\r\n\r\n{\"a", path, key))
