@@ -28,6 +28,13 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 // Set it while no turn is being written.
 func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }
 
+// SetDeleteChunks makes the deletes that go a chunk at a time (SQLite) take
+// chunk rows per statement and run between after each full chunk. Set it
+// while nothing is being deleted.
+func (s *Store) SetDeleteChunks(chunk int, between func()) {
+	s.deleteChunk, s.betweenChunks = chunk, between
+}
+
 // TurnStoredQuery is the query by which a turn whose answer was lost is
 // looked for (PostgreSQL).
 const TurnStoredQuery = turnStoredQuery

@@ -53,6 +53,10 @@ type Store struct {
 
 	// beforeWrite, a test's, runs as a leader begins its batch's writes.
 	beforeWrite func()
+	// deleteChunk (0: the constant's) and betweenChunks, a test's, are
+	// for the deletes of delete.go.
+	deleteChunk   int
+	betweenChunks func()
 
 	closed    chan struct{}
 	closeOnce sync.Once

@@ -2506,6 +2506,73 @@ func TestDeadlockIsUnavailable(t *testing.T) {
 	}
 }
 
+// TestLargeDeletesLetOtherWritesIn: on SQLite, deleting a chat or a
+// project removes its conversations and usage records a chunk per
+// statement, each committed on its own, so that another writer (here a
+// turn of another project, on the store's other connection) commits
+// between two chunks rather than wait for the whole delete, for its busy
+// timeout and then in vain. Everything the chat or project owned is gone
+// at the end, and nothing of the other project.
+func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
+	s := dbtest.SQLite(t)
+	w := newWorld(t, s)
+	count := func(query string, args ...any) int64 {
+		t.Helper()
+		var n int64
+		must(t, s.DB().Raw(query, args...).Row().Scan(&n))
+		return n
+	}
+	fill := func(chat *domain.Chat, n int) {
+		for i := range n {
+			c := newConversation(chat)
+			must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i))))
+			must(t, s.InsertUsage(ctx(), []domain.UsageRecord{{ID: domain.NewID(domain.PrefixMessage), ProjectID: chat.ProjectID, ChatID: chat.ID,
+				CreatedAt: t0.Add(time.Duration(i) * time.Second)}}))
+		}
+	}
+	other := newChat(t, s, w.provA) // chat A's project keeps this one when chat A goes
+	fill(w.chatA, 7)
+	fill(other, 3)
+	fill(w.chatB, 2)
+	var between int
+	s.SetDeleteChunks(2, func() {
+		between++
+		c := newConversation(w.chatB)
+		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "meanwhile")))
+	})
+
+	must(t, s.DeleteChat(ctx(), w.chatA.ID))
+	if between != 3 { // 7 conversations in chunks of 2
+		t.Errorf("%d turns of another project committed during the chat's delete; want one between each two chunks, 3", between)
+	}
+	if n := count("SELECT count(*) FROM conversations WHERE chat_id = ?", w.chatA.ID); n != 0 {
+		t.Errorf("%d conversations of the deleted chat are left", n)
+	}
+	if n := count("SELECT count(*) FROM conversations WHERE chat_id = ?", other.ID); n != 3 {
+		t.Errorf("the project's other chat has %d conversations; want its 3", n)
+	}
+
+	between = 0
+	must(t, s.DeleteProject(ctx(), w.prjA.ID))
+	if between != 1+5 { // the other chat's 3 conversations, then 10 usage records, in chunks of 2
+		t.Errorf("%d turns of another project committed during the project's delete; want 6", between)
+	}
+	for _, table := range []string{"conversations", "usage_records", "chats"} {
+		if n := count("SELECT count(*) FROM "+table+" WHERE project_id = ?", w.prjA.ID); n != 0 {
+			t.Errorf("%d rows of %s of the deleted project are left", n, table)
+		}
+	}
+	if n := count("SELECT count(*) FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)"); n != 0 {
+		t.Errorf("%d messages are left without their conversation", n)
+	}
+	if got, want := count("SELECT count(*) FROM conversations WHERE project_id = ?", w.prjB.ID), int64(2+3+6); got != want {
+		t.Errorf("the other project has %d conversations; want %d", got, want)
+	}
+	if n := count("SELECT count(*) FROM usage_records WHERE project_id = ?", w.prjB.ID); n != 2 {
+		t.Errorf("the other project has %d usage records; want its 2", n)
+	}
+}
+
 // TestRefusals: a reply in which the model declined keeps its refusal;
 // every other message stores NULL there.
 func TestRefusals(t *testing.T) {
