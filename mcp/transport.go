@@ -176,7 +176,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 				return
 			}
 			if errors.Is(err, slowclient.ErrBodyTimeout) {
-				writeError(w, http.StatusBadRequest, domain.Invalid.String(), bodyTooSlow(bodyTimeout))
+				writeError(w, http.StatusBadRequest, domain.Invalid.String(), slowclient.BodyTimeoutMessage(bodyTimeout))
 				return
 			}
 			if err != nil {
@@ -188,10 +188,6 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		next.ServeHTTP(w, r.WithContext(domain.WithPrincipal(r.Context(), p)))
 	})
 	return http.MaxBytesHandler(h, maxBodyBytes)
-}
-
-func bodyTooSlow(timeout time.Duration) string {
-	return "the request body did not arrive whole within " + timeout.String() + "; send it again"
 }
 
 func tooLarge(limit int64) string {

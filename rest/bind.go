@@ -55,7 +55,7 @@ func (s *Server) readBody(c *echo.Context) ([]byte, error) {
 			return nil, domain.Errorf(domain.TooLarge, "request body is over the %d-byte limit", mbe.Limit)
 		}
 		if errors.Is(err, slowclient.ErrBodyTimeout) {
-			return nil, domain.Errorf(domain.Invalid, "the request body did not arrive whole within %v; send it again", s.cfg.RequestTimeout)
+			return nil, domain.Errorf(domain.Invalid, "%s", slowclient.BodyTimeoutMessage(s.cfg.RequestTimeout))
 		}
 		return nil, domain.Errorf(domain.Invalid, "the request body could not be read")
 	}

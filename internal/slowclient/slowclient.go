@@ -19,6 +19,12 @@ import (
 // ErrBodyTimeout is ReadBody's error for a body that did not arrive in time.
 var ErrBodyTimeout = errors.New("the request body did not arrive in time")
 
+// BodyTimeoutMessage is what a client whose body did not arrive within
+// timeout is told, on REST and MCP alike.
+func BodyTimeoutMessage(timeout time.Duration) string {
+	return "the request body did not arrive whole within " + timeout.String() + "; send it again"
+}
+
 // ReadBody reads body, the request's, whole, allowing it timeout from now
 // to arrive (a read deadline on w's connection). A writer that takes no
 // deadlines (httptest's recorder) reads without one.
