@@ -96,10 +96,6 @@ func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 // defaultKeepAlive is SSE.KeepAlive's default, REST's too.
 const defaultKeepAlive = 15 * time.Second
 
-// minStall is the shortest a write to a client may block before it is
-// cut, as on REST.
-const minStall = time.Second
-
 // stallAfter is how long a write to a client may block before
 // slowclient.Writer cuts it, for keep-alive interval keepAlive (0: the
 // default): twice it, as on REST.
@@ -107,7 +103,7 @@ func stallAfter(keepAlive time.Duration) time.Duration {
 	if keepAlive <= 0 {
 		keepAlive = defaultKeepAlive
 	}
-	return max(2*keepAlive, minStall)
+	return slowclient.StallAfter(keepAlive)
 }
 
 // principalContext carries the principal that guard put in the request's

@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/slowclient"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -217,8 +218,9 @@ type stream struct {
 	// for as long as it likes, and with it the stream: the upstream call
 	// (past MaxStreamDuration too), the stream's slot and its usage record.
 	// A write that has not gone out after stallAfter, or that is still
-	// blocked minStall after the request ends (the shutdown's grace period
-	// ran out), is cut by a write deadline: the client is treated as gone.
+	// blocked slowclient.MinStall after the request ends (the shutdown's
+	// grace period ran out), is cut by a write deadline: the client is
+	// treated as gone.
 	rc           *http.ResponseController
 	stallAfter   time.Duration
 	writeStarted atomic.Int64               // Unix nanoseconds; 0 between writes
@@ -227,12 +229,9 @@ type stream struct {
 	stopWatch    func() bool                // stops cutting writes when the request ends
 }
 
-// minStall is the shortest a write may block before it is cut.
-const minStall = time.Second
-
 // stallAfter is how long a write to a client may block before it is cut,
-// a stream's or a JSON response's: twice the keep-alive interval.
-func (s *Server) stallAfter() time.Duration { return max(2*s.cfg.KeepAlive, minStall) }
+// a stream's or a JSON response's, as over MCP.
+func (s *Server) stallAfter() time.Duration { return slowclient.StallAfter(s.cfg.KeepAlive) }
 
 // appendQuote appends s as a JSON string. Invalid UTF-8 becomes U+FFFD, as
 // encoding/json writes it; AppendQuote's error only reports that it did.
@@ -274,7 +273,7 @@ func (st *stream) cut() { _ = st.rc.SetWriteDeadline(time.Now()) }
 
 // cutIfStillBlocked runs when the request ends (the shutdown's grace
 // period ran out, or the client left): a write that is still the same,
-// blocked, minStall later is cut, so that the handler can return. Not at
+// blocked, slowclient.MinStall later is cut, so that the handler can return. Not at
 // once: a write under way then is most likely the stream's last one (the
 // error event and [DONE] the shutdown sends), and cutting it would take
 // them from a client that reads.
@@ -283,7 +282,7 @@ func (st *stream) cutIfStillBlocked() {
 	if started == 0 {
 		return
 	}
-	time.AfterFunc(minStall, func() {
+	time.AfterFunc(slowclient.MinStall, func() {
 		if st.writeStarted.Load() == started {
 			st.cut()
 		}

@@ -48,6 +48,14 @@ func ReadBody(w http.ResponseWriter, body io.Reader, timeout time.Duration) ([]b
 	return b, err
 }
 
+// MinStall is the shortest a write to a client may block before it is cut.
+const MinStall = time.Second
+
+// StallAfter is how long a write to a client may block before it is cut,
+// for keep-alive interval keepAlive: twice the longest a stream goes
+// without writing, and at least MinStall. REST and MCP over HTTP cut at it.
+func StallAfter(keepAlive time.Duration) time.Duration { return max(2*keepAlive, MinStall) }
+
 // Writer cuts a write the client does not take in time. A client that
 // keeps its connection but stops reading would otherwise block the write
 // for as long as it likes, and with it what waits for the write: the
