@@ -10,12 +10,18 @@ import (
 )
 
 type conversationResponse struct {
-	ID        string            `json:"id"`
-	ProjectID string            `json:"projectId"`
-	ChatID    string            `json:"chatId"`
-	CreatedAt string            `json:"createdAt"`
-	UpdatedAt string            `json:"updatedAt"`
-	Messages  []messageResponse `json:"messages,omitempty"`
+	ID        string `json:"id"`
+	ProjectID string `json:"projectId"`
+	ChatID    string `json:"chatId"`
+	CreatedAt string `json:"createdAt"`
+	UpdatedAt string `json:"updatedAt"`
+}
+
+// conversationDetail is a conversation with its messages, as GET
+// /conversations/{id} answers it; lists leave the messages out.
+type conversationDetail struct {
+	conversationResponse
+	Messages []messageResponse `json:"messages"`
 }
 
 type messageResponse struct {
@@ -40,11 +46,7 @@ type usageJSON struct {
 }
 
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
-	r := conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
-	for i := range cv.Messages {
-		r.Messages = append(r.Messages, toMessageResponse(&cv.Messages[i]))
-	}
-	return r
+	return conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
 }
 
 func toMessageResponse(m *domain.Message) messageResponse {
@@ -75,9 +77,9 @@ func (s *Server) handleConversationGet(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r := toConversationResponse(cv)
-	if r.Messages == nil {
-		r.Messages = []messageResponse{}
+	r := conversationDetail{conversationResponse: toConversationResponse(cv), Messages: make([]messageResponse, len(cv.Messages))}
+	for i := range cv.Messages {
+		r.Messages[i] = toMessageResponse(&cv.Messages[i])
 	}
 	return c.JSON(http.StatusOK, r)
 }

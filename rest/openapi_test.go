@@ -93,7 +93,7 @@ var apiRoutes = []apiRoute{
 	{method: "GET", path: "/api/v1/users", summary: "List users (admins: all; others: themselves)", tag: "users", response: listResponse[userResponse]{}, status: 200, query: pageParams},
 	{method: "POST", path: "/api/v1/users", summary: "Create a user (admin)", tag: "users", request: userCreateRequest{}, response: userResponse{}, status: 201, errors: errs{403: "only a system admin may create users"}},
 	{method: "GET", path: "/api/v1/users/{userId}/api-keys", summary: "List a user's API keys (never the secret)", tag: "users", response: listResponse[apiKeyResponse]{}, status: 200, query: pageParams, errors: errs{404: otherUser}},
-	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: apiKeyResponse{}, status: 201, errors: errs{404: otherUser}},
+	{method: "POST", path: "/api/v1/users/{userId}/api-keys", summary: "Create an API key; the key is shown only in this response", tag: "users", request: apiKeyCreateRequest{}, response: createdAPIKeyResponse{}, status: 201, errors: errs{404: otherUser}},
 	{method: "DELETE", path: "/api/v1/users/{userId}/api-keys/{keyId}", summary: "Revoke an API key; answers it as it stays listed, revokedAt set (again: the same, with the first revokedAt)", tag: "users", response: apiKeyResponse{}, status: 200, errors: errs{404: "no such key of that user, " + otherUser}},
 
 	{method: "GET", path: "/api/v1/projects", summary: "List the projects you can see", tag: "projects", response: listResponse[projectResponse]{}, status: 200, query: pageParams},
@@ -146,7 +146,7 @@ var apiRoutes = []apiRoute{
 		})},
 
 	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it; 400 if sent empty: leave it out for every chat's)."}}, pageParams...), errors: errs{404: "chatId names a chat that does not exist or is in a project you are not a member of"}},
-	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationResponse{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
+	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationDetail{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such conversation, or in a project you are not a member of", 409: "its first reply is still being generated (a stream named it before its turn was stored); retry when it ends"}},
 }

@@ -29,8 +29,13 @@ type apiKeyResponse struct {
 	CreatedAt string  `json:"createdAt"`
 	RevokedAt *string `json:"revokedAt" jsonschema:"nullable"`
 	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable" desc:"When the key stops working (ISO 8601 UTC); null: it does not expire."`
-	// Key is the secret, present only in the response that created it.
-	Key string `json:"key,omitempty"`
+}
+
+// createdAPIKeyResponse is the one answer that carries the secret: the
+// response to the request that created the key.
+type createdAPIKeyResponse struct {
+	apiKeyResponse
+	Key string `json:"key" desc:"The secret, to send as a bearer token; shown only here, never again."`
 }
 
 func toAPIKeyResponse(k *domain.APIKey) apiKeyResponse {
@@ -115,8 +120,7 @@ func (s *Server) handleAPIKeyCreate(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r := toAPIKeyResponse(&k.APIKey)
-	r.Key = k.Secret
+	r := createdAPIKeyResponse{apiKeyResponse: toAPIKeyResponse(&k.APIKey), Key: k.Secret}
 	c.Response().Header().Set("Cache-Control", "no-store")
 	return c.JSON(http.StatusCreated, r)
 }
