@@ -316,7 +316,7 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	default:
 		return Invalidf("type", "type must be one of openai, openai-compatible, azure-openai, anthropic")
 	}
-	if p.Type != ProviderOpenAICompatible && p.APIKeyCiphertext == nil && p.APIKeyRef == "" {
+	if p.Type != ProviderOpenAICompatible && !p.HasAPIKey() {
 		// Only an OpenAI-compatible server (Ollama, vLLM) may take none.
 		return Invalidf("apiKey", "type %s needs a key: send apiKey, or apiKeyRef naming a PARLEY_PROVIDER_KEY_ variable", p.Type)
 	}
@@ -543,7 +543,7 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	if err := lendsServerKey(ctx, &before, p); err != nil {
 		return nil, err
 	}
-	if p.BaseURL != before.BaseURL && p.APIKeyCiphertext != nil && in.APIKey == nil && in.APIKeyRef == nil {
+	if p.BaseURL != before.BaseURL && len(p.APIKeyCiphertext) > 0 && in.APIKey == nil && in.APIKeyRef == nil {
 		// The key is write-only, even to owners: moved with it, the
 		// provider would send it to wherever the caller points it.
 		return nil, Invalidf("apiKey", "changing the baseUrl of a provider with a stored key sends that key to the new address; send apiKey again with baseUrl (or \"\" to remove it)")
