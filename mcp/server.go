@@ -92,7 +92,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		server.WithToolCapabilities(false),
 		server.WithInstructions(text),
 		server.WithToolHandlerMiddleware(withRequestID), // outside WithLogger's, whose mcp.tool line names the id
-		server.WithLogger(opts.Logger),
+		server.WithLogger(slog.New(requestLog{opts.Logger.Handler()})),
 		server.WithHooks(hooks),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
@@ -232,6 +232,7 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 				return toolError(ctx, d, req.Params.Name, err)
 			}
 			ctx = domain.WithPrincipal(ctx, p)
+			requestid.SetUser(ctx, p.UserID)
 		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {

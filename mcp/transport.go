@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/slowclient"
 )
 
@@ -181,6 +182,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
+		requestid.SetUser(r.Context(), p.UserID) // for the access line too, which REST writes
 		next.ServeHTTP(w, r.WithContext(domain.WithPrincipal(r.Context(), p)))
 	})
 	return http.MaxBytesHandler(h, maxBodyBytes)

@@ -79,6 +79,9 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		keepAlive = defaultKeepAlive
 	}
 	return guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
+			r = r.WithContext(withClientSession(r.Context(), sid))
+		}
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it

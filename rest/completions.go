@@ -53,8 +53,7 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	}
 	st, end := s.newStream(c)
 	defer end()
-	out, err := s.svcs.Completions.Stateless(ctx(c), in, st)
-	return st.finish(out, err)
+	return st.run(func() (*domain.Completion, error) { return s.svcs.Completions.Stateless(ctx(c), in, st) })
 }
 
 func (s *Server) handleChatCompletion(c *echo.Context) error {
@@ -75,8 +74,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	}
 	st, end := s.newStream(c)
 	defer end()
-	out, err := s.svcs.Completions.ForChat(ctx(c), in, st)
-	return st.finish(out, err)
+	return st.run(func() (*domain.Completion, error) { return s.svcs.Completions.ForChat(ctx(c), in, st) })
 }
 
 // A per-chat completion sent with an Idempotency-Key is answered, when the
@@ -490,6 +488,19 @@ func (st *stream) keepAlive() {
 	st.buf.WriteString(": keep-alive\n\n")
 	_ = st.flush()
 	st.alive.Reset(st.s.cfg.KeepAlive)
+}
+
+// run runs complete, a streamed completion, and finishes the stream with
+// its outcome. A panic in its course is the internal error recoverPanics
+// makes it for any other handler, which a stream that opened ends with
+// (an error event and [DONE]) rather than stopping short, as if whole.
+func (st *stream) run(complete func() (*domain.Completion, error)) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = st.finish(nil, st.s.recovered(st.c, r))
+		}
+	}()
+	return st.finish(complete())
 }
 
 // finish ends the stream: the finish reason, then usage (and debug), then

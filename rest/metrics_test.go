@@ -247,6 +247,12 @@ func (h *harness) waitMetric(name string, want float64, labels ...string) {
 // sending header on every request too.
 func (h *harness) mcpSession(key string, header ...string) *client.Client {
 	h.t.Helper()
+	return h.mcpSessionAt(mcpgo.LATEST_PROTOCOL_VERSION, key, header...)
+}
+
+// mcpSessionAt is mcpSession asking for protocol version.
+func (h *harness) mcpSessionAt(version, key string, header ...string) *client.Client {
+	h.t.Helper()
 	headers := map[string]string{"Authorization": "Bearer " + key}
 	for i := 0; i+1 < len(header); i += 2 {
 		headers[header[i]] = header[i+1]
@@ -258,7 +264,7 @@ func (h *harness) mcpSession(key string, header ...string) *client.Client {
 	c := client.NewClient(tr)
 	h.t.Cleanup(func() { c.Close() })
 	init := mcpgo.InitializeRequest{}
-	init.Params.ProtocolVersion = mcpgo.LATEST_PROTOCOL_VERSION
+	init.Params.ProtocolVersion = version
 	init.Params.ClientInfo = mcpgo.Implementation{Name: "metrics-test", Version: "1"}
 	if _, err := c.Initialize(context.Background(), init); err != nil {
 		h.t.Fatal(err)
@@ -290,6 +296,72 @@ func TestMCPLogsCarryTheRequestID(t *testing.T) {
 		}
 	}
 	t.Error(`no "mcp tool call refused" line was logged`)
+}
+
+// TestMCPLogLinesNameTheirCaller: the lines of an MCP-over-HTTP request,
+// its access line (which REST writes) and mcp-go's mcp.request and
+// mcp.tool lines, name the user whose key sent it, and mcp-go's name the
+// session by the id the client holds (mcp-go knows another, bindSession's).
+// mcp-go copies the method the client sent into its line, twice: a method
+// of any length writes at most a few hundred bytes of it.
+func TestMCPLogLinesNameTheirCaller(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	userID, key := h.user("logged")
+	const version = "2025-11-25" // the latest that has sessions
+	c := h.mcpSessionAt(version, key)
+	session := c.GetSessionId()
+	if session == "" {
+		t.Fatal("initialize gave no session id")
+	}
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "list-projects"
+	if res, err := c.CallTool(context.Background(), req); err != nil || res.IsError {
+		t.Fatalf("list-projects: %v %+v", err, res)
+	}
+	long := strings.Repeat("m", 100_000)
+	r, err := http.NewRequest("POST", h.srv.URL+"/mcp", strings.NewReader(`{"jsonrpc":"2.0","id":7,"method":"`+long+`"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header.Set("Authorization", "Bearer "+key)
+	r.Header.Set("Content-Type", "application/json")
+	r.Header.Set("Accept", "application/json, text/event-stream")
+	r.Header.Set("Mcp-Session-Id", session)
+	r.Header.Set("Mcp-Protocol-Version", version)
+	res, err := testClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	c.Close()
+
+	seen := map[string]int{}
+	for _, line := range strings.Split(h.finalLogs(), "\n") {
+		if len(line) > 2000 {
+			t.Errorf("a line of %d bytes: %.300s…", len(line), line)
+		}
+		var kind string
+		switch {
+		case strings.Contains(line, "msg=request ") && strings.Contains(line, "path=/mcp ") && !strings.Contains(line, "status=401 "):
+			kind = "access" // (mcp-go's client ends a session with a DELETE that carries no key)
+		case strings.Contains(line, "msg=mcp.request ") && !strings.Contains(line, "mcp.method=initialize "):
+			kind = "mcp.request" // initialize's session is not the client's yet
+		case strings.Contains(line, "msg=mcp.tool "):
+			kind = "mcp.tool"
+		default:
+			continue
+		}
+		seen[kind]++
+		if !strings.Contains(line, " user_id="+userID+" ") {
+			t.Errorf("a %s line does not name user_id=%s: %.500s", kind, userID, line)
+		}
+		if kind == "mcp.request" && !strings.Contains(line, " mcp.session.id="+session+" ") {
+			t.Errorf("an mcp.request line does not name the client's session %s: %.500s", session, line)
+		}
+	}
+	if seen["access"] < 3 || seen["mcp.request"] < 2 || seen["mcp.tool"] != 1 {
+		t.Errorf("lines seen %v, want access lines of initialize, the call and the long method, mcp.request lines of both, an mcp.tool line", seen)
+	}
 }
 
 // TestMetricBuckets: the duration histograms resolve what they measure.

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -227,7 +228,8 @@ func (s *Server) requestID(next echo.HandlerFunc) echo.HandlerFunc {
 
 // accessLog logs one line per request: its status, duration and the bytes
 // of its response body (a stream's, however long), never a body or a
-// header value.
+// header value. requestid.LogHandler adds its id and, once its key was
+// checked (here or by MCP's guard), its user's.
 func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c *echo.Context) error {
 		start := time.Now()
@@ -250,9 +252,6 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		attrs := []any{
 			"method", c.Request().Method, "path", pattern,
 			"status", status, "duration_ms", float64(took.Microseconds()) / 1000, "bytes", size,
-		}
-		if p, ok := domain.PrincipalFrom(c.Request().Context()); ok {
-			attrs = append(attrs, "user_id", p.UserID)
 		}
 		s.log.InfoContext(ctx(c), "request", attrs...)
 		return nil
@@ -332,19 +331,29 @@ func netWriter(c *echo.Context) http.ResponseWriter {
 	return c.Response()
 }
 
+// recoverPanics makes a handler's panic an internal error (500, in the
+// envelope), logged with its stack. A stream that opened ends its own
+// (stream.run).
 func (s *Server) recoverPanics(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c *echo.Context) (err error) {
 		defer func() {
 			if r := recover(); r != nil {
-				if r == http.ErrAbortHandler {
-					panic(r)
-				}
-				s.log.ErrorContext(ctx(c), "panic", "panic", r)
-				err = &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
+				err = s.recovered(c, r)
 			}
 		}()
 		return next(c)
 	}
+}
+
+// recovered logs r, a recovered panic, with its stack and the request's
+// route, and returns the internal error it becomes. http.ErrAbortHandler,
+// net/http's way to abort a response, panics on.
+func (s *Server) recovered(c *echo.Context, r any) error {
+	if r == http.ErrAbortHandler {
+		panic(r)
+	}
+	s.log.ErrorContext(ctx(c), "panic", "method", c.Request().Method, "path", route(c), "panic", r, "stack", string(debug.Stack()))
+	return &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
 }
 
 // limitBody caps the request body; a body over the limit is a 413.
@@ -369,6 +378,7 @@ func (s *Server) authenticate(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
+	requestid.SetUser(c.Request().Context(), p.UserID)
 	c.SetRequest(c.Request().WithContext(domain.WithPrincipal(c.Request().Context(), p)))
 	return nil
 }

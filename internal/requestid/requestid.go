@@ -1,5 +1,6 @@
 // Package requestid carries a request's id in its context and puts it on
-// every log line written in the request's course. The REST API takes the
+// every log line written in the request's course, with the id of the user
+// who sent it once the request's key was checked. The REST API takes the
 // id from X-Request-Id or makes one; an MCP tool call that arrives with
 // none (stdio) is given one. Both adapters share it, as they share the
 // log.
@@ -10,9 +11,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"sync/atomic"
 )
 
 type key struct{}
+
+// request is what a request's context carries: its id, and its user once
+// known. The user is set on the context With made, after it was made (a
+// key is checked further in), and read by every line logged through it.
+type request struct {
+	id   string
+	user atomic.Pointer[string]
+}
 
 // New returns a fresh id: "req_" and 24 hex digits.
 func New() string {
@@ -21,15 +31,28 @@ func New() string {
 	return "req_" + hex.EncodeToString(b)
 }
 
-// With returns ctx carrying id.
+// With returns ctx carrying id, and room for the request's user.
 func With(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, key{}, id)
+	return context.WithValue(ctx, key{}, &request{id: id})
 }
 
 // From returns the id ctx carries, or "".
 func From(ctx context.Context) string {
-	id, _ := ctx.Value(key{}).(string)
-	return id
+	if r, ok := ctx.Value(key{}).(*request); ok {
+		return r.id
+	}
+	return ""
+}
+
+// SetUser names the user who sent the request that ctx, or a context it
+// was derived from, carries the id of (With): the lines logged in its
+// course from then on name the user, the access line written once it
+// ends too, though it is written with the context the key was checked
+// under. Without an id in ctx it does nothing.
+func SetUser(ctx context.Context, userID string) {
+	if r, ok := ctx.Value(key{}).(*request); ok {
+		r.user.Store(&userID)
+	}
 }
 
 // Sane says whether id, a caller's, may be used as is: 1 to 128 printable
@@ -47,8 +70,8 @@ func Sane(id string) bool {
 }
 
 // LogHandler returns h adding request_id, first on the line, to every
-// record logged with a context that carries one. h already so wrapped is
-// returned as it is.
+// record logged with a context that carries one, and user_id after it
+// once SetUser named the user. h already so wrapped is returned as it is.
 func LogHandler(h slog.Handler) slog.Handler {
 	if _, ok := h.(handler); ok {
 		return h
@@ -59,9 +82,12 @@ func LogHandler(h slog.Handler) slog.Handler {
 type handler struct{ slog.Handler }
 
 func (h handler) Handle(ctx context.Context, r slog.Record) error {
-	if id := From(ctx); id != "" {
+	if req, ok := ctx.Value(key{}).(*request); ok {
 		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-		nr.AddAttrs(slog.String("request_id", id))
+		nr.AddAttrs(slog.String("request_id", req.id))
+		if user := req.user.Load(); user != nil {
+			nr.AddAttrs(slog.String("user_id", *user))
+		}
 		r.Attrs(func(a slog.Attr) bool {
 			nr.AddAttrs(a)
 			return true

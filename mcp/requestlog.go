@@ -1,0 +1,70 @@
+package mcp
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"unicode/utf8"
+)
+
+// requestLog is the handler of the logger mcp-go writes its mcp.request
+// and mcp.tool lines to (server.WithLogger). Those lines copy what the
+// client sent: a method or tool name of any length, in mcp.method and in
+// error ("Method … not found"), which would let any key write megabytes
+// of log per request; and mcp.session.id is the session id mcp-go knows,
+// which over streamable HTTP is the one bindSession derived, not the one
+// the client holds. requestLog caps every string at maxLoggedString bytes
+// and names the session as the client does.
+type requestLog struct{ slog.Handler }
+
+// maxLoggedString is the most of a string requestLog writes: room for
+// any method, tool name or error message of Parley's own.
+const maxLoggedString = 256
+
+func (h requestLog) Handle(ctx context.Context, r slog.Record) error {
+	client := clientSessionFrom(ctx)
+	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "mcp.session.id" && client != "" {
+			a.Value = slog.StringValue(client)
+		}
+		if a.Value.Kind() == slog.KindString {
+			a.Value = slog.StringValue(capString(a.Value.String()))
+		}
+		nr.AddAttrs(a)
+		return true
+	})
+	return h.Handler.Handle(ctx, nr)
+}
+
+func (h requestLog) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return requestLog{h.Handler.WithAttrs(attrs)}
+}
+
+func (h requestLog) WithGroup(name string) slog.Handler { return requestLog{h.Handler.WithGroup(name)} }
+
+// capString returns s, or its first maxLoggedString bytes (whole
+// characters) and how long it was.
+func capString(s string) string {
+	if len(s) <= maxLoggedString {
+		return s
+	}
+	n := maxLoggedString
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
+}
+
+type clientSessionKey struct{}
+
+// withClientSession returns ctx carrying the session id the client sent,
+// before bindSession replaced it, for requestLog.
+func withClientSession(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, clientSessionKey{}, id)
+}
+
+func clientSessionFrom(ctx context.Context) string {
+	id, _ := ctx.Value(clientSessionKey{}).(string)
+	return id
+}
