@@ -132,17 +132,17 @@ func idKey(raw json.RawMessage) string {
 
 // cancelledRequest returns the key of the request a notifications/cancelled
 // names; ok is false when msg is not one.
+// Member names must be exact: encoding/json matches them regardless of
+// case, and mcp-go refuses a message whose names are not its own, which
+// must not cancel anything here either.
 func cancelledRequest(msg []byte) (id string, ok bool) {
-	var n struct {
-		Method string `json:"method"`
-		Params struct {
-			RequestID json.RawMessage `json:"requestId"`
-		} `json:"params"`
-	}
-	if json.Unmarshal(msg, &n) != nil || n.Method != string(mcpgo.MethodNotificationCancelled) {
+	var n, params map[string]json.RawMessage
+	var method string
+	if json.Unmarshal(msg, &n) != nil || json.Unmarshal(n["method"], &method) != nil ||
+		method != string(mcpgo.MethodNotificationCancelled) || json.Unmarshal(n["params"], &params) != nil {
 		return "", false
 	}
-	id = idKey(n.Params.RequestID)
+	id = idKey(params["requestId"])
 	return id, id != ""
 }
 

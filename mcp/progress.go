@@ -49,10 +49,12 @@ type progressEmitter struct {
 	queued  int          // the progress of the last notification queued
 }
 
-// newProgressEmitter returns nil when the call carries no progress token:
+// newProgressEmitter returns nil when the call carries no progress token,
+// or came over streamable HTTP from a client that takes no event stream
+// (jsonOnly), which mcp-go would answer with one to send notifications:
 // the completion then does not stream.
 func newProgressEmitter(ctx context.Context, req mcpgo.CallToolRequest, d deps) *progressEmitter {
-	if req.Params.Meta == nil || req.Params.Meta.ProgressToken == nil {
+	if req.Params.Meta == nil || req.Params.Meta.ProgressToken == nil || jsonOnly(ctx) {
 		return nil
 	}
 	srv := server.ServerFromContext(ctx)
@@ -288,3 +290,13 @@ func progressLogFrom(ctx context.Context) *progressLog {
 	l, _ := ctx.Value(progressLogKey{}).(*progressLog)
 	return l
 }
+
+type jsonOnlyKey struct{}
+
+// withJSONOnly marks ctx as a request's whose client does not accept an
+// event stream (its Accept header), so gets no progress notifications.
+func withJSONOnly(ctx context.Context) context.Context {
+	return context.WithValue(ctx, jsonOnlyKey{}, true)
+}
+
+func jsonOnly(ctx context.Context) bool { return ctx.Value(jsonOnlyKey{}) != nil }

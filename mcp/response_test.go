@@ -36,6 +36,8 @@ func TestStreamableRefusalsInEnvelope(t *testing.T) {
 		{"no session id", "", "application/json", "2025-06-18", list, 400, "invalid_request", "Mcp-Session-Id is required"},
 		{"a body that is not JSON by its type", "", "text/plain", "2025-06-18", list, 400, "invalid_request", "application/json"},
 		{"an unknown protocol version", "", "application/json", "1999-01-01", list, 400, "invalid_request", "1999-01-01"},
+		// mcp-go takes what sorts after its latest version for one to come.
+		{"a protocol version that is not a date", "", "application/json", "bogus", list, 400, "invalid_request", `"bogus" is not a protocol version`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(tc.body))

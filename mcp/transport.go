@@ -13,6 +13,8 @@ import (
 	"strings"
 	"time"
 
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/slowclient"
@@ -80,6 +82,37 @@ type jsonRPCMessage struct {
 type present struct{}
 
 func (*present) UnmarshalJSON([]byte) error { return nil }
+
+// invalidMessage says why msg, a message sent over HTTP, must not reach
+// mcp-go, in JSON-RPC's terms, or returns "". mcp-go takes a batch (a
+// JSON array) for a parse error, and answers a request whose id is null,
+// a boolean, an object or a fraction, which MCP forbids ("Requests MUST
+// include a string or integer ID"): a null one with nothing at all, and
+// one it cannot read back (1e400) never, leaving its session waiting for
+// a response.
+func invalidMessage(msg []byte) string {
+	if b := bytes.TrimLeft(msg, " \t\r\n"); len(b) > 0 && b[0] == '[' {
+		return "JSON-RPC batches are not supported: send each message in a request of its own"
+	}
+	var m jsonRPCMessage
+	if json.Unmarshal(msg, &m) != nil || m.ID == nil {
+		return "" // not JSON (mcp-go says so), or a notification
+	}
+	id := strings.TrimPrefix(string(m.ID), "-")
+	if strings.HasPrefix(id, `"`) || id != "" && strings.Trim(id, "0123456789") == "" {
+		return ""
+	}
+	return "id must be a string or an integer"
+}
+
+// writeInvalidMessage answers a message invalidMessage refused: 400, with
+// a JSON-RPC error, as mcp-go answers a message it cannot parse.
+func writeInvalidMessage(w http.ResponseWriter, why string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": nil,
+		"error": map[string]any{"code": mcpgo.INVALID_REQUEST, "message": why}})
+}
 
 // readJSONRPC decodes the id and method of msg; ok is false when it is not
 // JSON or has no id. A message with a result has no method here, whatever

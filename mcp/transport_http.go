@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
@@ -82,10 +84,24 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {
 			r = r.WithContext(withClientSession(r.Context(), sid))
 		}
+		if !acceptsEventStream(r.Header.Get("Accept")) {
+			r = r.WithContext(withJSONOnly(r.Context()))
+		}
 		bindSession(r)
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !isDate(v) {
+			// mcp-go takes what sorts after its latest for a version to
+			// come, "bogus" too, and then asks for that version's _meta.
+			writeError(w, http.StatusBadRequest, domain.Invalid.String(),
+				fmt.Sprintf("MCP-Protocol-Version %q is not a protocol version: send the one initialize agreed on, such as %s", v, mcpgo.LATEST_PROTOCOL_VERSION))
+			return
+		}
+		if why := invalidMessage(body); why != "" {
+			writeInvalidMessage(w, why)
+			return
+		}
 		var msg struct {
 			Method string `json:"method"`
 		}
@@ -104,18 +120,20 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		pw := &plainErrors{ResponseWriter: w}
 		defer pw.finish(r)
 		w = pw
-		switch msg.Method {
-		case "notifications/cancelled":
+		if id, ok := cancelledRequest(body); ok && isJSON(r) {
 			// Parley ends the call itself (liveRequests), which also
 			// keeps mcp-go's response to it from the client (see
 			// cancel.go), and mcp-go does not see the notification.
 			// Without a session id there is nothing to cancel: such
 			// callers (protocol 2026-07-28) cancel by closing the request.
-			if id, ok := cancelledRequest(body); ok && session != "" {
+			// (Another, malformed, goes to mcp-go, which refuses it.)
+			if session != "" {
 				live.cancel(session, id)
 			}
 			w.WriteHeader(http.StatusAccepted)
 			return
+		}
+		switch msg.Method {
 		case "initialize":
 			buf := &bufferedResponse{header: http.Header{}}
 			h.ServeHTTP(buf, r)
@@ -138,6 +156,19 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		}
 		serveUntilShutdown(h, w, r)
 	}))
+}
+
+// isDate says whether v is a date, as MCP's protocol versions are.
+func isDate(v string) bool {
+	_, err := time.Parse(time.DateOnly, v)
+	return err == nil
+}
+
+// isJSON says whether r's body is JSON by its Content-Type, as mcp-go
+// requires of every message.
+func isJSON(r *http.Request) bool {
+	media, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return media == "application/json"
 }
 
 // liveRequests are the requests being served to streamable HTTP sessions
@@ -165,7 +196,11 @@ func (l *liveRequests) serve(h http.Handler, w http.ResponseWriter, r *http.Requ
 	if l.reqs == nil {
 		l.reqs = map[string]*liveRequest{}
 	}
-	l.reqs[key] = req
+	if l.reqs[key] == nil {
+		// Not another request with the id, which mcp-go refuses (an id
+		// in use): a cancel names the first.
+		l.reqs[key] = req
+	}
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()

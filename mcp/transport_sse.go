@@ -112,6 +112,10 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		if why := invalidMessage(body); why != "" {
+			writeInvalidMessage(w, why)
+			return
+		}
 		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
 			// Parley ends the call itself (pendingResponses), which also

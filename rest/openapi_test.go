@@ -161,7 +161,8 @@ var mcpPaths = map[string]any{
 			"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"},
 			"202": map[string]any{"description": "accepted: a notification or a response, which has no answer"},
 			"400": errRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
-				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead)"),
+				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead; a JSON-RPC batch, or a request " +
+				"whose id is not a string or an integer, JSON-RPC's invalid request, -32600, with id null)"),
 			"401": errRef("no or wrong bearer key"),
 			"404": errRef("no such session: Mcp-Session-Id is malformed; initialize again"),
 			"413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),

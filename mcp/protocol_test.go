@@ -1,0 +1,196 @@
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mark3labs/mcp-go/client/transport"
+	"github.com/mark3labs/mcp-go/server"
+
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// rawSession speaks streamable HTTP by hand, on a session of protocol
+// 2025-06-18, to send what no SDK client sends.
+type rawSession struct {
+	t                 *testing.T
+	url, key, session string
+}
+
+func newRawSession(t *testing.T, e *env) *rawSession {
+	hs := e.httpServer(e.server(Options{}), 0)
+	r := &rawSession{t: t, url: hs.URL, key: e.keys["editor"]}
+	res, _ := r.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
+	if r.session = res.Header.Get(server.HeaderKeySessionID); r.session == "" {
+		t.Fatal("initialize gave no session id")
+	}
+	return r
+}
+
+// post sends body to /mcp with header's pairs over the usual ones, and
+// returns the response with its body read.
+func (r *rawSession) post(body string, header ...string) (*http.Response, string) {
+	r.t.Helper()
+	return r.postTo("/mcp", body, header...)
+}
+
+// postTo is post to path, or to a whole URL (an HTTP+SSE session's
+// endpoint).
+func (r *rawSession) postTo(path, body string, header ...string) (*http.Response, string) {
+	r.t.Helper()
+	res, got, err := r.send(context.Background(), path, body, header...)
+	must(r.t, err)
+	return res, got
+}
+
+func (r *rawSession) send(ctx context.Context, path, body string, header ...string) (*http.Response, string, error) {
+	url := path
+	if strings.HasPrefix(path, "/") {
+		url = r.url + path
+	}
+	req, err := http.NewRequestWithContext(ctx, "POST", url, strings.NewReader(body))
+	if err != nil {
+		return nil, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+r.key)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("MCP-Protocol-Version", "2025-06-18")
+	if r.session != "" {
+		req.Header.Set(server.HeaderKeySessionID, r.session)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, "", err
+	}
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	return res, string(b), err
+}
+
+// hangingCall starts the completion id, which the upstream never answers,
+// and returns once the upstream has it, with the channel closed when the
+// upstream sees it cancelled.
+func (r *rawSession) hangingCall(e *env, id string) (canceled <-chan struct{}) {
+	r.t.Helper()
+	started, canceled := e.upstream.hang()
+	args, _ := json.Marshal(cancelArgs(e))
+	// Ended by the test's end at the latest, before its server closes
+	// (cleanups run last first), which would wait for it.
+	ctx, end := context.WithCancel(context.Background())
+	r.t.Cleanup(end)
+	go r.send(ctx, "/mcp", fmt.Sprintf(`{"jsonrpc":"2.0","id":%s,"method":"tools/call","params":{"name":"create-chat-completion","arguments":%s}}`, id, args))
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		r.t.Fatal("the upstream never got the call")
+	}
+	return canceled
+}
+
+// sseEndpoint is the URL an HTTP+SSE session takes its messages at.
+func (s *session) sseEndpoint(t *testing.T) string {
+	tr, ok := s.GetTransport().(*transport.SSE)
+	if !ok {
+		t.Fatalf("transport is %T", s.GetTransport())
+	}
+	return tr.GetEndpoint().String()
+}
+
+func notCanceled(t *testing.T, canceled <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-canceled:
+		t.Fatalf("%s cancelled the call", what)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+// TestCancelOnlyByAWellFormedNotification: over streamable HTTP Parley
+// reads notifications/cancelled itself, before mcp-go. A cancellation
+// mcp-go would refuse cancels nothing: member names in another case
+// (encoding/json matches names regardless of case), a body not sent as
+// JSON. A request that reuses the id of one running, which mcp-go refuses,
+// does not take the first's place: a cancellation still reaches the first.
+func TestCancelOnlyByAWellFormedNotification(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	r := newRawSession(t, e)
+	canceled := r.hangingCall(e, "132")
+
+	_, body := r.post(`{"jsonrpc":"2.0","METHOD":"notifications/cancelled","Params":{"RequestId":132}}`)
+	notCanceled(t, canceled, "a cancellation with its names in capitals ("+body+")")
+	r.post(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":132}}`, "Content-Type", "text/plain")
+	notCanceled(t, canceled, "a cancellation sent as text/plain")
+
+	if _, body := r.post(`{"jsonrpc":"2.0","id":132,"method":"ping"}`); !strings.Contains(body, "already") {
+		t.Errorf("a ping reusing the running call's id: %s, want mcp-go's refusal of an id in use", body)
+	}
+	res, _ := r.post(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":132}}`)
+	if res.StatusCode != http.StatusAccepted {
+		t.Errorf("a cancellation: %d, want 202", res.StatusCode)
+	}
+	select {
+	case <-canceled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a well-formed cancellation, after a request that reused the id, did not cancel the call")
+	}
+}
+
+// TestInvalidMessagesRefused: a JSON-RPC batch, which no protocol version
+// Parley's SDK serves as such takes, and a request id that is not a string
+// or an integer, which MCP forbids, are refused with a 400 and JSON-RPC's
+// "invalid request", over streamable HTTP and HTTP+SSE alike. mcp-go took
+// the batch for a parse error, answered a null id with nothing, echoed the
+// others, and never answered 1e400 (its SSE session then waited for it).
+func TestInvalidMessagesRefused(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	r := newRawSession(t, e)
+	ping := func(id string) string { return `{"jsonrpc":"2.0","id":` + id + `,"method":"ping"}` }
+	sse := e.connect(overSSE, "editor", Options{}).sseEndpoint(t)
+	for _, body := range []string{
+		"[" + ping("1") + "]", " \n[" + ping("1") + "]",
+		ping("null"), ping("true"), ping(`{"a":1}`), ping("[1]"), ping("1.5"), ping("1e400"), ping("-0.0"),
+	} {
+		for _, path := range []string{"/mcp", sse} {
+			res, got := r.postTo(path, body)
+			var msg struct {
+				ID    json.RawMessage
+				Error struct{ Code int }
+			}
+			_ = json.Unmarshal([]byte(got), &msg)
+			if res.StatusCode != http.StatusBadRequest || msg.Error.Code != -32600 || string(msg.ID) != "null" {
+				t.Errorf("%s, %s: %d %s, want 400 with an invalid request error and id null", path, body, res.StatusCode, got)
+			}
+		}
+	}
+	for _, id := range []string{`"x"`, "7", "-3", "123456789012345678901234567890"} {
+		if res, got := r.post(ping(id)); res.StatusCode != http.StatusOK || !strings.Contains(got, `"id":`+id) {
+			t.Errorf("a ping with the id %s: %d %s, want it answered", id, res.StatusCode, got)
+		}
+	}
+}
+
+// TestJSONOnlyClientGetsJSON: a client whose Accept takes no event stream
+// gets its completion's result as JSON, though it asked for progress:
+// mcp-go would open an event stream to send the notifications.
+func TestJSONOnlyClientGetsJSON(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	r := newRawSession(t, e)
+	e.upstream.Enqueue(llmtest.Behavior{Deltas: []string{"one ", "two"}})
+	args, _ := json.Marshal(cancelArgs(e))
+	res, body := r.post(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"create-chat-completion","arguments":`+string(args)+`,"_meta":{"progressToken":"p"}}}`,
+		"Accept", "application/json")
+	if ct := res.Header.Get("Content-Type"); res.StatusCode != http.StatusOK || ct != "application/json" || !strings.Contains(body, "one two") {
+		t.Errorf("a completion with a progress token, Accept: application/json: %d %s %s, want 200 and the result as JSON", res.StatusCode, ct, body)
+	}
+}
