@@ -49,6 +49,9 @@ type env struct {
 	// bodyTimeout bounds the wait for a request's body in the HTTP
 	// servers e makes (0: the default).
 	bodyTimeout time.Duration
+	// origins are the browser origins the HTTP transports take besides
+	// loopback ones (Limits.Origins).
+	origins []string
 	// maxStdioBytes is the message limit of the stdio servers e makes
 	// (0: the default).
 	maxStdioBytes int64
@@ -173,7 +176,7 @@ func (e *env) server(opts Options) *server.MCPServer {
 // httpServer serves the MCP HTTP transports as cmd/parley mounts them.
 func (e *env) httpServer(srv *server.MCPServer, maxBody int64) *httptest.Server {
 	mux := http.NewServeMux()
-	lim := Limits{MaxBodyBytes: maxBody, BodyTimeout: e.bodyTimeout}
+	lim := Limits{MaxBodyBytes: maxBody, BodyTimeout: e.bodyTimeout, Origins: e.origins}
 	mux.Handle("/mcp", StreamableHTTPHandler(srv, e.svcs.Users.Authenticate, lim, e.keepAlive, nil))
 	x := NewSSE(srv, e.svcs.Users.Authenticate, lim, "", nil)
 	x.KeepAlive = e.keepAlive

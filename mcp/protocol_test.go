@@ -194,3 +194,43 @@ func TestJSONOnlyClientGetsJSON(t *testing.T) {
 		t.Errorf("a completion with a progress token, Accept: application/json: %d %s %s, want 200 and the result as JSON", res.StatusCode, ct, body)
 	}
 }
+
+// TestOriginChecked: a request whose Origin header is neither a loopback
+// origin nor one the server was told to take gets 403, before its key is
+// looked at, on every HTTP endpoint (MCP: "Servers MUST validate the Origin
+// header on all incoming connections to prevent DNS rebinding attacks").
+// A request without one (every client outside a browser) is served.
+func TestOriginChecked(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.origins = []string{"https://app.example.com"}
+	r := newRawSession(t, e)
+	sse := e.connect(overSSE, "editor", Options{}).sseEndpoint(t)
+	ping := `{"jsonrpc":"2.0","id":3,"method":"ping"}`
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true}, {"http://localhost:6274", true}, {"http://127.0.0.1:3000", true}, {"http://[::1]:8080", true},
+		{"https://APP.example.com", true},
+		{"http://evil.example", false}, {"https://app.example.com:8443", false}, {"null", false}, {"file://", false},
+		{"http://localhost.evil.example", false}, {"http://127.0.0.1.nip.io", false},
+	} {
+		for _, path := range []string{"/mcp", sse} {
+			res, body := r.postTo(path, ping, "Origin", tc.origin)
+			if refused := res.StatusCode == http.StatusForbidden; refused == tc.ok ||
+				refused && !strings.Contains(body, `"code":"forbidden"`) {
+				t.Errorf("Origin %q, %s: %d %s, want it served: %v", tc.origin, path, res.StatusCode, body, tc.ok)
+			}
+		}
+	}
+	// The SSE stream's GET too, and before the key: none is sent here.
+	req, err := http.NewRequest("GET", r.url+"/sse", nil)
+	must(t, err)
+	req.Header.Set("Origin", "http://evil.example")
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	res.Body.Close()
+	if res.StatusCode != http.StatusForbidden {
+		t.Errorf("GET /sse from an origin not allowed, without a key: %d, want 403", res.StatusCode)
+	}
+}

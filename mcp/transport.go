@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +50,34 @@ type Limits struct {
 	// BodyTimeout bounds the wait for a request's body once its headers
 	// came (0: DefaultBodyTimeout); a body not whole by then gets 400.
 	BodyTimeout time.Duration
+	// Origins are the origins ("https://app.example.com", or "*" for
+	// any) whose requests are taken besides loopback ones: a request that
+	// carries another Origin header gets 403, as MCP asks of a server to
+	// keep DNS-rebinding pages out. Clients outside a browser send none.
+	Origins []string
+}
+
+// originAllowed says whether a request with the Origin header origin may
+// be served: it has none, it is a loopback one (a local tool such as the
+// MCP Inspector), or lim.Origins lists it.
+func (lim Limits) originAllowed(origin string) bool {
+	if origin == "" {
+		return true
+	}
+	for _, o := range lim.Origins {
+		if o == "*" || strings.EqualFold(o, origin) {
+			return true
+		}
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
+		return false
+	}
+	host := u.Hostname()
+	if ip := net.ParseIP(host); ip != nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
 }
 
 // serveUntilShutdown serves r with a context that the server's shutdown
@@ -152,7 +182,8 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 // guard authenticates the bearer key, checks the method and caps the body
 // before next sees the request: a missing or wrong key gets 401 with a
 // WWW-Authenticate challenge, a method other than method 405 with Allow,
-// a body over the limit 413, a body not whole within lim.BodyTimeout 400.
+// a body over the limit 413, a body not whole within lim.BodyTimeout 400;
+// first of all, an Origin lim does not allow 403.
 // A key that could not be checked is logged to logger, with the request's
 // context.
 func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, next http.Handler) http.Handler {
@@ -165,6 +196,11 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		bodyTimeout = DefaultBodyTimeout
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); !lim.originAllowed(origin) {
+			writeError(w, http.StatusForbidden, domain.Forbidden.String(), fmt.Sprintf(
+				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_MCP_ALLOWED_ORIGINS lists", origin))
+			return
+		}
 		key, ok := bearerKey(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)

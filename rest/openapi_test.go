@@ -163,16 +163,16 @@ var mcpPaths = map[string]any{
 			"400": errRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
 				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead; a JSON-RPC batch, or a request " +
 				"whose id is not a string or an integer, JSON-RPC's invalid request, -32600, with id null)"),
-			"401": errRef("no or wrong bearer key"),
+			"401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
 			"404": errRef("no such session: Mcp-Session-Id is malformed; initialize again"),
 			"413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 		}},
 	},
 	"/sse": map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{
-		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "403": errRef(originRefused), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{
-		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"),
+		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
 		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
@@ -212,6 +212,9 @@ func quotaHeaders() map[string]any {
 			`e.g. 60;w=60;comment="key-requests-per-minute", 600;w=60;comment="project-requests-per-minute", 4;comment="key-concurrent-streams".`, "string"),
 	}
 }
+
+// originRefused is MCP over HTTP's 403, on every endpoint.
+const originRefused = "an Origin header that is neither a loopback origin nor one PARLEY_MCP_ALLOWED_ORIGINS lists"
 
 func errRef(desc string) map[string]any {
 	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}

@@ -130,6 +130,20 @@ func TestLoadEnv(t *testing.T) {
 		})
 	}
 
+	// MCP's allowed origins are origins, as a browser sends them.
+	t.Run("PARLEY_MCP_ALLOWED_ORIGINS", func(t *testing.T) {
+		t.Setenv("PARLEY_MCP_ALLOWED_ORIGINS", " https://app.example.com, http://10.0.0.5:3000 ,*")
+		if e, err := loadEnv(); err != nil || strings.Join(e.MCPAllowedOrigins, " ") != "https://app.example.com http://10.0.0.5:3000 *" {
+			t.Errorf("three origins: %q, %v", e.MCPAllowedOrigins, err)
+		}
+		for _, bad := range []string{"app.example.com", "https://app.example.com/", "https://u:p@app.example.com", "https://app.example.com?x=1", "**"} {
+			t.Setenv("PARLEY_MCP_ALLOWED_ORIGINS", bad)
+			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_MCP_ALLOWED_ORIGINS") || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+				t.Errorf("%q: %v, want an error naming the variable and the value", bad, err)
+			}
+		}
+	})
+
 	// The first retry's wait is bounded: a caller waits through all of them.
 	t.Run("PARLEY_UPSTREAM_RETRY_DELAY bound", func(t *testing.T) {
 		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "10s")

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -204,6 +205,9 @@ func loadEnv() (env, error) {
 	if e.MCPReadOnly, err = envBool("PARLEY_MCP_READ_ONLY"); err != nil {
 		return e, err
 	}
+	if e.MCPAllowedOrigins, err = origins("PARLEY_MCP_ALLOWED_ORIGINS"); err != nil {
+		return e, err
+	}
 	if v := os.Getenv("PARLEY_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
@@ -237,6 +241,22 @@ func loadEnv() (env, error) {
 		return e, fmt.Errorf("PARLEY_LOG_FORMAT must be text or json, got %q", f)
 	}
 	return e, nil
+}
+
+// origins reads the comma-separated origins of the variable name: each
+// "*" or scheme://host[:port], as a browser sends it in Origin.
+func origins(name string) ([]string, error) {
+	var out []string
+	for _, o := range strings.Split(os.Getenv(name), ",") {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "") {
+			return nil, fmt.Errorf("%s must list origins such as https://app.example.com (scheme, host and port only) or *, got %q", name, o)
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // maxUpstreamRetries bounds PARLEY_UPSTREAM_RETRIES: with the delay

@@ -62,6 +62,9 @@ type Config struct {
 	RedisURL string
 	// MCPReadOnly registers only the read tools.
 	MCPReadOnly bool
+	// MCPAllowedOrigins are the browser origins MCP over HTTP takes
+	// besides loopback ones ("*": any); see mcp.Limits.Origins.
+	MCPAllowedOrigins []string
 	// LLM configures upstream calls; AllowPrivate is set from AllowPrivateUpstreams.
 	LLM     llm.Config
 	Version string
@@ -296,7 +299,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
-	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout}
+	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout, Origins: cfg.MCPAllowedOrigins}
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, lim, cfg.KeepAlive, log))
 	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, lim, "", log)
 	a.mcpSSE.KeepAlive = cfg.KeepAlive
