@@ -305,12 +305,21 @@ func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) (*APIKey
 	return k, nil
 }
 
+// CheckBootstrapKey refuses a PARLEY_BOOTSTRAP_ADMIN_KEY of a form no key
+// Parley makes has: the start checks it before it opens the database.
+func CheckBootstrapKey(key string) error {
+	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
+		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have 20 to %d more characters; make one with 'parley admin gen-api-key'", keyPrefix, 128-len(keyPrefix))
+	}
+	return nil
+}
+
 // EnsureAdminKey makes sure key exists as a system admin's key, creating
 // the admin user "admin" when needed. It is idempotent: the bootstrap key
 // (PARLEY_BOOTSTRAP_ADMIN_KEY) is passed at every start.
 func (s *Users) EnsureAdminKey(ctx context.Context, key string) error {
-	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
-		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have 20 to %d more characters; make one with 'parley admin gen-api-key'", keyPrefix, 128-len(keyPrefix))
+	if err := CheckBootstrapKey(key); err != nil {
+		return err
 	}
 	if err := s.checkAdminKey(ctx, key); KindOf(err) != NotFound {
 		return err

@@ -73,3 +73,11 @@ func untilRan(checkpoint func() int) int {
 	}
 	return frames
 }
+
+// SetConnectTimeout sets how long Open waits for PostgreSQL to answer, and
+// returns the func that restores it.
+func SetConnectTimeout(d time.Duration) (restore func()) {
+	old := connectTimeout
+	connectTimeout = d
+	return func() { connectTimeout = old }
+}

@@ -49,7 +49,7 @@ type Store struct {
 	writer  sqliteWriter // SQLite's write connection; see sqlitewrite.go
 	tempDir string       // holds a ":memory:" database, removed on Close
 	path    string       // the SQLite database's file; "" for PostgreSQL and ":memory:"
-	dsn     string       // the SQLite driver's DSN; "" for PostgreSQL
+	dsn     string       // the driver's DSN (SQLite's with its pragmas)
 
 	// beforeWrite, a test's, runs as a leader begins its batch's writes.
 	beforeWrite func()
@@ -96,7 +96,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	var where string
 	switch {
 	case isPostgres(dsn):
-		dialector, s.dialect = postgres.New(postgres.Config{DSN: dsn}), Postgres
+		dialector, s.dialect, s.dsn = postgres.New(postgres.Config{DSN: dsn}), Postgres, dsn
 	default:
 		path, query, err := sqlitePath(dsn)
 		if err != nil {
@@ -167,6 +167,14 @@ func createPrivate(path string) error {
 	return f.Close()
 }
 
+// DialectOf returns the dialect Open takes dsn for: Postgres or SQLite.
+func DialectOf(dsn string) string {
+	if isPostgres(dsn) {
+		return Postgres
+	}
+	return SQLite
+}
+
 func isPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
@@ -185,6 +193,29 @@ func SQLiteFile(dsn string) string {
 	}
 	return path
 }
+
+// connectTimeout bounds the wait for PostgreSQL to answer at Open, unless
+// the URL's connect_timeout bounds it: a server, or a proxy in front of
+// one, that takes the connection and says nothing would hold the start,
+// silent, until a signal. A variable for tests.
+var connectTimeout = 30 * time.Second
+
+// firstPing is Ping bounded by connectTimeout, its error saying so, or by
+// the URL's connect_timeout.
+func (s *Store) firstPing(ctx context.Context) error {
+	if u, err := url.Parse(s.dsn); err == nil && u.Query().Has("connect_timeout") {
+		return s.Ping(ctx)
+	}
+	pctx, cancel := context.WithTimeoutCause(ctx, connectTimeout, errNoAnswer)
+	defer cancel()
+	err := s.Ping(pctx)
+	if err != nil && errors.Is(context.Cause(pctx), errNoAnswer) {
+		return fmt.Errorf("%w within %s: check PARLEY_DATABASE_URL, or set its connect_timeout to wait longer (%v)", errNoAnswer, connectTimeout, err)
+	}
+	return err
+}
+
+var errNoAnswer = errors.New("PostgreSQL did not answer")
 
 // postgresMaxConns bounds the PostgreSQL pool; half of them are kept idle.
 const postgresMaxConns = 20
@@ -218,7 +249,7 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector) error {
 		s.sqlDB.SetMaxIdleConns(postgresMaxConns / 2)
 		s.sqlDB.SetConnMaxIdleTime(5 * time.Minute)
 		s.commits = newCommitQueue(4) // PostgreSQL commits batches side by side
-		return s.Ping(ctx)
+		return s.firstPing(ctx)
 	}
 	// Opening a SQLite connection runs the pragmas and reads the schema;
 	// keep the ones in use instead of the default two idle.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -2669,4 +2670,55 @@ func TestRequestKeys(t *testing.T) {
 		}
 		t.Logf("largest turn batch: %d", s.LargestTurnBatch())
 	})
+}
+
+// TestOpenGivesUpOnASilentPostgres: a server (or a proxy in front of one)
+// that takes the connection and says nothing fails the start within the
+// connect timeout, saying what to check, rather than holding it, silent,
+// until a signal; a URL's own connect_timeout is left to bound it.
+func TestOpenGivesUpOnASilentPostgres(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // open, never answered
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	defer store.SetConnectTimeout(300 * time.Millisecond)()
+	base := "postgres://parley:hunter2secret@" + ln.Addr().String() + "/parley?sslmode=disable"
+	for _, tc := range []struct{ url, says, not string }{
+		{base, "PostgreSQL did not answer within 300ms", "hunter2secret"},
+		{base + "&connect_timeout=1", "timeout", "within 300ms"}, // pgx's, after a second
+	} {
+		start := time.Now()
+		st, err := store.Open(context.Background(), tc.url)
+		if err == nil {
+			st.Close()
+			t.Fatalf("%s: opened", tc.url)
+		}
+		if !strings.Contains(err.Error(), tc.says) || strings.Contains(err.Error(), tc.not) || strings.Contains(err.Error(), "hunter2secret") {
+			t.Errorf("%s: %v, want it to say %q, not %q, and no password", tc.url, err, tc.says, tc.not)
+		}
+		if took := time.Since(start); took > 10*time.Second {
+			t.Errorf("%s: gave up after %v", tc.url, took)
+		}
+	}
 }

@@ -205,7 +205,7 @@ func argCount(lo, hi int) string {
 	}
 }
 
-func admin(ctx context.Context, args []string, stdout io.Writer) error {
+func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	c, err := parseAdmin(args)
 	if errors.Is(err, errHelp) {
 		fmt.Fprint(stdout, adminUsage)
@@ -232,9 +232,9 @@ func admin(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	defer a.Close()
-	if a.InitialAdminKey != "" {
-		fmt.Fprintf(stdout, "created the first admin key (shown only this once): %s\n", a.InitialAdminKey)
-	}
+	// On stderr, as serve's: stdout is the command's answer, which a
+	// script reads (an id, a key).
+	printInitialAdminKey(stderr, a)
 	actx := adminContext(ctx)
 	switch c.name {
 	case "create-user":

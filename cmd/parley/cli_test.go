@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -310,6 +311,26 @@ func TestAdminCreateUserFlag(t *testing.T) {
 	}
 	if seen != len(want) {
 		t.Errorf("listed %d of the %d users created: %v", seen, len(want), users)
+	}
+}
+
+// TestAdminAnswersAloneOnStdout: an admin command's stdout is its answer
+// alone, which a script reads (U=$(parley admin create-user ...)); the
+// admin key a first start made goes to stderr, as serve's does.
+func TestAdminAnswersAloneOnStdout(t *testing.T) {
+	cmd := exec.Command(bin, "admin", "create-user", "carol", "--admin")
+	cmd.Dir = t.TempDir()
+	cmd.Env = append(os.Environ(), "PARLEY_DATABASE_URL=", "PARLEY_DATA_DIR=", "PARLEY_SECRET_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY=")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("%v:\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if out := stdout.String(); !regexp.MustCompile(`^usr_\w+\n$`).MatchString(out) {
+		t.Errorf("stdout %q, want the user id alone", out)
+	}
+	if !printedKey.MatchString(stderr.String()) {
+		t.Errorf("the first start's admin key is not on stderr:\n%s", stderr.String())
 	}
 }
 

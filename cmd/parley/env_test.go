@@ -4,6 +4,8 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,5 +196,57 @@ func TestDatabaseURL(t *testing.T) {
 		if msg := err.Error(); !strings.Contains(msg, "PARLEY_DATABASE_URL") || !strings.Contains(msg, "postgres://") || strings.Contains(msg, "pw-secret") {
 			t.Errorf("databaseURL(%q): %q; want the variable and what it takes, without the password", in, msg)
 		}
+	}
+}
+
+// TestKnownVarsAreTheREADMEs: the variables Parley takes for its own, and
+// does not warn of, are those the README's configuration table documents
+// (and the profiling build's address, documented with it).
+func TestKnownVarsAreTheREADMEs(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{"PARLEY_PPROF_ADDR": true}
+	name := regexp.MustCompile("`(PARLEY_[A-Z_]+[A-Z])`")
+	for _, line := range strings.Split(string(readme), "\n") {
+		if first, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " | "); ok && strings.HasPrefix(line, "| `PARLEY_") {
+			for _, m := range name.FindAllStringSubmatch(first, -1) {
+				documented[m[1]] = true
+			}
+		}
+	}
+	for _, k := range knownVars {
+		if !documented[k] {
+			t.Errorf("%s is read but not in the README's table", k)
+		}
+		delete(documented, k)
+	}
+	for k := range documented {
+		t.Errorf("%s is in the README's table but not among knownVars (Parley would warn of it)", k)
+	}
+}
+
+// TestUnknownVarsWarned: a PARLEY_ variable Parley does not read is a
+// warning when it likely misspells a setting, naming it, and a debug line
+// otherwise (the test suite's own variables); provider keys and other
+// variables are not mentioned.
+func TestUnknownVarsWarned(t *testing.T) {
+	var logs strings.Builder
+	warnUnknownVars(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})), []string{
+		"PARLEY_DATABSE_URL=postgres://db/parley", "PARLEY_SHUTDOWN_GRACE_PERIOD=5m", "PARLEY_TEST_DATABASE_URL=postgres://x",
+		"PARLEY_ADDR=:8080", "PARLEY_PROVIDER_KEY_OPENAI=sk-x", "HOME=/root", "PARLEY_MCP_READONLY=true"})
+	for _, want := range []string{
+		`level=WARN msg="PARLEY_DATABSE_URL is not a Parley setting and is ignored; did you mean PARLEY_DATABASE_URL?"`,
+		`level=WARN msg="PARLEY_SHUTDOWN_GRACE_PERIOD is not a Parley setting and is ignored; did you mean PARLEY_SHUTDOWN_GRACE?"`,
+		`level=DEBUG msg="PARLEY_TEST_DATABASE_URL is not a Parley setting and is ignored"`,
+		`level=WARN msg="PARLEY_MCP_READONLY is not a Parley setting and is ignored; did you mean PARLEY_MCP_READ_ONLY?"`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs.String())
+		}
+	}
+	if n := strings.Count(logs.String(), "\n"); n != 4 {
+		t.Errorf("%d lines, want 4:\n%s", n, logs.String())
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -50,7 +51,8 @@ func main() {
 	}
 }
 
-// notifySignals returns a context that the first SIGINT or SIGTERM ends,
+// notifySignals returns a context that the first SIGINT, SIGTERM or SIGHUP
+// (the terminal or ssh session that started Parley closing) ends,
 // which starts the shutdown's grace period, and one that the second ends,
 // which ends the grace period at once: an operator who presses Ctrl-C
 // twice wants the server stopped now, not in PARLEY_SHUTDOWN_GRACE. What
@@ -58,7 +60,7 @@ func main() {
 // database that does not answer), but a third signal exits at once.
 func notifySignals() (first, second context.Context, stop func()) {
 	sigs := make(chan os.Signal, 3) // room for all three, however fast they come
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	first, endFirst := context.WithCancel(context.Background())
 	second, endSecond := context.WithCancel(context.Background())
 	stopped := make(chan struct{})
@@ -160,7 +162,7 @@ func run(ctx, now context.Context, args []string, stdin io.Reader, stdout, stder
 	case "migrate":
 		return migrate(ctx, args, stdout)
 	case "admin":
-		return admin(ctx, args, stdout)
+		return admin(ctx, args, stdout, stderr)
 	}
 	if isHelp(cmd) {
 		fmt.Fprint(stdout, usage)
@@ -243,6 +245,81 @@ func loadEnv() (env, error) {
 	return e, nil
 }
 
+// knownVars are the PARLEY_ variables Parley reads, as the README's
+// configuration table lists them (PARLEY_PROVIDER_KEY_* aside), for
+// unknownVars.
+var knownVars = []string{
+	"PARLEY_ADDR", "PARLEY_DATABASE_URL", "PARLEY_DATA_DIR", "PARLEY_SECRET_KEY", "PARLEY_OLD_SECRET_KEYS",
+	"PARLEY_BOOTSTRAP_ADMIN_KEY", "PARLEY_ALLOW_PRIVATE_UPSTREAMS", "PARLEY_MAX_BODY_BYTES", "PARLEY_SHUTDOWN_GRACE",
+	"PARLEY_MAX_STREAM_DURATION", "PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRIES",
+	"PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT",
+	"PARLEY_UPSTREAM_IDLE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT", "PARLEY_REDIS_URL", "PARLEY_LOG_LEVEL",
+	"PARLEY_LOG_FORMAT", "PARLEY_API_KEY", "PARLEY_MCP_READ_ONLY", "PARLEY_MCP_ALLOWED_ORIGINS", "PARLEY_PPROF_ADDR",
+}
+
+// unknownVar is a PARLEY_ variable Parley does not read, and the one it
+// most likely misspells ("" when none is close).
+type unknownVar struct{ name, meant string }
+
+// unknownVars returns the PARLEY_ variables of environ that Parley does
+// not read: a misspelt PARLEY_DATABASE_URL would otherwise serve an empty
+// SQLite database without a word.
+func unknownVars(environ []string) []unknownVar {
+	var out []unknownVar
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, "PARLEY_") || strings.HasPrefix(name, "PARLEY_PROVIDER_KEY_") || slices.Contains(knownVars, name) {
+			continue
+		}
+		v, dist := unknownVar{name: name}, 4 // a closer name than this is a likely misspelling
+		for _, k := range knownVars {
+			d := editDistance(name, k)
+			if strings.HasPrefix(name, k+"_") {
+				d = 0 // PARLEY_SHUTDOWN_GRACE_PERIOD
+			}
+			if d < dist {
+				v.meant, dist = k, d
+			}
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// warnUnknownVars logs environ's unknown PARLEY_ variables: a warning for
+// a likely misspelling, naming the setting; a debug line for another (the
+// test suite's own, say).
+func warnUnknownVars(log *slog.Logger, environ []string) {
+	for _, v := range unknownVars(environ) {
+		if v.meant != "" {
+			log.Warn(v.name + " is not a Parley setting and is ignored; did you mean " + v.meant + "?")
+		} else {
+			log.Debug(v.name + " is not a Parley setting and is ignored")
+		}
+	}
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
 // origins reads the comma-separated origins of the variable name: each
 // "*" or scheme://host[:port], as a browser sends it in Origin.
 func origins(name string) ([]string, error) {
@@ -304,13 +381,17 @@ func (e *env) loadUpstreamEnv() error {
 // logger writes to stderr: over stdio, stdout is the protocol. Each line
 // logged in the course of a request or an MCP tool call names its
 // request_id.
+// It warns, first, of the PARLEY_ variables Parley does not read
+// (warnUnknownVars).
 func (e env) logger(w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: e.LogLevel}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
 	if e.LogJSON {
 		h = slog.NewJSONHandler(w, opts)
 	}
-	return slog.New(requestid.LogHandler(h))
+	log := slog.New(requestid.LogHandler(h))
+	warnUnknownVars(log, os.Environ())
+	return log
 }
 
 func getenv(name, def string) string {

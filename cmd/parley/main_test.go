@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -16,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/logtest"
 )
 
@@ -91,7 +91,13 @@ func serve(t *testing.T, dir string, env ...string) *started {
 // stop sends SIGTERM and waits for a clean exit.
 func (s *started) stop(t *testing.T) {
 	t.Helper()
-	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	s.stopWith(t, syscall.SIGTERM)
+}
+
+// stopWith is stop by sig.
+func (s *started) stopWith(t *testing.T, sig os.Signal) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
@@ -153,15 +159,34 @@ func TestServeOnEmbeddedDefault(t *testing.T) {
 	}
 	s.stop(t)
 
+	// The migrations the first start applied are in its log; the second
+	// start has none to apply, and says nothing of them.
+	if !strings.Contains(s.stderr.String(), "msg=\"migration applied 00001_init.sql") {
+		t.Errorf("the first start did not log the migrations it applied:\n%s", s.stderr.String())
+	}
 	// The second start prints no key, and the first still works.
 	s2 := serve(t, dir)
 	if printedKey.MatchString(s2.stderr.String()) {
 		t.Error("the second start printed an admin key again")
 	}
+	if strings.Contains(s2.stderr.String(), "migration") {
+		t.Errorf("the second start logged migrations:\n%s", s2.stderr.String())
+	}
 	if got := get(t, s2.url+"/api/v1/me", key); got != 200 {
 		t.Errorf("GET /me after restart = %d", got)
 	}
 	s2.stop(t)
+}
+
+// TestHangUpShutsDownGracefully: SIGHUP, which a closing terminal or ssh
+// session sends, stops Parley as SIGTERM does, with the grace period and
+// exit 0, not at once with usage unrecorded (Go's default for it).
+func TestHangUpShutsDownGracefully(t *testing.T) {
+	s := serve(t, t.TempDir())
+	s.stopWith(t, syscall.SIGHUP)
+	if !strings.Contains(s.stderr.String(), "shutting down") || !strings.Contains(s.stderr.String(), "msg=stopped") {
+		t.Errorf("SIGHUP did not shut down gracefully:\n%s", s.stderr.String())
+	}
 }
 
 // TestFirstStartOnATakenAddress: a first start that cannot listen (the
@@ -231,8 +256,13 @@ func TestStdioInAnotherDirectory(t *testing.T) {
 	}
 }
 
+// TestPostgresNeedsSecretKey: a start on PostgreSQL without the master
+// key is refused, saying how to make one, before it touches the database:
+// a misconfigured replica must not migrate the one its fleet shares.
 func TestPostgresNeedsSecretKey(t *testing.T) {
-	url := dbtest.PostgresURL(t)
+	// A server that would refuse the connection: a start that tried to
+	// connect first would say so instead.
+	url := "postgres://postgres@127.0.0.1:1/parley?sslmode=disable"
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL="+url, "PARLEY_SECRET_KEY=")
 	out, err := cmd.CombinedOutput()
@@ -240,7 +270,33 @@ func TestPostgresNeedsSecretKey(t *testing.T) {
 		t.Fatal("serve on PostgreSQL without PARLEY_SECRET_KEY started")
 	}
 	if !strings.Contains(string(out), "parley admin gen-key") {
-		t.Errorf("the refusal does not say how to make a key:\n%s", out)
+		t.Errorf("the refusal does not say how to make a key (before connecting to the database):\n%s", out)
+	}
+}
+
+// TestBadKeysRefusedBeforeTheDatabase: a master key or bootstrap key of
+// the wrong form is refused before the start creates a database (and
+// prints an admin key no later start would print again).
+func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
+	for name, env := range map[string]string{
+		"PARLEY_SECRET_KEY":          "PARLEY_SECRET_KEY=abc",
+		"PARLEY_OLD_SECRET_KEYS":     "PARLEY_OLD_SECRET_KEYS=abc",
+		"PARLEY_BOOTSTRAP_ADMIN_KEY": "PARLEY_BOOTSTRAP_ADMIN_KEY=short",
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			cmd := exec.Command(bin, "serve")
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=",
+				"PARLEY_OLD_SECRET_KEYS=", "PARLEY_BOOTSTRAP_ADMIN_KEY=", env)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), name) {
+				t.Errorf("%s: %v, want a refusal naming %s:\n%s", env, err, name, out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("%s: the refused start created the database (%v)", env, err)
+			}
+		})
 	}
 }
 
@@ -268,8 +324,9 @@ func TestMigrateCommands(t *testing.T) {
 	}
 	// On an empty database the first admin command also creates (and
 	// prints) the first admin key; the user id is the last line.
-	out := strings.Split(strings.TrimSpace(run("admin", "create-user", "carol")), "\n")
-	if len(out) != 2 || !printedKey.MatchString(out[0]) {
+	all := run("admin", "create-user", "carol")
+	out := strings.Split(strings.TrimSpace(all), "\n")
+	if !printedKey.MatchString(all) {
 		t.Errorf("first admin command did not print the first admin key: %q", out)
 	}
 	id := out[len(out)-1]

@@ -100,20 +100,29 @@ type App struct {
 }
 
 // Open opens (and migrates) the configured database, then wires the app.
+//
+// What it can check without the database (the keys' forms, PostgreSQL's
+// need of PARLEY_SECRET_KEY) it checks first: a start that is bound to
+// fail must not create or migrate a database, a shared one least of all.
 func Open(ctx context.Context, cfg Config) (*App, error) {
 	dsn := cfg.DatabaseURL
-	var created string
 	if dsn == "" {
 		dsn = filepath.Join(dataDir(cfg), "parley.db")
-		if _, err := os.Stat(dsn); errors.Is(err, fs.ErrNotExist) {
-			created, _ = filepath.Abs(dsn)
+	}
+	if err := cfg.check(store.DialectOf(dsn)); err != nil {
+		return nil, err
+	}
+	var created string
+	if f := store.SQLiteFile(dsn); f != "" {
+		if _, err := os.Stat(f); errors.Is(err, fs.ErrNotExist) {
+			created, _ = filepath.Abs(f)
 		}
 	}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
 		return nil, err
 	}
-	if err := st.Migrate(ctx, "up", io.Discard); err != nil {
+	if err := st.Migrate(ctx, "up", migrationLog{cfg.Logger}); err != nil {
 		st.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
@@ -126,6 +135,56 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 		a.log.Info("created a new SQLite database", "path", created)
 	}
 	return a, nil
+}
+
+// check refuses a configuration that New would refuse once the database
+// is open, for a database of dialect.
+func (cfg Config) check(dialect string) error {
+	for _, k := range cfg.OldSecretKeys {
+		if strings.TrimSpace(k) == "" {
+			continue
+		}
+		if _, err := secret.ParseKey(k); err != nil {
+			return fmt.Errorf("PARLEY_OLD_SECRET_KEYS: %w", err)
+		}
+	}
+	switch {
+	case cfg.SecretKey != "":
+		if _, err := secret.ParseKey(cfg.SecretKey); err != nil {
+			return fmt.Errorf("PARLEY_SECRET_KEY: %w", err)
+		}
+	case dialect == store.Postgres:
+		return errNoSecretKey
+	}
+	if cfg.BootstrapAdminKey != "" {
+		if err := domain.CheckBootstrapKey(cfg.BootstrapAdminKey); err != nil {
+			return fmt.Errorf("bootstrap admin key: %s", domain.MessageOf(err))
+		}
+	}
+	return nil
+}
+
+var errNoSecretKey = errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (replicas must share it); make one with 'parley admin gen-key'")
+
+// migrationLog logs what Migrate reports at a start: each migration it
+// applied, and a schema that a newer parley migrated past this one's (a
+// warning: this one may not know its tables). Nothing when the schema is
+// current.
+type migrationLog struct{ log *slog.Logger }
+
+func (m migrationLog) Write(p []byte) (int, error) {
+	if m.log == nil {
+		return len(p), nil
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(p)), "\n") {
+		switch {
+		case strings.HasPrefix(line, "applied "):
+			m.log.Info("migration " + line)
+		case strings.Contains(line, "newer parley"):
+			m.log.Warn("the database's schema is newer than this parley's: " + line)
+		}
+	}
+	return len(p), nil
 }
 
 func dataDir(cfg Config) string {
@@ -162,7 +221,7 @@ func Keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring
 			return nil, fmt.Errorf("PARLEY_SECRET_KEY: %w", err)
 		}
 	case dialect == store.Postgres:
-		return nil, errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (replicas must share it); make one with 'parley admin gen-key'")
+		return nil, errNoSecretKey
 	default:
 		path := filepath.Join(dataDir(cfg), "master.key")
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
