@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -34,6 +35,8 @@ type UsageBatcher struct {
 	kick    chan struct{}   // capacity 1: a batch is full, or Shutdown was called
 	done    chan struct{}
 	lost    error // what Shutdown could not write; set before done is closed
+
+	droppedTotal atomic.Int64 // records dropped so far, for Dropped
 
 	// writes is the parent of every write, ended when Shutdown's context
 	// is done: a write begun before Shutdown is bounded by it too.
@@ -92,6 +95,10 @@ func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every tim
 	go b.run()
 	return b
 }
+
+// Dropped returns how many records were dropped so far: refused by the
+// database, or beyond what is kept while writes fail (each logged too).
+func (b *UsageBatcher) Dropped() int64 { return b.droppedTotal.Load() }
 
 // Record queues rec. When usageBacklog batches wait already while the
 // goroutine writes it waits for the writer, so no record is lost; while
@@ -188,6 +195,7 @@ func (b *UsageBatcher) take() context.Context {
 	over := max(len(b.kept)-b.maxKept, 0)
 	b.forget(over)
 	if dropped := shed + over; dropped > 0 {
+		b.droppedTotal.Add(int64(dropped))
 		b.trouble.dropped += dropped
 		if time.Since(b.trouble.droppedWarned) >= usageWarnEvery {
 			b.logDropped()
@@ -294,6 +302,7 @@ func (b *UsageBatcher) oneByOne(ctx context.Context, chunk []UsageRecord) (int, 
 			b.log.Debug("usage records written already; skipped", "records", existing)
 		}
 		if refusedN > 0 {
+			b.droppedTotal.Add(int64(refusedN))
 			b.log.Warn("usage records dropped: the database refuses them", "records", refusedN, "err", refusal)
 		}
 	}()

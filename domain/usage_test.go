@@ -155,6 +155,9 @@ func TestUsageBatcher(t *testing.T) {
 		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(1); got != want {
 			t.Errorf("warnings count %d records refused; want %d\n%s", got, want, log)
 		}
+		if got := b.Dropped(); got != 1 {
+			t.Errorf("Dropped() = %d, want 1 (the metric's count)", got)
+		}
 	})
 	t.Run("a full backlog holds up Record instead of losing records", func(t *testing.T) {
 		sink := &usageSink{block: make(chan struct{})}
@@ -477,6 +480,9 @@ func TestUsageBatcherRetries(t *testing.T) {
 		}
 		if got, want := log.sum(dropped, "records"), int64(50); got != want {
 			t.Errorf("warnings count %d records dropped; want %d\n%s", got, want, log)
+		}
+		if got := b.Dropped(); got != 50 {
+			t.Errorf("Dropped() = %d, want 50 (the metric's count)", got)
 		}
 	})
 	t.Run("shutdown tries until its context is done and counts what it could not write", func(t *testing.T) {

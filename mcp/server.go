@@ -7,6 +7,7 @@ package mcp
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -51,6 +52,7 @@ type Options struct {
 type Observer interface {
 	StreamOpened()
 	StreamClosed()
+	ToolCalled(tool, outcome string, d time.Duration)
 }
 
 // instructions tell a model what the tools are for; readOnlyInstructions
@@ -92,6 +94,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		server.WithToolCapabilities(false),
 		server.WithInstructions(text),
 		server.WithToolHandlerMiddleware(withRequestID), // outside WithLogger's, whose mcp.tool line names the id
+		server.WithToolHandlerMiddleware(withMetrics(opts.Metrics)),
 		server.WithLogger(slog.New(requestLog{opts.Logger.Handler()})),
 		server.WithHooks(hooks),
 	}, extra...)
@@ -184,6 +187,47 @@ func withRequestID(next server.ToolHandlerFunc) server.ToolHandlerFunc {
 		}
 		return next(ctx, req)
 	}
+}
+
+// withMetrics reports each tool call to m (nil: nothing), with its outcome
+// (toolOutcome).
+func withMetrics(m Observer) server.ToolHandlerMiddleware {
+	return func(next server.ToolHandlerFunc) server.ToolHandlerFunc {
+		if m == nil {
+			return next
+		}
+		return func(ctx context.Context, req mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
+			start := time.Now()
+			res, err := next(ctx, req)
+			m.ToolCalled(req.Params.Name, toolOutcome(res, err), time.Since(start))
+			return res, err
+		}
+	}
+}
+
+// toolOutcome is a call's outcome as a metric label: "ok"; the error code
+// a failed call's result starts with (errorText); "canceled" for a call
+// the client cancelled; "internal" for any other protocol error.
+func toolOutcome(res *mcpgo.CallToolResult, err error) string {
+	switch {
+	case errors.Is(err, errCanceled):
+		return domain.Canceled.String()
+	case err != nil || res == nil:
+		return domain.Internal.String()
+	case !res.IsError:
+		return "ok"
+	}
+	if len(res.Content) > 0 {
+		if text, ok := res.Content[0].(mcpgo.TextContent); ok {
+			code, _, _ := strings.Cut(text.Text, ":")
+			for k := domain.Internal; k <= domain.Canceled; k++ {
+				if k.String() == code {
+					return code // one of a few: a label
+				}
+			}
+		}
+	}
+	return "error"
 }
 
 // completionTools begins the names of the completion tools, which run as

@@ -29,6 +29,8 @@ type Metrics struct {
 	tokens      *prometheus.CounterVec
 	openStreams prometheus.Gauge
 	rateLimited *prometheus.CounterVec
+	toolCalls   *prometheus.CounterVec
+	toolLatency *prometheus.HistogramVec
 }
 
 // Histogram buckets, in seconds. An API request that is not a completion
@@ -72,8 +74,14 @@ func New() *Metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_rate_limit_rejections_total", Help: "Requests refused by Parley's own limits, by limit.",
 		}, []string{"limit"}),
+		toolCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_mcp_tool_calls_total", Help: "MCP tool calls by tool and outcome (ok, or the error code of a failed call's result).",
+		}, []string{"tool", "outcome"}),
+		toolLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "parley_mcp_tool_call_duration_seconds", Help: "MCP tool call duration by tool.", Buckets: requestBuckets,
+		}, []string{"tool"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited,
+	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited, m.toolCalls, m.toolLatency,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -88,6 +96,26 @@ func (m *Metrics) Handler() http.Handler {
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
 	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
 	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+// ToolCalled records one MCP tool call: its tool (one of those registered;
+// mcp-go refuses any other name before a handler runs), its outcome ("ok",
+// or the error code its result starts with, "internal" for a protocol
+// error) and its duration. Every MCP answer is an HTTP 200, so this is
+// where a tool's failures show.
+func (m *Metrics) ToolCalled(tool, outcome string, d time.Duration) {
+	m.toolCalls.WithLabelValues(tool, outcome).Inc()
+	m.toolLatency.WithLabelValues(tool).Observe(d.Seconds())
+}
+
+// CountUsageDropped exports dropped, the usage records lost so far (the
+// usage batcher's count), as parley_usage_records_dropped_total: records
+// are dropped, with a warning, when the database refuses them or stays
+// down past what the batcher keeps.
+func (m *Metrics) CountUsageDropped(dropped func() int64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_usage_records_dropped_total", Help: "Usage records lost: refused by the database, or beyond what is kept while writes fail.",
+	}, func() float64 { return float64(dropped()) }))
 }
 
 // StreamOpened and StreamClosed track open completion streams.

@@ -298,6 +298,45 @@ func TestMCPLogsCarryTheRequestID(t *testing.T) {
 	t.Error(`no "mcp tool call refused" line was logged`)
 }
 
+// TestMCPToolCallsCounted: every MCP answer is an HTTP 200, so a tool's
+// failures show only in parley_mcp_tool_calls_total, by tool and outcome
+// (the result's error code); and the usage records dropped are counted,
+// none here.
+func TestMCPToolCallsCounted(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	c := h.mcpSession(h.admin)
+	call := func(name string, args map[string]any) {
+		req := mcpgo.CallToolRequest{}
+		req.Params.Name, req.Params.Arguments = name, args
+		if _, err := c.CallTool(context.Background(), req); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	call("list-projects", nil)
+	call("list-projects", nil)
+	call("get-chat", map[string]any{"chatId": "cht_doesnotexist0000000000"})
+	call("get-chat", map[string]any{"chatId": 7})
+	m := h.metrics()
+	for _, tc := range []struct {
+		labels []string
+		want   float64
+	}{
+		{[]string{`tool="list-projects"`, `outcome="ok"`}, 2},
+		{[]string{`tool="get-chat"`, `outcome="not_found"`}, 1},
+		{[]string{`tool="get-chat"`, `outcome="invalid_request"`}, 1},
+	} {
+		if got, _ := m.value("parley_mcp_tool_calls_total", tc.labels...); got != tc.want {
+			t.Errorf("parley_mcp_tool_calls_total%v = %v, want %v", tc.labels, got, tc.want)
+		}
+	}
+	if got, _ := m.value("parley_mcp_tool_call_duration_seconds_count", `tool="get-chat"`); got != 2 {
+		t.Errorf("get-chat's duration count %v, want 2", got)
+	}
+	if got, ok := m.value("parley_usage_records_dropped_total"); !ok || got != 0 {
+		t.Errorf("parley_usage_records_dropped_total = %v (there: %v), want 0", got, ok)
+	}
+}
+
 // TestMCPLogLinesNameTheirCaller: the lines of an MCP-over-HTTP request,
 // its access line (which REST writes) and mcp-go's mcp.request and
 // mcp.tool lines, name the user whose key sent it, and mcp-go's name the
@@ -586,6 +625,11 @@ func TestMetricsAsREADMESays(t *testing.T) {
 	path := "/api/v1/chats/" + w.chat + "/completions"
 	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
 	readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}}))
+	list := mcpgo.CallToolRequest{}
+	list.Params.Name = "list-projects"
+	if _, err := h.mcpSession(h.admin).CallTool(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
 	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 1})
 	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
 	if r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}}); r.Status != 429 {

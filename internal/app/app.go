@@ -333,6 +333,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
+	m.CountUsageDropped(usage.Dropped)
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
