@@ -285,13 +285,9 @@ func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			cmd := exec.Command(bin, "serve")
-			cmd.Dir = dir
-			cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=",
-				"PARLEY_OLD_SECRET_KEYS=", "PARLEY_BOOTSTRAP_ADMIN_KEY=", env)
-			out, err := cmd.CombinedOutput()
-			if err == nil || !strings.Contains(string(out), name) {
-				t.Errorf("%s: %v, want a refusal naming %s:\n%s", env, err, name, out)
+			out, code := parley(t, dir, []string{"PARLEY_OLD_SECRET_KEYS=", env}, "serve")
+			if code != 1 || !strings.Contains(out, name) {
+				t.Errorf("%s: exit %d, want 1 and a refusal naming %s:\n%s", env, code, name, out)
 			}
 			if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("%s: the refused start created the database (%v)", env, err)
