@@ -65,6 +65,21 @@ func (w *sqliteWriter) connect(ctx context.Context) error {
 	return nil
 }
 
+// writable checks that the database takes writes: it changes a page (the
+// schema's) in a transaction it rolls back, waiting for another writer as
+// a write does. In WAL mode a file SQLite could open only for reading
+// takes the write lock, and refuses only the change.
+func (w *sqliteWriter) writable(ctx context.Context) error {
+	if _, err := w.conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	_, err := w.conn.ExecContext(ctx, "CREATE TABLE parley_write_check (x)")
+	if _, rerr := w.conn.ExecContext(ctx, "ROLLBACK"); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 // close releases the connection and its statements.
 func (w *sqliteWriter) close() error {
 	w.mu.Lock()

@@ -262,6 +262,12 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector) error {
 	if err := s.writer.open(ctx, s.dsn); err != nil {
 		return err
 	}
+	if err := s.writer.writable(ctx); err != nil {
+		// A file Parley may not write (its owner or mode after a restore,
+		// a read-only mount) would serve reads and /readyz, and fail every
+		// write as a fault to retry.
+		return fmt.Errorf("it cannot be written (check the file's owner and mode, and its directory's): %w", err)
+	}
 	s.workers.Add(1)
 	go s.checkpointWAL()
 	return nil

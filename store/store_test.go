@@ -2722,3 +2722,28 @@ func TestOpenGivesUpOnASilentPostgres(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenRefusesADatabaseItCannotWrite: a SQLite database that refuses
+// writes (here by PRAGMA query_only, as root may write any file; a file's
+// owner or mode, or a read-only mount, refuse them the same way, with
+// SQLITE_READONLY) is refused at Open, saying what to check, instead of
+// serving reads and failing every write as a fault to retry.
+func TestOpenRefusesADatabaseItCannotWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	st, err := store.Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Migrate(context.Background(), "up", nil); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st, err = store.Open(context.Background(), "sqlite:"+path+"?_pragma=query_only(1)")
+	if err == nil {
+		st.Close()
+		t.Fatal("opened a database it cannot write")
+	}
+	if !strings.Contains(err.Error(), "cannot be written") || !strings.Contains(err.Error(), path) {
+		t.Errorf("%v, want it to say the database at %s cannot be written", err, path)
+	}
+}
