@@ -136,6 +136,12 @@ func idKey(raw json.RawMessage) string {
 // case, and mcp-go refuses a message whose names are not its own, which
 // must not cancel anything here either.
 func cancelledRequest(msg []byte) (id string, ok bool) {
+	var quick struct {
+		Method string `json:"method"`
+	}
+	if json.Unmarshal(msg, &quick) != nil || quick.Method != string(mcpgo.MethodNotificationCancelled) {
+		return "", false // most messages: their members not copied
+	}
 	var n, params map[string]json.RawMessage
 	var method string
 	if json.Unmarshal(msg, &n) != nil || json.Unmarshal(n["method"], &method) != nil ||

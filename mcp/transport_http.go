@@ -120,20 +120,22 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		pw := &plainErrors{ResponseWriter: w}
 		defer pw.finish(r)
 		w = pw
-		if id, ok := cancelledRequest(body); ok && isJSON(r) {
+		switch msg.Method {
+		case string(mcpgo.MethodNotificationCancelled):
 			// Parley ends the call itself (liveRequests), which also
 			// keeps mcp-go's response to it from the client (see
 			// cancel.go), and mcp-go does not see the notification.
 			// Without a session id there is nothing to cancel: such
 			// callers (protocol 2026-07-28) cancel by closing the request.
-			// (Another, malformed, goes to mcp-go, which refuses it.)
-			if session != "" {
-				live.cancel(session, id)
+			// One mcp-go would refuse (msg matched the method's name in
+			// any case) goes to mcp-go, which does.
+			if id, ok := cancelledRequest(body); ok && isJSON(r) {
+				if session != "" {
+					live.cancel(session, id)
+				}
+				w.WriteHeader(http.StatusAccepted)
+				return
 			}
-			w.WriteHeader(http.StatusAccepted)
-			return
-		}
-		switch msg.Method {
 		case "initialize":
 			buf := &bufferedResponse{header: http.Header{}}
 			h.ServeHTTP(buf, r)
