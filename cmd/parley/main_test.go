@@ -263,14 +263,9 @@ func TestPostgresNeedsSecretKey(t *testing.T) {
 	// A server that would refuse the connection: a start that tried to
 	// connect first would say so instead.
 	url := "postgres://postgres@127.0.0.1:1/parley?sslmode=disable"
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = append(os.Environ(), "PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL="+url, "PARLEY_SECRET_KEY=")
-	out, err := cmd.CombinedOutput()
-	if err == nil {
-		t.Fatal("serve on PostgreSQL without PARLEY_SECRET_KEY started")
-	}
-	if !strings.Contains(string(out), "parley admin gen-key") {
-		t.Errorf("the refusal does not say how to make a key (before connecting to the database):\n%s", out)
+	out, code := parley(t, t.TempDir(), []string{"PARLEY_DATABASE_URL=" + url}, "serve")
+	if code != 1 || !strings.Contains(out, "parley admin gen-key") {
+		t.Errorf("serve on PostgreSQL without PARLEY_SECRET_KEY: exit %d, want 1 and a refusal saying how to make a key (before connecting to the database):\n%s", code, out)
 	}
 }
 
