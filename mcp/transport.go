@@ -120,12 +120,13 @@ func (*present) UnmarshalJSON([]byte) error { return nil }
 // include a string or integer ID"): a null one with nothing at all, and
 // one it cannot read back (1e400) never, leaving its session waiting for
 // a response.
-func invalidMessage(msg []byte) string {
+//
+// m is msg as readJSONRPC read it.
+func invalidMessage(msg []byte, m jsonRPCMessage) string {
 	if b := bytes.TrimLeft(msg, " \t\r\n"); len(b) > 0 && b[0] == '[' {
 		return "JSON-RPC batches are not supported: send each message in a request of its own"
 	}
-	var m jsonRPCMessage
-	if json.Unmarshal(msg, &m) != nil || m.ID == nil {
+	if m.ID == nil {
 		return "" // not JSON (mcp-go says so), or a notification
 	}
 	id := strings.TrimPrefix(string(m.ID), "-")

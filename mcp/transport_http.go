@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -98,14 +97,11 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 				fmt.Sprintf("MCP-Protocol-Version %q is not a protocol version: send the one initialize agreed on, such as %s", v, mcpgo.LATEST_PROTOCOL_VERSION))
 			return
 		}
-		if why := invalidMessage(body); why != "" {
+		msg, ok := readJSONRPC(body)
+		if why := invalidMessage(body, msg); why != "" {
 			writeInvalidMessage(w, why)
 			return
 		}
-		var msg struct {
-			Method string `json:"method"`
-		}
-		_ = json.Unmarshal(body, &msg)
 		cw := slowclient.NewWriter(w, stall)
 		defer cw.End()
 		w = cw
@@ -152,8 +148,8 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 			buf.copyTo(w)
 			return
 		}
-		if m, ok := readJSONRPC(body); ok && m.Method != "" && session != "" {
-			live.serve(h, w, r, session, idKey(m.ID))
+		if ok && msg.Method != "" && session != "" {
+			live.serve(h, w, r, session, idKey(msg.ID))
 			return
 		}
 		serveUntilShutdown(h, w, r)

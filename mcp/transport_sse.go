@@ -112,11 +112,11 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if why := invalidMessage(body); why != "" {
+		m, ok := readJSONRPC(body)
+		if why := invalidMessage(body, m); why != "" {
 			writeInvalidMessage(w, why)
 			return
 		}
-		m, ok := readJSONRPC(body)
 		if !ok || m.Method == "" { // a notification or a response: no result will follow
 			// Parley ends the call itself (pendingResponses), which also
 			// drops mcp-go's response to it (see cancel.go), and mcp-go
