@@ -356,6 +356,31 @@ func TestAnthropicStopReasons(t *testing.T) {
 	}
 }
 
+// TestOpenAIWireFinishReasons: a finish_reason outside OpenAI's values,
+// which other OpenAI-wire servers send, was passed on as it came, and
+// stored: clients that type finish_reason as an enum fail on it.
+func TestOpenAIWireFinishReasons(t *testing.T) {
+	for _, tc := range []struct{ finish, want string }{
+		{"stop", "stop"}, {"length", "length"}, {"content_filter", "content_filter"},
+		{"model_length", "length"},       // Mistral: the context window reached
+		{"a_reason_added_later", "stop"}, // not passed on
+	} {
+		for _, m := range modes() {
+			t.Run(tc.finish+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{FinishReason: tc.finish})
+				res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), m.stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := res.FinishReason; got != tc.want {
+					t.Errorf("FinishReason = %q, want %q", got, tc.want)
+				}
+			})
+		}
+	}
+}
+
 func TestAnthropicBaseURLWithOrWithoutV1(t *testing.T) {
 	for _, base := range []string{"", "/v1", "/v1/", "/"} {
 		t.Run("root"+base, func(t *testing.T) {
@@ -846,6 +871,11 @@ func TestInBandErrorChunk(t *testing.T) {
 			"the AI provider reported an error during the stream: Provider disconnected unexpectedly"},
 		{"finish_reason error/stream", llmtest.Behavior{FinishReason: "error"}, true, "the AI provider reported an error during the stream"},
 		{"finish_reason error/json", llmtest.Behavior{FinishReason: "error"}, false, "the AI provider reported an error instead of finishing the reply"},
+		// DeepSeek: "the request is interrupted due to insufficient resource".
+		{"insufficient_system_resource/stream", llmtest.Behavior{FinishReason: "insufficient_system_resource"}, true,
+			"the AI provider reported an error during the stream"},
+		{"insufficient_system_resource/json", llmtest.Behavior{FinishReason: "insufficient_system_resource"}, false,
+			"the AI provider reported an error instead of finishing the reply"},
 		// OpenRouter answers some failures of a whole reply with status 200
 		// and an error body, which the SDK reads as a reply of no choices.
 		{"error body/json", llmtest.Behavior{Fault: llmtest.FaultErrorChunk}, false,

@@ -187,10 +187,11 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 		return res, domain.Errorf(domain.Upstream, "the AI provider answered with no choices")
 	}
 	ch := resp.Choices[0]
-	if ch.FinishReason == finishError {
+	finish, ok := openAIFinish(string(ch.FinishReason))
+	if !ok {
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
-	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, string(ch.FinishReason)
+	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, finish
 	if res.Content == "" {
 		res.Content = multiContentText(ch.Message.MultiContent)
 	}
@@ -231,11 +232,28 @@ func multiContentText(parts []openai.ChatMessagePart) string {
 	return b.String()
 }
 
-// finishError is the finish_reason with which OpenRouter (beside an error
-// object in the same chunk) and some other OpenAI-compatible servers end
-// a reply that failed once begun. OpenAI has no such value: such a reply is
-// an upstream error, not one that finished.
-const finishError = "error"
+// openAIFinish is the finish reason of an OpenAI-wire reply as OpenAI's
+// clients know it, as anthropicFinish maps Anthropic's: OpenAI's own
+// values as they are, another server's nearest one (Mistral's
+// model_length, the context window reached, is length), and a value
+// nobody documents stop, for clients that type finish_reason as an enum
+// fail on a value outside it. ok is false when the value says the reply
+// failed once begun, which is an upstream error, not a reply that
+// finished: "error", with which OpenRouter (beside an error object in the
+// same chunk) and other OpenAI-compatible servers end one, and DeepSeek's
+// insufficient_system_resource ("the request is interrupted"). "" stays
+// "": no finish reason came.
+func openAIFinish(reason string) (finish string, ok bool) {
+	switch reason {
+	case "", "stop", "length", "tool_calls", "content_filter", "function_call":
+		return reason, true
+	case "model_length":
+		return "length", true
+	case "error", "insufficient_system_resource":
+		return "", false
+	}
+	return "stop", true
+}
 
 // wholeReplyFinish is the finish reason of a reply that arrived whole
 // (not streamed): the provider's, or, when it gave none (some
@@ -344,12 +362,10 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 					return res, err
 				}
 			}
-			switch ch.FinishReason {
-			case "":
-			case finishError:
-				failed = true
-			default:
-				res.FinishReason = ch.FinishReason
+			if ch.FinishReason != "" {
+				var ok bool
+				res.FinishReason, ok = openAIFinish(ch.FinishReason)
+				failed = !ok
 			}
 		}
 		if failed {
@@ -505,7 +521,7 @@ func (c *coalescer) call(d domain.Delta) error {
 
 // openAIChunk is the part of a chat.completion.chunk Parley reads, with
 // the error OpenRouter puts beside the choices when a reply fails once
-// begun (see finishError). Chunks are decoded from dataLines' payloads
+// begun (see openAIFinish). Chunks are decoded from dataLines' payloads
 // into this, not into the SDK's ChatCompletionStreamResponse: a stream has
 // a chunk per token or so, and decoding each into the SDK's full struct
 // with encoding/json was the largest cost a stream added over a plain
