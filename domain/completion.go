@@ -414,8 +414,9 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		return Wrap("completions.ForChat", err)
 	}
 	if n := historyBytes(pl.history); n > maxHistoryBytes {
-		return Errorf(TooLarge, "conversation %s holds %d bytes, more than the %d a conversation may hold to be continued; "+
-			"start a new conversation (leave out conversationId)", conv.ID, n, maxHistoryBytes)
+		return Errorf(TooLarge, "conversation %s holds %d messages and %d bytes (a message counts %d bytes besides its text), "+
+			"more than the %d a conversation may hold to be continued; start a new conversation (leave out conversationId)",
+			conv.ID, len(pl.history), n, messageOverhead, maxHistoryBytes)
 	}
 	pl.conv = conv
 	return nil
@@ -432,12 +433,13 @@ func (s *Completions) planFirstTurn(ctx context.Context, pl *plan) error {
 	return err // a new id: no other completion holds it
 }
 
-// historyBytes is the size of a conversation's text: its messages'
-// content, refusals and tool calls.
+// historyBytes is the size of a conversation as maxHistoryBytes counts
+// it: its messages' content, refusals and tool calls, and messageOverhead
+// for each message.
 func historyBytes(msgs []Message) int {
 	n := 0
 	for _, m := range msgs {
-		n += len(m.Content) + len(m.Refusal)
+		n += messageOverhead + len(m.Content) + len(m.Refusal)
 		for _, c := range m.ToolCalls {
 			n += len(c.Name) + len(c.Arguments)
 		}

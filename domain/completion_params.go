@@ -48,6 +48,12 @@ const (
 	// continued: each continuation sends, and holds in memory, the whole
 	// history, and GET answers it whole.
 	maxHistoryBytes = 4 * maxTurnBytes
+	// messageOverhead is what each message counts toward maxHistoryBytes
+	// besides its text: its row, its part of GET's answer and of each
+	// continuation's memory. Text alone let a conversation of empty
+	// messages (a thousand a request) grow without bound; so it holds at
+	// most 32,768 messages.
+	messageOverhead = 1 << 10
 )
 
 func (p *CompletionParams) validate() error {

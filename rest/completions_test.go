@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -534,6 +535,51 @@ func TestLongConversationIsBounded(t *testing.T) {
 				t.Errorf("the refused continuation left %d messages, want the %d of the %d turns before it", got, stored, turns)
 			}
 			return
+		}
+	})
+}
+
+// A conversation of empty messages is bounded too: each message counts
+// 1 KiB toward the 32 MiB beside its text. Counting text alone, a
+// thousand empty messages a turn grew a conversation without bound (and
+// with it GET's answer and every continuation's memory). The turns
+// between the first and the last two are stored directly: through the
+// API, each would send the whole history upstream.
+func TestConversationOfEmptyMessagesIsBounded(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		turn := make([]any, 1000)
+		for i := range turn {
+			turn[i] = map[string]any{"role": "user", "content": ""}
+		}
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		id := h.must(200, "POST", path, h.admin, map[string]any{"messages": turn})["conversationId"].(string)
+		ctx := context.Background()
+		conv, err := h.app.Store.GetConversation(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A turn is 1,001 messages, 1,025,024 bytes and more as counted:
+		// 32 turns are within 32 MiB, 33 past it.
+		msgs := make([]domain.Message, 0, 31*1001)
+		for seq := 1001; seq < 32*1001; seq++ {
+			m := domain.Message{ID: domain.NewID(domain.PrefixMessage), ConversationID: id, Seq: seq, Role: domain.RoleUser, CreatedAt: conv.CreatedAt}
+			if seq%1001 == 1000 {
+				m.Role, m.Content = domain.RoleAssistant, "echo: "
+			}
+			msgs = append(msgs, m)
+		}
+		if err := h.app.Store.AppendTurn(ctx, conv, false, msgs); err != nil { // 31 turns at once
+			t.Fatal(err)
+		}
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": id, "messages": turn}) // the 33rd
+		before := h.up.Count()
+		r := h.call("POST", path, h.admin, map[string]any{"conversationId": id, "messages": turn})
+		if want := "holds 33033 messages"; r.Status != 413 || !strings.Contains(r.ErrorMessage(), want) {
+			t.Fatalf("continuing after 33 turns of 1,000 empty messages = %d %s, want 413 saying it %s", r.Status, r.ErrorMessage(), want)
+		}
+		if n := h.up.Count() - before; n != 0 {
+			t.Errorf("%d upstream calls, want none", n)
 		}
 	})
 }
