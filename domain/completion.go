@@ -2,8 +2,10 @@ package domain
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -620,7 +622,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		out.Model = res.Model
 	}
 	if pl.conv != nil {
-		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, Refusal: out.Refusal, ToolCalls: out.ToolCalls,
+		reply := Message{ID: out.MessageID, Role: RoleAssistant, Content: out.Content, Refusal: out.Refusal, ToolCalls: answerable(out),
 			Model: out.Model, FinishReason: out.FinishReason, Usage: out.Usage}
 		if err := s.storeTurn(ctx, pl, meta, reply); err != nil {
 			rec.Outcome = OutcomeNotStored
@@ -823,6 +825,26 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 		return Errorf(Conflict, "conversation %s was continued by another request at the same time; send this request again", pl.conv.ID)
 	}
 	return Wrap("completions.storeTurn", err)
+}
+
+// answerable is the tool calls of reply c that its stored turn keeps:
+// every one, but for a reply the token limit cut off (finish "length"),
+// where the call being written when it struck has arguments that stopped
+// midway. A call whose arguments are not JSON is dropped then, as
+// storeStopped drops the one a client's stop cut off: stored, it would
+// have to be answered by a tool message before the conversation could go
+// on, and an anthropic provider cannot be sent it at all (a call's input
+// must be a JSON object). The response still shows it, as the provider
+// sent it, with finish_reason "length".
+func answerable(c *Completion) []ToolCall {
+	if c.FinishReason != "length" {
+		return c.ToolCalls
+	}
+	calls := slices.DeleteFunc(slices.Clone(c.ToolCalls), func(tc ToolCall) bool { return !json.Valid([]byte(tc.Arguments)) })
+	if len(calls) == 0 {
+		return nil
+	}
+	return calls
 }
 
 // FinishStopped is the finish reason of a stored reply that the client

@@ -333,6 +333,60 @@ func TestToolsAnthropic(t *testing.T) {
 	})
 }
 
+// TestToolCallCutOffByTheLimit: a reply the token limit cut off while the
+// model wrote a tool call comes back as the provider sent it (finish
+// "length", the call's arguments as far as they went), and its turn is
+// stored without that call. Stored, the call had to be answered before
+// the conversation could go on, and an anthropic provider refused the
+// history (a call's input must be a JSON object): the conversation could
+// not be continued at all.
+func TestToolCallCutOffByTheLimit(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		for _, tc := range []struct {
+			name, chat string
+			streamed   bool
+		}{
+			{"openai-compatible/json", w.openaiChat, false},
+			{"openai-compatible/stream", w.openaiChat, true},
+			{"anthropic/stream", w.anthropicChat, true}, // Anthropic stops a tool_use block midway only in a stream's deltas
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				cut := llmtest.ToolCall{ID: "call_cut", Name: "weather", Arguments: `{"city":"Par`}
+				h.up.Enqueue(llmtest.Behavior{Reply: "Checking.", ToolCalls: []llmtest.ToolCall{fakeCalls[1], cut}, FinishReason: "length", ArgPiece: 4})
+				path := "/api/v1/chats/" + tc.chat + "/completions"
+				req := map[string]any{"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()}
+				var calls []any
+				var finish, conv string
+				if tc.streamed {
+					events := readSSE(t, stream(t, h, path, req))
+					calls, _, finish = streamedToolCalls(t, events)
+					conv = events[0].data["conversationId"].(string)
+				} else {
+					got := h.must(200, "POST", path, h.admin, req)
+					choice := got["choices"].([]any)[0].(map[string]any)
+					calls, _ = choice["message"].(map[string]any)["tool_calls"].([]any)
+					finish, _ = choice["finish_reason"].(string)
+					conv = got["conversationId"].(string)
+				}
+				if len(calls) != 2 || finish != "length" {
+					t.Fatalf("tool calls %s, finish_reason %q; want both calls as sent, and length", jsonOf(calls), finish)
+				}
+				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+				reply := msgs[len(msgs)-1].(map[string]any)
+				want := `[{"function":{"arguments":"{}","name":"clock"},"id":"call_now","type":"function"}]`
+				if got := jsonOf(reply["toolCalls"]); got != want || reply["finishReason"] != "length" {
+					t.Errorf("stored reply's toolCalls = %s (finish %v), want only the whole call: %s", got, reply["finishReason"], want)
+				}
+				// The whole call answered, the conversation goes on.
+				h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "tools": weatherTools(), "messages": []any{
+					map[string]any{"role": "tool", "toolCallId": "call_now", "content": "noon"}, userMessage("go on"),
+				}})
+			})
+		}
+	})
+}
+
 func TestToolsValidation(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
