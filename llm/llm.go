@@ -145,6 +145,10 @@ type callSpec struct {
 	// noStreamOptions is set once the upstream refused stream_options
 	// (see refusedStreamOptions): later attempts go without it.
 	noStreamOptions bool
+	// completionTokens is set once the upstream refused max_tokens (see
+	// refusedMaxTokens): later attempts name the limit
+	// max_completion_tokens.
+	completionTokens bool
 }
 
 // Complete runs one completion; see domain.LLM. When onDelta is non-nil the

@@ -225,7 +225,8 @@ func checkUpstreamRequest(t *testing.T, typ domain.ProviderType, r llmtest.Reque
 		t.Errorf("model = %v, want %v", got, want)
 	}
 	// OpenAI itself gets max_completion_tokens (its reasoning models refuse
-	// max_tokens); OpenAI-wire servers and Azure get max_tokens.
+	// max_tokens); OpenAI-wire servers and Azure's dated API get max_tokens
+	// (TestAzureMaxCompletionTokens).
 	tokensField, otherField := "max_tokens", "max_completion_tokens"
 	if typ == domain.ProviderOpenAI {
 		tokensField, otherField = otherField, tokensField
@@ -630,6 +631,75 @@ func TestRetries(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestAzureMaxCompletionTokens: Azure's reasoning deployments refuse
+// max_tokens, which Parley sent every azure-openai provider: Azure's v1
+// API gets max_completion_tokens, as OpenAI does; a dated api-version
+// gets max_tokens (its GA versions know no other) until it refuses it,
+// and then the call, its retries included, goes with
+// max_completion_tokens.
+func TestAzureMaxCompletionTokens(t *testing.T) {
+	refusal := `{"error":{"message":"Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",` +
+		`"type":"invalid_request_error","param":"max_tokens","code":"unsupported_parameter"}}`
+	reasoning := func(n int, r llmtest.Request) llmtest.Behavior {
+		if _, ok := r.Body["max_tokens"]; ok {
+			return llmtest.Behavior{Status: 400, Body: refusal}
+		}
+		return llmtest.Behavior{}
+	}
+	for _, tc := range []struct {
+		name   string
+		v1     bool
+		script func(n int, r llmtest.Request) llmtest.Behavior
+		want   string // the field of each request, in order
+	}{
+		{"dated", false, reasoning, "max_tokens,max_completion_tokens"},
+		{"dated, then a 500", false, func(n int, r llmtest.Request) llmtest.Behavior {
+			if n == 1 {
+				return llmtest.Behavior{Status: 500}
+			}
+			return reasoning(n, r)
+		}, "max_tokens,max_completion_tokens,max_completion_tokens"},
+		{"v1", true, reasoning, "max_completion_tokens"},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Script(tc.script)
+				req := request(domain.ProviderAzureOpenAI, s, "think")
+				if tc.v1 {
+					req.Endpoint.BaseURL = s.RootURL() + "/openai/v1"
+				}
+				req.MaxTokens = ptr(50)
+				res, _, err := run(context.Background(), newClient(t), req, m.stream)
+				if err != nil || res.Content != "echo: think" {
+					t.Fatalf("res %+v, err %v; want the reply", res, err)
+				}
+				var fields []string
+				for _, r := range s.Requests() {
+					for _, f := range []string{"max_tokens", "max_completion_tokens"} {
+						if v, ok := r.Body[f]; ok && v == 50.0 {
+							fields = append(fields, f)
+						}
+					}
+				}
+				if got := strings.Join(fields, ","); got != tc.want {
+					t.Errorf("token limit sent as %s, want %s", got, tc.want)
+				}
+			})
+		}
+	}
+
+	// A request refused for max_tokens without naming the other field is
+	// not sent again.
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Status: 400, Body: `{"error":{"message":"max_tokens is too large: 999999"}}`})
+	req := request(domain.ProviderAzureOpenAI, s)
+	req.MaxTokens = ptr(999999)
+	if _, _, err := run(context.Background(), newClient(t), req, false); domain.KindOf(err) != domain.Invalid || s.Count() != 1 {
+		t.Errorf("err %v (kind %v) after %d requests, want the 400 after one", err, domain.KindOf(err), s.Count())
 	}
 }
 

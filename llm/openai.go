@@ -62,9 +62,9 @@ const emptyMessagesLimit = 1 << 20
 // openAIRequest maps a domain request to go-openai's, and returns the
 // fields its struct cannot carry faithfully (see setJSONFields): the
 // sampling parameters (temperature 0 would be dropped by omitempty) and
-// the token limit, max_completion_tokens for OpenAI itself (its reasoning
-// models refuse max_tokens) and max_tokens for the rest.
-func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionRequest, map[string]any) {
+// the token limit, as max_completion_tokens when completionTokens says so
+// (see completionTokens) and max_tokens otherwise.
+func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai.ChatCompletionRequest, map[string]any) {
 	out := openai.ChatCompletionRequest{
 		Model:    req.Model,
 		Messages: make([]openai.ChatCompletionMessage, 0, len(req.Messages)),
@@ -111,7 +111,7 @@ func openAIRequest(req domain.LLMRequest, stream bool) (openai.ChatCompletionReq
 		set["top_p"] = *req.TopP
 	}
 	if req.MaxTokens != nil {
-		if req.Endpoint.Type == domain.ProviderOpenAI {
+		if completionTokens {
 			set["max_completion_tokens"] = *req.MaxTokens
 		} else {
 			set["max_tokens"] = *req.MaxTokens
@@ -159,21 +159,48 @@ func explicitContent(msgs []domain.LLMMessage) []wireMessage {
 	return out
 }
 
-// callOpenAI makes one attempt against an OpenAI-wire endpoint.
+// completionTokens says whether an OpenAI-wire request names its token
+// limit max_completion_tokens, which OpenAI's reasoning models require
+// (they refuse max_tokens), rather than max_tokens, the only name many
+// OpenAI-compatible servers and Azure's GA api-versions know: for OpenAI
+// itself and Azure's v1 API, which speak OpenAI's current API, and for
+// any endpoint once it refused max_tokens asking for it (Azure's
+// reasoning deployments on a dated preview api-version).
+func completionTokens(cs *callSpec) bool {
+	ep := cs.req.Endpoint
+	return ep.Type == domain.ProviderOpenAI || ep.Type == domain.ProviderAzureOpenAI && domain.AzureV1(ep.BaseURL) ||
+		cs.completionTokens
+}
+
+// callOpenAI makes one attempt against an OpenAI-wire endpoint: a request
+// refused for a parameter the endpoint does not take as sent
+// (stream_options, max_tokens) is sent again once without it, and later
+// attempts of the call go without it too.
 func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
+	for {
+		res, err := c.callOpenAIOnce(ctx, ex, cs)
+		switch {
+		case err == nil:
+			return res, nil
+		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):
+			cs.noStreamOptions = true
+		case cs.req.MaxTokens != nil && !completionTokens(cs) && refusedMaxTokens(ex, err):
+			cs.completionTokens = true
+		default:
+			return res, err
+		}
+	}
+}
+
+func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.openAIClient(cs.req.Endpoint)
-	oreq, set := openAIRequest(cs.req, cs.onDelta != nil)
+	oreq, set := openAIRequest(cs.req, cs.onDelta != nil, completionTokens(cs))
 	ex.jsonSet = set
 	if cs.onDelta != nil {
 		if cs.noStreamOptions {
 			oreq.StreamOptions = nil
 		}
-		res, err := c.openAIStream(ctx, ex, cs, cli, oreq)
-		if err != nil && oreq.StreamOptions != nil && refusedStreamOptions(ex, err) {
-			cs.noStreamOptions, oreq.StreamOptions = true, nil
-			return c.openAIStream(ctx, ex, cs, cli, oreq)
-		}
-		return res, err
+		return c.openAIStream(ctx, ex, cs, cli, oreq)
 	}
 	resp, err := cli.CreateChatCompletion(ctx, oreq)
 	if err != nil {
@@ -217,6 +244,16 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 func refusedStreamOptions(ex *exchange, err error) bool {
 	status, _, _ := ex.response()
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) && strings.Contains(err.Error(), "stream_options")
+}
+
+// refusedMaxTokens says whether the upstream refused a request because
+// it named its token limit max_tokens: Azure's reasoning deployments
+// answer 400, "Unsupported parameter: 'max_tokens' is not supported with
+// this model. Use 'max_completion_tokens' instead."
+func refusedMaxTokens(ex *exchange, err error) bool {
+	status, _, _ := ex.response()
+	msg := err.Error()
+	return status == http.StatusBadRequest && strings.Contains(msg, "max_tokens") && strings.Contains(msg, "max_completion_tokens")
 }
 
 // multiContentText is the text of a content that came as a list of typed
