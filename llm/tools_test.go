@@ -388,6 +388,35 @@ func TestAnthropicBlankText(t *testing.T) {
 	}
 }
 
+// TestAnthropicBlankLastMessage: a request whose last message is blank
+// would, with that message left out, end with the assistant's reply,
+// which Anthropic takes for a prefill to continue (or, on models without
+// prefill, refuses): a 400 before the call. A request that ends with an
+// assistant message of its own still goes, as the prefill it asks for.
+func TestAnthropicBlankLastMessage(t *testing.T) {
+	s := llmtest.NewServer(t)
+	for _, last := range []string{"", " \n\n"} {
+		req := request(domain.ProviderAnthropic, s)
+		req.Messages = []domain.LLMMessage{
+			{Role: domain.RoleUser, Content: "Hi."},
+			{Role: domain.RoleAssistant, Content: "Hello! How can I help?"},
+			{Role: domain.RoleUser, Content: last},
+		}
+		_, err := newClient(t).Complete(context.Background(), req, nil)
+		if domain.KindOf(err) != domain.Invalid || !strings.Contains(domain.MessageOf(err), "the last message has no text") {
+			t.Errorf("last message %q: err = %v, want a 400 saying it has no text", last, err)
+		}
+	}
+	if n := s.Count(); n != 0 {
+		t.Errorf("%d upstream requests, want none", n)
+	}
+	req := request(domain.ProviderAnthropic, s)
+	req.Messages = []domain.LLMMessage{{Role: domain.RoleUser, Content: "Count to three."}, {Role: domain.RoleAssistant, Content: "One,"}}
+	if _, err := newClient(t).Complete(context.Background(), req, nil); err != nil || s.Count() != 1 {
+		t.Errorf("a prefill: err %v after %d requests, want it sent", err, s.Count())
+	}
+}
+
 // TestStrictSchemaAnthropic: a strict JSON schema goes to Anthropic as its
 // structured output (output_config.format), which the API enforces, and
 // not as words in the system prompt; a schema that is not strict, and JSON
