@@ -71,7 +71,7 @@ func (s *Chats) validate(ctx context.Context, c *Chat) error {
 	if err := checkText("systemMessage", c.SystemMessage, false, maxTextLen); err != nil {
 		return err
 	}
-	if err := checkText("model", c.Model, false, maxModelLen); err != nil {
+	if err := checkModel("model", c.Model, false); err != nil {
 		return err
 	}
 	if err := checkRef("aiProviderId", PrefixProvider, c.AIProviderID); err != nil {

@@ -118,7 +118,10 @@ func (p *CompletionParams) validate() error {
 	if systems > 1 {
 		return Invalidf("messages", "messages has %d system messages; send at most one (it replaces the default system message for this call)", systems)
 	}
-	if err := checkText("model", p.Model, false, maxModelLen); err != nil {
+	// A blank model is none, as a chat's is: the chat's or the provider's
+	// goes instead.
+	p.Model = strings.TrimSpace(p.Model)
+	if err := checkModel("model", p.Model, false); err != nil {
 		return err
 	}
 	if t := p.Temperature; t != nil && (*t < 0 || *t > 2) {

@@ -301,7 +301,7 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
 		return err
 	}
-	if err := checkText("defaultModel", p.DefaultModel, true, maxModelLen); err != nil {
+	if err := checkModel("defaultModel", p.DefaultModel, true); err != nil {
 		return err
 	}
 	switch p.Type {

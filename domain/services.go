@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -137,6 +138,21 @@ func checkText(field, v string, required bool, max int) error {
 	}
 	if n := utf8.RuneCountInString(v); n > max {
 		return Invalidf(field, "%s is %d characters long; the limit is %d", field, n, max)
+	}
+	return nil
+}
+
+// checkModel checks a model name as checkText does, and refuses a control
+// or invisible formatting character in it (a tab, a line break, U+200B):
+// no provider's model has one, and the name goes as it is into usage
+// reports' groups and the metrics' labels.
+func checkModel(field, v string, required bool) error {
+	if err := checkText(field, v, required, maxModelLen); err != nil {
+		return err
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }); i >= 0 {
+		return Invalidf(field, "%s must not contain a control or invisible formatting character (one is at character %d); send the model's name alone",
+			field, utf8.RuneCountInString(v[:i])+1)
 	}
 	return nil
 }

@@ -207,6 +207,8 @@ func TestCompletionValidation(t *testing.T) {
 			{"NUL in a text part", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{map[string]any{"type": "text", "text": "a\u0000b"}}}}}, "messages[0].content"},
 			// PostgreSQL cannot store it; both databases refuse it up front.
 			{"NUL in content", map[string]any{"messages": []any{hi, userMessage("a\u0000b")}}, "messages[1].content"},
+			{"a line break in model", map[string]any{"messages": []any{hi}, "model": "gpt\n4"}, "model"},
+			{"a zero-width space in model", map[string]any{"messages": []any{hi}, "model": "gpt\u200b4"}, "model"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -222,6 +224,36 @@ func TestCompletionValidation(t *testing.T) {
 		convs := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
 		if len(convs) != 0 {
 			t.Errorf("refused completions stored %d conversations", len(convs))
+		}
+	})
+}
+
+// A blank model is none, as a chat's is: the chat's or the provider's
+// goes upstream, and into usage. It went up as it came, and usage reports
+// grouped by model had groups of whitespace.
+func TestCompletionBlankModelIsNone(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		body := map[string]any{"model": " \n\u00a0", "messages": []any{userMessage("hi")}}
+		stateless := map[string]any{"aiProviderId": w.provider, "model": " \n\u00a0", "messages": []any{userMessage("hi")}}
+		for path, body := range map[string]map[string]any{"/api/v1/chats/" + w.chat + "/completions": body, "/api/v1/chats/completions": stateless} {
+			got := h.must(200, "POST", path, h.admin, body)
+			if got["model"] != "fake-default" || h.up.Last().Model != "fake-default" {
+				t.Errorf("POST %s with a blank model: answered %v, sent upstream %q; want the provider's fake-default", path, got["model"], h.up.Last().Model)
+			}
+		}
+		for _, tc := range []struct{ method, path, field string }{
+			{"POST", "/api/v1/chats", "model"},
+			{"PATCH", "/api/v1/chats/" + w.chat, "model"},
+			{"PATCH", "/api/v1/ai-providers/" + w.provider, "defaultModel"},
+		} {
+			body := map[string]any{tc.field: "gpt\t4"}
+			if tc.method == "POST" {
+				body["projectId"], body["name"], body["aiProviderId"] = w.project, "c", w.provider
+			}
+			if r := h.call(tc.method, tc.path, h.admin, body); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "control or invisible formatting character (one is at character 4)") {
+				t.Errorf("%s %s with a tab in %s = %d %s, want a 400 naming the character", tc.method, tc.path, tc.field, r.Status, r.ErrorMessage())
+			}
 		}
 	})
 }
