@@ -28,6 +28,14 @@ func (s *Server) bind(c *echo.Context, v any) error {
 // their values: a field sent as null, which would decode as left out, is
 // refused rather than ignored.
 func (s *Server) bindUpdate(c *echo.Context, v any) error {
+	return s.bindWithoutNulls(c, v, "leave it out to keep its value, or send a value to change it")
+}
+
+// bindWithoutNulls is bind refusing a field sent as null, which would
+// decode as left out: for an update (bindUpdate), and for a replacement
+// (PUT), whose fields left out take their defaults. fix says what to send
+// instead.
+func (s *Server) bindWithoutNulls(c *echo.Context, v any, fix string) error {
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
@@ -35,7 +43,7 @@ func (s *Server) bindUpdate(c *echo.Context, v any) error {
 	if err := wire.Unmarshal(body, v, "field"); err != nil {
 		return err
 	}
-	return wire.RejectNulls(body, "field")
+	return wire.RejectNulls(body, "field", fix)
 }
 
 // readBody reads a JSON request body, within the body limit and the

@@ -646,6 +646,14 @@ func TestRateLimits(t *testing.T) {
 			t.Errorf("a refused PUT changed the limits: %v", l)
 		}
 		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"tokensPerMinute": math.MaxInt32})
+		// A null is no number: read as left out, it lifted the limit.
+		r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5, "tokensPerMinute": nil})
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), `field "tokensPerMinute" cannot be null; send a number, 0 for no limit`) {
+			t.Errorf("tokensPerMinute null = %d %s, want 400", r.Status, r.Body)
+		}
+		if l := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil); l["tokensPerMinute"] != float64(math.MaxInt32) {
+			t.Errorf("a refused PUT changed the limits: %v", l)
+		}
 		l := h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 2})
 		if l["keyRequestsPerMinute"] != 2.0 {
 			t.Errorf("limits = %v", l)
@@ -655,7 +663,7 @@ func TestRateLimits(t *testing.T) {
 		for range 2 {
 			h.must(200, "POST", path, key, body)
 		}
-		r := h.call("POST", path, key, body)
+		r = h.call("POST", path, key, body)
 		if r.Status != 429 || r.ErrorCode() != "rate_limited" {
 			t.Fatalf("third request = %d %s, want 429", r.Status, r.Body)
 		}

@@ -216,7 +216,7 @@ func (s *Server) handleLimitsGet(c *echo.Context) error {
 
 func (s *Server) handleLimitsPut(c *echo.Context) error {
 	var req limitsJSON
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit"); err != nil {
 		return err
 	}
 	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"), domain.LimitsUpdate(req))

@@ -34,10 +34,11 @@ func Unmarshal(data []byte, v any, noun string) error {
 }
 
 // RejectNulls refuses a null member of the object data, which Unmarshal
-// has accepted: for an update, whose members left out keep their values, a
-// null would decode as left out and change nothing without a word. The
-// first null member is named.
-func RejectNulls(data []byte, noun string) error {
+// has accepted and decoded as left out: for an update, whose members left
+// out keep their values, it would change nothing without a word; for a
+// replacement, set a default nobody asked for. The first null member is
+// named, and fix says what to send instead.
+func RejectNulls(data []byte, noun, fix string) error {
 	dec := jsontext.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return nil // not an object: Unmarshal said so already
@@ -49,7 +50,7 @@ func RejectNulls(data []byte, noun string) error {
 		}
 		field := tok.String() // before the decoder moves on: tok is valid until then
 		if dec.PeekKind() == 'n' {
-			return domain.Invalidf(field, "%s %q cannot be null; leave it out to keep its value, or send a value to change it", noun, field)
+			return domain.Invalidf(field, "%s %q cannot be null; %s", noun, field, fix)
 		}
 		if err := dec.SkipValue(); err != nil {
 			return nil

@@ -178,14 +178,14 @@ func TestRejectNulls(t *testing.T) {
 		`{"name": "x", "count": 1, "stop": null}`:         "stop",
 		`{"messages": [{}], "name": null, "count": null}`: "name", // the first one
 	} {
-		if err := RejectNulls([]byte(in), "field"); domain.KindOf(err) != domain.Invalid || domain.DetailsOf(err)["field"] != field {
+		if err := RejectNulls([]byte(in), "field", "leave it out"); domain.KindOf(err) != domain.Invalid || domain.DetailsOf(err)["field"] != field {
 			t.Errorf("RejectNulls(%s) = %v (details %v), want Invalid naming %s", in, err, domain.DetailsOf(err), field)
 		}
 	}
 	// Nulls inside a member's value are the value's business (a document's
 	// metadata may hold them); what is not an object was refused before.
 	for _, ok := range []string{`{}`, `{"name": "x", "meta": {"k": null}, "list": [null]}`, `null`, `[null]`} {
-		if err := RejectNulls([]byte(ok), "field"); err != nil {
+		if err := RejectNulls([]byte(ok), "field", "leave it out"); err != nil {
 			t.Errorf("RejectNulls(%s) = %v, want nil", ok, err)
 		}
 	}
