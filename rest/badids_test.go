@@ -49,3 +49,20 @@ func TestMalformedIDsAreNotFound(t *testing.T) {
 		}
 	})
 }
+
+// TestPercentEncodedPathIDs: a path parameter is read percent-decoded, as
+// a query parameter is (it was taken as sent: /projects/%70rj_… was "not
+// found" while ?projectId=%70rj_… found it), and routes still match the
+// path as sent, so an escaped slash in an id reaches no other route.
+func TestPercentEncodedPathIDs(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		encoded := "%70" + w.project[1:]
+		if got := h.must(200, "GET", "/api/v1/projects/"+encoded, h.admin, nil); got["id"] != w.project {
+			t.Errorf("GET /projects/%s = %v, want project %s", encoded, got, w.project)
+		}
+		if r := h.call("GET", "/api/v1/projects/"+w.project+"%2Fmembers", h.admin, nil); r.Status != http.StatusNotFound {
+			t.Errorf("GET /projects/%s%%2Fmembers = %d %s, want 404", w.project, r.Status, r.Body)
+		}
+	})
+}

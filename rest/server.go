@@ -77,7 +77,11 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{svcs: svcs, cfg: cfg, log: cfg.Logger, echo: echo.New()}
+	// Path parameters are read percent-decoded, as query parameters are:
+	// /projects/%70rj_… names prj_…. Routes still match the path as sent,
+	// so an escaped slash in an id cannot reach another route.
+	router := echo.NewRouter(echo.RouterConfig{UnescapePathParamValues: true})
+	s := &Server{svcs: svcs, cfg: cfg, log: cfg.Logger, echo: echo.NewWithConfig(echo.Config{Router: router})}
 	e := s.echo
 	// Echo v5 logs (as JSON on stdout, by default) only a response's status
 	// sent twice, which v4 logged below its level, that is never. Parley's

@@ -191,10 +191,11 @@ func TestPathParameterIsOneSegment(t *testing.T) {
 		if r := h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 200 {
 			t.Errorf("GET the conversation itself = %d %s", r.Status, r.Body)
 		}
-		// A parameter is taken as sent, not unescaped: an escaped slash
-		// is part of the one segment, and the id named is the one sent.
+		// An escaped slash is part of the one segment: the parameter is
+		// read unescaped (TestPercentEncodedPathIDs), and names no
+		// conversation.
 		r := h.call("GET", "/api/v1/conversations/"+conv+"%2Fturns", h.admin, nil)
-		if want := "conversation " + conv + "%2Fturns does not exist"; r.Status != 404 || !strings.Contains(r.ErrorMessage(), want) {
+		if want := "conversation " + conv + "/turns does not exist"; r.Status != 404 || !strings.Contains(r.ErrorMessage(), want) {
 			t.Errorf("GET %s%%2Fturns = %d %s; want 404, %s", conv, r.Status, r.Body, want)
 		}
 	})
