@@ -303,6 +303,9 @@ func ParseTime(field, v string) (time.Time, error) {
 	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
 		// RFC 3339 allows a lower-case t and z; Go's parser does not.
 		if t, err := time.Parse(layout, strings.ToUpper(v)); err == nil {
+			if err := checkOffset(field, t); err != nil {
+				return time.Time{}, err
+			}
 			// Nothing Parley stores predates the Unix epoch, and an
 			// earlier time such as 0001-01-01 is Go's zero time, which
 			// callers read as "not given".
@@ -332,9 +335,21 @@ func ParseTime(field, v string) (time.Time, error) {
 func ParseDateTime(field, v string) (time.Time, error) {
 	// RFC 3339 allows a lower-case t and z; Go's parser does not.
 	if t, err := time.Parse(time.RFC3339Nano, strings.ToUpper(v)); err == nil {
+		if err := checkOffset(field, t); err != nil {
+			return time.Time{}, err
+		}
 		return t.UTC(), nil
 	}
 	return time.Time{}, domain.Invalidf(field, "%s must be an RFC 3339 time with a UTC offset, such as 2027-01-31T00:00:00Z", field)
+}
+
+// checkOffset refuses a time whose UTC offset is 24 hours or more, which
+// RFC 3339 does not allow (its hours run to 23) and Go's parser takes.
+func checkOffset(field string, t time.Time) error {
+	if _, off := t.Zone(); off <= -24*60*60 || off >= 24*60*60 {
+		return domain.Invalidf(field, "%s has a UTC offset of 24 hours or more; an offset runs from -23:59 to +23:59", field)
+	}
+	return nil
 }
 
 // ParseQueryTime is ParseTime for a URL query parameter, where a + left

@@ -125,6 +125,23 @@ func TestParseDateTime(t *testing.T) {
 	}
 }
 
+// TestOffsetOf24Hours: RFC 3339's offset hours run to 23; Go's parser
+// takes 24, and +24:00 was read as a day earlier.
+func TestOffsetOf24Hours(t *testing.T) {
+	for _, v := range []string{"2027-01-01T00:00:00+24:00", "2027-01-01T00:00:00-24:00", "2027-01-01T00:00:00+24:59"} {
+		_, err1 := ParseDateTime("expiresAt", v)
+		_, err2 := ParseTime("from", v)
+		for _, err := range []error{err1, err2} {
+			if domain.KindOf(err) != domain.Invalid || !strings.Contains(domain.MessageOf(err), "UTC offset of 24 hours or more") {
+				t.Errorf("%s: err = %v, want Invalid saying the offset is out of range", v, err)
+			}
+		}
+	}
+	if _, err := ParseDateTime("expiresAt", "2027-01-01T00:00:00+23:59"); err != nil {
+		t.Errorf("+23:59: %v", err)
+	}
+}
+
 // TestUnknownNameSaysWhatToSend: an unknown member's error names the one
 // that differs only in case (or by snake_case), else lists the names
 // taken there, including those of embedded structs.
