@@ -18,7 +18,8 @@ import (
 //	json:"name,omitempty"  the field name; omitempty makes the field optional
 //	desc:"..."             the field's description (every field has one)
 //	enum:"a,b"             allowed string values
-//	min:"0" max:"2"        numeric bounds (minItems/maxItems on arrays)
+//	min:"0" max:"2"        numeric bounds (minItems/maxItems on arrays,
+//	                       minLength/maxLength in characters on strings)
 //	format:"date-time"     a string format
 //	nullable:"true"        the value may be null (results only)
 
@@ -93,8 +94,11 @@ func objectSchema(t reflect.Type, input bool) (props map[string]any, order, requ
 			s["format"] = v
 		}
 		minKey, maxKey := "minimum", "maximum"
-		if s["type"] == "array" {
+		switch s["type"] {
+		case "array":
 			minKey, maxKey = "minItems", "maxItems"
+		case "string":
+			minKey, maxKey = "minLength", "maxLength"
 		}
 		if v := f.Tag.Get("min"); v != "" {
 			s[minKey] = number(v)

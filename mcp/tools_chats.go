@@ -46,9 +46,9 @@ func chatText(c chatOut) string {
 type createChatArgs struct {
 	ProjectID     string `json:"projectId" desc:"Id of the project to create the chat in (prj_...)."`
 	AIProviderID  string `json:"aiProviderId" desc:"Id of an AI provider of the same project (aip_...); see list-ai-providers."`
-	Name          string `json:"name,omitempty" desc:"Human-readable name."`
-	SystemMessage string `json:"systemMessage,omitempty" desc:"Default system prompt applied to every completion of the chat."`
-	Model         string `json:"model,omitempty" desc:"Model override; omit to use the provider's defaultModel."`
+	Name          string `json:"name,omitempty" max:"200" desc:"Human-readable name."`
+	SystemMessage string `json:"systemMessage,omitempty" max:"1048576" desc:"Default system prompt applied to every completion of the chat."`
+	Model         string `json:"model,omitempty" max:"200" desc:"Model override; omit to use the provider's defaultModel."`
 }
 
 func createChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
@@ -104,9 +104,9 @@ func getChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 type updateChatArgs struct {
 	ChatID        string  `json:"chatId" desc:"Id of the chat to change (cht_...)."`
 	AIProviderID  *string `json:"aiProviderId,omitempty" desc:"New AI provider, of the chat's project (aip_...)."`
-	Name          *string `json:"name,omitempty" desc:"New name; an empty string clears it."`
-	SystemMessage *string `json:"systemMessage,omitempty" desc:"New default system prompt; an empty string clears it."`
-	Model         *string `json:"model,omitempty" desc:"New model override; an empty string falls back to the provider's defaultModel."`
+	Name          *string `json:"name,omitempty" max:"200" desc:"New name; an empty string clears it."`
+	SystemMessage *string `json:"systemMessage,omitempty" max:"1048576" desc:"New default system prompt; an empty string clears it."`
+	Model         *string `json:"model,omitempty" max:"200" desc:"New model override; an empty string falls back to the provider's defaultModel."`
 }
 
 func updateChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {

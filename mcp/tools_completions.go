@@ -21,7 +21,7 @@ type (
 
 type statelessCompletionArgs struct {
 	AIProviderID  string `json:"aiProviderId" desc:"Id of the AI provider to call (aip_...); you need the editor role in its project."`
-	SystemMessage string `json:"systemMessage,omitempty" desc:"System prompt for this call."`
+	SystemMessage string `json:"systemMessage,omitempty" max:"1048576" desc:"System prompt for this call."`
 	completionArgs
 }
 

@@ -28,16 +28,16 @@ func toChatResponse(ch *domain.Chat) chatResponse {
 type chatCreateRequest struct {
 	ProjectID     string `json:"projectId" jsonschema:"required"`
 	AIProviderID  string `json:"aiProviderId" jsonschema:"required"`
-	Name          string `json:"name"`
-	SystemMessage string `json:"systemMessage"`
-	Model         string `json:"model"`
+	Name          string `json:"name" max:"200"`
+	SystemMessage string `json:"systemMessage" max:"1048576"`
+	Model         string `json:"model" max:"200"`
 }
 
 type chatUpdateRequest struct {
 	AIProviderID  *string `json:"aiProviderId"`
-	Name          *string `json:"name"`
-	SystemMessage *string `json:"systemMessage"`
-	Model         *string `json:"model"`
+	Name          *string `json:"name" max:"200"`
+	SystemMessage *string `json:"systemMessage" max:"1048576"`
+	Model         *string `json:"model" max:"200"`
 }
 
 func (s *Server) handleChatCreate(c *echo.Context) error {

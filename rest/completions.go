@@ -28,7 +28,7 @@ type completionFields struct {
 
 type statelessCompletionRequest struct {
 	AIProviderID  string `json:"aiProviderId" jsonschema:"required"`
-	SystemMessage string `json:"systemMessage"`
+	SystemMessage string `json:"systemMessage" max:"1048576"`
 	completionFields
 }
 

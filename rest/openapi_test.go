@@ -244,7 +244,8 @@ func reflectSchema(v any, response bool) any {
 
 // withTags adds to s, the schema of a value of type t, what the field tags
 // that MCP's tool schemas read say and the reflector does not: min and max
-// (minimum and maximum, or minItems and maxItems of an array), enum; in a
+// (minimum and maximum; minItems and maxItems of an array; minLength and
+// maxLength, in characters, of a string), enum; in a
 // request, the required fields of internal/wire's types; in a response,
 // null for a pointer without omitempty.
 func withTags(s map[string]any, t reflect.Type, response bool) {
@@ -274,8 +275,11 @@ func withTags(s map[string]any, t reflect.Type, response bool) {
 			}
 			withTags(p, f.Type, response)
 			minKey, maxKey := "minimum", "maximum"
-			if p["type"] == "array" {
+			switch p["type"] {
+			case "array":
 				minKey, maxKey = "minItems", "maxItems"
+			case "string":
+				minKey, maxKey = "minLength", "maxLength"
 			}
 			if v := f.Tag.Get("min"); v != "" {
 				p[minKey] = json.Number(v)

@@ -12,7 +12,7 @@ import (
 type projectResponse struct {
 	ID          string `json:"id"`
 	Name        string `json:"name"`
-	Description string `json:"description"`
+	Description string `json:"description" max:"1048576"`
 	CreatedAt   string `json:"createdAt"`
 	UpdatedAt   string `json:"updatedAt"`
 }
@@ -22,13 +22,13 @@ func toProjectResponse(p *domain.Project) projectResponse {
 }
 
 type projectCreateRequest struct {
-	Name        string `json:"name" jsonschema:"required"`
-	Description string `json:"description"`
+	Name        string `json:"name" jsonschema:"required" max:"200"`
+	Description string `json:"description" max:"1048576"`
 }
 
 type projectUpdateRequest struct {
-	Name        *string `json:"name"`
-	Description *string `json:"description"`
+	Name        *string `json:"name" max:"200"`
+	Description *string `json:"description" max:"1048576"`
 }
 
 func (s *Server) handleProjectCreate(c *echo.Context) error {

@@ -34,20 +34,20 @@ func toProviderResponse(p *domain.AIProvider) providerResponse {
 
 type providerCreateRequest struct {
 	ProjectID    string `json:"projectId" jsonschema:"required"`
-	Name         string `json:"name" jsonschema:"required"`
+	Name         string `json:"name" jsonschema:"required" max:"200"`
 	Type         string `json:"type" jsonschema:"required" enum:"openai,openai-compatible,azure-openai,anthropic"`
 	BaseURL      string `json:"baseUrl"`
-	DefaultModel string `json:"defaultModel" jsonschema:"required"`
-	APIVersion   string `json:"apiVersion"`
+	DefaultModel string `json:"defaultModel" jsonschema:"required" max:"200"`
+	APIVersion   string `json:"apiVersion" max:"200"`
 	APIKey       string `json:"apiKey"`
 	APIKeyRef    string `json:"apiKeyRef"`
 }
 
 type providerUpdateRequest struct {
-	Name         *string `json:"name"`
+	Name         *string `json:"name" max:"200"`
 	BaseURL      *string `json:"baseUrl"`
-	DefaultModel *string `json:"defaultModel"`
-	APIVersion   *string `json:"apiVersion"`
+	DefaultModel *string `json:"defaultModel" max:"200"`
+	APIVersion   *string `json:"apiVersion" max:"200"`
 	APIKey       *string `json:"apiKey"`
 	APIKeyRef    *string `json:"apiKeyRef"`
 }

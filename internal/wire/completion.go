@@ -62,8 +62,8 @@ type JSONSchema struct {
 
 // CompletionFields are the optional fields both completion tools take.
 type CompletionFields struct {
-	Messages       []Message       `json:"messages" min:"1" desc:"The new messages of this turn, in order; must not be empty."`
-	Model          string          `json:"model,omitempty" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
+	Messages       []Message       `json:"messages" min:"1" max:"1000" desc:"The new messages of this turn, in order; must not be empty."`
+	Model          string          `json:"model,omitempty" max:"200" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
 	Temperature    *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
 	MaxTokens      *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
 	TopP           *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
