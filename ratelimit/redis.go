@@ -31,9 +31,10 @@ import (
 // outage was warned of). While the breaker is open, a release or a renewal
 // of a stream slot is skipped too. A slot whose release failed or was
 // skipped, or that Redis may have taken though its Acquire failed (Redis
-// ran the script, but its reply timed out), is held by no stream: the next
-// Acquire of its key that reaches Redis frees it first, else its lease
-// running out does, as when its holder crashed.
+// ran the script, but its reply timed out), is held by no stream: the
+// refresher frees it as soon as Redis answers again (and at each of its
+// rounds), as does the next Acquire of its key that reaches Redis, else its
+// lease running out does, as when its holder crashed.
 //
 // While Redis is skipped, the limiter admits everything rather than falling
 // back to a Memory limiter. Per-instance counters starting at zero would
@@ -89,7 +90,7 @@ type Redis struct {
 	orphans    map[string]orphan // slot id → its key, of the slots no stream holds that Redis may keep
 	refreshers int               // running refresher goroutines: 0 or 1
 	renewals   int               // renewal rounds done, for tests
-	wake       chan struct{}     // tells the refresher that a slot was released
+	wake       chan struct{}     // tells the refresher to look at its work now
 }
 
 var _ domain.Limiter = (*Redis)(nil)
@@ -312,6 +313,9 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 		// slot too.
 		r.slotsMu.Lock()
 		maps.Copy(r.orphans, orphans)
+		if len(orphans) > 0 {
+			r.startRefresher()
+		}
 		r.slotsMu.Unlock()
 		if !errors.Is(err, errSkipped) {
 			r.orphan(id, k)
@@ -339,11 +343,12 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 }
 
 // orphan notes that slot id of key k is held by no stream though Redis may
-// keep it, for the next Acquire of k to free.
+// keep it, for the refresher, or the next Acquire of k, to free.
 func (r *Redis) orphan(id, k string) {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
 	r.orphans[id] = orphan{key: k, at: time.Now()}
+	r.startRefresher()
 }
 
 // takeOrphans returns the orphaned slots of key k by id, forgetting them,
@@ -374,67 +379,128 @@ func (r *Redis) hold(id, k string) {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
 	r.held[id] = k
+	r.startRefresher()
+}
+
+// startRefresher starts the refresher if none runs; slotsMu is held.
+func (r *Redis) startRefresher() {
 	if r.refreshers == 0 {
 		r.refreshers++
 		go r.refresh()
 	}
 }
 
-// unhold stops renewing slot id; the refresher ends when it was the last.
-func (r *Redis) unhold(id string) {
-	r.slotsMu.Lock()
-	delete(r.held, id)
-	idle := len(r.held) == 0
-	r.slotsMu.Unlock()
-	if idle {
-		select {
-		case r.wake <- struct{}{}:
-		default: // already woken
-		}
+// wakeRefresher has the refresher look at its work now: a slot was
+// released, or Redis answers again and the orphans can be freed.
+func (r *Redis) wakeRefresher() {
+	select {
+	case r.wake <- struct{}{}:
+	default: // already woken
 	}
 }
 
-// refresh renews every held slot each lease/3, in one pipeline, and returns
-// once none is held (or the client was closed).
+// unhold stops renewing slot id; the refresher ends when it was the last
+// and no orphan is left to free.
+func (r *Redis) unhold(id string) {
+	r.slotsMu.Lock()
+	delete(r.held, id)
+	r.slotsMu.Unlock()
+	r.wakeRefresher()
+}
+
+// refresh renews every held slot each lease/3, in one pipeline, and frees
+// the orphaned slots then and whenever it is woken (a release, Redis
+// answering again); it returns once no slot is held and no orphan is left
+// (or the client was closed). An orphan left for the next Acquire of its
+// key alone stayed taken on every other instance until its lease ran out,
+// refusing their streams for up to a lease after Redis came back.
 func (r *Redis) refresh() {
 	lease := r.lease()
 	tick := time.NewTicker(lease / 3)
 	defer tick.Stop()
+	renew := false
 	for {
+		held, orphans, ok := r.work()
+		if !ok {
+			return
+		}
+		alive, freed := true, false
+		if renew && len(held) > 0 {
+			alive = r.renew(held, lease)
+		}
+		if alive && len(orphans) > 0 {
+			alive, freed = r.free(orphans)
+		}
+		if !alive {
+			r.slotsMu.Lock()
+			r.refreshers--
+			r.slotsMu.Unlock()
+			return
+		}
+		if freed && len(held) == 0 {
+			renew = false
+			continue // nothing may be left to do: look again, and end
+		}
 		select {
 		case <-r.wake:
-			if _, ok := r.toRenew(); !ok {
-				return
-			}
+			renew = false
 		case <-tick.C:
-			byKey, ok := r.toRenew()
-			if !ok {
-				return
-			}
-			if !r.renew(byKey, lease) {
-				r.slotsMu.Lock()
-				r.refreshers--
-				r.slotsMu.Unlock()
-				return
-			}
+			renew = true
 		}
 	}
 }
 
-// toRenew returns the ids of the held slots by key. When none is held it
-// counts the refresher as ended and returns false: the refresher must return.
-func (r *Redis) toRenew() (map[string][]any, bool) {
+// work returns the ids of the held slots and of the orphans by key,
+// forgetting the orphans Redis has let go (see takeOrphans). When there is
+// neither it counts the refresher as ended and returns false: the
+// refresher must return.
+func (r *Redis) work() (held, orphans map[string][]any, ok bool) {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
-	if len(r.held) == 0 {
+	for id, o := range r.orphans {
+		if time.Since(o.at) > orphanAge*r.lease() {
+			delete(r.orphans, id)
+		}
+	}
+	if len(r.held) == 0 && len(r.orphans) == 0 {
 		r.refreshers--
-		return nil, false
+		return nil, nil, false
 	}
-	byKey := map[string][]any{}
+	held, orphans = map[string][]any{}, map[string][]any{}
 	for id, k := range r.held {
-		byKey[k] = append(byKey[k], id)
+		held[k] = append(held[k], id)
 	}
-	return byKey, true
+	for id, o := range r.orphans {
+		orphans[o.key] = append(orphans[o.key], id)
+	}
+	return held, orphans, true
+}
+
+// free removes the orphaned slots byKey from Redis in one pipeline, unless
+// the breaker skips Redis, and forgets those it removed; freed says it
+// did. alive is false when the client is closed, for good.
+func (r *Redis) free(byKey map[string][]any) (alive, freed bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTTL)
+	defer cancel()
+	err := r.call(context.Background(), "release", func() error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k, ids := range byKey {
+				p.ZRem(ctx, k, ids...)
+			}
+			return nil
+		})
+		return err
+	})
+	if err == nil {
+		r.slotsMu.Lock()
+		for _, ids := range byKey {
+			for _, id := range ids {
+				delete(r.orphans, id.(string))
+			}
+		}
+		r.slotsMu.Unlock()
+	}
+	return !errors.Is(err, redis.ErrClosed), err == nil
 }
 
 // renew extends the leases of byKey's slots in one pipeline, unless the
@@ -487,6 +553,9 @@ func (r *Redis) call(ctx context.Context, op string, f func() error) error {
 		if recovered, down := r.br.done(t, answered, false); recovered {
 			r.logger().LogAttrs(ctx, slog.LevelInfo, "rate limiter: Redis answers again; limits apply again",
 				slog.Duration("down", down.Round(time.Millisecond)))
+		}
+		if t.probe {
+			r.wakeRefresher() // Redis is back: free the slots orphaned meanwhile
 		}
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		r.br.done(t, abandoned, false) // not worth a warning either

@@ -205,3 +205,43 @@ func TestRedisLogsAreThrottled(t *testing.T) {
 		t.Errorf("%d lines of go-redis's logged over 20 probes within %s; want 1:\n%s", n, warnEvery, logs.String())
 	}
 }
+
+// A stream slot whose release Redis missed (it was down) is freed as soon
+// as Redis answers again: it was freed only by the next Acquire of its key
+// on the same instance, and meanwhile every other instance counted it,
+// refusing streams with none open for up to a lease.
+func TestRedisFreesOrphansWhenItIsBack(t *testing.T) {
+	c := testRedis(t)
+	p := tcpproxy.Start(t, c.Options().Addr)
+	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	r := l.(*Redis)
+	r.prefix = testPrefix(t, c)
+	brClock := newClock()
+	r.br.now = brClock.Now
+	other := newTestRedis(t, c, r.prefix, nil) // another instance, on Redis itself
+	const key = "prj_1/key_a"
+
+	release, err := acquire(bg, r, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Down()
+	release() // fails: the slot stays in Redis, orphaned
+	if _, err := acquire(bg, other, key, 1); domain.KindOf(err) != domain.RateLimited {
+		t.Fatalf("another instance's Acquire while the slot is orphaned = %v; want it still counted (RateLimited)", err)
+	}
+	p.Up()
+	brClock.Add(breakerMax)
+	allowN(t, r, 1, project(5, 0)) // any call that reaches Redis: the breaker closes
+	waitFor(t, 5*time.Second, "the orphaned slot to be freed", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 0 })
+	release, err = acquire(bg, other, key, 1)
+	if err != nil {
+		t.Fatalf("another instance's Acquire once Redis is back = %v; want the slot free", err)
+	}
+	release()
+	waitFor(t, 5*time.Second, "the refresher to end", func() bool { return r.refreshersRunning() == 0 })
+}
