@@ -91,11 +91,12 @@ func (e *progressEmitter) Start(domain.CompletionMeta) error {
 }
 
 // Delta implements domain.Emitter: the text of each delta becomes a
-// notification; tool call pieces do not (the result holds the calls). A
-// notification that cannot be delivered is logged, never an error: the
-// result still holds the whole reply.
+// notification, a refusal's as a reply's (MCP's progress has one message;
+// the result tells them apart); tool call pieces do not (the result holds
+// the calls). A notification that cannot be delivered is logged, never an
+// error: the result still holds the whole reply.
 func (e *progressEmitter) Delta(d domain.Delta) error {
-	text := d.Content
+	text := d.Content + d.Refusal
 	if text == "" {
 		return nil
 	}

@@ -45,3 +45,25 @@ func TestRefusalIsKept(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusalIsStreamedAsProgress: a refusal streams as a reply does, each
+// piece a progress notification; it sent none, and an agent watching
+// progress saw nothing while the model declined, though a call it then
+// cancelled kept the text as far as it had come.
+func TestRefusalIsStreamedAsProgress(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overHTTP, "editor", Options{})
+	const refusal = "I cannot help with that."
+	e.upstream.Enqueue(llmtest.Behavior{Refusal: refusal})
+	res, err := s.callErr(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("REFUSE")}, "tok-r")
+	must(t, err)
+	var out completionOut
+	decode(t, res, &out)
+	var streamed strings.Builder
+	for _, n := range s.notes("tok-r") {
+		streamed.WriteString(n.Message)
+	}
+	if out.Refusal != refusal || streamed.String() != refusal {
+		t.Errorf("result refusal %q, progress %q; want the refusal in both", out.Refusal, streamed.String())
+	}
+}
