@@ -22,6 +22,7 @@ type providerOut struct {
 	APIVersion   string `json:"apiVersion,omitempty" desc:"API version (azure-openai only)."`
 	HasAPIKey    bool   `json:"hasApiKey" desc:"Whether the provider has an API key; the key itself is never returned."`
 	APIKeyHint   string `json:"apiKeyHint,omitempty" desc:"The start and end of the stored key, to recognise it (e.g. sk-…abcd)."`
+	APIKeyRef    string `json:"apiKeyRef,omitempty" desc:"Where the server reads the key when it lends its own (env:NAME), rather than one stored with the provider; never the key."`
 	CreatedAt    string `json:"createdAt" format:"date-time" desc:"When the provider was created (ISO 8601 UTC)."`
 	UpdatedAt    string `json:"updatedAt" format:"date-time" desc:"When the provider was last changed (ISO 8601 UTC)."`
 }
@@ -29,7 +30,7 @@ type providerOut struct {
 func toProviderOut(p *domain.AIProvider) providerOut {
 	return providerOut{ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
 		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint,
-		CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
+		APIKeyRef: p.APIKeyRef, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
 }
 
 func providerLine(p providerOut) string {
@@ -43,7 +44,9 @@ func providerText(p providerOut) string {
 	}
 	if p.HasAPIKey {
 		s += "; API key set"
-		if p.APIKeyHint != "" {
+		if p.APIKeyRef != "" {
+			s += " (the server's, " + p.APIKeyRef + ")"
+		} else if p.APIKeyHint != "" {
 			s += " (" + p.APIKeyHint + ")"
 		}
 	} else {

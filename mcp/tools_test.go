@@ -824,3 +824,23 @@ func TestContentParts(t *testing.T) {
 		t.Errorf("an image part: %q, want it named and refused", msg)
 	}
 }
+
+// TestProviderShowsItsKeyRef: a provider that reads the server's key
+// (apiKeyRef) says so, as the REST resource does; MCP's left it out, and
+// an agent could not tell a key the server lends from one stored.
+func TestProviderShowsItsKeyRef(t *testing.T) {
+	t.Setenv("PARLEY_PROVIDER_KEY_MCPTEST", "sk-test-lent-0123456789")
+	e := newEnv(t, dbtest.SQLite(t))
+	p, err := e.svcs.Providers.Create(e.ctx("admin"), domain.ProviderCreate{ProjectID: e.project.ID, Name: "lent",
+		Type: domain.ProviderOpenAICompatible, BaseURL: e.upstream.URL(), DefaultModel: "fake-model", APIKeyRef: "env:PARLEY_PROVIDER_KEY_MCPTEST"})
+	must(t, err)
+	s := e.connect(overHTTP, "viewer", Options{})
+	var out providerOut
+	res := s.ok(t, "get-ai-provider", obj{"aiProviderId": p.ID}, &out)
+	if out.APIKeyRef != "env:PARLEY_PROVIDER_KEY_MCPTEST" || !out.HasAPIKey || !strings.Contains(text(res), "env:PARLEY_PROVIDER_KEY_MCPTEST") {
+		t.Errorf("get-ai-provider = %+v, text %q; want its apiKeyRef", out, text(res))
+	}
+	if strings.Contains(text(res), "sk-test-lent") || strings.Contains(fmt.Sprint(out), "sk-test-lent") {
+		t.Errorf("get-ai-provider shows the key itself: %q", text(res))
+	}
+}
