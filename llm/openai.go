@@ -192,6 +192,7 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	}
 }
 
+// callOpenAIOnce sends the request once, as cs's flags say.
 func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.openAIClient(cs.req.Endpoint)
 	oreq, set := openAIRequest(cs.req, cs.onDelta != nil, completionTokens(cs))

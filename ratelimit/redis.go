@@ -404,8 +404,11 @@ func (r *Redis) wakeRefresher() {
 func (r *Redis) unhold(id string) {
 	r.slotsMu.Lock()
 	delete(r.held, id)
+	wake := len(r.held) == 0 || len(r.orphans) > 0
 	r.slotsMu.Unlock()
-	r.wakeRefresher()
+	if wake {
+		r.wakeRefresher()
+	}
 }
 
 // refresh renews every held slot each lease/3, in one pipeline, and frees
@@ -420,7 +423,7 @@ func (r *Redis) refresh() {
 	defer tick.Stop()
 	renew := false
 	for {
-		held, orphans, ok := r.work()
+		held, orphans, ok := r.work(renew)
 		if !ok {
 			return
 		}
@@ -437,9 +440,9 @@ func (r *Redis) refresh() {
 			r.slotsMu.Unlock()
 			return
 		}
-		if freed && len(held) == 0 {
+		if freed {
 			renew = false
-			continue // nothing may be left to do: look again, and end
+			continue // nothing may be left to do: look again, and end if so
 		}
 		select {
 		case <-r.wake:
@@ -450,11 +453,11 @@ func (r *Redis) refresh() {
 	}
 }
 
-// work returns the ids of the held slots and of the orphans by key,
-// forgetting the orphans Redis has let go (see takeOrphans). When there is
-// neither it counts the refresher as ended and returns false: the
-// refresher must return.
-func (r *Redis) work() (held, orphans map[string][]any, ok bool) {
+// work returns the ids of the orphans by key and, when renew is set, of
+// the held slots, forgetting the orphans Redis has let go (see
+// takeOrphans). When there is neither held slot nor orphan it counts the
+// refresher as ended and returns false: the refresher must return.
+func (r *Redis) work(renew bool) (held, orphans map[string][]any, ok bool) {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
 	for id, o := range r.orphans {
@@ -467,8 +470,10 @@ func (r *Redis) work() (held, orphans map[string][]any, ok bool) {
 		return nil, nil, false
 	}
 	held, orphans = map[string][]any{}, map[string][]any{}
-	for id, k := range r.held {
-		held[k] = append(held[k], id)
+	if renew {
+		for id, k := range r.held {
+			held[k] = append(held[k], id)
+		}
 	}
 	for id, o := range r.orphans {
 		orphans[o.key] = append(orphans[o.key], id)
