@@ -335,42 +335,30 @@ func TestFinishReasonLength(t *testing.T) {
 	}
 }
 
-func TestAnthropicStopReasons(t *testing.T) {
-	for _, tc := range []struct{ stop, want string }{
-		{"end_turn", "stop"}, {"stop_sequence", "stop"}, {"max_tokens", "length"}, {"tool_use", "tool_calls"}, {"refusal", "content_filter"},
-		{"pause_turn", "stop"}, {"model_context_window_exceeded", "length"},
-		{"a_reason_added_later", "stop"}, // not passed on: typed OpenAI clients reject it
+// TestFinishReasonsAreOpenAIs: every provider's finish reason comes back
+// as one of OpenAI's. Anthropic's stop reasons are mapped; other
+// OpenAI-wire servers' values outside OpenAI's were passed on as they came,
+// and stored: clients that type finish_reason as an enum fail on them.
+func TestFinishReasonsAreOpenAIs(t *testing.T) {
+	for _, tc := range []struct {
+		typ          domain.ProviderType
+		reason, want string
+	}{
+		{domain.ProviderAnthropic, "end_turn", "stop"}, {domain.ProviderAnthropic, "stop_sequence", "stop"},
+		{domain.ProviderAnthropic, "max_tokens", "length"}, {domain.ProviderAnthropic, "tool_use", "tool_calls"},
+		{domain.ProviderAnthropic, "refusal", "content_filter"}, {domain.ProviderAnthropic, "pause_turn", "stop"},
+		{domain.ProviderAnthropic, "model_context_window_exceeded", "length"},
+		{domain.ProviderAnthropic, "a_reason_added_later", "stop"}, // not passed on: typed OpenAI clients reject it
+		{domain.ProviderOpenAICompatible, "stop", "stop"}, {domain.ProviderOpenAICompatible, "length", "length"},
+		{domain.ProviderOpenAICompatible, "content_filter", "content_filter"},
+		{domain.ProviderOpenAICompatible, "model_length", "length"}, // Mistral: the context window reached
+		{domain.ProviderOpenAICompatible, "a_reason_added_later", "stop"},
 	} {
 		for _, m := range modes() {
-			t.Run(tc.stop+"/"+m.name, func(t *testing.T) {
+			t.Run(string(tc.typ)+"/"+tc.reason+"/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
-				s.Enqueue(llmtest.Behavior{FinishReason: tc.stop})
-				res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), m.stream)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if got := res.FinishReason; got != tc.want {
-					t.Errorf("FinishReason = %q, want %q", got, tc.want)
-				}
-			})
-		}
-	}
-}
-
-// TestOpenAIWireFinishReasons: a finish_reason outside OpenAI's values,
-// which other OpenAI-wire servers send, was passed on as it came, and
-// stored: clients that type finish_reason as an enum fail on it.
-func TestOpenAIWireFinishReasons(t *testing.T) {
-	for _, tc := range []struct{ finish, want string }{
-		{"stop", "stop"}, {"length", "length"}, {"content_filter", "content_filter"},
-		{"model_length", "length"},       // Mistral: the context window reached
-		{"a_reason_added_later", "stop"}, // not passed on
-	} {
-		for _, m := range modes() {
-			t.Run(tc.finish+"/"+m.name, func(t *testing.T) {
-				s := llmtest.NewServer(t)
-				s.Enqueue(llmtest.Behavior{FinishReason: tc.finish})
-				res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), m.stream)
+				s.Enqueue(llmtest.Behavior{FinishReason: tc.reason})
+				res, _, err := run(context.Background(), newClient(t), request(tc.typ, s), m.stream)
 				if err != nil {
 					t.Fatal(err)
 				}
