@@ -134,6 +134,15 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	if secs := domain.RetryAfterSeconds(err); secs > 0 {
 		h.Set("Retry-After", strconv.Itoa(secs))
 	}
+	if kind == domain.Upstream {
+		// The provider failed, and Parley has retried what retrying can
+		// mend (a 5xx, a reset, a refused connection before the first
+		// byte), or it cannot be (a rejected key, an unknown model): the
+		// OpenAI SDKs, which retry a 502 twice on their own, read this
+		// header first, and do not multiply the provider's calls (and
+		// its bill) by three.
+		h.Set("X-Should-Retry", "false")
+	}
 	if kind == domain.RateLimited {
 		s.rateLimitHeaders(h, domain.DetailsOf(err))
 	} else {

@@ -82,6 +82,17 @@ func TestUpstreamFaults(t *testing.T) {
 				if got := r.Header.Get("Retry-After"); got != tt.retryAfter {
 					t.Errorf("Retry-After = %q, want %q", got, tt.retryAfter)
 				}
+				// A 502 is final: Parley retried what retrying mends, and
+				// the OpenAI SDKs, which would send it again twice, read
+				// x-should-retry before the status. Other answers leave
+				// retrying to the client.
+				wantRetry := ""
+				if tt.code == "upstream_error" {
+					wantRetry = "false"
+				}
+				if got := r.Header.Get("X-Should-Retry"); got != wantRetry {
+					t.Errorf("X-Should-Retry = %q, want %q", got, wantRetry)
+				}
 				if !strings.Contains(r.ErrorMessage(), tt.message) || strings.Contains(string(r.Body), upstreamKey) {
 					t.Errorf("message = %q", r.ErrorMessage())
 				}
