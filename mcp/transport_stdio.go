@@ -35,8 +35,8 @@ func callerFrom(ctx context.Context) Caller {
 	return c
 }
 
-// ServeStdio serves srv over stdio (in, out) as caller until in ends or
-// ctx is cancelled. out carries only the protocol; mcp-go's own errors are
+// ServeStdio serves srv over stdio (in, out) as caller until in ends, a
+// write to out fails or ctx is cancelled. out carries only the protocol; mcp-go's own errors are
 // logged to logger (nil: slog.Default()) at error level. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog), and a
 // request the client cancels gets no response (stdioOutput). A message
@@ -50,6 +50,11 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 	if logger == nil {
 		logger = slog.Default()
 	}
+	// A write to out that fails (the agent closed its end, or died) ends
+	// the session as its input ending does: its calls are cancelled and
+	// recorded as the client leaving, rather than run on for no one.
+	ctx, endSession := context.WithCancel(ctx)
+	defer endSession()
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(slog.NewLogLogger(logger.Handler(), slog.LevelError))
 	progress, pending := &progressLog{}, &pendingResponses{}
@@ -57,7 +62,13 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)
 		return withProgressLog(ctx, progress)
 	})
-	output := stdioOutput{out, &sync.Mutex{}, progress, pending}
+	var once sync.Once
+	output := stdioOutput{out, &sync.Mutex{}, progress, pending, func(err error) {
+		once.Do(func() {
+			logger.Info("ending the stdio session: its output cannot be written", "error", err)
+			endSession()
+		})
+	}}
 	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
 		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func(start []byte) {
 			_, _ = output.Write(tooLongMessage(start, maxMessageBytes))
@@ -130,6 +141,7 @@ type stdioOutput struct {
 	mu       *sync.Mutex
 	progress *progressLog
 	pending  *pendingResponses
+	broken   func(error) // called when a write fails
 }
 
 func (w stdioOutput) Write(p []byte) (int, error) {
@@ -147,8 +159,10 @@ func (w stdioOutput) Write(p []byte) (int, error) {
 	if response != "" {
 		w.pending.remove(stdioSession, response)
 	}
-	if err == nil {
-		w.progress.wrote(p)
+	if err != nil {
+		w.broken(err)
+		return n, err
 	}
-	return n, err
+	w.progress.wrote(p)
+	return n, nil
 }

@@ -44,6 +44,11 @@ func main() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(defaultGOGC)
 	}
+	// A write to a closed stdout or stderr (the agent that started
+	// `parley mcp` died; the `| tee` behind `parley serve` went with its
+	// terminal) is an error to handle, not a signal that kills the process
+	// before it flushes its usage records: Go's default for fds 1 and 2.
+	signal.Ignore(syscall.SIGPIPE)
 	ctx, now, stop := notifySignals()
 	defer stop()
 	if err := run(ctx, now, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {

@@ -868,6 +868,45 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	}
 }
 
+// TestStdioEndsCallsWhenTheAgentDies: an agent that dies closes its end
+// of stdout too, and a write to it is then a broken pipe. `parley mcp`
+// is not killed by it (SIGPIPE): a call running when the agent's stdin
+// and stdout close is cancelled and recorded as client_disconnect, and
+// the exit is 0. With stdin left open, the first write that fails ends
+// the session just the same.
+func TestStdioEndsCallsWhenTheAgentDies(t *testing.T) {
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
+
+	t.Run("stdin and stdout closed", func(t *testing.T) {
+		cmd, stdin, stdout := startStdio(t, dir)
+		up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+		before := up.Count()
+		sendStdio(t, stdin, stdioChatCall(2, chat, "hang"))
+		waitRequest(t, up, before)
+		stdout.(io.Closer).Close()
+		stdin.Close()
+		waitStdioExit(t, cmd, "stdin and stdout closing")
+		if !up.WaitCanceledN(before, time.Second) {
+			t.Error("the upstream request was not cancelled")
+		}
+		if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
+			t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
+		}
+	})
+	t.Run("stdout closed", func(t *testing.T) {
+		cmd, stdin, stdout := startStdio(t, dir)
+		defer stdin.Close()
+		stdout.(io.Closer).Close()
+		sendStdio(t, stdin, `{"jsonrpc":"2.0","id":2,"method":"ping"}`)
+		waitStdioExit(t, cmd, "a write to a closed stdout")
+		if logs := cmd.Stderr.(*logtest.Buffer).String(); !strings.Contains(logs, "its output cannot be written") {
+			t.Errorf("the session's end was not logged:\n%s", logs)
+		}
+	})
+}
+
 // TestStdioShutdownGivesCallsTheGrace: SIGTERM to `parley mcp` (a
 // supervisor or container stopping it) treats its calls as `parley
 // serve` does: a call that finishes within PARLEY_SHUTDOWN_GRACE gets its
