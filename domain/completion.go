@@ -241,6 +241,13 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if err != nil {
 		return nil, err
 	}
+	if ctx.Err() != nil {
+		// The caller left, or the server ended the call, while it waited
+		// (over stdio, a call queued behind five others when the agent
+		// closed its input): nothing goes upstream, and, as for any request
+		// refused before a call upstream, no usage is recorded.
+		return nil, s.endedByServer(ctx, Errorf(Canceled, "the completion was cancelled before it was sent upstream"))
+	}
 	p, _ := PrincipalFrom(ctx)
 	budgets, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
 	cancel() // its timer need not last the stream

@@ -868,6 +868,40 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	}
 }
 
+// TestStdioQueuedCallsCostNothingWhenTheAgentLeaves: mcp-go runs five
+// stdio tool calls at a time and queues the rest; when the agent closes
+// stdin, the queued calls are run with their context already cancelled.
+// They must not go upstream, nor be recorded as calls the provider took:
+// only the five running are client_disconnect.
+func TestStdioQueuedCallsCostNothingWhenTheAgentLeaves(t *testing.T) {
+	f := serveWithChat(t)
+	up, dir, chat := f.up, f.dir, f.chat
+	f.stop(t)
+
+	cmd, stdin, stdout := startStdio(t, dir)
+	go func() { _, _ = io.Copy(io.Discard, stdout) }()
+	up.Script(func(int, llmtest.Request) llmtest.Behavior { return llmtest.Behavior{Fault: llmtest.FaultHang} })
+	before := up.Count()
+	var calls []string
+	for id := 2; id < 10; id++ {
+		calls = append(calls, stdioChatCall(id, chat, "hang"))
+	}
+	sendStdio(t, stdin, calls...)
+	for deadline := time.Now().Add(10 * time.Second); up.Count() < before+5; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream got %d of the 5 calls that run at once", up.Count()-before)
+		}
+	}
+	stdin.Close()
+	waitStdioExit(t, cmd, "stdin closing")
+	if got := up.Count() - before; got != 5 {
+		t.Errorf("the upstream got %d calls, want the 5 running when the agent left", got)
+	}
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 5 || slices.ContainsFunc(outcomes, func(o string) bool { return o != "client_disconnect" }) {
+		t.Errorf("usage after the agent left with 5 calls running and 3 queued: %v, want 5 client_disconnect", outcomes)
+	}
+}
+
 // TestStdioEndsCallsWhenTheAgentDies: an agent that dies closes its end
 // of stdout too, and a write to it is then a broken pipe. `parley mcp`
 // is not killed by it (SIGPIPE): a call running when the agent's stdin
@@ -1195,7 +1229,7 @@ func TestStdioShutdownRefusesNewCalls(t *testing.T) {
 	if err != nil || res == nil || !res.IsError {
 		t.Fatalf("a call sent during the grace period = %+v, %v; want an error result", res, err)
 	}
-	if text := fmt.Sprint(res.Content); !strings.Contains(text, "unavailable: the server is shutting down and takes no new calls") {
+	if text := fmt.Sprint(res.Content); !strings.Contains(text, "unavailable: the server is shutting down and starts no more calls") {
 		t.Errorf("a call sent during the grace period says %s; want unavailable, no new calls", text)
 	}
 	if got := up.Count(); got != before+1 {
