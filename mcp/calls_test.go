@@ -11,7 +11,7 @@ import (
 
 // TestCallsDrainsEndsAndWaits: Drain refuses new calls and lets the
 // running one go on, Wait waits for it, End ends it, and a refused call
-// answers that the server is shutting down and takes no new calls.
+// answers that the server is shutting down and starts no more calls.
 func TestCallsDrainsEndsAndWaits(t *testing.T) {
 	var calls Calls
 	if err := calls.Wait(context.Background()); err != nil {
@@ -52,7 +52,7 @@ func TestCallsDrainsEndsAndWaits(t *testing.T) {
 	}
 	// One refused answers that no call starts.
 	res = refusedAtShutdown(context.Background(), deps{log: newTestLogger(log)}, "t")
-	if !res.IsError || text(res) != "unavailable: the server is shutting down and takes no new calls; call again once it is back" {
+	if !res.IsError || text(res) != "unavailable: the server is shutting down and starts no more calls; call again once it is back" {
 		t.Errorf("a call refused at shutdown = %v", res)
 	}
 }

@@ -68,13 +68,13 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	return res, nil
 }
 
-// refusedAtShutdown is the result of a call that arrives once the server's
+// refusedAtShutdown is the result of a call that would start once the server's
 // shutdown began (Calls.Drain): the calls running may finish, but no new
 // one starts, so the agent knows to call again once the server is back
 // (or, behind a load balancer, on another instance).
 func refusedAtShutdown(ctx context.Context, d deps, tool string) *mcpgo.CallToolResult {
 	d.log.InfoContext(ctx, "mcp tool call refused: the server is shutting down", "tool", tool)
-	return mcpgo.NewToolResultError(domain.Unavailable.String() + ": the server is shutting down and takes no new calls; call again once it is back")
+	return mcpgo.NewToolResultError(domain.Unavailable.String() + ": the server is shutting down and starts no more calls; call again once it is back")
 }
 
 // errorText is "<code>: <message>", plus for RateLimited when to retry and,
