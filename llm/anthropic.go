@@ -279,12 +279,16 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		FirstByte:    firstByte(ex, cs.start),
 	}
 	var content strings.Builder
-	for _, b := range msg.Content {
+	for i, b := range msg.Content {
 		switch b.Type {
 		case "text":
 			content.WriteString(b.Text)
 		case "tool_use":
-			res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: b.ID, Type: "function", Name: b.Name, Arguments: compactJSON(b.Input)})
+			args := compactJSON(b.Input)
+			if args == "{}" && i == len(msg.Content)-1 && msg.StopReason == anthropic.StopReasonMaxTokens {
+				args = "" // cut before its first property, as a stream shows it (anthropicStream)
+			}
+			res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: b.ID, Type: "function", Name: b.Name, Arguments: args})
 		}
 	}
 	res.Content = content.String()
@@ -323,6 +327,19 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return nil
 	}
 	tools := map[int64]int{} // content block index → our tool call index
+	// A tool_use block that ended without input is a call without
+	// arguments ({}), or one max_tokens cut before its first property (the
+	// input streams a whole property at a time): which, only the stop
+	// reason tells. Its {} waits for the next block or the stop reason.
+	noInput := int64(-1) // the block, or -1
+	sayNoInput := func() error {
+		if noInput < 0 {
+			return nil
+		}
+		key := int(noInput)
+		noInput = -1
+		return emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}})
+	}
 	var input, output int64
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
@@ -338,6 +355,9 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			u := ev.Message.Usage
 			input = u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
 		case "content_block_start":
+			if err := sayNoInput(); err != nil {
+				return res, err
+			}
 			if ev.ContentBlock.Type != "tool_use" {
 				continue
 			}
@@ -365,17 +385,17 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				return res, err
 			}
 		case "content_block_stop":
-			// A tool call without input streams no arguments; say {} as
-			// the non-stream reply does.
 			if i, ok := tools[ev.Index]; ok && calls.arguments(i) == "" {
-				key := int(ev.Index)
-				if err := emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}}); err != nil {
-					return res, err
-				}
+				noInput = ev.Index
 			}
 		case "message_delta":
 			if ev.Delta.StopReason != "" {
 				res.FinishReason = anthropicFinish(string(ev.Delta.StopReason))
+				if ev.Delta.StopReason == anthropic.StopReasonMaxTokens {
+					noInput = -1 // cut: its arguments stay empty, and the turn is stored without it
+				} else if err := sayNoInput(); err != nil {
+					return res, err
+				}
 			}
 			u := ev.Usage
 			if in := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens; in > 0 {

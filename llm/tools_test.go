@@ -452,3 +452,40 @@ func TestStrictSchemaAnthropic(t *testing.T) {
 		}
 	}
 }
+
+// TestAnthropicToolCallCutBeforeItsInput: Anthropic streams a tool_use
+// block's input a whole property at a time, so a call max_tokens cuts
+// before its first property ends with no input at all, as a call of a tool
+// without parameters does. Only the stop reason tells them apart: a cut
+// call keeps empty arguments (which the domain leaves out of the stored
+// turn, as it does any cut call), where a finished one gets {}. A whole
+// reply shows the cut call so too.
+func TestAnthropicToolCallCutBeforeItsInput(t *testing.T) {
+	for _, tc := range []struct {
+		finish, want string
+	}{
+		{"tool_calls", "{}"},
+		{"length", ""},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.finish+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{FinishReason: tc.finish, ToolCalls: []llmtest.ToolCall{
+					{ID: "toolu_clock", Name: "clock"}, {ID: "toolu_weather", Name: "weather"}}})
+				res, deltas := runDeltas(t, toolRequest(domain.ProviderAnthropic, s), m.stream)
+				want := []domain.ToolCall{
+					{ID: "toolu_clock", Type: "function", Name: "clock", Arguments: "{}"},
+					{ID: "toolu_weather", Type: "function", Name: "weather", Arguments: tc.want},
+				}
+				if res.FinishReason != tc.finish || !reflect.DeepEqual(res.ToolCalls, want) {
+					t.Errorf("finish %q, tool calls %+v; want %q, %+v", res.FinishReason, res.ToolCalls, tc.finish, want)
+				}
+				if m.stream {
+					if got := reassemble(t, deltas); !reflect.DeepEqual(got, want) {
+						t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+					}
+				}
+			})
+		}
+	}
+}
