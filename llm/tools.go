@@ -20,21 +20,24 @@ type toolCalls struct {
 }
 
 // add records one piece of the call the upstream numbers key (nil when it
-// sent no index: a piece with an id starts a new call, one without
-// continues the last) and returns it as the delta to pass on. A piece
-// whose id is not that of the call at its index begins a new call under
-// that index: Ollama numbers every call of a parallel batch 0. A call
-// that begins without an id gets one, so that the caller can answer it.
+// sent no index: a piece with an id other than the last call's starts a
+// new call, one without continues the last) and returns it as the delta
+// to pass on. A piece that names a function under another id than the
+// call at its index begins a new call under that index: Ollama numbers
+// every call of a parallel batch 0, each whole in one piece. A piece that
+// only changes the id continues the call (some servers give every piece
+// an id of its own). A call that begins without an id gets one, so that
+// the caller can answer it.
 func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 	var i int
 	switch {
 	case key != nil:
 		i = t.at(*key)
-		if id != "" && t.upIDs[i] != "" && id != t.upIDs[i] {
+		if id != "" && name != "" && t.upIDs[i] != "" && id != t.upIDs[i] {
 			delete(t.index, *key)
 			i = t.at(*key)
 		}
-	case id != "" || len(t.calls) == 0:
+	case len(t.calls) == 0 || (id != "" && id != t.upIDs[t.last]):
 		i = t.at(-1 - len(t.calls)) // a key no upstream index takes
 	default:
 		i = t.last

@@ -3,6 +3,7 @@ package llm_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -487,5 +488,42 @@ func TestAnthropicToolCallCutBeforeItsInput(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestToolCallPiecesWithTheirOwnIDs: some OpenAI-wire servers give each
+// piece of a streamed call an id of its own, or repeat the id on pieces
+// without an index; the pieces are still one call, under the id it began
+// with. Only a piece that names a function begins another call at an
+// index already taken (Ollama's batches, TestToolCallsUnderOneIndex).
+func TestToolCallPiecesWithTheirOwnIDs(t *testing.T) {
+	chunk := func(call string) string {
+		return `data: {"model":"m","choices":[{"index":0,"delta":{"tool_calls":[` + call + `]},"finish_reason":null}]}`
+	}
+	want := []domain.ToolCall{{ID: "call_first", Type: "function", Name: "weather", Arguments: `{"city":"Oslo"}`}}
+	for name, pieces := range map[string][]string{
+		"a new id per piece": {
+			chunk(`{"index":0,"id":"call_first","type":"function","function":{"name":"weather","arguments":""}}`),
+			chunk(`{"index":0,"id":"call_second","type":"function","function":{"arguments":"{\"city\":"}}`),
+			chunk(`{"index":0,"id":"call_third","function":{"arguments":"\"Oslo\"}"}}`),
+		},
+		"the id repeated without an index": {
+			chunk(`{"id":"call_first","type":"function","function":{"name":"weather","arguments":"{\"city\":"}}`),
+			chunk(`{"id":"call_first","function":{"arguments":"\"Oslo\"}"}}`),
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			body := strings.Join(append(pieces,
+				`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}`, `data: [DONE]`), "\n\n") + "\n\n"
+			s.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
+			res, deltas := runDeltas(t, toolRequest(domain.ProviderOpenAICompatible, s), true)
+			if !reflect.DeepEqual(res.ToolCalls, want) {
+				t.Errorf("tool calls = %+v\nwant %+v", res.ToolCalls, want)
+			}
+			if got := reassemble(t, deltas); !reflect.DeepEqual(got, want) {
+				t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+			}
+		})
 	}
 }
