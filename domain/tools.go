@@ -61,16 +61,23 @@ type ToolCall struct {
 	Type      string // "function"
 	Name      string
 	Arguments string
+	// ExtraContent is the JSON object an OpenAI-compatible provider sent
+	// beside the call as extra_content, nil for none: Gemini's thought
+	// signature, which Gemini 3 refuses a continuation without. It goes
+	// back with the call, as it came, to openai-compatible providers only.
+	// (omitempty: a request without it hashes as before; see requestHash.)
+	ExtraContent []byte `json:",omitempty"`
 }
 
 // ToolCallDelta is one streamed piece of a tool call, in OpenAI's shape:
 // the first piece of the call at Index carries ID and Name, the later ones
 // only more Arguments to append.
 type ToolCallDelta struct {
-	Index     int
-	ID        string
-	Name      string
-	Arguments string
+	Index        int
+	ID           string
+	Name         string
+	Arguments    string
+	ExtraContent []byte // see ToolCall; with the piece that brought it
 }
 
 // Delta is one streamed piece of a reply: text, tool call pieces, or both;
@@ -95,6 +102,9 @@ const (
 	maxTools         = 128
 	maxToolCalls     = 128
 	maxToolCallIDLen = 256
+	// maxExtraContent bounds a tool call's extra_content: a Gemini thought
+	// signature is a few kilobytes of base64.
+	maxExtraContent = 1 << 20
 )
 
 // toolNamePattern is what OpenAI accepts as a function or schema name.
@@ -204,6 +214,25 @@ func validateToolCalls(i int, calls []ToolCall) error {
 		if err := checkText(at+".function.arguments", c.Arguments, false, maxDocumentBytes); err != nil {
 			return err
 		}
+		if err := checkExtraContent(at+".extra_content", c.ExtraContent); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkExtraContent checks a tool call's extra_content: none, or a JSON
+// object of at most maxExtraContent bytes, sent back to the provider as
+// it is.
+func checkExtraContent(field string, v []byte) error {
+	v = bytes.TrimSpace(v)
+	switch {
+	case len(v) == 0:
+		return nil
+	case len(v) > maxExtraContent:
+		return Invalidf(field, "%s is %d bytes; the limit is %d", field, len(v), maxExtraContent)
+	case v[0] != '{' || !json.Valid(v):
+		return Invalidf(field, "%s must be a JSON object, as the reply's tool call carried it", field)
 	}
 	return nil
 }

@@ -101,7 +101,7 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 		out.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	}
 	set := map[string]any{}
-	if msgs := explicitContent(req.Messages); msgs != nil {
+	if msgs := explicitContent(req.Messages, req.Endpoint.Type == domain.ProviderOpenAICompatible); msgs != nil {
 		set["messages"] = msgs
 	}
 	if req.Temperature != nil {
@@ -127,21 +127,34 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 // tool calls. An assistant message that only calls tools goes as
 // go-openai sends it, without content; one that declined goes with an
 // empty content beside its refusal (only OpenAI and Azure get refusals:
-// see refusalsAsText).
+// see refusalsAsText). Its tool calls carry their extra_content, which
+// go-openai's cannot.
 type wireMessage struct {
-	Role       string            `json:"role"`
-	Content    *string           `json:"content,omitempty"`
-	Refusal    string            `json:"refusal,omitempty"`
-	ToolCalls  []openai.ToolCall `json:"tool_calls,omitempty"`
-	ToolCallID string            `json:"tool_call_id,omitempty"`
+	Role       string         `json:"role"`
+	Content    *string        `json:"content,omitempty"`
+	Refusal    string         `json:"refusal,omitempty"`
+	ToolCalls  []wireToolCall `json:"tool_calls,omitempty"`
+	ToolCallID string         `json:"tool_call_id,omitempty"`
 }
 
-// explicitContent returns the messages with an empty content sent as "",
-// when go-openai would leave out one the API requires (an empty tool
-// result, a stored reply that came back empty, an empty user message);
-// nil when go-openai's are right as they are, which is the common case.
-func explicitContent(msgs []domain.LLMMessage) []wireMessage {
-	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool { return m.Content == "" && len(m.ToolCalls) == 0 }) {
+type wireToolCall struct {
+	openai.ToolCall
+	ExtraContent json.RawMessage `json:"extra_content,omitempty"`
+}
+
+// explicitContent returns the messages as wireMessages when go-openai
+// cannot send them right: with an empty content it would leave out where
+// the API requires one (an empty tool result, a stored reply that came
+// back empty, an empty user message), and, with extras, with tool calls
+// whose extra_content (Gemini's thought signature) must go back. nil when
+// go-openai's are right as they are, which is the common case. Only
+// openai-compatible providers get extras: a call's extra_content came from
+// one, and OpenAI's API may refuse a field it does not know.
+func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
+	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
+		return m.Content == "" && len(m.ToolCalls) == 0 ||
+			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return len(c.ExtraContent) > 0 })
+	}) {
 		return nil
 	}
 	out := make([]wireMessage, len(msgs))
@@ -151,8 +164,12 @@ func explicitContent(msgs []domain.LLMMessage) []wireMessage {
 			wm.Content = &msgs[i].Content
 		}
 		for _, c := range m.ToolCalls {
-			wm.ToolCalls = append(wm.ToolCalls, openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
-				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}})
+			wc := wireToolCall{ToolCall: openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
+				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}}}
+			if extras {
+				wc.ExtraContent = c.ExtraContent
+			}
+			wm.ToolCalls = append(wm.ToolCalls, wc)
 		}
 		out[i] = wm
 	}
@@ -223,17 +240,48 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	if res.Content == "" {
 		res.Content = multiContentText(ch.Message.MultiContent)
 	}
-	for _, c := range ch.Message.ToolCalls {
+	extras := wholeReplyExtras(ex, len(ch.Message.ToolCalls))
+	for i, c := range ch.Message.ToolCalls {
 		// A call without an id gets one, as in a stream, so that the
 		// caller can answer it with a tool message.
 		id := c.ID
 		if id == "" {
 			id = newToolCallID()
 		}
-		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: id, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments})
+		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: id, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments,
+			ExtraContent: extras[i]})
 	}
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
+}
+
+// wholeReplyExtras returns the extra_content of each of the n tool calls
+// of a whole reply (nil for a call without one), which go-openai's types
+// have no field for: read from the body, kept for the purpose, and only
+// when it holds the name.
+func wholeReplyExtras(ex *exchange, n int) [][]byte {
+	out := make([][]byte, n)
+	if n == 0 || ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"extra_content"`)) {
+		return out
+	}
+	var reply struct {
+		Choices []struct {
+			Message struct {
+				ToolCalls []struct {
+					ExtraContent jsontext.Value `json:"extra_content"`
+				} `json:"tool_calls"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
+		return out
+	}
+	for i, c := range reply.Choices[0].Message.ToolCalls {
+		if i < n {
+			out[i] = extraContent(c.ExtraContent)
+		}
+	}
+	return out
 }
 
 // refusedStreamOptions says whether the upstream refused a stream's
@@ -385,7 +433,9 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			}
 			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
-				d.ToolCalls = append(d.ToolCalls, calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments))
+				td := calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments)
+				calls.keepExtra(&td, tc.ExtraContent)
+				d.ToolCalls = append(d.ToolCalls, td)
 			}
 			if d.Content != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
 				if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
@@ -578,6 +628,7 @@ type openAIChunk struct {
 					Name      string `json:"name"`
 					Arguments string `json:"arguments"`
 				} `json:"function"`
+				ExtraContent jsontext.Value `json:"extra_content"` // Gemini's thought signature
 			} `json:"tool_calls"`
 		} `json:"delta"`
 		FinishReason string `json:"finish_reason"`

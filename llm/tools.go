@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"strings"
@@ -77,6 +78,25 @@ func (t *toolCalls) at(key int) int {
 	t.args = append(t.args, &strings.Builder{})
 	t.upIDs = append(t.upIDs, "")
 	return len(t.calls) - 1
+}
+
+// keepExtra records extra, the extra_content the upstream sent with the
+// piece d, on d's call and on d, when it is a JSON object.
+func (t *toolCalls) keepExtra(d *domain.ToolCallDelta, extra []byte) {
+	if extra = extraContent(extra); extra != nil {
+		t.calls[d.Index].ExtraContent, d.ExtraContent = extra, extra
+	}
+}
+
+// extraContent is a tool call's extra_content as sent (a copy), nil unless
+// it is a JSON object: what Gemini puts its thought signature in, and what
+// goes back with the call (see domain.ToolCall).
+func extraContent(v []byte) []byte {
+	v = bytes.TrimSpace(v)
+	if len(v) == 0 || v[0] != '{' {
+		return nil
+	}
+	return bytes.Clone(v)
 }
 
 // arguments returns the arguments of call i so far.

@@ -3,6 +3,7 @@ package llm_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
@@ -523,6 +524,64 @@ func TestToolCallPiecesWithTheirOwnIDs(t *testing.T) {
 			}
 			if got := reassemble(t, deltas); !reflect.DeepEqual(got, want) {
 				t.Errorf("streamed tool calls = %+v\nwant %+v", got, want)
+			}
+		})
+	}
+}
+
+// geminiSignature is extra_content as Gemini's OpenAI-compatible API puts
+// a thought signature beside a tool call.
+const geminiSignature = `{"google":{"thought_signature":"CiQBVKhc7sig"}}`
+
+// TestToolCallExtraContent: Gemini 3 sends each tool call's thought
+// signature as the call's extra_content and refuses (4xx) a continuation
+// whose assistant message comes back without it. A reply's calls keep it,
+// whole or streamed (in the call's first piece), and an assistant
+// message's calls send it back to an openai-compatible provider, as it
+// came; not to OpenAI or Azure, whose API knows no such field.
+func TestToolCallExtraContent(t *testing.T) {
+	for _, m := range modes() {
+		t.Run("reply/"+m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{
+				{ID: "function-call-1", Name: "weather", Arguments: `{"city":"Oslo"}`, Extra: geminiSignature},
+				{ID: "function-call-2", Name: "clock", Arguments: `{}`}}})
+			res, deltas := runDeltas(t, toolRequest(domain.ProviderOpenAICompatible, s), m.stream)
+			if len(res.ToolCalls) != 2 || string(res.ToolCalls[0].ExtraContent) != geminiSignature || res.ToolCalls[1].ExtraContent != nil {
+				t.Fatalf("tool calls = %+v; want the first with extra_content %s, the second with none", res.ToolCalls, geminiSignature)
+			}
+			if m.stream {
+				var got []string
+				for _, d := range deltas {
+					for _, tc := range d.ToolCalls {
+						if tc.ExtraContent != nil {
+							got = append(got, fmt.Sprintf("%d %s %s", tc.Index, tc.ID, tc.ExtraContent))
+						}
+					}
+				}
+				if want := "0 function-call-1 " + geminiSignature; len(got) != 1 || got[0] != want {
+					t.Errorf("deltas with extra_content: %q; want [%q]", got, want)
+				}
+			}
+		})
+	}
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderOpenAI, domain.ProviderAzureOpenAI} {
+		t.Run("sent back/"+string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := toolRequest(typ, s)
+			req.Messages = append(req.Messages,
+				domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{
+					{ID: "function-call-1", Type: "function", Name: "weather", Arguments: `{"city":"Oslo"}`, ExtraContent: []byte(geminiSignature)}}},
+				domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "function-call-1", Content: "sunny"})
+			runDeltas(t, req, false)
+			msgs := s.Last().Messages
+			calls := msgs[len(msgs)-2].ToolCalls
+			want := ""
+			if typ == domain.ProviderOpenAICompatible {
+				want = geminiSignature
+			}
+			if len(calls) != 1 || calls[0].Extra != want || calls[0].Arguments != `{"city":"Oslo"}` {
+				t.Errorf("the assistant message went up with tool calls %+v; want extra_content %q", calls, want)
 			}
 		})
 	}

@@ -300,7 +300,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ex.lines.watchQuiet(max(t.cfg.FirstByteTimeout-time.Since(sent), 0), t.cfg.IdleTimeout, cancel)
 		resp.Body = ex.lines
 	default:
-		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes}
+		// An OpenAI-wire reply is kept whole for what go-openai's types
+		// cannot hold (see wholeReplyExtras).
+		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes, keepAll: ex.openAIWire}
+		if ex.openAIWire && resp.ContentLength > 0 && resp.ContentLength <= t.cfg.MaxResponseBytes {
+			ex.body.all = make([]byte, 0, resp.ContentLength)
+		}
 		ex.body.watchQuiet(t.cfg.IdleTimeout, cancel)
 		resp.Body = ex.body
 	}
@@ -438,7 +443,10 @@ type capReader struct {
 	err   error
 	ended bool // the body's reader returned an error (io.EOF included)
 	head  []byte
+	all   []byte // with keepAll, the whole body read so far
 	quiet quietWatch
+
+	keepAll bool
 }
 
 // watchQuiet starts the quiet watch: idle is the idle timeout, cancel the
@@ -471,6 +479,9 @@ func (r *capReader) Read(p []byte) (int, error) {
 	r.left -= int64(n)
 	if room := headBytes - len(r.head); room > 0 {
 		r.head = append(r.head, p[:min(n, room)]...)
+	}
+	if r.keepAll {
+		r.all = append(r.all, p[:n]...)
 	}
 	if n > 0 {
 		r.quiet.mark()

@@ -174,12 +174,14 @@ type chunkDelta struct {
 }
 
 // chunkToolCall is a piece of a tool call: the first of the call at index
-// has its id, type and name, later ones more arguments.
+// has its id, type and name, later ones more arguments; extra_content
+// comes with the piece the provider sent it in.
 type chunkToolCall struct {
-	Index    int               `json:"index"`
-	ID       string            `json:"id,omitempty"`
-	Type     string            `json:"type,omitempty"`
-	Function chunkToolFunction `json:"function"`
+	Index        int               `json:"index"`
+	ID           string            `json:"id,omitempty"`
+	Type         string            `json:"type,omitempty"`
+	Function     chunkToolFunction `json:"function"`
+	ExtraContent wire.RawJSON      `json:"extra_content,omitempty"`
 }
 
 type chunkToolFunction struct {
@@ -397,7 +399,8 @@ func (st *stream) Delta(d domain.Delta) error {
 		delta.Content = &d.Content
 	}
 	for _, tc := range d.ToolCalls {
-		c := chunkToolCall{Index: tc.Index, ID: tc.ID, Function: chunkToolFunction{Name: tc.Name, Arguments: tc.Arguments}}
+		c := chunkToolCall{Index: tc.Index, ID: tc.ID, Function: chunkToolFunction{Name: tc.Name, Arguments: tc.Arguments},
+			ExtraContent: tc.ExtraContent}
 		if tc.ID != "" {
 			c.Type = "function"
 		}

@@ -496,3 +496,65 @@ func TestToolsContinuationChecksIDs(t *testing.T) {
 		})
 	})
 }
+
+// TestToolCallThoughtSignatures: Gemini's OpenAI-compatible API sends a
+// thought signature with each tool call, as extra_content, and Gemini 3
+// refuses a continuation whose assistant message lacks it. A reply's
+// tool_calls show it (whole, and in the call's first streamed piece); a
+// conversation stores it and sends it back with the call; a stateless
+// caller sends it back in the assistant message's toolCalls, and anything
+// but a JSON object there is a 400.
+func TestToolCallThoughtSignatures(t *testing.T) {
+	const sig = `{"google":{"thought_signature":"CiQBVKhc7sig"}}`
+	signed := []llmtest.ToolCall{{ID: "function-call-1", Name: "weather", Arguments: `{"city":"Paris"}`, Extra: sig}}
+	wantCalls := `[{"id":"function-call-1","type":"function","function":{"name":"weather","arguments":"{\"city\":\"Paris\"}"},"extra_content":` + sig + `}]`
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: signed})
+		got := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()})
+		msg := got["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		if got := jsonOf(msg["tool_calls"]); got != normalized(t, wantCalls) {
+			t.Errorf("message.tool_calls = %s\nwant %s", got, normalized(t, wantCalls))
+		}
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": got["conversationId"], "tools": weatherTools(),
+			"messages": []any{map[string]any{"role": "tool", "toolCallId": "function-call-1", "content": "18C"}}})
+		up := lastUpstreamBody(t, h)["messages"].([]any)
+		if got := jsonOf(up[2].(map[string]any)["tool_calls"]); got != normalized(t, wantCalls) {
+			t.Errorf("the stored reply went back upstream with tool_calls %s\nwant %s", got, normalized(t, wantCalls))
+		}
+
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: signed})
+		events := readSSE(t, stream(t, h, "/api/v1/chats/completions", map[string]any{
+			"aiProviderId": w.provider, "messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()}))
+		var pieces []string
+		for _, ev := range events {
+			if strings.Contains(ev.raw, "extra_content") {
+				pieces = append(pieces, ev.raw)
+			}
+		}
+		if len(pieces) != 1 || !strings.Contains(pieces[0], `"extra_content":`+sig) || !strings.Contains(pieces[0], `"id":"function-call-1"`) {
+			t.Errorf("streamed chunks with extra_content: %q; want the call's first piece, with %s", pieces, sig)
+		}
+
+		var calls []any
+		_ = json.Unmarshal([]byte(wantCalls), &calls)
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "tools": weatherTools(), "messages": []any{
+				userMessage("weather in Paris?"),
+				map[string]any{"role": "assistant", "toolCalls": calls},
+				map[string]any{"role": "tool", "toolCallId": "function-call-1", "content": "18C"}}})
+		up = lastUpstreamBody(t, h)["messages"].([]any)
+		if got := jsonOf(up[1].(map[string]any)["tool_calls"]); got != normalized(t, wantCalls) {
+			t.Errorf("a stateless assistant message went upstream with tool_calls %s\nwant %s", got, normalized(t, wantCalls))
+		}
+
+		bad := []any{map[string]any{"id": "function-call-1", "type": "function",
+			"function": map[string]any{"name": "weather", "arguments": "{}"}, "extra_content": "sig"}}
+		h.refusedByBoth(t, w, map[string]any{"messages": []any{userMessage("weather?"),
+			map[string]any{"role": "assistant", "toolCalls": bad},
+			map[string]any{"role": "tool", "toolCallId": "function-call-1", "content": "18C"}}},
+			"messages[1].toolCalls[0].extra_content")
+	})
+}

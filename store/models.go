@@ -295,6 +295,7 @@ type toolCallJSON struct {
 		Name      string `json:"name"`
 		Arguments string `json:"arguments"`
 	} `json:"function"`
+	ExtraContent json.RawMessage `json:"extra_content,omitempty"`
 }
 
 func fromDomainToolCalls(calls []domain.ToolCall) string {
@@ -305,8 +306,9 @@ func fromDomainToolCalls(calls []domain.ToolCall) string {
 	for i, c := range calls {
 		out[i].ID, out[i].Type = c.ID, c.Type
 		out[i].Function.Name, out[i].Function.Arguments = c.Name, c.Arguments
+		out[i].ExtraContent = c.ExtraContent
 	}
-	b, _ := json.Marshal(out) // strings only: cannot fail
+	b, _ := json.Marshal(out) // strings, and extra_content the domain checked is JSON: cannot fail
 	return string(b)
 }
 
@@ -322,7 +324,8 @@ func toDomainToolCalls(s string) []domain.ToolCall {
 	}
 	out := make([]domain.ToolCall, len(in))
 	for i, c := range in {
-		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments,
+			ExtraContent: c.ExtraContent}
 	}
 	return out
 }

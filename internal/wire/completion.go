@@ -24,9 +24,10 @@ type Message struct {
 
 // ToolCall is a tool call in OpenAI's shape, in arguments and results.
 type ToolCall struct {
-	ID       string           `json:"id" desc:"Id of the tool call; a tool message answers it by toolCallId."`
-	Type     string           `json:"type" enum:"function" desc:"Always function."`
-	Function ToolCallFunction `json:"function" desc:"The function called."`
+	ID           string           `json:"id" desc:"Id of the tool call; a tool message answers it by toolCallId."`
+	Type         string           `json:"type" enum:"function" desc:"Always function."`
+	Function     ToolCallFunction `json:"function" desc:"The function called."`
+	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature, which it needs back to continue): send it back with the call. Only OpenAI-compatible providers send it."`
 }
 
 type ToolCallFunction struct {
@@ -109,7 +110,8 @@ func toDomainToolCalls(calls []ToolCall) []domain.ToolCall {
 	}
 	out := make([]domain.ToolCall, len(calls))
 	for i, c := range calls {
-		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+		out[i] = domain.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments,
+			ExtraContent: c.ExtraContent}
 	}
 	return out
 }
@@ -121,7 +123,8 @@ func ToolCallsOf(calls []domain.ToolCall) []ToolCall {
 	}
 	out := make([]ToolCall, len(calls))
 	for i, c := range calls {
-		out[i] = ToolCall{ID: c.ID, Type: "function", Function: ToolCallFunction{Name: c.Name, Arguments: c.Arguments}}
+		out[i] = ToolCall{ID: c.ID, Type: "function", Function: ToolCallFunction{Name: c.Name, Arguments: c.Arguments},
+			ExtraContent: c.ExtraContent}
 	}
 	return out
 }

@@ -51,7 +51,11 @@ func (r reply) openAIMessage(text string) map[string]any {
 	}
 	var calls []any
 	for _, c := range r.toolCalls {
-		calls = append(calls, map[string]any{"id": c.ID, "type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
+		call := map[string]any{"id": c.ID, "type": "function", "function": map[string]any{"name": c.Name, "arguments": c.Arguments}}
+		if c.Extra != "" {
+			call["extra_content"] = json.RawMessage(c.Extra)
+		}
+		calls = append(calls, call)
 	}
 	msg["tool_calls"] = calls
 	return msg
@@ -140,6 +144,9 @@ func (x *exchange) openAIStream(r reply) {
 		first := call(map[string]any{"name": c.Name, "arguments": ""})
 		tc := first["tool_calls"].([]any)[0].(map[string]any)
 		tc["id"], tc["type"] = c.ID, "function"
+		if c.Extra != "" {
+			tc["extra_content"] = json.RawMessage(c.Extra)
+		}
 		if !x.event("", chunk(first, nil)) {
 			return
 		}

@@ -81,6 +81,10 @@ type ToolCall struct {
 	ID        string
 	Name      string
 	Arguments string // JSON text
+	// Extra is the JSON object of OpenAI-wire extra_content, "" for none:
+	// a reply's call carries it (streamed, in its first piece) as Gemini
+	// carries its thought signature; a recorded call, as it came back.
+	Extra string
 }
 
 // ToolResult is a tool_result block of an Anthropic message.
@@ -670,6 +674,10 @@ func decode(req *Request) {
 			tc.ID, _ = cm["id"].(string)
 			tc.Name, _ = fn["name"].(string)
 			tc.Arguments, _ = fn["arguments"].(string)
+			if extra, ok := cm["extra_content"]; ok {
+				b, _ := json.Marshal(extra)
+				tc.Extra = string(b)
+			}
 			msg.ToolCalls = append(msg.ToolCalls, tc)
 		}
 		blocks, _ := mm["content"].([]any)
