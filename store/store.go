@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"math"
 	"math/rand/v2"
 	"net/url"
 	"os"
@@ -122,12 +123,13 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		dialector, s.dialect = sqlite.Open(s.dsn), SQLite
 	}
 	for attempt := 1; ; attempt++ {
+		began := time.Now()
 		err := s.open(ctx, dialector)
 		if err == nil {
 			return s, nil
 		}
 		_ = s.closeDBs()
-		if !openRace(s, err, attempt) {
+		if !openRace(s, err, attempt, time.Since(began)) {
 			return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
 		}
 		select {
@@ -144,9 +146,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 // beside parley mcp, replicas on one volume) each turn it to WAL mode, and
 // SQLite can refuse one of them at once, without waiting out its busy
 // timeout, while another does; opened again a moment later, it is in WAL
-// mode already.
-func openRace(s *Store, err error, attempt int) bool {
-	return s.dialect == SQLite && s.tempDir == "" && attempt < openAttempts && locked(err)
+// mode already. An attempt that took the busy timeout waited for a writer
+// that kept the lock (a migration rebuilding a table): another twenty
+// such waits would only hide that.
+func openRace(s *Store, err error, attempt int, took time.Duration) bool {
+	return s.dialect == SQLite && s.tempDir == "" && attempt < openAttempts && locked(err) && took < sqliteBusyTimeout
 }
 
 // openAttempts bounds how many times Open tries a SQLite file.
@@ -192,6 +196,30 @@ func SQLiteFile(dsn string) string {
 		return ""
 	}
 	return path
+}
+
+// Describe names the database dsn is, for an operator to check it is the
+// one meant, and nothing secret: a SQLite file's absolute path, a
+// PostgreSQL database's name, host and port (never its password).
+func Describe(dsn string) string {
+	if !isPostgres(dsn) {
+		path, _, err := sqlitePath(dsn)
+		switch {
+		case err != nil:
+			return "a SQLite database"
+		case path == ":memory:":
+			return "an in-memory SQLite database"
+		}
+		if abs, err := filepath.Abs(path); err == nil {
+			path = abs
+		}
+		return "the SQLite database at " + path
+	}
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		return "a PostgreSQL database"
+	}
+	return fmt.Sprintf("the PostgreSQL database %q on %s:%d", cfg.Database, cfg.Host, cfg.Port)
 }
 
 // connectTimeout bounds the wait for PostgreSQL to answer at Open, unless
@@ -266,6 +294,10 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector) error {
 		// A file Parley may not write (its owner or mode after a restore,
 		// a read-only mount) would serve reads and /readyz, and fail every
 		// write as a fault to retry.
+		if locked(err) {
+			return fmt.Errorf("another process kept it locked for writing past the %s busy timeout "+
+				"(a migration that rebuilds a table, or a long transaction); start again once it is done: %w", sqliteBusyTimeout, err)
+		}
 		return fmt.Errorf("it cannot be written (check the file's owner and mode, and its directory's): %w", err)
 	}
 	s.workers.Add(1)
@@ -426,6 +458,19 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		}
 		fmt.Fprintf(w, "rolled back %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
 	case "status":
+		width := 0
+		for _, src := range p.ListSources() {
+			width = max(width, len(src.Path))
+		}
+		if !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
+			// Nothing applied yet: goose's Status would create its table
+			// to say so, and status changes nothing (a database named by
+			// mistake keeps no trace; a read-only role may run it).
+			for _, src := range p.ListSources() {
+				fmt.Fprintf(w, "%-*s pending\n", width, src.Path)
+			}
+			return nil
+		}
 		st, err := p.Status(ctx)
 		if err != nil {
 			return fmt.Errorf("store: migrate status: %w", err)
@@ -435,7 +480,7 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			if m.State == goose.StateApplied {
 				at = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
 			}
-			fmt.Fprintf(w, "%-24s %s\n", m.Source.Path, at)
+			fmt.Fprintf(w, "%-*s %s\n", width, m.Source.Path, at)
 		}
 		v, err := p.GetDBVersion(ctx)
 		if err != nil {
@@ -518,8 +563,13 @@ func (s *Store) migrator(db *sql.DB) (*goose.Provider, error) {
 	dialect, opts := goose.DialectSQLite3, []goose.ProviderOption{}
 	if s.dialect == Postgres {
 		dialect = goose.DialectPostgres
-		// Replicas starting together migrate one at a time.
-		locker, err := lock.NewPostgresSessionLocker()
+		// Replicas starting together migrate one at a time, under a
+		// session advisory lock. The others wait for it as long as they
+		// run, as on SQLite (lockMigrations), not goose's default 5
+		// minutes: a migration that rebuilds a large table may take longer,
+		// and a replica that gave up would exit for nothing. PostgreSQL
+		// frees the lock when its holder's session ends, however it ends.
+		locker, err := lock.NewPostgresSessionLocker(lock.WithLockTimeout(1, math.MaxUint32))
 		if err != nil {
 			return nil, err
 		}

@@ -2265,6 +2265,38 @@ func migratedSQLiteFile(t *testing.T) (string, *store.Store) {
 	return path, s
 }
 
+// TestOpenWhileAnotherProcessWrites: a start that finds the SQLite file
+// locked for writing past the busy timeout (10s) by another process (a
+// migration rebuilding a table) fails after that one wait, saying so; it
+// used to wait it out twenty times over (200s) and then blame the file's
+// owner and mode.
+func TestOpenWhileAnotherProcessWrites(t *testing.T) {
+	path, s := migratedSQLiteFile(t)
+	must(t, s.Close())
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	must(t, err)
+	defer db.Close()
+	writer, err := db.Conn(ctx())
+	must(t, err)
+	defer writer.Close()
+	_, err = writer.ExecContext(ctx(), "BEGIN IMMEDIATE")
+	must(t, err)
+	defer func() { _, _ = writer.ExecContext(ctx(), "ROLLBACK") }()
+
+	start := time.Now()
+	_, err = store.Open(ctx(), path)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Open succeeded while another process held the write lock")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "another process kept it locked for writing") || strings.Contains(msg, "owner and mode") {
+		t.Errorf("Open's error = %q; want it to say another process kept it locked, not to blame the file's mode", msg)
+	}
+	if took > 25*time.Second {
+		t.Errorf("Open gave up after %v; want one busy timeout (10s)", took.Round(time.Second))
+	}
+}
+
 // TestTurnsWhileSQLiteIsLocked: another process holds SQLite's write lock
 // (a migration, a backup, a second Parley) past the busy timeout (10s).
 // The turns that queued meanwhile fail together after one more busy

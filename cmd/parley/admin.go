@@ -38,8 +38,8 @@ Only up creates a SQLite database; where there is none yet, down and
 status say so and exit 1.
 `
 
-func migrate(ctx context.Context, args []string, stdout io.Writer) error {
-	if len(args) == 1 && isHelp(args[0]) {
+func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if slices.ContainsFunc(args, isHelp) { // `migrate --help`, `migrate up --help`
 		fmt.Fprint(stdout, migrateUsage)
 		return nil
 	}
@@ -51,6 +51,10 @@ func migrate(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	dsn := storeDSN(e)
+	// On stderr, as serve's logs: which database this is, and any
+	// misspelt setting, which would have pointed it at another one.
+	warnUnknownVars(e.commandLogger(stderr), os.Environ())
+	fmt.Fprintf(stderr, "parley migrate %s: %s\n", args[0], store.Describe(dsn))
 	// Status and down read, or roll back, the database there is: where
 	// there is none they say so, rather than create an empty one (which
 	// would hide a PARLEY_DATA_DIR pointing at the wrong place).
@@ -226,7 +230,7 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	e.Logger = e.logger(io.Discard)
+	e.Logger = e.logger(stderr)
 	a, err := app.Open(ctx, e.Config)
 	if err != nil {
 		return err
@@ -251,7 +255,11 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		k, err := a.Services.Users.CreateAPIKey(actx, c.args[0], domain.APIKeyCreate{Name: name, ExpiresAt: c.expiresAt})
 		if err != nil {
-			return errors.New(domain.MessageOf(err))
+			msg := domain.MessageOf(err)
+			if domain.DetailsOf(err)["field"] == "expiresAt" { // the API's name for the flag
+				msg = strings.Replace(msg, "expiresAt", "--expires-at", 1)
+			}
+			return errors.New(msg)
 		}
 		fmt.Fprintln(stdout, k.Secret)
 		return nil

@@ -2,12 +2,14 @@ package main_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -157,6 +159,38 @@ func TestDatabaseURLSchemeAnyCaseOnPostgres(t *testing.T) {
 	}
 }
 
+// TestMigrateStatusWritesNothingOnPostgres: status on a database nothing
+// was migrated on (one named by mistake, or by a read-only role) lists
+// every migration as pending, aligned, and leaves no table behind.
+func TestMigrateStatusWritesNothingOnPostgres(t *testing.T) {
+	url := dbtest.EmptyPostgresURL(t)
+	out, code := parley(t, t.TempDir(), []string{"PARLEY_DATABASE_URL=" + url, "PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}, "migrate", "status")
+	if code != 0 || !regexp.MustCompile(`(?m)^00001_init\.sql +pending$`).MatchString(out) || !regexp.MustCompile(`(?m)^00011_fewer_indexes\.sql +pending$`).MatchString(out) {
+		t.Errorf("migrate status on an empty database: exit %d, want 0 listing every migration pending:\n%s", code, out)
+	}
+	var cols []int
+	for line := range strings.Lines(out) {
+		if i := strings.Index(line, " pending"); i > 0 && strings.HasPrefix(line, "000") {
+			cols = append(cols, strings.LastIndexByte(line[:i+1], ' '))
+		}
+	}
+	if len(cols) == 0 || slices.Min(cols) != slices.Max(cols) {
+		t.Errorf("the states are not in one column:\n%s", out)
+	}
+	db, err := sql.Open("pgx", url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var tables int
+	if err := db.QueryRow("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").Scan(&tables); err != nil {
+		t.Fatal(err)
+	}
+	if tables != 0 {
+		t.Errorf("migrate status left %d tables in an empty database", tables)
+	}
+}
+
 // TestDatabaseURLSQLiteForms: the SQLite forms PARLEY_DATABASE_URL took
 // before keep working: sqlite:PATH (in any case) and a plain path.
 func TestDatabaseURLSQLiteForms(t *testing.T) {
@@ -211,6 +245,7 @@ func TestCommandLineCheckedFirst(t *testing.T) {
 		{[]string{"migrate"}, 2, "usage: parley migrate"},
 		{[]string{"migrate", "sideways"}, 2, "usage: parley migrate"},
 		{[]string{"migrate", "--help"}, 0, "usage: parley migrate"},
+		{[]string{"migrate", "up", "--help"}, 0, "usage: parley migrate"},
 		{[]string{"serve", "--help"}, 0, "usage: parley"},
 		{[]string{"serve", "now"}, 2, "takes no arguments"},
 		{[]string{"version", "x"}, 2, "version takes no arguments"},
@@ -334,6 +369,35 @@ func TestAdminAnswersAloneOnStdout(t *testing.T) {
 	}
 }
 
+// TestCommandsNameTheirDatabase: a misspelt setting would point migrate
+// or admin at a new SQLite database in ./data, silently: both warn of it,
+// as serve does, and migrate says which database it opened, on stderr,
+// where scripts do not read answers. A PostgreSQL one is named without its
+// password.
+func TestCommandsNameTheirDatabase(t *testing.T) {
+	dir := t.TempDir()
+	typo := "PARLEY_DATABSE_URL=postgres://postgres:hunter2@127.0.0.1:1/parley"
+	warning := "PARLEY_DATABSE_URL is not a Parley setting and is ignored; did you mean PARLEY_DATABASE_URL?"
+	abs, _ := filepath.Abs(filepath.Join(dir, "data", "parley.db"))
+	for _, args := range [][]string{{"migrate", "up"}, {"admin", "create-user", "eve"}, {"migrate", "status"}} {
+		out, code := parley(t, dir, []string{typo}, args...)
+		if code != 0 || !strings.Contains(out, warning) {
+			t.Errorf("parley %v with a misspelt PARLEY_DATABASE_URL: exit %d, want 0 and a warning naming it:\n%s", args, code, out)
+		}
+		if args[0] == "migrate" && !strings.Contains(out, "parley "+strings.Join(args, " ")+": the SQLite database at "+abs) {
+			t.Errorf("parley %v did not name the database it opened (%s):\n%s", args, abs, out)
+		}
+		if strings.Contains(out, "hunter2") {
+			t.Errorf("parley %v printed a password:\n%s", args, out)
+		}
+	}
+	out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=postgres://postgres:hunter2@127.0.0.1:1/parley?connect_timeout=1",
+		"PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}, "migrate", "status")
+	if code != 1 || !strings.Contains(out, `parley migrate status: the PostgreSQL database "parley" on 127.0.0.1:1`) || strings.Contains(out, "hunter2") {
+		t.Errorf("migrate status on PostgreSQL that does not answer: exit %d, want 1, naming the database without its password:\n%s", code, out)
+	}
+}
+
 // TestAdminCreateKeyExpiresAt: create-key --expires-at makes a key that
 // expires then (the flag before or after the other arguments, as
 // --flag VALUE or --flag=VALUE); a time that has passed exits 1 with the
@@ -357,7 +421,7 @@ func TestAdminCreateKeyExpiresAt(t *testing.T) {
 		}
 	}
 	out, code = parley(t, dir, nil, "admin", "create-key", user, "late", "--expires-at", "2020-01-01T00:00:00Z")
-	if code != 1 || !strings.Contains(out, "expiresAt must be in the future: 2020-01-01T00:00:00Z has passed") || printedKey.MatchString(out) {
+	if code != 1 || !strings.Contains(out, "--expires-at must be in the future: 2020-01-01T00:00:00Z has passed") || printedKey.MatchString(out) {
 		t.Errorf("create-key with a past expiry: exit %d, want 1 saying it has passed:\n%s", code, out)
 	}
 

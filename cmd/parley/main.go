@@ -165,7 +165,7 @@ func run(ctx, now context.Context, args []string, stdin io.Reader, stdout, stder
 	case "mcp":
 		return serveStdio(ctx, now, args, stdin, stdout, stderr)
 	case "migrate":
-		return migrate(ctx, args, stdout)
+		return migrate(ctx, args, stdout, stderr)
 	case "admin":
 		return admin(ctx, args, stdout, stderr)
 	}
@@ -381,6 +381,17 @@ func (e *env) loadUpstreamEnv() error {
 	}
 	c.ResponseTimeout, err = envPositiveDuration("PARLEY_UPSTREAM_RESPONSE_TIMEOUT", 0)
 	return err
+}
+
+// commandLogger is the logger of a command that is not a server (migrate,
+// admin), on w: warnings and errors only, as its output is the command's
+// (an id, a key, a migration's name), not a server's account of itself.
+func (e env) commandLogger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: max(e.LogLevel, slog.LevelWarn)}
+	if e.LogJSON {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // logger writes to stderr: over stdio, stdout is the protocol. Each line

@@ -89,6 +89,18 @@ func PostgresRequired() bool {
 // fails like Postgres when no server is configured.
 func PostgresURL(t testing.TB) string {
 	t.Helper()
+	return postgresURL(t, true)
+}
+
+// EmptyPostgresURL is PostgresURL for a database without any table, as
+// createdb leaves one.
+func EmptyPostgresURL(t testing.TB) string {
+	t.Helper()
+	return postgresURL(t, false)
+}
+
+func postgresURL(t testing.TB, migrated bool) string {
+	t.Helper()
 	adminURL := os.Getenv(EnvURL)
 	if adminURL == "" {
 		const how = "run the tests through scripts/with-postgres.sh (make test does) or point " + EnvURL + " at a server"
@@ -105,8 +117,12 @@ func PostgresURL(t testing.TB) string {
 		t.Fatalf("dbtest: %v", err)
 	}
 	name := "parley_t_" + randomHex(8)
-	if _, err := admin.ExecContext(ctx, "CREATE DATABASE "+quote(name)+" TEMPLATE "+quote(tmpl)); err != nil {
-		t.Fatalf("dbtest: create database %s from %s: %v", name, tmpl, err)
+	create := "CREATE DATABASE " + quote(name)
+	if migrated {
+		create += " TEMPLATE " + quote(tmpl)
+	}
+	if _, err := admin.ExecContext(ctx, create); err != nil {
+		t.Fatalf("dbtest: %s: %v", create, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
