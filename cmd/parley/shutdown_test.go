@@ -844,91 +844,56 @@ func TestShutdownDoesNotWaitForIdleSSESessions(t *testing.T) {
 }
 
 // TestStdioEndsCallsWhenTheAgentLeaves: an agent that closes stdin while
-// a tool call runs ends the call: the upstream request is cancelled and
-// the usage is recorded, as client_disconnect, before `parley mcp` exits.
+// tool calls run, or dies (closing its end of stdout too, so that a write
+// to it is a broken pipe, which must not kill `parley mcp`), ends the
+// calls: the upstream requests are cancelled and recorded as
+// client_disconnect, and the exit is 0. mcp-go runs five stdio calls at a
+// time and queues the rest, which it then runs with their context
+// cancelled: those never go upstream and record no usage. With stdin
+// left open, the first write to a closed stdout ends the session too.
 func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 	f := serveWithChat(t)
 	up, dir, chat := f.up, f.dir, f.chat
 	f.stop(t)
-
-	cmd, stdin, stdout := startStdio(t, dir)
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
-
-	up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
-	before := up.Count()
-	sendStdio(t, stdin, stdioChatCall(2, chat, "hang"))
-	waitRequest(t, up, before)
-	stdin.Close()
-	waitStdioExit(t, cmd, "stdin closing")
-	if !up.WaitCanceledN(before, time.Second) {
-		t.Error("the upstream request was not cancelled")
-	}
-	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
-		t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
-	}
-}
-
-// TestStdioQueuedCallsCostNothingWhenTheAgentLeaves: mcp-go runs five
-// stdio tool calls at a time and queues the rest; when the agent closes
-// stdin, the queued calls are run with their context already cancelled.
-// They must not go upstream, nor be recorded as calls the provider took:
-// only the five running are client_disconnect.
-func TestStdioQueuedCallsCostNothingWhenTheAgentLeaves(t *testing.T) {
-	f := serveWithChat(t)
-	up, dir, chat := f.up, f.dir, f.chat
-	f.stop(t)
-
-	cmd, stdin, stdout := startStdio(t, dir)
-	go func() { _, _ = io.Copy(io.Discard, stdout) }()
 	up.Script(func(int, llmtest.Request) llmtest.Behavior { return llmtest.Behavior{Fault: llmtest.FaultHang} })
-	before := up.Count()
-	var calls []string
-	for id := 2; id < 10; id++ {
-		calls = append(calls, stdioChatCall(id, chat, "hang"))
-	}
-	sendStdio(t, stdin, calls...)
-	for deadline := time.Now().Add(10 * time.Second); up.Count() < before+5; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the upstream got %d of the 5 calls that run at once", up.Count()-before)
-		}
-	}
-	stdin.Close()
-	waitStdioExit(t, cmd, "stdin closing")
-	if got := up.Count() - before; got != 5 {
-		t.Errorf("the upstream got %d calls, want the 5 running when the agent left", got)
-	}
-	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 5 || slices.ContainsFunc(outcomes, func(o string) bool { return o != "client_disconnect" }) {
-		t.Errorf("usage after the agent left with 5 calls running and 3 queued: %v, want 5 client_disconnect", outcomes)
-	}
-}
 
-// TestStdioEndsCallsWhenTheAgentDies: an agent that dies closes its end
-// of stdout too, and a write to it is then a broken pipe. `parley mcp`
-// is not killed by it (SIGPIPE): a call running when the agent's stdin
-// and stdout close is cancelled and recorded as client_disconnect, and
-// the exit is 0. With stdin left open, the first write that fails ends
-// the session just the same.
-func TestStdioEndsCallsWhenTheAgentDies(t *testing.T) {
-	f := serveWithChat(t)
-	up, dir, chat := f.up, f.dir, f.chat
-	f.stop(t)
-
-	t.Run("stdin and stdout closed", func(t *testing.T) {
-		cmd, stdin, stdout := startStdio(t, dir)
-		up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
-		before := up.Count()
-		sendStdio(t, stdin, stdioChatCall(2, chat, "hang"))
-		waitRequest(t, up, before)
-		stdout.(io.Closer).Close()
-		stdin.Close()
-		waitStdioExit(t, cmd, "stdin and stdout closing")
-		if !up.WaitCanceledN(before, time.Second) {
-			t.Error("the upstream request was not cancelled")
-		}
-		if outcomes := chatOutcomes(t, sqliteIn(dir), chat); len(outcomes) != 1 || outcomes[0] != "client_disconnect" {
-			t.Errorf("usage of the call the agent left: %v, want [client_disconnect]", outcomes)
-		}
-	})
+	for _, dies := range []bool{false, true} {
+		t.Run(map[bool]string{false: "stdin closed", true: "stdin and stdout closed"}[dies], func(t *testing.T) {
+			cmd, stdin, stdout := startStdio(t, dir)
+			if !dies {
+				go func() { _, _ = io.Copy(io.Discard, stdout) }()
+			}
+			before, recorded := up.Count(), len(chatOutcomes(t, sqliteIn(dir), chat))
+			var calls []string
+			for id := 2; id < 10; id++ {
+				calls = append(calls, stdioChatCall(id, chat, "hang"))
+			}
+			sendStdio(t, stdin, calls...)
+			for deadline := time.Now().Add(10 * time.Second); up.Count() < before+5; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("the upstream got %d of the 5 calls that run at once", up.Count()-before)
+				}
+			}
+			if dies {
+				stdout.(io.Closer).Close()
+			}
+			stdin.Close()
+			waitStdioExit(t, cmd, "the agent leaving")
+			for i := range 5 {
+				if !up.WaitCanceledN(before+i, time.Second) {
+					t.Errorf("upstream request %d was not cancelled", before+i)
+				}
+			}
+			if got := up.Count() - before; got != 5 {
+				t.Errorf("the upstream got %d calls, want the 5 running when the agent left", got)
+			}
+			// Every call so far was one the agent left.
+			outcomes := chatOutcomes(t, sqliteIn(dir), chat)
+			if len(outcomes) != recorded+5 || slices.ContainsFunc(outcomes, func(o string) bool { return o != "client_disconnect" }) {
+				t.Errorf("usage after the agent left with 5 calls running and 3 queued: %v, want %d client_disconnect", outcomes, recorded+5)
+			}
+		})
+	}
 	t.Run("stdout closed", func(t *testing.T) {
 		cmd, stdin, stdout := startStdio(t, dir)
 		defer stdin.Close()
