@@ -450,7 +450,7 @@ func historyBytes(msgs []Message) int {
 	for _, m := range msgs {
 		n += messageOverhead + len(m.Content) + len(m.Refusal)
 		for _, c := range m.ToolCalls {
-			n += len(c.Name) + len(c.Arguments)
+			n += len(c.Name) + len(c.Arguments) + len(c.ExtraContent)
 		}
 	}
 	return n

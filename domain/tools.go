@@ -102,9 +102,9 @@ const (
 	maxTools         = 128
 	maxToolCalls     = 128
 	maxToolCallIDLen = 256
-	// maxExtraContent bounds a tool call's extra_content: a Gemini thought
-	// signature is a few kilobytes of base64.
-	maxExtraContent = 1 << 20
+	// MaxExtraContent bounds a tool call's extra_content, sent or received:
+	// a Gemini thought signature is a few kilobytes of base64.
+	MaxExtraContent = 1 << 20
 )
 
 // toolNamePattern is what OpenAI accepts as a function or schema name.
@@ -222,15 +222,15 @@ func validateToolCalls(i int, calls []ToolCall) error {
 }
 
 // checkExtraContent checks a tool call's extra_content: none, or a JSON
-// object of at most maxExtraContent bytes, sent back to the provider as
+// object of at most MaxExtraContent bytes, sent back to the provider as
 // it is.
 func checkExtraContent(field string, v []byte) error {
 	v = bytes.TrimSpace(v)
 	switch {
 	case len(v) == 0:
 		return nil
-	case len(v) > maxExtraContent:
-		return Invalidf(field, "%s is %d bytes; the limit is %d", field, len(v), maxExtraContent)
+	case len(v) > MaxExtraContent:
+		return Invalidf(field, "%s is %d bytes; the limit is %d", field, len(v), MaxExtraContent)
 	case v[0] != '{' || !json.Valid(v):
 		return Invalidf(field, "%s must be a JSON object, as the reply's tool call carried it", field)
 	}

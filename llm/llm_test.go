@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1069,9 +1070,10 @@ func TestOversizedErrorBodyIsCut(t *testing.T) {
 }
 
 // TestOversizedStreamedReply: a stream's lines are capped one by one, and
-// its reply as a whole (text, refusal, tool calls) at MaxResponseBytes, as
-// a whole reply's body is: an upstream that streams without end would
-// otherwise grow the reply Parley keeps, and stores, until memory ran out.
+// its reply as a whole (text, refusal, tool calls and their extra_content)
+// at MaxResponseBytes, as a whole reply's body is: an upstream that
+// streams without end would otherwise grow the reply Parley keeps, and
+// stores, until memory ran out.
 func TestOversizedStreamedReply(t *testing.T) {
 	const limit = 128
 	long := strings.TrimSpace(strings.Repeat("word ", 60))
@@ -1083,7 +1085,12 @@ func TestOversizedStreamedReply(t *testing.T) {
 			{"text", llmtest.Behavior{ChunkDelay: 2 * time.Millisecond}},
 			{"tool call", llmtest.Behavior{ChunkDelay: 2 * time.Millisecond, ToolCalls: []llmtest.ToolCall{
 				{ID: "call_1", Name: "lookup", Arguments: `{"q":"` + long + `"}`}}}},
+			{"extra_content", llmtest.Behavior{ChunkDelay: 2 * time.Millisecond, ToolCalls: slices.Repeat([]llmtest.ToolCall{
+				{Name: "lookup", Arguments: `{}`, Extra: `{"google":{"thought_signature":"` + long[:40] + `"}}`}}, 100)}},
 		} {
+			if typ == domain.ProviderAnthropic && tc.name == "extra_content" {
+				continue // an OpenAI-wire field
+			}
 			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
 				s.Enqueue(tc.b)
@@ -1092,7 +1099,7 @@ func TestOversizedStreamedReply(t *testing.T) {
 				res, err := c.Complete(context.Background(), request(typ, s, long), func(d domain.Delta) error {
 					passed += len(d.Content)
 					for _, tc := range d.ToolCalls {
-						passed += len(tc.ID) + len(tc.Name) + len(tc.Arguments)
+						passed += len(tc.ID) + len(tc.Name) + len(tc.Arguments) + len(tc.ExtraContent)
 					}
 					return nil
 				})
@@ -1107,7 +1114,7 @@ func TestOversizedStreamedReply(t *testing.T) {
 				}
 				kept := len(res.Content)
 				for _, call := range res.ToolCalls {
-					kept += len(call.ID) + len(call.Name) + len(call.Arguments)
+					kept += len(call.ID) + len(call.Name) + len(call.Arguments) + len(call.ExtraContent)
 				}
 				if kept > 2*limit {
 					t.Errorf("the partial result holds %d bytes, over twice the cap", kept)

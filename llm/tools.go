@@ -89,11 +89,12 @@ func (t *toolCalls) keepExtra(d *domain.ToolCallDelta, extra []byte) {
 }
 
 // extraContent is a tool call's extra_content as sent (a copy), nil unless
-// it is a JSON object: what Gemini puts its thought signature in, and what
-// goes back with the call (see domain.ToolCall).
+// it is a JSON object of at most domain.MaxExtraContent bytes, what a
+// caller may send back: what Gemini puts its thought signature in, and
+// what goes back with the call (see domain.ToolCall).
 func extraContent(v []byte) []byte {
 	v = bytes.TrimSpace(v)
-	if len(v) == 0 || v[0] != '{' {
+	if len(v) == 0 || v[0] != '{' || len(v) > domain.MaxExtraContent {
 		return nil
 	}
 	return bytes.Clone(v)

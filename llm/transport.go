@@ -209,7 +209,7 @@ var (
 func (ex *exchange) addReply(d domain.Delta, limit int64) error {
 	n := len(d.Content) + len(d.Refusal)
 	for _, tc := range d.ToolCalls {
-		n += len(tc.ID) + len(tc.Name) + len(tc.Arguments)
+		n += len(tc.ID) + len(tc.Name) + len(tc.Arguments) + len(tc.ExtraContent)
 	}
 	if ex.replyBytes += int64(n); ex.replyBytes <= limit {
 		return nil
