@@ -148,7 +148,10 @@ func TestIsPrivateIP(t *testing.T) {
 		"255.255.255.255": true, "192.0.0.170": true, "fe80::1": true, "ff02::1": true,
 		// IPv6 forms of an IPv4 address are judged by that address.
 		"::ffff:127.0.0.1": true, "64:ff9b::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true,
+		"::ffff:0:7f00:1": true, "::ffff:0:a9fe:a9fe": true, "::ffff:0:808:808": false,
 		"64:ff9b::808:808": false, "2002:808:808::1": false,
+		// Reserved IPv6 ranges.
+		"3fff::1": true, "2001:2::1": true, "2001:10::1": true, "2001:20::1": true, "5f00::1": true,
 		// Forms that only tunnel, refused outright.
 		"::a9fe:a9fe": true, "::808:808": true, "2001:0:4136:e378::1": true,
 		// Public addresses next to the ranges refused.

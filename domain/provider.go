@@ -399,7 +399,7 @@ func IsPrivateIP(ip net.IP) bool {
 	if a.Is6() {
 		b := a.As16()
 		switch {
-		case nat64.Contains(a):
+		case nat64.Contains(a), ipv4Translated.Contains(a):
 			a = netip.AddrFrom4([4]byte(b[12:16]))
 		case sixToFour.Contains(a):
 			a = netip.AddrFrom4([4]byte(b[2:6]))
@@ -414,9 +414,10 @@ func IsPrivateIP(ip net.IP) bool {
 }
 
 var (
-	nat64     = netip.MustParsePrefix("64:ff9b::/96")
-	sixToFour = netip.MustParsePrefix("2002::/16")
-	nonPublic = []netip.Prefix{
+	nat64          = netip.MustParsePrefix("64:ff9b::/96")
+	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96") // SIIT (RFC 6145), where a translator routes it
+	sixToFour      = netip.MustParsePrefix("2002::/16")
+	nonPublic      = []netip.Prefix{
 		netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
 		netip.MustParsePrefix("10.0.0.0/8"),      // private
 		netip.MustParsePrefix("100.64.0.0/10"),   // shared address space (carrier NAT, some clouds' metadata)
@@ -435,7 +436,12 @@ var (
 		netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64
 		netip.MustParsePrefix("100::/64"),        // discard-only
 		netip.MustParsePrefix("2001::/32"),       // Teredo
+		netip.MustParsePrefix("2001:2::/48"),     // benchmarking
+		netip.MustParsePrefix("2001:10::/28"),    // ORCHID, deprecated
+		netip.MustParsePrefix("2001:20::/28"),    // ORCHIDv2
 		netip.MustParsePrefix("2001:db8::/32"),   // documentation
+		netip.MustParsePrefix("3fff::/20"),       // documentation (RFC 9637)
+		netip.MustParsePrefix("5f00::/16"),       // SRv6 segment identifiers
 		netip.MustParsePrefix("fc00::/7"),        // unique local (fd00:ec2::254 is AWS's metadata)
 		netip.MustParsePrefix("fe80::/10"),       // link-local
 		netip.MustParsePrefix("fec0::/10"),       // site-local, deprecated
