@@ -10,7 +10,8 @@ import (
 )
 
 // TestReadsSurviveAnAddedColumn: a migration that adds a column, run by a
-// newer instance while this one serves, must not fail this one's reads. On
+// newer instance while this one serves, must not fail this one's reads,
+// nor an update that returns the row. On
 // PostgreSQL the driver caches each connection's prepared statements; a
 // `SELECT *` cached before the column came then fails once per connection
 // ("cached plan must not change result type"), a 500 for the request that
@@ -29,9 +30,10 @@ func TestReadsSurviveAnAddedColumn(t *testing.T) {
 					_, _, err1 := s.GetAPIKeyByHash(ctx(), domain.HashAPIKey("pk_bob_secret"))
 					_, err2 := s.GetChat(ctx(), w.chatA.ID)
 					_, err3 := s.GetProvider(ctx(), w.provA.ID)
+					_, err4 := s.RevokeAPIKey(ctx(), w.alice.ID, w.aliceKey.ID, t0) // UPDATE ... RETURNING
 					mu.Lock()
 					defer mu.Unlock()
-					for _, err := range []error{err1, err2, err3} {
+					for _, err := range []error{err1, err2, err3, err4} {
 						if err != nil {
 							errs = append(errs, err)
 						}

@@ -25,6 +25,7 @@ import (
 	"github.com/pressly/goose/v3/lock"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
+	"gorm.io/gorm/clause"
 	"gorm.io/gorm/logger"
 
 	"github.com/parleyhq/parley/domain"
@@ -637,3 +638,19 @@ func scoped(q *gorm.DB, projectCol, projectID, memberUserID string) *gorm.DB {
 
 // notFound reports whether err is GORM's "no row".
 func notFound(err error) bool { return errors.Is(err, gorm.ErrRecordNotFound) }
+
+// returning is a RETURNING clause that names model's columns: an empty
+// one is RETURNING *, whose cached plan on a PostgreSQL connection fails
+// once a newer instance's migration added a column (see QueryFields in
+// open).
+func (s *Store) returning(model any) clause.Returning {
+	stmt := &gorm.Statement{DB: s.db}
+	if err := stmt.Parse(model); err != nil {
+		panic("store: returning: " + err.Error()) // a row type of this package: cannot fail
+	}
+	cols := make([]clause.Column, len(stmt.Schema.DBNames))
+	for i, name := range stmt.Schema.DBNames {
+		cols[i] = clause.Column{Name: name}
+	}
+	return clause.Returning{Columns: cols}
+}

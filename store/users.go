@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"gorm.io/gorm"
-	"gorm.io/gorm/clause"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -157,7 +156,7 @@ func (s *Store) ListAPIKeys(ctx context.Context, userID string, p domain.Page) (
 func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.Time) (*domain.APIKey, error) {
 	const op = "store.RevokeAPIKey"
 	var rows []apiKeyRow
-	res := s.db.WithContext(ctx).Model(&rows).Clauses(clause.Returning{}).
+	res := s.db.WithContext(ctx).Model(&rows).Clauses(s.returning(&apiKeyRow{})).
 		Where("id = ? AND user_id = ?", keyID, userID).
 		Update("revoked_at", gorm.Expr("COALESCE(revoked_at, ?)", ts(at)))
 	if err := rowsOrNotFound(op, res, "API key", keyID); err != nil {
