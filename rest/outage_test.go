@@ -112,11 +112,15 @@ func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 
 	p.Down()
 	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("stateless")}})
+	// A turn's write waits a few seconds for the database to come back
+	// (a restart), longer than the cache of keys lasts: the stream opens
+	// first, and both wait at once.
+	streamed := stream(t, h, chatPath, map[string]any{"messages": []any{userMessage("streamed")}})
 	r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("per chat")}})
 	if r.Status != 503 || r.ErrorCode() != "unavailable" || !strings.Contains(r.ErrorMessage(), "retry") {
 		t.Errorf("a per-chat completion whose turn cannot be stored = %d %s; want 503 unavailable saying to retry", r.Status, r.Body)
 	}
-	e, events := streamError(t, stream(t, h, chatPath, map[string]any{"messages": []any{userMessage("streamed")}}))
+	e, events := streamError(t, streamed)
 	if e["code"] != "unavailable" {
 		t.Errorf("the stream's error = %v; want an unavailable error", e)
 	}

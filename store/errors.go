@@ -201,6 +201,15 @@ func connLost(err error) bool {
 		errors.Is(err, driver.ErrBadConn) || (errors.As(err, &netErr) && !netErr.Timeout())
 }
 
+// noConnection reports whether err says PostgreSQL took no new connection:
+// refused, closed before it was made, or answered that the server is
+// starting up or shutting down (57P03), as during a restart or failover.
+func noConnection(err error) bool {
+	var connect *pgconn.ConnectError
+	var pg *pgconn.PgError
+	return errors.As(err, &connect) || errors.As(err, &pg) && pg.Code == "57P03"
+}
+
 // connEnded reports whether err is PostgreSQL's answer that it ended the
 // session, by an administrator's command or a shutdown (57P01) or after
 // a crash (57P02): the statement did not commit, and another connection

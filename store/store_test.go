@@ -2395,6 +2395,47 @@ func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
 	}
 }
 
+// TestTurnsThroughARestart: PostgreSQL restarting (its connections closed,
+// new ones refused for a second) under turns being written: each turn is
+// written once it takes connections again, not failed because the first
+// reconnection was refused; a server that stays down fails them after
+// reconnectWait (5s), the turns queued behind the first without waiting
+// as long again.
+func TestTurnsThroughARestart(t *testing.T) {
+	s, p := dbtest.PostgresThroughProxy(t)
+	w := newWorld(t, s)
+	write := func(n int) []error {
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				conv := newConversation(w.chatA)
+				errs[i] = s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "through a restart"))
+			})
+		}
+		wg.Wait()
+		return errs
+	}
+
+	p.Down()
+	time.AfterFunc(time.Second, p.Up)
+	for i, err := range write(4) {
+		if err != nil {
+			t.Errorf("turn %d, written while PostgreSQL restarted for 1s: %v", i, err)
+		}
+	}
+
+	p.Down()
+	defer p.Up()
+	start := time.Now()
+	for _, err := range write(4) {
+		wantErr(t, err, domain.Unavailable, "the database is unavailable; retry later")
+	}
+	if took := time.Since(start); took > 12*time.Second {
+		t.Errorf("4 turns with PostgreSQL down failed after %v; want about one reconnect wait (5s)", took.Round(time.Second))
+	}
+}
+
 // TestCloseEndsTurnWritesUnderWay: a turn being written to a PostgreSQL
 // that stopped answering (a frozen network, at shutdown) ends when the
 // store closes, with an unavailable error that says the server is

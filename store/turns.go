@@ -136,6 +136,12 @@ func (s *Store) lead(batch []*turn) error {
 		}
 	case len(batch) == 1 || err != nil:
 		for i, t := range batch {
+			if i > 0 && noConnection(errs[i-1]) {
+				// The turn before waited reconnectWait for a server that
+				// stayed down; each would wait as long again.
+				errs[i] = errs[i-1]
+				continue
+			}
 			errs[i] = s.appendTurn(ctx, t)
 		}
 	}
@@ -218,9 +224,9 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 	case s.dialect == SQLite:
 		err = s.appendSQLiteTurns(ctx, []*turn{t})
 	case s.fitStatement([]*turn{t}):
-		err = onLiveConn(func() error { return s.appendTurnsStatement(ctx, []*turn{t}) })
+		err = onLiveConn(ctx, func() error { return s.appendTurnsStatement(ctx, []*turn{t}) })
 	default:
-		err = onLiveConn(func() error { return s.appendTurnTx(ctx, t) })
+		err = onLiveConn(ctx, func() error { return s.appendTurnTx(ctx, t) })
 	}
 	switch {
 	case err == nil:
@@ -254,19 +260,38 @@ func (s *Store) appendTurn(ctx context.Context, t *turn) error {
 // before its answer was lost; the next one then fails on the turn's keys,
 // having waited for the first to end (PostgreSQL holds a key a transaction
 // inserts until it ends), and turnStored tells the two apart. Each failed
-// connection leaves the pool as it fails, so the pool's size bounds the
-// attempts; a server that is down fails the next one to connect, and that
-// error is returned.
-func onLiveConn(write func() error) error {
+// connection leaves the pool as it fails, so the pool's size bounds those
+// attempts. A server that takes no connection (restarting, failing over:
+// refused, or 57P03) is tried again, backing off, for reconnectWait, and
+// then its error returned: a restart that is back within seconds loses
+// no turn, one that stays down fails it.
+func onLiveConn(ctx context.Context, write func() error) error {
 	err := write()
-	for range postgresMaxConns {
-		if !connEnded(err) && !connLost(err) {
-			break
+	pause, waited := 50*time.Millisecond, time.Duration(0)
+	for lost := 0; ; {
+		switch {
+		case connEnded(err) || connLost(err):
+			if lost++; lost > postgresMaxConns {
+				return err
+			}
+		case noConnection(err) && waited < reconnectWait:
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(pause):
+			}
+			waited += pause
+			pause = min(2*pause, time.Second)
+		default:
+			return err
 		}
 		err = write()
 	}
-	return err
 }
+
+// reconnectWait is how long a turn's write waits for PostgreSQL to take
+// connections again (see onLiveConn): a restart takes a second or two.
+const reconnectWait = 5 * time.Second
 
 // turnStored says whether t's turn is in the database: its last message,
 // whose id no other write has, is stored only with the rest of it. It is
