@@ -81,7 +81,7 @@ func (t *toolCalls) at(key int) int {
 }
 
 // keepExtra records extra, the extra_content the upstream sent with the
-// piece d, on d's call and on d, when it is a JSON object.
+// piece d, on d's call and on d, when extraContent keeps it.
 func (t *toolCalls) keepExtra(d *domain.ToolCallDelta, extra []byte) {
 	if extra = extraContent(extra); extra != nil {
 		t.calls[d.Index].ExtraContent, d.ExtraContent = extra, extra
