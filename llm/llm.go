@@ -183,7 +183,8 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 	}
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
 	for attempt := 0; ; attempt++ {
-		ex := &exchange{stream: onDelta != nil, openAIWire: req.Endpoint.Type != domain.ProviderAnthropic}
+		openAIWire := req.Endpoint.Type != domain.ProviderAnthropic
+		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: openAIWire && len(req.Tools) > 0}
 		res, err := do(withExchange(ctx, ex), ex, cs)
 		if rewritten != nil {
 			if res == nil {

@@ -257,8 +257,9 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 
 // wholeReplyExtras returns the extra_content of each of the n tool calls
 // of a whole reply (nil for a call without one), which go-openai's types
-// have no field for: read from the body, kept for the purpose, and only
-// when it holds the name.
+// have no field for: read from the body, kept for the purpose when the
+// request offered tools (exchange.keepBody; no tool call comes without),
+// and only when it holds the name.
 func wholeReplyExtras(ex *exchange, n int) [][]byte {
 	out := make([][]byte, n)
 	if n == 0 || ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"extra_content"`)) {

@@ -95,6 +95,7 @@ var errRedirect = errors.New("the AI provider answered with a redirect, which is
 type exchange struct {
 	stream     bool           // the call streams: cap lines and events, not the body
 	openAIWire bool           // cap the non-data lines dataLines accumulates
+	keepBody   bool           // keep a whole reply's body whole (see wholeReplyExtras)
 	jsonSet    map[string]any // top-level fields to set in the JSON request body
 
 	mu           sync.Mutex
@@ -300,10 +301,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		ex.lines.watchQuiet(max(t.cfg.FirstByteTimeout-time.Since(sent), 0), t.cfg.IdleTimeout, cancel)
 		resp.Body = ex.lines
 	default:
-		// An OpenAI-wire reply is kept whole for what go-openai's types
-		// cannot hold (see wholeReplyExtras).
-		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes, keepAll: ex.openAIWire}
-		if ex.openAIWire && resp.ContentLength > 0 && resp.ContentLength <= t.cfg.MaxResponseBytes {
+		ex.body = &capReader{rc: resp.Body, ex: ex, left: t.cfg.MaxResponseBytes, keepAll: ex.keepBody}
+		if ex.keepBody && resp.ContentLength > 0 && resp.ContentLength <= t.cfg.MaxResponseBytes {
 			ex.body.all = make([]byte, 0, resp.ContentLength)
 		}
 		ex.body.watchQuiet(t.cfg.IdleTimeout, cancel)
