@@ -36,8 +36,9 @@ func callerFrom(ctx context.Context) Caller {
 }
 
 // ServeStdio serves srv over stdio (in, out) as caller until in ends, a
-// write to out fails or ctx is cancelled. out carries only the protocol; mcp-go's own errors are
-// logged to logger (nil: slog.Default()) at error level. The progress notifications written to out are recorded, so that
+// write to out fails or ctx is cancelled. out carries only the protocol;
+// mcp-go's own errors are logged to logger (nil: slog.Default()) at error
+// level. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog), and a
 // request the client cancels gets no response (stdioOutput). A message
 // over maxMessageBytes (0: DefaultMaxBodyBytes), which mcp-go would hold
