@@ -2265,6 +2265,24 @@ func migratedSQLiteFile(t *testing.T) (string, *store.Store) {
 	return path, s
 }
 
+// otherProcessTx opens the SQLite file at path as another process would
+// (modernc.org/sqlite, as the store opens it) and begins a transaction
+// with begin on it; end rolls it back and closes the connection.
+func otherProcessTx(t *testing.T, path, begin string) (conn *sql.Conn, end func()) {
+	t.Helper()
+	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
+	must(t, err)
+	conn, err = db.Conn(ctx())
+	must(t, err)
+	_, err = conn.ExecContext(ctx(), begin)
+	must(t, err)
+	return conn, func() {
+		_, _ = conn.ExecContext(ctx(), "ROLLBACK")
+		_ = conn.Close()
+		_ = db.Close()
+	}
+}
+
 // TestOpenWhileAnotherProcessWrites: a start that finds the SQLite file
 // locked for writing past the busy timeout (10s) by another process (a
 // migration rebuilding a table) fails after that one wait, saying so; it
@@ -2273,18 +2291,11 @@ func migratedSQLiteFile(t *testing.T) (string, *store.Store) {
 func TestOpenWhileAnotherProcessWrites(t *testing.T) {
 	path, s := migratedSQLiteFile(t)
 	must(t, s.Close())
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)")
-	must(t, err)
-	defer db.Close()
-	writer, err := db.Conn(ctx())
-	must(t, err)
-	defer writer.Close()
-	_, err = writer.ExecContext(ctx(), "BEGIN IMMEDIATE")
-	must(t, err)
-	defer func() { _, _ = writer.ExecContext(ctx(), "ROLLBACK") }()
+	_, end := otherProcessTx(t, path, "BEGIN IMMEDIATE")
+	defer end()
 
 	start := time.Now()
-	_, err = store.Open(ctx(), path)
+	_, err := store.Open(ctx(), path)
 	took := time.Since(start)
 	if err == nil {
 		t.Fatal("Open succeeded while another process held the write lock")
@@ -2362,17 +2373,10 @@ func TestWALRestartWhileAnotherProcessReads(t *testing.T) {
 	mcp, err := store.Open(ctx(), path) // with its own checkpointer
 	must(t, err)
 	defer mcp.Close()
-	db, err := sql.Open("sqlite", path+"?_pragma=busy_timeout(10000)") // modernc.org/sqlite, as the store opens it
-	must(t, err)
-	defer db.Close()
-	reader, err := db.Conn(ctx())
-	must(t, err)
-	defer reader.Close()
-	_, err = reader.ExecContext(ctx(), "BEGIN")
-	must(t, err)
+	reader, end := otherProcessTx(t, path, "BEGIN")
+	defer end()
 	var n int
 	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM users").Scan(&n)) // the read transaction holds its snapshot from here
-	defer func() { _, _ = reader.ExecContext(ctx(), "ROLLBACK") }()
 
 	appendTurn := func(content string) time.Duration {
 		c := newConversation(w.chatA)
