@@ -156,22 +156,26 @@ func cancelledRequest(msg []byte) (id string, ok bool) {
 // out those keep refuses. keep sees each line (without its newline, and an
 // unended last line at the end of the stream) before the reader has it,
 // and must not keep it. A line longer than max bytes (0: no limit) is
-// dropped as it arrives, not held, and tooLong sees its first bytes, once
-// it has ended, instead.
+// dropped as it arrives, not held: a sink tooLong returns for it reads it
+// instead, a piece at a time.
 type lineFilter struct {
 	r       io.Reader
 	keep    func(line []byte) bool
 	max     int
-	tooLong func(start []byte)
-	buf     []byte // for reading r
-	out     []byte // lines kept, not yet read
-	part    []byte // the start of a line not yet ended
-	over    bool   // part's line is over max: the rest of it is dropped
-	err     error  // r's, returned once out is read
+	tooLong func() lineSink
+	buf     []byte   // for reading r
+	out     []byte   // lines kept, not yet read
+	part    []byte   // the start of a line not yet ended
+	over    lineSink // the line being read is over max: it goes here
+	err     error    // r's, returned once out is read
 }
 
-// tooLongStart is how much of a line over the limit tooLong sees.
-const tooLongStart = 4 << 10
+// A lineSink reads a line over a lineFilter's limit as it arrives (Write),
+// until it ends (End).
+type lineSink interface {
+	io.Writer
+	End()
+}
 
 func (f *lineFilter) Read(p []byte) (int, error) {
 	for len(f.out) == 0 && f.err == nil {
@@ -191,7 +195,7 @@ func (f *lineFilter) Read(p []byte) (int, error) {
 			data = data[i+1:]
 		}
 		if err != nil {
-			if len(f.part) > 0 {
+			if len(f.part) > 0 || f.over != nil {
 				f.end(false)
 			}
 			f.err = err
@@ -207,30 +211,32 @@ func (f *lineFilter) Read(p []byte) (int, error) {
 }
 
 // extend adds b to the line being read, unless that takes it over the
-// limit: then only the line's start is kept, for tooLong, and the rest of
-// it is dropped as it comes.
+// limit: then the line goes to a sink, and is not held.
 func (f *lineFilter) extend(b []byte) {
-	if f.over {
+	if f.over != nil {
+		_, _ = f.over.Write(b)
 		return
 	}
 	f.part = append(f.part, b...)
 	if f.max > 0 && len(f.part) > f.max {
-		f.part, f.over = f.part[:min(len(f.part), tooLongStart)], true
+		f.over = f.tooLong()
+		_, _ = f.over.Write(f.part)
+		f.part = nil // not the line's memory kept for the next
 	}
 }
 
-// end ends the line being read: keep or tooLong sees it.
+// end ends the line being read: keep or the line's sink sees it.
 func (f *lineFilter) end(ended bool) {
 	switch {
-	case f.over:
-		f.tooLong(f.part)
+	case f.over != nil:
+		f.over.End()
 	case f.keep(f.part):
 		f.out = append(f.out, f.part...)
 		if ended {
 			f.out = append(f.out, '\n')
 		}
 	}
-	f.part, f.over = f.part[:0], false
+	f.part, f.over = f.part[:0], nil
 }
 
 // errRequestCancelled ends a request its client cancelled; it is a

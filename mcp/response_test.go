@@ -245,7 +245,9 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	huge := strings.Repeat("x", 64<<10)
 	for _, tc := range []struct{ msg, id string }{
 		{`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"create-chat","arguments":{"name":"` + huge + `"}}}`, `5`},
-		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"` + huge + `"},"id":"late"}`, `null`},
+		// The TypeScript SDK writes the id last.
+		{`{"method":"tools/call","params":{"name":"create-chat","arguments":{"name":"` + huge + `"}},"jsonrpc":"2.0","id":"late"}`, `"late"`},
+		{`{"jsonrpc":"2.0","method":"tools/call","params":{"name":"` + huge, `null`},
 	} {
 		send(tc.msg)
 		var res struct {
@@ -265,6 +267,39 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	send(`{"jsonrpc":"2.0","id":6,"method":"ping"}`)
 	if got := readLine(t, lines); !strings.Contains(got, `"id":6`) || !strings.Contains(got, `"result"`) {
 		t.Errorf("after messages over the limit, ping got %s", got)
+	}
+}
+
+// TestTooLongLineFindsTheID: the id of a message over the limit is the
+// top-level object's "id" member's value wherever it comes, however the
+// message arrives, and null where it cannot be read.
+func TestTooLongLineFindsTheID(t *testing.T) {
+	for _, tc := range []struct{ msg, id string }{
+		{`{"jsonrpc":"2.0","id":12,"method":"x","params":{}}`, `12`},
+		{`{"params":{"id":1,"a":[{"id":2}],"s":"\\\",\"id\":3"},"method":"x", "id" : "a,}\"b" }`, `"a,}\"b"`},
+		{`{"id":-1.5e3,"id":7}`, `7`}, // the last, as encoding/json reads it
+		{` { "id" : null , "method":"x"}`, `null`},
+		{`{"method":"x","params":{"id":4}}`, `null`},
+		{`{"id":{"a":1}}`, `null`},
+		{`{"id":[1]}`, `null`},
+		{`{"id":true}`, `null`},
+		{`{"id":"` + strings.Repeat("x", maxIDBytes) + `"}`, `null`},
+		{`{"id":5`, `null`},    // never ended
+		{`[{"id":5}]`, `null`}, // a batch
+		{`{"idx":5,"i":6}`, `null`},
+		{`{"i\u0064":5}`, `null`}, // an escaped name is not read
+	} {
+		for _, piece := range []int{len(tc.msg), 1, 3} {
+			var got json.RawMessage
+			l := &tooLongLine{answer: func(id json.RawMessage) { got = id }}
+			for b := []byte(tc.msg); len(b) > 0; b = b[min(piece, len(b)):] {
+				_, _ = l.Write(b[:min(piece, len(b))])
+			}
+			l.End()
+			if string(got) != tc.id {
+				t.Errorf("%s in pieces of %d: id %s, want %s", tc.msg, piece, got, tc.id)
+			}
+		}
 	}
 }
 

@@ -71,8 +71,10 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 		})
 	}}
 	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
-		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func(start []byte) {
-			_, _ = output.Write(tooLongMessage(start, maxMessageBytes))
+		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func() lineSink {
+			return &tooLongLine{answer: func(id json.RawMessage) {
+				_, _ = output.Write(tooLongMessage(id, maxMessageBytes))
+			}}
 		}}
 	err := s.Listen(ctx, in, output)
 	if ctx.Err() != nil {
@@ -104,33 +106,117 @@ func watchRequests(pending *pendingResponses, msg []byte) bool {
 	return true
 }
 
-// tooLongMessage is the answer to a message over the limit of limit bytes,
-// of which start is the beginning: an Invalid Request error for the id
-// that start names before its params, else for id null (JSON-RPC's id
-// when the request's cannot be read).
-func tooLongMessage(start []byte, limit int64) []byte {
-	id := json.RawMessage("null")
-	dec := json.NewDecoder(bytes.NewReader(start))
-	if t, err := dec.Token(); err == nil && t == json.Delim('{') {
-		for dec.More() {
-			key, err := dec.Token()
-			if err != nil {
-				break
-			}
-			var v json.RawMessage
-			if dec.Decode(&v) != nil {
-				break
-			}
-			if key == "id" {
-				id = v
-				break
-			}
-		}
-	}
+// tooLongMessage is the answer to a message over the limit of limit bytes
+// whose request id is id: an Invalid Request error.
+func tooLongMessage(id json.RawMessage, limit int64) []byte {
 	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
 		"code": -32600, "message": "the message is over the " + strconv.FormatInt(limit, 10) +
 			"-byte limit (PARLEY_MAX_BODY_BYTES) and was dropped; send a smaller one"}})
 	return append(b, '\n')
+}
+
+// tooLongLine reads a message over the limit as it arrives, without
+// holding it, for the one thing its answer needs: the request's id, the
+// value of the top-level object's "id" member wherever it comes (the
+// TypeScript SDK writes it last, after the params). When it ends, answer
+// is given that id, or null (JSON-RPC's id when the request's cannot be
+// read): not a string, number or null, over maxIDBytes, or never ended.
+type tooLongLine struct {
+	answer func(id json.RawMessage)
+
+	depth     int  // 1: inside the top-level object
+	inString  bool // in a string, at any depth
+	escaped   bool // after a backslash in a string
+	expectKey bool // the next string at depth 1 is a member's name
+	inKey     bool // reading a member's name at depth 1
+	key       []byte
+	idNext    bool // the last name at depth 1 was "id": its value follows ':'
+	inID      bool // reading the id's value
+	value     []byte
+	id        json.RawMessage
+}
+
+// maxIDBytes bounds the request id tooLongLine keeps.
+const maxIDBytes = 1 << 10
+
+func (l *tooLongLine) Write(p []byte) (int, error) {
+	for _, c := range p {
+		l.scan(c)
+	}
+	return len(p), nil
+}
+
+func (l *tooLongLine) scan(c byte) {
+	if l.inID {
+		if len(l.value) == maxIDBytes {
+			l.inID = false // too long to be anyone's id
+		} else {
+			l.value = append(l.value, c)
+		}
+	}
+	if l.inString {
+		switch {
+		case l.escaped:
+			l.escaped = false
+		case c == '\\':
+			l.escaped = true
+		case c == '"':
+			l.inString = false
+			if l.inKey {
+				l.inKey, l.idNext = false, string(l.key) == "id"
+			}
+			return
+		}
+		if l.inKey && len(l.key) < len("id")+1 {
+			l.key = append(l.key, c)
+		}
+		return
+	}
+	switch c {
+	case '"':
+		l.inString = true
+		if l.depth == 1 && l.expectKey {
+			l.inKey, l.expectKey, l.key = true, false, l.key[:0]
+		}
+	case '{', '[':
+		l.depth++
+		l.expectKey = l.depth == 1 && c == '{'
+	case '}', ']':
+		if l.depth == 1 {
+			l.endID()
+		}
+		l.depth--
+	case ',':
+		if l.depth == 1 {
+			l.endID()
+			l.expectKey = true
+		}
+	case ':':
+		if l.depth == 1 && l.idNext {
+			l.idNext, l.inID, l.value = false, true, l.value[:0]
+		}
+	}
+}
+
+// endID ends the id's value at the ',' or '}' that follows it (which
+// value holds last).
+func (l *tooLongLine) endID() {
+	if !l.inID {
+		return
+	}
+	l.inID = false
+	v := bytes.TrimSpace(l.value[:len(l.value)-1])
+	if len(v) > 0 && (v[0] == '"' || v[0] == '-' || v[0] >= '0' && v[0] <= '9' || string(v) == "null") && json.Valid(v) {
+		l.id = append(l.id[:0], v...)
+	}
+}
+
+func (l *tooLongLine) End() {
+	id := l.id
+	if id == nil {
+		id = json.RawMessage("null")
+	}
+	l.answer(id)
 }
 
 // stdioOutput is a stdio session's output: it records the progress
