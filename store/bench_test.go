@@ -77,3 +77,62 @@ func BenchmarkInsertUsage(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkListAsMember reads the first page of a member's chats and
+// conversations, with no project or chat named, where another project
+// holds many rows of each ("member"); the baseline reads the same rows
+// through the member's one project or chat ("named"). A page costs what
+// the member's rows do when the two are close, whatever other tenants
+// store.
+func BenchmarkListAsMember(b *testing.B) {
+	const others = 20000
+	eachDB(b, func(b *testing.B, s *store.Store) {
+		w := newWorld(b, s)
+		for range 3 {
+			newChat(b, s, w.provA)
+			c := newConversation(w.chatA)
+			must(b, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")))
+		}
+		for i := 0; i < others; i += 500 {
+			turns := make([]store.TurnForTest, 500)
+			chats := make([]domain.Chat, 500)
+			for j := range turns {
+				c := newConversation(w.chatB)
+				turns[j] = store.TurnForTest{Conv: c, Create: true, Msgs: turn(c.ID, 0, "hello")}
+				chats[j] = domain.Chat{ID: domain.NewID(domain.PrefixChat), ProjectID: w.prjB.ID, AIProviderID: w.provB.ID, Name: "other", Model: "gpt-4o", CreatedAt: t0, UpdatedAt: t0}
+			}
+			must(b, s.AppendTurnBatch(ctx(), turns))
+			must(b, s.CreateChatsForTest(ctx(), chats))
+		}
+		page := domain.Page{Limit: domain.DefaultPageLimit}
+		for _, bc := range []struct {
+			name string
+			list func() (int, error)
+		}{
+			{"chats/member", func() (int, error) {
+				l, err := s.ListChats(ctx(), domain.ChatFilter{MemberUserID: w.alice.ID, Page: page})
+				return len(l), err
+			}},
+			{"chats/named", func() (int, error) {
+				l, err := s.ListChats(ctx(), domain.ChatFilter{ProjectID: w.prjA.ID, MemberUserID: w.alice.ID, Page: page})
+				return len(l), err
+			}},
+			{"conversations/member", func() (int, error) {
+				l, err := s.ListConversations(ctx(), domain.ConversationFilter{MemberUserID: w.alice.ID, Page: page})
+				return len(l), err
+			}},
+			{"conversations/named", func() (int, error) {
+				l, err := s.ListConversations(ctx(), domain.ConversationFilter{ChatID: w.chatA.ID, MemberUserID: w.alice.ID, Page: page})
+				return len(l), err
+			}},
+		} {
+			b.Run(bc.name, func(b *testing.B) {
+				for b.Loop() {
+					if n, err := bc.list(); err != nil || n == 0 {
+						b.Fatalf("%d rows, %v", n, err)
+					}
+				}
+			})
+		}
+	})
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/parleyhq/parley/domain"
 )
 
@@ -42,8 +44,8 @@ func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 // f.ProjectID and of the projects f.MemberUserID is a member of when set.
 func (s *Store) ListChats(ctx context.Context, f domain.ChatFilter) ([]domain.Chat, error) {
 	var rows []chatRow
-	q := scoped(s.db.WithContext(ctx), "project_id", f.ProjectID, f.MemberUserID)
-	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
+	q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&chatRow{}) }
+	if err := s.list(ctx, q, f.ProjectID, f.MemberUserID, f.Page, &rows); err != nil {
 		return nil, fail("store.ListChats", err)
 	}
 	out := make([]domain.Chat, len(rows))

@@ -3,6 +3,8 @@ package store
 import (
 	"context"
 
+	"gorm.io/gorm"
+
 	"github.com/parleyhq/parley/domain"
 )
 
@@ -67,11 +69,18 @@ func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, af
 // id, of f.ChatID and of the projects f.MemberUserID is a member of when set.
 func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilter) ([]domain.Conversation, error) {
 	var rows []conversationRow
-	q := scoped(s.db.WithContext(ctx), "project_id", "", f.MemberUserID)
-	if f.ChatID != "" {
-		q = q.Where("chat_id = ?", f.ChatID)
+	var err error
+	if f.ChatID == "" && f.MemberUserID != "" {
+		q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&conversationRow{}) }
+		err = s.memberPage(ctx, q, f.MemberUserID, f.Page, &rows)
+	} else {
+		q := scoped(s.db.WithContext(ctx), "", f.MemberUserID)
+		if f.ChatID != "" {
+			q = q.Where("chat_id = ?", f.ChatID)
+		}
+		err = paged(q, "id", f.Page).Find(&rows).Error
 	}
-	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
+	if err != nil {
 		return nil, fail("store.ListConversations", err)
 	}
 	out := make([]domain.Conversation, len(rows))

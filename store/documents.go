@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/parleyhq/parley/domain"
 )
 
@@ -47,8 +49,10 @@ func (s *Store) GetDocument(ctx context.Context, id string) (*domain.Document, e
 func (s *Store) ListDocuments(ctx context.Context, f domain.DocumentFilter) ([]domain.DocumentSummary, error) {
 	const op = "store.ListDocuments"
 	var rows []documentSummaryRow
-	q := scoped(s.db.WithContext(ctx).Select(documentSummaryColumns), "project_id", f.ProjectID, f.MemberUserID)
-	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
+	q := func() *gorm.DB {
+		return s.db.WithContext(ctx).Model(&documentSummaryRow{}).Select(documentSummaryColumns)
+	}
+	if err := s.list(ctx, q, f.ProjectID, f.MemberUserID, f.Page, &rows); err != nil {
 		return nil, fail(op, err)
 	}
 	out := make([]domain.DocumentSummary, len(rows))

@@ -81,3 +81,16 @@ func SetConnectTimeout(d time.Duration) (restore func()) {
 	connectTimeout = d
 	return func() { connectTimeout = old }
 }
+
+// CreateChatsForTest inserts chats in one statement, for benchmarks that
+// need many.
+func (s *Store) CreateChatsForTest(ctx context.Context, chats []domain.Chat) error {
+	rows := make([]chatRow, len(chats))
+	for i := range chats {
+		rows[i] = fromDomainChat(&chats[i])
+	}
+	return s.db.WithContext(ctx).Create(&rows).Error
+}
+
+// MaxMergedProjects is how many projects' pages a member's list merges.
+const MaxMergedProjects = maxMergedProjects

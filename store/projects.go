@@ -46,7 +46,14 @@ func (s *Store) GetProject(ctx context.Context, id string) (*domain.Project, err
 // those f.MemberUserID is a member of when it is set.
 func (s *Store) ListProjects(ctx context.Context, f domain.ProjectFilter) ([]domain.Project, error) {
 	var rows []projectRow
-	q := scoped(s.db.WithContext(ctx), "id", "", f.MemberUserID)
+	q := s.db.WithContext(ctx)
+	if f.MemberUserID != "" {
+		// The page of the member's projects, read in project_members'
+		// (user_id, project_id) index, rather than every project's id
+		// checked against their list.
+		q = q.Where("id IN (?)", paged(s.db.Model(&memberRow{}).Select("project_id").
+			Where("user_id = ?", f.MemberUserID), "project_id", f.Page))
+	}
 	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
 		return nil, fail("store.ListProjects", err)
 	}

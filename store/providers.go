@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"gorm.io/gorm"
+
 	"github.com/parleyhq/parley/domain"
 )
 
@@ -38,8 +40,8 @@ func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider,
 // f.ProjectID and of the projects f.MemberUserID is a member of when set.
 func (s *Store) ListProviders(ctx context.Context, f domain.ProviderFilter) ([]domain.AIProvider, error) {
 	var rows []providerRow
-	q := scoped(s.db.WithContext(ctx), "project_id", f.ProjectID, f.MemberUserID)
-	if err := paged(q, "id", f.Page).Find(&rows).Error; err != nil {
+	q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&providerRow{}) }
+	if err := s.list(ctx, q, f.ProjectID, f.MemberUserID, f.Page, &rows); err != nil {
 		return nil, fail("store.ListProviders", err)
 	}
 	return toDomainProviders(rows), nil

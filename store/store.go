@@ -626,14 +626,54 @@ func paged(q *gorm.DB, col string, p domain.Page) *gorm.DB {
 
 // scoped restricts q to one project and to the projects memberUserID is a
 // member of, when they are set.
-func scoped(q *gorm.DB, projectCol, projectID, memberUserID string) *gorm.DB {
+func scoped(q *gorm.DB, projectID, memberUserID string) *gorm.DB {
 	if projectID != "" {
-		q = q.Where(projectCol+" = ?", projectID)
+		q = q.Where("project_id = ?", projectID)
 	}
 	if memberUserID != "" {
-		q = q.Where(projectCol+" IN (SELECT project_id FROM project_members WHERE user_id = ?)", memberUserID)
+		q = q.Where("project_id IN (SELECT project_id FROM project_members WHERE user_id = ?)", memberUserID)
 	}
 	return q
+}
+
+// maxMergedProjects is how many projects' pages memberPage reads and
+// merges at most; a member of more gets one read filtered by membership.
+const maxMergedProjects = 100
+
+// memberPage reads into dest a page of the rows q selects (a new query
+// each call), ordered by id, of the projects userID is a member of. It
+// reads a page of each project, in the table's (project_id, id) index, and
+// merges them: one read filtered by membership and ordered by id is what
+// PostgreSQL plans as a walk of the whole table's primary key, so a member
+// of a small project paid for every other tenant's rows on each page.
+func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, userID string, p domain.Page, dest any) error {
+	var projects []string
+	if err := s.db.WithContext(ctx).Model(&memberRow{}).Where("user_id = ?", userID).
+		Limit(maxMergedProjects+1).Pluck("project_id", &projects).Error; err != nil {
+		return err
+	}
+	switch {
+	case len(projects) == 0:
+		return nil
+	case len(projects) > maxMergedProjects:
+		return paged(scoped(q(), "", userID), "id", p).Find(dest).Error
+	}
+	parts, pages := make([]string, len(projects)), make([]any, len(projects))
+	for i, id := range projects {
+		parts[i], pages[i] = "SELECT * FROM (?) AS p", paged(q().Where("project_id = ?", id), "id", p)
+	}
+	return s.db.WithContext(ctx).Table("("+strings.Join(parts, " UNION ALL ")+") AS page", pages...).
+		Order("id").Limit(pageSize(p)).Find(dest).Error
+}
+
+// list reads into dest a page of the rows q selects (a new query each
+// call), ordered by id, of projectID and of the projects memberUserID is a
+// member of, when they are set.
+func (s *Store) list(ctx context.Context, q func() *gorm.DB, projectID, memberUserID string, p domain.Page, dest any) error {
+	if projectID == "" && memberUserID != "" {
+		return s.memberPage(ctx, q, memberUserID, p, dest)
+	}
+	return paged(scoped(q(), projectID, memberUserID), "id", p).Find(dest).Error
 }
 
 // notFound reports whether err is GORM's "no row".

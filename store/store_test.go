@@ -291,7 +291,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 11\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 12\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -299,8 +299,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 11 {
-			t.Fatalf("%d migrations; want 11: %q", len(names), names)
+		if len(names) != 12 {
+			t.Fatalf("%d migrations; want 12: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -354,7 +354,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the usage record is gone", step)
 			}
 		}
-		for _, m := range []string{"00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -2823,4 +2823,84 @@ func TestOpenRefusesADatabaseItCannotWrite(t *testing.T) {
 	if !strings.Contains(err.Error(), "cannot be written") || !strings.Contains(err.Error(), path) {
 		t.Errorf("%v, want it to say the database at %s cannot be written", err, path)
 	}
+}
+
+// TestMemberListsMergeProjects walks a member's lists, without a project
+// or chat named, a page at a time: every row of the member's projects and
+// no other, in id order, whether the store merges a page per project or,
+// for a member of more projects than it merges, reads one page filtered
+// by membership.
+func TestMemberListsMergeProjects(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		projects := []*domain.Project{w.prjA, newProject(t, s, w.alice, "a2"), newProject(t, s, w.alice, "a3"), w.prjB}
+		want := map[string][]string{}
+		for round := range 4 {
+			for i, p := range projects {
+				prov := newProvider(t, s, p)
+				chat := newChat(t, s, prov)
+				conv := newConversation(chat)
+				must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hello")))
+				doc := &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: p.ID, Name: fmt.Sprint("d", round), CreatedAt: t0, UpdatedAt: t0}
+				must(t, s.CreateDocument(ctx(), doc))
+				if i < 3 { // alice's
+					for list, id := range map[string]string{"chats": chat.ID, "providers": prov.ID, "conversations": conv.ID, "documents": doc.ID} {
+						want[list] = append(want[list], id)
+					}
+				}
+			}
+		}
+		want["chats"] = append(want["chats"], w.chatA.ID)
+		want["providers"] = append(want["providers"], w.provA.ID)
+		want["projects"] = []string{w.prjA.ID, projects[1].ID, projects[2].ID}
+		// walk lists a page of two at a time, as the services page: a
+		// list returns up to a page and one more.
+		walk := func(t *testing.T, list func(p domain.Page) ([]string, error)) []string {
+			var all []string
+			p := domain.Page{Limit: 2}
+			for {
+				ids, err := list(p)
+				must(t, err)
+				if len(ids) <= p.Limit {
+					return append(all, ids...)
+				}
+				all, p.After = append(all, ids[:p.Limit]...), ids[p.Limit-1]
+			}
+		}
+		lists := map[string]func(p domain.Page) ([]string, error){
+			"chats": func(p domain.Page) ([]string, error) {
+				l, err := s.ListChats(ctx(), domain.ChatFilter{MemberUserID: w.alice.ID, Page: p})
+				return ids(l, func(c domain.Chat) string { return c.ID }), err
+			},
+			"providers": func(p domain.Page) ([]string, error) {
+				l, err := s.ListProviders(ctx(), domain.ProviderFilter{MemberUserID: w.alice.ID, Page: p})
+				return ids(l, func(c domain.AIProvider) string { return c.ID }), err
+			},
+			"conversations": func(p domain.Page) ([]string, error) {
+				l, err := s.ListConversations(ctx(), domain.ConversationFilter{MemberUserID: w.alice.ID, Page: p})
+				return ids(l, func(c domain.Conversation) string { return c.ID }), err
+			},
+			"documents": func(p domain.Page) ([]string, error) {
+				l, err := s.ListDocuments(ctx(), domain.DocumentFilter{MemberUserID: w.alice.ID, Page: p})
+				return ids(l, func(c domain.DocumentSummary) string { return c.ID }), err
+			},
+			"projects": func(p domain.Page) ([]string, error) {
+				l, err := s.ListProjects(ctx(), domain.ProjectFilter{MemberUserID: w.alice.ID, Page: p})
+				return ids(l, func(c domain.Project) string { return c.ID }), err
+			},
+		}
+		check := func(t *testing.T) {
+			for name, list := range lists {
+				w := slices.Sorted(slices.Values(want[name]))
+				if got := walk(t, list); !slices.Equal(got, w) {
+					t.Errorf("%s: walked\n%q\nwant\n%q", name, got, w)
+				}
+			}
+		}
+		t.Run("a page per project", check)
+		for i := range store.MaxMergedProjects {
+			want["projects"] = append(want["projects"], newProject(t, s, w.alice, fmt.Sprint("empty ", i)).ID)
+		}
+		t.Run("more projects than merged", check)
+	})
 }
