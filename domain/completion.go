@@ -792,6 +792,10 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 			release()
 			return nil, nil, none, err
 		}
+		admitted := time.Now()
+		for i := range quotas {
+			quotas[i].At = admitted
+		}
 	}
 	if slots.Limit > 0 {
 		quotas = append(quotas, slots)

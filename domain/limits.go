@@ -48,11 +48,31 @@ type Quota struct {
 	// once this one is counted; tokens before this request's, which are
 	// counted only when it ends (AddTokens).
 	Remaining int
-	// Reset is the time until the window ends. Open streams have no window
-	// (Window is 0): a slot frees when a stream ends, and Reset is 1s, as
-	// in their refusal.
+	// Reset is the time until the window ends, as of At. Open streams have
+	// no window (Window is 0): a slot frees when a stream ends, and Reset
+	// is 1s, as in their refusal.
 	Reset  time.Duration
 	Window time.Duration
+	At     time.Time // when the request was admitted; zero: just now
+}
+
+// As is q as of now, for a response sent a while after its request was
+// admitted (a completion's reply comes seconds or minutes later): Reset
+// counts from now, and a window that has ended since is followed by the
+// one now under way, of which the limiter had counted nothing when it
+// admitted the request (Remaining is Limit; the request itself was
+// counted in the window before).
+func (q Quota) As(now time.Time) Quota {
+	if q.Window <= 0 || q.At.IsZero() {
+		return q
+	}
+	left := q.Reset - now.Sub(q.At)
+	if left <= 0 {
+		left += (-left/q.Window + 1) * q.Window
+		q.Remaining = q.Limit
+	}
+	q.Reset, q.At = left, now
+	return q
 }
 
 // Limiter counts requests, tokens and open streams. The ratelimit package

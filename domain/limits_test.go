@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -88,4 +89,36 @@ func TestLimitsPutOvertakingARead(t *testing.T) {
 			t.Errorf("keyRequestsPerMinute after the Put = %d, want %d: the read it overtook cached the old limits", got, want)
 		}
 	})
+}
+
+// TestQuotaAs: a quota read a while after its request was admitted counts
+// its reset from then; once its window has ended, it describes the window
+// under way, with its whole limit left. Open streams have no window.
+func TestQuotaAs(t *testing.T) {
+	at := time.Date(2026, 12, 6, 10, 0, 40, 0, time.UTC)
+	q := domain.Quota{Name: "project-requests-per-minute", Limit: 5, Remaining: 3, Reset: 20 * time.Second, Window: time.Minute, At: at}
+	for _, tc := range []struct {
+		after     time.Duration
+		reset     time.Duration
+		remaining int
+	}{
+		{0, 20 * time.Second, 3},
+		{15 * time.Second, 5 * time.Second, 3},
+		{20 * time.Second, time.Minute, 5},
+		{21 * time.Second, 59 * time.Second, 5},
+		{3*time.Minute + 25*time.Second, 55 * time.Second, 5},
+	} {
+		got := q.As(at.Add(tc.after))
+		if got.Reset != tc.reset || got.Remaining != tc.remaining || got.Limit != 5 || got.Name != q.Name {
+			t.Errorf("%v after: %+v; want reset %v, %d remaining", tc.after, got, tc.reset, tc.remaining)
+		}
+	}
+	streams := domain.Quota{Name: "key-concurrent-streams", Limit: 2, Remaining: 1, Reset: time.Second, At: at}
+	if got := streams.As(at.Add(time.Hour)); got != streams {
+		t.Errorf("open streams an hour later: %+v; want %+v", got, streams)
+	}
+	unstamped := domain.Quota{Limit: 5, Remaining: 3, Reset: 20 * time.Second, Window: time.Minute}
+	if got := unstamped.As(at); got != unstamped {
+		t.Errorf("a quota without its time: %+v; want it as it is", got)
+	}
 }

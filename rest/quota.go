@@ -2,6 +2,7 @@ package rest
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -9,7 +10,8 @@ import (
 )
 
 // setQuotaHeaders sets the RateLimit-* headers of an admitted completion
-// from what is left of the limits that admitted it, in the fields of
+// from what is left of the limits that admitted it (as of now: Quota.As),
+// in the fields of
 // draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (rateLimitHeaders):
 // RateLimit-Limit, -Remaining and -Reset of the limit closest to running
 // out, the one with the smallest share of its Limit remaining (on a tie
@@ -24,6 +26,11 @@ import (
 func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 	if len(quotas) == 0 {
 		return
+	}
+	now := time.Now()
+	quotas = slices.Clone(quotas)
+	for i := range quotas {
+		quotas[i] = quotas[i].As(now)
 	}
 	closest := 0
 	for i, q := range quotas {

@@ -175,6 +175,28 @@ func TestRateLimitHeadersOnAFailure(t *testing.T) {
 	})
 }
 
+// TestRateLimitHeadersCountFromTheResponse: RateLimit-Reset counts from
+// when the reply is sent, not from when the request was admitted, which a
+// slow completion leaves seconds (or minutes) behind. (A window that ends
+// meanwhile: TestQuotaAs.)
+func TestRateLimitHeadersCountFromTheResponse(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		const delay = 3 * time.Second
+		inOneMinute(t, 10*time.Second)
+		w := h.world()
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5})
+		h.up.Enqueue(llmtest.Behavior{Delay: delay})
+		sent := time.Now()
+		end := sent.Truncate(time.Minute).Add(time.Minute)
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("slowly")}})
+		q := quotaOf(r.Header)
+		// Sent at least delay after sent: at most this many seconds left.
+		if most := int((end.Sub(sent) - delay + time.Second - 1) / time.Second); r.Status != 200 || q.remaining != "4" || q.resetSeconds(t) > most {
+			t.Errorf("a completion %v slow = %d, headers %+v; want 200, 4 remaining, reset at most %ds", delay, r.Status, q, most)
+		}
+	})
+}
+
 // TestRateLimitHeadersTokens: a token limit's Remaining is what is left
 // before the completion's own tokens, which count once it ends: the next
 // completion's Remaining is less by the previous one's usage.
