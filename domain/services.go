@@ -216,9 +216,11 @@ var idKinds = map[string]string{
 	PrefixConversation: "conversation", PrefixMessage: "message", PrefixUser: "user", PrefixKey: "API key",
 }
 
-// withArticle puts "a" or "an" before name.
+// withArticle puts "a" or "an" before name, as it sounds: "an AI
+// provider", "a user" (no name idKinds has starts with a vowel sound
+// spelt u).
 func withArticle(name string) string {
-	if strings.ContainsRune("AEIOUaeiou", rune(name[0])) {
+	if strings.ContainsRune("AEIOaeio", rune(name[0])) {
 		return "an " + name
 	}
 	return "a " + name

@@ -217,6 +217,10 @@ func TestIDOfAnotherKind(t *testing.T) {
 		if want := "chat " + w.provider + " does not exist: that is an AI provider id; pass a chat id (cht_…)"; r.Status != 404 || r.ErrorMessage() != want {
 			t.Errorf("GET /chats/%s = %d %s; want 404, %s", w.provider, r.Status, r.Body, want)
 		}
+		r = h.call("PUT", "/api/v1/projects/"+w.project+"/members/"+w.chat, h.admin, map[string]any{"role": "viewer"})
+		if want := "user " + w.chat + " does not exist: that is a chat id; pass a user id (usr_…)"; r.Status != 404 || r.ErrorMessage() != want {
+			t.Errorf("PUT …/members/%s = %d %s; want 404, %s", w.chat, r.Status, r.Body, want)
+		}
 	})
 }
 
