@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,58 @@ func TestJSONOnlyClientGetsJSON(t *testing.T) {
 		"Accept", "application/json")
 	if ct := res.Header.Get("Content-Type"); res.StatusCode != http.StatusOK || ct != "application/json" || !strings.Contains(body, "one two") {
 		t.Errorf("a completion with a progress token, Accept: application/json: %d %s %s, want 200 and the result as JSON", res.StatusCode, ct, body)
+	}
+}
+
+// TestCORSForAllowedOrigins: a page at an allowed origin can call MCP
+// from a browser: its preflight, which carries no key, is answered with
+// what the call may send; the call's answer lets the page read the
+// session id. An origin not allowed gets no CORS, only its 403; a request
+// without an Origin (no browser) gets no CORS headers.
+func TestCORSForAllowedOrigins(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	e.origins = []string{"https://app.example.com"}
+	r := newRawSession(t, e)
+	do := func(method, path string, header ...string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, r.url+path, nil)
+		must(t, err)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		res.Body.Close()
+		return res
+	}
+	for _, tc := range []struct{ path, method, origin string }{
+		{"/mcp", "POST", "http://localhost:6274"}, {"/mcp", "POST", "https://app.example.com"},
+		{"/sse", "GET", "http://127.0.0.1:5173"}, {"/message", "POST", "https://app.example.com"},
+	} {
+		res := do("OPTIONS", tc.path, "Origin", tc.origin, "Access-Control-Request-Method", tc.method,
+			"Access-Control-Request-Headers", "authorization,content-type,mcp-protocol-version,mcp-session-id",
+			"Access-Control-Request-Private-Network", "true")
+		h := res.Header
+		if res.StatusCode != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != tc.origin ||
+			h.Get("Access-Control-Allow-Methods") != tc.method || h.Get("Access-Control-Allow-Private-Network") != "true" ||
+			!strings.Contains(h.Get("Access-Control-Allow-Headers"), "Authorization") || !strings.Contains(h.Get("Access-Control-Allow-Headers"), "Mcp-Session-Id") ||
+			!strings.Contains(h.Get("Access-Control-Allow-Headers"), "Mcp-Protocol-Version") || !slices.Contains(h.Values("Vary"), "Origin") {
+			t.Errorf("preflight of %s %s from %s: %d %v; want 204 allowing the origin, %s, its headers and a private network", tc.method, tc.path, tc.origin, res.StatusCode, h, tc.method)
+		}
+	}
+	res := do("OPTIONS", "/mcp", "Origin", "http://evil.example", "Access-Control-Request-Method", "POST")
+	if res.StatusCode != http.StatusForbidden || res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from an origin not allowed: %d %v; want 403 without CORS", res.StatusCode, res.Header)
+	}
+	ping := `{"jsonrpc":"2.0","id":3,"method":"ping"}`
+	call, _ := r.post(ping, "Origin", "https://app.example.com")
+	if h := call.Header; call.StatusCode != http.StatusOK || h.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
+		!strings.Contains(h.Get("Access-Control-Expose-Headers"), "Mcp-Session-Id") {
+		t.Errorf("a call from an allowed origin: %d %v; want 200 allowing the origin and exposing Mcp-Session-Id", call.StatusCode, h)
+	}
+	call, _ = r.post(ping)
+	if call.StatusCode != http.StatusOK || call.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("a call without an Origin: %d %v; want 200 without CORS", call.StatusCode, call.Header)
 	}
 }
 

@@ -80,6 +80,32 @@ func (lim Limits) originAllowed(origin string) bool {
 	return strings.EqualFold(host, "localhost")
 }
 
+// allowCORS sets the CORS headers of a request from an allowed browser
+// origin, and answers its preflight (an OPTIONS request that says which
+// method will follow), which carries no key: it reports whether it did.
+// The page may send method with the headers MCP's clients send, and read
+// the session id and an authentication challenge. A page on a public site
+// calling a server on a private address (a local Parley) is asked about
+// by the browser too (Private Network Access).
+func allowCORS(w http.ResponseWriter, r *http.Request, method string) bool {
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
+	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
+		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+		return false
+	}
+	h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network")
+	h.Set("Access-Control-Allow-Methods", method)
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-Id")
+	if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+		h.Set("Access-Control-Allow-Private-Network", "true")
+	}
+	h.Set("Access-Control-Max-Age", "3600")
+	w.WriteHeader(http.StatusNoContent)
+	return true
+}
+
 // serveUntilShutdown serves r with a context that the server's shutdown
 // does not end, only the client leaving: mcp-go takes a done request
 // context for a client that left and writes no response, so a call ended
@@ -184,7 +210,8 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 // before next sees the request: a missing or wrong key gets 401 with a
 // WWW-Authenticate challenge, a method other than method 405 with Allow,
 // a body over the limit 413, a body not whole within lim.BodyTimeout 400;
-// first of all, an Origin lim does not allow 403.
+// first of all, an Origin lim does not allow 403, and one it allows the
+// headers of CORS (allowCORS), so that a page there can call.
 // A key that could not be checked is logged to logger, with the request's
 // context.
 func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, next http.Handler) http.Handler {
@@ -200,6 +227,8 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		if origin := r.Header.Get("Origin"); !lim.originAllowed(origin) {
 			writeError(w, http.StatusForbidden, domain.Forbidden.String(), fmt.Sprintf(
 				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_MCP_ALLOWED_ORIGINS lists", origin))
+			return
+		} else if origin != "" && allowCORS(w, r, method) {
 			return
 		}
 		key, ok := bearerKey(r.Header.Get("Authorization"))
