@@ -195,6 +195,16 @@ func rateLimitHeaders() map[string]any {
 	}
 }
 
+// errorHeaders are the headers of a 401 (errorHandler's challenge, RFC
+// 6750) and of a 502 (the OpenAI SDKs' header, which stops their own
+// retries of what Parley has retried already).
+var errorHeaders = map[string]any{
+	"WWW-Authenticate": map[string]any{"description": `Bearer realm="parley", with error="invalid_token" for a key that is unknown, expired or revoked.`,
+		"schema": map[string]any{"type": "string"}},
+	"X-Should-Retry": map[string]any{"description": "false: Parley has retried what retrying mends; sending the request again would call the provider again.",
+		"schema": map[string]any{"type": "string", "enum": []string{"false"}}},
+}
+
 // quotaHeaders are the headers of an admitted completion when limits of
 // its project applied (setQuotaHeaders): RateLimit-* as on a 429, for the
 // limit closest to running out, and every limit that applied.
@@ -207,7 +217,7 @@ func quotaHeaders() map[string]any {
 			"(requests or tokens per minute, or open streams).", "integer"),
 		"RateLimit-Remaining": h("What is left of it: requests or open streams with this one counted; tokens before this completion's, "+
 			"which count when it ends.", "integer"),
-		"RateLimit-Reset": h("Seconds until it resets (the end of the minute; 1 for open streams).", "integer"),
+		"RateLimit-Reset": h("Seconds until it resets, from when the reply is sent (the end of the minute; 1 for open streams).", "integer"),
 		"RateLimit-Policy": h(`Every limit that applied, that one first: its quota, its window in seconds for a per-minute limit, and its name, `+
 			`e.g. 60;w=60;comment="key-requests-per-minute", 600;w=60;comment="project-requests-per-minute", 4;comment="key-concurrent-streams".`, "string"),
 	}
@@ -409,6 +419,16 @@ func buildOpenAPI() map[string]any {
 		if r, ok := responses["429"].(map[string]any); ok {
 			r["headers"] = rateLimitHeaders()
 		}
+		for code, name := range map[string]string{"401": "WWW-Authenticate", "502": "X-Should-Retry"} {
+			if r, ok := responses[code].(map[string]any); ok {
+				h, _ := r["headers"].(map[string]any)
+				if h == nil {
+					h = map[string]any{}
+					r["headers"] = h
+				}
+				h[name] = errorHeaders[name]
+			}
+		}
 		op["responses"] = responses
 		if rt.public {
 			op["security"] = []any{}
@@ -464,12 +484,14 @@ func errorSchema() any {
 // errorsOf returns the error statuses rt answers: its own (rt.errors),
 // and those every route of its shape answers alike, from the middleware
 // and helpers they share:
-//   - every route: 500, a fault of ours (a panic is recovered as one);
+//   - every route: 500, a fault of ours (a panic is recovered as one),
+//     and 413 from limitBody, which refuses a body over the limit on
+//     every route, even one that reads none (a GET's);
 //   - every API route: 401 from authenticate, and 503 when the database
 //     that checks the key (and serves the request) is down or does not
 //     answer within PARLEY_REQUEST_TIMEOUT;
 //   - a route with a body: 400 from bind's strict decoding (and the
-//     domain's validation), and 413 from limitBody;
+//     domain's validation);
 //   - a route with query parameters: 400 from page or knownQuery (a bad
 //     limit or cursor, an unknown or repeated parameter);
 //   - a route with a parameter before its last segment: 400 when that
@@ -479,7 +501,7 @@ func errorSchema() any {
 //
 // 405 is left out: it is the answer to a method a path does not have.
 func errorsOf(rt apiRoute) map[string]string {
-	out := map[int]string{500: "internal error"}
+	out := map[int]string{500: "internal error", 413: bodyTooLarge + " (a body this operation does not read)"}
 	if !rt.public {
 		out[401] = "no, unknown, expired or revoked API key"
 		out[503] = dbUnavailable
