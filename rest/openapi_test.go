@@ -365,13 +365,42 @@ func toolChoiceObject() *jsonschema.Schema {
 
 var pathParam = regexp.MustCompile(`\{([A-Za-z]+)\}`)
 
+// operationIDs name each operation for the clients generated from the
+// document (their methods' names), by method and path; the completions'
+// as the MCP tools that make them.
+var operationIDs = map[string]string{
+	"GET /healthz": "getLiveness", "GET /readyz": "getReadiness", "GET /openapi.json": "getOpenAPI", "GET /metrics": "getMetrics",
+	"POST /mcp": "mcpStreamableHTTP", "GET /sse": "mcpSSEStream", "POST /message": "mcpSSEMessage",
+	"GET /api/v1/me": "getMe", "GET /api/v1/users": "listUsers", "POST /api/v1/users": "createUser",
+	"GET /api/v1/users/{userId}/api-keys": "listAPIKeys", "POST /api/v1/users/{userId}/api-keys": "createAPIKey",
+	"DELETE /api/v1/users/{userId}/api-keys/{keyId}": "revokeAPIKey",
+	"GET /api/v1/projects":                           "listProjects", "POST /api/v1/projects": "createProject", "GET /api/v1/projects/{projectId}": "getProject",
+	"PATCH /api/v1/projects/{projectId}": "updateProject", "DELETE /api/v1/projects/{projectId}": "deleteProject",
+	"GET /api/v1/projects/{projectId}/members": "listMembers", "PUT /api/v1/projects/{projectId}/members/{userId}": "putMember",
+	"DELETE /api/v1/projects/{projectId}/members/{userId}": "deleteMember", "GET /api/v1/projects/{projectId}/usage": "getUsage",
+	"GET /api/v1/projects/{projectId}/limits": "getLimits", "PUT /api/v1/projects/{projectId}/limits": "putLimits",
+	"GET /api/v1/ai-providers": "listAIProviders", "POST /api/v1/ai-providers": "createAIProvider", "GET /api/v1/ai-providers/{providerId}": "getAIProvider",
+	"PATCH /api/v1/ai-providers/{providerId}": "updateAIProvider", "DELETE /api/v1/ai-providers/{providerId}": "deleteAIProvider",
+	"GET /api/v1/documents": "listDocuments", "POST /api/v1/documents": "createDocument", "GET /api/v1/documents/{documentId}": "getDocument",
+	"PATCH /api/v1/documents/{documentId}": "updateDocument", "DELETE /api/v1/documents/{documentId}": "deleteDocument",
+	"GET /api/v1/chats": "listChats", "POST /api/v1/chats": "createChat", "GET /api/v1/chats/{chatId}": "getChat",
+	"PATCH /api/v1/chats/{chatId}": "updateChat", "DELETE /api/v1/chats/{chatId}": "deleteChat",
+	"POST /api/v1/chats/completions": "createChatCompletion", "POST /api/v1/chats/{chatId}/completions": "createChatCompletionForChat",
+	"GET /api/v1/conversations": "listConversations", "GET /api/v1/conversations/{conversationId}": "getConversation",
+	"GET /api/v1/conversations/{conversationId}/messages": "listConversationMessages",
+	"DELETE /api/v1/conversations/{conversationId}":       "deleteConversation",
+}
+
 func buildOpenAPI() map[string]any {
 	paths := map[string]any{}
 	for p, v := range mcpPaths {
 		paths[p] = v
+		for method, op := range v.(map[string]any) {
+			op.(map[string]any)["operationId"] = operationIDs[strings.ToUpper(method)+" "+p]
+		}
 	}
 	for _, rt := range apiRoutes {
-		op := map[string]any{"summary": rt.summary, "tags": []string{rt.tag}}
+		op := map[string]any{"summary": rt.summary, "tags": []string{rt.tag}, "operationId": operationIDs[rt.method+" "+rt.path]}
 		var params []any
 		for _, m := range pathParam.FindAllStringSubmatch(rt.path, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
@@ -560,6 +589,17 @@ func TestOpenAPI(t *testing.T) {
 	sort.Strings(missing)
 	if len(missing) > 0 {
 		t.Errorf("routes missing from the OpenAPI document: %v", missing)
+	}
+	// Every operation has an id of its own.
+	ids := map[string]string{}
+	for p, item := range paths {
+		for method, op := range item.(map[string]any) {
+			id, _ := op.(map[string]any)["operationId"].(string)
+			if where, taken := ids[id]; id == "" || taken {
+				t.Errorf("%s %s: operationId %q (also %s); want one of its own in operationIDs", method, p, id, where)
+			}
+			ids[id] = method + " " + p
+		}
 	}
 	// Every $ref resolves.
 	for _, ref := range regexp.MustCompile(`"\$ref":\s*"#/components/schemas/([A-Za-z]+)"`).FindAllStringSubmatch(string(want), -1) {
