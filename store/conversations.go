@@ -72,7 +72,16 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 	var err error
 	if f.ChatID == "" && f.MemberUserID != "" {
 		q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&conversationRow{}) }
-		err = s.memberPage(ctx, q, f.MemberUserID, f.Page, &rows)
+		var byChat func(q *gorm.DB, projects any) *gorm.DB
+		if s.dialect == SQLite {
+			// Through their chats' (chat_id, id) index: SQLite keeps no
+			// project_id index on conversations (00012), which every new
+			// conversation would write, and reads a page of each chat.
+			byChat = func(q *gorm.DB, projects any) *gorm.DB {
+				return q.Where("chat_id IN (?)", s.db.Model(&chatRow{}).Select("id").Where("project_id IN (?)", projects))
+			}
+		}
+		err = s.memberPage(ctx, q, byChat, f.MemberUserID, f.Page, &rows)
 	} else {
 		q := scoped(s.db.WithContext(ctx), "", f.MemberUserID)
 		if f.ChatID != "" {

@@ -646,7 +646,12 @@ const maxMergedProjects = 100
 // merges them: one read filtered by membership and ordered by id is what
 // PostgreSQL plans as a walk of the whole table's primary key, so a member
 // of a small project paid for every other tenant's rows on each page.
-func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, userID string, p domain.Page, dest any) error {
+// inProjects restricts a query to the rows of projects (a list of ids, or
+// a query of them); nil: by their project_id.
+func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, inProjects func(q *gorm.DB, projects any) *gorm.DB, userID string, p domain.Page, dest any) error {
+	if inProjects == nil {
+		inProjects = func(q *gorm.DB, projects any) *gorm.DB { return q.Where("project_id IN (?)", projects) }
+	}
 	var projects []string
 	if err := s.db.WithContext(ctx).Model(&memberRow{}).Where("user_id = ?", userID).
 		Limit(maxMergedProjects+1).Pluck("project_id", &projects).Error; err != nil {
@@ -656,11 +661,12 @@ func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, userID string
 	case len(projects) == 0:
 		return nil
 	case len(projects) > maxMergedProjects:
-		return paged(scoped(q(), "", userID), "id", p).Find(dest).Error
+		members := s.db.Model(&memberRow{}).Select("project_id").Where("user_id = ?", userID)
+		return paged(inProjects(q(), members), "id", p).Find(dest).Error
 	}
 	parts, pages := make([]string, len(projects)), make([]any, len(projects))
 	for i, id := range projects {
-		parts[i], pages[i] = "SELECT * FROM (?) AS p", paged(q().Where("project_id = ?", id), "id", p)
+		parts[i], pages[i] = "SELECT * FROM (?) AS p", paged(inProjects(q(), []string{id}), "id", p)
 	}
 	return s.db.WithContext(ctx).Table("("+strings.Join(parts, " UNION ALL ")+") AS page", pages...).
 		Order("id").Limit(pageSize(p)).Find(dest).Error
@@ -671,7 +677,7 @@ func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, userID string
 // member of, when they are set.
 func (s *Store) list(ctx context.Context, q func() *gorm.DB, projectID, memberUserID string, p domain.Page, dest any) error {
 	if projectID == "" && memberUserID != "" {
-		return s.memberPage(ctx, q, memberUserID, p, dest)
+		return s.memberPage(ctx, q, nil, memberUserID, p, dest)
 	}
 	return paged(scoped(q(), projectID, memberUserID), "id", p).Find(dest).Error
 }
