@@ -468,8 +468,10 @@ type ListInput struct {
 	Page      Page
 }
 
-// memberFilter checks that the caller may list in in.ProjectID and returns
-// the member restriction for the store.
+// listScope checks that the caller may list in projectID (perm) when it is
+// set, and returns the member restriction for the store: without a
+// project, the caller's user id (only their projects' items), or "" for an
+// admin; with one, "" (the project was checked).
 func (a access) listScope(ctx context.Context, projectID string, perm Permission) (string, error) {
 	p, err := principal(ctx)
 	if err != nil {

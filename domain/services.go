@@ -26,7 +26,7 @@ type Store interface {
 	UsageStore
 }
 
-// Deps are what the services need from the outside; cmd/parley wires them.
+// Deps are what the services need from the outside; internal/app wires them.
 type Deps struct {
 	Store  Store
 	Authz  Authorizer

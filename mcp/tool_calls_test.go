@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/store"
 )
@@ -24,7 +25,7 @@ func TestCompletionToolCalls(t *testing.T) {
 		tools := []obj{{"type": "function", "function": obj{"name": "weather", "description": "Current weather.",
 			"parameters": obj{"type": "object", "properties": obj{"city": obj{"type": "string"}}}}}}
 		calls := []llmtest.ToolCall{{ID: "call_1", Name: "weather", Arguments: `{"city":"Oslo"}`}}
-		want := []toolCallArg{{ID: "call_1", Type: "function", Function: toolCallFuncArg{Name: "weather", Arguments: `{"city":"Oslo"}`}}}
+		want := []toolCallArg{{ID: "call_1", Type: "function", Function: wire.ToolCallFunction{Name: "weather", Arguments: `{"city":"Oslo"}`}}}
 
 		for _, token := range []any{nil, "tok-tools"} {
 			e.upstream.Enqueue(llmtest.Behavior{ToolCalls: calls, ArgPiece: 3})

@@ -14,9 +14,8 @@ import (
 
 // The completion arguments are the REST fields, from package wire.
 type (
-	completionArgs  = wire.CompletionFields
-	toolCallArg     = wire.ToolCall
-	toolCallFuncArg = wire.ToolCallFunction
+	completionArgs = wire.CompletionFields
+	toolCallArg    = wire.ToolCall
 )
 
 type statelessCompletionArgs struct {

@@ -65,9 +65,6 @@ func KeyID(key []byte) string {
 	return hex.EncodeToString(sum[:8])
 }
 
-// PrimaryID returns the id of the key new secrets are sealed with.
-func (k *Keyring) PrimaryID() string { return k.primary }
-
 // Holds reports whether the keyring can open ciphertexts sealed under keyID.
 func (k *Keyring) Holds(keyID string) bool {
 	_, ok := k.aeads[keyID]

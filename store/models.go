@@ -8,8 +8,8 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// The rows below mirror the tables of migrations/*/00001_init.sql column for
-// column. Times are never filled in by GORM (autoCreateTime:false,
+// The rows below mirror the tables as the latest migration leaves them,
+// column for column. Times are never filled in by GORM (autoCreateTime:false,
 // autoUpdateTime:false): the domain sets them.
 
 type userRow struct {
@@ -268,7 +268,7 @@ type messageRow struct {
 	Role             string    `gorm:"column:role"`
 	Content          string    `gorm:"column:content"`
 	DocumentID       string    `gorm:"column:document_id"`
-	ToolCalls        string    `gorm:"column:tool_calls"` // JSON, see toolCallsJSON; "" for none
+	ToolCalls        string    `gorm:"column:tool_calls"` // JSON (fromDomainToolCalls); "" for none
 	ToolCallID       string    `gorm:"column:tool_call_id"`
 	Model            string    `gorm:"column:model"`
 	FinishReason     string    `gorm:"column:finish_reason"`

@@ -388,8 +388,8 @@ const sqliteRowsPerInsert = 32
 // Dialect returns "postgres" or "sqlite".
 func (s *Store) Dialect() string { return s.dialect }
 
-// DB returns the underlying database handle, for tools that need SQL the
-// ports do not offer (tests, the Casbin adapter).
+// DB returns the underlying database handle, for tests that need SQL the
+// ports do not offer.
 func (s *Store) DB() *gorm.DB { return s.db }
 
 // Migrate runs the embedded goose migrations of the store's dialect:

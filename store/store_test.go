@@ -1271,10 +1271,6 @@ func TestChats(t *testing.T) {
 	})
 }
 
-// turn returns a user message and the assistant's reply at seq and seq+1.
-// storedMessages reads a conversation's messages with SQL that every
-// schema version since 00003 answers: a line of columns per message, in
-// seq order.
 // rollBackAfter rolls back, one at a time, the migrations applied after
 // the one named last, as `parley migrate status` lists them.
 func rollBackAfter(t *testing.T, s *store.Store, last string) {
@@ -1298,6 +1294,9 @@ func rollBackAfter(t *testing.T, s *store.Store, last string) {
 	}
 }
 
+// storedMessages reads a conversation's messages with SQL that every
+// schema version since 00003 answers: a line of columns per message, in
+// seq order.
 func storedMessages(t *testing.T, s *store.Store, convID string) []string {
 	t.Helper()
 	rows, err := s.DB().Raw("SELECT id, seq, role, content, tool_calls, model, finish_reason, prompt_tokens, completion_tokens, total_tokens "+
@@ -1326,6 +1325,7 @@ func messageColumnsOf(msgs []domain.Message) []string {
 	return out
 }
 
+// turn returns a user message and the assistant's reply at seq and seq+1.
 func turn(convID string, seq int, text string) []domain.Message {
 	return []domain.Message{
 		{ID: domain.NewID(domain.PrefixMessage), ConversationID: convID, Seq: seq, Role: domain.RoleUser, Content: text, CreatedAt: t0},

@@ -271,8 +271,6 @@ func TestCommandLineCheckedFirst(t *testing.T) {
 	}
 }
 
-// TestAdminCreateUserFlag: --admin may come before or after the name and
-// makes an admin; without it the user is not one.
 // TestUsageNamesAdminCommandsAsAdminHelp: `parley help` lists every admin
 // command with the arguments and flags `parley admin help` gives it, so
 // neither usage leaves out what the other offers.
@@ -303,6 +301,8 @@ func TestUsageNamesAdminCommandsAsAdminHelp(t *testing.T) {
 	}
 }
 
+// TestAdminCreateUserFlag: --admin may come before or after the name and
+// makes an admin; without it the user is not one.
 func TestAdminCreateUserFlag(t *testing.T) {
 	dir := t.TempDir()
 	var key string // the first admin key, printed by the first command

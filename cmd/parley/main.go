@@ -49,9 +49,9 @@ func main() {
 	// terminal) is an error to handle, not a signal that kills the process
 	// before it flushes its usage records: Go's default for fds 1 and 2.
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, now, stop := notifySignals()
+	ctx, forceStop, stop := notifySignals()
 	defer stop()
-	if err := run(ctx, now, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, forceStop, os.Args[1:], os.Stdin, os.Stdout, os.Stderr); err != nil {
 		os.Exit(report(os.Stderr, err))
 	}
 }
@@ -139,11 +139,11 @@ commands:
   version                    print the version
 `
 
-// run runs the command line args until ctx ends; for the servers, now
-// ending ends the grace period ctx ending started. A command line it
+// run runs the command line args until ctx ends; for the servers,
+// forceStop ending ends the grace period ctx ending started. A command line it
 // cannot run is a *usageError, returned before any database or file is
 // touched.
-func run(ctx, now context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		return &usageError{"no command given", usage}
 	}
@@ -161,9 +161,9 @@ func run(ctx, now context.Context, args []string, stdin io.Reader, stdout, stder
 			fmt.Fprintln(stdout, "parley", version)
 			return nil
 		}
-		return serve(ctx, now, stderr)
+		return serve(ctx, forceStop, stderr)
 	case "mcp":
-		return serveStdio(ctx, now, args, stdin, stdout, stderr)
+		return serveStdio(ctx, forceStop, args, stdin, stdout, stderr)
 	case "migrate":
 		return migrate(ctx, args, stdout, stderr)
 	case "admin":

@@ -17,9 +17,9 @@ import (
 
 // serve runs the HTTP server until ctx ends (SIGINT/SIGTERM), then stops
 // accepting, gives in-flight requests and streams the grace period (which
-// now ending, at a second signal, cuts short), and flushes usage before
+// forceStop ending, at a second signal, cuts short), and flushes usage before
 // exiting.
-func serve(ctx, now context.Context, stderr io.Writer) error {
+func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	e, err := loadEnv()
 	if err != nil {
 		return err
@@ -56,7 +56,7 @@ func serve(ctx, now context.Context, stderr io.Writer) error {
 	case <-ctx.Done():
 	}
 	log.Info("shutting down", "grace", e.ShutdownGrace.String())
-	sctx, cancel := graceContext(now, e.ShutdownGrace, log)
+	sctx, cancel := graceContext(forceStop, e.ShutdownGrace, log)
 	defer cancel()
 	// MCP calls get the grace period too, then are ended; the event streams
 	// of the HTTP+SSE transport, which carry their results, close once
@@ -101,11 +101,11 @@ func printInitialAdminKey(stderr io.Writer, a *app.App) {
 }
 
 // graceContext is the shutdown's grace period: it ends when grace has
-// passed or, sooner, when now ends (a second signal). What still runs then
+// passed or, sooner, when forceStop ends (a second signal). What still runs then
 // is ended the same way either way.
-func graceContext(now context.Context, grace time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithTimeout(now, grace)
-	stopNote := context.AfterFunc(now, func() {
+func graceContext(forceStop context.Context, grace time.Duration, log *slog.Logger) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(forceStop, grace)
+	stopNote := context.AfterFunc(forceStop, func() {
 		log.Warn("second signal: ending the grace period now; a third exits at once")
 	})
 	return ctx, func() {
@@ -117,7 +117,7 @@ func graceContext(now context.Context, grace time.Duration, log *slog.Logger) (c
 // serveStdio serves MCP over stdin/stdout. The caller is PARLEY_API_KEY's
 // user or, without one, the local admin: whoever started this process
 // already has the machine's data.
-func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	readOnly := false
 	for _, a := range args {
 		switch {
@@ -179,7 +179,7 @@ func serveStdio(ctx, now context.Context, args []string, stdin io.Reader, stdout
 		case <-ctx.Done():
 		}
 		log.Info("shutting down", "grace", e.ShutdownGrace.String())
-		grace, cancel := graceContext(now, e.ShutdownGrace, log)
+		grace, cancel := graceContext(forceStop, e.ShutdownGrace, log)
 		defer cancel()
 		a.StopMCPCalls(grace, domain.ErrShuttingDown, 5*time.Second)
 		endSession()
