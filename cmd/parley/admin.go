@@ -19,15 +19,6 @@ import (
 	"github.com/parleyhq/parley/store"
 )
 
-// storeDSN is the database migrate opens: PARLEY_DATABASE_URL, else
-// SQLite in PARLEY_DATA_DIR.
-func storeDSN(e env) string {
-	if e.DatabaseURL != "" {
-		return e.DatabaseURL
-	}
-	return e.DataDir + "/parley.db"
-}
-
 const migrateUsage = `usage: parley migrate up|down|status
 
   up       apply every pending migration
@@ -50,7 +41,7 @@ func migrate(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err != nil {
 		return err
 	}
-	dsn := storeDSN(e)
+	dsn := e.DSN() // the database serve opens
 	// On stderr, as serve's logs: which database this is, and any
 	// misspelt setting, which would have pointed it at another one.
 	warnUnknownVars(e.commandLogger(stderr), os.Environ())

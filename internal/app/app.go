@@ -105,10 +105,7 @@ type App struct {
 // need of PARLEY_SECRET_KEY) it checks first: a start that is bound to
 // fail must not create or migrate a database, a shared one least of all.
 func Open(ctx context.Context, cfg Config) (*App, error) {
-	dsn := cfg.DatabaseURL
-	if dsn == "" {
-		dsn = filepath.Join(dataDir(cfg), "parley.db")
-	}
+	dsn := cfg.DSN()
 	if err := cfg.check(store.DialectOf(dsn)); err != nil {
 		return nil, err
 	}
@@ -185,6 +182,15 @@ func (m migrationLog) Write(p []byte) (int, error) {
 		}
 	}
 	return len(p), nil
+}
+
+// DSN is the database cfg names: DatabaseURL, else SQLite's parley.db in
+// the data directory. `parley migrate` opens it too.
+func (cfg Config) DSN() string {
+	if cfg.DatabaseURL != "" {
+		return cfg.DatabaseURL
+	}
+	return filepath.Join(dataDir(cfg), "parley.db")
 }
 
 func dataDir(cfg Config) string {
