@@ -171,6 +171,12 @@ func TestUsageBatcher(t *testing.T) {
 			}
 			close(recorded)
 		}()
+		// Once the records that fit are in, the rest wait.
+		for deadline := time.Now().Add(5 * time.Second); len(recorded) < 16; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d records were taken in 5s; want the backlog's 16", len(recorded))
+			}
+		}
 		time.Sleep(50 * time.Millisecond)
 		if n := len(recorded); n >= 40 {
 			t.Fatalf("all %d records were taken while the writer was stuck; want Record to wait", n)

@@ -1284,8 +1284,10 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			s := llmtest.NewServer(t)
 			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 			ctx, cancel := context.WithCancel(context.Background())
-			go func() {
-				time.Sleep(100 * time.Millisecond)
+			go func() { // once the upstream has the request, waiting
+				for s.Count() == 0 {
+					time.Sleep(5 * time.Millisecond)
+				}
 				cancel()
 			}()
 			_, err := newClient(t).Complete(ctx, request(typ, s), nil)

@@ -283,6 +283,8 @@ func TestTooLongLineFindsTheID(t *testing.T) {
 		{`{"id":{"a":1}}`, `null`},
 		{`{"id":[1]}`, `null`},
 		{`{"id":true}`, `null`},
+		{`{"id":12abc}`, `null`}, // not JSON: its answer could not be written
+		{`{"id":"\x"}`, `null`},
 		{`{"id":"` + strings.Repeat("x", maxIDBytes) + `"}`, `null`},
 		{`{"id":5`, `null`},    // never ended
 		{`[{"id":5}]`, `null`}, // a batch

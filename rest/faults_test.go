@@ -98,6 +98,22 @@ func TestUpstreamFaults(t *testing.T) {
 				}
 			})
 		}
+		// Every failure above was the provider's, its 429s too: each is
+		// recorded as an upstream error, none as Parley's own.
+		failed := 0
+		for _, tt := range tests {
+			if tt.code != "" {
+				failed++
+			}
+		}
+		h.app.FlushUsage()
+		var upstream, other int64
+		if err := h.app.Store.DB().Raw("SELECT count(CASE WHEN outcome = 'upstream_error' THEN 1 END), count(CASE WHEN outcome NOT IN ('upstream_error', 'ok') THEN 1 END) FROM usage_records WHERE chat_id = ?", w.chat).Row().Scan(&upstream, &other); err != nil {
+			t.Fatal(err)
+		}
+		if upstream != int64(failed) || other != 0 {
+			t.Errorf("usage records: %d upstream errors, %d other failures; want %d and 0", upstream, other, failed)
+		}
 	})
 }
 
@@ -117,8 +133,10 @@ func TestFirstByteTimeout(t *testing.T) {
 			} {
 				h.up.Enqueue(llmtest.Behavior{Delay: 3 * time.Second})
 				r := h.call("POST", path, h.admin, body)
-				if r.Status != 504 || r.ErrorCode() != "upstream_timeout" {
-					t.Errorf("POST %s, stream=%v: %d %s, want 504 upstream_timeout", path, stream, r.Status, r.Body)
+				// A timeout leaves retrying to the client (X-Should-Retry
+				// is a 502's only).
+				if r.Status != 504 || r.ErrorCode() != "upstream_timeout" || r.Header.Get("X-Should-Retry") != "" {
+					t.Errorf("POST %s, stream=%v: %d %s, X-Should-Retry %q; want 504 upstream_timeout, none", path, stream, r.Status, r.Body, r.Header.Get("X-Should-Retry"))
 				}
 			}
 		}
@@ -971,6 +989,14 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 			h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 			ctx, cancel := context.WithCancel(context.Background())
 			before := h.up.Count()
+			records := func() (n int64) {
+				h.app.FlushUsage()
+				if err := h.app.Store.DB().Raw("SELECT count(*) FROM usage_records WHERE chat_id = ?", w.openaiChat).Row().Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			recorded := records()
 			b, _ := json.Marshal(map[string]any{"messages": []any{userMessage("Tell me a story")}})
 			req, _ := http.NewRequestWithContext(ctx, "POST", h.srv.URL+"/api/v1/chats/"+w.openaiChat+"/completions", bytes.NewReader(b))
 			req.Header.Set("Authorization", "Bearer "+h.admin)
@@ -988,7 +1014,12 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 			if !h.up.WaitCanceledN(before, time.Second) {
 				t.Fatal("the upstream did not see the cancellation within a second")
 			}
-			time.Sleep(100 * time.Millisecond) // the handler's end
+			// The handler's end: it records the usage last.
+			for deadline := time.Now().Add(5 * time.Second); records() == recorded; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the abandoned request's usage was not recorded within 5s")
+				}
+			}
 			// The two stopped streams' conversations, and no third.
 			if l := h.must(200, "GET", "/api/v1/conversations?chatId="+w.openaiChat, h.admin, nil)["data"].([]any); len(l) != 1 {
 				t.Errorf("conversations of the chat after an abandoned JSON request: %d, want the stopped stream's 1", len(l))

@@ -463,6 +463,12 @@ func TestShutdownEndsStreamsAfterGrace(t *testing.T) {
 	if got := chatOutcomes(t, sqliteIn(dir), chat); len(got) != 2 || got[0] != "interrupted" || got[1] != "interrupted" {
 		t.Errorf("the chat's usage outcomes = %v, want both completions interrupted", got)
 	}
+	// The provider had both prompts, the JSON completion's before any of
+	// its reply: their tokens are estimated, not left at 0.
+	var fewest int64
+	if err := openStopped(t, sqliteIn(dir)).DB().Raw("SELECT min(prompt_tokens) FROM usage_records WHERE chat_id = ?", chat).Row().Scan(&fewest); err != nil || fewest == 0 {
+		t.Errorf("the interrupted completions' fewest prompt tokens = %d (%v); want them estimated", fewest, err)
+	}
 	// Ending them is what a shutdown does, not a fault to page anyone for:
 	// each, the stream as the JSON completion, is logged as what happened.
 	logs := s.stderr.String()
