@@ -22,6 +22,14 @@ type Usage struct {
 	// Estimated is set when Parley estimated a count, in whole or in part,
 	// because the provider gave none (see estimateUsage).
 	Estimated bool
+	// CachedTokens are the prompt's tokens the provider read from its
+	// prompt cache (OpenAI's prompt_tokens_details.cached_tokens,
+	// Anthropic's cache_read_input_tokens), which it bills at a discount;
+	// ReasoningTokens the reply's a reasoning model spent thinking
+	// (completion_tokens_details.reasoning_tokens). 0 when the provider
+	// reports none. Shown with the completion, not stored.
+	CachedTokens    int
+	ReasoningTokens int
 }
 
 // estimateUsage fills in the parts of u the provider did not report: some

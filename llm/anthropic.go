@@ -294,7 +294,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 	res.Content = content.String()
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
-	res.Usage = anthropicUsage(u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.OutputTokens)
+	res.Usage = anthropicUsage(u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.CacheReadInputTokens, u.OutputTokens)
 	return res, nil
 }
 
@@ -340,7 +340,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		noInput = -1
 		return emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}})
 	}
-	var input, output int64
+	var input, cacheRead, output int64
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -353,7 +353,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			// reply: only message_delta counts the reply. Without that
 			// count the domain estimates the reply rather than record 1.
 			u := ev.Message.Usage
-			input = u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens
+			input, cacheRead = u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.CacheReadInputTokens
 		case "content_block_start":
 			if err := sayNoInput(); err != nil {
 				return res, err
@@ -399,13 +399,13 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			}
 			u := ev.Usage
 			if in := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens; in > 0 {
-				input = in
+				input, cacheRead = in, u.CacheReadInputTokens
 			}
 			if u.OutputTokens > 0 {
 				output = u.OutputTokens
 			}
 		}
-		res.Usage = anthropicUsage(input, output)
+		res.Usage = anthropicUsage(input, cacheRead, output)
 	}
 	if err := stream.Err(); err != nil {
 		if res.FirstByte == 0 && anthropicServerFault(err) {
@@ -474,7 +474,10 @@ func anthropicFinish(stop string) string {
 }
 
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts
-// every input token, cached or not, as OpenAI's prompt_tokens does.
-func anthropicUsage(input, output int64) domain.Usage {
-	return reportedUsage(input, output, input+output)
+// every input token, cached or not, as OpenAI's prompt_tokens does, and
+// those read from the cache are its cached tokens, as OpenAI's are.
+func anthropicUsage(input, cacheRead, output int64) domain.Usage {
+	u := reportedUsage(input, output, input+output)
+	u.CachedTokens = min(boundTokens(cacheRead), u.PromptTokens)
+	return u
 }

@@ -1514,6 +1514,42 @@ func TestConcurrentCalls(t *testing.T) {
 	}
 }
 
+// TestOpenAIUsageDetails: an OpenAI-wire reply's cached and reasoning
+// tokens are kept, whole and streamed, and no more of them than the prompt
+// and the reply hold (a server that says otherwise is not believed).
+func TestOpenAIUsageDetails(t *testing.T) {
+	for _, tc := range []struct {
+		details           string
+		cached, reasoning int
+	}{
+		{`"prompt_tokens_details":{"cached_tokens":8},"completion_tokens_details":{"reasoning_tokens":3}`, 8, 3},
+		{`"prompt_tokens_details":{"cached_tokens":99},"completion_tokens_details":{"reasoning_tokens":-2}`, 10, 0},
+		{`"prompt_tokens_details":null`, 0, 0},
+	} {
+		usage := `{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,` + tc.details + `}`
+		for _, streamed := range []bool{false, true} {
+			s := llmtest.NewServer(t)
+			body := `{"id":"x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":` + usage + `}`
+			if streamed {
+				body = "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"finish_reason\":\"stop\"}]}\n\n" +
+					"data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[],\"usage\":" + usage + "}\n\ndata: [DONE]\n\n"
+			}
+			header := http.Header{"Content-Type": {"application/json"}}
+			if streamed {
+				header = http.Header{"Content-Type": {"text/event-stream"}}
+			}
+			s.Enqueue(llmtest.Behavior{Body: body, Header: header})
+			res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), streamed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Usage, (domain.Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15, CachedTokens: tc.cached, ReasoningTokens: tc.reasoning}); got != want {
+				t.Errorf("%s, streamed %v: Usage = %+v, want %+v", tc.details, streamed, got, want)
+			}
+		}
+	}
+}
+
 func TestAnthropicUsageCountsCachedInput(t *testing.T) {
 	s := llmtest.NewServer(t)
 	s.Enqueue(llmtest.Behavior{Body: `{"id":"msg_1","type":"message","role":"assistant","model":"claude-x",
@@ -1523,7 +1559,7 @@ func TestAnthropicUsageCountsCachedInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122}); got != want {
+	if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100}); got != want {
 		t.Errorf("Usage = %+v, want %+v", got, want)
 	}
 	if got, want := res.Content, "cached reply"; got != want {

@@ -660,7 +660,14 @@ func openAILocal(model string, err error) error {
 }
 
 func openAIUsage(u openai.Usage) domain.Usage {
-	return reportedUsage(int64(u.PromptTokens), int64(u.CompletionTokens), int64(u.TotalTokens))
+	out := reportedUsage(int64(u.PromptTokens), int64(u.CompletionTokens), int64(u.TotalTokens))
+	if d := u.PromptTokensDetails; d != nil {
+		out.CachedTokens = min(boundTokens(int64(d.CachedTokens)), out.PromptTokens)
+	}
+	if d := u.CompletionTokensDetails; d != nil {
+		out.ReasoningTokens = min(boundTokens(int64(d.ReasoningTokens)), out.CompletionTokens)
+	}
+	return out
 }
 
 // maxReportedTokens bounds each token count a provider reports, so that
@@ -677,6 +684,8 @@ func reportedUsage(prompt, completion, total int64) domain.Usage {
 	if total == 0 {
 		total = prompt + completion
 	}
-	bound := func(n int64) int { return int(min(max(n, 0), maxReportedTokens)) }
-	return domain.Usage{PromptTokens: bound(prompt), CompletionTokens: bound(completion), TotalTokens: bound(total)}
+	return domain.Usage{PromptTokens: boundTokens(prompt), CompletionTokens: boundTokens(completion), TotalTokens: boundTokens(total)}
 }
+
+// boundTokens is n between 0 and maxReportedTokens.
+func boundTokens(n int64) int { return int(min(max(n, 0), maxReportedTokens)) }

@@ -394,3 +394,46 @@ func TestAbsurdUsageIsBounded(t *testing.T) {
 		}
 	})
 }
+
+// TestUsageDetails: the prompt's cached tokens and the reply's reasoning
+// tokens the provider reports come back in OpenAI's usage details, from
+// either wire protocol, whole and streamed (Anthropic reports no reasoning
+// tokens apart); a provider that reports none gives zeros, as OpenAI does.
+func TestUsageDetails(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		reported := llmtest.Usage{PromptTokens: 20, CompletionTokens: 9, CachedTokens: 12, ReasoningTokens: 4}
+		for _, tc := range []struct {
+			name, chat        string
+			usage             *llmtest.Usage
+			cached, reasoning float64
+		}{
+			{"openai-compatible", w.openaiChat, &reported, 12, 4},
+			{"anthropic", w.anthropicChat, &reported, 12, 0},
+			{"none reported", w.openaiChat, &llmtest.Usage{PromptTokens: 20, CompletionTokens: 9}, 0, 0},
+		} {
+			for _, streamed := range []bool{false, true} {
+				h.up.Enqueue(llmtest.Behavior{Usage: tc.usage})
+				path := "/api/v1/chats/" + tc.chat + "/completions"
+				body := map[string]any{"messages": []any{userMessage("hi")}}
+				var usage map[string]any
+				if streamed {
+					_, events := readRaw(t, stream(t, h, path, body))
+					for _, ev := range events {
+						if u, ok := ev.data["usage"].(map[string]any); ok {
+							usage = u
+						}
+					}
+				} else {
+					usage, _ = h.must(200, "POST", path, h.admin, body)["usage"].(map[string]any)
+				}
+				cached, _ := usage["prompt_tokens_details"].(map[string]any)
+				reasoning, _ := usage["completion_tokens_details"].(map[string]any)
+				if usage["prompt_tokens"] != 20.0 || usage["completion_tokens"] != 9.0 || cached == nil || cached["cached_tokens"] != tc.cached ||
+					reasoning == nil || reasoning["reasoning_tokens"] != tc.reasoning {
+					t.Errorf("%s, streamed %v: usage %v; want 20 prompt (%v cached), 9 completion (%v reasoning)", tc.name, streamed, usage, tc.cached, tc.reasoning)
+				}
+			}
+		}
+	})
+}

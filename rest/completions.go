@@ -124,13 +124,27 @@ type openAIUsage struct {
 	PromptTokens     int `json:"prompt_tokens"`
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
+	// The details OpenAI gives (and clients read for cost): of the
+	// prompt, the tokens read from the provider's cache; of the reply, the
+	// tokens spent reasoning. 0 when the provider reports none.
+	PromptTokensDetails     promptTokensDetails     `json:"prompt_tokens_details"`
+	CompletionTokensDetails completionTokensDetails `json:"completion_tokens_details"`
 	// Estimated is true when Parley counted some of the tokens itself,
 	// because the provider gave no count (absent otherwise).
 	Estimated bool `json:"estimated,omitempty"`
 }
 
+type promptTokensDetails struct {
+	CachedTokens int `json:"cached_tokens"`
+}
+
+type completionTokensDetails struct {
+	ReasoningTokens int `json:"reasoning_tokens"`
+}
+
 func toOpenAIUsage(u domain.Usage) openAIUsage {
-	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated}
+	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated,
+		PromptTokensDetails: promptTokensDetails{u.CachedTokens}, CompletionTokensDetails: completionTokensDetails{u.ReasoningTokens}}
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {

@@ -112,7 +112,7 @@ func (x *exchange) anthropicJSON(r reply) {
 		"content":       r.anthropicContent(x.padded(r)),
 		"stop_reason":   r.anthropicStop(),
 		"stop_sequence": nil,
-		"usage":         map[string]any{"input_tokens": r.usage.PromptTokens, "output_tokens": r.usage.CompletionTokens},
+		"usage":         r.usage.anthropic(r.usage.CompletionTokens),
 	})
 	x.writeJSON(body)
 }
@@ -134,7 +134,7 @@ func (x *exchange) anthropicStream(r reply) {
 	ok := x.event("message_start", map[string]any{"type": "message_start", "message": map[string]any{
 		"id": fmt.Sprintf("msg_fake_%d", x.req.N), "type": "message", "role": "assistant", "model": r.model,
 		"content": []any{}, "stop_reason": nil, "stop_sequence": nil,
-		"usage": map[string]any{"input_tokens": r.usage.PromptTokens, "output_tokens": 1},
+		"usage": r.usage.anthropic(1),
 	}})
 	// A ping follows the first content block's start, as the API sends it.
 	pinged := false

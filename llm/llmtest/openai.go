@@ -14,11 +14,16 @@ func (r reply) openAIFinish() string {
 }
 
 func (r reply) openAIUsage() map[string]any {
-	return map[string]any{
+	u := map[string]any{
 		"prompt_tokens":     r.usage.PromptTokens,
 		"completion_tokens": r.usage.CompletionTokens,
 		"total_tokens":      r.usage.PromptTokens + r.usage.CompletionTokens,
 	}
+	if r.usage.CachedTokens > 0 || r.usage.ReasoningTokens > 0 {
+		u["prompt_tokens_details"] = map[string]any{"cached_tokens": r.usage.CachedTokens}
+		u["completion_tokens_details"] = map[string]any{"reasoning_tokens": r.usage.ReasoningTokens}
+	}
+	return u
 }
 
 // openAIMessage is the message of a chat.completion: content null when

@@ -220,10 +220,26 @@ type Behavior struct {
 	Size        int // FaultOversizedLine (default 2 MiB) and FaultUnendedEvent (default 8 MiB)
 }
 
-// Usage is the token usage the server reports.
+// Usage is the token usage the server reports. CachedTokens, of the
+// prompt's, go out as OpenAI's prompt_tokens_details.cached_tokens and
+// Anthropic's cache_read_input_tokens (its input_tokens the rest);
+// ReasoningTokens, of the reply's, as OpenAI's
+// completion_tokens_details.reasoning_tokens. Without them, no details.
 type Usage struct {
 	PromptTokens     int
 	CompletionTokens int
+	CachedTokens     int
+	ReasoningTokens  int
+}
+
+// anthropic is u as Anthropic reports it, with output as its
+// output_tokens.
+func (u Usage) anthropic(output int) map[string]any {
+	m := map[string]any{"input_tokens": u.PromptTokens - u.CachedTokens, "output_tokens": output}
+	if u.CachedTokens > 0 {
+		m["cache_read_input_tokens"] = u.CachedTokens
+	}
+	return m
 }
 
 // Server is the fake upstream. Its methods are safe for concurrent use.
