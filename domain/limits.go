@@ -75,14 +75,42 @@ func (q Quota) As(now time.Time) Quota {
 	return q
 }
 
+// RefusalDetails are the Details of a refusal by the limit q, as the error
+// envelope shows them: limit, limitName, remaining, resetSeconds (whole,
+// at least 1) and, for a per-minute limit, windowSeconds. RefusedQuota
+// reads them back.
+func RefusalDetails(q Quota) map[string]any {
+	d := map[string]any{"limit": q.Limit, "limitName": q.Name, "remaining": q.Remaining,
+		"resetSeconds": max(int((q.Reset+time.Second-1)/time.Second), 1)}
+	if q.Window > 0 {
+		d["windowSeconds"] = int(q.Window / time.Second)
+	}
+	return d
+}
+
+// RefusedQuota is the limit err, a refusal by one of Parley's limits,
+// names in its Details (RefusalDetails), with Reset in whole seconds; ok
+// is false for any other error, a provider's 429 among them.
+func RefusedQuota(err error) (q Quota, ok bool) {
+	d := DetailsOf(err)
+	if q.Name, ok = d["limitName"].(string); !ok {
+		return Quota{}, false
+	}
+	q.Limit, _ = d["limit"].(int)
+	q.Remaining, _ = d["remaining"].(int)
+	secs, _ := d["resetSeconds"].(int)
+	window, _ := d["windowSeconds"].(int)
+	q.Reset, q.Window = time.Duration(secs)*time.Second, time.Duration(window)*time.Second
+	return q, true
+}
+
 // Limiter counts requests, tokens and open streams. The ratelimit package
 // implements it in memory (one instance) and on Redis (shared).
 type Limiter interface {
 	// Allow counts one request against every budget with a request limit,
 	// and refuses when a budget's requests or tokens used this window are
 	// at their limit. Refusals are RateLimited errors with RetryAfter and
-	// Details {"limit", "limitName", "remaining", "resetSeconds", and
-	// "windowSeconds" for a per-minute limit}; nothing
+	// the Details of the Quota refused (RefusalDetails); nothing
 	// is counted when any budget refuses. An allowed request gets the
 	// Quota of each limit it was checked against: in the budgets' order,
 	// each budget's requests (when limited), then its tokens (when

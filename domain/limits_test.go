@@ -122,3 +122,27 @@ func TestQuotaAs(t *testing.T) {
 		t.Errorf("a quota without its time: %+v; want it as it is", got)
 	}
 }
+
+// TestRefusedQuota: a refusal's Details name its limit as the envelope
+// shows it, and read back as the quota (its reset in whole seconds); an
+// error without them names none.
+func TestRefusedQuota(t *testing.T) {
+	for _, q := range []domain.Quota{
+		{Name: "key-requests-per-minute", Limit: 60, Reset: 1500 * time.Millisecond, Window: time.Minute},
+		{Name: "key-concurrent-streams", Limit: 4, Reset: time.Second},
+	} {
+		e := domain.Errorf(domain.RateLimited, "refused")
+		e.Details = domain.RefusalDetails(q)
+		want := q
+		want.Reset = time.Duration(max((q.Reset+time.Second-1)/time.Second, 1)) * time.Second
+		if got, ok := domain.RefusedQuota(e); !ok || got != want {
+			t.Errorf("RefusedQuota of %v = %+v, %v; want %+v", e.Details, got, ok, want)
+		}
+		if _, windowed := e.Details["windowSeconds"]; windowed != (q.Window > 0) {
+			t.Errorf("details %v: windowSeconds present %v, want %v", e.Details, windowed, q.Window > 0)
+		}
+	}
+	if q, ok := domain.RefusedQuota(domain.Errorf(domain.RateLimited, "the provider's 429")); ok {
+		t.Errorf("a refusal without details names %+v", q)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
@@ -91,12 +92,12 @@ func errorText(err error) string {
 	if secs := domain.RetryAfterSeconds(err); secs > 0 {
 		notes = append(notes, fmt.Sprintf("retry after %ds", secs))
 	}
-	if d := domain.DetailsOf(err); d["limitName"] != nil {
-		limit := fmt.Sprintf("limit %v: %v", d["limitName"], d["limit"])
-		if w, ok := d["windowSeconds"]; ok {
-			limit += fmt.Sprintf(" per %vs", w)
+	if q, ok := domain.RefusedQuota(err); ok {
+		limit := fmt.Sprintf("limit %s: %d", q.Name, q.Limit)
+		if q.Window > 0 {
+			limit += fmt.Sprintf(" per %ds", q.Window/time.Second)
 		}
-		notes = append(notes, limit+fmt.Sprintf(", %v remaining, resets in %vs", d["remaining"], d["resetSeconds"]))
+		notes = append(notes, limit+fmt.Sprintf(", %d remaining, resets in %ds", q.Remaining, q.Reset/time.Second))
 	}
 	if len(notes) > 0 {
 		text += " (" + strings.Join(notes, "; ") + ")"

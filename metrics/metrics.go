@@ -145,8 +145,8 @@ func (l limiter) Acquire(ctx context.Context, key string, max int) (func(), doma
 
 // count counts err when it is a refusal that names its limit.
 func (l limiter) count(err error) error {
-	if name, ok := domain.DetailsOf(err)["limitName"].(string); ok {
-		l.m.rateLimited.WithLabelValues(name).Inc()
+	if q, ok := domain.RefusedQuota(err); ok {
+		l.m.rateLimited.WithLabelValues(q.Name).Inc()
 	}
 	return err
 }

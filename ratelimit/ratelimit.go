@@ -127,13 +127,7 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
 		limit, noun, subject(b.Name), secs)
 	e.RetryAfter = left
-	e.Details = map[string]any{
-		"limit":         limit,
-		"limitName":     limitName(b.Name, tokens),
-		"remaining":     0,
-		"resetSeconds":  secs,
-		"windowSeconds": 60,
-	}
+	e.Details = domain.RefusalDetails(domain.Quota{Name: limitName(b.Name, tokens), Limit: limit, Reset: left, Window: Window})
 	return e
 }
 
@@ -156,12 +150,7 @@ func streamsRefusal(max int) *domain.Error {
 	e := domain.Errorf(domain.RateLimited,
 		"too many open streams for this API key (max %d); close one and retry", max)
 	e.RetryAfter = streamsReset
-	e.Details = map[string]any{
-		"limit":        max,
-		"limitName":    streamsLimit,
-		"remaining":    0,
-		"resetSeconds": seconds(streamsReset),
-	}
+	e.Details = domain.RefusalDetails(domain.Quota{Name: streamsLimit, Limit: max, Reset: streamsReset})
 	return e
 }
 

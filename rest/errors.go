@@ -2,7 +2,6 @@ package rest
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -144,7 +143,10 @@ func (s *Server) handleError(c *echo.Context, err error) {
 		h.Set("X-Should-Retry", "false")
 	}
 	if kind == domain.RateLimited {
-		s.rateLimitHeaders(h, domain.DetailsOf(err))
+		if q, ok := domain.RefusedQuota(err); ok {
+			setLimitHeaders(h, q)
+			h.Set("RateLimit-Policy", string(appendPolicy(nil, q)))
+		} // else the upstream's 429: only its Retry-After is known
 	} else {
 		// A completion that failed after its limits admitted it was
 		// counted: it says what is left, as a success does.
@@ -174,27 +176,4 @@ func failureLevel(err error) slog.Level {
 		return slog.LevelError
 	}
 	return slog.LevelDebug
-}
-
-// rateLimitHeaders sets the RateLimit-* headers of a refusal by one of
-// Parley's own limits, from the details the limiter put in the error, in
-// the form of draft-ietf-httpapi-ratelimit-headers-06 (-07 has one
-// RateLimit field for the first three):
-// RateLimit-Policy is the quota, its window in seconds (a per-minute
-// limit) and the limit's name, e.g. `600;w=60;comment="project-requests-per-minute"`.
-func (s *Server) rateLimitHeaders(h http.Header, d map[string]any) {
-	name, ok := d["limitName"].(string)
-	if !ok {
-		return // the upstream's 429: only its Retry-After is known
-	}
-	policy := fmt.Sprint(d["limit"])
-	if w, ok := d["windowSeconds"]; ok {
-		policy += fmt.Sprintf(";w=%v", w)
-	}
-	h.Set("RateLimit-Policy", policy+";comment="+strconv.Quote(name))
-	for header, key := range map[string]string{"RateLimit-Limit": "limit", "RateLimit-Remaining": "remaining", "RateLimit-Reset": "resetSeconds"} {
-		if v, ok := d[key]; ok {
-			h.Set(header, fmt.Sprint(v))
-		}
-	}
 }

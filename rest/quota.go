@@ -12,7 +12,7 @@ import (
 // setQuotaHeaders sets the RateLimit-* headers of an admitted completion
 // from what is left of the limits that admitted it (as of now: Quota.As),
 // in the fields of
-// draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (rateLimitHeaders):
+// draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (errorHandler):
 // RateLimit-Limit, -Remaining and -Reset of the limit closest to running
 // out, the one with the smallest share of its Limit remaining (on a tie
 // the first in quotas' order: the project's before the key's, requests
@@ -39,9 +39,7 @@ func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 		}
 	}
 	c := quotas[closest]
-	h.Set("RateLimit-Limit", strconv.Itoa(c.Limit))
-	h.Set("RateLimit-Remaining", strconv.Itoa(c.Remaining))
-	h.Set("RateLimit-Reset", strconv.Itoa(max(int((c.Reset+time.Second-1)/time.Second), 1)))
+	setLimitHeaders(h, c)
 	policy := appendPolicy(make([]byte, 0, 48*len(quotas)), c)
 	for i, q := range quotas {
 		if i != closest {
@@ -49,6 +47,17 @@ func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 		}
 	}
 	h.Set("RateLimit-Policy", string(policy))
+}
+
+// setLimitHeaders sets RateLimit-Limit, -Remaining and -Reset (whole
+// seconds, at least 1) of the limit q, in the fields of
+// draft-ietf-httpapi-ratelimit-headers-06 (-07 has one RateLimit field for
+// the three): an admitted completion's, of the limit closest to running
+// out, and a refusal's (errorHandler), of the limit that refused.
+func setLimitHeaders(h http.Header, q domain.Quota) {
+	h.Set("RateLimit-Limit", strconv.Itoa(q.Limit))
+	h.Set("RateLimit-Remaining", strconv.Itoa(q.Remaining))
+	h.Set("RateLimit-Reset", strconv.Itoa(max(int((q.Reset+time.Second-1)/time.Second), 1)))
 }
 
 // lessLeft reports whether a has a smaller share of its limit left than b
