@@ -60,7 +60,8 @@ type Observer interface {
 const (
 	instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
-		`Pass the conversationId of a previous result to continue that conversation. ` + listsAndErrors
+		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation. ` +
+		`Projects and AI providers are made over Parley's REST API by an owner or an admin: if there are none, ask the user. ` + listsAndErrors
 	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat's completions are stored as conversations. These tools only read: projects, AI providers, chats, ` +
 		`conversations and their messages, documents and usage. ` + listsAndErrors
@@ -132,7 +133,7 @@ func toolset(d deps) []serverTool {
 		listAIProviders, getAIProvider,
 		listChats, getChat, createChat, updateChat, deleteChat,
 		createChatCompletion, createChatCompletionForChat,
-		listConversations, getConversation, listMessages,
+		listConversations, getConversation, listMessages, deleteConversation,
 		listDocuments, getDocument, createDocument, updateDocument, deleteDocument,
 	}
 	out := make([]serverTool, 0, len(ctors))

@@ -125,7 +125,7 @@ func updateChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 
 func deleteChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[chatIDArgs, deletedOut]("delete-chat", "Delete a chat",
-			"Delete a chat and all its conversations. This cannot be undone. Needs the editor role.", deleteHints),
+			"Delete a chat and all its conversations. This cannot be undone. Needs the editor role. not_found when it does not exist, or no longer does.", deleteHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in chatIDArgs) (deletedOut, error) {
 			if err := d.svcs.Chats.Delete(ctx, in.ChatID); err != nil {
 				return deletedOut{}, err

@@ -20,7 +20,7 @@ type (
 
 type statelessCompletionArgs struct {
 	AIProviderID  string `json:"aiProviderId" desc:"Id of the AI provider to call (aip_...); you need the editor role in its project."`
-	SystemMessage string `json:"systemMessage,omitempty" max:"1048576" desc:"System prompt for this call."`
+	SystemMessage string `json:"systemMessage,omitempty" max:"1048576" desc:"System prompt for this call; a system message in messages replaces it."`
 	completionArgs
 }
 
@@ -35,7 +35,7 @@ type chatCompletionArgs struct {
 type completionOut struct {
 	Content        string        `json:"content" desc:"The whole reply's text; empty when the model only called tools."`
 	Refusal        string        `json:"refusal,omitempty" desc:"Why the model declined to answer, in place of content (OpenAI, with structured outputs)."`
-	ToolCalls      []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (finishReason tool_calls): run them and continue with an assistant message carrying these toolCalls and a tool message per call."`
+	ToolCalls      []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (finishReason tool_calls): run them and continue. Per chat: call again with this conversationId and only a tool message (role tool, toolCallId, content) per call; the reply is stored already. Stateless: send the history again, then an assistant message carrying these toolCalls as they are (extra_content too), then a tool message per call."`
 	ConversationID string        `json:"conversationId,omitempty" desc:"The conversation the turn was stored in (per-chat completions); pass it to continue."`
 	MessageID      string        `json:"messageId" desc:"Id of the reply (msg_...); for stateless completions it names the usage record."`
 	Model          string        `json:"model" desc:"The model that answered."`

@@ -129,6 +129,18 @@ func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 		}, conversationText)
 }
 
+func deleteConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[getConversationArgs, deletedOut]("delete-conversation", "Delete a conversation",
+			"Delete a conversation and its messages. This cannot be undone; its usage stays counted. Needs the editor role. "+
+				"not_found when it does not exist, or no longer does.", deleteHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (deletedOut, error) {
+			if err := d.svcs.Conversations.Delete(ctx, in.ConversationID); err != nil {
+				return deletedOut{}, err
+			}
+			return deletedOut{ID: in.ConversationID, Deleted: true}, nil
+		}, deletedText("conversation"))
+}
+
 type listMessagesArgs struct {
 	ConversationID string `json:"conversationId" desc:"Id of the conversation (cnv_...)."`
 	pageArgs

@@ -135,7 +135,7 @@ func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 
 func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[documentIDArgs, deletedOut]("delete-document", "Delete a document",
-			"Delete a document. This cannot be undone. Conversations that used it keep the text they sent. Needs the editor role.", deleteHints),
+			"Delete a document. This cannot be undone. Conversations that used it keep the text they sent. Needs the editor role. not_found when it does not exist, or no longer does.", deleteHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in documentIDArgs) (deletedOut, error) {
 			if err := d.svcs.Documents.Delete(ctx, in.DocumentID); err != nil {
 				return deletedOut{}, err

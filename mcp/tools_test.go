@@ -366,6 +366,7 @@ func TestTools(t *testing.T) {
 			}
 			viewer.fails(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("x")}, "forbidden")
 			viewer.fails(t, "delete-document", obj{"documentId": doc.ID}, "forbidden")
+			viewer.fails(t, "delete-conversation", obj{"conversationId": first.ConversationID}, "forbidden")
 
 			msg = outsider.fails(t, "get-chat", obj{"chatId": chat.ID}, "not_found")
 			if msg != fmt.Sprintf("not_found: chat %s does not exist", chat.ID) {
@@ -455,8 +456,14 @@ func TestTools(t *testing.T) {
 			checkCancel(t, e, callTool(e, editor), nil)
 		})
 
-		t.Run("delete-document and delete-chat", func(t *testing.T) {
+		t.Run("delete-conversation, delete-document and delete-chat", func(t *testing.T) {
 			var del deletedOut
+			editor.ok(t, "delete-conversation", obj{"conversationId": first.ConversationID}, &del)
+			if del != (deletedOut{ID: first.ConversationID, Deleted: true}) {
+				t.Fatalf("got %+v", del)
+			}
+			editor.fails(t, "get-conversation", obj{"conversationId": first.ConversationID}, "not_found")
+			editor.fails(t, "delete-conversation", obj{"conversationId": first.ConversationID}, "not_found")
 			editor.ok(t, "delete-document", obj{"documentId": doc.ID}, &del)
 			if del != (deletedOut{ID: doc.ID, Deleted: true}) {
 				t.Fatalf("got %+v", del)
@@ -466,7 +473,6 @@ func TestTools(t *testing.T) {
 				t.Fatalf("got %+v", del)
 			}
 			editor.fails(t, "get-chat", obj{"chatId": chat.ID}, "not_found")
-			editor.fails(t, "get-conversation", obj{"conversationId": first.ConversationID}, "not_found")
 		})
 	})
 }

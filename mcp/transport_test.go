@@ -39,7 +39,7 @@ import (
 
 var allTools = []string{
 	"create-chat", "create-chat-completion", "create-chat-completion-for-chat", "create-document",
-	"delete-chat", "delete-document", "get-ai-provider", "get-chat", "get-conversation", "get-document",
+	"delete-chat", "delete-conversation", "delete-document", "get-ai-provider", "get-chat", "get-conversation", "get-document",
 	"get-project", "get-usage", "list-ai-providers", "list-chats", "list-conversations", "list-documents",
 	"list-messages", "list-projects", "update-chat", "update-document",
 }

@@ -63,7 +63,7 @@ type JSONSchema struct {
 
 // CompletionFields are the optional fields both completion tools take.
 type CompletionFields struct {
-	Messages       []Message       `json:"messages" min:"1" max:"1000" desc:"The new messages of this turn, in order; must not be empty."`
+	Messages       []Message       `json:"messages" min:"1" max:"1000" desc:"The messages of this turn, in order; at least one. Stateless: the conversation so far and the new message. Per chat with conversationId: only the new messages, which follow the stored history (messages repeated here would be stored again)."`
 	Model          string          `json:"model,omitempty" max:"200" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
 	Temperature    *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
 	MaxTokens      *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
