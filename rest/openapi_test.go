@@ -169,13 +169,15 @@ var mcpPaths = map[string]any{
 		}},
 	},
 	"/sse": map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{
-		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "403": errRef(originRefused), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
+		"413": errRef(bodyTooLarge + " (a body this operation does not read)"), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{
 		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
 		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
-	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"}}}},
+	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"},
+		"413": errRef(bodyTooLarge + " (a body this operation does not read)"), "500": errRef("internal error")}}},
 }
 
 // rateLimitHeaders are the headers of a 429: Retry-After on every one,
@@ -448,16 +450,6 @@ func buildOpenAPI() map[string]any {
 		if r, ok := responses["429"].(map[string]any); ok {
 			r["headers"] = rateLimitHeaders()
 		}
-		for code, name := range map[string]string{"401": "WWW-Authenticate", "502": "X-Should-Retry"} {
-			if r, ok := responses[code].(map[string]any); ok {
-				h, _ := r["headers"].(map[string]any)
-				if h == nil {
-					h = map[string]any{}
-					r["headers"] = h
-				}
-				h[name] = errorHeaders[name]
-			}
-		}
 		op["responses"] = responses
 		if rt.public {
 			op["security"] = []any{}
@@ -468,6 +460,22 @@ func buildOpenAPI() map[string]any {
 			paths[rt.path] = item
 		}
 		item[strings.ToLower(rt.method)] = op
+	}
+	// The headers of a 401 and a 502, on every route, MCP's too.
+	for _, item := range paths {
+		for _, op := range item.(map[string]any) {
+			responses := op.(map[string]any)["responses"].(map[string]any)
+			for code, name := range map[string]string{"401": "WWW-Authenticate", "502": "X-Should-Retry"} {
+				if r, ok := responses[code].(map[string]any); ok {
+					h, _ := r["headers"].(map[string]any)
+					if h == nil {
+						h = map[string]any{}
+						r["headers"] = h
+					}
+					h[name] = errorHeaders[name]
+				}
+			}
+		}
 	}
 	return map[string]any{
 		"openapi": "3.1.0",

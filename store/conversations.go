@@ -76,7 +76,9 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 		if s.dialect == SQLite {
 			// Through their chats' (chat_id, id) index: SQLite keeps no
 			// project_id index on conversations (00012), which every new
-			// conversation would write, and reads a page of each chat.
+			// conversation would write. It reads the conversations after
+			// the cursor of each of the project's chats and sorts them:
+			// the member's rows, not other tenants'.
 			byChat = func(q *gorm.DB, projects any) *gorm.DB {
 				return q.Where("chat_id IN (?)", s.db.Model(&chatRow{}).Select("id").Where("project_id IN (?)", projects))
 			}
