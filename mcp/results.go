@@ -1,8 +1,12 @@
 package mcp
 
 import (
+	"context"
 	"fmt"
 	"strings"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -62,8 +66,16 @@ type deletedOut struct {
 	Deleted bool   `json:"deleted" desc:"Always true."`
 }
 
-func deletedText(what string) func(deletedOut) string {
-	return func(o deletedOut) string { return fmt.Sprintf("Deleted %s %s.", what, o.ID) }
+// deleteTool is a tool that deletes the what its In names (id), through
+// del: its description, desc, goes on to say what a repeat answers.
+func deleteTool[In any](d deps, name, title, desc, what string, id func(In) string, del func(ctx context.Context, id string) error) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[In, deletedOut](name, title, desc+" not_found when it does not exist, or no longer does.", deleteHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in In) (deletedOut, error) {
+			if err := del(ctx, id(in)); err != nil {
+				return deletedOut{}, err
+			}
+			return deletedOut{ID: id(in), Deleted: true}, nil
+		}, func(o deletedOut) string { return fmt.Sprintf("Deleted %s %s.", what, o.ID) })
 }
 
 // usageOut are token totals.

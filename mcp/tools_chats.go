@@ -124,12 +124,7 @@ func updateChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 }
 
 func deleteChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[chatIDArgs, deletedOut]("delete-chat", "Delete a chat",
-			"Delete a chat and all its conversations. This cannot be undone. Needs the editor role. not_found when it does not exist, or no longer does.", deleteHints),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in chatIDArgs) (deletedOut, error) {
-			if err := d.svcs.Chats.Delete(ctx, in.ChatID); err != nil {
-				return deletedOut{}, err
-			}
-			return deletedOut{ID: in.ChatID, Deleted: true}, nil
-		}, deletedText("chat"))
+	return deleteTool(d, "delete-chat", "Delete a chat",
+		"Delete a chat and all its conversations. This cannot be undone. Needs the editor role.", "chat",
+		func(in chatIDArgs) string { return in.ChatID }, d.svcs.Chats.Delete)
 }

@@ -130,15 +130,9 @@ func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 }
 
 func deleteConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[getConversationArgs, deletedOut]("delete-conversation", "Delete a conversation",
-			"Delete a conversation and its messages. This cannot be undone; its usage stays counted. Needs the editor role. "+
-				"not_found when it does not exist, or no longer does.", deleteHints),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (deletedOut, error) {
-			if err := d.svcs.Conversations.Delete(ctx, in.ConversationID); err != nil {
-				return deletedOut{}, err
-			}
-			return deletedOut{ID: in.ConversationID, Deleted: true}, nil
-		}, deletedText("conversation"))
+	return deleteTool(d, "delete-conversation", "Delete a conversation",
+		"Delete a conversation and its messages. This cannot be undone; its usage stays counted. Needs the editor role.", "conversation",
+		func(in getConversationArgs) string { return in.ConversationID }, d.svcs.Conversations.Delete)
 }
 
 type listMessagesArgs struct {

@@ -134,12 +134,7 @@ func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 }
 
 func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[documentIDArgs, deletedOut]("delete-document", "Delete a document",
-			"Delete a document. This cannot be undone. Conversations that used it keep the text they sent. Needs the editor role. not_found when it does not exist, or no longer does.", deleteHints),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in documentIDArgs) (deletedOut, error) {
-			if err := d.svcs.Documents.Delete(ctx, in.DocumentID); err != nil {
-				return deletedOut{}, err
-			}
-			return deletedOut{ID: in.DocumentID, Deleted: true}, nil
-		}, deletedText("document"))
+	return deleteTool(d, "delete-document", "Delete a document",
+		"Delete a document. This cannot be undone. Conversations that used it keep the text they sent. Needs the editor role.", "document",
+		func(in documentIDArgs) string { return in.DocumentID }, d.svcs.Documents.Delete)
 }
