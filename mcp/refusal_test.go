@@ -67,3 +67,31 @@ func TestRefusalIsStreamedAsProgress(t *testing.T) {
 		t.Errorf("result refusal %q, progress %q; want the refusal in both", out.Refusal, streamed.String())
 	}
 }
+
+// TestResultTextCarriesWhatTheModelSees: many clients give the model a
+// result's text only, so the text carries what the structured content
+// does that a model acts on: a tool call's extra_content (to send back),
+// the debug asked for, and, in a conversation, a reply cut short and a
+// message's document.
+func TestResultTextCarriesWhatTheModelSees(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat := e.supportChat()
+	s := e.connect(overHTTP, "editor", Options{})
+
+	e.upstream.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "weather", Arguments: `{"city":"Oslo"}`,
+		Extra: `{"google":{"thought_signature":"c2ln"}}`}}})
+	res := s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "debug": true, "messages": userMsg("Weather?"),
+		"tools": []obj{{"type": "function", "function": obj{"name": "weather"}}}}, nil)
+	if got := text(res); !strings.Contains(got, `tool call call_1: weather({"city":"Oslo"}) extra_content {"google":{"thought_signature":"c2ln"}}`) ||
+		!strings.Contains(got, `{"debug":{`) {
+		t.Errorf("stateless completion's text %q; want the call's extra_content and the debug", got)
+	}
+
+	e.upstream.Enqueue(llmtest.Behavior{FinishReason: "length"})
+	var out completionOut
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "documentId": e.document.ID}}}, &out)
+	res = s.ok(t, "get-conversation", obj{"conversationId": out.ConversationID}, nil)
+	if got := text(res); !strings.Contains(got, "(document "+e.document.ID+")") || !strings.Contains(got, "(finishReason length)") {
+		t.Errorf("get-conversation's text %q; want the message's document and the reply's finishReason", got)
+	}
+}

@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 
@@ -66,7 +67,7 @@ func completionText(c completionOut) string {
 		if b.Len() > 0 {
 			b.WriteString("\n")
 		}
-		fmt.Fprintf(&b, "tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
+		b.WriteString(toolCallLine(tc))
 	}
 	b.WriteString("\n\n[")
 	if c.ConversationID != "" {
@@ -78,7 +79,25 @@ func completionText(c completionOut) string {
 		b.WriteString(", replayed: stored by an earlier call with this idempotencyKey")
 	}
 	b.WriteString("]")
+	if c.Debug != nil {
+		// As a failed call's second text has it: a client that hands the
+		// model only the text would drop the structured content's.
+		if j, err := json.Marshal(map[string]any{"debug": c.Debug}); err == nil {
+			b.WriteString("\n")
+			b.Write(j)
+		}
+	}
 	return b.String()
+}
+
+// toolCallLine is a tool call as a result's text shows it: what a model
+// needs to run it and, stateless, to send it back (its extra_content).
+func toolCallLine(tc toolCallArg) string {
+	line := fmt.Sprintf("tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
+	if len(tc.ExtraContent) > 0 {
+		line += " extra_content " + string(tc.ExtraContent)
+	}
+	return line
 }
 
 // completionHints: a completion spends tokens and stores a turn (so it is

@@ -82,8 +82,14 @@ func messageLine(m messageOut) string {
 	if m.ToolCallID != "" {
 		fmt.Fprintf(&b, " (result of tool call %s)", m.ToolCallID)
 	}
+	if m.DocumentID != "" {
+		fmt.Fprintf(&b, " (document %s)", m.DocumentID)
+	}
+	if m.FinishReason != "" && m.FinishReason != "stop" && m.FinishReason != "tool_calls" {
+		fmt.Fprintf(&b, " (finishReason %s)", m.FinishReason) // cut short, or filtered
+	}
 	for _, tc := range m.ToolCalls {
-		fmt.Fprintf(&b, "\n  tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
+		b.WriteString("\n  " + toolCallLine(tc))
 	}
 	return b.String()
 }
