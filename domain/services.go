@@ -198,16 +198,23 @@ func notFoundID(what, prefix, id string) *Error {
 
 // otherKind says, when id is the id of another kind of resource than a
 // what (prefix), which kind it is: ": that is a document id; pass a chat id
-// (cht_…)"; else it is "". An agent holding several ids (a completion's
-// messageId and conversationId) easily sends the wrong one. The hint reads
-// only the id, so it tells nothing of what exists.
+// (cht_…)"; when it has no id's prefix at all (a name, which an agent
+// sends for the id it has not looked up), that it is no id; else it is "".
+// An agent holding several ids (a completion's messageId and
+// conversationId) easily sends the wrong one. The hint reads only the id,
+// so it tells nothing of what exists.
 func otherKind(what, prefix, id string) string {
 	for _, p := range idPrefixes {
 		if p != prefix && validID(p, id) {
 			return fmt.Sprintf(": that is %s id; pass %s id (%s…)", withArticle(idKinds[p]), withArticle(what), prefix)
 		}
 	}
-	return ""
+	for _, p := range idPrefixes {
+		if strings.HasPrefix(id, p) {
+			return ""
+		}
+	}
+	return fmt.Sprintf(": that is not an id; pass %s id (%s…)", withArticle(what), prefix)
 }
 
 // idKinds names the resource of each id prefix, as messages name it.

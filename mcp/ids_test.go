@@ -52,10 +52,14 @@ func TestIDOfAnotherKind(t *testing.T) {
 		": that is a chat id; pass a document id (doc_…)"; msg != want {
 		t.Errorf("documentId of a chat:\ngot  %q\nwant %q", msg, want)
 	}
-	// An id of the right kind, or one of no kind, gets no hint.
+	// An id of the right kind, or a malformed one of any kind, gets no
+	// hint; a name where an id goes is told it is none.
 	for _, id := range []string{"cht_06h3j21pyc8h8y42nn3328e0bx", "cht_x", "doc_x"} {
 		if msg := s.fails(t, "get-chat", obj{"chatId": id}, "not_found"); msg != "not_found: chat "+id+" does not exist" {
 			t.Errorf("get-chat %s = %q", id, msg)
 		}
+	}
+	if msg, want := s.fails(t, "get-chat", obj{"chatId": "Support"}, "not_found"), "not_found: chat Support does not exist: that is not an id; pass a chat id (cht_…)"; msg != want {
+		t.Errorf("get-chat of a name:\ngot  %q\nwant %q", msg, want)
 	}
 }
