@@ -89,7 +89,6 @@ func (lim Limits) originAllowed(origin string) bool {
 // by the browser too (Private Network Access).
 func allowCORS(w http.ResponseWriter, r *http.Request, method string) bool {
 	h := w.Header()
-	h.Add("Vary", "Origin")
 	h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
 	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
 		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
@@ -224,6 +223,9 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		bodyTimeout = DefaultBodyTimeout
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Every answer depends on the Origin (CORS headers, or a 403), so
+		// a shared cache keeps it apart per Origin, none included.
+		w.Header().Add("Vary", "Origin")
 		if origin := r.Header.Get("Origin"); !lim.originAllowed(origin) {
 			writeError(w, http.StatusForbidden, domain.Forbidden.String(), fmt.Sprintf(
 				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_MCP_ALLOWED_ORIGINS lists", origin))

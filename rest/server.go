@@ -61,6 +61,9 @@ type Server struct {
 	// staticAllow holds the Allow header of each API path without
 	// parameters, for shadowedStatic.
 	staticAllow map[string]string
+	// ownBodyLimit holds the paths mounted with Handle, whose handlers
+	// cap bodies themselves (limitBody leaves them alone).
+	ownBodyLimit map[string]bool
 }
 
 // New builds the REST API. Mount extra handlers (MCP, metrics) with Handle.
@@ -189,9 +192,15 @@ func (s *Server) shadowedStatic(c *echo.Context) error {
 }
 
 // Handle mounts h at path for the methods of handleMethods, outside the
-// API's auth (h does its own, as MCP and metrics do), inside request ids,
-// logs and body limits.
+// API's auth and body limit, inside request ids and logs: h checks and
+// caps requests itself, as MCP's guard does (its Origin check comes
+// first, and an allowed browser page must get CORS headers on a 413 too).
+// Call it before serving.
 func (s *Server) Handle(path string, h http.Handler) {
+	if s.ownBodyLimit == nil {
+		s.ownBodyLimit = map[string]bool{}
+	}
+	s.ownBodyLimit[path] = true
 	s.echo.Match(handleMethods, path, echo.WrapHandler(h))
 }
 
@@ -360,9 +369,13 @@ func (s *Server) recovered(c *echo.Context, r any) error {
 	return &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
 }
 
-// limitBody caps the request body; a body over the limit is a 413.
+// limitBody caps the request body; a body over the limit is a 413. Paths
+// mounted with Handle cap their own.
 func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c *echo.Context) error {
+		if s.ownBodyLimit[c.Path()] {
+			return next(c)
+		}
 		r := c.Request()
 		if r.ContentLength > s.cfg.MaxBodyBytes {
 			return domain.Errorf(domain.TooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.cfg.MaxBodyBytes)

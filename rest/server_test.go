@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,6 +284,38 @@ func TestMountedHandlersRefuseUnknownMethods(t *testing.T) {
 					t.Errorf("%s %s: Allow = %q; want %q", method, path, got, allow)
 				}
 			}
+		}
+	}
+}
+
+// TestMountedHandlersCapTheirOwnBodies: MCP's endpoints check a request's
+// Origin before anything else and cap its body themselves, so that a
+// browser page at an allowed origin gets its CORS headers on a 413 (and can
+// read it), and one at another origin its 403, whatever the body's size.
+func TestMountedHandlersCapTheirOwnBodies(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.MaxBodyBytes = 1024 })
+	big := `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"pad":"` + strings.Repeat("x", 2048) + `"}}`
+	for _, tc := range []struct {
+		origin string
+		status int
+		cors   bool
+	}{{"http://localhost:3000", 413, true}, {"http://evil.example", 403, false}} {
+		req, err := http.NewRequest("POST", h.srv.URL+"/mcp", strings.NewReader(big))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+h.admin)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Origin", tc.origin)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Get("Access-Control-Allow-Origin"); res.StatusCode != tc.status || (got == tc.origin) != tc.cors ||
+			!slices.Contains(res.Header.Values("Vary"), "Origin") {
+			t.Errorf("a body over the limit from %s: %d, Access-Control-Allow-Origin %q, Vary %q; want %d, CORS %v, Vary Origin",
+				tc.origin, res.StatusCode, got, res.Header.Values("Vary"), tc.status, tc.cors)
 		}
 	}
 }
