@@ -209,8 +209,13 @@ func otherKind(what, prefix, id string) string {
 			return fmt.Sprintf(": that is %s id; pass %s id (%s…)", withArticle(idKinds[p]), withArticle(what), prefix)
 		}
 	}
+	// An id copied with its quotes or spaces, or upper-cased.
+	norm := strings.ToLower(strings.Trim(id, " \t\r\n\"'"))
+	if norm != id && validID(prefix, norm) {
+		return fmt.Sprintf(": ids are lower case, without spaces or quotes; pass %s", norm)
+	}
 	for _, p := range idPrefixes {
-		if strings.HasPrefix(id, p) {
+		if strings.HasPrefix(norm, p) {
 			return ""
 		}
 	}

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -61,5 +62,11 @@ func TestIDOfAnotherKind(t *testing.T) {
 	}
 	if msg, want := s.fails(t, "get-chat", obj{"chatId": "Support"}, "not_found"), "not_found: chat Support does not exist: that is not an id; pass a chat id (cht_…)"; msg != want {
 		t.Errorf("get-chat of a name:\ngot  %q\nwant %q", msg, want)
+	}
+	// One copied with its quotes, or upper-cased, is told how it goes.
+	for _, id := range []string{strings.ToUpper(chat.ID), ` "` + chat.ID + `"`} {
+		if msg, want := s.fails(t, "get-chat", obj{"chatId": id}, "not_found"), "not_found: chat "+id+" does not exist: ids are lower case, without spaces or quotes; pass "+chat.ID; msg != want {
+			t.Errorf("get-chat %q:\ngot  %q\nwant %q", id, msg, want)
+		}
 	}
 }
