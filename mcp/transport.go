@@ -262,11 +262,11 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 				fmt.Sprintf("this endpoint takes only %s; the Allow header says so", method))
 			return
 		}
+		if r.ContentLength > maxBodyBytes { // any method's, as the REST API's
+			writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+			return
+		}
 		if r.Method == http.MethodPost && r.Body != nil {
-			if r.ContentLength > maxBodyBytes {
-				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
-				return
-			}
 			body, err := slowclient.ReadBody(w, r.Body, bodyTimeout)
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
