@@ -27,7 +27,7 @@ type Usage struct {
 	// Anthropic's cache_read_input_tokens), which it bills at a discount;
 	// ReasoningTokens the reply's a reasoning model spent thinking
 	// (completion_tokens_details.reasoning_tokens). 0 when the provider
-	// reports none. Shown with the completion, not stored.
+	// reports none. Both are parts of the totals above, never estimated.
 	CachedTokens    int
 	ReasoningTokens int
 }

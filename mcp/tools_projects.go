@@ -86,6 +86,8 @@ type usageTotalOut struct {
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
 	Requests         int64  `json:"requests" desc:"Number of completions."`
 	EstimatedTokens  int64  `json:"estimatedTokens" desc:"The part of totalTokens counted by completions whose usage Parley estimated, in whole or in part, because the provider gave no count."`
+	CachedTokens     int    `json:"cachedTokens" desc:"The part of promptTokens the providers read from their prompt cache (billed at a discount)."`
+	ReasoningTokens  int    `json:"reasoningTokens" desc:"The part of completionTokens reasoning models spent thinking."`
 }
 
 type usageReportOut struct {
@@ -121,7 +123,7 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			for _, t := range rep.Totals {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests,
-					EstimatedTokens: t.EstimatedTokens})
+					EstimatedTokens: t.EstimatedTokens, CachedTokens: t.Usage.CachedTokens, ReasoningTokens: t.Usage.ReasoningTokens})
 			}
 			if rep.NextCursor != "" {
 				out.NextCursor = &rep.NextCursor
@@ -153,7 +155,15 @@ func usageText(u usageReportOut) string {
 		case u.GroupBy != "":
 			b.WriteString("no " + u.GroupBy + ": ")
 		}
-		fmt.Fprintf(&b, "%s, %s (%d prompt, %d completion)", count(t.Requests, "request"), count(t.TotalTokens, "token"), t.PromptTokens, t.CompletionTokens)
+		fmt.Fprintf(&b, "%s, %s (%d prompt", count(t.Requests, "request"), count(t.TotalTokens, "token"), t.PromptTokens)
+		if t.CachedTokens > 0 {
+			fmt.Fprintf(&b, " of which %d cached", t.CachedTokens)
+		}
+		fmt.Fprintf(&b, ", %d completion", t.CompletionTokens)
+		if t.ReasoningTokens > 0 {
+			fmt.Fprintf(&b, " of which %d reasoning", t.ReasoningTokens)
+		}
+		b.WriteString(")")
 	}
 	return b.String()
 }

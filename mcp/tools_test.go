@@ -771,15 +771,16 @@ func TestMaxStreamDuration(t *testing.T) {
 }
 
 // TestUsageTextLabelsEveryGroup: the group of completions without a key
-// (stateless ones, grouped by chat) gets a label, not a bare line.
+// (stateless ones, grouped by chat) gets a label, not a bare line; cached
+// and reasoning tokens are named where there are any.
 func TestUsageTextLabelsEveryGroup(t *testing.T) {
 	u := usageReportOut{ProjectID: "prj_x", From: "a", To: "b", GroupBy: "chat", Data: []usageTotalOut{
 		{Key: "cht_1", Requests: 2, TotalTokens: 3},
-		{Requests: 1, TotalTokens: 4},
+		{Requests: 1, TotalTokens: 29, PromptTokens: 20, CompletionTokens: 9, CachedTokens: 12, ReasoningTokens: 4},
 	}}
 	want := "Usage of project prj_x from a to b by chat:\n" +
 		"- cht_1: 2 requests, 3 tokens (0 prompt, 0 completion)\n" +
-		"- stateless completions: 1 request, 4 tokens (0 prompt, 0 completion)"
+		"- stateless completions: 1 request, 29 tokens (20 prompt of which 12 cached, 9 completion of which 4 reasoning)"
 	if got := usageText(u); got != want {
 		t.Errorf("usageText =\n%s\nwant\n%s", got, want)
 	}

@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"reflect"
@@ -399,6 +400,8 @@ func TestAbsurdUsageIsBounded(t *testing.T) {
 // tokens the provider reports come back in OpenAI's usage details, from
 // either wire protocol, whole and streamed (Anthropic reports no reasoning
 // tokens apart); a provider that reports none gives zeros, as OpenAI does.
+// They are stored: the conversation's reply and an idempotent replay show
+// them, and the usage report sums them.
 func TestUsageDetails(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.anthropicWorld()
@@ -416,16 +419,29 @@ func TestUsageDetails(t *testing.T) {
 				h.up.Enqueue(llmtest.Behavior{Usage: tc.usage})
 				path := "/api/v1/chats/" + tc.chat + "/completions"
 				body := map[string]any{"messages": []any{userMessage("hi")}}
+				key := strings.ReplaceAll(fmt.Sprintf("%s-%v", tc.name, streamed), " ", "-")
 				var usage map[string]any
+				var conversation string
 				if streamed {
-					_, events := readRaw(t, stream(t, h, path, body))
+					_, events := readRaw(t, streamWith(t, h, context.Background(), h.admin, keyed(key), path, body))
 					for _, ev := range events {
 						if u, ok := ev.data["usage"].(map[string]any); ok {
 							usage = u
 						}
+						if id, ok := ev.data["conversationId"].(string); ok {
+							conversation = id
+						}
 					}
 				} else {
-					usage, _ = h.must(200, "POST", path, h.admin, body)["usage"].(map[string]any)
+					r, err := h.sendWith("POST", path, h.admin, keyed(key), body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Status != 200 {
+						t.Fatalf("%s: %d %s", tc.name, r.Status, r.Body)
+					}
+					usage, _ = r.JSON()["usage"].(map[string]any)
+					conversation = conversationIn(t, r)
 				}
 				cached, _ := usage["prompt_tokens_details"].(map[string]any)
 				reasoning, _ := usage["completion_tokens_details"].(map[string]any)
@@ -433,7 +449,34 @@ func TestUsageDetails(t *testing.T) {
 					reasoning == nil || reasoning["reasoning_tokens"] != tc.reasoning {
 					t.Errorf("%s, streamed %v: usage %v; want 20 prompt (%v cached), 9 completion (%v reasoning)", tc.name, streamed, usage, tc.cached, tc.reasoning)
 				}
+
+				msgs := h.must(200, "GET", "/api/v1/conversations/"+conversation, h.admin, nil)["messages"].([]any)
+				stored, _ := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any)
+				if stored["cachedTokens"] != tc.cached || stored["reasoningTokens"] != tc.reasoning {
+					t.Errorf("%s, streamed %v: the stored reply's usage %v; want %v cached, %v reasoning", tc.name, streamed, stored, tc.cached, tc.reasoning)
+				}
+				if !streamed {
+					r, err := h.sendWith("POST", path, h.admin, keyed(key), body)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Header.Get("Idempotent-Replayed") != "true" {
+						t.Fatalf("%s: the replay: %d %s", tc.name, r.Status, r.Body)
+					}
+					if got := r.JSON()["usage"]; !reflect.DeepEqual(got, usage) {
+						t.Errorf("%s: the replay's usage %v; want the first answer's %v", tc.name, got, usage)
+					}
+				}
 			}
+		}
+
+		h.app.FlushUsage()
+		want := map[string]usageGroup{
+			w.openai:    {prompt: 80, completion: 36, total: 116, requests: 4, cached: 24, reasoning: 8},
+			w.anthropic: {prompt: 40, completion: 18, total: 58, requests: 2, cached: 24},
+		}
+		if got := h.usagePage(t, w.project, "groupBy=provider").totals; !reflect.DeepEqual(got, want) {
+			t.Errorf("usage by provider\n%+v\nwant\n%+v", got, want)
 		}
 	})
 }

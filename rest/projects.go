@@ -150,6 +150,11 @@ type usageTotalJSON struct {
 	// EstimatedTokens is the part of totalTokens of completions whose
 	// usage Parley estimated, in whole or in part.
 	EstimatedTokens int64 `json:"estimatedTokens"`
+	// CachedTokens is the part of promptTokens the providers read from
+	// their prompt cache; ReasoningTokens the part of completionTokens
+	// reasoning models spent thinking (0 for records before they were kept).
+	CachedTokens    int `json:"cachedTokens"`
+	ReasoningTokens int `json:"reasoningTokens"`
 }
 
 func (s *Server) handleUsageGet(c *echo.Context) error {
@@ -170,7 +175,8 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	}
 	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
-		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens})
+		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens,
+			CachedTokens: t.Usage.CachedTokens, ReasoningTokens: t.Usage.ReasoningTokens})
 	}
 	if rep.NextCursor != "" {
 		out.NextCursor = &rep.NextCursor

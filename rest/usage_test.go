@@ -13,7 +13,7 @@ import (
 )
 
 // usageGroup is one total of a usage report, by its key.
-type usageGroup struct{ prompt, completion, total, requests, estimated float64 }
+type usageGroup struct{ prompt, completion, total, requests, estimated, cached, reasoning float64 }
 
 // usagePage is one page of a usage report.
 type usagePage struct {
@@ -44,7 +44,7 @@ func (h *harness) usagePage(t *testing.T, project, query string) usagePage {
 		}
 		p.keys = append(p.keys, key)
 		p.totals[key] = usageGroup{d["promptTokens"].(float64), d["completionTokens"].(float64), d["totalTokens"].(float64), d["requests"].(float64),
-			d["estimatedTokens"].(float64)}
+			d["estimatedTokens"].(float64), d["cachedTokens"].(float64), d["reasoningTokens"].(float64)}
 	}
 	_, p.hasNext = next.(string)
 	return p
@@ -138,6 +138,8 @@ func TestUsageReportPages(t *testing.T) {
 			s.prompt += float64(u.PromptTokens)
 			s.completion += float64(u.CompletionTokens)
 			s.total += float64(u.TotalTokens)
+			s.cached += float64(u.CachedTokens)
+			s.reasoning += float64(u.ReasoningTokens)
 			s.requests++
 			if u.Estimated {
 				s.estimated += float64(u.TotalTokens)
@@ -149,7 +151,8 @@ func TestUsageReportPages(t *testing.T) {
 			r := domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.project,
 				Model: models[i%len(models)], ChatID: chats[i%len(chats)], KeyID: keys[i%len(keys)],
 				AIProviderID: providers[i%len(providers)], Outcome: outcomes[i%len(outcomes)],
-				Usage:     domain.Usage{PromptTokens: i + 1, CompletionTokens: 2 * i, TotalTokens: 3*i + 1, Estimated: i%5 == 2},
+				Usage: domain.Usage{PromptTokens: i + 1, CompletionTokens: 2 * i, TotalTokens: 3*i + 1, Estimated: i%5 == 2,
+					CachedTokens: i / 2, ReasoningTokens: i % 3},
 				CreatedAt: t0.Add(time.Duration(i) * time.Second)}
 			records = append(records, r)
 			add(domain.GroupByModel, r.Model, r.Usage)

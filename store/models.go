@@ -276,6 +276,8 @@ type messageRow struct {
 	CompletionTokens int       `gorm:"column:completion_tokens"`
 	TotalTokens      int       `gorm:"column:total_tokens"`
 	UsageEstimated   bool      `gorm:"column:usage_estimated"`
+	CachedTokens     int       `gorm:"column:cached_tokens"`
+	ReasoningTokens  int       `gorm:"column:reasoning_tokens"`
 	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
 	// RequestKey and RequestHash are NULL but on the reply of a request
 	// sent with an idempotency key: its unique index is partial.
@@ -336,7 +338,8 @@ func fromDomainMessage(m *domain.Message) messageRow {
 		DocumentID: m.DocumentID, ToolCalls: fromDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID,
 		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
-		UsageEstimated: m.Usage.Estimated, CreatedAt: ts(m.CreatedAt),
+		UsageEstimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, ReasoningTokens: m.Usage.ReasoningTokens,
+		CreatedAt:  ts(m.CreatedAt),
 		RequestKey: nullString(m.RequestKey), RequestHash: nullString(m.RequestHash), Refusal: nullString(m.Refusal),
 	}
 }
@@ -355,7 +358,7 @@ func toDomainMessage(r *messageRow) domain.Message {
 		DocumentID: r.DocumentID, ToolCalls: toDomainToolCalls(r.ToolCalls), ToolCallID: r.ToolCallID,
 		Model: r.Model, FinishReason: r.FinishReason,
 		Usage: domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
-			Estimated: r.UsageEstimated},
+			Estimated: r.UsageEstimated, CachedTokens: r.CachedTokens, ReasoningTokens: r.ReasoningTokens},
 		CreatedAt: utc(r.CreatedAt),
 	}
 	if r.RequestKey != nil && r.RequestHash != nil {
@@ -380,6 +383,8 @@ type usageRow struct {
 	CompletionTokens int64     `gorm:"column:completion_tokens"`
 	TotalTokens      int64     `gorm:"column:total_tokens"`
 	Estimated        bool      `gorm:"column:estimated"`
+	CachedTokens     int64     `gorm:"column:cached_tokens"`
+	ReasoningTokens  int64     `gorm:"column:reasoning_tokens"`
 	LatencyMS        int64     `gorm:"column:latency_ms"`
 	TTFTMS           int64     `gorm:"column:ttft_ms"`
 	Outcome          string    `gorm:"column:outcome"`
@@ -394,7 +399,8 @@ func fromDomainUsage(u *domain.UsageRecord) usageRow {
 		ID: u.ID, ProjectID: u.ProjectID, ChatID: u.ChatID, ConversationID: u.ConversationID,
 		AIProviderID: u.AIProviderID, Model: u.Model, UserID: u.UserID, KeyID: u.KeyID,
 		PromptTokens: int64(u.Usage.PromptTokens), CompletionTokens: int64(u.Usage.CompletionTokens), TotalTokens: int64(u.Usage.TotalTokens),
-		Estimated: u.Usage.Estimated, LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
+		Estimated: u.Usage.Estimated, CachedTokens: int64(u.Usage.CachedTokens), ReasoningTokens: int64(u.Usage.ReasoningTokens),
+		LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
 		Outcome: string(u.Outcome), Stream: u.Stream, CreatedAt: ts(u.CreatedAt),
 	}
 }

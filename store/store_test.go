@@ -291,7 +291,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 12\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 13\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -299,8 +299,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 12 {
-			t.Fatalf("%d migrations; want 12: %q", len(names), names)
+		if len(names) != 13 {
+			t.Fatalf("%d migrations; want 13: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -354,7 +354,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the usage record is gone", step)
 			}
 		}
-		for _, m := range []string{"00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -415,7 +415,9 @@ func TestMessageRoleCheck(t *testing.T) {
 // TestRoleCheckRebuildKeepsMessages: on SQLite 00010 rebuilds messages,
 // up and down; every column of every message comes through both ways, and
 // the idempotency key's unique index with them. (On PostgreSQL 00010
-// changes nothing, and the test holds there too.)
+// changes nothing, and the test holds there too.) Below the newest schema
+// the store's reads do not work (they name the newer columns), so the
+// version below 00010 is read with SQL of its own.
 func TestRoleCheckRebuildKeepsMessages(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
@@ -432,25 +434,82 @@ func TestRoleCheckRebuildKeepsMessages(t *testing.T) {
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
 
 		rollBackAfter(t, s, "00010_role_check.sql")
-		for _, step := range []string{"down", "up"} {
-			var out bytes.Buffer
-			must(t, s.Migrate(ctx(), step, &out))
-			if !strings.Contains(out.String(), "00010_role_check.sql") {
-				t.Fatalf("migrate %s = %q; want 00010", step, out.String())
-			}
-			got, err := s.ListMessages(ctx(), conv.ID)
-			must(t, err)
-			equal(t, got, msgs)
-			byKey, err := s.GetReplyByRequestKey(ctx(), reply.RequestKey)
-			must(t, err)
-			equal(t, *byKey, *reply)
-
-			other := newConversation(w.chatA)
-			again := turn(other.ID, 0, "two")
-			again[1].RequestKey, again[1].RequestHash = reply.RequestKey, "hash-2"
-			wantErr(t, s.AppendTurn(ctx(), other, true, again), domain.Conflict, "")
+		before := messagesAt00009(t, s, conv.ID)
+		if len(before) != len(msgs) {
+			t.Fatalf("%d messages read at 00010; want %d", len(before), len(msgs))
 		}
+		var out bytes.Buffer
+		must(t, s.Migrate(ctx(), "down", &out))
+		if !strings.Contains(out.String(), "00010_role_check.sql") {
+			t.Fatalf("migrate down = %q; want 00010", out.String())
+		}
+		if got := messagesAt00009(t, s, conv.ID); !slices.Equal(got, before) {
+			t.Errorf("below 00010 the messages read\n%q\nwant\n%q", got, before)
+		}
+		err := s.DB().Exec("INSERT INTO messages (id, conversation_id, seq, role, created_at, request_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+			domain.NewID(domain.PrefixMessage), newConversationRow(t, s, w.chatA), 1, "assistant", t0, reply.RequestKey, "hash-2").Error
+		if err == nil || !strings.Contains(strings.ToLower(err.Error()), "unique") {
+			t.Errorf("below 00010, a reply with a stored request key: %v; want the unique index to refuse it", err)
+		}
+
+		out.Reset()
+		must(t, s.Migrate(ctx(), "up", &out))
+		if !strings.Contains(out.String(), "00010_role_check.sql") {
+			t.Fatalf("migrate up = %q; want 00010 among them", out.String())
+		}
+		got, err := s.ListMessages(ctx(), conv.ID)
+		must(t, err)
+		equal(t, got, msgs)
+		byKey, err := s.GetReplyByRequestKey(ctx(), reply.RequestKey)
+		must(t, err)
+		equal(t, *byKey, *reply)
+		other := newConversation(w.chatA)
+		again := turn(other.ID, 0, "two")
+		again[1].RequestKey, again[1].RequestHash = reply.RequestKey, "hash-2"
+		wantErr(t, s.AppendTurn(ctx(), other, true, again), domain.Conflict, "")
 	})
+}
+
+// messagesAt00009 reads every column schema 00009 gives messages, a line
+// per message in seq order.
+func messagesAt00009(t *testing.T, s *store.Store, convID string) []string {
+	t.Helper()
+	rows, err := s.DB().Raw("SELECT id, conversation_id, seq, role, content, document_id, tool_calls, tool_call_id, model, finish_reason, "+
+		"prompt_tokens, completion_tokens, total_tokens, usage_estimated, created_at, request_key, request_hash, refusal "+
+		"FROM messages WHERE conversation_id = ? ORDER BY seq", convID).Rows()
+	must(t, err)
+	defer rows.Close()
+	cols, err := rows.Columns()
+	must(t, err)
+	var out []string
+	for rows.Next() {
+		vals := make([]any, len(cols))
+		ptrs := make([]any, len(cols))
+		for i := range vals {
+			ptrs[i] = &vals[i]
+		}
+		must(t, rows.Scan(ptrs...))
+		line := make([]string, len(vals))
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			line[i] = fmt.Sprint(v)
+		}
+		out = append(out, strings.Join(line, "|"))
+	}
+	must(t, rows.Err())
+	return out
+}
+
+// newConversationRow inserts a conversation of chat with SQL every schema
+// version answers, and returns its id.
+func newConversationRow(t *testing.T, s *store.Store, chat *domain.Chat) string {
+	t.Helper()
+	id := domain.NewID(domain.PrefixConversation)
+	must(t, s.DB().Exec("INSERT INTO conversations (id, project_id, chat_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+		id, chat.ProjectID, chat.ID, t0, t0).Error)
+	return id
 }
 
 // TestMigrateAPIKeyExpiry: rolling 00006 back drops expires_at, and the
