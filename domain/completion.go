@@ -839,16 +839,19 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 }
 
 // answerable is the tool calls of reply c that its stored turn keeps:
-// every one, but for a reply the token limit cut off (finish "length"),
-// where the call being written when it struck has arguments that stopped
-// midway. A call whose arguments are not JSON is dropped then, as
-// storeStopped drops the one a client's stop cut off: stored, it would
+// every one, but for a reply cut off midway (finish "length": the token
+// limit or the context window; "content_filter": the provider's filter or
+// the model's refusal), where the call being written then has arguments
+// that stopped short. A call whose arguments are not JSON is dropped then,
+// as storeStopped drops the one a client's stop cut off: stored, it would
 // have to be answered by a tool message before the conversation could go
 // on, and an anthropic provider cannot be sent it at all (a call's input
 // must be a JSON object). The response still shows it, as the provider
-// sent it, with finish_reason "length".
+// sent it, with its finish_reason. A finished reply keeps its calls as
+// they are, malformed arguments too: the client answers those, and the
+// model can try again.
 func answerable(c *Completion) []ToolCall {
-	if c.FinishReason != "length" {
+	if c.FinishReason != "length" && c.FinishReason != "content_filter" {
 		return c.ToolCalls
 	}
 	calls := slices.DeleteFunc(slices.Clone(c.ToolCalls), func(tc ToolCall) bool { return !json.Valid([]byte(tc.Arguments)) })

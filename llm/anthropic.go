@@ -2,6 +2,7 @@ package llm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -285,7 +286,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 			content.WriteString(b.Text)
 		case "tool_use":
 			args := compactJSON(b.Input)
-			if args == "{}" && i == len(msg.Content)-1 && msg.StopReason == anthropic.StopReasonMaxTokens {
+			if args == "{}" && i == len(msg.Content)-1 && cutOff(msg.StopReason) {
 				args = "" // cut before its first property, as a stream shows it (anthropicStream)
 			}
 			res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: b.ID, Type: "function", Name: b.Name, Arguments: args})
@@ -328,9 +329,10 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	}
 	tools := map[int64]int{} // content block index → our tool call index
 	// A tool_use block that ended without input is a call without
-	// arguments ({}), or one max_tokens cut before its first property (the
-	// input streams a whole property at a time): which, only the stop
-	// reason tells. Its {} waits for the next block or the stop reason.
+	// arguments ({}), or one the reply was cut off in before its first
+	// property (the input streams a whole property at a time): which, only
+	// the stop reason tells. Its {} waits for the next block or the stop
+	// reason.
 	noInput := int64(-1) // the block, or -1
 	sayNoInput := func() error {
 		if noInput < 0 {
@@ -340,7 +342,9 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		noInput = -1
 		return emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}})
 	}
-	var input, cacheRead, output int64
+	// The usage, field by field: message_start counts the input,
+	// message_delta the output and, again, whatever input it reports.
+	var input, cacheWrite, cacheRead, output int64
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -353,7 +357,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			// reply: only message_delta counts the reply. Without that
 			// count the domain estimates the reply rather than record 1.
 			u := ev.Message.Usage
-			input, cacheRead = u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.CacheReadInputTokens
+			input, cacheWrite, cacheRead = u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens
 		case "content_block_start":
 			if err := sayNoInput(); err != nil {
 				return res, err
@@ -391,21 +395,19 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		case "message_delta":
 			if ev.Delta.StopReason != "" {
 				res.FinishReason = anthropicFinish(string(ev.Delta.StopReason))
-				if ev.Delta.StopReason == anthropic.StopReasonMaxTokens {
+				if cutOff(ev.Delta.StopReason) {
 					noInput = -1 // cut: its arguments stay empty, and the turn is stored without it
 				} else if err := sayNoInput(); err != nil {
 					return res, err
 				}
 			}
+			// Each count it gives replaces message_start's; one it leaves
+			// out (as gateways that pass on only some do) keeps it.
 			u := ev.Usage
-			if in := u.InputTokens + u.CacheCreationInputTokens + u.CacheReadInputTokens; in > 0 {
-				input, cacheRead = in, u.CacheReadInputTokens
-			}
-			if u.OutputTokens > 0 {
-				output = u.OutputTokens
-			}
+			input, cacheWrite = cmp.Or(u.InputTokens, input), cmp.Or(u.CacheCreationInputTokens, cacheWrite)
+			cacheRead, output = cmp.Or(u.CacheReadInputTokens, cacheRead), cmp.Or(u.OutputTokens, output)
 		}
-		res.Usage = anthropicUsage(input, cacheRead, output)
+		res.Usage = anthropicUsage(input+cacheWrite+cacheRead, cacheRead, output)
 	}
 	if err := stream.Err(); err != nil {
 		if res.FirstByte == 0 && anthropicServerFault(err) {
@@ -471,6 +473,18 @@ func anthropicFinish(stop string) string {
 		return "content_filter"
 	}
 	return "stop" // end_turn, stop_sequence, pause_turn, and any other
+}
+
+// cutOff reports whether a reply that stopped for stop was cut off midway:
+// at the token limit or the context window, or where the model refused to
+// go on. A tool call being written then has arguments that stopped short,
+// or none yet.
+func cutOff(stop anthropic.StopReason) bool {
+	switch anthropicFinish(string(stop)) {
+	case "length", "content_filter":
+		return true
+	}
+	return false
 }
 
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts

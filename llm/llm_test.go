@@ -1570,6 +1570,38 @@ func TestAnthropicUsageCountsCachedInput(t *testing.T) {
 	}
 }
 
+// TestAnthropicStreamUsageByField: a stream's message_delta counts the
+// reply and, in today's API, the input again; a gateway that passes on only
+// some of the input's counts there leaves the others as message_start gave
+// them, rather than zero.
+func TestAnthropicStreamUsageByField(t *testing.T) {
+	start := `{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-x","content":[],` +
+		`"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":1}}}`
+	for name, final := range map[string]string{
+		"every count":             `{"input_tokens":10,"cache_creation_input_tokens":5,"cache_read_input_tokens":100,"output_tokens":7}`,
+		"the input's tokens only": `{"input_tokens":10,"output_tokens":7}`,
+		"the output only":         `{"output_tokens":7}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			body := "event: message_start\ndata: " + start + "\n\n" +
+				"event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n" +
+				"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n" +
+				"event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0}\n\n" +
+				"event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":" + final + "}\n\n" +
+				"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
+			s.Enqueue(llmtest.Behavior{Body: body, Header: http.Header{"Content-Type": {"text/event-stream"}}})
+			res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100}); got != want {
+				t.Errorf("Usage = %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
 func TestAnthropicIgnoresTheServersEnvironment(t *testing.T) {
 	other := llmtest.NewServer(t)
 	t.Setenv("ANTHROPIC_API_KEY", "server-env-key")

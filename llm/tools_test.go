@@ -457,23 +457,26 @@ func TestStrictSchemaAnthropic(t *testing.T) {
 }
 
 // TestAnthropicToolCallCutBeforeItsInput: Anthropic streams a tool_use
-// block's input a whole property at a time, so a call max_tokens cuts
-// before its first property ends with no input at all, as a call of a tool
-// without parameters does. Only the stop reason tells them apart: a cut
-// call keeps empty arguments (which the domain leaves out of the stored
-// turn, as it does any cut call), where a finished one gets {}. A whole
-// reply shows the cut call so too.
+// block's input a whole property at a time, so a call cut off before its
+// first property (by max_tokens, the context window or a refusal) ends
+// with no input at all, as a call of a tool without parameters does. Only
+// the stop reason tells them apart: a cut call keeps empty arguments
+// (which the domain leaves out of the stored turn, as it does any cut
+// call), where a finished one gets {}. A whole reply shows the cut call so
+// too.
 func TestAnthropicToolCallCutBeforeItsInput(t *testing.T) {
 	for _, tc := range []struct {
-		finish, want string
+		stop, finish, want string
 	}{
-		{"tool_calls", "{}"},
-		{"length", ""},
+		{"tool_calls", "tool_calls", "{}"},
+		{"length", "length", ""}, // the fake's max_tokens
+		{"model_context_window_exceeded", "length", ""},
+		{"refusal", "content_filter", ""},
 	} {
 		for _, m := range modes() {
-			t.Run(tc.finish+"/"+m.name, func(t *testing.T) {
+			t.Run(tc.stop+"/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
-				s.Enqueue(llmtest.Behavior{FinishReason: tc.finish, ToolCalls: []llmtest.ToolCall{
+				s.Enqueue(llmtest.Behavior{FinishReason: tc.stop, ToolCalls: []llmtest.ToolCall{
 					{ID: "toolu_clock", Name: "clock"}, {ID: "toolu_weather", Name: "weather"}}})
 				res, deltas := runDeltas(t, toolRequest(domain.ProviderAnthropic, s), m.stream)
 				want := []domain.ToolCall{

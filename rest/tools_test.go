@@ -333,27 +333,31 @@ func TestToolsAnthropic(t *testing.T) {
 	})
 }
 
-// TestToolCallCutOffByTheLimit: a reply the token limit cut off while the
-// model wrote a tool call comes back as the provider sent it (finish
-// "length", the call's arguments as far as they went), and its turn is
-// stored without that call. Stored, the call had to be answered before
-// the conversation could go on, and an anthropic provider refused the
-// history (a call's input must be a JSON object): the conversation could
-// not be continued at all.
-func TestToolCallCutOffByTheLimit(t *testing.T) {
+// TestToolCallCutOff: a reply cut off while the model wrote a tool call,
+// by the token limit or by a refusal (the provider's filter, or Anthropic's
+// model declining midway), comes back as the provider sent it (finish
+// "length" or "content_filter", the call's arguments as far as they went),
+// and its turn is stored without that call. Stored, the call had to be
+// answered before the conversation could go on, and an anthropic provider
+// refused the history (a call's input must be a JSON object): the
+// conversation could not be continued at all.
+func TestToolCallCutOff(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.anthropicWorld()
 		for _, tc := range []struct {
-			name, chat string
-			streamed   bool
+			name, chat   string
+			streamed     bool
+			stop, finish string // the fake's finish reason, and Parley's
 		}{
-			{"openai-compatible/json", w.openaiChat, false},
-			{"openai-compatible/stream", w.openaiChat, true},
-			{"anthropic/stream", w.anthropicChat, true}, // Anthropic stops a tool_use block midway only in a stream's deltas
+			{"openai-compatible/json", w.openaiChat, false, "length", "length"},
+			{"openai-compatible/stream", w.openaiChat, true, "length", "length"},
+			{"anthropic/stream", w.anthropicChat, true, "length", "length"}, // Anthropic stops a tool_use block midway only in a stream's deltas
+			{"openai-compatible/stream/filtered", w.openaiChat, true, "content_filter", "content_filter"},
+			{"anthropic/stream/refusal", w.anthropicChat, true, "refusal", "content_filter"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				cut := llmtest.ToolCall{ID: "call_cut", Name: "weather", Arguments: `{"city":"Par`}
-				h.up.Enqueue(llmtest.Behavior{Reply: "Checking.", ToolCalls: []llmtest.ToolCall{fakeCalls[1], cut}, FinishReason: "length", ArgPiece: 4})
+				h.up.Enqueue(llmtest.Behavior{Reply: "Checking.", ToolCalls: []llmtest.ToolCall{fakeCalls[1], cut}, FinishReason: tc.stop, ArgPiece: 4})
 				path := "/api/v1/chats/" + tc.chat + "/completions"
 				req := map[string]any{"messages": []any{userMessage("weather in Paris?")}, "tools": weatherTools()}
 				var calls []any
@@ -369,13 +373,13 @@ func TestToolCallCutOffByTheLimit(t *testing.T) {
 					finish, _ = choice["finish_reason"].(string)
 					conv = got["conversationId"].(string)
 				}
-				if len(calls) != 2 || finish != "length" {
-					t.Fatalf("tool calls %s, finish_reason %q; want both calls as sent, and length", jsonOf(calls), finish)
+				if len(calls) != 2 || finish != tc.finish {
+					t.Fatalf("tool calls %s, finish_reason %q; want both calls as sent, and %s", jsonOf(calls), finish, tc.finish)
 				}
 				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
 				reply := msgs[len(msgs)-1].(map[string]any)
 				want := `[{"function":{"arguments":"{}","name":"clock"},"id":"call_now","type":"function"}]`
-				if got := jsonOf(reply["toolCalls"]); got != want || reply["finishReason"] != "length" {
+				if got := jsonOf(reply["toolCalls"]); got != want || reply["finishReason"] != tc.finish {
 					t.Errorf("stored reply's toolCalls = %s (finish %v), want only the whole call: %s", got, reply["finishReason"], want)
 				}
 				// The whole call answered, the conversation goes on.
