@@ -123,7 +123,9 @@ const (
 // one of only whitespace is blank, and the message says which.
 func checkText(field, v string, required bool, max int) error {
 	if required && v == "" {
-		return Invalidf(field, "%s is required", field)
+		// A JSON "" and no field at all decode alike: say both, or a
+		// caller who sent "" is told to send what it sent.
+		return Invalidf(field, "%s is required: it is missing or empty", field)
 	}
 	if required && strings.TrimSpace(v) == "" {
 		return Invalidf(field, "%s must not be blank: it has only whitespace", field)

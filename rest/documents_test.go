@@ -252,7 +252,8 @@ func TestDocumentFieldErrors(t *testing.T) {
 			field, message     string
 		}{
 			{"blank content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": " \n\t"}, 400, "content", "content must not be blank"},
-			{"missing content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d"}, 400, "content", "content is required"},
+			{"missing content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d"}, 400, "content", "content is required: it is missing or empty"},
+			{"empty content", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": ""}, 400, "content", "content is required: it is missing or empty"},
 			{"blank name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "  ", "content": "x"}, 400, "name", "name must not be blank"},
 			{"missing name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "content": "x"}, 400, "name", "name is required"},
 			{"PATCH to blank content", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": "   "}, 400, "content", "content must not be blank"},
