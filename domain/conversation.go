@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"time"
+	"unicode/utf8"
 )
 
 // Conversation is the stored history of per-chat completions.
@@ -13,6 +14,42 @@ type Conversation struct {
 	CreatedAt time.Time
 	UpdatedAt time.Time
 	Messages  []Message // filled by GetConversation's callers that ask for them
+	// MessageCount and Preview tell a conversation in a list from the
+	// others: how many messages it holds, and the start of its first user
+	// message (at most PreviewChars characters; "" when it has none).
+	// Set by lists and by Get.
+	MessageCount int
+	Preview      string
+}
+
+// PreviewChars is the most characters of a conversation's Preview.
+const PreviewChars = 100
+
+// summarize sets c's MessageCount and Preview from its Messages.
+func (c *Conversation) summarize() {
+	c.MessageCount, c.Preview = len(c.Messages), ""
+	for _, m := range c.Messages {
+		if m.Role == RoleUser {
+			c.Preview = Preview(m.Content)
+			return
+		}
+	}
+}
+
+// Preview is the start of text a conversation's Preview shows: its first
+// PreviewChars characters.
+func Preview(text string) string {
+	if utf8.RuneCountInString(text) <= PreviewChars {
+		return text
+	}
+	n := 0
+	for i := range text {
+		if n == PreviewChars {
+			return text[:i]
+		}
+		n++
+	}
+	return text
 }
 
 // MessageRole is the author of a message.
@@ -64,6 +101,8 @@ type ConversationStore interface {
 	// ListMessagesAfter returns up to limit messages of the conversation
 	// whose seq is greater than afterSeq, in order.
 	ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]Message, error)
+	// ListConversations returns up to f.Page.Limit+1 conversations in id
+	// order, without their messages but with MessageCount and Preview.
 	ListConversations(ctx context.Context, f ConversationFilter) ([]Conversation, error)
 	// AppendTurn stores msgs at the end of c in one transaction, creating c
 	// when create is true and bumping its updatedAt otherwise. Messages'
@@ -95,6 +134,7 @@ func (s *Conversations) Get(ctx context.Context, id string) (*Conversation, erro
 	if c.Messages, err = s.store.ListMessages(ctx, id); err != nil {
 		return nil, Wrap("conversations.Get", err)
 	}
+	c.summarize()
 	return c, nil
 }
 

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
@@ -15,12 +16,16 @@ import (
 // conversationOut is the REST conversation resource; get-conversation
 // fills messages, list-conversations leaves them out.
 type conversationOut struct {
-	ID        string       `json:"id" desc:"Conversation id (cnv_...)."`
-	ProjectID string       `json:"projectId" desc:"Id of the project that owns the conversation."`
-	ChatID    string       `json:"chatId" desc:"Id of the chat the conversation belongs to."`
-	CreatedAt string       `json:"createdAt" format:"date-time" desc:"When the conversation was started (ISO 8601 UTC)."`
-	UpdatedAt string       `json:"updatedAt" format:"date-time" desc:"When the last turn was stored (ISO 8601 UTC)."`
-	Messages  []messageOut `json:"messages,omitempty" desc:"The stored messages in order (get-conversation only)."`
+	ID        string `json:"id" desc:"Conversation id (cnv_...)."`
+	ProjectID string `json:"projectId" desc:"Id of the project that owns the conversation."`
+	ChatID    string `json:"chatId" desc:"Id of the chat the conversation belongs to."`
+	CreatedAt string `json:"createdAt" format:"date-time" desc:"When the conversation was started (ISO 8601 UTC)."`
+	UpdatedAt string `json:"updatedAt" format:"date-time" desc:"When the last turn was stored (ISO 8601 UTC)."`
+	// Without them a list is ids and times, and an agent cannot tell
+	// which conversation to continue.
+	MessageCount int          `json:"messageCount" desc:"How many messages the conversation holds."`
+	Preview      string       `json:"preview" desc:"The first 100 characters of its first user message, to tell it from the others."`
+	Messages     []messageOut `json:"messages,omitempty" desc:"The stored messages in order (get-conversation only)."`
 }
 
 type messageOut struct {
@@ -38,7 +43,8 @@ type messageOut struct {
 }
 
 func toConversationOut(c *domain.Conversation) conversationOut {
-	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt)}
+	out := conversationOut{ID: c.ID, ProjectID: c.ProjectID, ChatID: c.ChatID, CreatedAt: timestamp(c.CreatedAt), UpdatedAt: timestamp(c.UpdatedAt),
+		MessageCount: c.MessageCount, Preview: c.Preview}
 	for i := range c.Messages {
 		out.Messages = append(out.Messages, toMessageOut(&c.Messages[i]))
 	}
@@ -57,12 +63,16 @@ func toMessageOut(m *domain.Message) messageOut {
 }
 
 func conversationLine(c conversationOut) string {
-	return fmt.Sprintf("%s of chat %s (updated %s)", c.ID, c.ChatID, c.UpdatedAt)
+	line := fmt.Sprintf("%s of chat %s, %s (updated %s)", c.ID, c.ChatID, count(c.MessageCount, "message"), c.UpdatedAt)
+	if c.Preview != "" {
+		line += ": " + strconv.Quote(c.Preview)
+	}
+	return line
 }
 
 func conversationText(c conversationOut) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "Conversation %s, %s:", conversationLine(c), count(len(c.Messages), "message"))
+	fmt.Fprintf(&b, "Conversation %s of chat %s, %s (updated %s):", c.ID, c.ChatID, count(len(c.Messages), "message"), c.UpdatedAt)
 	for _, m := range c.Messages {
 		b.WriteString("\n" + messageLine(m))
 	}

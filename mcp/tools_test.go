@@ -175,9 +175,15 @@ func TestTools(t *testing.T) {
 
 		t.Run("list-conversations and get-conversation", func(t *testing.T) {
 			var l listOut[conversationOut]
-			editor.ok(t, "list-conversations", obj{"chatId": chat.ID}, &l)
+			res := editor.ok(t, "list-conversations", obj{"chatId": chat.ID}, &l)
 			if len(l.Data) != 1 || l.Data[0].ID != first.ConversationID || l.Data[0].Messages != nil {
 				t.Fatalf("list-conversations = %+v", l)
+			}
+			// An agent tells conversations apart by their size and first
+			// user message, in the result and in the text it may get alone.
+			if l.Data[0].MessageCount != 4 || l.Data[0].Preview != "Hi" || !strings.Contains(text(res), `, 4 messages (updated `) ||
+				!strings.Contains(text(res), `): "Hi"`) {
+				t.Fatalf("list-conversations: %+v, text %q; want 4 messages and the preview \"Hi\" in both", l.Data[0], text(res))
 			}
 			var c conversationOut
 			editor.ok(t, "get-conversation", obj{"conversationId": first.ConversationID}, &c)

@@ -155,7 +155,14 @@ func TestChatCompletion(t *testing.T) {
 		}
 		list := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any)
 		if len(list) != 1 || list[0].(map[string]any)["id"] != conv {
-			t.Errorf("conversations of the chat = %v", list)
+			t.Fatalf("conversations of the chat = %v", list)
+		}
+		// The list tells the conversation by its size and its first user
+		// message, as the conversation itself does.
+		for _, got := range []map[string]any{cv, list[0].(map[string]any)} {
+			if got["messageCount"] != 5.0 || got["preview"] != "Summarise:" {
+				t.Errorf("conversation %v: messageCount %v, preview %q; want 5, %q", got["id"], got["messageCount"], got["preview"], "Summarise:")
+			}
 		}
 
 		// A conversation of another chat is not found from this one.

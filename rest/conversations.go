@@ -15,6 +15,10 @@ type conversationResponse struct {
 	ChatID    string `json:"chatId"`
 	CreatedAt string `json:"createdAt"`
 	UpdatedAt string `json:"updatedAt"`
+	// MessageCount and Preview (the first user message's first 100
+	// characters) tell a conversation in a list from the others.
+	MessageCount int    `json:"messageCount"`
+	Preview      string `json:"preview"`
 }
 
 // conversationDetail is a conversation with its messages, as GET
@@ -50,7 +54,8 @@ type usageJSON struct {
 }
 
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
-	return conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt)}
+	return conversationResponse{ID: cv.ID, ProjectID: cv.ProjectID, ChatID: cv.ChatID, CreatedAt: timestamp(cv.CreatedAt), UpdatedAt: timestamp(cv.UpdatedAt),
+		MessageCount: cv.MessageCount, Preview: cv.Preview}
 }
 
 func toMessageResponse(m *domain.Message) messageResponse {

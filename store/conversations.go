@@ -66,7 +66,8 @@ func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, af
 }
 
 // ListConversations returns up to f.Page.Limit+1 conversations ordered by
-// id, of f.ChatID and of the projects f.MemberUserID is a member of when set.
+// id, of f.ChatID and of the projects f.MemberUserID is a member of when
+// set, each with its MessageCount and Preview.
 func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilter) ([]domain.Conversation, error) {
 	var rows []conversationRow
 	var err error
@@ -98,7 +99,51 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 	for i := range rows {
 		out[i] = *toDomainConversation(&rows[i])
 	}
+	if err := s.summarize(ctx, out); err != nil {
+		return nil, fail("store.ListConversations", err)
+	}
 	return out, nil
+}
+
+// summarize sets the MessageCount and Preview of a page of conversations,
+// in one query that reads, per conversation, its last message and its
+// first user message in their (conversation_id, seq) key. A turn's
+// messages take the seqs after the last one's, so the last seq counts
+// them. substr counts characters on both databases, as domain.Preview does.
+func (s *Store) summarize(ctx context.Context, convs []domain.Conversation) error {
+	if len(convs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(convs))
+	for i := range convs {
+		ids[i] = convs[i].ID
+	}
+	var rows []struct {
+		ID      string
+		LastSeq *int
+		Preview *string
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT c.id AS id,
+  (SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id) AS last_seq,
+  (SELECT substr(m.content, 1, ?) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.seq LIMIT 1) AS preview
+FROM conversations c WHERE c.id IN ?`, domain.PreviewChars, ids).Scan(&rows).Error
+	if err != nil {
+		return err
+	}
+	byID := make(map[string]int, len(convs))
+	for i := range convs {
+		byID[convs[i].ID] = i
+	}
+	for _, r := range rows {
+		c := &convs[byID[r.ID]]
+		if r.LastSeq != nil {
+			c.MessageCount = *r.LastSeq + 1
+		}
+		if r.Preview != nil {
+			c.Preview = *r.Preview
+		}
+	}
+	return nil
 }
 
 // DeleteConversation deletes it and its messages; NotFound when absent.

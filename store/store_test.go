@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -1552,6 +1553,48 @@ func TestConversations(t *testing.T) {
 				t.Fatalf("deleting a conversation touched its chat: %v", err)
 			}
 		})
+	})
+}
+
+// TestConversationSummaries: a listed conversation has its message count
+// and the start of its first user message (not a system message before
+// it), cut at domain.PreviewChars characters, not bytes, on both
+// databases; one without messages has neither. A member's list, read a
+// page per project, has them too.
+func TestConversationSummaries(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		long := strings.Repeat("é🙂x", 40) // 120 characters, 280 bytes
+		talk := newConversation(w.chatA)
+		first := append([]domain.Message{{ID: domain.NewID(domain.PrefixMessage), ConversationID: talk.ID, Role: domain.RoleSystem,
+			Content: "Be brief.", CreatedAt: t0}}, turn(talk.ID, 1, long)...)
+		must(t, s.AppendTurn(ctx(), talk, true, first))
+		must(t, s.AppendTurn(ctx(), talk, false, turn(talk.ID, 3, "and then?")))
+		empty := newConversation(w.chatA)
+		must(t, s.AppendTurn(ctx(), empty, true, nil))
+
+		want := map[string]domain.Conversation{
+			talk.ID:  {MessageCount: 5, Preview: domain.Preview(long)},
+			empty.ID: {},
+		}
+		if got := domain.Preview(long); utf8.RuneCountInString(got) != domain.PreviewChars || !strings.HasPrefix(long, got) {
+			t.Fatalf("domain.Preview = %q; want the first %d characters", got, domain.PreviewChars)
+		}
+		for name, f := range map[string]domain.ConversationFilter{
+			"of a chat":  {ChatID: w.chatA.ID, Page: domain.Page{Limit: 10}},
+			"a member's": {MemberUserID: w.alice.ID, Page: domain.Page{Limit: 10}},
+		} {
+			got, err := s.ListConversations(ctx(), f)
+			must(t, err)
+			if len(got) != len(want) {
+				t.Fatalf("%s list has %d conversations; want %d", name, len(got), len(want))
+			}
+			for _, c := range got {
+				if w := want[c.ID]; c.MessageCount != w.MessageCount || c.Preview != w.Preview {
+					t.Errorf("%s list: %s has %d messages, preview %q; want %d, %q", name, c.ID, c.MessageCount, c.Preview, w.MessageCount, w.Preview)
+				}
+			}
+		}
 	})
 }
 
