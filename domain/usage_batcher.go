@@ -279,18 +279,21 @@ func refused(err error) bool {
 // oneByOne writes chunk a record at a time, after a batch of it was
 // refused or kept failing, and returns how many of its first records are
 // written or given up. A record that exists already is skipped: a write
-// went through though its reply was lost. One the database refuses is
-// dropped with a warning. On a failure retrying may fix it stops, unless
+// went through though its reply was lost; one of a project deleted since
+// is skipped (its delete would have taken it too). One the database
+// refuses otherwise is dropped with a warning. On a failure retrying may fix it stops, unless
 // the database takes the next record: then the failing one is tried once
 // more right away, and dropped if it fails again.
 func (b *UsageBatcher) oneByOne(ctx context.Context, chunk []UsageRecord) (int, error) {
-	var existing, refusedN int
+	var existing, gone, refusedN int
 	var refusal error
 	settle := func(err error) {
 		switch {
 		case err == nil:
 		case KindOf(err) == Conflict:
 			existing++
+		case KindOf(err) == NotFound:
+			gone++
 		default:
 			if refusedN++; refusal == nil {
 				refusal = err
@@ -300,6 +303,9 @@ func (b *UsageBatcher) oneByOne(ctx context.Context, chunk []UsageRecord) (int, 
 	defer func() {
 		if existing > 0 {
 			b.log.Debug("usage records written already; skipped", "records", existing)
+		}
+		if gone > 0 {
+			b.log.Info("usage records of deleted projects skipped", "records", gone)
 		}
 		if refusedN > 0 {
 			b.droppedTotal.Add(int64(refusedN))

@@ -21,7 +21,8 @@ import (
 
 // usageSink is a UsageStore that keeps what it is given, in memory, and
 // refuses records of the project "gone" as the store does once the project
-// is deleted: NotFound.
+// is deleted (NotFound), and those of the project "bad" as it does a
+// record it cannot take (Invalid).
 type usageSink struct {
 	mu      sync.Mutex
 	batches [][]string // ids, per InsertUsage call that succeeded
@@ -34,9 +35,12 @@ func (s *usageSink) InsertUsage(_ context.Context, records []domain.UsageRecord)
 	}
 	ids := make([]string, len(records))
 	for i, r := range records {
-		if r.ProjectID == "gone" {
+		switch r.ProjectID {
+		case "gone":
 			return &domain.Error{Kind: domain.NotFound, Op: "store.InsertUsage", Message: "project gone does not exist",
 				Err: errors.New("FOREIGN KEY constraint failed")}
+		case "bad":
+			return &domain.Error{Kind: domain.Invalid, Op: "store.InsertUsage", Message: "a value is out of range"}
 		}
 		ids[i] = r.ID
 	}
@@ -138,25 +142,30 @@ func TestUsageBatcher(t *testing.T) {
 			t.Errorf("a record after Close was not written at once")
 		}
 	})
-	t.Run("a record of a deleted project is dropped, not its batch", func(t *testing.T) {
+	t.Run("a refused record is dropped, not its batch; a deleted project's is not lost", func(t *testing.T) {
 		sink := &usageSink{}
 		log := &logs{}
 		b := domain.NewUsageBatcher(sink, slog.New(log), 100, time.Hour)
 		rs := records(5, "p")
-		rs[2].ProjectID = "gone"
+		rs[2].ProjectID, rs[3].ProjectID = "gone", "bad"
 		for _, r := range rs {
 			b.Record(context.Background(), r)
 		}
 		b.Close()
 		_, ids := sink.stored()
-		if got, want := fmt.Sprint(ids), "[p-000 p-001 p-003 p-004]"; got != want {
+		if got, want := fmt.Sprint(ids), "[p-000 p-001 p-004]"; got != want {
 			t.Errorf("stored %s; want %s", got, want)
 		}
 		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(1); got != want {
 			t.Errorf("warnings count %d records refused; want %d\n%s", got, want, log)
 		}
+		// The deleted project's went with it, as its delete meant: no
+		// alarm, no loss counted, a line saying so.
+		if got, want := log.sum("usage records of deleted projects skipped", "records"), int64(1); got != want {
+			t.Errorf("%d records of deleted projects logged as skipped; want %d\n%s", got, want, log)
+		}
 		if got := b.Dropped(); got != 1 {
-			t.Errorf("Dropped() = %d, want 1 (the metric's count)", got)
+			t.Errorf("Dropped() = %d, want 1 (the metric's count: the refused record only)", got)
 		}
 	})
 	t.Run("a full backlog holds up Record instead of losing records", func(t *testing.T) {
@@ -564,8 +573,11 @@ func TestUsageBatcherStore(t *testing.T) {
 		if len(totals) != 1 || totals[0].Requests != 3 {
 			t.Errorf("project kept has totals %+v; want 3 requests (msg_0 once, msg_2, msg_4)", totals)
 		}
-		if got, want := log.sum("usage records dropped: the database refuses them", "records"), int64(2); got != want {
-			t.Errorf("warnings count %d records refused; want %d (those of the deleted project)\n%s", got, want, log)
+		if got, want := log.sum("usage records of deleted projects skipped", "records"), int64(2); got != want {
+			t.Errorf("%d records logged as of deleted projects; want %d\n%s", got, want, log)
+		}
+		if l := log.losses(); len(l) != 0 || b.Dropped() != 0 {
+			t.Errorf("the deleted project's records were counted lost (%d) or warned of: %v", b.Dropped(), l)
 		}
 	})
 }
