@@ -24,28 +24,6 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 	return s.appendTurns(ctx, batch)
 }
 
-// LeadBatchForTest writes turns as a leader of the group commit writes its
-// batch: in one transaction, and each alone when that fails. It returns
-// each turn's result. Call it while no other turn is being written.
-func (s *Store) LeadBatchForTest(turns []TurnForTest) []error {
-	batch := make([]*turn, len(turns))
-	for i, t := range turns {
-		batch[i] = newTurn(t.Conv, t.Create, t.Msgs)
-	}
-	if b, ok := s.commits.enter(batch[0]); !ok || b == nil {
-		panic("LeadBatchForTest: turns are being written")
-	}
-	errs := []error{s.lead(batch)}
-	for _, t := range batch[1:] {
-		errs = append(errs, (<-t.wake).err)
-	}
-	return errs
-}
-
-// SetTurnTimeout sets the deadline of a batch's writes (0: turnTimeout's).
-// Set it while no turn is being written.
-func (s *Store) SetTurnTimeout(d time.Duration) { s.turnTimeout = d }
-
 // SetBeforeWrite makes f run as each batch's writes begin (nil: nothing).
 // Set it while no turn is being written.
 func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }

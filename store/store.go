@@ -53,10 +53,8 @@ type Store struct {
 	path    string       // the SQLite database's file; "" for PostgreSQL and ":memory:"
 	dsn     string       // the driver's DSN (SQLite's with its pragmas)
 
-	// beforeWrite, a test's, runs as a leader begins its batch's writes;
-	// turnTimeout, a test's, replaces the constant's (0: the constant's).
+	// beforeWrite, a test's, runs as a leader begins its batch's writes.
 	beforeWrite func()
-	turnTimeout time.Duration
 	// deleteChunk (0: the constant's) and betweenChunks, a test's, are
 	// for the deletes of delete.go.
 	deleteChunk   int

@@ -2222,40 +2222,6 @@ func TestBatchWhoseAnswerIsLost(t *testing.T) {
 	}
 }
 
-// TestBatchPastItsDeadline: a batch that a lock holds past its deadline
-// (here one turn's chat, as a chat's delete holds it) is written again
-// turn by turn, each on a deadline of its own: the turns the lock does not
-// hold are stored, and only the held one fails. On the batch's spent
-// deadline every turn failed, their replies already paid for.
-func TestBatchPastItsDeadline(t *testing.T) {
-	s := dbtest.Postgres(t)
-	s.SetTurnTimeout(300 * time.Millisecond)
-	w := newWorld(t, s)
-	db, err := s.DB().DB()
-	must(t, err)
-	hold, err := db.BeginTx(ctx(), nil)
-	must(t, err)
-	defer func() { _ = hold.Rollback() }()
-	_, err = hold.Exec("SELECT id FROM chats WHERE id = $1 FOR UPDATE", w.chatA.ID)
-	must(t, err)
-
-	held, free := newConversation(w.chatA), newConversation(w.chatB)
-	freeTurn := turn(free.ID, 0, "free")
-	errs := s.LeadBatchForTest([]store.TurnForTest{
-		{Conv: held, Create: true, Msgs: turn(held.ID, 0, "held")},
-		{Conv: free, Create: true, Msgs: freeTurn},
-	})
-	if errs[0] == nil {
-		t.Error("the held turn was stored while its chat's row was held")
-	}
-	if errs[1] != nil {
-		t.Fatalf("the turn no lock held: %v; want it stored", errs[1])
-	}
-	got, err := s.ListMessages(ctx(), free.ID)
-	must(t, err)
-	equal(t, got, freeTurn)
-}
-
 // postgresWithProxy returns a store over a new PostgreSQL database
 // reached through a proxy, the proxy, and a store over the same database
 // reached directly, from which a test holds rows and reads what was

@@ -1,13 +1,11 @@
 package store
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -136,21 +134,6 @@ func (s *Store) lead(batch []*turn) error {
 		for i := range batch {
 			errs[i] = fail("store.AppendTurn", err)
 		}
-	case err != nil && ctx.Err() != nil:
-		// The batch ran out of its deadline: a lock held one of its turns
-		// (a continuation's conversation, a chat being deleted). Each turn
-		// alone, all at once, on a deadline of its own: on the batch's,
-		// spent, every turn would fail, and one after another, the turns
-		// behind the one that waits would wait for it.
-		var each sync.WaitGroup
-		for i, t := range batch {
-			each.Go(func() {
-				ctx, cancel := s.writeContext()
-				defer cancel()
-				errs[i] = s.appendTurn(ctx, t)
-			})
-		}
-		each.Wait()
 	case len(batch) == 1 || err != nil:
 		for i, t := range batch {
 			if i > 0 && noConnection(errs[i-1]) {
@@ -184,7 +167,7 @@ func (s *Store) writeContext() (context.Context, context.CancelFunc) {
 	if s.dialect == SQLite {
 		return context.Background(), func() {}
 	}
-	return context.WithTimeout(s.life, cmp.Or(s.turnTimeout, turnTimeout))
+	return context.WithTimeout(s.life, turnTimeout)
 }
 
 // appendTurns writes a batch of turns in one transaction, all or none.
