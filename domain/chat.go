@@ -185,5 +185,5 @@ func (s *Chats) Delete(ctx context.Context, id string) error {
 	if _, err := s.get(ctx, id, PermDeleteChat); err != nil {
 		return err
 	}
-	return Wrap("chats.Delete", s.store.DeleteChat(detached(ctx), id))
+	return Wrap("chats.Delete", s.store.DeleteChat(ctx, id))
 }

@@ -174,7 +174,7 @@ func (s *Projects) Delete(ctx context.Context, id string) error {
 	if !validID(PrefixProject, id) { // an admin passes check for any id
 		return NotFoundf("project", id)
 	}
-	return Wrap("projects.Delete", s.store.DeleteProject(detached(ctx), id))
+	return Wrap("projects.Delete", s.store.DeleteProject(ctx, id))
 }
 
 // ListMembers lists a project's members.

@@ -118,16 +118,6 @@ const (
 	maxTextLen  = 1 << 20 // system messages, descriptions
 )
 
-// detached is ctx for a delete that, once begun, runs to its end: the
-// client leaving or the request's deadline does not cut it. On SQLite a
-// large project's or chat's rows go a chunk per statement (store's
-// deleteInChunks), and a delete cut midway left the project there without
-// part of its conversations and usage records, the report's figures gone
-// with them; on PostgreSQL it is one statement, and one cut by the
-// deadline rolled back, so that a project too large to delete within it
-// could never be deleted.
-func detached(ctx context.Context) context.Context { return context.WithoutCancel(ctx) }
-
 // checkText validates a string field: not blank when required, at most
 // max characters, valid UTF-8. A required field that is empty is missing;
 // one of only whitespace is blank, and the message says which.

@@ -7,20 +7,62 @@ import "context"
 // and usage record it owns: for a large one, millions of rows and seconds,
 // while every other write waits (a turn for its busy timeout, and then it
 // fails, its upstream call already paid for). So on SQLite those rows go
-// first, deleteChunk conversations (with their messages) or usage records
-// per statement, each statement its own transaction, and other writes
-// take their turn between them. A delete that fails midway has removed
-// some of what it was removing; sent again, it goes on. On PostgreSQL a
-// delete locks only its own rows, and runs as one statement.
-const deleteChunk = 256
+// first, deleteChunk usage records or conversations per statement, and
+// before a chunk of conversations their messages, messagesPerChunk per
+// statement (a conversation may hold thousands), each statement its own
+// transaction, and other writes take their turn between them. A delete
+// that fails midway has removed some of what it was removing; sent again,
+// it goes on. On PostgreSQL a delete locks only its own rows, and runs as
+// one statement.
+const (
+	deleteChunk      = 256
+	messagesPerChunk = 8 // × the chunk: messages deleted per statement
+)
+
+// deleteContext is the context of a chat's or a project's delete. On
+// SQLite, a chunk per statement, a delete cut midway would leave the chat
+// or project in place without part of its rows, its usage records among
+// them, the usage report's figures gone with them: once begun, it runs to
+// its end, whatever becomes of the caller's context (only a server that
+// stops leaves it part done; sent again, it goes on). On PostgreSQL it is
+// one statement, which a cut rolls back whole.
+func (s *Store) deleteContext(ctx context.Context) context.Context {
+	if s.dialect == SQLite {
+		return context.WithoutCancel(ctx)
+	}
+	return ctx
+}
 
 // deleteChatConversations deletes, on SQLite, the conversations of chatID
-// a chunk at a time.
+// a chunk at a time, each chunk's messages first, messagesPerChunk chunks'
+// worth per statement.
 func (s *Store) deleteChatConversations(ctx context.Context, chatID string) error {
 	if s.dialect != SQLite {
 		return nil
 	}
-	return s.deleteInChunks(ctx, "DELETE FROM conversations WHERE id IN (SELECT id FROM conversations WHERE chat_id = ? LIMIT ?)", chatID)
+	chunk := s.chunk()
+	for {
+		var ids []string
+		if err := s.db.WithContext(ctx).Raw("SELECT id FROM conversations WHERE chat_id = ? LIMIT ?", chatID, chunk).Scan(&ids).Error; err != nil {
+			return err
+		}
+		if len(ids) == 0 {
+			return nil
+		}
+		// By rowid: the subquery reads the messages' key, and the DELETE
+		// finds each row by it (a row value IN scans the table).
+		if err := s.deleteInChunks(ctx, messagesPerChunk*chunk, "DELETE FROM messages WHERE rowid IN "+
+			"(SELECT rowid FROM messages WHERE conversation_id IN ? LIMIT ?)", ids); err != nil {
+			return err
+		}
+		if err := s.db.WithContext(ctx).Exec("DELETE FROM conversations WHERE id IN ?", ids).Error; err != nil {
+			return err
+		}
+		if len(ids) < chunk {
+			return nil
+		}
+		s.afterChunk()
+	}
 }
 
 // deleteProjectRows deletes, on SQLite, the conversations of projectID's
@@ -38,25 +80,35 @@ func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 			return err
 		}
 	}
-	return s.deleteInChunks(ctx, "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
+	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
 		"(SELECT created_at, id FROM usage_records WHERE project_id = ? LIMIT ?)", projectID, projectID)
 }
 
-// deleteInChunks runs query, a DELETE of at most a chunk's rows, with args
-// and then the chunk's size, until it deletes fewer than a chunk.
-func (s *Store) deleteInChunks(ctx context.Context, query string, args ...any) error {
-	chunk := s.deleteChunk
-	if chunk <= 0 {
-		chunk = deleteChunk
+// chunk is the rows per statement of a chunked delete: deleteChunk, or a
+// test's.
+func (s *Store) chunk() int {
+	if s.deleteChunk > 0 {
+		return s.deleteChunk
 	}
-	args = append(args, chunk)
+	return deleteChunk
+}
+
+// afterChunk runs a test's betweenChunks, if any.
+func (s *Store) afterChunk() {
+	if s.betweenChunks != nil {
+		s.betweenChunks()
+	}
+}
+
+// deleteInChunks runs query, a DELETE of at most n rows, with args and
+// then n, until it deletes fewer than n.
+func (s *Store) deleteInChunks(ctx context.Context, n int, query string, args ...any) error {
+	args = append(args, n)
 	for {
 		res := s.db.WithContext(ctx).Exec(query, args...)
-		if res.Error != nil || res.RowsAffected < int64(chunk) {
+		if res.Error != nil || res.RowsAffected < int64(n) {
 			return res.Error
 		}
-		if s.betweenChunks != nil {
-			s.betweenChunks()
-		}
+		s.afterChunk()
 	}
 }

@@ -84,6 +84,7 @@ func (s *Store) UpdateProject(ctx context.Context, p *domain.Project, prev time.
 // providers, documents, chats, conversations, usage); NotFound when absent.
 func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	const op = "store.DeleteProject"
+	ctx = s.deleteContext(ctx)
 	if err := s.deleteProjectRows(ctx, id); err != nil {
 		return fail(op, err)
 	}

@@ -2751,6 +2751,34 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 	if n := count("SELECT count(*) FROM usage_records WHERE project_id = ?", w.prjB.ID); n != 2 {
 		t.Errorf("the other project has %d usage records; want its 2", n)
 	}
+
+	// A conversation of many messages goes a chunk of them at a time too
+	// (here 16: 2 × messagesPerChunk), not in one statement with its row.
+	long := newConversation(w.chatB) // chat B's twelfth, the last by id
+	var msgs []domain.Message
+	for i := range 20 {
+		msgs = append(msgs, turn(long.ID, 2*i, fmt.Sprint("turn ", i))...)
+	}
+	must(t, s.AppendTurn(ctx(), long, true, msgs))
+	bystander := newChat(t, s, w.provB)
+	between = 0
+	s.SetDeleteChunks(2, func() {
+		between++
+		c := newConversation(bystander)
+		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "meanwhile")))
+	})
+	must(t, s.DeleteChat(ctx(), w.chatB.ID))
+	// 12 conversations in 6 chunks of 2; the last chunk's 42 messages in
+	// statements of 16, 16 and 10.
+	if between != 6+2 {
+		t.Errorf("%d turns of another chat committed during the delete; want 8", between)
+	}
+	if n := count("SELECT count(*) FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)"); n != 0 {
+		t.Errorf("%d messages are left without their conversation", n)
+	}
+	if n := count("SELECT count(*) FROM conversations WHERE chat_id = ?", bystander.ID); n != 8 {
+		t.Errorf("the bystander chat has %d conversations; want the 8 written meanwhile", n)
+	}
 }
 
 // TestRefusals: a reply in which the model declined keeps its refusal;
