@@ -16,8 +16,8 @@ type Conversation struct {
 	Messages  []Message // filled by GetConversation's callers that ask for them
 	// MessageCount and Preview tell a conversation in a list from the
 	// others: how many messages it holds, and the start of its first user
-	// message (at most PreviewChars characters; "" when it has none).
-	// Set by lists and by Get.
+	// message of its own text, not a document's (at most PreviewChars
+	// characters; "" when it has none). Set by lists and by Get.
 	MessageCount int
 	Preview      string
 }
@@ -29,7 +29,7 @@ const PreviewChars = 100
 func (c *Conversation) summarize() {
 	c.MessageCount, c.Preview = len(c.Messages), ""
 	for _, m := range c.Messages {
-		if m.Role == RoleUser {
+		if m.Role == RoleUser && m.DocumentID == "" {
 			c.Preview = Preview(m.Content)
 			return
 		}

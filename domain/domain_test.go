@@ -364,3 +364,19 @@ func TestUntilFreshBound(t *testing.T) {
 		t.Errorf("another error: %d calls, %v; want 1 call and the NotFound", calls, err)
 	}
 }
+
+// TestConversationSummary: Get's summary is a list's (store.summarize):
+// the messages counted, and the start of the first user message of its
+// own text, passing over one that names a document.
+func TestConversationSummary(t *testing.T) {
+	c := Conversation{Messages: []Message{
+		{Role: RoleSystem, Content: "Be brief."},
+		{Role: RoleUser, DocumentID: "doc_1", Content: "the document's text"},
+		{Role: RoleUser, Content: strings.Repeat("é", PreviewChars+1)},
+		{Role: RoleAssistant, Content: "Done."},
+	}}
+	c.summarize()
+	if c.MessageCount != 4 || c.Preview != strings.Repeat("é", PreviewChars) {
+		t.Errorf("summary: %d messages, preview %q; want 4, the second user message's first %d characters", c.MessageCount, c.Preview, PreviewChars)
+	}
+}

@@ -24,7 +24,7 @@ type conversationOut struct {
 	// Without them a list is ids and times, and an agent cannot tell
 	// which conversation to continue.
 	MessageCount int          `json:"messageCount" desc:"How many messages the conversation holds."`
-	Preview      string       `json:"preview" desc:"The first 100 characters of its first user message, to tell it from the others."`
+	Preview      string       `json:"preview" desc:"The first 100 characters of its first user message that names no document, to tell it from the others."`
 	Messages     []messageOut `json:"messages,omitempty" desc:"The stored messages in order (get-conversation only)."`
 }
 

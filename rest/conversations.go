@@ -15,8 +15,9 @@ type conversationResponse struct {
 	ChatID    string `json:"chatId"`
 	CreatedAt string `json:"createdAt"`
 	UpdatedAt string `json:"updatedAt"`
-	// MessageCount and Preview (the first user message's first 100
-	// characters) tell a conversation in a list from the others.
+	// MessageCount and Preview (the first 100 characters of the first user
+	// message that names no document) tell a conversation in a list from
+	// the others.
 	MessageCount int    `json:"messageCount"`
 	Preview      string `json:"preview"`
 }

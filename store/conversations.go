@@ -107,9 +107,11 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 
 // summarize sets the MessageCount and Preview of a page of conversations,
 // in one query that reads, per conversation, its last message and its
-// first user message in their (conversation_id, seq) key. A turn's
-// messages take the seqs after the last one's, so the last seq counts
-// them. substr counts characters on both databases, as domain.Preview does.
+// first user message of its own text in their (conversation_id, seq) key.
+// A turn's messages take the seqs after the last one's, so the last seq
+// counts them. substr counts characters on both databases, as
+// domain.Preview does; SQLite reads the whole value for it, which is why
+// a message that names a document (its text, up to 4 MiB) is passed over.
 func (s *Store) summarize(ctx context.Context, convs []domain.Conversation) error {
 	if len(convs) == 0 {
 		return nil
@@ -125,7 +127,7 @@ func (s *Store) summarize(ctx context.Context, convs []domain.Conversation) erro
 	}
 	err := s.db.WithContext(ctx).Raw(`SELECT c.id AS id,
   (SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id) AS last_seq,
-  (SELECT substr(m.content, 1, ?) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'user' ORDER BY m.seq LIMIT 1) AS preview
+  (SELECT substr(m.content, 1, ?) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'user' AND m.document_id = '' ORDER BY m.seq LIMIT 1) AS preview
 FROM conversations c WHERE c.id IN ?`, domain.PreviewChars, ids).Scan(&rows).Error
 	if err != nil {
 		return err

@@ -1572,10 +1572,16 @@ func TestConversationSummaries(t *testing.T) {
 		must(t, s.AppendTurn(ctx(), talk, false, turn(talk.ID, 3, "and then?")))
 		empty := newConversation(w.chatA)
 		must(t, s.AppendTurn(ctx(), empty, true, nil))
+		// A message that names a document holds its text, which can be
+		// megabytes: the preview is the next user message's.
+		doc := newConversation(w.chatA)
+		must(t, s.AppendTurn(ctx(), doc, true, append([]domain.Message{{ID: domain.NewID(domain.PrefixMessage), ConversationID: doc.ID,
+			Role: domain.RoleUser, DocumentID: "doc_1", Content: "the document's text", CreatedAt: t0}}, turn(doc.ID, 1, "Summarise it.")...)))
 
 		want := map[string]domain.Conversation{
 			talk.ID:  {MessageCount: 5, Preview: domain.Preview(long)},
 			empty.ID: {},
+			doc.ID:   {MessageCount: 3, Preview: "Summarise it."},
 		}
 		if got := domain.Preview(long); utf8.RuneCountInString(got) != domain.PreviewChars || !strings.HasPrefix(long, got) {
 			t.Fatalf("domain.Preview = %q; want the first %d characters", got, domain.PreviewChars)
