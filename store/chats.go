@@ -77,10 +77,11 @@ func (s *Store) UpdateChat(ctx context.Context, c *domain.Chat, prev time.Time) 
 // DeleteChat deletes the chat and its conversations and their messages
 // (the foreign keys cascade); NotFound when absent. Usage records stay.
 func (s *Store) DeleteChat(ctx context.Context, id string) error {
-	ctx = s.deleteContext(ctx)
-	if err := s.deleteChatConversations(ctx, id); err != nil {
-		return fail("store.DeleteChat", err)
-	}
-	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&chatRow{})
-	return rowsOrNotFound("store.DeleteChat", res, "chat", id)
+	return s.deleteWhole(ctx, "chat:"+id, func(ctx context.Context) error {
+		if err := s.deleteChatConversations(ctx, id); err != nil {
+			return fail("store.DeleteChat", err)
+		}
+		res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&chatRow{})
+		return rowsOrNotFound("store.DeleteChat", res, "chat", id)
+	})
 }

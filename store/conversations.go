@@ -111,7 +111,10 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 // A turn's messages take the seqs after the last one's, so the last seq
 // counts them. substr counts characters on both databases, as
 // domain.Preview does; SQLite reads the whole value for it, which is why
-// a message that names a document (its text, up to 4 MiB) is passed over.
+// a message that names a document (its text, up to 4 MiB) is passed over,
+// and told by octet_length: SQLite reads a value's length from the row's
+// header, where comparing document_id, stored after the content, would
+// walk the content's pages to reach it.
 func (s *Store) summarize(ctx context.Context, convs []domain.Conversation) error {
 	if len(convs) == 0 {
 		return nil
@@ -127,7 +130,7 @@ func (s *Store) summarize(ctx context.Context, convs []domain.Conversation) erro
 	}
 	err := s.db.WithContext(ctx).Raw(`SELECT c.id AS id,
   (SELECT MAX(m.seq) FROM messages m WHERE m.conversation_id = c.id) AS last_seq,
-  (SELECT substr(m.content, 1, ?) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'user' AND m.document_id = '' ORDER BY m.seq LIMIT 1) AS preview
+  (SELECT substr(m.content, 1, ?) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'user' AND octet_length(m.document_id) = 0 ORDER BY m.seq LIMIT 1) AS preview
 FROM conversations c WHERE c.id IN ?`, domain.PreviewChars, ids).Scan(&rows).Error
 	if err != nil {
 		return err

@@ -19,18 +19,24 @@ const (
 	messagesPerChunk = 8 // × the chunk: messages deleted per statement
 )
 
-// deleteContext is the context of a chat's or a project's delete. On
-// SQLite, a chunk per statement, a delete cut midway would leave the chat
-// or project in place without part of its rows, its usage records among
-// them, the usage report's figures gone with them: once begun, it runs to
-// its end, whatever becomes of the caller's context (only a server that
-// stops leaves it part done; sent again, it goes on). On PostgreSQL it is
-// one statement, which a cut rolls back whole.
-func (s *Store) deleteContext(ctx context.Context) context.Context {
-	if s.dialect == SQLite {
-		return context.WithoutCancel(ctx)
+// deleteWhole runs del, the delete of a chat or a project (key names it).
+// On SQLite, a chunk per statement, a delete cut midway would leave the
+// chat or project in place without part of its rows, its usage records
+// among them, the usage report's figures gone with them: once begun, it
+// runs to its end, whatever becomes of the caller's context (a statement
+// that fails, the database closed at shutdown or locked by another process
+// past its busy timeout, leaves it part done; sent again, it goes on). A
+// delete sent again while the first runs (by a client that gave up on it)
+// waits for the first's result rather than run beside it, each holding a
+// connection of the pool's eight. On PostgreSQL it is one statement, which
+// a cut rolls back whole.
+func (s *Store) deleteWhole(ctx context.Context, key string, del func(context.Context) error) error {
+	if s.dialect != SQLite {
+		return del(ctx)
 	}
-	return ctx
+	ctx = context.WithoutCancel(ctx)
+	_, err, _ := s.deletes.Do(key, func() (any, error) { return nil, del(ctx) })
+	return err
 }
 
 // deleteChatConversations deletes, on SQLite, the conversations of chatID
@@ -49,8 +55,8 @@ func (s *Store) deleteChatConversations(ctx context.Context, chatID string) erro
 		if len(ids) == 0 {
 			return nil
 		}
-		// By rowid: the subquery reads the messages' key, and the DELETE
-		// finds each row by it (a row value IN scans the table).
+		// By rowid: the subquery reads only the messages' key, and the
+		// DELETE finds each row by it.
 		if err := s.deleteInChunks(ctx, messagesPerChunk*chunk, "DELETE FROM messages WHERE rowid IN "+
 			"(SELECT rowid FROM messages WHERE conversation_id IN ? LIMIT ?)", ids); err != nil {
 			return err

@@ -84,12 +84,13 @@ func (s *Store) UpdateProject(ctx context.Context, p *domain.Project, prev time.
 // providers, documents, chats, conversations, usage); NotFound when absent.
 func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	const op = "store.DeleteProject"
-	ctx = s.deleteContext(ctx)
-	if err := s.deleteProjectRows(ctx, id); err != nil {
-		return fail(op, err)
-	}
-	res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&projectRow{})
-	return rowsOrNotFound(op, res, "project", id)
+	return s.deleteWhole(ctx, "project:"+id, func(ctx context.Context) error {
+		if err := s.deleteProjectRows(ctx, id); err != nil {
+			return fail(op, err)
+		}
+		res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&projectRow{})
+		return rowsOrNotFound(op, res, "project", id)
+	})
 }
 
 // GetMember returns NotFound when userID is not a member of projectID.

@@ -23,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
+	"golang.org/x/sync/singleflight"
 	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 	"gorm.io/gorm/clause"
@@ -59,6 +60,9 @@ type Store struct {
 	// for the deletes of delete.go.
 	deleteChunk   int
 	betweenChunks func()
+	// deletes runs each SQLite delete of a chat or project once at a time
+	// (deleteWhole).
+	deletes singleflight.Group
 
 	closed    chan struct{}
 	closeOnce sync.Once

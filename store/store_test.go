@@ -2787,6 +2787,48 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 	}
 }
 
+// TestDeleteSentAgainWaitsForTheFirst: on SQLite a chat's delete sent
+// again while the first still runs (here held by another connection's
+// write lock) waits for the first's result, rather than run beside it on
+// another connection: both are told it is deleted, and the second, whose
+// caller gave up, is not cut either.
+func TestDeleteSentAgainWaitsForTheFirst(t *testing.T) {
+	s := dbtest.SQLite(t)
+	w := newWorld(t, s)
+	c := newConversation(w.chatA)
+	must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "hello")))
+	sqlDB, err := s.DB().DB()
+	must(t, err)
+	conn, err := sqlDB.Conn(ctx())
+	must(t, err)
+	defer conn.Close()
+	_, err = conn.ExecContext(ctx(), "BEGIN IMMEDIATE")
+	must(t, err)
+
+	first := make(chan error, 1)
+	go func() { first <- s.DeleteChat(ctx(), w.chatA.ID) }()
+	time.Sleep(200 * time.Millisecond) // the first waits for the lock
+	gaveUp, cancel := context.WithCancel(ctx())
+	cancel()
+	again := make(chan error, 1)
+	go func() { again <- s.DeleteChat(gaveUp, w.chatA.ID) }()
+	time.Sleep(200 * time.Millisecond)
+	_, err = conn.ExecContext(ctx(), "ROLLBACK")
+	must(t, err)
+	for name, ch := range map[string]chan error{"first": first, "again": again} {
+		select {
+		case err := <-ch:
+			if err != nil {
+				t.Errorf("the %s delete: %v; want both told it is deleted", name, err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatalf("the %s delete did not end", name)
+		}
+	}
+	_, err = s.GetChat(ctx(), w.chatA.ID)
+	wantErr(t, err, domain.NotFound, "")
+}
+
 // TestRefusals: a reply in which the model declined keeps its refusal;
 // every other message stores NULL there.
 func TestRefusals(t *testing.T) {
