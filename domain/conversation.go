@@ -3,7 +3,6 @@ package domain
 import (
 	"context"
 	"time"
-	"unicode/utf8"
 )
 
 // Conversation is the stored history of per-chat completions.
@@ -39,9 +38,6 @@ func (c *Conversation) summarize() {
 // Preview is the start of text a conversation's Preview shows: its first
 // PreviewChars characters.
 func Preview(text string) string {
-	if utf8.RuneCountInString(text) <= PreviewChars {
-		return text
-	}
 	n := 0
 	for i := range text {
 		if n == PreviewChars {
