@@ -7,6 +7,8 @@ import (
 	"github.com/parleyhq/parley/policy"
 )
 
+// TestAllowed: each of the 28 permissions, for each role, as the README's
+// table of roles says.
 func TestAllowed(t *testing.T) {
 	a, err := policy.New()
 	if err != nil {
@@ -35,6 +37,15 @@ func TestAllowed(t *testing.T) {
 		{domain.PermUpdateProject, false, false, true, true},
 		{domain.PermDeleteProject, false, false, true, true},
 		{domain.PermGetUsage, true, true, true, true},
+		{domain.PermGetProject, true, true, true, true},
+		{domain.PermSetLimits, false, false, true, true},
+		{domain.PermDeleteMember, false, false, true, true},
+		{domain.PermListProviders, true, true, true, true},
+		{domain.PermUpdateProvider, false, false, true, true},
+		{domain.PermListDocuments, true, true, true, true},
+		{domain.PermUpdateDocument, false, true, true, true},
+		{domain.PermDeleteDocument, false, true, true, true},
+		{domain.PermListConversations, true, true, true, true},
 	}
 	for _, tt := range tests {
 		for role, want := range map[domain.Role]bool{
