@@ -281,9 +281,10 @@ func refused(err error) bool {
 // written or given up. A record that exists already is skipped: a write
 // went through though its reply was lost; one of a project deleted since
 // is skipped (its delete would have taken it too). One the database
-// refuses otherwise is dropped with a warning. On a failure retrying may fix it stops, unless
-// the database takes the next record: then the failing one is tried once
-// more right away, and dropped if it fails again.
+// refuses otherwise is dropped with a warning. On a failure retrying may
+// fix it stops, unless the database takes the next record: then the
+// failing one is tried once more right away, and dropped if it fails
+// again.
 func (b *UsageBatcher) oneByOne(ctx context.Context, chunk []UsageRecord) (int, error) {
 	var existing, gone, refusedN int
 	var refusal error
