@@ -24,6 +24,9 @@ type Endpoint struct {
 	BaseURL    string // "" for the provider's public default
 	APIKey     Secret
 	APIVersion string // azure-openai
+	// PromptCache asks Anthropic to cache each call's prompt for this long
+	// (AIProvider.PromptCache); "" for none.
+	PromptCache string
 }
 
 // LLMMessage is one message sent upstream.

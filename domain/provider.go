@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -36,12 +37,32 @@ type AIProvider struct {
 	BaseURL          string
 	DefaultModel     string
 	APIVersion       string // azure-openai only
+	PromptCache      string // anthropic only: PromptCache5m or PromptCache1h; "" caches nothing
 	APIKeyCiphertext []byte
 	APIKeyKeyID      string
 	APIKeyHint       string
 	APIKeyRef        string
 	CreatedAt        time.Time
 	UpdatedAt        time.Time
+}
+
+// The values of AIProvider.PromptCache, and of the API's promptCache, where
+// PromptCacheOff stands for "": how long Anthropic keeps the prompt each
+// call asks it to cache. OpenAI caches long prompts by itself.
+const (
+	PromptCacheOff = "off"
+	PromptCache5m  = "5m"
+	PromptCache1h  = "1h"
+)
+
+// PromptCacheSetting is p's prompt caching as the API shows it: for an
+// Anthropic provider PromptCacheOff or how long a cached prompt lives; for
+// the others "", as it does not apply.
+func (p *AIProvider) PromptCacheSetting() string {
+	if p.Type != ProviderAnthropic {
+		return ""
+	}
+	return cmp.Or(p.PromptCache, PromptCacheOff)
 }
 
 // HasAPIKey reports whether the provider has a stored or referenced key.
@@ -164,6 +185,7 @@ type ProviderCreate struct {
 	BaseURL      string
 	DefaultModel string
 	APIVersion   string
+	PromptCache  string // PromptCacheOff, PromptCache5m or PromptCache1h; "" is off
 	APIKey       string
 	APIKeyRef    string
 }
@@ -175,6 +197,7 @@ type ProviderUpdate struct {
 	BaseURL      *string
 	DefaultModel *string
 	APIVersion   *string
+	PromptCache  *string
 	APIKey       *string
 	APIKeyRef    *string
 }
@@ -191,7 +214,7 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	p := &AIProvider{
 		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Type: in.Type,
 		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: trimRequired(in.DefaultModel),
-		APIVersion: in.APIVersion, CreatedAt: now, UpdatedAt: now,
+		APIVersion: in.APIVersion, PromptCache: promptCache(in.PromptCache), CreatedAt: now, UpdatedAt: now,
 	}
 	if in.APIKey != "" && in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
@@ -328,6 +351,15 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	}
 	if p.APIVersion != "" && AzureV1(p.BaseURL) {
 		return Invalidf("apiVersion", "Azure's v1 API (a baseUrl ending in /openai/v1) takes no apiVersion; leave it out, or set baseUrl to the resource's root (https://<resource>.openai.azure.com) to call a dated version")
+	}
+	switch p.PromptCache {
+	case "":
+	case PromptCache5m, PromptCache1h:
+		if p.Type != ProviderAnthropic {
+			return Invalidf("promptCache", "promptCache applies only to type anthropic (OpenAI caches long prompts by itself); leave it out or send \"off\"")
+		}
+	default:
+		return Invalidf("promptCache", "promptCache must be one of off, 5m, 1h (how long Anthropic keeps a cached prompt)")
 	}
 	if p.BaseURL != "" {
 		return s.checkBaseURL(ctx, p.BaseURL)
@@ -530,6 +562,9 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 	if in.APIVersion != nil {
 		p.APIVersion = *in.APIVersion
 	}
+	if in.PromptCache != nil {
+		p.PromptCache = promptCache(*in.PromptCache)
+	}
 	if in.APIKey != nil && in.APIKeyRef != nil && *in.APIKey != "" && *in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
 	}
@@ -581,9 +616,17 @@ func (s *Providers) Delete(ctx context.Context, id string) error {
 	return Wrap("providers.Delete", s.deps.Store.DeleteProvider(ctx, id))
 }
 
+// promptCache is the stored form of the API's promptCache: "" for off.
+func promptCache(v string) string {
+	if v == PromptCacheOff {
+		return ""
+	}
+	return v
+}
+
 // endpoint resolves where and with which key to call p.
 func (s *Providers) endpoint(p *AIProvider) (Endpoint, error) {
-	e := Endpoint{Type: p.Type, BaseURL: p.BaseURL, APIVersion: p.APIVersion}
+	e := Endpoint{Type: p.Type, BaseURL: p.BaseURL, APIVersion: p.APIVersion, PromptCache: p.PromptCache}
 	switch {
 	case len(p.APIKeyCiphertext) > 0:
 		key, err := p.openKey(s.deps.Sealer)

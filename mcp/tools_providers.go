@@ -20,6 +20,7 @@ type providerOut struct {
 	BaseURL      string `json:"baseUrl,omitempty" desc:"Base URL of the upstream API; absent for the provider's public default."`
 	DefaultModel string `json:"defaultModel" desc:"Model used when neither the request nor the chat names one."`
 	APIVersion   string `json:"apiVersion,omitempty" desc:"API version (azure-openai only)."`
+	PromptCache  string `json:"promptCache,omitempty" enum:"off,5m,1h" desc:"Anthropic only: how long Anthropic keeps the prompt each completion asks it to cache, so that the next turn of a conversation reads its history from the cache; off when it is asked to cache nothing."`
 	HasAPIKey    bool   `json:"hasApiKey" desc:"Whether the provider has an API key; the key itself is never returned."`
 	APIKeyHint   string `json:"apiKeyHint,omitempty" desc:"The start and end of the stored key, to recognise it (e.g. sk-…abcd)."`
 	APIKeyRef    string `json:"apiKeyRef,omitempty" desc:"Where the server reads the key when it lends its own (env:NAME), rather than one stored with the provider; never the key."`
@@ -29,8 +30,9 @@ type providerOut struct {
 
 func toProviderOut(p *domain.AIProvider) providerOut {
 	return providerOut{ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
-		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint,
-		APIKeyRef: p.APIKeyRef, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, PromptCache: p.PromptCacheSetting(),
+		HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint, APIKeyRef: p.APIKeyRef,
+		CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt)}
 }
 
 func providerLine(p providerOut) string {
@@ -41,6 +43,9 @@ func providerText(p providerOut) string {
 	s := "AI provider " + providerLine(p)
 	if p.BaseURL != "" {
 		s += "; base URL " + p.BaseURL
+	}
+	if p.PromptCache != "" && p.PromptCache != domain.PromptCacheOff {
+		s += "; prompt cached for " + p.PromptCache
 	}
 	if p.HasAPIKey {
 		s += "; API key set"

@@ -857,3 +857,25 @@ func TestProviderShowsItsKeyRef(t *testing.T) {
 		t.Errorf("get-ai-provider shows the key itself: %q", text(res))
 	}
 }
+
+// TestProviderShowsItsPromptCache: an Anthropic provider's prompt caching
+// is part of the provider MCP shows, in its result and its text, as REST
+// shows it; a provider it does not apply to shows none.
+func TestProviderShowsItsPromptCache(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	p, err := e.svcs.Providers.Create(e.ctx("admin"), domain.ProviderCreate{ProjectID: e.project.ID, Name: "claude",
+		Type: domain.ProviderAnthropic, BaseURL: e.upstream.URL(), DefaultModel: "claude-fake", APIKey: "sk-ant-test-0123456789",
+		PromptCache: domain.PromptCache5m})
+	must(t, err)
+	s := e.connect(overHTTP, "viewer", Options{})
+	var out providerOut
+	res := s.ok(t, "get-ai-provider", obj{"aiProviderId": p.ID}, &out)
+	if out.PromptCache != "5m" || !strings.Contains(text(res), "prompt cached for 5m") {
+		t.Errorf("get-ai-provider = %+v, text %q; want promptCache 5m", out, text(res))
+	}
+	out = providerOut{}
+	res = s.ok(t, "get-ai-provider", obj{"aiProviderId": e.provider.ID}, &out)
+	if out.PromptCache != "" || strings.Contains(text(res), "prompt cache") {
+		t.Errorf("get-ai-provider of a %s provider = %+v, text %q; want no promptCache", out.Type, out, text(res))
+	}
+}

@@ -480,3 +480,123 @@ func TestUsageDetails(t *testing.T) {
 		}
 	})
 }
+
+// TestAnthropicPromptCache: an Anthropic provider's promptCache, off until
+// its owner sets it, asks Anthropic to cache each call's prompt (the
+// Messages API's top-level cache_control, with the TTL set), so that the
+// next turn of a conversation reads its history from the cache: the fake
+// plays Anthropic's caching, and the continuation's cached tokens, of its
+// prompt, come back and are stored. "off" stops it; the setting applies to
+// Anthropic providers only, and takes only the TTLs Anthropic knows.
+func TestAnthropicPromptCache(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		provider := "/api/v1/ai-providers/" + w.anthropic
+		if got := h.must(200, "GET", provider, h.admin, nil)["promptCache"]; got != "off" {
+			t.Errorf("a new anthropic provider's promptCache = %v; want off", got)
+		}
+		if got, ok := h.must(200, "GET", "/api/v1/ai-providers/"+w.openai, h.admin, nil)["promptCache"]; ok {
+			t.Errorf("an openai-compatible provider shows promptCache %v; want none", got)
+		}
+		path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+		// turn sends prompt, continuing conversation unless it is "", and
+		// returns the conversation, the usage and what went upstream.
+		turn := func(conversation, prompt string, streamed bool) (string, map[string]any, map[string]any) {
+			t.Helper()
+			body := map[string]any{"messages": []any{userMessage(prompt)}}
+			if conversation != "" {
+				body["conversationId"] = conversation
+			}
+			var usage map[string]any
+			if streamed {
+				_, events := readRaw(t, streamWith(t, h, context.Background(), h.admin, nil, path, body))
+				for _, ev := range events {
+					if u, ok := ev.data["usage"].(map[string]any); ok {
+						usage = u
+					}
+					if id, ok := ev.data["conversationId"].(string); ok {
+						conversation = id
+					}
+				}
+			} else {
+				r := h.call("POST", path, h.admin, body)
+				if r.Status != 200 {
+					t.Fatalf("%d %s", r.Status, r.Body)
+				}
+				usage, _ = r.JSON()["usage"].(map[string]any)
+				conversation = conversationIn(t, r)
+			}
+			return conversation, usage, lastUpstreamBody(t, h)
+		}
+		cachedOf := func(usage map[string]any) any {
+			details, _ := usage["prompt_tokens_details"].(map[string]any)
+			return details["cached_tokens"]
+		}
+
+		conv, usage, sent := turn("", "first question", false)
+		if cc, ok := sent["cache_control"]; ok {
+			t.Errorf("promptCache off: the upstream got cache_control %v", cc)
+		}
+		conv, usage, _ = turn(conv, "second question", false)
+		if got := cachedOf(usage); got != 0.0 {
+			t.Errorf("promptCache off: a continuation's cached tokens = %v; want 0", got)
+		}
+
+		for _, ttl := range []string{"5m", "1h"} {
+			for _, streamed := range []bool{false, true} {
+				if got := h.must(200, "PATCH", provider, h.admin, map[string]any{"promptCache": ttl})["promptCache"]; got != ttl {
+					t.Fatalf("PATCH promptCache %s: the provider says %v", ttl, got)
+				}
+				first := fmt.Sprintf("first question, %s, streamed %v", ttl, streamed)
+				conv, usage, sent := turn("", first, streamed)
+				if want := map[string]any{"type": "ephemeral", "ttl": ttl}; !reflect.DeepEqual(sent["cache_control"], want) {
+					t.Errorf("promptCache %s: the upstream got cache_control %v; want %v", ttl, sent["cache_control"], want)
+				}
+				if got := cachedOf(usage); got != 0.0 {
+					t.Errorf("promptCache %s: a first turn's cached tokens = %v; want 0, nothing was cached yet", ttl, got)
+				}
+				conv, usage, _ = turn(conv, "second question", streamed)
+				// The history up to the first turn's question was cached
+				// by it; the reply and the new question were not.
+				want := float64(llmtest.PromptTokens(anthropicSystem, first))
+				if got := cachedOf(usage); got != want || usage["prompt_tokens"].(float64) <= want {
+					t.Errorf("promptCache %s, streamed %v: a continuation's usage %v; want %v of its prompt tokens cached", ttl, streamed, usage, want)
+				}
+				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+				if stored := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any); stored["cachedTokens"] != want {
+					t.Errorf("promptCache %s: the stored reply's usage %v; want %v cached", ttl, stored, want)
+				}
+			}
+		}
+
+		if got := h.must(200, "PATCH", provider, h.admin, map[string]any{"promptCache": "off"})["promptCache"]; got != "off" {
+			t.Fatalf("PATCH promptCache off: the provider says %v", got)
+		}
+		if _, _, sent := turn("", "after off", false); sent["cache_control"] != nil {
+			t.Errorf("promptCache off again: the upstream got cache_control %v", sent["cache_control"])
+		}
+
+		n := h.up.Count()
+		for _, tc := range []struct {
+			method, path string
+			body         map[string]any
+			want         string
+		}{
+			{"PATCH", "/api/v1/ai-providers/" + w.openai, map[string]any{"promptCache": "5m"}, "applies only to type anthropic"},
+			{"PATCH", provider, map[string]any{"promptCache": "10m"}, "5m"},
+			{"POST", "/api/v1/ai-providers", map[string]any{"projectId": w.project, "name": "gpt cached", "type": "openai",
+				"defaultModel": "gpt-fake", "apiKey": upstreamKey, "promptCache": "1h"}, "applies only to type anthropic"},
+		} {
+			r := h.call(tc.method, tc.path, h.admin, tc.body)
+			if r.Status != 400 || r.ErrorField() != "promptCache" || !strings.Contains(r.ErrorMessage(), tc.want) {
+				t.Errorf("%s %s %v: %d %s; want a 400 on promptCache saying %q", tc.method, tc.path, tc.body, r.Status, r.Body, tc.want)
+			}
+		}
+		if got := h.must(200, "GET", provider, h.admin, nil)["promptCache"]; got != "off" {
+			t.Errorf("after the refused updates promptCache = %v; want off, unchanged", got)
+		}
+		if h.up.Count() != n {
+			t.Error("a refused update called the upstream")
+		}
+	})
+}

@@ -17,6 +17,7 @@ type providerResponse struct {
 	BaseURL      string `json:"baseUrl,omitempty"`
 	DefaultModel string `json:"defaultModel"`
 	APIVersion   string `json:"apiVersion,omitempty"`
+	PromptCache  string `json:"promptCache,omitempty"` // anthropic only
 	HasAPIKey    bool   `json:"hasApiKey"`
 	APIKeyHint   string `json:"apiKeyHint,omitempty"`
 	APIKeyRef    string `json:"apiKeyRef,omitempty"`
@@ -27,8 +28,9 @@ type providerResponse struct {
 func toProviderResponse(p *domain.AIProvider) providerResponse {
 	return providerResponse{
 		ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
-		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint,
-		APIKeyRef: p.APIKeyRef, CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt),
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, PromptCache: p.PromptCacheSetting(),
+		HasAPIKey: p.HasAPIKey(), APIKeyHint: p.APIKeyHint, APIKeyRef: p.APIKeyRef,
+		CreatedAt: timestamp(p.CreatedAt), UpdatedAt: timestamp(p.UpdatedAt),
 	}
 }
 
@@ -39,6 +41,7 @@ type providerCreateRequest struct {
 	BaseURL      string `json:"baseUrl"`
 	DefaultModel string `json:"defaultModel" jsonschema:"required" max:"200"`
 	APIVersion   string `json:"apiVersion" max:"200"`
+	PromptCache  string `json:"promptCache" enum:"off,5m,1h"`
 	APIKey       string `json:"apiKey"`
 	APIKeyRef    string `json:"apiKeyRef"`
 }
@@ -48,6 +51,7 @@ type providerUpdateRequest struct {
 	BaseURL      *string `json:"baseUrl"`
 	DefaultModel *string `json:"defaultModel" max:"200"`
 	APIVersion   *string `json:"apiVersion" max:"200"`
+	PromptCache  *string `json:"promptCache" enum:"off,5m,1h"`
 	APIKey       *string `json:"apiKey"`
 	APIKeyRef    *string `json:"apiKeyRef"`
 }
@@ -59,7 +63,8 @@ func (s *Server) handleProviderCreate(c *echo.Context) error {
 	}
 	p, err := s.svcs.Providers.Create(ctx(c), domain.ProviderCreate{
 		ProjectID: req.ProjectID, Name: req.Name, Type: domain.ProviderType(req.Type), BaseURL: req.BaseURL,
-		DefaultModel: req.DefaultModel, APIVersion: req.APIVersion, APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
+		DefaultModel: req.DefaultModel, APIVersion: req.APIVersion, PromptCache: req.PromptCache,
+		APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
 	})
 	if err != nil {
 		return err
@@ -94,7 +99,7 @@ func (s *Server) handleProviderUpdate(c *echo.Context) error {
 	}
 	p, err := s.svcs.Providers.Update(ctx(c), c.Param("providerId"), domain.ProviderUpdate{
 		Name: req.Name, BaseURL: req.BaseURL, DefaultModel: req.DefaultModel, APIVersion: req.APIVersion,
-		APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
+		PromptCache: req.PromptCache, APIKey: req.APIKey, APIKeyRef: req.APIKeyRef,
 	})
 	if err != nil {
 		return err

@@ -100,6 +100,7 @@ type providerRow struct {
 	BaseURL          string    `gorm:"column:base_url"`
 	DefaultModel     string    `gorm:"column:default_model"`
 	APIVersion       string    `gorm:"column:api_version"`
+	PromptCache      string    `gorm:"column:prompt_cache"`
 	APIKeyCiphertext []byte    `gorm:"column:api_key_ciphertext"`
 	APIKeyKeyID      string    `gorm:"column:api_key_key_id"`
 	APIKeyHint       string    `gorm:"column:api_key_hint"`
@@ -117,7 +118,7 @@ func fromDomainProvider(p *domain.AIProvider) providerRow {
 	}
 	return providerRow{
 		ID: p.ID, ProjectID: p.ProjectID, Name: p.Name, Type: string(p.Type), BaseURL: p.BaseURL,
-		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, APIKeyCiphertext: ct,
+		DefaultModel: p.DefaultModel, APIVersion: p.APIVersion, PromptCache: p.PromptCache, APIKeyCiphertext: ct,
 		APIKeyKeyID: p.APIKeyKeyID, APIKeyHint: p.APIKeyHint, APIKeyRef: p.APIKeyRef,
 		CreatedAt: ts(p.CreatedAt), UpdatedAt: ts(p.UpdatedAt),
 	}
@@ -126,7 +127,7 @@ func fromDomainProvider(p *domain.AIProvider) providerRow {
 func toDomainProvider(r *providerRow) *domain.AIProvider {
 	return &domain.AIProvider{
 		ID: r.ID, ProjectID: r.ProjectID, Name: r.Name, Type: domain.ProviderType(r.Type), BaseURL: r.BaseURL,
-		DefaultModel: r.DefaultModel, APIVersion: r.APIVersion, APIKeyCiphertext: r.APIKeyCiphertext,
+		DefaultModel: r.DefaultModel, APIVersion: r.APIVersion, PromptCache: r.PromptCache, APIKeyCiphertext: r.APIKeyCiphertext,
 		APIKeyKeyID: r.APIKeyKeyID, APIKeyHint: r.APIKeyHint, APIKeyRef: r.APIKeyRef,
 		CreatedAt: utc(r.CreatedAt), UpdatedAt: utc(r.UpdatedAt),
 	}

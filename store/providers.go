@@ -70,7 +70,7 @@ func (s *Store) UpdateProvider(ctx context.Context, p *domain.AIProvider, prev t
 	const op = "store.UpdateProvider"
 	row := fromDomainProvider(p)
 	res := onlyIfUnchanged(s.db.WithContext(ctx).Model(&providerRow{}).Where("id = ?", p.ID), prev).
-		Select("name", "type", "base_url", "default_model", "api_version", "api_key_ciphertext",
+		Select("name", "type", "base_url", "default_model", "api_version", "prompt_cache", "api_key_ciphertext",
 			"api_key_key_id", "api_key_hint", "api_key_ref", "updated_at").
 		Updates(&row)
 	if res.Error != nil {

@@ -292,7 +292,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 13\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 14\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -300,8 +300,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 13 {
-			t.Fatalf("%d migrations; want 13: %q", len(names), names)
+		if len(names) != 14 {
+			t.Fatalf("%d migrations; want 14: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -355,7 +355,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the usage record is gone", step)
 			}
 		}
-		for _, m := range []string{"00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00014_provider_prompt_cache.sql", "00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -1053,7 +1053,7 @@ func TestProviders(t *testing.T) {
 		})
 		t.Run("no key", func(t *testing.T) {
 			p := &domain.AIProvider{ID: domain.NewID(domain.PrefixProvider), ProjectID: w.prjA.ID, Name: "local", Type: domain.ProviderOpenAICompatible,
-				BaseURL: "http://127.0.0.1:11434/v1", DefaultModel: "llama3", APIKeyRef: "env:PARLEY_PROVIDER_KEY_X", CreatedAt: t0, UpdatedAt: t0}
+				BaseURL: "http://127.0.0.1:11434/v1", DefaultModel: "llama3", PromptCache: domain.PromptCache5m, APIKeyRef: "env:PARLEY_PROVIDER_KEY_X", CreatedAt: t0, UpdatedAt: t0}
 			must(t, s.CreateProvider(ctx(), p))
 			got, err := s.GetProvider(ctx(), p.ID)
 			must(t, err)
@@ -1105,7 +1105,7 @@ func TestProviders(t *testing.T) {
 			p := *w.provA
 			p.Name, p.Type, p.BaseURL, p.DefaultModel, p.APIVersion = "azure", domain.ProviderAzureOpenAI, "https://x.openai.azure.com", "gpt-4", "2024-06-01"
 			p.APIKeyCiphertext, p.APIKeyKeyID, p.APIKeyHint, p.APIKeyRef = nil, "", "", "env:PARLEY_PROVIDER_KEY_AZ"
-			p.UpdatedAt = t0.Add(time.Minute)
+			p.PromptCache, p.UpdatedAt = domain.PromptCache1h, t0.Add(time.Minute)
 			must(t, s.UpdateProvider(ctx(), &p, time.Time{}))
 			got, err := s.GetProvider(ctx(), p.ID)
 			must(t, err)

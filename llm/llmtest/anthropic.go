@@ -61,6 +61,25 @@ func textBlocksRefusal(field string, content any) string {
 	return ""
 }
 
+// cacheControlRefusal is the Messages API's refusal of a top-level
+// cache_control it does not take, "" when there is none or it is
+// {"type": "ephemeral"} with no ttl or a ttl of 5m or 1h.
+func cacheControlRefusal(body map[string]any) string {
+	v, ok := body["cache_control"]
+	if !ok {
+		return ""
+	}
+	cc, _ := v.(map[string]any)
+	if cc["type"] != "ephemeral" {
+		return "cache_control.type: Input should be 'ephemeral'"
+	}
+	switch cc["ttl"] {
+	case nil, "5m", "1h":
+		return ""
+	}
+	return "cache_control.ttl: Input should be '5m' or '1h'"
+}
+
 // anthropicStop maps the reply's finish reason to a stop_reason.
 func (r reply) anthropicStop() string {
 	switch r.finishReason {

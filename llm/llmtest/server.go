@@ -7,7 +7,9 @@
 // streamed one word per delta, with usage computed so a test can predict
 // it (see PromptTokens and Deltas). Every request is recorded for
 // assertions. A request the provider would refuse as sent gets its 400
-// (Anthropic: a text block that is empty or only whitespace). Behaviors
+// (Anthropic: a text block that is empty or only whitespace, a
+// cache_control it does not know). An Anthropic request with a top-level
+// cache_control plays its automatic prompt caching (see promptCache). Behaviors
 // (status codes, delays, cut or reset streams, oversized lines and
 // events, keep-alive comments, hangs) can be scripted per request.
 //
@@ -19,6 +21,8 @@ package llmtest
 
 import (
 	"bytes"
+	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -222,22 +226,27 @@ type Behavior struct {
 
 // Usage is the token usage the server reports. CachedTokens, of the
 // prompt's, go out as OpenAI's prompt_tokens_details.cached_tokens and
-// Anthropic's cache_read_input_tokens (its input_tokens the rest);
+// Anthropic's cache_read_input_tokens, CacheWriteTokens (Anthropic only)
+// as its cache_creation_input_tokens, and its input_tokens are the rest;
 // ReasoningTokens, of the reply's, as OpenAI's
 // completion_tokens_details.reasoning_tokens. Without them, no details.
 type Usage struct {
 	PromptTokens     int
 	CompletionTokens int
 	CachedTokens     int
+	CacheWriteTokens int
 	ReasoningTokens  int
 }
 
 // anthropic is u as Anthropic reports it, with output as its
 // output_tokens.
 func (u Usage) anthropic(output int) map[string]any {
-	m := map[string]any{"input_tokens": u.PromptTokens - u.CachedTokens, "output_tokens": output}
+	m := map[string]any{"input_tokens": u.PromptTokens - u.CachedTokens - u.CacheWriteTokens, "output_tokens": output}
 	if u.CachedTokens > 0 {
 		m["cache_read_input_tokens"] = u.CachedTokens
+	}
+	if u.CacheWriteTokens > 0 {
+		m["cache_creation_input_tokens"] = u.CacheWriteTokens
 	}
 	return m
 }
@@ -255,8 +264,9 @@ type Server struct {
 	forget     bool
 	n          int // requests received
 	canceled   int
-	canceledN  map[int]bool  // the numbers of the requests seen abandoned
-	cancelSeen chan struct{} // closed, and replaced, at each abandonment
+	canceledN  map[int]bool    // the numbers of the requests seen abandoned
+	cancelSeen chan struct{}   // closed, and replaced, at each abandonment
+	cached     map[string]bool // the prompt prefixes cached (promptCache)
 	closeOnce  sync.Once
 }
 
@@ -271,7 +281,7 @@ func NewServer(t testing.TB) *Server {
 // Start starts a fake upstream on 127.0.0.1 outside a test (the load
 // generator runs one as its own process); the caller closes it.
 func Start() *Server {
-	s := &Server{done: make(chan struct{}), canceledN: map[int]bool{}, cancelSeen: make(chan struct{})}
+	s := &Server{done: make(chan struct{}), canceledN: map[int]bool{}, cancelSeen: make(chan struct{}), cached: map[string]bool{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
 }
@@ -478,6 +488,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	reply := x.reply()
+	if b.Usage == nil {
+		reply.usage = s.promptCache(req, reply.usage)
+	}
 	switch {
 	case req.Protocol == OpenAI && req.Stream:
 		x.openAIStream(reply)
@@ -494,9 +507,43 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 // request as sent, "" when it takes it.
 func (x *exchange) refusal() string {
 	if x.req.Protocol == Anthropic {
-		return anthropicTextRefusal(x.req.Body)
+		return cmp.Or(anthropicTextRefusal(x.req.Body), cacheControlRefusal(x.req.Body))
 	}
 	return ""
+}
+
+// promptCache plays Anthropic's automatic prompt caching for req, an
+// Anthropic request with a top-level cache_control: the longest prefix of
+// its messages (its system first) that an earlier such request to the same
+// model cached is read from the cache, the rest of the prompt is written to
+// it, and the whole prompt is cached for the requests that follow. u is
+// the usage without caching; it comes back with CachedTokens and
+// CacheWriteTokens set. Anthropic caches only prompts of a thousand tokens
+// and more, and for a while; the fake caches any, for good.
+func (s *Server) promptCache(req Request, u Usage) Usage {
+	if _, ok := req.Body["cache_control"]; !ok || req.Protocol != Anthropic {
+		return u
+	}
+	contents := make([]string, len(req.Messages))
+	for i, m := range req.Messages {
+		contents[i] = m.Content
+	}
+	key := func(n int) string {
+		b, _ := json.Marshal(req.Messages[:n])
+		sum := sha256.Sum256(append([]byte(req.Model+"\x00"), b...))
+		return string(sum[:])
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for n := len(req.Messages); n > 0; n-- {
+		if s.cached[key(n)] {
+			u.CachedTokens = min(PromptTokens(contents[:n]...), u.PromptTokens)
+			break
+		}
+	}
+	u.CacheWriteTokens = u.PromptTokens - u.CachedTokens
+	s.cached[key(len(req.Messages))] = true
+	return u
 }
 
 // noStreamOptions answers a request with stream_options as Mistral's API

@@ -462,3 +462,45 @@ func TestNoStreamOptions(t *testing.T) {
 		t.Errorf("without stream_options: %d %s, want a stream with usage", resp.StatusCode, b)
 	}
 }
+
+// TestAnthropicPromptCache: a request with a top-level cache_control writes
+// its prompt to the cache; the next one that extends it reads that part,
+// reported as Anthropic does (input_tokens is the rest); a request without
+// cache_control neither reads nor writes, and one with a cache_control the
+// API does not know is refused.
+func TestAnthropicPromptCache(t *testing.T) {
+	s := llmtest.NewServer(t)
+	type usage struct {
+		Input int `json:"input_tokens"`
+		Write int `json:"cache_creation_input_tokens"`
+		Read  int `json:"cache_read_input_tokens"`
+	}
+	call := func(body string) (int, usage) {
+		t.Helper()
+		resp := post(t, s.URL()+"/messages", body, "X-Api-Key", "k")
+		var out struct{ Usage usage }
+		_ = json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.Usage
+	}
+	const first = `"system":"sys","messages":[{"role":"user","content":"hello world"}]`
+	const second = `"system":"sys","messages":[{"role":"user","content":"hello world"},{"role":"assistant","content":"echo: hello world"},{"role":"user","content":"again"}]`
+	all, prefix := llmtest.PromptTokens("sys", "hello world", "echo: hello world", "again"), llmtest.PromptTokens("sys", "hello world")
+	for _, tc := range []struct {
+		name, body string
+		want       usage
+	}{
+		{"uncached", `{"model":"m",` + first + `}`, usage{Input: prefix}},
+		{"first", `{"model":"m","cache_control":{"type":"ephemeral"},` + first + `}`, usage{Write: prefix}},
+		{"extended", `{"model":"m","cache_control":{"type":"ephemeral","ttl":"1h"},` + second + `}`, usage{Input: 0, Write: all - prefix, Read: prefix}},
+		{"again", `{"model":"m","cache_control":{"type":"ephemeral"},` + second + `}`, usage{Read: all}},
+		{"another model", `{"model":"m2","cache_control":{"type":"ephemeral"},` + second + `}`, usage{Write: all}},
+		{"without cache_control", `{"model":"m",` + second + `}`, usage{Input: all}},
+	} {
+		if status, got := call(tc.body); status != 200 || got != tc.want {
+			t.Errorf("%s: %d %+v; want 200 %+v", tc.name, status, got, tc.want)
+		}
+	}
+	if status, _ := call(`{"model":"m","cache_control":{"type":"ephemeral","ttl":"10m"},` + first + `}`); status != 400 {
+		t.Errorf("a ttl of 10m: %d; want 400", status)
+	}
+}
