@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"log/slog"
 	"net"
 	"sort"
 	"strconv"
@@ -378,5 +379,28 @@ func TestConversationSummary(t *testing.T) {
 	c.summarize()
 	if c.MessageCount != 4 || c.Preview != strings.Repeat("é", PreviewChars) {
 		t.Errorf("summary: %d messages, preview %q; want 4, the second user message's first %d characters", c.MessageCount, c.Preview, PreviewChars)
+	}
+}
+
+// TestLogLevel: the one rule by which REST and MCP log a failure.
+func TestLogLevel(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want slog.Level
+	}{
+		{Errorf(Upstream, "the provider rejected its key"), slog.LevelWarn},
+		{Errorf(Timeout, "no first byte"), slog.LevelWarn},
+		{&Error{Kind: Unavailable, Message: "shutting down", Err: ErrShuttingDown}, slog.LevelWarn},
+		{&Error{Kind: Internal, Op: "store.x", Err: errors.New("disk I/O error")}, slog.LevelError},
+		{Errorf(Unavailable, "the database does not answer"), slog.LevelError},
+		{errors.New("not a domain error"), slog.LevelError}, // Internal
+		{Invalidf("name", "name is required"), slog.LevelDebug},
+		{Errorf(NotFound, "chat cht_x does not exist"), slog.LevelDebug},
+		{Errorf(RateLimited, "slow down"), slog.LevelDebug},
+		{Errorf(Canceled, "the client left"), slog.LevelDebug},
+	} {
+		if got := LogLevel(tc.err); got != tc.want {
+			t.Errorf("LogLevel(%v, kind %s) = %v; want %v", tc.err, KindOf(tc.err), got, tc.want)
+		}
 	}
 }

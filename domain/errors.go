@@ -3,6 +3,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"time"
 )
@@ -54,6 +55,24 @@ func (k Kind) String() string {
 // running when the shutdown grace period is over; REST streams then end
 // with an error event and MCP calls with an error result, not silently.
 var ErrShuttingDown = errors.New("the server is shutting down")
+
+// LogLevel is the level a failed request or tool call is logged at, the one
+// rule of REST and MCP alike, for a JSON response as for a stream that
+// failed once it began: a warning for the server's shutdown (expected at
+// every deploy whose grace period a request outlives) and for a provider
+// that refused its key, failed or did not answer (the operator's to know
+// of); an error for Parley's own faults (Internal, and Unavailable: a
+// database that is down or does not answer); debug for what the caller
+// must fix, and for a caller that left.
+func LogLevel(err error) slog.Level {
+	switch kind := KindOf(err); {
+	case errors.Is(err, ErrShuttingDown), kind == Upstream, kind == Timeout:
+		return slog.LevelWarn
+	case kind == Internal, kind == Unavailable:
+		return slog.LevelError
+	}
+	return slog.LevelDebug
+}
 
 // ErrTruncated is the cause of the Upstream error of a reply the provider
 // ended without saying why (no finish reason): a stream cut off cleanly.

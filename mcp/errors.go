@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -24,13 +25,10 @@ var (
 // tool. Every kind a caller can act on becomes a tool error result the model
 // reads: its text starts with the REST error code ("not_found: chat cht_…
 // does not exist") and goes on with the domain's user-safe message; a call
-// the server's shutdown ended is "unavailable: ...", to be made again, and
-// logged as a warning, as REST logs a request the shutdown ended. Only
-// Internal faults and cancellations become protocol errors, with a generic
-// text. Parley's own faults are logged at error level, Internal and
-// Unavailable alike (a database that is down or does not answer: REST's
-// 503, which it logs as an error too), the provider's failures at warning
-// and the caller's errors at debug.
+// the server's shutdown ended is "unavailable: ...", to be made again.
+// Only Internal faults and cancellations become protocol errors, with a
+// generic text. Each is logged at the level REST logs it at
+// (domain.LogLevel).
 func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
 	log := d.log
 	kind := domain.KindOf(err)
@@ -42,19 +40,16 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", err)
 		return nil, errCanceled
 	}
-	if kind == domain.Internal {
-		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "err", err)
-		return nil, errInternal
+	level, msg := domain.LogLevel(err), "mcp tool call refused"
+	switch {
+	case kind == domain.Upstream || kind == domain.Timeout:
+		msg = "mcp tool call: upstream failed"
+	case level == slog.LevelError:
+		msg = "mcp tool call failed"
 	}
-	switch kind {
-	case domain.Upstream, domain.Timeout:
-		// The provider refused its key, failed or did not answer: the
-		// operator's to know of, as over REST.
-		log.WarnContext(ctx, "mcp tool call: upstream failed", "tool", tool, "kind", kind.String(), "err", err)
-	case domain.Unavailable:
-		log.ErrorContext(ctx, "mcp tool call failed", "tool", tool, "kind", kind.String(), "err", err)
-	default:
-		log.DebugContext(ctx, "mcp tool call refused", "tool", tool, "kind", kind.String(), "err", err)
+	log.Log(ctx, level, msg, "tool", tool, "kind", kind.String(), "err", err)
+	if kind == domain.Internal {
+		return nil, errInternal
 	}
 	res := mcpgo.NewToolResultError(errorText(err))
 	if dbg := wire.DebugOf(domain.DebugOf(err)); dbg != nil {

@@ -539,7 +539,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 		if errors.Is(err, domain.ErrShuttingDown) {
 			msg = "request ended by shutdown" // as a JSON completion's (handleError)
 		}
-		st.s.log.Log(ctx(st.c), failureLevel(err), msg, "kind", domain.KindOf(err).String(), "err", err)
+		st.s.log.Log(ctx(st.c), domain.LogLevel(err), msg, "kind", domain.KindOf(err).String(), "err", err)
 		_ = st.add(toErrorBody(err))
 		st.buf.WriteString(doneEvent)
 		_ = st.write()

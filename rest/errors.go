@@ -110,7 +110,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	// The attributes go with each record, not on a logger (With): those
 	// would come before the request_id that requestid.LogHandler puts first.
 	attrs := []any{"method", c.Request().Method, "path", route(c), "kind", kind.String(), "err", err}
-	level, msg := failureLevel(err), "request refused"
+	level, msg := domain.LogLevel(err), "request refused"
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):
 		msg = "request ended by shutdown"
@@ -159,21 +159,4 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	if werr := c.JSON(status, body); werr != nil {
 		s.log.DebugContext(ctx(c), "writing error response", "method", c.Request().Method, "path", route(c), "err", werr)
 	}
-}
-
-// failureLevel is the level a request's failure is logged at, the same
-// for a JSON response and for a stream that failed once it began: a
-// warning for the server's shutdown (expected at every deploy whose grace
-// period a request outlives) and for a provider that refused its key,
-// failed or did not answer (the operator's to know of); an error for
-// Parley's own faults, a 5xx; debug for what the caller must fix.
-func failureLevel(err error) slog.Level {
-	kind := domain.KindOf(err)
-	switch {
-	case errors.Is(err, domain.ErrShuttingDown), kind == domain.Upstream, kind == domain.Timeout:
-		return slog.LevelWarn
-	case statusOf[kind] >= 500:
-		return slog.LevelError
-	}
-	return slog.LevelDebug
 }
