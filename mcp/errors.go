@@ -1,11 +1,13 @@
 package mcp
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"strings"
 	"time"
 
@@ -20,6 +22,24 @@ var (
 	errInternal = errors.New("internal error: the server could not complete this tool call; the fault has been logged")
 	errCanceled = errors.New("the tool call was cancelled")
 )
+
+// statusOf is the HTTP status of the transport's own refusals (a request
+// that never reaches a tool: its origin, its key, its body), by kind, as
+// the REST API answers them.
+var statusOf = map[domain.Kind]int{
+	domain.Invalid:         http.StatusBadRequest,
+	domain.Unauthenticated: http.StatusUnauthorized,
+	domain.Forbidden:       http.StatusForbidden,
+	domain.NotFound:        http.StatusNotFound,
+	domain.TooLarge:        http.StatusRequestEntityTooLarge,
+	domain.Unavailable:     http.StatusServiceUnavailable,
+}
+
+// refuse answers a request the transport refuses with kind's status (500
+// for a kind statusOf does not name) and the REST API's error envelope.
+func refuse(w http.ResponseWriter, kind domain.Kind, message string) {
+	writeError(w, cmp.Or(statusOf[kind], http.StatusInternalServerError), kind.String(), message)
+}
 
 // toolError maps a domain error to what the client gets, once for every
 // tool. Every kind a caller can act on becomes a tool error result the model

@@ -227,7 +227,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		// a shared cache keeps it apart per Origin, none included.
 		w.Header().Add("Vary", "Origin")
 		if origin := r.Header.Get("Origin"); !lim.originAllowed(origin) {
-			writeError(w, http.StatusForbidden, domain.Forbidden.String(), fmt.Sprintf(
+			refuse(w, domain.Forbidden, fmt.Sprintf(
 				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_MCP_ALLOWED_ORIGINS lists", origin))
 			return
 		} else if origin != "" && allowCORS(w, r, method) {
@@ -236,7 +236,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		key, ok := bearerKey(r.Header.Get("Authorization"))
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
-			writeError(w, http.StatusUnauthorized, domain.Unauthenticated.String(),
+			refuse(w, domain.Unauthenticated,
 				"authentication required: send an API key as 'Authorization: Bearer <key>'")
 			return
 		}
@@ -245,15 +245,10 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			kind := domain.KindOf(err)
 			if kind == domain.Unauthenticated {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
-				writeError(w, http.StatusUnauthorized, kind.String(), domain.MessageOf(err))
-				return
+			} else {
+				logger.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
 			}
-			status := http.StatusInternalServerError
-			if kind == domain.Unavailable {
-				status = http.StatusServiceUnavailable
-			}
-			logger.ErrorContext(r.Context(), "mcp authentication failed", "kind", kind.String(), "err", err)
-			writeError(w, status, kind.String(), domain.MessageOf(err))
+			refuse(w, kind, domain.MessageOf(err))
 			return
 		}
 		if r.Method != method {
@@ -263,22 +258,22 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			return
 		}
 		if r.ContentLength > maxBodyBytes { // any method's, as the REST API's
-			writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+			refuse(w, domain.TooLarge, tooLarge(maxBodyBytes))
 			return
 		}
 		if r.Method == http.MethodPost && r.Body != nil {
 			body, err := slowclient.ReadBody(w, r.Body, bodyTimeout)
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				writeError(w, http.StatusRequestEntityTooLarge, domain.TooLarge.String(), tooLarge(maxBodyBytes))
+				refuse(w, domain.TooLarge, tooLarge(maxBodyBytes))
 				return
 			}
 			if errors.Is(err, slowclient.ErrBodyTimeout) {
-				writeError(w, http.StatusBadRequest, domain.Invalid.String(), slowclient.BodyTimeoutMessage(bodyTimeout))
+				refuse(w, domain.Invalid, slowclient.BodyTimeoutMessage(bodyTimeout))
 				return
 			}
 			if err != nil {
-				writeError(w, http.StatusBadRequest, domain.Invalid.String(), "the request body could not be read")
+				refuse(w, domain.Invalid, "the request body could not be read")
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))

@@ -93,7 +93,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !isDate(v) {
 			// mcp-go takes what sorts after its latest for a version to
 			// come, "bogus" too, and then asks for that version's _meta.
-			writeError(w, http.StatusBadRequest, domain.Invalid.String(),
+			refuse(w, domain.Invalid,
 				fmt.Sprintf("MCP-Protocol-Version %q is not a protocol version: send the one initialize agreed on, such as %s", v, mcpgo.LATEST_PROTOCOL_VERSION))
 			return
 		}

@@ -94,14 +94,14 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		p, _ := domain.PrincipalFrom(r.Context())
 		session := r.URL.Query().Get("sessionId")
 		if session == "" {
-			writeError(w, http.StatusBadRequest, "invalid_request", "sessionId is required: post to the endpoint the SSE stream's first event names")
+			refuse(w, domain.Invalid, "sessionId is required: post to the endpoint the SSE stream's first event names")
 			return
 		}
 		// Another user's session answers as one that does not exist, so
 		// that the answer does not tell that it is open.
 		st, ok := streams.Load(session)
 		if !ok || st.(*sseStream).owner != p.UserID {
-			writeError(w, http.StatusNotFound, "not_found", "no such SSE session; open one with GET on the SSE endpoint")
+			refuse(w, domain.NotFound, "no such SSE session; open one with GET on the SSE endpoint")
 			return
 		}
 		// mcp-go runs the call on a context the request's end does not
