@@ -26,6 +26,22 @@ type Store interface {
 	UsageStore
 }
 
+// The server's defaults, for every package that falls back to one when it
+// is given none (0) and for the environment variables that set them
+// (cmd/parley).
+const (
+	// DefaultRequestTimeout bounds a REST request and an MCP tool call but
+	// a completion's upstream call (PARLEY_REQUEST_TIMEOUT), and the wait
+	// for a request's body.
+	DefaultRequestTimeout = 30 * time.Second
+	// DefaultMaxBodyBytes caps a request's body, REST's and MCP's, and an
+	// MCP stdio message (PARLEY_MAX_BODY_BYTES).
+	DefaultMaxBodyBytes = 8 << 20
+	// DefaultKeepAlive is how long an SSE stream, REST's or MCP's, may be
+	// quiet before a comment keeps it alive (PARLEY_SSE_KEEPALIVE).
+	DefaultKeepAlive = 15 * time.Second
+)
+
 // Deps are what the services need from the outside; internal/app wires them.
 type Deps struct {
 	Store  Store
@@ -87,7 +103,7 @@ func NewServices(d Deps) *Services {
 		d.Now = func() time.Time { return time.Now().UTC() }
 	}
 	if d.RequestTimeout <= 0 {
-		d.RequestTimeout = 30 * time.Second
+		d.RequestTimeout = DefaultRequestTimeout
 	}
 	if d.LimitsCacheTTL <= 0 {
 		d.LimitsCacheTTL = 5 * time.Second

@@ -82,7 +82,7 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		opts.Version = "dev"
 	}
 	if opts.CallTimeout <= 0 {
-		opts.CallTimeout = 30 * time.Second
+		opts.CallTimeout = domain.DefaultRequestTimeout
 	}
 	hooks := &server.Hooks{}
 	hooks.AddOnRequestInitialization(skipCancelled)

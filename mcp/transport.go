@@ -35,20 +35,13 @@ import (
 // svcs.Users.Authenticate.
 type Authenticator func(ctx context.Context, bearerKey string) (domain.Principal, error)
 
-// DefaultMaxBodyBytes caps MCP request bodies when the caller passes 0.
-const DefaultMaxBodyBytes = 8 << 20
-
-// DefaultBodyTimeout bounds the wait for an MCP request's body when the
-// caller passes 0.
-const DefaultBodyTimeout = 30 * time.Second
-
 // Limits bound what a request over HTTP may hold of the server.
 type Limits struct {
-	// MaxBodyBytes caps a request's body (0: DefaultMaxBodyBytes); a
+	// MaxBodyBytes caps a request's body (0: domain.DefaultMaxBodyBytes); a
 	// larger one gets 413.
 	MaxBodyBytes int64
 	// BodyTimeout bounds the wait for a request's body once its headers
-	// came (0: DefaultBodyTimeout); a body not whole by then gets 400.
+	// came (0: domain.DefaultRequestTimeout); a body not whole by then gets 400.
 	BodyTimeout time.Duration
 	// Origins are the origins ("https://app.example.com", or "*" for
 	// any) whose requests are taken besides loopback ones: a request that
@@ -183,15 +176,12 @@ func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
 	return m, true
 }
 
-// defaultKeepAlive is SSE.KeepAlive's default, REST's too.
-const defaultKeepAlive = 15 * time.Second
-
 // stallAfter is how long a write to a client may block before
 // slowclient.Writer cuts it, for keep-alive interval keepAlive (0: the
 // default): twice it, as on REST.
 func stallAfter(keepAlive time.Duration) time.Duration {
 	if keepAlive <= 0 {
-		keepAlive = defaultKeepAlive
+		keepAlive = domain.DefaultKeepAlive
 	}
 	return slowclient.StallAfter(keepAlive)
 }
@@ -216,11 +206,11 @@ func principalContext(ctx context.Context, r *http.Request) context.Context {
 func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, next http.Handler) http.Handler {
 	maxBodyBytes := lim.MaxBodyBytes
 	if maxBodyBytes <= 0 {
-		maxBodyBytes = DefaultMaxBodyBytes
+		maxBodyBytes = domain.DefaultMaxBodyBytes
 	}
 	bodyTimeout := lim.BodyTimeout
 	if bodyTimeout <= 0 {
-		bodyTimeout = DefaultBodyTimeout
+		bodyTimeout = domain.DefaultRequestTimeout
 	}
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Every answer depends on the Origin (CORS headers, or a 403), so

@@ -77,7 +77,7 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 	var live liveRequests
 	stall := stallAfter(keepAlive)
 	if keepAlive <= 0 {
-		keepAlive = defaultKeepAlive
+		keepAlive = domain.DefaultKeepAlive
 	}
 	return guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if sid := r.Header.Get(server.HeaderKeySessionID); sid != "" {

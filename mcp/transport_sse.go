@@ -195,7 +195,7 @@ func (x *SSE) keepAlive() time.Duration {
 	if x.KeepAlive > 0 {
 		return x.KeepAlive
 	}
-	return defaultKeepAlive
+	return domain.DefaultKeepAlive
 }
 
 // responseWatcher is a session's event stream: it tells pending when a

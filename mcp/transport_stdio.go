@@ -41,12 +41,12 @@ func callerFrom(ctx context.Context) Caller {
 // level. The progress notifications written to out are recorded, so that
 // a streamed call's result follows its notifications (progressLog), and a
 // request the client cancels gets no response (stdioOutput). A message
-// over maxMessageBytes (0: DefaultMaxBodyBytes), which mcp-go would hold
+// over maxMessageBytes (0: domain.DefaultMaxBodyBytes), which mcp-go would hold
 // whole however long, is dropped as it arrives and answered with an
 // Invalid Request error (tooLongMessage).
 func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMessageBytes int64, in io.Reader, out io.Writer, logger *slog.Logger) error {
 	if maxMessageBytes <= 0 {
-		maxMessageBytes = DefaultMaxBodyBytes
+		maxMessageBytes = domain.DefaultMaxBodyBytes
 	}
 	if logger == nil {
 		logger = slog.Default()

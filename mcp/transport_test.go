@@ -347,7 +347,7 @@ func TestHTTPAuth(t *testing.T) {
 func TestHTTPBodyLimitIsParleys(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
 	srv := e.server(Options{})
-	hs := e.httpServer(srv, DefaultMaxBodyBytes)
+	hs := e.httpServer(srv, domain.DefaultMaxBodyBytes)
 	// JSON allows whitespace before a value: 5 MiB of it, under Parley's
 	// 8 MiB and over mcp-go's 4.
 	pad := strings.Repeat(" ", 5<<20)

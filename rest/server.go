@@ -69,13 +69,13 @@ type Server struct {
 // New builds the REST API. Mount extra handlers (MCP, metrics) with Handle.
 func New(svcs *domain.Services, cfg Config) *Server {
 	if cfg.MaxBodyBytes <= 0 {
-		cfg.MaxBodyBytes = 8 << 20
+		cfg.MaxBodyBytes = domain.DefaultMaxBodyBytes
 	}
 	if cfg.KeepAlive <= 0 {
-		cfg.KeepAlive = 15 * time.Second
+		cfg.KeepAlive = domain.DefaultKeepAlive
 	}
 	if cfg.RequestTimeout <= 0 {
-		cfg.RequestTimeout = 30 * time.Second
+		cfg.RequestTimeout = domain.DefaultRequestTimeout
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

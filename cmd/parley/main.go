@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/requestid"
 )
@@ -228,10 +229,10 @@ func loadEnv() (env, error) {
 	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0, "for no limit"); err != nil {
 		return e, err
 	}
-	if e.KeepAlive, err = envPositiveDuration("PARLEY_SSE_KEEPALIVE", 15*time.Second); err != nil {
+	if e.KeepAlive, err = envPositiveDuration("PARLEY_SSE_KEEPALIVE", domain.DefaultKeepAlive); err != nil {
 		return e, err
 	}
-	if e.RequestTimeout, err = envPositiveDuration("PARLEY_REQUEST_TIMEOUT", 30*time.Second); err != nil {
+	if e.RequestTimeout, err = envPositiveDuration("PARLEY_REQUEST_TIMEOUT", domain.DefaultRequestTimeout); err != nil {
 		return e, err
 	}
 	if err := e.loadUpstreamEnv(); err != nil {
