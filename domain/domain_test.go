@@ -279,15 +279,15 @@ func TestEstimateUsage(t *testing.T) {
 		deltas   int
 		want     Usage
 	}{
-		{"the provider's count is kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}, false, "About 384,400 km.", nil, 5, Usage{11, 7, 18, false, 0, 0}},
-		{"nothing reported: both estimated", Usage{}, false, "About 384,400 km.", nil, 5, Usage{8 + 8, 5, 21, true, 0, 0}},
-		{"four characters a token beat fewer deltas", Usage{}, false, strings.Repeat("x", 40), nil, 3, Usage{16, 10, 26, true, 0, 0}},
-		{"tool calls count", Usage{}, false, "", []ToolCall{{Name: "weather", Arguments: `{"city":"Paris"}`}}, 0, Usage{16, 6, 22, true, 0, 0}},
-		{"cut short after Anthropic's start: its prompt, the reply estimated", Usage{PromptTokens: 30, CompletionTokens: 1}, true, "", nil, 4, Usage{30, 4, 34, true, 0, 0}},
-		{"cut short: a larger reported reply is kept", Usage{PromptTokens: 30, CompletionTokens: 9}, true, "", nil, 4, Usage{30, 9, 39, false, 0, 0}},
-		{"a JSON call abandoned before a reply", Usage{}, true, "", nil, 0, Usage{16, 0, 16, true, 0, 0}},
-		{"an empty reply the provider counted is not an estimate", Usage{PromptTokens: 16, TotalTokens: 16}, false, "", nil, 0, Usage{16, 0, 16, false, 0, 0}},
-		{"the provider's details are kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18, CachedTokens: 8, ReasoningTokens: 3}, false, "About 384,400 km.", nil, 5, Usage{11, 7, 18, false, 8, 3}},
+		{"the provider's count is kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18}, false, "About 384,400 km.", nil, 5, Usage{11, 7, 18, false, 0, 0, 0}},
+		{"nothing reported: both estimated", Usage{}, false, "About 384,400 km.", nil, 5, Usage{8 + 8, 5, 21, true, 0, 0, 0}},
+		{"four characters a token beat fewer deltas", Usage{}, false, strings.Repeat("x", 40), nil, 3, Usage{16, 10, 26, true, 0, 0, 0}},
+		{"tool calls count", Usage{}, false, "", []ToolCall{{Name: "weather", Arguments: `{"city":"Paris"}`}}, 0, Usage{16, 6, 22, true, 0, 0, 0}},
+		{"cut short after Anthropic's start: its prompt, the reply estimated", Usage{PromptTokens: 30, CompletionTokens: 1}, true, "", nil, 4, Usage{30, 4, 34, true, 0, 0, 0}},
+		{"cut short: a larger reported reply is kept", Usage{PromptTokens: 30, CompletionTokens: 9}, true, "", nil, 4, Usage{30, 9, 39, false, 0, 0, 0}},
+		{"a JSON call abandoned before a reply", Usage{}, true, "", nil, 0, Usage{16, 0, 16, true, 0, 0, 0}},
+		{"an empty reply the provider counted is not an estimate", Usage{PromptTokens: 16, TotalTokens: 16}, false, "", nil, 0, Usage{16, 0, 16, false, 0, 0, 0}},
+		{"the provider's details are kept", Usage{PromptTokens: 11, CompletionTokens: 7, TotalTokens: 18, CachedTokens: 8, CacheWriteTokens: 2, ReasoningTokens: 3}, false, "About 384,400 km.", nil, 5, Usage{11, 7, 18, false, 8, 2, 3}},
 	} {
 		if got := estimateUsage(c.reported, c.partial, sent, c.reply, c.calls, c.deltas); got != c.want {
 			t.Errorf("%s: got %+v, want %+v", c.name, got, c.want)
@@ -298,7 +298,7 @@ func TestEstimateUsage(t *testing.T) {
 	// reply 40 + 7 + 17 in 80 + 7 + 18.
 	moon := []LLMMessage{{Role: RoleUser, Content: strings.Repeat("月", 20)}}
 	calls := []ToolCall{{Name: "weather", Arguments: `{"city":"Zürich"}`}}
-	if got, want := estimateUsage(Usage{}, false, moon, strings.Repeat("é", 40), calls, 3), (Usage{5 + 4, 16, 25, true, 0, 0}); got != want {
+	if got, want := estimateUsage(Usage{}, false, moon, strings.Repeat("é", 40), calls, 3), (Usage{5 + 4, 16, 25, true, 0, 0, 0}); got != want {
 		t.Errorf("non-ASCII text: got %+v, want %+v", got, want)
 	}
 }

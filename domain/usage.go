@@ -25,11 +25,14 @@ type Usage struct {
 	// CachedTokens are the prompt's tokens the provider read from its
 	// prompt cache (OpenAI's prompt_tokens_details.cached_tokens,
 	// Anthropic's cache_read_input_tokens), which it bills at a discount;
+	// CacheWriteTokens those it wrote to the cache (Anthropic's
+	// cache_creation_input_tokens), which it bills at a premium;
 	// ReasoningTokens the reply's a reasoning model spent thinking
 	// (completion_tokens_details.reasoning_tokens). 0 when the provider
-	// reports none. Both are parts of the totals above, never estimated.
-	CachedTokens    int
-	ReasoningTokens int
+	// reports none. All are parts of the totals above, never estimated.
+	CachedTokens     int
+	CacheWriteTokens int
+	ReasoningTokens  int
 }
 
 // estimateUsage fills in the parts of u the provider did not report: some

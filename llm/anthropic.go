@@ -302,7 +302,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 	res.Content = content.String()
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
-	res.Usage = anthropicUsage(u.InputTokens+u.CacheCreationInputTokens+u.CacheReadInputTokens, u.CacheReadInputTokens, u.OutputTokens)
+	res.Usage = anthropicUsage(u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.OutputTokens)
 	return res, nil
 }
 
@@ -414,7 +414,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			input, cacheWrite = cmp.Or(u.InputTokens, input), cmp.Or(u.CacheCreationInputTokens, cacheWrite)
 			cacheRead, output = cmp.Or(u.CacheReadInputTokens, cacheRead), cmp.Or(u.OutputTokens, output)
 		}
-		res.Usage = anthropicUsage(input+cacheWrite+cacheRead, cacheRead, output)
+		res.Usage = anthropicUsage(input, cacheWrite, cacheRead, output)
 	}
 	if err := stream.Err(); err != nil {
 		if res.FirstByte == 0 && anthropicServerFault(err) {
@@ -495,10 +495,12 @@ func cutOff(stop anthropic.StopReason) bool {
 }
 
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts
-// every input token, cached or not, as OpenAI's prompt_tokens does, and
-// those read from the cache are its cached tokens, as OpenAI's are.
-func anthropicUsage(input, cacheRead, output int64) domain.Usage {
-	u := reportedUsage(input, output, input+output)
+// every input token, cached, written to the cache or neither, as OpenAI's
+// prompt_tokens does, and those read from the cache are its cached tokens,
+// as OpenAI's are; those written to it are its cache-write tokens.
+func anthropicUsage(input, cacheWrite, cacheRead, output int64) domain.Usage {
+	u := reportedUsage(input+cacheWrite+cacheRead, output, input+cacheWrite+cacheRead+output)
 	u.CachedTokens = min(boundTokens(cacheRead), u.PromptTokens)
+	u.CacheWriteTokens = min(boundTokens(cacheWrite), u.PromptTokens-u.CachedTokens)
 	return u
 }

@@ -1559,7 +1559,7 @@ func TestAnthropicUsageCountsCachedInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100}); got != want {
+	if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100, CacheWriteTokens: 5}); got != want {
 		t.Errorf("Usage = %+v, want %+v", got, want)
 	}
 	if got, want := res.Content, "cached reply"; got != want {
@@ -1595,7 +1595,7 @@ func TestAnthropicStreamUsageByField(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100}); got != want {
+			if got, want := res.Usage, (domain.Usage{PromptTokens: 115, CompletionTokens: 7, TotalTokens: 122, CachedTokens: 100, CacheWriteTokens: 5}); got != want {
 				t.Errorf("Usage = %+v, want %+v", got, want)
 			}
 		})

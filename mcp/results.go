@@ -85,12 +85,13 @@ type usageOut struct {
 	TotalTokens      int  `json:"totalTokens" desc:"promptTokens plus completionTokens."`
 	Estimated        bool `json:"estimated,omitempty" desc:"True when Parley counted some of the tokens itself because the provider gave no count; absent otherwise."`
 	CachedTokens     int  `json:"cachedTokens,omitempty" desc:"Of promptTokens, those the provider read from its prompt cache; absent when it reports none."`
+	CacheWriteTokens int  `json:"cacheWriteTokens,omitempty" desc:"Of promptTokens, those the provider wrote to its prompt cache (Anthropic, with the provider's promptCache set; billed above the input price); absent when it reports none."`
 	ReasoningTokens  int  `json:"reasoningTokens,omitempty" desc:"Of completionTokens, those a reasoning model spent thinking; absent when the provider reports none."`
 }
 
 func toUsageOut(u domain.Usage) usageOut {
 	return usageOut{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated,
-		CachedTokens: u.CachedTokens, ReasoningTokens: u.ReasoningTokens}
+		CachedTokens: u.CachedTokens, CacheWriteTokens: u.CacheWriteTokens, ReasoningTokens: u.ReasoningTokens}
 }
 
 // quote renders an optional name for text output.

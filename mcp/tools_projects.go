@@ -87,6 +87,7 @@ type usageTotalOut struct {
 	Requests         int64  `json:"requests" desc:"Number of completions."`
 	EstimatedTokens  int64  `json:"estimatedTokens" desc:"The part of totalTokens counted by completions whose usage Parley estimated, in whole or in part, because the provider gave no count."`
 	CachedTokens     int    `json:"cachedTokens" desc:"The part of promptTokens the providers read from their prompt cache (billed at a discount)."`
+	CacheWriteTokens int    `json:"cacheWriteTokens" desc:"The part of promptTokens the providers wrote to their prompt cache (billed above the input price)."`
 	ReasoningTokens  int    `json:"reasoningTokens" desc:"The part of completionTokens reasoning models spent thinking."`
 }
 
@@ -123,7 +124,8 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			for _, t := range rep.Totals {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests,
-					EstimatedTokens: t.EstimatedTokens, CachedTokens: t.Usage.CachedTokens, ReasoningTokens: t.Usage.ReasoningTokens})
+					EstimatedTokens: t.EstimatedTokens, CachedTokens: t.Usage.CachedTokens, CacheWriteTokens: t.Usage.CacheWriteTokens,
+					ReasoningTokens: t.Usage.ReasoningTokens})
 			}
 			if rep.NextCursor != "" {
 				out.NextCursor = &rep.NextCursor
@@ -158,6 +160,9 @@ func usageText(u usageReportOut) string {
 		fmt.Fprintf(&b, "%s, %s (%d prompt", count(t.Requests, "request"), count(t.TotalTokens, "token"), t.PromptTokens)
 		if t.CachedTokens > 0 {
 			fmt.Fprintf(&b, " of which %d cached", t.CachedTokens)
+		}
+		if t.CacheWriteTokens > 0 {
+			fmt.Fprintf(&b, ", %d written to the cache", t.CacheWriteTokens)
 		}
 		fmt.Fprintf(&b, ", %d completion", t.CompletionTokens)
 		if t.ReasoningTokens > 0 {

@@ -528,9 +528,11 @@ func TestAnthropicPromptCache(t *testing.T) {
 			}
 			return conversation, usage, lastUpstreamBody(t, h)
 		}
-		cachedOf := func(usage map[string]any) any {
+		// cacheOf is the prompt's tokens read from the cache and written
+		// to it.
+		cacheOf := func(usage map[string]any) (read, written any) {
 			details, _ := usage["prompt_tokens_details"].(map[string]any)
-			return details["cached_tokens"]
+			return details["cached_tokens"], details["cache_write_tokens"]
 		}
 
 		conv, usage, sent := turn("", "first question", false)
@@ -538,9 +540,12 @@ func TestAnthropicPromptCache(t *testing.T) {
 			t.Errorf("promptCache off: the upstream got cache_control %v", cc)
 		}
 		conv, usage, _ = turn(conv, "second question", false)
-		if got := cachedOf(usage); got != 0.0 {
-			t.Errorf("promptCache off: a continuation's cached tokens = %v; want 0", got)
+		if read, written := cacheOf(usage); read != 0.0 || written != 0.0 {
+			t.Errorf("promptCache off: a continuation's usage %v; want nothing read from the cache or written to it", usage)
 		}
+		h.app.FlushUsage()
+		before := h.usagePage(t, w.project, "groupBy=provider").totals[w.anthropic]
+		var read, written float64 // by the turns below
 
 		for _, ttl := range []string{"5m", "1h"} {
 			for _, streamed := range []bool{false, true} {
@@ -552,19 +557,24 @@ func TestAnthropicPromptCache(t *testing.T) {
 				if want := map[string]any{"type": "ephemeral", "ttl": ttl}; !reflect.DeepEqual(sent["cache_control"], want) {
 					t.Errorf("promptCache %s: the upstream got cache_control %v; want %v", ttl, sent["cache_control"], want)
 				}
-				if got := cachedOf(usage); got != 0.0 {
-					t.Errorf("promptCache %s: a first turn's cached tokens = %v; want 0, nothing was cached yet", ttl, got)
+				// The first turn's prompt is written whole, and nothing read.
+				prompt := usage["prompt_tokens"].(float64)
+				if rd, wr := cacheOf(usage); rd != 0.0 || wr != prompt {
+					t.Errorf("promptCache %s: a first turn's usage %v; want all %v of its prompt tokens written to the cache, none read", ttl, usage, prompt)
 				}
+				written += prompt
 				conv, usage, _ = turn(conv, "second question", streamed)
 				// The history up to the first turn's question was cached
-				// by it; the reply and the new question were not.
+				// by it; the reply and the new question are written now.
 				want := float64(llmtest.PromptTokens(anthropicSystem, first))
-				if got := cachedOf(usage); got != want || usage["prompt_tokens"].(float64) <= want {
-					t.Errorf("promptCache %s, streamed %v: a continuation's usage %v; want %v of its prompt tokens cached", ttl, streamed, usage, want)
+				prompt = usage["prompt_tokens"].(float64)
+				if rd, wr := cacheOf(usage); rd != want || wr != prompt-want || prompt <= want {
+					t.Errorf("promptCache %s, streamed %v: a continuation's usage %v; want %v of its prompt tokens read from the cache, the rest written", ttl, streamed, usage, want)
 				}
+				read, written = read+want, written+prompt-want
 				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
-				if stored := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any); stored["cachedTokens"] != want {
-					t.Errorf("promptCache %s: the stored reply's usage %v; want %v cached", ttl, stored, want)
+				if stored := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any); stored["cachedTokens"] != want || stored["cacheWriteTokens"] != prompt-want {
+					t.Errorf("promptCache %s: the stored reply's usage %v; want %v cached, %v written", ttl, stored, want, prompt-want)
 				}
 			}
 		}
@@ -574,6 +584,12 @@ func TestAnthropicPromptCache(t *testing.T) {
 		}
 		if _, _, sent := turn("", "after off", false); sent["cache_control"] != nil {
 			t.Errorf("promptCache off again: the upstream got cache_control %v", sent["cache_control"])
+		}
+		h.app.FlushUsage()
+		after := h.usagePage(t, w.project, "groupBy=provider").totals[w.anthropic]
+		if after.cached-before.cached != read || after.cacheWrite-before.cacheWrite != written {
+			t.Errorf("the usage report's anthropic provider: %v cached and %v written by the cached turns; want %v and %v",
+				after.cached-before.cached, after.cacheWrite-before.cacheWrite, read, written)
 		}
 
 		n := h.up.Count()

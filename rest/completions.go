@@ -125,8 +125,9 @@ type openAIUsage struct {
 	CompletionTokens int `json:"completion_tokens"`
 	TotalTokens      int `json:"total_tokens"`
 	// The details OpenAI gives (and clients read for cost): of the
-	// prompt, the tokens read from the provider's cache; of the reply, the
-	// tokens spent reasoning. 0 when the provider reports none.
+	// prompt, the tokens read from the provider's cache and those written
+	// to it; of the reply, the tokens spent reasoning. 0 when the provider
+	// reports none.
 	PromptTokensDetails     promptTokensDetails     `json:"prompt_tokens_details"`
 	CompletionTokensDetails completionTokensDetails `json:"completion_tokens_details"`
 	// Estimated is true when Parley counted some of the tokens itself,
@@ -136,6 +137,10 @@ type openAIUsage struct {
 
 type promptTokensDetails struct {
 	CachedTokens int `json:"cached_tokens"`
+	// CacheWriteTokens is not OpenAI's (whose caching costs nothing to
+	// write) but OpenRouter's name for it, which Anthropic bills above the
+	// input price.
+	CacheWriteTokens int `json:"cache_write_tokens"`
 }
 
 type completionTokensDetails struct {
@@ -144,7 +149,7 @@ type completionTokensDetails struct {
 
 func toOpenAIUsage(u domain.Usage) openAIUsage {
 	return openAIUsage{PromptTokens: u.PromptTokens, CompletionTokens: u.CompletionTokens, TotalTokens: u.TotalTokens, Estimated: u.Estimated,
-		PromptTokensDetails: promptTokensDetails{u.CachedTokens}, CompletionTokensDetails: completionTokensDetails{u.ReasoningTokens}}
+		PromptTokensDetails: promptTokensDetails{u.CachedTokens, u.CacheWriteTokens}, CompletionTokensDetails: completionTokensDetails{u.ReasoningTokens}}
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {

@@ -48,10 +48,12 @@ type usageJSON struct {
 	CompletionTokens int  `json:"completionTokens"`
 	TotalTokens      int  `json:"totalTokens"`
 	Estimated        bool `json:"estimated,omitempty"` // Parley counted some of it: the provider gave no count
-	// Of promptTokens, those read from the provider's prompt cache; of
-	// completionTokens, those spent reasoning. 0 when it reports none.
-	CachedTokens    int `json:"cachedTokens"`
-	ReasoningTokens int `json:"reasoningTokens"`
+	// Of promptTokens, those read from the provider's prompt cache and
+	// those written to it; of completionTokens, those spent reasoning. 0
+	// when it reports none.
+	CachedTokens     int `json:"cachedTokens"`
+	CacheWriteTokens int `json:"cacheWriteTokens"`
+	ReasoningTokens  int `json:"reasoningTokens"`
 }
 
 func toConversationResponse(cv *domain.Conversation) conversationResponse {
@@ -65,7 +67,8 @@ func toMessageResponse(m *domain.Message) messageResponse {
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
 	if m.Role == domain.RoleAssistant {
 		r.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
-			Estimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, ReasoningTokens: m.Usage.ReasoningTokens}
+			Estimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, CacheWriteTokens: m.Usage.CacheWriteTokens,
+			ReasoningTokens: m.Usage.ReasoningTokens}
 	}
 	return r
 }

@@ -151,10 +151,12 @@ type usageTotalJSON struct {
 	// usage Parley estimated, in whole or in part.
 	EstimatedTokens int64 `json:"estimatedTokens"`
 	// CachedTokens is the part of promptTokens the providers read from
-	// their prompt cache; ReasoningTokens the part of completionTokens
-	// reasoning models spent thinking (0 for records before they were kept).
-	CachedTokens    int `json:"cachedTokens"`
-	ReasoningTokens int `json:"reasoningTokens"`
+	// their prompt cache, CacheWriteTokens the part they wrote to it;
+	// ReasoningTokens the part of completionTokens reasoning models spent
+	// thinking (0 for records before they were kept).
+	CachedTokens     int `json:"cachedTokens"`
+	CacheWriteTokens int `json:"cacheWriteTokens"`
+	ReasoningTokens  int `json:"reasoningTokens"`
 }
 
 func (s *Server) handleUsageGet(c *echo.Context) error {
@@ -176,7 +178,7 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
 		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens,
-			CachedTokens: t.Usage.CachedTokens, ReasoningTokens: t.Usage.ReasoningTokens})
+			CachedTokens: t.Usage.CachedTokens, CacheWriteTokens: t.Usage.CacheWriteTokens, ReasoningTokens: t.Usage.ReasoningTokens})
 	}
 	if rep.NextCursor != "" {
 		out.NextCursor = &rep.NextCursor

@@ -17,7 +17,7 @@ type providerResponse struct {
 	BaseURL      string `json:"baseUrl,omitempty"`
 	DefaultModel string `json:"defaultModel"`
 	APIVersion   string `json:"apiVersion,omitempty"`
-	PromptCache  string `json:"promptCache,omitempty"` // anthropic only
+	PromptCache  string `json:"promptCache,omitempty" enum:"off,5m,1h"` // anthropic only
 	HasAPIKey    bool   `json:"hasApiKey"`
 	APIKeyHint   string `json:"apiKeyHint,omitempty"`
 	APIKeyRef    string `json:"apiKeyRef,omitempty"`

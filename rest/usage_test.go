@@ -13,7 +13,7 @@ import (
 )
 
 // usageGroup is one total of a usage report, by its key.
-type usageGroup struct{ prompt, completion, total, requests, estimated, cached, reasoning float64 }
+type usageGroup struct{ prompt, completion, total, requests, estimated, cached, cacheWrite, reasoning float64 }
 
 // usagePage is one page of a usage report.
 type usagePage struct {
@@ -44,7 +44,7 @@ func (h *harness) usagePage(t *testing.T, project, query string) usagePage {
 		}
 		p.keys = append(p.keys, key)
 		p.totals[key] = usageGroup{d["promptTokens"].(float64), d["completionTokens"].(float64), d["totalTokens"].(float64), d["requests"].(float64),
-			d["estimatedTokens"].(float64), d["cachedTokens"].(float64), d["reasoningTokens"].(float64)}
+			d["estimatedTokens"].(float64), d["cachedTokens"].(float64), d["cacheWriteTokens"].(float64), d["reasoningTokens"].(float64)}
 	}
 	_, p.hasNext = next.(string)
 	return p

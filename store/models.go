@@ -278,6 +278,7 @@ type messageRow struct {
 	TotalTokens      int       `gorm:"column:total_tokens"`
 	UsageEstimated   bool      `gorm:"column:usage_estimated"`
 	CachedTokens     int       `gorm:"column:cached_tokens"`
+	CacheWriteTokens int       `gorm:"column:cache_write_tokens"`
 	ReasoningTokens  int       `gorm:"column:reasoning_tokens"`
 	CreatedAt        time.Time `gorm:"column:created_at;autoCreateTime:false"`
 	// RequestKey and RequestHash are NULL but on the reply of a request
@@ -339,8 +340,8 @@ func fromDomainMessage(m *domain.Message) messageRow {
 		DocumentID: m.DocumentID, ToolCalls: fromDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID,
 		Model: m.Model, FinishReason: m.FinishReason,
 		PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
-		UsageEstimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, ReasoningTokens: m.Usage.ReasoningTokens,
-		CreatedAt:  ts(m.CreatedAt),
+		UsageEstimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, CacheWriteTokens: m.Usage.CacheWriteTokens,
+		ReasoningTokens: m.Usage.ReasoningTokens, CreatedAt: ts(m.CreatedAt),
 		RequestKey: nullString(m.RequestKey), RequestHash: nullString(m.RequestHash), Refusal: nullString(m.Refusal),
 	}
 }
@@ -359,7 +360,7 @@ func toDomainMessage(r *messageRow) domain.Message {
 		DocumentID: r.DocumentID, ToolCalls: toDomainToolCalls(r.ToolCalls), ToolCallID: r.ToolCallID,
 		Model: r.Model, FinishReason: r.FinishReason,
 		Usage: domain.Usage{PromptTokens: r.PromptTokens, CompletionTokens: r.CompletionTokens, TotalTokens: r.TotalTokens,
-			Estimated: r.UsageEstimated, CachedTokens: r.CachedTokens, ReasoningTokens: r.ReasoningTokens},
+			Estimated: r.UsageEstimated, CachedTokens: r.CachedTokens, CacheWriteTokens: r.CacheWriteTokens, ReasoningTokens: r.ReasoningTokens},
 		CreatedAt: utc(r.CreatedAt),
 	}
 	if r.RequestKey != nil && r.RequestHash != nil {
@@ -385,6 +386,7 @@ type usageRow struct {
 	TotalTokens      int64     `gorm:"column:total_tokens"`
 	Estimated        bool      `gorm:"column:estimated"`
 	CachedTokens     int64     `gorm:"column:cached_tokens"`
+	CacheWriteTokens int64     `gorm:"column:cache_write_tokens"`
 	ReasoningTokens  int64     `gorm:"column:reasoning_tokens"`
 	LatencyMS        int64     `gorm:"column:latency_ms"`
 	TTFTMS           int64     `gorm:"column:ttft_ms"`
@@ -400,8 +402,8 @@ func fromDomainUsage(u *domain.UsageRecord) usageRow {
 		ID: u.ID, ProjectID: u.ProjectID, ChatID: u.ChatID, ConversationID: u.ConversationID,
 		AIProviderID: u.AIProviderID, Model: u.Model, UserID: u.UserID, KeyID: u.KeyID,
 		PromptTokens: int64(u.Usage.PromptTokens), CompletionTokens: int64(u.Usage.CompletionTokens), TotalTokens: int64(u.Usage.TotalTokens),
-		Estimated: u.Usage.Estimated, CachedTokens: int64(u.Usage.CachedTokens), ReasoningTokens: int64(u.Usage.ReasoningTokens),
-		LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
+		Estimated: u.Usage.Estimated, CachedTokens: int64(u.Usage.CachedTokens), CacheWriteTokens: int64(u.Usage.CacheWriteTokens),
+		ReasoningTokens: int64(u.Usage.ReasoningTokens), LatencyMS: u.Latency.Milliseconds(), TTFTMS: u.TimeToFirst.Milliseconds(),
 		Outcome: string(u.Outcome), Stream: u.Stream, CreatedAt: ts(u.CreatedAt),
 	}
 }

@@ -355,7 +355,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the usage record is gone", step)
 			}
 		}
-		for _, m := range []string{"00014_provider_prompt_cache.sql", "00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00014_prompt_cache.sql", "00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {

@@ -405,13 +405,13 @@ func (s *Store) fitStatement(batch []*turn) bool {
 // messageRow.values.
 var messageColumns = []string{"id", "conversation_id", "seq", "role", "content", "document_id", "tool_calls",
 	"tool_call_id", "model", "finish_reason", "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cached_tokens",
-	"reasoning_tokens", "created_at", "request_key", "request_hash", "refusal"}
+	"cache_write_tokens", "reasoning_tokens", "created_at", "request_key", "request_hash", "refusal"}
 
 // values returns m's fields in the order of messageColumns.
-func (m *messageRow) values() [20]any {
+func (m *messageRow) values() [21]any {
 	return [...]any{m.ID, m.ConversationID, m.Seq, m.Role, m.Content, m.DocumentID, m.ToolCalls,
 		m.ToolCallID, m.Model, m.FinishReason, m.PromptTokens, m.CompletionTokens, m.TotalTokens, m.UsageEstimated, m.CachedTokens,
-		m.ReasoningTokens, m.CreatedAt, m.RequestKey, m.RequestHash, m.Refusal}
+		m.CacheWriteTokens, m.ReasoningTokens, m.CreatedAt, m.RequestKey, m.RequestHash, m.Refusal}
 }
 
 // The SQLite turn writer's statements (see sqliteWrite).

@@ -79,12 +79,12 @@ func (s *Store) copyUsage(ctx context.Context, rows []usageRow) error {
 // usageColumns are the columns of usage_records, in the order of
 // usageRow.values.
 var usageColumns = []string{"id", "project_id", "chat_id", "conversation_id", "ai_provider_id", "model", "user_id", "key_id",
-	"prompt_tokens", "completion_tokens", "total_tokens", "estimated", "cached_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "outcome", "stream", "created_at"}
+	"prompt_tokens", "completion_tokens", "total_tokens", "estimated", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "latency_ms", "ttft_ms", "outcome", "stream", "created_at"}
 
 // values returns u's fields in the order of usageColumns.
-func (u *usageRow) values() [19]any {
+func (u *usageRow) values() [20]any {
 	return [...]any{u.ID, u.ProjectID, u.ChatID, u.ConversationID, u.AIProviderID, u.Model, u.UserID, u.KeyID,
-		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.Estimated, u.CachedTokens, u.ReasoningTokens, u.LatencyMS, u.TTFTMS, u.Outcome, u.Stream, u.CreatedAt}
+		u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.Estimated, u.CachedTokens, u.CacheWriteTokens, u.ReasoningTokens, u.LatencyMS, u.TTFTMS, u.Outcome, u.Stream, u.CreatedAt}
 }
 
 // sqliteInsertUsage[n] is the INSERT of n usage records.
@@ -107,6 +107,7 @@ type usageTotalRow struct {
 	Requests         int64
 	EstimatedTokens  int64
 	CachedTokens     int64
+	CacheWriteTokens int64
 	ReasoningTokens  int64
 }
 
@@ -139,6 +140,7 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 			"COUNT(*) AS requests, "+
 			"CAST(COALESCE(SUM(CASE WHEN estimated THEN total_tokens ELSE 0 END), 0) AS BIGINT) AS estimated_tokens, "+
 			"CAST(COALESCE(SUM(cached_tokens), 0) AS BIGINT) AS cached_tokens, "+
+			"CAST(COALESCE(SUM(cache_write_tokens), 0) AS BIGINT) AS cache_write_tokens, "+
 			"CAST(COALESCE(SUM(reasoning_tokens), 0) AS BIGINT) AS reasoning_tokens").
 		Where("project_id = ?", q.ProjectID)
 	if !q.From.IsZero() {
@@ -166,7 +168,7 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 			Key: r.GroupKey,
 			Usage: domain.Usage{
 				PromptTokens: int(r.PromptTokens), CompletionTokens: int(r.CompletionTokens), TotalTokens: int(r.TotalTokens),
-				CachedTokens: int(r.CachedTokens), ReasoningTokens: int(r.ReasoningTokens),
+				CachedTokens: int(r.CachedTokens), CacheWriteTokens: int(r.CacheWriteTokens), ReasoningTokens: int(r.ReasoningTokens),
 			},
 			Requests: r.Requests, EstimatedTokens: r.EstimatedTokens,
 		}

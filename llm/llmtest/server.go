@@ -515,34 +515,41 @@ func (x *exchange) refusal() string {
 // promptCache plays Anthropic's automatic prompt caching for req, an
 // Anthropic request with a top-level cache_control: the longest prefix of
 // its messages (its system first) that an earlier such request to the same
-// model cached is read from the cache, the rest of the prompt is written to
-// it, and the whole prompt is cached for the requests that follow. u is
-// the usage without caching; it comes back with CachedTokens and
-// CacheWriteTokens set. Anthropic caches only prompts of a thousand tokens
-// and more, and for a while; the fake caches any, for good.
+// model with the same tools cached is read from the cache, the rest of the
+// prompt is written to it, and the whole prompt is cached for the requests
+// that follow. As Anthropic looks back only 20 blocks from where it caches,
+// a prefix more than 20 messages shorter is not found. u is the usage
+// without caching; it comes back with CachedTokens and CacheWriteTokens
+// set. Anthropic caches only prompts of a thousand tokens and more, and
+// for a while; the fake caches any, for good.
 func (s *Server) promptCache(req Request, u Usage) Usage {
 	if _, ok := req.Body["cache_control"]; !ok || req.Protocol != Anthropic {
 		return u
 	}
+	const lookback = 20
+	// keys[n] names the prompt of the first n messages: a hash chained
+	// over them, after the model and the tools, which come before the
+	// messages in Anthropic's prompt.
+	keys := make([]string, len(req.Messages)+1)
+	head, _ := json.Marshal([]any{req.Model, req.Body["tools"], req.Body["tool_choice"]})
+	sum := sha256.Sum256(head)
+	keys[0] = string(sum[:])
 	contents := make([]string, len(req.Messages))
 	for i, m := range req.Messages {
-		contents[i] = m.Content
-	}
-	key := func(n int) string {
-		b, _ := json.Marshal(req.Messages[:n])
-		sum := sha256.Sum256(append([]byte(req.Model+"\x00"), b...))
-		return string(sum[:])
+		b, _ := json.Marshal(m)
+		sum = sha256.Sum256(append([]byte(keys[i]), b...))
+		keys[i+1], contents[i] = string(sum[:]), m.Content
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for n := len(req.Messages); n > 0; n-- {
-		if s.cached[key(n)] {
+	for n := len(req.Messages); n > 0 && n >= len(req.Messages)-lookback; n-- {
+		if s.cached[keys[n]] {
 			u.CachedTokens = min(PromptTokens(contents[:n]...), u.PromptTokens)
 			break
 		}
 	}
 	u.CacheWriteTokens = u.PromptTokens - u.CachedTokens
-	s.cached[key(len(req.Messages))] = true
+	s.cached[keys[len(req.Messages)]] = true
 	return u
 }
 

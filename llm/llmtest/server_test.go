@@ -494,6 +494,7 @@ func TestAnthropicPromptCache(t *testing.T) {
 		{"extended", `{"model":"m","cache_control":{"type":"ephemeral","ttl":"1h"},` + second + `}`, usage{Input: 0, Write: all - prefix, Read: prefix}},
 		{"again", `{"model":"m","cache_control":{"type":"ephemeral"},` + second + `}`, usage{Read: all}},
 		{"another model", `{"model":"m2","cache_control":{"type":"ephemeral"},` + second + `}`, usage{Write: all}},
+		{"other tools", `{"model":"m","cache_control":{"type":"ephemeral"},"tools":[{"name":"t","input_schema":{"type":"object"}}],` + second + `}`, usage{Write: all}},
 		{"without cache_control", `{"model":"m",` + second + `}`, usage{Input: all}},
 	} {
 		if status, got := call(tc.body); status != 200 || got != tc.want {
