@@ -158,11 +158,15 @@ func usageText(u usageReportOut) string {
 			b.WriteString("no " + u.GroupBy + ": ")
 		}
 		fmt.Fprintf(&b, "%s, %s (%d prompt", count(t.Requests, "request"), count(t.TotalTokens, "token"), t.PromptTokens)
+		var cache []string
 		if t.CachedTokens > 0 {
-			fmt.Fprintf(&b, " of which %d cached", t.CachedTokens)
+			cache = append(cache, fmt.Sprintf("%d cached", t.CachedTokens))
 		}
 		if t.CacheWriteTokens > 0 {
-			fmt.Fprintf(&b, ", %d written to the cache", t.CacheWriteTokens)
+			cache = append(cache, fmt.Sprintf("%d written to the cache", t.CacheWriteTokens))
+		}
+		if len(cache) > 0 {
+			b.WriteString(" of which " + strings.Join(cache, " and "))
 		}
 		fmt.Fprintf(&b, ", %d completion", t.CompletionTokens)
 		if t.ReasoningTokens > 0 {

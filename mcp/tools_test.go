@@ -778,15 +778,20 @@ func TestMaxStreamDuration(t *testing.T) {
 
 // TestUsageTextLabelsEveryGroup: the group of completions without a key
 // (stateless ones, grouped by chat) gets a label, not a bare line; cached
-// and reasoning tokens are named where there are any.
+// tokens, those written to the cache and reasoning tokens are named where
+// there are any.
 func TestUsageTextLabelsEveryGroup(t *testing.T) {
 	u := usageReportOut{ProjectID: "prj_x", From: "a", To: "b", GroupBy: "chat", Data: []usageTotalOut{
 		{Key: "cht_1", Requests: 2, TotalTokens: 3},
 		{Requests: 1, TotalTokens: 29, PromptTokens: 20, CompletionTokens: 9, CachedTokens: 12, ReasoningTokens: 4},
+		{Key: "cht_2", Requests: 1, TotalTokens: 31, PromptTokens: 30, CompletionTokens: 1, CacheWriteTokens: 25},
+		{Key: "cht_3", Requests: 2, TotalTokens: 52, PromptTokens: 50, CompletionTokens: 2, CachedTokens: 30, CacheWriteTokens: 15},
 	}}
 	want := "Usage of project prj_x from a to b by chat:\n" +
 		"- cht_1: 2 requests, 3 tokens (0 prompt, 0 completion)\n" +
-		"- stateless completions: 1 request, 29 tokens (20 prompt of which 12 cached, 9 completion of which 4 reasoning)"
+		"- stateless completions: 1 request, 29 tokens (20 prompt of which 12 cached, 9 completion of which 4 reasoning)\n" +
+		"- cht_2: 1 request, 31 tokens (30 prompt of which 25 written to the cache, 1 completion)\n" +
+		"- cht_3: 2 requests, 52 tokens (50 prompt of which 30 cached and 15 written to the cache, 2 completion)"
 	if got := usageText(u); got != want {
 		t.Errorf("usageText =\n%s\nwant\n%s", got, want)
 	}
