@@ -646,7 +646,7 @@ func (pl *plan) request(endpoint Endpoint) LLMRequest {
 	return LLMRequest{
 		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
 		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
-		Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
+		ReasoningEffort: pl.params.ReasoningEffort, Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
 	}
 }
 

@@ -2,6 +2,7 @@ package domain
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -30,11 +31,23 @@ type CompletionParams struct {
 	TopP        *float64
 	Stop        []string
 	Debug       bool
+	// ReasoningEffort is how hard a reasoning model thinks (one of
+	// ReasoningEfforts); "" leaves it to the provider. Left out of the
+	// idempotency digest when empty, so that requests stored before it
+	// existed still match (requestHash).
+	ReasoningEffort string `json:",omitempty"`
 	// Tools the model may call, whether it must, and the reply's format.
 	Tools          []Tool
 	ToolChoice     *ToolChoice
 	ResponseFormat *ResponseFormat
 }
+
+// ReasoningEfforts are the values of reasoningEffort: OpenAI's
+// reasoning_effort (none to xhigh) and Anthropic's output_config.effort
+// (low to max). Which a model takes is the provider's to say: one it does
+// not is its 400, passed on. The API's schemas list them too (the enum tag
+// of wire.CompletionFields.ReasoningEffort).
+var ReasoningEfforts = []string{"none", "minimal", "low", "medium", "high", "xhigh", "max"}
 
 // Completion parameter limits.
 const (
@@ -132,6 +145,9 @@ func (p *CompletionParams) validate() error {
 	}
 	if n := p.MaxTokens; n != nil && *n < 1 {
 		return Invalidf("maxTokens", "maxTokens must be a positive integer")
+	}
+	if e := p.ReasoningEffort; e != "" && !slices.Contains(ReasoningEfforts, e) {
+		return Invalidf("reasoningEffort", "reasoningEffort must be one of %s", strings.Join(ReasoningEfforts, ", "))
 	}
 	if len(p.Stop) > maxStopSequences {
 		return Invalidf("stop", "stop has %d sequences; send at most %d", len(p.Stop), maxStopSequences)

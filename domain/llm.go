@@ -47,6 +47,9 @@ type LLMRequest struct {
 	MaxTokens   *int
 	TopP        *float64
 	Stop        []string
+	// ReasoningEffort goes to OpenAI-wire providers as reasoning_effort, to
+	// Anthropic as output_config.effort; "" for none.
+	ReasoningEffort string
 	// Tools, ToolChoice and ResponseFormat are passed to OpenAI-wire
 	// providers as they are and mapped for the others; nil when not set.
 	Tools          []Tool

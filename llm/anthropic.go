@@ -66,6 +66,9 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	if req.TopP != nil {
 		p.TopP = anthropic.Float(*req.TopP)
 	}
+	if e := req.ReasoningEffort; e != "" {
+		p.OutputConfig.Effort = anthropic.OutputConfigEffort(e)
+	}
 	if ttl := req.Endpoint.PromptCache; ttl != "" {
 		// Anthropic's automatic caching: the prompt is cached up to its
 		// last block, so the next turn of a conversation, the same prefix

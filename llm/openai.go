@@ -70,6 +70,8 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 		Messages: make([]openai.ChatCompletionMessage, 0, len(req.Messages)),
 		Stop:     req.Stop,
 		Stream:   stream,
+		// reasoning_effort, omitted when empty.
+		ReasoningEffort: req.ReasoningEffort,
 	}
 	for _, m := range req.Messages {
 		om := openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, ToolCallID: m.ToolCallID}

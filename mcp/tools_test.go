@@ -284,9 +284,13 @@ func TestTools(t *testing.T) {
 			e.upstream.reply("Stateless.")
 			var out completionOut
 			editor.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "systemMessage": "Be brief.", "model": "other-model",
-				"messages": userMsg("my key is sk-abcdefghijklmnop"), "temperature": 0.5, "maxTokens": 100, "topP": 0.9, "stop": "END", "debug": true}, &out)
+				"messages": userMsg("my key is sk-abcdefghijklmnop"), "temperature": 0.5, "maxTokens": 100, "topP": 0.9, "stop": "END",
+				"reasoningEffort": "low", "debug": true}, &out)
 			if out.Content != "Stateless." || out.ConversationID != "" || !strings.HasPrefix(out.MessageID, "msg_") || out.Model != "other-model" {
 				t.Fatalf("got %+v", out)
+			}
+			if got := e.upstream.Last().Body["reasoning_effort"]; got != "low" {
+				t.Errorf("the upstream got reasoning_effort %v; want low", got)
 			}
 			if out.Debug == nil || out.Debug.Provider.ID != e.provider.ID || len(out.Debug.Messages) != 2 ||
 				strings.Contains(out.Debug.Messages[1].Content, "sk-abcdefghijklmnop") {
@@ -411,6 +415,7 @@ func TestTools(t *testing.T) {
 				{"wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": "hot"}, "temperature must be a number"},
 				{"out of range", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": 3}, "temperature must be between 0 and 2"},
 				{"stop of the wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "stop": 7}, "stop must be a string or an array of strings"},
+				{"unknown reasoningEffort", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "reasoningEffort": "extreme"}, "reasoningEffort must be one of"},
 				{"missing chatId", "get-chat", obj{}, "invalid_request: chatId is required"},
 				{"empty chatId", "get-chat", obj{"chatId": ""}, "invalid_request: the chat id is empty"},
 				{"bad limit", "list-chats", obj{"limit": 0}, "limit must be an integer from 1 to 100"},

@@ -3,6 +3,7 @@ package rest_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"strings"
@@ -613,6 +614,77 @@ func TestAnthropicPromptCache(t *testing.T) {
 		}
 		if h.up.Count() != n {
 			t.Error("a refused update called the upstream")
+		}
+	})
+}
+
+// TestReasoningEffort: reasoningEffort goes to an OpenAI-wire provider as
+// reasoning_effort and to Anthropic as output_config.effort (beside a
+// strict JSON schema's format there), stateless and per chat, streamed or not,
+// and not at all when it is left out; a value neither knows is a 400 on
+// the field that calls nothing.
+func TestReasoningEffort(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		// effortSent is the effort the last upstream request carried, and
+		// whether it carried one.
+		effortSent := func(anthropic bool) (any, bool) {
+			body := lastUpstreamBody(t, h)
+			if !anthropic {
+				v, ok := body["reasoning_effort"]
+				return v, ok
+			}
+			cfg, _ := body["output_config"].(map[string]any)
+			v, ok := cfg["effort"]
+			return v, ok
+		}
+		for _, tc := range []struct {
+			name, path string
+			anthropic  bool
+			extra      map[string]any
+		}{
+			{"openai-compatible, stateless", "/api/v1/chats/completions", false, map[string]any{"aiProviderId": w.openai}},
+			{"anthropic, stateless", "/api/v1/chats/completions", true, map[string]any{"aiProviderId": w.anthropic}},
+			{"openai-compatible, per chat", "/api/v1/chats/" + w.openaiChat + "/completions", false, nil},
+			{"anthropic, per chat", "/api/v1/chats/" + w.anthropicChat + "/completions", true, nil},
+		} {
+			for _, streamed := range []bool{false, true} {
+				body := map[string]any{"messages": []any{userMessage("think hard")}, "reasoningEffort": "high", "stream": streamed}
+				maps.Copy(body, tc.extra)
+				if r := h.call("POST", tc.path, h.admin, body); r.Status != 200 {
+					t.Fatalf("%s, streamed %v: %d %s", tc.name, streamed, r.Status, r.Body)
+				}
+				if got, ok := effortSent(tc.anthropic); !ok || got != "high" {
+					t.Errorf("%s, streamed %v: the upstream got effort %v (sent: %v); want high", tc.name, streamed, got, ok)
+				}
+			}
+			body := map[string]any{"messages": []any{userMessage("no effort")}}
+			maps.Copy(body, tc.extra)
+			h.must(200, "POST", tc.path, h.admin, body)
+			if got, ok := effortSent(tc.anthropic); ok {
+				t.Errorf("%s without reasoningEffort: the upstream got %v", tc.name, got)
+			}
+		}
+
+		schema := map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "answer", "strict": true,
+			"schema": map[string]any{"type": "object", "properties": map[string]any{"a": map[string]any{"type": "string"}},
+				"required": []any{"a"}, "additionalProperties": false}}}
+		h.up.Enqueue(llmtest.Behavior{Reply: `{"a":"b"}`})
+		h.must(200, "POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("as JSON")}, "reasoningEffort": "max", "responseFormat": schema})
+		cfg, _ := lastUpstreamBody(t, h)["output_config"].(map[string]any)
+		if format, _ := cfg["format"].(map[string]any); cfg["effort"] != "max" || format["type"] != "json_schema" {
+			t.Errorf("anthropic with a JSON schema: output_config %v; want the effort max beside the schema's format", cfg)
+		}
+
+		n := h.up.Count()
+		r := h.call("POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("hi")}, "reasoningEffort": "extreme"})
+		if r.Status != 400 || r.ErrorField() != "reasoningEffort" || !strings.Contains(r.ErrorMessage(), "xhigh") {
+			t.Errorf("reasoningEffort extreme: %d %s; want a 400 on reasoningEffort listing the values", r.Status, r.Body)
+		}
+		if h.up.Count() != n {
+			t.Error("a refused reasoningEffort called the upstream")
 		}
 	})
 }
