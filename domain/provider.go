@@ -214,7 +214,7 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	p := &AIProvider{
 		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Type: in.Type,
 		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: trimRequired(in.DefaultModel),
-		APIVersion: in.APIVersion, PromptCache: promptCache(in.PromptCache), CreatedAt: now, UpdatedAt: now,
+		APIVersion: in.APIVersion, PromptCache: storedPromptCache(in.PromptCache), CreatedAt: now, UpdatedAt: now,
 	}
 	if in.APIKey != "" && in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
@@ -563,7 +563,7 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		p.APIVersion = *in.APIVersion
 	}
 	if in.PromptCache != nil {
-		p.PromptCache = promptCache(*in.PromptCache)
+		p.PromptCache = storedPromptCache(*in.PromptCache)
 	}
 	if in.APIKey != nil && in.APIKeyRef != nil && *in.APIKey != "" && *in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
@@ -616,8 +616,9 @@ func (s *Providers) Delete(ctx context.Context, id string) error {
 	return Wrap("providers.Delete", s.deps.Store.DeleteProvider(ctx, id))
 }
 
-// promptCache is the stored form of the API's promptCache: "" for off.
-func promptCache(v string) string {
+// storedPromptCache is AIProvider.PromptCache for the API's promptCache v:
+// "" for off.
+func storedPromptCache(v string) string {
 	if v == PromptCacheOff {
 		return ""
 	}

@@ -30,9 +30,9 @@ type Store interface {
 // is given none (0) and for the environment variables that set them
 // (cmd/parley).
 const (
-	// DefaultRequestTimeout bounds a REST request and an MCP tool call but
-	// a completion's upstream call (PARLEY_REQUEST_TIMEOUT), and the wait
-	// for a request's body.
+	// DefaultRequestTimeout bounds a REST request and an MCP tool call,
+	// a completion's lookups before its upstream call but not that call,
+	// and the wait for a request's body (PARLEY_REQUEST_TIMEOUT).
 	DefaultRequestTimeout = 30 * time.Second
 	// DefaultMaxBodyBytes caps a request's body, REST's and MCP's, and an
 	// MCP stdio message (PARLEY_MAX_BODY_BYTES).

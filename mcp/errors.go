@@ -1,7 +1,6 @@
 package mcp
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,22 +22,11 @@ var (
 	errCanceled = errors.New("the tool call was cancelled")
 )
 
-// statusOf is the HTTP status of the transport's own refusals (a request
-// that never reaches a tool: its origin, its key, its body), by kind, as
-// the REST API answers them.
-var statusOf = map[domain.Kind]int{
-	domain.Invalid:         http.StatusBadRequest,
-	domain.Unauthenticated: http.StatusUnauthorized,
-	domain.Forbidden:       http.StatusForbidden,
-	domain.NotFound:        http.StatusNotFound,
-	domain.TooLarge:        http.StatusRequestEntityTooLarge,
-	domain.Unavailable:     http.StatusServiceUnavailable,
-}
-
-// refuse answers a request the transport refuses with kind's status (500
-// for a kind statusOf does not name) and the REST API's error envelope.
+// refuse answers a request the transport refuses (before any tool call:
+// its origin, its key, its body, its session) with kind's status and the
+// REST API's error envelope, as REST would answer it.
 func refuse(w http.ResponseWriter, kind domain.Kind, message string) {
-	writeError(w, cmp.Or(statusOf[kind], http.StatusInternalServerError), kind.String(), message)
+	writeError(w, wire.Status(kind), kind.String(), message)
 }
 
 // toolError maps a domain error to what the client gets, once for every
@@ -62,6 +50,8 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	}
 	level, msg := domain.LogLevel(err), "mcp tool call refused"
 	switch {
+	case errors.Is(err, domain.ErrShuttingDown):
+		msg = "mcp tool call ended by shutdown"
 	case kind == domain.Upstream || kind == domain.Timeout:
 		msg = "mcp tool call: upstream failed"
 	case level == slog.LevelError:

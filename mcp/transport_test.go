@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -1156,5 +1157,35 @@ func TestStdioCallsLogTheirRequestID(t *testing.T) {
 	}
 	if len(ids) != 2 || slices.Max(slices.Collect(maps.Values(ids))) != 2 {
 		t.Errorf("two failed calls' lines name request ids %v, want two, each twice:\n%s", ids, e.logs.String())
+	}
+}
+
+// TestGuardRefusesAsREST: a key the authenticator cannot check gets the
+// status REST gives the same kind (one table, wire.Status), and is logged
+// at the level REST logs it (domain.LogLevel): a database that does not
+// answer as an error, a client that left at debug.
+func TestGuardRefusesAsREST(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+		level  string
+	}{
+		{domain.Errorf(domain.Unavailable, "the database does not answer"), 503, "level=ERROR"},
+		{errors.New("disk I/O error"), 500, "level=ERROR"},
+		{domain.Errorf(domain.Canceled, "the client left"), 499, "level=DEBUG"},
+	} {
+		var logs bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		auth := func(context.Context, string) (domain.Principal, error) { return domain.Principal{}, tc.err }
+		h := guard(auth, log, Limits{}, http.MethodPost, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+			t.Error("the guard let the request through")
+		}))
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/mcp", strings.NewReader("{}"))
+		req.Header.Set("Authorization", "Bearer k")
+		h.ServeHTTP(rec, req)
+		if rec.Code != tc.status || !strings.Contains(logs.String(), tc.level) || !strings.Contains(logs.String(), "mcp authentication failed") {
+			t.Errorf("%v: %d, logged %q; want %d, logged at %s", tc.err, rec.Code, logs.String(), tc.status, tc.level)
+		}
 	}
 }

@@ -12,22 +12,6 @@ import (
 	"github.com/parleyhq/parley/internal/wire"
 )
 
-// statusOf is the one table from domain error kinds to HTTP statuses.
-var statusOf = map[domain.Kind]int{
-	domain.Internal:        http.StatusInternalServerError,
-	domain.Invalid:         http.StatusBadRequest,
-	domain.NotFound:        http.StatusNotFound,
-	domain.Conflict:        http.StatusConflict,
-	domain.Unauthenticated: http.StatusUnauthorized,
-	domain.Forbidden:       http.StatusForbidden,
-	domain.RateLimited:     http.StatusTooManyRequests,
-	domain.TooLarge:        http.StatusRequestEntityTooLarge,
-	domain.Unavailable:     http.StatusServiceUnavailable,
-	domain.Upstream:        http.StatusBadGateway,
-	domain.Timeout:         http.StatusGatewayTimeout,
-	domain.Canceled:        499, // the client is gone; nobody reads this
-}
-
 // errorBody is the one error envelope of the REST API.
 type errorBody struct {
 	Error errorDetail `json:"error"`
@@ -102,7 +86,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 		err = fromEchoError(code, err)
 	}
 	kind := domain.KindOf(err)
-	status, body := statusOf[kind], toErrorBody(err)
+	status, body := wire.Status(kind), toErrorBody(err)
 	if code == http.StatusMethodNotAllowed {
 		// HTTP's own refusal, for which no domain kind stands.
 		status, body.Error.Code = http.StatusMethodNotAllowed, "method_not_allowed"

@@ -1405,6 +1405,8 @@ func TestLongTurn(t *testing.T) {
 		var msgs []domain.Message
 		for i := range 35 {
 			msgs = append(msgs, turn(conv.ID, 2*i, fmt.Sprint("part ", i))...)
+			// The usage's details go in every statement too.
+			msgs[len(msgs)-1].Usage.CachedTokens, msgs[len(msgs)-1].Usage.CacheWriteTokens, msgs[len(msgs)-1].Usage.ReasoningTokens = 1, i%2, 2
 		}
 		must(t, s.AppendTurn(ctx(), conv, true, msgs))
 		got, err := s.ListMessages(ctx(), conv.ID)
@@ -1601,6 +1603,26 @@ func TestConversationSummaries(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// TestUsageDetailsSummed: the usage's details (tokens read from the
+// cache, written to it, spent reasoning) are stored with each record, in
+// one statement or several (SQLite; PostgreSQL's COPY), and summed.
+func TestUsageDetailsSummed(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		var records []domain.UsageRecord
+		for i := range 70 {
+			records = append(records, domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, Model: "m",
+				Usage:   domain.Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15, CachedTokens: 4, CacheWriteTokens: i % 3, ReasoningTokens: 2},
+				Outcome: domain.OutcomeOK, CreatedAt: t0})
+		}
+		must(t, s.InsertUsage(ctx(), records))
+		got, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID})
+		must(t, err)
+		equal(t, got, []domain.UsageTotal{{Usage: domain.Usage{PromptTokens: 700, CompletionTokens: 350, TotalTokens: 1050,
+			CachedTokens: 280, CacheWriteTokens: 69, ReasoningTokens: 140}, Requests: 70}})
 	})
 }
 
