@@ -536,11 +536,11 @@ func TestAnthropicPromptCache(t *testing.T) {
 			return details["cached_tokens"], details["cache_write_tokens"]
 		}
 
-		conv, usage, sent := turn("", "first question", false)
+		conv, _, sent := turn("", "first question", false)
 		if cc, ok := sent["cache_control"]; ok {
 			t.Errorf("promptCache off: the upstream got cache_control %v", cc)
 		}
-		conv, usage, _ = turn(conv, "second question", false)
+		_, usage, _ := turn(conv, "second question", false)
 		if read, written := cacheOf(usage); read != 0.0 || written != 0.0 {
 			t.Errorf("promptCache off: a continuation's usage %v; want nothing read from the cache or written to it", usage)
 		}
