@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -397,6 +398,33 @@ func TestAbsurdUsageIsBounded(t *testing.T) {
 	})
 }
 
+// chatTurn sends a per-chat completion as the admin with header, streamed
+// or not, and returns its conversation and usage.
+func chatTurn(t *testing.T, h *harness, header http.Header, path string, body map[string]any, streamed bool) (conversation string, usage map[string]any) {
+	t.Helper()
+	if streamed {
+		_, events := readRaw(t, streamWith(t, h, context.Background(), h.admin, header, path, body))
+		for _, ev := range events {
+			if u, ok := ev.data["usage"].(map[string]any); ok {
+				usage = u
+			}
+			if id, ok := ev.data["conversationId"].(string); ok {
+				conversation = id
+			}
+		}
+		return conversation, usage
+	}
+	r, err := h.sendWith("POST", path, h.admin, header, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Status != 200 {
+		t.Fatalf("POST %s: %d %s", path, r.Status, r.Body)
+	}
+	usage, _ = r.JSON()["usage"].(map[string]any)
+	return conversationIn(t, r), usage
+}
+
 // TestUsageDetails: the prompt's cached tokens and the reply's reasoning
 // tokens the provider reports come back in OpenAI's usage details, from
 // either wire protocol, whole and streamed (Anthropic reports no reasoning
@@ -421,29 +449,7 @@ func TestUsageDetails(t *testing.T) {
 				path := "/api/v1/chats/" + tc.chat + "/completions"
 				body := map[string]any{"messages": []any{userMessage("hi")}}
 				key := strings.ReplaceAll(fmt.Sprintf("%s-%v", tc.name, streamed), " ", "-")
-				var usage map[string]any
-				var conversation string
-				if streamed {
-					_, events := readRaw(t, streamWith(t, h, context.Background(), h.admin, keyed(key), path, body))
-					for _, ev := range events {
-						if u, ok := ev.data["usage"].(map[string]any); ok {
-							usage = u
-						}
-						if id, ok := ev.data["conversationId"].(string); ok {
-							conversation = id
-						}
-					}
-				} else {
-					r, err := h.sendWith("POST", path, h.admin, keyed(key), body)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if r.Status != 200 {
-						t.Fatalf("%s: %d %s", tc.name, r.Status, r.Body)
-					}
-					usage, _ = r.JSON()["usage"].(map[string]any)
-					conversation = conversationIn(t, r)
-				}
+				conversation, usage := chatTurn(t, h, keyed(key), path, body, streamed)
 				cached, _ := usage["prompt_tokens_details"].(map[string]any)
 				reasoning, _ := usage["completion_tokens_details"].(map[string]any)
 				if usage["prompt_tokens"] != 20.0 || usage["completion_tokens"] != 9.0 || cached == nil || cached["cached_tokens"] != tc.cached ||
@@ -508,25 +514,7 @@ func TestAnthropicPromptCache(t *testing.T) {
 			if conversation != "" {
 				body["conversationId"] = conversation
 			}
-			var usage map[string]any
-			if streamed {
-				_, events := readRaw(t, streamWith(t, h, context.Background(), h.admin, nil, path, body))
-				for _, ev := range events {
-					if u, ok := ev.data["usage"].(map[string]any); ok {
-						usage = u
-					}
-					if id, ok := ev.data["conversationId"].(string); ok {
-						conversation = id
-					}
-				}
-			} else {
-				r := h.call("POST", path, h.admin, body)
-				if r.Status != 200 {
-					t.Fatalf("%d %s", r.Status, r.Body)
-				}
-				usage, _ = r.JSON()["usage"].(map[string]any)
-				conversation = conversationIn(t, r)
-			}
+			conversation, usage := chatTurn(t, h, nil, path, body, streamed)
 			return conversation, usage, lastUpstreamBody(t, h)
 		}
 		// cacheOf is the prompt's tokens read from the cache and written
