@@ -166,6 +166,9 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
 		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
 	}
+	if t == ProviderAnthropic && (p.ReasoningEffort == "none" || p.ReasoningEffort == "minimal") {
+		return Invalidf("reasoningEffort", "reasoningEffort %s is OpenAI's; an Anthropic provider takes low, medium, high, xhigh or max", p.ReasoningEffort)
+	}
 	if t == ProviderAnthropic {
 		for _, s := range p.Stop {
 			if strings.TrimSpace(s) == "" {

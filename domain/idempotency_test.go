@@ -26,4 +26,11 @@ func TestRequestHashIsStable(t *testing.T) {
 	if requestHash(in) == "0706ae78aa864017d202ba686e3ed2164412f2829913b2abc0aef853795f1a20" {
 		t.Error("a request with a refusal hashes as one without")
 	}
+	in.Messages[1].Refusal = ""
+	in.ReasoningEffort = "high"
+	high := requestHash(in)
+	in.ReasoningEffort = "low"
+	if high == "0706ae78aa864017d202ba686e3ed2164412f2829913b2abc0aef853795f1a20" || high == requestHash(in) {
+		t.Error("a request's reasoningEffort does not change its hash")
+	}
 }

@@ -224,7 +224,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	}
 	resp, err := cli.CreateChatCompletion(ctx, oreq)
 	if err != nil {
-		return nil, openAILocal(cs.req.Model, err)
+		return nil, openAILocal(cs.req, err)
 	}
 	res := &domain.LLMResult{Model: resp.Model, Usage: openAIUsage(resp.Usage), FirstByte: firstByte(ex, cs.start)}
 	if len(resp.Choices) == 0 {
@@ -377,7 +377,7 @@ func schemaOrEmpty(schema []byte) json.RawMessage {
 func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, cli *openai.Client, oreq openai.ChatCompletionRequest) (_ *domain.LLMResult, err error) {
 	stream, err := cli.CreateChatCompletionStream(ctx, oreq)
 	if err != nil {
-		return nil, openAILocal(cs.req.Model, err)
+		return nil, openAILocal(cs.req, err)
 	}
 	defer stream.Close()
 	lines := newDataLines(ex.lines)
@@ -647,16 +647,19 @@ type openAIChunk struct {
 var lenient = jsonv2.JoinOptions(jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
 
 // openAILocal maps go-openai's own refusals, made before any request: a
-// model it knows takes no chat completions, and one of OpenAI's it knows
-// takes tools only through the Responses API (GPT-6), which Parley does
-// not speak. Both are the caller's to fix; as a 502 they would say the
-// provider failed, which was never asked.
-func openAILocal(model string, err error) error {
+// model it knows takes no chat completions, one of OpenAI's it knows takes
+// tools only through the Responses API while it reasons (GPT-6), which
+// Parley does not speak, and one takes no such reasoning effort. All are
+// the caller's to fix; as a 502 they would say the provider failed, which
+// was never asked.
+func openAILocal(req domain.LLMRequest, err error) error {
 	switch {
 	case errors.Is(err, openai.ErrChatCompletionInvalidModel):
-		return domain.Invalidf("model", "model %q cannot be used for chat completions; choose a chat model (the request's model, the chat's, or the provider's defaultModel)", model)
+		return domain.Invalidf("model", "model %q cannot be used for chat completions; choose a chat model (the request's model, the chat's, or the provider's defaultModel)", req.Model)
 	case errors.Is(err, openai.ErrReasoningToolsRequireResponses):
-		return domain.Invalidf("tools", "model %q takes tools only through OpenAI's Responses API, which Parley does not speak; leave tools and toolChoice out, or choose another model", model)
+		return domain.Invalidf("tools", "model %q takes tools only through OpenAI's Responses API while it reasons, which Parley does not speak; leave tools and toolChoice out, send reasoningEffort none where the model takes it, or choose another model", req.Model)
+	case errors.Is(err, openai.ErrReasoningEffortUnsupported):
+		return domain.Invalidf("reasoningEffort", "model %q does not take reasoningEffort %q; send another, or leave it out", req.Model, req.ReasoningEffort)
 	}
 	return err
 }

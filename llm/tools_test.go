@@ -42,9 +42,11 @@ func TestGoOpenAIsOwnRefusals(t *testing.T) {
 	for _, tc := range []struct {
 		name, model, field string
 		tools              bool
+		effort             string
 	}{
-		{"a completions-only model", "text-davinci-003", "model", false}, // in go-openai's list of models the endpoint refuses
-		{"a model that takes tools only through the Responses API", openai.GPT6Sol, "tools", true},
+		{"a completions-only model", "text-davinci-003", "model", false, ""}, // in go-openai's list of models the endpoint refuses
+		{"a model that takes tools only through the Responses API", openai.GPT6Sol, "tools", true, ""},
+		{"a model that takes no such reasoning effort", openai.GPT6Sol, "reasoningEffort", false, "minimal"},
 	} {
 		for _, m := range modes() {
 			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
@@ -53,7 +55,7 @@ func TestGoOpenAIsOwnRefusals(t *testing.T) {
 				if tc.tools {
 					req = toolRequest(domain.ProviderOpenAI, s)
 				}
-				req.Model = tc.model
+				req.Model, req.ReasoningEffort = tc.model, tc.effort
 				_, _, err := run(context.Background(), newClient(t), req, m.stream)
 				if got := domain.KindOf(err); got != domain.Invalid {
 					t.Fatalf("kind = %v, want invalid (%v)", got, err)

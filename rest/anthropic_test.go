@@ -612,7 +612,8 @@ func TestAnthropicPromptCache(t *testing.T) {
 // TestReasoningEffort: reasoningEffort goes to an OpenAI-wire provider as
 // reasoning_effort and to Anthropic as output_config.effort (beside a
 // strict JSON schema's format there), stateless and per chat, streamed or not,
-// and not at all when it is left out; a value neither knows is a 400 on
+// and not at all when it is left out; a value neither knows, or OpenAI's
+// none and minimal sent to Anthropic, which knows neither, is a 400 on
 // the field that calls nothing.
 func TestReasoningEffort(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
@@ -669,10 +670,17 @@ func TestReasoningEffort(t *testing.T) {
 		}
 
 		n := h.up.Count()
-		r := h.call("POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, map[string]any{
-			"messages": []any{userMessage("hi")}, "reasoningEffort": "extreme"})
-		if r.Status != 400 || r.ErrorField() != "reasoningEffort" || !strings.Contains(r.ErrorMessage(), "xhigh") {
-			t.Errorf("reasoningEffort extreme: %d %s; want a 400 on reasoningEffort listing the values", r.Status, r.Body)
+		for _, tc := range []struct{ chat, effort, want string }{
+			{w.openaiChat, "extreme", "xhigh"},
+			{w.openaiChat, "HIGH", "xhigh"},
+			{w.anthropicChat, "minimal", "an Anthropic provider takes low"},
+			{w.anthropicChat, "none", "an Anthropic provider takes low"},
+		} {
+			r := h.call("POST", "/api/v1/chats/"+tc.chat+"/completions", h.admin, map[string]any{
+				"messages": []any{userMessage("hi")}, "reasoningEffort": tc.effort})
+			if r.Status != 400 || r.ErrorField() != "reasoningEffort" || !strings.Contains(r.ErrorMessage(), tc.want) {
+				t.Errorf("reasoningEffort %s: %d %s; want a 400 on reasoningEffort saying %q", tc.effort, r.Status, r.Body, tc.want)
+			}
 		}
 		if h.up.Count() != n {
 			t.Error("a refused reasoningEffort called the upstream")
