@@ -1173,6 +1173,8 @@ func TestGuardRefusesAsREST(t *testing.T) {
 		{domain.Errorf(domain.Unavailable, "the database does not answer"), 503, "level=ERROR"},
 		{errors.New("disk I/O error"), 500, "level=ERROR"},
 		{domain.Errorf(domain.Canceled, "the client left"), 499, "level=DEBUG"},
+		{domain.Errorf(domain.Conflict, "the key is being rotated"), 409, "level=DEBUG"},
+		{domain.Errorf(domain.RateLimited, "too many attempts"), 429, "level=DEBUG"},
 	} {
 		var logs bytes.Buffer
 		log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
