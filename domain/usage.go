@@ -122,10 +122,13 @@ const (
 	// GroupByOutcome splits the totals by how the completions ended: ok,
 	// upstream_error, client_disconnect, interrupted...
 	GroupByOutcome UsageGroupBy = "outcome"
+	// GroupByDay splits the totals by the UTC day the completions were
+	// recorded on, its key YYYY-MM-DD: a usage graph, or a bill by day.
+	GroupByDay UsageGroupBy = "day"
 )
 
 // UsageGroupings are the groupings usage totals may be asked for.
-var UsageGroupings = []UsageGroupBy{GroupByModel, GroupByProvider, GroupByChat, GroupByKey, GroupByOutcome}
+var UsageGroupings = []UsageGroupBy{GroupByModel, GroupByProvider, GroupByChat, GroupByKey, GroupByOutcome, GroupByDay}
 
 // ErrUnknownGrouping is the answer to a grouping not in UsageGroupings.
 func ErrUnknownGrouping() *Error {

@@ -1077,7 +1077,7 @@ func TestUsageIsTheProvidersCount(t *testing.T) {
 		}
 		h.app.FlushUsage()
 		total := wantPrompt + wantCompletion
-		for _, groupBy := range []string{"provider", "chat", "key", "outcome"} {
+		for _, groupBy := range []string{"provider", "chat", "key", "outcome", "day"} {
 			got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy="+groupBy+"&from=2026-01-01", h.admin, nil)
 			var prompt, completion, sum, requests float64
 			for _, d := range got["data"].([]any) {
@@ -1091,6 +1091,9 @@ func TestUsageIsTheProvidersCount(t *testing.T) {
 					if d["requests"] != float64(chats[key]) {
 						t.Errorf("usage by chat, %q: %v requests, want %d", key, d["requests"], chats[key])
 					}
+				}
+				if today := time.Now().UTC().Format(time.DateOnly); groupBy == "day" && d["key"] != today && d["key"] != time.Now().UTC().Add(-time.Hour).Format(time.DateOnly) {
+					t.Errorf("usage by day: a group %v; want today's, %s (or yesterday's, at midnight)", d["key"], today)
 				}
 				if groupBy == "outcome" && d["key"] == "upstream_error" && d["totalTokens"] != 0.0 {
 					t.Errorf("refused completions count %v tokens, want 0", d["totalTokens"])

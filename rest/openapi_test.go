@@ -15,6 +15,7 @@ import (
 
 	"github.com/invopop/jsonschema"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -503,7 +504,7 @@ func querySchema(name string) map[string]any {
 	case "limit":
 		return map[string]any{"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 	case "groupBy":
-		return map[string]any{"type": "string", "enum": []string{"model", "provider", "chat", "key", "outcome"}}
+		return map[string]any{"type": "string", "enum": domain.UsageGroupings}
 	}
 	return map[string]any{"type": "string"}
 }

@@ -1626,6 +1626,39 @@ func TestUsageDetailsSummed(t *testing.T) {
 	})
 }
 
+// TestUsageByDay: grouped by day, usage totals are per UTC day, keyed
+// YYYY-MM-DD in order, whatever the zone a record's time came in; pages
+// go on after a day.
+func TestUsageByDay(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		plus2 := time.FixedZone("UTC+2", 2*60*60)
+		var records []domain.UsageRecord
+		for _, at := range []time.Time{
+			time.Date(2026, 11, 30, 23, 59, 59, 999000000, time.UTC),
+			time.Date(2026, 12, 1, 1, 30, 0, 0, plus2), // 23:30 on November 30th in UTC
+			time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC),
+			time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC),
+		} {
+			records = append(records, domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.prjA.ID, Model: "m",
+				Usage: domain.Usage{PromptTokens: 1, TotalTokens: 1}, Outcome: domain.OutcomeOK, CreatedAt: at})
+		}
+		must(t, s.InsertUsage(ctx(), records))
+		day := func(key string, n int) domain.UsageTotal {
+			return domain.UsageTotal{Key: key, Usage: domain.Usage{PromptTokens: n, TotalTokens: n}, Requests: int64(n)}
+		}
+		q := domain.UsageQuery{ProjectID: w.prjA.ID, GroupBy: domain.GroupByDay}
+		got, err := s.SumUsage(ctx(), q)
+		must(t, err)
+		equal(t, got, []domain.UsageTotal{day("2026-11-30", 2), day("2026-12-01", 1), day("2026-12-03", 1)})
+		after := "2026-11-30"
+		q.After, q.Limit = &after, 1
+		got, err = s.SumUsage(ctx(), q)
+		must(t, err)
+		equal(t, got, []domain.UsageTotal{day("2026-12-01", 1)})
+	})
+}
+
 func TestUsage(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)

@@ -99,6 +99,21 @@ var usageKeys = map[domain.UsageGroupBy]string{
 	domain.GroupByOutcome:  "outcome",
 }
 
+// usageKey is the SQL expression usage totals group by for g, and whether
+// g is a grouping: a column of usageKeys, or a record's UTC day as
+// YYYY-MM-DD, which each database writes its own way (SQLite keeps a time
+// as text that starts with it: ts stores UTC).
+func (s *Store) usageKey(g domain.UsageGroupBy) (string, bool) {
+	if g != domain.GroupByDay {
+		key, ok := usageKeys[g]
+		return key, ok
+	}
+	if s.dialect == Postgres {
+		return "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')", true
+	}
+	return "substr(created_at, 1, 10)", true
+}
+
 type usageTotalRow struct {
 	GroupKey         string
 	PromptTokens     int64
@@ -121,7 +136,7 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 	key := "''"
 	if q.GroupBy != "" {
 		var ok bool
-		if key, ok = usageKeys[q.GroupBy]; !ok {
+		if key, ok = s.usageKey(q.GroupBy); !ok {
 			return nil, because(op, domain.ErrUnknownGrouping(), nil)
 		}
 	}
