@@ -1764,7 +1764,7 @@ func TestUsage(t *testing.T) {
 		})
 		t.Run("unknown groupBy", func(t *testing.T) {
 			_, err := s.SumUsage(ctx(), domain.UsageQuery{ProjectID: w.prjA.ID, GroupBy: "weekday"})
-			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key, outcome")
+			wantErr(t, err, domain.Invalid, "groupBy must be one of model, provider, chat, key, outcome, day")
 		})
 		t.Run("unknown project", func(t *testing.T) {
 			r := rec(0, "m", "", "", "", 1, 1)
