@@ -139,6 +139,7 @@ func TestUsageReportPages(t *testing.T) {
 			s.completion += float64(u.CompletionTokens)
 			s.total += float64(u.TotalTokens)
 			s.cached += float64(u.CachedTokens)
+			s.cacheWrite += float64(u.CacheWriteTokens)
 			s.reasoning += float64(u.ReasoningTokens)
 			s.requests++
 			if u.Estimated {
@@ -152,14 +153,17 @@ func TestUsageReportPages(t *testing.T) {
 				Model: models[i%len(models)], ChatID: chats[i%len(chats)], KeyID: keys[i%len(keys)],
 				AIProviderID: providers[i%len(providers)], Outcome: outcomes[i%len(outcomes)],
 				Usage: domain.Usage{PromptTokens: i + 1, CompletionTokens: 2 * i, TotalTokens: 3*i + 1, Estimated: i%5 == 2,
-					CachedTokens: i / 2, ReasoningTokens: i % 3},
-				CreatedAt: t0.Add(time.Duration(i) * time.Second)}
+					CachedTokens: i / 2, CacheWriteTokens: i % 4, ReasoningTokens: i % 3},
+				// Eight hours apart: 28 UTC days within the report's
+				// default 30, more than a page holds.
+				CreatedAt: t0.Add(-time.Duration(i) * 8 * time.Hour)}
 			records = append(records, r)
 			add(domain.GroupByModel, r.Model, r.Usage)
 			add(domain.GroupByChat, r.ChatID, r.Usage)
 			add(domain.GroupByKey, r.KeyID, r.Usage)
 			add(domain.GroupByProvider, r.AIProviderID, r.Usage)
 			add(domain.GroupByOutcome, string(r.Outcome), r.Usage)
+			add(domain.GroupByDay, r.CreatedAt.Format(time.DateOnly), r.Usage)
 			add("", "", r.Usage)
 		}
 		if err := h.app.Store.InsertUsage(context.Background(), records); err != nil {
