@@ -181,7 +181,8 @@ type plan struct {
 	newConv  bool
 	history  []Message
 	system   string
-	turn     []Message // the request's non-system messages, resolved
+	sources  []Document // the documents the request names as context (dataSources, names)
+	turn     []Message  // the request's non-system messages, resolved
 	params   CompletionParams
 	model    string
 	// requestKey and requestHash go with the reply when the request has
@@ -541,7 +542,90 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		pl.turn = append(pl.turn, Message{Role: m.Role, Content: content, DocumentID: m.DocumentID, Refusal: m.Refusal,
 			ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 	}
-	return calls.unanswered(-1, pl.conversationID())
+	if err := calls.unanswered(-1, pl.conversationID()); err != nil {
+		return err
+	}
+	return s.resolveDataSources(ctx, pl, projectID, resolved)
+}
+
+// resolveDataSources resolves the documents of projectID the request
+// names as context, by id (dataSources) and by name (names), in that
+// order, each once; resolved is the bytes of the request's messages, which
+// the documents' join under maxTurnBytes. As a documentId message, they
+// need the right to read the project's documents.
+func (s *Completions) resolveDataSources(ctx context.Context, pl *plan, projectID string, resolved int) error {
+	p := pl.params
+	if len(p.DataSources)+len(p.Names) == 0 {
+		return nil
+	}
+	err := s.access.check(ctx, projectID, PermGetDocument, "project", projectID)
+	if KindOf(err) == Forbidden {
+		return Errorf(Forbidden, "dataSources and names send documents' content, and your role does not allow %s; leave them out", PermGetDocument)
+	}
+	if err != nil {
+		return err
+	}
+	add := func(field, id string) error {
+		if slices.ContainsFunc(pl.sources, func(d Document) bool { return d.ID == id }) {
+			return nil
+		}
+		d, err := lookup(ctx, PrefixDocument, "document", id, s.deps.Store.GetDocument)
+		if KindOf(err) == NotFound || (err == nil && d.ProjectID != projectID) {
+			return Invalidf(field, "%s: document %s does not exist in project %s%s", field, id, projectID, otherKind("document", PrefixDocument, id))
+		}
+		if err != nil {
+			return Wrap("completions.resolveDataSources", err)
+		}
+		if resolved += len(d.Content); resolved > maxTurnBytes {
+			return Errorf(TooLarge, "messages and data sources come to more than %d bytes once their documents are resolved (%s passes the limit); "+
+				"send fewer or smaller documents", maxTurnBytes, field)
+		}
+		pl.sources = append(pl.sources, *d)
+		return nil
+	}
+	for i, id := range p.DataSources {
+		if err := add(fmt.Sprintf("dataSources[%d].id", i), id); err != nil {
+			return err
+		}
+	}
+	for i, name := range p.Names {
+		field := fmt.Sprintf("names[%d]", i)
+		ids, err := s.deps.Store.DocumentIDsNamed(ctx, projectID, name, 2)
+		if err != nil {
+			return Wrap("completions.resolveDataSources", err)
+		}
+		switch len(ids) {
+		case 0:
+			return Invalidf(field, "%s: project %s has no document named %q", field, projectID, name)
+		case 2:
+			return Invalidf(field, "%s: project %s has several documents named %q; name the one to send by its id in dataSources", field, projectID, name)
+		}
+		if err := add(field, ids[0]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// contextPreamble opens the documents a request names as context.
+const contextPreamble = "The documents below are context for this conversation."
+
+// systemWithSources is the system message that goes upstream: the
+// effective one, then the documents the request names as context, each
+// in a document element that gives its id and name.
+func (pl *plan) systemWithSources() string {
+	if len(pl.sources) == 0 {
+		return pl.system
+	}
+	var b strings.Builder
+	if pl.system != "" {
+		b.WriteString(pl.system + "\n\n")
+	}
+	b.WriteString(contextPreamble)
+	for _, d := range pl.sources {
+		fmt.Fprintf(&b, "\n\n<document id=%q name=%q>\n%s\n</document>", d.ID, d.Name, d.Content)
+	}
+	return b.String()
 }
 
 // conversationID is the id of the conversation the plan continues or
@@ -554,11 +638,12 @@ func (pl *plan) conversationID() string {
 }
 
 // upstreamMessages is exactly what goes upstream: the effective system
-// message, the conversation's history, then the request's messages.
+// message with the documents named as context, the conversation's
+// history, then the request's messages.
 func (pl *plan) upstreamMessages() []LLMMessage {
 	out := make([]LLMMessage, 0, 1+len(pl.history)+len(pl.turn))
-	if pl.system != "" {
-		out = append(out, LLMMessage{Role: RoleSystem, Content: pl.system})
+	if system := pl.systemWithSources(); system != "" {
+		out = append(out, LLMMessage{Role: RoleSystem, Content: system})
 	}
 	for _, msgs := range [2][]Message{pl.history, pl.turn} {
 		for _, m := range msgs {

@@ -36,6 +36,12 @@ type CompletionParams struct {
 	// idempotency digest when empty, so that requests stored before it
 	// existed still match (requestHash).
 	ReasoningEffort string `json:",omitempty"`
+	// DataSources (document ids) and Names (document names) are documents
+	// of the project sent as context for this call (seed 000's data
+	// sources), after the system message; left out of the idempotency
+	// digest when empty, as ReasoningEffort is.
+	DataSources []string `json:",omitempty"`
+	Names       []string `json:",omitempty"`
 	// Tools the model may call, whether it must, and the reply's format.
 	Tools          []Tool
 	ToolChoice     *ToolChoice
@@ -51,6 +57,9 @@ var ReasoningEfforts = []string{"none", "minimal", "low", "medium", "high", "xhi
 
 // Completion parameter limits.
 const (
+	// maxDataSources caps the documents a request names as context, by id
+	// and by name together.
+	maxDataSources   = 32
 	maxStopSequences = 4
 	maxMessages      = 1000
 	// maxTurnBytes caps the text of a request's messages once documentIds
@@ -145,6 +154,20 @@ func (p *CompletionParams) validate() error {
 	}
 	if n := p.MaxTokens; n != nil && *n < 1 {
 		return Invalidf("maxTokens", "maxTokens must be a positive integer")
+	}
+	if n := len(p.DataSources) + len(p.Names); n > maxDataSources {
+		return Invalidf("dataSources", "dataSources and names name %d documents; send at most %d", n, maxDataSources)
+	}
+	for i, id := range p.DataSources {
+		if err := checkRef(fmt.Sprintf("dataSources[%d].id", i), PrefixDocument, id); err != nil {
+			return err
+		}
+	}
+	for i := range p.Names {
+		p.Names[i] = strings.TrimSpace(p.Names[i])
+		if err := checkText(fmt.Sprintf("names[%d]", i), p.Names[i], true, maxNameLen); err != nil {
+			return err
+		}
 	}
 	if e := p.ReasoningEffort; e != "" && !slices.Contains(ReasoningEfforts, e) {
 		return Invalidf("reasoningEffort", "reasoningEffort must be one of %s", strings.Join(ReasoningEfforts, ", "))

@@ -67,6 +67,9 @@ type DocumentStore interface {
 	// NotFound when absent, StaleUpdate when another write came first.
 	UpdateDocument(ctx context.Context, d *Document, prev time.Time) error
 	DeleteDocument(ctx context.Context, id string) error
+	// DocumentIDsNamed returns the ids of project projectID's documents
+	// named name, at most limit, ordered by id.
+	DocumentIDsNamed(ctx context.Context, projectID, name string, limit int) ([]string, error)
 }
 
 // maxDocumentBytes caps a document's content; the request body limit

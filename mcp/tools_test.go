@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"reflect"
 	"slices"
@@ -708,9 +709,10 @@ func TestDebugOfAFailedCompletion(t *testing.T) {
 }
 
 // TestDocumentMessagesNeedReadAccess runs completions under a policy whose
-// editor may run them but not read documents: a documentId message, which
-// sends a document's content upstream, is refused before anything goes
-// upstream; the same text sent as content runs.
+// editor may run them but not read documents: a documentId message, or a
+// document named as context (dataSources, names), which sends a
+// document's content upstream, is refused before anything goes upstream;
+// the same text sent as content runs.
 func TestDocumentMessagesNeedReadAccess(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
 	chat, editor := completionsOnly(t, e)
@@ -732,8 +734,28 @@ func TestDocumentMessagesNeedReadAccess(t *testing.T) {
 			t.Errorf("%s with a document it may not read reached the upstream", c.tool)
 		}
 		c.args["messages"] = userMsg("read this")
+		for _, sources := range []obj{{"dataSources": []obj{{"id": e.document.ID}}}, {"names": []string{e.document.Name}}} {
+			args := maps.Clone(c.args)
+			maps.Copy(args, sources)
+			msg := editor.fails(t, c.tool, args, "forbidden")
+			if !strings.Contains(msg, "dataSources and names") || !strings.Contains(msg, "documents:GetDocument") {
+				t.Errorf("%s with %v: %q, want it to name the fields and documents:GetDocument", c.tool, sources, msg)
+			}
+		}
+		if e.upstream.Count() != before {
+			t.Errorf("%s with data sources it may not read reached the upstream", c.tool)
+		}
 		var out completionOut
 		editor.ok(t, c.tool, c.args, &out)
+	}
+
+	// One who may read the documents (here the admin) sends them, by
+	// name, over MCP too.
+	reader := e.connect(overHTTP, "admin", Options{})
+	var out completionOut
+	reader.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("read this"), "names": []string{e.document.Name}}, &out)
+	if sys := e.upstream.Last().Messages[0]; sys.Role != "system" || !strings.Contains(sys.Content, e.document.Content) {
+		t.Errorf("the upstream's first message %+v; want a system message holding the document", sys)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -882,3 +883,70 @@ func debugMessages(debug map[string]any) []string {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// TestDataSources: documents named as context, by id (dataSources) and by
+// name (names), go upstream after the system message, in the request's
+// order and each once, per chat and stateless, for that call only: the
+// stored turn holds the request's messages, and a continuation that names
+// none sends none. A document the project does not have, a name that no
+// document or several have, and too many sources are 400s naming the
+// field, which reach nothing.
+func TestDataSources(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		doc := func(project, name, content string) string {
+			return h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": project, "name": name, "content": content})["id"].(string)
+		}
+		faq := doc(w.project, "faq", "Refunds take 5 days.")
+		guide := doc(w.project, "Style guide", "Answer in French.")
+		sources := "The documents below are context for this conversation." +
+			"\n\n<document id=\"" + faq + "\" name=\"faq\">\nRefunds take 5 days.\n</document>" +
+			"\n\n<document id=\"" + guide + "\" name=\"Style guide\">\nAnswer in French.\n</document>"
+
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("How long?")},
+			"dataSources": []any{map[string]any{"id": faq}}, "names": []any{" Style guide ", "faq"}})
+		if got, want := upstreamMessages(t, h), []string{"system: You are a test.\n\n" + sources, "user: How long?"}; !slices.Equal(got, want) {
+			t.Errorf("upstream messages\n%q\nwant\n%q", got, want)
+		}
+		conv := got["conversationId"].(string)
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+		if len(msgs) != 2 || msgs[0].(map[string]any)["content"] != "How long?" {
+			t.Errorf("the stored turn %v; want the request's message and the reply only", msgs)
+		}
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("And?")}})
+		if got := upstreamMessages(t, h); got[0] != "system: You are a test." {
+			t.Errorf("a continuation that names no source sent the system message %q", got[0])
+		}
+
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider,
+			"messages": []any{userMessage("hi")}, "names": []any{"Style guide"}, "dataSources": []any{map[string]any{"id": faq}}})
+		if got, want := upstreamMessages(t, h), []string{"system: " + sources, "user: hi"}; !slices.Equal(got, want) {
+			t.Errorf("stateless upstream messages\n%q\nwant\n%q", got, want)
+		}
+
+		other := h.world()
+		foreign := doc(other.project, "faq", "Not yours.")
+		doc(w.project, "twin", "one")
+		doc(w.project, "twin", "two")
+		many := []any{}
+		for range 33 {
+			many = append(many, map[string]any{"id": faq})
+		}
+		hi := []any{userMessage("hi")}
+		for _, tc := range []struct {
+			body  map[string]any
+			field string
+		}{
+			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": foreign}}}, "dataSources[0].id"},
+			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": faq}, map[string]any{"id": w.chat}}}, "dataSources[1].id"},
+			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{}}}, "dataSources[0].id"},
+			{map[string]any{"messages": hi, "names": []any{"nothing by that name"}}, "names[0]"},
+			{map[string]any{"messages": hi, "names": []any{"faq", "twin"}}, "names[1]"},
+			{map[string]any{"messages": hi, "names": []any{" "}}, "names[0]"},
+			{map[string]any{"messages": hi, "dataSources": many}, "dataSources"},
+		} {
+			h.refusedByBoth(t, w, tc.body, tc.field)
+		}
+	})
+}

@@ -43,6 +43,20 @@ func (s *Store) GetDocument(ctx context.Context, id string) (*domain.Document, e
 	return d, nil
 }
 
+// DocumentIDsNamed returns the ids of project projectID's documents named
+// name, at most limit, ordered by id. It reads the project's documents by
+// its index, and of each the columns before content.
+func (s *Store) DocumentIDsNamed(ctx context.Context, projectID, name string, limit int) ([]string, error) {
+	const op = "store.DocumentIDsNamed"
+	ids := []string{}
+	err := s.db.WithContext(ctx).Model(&documentRow{}).Where("project_id = ? AND name = ?", projectID, name).
+		Order("id").Limit(limit).Pluck("id", &ids).Error
+	if err != nil {
+		return nil, fail(op, err)
+	}
+	return ids, nil
+}
+
 // ListDocuments returns up to f.Page.Limit+1 documents ordered by id, of
 // f.ProjectID and of the projects f.MemberUserID is a member of when set,
 // without reading their content.

@@ -61,6 +61,11 @@ type JSONSchema struct {
 	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to follow the schema exactly (OpenAI structured outputs)."`
 }
 
+// DataSource names a document to send as context.
+type DataSource struct {
+	ID string `json:"id" desc:"A document id (doc_...)."`
+}
+
 // CompletionFields are the optional fields both completion tools take.
 type CompletionFields struct {
 	Messages        []Message       `json:"messages" min:"1" max:"1000" desc:"The messages of this turn, in order; at least one. Stateless: the conversation so far and the new message. Per chat with conversationId: only the new messages, which follow the stored history (messages repeated here would be stored again)."`
@@ -69,6 +74,8 @@ type CompletionFields struct {
 	MaxTokens       *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
 	TopP            *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
 	Stop            StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
+	DataSources     []DataSource    `json:"dataSources,omitempty" max:"32" desc:"Documents of the project (the chat's, or stateless the AI provider's) to send as context, by id: [{\"id\": \"doc_...\"}]. Their content goes upstream after the system message, each in a <document id=... name=...> element, for this call only (a continuation names them again to keep them); reading them needs documents:GetDocument. With names, at most 32."`
+	Names           []string        `json:"names,omitempty" max:"32" desc:"Documents of the project to send as context, by name, as dataSources does by id; a name that no document, or several, of the project has is refused."`
 	ReasoningEffort string          `json:"reasoningEffort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"How hard a reasoning model thinks before it answers: OpenAI's reasoning_effort (none, minimal, low, medium, high, xhigh) or Anthropic's effort (low, medium, high, xhigh, max). Which values a model takes, and whether it takes any, is the provider's to say: a model that refuses one fails the call with the provider's message. Omit it for the provider's default."`
 	Tools           []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
 	ToolChoice      *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
@@ -84,7 +91,10 @@ func (a CompletionFields) ToDomain() domain.CompletionParams {
 			Refusal: m.Refusal, ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
-		TopP: a.TopP, Stop: a.Stop, ReasoningEffort: a.ReasoningEffort, Debug: a.Debug}
+		TopP: a.TopP, Stop: a.Stop, ReasoningEffort: a.ReasoningEffort, Names: a.Names, Debug: a.Debug}
+	for _, d := range a.DataSources {
+		p.DataSources = append(p.DataSources, d.ID)
+	}
 	for _, t := range a.Tools {
 		p.Tools = append(p.Tools, domain.Tool{Type: t.Type, Name: t.Function.Name, Description: t.Function.Description,
 			Parameters: t.Function.Parameters, Strict: t.Function.Strict})
