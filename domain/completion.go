@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"html"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -487,8 +489,9 @@ func (s *Completions) checkDocuments(ctx context.Context, projectID string, i in
 	return err
 }
 
-// resolveMessages takes the request's system message out as the override
-// and resolves documentId messages to their content. Documents must lie in
+// resolveMessages takes the request's system message out as the override,
+// resolves documentId messages to their content, then the documents the
+// request names as context (resolveDataSources). Documents must lie in
 // projectID.
 func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID string) error {
 	docs := map[string]*Document{}
@@ -612,7 +615,10 @@ const contextPreamble = "The documents below are context for this conversation."
 
 // systemWithSources is the system message that goes upstream: the
 // effective one, then the documents the request names as context, each
-// in a document element that gives its id and name.
+// in a document element that gives its id and name, escaped as XML
+// attributes. A closing tag inside a document's content is broken
+// (<\/document), so that no document, which any editor of the project
+// may write, can end its element and pose as another.
 func (pl *plan) systemWithSources() string {
 	if len(pl.sources) == 0 {
 		return pl.system
@@ -623,10 +629,14 @@ func (pl *plan) systemWithSources() string {
 	}
 	b.WriteString(contextPreamble)
 	for _, d := range pl.sources {
-		fmt.Fprintf(&b, "\n\n<document id=%q name=%q>\n%s\n</document>", d.ID, d.Name, d.Content)
+		fmt.Fprintf(&b, "\n\n<document id=\"%s\" name=\"%s\">\n%s\n</document>",
+			html.EscapeString(d.ID), html.EscapeString(d.Name), closingTag.ReplaceAllString(d.Content, `<\/$1`))
 	}
 	return b.String()
 }
+
+// closingTag finds a document element's closing tag, in any case.
+var closingTag = regexp.MustCompile(`(?i)</(document)`)
 
 // conversationID is the id of the conversation the plan continues or
 // starts; "" for a stateless completion.

@@ -687,3 +687,25 @@ func TestReasoningEffort(t *testing.T) {
 		}
 	})
 }
+
+// TestAnthropicDataSources: documents named as context reach an Anthropic
+// provider in its system parameter, after the chat's system message,
+// streamed as whole.
+func TestAnthropicDataSources(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "faq", "content": "Refunds take 5 days."})
+		for _, streamed := range []bool{false, true} {
+			r := h.call("POST", "/api/v1/chats/"+w.anthropicChat+"/completions", h.admin, map[string]any{
+				"messages": []any{userMessage("How long?")}, "names": []any{"faq"}, "stream": streamed})
+			if r.Status != 200 {
+				t.Fatalf("streamed %v: %d %s", streamed, r.Status, r.Body)
+			}
+			sys := h.up.Last().Messages[0]
+			if sys.Role != "system" || !strings.HasPrefix(sys.Content, anthropicSystem+"\n\n") ||
+				!strings.Contains(sys.Content, "name=\"faq\">\nRefunds take 5 days.\n</document>") {
+				t.Errorf("streamed %v: the system parameter %q; want the chat's system message, then the document", streamed, sys.Content)
+			}
+		}
+	})
+}
