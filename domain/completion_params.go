@@ -50,9 +50,10 @@ type CompletionParams struct {
 
 // ReasoningEfforts are the values of reasoningEffort: OpenAI's
 // reasoning_effort (none to xhigh) and Anthropic's output_config.effort
-// (low to max). Which a model takes is the provider's to say: one it does
-// not is its 400, passed on. The API's schemas list them too (the enum tag
-// of wire.CompletionFields.ReasoningEffort).
+// (low to max; validateFor refuses the others). Which a model takes is the
+// provider's to say: one it does not is its 400, passed on (or go-openai's
+// own refusal, see llm's openAILocal). The API's schemas list them too (the
+// enum tag of wire.CompletionFields.ReasoningEffort).
 var ReasoningEfforts = []string{"none", "minimal", "low", "medium", "high", "xhigh", "max"}
 
 // Completion parameter limits.
