@@ -20,10 +20,15 @@ import (
 )
 
 // completionFields are the fields both completion endpoints take: those
-// MCP's completion tools take too (package wire), and stream.
+// MCP's completion tools take too (package wire), stream, and OpenAI's
+// spelling of some of them (openai.go). Read them with params.
 type completionFields struct {
 	wire.CompletionFields
-	Stream bool `json:"stream"`
+	// Messages takes the place of CompletionFields.Messages, whose
+	// messages do not take OpenAI's spelling.
+	Messages []message `json:"messages"`
+	Stream   bool      `json:"stream"`
+	openAIFields
 }
 
 type statelessCompletionRequest struct {
@@ -42,7 +47,11 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
-	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: req.ToDomain()}
+	params, err := req.params()
+	if err != nil {
+		return err
+	}
+	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: params}
 	if !req.Stream {
 		out, err := s.svcs.Completions.Stateless(ctx(c), in, nil)
 		if err != nil {
@@ -61,8 +70,12 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if err := s.bind(c, &req); err != nil {
 		return err
 	}
+	params, err := req.params()
+	if err != nil {
+		return err
+	}
 	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID,
-		IdempotencyKey: c.Request().Header.Get(idempotencyKeyHeader), CompletionParams: req.ToDomain()}
+		IdempotencyKey: c.Request().Header.Get(idempotencyKeyHeader), CompletionParams: params}
 	if !req.Stream {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {

@@ -46,8 +46,13 @@ func TestOpenAINodeClient(t *testing.T) {
 	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces;
 	// one starting "REFUSE" is refused as malformed (HTTP 400); one starting
 	// "HANG" stops after two deltas until the client goes away; one
-	// starting "DECLINE" is declined (OpenAI's refusal).
+	// starting "DECLINE" is declined (OpenAI's refusal). A request that
+	// ends with tool results is answered afterTools.
+	const afterTools = "It is 18C in Paris at noon."
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		if n := len(r.Messages); n > 0 && (r.Messages[n-1].Role == "tool" || len(r.Messages[n-1].ToolResults) > 0) {
+			return llmtest.Behavior{Reply: afterTools}
+		}
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role == "user" {
 				switch c := r.Messages[i].Content; {
@@ -115,6 +120,43 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if protocols[llmtest.Anthropic] < 3 {
 		t.Errorf("the upstream got %d Anthropic requests, want the node tests' 3 or more", protocols[llmtest.Anthropic])
+	}
+	// The SDK's own spelling of the fields reached the upstream as Parley's
+	// would have.
+	spelled := 0
+	for _, r := range reqs {
+		if n := len(r.Messages); n > 0 && strings.HasPrefix(r.Messages[n-1].Content, "SPELLING") {
+			spelled++
+			if r.Body["max_tokens"] != 42.0 || r.Body["top_p"] != 0.5 || !r.Stream {
+				t.Errorf("the SDK's max_tokens 42, top_p 0.5, stream reached the upstream as max_tokens %v, top_p %v, stream %v", r.Body["max_tokens"], r.Body["top_p"], r.Stream)
+			}
+		}
+	}
+	if spelled != 1 {
+		t.Errorf("the upstream got %d requests spelled as the SDK does, want 1", spelled)
+	}
+	// runTools sent both calls' results back, through each provider, as
+	// tool messages (OpenAI-wire) or tool_result blocks (Anthropic).
+	answered := map[llmtest.Protocol][]string{}
+	for _, r := range reqs {
+		if m := r.Messages[len(r.Messages)-1]; m.Role == "tool" || len(m.ToolResults) > 0 {
+			var ids []string
+			for _, m := range r.Messages {
+				if m.ToolCallID != "" {
+					ids = append(ids, m.ToolCallID)
+				}
+				for _, tr := range m.ToolResults {
+					ids = append(ids, tr.ToolCallID+"="+tr.Content)
+				}
+			}
+			answered[r.Protocol] = ids
+		}
+	}
+	if got := strings.Join(answered[llmtest.OpenAI], ","); got != "call_paris,call_now" {
+		t.Errorf("runTools' results reached the OpenAI-wire upstream as %q, want call_paris,call_now", got)
+	}
+	if got := strings.Join(answered[llmtest.Anthropic], ","); got != "call_paris=18C,call_now=noon" {
+		t.Errorf("runTools' results reached the Anthropic upstream as %q, want call_paris=18C,call_now=noon", got)
 	}
 	// The per-chat turns were stored as one conversation of six turns (the
 	// stopped one with its partial reply, and the one with debug), one of

@@ -3,6 +3,7 @@ package rest
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"reflect"
@@ -85,7 +86,7 @@ var (
 	byProject  = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
 )
 
-var apiRoutes = []apiRoute{
+var apiRoutes = withOpenAIPaths([]apiRoute{
 	{method: "GET", path: "/healthz", summary: "Liveness", tag: "operations", response: map[string]string{}, status: 200, public: true},
 	{method: "GET", path: "/readyz", summary: "Readiness: the database answers", tag: "operations", response: map[string]string{}, status: 200, public: true, errors: errs{503: "the database does not answer"}},
 	{method: "GET", path: "/openapi.json", summary: "This document", tag: "operations", response: map[string]any{}, status: 200, public: true},
@@ -150,6 +151,23 @@ var apiRoutes = []apiRoute{
 	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationDetail{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such conversation, or in a project you are not a member of", 409: "its first reply is still being generated (a stream named it before its turn was stored); retry when it ends"}},
+})
+
+// withOpenAIPaths adds to routes the completion routes again at the paths
+// OpenAI's SDKs post to, {baseURL}/chat/completions (openai.go).
+func withOpenAIPaths(routes []apiRoute) []apiRoute {
+	paths := map[string]struct{ path, baseURL string }{
+		"/api/v1/chats/completions":          {"/api/v1/chat/completions", "…/api/v1"},
+		"/api/v1/chats/{chatId}/completions": {"/api/v1/chats/{chatId}/chat/completions", "…/api/v1/chats/{chatId}"},
+	}
+	for _, rt := range routes {
+		if p, ok := paths[rt.path]; ok {
+			rt.summary = fmt.Sprintf("%s, at the path OpenAI's SDKs post to with the base URL %s", rt.summary, p.baseURL)
+			rt.path = p.path
+			routes = append(routes, rt)
+		}
+	}
+	return routes
 }
 
 // mcpPaths are served beside the API (mounted by the app), described here
@@ -320,13 +338,25 @@ func withTags(s map[string]any, t reflect.Type, response bool) {
 }
 
 // descTag describes a field by its desc tag, the one the MCP tool schemas
-// read, so that both documents say the same.
+// read, so that both documents say the same. A field without one that
+// takes the place of an embedded struct's field (REST's messages) has
+// that field's.
 func descTag(t reflect.Type, field string) string {
 	if field == "" || t.Kind() != reflect.Struct {
 		return ""
 	}
 	f, _ := t.FieldByName(field)
-	return f.Tag.Get("desc")
+	if d := f.Tag.Get("desc"); d != "" || len(f.Index) > 1 {
+		return d
+	}
+	for i := range t.NumField() {
+		if e := t.Field(i); e.Anonymous && e.Type.Kind() == reflect.Struct {
+			if d := descTag(e.Type, field); d != "" {
+				return d
+			}
+		}
+	}
+	return ""
 }
 
 // maxStop is how many stop sequences a completion takes.
@@ -389,6 +419,7 @@ var operationIDs = map[string]string{
 	"GET /api/v1/chats": "listChats", "POST /api/v1/chats": "createChat", "GET /api/v1/chats/{chatId}": "getChat",
 	"PATCH /api/v1/chats/{chatId}": "updateChat", "DELETE /api/v1/chats/{chatId}": "deleteChat",
 	"POST /api/v1/chats/completions": "createChatCompletion", "POST /api/v1/chats/{chatId}/completions": "createChatCompletionForChat",
+	"POST /api/v1/chat/completions": "createChatCompletionAtOpenAIPath", "POST /api/v1/chats/{chatId}/chat/completions": "createChatCompletionForChatAtOpenAIPath",
 	"GET /api/v1/conversations": "listConversations", "GET /api/v1/conversations/{conversationId}": "getConversation",
 	"GET /api/v1/conversations/{conversationId}/messages": "listConversationMessages",
 	"DELETE /api/v1/conversations/{conversationId}":       "deleteConversation",

@@ -139,6 +139,10 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	api.PATCH("/chats/:chatId", s.handleChatUpdate)
 	api.DELETE("/chats/:chatId", s.handleChatDelete)
 	api.POST("/chats/:chatId/completions", s.handleChatCompletion)
+	// The same at the paths OpenAI's SDKs post to, {baseURL}/chat/completions
+	// (see openai.go).
+	api.POST("/chat/completions", s.handleStatelessCompletion)
+	api.POST("/chats/:chatId/chat/completions", s.handleChatCompletion)
 
 	get(api, "/conversations", s.handleConversationList)
 	get(api, "/conversations/:conversationId", s.handleConversationGet)

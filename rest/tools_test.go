@@ -449,7 +449,7 @@ func TestToolsValidation(t *testing.T) {
 			{"json_schema without schema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r"}}}, "responseFormat.jsonSchema.schema"},
 			{"json_schema schema not an object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r", "schema": "object"}}}, "responseFormat.jsonSchema.schema"},
 			{"jsonSchema with json_object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_object", "jsonSchema": map[string]any{"name": "r", "schema": map[string]any{}}}}, "responseFormat.jsonSchema"},
-			{"snake_case response_format", map[string]any{"messages": []any{hi}, "response_format": map[string]any{"type": "json_object"}}, "response_format"},
+			{"OpenAI's response_format with Parley's jsonSchema", map[string]any{"messages": []any{hi}, "response_format": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r", "schema": map[string]any{}}}}, "response_format.jsonSchema"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {

@@ -21,17 +21,18 @@
 //                          and one that starts with "REFUSE" is refused with HTTP 400
 //                          and the message "max_tokens is too large", and one that
 //                          starts with "DECLINE" is declined by the model: its
-//                          reply is the refusal FAKE_REFUSAL, content null
+//                          reply is the refusal FAKE_REFUSAL, content null; a
+//                          request that ends with tool results is answered
+//                          FAKE_AFTER_TOOLS
 //
 // Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
 // Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
 //
 // Paths: the SDK's chat.completions.create posts to `${baseURL}/chat/completions`,
-// a path Parley does not serve (Parley's are /chats/completions and
-// /chats/{chatId}/completions). The tests keep the SDK's method, and so its
-// request encoding, stream class and response handling, and override only
-// the path with the SDK's documented `path` request option; per-chat calls
-// use the SDK's client.post, as its README says for other endpoints.
+// which Parley serves beside its own paths: the stateless completions with
+// the base URL …/api/v1 (aiProviderId in the body, which the SDK sends as
+// given), a chat's with …/api/v1/chats/{chatId}. So every call here is the
+// SDK's own method with nothing overridden but the base URL.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -46,8 +47,8 @@ const FAKE = env.PARLEY_FAKE_UPSTREAM === '1';
 
 // Retries off: a test sees exactly what Parley answered.
 const client = skip ? null : new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: env.PARLEY_API_KEY, maxRetries: 0, timeout: 60_000 });
-const STATELESS = { path: '/chats/completions' };
-const chatPath = () => `/chats/${env.PARLEY_CHAT_ID}/completions`;
+// chat runs the per-chat completions: the chat is its base URL.
+const chatClient = skip ? null : new OpenAI({ baseURL: `${env.PARLEY_BASE_URL}/chats/${env.PARLEY_CHAT_ID}`, apiKey: env.PARLEY_API_KEY, maxRetries: 0, timeout: 60_000 });
 
 // statelessBody is Parley's stateless request: only the fields it knows.
 function statelessBody(content, extra = {}) {
@@ -68,6 +69,10 @@ const FAKE_TOOL_CALLS = [
   { id: 'call_paris', type: 'function', function: { name: 'weather', arguments: '{"city":"Paris"}' } },
   { id: 'call_now', type: 'function', function: { name: 'clock', arguments: '{}' } },
 ];
+
+// FAKE_AFTER_TOOLS is the fake model's reply to a request that ends with
+// tool results.
+const FAKE_AFTER_TOOLS = 'It is 18C in Paris at noon.';
 
 // FAKE_REFUSAL is the fake model's refusal of a prompt starting "DECLINE".
 const FAKE_REFUSAL = "I'm sorry, I can't help with that.";
@@ -153,7 +158,7 @@ test('openai npm client', { skip }, async (t) => {
   t.diagnostic(`openai ${VERSION} on Node ${process.version}`);
   await t.test('stateless, not streamed: chat.completions.create', async () => {
     const prompt = 'Hello from the openai SDK';
-    const { data, response, request_id } = await client.chat.completions.create(statelessBody(prompt), STATELESS).withResponse();
+    const { data, response, request_id } = await client.chat.completions.create(statelessBody(prompt)).withResponse();
     assert.equal(response.status, 200);
     assert.ok(request_id, 'no X-Request-Id');
     assertCompletion(data, prompt, env.PARLEY_MODEL);
@@ -162,7 +167,7 @@ test('openai npm client', { skip }, async (t) => {
 
   await t.test('stateless, streamed: chat.completions.create with stream: true', async () => {
     const prompt = 'one two three four five six';
-    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }), STATELESS);
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }));
     const { first, text } = await collect(stream);
     assertReply(text, prompt);
     assert.equal(first.conversationId, undefined, 'a stateless stream has a conversationId');
@@ -170,7 +175,7 @@ test('openai npm client', { skip }, async (t) => {
 
   await t.test("stateless, streamed: the SDK's chat.completions.stream helper accumulates the chunks", async () => {
     const prompt = 'accumulate these words';
-    const runner = client.chat.completions.stream(statelessBody(prompt), STATELESS);
+    const runner = client.chat.completions.stream(statelessBody(prompt));
     const deltas = [];
     runner.on('content', (delta) => deltas.push(delta));
     const final = await runner.finalChatCompletion();
@@ -184,9 +189,9 @@ test('openai npm client', { skip }, async (t) => {
   for (const [name, provider] of PROVIDERS.slice(1)) {
     await t.test(`stateless through ${name}: the same chat.completion and chunks`, async () => {
       const prompt = 'which provider answered';
-      const c = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider() }), STATELESS);
+      const c = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider() }));
       assertCompletion(c, prompt, env.PARLEY_MODEL);
-      const stream = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider(), stream: true }), STATELESS);
+      const stream = await client.chat.completions.create(statelessBody(prompt, { aiProviderId: provider(), stream: true }));
       const { text } = await collect(stream);
       assertReply(text, prompt);
     });
@@ -195,12 +200,12 @@ test('openai npm client', { skip }, async (t) => {
   for (const [name, provider] of PROVIDERS) {
     await t.test(`tool calls through ${name}: in the message, and as deltas the SDK accumulates`, { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
       const body = statelessBody('TOOLS weather in Paris?', { aiProviderId: provider(), tools: TOOLS });
-      const c = await client.chat.completions.create(body, STATELESS);
+      const c = await client.chat.completions.create(body);
       assert.equal(c.choices[0].finish_reason, 'tool_calls');
       assert.equal(c.choices[0].message.content, 'Checking.');
       assert.deepEqual(c.choices[0].message.tool_calls, FAKE_TOOL_CALLS);
 
-      const runner = client.chat.completions.stream(body, STATELESS);
+      const runner = client.chat.completions.stream(body);
       const final = await runner.finalChatCompletion();
       assert.equal(final.choices[0].finish_reason, 'tool_calls');
       assert.equal(final.choices[0].message.content, 'Checking.');
@@ -211,34 +216,62 @@ test('openai npm client', { skip }, async (t) => {
     });
   }
 
+  for (const [name, provider] of PROVIDERS) {
+    await t.test(`runTools through ${name}: the SDK's own tool loop, its calls' results sent back as it sends them`, { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
+      const called = [];
+      const runner = client.chat.completions.runTools({
+        ...statelessBody('TOOLS weather in Paris?', { aiProviderId: provider() }),
+        tools: [
+          { type: 'function', function: { ...TOOLS[0].function, parse: JSON.parse, function: ({ city }) => { called.push(`weather ${city}`); return '18C'; } } },
+          { type: 'function', function: { name: 'clock', parameters: { type: 'object', properties: {} }, function: () => { called.push('clock'); return 'noon'; } } },
+        ],
+      });
+      // The fake answers tool results with FAKE_AFTER_TOOLS.
+      assert.equal(await runner.finalContent(), FAKE_AFTER_TOOLS);
+      assert.deepEqual(called.sort(), ['clock', 'weather Paris']); // run at once, in either order
+      const sent = runner.messages.map((m) => m.role);
+      assert.deepEqual(sent, ['user', 'assistant', 'tool', 'tool', 'assistant']);
+    });
+  }
+
+  await t.test("the SDK's own parameters: max_tokens, top_p, stream_options, response_format", async () => {
+    // The Go side checks what reached the upstream (the prompt starts "SPELLING").
+    const prompt = 'SPELLING the fields as the SDK does';
+    const stream = await client.chat.completions.create(statelessBody(prompt, {
+      max_tokens: 42, top_p: 0.5, stream: true, stream_options: { include_usage: true }, response_format: { type: 'text' },
+    }));
+    const { text } = await collect(stream);
+    assertReply(text, prompt);
+  });
+
   await t.test('stateless, streamed after a quiet start: keep-alive comments before the first chunk', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     const prompt = 'SLOW thinking first';
-    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }), STATELESS);
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true }));
     const { text } = await collect(stream);
     assertReply(text, prompt);
   });
 
   let conversationId;
-  await t.test('per chat, streamed: client.post with stream: true', async () => {
+  await t.test('per chat, streamed: chat.completions.create at the chat\'s base URL', async () => {
     const prompt = 'stream in a chat please';
-    const stream = await client.post(chatPath(), { body: { messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    const stream = await chatClient.chat.completions.create({ messages: [{ role: 'user', content: prompt }], stream: true });
     const { first, text } = await collect(stream);
     assertReply(text, prompt);
     assert.match(first.conversationId ?? '', /^cnv_/, `the first chunk carries no conversationId: ${JSON.stringify(first)}`);
     conversationId = first.conversationId;
   });
 
-  await t.test('per chat, not streamed: client.post continues the conversation', async () => {
+  await t.test('per chat, not streamed: chat.completions.create continues the conversation', async () => {
     assert.ok(conversationId, 'the streamed per-chat test did not run');
     const prompt = 'and continue it';
-    const c = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }] } });
+    const c = await chatClient.chat.completions.create({ conversationId, messages: [{ role: 'user', content: prompt }] });
     assertCompletion(c, prompt);
     assert.equal(c.conversationId, conversationId);
   });
 
   await t.test('per chat, streamed: a continuation names its conversation in the first chunk', async () => {
     const prompt = 'a third turn';
-    const stream = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    const stream = await chatClient.chat.completions.create({ conversationId, messages: [{ role: 'user', content: prompt }], stream: true });
     const { first, text } = await collect(stream);
     assertReply(text, prompt);
     assert.equal(first.conversationId, conversationId);
@@ -248,14 +281,14 @@ test('openai npm client', { skip }, async (t) => {
     const prompt = 'say this once';
     const headers = { 'Idempotency-Key': `e2e-${Date.now()}-${Math.random()}` };
     const body = { messages: [{ role: 'user', content: prompt }] }; // a conversation of its own
-    const first = await client.post(chatPath(), { body, headers }).withResponse();
+    const first = await chatClient.chat.completions.create(body, { headers }).withResponse();
     assertCompletion(first.data, prompt);
     assert.match(first.data.conversationId, /^cnv_/);
     assert.equal(first.response.headers.get('idempotent-replayed'), null);
-    const again = await client.post(chatPath(), { body, headers }).withResponse();
+    const again = await chatClient.chat.completions.create(body, { headers }).withResponse();
     assert.equal(again.response.headers.get('idempotent-replayed'), 'true');
     assert.deepEqual(again.data, first.data);
-    const { first: chunk, last, text } = await collect(await client.post(chatPath(), { body: { ...body, stream: true }, headers, stream: true }));
+    const { first: chunk, last, text } = await collect(await chatClient.chat.completions.create({ ...body, stream: true }, { headers }));
     assert.equal(text, first.data.choices[0].message.content);
     assert.equal(chunk.id, first.data.id);
     assert.equal(chunk.conversationId, first.data.conversationId);
@@ -264,30 +297,30 @@ test('openai npm client', { skip }, async (t) => {
 
   await t.test('a model that declines: message.refusal, which the stream helper accumulates and the conversation keeps', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     const prompt = 'DECLINE share a secret';
-    const c = await client.chat.completions.create(statelessBody(prompt), STATELESS);
+    const c = await client.chat.completions.create(statelessBody(prompt));
     assert.equal(c.choices[0].message.refusal, FAKE_REFUSAL);
     assert.equal(c.choices[0].message.content, null);
 
-    const runner = client.chat.completions.stream(statelessBody(prompt), STATELESS);
+    const runner = client.chat.completions.stream(statelessBody(prompt));
     const deltas = [];
     runner.on('refusal.delta', ({ delta }) => deltas.push(delta));
     const final = await runner.finalChatCompletion();
     assert.equal(final.choices[0].message.refusal, FAKE_REFUSAL);
     assert.equal(deltas.join(''), FAKE_REFUSAL);
 
-    const turn = await client.post(chatPath(), { body: { messages: [{ role: 'user', content: prompt }] } });
+    const turn = await chatClient.chat.completions.create({ messages: [{ role: 'user', content: prompt }] });
     assert.equal(turn.choices[0].message.refusal, FAKE_REFUSAL);
     const conv = await client.get(`/conversations/${turn.conversationId}`);
     assert.deepEqual(conv.messages.map((m) => [m.role, m.content, m.refusal]), [['user', prompt, undefined], ['assistant', '', FAKE_REFUSAL]]);
     // Sent back in the client's own history, as the SDK's types allow.
     const history = [{ role: 'user', content: prompt }, { role: 'assistant', refusal: FAKE_REFUSAL }, { role: 'user', content: 'then a joke' }];
-    const next = await client.chat.completions.create(statelessBody('then a joke', { messages: history }), STATELESS);
+    const next = await client.chat.completions.create(statelessBody('then a joke', { messages: history }));
     assertReply(next.choices[0].message.content, 'then a joke');
   });
 
   await t.test('per chat, streamed: stopping the stream keeps the turn as far as it went, and the next message continues it', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     const prompt = 'HANG after a few words';
-    const stream = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], stream: true }, stream: true });
+    const stream = await chatClient.chat.completions.create({ conversationId, messages: [{ role: 'user', content: prompt }], stream: true });
     let seen = '';
     for await (const chunk of stream) {
       for (const choice of chunk.choices) seen += choice.delta.content ?? '';
@@ -309,18 +342,18 @@ test('openai npm client', { skip }, async (t) => {
     assert.ok(last.content.startsWith(seen) && `echo: ${prompt}`.startsWith(last.content), `stored reply: ${JSON.stringify(last.content)}`);
 
     const next = 'go on';
-    const c = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: next }] } });
+    const c = await chatClient.chat.completions.create({ conversationId, messages: [{ role: 'user', content: next }] });
     assertCompletion(c, next);
     assert.equal(c.conversationId, conversationId);
   });
 
   await t.test('debug: true, stateless and per chat: a debug object, in a stream\'s last chunk, read by the SDK', async () => {
     const prompt = 'debug me, password=hunter2';
-    const c = await client.chat.completions.create(statelessBody(prompt, { debug: true }), STATELESS);
+    const c = await client.chat.completions.create(statelessBody(prompt, { debug: true }));
     assertCompletion(c, prompt, env.PARLEY_MODEL);
     assertDebug(c.debug, prompt, 'the completion');
 
-    const stream = await client.chat.completions.create(statelessBody(prompt, { debug: true, stream: true }), STATELESS);
+    const stream = await client.chat.completions.create(statelessBody(prompt, { debug: true, stream: true }));
     const { chunks, last, text } = await collect(stream);
     assertReply(text, prompt);
     assertDebug(last.debug, prompt, 'the last chunk');
@@ -328,7 +361,7 @@ test('openai npm client', { skip }, async (t) => {
 
     // A continuation: debug shows the conversation's history before the prompt.
     assert.ok(conversationId, 'the streamed per-chat test did not run');
-    const turn = await client.post(chatPath(), { body: { conversationId, messages: [{ role: 'user', content: prompt }], debug: true, stream: true }, stream: true });
+    const turn = await chatClient.chat.completions.create({ conversationId, messages: [{ role: 'user', content: prompt }], debug: true, stream: true });
     const chat = await collect(turn);
     assertDebug(chat.last.debug, prompt, 'the per-chat last chunk');
     assert.ok(chat.last.debug.messages.some((m) => m.content === 'stream in a chat please'), 'debug lacks the conversation\'s history');
@@ -337,12 +370,14 @@ test('openai npm client', { skip }, async (t) => {
   await t.test('a bad request throws a BadRequestError carrying Parley\'s envelope', async () => {
     const cases = [
       { body: statelessBody('x', { messages: [] }), field: 'messages' },
-      // The SDK's own spelling is refused by Parley's strict decoding, by name.
-      { body: statelessBody('x', { max_tokens: 5 }), field: 'max_tokens' },
+      // A parameter of the SDK's that Parley does not take is refused by name,
+      // as is one field sent in both spellings, the SDK's and Parley's.
+      { body: statelessBody('x', { seed: 5 }), field: 'seed' },
+      { body: statelessBody('x', { max_tokens: 5, maxTokens: 5 }), field: 'max_tokens' },
       { body: statelessBody('x', { stream: true, temperature: 7 }), field: 'temperature' },
     ];
     for (const { body, field } of cases) {
-      await assert.rejects(client.chat.completions.create(body, STATELESS), (err) => {
+      await assert.rejects(client.chat.completions.create(body), (err) => {
         assert.ok(err instanceof BadRequestError, `${field}: ${err}`);
         assert.ok(err instanceof APIError);
         assert.equal(err.status, 400);
@@ -355,7 +390,7 @@ test('openai npm client', { skip }, async (t) => {
         return true;
       });
     }
-    await assert.rejects(client.post(chatPath(), { body: { messages: [{ role: 'user' }] }, stream: true }), (err) => {
+    await assert.rejects(chatClient.chat.completions.create({ messages: [{ role: 'user' }], stream: true }), (err) => {
       assert.ok(err instanceof BadRequestError, String(err));
       assert.equal(err.error.details?.field, 'messages[0]');
       return true;
@@ -370,7 +405,7 @@ test('openai npm client', { skip }, async (t) => {
     const retrying = new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: env.PARLEY_API_KEY });
     for (const stream of [false, true]) {
       const prompt = `REFUSE stream=${stream}`;
-      await assert.rejects(retrying.chat.completions.create(statelessBody(prompt, { stream, debug: true }), STATELESS), (err) => {
+      await assert.rejects(retrying.chat.completions.create(statelessBody(prompt, { stream, debug: true })), (err) => {
         assert.ok(err instanceof BadRequestError, String(err));
         assert.equal(err.status, 400);
         assert.equal(err.error.code, 'invalid_request');
@@ -384,7 +419,7 @@ test('openai npm client', { skip }, async (t) => {
 
   await t.test('a wrong key throws an AuthenticationError', async () => {
     const stranger = new OpenAI({ baseURL: env.PARLEY_BASE_URL, apiKey: 'pk_not_a_key', maxRetries: 0 });
-    await assert.rejects(stranger.chat.completions.create(statelessBody('x'), STATELESS), (err) => {
+    await assert.rejects(stranger.chat.completions.create(statelessBody('x')), (err) => {
       assert.ok(err instanceof AuthenticationError, String(err));
       assert.equal(err.status, 401);
       assert.equal(err.error.code, 'unauthenticated');
@@ -394,7 +429,7 @@ test('openai npm client', { skip }, async (t) => {
 
   await t.test('an upstream failure mid-stream surfaces as an APIError from the iterator', { skip: !FAKE && 'needs PARLEY_FAKE_UPSTREAM=1' }, async () => {
     const prompt = 'FAULT stream-error after two words';
-    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true, debug: true }), STATELESS);
+    const stream = await client.chat.completions.create(statelessBody(prompt, { stream: true, debug: true }));
     const seen = [];
     await assert.rejects(
       (async () => {

@@ -1,0 +1,121 @@
+package rest
+
+import (
+	"fmt"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
+)
+
+// OpenAI's SDKs, and the libraries built on them, post a completion to
+// {baseURL}/chat/completions with OpenAI's own spelling of its fields
+// (max_tokens, tool_calls, ...). Both completion endpoints answer at that
+// path too (routes in server.go) and take OpenAI's spelling of the fields
+// Parley has beside its camelCase one, so that an SDK given Parley's base
+// URL works with its own parameters: …/api/v1 for the stateless endpoint
+// (with aiProviderId in the body), …/api/v1/chats/{chatId} per chat. A
+// field sent in both spellings is refused: which one was meant is not
+// Parley's to guess. MCP's tools take the camelCase spelling only.
+
+// openAIFields are OpenAI's spellings of the completion fields that have
+// another name in Parley.
+type openAIFields struct {
+	MaxTokens           *int                  `json:"max_tokens,omitempty" min:"1" desc:"OpenAI's spelling of maxTokens; send one of maxTokens, max_tokens and max_completion_tokens."`
+	MaxCompletionTokens *int                  `json:"max_completion_tokens,omitempty" min:"1" desc:"OpenAI's newer name for maxTokens; send one of maxTokens, max_tokens and max_completion_tokens."`
+	TopP                *float64              `json:"top_p,omitempty" min:"0" max:"1" desc:"OpenAI's spelling of topP; send one of them."`
+	ToolChoice          *wire.ToolChoice      `json:"tool_choice,omitempty" desc:"OpenAI's spelling of toolChoice; send one of them."`
+	ResponseFormat      *openAIResponseFormat `json:"response_format,omitempty" desc:"OpenAI's spelling of responseFormat, its schema under json_schema; send one of them."`
+	ReasoningEffort     string                `json:"reasoning_effort,omitempty" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
+	StreamOptions       *streamOptions        `json:"stream_options,omitempty" desc:"Taken for OpenAI's SDKs and ignored: a stream's last chunk before [DONE] always carries usage, and chunks are never obfuscated."`
+}
+
+// openAIResponseFormat is OpenAI's response_format.
+type openAIResponseFormat struct {
+	Type       string           `json:"type" jsonschema:"required" enum:"text,json_object,json_schema" desc:"text (the default), json_object (JSON mode) or json_schema (structured output)."`
+	JSONSchema *wire.JSONSchema `json:"json_schema,omitempty" desc:"With type json_schema: the schema the reply must follow."`
+}
+
+// streamOptions is OpenAI's stream_options, which Parley's streams do not
+// need: they always end with usage and never obfuscate.
+type streamOptions struct {
+	IncludeUsage       *bool `json:"include_usage,omitempty" desc:"Ignored: usage always comes."`
+	IncludeObfuscation *bool `json:"include_obfuscation,omitempty" desc:"Ignored: chunks are never obfuscated."`
+}
+
+// message is a completion's message as REST takes it: OpenAI's spelling of
+// its tool fields too, OpenAI's developer role (its system role's name for
+// reasoning models, which LangChain sends them), and the name LangChain
+// gives a tool message.
+type message struct {
+	wire.Message
+	Role             string          `json:"role" enum:"system,developer,user,assistant,tool" desc:"Author of the message. At most one system (or developer: OpenAI's name for it) message, which replaces the default system message for this call. A tool message is a tool's result."`
+	OpenAIToolCalls  []wire.ToolCall `json:"tool_calls,omitempty" desc:"OpenAI's spelling of toolCalls; send one of them."`
+	OpenAIToolCallID string          `json:"tool_call_id,omitempty" desc:"OpenAI's spelling of toolCallId; send one of them."`
+	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
+}
+
+// params returns the domain's parameters of a completion request, each
+// field taken from whichever spelling was sent.
+func (f *completionFields) params() (domain.CompletionParams, error) {
+	c := f.CompletionFields
+	c.Messages = make([]wire.Message, len(f.Messages))
+	for i, m := range f.Messages {
+		at := func(field string) string { return fmt.Sprintf("messages[%d].%s", i, field) }
+		m.Message.Role = m.Role
+		if m.Role == "developer" {
+			m.Message.Role = string(domain.RoleSystem)
+		}
+		if m.Name != "" && m.Role != string(domain.RoleTool) {
+			return domain.CompletionParams{}, domain.Invalidf(at("name"), "%s: Parley sends no participant names; leave name out (a tool message may carry its tool's name)", at("name"))
+		}
+		if m.OpenAIToolCalls != nil {
+			if m.ToolCalls != nil {
+				return domain.CompletionParams{}, bothSpellings(at("toolCalls"), at("tool_calls"))
+			}
+			m.ToolCalls = m.OpenAIToolCalls
+		}
+		if err := either(&m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
+			return domain.CompletionParams{}, err
+		}
+		c.Messages[i] = m.Message
+	}
+	o := f.openAIFields
+	if o.MaxTokens != nil && o.MaxCompletionTokens != nil {
+		return domain.CompletionParams{}, bothSpellings("max_tokens", "max_completion_tokens")
+	}
+	var rf *wire.ResponseFormat
+	if o.ResponseFormat != nil {
+		rf = &wire.ResponseFormat{Type: o.ResponseFormat.Type, JSONSchema: o.ResponseFormat.JSONSchema}
+	}
+	for _, err := range []error{
+		either(&c.MaxTokens, "maxTokens", o.MaxTokens, "max_tokens"),
+		either(&c.MaxTokens, "maxTokens", o.MaxCompletionTokens, "max_completion_tokens"),
+		either(&c.TopP, "topP", o.TopP, "top_p"),
+		either(&c.ToolChoice, "toolChoice", o.ToolChoice, "tool_choice"),
+		either(&c.ResponseFormat, "responseFormat", rf, "response_format"),
+		either(&c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"),
+	} {
+		if err != nil {
+			return domain.CompletionParams{}, err
+		}
+	}
+	return c.ToDomain(), nil
+}
+
+// either sets *field, named name, to alias, OpenAI's spelling of it named
+// aliasName, when alias was sent; both sent is a 400.
+func either[T comparable](field *T, name string, alias T, aliasName string) error {
+	var none T
+	if alias == none {
+		return nil
+	}
+	if *field != none {
+		return bothSpellings(name, aliasName)
+	}
+	*field = alias
+	return nil
+}
+
+func bothSpellings(name, alias string) error {
+	return domain.Invalidf(alias, "%s and %s are one field in two spellings, Parley's and OpenAI's; send one of them", name, alias)
+}
