@@ -189,7 +189,9 @@ func (r *recorder) model(name string, ok bool) string {
 
 // completionRoute is the route label of a completion: the pattern of its
 // REST endpoint, per chat or stateless, which the HTTP metrics' route
-// label names too. An MCP completion tool counts under the same one.
+// label names too. An MCP completion tool, and a REST completion made at
+// OpenAI's path (rest/openai.go), count under the same one; the HTTP
+// metrics label the latter's requests with that path.
 func completionRoute(rec domain.UsageRecord) string {
 	if rec.ChatID != "" {
 		return "/api/v1/chats/:chatId/completions"

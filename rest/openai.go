@@ -25,7 +25,7 @@ type openAIFields struct {
 	TopP                *float64              `json:"top_p,omitempty" min:"0" max:"1" desc:"OpenAI's spelling of topP; send one of them."`
 	ToolChoice          *wire.ToolChoice      `json:"tool_choice,omitempty" desc:"OpenAI's spelling of toolChoice; send one of them."`
 	ResponseFormat      *openAIResponseFormat `json:"response_format,omitempty" desc:"OpenAI's spelling of responseFormat, its schema under json_schema; send one of them."`
-	ReasoningEffort     string                `json:"reasoning_effort,omitempty" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
+	ReasoningEffort     string                `json:"reasoning_effort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
 	StreamOptions       *streamOptions        `json:"stream_options,omitempty" desc:"Taken for OpenAI's SDKs and ignored: a stream's last chunk before [DONE] always carries usage, and chunks are never obfuscated."`
 }
 
@@ -80,30 +80,37 @@ func (f *completionFields) params() (domain.CompletionParams, error) {
 		c.Messages[i] = m.Message
 	}
 	o := f.openAIFields
-	if o.MaxTokens != nil && o.MaxCompletionTokens != nil {
-		return domain.CompletionParams{}, bothSpellings("max_tokens", "max_completion_tokens")
-	}
 	var rf *wire.ResponseFormat
 	if o.ResponseFormat != nil {
 		rf = &wire.ResponseFormat{Type: o.ResponseFormat.Type, JSONSchema: o.ResponseFormat.JSONSchema}
 	}
-	for _, err := range []error{
-		either(&c.MaxTokens, "maxTokens", o.MaxTokens, "max_tokens"),
-		either(&c.MaxTokens, "maxTokens", o.MaxCompletionTokens, "max_completion_tokens"),
-		either(&c.TopP, "topP", o.TopP, "top_p"),
-		either(&c.ToolChoice, "toolChoice", o.ToolChoice, "tool_choice"),
-		either(&c.ResponseFormat, "responseFormat", rf, "response_format"),
-		either(&c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"),
-	} {
-		if err != nil {
-			return domain.CompletionParams{}, err
-		}
+	if err := either(&c.MaxTokens, "maxTokens", o.MaxTokens, "max_tokens"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	maxTokens := "maxTokens"
+	if o.MaxTokens != nil {
+		maxTokens = "max_tokens"
+	}
+	if err := either(&c.MaxTokens, maxTokens, o.MaxCompletionTokens, "max_completion_tokens"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.TopP, "topP", o.TopP, "top_p"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.ToolChoice, "toolChoice", o.ToolChoice, "tool_choice"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.ResponseFormat, "responseFormat", rf, "response_format"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"); err != nil {
+		return domain.CompletionParams{}, err
 	}
 	return c.ToDomain(), nil
 }
 
-// either sets *field, named name, to alias, OpenAI's spelling of it named
-// aliasName, when alias was sent; both sent is a 400.
+// either sets *field, named name, to alias, another spelling of it named
+// aliasName, when alias was sent; both sent is a 400 naming aliasName.
 func either[T comparable](field *T, name string, alias T, aliasName string) error {
 	var none T
 	if alias == none {
@@ -117,5 +124,5 @@ func either[T comparable](field *T, name string, alias T, aliasName string) erro
 }
 
 func bothSpellings(name, alias string) error {
-	return domain.Invalidf(alias, "%s and %s are one field in two spellings, Parley's and OpenAI's; send one of them", name, alias)
+	return domain.Invalidf(alias, "%s and %s are one field in two spellings; send one of them", name, alias)
 }

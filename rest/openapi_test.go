@@ -135,7 +135,7 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 		413: bodyTooLarge + ", or messages over 8 MiB once their documents are resolved",
 	})},
 	{method: "POST", path: "/api/v1/chats/{chatId}/completions", summary: "Completion with a chat's configuration, stored as a conversation (chats:CreateChatCompletion)", tag: "chats", request: chatCompletionRequest{}, response: completionResponse{}, status: 200, stream: true,
-		headers: []apiParam{{"Idempotency-Key", "Optional: a key of yours naming this request, 1–255 visible ASCII characters (a UUID). Sent again with the same body, the request is answered with the turn stored for it " +
+		headers: []apiParam{{"Idempotency-Key", "Optional: a key of yours naming this request, 1–255 visible ASCII characters (a UUID). Sent again with the same request (the same fields, in either spelling), the request is answered with the turn stored for it " +
 			"(Idempotent-Replayed: true), JSON or streamed as asked, without a call upstream or a second turn. Keys belong to the chat and last as long as the stored reply."}},
 		okHeaders: map[string]any{"Idempotent-Replayed": map[string]any{"description": "true when the response is the turn stored earlier for the request's Idempotency-Key; absent otherwise.", "schema": map[string]any{"type": "string"}}},
 		errors: completionErrors().with(errs{
@@ -372,7 +372,9 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 		part := &jsonschema.Schema{Type: "object", Required: []string{"type", "text"}, Properties: jsonschema.NewProperties()}
 		part.Properties.Set("type", &jsonschema.Schema{Type: "string", Enum: []any{"text"}})
 		part.Properties.Set("text", &jsonschema.Schema{Type: "string"})
-		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: part}}}
+		// null, as left out: OpenAI's SDKs send back a reply that only
+		// called tools with content null.
+		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: part}, {Type: "null"}}}
 	case reflect.TypeFor[wire.ToolChoice](), reflect.TypeFor[*wire.ToolChoice]():
 		return &jsonschema.Schema{Description: "auto, none, required, or the function to call.", AnyOf: []*jsonschema.Schema{
 			{Type: "string", Enum: []any{"auto", "none", "required"}},

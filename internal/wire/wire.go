@@ -12,6 +12,7 @@ import (
 	"io"
 	"math"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -162,7 +163,14 @@ func jsonNames(t reflect.Type) []string {
 			names = append(names, name)
 		}
 	}
-	return names
+	// A field that takes the place of an embedded struct's (REST's
+	// messages) is one name.
+	seen := make(map[string]bool, len(names))
+	return slices.DeleteFunc(names, func(n string) bool {
+		dup := seen[n]
+		seen[n] = true
+		return dup
+	})
 }
 
 // FieldPath renders a JSON pointer as a field path: /messages/0/role → messages[0].role.

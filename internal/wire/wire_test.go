@@ -152,7 +152,8 @@ func TestUnknownNameSaysWhatToSend(t *testing.T) {
 	type in struct {
 		MaxTokens int `json:"maxTokens"`
 		Inner
-		Name string `json:"name,omitempty"`
+		Name  string `json:"name,omitempty"`
+		Alpha string `json:"alpha"` // takes the place of Inner's: one name
 	}
 	for body, want := range map[string]string{
 		`{"max_tokens":1}`: `unknown field "max_tokens"; did you mean "maxTokens"? Names are case-sensitive`,
