@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -134,5 +135,36 @@ func BenchmarkListAsMember(b *testing.B) {
 				}
 			})
 		}
+	})
+}
+
+// BenchmarkDocumentIDsNamed finds a document by its name ("named", as a
+// completion's names do) in a project of 10,000 documents; the baseline
+// reads one by its id ("by-id", as dataSources do), whole.
+func BenchmarkDocumentIDsNamed(b *testing.B) {
+	const docs = 10000
+	eachDB(b, func(b *testing.B, s *store.Store) {
+		w := newWorld(b, s)
+		content := strings.Repeat("a line of a document of the project\n", 28) // 1 KB
+		var last domain.Document
+		for i := range docs {
+			last = domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID, Name: fmt.Sprintf("notes-%05d.md", i),
+				Content: content, MimeType: "text/markdown", CreatedAt: t0, UpdatedAt: t0}
+			must(b, s.CreateDocument(ctx(), &last))
+		}
+		b.Run("named", func(b *testing.B) {
+			for b.Loop() {
+				if ids, err := s.DocumentIDsNamed(ctx(), w.prjA.ID, last.Name, 2); err != nil || len(ids) != 1 {
+					b.Fatalf("%v, %v", ids, err)
+				}
+			}
+		})
+		b.Run("by-id", func(b *testing.B) {
+			for b.Loop() {
+				if _, err := s.GetDocument(ctx(), last.ID); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	})
 }

@@ -165,7 +165,7 @@ func TestDatabaseURLSchemeAnyCaseOnPostgres(t *testing.T) {
 func TestMigrateStatusWritesNothingOnPostgres(t *testing.T) {
 	url := dbtest.EmptyPostgresURL(t)
 	out, code := parley(t, t.TempDir(), []string{"PARLEY_DATABASE_URL=" + url, "PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}, "migrate", "status")
-	if code != 0 || !regexp.MustCompile(`(?m)^00001_init\.sql +pending$`).MatchString(out) || !regexp.MustCompile(`(?m)^00014_prompt_cache\.sql +pending$`).MatchString(out) {
+	if code != 0 || !regexp.MustCompile(`(?m)^00001_init\.sql +pending$`).MatchString(out) || !regexp.MustCompile(`(?m)^00015_document_names\.sql +pending$`).MatchString(out) {
 		t.Errorf("migrate status on an empty database: exit %d, want 0 listing every migration pending:\n%s", code, out)
 	}
 	var cols []int
