@@ -42,6 +42,15 @@ type CompletionParams struct {
 	// digest when empty, as ReasoningEffort is.
 	DataSources []string `json:",omitempty"`
 	Names       []string `json:",omitempty"`
+	// Seed, FrequencyPenalty and PresencePenalty are OpenAI's sampling
+	// parameters, which Anthropic does not take (validateFor refuses
+	// them); ParallelToolCalls false asks for one tool call a reply at
+	// most (Anthropic's disable_parallel_tool_use). Left out of the
+	// idempotency digest when unset, as ReasoningEffort is.
+	Seed              *int     `json:",omitempty"`
+	FrequencyPenalty  *float64 `json:",omitempty"`
+	PresencePenalty   *float64 `json:",omitempty"`
+	ParallelToolCalls *bool    `json:",omitempty"`
 	// Tools the model may call, whether it must, and the reply's format.
 	Tools          []Tool
 	ToolChoice     *ToolChoice
@@ -156,6 +165,15 @@ func (p *CompletionParams) validate() error {
 	if n := p.MaxTokens; n != nil && *n < 1 {
 		return Invalidf("maxTokens", "maxTokens must be a positive integer")
 	}
+	if f := p.FrequencyPenalty; f != nil && (*f < -2 || *f > 2) {
+		return Invalidf("frequencyPenalty", "frequencyPenalty must be between -2 and 2")
+	}
+	if f := p.PresencePenalty; f != nil && (*f < -2 || *f > 2) {
+		return Invalidf("presencePenalty", "presencePenalty must be between -2 and 2")
+	}
+	if p.ParallelToolCalls != nil && len(p.Tools) == 0 {
+		return Invalidf("parallelToolCalls", "parallelToolCalls says how the model may call tools; send it with tools, or leave it out")
+	}
 	if n := len(p.DataSources) + len(p.Names); n > maxDataSources {
 		return Invalidf("dataSources", "dataSources and names name %d documents; send at most %d", n, maxDataSources)
 	}
@@ -194,6 +212,14 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 		return Invalidf("reasoningEffort", "reasoningEffort %s is OpenAI's; an Anthropic provider takes low, medium, high, xhigh or max", p.ReasoningEffort)
 	}
 	if t == ProviderAnthropic {
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"seed", p.Seed != nil}, {"frequencyPenalty", p.FrequencyPenalty != nil}, {"presencePenalty", p.PresencePenalty != nil}} {
+			if f.set {
+				return Invalidf(f.name, "an Anthropic provider takes no %s (it is OpenAI's); leave it out", f.name)
+			}
+		}
 		for _, s := range p.Stop {
 			if strings.TrimSpace(s) == "" {
 				return Invalidf("stop", "stop sequence %q is only whitespace, which an Anthropic provider refuses; send stop sequences with other characters", s)

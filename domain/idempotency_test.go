@@ -33,4 +33,16 @@ func TestRequestHashIsStable(t *testing.T) {
 	if high == "0706ae78aa864017d202ba686e3ed2164412f2829913b2abc0aef853795f1a20" || high == requestHash(in) {
 		t.Error("a request's reasoningEffort does not change its hash")
 	}
+	in.ReasoningEffort = ""
+	seed, penalty, parallel := 1, 0.0, false
+	for name, set := range map[string]func(){
+		"seed": func() { in.Seed = &seed }, "frequencyPenalty": func() { in.FrequencyPenalty = &penalty },
+		"presencePenalty": func() { in.PresencePenalty = &penalty }, "parallelToolCalls": func() { in.ParallelToolCalls = &parallel },
+	} {
+		before := requestHash(in)
+		set()
+		if requestHash(in) == before {
+			t.Errorf("a request's %s does not change its hash", name)
+		}
+	}
 }

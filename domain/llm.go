@@ -50,6 +50,14 @@ type LLMRequest struct {
 	// ReasoningEffort goes to OpenAI-wire providers as reasoning_effort, to
 	// Anthropic as output_config.effort; "" for none.
 	ReasoningEffort string
+	// Seed, FrequencyPenalty and PresencePenalty go to OpenAI-wire
+	// providers only (validateFor refuses them for the others);
+	// ParallelToolCalls to OpenAI-wire providers as parallel_tool_calls,
+	// to Anthropic as disable_parallel_tool_use. nil when not set.
+	Seed              *int
+	FrequencyPenalty  *float64
+	PresencePenalty   *float64
+	ParallelToolCalls *bool
 	// Tools, ToolChoice and ResponseFormat are passed to OpenAI-wire
 	// providers as they are and mapped for the others; nil when not set.
 	Tools          []Tool

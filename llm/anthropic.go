@@ -141,17 +141,28 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		}
 		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tp})
 	}
+	// parallelToolCalls false is disable_parallel_tool_use, which each
+	// tool_choice but none carries (auto, Anthropic's default, when none
+	// was chosen).
+	var serial param.Opt[bool]
+	if req.ParallelToolCalls != nil && !*req.ParallelToolCalls {
+		serial = anthropic.Bool(true)
+	}
+	mode := domain.ToolChoiceAuto
 	if c := req.ToolChoice; c != nil {
-		switch c.Mode {
+		mode = c.Mode
+	}
+	if req.ToolChoice != nil || serial.Valid() {
+		switch mode {
 		case domain.ToolChoiceAuto:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{}}
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{DisableParallelToolUse: serial}}
 		case domain.ToolChoiceRequired:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{}}
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{DisableParallelToolUse: serial}}
 		case domain.ToolChoiceNone:
 			none := anthropic.NewToolChoiceNoneParam()
 			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfNone: &none}
 		case domain.ToolChoiceFunction:
-			p.ToolChoice = anthropic.ToolChoiceParamOfTool(c.Name)
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: req.ToolChoice.Name, DisableParallelToolUse: serial}}
 		}
 	}
 	if !changed {

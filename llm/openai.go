@@ -61,7 +61,8 @@ const emptyMessagesLimit = 1 << 20
 
 // openAIRequest maps a domain request to go-openai's, and returns the
 // fields its struct cannot carry faithfully (see setJSONFields): the
-// sampling parameters (temperature 0 would be dropped by omitempty) and
+// sampling parameters (temperature 0 would be dropped by omitempty, a
+// penalty would go as a float32), parallel_tool_calls, and
 // the token limit, as max_completion_tokens when completionTokens says so
 // (see completionTokens) and max_tokens otherwise.
 func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai.ChatCompletionRequest, map[string]any) {
@@ -70,8 +71,9 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 		Messages: make([]openai.ChatCompletionMessage, 0, len(req.Messages)),
 		Stop:     req.Stop,
 		Stream:   stream,
-		// reasoning_effort, omitted when empty.
+		// reasoning_effort, omitted when empty; seed when nil.
 		ReasoningEffort: req.ReasoningEffort,
+		Seed:            req.Seed,
 	}
 	for _, m := range req.Messages {
 		om := openai.ChatCompletionMessage{Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, ToolCallID: m.ToolCallID}
@@ -111,6 +113,15 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 	}
 	if req.TopP != nil {
 		set["top_p"] = *req.TopP
+	}
+	if req.FrequencyPenalty != nil {
+		set["frequency_penalty"] = *req.FrequencyPenalty
+	}
+	if req.PresencePenalty != nil {
+		set["presence_penalty"] = *req.PresencePenalty
+	}
+	if req.ParallelToolCalls != nil {
+		set["parallel_tool_calls"] = *req.ParallelToolCalls
 	}
 	if req.MaxTokens != nil {
 		if completionTokens {

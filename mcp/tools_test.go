@@ -286,12 +286,13 @@ func TestTools(t *testing.T) {
 			var out completionOut
 			editor.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "systemMessage": "Be brief.", "model": "other-model",
 				"messages": userMsg("my key is sk-abcdefghijklmnop"), "temperature": 0.5, "maxTokens": 100, "topP": 0.9, "stop": "END",
-				"reasoningEffort": "low", "debug": true}, &out)
+				"reasoningEffort": "low", "seed": 3, "frequencyPenalty": 0.25, "presencePenalty": 0.5, "debug": true}, &out)
 			if out.Content != "Stateless." || out.ConversationID != "" || !strings.HasPrefix(out.MessageID, "msg_") || out.Model != "other-model" {
 				t.Fatalf("got %+v", out)
 			}
-			if got := e.upstream.Last().Body["reasoning_effort"]; got != "low" {
-				t.Errorf("the upstream got reasoning_effort %v; want low", got)
+			if b := e.upstream.Last().Body; b["reasoning_effort"] != "low" || b["seed"] != 3.0 || b["frequency_penalty"] != 0.25 || b["presence_penalty"] != 0.5 {
+				t.Errorf("the upstream got reasoning_effort %v, seed %v, frequency_penalty %v, presence_penalty %v; want low, 3, 0.25, 0.5",
+					b["reasoning_effort"], b["seed"], b["frequency_penalty"], b["presence_penalty"])
 			}
 			if out.Debug == nil || out.Debug.Provider.ID != e.provider.ID || len(out.Debug.Messages) != 2 ||
 				strings.Contains(out.Debug.Messages[1].Content, "sk-abcdefghijklmnop") {

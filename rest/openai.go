@@ -26,6 +26,10 @@ type openAIFields struct {
 	ToolChoice          *wire.ToolChoice      `json:"tool_choice,omitempty" desc:"OpenAI's spelling of toolChoice; send one of them."`
 	ResponseFormat      *openAIResponseFormat `json:"response_format,omitempty" desc:"OpenAI's spelling of responseFormat, its schema under json_schema; send one of them."`
 	ReasoningEffort     string                `json:"reasoning_effort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
+	FrequencyPenalty    *float64              `json:"frequency_penalty,omitempty" min:"-2" max:"2" desc:"OpenAI's spelling of frequencyPenalty; send one of them."`
+	PresencePenalty     *float64              `json:"presence_penalty,omitempty" min:"-2" max:"2" desc:"OpenAI's spelling of presencePenalty; send one of them."`
+	ParallelToolCalls   *bool                 `json:"parallel_tool_calls,omitempty" desc:"OpenAI's spelling of parallelToolCalls; send one of them."`
+	N                   *int                  `json:"n,omitempty" min:"1" max:"1" desc:"How many choices to generate: Parley answers one, so 1 or left out."`
 	StreamOptions       *streamOptions        `json:"stream_options,omitempty" desc:"Taken for OpenAI's SDKs and ignored: a stream's last chunk before [DONE] always carries usage, and chunks are never obfuscated."`
 }
 
@@ -105,6 +109,18 @@ func (f *completionFields) params() (domain.CompletionParams, error) {
 	}
 	if err := either(&c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"); err != nil {
 		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.FrequencyPenalty, "frequencyPenalty", o.FrequencyPenalty, "frequency_penalty"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.PresencePenalty, "presencePenalty", o.PresencePenalty, "presence_penalty"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if err := either(&c.ParallelToolCalls, "parallelToolCalls", o.ParallelToolCalls, "parallel_tool_calls"); err != nil {
+		return domain.CompletionParams{}, err
+	}
+	if o.N != nil && *o.N != 1 {
+		return domain.CompletionParams{}, domain.Invalidf("n", "n is %d; Parley answers one choice, so send 1 or leave n out", *o.N)
 	}
 	return c.ToDomain(), nil
 }

@@ -68,19 +68,23 @@ type DataSource struct {
 
 // CompletionFields are the optional fields both completion tools take.
 type CompletionFields struct {
-	Messages        []Message       `json:"messages" min:"1" max:"1000" desc:"The messages of this turn, in order; at least one. Stateless: the conversation so far and the new message. Per chat with conversationId: only the new messages, which follow the stored history (messages repeated here would be stored again)."`
-	Model           string          `json:"model,omitempty" max:"200" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
-	Temperature     *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
-	MaxTokens       *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
-	TopP            *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
-	Stop            StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
-	DataSources     []DataSource    `json:"dataSources,omitempty" max:"32" desc:"Documents of the project (the chat's, or stateless the AI provider's) to send as context, by id: [{\"id\": \"doc_...\"}]. Their content goes upstream after the system message, each in a <document id=... name=...> element, for this call only (a continuation names them again to keep them); reading them needs documents:GetDocument. With names, at most 32."`
-	Names           []string        `json:"names,omitempty" max:"32" desc:"Documents of the project to send as context, by name, as dataSources does by id; a name that no document, or several, of the project has is refused."`
-	ReasoningEffort string          `json:"reasoningEffort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"How hard a reasoning model thinks before it answers: OpenAI's reasoning_effort (none, minimal, low, medium, high, xhigh) or Anthropic's effort (low, medium, high, xhigh, max). Which values a model takes, and whether it takes any, is the provider's to say: a model that refuses one fails the call with the provider's message. Omit it for the provider's default."`
-	Tools           []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
-	ToolChoice      *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
-	ResponseFormat  *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
-	Debug           bool            `json:"debug,omitempty" desc:"Add a debug object to the result (streamed: to the last chunk before [DONE]): the resolved provider and model, the messages exactly as sent upstream with anything that looks like a secret redacted (best effort), and timings in milliseconds. It needs the right to read the chat (chats:GetChat) or, stateless, the AI provider (aiProviders:GetAIProvider), and, continuing a conversation, that conversation (conversations:GetConversation); else the request is refused as forbidden before anything goes upstream. A completion that fails once it ran (the AI provider failed or refused it, or its turn was not stored) carries it too: over REST as the error envelope's error.debug (streamed: in the error event too), over MCP as a second text of the error result, {\"debug\": {...}}."`
+	Messages          []Message       `json:"messages" min:"1" max:"1000" desc:"The messages of this turn, in order; at least one. Stateless: the conversation so far and the new message. Per chat with conversationId: only the new messages, which follow the stored history (messages repeated here would be stored again)."`
+	Model             string          `json:"model,omitempty" max:"200" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
+	Temperature       *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
+	MaxTokens         *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
+	TopP              *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
+	Stop              StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
+	DataSources       []DataSource    `json:"dataSources,omitempty" max:"32" desc:"Documents of the project (the chat's, or stateless the AI provider's) to send as context, by id: [{\"id\": \"doc_...\"}]. Their content goes upstream after the system message, each in a <document id=... name=...> element, for this call only (a continuation names them again to keep them); reading them needs documents:GetDocument. With names, at most 32."`
+	Names             []string        `json:"names,omitempty" max:"32" desc:"Documents of the project to send as context, by name, as dataSources does by id; a name that no document, or several, of the project has is refused."`
+	ReasoningEffort   string          `json:"reasoningEffort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"How hard a reasoning model thinks before it answers: OpenAI's reasoning_effort (none, minimal, low, medium, high, xhigh) or Anthropic's effort (low, medium, high, xhigh, max). Which values a model takes, and whether it takes any, is the provider's to say: a model that refuses one fails the call with the provider's message. Omit it for the provider's default."`
+	Seed              *int            `json:"seed,omitempty" desc:"Ask the model to sample deterministically, as far as it can, for the same seed and request (OpenAI's; an Anthropic provider takes none)."`
+	FrequencyPenalty  *float64        `json:"frequencyPenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens less likely the more often they appeared so far (OpenAI's; an Anthropic provider takes none)."`
+	PresencePenalty   *float64        `json:"presencePenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens that appeared so far less likely (OpenAI's; an Anthropic provider takes none)."`
+	ParallelToolCalls *bool           `json:"parallelToolCalls,omitempty" desc:"With tools: false allows the model one tool call a reply at most (OpenAI's parallel_tool_calls, Anthropic's disable_parallel_tool_use); true, or left out, several."`
+	Tools             []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
+	ToolChoice        *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
+	ResponseFormat    *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
+	Debug             bool            `json:"debug,omitempty" desc:"Add a debug object to the result (streamed: to the last chunk before [DONE]): the resolved provider and model, the messages exactly as sent upstream with anything that looks like a secret redacted (best effort), and timings in milliseconds. It needs the right to read the chat (chats:GetChat) or, stateless, the AI provider (aiProviders:GetAIProvider), and, continuing a conversation, that conversation (conversations:GetConversation); else the request is refused as forbidden before anything goes upstream. A completion that fails once it ran (the AI provider failed or refused it, or its turn was not stored) carries it too: over REST as the error envelope's error.debug (streamed: in the error event too), over MCP as a second text of the error result, {\"debug\": {...}}."`
 }
 
 // ToDomain converts the fields to the domain's completion parameters.
@@ -91,7 +95,8 @@ func (a CompletionFields) ToDomain() domain.CompletionParams {
 			Refusal: m.Refusal, ToolCalls: toDomainToolCalls(m.ToolCalls), ToolCallID: m.ToolCallID}
 	}
 	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
-		TopP: a.TopP, Stop: a.Stop, ReasoningEffort: a.ReasoningEffort, Names: a.Names, Debug: a.Debug}
+		TopP: a.TopP, Stop: a.Stop, ReasoningEffort: a.ReasoningEffort, Names: a.Names, Debug: a.Debug,
+		Seed: a.Seed, FrequencyPenalty: a.FrequencyPenalty, PresencePenalty: a.PresencePenalty, ParallelToolCalls: a.ParallelToolCalls}
 	for _, d := range a.DataSources {
 		p.DataSources = append(p.DataSources, d.ID)
 	}
