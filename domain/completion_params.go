@@ -215,7 +215,13 @@ func (p *CompletionParams) validateFor(t ProviderType) error {
 		for _, f := range []struct {
 			name string
 			set  bool
-		}{{"seed", p.Seed != nil}, {"frequencyPenalty", p.FrequencyPenalty != nil}, {"presencePenalty", p.PresencePenalty != nil}} {
+		}{
+			{"seed", p.Seed != nil},
+			// A penalty of 0, OpenAI's default, does nothing: clients
+			// that send the defaults (LangChain 0.3) lose nothing.
+			{"frequencyPenalty", p.FrequencyPenalty != nil && *p.FrequencyPenalty != 0},
+			{"presencePenalty", p.PresencePenalty != nil && *p.PresencePenalty != 0},
+		} {
 			if f.set {
 				return Invalidf(f.name, "an Anthropic provider takes no %s (it is OpenAI's); leave it out", f.name)
 			}

@@ -62,6 +62,11 @@ func TestSamplingParameters(t *testing.T) {
 			h.refusedByBoth(t, world{project: a.project, provider: a.anthropic, chat: a.anthropicChat},
 				map[string]any{"messages": []any{userMessage("hi")}, field: 1}, field)
 		}
+		// Penalties of 0, OpenAI's defaults, which LangChain 0.3 sends with
+		// every call, do nothing, and are taken.
+		h.must(200, "POST", "/api/v1/chats/"+a.anthropicChat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("hi")}, "frequencyPenalty": 0, "presencePenalty": 0,
+		})
 		for _, c := range []struct {
 			choice any
 			want   string
