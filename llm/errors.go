@@ -128,7 +128,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		wait := seconds(max(e.RetryAfter.Round(time.Second), time.Second))
 		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); retry after "+wait, upMsg)
 	case status == http.StatusNotFound:
-		e.Message = withUpstream("the AI provider answered HTTP 404; check the model name and the provider's baseUrl", upMsg)
+		e.Message = withUpstream("the AI provider answered HTTP 404; check the model name and the provider's baseUrl (an OpenAI-compatible server's usually ends in /v1)", upMsg)
 	case status == http.StatusBadRequest || status == http.StatusRequestEntityTooLarge || status == http.StatusUnprocessableEntity:
 		// The provider refused the request itself, and would refuse it
 		// again as sent: the caller's 400, not a gateway fault, which

@@ -531,7 +531,7 @@ func TestUpstreamErrors(t *testing.T) {
 			kind: domain.Invalid, msg: []string{"HTTP 413", "prompt is too long"}, wantRequests: 1},
 		{name: "422", b: llmtest.Behavior{Status: 422}, kind: domain.Invalid, msg: []string{"HTTP 422"}, wantRequests: 1},
 		{name: "402 is the provider's account", b: llmtest.Behavior{Status: 402}, kind: domain.Upstream, msg: []string{"HTTP 402"}, wantRequests: 1},
-		{name: "404", b: llmtest.Behavior{Status: 404}, kind: domain.Upstream, msg: []string{"HTTP 404", "model"}, wantRequests: 1},
+		{name: "404", b: llmtest.Behavior{Status: 404}, kind: domain.Upstream, msg: []string{"HTTP 404", "model", "ends in /v1"}, wantRequests: 1},
 		{name: "500 every time", b: llmtest.Behavior{Status: 500}, kind: domain.Upstream, msg: []string{"HTTP 500"}, wantRequests: 3},
 		{name: "529 overloaded", b: llmtest.Behavior{Status: 529}, kind: domain.Upstream, msg: []string{"HTTP 529"}, wantRequests: 3},
 	} {

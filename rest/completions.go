@@ -44,7 +44,7 @@ type chatCompletionRequest struct {
 
 func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	var req statelessCompletionRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindCompletion(c, &req); err != nil {
 		return err
 	}
 	params, err := req.params()
@@ -66,8 +66,12 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 }
 
 func (s *Server) handleChatCompletion(c *echo.Context) error {
+	if c.Param("chatId") == "chat" {
+		// An OpenAI SDK given …/api/v1/chats as the stateless base URL.
+		return domain.Errorf(domain.NotFound, "no chat has the id chat; for stateless completions at OpenAI's path the base URL is …/api/v1 (POST /api/v1/chat/completions), not …/api/v1/chats")
+	}
 	var req chatCompletionRequest
-	if err := s.bind(c, &req); err != nil {
+	if err := s.bindCompletion(c, &req); err != nil {
 		return err
 	}
 	params, err := req.params()

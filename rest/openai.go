@@ -1,7 +1,10 @@
 package rest
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
@@ -16,6 +19,25 @@ import (
 // (with aiProviderId in the body), …/api/v1/chats/{chatId} per chat. A
 // field sent in both spellings is refused: which one was meant is not
 // Parley's to guess. MCP's tools take the camelCase spelling only.
+
+// openAIOnly are OpenAI's completion parameters that Parley does not take,
+// which a request is told so of rather than that they are unknown.
+var openAIOnly = map[string]bool{
+	"logit_bias": true, "logprobs": true, "top_logprobs": true, "user": true, "store": true, "metadata": true,
+	"service_tier": true, "modalities": true, "audio": true, "prediction": true, "web_search_options": true,
+	"safety_identifier": true, "prompt_cache_key": true, "verbosity": true, "functions": true, "function_call": true,
+}
+
+// bindCompletion is bind for a completion request.
+func (s *Server) bindCompletion(c *echo.Context, v any) error {
+	err := s.bind(c, v)
+	if de, ok := errors.AsType[*domain.Error](err); ok && de.Kind == domain.Invalid {
+		if f, _ := de.Details["field"].(string); openAIOnly[f] {
+			return domain.Invalidf(f, "%s is an OpenAI parameter that Parley does not take; leave it out", f)
+		}
+	}
+	return err
+}
 
 // openAIFields are OpenAI's spellings of the completion fields that have
 // another name in Parley.

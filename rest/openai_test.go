@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"encoding/json"
+	"strings"
 	"testing"
 
 	"github.com/parleyhq/parley/llm/llmtest"
@@ -116,7 +117,17 @@ func TestOpenAISpelling(t *testing.T) {
 			map[string]any{"role": "assistant", "tool_calls": wantToolCalls()[:1]},
 			map[string]any{"role": "tool", "toolCallId": "call_paris", "tool_call_id": "call_paris", "content": "18C"},
 		}}, "messages[2].tool_call_id")
-		r := h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}, "max_tokens": 0})
+		// An OpenAI parameter Parley does not take is named as one.
+		r := h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}, "user": "u1"})
+		if r.Status != 400 || r.ErrorField() != "user" || !strings.Contains(r.ErrorMessage(), "OpenAI parameter that Parley does not take") {
+			t.Errorf("user = %d %s, want 400 saying Parley does not take it", r.Status, r.Body)
+		}
+		// A stateless client given …/api/v1/chats as its base URL is told the right one.
+		r = h.call("POST", "/api/v1/chats/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}})
+		if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "base URL is …/api/v1 ") {
+			t.Errorf("POST /api/v1/chats/chat/completions = %d %s, want 404 naming the stateless base URL", r.Status, r.Body)
+		}
+		r = h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}, "max_tokens": 0})
 		if r.Status != 400 || r.ErrorField() != "maxTokens" {
 			t.Errorf("max_tokens 0 = %d %s, want 400 on maxTokens", r.Status, r.Body)
 		}
