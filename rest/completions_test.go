@@ -204,7 +204,7 @@ func TestCompletionValidation(t *testing.T) {
 			{"maxTokens fractional", map[string]any{"messages": []any{hi}, "maxTokens": 1.5}, "maxTokens"},
 			{"five stop sequences", map[string]any{"messages": []any{hi}, "stop": []string{"a", "b", "c", "d", "e"}}, "stop"},
 			{"stop not a string", map[string]any{"messages": []any{hi}, "stop": 5}, "stop"},
-			{"unknown field", map[string]any{"messages": []any{hi}, "seed": 5}, "seed"},
+			{"unknown field", map[string]any{"messages": []any{hi}, "temprature": 0.5}, "temprature"},
 			{"unknown message field", map[string]any{"messages": []any{map[string]any{"role": "user", "content": "x", "name": "bob"}}}, "messages[0].name"},
 			{"an image part", map[string]any{"messages": []any{map[string]any{"role": "user", "content": []any{
 				map[string]any{"type": "text", "text": "what is this?"}, map[string]any{"type": "image_url", "image_url": map[string]any{"url": "https://example.com/a.png"}}}}}},
