@@ -43,8 +43,8 @@ type CompletionParams struct {
 	DataSources []string `json:",omitempty"`
 	Names       []string `json:",omitempty"`
 	// Seed, FrequencyPenalty and PresencePenalty are OpenAI's sampling
-	// parameters, which Anthropic does not take (validateFor refuses
-	// them); ParallelToolCalls false asks for one tool call a reply at
+	// parameters, which Anthropic does not take (validateFor refuses a
+	// seed, and a penalty other than 0, which does nothing); ParallelToolCalls false asks for one tool call a reply at
 	// most (Anthropic's disable_parallel_tool_use). Left out of the
 	// idempotency digest when unset, as ReasoningEffort is.
 	Seed              *int     `json:",omitempty"`

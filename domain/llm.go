@@ -51,7 +51,8 @@ type LLMRequest struct {
 	// Anthropic as output_config.effort; "" for none.
 	ReasoningEffort string
 	// Seed, FrequencyPenalty and PresencePenalty go to OpenAI-wire
-	// providers only (validateFor refuses them for the others);
+	// providers only (validateFor refuses a seed or a penalty other than 0
+	// for the others);
 	// ParallelToolCalls to OpenAI-wire providers as parallel_tool_calls,
 	// to Anthropic as disable_parallel_tool_use. nil when not set.
 	Seed              *int

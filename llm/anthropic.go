@@ -144,16 +144,16 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	// parallelToolCalls false is disable_parallel_tool_use, which each
 	// tool_choice but none carries (auto, Anthropic's default, when none
 	// was chosen).
+	c := req.ToolChoice
 	var serial param.Opt[bool]
 	if req.ParallelToolCalls != nil && !*req.ParallelToolCalls {
 		serial = anthropic.Bool(true)
+		if c == nil {
+			c = &domain.ToolChoice{Mode: domain.ToolChoiceAuto}
+		}
 	}
-	mode := domain.ToolChoiceAuto
-	if c := req.ToolChoice; c != nil {
-		mode = c.Mode
-	}
-	if req.ToolChoice != nil || serial.Valid() {
-		switch mode {
+	if c != nil {
+		switch c.Mode {
 		case domain.ToolChoiceAuto:
 			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{DisableParallelToolUse: serial}}
 		case domain.ToolChoiceRequired:
@@ -162,7 +162,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 			none := anthropic.NewToolChoiceNoneParam()
 			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfNone: &none}
 		case domain.ToolChoiceFunction:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: req.ToolChoice.Name, DisableParallelToolUse: serial}}
+			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: c.Name, DisableParallelToolUse: serial}}
 		}
 	}
 	if !changed {

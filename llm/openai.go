@@ -61,8 +61,9 @@ const emptyMessagesLimit = 1 << 20
 
 // openAIRequest maps a domain request to go-openai's, and returns the
 // fields its struct cannot carry faithfully (see setJSONFields): the
-// sampling parameters (temperature 0 would be dropped by omitempty, a
-// penalty would go as a float32), parallel_tool_calls, and
+// sampling parameters (omitempty would drop a temperature or penalty of 0,
+// and go-openai would refuse a penalty for a reasoning model itself, where
+// the provider's own 400 should answer), parallel_tool_calls, and
 // the token limit, as max_completion_tokens when completionTokens says so
 // (see completionTokens) and max_tokens otherwise.
 func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai.ChatCompletionRequest, map[string]any) {

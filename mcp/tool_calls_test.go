@@ -30,7 +30,7 @@ func TestCompletionToolCalls(t *testing.T) {
 		for _, token := range []any{nil, "tok-tools"} {
 			e.upstream.Enqueue(llmtest.Behavior{ToolCalls: calls, ArgPiece: 3})
 			res, err := editor.callErr(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("weather in Oslo?"),
-				"tools": tools, "toolChoice": "auto", "responseFormat": obj{"type": "json_object"}}, token)
+				"tools": tools, "toolChoice": "auto", "responseFormat": obj{"type": "json_object"}, "parallelToolCalls": false, "seed": -2}, token)
 			must(t, err)
 			if res.IsError {
 				t.Fatalf("error result: %s", text(res))
@@ -47,6 +47,9 @@ func TestCompletionToolCalls(t *testing.T) {
 			if got, _ := json.Marshal(body["tools"]); !strings.Contains(string(got), `"name":"weather"`) ||
 				body["tool_choice"] != "auto" || body["response_format"].(map[string]any)["type"] != "json_object" {
 				t.Errorf("upstream tools %s, tool_choice %v, response_format %v", got, body["tool_choice"], body["response_format"])
+			}
+			if body["parallel_tool_calls"] != false || body["seed"] != -2.0 {
+				t.Errorf("upstream parallel_tool_calls %v, seed %v; want false, -2", body["parallel_tool_calls"], body["seed"])
 			}
 
 			// The tool's result continues the conversation.

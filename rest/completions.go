@@ -21,7 +21,7 @@ import (
 
 // completionFields are the fields both completion endpoints take: those
 // MCP's completion tools take too (package wire), stream, and OpenAI's
-// spelling of some of them (openai.go). Read them with params.
+// spelling of some of them (openai.go). Read them with ToDomain.
 type completionFields struct {
 	wire.CompletionFields
 	// Messages takes the place of CompletionFields.Messages, whose
@@ -47,7 +47,7 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	if err := s.bindCompletion(c, &req); err != nil {
 		return err
 	}
-	params, err := req.params()
+	params, err := req.ToDomain()
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if err := s.bindCompletion(c, &req); err != nil {
 		return err
 	}
-	params, err := req.params()
+	params, err := req.ToDomain()
 	if err != nil {
 		return err
 	}

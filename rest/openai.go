@@ -20,8 +20,8 @@ import (
 // field sent in both spellings is refused: which one was meant is not
 // Parley's to guess. MCP's tools take the camelCase spelling only.
 
-// openAIOnly are OpenAI's completion parameters that Parley does not take,
-// which a request is told so of rather than that they are unknown.
+// openAIOnly are OpenAI's completion parameters that Parley does not take:
+// a request that sends one is told so, rather than that it is unknown.
 var openAIOnly = map[string]bool{
 	"logit_bias": true, "logprobs": true, "top_logprobs": true, "user": true, "store": true, "metadata": true,
 	"service_tier": true, "modalities": true, "audio": true, "prediction": true, "web_search_options": true,
@@ -80,9 +80,11 @@ type message struct {
 	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
 }
 
-// params returns the domain's parameters of a completion request, each
-// field taken from whichever spelling was sent.
-func (f *completionFields) params() (domain.CompletionParams, error) {
+// ToDomain returns the domain's parameters of a completion request, each
+// field taken from whichever spelling was sent. It takes the place of
+// wire.CompletionFields.ToDomain, which would read neither REST's messages
+// nor OpenAI's spellings: a handler cannot call that one by mistake.
+func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	c := f.CompletionFields
 	c.Messages = make([]wire.Message, len(f.Messages))
 	for i, m := range f.Messages {

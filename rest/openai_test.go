@@ -77,6 +77,9 @@ func TestOpenAISpelling(t *testing.T) {
 				userMessage("weather in Paris?"), msg, toolMsg("call_paris", "18C"), toolMsg("call_now", "noon"),
 			},
 		})
+		if got := jsonOf(lastUpstreamBody(t, h)["messages"]); got != normalized(t, want) {
+			t.Errorf("with content \"\": upstream messages = %s\nwant %s", got, normalized(t, want))
+		}
 
 		// Streamed at the OpenAI path, stream_options taken: the last chunk
 		// before [DONE] carries usage, as it always does.
@@ -88,7 +91,8 @@ func TestOpenAISpelling(t *testing.T) {
 		}
 
 		// One field in both spellings, a participant name, and a field
-		// Parley does not take are refused, naming the field, on both paths.
+		// Parley does not take are refused, naming the field, on both
+		// endpoints (at Parley's paths: OpenAI's reach the same handlers).
 		for _, c := range []struct {
 			body  map[string]any
 			field string

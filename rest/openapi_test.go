@@ -293,6 +293,9 @@ func withTags(s map[string]any, t reflect.Type, response bool) {
 		if props == nil {
 			return
 		}
+		// In field order: a field that takes the place of an embedded
+		// struct's (REST's messages, a message's role) comes after it in
+		// its struct, so its tags are the ones left.
 		for i := range t.NumField() {
 			f := t.Field(i)
 			name, opts, _ := strings.Cut(f.Tag.Get("json"), ",")
@@ -346,7 +349,7 @@ func descTag(t reflect.Type, field string) string {
 		return ""
 	}
 	f, _ := t.FieldByName(field)
-	if d := f.Tag.Get("desc"); d != "" || len(f.Index) > 1 {
+	if d := f.Tag.Get("desc"); d != "" {
 		return d
 	}
 	for i := range t.NumField() {
@@ -374,7 +377,8 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 		part.Properties.Set("text", &jsonschema.Schema{Type: "string"})
 		// null, as left out: OpenAI's SDKs send back a reply that only
 		// called tools with content null.
-		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: part}, {Type: "null"}}}
+		return &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: part},
+			{Type: "null", Description: "Only an assistant message with tool calls (or a refusal): as OpenAI's SDKs send back a reply that only called tools."}}}
 	case reflect.TypeFor[wire.ToolChoice](), reflect.TypeFor[*wire.ToolChoice]():
 		return &jsonschema.Schema{Description: "auto, none, required, or the function to call.", AnyOf: []*jsonschema.Schema{
 			{Type: "string", Enum: []any{"auto", "none", "required"}},
