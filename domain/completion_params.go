@@ -44,9 +44,10 @@ type CompletionParams struct {
 	Names       []string `json:",omitempty"`
 	// Seed, FrequencyPenalty and PresencePenalty are OpenAI's sampling
 	// parameters, which Anthropic does not take (validateFor refuses a
-	// seed, and a penalty other than 0, which does nothing); ParallelToolCalls false asks for one tool call a reply at
-	// most (Anthropic's disable_parallel_tool_use). Left out of the
-	// idempotency digest when unset, as ReasoningEffort is.
+	// seed, and a penalty other than 0, which does nothing);
+	// ParallelToolCalls false asks for one tool call a reply at most
+	// (Anthropic's disable_parallel_tool_use). Left out of the idempotency
+	// digest when unset, as ReasoningEffort is.
 	Seed              *int     `json:",omitempty"`
 	FrequencyPenalty  *float64 `json:",omitempty"`
 	PresencePenalty   *float64 `json:",omitempty"`

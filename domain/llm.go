@@ -52,9 +52,9 @@ type LLMRequest struct {
 	ReasoningEffort string
 	// Seed, FrequencyPenalty and PresencePenalty go to OpenAI-wire
 	// providers only (validateFor refuses a seed or a penalty other than 0
-	// for the others);
-	// ParallelToolCalls to OpenAI-wire providers as parallel_tool_calls,
-	// to Anthropic as disable_parallel_tool_use. nil when not set.
+	// for the others), ParallelToolCalls to OpenAI-wire providers as
+	// parallel_tool_calls and to Anthropic as disable_parallel_tool_use;
+	// nil when not set.
 	Seed              *int
 	FrequencyPenalty  *float64
 	PresencePenalty   *float64
