@@ -84,6 +84,7 @@ type Message struct {
 // ConversationFilter selects conversations to list.
 type ConversationFilter struct {
 	ChatID       string
+	ProjectID    string // when ChatID is ""
 	MemberUserID string
 	Page         Page
 }
@@ -171,8 +172,9 @@ func (s *Conversations) get(ctx context.Context, id string, perm Permission) (*C
 // ConversationListInput selects conversations; ChatID "" lists those of
 // every project the caller can see.
 type ConversationListInput struct {
-	ChatID string
-	Page   Page
+	ChatID    string
+	ProjectID string // one of ChatID and ProjectID, or neither: every project the caller can see
+	Page      Page
 }
 
 // List returns conversations without their messages.
@@ -182,6 +184,14 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 		return List[Conversation]{}, err
 	}
 	member := visibleTo(p)
+	if in.ChatID != "" && in.ProjectID != "" {
+		return List[Conversation]{}, Invalidf("projectId", "send chatId or projectId, not both: a chat's conversations are its project's")
+	}
+	if in.ProjectID != "" {
+		if member, err = s.access.listScope(ctx, in.ProjectID, PermListConversations); err != nil {
+			return List[Conversation]{}, err
+		}
+	}
 	if in.ChatID != "" {
 		chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.store.GetChat)
 		if err != nil {
@@ -192,15 +202,16 @@ func (s *Conversations) List(ctx context.Context, in ConversationListInput) (Lis
 		}
 		member = ""
 	}
-	page, err := in.Page.normalizeIn(PrefixConversation, in.ChatID)
+	scope := in.ChatID + in.ProjectID // the one filter sent, if any
+	page, err := in.Page.normalizeIn(PrefixConversation, scope)
 	if err != nil {
 		return List[Conversation]{}, err
 	}
-	items, err := s.store.ListConversations(ctx, ConversationFilter{ChatID: in.ChatID, MemberUserID: member, Page: page})
+	items, err := s.store.ListConversations(ctx, ConversationFilter{ChatID: in.ChatID, ProjectID: in.ProjectID, MemberUserID: member, Page: page})
 	if err != nil {
 		return List[Conversation]{}, Wrap("conversations.List", err)
 	}
-	return paginate(items, page, cursorIn(in.ChatID, func(c Conversation) string { return c.ID })), nil
+	return paginate(items, page, cursorIn(scope, func(c Conversation) string { return c.ID })), nil
 }
 
 // Delete removes a conversation and its messages (editor). The

@@ -105,19 +105,20 @@ func messageLine(m messageOut) string {
 }
 
 type listConversationsArgs struct {
-	ChatID string `json:"chatId,omitempty" desc:"Only conversations of this chat (cht_...); omit for every project you can see."`
+	ChatID    string `json:"chatId,omitempty" desc:"Only conversations of this chat (cht_...); omit for every project you can see."`
+	ProjectID string `json:"projectId,omitempty" desc:"Only conversations of this project (prj_...), of all its chats; send chatId or projectId, not both."`
 	pageArgs
 }
 
 func listConversations(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[listConversationsArgs, listOut[conversationOut]]("list-conversations", "List conversations",
-			"List the stored conversations of a chat, or of every project you can see, without their messages.", readHints),
+			"List the stored conversations of a chat, of a project, or of every project you can see, without their messages.", readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listConversationsArgs) (listOut[conversationOut], error) {
 			pg, err := in.page()
 			if err != nil {
 				return listOut[conversationOut]{}, err
 			}
-			l, err := d.svcs.Conversations.List(ctx, domain.ConversationListInput{ChatID: in.ChatID, Page: pg})
+			l, err := d.svcs.Conversations.List(ctx, domain.ConversationListInput{ChatID: in.ChatID, ProjectID: in.ProjectID, Page: pg})
 			if err != nil {
 				return listOut[conversationOut]{}, err
 			}

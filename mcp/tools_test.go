@@ -186,6 +186,12 @@ func TestTools(t *testing.T) {
 				!strings.Contains(text(res), `): "Hi"`) {
 				t.Fatalf("list-conversations: %+v, text %q; want 4 messages and the preview \"Hi\" in both", l.Data[0], text(res))
 			}
+			var byProject listOut[conversationOut]
+			editor.ok(t, "list-conversations", obj{"projectId": e.project.ID}, &byProject)
+			if len(byProject.Data) != 1 || byProject.Data[0].ID != first.ConversationID {
+				t.Fatalf("list-conversations of the project = %+v", byProject)
+			}
+			editor.fails(t, "list-conversations", obj{"projectId": e.project.ID, "chatId": chat.ID}, "invalid_request")
 			var c conversationOut
 			editor.ok(t, "get-conversation", obj{"conversationId": first.ConversationID}, &c)
 			var roles []string

@@ -74,11 +74,11 @@ func toMessageResponse(m *domain.Message) messageResponse {
 }
 
 func (s *Server) handleConversationList(c *echo.Context) error {
-	pg, err := page(c, "chatId")
+	pg, err := page(c, "chatId", "projectId")
 	if err != nil {
 		return err
 	}
-	l, err := s.svcs.Conversations.List(ctx(c), domain.ConversationListInput{ChatID: c.QueryParam("chatId"), Page: pg})
+	l, err := s.svcs.Conversations.List(ctx(c), domain.ConversationListInput{ChatID: c.QueryParam("chatId"), ProjectID: c.QueryParam("projectId"), Page: pg})
 	if err != nil {
 		return err
 	}

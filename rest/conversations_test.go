@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -437,4 +438,50 @@ func firstConversationID(t *testing.T, sc *bufio.Scanner) string {
 		t.Fatal("the stream's first chunk named no conversation")
 	}
 	return first.ConversationID
+}
+
+// TestConversationsOfProject: ?projectId= lists a project's conversations,
+// of all its chats, to its members; with chatId, or for a project the
+// caller cannot see, it is refused, and its cursors belong to it.
+func TestConversationsOfProject(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		chat2 := h.chat(h.admin, w.project, w.provider, nil)
+		other := h.world()
+		var want []string
+		for _, chat := range []string{w.chat, chat2, other.chat, w.chat} {
+			id := h.must(200, "POST", "/api/v1/chats/"+chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})["conversationId"].(string)
+			if chat != other.chat {
+				want = append(want, id)
+			}
+		}
+		var got []string
+		path := "/api/v1/conversations?projectId=" + w.project + "&limit=2"
+		for next := path; ; {
+			page := h.must(200, "GET", next, h.admin, nil)
+			for _, c := range page["data"].([]any) {
+				got = append(got, c.(map[string]any)["id"].(string))
+			}
+			cursor, _ := page["nextCursor"].(string)
+			if cursor == "" {
+				break
+			}
+			next = path + "&cursor=" + cursor
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("the project's conversations = %q, want %q", got, want)
+		}
+
+		_, key := h.user("stranger")
+		if r := h.call("GET", "/api/v1/conversations?projectId="+w.project, key, nil); r.Status != 404 {
+			t.Errorf("a non-member's list = %d %s, want 404", r.Status, r.Body)
+		}
+		if r := h.call("GET", "/api/v1/conversations?projectId="+w.project+"&chatId="+w.chat, h.admin, nil); r.Status != 400 || r.ErrorField() != "projectId" {
+			t.Errorf("projectId with chatId = %d %s, want 400 on projectId", r.Status, r.Body)
+		}
+		cursor := h.must(200, "GET", path, h.admin, nil)["nextCursor"].(string)
+		if r := h.call("GET", "/api/v1/conversations?chatId="+w.chat+"&cursor="+cursor, h.admin, nil); r.Status != 400 {
+			t.Errorf("a project list's cursor passed to a chat's = %d %s, want 400", r.Status, r.Body)
+		}
+	})
 }

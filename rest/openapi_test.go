@@ -147,7 +147,9 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 			413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
 		})},
 
-	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it; 400 if sent empty: leave it out for every chat's)."}}, pageParams...), errors: errs{404: "chatId names a chat that does not exist or is in a project you are not a member of"}},
+	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it; 400 if sent empty: leave it out for every chat's)."},
+		{"projectId", "Only this project's, of all its chats (404 if you cannot see it; 400 if sent empty, or with chatId)."}}, pageParams...),
+		errors: errs{404: "chatId or projectId names a chat or project that does not exist or that you are not a member of"}},
 	{method: "GET", path: "/api/v1/conversations/{conversationId}", summary: "Get a conversation with all its messages", tag: "conversations", response: conversationDetail{}, status: 200, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "GET", path: "/api/v1/conversations/{conversationId}/messages", summary: "List a conversation's messages in order, a page at a time", tag: "conversations", response: listResponse[messageResponse]{}, status: 200, query: pageParams, errors: errs{404: "no such conversation, or in a project you are not a member of"}},
 	{method: "DELETE", path: "/api/v1/conversations/{conversationId}", summary: "Delete a conversation (editor)", tag: "conversations", response: deletedResponse{}, status: 200, errors: errs{403: editorsOnly, 404: "no such conversation, or in a project you are not a member of", 409: "its first reply is still being generated (a stream named it before its turn was stored); retry when it ends"}},

@@ -66,31 +66,34 @@ func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, af
 }
 
 // ListConversations returns up to f.Page.Limit+1 conversations ordered by
-// id, of f.ChatID and of the projects f.MemberUserID is a member of when
-// set, each with its MessageCount and Preview.
+// id, of f.ChatID or f.ProjectID, and of the projects f.MemberUserID is a
+// member of, when set, each with its MessageCount and Preview.
 func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilter) ([]domain.Conversation, error) {
 	var rows []conversationRow
 	var err error
-	if f.ChatID == "" && f.MemberUserID != "" {
-		q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&conversationRow{}) }
-		var byChat func(q *gorm.DB, projects any) *gorm.DB
-		if s.dialect == SQLite {
-			// Through their chats' (chat_id, id) index: SQLite keeps no
-			// project_id index on conversations (00012), which every new
-			// conversation would write. It reads the conversations after
-			// the cursor of each of the project's chats and sorts them:
-			// the member's rows, not other tenants'.
-			byChat = func(q *gorm.DB, projects any) *gorm.DB {
-				return q.Where("chat_id IN (?)", s.db.Model(&chatRow{}).Select("id").Where("project_id IN (?)", projects))
-			}
+	q := func() *gorm.DB { return s.db.WithContext(ctx).Model(&conversationRow{}) }
+	inProjects := func(q *gorm.DB, projects any) *gorm.DB { return q.Where("project_id IN (?)", projects) }
+	if s.dialect == SQLite {
+		// Through their chats' (chat_id, id) index: SQLite keeps no
+		// project_id index on conversations (00012), which every new
+		// conversation would write. It reads the conversations after the
+		// cursor of each of the projects' chats and sorts them: the
+		// projects' rows, not other tenants'.
+		inProjects = func(q *gorm.DB, projects any) *gorm.DB {
+			return q.Where("chat_id IN (?)", s.db.Model(&chatRow{}).Select("id").Where("project_id IN (?)", projects))
 		}
-		err = s.memberPage(ctx, q, byChat, f.MemberUserID, f.Page, &rows)
-	} else {
-		q := scoped(s.db.WithContext(ctx), "", f.MemberUserID)
+	}
+	switch {
+	case f.ChatID == "" && f.ProjectID != "":
+		err = paged(inProjects(q(), []string{f.ProjectID}), "id", f.Page).Find(&rows).Error
+	case f.ChatID == "" && f.MemberUserID != "":
+		err = s.memberPage(ctx, q, inProjects, f.MemberUserID, f.Page, &rows)
+	default:
+		db := scoped(s.db.WithContext(ctx), "", f.MemberUserID)
 		if f.ChatID != "" {
-			q = q.Where("chat_id = ?", f.ChatID)
+			db = db.Where("chat_id = ?", f.ChatID)
 		}
-		err = paged(q, "id", f.Page).Find(&rows).Error
+		err = paged(db, "id", f.Page).Find(&rows).Error
 	}
 	if err != nil {
 		return nil, fail("store.ListConversations", err)

@@ -3137,3 +3137,41 @@ func TestMemberListsMergeProjects(t *testing.T) {
 		t.Run("more projects than merged", check)
 	})
 }
+
+// TestListConversationsOfProject: a project's conversations, of all its
+// chats, a page at a time in id order, and none of another project's.
+func TestListConversationsOfProject(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		chatA2 := newChat(t, s, w.provA)
+		var want []string
+		for i := range 6 {
+			chat := w.chatA
+			if i%2 == 1 {
+				chat = chatA2
+			}
+			for _, c := range []*domain.Chat{chat, w.chatB} {
+				conv := newConversation(c)
+				must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hello")))
+				if c.ProjectID == w.prjA.ID {
+					want = append(want, conv.ID)
+				}
+			}
+		}
+		var got []string
+		p := domain.Page{Limit: 4}
+		for {
+			l, err := s.ListConversations(ctx(), domain.ConversationFilter{ProjectID: w.prjA.ID, Page: p})
+			must(t, err)
+			ids := ids(l, func(c domain.Conversation) string { return c.ID })
+			if len(ids) <= p.Limit {
+				got = append(got, ids...)
+				break
+			}
+			got, p.After = append(got, ids[:p.Limit]...), ids[p.Limit-1]
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("project A's conversations = %q\nwant %q", got, want)
+		}
+	})
+}
