@@ -134,6 +134,9 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		// again as sent: the caller's 400, not a gateway fault, which
 		// clients (the OpenAI SDKs among them) send again on their own.
 		e.Kind, e.Details = domain.Invalid, map[string]any{"upstreamStatus": status}
+		if p := upstreamParam(err); p != "" {
+			e.Details["upstreamParam"] = sanitize(p, apiKey, 200)
+		}
 		e.Err = fmt.Errorf("%w: %w", domain.ErrUpstreamRefused, e.Err)
 		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg) +
 			"; fix the request (its messages, model or parameters) before sending it again"
@@ -199,6 +202,17 @@ func upstreamMessage(err error) (msg string, status int, inBand bool) {
 		return bodyMessage([]byte(ae.RawJSON())), ae.StatusCode, ae.StatusCode < 400
 	}
 	return "", 0, false
+}
+
+// upstreamParam is the request parameter an OpenAI-wire provider's
+// refusal names (its error's param: "parallel_tool_calls", "messages"),
+// "" when it names none; Anthropic's errors name none.
+func upstreamParam(err error) string {
+	var oe *openai.APIError
+	if errors.As(err, &oe) && oe.Param != nil {
+		return *oe.Param
+	}
+	return ""
 }
 
 // bodyMessage extracts the message of an error body: OpenAI's

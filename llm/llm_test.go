@@ -496,6 +496,7 @@ func TestUpstreamErrors(t *testing.T) {
 		retryAfterMax time.Duration
 		wantRequests  int
 		notInMessages []string
+		param         string // the refused parameter an OpenAI-wire refusal names
 	}{
 		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
 			msg: []string{"the AI provider rejected its API key (HTTP 401); check the provider's apiKey"}, wantRequests: 1},
@@ -525,6 +526,9 @@ func TestUpstreamErrors(t *testing.T) {
 		// temperature on any API version.
 		{name: "400 a model refuses a parameter", b: llmtest.Behavior{Status: 400, Body: "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":\"`temperature` is deprecated for this model.\"}}"},
 			kind: domain.Invalid, msg: []string{"HTTP 400", "`temperature` is deprecated for this model.", "fix the request"}, wantRequests: 1},
+		// OpenAI's refusal names the parameter it refuses: upstreamParam.
+		{name: "400 naming a parameter", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"Unsupported parameter: 'parallel_tool_calls' is not supported with this model.","type":"invalid_request_error","param":"parallel_tool_calls","code":"unsupported_parameter"}}`},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "Unsupported parameter"}, param: "parallel_tool_calls", wantRequests: 1},
 		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
 			kind: domain.Invalid, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
 		{name: "413", b: llmtest.Behavior{Status: 413, Body: `{"error":{"message":"prompt is too long","type":"request_too_large"}}`},
@@ -552,6 +556,13 @@ func TestUpstreamErrors(t *testing.T) {
 					}
 					if tc.kind == domain.Invalid && domain.DetailsOf(err)["upstreamStatus"] != tc.b.Status {
 						t.Errorf("details = %v, want upstreamStatus %d", domain.DetailsOf(err), tc.b.Status)
+					}
+					want := tc.param
+					if typ != domain.ProviderOpenAI {
+						want = "" // Anthropic's errors name no parameter
+					}
+					if got, _ := domain.DetailsOf(err)["upstreamParam"].(string); got != want {
+						t.Errorf("details = %v, want upstreamParam %q", domain.DetailsOf(err), want)
 					}
 					msg := domain.MessageOf(err)
 					for _, want := range tc.msg {
