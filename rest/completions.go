@@ -29,6 +29,7 @@ type completionFields struct {
 	Messages []message `json:"messages"`
 	Stream   bool      `json:"stream"`
 	openAIFields
+	sent spellings // set by ToDomain
 }
 
 type statelessCompletionRequest struct {
@@ -55,14 +56,17 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	if !req.Stream {
 		out, err := s.svcs.Completions.Stateless(ctx(c), in, nil)
 		if err != nil {
-			return err
+			return req.sent.asSent(err)
 		}
 		setQuotaHeaders(c.Response().Header(), out.Quotas)
 		return c.JSON(http.StatusOK, toCompletionResponse(out))
 	}
 	st, end := s.newStream(c)
 	defer end()
-	return st.run(func() (*domain.Completion, error) { return s.svcs.Completions.Stateless(ctx(c), in, st) })
+	return st.run(func() (*domain.Completion, error) {
+		out, err := s.svcs.Completions.Stateless(ctx(c), in, st)
+		return out, req.sent.asSent(err)
+	})
 }
 
 func (s *Server) handleChatCompletion(c *echo.Context) error {
@@ -83,7 +87,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if !req.Stream {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
-			return err
+			return req.sent.asSent(err)
 		}
 		setQuotaHeaders(c.Response().Header(), out.Quotas)
 		setReplayedHeader(c.Response().Header(), out.CompletionMeta)
@@ -91,7 +95,10 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	}
 	st, end := s.newStream(c)
 	defer end()
-	return st.run(func() (*domain.Completion, error) { return s.svcs.Completions.ForChat(ctx(c), in, st) })
+	return st.run(func() (*domain.Completion, error) {
+		out, err := s.svcs.Completions.ForChat(ctx(c), in, st)
+		return out, req.sent.asSent(err)
+	})
 }
 
 // A per-chat completion sent with an Idempotency-Key is answered, when the

@@ -80,12 +80,34 @@ type message struct {
 	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
 }
 
+// spellings are the OpenAI spellings a request sent, by Parley's name of
+// each field: a field the domain refuses is named as the request sent it.
+type spellings map[string]string
+
+// asSent names in err, the domain's refusal of a request's field before it
+// ran, the field as the request spelt it: "max_tokens (OpenAI's spelling of
+// maxTokens): maxTokens must be a positive integer". Other errors, and
+// those of a completion that ran (domain.AdmittedError), are err.
+func (sp spellings) asSent(err error) error {
+	de, ok := err.(*domain.Error)
+	if !ok || de.Kind != domain.Invalid {
+		return err
+	}
+	field, _ := de.Details["field"].(string)
+	alias, ok := sp[field]
+	if !ok {
+		return err
+	}
+	return domain.Invalidf(alias, "%s (OpenAI's spelling of %s): %s", alias, field, de.Message)
+}
+
 // ToDomain returns the domain's parameters of a completion request, each
 // field taken from whichever spelling was sent. It takes the place of
 // wire.CompletionFields.ToDomain, which would read neither REST's messages
 // nor OpenAI's spellings: a handler cannot call that one by mistake.
 func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	c := f.CompletionFields
+	f.sent = spellings{}
 	c.Messages = make([]wire.Message, len(f.Messages))
 	for i, m := range f.Messages {
 		at := func(field string) string { return fmt.Sprintf("messages[%d].%s", i, field) }
@@ -101,8 +123,9 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 				return domain.CompletionParams{}, bothSpellings(at("toolCalls"), at("tool_calls"))
 			}
 			m.ToolCalls = m.OpenAIToolCalls
+			f.sent[at("toolCalls")] = at("tool_calls")
 		}
-		if err := either(&m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
+		if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
 			return domain.CompletionParams{}, err
 		}
 		c.Messages[i] = m.Message
@@ -112,35 +135,35 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	if o.ResponseFormat != nil {
 		rf = &wire.ResponseFormat{Type: o.ResponseFormat.Type, JSONSchema: o.ResponseFormat.JSONSchema}
 	}
-	if err := either(&c.MaxTokens, "maxTokens", o.MaxTokens, "max_tokens"); err != nil {
+	if err := either(f.sent, &c.MaxTokens, "maxTokens", o.MaxTokens, "max_tokens"); err != nil {
 		return domain.CompletionParams{}, err
 	}
 	maxTokens := "maxTokens"
 	if o.MaxTokens != nil {
 		maxTokens = "max_tokens"
 	}
-	if err := either(&c.MaxTokens, maxTokens, o.MaxCompletionTokens, "max_completion_tokens"); err != nil {
+	if err := either(f.sent, &c.MaxTokens, maxTokens, o.MaxCompletionTokens, "max_completion_tokens"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.TopP, "topP", o.TopP, "top_p"); err != nil {
+	if err := either(f.sent, &c.TopP, "topP", o.TopP, "top_p"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.ToolChoice, "toolChoice", o.ToolChoice, "tool_choice"); err != nil {
+	if err := either(f.sent, &c.ToolChoice, "toolChoice", o.ToolChoice, "tool_choice"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.ResponseFormat, "responseFormat", rf, "response_format"); err != nil {
+	if err := either(f.sent, &c.ResponseFormat, "responseFormat", rf, "response_format"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"); err != nil {
+	if err := either(f.sent, &c.ReasoningEffort, "reasoningEffort", o.ReasoningEffort, "reasoning_effort"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.FrequencyPenalty, "frequencyPenalty", o.FrequencyPenalty, "frequency_penalty"); err != nil {
+	if err := either(f.sent, &c.FrequencyPenalty, "frequencyPenalty", o.FrequencyPenalty, "frequency_penalty"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.PresencePenalty, "presencePenalty", o.PresencePenalty, "presence_penalty"); err != nil {
+	if err := either(f.sent, &c.PresencePenalty, "presencePenalty", o.PresencePenalty, "presence_penalty"); err != nil {
 		return domain.CompletionParams{}, err
 	}
-	if err := either(&c.ParallelToolCalls, "parallelToolCalls", o.ParallelToolCalls, "parallel_tool_calls"); err != nil {
+	if err := either(f.sent, &c.ParallelToolCalls, "parallelToolCalls", o.ParallelToolCalls, "parallel_tool_calls"); err != nil {
 		return domain.CompletionParams{}, err
 	}
 	if o.N != nil && *o.N != 1 {
@@ -150,8 +173,9 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 }
 
 // either sets *field, named name, to alias, another spelling of it named
-// aliasName, when alias was sent; both sent is a 400 naming aliasName.
-func either[T comparable](field *T, name string, alias T, aliasName string) error {
+// aliasName, when alias was sent, and records it in sent; both sent is a
+// 400 naming aliasName.
+func either[T comparable](sent spellings, field *T, name string, alias T, aliasName string) error {
 	var none T
 	if alias == none {
 		return nil
@@ -160,6 +184,7 @@ func either[T comparable](field *T, name string, alias T, aliasName string) erro
 		return bothSpellings(name, aliasName)
 	}
 	*field = alias
+	sent[name] = aliasName
 	return nil
 }
 

@@ -131,9 +131,23 @@ func TestOpenAISpelling(t *testing.T) {
 		if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "base URL is …/api/v1 ") {
 			t.Errorf("POST /api/v1/chats/chat/completions = %d %s, want 404 naming the stateless base URL", r.Status, r.Body)
 		}
-		r = h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("hi")}, "max_tokens": 0})
-		if r.Status != 400 || r.ErrorField() != "maxTokens" {
-			t.Errorf("max_tokens 0 = %d %s, want 400 on maxTokens", r.Status, r.Body)
+		// A value the domain refuses is named as it was sent, streamed or
+		// not; in Parley's spelling, as Parley's.
+		for _, c := range []struct {
+			body         map[string]any
+			field, about string
+		}{
+			{map[string]any{"max_tokens": 0}, "max_tokens", "max_tokens (OpenAI's spelling of maxTokens): maxTokens must be a positive integer"},
+			{map[string]any{"max_completion_tokens": 0, "stream": true}, "max_completion_tokens", "OpenAI's spelling of maxTokens"},
+			{map[string]any{"frequency_penalty": 3}, "frequency_penalty", "between -2 and 2"},
+			{map[string]any{"parallel_tool_calls": false}, "parallel_tool_calls", "send it with tools"},
+			{map[string]any{"maxTokens": 0}, "maxTokens", "maxTokens must be a positive integer"},
+		} {
+			c.body["aiProviderId"], c.body["messages"] = w.provider, []any{userMessage("hi")}
+			r = h.call("POST", "/api/v1/chat/completions", h.admin, c.body)
+			if r.Status != 400 || r.ErrorField() != c.field || !strings.Contains(r.ErrorMessage(), c.about) {
+				t.Errorf("%v = %d %s, want 400 on %s saying %q", c.body, r.Status, r.Body, c.field, c.about)
+			}
 		}
 	})
 }
