@@ -296,14 +296,18 @@ const reconnectWait = 5 * time.Second
 // turnStored says whether t's turn is in the database: its last message,
 // whose id no other write has, is stored only with the rest of it. It is
 // looked up by the messages' key (id alone has no index: a scan of the
-// whole table, inside the batch's deadline).
+// whole table, inside the batch's deadline), on a live connection: the
+// pool may still hold others the failure that lost the answer cut, and
+// a lookup that met one would report a stored turn as a conflict.
 func (s *Store) turnStored(ctx context.Context, t *turn) bool {
 	if len(t.rows) == 0 {
 		return false
 	}
 	last := &t.rows[len(t.rows)-1]
 	var n int
-	err := s.sqlDB.QueryRowContext(ctx, turnStoredQuery, last.ConversationID, last.Seq, last.ID).Scan(&n)
+	err := onLiveConn(ctx, func() error {
+		return s.sqlDB.QueryRowContext(ctx, turnStoredQuery, last.ConversationID, last.Seq, last.ID).Scan(&n)
+	})
 	return err == nil && n == 1
 }
 
