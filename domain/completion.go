@@ -93,6 +93,8 @@ type Completions struct {
 	access    access
 	providers *Providers
 	limits    *Limits
+	// modelLists keeps the providers' model lists (see Models).
+	modelLists modelLists
 
 	// continuing maps the ids of the conversations that completions on
 	// this instance are continuing, or starting, to their *continuation. A

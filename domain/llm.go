@@ -99,4 +99,18 @@ type LLM interface {
 	// RateLimited (with RetryAfter), Timeout, Canceled and Invalid (the
 	// provider type or base URL is unusable).
 	Complete(ctx context.Context, req LLMRequest, onDelta func(Delta) error) (*LLMResult, error)
+	// Models lists the models the provider at e offers, in its order.
+	// Errors carry the kinds Complete's do; Invalid too for a provider
+	// type whose API lists no models a completion could name.
+	Models(ctx context.Context, e Endpoint) ([]Model, error)
+}
+
+// Model is a model a provider offers.
+type Model struct {
+	ID string
+	// Created is when the provider made it, zero when it does not say.
+	Created time.Time
+	// OwnedBy is the organization that owns it, as the provider says
+	// (OpenAI's owned_by; "anthropic" for Anthropic's).
+	OwnedBy string
 }

@@ -164,8 +164,7 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 	case domain.ProviderAnthropic:
 		do = c.callAnthropic
 	default:
-		return nil, &domain.Error{Kind: domain.Invalid, Op: op,
-			Message: "AI provider type " + quote(string(req.Endpoint.Type)) + " is not supported; use openai, openai-compatible, azure-openai or anthropic"}
+		return nil, unsupportedType(op, req.Endpoint.Type)
 	}
 	if req.Endpoint.Type == domain.ProviderAzureOpenAI {
 		if req.Endpoint.BaseURL == "" {
@@ -197,10 +196,8 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		if err == nil {
 			return res, nil
 		}
-		if attempt < c.cfg.MaxRetries && ctx.Err() == nil && retryable(ex, err) {
-			if sleep(ctx, backoff(c.cfg.RetryBaseDelay, attempt)) {
-				continue
-			}
+		if c.again(ctx, ex, err, attempt) {
+			continue
 		}
 		if status, _, _ := ex.response(); ex.stream && status >= 200 && status < 300 {
 			if res == nil {
@@ -210,6 +207,20 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}
+}
+
+// unsupportedType is the error of a call to a provider of type t, which
+// Parley does not speak.
+func unsupportedType(op string, t domain.ProviderType) error {
+	return &domain.Error{Kind: domain.Invalid, Op: op,
+		Message: "AI provider type " + quote(string(t)) + " is not supported; use openai, openai-compatible, azure-openai or anthropic"}
+}
+
+// again reports whether attempt, which failed with err, is to be tried
+// again (see retryable and MaxRetries), once its backoff has passed.
+func (c *Client) again(ctx context.Context, ex *exchange, err error, attempt int) bool {
+	return attempt < c.cfg.MaxRetries && ctx.Err() == nil && retryable(ex, err) &&
+		sleep(ctx, backoff(c.cfg.RetryBaseDelay, attempt))
 }
 
 // refusalsAsText returns msgs with each refusal sent as its message's

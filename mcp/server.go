@@ -61,9 +61,10 @@ const (
 	instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
 		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation. ` +
+		`list-models names the models a provider offers, for a completion's model. ` +
 		`Projects and AI providers are made over Parley's REST API by an owner or an admin: if there are none, ask the user. ` + listsAndErrors
 	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
-		`a chat's completions are stored as conversations. These tools only read: projects, AI providers, chats, ` +
+		`a chat's completions are stored as conversations. These tools only read: projects, AI providers and their models, chats, ` +
 		`conversations and their messages, documents and usage. ` + listsAndErrors
 	listsAndErrors = `Lists return {data, nextCursor}: pass nextCursor as cursor for the next page. ` +
 		`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
@@ -130,7 +131,7 @@ type serverTool struct {
 func toolset(d deps) []serverTool {
 	ctors := []func(deps) (mcpgo.Tool, server.ToolHandlerFunc){
 		listProjects, getProject, getUsage,
-		listAIProviders, getAIProvider,
+		listAIProviders, getAIProvider, listModels,
 		listChats, getChat, createChat, updateChat, deleteChat,
 		createChatCompletion, createChatCompletionForChat,
 		listConversations, getConversation, listMessages, deleteConversation,

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"fmt"
+	"strings"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
@@ -95,4 +96,60 @@ func getAIProvider(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			}
 			return toProviderOut(p), nil
 		}, providerText)
+}
+
+// modelOut is a model an AI provider offers.
+type modelOut struct {
+	ID        string `json:"id" desc:"The model's name, as a completion's model names it."`
+	CreatedAt string `json:"createdAt,omitempty" format:"date-time" desc:"When the provider made the model (ISO 8601 UTC); absent when it does not say."`
+	OwnedBy   string `json:"ownedBy,omitempty" desc:"Who owns the model, as the provider says (anthropic for Anthropic's)."`
+}
+
+type modelsOut struct {
+	Models []modelOut `json:"models" desc:"The provider's models, in its order."`
+}
+
+type listModelsArgs struct {
+	AIProviderID string `json:"aiProviderId,omitempty" desc:"The AI provider whose models to list (aip_...); or pass chatId."`
+	ChatID       string `json:"chatId,omitempty" desc:"A chat whose provider's models to list (cht_...), instead of aiProviderId."`
+}
+
+func listModels(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
+	return newTool[listModelsArgs, modelsOut]("list-models", "List an AI provider's models",
+			"List the models an AI provider offers, asked of the provider now: the names a completion's model may take. "+
+				"Name the provider by aiProviderId (needs the right to use it), or by a chat that completes with it (needs the right to run the chat's completions). "+
+				"An azure-openai provider's completions name deployments, which it cannot list.", hints{readOnly: true, idempotent: true, openWorld: true}),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in listModelsArgs) (modelsOut, error) {
+			var models []domain.Model
+			var err error
+			switch {
+			case in.AIProviderID != "" && in.ChatID != "":
+				err = domain.Invalidf("chatId", "pass aiProviderId or chatId, not both: a chat lists its own provider's models")
+			case in.ChatID != "":
+				models, err = d.svcs.Completions.ChatModels(ctx, in.ChatID)
+			default:
+				models, err = d.svcs.Completions.ProviderModels(ctx, in.AIProviderID)
+			}
+			if err != nil {
+				return modelsOut{}, err
+			}
+			out := modelsOut{Models: make([]modelOut, len(models))}
+			for i, m := range models {
+				out.Models[i] = modelOut{ID: m.ID, OwnedBy: m.OwnedBy}
+				if m.Created.Unix() > 0 {
+					out.Models[i].CreatedAt = timestamp(m.Created)
+				}
+			}
+			return out, nil
+		}, func(out modelsOut) string {
+			var b strings.Builder
+			b.WriteString(count(len(out.Models), "model"))
+			for _, m := range out.Models {
+				b.WriteString("\n- " + m.ID)
+				if m.OwnedBy != "" {
+					b.WriteString(" (owned by " + m.OwnedBy + ")")
+				}
+			}
+			return b.String()
+		})
 }

@@ -112,6 +112,34 @@ func TestTools(t *testing.T) {
 		})
 
 		var doc documentOut
+		t.Run("list-models", func(t *testing.T) {
+			var byProvider, byChat modelsOut
+			res := editor.ok(t, "list-models", obj{"aiProviderId": e.provider.ID}, &byProvider)
+			var ids []string
+			for _, m := range byProvider.Models {
+				ids = append(ids, m.ID)
+				if m.OwnedBy != "llmtest" || !strings.HasPrefix(m.CreatedAt, "2024-01-") {
+					t.Errorf("model %+v: want owned by llmtest, made in January 2024", m)
+				}
+			}
+			if !slices.Equal(ids, llmtest.DefaultModels) || !e.upstream.Last().ListModels {
+				t.Fatalf("models %q, want the upstream's list %q", ids, llmtest.DefaultModels)
+			}
+			if got := text(res); !strings.HasPrefix(got, "2 models\n- fake-small (owned by llmtest)") {
+				t.Errorf("text %q", got)
+			}
+			editor.ok(t, "list-models", obj{"chatId": chat.ID}, &byChat)
+			if !reflect.DeepEqual(byChat, byProvider) {
+				t.Errorf("a chat's %+v, its provider's %+v", byChat, byProvider)
+			}
+			n := e.upstream.Count()
+			editor.fails(t, "list-models", obj{}, "invalid_request")
+			editor.fails(t, "list-models", obj{"aiProviderId": e.provider.ID, "chatId": chat.ID}, "invalid_request")
+			e.connect(overHTTP, "outsider", Options{}).fails(t, "list-models", obj{"aiProviderId": e.provider.ID}, "not_found")
+			if e.upstream.Count() != n {
+				t.Error("a refused list reached the upstream")
+			}
+		})
 		t.Run("create-document, get-document, list-documents", func(t *testing.T) {
 			editor.ok(t, "create-document", obj{"projectId": e.project.ID, "name": "notes", "content": "The sky is green here.",
 				"metadata": obj{"source": "test"}}, &doc)

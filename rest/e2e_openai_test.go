@@ -138,7 +138,12 @@ func TestOpenAINodeClient(t *testing.T) {
 	// runTools sent both calls' results back, through each provider, as
 	// tool messages (OpenAI-wire) or tool_result blocks (Anthropic).
 	answered := map[llmtest.Protocol][]string{}
+	lists := 0
 	for _, r := range reqs {
+		if r.ListModels {
+			lists++
+			continue
+		}
 		if m := r.Messages[len(r.Messages)-1]; m.Role == "tool" || len(m.ToolResults) > 0 {
 			var ids []string
 			for _, m := range r.Messages {
@@ -151,6 +156,11 @@ func TestOpenAINodeClient(t *testing.T) {
 			}
 			answered[r.Protocol] = ids
 		}
+	}
+	// models.list asked the provider once at both base URLs: the second
+	// had the list kept.
+	if lists != 1 {
+		t.Errorf("the upstream got %d model list requests, want 1", lists)
 	}
 	if got := strings.Join(answered[llmtest.OpenAI], ","); got != "call_paris,call_now" {
 		t.Errorf("runTools' results reached the OpenAI-wire upstream as %q, want call_paris,call_now", got)
@@ -218,15 +228,16 @@ func TestOpenAINodeClient(t *testing.T) {
 	if !sentBack {
 		t.Error("the refusal the client sent back did not reach the provider as the assistant's text")
 	}
-	// Every completion, the failed one too, is recorded as usage.
+	// Every completion, the failed one too, is recorded as usage (a model
+	// list is not).
 	h.app.FlushUsage()
 	usage := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?groupBy=model", h.admin, nil)["data"].([]any)
 	requests := 0.0
 	for _, u := range usage {
 		requests += u.(map[string]any)["requests"].(float64)
 	}
-	if int(requests) != len(reqs) {
-		t.Errorf("usage records %v requests, the upstream got %d", requests, len(reqs))
+	if int(requests) != len(reqs)-lists {
+		t.Errorf("usage records %v requests, the upstream got %d completions", requests, len(reqs)-lists)
 	}
 	if strings.Contains(h.finalLogs(), upstreamKey) {
 		t.Error("the logs contain the provider key")

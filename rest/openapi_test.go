@@ -73,6 +73,18 @@ func completionErrors() errs {
 	}
 }
 
+// modelErrors are the errors of a model list, which asks the provider
+// as a completion does.
+func modelErrors() errs {
+	return errs{
+		400: "an unknown query parameter, or an azure-openai provider, whose completions name deployments, which Azure's OpenAI API does not list",
+		429: "the AI provider is rate limiting its key; see Retry-After",
+		502: "the AI provider failed, rejected its key, answered 404 (it lists no models, or its baseUrl is wrong) or another 4xx",
+		503: completionErrors()[503],
+		504: "the AI provider did not answer within the request timeout",
+	}
+}
+
 // with returns e with the statuses of more added.
 func (e errs) with(more errs) errs {
 	for k, v := range more {
@@ -145,6 +157,18 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 			409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); " +
 				"or a request with the same Idempotency-Key is running (nothing went upstream), or on another instance stored its turn first (nothing was stored); send the request again once it has answered",
 			413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
+		})},
+	{method: "GET", path: "/api/v1/models", summary: "List the models an AI provider offers, as it lists them now, in OpenAI's shape (aiProviders:UseAIProvider), at the path OpenAI's SDKs ask with the base URL …/api/v1", tag: "ai-providers",
+		response: modelsResponse{}, status: 200, query: []apiParam{{"aiProviderId", "Required: the AI provider whose models to list."}}, errors: modelErrors().with(errs{
+			400: modelErrors()[400] + "; or aiProviderId left out, empty or malformed",
+			403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider)",
+			404: "no such AI provider, or in a project you are not a member of",
+		})},
+	{method: "GET", path: "/api/v1/chats/{chatId}/models", summary: "List the models of a chat's AI provider, as it lists them now, in OpenAI's shape (chats:CreateChatCompletion), at the path OpenAI's SDKs ask with the base URL …/api/v1/chats/{chatId}", tag: "chats",
+		response: modelsResponse{}, status: 200, errors: modelErrors().with(errs{
+			400: modelErrors()[400] + "; or the chat id in the path is empty",
+			403: "viewers may not run completions (chats:CreateChatCompletion)",
+			404: "no such chat, or in a project you are not a member of",
 		})},
 
 	{method: "GET", path: "/api/v1/conversations", summary: "List conversations", tag: "conversations", response: listResponse[conversationResponse]{}, status: 200, query: append([]apiParam{{"chatId", "Only this chat's (404 if you cannot see it; 400 if sent empty: leave it out for every chat's)."},
@@ -428,6 +452,7 @@ var operationIDs = map[string]string{
 	"PATCH /api/v1/chats/{chatId}": "updateChat", "DELETE /api/v1/chats/{chatId}": "deleteChat",
 	"POST /api/v1/chats/completions": "createChatCompletion", "POST /api/v1/chats/{chatId}/completions": "createChatCompletionForChat",
 	"POST /api/v1/chat/completions": "createChatCompletionAtOpenAIPath", "POST /api/v1/chats/{chatId}/chat/completions": "createChatCompletionForChatAtOpenAIPath",
+	"GET /api/v1/models": "listModels", "GET /api/v1/chats/{chatId}/models": "listModelsForChat",
 	"GET /api/v1/conversations": "listConversations", "GET /api/v1/conversations/{conversationId}": "getConversation",
 	"GET /api/v1/conversations/{conversationId}/messages": "listConversationMessages",
 	"DELETE /api/v1/conversations/{conversationId}":       "deleteConversation",

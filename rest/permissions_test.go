@@ -82,6 +82,8 @@ func TestPermissionMatrix(t *testing.T) {
 			{"chats:CreateChat", editor, "POST", func(fixture) string { return "/api/v1/chats" }, func(f fixture) any { return map[string]any{"projectId": f.project, "aiProviderId": f.provider} }, 201, false},
 			{"chats:UpdateChat", editor, "PATCH", func(f fixture) string { return "/api/v1/chats/" + f.chat }, func(fixture) any { return map[string]any{"name": "z"} }, 200, false},
 			{"chats:CreateChatCompletion", editor, "POST", func(f fixture) string { return "/api/v1/chats/" + f.chat + "/completions" }, func(fixture) any { return map[string]any{"messages": msgs} }, 200, false},
+			{"chats:CreateChatCompletion", editor, "GET", func(f fixture) string { return "/api/v1/chats/" + f.chat + "/models" }, nil, 200, false},
+			{"aiProviders:UseAIProvider", editor, "GET", func(f fixture) string { return "/api/v1/models?aiProviderId=" + f.provider }, nil, 200, false},
 			{"chats:DeleteChat", editor, "DELETE", func(f fixture) string { return "/api/v1/chats/" + f.chat }, nil, 200, true},
 			{"conversations:ListConversations", viewer, "GET", func(f fixture) string { return "/api/v1/conversations?chatId=" + f.chat }, nil, 200, false},
 			{"conversations:GetConversation", viewer, "GET", func(f fixture) string { return "/api/v1/conversations/" + f.conv }, nil, 200, false},

@@ -143,6 +143,9 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	// (see openai.go).
 	api.POST("/chat/completions", s.handleStatelessCompletion)
 	api.POST("/chats/:chatId/chat/completions", s.handleChatCompletion)
+	// A provider's models where the same SDKs ask for them (models.go).
+	get(api, "/models", s.handleModelList)
+	get(api, "/chats/:chatId/models", s.handleChatModelList)
 
 	get(api, "/conversations", s.handleConversationList)
 	get(api, "/conversations/:conversationId", s.handleConversationGet)
@@ -523,7 +526,10 @@ func knownQuery(c *echo.Context, names ...string) error {
 		return err
 	}
 	for name, values := range c.QueryParams() {
-		if !slices.Contains(names, name) {
+		switch {
+		case len(names) == 0:
+			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes none", name)
+		case !slices.Contains(names, name):
 			return domain.Invalidf(name, "unknown query parameter %q; this endpoint takes %s (names are case-sensitive)", name, strings.Join(names, ", "))
 		}
 		if len(values) > 1 {

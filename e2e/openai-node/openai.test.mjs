@@ -31,8 +31,10 @@
 // Paths: the SDK's chat.completions.create posts to `${baseURL}/chat/completions`,
 // which Parley serves beside its own paths: the stateless completions with
 // the base URL …/api/v1 (aiProviderId in the body, which the SDK sends as
-// given), a chat's with …/api/v1/chats/{chatId}. So every call here is the
-// SDK's own method with nothing overridden but the base URL.
+// given), a chat's with …/api/v1/chats/{chatId}; models.list gets
+// `${baseURL}/models` (the stateless one with aiProviderId as a query
+// parameter). So every call here is the SDK's own method with nothing
+// overridden but the base URL.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -415,6 +417,31 @@ test('openai npm client', { skip }, async (t) => {
         return true;
       });
     }
+  });
+
+  await t.test('models.list at either base URL: the provider\'s models, through the SDK\'s page', async () => {
+    // The stateless base URL needs the provider, as a query parameter.
+    const lists = [
+      ['stateless', await client.models.list({ query: { aiProviderId: env.PARLEY_AI_PROVIDER_ID } })],
+      ['per chat', await chatClient.models.list()],
+    ];
+    for (const [where, page] of lists) {
+      const ids = [];
+      for await (const model of page) {
+        assert.equal(model.object, 'model', `${where}: ${JSON.stringify(model)}`);
+        assert.equal(typeof model.created, 'number', `${where}: created`);
+        assert.equal(typeof model.owned_by, 'string', `${where}: owned_by`);
+        ids.push(model.id);
+      }
+      assert.ok(ids.length > 0, `${where}: no models`);
+      if (FAKE) assert.deepEqual(ids, ['fake-small', 'fake-large'], where);
+      assert.equal(page.hasNextPage(), false, `${where}: the list comes whole`);
+    }
+    await assert.rejects(client.models.list(), (err) => {
+      assert.ok(err instanceof BadRequestError, String(err));
+      assert.equal(err.error.details?.field, 'aiProviderId');
+      return true;
+    });
   });
 
   await t.test('a wrong key throws an AuthenticationError', async () => {

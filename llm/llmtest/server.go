@@ -12,6 +12,8 @@
 // cache_control plays its automatic prompt caching (see promptCache). Behaviors
 // (status codes, delays, cut or reset streams, oversized lines and
 // events, keep-alive comments, hangs) can be scripted per request.
+// It lists models at GET .../models in both protocols (see SetModels),
+// Anthropic's in pages.
 //
 //	s := llmtest.NewServer(t)
 //	s.Enqueue(llmtest.Behavior{Status: 500}) // the first call fails, the next echoes
@@ -30,6 +32,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -61,6 +65,7 @@ type Request struct {
 	Model      string    // body "model", else the Azure deployment
 	Deployment string    // Azure: the {d} of /openai/deployments/{d}/chat/completions
 	Stream     bool      // body "stream"
+	ListModels bool      // a GET of .../models; Protocol Anthropic when it had an anthropic-version header
 	Messages   []Message // in order; Anthropic's system parameter comes first as role "system"
 }
 
@@ -267,6 +272,8 @@ type Server struct {
 	canceledN  map[int]bool    // the numbers of the requests seen abandoned
 	cancelSeen chan struct{}   // closed, and replaced, at each abandonment
 	cached     map[string]bool // the prompt prefixes cached (promptCache)
+	models     []string        // listed at GET .../models
+	modelsPage int             // Anthropic's most per page, 0 for as asked
 	closeOnce  sync.Once
 }
 
@@ -281,9 +288,23 @@ func NewServer(t testing.TB) *Server {
 // Start starts a fake upstream on 127.0.0.1 outside a test (the load
 // generator runs one as its own process); the caller closes it.
 func Start() *Server {
-	s := &Server{done: make(chan struct{}), canceledN: map[int]bool{}, cancelSeen: make(chan struct{}), cached: map[string]bool{}}
+	s := &Server{done: make(chan struct{}), canceledN: map[int]bool{}, cancelSeen: make(chan struct{}), cached: map[string]bool{},
+		models: DefaultModels}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.serve))
 	return s
+}
+
+// DefaultModels are the models a server lists until SetModels.
+var DefaultModels = []string{"fake-small", "fake-large"}
+
+// SetModels sets the models the server lists, in order, and the most an
+// Anthropic list request gets per page (0: its limit, default 20, as
+// Anthropic's); OpenAI's list is never paged. A model's created time is
+// 2024-01-01 plus its position in days, its OpenAI owned_by "llmtest".
+func (s *Server) SetModels(page int, ids ...string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.models, s.modelsPage = ids, page
 }
 
 // Forget stops the server from keeping the requests it receives, so that
@@ -419,6 +440,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 	case strings.HasSuffix(r.URL.Path, "/messages"):
 		req.Protocol = Anthropic
+	case strings.HasSuffix(r.URL.Path, "/models"):
+		req.Protocol, req.ListModels = OpenAI, true
+		if r.Header.Get("anthropic-version") != "" {
+			req.Protocol = Anthropic
+		}
 	}
 	_ = json.Unmarshal(raw, &req.Body)
 	decode(&req)
@@ -442,9 +468,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	x := &exchange{s: s, w: w, r: r, req: req, b: b}
 	switch {
 	case req.Protocol == "":
-		x.writeError(http.StatusNotFound, "no such endpoint "+r.URL.Path+"; the fake serves .../chat/completions and .../messages")
+		x.writeError(http.StatusNotFound, "no such endpoint "+r.URL.Path+"; the fake serves .../chat/completions, .../messages and .../models")
 		return
-	case r.Method != http.MethodPost:
+	case req.ListModels && r.Method != http.MethodGet:
+		x.writeError(http.StatusMethodNotAllowed, "use GET")
+		return
+	case !req.ListModels && r.Method != http.MethodPost:
 		x.writeError(http.StatusMethodNotAllowed, "use POST")
 		return
 	case requireKey != "" && req.APIKey != requireKey:
@@ -487,6 +516,10 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if req.ListModels {
+		x.listModels()
+		return
+	}
 	reply := x.reply()
 	if b.Usage == nil {
 		reply.usage = s.promptCache(req, reply.usage)
@@ -501,6 +534,49 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	default:
 		x.anthropicJSON(reply)
 	}
+}
+
+// listModels answers a model list request with the server's models, in
+// the request's protocol: OpenAI's whole, Anthropic's a page of them from
+// after_id on, limit long (default 20) or shorter (SetModels).
+func (x *exchange) listModels() {
+	x.s.mu.Lock()
+	ids, page := x.s.models, x.s.modelsPage
+	x.s.mu.Unlock()
+	created := func(i int) time.Time { return time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC).AddDate(0, 0, i) }
+	var body any
+	if x.req.Protocol == OpenAI {
+		data := make([]map[string]any, len(ids))
+		for i, id := range ids {
+			data[i] = map[string]any{"id": id, "object": "model", "created": created(i).Unix(), "owned_by": "llmtest"}
+		}
+		body = map[string]any{"object": "list", "data": data}
+	} else {
+		from := 0
+		if after := x.req.Query.Get("after_id"); after != "" {
+			from = slices.Index(ids, after) + 1
+		}
+		n := 20
+		if limit, err := strconv.Atoi(x.req.Query.Get("limit")); err == nil && limit > 0 {
+			n = limit
+		}
+		if page > 0 {
+			n = min(n, page)
+		}
+		to := min(from+n, len(ids))
+		data := []map[string]any{}
+		for i := from; i < to; i++ {
+			data = append(data, map[string]any{"type": "model", "id": ids[i], "display_name": ids[i], "created_at": created(i).Format(time.RFC3339)})
+		}
+		m := map[string]any{"data": data, "has_more": to < len(ids), "first_id": nil, "last_id": nil}
+		if len(data) > 0 {
+			m["first_id"], m["last_id"] = ids[from], ids[to-1]
+		}
+		body = m
+	}
+	js, _ := json.Marshal(body)
+	x.w.Header().Set("Content-Type", "application/json")
+	x.writeBody(js)
 }
 
 // refusal is the 400 message with which the provider would refuse the

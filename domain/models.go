@@ -1,0 +1,124 @@
+package domain
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// ProviderModels lists the models a completion with AI provider id could
+// name (GET /models, MCP list-models): those the provider offers, asked
+// of the provider itself and kept for modelsTTL (see modelLists). It
+// takes the permission a stateless completion takes, UseAIProvider, as
+// it is for the clients that complete (an SDK's model list, an agent
+// choosing a model).
+func (s *Completions) ProviderModels(ctx context.Context, id string) ([]Model, error) {
+	if id == "" {
+		return nil, Invalidf("aiProviderId", "aiProviderId is required: the id of the AI provider whose models to list")
+	}
+	if err := checkRef("aiProviderId", PrefixProvider, id); err != nil {
+		return nil, err
+	}
+	prov, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, prov.ProjectID, PermUseProvider, "AI provider", id); err != nil {
+		return nil, err
+	}
+	return s.models(ctx, prov)
+}
+
+// ChatModels lists the models of chat id's provider (GET
+// /chats/{chatId}/models, MCP list-models), as ProviderModels does, with
+// the permission a chat's completions take, CreateChatCompletion.
+func (s *Completions) ChatModels(ctx context.Context, id string) ([]Model, error) {
+	chat, err := lookup(ctx, PrefixChat, "chat", id, s.deps.Store.GetChat)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.access.check(ctx, chat.ProjectID, PermCreateChatCompletion, "chat", id); err != nil {
+		return nil, err
+	}
+	prov, err := s.deps.Store.GetProvider(ctx, chat.AIProviderID)
+	if err != nil {
+		return nil, Wrap("completions.ChatModels", err)
+	}
+	return s.models(ctx, prov)
+}
+
+// models lists prov's models, from modelLists when it has them. The call
+// has the request timeout, as a completion's planning does.
+func (s *Completions) models(ctx context.Context, prov *AIProvider) ([]Model, error) {
+	endpoint, err := s.providers.endpoint(prov)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if models, ok := s.modelLists.get(prov, now); ok {
+		return models, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.deps.RequestTimeout)
+	defer cancel()
+	models, err := s.deps.LLM.Models(ctx, endpoint)
+	if err != nil {
+		return nil, Wrap("completions.Models", err)
+	}
+	s.modelLists.put(prov, models, now)
+	return models, nil
+}
+
+// modelsTTL is how long a provider's model list is kept. Clients ask for
+// it often (a UI each time it shows its model picker; an SDK user at
+// every start), each ask would be a call with the provider's key, which
+// the provider rate limits with the completions, and a provider's models
+// change in weeks, not minutes.
+const modelsTTL = time.Minute
+
+// maxModelLists bounds the lists kept: past it, those expired are
+// dropped, and if none had, all.
+const maxModelLists = 1024
+
+// modelLists keeps the providers' model lists, each for modelsTTL and
+// only while its provider is unchanged (a new key or baseUrl lists
+// again). The zero value is empty and ready. Per instance: another one
+// asks the provider once itself.
+type modelLists struct {
+	mu    sync.Mutex
+	lists map[string]modelList
+}
+
+type modelList struct {
+	updatedAt time.Time // the provider's when listed
+	expires   time.Time
+	models    []Model
+}
+
+func (c *modelLists) get(p *AIProvider, now time.Time) ([]Model, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	l, ok := c.lists[p.ID]
+	if !ok || !l.updatedAt.Equal(p.UpdatedAt) || !now.Before(l.expires) {
+		return nil, false
+	}
+	return l.models, true
+}
+
+func (c *modelLists) put(p *AIProvider, models []Model, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.lists == nil {
+		c.lists = map[string]modelList{}
+	}
+	if len(c.lists) >= maxModelLists {
+		for id, l := range c.lists {
+			if !now.Before(l.expires) {
+				delete(c.lists, id)
+			}
+		}
+		if len(c.lists) >= maxModelLists {
+			clear(c.lists)
+		}
+	}
+	c.lists[p.ID] = modelList{updatedAt: p.UpdatedAt, expires: now.Add(modelsTTL), models: models}
+}

@@ -1,0 +1,137 @@
+package llm_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestModels: a provider's models are listed as it lists them, on
+// OpenAI's wire in one answer and Anthropic's page by page, with the key
+// each wire sends.
+func TestModels(t *testing.T) {
+	ids := make([]string, 7)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("model-%d", i)
+	}
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderOpenAICompatible, domain.ProviderAnthropic} {
+		t.Run(string(typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.RequireKey(testKey)
+			s.SetModels(3, ids...) // Anthropic's in pages of 3: three requests
+			models, err := newClient(t).Models(context.Background(), endpoint(typ, s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range models {
+				got = append(got, m.ID)
+			}
+			if !slices.Equal(got, ids) {
+				t.Fatalf("models %q, want %q", got, ids)
+			}
+			wantOwner, wantRequests := "llmtest", 1
+			if typ == domain.ProviderAnthropic {
+				wantOwner, wantRequests = "anthropic", 3
+			}
+			if m := models[2]; m.OwnedBy != wantOwner || !m.Created.Equal(time.Date(2024, 1, 3, 0, 0, 0, 0, time.UTC)) {
+				t.Errorf("models[2] = %+v, want owned by %s, created 2024-01-03", m, wantOwner)
+			}
+			reqs := s.Requests()
+			if len(reqs) != wantRequests {
+				t.Fatalf("%d upstream requests, want %d", len(reqs), wantRequests)
+			}
+			for _, r := range reqs {
+				if !r.ListModels || r.Method != "GET" || !strings.HasSuffix(r.Path, "/v1/models") {
+					t.Errorf("upstream request %s %s, want GET …/v1/models", r.Method, r.Path)
+				}
+			}
+			if typ == domain.ProviderAnthropic {
+				if got := reqs[1].Query.Get("after_id"); got != "model-2" {
+					t.Errorf("second page after_id = %q, want model-2", got)
+				}
+				if got := reqs[0].Query.Get("limit"); got != "1000" {
+					t.Errorf("limit = %q, want Anthropic's largest, 1000", got)
+				}
+			}
+		})
+	}
+}
+
+// TestModelsFailures: a model list fails as a completion does (the key
+// refused, rate limited, retried after a 5xx), with a 404 of its own,
+// and an azure-openai provider, whose completions name deployments, is
+// refused without a call.
+func TestModelsFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		typ      domain.ProviderType
+		b        []llmtest.Behavior
+		kind     domain.Kind // 0: no error
+		msg      string
+		requests int
+	}{
+		{name: "key refused", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Status: 401}}, kind: domain.Upstream,
+			msg: "rejected its API key (HTTP 401)", requests: 1},
+		{name: "key refused", typ: domain.ProviderAnthropic, b: []llmtest.Behavior{{Status: 401}}, kind: domain.Upstream,
+			msg: "rejected its API key (HTTP 401)", requests: 1},
+		{name: "rate limited", typ: domain.ProviderAnthropic, b: []llmtest.Behavior{{Status: 429}}, kind: domain.RateLimited,
+			msg: "HTTP 429", requests: 1},
+		{name: "no list", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Status: 404}}, kind: domain.Upstream,
+			msg: "answered HTTP 404 for its model list", requests: 1},
+		{name: "500 then the list", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Status: 500}}, requests: 2},
+		{name: "dropped then the list", typ: domain.ProviderAnthropic, b: []llmtest.Behavior{{Fault: llmtest.FaultDrop}}, requests: 2},
+		{name: "deployments", typ: domain.ProviderAzureOpenAI, kind: domain.Invalid, msg: "use the deployment names from the Azure portal"},
+	} {
+		t.Run(tc.name+"/"+string(tc.typ), func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(tc.b...)
+			models, err := newClient(t).Models(context.Background(), endpoint(tc.typ, s))
+			if got := s.Count(); got != tc.requests {
+				t.Errorf("%d upstream requests, want %d", got, tc.requests)
+			}
+			if tc.kind == 0 {
+				if err != nil || len(models) != len(llmtest.DefaultModels) {
+					t.Fatalf("Models = %v, %v; want the fake's %d", models, err, len(llmtest.DefaultModels))
+				}
+				return
+			}
+			var e *domain.Error
+			if !errors.As(err, &e) || e.Kind != tc.kind || !strings.Contains(e.Message, tc.msg) {
+				t.Fatalf("err = %#v, want %s saying %q", err, tc.kind, tc.msg)
+			}
+			if strings.Contains(fmt.Sprint(err), testKey) || strings.Contains(e.Message, testKey) {
+				t.Errorf("the error carries the key: %v", err)
+			}
+		})
+	}
+}
+
+// TestModelsOfAnUpstreamThatNeverEnds: an Anthropic-wire upstream whose
+// every page says there is more is read up to llm's bound, not until the
+// call's deadline.
+func TestModelsOfAnUpstreamThatNeverEnds(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Script(func(n int, _ llmtest.Request) llmtest.Behavior {
+		var data []string
+		for i := range 1000 {
+			data = append(data, fmt.Sprintf(`{"type":"model","id":"m-%d-%d","display_name":"m","created_at":"2024-01-01T00:00:00Z"}`, n, i))
+		}
+		return llmtest.Behavior{Body: `{"data":[` + strings.Join(data, ",") + fmt.Sprintf(`],"has_more":true,"first_id":"m-%d-0","last_id":"m-%d-999"}`, n, n)}
+	})
+	_, err := newClient(t).Models(context.Background(), endpoint(domain.ProviderAnthropic, s))
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.Upstream || !strings.Contains(e.Message, "more than 10000 models") {
+		t.Fatalf("err = %v, want the bound's Upstream error", err)
+	}
+	if got := s.Count(); got != 11 {
+		t.Errorf("%d pages read, want 11 (the bound is met within the eleventh)", got)
+	}
+}
