@@ -51,6 +51,7 @@ type Completion struct {
 	CompletionMeta
 	Content      string
 	Refusal      string // see LLMResult
+	Reasoning    string // see LLMResult
 	ToolCalls    []ToolCall
 	FinishReason string
 	Usage        Usage
@@ -720,7 +721,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 		return nil, admittedError(err, quotas, debug)
 	}
 
-	out := &Completion{CompletionMeta: meta, Content: res.Content, Refusal: res.Refusal, ToolCalls: res.ToolCalls,
+	out := &Completion{CompletionMeta: meta, Content: res.Content, Refusal: res.Refusal, Reasoning: res.Reasoning, ToolCalls: res.ToolCalls,
 		FinishReason: res.FinishReason, Usage: res.Usage, Debug: debug, Quotas: quotas}
 	if res.Model != "" {
 		out.Model = res.Model
@@ -1050,6 +1051,7 @@ func upstreamModel(m string) string {
 // NUL, with the model upstreamModel takes.
 func (d Delta) cleaned() Delta {
 	d.Content, d.Refusal, d.Model = withoutNUL(d.Content), withoutNUL(d.Refusal), upstreamModel(d.Model)
+	d.Reasoning = withoutNUL(d.Reasoning)
 	if len(d.ToolCalls) > 0 {
 		calls := make([]ToolCallDelta, len(d.ToolCalls))
 		for i, c := range d.ToolCalls {
@@ -1064,7 +1066,7 @@ func (d Delta) cleaned() Delta {
 // clean makes r what a client is sent and what is stored, as cleaned does
 // a delta.
 func (r *LLMResult) clean() {
-	r.Content, r.Refusal = withoutNUL(r.Content), withoutNUL(r.Refusal)
+	r.Content, r.Refusal, r.Reasoning = withoutNUL(r.Content), withoutNUL(r.Refusal), withoutNUL(r.Reasoning)
 	r.Model, r.FinishReason = upstreamModel(r.Model), withoutNUL(r.FinishReason)
 	for i := range r.ToolCalls {
 		c := &r.ToolCalls[i]

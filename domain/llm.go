@@ -68,8 +68,13 @@ type LLMRequest struct {
 
 // LLMResult is what the upstream answered.
 type LLMResult struct {
-	Content      string
-	Refusal      string // why the model declined to answer, in place of content (OpenAI's)
+	Content string
+	Refusal string // why the model declined to answer, in place of content (OpenAI's)
+	// Reasoning is the model's thinking before its reply, as the provider
+	// shows it (OpenAI-wire reasoning_content, Anthropic's thinking
+	// blocks): passed on to the client apart from the reply, never stored
+	// with it nor sent upstream again.
+	Reasoning    string
 	ToolCalls    []ToolCall
 	FinishReason string // OpenAI's: stop, length, tool_calls, content_filter
 	Model        string // the model the upstream says answered

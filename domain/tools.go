@@ -83,8 +83,11 @@ type ToolCallDelta struct {
 // Delta is one streamed piece of a reply: text, tool call pieces, or both;
 // or a piece of a refusal (see LLMResult).
 type Delta struct {
-	Content   string
-	Refusal   string
+	Content string
+	Refusal string
+	// Reasoning is a piece of the model's thinking, shown apart from the
+	// reply (see LLMResult.Reasoning).
+	Reasoning string
 	ToolCalls []ToolCallDelta
 	// Model is the model the provider says is answering, when it said
 	// ("gpt-4o-2024-08-06" for "gpt-4o"): the stream's chunks name it, as

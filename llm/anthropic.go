@@ -300,11 +300,13 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		FinishReason: anthropicFinish(string(msg.StopReason)),
 		FirstByte:    firstByte(ex, cs.start),
 	}
-	var content strings.Builder
+	var content, reasoning strings.Builder
 	for i, b := range msg.Content {
 		switch b.Type {
 		case "text":
 			content.WriteString(b.Text)
+		case "thinking":
+			reasoning.WriteString(b.Thinking)
 		case "tool_use":
 			args := compactJSON(b.Input)
 			if args == "{}" && i == len(msg.Content)-1 && cutOff(msg.StopReason) {
@@ -313,7 +315,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 			res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: b.ID, Type: "function", Name: b.Name, Arguments: args})
 		}
 	}
-	res.Content = content.String()
+	res.Content, res.Reasoning = content.String(), reasoning.String()
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
 	res.Usage = anthropicUsage(u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.OutputTokens)
@@ -322,7 +324,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 
 // anthropicStream streams one attempt, mapping the Messages API's events
 // to deltas: message_start carries the model and input tokens,
-// content_block_delta the text, content_block_start of a tool_use block
+// content_block_delta the text (and a thinking block's the reasoning), content_block_start of a tool_use block
 // begins a tool call (id and name) and its input_json_delta pieces are
 // the arguments, message_delta carries the stop reason and the cumulative
 // output tokens.
@@ -331,9 +333,11 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	defer stream.Close()
 
 	res := &domain.LLMResult{}
-	var content strings.Builder
+	var content, reasoning strings.Builder
 	var calls toolCalls
-	defer func() { res.Content, res.ToolCalls = content.String(), calls.result() }()
+	defer func() {
+		res.Content, res.Reasoning, res.ToolCalls = content.String(), reasoning.String(), calls.result()
+	}()
 	emit := func(d domain.Delta) error {
 		if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
 			return err
@@ -342,6 +346,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			res.FirstByte = time.Since(cs.start)
 		}
 		content.WriteString(d.Content)
+		reasoning.WriteString(d.Reasoning)
 		d.Model = res.Model // from message_start
 		if err := cs.onDelta(d); err != nil {
 			return &deltaError{err: err}
@@ -397,6 +402,8 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			switch {
 			case ev.Delta.Type == "text_delta" && ev.Delta.Text != "":
 				d.Content = ev.Delta.Text
+			case ev.Delta.Type == "thinking_delta" && ev.Delta.Thinking != "":
+				d.Reasoning = ev.Delta.Thinking
 			case ev.Delta.Type == "input_json_delta" && ev.Delta.PartialJSON != "":
 				if _, ok := tools[ev.Index]; !ok {
 					continue

@@ -998,22 +998,37 @@ func TestAnthropicErrorBodyWithStatus200(t *testing.T) {
 // from Anthropic). The reply is the text alone, whichever the shape; a
 // content that is a list of parts rather than a string was read as no
 // text (whole) or failed the stream (streamed).
-func TestReasoningIsNotTheReply(t *testing.T) {
+func TestReasoningIsApartFromTheReply(t *testing.T) {
 	for _, tc := range []struct {
-		name string
-		typ  domain.ProviderType
-		b    llmtest.Behavior
+		name      string
+		typ       domain.ProviderType
+		b         llmtest.Behavior
+		reasoning string // as the result carries it, and the deltas
 	}{
-		{"reasoning_content", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think"}},
-		{"content parts", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think", ContentParts: true}},
-		{"content parts without reasoning", domain.ProviderOpenAICompatible, llmtest.Behavior{ContentParts: true}},
-		{"thinking block", domain.ProviderAnthropic, llmtest.Behavior{Reasoning: "let me think"}},
+		{"reasoning_content", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think"}, "let me think"},
+		// Mistral's thinking parts are left out of the reply, and not read
+		// as reasoning (go-openai's types do not carry them).
+		{"content parts", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think", ContentParts: true}, ""},
+		{"content parts without reasoning", domain.ProviderOpenAICompatible, llmtest.Behavior{ContentParts: true}, ""},
+		{"thinking block", domain.ProviderAnthropic, llmtest.Behavior{Reasoning: "let me think"}, "let me think"},
 	} {
 		for _, m := range modes() {
 			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)
 				s.Enqueue(tc.b)
-				res, deltas, err := run(context.Background(), newClient(t), request(tc.typ, s), m.stream)
+				var text, reasoning strings.Builder
+				var onDelta func(domain.Delta) error
+				if m.stream {
+					onDelta = func(d domain.Delta) error {
+						if d.Reasoning != "" && text.Len() > 0 {
+							t.Errorf("reasoning %q after the reply's text %q", d.Reasoning, text.String())
+						}
+						text.WriteString(d.Content)
+						reasoning.WriteString(d.Reasoning)
+						return nil
+					}
+				}
+				res, err := newClient(t).Complete(context.Background(), request(tc.typ, s), onDelta)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1021,8 +1036,11 @@ func TestReasoningIsNotTheReply(t *testing.T) {
 				if res.Content != want || res.FinishReason != "stop" {
 					t.Errorf("content = %q (%s), want %q (stop)", res.Content, res.FinishReason, want)
 				}
-				if got := strings.Join(deltas, ""); m.stream && got != want {
-					t.Errorf("deltas = %q, want %q", got, want)
+				if res.Reasoning != tc.reasoning {
+					t.Errorf("reasoning = %q, want %q", res.Reasoning, tc.reasoning)
+				}
+				if m.stream && (text.String() != want || reasoning.String() != tc.reasoning) {
+					t.Errorf("deltas make %q and reasoning %q, want %q and %q", text.String(), reasoning.String(), want, tc.reasoning)
 				}
 			})
 		}

@@ -251,6 +251,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, finish
+	res.Reasoning = ch.Message.ReasoningContent
 	if res.Content == "" {
 		res.Content = multiContentText(ch.Message.MultiContent)
 	}
@@ -395,12 +396,13 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	lines := newDataLines(ex.lines)
 
 	res := &domain.LLMResult{}
-	var content, refusal strings.Builder
+	var content, refusal, reasoning strings.Builder
 	var text utf8Joiner
 	var calls toolCalls
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
 		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
+		res.Reasoning = reasoning.String()
 		// A delta still held goes on before the call ends, error or not,
 		// unless it was the caller that failed.
 		if de := (*deltaError)(nil); !errors.As(err, &de) {
@@ -446,13 +448,13 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Model: res.Model}
+			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Reasoning: ch.Delta.ReasoningContent, Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
 				td := calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments)
 				calls.keepExtra(&td, tc.ExtraContent)
 				d.ToolCalls = append(d.ToolCalls, td)
 			}
-			if d.Content != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
+			if d.Content != "" || d.Refusal != "" || d.Reasoning != "" || len(d.ToolCalls) > 0 {
 				if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
 					return res, err
 				}
@@ -461,6 +463,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 				}
 				content.WriteString(d.Content)
 				refusal.WriteString(d.Refusal)
+				reasoning.WriteString(d.Reasoning)
 				if err := out.add(d); err != nil {
 					return res, err
 				}
@@ -634,9 +637,12 @@ type openAIChunk struct {
 	Choices []struct {
 		Index int `json:"index"`
 		Delta struct {
-			Content   rawText `json:"content"` // see utf8Joiner
-			Refusal   string  `json:"refusal"`
-			ToolCalls []struct {
+			Content rawText `json:"content"` // see utf8Joiner
+			Refusal string  `json:"refusal"`
+			// ReasoningContent is the model's thinking (DeepSeek, vLLM,
+			// llama.cpp, LM Studio).
+			ReasoningContent string `json:"reasoning_content"`
+			ToolCalls        []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`
 				Function struct {

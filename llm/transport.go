@@ -208,7 +208,7 @@ var (
 // reply, which is kept whole (and stored with its turn), until memory ran
 // out.
 func (ex *exchange) addReply(d domain.Delta, limit int64) error {
-	n := len(d.Content) + len(d.Refusal)
+	n := len(d.Content) + len(d.Refusal) + len(d.Reasoning)
 	for _, tc := range d.ToolCalls {
 		n += len(tc.ID) + len(tc.Name) + len(tc.Arguments) + len(tc.ExtraContent)
 	}

@@ -92,8 +92,8 @@ func (e *progressEmitter) Start(domain.CompletionMeta) error {
 
 // Delta implements domain.Emitter: the text of each delta becomes a
 // notification, a refusal's as a reply's (MCP's progress has one message;
-// the result tells them apart); tool call pieces do not (the result holds
-// the calls). A notification that cannot be delivered is logged, never an
+// the result tells them apart); tool call pieces and the model's reasoning
+// do not (the result holds them). A notification that cannot be delivered is logged, never an
 // error: the result still holds the whole reply.
 func (e *progressEmitter) Delta(d domain.Delta) error {
 	text := d.Content + d.Refusal

@@ -36,6 +36,7 @@ type chatCompletionArgs struct {
 type completionOut struct {
 	Content        string        `json:"content" desc:"The whole reply's text; empty when the model only called tools."`
 	Refusal        string        `json:"refusal,omitempty" desc:"Why the model declined to answer, in place of content (OpenAI, with structured outputs)."`
+	Reasoning      string        `json:"reasoning,omitempty" desc:"The model's thinking before its reply, where the provider shows it (reasoning models); not part of content, not in the text result, and not stored with the conversation."`
 	ToolCalls      []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (finishReason tool_calls): run them and continue. Per chat: call again with this conversationId and only a tool message (role tool, toolCallId, content) per call; the reply is stored already. Stateless: send the history again, then an assistant message carrying these toolCalls as they are (extra_content too), then a tool message per call."`
 	ConversationID string        `json:"conversationId,omitempty" desc:"The conversation the turn was stored in (per-chat completions); pass it to continue."`
 	MessageID      string        `json:"messageId" desc:"Id of the reply (msg_...); for stateless completions it names the usage record."`
@@ -47,7 +48,7 @@ type completionOut struct {
 }
 
 func toCompletionOut(c *domain.Completion) completionOut {
-	out := completionOut{Content: c.Content, Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID,
+	out := completionOut{Content: c.Content, Refusal: c.Refusal, Reasoning: c.Reasoning, ToolCalls: wire.ToolCallsOf(c.ToolCalls), ConversationID: c.ConversationID,
 		MessageID: c.MessageID, Model: c.Model, FinishReason: c.FinishReason, Usage: toUsageOut(c.Usage), Debug: wire.DebugOf(c.Debug),
 		Replayed: c.Replayed}
 	return out

@@ -946,3 +946,21 @@ func TestProviderShowsItsPromptCache(t *testing.T) {
 		t.Errorf("get-ai-provider of a %s provider = %+v, text %q; want no promptCache", out.Type, out, text(res))
 	}
 }
+
+// TestReasoningIsApart: a reasoning model's thinking is the result's
+// reasoning, apart from its content, and out of its text, which an agent
+// reads as the reply.
+func TestReasoningIsApart(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overHTTP, "editor", Options{})
+	const thought = "the user greets; greet back"
+	e.upstream.Enqueue(llmtest.Behavior{Reasoning: thought})
+	var out completionOut
+	res := s.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("hello")}, &out)
+	if out.Reasoning != thought || out.Content != "echo: hello" {
+		t.Errorf("result = %+v, want reasoning %q apart from content", out, thought)
+	}
+	if strings.Contains(text(res), thought) {
+		t.Errorf("the text result holds the thinking: %q", text(res))
+	}
+}

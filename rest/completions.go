@@ -138,10 +138,11 @@ type choiceJSON struct {
 // choiceMessageJSON is the reply in a chat.completion: content is null
 // when the model only called tools, or declined with a refusal.
 type choiceMessageJSON struct {
-	Role      string          `json:"role"`
-	Content   *string         `json:"content" jsonschema:"nullable"`
-	Refusal   string          `json:"refusal,omitempty"`
-	ToolCalls []wire.ToolCall `json:"tool_calls,omitempty"`
+	Role             string          `json:"role"`
+	Content          *string         `json:"content" jsonschema:"nullable"`
+	Refusal          string          `json:"refusal,omitempty"`
+	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"The model's thinking before its reply, where the provider shows it (OpenAI-wire reasoning_content, Anthropic's thinking); not part of content, and not stored with the conversation."`
+	ToolCalls        []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 
 type openAIUsage struct {
@@ -177,7 +178,7 @@ func toOpenAIUsage(u domain.Usage) openAIUsage {
 }
 
 func toCompletionResponse(c *domain.Completion) completionResponse {
-	msg := choiceMessageJSON{Role: "assistant", Refusal: c.Refusal, ToolCalls: wire.ToolCallsOf(c.ToolCalls)}
+	msg := choiceMessageJSON{Role: "assistant", Refusal: c.Refusal, ReasoningContent: c.Reasoning, ToolCalls: wire.ToolCallsOf(c.ToolCalls)}
 	if c.Content != "" || (len(c.ToolCalls) == 0 && c.Refusal == "") {
 		msg.Content = &c.Content
 	}
@@ -210,10 +211,11 @@ type chunkChoice struct {
 }
 
 type chunkDelta struct {
-	Role      string          `json:"role,omitempty"`
-	Content   *string         `json:"content,omitempty"`
-	Refusal   string          `json:"refusal,omitempty"`
-	ToolCalls []chunkToolCall `json:"tool_calls,omitempty"`
+	Role             string          `json:"role,omitempty"`
+	Content          *string         `json:"content,omitempty"`
+	Refusal          string          `json:"refusal,omitempty"`
+	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"A piece of the model's thinking, before the reply's text (see the message's reasoning_content)."`
+	ToolCalls        []chunkToolCall `json:"tool_calls,omitempty"`
 }
 
 // chunkToolCall is a piece of a tool call: the first of the call at index
@@ -426,7 +428,7 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 func (st *stream) Delta(d domain.Delta) error {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if len(d.ToolCalls) == 0 && d.Refusal == "" {
+	if len(d.ToolCalls) == 0 && d.Refusal == "" && d.Reasoning == "" {
 		// Most chunks are text: one quoted string between two constants.
 		b := st.buf.AvailableBuffer()
 		b = append(b, "data: "...)
@@ -437,7 +439,7 @@ func (st *stream) Delta(d domain.Delta) error {
 		return st.flushUnless(d.More)
 	}
 	ch := st.chunk()
-	delta := chunkDelta{Refusal: d.Refusal}
+	delta := chunkDelta{Refusal: d.Refusal, ReasoningContent: d.Reasoning}
 	if d.Content != "" {
 		delta.Content = &d.Content
 	}

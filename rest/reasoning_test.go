@@ -1,0 +1,67 @@
+package rest_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestReasoningIsShownApart: a reasoning model's thinking comes back as
+// the message's reasoning_content, streamed as delta.reasoning_content
+// before the reply's text, from an OpenAI-wire provider and from
+// Anthropic alike; the conversation stores the reply alone, and a
+// continuation sends no thinking upstream.
+func TestReasoningIsShownApart(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aw := h.anthropicWorld()
+		const thought = "the user greets; greet back"
+		for _, tc := range []struct{ name, chat string }{{"openai-wire", aw.openaiChat}, {"anthropic", aw.anthropicChat}} {
+			t.Run(tc.name, func(t *testing.T) {
+				path := "/api/v1/chats/" + tc.chat + "/completions"
+				h.up.Enqueue(llmtest.Behavior{Reasoning: thought})
+				got := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hello")}})
+				msg := got["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+				if msg["reasoning_content"] != thought || msg["content"] != "echo: hello" {
+					t.Errorf("message = %v, want reasoning_content %q apart from content", msg, thought)
+				}
+
+				h.up.Enqueue(llmtest.Behavior{Reasoning: thought})
+				res := stream(t, h, path, map[string]any{"messages": []any{userMessage("again")}, "conversationId": got["conversationId"]})
+				var text, reasoning strings.Builder
+				for _, ev := range readSSE(t, res) {
+					choices, _ := ev.data["choices"].([]any)
+					if len(choices) == 0 {
+						continue
+					}
+					delta := choices[0].(map[string]any)["delta"].(map[string]any)
+					if r, _ := delta["reasoning_content"].(string); r != "" {
+						if text.Len() > 0 {
+							t.Errorf("reasoning %q streamed after the text %q", r, text.String())
+						}
+						reasoning.WriteString(r)
+					}
+					if c, _ := delta["content"].(string); c != "" {
+						text.WriteString(c)
+					}
+				}
+				if reasoning.String() != thought || text.String() != "echo: again" {
+					t.Errorf("streamed reasoning %q and text %q, want %q and %q", reasoning.String(), text.String(), thought, "echo: again")
+				}
+				// The continuation went up with the first reply's text
+				// alone, and that is what the conversation keeps.
+				for _, m := range h.up.Last().Messages {
+					if strings.Contains(m.Content, thought) {
+						t.Errorf("the thinking went upstream again: %+v", m)
+					}
+				}
+				conv := h.must(200, "GET", "/api/v1/conversations/"+got["conversationId"].(string), h.admin, nil)
+				for _, m := range conv["messages"].([]any) {
+					if m := m.(map[string]any); strings.Contains(m["content"].(string), thought) || m["reasoning_content"] != nil {
+						t.Errorf("a stored message holds the thinking: %v", m)
+					}
+				}
+			})
+		}
+	})
+}
