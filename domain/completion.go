@@ -94,7 +94,7 @@ type Completions struct {
 	access    access
 	providers *Providers
 	limits    *Limits
-	// modelLists keeps the providers' model lists (see Models).
+	// modelLists keeps the providers' model lists (see models).
 	modelLists modelLists
 
 	// continuing maps the ids of the conversations that completions on

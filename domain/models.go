@@ -58,13 +58,16 @@ func (s *Completions) models(ctx context.Context, prov *AIProvider) ([]Model, er
 	if models, ok := s.modelLists.get(prov, now); ok {
 		return models, nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.deps.RequestTimeout)
-	defer cancel()
-	models, err := s.deps.LLM.Models(ctx, endpoint)
+	// The call runs for every request that waits on it (see call), so no
+	// one's leaving cancels it; the timeout ends it.
+	models, err := s.modelLists.call(prov, func() ([]Model, error) {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.deps.RequestTimeout)
+		defer cancel()
+		return s.deps.LLM.Models(ctx, endpoint)
+	}, now)
 	if err != nil {
 		return nil, Wrap("completions.Models", err)
 	}
-	s.modelLists.put(prov, models, now)
 	return models, nil
 }
 
@@ -81,11 +84,51 @@ const maxModelLists = 1024
 
 // modelLists keeps the providers' model lists, each for modelsTTL and
 // only while its provider is unchanged (a new key or baseUrl lists
-// again). The zero value is empty and ready. Per instance: another one
-// asks the provider once itself.
+// again), and makes one call for the requests that miss a list together.
+// The zero value is empty and ready. Per instance: another one asks the
+// provider once itself.
 type modelLists struct {
 	mu    sync.Mutex
 	lists map[string]modelList
+	calls map[string]*modelCall // by provider id and updatedAt
+}
+
+// modelCall is a call for a model list that requests wait on.
+type modelCall struct {
+	done   chan struct{}
+	models []Model
+	err    error
+}
+
+// call lists p's models with list, once for every request that asks
+// meanwhile of p as it was (a UI's first page load, clients starting at
+// once: each other call would spend the key's rate limit too), and keeps
+// the list if it came.
+func (c *modelLists) call(p *AIProvider, list func() ([]Model, error), now time.Time) ([]Model, error) {
+	key := p.ID + " " + p.UpdatedAt.Format(time.RFC3339Nano)
+	c.mu.Lock()
+	if f, ok := c.calls[key]; ok {
+		c.mu.Unlock()
+		<-f.done
+		return f.models, f.err
+	}
+	if c.calls == nil {
+		c.calls = map[string]*modelCall{}
+	}
+	f := &modelCall{done: make(chan struct{}), err: Errorf(Internal, "the call for AI provider %s's model list failed", p.ID)}
+	c.calls[key] = f
+	c.mu.Unlock()
+	defer func() { // also when list panics: the others must not wait for good
+		c.mu.Lock()
+		delete(c.calls, key)
+		c.mu.Unlock()
+		close(f.done)
+	}()
+	f.models, f.err = list()
+	if f.err == nil {
+		c.put(p, f.models, now)
+	}
+	return f.models, f.err
 }
 
 type modelList struct {

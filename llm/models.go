@@ -1,29 +1,48 @@
 package llm
 
 import (
+	"bytes"
+	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/packages/param"
+	"github.com/sashabaranov/go-openai"
 
 	"github.com/parleyhq/parley/domain"
 )
 
-// maxModels bounds a provider's model list. Anthropic's comes in pages,
-// and an upstream that always says there is more would otherwise grow it
-// until the call's deadline; no provider offers nearly as many.
-const maxModels = 10_000
+// Bounds of a provider's model list, which is kept (see domain's
+// modelLists) and which no provider needs to come near: its models, the
+// bytes of their names, and, for Anthropic's paged list, its pages. An
+// upstream that always says there is more, or names models at megabytes,
+// would otherwise grow the list until the call's deadline.
+const (
+	maxModels     = 10_000
+	maxModelBytes = 1 << 20
+	maxModelPages = 100
+)
 
 // anthropicModelsPage is the page size asked of Anthropic, its largest.
 const anthropicModelsPage = 1000
 
+// defaultOpenAIBase is the base URL of an openai provider without one.
+const defaultOpenAIBase = "https://api.openai.com/v1"
+
 // Models lists the models the provider at ep offers; see domain.LLM. The
 // call is retried as a completion's is before the upstream answered, and
-// its failures are reported as a completion's are.
+// its failures are reported as a completion's are, but for a 4xx other
+// than the key's refusal or a rate limit: a completion's is the caller's
+// request, refused; a model list's, a request the caller cannot change,
+// is the provider's or its baseUrl's fault.
 func (c *Client) Models(ctx context.Context, ep domain.Endpoint) ([]domain.Model, error) {
 	const op = "llm.Models"
 	var list func(context.Context) ([]domain.Model, error)
@@ -50,57 +69,144 @@ func (c *Client) Models(ctx context.Context, ep domain.Endpoint) ([]domain.Model
 			continue
 		}
 		err = c.toDomainError(ctx, op, ex, ep.APIKey.Reveal(), err)
+		status, _, _ := ex.response()
 		var e *domain.Error
-		if status, _, _ := ex.response(); status == http.StatusNotFound && errors.As(err, &e) {
-			// Not a model's 404, as a completion's is: the list's own.
-			e.Message = "the AI provider answered HTTP 404 for its model list; it may list none, or its baseUrl is wrong (an OpenAI-compatible server's usually ends in /v1)"
+		if status >= 400 && status < 500 && status != http.StatusUnauthorized && status != http.StatusForbidden &&
+			status != http.StatusTooManyRequests && errors.As(err, &e) {
+			e.Kind, e.Details = domain.Upstream, map[string]any{"upstreamStatus": status}
+			e.Message = fmt.Sprintf("the AI provider answered HTTP %d for its model list; it may list none, or its baseUrl is wrong (an OpenAI-compatible server's usually ends in /v1)", status)
 		}
 		return nil, err
 	}
 }
 
-// openAIModels lists an OpenAI-wire provider's models: GET {baseUrl}/models.
+// openAIModels lists an OpenAI-wire provider's models: GET
+// {baseUrl}/models, the key as a bearer token. It reads the list itself
+// (go-openai's types are strict): OpenAI's {"data": [...]} or a bare
+// array (Together's), created a number of seconds, a string of them, or
+// absent.
 func (c *Client) openAIModels(ctx context.Context, ep domain.Endpoint) ([]domain.Model, error) {
-	list, err := c.openAIClient(ep).ListModels(ctx)
+	url := strings.TrimRight(cmp.Or(ep.BaseURL, defaultOpenAIBase), "/") + "/models"
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, domain.Errorf(domain.Invalid, "the AI provider's baseUrl makes no URL of its model list: %v", err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if key := ep.APIKey.Reveal(); key != "" {
+		req.Header.Set("Authorization", "Bearer "+key)
+	}
+	resp, err := c.http.Do(req)
 	if err != nil {
 		return nil, err
 	}
-	if len(list.Models) > maxModels {
-		return nil, tooManyModels()
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body) // the transport caps it
+	if err != nil {
+		return nil, err
 	}
-	models := make([]domain.Model, len(list.Models))
-	for i, m := range list.Models {
-		models[i] = domain.Model{ID: m.ID, OwnedBy: m.OwnedBy}
-		if m.CreatedAt > 0 {
-			models[i].Created = time.Unix(m.CreatedAt, 0).UTC()
+	if resp.StatusCode >= 300 {
+		// As go-openai reports an error answer, for toDomainError.
+		return nil, &openai.APIError{HTTPStatusCode: resp.StatusCode, Message: bodyMessage(body)}
+	}
+	return openAIModelList(body)
+}
+
+// openAIModelList decodes an OpenAI-wire model list (see openAIModels).
+func openAIModelList(body []byte) ([]domain.Model, error) {
+	type item struct {
+		ID      string          `json:"id"`
+		Created json.RawMessage `json:"created"`
+		OwnedBy string          `json:"owned_by"`
+	}
+	var items []item
+	body = bytes.TrimSpace(body)
+	if bytes.HasPrefix(body, []byte("[")) {
+		if err := json.Unmarshal(body, &items); err != nil {
+			return nil, unreadableModels(err)
+		}
+	} else {
+		var list struct {
+			Data  []item          `json:"data"`
+			Error json.RawMessage `json:"error"`
+		}
+		err := json.Unmarshal(body, &list)
+		switch {
+		case err != nil:
+			return nil, unreadableModels(err)
+		case len(list.Error) > 0 && string(list.Error) != "null":
+			msg := bodyMessage(body)
+			return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of its model list: %s", cmp.Or(msg, "(no message)"))
+		case list.Data == nil:
+			return nil, unreadableModels(errors.New("it has no data"))
+		}
+		items = list.Data
+	}
+	var l modelList
+	for _, it := range items {
+		if it.ID == "" {
+			continue
+		}
+		m := domain.Model{ID: it.ID, OwnedBy: it.OwnedBy}
+		if secs := unixSeconds(it.Created); secs > 0 {
+			m.Created = time.Unix(secs, 0).UTC()
+		}
+		if err := l.add(m); err != nil {
+			return nil, err
 		}
 	}
-	return models, nil
+	return l.models, nil
+}
+
+// unixSeconds reads a created time as servers send it: seconds as a
+// number or a string of one; 0 for anything else.
+func unixSeconds(raw json.RawMessage) int64 {
+	s := strings.Trim(string(raw), `"`)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f > 1<<40 {
+		return 0
+	}
+	return int64(f)
+}
+
+func unreadableModels(err error) error {
+	return domain.Errorf(domain.Upstream, "the AI provider's model list could not be read (%v); check the provider's baseUrl (an OpenAI-compatible server's usually ends in /v1)", err)
 }
 
 // anthropicModels lists Anthropic's models, page by page.
 func (c *Client) anthropicModels(ctx context.Context, ep domain.Endpoint) ([]domain.Model, error) {
 	cli := c.anthropicClient(ep)
 	params := anthropic.ModelListParams{Limit: param.NewOpt[int64](anthropicModelsPage)}
-	var models []domain.Model
-	for {
+	var l modelList
+	for pages := 1; ; pages++ {
 		page, err := cli.Models.List(ctx, params)
 		if err != nil {
 			return nil, err
 		}
 		for _, m := range page.Data {
-			if len(models) == maxModels {
-				return nil, tooManyModels()
+			if err := l.add(domain.Model{ID: m.ID, Created: m.CreatedAt.UTC(), OwnedBy: "anthropic"}); err != nil {
+				return nil, err
 			}
-			models = append(models, domain.Model{ID: m.ID, Created: m.CreatedAt.UTC(), OwnedBy: "anthropic"})
 		}
 		if !page.HasMore || page.LastID == "" || len(page.Data) == 0 {
-			return models, nil
+			return l.models, nil
+		}
+		if pages == maxModelPages {
+			return nil, domain.Errorf(domain.Upstream, "the AI provider's model list went on past %d pages, more than Parley reads", maxModelPages)
 		}
 		params.AfterID = param.NewOpt(page.LastID)
 	}
 }
 
-func tooManyModels() error {
-	return &domain.Error{Kind: domain.Upstream, Message: fmt.Sprintf("the AI provider listed more than %d models, more than Parley lists", maxModels)}
+// modelList is a model list as it is read, within its bounds.
+type modelList struct {
+	models []domain.Model
+	bytes  int
+}
+
+func (l *modelList) add(m domain.Model) error {
+	if l.bytes += len(m.ID) + len(m.OwnedBy); len(l.models) == maxModels || l.bytes > maxModelBytes {
+		return domain.Errorf(domain.Upstream, "the AI provider listed more than %d models or %d bytes of their names, more than Parley lists", maxModels, maxModelBytes)
+	}
+	l.models = append(l.models, m)
+	return nil
 }

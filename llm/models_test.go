@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -89,6 +90,17 @@ func TestModelsFailures(t *testing.T) {
 		{name: "500 then the list", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Status: 500}}, requests: 2},
 		{name: "dropped then the list", typ: domain.ProviderAnthropic, b: []llmtest.Behavior{{Fault: llmtest.FaultDrop}}, requests: 2},
 		{name: "deployments", typ: domain.ProviderAzureOpenAI, kind: domain.Invalid, msg: "use the deployment names from the Azure portal"},
+		// A refusal of the list is no request the caller could fix.
+		{name: "400", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Status: 400}}, kind: domain.Upstream,
+			msg: "answered HTTP 400 for its model list", requests: 1},
+		{name: "405", typ: domain.ProviderAnthropic, b: []llmtest.Behavior{{Status: 405}}, kind: domain.Upstream,
+			msg: "answered HTTP 405 for its model list", requests: 1},
+		{name: "a web page", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Body: "<html>Welcome</html>", Header: http.Header{"Content-Type": {"text/html"}}}},
+			kind: domain.Upstream, msg: "model list could not be read", requests: 1},
+		{name: "an error with 200", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Body: `{"error":{"message":"no models here"}}`}},
+			kind: domain.Upstream, msg: "instead of its model list: no models here", requests: 1},
+		{name: "a name of megabytes", typ: domain.ProviderOpenAICompatible, b: []llmtest.Behavior{{Body: `{"data":[{"id":"` + strings.Repeat("m", 2<<20) + `"}]}`}},
+			kind: domain.Upstream, msg: "bytes of their names", requests: 1},
 	} {
 		t.Run(tc.name+"/"+string(tc.typ), func(t *testing.T) {
 			s := llmtest.NewServer(t)
@@ -133,5 +145,52 @@ func TestModelsOfAnUpstreamThatNeverEnds(t *testing.T) {
 	}
 	if got := s.Count(); got != 11 {
 		t.Errorf("%d pages read, want 11 (the bound is met within the eleventh)", got)
+	}
+}
+
+// TestModelListsAsServersSendThem: OpenAI-compatible servers' lists as
+// they differ from OpenAI's: a bare array (Together), created as a float,
+// a string or absent (LM Studio), an entry without an id.
+func TestModelListsAsServersSendThem(t *testing.T) {
+	for _, tc := range []struct {
+		name, body string
+		want       []domain.Model
+	}{
+		{"a bare array", `[{"id":"a","created":1700000000,"owned_by":"together"}]`,
+			[]domain.Model{{ID: "a", Created: time.Unix(1700000000, 0).UTC(), OwnedBy: "together"}}},
+		{"created as a float, a string, absent, or not a time", `{"object":"list","data":[{"id":"f","created":1700000000.0},{"id":"s","created":"1700000000"},{"id":"n"},{"id":"x","created":"yesterday"}]}`,
+			[]domain.Model{{ID: "f", Created: time.Unix(1700000000, 0).UTC()}, {ID: "s", Created: time.Unix(1700000000, 0).UTC()}, {ID: "n"}, {ID: "x"}}},
+		{"an entry without an id", `{"data":[{"object":"model"},{"id":"b"}]}`, []domain.Model{{ID: "b"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Body: tc.body})
+			got, err := newClient(t).Models(context.Background(), endpoint(domain.ProviderOpenAICompatible, s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.EqualFunc(got, tc.want, func(a, b domain.Model) bool {
+				return a.ID == b.ID && a.OwnedBy == b.OwnedBy && a.Created.Equal(b.Created)
+			}) {
+				t.Errorf("models %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestModelsOfAnUpstreamThatPagesWithoutEnd: pages of one model each that
+// always say there are more are read up to llm's bound on pages.
+func TestModelsOfAnUpstreamThatPagesWithoutEnd(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Script(func(n int, _ llmtest.Request) llmtest.Behavior {
+		return llmtest.Behavior{Body: fmt.Sprintf(`{"data":[{"type":"model","id":"m-%d","display_name":"m","created_at":"2024-01-01T00:00:00Z"}],"has_more":true,"first_id":"m-%d","last_id":"m-%d"}`, n, n, n)}
+	})
+	_, err := newClient(t).Models(context.Background(), endpoint(domain.ProviderAnthropic, s))
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.Upstream || !strings.Contains(e.Message, "past 100 pages") {
+		t.Fatalf("err = %v, want the bound's Upstream error", err)
+	}
+	if got := s.Count(); got != 100 {
+		t.Errorf("%d pages read, want 100", got)
 	}
 }

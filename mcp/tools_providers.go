@@ -125,6 +125,8 @@ func listModels(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			switch {
 			case in.AIProviderID != "" && in.ChatID != "":
 				err = domain.Invalidf("chatId", "pass aiProviderId or chatId, not both: a chat lists its own provider's models")
+			case in.AIProviderID == "" && in.ChatID == "":
+				err = domain.Invalidf("aiProviderId", "pass aiProviderId, the AI provider whose models to list, or chatId, a chat whose provider's to list")
 			case in.ChatID != "":
 				models, err = d.svcs.Completions.ChatModels(ctx, in.ChatID)
 			default:

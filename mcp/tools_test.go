@@ -133,7 +133,9 @@ func TestTools(t *testing.T) {
 				t.Errorf("a chat's %+v, its provider's %+v", byChat, byProvider)
 			}
 			n := e.upstream.Count()
-			editor.fails(t, "list-models", obj{}, "invalid_request")
+			if got := editor.fails(t, "list-models", obj{}, "invalid_request"); !strings.Contains(got, "or chatId") {
+				t.Errorf("list-models without a provider or chat: %q, want both ways named", got)
+			}
 			editor.fails(t, "list-models", obj{"aiProviderId": e.provider.ID, "chatId": chat.ID}, "invalid_request")
 			e.connect(overHTTP, "outsider", Options{}).fails(t, "list-models", obj{"aiProviderId": e.provider.ID}, "not_found")
 			if e.upstream.Count() != n {

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/llm/llmtest"
 )
@@ -120,6 +121,29 @@ func TestModelsRefused(t *testing.T) {
 		}
 		if strings.Contains(h.finalLogs(), upstreamKey) {
 			t.Error("the logs carry the provider's key")
+		}
+	})
+}
+
+// TestModelsAskedTogether: requests that find no list kept, at once, make
+// one call to the provider between them.
+func TestModelsAskedTogether(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond})
+		for _, r := range sendTogether(t, 8, func(i int) (*response, error) {
+			path := "/api/v1/models?aiProviderId=" + w.provider
+			if i%2 == 1 {
+				path = "/api/v1/chats/" + w.chat + "/models"
+			}
+			return h.send("GET", path, h.admin, nil)
+		}) {
+			if r.Status != 200 || len(r.JSON()["data"].([]any)) != len(llmtest.DefaultModels) {
+				t.Errorf("= %d %s, want the list", r.Status, r.Body)
+			}
+		}
+		if got := h.up.Count(); got != 1 {
+			t.Errorf("%d calls upstream for 8 requests at once, want 1", got)
 		}
 	})
 }

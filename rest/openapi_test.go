@@ -79,7 +79,7 @@ func modelErrors() errs {
 	return errs{
 		400: "an unknown query parameter, or an azure-openai provider, whose completions name deployments, which Azure's OpenAI API does not list",
 		429: "the AI provider is rate limiting its key; see Retry-After",
-		502: "the AI provider failed, rejected its key, answered 404 (it lists no models, or its baseUrl is wrong) or another 4xx",
+		502: "the AI provider failed, rejected its key, answered another 4xx (404: it lists no models, or its baseUrl is wrong), or sent no model list, or one past 10,000 models or 1 MiB of their names",
 		503: completionErrors()[503],
 		504: "the AI provider did not answer within the request timeout",
 	}
