@@ -745,7 +745,7 @@ func (pl *plan) request(endpoint Endpoint) LLMRequest {
 		Endpoint: endpoint, Model: pl.model, Messages: pl.upstreamMessages(),
 		Temperature: pl.params.Temperature, MaxTokens: pl.params.MaxTokens, TopP: pl.params.TopP, Stop: pl.params.Stop,
 		ReasoningEffort: pl.params.ReasoningEffort, Seed: pl.params.Seed, FrequencyPenalty: pl.params.FrequencyPenalty,
-		PresencePenalty: pl.params.PresencePenalty, ParallelToolCalls: pl.params.ParallelToolCalls,
+		PresencePenalty: pl.params.PresencePenalty, ParallelToolCalls: pl.params.ParallelToolCalls, Thinking: pl.params.Thinking,
 		Tools: pl.params.Tools, ToolChoice: pl.params.ToolChoice, ResponseFormat: pl.params.ResponseFormat,
 	}
 }

@@ -52,10 +52,34 @@ type CompletionParams struct {
 	FrequencyPenalty  *float64 `json:",omitempty"`
 	PresencePenalty   *float64 `json:",omitempty"`
 	ParallelToolCalls *bool    `json:",omitempty"`
+	// Thinking turns Anthropic's extended thinking on or off; nil leaves
+	// it to the model (off). Left out of the idempotency digest when nil.
+	Thinking *Thinking `json:",omitempty"`
 	// Tools the model may call, whether it must, and the reply's format.
 	Tools          []Tool
 	ToolChoice     *ToolChoice
 	ResponseFormat *ResponseFormat
+}
+
+// Thinking is an Anthropic model's extended thinking: Type is one of
+// ThinkingEnabled (BudgetTokens, at least MinThinkingBudget, bounds it),
+// ThinkingAdaptive (the model decides) and ThinkingDisabled.
+type Thinking struct {
+	Type         string
+	BudgetTokens int `json:",omitempty"`
+}
+
+const (
+	ThinkingEnabled  = "enabled"
+	ThinkingAdaptive = "adaptive"
+	ThinkingDisabled = "disabled"
+	// MinThinkingBudget is Anthropic's least budget_tokens.
+	MinThinkingBudget = 1024
+)
+
+// thinks reports whether p turns thinking on.
+func (p *CompletionParams) thinks() bool {
+	return p.Thinking != nil && p.Thinking.Type != ThinkingDisabled
 }
 
 // ReasoningEfforts are the values of reasoningEffort: OpenAI's
@@ -192,6 +216,9 @@ func (p *CompletionParams) validate() error {
 	if e := p.ReasoningEffort; e != "" && !slices.Contains(ReasoningEfforts, e) {
 		return Invalidf("reasoningEffort", "reasoningEffort must be one of %s", strings.Join(ReasoningEfforts, ", "))
 	}
+	if err := p.validateThinking(); err != nil {
+		return err
+	}
 	if len(p.Stop) > maxStopSequences {
 		return Invalidf("stop", "stop has %d sequences; send at most %d", len(p.Stop), maxStopSequences)
 	}
@@ -203,9 +230,48 @@ func (p *CompletionParams) validate() error {
 	return p.validateTools()
 }
 
+// validateThinking checks thinking, and what Anthropic refuses beside it:
+// a temperature but 1, a topP under 0.95, a tool the model must call.
+func (p *CompletionParams) validateThinking() error {
+	t := p.Thinking
+	if t == nil {
+		return nil
+	}
+	switch t.Type {
+	case ThinkingEnabled:
+		if t.BudgetTokens < MinThinkingBudget {
+			return Invalidf("thinking.budgetTokens", "thinking of type enabled needs budgetTokens, at least %d: the most tokens the model may think in", MinThinkingBudget)
+		}
+		if p.MaxTokens != nil && t.BudgetTokens >= *p.MaxTokens {
+			return Invalidf("thinking.budgetTokens", "thinking.budgetTokens (%d) must be less than maxTokens (%d), which bounds thinking and reply together", t.BudgetTokens, *p.MaxTokens)
+		}
+	case ThinkingAdaptive, ThinkingDisabled:
+		if t.BudgetTokens != 0 {
+			return Invalidf("thinking.budgetTokens", "only thinking of type enabled takes budgetTokens; leave it out")
+		}
+	default:
+		return Invalidf("thinking.type", "thinking.type must be enabled, adaptive or disabled")
+	}
+	if !p.thinks() {
+		return nil
+	}
+	switch {
+	case p.Temperature != nil && *p.Temperature != 1:
+		return Invalidf("temperature", "with thinking on, temperature may only be 1 (Anthropic's rule); leave it out")
+	case p.TopP != nil && *p.TopP < 0.95:
+		return Invalidf("topP", "with thinking on, topP must be between 0.95 and 1 (Anthropic's rule); leave it out")
+	case p.ToolChoice != nil && p.ToolChoice.Mode != ToolChoiceAuto && p.ToolChoice.Mode != ToolChoiceNone:
+		return Invalidf("toolChoice", "with thinking on, toolChoice may only be auto or none: Anthropic's models do not think when made to call a tool")
+	}
+	return nil
+}
+
 // validateFor checks what only some providers refuse, so that the caller
 // gets a 400 naming the field rather than the provider's refusal as a 502.
 func (p *CompletionParams) validateFor(t ProviderType) error {
+	if p.Thinking != nil && t != ProviderAnthropic {
+		return Invalidf("thinking", "thinking is Anthropic's extended thinking, and this is an %s provider, whose reasoning models think as reasoningEffort says; leave thinking out", t)
+	}
 	if t == ProviderAnthropic && p.Temperature != nil && *p.Temperature > 1 {
 		return Invalidf("temperature", "temperature must be between 0 and 1 with an Anthropic provider")
 	}

@@ -59,6 +59,9 @@ type LLMRequest struct {
 	FrequencyPenalty  *float64
 	PresencePenalty   *float64
 	ParallelToolCalls *bool
+	// Thinking goes to Anthropic as thinking (validateFor refuses it for
+	// the others); nil when not set.
+	Thinking *Thinking
 	// Tools, ToolChoice and ResponseFormat are passed to OpenAI-wire
 	// providers as they are and mapped for the others; nil when not set.
 	Tools          []Tool

@@ -69,6 +69,22 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	if e := req.ReasoningEffort; e != "" {
 		p.OutputConfig.Effort = anthropic.OutputConfigEffort(e)
 	}
+	if t := req.Thinking; t != nil {
+		switch t.Type {
+		case domain.ThinkingEnabled:
+			p.Thinking = anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))
+			if req.MaxTokens == nil {
+				p.MaxTokens += int64(t.BudgetTokens) // the budget, and the default for the reply
+			}
+		case domain.ThinkingAdaptive:
+			p.Thinking = anthropic.ThinkingConfigParamUnion{OfAdaptive: &anthropic.ThinkingConfigAdaptiveParam{}}
+			if req.MaxTokens == nil {
+				p.MaxTokens = DefaultAnthropicAdaptiveMaxTokens
+			}
+		case domain.ThinkingDisabled:
+			p.Thinking = anthropic.ThinkingConfigParamUnion{OfDisabled: &anthropic.ThinkingConfigDisabledParam{}}
+		}
+	}
 	if ttl := req.Endpoint.PromptCache; ttl != "" {
 		// Anthropic's automatic caching: the prompt is cached up to its
 		// last block, so the next turn of a conversation, the same prefix
@@ -96,7 +112,9 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		case domain.RoleSystem:
 			p.System = append(p.System, anthropic.TextBlockParam{Text: m.Content})
 		case domain.RoleAssistant:
-			var blocks []anthropic.ContentBlockParamUnion
+			// The thinking that came before the calls, first, as Anthropic
+			// requires of the turn a tool result answers.
+			blocks := thinkingBlocks(m.ToolCalls)
 			if m.Content != "" {
 				blocks = append(blocks, anthropic.NewTextBlock(m.Content))
 			}
@@ -301,12 +319,16 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		FirstByte:    firstByte(ex, cs.start),
 	}
 	var content, reasoning strings.Builder
+	var thinking []thinkingBlock
 	for i, b := range msg.Content {
 		switch b.Type {
 		case "text":
 			content.WriteString(b.Text)
 		case "thinking":
 			reasoning.WriteString(b.Thinking)
+			thinking = append(thinking, thinkingBlock{Type: b.Type, Thinking: b.Thinking, Signature: b.Signature})
+		case "redacted_thinking":
+			thinking = append(thinking, thinkingBlock{Type: b.Type, Data: b.Data})
 		case "tool_use":
 			args := compactJSON(b.Input)
 			if args == "{}" && i == len(msg.Content)-1 && cutOff(msg.StopReason) {
@@ -316,6 +338,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		}
 	}
 	res.Content, res.Reasoning = content.String(), reasoning.String()
+	withThinking(res.ToolCalls, thinking)
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
 	res.Usage = anthropicUsage(u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.OutputTokens)
@@ -354,6 +377,11 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return nil
 	}
 	tools := map[int64]int{} // content block index → our tool call index
+	// The thinking blocks so far, and where each content block index's is
+	// among them: the first tool call carries them (see thinkingExtra).
+	var thinking []thinkingBlock
+	thoughts := map[int64]int{}
+	texts := map[int64]*strings.Builder{} // of the thinking blocks not yet stopped
 	// A tool_use block that ended without input is a call without
 	// arguments ({}), or one the reply was cut off in before its first
 	// property (the input streams a whole property at a time): which, only
@@ -388,12 +416,21 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			if err := sayNoInput(); err != nil {
 				return res, err
 			}
-			if ev.ContentBlock.Type != "tool_use" {
+			switch ev.ContentBlock.Type {
+			case "thinking", "redacted_thinking":
+				thoughts[ev.Index], texts[ev.Index] = len(thinking), &strings.Builder{}
+				thinking = append(thinking, thinkingBlock{Type: ev.ContentBlock.Type, Data: ev.ContentBlock.Data})
+				continue
+			case "tool_use":
+			default:
 				continue
 			}
 			key := int(ev.Index)
 			d := calls.add(&key, ev.ContentBlock.ID, ev.ContentBlock.Name, "")
 			tools[ev.Index] = d.Index
+			if d.Index == 0 {
+				calls.keepExtra(&d, thinkingContent(thinking))
+			}
 			if err := emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{d}}); err != nil {
 				return res, err
 			}
@@ -404,6 +441,14 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				d.Content = ev.Delta.Text
 			case ev.Delta.Type == "thinking_delta" && ev.Delta.Thinking != "":
 				d.Reasoning = ev.Delta.Thinking
+				if b, ok := texts[ev.Index]; ok {
+					b.WriteString(ev.Delta.Thinking)
+				}
+			case ev.Delta.Type == "signature_delta":
+				if i, ok := thoughts[ev.Index]; ok {
+					thinking[i].Signature += ev.Delta.Signature
+				}
+				continue
 			case ev.Delta.Type == "input_json_delta" && ev.Delta.PartialJSON != "":
 				if _, ok := tools[ev.Index]; !ok {
 					continue
@@ -417,6 +462,10 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				return res, err
 			}
 		case "content_block_stop":
+			if b, ok := texts[ev.Index]; ok {
+				thinking[thoughts[ev.Index]].Thinking = b.String()
+				delete(texts, ev.Index)
+			}
 			if i, ok := tools[ev.Index]; ok && calls.arguments(i) == "" {
 				noInput = ev.Index
 			}
@@ -524,4 +573,75 @@ func anthropicUsage(input, cacheWrite, cacheRead, output int64) domain.Usage {
 	u.CachedTokens = min(boundTokens(cacheRead), u.PromptTokens)
 	u.CacheWriteTokens = min(boundTokens(cacheWrite), u.PromptTokens-u.CachedTokens)
 	return u
+}
+
+// DefaultAnthropicAdaptiveMaxTokens is the max_tokens sent to Anthropic
+// with adaptive thinking when the request sets none: room for thinking
+// that the model sizes itself, and the reply after it.
+const DefaultAnthropicAdaptiveMaxTokens = 16_000
+
+// A reply's thinking, with the signature Anthropic checks when it comes
+// back, must be sent back before the tool calls it led to once their
+// results answer them (the API refuses the turn without it while thinking
+// is on). It rides in the first call's extra_content, which the calls
+// keep wherever they go (the stored turn, a client's history), under
+// "anthropic", as Gemini's thought signature does under "google":
+// {"anthropic": {"thinking": [blocks as Anthropic sent them]}}.
+type thinkingExtra struct {
+	Anthropic struct {
+		Thinking []thinkingBlock `json:"thinking"`
+	} `json:"anthropic"`
+}
+
+// thinkingBlock is a thinking or redacted_thinking block.
+type thinkingBlock struct {
+	Type      string `json:"type"`
+	Thinking  string `json:"thinking,omitempty"`
+	Signature string `json:"signature,omitempty"`
+	Data      string `json:"data,omitempty"` // redacted_thinking
+}
+
+// withThinking sets the extra_content of calls' first call to blocks, when
+// there are both and it fits what a call may carry back.
+func withThinking(calls []domain.ToolCall, blocks []thinkingBlock) {
+	if extra := thinkingContent(blocks); len(calls) > 0 && extra != nil {
+		calls[0].ExtraContent = extra
+	}
+}
+
+// thinkingContent is blocks as a call's extra_content, nil for none or
+// when over domain.MaxExtraContent.
+func thinkingContent(blocks []thinkingBlock) []byte {
+	if len(blocks) == 0 {
+		return nil
+	}
+	var x thinkingExtra
+	x.Anthropic.Thinking = blocks
+	b, err := json.Marshal(x)
+	if err != nil || len(b) > domain.MaxExtraContent {
+		return nil
+	}
+	return b
+}
+
+// thinkingBlocks returns the thinking that calls' first one carries back,
+// as blocks of an assistant message.
+func thinkingBlocks(calls []domain.ToolCall) []anthropic.ContentBlockParamUnion {
+	if len(calls) == 0 || !bytes.Contains(calls[0].ExtraContent, []byte(`"anthropic"`)) {
+		return nil
+	}
+	var x thinkingExtra
+	if json.Unmarshal(calls[0].ExtraContent, &x) != nil {
+		return nil
+	}
+	var out []anthropic.ContentBlockParamUnion
+	for _, b := range x.Anthropic.Thinking {
+		switch b.Type {
+		case "thinking":
+			out = append(out, anthropic.NewThinkingBlock(b.Signature, b.Thinking))
+		case "redacted_thinking":
+			out = append(out, anthropic.NewRedactedThinkingBlock(b.Data))
+		}
+	}
+	return out
 }

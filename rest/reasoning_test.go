@@ -65,3 +65,61 @@ func TestReasoningIsShownApart(t *testing.T) {
 		}
 	})
 }
+
+// TestAnthropicThinkingToolLoop: with thinking on, a reply that calls
+// tools carries its thinking in the first call's extra_content; per chat
+// the stored turn keeps it, so a continuation that sends only the tool
+// results goes back with the thinking before the calls (the fake refuses
+// the turn otherwise, as Anthropic does); stateless, the calls sent back
+// as they came carry it.
+func TestAnthropicThinkingToolLoop(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aw := h.anthropicWorld()
+		thinking := map[string]any{"type": "enabled", "budgetTokens": 2048}
+		calls := []llmtest.ToolCall{{ID: "toolu_paris", Name: "weather", Arguments: `{"city":"Paris"}`}}
+
+		h.up.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: calls})
+		first := h.must(200, "POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("Weather in Paris?")}, "tools": weatherTools(), "thinking": thinking})
+		msg := first["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		toolCalls := msg["tool_calls"].([]any)
+		if extra := jsonOf(toolCalls[0].(map[string]any)["extra_content"]); !strings.Contains(extra, `"anthropic":{"thinking":[{"signature":`) {
+			t.Fatalf("the first call's extra_content %s, want its thinking", extra)
+		}
+		result := map[string]any{"role": "tool", "tool_call_id": "toolu_paris", "content": "18C"}
+		h.must(200, "POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{
+			"conversationId": first["conversationId"], "messages": []any{result}, "tools": weatherTools(), "thinking": thinking})
+
+		h.up.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: calls})
+		stateless := map[string]any{"aiProviderId": aw.anthropic, "messages": []any{userMessage("Weather in Paris?")}, "tools": weatherTools(), "thinking": thinking}
+		reply := h.must(200, "POST", "/api/v1/chats/completions", h.admin, stateless)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
+		delete(reply, "reasoning_content") // a client's history holds the reply as OpenAI's SDKs keep it
+		stateless["messages"] = []any{userMessage("Weather in Paris?"), reply, result}
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, stateless)
+	})
+}
+
+// TestThinkingRefused: what thinking refuses, before a call upstream.
+func TestThinkingRefused(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		msgs := []any{userMessage("hi")}
+		for _, tc := range []struct {
+			body  map[string]any
+			field string
+		}{
+			{map[string]any{"thinking": map[string]any{"type": "adaptive"}}, "thinking"}, // w's provider is OpenAI-wire
+			{map[string]any{"thinking": map[string]any{"type": "enabled"}}, "thinking.budgetTokens"},
+			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 1000}}, "thinking.budgetTokens"},
+			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 2048}, "maxTokens": 2048}, "thinking.budgetTokens"},
+			{map[string]any{"thinking": map[string]any{"type": "adaptive", "budgetTokens": 2048}}, "thinking.budgetTokens"},
+			{map[string]any{"thinking": map[string]any{"type": "on"}}, "thinking.type"},
+			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "temperature": 0.5}, "temperature"},
+			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "topP": 0.5}, "topP"},
+			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "toolChoice": "required", "tools": weatherTools()}, "toolChoice"},
+		} {
+			tc.body["messages"] = msgs
+			h.refusedByBoth(t, w, tc.body, tc.field)
+		}
+	})
+}

@@ -61,6 +61,12 @@ type JSONSchema struct {
 	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to follow the schema exactly (OpenAI structured outputs)."`
 }
 
+// Thinking turns an Anthropic model's extended thinking on or off.
+type Thinking struct {
+	Type         string `json:"type" jsonschema:"required" enum:"enabled,adaptive,disabled" desc:"enabled: the model thinks up to budgetTokens before it answers; adaptive: it decides how much (the newest models, with reasoningEffort as its guide); disabled: it does not."`
+	BudgetTokens *int   `json:"budgetTokens,omitempty" min:"1024" desc:"With type enabled, required: the most tokens the model may think in, at least 1024, less than maxTokens (which bounds thinking and reply together; without maxTokens, 4096 more than the budget is sent)."`
+}
+
 // DataSource names a document to send as context.
 type DataSource struct {
 	ID string `json:"id" desc:"A document id (doc_...)."`
@@ -81,6 +87,7 @@ type CompletionFields struct {
 	FrequencyPenalty  *float64        `json:"frequencyPenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens less likely the more often they appeared so far (OpenAI's; an Anthropic provider takes only 0, which does nothing)."`
 	PresencePenalty   *float64        `json:"presencePenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens that appeared so far less likely (OpenAI's; an Anthropic provider takes only 0, which does nothing)."`
 	ParallelToolCalls *bool           `json:"parallelToolCalls,omitempty" desc:"With tools: false allows the model one tool call a reply at most (OpenAI's parallel_tool_calls, Anthropic's disable_parallel_tool_use); true, or left out, several."`
+	Thinking          *Thinking       `json:"thinking,omitempty" desc:"Anthropic providers only: the model's extended thinking, shown as the reply's reasoning. With it on, temperature may only be 1, topP 0.95 to 1, and toolChoice auto or none. A reply that calls tools carries its thinking in the first call's extra_content: send the calls back as they are (per chat, the stored turn does)."`
 	Tools             []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
 	ToolChoice        *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
 	ResponseFormat    *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`
@@ -97,6 +104,12 @@ func (a CompletionFields) ToDomain() domain.CompletionParams {
 	p := domain.CompletionParams{Messages: msgs, Model: a.Model, Temperature: a.Temperature, MaxTokens: a.MaxTokens,
 		TopP: a.TopP, Stop: a.Stop, ReasoningEffort: a.ReasoningEffort, Names: a.Names, Debug: a.Debug,
 		Seed: a.Seed, FrequencyPenalty: a.FrequencyPenalty, PresencePenalty: a.PresencePenalty, ParallelToolCalls: a.ParallelToolCalls}
+	if t := a.Thinking; t != nil {
+		p.Thinking = &domain.Thinking{Type: t.Type}
+		if t.BudgetTokens != nil {
+			p.Thinking.BudgetTokens = *t.BudgetTokens
+		}
+	}
 	for _, d := range a.DataSources {
 		p.DataSources = append(p.DataSources, d.ID)
 	}

@@ -219,3 +219,44 @@ func (x *exchange) anthropicStream(r reply) {
 		"usage": map[string]any{"output_tokens": r.usage.CompletionTokens}}) &&
 		x.event("message_stop", map[string]any{"type": "message_stop"})
 }
+
+// thinkingRefusal is the Messages API's refusal of a request with thinking
+// on whose last assistant message calls tools without the thinking that
+// led to the calls before them, or with a thinking block whose signature
+// is not the one the fake gave (the API checks signatures); "" when it
+// takes the request.
+func thinkingRefusal(body map[string]any) string {
+	t, _ := body["thinking"].(map[string]any)
+	if t["type"] != "enabled" && t["type"] != "adaptive" {
+		return ""
+	}
+	msgs, _ := body["messages"].([]any)
+	for i := len(msgs) - 1; i >= 0; i-- {
+		m, _ := msgs[i].(map[string]any)
+		if m["role"] != "assistant" {
+			continue
+		}
+		blocks, _ := m["content"].([]any)
+		calls := false
+		for j, b := range blocks {
+			bm, _ := b.(map[string]any)
+			switch bm["type"] {
+			case "thinking":
+				if bm["signature"] != fakeSignature {
+					return fmt.Sprintf("messages.%d.content.%d: Invalid `signature` in `thinking` block", i, j)
+				}
+			case "tool_use":
+				calls = true
+			}
+		}
+		if !calls {
+			return ""
+		}
+		if first, _ := blocks[0].(map[string]any); first["type"] != "thinking" && first["type"] != "redacted_thinking" {
+			return fmt.Sprintf("messages.%d.content.0.type: Expected `thinking` or `redacted_thinking`, but found `%v`. "+
+				"When `thinking` is enabled, a final `assistant` message must start with a thinking block", i, first["type"])
+		}
+		return ""
+	}
+	return ""
+}

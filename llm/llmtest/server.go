@@ -8,7 +8,8 @@
 // it (see PromptTokens and Deltas). Every request is recorded for
 // assertions. A request the provider would refuse as sent gets its 400
 // (Anthropic: a text block that is empty or only whitespace, a
-// cache_control it does not know). An Anthropic request with a top-level
+// cache_control it does not know, a tool call sent back without the
+// thinking before it while thinking is on). An Anthropic request with a top-level
 // cache_control plays its automatic prompt caching (see promptCache). Behaviors
 // (status codes, delays, cut or reset streams, oversized lines and
 // events, keep-alive comments, hangs) can be scripted per request.
@@ -583,7 +584,7 @@ func (x *exchange) listModels() {
 // request as sent, "" when it takes it.
 func (x *exchange) refusal() string {
 	if x.req.Protocol == Anthropic {
-		return cmp.Or(anthropicTextRefusal(x.req.Body), cacheControlRefusal(x.req.Body))
+		return cmp.Or(anthropicTextRefusal(x.req.Body), cacheControlRefusal(x.req.Body), thinkingRefusal(x.req.Body))
 	}
 	return ""
 }

@@ -1,0 +1,97 @@
+package llm_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestAnthropicThinking: thinking goes to Anthropic as its thinking
+// parameter, with room for it in max_tokens when the request sets none; a
+// reply that thinks and calls tools carries its thinking blocks, with
+// their signatures, in the first call's extra_content, and sent back with
+// the calls they go before them, as Anthropic requires while thinking is
+// on (the fake refuses the turn without them, as the API does).
+func TestAnthropicThinking(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			c := newClient(t)
+			req := request(domain.ProviderAnthropic, s, "weather in Paris?")
+			req.Thinking = &domain.Thinking{Type: domain.ThinkingEnabled, BudgetTokens: 2048}
+			req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+			s.Enqueue(llmtest.Behavior{Reasoning: "I should look it up", ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+			res, _, err := run(context.Background(), c, req, m.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := s.Last().Body
+			if got, _ := json.Marshal(body["thinking"]); string(got) != `{"budget_tokens":2048,"type":"enabled"}` || body["max_tokens"] != float64(llm.DefaultAnthropicMaxTokens+2048) {
+				t.Errorf("thinking %s, max_tokens %v; want enabled with the budget, and %d", got, body["max_tokens"], llm.DefaultAnthropicMaxTokens+2048)
+			}
+			if res.Reasoning != "I should look it up" || len(res.ToolCalls) != 1 {
+				t.Fatalf("reasoning %q, %d calls; want the thinking and one call", res.Reasoning, len(res.ToolCalls))
+			}
+			extra := string(res.ToolCalls[0].ExtraContent)
+			if !strings.Contains(extra, `"anthropic":{"thinking":[{"type":"thinking","thinking":"I should look it up","signature":"`) {
+				t.Fatalf("the call's extra_content %s, want the thinking block with its signature", extra)
+			}
+
+			answer := func(calls []domain.ToolCall) error {
+				next := req
+				next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
+					domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
+					domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "toolu_1", Content: "sunny"})
+				_, _, err := run(context.Background(), c, next, m.stream)
+				return err
+			}
+			if err := answer(res.ToolCalls); err != nil {
+				t.Fatalf("the tool result, with the calls as they came: %v", err)
+			}
+			sent := s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)
+			if first := sent[0].(map[string]any); first["type"] != "thinking" || first["thinking"] != "I should look it up" {
+				t.Errorf("the assistant turn went back starting %v, want its thinking block", first)
+			}
+			// Without the thinking the provider refuses the turn: what the
+			// extra_content spares a client.
+			bare := []domain.ToolCall{res.ToolCalls[0]}
+			bare[0].ExtraContent = nil
+			var e *domain.Error
+			if err := answer(bare); !errors.As(err, &e) || e.Kind != domain.Invalid || !strings.Contains(e.Message, "must start with a thinking block") {
+				t.Errorf("calls sent back without their thinking: %v, want the provider's refusal", err)
+			}
+		})
+	}
+}
+
+// TestAnthropicAdaptiveThinking: adaptive thinking, and max_tokens with
+// room for it when the request sets none; disabled sends it off.
+func TestAnthropicAdaptiveThinking(t *testing.T) {
+	for _, tc := range []struct {
+		thinking  domain.Thinking
+		want      string
+		maxTokens float64
+	}{
+		{domain.Thinking{Type: domain.ThinkingAdaptive}, `{"type":"adaptive"}`, llm.DefaultAnthropicAdaptiveMaxTokens},
+		{domain.Thinking{Type: domain.ThinkingDisabled}, `{"type":"disabled"}`, llm.DefaultAnthropicMaxTokens},
+	} {
+		t.Run(tc.thinking.Type, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := request(domain.ProviderAnthropic, s)
+			req.Thinking = &tc.thinking
+			if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+				t.Fatal(err)
+			}
+			body := s.Last().Body
+			if got, _ := json.Marshal(body["thinking"]); string(got) != tc.want || body["max_tokens"] != tc.maxTokens {
+				t.Errorf("thinking %s, max_tokens %v; want %s and %v", got, body["max_tokens"], tc.want, tc.maxTokens)
+			}
+		})
+	}
+}
