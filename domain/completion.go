@@ -705,7 +705,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Pr
 	if providerTook(err, rec.Outcome, res, rl.deltas) {
 		reply, calls := "", []ToolCall(nil)
 		if res != nil {
-			reply, calls = res.Content+res.Refusal, res.ToolCalls
+			reply, calls = res.Content+res.Refusal+res.Reasoning, res.ToolCalls // thinking is billed as output
 		}
 		rec.Usage = estimateUsage(rec.Usage, err != nil, req.Messages, reply, calls, rl.deltas)
 		if res != nil {

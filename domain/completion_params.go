@@ -231,7 +231,8 @@ func (p *CompletionParams) validate() error {
 }
 
 // validateThinking checks thinking, and what Anthropic refuses beside it:
-// a temperature but 1, a topP under 0.95, a tool the model must call.
+// a temperature but 1, a topP under 0.95, and with a budget, a tool the
+// model must call.
 func (p *CompletionParams) validateThinking() error {
 	t := p.Thinking
 	if t == nil {
@@ -260,8 +261,9 @@ func (p *CompletionParams) validateThinking() error {
 		return Invalidf("temperature", "with thinking on, temperature may only be 1 (Anthropic's rule); leave it out")
 	case p.TopP != nil && *p.TopP < 0.95:
 		return Invalidf("topP", "with thinking on, topP must be between 0.95 and 1 (Anthropic's rule); leave it out")
-	case p.ToolChoice != nil && p.ToolChoice.Mode != ToolChoiceAuto && p.ToolChoice.Mode != ToolChoiceNone:
-		return Invalidf("toolChoice", "with thinking on, toolChoice may only be auto or none: Anthropic's models do not think when made to call a tool")
+	case t.Type == ThinkingEnabled && p.ToolChoice != nil && p.ToolChoice.Mode != ToolChoiceAuto && p.ToolChoice.Mode != ToolChoiceNone:
+		// Adaptive thinking takes one: the model then does not think.
+		return Invalidf("toolChoice", "with thinking of type enabled, toolChoice may only be auto or none (Anthropic's rule); adaptive thinking takes a forced tool call")
 	}
 	return nil
 }

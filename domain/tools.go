@@ -224,6 +224,36 @@ func validateToolCalls(i int, calls []ToolCall) error {
 	return nil
 }
 
+// AnthropicExtra is the member of a tool call's extra_content in which an
+// Anthropic provider's reply carries the thinking that led to its calls,
+// to be sent back with them.
+const AnthropicExtra = "anthropic"
+
+// ExtraWithout returns extra, a tool call's extra_content, without its
+// member name; nil when nothing else is left, extra itself when it has no
+// such member or is no JSON object.
+func ExtraWithout(extra []byte, name string) []byte {
+	if len(extra) == 0 || !bytes.Contains(extra, []byte(`"`+name+`"`)) {
+		return extra
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(extra, &members) != nil {
+		return extra
+	}
+	if _, ok := members[name]; !ok {
+		return extra
+	}
+	delete(members, name)
+	if len(members) == 0 {
+		return nil
+	}
+	out, err := json.Marshal(members)
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
 // checkExtraContent checks a tool call's extra_content: none, or a JSON
 // object of at most MaxExtraContent bytes, sent back to the provider as
 // it is.

@@ -358,8 +358,18 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	res := &domain.LLMResult{}
 	var content, reasoning strings.Builder
 	var calls toolCalls
+	// The thinking blocks so far, and where each content block index's is
+	// among them: the first tool call carries them (see thinkingExtra),
+	// passed on with its first piece, and in the result all of them.
+	var thinking []thinkingBlock
+	thoughts := map[int64]int{}
+	texts := map[int64]*strings.Builder{} // of the thinking blocks not yet stopped
 	defer func() {
 		res.Content, res.Reasoning, res.ToolCalls = content.String(), reasoning.String(), calls.result()
+		for i, b := range texts {
+			thinking[thoughts[i]].Thinking = b.String()
+		}
+		withThinking(res.ToolCalls, thinking)
 	}()
 	emit := func(d domain.Delta) error {
 		if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
@@ -377,11 +387,6 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return nil
 	}
 	tools := map[int64]int{} // content block index → our tool call index
-	// The thinking blocks so far, and where each content block index's is
-	// among them: the first tool call carries them (see thinkingExtra).
-	var thinking []thinkingBlock
-	thoughts := map[int64]int{}
-	texts := map[int64]*strings.Builder{} // of the thinking blocks not yet stopped
 	// A tool_use block that ended without input is a call without
 	// arguments ({}), or one the reply was cut off in before its first
 	// property (the input streams a whole property at a time): which, only
@@ -617,11 +622,13 @@ func thinkingContent(blocks []thinkingBlock) []byte {
 	}
 	var x thinkingExtra
 	x.Anthropic.Thinking = blocks
-	b, err := json.Marshal(x)
-	if err != nil || len(b) > domain.MaxExtraContent {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // <, > and & as they are, not six bytes each
+	if enc.Encode(x) != nil || b.Len() > domain.MaxExtraContent {
 		return nil
 	}
-	return b
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // thinkingBlocks returns the thinking that calls' first one carries back,

@@ -992,12 +992,14 @@ func TestAnthropicErrorBodyWithStatus200(t *testing.T) {
 	}
 }
 
-// TestReasoningIsNotTheReply: reasoning models send their thinking before
-// the reply, each provider in its own shape (reasoning_content from
+// TestReasoningIsApartFromTheReply: reasoning models send their thinking
+// before the reply, each provider in its own shape (reasoning_content from
 // DeepSeek and vLLM, typed content parts from Mistral, thinking blocks
-// from Anthropic). The reply is the text alone, whichever the shape; a
+// from Anthropic). The reply is the text alone, whichever the shape (a
 // content that is a list of parts rather than a string was read as no
-// text (whole) or failed the stream (streamed).
+// text, whole, or failed the stream); the thinking is the result's
+// Reasoning, and streamed its deltas' before the text, where Parley reads
+// it (not Mistral's parts).
 func TestReasoningIsApartFromTheReply(t *testing.T) {
 	for _, tc := range []struct {
 		name      string
@@ -1701,7 +1703,8 @@ func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 
 // TestStreamJoinsSplitCharacters: an upstream that splits a character's
 // bytes between two chunks (invalid UTF-8 in the JSON string of each)
-// gets the character passed on whole, with the delta that completes it.
+// gets the character passed on whole, with the delta that completes it, in
+// the text and in the reasoning.
 func TestStreamJoinsSplitCharacters(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1717,25 +1720,38 @@ func TestStreamJoinsSplitCharacters(t *testing.T) {
 		{"a start never ended", []string{"ab\xe2\x82"}, "ab|\ufffd\ufffd"},
 		{"invalid bytes in the middle", []string{"a\xff\x82b"}, "a\ufffd\ufffdb"},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			s := llmtest.NewServer(t)
-			var body strings.Builder
-			for _, p := range tc.pieces {
-				body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{"content":"` + p + `"},"finish_reason":null}]}` + "\n\n")
-			}
-			body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n")
-			s.Enqueue(llmtest.Behavior{Body: body.String(), Header: http.Header{"Content-Type": {"text/event-stream"}}})
-			res, deltas, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAI, s), true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := strings.Join(deltas, "|"); got != tc.deltas {
-				t.Errorf("deltas = %q; want %q", got, tc.deltas)
-			}
-			if got, want := res.Content, strings.ReplaceAll(tc.deltas, "|", ""); got != want {
-				t.Errorf("content = %q; want %q", got, want)
-			}
-		})
+		// The reply's text, and a reasoning model's thinking alike.
+		for _, field := range []string{"content", "reasoning_content"} {
+			t.Run(tc.name+"/"+field, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				var body strings.Builder
+				for _, p := range tc.pieces {
+					body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{"` + field + `":"` + p + `"},"finish_reason":null}]}` + "\n\n")
+				}
+				body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n")
+				s.Enqueue(llmtest.Behavior{Body: body.String(), Header: http.Header{"Content-Type": {"text/event-stream"}}})
+				var deltas []string
+				res, err := newClient(t).Complete(context.Background(), request(domain.ProviderOpenAI, s), func(d domain.Delta) error {
+					if piece := d.Content + d.Reasoning; piece != "" {
+						deltas = append(deltas, piece)
+					}
+					return nil
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := strings.Join(deltas, "|"); got != tc.deltas {
+					t.Errorf("deltas = %q; want %q", got, tc.deltas)
+				}
+				got, want := res.Content, strings.ReplaceAll(tc.deltas, "|", "")
+				if field == "reasoning_content" {
+					got = res.Reasoning
+				}
+				if got != want {
+					t.Errorf("%s = %q; want %q", field, got, want)
+				}
+			})
+		}
 	}
 }
 

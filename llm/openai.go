@@ -162,12 +162,12 @@ type wireToolCall struct {
 // back empty, an empty user message), and, with extras, with tool calls
 // whose extra_content (Gemini's thought signature) must go back. nil when
 // go-openai's are right as they are, which is the common case. Only
-// openai-compatible providers get extras: a call's extra_content came from
-// one, and OpenAI's API may refuse a field it does not know.
+// openai-compatible providers get extras (OpenAI's API may refuse a field
+// it does not know), and never Anthropic's thinking (see openAIExtra).
 func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
 		return m.Content == "" && len(m.ToolCalls) == 0 ||
-			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return len(c.ExtraContent) > 0 })
+			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return openAIExtra(c.ExtraContent) != nil })
 	}) {
 		return nil
 	}
@@ -181,13 +181,22 @@ func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 			wc := wireToolCall{ToolCall: openai.ToolCall{ID: c.ID, Type: openai.ToolTypeFunction,
 				Function: openai.FunctionCall{Name: c.Name, Arguments: c.Arguments}}}
 			if extras {
-				wc.ExtraContent = c.ExtraContent
+				wc.ExtraContent = openAIExtra(c.ExtraContent)
 			}
 			wm.ToolCalls = append(wm.ToolCalls, wc)
 		}
 		out[i] = wm
 	}
 	return out
+}
+
+// openAIExtra is a call's extra_content as an OpenAI-wire provider gets
+// it: without the thinking an Anthropic provider's reply carries in it
+// (thinkingExtra), which another vendor has no use for and should not
+// read (a chat's provider can change between a call and its result); nil
+// when nothing else is left.
+func openAIExtra(extra []byte) json.RawMessage {
+	return domain.ExtraWithout(extra, domain.AnthropicExtra)
 }
 
 // completionTokens says whether an OpenAI-wire request names its token
@@ -397,7 +406,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 
 	res := &domain.LLMResult{}
 	var content, refusal, reasoning strings.Builder
-	var text utf8Joiner
+	var text, thought utf8Joiner
 	var calls toolCalls
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
@@ -421,9 +430,10 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		raw, err := lines.next()
 		if errors.Is(err, io.EOF) {
 			ex.markReplied()
-			if rest := text.flush(); rest != "" {
-				content.WriteString(rest)
-				if err := out.add(domain.Delta{Content: rest, Model: res.Model}); err != nil {
+			if d := (domain.Delta{Reasoning: thought.flush(), Content: text.flush(), Model: res.Model}); d.Content != "" || d.Reasoning != "" {
+				content.WriteString(d.Content)
+				reasoning.WriteString(d.Reasoning)
+				if err := out.add(d); err != nil {
 					return res, err
 				}
 			}
@@ -448,7 +458,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Reasoning: ch.Delta.ReasoningContent, Model: res.Model}
+			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Reasoning: thought.next(string(ch.Delta.ReasoningContent)), Model: res.Model}
 			for _, tc := range ch.Delta.ToolCalls {
 				td := calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments)
 				calls.keepExtra(&td, tc.ExtraContent)
@@ -641,7 +651,7 @@ type openAIChunk struct {
 			Refusal string  `json:"refusal"`
 			// ReasoningContent is the model's thinking (DeepSeek, vLLM,
 			// llama.cpp, LM Studio).
-			ReasoningContent string `json:"reasoning_content"`
+			ReasoningContent rawText `json:"reasoning_content"`
 			ToolCalls        []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`

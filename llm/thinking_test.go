@@ -26,7 +26,7 @@ func TestAnthropicThinking(t *testing.T) {
 			req := request(domain.ProviderAnthropic, s, "weather in Paris?")
 			req.Thinking = &domain.Thinking{Type: domain.ThinkingEnabled, BudgetTokens: 2048}
 			req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
-			s.Enqueue(llmtest.Behavior{Reasoning: "I should look it up", ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+			s.Enqueue(llmtest.Behavior{Reasoning: "I should look it up", RedactedThinking: "ENCRYPTED", ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
 			res, _, err := run(context.Background(), c, req, m.stream)
 			if err != nil {
 				t.Fatal(err)
@@ -38,9 +38,11 @@ func TestAnthropicThinking(t *testing.T) {
 			if res.Reasoning != "I should look it up" || len(res.ToolCalls) != 1 {
 				t.Fatalf("reasoning %q, %d calls; want the thinking and one call", res.Reasoning, len(res.ToolCalls))
 			}
+			// Both blocks, in order, streamed or not.
 			extra := string(res.ToolCalls[0].ExtraContent)
-			if !strings.Contains(extra, `"anthropic":{"thinking":[{"type":"thinking","thinking":"I should look it up","signature":"`) {
-				t.Fatalf("the call's extra_content %s, want the thinking block with its signature", extra)
+			const want = `{"anthropic":{"thinking":[{"type":"thinking","thinking":"I should look it up","signature":"ErUBCkYIAxgCIkDfake"},{"type":"redacted_thinking","data":"ENCRYPTED"}]}}`
+			if extra != want {
+				t.Fatalf("the call's extra_content %s, want %s", extra, want)
 			}
 
 			answer := func(calls []domain.ToolCall) error {
@@ -55,8 +57,8 @@ func TestAnthropicThinking(t *testing.T) {
 				t.Fatalf("the tool result, with the calls as they came: %v", err)
 			}
 			sent := s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)
-			if first := sent[0].(map[string]any); first["type"] != "thinking" || first["thinking"] != "I should look it up" {
-				t.Errorf("the assistant turn went back starting %v, want its thinking block", first)
+			if got := jsonOf(sent[:2]); got != `[{"signature":"ErUBCkYIAxgCIkDfake","thinking":"I should look it up","type":"thinking"},{"data":"ENCRYPTED","type":"redacted_thinking"}]` {
+				t.Errorf("the assistant turn went back starting %s, want its thinking blocks", got)
 			}
 			// Without the thinking the provider refuses the turn: what the
 			// extra_content spares a client.
@@ -94,4 +96,42 @@ func TestAnthropicAdaptiveThinking(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestAnthropicThinkingStaysWithAnthropic: a call that carries Anthropic's
+// thinking goes to an OpenAI-wire provider (a chat's provider changed
+// between the call and its result) without it, another vendor's
+// extra_content (Gemini's thought signature) kept.
+func TestAnthropicThinkingStaysWithAnthropic(t *testing.T) {
+	const thinking = `"anthropic":{"thinking":[{"type":"thinking","thinking":"private","signature":"s"}]}`
+	for _, tc := range []struct {
+		name, extra, want string // want: the extra_content sent, "" for none
+	}{
+		{"alone", `{` + thinking + `}`, ""},
+		{"beside Gemini's", `{"google":{"thought_signature":"g"},` + thinking + `}`, `{"google":{"thought_signature":"g"}}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := request(domain.ProviderOpenAICompatible, s, "weather?")
+			req.Messages = append(req.Messages,
+				domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "c1", Type: "function", Name: "weather", Arguments: "{}", ExtraContent: []byte(tc.extra)}}},
+				domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "c1", Content: "sunny"})
+			if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+				t.Fatal(err)
+			}
+			call := s.Last().Body["messages"].([]any)[1].(map[string]any)["tool_calls"].([]any)[0].(map[string]any)
+			got := ""
+			if e, ok := call["extra_content"]; ok {
+				got = jsonOf(e)
+			}
+			if got != tc.want || strings.Contains(string(s.Last().RawBody), "private") {
+				t.Errorf("extra_content sent %s, want %q (and no thinking anywhere)", got, tc.want)
+			}
+		})
+	}
+}
+
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

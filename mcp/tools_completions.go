@@ -36,7 +36,7 @@ type chatCompletionArgs struct {
 type completionOut struct {
 	Content        string        `json:"content" desc:"The whole reply's text; empty when the model only called tools."`
 	Refusal        string        `json:"refusal,omitempty" desc:"Why the model declined to answer, in place of content (OpenAI, with structured outputs)."`
-	Reasoning      string        `json:"reasoning,omitempty" desc:"The model's thinking before its reply, where the provider shows it (reasoning models); not part of content, not in the text result, and not stored with the conversation."`
+	Reasoning      string        `json:"reasoning,omitempty" desc:"The model's thinking before its reply, where the provider shows it (reasoning models); not part of content, not in the text result, and not stored with the conversation (Anthropic's thinking before tool calls is, in the first call's extra_content, to be sent back with the calls)."`
 	ToolCalls      []toolCallArg `json:"toolCalls,omitempty" desc:"The tools the model called (finishReason tool_calls): run them and continue. Per chat: call again with this conversationId and only a tool message (role tool, toolCallId, content) per call; the reply is stored already. Stateless: send the history again, then an assistant message carrying these toolCalls as they are (extra_content too), then a tool message per call."`
 	ConversationID string        `json:"conversationId,omitempty" desc:"The conversation the turn was stored in (per-chat completions); pass it to continue."`
 	MessageID      string        `json:"messageId" desc:"Id of the reply (msg_...); for stateless completions it names the usage record."`
@@ -95,8 +95,14 @@ func completionText(c completionOut) string {
 // needs to run it and, stateless, to send it back (its extra_content).
 func toolCallLine(tc toolCallArg) string {
 	line := fmt.Sprintf("tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
-	if len(tc.ExtraContent) > 0 {
-		line += " extra_content " + string(tc.ExtraContent)
+	// Anthropic's thinking, which may run to a megabyte, stays out of the
+	// text a model reads: the structured result has it.
+	extra := domain.ExtraWithout(tc.ExtraContent, domain.AnthropicExtra)
+	if len(extra) > 0 {
+		line += " extra_content " + string(extra)
+	}
+	if len(extra) < len(tc.ExtraContent) {
+		line += " (with Anthropic's thinking in the structured result's extra_content)"
 	}
 	return line
 }

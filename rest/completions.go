@@ -141,7 +141,7 @@ type choiceMessageJSON struct {
 	Role             string          `json:"role"`
 	Content          *string         `json:"content" jsonschema:"nullable"`
 	Refusal          string          `json:"refusal,omitempty"`
-	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"The model's thinking before its reply, where the provider shows it (OpenAI-wire reasoning_content, Anthropic's thinking); not part of content, and not stored with the conversation."`
+	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"The model's thinking before its reply, where the provider shows it (OpenAI-wire reasoning_content, Anthropic's thinking); not part of content, and not stored with the conversation (Anthropic's thinking before tool calls is, in the first call's extra_content, to be sent back with the calls)."`
 	ToolCalls        []wire.ToolCall `json:"tool_calls,omitempty"`
 }
 

@@ -86,6 +86,12 @@ func TestAnthropicThinkingToolLoop(t *testing.T) {
 		if extra := jsonOf(toolCalls[0].(map[string]any)["extra_content"]); !strings.Contains(extra, `"anthropic":{"thinking":[{"signature":`) {
 			t.Fatalf("the first call's extra_content %s, want its thinking", extra)
 		}
+		// The stored turn keeps it, where the conversation is read back.
+		conv := h.must(200, "GET", "/api/v1/conversations/"+first["conversationId"].(string), h.admin, nil)
+		stored := conv["messages"].([]any)[1].(map[string]any)["toolCalls"].([]any)[0].(map[string]any)
+		if !strings.Contains(jsonOf(stored["extra_content"]), "look it up") {
+			t.Errorf("the stored call %v, want its thinking in extra_content", stored)
+		}
 		result := map[string]any{"role": "tool", "tool_call_id": "toolu_paris", "content": "18C"}
 		h.must(200, "POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{
 			"conversationId": first["conversationId"], "messages": []any{result}, "tools": weatherTools(), "thinking": thinking})
@@ -116,7 +122,7 @@ func TestThinkingRefused(t *testing.T) {
 			{map[string]any{"thinking": map[string]any{"type": "on"}}, "thinking.type"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "temperature": 0.5}, "temperature"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "topP": 0.5}, "topP"},
-			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "toolChoice": "required", "tools": weatherTools()}, "toolChoice"},
+			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 2048}, "toolChoice": "required", "tools": weatherTools()}, "toolChoice"},
 		} {
 			tc.body["messages"] = msgs
 			h.refusedByBoth(t, w, tc.body, tc.field)

@@ -27,7 +27,7 @@ type ToolCall struct {
 	ID           string           `json:"id" desc:"Id of the tool call; a tool message answers it by toolCallId."`
 	Type         string           `json:"type" enum:"function" desc:"Always function."`
 	Function     ToolCallFunction `json:"function" desc:"The function called."`
-	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature, which it needs back to continue): send it back with the call. Only OpenAI-compatible providers send it."`
+	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature; an Anthropic model's thinking before the calls, under anthropic, in the first call's), which it needs back to continue: send it back with the call. Only OpenAI-compatible and Anthropic providers send it."`
 }
 
 type ToolCallFunction struct {
@@ -87,7 +87,7 @@ type CompletionFields struct {
 	FrequencyPenalty  *float64        `json:"frequencyPenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens less likely the more often they appeared so far (OpenAI's; an Anthropic provider takes only 0, which does nothing)."`
 	PresencePenalty   *float64        `json:"presencePenalty,omitempty" min:"-2" max:"2" desc:"-2 to 2: positive values make tokens that appeared so far less likely (OpenAI's; an Anthropic provider takes only 0, which does nothing)."`
 	ParallelToolCalls *bool           `json:"parallelToolCalls,omitempty" desc:"With tools: false allows the model one tool call a reply at most (OpenAI's parallel_tool_calls, Anthropic's disable_parallel_tool_use); true, or left out, several."`
-	Thinking          *Thinking       `json:"thinking,omitempty" desc:"Anthropic providers only: the model's extended thinking, shown as the reply's reasoning. With it on, temperature may only be 1, topP 0.95 to 1, and toolChoice auto or none. A reply that calls tools carries its thinking in the first call's extra_content: send the calls back as they are (per chat, the stored turn does)."`
+	Thinking          *Thinking       `json:"thinking,omitempty" desc:"Anthropic providers only: the model's extended thinking, shown as the reply's reasoning. With it on, temperature may only be 1 and topP 0.95 to 1, and with type enabled toolChoice auto or none. A reply that calls tools carries its thinking in the first call's extra_content: send the calls back as they are (per chat, the stored turn does), and thinking again with the tool results."`
 	Tools             []Tool          `json:"tools,omitempty" max:"128" desc:"Functions the model may call (OpenAI's tools); a reply that calls them has toolCalls and finishReason tool_calls."`
 	ToolChoice        *ToolChoice     `json:"toolChoice,omitempty" desc:"Whether the model may (auto), must (required) or must not (none) call a tool, or the one function it must call."`
 	ResponseFormat    *ResponseFormat `json:"responseFormat,omitempty" desc:"The reply's format: text, JSON mode or a JSON schema. Anthropic providers get it as a system prompt instruction."`

@@ -101,6 +101,9 @@ func (r reply) anthropicContent(text string) []any {
 	if r.reasoning != "" {
 		out = append(out, map[string]any{"type": "thinking", "thinking": r.reasoning, "signature": fakeSignature})
 	}
+	if r.redacted != "" {
+		out = append(out, map[string]any{"type": "redacted_thinking", "data": r.redacted})
+	}
 	if text != "" || len(r.toolCalls) == 0 {
 		out = append(out, map[string]any{"type": "text", "text": text})
 	}
@@ -170,6 +173,11 @@ func (x *exchange) anthropicStream(r reply) {
 			ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "thinking_delta", "thinking": p}})
 		}
 		ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "signature_delta", "signature": fakeSignature}}) &&
+			x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": index})
+		index++
+	}
+	if ok && r.redacted != "" {
+		ok = start(map[string]any{"type": "redacted_thinking", "data": r.redacted}) &&
 			x.event("content_block_stop", map[string]any{"type": "content_block_stop", "index": index})
 		index++
 	}

@@ -208,6 +208,9 @@ type Behavior struct {
 	// ContentParts; Anthropic as a thinking block (thinking_delta pieces,
 	// then a signature_delta).
 	Reasoning string
+	// RedactedThinking, Anthropic only, is the data of a redacted_thinking
+	// block sent after the thinking block (thinking the API encrypts).
+	RedactedThinking string
 	// ContentParts sends OpenAI-wire content as a list of typed parts, as
 	// Mistral's reasoning models do, rather than a string: the reasoning
 	// as {"type": "thinking", "thinking": [{"type": "text", ...}]}, the
@@ -653,6 +656,7 @@ type reply struct {
 	usage        Usage
 	model        string
 	reasoning    string
+	redacted     string
 	refusal      string
 	contentParts bool
 }
@@ -724,7 +728,7 @@ func (x *exchange) reply() reply {
 	if b.Usage != nil {
 		out.usage = *b.Usage
 	}
-	out.reasoning, out.contentParts = b.Reasoning, b.ContentParts
+	out.reasoning, out.contentParts, out.redacted = b.Reasoning, b.ContentParts, b.RedactedThinking
 	out.model = req.Model
 	if b.Model != "" {
 		out.model = b.Model
