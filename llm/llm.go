@@ -183,7 +183,10 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
 	for attempt := 0; ; attempt++ {
 		openAIWire := req.Endpoint.Type != domain.ProviderAnthropic
-		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: openAIWire && len(req.Tools) > 0}
+		// A whole reply's body is kept for what go-openai's types drop: the
+		// calls' extra_content, an openai-compatible server's reasoning.
+		keep := openAIWire && (len(req.Tools) > 0 || req.Endpoint.Type == domain.ProviderOpenAICompatible)
+		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: keep}
 		res, err := do(withExchange(ctx, ex), ex, cs)
 		if rewritten != nil {
 			if res == nil {

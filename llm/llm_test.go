@@ -1008,6 +1008,7 @@ func TestReasoningIsApartFromTheReply(t *testing.T) {
 		reasoning string // as the result carries it, and the deltas
 	}{
 		{"reasoning_content", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think"}, "let me think"},
+		{"reasoning", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think", ReasoningNamed: true}, "let me think"},
 		// Mistral's thinking parts are left out of the reply, and not read
 		// as reasoning (go-openai's types do not carry them).
 		{"content parts", domain.ProviderOpenAICompatible, llmtest.Behavior{Reasoning: "let me think", ContentParts: true}, ""},

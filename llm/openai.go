@@ -3,6 +3,7 @@ package llm
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -260,7 +261,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, finish
-	res.Reasoning = ch.Message.ReasoningContent
+	res.Reasoning = cmp.Or(ch.Message.ReasoningContent, wholeReplyReasoning(ex))
 	if res.Content == "" {
 		res.Content = multiContentText(ch.Message.MultiContent)
 	}
@@ -307,6 +308,28 @@ func wholeReplyExtras(ex *exchange, n int) [][]byte {
 		}
 	}
 	return out
+}
+
+// wholeReplyReasoning is the thinking of a whole reply that names it
+// reasoning (OpenRouter, Ollama, vLLM since 0.11), which go-openai's types
+// have no field for: read from the body, kept for the purpose from
+// openai-compatible providers (exchange.keepBody), only when it holds the
+// name.
+func wholeReplyReasoning(ex *exchange) string {
+	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"reasoning"`)) {
+		return ""
+	}
+	var reply struct {
+		Choices []struct {
+			Message struct {
+				Reasoning string `json:"reasoning"`
+			} `json:"message"`
+		} `json:"choices"`
+	}
+	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
+		return ""
+	}
+	return reply.Choices[0].Message.Reasoning
 }
 
 // refusedStreamOptions says whether the upstream refused a stream's
@@ -458,7 +481,10 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Reasoning: thought.next(string(ch.Delta.ReasoningContent)), Model: res.Model}
+			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Model: res.Model}
+			if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || thought.held != "" {
+				d.Reasoning = thought.next(string(r))
+			}
 			for _, tc := range ch.Delta.ToolCalls {
 				td := calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments)
 				calls.keepExtra(&td, tc.ExtraContent)
@@ -649,9 +675,12 @@ type openAIChunk struct {
 		Delta struct {
 			Content rawText `json:"content"` // see utf8Joiner
 			Refusal string  `json:"refusal"`
-			// ReasoningContent is the model's thinking (DeepSeek, vLLM,
-			// llama.cpp, LM Studio).
+			// ReasoningContent is the model's thinking (DeepSeek,
+			// llama.cpp, LM Studio, vLLM before 0.11); Reasoning the same
+			// under the name OpenRouter, Ollama and vLLM since give it
+			// (vLLM sent both for a while: one is read).
 			ReasoningContent rawText `json:"reasoning_content"`
+			Reasoning        rawText `json:"reasoning"`
 			ToolCalls        []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`

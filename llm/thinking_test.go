@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -134,4 +135,28 @@ func TestAnthropicThinkingStaysWithAnthropic(t *testing.T) {
 func jsonOf(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
+}
+
+// TestReasoningUnderBothNames: vLLM sent its reasoning as both
+// reasoning_content and reasoning for a while; it is read once.
+func TestReasoningUnderBothNames(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			body := `{"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hi","reasoning_content":"hmm","reasoning":"hmm"},"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}`
+			b := llmtest.Behavior{Body: body}
+			if m.stream {
+				b = llmtest.Behavior{Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: `data: {"model":"m","choices":[{"index":0,"delta":{"reasoning_content":"hmm","reasoning":"hmm"}}]}` + "\n\n" +
+					`data: {"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n"}
+			}
+			s.Enqueue(b)
+			res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), m.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Reasoning != "hmm" || res.Content != "hi" {
+				t.Errorf("reasoning %q, content %q; want hmm once, and hi", res.Reasoning, res.Content)
+			}
+		})
+	}
 }

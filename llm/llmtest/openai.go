@@ -26,10 +26,18 @@ func (r reply) openAIUsage() map[string]any {
 	return u
 }
 
+// reasoningField is the name an OpenAI-wire reply gives its reasoning:
+// reasoning_content, or reasoning (Behavior.ReasoningNamed).
+func (r reply) reasoningField() string {
+	if r.reasoningNamed {
+		return "reasoning"
+	}
+	return "reasoning_content"
+}
+
 // openAIMessage is the message of a chat.completion: content null when
-// there is only tool calls or a refusal; the reasoning as
-// reasoning_content, or with contentParts a thinking part before the
-// text's.
+// there is only tool calls or a refusal; the reasoning under
+// reasoningField, or with contentParts a thinking part before the text's.
 func (r reply) openAIMessage(text string) map[string]any {
 	msg := map[string]any{"role": "assistant", "content": text}
 	if r.refusal != "" {
@@ -46,7 +54,7 @@ func (r reply) openAIMessage(text string) map[string]any {
 		}
 		msg["content"] = append(parts, textPart(text))
 	case r.reasoning != "":
-		msg["reasoning_content"] = r.reasoning
+		msg[r.reasoningField()] = r.reasoning
 	}
 	if len(r.toolCalls) == 0 {
 		return msg
@@ -106,7 +114,7 @@ func (x *exchange) openAIStream(r reply) {
 		return
 	}
 	for _, d := range r.reasoningPieces() {
-		delta := map[string]any{"content": nil, "reasoning_content": d}
+		delta := map[string]any{"content": nil, r.reasoningField(): d}
 		if r.contentParts {
 			delta = map[string]any{"content": []any{thinkingPart(d)}}
 		}

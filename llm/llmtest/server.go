@@ -208,6 +208,10 @@ type Behavior struct {
 	// ContentParts; Anthropic as a thinking block (thinking_delta pieces,
 	// then a signature_delta).
 	Reasoning string
+	// ReasoningNamed sends an OpenAI-wire reply's reasoning as reasoning,
+	// as OpenRouter, Ollama and vLLM since 0.11 name it, rather than
+	// reasoning_content.
+	ReasoningNamed bool
 	// RedactedThinking, Anthropic only, is the data of a redacted_thinking
 	// block sent after the thinking block (thinking the API encrypts).
 	RedactedThinking string
@@ -657,8 +661,10 @@ type reply struct {
 	model        string
 	reasoning    string
 	redacted     string
-	refusal      string
-	contentParts bool
+	// reasoningNamed: see Behavior.ReasoningNamed
+	reasoningNamed bool
+	refusal        string
+	contentParts   bool
 }
 
 func (r reply) text() string { return strings.Join(r.deltas, "") }
@@ -728,7 +734,7 @@ func (x *exchange) reply() reply {
 	if b.Usage != nil {
 		out.usage = *b.Usage
 	}
-	out.reasoning, out.contentParts, out.redacted = b.Reasoning, b.ContentParts, b.RedactedThinking
+	out.reasoning, out.contentParts, out.redacted, out.reasoningNamed = b.Reasoning, b.ContentParts, b.RedactedThinking, b.ReasoningNamed
 	out.model = req.Model
 	if b.Model != "" {
 		out.model = b.Model
