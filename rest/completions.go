@@ -27,6 +27,9 @@ type completionFields struct {
 	// Messages takes the place of CompletionFields.Messages, whose
 	// messages do not take OpenAI's spelling.
 	Messages []message `json:"messages"`
+	// Thinking takes the place of CompletionFields.Thinking, for the
+	// spelling of its budget in Anthropic's own API.
+	Thinking *thinking `json:"thinking,omitempty"`
 	Stream   bool      `json:"stream"`
 	openAIFields
 	sent spellings // set by ToDomain

@@ -80,6 +80,15 @@ type message struct {
 	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
 }
 
+// thinking is an Anthropic model's extended thinking as REST takes it: with
+// budget_tokens beside budgetTokens, Anthropic's spelling, which clients of
+// Anthropic's own OpenAI-compatible endpoint send in an OpenAI SDK's extra
+// body ({"thinking": {"type": "enabled", "budget_tokens": 2048}}).
+type thinking struct {
+	wire.Thinking
+	BudgetTokensAnthropic *int `json:"budget_tokens,omitempty" min:"1024" desc:"Anthropic's spelling of budgetTokens; send one of them."`
+}
+
 // spellings are the OpenAI spellings a request sent, by Parley's name of
 // each field: a field the domain refuses is named as the request sent it.
 type spellings map[string]string
@@ -165,6 +174,15 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	}
 	if err := either(f.sent, &c.ParallelToolCalls, "parallelToolCalls", o.ParallelToolCalls, "parallel_tool_calls"); err != nil {
 		return domain.CompletionParams{}, err
+	}
+	if t := f.Thinking; t != nil {
+		w := t.Thinking
+		// Not recorded in sent: a refused budget is named thinking.budgetTokens
+		// however it was spelt (asSent names OpenAI's spellings).
+		if err := either(spellings{}, &w.BudgetTokens, "thinking.budgetTokens", t.BudgetTokensAnthropic, "thinking.budget_tokens"); err != nil {
+			return domain.CompletionParams{}, err
+		}
+		c.Thinking = &w
 	}
 	if o.N != nil && *o.N != 1 {
 		return domain.CompletionParams{}, domain.Invalidf("n", "n is %d; Parley answers one choice, so send 1 or leave n out", *o.N)

@@ -129,3 +129,24 @@ func TestThinkingRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestThinkingInAnthropicsSpelling: thinking's budget in Anthropic's own
+// spelling, as clients of its OpenAI-compatible endpoint send it, goes
+// upstream as the budget; both spellings at once are a 400 naming it.
+func TestThinkingInAnthropicsSpelling(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aw := h.anthropicWorld()
+		path := "/api/v1/chats/" + aw.anthropicChat + "/chat/completions"
+		h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")},
+			"thinking": map[string]any{"type": "enabled", "budget_tokens": 3000}})
+		if got := jsonOf(h.up.Last().Body["thinking"]); got != `{"budget_tokens":3000,"type":"enabled"}` {
+			t.Errorf("thinking went upstream as %s, want the budget of 3000", got)
+		}
+		n := h.up.Count()
+		r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")},
+			"thinking": map[string]any{"type": "enabled", "budget_tokens": 3000, "budgetTokens": 3000}})
+		if r.Status != 400 || r.ErrorField() != "thinking.budget_tokens" || h.up.Count() != n {
+			t.Errorf("both spellings = %d %s (field %q), want a 400 naming thinking.budget_tokens before any call upstream", r.Status, r.Body, r.ErrorField())
+		}
+	})
+}
