@@ -78,6 +78,7 @@ type message struct {
 	OpenAIToolCalls  []wire.ToolCall `json:"tool_calls,omitempty" desc:"OpenAI's spelling of toolCalls; send one of them."`
 	OpenAIToolCallID string          `json:"tool_call_id,omitempty" desc:"OpenAI's spelling of toolCallId; send one of them."`
 	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
+	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"Assistant messages only, and not sent on: a reply's reasoning as Parley returned it, which clients that keep the reply as it came (OpenAI's SDKs' tool loops) send back."`
 }
 
 // thinking is an Anthropic model's extended thinking as REST takes it: with
@@ -126,6 +127,9 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 		}
 		if m.Name != "" && m.Role != string(domain.RoleTool) {
 			return domain.CompletionParams{}, domain.Invalidf(at("name"), "%s: Parley sends no participant names; leave name out (a tool message may carry its tool's name)", at("name"))
+		}
+		if m.ReasoningContent != "" && m.Role != string(domain.RoleAssistant) {
+			return domain.CompletionParams{}, domain.Invalidf(at("reasoning_content"), "%s: only an assistant message, a reply, has reasoning; leave it out", at("reasoning_content"))
 		}
 		if m.OpenAIToolCalls != nil {
 			if m.ToolCalls != nil {

@@ -99,7 +99,10 @@ func TestAnthropicThinkingToolLoop(t *testing.T) {
 		h.up.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: calls})
 		stateless := map[string]any{"aiProviderId": aw.anthropic, "messages": []any{userMessage("Weather in Paris?")}, "tools": weatherTools(), "thinking": thinking}
 		reply := h.must(200, "POST", "/api/v1/chats/completions", h.admin, stateless)["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)
-		delete(reply, "reasoning_content") // a client's history holds the reply as OpenAI's SDKs keep it
+		// The reply as it came, reasoning_content too, as OpenAI's SDKs keep it.
+		if reply["reasoning_content"] != "look it up" {
+			t.Fatalf("the reply %v, want its reasoning_content", reply)
+		}
 		stateless["messages"] = []any{userMessage("Weather in Paris?"), reply, result}
 		h.must(200, "POST", "/api/v1/chats/completions", h.admin, stateless)
 	})
@@ -120,11 +123,14 @@ func TestThinkingRefused(t *testing.T) {
 			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 2048}, "maxTokens": 2048}, "thinking.budgetTokens"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive", "budgetTokens": 2048}}, "thinking.budgetTokens"},
 			{map[string]any{"thinking": map[string]any{"type": "on"}}, "thinking.type"},
+			{map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi", "reasoning_content": "x"}}}, "messages[0].reasoning_content"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "temperature": 0.5}, "temperature"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "topP": 0.5}, "topP"},
 			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 2048}, "toolChoice": "required", "tools": weatherTools()}, "toolChoice"},
 		} {
-			tc.body["messages"] = msgs
+			if tc.body["messages"] == nil {
+				tc.body["messages"] = msgs
+			}
 			h.refusedByBoth(t, w, tc.body, tc.field)
 		}
 	})
