@@ -278,7 +278,9 @@ func formatInstruction(f *domain.ResponseFormat) string {
 // callAnthropic makes one attempt against the Anthropic Messages API.
 func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.anthropicClient(cs.req.Endpoint)
-	params, sent, err := anthropicParams(cs.req)
+	req := cs.req
+	req.Messages = c.thoughts.restore(req.Endpoint.APIKey, req.Messages, time.Now())
+	params, sent, err := anthropicParams(req)
 	if err != nil {
 		return nil, err
 	}
@@ -287,6 +289,9 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 		res, err = c.anthropicStream(ctx, ex, cs, cli, params)
 	} else {
 		res, err = c.anthropicMessage(ctx, ex, cs, cli, params)
+	}
+	if err == nil {
+		c.thoughts.remember(req.Endpoint.APIKey, res, time.Now())
 	}
 	if res == nil && sent != nil {
 		res = &domain.LLMResult{} // a failed call's debug shows what went up too

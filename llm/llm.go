@@ -124,6 +124,9 @@ func (c Config) maxEventBytes() int { return 2 * c.MaxLineBytes }
 type Client struct {
 	cfg  Config
 	http *http.Client
+	// thoughts remembers Anthropic's thinking before tool calls, for
+	// clients that send the calls back without it.
+	thoughts thoughts
 }
 
 var _ domain.LLM = (*Client)(nil)

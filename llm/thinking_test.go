@@ -46,28 +46,45 @@ func TestAnthropicThinking(t *testing.T) {
 				t.Fatalf("the call's extra_content %s, want %s", extra, want)
 			}
 
-			answer := func(calls []domain.ToolCall) error {
+			answer := func(c *llm.Client, key domain.Secret, calls []domain.ToolCall) error {
 				next := req
+				next.Endpoint.APIKey = key
 				next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
 					domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
 					domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "toolu_1", Content: "sunny"})
 				_, _, err := run(context.Background(), c, next, m.stream)
 				return err
 			}
-			if err := answer(res.ToolCalls); err != nil {
+			if err := answer(c, testKey, res.ToolCalls); err != nil {
 				t.Fatalf("the tool result, with the calls as they came: %v", err)
 			}
-			sent := s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)
-			if got := jsonOf(sent[:2]); got != `[{"signature":"ErUBCkYIAxgCIkDfake","thinking":"I should look it up","type":"thinking"},{"data":"ENCRYPTED","type":"redacted_thinking"}]` {
+			sent := func() string {
+				return jsonOf(s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)[:2])
+			}
+			const blocks = `[{"signature":"ErUBCkYIAxgCIkDfake","thinking":"I should look it up","type":"thinking"},{"data":"ENCRYPTED","type":"redacted_thinking"}]`
+			if got := sent(); got != blocks {
 				t.Errorf("the assistant turn went back starting %s, want its thinking blocks", got)
 			}
-			// Without the thinking the provider refuses the turn: what the
-			// extra_content spares a client.
+			// Sent back without it, as OpenAI's SDKs' tool helpers send
+			// calls, the calls get the thinking this client remembers of
+			// them; another instance's client, or another key, has none,
+			// and the provider refuses the turn.
 			bare := []domain.ToolCall{res.ToolCalls[0]}
 			bare[0].ExtraContent = nil
-			var e *domain.Error
-			if err := answer(bare); !errors.As(err, &e) || e.Kind != domain.Invalid || !strings.Contains(e.Message, "must start with a thinking block") {
-				t.Errorf("calls sent back without their thinking: %v, want the provider's refusal", err)
+			if err := answer(c, testKey, bare); err != nil {
+				t.Fatalf("calls sent back without their thinking, to the client that made them: %v", err)
+			}
+			if got := sent(); got != blocks {
+				t.Errorf("the calls sent back bare went with %s, want the thinking remembered", got)
+			}
+			for name, tc := range map[string]struct {
+				c   *llm.Client
+				key domain.Secret
+			}{"another instance": {newClient(t), testKey}, "another key": {c, "sk-test-another-key-0123456789"}} {
+				var e *domain.Error
+				if err := answer(tc.c, tc.key, bare); !errors.As(err, &e) || e.Kind != domain.Invalid || !strings.Contains(e.Message, "must start with a thinking block") {
+					t.Errorf("calls sent back without their thinking, %s: %v, want the provider's refusal", name, err)
+				}
 			}
 		})
 	}

@@ -49,7 +49,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	// starting "DECLINE" is declined (OpenAI's refusal). A request that
 	// ends with tool results is answered afterTools.
 	const afterTools = "It is 18C in Paris at noon."
-	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+	answer := func(r llmtest.Request) llmtest.Behavior {
 		if n := len(r.Messages); n > 0 && (r.Messages[n-1].Role == "tool" || len(r.Messages[n-1].ToolResults) > 0) {
 			return llmtest.Behavior{Reply: afterTools}
 		}
@@ -73,6 +73,16 @@ func TestOpenAINodeClient(t *testing.T) {
 			}
 		}
 		return llmtest.Behavior{}
+	}
+	// A request with thinking on (Anthropic's) thinks first: thought, which
+	// the tool loop must send back with its calls.
+	const thought = "I should call the tools."
+	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		b := answer(r)
+		if _, ok := r.Body["thinking"]; ok {
+			b.Reasoning = thought
+		}
+		return b
 	})
 
 	cmd := exec.Command("npm", "test")

@@ -23,7 +23,8 @@
 //                          starts with "DECLINE" is declined by the model: its
 //                          reply is the refusal FAKE_REFUSAL, content null; a
 //                          request that ends with tool results is answered
-//                          FAKE_AFTER_TOOLS
+//                          FAKE_AFTER_TOOLS; a request with Anthropic's
+//                          thinking on thinks FAKE_THOUGHT first
 //
 // Against a running server: cd e2e/openai-node && npm ci && PARLEY_BASE_URL=... npm test
 // Self-contained (SQLite, fake upstream): PARLEY_OPENAI_E2E=1 go test ./rest -run TestOpenAINodeClient
@@ -75,6 +76,10 @@ const FAKE_TOOL_CALLS = [
 // FAKE_AFTER_TOOLS is the fake model's reply to a request that ends with
 // tool results.
 const FAKE_AFTER_TOOLS = 'It is 18C in Paris at noon.';
+
+// FAKE_THOUGHT is the fake model's thinking when a request turns
+// Anthropic's thinking on.
+const FAKE_THOUGHT = 'I should call the tools.';
 
 // FAKE_REFUSAL is the fake model's refusal of a prompt starting "DECLINE".
 const FAKE_REFUSAL = "I'm sorry, I can't help with that.";
@@ -235,6 +240,28 @@ test('openai npm client', { skip }, async (t) => {
       assert.deepEqual(sent, ['user', 'assistant', 'tool', 'tool', 'assistant']);
     });
   }
+
+  await t.test('runTools with Anthropic\'s thinking: reasoning_content apart, the signed thinking back with the calls', { skip: (!FAKE || !env.PARLEY_ANTHROPIC_AI_PROVIDER_ID) && 'needs PARLEY_FAKE_UPSTREAM=1 and an Anthropic provider' }, async () => {
+    // thinking in Anthropic's spelling, as its OpenAI-compatible endpoint
+    // takes it. Anthropic refuses tool results whose calls come back
+    // without the thinking before them (the fake too). runTools sends the
+    // assistant message back rebuilt from the fields the SDK knows, without
+    // extra_content: Parley sends the calls with the thinking it remembers
+    // of them.
+    const runner = client.chat.completions.runTools({
+      ...statelessBody('TOOLS weather in Paris?', { aiProviderId: env.PARLEY_ANTHROPIC_AI_PROVIDER_ID }),
+      thinking: { type: 'enabled', budget_tokens: 2048 },
+      tools: [
+        { type: 'function', function: { ...TOOLS[0].function, parse: JSON.parse, function: () => '18C' } },
+        { type: 'function', function: { name: 'clock', parameters: { type: 'object', properties: {} }, function: () => 'noon' } },
+      ],
+    });
+    assert.equal(await runner.finalContent(), FAKE_AFTER_TOOLS);
+    const [, calling, , , answer] = runner.messages;
+    assert.equal(calling.reasoning_content, FAKE_THOUGHT, JSON.stringify(calling));
+    assert.equal(calling.tool_calls[0].extra_content?.anthropic?.thinking?.[0]?.thinking, FAKE_THOUGHT, JSON.stringify(calling.tool_calls[0]));
+    assert.equal(answer.reasoning_content, FAKE_THOUGHT);
+  });
 
   await t.test("the SDK's own parameters: max_tokens, top_p, stream_options, response_format", async () => {
     // The Go side checks what reached the upstream (the prompt starts "SPELLING").
