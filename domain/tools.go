@@ -247,11 +247,13 @@ func ExtraWithout(extra []byte, name string) []byte {
 	if len(members) == 0 {
 		return nil
 	}
-	out, err := json.Marshal(members)
-	if err != nil {
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false) // the other members' < > & as they came
+	if enc.Encode(members) != nil {
 		return nil
 	}
-	return out
+	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
 }
 
 // checkExtraContent checks a tool call's extra_content: none, or a JSON

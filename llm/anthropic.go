@@ -279,10 +279,15 @@ func formatInstruction(f *domain.ResponseFormat) string {
 func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.anthropicClient(cs.req.Endpoint)
 	req := cs.req
-	req.Messages = c.thoughts.restore(req.Endpoint.APIKey, req.Messages, time.Now())
+	if t := req.Thinking; t != nil && t.Type != domain.ThinkingDisabled {
+		req.Messages = c.thoughts.restore(req.Endpoint.APIKey, req.Messages, time.Now())
+	}
 	params, sent, err := anthropicParams(req)
 	if err != nil {
 		return nil, err
+	}
+	if sent == nil && len(req.Messages) > 0 && &req.Messages[0] != &cs.req.Messages[0] {
+		sent = req.Messages // debug shows the thinking restored
 	}
 	var res *domain.LLMResult
 	if cs.onDelta != nil {

@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"slices"
@@ -38,6 +39,10 @@ const (
 	thoughtsTTL      = 30 * time.Minute
 	maxThoughts      = 10_000
 	maxThoughtsBytes = 16 << 20
+	// maxThoughtIDLen is the longest tool call id a request may send back
+	// (domain's bound): a call with a longer one never comes back, and an
+	// upstream that names calls at megabytes must not fill the memory.
+	maxThoughtIDLen = 256
 )
 
 // thoughtKey names the thinking of call id made with apiKey: another key,
@@ -53,23 +58,27 @@ func (t *thoughts) remember(apiKey domain.Secret, res *domain.LLMResult, now tim
 		return
 	}
 	c := res.ToolCalls[0]
+	if len(c.ID) > maxThoughtIDLen {
+		return
+	}
 	key := thoughtKey(apiKey, c.ID)
+	extra := bytes.Clone(c.ExtraContent) // no more than its length kept
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.byKey == nil {
 		t.byKey = map[string]thought{}
 	}
 	if old, ok := t.byKey[key]; ok {
-		t.bytes -= len(old.extra)
+		t.bytes -= len(key) + len(old.extra)
 	} else {
 		t.order = append(t.order, key)
 	}
-	t.byKey[key] = thought{extra: c.ExtraContent, at: now}
-	t.bytes += len(c.ExtraContent)
+	t.byKey[key] = thought{extra: extra, at: now}
+	t.bytes += len(key) + len(extra)
 	for len(t.byKey) > maxThoughts || t.bytes > maxThoughtsBytes {
 		oldest := t.order[0]
 		t.order = t.order[1:]
-		t.bytes -= len(t.byKey[oldest].extra)
+		t.bytes -= len(oldest) + len(t.byKey[oldest].extra)
 		delete(t.byKey, oldest)
 	}
 }

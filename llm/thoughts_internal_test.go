@@ -27,8 +27,8 @@ func TestThoughtsBounded(t *testing.T) {
 	for i := range maxThoughts + 1 {
 		th.remember("k", reply(fmt.Sprint("toolu_", i)), now)
 	}
-	if len(th.byKey) != maxThoughts || th.bytes != maxThoughts*len(extra) {
-		t.Errorf("%d kept, %d bytes; want %d, %d", len(th.byKey), th.bytes, maxThoughts, maxThoughts*len(extra))
+	if len(th.byKey) != maxThoughts {
+		t.Errorf("%d kept, want %d", len(th.byKey), maxThoughts)
 	}
 	if restored("toolu_0", now) || !restored("toolu_1", now) || !restored(fmt.Sprint("toolu_", maxThoughts), now) {
 		t.Error("want the oldest gone, the others kept")
@@ -45,5 +45,13 @@ func TestThoughtsBounded(t *testing.T) {
 	}
 	if msgs := sentBack("toolu_2"); &th.restore("other key", msgs, now)[0] != &msgs[0] {
 		t.Error("another key's request was changed")
+	}
+	// A call id longer than a request may send back is not remembered,
+	// and the bytes count the keys too.
+	var ids thoughts
+	ids.remember("k", reply(strings.Repeat("x", maxThoughtIDLen+1)), now)
+	ids.remember("k", reply("toolu_short"), now)
+	if len(ids.byKey) != 1 || ids.bytes != len(thoughtKey("k", "toolu_short"))+len(extra) {
+		t.Errorf("%d kept in %d bytes, want the short id's alone, its key counted", len(ids.byKey), ids.bytes)
 	}
 }

@@ -1,6 +1,7 @@
 package mcp
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -101,7 +102,7 @@ func toolCallLine(tc toolCallArg) string {
 	if len(extra) > 0 {
 		line += " extra_content " + string(extra)
 	}
-	if len(extra) < len(tc.ExtraContent) {
+	if !bytes.Equal(extra, tc.ExtraContent) {
 		line += " (with Anthropic's thinking in the structured result's extra_content)"
 	}
 	return line
