@@ -229,6 +229,52 @@ func validateToolCalls(i int, calls []ToolCall) error {
 // to be sent back with them.
 const AnthropicExtra = "anthropic"
 
+// ReasoningExtra is the member of a tool call's extra_content in which an
+// OpenAI-wire reply that called tools carries its reasoning_content, which
+// DeepSeek's thinking mode requires back with the calls.
+const ReasoningExtra = "reasoning_content"
+
+// ExtraWith returns extra, a tool call's extra_content (nil or a JSON
+// object), with its member name set to value; extra itself when the
+// result would be past MaxExtraContent or extra is no JSON object.
+func ExtraWith(extra []byte, name string, value any) []byte {
+	members := map[string]json.RawMessage{}
+	if len(extra) > 0 && json.Unmarshal(extra, &members) != nil {
+		return extra
+	}
+	var v bytes.Buffer
+	enc := json.NewEncoder(&v)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(value) != nil {
+		return extra
+	}
+	members[name] = bytes.TrimSuffix(v.Bytes(), []byte("\n"))
+	var out bytes.Buffer
+	enc = json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(members) != nil || out.Len() > MaxExtraContent+1 {
+		return extra
+	}
+	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+}
+
+// ExtraString returns the string member name of extra, a tool call's
+// extra_content; "" when it has none.
+func ExtraString(extra []byte, name string) string {
+	if len(extra) == 0 || !bytes.Contains(extra, []byte(`"`+name+`"`)) {
+		return ""
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(extra, &members) != nil {
+		return ""
+	}
+	var s string
+	if json.Unmarshal(members[name], &s) != nil {
+		return ""
+	}
+	return s
+}
+
 // ExtraWithout returns extra, a tool call's extra_content, without its
 // member name; nil when nothing else is left, extra itself when it has no
 // such member or is no JSON object.

@@ -145,11 +145,12 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 // see refusalsAsText). Its tool calls carry their extra_content, which
 // go-openai's cannot.
 type wireMessage struct {
-	Role       string         `json:"role"`
-	Content    *string        `json:"content,omitempty"`
-	Refusal    string         `json:"refusal,omitempty"`
-	ToolCalls  []wireToolCall `json:"tool_calls,omitempty"`
-	ToolCallID string         `json:"tool_call_id,omitempty"`
+	Role             string         `json:"role"`
+	Content          *string        `json:"content,omitempty"`
+	Refusal          string         `json:"refusal,omitempty"`
+	ReasoningContent string         `json:"reasoning_content,omitempty"` // see withReasoningExtra
+	ToolCalls        []wireToolCall `json:"tool_calls,omitempty"`
+	ToolCallID       string         `json:"tool_call_id,omitempty"`
 }
 
 type wireToolCall struct {
@@ -168,13 +169,16 @@ type wireToolCall struct {
 func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
 		return m.Content == "" && len(m.ToolCalls) == 0 ||
-			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return openAIExtra(c.ExtraContent) != nil })
+			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return len(c.ExtraContent) > 0 })
 	}) {
 		return nil
 	}
 	out := make([]wireMessage, len(msgs))
 	for i, m := range msgs {
 		wm := wireMessage{Role: string(m.Role), Refusal: m.Refusal, ToolCallID: m.ToolCallID}
+		if extras && len(m.ToolCalls) > 0 {
+			wm.ReasoningContent = domain.ExtraString(m.ToolCalls[0].ExtraContent, domain.ReasoningExtra)
+		}
 		if m.Content != "" || len(m.ToolCalls) == 0 {
 			wm.Content = &msgs[i].Content
 		}
@@ -194,10 +198,11 @@ func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 // openAIExtra is a call's extra_content as an OpenAI-wire provider gets
 // it: without the thinking an Anthropic provider's reply carries in it
 // (thinkingExtra), which another vendor has no use for and should not
-// read (a chat's provider can change between a call and its result); nil
-// when nothing else is left.
+// read (a chat's provider can change between a call and its result), and
+// without the reasoning an OpenAI-wire reply's carries, which goes back
+// as the message's reasoning_content; nil when nothing else is left.
 func openAIExtra(extra []byte) json.RawMessage {
-	return domain.ExtraWithout(extra, domain.AnthropicExtra)
+	return domain.ExtraWithout(domain.ExtraWithout(extra, domain.AnthropicExtra), domain.ReasoningExtra)
 }
 
 // completionTokens says whether an OpenAI-wire request names its token
@@ -218,10 +223,19 @@ func completionTokens(cs *callSpec) bool {
 // (stream_options, max_tokens) is sent again once without it, and later
 // attempts of the call go without it too.
 func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
+	compatible := cs.req.Endpoint.Type == domain.ProviderOpenAICompatible
+	if compatible {
+		// The reasoning before tool calls, for the calls that came back
+		// without it (see thoughts), once: cs is this call's for good.
+		cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, cs.req.Messages, time.Now())
+	}
 	for {
 		res, err := c.callOpenAIOnce(ctx, ex, cs)
 		switch {
 		case err == nil:
+			if compatible {
+				c.thoughts.remember(cs.req.Endpoint.APIKey, res, time.Now())
+			}
 			return res, nil
 		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):
 			cs.noStreamOptions = true
@@ -276,8 +290,20 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: id, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments,
 			ExtraContent: extras[i]})
 	}
+	withReasoningExtra(res.ToolCalls, res.Reasoning)
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
+}
+
+// withReasoningExtra puts a reply's reasoning in its first call's
+// extra_content (domain.ReasoningExtra) when it called tools: DeepSeek's
+// thinking mode requires it back with them, and the calls keep it
+// wherever they go, the stored turn and a client's history (explicitContent
+// sends it back as the message's reasoning_content).
+func withReasoningExtra(calls []domain.ToolCall, reasoning string) {
+	if len(calls) > 0 && reasoning != "" {
+		calls[0].ExtraContent = domain.ExtraWith(calls[0].ExtraContent, domain.ReasoningExtra, reasoning)
+	}
 }
 
 // wholeReplyExtras returns the extra_content of each of the n tool calls
@@ -435,6 +461,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	defer func() {
 		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
 		res.Reasoning = reasoning.String()
+		withReasoningExtra(res.ToolCalls, res.Reasoning)
 		// A delta still held goes on before the call ends, error or not,
 		// unless it was the caller that failed.
 		if de := (*deltaError)(nil); !errors.As(err, &de) {

@@ -177,3 +177,53 @@ func TestReasoningUnderBothNames(t *testing.T) {
 		})
 	}
 }
+
+// TestReasoningBackWithCalls: an OpenAI-wire reply that reasons and calls
+// tools carries its reasoning in the first call's extra_content, and the
+// calls sent back go with it as the message's reasoning_content, as
+// DeepSeek's thinking mode requires (the fake refuses them otherwise),
+// without it in extra_content; calls sent back bare get it from this
+// client's memory, not another's.
+func TestReasoningBackWithCalls(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			c := newClient(t)
+			req := request(domain.ProviderOpenAICompatible, s, "weather in Paris?")
+			req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+			s.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+			res, _, err := run(context.Background(), c, req, m.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := string(res.ToolCalls[0].ExtraContent); got != `{"reasoning_content":"look it up"}` {
+				t.Fatalf("the call's extra_content %s, want its reasoning", got)
+			}
+			answer := func(c *llm.Client, calls []domain.ToolCall) error {
+				next := req
+				next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
+					domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
+					domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "call_1", Content: "sunny"})
+				s.Enqueue(llmtest.Behavior{ReasoningBack: true})
+				_, _, err := run(context.Background(), c, next, m.stream)
+				return err
+			}
+			if err := answer(c, res.ToolCalls); err != nil {
+				t.Fatalf("the calls as they came: %v", err)
+			}
+			sent := s.Last().Body["messages"].([]any)[1].(map[string]any)
+			if sent["reasoning_content"] != "look it up" || sent["tool_calls"].([]any)[0].(map[string]any)["extra_content"] != nil {
+				t.Errorf("the assistant turn went back as %s, want reasoning_content and no extra_content", jsonOf(sent))
+			}
+			bare := []domain.ToolCall{res.ToolCalls[0]}
+			bare[0].ExtraContent = nil
+			if err := answer(c, bare); err != nil {
+				t.Errorf("bare calls, to the client that made them: %v", err)
+			}
+			var e *domain.Error
+			if err := answer(newClient(t), bare); !errors.As(err, &e) || !strings.Contains(e.Message, "reasoning_content in the thinking mode must be passed back") {
+				t.Errorf("bare calls, to another instance: %v, want the provider's refusal", err)
+			}
+		})
+	}
+}

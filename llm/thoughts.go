@@ -13,9 +13,11 @@ import (
 
 // thoughts remembers, for a while, the thinking each Anthropic reply that
 // called tools carried in its first call's extra_content (thinkingExtra),
+// and each OpenAI-compatible one's reasoning (withReasoningExtra),
 // by that call's id and the key that made it. A client that sends the
 // calls back without their extra_content still has them go back with
-// their thinking, which Anthropic requires: OpenAI's SDKs' tool helpers
+// their thinking, which Anthropic and DeepSeek's thinking mode require:
+// OpenAI's SDKs' tool helpers
 // (runTools) rebuild an assistant message from the fields they know, as
 // LangChain and the AI SDK keep a tool call's id, name and arguments
 // only. Per instance and bounded: the stored turn of a per-chat
@@ -52,9 +54,16 @@ func thoughtKey(apiKey domain.Secret, id string) string {
 	return hex.EncodeToString(sum[:8]) + "/" + id
 }
 
+// carriesThought says whether calls carry the thinking that led to them
+// in their first one's extra_content: Anthropic's (thinkingExtra) or an
+// OpenAI-wire reply's reasoning (withReasoningExtra).
+func carriesThought(calls []domain.ToolCall) bool {
+	return len(calls) > 0 && (thinkingBlocks(calls) != nil || domain.ExtraString(calls[0].ExtraContent, domain.ReasoningExtra) != "")
+}
+
 // remember keeps the thinking of res's calls, if they carry any.
 func (t *thoughts) remember(apiKey domain.Secret, res *domain.LLMResult, now time.Time) {
-	if res == nil || len(res.ToolCalls) == 0 || thinkingBlocks(res.ToolCalls) == nil {
+	if res == nil || !carriesThought(res.ToolCalls) {
 		return
 	}
 	c := res.ToolCalls[0]
@@ -88,7 +97,7 @@ func (t *thoughts) remember(apiKey domain.Secret, res *domain.LLMResult, now tim
 func (t *thoughts) restore(apiKey domain.Secret, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
 	var out []domain.LLMMessage
 	for i, m := range msgs {
-		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || thinkingBlocks(m.ToolCalls) != nil {
+		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls) {
 			continue
 		}
 		t.mu.Lock()

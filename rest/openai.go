@@ -3,6 +3,7 @@ package rest
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/labstack/echo/v5"
 
@@ -78,7 +79,7 @@ type message struct {
 	OpenAIToolCalls  []wire.ToolCall `json:"tool_calls,omitempty" desc:"OpenAI's spelling of toolCalls; send one of them."`
 	OpenAIToolCallID string          `json:"tool_call_id,omitempty" desc:"OpenAI's spelling of toolCallId; send one of them."`
 	Name             string          `json:"name,omitempty" desc:"Tool messages only, and not sent on: the tool's name, which the call answered names already. Parley sends no participant names."`
-	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"Assistant messages only, and not sent on: a reply's reasoning as Parley returned it, which clients that keep the reply as it came (OpenAI's SDKs' tool loops) send back."`
+	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"Assistant messages only: a reply's reasoning as Parley returned it, which clients that keep the reply as it came send back. With toolCalls it goes back with them (DeepSeek's thinking mode requires it); otherwise it is dropped."`
 }
 
 // thinking is an Anthropic model's extended thinking as REST takes it: with
@@ -140,6 +141,13 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 		}
 		if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
 			return domain.CompletionParams{}, err
+		}
+		if m.ReasoningContent != "" && len(m.ToolCalls) > 0 && domain.ExtraString(m.ToolCalls[0].ExtraContent, domain.ReasoningExtra) == "" {
+			// A reply that called tools goes back with its reasoning, in
+			// the calls as the reply's carried it (DeepSeek's thinking
+			// mode requires it); another reply's is dropped.
+			m.ToolCalls = slices.Clone(m.ToolCalls)
+			m.ToolCalls[0].ExtraContent = domain.ExtraWith(m.ToolCalls[0].ExtraContent, domain.ReasoningExtra, m.ReasoningContent)
 		}
 		c.Messages[i] = m.Message
 	}

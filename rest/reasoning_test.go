@@ -156,3 +156,36 @@ func TestThinkingInAnthropicsSpelling(t *testing.T) {
 		}
 	})
 }
+
+// TestReasoningBackWithCalls: DeepSeek's thinking mode requires an
+// assistant turn that called tools back with its reasoning_content. Per
+// chat the stored turn keeps it in the first call's extra_content; a
+// stateless client may send it as the message's reasoning_content.
+func TestReasoningBackWithCalls(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		calls := []llmtest.ToolCall{{ID: "call_paris", Name: "weather", Arguments: `{"city":"Paris"}`}}
+		h.up.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: calls})
+		first := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"messages": []any{userMessage("Weather in Paris?")}, "tools": weatherTools()})
+		result := map[string]any{"role": "tool", "tool_call_id": "call_paris", "content": "18C"}
+		h.up.Enqueue(llmtest.Behavior{ReasoningBack: true})
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{
+			"conversationId": first["conversationId"], "messages": []any{result}, "tools": weatherTools()})
+		if got := h.up.Last().Body["messages"].([]any)[2].(map[string]any)["reasoning_content"]; got != "look it up" {
+			t.Errorf("the stored turn went back with reasoning_content %v, want its reasoning", got)
+		}
+
+		// A history this instance never answered: the message's own
+		// reasoning_content goes back with its calls.
+		h.up.Enqueue(llmtest.Behavior{ReasoningBack: true})
+		h.must(200, "POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider, "tools": weatherTools(),
+			"messages": []any{userMessage("Weather in Oslo?"),
+				map[string]any{"role": "assistant", "reasoning_content": "check Oslo", "tool_calls": []any{map[string]any{"id": "call_oslo", "type": "function",
+					"function": map[string]any{"name": "weather", "arguments": `{"city":"Oslo"}`}}}},
+				map[string]any{"role": "tool", "tool_call_id": "call_oslo", "content": "5C"}}})
+		if got := h.up.Last().Body["messages"].([]any)[1].(map[string]any)["reasoning_content"]; got != "check Oslo" {
+			t.Errorf("the client's reasoning_content went back as %v", got)
+		}
+	})
+}

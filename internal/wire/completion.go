@@ -27,7 +27,7 @@ type ToolCall struct {
 	ID           string           `json:"id" desc:"Id of the tool call; a tool message answers it by toolCallId."`
 	Type         string           `json:"type" enum:"function" desc:"Always function."`
 	Function     ToolCallFunction `json:"function" desc:"The function called."`
-	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature; an Anthropic model's thinking before the calls, under anthropic, in the first call's), which it needs back to continue: send it back with the call. Only OpenAI-compatible and Anthropic providers send it."`
+	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature; in the first call's, an Anthropic model's thinking before the calls, under anthropic, or a reasoning model's reasoning, under reasoning_content), which it needs back to continue: send it back with the call. Only OpenAI-compatible and Anthropic providers send it."`
 }
 
 type ToolCallFunction struct {

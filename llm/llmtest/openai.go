@@ -182,3 +182,18 @@ func (x *exchange) openAIStream(r reply) {
 	}
 	x.event("", "[DONE]")
 }
+
+// reasoningBackRefusal is DeepSeek's thinking mode's refusal of a request
+// with an assistant message that called tools without its
+// reasoning_content; "" when there is none.
+func reasoningBackRefusal(body map[string]any) string {
+	msgs, _ := body["messages"].([]any)
+	for _, m := range msgs {
+		mm, _ := m.(map[string]any)
+		calls, _ := mm["tool_calls"].([]any)
+		if r, _ := mm["reasoning_content"].(string); mm["role"] == "assistant" && len(calls) > 0 && r == "" {
+			return "The reasoning_content in the thinking mode must be passed back to the API."
+		}
+	}
+	return ""
+}

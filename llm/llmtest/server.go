@@ -208,6 +208,10 @@ type Behavior struct {
 	// ContentParts; Anthropic as a thinking block (thinking_delta pieces,
 	// then a signature_delta).
 	Reasoning string
+	// ReasoningBack refuses, as DeepSeek's thinking mode does, an
+	// OpenAI-wire request with an assistant message that called tools
+	// and came without its reasoning_content.
+	ReasoningBack bool
 	// ReasoningNamed sends an OpenAI-wire reply's reasoning as reasoning,
 	// as OpenRouter, Ollama and vLLM since 0.11 name it, rather than
 	// reasoning_content.
@@ -592,6 +596,9 @@ func (x *exchange) listModels() {
 func (x *exchange) refusal() string {
 	if x.req.Protocol == Anthropic {
 		return cmp.Or(anthropicTextRefusal(x.req.Body), cacheControlRefusal(x.req.Body), thinkingRefusal(x.req.Body))
+	}
+	if x.b.ReasoningBack {
+		return reasoningBackRefusal(x.req.Body)
 	}
 	return ""
 }
