@@ -13,14 +13,13 @@ import (
 
 // thoughts remembers, for a while, the thinking each Anthropic reply that
 // called tools carried in its first call's extra_content (thinkingExtra),
-// and each OpenAI-compatible one's reasoning (withReasoningExtra),
-// by that call's id and the key that made it. A client that sends the
-// calls back without their extra_content still has them go back with
-// their thinking, which Anthropic and DeepSeek's thinking mode require:
-// OpenAI's SDKs' tool helpers
-// (runTools) rebuild an assistant message from the fields they know, as
-// LangChain and the AI SDK keep a tool call's id, name and arguments
-// only. Per instance and bounded: the stored turn of a per-chat
+// and each OpenAI-compatible one's reasoning (withReasoningExtra), by that
+// call's id and the key that made it. A client that sends the calls back
+// without their extra_content still has them go back with their thinking,
+// which Anthropic and DeepSeek's thinking mode require: OpenAI's SDKs'
+// tool helpers (runTools) rebuild an assistant message from the fields
+// they know, as LangChain and the AI SDK keep a tool call's id, name and
+// arguments only. Per instance and bounded: the stored turn of a per-chat
 // completion, or a client that keeps extra_content, needs none of it.
 type thoughts struct {
 	mu    sync.Mutex
