@@ -242,20 +242,29 @@ func ExtraWith(extra []byte, name string, value any) []byte {
 	if len(extra) > 0 && json.Unmarshal(extra, &members) != nil {
 		return extra
 	}
-	var v bytes.Buffer
-	enc := json.NewEncoder(&v)
-	enc.SetEscapeHTML(false)
-	if enc.Encode(value) != nil {
+	v, err := asItCame(value)
+	if err != nil {
 		return extra
 	}
-	members[name] = bytes.TrimSuffix(v.Bytes(), []byte("\n"))
-	var out bytes.Buffer
-	enc = json.NewEncoder(&out)
-	enc.SetEscapeHTML(false)
-	if enc.Encode(members) != nil || out.Len() > MaxExtraContent+1 {
+	members[name] = v
+	out, err := asItCame(members)
+	if err != nil || len(out) > MaxExtraContent {
 		return extra
 	}
-	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+	return out
+}
+
+// asItCame is v as JSON, its text's < > & as they are (json.Marshal would
+// write each as six bytes): extra_content's members are a provider's, to
+// go back as it sent them.
+func asItCame(v any) ([]byte, error) {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // ExtraString returns the string member name of extra, a tool call's
@@ -293,13 +302,11 @@ func ExtraWithout(extra []byte, name string) []byte {
 	if len(members) == 0 {
 		return nil
 	}
-	var out bytes.Buffer
-	enc := json.NewEncoder(&out)
-	enc.SetEscapeHTML(false) // the other members' < > & as they came
-	if enc.Encode(members) != nil {
+	out, err := asItCame(members)
+	if err != nil {
 		return nil
 	}
-	return bytes.TrimSuffix(out.Bytes(), []byte("\n"))
+	return out
 }
 
 // checkExtraContent checks a tool call's extra_content: none, or a JSON

@@ -632,13 +632,7 @@ func thinkingContent(blocks []thinkingBlock) []byte {
 	}
 	var x thinkingExtra
 	x.Anthropic.Thinking = blocks
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // <, > and & as they are, not six bytes each
-	if enc.Encode(x) != nil || b.Len() > domain.MaxExtraContent {
-		return nil
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+	return domain.ExtraWith(nil, domain.AnthropicExtra, x.Anthropic)
 }
 
 // thinkingBlocks returns the thinking that calls' first one carries back,
