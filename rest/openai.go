@@ -91,9 +91,13 @@ type thinking struct {
 	BudgetTokensAnthropic *int `json:"budget_tokens,omitempty" min:"1024" desc:"Anthropic's spelling of budgetTokens; send one of them."`
 }
 
-// spellings are the OpenAI spellings a request sent, by Parley's name of
-// each field: a field the domain refuses is named as the request sent it.
-type spellings map[string]string
+// spellings are the other spellings a request sent (OpenAI's, or
+// Anthropic's for its own fields), by Parley's name of each field: a field
+// the domain refuses is named as the request sent it.
+type spellings map[string]spelling
+
+// spelling is a field's name as a request sent it, and whose name it is.
+type spelling struct{ name, whose string }
 
 // asSent names in err, the domain's refusal of a request's field before it
 // ran, the field as the request spelt it: "max_tokens (OpenAI's spelling of
@@ -109,7 +113,7 @@ func (sp spellings) asSent(err error) error {
 	if !ok {
 		return err
 	}
-	return domain.Invalidf(alias, "%s (OpenAI's spelling of %s): %s", alias, field, de.Message)
+	return domain.Invalidf(alias.name, "%s (%s spelling of %s): %s", alias.name, alias.whose, field, de.Message)
 }
 
 // ToDomain returns the domain's parameters of a completion request, each
@@ -137,7 +141,7 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 				return domain.CompletionParams{}, bothSpellings(at("toolCalls"), at("tool_calls"))
 			}
 			m.ToolCalls = m.OpenAIToolCalls
-			f.sent[at("toolCalls")] = at("tool_calls")
+			f.sent[at("toolCalls")] = spelling{at("tool_calls"), openAIs}
 		}
 		if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
 			return domain.CompletionParams{}, err
@@ -189,9 +193,7 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	}
 	if t := f.Thinking; t != nil {
 		w := t.Thinking
-		// Not recorded in sent: a refused budget is named thinking.budgetTokens
-		// however it was spelt (asSent names OpenAI's spellings).
-		if err := either(spellings{}, &w.BudgetTokens, "thinking.budgetTokens", t.BudgetTokensAnthropic, "thinking.budget_tokens"); err != nil {
+		if err := eitherOf(anthropics, f.sent, &w.BudgetTokens, "thinking.budgetTokens", t.BudgetTokensAnthropic, "thinking.budget_tokens"); err != nil {
 			return domain.CompletionParams{}, err
 		}
 		c.Thinking = &w
@@ -202,10 +204,21 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 	return c.ToDomain(), nil
 }
 
-// either sets *field, named name, to alias, another spelling of it named
+// Whose spelling a field's other name is, as asSent's refusals say it.
+const (
+	openAIs    = "OpenAI's"
+	anthropics = "Anthropic's"
+)
+
+// either sets *field, named name, to alias, OpenAI's spelling of it named
 // aliasName, when alias was sent, and records it in sent; both sent is a
 // 400 naming aliasName.
 func either[T comparable](sent spellings, field *T, name string, alias T, aliasName string) error {
+	return eitherOf(openAIs, sent, field, name, alias, aliasName)
+}
+
+// eitherOf is either for a spelling that is whose.
+func eitherOf[T comparable](whose string, sent spellings, field *T, name string, alias T, aliasName string) error {
 	var none T
 	if alias == none {
 		return nil
@@ -214,7 +227,7 @@ func either[T comparable](sent spellings, field *T, name string, alias T, aliasN
 		return bothSpellings(name, aliasName)
 	}
 	*field = alias
-	sent[name] = aliasName
+	sent[name] = spelling{aliasName, whose}
 	return nil
 }
 

@@ -154,6 +154,12 @@ func TestThinkingInAnthropicsSpelling(t *testing.T) {
 		if r.Status != 400 || r.ErrorField() != "thinking.budget_tokens" || h.up.Count() != n {
 			t.Errorf("both spellings = %d %s (field %q), want a 400 naming thinking.budget_tokens before any call upstream", r.Status, r.Body, r.ErrorField())
 		}
+		// A budget the domain refuses is named as it was sent.
+		r = h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")}, "max_tokens": 2000,
+			"thinking": map[string]any{"type": "enabled", "budget_tokens": 3000}})
+		if r.Status != 400 || r.ErrorField() != "thinking.budget_tokens" || !strings.Contains(r.ErrorMessage(), "thinking.budget_tokens (Anthropic's spelling of thinking.budgetTokens)") || h.up.Count() != n {
+			t.Errorf("budget over max_tokens = %d %s (field %q), want a 400 naming thinking.budget_tokens as Anthropic's spelling", r.Status, r.Body, r.ErrorField())
+		}
 	})
 }
 
