@@ -31,6 +31,7 @@ type Metrics struct {
 	rateLimited *prometheus.CounterVec
 	toolCalls   *prometheus.CounterVec
 	toolLatency *prometheus.HistogramVec
+	retained    *prometheus.CounterVec
 }
 
 // Histogram buckets, in seconds. An API request that is not a completion
@@ -80,9 +81,13 @@ func New() *Metrics {
 		toolLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "parley_mcp_tool_call_duration_seconds", Help: "MCP tool call duration by tool.", Buckets: requestBuckets,
 		}, []string{"tool"}),
+		retained: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_retention_deleted_total", Help: "Rows the retention sweeps deleted, by kind (usage_records, conversations).",
+		}, []string{"kind"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited, m.toolCalls, m.toolLatency,
+	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited, m.toolCalls, m.toolLatency, m.retained,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.Swept(domain.Swept{}) // served at 0 from the start, swept or not
 	return m
 }
 
@@ -116,6 +121,12 @@ func (m *Metrics) CountUsageDropped(dropped func() int64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "parley_usage_records_dropped_total", Help: "Usage records lost: refused by the database, or beyond what is kept while writes fail.",
 	}, func() float64 { return float64(dropped()) }))
+}
+
+// Swept counts what a retention sweep deleted.
+func (m *Metrics) Swept(s domain.Swept) {
+	m.retained.WithLabelValues("usage_records").Add(float64(s.UsageRecords))
+	m.retained.WithLabelValues("conversations").Add(float64(s.Conversations))
 }
 
 // StreamOpened and StreamClosed track open completion streams.

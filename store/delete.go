@@ -109,11 +109,19 @@ func (s *Store) afterChunk() {
 // deleteInChunks runs query, a DELETE of at most n rows, with args and
 // then n, until it deletes fewer than n.
 func (s *Store) deleteInChunks(ctx context.Context, n int, query string, args ...any) error {
+	_, err := s.countDeleted(ctx, n, query, args...)
+	return err
+}
+
+// countDeleted is deleteInChunks, and returns how many rows it deleted.
+func (s *Store) countDeleted(ctx context.Context, n int, query string, args ...any) (int64, error) {
 	args = append(args, n)
+	var deleted int64
 	for {
 		res := s.db.WithContext(ctx).Exec(query, args...)
+		deleted += res.RowsAffected
 		if res.Error != nil || res.RowsAffected < int64(n) {
-			return res.Error
+			return deleted, res.Error
 		}
 		s.afterChunk()
 	}

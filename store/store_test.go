@@ -3175,3 +3175,106 @@ func TestListConversationsOfProject(t *testing.T) {
 		}
 	})
 }
+
+// TestRetentionDeletes: the retention sweep's deletes take the usage
+// records created, and the conversations last continued, before their
+// bound, with every message of those conversations, a chunk per
+// statement; what is newer stays, and so does a conversation continued
+// while the sweep runs. A second sweep finds nothing.
+func TestRetentionDeletes(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, s *store.Store) {
+		w := newWorld(t, s)
+		old, bound := t0.Add(-48*time.Hour), t0.Add(-24*time.Hour)
+		count := func(query string, args ...any) int64 {
+			t.Helper()
+			var n int64
+			must(t, s.DB().Raw(query, args...).Row().Scan(&n))
+			return n
+		}
+		conversation := func(chat *domain.Chat, at time.Time, turns int) *domain.Conversation {
+			c := newConversation(chat)
+			c.CreatedAt, c.UpdatedAt = old, at
+			var msgs []domain.Message
+			for i := range turns {
+				msgs = append(msgs, turn(c.ID, 2*i, fmt.Sprint("turn ", i))...)
+			}
+			must(t, s.AppendTurn(ctx(), c, true, msgs))
+			return c
+		}
+		var olds []*domain.Conversation
+		for range 4 {
+			olds = append(olds, conversation(w.chatA, old, 1))
+		}
+		olds = append(olds, conversation(w.chatB, old, 12)) // 24 messages: several statements on SQLite
+		fresh := []*domain.Conversation{conversation(w.chatA, t0, 1), conversation(w.chatB, bound.Add(time.Second), 2)}
+		usage := func(project string, at time.Time) domain.UsageRecord {
+			return domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: project, ChatID: w.chatA.ID, Model: "m", CreatedAt: at}
+		}
+		must(t, s.InsertUsage(ctx(), []domain.UsageRecord{
+			usage(w.prjA.ID, old), usage(w.prjA.ID, old.Add(time.Hour)), usage(w.prjA.ID, bound.Add(-time.Microsecond)), usage(w.prjA.ID, bound),
+			usage(w.prjB.ID, old), usage(w.prjB.ID, old), usage(w.prjB.ID, t0),
+		}))
+
+		// The old conversation the sweep comes to last is continued after
+		// its first chunk: it is kept.
+		var last string
+		must(t, s.DB().Raw("SELECT max(id) FROM conversations WHERE updated_at < ?", bound).Row().Scan(&last))
+		var continued *domain.Conversation
+		for _, c := range olds {
+			if c.ID == last {
+				continued = c
+			}
+		}
+		var between int
+		s.SetDeleteChunks(2, func() {
+			if between++; between == 1 {
+				continued.UpdatedAt = t0
+				must(t, s.AppendTurn(ctx(), continued, false, turn(continued.ID, 40, "back again")))
+			}
+		})
+		defer s.SetDeleteChunks(0, nil)
+
+		n, err := s.DeleteConversationsBefore(ctx(), bound)
+		must(t, err)
+		if n != int64(len(olds)-1) {
+			t.Errorf("the sweep deleted %d conversations; want the %d last continued before its bound", n, len(olds)-1)
+		}
+		if between < 2 {
+			t.Errorf("%d chunks were followed by another; want the conversations (and, on SQLite, the long one's messages) in chunks of 2", between)
+		}
+		for _, c := range append(fresh, continued) {
+			if got := count("SELECT count(*) FROM messages WHERE conversation_id = ?", c.ID); got == 0 || count("SELECT count(*) FROM conversations WHERE id = ?", c.ID) != 1 {
+				t.Errorf("conversation %s (last continued %s) was deleted, or its messages (%d left)", c.ID, c.UpdatedAt, got)
+			}
+		}
+		if got := count("SELECT count(*) FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)"); got != 0 {
+			t.Errorf("%d messages are left without their conversation", got)
+		}
+		if got := count("SELECT count(*) FROM conversations"); got != int64(len(fresh)+1) {
+			t.Errorf("%d conversations are left; want %d", got, len(fresh)+1)
+		}
+
+		n, err = s.DeleteUsageBefore(ctx(), bound)
+		must(t, err)
+		if n != 5 {
+			t.Errorf("the sweep deleted %d usage records; want the 5 created before its bound", n)
+		}
+		for project, want := range map[string]int64{w.prjA.ID: 1, w.prjB.ID: 1} {
+			if got := count("SELECT count(*) FROM usage_records WHERE project_id = ? AND created_at >= ?", project, bound); got != want {
+				t.Errorf("project %s has %d usage records from the bound on; want %d", project, got, want)
+			}
+		}
+		if got := count("SELECT count(*) FROM usage_records"); got != 2 {
+			t.Errorf("%d usage records are left; want 2", got)
+		}
+
+		s.SetDeleteChunks(0, nil)
+		nu, err := s.DeleteUsageBefore(ctx(), bound)
+		must(t, err)
+		nc, err := s.DeleteConversationsBefore(ctx(), bound)
+		must(t, err)
+		if nu != 0 || nc != 0 {
+			t.Errorf("a second sweep deleted %d usage records and %d conversations; want none", nu, nc)
+		}
+	})
+}

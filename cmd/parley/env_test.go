@@ -250,3 +250,39 @@ func TestUnknownVarsWarned(t *testing.T) {
 		t.Errorf("%d lines, want 4:\n%s", n, logs.String())
 	}
 }
+
+// TestRetentionSettings: retention is kept for ever unless set, in days or
+// as a duration; what cannot be meant (under an hour, a fraction of a day,
+// a negative time) is refused naming the setting and the value.
+func TestRetentionSettings(t *testing.T) {
+	t.Setenv("PARLEY_DATABASE_URL", "")
+	for _, tc := range []struct {
+		usage, conversations string
+		want                 time.Duration // of both
+	}{
+		{"", "", 0},
+		{"0", "0", 0},
+		{"90d", "90d", 90 * 24 * time.Hour},
+		{"720h", "720h", 720 * time.Hour},
+		{"1h", "60m", time.Hour},
+	} {
+		t.Setenv("PARLEY_USAGE_RETENTION", tc.usage)
+		t.Setenv("PARLEY_CONVERSATION_RETENTION", tc.conversations)
+		e, err := loadEnv()
+		if err != nil || e.Retention.Usage != tc.want || e.Retention.Conversations != tc.want {
+			t.Errorf("%q, %q: usage %v, conversations %v, %v; want %v", tc.usage, tc.conversations, e.Retention.Usage, e.Retention.Conversations, err, tc.want)
+		}
+	}
+	for _, name := range []string{"PARLEY_USAGE_RETENTION", "PARLEY_CONVERSATION_RETENTION"} {
+		for _, bad := range []string{"90", "1.5d", "0d", "-3d", "30m", "-1h", "soon", "d"} {
+			t.Run(name+"="+bad, func(t *testing.T) {
+				t.Setenv("PARLEY_USAGE_RETENTION", "")
+				t.Setenv("PARLEY_CONVERSATION_RETENTION", "")
+				t.Setenv(name, bad)
+				if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), strconv.Quote(bad)) {
+					t.Errorf("%s=%q: %v, want an error naming it and the value", name, bad, err)
+				}
+			})
+		}
+	}
+}

@@ -226,6 +226,12 @@ func loadEnv() (env, error) {
 	if e.ShutdownGrace, err = envDuration("PARLEY_SHUTDOWN_GRACE", 30*time.Second, "to end the requests still running at once"); err != nil {
 		return e, err
 	}
+	if e.Retention.Usage, err = envRetention("PARLEY_USAGE_RETENTION"); err != nil {
+		return e, err
+	}
+	if e.Retention.Conversations, err = envRetention("PARLEY_CONVERSATION_RETENTION"); err != nil {
+		return e, err
+	}
 	if e.MaxStreamDuration, err = envDuration("PARLEY_MAX_STREAM_DURATION", 0, "for no limit"); err != nil {
 		return e, err
 	}
@@ -257,7 +263,7 @@ func loadEnv() (env, error) {
 var knownVars = []string{
 	"PARLEY_ADDR", "PARLEY_DATABASE_URL", "PARLEY_DATA_DIR", "PARLEY_SECRET_KEY", "PARLEY_OLD_SECRET_KEYS",
 	"PARLEY_BOOTSTRAP_ADMIN_KEY", "PARLEY_ALLOW_PRIVATE_UPSTREAMS", "PARLEY_MAX_BODY_BYTES", "PARLEY_SHUTDOWN_GRACE",
-	"PARLEY_MAX_STREAM_DURATION", "PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRIES",
+	"PARLEY_MAX_STREAM_DURATION", "PARLEY_USAGE_RETENTION", "PARLEY_CONVERSATION_RETENTION", "PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRIES",
 	"PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT",
 	"PARLEY_UPSTREAM_IDLE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT", "PARLEY_REDIS_URL", "PARLEY_LOG_LEVEL",
 	"PARLEY_LOG_FORMAT", "PARLEY_API_KEY", "PARLEY_MCP_READ_ONLY", "PARLEY_MCP_ALLOWED_ORIGINS", "PARLEY_PPROF_ADDR",
@@ -458,6 +464,28 @@ func envPositiveDuration(name string, def time.Duration) (time.Duration, error) 
 		return 0, fmt.Errorf("%s must be a positive duration such as 30s, got %q; leave it unset for the default", name, os.Getenv(name))
 	}
 	return d, err
+}
+
+// envRetention reads a retention setting: a duration of at least
+// domain.MinRetention, in days ("90d") or as a Go duration ("2160h"), or
+// unset or 0 to keep for ever.
+func envRetention(name string) (time.Duration, error) {
+	v := os.Getenv(name)
+	if v == "" || v == "0" {
+		return 0, nil
+	}
+	var d time.Duration
+	days, isDays := strings.CutSuffix(v, "d")
+	n, err := strconv.Atoi(days)
+	if isDays && err == nil && n > 0 && n <= 100*365 {
+		d = time.Duration(n) * 24 * time.Hour
+	} else if d, err = time.ParseDuration(v); err != nil || isDays {
+		return 0, fmt.Errorf("%s must be a number of days such as 90d, or a duration such as 720h; or 0 to keep for ever; got %q", name, v)
+	}
+	if d < domain.MinRetention {
+		return 0, fmt.Errorf("%s must be at least an hour, or 0 to keep for ever; got %q", name, v)
+	}
+	return d, nil
 }
 
 // parseEnvDuration reads the duration setting name, def when it is unset.

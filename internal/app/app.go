@@ -65,6 +65,10 @@ type Config struct {
 	// MCPAllowedOrigins are the browser origins MCP over HTTP takes
 	// besides loopback ones ("*": any); see mcp.Limits.Origins.
 	MCPAllowedOrigins []string
+	// Retention deletes usage records and conversations past their age,
+	// at start and then every RetentionEvery (0: hourly); zero keeps them.
+	Retention      domain.Retention
+	RetentionEvery time.Duration
 	// LLM configures upstream calls; AllowPrivate is set from AllowPrivateUpstreams.
 	LLM     llm.Config
 	Version string
@@ -95,6 +99,7 @@ type App struct {
 	handler http.Handler
 
 	closeLimiter func() error
+	stopSweeps   func() // ends the retention sweeps and waits for them
 	mcpCalls     mcp.Calls
 	mcpSSE       *mcp.SSE
 }
@@ -372,7 +377,35 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)
 	a.handler = api
+	a.stopSweeps = a.sweep(cfg, st, m)
 	return a, nil
+}
+
+// sweep runs the retention sweeps cfg asks for in the background, and
+// returns what ends them.
+func (a *App) sweep(cfg Config, st *store.Store, m *metrics.Metrics) func() {
+	if !cfg.Retention.On() {
+		return func() {}
+	}
+	every := cfg.RetentionEvery
+	if every <= 0 {
+		every = time.Hour
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: st, Every: every, Logger: a.log, Now: now, Swept: m.Swept}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
 }
 
 // Handler serves REST, MCP over HTTP and the operational endpoints.
@@ -410,8 +443,9 @@ func (a *App) CloseMCPStreams(ctx context.Context) error { return a.mcpSSE.Close
 // completions afterwards. Call it on shutdown, after the HTTP server stopped.
 func (a *App) FlushUsage() { a.flushed.Do(a.usage.Close) }
 
-// Close flushes usage and closes the database.
+// Close ends the retention sweeps, flushes usage and closes the database.
 func (a *App) Close() error {
+	a.stopSweeps()
 	a.FlushUsage()
 	return errors.Join(a.closeLimiter(), a.Store.Close())
 }
