@@ -1,6 +1,8 @@
 package domain
 
 import (
+	"bytes"
+	"encoding/json"
 	"regexp"
 	"strings"
 )
@@ -56,7 +58,8 @@ func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 		if len(m.ToolCalls) > 0 {
 			calls := make([]ToolCall, len(m.ToolCalls))
 			for j, c := range m.ToolCalls {
-				c.Arguments = redact(c.Arguments, key)
+				c.ID, c.Name, c.Arguments = redact(c.ID, key), redact(c.Name, key), redact(c.Arguments, key)
+				c.ExtraContent = redactJSON(c.ExtraContent, key)
 				calls[j] = c
 			}
 			m.ToolCalls = calls
@@ -64,6 +67,43 @@ func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 		out[i] = m
 	}
 	return out
+}
+
+// redactJSON is doc, a JSON document, with redact applied to each of its
+// strings (the members' names stay), so that it stays JSON; nil when it is
+// not JSON.
+func redactJSON(doc []byte, key string) []byte {
+	if len(doc) == 0 {
+		return doc
+	}
+	d := json.NewDecoder(bytes.NewReader(doc))
+	d.UseNumber() // numbers as they came
+	var v any
+	if d.Decode(&v) != nil {
+		return nil
+	}
+	out, err := asItCame(redactStrings(v, key))
+	if err != nil {
+		return nil
+	}
+	return out
+}
+
+// redactStrings applies redact to every string in v, a decoded JSON value.
+func redactStrings(v any, key string) any {
+	switch v := v.(type) {
+	case string:
+		return redact(v, key)
+	case []any:
+		for i := range v {
+			v[i] = redactStrings(v[i], key)
+		}
+	case map[string]any:
+		for k := range v {
+			v[k] = redactStrings(v[k], key)
+		}
+	}
+	return v
 }
 
 // redact replaces key and anything in s that looks like a credential with

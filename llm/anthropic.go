@@ -324,7 +324,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an empty message")
 	}
 	res := &domain.LLMResult{
-		Model:        string(msg.Model),
+		Model:        upstreamModel(string(msg.Model), cs.req.Endpoint.APIKey.Reveal()),
 		FinishReason: anthropicFinish(string(msg.StopReason)),
 		FirstByte:    firstByte(ex, cs.start),
 	}
@@ -421,7 +421,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		ev := stream.Current()
 		switch ev.Type {
 		case "message_start":
-			res.Model = string(ev.Message.Model)
+			res.Model = upstreamModel(string(ev.Message.Model), cs.req.Endpoint.APIKey.Reveal())
 			// Its output_tokens is a placeholder (1), sent before the
 			// reply: only message_delta counts the reply. Without that
 			// count the domain estimates the reply rather than record 1.

@@ -271,6 +271,24 @@ func sanitize(s, apiKey string, max int) string {
 	return s
 }
 
+// holdsKey reports whether name, one an upstream gave (a model's),
+// holds apiKey, the key it was called with: such a name is not taken, as
+// it would go into metrics labels, usage reports and model lists. A key
+// under 8 characters (a local server's placeholder, "ollama") is no
+// secret, and may be part of a model's name.
+func holdsKey(name, apiKey string) bool {
+	return len(apiKey) >= 8 && strings.Contains(name, apiKey)
+}
+
+// upstreamModel is the model name an upstream answered with, "" (so the
+// model asked for stands) when it holds apiKey.
+func upstreamModel(name, apiKey string) string {
+	if holdsKey(name, apiKey) {
+		return ""
+	}
+	return name
+}
+
 func withUpstream(msg, upstream string) string {
 	if upstream == "" {
 		return msg

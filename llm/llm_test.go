@@ -2268,3 +2268,33 @@ func TestCancelDuringBackoff(t *testing.T) {
 		}
 	}
 }
+
+// TestAnsweredModelThatHoldsTheKey: a model name the upstream answers
+// with that holds the key it was called with (an upstream echoing it) is
+// not taken, on either wire, whole or streamed: it would go into metrics
+// labels, usage reports and stored replies. Its deltas carry none either.
+func TestAnsweredModelThatHoldsTheKey(t *testing.T) {
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderAnthropic} {
+		for _, m := range modes() {
+			t.Run(string(typ)+"/"+m.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Model: "served-by-" + testKey})
+				var deltaModels []string
+				var onDelta func(domain.Delta) error
+				if m.stream {
+					onDelta = func(d domain.Delta) error {
+						deltaModels = append(deltaModels, d.Model)
+						return nil
+					}
+				}
+				res, err := newClient(t).Complete(context.Background(), request(typ, s, "hi"), onDelta)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if res.Model != "" || slices.ContainsFunc(deltaModels, func(m string) bool { return strings.Contains(m, testKey) }) {
+					t.Errorf("model %q, deltas' %q: want none holding the key", res.Model, deltaModels)
+				}
+			})
+		}
+	}
+}

@@ -108,11 +108,12 @@ func (c *Client) openAIModels(ctx context.Context, ep domain.Endpoint) ([]domain
 		// As go-openai reports an error answer, for toDomainError.
 		return nil, &openai.APIError{HTTPStatusCode: resp.StatusCode, Message: bodyMessage(body)}
 	}
-	return openAIModelList(body)
+	return openAIModelList(body, ep.APIKey.Reveal())
 }
 
-// openAIModelList decodes an OpenAI-wire model list (see openAIModels).
-func openAIModelList(body []byte) ([]domain.Model, error) {
+// openAIModelList decodes an OpenAI-wire model list (see openAIModels);
+// apiKey is the key it was asked with, kept out of what it returns.
+func openAIModelList(body []byte, apiKey string) ([]domain.Model, error) {
 	type item struct {
 		ID      string          `json:"id"`
 		Created json.RawMessage `json:"created"`
@@ -134,14 +135,14 @@ func openAIModelList(body []byte) ([]domain.Model, error) {
 		case err != nil:
 			return nil, unreadableModels(err)
 		case len(list.Error) > 0 && string(list.Error) != "null":
-			msg := bodyMessage(body)
+			msg := sanitize(bodyMessage(body), apiKey, 200)
 			return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of its model list: %s", cmp.Or(msg, "(no message)"))
 		case list.Data == nil:
 			return nil, unreadableModels(errors.New("it has no data"))
 		}
 		items = list.Data
 	}
-	var l modelList
+	l := modelList{apiKey: apiKey}
 	for _, it := range items {
 		if it.ID == "" {
 			continue
@@ -176,7 +177,7 @@ func unreadableModels(err error) error {
 func (c *Client) anthropicModels(ctx context.Context, ep domain.Endpoint) ([]domain.Model, error) {
 	cli := c.anthropicClient(ep)
 	params := anthropic.ModelListParams{Limit: param.NewOpt[int64](anthropicModelsPage)}
-	var l modelList
+	l := modelList{apiKey: ep.APIKey.Reveal()}
 	for pages := 1; ; pages++ {
 		page, err := cli.Models.List(ctx, params)
 		if err != nil {
@@ -197,13 +198,21 @@ func (c *Client) anthropicModels(ctx context.Context, ep domain.Endpoint) ([]dom
 	}
 }
 
-// modelList is a model list as it is read, within its bounds.
+// modelList is a model list as it is read, within its bounds, without
+// what holds the key it was asked with (an upstream that echoes it).
 type modelList struct {
 	models []domain.Model
 	bytes  int
+	apiKey string
 }
 
 func (l *modelList) add(m domain.Model) error {
+	if holdsKey(m.ID, l.apiKey) {
+		return nil
+	}
+	if holdsKey(m.OwnedBy, l.apiKey) {
+		m.OwnedBy = ""
+	}
 	if l.bytes += len(m.ID) + len(m.OwnedBy); len(l.models) == maxModels || l.bytes > maxModelBytes {
 		return domain.Errorf(domain.Upstream, "the AI provider listed more than %d models or %d bytes of their names, more than Parley lists", maxModels, maxModelBytes)
 	}

@@ -194,3 +194,24 @@ func TestModelsOfAnUpstreamThatPagesWithoutEnd(t *testing.T) {
 		t.Errorf("%d pages read, want 100", got)
 	}
 }
+
+// TestModelsKeepTheKeyOut: an upstream that echoes the key it was called
+// with, in an error sent with a 200 instead of its list or in the names it
+// lists, does not get it to the caller: the message is redacted, a model
+// whose id holds the key is left out, an owner that holds it is blank.
+func TestModelsKeepTheKeyOut(t *testing.T) {
+	s := llmtest.NewServer(t)
+	s.Enqueue(llmtest.Behavior{Body: `{"error":{"message":"Incorrect API key provided: ` + testKey + `"}}`})
+	_, err := newClient(t).Models(context.Background(), endpoint(domain.ProviderOpenAICompatible, s))
+	if err == nil || strings.Contains(err.Error(), testKey) || strings.Contains(domain.MessageOf(err), testKey) || !strings.Contains(domain.MessageOf(err), "[redacted]") {
+		t.Errorf("an error echoing the key = %v (message %q), want it redacted", err, domain.MessageOf(err))
+	}
+	s.Enqueue(llmtest.Behavior{Body: `{"data":[{"id":"a","owned_by":"` + testKey + `"},{"id":"key-` + testKey + `"},{"id":"b","owned_by":"acme"}]}`})
+	got, err := newClient(t).Models(context.Background(), endpoint(domain.ProviderOpenAICompatible, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []domain.Model{{ID: "a"}, {ID: "b", OwnedBy: "acme"}}; !slices.Equal(got, want) {
+		t.Errorf("models %+v, want %+v: the key in no id or owner", got, want)
+	}
+}

@@ -262,7 +262,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	if err != nil {
 		return nil, openAILocal(cs.req, err)
 	}
-	res := &domain.LLMResult{Model: resp.Model, Usage: openAIUsage(resp.Usage), FirstByte: firstByte(ex, cs.start)}
+	res := &domain.LLMResult{Model: upstreamModel(resp.Model, cs.req.Endpoint.APIKey.Reveal()), Usage: openAIUsage(resp.Usage), FirstByte: firstByte(ex, cs.start)}
 	if len(resp.Choices) == 0 {
 		if msg := sanitize(bodyMessage(ex.bodyHead()), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
 			return res, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a reply: %s", msg)
@@ -497,8 +497,8 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		if err := jsonv2.Unmarshal(raw, &chunk, lenient); err != nil {
 			return res, fmt.Errorf("decode a stream chunk: %w", err)
 		}
-		if chunk.Model != "" {
-			res.Model = chunk.Model
+		if chunk.Model != "" && chunk.Model != res.Model {
+			res.Model = upstreamModel(chunk.Model, cs.req.Endpoint.APIKey.Reveal())
 		}
 		if chunk.Usage != nil {
 			res.Usage = openAIUsage(*chunk.Usage)
