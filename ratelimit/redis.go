@@ -30,11 +30,12 @@ import (
 // probes Redis, and its success closes the breaker (logged at info when the
 // outage was warned of). While the breaker is open, a release or a renewal
 // of a stream slot is skipped too. A slot whose release failed or was
-// skipped, or that Redis may have taken though its Acquire failed (Redis
-// ran the script, but its reply timed out), is held by no stream: the
-// refresher frees it as soon as Redis answers again (and at each of its
-// rounds), as does the next Acquire of its key that reaches Redis, else its
-// lease running out does, as when its holder crashed.
+// skipped is held by no stream: the refresher frees it as soon as Redis
+// answers again (and at each of its rounds), as does the next Acquire of
+// its key that reaches Redis, else its lease running out does, as when its
+// holder crashed. A stream admitted while Acquire failed open holds its
+// slot all the same (Redis may have taken it, its reply lost), and the
+// renewals put it in Redis once Redis answers: the stream counts again.
 //
 // While Redis is skipped, the limiter admits everything rather than falling
 // back to a Memory limiter. Per-instance counters starting at zero would
@@ -60,9 +61,10 @@ import (
 //
 // A stream slot is a lease of StreamLease: while it is held, one goroutine
 // per limiter renews all of its held slots every StreamLease/3, and it runs
-// only while a slot is held. A slot whose holder stopped renewing it (the
-// instance crashed, or lost Redis for longer than a lease) is free again
-// within a lease; a renewal or a release never touches a slot but its own.
+// only while a slot is held; a renewal puts back a slot Redis lost while
+// its stream runs. A slot whose holder stopped renewing it (the instance
+// crashed) is free again within a lease; a renewal or a release never
+// touches a slot but its own.
 // Leases run on Redis's clock, so instances' clocks need not agree.
 type Redis struct {
 	// Now is the clock; nil means time.Now. Set it before first use.
@@ -86,11 +88,11 @@ type Redis struct {
 	suppressed int
 
 	slotsMu    sync.Mutex
-	held       map[string]string // slot id → its key, of the slots to renew
-	orphans    map[string]orphan // slot id → its key, of the slots no stream holds that Redis may keep
-	refreshers int               // running refresher goroutines: 0 or 1
-	renewals   int               // renewal rounds done, for tests
-	wake       chan struct{}     // tells the refresher to look at its work now
+	held       map[string]heldSlot // slot id → its key, of the slots to renew
+	orphans    map[string]orphan   // slot id → its key, of the slots no stream holds that Redis may keep
+	refreshers int                 // running refresher goroutines: 0 or 1
+	renewals   int                 // renewal rounds done, for tests
+	wake       chan struct{}       // tells the refresher to look at its work now
 }
 
 var _ domain.Limiter = (*Redis)(nil)
@@ -103,6 +105,13 @@ const (
 	orphanAge          = 10              // leases after which an orphaned slot is forgotten
 )
 
+// heldSlot is a slot a stream holds: its key, and whether Redis may have
+// it (its Acquire reached Redis, or a renewal round put it there since).
+type heldSlot struct {
+	key     string
+	inRedis bool
+}
+
 // orphan is a slot no stream holds, which Redis may keep: its release
 // failed, or its Acquire failed after Redis may have taken it.
 type orphan struct {
@@ -113,7 +122,7 @@ type orphan struct {
 // NewRedis returns a limiter on client whose keys all start with prefix
 // (e.g. "parley:rl:").
 func NewRedis(client redis.UniversalClient, prefix string) *Redis {
-	return &Redis{client: client, prefix: prefix, held: map[string]string{}, orphans: map[string]orphan{}, wake: make(chan struct{}, 1)}
+	return &Redis{client: client, prefix: prefix, held: map[string]heldSlot{}, orphans: map[string]orphan{}, wake: make(chan struct{}, 1)}
 }
 
 // lease returns StreamLease, or its default, in whole milliseconds (at least 3).
@@ -201,15 +210,20 @@ return taken + 1
 `)
 
 // renewScript extends the leases of slots ARGV[2], … of KEYS[1] to ARGV[1]
-// ms from the Redis server's time. A slot that expired or was removed
-// meanwhile stays gone (it is dropped first, and ZADD XX adds nothing).
+// ms from the Redis server's time, and puts back those Redis no longer
+// has: their streams still run (Redis lost the key, restarted without
+// persistence or failed over behind; the slot was taken while Redis was
+// skipped; the refresher stalled past a lease), and a slot left out would
+// leave its stream uncounted for as long as it runs. Put back, the slots
+// may be more than the limit for a while, which is what runs; new streams
+// wait until fewer do.
 var renewScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local exp = now + tonumber(ARGV[1])
 for i = 2, #ARGV do
-  redis.call('ZADD', KEYS[1], 'XX', exp, ARGV[i])
+  redis.call('ZADD', KEYS[1], exp, ARGV[i])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 0
@@ -304,32 +318,32 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 		args = append(args, o)
 	}
 	var taken int64
-	if err := r.call(ctx, "acquire", func() (err error) {
+	err := r.call(ctx, "acquire", func() (err error) {
 		taken, err = acquireScript.Run(ctx, r.client, []string{k}, args...).Int64()
 		return err
-	}); err != nil {
-		// The orphans are still to free, as old as they were; and unless
-		// Redis was skipped, it may have run the script and taken this
-		// slot too.
+	})
+	if err != nil {
+		// The orphans are still to free, as old as they were.
 		r.slotsMu.Lock()
 		maps.Copy(r.orphans, orphans)
 		if len(orphans) > 0 {
 			r.startRefresher()
 		}
 		r.slotsMu.Unlock()
-		if !errors.Is(err, errSkipped) {
-			r.orphan(id, k)
-		}
-		return noop, domain.Quota{}, nil
-	}
-	if taken < 1 {
+	} else if taken < 1 {
 		return nil, domain.Quota{}, streamsRefusal(max)
 	}
-	r.hold(id, k)
+	// Held, and renewed, even when Acquire failed open: Redis may have
+	// taken the slot (it ran the script, its reply was lost), and if not,
+	// the renewals put it there once Redis answers, so that a stream
+	// admitted during an outage counts once it is over.
+	r.hold(id, k, !errors.Is(err, errSkipped))
 	var once sync.Once
-	return func() {
+	release := func() {
 		once.Do(func() {
-			r.unhold(id)
+			if !r.unhold(id) {
+				return // not in Redis: skipped at Acquire, and not renewed since
+			}
 			// Release runs when a stream ends, often because its caller went away.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 			defer cancel()
@@ -339,7 +353,11 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 				r.orphan(id, k)
 			}
 		})
-	}, streamsQuota(max, int(taken)), nil
+	}
+	if err != nil {
+		return release, domain.Quota{}, nil
+	}
+	return release, streamsQuota(max, int(taken)), nil
 }
 
 // orphan notes that slot id of key k is held by no stream though Redis may
@@ -374,11 +392,12 @@ func (r *Redis) takeOrphans(k string) map[string]orphan {
 	return taken
 }
 
-// hold has the refresher renew slot id of key k, starting it if none runs.
-func (r *Redis) hold(id, k string) {
+// hold has the refresher renew slot id of key k, starting it if none runs;
+// inRedis says Redis may have it.
+func (r *Redis) hold(id, k string, inRedis bool) {
 	r.slotsMu.Lock()
 	defer r.slotsMu.Unlock()
-	r.held[id] = k
+	r.held[id] = heldSlot{k, inRedis}
 	r.startRefresher()
 }
 
@@ -399,16 +418,18 @@ func (r *Redis) wakeRefresher() {
 	}
 }
 
-// unhold stops renewing slot id; the refresher ends when it was the last
-// and no orphan is left to free.
-func (r *Redis) unhold(id string) {
+// unhold stops renewing slot id, and reports whether Redis may have it;
+// the refresher ends when it was the last and no orphan is left to free.
+func (r *Redis) unhold(id string) (inRedis bool) {
 	r.slotsMu.Lock()
+	inRedis = r.held[id].inRedis
 	delete(r.held, id)
 	wake := len(r.held) == 0 || len(r.orphans) > 0
 	r.slotsMu.Unlock()
 	if wake {
 		r.wakeRefresher()
 	}
+	return inRedis
 }
 
 // refresh renews every held slot each lease/3, in one pipeline, and frees
@@ -430,6 +451,7 @@ func (r *Redis) refresh() {
 		alive, freed := true, false
 		if renew && len(held) > 0 {
 			alive = r.renew(held, lease)
+			r.orphanReleased(held)
 		}
 		if alive && len(orphans) > 0 {
 			alive, freed = r.free(orphans)
@@ -471,14 +493,40 @@ func (r *Redis) work(renew bool) (held, orphans map[string][]any, ok bool) {
 	}
 	held, orphans = map[string][]any{}, map[string][]any{}
 	if renew {
-		for id, k := range r.held {
-			held[k] = append(held[k], id)
+		for id, h := range r.held {
+			held[h.key] = append(held[h.key], id)
+			// The round may put it in Redis from now on: its release
+			// must take it out.
+			h.inRedis = true
+			r.held[id] = h
 		}
 	}
 	for id, o := range r.orphans {
 		orphans[o.key] = append(orphans[o.key], id)
 	}
 	return held, orphans, true
+}
+
+// orphanReleased orphans the slots of byKey, those a renewal round put
+// back, whose streams released them meanwhile: the release's ZREM may have
+// come before the renewal's ZADD, which would then have put the slot back
+// for a lease. The refresher frees them at once.
+func (r *Redis) orphanReleased(byKey map[string][]any) {
+	r.slotsMu.Lock()
+	defer r.slotsMu.Unlock()
+	released := false
+	for k, ids := range byKey {
+		for _, id := range ids {
+			if _, ok := r.held[id.(string)]; !ok {
+				r.orphans[id.(string)] = orphan{key: k, at: time.Now()}
+				released = true
+			}
+		}
+	}
+	if released {
+		r.startRefresher() // it runs: it called this
+		r.wakeRefresher()
+	}
 }
 
 // free removes the orphaned slots byKey from Redis in one pipeline, unless

@@ -143,17 +143,21 @@ func TestRedisReleaseAfterExpiry(t *testing.T) {
 	}
 }
 
-// A renewal leaves a slot that expired meanwhile (not yet collected) or a
-// key that expired gone.
-func TestRedisRenewalDoesNotResurrect(t *testing.T) {
+// A renewal puts back the slots Redis lost while their streams run (one
+// expired while the refresher stalled past a lease, a key deleted as by a
+// Redis restart without persistence): they count again, and refuse other
+// streams, until released.
+func TestRedisRenewalPutsBackLostSlots(t *testing.T) {
 	c := testRedis(t)
 	prefix := testPrefix(t, c)
 	a, b := newLeasedRedis(t, c, prefix), newLeasedRedis(t, c, prefix)
 	const key, gone = "prj_1/key_a", "prj_1/key_b"
-	if _, err := acquire(bg, a, key, 1); err != nil {
+	ra, err := acquire(bg, a, key, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := acquire(bg, a, gone, 1); err != nil {
+	rg, err := acquire(bg, a, gone, 1)
+	if err != nil {
 		t.Fatal(err)
 	}
 	k := a.streamsKey(key)
@@ -169,17 +173,93 @@ func TestRedisRenewalDoesNotResurrect(t *testing.T) {
 	c.Del(bg, a.streamsKey(gone))
 	waitRenewals(t, a, 2)
 
-	if err := c.ZScore(bg, k, ids[0]).Err(); !errors.Is(err, redis.Nil) {
-		t.Errorf("ZSCORE of the expired slot after renewals: err = %v; want redis.Nil (not renewed)", err)
-	}
-	if n := c.Exists(bg, a.streamsKey(gone)).Val(); n != 0 {
-		t.Errorf("the expired key exists again after renewals")
+	if score, err := c.ZScore(bg, k, ids[0]).Result(); err != nil || score <= float64(time.Now().UnixMilli()) {
+		t.Errorf("ZSCORE of the expired slot after renewals = %v, %v; want a lease ahead", score, err)
 	}
 	for _, k := range []string{key, gone} {
-		if _, err := acquire(bg, b, k, 1); err != nil {
-			t.Errorf("Acquire of %s, whose slot expired: %v", k, err)
+		if _, err := acquire(bg, b, k, 1); domain.KindOf(err) != domain.RateLimited {
+			t.Errorf("Acquire of %s, whose stream still runs: %v; want RateLimited", k, err)
 		}
 	}
+	ra()
+	rg()
+	for _, k := range []string{key, gone} {
+		rb, err := acquire(bg, b, k, 1)
+		if err != nil {
+			t.Errorf("Acquire of %s after its stream's release: %v", k, err)
+			continue
+		}
+		rb()
+	}
+}
+
+// A stream admitted while Redis was skipped (the breaker open after a
+// failure) holds its slot all the same: once Redis answers, the renewals
+// put it there, and it refuses another instance's stream beyond the limit.
+func TestRedisSlotTakenWhileSkippedCountsOnceRedisAnswers(t *testing.T) {
+	c := testRedis(t)
+	prefix := testPrefix(t, c)
+	opts, err := redis.ParseURL(testRedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := redis.NewClient(opts)
+	defer faulty.Close()
+	var lose, drop atomic.Bool
+	faulty.AddHook(faultyReplies{&lose, &drop})
+	r := NewRedis(faulty, prefix)
+	r.Logger = slog.New(slog.DiscardHandler) // the fault is warned of
+	r.StreamLease = testLease
+	brClock := newClock()
+	r.br.now = brClock.Now
+	other := newLeasedRedis(t, c, prefix)
+	const key = "prj_1/key_a"
+
+	lose.Store(true)
+	if err := allow(bg, r, []domain.Budget{project(1, 0)}); err != nil { // fails open, and opens the breaker
+		t.Fatal(err)
+	}
+	lose.Store(false)
+	release, err := acquire(bg, r, key, 1) // skipped: allowed, uncounted
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := c.ZCard(bg, r.streamsKey(key)).Val(); n != 0 {
+		t.Fatalf("%d slots in Redis while it is skipped; want none", n)
+	}
+	brClock.Add(breakerMax) // Redis is used again
+	waitFor(t, 4*testLease, "the slot in Redis", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 1 })
+	if _, err := acquire(bg, other, key, 1); domain.KindOf(err) != domain.RateLimited {
+		t.Errorf("another instance's Acquire while the stream runs: %v; want RateLimited", err)
+	}
+	release()
+	ro, err := acquire(bg, other, key, 1)
+	if err != nil {
+		t.Fatalf("Acquire after the release: %v", err)
+	}
+	ro()
+}
+
+// A slot a renewal round put back after its stream released it (the
+// release's ZREM first, the renewal's ZADD after) is freed at once, not
+// left taken for a lease.
+func TestRedisSlotReleasedDuringARenewalIsFreed(t *testing.T) {
+	c := testRedis(t)
+	prefix := testPrefix(t, c)
+	a := newLeasedRedis(t, c, prefix)
+	const key = "prj_1/key_a"
+	k := a.streamsKey(key)
+	release, err := acquire(bg, a, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := c.ZRange(bg, k, 0, -1).Val()
+	release()
+	// The round that had read the slot as held puts it back, then finds
+	// it released.
+	c.ZAdd(bg, k, redis.Z{Score: float64(time.Now().Add(testLease).UnixMilli()), Member: ids[0]})
+	a.orphanReleased(map[string][]any{k: {ids[0]}})
+	waitFor(t, testLease/2, "the slot freed", func() bool { return c.ZCard(bg, k).Val() == 0 })
 }
 
 // One refresher per limiter renews all held slots; it runs only while a
