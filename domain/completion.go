@@ -247,6 +247,12 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if err != nil {
 		return nil, err
 	}
+	req := pl.request(endpoint)
+	if err := s.deps.LLM.Check(req); err != nil {
+		// Refused as the provider's adapter would refuse it, before it
+		// counts against a limit or is recorded: nothing goes upstream.
+		return nil, err
+	}
 	if ctx.Err() != nil {
 		// The caller left, or the server ended the call, while it waited
 		// (over stdio, a call queued behind five others when the agent
@@ -264,7 +270,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if emit != nil && len(quotas) > 0 {
 		emit.Admitted(quotas)
 	}
-	return s.run(ctx, pl, endpoint, p, budgets, quotas, emit)
+	return s.run(ctx, pl, req, p, budgets, quotas, emit)
 }
 
 // AdmittedError is the error of a completion that failed once admitted
@@ -666,17 +672,16 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 	return out
 }
 
-// run calls the upstream at endpoint, streams through emit, stores the
+// run sends req upstream, streams through emit, stores the
 // turn (per chat) before returning, and records usage whatever the
 // outcome. The completion's tokens count against budgets; quotas are what
 // was left of the limits that admitted it, which its result, or its
 // error, carries (see AdmittedError).
-func (s *Completions) run(ctx context.Context, pl *plan, endpoint Endpoint, p Principal, budgets []Budget, quotas []Quota, emit Emitter) (*Completion, error) {
+func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Principal, budgets []Budget, quotas []Quota, emit Emitter) (*Completion, error) {
 	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID
 	}
-	req := pl.request(endpoint)
 	rl := &relay{emit: emit, meta: &meta}
 	var onDelta func(Delta) error
 	if emit != nil {

@@ -109,6 +109,10 @@ type LLM interface {
 	// RateLimited (with RetryAfter), Timeout, Canceled and Invalid (the
 	// provider type or base URL is unusable).
 	Complete(ctx context.Context, req LLMRequest, onDelta func(Delta) error) (*LLMResult, error)
+	// Check refuses (Invalid), without calling the provider, a request
+	// that Complete would refuse before any call (what the provider type
+	// cannot be sent). It runs before the request counts against limits.
+	Check(req LLMRequest) error
 	// Models lists the models the provider at e offers, in its order.
 	// Errors carry the kinds Complete's do; Invalid too for a provider
 	// type whose API lists no models a completion could name.

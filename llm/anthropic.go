@@ -138,16 +138,11 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	}
 	flush()
 	if len(p.Messages) == 0 {
-		return p, nil, domain.Invalidf("messages", "an Anthropic provider needs at least one user or assistant message with content; "+
-			"this request has none besides the system message")
+		return p, nil, noTurn()
 	}
 	if last := p.Messages[len(p.Messages)-1]; last.Role == anthropic.MessageParamRoleAssistant &&
 		req.Messages[len(req.Messages)-1].Role != domain.RoleAssistant {
-		// The request's last message had no text and was left out: what
-		// is left ends with a reply, which Anthropic would continue (a
-		// prefill) rather than answer, or refuse.
-		return p, nil, domain.Invalidf("messages", "the last message has no text, which an Anthropic provider cannot be sent; "+
-			"without it the request would end with the assistant's reply, which Anthropic continues rather than answers: send text in it")
+		return p, nil, endsWithReply()
 	}
 	for _, t := range req.Tools {
 		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(schemaOrEmpty(t.Parameters)))}

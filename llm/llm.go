@@ -170,11 +170,8 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		return nil, unsupportedType(op, req.Endpoint.Type)
 	}
 	if req.Endpoint.Type == domain.ProviderAzureOpenAI {
-		if req.Endpoint.BaseURL == "" {
-			return nil, &domain.Error{Kind: domain.Invalid, Op: op, Message: "an azure-openai provider needs a baseUrl (https://<resource>.openai.azure.com)"}
-		}
-		if !domain.AzureDeploymentName(req.Model) {
-			return nil, domain.Invalidf("model", "the model of an azure-openai provider is its deployment name, of letters, digits, '.', '_' and '-'; got %s", quote(req.Model))
+		if err := azureCheck(op, req); err != nil {
+			return nil, err
 		}
 	}
 	var rewritten []domain.LLMMessage

@@ -89,13 +89,7 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 		out.Tools = append(out.Tools, openai.Tool{Type: openai.ToolTypeFunction, Function: &openai.FunctionDefinition{
 			Name: t.Name, Description: t.Description, Strict: t.Strict, Parameters: schemaOrEmpty(t.Parameters)}})
 	}
-	if c := req.ToolChoice; c != nil {
-		if c.Mode == domain.ToolChoiceFunction {
-			out.ToolChoice = openai.ToolChoice{Type: openai.ToolTypeFunction, Function: openai.ToolFunction{Name: c.Name}}
-		} else {
-			out.ToolChoice = string(c.Mode)
-		}
-	}
+	out.ToolChoice = openAIToolChoice(req.ToolChoice)
 	if f := req.ResponseFormat; f != nil {
 		out.ResponseFormat = &openai.ChatCompletionResponseFormat{Type: openai.ChatCompletionResponseFormatType(f.Type)}
 		if f.Type == domain.ResponseJSONSchema {
@@ -722,6 +716,17 @@ type openAIChunk struct {
 	} `json:"choices"`
 	Usage *openai.Usage  `json:"usage"`
 	Error jsontext.Value `json:"error"`
+}
+
+// openAIToolChoice is c as go-openai's tool_choice: nil for none.
+func openAIToolChoice(c *domain.ToolChoice) any {
+	switch {
+	case c == nil:
+		return nil
+	case c.Mode == domain.ToolChoiceFunction:
+		return openai.ToolChoice{Type: openai.ToolTypeFunction, Function: openai.ToolFunction{Name: c.Name}}
+	}
+	return string(c.Mode)
 }
 
 // lenient decodes what upstreams send as encoding/json would: invalid UTF-8

@@ -1150,3 +1150,40 @@ func TestUsageOfAStreamBrokenBeforeItsFirstDelta(t *testing.T) {
 		}
 	})
 }
+
+// TestRefusedBeforeTheProviderCountsNothing: a request the provider's
+// adapter refuses before any call (here a message list Anthropic cannot
+// be sent) is a 400 that counts against no limit and leaves no usage
+// record, as every request refused before a call upstream.
+func TestRefusedBeforeTheProviderCountsNothing(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		aw := h.anthropicWorld()
+		h.must(200, "PUT", "/api/v1/projects/"+aw.project+"/limits", h.admin, map[string]any{"keyRequestsPerMinute": 1, "requestsPerMinute": 1})
+		path := "/api/v1/chats/" + aw.anthropicChat + "/completions"
+		n := h.up.Count()
+		for range 3 {
+			r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("  \n")}})
+			if r.Status != 400 || r.ErrorField() != "messages" || r.Header.Get("RateLimit-Remaining") != "" {
+				t.Fatalf("a message list Anthropic cannot be sent = %d %s (RateLimit-Remaining %q), want a 400 naming messages, counted nowhere",
+					r.Status, r.Body, r.Header.Get("RateLimit-Remaining"))
+			}
+		}
+		if h.up.Count() != n {
+			t.Errorf("the upstream got %d requests, want none", h.up.Count()-n)
+		}
+		r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+		if r.Status != 200 || r.Header.Get("RateLimit-Remaining") != "0" {
+			t.Errorf("the first request that goes = %d %s (RateLimit-Remaining %q), want 200 with the limit's one request left to it", r.Status, r.Body, r.Header.Get("RateLimit-Remaining"))
+		}
+		// Records are written in order, off the hot path: once the one
+		// that went is there, so would the refused ones be.
+		got := h.usagePage(t, aw.project, "groupBy=outcome").totals
+		for deadline := time.Now().Add(5 * time.Second); len(got) == 0 && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+			got = h.usagePage(t, aw.project, "groupBy=outcome").totals
+		}
+		if len(got) != 1 || got["ok"].requests != 1 {
+			t.Errorf("usage by outcome = %v, want the one completion that went", got)
+		}
+	})
+}

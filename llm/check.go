@@ -1,0 +1,119 @@
+package llm
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/parleyhq/parley/domain"
+	"github.com/sashabaranov/go-openai"
+)
+
+// Check refuses, without calling the provider, a request Complete would
+// refuse before any call: what the provider type cannot be sent (an
+// Azure deployment name of other characters, an Anthropic message list
+// with no turn, a tool call whose arguments are no JSON object) and
+// go-openai's own refusals. The domain checks before it counts the
+// request against the project's limits, so such a request costs nothing
+// and leaves no usage record; Complete refuses the same on its own.
+func (c *Client) Check(req domain.LLMRequest) error {
+	const op = "llm.Check"
+	switch req.Endpoint.Type {
+	case domain.ProviderOpenAI, domain.ProviderOpenAICompatible:
+		return openAICheck(req)
+	case domain.ProviderAzureOpenAI:
+		if err := azureCheck(op, req); err != nil {
+			return err
+		}
+		return openAICheck(req)
+	case domain.ProviderAnthropic:
+		if rewritten := refusalsAsText(req.Messages); rewritten != nil {
+			req.Messages = rewritten
+		}
+		return anthropicCheck(req)
+	}
+	return unsupportedType(op, req.Endpoint.Type)
+}
+
+// azureCheck refuses what an azure-openai provider cannot be sent.
+func azureCheck(op string, req domain.LLMRequest) error {
+	if req.Endpoint.BaseURL == "" {
+		return &domain.Error{Kind: domain.Invalid, Op: op, Message: "an azure-openai provider needs a baseUrl (https://<resource>.openai.azure.com)"}
+	}
+	if !domain.AzureDeploymentName(req.Model) {
+		return domain.Invalidf("model", "the model of an azure-openai provider is its deployment name, of letters, digits, '.', '_' and '-'; got %s", quote(req.Model))
+	}
+	return nil
+}
+
+// legacyModels are the models go-openai refuses for chat completions
+// (OpenAI's completion models, long retired), as its own check lists them.
+var legacyModels = []string{
+	openai.CodexCodeDavinci002, openai.CodexCodeCushman001, openai.CodexCodeDavinci001,
+	openai.GPT3TextDavinci003, openai.GPT3TextDavinci002, openai.GPT3TextCurie001, openai.GPT3TextBabbage001,
+	openai.GPT3TextAda001, openai.GPT3TextDavinci001, openai.GPT3DavinciInstructBeta, openai.GPT3Davinci,
+	openai.GPT3CurieInstructBeta, openai.GPT3Curie, openai.GPT3Ada, openai.GPT3Babbage,
+}
+
+// openAICheck runs go-openai's checks of a chat completion ahead of it:
+// the model, and GPT-6's reasoning parameters, on what of the request
+// they read (the sampling parameters go to the provider beside its struct,
+// see openAIRequest, so they see none). Their refusals are mapped as
+// openAILocal maps them when the SDK makes them.
+func openAICheck(req domain.LLMRequest) error {
+	if slices.Contains(legacyModels, req.Model) {
+		return openAILocal(req, openai.ErrChatCompletionInvalidModel)
+	}
+	v := openai.ChatCompletionRequest{Model: req.Model, ReasoningEffort: req.ReasoningEffort, ToolChoice: openAIToolChoice(req.ToolChoice)}
+	if len(req.Tools) > 0 {
+		v.Tools = []openai.Tool{{Type: openai.ToolTypeFunction}}
+	}
+	if err := openai.NewReasoningValidator().Validate(v); err != nil {
+		if e := openAILocal(req, err); domain.KindOf(e) == domain.Invalid {
+			return e
+		}
+	}
+	return nil
+}
+
+// anthropicCheck refuses what anthropicParams refuses, without building
+// the parameters: a list of no turn but system messages once blank texts
+// are left out (see anthropicMessages), one whose last message was left
+// out so that it would end with a reply, and tool calls whose arguments
+// are no JSON object.
+func anthropicCheck(req domain.LLMRequest) error {
+	var last domain.MessageRole // of the last message Anthropic would get, system aside
+	for _, m := range req.Messages {
+		if strings.TrimSpace(m.Content) == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
+			continue
+		}
+		if m.Role == domain.RoleSystem {
+			continue
+		}
+		last = m.Role
+		for _, c := range m.ToolCalls {
+			if _, err := toolInput(c); err != nil {
+				return err
+			}
+		}
+	}
+	switch {
+	case last == "":
+		return noTurn()
+	case last == domain.RoleAssistant && req.Messages[len(req.Messages)-1].Role != domain.RoleAssistant:
+		return endsWithReply()
+	}
+	return nil
+}
+
+func noTurn() error {
+	return domain.Invalidf("messages", "an Anthropic provider needs at least one user or assistant message with content; "+
+		"this request has none besides the system message")
+}
+
+// endsWithReply: the request's last message had no text and was left
+// out, and what is left ends with a reply, which Anthropic would continue
+// (a prefill) rather than answer, or refuse.
+func endsWithReply() error {
+	return domain.Invalidf("messages", "the last message has no text, which an Anthropic provider cannot be sent; "+
+		"without it the request would end with the assistant's reply, which Anthropic continues rather than answers: send text in it")
+}
