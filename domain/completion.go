@@ -880,14 +880,27 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	if err != nil {
 		return nil, nil, none, err
 	}
-	// The stream slot first: Allow counts the request, and a request
+	// The stream slots first: Allow counts the request, and a request
 	// refused for want of a slot runs no completion, so it must count
-	// against no budget. A request Allow refuses gives its slot back.
-	release := none
-	var slots Quota
-	if stream && p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
-		if release, slots, err = s.deps.Limiter.Acquire(ctx, "streams/"+projectID+"/"+p.KeyID, l.ConcurrentStreamsPerKey); err != nil {
-			return nil, nil, none, err
+	// against no budget. A request refused gives the slots it took back.
+	var releases []func()
+	release := func() {
+		for _, r := range releases {
+			r()
+		}
+	}
+	var slots []Quota
+	if stream {
+		for _, sl := range streamSlots(l, p) {
+			r, q, err := s.deps.Limiter.Acquire(ctx, sl)
+			if err != nil {
+				release()
+				return nil, nil, none, err
+			}
+			releases = append(releases, r)
+			if q.Limit > 0 {
+				slots = append(slots, q)
+			}
 		}
 	}
 	bs := budgets(l, p)
@@ -902,10 +915,7 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 			quotas[i].At = admitted
 		}
 	}
-	if slots.Limit > 0 {
-		quotas = append(quotas, slots)
-	}
-	return bs, quotas, release, nil
+	return bs, append(quotas, slots...), release, nil
 }
 
 // storeTurn appends the request's messages and the reply to the

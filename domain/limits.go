@@ -15,6 +15,7 @@ type ProjectLimits struct {
 	TokensPerMinute         int // tokens per minute, the whole project
 	KeyRequestsPerMinute    int // completions per minute, each API key
 	KeyTokensPerMinute      int // tokens per minute, each API key
+	ConcurrentStreams       int // open completion streams, the whole project
 	ConcurrentStreamsPerKey int // open completion streams, each API key
 	UpdatedAt               time.Time
 }
@@ -119,11 +120,20 @@ type Limiter interface {
 	Allow(ctx context.Context, budgets []Budget) ([]Quota, error)
 	// AddTokens counts tokens used against every budget with a token limit.
 	AddTokens(ctx context.Context, budgets []Budget, tokens int)
-	// Acquire takes one of max concurrent slots of key; RateLimited when
-	// none is free. release gives it back. q is what is left of the slots
-	// once this one is taken ("key-concurrent-streams"); zero (Limit 0)
-	// when max <= 0 or the limiter failed open.
-	Acquire(ctx context.Context, key string, max int) (release func(), q Quota, err error)
+	// Acquire takes one of s's slots; RateLimited when none is free.
+	// release gives it back. q is what is left of the slots once this one
+	// is taken ("key-concurrent-streams"); zero (Limit 0) when s.Max <= 0
+	// or the limiter failed open.
+	Acquire(ctx context.Context, s Slots) (release func(), q Quota, err error)
+}
+
+// Slots is a limit of open streams: at most Max at once under Key. Name
+// names the limit as a Budget's does ("project" or "key"): its quota is
+// Name+"-concurrent-streams".
+type Slots struct {
+	Key  string // e.g. "streams/prj_…" or "streams/prj_…/key_…"
+	Name string
+	Max  int
 }
 
 // Limits reads and sets project limits (owner), with a cache that its own
@@ -159,6 +169,7 @@ type LimitsUpdate struct {
 	TokensPerMinute         int
 	KeyRequestsPerMinute    int
 	KeyTokensPerMinute      int
+	ConcurrentStreams       int
 	ConcurrentStreamsPerKey int
 }
 
@@ -181,7 +192,7 @@ func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*P
 	}{
 		{"requestsPerMinute", in.RequestsPerMinute}, {"tokensPerMinute", in.TokensPerMinute},
 		{"keyRequestsPerMinute", in.KeyRequestsPerMinute}, {"keyTokensPerMinute", in.KeyTokensPerMinute},
-		{"concurrentStreamsPerKey", in.ConcurrentStreamsPerKey},
+		{"concurrentStreams", in.ConcurrentStreams}, {"concurrentStreamsPerKey", in.ConcurrentStreamsPerKey},
 	} {
 		if f.value < 0 || f.value > maxLimit {
 			return nil, Invalidf(f.name, "%s must be 0 (no limit) or a positive integer up to %d", f.name, maxLimit)
@@ -190,7 +201,7 @@ func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*P
 	l := &ProjectLimits{
 		ProjectID: projectID, RequestsPerMinute: in.RequestsPerMinute, TokensPerMinute: in.TokensPerMinute,
 		KeyRequestsPerMinute: in.KeyRequestsPerMinute, KeyTokensPerMinute: in.KeyTokensPerMinute,
-		ConcurrentStreamsPerKey: in.ConcurrentStreamsPerKey, UpdatedAt: s.now(),
+		ConcurrentStreams: in.ConcurrentStreams, ConcurrentStreamsPerKey: in.ConcurrentStreamsPerKey, UpdatedAt: s.now(),
 	}
 	if err := s.store.PutLimits(ctx, l); err != nil {
 		return nil, Wrap("limits.Put", err)
@@ -236,6 +247,19 @@ func (s *Limits) lookup(ctx context.Context, projectID string) (*ProjectLimits, 
 	}
 	s.mu.Unlock()
 	return l, nil
+}
+
+// streamSlots returns the limits of open streams a stream in l's project
+// by p takes a slot of: the project's, then p's key's.
+func streamSlots(l *ProjectLimits, p Principal) []Slots {
+	var out []Slots
+	if l.ConcurrentStreams > 0 {
+		out = append(out, Slots{Key: "streams/" + l.ProjectID, Name: "project", Max: l.ConcurrentStreams})
+	}
+	if p.KeyID != "" && l.ConcurrentStreamsPerKey > 0 {
+		out = append(out, Slots{Key: "streams/" + l.ProjectID + "/" + p.KeyID, Name: "key", Max: l.ConcurrentStreamsPerKey})
+	}
+	return out
 }
 
 // budgets returns the budgets a completion in projectID by p counts against.

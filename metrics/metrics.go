@@ -149,8 +149,8 @@ func (l limiter) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Q
 	return quotas, l.count(err)
 }
 
-func (l limiter) Acquire(ctx context.Context, key string, max int) (func(), domain.Quota, error) {
-	release, q, err := l.Limiter.Acquire(ctx, key, max)
+func (l limiter) Acquire(ctx context.Context, s domain.Slots) (func(), domain.Quota, error) {
+	release, q, err := l.Limiter.Acquire(ctx, s)
 	return release, q, l.count(err)
 }
 

@@ -353,30 +353,30 @@ func testAcquireQuota(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	slots := func(remaining int) domain.Quota {
 		return domain.Quota{Name: "key-concurrent-streams", Limit: 2, Remaining: remaining, Reset: time.Second}
 	}
-	r1, q, err := l.Acquire(bg, k, 2)
+	r1, q, err := l.Acquire(bg, keySlots(k, 2))
 	if err != nil || q != slots(1) {
 		t.Fatalf("first Acquire = %+v, %v; want %+v", q, err, slots(1))
 	}
-	r2, q, err := l.Acquire(bg, k, 2)
+	r2, q, err := l.Acquire(bg, keySlots(k, 2))
 	if err != nil || q != slots(0) {
 		t.Fatalf("second Acquire = %+v, %v; want %+v", q, err, slots(0))
 	}
-	if _, q, err := l.Acquire(bg, k, 2); domain.KindOf(err) != domain.RateLimited || q != (domain.Quota{}) {
+	if _, q, err := l.Acquire(bg, keySlots(k, 2)); domain.KindOf(err) != domain.RateLimited || q != (domain.Quota{}) {
 		t.Fatalf("third Acquire = %+v, %v; want RateLimited and no quota", q, err)
 	}
 	r1()
-	r3, q, err := l.Acquire(bg, k, 2)
+	r3, q, err := l.Acquire(bg, keySlots(k, 2))
 	if err != nil || q != slots(0) {
 		t.Fatalf("Acquire after a release = %+v, %v; want %+v", q, err, slots(0))
 	}
 	r2()
 	r3()
-	r4, q, err := l.Acquire(bg, k, 2)
+	r4, q, err := l.Acquire(bg, keySlots(k, 2))
 	if err != nil || q != slots(1) {
 		t.Fatalf("Acquire after all releases = %+v, %v; want %+v", q, err, slots(1))
 	}
 	r4()
-	unlimited, q, err := l.Acquire(bg, k, 0)
+	unlimited, q, err := l.Acquire(bg, keySlots(k, 0))
 	if err != nil || q != (domain.Quota{}) {
 		t.Fatalf("Acquire with no limit = %+v, %v; want no quota", q, err)
 	}

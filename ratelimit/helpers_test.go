@@ -202,8 +202,11 @@ func allow(ctx context.Context, l domain.Limiter, budgets []domain.Budget) error
 	return err
 }
 
-// acquire is l.Acquire without the quota.
+// keySlots are max slots of key named as a key's.
+func keySlots(key string, max int) domain.Slots { return domain.Slots{Key: key, Name: "key", Max: max} }
+
+// acquire is l.Acquire of keySlots without the quota.
 func acquire(ctx context.Context, l domain.Limiter, key string, max int) (func(), error) {
-	release, _, err := l.Acquire(ctx, key, max)
+	release, _, err := l.Acquire(ctx, keySlots(key, max))
 	return release, err
 }

@@ -124,7 +124,8 @@ func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens in
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
 // then a no-op, and there is no quota. Calling release more than once is
 // harmless.
-func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), domain.Quota, error) {
+func (m *Memory) Acquire(_ context.Context, s domain.Slots) (func(), domain.Quota, error) {
+	key, max := s.Key, s.Max
 	if max <= 0 {
 		return noop, domain.Quota{}, nil
 	}
@@ -134,10 +135,10 @@ func (m *Memory) Acquire(_ context.Context, key string, max int) (func(), domain
 		m.streams = map[string]int{}
 	}
 	if m.streams[key] >= max {
-		return nil, domain.Quota{}, streamsRefusal(max)
+		return nil, domain.Quota{}, streamsRefusal(s)
 	}
 	m.streams[key]++
-	q := streamsQuota(max, m.streams[key])
+	q := streamsQuota(s, m.streams[key])
 	var once sync.Once
 	return func() {
 		once.Do(func() {

@@ -131,26 +131,29 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	return e
 }
 
-// streamsLimit names the limit of open streams; a slot frees when a
-// stream ends, at no set time, so its refusal and its quota say to look
-// again in streamsReset.
-const (
-	streamsLimit = "key-concurrent-streams"
-	streamsReset = time.Second
-)
+// A slot of open streams frees when a stream ends, at no set time, so a
+// refusal and a quota say to look again in streamsReset.
+const streamsReset = time.Second
 
-// streamsQuota is the quota of Acquire once open of limit slots are taken,
+// streamsLimit names the limit of s: "key-concurrent-streams".
+func streamsLimit(s domain.Slots) string { return s.Name + "-concurrent-streams" }
+
+// streamsQuota is the quota of Acquire once open of s's slots are taken,
 // its own included.
-func streamsQuota(limit, open int) domain.Quota {
-	return domain.Quota{Name: streamsLimit, Limit: limit, Remaining: max(limit-open, 0), Reset: streamsReset}
+func streamsQuota(s domain.Slots, open int) domain.Quota {
+	return domain.Quota{Name: streamsLimit(s), Limit: s.Max, Remaining: max(s.Max-open, 0), Reset: streamsReset}
 }
 
-// streamsRefusal is the RateLimited error of Acquire when all max slots are taken.
-func streamsRefusal(max int) *domain.Error {
-	e := domain.Errorf(domain.RateLimited,
-		"too many open streams for this API key (max %d); close one and retry", max)
+// streamsRefusal is the RateLimited error of Acquire when all of s's slots
+// are taken.
+func streamsRefusal(s domain.Slots) *domain.Error {
+	whose := subject(s.Name)
+	if s.Name == "key" {
+		whose = "this API key"
+	}
+	e := domain.Errorf(domain.RateLimited, "too many open streams for %s (max %d); close one and retry", whose, s.Max)
 	e.RetryAfter = streamsReset
-	e.Details = domain.RefusalDetails(domain.Quota{Name: streamsLimit, Limit: max, Reset: streamsReset})
+	e.Details = domain.RefusalDetails(domain.Quota{Name: streamsLimit(s), Limit: s.Max, Reset: streamsReset})
 	return e
 }
 

@@ -307,11 +307,12 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 // allowed, uncounted).
 // The slot is leased and renewed until release (see Redis). Calling release
 // more than once is harmless.
-func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domain.Quota, error) {
+func (r *Redis) Acquire(ctx context.Context, s domain.Slots) (func(), domain.Quota, error) {
+	max := s.Max
 	if max <= 0 {
 		return noop, domain.Quota{}, nil
 	}
-	k, id := r.streamsKey(key), rand.Text()
+	k, id := r.streamsKey(s.Key), rand.Text()
 	orphans := r.takeOrphans(k)
 	args := []any{max, r.lease().Milliseconds(), id}
 	for o := range orphans {
@@ -331,7 +332,7 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 		}
 		r.slotsMu.Unlock()
 	} else if taken < 1 {
-		return nil, domain.Quota{}, streamsRefusal(max)
+		return nil, domain.Quota{}, streamsRefusal(s)
 	}
 	// Held, and renewed, even when Acquire failed open: Redis may have
 	// taken the slot (it ran the script, its reply was lost), and if not,
@@ -357,7 +358,7 @@ func (r *Redis) Acquire(ctx context.Context, key string, max int) (func(), domai
 	if err != nil {
 		return release, domain.Quota{}, nil
 	}
-	return release, streamsQuota(max, int(taken)), nil
+	return release, streamsQuota(s, int(taken)), nil
 }
 
 // orphan notes that slot id of key k is held by no stream though Redis may

@@ -57,7 +57,7 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 		if q, err := r.Allow(bg, []domain.Budget{p1}); err != nil || q != nil {
 			t.Fatalf("Allow #%d with Redis down = %+v, %v; want allowed, no quotas", i+1, q, err)
 		}
-		release, q, err := r.Acquire(bg, "prj_1/key_a", 1)
+		release, q, err := r.Acquire(bg, keySlots("prj_1/key_a", 1))
 		if err != nil || q != (domain.Quota{}) {
 			t.Fatalf("Acquire #%d with Redis down = %+v, %v; want allowed, no quota", i+1, q, err)
 		}

@@ -821,6 +821,75 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 	})
 }
 
+// TestConcurrentStreamsOfTheProject: the project's limit of open streams
+// holds whatever key a stream comes with: a member who makes a second key
+// for itself gets no second stream, and the refusal names the project's
+// limit. A key's own limit still applies beside it; the slot of a stream
+// refused by the key's limit is given back to the project.
+func TestConcurrentStreamsOfTheProject(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		uid, key := h.user("streamer")
+		h.setRole(h.admin, w.project, uid, "editor")
+		second := h.must(201, "POST", "/api/v1/users/"+uid+"/api-keys", key, map[string]any{"name": "another"})["key"].(string)
+		l := h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"concurrentStreams": 1, "concurrentStreamsPerKey": 1})
+		if l["concurrentStreams"] != 1.0 {
+			t.Fatalf("limits = %v", l)
+		}
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := map[string]any{"stream": true, "messages": []any{userMessage("more")}}
+
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		firstN := h.up.Count()
+		first := streamAs(t, h, ctx, key, path, map[string]any{"messages": []any{userMessage("a b c")}})
+		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
+			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
+		}
+		for _, k := range []string{second, h.admin} {
+			r := h.call("POST", path, k, body)
+			if r.Status != 429 || r.Header.Get("RateLimit-Policy") != `1;comment="project-concurrent-streams"` ||
+				!strings.Contains(r.ErrorMessage(), "too many open streams for this project (max 1)") {
+				t.Errorf("another key's stream = %d %s (RateLimit-Policy %q), want a 429 of the project's limit", r.Status, r.Body, r.Header.Get("RateLimit-Policy"))
+			}
+		}
+		h.must(200, "POST", path, second, map[string]any{"messages": []any{userMessage("not streamed")}})
+		cancel()
+		first.Body.Close()
+		if !h.up.WaitCanceledN(firstN, time.Second) {
+			t.Fatal("the upstream did not see the first stream's cancellation")
+		}
+
+		// The key's limit refuses a second stream of the key; the project's
+		// slot it took goes back, so another key's stream goes.
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"concurrentStreams": 2, "concurrentStreamsPerKey": 1})
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+		ctx2, cancel2 := context.WithCancel(context.Background())
+		defer cancel2()
+		var held *http.Response
+		for range 100 { // the handler of the first releases its slots as it returns
+			held = streamAs(t, h, ctx2, key, path, map[string]any{"messages": []any{userMessage("again")}})
+			if held.StatusCode == 200 {
+				break
+			}
+			held.Body.Close()
+			time.Sleep(10 * time.Millisecond)
+		}
+		if _, err := held.Body.Read(make([]byte, 256)); err != nil || held.StatusCode != 200 {
+			t.Fatalf("held stream = %d, %v", held.StatusCode, err)
+		}
+		if r := h.call("POST", path, key, body); r.Status != 429 || r.Header.Get("RateLimit-Policy") != `1;comment="key-concurrent-streams"` {
+			t.Errorf("the key's second stream = %d %s, want a 429 of the key's limit", r.Status, r.Body)
+		}
+		if r := h.call("POST", path, second, body); r.Status != 200 {
+			t.Errorf("another key's stream = %d %s, want 200: the refused stream's project slot given back", r.Status, r.Body)
+		}
+		cancel2()
+		held.Body.Close()
+	})
+}
+
 // TestChatDeletedDuringCompletion: a chat deleted while its completion
 // waits on the upstream is a 404 for that completion (the turn has nowhere
 // to go), not a 400 blaming a field the caller did not send.

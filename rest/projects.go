@@ -193,6 +193,7 @@ type limitsJSON struct {
 	TokensPerMinute         int `json:"tokensPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
 	KeyRequestsPerMinute    int `json:"keyRequestsPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
 	KeyTokensPerMinute      int `json:"keyTokensPerMinute" jsonschema:"minimum=0,maximum=2147483647"`
+	ConcurrentStreams       int `json:"concurrentStreams" jsonschema:"minimum=0,maximum=2147483647"`
 	ConcurrentStreamsPerKey int `json:"concurrentStreamsPerKey" jsonschema:"minimum=0,maximum=2147483647"`
 }
 
@@ -205,7 +206,7 @@ type limitsResponse struct {
 func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {
 	r := limitsResponse{ProjectID: l.ProjectID, limitsJSON: limitsJSON{
 		RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute, KeyRequestsPerMinute: l.KeyRequestsPerMinute,
-		KeyTokensPerMinute: l.KeyTokensPerMinute, ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey,
+		KeyTokensPerMinute: l.KeyTokensPerMinute, ConcurrentStreams: l.ConcurrentStreams, ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey,
 	}}
 	if !l.UpdatedAt.IsZero() {
 		t := timestamp(l.UpdatedAt)

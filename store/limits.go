@@ -17,6 +17,7 @@ type limitsRow struct {
 	TokensPerMinute         int       `gorm:"column:tokens_per_minute"`
 	KeyRequestsPerMinute    int       `gorm:"column:key_requests_per_minute"`
 	KeyTokensPerMinute      int       `gorm:"column:key_tokens_per_minute"`
+	ConcurrentStreams       int       `gorm:"column:concurrent_streams"` // since 00016
 	ConcurrentStreamsPerKey int       `gorm:"column:concurrent_streams_per_key"`
 	UpdatedAt               time.Time `gorm:"column:updated_at;autoUpdateTime:false"`
 }
@@ -36,7 +37,7 @@ func (s *Store) GetLimits(ctx context.Context, projectID string) (*domain.Projec
 	return &domain.ProjectLimits{
 		ProjectID: r.ProjectID, RequestsPerMinute: r.RequestsPerMinute, TokensPerMinute: r.TokensPerMinute,
 		KeyRequestsPerMinute: r.KeyRequestsPerMinute, KeyTokensPerMinute: r.KeyTokensPerMinute,
-		ConcurrentStreamsPerKey: r.ConcurrentStreamsPerKey, UpdatedAt: utc(r.UpdatedAt),
+		ConcurrentStreams: r.ConcurrentStreams, ConcurrentStreamsPerKey: r.ConcurrentStreamsPerKey, UpdatedAt: utc(r.UpdatedAt),
 	}, nil
 }
 
@@ -46,7 +47,7 @@ func (s *Store) PutLimits(ctx context.Context, l *domain.ProjectLimits) error {
 	row := limitsRow{
 		ProjectID: l.ProjectID, RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute,
 		KeyRequestsPerMinute: l.KeyRequestsPerMinute, KeyTokensPerMinute: l.KeyTokensPerMinute,
-		ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey, UpdatedAt: ts(l.UpdatedAt),
+		ConcurrentStreams: l.ConcurrentStreams, ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey, UpdatedAt: ts(l.UpdatedAt),
 	}
 	err := s.db.WithContext(ctx).Clauses(clause.OnConflict{UpdateAll: true}).Create(&row).Error
 	if err != nil {

@@ -292,7 +292,7 @@ func TestMigrate(t *testing.T) {
 		}
 		out.Reset()
 		must(t, s.Migrate(ctx(), "up", &out))
-		if got, want := out.String(), "no pending migrations; the schema is at version 15\n"; got != want {
+		if got, want := out.String(), "no pending migrations; the schema is at version 16\n"; got != want {
 			t.Fatalf("up again = %q; want %q", got, want)
 		}
 		// Down, one migration at a time, newest first, to an empty schema.
@@ -300,8 +300,8 @@ func TestMigrate(t *testing.T) {
 		must(t, err)
 		names, err := fs.Glob(fsys, "*.sql")
 		must(t, err)
-		if len(names) != 15 {
-			t.Fatalf("%d migrations; want 15: %q", len(names), names)
+		if len(names) != 16 {
+			t.Fatalf("%d migrations; want 16: %q", len(names), names)
 		}
 		slices.Sort(names)
 		for _, name := range slices.Backward(names) {
@@ -355,7 +355,7 @@ func TestMigrateKeepsConversations(t *testing.T) {
 				t.Fatalf("%s: the usage record is gone", step)
 			}
 		}
-		for _, m := range []string{"00015_document_names.sql", "00014_prompt_cache.sql", "00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
+		for _, m := range []string{"00016_project_streams.sql", "00015_document_names.sql", "00014_prompt_cache.sql", "00013_usage_details.sql", "00012_conversation_project_index.sql", "00011_fewer_indexes.sql", "00010_role_check.sql", "00009_refusals.sql", "00008_request_keys.sql", "00007_estimated_usage.sql", "00006_api_key_expiry.sql", "00005_message_key.sql", "00004_turn_pages.sql"} {
 			var out bytes.Buffer
 			must(t, s.Migrate(ctx(), "down", &out))
 			if got, want := out.String(), "rolled back "+m; !strings.HasPrefix(got, want) {
@@ -1803,7 +1803,7 @@ func TestLimits(t *testing.T) {
 			t.Errorf("limits of a project without any = %+v, want zero", got)
 		}
 		want := domain.ProjectLimits{ProjectID: w.prjA.ID, RequestsPerMinute: 60, TokensPerMinute: 1000, KeyRequestsPerMinute: 10,
-			KeyTokensPerMinute: 100, ConcurrentStreamsPerKey: 2, UpdatedAt: t0}
+			KeyTokensPerMinute: 100, ConcurrentStreams: 7, ConcurrentStreamsPerKey: 2, UpdatedAt: t0}
 		must(t, s.PutLimits(ctx(), &want))
 		want.RequestsPerMinute = 61 // the second put replaces the first
 		must(t, s.PutLimits(ctx(), &want))
