@@ -225,6 +225,9 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	if err := lendsServerKey(ctx, nil, p); err != nil {
 		return nil, err
 	}
+	if err := s.refSet(nil, p); err != nil {
+		return nil, err
+	}
 	if err := s.validate(ctx, p); err != nil {
 		return nil, err
 	}
@@ -232,6 +235,21 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 		return nil, Wrap("providers.Create", err)
 	}
 	return p, nil
+}
+
+// refSet refuses a reference, new to p (before is nil on create), to a
+// variable not set on this server: a 400 now rather than a 503 at the
+// first completion. It runs after lendsServerKey, so only an admin, the
+// operator, learns whether a variable is set.
+func (s *Providers) refSet(before, p *AIProvider) error {
+	if p.APIKeyRef == "" || (before != nil && before.APIKeyRef == p.APIKeyRef) {
+		return nil
+	}
+	name := strings.TrimPrefix(p.APIKeyRef, "env:")
+	if v, ok := s.deps.LookupEnv(name); !ok || strings.TrimSpace(v) == "" {
+		return Invalidf("apiKeyRef", "apiKeyRef names %s, which is not set on this server; set it (on every instance) before a provider names it", name)
+	}
+	return nil
 }
 
 // lendsServerKey refuses, to anyone but an admin, a provider that would
@@ -584,6 +602,9 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		}
 	}
 	if err := lendsServerKey(ctx, &before, p); err != nil {
+		return nil, err
+	}
+	if err := s.refSet(&before, p); err != nil {
 		return nil, err
 	}
 	if p.BaseURL != before.BaseURL && len(p.APIKeyCiphertext) > 0 && in.APIKey == nil && in.APIKeyRef == nil {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
+	"os"
 	"regexp"
 	"strings"
 	"testing"
@@ -47,6 +49,7 @@ func TestProviderKeyIsWriteOnly(t *testing.T) {
 }
 
 func TestProviderValidation(t *testing.T) {
+	t.Setenv("PARLEY_PROVIDER_KEY_TEST", "sk-test-from-env-1234567890")
 	each(t, func(t *testing.T, h *harness) {
 		p := h.project(h.admin, "p")
 		base := func(extra map[string]any) map[string]any {
@@ -75,6 +78,8 @@ func TestProviderValidation(t *testing.T) {
 				"apiVersion": "2024-10-21"}), "apiVersion"},
 			{"NUL in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\x00B"}), "apiKeyRef"},
 			{"newline in env ref", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_A\n"}), "apiKeyRef"},
+			// A 400 now rather than a 503 at every completion.
+			{"env ref to a variable not set", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_NEVER_SET"}), "apiKeyRef"},
 			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
 			// Azure's model is a deployment name in the URL's path: it must
 			// not leave its segment (TestAzureDeploymentStaysInItsSegment).
@@ -144,6 +149,7 @@ func TestProviderValidation(t *testing.T) {
 // provider to the reference, as the same fields do on create; it must not
 // drop the key and ignore the reference.
 func TestProviderPatchSwitchesKeyToRef(t *testing.T) {
+	t.Setenv("PARLEY_PROVIDER_KEY_TEST", "sk-test-from-env-1234567890")
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	p := h.project(h.admin, "p")
 	for _, typ := range []string{"openai-compatible", "openai"} {
@@ -175,8 +181,19 @@ func TestProviderKeyFromEnvironment(t *testing.T) {
 	if got := lastUpstreamHeader(t, h).Get("Authorization"); got != "Bearer sk-from-env-1234567890" {
 		t.Errorf("upstream Authorization = %q", got)
 	}
+	// A variable not set is refused when named, and the provider keeps
+	// its reference; one unset after it was named is a 503 naming it.
+	r := h.call("PATCH", "/api/v1/ai-providers/"+prov, h.admin, map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_UNSET_X"})
+	if r.Status != 400 || r.ErrorField() != "apiKeyRef" || !strings.Contains(r.ErrorMessage(), "PARLEY_PROVIDER_KEY_UNSET_X, which is not set on this server") {
+		t.Errorf("a reference to an unset variable = %d %s, want a 400 naming it", r.Status, r.Body)
+	}
+	if got := h.must(200, "GET", "/api/v1/ai-providers/"+prov, h.admin, nil)["apiKeyRef"]; got != "env:PARLEY_PROVIDER_KEY_REST_TEST" {
+		t.Errorf("after the refused PATCH the reference is %v", got)
+	}
+	t.Setenv("PARLEY_PROVIDER_KEY_UNSET_X", "sk-soon-gone-1234567890")
 	h.must(200, "PATCH", "/api/v1/ai-providers/"+prov, h.admin, map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_UNSET_X"})
-	r := h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
+	os.Unsetenv("PARLEY_PROVIDER_KEY_UNSET_X")
+	r = h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": []any{userMessage("x")}})
 	if r.Status != 503 || !strings.Contains(r.ErrorMessage(), "PARLEY_PROVIDER_KEY_UNSET_X") {
 		t.Errorf("unset env key = %d %s, want 503 naming the variable", r.Status, r.Body)
 	}
@@ -214,7 +231,14 @@ func TestOnlyAdminsLendServerKeys(t *testing.T) {
 		"apiKeyRef": "env:PARLEY_PROVIDER_KEY_LENT"}
 	if r := h.call("POST", "/api/v1/ai-providers", owner, ref); r.Status != 403 || !strings.Contains(r.ErrorMessage(), "only an admin") {
 		t.Errorf("an owner creating a provider with apiKeyRef = %d %s, want 403", r.Status, r.Body)
+	} // Whether a variable is set is the operator's to know: a reference to
+	// one that is not is the same 403 to anyone else.
+	unset := maps.Clone(ref)
+	unset["apiKeyRef"] = "env:PARLEY_PROVIDER_KEY_NEVER_SET"
+	if r := h.call("POST", "/api/v1/ai-providers", owner, unset); r.Status != 403 {
+		t.Errorf("an owner's reference to an unset variable = %d %s, want 403", r.Status, r.Body)
 	}
+
 	own := h.provider(owner, p)
 	if r := h.call("PATCH", "/api/v1/ai-providers/"+own, owner, map[string]any{"apiKey": "", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_LENT"}); r.Status != 403 {
 		t.Errorf("an owner setting apiKeyRef = %d %s, want 403", r.Status, r.Body)
