@@ -151,6 +151,13 @@ func (s *Completions) claim(ctx context.Context, id string, chat *Chat, starting
 	}
 }
 
+// Continuing reports whether a completion on this instance is continuing
+// (or starting) conversation id: the retention sweep keeps it.
+func (s *Completions) Continuing(id string) bool {
+	_, ok := s.continuing.Load(id)
+	return ok
+}
+
 // starting reports whether a first turn on this instance is starting
 // conversation id of chat chatID: a stream announces the id in its first
 // chunk, but the conversation is stored only with the turn.
@@ -589,8 +596,10 @@ func (s *Completions) resolveDataSources(ctx context.Context, pl *plan, projectI
 			return Wrap("completions.resolveDataSources", err)
 		}
 		if resolved += len(d.Content); resolved > maxTurnBytes {
-			return Errorf(TooLarge, "messages and data sources come to more than %d bytes once their documents are resolved (%s passes the limit); "+
+			e := Errorf(TooLarge, "messages and data sources come to more than %d bytes once their documents are resolved (%s passes the limit); "+
 				"send fewer or smaller documents", maxTurnBytes, field)
+			e.Details = map[string]any{"field": field}
+			return e
 		}
 		pl.sources = append(pl.sources, *d)
 		return nil
@@ -608,7 +617,11 @@ func (s *Completions) resolveDataSources(ctx context.Context, pl *plan, projectI
 		}
 		switch len(ids) {
 		case 0:
-			return Invalidf(field, "%s: project %s has no document named %q", field, projectID, name)
+			hint := ""
+			if validID(PrefixDocument, name) {
+				hint = "; that is a document id: send it in dataSources"
+			}
+			return Invalidf(field, "%s: project %s has no document named %q%s", field, projectID, name, hint)
 		case 2:
 			return Invalidf(field, "%s: project %s has several documents named %q; name the one to send by its id in dataSources", field, projectID, name)
 		}

@@ -200,7 +200,13 @@ func (p *CompletionParams) validate() error {
 		return Invalidf("parallelToolCalls", "parallelToolCalls says how the model may call tools; send it with tools, or leave it out")
 	}
 	if n := len(p.DataSources) + len(p.Names); n > maxDataSources {
-		return Invalidf("dataSources", "dataSources and names name %d documents; send at most %d", n, maxDataSources)
+		// Named as the first source past the bound, in the order they
+		// are read: dataSources, then names.
+		field := fmt.Sprintf("dataSources[%d].id", maxDataSources)
+		if len(p.DataSources) <= maxDataSources {
+			field = fmt.Sprintf("names[%d]", maxDataSources-len(p.DataSources))
+		}
+		return Invalidf(field, "dataSources and names name %d documents; send at most %d", n, maxDataSources)
 	}
 	for i, id := range p.DataSources {
 		if err := checkRef(fmt.Sprintf("dataSources[%d].id", i), PrefixDocument, id); err != nil {
@@ -208,7 +214,7 @@ func (p *CompletionParams) validate() error {
 		}
 	}
 	for i := range p.Names {
-		p.Names[i] = strings.TrimSpace(p.Names[i])
+		p.Names[i] = trimRequired(p.Names[i]) // blank: said so, not "missing"
 		if err := checkText(fmt.Sprintf("names[%d]", i), p.Names[i], true, maxNameLen); err != nil {
 			return err
 		}

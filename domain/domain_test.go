@@ -428,20 +428,22 @@ func TestSystemWithSources(t *testing.T) {
 	}
 }
 
-// TestRedactToolCalls: debug's tool calls are redacted whole: their ids,
-// names and arguments, and the strings inside their extra_content, which
-// stays JSON with its numbers as they came.
+// TestRedactToolCalls: debug's tool calls are redacted whole: their ids
+// (and their results' toolCallId), names and arguments, and the strings
+// inside their extra_content, members' names too, which stays JSON with
+// its numbers as they came.
 func TestRedactToolCalls(t *testing.T) {
 	const key = "custom-secret-value"
 	msgs := []LLMMessage{{Role: RoleAssistant, ToolCalls: []ToolCall{{
 		ID: "call_" + key, Name: "fetch", Arguments: `{"api_key":"sk-abcdefghijklmnop"}`,
-		ExtraContent: []byte(`{"google":{"thought_signature":"` + key + `"},"n":12345678901234567890,"note":"token: hunter2 <b>"}`),
-	}}}}
-	c := redactMessages(msgs, key)[0].ToolCalls[0]
-	if got := c.ID + c.Name + c.Arguments + string(c.ExtraContent); strings.Contains(got, key) || strings.Contains(got, "sk-abcdefghijklmnop") || strings.Contains(got, "hunter2") {
-		t.Errorf("redacted call = %+v (extra %s)", c, c.ExtraContent)
+		ExtraContent: []byte(`{"google":{"thought_signature":"` + key + `"},"n":12345678901234567890,"note":"token: hunter2 <b>","` + key + `":1}`),
+	}}}, {Role: RoleTool, ToolCallID: "call_" + key, Content: "ok"}}
+	redacted := redactMessages(msgs, key)
+	c := redacted[0].ToolCalls[0]
+	if got := c.ID + c.Name + c.Arguments + string(c.ExtraContent) + redacted[1].ToolCallID; strings.Contains(got, key) || strings.Contains(got, "sk-abcdefghijklmnop") || strings.Contains(got, "hunter2") {
+		t.Errorf("redacted call = %+v (extra %s), its result's toolCallId %q", c, c.ExtraContent, redacted[1].ToolCallID)
 	}
-	if want := `{"google":{"thought_signature":"[redacted]"},"n":12345678901234567890,"note":"token: [redacted] <b>"}`; string(c.ExtraContent) != want {
+	if want := `{"[redacted]":1,"google":{"thought_signature":"[redacted]"},"n":12345678901234567890,"note":"token: [redacted] <b>"}`; string(c.ExtraContent) != want {
 		t.Errorf("extra_content = %s, want %s", c.ExtraContent, want)
 	}
 	if string(msgs[0].ToolCalls[0].ExtraContent) == string(c.ExtraContent) {

@@ -54,7 +54,7 @@ const (
 func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 	out := make([]LLMMessage, len(msgs))
 	for i, m := range msgs {
-		m.Content, m.Refusal = redact(m.Content, key), redact(m.Refusal, key)
+		m.Content, m.Refusal, m.ToolCallID = redact(m.Content, key), redact(m.Refusal, key), redact(m.ToolCallID, key)
 		if len(m.ToolCalls) > 0 {
 			calls := make([]ToolCall, len(m.ToolCalls))
 			for j, c := range m.ToolCalls {
@@ -70,8 +70,8 @@ func redactMessages(msgs []LLMMessage, key string) []LLMMessage {
 }
 
 // redactJSON is doc, a JSON document, with redact applied to each of its
-// strings (the members' names stay), so that it stays JSON; nil when it is
-// not JSON.
+// strings, members' names too, so that it stays JSON; nil when it is not
+// JSON.
 func redactJSON(doc []byte, key string) []byte {
 	if len(doc) == 0 {
 		return doc
@@ -99,9 +99,11 @@ func redactStrings(v any, key string) any {
 			v[i] = redactStrings(v[i], key)
 		}
 	case map[string]any:
-		for k := range v {
-			v[k] = redactStrings(v[k], key)
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			out[redact(k, key)] = redactStrings(e, key)
 		}
+		return out
 	}
 	return v
 }

@@ -31,9 +31,10 @@ type RetentionStore interface {
 	// returns how many it deleted.
 	DeleteUsageBefore(ctx context.Context, t time.Time) (int64, error)
 	// DeleteConversationsBefore deletes the conversations last updated
-	// before t, with their messages, and returns how many it deleted. A
-	// conversation continued while it runs is kept.
-	DeleteConversationsBefore(ctx context.Context, t time.Time) (int64, error)
+	// before t, with their messages, but those keep names, and returns how
+	// many it deleted. A conversation goes whole or not at all; one
+	// continued while it runs is kept.
+	DeleteConversationsBefore(ctx context.Context, t time.Time, keep func(id string) bool) (int64, error)
 }
 
 // Swept is what one sweep deleted.
@@ -45,9 +46,10 @@ type Swept struct {
 // On reports whether r deletes anything.
 func (r Retention) On() bool { return r.Usage > 0 || r.Conversations > 0 }
 
-// Sweep deletes, once, what is past r at now. A failure of one kind does
-// not keep the other from its sweep; what was deleted before it is counted.
-func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time) (Swept, error) {
+// Sweep deletes, once, what is past r at now, but the conversations busy
+// names (those completions are continuing). A failure of one kind does not
+// keep the other from its sweep; what was deleted before it is counted.
+func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time, busy func(id string) bool) (Swept, error) {
 	var s Swept
 	var errs []error
 	if r.Usage > 0 {
@@ -56,7 +58,7 @@ func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time) 
 		errs = append(errs, err)
 	}
 	if r.Conversations > 0 {
-		n, err := st.DeleteConversationsBefore(ctx, now.Add(-r.Conversations))
+		n, err := st.DeleteConversationsBefore(ctx, now.Add(-r.Conversations), busy)
 		s.Conversations = n
 		errs = append(errs, err)
 	}
@@ -71,6 +73,11 @@ type RetentionSweeper struct {
 	Every     time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
+	// Busy, if set, names the conversations completions are continuing,
+	// which the sweep keeps (Completions.Continuing): a continuation of a
+	// conversation past its retention, already paid for upstream, must
+	// find it when it stores its turn.
+	Busy func(id string) bool
 	// Swept, if set, is told what each sweep deleted (metrics).
 	Swept func(Swept)
 }
@@ -81,7 +88,7 @@ func (w *RetentionSweeper) Run(ctx context.Context) {
 	t := time.NewTicker(w.Every)
 	defer t.Stop()
 	for {
-		s, err := w.Retention.Sweep(ctx, w.Store, w.Now())
+		s, err := w.Retention.Sweep(ctx, w.Store, w.Now(), w.Busy)
 		if w.Swept != nil {
 			w.Swept(s)
 		}

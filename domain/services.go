@@ -191,7 +191,7 @@ func checkRef(field, prefix, v string) error {
 		return Invalidf(field, "%s is required", field)
 	}
 	if !strings.HasPrefix(v, prefix) {
-		return Invalidf(field, "%s must be an id starting with %q", field, prefix)
+		return Invalidf(field, "%s must be an id starting with %q%s", field, prefix, otherKind(idKinds[prefix], prefix, v))
 	}
 	return nil
 }

@@ -944,9 +944,36 @@ func TestDataSources(t *testing.T) {
 			{map[string]any{"messages": hi, "names": []any{"nothing by that name"}}, "names[0]"},
 			{map[string]any{"messages": hi, "names": []any{"faq", "twin"}}, "names[1]"},
 			{map[string]any{"messages": hi, "names": []any{" "}}, "names[0]"},
-			{map[string]any{"messages": hi, "dataSources": many}, "dataSources"},
+			{map[string]any{"messages": hi, "dataSources": many}, "dataSources[32].id"},
+			// Past the bound in names: the first name past it is named.
+			{map[string]any{"messages": hi, "dataSources": many[:30], "names": []any{"faq", "faq", "faq"}}, "names[2]"},
 		} {
 			h.refusedByBoth(t, w, tc.body, tc.field)
+		}
+		// The hints a wrong id gets as a documentId, it gets as a source too;
+		// a blank name is said to be blank; a document id among the names
+		// is pointed to dataSources.
+		path = "/api/v1/chats/" + w.chat + "/completions"
+		for _, tc := range []struct {
+			body map[string]any
+			want string
+		}{
+			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": w.chat}}}, "that is a chat id; pass a document id (doc_…)"},
+			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": strings.ToUpper(faq)}}}, "ids are lower case, without spaces or quotes; pass " + faq},
+			{map[string]any{"messages": hi, "names": []any{" "}}, "names[0] must not be blank"},
+			{map[string]any{"messages": hi, "names": []any{foreign}}, "that is a document id: send it in dataSources"},
+		} {
+			if r := h.call("POST", path, h.admin, tc.body); r.Status != 400 || !strings.Contains(r.ErrorMessage(), tc.want) {
+				t.Errorf("%v = %d %s, want a 400 saying %q", tc.body, r.Status, r.Body, tc.want)
+			}
+		}
+		// Documents that together pass the bound on a turn: a 413 naming
+		// the source that passed it.
+		big := doc(w.project, "big", strings.Repeat("a", 4<<20))
+		big2 := doc(w.project, "big2", strings.Repeat("b", 4<<20))
+		r := h.call("POST", path, h.admin, map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": big}, map[string]any{"id": big2}}})
+		if r.Status != 413 || r.ErrorField() != "dataSources[1].id" {
+			t.Errorf("two documents of 4 MiB = %d %s (field %q), want a 413 naming dataSources[1].id", r.Status, r.ErrorMessage(), r.ErrorField())
 		}
 	})
 }

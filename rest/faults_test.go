@@ -1256,3 +1256,86 @@ func TestRefusedBeforeTheProviderCountsNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestRetentionKeepsAConversationBeingContinued: a conversation past its
+// retention that a completion is continuing when the sweep comes is kept
+// (its reply, paid for upstream, is stored with its history), and, once
+// continued, it is recent again.
+func TestRetentionKeepsAConversationBeingContinued(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+		aged := time.Now().Add(-40 * 24 * time.Hour).UTC()
+		if err := h.app.Store.DB().Exec("UPDATE conversations SET updated_at = ? WHERE id = ?", aged, conv).Error; err != nil {
+			t.Fatal(err)
+		}
+		retention := domain.Retention{Conversations: 30 * 24 * time.Hour}
+		sweep := func() int64 {
+			t.Helper()
+			s, err := retention.Sweep(context.Background(), h.app.Store, time.Now(), h.app.Services.Completions.Continuing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s.Conversations
+		}
+
+		h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond})
+		n := h.up.Count()
+		done := make(chan *response, 1)
+		go func() {
+			done <- h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("again")}})
+		}()
+		for deadline := time.Now().Add(5 * time.Second); h.up.Count() == n && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := sweep(); got != 0 {
+			t.Errorf("a sweep while the conversation is being continued deleted %d conversations; want none", got)
+		}
+		if r := <-done; r.Status != 200 {
+			t.Fatalf("the continuation = %d %s, want 200", r.Status, r.Body)
+		}
+		if msgs := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages", h.admin, nil)["data"].([]any); len(msgs) != 4 {
+			t.Errorf("the conversation holds %d messages; want its 4", len(msgs))
+		}
+		if got := sweep(); got != 0 {
+			t.Errorf("a sweep after the continuation deleted %d conversations; want none (it is recent)", got)
+		}
+	})
+}
+
+// TestQueryOnAnEndpointThatTakesNone: a query parameter on an endpoint
+// that reads none is a 400 naming it, which changes nothing: a DELETE sent
+// with ?dryRun=true must not delete, a GET with a cursor must not answer
+// as if it were read.
+func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		d := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "d", "content": "x"})["id"].(string)
+		conv := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})["conversationId"].(string)
+		for _, tc := range []struct{ method, path, param string }{
+			{"DELETE", "/api/v1/documents/" + d + "?dryRun=true", "dryRun"},
+			{"GET", "/api/v1/conversations/" + conv + "?limit=2&cursor=zzz", ""},
+			{"DELETE", "/api/v1/conversations/" + conv + "?force=1", "force"},
+			{"PATCH", "/api/v1/chats/" + w.chat + "?name=x", "name"},
+			{"GET", "/api/v1/projects/" + w.project + "?expand=members", "expand"},
+			{"POST", "/api/v1/projects?name=p", "name"},
+		} {
+			var body any
+			if tc.method == "PATCH" || tc.method == "POST" {
+				body = map[string]any{"name": "renamed"}
+			}
+			r := h.call(tc.method, tc.path, h.admin, body)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "this endpoint takes none") || (tc.param != "" && r.ErrorField() != tc.param) {
+				t.Errorf("%s %s = %d %s, want a 400 naming the parameter", tc.method, tc.path, r.Status, r.Body)
+			}
+		}
+		h.must(200, "GET", "/api/v1/documents/"+d, h.admin, nil)
+		h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)
+		if got := h.must(200, "GET", "/api/v1/chats/"+w.chat, h.admin, nil)["name"]; got == "renamed" {
+			t.Error("the refused PATCH renamed the chat")
+		}
+		// Completions take one (an SDK's defaultQuery may add it).
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions?trace=1", h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+	})
+}

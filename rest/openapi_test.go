@@ -595,7 +595,8 @@ func errorSchema() any {
 //   - a route with a body: 400 from bind's strict decoding (and the
 //     domain's validation);
 //   - a route with query parameters: 400 from page or knownQuery (a bad
-//     limit or cursor, an unknown or repeated parameter);
+//     limit or cursor, an unknown or repeated parameter), and every other
+//     API route: 400 from noQuery (it takes none);
 //   - a route with a parameter before its last segment: 400 when that
 //     parameter is empty (the router matches /users//api-keys, and
 //     lookup refuses the empty id). One in the last segment cannot be
@@ -607,8 +608,9 @@ func errorsOf(rt apiRoute) map[string]string {
 	if !rt.public {
 		out[401] = "no, unknown, expired or revoked API key"
 		out[503] = dbUnavailable
+		out[400] = "a query parameter: this operation takes none"
 		if i := strings.Index(rt.path, "{"); i >= 0 && strings.Contains(rt.path[i:], "}/") {
-			out[400] = "an id in the path is empty"
+			out[400] = "an id in the path is empty, or a query parameter: this operation takes none"
 		}
 	}
 	if rt.request != nil || rt.query != nil {

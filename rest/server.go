@@ -101,43 +101,43 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	get(e, "/openapi.json", handleOpenAPI)
 
 	api := e.Group(apiPrefix) // its middleware is apiRoutes, see there
-	get(api, "/me", s.handleMe)
+	get(api, "/me", noQuery(s.handleMe))
 	get(api, "/users", s.handleUserList)
-	api.POST("/users", s.handleUserCreate)
+	api.POST("/users", noQuery(s.handleUserCreate))
 	get(api, "/users/:userId/api-keys", s.handleAPIKeyList)
-	api.POST("/users/:userId/api-keys", s.handleAPIKeyCreate)
-	api.DELETE("/users/:userId/api-keys/:keyId", s.handleAPIKeyRevoke)
+	api.POST("/users/:userId/api-keys", noQuery(s.handleAPIKeyCreate))
+	api.DELETE("/users/:userId/api-keys/:keyId", noQuery(s.handleAPIKeyRevoke))
 
 	get(api, "/projects", s.handleProjectList)
-	api.POST("/projects", s.handleProjectCreate)
-	get(api, "/projects/:projectId", s.handleProjectGet)
-	api.PATCH("/projects/:projectId", s.handleProjectUpdate)
-	api.DELETE("/projects/:projectId", s.handleProjectDelete)
+	api.POST("/projects", noQuery(s.handleProjectCreate))
+	get(api, "/projects/:projectId", noQuery(s.handleProjectGet))
+	api.PATCH("/projects/:projectId", noQuery(s.handleProjectUpdate))
+	api.DELETE("/projects/:projectId", noQuery(s.handleProjectDelete))
 	get(api, "/projects/:projectId/members", s.handleMemberList)
-	api.PUT("/projects/:projectId/members/:userId", s.handleMemberPut)
-	api.DELETE("/projects/:projectId/members/:userId", s.handleMemberDelete)
+	api.PUT("/projects/:projectId/members/:userId", noQuery(s.handleMemberPut))
+	api.DELETE("/projects/:projectId/members/:userId", noQuery(s.handleMemberDelete))
 	get(api, "/projects/:projectId/usage", s.handleUsageGet)
-	get(api, "/projects/:projectId/limits", s.handleLimitsGet)
-	api.PUT("/projects/:projectId/limits", s.handleLimitsPut)
+	get(api, "/projects/:projectId/limits", noQuery(s.handleLimitsGet))
+	api.PUT("/projects/:projectId/limits", noQuery(s.handleLimitsPut))
 
 	get(api, "/ai-providers", s.handleProviderList)
-	api.POST("/ai-providers", s.handleProviderCreate)
-	get(api, "/ai-providers/:providerId", s.handleProviderGet)
-	api.PATCH("/ai-providers/:providerId", s.handleProviderUpdate)
-	api.DELETE("/ai-providers/:providerId", s.handleProviderDelete)
+	api.POST("/ai-providers", noQuery(s.handleProviderCreate))
+	get(api, "/ai-providers/:providerId", noQuery(s.handleProviderGet))
+	api.PATCH("/ai-providers/:providerId", noQuery(s.handleProviderUpdate))
+	api.DELETE("/ai-providers/:providerId", noQuery(s.handleProviderDelete))
 
 	get(api, "/documents", s.handleDocumentList)
-	api.POST("/documents", s.handleDocumentCreate)
-	get(api, "/documents/:documentId", s.handleDocumentGet)
-	api.PATCH("/documents/:documentId", s.handleDocumentUpdate)
-	api.DELETE("/documents/:documentId", s.handleDocumentDelete)
+	api.POST("/documents", noQuery(s.handleDocumentCreate))
+	get(api, "/documents/:documentId", noQuery(s.handleDocumentGet))
+	api.PATCH("/documents/:documentId", noQuery(s.handleDocumentUpdate))
+	api.DELETE("/documents/:documentId", noQuery(s.handleDocumentDelete))
 
 	get(api, "/chats", s.handleChatList)
-	api.POST("/chats", s.handleChatCreate)
+	api.POST("/chats", noQuery(s.handleChatCreate))
 	api.POST("/chats/completions", s.handleStatelessCompletion)
-	get(api, "/chats/:chatId", s.handleChatGet)
-	api.PATCH("/chats/:chatId", s.handleChatUpdate)
-	api.DELETE("/chats/:chatId", s.handleChatDelete)
+	get(api, "/chats/:chatId", noQuery(s.handleChatGet))
+	api.PATCH("/chats/:chatId", noQuery(s.handleChatUpdate))
+	api.DELETE("/chats/:chatId", noQuery(s.handleChatDelete))
 	api.POST("/chats/:chatId/completions", s.handleChatCompletion)
 	// The same at the paths OpenAI's SDKs post to, {baseURL}/chat/completions
 	// (see openai.go).
@@ -148,11 +148,26 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	get(api, "/chats/:chatId/models", s.handleChatModelList)
 
 	get(api, "/conversations", s.handleConversationList)
-	get(api, "/conversations/:conversationId", s.handleConversationGet)
+	get(api, "/conversations/:conversationId", noQuery(s.handleConversationGet))
 	get(api, "/conversations/:conversationId/messages", s.handleConversationMessages)
-	api.DELETE("/conversations/:conversationId", s.handleConversationDelete)
+	api.DELETE("/conversations/:conversationId", noQuery(s.handleConversationDelete))
 	s.staticAllow = staticAllow(e.Router().Routes())
 	return s
+}
+
+// noQuery refuses a query string on an endpoint that reads none, as
+// knownQuery does a list's unknown parameters: a DELETE sent with
+// ?dryRun=true would otherwise delete without a word. Completions are
+// left to take one, which an SDK's defaultQuery may add.
+func noQuery(h echo.HandlerFunc) echo.HandlerFunc {
+	return func(c *echo.Context) error {
+		if c.Request().URL.RawQuery != "" {
+			if err := knownQuery(c); err != nil {
+				return err
+			}
+		}
+		return h(c)
+	}
 }
 
 // router is where routes are added: the server or a group of it.

@@ -26,44 +26,71 @@ func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int64, erro
 }
 
 // DeleteConversationsBefore deletes the conversations last updated before
-// t, with their messages, a chunk at a time, and returns how many. Each
-// statement checks the time again, so a conversation continued while the
-// sweep runs is kept: on PostgreSQL one statement deletes a chunk and its
-// messages (ON DELETE CASCADE); on SQLite, whose one write lock a
-// statement holds, the messages go first, a bounded number per statement,
-// as a chat's delete takes them.
-func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time) (int64, error) {
+// t, with their messages, a chunk at a time, but those keep names (the
+// conversations this instance's completions are continuing), and returns
+// how many it deleted. A conversation goes whole or not at all: each
+// statement deletes conversations whose time it checks again, and their
+// messages with them (ON DELETE CASCADE), so a conversation continued while
+// the sweep runs is kept with every message. On SQLite, whose one write
+// lock a statement holds, a statement takes at most messagesPerChunk
+// chunks' worth of messages, or one conversation that has more (as its
+// delete through the API does); on PostgreSQL, which locks only the rows,
+// a chunk at a time.
+func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, keep func(id string) bool) (int64, error) {
 	chunk := s.chunk()
 	before := ts(t)
+	most := messagesPerChunk * chunk // messages per statement, on SQLite
+	query := "SELECT id, 0 AS messages FROM conversations WHERE id > ? AND updated_at < ? ORDER BY id LIMIT ?"
+	if s.dialect == SQLite {
+		// A conversation's messages are numbered from 0: the last one's
+		// number is an index lookup, where counting them reads them all.
+		query = "SELECT id, (SELECT coalesce(max(seq), -1) + 1 FROM messages WHERE conversation_id = conversations.id) AS messages " +
+			"FROM conversations WHERE id > ? AND updated_at < ? ORDER BY id LIMIT ?"
+	}
 	var deleted int64
+	var group []string
+	messages := 0
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		res := s.db.WithContext(ctx).Exec("DELETE FROM conversations WHERE id IN ? AND updated_at < ?", group, before)
+		deleted += res.RowsAffected
+		group, messages = group[:0], 0
+		if res.Error == nil {
+			s.afterChunk()
+		}
+		return res.Error
+	}
 	after := ""
 	for {
 		// In key order from the last chunk's last id: one pass over the
 		// conversations whatever their number (no index has their time).
-		var ids []string
-		if err := s.db.WithContext(ctx).Raw("SELECT id FROM conversations WHERE id > ? AND updated_at < ? ORDER BY id LIMIT ?",
-			after, before, chunk).Scan(&ids).Error; err != nil {
+		var rows []struct {
+			ID       string
+			Messages int
+		}
+		if err := s.db.WithContext(ctx).Raw(query, after, before, chunk).Scan(&rows).Error; err != nil {
 			return deleted, err
 		}
-		if len(ids) == 0 {
-			return deleted, nil
-		}
-		after = ids[len(ids)-1]
-		if s.dialect == SQLite {
-			if _, err := s.countDeleted(ctx, messagesPerChunk*chunk, "DELETE FROM messages WHERE rowid IN "+
-				"(SELECT m.rowid FROM messages m JOIN conversations c ON c.id = m.conversation_id "+
-				"WHERE c.id IN ? AND c.updated_at < ? LIMIT ?)", ids, before); err != nil {
-				return deleted, err
+		for _, r := range rows {
+			if keep != nil && keep(r.ID) {
+				continue
 			}
+			if s.dialect == SQLite && len(group) > 0 && messages+r.Messages > most {
+				if err := flush(); err != nil {
+					return deleted, err
+				}
+			}
+			group = append(group, r.ID)
+			messages += r.Messages
 		}
-		res := s.db.WithContext(ctx).Exec("DELETE FROM conversations WHERE id IN ? AND updated_at < ?", ids, before)
-		deleted += res.RowsAffected
-		if res.Error != nil {
-			return deleted, res.Error
+		if err := flush(); err != nil {
+			return deleted, err
 		}
-		if len(ids) < chunk {
+		if len(rows) < chunk {
 			return deleted, nil
 		}
-		s.afterChunk()
+		after = rows[len(rows)-1].ID
 	}
 }

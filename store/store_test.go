@@ -3178,9 +3178,11 @@ func TestListConversationsOfProject(t *testing.T) {
 
 // TestRetentionDeletes: the retention sweep's deletes take the usage
 // records created, and the conversations last continued, before their
-// bound, with every message of those conversations, a chunk per
-// statement; what is newer stays, and so does a conversation continued
-// while the sweep runs. A second sweep finds nothing.
+// bound, each conversation whole with its messages, a bounded number per
+// statement (here chunks of 2: on SQLite, 16 messages, or one conversation
+// of more); what is newer stays, and so do the conversations the caller
+// keeps (those being continued) and one continued while the sweep runs,
+// with every message. A second sweep finds nothing.
 func TestRetentionDeletes(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, s *store.Store) {
 		w := newWorld(t, s)
@@ -3191,6 +3193,7 @@ func TestRetentionDeletes(t *testing.T) {
 			must(t, s.DB().Raw(query, args...).Row().Scan(&n))
 			return n
 		}
+		written := map[string]int64{} // messages of each conversation
 		conversation := func(chat *domain.Chat, at time.Time, turns int) *domain.Conversation {
 			c := newConversation(chat)
 			c.CreatedAt, c.UpdatedAt = old, at
@@ -3199,14 +3202,18 @@ func TestRetentionDeletes(t *testing.T) {
 				msgs = append(msgs, turn(c.ID, 2*i, fmt.Sprint("turn ", i))...)
 			}
 			must(t, s.AppendTurn(ctx(), c, true, msgs))
+			written[c.ID] = int64(len(msgs))
 			return c
 		}
 		var olds []*domain.Conversation
 		for range 4 {
-			olds = append(olds, conversation(w.chatA, old, 1))
+			olds = append(olds, conversation(w.chatA, old, 3))
 		}
-		olds = append(olds, conversation(w.chatB, old, 12)) // 24 messages: several statements on SQLite
+		for range 2 {
+			olds = append(olds, conversation(w.chatB, old, 12)) // 24 messages: more than a statement takes
+		}
 		fresh := []*domain.Conversation{conversation(w.chatA, t0, 1), conversation(w.chatB, bound.Add(time.Second), 2)}
+		busy := olds[0] // a completion of this instance is continuing it
 		usage := func(project string, at time.Time) domain.UsageRecord {
 			return domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: project, ChatID: w.chatA.ID, Model: "m", CreatedAt: at}
 		}
@@ -3215,43 +3222,43 @@ func TestRetentionDeletes(t *testing.T) {
 			usage(w.prjB.ID, old), usage(w.prjB.ID, old), usage(w.prjB.ID, t0),
 		}))
 
-		// The old conversation the sweep comes to last is continued after
-		// its first chunk: it is kept.
-		var last string
-		must(t, s.DB().Raw("SELECT max(id) FROM conversations WHERE updated_at < ?", bound).Row().Scan(&last))
-		var continued *domain.Conversation
-		for _, c := range olds {
-			if c.ID == last {
-				continued = c
-			}
-		}
-		var between int
+		// After each statement, a turn is stored in every old conversation
+		// the sweep has not deleted (but the busy one): the first it finds
+		// is kept, whole, with its new turn; those before it are gone whole.
+		var continued []*domain.Conversation
 		s.SetDeleteChunks(2, func() {
-			if between++; between == 1 {
-				continued.UpdatedAt = t0
-				must(t, s.AppendTurn(ctx(), continued, false, turn(continued.ID, 40, "back again")))
+			for _, c := range olds {
+				if c == busy || slices.Contains(continued, c) || count("SELECT count(*) FROM conversations WHERE id = ?", c.ID) == 0 {
+					continue
+				}
+				c.UpdatedAt = t0
+				must(t, s.AppendTurn(ctx(), c, false, turn(c.ID, int(written[c.ID]), "back again")))
+				written[c.ID] += 2
+				continued = append(continued, c)
+				return
 			}
 		})
 		defer s.SetDeleteChunks(0, nil)
 
-		n, err := s.DeleteConversationsBefore(ctx(), bound)
+		n, err := s.DeleteConversationsBefore(ctx(), bound, func(id string) bool { return id == busy.ID })
 		must(t, err)
-		if n != int64(len(olds)-1) {
-			t.Errorf("the sweep deleted %d conversations; want the %d last continued before its bound", n, len(olds)-1)
+		if len(continued) == 0 {
+			t.Fatal("no turn was stored between the sweep's statements")
 		}
-		if between < 2 {
-			t.Errorf("%d chunks were followed by another; want the conversations (and, on SQLite, the long one's messages) in chunks of 2", between)
+		kept := append(append([]*domain.Conversation{busy}, fresh...), continued...)
+		if want := int64(len(olds) + len(fresh) - len(kept)); n != want {
+			t.Errorf("the sweep deleted %d conversations; want %d", n, want)
 		}
-		for _, c := range append(fresh, continued) {
-			if got := count("SELECT count(*) FROM messages WHERE conversation_id = ?", c.ID); got == 0 || count("SELECT count(*) FROM conversations WHERE id = ?", c.ID) != 1 {
-				t.Errorf("conversation %s (last continued %s) was deleted, or its messages (%d left)", c.ID, c.UpdatedAt, got)
+		for _, c := range kept {
+			if got := count("SELECT count(*) FROM messages WHERE conversation_id = ?", c.ID); got != written[c.ID] || count("SELECT count(*) FROM conversations WHERE id = ?", c.ID) != 1 {
+				t.Errorf("conversation %s (last continued %s) is gone, or holds %d of its %d messages", c.ID, c.UpdatedAt, got, written[c.ID])
 			}
 		}
 		if got := count("SELECT count(*) FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)"); got != 0 {
 			t.Errorf("%d messages are left without their conversation", got)
 		}
-		if got := count("SELECT count(*) FROM conversations"); got != int64(len(fresh)+1) {
-			t.Errorf("%d conversations are left; want %d", got, len(fresh)+1)
+		if got := count("SELECT count(*) FROM conversations"); got != int64(len(kept)) {
+			t.Errorf("%d conversations are left; want %d", got, len(kept))
 		}
 
 		n, err = s.DeleteUsageBefore(ctx(), bound)
@@ -3271,7 +3278,7 @@ func TestRetentionDeletes(t *testing.T) {
 		s.SetDeleteChunks(0, nil)
 		nu, err := s.DeleteUsageBefore(ctx(), bound)
 		must(t, err)
-		nc, err := s.DeleteConversationsBefore(ctx(), bound)
+		nc, err := s.DeleteConversationsBefore(ctx(), bound, func(id string) bool { return id == busy.ID })
 		must(t, err)
 		if nu != 0 || nc != 0 {
 			t.Errorf("a second sweep deleted %d usage records and %d conversations; want none", nu, nc)

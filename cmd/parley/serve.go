@@ -41,6 +41,7 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	}
 	defer a.Close()
 	printInitialAdminKey(stderr, a)
+	a.StartSweeps()
 
 	// Cancelling base ends what is left after the grace period.
 	base, cancelBase := context.WithCancelCause(context.Background())
@@ -144,6 +145,7 @@ func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, 
 	}
 	defer a.Close()
 	printInitialAdminKey(stderr, a)
+	a.StartSweeps()
 	var p domain.Principal
 	if e.APIKey != "" {
 		p, err = a.Services.Users.Authenticate(ctx, e.APIKey)

@@ -66,7 +66,8 @@ type Config struct {
 	// besides loopback ones ("*": any); see mcp.Limits.Origins.
 	MCPAllowedOrigins []string
 	// Retention deletes usage records and conversations past their age,
-	// at start and then every RetentionEvery (0: hourly); zero keeps them.
+	// from StartSweeps and then every RetentionEvery (0: hourly); zero
+	// keeps them.
 	Retention      domain.Retention
 	RetentionEvery time.Duration
 	// LLM configures upstream calls; AllowPrivate is set from AllowPrivateUpstreams.
@@ -99,6 +100,7 @@ type App struct {
 	handler http.Handler
 
 	closeLimiter func() error
+	metrics      *metrics.Metrics
 	stopSweeps   func() // ends the retention sweeps and waits for them
 	mcpCalls     mcp.Calls
 	mcpSSE       *mcp.SSE
@@ -350,7 +352,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
 	})
-	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter}
+	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}
 	if cfg.BootstrapAdminKey != "" {
 		if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
 			usage.Close()
@@ -377,15 +379,16 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)
 	a.handler = api
-	a.stopSweeps = a.sweep(cfg, st, m)
 	return a, nil
 }
 
-// sweep runs the retention sweeps cfg asks for in the background, and
-// returns what ends them.
-func (a *App) sweep(cfg Config, st *store.Store, m *metrics.Metrics) func() {
+// StartSweeps runs the retention sweeps the configuration asks for in the
+// background, until Close: the servers (`parley serve`, `parley mcp`)
+// start them, not a one-off command. Call it once.
+func (a *App) StartSweeps() {
+	cfg := a.cfg
 	if !cfg.Retention.On() {
-		return func() {}
+		return
 	}
 	every := cfg.RetentionEvery
 	if every <= 0 {
@@ -395,14 +398,15 @@ func (a *App) sweep(cfg Config, st *store.Store, m *metrics.Metrics) func() {
 	if now == nil {
 		now = time.Now
 	}
-	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: st, Every: every, Logger: a.log, Now: now, Swept: m.Swept}
+	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: a.Store, Every: every, Logger: a.log, Now: now,
+		Busy: a.Services.Completions.Continuing, Swept: a.metrics.Swept}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		w.Run(ctx)
 	}()
-	return func() {
+	a.stopSweeps = func() {
 		cancel()
 		<-done
 	}
