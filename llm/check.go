@@ -45,13 +45,13 @@ func azureCheck(op string, req domain.LLMRequest) error {
 	return nil
 }
 
-// legacyModels are the models go-openai refuses for chat completions
-// (OpenAI's completion models, long retired), as its own check lists them.
+// legacyModels are the models go-openai refuses for chat completions,
+// as its own check lists them: OpenAI's completion models, long shut
+// down (spelt out: go-openai deprecates their names).
 var legacyModels = []string{
-	openai.CodexCodeDavinci002, openai.CodexCodeCushman001, openai.CodexCodeDavinci001,
-	openai.GPT3TextDavinci003, openai.GPT3TextDavinci002, openai.GPT3TextCurie001, openai.GPT3TextBabbage001,
-	openai.GPT3TextAda001, openai.GPT3TextDavinci001, openai.GPT3DavinciInstructBeta, openai.GPT3Davinci,
-	openai.GPT3CurieInstructBeta, openai.GPT3Curie, openai.GPT3Ada, openai.GPT3Babbage,
+	"code-davinci-002", "code-cushman-001", "code-davinci-001",
+	"text-davinci-003", "text-davinci-002", "text-curie-001", "text-babbage-001", "text-ada-001", "text-davinci-001",
+	"davinci-instruct-beta", "davinci", "curie-instruct-beta", "curie", "ada", "babbage",
 }
 
 // openAICheck runs go-openai's checks of a chat completion ahead of it:

@@ -199,19 +199,8 @@ func TestRedisRenewalPutsBackLostSlots(t *testing.T) {
 func TestRedisSlotTakenWhileSkippedCountsOnceRedisAnswers(t *testing.T) {
 	c := testRedis(t)
 	prefix := testPrefix(t, c)
-	opts, err := redis.ParseURL(testRedisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	faulty := redis.NewClient(opts)
-	defer faulty.Close()
-	var lose, drop atomic.Bool
-	faulty.AddHook(faultyReplies{&lose, &drop})
-	r := NewRedis(faulty, prefix)
-	r.Logger = slog.New(slog.DiscardHandler) // the fault is warned of
+	r, lose, _, brClock := newFaultyRedis(t, prefix)
 	r.StreamLease = testLease
-	brClock := newClock()
-	r.br.now = brClock.Now
 	other := newLeasedRedis(t, c, prefix)
 	const key = "prj_1/key_a"
 
@@ -368,6 +357,26 @@ func TestRedisRefresherEndsWithTheClient(t *testing.T) {
 // set, fails each command without sending it.
 type faultyReplies struct{ lose, drop *atomic.Bool }
 
+// newFaultyRedis is a limiter on prefix whose client faultyReplies makes
+// lose or drop, on a breaker clock of the test's (the faults are warned
+// of, to a logger that discards them).
+func newFaultyRedis(t *testing.T, prefix string) (r *Redis, lose, drop *atomic.Bool, brClock *fakeClock) {
+	t.Helper()
+	opts, err := redis.ParseURL(testRedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty := redis.NewClient(opts)
+	t.Cleanup(func() { faulty.Close() })
+	lose, drop = new(atomic.Bool), new(atomic.Bool)
+	faulty.AddHook(faultyReplies{lose, drop})
+	r = NewRedis(faulty, prefix)
+	r.Logger = slog.New(slog.DiscardHandler)
+	brClock = newClock()
+	r.br.now = brClock.Now
+	return r, lose, drop, brClock
+}
+
 var errReplyLost = errors.New("i/o timeout (the test lost the reply)")
 
 func (faultyReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
@@ -425,21 +434,9 @@ func TestRedisSlotNoStreamHoldsIsFreed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := testRedis(t)
-			prefix := testPrefix(t, c)
-			opts, err := redis.ParseURL(testRedisURL())
-			if err != nil {
-				t.Fatal(err)
-			}
-			faulty := redis.NewClient(opts)
-			defer faulty.Close()
-			var lose, drop atomic.Bool
-			faulty.AddHook(faultyReplies{&lose, &drop})
-			r := NewRedis(faulty, prefix)
-			r.Logger = slog.New(slog.DiscardHandler) // the fault is warned of
-			brClock := newClock()
-			r.br.now = brClock.Now
+			r, lose, drop, brClock := newFaultyRedis(t, testPrefix(t, c))
 			const key = "prj_1/key_a"
-			tc.fault(r, &lose, &drop, key)
+			tc.fault(r, lose, drop, key)
 			if n := c.ZCard(bg, r.streamsKey(key)).Val(); n != 1 {
 				t.Fatalf("%d slots taken in Redis after the fault; want the 1 no stream holds", n)
 			}

@@ -821,6 +821,22 @@ func TestConcurrentStreamsPerKey(t *testing.T) {
 	})
 }
 
+// heldStream opens a stream in path as key whose upstream hangs after its
+// first delta, and reads that delta: the stream holds its slots until
+// cancel. firstN is the upstream's count of requests before it.
+func heldStream(t *testing.T, h *harness, key, path string) (first *http.Response, cancel func(), firstN int) {
+	t.Helper()
+	h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	firstN = h.up.Count()
+	first = streamAs(t, h, ctx, key, path, map[string]any{"messages": []any{userMessage("a b c")}})
+	if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
+		cancel()
+		t.Fatalf("first stream = %d, %v", first.StatusCode, err)
+	}
+	return first, cancel, firstN
+}
+
 // TestConcurrentStreamsOfTheProject: the project's limit of open streams
 // holds whatever key a stream comes with: a member who makes a second key
 // for itself gets no second stream, and the refusal names the project's
@@ -839,14 +855,8 @@ func TestConcurrentStreamsOfTheProject(t *testing.T) {
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		body := map[string]any{"stream": true, "messages": []any{userMessage("more")}}
 
-		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
-		ctx, cancel := context.WithCancel(context.Background())
+		first, cancel, firstN := heldStream(t, h, key, path)
 		defer cancel()
-		firstN := h.up.Count()
-		first := streamAs(t, h, ctx, key, path, map[string]any{"messages": []any{userMessage("a b c")}})
-		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
-			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
-		}
 		for _, k := range []string{second, h.admin} {
 			r := h.call("POST", path, k, body)
 			if r.Status != 429 || r.Header.Get("RateLimit-Policy") != `1;comment="project-concurrent-streams"` ||
@@ -942,14 +952,8 @@ func TestStreamRefusalCountsNoRequest(t *testing.T) {
 			map[string]any{"keyRequestsPerMinute": 2, "concurrentStreamsPerKey": 1})
 		path := "/api/v1/chats/" + w.chat + "/completions"
 
-		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
-		ctx, cancel := context.WithCancel(context.Background())
+		first, cancel, firstN := heldStream(t, h, key, path)
 		defer cancel()
-		firstN := h.up.Count()
-		first := streamAs(t, h, ctx, key, path, map[string]any{"messages": []any{userMessage("a b c")}})
-		if _, err := first.Body.Read(make([]byte, 256)); err != nil || first.StatusCode != 200 {
-			t.Fatalf("first stream = %d, %v", first.StatusCode, err)
-		}
 		for range 3 {
 			r := h.call("POST", path, key, map[string]any{"stream": true, "messages": []any{userMessage("more")}})
 			if got := r.Header.Get("RateLimit-Policy"); r.Status != 429 || got != `1;comment="key-concurrent-streams"` {
