@@ -86,10 +86,14 @@ func refusedAtShutdown(ctx context.Context, d deps, tool string) *mcpgo.CallTool
 // errorText is "<code>: <message>", plus for RateLimited when to retry and,
 // for Parley's own limits, what REST's RateLimit-* headers say:
 // "(retry after 12s; limit key-requests-per-minute: 600 per 60s,
-// 0 remaining, resets in 12s)".
+// 0 remaining, resets in 12s)", and for a provider's refusal the parameter
+// it named, which REST gives as error.details.upstreamParam.
 func errorText(err error) string {
 	kind := domain.KindOf(err)
 	text := kind.String() + ": " + domain.MessageOf(err)
+	if p, ok := domain.DetailsOf(err)["upstreamParam"].(string); ok && p != "" {
+		text += fmt.Sprintf(" (the provider named the parameter %q)", p)
+	}
 	if kind != domain.RateLimited {
 		return text
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
 )
 
 // TestIDOfAnotherKind: an id of another kind of resource where one kind is
@@ -68,5 +69,18 @@ func TestIDOfAnotherKind(t *testing.T) {
 		if msg, want := s.fails(t, "get-chat", obj{"chatId": id}, "not_found"), "not_found: chat "+id+" does not exist: ids are lower case, without spaces or quotes; pass "+chat.ID; msg != want {
 			t.Errorf("get-chat %q:\ngot  %q\nwant %q", id, msg, want)
 		}
+	}
+}
+
+// TestProviderRefusalNamesItsParameter: a provider's 400 that names the
+// parameter it refused says so in the tool result, as REST's
+// error.details.upstreamParam does, so that an agent can drop or fix it.
+func TestProviderRefusalNamesItsParameter(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "editor", Options{})
+	e.upstream.Enqueue(llmtest.Behavior{Status: 400, Body: `{"error":{"message":"Unsupported parameter.","type":"invalid_request_error","param":"temperature"}}`})
+	msg := s.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("x"), "temperature": 0.5}, "invalid_request")
+	if !strings.Contains(msg, `(the provider named the parameter "temperature")`) {
+		t.Errorf("the result = %q, want it to name the parameter", msg)
 	}
 }
