@@ -94,6 +94,10 @@ func (w *RetentionSweeper) Run(ctx context.Context) {
 		}
 		switch {
 		case ctx.Err() != nil:
+			if s != (Swept{}) {
+				w.Logger.Info("retention sweep stopped by shutdown; it goes on at the next start",
+					"usageRecords", s.UsageRecords, "conversations", s.Conversations)
+			}
 			return
 		case err != nil:
 			w.Logger.Warn("retention sweep failed; it runs again later", "err", err,

@@ -311,6 +311,11 @@ func CheckBootstrapKey(key string) error {
 	if !strings.HasPrefix(key, keyPrefix) || len(key) < len(keyPrefix)+20 || len(key) > 128 {
 		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must start with %q and have 20 to %d more characters; make one with 'parley admin gen-api-key'", keyPrefix, 128-len(keyPrefix))
 	}
+	if i := strings.IndexFunc(key, func(r rune) bool { return r <= ' ' || r == 0x7f }); i >= 0 {
+		// No Authorization header can carry it: the admin so made could
+		// never be used (a secret file of two lines, say).
+		return Errorf(Invalid, "PARLEY_BOOTSTRAP_ADMIN_KEY must not contain a space or a control character such as a newline (one is at character %d); set it to one key alone", i+1)
+	}
 	return nil
 }
 

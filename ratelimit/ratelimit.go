@@ -209,6 +209,16 @@ func Open(url string, logger *slog.Logger) (domain.Limiter, func() error, error)
 	return r, client.Close, nil
 }
 
+// CheckURL refuses a Redis URL that Open would refuse before it dials:
+// a start checks it before it opens the database. "" (no Redis) is fine.
+func CheckURL(url string) error {
+	if url == "" {
+		return nil
+	}
+	_, err := clientOptions(url)
+	return err
+}
+
 // refusedByRedis reports whether err is Redis's own error reply, other
 // than one it gives while it starts (LOADING): the URL's password or
 // database is wrong, and stays wrong.

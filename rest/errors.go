@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -84,6 +85,13 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	code := echoStatus(err)
 	if code != 0 {
 		err = fromEchoError(code, err)
+	}
+	if domain.KindOf(err) == domain.Canceled && errors.Is(context.Cause(c.Request().Context()), domain.ErrShuttingDown) {
+		// Not the client's cancellation (its 499 would tell it not to send
+		// again), but the server's, as a completion it ends says.
+		e := domain.Errorf(domain.Unavailable, "the server is shutting down and ended this request; send it again")
+		e.Err = domain.ErrShuttingDown
+		err = e
 	}
 	kind := domain.KindOf(err)
 	status, body := wire.Status(kind), toErrorBody(err)

@@ -274,7 +274,7 @@ func TestRetentionSettings(t *testing.T) {
 		}
 	}
 	for _, name := range []string{"PARLEY_USAGE_RETENTION", "PARLEY_CONVERSATION_RETENTION"} {
-		for _, bad := range []string{"90", "1.5d", "0d", "-3d", "30m", "-1h", "soon", "d"} {
+		for _, bad := range []string{"90", "1.5d", "0d", "-3d", "30m", "-1h", "soon", "d", "36501d", "900000h"} {
 			t.Run(name+"="+bad, func(t *testing.T) {
 				t.Setenv("PARLEY_USAGE_RETENTION", "")
 				t.Setenv("PARLEY_CONVERSATION_RETENTION", "")

@@ -466,6 +466,10 @@ func envPositiveDuration(name string, def time.Duration) (time.Duration, error) 
 	return d, err
 }
 
+// maxRetentionDays bounds a retention setting: a century, past which "for
+// ever" (0) is what is meant, and within time.Duration's range.
+const maxRetentionDays = 36500
+
 // envRetention reads a retention setting: a duration of at least
 // domain.MinRetention, in days ("90d") or as a Go duration ("2160h"), or
 // unset or 0 to keep for ever.
@@ -477,10 +481,18 @@ func envRetention(name string) (time.Duration, error) {
 	var d time.Duration
 	days, isDays := strings.CutSuffix(v, "d")
 	n, err := strconv.Atoi(days)
-	if isDays && err == nil && n > 0 && n <= 100*365 {
+	switch {
+	case isDays && err == nil && n > maxRetentionDays:
+		return 0, fmt.Errorf("%s must be at most %dd, or 0 to keep for ever; got %q", name, maxRetentionDays, v)
+	case isDays && err == nil && n > 0:
 		d = time.Duration(n) * 24 * time.Hour
-	} else if d, err = time.ParseDuration(v); err != nil || isDays {
-		return 0, fmt.Errorf("%s must be a number of days such as 90d, or a duration such as 720h; or 0 to keep for ever; got %q", name, v)
+	default:
+		if d, err = time.ParseDuration(v); err != nil || isDays {
+			return 0, fmt.Errorf("%s must be a number of days such as 90d, or a duration such as 720h; or 0 to keep for ever; got %q", name, v)
+		}
+	}
+	if d > maxRetentionDays*24*time.Hour {
+		return 0, fmt.Errorf("%s must be at most %dd, or 0 to keep for ever; got %q", name, maxRetentionDays, v)
 	}
 	if d < domain.MinRetention {
 		return 0, fmt.Errorf("%s must be at least an hour, or 0 to keep for ever; got %q", name, v)

@@ -277,7 +277,13 @@ func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
 		"PARLEY_SECRET_KEY":          "PARLEY_SECRET_KEY=abc",
 		"PARLEY_OLD_SECRET_KEYS":     "PARLEY_OLD_SECRET_KEYS=abc",
 		"PARLEY_BOOTSTRAP_ADMIN_KEY": "PARLEY_BOOTSTRAP_ADMIN_KEY=short",
+		// Two keys of a secret file's two lines: no header could carry it.
+		"PARLEY_BOOTSTRAP_ADMIN_KEY two lines": "PARLEY_BOOTSTRAP_ADMIN_KEY=pk_" + strings.Repeat("a", 30) + "\npk_" + strings.Repeat("b", 30),
+		// A URL that cannot name a Redis: a start bound to fail creates
+		// no database, as it would migrate a shared one.
+		"PARLEY_REDIS_URL": "PARLEY_REDIS_URL=redis//127.0.0.1:6379/11",
 	} {
+		name := strings.Fields(name)[0]
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
 			out, code := parley(t, dir, []string{"PARLEY_OLD_SECRET_KEYS=", env}, "serve")
@@ -288,6 +294,26 @@ func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
 				t.Errorf("%s: the refused start created the database (%v)", env, err)
 			}
 		})
+	}
+}
+
+// TestBadKeyFileRefusedBeforeTheDatabase: a master key file in the data
+// directory that holds no key stops the start, naming the file, before a
+// database is created there.
+func TestBadKeyFileRefusedBeforeTheDatabase(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "data", "master.key"), []byte("garbage\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, code := parley(t, dir, []string{"PARLEY_OLD_SECRET_KEYS="}, "serve")
+	if code != 1 || !strings.Contains(out, filepath.Join("data", "master.key")) {
+		t.Errorf("exit %d, want 1 and a refusal naming the key file:\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused start created the database (%v)", err)
 	}
 }
 

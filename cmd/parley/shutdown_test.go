@@ -1231,3 +1231,56 @@ func chatCall(chat, content string) mcpgo.CallToolRequest {
 	req.Params.Arguments = map[string]any{"chatId": chat, "messages": []any{map[string]any{"role": "user", "content": content}}}
 	return req
 }
+
+// TestShutdownEndsAStalledRequestWith503: a request other than a
+// completion that is still running when the grace period ends (here a
+// project's create, waiting on SQLite's write lock, which another
+// connection holds) is ended by the server: a 503 saying to send it
+// again, not the 499 of a client that cancelled, which tells clients and
+// load balancers not to.
+func TestShutdownEndsAStalledRequestWith503(t *testing.T) {
+	f := serveWithChat(t, "PARLEY_SHUTDOWN_GRACE=1s")
+	st := openStopped(t, sqliteIn(f.dir))
+	tx := st.DB().Begin()
+	if err := tx.Exec("UPDATE users SET name = name").Error; err != nil { // takes the write lock
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	type answer struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", f.url+"/api/v1/projects", strings.NewReader(`{"name": "stalled"}`))
+		req.Header.Set("Authorization", "Bearer "+f.key)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- answer{err: err}
+			return
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		done <- answer{status: res.StatusCode, body: string(b)}
+	}()
+	time.Sleep(300 * time.Millisecond) // the create waits on the lock
+	if err := f.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case a := <-done:
+		if a.err != nil || a.status != http.StatusServiceUnavailable || !strings.Contains(a.body, "shutting down") {
+			t.Errorf("the stalled request = %d %s (%v), want a 503 saying the server is shutting down", a.status, a.body, a.err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stalled request got no answer within 10s of SIGTERM")
+	}
+	tx.Rollback()
+	if err := waitExit(t, f.started, 15*time.Second); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+	if !strings.Contains(f.stderr.String(), "request ended by shutdown") {
+		t.Errorf("no warning of the request the shutdown ended:\n%s", f.stderr.String())
+	}
+}

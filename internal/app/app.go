@@ -159,6 +159,18 @@ func (cfg Config) check(dialect string) error {
 		}
 	case dialect == store.Postgres:
 		return errNoSecretKey
+	default:
+		// A key file there is read as Keyring reads it; one that is not
+		// there Keyring makes, after the database is open.
+		path := filepath.Join(dataDir(cfg), "master.key")
+		if b, err := os.ReadFile(path); err == nil {
+			if _, err := secret.ParseKey(string(b)); err != nil {
+				return fmt.Errorf("master key file %s: %w", path, err)
+			}
+		}
+	}
+	if err := ratelimit.CheckURL(cfg.RedisURL); err != nil {
+		return fmt.Errorf("PARLEY_REDIS_URL: %w", err)
 	}
 	if cfg.BootstrapAdminKey != "" {
 		if err := domain.CheckBootstrapKey(cfg.BootstrapAdminKey); err != nil {
