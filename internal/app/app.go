@@ -66,10 +66,8 @@ type Config struct {
 	// besides loopback ones ("*": any); see mcp.Limits.Origins.
 	MCPAllowedOrigins []string
 	// Retention deletes usage records and conversations past their age,
-	// from StartSweeps and then every RetentionEvery (0: hourly); zero
-	// keeps them.
-	Retention      domain.Retention
-	RetentionEvery time.Duration
+	// from StartSweeps and then hourly; zero keeps them.
+	Retention domain.Retention
 	// LLM configures upstream calls; AllowPrivate is set from AllowPrivateUpstreams.
 	LLM     llm.Config
 	Version string
@@ -402,15 +400,11 @@ func (a *App) StartSweeps() {
 	if !cfg.Retention.On() {
 		return
 	}
-	every := cfg.RetentionEvery
-	if every <= 0 {
-		every = time.Hour
-	}
 	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
-	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: a.Store, Every: every, Logger: a.log, Now: now,
+	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: a.Store, Every: time.Hour, Logger: a.log, Now: now,
 		Busy: a.Services.Completions.Continuing, Swept: a.metrics.Swept}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
