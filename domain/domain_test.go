@@ -3,6 +3,7 @@ package domain
 import (
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
@@ -33,6 +34,61 @@ func TestNewIDSortsByTime(t *testing.T) {
 		if validID(PrefixChat, bad) {
 			t.Errorf("validID(%q) = true", bad)
 		}
+	}
+}
+
+// TestNewIDGivesNoNeighbourAway: ids made in the same millisecond are not
+// one apart (an owner handed a document id guessed the user ids made
+// beside it, and enrolled those users with PUT member), yet sort in the
+// order they were made; a millisecond whose room runs out takes the next.
+func TestNewIDGivesNoNeighbourAway(t *testing.T) {
+	type id struct {
+		ms     uint64
+		random [10]byte
+	}
+	decode := func(s string) id {
+		b, err := idEncoding.DecodeString(strings.TrimPrefix(s, PrefixUser))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v id
+		v.ms = binary.BigEndian.Uint64(b[:8]) >> 16
+		copy(v.random[:], b[6:])
+		return v
+	}
+	ids := make([]string, 2000)
+	for i := range ids {
+		ids[i] = NewID(PrefixUser)
+	}
+	if !sort.StringsAreSorted(ids) {
+		t.Fatal("ids made in order do not sort")
+	}
+	shared := 0
+	for i := 1; i < len(ids); i++ {
+		a, b := decode(ids[i-1]), decode(ids[i])
+		if a.ms != b.ms {
+			continue
+		}
+		shared++
+		gap := binary.BigEndian.Uint64(b.random[2:]) - binary.BigEndian.Uint64(a.random[2:])
+		if [2]byte(a.random[:2]) == [2]byte(b.random[:2]) && gap < 1<<24 {
+			t.Fatalf("%s follows %s by %d: one id gives its neighbours away", ids[i], ids[i-1], gap)
+		}
+	}
+	if shared == 0 {
+		t.Fatal("no two of 2,000 ids shared a millisecond; the test checked nothing")
+	}
+
+	full := [10]byte{0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xf0}
+	if r := full; stepUp(&r, 1<<4) || r != full {
+		t.Errorf("a step past 2^79 was taken: %x", r)
+	}
+	if r := full; !stepUp(&r, 1<<4-1) || r[9] != 0xff {
+		t.Errorf("a step to just below 2^79 was refused: %x", r)
+	}
+	carry := [10]byte{0, 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	if !stepUp(&carry, 1) || carry != [10]byte{0, 2} {
+		t.Errorf("a step across 64 bits = %x, want the carry in the top bits", carry)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/base32"
 	"encoding/binary"
+	"math/bits"
 	"slices"
 	"strings"
 	"sync"
@@ -28,28 +29,41 @@ var idEncoding = base32.NewEncoding("0123456789abcdefghjkmnpqrstvwxyz").WithPadd
 
 // NewID returns prefix followed by 26 characters: a millisecond timestamp
 // and 80 random bits, so ids are unguessable and sort by creation time.
-// Within one millisecond the random part counts up from the first id's, so
-// ids made by one process sort in the order they were made.
+// Within one millisecond the random part steps up from the last id's by a
+// random amount below 2^63, so ids made by one process sort in the order
+// they were made and one id tells nothing of its neighbours: counting up
+// by one, an id handed out gave away the ids (a user's among them) made
+// in the same millisecond.
 func NewID(prefix string) string {
+	var step [8]byte
+	_, _ = rand.Read(step[:])
 	idMu.Lock()
 	ms := uint64(time.Now().UnixMilli())
-	if ms > idLastMs {
-		idLastMs = ms
+	if ms > idLastMs || !stepUp(&idLast, binary.BigEndian.Uint64(step[:])>>1+1) {
+		// A new millisecond, or one whose room ran out (after some 2^16
+		// ids), which takes the next millisecond early to keep the order.
+		idLastMs = max(ms, idLastMs+1)
 		_, _ = rand.Read(idLast[:])
-		idLast[0] &= 0x7f // leave room to count up without overflowing
-	} else {
-		for i := len(idLast) - 1; i >= 0; i-- {
-			idLast[i]++
-			if idLast[i] != 0 {
-				break
-			}
-		}
+		idLast[0] &= 0x7f // leave room to step up without overflowing
 	}
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], idLastMs<<16)
 	copy(b[6:], idLast[:])
 	idMu.Unlock()
 	return prefix + idEncoding.EncodeToString(b[:])
+}
+
+// stepUp adds step to the 80-bit number r holds and reports whether the
+// sum stays below 2^79, the room NewID leaves; if not, r is unchanged.
+func stepUp(r *[10]byte, step uint64) bool {
+	hi, lo := binary.BigEndian.Uint16(r[:2]), binary.BigEndian.Uint64(r[2:])
+	lo2, carry := bits.Add64(lo, step, 0)
+	if hi += uint16(carry); hi >= 0x8000 {
+		return false
+	}
+	binary.BigEndian.PutUint16(r[:2], hi)
+	binary.BigEndian.PutUint64(r[2:], lo2)
+	return true
 }
 
 var (
