@@ -203,6 +203,11 @@ func loadEnv() (env, error) {
 	if v := os.Getenv("PARLEY_OLD_SECRET_KEYS"); v != "" {
 		e.OldSecretKeys = strings.Split(v, ",")
 	}
+	if e.APIKey == "" && os.Getenv("PARLEY_API_KEY") != "" {
+		// A secret that expanded to whitespace would otherwise make
+		// `parley mcp` the local admin, where a key was meant to narrow it.
+		return e, errors.New("PARLEY_API_KEY holds only whitespace; set it to an API key, or unset it (or leave it empty) to run as the local admin")
+	}
 	var err error
 	if e.DatabaseURL, err = databaseURL(os.Getenv("PARLEY_DATABASE_URL")); err != nil {
 		return e, err

@@ -297,6 +297,23 @@ func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
 	}
 }
 
+// TestBlankAPIKeyRefused: a PARLEY_API_KEY of whitespace alone (a secret
+// that expanded to a newline) stops `parley mcp`, rather than run it as
+// the local admin, which only an unset or empty one means.
+func TestBlankAPIKeyRefused(t *testing.T) {
+	dir := t.TempDir()
+	out, code := parley(t, dir, []string{"PARLEY_API_KEY= \n"}, "mcp")
+	if code != 1 || !strings.Contains(out, "PARLEY_API_KEY holds only whitespace") {
+		t.Errorf("exit %d, want 1 and a refusal naming PARLEY_API_KEY:\n%s", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data", "parley.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the refused start created the database (%v)", err)
+	}
+	if out, code := parley(t, dir, []string{"PARLEY_API_KEY="}, "mcp"); code != 0 {
+		t.Errorf("an empty PARLEY_API_KEY: exit %d, want 0 (the local admin):\n%s", code, out)
+	}
+}
+
 // TestBadKeyFileRefusedBeforeTheDatabase: a master key file in the data
 // directory that holds no key stops the start, naming the file, before a
 // database is created there.
