@@ -104,9 +104,10 @@ func (s *Completions) planReplay(ctx context.Context, pl *plan, in ChatCompletio
 
 // replay answers a completion with the reply stored for its idempotency
 // key, as the first request's answer had it: the same ids, model, content
-// or refusal, tool calls, finish reason and usage. A stream gets it whole in one
-// delta. Nothing is sent upstream or counted against the project's limits,
-// so no usage is recorded and there is no debug.
+// or refusal, tool calls (their extra content too), finish reason and
+// usage. A stream gets it whole in one delta. Nothing is sent upstream
+// or counted against the project's limits, so no usage is recorded and
+// there is no debug.
 func replay(m *Message, emit Emitter) (*Completion, error) {
 	out := &Completion{
 		CompletionMeta: CompletionMeta{MessageID: m.ID, ConversationID: m.ConversationID, Model: m.Model, Created: m.CreatedAt,
@@ -121,7 +122,7 @@ func replay(m *Message, emit Emitter) (*Completion, error) {
 	}
 	d := Delta{Content: m.Content, Refusal: m.Refusal}
 	for i, c := range m.ToolCalls {
-		d.ToolCalls = append(d.ToolCalls, ToolCallDelta{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments})
+		d.ToolCalls = append(d.ToolCalls, ToolCallDelta{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments, ExtraContent: c.ExtraContent})
 	}
 	if d.Content == "" && d.Refusal == "" && len(d.ToolCalls) == 0 {
 		return out, nil

@@ -147,12 +147,14 @@ func streamedReply(t *testing.T, events []sseEvent, messageID, conversationID st
 }
 
 // TestIdempotencyKeyToolCalls: a reply that called tools is replayed with
-// its calls, whole in JSON and as one delta in a stream.
+// its calls, whole in JSON and as one delta in a stream, their
+// extra_content (a thought signature, Anthropic's thinking) included.
 func TestIdempotencyKeyToolCalls(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
-		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"refunds"}`}}})
+		const extra = `{"google":{"thought_signature":"sig-1"}}`
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"refunds"}`, Extra: extra}}})
 		body := map[string]any{
 			"messages": []any{userMessage("How long do refunds take?")},
 			"tools":    []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "parameters": map[string]any{"type": "object"}}}},
@@ -164,8 +166,8 @@ func TestIdempotencyKeyToolCalls(t *testing.T) {
 		want := first.JSON()
 		choice := want["choices"].([]any)[0].(map[string]any)
 		calls := choice["message"].(map[string]any)["tool_calls"].([]any)
-		if len(calls) != 1 || choice["finish_reason"] != "tool_calls" {
-			t.Fatalf("first call's choice = %v; want one tool call", choice)
+		if len(calls) != 1 || choice["finish_reason"] != "tool_calls" || calls[0].(map[string]any)["extra_content"] == nil {
+			t.Fatalf("first call's choice = %v; want one tool call with its extra_content", choice)
 		}
 		again, err := h.sendWith("POST", path, h.admin, keyed("tools-1"), body)
 		if err != nil || again.Status != 200 || !reflect.DeepEqual(again.JSON(), want) {
@@ -191,7 +193,8 @@ func TestIdempotencyKeyToolCalls(t *testing.T) {
 		got := streamed[0].(map[string]any)
 		fn := got["function"].(map[string]any)
 		call := calls[0].(map[string]any)
-		if got["id"] != call["id"] || got["index"] != 0.0 || fn["name"] != "lookup" || fn["arguments"] != `{"q":"refunds"}` || finish != "tool_calls" {
+		if got["id"] != call["id"] || got["index"] != 0.0 || fn["name"] != "lookup" || fn["arguments"] != `{"q":"refunds"}` || finish != "tool_calls" ||
+			!reflect.DeepEqual(got["extra_content"], call["extra_content"]) {
 			t.Errorf("streamed tool calls %v, finish %q; want %v whole in one delta", streamed, finish, calls)
 		}
 	})
