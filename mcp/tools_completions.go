@@ -96,14 +96,16 @@ func completionText(c completionOut) string {
 // needs to run it and, stateless, to send it back (its extra_content).
 func toolCallLine(tc toolCallArg) string {
 	line := fmt.Sprintf("tool call %s: %s(%s)", tc.ID, tc.Function.Name, tc.Function.Arguments)
-	// Anthropic's thinking, which may run to a megabyte, stays out of the
-	// text a model reads: the structured result has it.
-	extra := domain.ExtraWithout(tc.ExtraContent, domain.AnthropicExtra)
+	// The model's thinking (Anthropic's, an OpenAI-wire reply's
+	// reasoning_content), which may run to a megabyte, stays out of the
+	// text a model reads, as the result's reasoning does: the structured
+	// result has it.
+	extra := domain.ExtraWithout(domain.ExtraWithout(tc.ExtraContent, domain.AnthropicExtra), domain.ReasoningExtra)
 	if len(extra) > 0 {
 		line += " extra_content " + string(extra)
 	}
 	if !bytes.Equal(extra, tc.ExtraContent) {
-		line += " (with Anthropic's thinking in the structured result's extra_content)"
+		line += " (with the model's thinking in the structured result's extra_content)"
 	}
 	return line
 }

@@ -967,26 +967,36 @@ func TestReasoningIsApart(t *testing.T) {
 	}
 }
 
-// TestThinkingStaysOutOfTheText: an Anthropic reply that thinks and calls
-// tools carries its thinking in the first call's extraContent of the
-// structured result, to be sent back; the text a model reads names the
-// call without it.
+// TestThinkingStaysOutOfTheText: a reply that thinks and calls tools
+// carries its thinking in the first call's extraContent of the structured
+// result, to be sent back (Anthropic's thinking, an OpenAI-wire reply's
+// reasoning_content); the text a model reads names the call without it.
 func TestThinkingStaysOutOfTheText(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	p, err := e.svcs.Providers.Create(e.ctx("admin"), domain.ProviderCreate{ProjectID: e.project.ID, Name: "claude",
+	claude, err := e.svcs.Providers.Create(e.ctx("admin"), domain.ProviderCreate{ProjectID: e.project.ID, Name: "claude",
 		Type: domain.ProviderAnthropic, BaseURL: e.upstream.URL(), DefaultModel: "claude-fake", APIKey: "sk-ant-test-0123456789"})
 	must(t, err)
 	s := e.connect(overHTTP, "editor", Options{})
-	const thought = "private chain of thought"
-	e.upstream.Enqueue(llmtest.Behavior{Reasoning: thought, ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
-	var out completionOut
-	res := s.ok(t, "create-chat-completion", obj{"aiProviderId": p.ID, "messages": userMsg("weather?"),
-		"thinking": obj{"type": "enabled", "budgetTokens": 2048},
-		"tools":    []obj{{"type": "function", "function": obj{"name": "weather"}}}}, &out)
-	if len(out.ToolCalls) != 1 || !strings.Contains(string(out.ToolCalls[0].ExtraContent), thought) {
-		t.Fatalf("result's calls %+v, want the thinking in the first call's extra content", out.ToolCalls)
-	}
-	if got := text(res); strings.Contains(got, thought) || !strings.Contains(got, "tool call toolu_1: weather") || !strings.Contains(got, "Anthropic's thinking") {
-		t.Errorf("text %q: want the call named, and its thinking left out and pointed to", got)
+	for _, c := range []struct {
+		name string
+		args obj
+	}{
+		{"anthropic", obj{"aiProviderId": claude.ID, "thinking": obj{"type": "enabled", "budgetTokens": 2048}}},
+		{"openai-compatible", obj{"aiProviderId": e.provider.ID}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			const thought = "private chain of thought"
+			e.upstream.Enqueue(llmtest.Behavior{Reasoning: thought, ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+			c.args["messages"] = userMsg("weather?")
+			c.args["tools"] = []obj{{"type": "function", "function": obj{"name": "weather"}}}
+			var out completionOut
+			res := s.ok(t, "create-chat-completion", c.args, &out)
+			if len(out.ToolCalls) != 1 || !strings.Contains(string(out.ToolCalls[0].ExtraContent), thought) {
+				t.Fatalf("result's calls %+v, want the thinking in the first call's extra content", out.ToolCalls)
+			}
+			if got := text(res); strings.Contains(got, thought) || !strings.Contains(got, "tool call toolu_1: weather") || !strings.Contains(got, "model's thinking") {
+				t.Errorf("text %q: want the call named, and its thinking left out and pointed to", got)
+			}
+		})
 	}
 }
