@@ -1705,7 +1705,7 @@ func TestStreamChunksAsUpstreamsSendThem(t *testing.T) {
 // TestStreamJoinsSplitCharacters: an upstream that splits a character's
 // bytes between two chunks (invalid UTF-8 in the JSON string of each)
 // gets the character passed on whole, with the delta that completes it, in
-// the text and in the reasoning.
+// the text, the reasoning, a refusal and a tool call's arguments.
 func TestStreamJoinsSplitCharacters(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
@@ -1722,18 +1722,26 @@ func TestStreamJoinsSplitCharacters(t *testing.T) {
 		{"invalid bytes in the middle", []string{"a\xff\x82b"}, "a\ufffd\ufffdb"},
 	} {
 		// The reply's text, and a reasoning model's thinking alike.
-		for _, field := range []string{"content", "reasoning_content"} {
+		for _, field := range []string{"content", "reasoning_content", "refusal", "arguments"} {
 			t.Run(tc.name+"/"+field, func(t *testing.T) {
 				s := llmtest.NewServer(t)
 				var body strings.Builder
 				for _, p := range tc.pieces {
-					body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{"` + field + `":"` + p + `"},"finish_reason":null}]}` + "\n\n")
+					delta := `{"` + field + `":"` + p + `"}`
+					if field == "arguments" {
+						delta = `{"tool_calls":[{"index":0,"id":"call_1","function":{"name":"f","arguments":"` + p + `"}}]}`
+					}
+					body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":` + delta + `,"finish_reason":null}]}` + "\n\n")
 				}
 				body.WriteString(`data: {"model":"m","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}` + "\n\ndata: [DONE]\n\n")
 				s.Enqueue(llmtest.Behavior{Body: body.String(), Header: http.Header{"Content-Type": {"text/event-stream"}}})
 				var deltas []string
 				res, err := newClient(t).Complete(context.Background(), request(domain.ProviderOpenAI, s), func(d domain.Delta) error {
-					if piece := d.Content + d.Reasoning; piece != "" {
+					piece := d.Content + d.Reasoning + d.Refusal
+					for _, c := range d.ToolCalls {
+						piece += c.Arguments
+					}
+					if piece != "" {
 						deltas = append(deltas, piece)
 					}
 					return nil
@@ -1745,8 +1753,16 @@ func TestStreamJoinsSplitCharacters(t *testing.T) {
 					t.Errorf("deltas = %q; want %q", got, tc.deltas)
 				}
 				got, want := res.Content, strings.ReplaceAll(tc.deltas, "|", "")
-				if field == "reasoning_content" {
+				switch field {
+				case "reasoning_content":
 					got = res.Reasoning
+				case "refusal":
+					got = res.Refusal
+				case "arguments":
+					if len(res.ToolCalls) != 1 {
+						t.Fatalf("tool calls = %+v; want one", res.ToolCalls)
+					}
+					got = res.ToolCalls[0].Arguments
 				}
 				if got != want {
 					t.Errorf("%s = %q; want %q", field, got, want)

@@ -449,7 +449,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 
 	res := &domain.LLMResult{}
 	var content, refusal, reasoning strings.Builder
-	var text, thought utf8Joiner
+	var text, thought, refused utf8Joiner
 	var calls toolCalls
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
@@ -474,9 +474,11 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		raw, err := lines.next()
 		if errors.Is(err, io.EOF) {
 			ex.markReplied()
-			if d := (domain.Delta{Reasoning: thought.flush(), Content: text.flush(), Model: res.Model}); d.Content != "" || d.Reasoning != "" {
+			d := domain.Delta{Reasoning: thought.flush(), Content: text.flush(), Refusal: refused.flush(), ToolCalls: calls.flush(), Model: res.Model}
+			if d.Content != "" || d.Reasoning != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
 				content.WriteString(d.Content)
 				reasoning.WriteString(d.Reasoning)
+				refusal.WriteString(d.Refusal)
 				if err := out.add(d); err != nil {
 					return res, err
 				}
@@ -502,12 +504,15 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Index != 0 {
 				continue
 			}
-			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Refusal: ch.Delta.Refusal, Model: res.Model}
+			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Model: res.Model}
+			if ch.Delta.Refusal != "" || refused.held != "" {
+				d.Refusal = refused.next(string(ch.Delta.Refusal))
+			}
 			if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || thought.held != "" {
 				d.Reasoning = thought.next(string(r))
 			}
 			for _, tc := range ch.Delta.ToolCalls {
-				td := calls.add(tc.Index, tc.ID, tc.Function.Name, tc.Function.Arguments)
+				td := calls.add(tc.Index, tc.ID, tc.Function.Name, string(tc.Function.Arguments))
 				calls.keepExtra(&td, tc.ExtraContent)
 				d.ToolCalls = append(d.ToolCalls, td)
 			}
@@ -694,8 +699,8 @@ type openAIChunk struct {
 	Choices []struct {
 		Index int `json:"index"`
 		Delta struct {
-			Content rawText `json:"content"` // see utf8Joiner
-			Refusal string  `json:"refusal"`
+			Content rawText `json:"content"` // see utf8Joiner, as the other texts
+			Refusal rawText `json:"refusal"`
 			// ReasoningContent is the model's thinking (DeepSeek,
 			// llama.cpp, LM Studio, vLLM before 0.11); Reasoning the same
 			// under the name OpenRouter, Ollama and vLLM since give it
@@ -706,8 +711,8 @@ type openAIChunk struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`
 				Function struct {
-					Name      string `json:"name"`
-					Arguments string `json:"arguments"`
+					Name      string  `json:"name"`
+					Arguments rawText `json:"arguments"`
 				} `json:"function"`
 				ExtraContent jsontext.Value `json:"extra_content"` // Gemini's thought signature
 			} `json:"tool_calls"`

@@ -15,9 +15,10 @@ import (
 type toolCalls struct {
 	calls []domain.ToolCall
 	args  []*strings.Builder
-	upIDs []string    // the id the upstream gave each call, "" for none
-	index map[int]int // the upstream's index → ours
-	last  int         // our index of the last piece, for pieces without one
+	joins []utf8Joiner // of each call's arguments, split as text may be
+	upIDs []string     // the id the upstream gave each call, "" for none
+	index map[int]int  // the upstream's index → ours
+	last  int          // our index of the last piece, for pieces without one
 }
 
 // add records one piece of the call the upstream numbers key (nil when it
@@ -49,6 +50,7 @@ func (t *toolCalls) add(key *int, id, name, args string) domain.ToolCallDelta {
 	// OpenAI sends them: some upstreams repeat them on every piece, and
 	// clients that merge pieces by appending their strings would read
 	// "weatherweather".
+	args = t.joins[i].next(args)
 	d := domain.ToolCallDelta{Index: i, Arguments: args}
 	if c.ID == "" {
 		t.upIDs[i] = id
@@ -76,6 +78,7 @@ func (t *toolCalls) at(key int) int {
 	t.index[key] = len(t.calls)
 	t.calls = append(t.calls, domain.ToolCall{Type: "function"})
 	t.args = append(t.args, &strings.Builder{})
+	t.joins = append(t.joins, utf8Joiner{})
 	t.upIDs = append(t.upIDs, "")
 	return len(t.calls) - 1
 }
@@ -98,6 +101,19 @@ func extraContent(v []byte) []byte {
 		return nil
 	}
 	return bytes.Clone(v)
+}
+
+// flush ends the calls' arguments, returning as deltas the start of a
+// character one still held, which never ended (as U+FFFD).
+func (t *toolCalls) flush() []domain.ToolCallDelta {
+	var out []domain.ToolCallDelta
+	for i := range t.joins {
+		if held := t.joins[i].flush(); held != "" {
+			t.args[i].WriteString(held)
+			out = append(out, domain.ToolCallDelta{Index: i, Arguments: held})
+		}
+	}
+	return out
 }
 
 // arguments returns the arguments of call i so far.
