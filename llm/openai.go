@@ -221,14 +221,14 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	if compatible {
 		// The reasoning before tool calls, for the calls that came back
 		// without it (see thoughts), once: cs is this call's for good.
-		cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, cs.req.Messages, time.Now())
+		cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, domain.ReasoningExtra, cs.req.Messages, time.Now())
 	}
 	for {
 		res, err := c.callOpenAIOnce(ctx, ex, cs)
 		switch {
 		case err == nil:
 			if compatible {
-				c.thoughts.remember(cs.req.Endpoint.APIKey, res, time.Now())
+				c.thoughts.remember(cs.req.Endpoint.APIKey, domain.ReasoningExtra, res, time.Now())
 			}
 			return res, nil
 		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):
@@ -514,6 +514,16 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			for _, tc := range ch.Delta.ToolCalls {
 				td := calls.add(tc.Index, tc.ID, tc.Function.Name, string(tc.Function.Arguments))
 				calls.keepExtra(&td, tc.ExtraContent)
+				if td.Index == 0 && td.ID != "" {
+					// The reasoning so far goes with the first call's
+					// first piece, as an Anthropic stream's thinking does:
+					// the openai npm client's stream helpers keep only the
+					// last piece of reasoning_content. The call's own gets
+					// the whole reasoning when the reply ends.
+					if r := reasoning.String() + d.Reasoning; r != "" {
+						td.ExtraContent = domain.ExtraWith(td.ExtraContent, domain.ReasoningExtra, r)
+					}
+				}
 				d.ToolCalls = append(d.ToolCalls, td)
 			}
 			if d.Content != "" || d.Refusal != "" || d.Reasoning != "" || len(d.ToolCalls) > 0 {

@@ -178,6 +178,37 @@ func TestReasoningUnderBothNames(t *testing.T) {
 	}
 }
 
+// TestStreamedCallCarriesTheReasoning: a streamed OpenAI-wire reply that
+// reasons, then calls tools, carries the reasoning in its first call's
+// first piece (extra_content), as an Anthropic stream carries its
+// thinking: the openai npm client's stream helpers keep only the last
+// piece of a delta's reasoning_content, and would send that back.
+func TestStreamedCallCarriesTheReasoning(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderOpenAICompatible, s, "weather in Paris?")
+	req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+	s.Enqueue(llmtest.Behavior{Reasoning: "I should look it up", ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+	var pieces int
+	var first []byte
+	_, err := newClient(t).Complete(context.Background(), req, func(d domain.Delta) error {
+		if d.Reasoning != "" {
+			pieces++
+		}
+		for _, c := range d.ToolCalls {
+			if c.ID != "" && first == nil {
+				first = c.ExtraContent
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := domain.ExtraString(first, domain.ReasoningExtra); got != "I should look it up" || pieces < 2 {
+		t.Errorf("the first call's first piece carried %s after %d pieces of reasoning, want the whole reasoning", first, pieces)
+	}
+}
+
 // TestReasoningBackWithCalls: an OpenAI-wire reply that reasons and calls
 // tools carries its reasoning in the first call's extra_content, and the
 // calls sent back go with it as the message's reasoning_content, as

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -53,16 +55,29 @@ func thoughtKey(apiKey domain.Secret, id string) string {
 	return hex.EncodeToString(sum[:8]) + "/" + id
 }
 
-// carriesThought says whether calls carry the thinking that led to them
-// in their first one's extra_content: Anthropic's (thinkingExtra) or an
-// OpenAI-wire reply's reasoning (withReasoningExtra).
-func carriesThought(calls []domain.ToolCall) bool {
-	return len(calls) > 0 && (thinkingBlocks(calls) != nil || domain.ExtraString(calls[0].ExtraContent, domain.ReasoningExtra) != "")
+// carriesThought says whether calls carry, in their first one's
+// extra_content, the thinking that led to them under member, where the
+// provider reads it back: domain.AnthropicExtra (thinkingExtra) or
+// domain.ReasoningExtra (withReasoningExtra). Another member does not
+// count: a client that dropped extra_content but sent the message's
+// reasoning_content back gets that as the call's reasoning, which is not
+// Anthropic's signed thinking.
+func carriesThought(calls []domain.ToolCall, member string) bool {
+	if len(calls) == 0 || !bytes.Contains(calls[0].ExtraContent, []byte(`"`+member+`"`)) {
+		return false
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(calls[0].ExtraContent, &members) != nil {
+		return false
+	}
+	v := bytes.TrimSpace(members[member])
+	return len(v) > 0 && !bytes.Equal(v, []byte("null")) && !bytes.Equal(v, []byte(`""`))
 }
 
-// remember keeps the thinking of res's calls, if they carry any.
-func (t *thoughts) remember(apiKey domain.Secret, res *domain.LLMResult, now time.Time) {
-	if res == nil || !carriesThought(res.ToolCalls) {
+// remember keeps the thinking of res's calls, if they carry any under
+// member.
+func (t *thoughts) remember(apiKey domain.Secret, member string, res *domain.LLMResult, now time.Time) {
+	if res == nil || !carriesThought(res.ToolCalls, member) {
 		return
 	}
 	c := res.ToolCalls[0]
@@ -92,11 +107,13 @@ func (t *thoughts) remember(apiKey domain.Secret, res *domain.LLMResult, now tim
 }
 
 // restore returns msgs with the thinking remembered for each assistant
-// message whose calls came back without it; msgs itself when none did.
-func (t *thoughts) restore(apiKey domain.Secret, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
+// message whose calls came back without it under member; msgs itself when
+// none did. The members remembered join those the first call came back
+// with, which keep their values.
+func (t *thoughts) restore(apiKey domain.Secret, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
 	var out []domain.LLMMessage
 	for i, m := range msgs {
-		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls) {
+		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls, member) {
 			continue
 		}
 		t.mu.Lock()
@@ -109,11 +126,33 @@ func (t *thoughts) restore(apiKey domain.Secret, msgs []domain.LLMMessage, now t
 			out = slices.Clone(msgs)
 		}
 		calls := slices.Clone(m.ToolCalls)
-		calls[0].ExtraContent = th.extra
+		calls[0].ExtraContent = joinExtra(calls[0].ExtraContent, th.extra)
 		out[i].ToolCalls = calls
 	}
 	if out == nil {
 		return msgs
 	}
 	return out
+}
+
+// joinExtra returns extra, a tool call's extra_content, with the members
+// of remembered it does not have; remembered when extra has none.
+func joinExtra(extra, remembered []byte) []byte {
+	if len(extra) == 0 {
+		return remembered
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(remembered, &members) != nil {
+		return extra
+	}
+	var have map[string]json.RawMessage
+	if json.Unmarshal(extra, &have) != nil {
+		return remembered
+	}
+	for _, name := range slices.Sorted(maps.Keys(members)) {
+		if _, ok := have[name]; !ok {
+			extra = domain.ExtraWith(extra, name, members[name])
+		}
+	}
+	return extra
 }

@@ -22,10 +22,10 @@ func TestThoughtsBounded(t *testing.T) {
 		return []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: id, Name: "f"}}}}
 	}
 	restored := func(id string, at time.Time) bool {
-		return thinkingBlocks(th.restore("k", sentBack(id), at)[0].ToolCalls) != nil
+		return thinkingBlocks(th.restore("k", domain.AnthropicExtra, sentBack(id), at)[0].ToolCalls) != nil
 	}
 	for i := range maxThoughts + 1 {
-		th.remember("k", reply(fmt.Sprint("toolu_", i)), now)
+		th.remember("k", domain.AnthropicExtra, reply(fmt.Sprint("toolu_", i)), now)
 	}
 	if len(th.byKey) != maxThoughts {
 		t.Errorf("%d kept, want %d", len(th.byKey), maxThoughts)
@@ -38,20 +38,50 @@ func TestThoughtsBounded(t *testing.T) {
 	}
 	big := thinkingContent([]thinkingBlock{{Type: "thinking", Thinking: strings.Repeat("a", 900<<10), Signature: "s"}})
 	for i := range 40 {
-		th.remember("k", &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: fmt.Sprint("big_", i), ExtraContent: big}}}, now)
+		th.remember("k", domain.AnthropicExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: fmt.Sprint("big_", i), ExtraContent: big}}}, now)
 	}
 	if big == nil || th.bytes > maxThoughtsBytes || !restored("big_39", now) {
 		t.Errorf("%d bytes kept, want at most %d with the newest", th.bytes, maxThoughtsBytes)
 	}
-	if msgs := sentBack("toolu_2"); &th.restore("other key", msgs, now)[0] != &msgs[0] {
+	if msgs := sentBack("toolu_2"); &th.restore("other key", domain.AnthropicExtra, msgs, now)[0] != &msgs[0] {
 		t.Error("another key's request was changed")
 	}
 	// A call id longer than a request may send back is not remembered,
 	// and the bytes count the keys too.
 	var ids thoughts
-	ids.remember("k", reply(strings.Repeat("x", maxThoughtIDLen+1)), now)
-	ids.remember("k", reply("toolu_short"), now)
+	ids.remember("k", domain.AnthropicExtra, reply(strings.Repeat("x", maxThoughtIDLen+1)), now)
+	ids.remember("k", domain.AnthropicExtra, reply("toolu_short"), now)
 	if len(ids.byKey) != 1 || ids.bytes != len(thoughtKey("k", "toolu_short"))+len(extra) {
 		t.Errorf("%d kept in %d bytes, want the short id's alone, its key counted", len(ids.byKey), ids.bytes)
+	}
+}
+
+// TestThoughtsJoinWhatCameBack: calls that came back with another member
+// of extra_content than the provider's (the message's reasoning_content,
+// which Parley puts in the first call's, or Gemini's signature) get the
+// thinking remembered beside it; calls that came back with the provider's
+// member keep theirs.
+func TestThoughtsJoinWhatCameBack(t *testing.T) {
+	var th thoughts
+	now := time.Now()
+	extra := thinkingContent([]thinkingBlock{{Type: "thinking", Thinking: "hmm", Signature: "s"}})
+	th.remember("k", domain.AnthropicExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: "toolu_1", Name: "f", ExtraContent: extra}}}, now)
+	back := func(extra string) []domain.ToolCall {
+		msgs := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "toolu_1", Name: "f", ExtraContent: []byte(extra)}}}}
+		return th.restore("k", domain.AnthropicExtra, msgs, now)[0].ToolCalls
+	}
+	calls := back(`{"reasoning_content":"hmm"}`)
+	if thinkingBlocks(calls) == nil || domain.ExtraString(calls[0].ExtraContent, domain.ReasoningExtra) != "hmm" {
+		t.Errorf("sent back with its reasoning_content: %s, want the thinking joined to it", calls[0].ExtraContent)
+	}
+	own := `{"anthropic":{"thinking":[{"type":"redacted_thinking","data":"d"}]}}`
+	if calls := back(own); string(calls[0].ExtraContent) != own {
+		t.Errorf("sent back with thinking of its own: %s, want it kept", calls[0].ExtraContent)
+	}
+	var reasoning thoughts
+	reasoning.remember("k", domain.ReasoningExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: "call_1", ExtraContent: []byte(`{"reasoning_content":"why"}`)}}}, now)
+	msgs := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "call_1", ExtraContent: []byte(`{"google":{"thought_signature":"x"}}`)}}}}
+	if got := string(reasoning.restore("k", domain.ReasoningExtra, msgs, now)[0].ToolCalls[0].ExtraContent); got != `{"google":{"thought_signature":"x"},"reasoning_content":"why"}` {
+		t.Errorf("an OpenAI-wire call sent back with its signature only: %s, want the reasoning joined", got)
 	}
 }

@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"maps"
 	"strings"
 	"testing"
 
@@ -105,6 +106,17 @@ func TestAnthropicThinkingToolLoop(t *testing.T) {
 		}
 		stateless["messages"] = []any{userMessage("Weather in Paris?"), reply, result}
 		h.must(200, "POST", "/api/v1/chats/completions", h.admin, stateless)
+
+		// Rebuilt with its reasoning_content but its calls without their
+		// extra_content, as go-openai's types carry it: the thinking this
+		// instance remembered goes back beside the reasoning.
+		call := maps.Clone(reply["tool_calls"].([]any)[0].(map[string]any))
+		delete(call, "extra_content")
+		rebuilt := map[string]any{"role": "assistant", "content": nil, "reasoning_content": reply["reasoning_content"], "tool_calls": []any{call}}
+		stateless["messages"] = []any{userMessage("Weather in Paris?"), rebuilt, result}
+		if r := h.call("POST", "/api/v1/chats/completions", h.admin, stateless); r.Status != 200 {
+			t.Errorf("the reply sent back with its reasoning_content, not its extra_content = %d %s, want its thinking restored", r.Status, r.Body)
+		}
 	})
 }
 
