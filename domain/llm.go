@@ -85,9 +85,9 @@ type LLMResult struct {
 	Model        string // the model the upstream says answered
 	Usage        Usage
 	FirstByte    time.Duration // from the call to the first byte (stream: first delta)
-	// Accepted says, of a stream that failed, that the provider had
-	// answered 2xx: it took the call, and may bill its prompt, though no
-	// delta came.
+	// Accepted says, of a call that failed, that the provider had
+	// answered 2xx: it took the call, and may bill it, though no delta
+	// came or the whole reply's body was lost.
 	Accepted bool
 	// Sent is the message list as the provider got it, when its adapter
 	// changed the request's (Anthropic has no response_format: an

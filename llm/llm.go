@@ -202,7 +202,10 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		if c.again(ctx, ex, err, attempt) {
 			continue
 		}
-		if status, _, _ := ex.response(); ex.stream && status >= 200 && status < 300 {
+		if status, _, _ := ex.response(); status >= 200 && status < 300 && (ex.stream || bodyMessage(ex.bodyHead()) == "") {
+			// A whole reply cut off, over its cap or not to be read was
+			// generated all the same; a 200 whose body is an error object
+			// (a gateway's failure) was not.
 			if res == nil {
 				res = &domain.LLMResult{}
 			}

@@ -1224,6 +1224,38 @@ func TestUsageOfAStreamBrokenBeforeItsFirstDelta(t *testing.T) {
 	})
 }
 
+// TestUsageOfAWholeReplyLost: a JSON completion the provider answered 200
+// whose body was cut off had its reply generated, and billed, all the
+// same: its prompt is estimated (and so counted against the token
+// limits), as a broken stream's is. A 200 whose body is an error object
+// (a gateway's failure) counts none.
+func TestUsageOfAWholeReplyLost(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := map[string]any{"messages": []any{userMessage("a b c d e f")}}
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate})
+		if r := h.call("POST", path, h.admin, body); r.Status != 502 {
+			t.Fatalf("a reply cut half-way = %d %s, want 502", r.Status, r.Body)
+		}
+		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStreamError})
+		if r := h.call("POST", path, h.admin, body); r.Status != 502 {
+			t.Fatalf("a 200 error object = %d %s, want 502", r.Status, r.Body)
+		}
+		h.app.FlushUsage()
+		var recs []struct {
+			PromptTokens, CompletionTokens int64
+		}
+		if err := h.app.Store.DB().Raw("SELECT prompt_tokens, completion_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? ORDER BY created_at, id",
+			w.chat, "upstream_error").Scan(&recs).Error; err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 2 || recs[0].PromptTokens <= 0 || recs[0].CompletionTokens != 0 || recs[1].PromptTokens != 0 || recs[1].CompletionTokens != 0 {
+			t.Fatalf("records %+v, want the cut reply's prompt estimated, and nothing for the error object", recs)
+		}
+	})
+}
+
 // TestRefusedBeforeTheProviderCountsNothing: a request the provider's
 // adapter refuses before any call (here a message list Anthropic cannot
 // be sent) is a 400 that counts against no limit and leaves no usage
