@@ -330,6 +330,7 @@ func (b *UsageBatcher) oneByOne(ctx context.Context, chunk []UsageRecord) (int, 
 			// tells whether the fault is the suspect's.
 			err := b.store.InsertUsage(ctx, chunk[suspect:suspect+1])
 			if err != nil && !refused(err) {
+				b.droppedTotal.Add(1)
 				b.log.Warn("usage record dropped: the database refuses it while it takes others",
 					"id", chunk[suspect].ID, "project", chunk[suspect].ProjectID, "err", err)
 			} else {

@@ -462,6 +462,9 @@ func TestUsageBatcherRetries(t *testing.T) {
 		if len(w) != 1 || w[0].attrs["id"] != "p-002" {
 			t.Errorf("warnings %v; want one naming p-002\n%s", w, log)
 		}
+		if got := b.Dropped(); got != 1 {
+			t.Errorf("Dropped() = %d, want the one record dropped counted (parley_usage_records_dropped_total)", got)
+		}
 	})
 	t.Run("beyond the records kept the oldest are dropped and counted", func(t *testing.T) {
 		const keptMax = 100 // usageKeptBatches batches of 1
