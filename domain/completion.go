@@ -706,7 +706,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 		}
 	}
 	called := time.Now()
-	res, err := s.deps.LLM.Complete(ctx, req, onDelta)
+	res, err := s.callUpstream(ctx, pl, meta, p, req, budgets, rl, onDelta)
 	if res != nil {
 		res.clean()
 	}
@@ -756,6 +756,34 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 	s.recordUsage(ctx, pl, rec, true)
 	return out, nil
 }
+
+// callUpstream is run's call upstream. A panic in it (a fault of an adapter
+// or an SDK, which REST and MCP recover as a 500) still records the
+// completion's usage, outcome error, and counts its tokens, as a failed
+// call's, before it goes on.
+func (s *Completions) callUpstream(ctx context.Context, pl *plan, meta CompletionMeta, p Principal, req LLMRequest,
+	budgets []Budget, rl *relay, onDelta func(Delta) error) (*LLMResult, error) {
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		rec := pl.usageRecord(meta, p, nil, time.Since(pl.started), onDelta != nil)
+		rec.Outcome = OutcomeError
+		if providerTook(errPanicked, rec.Outcome, nil, rl.deltas) {
+			rec.Usage = estimateUsage(rec.Usage, true, req.Messages, "", nil, rl.deltas)
+		}
+		if len(budgets) > 0 {
+			s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
+		}
+		s.recordUsage(context.WithoutCancel(ctx), pl, rec, false)
+		panic(r)
+	}()
+	return s.deps.LLM.Complete(ctx, req, onDelta)
+}
+
+// errPanicked stands for a call upstream that panicked.
+var errPanicked = errors.New("the call upstream panicked")
 
 // request is what run sends the provider at endpoint.
 func (pl *plan) request(endpoint Endpoint) LLMRequest {
