@@ -9,6 +9,7 @@ import (
 	"math"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/mark3labs/mcp-go/server"
 
@@ -56,20 +57,35 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 	// recorded as the client leaving, rather than run on for no one.
 	ctx, endSession := context.WithCancel(ctx)
 	defer endSession()
+	// The agent left: set before the calls' contexts are cancelled, and
+	// asked before a call runs. mcp-go runs five calls at a time and
+	// queues the rest; when the session's context is cancelled, a call
+	// it cancels first can end, and its worker take a queued call, before
+	// the cancellation reaches that call's context, which would then run
+	// (and reach the provider) for an agent that has gone.
+	var left atomic.Bool
 	s := server.NewStdioServer(srv)
 	s.SetErrorLogger(slog.NewLogLogger(logger.Handler(), slog.LevelError))
 	progress, pending := &progressLog{}, &pendingResponses{}
+	who := Caller(func(ctx context.Context) (domain.Principal, error) {
+		if left.Load() {
+			return domain.Principal{}, domain.Errorf(domain.Canceled, "the agent closed the session before this call began; it was not run")
+		}
+		return caller(ctx)
+	})
 	s.SetContextFunc(func(ctx context.Context) context.Context {
-		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, caller), pending, stdioSession)
+		ctx = withSessionRequests(context.WithValue(ctx, callerKey{}, who), pending, stdioSession)
 		return withProgressLog(ctx, progress)
 	})
 	var once sync.Once
 	output := stdioOutput{out, &sync.Mutex{}, progress, pending, func(err error) {
 		once.Do(func() {
 			logger.Info("ending the stdio session: its output cannot be written", "error", err)
+			left.Store(true)
 			endSession()
 		})
 	}}
+	in = &endedReader{r: in, ended: func() { left.Store(true) }}
 	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
 		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func() lineSink {
 			return &tooLongLine{answer: func(id json.RawMessage) {
@@ -81,6 +97,21 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 		return nil
 	}
 	return err
+}
+
+// endedReader calls ended when r ends (or fails), before its caller
+// learns of it.
+type endedReader struct {
+	r     io.Reader
+	ended func()
+}
+
+func (e *endedReader) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil {
+		e.ended()
+	}
+	return n, err
 }
 
 // stdioSession is the key of the one session of a stdio server in its
