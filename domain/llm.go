@@ -89,6 +89,10 @@ type LLMResult struct {
 	// answered 2xx: it took the call, and may bill it, though no delta
 	// came or the whole reply's body was lost.
 	Accepted bool
+	// Unsent says, of a call that failed, that no attempt's request
+	// reached the provider (cancelled while it waited for a connection,
+	// say): there is nothing to bill.
+	Unsent bool
 	// Sent is the message list as the provider got it, when its adapter
 	// changed the request's (Anthropic has no response_format: an
 	// instruction joins the system prompt; it takes no blank text, which

@@ -181,6 +181,7 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		}
 	}
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
+	wrote := false // some attempt's request reached the provider
 	for attempt := 0; ; attempt++ {
 		openAIWire := req.Endpoint.Type != domain.ProviderAnthropic
 		// A whole reply's body is kept for what go-openai's types drop: the
@@ -188,6 +189,7 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		keep := openAIWire && (len(req.Tools) > 0 || req.Endpoint.Type == domain.ProviderOpenAICompatible)
 		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: keep}
 		res, err := do(withExchange(ctx, ex), ex, cs)
+		wrote = wrote || ex.wroteRequest()
 		if rewritten != nil {
 			if res == nil {
 				res = &domain.LLMResult{} // a failed call's debug shows what went up too
@@ -210,6 +212,12 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 				res = &domain.LLMResult{}
 			}
 			res.Accepted = true
+		}
+		if !wrote {
+			if res == nil {
+				res = &domain.LLMResult{}
+			}
+			res.Unsent = true
 		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}

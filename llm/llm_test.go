@@ -1322,12 +1322,32 @@ func TestCancellationReachesUpstream(t *testing.T) {
 				}
 				cancel()
 			}()
-			_, err := newClient(t).Complete(ctx, request(typ, s), nil)
+			res, err := newClient(t).Complete(ctx, request(typ, s), nil)
 			if got, want := domain.KindOf(err), domain.Canceled; got != want {
 				t.Fatalf("kind = %v, want %v (%v)", got, want, err)
 			}
 			if !s.WaitCanceledN(s.Last().N, time.Second) {
 				t.Error("the upstream did not see the cancellation within a second")
+			}
+			if res != nil && res.Unsent {
+				t.Error("a call the upstream had was said unsent: its prompt would not be counted")
+			}
+		})
+		// Cancelled before its request went out (the caller left while it
+		// was admitted, or while it connected): said unsent, so that its
+		// usage counts no estimated prompt.
+		t.Run(string(typ)+"/before-sending", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			for _, stream := range []func(domain.Delta) error{nil, func(domain.Delta) error { return nil }} {
+				res, err := newClient(t).Complete(ctx, request(typ, s), stream)
+				if domain.KindOf(err) != domain.Canceled || res == nil || !res.Unsent {
+					t.Errorf("stream %v: %+v, %v; want canceled and unsent", stream != nil, res, err)
+				}
+			}
+			if s.Count() != 0 {
+				t.Errorf("the upstream got %d requests", s.Count())
 			}
 		})
 	}

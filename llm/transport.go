@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -106,6 +107,7 @@ type exchange struct {
 	eventTooLong bool
 	tooLarge     bool
 	replied      bool  // the SDK read a whole streamed reply (see markReplied)
+	wrote        bool  // the request went out whole (see wroteRequest)
 	gotData      bool  // the stream sent its first data line
 	quietEnd     error // errNoData or errQuiet: why a quiet timer ended the call
 
@@ -145,6 +147,15 @@ func (ex *exchange) response() (status int, header http.Header, at time.Time) {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
 	return ex.status, ex.header, ex.headersAt
+}
+
+// wroteRequest says whether the request went out whole, to be answered
+// (and billed) by the provider: a call cancelled before, while it waited
+// for a connection or was being written, reached no one.
+func (ex *exchange) wroteRequest() bool {
+	ex.mu.Lock()
+	defer ex.mu.Unlock()
+	return ex.wrote
 }
 
 // markReplied records that the SDK read the stream's last event: what is
@@ -259,8 +270,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ex.stream {
 		base = t.stream
 	}
+	trace := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) {
+		if w.Err == nil {
+			ex.mu.Lock()
+			ex.wrote = true
+			ex.mu.Unlock()
+		}
+	}})
 	sent := time.Now()
-	resp, err := base.RoundTrip(req.WithContext(ctx))
+	resp, err := base.RoundTrip(req.WithContext(trace))
 	if err != nil {
 		detach()
 		cancel(nil)
