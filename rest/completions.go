@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -30,9 +31,33 @@ type completionFields struct {
 	// Thinking takes the place of CompletionFields.Thinking, for the
 	// spelling of its budget in Anthropic's own API.
 	Thinking *thinking `json:"thinking,omitempty"`
-	Stream   bool      `json:"stream"`
+	Stream   *bool     `json:"stream,omitempty" desc:"true streams the reply as Server-Sent Events; left out, the request's Accept decides (text/event-stream alone streams)."`
 	openAIFields
 	sent spellings // set by ToDomain
+}
+
+// streams says whether the completion streams: as its stream field says
+// or, left out, as the request's Accept does when text/event-stream is
+// the only type it names (a client that asks for a stream by its header
+// alone, as seed 001's does).
+func (f *completionFields) streams(r *http.Request) bool {
+	if f.Stream != nil {
+		return *f.Stream
+	}
+	sse := false
+	for _, v := range r.Header.Values("Accept") {
+		for _, part := range strings.Split(v, ",") {
+			mediaType, _, _ := strings.Cut(part, ";")
+			switch strings.ToLower(strings.TrimSpace(mediaType)) {
+			case "text/event-stream":
+				sse = true
+			case "":
+			default:
+				return false
+			}
+		}
+	}
+	return sse
 }
 
 type statelessCompletionRequest struct {
@@ -56,7 +81,7 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 		return err
 	}
 	in := domain.StatelessCompletion{AIProviderID: req.AIProviderID, SystemMessage: req.SystemMessage, CompletionParams: params}
-	if !req.Stream {
+	if !req.streams(c.Request()) {
 		out, err := s.svcs.Completions.Stateless(ctx(c), in, nil)
 		if err != nil {
 			return req.sent.asSent(err)
@@ -87,7 +112,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	}
 	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID,
 		IdempotencyKey: c.Request().Header.Get(idempotencyKeyHeader), CompletionParams: params}
-	if !req.Stream {
+	if !req.streams(c.Request()) {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
 			return req.sent.asSent(err)

@@ -977,3 +977,46 @@ func TestDataSources(t *testing.T) {
 		}
 	})
 }
+
+// TestStreamByAccept: a completion that leaves stream out streams when
+// its Accept names text/event-stream alone (seed 001's client asks so);
+// its stream field, when sent, decides over the header, and an Accept
+// that takes JSON too gets JSON.
+func TestStreamByAccept(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	for _, c := range []struct {
+		accept string
+		stream any // nil: left out
+		want   string
+	}{
+		{"text/event-stream", nil, "text/event-stream"},
+		{"Text/Event-Stream; charset=utf-8", nil, "text/event-stream"},
+		{"text/event-stream", false, "application/json"},
+		{"text/event-stream, application/json", nil, "application/json"},
+		{"*/*", nil, "application/json"},
+		{"", nil, "application/json"},
+		{"application/json", true, "text/event-stream"},
+	} {
+		for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chat/completions"} {
+			body := map[string]any{"messages": []any{userMessage("hi")}}
+			if path == "/api/v1/chat/completions" {
+				body["aiProviderId"] = w.provider
+			}
+			if c.stream != nil {
+				body["stream"] = c.stream
+			}
+			header := http.Header{}
+			if c.accept != "" {
+				header.Set("Accept", c.accept)
+			}
+			r, err := h.sendWith("POST", path, h.admin, header, body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := r.Header.Get("Content-Type"); r.Status != 200 || !strings.HasPrefix(got, c.want) {
+				t.Errorf("%s with Accept %q, stream %v = %d %s; want %s", path, c.accept, c.stream, r.Status, got, c.want)
+			}
+		}
+	}
+}
