@@ -74,7 +74,7 @@ type chatCompletionRequest struct {
 func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 	var req statelessCompletionRequest
 	if err := s.bindCompletion(c, &req); err != nil {
-		return err
+		return keepsNoConversation(err)
 	}
 	params, err := req.ToDomain()
 	if err != nil {
@@ -95,6 +95,22 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 		out, err := s.svcs.Completions.Stateless(ctx(c), in, st)
 		return out, req.sent.asSent(err)
 	})
+}
+
+// keepsNoConversation says, of a stateless completion refused for a
+// conversationId or sessionId it does not take (seeds 000 and 001
+// continue so), where a conversation is continued.
+func keepsNoConversation(err error) error {
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.Invalid {
+		return err
+	}
+	if f, _ := e.Details["field"].(string); f == "conversationId" || f == "sessionId" {
+		return domain.Invalidf(f, "a stateless completion keeps no conversation, so it takes no %s; to continue one, "+
+			"create a chat (POST /api/v1/chats) and send its completions to POST /api/v1/chats/{chatId}/completions, "+
+			"with the conversationId of the first", f)
+	}
+	return err
 }
 
 func (s *Server) handleChatCompletion(c *echo.Context) error {

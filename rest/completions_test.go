@@ -1020,3 +1020,21 @@ func TestStreamByAccept(t *testing.T) {
 		}
 	}
 }
+
+// TestStatelessTakesNoConversation: a stateless completion sent with a
+// conversationId (or seed 001's sessionId) is a 400 that says where a
+// conversation is continued, not only that the field is unknown.
+func TestStatelessTakesNoConversation(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	for _, field := range []string{"conversationId", "sessionId"} {
+		r := h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.provider,
+			"messages": []any{userMessage("hi")}, field: "cnv_x"})
+		if r.Status != 400 || r.ErrorField() != field || !strings.Contains(r.ErrorMessage(), "POST /api/v1/chats/{chatId}/completions") {
+			t.Errorf("%s on a stateless completion = %d %s, want a 400 saying where conversations continue", field, r.Status, r.Body)
+		}
+	}
+	if n := h.up.Count(); n != 0 {
+		t.Errorf("%d upstream calls, want none", n)
+	}
+}
