@@ -139,11 +139,21 @@ func postgresURL(t testing.TB, migrated bool) string {
 }
 
 // Each runs body as the subtests "sqlite" and "postgres", each with a
-// fresh store.
+// fresh store. The two run in parallel, once the calling test's function
+// has returned (so nothing may follow Each there): each has its own
+// database and its own servers, and a suite run one half after the other
+// left a core idle while either waited on a timer, a socket or the
+// other database.
 func Each(t *testing.T, body func(t *testing.T, s *store.Store)) {
 	t.Helper()
-	t.Run("sqlite", func(t *testing.T) { body(t, SQLite(t)) })
-	t.Run("postgres", func(t *testing.T) { body(t, Postgres(t)) })
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		body(t, SQLite(t))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		body(t, Postgres(t))
+	})
 }
 
 var (
