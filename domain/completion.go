@@ -856,9 +856,9 @@ func (pl *plan) usageRecord(meta CompletionMeta, p Principal, res *LLMResult, to
 // early (the stream broke, even before its first delta, the client left,
 // the server ended it, the first byte was late): its prompt was sent, and
 // may be billed. Not a call the provider refused, nor one whose request
-// never reached it.
+// never reached it, whatever ended it (LLMResult.NotTaken).
 func providerTook(err error, outcome Outcome, res *LLMResult, deltas int) bool {
-	if res != nil && res.Unsent && deltas == 0 {
+	if res != nil && res.NotTaken && deltas == 0 {
 		return false
 	}
 	return err == nil || deltas > 0 || KindOf(err) == Timeout || (res != nil && res.Accepted) ||

@@ -507,14 +507,14 @@ func TestRedactToolCalls(t *testing.T) {
 	}
 }
 
-// TestProviderTookNothingUnsent: a call the client left before its
+// TestProviderTookNoneWhenNotTaken: a call the client left before its
 // request reached the provider (the stdio agent that left, a REST client
 // gone while the call was admitted or connected) counts no estimated
 // prompt, though its outcome is client_disconnect; one the provider had
 // does.
-func TestProviderTookNothingUnsent(t *testing.T) {
+func TestProviderTookNoneWhenNotTaken(t *testing.T) {
 	canceled := Errorf(Canceled, "gone")
-	if providerTook(canceled, OutcomeClientDisconnect, &LLMResult{Unsent: true}, 0) {
+	if providerTook(canceled, OutcomeClientDisconnect, &LLMResult{NotTaken: true}, 0) {
 		t.Error("a call never sent was counted as taken")
 	}
 	if !providerTook(canceled, OutcomeClientDisconnect, &LLMResult{}, 0) || !providerTook(canceled, OutcomeClientDisconnect, nil, 0) {

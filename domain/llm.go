@@ -89,10 +89,12 @@ type LLMResult struct {
 	// answered 2xx: it took the call, and may bill it, though no delta
 	// came or the whole reply's body was lost.
 	Accepted bool
-	// Unsent says, of a call that failed, that no attempt's request
-	// reached the provider (cancelled while it waited for a connection,
-	// say): there is nothing to bill.
-	Unsent bool
+	// NotTaken says, of a call that failed, that the provider took none
+	// of it: its last attempt's request never went out whole (cancelled
+	// while it waited for a connection, say), or was refused with an
+	// error status and no other went out after it. There is nothing to
+	// bill.
+	NotTaken bool
 	// Sent is the message list as the provider got it, when its adapter
 	// changed the request's (Anthropic has no response_format: an
 	// instruction joins the system prompt; it takes no blank text, which

@@ -181,7 +181,6 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		}
 	}
 	cs := &callSpec{req: req, onDelta: onDelta, start: time.Now()}
-	wrote := false // some attempt's request reached the provider
 	for attempt := 0; ; attempt++ {
 		openAIWire := req.Endpoint.Type != domain.ProviderAnthropic
 		// A whole reply's body is kept for what go-openai's types drop: the
@@ -189,7 +188,6 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		keep := openAIWire && (len(req.Tools) > 0 || req.Endpoint.Type == domain.ProviderOpenAICompatible)
 		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: keep}
 		res, err := do(withExchange(ctx, ex), ex, cs)
-		wrote = wrote || ex.wroteRequest()
 		if rewritten != nil {
 			if res == nil {
 				res = &domain.LLMResult{} // a failed call's debug shows what went up too
@@ -204,20 +202,22 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		if c.again(ctx, ex, err, attempt) {
 			continue
 		}
-		if status, _, _ := ex.response(); status >= 200 && status < 300 && (ex.stream || bodyMessage(ex.bodyHead()) == "") {
-			// A whole reply cut off, over its cap or not to be read was
-			// generated all the same; a 200 whose body is an error object
-			// (a gateway's failure) was not.
+		if status, _, _ := ex.response(); status >= 200 && status < 300 && (ex.stream || ex.bodyCut()) {
+			// A whole reply cut off or over its cap was generated all the
+			// same; a 200 whose body came whole but holds no reply (a
+			// gateway's error object, an HTML page) was not.
 			if res == nil {
 				res = &domain.LLMResult{}
 			}
 			res.Accepted = true
 		}
-		if !wrote {
+		if !ex.taken() {
+			// The record counts the last attempt (earlier ones were
+			// refused or never answered).
 			if res == nil {
 				res = &domain.LLMResult{}
 			}
-			res.Unsent = true
+			res.NotTaken = true
 		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}

@@ -1329,7 +1329,7 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			if !s.WaitCanceledN(s.Last().N, time.Second) {
 				t.Error("the upstream did not see the cancellation within a second")
 			}
-			if res != nil && res.Unsent {
+			if res != nil && res.NotTaken {
 				t.Error("a call the upstream had was said unsent: its prompt would not be counted")
 			}
 		})
@@ -1342,12 +1342,30 @@ func TestCancellationReachesUpstream(t *testing.T) {
 			cancel()
 			for _, stream := range []func(domain.Delta) error{nil, func(domain.Delta) error { return nil }} {
 				res, err := newClient(t).Complete(ctx, request(typ, s), stream)
-				if domain.KindOf(err) != domain.Canceled || res == nil || !res.Unsent {
+				if domain.KindOf(err) != domain.Canceled || res == nil || !res.NotTaken {
 					t.Errorf("stream %v: %+v, %v; want canceled and unsent", stream != nil, res, err)
 				}
 			}
 			if s.Count() != 0 {
 				t.Errorf("the upstream got %d requests", s.Count())
+			}
+		})
+		// Refused (503), then left during the backoff before the retry:
+		// the provider took nothing, though a request went out.
+		t.Run(string(typ)+"/refused-then-left", func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Status: 503})
+			ctx, cancel := context.WithCancel(context.Background())
+			go func() {
+				for s.Count() == 0 {
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(50 * time.Millisecond) // into the backoff
+				cancel()
+			}()
+			res, err := newClient(t, func(c *llm.Config) { c.RetryBaseDelay = time.Minute }).Complete(ctx, request(typ, s), nil)
+			if domain.KindOf(err) != domain.Canceled || res == nil || !res.NotTaken || s.Count() != 1 {
+				t.Errorf("%+v, %v after %d requests; want canceled and not taken after one", res, err, s.Count())
 			}
 		})
 	}

@@ -107,7 +107,7 @@ type exchange struct {
 	eventTooLong bool
 	tooLarge     bool
 	replied      bool  // the SDK read a whole streamed reply (see markReplied)
-	wrote        bool  // the request went out whole (see wroteRequest)
+	wrote        bool  // the request went out whole (see taken)
 	gotData      bool  // the stream sent its first data line
 	quietEnd     error // errNoData or errQuiet: why a quiet timer ended the call
 
@@ -149,13 +149,16 @@ func (ex *exchange) response() (status int, header http.Header, at time.Time) {
 	return ex.status, ex.header, ex.headersAt
 }
 
-// wroteRequest says whether the request went out whole, to be answered
-// (and billed) by the provider: a call cancelled before, while it waited
-// for a connection or was being written, reached no one.
-func (ex *exchange) wroteRequest() bool {
+// taken says whether the provider may have taken the last request, to
+// answer (and bill) it: it went out whole, and was not answered with an
+// error status. A request cancelled before it went out (while it waited
+// for a connection, or was being written) reached no one; one refused
+// (4xx, 5xx) was not taken, whatever ended the call after it (the client
+// that left during the backoff before a retry).
+func (ex *exchange) taken() bool {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	return ex.wrote
+	return ex.wrote && (ex.status == 0 || ex.status < 400)
 }
 
 // markReplied records that the SDK read the stream's last event: what is
@@ -270,6 +273,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if ex.stream {
 		base = t.stream
 	}
+	// The response an exchange records is its last request's: a request
+	// made again (see callOpenAI) starts with none.
+	ex.mu.Lock()
+	ex.status, ex.header, ex.headersAt, ex.wrote = 0, nil, time.Time{}, false
+	ex.mu.Unlock()
 	trace := httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(w httptrace.WroteRequestInfo) {
 		if w.Err == nil {
 			ex.mu.Lock()
@@ -459,6 +467,7 @@ type capReader struct {
 	left  int64
 	err   error
 	ended bool // the body's reader returned an error (io.EOF included)
+	cut   bool // the body ended before its end: over its cap, or a read failed
 	head  []byte
 	all   []byte // with keepAll, the whole body read so far
 	quiet quietWatch
@@ -491,6 +500,7 @@ func (r *capReader) Read(p []byte) (int, error) {
 		r.ex.tooLarge = true
 		r.ex.mu.Unlock()
 		r.err = &limitError{msg: "response body exceeded its size limit"}
+		r.cut = true
 		return 0, r.err
 	}
 	r.left -= int64(n)
@@ -505,8 +515,17 @@ func (r *capReader) Read(p []byte) (int, error) {
 	}
 	if r.ended = err != nil; r.ended {
 		r.quiet.stop()
+		r.cut = err != io.EOF
 	}
 	return n, err
+}
+
+// bodyCut says whether a whole reply's body was lost on its way: it went
+// over its cap, or a read failed (a reset, a body shorter than its
+// length, the quiet watch). A body that arrived whole but is no reply (an
+// error object, an HTML page) was not.
+func (ex *exchange) bodyCut() bool {
+	return ex != nil && ex.body != nil && ex.body.cut
 }
 
 func (r *capReader) Close() error {

@@ -1225,33 +1225,44 @@ func TestUsageOfAStreamBrokenBeforeItsFirstDelta(t *testing.T) {
 }
 
 // TestUsageOfAWholeReplyLost: a JSON completion the provider answered 200
-// whose body was cut off had its reply generated, and billed, all the
-// same: its prompt is estimated (and so counted against the token
-// limits), as a broken stream's is. A 200 whose body is an error object
-// (a gateway's failure) counts none.
+// whose body was cut off, or went over its cap, had its reply generated,
+// and billed, all the same: its prompt is estimated (and so counted
+// against the token limits), as a broken stream's is. A 200 whose body
+// came whole but holds no reply (an error object, with or without a
+// message, however long; an HTML page) counts none.
 func TestUsageOfAWholeReplyLost(t *testing.T) {
-	each(t, func(t *testing.T, h *harness) {
+	eachWith(t, func(c *app.Config) { c.LLM.MaxResponseBytes = 64 << 10 }, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		body := map[string]any{"messages": []any{userMessage("a b c d e f")}}
-		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTruncate})
-		if r := h.call("POST", path, h.admin, body); r.Status != 502 {
-			t.Fatalf("a reply cut half-way = %d %s, want 502", r.Status, r.Body)
+		jsonBody := func(b string) llmtest.Behavior {
+			return llmtest.Behavior{Body: b, Header: http.Header{"Content-Type": {"application/json"}}}
 		}
-		h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStreamError})
-		if r := h.call("POST", path, h.admin, body); r.Status != 502 {
-			t.Fatalf("a 200 error object = %d %s, want 502", r.Status, r.Body)
-		}
-		h.app.FlushUsage()
-		var recs []struct {
-			PromptTokens, CompletionTokens int64
-		}
-		if err := h.app.Store.DB().Raw("SELECT prompt_tokens, completion_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? ORDER BY created_at, id",
-			w.chat, "upstream_error").Scan(&recs).Error; err != nil {
-			t.Fatal(err)
-		}
-		if len(recs) != 2 || recs[0].PromptTokens <= 0 || recs[0].CompletionTokens != 0 || recs[1].PromptTokens != 0 || recs[1].CompletionTokens != 0 {
-			t.Fatalf("records %+v, want the cut reply's prompt estimated, and nothing for the error object", recs)
+		for _, c := range []struct {
+			name     string
+			behavior llmtest.Behavior
+			counted  bool
+		}{
+			{"cut half-way", llmtest.Behavior{Fault: llmtest.FaultTruncate}, true},
+			{"over its cap", llmtest.Behavior{Fault: llmtest.FaultOversizedLine, Size: 1 << 20}, true},
+			{"an error object", llmtest.Behavior{Fault: llmtest.FaultStreamError}, false},
+			{"an error object without a message", jsonBody(`{"error":{"code":502,"type":"upstream_error"}}`), false},
+			{"a long error object", jsonBody(`{"error":{"message":"Provider returned error","metadata":{"raw":"` + strings.Repeat("x", 1200) + `"}}}`), false},
+			{"an HTML page", llmtest.Behavior{Body: "<!doctype html><html><body>Welcome to nginx!</body></html>", Header: http.Header{"Content-Type": {"text/html"}}}, false},
+		} {
+			h.up.Enqueue(c.behavior)
+			if r := h.call("POST", path, h.admin, body); r.Status != 502 {
+				t.Fatalf("%s = %d %s, want 502", c.name, r.Status, r.Body)
+			}
+			h.app.FlushUsage()
+			var rec struct{ PromptTokens, CompletionTokens int64 }
+			if err := h.app.Store.DB().Raw("SELECT prompt_tokens, completion_tokens FROM usage_records WHERE chat_id = ? AND outcome = ? ORDER BY created_at DESC, id DESC LIMIT 1",
+				w.chat, "upstream_error").Scan(&rec).Error; err != nil {
+				t.Fatal(err)
+			}
+			if (rec.PromptTokens > 0) != c.counted || rec.CompletionTokens != 0 {
+				t.Errorf("%s recorded %+v; want its prompt estimated: %v", c.name, rec, c.counted)
+			}
 		}
 	})
 }
