@@ -183,6 +183,7 @@ type env struct {
 	app.Config
 	Addr          string
 	APIKey        string
+	APIKeyBlank   bool // PARLEY_API_KEY is set to whitespace alone
 	ShutdownGrace time.Duration
 	LogLevel      slog.Level
 	LogJSON       bool
@@ -200,13 +201,9 @@ func loadEnv() (env, error) {
 		Addr:   getenv("PARLEY_ADDR", "127.0.0.1:8080"),
 		APIKey: envKey("PARLEY_API_KEY"),
 	}
+	e.APIKeyBlank = e.APIKey == "" && os.Getenv("PARLEY_API_KEY") != ""
 	if v := os.Getenv("PARLEY_OLD_SECRET_KEYS"); v != "" {
 		e.OldSecretKeys = strings.Split(v, ",")
-	}
-	if e.APIKey == "" && os.Getenv("PARLEY_API_KEY") != "" {
-		// A secret that expanded to whitespace would otherwise make
-		// `parley mcp` the local admin, where a key was meant to narrow it.
-		return e, errors.New("PARLEY_API_KEY holds only whitespace; set it to an API key, or unset it (or leave it empty) to run as the local admin")
 	}
 	var err error
 	if e.DatabaseURL, err = databaseURL(os.Getenv("PARLEY_DATABASE_URL")); err != nil {

@@ -299,7 +299,8 @@ func TestBadKeysRefusedBeforeTheDatabase(t *testing.T) {
 
 // TestBlankAPIKeyRefused: a PARLEY_API_KEY of whitespace alone (a secret
 // that expanded to a newline) stops `parley mcp`, rather than run it as
-// the local admin, which only an unset or empty one means.
+// the local admin, which only an unset or empty one means; the commands
+// that do not read it ignore it.
 func TestBlankAPIKeyRefused(t *testing.T) {
 	dir := t.TempDir()
 	out, code := parley(t, dir, []string{"PARLEY_API_KEY= \n"}, "mcp")
@@ -311,6 +312,11 @@ func TestBlankAPIKeyRefused(t *testing.T) {
 	}
 	if out, code := parley(t, dir, []string{"PARLEY_API_KEY="}, "mcp"); code != 0 {
 		t.Errorf("an empty PARLEY_API_KEY: exit %d, want 0 (the local admin):\n%s", code, out)
+	}
+	// Only parley mcp reads it: an env file the server shares with an
+	// MCP client's does not stop the others.
+	if out, code := parley(t, t.TempDir(), []string{"PARLEY_API_KEY= \n"}, "migrate", "up"); code != 0 {
+		t.Errorf("migrate with a blank PARLEY_API_KEY: exit %d, want 0:\n%s", code, out)
 	}
 }
 

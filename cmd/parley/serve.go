@@ -135,6 +135,11 @@ func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, 
 	if err != nil {
 		return err
 	}
+	if e.APIKeyBlank {
+		// A secret that expanded to whitespace would otherwise make this
+		// session the local admin, where a key was meant to narrow it.
+		return errors.New("PARLEY_API_KEY holds only whitespace; set it to an API key, or unset it (or leave it empty) to run as the local admin")
+	}
 	e.MCPReadOnly = e.MCPReadOnly || readOnly
 	log := e.logger(stderr)
 	slog.SetDefault(log)
