@@ -126,7 +126,14 @@ func (t *thoughts) restore(apiKey domain.Secret, member string, msgs []domain.LL
 			out = slices.Clone(msgs)
 		}
 		calls := slices.Clone(m.ToolCalls)
-		calls[0].ExtraContent = joinExtra(calls[0].ExtraContent, th.extra)
+		extra := calls[0].ExtraContent
+		if member == domain.AnthropicExtra {
+			// The message's reasoning_content, which Anthropic does not
+			// read, would leave the thinking beside it no room under
+			// MaxExtraContent: the thinking is the same text.
+			extra = domain.ExtraWithout(extra, domain.ReasoningExtra)
+		}
+		calls[0].ExtraContent = joinExtra(extra, th.extra)
 		out[i].ToolCalls = calls
 	}
 	if out == nil {

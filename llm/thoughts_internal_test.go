@@ -70,9 +70,18 @@ func TestThoughtsJoinWhatCameBack(t *testing.T) {
 		msgs := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "toolu_1", Name: "f", ExtraContent: []byte(extra)}}}}
 		return th.restore("k", domain.AnthropicExtra, msgs, now)[0].ToolCalls
 	}
-	calls := back(`{"reasoning_content":"hmm"}`)
-	if thinkingBlocks(calls) == nil || domain.ExtraString(calls[0].ExtraContent, domain.ReasoningExtra) != "hmm" {
-		t.Errorf("sent back with its reasoning_content: %s, want the thinking joined to it", calls[0].ExtraContent)
+	calls := back(`{"reasoning_content":"hmm","google":{"thought_signature":"x"}}`)
+	if thinkingBlocks(calls) == nil || domain.ExtraString(calls[0].ExtraContent, domain.ReasoningExtra) != "" || !strings.Contains(string(calls[0].ExtraContent), `"google"`) {
+		t.Errorf("sent back with its reasoning_content: %s, want the thinking in its place, the rest kept", calls[0].ExtraContent)
+	}
+	// Thinking of 600 KiB, and the same text as the message's
+	// reasoning_content: together past MaxExtraContent, the thinking alone
+	// within it.
+	long := strings.Repeat("a", 600<<10)
+	th.remember("k", domain.AnthropicExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: "toolu_1", Name: "f",
+		ExtraContent: thinkingContent([]thinkingBlock{{Type: "thinking", Thinking: long, Signature: "s"}})}}}, now)
+	if calls := back(`{"reasoning_content":"` + long + `"}`); thinkingBlocks(calls) == nil {
+		t.Error("600 KiB of thinking sent back with its reasoning_content was not restored")
 	}
 	own := `{"anthropic":{"thinking":[{"type":"redacted_thinking","data":"d"}]}}`
 	if calls := back(own); string(calls[0].ExtraContent) != own {
