@@ -70,7 +70,12 @@ func (q *commitQueue) next() []*turn {
 	n := min(len(q.waiting), maxTurnBatch)
 	batch := make([]*turn, n)
 	copy(batch, q.waiting)
-	q.waiting = append(q.waiting[:0], q.waiting[n:]...)
+	// The slots the batch leaves are cleared: turns hold their messages,
+	// megabytes each, which a burst would otherwise keep until later
+	// bursts wrote over them.
+	left := copy(q.waiting, q.waiting[n:])
+	clear(q.waiting[left:])
+	q.waiting = q.waiting[:left]
 	q.largest = max(q.largest, n)
 	return batch
 }
