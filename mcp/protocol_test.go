@@ -149,7 +149,8 @@ func TestCancelOnlyByAWellFormedNotification(t *testing.T) {
 
 // TestInvalidMessagesRefused: a JSON-RPC batch, which no protocol version
 // Parley's SDK serves as such takes, and a request id that is not a string
-// or an integer, which MCP forbids, are refused with a 400 and JSON-RPC's
+// or an integer, which MCP forbids (or an integer whose answer could not
+// be matched to it, which held an SSE session's end), are refused with a 400 and JSON-RPC's
 // "invalid request", over streamable HTTP and HTTP+SSE alike. mcp-go took
 // the batch for a parse error, answered a null id with nothing, echoed the
 // others, and never answered 1e400 (its SSE session then waited for it).
@@ -161,6 +162,9 @@ func TestInvalidMessagesRefused(t *testing.T) {
 	for _, body := range []string{
 		"[" + ping("1") + "]", " \n[" + ping("1") + "]",
 		ping("null"), ping("true"), ping(`{"a":1}`), ping("[1]"), ping("1.5"), ping("1e400"), ping("-0.0"),
+		// Integers whose answer Parley could not match to them: mcp-go
+		// answers -0 as 0, and one of 400 digits past a float's range.
+		ping("-0"), ping("1" + strings.Repeat("0", 400)),
 	} {
 		for _, path := range []string{"/mcp", sse} {
 			res, got := r.postTo(path, body)

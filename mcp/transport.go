@@ -148,10 +148,19 @@ func invalidMessage(msg []byte, m jsonRPCMessage) string {
 		return "" // not JSON (mcp-go says so), or a notification
 	}
 	id := strings.TrimPrefix(string(m.ID), "-")
-	if strings.HasPrefix(id, `"`) || id != "" && strings.Trim(id, "0123456789") == "" {
+	switch {
+	case strings.HasPrefix(id, `"`):
 		return ""
+	case id == "" || strings.Trim(id, "0123456789") != "":
+		return "id must be a string or an integer"
+	case string(m.ID) == "-0" || idKey(m.ID) == "":
+		// mcp-go answers -0 as 0, and one past a 64-bit float's range as
+		// nothing Parley can match: its session would wait for the
+		// response (pendingResponses) until it ended, and hold the
+		// shutdown as long.
+		return "an integer id must not be -0 and must be within about ±1.8e308; send a string or a smaller integer"
 	}
-	return "id must be a string or an integer"
+	return ""
 }
 
 // writeInvalidMessage answers a message invalidMessage refused: 400, with
