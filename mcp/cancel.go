@@ -237,7 +237,13 @@ func (f *lineFilter) end(ended bool) {
 		}
 	}
 	f.part, f.over = f.part[:0], nil
+	if cap(f.part) > keptLineBytes {
+		f.part = nil // one large message's memory is not kept for the session
+	}
 }
+
+// keptLineBytes bounds the line buffer a lineFilter keeps between lines.
+const keptLineBytes = 64 << 10
 
 // errRequestCancelled ends a request its client cancelled; it is a
 // context.Canceled, so a completion's usage is recorded as the client's

@@ -293,6 +293,21 @@ func TestLineFilter(t *testing.T) {
 	}
 }
 
+// TestLineFilterLetsALargeLineGo: the buffer a line of megabytes took is
+// not kept for the lines after it (a stdio session lives as long as its
+// agent, and one large message would hold its size for good).
+func TestLineFilterLetsALargeLineGo(t *testing.T) {
+	big := `{"x":"` + strings.Repeat("a", 4<<20) + `"}`
+	f := &lineFilter{r: strings.NewReader(big + "\nsmall\n"), keep: func([]byte) bool { return true }}
+	out, err := io.ReadAll(f)
+	if err != nil || len(out) != len(big)+len("\nsmall\n") {
+		t.Fatalf("read %d bytes, %v", len(out), err)
+	}
+	if c := cap(f.part); c > keptLineBytes {
+		t.Errorf("the filter keeps a %d-byte buffer after the large line", c)
+	}
+}
+
 // callUntilUpstream sends a completion call with id over tr in the
 // background and waits until the upstream has it (started). The returned
 // channel closes once SendRequest returns; the test's end stops it.
