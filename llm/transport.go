@@ -267,6 +267,12 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	// body's end, and a caller returns (a handler answers) as soon as it
 	// has the reply, often before the body's last bytes arrive.
 	parent := req.Context()
+	if parent.Err() != nil {
+		// Cancelled already: AfterFunc below would cancel the request's
+		// context only from a goroutine of its own, after the request
+		// may have gone out.
+		return nil, context.Cause(parent)
+	}
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	detach := context.AfterFunc(parent, func() { cancel(context.Cause(parent)) })
 	base := t.base
