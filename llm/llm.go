@@ -202,22 +202,18 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		if c.again(ctx, ex, err, attempt) {
 			continue
 		}
-		if status, _, _ := ex.response(); status >= 200 && status < 300 && (ex.stream || ex.bodyCut()) {
-			// A whole reply cut off or over its cap was generated all the
-			// same; a 200 whose body came whole but holds no reply (a
-			// gateway's error object, an HTML page) was not.
+		// What the provider took, for usage, is the last attempt's
+		// (earlier ones were refused or never answered). A whole reply
+		// cut off or over its cap was generated all the same; a 200 whose
+		// body came whole but holds no reply (a gateway's error object,
+		// an HTML page) was not.
+		status, _, _ := ex.response()
+		accepted := status >= 200 && status < 300 && (ex.stream || ex.bodyCut())
+		if notTaken := !ex.taken(); accepted || notTaken {
 			if res == nil {
 				res = &domain.LLMResult{}
 			}
-			res.Accepted = true
-		}
-		if !ex.taken() {
-			// The record counts the last attempt (earlier ones were
-			// refused or never answered).
-			if res == nil {
-				res = &domain.LLMResult{}
-			}
-			res.NotTaken = true
+			res.Accepted, res.NotTaken = accepted, notTaken
 		}
 		return res, c.toDomainError(ctx, op, ex, req.Endpoint.APIKey.Reveal(), err)
 	}

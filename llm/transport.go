@@ -150,15 +150,15 @@ func (ex *exchange) response() (status int, header http.Header, at time.Time) {
 }
 
 // taken says whether the provider may have taken the last request, to
-// answer (and bill) it: it went out whole, and was not answered with an
-// error status. A request cancelled before it went out (while it waited
-// for a connection, or was being written) reached no one; one refused
-// (4xx, 5xx) was not taken, whatever ended the call after it (the client
-// that left during the backoff before a retry).
+// answer (and bill) it: it went out whole, and was answered 2xx or not
+// yet. A request cancelled before it went out (while it waited for a
+// connection, or was being written) reached no one; one refused (4xx,
+// 5xx) or redirected was not taken, whatever ended the call after it (the
+// client that left during the backoff before a retry).
 func (ex *exchange) taken() bool {
 	ex.mu.Lock()
 	defer ex.mu.Unlock()
-	return ex.wrote && (ex.status == 0 || ex.status < 400)
+	return ex.wrote && ex.status < 300
 }
 
 // markReplied records that the SDK read the stream's last event: what is
