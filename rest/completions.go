@@ -101,11 +101,10 @@ func (s *Server) handleStatelessCompletion(c *echo.Context) error {
 // conversationId or sessionId it does not take (seeds 000 and 001
 // continue so), where a conversation is continued.
 func keepsNoConversation(err error) error {
-	var e *domain.Error
-	if !errors.As(err, &e) || e.Kind != domain.Invalid {
+	if domain.KindOf(err) != domain.Invalid {
 		return err
 	}
-	if f, _ := e.Details["field"].(string); f == "conversationId" || f == "sessionId" {
+	if f, _ := domain.DetailsOf(err)["field"].(string); f == "conversationId" || f == "sessionId" {
 		return domain.Invalidf(f, "a stateless completion keeps no conversation, so it takes no %s; to continue one, "+
 			"create a chat (POST /api/v1/chats) and send its completions to POST /api/v1/chats/{chatId}/completions, "+
 			"with the conversationId of the first", f)
