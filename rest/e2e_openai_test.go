@@ -23,10 +23,6 @@ func TestOpenAINodeClient(t *testing.T) {
 	if os.Getenv("PARLEY_OPENAI_E2E") != "1" {
 		t.Skip("set PARLEY_OPENAI_E2E=1 to run the openai npm client end-to-end test (needs node and npm ci in e2e/openai-node)")
 	}
-	dir := filepath.Join("..", "e2e", "openai-node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
-		t.Fatalf("run npm ci in %s first: %v", dir, err)
-	}
 	// A keep-alive interval the "SLOW" replies outlast, so that the SDK
 	// reads streams that open with keep-alive comments.
 	const keepAlive = 100 * time.Millisecond
@@ -85,10 +81,7 @@ func TestOpenAINodeClient(t *testing.T) {
 		return b
 	})
 
-	cmd := exec.Command("npm", "test")
-	cmd.Dir = dir
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	cmd.Env = append(os.Environ(),
+	npmTest(t, filepath.Join("..", "e2e", "openai-node"), "openai",
 		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
 		"PARLEY_API_KEY="+key,
 		"PARLEY_AI_PROVIDER_ID="+w.provider,
@@ -97,9 +90,6 @@ func TestOpenAINodeClient(t *testing.T) {
 		"PARLEY_MODEL=e2e-model",
 		"PARLEY_FAKE_UPSTREAM=1",
 	)
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("npm test: %v", err)
-	}
 
 	// Every upstream call streamed as the client asked, and the stateless
 	// ones carried the model the client named.
@@ -251,5 +241,21 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if strings.Contains(h.finalLogs(), upstreamKey) {
 		t.Error("the logs contain the provider key")
+	}
+}
+
+// npmTest runs `npm test` in dir, whose `npm ci` must have installed the
+// package named, with env added to the test's own.
+func npmTest(t *testing.T, dir, installed string, env ...string) {
+	t.Helper()
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", installed)); err != nil {
+		t.Fatalf("run npm ci in %s first: %v", dir, err)
+	}
+	cmd := exec.Command("npm", "test")
+	cmd.Dir = dir
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("npm test in %s: %v", dir, err)
 	}
 }

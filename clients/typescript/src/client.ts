@@ -1,0 +1,103 @@
+import { ParleyError, retryAfter } from './errors.js';
+import { events } from './sse.js';
+import type { ChatCompletion, ChatCompletionChunk, CompletionRequest } from './types.js';
+
+export interface ParleyClientOptions {
+  /** Parley's REST base, e.g. http://127.0.0.1:8080/api/v1. */
+  baseUrl: string;
+  /** An API key (pk_…), sent as a bearer token. */
+  apiKey: string;
+  /** The fetch to use; the global one by default. */
+  fetch?: typeof fetch;
+}
+
+export interface CallOptions {
+  /** Aborting stops the call; a stream stopped once text arrived keeps its turn as far as it went. */
+  signal?: AbortSignal;
+  /** Per chat: a key of yours naming the request, so that sending it again is answered with the stored turn. */
+  idempotencyKey?: string;
+}
+
+/**
+ * ParleyClient runs Parley's completions: stateless (aiProviderId) or per
+ * chat (chatId, continuing conversationId), as one JSON answer (complete)
+ * or as a stream of OpenAI chunks (stream).
+ */
+export class ParleyClient {
+  readonly baseUrl: string;
+  readonly #apiKey: string;
+  readonly #fetch: typeof fetch;
+
+  constructor(options: ParleyClientOptions) {
+    if (!options.baseUrl) throw new TypeError('ParleyClient: baseUrl is required');
+    if (!options.apiKey) throw new TypeError('ParleyClient: apiKey is required');
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.#apiKey = options.apiKey;
+    this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  }
+
+  /** complete runs a completion and returns the whole answer. */
+  async complete(request: CompletionRequest, options: CallOptions = {}): Promise<ChatCompletion> {
+    const res = await this.#post(request, false, options);
+    return (await res.json()) as ChatCompletion;
+  }
+
+  /**
+   * stream runs a completion and yields its chunks as they arrive. The first
+   * carries messageId and, per chat, conversationId; the last carries usage.
+   * An error event after the stream began is thrown as a ParleyError (status
+   * 200); so is a stream cut off before [DONE]. Breaking out of the loop, or
+   * aborting options.signal, closes the connection, which stops the
+   * provider's generation.
+   */
+  async *stream(request: CompletionRequest, options: CallOptions = {}): AsyncGenerator<ChatCompletionChunk> {
+    const res = await this.#post(request, true, options);
+    if (res.body === null) throw new ParleyError(res.status, undefined);
+    for await (const data of events(res.body)) {
+      const chunk = JSON.parse(data) as ChatCompletionChunk | { error: unknown };
+      if ('error' in chunk) throw new ParleyError(200, chunk);
+      yield chunk;
+    }
+  }
+
+  async #post(request: CompletionRequest, stream: boolean, options: CallOptions): Promise<Response> {
+    const { chatId, ...body } = request;
+    let path: string;
+    if (chatId) {
+      path = `/chats/${encodeURIComponent(chatId)}/completions`;
+    } else if (request.aiProviderId) {
+      path = '/chats/completions';
+    } else {
+      throw new TypeError('a completion needs a chatId (per chat) or an aiProviderId (stateless)');
+    }
+    const headers: Record<string, string> = {
+      Authorization: `Bearer ${this.#apiKey}`,
+      'Content-Type': 'application/json',
+      Accept: stream ? 'text/event-stream' : 'application/json',
+    };
+    if (options.idempotencyKey) headers['Idempotency-Key'] = options.idempotencyKey;
+    let res: Response;
+    try {
+      res = await this.#fetch(this.baseUrl + path, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ ...body, stream }),
+        signal: options.signal,
+      });
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      throw new ParleyError(0, { error: { code: 'network', message: `cannot reach Parley: ${(err as Error).message}` } });
+    }
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw new ParleyError(res.status, parsed, retryAfter(res.headers));
+    }
+    return res;
+  }
+}

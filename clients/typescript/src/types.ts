@@ -1,0 +1,93 @@
+// The wire types of Parley's completions: OpenAI's chat.completion and
+// chat.completion.chunk, plus Parley's own fields (messageId,
+// conversationId, debug). Only what a client reads is typed; the rest of
+// an answer is there at run time all the same.
+
+/** A message sent in a completion request. */
+export interface RequestMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  /** The text. A message naming a document has documentId instead. */
+  content?: string | null;
+  /** A document of the chat's project, sent whole as the message's text. */
+  documentId?: string;
+  toolCallId?: string;
+  toolCalls?: ToolCall[];
+}
+
+export interface ToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+/** The request of a completion, stateless (aiProviderId) or per chat (chatId). */
+export interface CompletionRequest {
+  /** Per chat: the chat whose provider, model and documents answer, and which stores the turn. */
+  chatId?: string;
+  /** Stateless: the AI provider that answers; nothing is stored. */
+  aiProviderId?: string;
+  /** Per chat: the conversation to continue (the conversationId of an earlier answer). */
+  conversationId?: string;
+  messages: RequestMessage[];
+  model?: string;
+  /** Stateless only: the system message. Per chat, a system message in messages replaces the chat's for one call. */
+  systemMessage?: string;
+  temperature?: number;
+  topP?: number;
+  maxTokens?: number;
+  stop?: string | string[];
+  seed?: number;
+  reasoningEffort?: 'none' | 'minimal' | 'low' | 'medium' | 'high' | 'xhigh' | 'max';
+  tools?: unknown[];
+  toolChoice?: unknown;
+  responseFormat?: unknown;
+  debug?: boolean;
+}
+
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  prompt_tokens_details?: { cached_tokens?: number; cache_write_tokens?: number };
+  completion_tokens_details?: { reasoning_tokens?: number };
+}
+
+export interface ChatCompletion {
+  id: string;
+  object: 'chat.completion';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    message: { role: 'assistant'; content: string | null; refusal?: string | null; tool_calls?: ToolCall[] };
+    finish_reason: string | null;
+  }>;
+  usage: Usage;
+  messageId: string;
+  /** Per chat: the conversation the turn was stored in; send it back to continue. */
+  conversationId?: string;
+  debug?: Record<string, unknown>;
+}
+
+export interface ChatCompletionChunk {
+  id: string;
+  object: 'chat.completion.chunk';
+  created: number;
+  model: string;
+  choices: Array<{
+    index: number;
+    delta: {
+      role?: 'assistant';
+      content?: string | null;
+      refusal?: string | null;
+      tool_calls?: Array<{ index: number; id?: string; type?: 'function'; function?: { name?: string; arguments?: string } }>;
+    };
+    finish_reason: string | null;
+  }>;
+  /** The last chunk before [DONE] carries usage, with choices []. */
+  usage?: Usage | null;
+  /** The first chunk carries messageId and, per chat, conversationId. */
+  messageId?: string;
+  conversationId?: string;
+  debug?: Record<string, unknown>;
+}

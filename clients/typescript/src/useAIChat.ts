@@ -1,0 +1,200 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
+import { ParleyClient } from './client.js';
+import type { CompletionRequest, RequestMessage } from './types.js';
+
+/** A message of the conversation as the hook shows it. */
+export interface Message {
+  /** The reply's messageId once Parley named it; a local id for the user's messages. */
+  id: string;
+  role: 'user' | 'assistant' | 'system';
+  content: string;
+  createdAt: Date;
+  /** True while the reply is still arriving. */
+  isStreaming?: boolean;
+}
+
+export interface UseAIChatOptions {
+  /** A client; or baseUrl and apiKey to make one. */
+  client?: ParleyClient;
+  baseUrl?: string;
+  apiKey?: string;
+  /**
+   * Per chat (the usual way): the chat's provider, model, system message and
+   * documents answer, and Parley keeps the conversation, whose id is
+   * sessionId; each message sends only itself.
+   */
+  chatId?: string;
+  /**
+   * Stateless, when there is no chatId: this AI provider answers, Parley
+   * keeps nothing, and each message sends the whole history; sessionId stays
+   * null.
+   */
+  aiProviderId?: string;
+  /** Continue this conversation (a sessionId of before) instead of starting one. */
+  initialSessionId?: string;
+  model?: string;
+  /** The system message of each call: per chat, it replaces the chat's for that call. */
+  systemPrompt?: string;
+  temperature?: number;
+  maxTokens?: number;
+  /** Each piece of the reply's text as it arrives. */
+  onChunk?: (chunk: string) => void;
+  /** The reply whole, once it ended, and the conversation it was stored in. */
+  onComplete?: (content: string, sessionId: string | null) => void;
+  onError?: (error: Error) => void;
+}
+
+export interface UseAIChat {
+  messages: Message[];
+  isStreaming: boolean;
+  /** The conversation the next message continues (per chat), or null. */
+  sessionId: string | null;
+  error: Error | null;
+  /** Sends a user message and streams the reply; rejects only when a reply is streaming already. */
+  sendMessage: (content: string) => Promise<void>;
+  /** Stops the reply; per chat, Parley keeps the turn as far as it went. */
+  stopStream: () => void;
+  /** Forgets the messages and the conversation; the next message starts a new one. */
+  clearMessages: () => void;
+}
+
+let localIds = 0;
+function localId(): string {
+  return `local_${Date.now().toString(36)}_${(localIds++).toString(36)}`;
+}
+
+/**
+ * useAIChat is seed 001's React hook over Parley's streamed completions: it
+ * keeps the messages, streams each reply into the last one, and continues
+ * the conversation Parley stored (sessionId is its conversationId).
+ */
+export function useAIChat(options: UseAIChatOptions): UseAIChat {
+  const { baseUrl, apiKey } = options;
+  const client = useMemo(
+    () => options.client ?? new ParleyClient({ baseUrl: baseUrl ?? '', apiKey: apiKey ?? '' }),
+    [options.client, baseUrl, apiKey],
+  );
+  const [messages, setMessages] = useState<Message[]>([]);
+  const [isStreaming, setStreaming] = useState(false);
+  const [sessionId, setSessionId] = useState<string | null>(options.initialSessionId ?? null);
+  const [error, setError] = useState<Error | null>(null);
+
+  // What a send reads without waiting for a render: the latest options, the
+  // history, the session, and the running stream.
+  const latest = useRef(options);
+  latest.current = options;
+  const history = useRef<Message[]>([]);
+  const session = useRef<string | null>(sessionId);
+  const running = useRef<AbortController | null>(null);
+
+  const show = useCallback((next: Message[]) => {
+    history.current = next;
+    setMessages(next);
+  }, []);
+
+  const stopStream = useCallback(() => running.current?.abort(), []);
+
+  const clearMessages = useCallback(() => {
+    running.current?.abort();
+    running.current = null;
+    session.current = null;
+    show([]);
+    setSessionId(null);
+    setError(null);
+    setStreaming(false);
+  }, [show]);
+
+  // Unmounting stops the reply: nobody is there to read it.
+  useEffect(() => () => running.current?.abort(), []);
+
+  const sendMessage = useCallback(
+    async (content: string) => {
+      if (running.current) throw new Error('a reply is still streaming: stop it or wait for it first');
+      const o = latest.current;
+      const controller = new AbortController();
+      running.current = controller;
+      const user: Message = { id: localId(), role: 'user', content, createdAt: new Date() };
+      const before = history.current;
+      let reply: Message = { id: localId(), role: 'assistant', content: '', createdAt: new Date(), isStreaming: true };
+      show([...before, user, reply]);
+      setError(null);
+      setStreaming(true);
+
+      // A system message in messages replaces the chat's for this call
+      // only, on either endpoint.
+      const messages: RequestMessage[] = o.systemPrompt ? [{ role: 'system', content: o.systemPrompt }] : [];
+      const request: CompletionRequest = { model: o.model, temperature: o.temperature, maxTokens: o.maxTokens, messages };
+      if (o.chatId) {
+        request.chatId = o.chatId;
+        if (session.current) request.conversationId = session.current;
+      } else {
+        request.aiProviderId = o.aiProviderId;
+        messages.push(...before.filter((m) => m.content !== '').map(toRequest));
+      }
+      messages.push({ role: 'user', content });
+
+      // Per chat, the first chunk names the conversation; it is the session
+      // only once the turn is stored: at the end, or stopped once text came.
+      // A send that clearMessages ended (running.current is no longer its
+      // controller) changes nothing after.
+      let conversationId: string | undefined;
+      const ours = () => running.current === controller;
+      const update = (patch: Partial<Message>) => {
+        const prev = reply;
+        reply = { ...reply, ...patch };
+        if (ours()) show(history.current.map((m) => (m === prev ? reply : m)));
+      };
+      const drop = () => {
+        if (ours()) show(history.current.filter((m) => m !== reply));
+      };
+      const keep = () => {
+        if (ours() && conversationId && o.chatId) {
+          session.current = conversationId;
+          setSessionId(conversationId);
+        }
+      };
+      try {
+        for await (const chunk of client.stream(request, { signal: controller.signal })) {
+          if (chunk.conversationId) conversationId = chunk.conversationId;
+          if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });
+          const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
+          if (text) {
+            update({ content: reply.content + text });
+            o.onChunk?.(text);
+          }
+        }
+        update({ isStreaming: false });
+        keep();
+        if (ours()) o.onComplete?.(reply.content, session.current);
+      } catch (err) {
+        if (controller.signal.aborted) {
+          // Stopped: what arrived stays, and the turn Parley kept continues.
+          if (reply.content !== '') {
+            update({ isStreaming: false });
+            keep();
+          } else {
+            drop();
+          }
+        } else if (ours()) {
+          // Failed: Parley stored none of the turn, so the hook keeps no reply.
+          drop();
+          const e = err instanceof Error ? err : new Error(String(err));
+          setError(e);
+          o.onError?.(e);
+        }
+      } finally {
+        if (ours()) {
+          running.current = null;
+          setStreaming(false);
+        }
+      }
+    },
+    [client, show],
+  );
+
+  return { messages, isStreaming, sessionId, error, sendMessage, stopStream, clearMessages };
+}
+
+function toRequest(m: Message): RequestMessage {
+  return { role: m.role, content: m.content };
+}

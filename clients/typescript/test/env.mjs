@@ -1,0 +1,33 @@
+// The Parley the tests run against, set up by the Go test that starts it
+// (rest: TestTypeScriptClient) on SQLite with the fake upstream
+// (llm/llmtest), whose reply is "echo: " plus the last user message, in
+// word deltas. A user message starting "FAULT" fails after two deltas,
+// one starting "HANG" stops after two deltas until the client goes away,
+// and one starting "SLOW" waits longer than Parley's keep-alive interval
+// before each event.
+//
+//   PARLEY_BASE_URL        Parley's REST base, e.g. http://127.0.0.1:8080/api/v1
+//   PARLEY_API_KEY         a key that may run completions in the chat and with the provider
+//   PARLEY_AI_PROVIDER_ID  the provider of the stateless completions
+//   PARLEY_CHAT_ID         the chat of the per-chat completions
+import { ParleyClient } from '../dist/index.js';
+
+const env = process.env;
+const REQUIRED = ['PARLEY_BASE_URL', 'PARLEY_API_KEY', 'PARLEY_AI_PROVIDER_ID', 'PARLEY_CHAT_ID'];
+const missing = REQUIRED.filter((name) => !env[name]);
+if (missing.length > 0) {
+  throw new Error(`${missing.join(', ')} not set: run these tests with PARLEY_TS_CLIENT_E2E=1 go test ./rest -run TestTypeScriptClient`);
+}
+
+export const BASE_URL = env.PARLEY_BASE_URL;
+export const API_KEY = env.PARLEY_API_KEY;
+export const PROVIDER = env.PARLEY_AI_PROVIDER_ID;
+export const CHAT = env.PARLEY_CHAT_ID;
+export const client = new ParleyClient({ baseUrl: BASE_URL, apiKey: API_KEY });
+
+// conversation reads a stored conversation with its messages, as the REST API has it.
+export async function conversation(id) {
+  const res = await fetch(`${BASE_URL}/conversations/${id}`, { headers: { Authorization: `Bearer ${API_KEY}` } });
+  if (!res.ok) throw new Error(`GET conversation ${id}: HTTP ${res.status} ${await res.text()}`);
+  return res.json();
+}

@@ -1,0 +1,170 @@
+// useAIChat rendered by React in jsdom, against a running Parley: see env.mjs.
+import 'global-jsdom/register';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { act, renderHook, waitFor, cleanup } from '@testing-library/react';
+import { ParleyError } from '../dist/index.js';
+import { useAIChat } from '../dist/react.js';
+import { CHAT, PROVIDER, client, conversation } from './env.mjs';
+
+globalThis.IS_REACT_ACT_ENVIRONMENT = true;
+
+function render(options) {
+  const calls = { chunks: [], completed: [], errors: [] };
+  const view = renderHook(() =>
+    useAIChat({
+      client,
+      onChunk: (c) => calls.chunks.push(c),
+      onComplete: (content, sessionId) => calls.completed.push([content, sessionId]),
+      onError: (e) => calls.errors.push(e),
+      ...options,
+    }),
+  );
+  return { view, calls, chat: () => view.result.current };
+}
+
+const shown = (messages) => messages.map((m) => [m.role, m.content]);
+
+test('per chat: replies stream in, and the next message continues the conversation', async (t) => {
+  t.after(cleanup);
+  const { calls, chat } = render({ chatId: CHAT, systemPrompt: 'You are brief.' });
+  assert.equal(chat().sessionId, null);
+  await act(() => chat().sendMessage('How is authentication handled?'));
+  assert.equal(chat().error, null);
+  assert.deepEqual(shown(chat().messages), [['user', 'How is authentication handled?'], ['assistant', 'echo: How is authentication handled?']]);
+  assert.equal(chat().isStreaming, false);
+  assert.equal(chat().error, null);
+  const sessionId = chat().sessionId;
+  assert.match(sessionId, /^cnv_/);
+  assert.equal(chat().messages[1].isStreaming, false);
+  assert.match(chat().messages[1].id, /^msg_/);
+  assert.ok(chat().messages[1].createdAt instanceof Date);
+  assert.ok(calls.chunks.length > 1, `onChunk called ${calls.chunks.length} times`);
+  assert.equal(calls.chunks.join(''), 'echo: How is authentication handled?');
+  assert.deepEqual(calls.completed, [['echo: How is authentication handled?', sessionId]]);
+
+  await act(() => chat().sendMessage('And authorization?'));
+  assert.equal(chat().sessionId, sessionId);
+  assert.equal(chat().messages.length, 4);
+  const stored = await conversation(sessionId);
+  assert.deepEqual(stored.messages.map((m) => m.content), [
+    'How is authentication handled?', 'echo: How is authentication handled?', 'And authorization?', 'echo: And authorization?',
+  ]);
+});
+
+test('isStreaming while the reply arrives; stopStream keeps what came, and Parley keeps the turn', async (t) => {
+  t.after(cleanup);
+  const { calls, chat } = render({ chatId: CHAT });
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('HANG until stopped');
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  assert.equal(chat().isStreaming, true);
+  assert.equal(chat().messages[1].isStreaming, true);
+  await assert.rejects(chat().sendMessage('too soon'), /still streaming/);
+  await act(async () => {
+    chat().stopStream();
+    await sent;
+  });
+  assert.equal(chat().isStreaming, false);
+  assert.equal(chat().error, null);
+  assert.equal(chat().messages.length, 2);
+  const partial = chat().messages[1].content;
+  assert.equal(chat().messages[1].isStreaming, false);
+  assert.deepEqual(calls.completed, []);
+  assert.deepEqual(calls.errors, []);
+  const sessionId = chat().sessionId;
+  assert.match(sessionId, /^cnv_/, 'the stopped turn is the session');
+
+  // The next message continues the stopped turn, once Parley stored it.
+  let stored;
+  await waitFor(async () => {
+    stored = await conversation(sessionId);
+  });
+  assert.equal(stored.messages[1].finishReason, 'client_disconnect');
+  assert.ok(stored.messages[1].content.startsWith(partial));
+  await act(() => chat().sendMessage('go on'));
+  assert.equal(chat().sessionId, sessionId);
+  assert.deepEqual((await conversation(sessionId)).messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
+});
+
+test('an error is shown and the failed reply dropped; the session stays', async (t) => {
+  t.after(cleanup);
+  const { calls, chat } = render({ chatId: CHAT });
+  await act(() => chat().sendMessage('first'));
+  const sessionId = chat().sessionId;
+  await act(() => chat().sendMessage('FAULT in the middle'));
+  assert.ok(chat().error instanceof ParleyError);
+  assert.equal(chat().error.code, 'upstream_error');
+  assert.deepEqual(calls.errors, [chat().error]);
+  assert.deepEqual(shown(chat().messages), [['user', 'first'], ['assistant', 'echo: first'], ['user', 'FAULT in the middle']]);
+  assert.equal(chat().isStreaming, false);
+  assert.equal(chat().sessionId, sessionId);
+  // Parley stored none of the failed turn, and the next one continues.
+  await act(() => chat().sendMessage('again'));
+  assert.equal(chat().error, null);
+  assert.deepEqual((await conversation(sessionId)).messages.map((m) => m.content), ['first', 'echo: first', 'again', 'echo: again']);
+});
+
+test('a refused request is an error before any reply', async (t) => {
+  t.after(cleanup);
+  const { chat } = render({ chatId: CHAT, temperature: 9 });
+  await act(() => chat().sendMessage('hi'));
+  assert.equal(chat().error.status, 400);
+  assert.equal(chat().error.details.field, 'temperature');
+  assert.deepEqual(shown(chat().messages), [['user', 'hi']]);
+  assert.equal(chat().sessionId, null);
+});
+
+test('clearMessages forgets the conversation: the next message starts another', async (t) => {
+  t.after(cleanup);
+  const { chat } = render({ chatId: CHAT });
+  await act(() => chat().sendMessage('remember me'));
+  const first = chat().sessionId;
+  act(() => chat().clearMessages());
+  assert.deepEqual(chat().messages, []);
+  assert.equal(chat().sessionId, null);
+  await act(() => chat().sendMessage('who am I?'));
+  assert.match(chat().sessionId, /^cnv_/);
+  assert.notEqual(chat().sessionId, first);
+});
+
+test('clearMessages during a reply stops it and shows nothing of it', async (t) => {
+  t.after(cleanup);
+  const { chat } = render({ chatId: CHAT });
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('HANG then clear');
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0));
+  await act(async () => {
+    chat().clearMessages();
+    await sent;
+  });
+  assert.deepEqual(chat().messages, []);
+  assert.equal(chat().sessionId, null);
+  assert.equal(chat().isStreaming, false);
+});
+
+test('initialSessionId continues a conversation of before', async (t) => {
+  t.after(cleanup);
+  const earlier = await client.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'earlier' }] });
+  const { chat } = render({ chatId: CHAT, initialSessionId: earlier.conversationId });
+  await act(() => chat().sendMessage('later'));
+  assert.equal(chat().sessionId, earlier.conversationId);
+  assert.deepEqual((await conversation(earlier.conversationId)).messages.map((m) => m.content), ['earlier', 'echo: earlier', 'later', 'echo: later']);
+});
+
+test('stateless: each message sends the history, and there is no session', async (t) => {
+  t.after(cleanup);
+  // TestTypeScriptClient checks that the upstream got the whole history
+  // with "STATELESS two".
+  const { chat } = render({ aiProviderId: PROVIDER, model: 'ts-model' });
+  await act(() => chat().sendMessage('STATELESS one'));
+  await act(() => chat().sendMessage('STATELESS two'));
+  assert.deepEqual(shown(chat().messages), [
+    ['user', 'STATELESS one'], ['assistant', 'echo: STATELESS one'], ['user', 'STATELESS two'], ['assistant', 'echo: STATELESS two'],
+  ]);
+  assert.equal(chat().sessionId, null);
+});

@@ -1,0 +1,87 @@
+package rest_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
+)
+
+// TestTypeScriptClient runs the tests of clients/typescript, Parley's
+// TypeScript client and its React hook useAIChat (seed 001's), against a
+// Parley on SQLite with the fake upstream: the client's JSON and streamed
+// completions, stateless and per chat, its errors and aborts, and the hook
+// rendered by React in jsdom. It needs Node 20+ and `npm ci` in
+// clients/typescript; enable it with PARLEY_TS_CLIENT_E2E=1
+// (scripts/e2e.sh does).
+func TestTypeScriptClient(t *testing.T) {
+	if os.Getenv("PARLEY_TS_CLIENT_E2E") != "1" {
+		t.Skip("set PARLEY_TS_CLIENT_E2E=1 to run the TypeScript client's tests (needs node and npm ci in clients/typescript)")
+	}
+	// A keep-alive interval the "SLOW" replies outlast, so that the client
+	// reads streams that open with keep-alive comments.
+	const keepAlive = 100 * time.Millisecond
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = keepAlive })
+	w := h.world()
+	// The client calls as an editor of the project, not as the admin.
+	uid, key := h.user("ts-client")
+	h.setRole(h.admin, w.project, uid, "editor")
+	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
+		for i := len(r.Messages) - 1; i >= 0; i-- {
+			if r.Messages[i].Role != "user" {
+				continue
+			}
+			switch c := r.Messages[i].Content; {
+			case strings.HasPrefix(c, "FAULT"):
+				return llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 2}
+			case strings.HasPrefix(c, "HANG"):
+				return llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2}
+			case strings.HasPrefix(c, "SLOW"):
+				return llmtest.Behavior{ChunkDelay: 3 * keepAlive}
+			}
+			break
+		}
+		return llmtest.Behavior{}
+	})
+
+	npmTest(t, filepath.Join("..", "clients", "typescript"), "react",
+		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
+		"PARLEY_API_KEY="+key,
+		"PARLEY_AI_PROVIDER_ID="+w.provider,
+		"PARLEY_CHAT_ID="+w.chat,
+	)
+
+	// The hook's stateless messages went with the whole history, and the
+	// model it named; its per-chat ones with the system prompt it set.
+	var stateless, system bool
+	for _, r := range h.up.Requests() {
+		n := len(r.Messages)
+		if n == 0 {
+			continue
+		}
+		switch last := r.Messages[n-1].Content; {
+		case last == "STATELESS two":
+			stateless = true
+			var got []string
+			for _, m := range r.Messages {
+				got = append(got, m.Role+":"+m.Content)
+			}
+			if want := "user:STATELESS one,assistant:echo: STATELESS one,user:STATELESS two"; strings.Join(got, ",") != want || r.Model != "ts-model" {
+				t.Errorf("the hook's second stateless message reached the upstream as %q with model %q, want %q with ts-model", strings.Join(got, ","), r.Model, want)
+			}
+		case last == "How is authentication handled?":
+			system = true
+			if first := r.Messages[0]; first.Role != "system" || first.Content != "You are brief." {
+				t.Errorf("the hook's systemPrompt reached the upstream as %s %q, want system %q", first.Role, first.Content, "You are brief.")
+			}
+		}
+	}
+	if !stateless || !system {
+		t.Errorf("the upstream never got the hook's stateless history (%v) or its per-chat message (%v)", stateless, system)
+	}
+}
