@@ -151,16 +151,21 @@ func (s *Users) List(ctx context.Context, page Page) (List[User], error) {
 	if err != nil {
 		return List[User]{}, err
 	}
+	page, err = page.normalize(PrefixUser)
+	if err != nil {
+		return List[User]{}, err
+	}
 	if !p.IsAdmin {
+		// The list of one: its page after a cursor at or past the caller
+		// is empty, as an admin's would be.
+		if page.After >= p.UserID {
+			return List[User]{}, nil
+		}
 		u, err := s.store.GetUser(ctx, p.UserID)
 		if err != nil {
 			return List[User]{}, err
 		}
 		return List[User]{Items: []User{*u}}, nil
-	}
-	page, err = page.normalize(PrefixUser)
-	if err != nil {
-		return List[User]{}, err
 	}
 	users, err := s.store.ListUsers(ctx, page)
 	if err != nil {

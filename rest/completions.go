@@ -125,8 +125,12 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
+	key, err := idempotencyKey(c.Request().Header)
+	if err != nil {
+		return err
+	}
 	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID,
-		IdempotencyKey: c.Request().Header.Get(idempotencyKeyHeader), CompletionParams: params}
+		IdempotencyKey: key, CompletionParams: params}
 	if !req.streams(c.Request()) {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
@@ -637,3 +641,19 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 const doneEvent = "data: [DONE]\n\n"
 
 var _ domain.Emitter = (*stream)(nil)
+
+// idempotencyKey reads a per-chat completion's Idempotency-Key: none when
+// the header is left out. Sent empty, or more than once, it is refused
+// rather than run as a request without a key, which a retry would run again.
+func idempotencyKey(h http.Header) (string, error) {
+	switch v := h.Values(idempotencyKeyHeader); {
+	case len(v) == 0:
+		return "", nil
+	case len(v) > 1:
+		return "", domain.Invalidf("idempotencyKey", "send one Idempotency-Key header; this request has %d", len(v))
+	case v[0] == "":
+		return "", domain.Invalidf("idempotencyKey", "the Idempotency-Key header is empty; send a key of 1 to 255 visible ASCII characters, such as a UUID, or leave the header out")
+	default:
+		return v[0], nil
+	}
+}

@@ -80,6 +80,19 @@ func TestIdempotencyKey(t *testing.T) {
 				t.Errorf("key %.20q = %d: %s", bad, r.Status, r.Body)
 			}
 		}
+		// An empty header, or two, is refused rather than run without a key.
+		for name, header := range map[string]http.Header{
+			"empty": {"Idempotency-Key": {""}},
+			"twice": {"Idempotency-Key": {"key-1", "key-3"}},
+		} {
+			r, err := h.sendWith("POST", path, h.admin, header, hello)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Status != 400 || r.ErrorField() != "idempotencyKey" || !strings.Contains(r.ErrorMessage(), "Idempotency-Key") {
+				t.Errorf("key sent %s = %d: %s", name, r.Status, r.Body)
+			}
+		}
 		if n := h.up.Count(); n != calls {
 			t.Errorf("refused requests made %d calls upstream", n-calls)
 		}

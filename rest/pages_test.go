@@ -1,8 +1,13 @@
 package rest_test
 
 import (
+	"encoding/base64"
 	"net/url"
+	"reflect"
+	"strings"
 	"testing"
+
+	"github.com/parleyhq/parley/domain"
 )
 
 // TestCursorBelongsToItsList: a list's cursor pages that list only, with
@@ -74,6 +79,43 @@ func TestCursorBelongsToItsList(t *testing.T) {
 					}
 				}
 			})
+		}
+	})
+}
+
+// TestUsersListOfOne: a user who is not an admin lists only itself, and its
+// list of one takes limit and cursor as every list does: a bad limit or a
+// cursor of another list is a 400, and the page after the user is empty.
+func TestUsersListOfOne(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		aliceID, alice := h.user("alice")
+		ids := func(path string) []string {
+			t.Helper()
+			var got []string
+			for _, u := range h.must(200, "GET", path, alice, nil)["data"].([]any) {
+				got = append(got, u.(map[string]any)["id"].(string))
+			}
+			return got
+		}
+		if got := ids("/api/v1/users"); !reflect.DeepEqual(got, []string{aliceID}) {
+			t.Errorf("alice lists users %v, want only herself", got)
+		}
+		after := func(id string) string { return base64.RawURLEncoding.EncodeToString([]byte(id)) }
+		if got := ids("/api/v1/users?cursor=" + after(aliceID)); len(got) != 0 {
+			t.Errorf("the page after alice = %v, want empty", got)
+		}
+		// An id made before hers is a cursor before her.
+		if got := ids("/api/v1/users?limit=1&cursor=" + after(domain.PrefixUser+strings.Repeat("0", len(aliceID)-len(domain.PrefixUser)))); !reflect.DeepEqual(got, []string{aliceID}) {
+			t.Errorf("the page before alice = %v, want her", got)
+		}
+		for name, query := range map[string]string{
+			"a chat's cursor": "cursor=" + after(w.chat),
+			"limit 0":         "limit=0",
+		} {
+			if r := h.call("GET", "/api/v1/users?"+query, alice, nil); r.Status != 400 {
+				t.Errorf("alice lists users with %s = %d %s, want 400", name, r.Status, r.Body)
+			}
 		}
 	})
 }
