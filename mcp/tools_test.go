@@ -438,6 +438,14 @@ func TestTools(t *testing.T) {
 			}
 		})
 
+		t.Run("reasoningEffort empty, as its schema allows, is the provider's default", func(t *testing.T) {
+			var out completionOut
+			editor.ok(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "reasoningEffort": ""}, &out)
+			if b := e.upstream.Last().Body; b["reasoning_effort"] != nil {
+				t.Errorf("the upstream got reasoning_effort %v; want none", b["reasoning_effort"])
+			}
+		})
+
 		t.Run("bad arguments", func(t *testing.T) {
 			for _, tc := range []struct {
 				name, tool string

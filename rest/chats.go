@@ -16,8 +16,8 @@ type chatResponse struct {
 	Name          string `json:"name"`
 	SystemMessage string `json:"systemMessage"`
 	Model         string `json:"model"`
-	CreatedAt     string `json:"createdAt"`
-	UpdatedAt     string `json:"updatedAt"`
+	CreatedAt     string `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt     string `json:"updatedAt" jsonschema:"format=date-time"`
 }
 
 func toChatResponse(ch *domain.Chat) chatResponse {

@@ -13,8 +13,8 @@ type conversationResponse struct {
 	ID        string `json:"id"`
 	ProjectID string `json:"projectId"`
 	ChatID    string `json:"chatId"`
-	CreatedAt string `json:"createdAt"`
-	UpdatedAt string `json:"updatedAt"`
+	CreatedAt string `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt string `json:"updatedAt" jsonschema:"format=date-time"`
 	// MessageCount and Preview (the first 100 characters of the first user
 	// message that names no document) tell a conversation in a list from
 	// the others.
@@ -40,7 +40,7 @@ type messageResponse struct {
 	Model        string          `json:"model,omitempty"`
 	FinishReason string          `json:"finishReason,omitempty"`
 	Usage        *usageJSON      `json:"usage,omitempty"`
-	CreatedAt    string          `json:"createdAt"`
+	CreatedAt    string          `json:"createdAt" jsonschema:"format=date-time"`
 }
 
 type usageJSON struct {

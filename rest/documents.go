@@ -18,8 +18,8 @@ type documentSummaryResponse struct {
 	MimeType  string         `json:"mimeType"`
 	Bytes     int            `json:"bytes"`
 	Metadata  map[string]any `json:"metadata"`
-	CreatedAt string         `json:"createdAt"`
-	UpdatedAt string         `json:"updatedAt"`
+	CreatedAt string         `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt string         `json:"updatedAt" jsonschema:"format=date-time"`
 }
 
 // documentResponse is a whole document: get, create and update give it.

@@ -48,7 +48,7 @@ type openAIFields struct {
 	TopP                *float64              `json:"top_p,omitempty" min:"0" max:"1" desc:"OpenAI's spelling of topP; send one of them."`
 	ToolChoice          *wire.ToolChoice      `json:"tool_choice,omitempty" desc:"OpenAI's spelling of toolChoice; send one of them."`
 	ResponseFormat      *openAIResponseFormat `json:"response_format,omitempty" desc:"OpenAI's spelling of responseFormat, its schema under json_schema; send one of them."`
-	ReasoningEffort     string                `json:"reasoning_effort,omitempty" enum:"none,minimal,low,medium,high,xhigh,max" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
+	ReasoningEffort     string                `json:"reasoning_effort,omitempty" enum:",none,minimal,low,medium,high,xhigh,max" desc:"OpenAI's spelling of reasoningEffort; send one of them."`
 	FrequencyPenalty    *float64              `json:"frequency_penalty,omitempty" min:"-2" max:"2" desc:"OpenAI's spelling of frequencyPenalty; send one of them."`
 	PresencePenalty     *float64              `json:"presence_penalty,omitempty" min:"-2" max:"2" desc:"OpenAI's spelling of presencePenalty; send one of them."`
 	ParallelToolCalls   *bool                 `json:"parallel_tool_calls,omitempty" desc:"OpenAI's spelling of parallelToolCalls; send one of them."`

@@ -119,7 +119,7 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 	{method: "PUT", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Give a user a role (owner)", tag: "projects", request: memberPutRequest{}, response: memberResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember + "; or no such user", 409: "it would demote the project's last owner; make another member owner first"}},
 	{method: "DELETE", path: "/api/v1/projects/{projectId}/members/{userId}", summary: "Remove a member (owner), or leave (any member, itself); the last owner stays", tag: "projects", response: deletedResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember + "; or the user is not a member", 409: "the user is the project's last owner; make another member owner first"}},
 	{method: "GET", path: "/api/v1/projects/{projectId}/usage", summary: "Token and request totals", tag: "projects", response: usageResponse{}, status: 200, query: []apiParam{
-		{"from", "Start, inclusive, ISO 8601 time with a UTC offset, or date (midnight UTC); default: 30 days before to."}, {"to", "End, exclusive, ISO 8601 time with a UTC offset, or date (midnight UTC); default: a second from now."}, {"groupBy", "model, provider, chat, key or outcome (ok, upstream_error, client_disconnect, ...); groups come ordered by key, byte by byte."},
+		{"from", "Start, inclusive, ISO 8601 time with a UTC offset, or date (midnight UTC); default: 30 days before to."}, {"to", "End, exclusive, ISO 8601 time with a UTC offset, or date (midnight UTC); default: a second from now."}, {"groupBy", "model, provider, chat, key, outcome (ok, upstream_error, client_disconnect, ...) or day (UTC); groups come ordered by key, byte by byte."},
 		{"limit", "Groups per page, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page, with the same groupBy, from and to (or without from and to: the cursor keeps the period)."}}, errors: errs{404: notMember}},
 	{method: "GET", path: "/api/v1/projects/{projectId}/limits", summary: "Rate limits (0 means none)", tag: "projects", response: limitsResponse{}, status: 200, errors: errs{404: notMember}},
 	{method: "PUT", path: "/api/v1/projects/{projectId}/limits", summary: "Set rate limits (owner)", tag: "projects", request: limitsJSON{}, response: limitsResponse{}, status: 200, errors: errs{403: ownersOnly, 404: notMember}},
@@ -285,8 +285,72 @@ func schemaOf(v any) any { return reflectSchema(v, true) }
 // requestSchemaOf is the schema of v as a request body: the fields it
 // requires are those tagged jsonschema:"required", and in the types REST
 // shares with MCP (internal/wire) those without omitempty, as MCP's tool
-// schemas read them.
-func requestSchemaOf(v any) any { return reflectSchema(v, false) }
+// schemas read them. Every field it does not require may be null, which
+// the decoder reads as left out (as OpenAI's clients send unset
+// parameters), except at the top of a body that refuses nulls
+// (nullsRefused: a PATCH's and the limits' PUT, where null would read as
+// "keep" or "none" unasked).
+func requestSchemaOf(v any, nullsRefused bool) any {
+	s := reflectSchema(v, false).(map[string]any)
+	nullsLeftOut(s, !nullsRefused)
+	return s
+}
+
+// nullsLeftOut lets null stand for each property of the object schema s,
+// and of the objects within it, that s does not require (at its own level
+// only when top is true).
+func nullsLeftOut(s map[string]any, top bool) {
+	props, _ := s["properties"].(map[string]any)
+	required, _ := s["required"].([]any)
+	for name, v := range props {
+		p := v.(map[string]any)
+		nullsLeftOut(p, true)
+		if top && !slices.Contains(required, any(name)) {
+			orNull(p)
+		}
+	}
+	if items, ok := s["items"].(map[string]any); ok {
+		nullsLeftOut(items, true)
+	}
+	for _, alt := range slicesOf(s["anyOf"]) {
+		nullsLeftOut(alt, true)
+	}
+}
+
+// orNull adds null to the types the schema p allows.
+func orNull(p map[string]any) {
+	switch typ := p["type"].(type) {
+	case string:
+		if typ != "null" {
+			p["type"] = []any{typ, "null"}
+		}
+		// An enum lists every value taken: null too.
+		if enum, ok := p["enum"].([]string); ok {
+			vals := make([]any, 0, len(enum)+1)
+			for _, e := range enum {
+				vals = append(vals, e)
+			}
+			p["enum"] = append(vals, nil)
+		}
+	case nil:
+		alts := slicesOf(p["anyOf"])
+		if alts != nil && !slices.ContainsFunc(alts, func(a map[string]any) bool { return a["type"] == "null" }) {
+			p["anyOf"] = append(p["anyOf"].([]any), map[string]any{"type": "null"})
+		}
+	}
+}
+
+// slicesOf reads v, a decoded JSON array of objects, as its objects.
+func slicesOf(v any) []map[string]any {
+	a, _ := v.([]any)
+	var out []map[string]any
+	for _, e := range a {
+		if m, ok := e.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
 
 func reflectSchema(v any, response bool) any {
 	r := &jsonschema.Reflector{Anonymous: true, DoNotReference: true, RequiredFromJSONSchemaTags: !response, Mapper: mapType, LookupComment: descTag}
@@ -476,22 +540,22 @@ func buildOpenAPI() map[string]any {
 			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": querySchema(q.name)})
 		}
 		for _, q := range rt.headers {
-			params = append(params, map[string]any{"name": q.name, "in": "header", "description": q.description, "schema": map[string]any{"type": "string"}})
+			params = append(params, map[string]any{"name": q.name, "in": "header", "description": q.description, "schema": headerSchema(q.name)})
 		}
 		if params != nil {
 			op["parameters"] = params
 		}
 		if rt.request != nil {
-			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": requestSchemaOf(rt.request)}}}
+			op["requestBody"] = map[string]any{"required": true, "content": map[string]any{"application/json": map[string]any{"schema": requestSchemaOf(rt.request, rt.method == http.MethodPatch || strings.HasSuffix(rt.path, "/limits"))}}}
 		}
 		content := map[string]any{"application/json": map[string]any{"schema": schemaOf(rt.response)}}
 		desc := "OK"
 		if rt.stream {
 			content["text/event-stream"] = map[string]any{"schema": map[string]any{
-				"description": "With stream: true. Each event is `data: <chat.completion.chunk>`; the first chunk also carries messageId (and conversationId per chat), the last before `data: [DONE]` carries usage (and debug). An error after the stream began is `data: {\"error\": {...}}` then `data: [DONE]`.",
+				"description": "With stream: true, or with stream left out and an Accept of text/event-stream alone. Each event is `data: <chat.completion.chunk>` (#/components/schemas/ChatCompletionChunk); the first chunk also carries messageId (and conversationId per chat), the last before `data: [DONE]` carries usage (and debug). An error after the stream began is `data: {\"error\": {...}}` (#/components/schemas/Error) then `data: [DONE]`. After 15 s without an event (PARLEY_SSE_KEEPALIVE) comes an SSE comment, `: keep-alive`, which may open the stream before its first chunk.",
 				"type":        "string",
 			}}
-			desc = "The OpenAI chat.completion object, or with stream: true an SSE stream of chat.completion.chunk events; chunk schema: #/components/schemas/ChatCompletionChunk"
+			desc = "The OpenAI chat.completion object, or streamed (stream: true, or Accept: text/event-stream alone) an SSE stream of chat.completion.chunk events; chunk schema: #/components/schemas/ChatCompletionChunk"
 		}
 		ok := map[string]any{"description": desc, "content": content}
 		if strings.HasSuffix(rt.path, "/completions") {
@@ -526,10 +590,20 @@ func buildOpenAPI() map[string]any {
 		}
 		item[strings.ToLower(rt.method)] = op
 	}
-	// The headers of a 401 and a 502, on every route, MCP's too.
+	// The headers of a 401 and a 502, on every route, MCP's too; and
+	// X-Request-Id on every answer.
 	for _, item := range paths {
 		for _, op := range item.(map[string]any) {
 			responses := op.(map[string]any)["responses"].(map[string]any)
+			for _, r := range responses {
+				r := r.(map[string]any)
+				h, _ := r["headers"].(map[string]any)
+				if h == nil {
+					h = map[string]any{}
+					r["headers"] = h
+				}
+				h["X-Request-Id"] = map[string]any{"$ref": "#/components/headers/X-Request-Id"}
+			}
 			for code, name := range map[string]string{"401": "WWW-Authenticate", "502": "X-Should-Retry"} {
 				if r, ok := responses[code].(map[string]any); ok {
 					h, _ := r["headers"].(map[string]any)
@@ -554,6 +628,10 @@ func buildOpenAPI() map[string]any {
 		"paths":    paths,
 		"components": map[string]any{
 			"securitySchemes": map[string]any{"bearer": map[string]any{"type": "http", "scheme": "bearer", "description": "An API key: Authorization: Bearer pk_…"}},
+			"headers": map[string]any{"X-Request-Id": map[string]any{
+				"description": "The request's id, which the logs name: the X-Request-Id the request carried (1 to 128 printable ASCII characters without spaces), else one Parley made (req_…).",
+				"schema":      map[string]any{"type": "string"},
+			}},
 			"schemas": map[string]any{
 				"Error":               errorSchema(),
 				"ChatCompletionChunk": schemaOf(chunk{}),
@@ -569,6 +647,14 @@ func querySchema(name string) map[string]any {
 		return map[string]any{"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 	case "groupBy":
 		return map[string]any{"type": "string", "enum": domain.UsageGroupings}
+	}
+	return map[string]any{"type": "string"}
+}
+
+// headerSchema is the schema of the request header name.
+func headerSchema(name string) map[string]any {
+	if name == "Idempotency-Key" {
+		return map[string]any{"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"}
 	}
 	return map[string]any{"type": "string"}
 }

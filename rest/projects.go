@@ -13,8 +13,8 @@ type projectResponse struct {
 	ID          string `json:"id"`
 	Name        string `json:"name"`
 	Description string `json:"description" max:"1048576"`
-	CreatedAt   string `json:"createdAt"`
-	UpdatedAt   string `json:"updatedAt"`
+	CreatedAt   string `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt   string `json:"updatedAt" jsonschema:"format=date-time"`
 }
 
 func toProjectResponse(p *domain.Project) projectResponse {
@@ -87,8 +87,8 @@ type memberResponse struct {
 	ProjectID string `json:"projectId"`
 	UserID    string `json:"userId"`
 	Role      string `json:"role"`
-	CreatedAt string `json:"createdAt"`
-	UpdatedAt string `json:"updatedAt"`
+	CreatedAt string `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt string `json:"updatedAt" jsonschema:"format=date-time"`
 }
 
 func toMemberResponse(m *domain.Member) memberResponse {
@@ -133,8 +133,8 @@ func (s *Server) handleMemberDelete(c *echo.Context) error {
 
 type usageResponse struct {
 	ProjectID string           `json:"projectId"`
-	From      string           `json:"from"` // the period summed, defaults resolved
-	To        string           `json:"to"`
+	From      string           `json:"from" jsonschema:"format=date-time"` // the period summed, defaults resolved
+	To        string           `json:"to" jsonschema:"format=date-time"`
 	GroupBy   string           `json:"groupBy,omitempty"`
 	Data      []usageTotalJSON `json:"data"`
 	// NextCursor is null on the last page, and when not grouped.
@@ -200,7 +200,7 @@ type limitsJSON struct {
 type limitsResponse struct {
 	ProjectID string `json:"projectId"`
 	limitsJSON
-	UpdatedAt *string `json:"updatedAt" jsonschema:"nullable"`
+	UpdatedAt *string `json:"updatedAt" jsonschema:"nullable,format=date-time"`
 }
 
 func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {

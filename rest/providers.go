@@ -21,8 +21,8 @@ type providerResponse struct {
 	HasAPIKey    bool   `json:"hasApiKey"`
 	APIKeyHint   string `json:"apiKeyHint,omitempty"`
 	APIKeyRef    string `json:"apiKeyRef,omitempty"`
-	CreatedAt    string `json:"createdAt"`
-	UpdatedAt    string `json:"updatedAt"`
+	CreatedAt    string `json:"createdAt" jsonschema:"format=date-time"`
+	UpdatedAt    string `json:"updatedAt" jsonschema:"format=date-time"`
 }
 
 func toProviderResponse(p *domain.AIProvider) providerResponse {
@@ -41,7 +41,7 @@ type providerCreateRequest struct {
 	BaseURL      string `json:"baseUrl"`
 	DefaultModel string `json:"defaultModel" jsonschema:"required" max:"200"`
 	APIVersion   string `json:"apiVersion" max:"200"`
-	PromptCache  string `json:"promptCache" enum:"off,5m,1h"`
+	PromptCache  string `json:"promptCache" enum:",off,5m,1h"`
 	APIKey       string `json:"apiKey"`
 	APIKeyRef    string `json:"apiKeyRef"`
 }
@@ -51,7 +51,7 @@ type providerUpdateRequest struct {
 	BaseURL      *string `json:"baseUrl"`
 	DefaultModel *string `json:"defaultModel" max:"200"`
 	APIVersion   *string `json:"apiVersion" max:"200"`
-	PromptCache  *string `json:"promptCache" enum:"off,5m,1h"`
+	PromptCache  *string `json:"promptCache" enum:",off,5m,1h"`
 	APIKey       *string `json:"apiKey"`
 	APIKeyRef    *string `json:"apiKeyRef"`
 }

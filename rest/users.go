@@ -14,7 +14,7 @@ type userResponse struct {
 	ID        string `json:"id"`
 	Name      string `json:"name"`
 	IsAdmin   bool   `json:"isAdmin"`
-	CreatedAt string `json:"createdAt"`
+	CreatedAt string `json:"createdAt" jsonschema:"format=date-time"`
 }
 
 func toUserResponse(u *domain.User) userResponse {
@@ -26,9 +26,9 @@ type apiKeyResponse struct {
 	UserID    string  `json:"userId"`
 	Name      string  `json:"name"`
 	Hint      string  `json:"hint"`
-	CreatedAt string  `json:"createdAt"`
-	RevokedAt *string `json:"revokedAt" jsonschema:"nullable"`
-	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable" desc:"When the key stops working (ISO 8601 UTC); null: it does not expire."`
+	CreatedAt string  `json:"createdAt" jsonschema:"format=date-time"`
+	RevokedAt *string `json:"revokedAt" jsonschema:"nullable,format=date-time"`
+	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable,format=date-time" desc:"When the key stops working (ISO 8601 UTC); null: it does not expire."`
 }
 
 // createdAPIKeyResponse is the one answer that carries the secret: the
@@ -92,7 +92,7 @@ func (s *Server) handleUserCreate(c *echo.Context) error {
 
 type apiKeyCreateRequest struct {
 	Name      string  `json:"name" jsonschema:"required" max:"200"`
-	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable" desc:"When the key stops working: an RFC 3339 time, in the future and at most 10 years ahead, and no later than the expiry of the key making the request if that expires. Left out or null: it does not expire (refused when the key making the request expires)."`
+	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable,format=date-time" desc:"When the key stops working: an RFC 3339 time, in the future and at most 10 years ahead, and no later than the expiry of the key making the request if that expires. Left out or null: it does not expire (refused when the key making the request expires)."`
 }
 
 func (r apiKeyCreateRequest) toDomain() (domain.APIKeyCreate, error) {
