@@ -185,6 +185,39 @@ func TestInvalidMessagesRefused(t *testing.T) {
 	}
 }
 
+// TestTrailingBytesRefused: a message followed by anything but white
+// space is not JSON, over streamable HTTP and HTTP+SSE alike: a 400 with
+// JSON-RPC's parse error. mcp-go's HTTP+SSE handler decoded the first
+// value and ran it, so that Parley, which reads the whole body, did not
+// see it: a cancellation went to mcp-go instead (which then answered the
+// call), and a call was not waited for by the shutdown.
+func TestTrailingBytesRefused(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	r := newRawSession(t, e)
+	sse := e.connect(overSSE, "editor", Options{}).sseEndpoint(t)
+	for _, body := range []string{
+		`{"jsonrpc":"2.0","id":5,"method":"ping"} trailing`,
+		`{"jsonrpc":"2.0","id":6,"method":"ping"}}`,
+		`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}{}`,
+	} {
+		for _, path := range []string{"/mcp", sse} {
+			res, got := r.postTo(path, body)
+			var msg struct {
+				ID    json.RawMessage
+				Error struct{ Code int }
+			}
+			_ = json.Unmarshal([]byte(got), &msg)
+			if res.StatusCode != http.StatusBadRequest || msg.Error.Code != -32700 || string(msg.ID) != "null" {
+				t.Errorf("%s, %s: %d %s, want 400 with a parse error and id null", path, body, res.StatusCode, got)
+			}
+		}
+	}
+	// White space after the message is JSON's.
+	if res, got := r.postTo(sse, `{"jsonrpc":"2.0","id":8,"method":"ping"}`+" \n"); res.StatusCode != http.StatusAccepted {
+		t.Errorf("a ping with white space after it over HTTP+SSE: %d %s, want it taken", res.StatusCode, got)
+	}
+}
+
 // TestJSONOnlyClientGetsJSON: a client whose Accept takes no event stream
 // gets its completion's result as JSON, though it asked for progress:
 // mcp-go would open an event stream to send the notifications.

@@ -166,10 +166,16 @@ func invalidMessage(msg []byte, m jsonRPCMessage) string {
 // writeInvalidMessage answers a message invalidMessage refused: 400, with
 // a JSON-RPC error, as mcp-go answers a message it cannot parse.
 func writeInvalidMessage(w http.ResponseWriter, why string) {
+	writeJSONRPCError(w, mcpgo.INVALID_REQUEST, why)
+}
+
+// writeJSONRPCError answers 400 with the JSON-RPC error code and message,
+// for no request (id null).
+func writeJSONRPCError(w http.ResponseWriter, code int, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusBadRequest)
 	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": "2.0", "id": nil,
-		"error": map[string]any{"code": mcpgo.INVALID_REQUEST, "message": why}})
+		"error": map[string]any{"code": code, "message": message}})
 }
 
 // readJSONRPC decodes the id and method of msg; ok is false when it is not

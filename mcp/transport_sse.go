@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
@@ -112,6 +114,14 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
+		// mcp-go decodes the body's first JSON value and ignores what
+		// follows, where Parley reads it whole (readJSONRPC): a message
+		// with bytes after it would run unseen by Parley's checks and
+		// bookkeeping. It is not JSON, as streamable HTTP answers.
+		if !json.Valid(body) {
+			writeJSONRPCError(w, mcpgo.PARSE_ERROR, "the body is not one JSON value: send one JSON-RPC message, with nothing after it")
+			return
+		}
 		m, ok := readJSONRPC(body)
 		if why := invalidMessage(body, m); why != "" {
 			writeInvalidMessage(w, why)
