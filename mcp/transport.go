@@ -48,7 +48,16 @@ type Limits struct {
 	// carries another Origin header gets 403, as MCP asks of a server to
 	// keep DNS-rebinding pages out. Clients outside a browser send none.
 	Origins []string
+	// SSESessionsPerUser caps the HTTP+SSE sessions one user may hold open
+	// at once (0: DefaultSSESessionsPerUser); a GET past it gets 429. A
+	// session holds a connection, a file descriptor and some goroutines
+	// for as long as its client keeps it, which keep-alives make forever.
+	SSESessionsPerUser int
 }
+
+// DefaultSSESessionsPerUser is Limits.SSESessionsPerUser's default: an
+// agent needs one session, and a user running many agents a few dozen.
+const DefaultSSESessionsPerUser = 32
 
 // originAllowed says whether a request with the Origin header origin may
 // be served: it has none, it is a loopback one (a local tool such as the

@@ -39,8 +39,39 @@ type SSE struct {
 	// 0 means 15s. Set it before serving.
 	KeepAlive time.Duration
 
-	srv     *server.SSEServer
-	pending pendingResponses
+	srv      *server.SSEServer
+	pending  pendingResponses
+	sessions sessionCount
+}
+
+// sessionCount counts each user's open sessions against a cap.
+type sessionCount struct {
+	mu      sync.Mutex
+	max     int
+	perUser map[string]int
+}
+
+// open counts a session of user, unless user holds max already.
+func (c *sessionCount) open(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.perUser[user] >= c.max {
+		return false
+	}
+	if c.perUser == nil {
+		c.perUser = map[string]int{}
+	}
+	c.perUser[user]++
+	return true
+}
+
+// close uncounts a session open counted.
+func (c *sessionCount) close(user string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.perUser[user]--; c.perUser[user] <= 0 {
+		delete(c.perUser, user)
+	}
 }
 
 // NewSSE returns the HTTP+SSE transport of srv, mounted under basePath ("" at
@@ -49,7 +80,10 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 	if logger == nil {
 		logger = slog.Default()
 	}
-	x := &SSE{}
+	x := &SSE{sessions: sessionCount{max: lim.SSESessionsPerUser}}
+	if x.sessions.max <= 0 {
+		x.sessions.max = DefaultSSESessionsPerUser
+	}
 	var streams sync.Map // session id → *sseStream
 	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
@@ -74,6 +108,16 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 	)
 	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
 	x.Stream = guard(auth, logger, lim, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p, _ := domain.PrincipalFrom(r.Context())
+		if !x.sessions.open(p.UserID) {
+			// A session ends only when its client closes it: the wait
+			// is the client's to cut short.
+			w.Header().Set("Retry-After", "5")
+			refuse(w, domain.RateLimited, fmt.Sprintf("you have %d HTTP+SSE sessions open, the most one user may (PARLEY_MCP_SSE_SESSIONS_PER_USER); "+
+				"close one first, or use the streamable HTTP endpoint (/mcp), whose calls hold no connection between them", x.sessions.max))
+			return
+		}
+		defer x.sessions.close(p.UserID)
 		var id string
 		defer func() {
 			if id == "" {

@@ -645,6 +645,64 @@ func TestSSESessionKeepAlive(t *testing.T) {
 	t.Fatalf("no keep-alive within 3s on a quiet SSE session (keep-alive 100ms): %q", lines)
 }
 
+// TestSSESessionsPerUser: a user holds at most Limits.SSESessionsPerUser
+// HTTP+SSE sessions at once; one more is a 429 with Retry-After, which
+// holds no other user back, and a session closed frees its place. Without
+// the cap any key could hold sessions, each a connection and a file
+// descriptor kept open by keep-alives, until the server had none left.
+func TestSSESessionsPerUser(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, Limits{SSESessionsPerUser: 2}, "", nil)
+	hs := httptest.NewServer(x.Stream)
+	t.Cleanup(hs.Close) // after the sessions' cleanups close them: Close waits for them
+	open := func(user string) (*http.Response, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+e.keys[user])
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		t.Cleanup(func() { res.Body.Close() })
+		return res, cancel
+	}
+	var first context.CancelFunc
+	for i := range 2 {
+		res, cancel := open("editor")
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("session %d of 2: %d", i+1, res.StatusCode)
+		}
+		if i == 0 {
+			first = cancel
+		}
+	}
+	res, _ := open("editor")
+	if res.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a third session: %d, want 429", res.StatusCode)
+	}
+	body, _ := io.ReadAll(res.Body)
+	if res.Header.Get("Retry-After") != "5" || !strings.Contains(string(body), `"rate_limited"`) || !strings.Contains(string(body), "PARLEY_MCP_SSE_SESSIONS_PER_USER") {
+		t.Errorf("a third session: Retry-After %q, %s; want 5, rate_limited naming the limit", res.Header.Get("Retry-After"), body)
+	}
+	if res, _ := open("viewer"); res.StatusCode != http.StatusOK {
+		t.Errorf("another user's session: %d, want 200", res.StatusCode)
+	}
+	// The server sees the first session end once its connection closes.
+	first()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		res, cancel := open("editor")
+		if res.StatusCode == http.StatusOK {
+			break
+		}
+		cancel()
+		if time.Now().After(deadline) {
+			t.Fatalf("a session after one was closed: %d, want 200", res.StatusCode)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestBehindSameHostProxy checks that MCP over HTTP answers requests that a
 // reverse proxy on the same host forwards to Parley's loopback address with
 // the public Host header (Caddy's and Traefik's default, nginx's with

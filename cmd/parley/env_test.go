@@ -146,6 +146,19 @@ func TestLoadEnv(t *testing.T) {
 		}
 	})
 
+	t.Run("PARLEY_MCP_SSE_SESSIONS_PER_USER", func(t *testing.T) {
+		t.Setenv("PARLEY_MCP_SSE_SESSIONS_PER_USER", "4")
+		if e, err := loadEnv(); err != nil || e.MCPSSESessionsPerUser != 4 {
+			t.Errorf("4: %d, %v", e.MCPSSESessionsPerUser, err)
+		}
+		for _, bad := range []string{"0", "-1", "many", "2.5"} {
+			t.Setenv("PARLEY_MCP_SSE_SESSIONS_PER_USER", bad)
+			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_MCP_SSE_SESSIONS_PER_USER must be a positive number") {
+				t.Errorf("%q: %v, want an error naming the variable", bad, err)
+			}
+		}
+	})
+
 	// The first retry's wait is bounded: a caller waits through all of them.
 	t.Run("PARLEY_UPSTREAM_RETRY_DELAY bound", func(t *testing.T) {
 		t.Setenv("PARLEY_UPSTREAM_RETRY_DELAY", "10s")

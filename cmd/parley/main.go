@@ -218,6 +218,13 @@ func loadEnv() (env, error) {
 	if e.MCPAllowedOrigins, err = origins("PARLEY_MCP_ALLOWED_ORIGINS"); err != nil {
 		return e, err
 	}
+	if v := os.Getenv("PARLEY_MCP_SSE_SESSIONS_PER_USER"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			return e, fmt.Errorf("PARLEY_MCP_SSE_SESSIONS_PER_USER must be a positive number of sessions, got %q", v)
+		}
+		e.MCPSSESessionsPerUser = n
+	}
 	if v := os.Getenv("PARLEY_MAX_BODY_BYTES"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n <= 0 {
@@ -268,7 +275,7 @@ var knownVars = []string{
 	"PARLEY_MAX_STREAM_DURATION", "PARLEY_USAGE_RETENTION", "PARLEY_CONVERSATION_RETENTION", "PARLEY_SSE_KEEPALIVE", "PARLEY_REQUEST_TIMEOUT", "PARLEY_UPSTREAM_RETRIES",
 	"PARLEY_UPSTREAM_RETRY_DELAY", "PARLEY_UPSTREAM_CONNECT_TIMEOUT", "PARLEY_UPSTREAM_FIRST_BYTE_TIMEOUT",
 	"PARLEY_UPSTREAM_IDLE_TIMEOUT", "PARLEY_UPSTREAM_RESPONSE_TIMEOUT", "PARLEY_REDIS_URL", "PARLEY_LOG_LEVEL",
-	"PARLEY_LOG_FORMAT", "PARLEY_API_KEY", "PARLEY_MCP_READ_ONLY", "PARLEY_MCP_ALLOWED_ORIGINS", "PARLEY_PPROF_ADDR",
+	"PARLEY_LOG_FORMAT", "PARLEY_API_KEY", "PARLEY_MCP_READ_ONLY", "PARLEY_MCP_ALLOWED_ORIGINS", "PARLEY_MCP_SSE_SESSIONS_PER_USER", "PARLEY_PPROF_ADDR",
 }
 
 // unknownVar is a PARLEY_ variable Parley does not read, and the one it

@@ -65,6 +65,9 @@ type Config struct {
 	// MCPAllowedOrigins are the browser origins MCP over HTTP takes
 	// besides loopback ones ("*": any); see mcp.Limits.Origins.
 	MCPAllowedOrigins []string
+	// MCPSSESessionsPerUser caps each user's open HTTP+SSE sessions (0:
+	// mcp.DefaultSSESessionsPerUser); see mcp.Limits.SSESessionsPerUser.
+	MCPSSESessionsPerUser int
 	// Retention deletes usage records and conversations past their age,
 	// from StartSweeps and then hourly; zero keeps them.
 	Retention domain.Retention
@@ -382,7 +385,8 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
-	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout, Origins: cfg.MCPAllowedOrigins}
+	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout, Origins: cfg.MCPAllowedOrigins,
+		SSESessionsPerUser: cfg.MCPSSESessionsPerUser}
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, lim, cfg.KeepAlive, log))
 	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, lim, "", log)
 	a.mcpSSE.KeepAlive = cfg.KeepAlive
