@@ -531,10 +531,21 @@ func migrateErr(command string, err error) error {
 // wait for goose's advisory lock. The lock is an exclusive transaction on
 // a SQLite database of its own, PATH-migrate.lock, which stays empty: the
 // operating system releases it when a process dies, wherever SQLite runs.
+//
+// The lock is named after the database's real path, so that a process
+// that reaches the database through a symbolic link takes the same lock,
+// and has the database's owner, so that a root process (`parley migrate`
+// by hand) leaves none the service's own user cannot open.
 func lockMigrations(ctx context.Context, path string) (unlock func(), err error) {
+	if real, err := filepath.EvalSymlinks(path); err == nil {
+		path = real
+	}
 	lockPath := path + "-migrate.lock"
 	if err := createPrivate(lockPath); err != nil {
 		return nil, fmt.Errorf("create the migration lock: %w", err)
+	}
+	if err := sameOwner(lockPath, path); err != nil {
+		return nil, fmt.Errorf("give the migration lock %s the database's owner: %w", lockPath, err)
 	}
 	db, err := sql.Open(sqlite.DriverName, lockPath+"?_pragma=busy_timeout(1000)")
 	if err != nil {
@@ -557,7 +568,7 @@ func lockMigrations(ctx context.Context, path string) (unlock func(), err error)
 		_ = conn.Close()
 	}
 	_ = db.Close()
-	return nil, fmt.Errorf("take the migration lock %s: %w", lockPath, err)
+	return nil, fmt.Errorf("take the migration lock %s (check its owner and mode; with no parley running it may be deleted): %w", lockPath, err)
 }
 
 func (s *Store) migrator(db *sql.DB) (*goose.Provider, error) {
