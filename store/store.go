@@ -445,6 +445,11 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
 		}
 	case "down":
+		if !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
+			// goose's Down would create its table to find nothing in it.
+			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
+			return nil
+		}
 		r, err := p.Down(ctx)
 		if errors.Is(err, goose.ErrNoNextVersion) {
 			fmt.Fprintln(w, "nothing to roll back: no migration is applied")

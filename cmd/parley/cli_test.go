@@ -161,10 +161,15 @@ func TestDatabaseURLSchemeAnyCaseOnPostgres(t *testing.T) {
 
 // TestMigrateStatusWritesNothingOnPostgres: status on a database nothing
 // was migrated on (one named by mistake, or by a read-only role) lists
-// every migration as pending, aligned, and leaves no table behind.
+// every migration as pending, aligned, and leaves no table behind; so
+// does down, which says there is nothing to roll back.
 func TestMigrateStatusWritesNothingOnPostgres(t *testing.T) {
 	url := dbtest.EmptyPostgresURL(t)
-	out, code := parley(t, t.TempDir(), []string{"PARLEY_DATABASE_URL=" + url, "PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}, "migrate", "status")
+	env := []string{"PARLEY_DATABASE_URL=" + url, "PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}
+	if out, code := parley(t, t.TempDir(), env, "migrate", "down"); code != 0 || !strings.Contains(out, "nothing to roll back") {
+		t.Errorf("migrate down on an empty database: exit %d, want 0 saying nothing to roll back:\n%s", code, out)
+	}
+	out, code := parley(t, t.TempDir(), env, "migrate", "status")
 	if code != 0 || !regexp.MustCompile(`(?m)^00001_init\.sql +pending$`).MatchString(out) || !regexp.MustCompile(`(?m)^00015_document_names\.sql +pending$`).MatchString(out) {
 		t.Errorf("migrate status on an empty database: exit %d, want 0 listing every migration pending:\n%s", code, out)
 	}
@@ -187,7 +192,7 @@ func TestMigrateStatusWritesNothingOnPostgres(t *testing.T) {
 		t.Fatal(err)
 	}
 	if tables != 0 {
-		t.Errorf("migrate status left %d tables in an empty database", tables)
+		t.Errorf("migrate down and status left %d tables in an empty database", tables)
 	}
 }
 
