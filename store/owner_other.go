@@ -2,5 +2,6 @@
 
 package store
 
-// sameOwner does nothing where files have no Unix owner.
-func sameOwner(path, like string) error { return nil }
+// createLock creates the lock file at path when it does not exist; where
+// files have no Unix owner there is none to give it.
+func createLock(path, like string) error { return createPrivate(path) }

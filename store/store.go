@@ -546,11 +546,8 @@ func lockMigrations(ctx context.Context, path string) (unlock func(), err error)
 		path = real
 	}
 	lockPath := path + "-migrate.lock"
-	if err := createPrivate(lockPath); err != nil {
+	if err := createLock(lockPath, path); err != nil {
 		return nil, fmt.Errorf("create the migration lock: %w", err)
-	}
-	if err := sameOwner(lockPath, path); err != nil {
-		return nil, fmt.Errorf("give the migration lock %s the database's owner: %w", lockPath, err)
 	}
 	db, err := sql.Open(sqlite.DriverName, lockPath+"?_pragma=busy_timeout(1000)")
 	if err != nil {
