@@ -421,6 +421,12 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 	if err != nil {
 		return err
 	}
+	if command == "down" && !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
+		// goose's Down would create its table (and SQLite's lock, its
+		// file) to find nothing in it.
+		fmt.Fprintln(w, "nothing to roll back: no migration is applied")
+		return nil
+	}
 	if s.path != "" && command != "status" {
 		unlock, err := lockMigrations(ctx, s.path)
 		if err != nil {
@@ -445,11 +451,6 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
 		}
 	case "down":
-		if !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
-			// goose's Down would create its table to find nothing in it.
-			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
-			return nil
-		}
 		r, err := p.Down(ctx)
 		if errors.Is(err, goose.ErrNoNextVersion) {
 			fmt.Fprintln(w, "nothing to roll back: no migration is applied")

@@ -3285,3 +3285,27 @@ func TestRetentionDeletes(t *testing.T) {
 		}
 	})
 }
+
+// TestMigrateDownOnNothingLeavesNoLock: down on a SQLite database nothing
+// was migrated on says so and leaves no lock file beside it, nor goose's
+// table in it.
+func TestMigrateDownOnNothingLeavesNoLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "other.db")
+	must(t, os.WriteFile(path, nil, 0o600)) // an empty file is an empty database
+	s, err := store.Open(ctx(), path)
+	must(t, err)
+	defer s.Close()
+	var out bytes.Buffer
+	must(t, s.Migrate(ctx(), "down", &out))
+	if !strings.Contains(out.String(), "nothing to roll back") {
+		t.Errorf("down = %q, want nothing to roll back", out.String())
+	}
+	if _, err := os.Stat(path + "-migrate.lock"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("down on a database nothing was migrated on left its lock file (%v)", err)
+	}
+	out.Reset()
+	must(t, s.Migrate(ctx(), "status", &out))
+	if strings.Contains(out.String(), "applied") {
+		t.Errorf("status after down = %q, want every migration pending", out.String())
+	}
+}
