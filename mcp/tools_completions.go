@@ -29,7 +29,7 @@ type statelessCompletionArgs struct {
 type chatCompletionArgs struct {
 	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
 	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Omit to start a new one."`
-	IdempotencyKey string `json:"idempotencyKey,omitempty" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. The same key with other arguments is refused."`
+	IdempotencyKey string `json:"idempotencyKey,omitempty" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. The same key with other arguments is refused. An empty string is no key."`
 	completionArgs
 }
 

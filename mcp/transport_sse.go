@@ -118,13 +118,20 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 			return
 		}
 		defer x.sessions.close(p.UserID)
+		// The session lasts as long as its key: a key revoked or expired
+		// (or its user deleted) ends the stream at the next check, and
+		// with it the session's calls and its place under the cap.
+		live, endLive := context.WithCancelCause(r.Context())
+		defer endLive(nil)
+		key, _ := bearerKey(r.Header.Get("Authorization"))
+		go recheckKey(live, endLive, auth, key, x.keepAlive())
 		var id string
 		defer func() {
 			if id == "" {
 				return
 			}
 			if st, ok := streams.LoadAndDelete(id); ok {
-				st.(*sseStream).end(streamEndCause(r.Context()))
+				st.(*sseStream).end(streamEndCause(live))
 			}
 			x.pending.forget(id)
 		}()
@@ -133,7 +140,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		defer cw.End()
 		rw := &responseWatcher{ResponseWriter: cw, rc: http.NewResponseController(cw), session: &id, pending: &x.pending, progress: progress}
 		defer rw.keepAlive(x.keepAlive())()
-		ctx := withProgressLog(context.WithValue(r.Context(), sessionSlot{}, &id), progress)
+		ctx := withProgressLog(context.WithValue(live, sessionSlot{}, &id), progress)
 		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
 	}))
 	x.Message = guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -223,6 +230,28 @@ var errStreamClosed = fmt.Errorf("the client closed the SSE stream: %w", context
 // streamEndCause says why the event stream served for a request with
 // context ctx ended: the client left (errStreamClosed), or Close ended it
 // on shutdown (domain.ErrShuttingDown).
+// errKeyRefused ends an SSE session whose key no longer authenticates.
+var errKeyRefused = errors.New("mcp: the SSE session's API key was revoked or has expired")
+
+// recheckKey authenticates key again every interval while ctx lasts, and
+// ends ctx (end) once it is refused as unauthenticated; a check that
+// fails otherwise (the database unreachable) keeps the session.
+func recheckKey(ctx context.Context, end context.CancelCauseFunc, auth Authenticator, key string, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := auth(ctx, key); domain.KindOf(err) == domain.Unauthenticated {
+				end(errKeyRefused)
+				return
+			}
+		}
+	}
+}
+
 func streamEndCause(ctx context.Context) error {
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
 		return errStreamClosed

@@ -703,6 +703,55 @@ func TestSSESessionsPerUser(t *testing.T) {
 	}
 }
 
+// TestSSESessionEndsWithItsKey: an HTTP+SSE session whose key is revoked
+// ends at the next keep-alive interval, freeing its place under the cap
+// for the user's other keys; without that, a revoked (leaked) key's open
+// sessions, kept alive by keep-alives, locked its user out of HTTP+SSE.
+func TestSSESessionEndsWithItsKey(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	x := NewSSE(e.server(Options{}), e.svcs.Users.Authenticate, Limits{SSESessionsPerUser: 1}, "", nil)
+	x.KeepAlive = 100 * time.Millisecond
+	hs := httptest.NewServer(x.Stream)
+	t.Cleanup(hs.Close)
+	editor := e.principals["editor"].UserID
+	leaked, err := e.svcs.Users.CreateAPIKey(e.ctx("editor"), editor, domain.APIKeyCreate{Name: "leaked"})
+	must(t, err)
+	get := func(key string) *http.Response {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", hs.URL, nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		res, err := http.DefaultClient.Do(req)
+		must(t, err)
+		t.Cleanup(func() { res.Body.Close() })
+		return res
+	}
+	res := get(leaked.Secret)
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("a session: %d", res.StatusCode)
+	}
+	if other := get(e.keys["editor"]); other.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("a second session at a cap of 1: %d, want 429", other.StatusCode)
+	}
+	_, err = e.svcs.Users.RevokeAPIKey(e.ctx("editor"), editor, leaked.ID)
+	must(t, err)
+	start := time.Now()
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
+		t.Fatalf("the revoked key's stream did not end: %v", err)
+	}
+	t.Logf("the stream ended %v after the revocation", time.Since(start))
+	// The server frees the place as the handler returns, just after the
+	// stream's end reaches the client.
+	deadline := time.Now().Add(2 * time.Second)
+	for get(e.keys["editor"]).StatusCode != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("the user's other key got no session after the revoked key's ended")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestBehindSameHostProxy checks that MCP over HTTP answers requests that a
 // reverse proxy on the same host forwards to Parley's loopback address with
 // the public Host header (Caddy's and Traefik's default, nginx's with

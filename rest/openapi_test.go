@@ -214,11 +214,15 @@ var mcpPaths = map[string]any{
 		}},
 	},
 	"/sse": map[string]any{"get": map[string]any{"summary": "MCP SSE transport: event stream", "tags": []string{"mcp"}, "responses": map[string]any{
-		"200": map[string]any{"description": "text/event-stream"}, "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
-		"413": errRef(bodyTooLarge + " (a body this operation does not read)"), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+		"200": map[string]any{"description": "text/event-stream, until the client closes it or its key is revoked or expires"}, "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
+		"413": errRef(bodyTooLarge + " (a body this operation does not read)"),
+		"429": withHeaders(errRef("the user holds PARLEY_MCP_SSE_SESSIONS_PER_USER sessions open already; close one"), map[string]any{
+			"Retry-After": map[string]any{"description": "Seconds to wait before opening a session again (5).", "schema": map[string]any{"type": "integer"}}}),
+		"500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{
-		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId"), "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
+		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId; or a body that is not one JSON value (JSON-RPC's parse error, -32700), a JSON-RPC batch, or a request " +
+			"whose id is not a string or an integer (JSON-RPC's invalid request, -32600), with id null"), "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
 		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"},
@@ -272,6 +276,12 @@ func quotaHeaders() map[string]any {
 
 // originRefused is MCP over HTTP's 403, on every endpoint.
 const originRefused = "an Origin header that is neither a loopback origin nor one PARLEY_MCP_ALLOWED_ORIGINS lists"
+
+// withHeaders adds headers to the response r.
+func withHeaders(r map[string]any, headers map[string]any) map[string]any {
+	r["headers"] = headers
+	return r
+}
 
 func errRef(desc string) map[string]any {
 	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
