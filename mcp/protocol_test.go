@@ -168,12 +168,7 @@ func TestInvalidMessagesRefused(t *testing.T) {
 	} {
 		for _, path := range []string{"/mcp", sse} {
 			res, got := r.postTo(path, body)
-			var msg struct {
-				ID    json.RawMessage
-				Error struct{ Code int }
-			}
-			_ = json.Unmarshal([]byte(got), &msg)
-			if res.StatusCode != http.StatusBadRequest || msg.Error.Code != -32600 || string(msg.ID) != "null" {
+			if id, code := rpcError(got); res.StatusCode != http.StatusBadRequest || code != -32600 || id != "null" {
 				t.Errorf("%s, %s: %d %s, want 400 with an invalid request error and id null", path, body, res.StatusCode, got)
 			}
 		}
@@ -202,12 +197,7 @@ func TestTrailingBytesRefused(t *testing.T) {
 	} {
 		for _, path := range []string{"/mcp", sse} {
 			res, got := r.postTo(path, body)
-			var msg struct {
-				ID    json.RawMessage
-				Error struct{ Code int }
-			}
-			_ = json.Unmarshal([]byte(got), &msg)
-			if res.StatusCode != http.StatusBadRequest || msg.Error.Code != -32700 || string(msg.ID) != "null" {
+			if id, code := rpcError(got); res.StatusCode != http.StatusBadRequest || code != -32700 || id != "null" {
 				t.Errorf("%s, %s: %d %s, want 400 with a parse error and id null", path, body, res.StatusCode, got)
 			}
 		}
@@ -216,6 +206,16 @@ func TestTrailingBytesRefused(t *testing.T) {
 	if res, got := r.postTo(sse, `{"jsonrpc":"2.0","id":8,"method":"ping"}`+" \n"); res.StatusCode != http.StatusAccepted {
 		t.Errorf("a ping with white space after it over HTTP+SSE: %d %s, want it taken", res.StatusCode, got)
 	}
+}
+
+// rpcError reads the id and the error code of a JSON-RPC answer.
+func rpcError(body string) (id string, code int) {
+	var msg struct {
+		ID    json.RawMessage
+		Error struct{ Code int }
+	}
+	_ = json.Unmarshal([]byte(body), &msg)
+	return string(msg.ID), msg.Error.Code
 }
 
 // TestJSONOnlyClientGetsJSON: a client whose Accept takes no event stream

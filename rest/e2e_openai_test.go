@@ -20,23 +20,13 @@ import (
 // own parsers. It needs Node 20+ and `npm ci` in e2e/openai-node;
 // enable it with PARLEY_OPENAI_E2E=1 (scripts/e2e.sh does).
 func TestOpenAINodeClient(t *testing.T) {
-	if os.Getenv("PARLEY_OPENAI_E2E") != "1" {
-		t.Skip("set PARLEY_OPENAI_E2E=1 to run the openai npm client end-to-end test (needs node and npm ci in e2e/openai-node)")
-	}
-	// A keep-alive interval the "SLOW" replies outlast, so that the SDK
-	// reads streams that open with keep-alive comments.
-	const keepAlive = 100 * time.Millisecond
-	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = keepAlive })
-	w := h.world()
+	h, w, key := newE2E(t, "PARLEY_OPENAI_E2E", "the openai npm client end-to-end test (needs node and npm ci in e2e/openai-node)")
 	// An Anthropic provider on the same fake: the SDK must not tell it
 	// from the OpenAI-wire one.
 	anthropicProvider := h.must(201, "POST", "/api/v1/ai-providers", h.admin, map[string]any{
 		"projectId": w.project, "name": "claude", "type": "anthropic", "baseUrl": h.up.URL(),
 		"defaultModel": "claude-fake", "apiKey": upstreamKey,
 	})["id"].(string)
-	// The SDK calls as an editor of the project, not as the admin.
-	uid, key := h.user("sdk")
-	h.setRole(h.admin, w.project, uid, "editor")
 	// A user message starting "FAULT stream-error" fails after two deltas;
 	// one starting "SLOW" waits 4 keep-alive intervals before each event;
 	// one starting "TOOLS" is answered with fakeCalls, streamed in pieces;
@@ -55,7 +45,7 @@ func TestOpenAINodeClient(t *testing.T) {
 				case strings.HasPrefix(c, "FAULT stream-error"):
 					return llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 2}
 				case strings.HasPrefix(c, "SLOW"):
-					return llmtest.Behavior{ChunkDelay: 4 * keepAlive}
+					return llmtest.Behavior{ChunkDelay: 4 * e2eKeepAlive}
 				case strings.HasPrefix(c, "TOOLS"):
 					return llmtest.Behavior{Reply: "Checking.", ToolCalls: fakeCalls, ArgPiece: 4}
 				case strings.HasPrefix(c, "REFUSE"):
@@ -242,6 +232,27 @@ func TestOpenAINodeClient(t *testing.T) {
 	if strings.Contains(h.finalLogs(), upstreamKey) {
 		t.Error("the logs contain the provider key")
 	}
+}
+
+// e2eKeepAlive is the keep-alive interval of the Parley npm clients' tests
+// run against, which their "SLOW" replies outlast, so that the clients
+// read streams that open with keep-alive comments.
+const e2eKeepAlive = 100 * time.Millisecond
+
+// newE2E starts the Parley an npm client's tests run against when the
+// variable enable is "1" (else it skips the test, saying what it runs): on
+// SQLite with the fake upstream, a world, and the key of an editor of its
+// project, whom the client calls as rather than the admin.
+func newE2E(t *testing.T, enable, what string) (h *harness, w world, key string) {
+	t.Helper()
+	if os.Getenv(enable) != "1" {
+		t.Skip("set " + enable + "=1 to run " + what)
+	}
+	h = newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = e2eKeepAlive })
+	w = h.world()
+	uid, key := h.user("npm-client")
+	h.setRole(h.admin, w.project, uid, "editor")
+	return h, w, key
 }
 
 // npmTest runs `npm test` in dir, whose `npm ci` must have installed the

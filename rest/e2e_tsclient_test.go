@@ -1,14 +1,10 @@
 package rest_test
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/parleyhq/parley/internal/app"
-	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
 
@@ -20,17 +16,7 @@ import (
 // clients/typescript; enable it with PARLEY_TS_CLIENT_E2E=1
 // (scripts/e2e.sh does).
 func TestTypeScriptClient(t *testing.T) {
-	if os.Getenv("PARLEY_TS_CLIENT_E2E") != "1" {
-		t.Skip("set PARLEY_TS_CLIENT_E2E=1 to run the TypeScript client's tests (needs node and npm ci in clients/typescript)")
-	}
-	// A keep-alive interval the "SLOW" replies outlast, so that the client
-	// reads streams that open with keep-alive comments.
-	const keepAlive = 100 * time.Millisecond
-	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = keepAlive })
-	w := h.world()
-	// The client calls as an editor of the project, not as the admin.
-	uid, key := h.user("ts-client")
-	h.setRole(h.admin, w.project, uid, "editor")
+	h, w, key := newE2E(t, "PARLEY_TS_CLIENT_E2E", "the TypeScript client's tests (needs node and npm ci in clients/typescript)")
 	h.up.Script(func(_ int, r llmtest.Request) llmtest.Behavior {
 		for i := len(r.Messages) - 1; i >= 0; i-- {
 			if r.Messages[i].Role != "user" {
@@ -42,7 +28,7 @@ func TestTypeScriptClient(t *testing.T) {
 			case strings.HasPrefix(c, "HANG"):
 				return llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2}
 			case strings.HasPrefix(c, "SLOW"):
-				return llmtest.Behavior{ChunkDelay: 3 * keepAlive}
+				return llmtest.Behavior{ChunkDelay: 3 * e2eKeepAlive}
 			}
 			break
 		}
