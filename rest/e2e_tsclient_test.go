@@ -35,11 +35,20 @@ func TestTypeScriptClient(t *testing.T) {
 		return llmtest.Behavior{}
 	})
 
+	// Another chat of the project, for a hook that changes chats; and a
+	// chat of a project that takes one request a minute, for a 429.
+	other := h.chat(h.admin, w.project, w.provider, nil)
+	limited := h.world()
+	h.must(200, "PUT", "/api/v1/projects/"+limited.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 1})
+
 	npmTest(t, filepath.Join("..", "clients", "typescript"), "react",
 		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
 		"PARLEY_API_KEY="+key,
 		"PARLEY_AI_PROVIDER_ID="+w.provider,
 		"PARLEY_CHAT_ID="+w.chat,
+		"PARLEY_OTHER_CHAT_ID="+other,
+		"PARLEY_LIMITED_CHAT_ID="+limited.chat,
+		"PARLEY_ADMIN_KEY="+h.admin,
 	)
 
 	// The hook's stateless messages went with the whole history, and the

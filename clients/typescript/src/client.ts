@@ -39,16 +39,23 @@ export class ParleyClient {
   /** complete runs a completion and returns the whole answer. */
   async complete(request: CompletionRequest, options: CallOptions = {}): Promise<ChatCompletion> {
     const res = await this.#post(request, false, options);
-    return (await res.json()) as ChatCompletion;
+    try {
+      return (await res.json()) as ChatCompletion;
+    } catch (err) {
+      if (options.signal?.aborted) throw err;
+      throw new ParleyError(0, { error: { code: 'network', message: `the answer could not be read: ${(err as Error).message}` } });
+    }
   }
 
   /**
    * stream runs a completion and yields its chunks as they arrive. The first
    * carries messageId and, per chat, conversationId; the last carries usage.
    * An error event after the stream began is thrown as a ParleyError (status
-   * 200); so is a stream cut off before [DONE]. Breaking out of the loop, or
-   * aborting options.signal, closes the connection, which stops the
-   * provider's generation.
+   * 200), after which Parley stored none of the turn; a connection cut
+   * before [DONE] as one with status 0 and code "network", after which, as
+   * after an abort, Parley stored the turn as far as it went. Breaking out
+   * of the loop, or aborting options.signal, closes the connection, which
+   * stops the provider's generation.
    */
   async *stream(request: CompletionRequest, options: CallOptions = {}): AsyncGenerator<ChatCompletionChunk> {
     const res = await this.#post(request, true, options);

@@ -5,19 +5,24 @@
 
 /** A message sent in a completion request. */
 export interface RequestMessage {
-  role: 'system' | 'user' | 'assistant' | 'tool';
+  /** developer is OpenAI's name for system, taken as it. */
+  role: 'system' | 'developer' | 'user' | 'assistant' | 'tool';
   /** The text. A message naming a document has documentId instead. */
   content?: string | null;
   /** A document of the chat's project, sent whole as the message's text. */
   documentId?: string;
   toolCallId?: string;
   toolCalls?: ToolCall[];
+  /** An assistant reply in which the model declined, sent back as it came. */
+  refusal?: string | null;
 }
 
 export interface ToolCall {
   id: string;
   type: 'function';
   function: { name: string; arguments: string };
+  /** What the provider sent beside the call (a thought signature, thinking): send it back as it came. */
+  extra_content?: unknown;
 }
 
 /** The request of a completion, stateless (aiProviderId) or per chat (chatId). */
@@ -37,6 +42,14 @@ export interface CompletionRequest {
   maxTokens?: number;
   stop?: string | string[];
   seed?: number;
+  frequencyPenalty?: number;
+  presencePenalty?: number;
+  parallelToolCalls?: boolean;
+  /** Anthropic's extended thinking. */
+  thinking?: { type: 'enabled' | 'adaptive' | 'disabled'; budgetTokens?: number };
+  /** The project's documents to send as context, by id ([{id: 'doc_…'}]) or by name. */
+  dataSources?: Array<{ id: string }>;
+  names?: string[];
   reasoningEffort?: 'none' | 'minimal' | 'low' | 'medium' | 'high' | 'xhigh' | 'max';
   tools?: unknown[];
   toolChoice?: unknown;
@@ -50,6 +63,8 @@ export interface Usage {
   total_tokens: number;
   prompt_tokens_details?: { cached_tokens?: number; cache_write_tokens?: number };
   completion_tokens_details?: { reasoning_tokens?: number };
+  /** Parley counted some of it: the provider gave no count. */
+  estimated?: boolean;
 }
 
 export interface ChatCompletion {
@@ -80,6 +95,8 @@ export interface ChatCompletionChunk {
       role?: 'assistant';
       content?: string | null;
       refusal?: string | null;
+      /** A reasoning model's thinking, as OpenAI-wire reasoning servers name it. */
+      reasoning_content?: string | null;
       tool_calls?: Array<{ index: number; id?: string; type?: 'function'; function?: { name?: string; arguments?: string } }>;
     };
     finish_reason: string | null;

@@ -1,5 +1,6 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ParleyClient } from './client.js';
+import { ParleyError } from './errors.js';
 import type { CompletionRequest, RequestMessage } from './types.js';
 
 /** A message of the conversation as the hook shows it. */
@@ -104,8 +105,30 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
     setStreaming(false);
   }, [show]);
 
-  // Unmounting stops the reply: nobody is there to read it.
-  useEffect(() => () => running.current?.abort(), []);
+  // Unmounting stops the reply: nobody is there to read it. Not at once:
+  // StrictMode unmounts and mounts again at once, and a message sent
+  // from a mount effect must go on.
+  const mounted = useRef(false);
+  useEffect(() => {
+    mounted.current = true;
+    return () => {
+      mounted.current = false;
+      const c = running.current;
+      setTimeout(() => {
+        if (!mounted.current) c?.abort();
+      }, 0);
+    };
+  }, []);
+
+  // Another chat or provider is another conversation: start anew.
+  const target = useRef([options.chatId, options.aiProviderId]);
+  useEffect(() => {
+    const [chat, provider] = target.current;
+    if (chat !== options.chatId || provider !== options.aiProviderId) {
+      target.current = [options.chatId, options.aiProviderId];
+      clearMessages();
+    }
+  }, [options.chatId, options.aiProviderId, clearMessages]);
 
   const sendMessage = useCallback(
     async (content: string) => {
@@ -134,10 +157,14 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
       messages.push({ role: 'user', content });
 
       // Per chat, the first chunk names the conversation; it is the session
-      // only once the turn is stored: at the end, or stopped once text came.
-      // A send that clearMessages ended (running.current is no longer its
-      // controller) changes nothing after.
+      // once Parley stores the turn: at the end, or when the stream ended
+      // otherwise than by an error event after it began (stopped, the
+      // connection cut, an onChunk that threw), as far as it went. A send
+      // that clearMessages ended (running.current is no longer its
+      // controller) changes nothing after. The callbacks are the latest
+      // render's, called when they are due.
       let conversationId: string | undefined;
+      let started = false;
       const ours = () => running.current === controller;
       const update = (patch: Partial<Message>) => {
         const prev = reply;
@@ -155,32 +182,32 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
       };
       try {
         for await (const chunk of client.stream(request, { signal: controller.signal })) {
+          started = true;
           if (chunk.conversationId) conversationId = chunk.conversationId;
           if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });
           const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
           if (text) {
             update({ content: reply.content + text });
-            o.onChunk?.(text);
+            latest.current.onChunk?.(text);
           }
         }
         update({ isStreaming: false });
         keep();
-        if (ours()) o.onComplete?.(reply.content, session.current);
+        if (ours()) latest.current.onComplete?.(reply.content, session.current);
       } catch (err) {
-        if (controller.signal.aborted) {
-          // Stopped: what arrived stays, and the turn Parley kept continues.
-          if (reply.content !== '') {
-            update({ isStreaming: false });
-            keep();
-          } else {
-            drop();
-          }
-        } else if (ours()) {
-          // Failed: Parley stored none of the turn, so the hook keeps no reply.
+        const errorEvent = err instanceof ParleyError && err.status === 200;
+        if (started && !errorEvent) {
+          // What arrived stays, and the turn Parley kept continues.
+          update({ isStreaming: false });
+          keep();
+        } else {
+          // Parley stored none of the turn, so the hook keeps no reply.
           drop();
+        }
+        if (!controller.signal.aborted && ours()) {
           const e = err instanceof Error ? err : new Error(String(err));
           setError(e);
-          o.onError?.(e);
+          latest.current.onError?.(e);
         }
       } finally {
         if (ours()) {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ParleyClient, ParleyError } from '../dist/index.js';
-import { BASE_URL, CHAT, PROVIDER, client, conversation } from './env.mjs';
+import { ADMIN_KEY, BASE_URL, CHAT, LIMITED_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
 
 async function collect(stream) {
   const chunks = [];
@@ -104,14 +104,7 @@ test('aborting a stream stops it; Parley keeps the turn as far as it went', asyn
     })(),
     { name: 'AbortError' },
   );
-  // The turn is stored once Parley saw the client go.
-  let stored;
-  for (let i = 0; i < 100 && !stored; i++) {
-    stored = await conversation(conversationId).catch(() => undefined);
-    if (!stored) await new Promise((r) => setTimeout(r, 50));
-  }
-  assert.ok(stored, 'the stopped turn was stored');
-  const reply = stored.messages[1];
+  const reply = (await storedTurn(conversationId)).messages[1];
   assert.equal(reply.finishReason, 'client_disconnect');
   assert.ok(reply.content.startsWith(got), `stored ${JSON.stringify(reply.content)}, the client saw ${JSON.stringify(got)}`);
 });
@@ -131,4 +124,32 @@ test('the same Idempotency-Key is answered with the stored turn', async () => {
 test('a request without chatId or aiProviderId is refused before sending', async () => {
   await assert.rejects(client.complete({ messages: [{ role: 'user', content: 'hi' }] }), TypeError);
   assert.throws(() => new ParleyClient({ baseUrl: BASE_URL, apiKey: '' }), TypeError);
+});
+
+test('leaving the loop closes the connection, as an abort does', async () => {
+  let conversationId;
+  for await (const chunk of client.stream({ chatId: CHAT, messages: [{ role: 'user', content: 'HANG and break' }] })) {
+    conversationId ??= chunk.conversationId;
+    if (chunk.choices[0]?.delta.content) break;
+  }
+  // Parley saw the client go: it stored the turn as far as it went.
+  assert.equal((await storedTurn(conversationId)).messages[1].finishReason, 'client_disconnect');
+});
+
+test('a 429 carries Retry-After as retryAfter', async () => {
+  const limited = new ParleyClient({ baseUrl: BASE_URL, apiKey: ADMIN_KEY });
+  const request = { chatId: LIMITED_CHAT, messages: [{ role: 'user', content: 'hi' }] };
+  await limited.complete(request);
+  await assert.rejects(limited.complete(request), (err) => {
+    assert.ok(err instanceof ParleyError);
+    assert.equal(err.status, 429);
+    assert.equal(err.code, 'rate_limited');
+    assert.ok(err.retryAfter > 0 && err.retryAfter <= 60, `retryAfter ${err.retryAfter}`);
+    return true;
+  });
+});
+
+test('Parley unreachable is a ParleyError with status 0', async () => {
+  const nowhere = new ParleyClient({ baseUrl: 'http://127.0.0.1:1/api/v1', apiKey: 'pk_x' });
+  await assert.rejects(nowhere.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'hi' }] }), { name: 'ParleyError', status: 0, code: 'network' });
 });

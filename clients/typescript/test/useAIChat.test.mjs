@@ -2,22 +2,24 @@
 import 'global-jsdom/register';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { act, renderHook, waitFor, cleanup } from '@testing-library/react';
+import { StrictMode, createElement, useEffect } from 'react';
+import { act, render as renderElement, renderHook, waitFor, cleanup } from '@testing-library/react';
 import { ParleyError } from '../dist/index.js';
 import { useAIChat } from '../dist/react.js';
-import { CHAT, PROVIDER, client, conversation } from './env.mjs';
+import { CHAT, OTHER_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
 
 globalThis.IS_REACT_ACT_ENVIRONMENT = true;
 
 function render(options) {
   const calls = { chunks: [], completed: [], errors: [] };
-  const view = renderHook(() =>
+  const view = renderHook((props) =>
     useAIChat({
       client,
       onChunk: (c) => calls.chunks.push(c),
       onComplete: (content, sessionId) => calls.completed.push([content, sessionId]),
       onError: (e) => calls.errors.push(e),
       ...options,
+      ...props,
     }),
   );
   return { view, calls, chat: () => view.result.current };
@@ -167,4 +169,93 @@ test('stateless: each message sends the history, and there is no session', async
     ['user', 'STATELESS one'], ['assistant', 'echo: STATELESS one'], ['user', 'STATELESS two'], ['assistant', 'echo: STATELESS two'],
   ]);
   assert.equal(chat().sessionId, null);
+});
+
+test('unmounting stops the reply, which Parley keeps as far as it went', async (t) => {
+  t.after(cleanup);
+  const { view, chat } = render({ chatId: CHAT });
+  act(() => {
+    chat().sendMessage('HANG then unmount').catch(() => {});
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0));
+  const reply = chat().messages[1].id; // the reply's messageId, in the conversation Parley keeps
+  view.unmount();
+  const convs = await fetchConversationOf(reply);
+  assert.equal(convs.messages[1].finishReason, 'client_disconnect');
+});
+
+// fetchConversationOf finds the stored conversation whose reply is messageId.
+async function fetchConversationOf(messageId) {
+  for (let i = 0; i < 100; i++) {
+    const res = await fetch(`${process.env.PARLEY_BASE_URL}/conversations?chatId=${CHAT}&limit=100`, { headers: { Authorization: `Bearer ${process.env.PARLEY_API_KEY}` } });
+    for (const c of (await res.json()).data) {
+      const full = await conversation(c.id);
+      if (full.messages.some((m) => m.id === messageId)) return full;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`no stored conversation has ${messageId}`);
+}
+
+test('under StrictMode a message sent from a mount effect gets its reply', async (t) => {
+  t.after(cleanup);
+  let chat;
+  function Chat() {
+    chat = useAIChat({ client, chatId: CHAT });
+    useEffect(() => {
+      chat.sendMessage('strict hello').catch(() => {}); // StrictMode's second run is refused: one is streaming
+    }, []);
+    return null;
+  }
+  renderElement(createElement(StrictMode, null, createElement(Chat)));
+  await waitFor(() => assert.equal(chat.messages[1]?.content, 'echo: strict hello'));
+  await waitFor(() => assert.equal(chat.isStreaming, false));
+  assert.equal(chat.messages.length, 2);
+  assert.match(chat.sessionId, /^cnv_/);
+});
+
+test('another chatId starts another conversation', async (t) => {
+  t.after(cleanup);
+  const { view, chat } = render({ chatId: CHAT });
+  await act(() => chat().sendMessage('in the first chat'));
+  const first = chat().sessionId;
+  view.rerender({ chatId: OTHER_CHAT });
+  await waitFor(() => assert.equal(chat().sessionId, null));
+  assert.deepEqual(chat().messages, []);
+  await act(() => chat().sendMessage('in the other chat'));
+  assert.equal(chat().error, null);
+  assert.match(chat().sessionId, /^cnv_/);
+  assert.notEqual(chat().sessionId, first);
+  assert.equal((await conversation(chat().sessionId)).chatId, OTHER_CHAT);
+});
+
+test('an onChunk that throws ends the stream; the hook keeps the turn Parley keeps', async (t) => {
+  t.after(cleanup);
+  const boom = new Error('the page failed');
+  const { chat } = render({ chatId: CHAT, onChunk: () => { throw boom; } });
+  await act(() => chat().sendMessage('HANG while the page breaks'));
+  assert.equal(chat().error, boom);
+  const sessionId = chat().sessionId;
+  assert.match(sessionId, /^cnv_/, 'the turn Parley stored is the session');
+  const stored = await storedTurn(sessionId);
+  assert.equal(stored.messages[1].finishReason, 'client_disconnect');
+  // Parley keeps what the provider had sent when it saw the client go,
+  // which may be more than the page saw.
+  assert.ok(stored.messages[1].content.startsWith(chat().messages[1].content));
+});
+
+test('the latest callbacks are called, not those of the render that sent', async (t) => {
+  t.after(cleanup);
+  const early = [];
+  const late = [];
+  const { view, chat } = render({ chatId: CHAT, onChunk: (c) => early.push(c) });
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('SLOW callbacks change');
+  });
+  await waitFor(() => assert.ok(early.length > 0));
+  view.rerender({ onChunk: (c) => late.push(c) });
+  await act(() => sent);
+  assert.ok(late.length > 0, 'the new onChunk got the later pieces');
+  assert.equal(early.join('') + late.join(''), 'echo: SLOW callbacks change');
 });
