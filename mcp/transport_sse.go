@@ -227,9 +227,6 @@ type sseStream struct {
 // is recorded as the client's disconnect.
 var errStreamClosed = fmt.Errorf("the client closed the SSE stream: %w", context.Canceled)
 
-// streamEndCause says why the event stream served for a request with
-// context ctx ended: the client left (errStreamClosed), or Close ended it
-// on shutdown (domain.ErrShuttingDown).
 // errKeyRefused ends an SSE session whose key no longer authenticates.
 var errKeyRefused = errors.New("mcp: the SSE session's API key was revoked or has expired")
 
@@ -252,6 +249,9 @@ func recheckKey(ctx context.Context, end context.CancelCauseFunc, auth Authentic
 	}
 }
 
+// streamEndCause says why the event stream served for a request with
+// context ctx ended: the client left (errStreamClosed), or Close ended it
+// on shutdown (domain.ErrShuttingDown).
 func streamEndCause(ctx context.Context) error {
 	if ctx.Err() != nil && !errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
 		return errStreamClosed
