@@ -165,7 +165,7 @@ func setReplayedHeader(h http.Header, meta domain.CompletionMeta) {
 // completionResponse is OpenAI's chat.completion object plus Parley's ids.
 type completionResponse struct {
 	ID             string       `json:"id"`
-	Object         string       `json:"object"`
+	Object         string       `json:"object" enum:"chat.completion"`
 	Created        int64        `json:"created"`
 	Model          string       `json:"model"`
 	Choices        []choiceJSON `json:"choices"`
@@ -185,7 +185,7 @@ type choiceJSON struct {
 // choiceMessageJSON is the reply in a chat.completion: content is null
 // when the model only called tools, or declined with a refusal.
 type choiceMessageJSON struct {
-	Role             string          `json:"role"`
+	Role             string          `json:"role" enum:"assistant"`
 	Content          *string         `json:"content" jsonschema:"nullable"`
 	Refusal          string          `json:"refusal,omitempty"`
 	ReasoningContent string          `json:"reasoning_content,omitempty" desc:"The model's thinking before its reply, where the provider shows it (OpenAI-wire reasoning_content, Anthropic's thinking); not part of content, and not stored with the conversation (Anthropic's thinking before tool calls is, in the first call's extra_content, to be sent back with the calls)."`
@@ -241,7 +241,7 @@ func toCompletionResponse(c *domain.Completion) completionResponse {
 // before [DONE] carries usage (and debug when asked).
 type chunk struct {
 	ID             string        `json:"id"`
-	Object         string        `json:"object"`
+	Object         string        `json:"object" enum:"chat.completion.chunk"`
 	Created        int64         `json:"created"`
 	Model          string        `json:"model"`
 	Choices        []chunkChoice `json:"choices"`

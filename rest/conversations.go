@@ -31,7 +31,7 @@ type conversationDetail struct {
 
 type messageResponse struct {
 	ID           string          `json:"id"`
-	Role         string          `json:"role"`
+	Role         string          `json:"role" enum:"system,user,assistant,tool"`
 	Content      string          `json:"content"`
 	Refusal      string          `json:"refusal,omitempty"` // an assistant reply in which the model declined
 	DocumentID   string          `json:"documentId,omitempty"`

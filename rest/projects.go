@@ -86,7 +86,7 @@ func (s *Server) handleProjectDelete(c *echo.Context) error {
 type memberResponse struct {
 	ProjectID string `json:"projectId"`
 	UserID    string `json:"userId"`
-	Role      string `json:"role"`
+	Role      string `json:"role" enum:"viewer,editor,owner"`
 	CreatedAt string `json:"createdAt" jsonschema:"format=date-time"`
 	UpdatedAt string `json:"updatedAt" jsonschema:"format=date-time"`
 }

@@ -13,7 +13,7 @@ type providerResponse struct {
 	ID           string `json:"id"`
 	ProjectID    string `json:"projectId"`
 	Name         string `json:"name"`
-	Type         string `json:"type"`
+	Type         string `json:"type" enum:"openai,openai-compatible,azure-openai,anthropic"`
 	BaseURL      string `json:"baseUrl,omitempty"`
 	DefaultModel string `json:"defaultModel"`
 	APIVersion   string `json:"apiVersion,omitempty"`
