@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
@@ -194,4 +195,22 @@ func TestStartKnowsBoundKeysMasterKey(t *testing.T) {
 			newHarness(t, st, func(c *app.Config) { c.SecretKey, c.OldSecretKeys, c.DataDir = "", []string{key}, t.TempDir() })
 		}
 	})
+}
+
+// TestWarnsOfAReadableSQLiteFile: a SQLite database other users of the
+// machine can read (one an older Parley made 0644, or a restore) is a
+// warning at start, naming the file and what to do; Parley's own 0600 is
+// none.
+func TestWarnsOfAReadableSQLiteFile(t *testing.T) {
+	for _, mode := range []os.FileMode{0o600, 0o644} {
+		st := dbtest.SQLite(t)
+		if err := os.Chmod(st.SQLitePath(), mode); err != nil {
+			t.Fatal(err)
+		}
+		h := newHarness(t, st, nil)
+		warned := strings.Contains(h.logs.String(), "can be read by other users") && strings.Contains(h.logs.String(), "chmod 600")
+		if warned != (mode != 0o600) {
+			t.Errorf("a database of mode %v: warned %v; logs:\n%s", mode, warned, h.logs.String())
+		}
+	}
 }

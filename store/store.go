@@ -392,6 +392,10 @@ const sqliteRowsPerInsert = 32
 // Dialect returns "postgres" or "sqlite".
 func (s *Store) Dialect() string { return s.dialect }
 
+// SQLitePath is the SQLite database's file, "" for PostgreSQL and for a
+// private in-memory database.
+func (s *Store) SQLitePath() string { return s.path }
+
 // DB returns the underlying database handle, for tests that need SQL the
 // ports do not offer.
 func (s *Store) DB() *gorm.DB { return s.db }

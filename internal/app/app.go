@@ -327,6 +327,14 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = slog.New(requestid.LogHandler(log.Handler()))
+	if path := st.SQLitePath(); path != "" {
+		// Parley makes the file 0600, but one an older Parley made, or a
+		// restore, may be anyone's to read on this machine.
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			log.Warn("the SQLite database can be read by other users of this machine, and it holds API key hashes and sealed provider keys: chmod 600 it (and its -wal and -shm files)",
+				"path", path, "mode", fi.Mode().Perm().String())
+		}
+	}
 	sealed, unbound, err := sealedKeys(ctx, st)
 	if err != nil {
 		return nil, err
