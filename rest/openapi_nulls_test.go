@@ -77,7 +77,8 @@ func requestSchema(t *testing.T, method, tmpl string) (*validator.Schema, []stri
 	op := doc.(map[string]any)["paths"].(map[string]any)[tmpl].(map[string]any)[strings.ToLower(method)].(map[string]any)
 	raw := op["requestBody"].(map[string]any)["content"].(map[string]any)["application/json"].(map[string]any)["schema"].(map[string]any)
 	var required []string
-	for _, r := range slicesOrNil(raw["required"]) {
+	req, _ := raw["required"].([]any)
+	for _, r := range req {
 		required = append(required, r.(string))
 	}
 	props := slices.Sorted(maps.Keys(raw["properties"].(map[string]any)))
@@ -88,5 +89,3 @@ func requestSchema(t *testing.T, method, tmpl string) (*validator.Schema, []stri
 	}
 	return sch, props, required
 }
-
-func slicesOrNil(v any) []any { a, _ := v.([]any); return a }

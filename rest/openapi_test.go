@@ -322,7 +322,7 @@ func nullsLeftOut(s map[string]any, top bool) {
 	if items, ok := s["items"].(map[string]any); ok {
 		nullsLeftOut(items, true)
 	}
-	for _, alt := range slicesOf(s["anyOf"]) {
+	for _, alt := range objectsOf(s["anyOf"]) {
 		nullsLeftOut(alt, true)
 	}
 }
@@ -343,15 +343,15 @@ func orNull(p map[string]any) {
 			p["enum"] = append(vals, nil)
 		}
 	case nil:
-		alts := slicesOf(p["anyOf"])
+		alts := objectsOf(p["anyOf"])
 		if alts != nil && !slices.ContainsFunc(alts, func(a map[string]any) bool { return a["type"] == "null" }) {
 			p["anyOf"] = append(p["anyOf"].([]any), map[string]any{"type": "null"})
 		}
 	}
 }
 
-// slicesOf reads v, a decoded JSON array of objects, as its objects.
-func slicesOf(v any) []map[string]any {
+// objectsOf reads v, a decoded JSON array of objects, as its objects.
+func objectsOf(v any) []map[string]any {
 	a, _ := v.([]any)
 	var out []map[string]any
 	for _, e := range a {
