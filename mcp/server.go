@@ -239,6 +239,12 @@ const completionTools = "create-chat-completion"
 // handle returns a tool handler that decodes In strictly, calls fn, and
 // returns Out as structured content with text's rendering. Errors of any
 // step go through toolError, the one mapping of domain kinds.
+// argErrorExplainer is a tool's arguments that say more of some
+// refusals than decodeArgs can.
+type argErrorExplainer interface {
+	explainArgError(error) error
+}
+
 func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallToolRequest, in In) (Out, error), text func(Out) string) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
 		defer func() {
@@ -282,6 +288,9 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		}
 		var in In
 		if err := decodeArgs(req, &in); err != nil {
+			if e, ok := any(&in).(argErrorExplainer); ok {
+				err = e.explainArgError(err)
+			}
 			return toolError(ctx, d, req.Params.Name, err)
 		}
 		out, err := fn(ctx, req, in)

@@ -26,6 +26,16 @@ type statelessCompletionArgs struct {
 	completionArgs
 }
 
+// explainArgError says, of a stateless call refused for a conversationId
+// (which the per-chat tool takes), where a conversation is continued.
+func (statelessCompletionArgs) explainArgError(err error) error {
+	if f, _ := domain.DetailsOf(err)["field"].(string); f == "conversationId" && domain.KindOf(err) == domain.Invalid {
+		return domain.Invalidf(f, "create-chat-completion keeps no conversation, so it takes no conversationId; to continue one, "+
+			"call create-chat-completion-for-chat with a chat (create-chat makes one) and the conversationId of its first result")
+	}
+	return err
+}
+
 type chatCompletionArgs struct {
 	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
 	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Omit to start a new one."`

@@ -458,6 +458,8 @@ func TestTools(t *testing.T) {
 				{"bad role", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "robot", "content": "a"}}}, "messages[0].role"},
 				{"unknown argument", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("a"), "MAX_TOKENS": 5}, `unknown argument "MAX_TOKENS"`},
 				{"unknown nested argument", "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": []obj{{"role": "user", "text": "a"}}}, `messages[0].text`},
+				{"stateless conversationId", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "conversationId": "cnv_00000000000000000000000000"},
+					"create-chat-completion keeps no conversation, so it takes no conversationId; to continue one, call create-chat-completion-for-chat"},
 				{"wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": "hot"}, "temperature must be a number"},
 				{"out of range", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "temperature": 3}, "temperature must be between 0 and 2"},
 				{"stop of the wrong type", "create-chat-completion", obj{"aiProviderId": e.provider.ID, "messages": userMsg("a"), "stop": 7}, "stop must be a string or an array of strings"},
