@@ -1,7 +1,7 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ParleyClient } from './client.js';
 import { ParleyError } from './errors.js';
-import type { CompletionRequest, RequestMessage } from './types.js';
+import type { ChatCompletionChunk, CompletionRequest, RequestMessage } from './types.js';
 
 /** A message of the conversation as the hook shows it. */
 export interface Message {
@@ -51,7 +51,10 @@ export interface UseAIChat {
   /** The conversation the next message continues (per chat), or null. */
   sessionId: string | null;
   error: Error | null;
-  /** Sends a user message and streams the reply; rejects only when a reply is streaming already. */
+  /**
+   * Sends a user message and streams the reply; rejects only when a reply is streaming already.
+   * Sent right after stopStream, it waits for the stopped reply to end and continues its turn.
+   */
   sendMessage: (content: string) => Promise<void>;
   /** Stops the reply; per chat, Parley keeps the turn as far as it went. */
   stopStream: () => void;
@@ -87,6 +90,9 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
   const history = useRef<Message[]>([]);
   const session = useRef<string | null>(sessionId);
   const running = useRef<AbortController | null>(null);
+  // The running send's end: a send made right after stopStream waits for
+  // it, as the stopped turn is the conversation it continues.
+  const settled = useRef<Promise<void>>(Promise.resolve());
 
   const show = useCallback((next: Message[]) => {
     history.current = next;
@@ -132,6 +138,9 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
 
   const sendMessage = useCallback(
     async (content: string) => {
+      const stopped = running.current?.signal.aborted ?? false;
+      if (running.current && !stopped) throw new Error('a reply is still streaming: stop it or wait for it first');
+      if (stopped) await settled.current;
       if (running.current) throw new Error('a reply is still streaming: stop it or wait for it first');
       const o = latest.current;
       const controller = new AbortController();
@@ -180,46 +189,83 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
           setSessionId(conversationId);
         }
       };
-      try {
-        for await (const chunk of client.stream(request, { signal: controller.signal })) {
-          started = true;
-          if (chunk.conversationId) conversationId = chunk.conversationId;
-          if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });
-          const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
-          if (text) {
-            update({ content: reply.content + text });
-            latest.current.onChunk?.(text);
+      const send = async () => {
+        try {
+          for await (const chunk of streamAfterStop(client, request, controller.signal, stopped)) {
+            started = true;
+            if (chunk.conversationId) conversationId = chunk.conversationId;
+            if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });
+            const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
+            if (text) {
+              update({ content: reply.content + text });
+              latest.current.onChunk?.(text);
+            }
           }
-        }
-        update({ isStreaming: false });
-        keep();
-        if (ours()) latest.current.onComplete?.(reply.content, session.current);
-      } catch (err) {
-        const errorEvent = err instanceof ParleyError && err.status === 200;
-        if (started && !errorEvent) {
-          // What arrived stays, and the turn Parley kept continues.
           update({ isStreaming: false });
           keep();
-        } else {
-          // Parley stored none of the turn, so the hook keeps no reply.
-          drop();
+          if (ours()) latest.current.onComplete?.(reply.content, session.current);
+        } catch (err) {
+          const errorEvent = err instanceof ParleyError && err.status === 200;
+          if (started && !errorEvent) {
+            // What arrived stays, and the turn Parley kept continues.
+            update({ isStreaming: false });
+            keep();
+          } else {
+            // Parley stored none of the turn, so the hook keeps no reply.
+            drop();
+          }
+          if (!controller.signal.aborted && ours()) {
+            const e = err instanceof Error ? err : new Error(String(err));
+            setError(e);
+            latest.current.onError?.(e);
+          }
+        } finally {
+          if (ours()) {
+            running.current = null;
+            setStreaming(false);
+          }
         }
-        if (!controller.signal.aborted && ours()) {
-          const e = err instanceof Error ? err : new Error(String(err));
-          setError(e);
-          latest.current.onError?.(e);
-        }
-      } finally {
-        if (ours()) {
-          running.current = null;
-          setStreaming(false);
-        }
-      }
+      };
+      const done = send();
+      settled.current = done.catch(() => {});
+      await done;
     },
     [client, show],
   );
 
   return { messages, isStreaming, sessionId, error, sendMessage, stopStream, clearMessages };
+}
+
+/**
+ * streamAfterStop is client.stream, but for a send made right after a stop:
+ * until Parley has stored the stopped turn (moments after the connection
+ * closed), continuing its conversation is a 409 conflict, sent before
+ * anything goes upstream, so such a send tries again for up to 1.5 s.
+ */
+async function* streamAfterStop(
+  client: ParleyClient,
+  request: CompletionRequest,
+  signal: AbortSignal,
+  afterStop: boolean,
+): AsyncGenerator<ChatCompletionChunk> {
+  for (let wait = 50; ; wait *= 2) {
+    const chunks = client.stream(request, { signal });
+    let first: IteratorResult<ChatCompletionChunk>;
+    try {
+      first = await chunks.next();
+    } catch (err) {
+      const conflict = err instanceof ParleyError && err.status === 409;
+      if (afterStop && conflict && wait <= 800 && !signal.aborted) {
+        await new Promise((resolve) => setTimeout(resolve, wait));
+        continue;
+      }
+      throw err;
+    }
+    if (first.done) return;
+    yield first.value;
+    yield* chunks;
+    return;
+  }
 }
 
 function toRequest(m: Message): RequestMessage {

@@ -4,9 +4,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { StrictMode, createElement, useEffect } from 'react';
 import { act, render as renderElement, renderHook, waitFor, cleanup } from '@testing-library/react';
-import { ParleyError } from '../dist/index.js';
+import { ParleyClient, ParleyError } from '../dist/index.js';
 import { useAIChat } from '../dist/react.js';
-import { CHAT, OTHER_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
+import { API_KEY, BASE_URL, CHAT, OTHER_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
 
 globalThis.IS_REACT_ACT_ENVIRONMENT = true;
 
@@ -89,6 +89,79 @@ test('isStreaming while the reply arrives; stopStream keeps what came, and Parle
   await act(() => chat().sendMessage('go on'));
   assert.equal(chat().sessionId, sessionId);
   assert.deepEqual((await conversation(sessionId)).messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
+});
+
+test('a message sent in the same tick as stopStream continues the stopped turn', async (t) => {
+  t.after(cleanup);
+  const { calls, chat } = render({ chatId: CHAT });
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('HANG until stopped');
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  await act(async () => {
+    chat().stopStream();
+    await Promise.all([sent, chat().sendMessage('go on')]);
+  });
+  assert.equal(chat().error, null);
+  assert.deepEqual(calls.errors, []);
+  const sessionId = chat().sessionId;
+  assert.match(sessionId, /^cnv_/);
+  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
+  const stored = await conversation(sessionId);
+  assert.equal(stored.messages[1].finishReason, 'client_disconnect');
+  assert.deepEqual(stored.messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
+});
+
+// lateClose is a fetch whose connections close 300 ms after their abort,
+// as a slow network's do, while the reader sees the abort at once; it
+// counts the 409s Parley answered.
+function lateClose() {
+  const seen = { conflicts: 0 };
+  const lateFetch = async (url, init) => {
+    const outer = init.signal;
+    const inner = new AbortController();
+    outer?.addEventListener('abort', () => setTimeout(() => inner.abort(), 300), { once: true });
+    const res = await fetch(url, { ...init, signal: inner.signal });
+    if (res.status === 409) seen.conflicts++;
+    if (!res.body) return res;
+    const reader = res.body.getReader();
+    const aborted = new Promise((_, reject) => outer?.addEventListener('abort', () => reject(outer.reason), { once: true }));
+    aborted.catch(() => {});
+    const body = new ReadableStream({
+      async pull(controller) {
+        try {
+          const { done, value } = await Promise.race([reader.read(), aborted]);
+          if (done) controller.close();
+          else controller.enqueue(value);
+        } catch (err) {
+          controller.error(err);
+        }
+      },
+    });
+    return new Response(body, { status: res.status, headers: res.headers });
+  };
+  return { seen, client: new ParleyClient({ baseUrl: BASE_URL, apiKey: API_KEY, fetch: lateFetch }) };
+}
+
+test('a message sent while the stopped connection still closes waits for the stopped turn', async (t) => {
+  t.after(cleanup);
+  const late = lateClose();
+  const { calls, chat } = render({ chatId: CHAT, client: late.client });
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('HANG until stopped');
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  await act(async () => {
+    chat().stopStream();
+    await Promise.all([sent, chat().sendMessage('go on')]);
+  });
+  assert.ok(late.seen.conflicts > 0, 'Parley was still answering the stopped turn');
+  assert.deepEqual(calls.errors, []);
+  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
+  const stored = await conversation(chat().sessionId);
+  assert.deepEqual(stored.messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
 });
 
 test('an error is shown and the failed reply dropped; the session stays', async (t) => {
