@@ -140,6 +140,15 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	if len(p.Messages) == 0 {
 		return p, nil, noTurn()
 	}
+	if n := len(p.System); n > 0 && p.CacheControl.TTL != "" {
+		// And up to the system prompt: Anthropic keeps a prefix only at a
+		// breakpoint, so without this one the tools, the system prompt
+		// and its documents, which every conversation of a chat and every
+		// stateless call with the same sources share, were written anew
+		// by each first turn and never read. Equal TTLs, so their order
+		// stands; two of the four breakpoints a request may have.
+		p.System[n-1].CacheControl = p.CacheControl
+	}
 	if last := p.Messages[len(p.Messages)-1]; last.Role == anthropic.MessageParamRoleAssistant &&
 		req.Messages[len(req.Messages)-1].Role != domain.RoleAssistant {
 		return p, nil, endsWithReply()
@@ -346,7 +355,8 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 	withThinking(res.ToolCalls, thinking)
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
-	res.Usage = anthropicUsage(u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.OutputTokens)
+	res.Usage = anthropicUsage(u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens, u.OutputTokens,
+		u.OutputTokensDetails.ThinkingTokens)
 	return res, nil
 }
 
@@ -408,7 +418,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 	}
 	// The usage, field by field: message_start counts the input,
 	// message_delta the output and, again, whatever input it reports.
-	var input, cacheWrite, cacheRead, output int64
+	var input, cacheWrite, cacheRead, output, thinkingTokens int64
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -493,8 +503,9 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			u := ev.Usage
 			input, cacheWrite = cmp.Or(u.InputTokens, input), cmp.Or(u.CacheCreationInputTokens, cacheWrite)
 			cacheRead, output = cmp.Or(u.CacheReadInputTokens, cacheRead), cmp.Or(u.OutputTokens, output)
+			thinkingTokens = cmp.Or(u.OutputTokensDetails.ThinkingTokens, thinkingTokens)
 		}
-		res.Usage = anthropicUsage(input, cacheWrite, cacheRead, output)
+		res.Usage = anthropicUsage(input, cacheWrite, cacheRead, output, thinkingTokens)
 	}
 	if err := stream.Err(); err != nil {
 		if res.FirstByte == 0 && anthropicServerFault(err) {
@@ -577,11 +588,13 @@ func cutOff(stop anthropic.StopReason) bool {
 // anthropicUsage maps Anthropic's usage to Parley's: the prompt counts
 // every input token, cached, written to the cache or neither, as OpenAI's
 // prompt_tokens does, and those read from the cache are its cached tokens,
-// as OpenAI's are; those written to it are its cache-write tokens.
-func anthropicUsage(input, cacheWrite, cacheRead, output int64) domain.Usage {
+// as OpenAI's are; those written to it are its cache-write tokens. The
+// reply's thinking tokens (output_tokens_details) are its reasoning tokens.
+func anthropicUsage(input, cacheWrite, cacheRead, output, thinking int64) domain.Usage {
 	u := reportedUsage(input+cacheWrite+cacheRead, output, input+cacheWrite+cacheRead+output)
 	u.CachedTokens = min(boundTokens(cacheRead), u.PromptTokens)
 	u.CacheWriteTokens = min(boundTokens(cacheWrite), u.PromptTokens-u.CachedTokens)
+	u.ReasoningTokens = min(boundTokens(thinking), u.CompletionTokens)
 	return u
 }
 

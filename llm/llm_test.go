@@ -1672,6 +1672,33 @@ func TestAnthropicStreamUsageByField(t *testing.T) {
 	}
 }
 
+// TestAnthropicThinkingTokensAreReasoningTokens: Anthropic's
+// output_tokens_details.thinking_tokens, in a whole reply or a stream's
+// message_delta, are the usage's reasoning tokens (as OpenAI's
+// completion_tokens_details.reasoning_tokens are), never more than the
+// reply's tokens.
+func TestAnthropicThinkingTokensAreReasoningTokens(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		thinking int
+		want     int
+	}{{"counted", 30, 30}, {"bounded by the reply", 90, 40}} {
+		for _, streamed := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s, streamed %v", tc.name, streamed), func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(llmtest.Behavior{Usage: &llmtest.Usage{PromptTokens: 12, CompletionTokens: 40, ReasoningTokens: tc.thinking}})
+				res, _, err := run(context.Background(), newClient(t), request(domain.ProviderAnthropic, s), streamed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := res.Usage; got.ReasoningTokens != tc.want || got.CompletionTokens != 40 {
+					t.Errorf("Usage = %+v; want %d reasoning tokens of 40", got, tc.want)
+				}
+			})
+		}
+	}
+}
+
 func TestAnthropicIgnoresTheServersEnvironment(t *testing.T) {
 	other := llmtest.NewServer(t)
 	t.Setenv("ANTHROPIC_API_KEY", "server-env-key")

@@ -427,8 +427,8 @@ func chatTurn(t *testing.T, h *harness, header http.Header, path string, body ma
 
 // TestUsageDetails: the prompt's cached tokens and the reply's reasoning
 // tokens the provider reports come back in OpenAI's usage details, from
-// either wire protocol, whole and streamed (Anthropic reports no reasoning
-// tokens apart); a provider that reports none gives zeros, as OpenAI does.
+// either wire protocol, whole and streamed (Anthropic's thinking_tokens
+// as reasoning tokens); a provider that reports none gives zeros, as OpenAI does.
 // They are stored: the conversation's reply and an idempotent replay show
 // them, and the usage report sums them.
 func TestUsageDetails(t *testing.T) {
@@ -441,7 +441,7 @@ func TestUsageDetails(t *testing.T) {
 			cached, reasoning float64
 		}{
 			{"openai-compatible", w.openaiChat, &reported, 12, 4},
-			{"anthropic", w.anthropicChat, &reported, 12, 0},
+			{"anthropic", w.anthropicChat, &reported, 12, 4},
 			{"none reported", w.openaiChat, &llmtest.Usage{PromptTokens: 20, CompletionTokens: 9}, 0, 0},
 		} {
 			for _, streamed := range []bool{false, true} {
@@ -480,7 +480,7 @@ func TestUsageDetails(t *testing.T) {
 		h.app.FlushUsage()
 		want := map[string]usageGroup{
 			w.openai:    {prompt: 80, completion: 36, total: 116, requests: 4, cached: 24, reasoning: 8},
-			w.anthropic: {prompt: 40, completion: 18, total: 58, requests: 2, cached: 24},
+			w.anthropic: {prompt: 40, completion: 18, total: 58, requests: 2, cached: 24, reasoning: 8},
 		}
 		if got := h.usagePage(t, w.project, "groupBy=provider").totals; !reflect.DeepEqual(got, want) {
 			t.Errorf("usage by provider\n%+v\nwant\n%+v", got, want)
@@ -543,27 +543,40 @@ func TestAnthropicPromptCache(t *testing.T) {
 				}
 				first := fmt.Sprintf("first question, %s, streamed %v", ttl, streamed)
 				conv, usage, sent := turn("", first, streamed)
-				if want := map[string]any{"type": "ephemeral", "ttl": ttl}; !reflect.DeepEqual(sent["cache_control"], want) {
+				want := map[string]any{"type": "ephemeral", "ttl": ttl}
+				if !reflect.DeepEqual(sent["cache_control"], want) {
 					t.Errorf("promptCache %s: the upstream got cache_control %v; want %v", ttl, sent["cache_control"], want)
 				}
-				// The first turn's prompt is written whole, and nothing read.
-				prompt := usage["prompt_tokens"].(float64)
-				if rd, wr := cacheOf(usage); rd != 0.0 || wr != prompt {
-					t.Errorf("promptCache %s: a first turn's usage %v; want all %v of its prompt tokens written to the cache, none read", ttl, usage, prompt)
+				// And a breakpoint after the system prompt, which every
+				// conversation of the chat shares.
+				if sys, _ := sent["system"].([]any); len(sys) == 0 || !reflect.DeepEqual(sys[len(sys)-1].(map[string]any)["cache_control"], want) {
+					t.Errorf("promptCache %s: the upstream got system %v; want its last block with cache_control %v", ttl, sent["system"], want)
 				}
-				written += prompt
+				// The first turn's prompt is written, and nothing read but
+				// the system prompt an earlier conversation's first turn
+				// cached (none before the first).
+				prompt := usage["prompt_tokens"].(float64)
+				sysRead := 0.0
+				if ttl != "5m" || streamed {
+					sysRead = float64(llmtest.PromptTokens(anthropicSystem))
+				}
+				if rd, wr := cacheOf(usage); rd != sysRead || wr != prompt-sysRead {
+					t.Errorf("promptCache %s, streamed %v: a first turn's usage %v; want %v of its %v prompt tokens read from the cache (the system prompt), the rest written",
+						ttl, streamed, usage, sysRead, prompt)
+				}
+				read, written = read+sysRead, written+prompt-sysRead
 				conv, usage, _ = turn(conv, "second question", streamed)
 				// The history up to the first turn's question was cached
 				// by it; the reply and the new question are written now.
-				want := float64(llmtest.PromptTokens(anthropicSystem, first))
+				history := float64(llmtest.PromptTokens(anthropicSystem, first))
 				prompt = usage["prompt_tokens"].(float64)
-				if rd, wr := cacheOf(usage); rd != want || wr != prompt-want || prompt <= want {
-					t.Errorf("promptCache %s, streamed %v: a continuation's usage %v; want %v of its prompt tokens read from the cache, the rest written", ttl, streamed, usage, want)
+				if rd, wr := cacheOf(usage); rd != history || wr != prompt-history || prompt <= history {
+					t.Errorf("promptCache %s, streamed %v: a continuation's usage %v; want %v of its prompt tokens read from the cache, the rest written", ttl, streamed, usage, history)
 				}
-				read, written = read+want, written+prompt-want
+				read, written = read+history, written+prompt-history
 				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
-				if stored := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any); stored["cachedTokens"] != want || stored["cacheWriteTokens"] != prompt-want {
-					t.Errorf("promptCache %s: the stored reply's usage %v; want %v cached, %v written", ttl, stored, want, prompt-want)
+				if stored := msgs[len(msgs)-1].(map[string]any)["usage"].(map[string]any); stored["cachedTokens"] != history || stored["cacheWriteTokens"] != prompt-history {
+					t.Errorf("promptCache %s: the stored reply's usage %v; want %v cached, %v written", ttl, stored, history, prompt-history)
 				}
 			}
 		}

@@ -3,6 +3,7 @@ package llmtest
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -61,23 +62,75 @@ func textBlocksRefusal(field string, content any) string {
 	return ""
 }
 
-// cacheControlRefusal is the Messages API's refusal of a top-level
-// cache_control it does not take, "" when there is none or it is
-// {"type": "ephemeral"} with no ttl or a ttl of 5m or 1h.
+// cacheControlRefusal is Anthropic's answer to a request whose cache
+// breakpoints it refuses: a cache_control that is not ephemeral with a
+// TTL of 5m or 1h, more than four breakpoints (the top-level one, for
+// automatic caching, counts), or a 1h breakpoint after a 5m one in the
+// prompt's order (tools, system, messages, then the automatic one).
 func cacheControlRefusal(body map[string]any) string {
-	v, ok := body["cache_control"]
-	if !ok {
-		return ""
+	var ttls []string
+	for _, where := range [][]map[string]any{blocks(body["tools"]), blocks(body["system"]), messageBlocks(body)} {
+		for _, b := range where {
+			if v, ok := b["cache_control"]; ok {
+				ttls = append(ttls, cacheTTL(v))
+			}
+		}
 	}
+	if v, ok := body["cache_control"]; ok {
+		ttls = append(ttls, cacheTTL(v))
+	}
+	if len(ttls) > 4 {
+		return fmt.Sprintf("A maximum of 4 blocks with cache_control may be provided. Found %d.", len(ttls))
+	}
+	for i, ttl := range ttls {
+		switch {
+		case ttl == "type":
+			return "cache_control.type: Input should be 'ephemeral'"
+		case ttl == "ttl":
+			return "cache_control.ttl: Input should be '5m' or '1h'"
+		case ttl == "1h" && slices.Contains(ttls[:i], "5m"):
+			return "a ttl='1h' cache_control block must not come after a ttl='5m' cache_control block"
+		}
+	}
+	return ""
+}
+
+// cacheTTL is a cache_control's TTL ("5m" when it names none), or "type"
+// or "ttl" when that field is not one Anthropic takes.
+func cacheTTL(v any) string {
 	cc, _ := v.(map[string]any)
 	if cc["type"] != "ephemeral" {
-		return "cache_control.type: Input should be 'ephemeral'"
+		return "type"
 	}
-	switch cc["ttl"] {
-	case nil, "5m", "1h":
-		return ""
+	switch ttl := cc["ttl"]; ttl {
+	case nil:
+		return "5m"
+	case "5m", "1h":
+		return ttl.(string)
 	}
-	return "cache_control.ttl: Input should be '5m' or '1h'"
+	return "ttl"
+}
+
+// blocks is v as a list of JSON objects: a tools or system list, or a
+// message's content (none when it is a string).
+func blocks(v any) []map[string]any {
+	l, _ := v.([]any)
+	out := make([]map[string]any, 0, len(l))
+	for _, e := range l {
+		if m, ok := e.(map[string]any); ok {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// messageBlocks is every content block of the request's messages, in order.
+func messageBlocks(body map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, m := range blocks(body["messages"]) {
+		out = append(out, blocks(m["content"])...)
+	}
+	return out
 }
 
 // anthropicStop maps the reply's finish reason to a stop_reason.
@@ -222,9 +275,13 @@ func (x *exchange) anthropicStream(r reply) {
 		}
 		index++
 	}
+	delta := map[string]any{"output_tokens": r.usage.CompletionTokens}
+	if d := r.usage.anthropicOutputDetails(); d != nil {
+		delta["output_tokens_details"] = d
+	}
 	_ = x.event("message_delta", map[string]any{"type": "message_delta",
 		"delta": map[string]any{"stop_reason": r.anthropicStop(), "stop_sequence": nil},
-		"usage": map[string]any{"output_tokens": r.usage.CompletionTokens}}) &&
+		"usage": delta}) &&
 		x.event("message_stop", map[string]any{"type": "message_stop"})
 }
 

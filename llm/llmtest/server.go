@@ -256,7 +256,7 @@ type Usage struct {
 }
 
 // anthropic is u as Anthropic reports it, with output as its
-// output_tokens.
+// output_tokens (and its reasoning tokens as thinking_tokens).
 func (u Usage) anthropic(output int) map[string]any {
 	m := map[string]any{"input_tokens": u.PromptTokens - u.CachedTokens - u.CacheWriteTokens, "output_tokens": output}
 	if u.CachedTokens > 0 {
@@ -265,7 +265,19 @@ func (u Usage) anthropic(output int) map[string]any {
 	if u.CacheWriteTokens > 0 {
 		m["cache_creation_input_tokens"] = u.CacheWriteTokens
 	}
+	if d := u.anthropicOutputDetails(); d != nil {
+		m["output_tokens_details"] = d
+	}
 	return m
+}
+
+// anthropicOutputDetails is Anthropic's output_tokens_details of u: its
+// reasoning tokens as thinking_tokens (nil when there are none).
+func (u Usage) anthropicOutputDetails() map[string]any {
+	if u.ReasoningTokens == 0 {
+		return nil
+	}
+	return map[string]any{"thinking_tokens": u.ReasoningTokens}
 }
 
 // Server is the fake upstream. Its methods are safe for concurrent use.
@@ -603,16 +615,18 @@ func (x *exchange) refusal() string {
 	return ""
 }
 
-// promptCache plays Anthropic's automatic prompt caching for req, an
-// Anthropic request with a top-level cache_control: the longest prefix of
-// its messages (its system first) that an earlier such request to the same
-// model with the same tools cached is read from the cache, the rest of the
-// prompt is written to it, and the whole prompt is cached for the requests
-// that follow. As Anthropic looks back only 20 blocks from where it caches,
-// a prefix more than 20 messages shorter is not found. u is the usage
-// without caching; it comes back with CachedTokens and CacheWriteTokens
-// set. Anthropic caches only prompts of a thousand tokens and more, and
-// for a while; the fake caches any, for good.
+// promptCache plays Anthropic's prompt caching for req, an Anthropic
+// request with a top-level cache_control (automatic caching: a breakpoint
+// after its last message) and perhaps one on its last system block (a
+// breakpoint after its system prompt). From each breakpoint Anthropic
+// looks back for the longest prefix an earlier request to the same model
+// with the same tools cached (over 20 blocks; here messages, the system
+// first) and reads it from the cache; the rest of the prompt is written
+// to it, and it is cached at each breakpoint for the requests that
+// follow. u is the usage without caching; it comes back with
+// CachedTokens and CacheWriteTokens set. Anthropic caches only prompts of
+// a thousand tokens and more, and for a while; the fake caches any, for
+// good.
 func (s *Server) promptCache(req Request, u Usage) Usage {
 	if _, ok := req.Body["cache_control"]; !ok || req.Protocol != Anthropic {
 		return u
@@ -631,16 +645,28 @@ func (s *Server) promptCache(req Request, u Usage) Usage {
 		sum = sha256.Sum256(append([]byte(keys[i]), b...))
 		keys[i+1], contents[i] = string(sum[:]), m.Content
 	}
+	breakpoints := []int{len(req.Messages)}
+	if sys := blocks(req.Body["system"]); len(sys) > 0 && sys[len(sys)-1]["cache_control"] != nil {
+		breakpoints = append(breakpoints, 1) // req.Messages[0] is the system prompt
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for n := len(req.Messages); n > 0 && n >= len(req.Messages)-lookback; n-- {
-		if s.cached[keys[n]] {
-			u.CachedTokens = min(PromptTokens(contents[:n]...), u.PromptTokens)
-			break
+	read := 0
+	for _, at := range breakpoints {
+		for n := at; n > read && n >= at-lookback; n-- {
+			if s.cached[keys[n]] {
+				read = n
+				break
+			}
 		}
 	}
+	if read > 0 {
+		u.CachedTokens = min(PromptTokens(contents[:read]...), u.PromptTokens)
+	}
 	u.CacheWriteTokens = u.PromptTokens - u.CachedTokens
-	s.cached[keys[len(req.Messages)]] = true
+	for _, at := range breakpoints {
+		s.cached[keys[at]] = true
+	}
 	return u
 }
 

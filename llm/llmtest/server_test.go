@@ -482,6 +482,7 @@ func TestAnthropicPromptCache(t *testing.T) {
 		_ = json.NewDecoder(resp.Body).Decode(&out)
 		return resp.StatusCode, out.Usage
 	}
+	const cachedSystem = `"system":[{"type":"text","text":"sys","cache_control":{"type":"ephemeral"}}]`
 	const first = `"system":"sys","messages":[{"role":"user","content":"hello world"}]`
 	const second = `"system":"sys","messages":[{"role":"user","content":"hello world"},{"role":"assistant","content":"echo: hello world"},{"role":"user","content":"again"}]`
 	all, prefix := llmtest.PromptTokens("sys", "hello world", "echo: hello world", "again"), llmtest.PromptTokens("sys", "hello world")
@@ -496,12 +497,24 @@ func TestAnthropicPromptCache(t *testing.T) {
 		{"another model", `{"model":"m2","cache_control":{"type":"ephemeral"},` + second + `}`, usage{Write: all}},
 		{"other tools", `{"model":"m","cache_control":{"type":"ephemeral"},"tools":[{"name":"t","input_schema":{"type":"object"}}],` + second + `}`, usage{Write: all}},
 		{"without cache_control", `{"model":"m",` + second + `}`, usage{Input: all}},
+		// A breakpoint after the system prompt caches it for every
+		// conversation that shares it.
+		{"system breakpoint", `{"model":"m3","cache_control":{"type":"ephemeral"},` + cachedSystem + `,"messages":[{"role":"user","content":"hello world"}]}`, usage{Write: prefix}},
+		{"another conversation", `{"model":"m3","cache_control":{"type":"ephemeral"},` + cachedSystem + `,"messages":[{"role":"user","content":"other"}]}`,
+			usage{Read: llmtest.PromptTokens("sys"), Write: llmtest.PromptTokens("sys", "other") - llmtest.PromptTokens("sys")}},
 	} {
 		if status, got := call(tc.body); status != 200 || got != tc.want {
 			t.Errorf("%s: %d %+v; want 200 %+v", tc.name, status, got, tc.want)
 		}
 	}
-	if status, _ := call(`{"model":"m","cache_control":{"type":"ephemeral","ttl":"10m"},` + first + `}`); status != 400 {
-		t.Errorf("a ttl of 10m: %d; want 400", status)
+	for name, body := range map[string]string{
+		"a ttl of 10m": `{"model":"m","cache_control":{"type":"ephemeral","ttl":"10m"},` + first + `}`,
+		"1h after 5m":  `{"model":"m","cache_control":{"type":"ephemeral","ttl":"1h"},` + cachedSystem + `,"messages":[{"role":"user","content":"a"}]}`,
+		"five breakpoints": `{"model":"m","cache_control":{"type":"ephemeral"},"system":[` + strings.Repeat(`{"type":"text","text":"s","cache_control":{"type":"ephemeral"}},`, 3) +
+			`{"type":"text","text":"s"}],"messages":[{"role":"user","content":[{"type":"text","text":"a","cache_control":{"type":"ephemeral"}}]}]}`,
+	} {
+		if status, _ := call(body); status != 400 {
+			t.Errorf("%s: %d; want 400", name, status)
+		}
 	}
 }
