@@ -835,8 +835,8 @@ func (r *relay) delta(d Delta) error {
 func (pl *plan) usageRecord(meta CompletionMeta, p Principal, res *LLMResult, total time.Duration, stream bool) UsageRecord {
 	rec := UsageRecord{
 		ID: meta.MessageID, ProjectID: pl.provider.ProjectID, ConversationID: meta.ConversationID,
-		AIProviderID: pl.provider.ID, ProviderType: pl.provider.Type, Model: pl.model, UserID: p.UserID, KeyID: p.KeyID,
-		Latency: total, Outcome: OutcomeOK, Stream: stream, CreatedAt: meta.Created,
+		AIProviderID: pl.provider.ID, ProviderType: pl.provider.Type, Model: pl.model, RequestedModel: pl.model,
+		UserID: p.UserID, KeyID: p.KeyID, Latency: total, Outcome: OutcomeOK, Stream: stream, CreatedAt: meta.Created,
 	}
 	if pl.chat != nil {
 		rec.ChatID = pl.chat.ID

@@ -100,7 +100,8 @@ type UsageRecord struct {
 	ConversationID string
 	AIProviderID   string
 	ProviderType   ProviderType // not stored; for metrics
-	Model          string
+	Model          string       // the model that answered, as the provider named it; else the one asked for
+	RequestedModel string       // not stored; for metrics: the model asked for
 	UserID         string
 	KeyID          string
 	Usage          Usage

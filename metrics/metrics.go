@@ -165,7 +165,7 @@ func (l limiter) count(err error) error {
 // Recorder returns a domain.UsageRecorder that observes every completion
 // and hands the record on to next.
 func (m *Metrics) Recorder(next domain.UsageRecorder) domain.UsageRecorder {
-	return &recorder{m: m, next: next, models: map[string]bool{}}
+	return &recorder{m: m, next: next, models: map[string]bool{}, answeredAs: map[string]string{}}
 }
 
 // maxModels bounds the model label: callers choose model names, and each
@@ -177,6 +177,11 @@ type recorder struct {
 	next   domain.UsageRecorder
 	mu     sync.Mutex
 	models map[string]bool
+	// answeredAs is the label of the name a model asked for last answered
+	// as, where the two differ (OpenAI's gpt-4o answers as a dated
+	// version), so that its failures, which bear only the name asked for,
+	// count under the same label as its successes.
+	answeredAs map[string]string
 }
 
 // model is the label of a completion's model: its name once a completion
@@ -184,18 +189,38 @@ type recorder struct {
 // name the provider refused takes no label: the caller chooses it, and
 // could otherwise use up maxModels with names that never ran, leaving
 // the models in use to count as "other" until a restart. (The domain takes
-// no name the provider answers with that is longer than the API's.)
-func (r *recorder) model(name string, ok bool) string {
+// no name the provider answers with that is longer than the API's.) A
+// failure of a name that answered under another counts under that one.
+func (r *recorder) model(rec domain.UsageRecord) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	name := rec.Model
 	if r.models[name] {
-		return name
+		return r.remember(rec.RequestedModel, name)
 	}
-	if !ok || len(r.models) >= maxModels {
+	if rec.Outcome != domain.OutcomeOK {
+		if label, ok := r.answeredAs[name]; ok {
+			return label
+		}
+		return "other"
+	}
+	if len(r.models) >= maxModels {
 		return "other"
 	}
 	r.models[name] = true
-	return name
+	return r.remember(rec.RequestedModel, name)
+}
+
+// remember notes that the model asked for answered as label, when it did
+// and had another name, within maxModels such names.
+func (r *recorder) remember(asked, label string) string {
+	if asked == "" || asked == label {
+		return label
+	}
+	if _, ok := r.answeredAs[asked]; ok || len(r.answeredAs) < maxModels {
+		r.answeredAs[asked] = label
+	}
+	return label
 }
 
 // completionRoute is the route label of a completion: the pattern of its
@@ -212,7 +237,7 @@ func completionRoute(rec domain.UsageRecord) string {
 
 func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
 	route, provider, outcome := completionRoute(rec), string(rec.ProviderType), string(rec.Outcome)
-	model := r.model(rec.Model, rec.Outcome == domain.OutcomeOK)
+	model := r.model(rec)
 	r.m.completions.WithLabelValues(route, provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
 	r.m.compLatency.WithLabelValues(route, provider, model, outcome).Observe(rec.Latency.Seconds())
 	// Only a stream's first byte is its first token: a whole reply's comes

@@ -128,7 +128,8 @@ func TestMetrics(t *testing.T) {
 // A completion's model is any name a caller sends: one the provider
 // refuses keeps no label of its own (it counts as "other"), so that
 // names a provider never answered cannot use up the labels of the models
-// it does answer.
+// it does answer. A name that answered under another counts its failures
+// under that one.
 func TestMetricLabelsAreBounded(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	w := h.world()
@@ -171,6 +172,21 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 	h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "model": "real-model", "messages": []any{userMessage("x")}})
 	if v, _ := h.metrics().value("parley_completions_total", `model="real-model"`, `outcome="upstream_error"`); v != 1 {
 		t.Errorf(`a failed completion of a model answered before = %v under its name, want 1`, v)
+	}
+	// One that answered under another name (as gpt-4o answers as a dated
+	// version) counts its failures, which bear only the name asked for,
+	// under that name too.
+	alias := map[string]any{"aiProviderId": w.provider, "model": "alias-x", "messages": []any{userMessage("x")}}
+	h.up.Enqueue(llmtest.Behavior{Model: "alias-x-2026-01-01"})
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, alias)
+	h.up.Enqueue(llmtest.Behavior{Status: 500}, llmtest.Behavior{Status: 500}, llmtest.Behavior{Status: 500})
+	h.call("POST", "/api/v1/chats/completions", h.admin, alias)
+	m = h.metrics()
+	if v, _ := m.value("parley_completions_total", `model="alias-x-2026-01-01"`, `outcome="upstream_error"`); v != 1 {
+		t.Errorf(`a failed completion of a model that answered under another name = %v under that name, want 1`, v)
+	}
+	if v, _ := m.value("parley_completions_total", `model="other"`, `outcome="upstream_error"`); v != refused {
+		t.Errorf(`completions under model="other" = %v after the alias failed, want %d`, v, refused)
 	}
 }
 
