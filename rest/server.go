@@ -499,7 +499,7 @@ func (s *Server) handleReady(c *echo.Context) error {
 		defer cancel()
 		if err := s.cfg.Ready(rctx); err != nil {
 			s.log.WarnContext(ctx(c), "not ready", "err", err)
-			return domain.Errorf(domain.Unavailable, "not ready: the database is unreachable")
+			return domain.Errorf(domain.Unavailable, "not ready: the database does not answer, or takes no writes (the server's log says which)")
 		}
 	}
 	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})

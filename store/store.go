@@ -373,8 +373,28 @@ func (s *Store) closeDBs() error {
 	return err
 }
 
-// Ping checks that the database answers, for readiness probes.
+// Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }
+
+// Ready checks, for readiness probes, that the database answers a query
+// and, PostgreSQL, takes writes: one in read-only mode (a standby after a
+// failover, default_transaction_read_only) answers pings and reads but
+// refuses every turn, after its completion was paid for. A ping of SQLite
+// reads nothing; a query reads the file.
+func (s *Store) Ready(ctx context.Context) error {
+	if s.dialect != Postgres {
+		var n int
+		return s.sqlDB.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master").Scan(&n)
+	}
+	var readOnly string
+	if err := s.sqlDB.QueryRowContext(ctx, "SELECT current_setting('transaction_read_only')").Scan(&readOnly); err != nil {
+		return err
+	}
+	if readOnly == "on" {
+		return errors.New("the database takes no writes (transaction_read_only is on: a standby, or default_transaction_read_only)")
+	}
+	return nil
+}
 
 // rowsPerInsert is how many rows one multi-row INSERT carries. PostgreSQL
 // takes up to 65,535 parameters. SQLite compiles a statement into a program

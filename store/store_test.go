@@ -3309,3 +3309,38 @@ func TestMigrateDownOnNothingLeavesNoLock(t *testing.T) {
 		t.Errorf("status after down = %q, want every migration pending", out.String())
 	}
 }
+
+// TestReadyRefusesAReadOnlyPostgres: a PostgreSQL that answers but takes
+// no writes (a standby after a failover; here
+// default_transaction_read_only) is not ready, as every turn would fail to
+// be stored after its completion was paid for; SQLite's check reads the file.
+func TestReadyRefusesAReadOnlyPostgres(t *testing.T) {
+	ctx := context.Background()
+	if err := dbtest.SQLite(t).Ready(ctx); err != nil {
+		t.Errorf("SQLite: Ready = %v; want nil", err)
+	}
+	dsn := dbtest.PostgresURL(t)
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.Ready(ctx); err != nil {
+		t.Fatalf("Ready = %v; want nil", err)
+	}
+	var name string
+	if err := st.DB().Raw("SELECT current_database()").Scan(&name).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DB().Exec(`ALTER DATABASE "` + name + `" SET default_transaction_read_only = on`).Error; err != nil {
+		t.Fatal(err)
+	}
+	ro, err := store.Open(ctx, dsn) // its sessions start read-only
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ro.Close()
+	if err := ro.Ready(ctx); err == nil || !strings.Contains(err.Error(), "takes no writes") {
+		t.Errorf("Ready of a read-only database = %v; want an error saying it takes no writes", err)
+	}
+}

@@ -388,7 +388,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 
 	api := rest.New(svcs, rest.Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
-		Ready: st.Ping, Metrics: m, Logger: log,
+		Ready: st.Ready, Metrics: m, Logger: log,
 	})
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
