@@ -3,8 +3,8 @@ package mcp
 import (
 	"context"
 	"log/slog"
-	"strconv"
-	"unicode/utf8"
+
+	"github.com/parleyhq/parley/internal/requestid"
 )
 
 // requestLog is the handler of the logger mcp-go writes its mcp.request
@@ -29,7 +29,7 @@ func (h requestLog) Handle(ctx context.Context, r slog.Record) error {
 			a.Value = slog.StringValue(client)
 		}
 		if a.Value.Kind() == slog.KindString {
-			a.Value = slog.StringValue(capString(a.Value.String()))
+			a.Value = slog.StringValue(requestid.Capped(a.Value.String(), maxLoggedString))
 		}
 		nr.AddAttrs(a)
 		return true
@@ -42,19 +42,6 @@ func (h requestLog) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (h requestLog) WithGroup(name string) slog.Handler { return requestLog{h.Handler.WithGroup(name)} }
-
-// capString returns s, or its first maxLoggedString bytes (whole
-// characters) and how long it was.
-func capString(s string) string {
-	if len(s) <= maxLoggedString {
-		return s
-	}
-	n := maxLoggedString
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
-}
 
 type clientSessionKey struct{}
 

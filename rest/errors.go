@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v5"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -101,7 +102,10 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	}
 	// The attributes go with each record, not on a logger (With): those
 	// would come before the request_id that requestid.LogHandler puts first.
-	attrs := []any{"method", c.Request().Method, "path", route(c), "kind", kind.String(), "err", err}
+	// An error's text may quote what the client sent (an unknown field,
+	// an id) at any length: the line keeps the first kilobyte.
+	attrs := []any{"method", logMethod(c.Request().Method), "path", route(c), "kind", kind.String(),
+		"err", requestid.Capped(err.Error(), maxLoggedError)}
 	level, msg := domain.LogLevel(err), "request refused"
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):

@@ -190,6 +190,28 @@ func TestMetricLabelsAreBounded(t *testing.T) {
 	}
 }
 
+// TestLogLinesAreBounded: what a client sends at any length (a method, an
+// id in the path, an unknown field's name), which the access log and a
+// refusal's line repeat, is cut short there, so that no request writes
+// more than a few kilobytes of log.
+func TestLogLinesAreBounded(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	long := strings.Repeat("X", 200_000)
+	h.call(long, "/healthz", "", nil)
+	h.call("GET", "/api/v1/chats/cht_"+long, h.admin, nil)
+	h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{long: 1, "messages": []any{userMessage("x")}})
+	logs := h.finalLogs()
+	for _, line := range strings.Split(logs, "\n") {
+		if len(line) > 4096 {
+			t.Errorf("a log line of %d bytes: %.300s…", len(line), line)
+		}
+	}
+	if !strings.Contains(logs, "(200000 bytes)") {
+		t.Errorf("no line says how long the value it cut was:\n%.2000s", logs)
+	}
+}
+
 // grep returns the first lines of text that contain s.
 func grep(text, s string) string {
 	var out []string

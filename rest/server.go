@@ -285,7 +285,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			s.cfg.Metrics.ObserveRequest(pattern, methodLabel(c.Request().Method), status, took)
 		}
 		attrs := []any{
-			"method", c.Request().Method, "path", pattern,
+			"method", logMethod(c.Request().Method), "path", pattern,
 			"status", status, "duration_ms", float64(took.Microseconds()) / 1000, "bytes", size,
 		}
 		s.log.InfoContext(ctx(c), "request", attrs...)
@@ -304,6 +304,14 @@ func methodLabel(m string) string {
 	}
 	return "other"
 }
+
+// logMethod is a request's method as a log line has it: any token a
+// client sends, with or without a key, so no longer than 32 bytes.
+func logMethod(m string) string { return requestid.Capped(m, 32) }
+
+// maxLoggedError is the most of an error's text a log line of a refused
+// request keeps.
+const maxLoggedError = 1024
 
 // sendingSerializer writes a JSON response whole, with its Content-Length,
 // and sends it at once. Otherwise net/http holds a small response in its
@@ -387,7 +395,7 @@ func (s *Server) recovered(c *echo.Context, r any) error {
 	if r == http.ErrAbortHandler {
 		panic(r)
 	}
-	s.log.ErrorContext(ctx(c), "panic", "method", c.Request().Method, "path", route(c), "panic", r, "stack", string(debug.Stack()))
+	s.log.ErrorContext(ctx(c), "panic", "method", logMethod(c.Request().Method), "path", route(c), "panic", r, "stack", string(debug.Stack()))
 	return &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
 }
 
