@@ -1354,7 +1354,7 @@ func TestRetentionKeepsAConversationBeingContinued(t *testing.T) {
 // TestQueryOnAnEndpointThatTakesNone: a query parameter on an endpoint
 // that reads none is a 400 naming it, which changes nothing: a DELETE sent
 // with ?dryRun=true must not delete, a GET with a cursor must not answer
-// as if it were read.
+// as if it were read; nor may a query too long for Go's parser.
 func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
@@ -1375,6 +1375,17 @@ func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
 			r := h.call(tc.method, tc.path, h.admin, body)
 			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "this endpoint takes none") || (tc.param != "" && r.ErrorField() != tc.param) {
 				t.Errorf("%s %s = %d %s, want a 400 naming the parameter", tc.method, tc.path, r.Status, r.Body)
+			}
+		}
+		// Past 10,000 pairs Go's parser drops them all, the filter too.
+		many := strings.Repeat("&", 10_000)
+		for _, path := range []string{"/api/v1/documents/" + d + "?dryRun=true" + many, "/api/v1/chats?projectId=prj_00000000000000000000000000" + many} {
+			method := "DELETE"
+			if strings.HasPrefix(path, "/api/v1/chats") {
+				method = "GET"
+			}
+			if r := h.call(method, path, h.admin, nil); r.Status != 400 || !strings.Contains(r.ErrorMessage(), "more than 100 parameters") {
+				t.Errorf("%s with 10,000 more &s = %d %.300s, want a 400 on the query's size", method, r.Status, r.Body)
 			}
 		}
 		h.must(200, "GET", "/api/v1/documents/"+d, h.admin, nil)

@@ -565,8 +565,15 @@ func knownQuery(c *echo.Context, names ...string) error {
 // readableQuery refuses a query with a pair Go's parser drops without a
 // word: one holding a bad %-escape or a ';' (no longer a separator). A
 // filter so sent would answer the unfiltered list.
+//
+// Past maxQueryPairs pairs it refuses the query whole: Go's parser drops
+// every parameter of a query with more than 10,000, and no endpoint takes
+// more than a few.
 func readableQuery(raw string) error {
 	const how = "escape %% as %%25 and ; as %%3B, and separate parameters with &"
+	if strings.Count(raw, "&") >= maxQueryPairs {
+		return domain.Invalidf("query", "the query holds more than %d parameters (each & separates two); send only those the endpoint takes", maxQueryPairs)
+	}
 	for pair := range strings.SplitSeq(raw, "&") {
 		key, value, _ := strings.Cut(pair, "=")
 		name, err := url.QueryUnescape(key)
@@ -579,6 +586,9 @@ func readableQuery(raw string) error {
 	}
 	return nil
 }
+
+// maxQueryPairs is the most &-separated pairs a query may hold.
+const maxQueryPairs = 100
 
 // listResponse is the shape of every list.
 type listResponse[T any] struct {
