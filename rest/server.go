@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -94,7 +95,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.Logger = slog.New(slog.DiscardHandler)
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{stall: s.stallAfter()}
-	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.limitBody, s.apiRoutes)
+	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.bodyDeadline, s.limitBody, s.apiRoutes)
 
 	get(e, "/healthz", func(c *echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	get(e, "/readyz", s.handleReady)
@@ -397,6 +398,40 @@ func (s *Server) recovered(c *echo.Context, r any) error {
 	}
 	s.log.ErrorContext(ctx(c), "panic", "method", logMethod(c.Request().Method), "path", route(c), "panic", r, "stack", string(debug.Stack()))
 	return &domain.Error{Kind: domain.Internal, Op: "rest.recover"}
+}
+
+// bodyDeadline gives a request's body the request timeout to arrive, also
+// when nothing reads it (a request refused for its key, an endpoint that
+// reads none): net/http reads what is left of a body before it answers,
+// with no deadline of its own, so a client that never sent its body held
+// its connection and goroutine for ever, without a key. A handler that
+// reads the body (slowclient.ReadBody) sets its own and clears it; a
+// method that takes none has its body drained here, and the deadline
+// cleared, as once a body is read to its end net/http reads on in the
+// background, and a deadline passing there would end a long GET (an MCP
+// stream). A body that does not arrive in time, or is longer than
+// net/http would drain, keeps the deadline, and its connection is closed
+// after the answer.
+func (s *Server) bodyDeadline(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c *echo.Context) error {
+		r := c.Request()
+		if r.ContentLength == 0 {
+			return next(c)
+		}
+		rc := http.NewResponseController(netWriter(c))
+		if rc.SetReadDeadline(time.Now().Add(s.cfg.RequestTimeout)) != nil {
+			return next(c) // a writer that takes no deadlines (tests' recorders)
+		}
+		switch r.Method {
+		case http.MethodPost, http.MethodPut, http.MethodPatch:
+		default:
+			const drained = 256 << 10 // as net/http drains after a handler
+			if n, err := io.Copy(io.Discard, io.LimitReader(r.Body, drained+1)); err == nil && n <= drained {
+				_ = rc.SetReadDeadline(time.Time{})
+			}
+		}
+		return next(c)
+	}
 }
 
 // limitBody caps the request body; a body over the limit is a 413. Paths

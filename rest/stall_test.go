@@ -93,3 +93,27 @@ func TestBodyMustArrive(t *testing.T) {
 		t.Run(path, func(t *testing.T) { stalltest.SlowBodyRefused(t, h.srv.URL, h.admin, path, 300*time.Millisecond) })
 	}
 }
+
+// TestUnreadBodyMustArrive: a request answered without its body being
+// read (no key, a refused one, an endpoint that reads none) is answered
+// within the request timeout too: net/http reads what is left of a body
+// before it answers, which waited for the client for ever, so that anyone,
+// without a key, could hold connections and goroutines.
+func TestUnreadBodyMustArrive(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.RequestTimeout = 300 * time.Millisecond })
+	for _, tc := range []struct {
+		key, path string
+		status    int
+	}{
+		{"", "/api/v1/projects", 401},
+		{"pk_unknown", "/api/v1/projects", 401},
+		{"", "/healthz", 405},
+		{"", "/mcp", 401},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			if got := stalltest.SlowBodyAnswered(t, h.srv.URL, tc.key, tc.path, 300*time.Millisecond); got != tc.status {
+				t.Errorf("status %d, want %d", got, tc.status)
+			}
+		})
+	}
+}

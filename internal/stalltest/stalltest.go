@@ -68,6 +68,20 @@ func SlowBodyRefused(t *testing.T, baseURL, key, path string, timeout time.Durat
 	}
 }
 
+// SlowBodyAnswered is SlowBodyRefused for a request refused, or served,
+// without its body being read (a 401, /healthz): net/http reads what is
+// left of a body before it answers, which must not wait for the client
+// past timeout. It returns the status.
+func SlowBodyAnswered(t *testing.T, baseURL, key, path string, timeout time.Duration) int {
+	t.Helper()
+	start := time.Now()
+	status, _ := slowBody(t, baseURL, key, path)
+	if d := time.Since(start); d > timeout+5*time.Second {
+		t.Errorf("answered after %v, want about %v", d, timeout)
+	}
+	return status
+}
+
 // slowBody POSTs to path of the server at baseURL a JSON body it says is
 // 1,000 bytes long and sends only the first three of, and returns the
 // server's answer, waiting 10 s at most for it.
