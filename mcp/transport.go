@@ -20,6 +20,7 @@ import (
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/slowclient"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // MCP is served over three transports, a file each: streamable HTTP
@@ -288,6 +289,12 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			}
 			if err != nil {
 				refuse(w, domain.Invalid, "the request body could not be read")
+				return
+			}
+			// What it holds bounds what mcp-go's decoding costs (see
+			// wire.Bounded), which comes before any of Parley's checks.
+			if err := wire.Bounded(body); err != nil {
+				refuse(w, domain.Invalid, domain.MessageOf(err))
 				return
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))

@@ -282,6 +282,33 @@ func nested(path string, s map[string]any) []string {
 	return out
 }
 
+// TestHTTPBoundsWhatDecodingCosts: a body of many small values (here
+// 5,000 empty messages, which cost a few hundred megabytes to decode) is
+// refused before mcp-go decodes it, as a 400 naming the array.
+func TestHTTPBoundsWhatDecodingCosts(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	hs := e.httpServer(e.server(Options{}), 8<<20)
+	messages := strings.TrimSuffix(strings.Repeat(`{},`, 5000), ",")
+	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"cht_x",` +
+		`"systemMessage":"` + strings.Repeat("x", 70_000) + `","messages":[` + messages + `]}}}`
+	req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(body))
+	must(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	var env struct {
+		Error struct{ Code, Message string } `json:"error"`
+	}
+	b, _ := io.ReadAll(res.Body)
+	if err := json.Unmarshal(b, &env); err != nil || res.StatusCode != 400 || env.Error.Code != "invalid_request" ||
+		!strings.Contains(env.Error.Message, "params.arguments.messages holds more than 4096 items") {
+		t.Fatalf("%d %.300s; want a 400 invalid_request naming the array", res.StatusCode, b)
+	}
+}
+
 // TestHTTPAuth checks that every HTTP endpoint refuses a missing or wrong
 // key with 401 and a challenge, before any MCP processing.
 func TestHTTPAuth(t *testing.T) {

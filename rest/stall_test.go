@@ -117,3 +117,31 @@ func TestUnreadBodyMustArrive(t *testing.T) {
 		})
 	}
 }
+
+// TestBodiesOfManyValuesRefusedBeforeDecoding: a body whose size is
+// within the limit but which holds arrays longer than any request needs
+// (empty messages by the million took gigabytes to decode, before the
+// domain's bound of 1,000 refused them) is a 400 naming the array,
+// refused before it is decoded, and changes nothing.
+func TestBodiesOfManyValuesRefusedBeforeDecoding(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	many := func(item string) string { return strings.TrimSuffix(strings.Repeat(item+",", 50_000), ",") }
+	for _, tc := range []struct{ path, body, field string }{
+		{"/api/v1/chats/completions", `{"aiProviderId":"` + w.provider + `","messages":[` + many(`{}`) + `]}`, "messages"},
+		{"/api/v1/chats/" + w.chat + "/completions", `{"messages":[{"role":"user","content":"x"}],"tools":[` + many(`{}`) + `]}`, "tools"},
+		{"/api/v1/documents", `{"projectId":"` + w.project + `","name":"d","content":"x","metadata":{"a":[` + many(`0`) + `]}}`, "metadata.a"},
+	} {
+		before := h.up.Count()
+		r := h.call("POST", tc.path, h.admin, tc.body)
+		if r.Status != 400 || r.ErrorField() != tc.field || !strings.Contains(r.ErrorMessage(), "holds more than 4096 items") {
+			t.Errorf("POST %s with 50,000 items = %d %.300s; want a 400 on %s", tc.path, r.Status, r.Body, tc.field)
+		}
+		if n := h.up.Count() - before; n != 0 {
+			t.Errorf("POST %s: %d upstream calls, want none", tc.path, n)
+		}
+	}
+	if docs := h.must(200, "GET", "/api/v1/documents?projectId="+w.project, h.admin, nil)["data"].([]any); len(docs) != 0 {
+		t.Errorf("the refused document was created: %v", docs)
+	}
+}

@@ -6,6 +6,7 @@ package wire
 
 import (
 	"bytes"
+	"cmp"
 	stdjson "encoding/json"
 	"errors"
 	"fmt"
@@ -28,6 +29,9 @@ import (
 // Errors are domain Invalid errors naming the offending member; noun says
 // what members are called to the reader ("field", "argument").
 func Unmarshal(data []byte, v any, noun string) error {
+	if err := Bounded(data); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(data, v, json.RejectUnknownMembers(true), json.WithUnmarshalers(integral)); err != nil {
 		return decodeError(err, noun)
 	}
@@ -471,3 +475,63 @@ var (
 	epoch           = time.Unix(0, 0).UTC()
 	yearTenThousand = time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)
 )
+
+// Decoding bounds. A body's size alone does not bound what decoding it
+// costs: 8 MiB of {"messages":[{},{},…]} is 2.8 million messages, which
+// took 3.9 GB to decode before the domain could refuse more than 1,000.
+// Bounded refuses, before decoding, a body holding more values, or an
+// array of more items, than any request Parley takes needs.
+const (
+	// MaxArrayItems is the most items one array may hold, above every
+	// list the domain takes (1,000 messages, 128 tools).
+	MaxArrayItems = 4096
+	// MaxValues is the most JSON values (objects, arrays, strings,
+	// numbers, literals) a body may hold.
+	MaxValues = 1 << 17
+	// boundedFrom is the size from which a body is checked: a smaller one
+	// holds too few values to cost much.
+	boundedFrom = 64 << 10
+)
+
+// Bounded refuses data holding more than MaxValues JSON values or an
+// array of more than MaxArrayItems items, naming the array; data that is
+// not valid JSON is left to the decoder to refuse.
+func Bounded(data []byte) error {
+	if len(data) < boundedFrom {
+		return nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	var items []int // per open array, its items so far; -1 for an object
+	for values := 0; ; {
+		k := dec.PeekKind()
+		if k == 0 || k == ']' || k == '}' {
+			if _, err := dec.ReadToken(); err != nil {
+				return nil
+			}
+			items = items[:max(len(items)-1, 0)]
+			continue
+		}
+		if n := len(items); n > 0 && items[n-1] >= 0 {
+			if items[n-1]++; items[n-1] > MaxArrayItems {
+				field := FieldPath(dec.StackPointer().Parent())
+				return domain.Invalidf(field, "%s holds more than %d items", cmp.Or(field, "the body"), MaxArrayItems)
+			}
+		}
+		in, read := dec.StackIndex(dec.StackDepth())
+		if name := k == '"' && in == '{' && read%2 == 0; !name {
+			if values++; values > MaxValues {
+				return domain.Errorf(domain.Invalid, "the body holds more than %d JSON values; no request Parley takes needs as many", MaxValues)
+			}
+		}
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return nil // the decoder says what is wrong
+		}
+		switch tok.Kind() {
+		case '[':
+			items = append(items, 0)
+		case '{':
+			items = append(items, -1)
+		}
+	}
+}

@@ -208,3 +208,38 @@ func TestRejectNulls(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundedRefusesBeforeDecoding: a body of many small values is refused
+// before it is decoded, naming the array too long; one within the bounds,
+// however large its strings, decodes, and a small body is not scanned.
+func TestBoundedRefusesBeforeDecoding(t *testing.T) {
+	repeat := func(item string, n int) string { return strings.TrimSuffix(strings.Repeat(item+",", n), ",") }
+	pad := `"name":"` + strings.Repeat("x", boundedFrom) + `"`
+	for _, tc := range []struct {
+		name, body, field, want string // want "" decodes
+	}{
+		{"messages past the bound", `{` + pad + `,"messages":[` + repeat(`{}`, MaxArrayItems+1) + `]}`, "messages", "messages holds more than 4096 items"},
+		{"a nested array", `{` + pad + `,"messages":[{"role":"user"},{"role":[` + repeat(`0`, MaxArrayItems+1) + `]}]}`, "messages[1].role", "more than 4096 items"},
+		{"the top-level array", `[` + repeat(`1`, MaxArrayItems+1) + `]` + strings.Repeat(" ", boundedFrom), "", "the body holds more than 4096 items"},
+		{"values past the bound", `{` + pad + `,"messages":[` + repeat(`{"role":[`+repeat(`0`, 4000)+`]}`, 33) + `]}`, "", "more than 131072 JSON values"},
+		{"at the bounds", `{` + pad + `,"messages":[` + repeat(`{"role":"user"}`, MaxArrayItems) + `]}`, "", ""},
+		{"small, not scanned", `{"messages":[` + repeat(`{}`, MaxArrayItems+1) + `]}`, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var v any
+			err := Unmarshal([]byte(tc.body), &v, "field")
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Unmarshal: %v; want it decoded", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || domain.KindOf(err) != domain.Invalid {
+				t.Fatalf("Unmarshal: %v; want an Invalid error saying %q", err, tc.want)
+			}
+			if f, _ := domain.DetailsOf(err)["field"].(string); f != tc.field {
+				t.Errorf("field %q; want %q", f, tc.field)
+			}
+		})
+	}
+}
