@@ -385,10 +385,17 @@ func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
 	return nil
 }
 
+// maxBaseURL is the longest baseUrl a provider takes: it goes in every
+// provider's answer and before every call's path.
+const maxBaseURL = 2048
+
 // checkBaseURL refuses URLs that are not http(s) and, unless the operator
 // allowed it, hosts on loopback, private, link-local or metadata addresses
 // (SSRF). The llm package checks again at connect time, against DNS rebinding.
 func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
+	if len(raw) > maxBaseURL {
+		return Invalidf("baseUrl", "baseUrl is %d bytes; an API's base URL takes at most %d", len(raw), maxBaseURL)
+	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return Invalidf("baseUrl", "baseUrl must be an absolute http or https URL")

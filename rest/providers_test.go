@@ -68,6 +68,7 @@ func TestProviderValidation(t *testing.T) {
 			{"no default model", base(map[string]any{"defaultModel": ""}), "defaultModel"},
 			{"compatible without baseUrl", base(map[string]any{"baseUrl": ""}), "baseUrl"},
 			{"ftp baseUrl", base(map[string]any{"baseUrl": "ftp://example.com"}), "baseUrl"},
+			{"baseUrl of 7 MB", base(map[string]any{"baseUrl": h.up.URL() + "/" + strings.Repeat("k", 7<<20)}), "baseUrl"},
 			{"env ref outside the prefix", base(map[string]any{"apiKeyRef": "env:PARLEY_DATABASE_URL"}), "apiKeyRef"},
 			{"ref not env", base(map[string]any{"apiKeyRef": "vault:x"}), "apiKeyRef"},
 			{"key and ref", base(map[string]any{"apiKey": "sk-1", "apiKeyRef": "env:PARLEY_PROVIDER_KEY_X"}), "apiKey"},
