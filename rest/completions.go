@@ -340,6 +340,7 @@ const textChunkEnd = `},"finish_reason":null}]}`
 func (s *Server) newStream(c *echo.Context) (*stream, func()) {
 	st := &stream{s: s, c: c, rc: http.NewResponseController(netWriter(c)), stallAfter: s.stallAfter()}
 	st.enc = json.NewEncoder(&st.buf)
+	st.enc.SetEscapeHTML(false) // as every answer (sendingSerializer)
 	st.stopWatch = context.AfterFunc(c.Request().Context(), st.cutIfStillBlocked)
 	st.mu.Lock() // keepAlive may run before AfterFunc returns
 	st.alive = time.AfterFunc(s.cfg.KeepAlive, st.keepAlive)

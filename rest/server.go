@@ -3,6 +3,7 @@
 package rest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -327,17 +328,17 @@ type sendingSerializer struct {
 }
 
 func (ss sendingSerializer) Serialize(c *echo.Context, v any, indent string) error {
-	var b []byte
-	var err error
-	if indent != "" {
-		b, err = json.MarshalIndent(v, "", indent)
-	} else {
-		b, err = json.Marshal(v)
-	}
-	if err != nil {
+	// An API's JSON is no HTML page: <, > and & go as themselves, not as
+	// six bytes each (\u003c), which made a page of chats whose system
+	// messages are markup six times its text.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	enc.SetIndent("", indent)
+	if err := enc.Encode(v); err != nil {
 		return err
 	}
-	b = append(b, '\n') // as json.Encoder ends a value
+	b := buf.Bytes()
 	c.Response().Header().Set(echo.HeaderContentLength, strconv.Itoa(len(b)))
 	w := slowclient.NewWriter(c.Response(), ss.stall)
 	defer w.End()

@@ -145,3 +145,18 @@ func TestBodiesOfManyValuesRefusedBeforeDecoding(t *testing.T) {
 		t.Errorf("the refused document was created: %v", docs)
 	}
 }
+
+// TestAnswersDoNotEscapeMarkup: <, > and & go in answers as themselves, not
+// as six bytes each (\u003c), which made a page of chats whose system
+// messages are markup six times their size.
+func TestAnswersDoNotEscapeMarkup(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	const markup = "<b>a & b</b>"
+	id := h.must(201, "POST", "/api/v1/chats", h.admin, map[string]any{"projectId": w.project, "aiProviderId": w.provider, "name": "c", "systemMessage": markup})["id"].(string)
+	for _, path := range []string{"/api/v1/chats/" + id, "/api/v1/chats?projectId=" + w.project} {
+		if r := h.call("GET", path, h.admin, nil); r.Status != 200 || !strings.Contains(string(r.Body), `"systemMessage":"`+markup+`"`) {
+			t.Errorf("GET %s = %d %.300s; want the system message as it is", path, r.Status, r.Body)
+		}
+	}
+}
