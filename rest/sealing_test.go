@@ -3,6 +3,7 @@ package rest_test
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -211,6 +212,26 @@ func TestWarnsOfAReadableSQLiteFile(t *testing.T) {
 		warned := strings.Contains(h.logs.String(), "can be read by other users") && strings.Contains(h.logs.String(), "chmod 600")
 		if warned != (mode != 0o600) {
 			t.Errorf("a database of mode %v: warned %v; logs:\n%s", mode, warned, h.logs.String())
+		}
+	}
+}
+
+// TestWarnsOfAReadableMasterKey: so is a master key file other users can
+// read, which opens every stored provider key.
+func TestWarnsOfAReadableMasterKey(t *testing.T) {
+	for _, mode := range []os.FileMode{0o600, 0o644} {
+		dir := t.TempDir()
+		path := filepath.Join(dir, "master.key")
+		if _, err := secret.LoadOrCreateFile(path); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.SecretKey, c.DataDir = "", dir })
+		warned := strings.Contains(h.logs.String(), "the master key file can be read by other users") && strings.Contains(h.logs.String(), "chmod 600")
+		if warned != (mode != 0o600) {
+			t.Errorf("a master key file of mode %v: warned %v; logs:\n%s", mode, warned, h.logs.String())
 		}
 	}
 }

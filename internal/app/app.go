@@ -220,6 +220,14 @@ func dataDir(cfg Config) string {
 	return cfg.DataDir
 }
 
+// warnIfReadable warns when the file at path, what it is, can be read by
+// other users of the machine, saying why it matters and what to do.
+func warnIfReadable(log *slog.Logger, path, what, why string) {
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		log.Warn(what+" can be read by other users of this machine, and "+why, "path", path, "mode", fi.Mode().Perm().String())
+	}
+}
+
 // Keyring loads the master key (and old ones) as the config says. sealed
 // counts the stored provider keys by the id of the master key that sealed
 // them: a key file is not created while some of them are sealed under a
@@ -327,13 +335,10 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	log = slog.New(requestid.LogHandler(log.Handler()))
+	// Parley makes its files 0600, but one an older Parley made, a
+	// restore or a copy may be anyone's to read on this machine.
 	if path := st.SQLitePath(); path != "" {
-		// Parley makes the file 0600, but one an older Parley made, or a
-		// restore, may be anyone's to read on this machine.
-		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
-			log.Warn("the SQLite database can be read by other users of this machine, and it holds API key hashes and sealed provider keys: chmod 600 it (and its -wal and -shm files)",
-				"path", path, "mode", fi.Mode().Perm().String())
-		}
+		warnIfReadable(log, path, "the SQLite database", "it holds API key hashes and sealed provider keys: chmod 600 it (and its -wal and -shm files)")
 	}
 	sealed, unbound, err := sealedKeys(ctx, st)
 	if err != nil {
@@ -342,6 +347,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	kr, err := Keyring(cfg, st.Dialect(), sealed)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.SecretKey == "" && st.Dialect() != store.Postgres {
+		warnIfReadable(log, filepath.Join(dataDir(cfg), "master.key"), "the master key file", "it opens every stored provider key: chmod 600 it")
 	}
 	if n, ids := unheld(sealed, kr.Holds); n > 0 {
 		log.Warn("provider keys are sealed under a master key this server does not hold, so their completions fail: "+
