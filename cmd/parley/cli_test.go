@@ -582,3 +582,30 @@ func TestMigrateOnANewerSchema(t *testing.T) {
 		t.Errorf("migrate down on a newer schema changed it: %d of versions %d and %d still applied", applied, last, newer)
 	}
 }
+
+// TestEnvMistakesNamed: a PARLEY_DATABASE_URL of sqlite: with no file (an
+// unset variable after it), which would put the database in ./data away
+// from PARLEY_DATA_DIR's master key, and a PARLEY_ADDR no listener takes
+// stop the start naming the variable, before any file is made.
+func TestEnvMistakesNamed(t *testing.T) {
+	for _, tc := range []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{[]string{"PARLEY_DATABASE_URL=sqlite:"}, []string{"migrate", "up"}, "PARLEY_DATABASE_URL is sqlite: with no file after it"},
+		{[]string{"PARLEY_DATABASE_URL=sqlite://"}, []string{"migrate", "up"}, "PARLEY_DATABASE_URL is sqlite: with no file after it"},
+		{[]string{"PARLEY_ADDR=localhost"}, []string{"serve"}, `PARLEY_ADDR "localhost"`},
+		{[]string{"PARLEY_ADDR=http://127.0.0.1:8080"}, []string{"serve"}, "set it to a free HOST:PORT"},
+	} {
+		dir := t.TempDir()
+		env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(dir, "data")}, tc.env...)
+		out, code := parley(t, dir, env, tc.args...)
+		if code != 1 || !strings.Contains(out, tc.want) {
+			t.Errorf("%v %v: exit %d:\n%s\nwant exit 1 saying %q", tc.env, tc.args, code, out, tc.want)
+		}
+		if got := files(t, dir); len(got) != 0 {
+			t.Errorf("%v: files made: %q", tc.env, got)
+		}
+	}
+}

@@ -55,6 +55,11 @@ func databaseURL(v string) (string, error) {
 		}
 		return scheme + ":" + rest, nil
 	case "sqlite":
+		if strings.TrimPrefix(rest, "//") == "" {
+			// sqlite:$UNSET would put the database in ./data, away from
+			// a PARLEY_DATA_DIR's master key.
+			return "", errors.New("PARLEY_DATABASE_URL is sqlite: with no file after it: name the file (sqlite:/var/lib/parley/parley.db), or leave PARLEY_DATABASE_URL unset for PARLEY_DATA_DIR's parley.db")
+		}
 		return scheme + ":" + rest, nil
 	}
 	return "", fmt.Errorf("PARLEY_DATABASE_URL has the scheme %q, which Parley does not take; %s "+

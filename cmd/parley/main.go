@@ -254,7 +254,10 @@ func loadEnv() (env, error) {
 		return e, err
 	}
 	// Both in any case: slog reads DEBUG as debug, and so JSON is json.
-	if v := getenv("PARLEY_LOG_LEVEL", "info"); e.LogLevel.UnmarshalText([]byte(v)) != nil {
+	// By name only: slog's own syntax also takes offsets (error+100, which
+	// would hide every line).
+	if v := getenv("PARLEY_LOG_LEVEL", "info"); !slices.Contains([]string{"debug", "info", "warn", "error"}, strings.ToLower(v)) ||
+		e.LogLevel.UnmarshalText([]byte(v)) != nil {
 		return e, fmt.Errorf("PARLEY_LOG_LEVEL must be debug, info, warn or error, got %q", v)
 	}
 	switch f := getenv("PARLEY_LOG_FORMAT", "text"); strings.ToLower(f) {

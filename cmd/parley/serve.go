@@ -32,7 +32,7 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	// admin key, which no later start would print again.
 	ln, err := net.Listen("tcp", e.Addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("PARLEY_ADDR %q: %w; set it to a free HOST:PORT, such as 127.0.0.1:8080", e.Addr, err)
 	}
 	defer ln.Close()
 	a, err := app.Open(ctx, e.Config)
