@@ -1,6 +1,7 @@
 package rest_test
 
 import (
+	"context"
 	"net"
 	"net/url"
 	"os"
@@ -128,5 +129,27 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 	if r := h.call("POST", path, h.admin, body); r.Status != 429 {
 		t.Errorf("completion over the limit once Redis is back = %d %s, want 429", r.Status, r.Body)
+	}
+}
+
+// TestRedisRefusalBeforeTheDatabase: a Redis that refuses the URL's
+// database (or password) stops the start before the database is created
+// or migrated, as every start bound to fail does.
+func TestRedisRefusalBeforeTheDatabase(t *testing.T) {
+	u, err := url.Parse(testRedisURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/9999" // no Redis has as many databases
+	dir := t.TempDir()
+	cfg := app.Config{DataDir: dir, RedisURL: u.String()}
+	if a, err := app.Open(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), "PARLEY_REDIS_URL") {
+		if a != nil {
+			a.Close()
+		}
+		t.Fatalf("Open with Redis refusing the database: %v; want an error naming PARLEY_REDIS_URL", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the refused start left %v in the data directory", entries)
 	}
 }

@@ -81,6 +81,15 @@ type Config struct {
 	// Authorizer decides permissions; nil means the base policy of
 	// policies/. Tests set it, to check a rule under a narrower policy.
 	Authorizer domain.Authorizer
+
+	// limiter is the rate limiter Open opened before the database, for New.
+	limiter *openLimiter
+}
+
+// openLimiter is a rate limiter and the func that closes it.
+type openLimiter struct {
+	domain.Limiter
+	close func() error
 }
 
 // App is a wired Parley.
@@ -123,16 +132,27 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 			created, _ = filepath.Abs(f)
 		}
 	}
+	// A Redis that refuses the URL's password or database stops the start
+	// before the database is opened, created or migrated (one that does
+	// not answer is let through: the limiter fails open).
+	l, closeLimiter, err := ratelimit.Open(cfg.RedisURL, logger(cfg))
+	if err != nil {
+		return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+	}
+	cfg.limiter = &openLimiter{l, closeLimiter}
 	st, err := store.Open(ctx, dsn)
 	if err != nil {
+		_ = closeLimiter()
 		return nil, err
 	}
 	if err := st.Migrate(ctx, "up", migrationLog{cfg.Logger}); err != nil {
+		_ = closeLimiter()
 		st.Close()
 		return nil, fmt.Errorf("migrate: %w", err)
 	}
 	a, err := New(ctx, cfg, st)
 	if err != nil {
+		_ = closeLimiter() // again, if New did: a closed client says so, and nothing more
 		st.Close()
 		return nil, err
 	}
@@ -218,6 +238,16 @@ func dataDir(cfg Config) string {
 		return "data"
 	}
 	return cfg.DataDir
+}
+
+// logger is cfg's logger (one that writes nothing when it has none),
+// adding the request id to every line logged in a request's course.
+func logger(cfg Config) *slog.Logger {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(requestid.LogHandler(log.Handler()))
 }
 
 // warnIfReadable warns when the file at path, what it is, can be read by
@@ -330,11 +360,7 @@ const cacheTTL = 2 * time.Second
 
 // New wires the app over an open, migrated store, and bootstraps the admin.
 func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
-	log = slog.New(requestid.LogHandler(log.Handler()))
+	log := logger(cfg)
 	// Parley makes its files 0600, but one an older Parley made, a
 	// restore or a copy may be anyone's to read on this machine.
 	if path := st.SQLitePath(); path != "" {
@@ -369,15 +395,20 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 	llmCfg := cfg.LLM
 	llmCfg.AllowPrivate = cfg.AllowPrivateUpstreams
-	limiter, closeLimiter, err := ratelimit.Open(cfg.RedisURL, log)
-	if err != nil {
-		return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+	limiter := cfg.limiter
+	if limiter == nil {
+		l, closeLimiter, err := ratelimit.Open(cfg.RedisURL, log)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+		}
+		limiter = &openLimiter{l, closeLimiter}
 	}
+	closeLimiter := limiter.close
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
 	svcs := domain.NewServices(domain.Deps{
-		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter),
+		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
 	})
