@@ -138,7 +138,13 @@ func TestLoadEnv(t *testing.T) {
 		if e, err := loadEnv(); err != nil || strings.Join(e.MCPAllowedOrigins, " ") != "https://app.example.com http://10.0.0.5:3000 *" {
 			t.Errorf("three origins: %q, %v", e.MCPAllowedOrigins, err)
 		}
-		for _, bad := range []string{"app.example.com", "https://app.example.com/", "https://u:p@app.example.com", "https://app.example.com?x=1", "**"} {
+		// A scheme's own port and upper case would never match what a
+		// browser sends: they are taken as it sends them.
+		t.Setenv("PARLEY_MCP_ALLOWED_ORIGINS", "HTTPS://App.Example.com:443,http://x.example:80,https://y.example:8443")
+		if e, err := loadEnv(); err != nil || strings.Join(e.MCPAllowedOrigins, " ") != "https://app.example.com http://x.example https://y.example:8443" {
+			t.Errorf("origins as a browser sends them: %q, %v", e.MCPAllowedOrigins, err)
+		}
+		for _, bad := range []string{"app.example.com", "https://app.example.com/", "https://u:p@app.example.com", "https://app.example.com?x=1", "**", "https://*.example.com"} {
 			t.Setenv("PARLEY_MCP_ALLOWED_ORIGINS", bad)
 			if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_MCP_ALLOWED_ORIGINS") || !strings.Contains(err.Error(), strconv.Quote(bad)) {
 				t.Errorf("%q: %v, want an error naming the variable and the value", bad, err)

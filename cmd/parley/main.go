@@ -352,10 +352,23 @@ func origins(name string) ([]string, error) {
 		if o = strings.TrimSpace(o); o == "" {
 			continue
 		}
-		if u, err := url.Parse(o); o != "*" && (err != nil || u.Scheme == "" || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "") {
+		if o == "*" {
+			out = append(out, o)
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" {
 			return nil, fmt.Errorf("%s must list origins such as https://app.example.com (scheme, host and port only) or *, got %q", name, o)
 		}
-		out = append(out, o)
+		if strings.Contains(u.Host, "*") {
+			return nil, fmt.Errorf("%s: %q holds a * in its host, which matches nothing: list each origin, or * alone for any", name, o)
+		}
+		// As a browser sends it: lower case, without the scheme's own port.
+		u.Scheme, u.Host = strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+		if p := u.Port(); (u.Scheme == "https" && p == "443") || (u.Scheme == "http" && p == "80") {
+			u.Host = strings.TrimSuffix(u.Host, ":"+p)
+		}
+		out = append(out, u.String())
 	}
 	return out, nil
 }
