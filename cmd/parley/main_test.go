@@ -220,16 +220,22 @@ func TestFirstStartOnATakenAddress(t *testing.T) {
 	s.stop(t)
 }
 
+// TestBootstrapAdminKeyIsIdempotent: starts with the same bootstrap key
+// make one admin; another key, set to replace it, makes a second, and the
+// start warns that the first still works.
 func TestBootstrapAdminKeyIsIdempotent(t *testing.T) {
 	dir := t.TempDir()
-	key := "pk_bootstrap_" + strings.Repeat("a", 30)
-	for range 2 {
-		s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+key)
-		if got := get(t, s.url+"/api/v1/me", key); got != 200 {
+	key, other := "pk_bootstrap_"+strings.Repeat("a", 30), "pk_bootstrap_"+strings.Repeat("b", 30)
+	for i, k := range []string{key, key, other} {
+		s := serve(t, dir, "PARLEY_BOOTSTRAP_ADMIN_KEY="+k)
+		if got := get(t, s.url+"/api/v1/me", k); got != 200 {
 			t.Fatalf("GET /me with the bootstrap key = %d", got)
 		}
 		if printedKey.MatchString(s.stderr.String()) {
 			t.Error("a start with a bootstrap key printed a key")
+		}
+		if warned := strings.Contains(s.stderr.String(), "a bootstrap key set before still works"); warned != (i == 2) {
+			t.Errorf("start %d: warned of the earlier key %v:\n%s", i+1, warned, s.stderr.String())
 		}
 		s.stop(t)
 	}

@@ -414,10 +414,19 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	})
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}
 	if cfg.BootstrapAdminKey != "" {
+		// A key the database does not hold, in one that has users, makes a
+		// new admin beside those: an operator who changed the variable to
+		// replace a leaked key must be told the old one still works.
+		_, held := svcs.Users.Authenticate(ctx, cfg.BootstrapAdminKey)
+		users, _ := st.CountUsers(ctx)
 		if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
 			usage.Close()
 			_ = closeLimiter()
 			return nil, fmt.Errorf("bootstrap admin key: %s", domain.MessageOf(err))
+		}
+		if held != nil && users > 0 {
+			log.Warn("PARLEY_BOOTSTRAP_ADMIN_KEY is a key this database did not hold, so a new admin user holds it beside the users there; " +
+				"a bootstrap key set before still works: revoke it (GET /api/v1/users, then DELETE /api/v1/users/{userId}/api-keys/{keyId}) if this one replaces it")
 		}
 	} else if a.InitialAdminKey, err = svcs.Users.BootstrapIfEmpty(ctx); err != nil {
 		usage.Close()
