@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/labstack/echo/v5"
 
@@ -63,9 +64,16 @@ func echoStatus(err error) int {
 
 // fromEchoError turns Echo's own errors (unknown route, wrong method, body
 // limit) into domain errors, so they take the same path as ours.
-func fromEchoError(code int, err error) error {
+func fromEchoError(code int, err error, path string) error {
 	switch code {
 	case http.StatusNotFound:
+		if strings.HasPrefix(path, "/api/v1/") && strings.HasSuffix(path, "/responses") {
+			// The AI SDK's createOpenAI(…)(model), and LangChain with some
+			// models or options, post to OpenAI's Responses API.
+			return domain.Errorf(domain.NotFound, "Parley speaks OpenAI's Chat Completions API, not its Responses API: "+
+				"post to {baseURL}/chat/completions (the AI SDK's openai.chat(model) or @ai-sdk/openai-compatible; "+
+				"LangChain's ChatOpenAI without useResponsesApi or reasoning options)")
+		}
 		return domain.Errorf(domain.NotFound, "no such endpoint; see /openapi.json for the API")
 	case http.StatusMethodNotAllowed:
 		return domain.Errorf(domain.Invalid, "this endpoint does not take that method; the Allow header lists those it does")
@@ -85,7 +93,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	}
 	code := echoStatus(err)
 	if code != 0 {
-		err = fromEchoError(code, err)
+		err = fromEchoError(code, err, c.Request().URL.Path)
 	}
 	if domain.KindOf(err) == domain.Canceled && errors.Is(context.Cause(c.Request().Context()), domain.ErrShuttingDown) {
 		// Not the client's cancellation (its 499 would tell it not to send

@@ -408,3 +408,17 @@ func TestAccessLogLine(t *testing.T) {
 		}
 	}
 }
+
+// TestResponsesAPISaysWhatToUse: a client of OpenAI's Responses API (the
+// AI SDK's createOpenAI(…)(model), LangChain with some models) gets a 404
+// that says Parley speaks Chat Completions and which client call does.
+func TestResponsesAPISaysWhatToUse(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	for _, path := range []string{"/api/v1/responses", "/api/v1/chats/" + w.chat + "/responses"} {
+		r := h.call("POST", path, h.admin, map[string]any{"model": "m", "input": "hi"})
+		if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "not its Responses API") || !strings.Contains(r.ErrorMessage(), "openai.chat(model)") {
+			t.Errorf("POST %s = %d %s; want a 404 naming Chat Completions", path, r.Status, r.Body)
+		}
+	}
+}
