@@ -178,9 +178,15 @@ func jsonNames(t reflect.Type) []string {
 }
 
 // FieldPath renders a JSON pointer as a field path: /messages/0/role → messages[0].role.
+// A path past maxFieldPath bytes (JSON nested ten thousand deep) is cut
+// there, with "…", as an error message repeats it.
 func FieldPath(p jsontext.Pointer) string {
 	var b strings.Builder
 	for tok := range p.Tokens() {
+		if b.Len() > maxFieldPath {
+			b.WriteString("…")
+			break
+		}
 		if tok != "" && strings.Trim(tok, "0123456789") == "" {
 			b.WriteString("[" + tok + "]")
 			continue
@@ -192,6 +198,9 @@ func FieldPath(p jsontext.Pointer) string {
 	}
 	return b.String()
 }
+
+// maxFieldPath is about the longest path FieldPath writes.
+const maxFieldPath = 256
 
 func typeName(t reflect.Type) string {
 	for t.Kind() == reflect.Pointer {

@@ -243,3 +243,17 @@ func TestBoundedRefusesBeforeDecoding(t *testing.T) {
 		})
 	}
 }
+
+// TestDeepNestingNamedShortly: JSON nested past the decoder's depth is
+// refused naming a field cut short, not ten thousand [0]s.
+func TestDeepNestingNamedShortly(t *testing.T) {
+	body := `{"metadata":` + strings.Repeat("[", 20_000) + strings.Repeat("]", 20_000) + `}`
+	var v map[string]any
+	err := Unmarshal([]byte(body), &v, "field")
+	if err == nil || domain.KindOf(err) != domain.Invalid {
+		t.Fatalf("Unmarshal: %v; want Invalid", err)
+	}
+	if f, _ := domain.DetailsOf(err)["field"].(string); len(f) > 512 || !strings.HasPrefix(f, "metadata[0][0]") {
+		t.Errorf("the field is %d bytes: %.200s…", len(f), f)
+	}
+}
