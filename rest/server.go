@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v5"
@@ -327,12 +328,24 @@ type sendingSerializer struct {
 	stall time.Duration
 }
 
+// answerBuffers keeps the buffers answers are encoded in, up to
+// maxPooledAnswer bytes each: a large answer's is left to the collector.
+var answerBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledAnswer = 64 << 10
+
 func (ss sendingSerializer) Serialize(c *echo.Context, v any, indent string) error {
 	// An API's JSON is no HTML page: <, > and & go as themselves, not as
 	// six bytes each (\u003c), which made a page of chats whose system
 	// messages are markup six times its text.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
+	buf := answerBuffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledAnswer {
+			buf.Reset()
+			answerBuffers.Put(buf)
+		}
+	}()
+	enc := json.NewEncoder(buf)
 	enc.SetEscapeHTML(false)
 	enc.SetIndent("", indent)
 	if err := enc.Encode(v); err != nil {
