@@ -291,22 +291,30 @@ func TestHTTPBoundsWhatDecodingCosts(t *testing.T) {
 	messages := strings.TrimSuffix(strings.Repeat(`{},`, 5000), ",")
 	body := `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"cht_x",` +
 		`"systemMessage":"` + strings.Repeat("x", 70_000) + `","messages":[` + messages + `]}}}`
-	req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(body))
-	must(t, err)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Accept", "application/json, text/event-stream")
-	req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-	res, err := http.DefaultClient.Do(req)
-	must(t, err)
-	defer res.Body.Close()
+	status, b := postJSON(t, hs.URL+"/mcp", e.keys["editor"], body)
 	var env struct {
 		Error struct{ Code, Message string } `json:"error"`
 	}
-	b, _ := io.ReadAll(res.Body)
-	if err := json.Unmarshal(b, &env); err != nil || res.StatusCode != 400 || env.Error.Code != "invalid_request" ||
+	if err := json.Unmarshal([]byte(b), &env); err != nil || status != 400 || env.Error.Code != "invalid_request" ||
 		!strings.Contains(env.Error.Message, "params.arguments.messages holds more than 4096 items") {
-		t.Fatalf("%d %.300s; want a 400 invalid_request naming the array", res.StatusCode, b)
+		t.Fatalf("%d %.300s; want a 400 invalid_request naming the array", status, b)
 	}
+}
+
+// postJSON posts body to url with key, as an MCP client over streamable
+// HTTP does, and returns the status and the answer's body.
+func postJSON(t *testing.T, url, key, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("POST", url, strings.NewReader(body))
+	must(t, err)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "Bearer "+key)
+	res, err := http.DefaultClient.Do(req)
+	must(t, err)
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return res.StatusCode, string(b)
 }
 
 // TestHTTPAuth checks that every HTTP endpoint refuses a missing or wrong
@@ -382,16 +390,7 @@ func TestHTTPBodyLimitIsParleys(t *testing.T) {
 	pad := strings.Repeat(" ", 5<<20)
 	post := func(url, body string) (int, string) {
 		t.Helper()
-		req, err := http.NewRequest("POST", url, strings.NewReader(pad+body))
-		must(t, err)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-		res, err := http.DefaultClient.Do(req)
-		must(t, err)
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res.StatusCode, string(b)
+		return postJSON(t, url, e.keys["editor"], pad+body)
 	}
 	initBody := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`
 	if status, body := post(hs.URL+"/mcp", initBody); status != http.StatusOK || !strings.Contains(body, `"serverInfo"`) {

@@ -27,6 +27,18 @@ function render(options) {
 
 const shown = (messages) => messages.map((m) => [m.role, m.content]);
 
+// hanging sends a message whose reply streams until it is stopped, and
+// returns the send (in an object, or awaiting would wait for its end)
+// once text of it arrived.
+async function hanging(chat) {
+  let sent;
+  act(() => {
+    sent = chat().sendMessage('HANG until stopped');
+  });
+  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  return { sent };
+}
+
 test('per chat: replies stream in, and the next message continues the conversation', async (t) => {
   t.after(cleanup);
   const { calls, chat } = render({ chatId: CHAT, systemPrompt: 'You are brief.' });
@@ -57,11 +69,7 @@ test('per chat: replies stream in, and the next message continues the conversati
 test('isStreaming while the reply arrives; stopStream keeps what came, and Parley keeps the turn', async (t) => {
   t.after(cleanup);
   const { calls, chat } = render({ chatId: CHAT });
-  let sent;
-  act(() => {
-    sent = chat().sendMessage('HANG until stopped');
-  });
-  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  const { sent } = await hanging(chat);
   assert.equal(chat().isStreaming, true);
   assert.equal(chat().messages[1].isStreaming, true);
   await assert.rejects(chat().sendMessage('too soon'), /still streaming/);
@@ -94,11 +102,7 @@ test('isStreaming while the reply arrives; stopStream keeps what came, and Parle
 test('a message sent in the same tick as stopStream continues the stopped turn', async (t) => {
   t.after(cleanup);
   const { calls, chat } = render({ chatId: CHAT });
-  let sent;
-  act(() => {
-    sent = chat().sendMessage('HANG until stopped');
-  });
-  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  const { sent } = await hanging(chat);
   await act(async () => {
     chat().stopStream();
     await Promise.all([sent, chat().sendMessage('go on')]);
@@ -148,11 +152,7 @@ test('a message sent while the stopped connection still closes waits for the sto
   t.after(cleanup);
   const late = lateClose();
   const { calls, chat } = render({ chatId: CHAT, client: late.client });
-  let sent;
-  act(() => {
-    sent = chat().sendMessage('HANG until stopped');
-  });
-  await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0, 'text arrived'));
+  const { sent } = await hanging(chat);
   await act(async () => {
     chat().stopStream();
     await Promise.all([sent, chat().sendMessage('go on')]);
