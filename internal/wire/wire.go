@@ -509,7 +509,10 @@ func Bounded(data []byte) error {
 	if len(data) < boundedFrom {
 		return nil
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	// What jsontext alone refuses, encoding/json (mcp-go's) takes, and
+	// a scan that stopped there would let the rest through; a Buffer it
+	// reads in place, where a Reader would be copied.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(data), jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	var items []int // per open array, its items so far; -1 for an object
 	for values := 0; ; {
 		k := dec.PeekKind()

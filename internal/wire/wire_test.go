@@ -224,6 +224,10 @@ func TestBoundedRefusesBeforeDecoding(t *testing.T) {
 		{"values past the bound", `{` + pad + `,"messages":[` + repeat(`{"role":[`+repeat(`0`, 4000)+`]}`, 33) + `]}`, "", "more than 131072 JSON values"},
 		{"at the bounds", `{` + pad + `,"messages":[` + repeat(`{"role":"user"}`, MaxArrayItems) + `]}`, "", ""},
 		{"small, not scanned", `{"messages":[` + repeat(`{}`, MaxArrayItems+1) + `]}`, "", ""},
+		// What encoding/json (mcp-go's) takes before such an array must
+		// not end the scan.
+		{"after a repeated name", `{` + pad + `,"name":"b","messages":[` + repeat(`{}`, MaxArrayItems+1) + `]}`, "messages", "more than 4096 items"},
+		{"after invalid UTF-8", `{` + pad + `,"x":"` + "\xff" + `","messages":[` + repeat(`{}`, MaxArrayItems+1) + `]}`, "messages", "more than 4096 items"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var v any
