@@ -13,6 +13,7 @@ import (
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/requestid"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -40,12 +41,15 @@ func refuse(w http.ResponseWriter, kind domain.Kind, message string) {
 func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.CallToolResult, error) {
 	log := d.log
 	kind := domain.KindOf(err)
+	// What the client sent (a tool's name, an argument's) at any length
+	// is cut short in the log, as REST's refusals are.
+	tool, logErr := requestid.Capped(tool, maxLoggedString), requestid.CappedError(err)
 	if errors.Is(context.Cause(ctx), domain.ErrShuttingDown) {
-		log.WarnContext(ctx, "mcp tool call ended by shutdown", "tool", tool, "err", err)
+		log.WarnContext(ctx, "mcp tool call ended by shutdown", "tool", tool, "err", logErr)
 		return mcpgo.NewToolResultError(domain.Unavailable.String() + ": the server is shutting down and ended this call; call again"), nil
 	}
 	if kind == domain.Canceled || (ctx.Err() != nil && kind == domain.Internal) {
-		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", err)
+		log.DebugContext(ctx, "mcp tool call cancelled", "tool", tool, "err", logErr)
 		return nil, errCanceled
 	}
 	level, msg := domain.LogLevel(err), "mcp tool call refused"
@@ -57,7 +61,7 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	case level == slog.LevelError:
 		msg = "mcp tool call failed"
 	}
-	log.Log(ctx, level, msg, "tool", tool, "kind", kind.String(), "err", err)
+	log.Log(ctx, level, msg, "tool", tool, "kind", kind.String(), "err", logErr)
 	if kind == domain.Internal {
 		return nil, errInternal
 	}

@@ -236,15 +236,15 @@ func toolOutcome(res *mcpgo.CallToolResult, err error) string {
 // long as their upstream call and so have no call timeout of their own.
 const completionTools = "create-chat-completion"
 
-// handle returns a tool handler that decodes In strictly, calls fn, and
-// returns Out as structured content with text's rendering. Errors of any
-// step go through toolError, the one mapping of domain kinds.
 // argErrorExplainer is a tool's arguments that say more of some
 // refusals than decodeArgs can.
 type argErrorExplainer interface {
 	explainArgError(error) error
 }
 
+// handle returns a tool handler that decodes In strictly, calls fn, and
+// returns Out as structured content with text's rendering. Errors of any
+// step go through toolError, the one mapping of domain kinds.
 func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallToolRequest, in In) (Out, error), text func(Out) string) server.ToolHandlerFunc {
 	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
 		defer func() {

@@ -261,7 +261,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			if kind == domain.Unauthenticated {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
 			} else {
-				logger.Log(r.Context(), domain.LogLevel(err), "mcp authentication failed", "kind", kind.String(), "err", err)
+				logger.Log(r.Context(), domain.LogLevel(err), "mcp authentication failed", "kind", kind.String(), "err", requestid.CappedError(err))
 			}
 			refuse(w, kind, domain.MessageOf(err))
 			return

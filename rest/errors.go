@@ -110,10 +110,8 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	}
 	// The attributes go with each record, not on a logger (With): those
 	// would come before the request_id that requestid.LogHandler puts first.
-	// An error's text may quote what the client sent (an unknown field,
-	// an id) at any length: the line keeps the first kilobyte.
 	attrs := []any{"method", logMethod(c.Request().Method), "path", route(c), "kind", kind.String(),
-		"err", requestid.Capped(err.Error(), maxLoggedError)}
+		"err", requestid.CappedError(err)}
 	level, msg := domain.LogLevel(err), "request refused"
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):

@@ -312,10 +312,6 @@ func methodLabel(m string) string {
 // client sends, with or without a key, so no longer than 32 bytes.
 func logMethod(m string) string { return requestid.Capped(m, 32) }
 
-// maxLoggedError is the most of an error's text a log line of a refused
-// request keeps.
-const maxLoggedError = 1024
-
 // sendingSerializer writes a JSON response whole, with its Content-Length,
 // and sends it at once. Otherwise net/http holds a small response in its
 // buffer until ServeHTTP returns, so the client would wait for everything

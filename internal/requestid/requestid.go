@@ -118,3 +118,11 @@ func Capped(s string, max int) string {
 	}
 	return s[:n] + "…(" + strconv.Itoa(len(s)) + " bytes)"
 }
+
+// MaxLoggedError is the most of an error's text a log line of a refused
+// request keeps: an error may quote what the client sent (an unknown
+// field, an id) at any length.
+const MaxLoggedError = 1024
+
+// CappedError is err's text, cut at MaxLoggedError bytes.
+func CappedError(err error) string { return Capped(err.Error(), MaxLoggedError) }
