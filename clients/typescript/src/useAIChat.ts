@@ -53,7 +53,8 @@ export interface UseAIChat {
   error: Error | null;
   /**
    * Sends a user message and streams the reply; rejects only when a reply is streaming already.
-   * Sent right after stopStream, it waits for the stopped reply to end and continues its turn.
+   * Sent right after stopStream, it waits for the stopped reply to end and continues its turn
+   * (and rejects, sending nothing, if the chat is cleared, changed or left meanwhile).
    */
   sendMessage: (content: string) => Promise<void>;
   /** Stops the reply; per chat, Parley keeps the turn as far as it went. */
@@ -93,15 +94,28 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
   // The running send's end: a send made right after stopStream waits for
   // it, as the stopped turn is the conversation it continues.
   const settled = useRef<Promise<void>>(Promise.resolve());
+  // Set by stopStream: the next send may find Parley still storing the
+  // stopped turn, and tries again while it does.
+  const stoppedOne = useRef(false);
+  // Counts the clears (clearMessages, another chat or provider, leaving):
+  // a send waiting for a stopped reply sends nothing once one came.
+  const cleared = useRef(0);
 
   const show = useCallback((next: Message[]) => {
     history.current = next;
     setMessages(next);
   }, []);
 
-  const stopStream = useCallback(() => running.current?.abort(), []);
+  const stopStream = useCallback(() => {
+    if (running.current) {
+      stoppedOne.current = true;
+      running.current.abort();
+    }
+  }, []);
 
   const clearMessages = useCallback(() => {
+    cleared.current++;
+    stoppedOne.current = false;
     running.current?.abort();
     running.current = null;
     session.current = null;
@@ -119,9 +133,11 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
     mounted.current = true;
     return () => {
       mounted.current = false;
-      const c = running.current;
       setTimeout(() => {
-        if (!mounted.current) c?.abort();
+        if (!mounted.current) {
+          cleared.current++;
+          running.current?.abort(); // whichever runs then, a send that waited for a stopped one too
+        }
       }, 0);
     };
   }, []);
@@ -138,11 +154,17 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
 
   const sendMessage = useCallback(
     async (content: string) => {
+      const o = latest.current; // the options of the render that sent
+      const generation = cleared.current;
       const stopped = running.current?.signal.aborted ?? false;
       if (running.current && !stopped) throw new Error('a reply is still streaming: stop it or wait for it first');
+      const afterStop = stopped || stoppedOne.current;
+      stoppedOne.current = false;
       if (stopped) await settled.current;
+      if (cleared.current !== generation) {
+        throw new Error('the chat was cleared, changed or left while the message waited for the stopped reply; it was not sent');
+      }
       if (running.current) throw new Error('a reply is still streaming: stop it or wait for it first');
-      const o = latest.current;
       const controller = new AbortController();
       running.current = controller;
       const user: Message = { id: localId(), role: 'user', content, createdAt: new Date() };
@@ -191,7 +213,7 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
       };
       const send = async () => {
         try {
-          for await (const chunk of streamAfterStop(client, request, controller.signal, stopped)) {
+          for await (const chunk of streamAfterStop(client, request, controller.signal, afterStop)) {
             started = true;
             if (chunk.conversationId) conversationId = chunk.conversationId;
             if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });

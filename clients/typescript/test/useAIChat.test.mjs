@@ -119,11 +119,12 @@ test('a message sent in the same tick as stopStream continues the stopped turn',
 
 // lateClose is a fetch whose connections close 300 ms after their abort,
 // as a slow network's do, while the reader sees the abort at once; it
-// counts the 409s Parley answered.
+// counts the 409s Parley answered, and keeps each request's URL and signal.
 function lateClose() {
-  const seen = { conflicts: 0 };
+  const seen = { conflicts: 0, requests: [] };
   const lateFetch = async (url, init) => {
     const outer = init.signal;
+    seen.requests.push({ url, signal: outer });
     const inner = new AbortController();
     outer?.addEventListener('abort', () => setTimeout(() => inner.abort(), 300), { once: true });
     const res = await fetch(url, { ...init, signal: inner.signal });
@@ -162,6 +163,49 @@ test('a message sent while the stopped connection still closes waits for the sto
   assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
   const stored = await conversation(chat().sessionId);
   assert.deepEqual(stored.messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
+});
+
+test('a message sent after the stopped send ended, while its connection still closes, continues its turn', async (t) => {
+  t.after(cleanup);
+  const late = lateClose();
+  const { calls, chat } = render({ chatId: CHAT, client: late.client });
+  const { sent } = await hanging(chat);
+  await act(async () => {
+    chat().stopStream();
+    await sent;
+    await chat().sendMessage('go on');
+  });
+  assert.ok(late.seen.conflicts > 0, 'Parley was still answering the stopped turn');
+  assert.deepEqual(calls.errors, []);
+  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
+});
+
+test('a message waiting for a stopped reply is not sent once the chat changes or the hook unmounts', async (t) => {
+  t.after(cleanup);
+  for (const leave of ['chat', 'unmount']) {
+    const late = lateClose();
+    const { view, chat } = render({ chatId: CHAT, client: late.client });
+    const { sent } = await hanging(chat);
+    let next;
+    act(() => {
+      chat().stopStream();
+      next = chat().sendMessage('HANG after the stop');
+      next.catch(() => {});
+      if (leave === 'chat') view.rerender({ chatId: OTHER_CHAT });
+      else view.unmount();
+    });
+    await act(async () => {
+      await sent;
+      await next.catch(() => {});
+    });
+    if (leave === 'chat') await assert.rejects(next, /cleared, changed or left/);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    // Unmounted, the waiting send may have begun before the unmount's
+    // timer came: then that stopped it.
+    assert.ok(late.seen.requests.every((r) => !r.url.includes(OTHER_CHAT)), `${leave}: a request went to the other chat`);
+    assert.ok(late.seen.requests.every((r) => r.signal.aborted), `${leave}: a request outlived the hook`);
+    cleanup();
+  }
 });
 
 test('an error is shown and the failed reply dropped; the session stays', async (t) => {
