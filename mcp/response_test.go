@@ -215,28 +215,27 @@ func TestStdioLastMessageWithoutNewline(t *testing.T) {
 	}
 }
 
-// TestStdioMessageOverLimit checks that a stdio message over the limit is
-// dropped as it arrives, not held whole, and answered with an Invalid
-// Request error for its id, and that the session goes on.
-func TestStdioMessageOverLimit(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t))
+// startStdio starts an initialized stdio server of e whose message limit
+// is limit, and returns how to send it a line and its output's lines; it
+// ends with the test.
+func startStdio(t *testing.T, e *env, limit int64) (send func(string), lines *bufio.Reader) {
+	t.Helper()
 	stdioMu.Lock()
-	defer stdioMu.Unlock()
 	serverIn, clientOut := io.Pipe()
 	clientIn, serverOut := io.Pipe()
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), 1024, serverIn, serverOut, newTestLogger(e.logs))
+		done <- ServeStdio(ctx, e.server(Options{}), Fixed(e.principals["editor"]), limit, serverIn, serverOut, newTestLogger(e.logs))
 	}()
-	defer func() {
+	t.Cleanup(func() {
 		_ = clientOut.Close()
 		cancel()
 		<-done
-	}()
-	lines := bufio.NewReader(clientIn)
-	send := func(msg string) {
+		stdioMu.Unlock()
+	})
+	lines = bufio.NewReader(clientIn)
+	send = func(msg string) {
 		t.Helper()
 		if _, err := io.WriteString(clientOut, msg+"\n"); err != nil {
 			t.Fatal(err)
@@ -245,7 +244,32 @@ func TestStdioMessageOverLimit(t *testing.T) {
 	send(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
 	readLine(t, lines)
 	send(`{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	return send, lines
+}
 
+// TestStdioBoundsWhatDecodingCosts: a stdio message of many small values
+// (5,000 empty messages) is dropped before mcp-go decodes it, answered
+// with an Invalid Request error naming the array, and the session goes on.
+func TestStdioBoundsWhatDecodingCosts(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	send, lines := startStdio(t, e, 8<<20)
+	send(`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"create-chat-completion-for-chat","arguments":{"chatId":"cht_x",` +
+		`"systemMessage":"` + strings.Repeat("x", 70_000) + `","messages":[` + strings.TrimSuffix(strings.Repeat(`{},`, 5000), ",") + `]}}}`)
+	if got := readLine(t, lines); !strings.Contains(got, `"id":5`) || !strings.Contains(got, `-32600`) || !strings.Contains(got, "holds more than 4096 items") {
+		t.Errorf("answer to a message of 5,000 messages: %.300s; want -32600 naming the array", got)
+	}
+	send(`{"jsonrpc":"2.0","id":6,"method":"ping"}`)
+	if got := readLine(t, lines); !strings.Contains(got, `"id":6`) || !strings.Contains(got, `"result"`) {
+		t.Errorf("after it, ping got %s", got)
+	}
+}
+
+// TestStdioMessageOverLimit checks that a stdio message over the limit is
+// dropped as it arrives, not held whole, and answered with an Invalid
+// Request error for its id, and that the session goes on.
+func TestStdioMessageOverLimit(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	send, lines := startStdio(t, e, 1024)
 	huge := strings.Repeat("x", 64<<10)
 	for _, tc := range []struct{ msg, id string }{
 		{`{"jsonrpc":"2.0","id":5,"method":"tools/call","params":{"name":"create-chat","arguments":{"name":"` + huge + `"}}}`, `5`},

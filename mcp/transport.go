@@ -323,5 +323,7 @@ func bearerKey(h string) (string, bool) {
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // as REST's answers
+	_ = enc.Encode(map[string]any{"error": map[string]string{"code": code, "message": message}})
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // Caller says who a stdio session acts as. ServeStdio asks it at every
@@ -86,7 +87,17 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 		})
 	}}
 	in = &endedReader{r: in, ended: func() { left.Store(true) }}
-	in = &lineFilter{r: in, keep: func(msg []byte) bool { return watchRequests(pending, msg) },
+	keep := func(msg []byte) bool {
+		// What it holds bounds what mcp-go's decoding costs, as over HTTP.
+		if err := wire.Bounded(msg); err != nil {
+			if m, ok := readJSONRPC(msg); ok {
+				_, _ = output.Write(invalidRequest(m.ID, domain.MessageOf(err)+"; the message was dropped"))
+			}
+			return false
+		}
+		return watchRequests(pending, msg)
+	}
+	in = &lineFilter{r: in, keep: keep,
 		max: int(min(maxMessageBytes, math.MaxInt32)), tooLong: func() lineSink {
 			return &tooLongLine{answer: func(id json.RawMessage) {
 				_, _ = output.Write(tooLongMessage(id, maxMessageBytes))
@@ -140,9 +151,14 @@ func watchRequests(pending *pendingResponses, msg []byte) bool {
 // tooLongMessage is the answer to a message over the limit of limit bytes
 // whose request id is id: an Invalid Request error.
 func tooLongMessage(id json.RawMessage, limit int64) []byte {
-	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{
-		"code": -32600, "message": "the message is over the " + strconv.FormatInt(limit, 10) +
-			"-byte limit (PARLEY_MAX_BODY_BYTES) and was dropped; send a smaller one"}})
+	return invalidRequest(id, "the message is over the "+strconv.FormatInt(limit, 10)+
+		"-byte limit (PARLEY_MAX_BODY_BYTES) and was dropped; send a smaller one")
+}
+
+// invalidRequest is JSON-RPC's Invalid Request error for the request id,
+// saying message, as a line of stdio's output.
+func invalidRequest(id json.RawMessage, message string) []byte {
+	b, _ := json.Marshal(map[string]any{"jsonrpc": "2.0", "id": id, "error": map[string]any{"code": -32600, "message": message}})
 	return append(b, '\n')
 }
 
