@@ -149,35 +149,25 @@ function lateClose() {
   return { seen, client: new ParleyClient({ baseUrl: BASE_URL, apiKey: API_KEY, fetch: lateFetch }) };
 }
 
-test('a message sent while the stopped connection still closes waits for the stopped turn', async (t) => {
+test('a message sent while the stopped connection still closes continues the stopped turn', async (t) => {
   t.after(cleanup);
-  const late = lateClose();
-  const { calls, chat } = render({ chatId: CHAT, client: late.client });
-  const { sent } = await hanging(chat);
-  await act(async () => {
-    chat().stopStream();
-    await Promise.all([sent, chat().sendMessage('go on')]);
-  });
-  assert.ok(late.seen.conflicts > 0, 'Parley was still answering the stopped turn');
-  assert.deepEqual(calls.errors, []);
-  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
-  const stored = await conversation(chat().sessionId);
-  assert.deepEqual(stored.messages.map((m) => m.content).slice(2), ['go on', 'echo: go on']);
-});
-
-test('a message sent after the stopped send ended, while its connection still closes, continues its turn', async (t) => {
-  t.after(cleanup);
-  const late = lateClose();
-  const { calls, chat } = render({ chatId: CHAT, client: late.client });
-  const { sent } = await hanging(chat);
-  await act(async () => {
-    chat().stopStream();
-    await sent;
-    await chat().sendMessage('go on');
-  });
-  assert.ok(late.seen.conflicts > 0, 'Parley was still answering the stopped turn');
-  assert.deepEqual(calls.errors, []);
-  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']]);
+  // In the same tick as stopStream, or once the stopped send ended.
+  for (const after of ['stop', 'stopped send']) {
+    const late = lateClose();
+    const { calls, chat } = render({ chatId: CHAT, client: late.client });
+    const { sent } = await hanging(chat);
+    await act(async () => {
+      chat().stopStream();
+      if (after === 'stop') await Promise.all([sent, chat().sendMessage('go on')]);
+      else await sent.then(() => chat().sendMessage('go on'));
+    });
+    assert.ok(late.seen.conflicts > 0, `${after}: Parley was still answering the stopped turn`);
+    assert.deepEqual(calls.errors, [], after);
+    assert.deepEqual(shown(chat().messages).slice(2), [['user', 'go on'], ['assistant', 'echo: go on']], after);
+    const stored = await conversation(chat().sessionId);
+    assert.deepEqual(stored.messages.map((m) => m.content).slice(2), ['go on', 'echo: go on'], after);
+    cleanup();
+  }
 });
 
 test('a message waiting for a stopped reply is not sent once the chat changes or the hook unmounts', async (t) => {
