@@ -277,6 +277,10 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			return
 		}
 		if r.Method == http.MethodPost && r.Body != nil {
+			if err := wire.Uncompressed(r.Header.Get("Content-Encoding")); err != nil {
+				refuse(w, domain.Invalid, domain.MessageOf(err))
+				return
+			}
 			body, err := slowclient.ReadBody(w, r.Body, bodyTimeout)
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {

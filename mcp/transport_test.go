@@ -301,15 +301,30 @@ func TestHTTPBoundsWhatDecodingCosts(t *testing.T) {
 	}
 }
 
+// TestHTTPCompressedBodyRefused: a POST with a Content-Encoding, which
+// Parley does not decode, is a 400 saying to send it uncompressed.
+func TestHTTPCompressedBodyRefused(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	hs := e.httpServer(e.server(Options{}), 1<<20)
+	status, b := postJSON(t, hs.URL+"/mcp", e.keys["editor"], `{"jsonrpc":"2.0","id":1,"method":"ping"}`, "Content-Encoding", "gzip")
+	if status != 400 || !strings.Contains(b, "send the body uncompressed") {
+		t.Errorf("a gzip-labelled POST: %d %s; want a 400 saying to send it uncompressed", status, b)
+	}
+}
+
 // postJSON posts body to url with key, as an MCP client over streamable
-// HTTP does, and returns the status and the answer's body.
-func postJSON(t *testing.T, url, key, body string) (int, string) {
+// HTTP does, with more headers as name, value pairs, and returns the
+// status and the answer's body.
+func postJSON(t *testing.T, url, key, body string, header ...string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest("POST", url, strings.NewReader(body))
 	must(t, err)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json, text/event-stream")
 	req.Header.Set("Authorization", "Bearer "+key)
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
 	res, err := http.DefaultClient.Do(req)
 	must(t, err)
 	defer res.Body.Close()

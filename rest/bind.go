@@ -56,6 +56,9 @@ func (s *Server) readBody(c *echo.Context) ([]byte, error) {
 			return nil, domain.Errorf(domain.Invalid, "Content-Type must be application/json")
 		}
 	}
+	if err := wire.Uncompressed(r.Header.Get("Content-Encoding")); err != nil {
+		return nil, err
+	}
 	body, err := slowclient.ReadBody(netWriter(c), r.Body, s.cfg.RequestTimeout)
 	if err != nil {
 		var mbe *http.MaxBytesError

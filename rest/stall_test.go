@@ -160,3 +160,28 @@ func TestAnswersDoNotEscapeMarkup(t *testing.T) {
 		}
 	}
 }
+
+// TestCompressedBodiesRefused: Parley decodes no Content-Encoding: a body
+// sent with one (gzip, or a plain body so labelled) is a 400 saying to
+// send it uncompressed, and changes nothing; identity is taken.
+func TestCompressedBodiesRefused(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	for _, ce := range []string{"gzip", "br", "identity"} {
+		r, err := h.sendWith("POST", "/api/v1/projects", h.admin, http.Header{"Content-Encoding": {ce}}, map[string]any{"name": "p-" + ce})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ce == "identity" {
+			if r.Status != 201 {
+				t.Errorf("Content-Encoding identity: %d %s; want 201", r.Status, r.Body)
+			}
+			continue
+		}
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "send the body uncompressed") {
+			t.Errorf("Content-Encoding %s: %d %s; want a 400 saying to send it uncompressed", ce, r.Status, r.Body)
+		}
+	}
+	if got := len(h.must(200, "GET", "/api/v1/projects", h.admin, nil)["data"].([]any)); got != 1 {
+		t.Errorf("%d projects; want only the identity one", got)
+	}
+}

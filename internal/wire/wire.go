@@ -547,3 +547,16 @@ func Bounded(data []byte) error {
 		}
 	}
 }
+
+// Uncompressed refuses a request body sent with a Content-Encoding
+// (gzip, br), which Parley does not decode: read as JSON it would be a
+// puzzling "not valid JSON", or, a plain body so labelled, taken.
+func Uncompressed(contentEncoding string) error {
+	if ce := strings.TrimSpace(contentEncoding); ce != "" && !strings.EqualFold(ce, "identity") {
+		if len(ce) > 64 {
+			ce = ce[:64] + "…"
+		}
+		return domain.Errorf(domain.Invalid, "Content-Encoding %q is not taken: send the body uncompressed, without a Content-Encoding", ce)
+	}
+	return nil
+}
