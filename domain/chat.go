@@ -131,7 +131,16 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	if err != nil {
 		return List[Chat]{}, err
 	}
-	items, err := s.store.ListChats(ctx, ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: page})
+	items, page, err := readPage(page, func(c Chat) int { return len(c.Name) + len(c.SystemMessage) + len(c.Model) },
+		func(last *Chat, n int) ([]Chat, error) {
+			// A store's page of Limit returns Limit+1 items; its Limit 0 is
+			// the default one.
+			f := ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: Page{Limit: max(n-1, 1), After: page.After}}
+			if last != nil {
+				f.Page.After = last.ID
+			}
+			return s.store.ListChats(ctx, f)
+		})
 	if err != nil {
 		return List[Chat]{}, Wrap("chats.List", err)
 	}

@@ -151,7 +151,13 @@ func (s *Conversations) Messages(ctx context.Context, in MessageListInput) (List
 	if err != nil {
 		return List[Message]{}, err
 	}
-	items, err := s.store.ListMessagesAfter(ctx, in.ConversationID, after, page.Limit+1)
+	items, page, err := readPage(page, func(m Message) int { return historyBytes([]Message{m}) },
+		func(last *Message, n int) ([]Message, error) {
+			if last != nil {
+				after = last.Seq
+			}
+			return s.store.ListMessagesAfter(ctx, in.ConversationID, after, n)
+		})
 	if err != nil {
 		return List[Message]{}, Wrap("conversations.Messages", err)
 	}

@@ -152,6 +152,51 @@ type List[T any] struct {
 	NextCursor string
 }
 
+// maxPageBytes bounds the text of one page of a list whose items can be
+// large (a chat's system message is up to 1 MiB, a message up to a
+// conversation's maxHistoryBytes): a page of them ends early, with a
+// cursor, once its items' text passes it. Without it a page of 100 chats
+// was read, held and answered at 100 MiB.
+const maxPageBytes = 4 << 20
+
+// readPage reads up to p.Limit+1 items, as a store does for paginate, in
+// batches sized so that it holds about maxPageBytes: the first of up to
+// DefaultPageLimit+1 items, each next one of as many as the bytes left
+// would hold at the largest item's size yet. read returns n items after
+// last (nil: from p's cursor), fewer at the list's end; size is an item's
+// text in bytes. readPage also returns the page paginate is to cut at: p,
+// or a smaller limit when the items passed maxPageBytes (one item at
+// least).
+func readPage[T any](p Page, size func(T) int, read func(last *T, n int) ([]T, error)) ([]T, Page, error) {
+	var items []T
+	var last *T
+	used, largest := 0, 1
+	n := min(p.Limit+1, DefaultPageLimit+1)
+	for {
+		got, err := read(last, n)
+		if err != nil {
+			return nil, p, err
+		}
+		for _, it := range got {
+			b := size(it)
+			if len(items) > 0 && used+b > maxPageBytes {
+				// it starts the next page
+				return append(items, it), Page{Limit: len(items), After: p.After}, nil
+			}
+			items = append(items, it)
+			used, largest = used+b, max(largest, b)
+			if len(items) > p.Limit {
+				return items, p, nil
+			}
+		}
+		if len(got) < n {
+			return items, p, nil // the list's end
+		}
+		last = &items[len(items)-1]
+		n = min(p.Limit+1-len(items), max(1, (maxPageBytes-used)/largest))
+	}
+}
+
 // paginate trims the Limit+1 items a store returned to one page and makes
 // the cursor from the last item kept.
 func paginate[T any](items []T, p Page, id func(T) string) List[T] {

@@ -119,3 +119,75 @@ func TestUsersListOfOne(t *testing.T) {
 		}
 	})
 }
+
+// TestLargeItemsEndAPageEarly: a page of large items ends, with a cursor,
+// once their text passes 4 MiB, and the cursor walks every item once: 100
+// chats with 1 MiB system messages were read, held and answered as one
+// page of 100 MiB, and a conversation's messages as one of its whole
+// history. A list of small items still answers its limit.
+func TestLargeItemsEndAPageEarly(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		large := strings.Repeat("x", 1<<20-64)
+		want := []string{w.chat}
+		for range 9 {
+			want = append(want, h.chat(h.admin, w.project, w.provider, map[string]any{"systemMessage": large}))
+		}
+		walk := func(path string, field string) (ids []string, pages int) {
+			t.Helper()
+			cursor := ""
+			for ; ; pages++ {
+				if pages > 20 {
+					t.Fatalf("GET %s: pagination does not end", path)
+				}
+				p := path
+				if cursor != "" {
+					p += "&cursor=" + cursor
+				}
+				l := h.must(200, "GET", p, h.admin, nil)
+				data := l["data"].([]any)
+				if len(data) == 0 {
+					t.Fatalf("GET %s: an empty page", p)
+				}
+				text := 0
+				for _, it := range data {
+					m := it.(map[string]any)
+					ids = append(ids, m["id"].(string))
+					s, _ := m[field].(string)
+					text += len(s)
+				}
+				if len(data) > 1 && text > 4<<20 {
+					t.Errorf("GET %s: a page of %d items holds %d bytes of %s, over 4 MiB", p, len(data), text, field)
+				}
+				next, _ := l["nextCursor"].(string)
+				if next == "" {
+					return ids, pages + 1
+				}
+				cursor = next
+			}
+		}
+		ids, pages := walk("/api/v1/chats?limit=100&projectId="+w.project, "systemMessage")
+		if !reflect.DeepEqual(ids, want) {
+			t.Errorf("chats paged as %v, want %v", ids, want)
+		}
+		if pages < 3 {
+			t.Errorf("10 chats of 9 MiB came in %d pages, want one per 4 MiB or less", pages)
+		}
+
+		part := strings.Repeat("y", 3<<19) // 1.5 MiB
+		reply := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin,
+			map[string]any{"messages": []any{userMessage(part), userMessage(part), userMessage(part)}})
+		conv := reply["conversationId"].(string)
+		ids, pages = walk("/api/v1/conversations/"+conv+"/messages?limit=100", "content")
+		if len(ids) != 4 || pages != 2 {
+			t.Errorf("4 messages, 3 of 1.5 MiB, came as %d in %d pages, want 4 in 2", len(ids), pages)
+		}
+		small := h.world()
+		for range 30 {
+			h.chat(h.admin, small.project, small.provider, nil)
+		}
+		if l := h.must(200, "GET", "/api/v1/chats?limit=25&projectId="+small.project, h.admin, nil); len(l["data"].([]any)) != 25 {
+			t.Errorf("a page of small chats has %d items, want its limit 25", len(l["data"].([]any)))
+		}
+	})
+}
