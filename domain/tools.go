@@ -234,6 +234,27 @@ const AnthropicExtra = "anthropic"
 // DeepSeek's thinking mode requires back with the calls.
 const ReasoningExtra = "reasoning_content"
 
+// ReasoningNamedExtra is ReasoningExtra for a reply whose thinking came
+// as "reasoning" (OpenRouter, Groq, Ollama, vLLM since 0.11): it goes
+// back under that name, as the provider that sent it may refuse
+// reasoning_content (Groq and Cerebras do).
+const ReasoningNamedExtra = "reasoning"
+
+// ExtraReasoning is the reasoning a tool call's extra_content carries,
+// under either name; "" when none.
+func ExtraReasoning(extra []byte) string {
+	if s := ExtraString(extra, ReasoningExtra); s != "" {
+		return s
+	}
+	return ExtraString(extra, ReasoningNamedExtra)
+}
+
+// ExtraWithoutReasoning is extra without the reasoning it carries under
+// either name.
+func ExtraWithoutReasoning(extra []byte) []byte {
+	return ExtraWithout(ExtraWithout(extra, ReasoningExtra), ReasoningNamedExtra)
+}
+
 // ExtraWith returns extra, a tool call's extra_content (nil or a JSON
 // object), with its member name set to value; extra itself when the
 // result would be past MaxExtraContent or extra is no JSON object.

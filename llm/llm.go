@@ -152,6 +152,10 @@ type callSpec struct {
 	// refusedMaxTokens): later attempts name the limit
 	// max_completion_tokens.
 	completionTokens bool
+	// noReasoning is set once the upstream refused the reasoning sent
+	// back with tool calls (see refusedReasoning): later attempts go
+	// without it.
+	noReasoning bool
 }
 
 // Complete runs one completion; see domain.LLM. When onDelta is non-nil the

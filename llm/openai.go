@@ -66,8 +66,9 @@ const emptyMessagesLimit = 1 << 20
 // and go-openai would refuse a penalty for a reasoning model itself, where
 // the provider's own 400 should answer), parallel_tool_calls, and
 // the token limit, as max_completion_tokens when completionTokens says so
-// (see completionTokens) and max_tokens otherwise.
-func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai.ChatCompletionRequest, map[string]any) {
+// (see completionTokens) and max_tokens otherwise. Unless reasoning is
+// false, tool calls go back with their reasoning (see explicitContent).
+func openAIRequest(req domain.LLMRequest, stream, completionTokens, reasoning bool) (openai.ChatCompletionRequest, map[string]any) {
 	out := openai.ChatCompletionRequest{
 		Model:    req.Model,
 		Messages: make([]openai.ChatCompletionMessage, 0, len(req.Messages)),
@@ -101,7 +102,7 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens bool) (openai
 		out.StreamOptions = &openai.StreamOptions{IncludeUsage: true}
 	}
 	set := map[string]any{}
-	if msgs := explicitContent(req.Messages, req.Endpoint.Type == domain.ProviderOpenAICompatible); msgs != nil {
+	if msgs := explicitContent(req.Messages, req.Endpoint.Type == domain.ProviderOpenAICompatible, reasoning); msgs != nil {
 		set["messages"] = msgs
 	}
 	if req.Temperature != nil {
@@ -143,6 +144,7 @@ type wireMessage struct {
 	Content          *string        `json:"content,omitempty"`
 	Refusal          string         `json:"refusal,omitempty"`
 	ReasoningContent string         `json:"reasoning_content,omitempty"` // see withReasoningExtra
+	Reasoning        string         `json:"reasoning,omitempty"`         // the same, named as the provider sent it
 	ToolCalls        []wireToolCall `json:"tool_calls,omitempty"`
 	ToolCallID       string         `json:"tool_call_id,omitempty"`
 }
@@ -159,8 +161,10 @@ type wireToolCall struct {
 // whose extra_content (Gemini's thought signature) must go back. nil when
 // go-openai's are right as they are, which is the common case. Only
 // openai-compatible providers get extras (OpenAI's API may refuse a field
-// it does not know), and never Anthropic's thinking (see openAIExtra).
-func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
+// it does not know), and never Anthropic's thinking (see openAIExtra);
+// with reasoning, the reasoning of calls goes back as the message's, under
+// the name their reply gave it.
+func explicitContent(msgs []domain.LLMMessage, extras, reasoning bool) []wireMessage {
 	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
 		return m.Content == "" && len(m.ToolCalls) == 0 ||
 			extras && slices.ContainsFunc(m.ToolCalls, func(c domain.ToolCall) bool { return len(c.ExtraContent) > 0 })
@@ -170,8 +174,12 @@ func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 	out := make([]wireMessage, len(msgs))
 	for i, m := range msgs {
 		wm := wireMessage{Role: string(m.Role), Refusal: m.Refusal, ToolCallID: m.ToolCallID}
-		if extras && len(m.ToolCalls) > 0 {
-			wm.ReasoningContent = domain.ExtraString(m.ToolCalls[0].ExtraContent, domain.ReasoningExtra)
+		if extras && reasoning && len(m.ToolCalls) > 0 {
+			extra := m.ToolCalls[0].ExtraContent
+			wm.ReasoningContent = domain.ExtraString(extra, domain.ReasoningExtra)
+			if wm.ReasoningContent == "" {
+				wm.Reasoning = domain.ExtraString(extra, domain.ReasoningNamedExtra)
+			}
 		}
 		if m.Content != "" || len(m.ToolCalls) == 0 {
 			wm.Content = &msgs[i].Content
@@ -194,9 +202,10 @@ func explicitContent(msgs []domain.LLMMessage, extras bool) []wireMessage {
 // (thinkingExtra), which another vendor has no use for and should not
 // read (a chat's provider can change between a call and its result), and
 // without the reasoning an OpenAI-wire reply's carries, which goes back
-// as the message's reasoning_content; nil when nothing else is left.
+// as the message's reasoning_content or reasoning; nil when nothing else
+// is left.
 func openAIExtra(extra []byte) json.RawMessage {
-	return domain.ExtraWithout(domain.ExtraWithout(extra, domain.AnthropicExtra), domain.ReasoningExtra)
+	return domain.ExtraWithoutReasoning(domain.ExtraWithout(extra, domain.AnthropicExtra))
 }
 
 // completionTokens says whether an OpenAI-wire request names its token
@@ -221,20 +230,26 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	if compatible {
 		// The reasoning before tool calls, for the calls that came back
 		// without it (see thoughts), once: cs is this call's for good.
-		cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, domain.ReasoningExtra, cs.req.Messages, time.Now())
+		for _, member := range reasoningMembers {
+			cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, member, cs.req.Messages, time.Now())
+		}
 	}
 	for {
 		res, err := c.callOpenAIOnce(ctx, ex, cs)
 		switch {
 		case err == nil:
 			if compatible {
-				c.thoughts.remember(cs.req.Endpoint.APIKey, domain.ReasoningExtra, res, time.Now())
+				for _, member := range reasoningMembers {
+					c.thoughts.remember(cs.req.Endpoint.APIKey, member, res, time.Now())
+				}
 			}
 			return res, nil
 		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):
 			cs.noStreamOptions = true
 		case cs.req.MaxTokens != nil && !completionTokens(cs) && refusedMaxTokens(ex, err):
 			cs.completionTokens = true
+		case compatible && !cs.noReasoning && sendsReasoning(cs.req.Messages) && refusedReasoning(ex, err):
+			cs.noReasoning = true
 		default:
 			return res, err
 		}
@@ -244,7 +259,7 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 // callOpenAIOnce sends the request once, as cs's flags say.
 func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.openAIClient(cs.req.Endpoint)
-	oreq, set := openAIRequest(cs.req, cs.onDelta != nil, completionTokens(cs))
+	oreq, set := openAIRequest(cs.req, cs.onDelta != nil, completionTokens(cs), !cs.noReasoning)
 	ex.jsonSet = set
 	if cs.onDelta != nil {
 		if cs.noStreamOptions {
@@ -269,7 +284,11 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, finish
-	res.Reasoning = cmp.Or(ch.Message.ReasoningContent, wholeReplyReasoning(ex))
+	res.Reasoning = ch.Message.ReasoningContent
+	reasoningMember := domain.ReasoningExtra
+	if res.Reasoning == "" {
+		res.Reasoning, reasoningMember = wholeReplyReasoning(ex), domain.ReasoningNamedExtra
+	}
 	if res.Content == "" {
 		res.Content = multiContentText(ch.Message.MultiContent)
 	}
@@ -284,19 +303,20 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 		res.ToolCalls = append(res.ToolCalls, domain.ToolCall{ID: id, Type: "function", Name: c.Function.Name, Arguments: c.Function.Arguments,
 			ExtraContent: extras[i]})
 	}
-	withReasoningExtra(res.ToolCalls, res.Reasoning)
+	withReasoningExtra(res.ToolCalls, reasoningMember, res.Reasoning)
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
 }
 
 // withReasoningExtra puts a reply's reasoning in its first call's
-// extra_content (domain.ReasoningExtra) when it called tools: DeepSeek's
+// extra_content when it called tools, under member, the name the reply
+// gave it (domain.ReasoningExtra or domain.ReasoningNamedExtra): DeepSeek's
 // thinking mode requires it back with them, and the calls keep it
 // wherever they go, the stored turn and a client's history (explicitContent
-// sends it back as the message's reasoning_content).
-func withReasoningExtra(calls []domain.ToolCall, reasoning string) {
+// sends it back as the message's, under that name).
+func withReasoningExtra(calls []domain.ToolCall, member, reasoning string) {
 	if len(calls) > 0 && reasoning != "" {
-		calls[0].ExtraContent = domain.ExtraWith(calls[0].ExtraContent, domain.ReasoningExtra, reasoning)
+		calls[0].ExtraContent = domain.ExtraWith(calls[0].ExtraContent, member, reasoning)
 	}
 }
 
@@ -361,6 +381,32 @@ func wholeReplyReasoning(ex *exchange) string {
 func refusedStreamOptions(ex *exchange, err error) bool {
 	status, _, _ := ex.response()
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) && strings.Contains(err.Error(), "stream_options")
+}
+
+// reasoningMembers are the members of a tool call's extra_content that
+// carry an OpenAI-wire reply's reasoning back, by the name it came under.
+var reasoningMembers = []string{domain.ReasoningExtra, domain.ReasoningNamedExtra}
+
+// sendsReasoning says whether msgs send reasoning back with tool calls
+// (see explicitContent).
+func sendsReasoning(msgs []domain.LLMMessage) bool {
+	return slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
+		return len(m.ToolCalls) > 0 && domain.ExtraReasoning(m.ToolCalls[0].ExtraContent) != ""
+	})
+}
+
+// refusedReasoning says whether the upstream refused a request because
+// an assistant message carried reasoning: Groq and Cerebras refuse
+// reasoning_content ("property 'reasoning_content' is unsupported"), Groq's
+// models that do not reason refuse reasoning too, and a chat whose
+// provider changed sends the reasoning of another's replies. Asked again
+// without it, the model loses the thinking before its calls, which only
+// DeepSeek's thinking mode requires.
+func refusedReasoning(ex *exchange, err error) bool {
+	status, _, _ := ex.response()
+	msg := err.Error()
+	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
+		(strings.Contains(msg, "reasoning_content") || strings.Contains(msg, "'reasoning'") || strings.Contains(msg, "reasoning is not supported"))
 }
 
 // refusedMaxTokens says whether the upstream refused a request because
@@ -451,11 +497,12 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	var content, refusal, reasoning strings.Builder
 	var text, thought, refused utf8Joiner
 	var calls toolCalls
+	reasoningMember := domain.ReasoningExtra // the name the reasoning came by (see withReasoningExtra)
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
 		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
 		res.Reasoning = reasoning.String()
-		withReasoningExtra(res.ToolCalls, res.Reasoning)
+		withReasoningExtra(res.ToolCalls, reasoningMember, res.Reasoning)
 		// A delta still held goes on before the call ends, error or not,
 		// unless it was the caller that failed.
 		if de := (*deltaError)(nil); !errors.As(err, &de) {
@@ -508,6 +555,9 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.Delta.Refusal != "" || refused.held != "" {
 				d.Refusal = refused.next(string(ch.Delta.Refusal))
 			}
+			if ch.Delta.ReasoningContent == "" && ch.Delta.Reasoning != "" {
+				reasoningMember = domain.ReasoningNamedExtra
+			}
 			if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || thought.held != "" {
 				d.Reasoning = thought.next(string(r))
 			}
@@ -521,7 +571,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 					// last piece of reasoning_content. The call's own gets
 					// the whole reasoning when the reply ends.
 					if r := reasoning.String() + d.Reasoning; r != "" {
-						td.ExtraContent = domain.ExtraWith(td.ExtraContent, domain.ReasoningExtra, r)
+						td.ExtraContent = domain.ExtraWith(td.ExtraContent, reasoningMember, r)
 					}
 				}
 				d.ToolCalls = append(d.ToolCalls, td)

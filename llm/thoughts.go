@@ -131,7 +131,7 @@ func (t *thoughts) restore(apiKey domain.Secret, member string, msgs []domain.LL
 			// The message's reasoning_content, which Anthropic does not
 			// read, would leave the thinking beside it no room under
 			// MaxExtraContent: the thinking is the same text.
-			extra = domain.ExtraWithout(extra, domain.ReasoningExtra)
+			extra = domain.ExtraWithoutReasoning(extra)
 		}
 		calls[0].ExtraContent = joinExtra(extra, th.extra)
 		out[i].ToolCalls = calls

@@ -110,7 +110,7 @@ func toolCallLine(tc toolCallArg) string {
 	// reasoning_content), which may run to a megabyte, stays out of the
 	// text a model reads, as the result's reasoning does: the structured
 	// result has it.
-	extra := domain.ExtraWithout(domain.ExtraWithout(tc.ExtraContent, domain.AnthropicExtra), domain.ReasoningExtra)
+	extra := domain.ExtraWithoutReasoning(domain.ExtraWithout(tc.ExtraContent, domain.AnthropicExtra))
 	if len(extra) > 0 {
 		line += " extra_content " + string(extra)
 	}

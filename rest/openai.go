@@ -146,7 +146,7 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 		if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
 			return domain.CompletionParams{}, err
 		}
-		if m.ReasoningContent != "" && len(m.ToolCalls) > 0 && domain.ExtraString(m.ToolCalls[0].ExtraContent, domain.ReasoningExtra) == "" {
+		if m.ReasoningContent != "" && len(m.ToolCalls) > 0 && domain.ExtraReasoning(m.ToolCalls[0].ExtraContent) == "" {
 			// A reply that called tools goes back with its reasoning, in
 			// the calls as the reply's carried it (DeepSeek's thinking
 			// mode requires it); another reply's is dropped.
