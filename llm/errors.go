@@ -1,6 +1,7 @@
 package llm
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -124,7 +125,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
 		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d); check the provider's apiKey", status)
 	case status == http.StatusTooManyRequests:
-		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, time.Now())
+		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, upstreamBody(err), time.Now())
 		wait := seconds(max(e.RetryAfter.Round(time.Second), time.Second))
 		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); retry after "+wait, upMsg)
 	case status == http.StatusNotFound:
@@ -216,13 +217,21 @@ func upstreamParam(err error) string {
 }
 
 // bodyMessage extracts the message of an error body: OpenAI's
-// {"error":{"message"}}, Anthropic's {"error":{"type","message"}}, or a
-// short plain-text body. HTML and long bodies give nothing.
+// {"error":{"message"}}, Anthropic's {"error":{"type","message"}}, the
+// same in a one-element array (Gemini's OpenAI-compatible endpoint),
+// Mistral's and older vLLM's {"object":"error","message":…} (a string, or
+// FastAPI's {"detail":[{"loc","msg"}]}), or a short plain-text body. HTML
+// and long bodies give nothing.
 func bodyMessage(body []byte) string {
+	body = oneOf(body)
 	var v struct {
-		Error json.RawMessage `json:"error"`
+		Error   json.RawMessage `json:"error"`
+		Message json.RawMessage `json:"message"`
 	}
-	if json.Unmarshal(body, &v) == nil && len(v.Error) > 0 {
+	if json.Unmarshal(body, &v) == nil && len(v.Error) == 0 && len(v.Message) > 0 {
+		return topLevelMessage(v.Message)
+	}
+	if len(v.Error) > 0 {
 		var obj struct {
 			Message string `json:"message"`
 			Type    string `json:"type"`
@@ -241,6 +250,88 @@ func bodyMessage(body []byte) string {
 		return ""
 	}
 	return s
+}
+
+// oneOf is the element of a body that is a JSON array of one, as
+// Gemini's OpenAI-compatible endpoint sends its errors; body otherwise.
+func oneOf(body []byte) []byte {
+	var list []json.RawMessage
+	if b := bytes.TrimSpace(body); len(b) > 0 && b[0] == '[' && json.Unmarshal(b, &list) == nil && len(list) == 1 {
+		return list[0]
+	}
+	return body
+}
+
+// topLevelMessage is the text of an error body's top-level message: a
+// string, or FastAPI's validation detail (Mistral's 422s), each item's
+// place and text.
+func topLevelMessage(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var obj struct {
+		Detail []struct {
+			Loc []any  `json:"loc"`
+			Msg string `json:"msg"`
+		} `json:"detail"`
+	}
+	if json.Unmarshal(raw, &obj) != nil {
+		return ""
+	}
+	var parts []string
+	for _, d := range obj.Detail {
+		loc := make([]string, len(d.Loc))
+		for i, l := range d.Loc {
+			loc[i] = fmt.Sprint(l)
+		}
+		if len(loc) > 0 {
+			parts = append(parts, strings.Join(loc, ".")+": "+d.Msg)
+		} else {
+			parts = append(parts, d.Msg)
+		}
+	}
+	return strings.Join(parts, "; ")
+}
+
+// retryDelay is how long an error body says to wait: Google's
+// google.rpc.RetryInfo ({"error":{"details":[{"retryDelay":"37.512s"}]}}),
+// which Gemini sends in place of a Retry-After header; 0 when it says
+// nothing.
+func retryDelay(body []byte) time.Duration {
+	if !bytes.Contains(body, []byte(`"retryDelay"`)) {
+		return 0
+	}
+	var v struct {
+		Error struct {
+			Details []struct {
+				RetryDelay string `json:"retryDelay"`
+			} `json:"details"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(oneOf(body), &v) != nil {
+		return 0
+	}
+	for _, d := range v.Error.Details {
+		if w, err := time.ParseDuration(d.RetryDelay); err == nil && w > 0 {
+			return w
+		}
+	}
+	return 0
+}
+
+// upstreamBody is the error body an SDK's error kept, nil when it kept
+// none.
+func upstreamBody(err error) []byte {
+	var re *openai.RequestError
+	var ae *anthropic.Error
+	switch {
+	case errors.As(err, &re):
+		return re.Body
+	case errors.As(err, &ae):
+		return []byte(ae.RawJSON())
+	}
+	return nil
 }
 
 // secretLike matches what looks like a credential: provider keys, bearer
@@ -310,10 +401,13 @@ const MaxRetryAfter = time.Hour
 // -tokens ("1s", "6m0s", "20ms"); Anthropic's anthropic-ratelimit-*-reset
 // (RFC 3339 times). Of the reset headers of one provider it takes the
 // latest of the limits whose remaining count is 0, else the latest of
-// all. Without any it is DefaultRetryAfter; it is never more than
-// MaxRetryAfter.
-func retryAfter(h http.Header, now time.Time) time.Duration {
+// all; else the body's retryDelay (Gemini's). Without any it is
+// DefaultRetryAfter; it is never more than MaxRetryAfter.
+func retryAfter(h http.Header, body []byte, now time.Time) time.Duration {
 	d := retryAfterHeader(h, now)
+	if d <= 0 {
+		d = retryDelay(body)
+	}
 	if d <= 0 {
 		d = DefaultRetryAfter
 	}

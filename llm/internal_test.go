@@ -81,7 +81,7 @@ func TestRetryAfter(t *testing.T) {
 		{"anthropic a year away is capped", http.Header{"Anthropic-Ratelimit-Tokens-Reset": {now.AddDate(1, 0, 0).Format(time.RFC3339)}}, MaxRetryAfter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := retryAfter(tc.h, now); got != tc.want {
+			if got := retryAfter(tc.h, nil, now); got != tc.want {
 				t.Errorf("retryAfter = %v, want %v", got, tc.want)
 			}
 		})

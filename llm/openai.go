@@ -281,6 +281,9 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	ch := resp.Choices[0]
 	finish, ok := openAIFinish(string(ch.FinishReason))
 	if !ok {
+		if msg := sanitize(choiceError(ex), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
+			return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply: %s", msg)
+		}
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
 	}
 	res.Content, res.Refusal, res.FinishReason = ch.Message.Content, ch.Message.Refusal, finish
@@ -372,6 +375,27 @@ func wholeReplyReasoning(ex *exchange) string {
 	return reply.Choices[0].Message.Reasoning
 }
 
+// choiceError is the message of the error a whole reply's choice carries
+// when it failed once begun (OpenRouter's choices[0].error, beside
+// finish_reason "error"), read from the body kept for openai-compatible
+// providers; "" when there is none.
+func choiceError(ex *exchange) string {
+	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"error"`)) {
+		return ""
+	}
+	var reply struct {
+		Choices []struct {
+			Error struct {
+				Message string `json:"message"`
+			} `json:"error"`
+		} `json:"choices"`
+	}
+	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
+		return ""
+	}
+	return reply.Choices[0].Error.Message
+}
+
 // refusedStreamOptions says whether the upstream refused a stream's
 // request because of stream_options, which not every OpenAI-wire server
 // knows: Mistral's API answers 422 (extra_forbidden), Azure before
@@ -440,8 +464,10 @@ func multiContentText(parts []openai.ChatMessagePart) string {
 // fail on a value outside it. ok is false when the value says the reply
 // failed once begun, which is an upstream error, not a reply that
 // finished: "error", with which OpenRouter (beside an error object in the
-// same chunk) and other OpenAI-compatible servers end one, and DeepSeek's
-// insufficient_system_resource ("the request is interrupted"). "" stays
+// same chunk) and other OpenAI-compatible servers end one, DeepSeek's
+// insufficient_system_resource ("the request is interrupted"), and vLLM's
+// and SGLang's abort (the engine dropped the request: shutdown, scale-down,
+// an abort call), after which they still send [DONE]. "" stays
 // "": no finish reason came.
 func openAIFinish(reason string) (finish string, ok bool) {
 	switch reason {
@@ -449,7 +475,7 @@ func openAIFinish(reason string) (finish string, ok bool) {
 		return reason, true
 	case "model_length":
 		return "length", true
-	case "error", "insufficient_system_resource":
+	case "error", "insufficient_system_resource", "abort":
 		return "", false
 	}
 	return "stop", true
@@ -818,8 +844,17 @@ func openAILocal(req domain.LLMRequest, err error) error {
 	return err
 }
 
+// openAIUsage is an OpenAI-wire reply's usage. OpenAI counts reasoning
+// tokens within completion_tokens; xAI counts them beside it (its total is
+// prompt + completion + reasoning, and it bills them as output), so there
+// they are added to the completion's.
 func openAIUsage(u openai.Usage) domain.Usage {
-	out := reportedUsage(int64(u.PromptTokens), int64(u.CompletionTokens), int64(u.TotalTokens))
+	completion := int64(u.CompletionTokens)
+	if d := u.CompletionTokensDetails; d != nil && d.ReasoningTokens > 0 &&
+		int64(u.PromptTokens)+completion+int64(d.ReasoningTokens) == int64(u.TotalTokens) {
+		completion += int64(d.ReasoningTokens)
+	}
+	out := reportedUsage(int64(u.PromptTokens), completion, int64(u.TotalTokens))
 	if d := u.PromptTokensDetails; d != nil {
 		out.CachedTokens = min(boundTokens(int64(d.CachedTokens)), out.PromptTokens)
 	}

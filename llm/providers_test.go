@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -145,5 +146,141 @@ func TestRefusedReasoningIsSentAgainWithout(t *testing.T) {
 	sent := bodies()
 	if len(sent) != 2 || strings.Contains(sent[1], "DeepSeek's thinking") {
 		t.Errorf("sent %d requests, the last %s; want 2, the second without the reasoning", len(sent), sent[len(sent)-1])
+	}
+}
+
+// TestErrorBodyShapes: the provider's own message of a 400 is what
+// tells the caller what to fix. Gemini's OpenAI-compatible endpoint sends
+// its errors as a one-element JSON array; Mistral (and vLLM before its
+// OpenAI-shaped errors) at the top level, "message" a string or an object.
+func TestErrorBodyShapes(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"gemini array", `[{
+  "error": {
+    "code": 400,
+    "message": "Invalid JSON payload received. Unknown name \"frequency_penalty\": Cannot find field.",
+    "status": "INVALID_ARGUMENT",
+    "details": [
+      {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [
+          {
+            "description": "Invalid JSON payload received. Unknown name \"frequency_penalty\": Cannot find field."
+          }
+        ]
+      }
+    ]
+  }
+}
+]`, `Unknown name "frequency_penalty"`},
+		{"mistral top-level, message object", `{"object":"error","message":{"detail":[{"type":"extra_forbidden","loc":["body","seed"],"msg":"Extra inputs are not permitted","input":1}]},"type":"invalid_request_error","param":null,"code":null}`,
+			"Extra inputs are not permitted"},
+		{"mistral/vllm top-level, message string", `{"object":"error","message":"This model's maximum context length is 2048 tokens. However, you requested 2723 tokens.","type":"BadRequestError","param":null,"code":400}`,
+			"maximum context length is 2048 tokens"},
+	} {
+		for _, m := range modes() {
+			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
+				srv, _ := replay(t, 400, "application/json", tc.body)
+				_, _, err := run(context.Background(), newClient(t), compatible(srv.URL), m.stream)
+				if err == nil {
+					t.Fatal("no error")
+				}
+				if msg := domain.MessageOf(err); !strings.Contains(msg, tc.want) {
+					t.Errorf("message %q does not carry the provider's %q", msg, tc.want)
+				}
+			})
+		}
+	}
+}
+
+// TestXAIReasoningTokensOutsideCompletion: xAI's chat completions
+// count reasoning outside completion_tokens (total = prompt + completion +
+// reasoning; its documented and measured usage). The reply's output is
+// completion + reasoning, which xAI bills as output.
+func TestXAIReasoningTokensOutsideCompletion(t *testing.T) {
+	body := `{"id":"x","object":"chat.completion","created":1,"model":"grok-4","choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop"}],` +
+		`"usage":{"prompt_tokens":10120,"completion_tokens":1499,"total_tokens":14428,"prompt_tokens_details":{"cached_tokens":128},"completion_tokens_details":{"reasoning_tokens":2809}}}`
+	srv, _ := replay(t, 200, "application/json", body)
+	res, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := res.Usage
+	if u.PromptTokens+u.CompletionTokens != u.TotalTokens {
+		t.Errorf("prompt %d + completion %d != total %d (the domain recomputes total as the sum, losing %d tokens)",
+			u.PromptTokens, u.CompletionTokens, u.TotalTokens, u.TotalTokens-u.PromptTokens-u.CompletionTokens)
+	}
+	if u.CompletionTokens != 1499+2809 || u.ReasoningTokens != 2809 {
+		t.Errorf("completion %d (want %d), reasoning %d (want 2809)", u.CompletionTokens, 1499+2809, u.ReasoningTokens)
+	}
+}
+
+// TestOpenRouterErrorInChoice: OpenRouter's non-streamed reply that
+// failed once begun has finish_reason "error" and the error in the choice
+// (NonStreamingChoice.error); the README promises the provider's message.
+func TestOpenRouterErrorInChoice(t *testing.T) {
+	body := `{"id":"gen-1","object":"chat.completion","created":1,"model":"anthropic/claude","provider":"Anthropic","choices":[{"index":0,"finish_reason":"error","native_finish_reason":"error","message":{"role":"assistant","content":"Once upon"},"error":{"code":502,"message":"Provider disconnected unexpectedly"}}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
+	srv, _ := replay(t, 200, "application/json", body)
+	_, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if msg := domain.MessageOf(err); !strings.Contains(msg, "Provider disconnected unexpectedly") {
+		t.Errorf("message %q lacks the provider's", msg)
+	}
+}
+
+// TestVLLMAbortIsNotAFinish: vLLM (and SGLang) end a stream the engine
+// aborted (shutdown, scale-down, sleep, an abort request) with
+// finish_reason "abort", then [DONE]: the reply did not finish, as with
+// OpenRouter's "error". Parley reads it as "stop" and the cut-off reply is
+// stored as complete.
+func TestVLLMAbortIsNotAFinish(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			var body, ctype string
+			if m.stream {
+				ctype = "text/event-stream"
+				body = `data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"The answer is"},"finish_reason":null}]}` + "\n\n" +
+					`data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":""},"finish_reason":"abort"}]}` + "\n\n" +
+					"data: [DONE]\n\n"
+			} else {
+				ctype = "application/json"
+				body = `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"The answer is"},"finish_reason":"abort"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`
+			}
+			srv, _ := replay(t, 200, ctype, body)
+			res, _, err := run(context.Background(), newClient(t), compatible(srv.URL), m.stream)
+			if err == nil {
+				t.Errorf("an aborted reply came back as finished: finish_reason %q, content %q", res.FinishReason, res.Content)
+			}
+		})
+	}
+}
+
+// TestGeminiRetryDelay: Gemini answers a 429 without Retry-After; how
+// long to wait is only in the body, a google.rpc.RetryInfo's retryDelay
+// (through the OpenAI-compatible endpoint, inside its one-element array).
+func TestGeminiRetryDelay(t *testing.T) {
+	body := `[{
+  "error": {
+    "code": 429,
+    "message": "You exceeded your current quota, please check your plan and billing details.",
+    "status": "RESOURCE_EXHAUSTED",
+    "details": [
+      {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests", "quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+      {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37.512s"}
+    ]
+  }
+}
+]`
+	srv, _ := replay(t, 429, "application/json", body)
+	_, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
+	if err == nil {
+		t.Fatal("no error")
+	}
+	if ra := domain.RetryAfterOf(err); ra < 37*time.Second {
+		t.Errorf("RetryAfter = %v, Gemini said 37.512s (message %q)", ra, domain.MessageOf(err))
 	}
 }
