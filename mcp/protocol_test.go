@@ -235,8 +235,10 @@ func TestJSONOnlyClientGetsJSON(t *testing.T) {
 
 // TestCORSForAllowedOrigins: a page at an allowed origin can call MCP
 // from a browser: its preflight, which carries no key, is answered with
-// what the call may send; the call's answer lets the page read the
-// session id. An origin not allowed gets no CORS, only its 403; a request
+// what the call may send, every method of the transports (the SDK's
+// terminateSession sends DELETE /mcp and reads its 405; a preflight that
+// refused DELETE made it throw); the call's answer lets the page read the
+// session id, a 429's wait and the request id. An origin not allowed gets no CORS, only its 403; a request
 // without an Origin (no browser) gets no CORS headers.
 func TestCORSForAllowedOrigins(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
@@ -265,9 +267,9 @@ func TestCORSForAllowedOrigins(t *testing.T) {
 			"Access-Control-Request-Headers", requested, "Access-Control-Request-Private-Network", "true")
 		h := res.Header
 		if res.StatusCode != http.StatusNoContent || h.Get("Access-Control-Allow-Origin") != tc.origin ||
-			h.Get("Access-Control-Allow-Methods") != tc.method || h.Get("Access-Control-Allow-Private-Network") != "true" ||
+			h.Get("Access-Control-Allow-Methods") != "GET, POST, DELETE" || h.Get("Access-Control-Allow-Private-Network") != "true" ||
 			!slices.Contains(h.Values("Vary"), "Origin") {
-			t.Errorf("preflight of %s %s from %s: %d %v; want 204 allowing the origin, %s and a private network", tc.method, tc.path, tc.origin, res.StatusCode, h, tc.method)
+			t.Errorf("preflight of %s %s from %s: %d %v; want 204 allowing the origin, GET, POST and DELETE and a private network", tc.method, tc.path, tc.origin, res.StatusCode, h)
 		}
 		allowed := strings.Split(strings.ToLower(strings.ReplaceAll(h.Get("Access-Control-Allow-Headers"), " ", "")), ",")
 		for _, name := range strings.Split(requested, ",") {
@@ -283,8 +285,8 @@ func TestCORSForAllowedOrigins(t *testing.T) {
 	ping := `{"jsonrpc":"2.0","id":3,"method":"ping"}`
 	call, _ := r.post(ping, "Origin", "https://app.example.com")
 	if h := call.Header; call.StatusCode != http.StatusOK || h.Get("Access-Control-Allow-Origin") != "https://app.example.com" ||
-		!strings.Contains(h.Get("Access-Control-Expose-Headers"), "Mcp-Session-Id") {
-		t.Errorf("a call from an allowed origin: %d %v; want 200 allowing the origin and exposing Mcp-Session-Id", call.StatusCode, h)
+		h.Get("Access-Control-Expose-Headers") != "Mcp-Session-Id, WWW-Authenticate, Retry-After, X-Request-Id" {
+		t.Errorf("a call from an allowed origin: %d %v; want 200 allowing the origin and exposing Mcp-Session-Id, WWW-Authenticate, Retry-After and X-Request-Id", call.StatusCode, h)
 	}
 	call, _ = r.post(ping)
 	if call.StatusCode != http.StatusOK || call.Header.Get("Access-Control-Allow-Origin") != "" {

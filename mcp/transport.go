@@ -8,9 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -64,41 +62,28 @@ const DefaultSSESessionsPerUser = 32
 // be served: it has none, it is a loopback one (a local tool such as the
 // MCP Inspector), or lim.Origins lists it.
 func (lim Limits) originAllowed(origin string) bool {
-	if origin == "" {
-		return true
-	}
-	for _, o := range lim.Origins {
-		if o == "*" || strings.EqualFold(o, origin) {
-			return true
-		}
-	}
-	u, err := url.Parse(origin)
-	if err != nil || u.Scheme != "http" && u.Scheme != "https" {
-		return false
-	}
-	host := u.Hostname()
-	if ip := net.ParseIP(host); ip != nil {
-		return ip.IsLoopback()
-	}
-	return strings.EqualFold(host, "localhost")
+	return origin == "" || wire.OriginAllowed(lim.Origins, origin)
 }
 
 // allowCORS sets the CORS headers of a request from an allowed browser
 // origin, and answers its preflight (an OPTIONS request that says which
 // method will follow), which carries no key: it reports whether it did.
-// The page may send method with the headers MCP's clients send, and read
-// the session id and an authentication challenge. A page on a public site
+// The page may send the methods of MCP's transports (one the endpoint
+// does not take then gets its 405, which the SDK reads: its
+// terminateSession takes one as done, where a failed preflight throws)
+// with the headers MCP's clients send, and read the session id, an
+// authentication challenge, a 429's wait and the request id. A page on a public site
 // calling a server on a private address (a local Parley) is asked about
 // by the browser too (Private Network Access).
-func allowCORS(w http.ResponseWriter, r *http.Request, method string) bool {
+func allowCORS(w http.ResponseWriter, r *http.Request) bool {
 	h := w.Header()
 	h.Set("Access-Control-Allow-Origin", r.Header.Get("Origin"))
 	if r.Method != http.MethodOptions || r.Header.Get("Access-Control-Request-Method") == "" {
-		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate")
+		h.Set("Access-Control-Expose-Headers", "Mcp-Session-Id, WWW-Authenticate, Retry-After, X-Request-Id")
 		return false
 	}
 	h.Add("Vary", "Access-Control-Request-Method, Access-Control-Request-Headers, Access-Control-Request-Private-Network")
-	h.Set("Access-Control-Allow-Methods", method)
+	h.Set("Access-Control-Allow-Methods", "GET, POST, DELETE")
 	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, Mcp-Session-Id, Mcp-Protocol-Version, Last-Event-Id, Mcp-Method, Mcp-Name")
 	if r.Header.Get("Access-Control-Request-Private-Network") == "true" {
 		h.Set("Access-Control-Allow-Private-Network", "true")
@@ -243,9 +228,9 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		w.Header().Add("Vary", "Origin")
 		if origin := r.Header.Get("Origin"); !lim.originAllowed(origin) {
 			refuse(w, domain.Forbidden, fmt.Sprintf(
-				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_MCP_ALLOWED_ORIGINS lists", origin))
+				"requests from the origin %.100q are refused: MCP takes only loopback origins and those PARLEY_ALLOWED_ORIGINS or PARLEY_MCP_ALLOWED_ORIGINS list", origin))
 			return
-		} else if origin != "" && allowCORS(w, r, method) {
+		} else if origin != "" && allowCORS(w, r) {
 			return
 		}
 		key, ok := bearerKey(r.Header.Get("Authorization"))

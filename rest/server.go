@@ -42,6 +42,9 @@ type Config struct {
 	// means 30s. It bounds, too, the wait for any request's body,
 	// completions' included.
 	RequestTimeout time.Duration
+	// Origins are the browser origins, besides loopback ones, whose
+	// pages may call the API (PARLEY_ALLOWED_ORIGINS): see cors.
+	Origins []string
 	// Metrics, when set, observes every request and open stream.
 	Metrics Observer
 	Logger  *slog.Logger
@@ -97,7 +100,7 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.Logger = slog.New(slog.DiscardHandler)
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{stall: s.stallAfter()}
-	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.bodyDeadline, s.limitBody, s.apiRoutes)
+	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.bodyDeadline, s.limitBody, cors(cfg.Origins), s.apiRoutes)
 
 	get(e, "/healthz", func(c *echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	get(e, "/readyz", s.handleReady)

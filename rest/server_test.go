@@ -422,3 +422,75 @@ func TestResponsesAPISaysWhatToUse(t *testing.T) {
 		}
 	}
 }
+
+// TestBrowserPagesCanCallTheAPI: a page at an allowed origin, or at a
+// loopback one (a dev server), can call the API from a browser: its
+// preflight, which carries no key, is a 204 before authentication, with
+// the methods and headers the TypeScript client sends; every answer names
+// the origin and lets the page read a 429's wait, the rate limits and the
+// request id. Without CORS the preflight was a 401 and the client failed
+// as if Parley were down. Another origin gets no CORS (its browser keeps
+// the answer from the page), and neither do /healthz and /metrics.
+func TestBrowserPagesCanCallTheAPI(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowedOrigins = []string{"https://app.example.com"} })
+	w := h.world()
+	send := func(method, path, origin string, header ...string) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(method, h.srv.URL+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Origin", origin)
+		for i := 0; i+1 < len(header); i += 2 {
+			req.Header.Set(header[i], header[i+1])
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		return res
+	}
+	const requested = "authorization,content-type,accept,idempotency-key,x-request-id"
+	for _, origin := range []string{"https://app.example.com", "http://localhost:5173", "http://127.0.0.1:3000"} {
+		for _, tc := range []struct{ method, path string }{
+			{"POST", "/api/v1/chats/" + w.chat + "/completions"}, {"GET", "/api/v1/chats"}, {"DELETE", "/api/v1/conversations/cnv_x"},
+		} {
+			res := send("OPTIONS", tc.path, origin, "Access-Control-Request-Method", tc.method,
+				"Access-Control-Request-Headers", requested, "Access-Control-Request-Private-Network", "true")
+			hd := res.Header
+			allowed := strings.Split(strings.ToLower(strings.ReplaceAll(hd.Get("Access-Control-Allow-Headers"), " ", "")), ",")
+			if res.StatusCode != http.StatusNoContent || hd.Get("Access-Control-Allow-Origin") != origin ||
+				!strings.Contains(hd.Get("Access-Control-Allow-Methods"), tc.method) || hd.Get("Access-Control-Allow-Private-Network") != "true" {
+				t.Errorf("preflight of %s %s from %s: %d %v; want 204 allowing the origin, %s and a private network", tc.method, tc.path, origin, res.StatusCode, hd, tc.method)
+			}
+			for _, name := range strings.Split(requested, ",") {
+				if !slices.Contains(allowed, name) {
+					t.Errorf("preflight from %s allows headers %q, not %s", origin, hd.Get("Access-Control-Allow-Headers"), name)
+				}
+			}
+		}
+		res := send("GET", "/api/v1/chats/"+w.chat, origin, "Authorization", "Bearer "+h.admin)
+		expose := res.Header.Get("Access-Control-Expose-Headers")
+		if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != origin {
+			t.Errorf("GET from %s: %d %v; want 200 allowing the origin", origin, res.StatusCode, res.Header)
+		}
+		for _, name := range []string{"Retry-After", "RateLimit-Remaining", "RateLimit-Reset", "X-Request-Id", "X-Should-Retry"} {
+			if !strings.Contains(expose, name) {
+				t.Errorf("GET from %s exposes %q, not %s", origin, expose, name)
+			}
+		}
+	}
+	res := send("OPTIONS", "/api/v1/chats", "https://evil.example", "Access-Control-Request-Method", "GET")
+	if res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("preflight from an origin not allowed: %d %v; want no CORS", res.StatusCode, res.Header)
+	}
+	if res := send("GET", "/api/v1/chats", "https://evil.example", "Authorization", "Bearer "+h.admin); res.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("GET from an origin not allowed: %v; want no CORS", res.Header)
+	}
+	for _, path := range []string{"/healthz", "/metrics"} {
+		if res := send("GET", path, "https://app.example.com"); res.Header.Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("GET %s from an allowed origin: %v; want no CORS", path, res.Header)
+		}
+	}
+}

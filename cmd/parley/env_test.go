@@ -152,6 +152,18 @@ func TestLoadEnv(t *testing.T) {
 		}
 	})
 
+	// The origins of REST's CORS are read alike.
+	t.Run("PARLEY_ALLOWED_ORIGINS", func(t *testing.T) {
+		t.Setenv("PARLEY_ALLOWED_ORIGINS", "HTTPS://App.Example.com:443, http://10.0.0.5:3000")
+		if e, err := loadEnv(); err != nil || strings.Join(e.AllowedOrigins, " ") != "https://app.example.com http://10.0.0.5:3000" {
+			t.Errorf("two origins: %q, %v", e.AllowedOrigins, err)
+		}
+		t.Setenv("PARLEY_ALLOWED_ORIGINS", "app.example.com")
+		if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_ALLOWED_ORIGINS") {
+			t.Errorf("a host alone: %v, want an error naming the variable", err)
+		}
+	})
+
 	t.Run("PARLEY_MCP_SSE_SESSIONS_PER_USER", func(t *testing.T) {
 		t.Setenv("PARLEY_MCP_SSE_SESSIONS_PER_USER", "4")
 		if e, err := loadEnv(); err != nil || e.MCPSSESessionsPerUser != 4 {

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -62,6 +63,10 @@ type Config struct {
 	RedisURL string
 	// MCPReadOnly registers only the read tools.
 	MCPReadOnly bool
+	// AllowedOrigins are the browser origins, besides loopback ones,
+	// whose pages may call the REST API (CORS) and MCP over HTTP
+	// (PARLEY_ALLOWED_ORIGINS).
+	AllowedOrigins []string
 	// MCPAllowedOrigins are the browser origins MCP over HTTP takes
 	// besides loopback ones ("*": any); see mcp.Limits.Origins.
 	MCPAllowedOrigins []string
@@ -436,12 +441,13 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 
 	api := rest.New(svcs, rest.Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
-		Ready: st.Ready, Metrics: m, Logger: log,
+		Ready: st.Ready, Metrics: m, Logger: log, Origins: cfg.AllowedOrigins,
 	})
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
 		CallTimeout: cfg.RequestTimeout})
-	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout, Origins: cfg.MCPAllowedOrigins,
+	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout,
+		Origins:            append(slices.Clone(cfg.AllowedOrigins), cfg.MCPAllowedOrigins...),
 		SSESessionsPerUser: cfg.MCPSSESessionsPerUser}
 	api.Handle("/mcp", mcp.StreamableHTTPHandler(srv, svcs.Users.Authenticate, lim, cfg.KeepAlive, log))
 	a.mcpSSE = mcp.NewSSE(srv, svcs.Users.Authenticate, lim, "", log)
