@@ -263,9 +263,35 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err // a fault: the whole chain, as the logs are discarded here
 		}
+		staleKeyFile(stdout, e.Config)
 		return unopenedKeys(r.Unopened)
 	}
 	return fmt.Errorf("admin %s is parsed but not run", c.name) // parseAdmin and this switch disagree
+}
+
+// staleKeyFile says, after a rotation on SQLite, that the data
+// directory's master key file still holds a key other than
+// PARLEY_SECRET_KEY: a start without the variable reads the file, and
+// could open none of the keys just sealed again.
+func staleKeyFile(stdout io.Writer, cfg app.Config) {
+	if cfg.SecretKey == "" || store.DialectOf(cfg.DatabaseURL) != store.SQLite {
+		return
+	}
+	path := app.MasterKeyFile(cfg)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	old, oerr := secret.ParseKey(string(b))
+	cur, cerr := secret.ParseKey(cfg.SecretKey)
+	if oerr == nil && cerr == nil && secret.KeyID(old) == secret.KeyID(cur) {
+		return
+	}
+	if abs, err := filepath.Abs(path); err == nil {
+		path = abs
+	}
+	fmt.Fprintf(stdout, "%s still holds the old master key, which a start without PARLEY_SECRET_KEY reads and then opens none of these keys: "+
+		"write the new key there (mode 0600), or keep PARLEY_SECRET_KEY set\n", path)
 }
 
 // unopenedKeys is the error of a rotate-key that left keys it could not

@@ -209,3 +209,55 @@ func setKey(t *testing.T, st *store.Store, provider string, ciphertext []byte, k
 		t.Fatal(err)
 	}
 }
+
+// TestRotateKeyNamesTheKeyFile: on SQLite, a server started without
+// PARLEY_SECRET_KEY keeps its master key in data/master.key; rotate-key
+// under a new PARLEY_SECRET_KEY left that file holding the old key, so the
+// next plain start opened none of the providers' keys (a 503 at each
+// completion). It now says so, and once the new key is written there a
+// plain start sends the provider's key upstream.
+func TestRotateKeyNamesTheKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	up := llmtest.NewServer(t)
+	admin := "pk_keyfile_" + strings.Repeat("e", 30)
+	common := []string{"PARLEY_BOOTSTRAP_ADMIN_KEY=" + admin, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="}
+
+	s := serve(t, dir, common...)
+	_, prj := post(t, s.url+"/api/v1/projects", admin, map[string]any{"name": "p"})
+	status, prov := post(t, s.url+"/api/v1/ai-providers", admin, map[string]any{
+		"projectId": prj["id"], "name": "fake", "type": "openai-compatible", "baseUrl": up.URL(),
+		"defaultModel": "m", "apiKey": "sk-keyfile-test-1234567890",
+	})
+	if status != 201 {
+		t.Fatalf("create provider = %d %v", status, prov)
+	}
+	s.stop(t)
+
+	file := filepath.Join(dir, "data", "master.key")
+	oldKey, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newKey := secret.GenerateKey()
+	cmd := exec.Command(bin, "admin", "rotate-key")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), append(common, "PARLEY_SECRET_KEY="+newKey, "PARLEY_OLD_SECRET_KEYS="+strings.TrimSpace(string(oldKey)))...)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "re-encrypted 1 provider keys") || !strings.Contains(string(out), file+" still holds the old master key") {
+		t.Fatalf("rotate-key: %v\n%s\nwant the rotation and a word on %s", err, out, file)
+	}
+	if strings.Contains(string(out), newKey) || strings.Contains(string(out), strings.TrimSpace(string(oldKey))) {
+		t.Errorf("rotate-key printed a master key:\n%s", out)
+	}
+	if err := os.WriteFile(file, []byte(newKey+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = serve(t, dir, common...)
+	defer s.stop(t)
+	status, res := post(t, s.url+"/api/v1/chats/completions", admin, map[string]any{
+		"aiProviderId": prov["id"], "messages": []any{map[string]any{"role": "user", "content": "hi"}},
+	})
+	if status != 200 || up.Last().APIKey != "sk-keyfile-test-1234567890" {
+		t.Fatalf("a plain start with the new key in %s: %d %v", file, status, res)
+	}
+}

@@ -188,7 +188,7 @@ func (cfg Config) check(dialect string) error {
 	default:
 		// A key file there is read as Keyring reads it; one that is not
 		// there Keyring makes, after the database is open.
-		path := filepath.Join(dataDir(cfg), "master.key")
+		path := MasterKeyFile(cfg)
 		if b, err := os.ReadFile(path); err == nil {
 			if _, err := secret.ParseKey(string(b)); err != nil {
 				return fmt.Errorf("master key file %s: %w", path, err)
@@ -245,6 +245,10 @@ func dataDir(cfg Config) string {
 	return cfg.DataDir
 }
 
+// MasterKeyFile is where a server on SQLite keeps its master key when
+// PARLEY_SECRET_KEY is not set: in the data directory.
+func MasterKeyFile(cfg Config) string { return filepath.Join(dataDir(cfg), "master.key") }
+
 // logger is cfg's logger (one that writes nothing when it has none),
 // adding the request id to every line logged in a request's course.
 func logger(cfg Config) *slog.Logger {
@@ -292,7 +296,7 @@ func Keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring
 	case dialect == store.Postgres:
 		return nil, errNoSecretKey
 	default:
-		path := filepath.Join(dataDir(cfg), "master.key")
+		path := MasterKeyFile(cfg)
 		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 			if n, ids := unheld(sealed, func(id string) bool { return olderIDs[id] }); n > 0 {
 				abs, _ := filepath.Abs(path)
