@@ -2,6 +2,7 @@ package mcp
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -35,18 +36,28 @@ const (
 )
 
 // progressEmitter sends each delta of a streamed completion to the caller
-// as a notifications/progress: progress counts the deltas (1, 2, ...) and
-// message is the delta's text.
+// as a notifications/progress: progress counts the notifications (1, 2,
+// ...) and message is the delta's text. A delta of the model's reasoning
+// or of a tool call, and every heartbeat of quiet, goes without a message:
+// a client whose timeout restarts on progress (the TypeScript SDK's
+// resetTimeoutOnProgress) would otherwise time out, and cancel, a call
+// whose model thinks, or writes a tool call's arguments, or takes long
+// to answer at all.
 type progressEmitter struct {
-	ctx     context.Context
-	srv     *server.MCPServer
-	token   mcpgo.ProgressToken
-	log     *slog.Logger
-	metrics Observer     // may be nil
-	written *progressLog // the session's, over stdio and HTTP+SSE; else nil
-	started bool         // counted as an open stream
-	n       int          // the deltas sent so far
-	queued  int          // the progress of the last notification queued
+	ctx       context.Context
+	srv       *server.MCPServer
+	token     mcpgo.ProgressToken
+	log       *slog.Logger
+	metrics   Observer     // may be nil
+	written   *progressLog // the session's, over stdio and HTTP+SSE; else nil
+	started   bool         // counted as an open stream
+	heartbeat time.Duration
+
+	mu     sync.Mutex  // guards what follows, and the sending
+	beat   *time.Timer // sends a notification after heartbeat of quiet
+	ended  bool
+	n      int // the notifications sent so far
+	queued int // the progress of the last notification queued
 }
 
 // newProgressEmitter returns nil when the call carries no progress token,
@@ -62,8 +73,9 @@ func newProgressEmitter(ctx context.Context, req mcpgo.CallToolRequest, d deps) 
 		return nil
 	}
 	e := &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log, metrics: d.metrics,
-		written: progressLogFrom(ctx)}
+		written: progressLogFrom(ctx), heartbeat: cmp.Or(d.heartbeat, domain.DefaultKeepAlive)}
 	e.written.open(e.token)
+	e.beat = time.AfterFunc(e.heartbeat, func() { e.notify("") })
 	return e
 }
 
@@ -91,33 +103,48 @@ func (e *progressEmitter) Start(domain.CompletionMeta) error {
 }
 
 // Delta implements domain.Emitter: the text of each delta becomes a
-// notification, a refusal's as a reply's (MCP's progress has one message;
-// the result tells them apart); tool call pieces and the model's reasoning
-// do not (the result holds them). A notification that cannot be delivered is logged, never an
-// error: the result still holds the whole reply.
+// notification's message, a refusal's as a reply's (MCP's progress has one
+// message; the result tells them apart); tool call pieces and the model's
+// reasoning come as notifications without one (the result holds them).
+// A notification that cannot be delivered is logged, never an error: the
+// result still holds the whole reply.
 func (e *progressEmitter) Delta(d domain.Delta) error {
-	text := d.Content + d.Refusal
-	if text == "" {
-		return nil
+	if text := d.Content + d.Refusal; text != "" || d.Reasoning != "" || len(d.ToolCalls) > 0 {
+		e.notify(text)
 	}
+	return nil
+}
+
+// notify sends the next notification, with message unless it is "", and
+// sets the heartbeat going again; nothing once the call ended.
+func (e *progressEmitter) notify(message string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ended {
+		return
+	}
+	defer e.beat.Reset(e.heartbeat)
 	e.n++
-	params := map[string]any{"progressToken": e.token, "progress": e.n, "message": text}
+	params := map[string]any{"progressToken": e.token, "progress": e.n}
+	if message != "" {
+		params["message"] = message
+	}
 	deadline := time.Now().Add(blockedWait)
 	for {
 		err := e.srv.SendNotificationToClient(e.ctx, string(mcpgo.MethodNotificationProgress), params)
 		if err == nil {
 			e.queued = e.n
-			return nil
+			return
 		}
 		if !errors.Is(err, server.ErrNotificationChannelBlocked) || time.Now().After(deadline) {
 			e.log.DebugContext(e.ctx, "progress notification dropped", "progress", e.n, "err", err)
-			return nil
+			return
 		}
 		// The session's queue is full: wait for the writer to catch up
 		// rather than drop a delta.
 		select {
 		case <-e.ctx.Done():
-			return nil
+			return
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
@@ -136,6 +163,10 @@ func (e *progressEmitter) end(ctx context.Context) {
 	if e == nil {
 		return
 	}
+	e.mu.Lock()
+	e.ended = true
+	e.beat.Stop()
+	e.mu.Unlock()
 	if e.started {
 		e.metrics.StreamClosed()
 		e.started = false

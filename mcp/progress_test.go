@@ -16,6 +16,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/llm/llmtest"
 )
 
 // TestProgressBeforeResult runs many streamed completions at once on one
@@ -301,4 +302,48 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 		err = c.(*net.TCPConn).SetWriteBuffer(smallBuffer)
 	}
 	return c, err
+}
+
+// TestProgressWhileTheModelIsQuiet: a streamed completion keeps sending
+// progress while no text comes: a notification without a message for each
+// piece of the model's reasoning, and one after each heartbeat of quiet
+// (here a model that takes a second to answer at all). A client whose
+// timeout restarts on progress (the TypeScript SDK's
+// resetTimeoutOnProgress) timed out and cancelled such calls, as no
+// notification came before the first text. The messages still join into
+// the reply.
+func TestProgressWhileTheModelIsQuiet(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat, err := e.svcs.Chats.Create(e.ctx("editor"), domain.ChatCreate{ProjectID: e.project.ID, AIProviderID: e.provider.ID, Name: "quiet"})
+	must(t, err)
+	for _, tc := range []struct {
+		name string
+		b    llmtest.Behavior
+	}{
+		{"thinking", llmtest.Behavior{Reasoning: strings.Repeat("hmm ", 10), ChunkDelay: 100 * time.Millisecond, Reply: "done"}},
+		{"slow to answer", llmtest.Behavior{Delay: time.Second, Reply: "done"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e.upstream.Script(func(int, llmtest.Request) llmtest.Behavior { return tc.b })
+			s := e.connect(overHTTP, "editor", Options{ProgressHeartbeat: 200 * time.Millisecond})
+			res, err := s.callErr(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("think")}, "tok")
+			if err != nil || res.IsError {
+				t.Fatalf("call failed: %v %v", err, res)
+			}
+			var joined strings.Builder
+			quiet := 0
+			for i, n := range s.notes("tok") {
+				if n.Progress != float64(i+1) {
+					t.Errorf("notification %d has progress %v", i+1, n.Progress)
+				}
+				if n.Message == "" {
+					quiet++
+				}
+				joined.WriteString(n.Message)
+			}
+			if quiet < 3 || joined.String() != "done" {
+				t.Errorf("%d notifications without a message before the reply, messages %q; want 3 or more, and \"done\"", quiet, joined.String())
+			}
+		})
+	}
 }

@@ -45,6 +45,10 @@ type Options struct {
 	// RequestTimeout bounds requests: a database that hangs gives an
 	// unavailable result in time. 0 means 30s.
 	CallTimeout time.Duration
+	// ProgressHeartbeat is how long a streamed completion may go without
+	// a progress notification before one without a message goes out (see
+	// progressEmitter); 0 means domain.DefaultKeepAlive, 15s.
+	ProgressHeartbeat time.Duration
 }
 
 // Observer receives the metrics the MCP tools report; metrics.Metrics is
@@ -101,7 +105,8 @@ func newServer(svcs *domain.Services, opts Options, extra ...server.ServerOption
 		server.WithHooks(hooks),
 	}, extra...)
 	srv := server.NewMCPServer("parley", opts.Version, sopts...)
-	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls, callTimeout: opts.CallTimeout}
+	d := deps{svcs: svcs, log: opts.Logger, metrics: opts.Metrics, calls: opts.Calls, callTimeout: opts.CallTimeout,
+		heartbeat: opts.ProgressHeartbeat}
 	for _, t := range toolset(d) {
 		if opts.ReadOnly && !isReadOnly(t.tool) {
 			continue
@@ -119,6 +124,7 @@ type deps struct {
 	calls   *Calls   // may be nil
 	// callTimeout bounds the calls of tools other than completions.
 	callTimeout time.Duration
+	heartbeat   time.Duration // Options.ProgressHeartbeat
 }
 
 type serverTool struct {

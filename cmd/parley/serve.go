@@ -170,7 +170,7 @@ func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, 
 		log.Warn("serving a new, empty database; set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) in the client's configuration to use the one parley serve uses", "path", a.NewDatabase)
 	}
 	srv := mcp.NewServer(a.Services, mcp.Options{ReadOnly: e.MCPReadOnly, Version: version, Logger: log, CallTimeout: e.RequestTimeout,
-		Calls: a.MCPCalls()})
+		Calls: a.MCPCalls(), ProgressHeartbeat: e.KeepAlive})
 	// A signal ends the session as it ends `parley serve`: the calls
 	// running get the grace period (a second signal ends it), then are
 	// ended with ErrShuttingDown (an "unavailable:" result, recorded as

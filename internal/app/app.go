@@ -449,7 +449,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	})
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
-		CallTimeout: cfg.RequestTimeout})
+		CallTimeout: cfg.RequestTimeout, ProgressHeartbeat: cfg.KeepAlive})
 	lim := mcp.Limits{MaxBodyBytes: cfg.MaxBodyBytes, BodyTimeout: cfg.RequestTimeout,
 		Origins:            append(slices.Clone(cfg.AllowedOrigins), cfg.MCPAllowedOrigins...),
 		SSESessionsPerUser: cfg.MCPSSESessionsPerUser}
