@@ -431,6 +431,12 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		return err
 	}
 	if conv.ChatID != chat.ID {
+		// Another chat's: said so to a caller who may read it (an agent
+		// with several chats would take a plain not-found for a deleted
+		// conversation), a plain not-found to anyone else.
+		if s.access.check(ctx, conv.ProjectID, PermGetConversation, "conversation", id) == nil {
+			return Invalidf("conversationId", "conversation %s belongs to chat %s, not %s: continue it with chatId %s", id, conv.ChatID, chat.ID, conv.ChatID)
+		}
 		return NotFoundf("conversation", id)
 	}
 	if pl.claim == nil {

@@ -334,7 +334,10 @@ func callUntilUpstream(t *testing.T, tr transport.Interface, e *env, id any, sta
 // create-chat-completion-for-chat once progress brought part of the reply
 // keeps the turn as far as it went, as a REST client that stops a stream
 // does: the chat's conversation holds the request's message and the text
-// that had arrived, with the finish reason client_disconnect.
+// that had arrived, with the finish reason client_disconnect. Called again
+// with its idempotencyKey (how an agent recovers a call that timed out),
+// it returns that turn, and its text says the reply is partial and how to
+// get the rest: it read as a whole reply.
 func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
 	s := e.connect(overHTTP, "editor", Options{})
@@ -346,8 +349,9 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	args := obj{"chatId": chat.ID, "messages": userMsg("Tell me a story"), "idempotencyKey": "story-1"}
 	go func() {
-		_, err := s.callCtx(ctx, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("Tell me a story")}, "story")
+		_, err := s.callCtx(ctx, "create-chat-completion-for-chat", args, "story")
 		done <- err
 	}()
 	for deadline := time.Now().Add(10 * time.Second); len(s.notes("story")) < 2; time.Sleep(5 * time.Millisecond) {
@@ -374,6 +378,11 @@ func TestStoppedStreamKeepsItsTurn(t *testing.T) {
 	s.ok(t, "get-conversation", obj{"conversationId": convs.Data[0].ID}, &conv)
 	if m := conv.Messages; len(m) != 2 || m[0].Content != "Tell me a story" || m[1].Content != "Once upon " || m[1].FinishReason != "client_disconnect" {
 		t.Fatalf("stored turn: %+v", conv.Messages)
+	}
+	var again completionOut
+	res := s.ok(t, "create-chat-completion-for-chat", args, &again)
+	if !again.Replayed || again.Content != "Once upon " || !strings.Contains(text(res), "the reply is partial: continue the conversation with a new idempotencyKey") {
+		t.Errorf("the call again: %+v, text %q; want the stopped turn, saying it is partial", again, text(res))
 	}
 }
 

@@ -166,10 +166,20 @@ func TestChatCompletion(t *testing.T) {
 			}
 		}
 
-		// A conversation of another chat is not found from this one.
+		// A conversation of another chat, continued from this one, is a
+		// 400 naming its chat to a caller who may read it (a plain 404 read
+		// as a conversation deleted), and not found to one who may not.
 		other := h.chat(h.admin, w.project, w.provider, nil)
-		if r := h.call("POST", "/api/v1/chats/"+other+"/completions", h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 404 {
-			t.Errorf("continuing another chat's conversation = %d %s, want 404", r.Status, r.Body)
+		if r := h.call("POST", "/api/v1/chats/"+other+"/completions", h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 400 ||
+			r.ErrorField() != "conversationId" || !strings.Contains(r.ErrorMessage(), "belongs to chat "+w.chat) {
+			t.Errorf("continuing another chat's conversation = %d %s, want 400 naming chat %s", r.Status, r.Body, w.chat)
+		}
+		elsewhere := h.world()
+		bobID, bob := h.user("bob")
+		h.setRole(h.admin, elsewhere.project, bobID, "editor")
+		if r := h.call("POST", "/api/v1/chats/"+elsewhere.chat+"/completions", bob, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 404 ||
+			strings.Contains(string(r.Body), w.chat) {
+			t.Errorf("continuing a conversation of a project one is not in = %d %s, want 404 naming nothing", r.Status, r.Body)
 		}
 		h.must(200, "DELETE", "/api/v1/conversations/"+conv, h.admin, nil)
 		if r := h.call("GET", "/api/v1/conversations/"+conv, h.admin, nil); r.Status != 404 {
