@@ -355,45 +355,42 @@ func wholeReplyExtras(ex *exchange, n int) [][]byte {
 
 // wholeReplyReasoning is the thinking of a whole reply that names it
 // reasoning (OpenRouter, Ollama, vLLM since 0.11), which go-openai's types
-// have no field for: read from the body, kept for the purpose from
-// openai-compatible providers (exchange.keepBody), only when it holds the
-// name.
+// have no field for (see keptChoice).
 func wholeReplyReasoning(ex *exchange) string {
-	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"reasoning"`)) {
-		return ""
-	}
-	var reply struct {
-		Choices []struct {
-			Message struct {
-				Reasoning string `json:"reasoning"`
-			} `json:"message"`
-		} `json:"choices"`
-	}
-	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
-		return ""
-	}
-	return reply.Choices[0].Message.Reasoning
+	c := keptChoice[struct {
+		Message struct {
+			Reasoning string `json:"reasoning"`
+		} `json:"message"`
+	}](ex, "reasoning")
+	return c.Message.Reasoning
 }
 
 // choiceError is the message of the error a whole reply's choice carries
 // when it failed once begun (OpenRouter's choices[0].error, beside
-// finish_reason "error"), read from the body kept for openai-compatible
-// providers; "" when there is none.
+// finish_reason "error"); "" when there is none (see keptChoice).
 func choiceError(ex *exchange) string {
-	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"error"`)) {
-		return ""
-	}
+	c := keptChoice[struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}](ex, "error")
+	return c.Error.Message
+}
+
+// keptChoice decodes, as a C, the first choice of a whole reply's body,
+// kept for the purpose from openai-compatible providers
+// (exchange.keepBody), for what go-openai's types drop; only when the
+// body holds member's name, else (or when it has no choice) a zero C.
+func keptChoice[C any](ex *exchange, member string) C {
 	var reply struct {
-		Choices []struct {
-			Error struct {
-				Message string `json:"message"`
-			} `json:"error"`
-		} `json:"choices"`
+		Choices []C `json:"choices"`
 	}
-	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
-		return ""
+	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"`+member+`"`)) ||
+		jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
+		var zero C
+		return zero
 	}
-	return reply.Choices[0].Error.Message
+	return reply.Choices[0]
 }
 
 // refusedStreamOptions says whether the upstream refused a stream's

@@ -19,22 +19,33 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// replay serves body with status to every request, recording the bodies.
-func replay(t *testing.T, status int, contentType, body string) (*httptest.Server, *[]string) {
+// recording serves answer to every request, with its number (from 1)
+// and body, and returns a function that gives the bodies sent so far.
+func recording(t *testing.T, answer func(w http.ResponseWriter, n int, body string)) (*httptest.Server, func() []string) {
 	t.Helper()
 	var mu sync.Mutex
-	var seen []string
+	var bodies []string
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		mu.Lock()
-		seen = append(seen, string(b))
+		bodies = append(bodies, string(b))
+		n := len(bodies)
 		mu.Unlock()
+		answer(w, n, string(b))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(bodies) }
+}
+
+// replay serves body with status to every request.
+func replay(t *testing.T, status int, contentType, body string) *httptest.Server {
+	t.Helper()
+	srv, _ := recording(t, func(w http.ResponseWriter, _ int, _ string) {
 		w.Header().Set("Content-Type", contentType)
 		w.WriteHeader(status)
 		_, _ = io.WriteString(w, body)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &seen
+	})
+	return srv
 }
 
 func compatible(url string) domain.LLMRequest {
@@ -47,21 +58,14 @@ func compatible(url string) domain.LLMRequest {
 // reasoning_content. Its first reply calls a tool, streamed when asked;
 // the next ones answer text. It records the bodies it was sent.
 func groqLike(t *testing.T) (*httptest.Server, func() []string) {
-	var mu sync.Mutex
-	var bodies []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		b, _ := io.ReadAll(r.Body)
-		mu.Lock()
-		bodies = append(bodies, string(b))
-		n := len(bodies)
-		mu.Unlock()
-		if strings.Contains(string(b), `"reasoning_content"`) {
+	return recording(t, func(w http.ResponseWriter, n int, b string) {
+		if strings.Contains(b, `"reasoning_content"`) {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(400)
 			_, _ = io.WriteString(w, `{"error":{"message":"'messages.1' : for 'role:assistant' the following must be satisfied[('messages.1' : property 'reasoning_content' is unsupported)]","type":"invalid_request_error"}}`)
 			return
 		}
-		stream := strings.Contains(string(b), `"stream":true`)
+		stream := strings.Contains(b, `"stream":true`)
 		switch {
 		case n == 1 && stream:
 			w.Header().Set("Content-Type", "text/event-stream")
@@ -81,9 +85,7 @@ func groqLike(t *testing.T) (*httptest.Server, func() []string) {
 			w.Header().Set("Content-Type", "application/json")
 			_, _ = io.WriteString(w, `{"id":"chatcmpl-2","object":"chat.completion","created":1,"model":"openai/gpt-oss-20b","choices":[{"index":0,"message":{"role":"assistant","content":"Sunny."},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":20,"completion_tokens":2,"total_tokens":22}}`)
 		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv, func() []string { mu.Lock(); defer mu.Unlock(); return slices.Clone(bodies) }
+	})
 }
 
 // TestReasoningGoesBackByItsName: Groq's reasoning models (gpt-oss, qwen3)
@@ -182,7 +184,7 @@ func TestErrorBodyShapes(t *testing.T) {
 	} {
 		for _, m := range modes() {
 			t.Run(tc.name+"/"+m.name, func(t *testing.T) {
-				srv, _ := replay(t, 400, "application/json", tc.body)
+				srv := replay(t, 400, "application/json", tc.body)
 				_, _, err := run(context.Background(), newClient(t), compatible(srv.URL), m.stream)
 				if err == nil {
 					t.Fatal("no error")
@@ -202,7 +204,7 @@ func TestErrorBodyShapes(t *testing.T) {
 func TestXAIReasoningTokensOutsideCompletion(t *testing.T) {
 	body := `{"id":"x","object":"chat.completion","created":1,"model":"grok-4","choices":[{"index":0,"message":{"role":"assistant","content":"4"},"finish_reason":"stop"}],` +
 		`"usage":{"prompt_tokens":10120,"completion_tokens":1499,"total_tokens":14428,"prompt_tokens_details":{"cached_tokens":128},"completion_tokens_details":{"reasoning_tokens":2809}}}`
-	srv, _ := replay(t, 200, "application/json", body)
+	srv := replay(t, 200, "application/json", body)
 	res, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -222,7 +224,7 @@ func TestXAIReasoningTokensOutsideCompletion(t *testing.T) {
 // (NonStreamingChoice.error); the README promises the provider's message.
 func TestOpenRouterErrorInChoice(t *testing.T) {
 	body := `{"id":"gen-1","object":"chat.completion","created":1,"model":"anthropic/claude","provider":"Anthropic","choices":[{"index":0,"finish_reason":"error","native_finish_reason":"error","message":{"role":"assistant","content":"Once upon"},"error":{"code":502,"message":"Provider disconnected unexpectedly"}}],"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}`
-	srv, _ := replay(t, 200, "application/json", body)
+	srv := replay(t, 200, "application/json", body)
 	_, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
 	if err == nil {
 		t.Fatal("no error")
@@ -250,7 +252,7 @@ func TestVLLMAbortIsNotAFinish(t *testing.T) {
 				ctype = "application/json"
 				body = `{"id":"c","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"The answer is"},"finish_reason":"abort"}],"usage":{"prompt_tokens":3,"completion_tokens":3,"total_tokens":6}}`
 			}
-			srv, _ := replay(t, 200, ctype, body)
+			srv := replay(t, 200, ctype, body)
 			res, _, err := run(context.Background(), newClient(t), compatible(srv.URL), m.stream)
 			if err == nil {
 				t.Errorf("an aborted reply came back as finished: finish_reason %q, content %q", res.FinishReason, res.Content)
@@ -275,7 +277,7 @@ func TestGeminiRetryDelay(t *testing.T) {
   }
 }
 ]`
-	srv, _ := replay(t, 429, "application/json", body)
+	srv := replay(t, 429, "application/json", body)
 	_, err := newClient(t).Complete(context.Background(), compatible(srv.URL), nil)
 	if err == nil {
 		t.Fatal("no error")

@@ -36,6 +36,22 @@ func post(t *testing.T, url, key string, body any) (int, map[string]any) {
 	return res.StatusCode, m
 }
 
+// providerOn creates, on the Parley at url, a project and an
+// openai-compatible provider on up with apiKey, and returns the
+// provider's id.
+func providerOn(t *testing.T, url, admin string, up *llmtest.Server, apiKey string) string {
+	t.Helper()
+	_, prj := post(t, url+"/api/v1/projects", admin, map[string]any{"name": "p"})
+	status, prov := post(t, url+"/api/v1/ai-providers", admin, map[string]any{
+		"projectId": prj["id"], "name": "fake", "type": "openai-compatible", "baseUrl": up.URL(),
+		"defaultModel": "m", "apiKey": apiKey,
+	})
+	if status != 201 {
+		t.Fatalf("create provider = %d %v", status, prov)
+	}
+	return prov["id"].(string)
+}
+
 // TestRotateKey re-encrypts provider keys under a new master key: after
 // rotate-key the server runs with the new key alone and still sends the
 // provider's key upstream.
@@ -47,14 +63,7 @@ func TestRotateKey(t *testing.T) {
 	common := []string{"PARLEY_BOOTSTRAP_ADMIN_KEY=" + admin, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true"}
 
 	s := serve(t, dir, append(common, "PARLEY_SECRET_KEY="+oldKey)...)
-	_, prj := post(t, s.url+"/api/v1/projects", admin, map[string]any{"name": "p"})
-	status, prov := post(t, s.url+"/api/v1/ai-providers", admin, map[string]any{
-		"projectId": prj["id"], "name": "fake", "type": "openai-compatible", "baseUrl": up.URL(),
-		"defaultModel": "m", "apiKey": "sk-rotate-test-1234567890",
-	})
-	if status != 201 {
-		t.Fatalf("create provider = %d %v", status, prov)
-	}
+	prov := providerOn(t, s.url, admin, up, "sk-rotate-test-1234567890")
 	s.stop(t)
 
 	// Without the old key in PARLEY_OLD_SECRET_KEYS, rotate-key cannot
@@ -64,7 +73,7 @@ func TestRotateKey(t *testing.T) {
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), append(common, "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="+newKey)...)
 	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "PARLEY_OLD_SECRET_KEYS") || !strings.Contains(string(out), prov["id"].(string)) ||
+	if err == nil || !strings.Contains(string(out), "PARLEY_OLD_SECRET_KEYS") || !strings.Contains(string(out), prov) ||
 		strings.Contains(string(out), "providers.") || strings.Contains(string(out), "internal") {
 		t.Errorf("rotate-key without the old key = %v\n%s\nwant a failure naming the provider and PARLEY_OLD_SECRET_KEYS, without Go's ops", err, out)
 	}
@@ -79,7 +88,7 @@ func TestRotateKey(t *testing.T) {
 
 	s = serve(t, dir, append(common, "PARLEY_SECRET_KEY="+newKey)...)
 	status, res := post(t, s.url+"/api/v1/chats/completions", admin, map[string]any{
-		"aiProviderId": prov["id"], "messages": []any{map[string]any{"role": "user", "content": "hi"}},
+		"aiProviderId": prov, "messages": []any{map[string]any{"role": "user", "content": "hi"}},
 	})
 	if status != 200 {
 		t.Fatalf("completion after rotation = %d %v", status, res)
@@ -223,14 +232,7 @@ func TestRotateKeyNamesTheKeyFile(t *testing.T) {
 	common := []string{"PARLEY_BOOTSTRAP_ADMIN_KEY=" + admin, "PARLEY_ALLOW_PRIVATE_UPSTREAMS=true", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY="}
 
 	s := serve(t, dir, common...)
-	_, prj := post(t, s.url+"/api/v1/projects", admin, map[string]any{"name": "p"})
-	status, prov := post(t, s.url+"/api/v1/ai-providers", admin, map[string]any{
-		"projectId": prj["id"], "name": "fake", "type": "openai-compatible", "baseUrl": up.URL(),
-		"defaultModel": "m", "apiKey": "sk-keyfile-test-1234567890",
-	})
-	if status != 201 {
-		t.Fatalf("create provider = %d %v", status, prov)
-	}
+	prov := providerOn(t, s.url, admin, up, "sk-keyfile-test-1234567890")
 	s.stop(t)
 
 	file := filepath.Join(dir, "data", "master.key")
@@ -255,7 +257,7 @@ func TestRotateKeyNamesTheKeyFile(t *testing.T) {
 	s = serve(t, dir, common...)
 	defer s.stop(t)
 	status, res := post(t, s.url+"/api/v1/chats/completions", admin, map[string]any{
-		"aiProviderId": prov["id"], "messages": []any{map[string]any{"role": "user", "content": "hi"}},
+		"aiProviderId": prov, "messages": []any{map[string]any{"role": "user", "content": "hi"}},
 	})
 	if status != 200 || up.Last().APIKey != "sk-keyfile-test-1234567890" {
 		t.Fatalf("a plain start with the new key in %s: %d %v", file, status, res)
