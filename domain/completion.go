@@ -151,11 +151,20 @@ func (s *Completions) claim(ctx context.Context, id string, chat *Chat, starting
 	}
 }
 
-// Continuing reports whether a completion on this instance is continuing
-// (or starting) conversation id: the retention sweep keeps it.
-func (s *Completions) Continuing(id string) bool {
-	_, ok := s.continuing.Load(id)
-	return ok
+// HoldForSweep claims conversation id for the retention sweep, which is
+// about to delete it, until release: a completion that would continue it
+// meanwhile waits, as for a turn being stored, and then finds it gone
+// before anything goes upstream, where between the sweep's check and its
+// delete it read the history, paid for a reply, and could not store it.
+// nil when a completion on this instance is continuing (or starting) it:
+// the sweep keeps it.
+func (s *Completions) HoldForSweep(id string) (release func()) {
+	c := &continuation{s: s, id: id, done: make(chan struct{})}
+	c.storing.Store(true)
+	if _, busy := s.continuing.LoadOrStore(id, c); busy {
+		return nil
+	}
+	return c.release
 }
 
 // starting reports whether a first turn on this instance is starting
@@ -446,6 +455,13 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 	}
 	if pl.history, err = s.deps.Store.ListMessages(ctx, conv.ID); err != nil {
 		return Wrap("completions.ForChat", err)
+	}
+	if len(pl.history) == 0 {
+		// Every conversation is stored with a turn: one with no messages
+		// was deleted since it was looked up (a retention sweep's hold
+		// kept the claim waiting for it, or a delete came between), and
+		// its reply, paid for, could not be stored.
+		return NotFoundf("conversation", id)
 	}
 	if n := historyBytes(pl.history); n > maxHistoryBytes {
 		return Errorf(TooLarge, "conversation %s holds %d messages and %d bytes (a message counts %d bytes besides its text), "+

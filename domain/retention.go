@@ -31,10 +31,11 @@ type RetentionStore interface {
 	// returns how many it deleted.
 	DeleteUsageBefore(ctx context.Context, t time.Time) (int64, error)
 	// DeleteConversationsBefore deletes the conversations last updated
-	// before t, with their messages, but those keep names, and returns how
-	// many it deleted. A conversation goes whole or not at all; one
-	// continued while it runs is kept.
-	DeleteConversationsBefore(ctx context.Context, t time.Time, keep func(id string) bool) (int64, error)
+	// before t, with their messages, and returns how many it deleted. A
+	// conversation goes whole or not at all; one continued while it runs
+	// is kept. hold, when set, is asked for each before it is deleted: nil
+	// keeps it, else release is called once the delete is done.
+	DeleteConversationsBefore(ctx context.Context, t time.Time, hold func(id string) (release func())) (int64, error)
 }
 
 // Swept is what one sweep deleted.
@@ -46,10 +47,11 @@ type Swept struct {
 // On reports whether r deletes anything.
 func (r Retention) On() bool { return r.Usage > 0 || r.Conversations > 0 }
 
-// Sweep deletes, once, what is past r at now, but the conversations busy
-// names (those completions are continuing). A failure of one kind does not
+// Sweep deletes, once, what is past r at now, but the conversations hold
+// keeps (those completions are continuing; see
+// DeleteConversationsBefore). A failure of one kind does not
 // keep the other from its sweep; what was deleted before it is counted.
-func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time, busy func(id string) bool) (Swept, error) {
+func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time, hold func(id string) (release func())) (Swept, error) {
 	var s Swept
 	var errs []error
 	if r.Usage > 0 {
@@ -58,7 +60,7 @@ func (r Retention) Sweep(ctx context.Context, st RetentionStore, now time.Time, 
 		errs = append(errs, err)
 	}
 	if r.Conversations > 0 {
-		n, err := st.DeleteConversationsBefore(ctx, now.Add(-r.Conversations), busy)
+		n, err := st.DeleteConversationsBefore(ctx, now.Add(-r.Conversations), hold)
 		s.Conversations = n
 		errs = append(errs, err)
 	}
@@ -73,11 +75,13 @@ type RetentionSweeper struct {
 	Every     time.Duration
 	Logger    *slog.Logger
 	Now       func() time.Time
-	// Busy, if set, names the conversations completions are continuing,
-	// which the sweep keeps (Completions.Continuing): a continuation of a
-	// conversation past its retention, already paid for upstream, must
-	// find it when it stores its turn.
-	Busy func(id string) bool
+	// Hold, if set, keeps the conversations completions are continuing
+	// from the sweep, and the others from completions while it deletes
+	// them (Completions.HoldForSweep): a continuation of a conversation past
+	// its retention, already paid for upstream, must find it when it
+	// stores its turn, and one that arrives as the sweep deletes it must
+	// not go upstream.
+	Hold func(id string) (release func())
 	// Swept, if set, is told what each sweep deleted (metrics).
 	Swept func(Swept)
 }
@@ -88,7 +92,7 @@ func (w *RetentionSweeper) Run(ctx context.Context) {
 	t := time.NewTicker(w.Every)
 	defer t.Stop()
 	for {
-		s, err := w.Retention.Sweep(ctx, w.Store, w.Now(), w.Busy)
+		s, err := w.Retention.Sweep(ctx, w.Store, w.Now(), w.Hold)
 		if w.Swept != nil {
 			w.Swept(s)
 		}

@@ -23,7 +23,7 @@ func (s cutStore) DeleteUsageBefore(ctx context.Context, _ time.Time) (int64, er
 	return s.n, ctx.Err()
 }
 
-func (s cutStore) DeleteConversationsBefore(ctx context.Context, _ time.Time, _ func(string) bool) (int64, error) {
+func (s cutStore) DeleteConversationsBefore(ctx context.Context, _ time.Time, _ func(string) func()) (int64, error) {
 	return 0, ctx.Err()
 }
 

@@ -1320,7 +1320,7 @@ func TestRetentionKeepsAConversationBeingContinued(t *testing.T) {
 		retention := domain.Retention{Conversations: 30 * 24 * time.Hour}
 		sweep := func() int64 {
 			t.Helper()
-			s, err := retention.Sweep(context.Background(), h.app.Store, time.Now(), h.app.Services.Completions.Continuing)
+			s, err := retention.Sweep(context.Background(), h.app.Store, time.Now(), h.app.Services.Completions.HoldForSweep)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -1395,5 +1395,46 @@ func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
 		}
 		// Completions take one (an SDK's defaultQuery may add it).
 		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions?trace=1", h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+	})
+}
+
+// TestRetentionHoldsWhatItDeletes: a continuation that arrives after the
+// sweep found its conversation idle, and before the sweep deleted it,
+// waits for the delete and is then a 404, with nothing sent upstream:
+// between the check and the delete it read the history, paid for a
+// reply, and could not store it.
+func TestRetentionHoldsWhatItDeletes(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+		aged := time.Now().Add(-40 * 24 * time.Hour).UTC()
+		if err := h.app.Store.DB().Exec("UPDATE conversations SET updated_at = ? WHERE id = ?", aged, conv).Error; err != nil {
+			t.Fatal(err)
+		}
+		h.up.Enqueue(llmtest.Behavior{Delay: time.Second}) // a reply the delete would come in the middle of
+		n := h.up.Count()
+		done := make(chan *response, 1)
+		hold := func(id string) func() {
+			release := h.app.Services.Completions.HoldForSweep(id)
+			if id == conv && release != nil {
+				// The continuation arrives right after the sweep's check.
+				go func() {
+					done <- h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("again")}})
+				}()
+				time.Sleep(300 * time.Millisecond)
+			}
+			return release
+		}
+		s, err := domain.Retention{Conversations: 30 * 24 * time.Hour}.Sweep(context.Background(), h.app.Store, time.Now(), hold)
+		if err != nil || s.Conversations != 1 {
+			t.Fatalf("the sweep deleted %d conversations (%v); want the aged one", s.Conversations, err)
+		}
+		if r := <-done; r.Status != 404 || r.ErrorCode() != "not_found" {
+			t.Errorf("the continuation that arrived as the sweep deleted its conversation = %d %s, want 404", r.Status, r.Body)
+		}
+		if got := h.up.Count() - n; got != 0 {
+			t.Errorf("the upstream got %d calls for a conversation being deleted; want none", got)
+		}
 	})
 }

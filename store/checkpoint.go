@@ -37,6 +37,11 @@ const (
 	// PASSIVE checkpoints go on meanwhile.
 	restartRetryMin = time.Second
 	restartRetryMax = 30 * time.Second
+	// walSizeLimit is the most of the log's file kept once the log starts
+	// afresh (journal_size_limit): Parley's steady load keeps it near a
+	// megabyte, and a burst that grew it to a hundred leaves it so until
+	// the last connection closes.
+	walSizeLimit = 16 << 20
 )
 
 // checkpointWAL checkpoints a SQLite database every checkpointEvery until

@@ -1,6 +1,10 @@
 package store
 
-import "context"
+import (
+	"context"
+
+	"gorm.io/gorm"
+)
 
 // On SQLite a delete holds the database's one write lock until it commits,
 // and deleting a chat or a project cascades to every conversation, message
@@ -61,7 +65,7 @@ func (s *Store) deleteChatConversations(ctx context.Context, chatID string) erro
 			"(SELECT rowid FROM messages WHERE conversation_id IN ? LIMIT ?)", ids); err != nil {
 			return err
 		}
-		if err := s.db.WithContext(ctx).Exec("DELETE FROM conversations WHERE id IN ?", ids).Error; err != nil {
+		if _, err := s.deleteExec(ctx, "DELETE FROM conversations WHERE id IN ?", ids); err != nil {
 			return err
 		}
 		if len(ids) < chunk {
@@ -118,11 +122,34 @@ func (s *Store) countDeleted(ctx context.Context, n int, query string, args ...a
 	args = append(args, n)
 	var deleted int64
 	for {
-		res := s.db.WithContext(ctx).Exec(query, args...)
-		deleted += res.RowsAffected
-		if res.Error != nil || res.RowsAffected < int64(n) {
-			return deleted, res.Error
+		m, err := s.deleteExec(ctx, query, args...)
+		deleted += m
+		if err != nil || m < int64(n) {
+			return deleted, err
 		}
 		s.afterChunk()
 	}
+}
+
+// deleteExec runs one statement of a chunked delete (an API delete's, a
+// retention sweep's) and returns the rows it deleted. On SQLite it holds
+// the write connection meanwhile, as restartWAL does, its own connection
+// taken first: the statement holds SQLite's one write lock, and a turn
+// that found it taken slept in SQLite's busy handler (1, 2, 5, 10 ms and
+// on), over a second behind under a sweep of millions of rows. Holding
+// the writer, turns queue in Go and start the moment each statement
+// commits.
+func (s *Store) deleteExec(ctx context.Context, query string, args ...any) (deleted int64, err error) {
+	if s.dialect != SQLite {
+		res := s.db.WithContext(ctx).Exec(query, args...)
+		return res.RowsAffected, res.Error
+	}
+	err = s.db.WithContext(ctx).Connection(func(conn *gorm.DB) error {
+		s.writer.mu.Lock()
+		defer s.writer.mu.Unlock()
+		res := conn.Exec(query, args...)
+		deleted = res.RowsAffected
+		return res.Error
+	})
+	return deleted, err
 }

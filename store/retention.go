@@ -26,9 +26,11 @@ func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int64, erro
 }
 
 // DeleteConversationsBefore deletes the conversations last updated before
-// t, with their messages, a chunk at a time, but those keep names (the
-// conversations this instance's completions are continuing), and returns
-// how many it deleted. A conversation goes whole or not at all: each
+// t, with their messages, a chunk at a time, and returns how many it
+// deleted. hold, when set, is asked for each before it is deleted: nil
+// keeps it (a completion of this instance is continuing it); else the
+// conversation is held, from a completion that would continue it, until
+// the statement that deletes it is done, when release is called. A conversation goes whole or not at all: each
 // statement deletes conversations whose time it checks again, and their
 // messages with them (ON DELETE CASCADE), so a conversation continued while
 // the sweep runs is kept with every message. On SQLite, whose one write
@@ -36,7 +38,7 @@ func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int64, erro
 // chunks' worth of messages, or one conversation that has more (as its
 // delete through the API does); on PostgreSQL, which locks only the rows,
 // a chunk at a time.
-func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, keep func(id string) bool) (int64, error) {
+func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, hold func(id string) (release func())) (int64, error) {
 	chunk := s.chunk()
 	before := ts(t)
 	most := messagesPerChunk * chunk // messages per statement, on SQLite
@@ -49,18 +51,27 @@ func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, keep
 	}
 	var deleted int64
 	var group []string
+	var held []func() // the releases of group's conversations
+	defer func() {
+		for _, release := range held {
+			release()
+		}
+	}()
 	messages := 0
 	flush := func() error {
 		if len(group) == 0 {
 			return nil
 		}
-		res := s.db.WithContext(ctx).Exec("DELETE FROM conversations WHERE id IN ? AND updated_at < ?", group, before)
-		deleted += res.RowsAffected
-		group, messages = group[:0], 0
-		if res.Error == nil {
+		n, err := s.deleteExec(ctx, "DELETE FROM conversations WHERE id IN ? AND updated_at < ?", group, before)
+		deleted += n
+		for _, release := range held {
+			release()
+		}
+		group, held, messages = group[:0], held[:0], 0
+		if err == nil {
 			s.afterChunk()
 		}
-		return res.Error
+		return err
 	}
 	after := ""
 	for {
@@ -74,13 +85,17 @@ func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, keep
 			return deleted, err
 		}
 		for _, r := range rows {
-			if keep != nil && keep(r.ID) {
-				continue
-			}
 			if s.dialect == SQLite && len(group) > 0 && messages+r.Messages > most {
 				if err := flush(); err != nil {
 					return deleted, err
 				}
+			}
+			if hold != nil {
+				release := hold(r.ID)
+				if release == nil {
+					continue
+				}
+				held = append(held, release)
 			}
 			group = append(group, r.ID)
 			messages += r.Messages

@@ -339,6 +339,9 @@ func sqlitePath(dsn string) (path, query string, err error) {
 	q.Add("_pragma", "journal_mode(WAL)")
 	q.Add("_pragma", "synchronous(NORMAL)")
 	q.Add("_pragma", "wal_autocheckpoint(0)") // see checkpoint.go
+	// A log that a burst of writes (a large sweep or delete) grew is cut
+	// back to this size when it starts afresh, not kept at its largest.
+	q.Add("_pragma", fmt.Sprintf("journal_size_limit(%d)", walSizeLimit))
 	if q.Get("_txlock") == "" {
 		q.Set("_txlock", "immediate")
 	}

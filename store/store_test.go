@@ -3240,12 +3240,31 @@ func TestRetentionDeletes(t *testing.T) {
 		})
 		defer s.SetDeleteChunks(0, nil)
 
-		n, err := s.DeleteConversationsBefore(ctx(), bound, func(id string) bool { return id == busy.ID })
+		// The sweep holds each conversation it deletes until its statement
+		// is done, and keeps the one hold refuses.
+		released := map[string]int{}
+		hold := func(id string) func() {
+			if id == busy.ID {
+				return nil
+			}
+			return func() { released[id]++ }
+		}
+		n, err := s.DeleteConversationsBefore(ctx(), bound, hold)
 		must(t, err)
+		for id, times := range released {
+			if times != 1 {
+				t.Errorf("conversation %s was released %d times; want once", id, times)
+			}
+		}
 		if len(continued) == 0 {
 			t.Fatal("no turn was stored between the sweep's statements")
 		}
 		kept := append(append([]*domain.Conversation{busy}, fresh...), continued...)
+		for _, c := range olds {
+			if !slices.Contains(kept, c) && released[c.ID] != 1 {
+				t.Errorf("conversation %s was deleted without being held", c.ID)
+			}
+		}
 		if want := int64(len(olds) + len(fresh) - len(kept)); n != want {
 			t.Errorf("the sweep deleted %d conversations; want %d", n, want)
 		}
@@ -3278,7 +3297,7 @@ func TestRetentionDeletes(t *testing.T) {
 		s.SetDeleteChunks(0, nil)
 		nu, err := s.DeleteUsageBefore(ctx(), bound)
 		must(t, err)
-		nc, err := s.DeleteConversationsBefore(ctx(), bound, func(id string) bool { return id == busy.ID })
+		nc, err := s.DeleteConversationsBefore(ctx(), bound, hold)
 		must(t, err)
 		if nu != 0 || nc != 0 {
 			t.Errorf("a second sweep deleted %d usage records and %d conversations; want none", nu, nc)

@@ -475,7 +475,7 @@ func (a *App) StartSweeps() {
 		now = time.Now
 	}
 	w := &domain.RetentionSweeper{Retention: cfg.Retention, Store: a.Store, Every: time.Hour, Logger: a.log, Now: now,
-		Busy: a.Services.Completions.Continuing, Swept: a.metrics.Swept}
+		Hold: a.Services.Completions.HoldForSweep, Swept: a.metrics.Swept}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
