@@ -671,6 +671,29 @@ func TestCreateAdmin(t *testing.T) {
 		if !created || count() != 2 {
 			t.Errorf("another admin: created %t, %d users; want true, 2", created, count())
 		}
+
+		// On PostgreSQL a bootstrap key's admin (not onlyFirst) takes the
+		// first admin's lock too, so that a start without a key, racing it
+		// on an empty database, sees its admin rather than making a second.
+		if s.Dialect() != store.Postgres {
+			return
+		}
+		tx := s.DB().Begin()
+		must(t, tx.Exec("SELECT pg_advisory_xact_lock(?)", int64(0x7061726c65790001)).Error)
+		done := make(chan error, 1)
+		go func() {
+			u, k := admin("pk_fourth")
+			_, err := s.CreateAdmin(ctx(), u, k, false)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			t.Errorf("a bootstrap key's admin was created (%v) while another start held the first admin's lock", err)
+			must(t, tx.Rollback().Error)
+		case <-time.After(300 * time.Millisecond):
+			must(t, tx.Rollback().Error)
+			must(t, <-done)
+		}
 	})
 }
 

@@ -77,19 +77,21 @@ const firstAdminLock = 0x7061726c65790001 // "parley" 0001
 // onlyFirst it inserts them only while no user exists, and reports whether
 // it did: the check and the inserts run one transaction at a time (an
 // advisory lock on PostgreSQL, SQLite's write lock taken at BEGIN), so of
-// starts racing on an empty database one creates the first admin. Conflict
+// starts racing on an empty database one creates the first admin. The
+// lock is taken without onlyFirst too (a start with a bootstrap key), so
+// that a start without one, racing it, sees its admin. Conflict
 // when k's hash already exists (nothing is inserted then).
 func (s *Store) CreateAdmin(ctx context.Context, u *domain.User, k *domain.APIKey, onlyFirst bool) (bool, error) {
 	const op = "store.CreateAdmin"
 	usr, key := fromDomainUser(u), fromDomainAPIKey(k)
 	created := false
 	err := s.db.WithContext(ctx).Transaction(func(tx *gorm.DB) error {
-		if onlyFirst {
-			if s.dialect == Postgres {
-				if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", int64(firstAdminLock)).Error; err != nil {
-					return err
-				}
+		if s.dialect == Postgres {
+			if err := tx.Exec("SELECT pg_advisory_xact_lock(?)", int64(firstAdminLock)).Error; err != nil {
+				return err
 			}
+		}
+		if onlyFirst {
 			var exists []string
 			if err := tx.Model(&userRow{}).Limit(1).Pluck("id", &exists).Error; err != nil {
 				return err
