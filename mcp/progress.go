@@ -75,7 +75,9 @@ func newProgressEmitter(ctx context.Context, req mcpgo.CallToolRequest, d deps) 
 	e := &progressEmitter{ctx: ctx, srv: srv, token: req.Params.Meta.ProgressToken, log: d.log, metrics: d.metrics,
 		written: progressLogFrom(ctx), heartbeat: cmp.Or(d.heartbeat, domain.DefaultKeepAlive)}
 	e.written.open(e.token)
+	e.mu.Lock() // the heartbeat may come before the assignment is done
 	e.beat = time.AfterFunc(e.heartbeat, func() { e.notify("") })
+	e.mu.Unlock()
 	return e
 }
 
