@@ -277,10 +277,12 @@ func (s *Providers) setKey(p *AIProvider, key, ref string) error {
 		}
 		// Whitespace around a pasted key (a trailing newline) is no part of
 		// it; one inside, a control character, cannot go in the header that
-		// carries it, so every call would fail with no cause named.
+		// carries it, so every call would fail with no cause named. Nor
+		// can an invisible one (a BOM or a zero-width space a paste
+		// brought along), which the provider refuses as a wrong key.
 		key = strings.TrimSpace(key)
-		if i := strings.IndexFunc(key, unicode.IsControl); i >= 0 {
-			return Invalidf("apiKey", "apiKey must not contain a control character such as a newline or a tab (one is at character %d); send the key alone, as the provider shows it", utf8.RuneCountInString(key[:i])+1)
+		if i := strings.IndexFunc(key, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Cf, r) }); i >= 0 {
+			return Invalidf("apiKey", "apiKey must not contain a control or invisible character such as a newline, a tab or a byte order mark (one is at character %d); send the key alone, as the provider shows it", utf8.RuneCountInString(key[:i])+1)
 		}
 		if err := p.sealKey(s.deps.Sealer, []byte(key)); err != nil {
 			return Wrap("providers.setKey", err)

@@ -182,6 +182,9 @@ func (p *CompletionParams) validateTools() error {
 				return Invalidf("responseFormat.jsonSchema", "responseFormat.jsonSchema goes only with type \"json_schema\"")
 			}
 		case ResponseJSONSchema:
+			if f.Name == "" && f.Schema == nil && f.Description == "" {
+				return Invalidf("responseFormat.jsonSchema", "responseFormat.jsonSchema is required with type \"json_schema\": {\"name\": \"...\", \"schema\": {...}}")
+			}
 			if err := checkToolName("responseFormat.jsonSchema.name", f.Name); err != nil {
 				return err
 			}

@@ -234,6 +234,11 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			return
 		}
 		key, ok := bearerKey(r.Header.Get("Authorization"))
+		if len(r.Header.Values("Authorization")) > 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_request"`)
+			refuse(w, domain.Unauthenticated, "the request has several Authorization headers; send one, 'Authorization: Bearer <key>'")
+			return
+		}
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
 			refuse(w, domain.Unauthenticated,

@@ -465,6 +465,10 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 
 // authenticate resolves the bearer key to a principal in the request context.
 func (s *Server) authenticate(c *echo.Context) error {
+	if len(c.Request().Header.Values("Authorization")) > 1 {
+		// Which key would answer? Refused, as two Idempotency-Key headers are.
+		return domain.Errorf(domain.Unauthenticated, "the request has several Authorization headers; send one, 'Authorization: Bearer <key>'")
+	}
 	key, ok := BearerKey(c.Request())
 	if !ok {
 		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")

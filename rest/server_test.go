@@ -494,3 +494,42 @@ func TestBrowserPagesCanCallTheAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestOddInputRefused: inputs a fuzzing review found taken or
+// misdescribed, each a 400 (or 401) that says what to fix and changes
+// nothing: an apiKey with an invisible character (a BOM a paste brought
+// along, which the provider would refuse as a wrong key), two
+// Authorization headers (which key answers?) on REST and MCP, 1e-400 as
+// an integer (ParseFloat takes it to 0, which lifted a limit), and
+// responseFormat json_schema without its jsonSchema (blamed on a name never sent).
+func TestOddInputRefused(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	_, aliceKey := h.user("alice")
+
+	r := h.call("POST", "/api/v1/ai-providers", h.admin, map[string]any{"projectId": w.project, "name": "bom", "type": "openai-compatible",
+		"baseUrl": h.up.URL(), "defaultModel": "m", "apiKey": "sk-\u200bpasted-key-1234567890"})
+	if r.Status != 400 || r.ErrorField() != "apiKey" || !strings.Contains(r.ErrorMessage(), "invisible") {
+		t.Errorf("an apiKey with a zero-width space = %d %s, want 400 naming apiKey", r.Status, r.Body)
+	}
+	for _, path := range []string{"/api/v1/me", "/mcp"} {
+		r, err := h.sendWith("GET", path, "", http.Header{"Authorization": {"Bearer " + h.admin, "Bearer " + aliceKey}}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != 401 || !strings.Contains(r.ErrorMessage(), "several Authorization headers") {
+			t.Errorf("GET %s with two Authorization headers = %d %s, want 401 saying to send one", path, r.Status, r.Body)
+		}
+	}
+	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5})
+	if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, `{"requestsPerMinute":1e-400}`); r.Status != 400 || r.ErrorField() != "requestsPerMinute" {
+		t.Errorf("requestsPerMinute 1e-400 = %d %s, want 400 naming it", r.Status, r.Body)
+	}
+	if got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil)["requestsPerMinute"]; got != 5.0 {
+		t.Errorf("the refused limit changed it to %v; want 5", got)
+	}
+	r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"responseFormat":{"type":"json_schema"}}`)
+	if r.Status != 400 || r.ErrorField() != "responseFormat.jsonSchema" || !strings.Contains(r.ErrorMessage(), "is required") {
+		t.Errorf("type json_schema alone = %d %s, want 400 naming responseFormat.jsonSchema as required", r.Status, r.Body)
+	}
+}

@@ -84,6 +84,9 @@ var integral = json.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *int) error 
 	if err != nil || f != math.Trunc(f) || f < math.MinInt || f >= math.MaxInt {
 		return errNotAnInt
 	}
+	if mantissa, _, _ := strings.Cut(strings.ToLower(string(raw)), "e"); f == 0 && strings.ContainsAny(mantissa, "123456789") {
+		return errNotAnInt // 1e-400, which ParseFloat takes to 0 without a word
+	}
 	*v = int(f)
 	return nil
 })
