@@ -159,10 +159,15 @@ type List[T any] struct {
 // was read, held and answered at 100 MiB.
 const maxPageBytes = 4 << 20
 
+// firstBatch is the items readPage reads first, before it knows their
+// size: four chats of 1 MiB are about a page.
+const firstBatch = 4
+
 // readPage reads up to p.Limit+1 items, as a store does for paginate, in
-// batches sized so that it holds about maxPageBytes: the first of up to
-// DefaultPageLimit+1 items, each next one of as many as the bytes left
-// would hold at the largest item's size yet. read returns n items after
+// batches sized so that it reads about what it answers: the first of
+// firstBatch items, each next one of as many as the bytes left of
+// maxPageBytes would hold at the largest item's size yet (the rest of the
+// page, for small items: two reads). read returns n items after
 // last (nil: from p's cursor), fewer at the list's end; size is an item's
 // text in bytes. readPage also returns the page paginate is to cut at: p,
 // or a smaller limit when the items passed maxPageBytes (one item at
@@ -171,7 +176,7 @@ func readPage[T any](p Page, size func(T) int, read func(last *T, n int) ([]T, e
 	var items []T
 	var last *T
 	used, largest := 0, 1
-	n := min(p.Limit+1, DefaultPageLimit+1)
+	n := min(p.Limit+1, firstBatch)
 	for {
 		got, err := read(last, n)
 		if err != nil {

@@ -230,18 +230,14 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	if compatible {
 		// The reasoning before tool calls, for the calls that came back
 		// without it (see thoughts), once: cs is this call's for good.
-		for _, member := range reasoningMembers {
-			cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, member, cs.req.Messages, time.Now())
-		}
+		cs.req.Messages = c.thoughts.restore(cs.req.Endpoint.APIKey, domain.ReasoningExtra, cs.req.Messages, time.Now())
 	}
 	for {
 		res, err := c.callOpenAIOnce(ctx, ex, cs)
 		switch {
 		case err == nil:
 			if compatible {
-				for _, member := range reasoningMembers {
-					c.thoughts.remember(cs.req.Endpoint.APIKey, member, res, time.Now())
-				}
+				c.thoughts.remember(cs.req.Endpoint.APIKey, domain.ReasoningExtra, res, time.Now())
 			}
 			return res, nil
 		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):
@@ -403,10 +399,6 @@ func refusedStreamOptions(ex *exchange, err error) bool {
 	status, _, _ := ex.response()
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) && strings.Contains(err.Error(), "stream_options")
 }
-
-// reasoningMembers are the members of a tool call's extra_content that
-// carry an OpenAI-wire reply's reasoning back, by the name it came under.
-var reasoningMembers = []string{domain.ReasoningExtra, domain.ReasoningNamedExtra}
 
 // sendsReasoning says whether msgs send reasoning back with tool calls
 // (see explicitContent).

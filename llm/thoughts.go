@@ -58,11 +58,16 @@ func thoughtKey(apiKey domain.Secret, id string) string {
 // carriesThought says whether calls carry, in their first one's
 // extra_content, the thinking that led to them under member, where the
 // provider reads it back: domain.AnthropicExtra (thinkingExtra) or
-// domain.ReasoningExtra (withReasoningExtra). Another member does not
+// domain.ReasoningExtra (withReasoningExtra), which stands for the
+// reasoning under either of its names (domain.ReasoningNamedExtra too).
+// Another member does not
 // count: a client that dropped extra_content but sent the message's
 // reasoning_content back gets that as the call's reasoning, which is not
 // Anthropic's signed thinking.
 func carriesThought(calls []domain.ToolCall, member string) bool {
+	if member == domain.ReasoningExtra && len(calls) > 0 && domain.ExtraString(calls[0].ExtraContent, domain.ReasoningNamedExtra) != "" {
+		return true // the same reasoning, by the name its reply gave it
+	}
 	if len(calls) == 0 || !bytes.Contains(calls[0].ExtraContent, []byte(`"`+member+`"`)) {
 		return false
 	}

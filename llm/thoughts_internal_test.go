@@ -93,4 +93,16 @@ func TestThoughtsJoinWhatCameBack(t *testing.T) {
 	if got := string(reasoning.restore("k", domain.ReasoningExtra, msgs, now)[0].ToolCalls[0].ExtraContent); got != `{"google":{"thought_signature":"x"},"reasoning_content":"why"}` {
 		t.Errorf("an OpenAI-wire call sent back with its signature only: %s, want the reasoning joined", got)
 	}
+	// Reasoning named "reasoning" (Groq's, OpenRouter's) is remembered and
+	// restored as reasoning_content is, and a call that came back with it
+	// is left as it is (the history not copied).
+	reasoning.remember("k", domain.ReasoningExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: "call_2", ExtraContent: []byte(`{"reasoning":"named"}`)}}}, now)
+	bare := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "call_2"}}}}
+	if got := string(reasoning.restore("k", domain.ReasoningExtra, bare, now)[0].ToolCalls[0].ExtraContent); got != `{"reasoning":"named"}` {
+		t.Errorf("a call whose reasoning was named reasoning, sent back bare: %s, want it restored", got)
+	}
+	kept := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "call_2", ExtraContent: []byte(`{"reasoning":"named"}`)}}}}
+	if got := reasoning.restore("k", domain.ReasoningExtra, kept, now); &got[0] != &kept[0] {
+		t.Error("a call sent back with its reasoning named reasoning was copied to restore what it carries")
+	}
 }

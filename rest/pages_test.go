@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"encoding/base64"
+	"fmt"
 	"net/url"
 	"reflect"
 	"strings"
@@ -182,11 +183,26 @@ func TestLargeItemsEndAPageEarly(t *testing.T) {
 		if len(ids) != 4 || pages != 2 {
 			t.Errorf("4 messages, 3 of 1.5 MiB, came as %d in %d pages, want 4 in 2", len(ids), pages)
 		}
-		small := h.world()
-		for range 30 {
-			h.chat(h.admin, small.project, small.provider, nil)
+		// Small messages, read in more than one batch: in order, each once.
+		many := make([]any, 30)
+		for i := range many {
+			many[i] = userMessage(fmt.Sprint("m", i))
 		}
-		if l := h.must(200, "GET", "/api/v1/chats?limit=25&projectId="+small.project, h.admin, nil); len(l["data"].([]any)) != 25 {
+		small := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": many})["conversationId"].(string)
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+small+"/messages?limit=100", h.admin, nil)["data"].([]any)
+		for i, m := range msgs {
+			if want := fmt.Sprint("m", i); i < 30 && m.(map[string]any)["content"] != want {
+				t.Fatalf("message %d is %v, want %s", i, m.(map[string]any)["content"], want)
+			}
+		}
+		if len(msgs) != 31 {
+			t.Errorf("a page of 31 small messages holds %d", len(msgs))
+		}
+		few := h.world()
+		for range 30 {
+			h.chat(h.admin, few.project, few.provider, nil)
+		}
+		if l := h.must(200, "GET", "/api/v1/chats?limit=25&projectId="+few.project, h.admin, nil); len(l["data"].([]any)) != 25 {
 			t.Errorf("a page of small chats has %d items, want its limit 25", len(l["data"].([]any)))
 		}
 	})

@@ -100,7 +100,8 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	e.Logger = slog.New(slog.DiscardHandler)
 	e.HTTPErrorHandler = s.handleError
 	e.JSONSerializer = sendingSerializer{stall: s.stallAfter()}
-	e.Use(s.requestID, s.accessLog, s.recoverPanics, s.bodyDeadline, s.limitBody, cors(cfg.Origins), s.apiRoutes)
+	// CORS before the body's checks, so that a page can read their 413.
+	e.Use(s.requestID, s.accessLog, s.recoverPanics, cors(cfg.Origins), s.bodyDeadline, s.limitBody, s.apiRoutes)
 
 	get(e, "/healthz", func(c *echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
 	get(e, "/readyz", s.handleReady)

@@ -432,11 +432,14 @@ func TestResponsesAPISaysWhatToUse(t *testing.T) {
 // as if Parley were down. Another origin gets no CORS (its browser keeps
 // the answer from the page), and neither do /healthz and /metrics.
 func TestBrowserPagesCanCallTheAPI(t *testing.T) {
-	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowedOrigins = []string{"https://app.example.com"} })
+	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) {
+		c.AllowedOrigins, c.MaxBodyBytes = []string{"https://app.example.com"}, 64<<10
+	})
 	w := h.world()
+	var body io.Reader // of the next request sent
 	send := func(method, path, origin string, header ...string) *http.Response {
 		t.Helper()
-		req, err := http.NewRequest(method, h.srv.URL+path, nil)
+		req, err := http.NewRequest(method, h.srv.URL+path, body)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -492,6 +495,13 @@ func TestBrowserPagesCanCallTheAPI(t *testing.T) {
 		if res := send("GET", path, "https://app.example.com"); res.Header.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("GET %s from an allowed origin: %v; want no CORS", path, res.Header)
 		}
+	}
+	// A body over the limit is refused before the API's routes: the page
+	// still reads the 413 (the client said "cannot reach Parley").
+	body = strings.NewReader(`{"messages":[{"role":"user","content":"` + strings.Repeat("x", 70<<10) + `"}]}`)
+	res = send("POST", "/api/v1/chats/"+w.chat+"/completions", "https://app.example.com", "Authorization", "Bearer "+h.admin, "Content-Type", "application/json")
+	if res.StatusCode != http.StatusRequestEntityTooLarge || res.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("a body over the limit from an allowed origin: %d %v; want 413 allowing the origin", res.StatusCode, res.Header)
 	}
 }
 
