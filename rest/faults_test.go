@@ -1304,19 +1304,27 @@ func TestRefusedBeforeTheProviderCountsNothing(t *testing.T) {
 	})
 }
 
+// agedConversation is a chat's conversation last continued 40 days ago,
+// and the chat's completions path.
+func agedConversation(t *testing.T, h *harness) (path, conv string) {
+	t.Helper()
+	w := h.world()
+	path = "/api/v1/chats/" + w.chat + "/completions"
+	conv = h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
+	aged := time.Now().Add(-40 * 24 * time.Hour).UTC()
+	if err := h.app.Store.DB().Exec("UPDATE conversations SET updated_at = ? WHERE id = ?", aged, conv).Error; err != nil {
+		t.Fatal(err)
+	}
+	return path, conv
+}
+
 // TestRetentionKeepsAConversationBeingContinued: a conversation past its
 // retention that a completion is continuing when the sweep comes is kept
 // (its reply, paid for upstream, is stored with its history), and, once
 // continued, it is recent again.
 func TestRetentionKeepsAConversationBeingContinued(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		w := h.world()
-		path := "/api/v1/chats/" + w.chat + "/completions"
-		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
-		aged := time.Now().Add(-40 * 24 * time.Hour).UTC()
-		if err := h.app.Store.DB().Exec("UPDATE conversations SET updated_at = ? WHERE id = ?", aged, conv).Error; err != nil {
-			t.Fatal(err)
-		}
+		path, conv := agedConversation(t, h)
 		retention := domain.Retention{Conversations: 30 * 24 * time.Hour}
 		sweep := func() int64 {
 			t.Helper()
@@ -1405,13 +1413,7 @@ func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
 // reply, and could not store it.
 func TestRetentionHoldsWhatItDeletes(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		w := h.world()
-		path := "/api/v1/chats/" + w.chat + "/completions"
-		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
-		aged := time.Now().Add(-40 * 24 * time.Hour).UTC()
-		if err := h.app.Store.DB().Exec("UPDATE conversations SET updated_at = ? WHERE id = ?", aged, conv).Error; err != nil {
-			t.Fatal(err)
-		}
+		path, conv := agedConversation(t, h)
 		h.up.Enqueue(llmtest.Behavior{Delay: time.Second}) // a reply the delete would come in the middle of
 		n := h.up.Count()
 		done := make(chan *response, 1)
