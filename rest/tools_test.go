@@ -445,7 +445,7 @@ func TestToolsValidation(t *testing.T) {
 			{"toolChoice not a string or object", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": 1}, "toolChoice"},
 			{"toolChoice with an unknown field", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "function", "function": map[string]any{"name": "w"}, "x": 1}}, "toolChoice"},
 			{"responseFormat unknown type", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "xml"}}, "responseFormat.type"},
-			{"json_schema without jsonSchema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema"}}, "responseFormat.jsonSchema.name"},
+			{"json_schema without jsonSchema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema"}}, "responseFormat.jsonSchema"},
 			{"json_schema without schema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r"}}}, "responseFormat.jsonSchema.schema"},
 			{"json_schema schema not an object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema", "jsonSchema": map[string]any{"name": "r", "schema": "object"}}}, "responseFormat.jsonSchema.schema"},
 			{"jsonSchema with json_object", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_object", "jsonSchema": map[string]any{"name": "r", "schema": map[string]any{}}}}, "responseFormat.jsonSchema"},
