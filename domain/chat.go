@@ -65,7 +65,7 @@ type ChatUpdate struct {
 }
 
 func (s *Chats) validate(ctx context.Context, c *Chat) error {
-	if err := checkText("name", c.Name, false, maxNameLen); err != nil {
+	if err := checkName("name", c.Name, false); err != nil {
 		return err
 	}
 	if err := checkText("systemMessage", c.SystemMessage, false, maxTextLen); err != nil {

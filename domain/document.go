@@ -113,7 +113,7 @@ type DocumentUpdate struct {
 }
 
 func validateDocument(d *Document) error {
-	if err := checkText("name", d.Name, true, maxNameLen); err != nil {
+	if err := checkName("name", d.Name, true); err != nil {
 		return err
 	}
 	if len(d.Content) > maxDocumentBytes {

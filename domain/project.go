@@ -83,7 +83,7 @@ type ProjectUpdate struct {
 }
 
 func (in ProjectCreate) validate() error {
-	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
+	if err := checkName("name", in.Name, true); err != nil {
 		return err
 	}
 	return checkText("description", in.Description, false, maxTextLen)

@@ -341,7 +341,7 @@ func AzureV1(baseURL string) bool {
 }
 
 func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
-	if err := checkText("name", p.Name, true, maxNameLen); err != nil {
+	if err := checkName("name", p.Name, true); err != nil {
 		return err
 	}
 	if err := checkModel("defaultModel", p.DefaultModel, true); err != nil {

@@ -160,6 +160,20 @@ func checkText(field, v string, required bool, max int) error {
 	return nil
 }
 
+// checkName checks a resource's name as checkText does, and refuses a
+// control character in it (a line break, ESC): a name is one line, shown
+// in lists, UIs and a terminal, where ESC starts an escape sequence.
+func checkName(field, v string, required bool) error {
+	if err := checkText(field, v, required, maxNameLen); err != nil {
+		return err
+	}
+	if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
+		return Invalidf(field, "%s must not contain a control character such as a line break, a tab or ESC (one is at character %d)",
+			field, utf8.RuneCountInString(v[:i])+1)
+	}
+	return nil
+}
+
 // checkModel checks a model name as checkText does, and refuses a control
 // or invisible formatting character in it (a tab, a line break, U+200B):
 // no provider's model has one, and the name goes as it is into usage

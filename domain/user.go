@@ -134,7 +134,7 @@ func (s *Users) Create(ctx context.Context, in UserCreate) (*User, error) {
 	if !p.IsAdmin {
 		return nil, Errorf(Forbidden, "only a system admin may create users")
 	}
-	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
+	if err := checkName("name", in.Name, true); err != nil {
 		return nil, err
 	}
 	now := s.now()
@@ -225,7 +225,7 @@ func (s *Users) CreateAPIKey(ctx context.Context, userID string, in APIKeyCreate
 			return nil, err
 		}
 	}
-	if err := checkText("name", in.Name, true, maxNameLen); err != nil {
+	if err := checkName("name", in.Name, true); err != nil {
 		return nil, err
 	}
 	now := s.now()

@@ -538,6 +538,19 @@ func TestOddInputRefused(t *testing.T) {
 	if got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil)["requestsPerMinute"]; got != 5.0 {
 		t.Errorf("the refused limit changed it to %v; want 5", got)
 	}
+	// A name is one line: a line break or ESC (a terminal's escape
+	// sequences) in one is refused, for every kind of resource.
+	for _, tc := range []struct{ path, body string }{
+		{"/api/v1/projects", `{"name":"p\u001b[31m"}`},
+		{"/api/v1/chats", `{"projectId":"` + w.project + `","aiProviderId":"` + w.provider + `","name":"two\nlines"}`},
+		{"/api/v1/documents", `{"projectId":"` + w.project + `","name":"d\u001bx","content":"x"}`},
+		{"/api/v1/ai-providers", `{"projectId":"` + w.project + `","name":"p\u001b","type":"openai","defaultModel":"m","apiKey":"sk-1234567890abcdef"}`},
+		{"/api/v1/users", `{"name":"u\n"}`},
+	} {
+		if r := h.call("POST", tc.path, h.admin, tc.body); r.Status != 400 || r.ErrorField() != "name" || !strings.Contains(r.ErrorMessage(), "control character") {
+			t.Errorf("POST %s with a control character in its name = %d %s, want 400 naming name", tc.path, r.Status, r.Body)
+		}
+	}
 	r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"responseFormat":{"type":"json_schema"}}`)
 	if r.Status != 400 || r.ErrorField() != "responseFormat.jsonSchema" || !strings.Contains(r.ErrorMessage(), "is required") {
 		t.Errorf("type json_schema alone = %d %s, want 400 naming responseFormat.jsonSchema as required", r.Status, r.Body)
