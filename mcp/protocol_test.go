@@ -151,7 +151,8 @@ func TestCancelOnlyByAWellFormedNotification(t *testing.T) {
 // Parley's SDK serves as such takes, and a request id that is not a string
 // or an integer, which MCP forbids (or an integer whose answer could not
 // be matched to it, which held an SSE session's end), are refused with a 400 and JSON-RPC's
-// "invalid request", over streamable HTTP and HTTP+SSE alike. mcp-go took
+// "invalid request", over streamable HTTP and HTTP+SSE alike, as is a
+// method that is no string. mcp-go took
 // the batch for a parse error, answered a null id with nothing, echoed the
 // others, and never answered 1e400 (its SSE session then waited for it).
 func TestInvalidMessagesRefused(t *testing.T) {
@@ -165,6 +166,9 @@ func TestInvalidMessagesRefused(t *testing.T) {
 		// Integers whose answer Parley could not match to them: mcp-go
 		// answers -0 as 0, and one of 400 digits past a float's range.
 		ping("-0"), ping("1" + strings.Repeat("0", 400)),
+		// A method that is no string is valid JSON, which mcp-go called
+		// not JSON.
+		`{"jsonrpc":"2.0","id":1,"method":5}`, `{"jsonrpc":"2.0","method":{"name":"ping"}}`,
 	} {
 		for _, path := range []string{"/mcp", sse} {
 			res, got := r.postTo(path, body)
@@ -176,6 +180,13 @@ func TestInvalidMessagesRefused(t *testing.T) {
 	for _, id := range []string{`"x"`, "7", "-3", "123456789012345678901234567890"} {
 		if res, got := r.post(ping(id)); res.StatusCode != http.StatusOK || !strings.Contains(got, `"id":`+id) {
 			t.Errorf("a ping with the id %s: %d %s, want it answered", id, res.StatusCode, got)
+		}
+	}
+	// A client's error response is taken, as its result would be: mcp-go
+	// answered that the session was unknown.
+	for _, body := range []string{`{"jsonrpc":"2.0","id":1,"error":{"code":-32601,"message":"no"}}`, `{"jsonrpc":"2.0","id":1,"result":{}}`} {
+		if res, got := r.post(body); res.StatusCode != http.StatusAccepted || got != "" {
+			t.Errorf("a client's response %s: %d %s, want 202 and nothing", body, res.StatusCode, got)
 		}
 	}
 }

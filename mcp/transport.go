@@ -117,8 +117,13 @@ func serveUntilShutdown(h http.Handler, w http.ResponseWriter, r *http.Request) 
 // notification no id.
 type jsonRPCMessage struct {
 	ID     json.RawMessage `json:"id"`
-	Method string          `json:"method"`
+	Method string          `json:"-"`      // RawMethod's string, or ""
 	Result *present        `json:"result"` // nil when absent or null
+	Error  *present        `json:"error"`  // nil when absent or null
+
+	// RawMethod is the method as sent, which may be no string: mcp-go
+	// takes such a message for one that is not JSON.
+	RawMethod json.RawMessage `json:"method"`
 }
 
 // present notes that a JSON value is there, without keeping it.
@@ -138,6 +143,9 @@ func (*present) UnmarshalJSON([]byte) error { return nil }
 func invalidMessage(msg []byte, m jsonRPCMessage) string {
 	if b := bytes.TrimLeft(msg, " \t\r\n"); len(b) > 0 && b[0] == '[' {
 		return "JSON-RPC batches are not supported: send each message in a request of its own"
+	}
+	if len(m.RawMethod) > 0 && m.RawMethod[0] != '"' && string(m.RawMethod) != "null" {
+		return "method must be a string, such as \"tools/call\""
 	}
 	if m.ID == nil {
 		return "" // not JSON (mcp-go says so), or a notification
@@ -177,7 +185,9 @@ func writeJSONRPCError(w http.ResponseWriter, code int, message string) {
 // JSON or has no id. A message with a result has no method here, whatever
 // it says: mcp-go takes it for a response, and answers nothing.
 func readJSONRPC(msg []byte) (m jsonRPCMessage, ok bool) {
-	if json.Unmarshal(msg, &m) != nil || len(m.ID) == 0 || string(m.ID) == "null" {
+	err := json.Unmarshal(msg, &m)
+	_ = json.Unmarshal(m.RawMethod, &m.Method) // "" when it is no string
+	if err != nil || len(m.ID) == 0 || string(m.ID) == "null" {
 		return m, false
 	}
 	if m.Result != nil {

@@ -102,6 +102,13 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 			writeInvalidMessage(w, why)
 			return
 		}
+		if ok && msg.Error != nil && len(msg.RawMethod) == 0 {
+			// A client's error response, to a request Parley never sends
+			// (it asks clients nothing): taken, as MCP says, where mcp-go
+			// looked for a pending request and answered the session unknown.
+			w.WriteHeader(http.StatusAccepted)
+			return
+		}
 		cw := slowclient.NewWriter(w, stall)
 		defer cw.End()
 		w = cw
