@@ -86,7 +86,7 @@ func (in ProjectCreate) validate() error {
 	if err := checkName("name", in.Name, true); err != nil {
 		return err
 	}
-	return checkText("description", in.Description, false, maxTextLen)
+	return checkProse("description", in.Description, maxTextLen)
 }
 
 // Create makes a project; the caller becomes its owner.

@@ -174,6 +174,20 @@ func checkName(field, v string, required bool) error {
 	return nil
 }
 
+// checkProse checks a description as checkText does, and refuses a
+// control character in it other than a tab or a line break: it is shown
+// as text, in UIs and a terminal, where ESC starts an escape sequence.
+func checkProse(field, v string, max int) error {
+	if err := checkText(field, v, false, max); err != nil {
+		return err
+	}
+	if i := strings.IndexFunc(v, func(r rune) bool { return unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' }); i >= 0 {
+		return Invalidf(field, "%s must not contain a control character other than a tab or a line break, such as ESC (one is at character %d)",
+			field, utf8.RuneCountInString(v[:i])+1)
+	}
+	return nil
+}
+
 // checkModel checks a model name as checkText does, and refuses a control
 // or invisible formatting character in it (a tab, a line break, U+200B):
 // no provider's model has one, and the name goes as it is into usage

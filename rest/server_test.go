@@ -551,6 +551,11 @@ func TestOddInputRefused(t *testing.T) {
 			t.Errorf("POST %s with a control character in its name = %d %s, want 400 naming name", tc.path, r.Status, r.Body)
 		}
 	}
+	// A description may run over lines, but takes no ESC either.
+	if r := h.call("POST", "/api/v1/projects", h.admin, `{"name":"p","description":"red\u001b[31m"}`); r.Status != 400 || r.ErrorField() != "description" || !strings.Contains(r.ErrorMessage(), "control character") {
+		t.Errorf("a description with ESC = %d %s, want 400 naming description", r.Status, r.Body)
+	}
+	h.must(201, "POST", "/api/v1/projects", h.admin, map[string]any{"name": "lines", "description": "one\r\n\ttwo"})
 	r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"responseFormat":{"type":"json_schema"}}`)
 	if r.Status != 400 || r.ErrorField() != "responseFormat.jsonSchema" || !strings.Contains(r.ErrorMessage(), "is required") {
 		t.Errorf("type json_schema alone = %d %s, want 400 naming responseFormat.jsonSchema as required", r.Status, r.Body)
