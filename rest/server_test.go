@@ -535,6 +535,13 @@ func TestOddInputRefused(t *testing.T) {
 	if r := h.call("PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, `{"requestsPerMinute":1e-400}`); r.Status != 400 || r.ErrorField() != "requestsPerMinute" {
 		t.Errorf("requestsPerMinute 1e-400 = %d %s, want 400 naming it", r.Status, r.Body)
 	}
+	// An integer past 64 bits is told the range it is past.
+	for _, n := range []string{"9223372036854775808", "1e19", "1e400"} {
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"maxTokens":`+n+`}`)
+		if r.Status != 400 || r.ErrorField() != "maxTokens" || !strings.Contains(r.ErrorMessage(), "9223372036854775807") {
+			t.Errorf("maxTokens %s = %d %s, want 400 giving the largest integer", n, r.Status, r.Body)
+		}
+	}
 	if got := h.must(200, "GET", "/api/v1/projects/"+w.project+"/limits", h.admin, nil)["requestsPerMinute"]; got != 5.0 {
 		t.Errorf("the refused limit changed it to %v; want 5", got)
 	}

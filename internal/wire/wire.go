@@ -81,8 +81,11 @@ var integral = json.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *int) error 
 		return nil
 	}
 	f, err := strconv.ParseFloat(string(raw), 64)
-	if err != nil || f != math.Trunc(f) || f < math.MinInt || f >= math.MaxInt {
+	if err != nil && !errors.Is(err, strconv.ErrRange) || f != math.Trunc(f) {
 		return errNotAnInt
+	}
+	if f < math.MinInt || f >= math.MaxInt {
+		return errIntRange
 	}
 	if mantissa, _, _ := strings.Cut(strings.ToLower(string(raw)), "e"); f == 0 && strings.ContainsAny(mantissa, "123456789") {
 		return errNotAnInt // 1e-400, which ParseFloat takes to 0 without a word
@@ -91,7 +94,10 @@ var integral = json.UnmarshalFromFunc(func(dec *jsontext.Decoder, v *int) error 
 	return nil
 })
 
-var errNotAnInt = errors.New("not an integer Go's int holds")
+var (
+	errNotAnInt = errors.New("not an integer")
+	errIntRange = errors.New("an integer past 64 bits")
+)
 
 func decodeError(err error, noun string) error {
 	var se *json.SemanticError
@@ -105,6 +111,8 @@ func decodeError(err error, noun string) error {
 			errors.As(se.Err, &pe)
 			field = fmt.Sprintf("%s[%d]", field, pe.index)
 			return domain.Invalidf(field, "%s %s", field, pe.msg)
+		case field != "" && errors.Is(se.Err, errIntRange):
+			return domain.Invalidf(field, "%s must be an integer from %d to %d: it is past the range of a 64-bit integer", field, math.MinInt64, math.MaxInt64)
 		case field != "":
 			want := "of a different type"
 			if se.GoType != nil {
