@@ -1595,6 +1595,9 @@ func TestOpenAIUsageDetails(t *testing.T) {
 		{`"prompt_tokens_details":{"cached_tokens":8},"completion_tokens_details":{"reasoning_tokens":3}`, 8, 3},
 		{`"prompt_tokens_details":{"cached_tokens":99},"completion_tokens_details":{"reasoning_tokens":-2}`, 10, 0},
 		{`"prompt_tokens_details":null`, 0, 0},
+		// DeepSeek's counts of cached prompt tokens, beside the prompt's.
+		{`"prompt_cache_hit_tokens":6,"prompt_cache_miss_tokens":4`, 6, 0},
+		{`"prompt_cache_hit_tokens":60,"prompt_cache_miss_tokens":0`, 10, 0},
 	} {
 		usage := `{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15,` + tc.details + `}`
 		for _, streamed := range []bool{false, true} {

@@ -267,7 +267,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	if err != nil {
 		return nil, openAILocal(cs.req, err)
 	}
-	res := &domain.LLMResult{Model: upstreamModel(resp.Model, cs.req.Endpoint.APIKey.Reveal()), Usage: openAIUsage(resp.Usage), FirstByte: firstByte(ex, cs.start)}
+	res := &domain.LLMResult{Model: upstreamModel(resp.Model, cs.req.Endpoint.APIKey.Reveal()), Usage: openAIUsage(resp.Usage, keptCacheHits(ex)), FirstByte: firstByte(ex, cs.start)}
 	if len(resp.Choices) == 0 {
 		if msg := sanitize(bodyMessage(ex.bodyHead()), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
 			return res, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a reply: %s", msg)
@@ -559,7 +559,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			res.Model = upstreamModel(chunk.Model, cs.req.Endpoint.APIKey.Reveal())
 		}
 		if chunk.Usage != nil {
-			res.Usage = openAIUsage(*chunk.Usage)
+			res.Usage = openAIUsage(chunk.Usage.Usage, chunk.Usage.PromptCacheHitTokens)
 		}
 		failed := len(chunk.Error) > 0 && chunk.Error.Kind() != 'n'
 		for _, ch := range chunk.Choices {
@@ -794,8 +794,32 @@ type openAIChunk struct {
 		} `json:"delta"`
 		FinishReason string `json:"finish_reason"`
 	} `json:"choices"`
-	Usage *openai.Usage  `json:"usage"`
+	Usage *wireUsage     `json:"usage"`
 	Error jsontext.Value `json:"error"`
+}
+
+// wireUsage is an OpenAI-wire reply's usage, with DeepSeek's count of
+// cached prompt tokens, which it gives in place of OpenAI's
+// prompt_tokens_details.
+type wireUsage struct {
+	openai.Usage         `json:",inline"`
+	PromptCacheHitTokens int64 `json:"prompt_cache_hit_tokens"`
+}
+
+// keptCacheHits reads DeepSeek's prompt_cache_hit_tokens from a whole
+// reply's body, kept from openai-compatible providers (exchange.keepBody),
+// which go-openai's Usage drops: 0 without it.
+func keptCacheHits(ex *exchange) int64 {
+	var reply struct {
+		Usage struct {
+			PromptCacheHitTokens int64 `json:"prompt_cache_hit_tokens"`
+		} `json:"usage"`
+	}
+	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"prompt_cache_hit_tokens"`)) ||
+		jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil {
+		return 0
+	}
+	return reply.Usage.PromptCacheHitTokens
 }
 
 // openAIToolChoice is c as go-openai's tool_choice: nil for none.
@@ -833,20 +857,24 @@ func openAILocal(req domain.LLMRequest, err error) error {
 	return err
 }
 
-// openAIUsage is an OpenAI-wire reply's usage. OpenAI counts reasoning
+// openAIUsage is an OpenAI-wire reply's usage, cacheHits DeepSeek's
+// prompt_cache_hit_tokens (0 where there is none), the cached tokens
+// where prompt_tokens_details gives none. OpenAI counts reasoning
 // tokens within completion_tokens; xAI counts them beside it (its total is
 // prompt + completion + reasoning, and it bills them as output), so there
 // they are added to the completion's.
-func openAIUsage(u openai.Usage) domain.Usage {
+func openAIUsage(u openai.Usage, cacheHits int64) domain.Usage {
 	completion := int64(u.CompletionTokens)
 	if d := u.CompletionTokensDetails; d != nil && d.ReasoningTokens > 0 &&
 		int64(u.PromptTokens)+completion+int64(d.ReasoningTokens) == int64(u.TotalTokens) {
 		completion += int64(d.ReasoningTokens)
 	}
 	out := reportedUsage(int64(u.PromptTokens), completion, int64(u.TotalTokens))
-	if d := u.PromptTokensDetails; d != nil {
-		out.CachedTokens = min(boundTokens(int64(d.CachedTokens)), out.PromptTokens)
+	cached := cacheHits
+	if d := u.PromptTokensDetails; d != nil && d.CachedTokens > 0 {
+		cached = int64(d.CachedTokens)
 	}
+	out.CachedTokens = min(boundTokens(cached), out.PromptTokens)
 	if d := u.CompletionTokensDetails; d != nil {
 		out.ReasoningTokens = min(boundTokens(int64(d.ReasoningTokens)), out.CompletionTokens)
 	}
