@@ -2,6 +2,7 @@ package rest
 
 import (
 	"net/http"
+	"net/url"
 
 	"github.com/labstack/echo/v5"
 
@@ -11,7 +12,8 @@ import (
 // A provider's models are listed at the paths where OpenAI's SDKs ask for
 // them, {baseURL}/models, with the base URLs of the completion endpoints
 // (openai.go): GET /models?aiProviderId= (an SDK passes it as a query
-// parameter), GET /chats/{chatId}/models for the chat's provider. The
+// parameter), GET /chats/{chatId}/models for the chat's provider, and one
+// model of either list under …/models/{model} (the SDKs' retrieve). The
 // list is the provider's own, asked of it on each request, in OpenAI's
 // shape, which is also the shape of Parley's lists: data, and a
 // nextCursor that is always null (the list comes whole).
@@ -43,22 +45,36 @@ func toModelsResponse(models []domain.Model) modelsResponse {
 }
 
 func (s *Server) handleModelList(c *echo.Context) error {
-	if err := knownQuery(c, "aiProviderId"); err != nil {
-		return err
-	}
-	id, sent := c.QueryParam("aiProviderId"), c.QueryParams().Has("aiProviderId")
-	switch {
-	case !sent:
-		return domain.Invalidf("aiProviderId", "aiProviderId is required: the id of the AI provider whose models to list, as a query parameter "+
-			"(OpenAI's SDKs: models.list({query: {aiProviderId}}) in JavaScript, extra_query in Python); a chat's are at …/api/v1/chats/{chatId}/models")
-	case id == "":
-		return domain.Invalidf("aiProviderId", "aiProviderId is empty; pass the id of the AI provider whose models to list")
-	}
-	models, err := s.svcs.Completions.ProviderModels(ctx(c), id)
+	models, err := s.providerModels(c)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, toModelsResponse(models))
+}
+
+func (s *Server) handleModel(c *echo.Context) error {
+	models, err := s.providerModels(c)
+	if err != nil {
+		return err
+	}
+	return oneModel(c, models, "/api/v1/models?aiProviderId="+c.QueryParam("aiProviderId"))
+}
+
+// providerModels lists the models of the provider the query's
+// aiProviderId names.
+func (s *Server) providerModels(c *echo.Context) ([]domain.Model, error) {
+	if err := knownQuery(c, "aiProviderId"); err != nil {
+		return nil, err
+	}
+	id, sent := c.QueryParam("aiProviderId"), c.QueryParams().Has("aiProviderId")
+	switch {
+	case !sent:
+		return nil, domain.Invalidf("aiProviderId", "aiProviderId is required: the id of the AI provider whose models to list, as a query parameter "+
+			"(OpenAI's SDKs: models.list({query: {aiProviderId}}) in JavaScript, extra_query in Python); a chat's are at …/api/v1/chats/{chatId}/models")
+	case id == "":
+		return nil, domain.Invalidf("aiProviderId", "aiProviderId is empty; pass the id of the AI provider whose models to list")
+	}
+	return s.svcs.Completions.ProviderModels(ctx(c), id)
 }
 
 func (s *Server) handleChatModelList(c *echo.Context) error {
@@ -70,4 +86,31 @@ func (s *Server) handleChatModelList(c *echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, toModelsResponse(models))
+}
+
+func (s *Server) handleChatModel(c *echo.Context) error {
+	if err := knownQuery(c); err != nil {
+		return err
+	}
+	models, err := s.svcs.Completions.ChatModels(ctx(c), c.Param("chatId"))
+	if err != nil {
+		return err
+	}
+	return oneModel(c, models, "/api/v1/chats/"+c.Param("chatId")+"/models")
+}
+
+// oneModel answers the model of models the path's rest names (a model's
+// name may hold a slash: meta-llama/Llama-3.3-70B), or a 404 that says
+// where the list is.
+func oneModel(c *echo.Context, models []domain.Model, list string) error {
+	name, err := url.PathUnescape(c.Param("*"))
+	if err != nil || name == "" {
+		return domain.Invalidf("model", "the path must end with a model's name, escaped as a path segment is")
+	}
+	for _, m := range toModelsResponse(models).Data {
+		if m.ID == name {
+			return c.JSON(http.StatusOK, m)
+		}
+	}
+	return domain.Errorf(domain.NotFound, "the AI provider lists no model %q; GET %s lists those it does", name, list)
 }

@@ -59,6 +59,37 @@ func TestModels(t *testing.T) {
 	})
 }
 
+// TestModel: one model of a provider's list, where OpenAI's SDKs retrieve
+// it, by either base URL; a name with a slash whole or escaped; a name
+// the provider does not list a 404 saying where the list is.
+func TestModel(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.SetModels(0, "fake-small", "meta-llama/Llama-3.3-70B")
+		for _, path := range []string{
+			"/api/v1/models/fake-small?aiProviderId=" + w.provider,
+			"/api/v1/chats/" + w.chat + "/models/fake-small",
+		} {
+			got := h.must(200, "GET", path, h.admin, nil)
+			if got["id"] != "fake-small" || got["object"] != "model" || got["owned_by"] != "llmtest" {
+				t.Errorf("GET %s = %v, want the model fake-small", path, got)
+			}
+		}
+		for _, name := range []string{"meta-llama/Llama-3.3-70B", "meta-llama%2FLlama-3.3-70B"} {
+			if got := h.must(200, "GET", "/api/v1/chats/"+w.chat+"/models/"+name, h.admin, nil); got["id"] != "meta-llama/Llama-3.3-70B" {
+				t.Errorf("GET …/models/%s = %v, want the model with the slash", name, got)
+			}
+		}
+		r := h.call("GET", "/api/v1/chats/"+w.chat+"/models/gpt-9", h.admin, nil)
+		if r.Status != 404 || !strings.Contains(r.ErrorMessage(), `no model "gpt-9"`) || !strings.Contains(r.ErrorMessage(), "/api/v1/chats/"+w.chat+"/models") {
+			t.Errorf("an unlisted model = %d %s, want 404 saying where the list is", r.Status, r.Body)
+		}
+		if r := h.call("GET", "/api/v1/models/fake-small", h.admin, nil); r.Status != 400 || r.ErrorField() != "aiProviderId" {
+			t.Errorf("a model without aiProviderId = %d %s, want 400 naming aiProviderId", r.Status, r.Body)
+		}
+	})
+}
+
 // TestModelsRefused: what a model list refuses, each answered before a
 // call upstream, and the provider's failures, as a completion's are,
 // without its key.

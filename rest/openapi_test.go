@@ -164,6 +164,18 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 			403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider)",
 			404: "no such AI provider, or in a project you are not a member of",
 		})},
+	{method: "GET", path: "/api/v1/models/{model}", summary: "Get one model of an AI provider's list, in OpenAI's shape (aiProviders:UseAIProvider), at the path OpenAI's SDKs retrieve it with the base URL …/api/v1; a name with a slash is taken whole or escaped (%2F)", tag: "ai-providers",
+		response: modelResponse{}, status: 200, query: []apiParam{{"aiProviderId", "Required: the AI provider whose model to get."}}, errors: modelErrors().with(errs{
+			400: modelErrors()[400] + "; or aiProviderId left out, empty or malformed",
+			403: "viewers may not use the project's AI providers (aiProviders:UseAIProvider)",
+			404: "no such AI provider, or in a project you are not a member of; or the provider lists no such model",
+		})},
+	{method: "GET", path: "/api/v1/chats/{chatId}/models/{model}", summary: "Get one model of a chat's AI provider's list, in OpenAI's shape (chats:CreateChatCompletion), at the path OpenAI's SDKs retrieve it with the base URL …/api/v1/chats/{chatId}; a name with a slash is taken whole or escaped (%2F)", tag: "chats",
+		response: modelResponse{}, status: 200, errors: modelErrors().with(errs{
+			400: modelErrors()[400] + "; or the chat id in the path is empty",
+			403: "viewers may not run completions (chats:CreateChatCompletion)",
+			404: "no such chat, or in a project you are not a member of; or its provider lists no such model",
+		})},
 	{method: "GET", path: "/api/v1/chats/{chatId}/models", summary: "List the models of a chat's AI provider, as it lists them now, in OpenAI's shape (chats:CreateChatCompletion), at the path OpenAI's SDKs ask with the base URL …/api/v1/chats/{chatId}", tag: "chats",
 		response: modelsResponse{}, status: 200, errors: modelErrors().with(errs{
 			400: modelErrors()[400] + "; or the chat id in the path is empty",
@@ -527,6 +539,7 @@ var operationIDs = map[string]string{
 	"POST /api/v1/chats/completions": "createChatCompletion", "POST /api/v1/chats/{chatId}/completions": "createChatCompletionForChat",
 	"POST /api/v1/chat/completions": "createChatCompletionAtOpenAIPath", "POST /api/v1/chats/{chatId}/chat/completions": "createChatCompletionForChatAtOpenAIPath",
 	"GET /api/v1/models": "listModels", "GET /api/v1/chats/{chatId}/models": "listModelsForChat",
+	"GET /api/v1/models/{model}": "getModel", "GET /api/v1/chats/{chatId}/models/{model}": "getModelForChat",
 	"GET /api/v1/conversations": "listConversations", "GET /api/v1/conversations/{conversationId}": "getConversation",
 	"GET /api/v1/conversations/{conversationId}/messages": "listConversationMessages",
 	"DELETE /api/v1/conversations/{conversationId}":       "deleteConversation",

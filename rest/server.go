@@ -152,7 +152,9 @@ func New(svcs *domain.Services, cfg Config) *Server {
 	api.POST("/chats/:chatId/chat/completions", s.handleChatCompletion)
 	// A provider's models where the same SDKs ask for them (models.go).
 	get(api, "/models", s.handleModelList)
+	get(api, "/models/*", s.handleModel)
 	get(api, "/chats/:chatId/models", s.handleChatModelList)
+	get(api, "/chats/:chatId/models/*", s.handleChatModel)
 
 	get(api, "/conversations", s.handleConversationList)
 	get(api, "/conversations/:conversationId", noQuery(s.handleConversationGet))
@@ -522,9 +524,11 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 // not unescaped (Echo's default), so an escaped slash (%2F) is no segment
 // boundary. The check counts segments rather than reading the parameters:
 // a route that does not take the request's method has none to read, and
-// its 405 would say that the endpoint exists.
+// its 405 would say that the endpoint exists. A route that ends in * (a
+// model's name, which may hold slashes) takes the rest of the path.
 func wholeSegments(c *echo.Context) error {
-	if strings.Count(c.Request().URL.EscapedPath(), "/") != strings.Count(c.Path(), "/") {
+	sent, route := strings.Count(c.Request().URL.EscapedPath(), "/"), strings.Count(c.Path(), "/")
+	if sent != route && (sent < route || !strings.HasSuffix(c.Path(), "/*")) {
 		return echo.ErrNotFound
 	}
 	return nil

@@ -39,7 +39,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import OpenAI, { APIError, AuthenticationError, BadRequestError } from 'openai';
+import OpenAI, { APIError, AuthenticationError, BadRequestError, NotFoundError } from 'openai';
 import { VERSION } from 'openai/version';
 
 const env = process.env;
@@ -467,6 +467,22 @@ test('openai npm client', { skip }, async (t) => {
     await assert.rejects(client.models.list(), (err) => {
       assert.ok(err instanceof BadRequestError, String(err));
       assert.equal(err.error.details?.field, 'aiProviderId');
+      return true;
+    });
+  });
+
+  await t.test('models.retrieve at either base URL: one model of the list, or a NotFoundError', async () => {
+    const [first] = (await chatClient.models.list()).data;
+    for (const [where, model] of [
+      ['stateless', await client.models.retrieve(first.id, { query: { aiProviderId: env.PARLEY_AI_PROVIDER_ID } })],
+      ['per chat', await chatClient.models.retrieve(first.id)],
+    ]) {
+      assert.equal(model.id, first.id, where);
+      assert.equal(model.object, 'model', where);
+    }
+    await assert.rejects(chatClient.models.retrieve('no-such/model'), (err) => {
+      assert.ok(err instanceof NotFoundError, String(err));
+      assert.match(err.error.message, /lists no model "no-such\/model"/);
       return true;
     });
   });
