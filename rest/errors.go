@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -29,11 +30,23 @@ type errorDetail struct {
 	Debug   *wire.Debug    `json:"debug,omitempty" desc:"What went upstream: only for a completion that failed once it ran (the AI provider failed or refused it, or its turn was not stored), when its request had debug: true."`
 }
 
+// toErrorBody is err's envelope. An error with a wait (a rate limit,
+// Parley's or the provider's) has it in details.retryAfterSeconds too, as
+// Retry-After says: a stream's error event, whose headers went long
+// before, has no other place for it.
 func toErrorBody(err error) errorBody {
+	details := domain.DetailsOf(err)
+	if secs := domain.RetryAfterSeconds(err); secs > 0 {
+		details = maps.Clone(details)
+		if details == nil {
+			details = map[string]any{}
+		}
+		details["retryAfterSeconds"] = secs
+	}
 	return errorBody{Error: errorDetail{
 		Code:    domain.KindOf(err).String(),
 		Message: domain.MessageOf(err),
-		Details: domain.DetailsOf(err),
+		Details: details,
 		Debug:   wire.DebugOf(domain.DebugOf(err)),
 	}}
 }

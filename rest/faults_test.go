@@ -82,6 +82,11 @@ func TestUpstreamFaults(t *testing.T) {
 				if got := r.Header.Get("Retry-After"); got != tt.retryAfter {
 					t.Errorf("Retry-After = %q, want %q", got, tt.retryAfter)
 				}
+				e, _ := r.JSON()["error"].(map[string]any)
+				details, _ := e["details"].(map[string]any)
+				if got := fmt.Sprint(details["retryAfterSeconds"]); tt.retryAfter != "" && got != tt.retryAfter {
+					t.Errorf("details.retryAfterSeconds = %s, want %s as Retry-After", got, tt.retryAfter)
+				}
 				// A 502 is final: Parley retried what retrying mends, and
 				// the OpenAI SDKs, which would send it again twice, read
 				// x-should-retry before the status. Other answers leave

@@ -246,6 +246,17 @@ func TestKeepAliveBeforeTheFirstDelta(t *testing.T) {
 				t.Errorf("event = %s, want an upstream_error", events[0].raw)
 			}
 		})
+		t.Run("a rate limit after the keep-alive", func(t *testing.T) {
+			// The provider's wait, whose Retry-After the opened stream
+			// cannot send, is in the event's details.
+			h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond, Status: 429, Header: http.Header{"Retry-After": {"7"}}})
+			res := stream(t, h, path, map[string]any{"messages": []any{userMessage("think first")}})
+			_, events := readRaw(t, res)
+			e, _ := events[0].data["error"].(map[string]any)
+			if details, _ := e["details"].(map[string]any); e["code"] != "rate_limited" || details["retryAfterSeconds"] != 7.0 {
+				t.Errorf("event = %s, want rate_limited with details.retryAfterSeconds 7", events[0].raw)
+			}
+		})
 		t.Run("error before the keep-alive", func(t *testing.T) {
 			h.up.Enqueue(llmtest.Behavior{Status: 401})
 			res := stream(t, h, path, map[string]any{"messages": []any{userMessage("think first")}})

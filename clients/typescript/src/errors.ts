@@ -10,7 +10,10 @@ export class ParleyError extends Error {
   /** invalid_request, unauthenticated, forbidden, not_found, conflict, rate_limited, upstream_error, … */
   readonly code: string;
   readonly details?: Record<string, unknown>;
-  /** Seconds to wait before sending again (Retry-After), when Parley said. */
+  /**
+   * Seconds to wait before sending again, when Parley said: Retry-After, or
+   * in a stream's error event (whose headers went before) details.retryAfterSeconds.
+   */
   readonly retryAfter?: number;
   /** The completion's debug, when it was asked for and the completion ran. */
   readonly debug?: Record<string, unknown>;
@@ -22,7 +25,8 @@ export class ParleyError extends Error {
     this.status = status;
     this.code = e?.code ?? (status === 0 ? 'network' : 'unknown');
     this.details = e?.details;
-    this.retryAfter = retryAfter;
+    const inDetails = e?.details?.retryAfterSeconds;
+    this.retryAfter = retryAfter ?? (typeof inDetails === 'number' && inDetails > 0 ? inDetails : undefined);
     this.debug = e?.debug;
   }
 }

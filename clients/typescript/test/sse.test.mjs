@@ -68,3 +68,10 @@ test('a failed read is a network ParleyError', async () => {
   );
   assert.deepEqual(seen, ['{"a":1}']);
 });
+
+test('an error event\'s details.retryAfterSeconds is its retryAfter', () => {
+  const err = new ParleyError(200, { error: { code: 'rate_limited', message: 'wait', details: { retryAfterSeconds: 7 } } });
+  assert.equal(err.retryAfter, 7);
+  assert.equal(new ParleyError(200, { error: { code: 'upstream_error', message: 'x' } }).retryAfter, undefined);
+  assert.equal(new ParleyError(429, { error: { code: 'rate_limited', message: 'x', details: { retryAfterSeconds: 7 } } }, 3).retryAfter, 3);
+});
