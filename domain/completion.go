@@ -440,11 +440,14 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		return err
 	}
 	if conv.ChatID != chat.ID {
-		// Another chat's: said so to a caller who may read it (an agent
-		// with several chats would take a plain not-found for a deleted
-		// conversation), a plain not-found to anyone else.
+		// Another chat's: not found here, as DESIGN.md has it, but said
+		// whose to a caller who may read it (an agent with several chats
+		// took a plain not-found for a deleted conversation), a plain
+		// not-found to anyone else.
 		if s.access.check(ctx, conv.ProjectID, PermGetConversation, "conversation", id) == nil {
-			return Invalidf("conversationId", "conversation %s belongs to chat %s, not %s: continue it with chatId %s", id, conv.ChatID, chat.ID, conv.ChatID)
+			e := Errorf(NotFound, "conversation %s belongs to chat %s, not %s: continue it with chatId %s", id, conv.ChatID, chat.ID, conv.ChatID)
+			e.Details = map[string]any{"field": "conversationId", "chatId": conv.ChatID}
+			return e
 		}
 		return NotFoundf("conversation", id)
 	}

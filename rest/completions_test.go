@@ -166,13 +166,14 @@ func TestChatCompletion(t *testing.T) {
 			}
 		}
 
-		// A conversation of another chat, continued from this one, is a
-		// 400 naming its chat to a caller who may read it (a plain 404 read
-		// as a conversation deleted), and not found to one who may not.
+		// A conversation of another chat, continued from this one, is not
+		// found there (DESIGN.md), with its chat named to a caller who may
+		// read it (a plain 404 read as a conversation deleted), and plain
+		// to one who may not.
 		other := h.chat(h.admin, w.project, w.provider, nil)
-		if r := h.call("POST", "/api/v1/chats/"+other+"/completions", h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 400 ||
+		if r := h.call("POST", "/api/v1/chats/"+other+"/completions", h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("x")}}); r.Status != 404 ||
 			r.ErrorField() != "conversationId" || !strings.Contains(r.ErrorMessage(), "belongs to chat "+w.chat) {
-			t.Errorf("continuing another chat's conversation = %d %s, want 400 naming chat %s", r.Status, r.Body, w.chat)
+			t.Errorf("continuing another chat's conversation = %d %s, want 404 naming chat %s", r.Status, r.Body, w.chat)
 		}
 		elsewhere := h.world()
 		bobID, bob := h.user("bob")

@@ -153,7 +153,7 @@ var apiRoutes = withOpenAIPaths([]apiRoute{
 		errors: completionErrors().with(errs{
 			400: completionErrors()[400] + "; or an Idempotency-Key that is malformed, or was sent before with another request to this chat (error.details.field: idempotencyKey)",
 			403: "viewers may not run completions (chats:CreateChatCompletion); or the role may not read what debug: true shows, the chat (chats:GetChat) and the conversation continued (conversations:GetConversation), or the documents that documentId messages send (documents:GetDocument)",
-			404: "no such chat (or in a project you are not a member of), or conversationId names a conversation you cannot read",
+			404: "no such chat (or in a project you are not a member of), or conversationId names a conversation you cannot read or one of another chat (its chat in error.details.chatId when you can read it)",
 			409: "another request is continuing the conversation, or starting it (its stream named it; nothing went upstream), or, on another instance, continued it meanwhile (nothing was stored); " +
 				"or a request with the same Idempotency-Key is running (nothing went upstream), or on another instance stored its turn first (nothing was stored); send the request again once it has answered",
 			413: bodyTooLarge + ", messages over 8 MiB once their documents are resolved, or a conversation over 32 MiB to continue (leave out conversationId)",
