@@ -109,6 +109,15 @@ func TestLoadEnv(t *testing.T) {
 		})
 	}
 
+	// A keep-alive under a second would write to every quiet stream, and
+	// notify every MCP call, as fast as that.
+	t.Run("PARLEY_SSE_KEEPALIVE=10ms", func(t *testing.T) {
+		t.Setenv("PARLEY_SSE_KEEPALIVE", "10ms")
+		if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_SSE_KEEPALIVE must be at least 1s") {
+			t.Errorf("PARLEY_SSE_KEEPALIVE=10ms: %v, want an error giving the least", err)
+		}
+	})
+
 	// A negative duration is refused with the rule of its setting: positive,
 	// or, where 0 means something of its own, positive or 0, saying what 0
 	// means.

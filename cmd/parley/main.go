@@ -250,6 +250,11 @@ func loadEnv() (env, error) {
 	if e.KeepAlive, err = envPositiveDuration("PARLEY_SSE_KEEPALIVE", domain.DefaultKeepAlive); err != nil {
 		return e, err
 	}
+	if e.KeepAlive < time.Second {
+		// Each interval is a write to every quiet stream, and over MCP a
+		// progress notification: under a second they would be a flood.
+		return e, fmt.Errorf("PARLEY_SSE_KEEPALIVE must be at least 1s, got %q", os.Getenv("PARLEY_SSE_KEEPALIVE"))
+	}
 	if e.RequestTimeout, err = envPositiveDuration("PARLEY_REQUEST_TIMEOUT", domain.DefaultRequestTimeout); err != nil {
 		return e, err
 	}
