@@ -940,6 +940,11 @@ func TestInBandErrorChunk(t *testing.T) {
 		{"error chunk", llmtest.Behavior{Fault: llmtest.FaultErrorChunk, AfterDeltas: 1}, true,
 			"the AI provider reported an error during the stream: Provider disconnected unexpectedly"},
 		{"finish_reason error/stream", llmtest.Behavior{FinishReason: "error"}, true, "the AI provider reported an error during the stream"},
+		// An error object beside a finish reason that would end the reply
+		// well is still an error.
+		{"error chunk with stop", llmtest.Behavior{Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"}}]}\n\n" +
+			"data: {\"error\":{\"message\":\"upstream overloaded\"},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"}, true,
+			"the AI provider reported an error during the stream: upstream overloaded"},
 		{"finish_reason error/json", llmtest.Behavior{FinishReason: "error"}, false, "the AI provider reported an error instead of finishing the reply"},
 		// DeepSeek: "the request is interrupted due to insufficient resource".
 		{"insufficient_system_resource/stream", llmtest.Behavior{FinishReason: "insufficient_system_resource"}, true,

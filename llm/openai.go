@@ -608,7 +608,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if ch.FinishReason != "" {
 				var ok bool
 				res.FinishReason, ok = openAIFinish(ch.FinishReason)
-				failed = !ok
+				failed = failed || !ok // an error with a finish reason is still an error
 			}
 		}
 		if failed {

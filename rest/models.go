@@ -2,7 +2,6 @@ package rest
 
 import (
 	"net/http"
-	"net/url"
 
 	"github.com/labstack/echo/v5"
 
@@ -100,11 +99,11 @@ func (s *Server) handleChatModel(c *echo.Context) error {
 }
 
 // oneModel answers the model of models the path's rest names (a model's
-// name may hold a slash: meta-llama/Llama-3.3-70B), or a 404 that says
-// where the list is.
+// name may hold a slash: meta-llama/Llama-3.3-70B; the router has
+// unescaped it), or a 404 that says where the list is.
 func oneModel(c *echo.Context, models []domain.Model, list string) error {
-	name, err := url.PathUnescape(c.Param("*"))
-	if err != nil || name == "" {
+	name := c.Param("*")
+	if name == "" {
 		return domain.Invalidf("model", "the path must end with a model's name, escaped as a path segment is")
 	}
 	for _, m := range toModelsResponse(models).Data {

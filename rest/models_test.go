@@ -65,7 +65,7 @@ func TestModels(t *testing.T) {
 func TestModel(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
-		h.up.SetModels(0, "fake-small", "meta-llama/Llama-3.3-70B")
+		h.up.SetModels(0, "fake-small", "meta-llama/Llama-3.3-70B", "qwen-50%-sparse", "a%2Fb")
 		for _, path := range []string{
 			"/api/v1/models/fake-small?aiProviderId=" + w.provider,
 			"/api/v1/chats/" + w.chat + "/models/fake-small",
@@ -78,6 +78,12 @@ func TestModel(t *testing.T) {
 		for _, name := range []string{"meta-llama/Llama-3.3-70B", "meta-llama%2FLlama-3.3-70B"} {
 			if got := h.must(200, "GET", "/api/v1/chats/"+w.chat+"/models/"+name, h.admin, nil); got["id"] != "meta-llama/Llama-3.3-70B" {
 				t.Errorf("GET …/models/%s = %v, want the model with the slash", name, got)
+			}
+		}
+		// A name is unescaped once, as any path parameter is.
+		for escaped, name := range map[string]string{"qwen-50%25-sparse": "qwen-50%-sparse", "a%252Fb": "a%2Fb"} {
+			if got := h.must(200, "GET", "/api/v1/chats/"+w.chat+"/models/"+escaped, h.admin, nil); got["id"] != name {
+				t.Errorf("GET …/models/%s = %v, want the model %s", escaped, got, name)
 			}
 		}
 		r := h.call("GET", "/api/v1/chats/"+w.chat+"/models/gpt-9", h.admin, nil)

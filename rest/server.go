@@ -520,9 +520,9 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 // the rest of the path (labstack/echo#2501), so GET
 // /conversations/cnv_1/messages reached the conversation's handler, which
 // said that conversation "cnv_1/messages" does not exist, instead of that
-// there is no such endpoint. Parameters are taken from the path as sent,
-// not unescaped (Echo's default), so an escaped slash (%2F) is no segment
-// boundary. The check counts segments rather than reading the parameters:
+// there is no such endpoint. Segments are counted in the path as sent, so
+// an escaped slash (%2F) is no segment boundary (the parameter holds it
+// unescaped: see New). The check counts segments rather than reading the parameters:
 // a route that does not take the request's method has none to read, and
 // its 405 would say that the endpoint exists. A route that ends in * (a
 // model's name, which may hold slashes) takes the rest of the path.
