@@ -28,9 +28,13 @@ type ChatFilter struct {
 
 // ChatStore keeps chats.
 type ChatStore interface {
+	// CreateChat inserts c; Conflict when its id exists, NotFound when its
+	// project does not, Invalid when its AI provider does not.
 	CreateChat(ctx context.Context, c *Chat) error
 	// GetChat returns NotFound when id does not exist.
 	GetChat(ctx context.Context, id string) (*Chat, error)
+	// ListChats returns up to f.Page.Limit+1 chats ordered by id, of
+	// f.ProjectID and of the projects f.MemberUserID is a member of when set.
 	ListChats(ctx context.Context, f ChatFilter) ([]Chat, error)
 	// UpdateChat saves every field of c, provided the stored chat's
 	// updatedAt is still prev (a zero prev: whatever it is); NotFound when

@@ -103,7 +103,10 @@ type ConversationStore interface {
 	ListConversations(ctx context.Context, f ConversationFilter) ([]Conversation, error)
 	// AppendTurn stores msgs at the end of c in one transaction, creating c
 	// when create is true and bumping its updatedAt otherwise. Messages'
-	// Seq values are assigned by the caller.
+	// Seq values are assigned by the caller. NotFound when c is to be
+	// continued but does not exist; Conflict when another turn took the
+	// same Seq values first (storeTurn tells the caller so); NotFound or
+	// Invalid when a new conversation's project or chat does not exist.
 	AppendTurn(ctx context.Context, c *Conversation, create bool, msgs []Message) error
 	// GetReplyByRequestKey returns the reply stored with
 	// Message.RequestKey key; NotFound when there is none.

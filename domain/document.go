@@ -56,6 +56,8 @@ type DocumentFilter struct {
 
 // DocumentStore keeps documents.
 type DocumentStore interface {
+	// CreateDocument inserts d; Conflict when its id exists, NotFound when
+	// its project does not.
 	CreateDocument(ctx context.Context, d *Document) error
 	// GetDocument returns NotFound when id does not exist.
 	GetDocument(ctx context.Context, id string) (*Document, error)
@@ -66,6 +68,8 @@ type DocumentStore interface {
 	// document's updatedAt is still prev (a zero prev: whatever it is);
 	// NotFound when absent, StaleUpdate when another write came first.
 	UpdateDocument(ctx context.Context, d *Document, prev time.Time) error
+	// DeleteDocument deletes it; NotFound when absent. Messages that
+	// referenced it keep their copy of its content.
 	DeleteDocument(ctx context.Context, id string) error
 	// DocumentIDsNamed returns the ids of project projectID's documents
 	// named name, at most limit, ordered by id.

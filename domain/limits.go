@@ -24,7 +24,8 @@ type ProjectLimits struct {
 type LimitStore interface {
 	// GetLimits returns the project's limits; all zero when none were set.
 	GetLimits(ctx context.Context, projectID string) (*ProjectLimits, error)
-	// PutLimits saves l, replacing what was there.
+	// PutLimits saves l, replacing what was there; NotFound when the
+	// project does not exist.
 	PutLimits(ctx context.Context, l *ProjectLimits) error
 }
 

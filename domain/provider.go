@@ -77,9 +77,14 @@ type ProviderFilter struct {
 
 // ProviderStore keeps AI providers.
 type ProviderStore interface {
+	// CreateProvider inserts p; Conflict when its id exists, NotFound when
+	// its project does not.
 	CreateProvider(ctx context.Context, p *AIProvider) error
 	// GetProvider returns NotFound when id does not exist.
 	GetProvider(ctx context.Context, id string) (*AIProvider, error)
+	// ListProviders returns up to f.Page.Limit+1 providers ordered by id,
+	// of f.ProjectID and of the projects f.MemberUserID is a member of
+	// when set.
 	ListProviders(ctx context.Context, f ProviderFilter) ([]AIProvider, error)
 	// ListAllProviders returns every provider, for re-encrypting keys.
 	ListAllProviders(ctx context.Context) ([]AIProvider, error)

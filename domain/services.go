@@ -1,3 +1,12 @@
+// Package domain is Parley's core: the resources (users, projects,
+// members, AI providers, documents, chats, conversations, usage), the
+// services that create, read and change them with their validation and
+// permissions (Services, built by NewServices), and completions, stateless
+// or per chat, with their limits, retries, streaming and the turn they
+// store. It imports only the standard library: the database, the
+// permission policy, the rate limiter, the key sealer and the AI providers
+// are ports (Store, Authorizer, Limiter, Sealer, LLM) that the adapters
+// implement, and REST and MCP call the services alike (DESIGN.md).
 package domain
 
 import (

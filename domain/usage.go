@@ -163,7 +163,9 @@ type UsageTotal struct {
 
 // UsageStore keeps usage records.
 type UsageStore interface {
-	// InsertUsage stores records in one batch.
+	// InsertUsage stores records in one batch; Conflict when one's id
+	// exists, NotFound when one's project does not, Invalid when the
+	// database refuses a value (the batcher's refused tells these apart).
 	InsertUsage(ctx context.Context, records []UsageRecord) error
 	// SumUsage returns totals per group, ordered by key byte by byte
 	// (q.After and q.Limit select a page of them); Invalid for an unknown

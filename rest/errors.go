@@ -98,8 +98,10 @@ func fromEchoError(code int, err error, path string) error {
 	return &domain.Error{Kind: domain.Internal, Err: err}
 }
 
-// handleError writes err in the envelope with the status of its kind.
-// Client errors log at debug, server errors at error, with the cause.
+// handleError writes err in the envelope with the status of its kind,
+// and logs it at domain.LogLevel's level with the cause: what the caller
+// must fix at debug, a provider's failure, a timeout and the shutdown at
+// warn, Parley's own faults at error.
 func (s *Server) handleError(c *echo.Context, err error) {
 	if r := response(c); r != nil && r.Committed {
 		return

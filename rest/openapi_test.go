@@ -258,7 +258,7 @@ func rateLimitHeaders() map[string]any {
 	}
 }
 
-// errorHeaders are the headers of a 401 (errorHandler's challenge, RFC
+// errorHeaders are the headers of a 401 (handleError's challenge, RFC
 // 6750) and of a 502 (the OpenAI SDKs' header, which stops their own
 // retries of what Parley has retried already).
 var errorHeaders = map[string]any{

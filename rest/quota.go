@@ -12,7 +12,7 @@ import (
 // setQuotaHeaders sets the RateLimit-* headers of an admitted completion
 // from what is left of the limits that admitted it (as of now: Quota.As),
 // in the fields of
-// draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (errorHandler):
+// draft-ietf-httpapi-ratelimit-headers-06, as a refusal's (handleError):
 // RateLimit-Limit, -Remaining and -Reset of the limit closest to running
 // out, the one with the smallest share of its Limit remaining (on a tie
 // the first in quotas' order: the project's before the key's, requests
@@ -53,7 +53,7 @@ func setQuotaHeaders(h http.Header, quotas []domain.Quota) {
 // seconds, at least 1) of the limit q, in the fields of
 // draft-ietf-httpapi-ratelimit-headers-06 (-07 has one RateLimit field for
 // the three): an admitted completion's, of the limit closest to running
-// out, and a refusal's (errorHandler), of the limit that refused.
+// out, and a refusal's (handleError), of the limit that refused.
 func setLimitHeaders(h http.Header, q domain.Quota) {
 	h.Set("RateLimit-Limit", strconv.Itoa(q.Limit))
 	h.Set("RateLimit-Remaining", strconv.Itoa(q.Remaining))

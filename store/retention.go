@@ -8,7 +8,8 @@ import (
 // DeleteUsageBefore deletes the usage records created before t, project
 // by project, a chunk per statement (usage records are kept in project
 // and time order, on SQLite as the table itself), and returns how many.
-func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int64, error) {
+func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (_ int64, err error) {
+	defer func() { err = fail("store.DeleteUsageBefore", err) }()
 	var projects []string
 	if err := s.db.WithContext(ctx).Raw("SELECT id FROM projects ORDER BY id").Scan(&projects).Error; err != nil {
 		return 0, err
@@ -38,7 +39,8 @@ func (s *Store) DeleteUsageBefore(ctx context.Context, t time.Time) (int64, erro
 // chunks' worth of messages, or one conversation that has more (as its
 // delete through the API does); on PostgreSQL, which locks only the rows,
 // a chunk at a time.
-func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, hold func(id string) (release func())) (int64, error) {
+func (s *Store) DeleteConversationsBefore(ctx context.Context, t time.Time, hold func(id string) (release func())) (_ int64, err error) {
+	defer func() { err = fail("store.DeleteConversationsBefore", err) }()
 	chunk := s.chunk()
 	before := ts(t)
 	most := messagesPerChunk * chunk // messages per statement, on SQLite

@@ -76,6 +76,10 @@ func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domai
 	return got, nil
 }
 
+// PutMember, DeleteMember and the other writes below forget the entry
+// they change, whether the write succeeds or fails: an update refused as
+// stale (domain.StaleUpdate), whose service then reads the row again,
+// must read it from the database, not the stale copy cached here.
 func (s *Store) PutMember(ctx context.Context, m *domain.Member) error {
 	defer s.members.del(memberID{m.ProjectID, m.UserID})
 	return s.Store.PutMember(ctx, m)
@@ -97,6 +101,8 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	return s.Store.DeleteProject(ctx, id)
 }
 
+// GetChat returns the cached chat, read within the TTL; NotFound is not
+// cached.
 func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 	c, tk, ok := s.chats.get(id, s.ttl)
 	if ok {
@@ -120,6 +126,8 @@ func (s *Store) DeleteChat(ctx context.Context, id string) error {
 	return s.Store.DeleteChat(ctx, id)
 }
 
+// GetProvider returns the cached provider, read within the TTL; NotFound
+// is not cached.
 func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider, error) {
 	p, tk, ok := s.providers.get(id, s.ttl)
 	if ok {
@@ -144,7 +152,9 @@ func (s *Store) DeleteProvider(ctx context.Context, id string) error {
 }
 
 // ttlMap is a map whose entries expire. Values are copied in and out, so
-// a caller that changes what it got changes nothing here.
+// a caller that sets a field of what it got changes nothing here; the copy
+// is shallow, so the bytes of a slice (a provider's APIKeyCiphertext) are
+// shared and must not be written to (no caller does).
 type ttlMap[K comparable, V any] struct {
 	mu  sync.RWMutex
 	m   map[K]ttlEntry[V]

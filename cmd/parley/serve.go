@@ -39,7 +39,7 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer closeApp(a, log)
 	printInitialAdminKey(stderr, a)
 	a.StartSweeps()
 
@@ -95,6 +95,14 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 // stderr: the only time it is shown. `parley mcp` shows it too (stdout is
 // its protocol): a first start over stdio creates it as any first start
 // does, and no later start, of any command, shows it again.
+// closeApp closes a at exit, and logs what failed: the last usage
+// records not written, the database or Redis not closed cleanly.
+func closeApp(a *app.App, log *slog.Logger) {
+	if err := a.Close(); err != nil {
+		log.Error("closing Parley failed", "err", err)
+	}
+}
+
 func printInitialAdminKey(stderr io.Writer, a *app.App) {
 	if a.InitialAdminKey != "" {
 		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)
@@ -148,7 +156,7 @@ func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, 
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer closeApp(a, log)
 	printInitialAdminKey(stderr, a)
 	a.StartSweeps()
 	var p domain.Principal

@@ -30,6 +30,7 @@ type ToolCall struct {
 	ExtraContent RawJSON          `json:"extra_content,omitempty" desc:"What the provider sent beside the call, as it sent it (Gemini's thought signature; in the first call's, an Anthropic model's thinking before the calls, under anthropic, or a reasoning model's reasoning, under reasoning_content), which it needs back to continue: send it back with the call. Only OpenAI-compatible and Anthropic providers send it."`
 }
 
+// ToolCallFunction is the function a ToolCall calls, with its arguments.
 type ToolCallFunction struct {
 	Name      string `json:"name" desc:"Name of the function."`
 	Arguments string `json:"arguments" desc:"The arguments as the model wrote them: JSON text, to be parsed (it may be invalid)."`
@@ -41,6 +42,8 @@ type Tool struct {
 	Function Function `json:"function" desc:"The function."`
 }
 
+// Function is a Tool's function: its name, what it does and its
+// parameters' schema.
 type Function struct {
 	Name        string  `json:"name" desc:"Name of the function: 1 to 64 letters, digits, underscores or dashes."`
 	Description string  `json:"description,omitempty" desc:"What the function does, for the model to decide when to call it."`
@@ -54,6 +57,7 @@ type ResponseFormat struct {
 	JSONSchema *JSONSchema `json:"jsonSchema,omitempty" desc:"With type json_schema: the schema the reply must follow."`
 }
 
+// JSONSchema is a ResponseFormat's schema, OpenAI's json_schema.
 type JSONSchema struct {
 	Name        string  `json:"name" desc:"Name of the schema: 1 to 64 letters, digits, underscores or dashes."`
 	Description string  `json:"description,omitempty" desc:"What the reply is."`
@@ -167,6 +171,7 @@ type Debug struct {
 	Timings  DebugTimings   `json:"timings" desc:"Where the time went, in milliseconds."`
 }
 
+// DebugProvider is the AI provider a Debug's completion called.
 type DebugProvider struct {
 	ID   string `json:"id" desc:"AI provider id."`
 	Name string `json:"name" desc:"AI provider name."`
@@ -182,6 +187,7 @@ type DebugMessage struct {
 	ToolCallID string     `json:"toolCallId,omitempty" desc:"The tool call a tool message answers."`
 }
 
+// DebugTimings is where a Debug's completion spent its time.
 type DebugTimings struct {
 	QueueMs     float64 `json:"queueMs" desc:"Milliseconds from the request to the upstream call (lookups, permissions, limits)."`
 	FirstByteMs float64 `json:"firstByteMs" desc:"Milliseconds from the upstream call to its first byte (a stream's first delta), retries included; 0 when none came."`
