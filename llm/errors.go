@@ -123,7 +123,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 	case status >= 300 && status < 400:
 		e.Message = fmt.Sprintf("the AI provider answered with a redirect (HTTP %d), which Parley does not follow (it would send the key elsewhere); set the provider's baseUrl to the address it redirects to", status)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:
-		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d); check the provider's apiKey", status)
+		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})", status)
 	case status == http.StatusTooManyRequests:
 		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, upstreamBody(err), time.Now())
 		wait := seconds(max(e.RetryAfter.Round(time.Second), time.Second))

@@ -499,7 +499,7 @@ func TestUpstreamErrors(t *testing.T) {
 		param         string // the refused parameter an OpenAI-wire refusal names
 	}{
 		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
-			msg: []string{"the AI provider rejected its API key (HTTP 401); check the provider's apiKey"}, wantRequests: 1},
+			msg: []string{"the AI provider rejected its API key (HTTP 401): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})"}, wantRequests: 1},
 		{name: "403", b: llmtest.Behavior{Status: 403}, kind: domain.Upstream,
 			msg: []string{"rejected its API key (HTTP 403)"}, wantRequests: 1},
 		{name: "429 seconds", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}}, kind: domain.RateLimited,
@@ -1731,7 +1731,7 @@ func TestWrongKeyAgainstAFakeRequiringOne(t *testing.T) {
 			s := llmtest.NewServer(t)
 			s.RequireKey("the-right-key")
 			_, _, err := run(context.Background(), newClient(t), request(typ, s), true)
-			if got, want := domain.MessageOf(err), "the AI provider rejected its API key (HTTP 401); check the provider's apiKey"; got != want {
+			if got, want := domain.MessageOf(err), "the AI provider rejected its API key (HTTP 401): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})"; got != want {
 				t.Errorf("message = %q, want %q", got, want)
 			}
 			req := request(typ, s)
