@@ -226,6 +226,8 @@ func typeName(t reflect.Type) string {
 		return `"auto", "none", "required" or {"type": "function", "function": {"name": ...}}`
 	case reflect.TypeFor[RawJSON](), reflect.TypeFor[Object]():
 		return "a JSON object"
+	case reflect.TypeFor[DataSource]():
+		return `an object {"id": "doc_..."}`
 	}
 	switch t.Kind() {
 	case reflect.String:

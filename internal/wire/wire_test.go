@@ -35,6 +35,11 @@ func TestUnmarshalNamesTheField(t *testing.T) {
 			t.Errorf("Unmarshal(%s) = %v (details %v), want Invalid naming %s", tt.in, err, domain.DetailsOf(err), tt.field)
 		}
 	}
+	// A data source sent as a bare id is told the shape it takes.
+	var in CompletionFields
+	if err := Unmarshal([]byte(`{"dataSources": ["doc_1"]}`), &in, "field"); !strings.Contains(domain.MessageOf(err), `{"id": "doc_..."}`) {
+		t.Errorf("dataSources of ids = %v, want the shape a data source takes", err)
+	}
 	for _, bad := range []string{`{} {}`, `{"name":`, `[]`} {
 		var v sample
 		if err := Unmarshal([]byte(bad), &v, "field"); domain.KindOf(err) != domain.Invalid {
