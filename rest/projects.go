@@ -22,12 +22,12 @@ func toProjectResponse(p *domain.Project) projectResponse {
 }
 
 type projectCreateRequest struct {
-	Name        string `json:"name" jsonschema:"required" max:"200"`
+	Name        string `json:"name" jsonschema:"required" min:"1" max:"200"`
 	Description string `json:"description" max:"1048576"`
 }
 
 type projectUpdateRequest struct {
-	Name        *string `json:"name" max:"200"`
+	Name        *string `json:"name" min:"1" max:"200"`
 	Description *string `json:"description" max:"1048576"`
 }
 

@@ -36,23 +36,23 @@ func toProviderResponse(p *domain.AIProvider) providerResponse {
 
 type providerCreateRequest struct {
 	ProjectID    string `json:"projectId" jsonschema:"required"`
-	Name         string `json:"name" jsonschema:"required" max:"200"`
+	Name         string `json:"name" jsonschema:"required" min:"1" max:"200"`
 	Type         string `json:"type" jsonschema:"required" enum:"openai,openai-compatible,azure-openai,anthropic"`
 	BaseURL      string `json:"baseUrl" max:"2048"`
 	DefaultModel string `json:"defaultModel" jsonschema:"required" max:"200"`
 	APIVersion   string `json:"apiVersion" max:"200"`
 	PromptCache  string `json:"promptCache" enum:",off,5m,1h"`
-	APIKey       string `json:"apiKey"`
+	APIKey       string `json:"apiKey" max:"4096"`
 	APIKeyRef    string `json:"apiKeyRef"`
 }
 
 type providerUpdateRequest struct {
-	Name         *string `json:"name" max:"200"`
+	Name         *string `json:"name" min:"1" max:"200"`
 	BaseURL      *string `json:"baseUrl" max:"2048"`
 	DefaultModel *string `json:"defaultModel" max:"200"`
 	APIVersion   *string `json:"apiVersion" max:"200"`
 	PromptCache  *string `json:"promptCache" enum:",off,5m,1h"`
-	APIKey       *string `json:"apiKey"`
+	APIKey       *string `json:"apiKey" max:"4096"`
 	APIKeyRef    *string `json:"apiKeyRef"`
 }
 

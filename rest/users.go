@@ -74,7 +74,7 @@ func (s *Server) handleUserList(c *echo.Context) error {
 }
 
 type userCreateRequest struct {
-	Name    string `json:"name" jsonschema:"required" max:"200"`
+	Name    string `json:"name" jsonschema:"required" min:"1" max:"200"`
 	IsAdmin bool   `json:"isAdmin"`
 }
 
@@ -91,7 +91,7 @@ func (s *Server) handleUserCreate(c *echo.Context) error {
 }
 
 type apiKeyCreateRequest struct {
-	Name      string  `json:"name" jsonschema:"required" max:"200"`
+	Name      string  `json:"name" jsonschema:"required" min:"1" max:"200"`
 	ExpiresAt *string `json:"expiresAt" jsonschema:"nullable,format=date-time" desc:"When the key stops working: an RFC 3339 time, in the future and at most 10 years ahead, and no later than the expiry of the key making the request if that expires. Left out or null: it does not expire (refused when the key making the request expires)."`
 }
 
