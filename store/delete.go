@@ -90,8 +90,14 @@ func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 			return err
 		}
 	}
-	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
-		"(SELECT created_at, id FROM usage_records WHERE project_id = ? LIMIT ?)", projectID, projectID)
+	if err := s.deleteInChunks(ctx, s.chunk(), "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
+		"(SELECT created_at, id FROM usage_records WHERE project_id = ? LIMIT ?)", projectID, projectID); err != nil {
+		return err
+	}
+	// Documents are up to 4 MiB each: thousands in the project's own
+	// statement would hold the write lock for as long as they take.
+	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM documents WHERE id IN "+
+		"(SELECT id FROM documents WHERE project_id = ? LIMIT ?)", projectID)
 }
 
 // chunk is the rows per statement of a chunked delete: deleteChunk, or a

@@ -2816,12 +2816,17 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 		t.Errorf("the project's other chat has %d conversations; want its 3", n)
 	}
 
+	for i := range 5 {
+		must(t, s.CreateDocument(ctx(), &domain.Document{ID: domain.NewID(domain.PrefixDocument), ProjectID: w.prjA.ID,
+			Name: fmt.Sprint("doc ", i), Content: "text", CreatedAt: t0, UpdatedAt: t0}))
+	}
 	between = 0
 	must(t, s.DeleteProject(ctx(), w.prjA.ID))
-	if between != 1+5 { // the other chat's 3 conversations, then 10 usage records, in chunks of 2
-		t.Errorf("%d turns of another project committed during the project's delete; want 6", between)
+	if between != 1+5+2 { // the other chat's 3 conversations, 10 usage records, then 5 documents, in chunks of 2
+		t.Errorf("%d turns of another project committed during the project's delete; want 8", between)
 	}
-	for _, table := range []string{"conversations", "usage_records", "chats"} {
+	wantErr(t, s.DeleteProject(ctx(), w.prjA.ID), domain.NotFound, "project "+w.prjA.ID+" does not exist")
+	for _, table := range []string{"conversations", "usage_records", "chats", "documents"} {
 		if n := count("SELECT count(*) FROM "+table+" WHERE project_id = ?", w.prjA.ID); n != 0 {
 			t.Errorf("%d rows of %s of the deleted project are left", n, table)
 		}
@@ -2829,7 +2834,7 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 	if n := count("SELECT count(*) FROM messages WHERE conversation_id NOT IN (SELECT id FROM conversations)"); n != 0 {
 		t.Errorf("%d messages are left without their conversation", n)
 	}
-	if got, want := count("SELECT count(*) FROM conversations WHERE project_id = ?", w.prjB.ID), int64(2+3+6); got != want {
+	if got, want := count("SELECT count(*) FROM conversations WHERE project_id = ?", w.prjB.ID), int64(2+3+8); got != want {
 		t.Errorf("the other project has %d conversations; want %d", got, want)
 	}
 	if n := count("SELECT count(*) FROM usage_records WHERE project_id = ?", w.prjB.ID); n != 2 {
@@ -2838,7 +2843,7 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 
 	// A conversation of many messages goes a chunk of them at a time too
 	// (here 16: 2 × messagesPerChunk), not in one statement with its row.
-	long := newConversation(w.chatB) // chat B's twelfth, the last by id
+	long := newConversation(w.chatB) // chat B's fourteenth, the last by id
 	var msgs []domain.Message
 	for i := range 20 {
 		msgs = append(msgs, turn(long.ID, 2*i, fmt.Sprint("turn ", i))...)
@@ -2852,16 +2857,16 @@ func TestLargeDeletesLetOtherWritesIn(t *testing.T) {
 		must(t, s.AppendTurn(ctx(), c, true, turn(c.ID, 0, "meanwhile")))
 	})
 	must(t, s.DeleteChat(ctx(), w.chatB.ID))
-	// 12 conversations in 6 chunks of 2; the last chunk's 42 messages in
+	// 14 conversations in 7 chunks of 2; the last chunk's 42 messages in
 	// statements of 16, 16 and 10.
-	if between != 6+2 {
-		t.Errorf("%d turns of another chat committed during the delete; want 8", between)
+	if between != 7+2 {
+		t.Errorf("%d turns of another chat committed during the delete; want 9", between)
 	}
 	if n := count("SELECT count(*) FROM messages WHERE conversation_id = ?", long.ID) + count("SELECT count(*) FROM conversations WHERE chat_id = ?", w.chatB.ID); n != 0 {
 		t.Errorf("%d messages of the long conversation and conversations of the deleted chat are left", n)
 	}
-	if n := count("SELECT count(*) FROM conversations WHERE chat_id = ?", bystander.ID); n != 8 {
-		t.Errorf("the bystander chat has %d conversations; want the 8 written meanwhile", n)
+	if n := count("SELECT count(*) FROM conversations WHERE chat_id = ?", bystander.ID); n != 9 {
+		t.Errorf("the bystander chat has %d conversations; want the 9 written meanwhile", n)
 	}
 }
 
