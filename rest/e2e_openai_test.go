@@ -243,12 +243,17 @@ const e2eKeepAlive = 100 * time.Millisecond
 // variable enable is "1" (else it skips the test, saying what it runs): on
 // SQLite with the fake upstream, a world, and the key of an editor of its
 // project, whom the client calls as rather than the admin.
-func newE2E(t *testing.T, enable, what string) (h *harness, w world, key string) {
+func newE2E(t *testing.T, enable, what string, configure ...func(*app.Config)) (h *harness, w world, key string) {
 	t.Helper()
 	if os.Getenv(enable) != "1" {
 		t.Skip("set " + enable + "=1 to run " + what)
 	}
-	h = newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.KeepAlive = e2eKeepAlive })
+	h = newHarness(t, dbtest.SQLite(t), func(c *app.Config) {
+		c.KeepAlive = e2eKeepAlive
+		for _, f := range configure {
+			f(c)
+		}
+	})
 	w = h.world()
 	uid, key := h.user("npm-client")
 	h.setRole(h.admin, w.project, uid, "editor")

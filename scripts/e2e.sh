@@ -10,6 +10,9 @@
 #     for openai 7).
 #   - clients/typescript: Parley's TypeScript client and its React hook
 #     useAIChat, built and tested against Parley (the hook in jsdom).
+#   - e2e/browser: the TypeScript client in headless Chromium
+#     (/usr/bin/chromium, driven by playwright-core), from a page at an
+#     origin PARLEY_ALLOWED_ORIGINS lists and from one it does not (CORS).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,3 +27,4 @@ PARLEY_TS_E2E=1 go test -count=1 -run 'TestTypeScriptSDK' ./mcp/
 PARLEY_OPENAI_E2E=1 go test -count=1 -run 'TestOpenAINodeClient' ./rest/
 PARLEY_AILIBS_E2E=1 go test -count=1 -run 'TestAILibraries' ./rest/
 PARLEY_TS_CLIENT_E2E=1 go test -count=1 -run 'TestTypeScriptClient' ./rest/
+PARLEY_BROWSER_E2E=1 go test -count=1 -run 'TestBrowser$' ./rest/
