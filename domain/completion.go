@@ -108,6 +108,50 @@ type Completions struct {
 	// keyed holds the idempotency keys (chat-scoped, see planReplay) of
 	// the completions running on this instance.
 	keyed sync.Map
+	// writesRefused is when the database last refused a write (a turn,
+	// usage records) because it took no writes (ErrNoWrites), in Unix
+	// nanoseconds; 0 once one succeeded. See StoringRefused.
+	writesRefused atomic.Int64
+}
+
+// noWritesBackoff is how long after the database refused a write, for
+// taking no writes, per-chat completions are refused before they go
+// upstream: each would be paid for, then not stored. A write that succeeds
+// ends it at once (the usage records, which are retried, tell); else the
+// first completion after it goes through, and tells.
+const noWritesBackoff = 5 * time.Second
+
+// NoteWrite learns from err, the result of a write of a turn or of usage
+// records, whether the database takes writes: an ErrNoWrites starts
+// noWritesBackoff, a success ends it.
+func (s *Completions) NoteWrite(err error) {
+	switch {
+	case err == nil:
+		if s.writesRefused.Load() != 0 {
+			s.writesRefused.Store(0)
+		}
+	case errors.Is(err, ErrNoWrites):
+		s.writesRefused.Store(s.deps.Now().UnixNano())
+	}
+}
+
+// StoringRefused is the Unavailable error, with the wait in RetryAfter,
+// of a per-chat completion sent within noWritesBackoff of the database
+// refusing to store a turn (it is down, out of disk or read-only); nil
+// otherwise. Readiness checks report it too, so that a load balancer
+// sends the completions to an instance that can store them.
+func (s *Completions) StoringRefused() error {
+	at := s.writesRefused.Load()
+	if at == 0 {
+		return nil
+	}
+	ago := s.deps.Now().Sub(time.Unix(0, at))
+	if ago >= noWritesBackoff {
+		return nil
+	}
+	return &Error{Kind: Unavailable, RetryAfter: noWritesBackoff - ago,
+		Message: fmt.Sprintf("the database refused to store a turn %s ago (it is unreachable, out of disk or read-only); "+
+			"nothing was sent to the AI provider, whose reply could not be stored: retry later", ago.Round(time.Millisecond))}
 }
 
 // continuation is a completion's claim on the conversation it continues,
@@ -254,6 +298,11 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	defer pl.release()
 	if pl.replay != nil {
 		return replay(pl.replay, emit)
+	}
+	if pl.conv != nil {
+		if err := s.StoringRefused(); err != nil {
+			return nil, err
+		}
 	}
 	pl.started = started
 	if err := pl.params.validateFor(pl.provider.Type); err != nil {
@@ -1010,6 +1059,7 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 	pl.conv.UpdatedAt = s.deps.Now()
 	ctx = context.WithoutCancel(ctx)
 	err := s.deps.Store.AppendTurn(ctx, pl.conv, pl.newConv, msgs)
+	s.NoteWrite(err)
 	if KindOf(err) == Conflict {
 		if pl.requestKey != "" {
 			if _, gerr := s.deps.Store.GetReplyByRequestKey(ctx, pl.requestKey); gerr == nil {

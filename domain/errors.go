@@ -85,6 +85,13 @@ var ErrTruncated = errors.New("the AI provider ended the reply without a finish 
 // completion is recorded with the outcome upstream_error.
 var ErrUpstreamRefused = errors.New("the AI provider refused the request")
 
+// ErrNoWrites is within the cause of the Unavailable error of a write the
+// database could not take for a reason of its own rather than the
+// write's: it is unreachable, out of disk or read-only. Completions stop
+// sending per-chat completions upstream for a while after a turn failed
+// so (Completions.StoringRefused).
+var ErrNoWrites = errors.New("the database takes no writes")
+
 // ErrStale is the cause of the Conflict a store returns when asked to
 // update a row whose updatedAt is no longer the one the update was based on:
 // another write (on this instance or another) came first. The services then

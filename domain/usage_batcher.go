@@ -37,6 +37,8 @@ type UsageBatcher struct {
 	lost    error // what Shutdown could not write; set before done is closed
 
 	droppedTotal atomic.Int64 // records dropped so far, for Dropped
+	// writesTo is told how each write went (see ReportWrites).
+	writesTo atomic.Pointer[func(error)]
 
 	// writes is the parent of every write, ended when Shutdown's context
 	// is done: a write begun before Shutdown is bounded by it too.
@@ -99,6 +101,18 @@ func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every tim
 // Dropped returns how many records were dropped so far: refused by the
 // database, or beyond what is kept while writes fail (each logged too).
 func (b *UsageBatcher) Dropped() int64 { return b.droppedTotal.Load() }
+
+// ReportWrites has f told how each write of records went: nil when some
+// were written, else the error (Completions.NoteWrite, which learns from it
+// that the database takes writes again, or does not).
+func (b *UsageBatcher) ReportWrites(f func(error)) { b.writesTo.Store(&f) }
+
+// report tells ReportWrites's f how a write went.
+func (b *UsageBatcher) report(err error) {
+	if f := b.writesTo.Load(); f != nil {
+		(*f)(err)
+	}
+}
 
 // Record queues rec. When usageBacklog batches wait already while the
 // goroutine writes it waits for the writer, so no record is lost; while
@@ -249,6 +263,9 @@ func (b *UsageBatcher) write() bool {
 		}
 	}
 	b.forget(done)
+	if err != nil || done > 0 {
+		b.report(err)
+	}
 	if err != nil && b.writes.Err() != nil {
 		// Shutdown's context ended the write: run gives up on what is
 		// left as soon as it sees that context done.

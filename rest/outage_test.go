@@ -1,12 +1,16 @@
 package rest_test
 
 import (
+	"context"
+	"fmt"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
 )
 
 // TestDatabaseDownIs503: with the database gone, requests that need it
@@ -163,4 +167,73 @@ func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 	if logs := h.logs.String(); !strings.Contains(logs, "usage backlog written") {
 		t.Errorf("no line says the usage kept while the database was down was written:\n%s", logs)
 	}
+}
+
+// TestCompletionsWhileTheDiskIsFull: SQLite's disk fills (here its page
+// limit) while Parley serves completions. The first per-chat completion
+// goes upstream and cannot store its turn (503); those after it are
+// refused before they go upstream, where each would be paid for and lost,
+// with Retry-After, and /readyz says not ready; stateless ones, which store
+// only their usage, still answer. Once space is freed the usage records
+// kept meanwhile are written, and that ends the refusals at once.
+func TestCompletionsWhileTheDiskIsFull(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	st, err := store.Open(context.Background(), "sqlite:"+path+"?_pragma=max_page_count(3000)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = st.Close() })
+	if err := st.Migrate(context.Background(), "up", nil); err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, st, nil)
+	w := h.world()
+	chatPath := "/api/v1/chats/" + w.chat + "/completions"
+	h.must(200, "POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("before")}})
+	// Documents fill it, smaller and smaller, until not even a short one
+	// fits.
+	var docs []string
+	for size := 1 << 20; size >= 16; {
+		r := h.call("POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": fmt.Sprint("filler ", len(docs)),
+			"content": strings.Repeat("x", size)})
+		switch r.Status {
+		case 201:
+			docs = append(docs, r.JSON()["id"].(string))
+		case 503:
+			size /= 4
+		default:
+			t.Fatalf("filling the disk: %d %s, want 201s and 503s", r.Status, r.Body)
+		}
+	}
+
+	// A turn of a long message needs pages of its own too.
+	long := strings.Repeat("many words ", 2000)
+	before := h.up.Count()
+	if r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage(long)}}); r.Status != 503 || h.up.Count() != before+1 {
+		t.Fatalf("the first per-chat completion on a full disk = %d %s, %d calls upstream; want 503 after one", r.Status, r.Body, h.up.Count()-before)
+	}
+	r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage(long)}})
+	if r.Status != 503 || r.Header.Get("Retry-After") == "" || !strings.Contains(r.ErrorMessage(), "nothing was sent to the AI provider") {
+		t.Errorf("a per-chat completion after a turn was refused = %d %s (Retry-After %q); want 503 with Retry-After, nothing sent",
+			r.Status, r.Body, r.Header.Get("Retry-After"))
+	}
+	if h.up.Count() != before+1 {
+		t.Errorf("%d calls upstream after the first turn was refused, want none", h.up.Count()-before-1)
+	}
+	if r := h.call("GET", "/readyz", "", nil); r.Status != 503 {
+		t.Errorf("/readyz with turns refused = %d %s, want 503", r.Status, r.Body)
+	}
+	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("stateless")}})
+
+	for _, id := range docs {
+		h.must(200, "DELETE", "/api/v1/documents/"+id, h.admin, nil)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if r := h.call("GET", "/readyz", "", nil); r.Status == 200 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("/readyz 10s after space was freed = %d %s, want 200", r.Status, r.Body)
+		}
+	}
+	h.must(200, "POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("after")}})
 }

@@ -106,10 +106,10 @@ func fail(op string, err error) error {
 			Message: "the database is locked by another writer (another process, or a migration) and stayed locked too long; retry later", Err: err}
 	}
 	if unreachable(err) {
-		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: err}
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: errors.Join(domain.ErrNoWrites, err)}
 	}
 	if cannotWrite(err) {
-		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: err}
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: errors.Join(domain.ErrNoWrites, err)}
 	}
 	if contended(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op,

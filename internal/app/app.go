@@ -421,6 +421,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
 	})
+	usage.ReportWrites(svcs.Completions.NoteWrite)
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}
 	if cfg.BootstrapAdminKey != "" {
 		// A key the database does not hold, in one that has users, makes a
@@ -445,7 +446,13 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 
 	api := rest.New(svcs, rest.Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
-		Ready: st.Ready, Metrics: m, Logger: log, Origins: cfg.AllowedOrigins,
+		Ready: func(ctx context.Context) error {
+			if err := svcs.Completions.StoringRefused(); err != nil {
+				return err
+			}
+			return st.Ready(ctx)
+		},
+		Metrics: m, Logger: log, Origins: cfg.AllowedOrigins,
 	})
 	api.HandleGet("/metrics", m.Handler())
 	srv := mcp.NewServer(svcs, mcp.Options{ReadOnly: cfg.MCPReadOnly, Version: cfg.Version, Logger: log, Metrics: m, Calls: &a.mcpCalls,
