@@ -24,6 +24,14 @@ func (s *Store) AppendTurnBatch(ctx context.Context, turns []TurnForTest) error 
 	return s.appendTurns(ctx, batch)
 }
 
+// SetSQLiteConnLifetime sets how long the SQLite connections of the stores
+// opened from now on live, and returns a func that puts it back.
+func SetSQLiteConnLifetime(d time.Duration) (restore func()) {
+	was := sqliteConnLifetime
+	sqliteConnLifetime = d
+	return func() { sqliteConnLifetime = was }
+}
+
 // SetBeforeWrite makes f run as each batch's writes begin (nil: nothing).
 // Set it while no turn is being written.
 func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }

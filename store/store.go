@@ -288,6 +288,7 @@ func (s *Store) open(ctx context.Context, dialector gorm.Dialector) error {
 	// keep the ones in use instead of the default two idle.
 	s.sqlDB.SetMaxOpenConns(8)
 	s.sqlDB.SetMaxIdleConns(8)
+	s.sqlDB.SetConnMaxLifetime(sqliteConnLifetime)
 	s.commits = newCommitQueue(1) // SQLite has one writer at a time
 	if err := s.Ping(ctx); err != nil {
 		return err
@@ -375,6 +376,14 @@ func (s *Store) closeDBs() error {
 	}
 	return err
 }
+
+// sqliteConnLifetime is how long a SQLite connection of the pool lives. One
+// opened while the file could not be written (its mode or owner changed
+// by hand, a mount remounted read-only) is read-only for good: renewed,
+// the pool takes writes again within this of the file being put right,
+// without a restart. Opening one costs its pragmas and a read of the
+// schema, well under a millisecond.
+var sqliteConnLifetime = time.Minute
 
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.sqlDB.PingContext(ctx) }

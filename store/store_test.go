@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -3389,5 +3390,50 @@ func TestReadyRefusesAReadOnlyPostgres(t *testing.T) {
 	defer ro.Close()
 	if err := ro.Ready(ctx); err == nil || !strings.Contains(err.Error(), "takes no writes") {
 		t.Errorf("Ready of a read-only database = %v; want an error saying it takes no writes", err)
+	}
+}
+
+// TestSQLiteWritableAgainWithoutRestart: connections the pool opened while
+// the file could not be written (made immutable here, which root cannot
+// write either; a chmod by hand does alike to other users) are read-only
+// for good; the pool renews them, so writes work again soon after the
+// file is put right, without a restart.
+func TestSQLiteWritableAgainWithoutRestart(t *testing.T) {
+	defer store.SetSQLiteConnLifetime(200 * time.Millisecond)()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), "sqlite:"+path)
+	must(t, err)
+	defer s.Close()
+	must(t, s.Migrate(ctx(), "up", nil))
+	sqlDB, err := s.DB().DB()
+	must(t, err)
+	// failedWrites writes on four connections of the pool held at once:
+	// SQLite hands a new connection the file descriptor of one closed
+	// before, if it has one, so holding several opens new ones.
+	failedWrites := func() (failed int) {
+		conns := make([]*sql.Conn, 4)
+		for i := range conns {
+			conns[i], err = sqlDB.Conn(ctx())
+			must(t, err)
+		}
+		for _, c := range conns {
+			if _, err := c.ExecContext(ctx(), "UPDATE projects SET name = name WHERE 0"); err != nil {
+				failed++
+			}
+			must(t, c.Close())
+		}
+		return failed
+	}
+	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i %s (needs root with CAP_LINUX_IMMUTABLE, on ext4 or the like): %v %s", path, err, out)
+	}
+	defer exec.Command("chattr", "-i", path).Run()
+	if failedWrites() == 0 {
+		t.Fatal("every connection took a write while the file could not be written")
+	}
+	must(t, exec.Command("chattr", "-i", path).Run())
+	time.Sleep(300 * time.Millisecond)
+	if n := failedWrites(); n > 0 {
+		t.Errorf("%d of 4 connections refused a write once the file could be written again; want none", n)
 	}
 }
