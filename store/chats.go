@@ -81,7 +81,6 @@ func (s *Store) DeleteChat(ctx context.Context, id string) error {
 		if err := s.deleteChatConversations(ctx, id); err != nil {
 			return fail("store.DeleteChat", err)
 		}
-		res := s.db.WithContext(ctx).Where("id = ?", id).Delete(&chatRow{})
-		return rowsOrNotFound("store.DeleteChat", res, "chat", id)
+		return s.deleteRow(ctx, "store.DeleteChat", "chats", "chat", id)
 	})
 }

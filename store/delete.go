@@ -4,53 +4,56 @@ import (
 	"context"
 
 	"gorm.io/gorm"
+
+	"github.com/parleyhq/parley/domain"
 )
 
-// On SQLite a delete holds the database's one write lock until it commits,
-// and deleting a chat or a project cascades to every conversation, message
-// and usage record it owns: for a large one, millions of rows and seconds,
-// while every other write waits (a turn for its busy timeout, and then it
-// fails, its upstream call already paid for). So on SQLite those rows go
-// first, deleteChunk usage records or conversations per statement, and
-// before a chunk of conversations their messages, messagesPerChunk per
-// statement (a conversation may hold thousands), each statement its own
-// transaction, and other writes take their turn between them. A delete
-// that fails midway has removed some of what it was removing; sent again,
-// it goes on. On PostgreSQL a delete locks only its own rows, and runs as
-// one statement.
+// Deleting a chat or a project cascades to every conversation, message,
+// usage record and document it owns: for a large one, millions of rows
+// and seconds. On SQLite a delete holds the database's one write lock
+// until it commits, while every other write waits (a turn for its busy
+// timeout, and then it fails, its upstream call already paid for). On
+// PostgreSQL it holds only its own rows' locks, but turns still arriving
+// for those conversations wait on them, and once they fill the commit
+// queue's four batches every other project's turns wait behind them: one
+// statement stalled every tenant's completions for as long as it ran. So
+// those rows go first, deleteChunk usage records, documents or
+// conversations per statement (on SQLite, before a chunk of conversations,
+// their messages, messagesPerChunk per statement: a conversation may hold
+// thousands; on PostgreSQL they go with their conversations), each
+// statement its own transaction, and other writes take their turn between
+// them. A delete that fails midway has removed some of what it was
+// removing; sent again, it goes on.
 const (
 	deleteChunk      = 256
 	messagesPerChunk = 8 // × the chunk: messages deleted per statement
 )
 
 // deleteWhole runs del, the delete of a chat or a project (key names it).
-// On SQLite, a chunk per statement, a delete cut midway would leave the
-// chat or project in place without part of its rows, its usage records
-// among them, the usage report's figures gone with them: once begun, it
-// runs to its end, whatever becomes of the caller's context (a statement
-// that fails, the database closed at shutdown or locked by another process
-// past its busy timeout, leaves it part done; sent again, it goes on). A
-// delete sent again while the first runs (by a client that gave up on it)
-// waits for the first's result rather than run beside it, each holding a
-// connection of the pool's eight. On PostgreSQL it is one statement, which
-// a cut rolls back whole.
+// A chunk per statement, a delete cut midway would leave the chat or
+// project in place without part of its rows, its usage records among
+// them, the usage report's figures gone with them: once begun, it runs to
+// its end, whatever becomes of the caller's context (a statement that
+// fails, the database closed at shutdown, unreachable, or locked by
+// another process past its busy timeout, leaves it part done; sent again,
+// it goes on). A delete sent again while the first runs (by a client that
+// gave up on it) waits for the first's result rather than run beside it,
+// each holding a connection of the pool.
 func (s *Store) deleteWhole(ctx context.Context, key string, del func(context.Context) error) error {
-	if s.dialect != SQLite {
-		return del(ctx)
-	}
 	ctx = context.WithoutCancel(ctx)
 	_, err, _ := s.deletes.Do(key, func() (any, error) { return nil, del(ctx) })
 	return err
 }
 
-// deleteChatConversations deletes, on SQLite, the conversations of chatID
-// a chunk at a time, each chunk's messages first, messagesPerChunk chunks'
-// worth per statement.
+// deleteChatConversations deletes the conversations of chatID a chunk at
+// a time: on SQLite each chunk's messages first, messagesPerChunk chunks'
+// worth per statement; on PostgreSQL with them (ON DELETE CASCADE).
 func (s *Store) deleteChatConversations(ctx context.Context, chatID string) error {
-	if s.dialect != SQLite {
-		return nil
-	}
 	chunk := s.chunk()
+	if s.dialect != SQLite {
+		return s.deleteInChunks(ctx, chunk, "DELETE FROM conversations WHERE id IN "+
+			"(SELECT id FROM conversations WHERE chat_id = ? LIMIT ?)", chatID)
+	}
 	for {
 		var ids []string
 		if err := s.db.WithContext(ctx).Raw("SELECT id FROM conversations WHERE chat_id = ? LIMIT ?", chatID, chunk).Scan(&ids).Error; err != nil {
@@ -75,12 +78,9 @@ func (s *Store) deleteChatConversations(ctx context.Context, chatID string) erro
 	}
 }
 
-// deleteProjectRows deletes, on SQLite, the conversations of projectID's
-// chats and its usage records a chunk at a time.
+// deleteProjectRows deletes the conversations of projectID's chats, its
+// usage records and its documents a chunk at a time.
 func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
-	if s.dialect != SQLite {
-		return nil
-	}
 	var chats []string
 	if err := s.db.WithContext(ctx).Raw("SELECT id FROM chats WHERE project_id = ? ORDER BY id", projectID).Scan(&chats).Error; err != nil {
 		return err
@@ -98,6 +98,21 @@ func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 	// statement would hold the write lock for as long as they take.
 	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM documents WHERE id IN "+
 		"(SELECT id FROM documents WHERE project_id = ? LIMIT ?)", projectID)
+}
+
+// deleteRow deletes the row id of table, a chat's or a project's, and
+// with it what is left of its rows (ON DELETE CASCADE), holding SQLite's
+// writer as the chunks before it did (deleteExec); NotFound, naming it
+// what, when there is none.
+func (s *Store) deleteRow(ctx context.Context, op, table, what, id string) error {
+	n, err := s.deleteExec(ctx, "DELETE FROM "+table+" WHERE id = ?", id)
+	if err != nil {
+		return fail(op, err)
+	}
+	if n == 0 {
+		return because(op, domain.NotFoundf(what, id), nil)
+	}
+	return nil
 }
 
 // chunk is the rows per statement of a chunked delete: deleteChunk, or a

@@ -88,16 +88,7 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 		if err := s.deleteProjectRows(ctx, id); err != nil {
 			return fail(op, err)
 		}
-		// What is left goes with the project's row (ON DELETE CASCADE),
-		// holding SQLite's writer as the chunks did (deleteExec).
-		n, err := s.deleteExec(ctx, "DELETE FROM projects WHERE id = ?", id)
-		if err != nil {
-			return fail(op, err)
-		}
-		if n == 0 {
-			return because(op, domain.NotFoundf("project", id), nil)
-		}
-		return nil
+		return s.deleteRow(ctx, op, "projects", "project", id)
 	})
 }
 
