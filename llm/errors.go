@@ -112,6 +112,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Timeout, "the AI provider's stream sent nothing for "+seconds(c.cfg.IdleTimeout)+" and was ended"
 	case ex.endedQuiet() == errQuiet:
 		e.Kind, e.Message = domain.Timeout, "the AI provider's response stopped for "+seconds(c.cfg.IdleTimeout)+" before its end and was ended"
+	case ex.endedQuiet() == errSlow:
+		e.Kind, e.Message = domain.Timeout, "the AI provider did not finish its reply within "+seconds(c.cfg.ResponseTimeout)+" and it was ended"
 	case lineTooLong:
 		e.Message = fmt.Sprintf("the AI provider's stream line exceeded %d bytes", c.cfg.MaxLineBytes)
 	case eventTooLong:

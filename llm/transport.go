@@ -109,7 +109,7 @@ type exchange struct {
 	replied      bool  // the SDK read a whole streamed reply (see markReplied)
 	wrote        bool  // the request went out whole (see taken)
 	gotData      bool  // the stream sent its first data line
-	quietEnd     error // errNoData or errQuiet: why a quiet timer ended the call
+	quietEnd     error // errNoData, errQuiet or errSlow: why a quiet timer ended the call
 
 	// replyBytes is what a stream's reply holds so far (see addReply);
 	// only the call's goroutine reads and writes it.
@@ -213,6 +213,7 @@ func (ex *exchange) sawData() bool {
 var (
 	errNoData = errors.New("the stream sent no data within the first-byte timeout")
 	errQuiet  = errors.New("the response sent nothing for the idle timeout")
+	errSlow   = errors.New("the whole reply did not come within the response timeout")
 )
 
 // addReply counts a streamed delta's bytes (text, refusal, tool calls'
@@ -337,7 +338,8 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		if ex.keepBody && resp.ContentLength > 0 && resp.ContentLength <= t.cfg.MaxResponseBytes {
 			ex.body.all = make([]byte, 0, resp.ContentLength)
 		}
-		ex.body.watchQuiet(t.cfg.IdleTimeout, cancel)
+		// The response timeout bounds the whole reply, its body too.
+		ex.body.watchQuiet(t.cfg.IdleTimeout, sent.Add(t.cfg.ResponseTimeout), cancel)
 		resp.Body = ex.body
 	}
 	return resp, nil
@@ -436,19 +438,32 @@ type quietWatch struct {
 	timer *time.Timer
 	idle  time.Duration
 	last  atomic.Int64 // the last mark, in Unix nanoseconds
+	// until, when set, ends the call with errSlow then however busy: a
+	// whole reply's body sent a byte at a time, each within the idle
+	// timeout, would else hold the call for ever.
+	until time.Time
 }
 
 func (q *quietWatch) mark() { q.last.Store(time.Now().UnixNano()) }
 
 // expired is the timer's func once marks count.
 func (q *quietWatch) expired(ex *exchange, cancel context.CancelCauseFunc) {
+	if !q.until.IsZero() && !time.Now().Before(q.until) {
+		ex.endQuiet(errSlow)
+		cancel(errSlow)
+		return
+	}
 	quiet := time.Since(time.Unix(0, q.last.Load()))
 	if quiet >= q.idle {
 		ex.endQuiet(errQuiet)
 		cancel(errQuiet)
 		return
 	}
-	q.timer.Reset(q.idle - quiet)
+	next := q.idle - quiet
+	if !q.until.IsZero() {
+		next = min(next, time.Until(q.until))
+	}
+	q.timer.Reset(next)
 }
 
 func (q *quietWatch) stop() {
@@ -481,12 +496,12 @@ type capReader struct {
 	keepAll bool
 }
 
-// watchQuiet starts the quiet watch: idle is the idle timeout, cancel the
-// call's.
-func (r *capReader) watchQuiet(idle time.Duration, cancel context.CancelCauseFunc) {
-	r.quiet.idle = idle
+// watchQuiet starts the quiet watch: idle is the idle timeout, until when
+// the whole body must have come, cancel the call's.
+func (r *capReader) watchQuiet(idle time.Duration, until time.Time, cancel context.CancelCauseFunc) {
+	r.quiet.idle, r.quiet.until = idle, until
 	r.quiet.mark()
-	r.quiet.timer = time.AfterFunc(idle, func() { r.quiet.expired(r.ex, cancel) })
+	r.quiet.timer = time.AfterFunc(min(idle, time.Until(until)), func() { r.quiet.expired(r.ex, cancel) })
 }
 
 // headBytes bounds capReader.head: an error body is short, and a reply

@@ -157,6 +157,9 @@ const (
 	// waits until the client goes away, as an upstream whose connection
 	// stalls mid-body. A stream plays FaultHang.
 	FaultStallBody
+	// FaultTrickleBody sends a whole reply's body a byte every ChunkDelay,
+	// as an upstream that is never quite quiet and never done.
+	FaultTrickleBody
 )
 
 // UnendedEventLine is the size of each data line of FaultUnendedEvent,
@@ -947,6 +950,14 @@ func (x *exchange) writeError(status int, msg string) {
 // writeBody writes a whole body after its headers: under FaultStallBody,
 // only its first half, and then it waits for the client to go away.
 func (x *exchange) writeBody(body []byte) {
+	if x.b.Fault == FaultTrickleBody {
+		for i := range body {
+			if !x.wait(x.b.ChunkDelay) || !x.write(body[i:i+1]) {
+				return
+			}
+		}
+		return
+	}
 	if x.b.Fault != FaultStallBody {
 		x.write(body)
 		return
