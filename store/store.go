@@ -607,6 +607,11 @@ func lockMigrations(ctx context.Context, path string) (unlock func(), err error)
 		_ = conn.Close()
 	}
 	_ = db.Close()
+	if cannotWrite(err) {
+		// Taking the lock writes its journal: out of disk, or on a
+		// read-only mount, that is what is wrong, not the lock.
+		return nil, fmt.Errorf("take the migration lock %s: the file system cannot take writes (is the disk full, or mounted read-only?): %w", lockPath, err)
+	}
 	return nil, fmt.Errorf("take the migration lock %s (check its owner and mode; with no parley running it may be deleted): %w", lockPath, err)
 }
 
