@@ -160,6 +160,10 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		}
 	case errors.Is(err, syscall.ECONNREFUSED):
 		e.Message = "the AI provider refused the connection; check the provider's baseUrl"
+	case errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE):
+		// Parley's own limit, not the provider's failure: the operator's
+		// to raise (ulimit -n), and the caller's to retry.
+		e.Kind, e.Message = domain.Unavailable, "Parley has too many files and connections open to call the AI provider now; retry later"
 	case errors.As(err, &dnsErr):
 		e.Message = "the AI provider's host could not be resolved; check the provider's baseUrl"
 	case isConnDropped(err):

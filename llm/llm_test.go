@@ -10,12 +10,14 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1511,6 +1513,24 @@ func TestThreeHundredsWithoutLocation(t *testing.T) {
 					t.Errorf("upstream requests = %d, want %d (a 3xx is not tried again)", got, want)
 				}
 			})
+		}
+	}
+}
+
+// TestOutOfFileDescriptors: a dial the process has no descriptor for
+// (EMFILE, as the kernel answers past ulimit -n) is Parley's limit, a 503
+// to retry, not the provider's failure: a 502, which clients are told not
+// to retry.
+func TestOutOfFileDescriptors(t *testing.T) {
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+	}}}
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: typ, BaseURL: "http://127.0.0.1:1/v1", APIKey: testKey}, Model: "m",
+			Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "x"}}}
+		_, _, err := run(context.Background(), newClient(t, func(c *llm.Config) { c.HTTPClient = hc }), req, false)
+		if got, want := domain.KindOf(err), domain.Unavailable; got != want || !strings.Contains(domain.MessageOf(err), "too many files and connections open") {
+			t.Errorf("%s: kind %v, %q; want %v saying Parley has too many open", typ, got, domain.MessageOf(err), want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -135,6 +136,7 @@ const (
 	sqliteReadOnly = 8
 	sqliteIOErr    = 10
 	sqliteFull     = 13
+	sqliteCantOpen = 14 // not of the three: the file could not be opened at all (see unreachable)
 )
 
 // cannotWrite reports whether err says the database is up but refuses
@@ -164,8 +166,9 @@ func cannotWrite(err error) bool {
 // connection (SQLSTATE classes 08 and 57P, too many connections), a
 // connection that could not be made or was lost (connLost; since pgx
 // v5.13 database/sql no longer runs such a statement again itself, as it
-// may have reached the server), a network timeout, or SQLite's lock still
-// held after its busy timeout.
+// may have reached the server), a network timeout, SQLite's lock still
+// held after its busy timeout, or a file that could not be opened (SQLite's
+// CANTOPEN, the process out of file descriptors).
 func unreachable(err error) bool {
 	var connect *pgconn.ConnectError
 	var netErr net.Error
@@ -177,7 +180,11 @@ func unreachable(err error) bool {
 	if errors.As(err, &pg) {
 		return strings.HasPrefix(pg.Code, "08") || strings.HasPrefix(pg.Code, "57P") || pg.Code == "53300"
 	}
-	return locked(err)
+	var lite *sqlitedriver.Error
+	if errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen {
+		return true // a new connection could not open the file: out of file descriptors, the file gone
+	}
+	return locked(err) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
 // locked reports whether err is SQLite's answer that another connection

@@ -3444,3 +3444,24 @@ func TestSQLiteWritableAgainWithoutRestart(t *testing.T) {
 		t.Errorf("%d of 4 connections refused a write once the file could be written again; want none", n)
 	}
 }
+
+// TestSQLiteFileThatCannotBeOpened: a connection of the pool that cannot
+// open the file (here a directory in its place; the process out of file
+// descriptors does alike) is the database unavailable, a 503 to retry,
+// not a fault of Parley's.
+func TestSQLiteFileThatCannotBeOpened(t *testing.T) {
+	defer store.SetSQLiteConnLifetime(100 * time.Millisecond)()
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), "sqlite:"+path)
+	must(t, err)
+	defer s.Close()
+	must(t, s.Migrate(ctx(), "up", nil))
+	w := newWorld(t, s)
+	must(t, os.Rename(path, path+".away"))
+	must(t, os.Mkdir(path, 0o700))
+	time.Sleep(200 * time.Millisecond) // the pool's connections expire
+	_, err = s.GetProject(ctx(), w.prjA.ID)
+	if domain.KindOf(err) != domain.Unavailable {
+		t.Errorf("a read when the file cannot be opened = %v (kind %v), want Unavailable", err, domain.KindOf(err))
+	}
+}
