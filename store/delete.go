@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"time"
 
 	"gorm.io/gorm"
 
@@ -90,8 +91,7 @@ func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 			return err
 		}
 	}
-	if err := s.deleteInChunks(ctx, s.chunk(), "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
-		"(SELECT created_at, id FROM usage_records WHERE project_id = ? LIMIT ?)", projectID, projectID); err != nil {
+	if err := s.deleteProjectUsage(ctx, projectID); err != nil {
 		return err
 	}
 	// Documents are up to 4 MiB each: thousands in the project's own
@@ -99,6 +99,22 @@ func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM documents WHERE id IN "+
 		"(SELECT id FROM documents WHERE project_id = ? LIMIT ?)", projectID)
 }
+
+// deleteProjectUsage deletes projectID's usage records a chunk at a time:
+// on PostgreSQL resuming each chunk where the last ended, as the sweep
+// does (deleteUsageFrom), rather than reading the table from its start
+// past the records deleted before.
+func (s *Store) deleteProjectUsage(ctx context.Context, projectID string) error {
+	if s.dialect != SQLite {
+		_, err := s.deleteUsageFrom(ctx, projectID, endOfTime)
+		return err
+	}
+	return s.deleteInChunks(ctx, s.chunk(), "DELETE FROM usage_records WHERE project_id = ? AND (created_at, id) IN "+
+		"(SELECT created_at, id FROM usage_records WHERE project_id = ? LIMIT ?)", projectID, projectID)
+}
+
+// endOfTime is after every record's time.
+var endOfTime = time.Date(9999, 12, 31, 0, 0, 0, 0, time.UTC)
 
 // deleteRow deletes the row id of table, a chat's or a project's, and
 // with it what is left of its rows (ON DELETE CASCADE), holding SQLite's
