@@ -68,8 +68,14 @@ type ChatUpdate struct {
 	Model         *string
 }
 
-func (s *Chats) validate(ctx context.Context, c *Chat) error {
-	if err := checkName("name", c.Name, false); err != nil {
+// validate checks c, created or, from before, updated (before is nil on
+// create).
+func (s *Chats) validate(ctx context.Context, c, before *Chat) error {
+	var was *string
+	if before != nil {
+		was = &before.Name
+	}
+	if err := checkUpdatedName("name", c.Name, false, was); err != nil {
 		return err
 	}
 	if err := checkText("systemMessage", c.SystemMessage, false, maxTextLen); err != nil {
@@ -99,7 +105,7 @@ func (s *Chats) Create(ctx context.Context, in ChatCreate) (*Chat, error) {
 	now := s.now()
 	c := &Chat{ID: NewID(PrefixChat), ProjectID: in.ProjectID, AIProviderID: in.AIProviderID, Name: strings.TrimSpace(in.Name),
 		SystemMessage: in.SystemMessage, Model: strings.TrimSpace(in.Model), CreatedAt: now, UpdatedAt: now}
-	if err := s.validate(ctx, c); err != nil {
+	if err := s.validate(ctx, c, nil); err != nil {
 		return nil, err
 	}
 	if err := s.store.CreateChat(ctx, c); err != nil {
@@ -177,7 +183,7 @@ func (s *Chats) update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 	if in.Model != nil {
 		c.Model = strings.TrimSpace(*in.Model)
 	}
-	if err := s.validate(ctx, c); err != nil {
+	if err := s.validate(ctx, c, &before); err != nil {
 		return nil, err
 	}
 	if !unchanged(before, c) {

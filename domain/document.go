@@ -116,8 +116,14 @@ type DocumentUpdate struct {
 	Metadata map[string]any // nil leaves it; an empty map clears it
 }
 
-func validateDocument(d *Document) error {
-	if err := checkName("name", d.Name, true); err != nil {
+// validateDocument checks d, created or, from before, updated (before is
+// nil on create).
+func validateDocument(d, before *Document) error {
+	var was *string
+	if before != nil {
+		was = &before.Name
+	}
+	if err := checkUpdatedName("name", d.Name, true, was); err != nil {
 		return err
 	}
 	if len(d.Content) > maxDocumentBytes {
@@ -252,7 +258,7 @@ func (s *Documents) Create(ctx context.Context, in DocumentCreate) (*Document, e
 	now := s.now()
 	d := &Document{ID: NewID(PrefixDocument), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Content: in.Content,
 		MimeType: in.MimeType, Metadata: noMembersIsNone(in.Metadata), CreatedAt: now, UpdatedAt: now}
-	if err := validateDocument(d); err != nil {
+	if err := validateDocument(d, nil); err != nil {
 		return nil, err
 	}
 	if err := s.store.CreateDocument(ctx, d); err != nil {
@@ -319,7 +325,7 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 	if in.Metadata != nil {
 		d.Metadata = noMembersIsNone(in.Metadata)
 	}
-	if err := validateDocument(d); err != nil {
+	if err := validateDocument(d, &before); err != nil {
 		return nil, err
 	}
 	if unchanged(before, d) {

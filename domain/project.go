@@ -153,8 +153,16 @@ func (s *Projects) update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 	if in.Description != nil {
 		prj.Description = *in.Description
 	}
-	if err := (ProjectCreate{Name: prj.Name, Description: prj.Description}).validate(); err != nil {
+	// What was sent is checked: a name or description stored before they
+	// took no control character is kept, so that an update of the other
+	// is not refused for it.
+	if err := checkUpdatedName("name", prj.Name, true, &before.Name); err != nil {
 		return nil, err
+	}
+	if in.Description != nil && prj.Description != before.Description {
+		if err := checkProse("description", prj.Description, maxTextLen); err != nil {
+			return nil, err
+		}
 	}
 	if unchanged(before, prj) {
 		return prj, nil

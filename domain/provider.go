@@ -233,7 +233,7 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	if err := s.refSet(nil, p); err != nil {
 		return nil, err
 	}
-	if err := s.validate(ctx, p); err != nil {
+	if err := s.validate(ctx, p, nil); err != nil {
 		return nil, err
 	}
 	if err := s.deps.Store.CreateProvider(ctx, p); err != nil {
@@ -345,8 +345,14 @@ func AzureV1(baseURL string) bool {
 	return err == nil && strings.HasSuffix(strings.TrimRight(u.Path, "/"), "/openai/v1")
 }
 
-func (s *Providers) validate(ctx context.Context, p *AIProvider) error {
-	if err := checkName("name", p.Name, true); err != nil {
+// validate checks p, created or, from before, updated (before is nil on
+// create).
+func (s *Providers) validate(ctx context.Context, p, before *AIProvider) error {
+	var was *string
+	if before != nil {
+		was = &before.Name
+	}
+	if err := checkUpdatedName("name", p.Name, true, was); err != nil {
 		return err
 	}
 	if err := checkModel("defaultModel", p.DefaultModel, true); err != nil {
@@ -626,7 +632,7 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		// provider would send it to wherever the caller points it.
 		return nil, Invalidf("apiKey", "changing the baseUrl of a provider with a stored key sends that key to the new address; send apiKey again with baseUrl (or \"\" to remove it)")
 	}
-	if err := s.validate(ctx, p); err != nil {
+	if err := s.validate(ctx, p, &before); err != nil {
 		return nil, err
 	}
 	if !unchanged(before, p) {

@@ -183,6 +183,17 @@ func checkName(field, v string, required bool) error {
 	return nil
 }
 
+// checkUpdatedName is checkName for an update's name, which was is the
+// stored one (nil on create): a name stored before names took no control
+// character is kept, so that an update of the resource's other fields is
+// not refused for it; one sent new is checked whole.
+func checkUpdatedName(field, v string, required bool, was *string) error {
+	if was != nil && *was == v {
+		return checkText(field, v, required, maxNameLen)
+	}
+	return checkName(field, v, required)
+}
+
 // checkProse checks a description as checkText does, and refuses a
 // control character in it other than a tab or a line break: it is shown
 // as text, in UIs and a terminal, where ESC starts an escape sequence.

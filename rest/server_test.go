@@ -563,6 +563,25 @@ func TestOddInputRefused(t *testing.T) {
 		t.Errorf("a description with ESC = %d %s, want 400 naming description", r.Status, r.Body)
 	}
 	h.must(201, "POST", "/api/v1/projects", h.admin, map[string]any{"name": "lines", "description": "one\r\n\ttwo"})
+	// A name or description stored before they took no control character
+	// does not keep the rest of its resource from changing.
+	old := h.project(h.admin, "old")
+	doc := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": old, "name": "old doc", "content": "x"})["id"].(string)
+	for _, q := range []string{"UPDATE projects SET name = 'old\x1b', description = 'red\x1b[31m' WHERE id = ?", "UPDATE documents SET name = 'old\ndoc' WHERE id = ?"} {
+		id := old
+		if strings.HasPrefix(q, "UPDATE documents") {
+			id = doc
+		}
+		if err := h.app.Store.DB().Exec(q, id).Error; err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.must(200, "PATCH", "/api/v1/projects/"+old, h.admin, map[string]any{"description": "plain"})
+	h.must(200, "PATCH", "/api/v1/projects/"+old, h.admin, map[string]any{"name": "renamed"})
+	h.must(200, "PATCH", "/api/v1/documents/"+doc, h.admin, map[string]any{"content": "y"})
+	if r := h.call("PATCH", "/api/v1/documents/"+doc, h.admin, map[string]any{"name": "new\x1b"}); r.Status != 400 {
+		t.Errorf("a new name with ESC = %d %s, want 400", r.Status, r.Body)
+	}
 	r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"responseFormat":{"type":"json_schema"}}`)
 	if r.Status != 400 || r.ErrorField() != "responseFormat.jsonSchema" || !strings.Contains(r.ErrorMessage(), "is required") {
 		t.Errorf("type json_schema alone = %d %s, want 400 naming responseFormat.jsonSchema as required", r.Status, r.Body)
