@@ -110,34 +110,50 @@ type Completions struct {
 	keyed sync.Map
 	// writesRefused is when the database last refused a write (a turn,
 	// usage records) because it took no writes (ErrNoWrites), in Unix
-	// nanoseconds; 0 once one succeeded. See StoringRefused.
-	writesRefused atomic.Int64
+	// nanoseconds; 0 once a turn was stored. refusedUnreachable says the
+	// refusal was of a database out of reach. See StoringRefused.
+	writesRefused      atomic.Int64
+	refusedUnreachable atomic.Bool
 }
 
 // noWritesBackoff is how long after the database refused a write, for
 // taking no writes, per-chat completions are refused before they go
-// upstream: each would be paid for, then not stored. A write that succeeds
-// ends it at once (the usage records, which are retried, tell); else the
-// first completion after it goes through, and tells.
+// upstream: each would be paid for, then not stored. A turn stored ends it
+// at once, and so does any write once a database that was out of reach
+// answers (the usage records, retried in the background, tell); else the
+// first completion after it goes through, and tells. A small write that
+// goes through does not say a turn would (a disk nearly full).
 const noWritesBackoff = 5 * time.Second
 
-// NoteWrite learns from err, the result of a write of a turn or of usage
-// records, whether the database takes writes: an ErrNoWrites starts
-// noWritesBackoff, a success ends it.
-func (s *Completions) NoteWrite(err error) {
+// noteTurnWrite learns from err, the result of a turn's write, whether the
+// database takes writes: an ErrNoWrites starts noWritesBackoff, a success
+// ends it.
+func (s *Completions) noteTurnWrite(err error) {
 	switch {
 	case err == nil:
 		if s.writesRefused.Load() != 0 {
 			s.writesRefused.Store(0)
 		}
 	case errors.Is(err, ErrNoWrites):
+		s.refusedUnreachable.Store(errors.Is(err, ErrUnreachable))
 		s.writesRefused.Store(s.deps.Now().UnixNano())
 	}
 }
 
+// NoteUsageWrite learns from err, the result of a write of usage records
+// (UsageBatcher.ReportWrites), whether the database takes writes: an
+// ErrNoWrites starts noWritesBackoff, and a success ends one that a
+// database out of reach started.
+func (s *Completions) NoteUsageWrite(err error) {
+	if err == nil && !s.refusedUnreachable.Load() {
+		return
+	}
+	s.noteTurnWrite(err)
+}
+
 // StoringRefused is the Unavailable error, with the wait in RetryAfter,
 // of a per-chat completion sent within noWritesBackoff of the database
-// refusing to store a turn (it is down, out of disk or read-only); nil
+// refusing a write (it is unreachable, out of disk or read-only); nil
 // otherwise. Readiness checks report it too, so that a load balancer
 // sends the completions to an instance that can store them.
 func (s *Completions) StoringRefused() error {
@@ -146,11 +162,11 @@ func (s *Completions) StoringRefused() error {
 		return nil
 	}
 	ago := s.deps.Now().Sub(time.Unix(0, at))
-	if ago >= noWritesBackoff {
-		return nil
+	if ago < 0 || ago >= noWritesBackoff {
+		return nil // a clock stepped back ends it rather than stretch it
 	}
 	return &Error{Kind: Unavailable, RetryAfter: noWritesBackoff - ago,
-		Message: fmt.Sprintf("the database refused to store a turn %s ago (it is unreachable, out of disk or read-only); "+
+		Message: fmt.Sprintf("the database refused a write %s ago (it is unreachable, out of disk or read-only); "+
 			"nothing was sent to the AI provider, whose reply could not be stored: retry later", ago.Round(time.Millisecond))}
 }
 
@@ -299,11 +315,6 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if pl.replay != nil {
 		return replay(pl.replay, emit)
 	}
-	if pl.conv != nil {
-		if err := s.StoringRefused(); err != nil {
-			return nil, err
-		}
-	}
 	pl.started = started
 	if err := pl.params.validateFor(pl.provider.Type); err != nil {
 		return nil, err
@@ -324,6 +335,13 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		// closed its input): nothing goes upstream, and, as for any request
 		// refused before a call upstream, no usage is recorded.
 		return nil, s.endedByServer(ctx, Errorf(Canceled, "the completion was cancelled before it was sent upstream"))
+	}
+	if pl.conv != nil {
+		// Checked once the request is known to be right: a caller's
+		// mistake is a 400 whatever the database does.
+		if err := s.StoringRefused(); err != nil {
+			return nil, err
+		}
 	}
 	p, _ := PrincipalFrom(ctx)
 	budgets, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
@@ -1059,7 +1077,7 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 	pl.conv.UpdatedAt = s.deps.Now()
 	ctx = context.WithoutCancel(ctx)
 	err := s.deps.Store.AppendTurn(ctx, pl.conv, pl.newConv, msgs)
-	s.NoteWrite(err)
+	s.noteTurnWrite(err)
 	if KindOf(err) == Conflict {
 		if pl.requestKey != "" {
 			if _, gerr := s.deps.Store.GetReplyByRequestKey(ctx, pl.requestKey); gerr == nil {

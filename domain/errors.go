@@ -92,6 +92,12 @@ var ErrUpstreamRefused = errors.New("the AI provider refused the request")
 // so (Completions.StoringRefused).
 var ErrNoWrites = errors.New("the database takes no writes")
 
+// ErrUnreachable is within the cause of an ErrNoWrites error of a database
+// out of reach (down, or dropping connections), rather than one that
+// answers but refuses the write (out of disk, read-only): any write that
+// then succeeds says it is back.
+var ErrUnreachable = errors.New("the database is unreachable")
+
 // ErrStale is the cause of the Conflict a store returns when asked to
 // update a row whose updatedAt is no longer the one the update was based on:
 // another write (on this instance or another) came first. The services then

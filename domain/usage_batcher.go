@@ -103,7 +103,7 @@ func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every tim
 func (b *UsageBatcher) Dropped() int64 { return b.droppedTotal.Load() }
 
 // ReportWrites has f told how each write of records went: nil when some
-// were written, else the error (Completions.NoteWrite, which learns from it
+// were written, else the error (Completions.NoteUsageWrite, which learns from it
 // that the database takes writes again, or does not).
 func (b *UsageBatcher) ReportWrites(f func(error)) { b.writesTo.Store(&f) }
 

@@ -173,9 +173,10 @@ func TestCompletionsWhileTheDatabaseIsDown(t *testing.T) {
 // limit) while Parley serves completions. The first per-chat completion
 // goes upstream and cannot store its turn (503); those after it are
 // refused before they go upstream, where each would be paid for and lost,
-// with Retry-After, and /readyz says not ready; stateless ones, which store
-// only their usage, still answer. Once space is freed the usage records
-// kept meanwhile are written, and that ends the refusals at once.
+// with Retry-After (a wrong one still gets its 400), and /readyz says not
+// ready; stateless ones, which store only their usage, still answer. Once
+// space is freed, the refusal ends within its 5 s, and completions store
+// their turns again.
 func TestCompletionsWhileTheDiskIsFull(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "parley.db")
 	st, err := store.Open(context.Background(), "sqlite:"+path+"?_pragma=max_page_count(3000)")
@@ -212,6 +213,8 @@ func TestCompletionsWhileTheDiskIsFull(t *testing.T) {
 	if r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage(long)}}); r.Status != 503 || h.up.Count() != before+1 {
 		t.Fatalf("the first per-chat completion on a full disk = %d %s, %d calls upstream; want 503 after one", r.Status, r.Body, h.up.Count()-before)
 	}
+	// Past the first's usage record, which fits where its turn did not.
+	time.Sleep(600 * time.Millisecond)
 	r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage(long)}})
 	if r.Status != 503 || r.Header.Get("Retry-After") == "" || !strings.Contains(r.ErrorMessage(), "nothing was sent to the AI provider") {
 		t.Errorf("a per-chat completion after a turn was refused = %d %s (Retry-After %q); want 503 with Retry-After, nothing sent",
@@ -222,6 +225,10 @@ func TestCompletionsWhileTheDiskIsFull(t *testing.T) {
 	}
 	if r := h.call("GET", "/readyz", "", nil); r.Status != 503 {
 		t.Errorf("/readyz with turns refused = %d %s, want 503", r.Status, r.Body)
+	}
+	// A request of the caller's to fix is still its 400.
+	if r := h.call("POST", chatPath, h.admin, map[string]any{"messages": []any{userMessage("x")}, "temperature": 7}); r.Status != 400 {
+		t.Errorf("a wrong request while turns are refused = %d %s, want its 400", r.Status, r.Body)
 	}
 	h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("stateless")}})
 

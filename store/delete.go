@@ -57,7 +57,7 @@ func (s *Store) deleteChatConversations(ctx context.Context, chatID string) erro
 	}
 	for {
 		var ids []string
-		if err := s.db.WithContext(ctx).Raw("SELECT id FROM conversations WHERE chat_id = ? LIMIT ?", chatID, chunk).Scan(&ids).Error; err != nil {
+		if err := s.boundedRead(ctx, &ids, "SELECT id FROM conversations WHERE chat_id = ? LIMIT ?", chatID, chunk); err != nil {
 			return err
 		}
 		if len(ids) == 0 {
@@ -83,7 +83,7 @@ func (s *Store) deleteChatConversations(ctx context.Context, chatID string) erro
 // usage records and its documents a chunk at a time.
 func (s *Store) deleteProjectRows(ctx context.Context, projectID string) error {
 	var chats []string
-	if err := s.db.WithContext(ctx).Raw("SELECT id FROM chats WHERE project_id = ? ORDER BY id", projectID).Scan(&chats).Error; err != nil {
+	if err := s.boundedRead(ctx, &chats, "SELECT id FROM chats WHERE project_id = ? ORDER BY id", projectID); err != nil {
 		return err
 	}
 	for _, id := range chats {
@@ -168,6 +168,22 @@ func (s *Store) countDeleted(ctx context.Context, n int, query string, args ...a
 	}
 }
 
+// deleteStatementTimeout bounds each statement of a chunked delete, which
+// runs to its end whatever its caller's context (deleteWhole): a database
+// that hangs ends the delete part done, Unavailable (sent again, it goes
+// on), rather than hold it, and every delete of the same chat or project
+// behind it, for as long as it hangs.
+var deleteStatementTimeout = 30 * time.Second
+
+// boundedRead scans the rows of query into dest within
+// deleteStatementTimeout, for a delete's reads as deleteExec bounds its
+// writes.
+func (s *Store) boundedRead(ctx context.Context, dest any, query string, args ...any) error {
+	ctx, cancel := context.WithTimeout(ctx, deleteStatementTimeout)
+	defer cancel()
+	return s.db.WithContext(ctx).Raw(query, args...).Scan(dest).Error
+}
+
 // deleteExec runs one statement of a chunked delete (an API delete's, a
 // retention sweep's) and returns the rows it deleted. On SQLite it holds
 // the write connection meanwhile, as restartWAL does, its own connection
@@ -177,6 +193,8 @@ func (s *Store) countDeleted(ctx context.Context, n int, query string, args ...a
 // the writer, turns queue in Go and start the moment each statement
 // commits.
 func (s *Store) deleteExec(ctx context.Context, query string, args ...any) (deleted int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, deleteStatementTimeout)
+	defer cancel()
 	if s.dialect != SQLite {
 		res := s.db.WithContext(ctx).Exec(query, args...)
 		return res.RowsAffected, res.Error

@@ -107,7 +107,7 @@ func fail(op string, err error) error {
 			Message: "the database is locked by another writer (another process, or a migration) and stayed locked too long; retry later", Err: err}
 	}
 	if unreachable(err) {
-		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: errors.Join(domain.ErrNoWrites, err)}
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: errors.Join(domain.ErrNoWrites, domain.ErrUnreachable, err)}
 	}
 	if cannotWrite(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: errors.Join(domain.ErrNoWrites, err)}
@@ -121,10 +121,11 @@ func fail(op string, err error) error {
 
 // contended reports whether err is PostgreSQL ending a transaction that
 // deadlocked with another (40P01) or could not be serialized with one
-// (40001): a fault of neither request, which sent again goes through. A
-// delete of a chat or project, which locks the chat and then its
-// conversations, can deadlock with a batch of turns that continues one of
-// them and adds one to the chat.
+// (40001): a fault of neither request, which sent again goes through. The
+// last statement of a chat's or project's delete, which locks its row and
+// then what is left of its rows (the conversations a turn started
+// meanwhile, the members), can deadlock with a transaction that holds one
+// of those and then waits for the chat or project.
 func contended(err error) bool {
 	var pg *pgconn.PgError
 	return errors.As(err, &pg) && (pg.Code == "40P01" || pg.Code == "40001")

@@ -32,6 +32,14 @@ func SetSQLiteConnLifetime(d time.Duration) (restore func()) {
 	return func() { sqliteConnLifetime = was }
 }
 
+// SetDeleteStatementTimeout sets the bound on each statement of a chunked
+// delete, and returns a func that puts it back.
+func SetDeleteStatementTimeout(d time.Duration) (restore func()) {
+	was := deleteStatementTimeout
+	deleteStatementTimeout = d
+	return func() { deleteStatementTimeout = was }
+}
+
 // SetBeforeWrite makes f run as each batch's writes begin (nil: nothing).
 // Set it while no turn is being written.
 func (s *Store) SetBeforeWrite(f func()) { s.beforeWrite = f }

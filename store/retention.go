@@ -56,11 +56,13 @@ func (s *Store) deleteUsageFrom(ctx context.Context, project string, t time.Time
 		args = append(args, t, chunk)
 		var found, gone int64
 		var latest sql.NullTime
-		err := s.db.WithContext(ctx).Raw("WITH chunk AS (SELECT id, created_at FROM usage_records "+
+		stmt, cancel := context.WithTimeout(ctx, deleteStatementTimeout)
+		err := s.db.WithContext(stmt).Raw("WITH chunk AS (SELECT id, created_at FROM usage_records "+
 			"WHERE project_id = ?"+after+" AND created_at < ? ORDER BY created_at LIMIT ?), "+
 			"gone AS (DELETE FROM usage_records WHERE id IN (SELECT id FROM chunk) RETURNING 1) "+
 			"SELECT (SELECT count(*) FROM chunk), (SELECT count(*) FROM gone), (SELECT max(created_at) FROM chunk)", args...).
 			Row().Scan(&found, &gone, &latest)
+		cancel()
 		deleted += gone
 		if err != nil || found < int64(chunk) {
 			return deleted, err

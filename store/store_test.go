@@ -2730,36 +2730,34 @@ func TestTurnStoredUsesTheKey(t *testing.T) {
 
 // TestDeadlockIsUnavailable: a delete that PostgreSQL ends to break a
 // deadlock with another transaction is a 503 that says to retry, not an
-// internal error. Here another transaction holds a conversation of the chat
-// and then waits for the chat, which the delete holds while it waits for
-// the conversation.
+// internal error. Here another transaction holds a member of the project
+// and then waits for the project, which the delete's last statement holds
+// while it waits for the member.
 func TestDeadlockIsUnavailable(t *testing.T) {
 	s := dbtest.Postgres(t)
 	w := newWorld(t, s)
-	conv := newConversation(w.chatA)
-	must(t, s.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "one")))
 	db, err := s.DB().DB()
 	must(t, err)
 	tx, err := db.BeginTx(ctx(), nil)
 	must(t, err)
 	defer func() { _ = tx.Rollback() }()
-	_, err = tx.ExecContext(ctx(), "UPDATE conversations SET updated_at = updated_at WHERE id = $1", conv.ID)
+	_, err = tx.ExecContext(ctx(), "UPDATE project_members SET role = role WHERE project_id = $1", w.prjA.ID)
 	must(t, err)
 	deleted := make(chan error, 1)
-	go func() { deleted <- s.DeleteChat(ctx(), w.chatA.ID) }()
+	go func() { deleted <- s.DeleteProject(ctx(), w.prjA.ID) }()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		var waiting int
-		must(t, db.QueryRowContext(ctx(), "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM \"chats\"%'").Scan(&waiting))
+		must(t, db.QueryRowContext(ctx(), "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE 'DELETE FROM projects%'").Scan(&waiting))
 		if waiting > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the delete never waited for the conversation")
+			t.Fatal("the delete never waited for the member")
 		}
 	}
 	// The delete, which waited first, finds the cycle at its deadlock
 	// timeout (1s by default) and is ended; this statement then goes on.
-	_, txErr := tx.ExecContext(ctx(), "UPDATE chats SET name = name WHERE id = $1", w.chatA.ID)
+	_, txErr := tx.ExecContext(ctx(), "UPDATE projects SET name = name WHERE id = $1", w.prjA.ID)
 	select {
 	case err := <-deleted:
 		if txErr != nil {
@@ -3464,4 +3462,27 @@ func TestSQLiteFileThatCannotBeOpened(t *testing.T) {
 	if domain.KindOf(err) != domain.Unavailable {
 		t.Errorf("a read when the file cannot be opened = %v (kind %v), want Unavailable", err, domain.KindOf(err))
 	}
+}
+
+// TestDeleteWhenTheDatabaseHangs: a chat's delete runs to its end whatever
+// its caller's context, but each of its statements has a deadline: with
+// PostgreSQL hanging it ends Unavailable (sent again, it goes on), where it
+// held on for as long as the database hung, and every delete of the chat
+// behind it.
+func TestDeleteWhenTheDatabaseHangs(t *testing.T) {
+	defer store.SetDeleteStatementTimeout(300 * time.Millisecond)()
+	s, p := dbtest.PostgresThroughProxy(t)
+	w := newWorld(t, s)
+	p.Stall()
+	done := make(chan error, 1)
+	go func() { done <- s.DeleteChat(ctx(), w.chatA.ID) }()
+	select {
+	case err := <-done:
+		if domain.KindOf(err) != domain.Unavailable {
+			t.Errorf("a delete with the database hanging = %v, want Unavailable", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("a delete with the database hanging did not end within 10s")
+	}
+	p.Down() // let the pool's stalled connections go before the cleanup closes the store
 }

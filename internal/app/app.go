@@ -421,7 +421,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
 	})
-	usage.ReportWrites(svcs.Completions.NoteWrite)
+	usage.ReportWrites(svcs.Completions.NoteUsageWrite)
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}
 	if cfg.BootstrapAdminKey != "" {
 		// A key the database does not hold, in one that has users, makes a
