@@ -1169,64 +1169,53 @@ func TestOversizedStreamedReply(t *testing.T) {
 	}
 }
 
-// TestTricklingBody: a whole reply's body that never goes quiet for the
-// idle timeout, a byte at a time, is still ended at the response timeout,
-// which bounds the whole reply: it held the call for as long as it went on.
-func TestTricklingBody(t *testing.T) {
-	const timeout = 400 * time.Millisecond
-	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
-		t.Run(string(typ), func(t *testing.T) {
-			s := llmtest.NewServer(t)
-			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultTrickleBody, ChunkDelay: 20 * time.Millisecond})
-			c := newClient(t, func(c *llm.Config) { c.IdleTimeout, c.ResponseTimeout = 300*time.Millisecond, timeout })
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a client that gives up
-			defer cancel()
-			start := time.Now()
-			_, _, err := run(ctx, c, request(typ, s), false)
-			if got, want := domain.KindOf(err), domain.Timeout; got != want {
-				t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
-			}
-			if got, want := domain.MessageOf(err), "the AI provider did not finish its reply within 400ms and it was ended"; got != want {
-				t.Errorf("message = %q, want %q", got, want)
-			}
-			if d := time.Since(start); d < timeout || d > 5*time.Second {
-				t.Errorf("took %v, want about the response timeout", d)
-			}
-		})
-	}
-}
-
 // TestStalledBody: once a response's headers came, its body may not stall
 // for good. A whole reply's body that sends nothing for the idle timeout
 // is ended (504, as a stream that goes quiet); an error body has the idle
 // timeout to arrive, and its status then decides (a 502 is retried).
+//
+// A body that never goes quiet for the idle timeout, a byte at a time, is
+// still ended at the response timeout, which bounds the whole reply: it
+// held the call for as long as it went on.
 func TestStalledBody(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
-		t.Run(string(typ)+"/reply", func(t *testing.T) {
-			s := llmtest.NewServer(t)
-			s.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStallBody})
-			c := newClient(t, func(c *llm.Config) { c.IdleTimeout = idle })
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a client that gives up
-			defer cancel()
-			start := time.Now()
-			_, _, err := run(ctx, c, request(typ, s), false)
-			if got, want := domain.KindOf(err), domain.Timeout; got != want {
-				t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
-			}
-			if got, want := domain.MessageOf(err), "the AI provider's response stopped for 300ms before its end and was ended"; got != want {
-				t.Errorf("message = %q, want %q", got, want)
-			}
-			if d := time.Since(start); d < idle || d > 5*time.Second {
-				t.Errorf("took %v, want about the idle timeout", d)
-			}
-			if got := s.Count(); got != 1 {
-				t.Errorf("upstream requests = %d, want 1 (timeouts are not retried)", got)
-			}
-			if !s.WaitCanceledN(s.Last().N, time.Second) {
-				t.Error("the upstream did not see the request abandoned")
-			}
-		})
+		for _, tc := range []struct {
+			name    string
+			b       llmtest.Behavior
+			bound   time.Duration // the response timeout; the idle timeout is idle
+			message string
+		}{
+			{"reply", llmtest.Behavior{Fault: llmtest.FaultStallBody}, 10 * time.Minute,
+				"the AI provider's response stopped for 300ms before its end and was ended"},
+			{"trickling reply", llmtest.Behavior{Fault: llmtest.FaultTrickleBody, ChunkDelay: 20 * time.Millisecond}, 400 * time.Millisecond,
+				"the AI provider did not finish its reply within 400ms and it was ended"},
+		} {
+			t.Run(string(typ)+"/"+tc.name, func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				s.Enqueue(tc.b)
+				c := newClient(t, func(c *llm.Config) { c.IdleTimeout, c.ResponseTimeout = idle, tc.bound })
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // a client that gives up
+				defer cancel()
+				start := time.Now()
+				_, _, err := run(ctx, c, request(typ, s), false)
+				if got, want := domain.KindOf(err), domain.Timeout; got != want {
+					t.Fatalf("kind = %v, want %v (%v) after %v", got, want, err, time.Since(start))
+				}
+				if got := domain.MessageOf(err); got != tc.message {
+					t.Errorf("message = %q, want %q", got, tc.message)
+				}
+				if d := time.Since(start); d < min(idle, tc.bound) || d > 5*time.Second {
+					t.Errorf("took %v, want about the timeout", d)
+				}
+				if got := s.Count(); got != 1 {
+					t.Errorf("upstream requests = %d, want 1 (timeouts are not retried)", got)
+				}
+				if !s.WaitCanceledN(s.Last().N, time.Second) {
+					t.Error("the upstream did not see the request abandoned")
+				}
+			})
+		}
 		for _, m := range modes() {
 			t.Run(string(typ)+"/error body/"+m.name, func(t *testing.T) {
 				s := llmtest.NewServer(t)

@@ -3398,18 +3398,27 @@ func TestReadyRefusesAReadOnlyPostgres(t *testing.T) {
 	}
 }
 
+// sqliteRenewing opens and migrates a SQLite store at a path of its own,
+// whose pool renews its connections after lifetime, and returns it with
+// the path.
+func sqliteRenewing(t *testing.T, lifetime time.Duration) (*store.Store, string) {
+	t.Helper()
+	t.Cleanup(store.SetSQLiteConnLifetime(lifetime)) // set for Open, put back at the end
+	path := filepath.Join(t.TempDir(), "parley.db")
+	s, err := store.Open(ctx(), "sqlite:"+path)
+	must(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	must(t, s.Migrate(ctx(), "up", nil))
+	return s, path
+}
+
 // TestSQLiteWritableAgainWithoutRestart: connections the pool opened while
 // the file could not be written (made immutable here, which root cannot
 // write either; a chmod by hand does alike to other users) are read-only
 // for good; the pool renews them, so writes work again soon after the
 // file is put right, without a restart.
 func TestSQLiteWritableAgainWithoutRestart(t *testing.T) {
-	defer store.SetSQLiteConnLifetime(200 * time.Millisecond)()
-	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := store.Open(ctx(), "sqlite:"+path)
-	must(t, err)
-	defer s.Close()
-	must(t, s.Migrate(ctx(), "up", nil))
+	s, path := sqliteRenewing(t, 200*time.Millisecond)
 	sqlDB, err := s.DB().DB()
 	must(t, err)
 	// failedWrites writes on four connections of the pool held at once:
@@ -3448,17 +3457,12 @@ func TestSQLiteWritableAgainWithoutRestart(t *testing.T) {
 // descriptors does alike) is the database unavailable, a 503 to retry,
 // not a fault of Parley's.
 func TestSQLiteFileThatCannotBeOpened(t *testing.T) {
-	defer store.SetSQLiteConnLifetime(100 * time.Millisecond)()
-	path := filepath.Join(t.TempDir(), "parley.db")
-	s, err := store.Open(ctx(), "sqlite:"+path)
-	must(t, err)
-	defer s.Close()
-	must(t, s.Migrate(ctx(), "up", nil))
+	s, path := sqliteRenewing(t, 100*time.Millisecond)
 	w := newWorld(t, s)
 	must(t, os.Rename(path, path+".away"))
 	must(t, os.Mkdir(path, 0o700))
 	time.Sleep(200 * time.Millisecond) // the pool's connections expire
-	_, err = s.GetProject(ctx(), w.prjA.ID)
+	_, err := s.GetProject(ctx(), w.prjA.ID)
 	if domain.KindOf(err) != domain.Unavailable {
 		t.Errorf("a read when the file cannot be opened = %v (kind %v), want Unavailable", err, domain.KindOf(err))
 	}
