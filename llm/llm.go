@@ -188,8 +188,11 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 	for attempt := 0; ; attempt++ {
 		openAIWire := req.Endpoint.Type != domain.ProviderAnthropic
 		// A whole reply's body is kept for what go-openai's types drop: the
-		// calls' extra_content, an openai-compatible server's reasoning.
-		keep := openAIWire && (len(req.Tools) > 0 || req.Endpoint.Type == domain.ProviderOpenAICompatible)
+		// calls' extra_content, an openai-compatible server's reasoning, and
+		// DeepSeek's cache hits, which an openai provider pointed at its
+		// base URL gets too.
+		keep := openAIWire && (len(req.Tools) > 0 || req.Endpoint.Type == domain.ProviderOpenAICompatible ||
+			req.Endpoint.Type == domain.ProviderOpenAI && req.Endpoint.BaseURL != "")
 		ex := &exchange{stream: onDelta != nil, openAIWire: openAIWire, keepBody: keep}
 		res, err := do(withExchange(ctx, ex), ex, cs)
 		if rewritten != nil {

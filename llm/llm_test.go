@@ -1652,13 +1652,17 @@ func TestOpenAIUsageDetails(t *testing.T) {
 			if streamed {
 				header = http.Header{"Content-Type": {"text/event-stream"}}
 			}
-			s.Enqueue(llmtest.Behavior{Body: body, Header: header})
-			res, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), streamed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := res.Usage, (domain.Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15, CachedTokens: tc.cached, ReasoningTokens: tc.reasoning}); got != want {
-				t.Errorf("%s, streamed %v: Usage = %+v, want %+v", tc.details, streamed, got, want)
+			// An openai provider pointed at another base URL (DeepSeek's)
+			// reads it too.
+			for _, typ := range []domain.ProviderType{domain.ProviderOpenAICompatible, domain.ProviderOpenAI} {
+				s.Enqueue(llmtest.Behavior{Body: body, Header: header})
+				res, _, err := run(context.Background(), newClient(t), request(typ, s), streamed)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, want := res.Usage, (domain.Usage{PromptTokens: 10, CompletionTokens: 5, TotalTokens: 15, CachedTokens: tc.cached, ReasoningTokens: tc.reasoning}); got != want {
+					t.Errorf("%s, %s, streamed %v: Usage = %+v, want %+v", typ, tc.details, streamed, got, want)
+				}
 			}
 		}
 	}
