@@ -374,8 +374,8 @@ func choiceError(ex *exchange) string {
 }
 
 // keptChoice decodes, as a C, the first choice of a whole reply's body,
-// kept for the purpose from openai-compatible providers
-// (exchange.keepBody), for what go-openai's types drop; only when the
+// kept for the purpose from openai-compatible providers and openai ones at
+// another base URL (exchange.keepBody), for what go-openai's types drop; only when the
 // body holds member's name, else (or when it has no choice) a zero C.
 func keptChoice[C any](ex *exchange, member string) C {
 	var reply struct {
@@ -807,8 +807,9 @@ type wireUsage struct {
 }
 
 // keptCacheHits reads DeepSeek's prompt_cache_hit_tokens from a whole
-// reply's body, kept from openai-compatible providers (exchange.keepBody),
-// which go-openai's Usage drops: 0 without it.
+// reply's body, kept from openai-compatible providers and openai ones at
+// another base URL (exchange.keepBody), which go-openai's Usage drops: 0
+// without it.
 func keptCacheHits(ex *exchange) int64 {
 	var reply struct {
 		Usage struct {

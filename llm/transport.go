@@ -96,7 +96,7 @@ var errRedirect = errors.New("the AI provider answered with a redirect, which is
 type exchange struct {
 	stream     bool           // the call streams: cap lines and events, not the body
 	openAIWire bool           // cap the non-data lines dataLines accumulates
-	keepBody   bool           // keep a whole reply's body whole (see wholeReplyExtras, wholeReplyReasoning)
+	keepBody   bool           // keep a whole reply's body whole (see wholeReplyExtras, keptChoice, keptCacheHits)
 	jsonSet    map[string]any // top-level fields to set in the JSON request body
 
 	mu           sync.Mutex

@@ -77,10 +77,7 @@ func (s *Server) providerModels(c *echo.Context) ([]domain.Model, error) {
 }
 
 func (s *Server) handleChatModelList(c *echo.Context) error {
-	if err := knownQuery(c); err != nil {
-		return err
-	}
-	models, err := s.svcs.Completions.ChatModels(ctx(c), c.Param("chatId"))
+	models, err := s.chatModels(c)
 	if err != nil {
 		return err
 	}
@@ -88,14 +85,19 @@ func (s *Server) handleChatModelList(c *echo.Context) error {
 }
 
 func (s *Server) handleChatModel(c *echo.Context) error {
-	if err := knownQuery(c); err != nil {
-		return err
-	}
-	models, err := s.svcs.Completions.ChatModels(ctx(c), c.Param("chatId"))
+	models, err := s.chatModels(c)
 	if err != nil {
 		return err
 	}
 	return oneModel(c, models, "/api/v1/chats/"+c.Param("chatId")+"/models")
+}
+
+// chatModels lists the models of the path's chat's provider.
+func (s *Server) chatModels(c *echo.Context) ([]domain.Model, error) {
+	if err := knownQuery(c); err != nil {
+		return nil, err
+	}
+	return s.svcs.Completions.ChatModels(ctx(c), c.Param("chatId"))
 }
 
 // oneModel answers the model of models the path's rest names (a model's
