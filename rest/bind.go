@@ -35,7 +35,7 @@ func (s *Server) bindUpdate(c *echo.Context, v any) error {
 // decode as left out: for an update (bindUpdate), and for a replacement
 // (PUT), whose fields left out take their defaults. fix says what to send
 // instead.
-func (s *Server) bindWithoutNulls(c *echo.Context, v any, fix string) error {
+func (s *Server) bindWithoutNulls(c *echo.Context, v any, fix string, nullable ...string) error {
 	body, err := s.readBody(c)
 	if err != nil {
 		return err
@@ -43,7 +43,7 @@ func (s *Server) bindWithoutNulls(c *echo.Context, v any, fix string) error {
 	if err := wire.Unmarshal(body, v, "field"); err != nil {
 		return err
 	}
-	return wire.RejectNulls(body, "field", fix)
+	return wire.RejectNulls(body, "field", fix, nullable...)
 }
 
 // readBody reads a JSON request body, within the body limit and the

@@ -657,6 +657,39 @@ func TestUsageRecordFields(t *testing.T) {
 	})
 }
 
+// TestLimitsRoundTrip: what a GET of limits gives can be PUT back changed,
+// its output-only projectId and updatedAt (null before any PUT) with it;
+// a projectId that is not the path's is a 400 that changes nothing.
+func TestLimitsRoundTrip(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/projects/" + w.project + "/limits"
+		got := h.must(200, "GET", path, h.admin, nil)
+		if got["updatedAt"] != nil || got["projectId"] != w.project {
+			t.Fatalf("limits never set = %v", got)
+		}
+		got["requestsPerMinute"] = 7
+		if l := h.must(200, "PUT", path, h.admin, got); l["requestsPerMinute"] != 7.0 || l["updatedAt"] == nil {
+			t.Errorf("GET's body PUT back = %v", l)
+		}
+		got = h.must(200, "GET", path, h.admin, nil)
+		got["keyRequestsPerMinute"] = 3
+		if l := h.must(200, "PUT", path, h.admin, got); l["requestsPerMinute"] != 7.0 || l["keyRequestsPerMinute"] != 3.0 {
+			t.Errorf("GET's body with updatedAt PUT back = %v", l)
+		}
+		other := h.world()
+		got["projectId"] = other.project
+		got["requestsPerMinute"] = 1
+		r := h.call("PUT", path, h.admin, got)
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "projectId must be the project in the path ("+w.project+")") {
+			t.Errorf("another project's id = %d %s, want 400", r.Status, r.Body)
+		}
+		if l := h.must(200, "GET", path, h.admin, nil); l["requestsPerMinute"] != 7.0 {
+			t.Errorf("a refused PUT changed the limits: %v", l)
+		}
+	})
+}
+
 func TestRateLimits(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()

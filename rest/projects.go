@@ -223,12 +223,27 @@ func (s *Server) handleLimitsGet(c *echo.Context) error {
 	return c.JSON(http.StatusOK, toLimitsResponse(l))
 }
 
+// limitsPut is the body of a PUT of limits: the limits, and the fields a
+// GET answers besides them, so that what a GET gave can be sent back
+// changed. Those are output only: projectId, if sent, must be the path's
+// project (a body read from another project's limits is copied by leaving
+// it out), and updatedAt is ignored, as AIP-203 has a service do.
+type limitsPut struct {
+	ProjectID string `json:"projectId,omitempty" jsonschema:"readOnly=true"`
+	limitsJSON
+	UpdatedAt *string `json:"updatedAt,omitempty" jsonschema:"readOnly=true,nullable,format=date-time"`
+}
+
 func (s *Server) handleLimitsPut(c *echo.Context) error {
-	var req limitsJSON
-	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit"); err != nil {
+	var req limitsPut
+	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit", "updatedAt"); err != nil {
 		return err
 	}
-	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"), domain.LimitsUpdate(req))
+	projectID := c.Param("projectId")
+	if req.ProjectID != "" && req.ProjectID != projectID {
+		return domain.Invalidf("projectId", "projectId must be the project in the path (%s), or be left out", projectID)
+	}
+	l, err := s.svcs.Limits.Put(ctx(c), projectID, domain.LimitsUpdate(req.limitsJSON))
 	if err != nil {
 		return err
 	}

@@ -42,8 +42,9 @@ func Unmarshal(data []byte, v any, noun string) error {
 // has accepted and decoded as left out: for an update, whose members left
 // out keep their values, it would change nothing without a word; for a
 // replacement, set a default nobody asked for. The first null member is
-// named, and fix says what to send instead.
-func RejectNulls(data []byte, noun, fix string) error {
+// named, and fix says what to send instead. The members named in nullable
+// may be null: fields a request takes only to ignore them.
+func RejectNulls(data []byte, noun, fix string, nullable ...string) error {
 	dec := jsontext.NewDecoder(bytes.NewReader(data))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return nil // not an object: Unmarshal said so already
@@ -54,7 +55,7 @@ func RejectNulls(data []byte, noun, fix string) error {
 			return nil
 		}
 		field := tok.String() // before the decoder moves on: tok is valid until then
-		if dec.PeekKind() == 'n' {
+		if dec.PeekKind() == 'n' && !slices.Contains(nullable, field) {
 			return domain.Invalidf(field, "%s %q cannot be null; %s", noun, field, fix)
 		}
 		if err := dec.SkipValue(); err != nil {
