@@ -948,6 +948,12 @@ func TestInBandErrorChunk(t *testing.T) {
 			"data: {\"error\":{\"message\":\"upstream overloaded\"},\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n"}, true,
 			"the AI provider reported an error during the stream: upstream overloaded"},
 		{"finish_reason error/json", llmtest.Behavior{FinishReason: "error"}, false, "the AI provider reported an error instead of finishing the reply"},
+		{"error beside stop/json", llmtest.Behavior{Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"id":"x","object":"chat.completion","model":"m",` +
+			`"error":{"message":"upstream overloaded"},"choices":[{"index":0,"message":{"role":"assistant","content":"partial"},"finish_reason":"stop"}]}`}, false,
+			"the AI provider reported an error instead of finishing the reply: upstream overloaded"},
+		{"choice error beside stop/json", llmtest.Behavior{Header: http.Header{"Content-Type": {"application/json"}}, Body: `{"id":"x","object":"chat.completion","model":"m",` +
+			`"choices":[{"index":0,"message":{"role":"assistant","content":"partial"},"error":{"message":"cut short"},"finish_reason":"stop"}]}`}, false,
+			"the AI provider reported an error instead of finishing the reply: cut short"},
 		// DeepSeek: "the request is interrupted due to insufficient resource".
 		{"insufficient_system_resource/stream", llmtest.Behavior{FinishReason: "insufficient_system_resource"}, true,
 			"the AI provider reported an error during the stream"},

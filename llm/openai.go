@@ -276,8 +276,10 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	}
 	ch := resp.Choices[0]
 	finish, ok := openAIFinish(string(ch.FinishReason))
-	if !ok {
-		if msg := sanitize(choiceError(ex), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
+	// An error beside a finish reason that would end the reply well is
+	// still an error, as in a stream.
+	if msg := replyError(ex); !ok || msg != "" {
+		if msg := sanitize(msg, cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
 			return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply: %s", msg)
 		}
 		return res, domain.Errorf(domain.Upstream, "the AI provider reported an error instead of finishing the reply")
@@ -371,6 +373,16 @@ func choiceError(ex *exchange) string {
 		} `json:"error"`
 	}](ex, "error")
 	return c.Error.Message
+}
+
+// replyError is the message of the error a whole reply carries beside its
+// choices, its first choice's (choiceError) or its own; "" when there is
+// none or the body was not kept (see keptChoice).
+func replyError(ex *exchange) string {
+	if msg := choiceError(ex); msg != "" || ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"error"`)) {
+		return msg
+	}
+	return bodyMessage(ex.body.all)
 }
 
 // keptChoice decodes, as a C, the first choice of a whole reply's body,
