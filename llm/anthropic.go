@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"slices"
@@ -123,11 +125,11 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 				if err != nil {
 					return p, nil, err
 				}
-				blocks = append(blocks, anthropic.NewToolUseBlock(c.ID, input, c.Name))
+				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), input, c.Name))
 			}
 			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
 		case domain.RoleTool:
-			r := anthropic.ToolResultBlockParam{ToolUseID: m.ToolCallID}
+			r := anthropic.ToolResultBlockParam{ToolUseID: anthropicToolID(m.ToolCallID)}
 			if m.Content != "" {
 				r.Content = []anthropic.ToolResultBlockParamContentUnion{{OfText: &anthropic.TextBlockParam{Text: m.Content}}}
 			}
@@ -163,6 +165,20 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		}
 		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tp})
 	}
+	if len(req.Tools) == 0 {
+		// Anthropic refuses tool_use and tool_result blocks in a request
+		// that defines no tools, where OpenAI-wire providers take a history
+		// of calls without them: the tools it called are defined, by name
+		// alone, and none may be called.
+		for _, name := range calledTools(msgs) {
+			p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{Name: name,
+				Description: anthropic.String("Called earlier in this conversation; not available now."),
+				InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(`{"type":"object"}`))}})
+		}
+		if len(p.Tools) > 0 {
+			req.ToolChoice, req.ParallelToolCalls = &domain.ToolChoice{Mode: domain.ToolChoiceNone}, nil
+		}
+	}
 	// parallelToolCalls false is disable_parallel_tool_use, which each
 	// tool_choice but none carries (auto, Anthropic's default, when none
 	// was chosen).
@@ -191,6 +207,47 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		msgs = nil
 	}
 	return p, msgs, nil
+}
+
+// calledTools is the names of the tools msgs' calls called, each once, in
+// the order first called.
+func calledTools(msgs []domain.LLMMessage) []string {
+	var names []string
+	for _, m := range msgs {
+		for _, c := range m.ToolCalls {
+			if !slices.Contains(names, c.Name) {
+				names = append(names, c.Name)
+			}
+		}
+	}
+	return names
+}
+
+// anthropicToolID is id as a tool_use block's id and a tool_result's
+// tool_use_id, which Anthropic takes only of ^[a-zA-Z0-9_-]+$, and other
+// providers' ids need not be (Kimi K2's "functions.weather:0"). Such an id
+// has each other byte made "_" and a hash of it added, so that two ids
+// that differ stay apart; a call and its result, written from the same
+// id, still match. The stored ids stay as they came.
+func anthropicToolID(id string) string {
+	valid := func(c byte) bool {
+		return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	i := 0
+	for i < len(id) && valid(id[i]) {
+		i++
+	}
+	if i == len(id) && id != "" {
+		return id
+	}
+	b := []byte(id)
+	for j := i; j < len(b); j++ {
+		if !valid(b[j]) {
+			b[j] = '_'
+		}
+	}
+	sum := sha256.Sum256([]byte(id))
+	return string(b) + "_" + hex.EncodeToString(sum[:4])
 }
 
 // anthropicMessages is the request's message list as Anthropic gets it,

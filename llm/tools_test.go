@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -300,9 +301,38 @@ func TestToolResultsAnthropic(t *testing.T) {
 	if normJSON(t, string(got)) != normJSON(t, want) {
 		t.Errorf("upstream messages = %s\nwant %s", got, want)
 	}
+	// The request defines no tools, which Anthropic requires of one with
+	// tool blocks: the history's are defined by name, none to be called.
+	tools, _ := json.Marshal(s.Last().Body["tools"])
+	wantTools := `[{"name":"weather","description":"Called earlier in this conversation; not available now.","input_schema":{"type":"object"}},
+		{"name":"clock","description":"Called earlier in this conversation; not available now.","input_schema":{"type":"object"}}]`
+	if normJSON(t, string(tools)) != normJSON(t, wantTools) {
+		t.Errorf("upstream tools = %s\nwant %s", tools, wantTools)
+	}
+	if choice, _ := json.Marshal(s.Last().Body["tool_choice"]); string(choice) != `{"type":"none"}` {
+		t.Errorf("tool_choice = %s, want none", choice)
+	}
 	sys := s.Last().Messages[0].Content
 	if !strings.HasPrefix(sys, "Be brief.") || !strings.Contains(sys, "conforms to the JSON schema") || !strings.Contains(sys, weatherSchema) {
 		t.Errorf("system = %q, want the schema instruction after the system message", sys)
+	}
+
+	// Another provider's ids (Kimi K2's) go in Anthropic's pattern, the
+	// call's and its result's alike, and two that differ stay apart.
+	req.Messages[2].ToolCalls = []domain.ToolCall{{ID: "functions.weather:0", Type: "function", Name: "weather", Arguments: "{}"},
+		{ID: "functions.weather:1", Type: "function", Name: "weather", Arguments: "{}"}}
+	req.Messages[3].ToolCallID, req.Messages[4].ToolCallID = "functions.weather:0", "functions.weather:1"
+	runDeltas(t, req, false)
+	msgs := s.Last().Body["messages"].([]any)
+	use := msgs[1].(map[string]any)["content"].([]any)
+	results := msgs[2].(map[string]any)["content"].([]any)
+	var ids []string
+	for i := range 2 {
+		id, rid := use[i].(map[string]any)["id"].(string), results[i].(map[string]any)["tool_use_id"].(string)
+		if id != rid || !strings.HasPrefix(id, "functions_weather_"+strconv.Itoa(i)+"_") || slices.Contains(ids, id) {
+			t.Errorf("call %d: tool_use id %q, tool_use_id %q", i, id, rid)
+		}
+		ids = append(ids, id)
 	}
 
 	// Arguments that are not a JSON object cannot become a tool_use input.

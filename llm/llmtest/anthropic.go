@@ -35,6 +35,47 @@ func anthropicTextRefusal(body map[string]any) string {
 	return ""
 }
 
+// anthropicToolsRefusal is the message with which Anthropic refuses a
+// request's tool blocks, "" when it takes them: a tool_use id or a
+// tool_result's tool_use_id outside ^[a-zA-Z0-9_-]+$ (other providers'
+// ids, as Kimi's "functions.weather:0", are), and a tool block in a
+// request that defines no tools.
+func anthropicToolsRefusal(body map[string]any) string {
+	msgs, _ := body["messages"].([]any)
+	tools, _ := body["tools"].([]any)
+	for i, m := range msgs {
+		blocks, _ := m.(map[string]any)["content"].([]any)
+		for j, b := range blocks {
+			bm, _ := b.(map[string]any)
+			var field string
+			switch bm["type"] {
+			case "tool_use":
+				field = "id"
+			case "tool_result":
+				field = "tool_use_id"
+			default:
+				continue
+			}
+			if len(tools) == 0 {
+				return "Requests which include `tool_use` or `tool_result` blocks must define tools."
+			}
+			if id, _ := bm[field].(string); !validToolID(id) {
+				return fmt.Sprintf("messages.%d.content.%d.%s.%s: String should match pattern '^[a-zA-Z0-9_-]+$'", i, j, bm["type"], field)
+			}
+		}
+	}
+	return ""
+}
+
+func validToolID(id string) bool {
+	for _, c := range id {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return id != ""
+}
+
 // textBlocksRefusal checks one content value: a string, or a list of blocks.
 func textBlocksRefusal(field string, content any) string {
 	var texts []string

@@ -610,7 +610,7 @@ func (x *exchange) listModels() {
 // request as sent, "" when it takes it.
 func (x *exchange) refusal() string {
 	if x.req.Protocol == Anthropic {
-		return cmp.Or(anthropicTextRefusal(x.req.Body), cacheControlRefusal(x.req.Body), thinkingRefusal(x.req.Body))
+		return cmp.Or(anthropicTextRefusal(x.req.Body), anthropicToolsRefusal(x.req.Body), cacheControlRefusal(x.req.Body), thinkingRefusal(x.req.Body))
 	}
 	if x.b.ReasoningBack {
 		return reasoningBackRefusal(x.req.Body)
