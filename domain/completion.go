@@ -324,6 +324,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		return nil, err
 	}
 	req := pl.request(endpoint)
+	req.Caller = callerOf(ctx, pl.provider.ID)
 	if err := s.deps.LLM.Check(req); err != nil {
 		// Refused as the provider's adapter would refuse it, before it
 		// counts against a limit or is recorded: nothing goes upstream.
@@ -872,6 +873,16 @@ func (s *Completions) callUpstream(ctx context.Context, pl *plan, meta Completio
 		panic(r)
 	}()
 	return s.deps.LLM.Complete(ctx, req, onDelta)
+}
+
+// callerOf is LLMRequest.Caller for the caller in ctx with the AI
+// provider providerID.
+func callerOf(ctx context.Context, providerID string) string {
+	p, _ := PrincipalFrom(ctx)
+	if p.KeyID != "" {
+		return providerID + "/" + p.KeyID
+	}
+	return providerID + "/user:" + p.UserID
 }
 
 // errPanicked stands for a call upstream that panicked.

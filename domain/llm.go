@@ -67,6 +67,12 @@ type LLMRequest struct {
 	Tools          []Tool
 	ToolChoice     *ToolChoice
 	ResponseFormat *ResponseFormat
+	// Caller names whom the call is for: its AI provider and the caller
+	// (an API key, else a user). What the adapter keeps of a call for the
+	// calls that follow (the thinking behind tool calls) it keeps under
+	// Caller, so that no other caller, of this project or another, finds
+	// it; "" is a caller too.
+	Caller string
 }
 
 // LLMResult is what the upstream answered.

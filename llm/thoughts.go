@@ -16,7 +16,11 @@ import (
 // thoughts remembers, for a while, the thinking each Anthropic reply that
 // called tools carried in its first call's extra_content (thinkingExtra),
 // and each OpenAI-compatible one's reasoning (withReasoningExtra), by that
-// call's id and the key that made it. A client that sends the calls back
+// call's id and name, the caller it was made for (LLMRequest.Caller) and
+// the provider key that made it: upstreams choose call ids, and some
+// choose the same ones in every conversation (Kimi K2's
+// "functions.weather:0"), so nothing less keeps one caller's thinking
+// from going up in another's request. A client that sends the calls back
 // without their extra_content still has them go back with their thinking,
 // which Anthropic and DeepSeek's thinking mode require: OpenAI's SDKs'
 // tool helpers (runTools) rebuild an assistant message from the fields
@@ -48,11 +52,17 @@ const (
 	maxThoughtIDLen = 256
 )
 
-// thoughtKey names the thinking of call id made with apiKey: another key,
-// another tenant's, never finds it.
-func thoughtKey(apiKey domain.Secret, id string) string {
-	sum := sha256.Sum256([]byte(apiKey.Reveal()))
-	return hex.EncodeToString(sum[:8]) + "/" + id
+// thoughtScope is what a thought of req is kept under besides its call:
+// req's caller and a hash of its provider key, so that another caller, or
+// a provider's key replaced by another's, never finds it.
+func thoughtScope(req domain.LLMRequest) string {
+	sum := sha256.Sum256([]byte(req.Endpoint.APIKey.Reveal()))
+	return req.Caller + "/" + hex.EncodeToString(sum[:8])
+}
+
+// thoughtKey names the thinking of call c in scope (thoughtScope).
+func thoughtKey(scope string, c domain.ToolCall) string {
+	return scope + "/" + c.Name + "/" + c.ID
 }
 
 // carriesThought says whether calls carry, in their first one's
@@ -81,7 +91,7 @@ func carriesThought(calls []domain.ToolCall, member string) bool {
 
 // remember keeps the thinking of res's calls, if they carry any under
 // member.
-func (t *thoughts) remember(apiKey domain.Secret, member string, res *domain.LLMResult, now time.Time) {
+func (t *thoughts) remember(scope, member string, res *domain.LLMResult, now time.Time) {
 	if res == nil || !carriesThought(res.ToolCalls, member) {
 		return
 	}
@@ -89,7 +99,7 @@ func (t *thoughts) remember(apiKey domain.Secret, member string, res *domain.LLM
 	if len(c.ID) > maxThoughtIDLen {
 		return
 	}
-	key := thoughtKey(apiKey, c.ID)
+	key := thoughtKey(scope, c)
 	extra := bytes.Clone(c.ExtraContent) // no more than its length kept
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -115,14 +125,14 @@ func (t *thoughts) remember(apiKey domain.Secret, member string, res *domain.LLM
 // message whose calls came back without it under member; msgs itself when
 // none did. The members remembered join those the first call came back
 // with, which keep their values.
-func (t *thoughts) restore(apiKey domain.Secret, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
+func (t *thoughts) restore(scope, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
 	var out []domain.LLMMessage
 	for i, m := range msgs {
 		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls, member) {
 			continue
 		}
 		t.mu.Lock()
-		th, ok := t.byKey[thoughtKey(apiKey, m.ToolCalls[0].ID)]
+		th, ok := t.byKey[thoughtKey(scope, m.ToolCalls[0])]
 		t.mu.Unlock()
 		if !ok || now.Sub(th.at) > thoughtsTTL {
 			continue

@@ -38,7 +38,7 @@ func TestThoughtsBounded(t *testing.T) {
 	}
 	big := thinkingContent([]thinkingBlock{{Type: "thinking", Thinking: strings.Repeat("a", 900<<10), Signature: "s"}})
 	for i := range 40 {
-		th.remember("k", domain.AnthropicExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: fmt.Sprint("big_", i), ExtraContent: big}}}, now)
+		th.remember("k", domain.AnthropicExtra, &domain.LLMResult{ToolCalls: []domain.ToolCall{{ID: fmt.Sprint("big_", i), Name: "f", ExtraContent: big}}}, now)
 	}
 	if big == nil || th.bytes > maxThoughtsBytes || !restored("big_39", now) {
 		t.Errorf("%d bytes kept, want at most %d with the newest", th.bytes, maxThoughtsBytes)
@@ -46,12 +46,16 @@ func TestThoughtsBounded(t *testing.T) {
 	if msgs := sentBack("toolu_2"); &th.restore("other key", domain.AnthropicExtra, msgs, now)[0] != &msgs[0] {
 		t.Error("another key's request was changed")
 	}
+	// The same id calling another tool is another call.
+	if msgs := []domain.LLMMessage{{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{{ID: "toolu_2", Name: "g"}}}}; &th.restore("k", domain.AnthropicExtra, msgs, now)[0] != &msgs[0] {
+		t.Error("a call of another tool with the same id was changed")
+	}
 	// A call id longer than a request may send back is not remembered,
 	// and the bytes count the keys too.
 	var ids thoughts
 	ids.remember("k", domain.AnthropicExtra, reply(strings.Repeat("x", maxThoughtIDLen+1)), now)
 	ids.remember("k", domain.AnthropicExtra, reply("toolu_short"), now)
-	if len(ids.byKey) != 1 || ids.bytes != len(thoughtKey("k", "toolu_short"))+len(extra) {
+	if len(ids.byKey) != 1 || ids.bytes != len(thoughtKey("k", domain.ToolCall{ID: "toolu_short", Name: "f"}))+len(extra) {
 		t.Errorf("%d kept in %d bytes, want the short id's alone, its key counted", len(ids.byKey), ids.bytes)
 	}
 }

@@ -207,3 +207,36 @@ func TestReasoningBackWithCalls(t *testing.T) {
 		}
 	})
 }
+
+// TestReasoningStaysWithItsCaller: the reasoning an instance remembers of a
+// reply's tool calls goes back only with the same caller's calls. Upstreams
+// choose call ids, and some the same in every conversation (Kimi K2's
+// "functions.weather:0"); keyless providers, or one key in two projects,
+// share the provider key. Another project's caller sending a call of that
+// id without reasoning got the first caller's reasoning in its request.
+func TestReasoningStaysWithItsCaller(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		a := h.world()
+		_, mallory := h.user("mallory")
+		b := h.project(mallory, "b")
+		bProvider := h.provider(mallory, b)
+		calls := []llmtest.ToolCall{{ID: "functions.weather:0", Name: "weather", Arguments: `{"city":"Paris"}`}}
+		h.up.Enqueue(llmtest.Behavior{Reasoning: "PRIVATE: customer 4711", ToolCalls: calls})
+		h.must(200, "POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": a.provider, "tools": weatherTools(),
+			"messages": []any{userMessage("Weather in Paris?")}})
+		bare := func(key, provider string) any {
+			h.must(200, "POST", "/api/v1/chat/completions", key, map[string]any{"aiProviderId": provider, "tools": weatherTools(),
+				"messages": []any{userMessage("Weather in Paris?"),
+					map[string]any{"role": "assistant", "tool_calls": []any{map[string]any{"id": "functions.weather:0", "type": "function",
+						"function": map[string]any{"name": "weather", "arguments": `{"city":"Paris"}`}}}},
+					map[string]any{"role": "tool", "tool_call_id": "functions.weather:0", "content": "18C"}}})
+			return h.up.Last().Body["messages"].([]any)[1].(map[string]any)["reasoning_content"]
+		}
+		if got := bare(mallory, bProvider); got != nil {
+			t.Errorf("another project's caller's request went up with reasoning_content %v", got)
+		}
+		if got := bare(h.admin, a.provider); got != "PRIVATE: customer 4711" {
+			t.Errorf("the caller's own calls went back with reasoning_content %v, want what it was sent", got)
+		}
+	})
+}
