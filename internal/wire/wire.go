@@ -113,7 +113,9 @@ func decodeError(err error, noun string) error {
 			field = fmt.Sprintf("%s[%d]", field, pe.index)
 			return domain.Invalidf(field, "%s %s", field, pe.msg)
 		case field != "" && errors.Is(se.Err, errIntRange):
-			return domain.Invalidf(field, "%s must be an integer from %d to %d: it is past the range of a 64-bit integer", field, math.MinInt64, math.MaxInt64)
+			// Not "must be from … to …": the field's own range, which
+			// the domain checks once decoded, is often narrower.
+			return domain.Invalidf(field, "%s is past the range of a 64-bit integer (%d to %d); send a smaller one, within the field's own range", field, math.MinInt64, math.MaxInt64)
 		case field != "":
 			want := "of a different type"
 			if se.GoType != nil {
@@ -328,6 +330,11 @@ func (c *Content) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, c) }
 // Timestamp formats t as ISO 8601 UTC with milliseconds.
 func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
+// timeLayouts are the forms of a time ParseTime takes: RFC 3339, ISO 8601's
+// extended forms without seconds or with an offset without its colon
+// (+0100), and a date.
+var timeLayouts = []string{time.RFC3339Nano, "2006-01-02T15:04Z07:00", "2006-01-02T15:04:05.999999999Z0700", "2006-01-02T15:04Z0700", "2006-01-02"}
+
 // ParseTime reads an optional ISO 8601 time or date; "" is the zero time.
 // A time from 10000-01-01 on in UTC (9999-12-31T23:00:00-05:00 is one) is
 // Invalid.
@@ -335,9 +342,15 @@ func ParseTime(field, v string) (time.Time, error) {
 	if v == "" {
 		return time.Time{}, nil
 	}
-	for _, layout := range []string{time.RFC3339Nano, "2006-01-02"} {
-		// RFC 3339 allows a lower-case t and z; Go's parser does not.
-		if t, err := time.Parse(layout, strings.ToUpper(v)); err == nil {
+	// RFC 3339 allows a lower-case t and z, which Go's parser does not,
+	// and a space between the date and the time (§5.6), as Python's
+	// str(datetime) and PostgreSQL write them.
+	u := strings.ToUpper(v)
+	if len(u) > 10 && u[10] == ' ' {
+		u = u[:10] + "T" + u[11:]
+	}
+	for _, layout := range timeLayouts {
+		if t, err := time.Parse(layout, u); err == nil {
 			if err := checkOffset(field, t); err != nil {
 				return time.Time{}, err
 			}
@@ -359,10 +372,10 @@ func ParseTime(field, v string) (time.Time, error) {
 	}
 	// A time of day without an offset is ISO 8601 too (Python's
 	// isoformat of a naive time writes one), but names no instant.
-	if _, err := time.Parse("2006-01-02T15:04:05.999999999", strings.ToUpper(v)); err == nil {
+	if _, err := time.Parse("2006-01-02T15:04:05.999999999", u); err == nil {
 		return time.Time{}, domain.Invalidf(field, "%s has no UTC offset: add Z for UTC, or an offset such as +02:00 (%sZ)", field, v)
 	}
-	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time such as 2026-01-31T00:00:00Z or a date such as 2026-01-31", field)
+	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time with a UTC offset, in its extended form, such as 2026-01-31T00:00:00Z or 2026-01-31T02:00+02:00, or a date such as 2026-01-31", field)
 }
 
 // ParseDateTime reads an RFC 3339 time: a date, a time of day and a UTC

@@ -91,6 +91,15 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseQueryTime(%q) = %v; want an error saying it has no UTC offset", v, err)
 		}
 	}
+	// ISO 8601's other extended forms, and RFC 3339's space for the T (as
+	// Python's str(datetime) and PostgreSQL write a time), are the same
+	// instant.
+	for _, v := range []string{"2026-01-31 08:00:00Z", "2026-01-31T08:00Z", "2026-01-31T10:00:00+0200", "2026-01-31T10:00+02:00",
+		"2026-01-31T10:00+0200", "2026-01-31 10:00:00.000+02:00"} {
+		if got, err := ParseTime("from", v); err != nil || !got.Equal(time.Date(2026, 1, 31, 8, 0, 0, 0, time.UTC)) {
+			t.Errorf("ParseTime(%q) = %v, %v; want 2026-01-31T08:00:00Z", v, got, err)
+		}
+	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
