@@ -221,6 +221,21 @@ func TestIsPrivateIP(t *testing.T) {
 	}
 }
 
+// TestIsMetadataIP: what stays refused where private upstreams are
+// allowed: link-local and cloud metadata addresses, in any form.
+func TestIsMetadataIP(t *testing.T) {
+	for ip, want := range map[string]bool{
+		"169.254.169.254": true, "169.254.0.1": true, "fe80::1": true, "fd00:ec2::254": true, "100.100.100.200": true,
+		"::ffff:169.254.169.254": true, "64:ff9b::a9fe:a9fe": true, "2002:a9fe:a9fe::1": true,
+		// A local model server's addresses.
+		"127.0.0.1": false, "::1": false, "10.0.0.5": false, "192.168.1.20": false, "100.64.0.1": false, "fd00::1": false,
+	} {
+		if got := IsMetadataIP(net.ParseIP(ip)); got != want {
+			t.Errorf("IsMetadataIP(%s) = %v, want %v", ip, got, want)
+		}
+	}
+}
+
 func TestKeyHint(t *testing.T) {
 	for key, want := range map[string]string{
 		"sk-test-upstream-secret-0123456789": "sk-…6789",

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -426,10 +427,16 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 			return Invalidf("baseUrl", "the port of baseUrl, %s, must be from 1 to 65535", p)
 		}
 	}
+	host := u.Hostname()
 	if s.deps.AllowPrivateUpstreams {
+		// Still never a link-local or metadata address: the switch opens
+		// the operator's network to every project owner, not the cloud's
+		// credentials. A name is checked when dialled (llm's guard).
+		if ip := net.ParseIP(host); ip != nil && IsMetadataIP(ip) {
+			return Invalidf("baseUrl", "baseUrl %q points at a link-local or cloud metadata address, which no AI provider may use", raw)
+		}
 		return nil
 	}
-	host := u.Hostname()
 	var addrs []net.IP
 	if ip := net.ParseIP(host); ip != nil {
 		addrs = []net.IP{ip}
@@ -461,9 +468,26 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 // NAT64, 6to4) are judged by that address; the deprecated forms that can
 // only tunnel to one (IPv4-compatible, Teredo) are refused outright.
 func IsPrivateIP(ip net.IP) bool {
+	a, ok := carried(ip)
+	return !ok || slices.ContainsFunc(nonPublic, func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// IsMetadataIP reports whether ip is one no upstream may have, even where
+// private upstreams are allowed: link-local addresses, where clouds'
+// metadata services answer (169.254.169.254), and the metadata services'
+// other addresses (AWS's fd00:ec2::254, Alibaba's 100.100.100.200). No
+// model server lives there, and a credential does.
+func IsMetadataIP(ip net.IP) bool {
+	a, ok := carried(ip)
+	return !ok || slices.ContainsFunc(metadata, func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// carried is ip as netip's, an IPv6 form that carries an IPv4 address
+// (mapped, NAT64, 6to4, SIIT) as that address; false when ip is none.
+func carried(ip net.IP) (netip.Addr, bool) {
 	a, ok := netip.AddrFromSlice(ip)
 	if !ok {
-		return true
+		return a, false
 	}
 	a = a.Unmap()
 	if a.Is6() {
@@ -475,19 +499,20 @@ func IsPrivateIP(ip net.IP) bool {
 			a = netip.AddrFrom4([4]byte(b[2:6]))
 		}
 	}
-	for _, p := range nonPublic {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
+	return a, true
 }
 
 var (
 	nat64          = netip.MustParsePrefix("64:ff9b::/96")
 	ipv4Translated = netip.MustParsePrefix("::ffff:0:0:0/96") // SIIT (RFC 6145), where a translator routes it
 	sixToFour      = netip.MustParsePrefix("2002::/16")
-	nonPublic      = []netip.Prefix{
+	metadata       = []netip.Prefix{
+		netip.MustParsePrefix("169.254.0.0/16"),     // link-local, cloud metadata
+		netip.MustParsePrefix("fe80::/10"),          // link-local
+		netip.MustParsePrefix("fd00:ec2::254/128"),  // AWS's metadata over IPv6
+		netip.MustParsePrefix("100.100.100.200/32"), // Alibaba Cloud's metadata
+	}
+	nonPublic = []netip.Prefix{
 		netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
 		netip.MustParsePrefix("10.0.0.0/8"),      // private
 		netip.MustParsePrefix("100.64.0.0/10"),   // shared address space (carrier NAT, some clouds' metadata)

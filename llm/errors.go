@@ -120,6 +120,8 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Message = fmt.Sprintf("the AI provider's stream event exceeded %d bytes", c.cfg.maxEventBytes())
 	case tooLarge:
 		e.Message = fmt.Sprintf("the AI provider's response exceeded %d bytes", c.cfg.MaxResponseBytes)
+	case errors.As(err, &pe) && pe.metadata:
+		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a link-local or cloud metadata address, which no AI provider may use"
 	case errors.As(err, &pe):
 		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
 	case status >= 300 && status < 400:

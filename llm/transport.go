@@ -20,11 +20,28 @@ import (
 )
 
 // privateAddrError is the dialer's refusal of a loopback, private,
-// link-local, unspecified, multicast or metadata address.
-type privateAddrError struct{ addr string }
+// link-local, unspecified, multicast or metadata address; with metadata,
+// of a link-local or metadata address where private ones are allowed.
+type privateAddrError struct {
+	addr     string
+	metadata bool
+}
 
 func (e *privateAddrError) Error() string {
+	if e.metadata {
+		return "refused to connect to " + e.addr + ": a link-local or cloud metadata address, which no AI provider may use"
+	}
 	return "refused to connect to " + e.addr + ": a loopback, private, link-local or metadata address (PARLEY_ALLOW_PRIVATE_UPSTREAMS is not set)"
+}
+
+// metadataControl is the net.Dialer Control func where private upstreams
+// are allowed: still never a link-local or metadata address.
+func metadataControl(network, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if ip := net.ParseIP(host); err != nil || ip == nil || domain.IsMetadataIP(ip) {
+		return &privateAddrError{addr: address, metadata: true}
+	}
+	return nil
 }
 
 // guardControl is the net.Dialer Control func of the SSRF guard. It runs
@@ -64,8 +81,9 @@ func newHTTPClient(cfg Config) *http.Client {
 		return &hc
 	}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	if !cfg.AllowPrivate {
-		dialer.Control = guardControl
+	dialer.Control = guardControl
+	if cfg.AllowPrivate {
+		dialer.Control = metadataControl
 	}
 	// Idle connections are kept for bursts: each one closed after a burst
 	// is dialled again at the next.

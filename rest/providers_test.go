@@ -98,6 +98,9 @@ func TestProviderValidation(t *testing.T) {
 			{"fragment in baseUrl", base(map[string]any{"baseUrl": h.up.URL() + "#x"}), "baseUrl"},
 			{"port out of range", base(map[string]any{"baseUrl": "http://127.0.0.1:99999/v1"}), "baseUrl"},
 			{"port zero", base(map[string]any{"baseUrl": "http://127.0.0.1:0/v1"}), "baseUrl"},
+			// Private upstreams are allowed here; metadata addresses never.
+			{"metadata address", base(map[string]any{"baseUrl": "http://169.254.169.254/latest/meta-data"}), "baseUrl"},
+			{"metadata address, IPv6", base(map[string]any{"baseUrl": "http://[fd00:ec2::254]/v1"}), "baseUrl"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
