@@ -271,6 +271,17 @@ func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 	changed := false
 	at := 0 // after the last system message
 	for _, m := range req.Messages {
+		if m.Role == domain.RoleAssistant && m.Refusal != "" {
+			// A refused turn goes as none, its reply and the user's
+			// messages it answered: Anthropic refuses every request that
+			// still holds it ("reset the conversation context"), and a
+			// conversation could not go on.
+			for len(out) > at && out[len(out)-1].Role == domain.RoleUser {
+				out = out[:len(out)-1]
+			}
+			changed = true
+			continue
+		}
 		if m.Content != "" && strings.TrimSpace(m.Content) == "" {
 			m.Content, changed = "", true
 		}
@@ -409,6 +420,7 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 		}
 	}
 	res.Content, res.Reasoning = content.String(), reasoning.String()
+	res.Refusal = refusalOf(msg.StopReason, msg.StopDetails)
 	withThinking(res.ToolCalls, thinking)
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	u := msg.Usage
@@ -452,6 +464,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		}
 		content.WriteString(d.Content)
 		reasoning.WriteString(d.Reasoning)
+		res.Refusal += d.Refusal
 		d.Model = res.Model // from message_start
 		if err := cs.onDelta(d); err != nil {
 			return &deltaError{err: err}
@@ -554,6 +567,11 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				} else if err := sayNoInput(); err != nil {
 					return res, err
 				}
+				if r := refusalOf(ev.Delta.StopReason, ev.Delta.StopDetails); r != "" {
+					if err := emit(domain.Delta{Refusal: r}); err != nil {
+						return res, err
+					}
+				}
 			}
 			// Each count it gives replaces message_start's; one it leaves
 			// out (as gateways that pass on only some do) keeps it.
@@ -628,6 +646,17 @@ func anthropicFinish(stop string) string {
 		return "content_filter"
 	}
 	return "stop" // end_turn, stop_sequence, pause_turn, and any other
+}
+
+// refusalOf is the refusal of a reply that stopped for stop with details:
+// Anthropic's explanation, or a sentence of Parley's when it gives none,
+// so that the reply says why it stopped and its turn is known as refused
+// (see anthropicMessages); "" when the model did not refuse.
+func refusalOf(stop anthropic.StopReason, details anthropic.RefusalStopDetails) string {
+	if stop != "refusal" {
+		return ""
+	}
+	return cmp.Or(details.Explanation, "The model declined to go on with this request.")
 }
 
 // cutOff reports whether a reply that stopped for stop was cut off midway:

@@ -179,7 +179,7 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		}
 	}
 	var rewritten []domain.LLMMessage
-	if req.Endpoint.Type != domain.ProviderOpenAI && req.Endpoint.Type != domain.ProviderAzureOpenAI {
+	if req.Endpoint.Type == domain.ProviderOpenAICompatible {
 		if rewritten = refusalsAsText(req.Messages); rewritten != nil {
 			req.Messages = rewritten
 		}
@@ -241,10 +241,10 @@ func (c *Client) again(ctx context.Context, ex *exchange, err error, attempt int
 }
 
 // refusalsAsText returns msgs with each refusal sent as its message's
-// text, for the providers that have no refusal member: Anthropic, and the
-// OpenAI-compatible servers, which may refuse a member they do not know.
-// The model then reads what it said when it declined. It returns nil
-// when no message has a refusal.
+// text, for the OpenAI-compatible servers, which have no refusal member
+// and may refuse a member they do not know. The model then reads what it
+// said when it declined. It returns nil when no message has a refusal.
+// (Anthropic gets no refused turn at all: see anthropicMessages.)
 func refusalsAsText(msgs []domain.LLMMessage) []domain.LLMMessage {
 	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool { return m.Refusal != "" }) {
 		return nil

@@ -316,6 +316,46 @@ func TestAnthropicEmptyText(t *testing.T) {
 	})
 }
 
+// TestAnthropicRefusedTurn: a reply Anthropic's classifiers stopped
+// (stop_reason refusal) says why, as the message's refusal (streamed, a
+// refusal delta), and its turn is stored but not sent to Anthropic again:
+// Anthropic refuses every request that still holds it, so the
+// conversation could not go on.
+func TestAnthropicRefusedTurn(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+		const why = "This request was declined because it may relate to cyber harm."
+		h.up.Enqueue(llmtest.Behavior{Reply: "Here is how", FinishReason: "refusal", Refusal: why})
+		first := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("how do I break in?")}})
+		choice := first["choices"].([]any)[0].(map[string]any)
+		if msg := choice["message"].(map[string]any); msg["refusal"] != why || choice["finish_reason"] != "content_filter" {
+			t.Errorf("refused reply = %v, want refusal %q and content_filter", choice, why)
+		}
+		h.up.Enqueue(llmtest.Behavior{Reply: "Here is", FinishReason: "refusal"}) // no explanation
+		var refusal strings.Builder
+		res := stream(t, h, path, map[string]any{"messages": []any{userMessage("and now?")}, "conversationId": first["conversationId"]})
+		for _, ev := range readSSE(t, res) {
+			if choices, _ := ev.data["choices"].([]any); len(choices) > 0 {
+				r, _ := choices[0].(map[string]any)["delta"].(map[string]any)["refusal"].(string)
+				refusal.WriteString(r)
+			}
+		}
+		if refusal.String() != "The model declined to go on with this request." {
+			t.Errorf("streamed refusal = %q, want Parley's sentence", refusal.String())
+		}
+		h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("never mind: 2+2?")}, "conversationId": first["conversationId"]})
+		msgs := h.up.Last().Messages
+		if len(msgs) != 2 || msgs[1].Content != "never mind: 2+2?" {
+			t.Errorf("upstream messages after two refused turns = %+v, want the system message and the new one", msgs)
+		}
+		conv := h.must(200, "GET", "/api/v1/conversations/"+first["conversationId"].(string), h.admin, nil)
+		if n := len(conv["messages"].([]any)); n != 6 {
+			t.Errorf("the conversation keeps %d messages, want all 6", n)
+		}
+	})
+}
+
 // TestAnthropicBlankText: Anthropic refuses a text of only whitespace as
 // it refuses an empty one (before, a 502 upstream_error for a request
 // with one, and for every continuation of a conversation with a reply of

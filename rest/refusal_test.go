@@ -133,10 +133,12 @@ func TestRefusalIsKept(t *testing.T) {
 }
 
 // TestRefusalSentBack: a client may send a reply's refusal back in an
-// assistant message. OpenAI gets it as the refusal; a provider without
-// the member (an OpenAI-compatible server, Anthropic) gets it as the
-// message's text, which debug shows. A refusal is for assistant messages
-// only, and not beside a documentId.
+// assistant message. OpenAI gets it as the refusal; an OpenAI-compatible
+// server, which has no such member, gets it as the message's text, which
+// debug shows; Anthropic, which refuses every request that still holds a
+// turn it refused, gets no refused turn: neither the reply nor the user's
+// message it answered. A refusal is for assistant messages only, and not
+// beside a documentId.
 func TestRefusalSentBack(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
@@ -153,16 +155,21 @@ func TestRefusalSentBack(t *testing.T) {
 			{map[string]any{"role": "assistant", "content": "Well,", "refusal": refusalText}, "Well,\n" + refusalText},
 		} {
 			history := []any{userMessage("Tell me a secret."), c.assistant, userMessage("Then a joke.")}
-			for _, prov := range []string{w.provider, claude} {
-				r := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": prov, "messages": history, "debug": true})
-				sent := h.up.Last().Messages
-				if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Content != c.text || sent[1].Refusal != "" {
-					t.Errorf("provider %s was sent %+v; want %q as the assistant's text", prov, sent, c.text)
-				}
-				dbg := r["debug"].(map[string]any)["messages"].([]any)
-				if m := dbg[1].(map[string]any); m["content"] != c.text || m["refusal"] != nil {
-					t.Errorf("provider %s: debug shows %v; want the text sent", prov, m)
-				}
+			r := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.provider, "messages": history, "debug": true})
+			sent := h.up.Last().Messages
+			if len(sent) != 3 || sent[1].Role != "assistant" || sent[1].Content != c.text || sent[1].Refusal != "" {
+				t.Errorf("the OpenAI-compatible provider was sent %+v; want %q as the assistant's text", sent, c.text)
+			}
+			dbg := r["debug"].(map[string]any)["messages"].([]any)
+			if m := dbg[1].(map[string]any); m["content"] != c.text || m["refusal"] != nil {
+				t.Errorf("debug shows %v; want the text sent", m)
+			}
+			r = h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": claude, "messages": history, "debug": true})
+			if sent := h.up.Last().Messages; len(sent) != 1 || sent[0].Content != "Then a joke." {
+				t.Errorf("Anthropic was sent %+v; want the last message alone", sent)
+			}
+			if dbg := r["debug"].(map[string]any)["messages"].([]any); len(dbg) != 1 {
+				t.Errorf("debug shows %v; want what was sent", dbg)
 			}
 		}
 

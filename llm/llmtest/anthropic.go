@@ -187,6 +187,19 @@ func (r reply) anthropicStop() string {
 	return r.finishReason
 }
 
+// anthropicStopDetails is stop_details: for a refusal, its category and
+// explanation (null when the reply has no refusal), else null.
+func (r reply) anthropicStopDetails() any {
+	if r.finishReason != "refusal" {
+		return nil
+	}
+	var explanation any
+	if r.refusal != "" {
+		explanation = r.refusal
+	}
+	return map[string]any{"type": "refusal", "category": "cyber", "explanation": explanation}
+}
+
 // anthropicContent is the content of a message: a thinking block when
 // there is reasoning, a text block (left out when empty and there are tool
 // calls), then a tool_use block per call.
@@ -227,6 +240,7 @@ func (x *exchange) anthropicJSON(r reply) {
 		"model":         r.model,
 		"content":       r.anthropicContent(x.padded(r)),
 		"stop_reason":   r.anthropicStop(),
+		"stop_details":  r.anthropicStopDetails(),
 		"stop_sequence": nil,
 		"usage":         r.usage.anthropic(r.usage.CompletionTokens),
 	})
@@ -321,7 +335,7 @@ func (x *exchange) anthropicStream(r reply) {
 		delta["output_tokens_details"] = d
 	}
 	_ = x.event("message_delta", map[string]any{"type": "message_delta",
-		"delta": map[string]any{"stop_reason": r.anthropicStop(), "stop_sequence": nil},
+		"delta": map[string]any{"stop_reason": r.anthropicStop(), "stop_details": r.anthropicStopDetails(), "stop_sequence": nil},
 		"usage": delta}) &&
 		x.event("message_stop", map[string]any{"type": "message_stop"})
 }

@@ -185,7 +185,8 @@ type Behavior struct {
 	// Refusal makes an OpenAI-wire reply decline, as OpenAI's models do
 	// with structured outputs: the message's refusal, with content null
 	// (there is no text unless Reply or Deltas sets it); streamed, refusal
-	// deltas of a word each. Anthropic replies ignore it.
+	// deltas of a word each. Anthropic replies, with FinishReason
+	// "refusal", carry it as stop_details' explanation (null when empty).
 	Refusal string
 	// FinishReason replaces "stop" (OpenAI) or "end_turn" (Anthropic).
 	FinishReason string
