@@ -79,6 +79,10 @@ type Deps struct {
 	// its upstream call (PARLEY_REQUEST_TIMEOUT, as for other requests);
 	// 0 means 30s.
 	RequestTimeout time.Duration
+	// UsageRetention is how long usage records are kept
+	// (PARLEY_USAGE_RETENTION), which a usage report says when its period
+	// starts earlier; 0 keeps them all.
+	UsageRetention time.Duration
 	Logger         *slog.Logger
 	Now            func() time.Time
 }
@@ -127,7 +131,7 @@ func NewServices(d Deps) *Services {
 		Providers:     &Providers{deps: d, access: acc},
 		Documents:     &Documents{store: d.Store, access: acc, now: d.Now},
 		Conversations: &Conversations{store: d.Store, access: acc},
-		UsageReports:  &UsageReports{store: d.Store, access: acc, now: d.Now},
+		UsageReports:  &UsageReports{store: d.Store, access: acc, now: d.Now, retention: d.UsageRetention},
 	}
 	s.Chats = &Chats{store: d.Store, access: acc, now: d.Now}
 	s.Limits = &Limits{store: d.Store, access: acc, now: d.Now, ttl: d.LimitsCacheTTL}

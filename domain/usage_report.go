@@ -14,9 +14,10 @@ var unixEpoch = time.Unix(0, 0).UTC()
 
 // UsageReports answers usage queries.
 type UsageReports struct {
-	store  Store
-	access access
-	now    func() time.Time
+	store     Store
+	access    access
+	now       func() time.Time
+	retention time.Duration // of usage records; 0 for none
 }
 
 // UsageInput is the input of UsageReports.Get. Zero From means 30 days
@@ -33,9 +34,13 @@ type UsageInput struct {
 // UsageReport is a page of a project's usage totals and the period they
 // cover.
 type UsageReport struct {
-	From, To   time.Time // From inclusive, To exclusive, the defaults resolved
-	Totals     []UsageTotal
-	NextCursor string // "" on the last page, and when not grouped
+	From, To time.Time // From inclusive, To exclusive, the defaults resolved
+	// RetainedFrom, when the period starts earlier, is the time before
+	// which the records are deleted as past their retention: the totals
+	// hold none from before it. Zero otherwise.
+	RetainedFrom time.Time
+	Totals       []UsageTotal
+	NextCursor   string // "" on the last page, and when not grouped
 }
 
 // Get returns a page of a project's usage totals over the period in asks
@@ -92,6 +97,11 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 		return UsageReport{}, Wrap("usage.Get", err)
 	}
 	rep := UsageReport{From: in.From, To: in.To, Totals: totals}
+	if s.retention > 0 {
+		if cut := periodStart(s.now().Add(-s.retention)); in.From.Before(cut) {
+			rep.RetainedFrom = cut
+		}
+	}
 	if in.GroupBy != "" {
 		l := paginate(totals, page, func(t UsageTotal) string {
 			return usageCursor{projectID: in.ProjectID, groupBy: in.GroupBy, from: in.From, to: in.To, key: t.Key}.String()

@@ -9,6 +9,7 @@ import (
 	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // projectOut is the REST project resource.
@@ -92,12 +93,13 @@ type usageTotalOut struct {
 }
 
 type usageReportOut struct {
-	ProjectID  string          `json:"projectId" desc:"Id of the project."`
-	From       string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
-	To         string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
-	GroupBy    string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
-	Data       []usageTotalOut `json:"data" desc:"Totals per group, ordered by key byte by byte (the group without a key first); one total when not grouped."`
-	NextCursor *string         `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page of groups; null on the last page, and when not grouped."`
+	ProjectID    string          `json:"projectId" desc:"Id of the project."`
+	From         string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
+	To           string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
+	RetainedFrom *string         `json:"retainedFrom" nullable:"true" format:"date-time" desc:"When the period starts earlier: the time before which usage records are deleted as past their retention, so the totals hold none from before it; null otherwise."`
+	GroupBy      string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
+	Data         []usageTotalOut `json:"data" desc:"Totals per group, ordered by key byte by byte (the group without a key first); one total when not grouped."`
+	NextCursor   *string         `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page of groups; null on the last page, and when not grouped."`
 }
 
 func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
@@ -120,7 +122,7 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return usageReportOut{}, err
 			}
 			out := usageReportOut{ProjectID: in.ProjectID, From: timestamp(rep.From), To: timestamp(rep.To), GroupBy: in.GroupBy,
-				Data: make([]usageTotalOut, 0, len(rep.Totals))}
+				RetainedFrom: wire.OptionalTimestamp(rep.RetainedFrom), Data: make([]usageTotalOut, 0, len(rep.Totals))}
 			for _, t := range rep.Totals {
 				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests,

@@ -132,11 +132,15 @@ func (s *Server) handleMemberDelete(c *echo.Context) error {
 }
 
 type usageResponse struct {
-	ProjectID string           `json:"projectId"`
-	From      string           `json:"from" jsonschema:"format=date-time"` // the period summed, defaults resolved
-	To        string           `json:"to" jsonschema:"format=date-time"`
-	GroupBy   string           `json:"groupBy,omitempty"`
-	Data      []usageTotalJSON `json:"data"`
+	ProjectID string `json:"projectId"`
+	From      string `json:"from" jsonschema:"format=date-time"` // the period summed, defaults resolved
+	To        string `json:"to" jsonschema:"format=date-time"`
+	// RetainedFrom, when the period starts earlier, is the time before
+	// which usage records are deleted as past their retention
+	// (PARLEY_USAGE_RETENTION): the totals hold none from before it.
+	RetainedFrom *string          `json:"retainedFrom" jsonschema:"nullable,format=date-time"`
+	GroupBy      string           `json:"groupBy,omitempty"`
+	Data         []usageTotalJSON `json:"data"`
 	// NextCursor is null on the last page, and when not grouped.
 	NextCursor *string `json:"nextCursor" jsonschema:"nullable"`
 }
@@ -175,7 +179,8 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
+	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), RetainedFrom: wire.OptionalTimestamp(rep.RetainedFrom),
+		GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
 		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens,
 			CachedTokens: t.Usage.CachedTokens, CacheWriteTokens: t.Usage.CacheWriteTokens, ReasoningTokens: t.Usage.ReasoningTokens})

@@ -10,6 +10,9 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/domain"
+	"github.com/parleyhq/parley/internal/app"
+	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/store"
 )
 
 // usageGroup is one total of a usage report, by its key.
@@ -331,6 +334,31 @@ func TestUsageReportCursor(t *testing.T) {
 		}
 		if p := h.usagePage(t, w.project, "groupBy=model&limit=100&"+period); len(p.keys) != 3 || p.next != nil {
 			t.Errorf("usage?limit=100 = %v, nextCursor %#v; want the 3 groups and null", p.keys, p.next)
+		}
+	})
+}
+
+// TestUsageReportSaysWhatRetentionDeleted: a report whose period starts
+// before the usage records' retention says from when it holds them
+// (retainedFrom); one within it says nothing (null). Its period is still
+// the one asked for.
+func TestUsageReportSaysWhatRetentionDeleted(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, func(c *app.Config) { c.Retention.Usage = time.Hour })
+		w := h.world()
+		path := "/api/v1/projects/" + w.project + "/usage"
+		from := time.Now().Add(-4 * time.Hour).UTC().Truncate(time.Millisecond)
+		r := h.must(200, "GET", path+"?from="+url.QueryEscape(from.Format(time.RFC3339Nano)), h.admin, nil)
+		retained, err := time.Parse(time.RFC3339Nano, fmt.Sprint(r["retainedFrom"]))
+		if err != nil || time.Since(retained) < time.Hour || time.Since(retained) > time.Hour+time.Minute {
+			t.Errorf("retainedFrom = %v, want an hour ago", r["retainedFrom"])
+		}
+		if r["from"] != from.Format("2006-01-02T15:04:05.000Z") {
+			t.Errorf("from = %v, want the period asked for", r["from"])
+		}
+		recent := time.Now().Add(-30 * time.Minute).UTC().Format(time.RFC3339)
+		if r := h.must(200, "GET", path+"?from="+url.QueryEscape(recent), h.admin, nil); r["retainedFrom"] != nil {
+			t.Errorf("a period within the retention: retainedFrom = %v, want null", r["retainedFrom"])
 		}
 	})
 }

@@ -419,7 +419,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
-		RequestTimeout: cfg.RequestTimeout, Logger: log, Now: cfg.Now,
+		RequestTimeout: cfg.RequestTimeout, UsageRetention: cfg.Retention.Usage, Logger: log, Now: cfg.Now,
 	})
 	usage.ReportWrites(svcs.Completions.NoteUsageWrite)
 	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}

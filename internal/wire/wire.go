@@ -330,6 +330,16 @@ func (c *Content) UnmarshalJSON(b []byte) error { return json.Unmarshal(b, c) }
 // Timestamp formats t as ISO 8601 UTC with milliseconds.
 func Timestamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
 
+// OptionalTimestamp is Timestamp of a time that may be none: nil for the
+// zero time.
+func OptionalTimestamp(t time.Time) *string {
+	if t.IsZero() {
+		return nil
+	}
+	s := Timestamp(t)
+	return &s
+}
+
 // timeLayouts are the forms of a time ParseTime takes: RFC 3339, ISO 8601's
 // extended forms without seconds or with an offset without its colon
 // (+0100), and a date.
