@@ -352,7 +352,7 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 	cli := c.anthropicClient(cs.req.Endpoint)
 	req := cs.req
 	if t := req.Thinking; t != nil && t.Type != domain.ThinkingDisabled {
-		req.Messages = c.thoughts.restore(thoughtScope(req), domain.AnthropicExtra, req.Messages, time.Now())
+		req.Messages = c.thoughts.restore(req.Caller, req.Endpoint.APIKey, domain.AnthropicExtra, req.Messages, time.Now())
 	}
 	params, sent, err := anthropicParams(req)
 	if err != nil {
@@ -368,7 +368,7 @@ func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) 
 		res, err = c.anthropicMessage(ctx, ex, cs, cli, params)
 	}
 	if err == nil {
-		c.thoughts.remember(thoughtScope(req), domain.AnthropicExtra, res, time.Now())
+		c.thoughts.remember(req.Caller, req.Endpoint.APIKey, domain.AnthropicExtra, res, time.Now())
 	}
 	if res == nil && sent != nil {
 		res = &domain.LLMResult{} // a failed call's debug shows what went up too

@@ -230,14 +230,14 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 	if compatible {
 		// The reasoning before tool calls, for the calls that came back
 		// without it (see thoughts), once: cs is this call's for good.
-		cs.req.Messages = c.thoughts.restore(thoughtScope(cs.req), domain.ReasoningExtra, cs.req.Messages, time.Now())
+		cs.req.Messages = c.thoughts.restore(cs.req.Caller, cs.req.Endpoint.APIKey, domain.ReasoningExtra, cs.req.Messages, time.Now())
 	}
 	for {
 		res, err := c.callOpenAIOnce(ctx, ex, cs)
 		switch {
 		case err == nil:
 			if compatible {
-				c.thoughts.remember(thoughtScope(cs.req), domain.ReasoningExtra, res, time.Now())
+				c.thoughts.remember(cs.req.Caller, cs.req.Endpoint.APIKey, domain.ReasoningExtra, res, time.Now())
 			}
 			return res, nil
 		case cs.onDelta != nil && !cs.noStreamOptions && refusedStreamOptions(ex, err):

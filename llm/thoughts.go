@@ -52,17 +52,12 @@ const (
 	maxThoughtIDLen = 256
 )
 
-// thoughtScope is what a thought of req is kept under besides its call:
-// req's caller and a hash of its provider key, so that another caller, or
-// a provider's key replaced by another's, never finds it.
-func thoughtScope(req domain.LLMRequest) string {
-	sum := sha256.Sum256([]byte(req.Endpoint.APIKey.Reveal()))
-	return req.Caller + "/" + hex.EncodeToString(sum[:8])
-}
-
-// thoughtKey names the thinking of call c in scope (thoughtScope).
-func thoughtKey(scope string, c domain.ToolCall) string {
-	return scope + "/" + c.Name + "/" + c.ID
+// thoughtKey names the thinking of call c made for caller (LLMRequest's)
+// with apiKey: another caller, or a provider's key replaced by another's,
+// never finds it.
+func thoughtKey(caller string, apiKey domain.Secret, c domain.ToolCall) string {
+	sum := sha256.Sum256([]byte(apiKey.Reveal()))
+	return caller + "/" + hex.EncodeToString(sum[:8]) + "/" + c.Name + "/" + c.ID
 }
 
 // carriesThought says whether calls carry, in their first one's
@@ -91,7 +86,7 @@ func carriesThought(calls []domain.ToolCall, member string) bool {
 
 // remember keeps the thinking of res's calls, if they carry any under
 // member.
-func (t *thoughts) remember(scope, member string, res *domain.LLMResult, now time.Time) {
+func (t *thoughts) remember(caller string, apiKey domain.Secret, member string, res *domain.LLMResult, now time.Time) {
 	if res == nil || !carriesThought(res.ToolCalls, member) {
 		return
 	}
@@ -99,7 +94,7 @@ func (t *thoughts) remember(scope, member string, res *domain.LLMResult, now tim
 	if len(c.ID) > maxThoughtIDLen {
 		return
 	}
-	key := thoughtKey(scope, c)
+	key := thoughtKey(caller, apiKey, c)
 	extra := bytes.Clone(c.ExtraContent) // no more than its length kept
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -125,14 +120,14 @@ func (t *thoughts) remember(scope, member string, res *domain.LLMResult, now tim
 // message whose calls came back without it under member; msgs itself when
 // none did. The members remembered join those the first call came back
 // with, which keep their values.
-func (t *thoughts) restore(scope, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
+func (t *thoughts) restore(caller string, apiKey domain.Secret, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
 	var out []domain.LLMMessage
 	for i, m := range msgs {
 		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls, member) {
 			continue
 		}
 		t.mu.Lock()
-		th, ok := t.byKey[thoughtKey(scope, m.ToolCalls[0])]
+		th, ok := t.byKey[thoughtKey(caller, apiKey, m.ToolCalls[0])]
 		t.mu.Unlock()
 		if !ok || now.Sub(th.at) > thoughtsTTL {
 			continue
