@@ -1113,8 +1113,13 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 // must be a JSON object). The response still shows it, as the provider
 // sent it, with its finish_reason. A finished reply keeps its calls as
 // they are, malformed arguments too: the client answers those, and the
-// model can try again.
+// model can try again. A refused reply (Anthropic's model stopped it, and
+// said why) keeps none: its turn is never sent to Anthropic again (see
+// llm's anthropicMessages), so no result could go with a call of it.
 func answerable(c *Completion) []ToolCall {
+	if c.Refusal != "" {
+		return nil
+	}
 	if c.FinishReason != "length" && c.FinishReason != "content_filter" {
 		return c.ToolCalls
 	}

@@ -151,9 +151,10 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		// stands; two of the four breakpoints a request may have.
 		p.System[n-1].CacheControl = p.CacheControl
 	}
-	if last := p.Messages[len(p.Messages)-1]; last.Role == anthropic.MessageParamRoleAssistant &&
-		req.Messages[len(req.Messages)-1].Role != domain.RoleAssistant {
-		return p, nil, endsWithReply()
+	if p.Messages[len(p.Messages)-1].Role == anthropic.MessageParamRoleAssistant {
+		if err := prefillError(req); err != nil {
+			return p, nil, err
+		}
 	}
 	for _, t := range req.Tools {
 		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(schemaOrEmpty(t.Parameters)))}
@@ -270,15 +271,24 @@ func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 	out := make([]domain.LLMMessage, 0, len(req.Messages)+1)
 	changed := false
 	at := 0 // after the last system message
+	var refusedCalls []string
 	for _, m := range req.Messages {
 		if m.Role == domain.RoleAssistant && m.Refusal != "" {
 			// A refused turn goes as none, its reply and the user's
-			// messages it answered: Anthropic refuses every request that
-			// still holds it ("reset the conversation context"), and a
-			// conversation could not go on.
+			// messages it answered, and the results of any calls it made:
+			// Anthropic refuses every request that still holds it ("reset
+			// the conversation context"), and a conversation could not go
+			// on.
 			for len(out) > at && out[len(out)-1].Role == domain.RoleUser {
 				out = out[:len(out)-1]
 			}
+			for _, c := range m.ToolCalls {
+				refusedCalls = append(refusedCalls, c.ID)
+			}
+			changed = true
+			continue
+		}
+		if m.Role == domain.RoleTool && slices.Contains(refusedCalls, m.ToolCallID) {
 			changed = true
 			continue
 		}

@@ -2,7 +2,6 @@ package llm
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/sashabaranov/go-openai"
@@ -77,15 +76,13 @@ func openAICheck(req domain.LLMRequest) error {
 
 // anthropicCheck refuses what anthropicParams refuses, without building
 // the parameters: a list of no turn but system messages once blank texts
-// are left out (see anthropicMessages), one whose last message was left
-// out so that it would end with a reply, and tool calls whose arguments
-// are no JSON object.
+// and refused turns are left out (see anthropicMessages), one whose last
+// message was left out so that it would end with a reply, and tool calls
+// whose arguments are no JSON object.
 func anthropicCheck(req domain.LLMRequest) error {
+	msgs, _ := anthropicMessages(req)
 	var last domain.MessageRole // of the last message Anthropic would get, system aside
-	for _, m := range req.Messages {
-		if strings.TrimSpace(m.Content) == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
-			continue
-		}
+	for _, m := range msgs {
 		if m.Role == domain.RoleSystem {
 			continue
 		}
@@ -99,7 +96,24 @@ func anthropicCheck(req domain.LLMRequest) error {
 	switch {
 	case last == "":
 		return noTurn()
-	case last == domain.RoleAssistant && req.Messages[len(req.Messages)-1].Role != domain.RoleAssistant:
+	case last == domain.RoleAssistant:
+		return prefillError(req)
+	}
+	return nil
+}
+
+// prefillError is the refusal of req, whose messages as Anthropic gets
+// them end with a reply, unless req's own last message is that reply (a
+// prefill, which Anthropic continues): nil then. Its last message was left
+// out, for having no text or for being a refused reply, and what is left
+// ends with an earlier reply, which Anthropic would continue rather than
+// answer.
+func prefillError(req domain.LLMRequest) error {
+	switch last := req.Messages[len(req.Messages)-1]; {
+	case last.Role == domain.RoleAssistant && last.Refusal != "":
+		return domain.Invalidf("messages", "the last message is a refused reply, which an Anthropic provider is not sent "+
+			"(Anthropic refuses every request that still holds one); end the messages with the next user message")
+	case last.Role != domain.RoleAssistant:
 		return endsWithReply()
 	}
 	return nil

@@ -353,6 +353,30 @@ func TestAnthropicRefusedTurn(t *testing.T) {
 		if n := len(conv["messages"].([]any)); n != 6 {
 			t.Errorf("the conversation keeps %d messages, want all 6", n)
 		}
+
+		// A refused reply that made a whole call before it stopped: the
+		// response shows the call, but the turn keeps none to be answered
+		// (its result could not go to Anthropic without the turn), so the
+		// conversation goes on with a user message.
+		calls := []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: calls, FinishReason: "refusal", Refusal: why})
+		called := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("weather, then break in?")}, "tools": weatherTools()})
+		if m := called["choices"].([]any)[0].(map[string]any)["message"].(map[string]any); m["tool_calls"] == nil || m["refusal"] != why {
+			t.Errorf("the refused reply that called a tool = %v, want its call and its refusal", m)
+		}
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": called["conversationId"], "messages": []any{userMessage("just the weather?")}})
+		if msgs := h.up.Last().Messages; len(msgs) != 2 || msgs[1].Content != "just the weather?" {
+			t.Errorf("after a refused turn that called a tool, upstream messages = %+v, want the system message and the new one", msgs)
+		}
+
+		// Stateless, a history that ends with a refused reply would go up
+		// ending with an earlier reply, which Anthropic would continue.
+		r := h.call("POST", "/api/v1/chat/completions", h.admin, map[string]any{"aiProviderId": w.anthropic, "messages": []any{
+			userMessage("Name a colour."), map[string]any{"role": "assistant", "content": "Blue is"},
+			userMessage("how do I break in?"), map[string]any{"role": "assistant", "refusal": why}}})
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "the last message is a refused reply") {
+			t.Errorf("a history ending with a refused reply = %d %s, want 400", r.Status, r.Body)
+		}
 	})
 }
 

@@ -38,12 +38,15 @@ func anthropicTextRefusal(body map[string]any) string {
 // anthropicToolsRefusal is the message with which Anthropic refuses a
 // request's tool blocks, "" when it takes them: a tool_use id or a
 // tool_result's tool_use_id outside ^[a-zA-Z0-9_-]+$ (other providers'
-// ids, as Kimi's "functions.weather:0", are), and a tool block in a
-// request that defines no tools.
+// ids, as Kimi's "functions.weather:0", are), a tool block in a request
+// that defines no tools, and a tool_result whose call is not in the
+// message before it.
 func anthropicToolsRefusal(body map[string]any) string {
 	msgs, _ := body["messages"].([]any)
 	tools, _ := body["tools"].([]any)
+	var calls, prev []string // the tool_use ids of this message and the one before
 	for i, m := range msgs {
+		prev, calls = calls, nil
 		blocks, _ := m.(map[string]any)["content"].([]any)
 		for j, b := range blocks {
 			bm, _ := b.(map[string]any)
@@ -59,8 +62,15 @@ func anthropicToolsRefusal(body map[string]any) string {
 			if len(tools) == 0 {
 				return "Requests which include `tool_use` or `tool_result` blocks must define tools."
 			}
-			if id, _ := bm[field].(string); !validToolID(id) {
+			id, _ := bm[field].(string)
+			if !validToolID(id) {
 				return fmt.Sprintf("messages.%d.content.%d.%s.%s: String should match pattern '^[a-zA-Z0-9_-]+$'", i, j, bm["type"], field)
+			}
+			if field == "id" {
+				calls = append(calls, id)
+			} else if !slices.Contains(prev, id) {
+				return fmt.Sprintf("messages.%d.content.%d: unexpected `tool_use_id` found in `tool_result` blocks: %s. "+
+					"Each `tool_result` block must have a corresponding `tool_use` block in the previous message.", i, j, id)
 			}
 		}
 	}

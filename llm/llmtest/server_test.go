@@ -426,10 +426,11 @@ func TestAnthropicRefusesBlankText(t *testing.T) {
 		{"whitespace block", `{"messages":[{"role":"user","content":[{"type":"text","text":" \n"}]}]}`, 400},
 		{"whitespace beside text", `{"messages":[{"role":"user","content":[{"type":"text","text":" "},{"type":"text","text":"hi"}]}]}`, 200},
 		{"whitespace system", `{"system":[{"type":"text","text":"\n"}],"messages":[{"role":"user","content":"hi"}]}`, 400},
-		{"whitespace tool result", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"\t"}]}]}]}`, 400},
-		{"tool result without content", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}`, 200},
+		{"whitespace tool result", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":"\t"}]}]}]}`, 400},
+		{"tool result without content", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{}}]},{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}`, 200},
 		// Tool blocks need tools defined, and ids of Anthropic's pattern.
 		{"tool result without tools", `{"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}`, 400},
+		{"tool result without its call", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t"}]}]}`, 400},
 		{"tool id of another provider", `{"tools":[{"name":"f","input_schema":{"type":"object"}}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"functions.f:0"}]}]}`, 400},
 	}
 	for _, tt := range tests {
