@@ -340,7 +340,10 @@ func TestToolsAnthropic(t *testing.T) {
 // and its turn is stored without that call. Stored, the call had to be
 // answered before the conversation could go on, and an anthropic provider
 // refused the history (a call's input must be a JSON object): the
-// conversation could not be continued at all.
+// conversation could not be continued at all. A reply Anthropic's model
+// refused keeps no call at all (its turn is not sent to Anthropic again,
+// so no result could go with one): the conversation goes on with a user
+// message.
 func TestToolCallCutOff(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.anthropicWorld()
@@ -353,7 +356,7 @@ func TestToolCallCutOff(t *testing.T) {
 			{"openai-compatible/stream", w.openaiChat, true, "length", "length"},
 			{"anthropic/stream", w.anthropicChat, true, "length", "length"}, // Anthropic stops a tool_use block midway only in a stream's deltas
 			{"openai-compatible/stream/filtered", w.openaiChat, true, "content_filter", "content_filter"},
-			{"anthropic/stream/refusal", w.anthropicChat, true, "refusal", "content_filter"},
+			{"anthropic/stream/refusal", w.anthropicChat, true, "refusal", "content_filter"}, // keeps no call
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				cut := llmtest.ToolCall{ID: "call_cut", Name: "weather", Arguments: `{"city":"Par`}
@@ -378,14 +381,16 @@ func TestToolCallCutOff(t *testing.T) {
 				}
 				msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
 				reply := msgs[len(msgs)-1].(map[string]any)
-				want := `[{"function":{"arguments":"{}","name":"clock"},"id":"call_now","type":"function"}]`
+				want, next := `[{"function":{"arguments":"{}","name":"clock"},"id":"call_now","type":"function"}]`, []any{
+					map[string]any{"role": "tool", "toolCallId": "call_now", "content": "noon"}, userMessage("go on")}
+				if tc.stop == "refusal" {
+					want, next = "null", []any{userMessage("go on")}
+				}
 				if got := jsonOf(reply["toolCalls"]); got != want || reply["finishReason"] != tc.finish {
-					t.Errorf("stored reply's toolCalls = %s (finish %v), want only the whole call: %s", got, reply["finishReason"], want)
+					t.Errorf("stored reply's toolCalls = %s (finish %v), want %s", got, reply["finishReason"], want)
 				}
 				// The whole call answered, the conversation goes on.
-				h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "tools": weatherTools(), "messages": []any{
-					map[string]any{"role": "tool", "toolCallId": "call_now", "content": "noon"}, userMessage("go on"),
-				}})
+				h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "tools": weatherTools(), "messages": next})
 			})
 		}
 	})
