@@ -404,7 +404,7 @@ func (s *Providers) validate(ctx context.Context, p, before *AIProvider) error {
 const maxBaseURL = 2048
 
 // checkBaseURL refuses URLs that are not http(s) and, unless the operator
-// allowed it, hosts on loopback, private, link-local or metadata addresses
+// allowed it, hosts on loopback, private or shared addresses; never on link-local or metadata ones
 // (SSRF). The llm package checks again at connect time, against DNS rebinding.
 func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 	if len(raw) > maxBaseURL {
@@ -428,19 +428,12 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 		}
 	}
 	host := u.Hostname()
-	if s.deps.AllowPrivateUpstreams {
-		// Still never a link-local or metadata address: the switch opens
-		// the operator's network to every project owner, not the cloud's
-		// credentials. A name is checked when dialled (llm's guard).
-		if ip := net.ParseIP(host); ip != nil && IsMetadataIP(ip) {
-			return Invalidf("baseUrl", "baseUrl %q points at a link-local or cloud metadata address, which no AI provider may use", raw)
-		}
-		return nil
-	}
 	var addrs []net.IP
-	if ip := net.ParseIP(host); ip != nil {
-		addrs = []net.IP{ip}
-	} else {
+	if a, err := netip.ParseAddr(host); err == nil {
+		addrs = []net.IP{a.WithZone("").AsSlice()} // fe80::1%eth0 too
+	} else if !s.deps.AllowPrivateUpstreams {
+		// Where private upstreams are allowed, a name is checked only when
+		// dialled (llm's guard), which it is in any case.
 		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		defer cancel()
 		res, err := s.deps.Resolver.LookupIPAddr(ctx, host)
@@ -452,8 +445,14 @@ func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 		}
 	}
 	for _, ip := range addrs {
-		if IsPrivateIP(ip) {
-			return Invalidf("baseUrl", "baseUrl %q points at a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that", raw)
+		switch {
+		case IsMetadataIP(ip):
+			// Even where private upstreams are allowed: the switch opens
+			// the operator's network to every project owner, not the
+			// cloud's credentials.
+			return Invalidf("baseUrl", "baseUrl %q points at a link-local or cloud metadata address, which no AI provider may use", raw)
+		case !s.deps.AllowPrivateUpstreams && IsPrivateIP(ip):
+			return Invalidf("baseUrl", "baseUrl %q points at a loopback, private or shared address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that", raw)
 		}
 	}
 	return nil

@@ -123,7 +123,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 	case errors.As(err, &pe) && pe.metadata:
 		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a link-local or cloud metadata address, which no AI provider may use"
 	case errors.As(err, &pe):
-		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private, link-local or metadata address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
+		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private or shared address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
 	case status >= 300 && status < 400:
 		e.Message = fmt.Sprintf("the AI provider answered with a redirect (HTTP %d), which Parley does not follow (it would send the key elsewhere); set the provider's baseUrl to the address it redirects to", status)
 	case status == http.StatusUnauthorized || status == http.StatusForbidden:

@@ -1440,17 +1440,20 @@ func TestSSRFGuard(t *testing.T) {
 			}
 		})
 	}
-	// Where private upstreams are allowed, link-local and metadata
-	// addresses still are not: refused before the connection is made.
-	for _, base := range []string{"http://169.254.169.254/v1", "http://[::ffff:169.254.169.254]:80/v1", "http://100.100.100.200/v1"} {
-		t.Run("allowed private, "+base, func(t *testing.T) {
-			req := request(domain.ProviderOpenAICompatible, llmtest.NewServer(t))
-			req.Endpoint.BaseURL = base
-			_, _, err := run(context.Background(), newClient(t), req, false)
-			if domain.KindOf(err) != domain.Invalid || !strings.Contains(domain.MessageOf(err), "metadata address, which no AI provider may use") {
-				t.Errorf("err = %v, want the metadata address refused", err)
-			}
-		})
+	// Link-local and metadata addresses are refused whether private
+	// upstreams are allowed or not, before the connection is made, and
+	// the error gives no advice that would not work.
+	for _, allow := range []bool{true, false} {
+		for _, base := range []string{"http://169.254.169.254/v1", "http://[::ffff:169.254.169.254]:80/v1", "http://100.100.100.200/v1"} {
+			t.Run(fmt.Sprintf("private allowed %v, %s", allow, base), func(t *testing.T) {
+				req := request(domain.ProviderOpenAICompatible, llmtest.NewServer(t))
+				req.Endpoint.BaseURL = base
+				_, _, err := run(context.Background(), newClient(t, func(c *llm.Config) { c.AllowPrivate = allow }), req, false)
+				if domain.KindOf(err) != domain.Invalid || !strings.Contains(domain.MessageOf(err), "metadata address, which no AI provider may use") {
+					t.Errorf("err = %v, want the metadata address refused", err)
+				}
+			})
+		}
 	}
 	t.Run("a host name resolving to loopback", func(t *testing.T) {
 		s := llmtest.NewServer(t)

@@ -19,9 +19,9 @@ import (
 	"github.com/parleyhq/parley/domain"
 )
 
-// privateAddrError is the dialer's refusal of a loopback, private,
-// link-local, unspecified, multicast or metadata address; with metadata,
-// of a link-local or metadata address where private ones are allowed.
+// privateAddrError is the dialer's refusal of an address that is not on
+// the public internet; with metadata, of a link-local or metadata one,
+// which is refused whether or not private ones are allowed.
 type privateAddrError struct {
 	addr     string
 	metadata bool
@@ -31,32 +31,28 @@ func (e *privateAddrError) Error() string {
 	if e.metadata {
 		return "refused to connect to " + e.addr + ": a link-local or cloud metadata address, which no AI provider may use"
 	}
-	return "refused to connect to " + e.addr + ": a loopback, private, link-local or metadata address (PARLEY_ALLOW_PRIVATE_UPSTREAMS is not set)"
+	return "refused to connect to " + e.addr + ": a loopback, private or shared address (PARLEY_ALLOW_PRIVATE_UPSTREAMS is not set)"
 }
 
-// metadataControl is the net.Dialer Control func where private upstreams
-// are allowed: still never a link-local or metadata address.
-func metadataControl(network, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if ip := net.ParseIP(host); err != nil || ip == nil || domain.IsMetadataIP(ip) {
-		return &privateAddrError{addr: address, metadata: true}
+// guardControl is the net.Dialer Control func of the SSRF guard, for
+// private upstreams allowed or not. It runs after DNS resolution, on the
+// address actually dialled, so a host name that resolves to a refused
+// address (DNS rebinding) is refused too. A link-local or metadata address
+// is refused either way.
+func guardControl(allowPrivate bool) func(network, address string, _ syscall.RawConn) error {
+	return func(_, address string, _ syscall.RawConn) error {
+		host, _, err := net.SplitHostPort(address)
+		ip := net.ParseIP(host)
+		switch {
+		case err != nil || ip == nil:
+			return &privateAddrError{addr: address, metadata: allowPrivate}
+		case domain.IsMetadataIP(ip):
+			return &privateAddrError{addr: address, metadata: true}
+		case !allowPrivate && domain.IsPrivateIP(ip):
+			return &privateAddrError{addr: address}
+		}
+		return nil
 	}
-	return nil
-}
-
-// guardControl is the net.Dialer Control func of the SSRF guard. It runs
-// after DNS resolution, on the address actually dialled, so a host name
-// that resolves to a private address (DNS rebinding) is refused too.
-func guardControl(network, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return &privateAddrError{addr: address}
-	}
-	ip := net.ParseIP(host)
-	if ip == nil || domain.IsPrivateIP(ip) {
-		return &privateAddrError{addr: address}
-	}
-	return nil
 }
 
 // newHTTPClient builds the client every upstream call goes through: a
@@ -81,10 +77,7 @@ func newHTTPClient(cfg Config) *http.Client {
 		return &hc
 	}
 	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	dialer.Control = guardControl
-	if cfg.AllowPrivate {
-		dialer.Control = metadataControl
-	}
+	dialer.Control = guardControl(cfg.AllowPrivate)
 	// Idle connections are kept for bursts: each one closed after a burst
 	// is dialled again at the next.
 	base := &http.Transport{

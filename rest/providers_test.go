@@ -101,6 +101,7 @@ func TestProviderValidation(t *testing.T) {
 			// Private upstreams are allowed here; metadata addresses never.
 			{"metadata address", base(map[string]any{"baseUrl": "http://169.254.169.254/latest/meta-data"}), "baseUrl"},
 			{"metadata address, IPv6", base(map[string]any{"baseUrl": "http://[fd00:ec2::254]/v1"}), "baseUrl"},
+			{"link-local address with a zone", base(map[string]any{"baseUrl": "http://[fe80::1%25eth0]:8080/v1"}), "baseUrl"},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
