@@ -36,8 +36,8 @@ type UsageInput struct {
 type UsageReport struct {
 	From, To time.Time // From inclusive, To exclusive, the defaults resolved
 	// RetainedFrom, when the period starts earlier, is the time before
-	// which the records are deleted as past their retention: the totals
-	// hold none from before it. Zero otherwise.
+	// which the records are past their retention: the totals may lack any
+	// of them, and lack all once the sweep has run. Zero otherwise.
 	RetainedFrom time.Time
 	Totals       []UsageTotal
 	NextCursor   string // "" on the last page, and when not grouped

@@ -96,7 +96,7 @@ type usageReportOut struct {
 	ProjectID    string          `json:"projectId" desc:"Id of the project."`
 	From         string          `json:"from" desc:"Start of the period summed, inclusive (ISO 8601, UTC), the default resolved."`
 	To           string          `json:"to" desc:"End of the period summed, exclusive (ISO 8601, UTC), the default resolved."`
-	RetainedFrom *string         `json:"retainedFrom" nullable:"true" format:"date-time" desc:"When the period starts earlier: the time before which usage records are deleted as past their retention, so the totals hold none from before it; null otherwise."`
+	RetainedFrom *string         `json:"retainedFrom" nullable:"true" format:"date-time" desc:"When the period starts earlier: the time before which usage records are past their retention, so the totals may lack any of them (all once the hourly sweep has run); null otherwise."`
 	GroupBy      string          `json:"groupBy,omitempty" desc:"The grouping, when asked for."`
 	Data         []usageTotalOut `json:"data" desc:"Totals per group, ordered by key byte by byte (the group without a key first); one total when not grouped."`
 	NextCursor   *string         `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page of groups; null on the last page, and when not grouped."`

@@ -677,6 +677,10 @@ func TestLimitsRoundTrip(t *testing.T) {
 		if l := h.must(200, "PUT", path, h.admin, got); l["requestsPerMinute"] != 7.0 || l["keyRequestsPerMinute"] != 3.0 {
 			t.Errorf("GET's body with updatedAt PUT back = %v", l)
 		}
+		got["projectId"] = nil // what a client's model of the body may send
+		if l := h.must(200, "PUT", path, h.admin, got); l["keyRequestsPerMinute"] != 3.0 {
+			t.Errorf("a null projectId = %v", l)
+		}
 		other := h.world()
 		got["projectId"] = other.project
 		got["requestsPerMinute"] = 1

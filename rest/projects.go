@@ -136,8 +136,9 @@ type usageResponse struct {
 	From      string `json:"from" jsonschema:"format=date-time"` // the period summed, defaults resolved
 	To        string `json:"to" jsonschema:"format=date-time"`
 	// RetainedFrom, when the period starts earlier, is the time before
-	// which usage records are deleted as past their retention
-	// (PARLEY_USAGE_RETENTION): the totals hold none from before it.
+	// which usage records are past their retention
+	// (PARLEY_USAGE_RETENTION): the totals may lack any of them (all once
+	// the hourly sweep has run).
 	RetainedFrom *string          `json:"retainedFrom" jsonschema:"nullable,format=date-time"`
 	GroupBy      string           `json:"groupBy,omitempty"`
 	Data         []usageTotalJSON `json:"data"`
@@ -213,10 +214,7 @@ func toLimitsResponse(l *domain.ProjectLimits) limitsResponse {
 		RequestsPerMinute: l.RequestsPerMinute, TokensPerMinute: l.TokensPerMinute, KeyRequestsPerMinute: l.KeyRequestsPerMinute,
 		KeyTokensPerMinute: l.KeyTokensPerMinute, ConcurrentStreams: l.ConcurrentStreams, ConcurrentStreamsPerKey: l.ConcurrentStreamsPerKey,
 	}}
-	if !l.UpdatedAt.IsZero() {
-		t := timestamp(l.UpdatedAt)
-		r.UpdatedAt = &t
-	}
+	r.UpdatedAt = wire.OptionalTimestamp(l.UpdatedAt)
 	return r
 }
 
@@ -241,7 +239,7 @@ type limitsPut struct {
 
 func (s *Server) handleLimitsPut(c *echo.Context) error {
 	var req limitsPut
-	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit", "updatedAt"); err != nil {
+	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit", "projectId", "updatedAt"); err != nil {
 		return err
 	}
 	projectID := c.Param("projectId")

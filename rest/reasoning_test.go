@@ -235,6 +235,12 @@ func TestReasoningStaysWithItsCaller(t *testing.T) {
 		if got := bare(mallory, bProvider); got != nil {
 			t.Errorf("another project's caller's request went up with reasoning_content %v", got)
 		}
+		// Nor another member's, of the same project through the same provider.
+		uid, bob := h.user("bob")
+		h.setRole(h.admin, a.project, uid, "editor")
+		if got := bare(bob, a.provider); got != nil {
+			t.Errorf("another member's request went up with reasoning_content %v", got)
+		}
 		if got := bare(h.admin, a.provider); got != "PRIVATE: customer 4711" {
 			t.Errorf("the caller's own calls went back with reasoning_content %v, want what it was sent", got)
 		}

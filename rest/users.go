@@ -49,8 +49,7 @@ func timestampOrNil(t *time.Time) *string {
 	if t == nil {
 		return nil
 	}
-	s := timestamp(*t)
-	return &s
+	return wire.OptionalTimestamp(*t)
 }
 
 func (s *Server) handleMe(c *echo.Context) error {

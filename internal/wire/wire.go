@@ -115,7 +115,7 @@ func decodeError(err error, noun string) error {
 		case field != "" && errors.Is(se.Err, errIntRange):
 			// Not "must be from … to …": the field's own range, which
 			// the domain checks once decoded, is often narrower.
-			return domain.Invalidf(field, "%s is past the range of a 64-bit integer (%d to %d); send a smaller one, within the field's own range", field, math.MinInt64, math.MaxInt64)
+			return domain.Invalidf(field, "%s is past the range of a 64-bit integer (%d to %d); send one within the field's own range", field, math.MinInt64, math.MaxInt64)
 		case field != "":
 			want := "of a different type"
 			if se.GoType != nil {
@@ -382,8 +382,10 @@ func ParseTime(field, v string) (time.Time, error) {
 	}
 	// A time of day without an offset is ISO 8601 too (Python's
 	// isoformat of a naive time writes one), but names no instant.
-	if _, err := time.Parse("2006-01-02T15:04:05.999999999", u); err == nil {
-		return time.Time{}, domain.Invalidf(field, "%s has no UTC offset: add Z for UTC, or an offset such as +02:00 (%sZ)", field, v)
+	for _, layout := range []string{"2006-01-02T15:04:05.999999999", "2006-01-02T15:04"} {
+		if _, err := time.Parse(layout, u); err == nil {
+			return time.Time{}, domain.Invalidf(field, "%s has no UTC offset: add Z for UTC, or an offset such as +02:00 (%sZ)", field, v)
+		}
 	}
 	return time.Time{}, domain.Invalidf(field, "%s must be an ISO 8601 time with a UTC offset, in its extended form, such as 2026-01-31T00:00:00Z or 2026-01-31T02:00+02:00, or a date such as 2026-01-31", field)
 }
@@ -420,7 +422,7 @@ func ParseQueryTime(field, v string) (time.Time, error) {
 		return t, nil
 	}
 	if i := strings.LastIndexByte(v, ' '); i >= 0 {
-		if _, perr := time.Parse(time.RFC3339Nano, v[:i]+"+"+v[i+1:]); perr == nil {
+		if _, perr := ParseTime(field, v[:i]+"+"+v[i+1:]); perr == nil {
 			return time.Time{}, domain.Invalidf(field, "%s has a space where its UTC offset's + goes: in a URL query a + reads as a space, so send it as %%2B (%s)",
 				field, v[:i]+"%2B"+v[i+1:])
 		}

@@ -100,6 +100,16 @@ func TestParseTime(t *testing.T) {
 			t.Errorf("ParseTime(%q) = %v, %v; want 2026-01-31T08:00:00Z", v, got, err)
 		}
 	}
+	// The errors read the same forms: no offset, or an offset's + that a
+	// URL query read as a space.
+	if _, err := ParseTime("from", "2026-01-31 10:00"); !strings.Contains(domain.MessageOf(err), "no UTC offset") {
+		t.Errorf("ParseTime(2026-01-31 10:00) = %v; want an error saying it has no UTC offset", err)
+	}
+	for _, v := range []string{"2026-01-31 10:00:00 02:00", "2026-01-31T10:00 02:00", "2026-01-31T10:00:00 0200"} {
+		if _, err := ParseQueryTime("from", v); err == nil || !strings.Contains(err.Error(), "%2B") {
+			t.Errorf("ParseQueryTime(%q) = %v; want the %%2B hint", v, err)
+		}
+	}
 	if _, err := ParseTime("from", "yesterday"); domain.DetailsOf(err)["field"] != "from" {
 		t.Errorf("ParseTime(yesterday) = %v", err)
 	}
