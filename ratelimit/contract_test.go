@@ -55,6 +55,7 @@ var contract = []struct {
 	{"RefusalCountsNothing", testRefusalCountsNothing},
 	{"Tokens", testTokens},
 	{"NewWindowResets", testNewWindowResets},
+	{"TokenDebtCarried", testTokenDebtCarried},
 	{"NoLimitsNoCounting", testNoLimits},
 	{"Acquire", testAcquire},
 	{"AcquireUnlimited", testAcquireUnlimited},
@@ -213,6 +214,36 @@ func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
 
 	clock.Add(3 * time.Minute) // windows later, after idle minutes
 	allowN(t, l, 2, p)
+}
+
+// testTokenDebtCarried: tokens counted past the limit (completions that
+// ran together, or one that used many) wait in the minutes after, up to
+// the limit in each, so that over time the limit holds; one minute's
+// excess is not forgiven at the next.
+func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
+	p := project(0, 100)
+	allowN(t, l, 1, p)
+	l.AddTokens(bg, []domain.Budget{p}, 350) // 250 past: 100, 100 and 50 in the next three minutes
+	refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
+	for range 2 {
+		clock.Add(time.Minute)
+		refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
+	}
+	clock.Add(time.Minute)
+	q, err := l.Allow(bg, []domain.Budget{p})
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 50, 23*time.Second)) // 37s into the minute
+	l.AddTokens(bg, []domain.Budget{p}, 60) // 110: 10 past, into the next minute
+	clock.Add(time.Minute)
+	q, err = l.Allow(bg, []domain.Budget{p})
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 90, 23*time.Second))
+
+	// What is carried is bounded: an hour of the limit at most.
+	k := key("key_a", 0, 1)
+	l.AddTokens(bg, []domain.Budget{k}, 1_000_000)
+	clock.Add(time.Duration(maxDebtWindows) * time.Minute)
+	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 1)
+	clock.Add(time.Minute)
+	allowN(t, l, 1, k)
 }
 
 func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {

@@ -58,7 +58,7 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 	w, left := window(m.now())
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for old := range m.windows { // drop windows older than the previous one
+	for old := range m.windows { // drop windows older than the previous one (later ones hold debt)
 		if old < w-1 {
 			delete(m.windows, old)
 		}
@@ -80,12 +80,7 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 		if b.RequestsPerMinute <= 0 {
 			continue
 		}
-		u := cur[b.Key]
-		if u == nil {
-			u = &usage{}
-			cur[b.Key] = u
-		}
-		u.requests++
+		m.usage(cur, b.Key).requests++
 	}
 	quotas := make([]domain.Quota, 0, 2*len(budgets))
 	for _, b := range budgets {
@@ -99,7 +94,8 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 }
 
 // AddTokens implements domain.Limiter: it counts tokens in the current
-// window against each budget with a token limit.
+// window against each budget with a token limit, and what goes past the
+// limit in the windows after (debt).
 func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens int) {
 	if tokens <= 0 || len(budgets) == 0 {
 		return
@@ -112,13 +108,21 @@ func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens in
 		if b.TokensPerMinute <= 0 {
 			continue
 		}
-		u := cur[b.Key]
-		if u == nil {
-			u = &usage{}
-			cur[b.Key] = u
+		m.usage(cur, b.Key).tokens += tokens
+		for k, a := range debt(cur[b.Key].tokens, tokens, b.TokensPerMinute) {
+			m.usage(m.current(w+1+int64(k)), b.Key).tokens += a
 		}
-		u.tokens += tokens
 	}
+}
+
+// usage returns the usage of key in window cur, creating it; m.mu is held.
+func (m *Memory) usage(cur map[string]*usage, key string) *usage {
+	u := cur[key]
+	if u == nil {
+		u = &usage{}
+		cur[key] = u
+	}
+	return u
 }
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is

@@ -32,6 +32,28 @@ import (
 // Window is the length of a rate-limit window.
 const Window = time.Minute
 
+// maxDebtWindows is how many windows after its own the tokens a window
+// counted past its limit are carried into.
+const maxDebtWindows = 60
+
+// debt is what goes into the windows after a window whose token count,
+// tokens just added, is now count, against limit: the tokens it counted
+// past the limit (no more than were just added: what went past before
+// was carried then), limit of them into each window in turn, for at most
+// maxDebtWindows. Tokens count when a completion ends, so completions
+// admitted together may all run, and one may use any number: what went
+// past then waits in the minutes after, so that over time a
+// tokens-per-minute limit holds. None when count is within the limit.
+func debt(count, tokens, limit int) []int {
+	var out []int
+	for excess := min(tokens, count-limit); excess > 0 && len(out) < maxDebtWindows; {
+		a := min(excess, limit)
+		out = append(out, a)
+		excess -= a
+	}
+	return out
+}
+
 // window returns the window (unix minute) of now and the time left until it
 // ends, at least one second.
 func window(now time.Time) (w int64, left time.Duration) {

@@ -271,16 +271,18 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 }
 
 // AddTokens implements domain.Limiter with INCRBY and EXPIRE in one
-// pipeline. Failures are logged and the tokens dropped.
+// pipeline, and, for the budgets that went past their limit, a second
+// that carries it into the windows after (debt), each a key of its own
+// window's hash slot. Failures are logged and the tokens dropped.
 func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int) {
 	if tokens <= 0 {
 		return
 	}
 	w, _ := window(r.now())
-	var todo []string
+	var todo []domain.Budget
 	for _, b := range budgets {
 		if b.TokensPerMinute > 0 {
-			todo = append(todo, r.windowKey(w, "tok", b.Key))
+			todo = append(todo, b)
 		}
 	}
 	if len(todo) == 0 {
@@ -291,10 +293,24 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 	defer cancel()
 	_ = r.call(context.WithoutCancel(ctx), "add tokens", func() error {
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, k := range todo {
-				p.IncrBy(ctx, k, int64(tokens))
+		counts := make([]*redis.IntCmd, len(todo))
+		if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, b := range todo {
+				k := r.windowKey(w, "tok", b.Key)
+				counts[i] = p.IncrBy(ctx, k, int64(tokens))
 				p.Expire(ctx, k, counterTTL)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for i, b := range todo {
+				for n, a := range debt(int(counts[i].Val()), tokens, b.TokensPerMinute) {
+					k := r.windowKey(w+1+int64(n), "tok", b.Key)
+					p.IncrBy(ctx, k, int64(a))
+					p.Expire(ctx, k, counterTTL+time.Duration(n+1)*Window)
+				}
 			}
 			return nil
 		})
