@@ -299,13 +299,17 @@ func TestMovingAProviderTakesItsKeyAgain(t *testing.T) {
 func TestSSRFGuard(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.AllowPrivateUpstreams = false })
 	p := h.project(h.admin, "p")
-	for _, u := range []string{h.up.URL(), "http://10.0.0.8/v1", "http://169.254.169.254/latest", "http://[::1]:8080/v1", "http://localhost:1/v1",
-		"http://100.100.100.200/latest", "http://[64:ff9b::a9fe:a9fe]/latest", "http://0.1.2.3/v1"} {
+	// A metadata address is refused whatever the switch says, and its
+	// error does not advise setting it.
+	const private, metadata = "PARLEY_ALLOW_PRIVATE_UPSTREAMS", "metadata address, which no AI provider may use"
+	for u, want := range map[string]string{h.up.URL(): private, "http://10.0.0.8/v1": private, "http://169.254.169.254/latest": metadata,
+		"http://[::1]:8080/v1": private, "http://localhost:1/v1": private, "http://100.100.100.200/latest": metadata,
+		"http://[64:ff9b::a9fe:a9fe]/latest": metadata, "http://0.1.2.3/v1": private} {
 		r := h.call("POST", "/api/v1/ai-providers", h.admin, map[string]any{
 			"projectId": p, "name": "n", "type": "openai-compatible", "baseUrl": u, "defaultModel": "m",
 		})
-		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "PARLEY_ALLOW_PRIVATE_UPSTREAMS") {
-			t.Errorf("baseUrl %s = %d %s, want 400 naming PARLEY_ALLOW_PRIVATE_UPSTREAMS", u, r.Status, r.Body)
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), want) {
+			t.Errorf("baseUrl %s = %d %s, want 400 saying %q", u, r.Status, r.Body, want)
 		}
 	}
 }
