@@ -231,8 +231,9 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	}
 	clock.Add(time.Minute)
 	q, err := l.Allow(bg, []domain.Budget{p})
-	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 50, 23*time.Second)) // 37s into the minute
-	l.AddTokens(bg, []domain.Budget{p}, 60)                                               // 110: 10 past, into the next minute
+	// 37s into the minute; then 110, 10 past, into the next minute.
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 50, 23*time.Second))
+	l.AddTokens(bg, []domain.Budget{p}, 60)
 	clock.Add(time.Minute)
 	q, err = l.Allow(bg, []domain.Budget{p})
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 90, 23*time.Second))
