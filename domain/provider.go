@@ -403,9 +403,10 @@ func (s *Providers) validate(ctx context.Context, p, before *AIProvider) error {
 // provider's answer and before every call's path.
 const maxBaseURL = 2048
 
-// checkBaseURL refuses URLs that are not http(s) and, unless the operator
-// allowed it, hosts on loopback, private or shared addresses; never on link-local or metadata ones
-// (SSRF). The llm package checks again at connect time, against DNS rebinding.
+// checkBaseURL refuses URLs that are not http(s), hosts on link-local or
+// metadata addresses and, unless the operator allowed them, hosts on
+// loopback, private or shared ones (SSRF). The llm package checks again at
+// connect time, against DNS rebinding.
 func (s *Providers) checkBaseURL(ctx context.Context, raw string) error {
 	if len(raw) > maxBaseURL {
 		return Invalidf("baseUrl", "baseUrl is %d bytes; an API's base URL takes at most %d", len(raw), maxBaseURL)
