@@ -691,6 +691,11 @@ func TestLimitsRoundTrip(t *testing.T) {
 		if l := h.must(200, "GET", path, h.admin, nil); l["requestsPerMinute"] != 7.0 {
 			t.Errorf("a refused PUT changed the limits: %v", l)
 		}
+		// A caller who is no member gets the 404 it gets without projectId.
+		_, stranger := h.user("stranger")
+		if r := h.call("PUT", path, stranger, got); r.Status != 404 {
+			t.Errorf("a stranger's PUT with another projectId = %d %s, want 404", r.Status, r.Body)
+		}
 	})
 }
 
