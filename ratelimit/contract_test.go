@@ -92,15 +92,19 @@ func refused(t *testing.T, err error, limitName string, limit int) *domain.Error
 	if !errors.As(err, &e) || e.Kind != domain.RateLimited {
 		t.Fatalf("err = %v; want a RateLimited *domain.Error", err)
 	}
-	if e.RetryAfter <= 0 || e.RetryAfter > time.Minute {
-		t.Errorf("RetryAfter = %v; want in (0, 60s]", e.RetryAfter)
+	most := time.Minute
+	if strings.HasSuffix(limitName, "-tokens-per-minute") { // or past the minutes carried tokens fill
+		most += maxDebtWindows * time.Minute
+	}
+	if e.RetryAfter <= 0 || e.RetryAfter > most {
+		t.Errorf("RetryAfter = %v; want in (0, %v]", e.RetryAfter, most)
 	}
 	d := e.Details
 	if d["limit"] != limit || d["limitName"] != limitName || d["remaining"] != 0 || d["windowSeconds"] != 60 {
 		t.Errorf("Details = %v; want limit %d, limitName %s, remaining 0, windowSeconds 60", d, limit, limitName)
 	}
-	if rs, ok := d["resetSeconds"].(int); !ok || rs < 1 || rs > 60 {
-		t.Errorf("Details[resetSeconds] = %#v; want an int in [1, 60]", d["resetSeconds"])
+	if rs, ok := d["resetSeconds"].(int); !ok || rs < 1 || rs > int(most/time.Second) {
+		t.Errorf("Details[resetSeconds] = %#v; want an int in [1, %d]", d["resetSeconds"], int(most/time.Second))
 	}
 	return e
 }
@@ -224,10 +228,21 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	p := project(0, 100)
 	allowN(t, l, 1, p)
 	l.AddTokens(bg, []domain.Budget{p}, 350) // 250 past: 100, 100 and 50 in the next three minutes
-	refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
-	for range 2 {
-		clock.Add(time.Minute)
-		refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
+	// Refused until the minute that has room: the two full minutes after
+	// this one's 23 s left, and again in each of them.
+	for i := range 3 {
+		e := refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
+		want := 23*time.Second + time.Duration(2-i)*time.Minute
+		if e.RetryAfter != want || e.Details["resetSeconds"] != int(want/time.Second) {
+			t.Errorf("refusal %d: RetryAfter = %v, resetSeconds = %v; want %v, the start of the first minute with room",
+				i+1, e.RetryAfter, e.Details["resetSeconds"], want)
+		}
+		if carried := strings.Contains(e.Error(), "count in the minutes after"); carried != (i < 2) {
+			t.Errorf("refusal %d says %q; want it to say why only while it names a later minute", i+1, e.Error())
+		}
+		if i < 2 {
+			clock.Add(time.Minute)
+		}
 	}
 	clock.Add(time.Minute)
 	q, err := l.Allow(bg, []domain.Budget{p})

@@ -54,6 +54,17 @@ func debt(count, tokens, limit int) []int {
 	return out
 }
 
+// pastDebt is when a budget whose tokens refused it in a window ending
+// in left can be admitted again: at the end of that window, unless debt
+// filled the windows after it too. next(k) is the tokens counted so far in
+// the k-th window after (k from 1); the first below limit admits.
+func pastDebt(left time.Duration, limit int, next func(k int) int) time.Duration {
+	for k := 1; k <= maxDebtWindows && next(k) >= limit; k++ {
+		left += Window
+	}
+	return left
+}
+
 // window returns the window (unix minute) of now and the time left until it
 // ends, at least one second.
 func window(now time.Time) (w int64, left time.Duration) {
@@ -135,7 +146,8 @@ func appendQuotas(qs []domain.Quota, b domain.Budget, requests, tokens int, left
 }
 
 // refusal is the RateLimited error of budget b, whose requests (tokens ==
-// false) or tokens are at their limit, with left until the window ends.
+// false) or tokens are at their limit, with left until the window ends
+// (or, for tokens, until the first window after it with room: pastDebt).
 func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	unit, limit := "requests", b.RequestsPerMinute
 	if tokens {
@@ -145,9 +157,12 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	if limit == 1 {
 		noun = strings.TrimSuffix(unit, "s")
 	}
-	secs := seconds(left)
-	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
-		limit, noun, subject(b.Name), secs)
+	why := "" // past this window: pastDebt
+	if left > Window {
+		why = " (tokens used past the limit count in the minutes after)"
+	}
+	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds%s",
+		limit, noun, subject(b.Name), seconds(left), why)
 	e.RetryAfter = left
 	e.Details = domain.RefusalDetails(domain.Quota{Name: limitName(b.Name, tokens), Limit: limit, Reset: left, Window: Window})
 	return e

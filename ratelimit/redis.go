@@ -265,9 +265,39 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 		}
 		return quotas, nil
 	case len(res) == 2 && res[0] >= 1 && int(res[0]) <= len(live):
-		return nil, refusal(live[res[0]-1], res[1] == 2, left)
+		b, tokens := live[res[0]-1], res[1] == 2
+		if tokens {
+			left = r.pastDebt(ctx, b, w, left)
+		}
+		return nil, refusal(b, tokens, left)
 	}
 	return nil, nil // not the script's answer: allowed, as when Redis fails
+}
+
+// pastDebt is pastDebt for budget b, refused by its tokens in window w,
+// which ends in left: the windows after are read in one pipeline (each a
+// key of its own window's hash slot). When Redis fails, the refusal says
+// left, the end of w.
+func (r *Redis) pastDebt(ctx context.Context, b domain.Budget, w int64, left time.Duration) time.Duration {
+	gets := make([]*redis.StringCmd, maxDebtWindows)
+	if err := r.call(ctx, "read carried tokens", func() error {
+		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for k := range gets {
+				gets[k] = p.Get(ctx, r.windowKey(w+1+int64(k), "tok", b.Key))
+			}
+			return nil
+		})
+		if errors.Is(err, redis.Nil) {
+			err = nil // a window with nothing carried into it
+		}
+		return err
+	}); err != nil {
+		return left
+	}
+	return pastDebt(left, b.TokensPerMinute, func(k int) int {
+		n, _ := gets[k-1].Int()
+		return n
+	})
 }
 
 // AddTokens implements domain.Limiter with INCRBY and EXPIRE in one
