@@ -243,6 +243,14 @@ const ReasoningExtra = "reasoning_content"
 // reasoning_content (Groq and Cerebras do).
 const ReasoningNamedExtra = "reasoning"
 
+// ReasoningDetailsExtra is the member of a tool call's extra_content in
+// which an OpenAI-wire reply that called tools carries its
+// reasoning_details, OpenRouter's structured reasoning (with the
+// encrypted thought signatures Gemini requires back with the calls, and
+// Claude's signed thinking), as the provider sent them, to go back as the
+// message's reasoning_details.
+const ReasoningDetailsExtra = "reasoning_details"
+
 // ExtraReasoning is the reasoning a tool call's extra_content carries,
 // under either name; "" when none.
 func ExtraReasoning(extra []byte) string {
@@ -253,9 +261,9 @@ func ExtraReasoning(extra []byte) string {
 }
 
 // ExtraWithoutReasoning is extra without the reasoning it carries under
-// either name.
+// either name, and without its reasoning_details.
 func ExtraWithoutReasoning(extra []byte) []byte {
-	return ExtraWithout(ExtraWithout(extra, ReasoningExtra), ReasoningNamedExtra)
+	return ExtraWithout(ExtraWithout(ExtraWithout(extra, ReasoningExtra), ReasoningNamedExtra), ReasoningDetailsExtra)
 }
 
 // ExtraWith returns extra, a tool call's extra_content (nil or a JSON
@@ -294,18 +302,27 @@ func asItCame(v any) ([]byte, error) {
 // ExtraString returns the string member name of extra, a tool call's
 // extra_content; "" when it has none.
 func ExtraString(extra []byte, name string) string {
-	if len(extra) == 0 || !bytes.Contains(extra, []byte(`"`+name+`"`)) {
-		return ""
-	}
-	var members map[string]json.RawMessage
-	if json.Unmarshal(extra, &members) != nil {
-		return ""
-	}
 	var s string
-	if json.Unmarshal(members[name], &s) != nil {
+	if json.Unmarshal(ExtraMember(extra, name), &s) != nil {
 		return ""
 	}
 	return s
+}
+
+// ExtraMember returns the member name of extra, a tool call's
+// extra_content, as JSON; nil when it has none (or null).
+func ExtraMember(extra []byte, name string) json.RawMessage {
+	if len(extra) == 0 || !bytes.Contains(extra, []byte(`"`+name+`"`)) {
+		return nil
+	}
+	var members map[string]json.RawMessage
+	if json.Unmarshal(extra, &members) != nil {
+		return nil
+	}
+	if v := members[name]; len(v) > 0 && string(v) != "null" {
+		return v
+	}
+	return nil
 }
 
 // ExtraWithout returns extra, a tool call's extra_content, without its

@@ -140,13 +140,14 @@ func openAIRequest(req domain.LLMRequest, stream, completionTokens, reasoning bo
 // see refusalsAsText). Its tool calls carry their extra_content, which
 // go-openai's cannot.
 type wireMessage struct {
-	Role             string         `json:"role"`
-	Content          *string        `json:"content,omitempty"`
-	Refusal          string         `json:"refusal,omitempty"`
-	ReasoningContent string         `json:"reasoning_content,omitempty"` // see withReasoningExtra
-	Reasoning        string         `json:"reasoning,omitempty"`         // the same, named as the provider sent it
-	ToolCalls        []wireToolCall `json:"tool_calls,omitempty"`
-	ToolCallID       string         `json:"tool_call_id,omitempty"`
+	Role             string          `json:"role"`
+	Content          *string         `json:"content,omitempty"`
+	Refusal          string          `json:"refusal,omitempty"`
+	ReasoningContent string          `json:"reasoning_content,omitempty"` // see withReasoningExtra
+	Reasoning        string          `json:"reasoning,omitempty"`         // the same, named as the provider sent it
+	ReasoningDetails json.RawMessage `json:"reasoning_details,omitempty"` // OpenRouter's, as it sent them (reasoningDetails)
+	ToolCalls        []wireToolCall  `json:"tool_calls,omitempty"`
+	ToolCallID       string          `json:"tool_call_id,omitempty"`
 }
 
 type wireToolCall struct {
@@ -163,7 +164,7 @@ type wireToolCall struct {
 // openai-compatible providers get extras (OpenAI's API may refuse a field
 // it does not know), and never Anthropic's thinking (see openAIExtra);
 // with reasoning, the reasoning of calls goes back as the message's, under
-// the name their reply gave it.
+// the name their reply gave it, with its reasoning_details.
 func explicitContent(msgs []domain.LLMMessage, extras, reasoning bool) []wireMessage {
 	if !slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
 		return m.Content == "" && len(m.ToolCalls) == 0 ||
@@ -180,6 +181,7 @@ func explicitContent(msgs []domain.LLMMessage, extras, reasoning bool) []wireMes
 			if wm.ReasoningContent == "" {
 				wm.Reasoning = domain.ExtraString(extra, domain.ReasoningNamedExtra)
 			}
+			wm.ReasoningDetails = domain.ExtraMember(extra, domain.ReasoningDetailsExtra)
 		}
 		if m.Content != "" || len(m.ToolCalls) == 0 {
 			wm.Content = &msgs[i].Content
@@ -305,6 +307,7 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 			ExtraContent: extras[i]})
 	}
 	withReasoningExtra(res.ToolCalls, reasoningMember, res.Reasoning)
+	withReasoningDetails(res.ToolCalls, wholeReplyReasoningDetails(ex))
 	res.FinishReason = wholeReplyFinish(res.FinishReason, res.ToolCalls)
 	return res, nil
 }
@@ -416,7 +419,8 @@ func refusedStreamOptions(ex *exchange, err error) bool {
 // (see explicitContent).
 func sendsReasoning(msgs []domain.LLMMessage) bool {
 	return slices.ContainsFunc(msgs, func(m domain.LLMMessage) bool {
-		return len(m.ToolCalls) > 0 && domain.ExtraReasoning(m.ToolCalls[0].ExtraContent) != ""
+		return len(m.ToolCalls) > 0 && (domain.ExtraReasoning(m.ToolCalls[0].ExtraContent) != "" ||
+			domain.ExtraMember(m.ToolCalls[0].ExtraContent, domain.ReasoningDetailsExtra) != nil)
 	})
 }
 
@@ -431,7 +435,8 @@ func refusedReasoning(ex *exchange, err error) bool {
 	status, _, _ := ex.response()
 	msg := err.Error()
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
-		(strings.Contains(msg, "reasoning_content") || strings.Contains(msg, "'reasoning'") || strings.Contains(msg, "reasoning is not supported"))
+		(strings.Contains(msg, "reasoning_content") || strings.Contains(msg, "'reasoning'") || strings.Contains(msg, "reasoning_details") ||
+			strings.Contains(msg, "reasoning is not supported"))
 }
 
 // refusedMaxTokens says whether the upstream refused a request because
@@ -524,12 +529,14 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	var content, refusal, reasoning strings.Builder
 	var text, thought, refused utf8Joiner
 	var calls toolCalls
+	var details reasoningDetails
 	reasoningMember := domain.ReasoningExtra // the name the reasoning came by (see withReasoningExtra)
 	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
 	defer func() {
 		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
 		res.Reasoning = reasoning.String()
 		withReasoningExtra(res.ToolCalls, reasoningMember, res.Reasoning)
+		withReasoningDetails(res.ToolCalls, details.json())
 		// A delta still held goes on before the call ends, error or not,
 		// unless it was the caller that failed.
 		if de := (*deltaError)(nil); !errors.As(err, &de) {
@@ -588,6 +595,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || thought.held != "" {
 				d.Reasoning = thought.next(string(r))
 			}
+			details.add(ch.Delta.ReasoningDetails)
 			for _, tc := range ch.Delta.ToolCalls {
 				td := calls.add(tc.Index, tc.ID, tc.Function.Name, string(tc.Function.Arguments))
 				calls.keepExtra(&td, tc.ExtraContent)
@@ -599,6 +607,11 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 					// the whole reasoning when the reply ends.
 					if r := reasoning.String() + d.Reasoning; r != "" {
 						td.ExtraContent = domain.ExtraWith(td.ExtraContent, reasoningMember, r)
+					}
+					// So do the reasoning_details so far; those that come
+					// later are only in the stored reply's.
+					if rd := details.json(); rd != nil {
+						td.ExtraContent = domain.ExtraWith(td.ExtraContent, domain.ReasoningDetailsExtra, json.RawMessage(rd))
 					}
 				}
 				d.ToolCalls = append(d.ToolCalls, td)
@@ -794,6 +807,9 @@ type openAIChunk struct {
 			// (vLLM sent both for a while: one is read).
 			ReasoningContent rawText `json:"reasoning_content"`
 			Reasoning        rawText `json:"reasoning"`
+			// ReasoningDetails are pieces of OpenRouter's structured
+			// reasoning (see reasoningDetails).
+			ReasoningDetails []jsontext.Value `json:"reasoning_details"`
 			ToolCalls        []struct {
 				Index    *int   `json:"index"`
 				ID       string `json:"id"`

@@ -1,10 +1,12 @@
 package llm_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -256,5 +258,67 @@ func TestReasoningBackWithCalls(t *testing.T) {
 				t.Errorf("bare calls, to another instance: %v, want the provider's refusal", err)
 			}
 		})
+	}
+}
+
+// TestReasoningDetailsBackWithCalls: an OpenAI-wire reply that calls tools
+// with reasoning_details (OpenRouter's, with Gemini's thought signature
+// in an encrypted detail) keeps them, a stream's pieces joined into the
+// details a whole reply gives, and the calls sent back go with them as
+// the message's reasoning_details, as OpenRouter requires for Gemini (the
+// fake refuses them otherwise), not in extra_content; calls sent back bare
+// get them from this client's memory.
+func TestReasoningDetailsBackWithCalls(t *testing.T) {
+	for _, m := range modes() {
+		for _, thought := range []string{"I should look it up", ""} { // the signature alone too
+			t.Run(m.name+"/"+cmp.Or(thought, "signature only"), func(t *testing.T) {
+				s := llmtest.NewServer(t)
+				c := newClient(t)
+				req := request(domain.ProviderOpenAICompatible, s, "weather in Paris?")
+				req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+				s.Enqueue(llmtest.Behavior{Reasoning: thought, ReasoningNamed: true, ThoughtSignature: "c2lnbmVk",
+					ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+				res, _, err := run(context.Background(), c, req, m.stream)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := `[{"data":"c2lnbmVk","format":"google-gemini-v1","id":"call_1","index":1,"type":"reasoning.encrypted"}]`
+				if thought != "" {
+					want = `[{"format":"google-gemini-v1","index":0,"text":"I should look it up","type":"reasoning.text"},` + want[1:]
+				}
+				var got, wantV any
+				_ = json.Unmarshal(domain.ExtraMember(res.ToolCalls[0].ExtraContent, domain.ReasoningDetailsExtra), &got)
+				_ = json.Unmarshal([]byte(want), &wantV)
+				if !reflect.DeepEqual(got, wantV) {
+					t.Fatalf("the call's extra_content %s, want reasoning_details %s", res.ToolCalls[0].ExtraContent, want)
+				}
+				answer := func(c *llm.Client, calls []domain.ToolCall) error {
+					next := req
+					next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
+						domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
+						domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "call_1", Content: "sunny"})
+					s.Enqueue(llmtest.Behavior{DetailsBack: true})
+					_, _, err := run(context.Background(), c, next, m.stream)
+					return err
+				}
+				if err := answer(c, res.ToolCalls); err != nil {
+					t.Fatalf("the calls as they came: %v", err)
+				}
+				sent := s.Last().Body["messages"].([]any)[1].(map[string]any)
+				if !reflect.DeepEqual(sent["reasoning_details"], wantV) || (sent["reasoning"] != nil) != (thought != "") ||
+					sent["tool_calls"].([]any)[0].(map[string]any)["extra_content"] != nil {
+					t.Errorf("the assistant turn went back as %s, want reasoning_details, reasoning and no extra_content", jsonOf(sent))
+				}
+				bare := []domain.ToolCall{res.ToolCalls[0]}
+				bare[0].ExtraContent = nil
+				if err := answer(c, bare); err != nil {
+					t.Errorf("bare calls, to the client that made them: %v", err)
+				}
+				var e *domain.Error
+				if err := answer(newClient(t), bare); !errors.As(err, &e) || !strings.Contains(e.Message, "thought_signature") {
+					t.Errorf("bare calls, to another instance: %v, want the provider's refusal", err)
+				}
+			})
+		}
 	}
 }

@@ -70,8 +70,9 @@ func thoughtKey(caller string, apiKey domain.Secret, c domain.ToolCall) string {
 // reasoning_content back gets that as the call's reasoning, which is not
 // Anthropic's signed thinking.
 func carriesThought(calls []domain.ToolCall, member string) bool {
-	if member == domain.ReasoningExtra && len(calls) > 0 && domain.ExtraString(calls[0].ExtraContent, domain.ReasoningNamedExtra) != "" {
-		return true // the same reasoning, by the name its reply gave it
+	if member == domain.ReasoningExtra && len(calls) > 0 && (domain.ExtraString(calls[0].ExtraContent, domain.ReasoningNamedExtra) != "" ||
+		domain.ExtraMember(calls[0].ExtraContent, domain.ReasoningDetailsExtra) != nil) {
+		return true // the same reasoning, by the name its reply gave it, or its details
 	}
 	if len(calls) == 0 || !bytes.Contains(calls[0].ExtraContent, []byte(`"`+member+`"`)) {
 		return false

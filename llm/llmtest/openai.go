@@ -59,6 +59,9 @@ func (r reply) openAIMessage(text string) map[string]any {
 	if len(r.toolCalls) == 0 {
 		return msg
 	}
+	if d := r.details(); d != nil {
+		msg["reasoning_details"] = d
+	}
 	if text == "" {
 		msg["content"] = nil
 	}
@@ -118,6 +121,9 @@ func (x *exchange) openAIStream(r reply) {
 		if r.contentParts {
 			delta = map[string]any{"content": []any{thinkingPart(d)}}
 		}
+		if r.signature != "" && len(r.toolCalls) > 0 {
+			delta["reasoning_details"] = []any{textDetail(d)}
+		}
 		if !x.event("", chunk(delta, nil)) {
 			return
 		}
@@ -160,6 +166,9 @@ func (x *exchange) openAIStream(r reply) {
 		if c.Extra != "" {
 			tc["extra_content"] = json.RawMessage(c.Extra)
 		}
+		if i == 0 && r.signature != "" {
+			first["reasoning_details"] = []any{r.encryptedDetail()}
+		}
 		if !x.event("", chunk(first, nil)) {
 			return
 		}
@@ -181,6 +190,66 @@ func (x *exchange) openAIStream(r reply) {
 		}
 	}
 	x.event("", "[DONE]")
+}
+
+// details are the reasoning_details of a reply that calls tools with a
+// thought signature (Behavior.ThoughtSignature), as a whole reply gives
+// them; nil without one.
+func (r reply) details() []any {
+	if r.signature == "" || len(r.toolCalls) == 0 {
+		return nil
+	}
+	var out []any
+	if r.reasoning != "" {
+		out = append(out, textDetail(r.reasoning))
+	}
+	return append(out, r.encryptedDetail())
+}
+
+func textDetail(text string) map[string]any {
+	return map[string]any{"type": "reasoning.text", "text": text, "index": 0, "format": "google-gemini-v1"}
+}
+
+func (r reply) encryptedDetail() map[string]any {
+	return map[string]any{"type": "reasoning.encrypted", "data": r.signature, "id": r.toolCalls[0].ID, "index": 1, "format": "google-gemini-v1"}
+}
+
+// detailsBackRefusal is OpenRouter's refusal, for Gemini, of a request
+// with an assistant message that called tools without the
+// reasoning_details its reply gave (see Behavior.DetailsBack); "" when
+// there is none.
+func detailsBackRefusal(body map[string]any) string {
+	msgs, _ := body["messages"].([]any)
+	for _, m := range msgs {
+		mm, _ := m.(map[string]any)
+		calls, _ := mm["tool_calls"].([]any)
+		if mm["role"] != "assistant" || len(calls) == 0 {
+			continue
+		}
+		ids := map[any]bool{}
+		for _, c := range calls {
+			cm, _ := c.(map[string]any)
+			ids[cm["id"]] = true
+		}
+		details, _ := mm["reasoning_details"].([]any)
+		signed := false
+		var last map[string]any
+		for _, d := range details {
+			dm, _ := d.(map[string]any)
+			if last != nil && dm["type"] == last["type"] && dm["index"] == last["index"] {
+				return "reasoning_details: detail pieces must be joined as the model produced them"
+			}
+			last = dm
+			if data, _ := dm["data"].(string); dm["type"] == "reasoning.encrypted" && data != "" && ids[dm["id"]] {
+				signed = true
+			}
+		}
+		if !signed {
+			return "Gemini models require OpenRouter reasoning details to be preserved in each request. " +
+				"Function call is missing a thought_signature"
+		}
+	}
+	return ""
 }
 
 // reasoningBackRefusal is DeepSeek's thinking mode's refusal of a request

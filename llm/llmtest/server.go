@@ -220,6 +220,17 @@ type Behavior struct {
 	// as OpenRouter, Ollama and vLLM since 0.11 name it, rather than
 	// reasoning_content.
 	ReasoningNamed bool
+	// ThoughtSignature makes an OpenAI-wire reply that calls tools carry
+	// reasoning_details as OpenRouter gives Gemini's: the reasoning as a
+	// reasoning.text detail (index 0; streamed a piece per reasoning
+	// chunk), and this as the data of a reasoning.encrypted detail
+	// (index 1) whose id is the first call's, streamed with that call's
+	// first piece. DetailsBack refuses, as OpenRouter does for Gemini, a
+	// request whose assistant message called tools without them (an
+	// encrypted detail naming one of its calls), or with pieces of a
+	// detail not joined (two in a row of the same type and index).
+	ThoughtSignature string
+	DetailsBack      bool
 	// RedactedThinking, Anthropic only, is the data of a redacted_thinking
 	// block sent after the thinking block (thinking the API encrypts).
 	RedactedThinking string
@@ -616,6 +627,9 @@ func (x *exchange) refusal() string {
 	if x.b.ReasoningBack {
 		return reasoningBackRefusal(x.req.Body)
 	}
+	if x.b.DetailsBack {
+		return detailsBackRefusal(x.req.Body)
+	}
 	return ""
 }
 
@@ -700,6 +714,7 @@ type reply struct {
 	redacted     string
 	// reasoningNamed: see Behavior.ReasoningNamed
 	reasoningNamed bool
+	signature      string // Behavior.ThoughtSignature
 	refusal        string
 	contentParts   bool
 }
@@ -772,6 +787,7 @@ func (x *exchange) reply() reply {
 		out.usage = *b.Usage
 	}
 	out.reasoning, out.contentParts, out.redacted, out.reasoningNamed = b.Reasoning, b.ContentParts, b.RedactedThinking, b.ReasoningNamed
+	out.signature = b.ThoughtSignature
 	out.model = req.Model
 	if b.Model != "" {
 		out.model = b.Model
