@@ -156,6 +156,10 @@ type callSpec struct {
 	// back with tool calls (see refusedReasoning): later attempts go
 	// without it.
 	noReasoning bool
+	// nineCharIDs is set once the upstream refused tool call ids that are
+	// not nine letters and digits (see refusedToolCallIDs): the request's
+	// go as nineCharID makes them from then on.
+	nineCharIDs bool
 }
 
 // Complete runs one completion; see domain.LLM. When onDelta is non-nil the

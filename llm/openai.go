@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -248,6 +249,9 @@ func (c *Client) callOpenAI(ctx context.Context, ex *exchange, cs *callSpec) (*d
 			cs.completionTokens = true
 		case compatible && !cs.noReasoning && sendsReasoning(cs.req.Messages) && refusedReasoning(ex, err):
 			cs.noReasoning = true
+		case !cs.nineCharIDs && refusedToolCallIDs(ex, err):
+			cs.nineCharIDs = true
+			cs.req.Messages = withNineCharIDs(cs.req.Messages)
 		default:
 			return res, err
 		}
@@ -437,6 +441,53 @@ func refusedReasoning(ex *exchange, err error) bool {
 	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
 		(strings.Contains(msg, "reasoning_content") || strings.Contains(msg, "'reasoning'") || strings.Contains(msg, "reasoning_details") ||
 			strings.Contains(msg, "reasoning is not supported"))
+}
+
+// refusedToolCallIDs says whether the upstream refused a request because
+// of a tool call id that is not nine letters and digits: Mistral's API, and
+// vLLM serving Mistral's models, answer 400 "Tool call id was call_… but
+// must be a-z, A-Z, 0-9, with a length of 9." to the ids of a history
+// another provider answered (OpenAI's call_…, Anthropic's toolu_…).
+func refusedToolCallIDs(ex *exchange, err error) bool {
+	status, _, _ := ex.response()
+	msg := err.Error()
+	return (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) &&
+		strings.Contains(msg, "Tool call id") && strings.Contains(msg, "length of 9")
+}
+
+// withNineCharIDs returns msgs with each tool call id, a call's and a tool
+// message's, as nineCharID makes it: a call and its result, made from the
+// same id, still match. The stored ids stay as they came.
+func withNineCharIDs(msgs []domain.LLMMessage) []domain.LLMMessage {
+	out := slices.Clone(msgs)
+	for i, m := range out {
+		if m.ToolCallID != "" {
+			out[i].ToolCallID = nineCharID(m.ToolCallID)
+		}
+		if len(m.ToolCalls) > 0 {
+			calls := slices.Clone(m.ToolCalls)
+			for j := range calls {
+				calls[j].ID = nineCharID(calls[j].ID)
+			}
+			out[i].ToolCalls = calls
+		}
+	}
+	return out
+}
+
+// nineCharID is id as nine letters and digits: itself when it is, else
+// nine drawn from its SHA-256 (62^9 ids: two of a history's never meet).
+func nineCharID(id string) string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	if len(id) == 9 && strings.Trim(id, alphabet) == "" {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	out := make([]byte, 9)
+	for i := range out {
+		out[i] = alphabet[int(sum[i])%len(alphabet)]
+	}
+	return string(out)
 }
 
 // refusedMaxTokens says whether the upstream refused a request because

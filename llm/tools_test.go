@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -362,6 +363,53 @@ func TestToolResultsOpenAIWire(t *testing.T) {
 		{"role":"tool","content":"18C","tool_call_id":"call_paris"}]`
 	if normJSON(t, string(got)) != normJSON(t, want) {
 		t.Errorf("upstream messages = %s\nwant %s", got, want)
+	}
+}
+
+// TestToolCallIDsForMistral: Mistral refuses tool call ids that are not
+// nine letters and digits, as those of a history another provider answered
+// are: such a request is sent again once with each id made nine (a call
+// and its result alike, two calls apart), and answered, JSON or stream.
+func TestToolCallIDsForMistral(t *testing.T) {
+	for _, m := range modes() {
+		t.Run(m.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			req := request(domain.ProviderOpenAICompatible, s)
+			calls := []domain.ToolCall{{ID: "call_paris", Type: "function", Name: "weather", Arguments: `{}`},
+				{ID: "toolu_01A", Type: "function", Name: "weather", Arguments: `{}`}, {ID: "abc123XYZ", Type: "function", Name: "weather", Arguments: `{}`}}
+			req.Messages = []domain.LLMMessage{
+				{Role: domain.RoleUser, Content: "weather?"},
+				{Role: domain.RoleAssistant, ToolCalls: calls},
+				{Role: domain.RoleTool, ToolCallID: "call_paris", Content: "18C"},
+				{Role: domain.RoleTool, ToolCallID: "toolu_01A", Content: "9C"},
+				{Role: domain.RoleTool, ToolCallID: "abc123XYZ", Content: "20C"},
+			}
+			before := s.Count()
+			s.Enqueue(llmtest.Behavior{NineCharIDs: true}, llmtest.Behavior{NineCharIDs: true})
+			if _, _, err := run(context.Background(), newClient(t), req, m.stream); err != nil {
+				t.Fatalf("%v; want it answered once the ids are nine", err)
+			}
+			if n := s.Count() - before; n != 2 {
+				t.Errorf("%d requests upstream, want 2: refused, then sent again", n)
+			}
+			sent := s.Last().Body["messages"].([]any)
+			var callIDs []string
+			for _, c := range sent[1].(map[string]any)["tool_calls"].([]any) {
+				callIDs = append(callIDs, c.(map[string]any)["id"].(string))
+			}
+			nine := regexp.MustCompile(`^[a-zA-Z0-9]{9}$`)
+			for i, id := range callIDs {
+				if !nine.MatchString(id) || sent[2+i].(map[string]any)["tool_call_id"] != id {
+					t.Errorf("call %d went as %q, its result as %v; want the same nine letters and digits", i, id, sent[2+i].(map[string]any)["tool_call_id"])
+				}
+			}
+			if len(callIDs) != 3 || callIDs[0] == callIDs[1] || callIDs[2] != "abc123XYZ" {
+				t.Errorf("ids %q; want two apart, and one already nine kept", callIDs)
+			}
+			if req.Messages[1].ToolCalls[0].ID != "call_paris" {
+				t.Errorf("the request's own ids changed: %q", req.Messages[1].ToolCalls[0].ID)
+			}
+		})
 	}
 }
 

@@ -3,6 +3,7 @@ package llmtest
 import (
 	"encoding/json"
 	"fmt"
+	"regexp"
 	"time"
 )
 
@@ -247,6 +248,31 @@ func detailsBackRefusal(body map[string]any) string {
 		if !signed {
 			return "Gemini models require OpenRouter reasoning details to be preserved in each request. " +
 				"Function call is missing a thought_signature"
+		}
+	}
+	return ""
+}
+
+// nineCharIDsRefusal is Mistral's refusal of a request with a tool call
+// id that is not nine letters and digits; "" when there is none.
+func nineCharIDsRefusal(body map[string]any) string {
+	nine := regexp.MustCompile(`^[a-zA-Z0-9]{9}$`)
+	msgs, _ := body["messages"].([]any)
+	for _, m := range msgs {
+		mm, _ := m.(map[string]any)
+		ids := []any{}
+		if id, ok := mm["tool_call_id"]; ok {
+			ids = append(ids, id)
+		}
+		calls, _ := mm["tool_calls"].([]any)
+		for _, c := range calls {
+			cm, _ := c.(map[string]any)
+			ids = append(ids, cm["id"])
+		}
+		for _, id := range ids {
+			if s, _ := id.(string); !nine.MatchString(s) {
+				return fmt.Sprintf("Tool call id was %v but must be a-z, A-Z, 0-9, with a length of 9.", id)
+			}
 		}
 	}
 	return ""

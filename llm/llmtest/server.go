@@ -231,6 +231,10 @@ type Behavior struct {
 	// detail not joined (two in a row of the same type and index).
 	ThoughtSignature string
 	DetailsBack      bool
+	// NineCharIDs refuses, as Mistral's API does, an OpenAI-wire request
+	// with a tool call id (a call's, or a tool message's tool_call_id)
+	// that is not nine letters and digits.
+	NineCharIDs bool
 	// RedactedThinking, Anthropic only, is the data of a redacted_thinking
 	// block sent after the thinking block (thinking the API encrypts).
 	RedactedThinking string
@@ -629,6 +633,9 @@ func (x *exchange) refusal() string {
 	}
 	if x.b.DetailsBack {
 		return detailsBackRefusal(x.req.Body)
+	}
+	if x.b.NineCharIDs {
+		return nineCharIDsRefusal(x.req.Body)
 	}
 	return ""
 }
