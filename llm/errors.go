@@ -241,10 +241,18 @@ func bodyMessage(body []byte) string {
 	}
 	if len(v.Error) > 0 {
 		var obj struct {
-			Message string `json:"message"`
-			Type    string `json:"type"`
+			Message  string `json:"message"`
+			Type     string `json:"type"`
+			Metadata struct {
+				Raw json.RawMessage `json:"raw"`
+			} `json:"metadata"`
 		}
 		if json.Unmarshal(v.Error, &obj) == nil && obj.Message != "" {
+			// OpenRouter's message for a provider's failure is only
+			// "Provider returned error": the provider's own is its raw.
+			if raw := rawMessage(obj.Metadata.Raw); raw != "" && raw != obj.Message {
+				return obj.Message + ": " + raw
+			}
 			return obj.Message
 		}
 		var s string
@@ -302,11 +310,44 @@ func topLevelMessage(raw json.RawMessage) string {
 	return strings.Join(parts, "; ")
 }
 
+// rawMessage is the message in OpenRouter's error.metadata.raw, the
+// provider's own error: a string holding the provider's error body, whose
+// message is taken (bodyMessage), or a short text; "" for anything else.
+func rawMessage(raw json.RawMessage) string {
+	var s string
+	if len(raw) == 0 || json.Unmarshal(raw, &s) != nil {
+		return ""
+	}
+	if m := bodyMessage([]byte(s)); m != "" {
+		return m
+	}
+	return ""
+}
+
 // retryDelay is how long an error body says to wait: Google's
 // google.rpc.RetryInfo ({"error":{"details":[{"retryDelay":"37.512s"}]}}),
 // which Gemini sends in place of a Retry-After header; 0 when it says
-// nothing.
-func retryDelay(body []byte) time.Duration {
+// nothing. OpenRouter's error.metadata.headers (its X-RateLimit-*) are
+// read as its headers would be (see retryAfterHeader).
+func retryDelay(body []byte, now time.Time) time.Duration {
+	if bytes.Contains(body, []byte(`"metadata"`)) {
+		var v struct {
+			Error struct {
+				Metadata struct {
+					Headers map[string]any `json:"headers"`
+				} `json:"metadata"`
+			} `json:"error"`
+		}
+		if json.Unmarshal(oneOf(body), &v) == nil && len(v.Error.Metadata.Headers) > 0 {
+			h := http.Header{}
+			for k, val := range v.Error.Metadata.Headers {
+				h.Set(k, fmt.Sprint(val))
+			}
+			if d := resetWait(h, openRouterLimits, epochWait(now)); d > 0 {
+				return d
+			}
+		}
+	}
 	if !bytes.Contains(body, []byte(`"retryDelay"`)) {
 		return 0
 	}
@@ -324,6 +365,38 @@ func retryDelay(body []byte) time.Duration {
 		if w, err := time.ParseDuration(d.RetryDelay); err == nil && w > 0 {
 			return w
 		}
+	}
+	return 0
+}
+
+// inBandError is the error an upstream reported in the body or the
+// stream of a 200 (OpenRouter, which answers 200 at once and reports what
+// fails after in the body, with the HTTP status in error.code): when the
+// code is a 4xx, an error of that status, its body kept for the wait it
+// may give (retryAfter), so that it maps as the status would have (a 429
+// rate limited, a 400 the caller's to fix); else an in-band error (see
+// upstreamMessage). Either carries the upstream's message.
+func inBandError(body []byte) error {
+	ae := &openai.APIError{Message: bodyMessage(body)}
+	var v struct {
+		Error struct {
+			Code json.RawMessage `json:"code"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(oneOf(body), &v) == nil {
+		if code, err := strconv.Atoi(strings.Trim(string(v.Error.Code), `"`)); err == nil && code >= 400 && code < 500 {
+			ae.HTTPStatusCode = code
+			return &openai.RequestError{HTTPStatusCode: code, Body: body, Err: ae}
+		}
+	}
+	return fmt.Errorf("error, %w", ae)
+}
+
+// inBandStatus is the status an inBandError names, 0 for none.
+func inBandStatus(err error) int {
+	var re *openai.RequestError
+	if errors.As(err, &re) {
+		return re.HTTPStatusCode
 	}
 	return 0
 }
@@ -407,14 +480,15 @@ const MaxRetryAfter = time.Hour
 // these that gives a positive wait: retry-after-ms (OpenAI); Retry-After,
 // in seconds or as an HTTP date; OpenAI's x-ratelimit-reset-requests and
 // -tokens ("1s", "6m0s", "20ms"); Anthropic's anthropic-ratelimit-*-reset
-// (RFC 3339 times). Of the reset headers of one provider it takes the
+// (RFC 3339 times); OpenRouter's X-RateLimit-Reset (a unix time in
+// milliseconds). Of the reset headers of one provider it takes the
 // latest of the limits whose remaining count is 0, else the latest of
-// all; else the body's retryDelay (Gemini's). Without any it is
+// all; else what the body says (retryDelay: Gemini's, OpenRouter's). Without any it is
 // DefaultRetryAfter; it is never more than MaxRetryAfter.
 func retryAfter(h http.Header, body []byte, now time.Time) time.Duration {
 	d := retryAfterHeader(h, now)
 	if d <= 0 {
-		d = retryDelay(body)
+		d = retryDelay(body, now)
 	}
 	if d <= 0 {
 		d = DefaultRetryAfter
@@ -443,12 +517,34 @@ func retryAfterHeader(h http.Header, now time.Time) time.Duration {
 	}); d > 0 {
 		return d
 	}
-	return resetWait(h, anthropicLimits, func(v string) time.Duration {
+	if d := resetWait(h, anthropicLimits, func(v string) time.Duration {
 		if t, err := time.Parse(time.RFC3339, v); err == nil {
 			return t.Sub(now)
 		}
 		return 0
-	})
+	}); d > 0 {
+		return d
+	}
+	return resetWait(h, openRouterLimits, epochWait(now))
+}
+
+// epochWait turns a reset given as a unix time, in milliseconds
+// (OpenRouter's X-RateLimit-Reset) or seconds, into the wait until then
+// from now; 0 for anything else, a count of seconds among them (too
+// small to be a time).
+func epochWait(now time.Time) func(string) time.Duration {
+	return func(v string) time.Duration {
+		n, err := strconv.ParseFloat(v, 64)
+		switch {
+		case err != nil:
+			return 0
+		case n > 1e12:
+			return time.UnixMilli(int64(n)).Sub(now)
+		case n > 1e9:
+			return time.Unix(int64(n), 0).Sub(now)
+		}
+		return 0
+	}
 }
 
 // floatDuration is v units, saturated rather than overflowing.
@@ -467,6 +563,10 @@ var openAILimits = []rateLimit{
 	{"X-Ratelimit-Reset-Requests", "X-Ratelimit-Remaining-Requests"},
 	{"X-Ratelimit-Reset-Tokens", "X-Ratelimit-Remaining-Tokens"},
 }
+
+// openRouterLimits is OpenRouter's one limit header pair, its reset a
+// unix time in milliseconds (epochWait).
+var openRouterLimits = []rateLimit{{"X-Ratelimit-Reset", "X-Ratelimit-Remaining"}}
 
 var anthropicLimits = []rateLimit{
 	{"Anthropic-Ratelimit-Requests-Reset", "Anthropic-Ratelimit-Requests-Remaining"},

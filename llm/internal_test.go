@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -79,12 +81,29 @@ func TestRetryAfter(t *testing.T) {
 		{"anthropic reset in the past", http.Header{"Anthropic-Ratelimit-Requests-Reset": {at(-time.Minute)}, "Anthropic-Ratelimit-Requests-Remaining": {"0"}}, DefaultRetryAfter},
 		{"anthropic garbage", http.Header{"Anthropic-Ratelimit-Requests-Reset": {"soon"}}, DefaultRetryAfter},
 		{"anthropic a year away is capped", http.Header{"Anthropic-Ratelimit-Tokens-Reset": {now.AddDate(1, 0, 0).Format(time.RFC3339)}}, MaxRetryAfter},
+
+		// OpenRouter: a unix time in milliseconds.
+		{"openrouter exhausted", http.Header{"X-Ratelimit-Reset": {strconv.FormatInt(now.Add(90*time.Second).UnixMilli(), 10)}, "X-Ratelimit-Remaining": {"0"}}, 90 * time.Second},
+		{"openrouter in seconds", http.Header{"X-Ratelimit-Reset": {strconv.FormatInt(now.Add(20*time.Second).Unix(), 10)}}, 20 * time.Second},
+		{"openrouter a count is no time", http.Header{"X-Ratelimit-Reset": {"30"}}, DefaultRetryAfter},
+		{"openrouter a day away is capped", http.Header{"X-Ratelimit-Reset": {strconv.FormatInt(now.Add(20*time.Hour).UnixMilli(), 10)}}, MaxRetryAfter},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := retryAfter(tc.h, nil, now); got != tc.want {
 				t.Errorf("retryAfter = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// TestRetryAfterInTheBody: OpenRouter gives its X-RateLimit-* in the body
+// too, as error.metadata.headers, where an in-band 429 has no headers.
+func TestRetryAfterInTheBody(t *testing.T) {
+	now := time.Unix(1_900_000_000, 0)
+	body := fmt.Sprintf(`{"error":{"code":429,"message":"Rate limit exceeded: free-models-per-day",`+
+		`"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"%d"}}}}`, now.Add(25*time.Minute).UnixMilli())
+	if got := retryAfter(http.Header{}, []byte(body), now); got != 25*time.Minute {
+		t.Errorf("retryAfter = %v, want 25m0s", got)
 	}
 }
 
@@ -118,6 +137,11 @@ func TestBodyMessage(t *testing.T) {
 		{`{"error":{"message":"model not found","type":"invalid_request_error"}}`, "model not found"},
 		{`{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, "Overloaded"},
 		{`{"error":"plain string error"}`, "plain string error"},
+		// OpenRouter: the provider's own error in metadata.raw.
+		{`{"error":{"code":400,"message":"Provider returned error","metadata":{"raw":"{\"error\":{\"code\":400,\"message\":\"Function call is missing a thought_signature\"}}","provider_name":"Google"}}}`,
+			"Provider returned error: Function call is missing a thought_signature"},
+		{`{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":"upstream timed out"}}}`, "Provider returned error: upstream timed out"},
+		{`{"error":{"code":502,"message":"Provider returned error","metadata":{"raw":{"not":"a string"}}}}`, "Provider returned error"},
 		{`upstream connect error`, "upstream connect error"},
 		{`<html>502 Bad Gateway</html>`, ""},
 		{strings.Repeat("x", 300), ""},

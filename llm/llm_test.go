@@ -986,6 +986,51 @@ func TestInBandErrorChunk(t *testing.T) {
 	}
 }
 
+// TestInBandErrorStatus: OpenRouter answers 200 at once and reports what
+// fails after in the body or the stream, the HTTP status it would have
+// had in error.code: a 4xx there is that status's error (a 429 rate
+// limited, with the wait its metadata.headers give; a 400 the caller's to
+// fix, with the provider's own message from metadata.raw), not a provider
+// failure that says nothing a client can act on. A 5xx stays one.
+func TestInBandErrorStatus(t *testing.T) {
+	reset := time.Now().Add(10 * time.Minute).UnixMilli()
+	limited := fmt.Sprintf(`{"error":{"code":429,"message":"Rate limit exceeded: free-models-per-day",`+
+		`"metadata":{"headers":{"X-RateLimit-Limit":"50","X-RateLimit-Remaining":"0","X-RateLimit-Reset":"%d"}}}}`, reset)
+	refused := `{"error":{"code":400,"message":"Provider returned error","metadata":{"raw":"{\"error\":{\"message\":\"Function call is missing a thought_signature\"}}","provider_name":"Google"}}}`
+	failed := `{"error":{"code":502,"message":"Provider disconnected"}}`
+	sse := http.Header{"Content-Type": {"text/event-stream"}}
+	for _, tc := range []struct {
+		name   string
+		b      llmtest.Behavior
+		stream bool
+		kind   domain.Kind
+		msg    string
+	}{
+		{"429/stream", llmtest.Behavior{Header: sse, Body: ": OPENROUTER PROCESSING\n\ndata: " + limited + "\n\n"}, true, domain.RateLimited, "free-models-per-day"},
+		{"429/json", llmtest.Behavior{Body: limited}, false, domain.RateLimited, "free-models-per-day"},
+		{"400/stream", llmtest.Behavior{Header: sse, Body: "data: " + refused + "\n\n"}, true, domain.Invalid, "Provider returned error: Function call is missing a thought_signature"},
+		{"400/json", llmtest.Behavior{Body: refused}, false, domain.Invalid, "Provider returned error: Function call is missing a thought_signature"},
+		{"502/stream", llmtest.Behavior{Header: sse, Body: "data: " + failed + "\n\n"}, true, domain.Upstream, "the AI provider reported an error during the stream: Provider disconnected"},
+		{"502/json", llmtest.Behavior{Body: failed}, false, domain.Upstream, "the AI provider answered with an error instead of a reply: Provider disconnected"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := llmtest.NewServer(t)
+			s.Enqueue(tc.b)
+			_, _, err := run(context.Background(), newClient(t), request(domain.ProviderOpenAICompatible, s), tc.stream)
+			var e *domain.Error
+			if !errors.As(err, &e) || e.Kind != tc.kind || !strings.Contains(e.Message, tc.msg) {
+				t.Fatalf("err = %v (%#v); want kind %v saying %q", err, e, tc.kind, tc.msg)
+			}
+			if tc.kind == domain.RateLimited && (e.RetryAfter < 9*time.Minute || e.RetryAfter > 10*time.Minute) {
+				t.Errorf("RetryAfter = %v; want the reset its metadata.headers give, 10m away", e.RetryAfter)
+			}
+			if got := s.Count(); got != 1 {
+				t.Errorf("upstream requests = %d, want 1", got)
+			}
+		})
+	}
+}
+
 // TestAnthropicErrorBodyWithStatus200: a whole reply whose body is
 // Anthropic's error object sent with status 200 (as some gateways in front
 // of the Messages API answer a failure) is that error, with its message;

@@ -275,6 +275,9 @@ func (c *Client) callOpenAIOnce(ctx context.Context, ex *exchange, cs *callSpec)
 	}
 	res := &domain.LLMResult{Model: upstreamModel(resp.Model, cs.req.Endpoint.APIKey.Reveal()), Usage: openAIUsage(resp.Usage, keptCacheHits(ex)), FirstByte: firstByte(ex, cs.start)}
 	if len(resp.Choices) == 0 {
+		if err := inBandError(ex.bodyHead()); inBandStatus(err) != 0 {
+			return res, err // a 4xx named in the body: that refusal, as its status would say
+		}
 		if msg := sanitize(bodyMessage(ex.bodyHead()), cs.req.Endpoint.APIKey.Reveal(), 200); msg != "" {
 			return res, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a reply: %s", msg)
 		}
@@ -691,7 +694,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 			// An error line (data: {"error": ...}), OpenAI's form, or an
 			// error chunk, OpenRouter's: the upstream's message as
 			// go-openai's APIError carries it (see upstreamMessage).
-			return res, fmt.Errorf("error, %w", &openai.APIError{Message: bodyMessage(raw)})
+			return res, inBandError(raw)
 		}
 	}
 	if res.FirstByte == 0 {
