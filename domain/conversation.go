@@ -24,6 +24,16 @@ type Conversation struct {
 // PreviewChars is the most characters of a conversation's Preview.
 const PreviewChars = 100
 
+// FitsOnePage says whether c's messages hold no more text than one page
+// of a list does (maxPageBytes): MCP's get-conversation, whose agents
+// cannot take a conversation's whole 32 MiB (mcp-go's clients refuse a
+// message that large, and an agent's context is smaller still), sends
+// one that does not through list-messages instead.
+func (c *Conversation) FitsOnePage() bool { return historyBytes(c.Messages) <= maxPageBytes }
+
+// MaxPageMiB is maxPageBytes in MiB, for messages.
+const MaxPageMiB = maxPageBytes >> 20
+
 // summarize sets c's MessageCount and Preview from its Messages.
 func (c *Conversation) summarize() {
 	c.MessageCount, c.Preview = len(c.Messages), ""

@@ -132,11 +132,16 @@ type getConversationArgs struct {
 
 func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[getConversationArgs, conversationOut]("get-conversation", "Get a conversation",
-			"Get a conversation with all its messages in order. For a long conversation, page through its messages with list-messages instead.", readHints),
+			fmt.Sprintf("Get a conversation with all its messages in order, up to %d MiB of text; a larger one is refused: "+
+				"page through its messages with list-messages.", domain.MaxPageMiB), readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (conversationOut, error) {
 			c, err := d.svcs.Conversations.Get(ctx, in.ConversationID)
 			if err != nil {
 				return conversationOut{}, err
+			}
+			if !c.FitsOnePage() {
+				return conversationOut{}, domain.Errorf(domain.TooLarge, "conversation %s holds more text than get-conversation returns at once (%d MiB, in %d messages); "+
+					"page through its messages with list-messages instead", c.ID, domain.MaxPageMiB, c.MessageCount)
 			}
 			out := toConversationOut(c)
 			if out.Messages == nil {

@@ -1010,3 +1010,39 @@ func TestThinkingStaysOutOfTheText(t *testing.T) {
 		})
 	}
 }
+
+// TestGetConversationTooLarge: get-conversation answers a conversation of
+// more text than a page holds with an error that says to page through it
+// with list-messages, which does: its whole 32 MiB, twice over (text and
+// structured content), would pass mcp-go's clients' 32 MiB message bound
+// and any agent's context.
+func TestGetConversationTooLarge(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		e := newEnv(t, st)
+		chat := e.supportChat()
+		s := e.connect(overHTTP, "editor", Options{})
+		big := strings.Repeat("a", 2_500_000)
+		var out completionOut
+		s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg(big)}, &out)
+		s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "conversationId": out.ConversationID, "messages": userMsg(big)}, nil)
+
+		msg := s.fails(t, "get-conversation", obj{"conversationId": out.ConversationID}, "payload_too_large")
+		if !strings.Contains(msg, "list-messages") || !strings.Contains(msg, out.ConversationID) {
+			t.Errorf("the refusal %q does not say to page through %s with list-messages", msg, out.ConversationID)
+		}
+		var seen int
+		cursor := ""
+		for range 10 {
+			var l listOut[messageOut]
+			s.ok(t, "list-messages", obj{"conversationId": out.ConversationID, "cursor": cursor}, &l)
+			seen += len(l.Data)
+			if l.NextCursor == nil {
+				break
+			}
+			cursor = *l.NextCursor
+		}
+		if seen != 4 {
+			t.Errorf("list-messages gave %d messages, want the 4 of two turns", seen)
+		}
+	})
+}
