@@ -64,7 +64,8 @@ type Observer interface {
 const (
 	instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
-		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation. ` +
+		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation; ` +
+		`tools, toolChoice and responseFormat are not stored, so send them again with each call that needs them. ` +
 		`list-models names the models a provider offers, for a completion's model. ` +
 		`Projects and AI providers are made over Parley's REST API by an owner or an admin: if there are none, ask the user. ` + listsAndErrors
 	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
