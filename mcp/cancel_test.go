@@ -153,21 +153,23 @@ func TestCancelNamesTheIDExactlyAmongCalls(t *testing.T) {
 // TestCallCancelledBeforeItStartsDoesNotRun: a call the client cancels
 // before mcp-go starts it does not run when its turn comes: nothing goes
 // upstream, no usage is recorded, and no response is sent; the session's
-// next call works. Over stdio mcp-go runs five tool calls at a time and
-// queues the rest: the call waits in that queue. Over HTTP+SSE the
+// next call works. Over stdio mcp-go runs stdioWorkers tool calls at a
+// time and queues the rest: the call waits in that queue. Over HTTP+SSE the
 // cancellation lands before the goroutine serving the call has started:
 // a request hook of the test's holds it there.
 func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 	for _, over := range []string{overStdio, overSSE} {
 		t.Run(over, func(t *testing.T) {
 			e := newEnv(t, dbtest.SQLite(t))
+			// Calls 1 to stdioWorkers hold the workers; call queued waits.
+			queued, next := stdioWorkers+1, stdioWorkers+2
 			reached, released := make(chan struct{}), make(chan struct{})
 			var w *rawWire
 			if over == overStdio {
 				w = e.rawStdio()
 			} else {
 				e.onRequest = func(_ context.Context, id any, _ any) error {
-					if id == float64(6) {
+					if id == float64(queued) {
 						close(reached)
 						<-released
 					}
@@ -200,53 +202,53 @@ func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 			}
 
 			if over == overStdio {
-				// Calls 1 to 5 hold mcp-go's five workers; call 6 waits in
-				// its queue until the five are cancelled.
-				for id := 1; id <= 5; id++ {
+				// Calls 1 to stdioWorkers hold mcp-go's workers; call
+				// queued waits in its queue until they are cancelled.
+				for id := 1; id <= stdioWorkers; id++ {
 					e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 					call(id, "hold")
 				}
-				for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < 5; {
+				for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < stdioWorkers; {
 					if time.Now().After(deadline) {
-						t.Fatalf("the upstream got %d of the 5 calls that hold the workers", e.upstream.Count())
+						t.Fatalf("the upstream got %d of the %d calls that hold the workers", e.upstream.Count(), stdioWorkers)
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
-				call(6, "queued")
-				cancel(6)
-				for id := 1; id <= 5; id++ {
+				call(queued, "queued")
+				cancel(queued)
+				for id := 1; id <= stdioWorkers; id++ {
 					cancel(id)
 				}
-				for deadline := time.Now().Add(5 * time.Second); e.disconnects() < 5 && time.Now().Before(deadline); {
+				for deadline := time.Now().Add(5 * time.Second); e.disconnects() < stdioWorkers && time.Now().Before(deadline); {
 					time.Sleep(10 * time.Millisecond)
 				}
-				if got := e.disconnects(); got != 5 {
-					t.Fatalf("usage records with the outcome client_disconnect: %d, want 5", got)
+				if got := e.disconnects(); got != stdioWorkers {
+					t.Fatalf("usage records with the outcome client_disconnect: %d, want %d", got, stdioWorkers)
 				}
 			} else {
-				call(6, "queued")
+				call(queued, "queued")
 				select {
 				case <-reached:
 				case <-time.After(10 * time.Second):
-					t.Fatal("mcp-go never began serving call 6")
+					t.Fatal("mcp-go never began serving the queued call")
 				}
-				cancel(6)
+				cancel(queued)
 				close(released)
 			}
 
-			// Call 7 comes after call 6, so call 6 has begun by the time
-			// call 7 is answered.
+			// Call next comes after call queued, so call queued has begun
+			// by the time call next is answered.
 			e.upstream.reply("after")
-			call(7, "next")
+			call(next, "next")
 			select {
 			case m, ok := <-responses:
-				if !ok || *m.ID != 7 || m.Result == nil || m.Result.StructuredContent.Content != "after" {
-					t.Fatalf("the first response after the cancellations: %s, want call 7's reply", m.Raw)
+				if !ok || *m.ID != next || m.Result == nil || m.Result.StructuredContent.Content != "after" {
+					t.Fatalf("the first response after the cancellations: %s, want call %d's reply", m.Raw, next)
 				}
 			case <-time.After(10 * time.Second):
-				t.Fatal("call 7 got no response")
+				t.Fatalf("call %d got no response", next)
 			}
-			// Were call 6 running, its upstream request would come now.
+			// Were call queued running, its upstream request would come now.
 			time.Sleep(time.Second)
 			for _, r := range e.upstream.Requests() {
 				if r.Messages[len(r.Messages)-1].Content == "queued" {
@@ -254,11 +256,11 @@ func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 				}
 			}
 			if got := e.records("ok"); got != 1 {
-				t.Errorf("usage records with the outcome ok: %d, want 1 (call 7's)", got)
+				t.Errorf("usage records with the outcome ok: %d, want 1 (call next's)", got)
 			}
 			select {
 			case m := <-responses:
-				t.Errorf("a response after call 7's: %s", m.Raw)
+				t.Errorf("a response after call %d's: %s", next, m.Raw)
 			default:
 			}
 		})
@@ -427,5 +429,50 @@ func expectCanceled(t *testing.T, e *env, canceled <-chan struct{}, before int64
 	}
 	if got := e.disconnects(); got != before+1 {
 		t.Errorf("usage records with the outcome client_disconnect: %d, want %d", got, before+1)
+	}
+}
+
+// TestStdioReadsDoNotWaitBehindCompletions: over stdio, a read an agent
+// makes while five completions run is answered while they run; mcp-go's
+// default of five workers made it wait for one of them to end.
+func TestStdioReadsDoNotWaitBehindCompletions(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	w := e.rawStdio()
+	w.initialize(t)
+	answered := make(chan int, 16)
+	go func() {
+		for {
+			b, err := w.read()
+			if err != nil {
+				return
+			}
+			var m wireMsg
+			if json.Unmarshal(b, &m) == nil && m.ID != nil && m.Method == "" {
+				answered <- *m.ID
+			}
+		}
+	}()
+	for id := 1; id <= 5; id++ {
+		e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+		w.send(t, obj{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": obj{"name": "create-chat-completion",
+			"arguments": obj{"aiProviderId": e.provider.ID, "messages": userMsg("hold")}}})
+	}
+	for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < 5; {
+		if time.Now().After(deadline) {
+			t.Fatalf("the upstream got %d of the 5 completions", e.upstream.Count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w.send(t, obj{"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": obj{"name": "list-projects", "arguments": obj{}}})
+	select {
+	case id := <-answered:
+		if id != 6 {
+			t.Errorf("call %d answered first, want the read (6)", id)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the read was not answered while five completions ran")
+	}
+	for id := 1; id <= 5; id++ {
+		w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": id}})
 	}
 }
