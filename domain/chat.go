@@ -171,6 +171,10 @@ func (s *Chats) update(ctx context.Context, id string, in ChatUpdate) (*Chat, er
 		return nil, err
 	}
 	before := *c
+	if in.AIProviderID != nil && *in.AIProviderID == "" {
+		return nil, Invalidf("aiProviderId", "aiProviderId, when sent, must be the id of one of the project's AI providers (aip_...); "+
+			"leave it out to keep the chat's")
+	}
 	if in.AIProviderID != nil {
 		c.AIProviderID = *in.AIProviderID
 	}

@@ -316,6 +316,9 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 	if in.Name != nil {
 		d.Name = trimRequired(*in.Name)
 	}
+	if in.Content != nil && *in.Content == "" {
+		return nil, Invalidf("content", "content, when sent, must not be empty; leave it out to keep the document's")
+	}
 	if in.Content != nil {
 		d.Content = *in.Content
 	}

@@ -32,6 +32,13 @@ func TestChatCRUD(t *testing.T) {
 		if upd["name"] != "renamed" || upd["model"] != "m2" || upd["systemMessage"] != "You are a test." {
 			t.Errorf("PATCH result = %v", upd)
 		}
+		// An empty aiProviderId says what it must be, not that it is
+		// required: an update's fields are not.
+		r := h.call("PATCH", "/api/v1/chats/"+w.chat, h.admin, map[string]any{"aiProviderId": ""})
+		if want := "aiProviderId, when sent, must be the id of one of the project's AI providers (aip_...); leave it out to keep the chat's"; r.Status != 400 ||
+			r.ErrorField() != "aiProviderId" || r.ErrorMessage() != want {
+			t.Errorf("PATCH with an empty aiProviderId = %d %s; want 400 saying %q", r.Status, r.Body, want)
+		}
 
 		del := h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
 		if del["id"] != w.chat || del["deleted"] != true {

@@ -257,6 +257,10 @@ func TestDocumentFieldErrors(t *testing.T) {
 			{"blank name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "  ", "content": "x"}, 400, "name", "name must not be blank"},
 			{"missing name", "POST", "/api/v1/documents", map[string]any{"projectId": p, "content": "x"}, 400, "name", "name is required"},
 			{"PATCH to blank content", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": "   "}, 400, "content", "content must not be blank"},
+			// Sent empty, a field that cannot be says so, not that it is
+			// required (an update's fields are not).
+			{"PATCH to empty content", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": ""}, 400, "content",
+				"content, when sent, must not be empty; leave it out to keep the document's"},
 			{"PATCH to blank name", "PATCH", "/api/v1/documents/" + id, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
 			{"PATCH to a blank project name", "PATCH", "/api/v1/projects/" + p, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
 			{"content over 4 MiB", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": strings.Repeat("x", 4<<20+1)}, 413, "content", "the limit is 4194304"},
