@@ -101,7 +101,7 @@ func (p Page) limited() Page {
 }
 
 func foreignCursor() error {
-	return Invalidf("cursor", "cursor belongs to another list (another kind, or the same kind with another projectId, chatId or path); pass the nextCursor of the previous page of this list unchanged")
+	return Invalidf("cursor", "cursor belongs to another list (another kind, or the same kind of another project, chat or conversation); pass the nextCursor of the previous page of this list unchanged")
 }
 
 // A conversation's messages are ordered by seq, not by id, so their
