@@ -233,13 +233,7 @@ func TestReasoningBackWithCalls(t *testing.T) {
 				t.Fatalf("the call's extra_content %s, want its reasoning", got)
 			}
 			answer := func(c *llm.Client, calls []domain.ToolCall) error {
-				next := req
-				next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
-					domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
-					domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "call_1", Content: "sunny"})
-				s.Enqueue(llmtest.Behavior{ReasoningBack: true})
-				_, _, err := run(context.Background(), c, next, m.stream)
-				return err
+				return answerCalls(c, s, req, calls, m.stream, llmtest.Behavior{ReasoningBack: true})
 			}
 			if err := answer(c, res.ToolCalls); err != nil {
 				t.Fatalf("the calls as they came: %v", err)
@@ -293,13 +287,7 @@ func TestReasoningDetailsBackWithCalls(t *testing.T) {
 					t.Fatalf("the call's extra_content %s, want reasoning_details %s", res.ToolCalls[0].ExtraContent, want)
 				}
 				answer := func(c *llm.Client, calls []domain.ToolCall) error {
-					next := req
-					next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
-						domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
-						domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "call_1", Content: "sunny"})
-					s.Enqueue(llmtest.Behavior{DetailsBack: true})
-					_, _, err := run(context.Background(), c, next, m.stream)
-					return err
+					return answerCalls(c, s, req, calls, m.stream, llmtest.Behavior{DetailsBack: true})
 				}
 				if err := answer(c, res.ToolCalls); err != nil {
 					t.Fatalf("the calls as they came: %v", err)
@@ -321,4 +309,16 @@ func TestReasoningDetailsBackWithCalls(t *testing.T) {
 			})
 		}
 	}
+}
+
+// answerCalls sends req again through c with calls, its reply's, and a
+// result for call_1, to an upstream that answers it as b says.
+func answerCalls(c *llm.Client, s *llmtest.Server, req domain.LLMRequest, calls []domain.ToolCall, stream bool, b llmtest.Behavior) error {
+	next := req
+	next.Messages = append(append([]domain.LLMMessage{}, req.Messages...),
+		domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: calls},
+		domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "call_1", Content: "sunny"})
+	s.Enqueue(b)
+	_, _, err := run(context.Background(), c, next, stream)
+	return err
 }

@@ -3,7 +3,6 @@ package mcp
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -178,21 +177,7 @@ func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 				w = e.rawSSE()
 			}
 			w.initialize(t)
-			responses := make(chan wireMsg, 16)
-			go func() {
-				defer close(responses)
-				for {
-					b, err := w.read()
-					if err != nil {
-						return
-					}
-					var m wireMsg
-					if json.Unmarshal(b, &m) == nil && m.ID != nil && m.Method == "" {
-						m.Raw = b
-						responses <- m
-					}
-				}
-			}()
+			responses := w.responses()
 			call := func(id int, content string) {
 				w.send(t, obj{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": obj{"name": "create-chat-completion",
 					"arguments": obj{"aiProviderId": e.provider.ID, "messages": userMsg(content)}}})
@@ -439,19 +424,7 @@ func TestStdioReadsDoNotWaitBehindCompletions(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
 	w := e.rawStdio()
 	w.initialize(t)
-	answered := make(chan int, 16)
-	go func() {
-		for {
-			b, err := w.read()
-			if err != nil {
-				return
-			}
-			var m wireMsg
-			if json.Unmarshal(b, &m) == nil && m.ID != nil && m.Method == "" {
-				answered <- *m.ID
-			}
-		}
-	}()
+	responses := w.responses()
 	for id := 1; id <= 5; id++ {
 		e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 		w.send(t, obj{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": obj{"name": "create-chat-completion",
@@ -465,9 +438,9 @@ func TestStdioReadsDoNotWaitBehindCompletions(t *testing.T) {
 	}
 	w.send(t, obj{"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": obj{"name": "list-projects", "arguments": obj{}}})
 	select {
-	case id := <-answered:
-		if id != 6 {
-			t.Errorf("call %d answered first, want the read (6)", id)
+	case m := <-responses:
+		if *m.ID != 6 {
+			t.Errorf("call %d answered first, want the read (6)", *m.ID)
 		}
 	case <-time.After(10 * time.Second):
 		t.Error("the read was not answered while five completions ran")

@@ -159,6 +159,27 @@ func (w *rawWire) next(t *testing.T) wireMsg {
 	return m
 }
 
+// responses reads the rest of w's messages in a goroutine of their own and
+// passes on the responses among them; it closes the channel when w ends.
+func (w *rawWire) responses() <-chan wireMsg {
+	out := make(chan wireMsg, 32)
+	go func() {
+		defer close(out)
+		for {
+			b, err := w.read()
+			if err != nil {
+				return
+			}
+			var m wireMsg
+			if json.Unmarshal(b, &m) == nil && m.ID != nil && m.Method == "" {
+				m.Raw = b
+				out <- m
+			}
+		}
+	}()
+	return out
+}
+
 // initialize opens the session as the protocol asks.
 func (w *rawWire) initialize(t *testing.T) {
 	t.Helper()
