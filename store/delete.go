@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"database/sql/driver"
 	"time"
 
 	"gorm.io/gorm"
@@ -39,12 +41,77 @@ const (
 // another process past its busy timeout, leaves it part done; sent again,
 // it goes on). A delete sent again while the first runs (by a client that
 // gave up on it) waits for the first's result rather than run beside it,
-// each holding a connection of the pool.
+// each holding a connection of the pool. On PostgreSQL one sent to
+// another instance waits for the first's end too (deleteLock), then finds
+// what is left, if anything: run beside it, its chunks met the first's
+// locked rows, found nothing left to delete, and the chat's or project's
+// own row then took every row left in one statement, for seconds.
 func (s *Store) deleteWhole(ctx context.Context, key string, del func(context.Context) error) error {
 	ctx = context.WithoutCancel(ctx)
-	_, err, _ := s.deletes.Do(key, func() (any, error) { return nil, del(ctx) })
+	_, err, _ := s.deletes.Do(key, func() (any, error) {
+		unlock, err := s.deleteLock(ctx, key)
+		if err != nil {
+			return nil, err
+		}
+		defer unlock()
+		return nil, del(ctx)
+	})
 	return err
 }
+
+// deleteLock takes, on PostgreSQL, a session advisory lock named by key,
+// on a connection of its own that holds it until unlock; nothing on
+// SQLite, whose one writer already keeps deletes apart. It waits for
+// another instance's delete as long as that runs, asking every
+// deleteLockPoll, each question bounded as a delete's statements are
+// (deleteStatementTimeout): a database that hangs ends the delete
+// Unavailable rather than hold it.
+func (s *Store) deleteLock(ctx context.Context, key string) (unlock func(), err error) {
+	if s.dialect == SQLite {
+		return func() {}, nil
+	}
+	name := "parley delete " + key
+	bounded := func(f func(context.Context) error) error {
+		ctx, cancel := context.WithTimeout(ctx, deleteStatementTimeout)
+		defer cancel()
+		return f(ctx)
+	}
+	var conn *sql.Conn
+	if err := bounded(func(ctx context.Context) (err error) { conn, err = s.sqlDB.Conn(ctx); return err }); err != nil {
+		return nil, fail("store.delete", err)
+	}
+	for {
+		var got bool
+		err := bounded(func(ctx context.Context) error {
+			return conn.QueryRowContext(ctx, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name).Scan(&got)
+		})
+		if err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			_ = conn.Close()
+			return nil, fail("store.delete", err)
+		}
+		if got {
+			break
+		}
+		time.Sleep(deleteLockPoll)
+	}
+	return func() {
+		// Closing a connection ends its session and its locks; one that
+		// goes back to the pool must let go of them first.
+		err := bounded(func(ctx context.Context) error {
+			_, err := conn.ExecContext(ctx, "SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
+			return err
+		})
+		if err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		}
+		_ = conn.Close()
+	}, nil
+}
+
+// deleteLockPoll is how often a delete waiting for another instance's
+// asks whether it has ended.
+const deleteLockPoll = 200 * time.Millisecond
 
 // deleteChatConversations deletes the conversations of chatID a chunk at
 // a time: on SQLite each chunk's messages first, messagesPerChunk chunks'

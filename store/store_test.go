@@ -3490,3 +3490,49 @@ func TestDeleteWhenTheDatabaseHangs(t *testing.T) {
 	}
 	p.Down() // let the pool's stalled connections go before the cleanup closes the store
 }
+
+// TestDeleteSentToTwoInstances: on PostgreSQL a project's delete sent
+// again to another instance (two stores on one database) while the first
+// runs waits for the first to end, then finds the project gone; run
+// beside it, it met no row left between two of the first's chunks and
+// deleted the rest of the project, cascading, in one statement, and the
+// first then answered 404.
+func TestDeleteSentToTwoInstances(t *testing.T) {
+	url := dbtest.PostgresURL(t)
+	first, err := store.Open(ctx(), url)
+	must(t, err)
+	defer first.Close()
+	second, err := store.Open(ctx(), url)
+	must(t, err)
+	defer second.Close()
+
+	w := newWorld(t, first)
+	for i := range 6 {
+		c := newConversation(w.chatA)
+		must(t, first.AppendTurn(ctx(), c, true, turn(c.ID, 0, fmt.Sprint("turn ", i))))
+	}
+	paused, resume := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	first.SetDeleteChunks(2, func() {
+		once.Do(func() {
+			close(paused)
+			<-resume
+		})
+	})
+	firstDone := make(chan error, 1)
+	go func() { firstDone <- first.DeleteProject(ctx(), w.prjA.ID) }()
+	<-paused // the first has deleted a chunk and waits before its next
+
+	secondDone := make(chan error, 1)
+	go func() { secondDone <- second.DeleteProject(ctx(), w.prjA.ID) }()
+	select {
+	case err := <-secondDone:
+		close(resume)
+		<-firstDone
+		t.Fatalf("the second instance's delete ended (%v) while the first's was under way; want it to wait", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	close(resume)
+	must(t, <-firstDone)
+	wantErr(t, <-secondDone, domain.NotFound, "project "+w.prjA.ID+" does not exist")
+}
