@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -1194,18 +1195,31 @@ func outcomeOf(ctx context.Context, err error) Outcome {
 	}
 }
 
-// withoutNUL replaces the NUL characters a model may emit, which
-// PostgreSQL cannot store in text, with U+FFFD, so that what a client is
-// sent and what is stored of a reply are the same on either database.
-func withoutNUL(s string) string {
-	if strings.IndexByte(s, 0) < 0 {
-		return s
+// storable replaces the NUL characters a model may emit, which
+// PostgreSQL cannot store in text, and each byte that is not part of
+// valid UTF-8, which PostgreSQL refuses and JSON cannot carry (an upstream
+// of a project's own may send any bytes), with U+FFFD, so that what a
+// client is sent and what is stored of a reply are the same on either
+// database.
+func storable(s string) string {
+	if strings.IndexByte(s, 0) >= 0 {
+		s = strings.ReplaceAll(s, "\x00", "\uFFFD")
 	}
-	return strings.ReplaceAll(s, "\x00", "\uFFFD")
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// storableJSON is storable for a JSON text (a tool call's extra_content),
+// whose invalid UTF-8 can only be inside its strings: replaced, it stays
+// the same JSON.
+func storableJSON(b []byte) []byte {
+	if utf8.Valid(b) {
+		return b
+	}
+	return bytes.ToValidUTF8(b, []byte("\uFFFD"))
 }
 
 // upstreamModel is the model a provider says answered, as Parley takes
-// it: without NUL, and none (so the model asked for stands) when it is
+// it: storable, and none (so the model asked for stands) when it is
 // longer than a model name the API takes. A provider of a project's own
 // may answer with any string, and each is stored with the reply and its
 // usage, and grouped by in usage reports and metrics.
@@ -1213,18 +1227,19 @@ func upstreamModel(m string) string {
 	if utf8.RuneCountInString(m) > maxModelLen {
 		return ""
 	}
-	return withoutNUL(m)
+	return storable(m)
 }
 
 // cleaned is d as a client is sent it and the reply is stored: without
 // NUL, with the model upstreamModel takes.
 func (d Delta) cleaned() Delta {
-	d.Content, d.Refusal, d.Model = withoutNUL(d.Content), withoutNUL(d.Refusal), upstreamModel(d.Model)
-	d.Reasoning = withoutNUL(d.Reasoning)
+	d.Content, d.Refusal, d.Model = storable(d.Content), storable(d.Refusal), upstreamModel(d.Model)
+	d.Reasoning = storable(d.Reasoning)
 	if len(d.ToolCalls) > 0 {
 		calls := make([]ToolCallDelta, len(d.ToolCalls))
 		for i, c := range d.ToolCalls {
-			c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)
+			c.ID, c.Name, c.Arguments = storable(c.ID), storable(c.Name), storable(c.Arguments)
+			c.ExtraContent = storableJSON(c.ExtraContent)
 			calls[i] = c
 		}
 		d.ToolCalls = calls
@@ -1235,11 +1250,12 @@ func (d Delta) cleaned() Delta {
 // clean makes r what a client is sent and what is stored, as cleaned does
 // a delta.
 func (r *LLMResult) clean() {
-	r.Content, r.Refusal, r.Reasoning = withoutNUL(r.Content), withoutNUL(r.Refusal), withoutNUL(r.Reasoning)
-	r.Model, r.FinishReason = upstreamModel(r.Model), withoutNUL(r.FinishReason)
+	r.Content, r.Refusal, r.Reasoning = storable(r.Content), storable(r.Refusal), storable(r.Reasoning)
+	r.Model, r.FinishReason = upstreamModel(r.Model), storable(r.FinishReason)
 	for i := range r.ToolCalls {
 		c := &r.ToolCalls[i]
-		c.ID, c.Name, c.Arguments = withoutNUL(c.ID), withoutNUL(c.Name), withoutNUL(c.Arguments)
+		c.ID, c.Name, c.Arguments = storable(c.ID), storable(c.Name), storable(c.Arguments)
+		c.ExtraContent = storableJSON(c.ExtraContent)
 	}
 }
 

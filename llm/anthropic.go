@@ -482,6 +482,30 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return nil
 	}
 	tools := map[int64]int{} // content block index → our tool call index
+	// A block's pieces may split a character between them (an upstream of
+	// a project's own may): each block's are joined again (utf8Joiner),
+	// its last piece's held bytes flushed when it stops.
+	joiners, kinds := map[int64]*utf8Joiner{}, map[int64]string{}
+	join := func(i int64, piece string) string {
+		j := joiners[i]
+		if j == nil {
+			j = &utf8Joiner{}
+			joiners[i] = j
+		}
+		return j.next(piece)
+	}
+	// piece is the delta of block i's text: its content, reasoning or
+	// tool call arguments, as its kind says.
+	piece := func(i int64, text string) domain.Delta {
+		switch kinds[i] {
+		case "thinking":
+			return domain.Delta{Reasoning: text}
+		case "tool_use":
+			key := int(i)
+			return domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", text)}}
+		}
+		return domain.Delta{Content: text}
+	}
 	// A tool_use block that ended without input is a call without
 	// arguments ({}), or one the reply was cut off in before its first
 	// property (the input streams a whole property at a time): which, only
@@ -516,6 +540,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			if err := sayNoInput(); err != nil {
 				return res, err
 			}
+			kinds[ev.Index] = ev.ContentBlock.Type
 			switch ev.ContentBlock.Type {
 			case "thinking", "redacted_thinking":
 				thoughts[ev.Index], texts[ev.Index] = len(thinking), &strings.Builder{}
@@ -538,11 +563,15 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 			var d domain.Delta
 			switch {
 			case ev.Delta.Type == "text_delta" && ev.Delta.Text != "":
-				d.Content = ev.Delta.Text
+				if d.Content = join(ev.Index, ev.Delta.Text); d.Content == "" {
+					continue // the start of a character, held
+				}
 			case ev.Delta.Type == "thinking_delta" && ev.Delta.Thinking != "":
-				d.Reasoning = ev.Delta.Thinking
 				if b, ok := texts[ev.Index]; ok {
-					b.WriteString(ev.Delta.Thinking)
+					b.WriteString(ev.Delta.Thinking) // as sent: its signature signs it
+				}
+				if d.Reasoning = join(ev.Index, ev.Delta.Thinking); d.Reasoning == "" {
+					continue
 				}
 			case ev.Delta.Type == "signature_delta":
 				if i, ok := thoughts[ev.Index]; ok {
@@ -553,8 +582,12 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				if _, ok := tools[ev.Index]; !ok {
 					continue
 				}
+				args := join(ev.Index, ev.Delta.PartialJSON)
+				if args == "" {
+					continue
+				}
 				key := int(ev.Index)
-				d.ToolCalls = []domain.ToolCallDelta{calls.add(&key, "", "", ev.Delta.PartialJSON)}
+				d.ToolCalls = []domain.ToolCallDelta{calls.add(&key, "", "", args)}
 			default:
 				continue
 			}
@@ -562,6 +595,14 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 				return res, err
 			}
 		case "content_block_stop":
+			if j := joiners[ev.Index]; j != nil {
+				delete(joiners, ev.Index)
+				if rest := j.flush(); rest != "" {
+					if err := emit(piece(ev.Index, rest)); err != nil {
+						return res, err
+					}
+				}
+			}
 			if b, ok := texts[ev.Index]; ok {
 				thinking[thoughts[ev.Index]].Thinking = b.String()
 				delete(texts, ev.Index)

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -195,6 +196,11 @@ func (r *recorder) model(rec domain.UsageRecord) string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	name := rec.Model
+	if !utf8.ValidString(name) {
+		// The domain makes a provider's model valid UTF-8; a label that
+		// is not would make Prometheus's client panic, every call after.
+		return "other"
+	}
 	if r.models[name] {
 		return r.remember(rec.RequestedModel, name)
 	}

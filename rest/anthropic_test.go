@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"math"
@@ -9,6 +10,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/parleyhq/parley/llm"
 	"github.com/parleyhq/parley/llm/llmtest"
@@ -785,4 +787,76 @@ func TestAnthropicDataSources(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestUpstreamInvalidUTF8: an upstream of a project's own may send bytes
+// that are not UTF-8, in its model's name and in its text. They come out,
+// and are stored, as U+FFFD: before, the model's name made Prometheus's
+// client panic after the turn was stored, on every later call too, its
+// usage never recorded, and PostgreSQL refused the turn (a 500, the reply
+// paid for and lost). A character a stream splits between two pieces is
+// joined again, as it is stored.
+func TestUpstreamInvalidUTF8(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.anthropicWorld()
+		path := "/api/v1/chats/" + w.anthropicChat + "/completions"
+		h.up.Enqueue(llmtest.Behavior{Header: http.Header{"Content-Type": {"application/json"}},
+			Body: "{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude-\xff\"," +
+				"\"content\":[{\"type\":\"text\",\"text\":\"hi \xff there\"}],\"stop_reason\":\"end_turn\",\"usage\":{\"input_tokens\":3,\"output_tokens\":2}}"})
+		var conv string
+		for i := range 2 { // the second: a model seen before
+			r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("hello")}})
+			if r.Status != 200 || !utf8.Valid(r.Body) {
+				t.Fatalf("= %d %q; want 200 and UTF-8", r.Status, r.Body)
+			}
+			if i == 0 {
+				conv = conversationIn(t, r)
+			}
+		}
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+conv+"/messages", h.admin, nil)["data"].([]any)
+		if got := msgs[1].(map[string]any); got["content"] != "hi \uFFFD there" || got["model"] != "claude-\uFFFD" {
+			t.Errorf("stored reply %v; want the invalid bytes as U+FFFD", got)
+		}
+
+		// A stream that splits "€" between two text pieces.
+		h.up.Enqueue(llmtest.Behavior{Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: anthropicEvents(
+			`{"type":"message_start","message":{"id":"msg_2","type":"message","role":"assistant","model":"claude-fake","content":[],"usage":{"input_tokens":3,"output_tokens":1}}}`,
+			`{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}`,
+			"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"5 \xe2\x82\"}}",
+			"{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\xac each\"}}",
+			`{"type":"content_block_stop","index":0}`,
+			`{"type":"message_delta","delta":{"stop_reason":"end_turn"},"usage":{"output_tokens":3}}`,
+			`{"type":"message_stop"}`)})
+		res := streamAs(t, h, context.Background(), h.admin, path, map[string]any{"messages": []any{userMessage("price?")}})
+		var text strings.Builder
+		for _, e := range readSSE(t, res) {
+			if c, ok := e.data["choices"].([]any); ok && len(c) > 0 {
+				d, _ := c[0].(map[string]any)["delta"].(map[string]any)
+				s, _ := d["content"].(string)
+				text.WriteString(s)
+			}
+		}
+		if text.String() != "5 € each" {
+			t.Errorf("streamed %q; want the character joined again, %q", text.String(), "5 € each")
+		}
+
+		h.app.FlushUsage()
+		rep := h.must(200, "GET", "/api/v1/projects/"+w.project+"/usage?from=2000-01-01", h.admin, nil)["data"].([]any)[0].(map[string]any)
+		if rep["requests"] != 3.0 {
+			t.Errorf("the usage report counts %v requests; want the 3 completions", rep["requests"])
+		}
+	})
+}
+
+// anthropicEvents is a Messages API stream of the events' data.
+func anthropicEvents(data ...string) string {
+	var b strings.Builder
+	for _, d := range data {
+		var ev struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal([]byte(d), &ev)
+		fmt.Fprintf(&b, "event: %s\ndata: %s\n\n", ev.Type, d)
+	}
+	return b.String()
 }
