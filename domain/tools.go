@@ -105,6 +105,10 @@ const (
 	maxTools         = 128
 	maxToolCalls     = 128
 	maxToolCallIDLen = 256
+	// maxCallNameLen bounds the name of a function a message's tool call
+	// calls, which, unlike a tool's declared name, need not be one a
+	// tool may have.
+	maxCallNameLen = 256
 	// MaxExtraContent bounds a tool call's extra_content, sent or received:
 	// a Gemini thought signature is a few kilobytes of base64.
 	MaxExtraContent = 1 << 20
@@ -214,7 +218,10 @@ func validateToolCalls(i int, calls []ToolCall) error {
 		if c.Type != "function" {
 			return Invalidf(at+".type", "%s.type must be \"function\"", at)
 		}
-		if err := checkToolName(at+".function.name", c.Name); err != nil {
+		// Not checkToolName: a call is sent back as the reply gave it, and
+		// an upstream's model may call a name no tool could be declared
+		// with (open models call "repo_browser.search"), or none.
+		if err := checkText(at+".function.name", c.Name, false, maxCallNameLen); err != nil {
 			return err
 		}
 		if err := checkText(at+".function.arguments", c.Arguments, false, maxDocumentBytes); err != nil {

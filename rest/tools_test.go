@@ -232,6 +232,30 @@ func TestToolsClientHistory(t *testing.T) {
 	})
 }
 
+// TestToolCallsOfAnyName: a reply's tool call goes back as it came, also
+// when its name is none a tool could be declared with (open models behind
+// vLLM or Ollama call "repo_browser.search"): Parley answered such a call,
+// then refused the history that sent it back, and the loop could not go on.
+func TestToolCallsOfAnyName(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "repo_browser.search", Arguments: `{"q":"x"}`}}})
+		first := h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "tools": weatherTools(), "messages": []any{userMessage("find x")}})
+		calls := first["choices"].([]any)[0].(map[string]any)["message"].(map[string]any)["tool_calls"].([]any)
+		h.must(200, "POST", "/api/v1/chats/completions", h.admin, map[string]any{
+			"aiProviderId": w.provider, "tools": weatherTools(), "messages": []any{
+				userMessage("find x"),
+				map[string]any{"role": "assistant", "tool_calls": calls},
+				map[string]any{"role": "tool", "toolCallId": "call_1", "content": "found"},
+			}})
+		sent := lastUpstreamBody(t, h)["messages"].([]any)[1].(map[string]any)["tool_calls"].([]any)[0].(map[string]any)
+		if name := sent["function"].(map[string]any)["name"]; name != "repo_browser.search" {
+			t.Errorf("the call went back as %v; want it as it came", sent)
+		}
+	})
+}
+
 func TestToolsAnthropic(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.anthropicWorld()
@@ -433,8 +457,8 @@ func TestToolsValidation(t *testing.T) {
 			{"tool call without id", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{call("")}}}}, "messages[1].toolCalls[0].id"},
 			{"tool call of another type", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
 				map[string]any{"id": "c", "type": "custom", "function": map[string]any{"name": "weather", "arguments": "{}"}}}}}}, "messages[1].toolCalls[0].type"},
-			{"tool call with a bad name", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
-				map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "no spaces", "arguments": "{}"}}}}}}, "messages[1].toolCalls[0].function.name"},
+			{"tool call with a name too long", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
+				map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": strings.Repeat("n", 257), "arguments": "{}"}}}}}}, "messages[1].toolCalls[0].function.name"},
 			{"unknown tool call field", map[string]any{"messages": []any{hi, map[string]any{"role": "assistant", "toolCalls": []any{
 				map[string]any{"id": "c", "type": "function", "function": map[string]any{"name": "w", "arguments": "{}"}, "index": 0}}}}}, "messages[1].toolCalls[0].index"},
 			{"tool of another type", map[string]any{"messages": []any{hi}, "tools": []any{map[string]any{"type": "web_search", "function": map[string]any{"name": "w"}}}}, "tools[0].type"},
