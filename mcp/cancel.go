@@ -35,7 +35,7 @@ import (
 // for one id, and cancelled the wrong call.)
 
 // A request the client cancelled before mcp-go started it does not run at
-// all: over stdio mcp-go runs stdioWorkers tool calls at a time and queues the
+// all: over stdio mcp-go runs StdioWorkers tool calls at a time and queues the
 // rest, and over HTTP+SSE a cancellation can land before the goroutine
 // that serves the call has started. Such a call would run in full,
 // upstream call and usage record included, for a response that is then

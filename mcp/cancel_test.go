@@ -152,7 +152,7 @@ func TestCancelNamesTheIDExactlyAmongCalls(t *testing.T) {
 // TestCallCancelledBeforeItStartsDoesNotRun: a call the client cancels
 // before mcp-go starts it does not run when its turn comes: nothing goes
 // upstream, no usage is recorded, and no response is sent; the session's
-// next call works. Over stdio mcp-go runs stdioWorkers tool calls at a
+// next call works. Over stdio mcp-go runs StdioWorkers tool calls at a
 // time and queues the rest: the call waits in that queue. Over HTTP+SSE the
 // cancellation lands before the goroutine serving the call has started:
 // a request hook of the test's holds it there.
@@ -160,8 +160,8 @@ func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 	for _, over := range []string{overStdio, overSSE} {
 		t.Run(over, func(t *testing.T) {
 			e := newEnv(t, dbtest.SQLite(t))
-			// Calls 1 to stdioWorkers hold the workers; call queued waits.
-			queued, next := stdioWorkers+1, stdioWorkers+2
+			// Calls 1 to StdioWorkers hold the workers; call queued waits.
+			queued, next := StdioWorkers+1, StdioWorkers+2
 			reached, released := make(chan struct{}), make(chan struct{})
 			var w *rawWire
 			if over == overStdio {
@@ -187,28 +187,28 @@ func TestCallCancelledBeforeItStartsDoesNotRun(t *testing.T) {
 			}
 
 			if over == overStdio {
-				// Calls 1 to stdioWorkers hold mcp-go's workers; call
+				// Calls 1 to StdioWorkers hold mcp-go's workers; call
 				// queued waits in its queue until they are cancelled.
-				for id := 1; id <= stdioWorkers; id++ {
+				for id := 1; id <= StdioWorkers; id++ {
 					e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 					call(id, "hold")
 				}
-				for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < stdioWorkers; {
+				for deadline := time.Now().Add(10 * time.Second); e.upstream.Count() < StdioWorkers; {
 					if time.Now().After(deadline) {
-						t.Fatalf("the upstream got %d of the %d calls that hold the workers", e.upstream.Count(), stdioWorkers)
+						t.Fatalf("the upstream got %d of the %d calls that hold the workers", e.upstream.Count(), StdioWorkers)
 					}
 					time.Sleep(5 * time.Millisecond)
 				}
 				call(queued, "queued")
 				cancel(queued)
-				for id := 1; id <= stdioWorkers; id++ {
+				for id := 1; id <= StdioWorkers; id++ {
 					cancel(id)
 				}
-				for deadline := time.Now().Add(5 * time.Second); e.disconnects() < stdioWorkers && time.Now().Before(deadline); {
+				for deadline := time.Now().Add(5 * time.Second); e.disconnects() < StdioWorkers && time.Now().Before(deadline); {
 					time.Sleep(10 * time.Millisecond)
 				}
-				if got := e.disconnects(); got != stdioWorkers {
-					t.Fatalf("usage records with the outcome client_disconnect: %d, want %d", got, stdioWorkers)
+				if got := e.disconnects(); got != StdioWorkers {
+					t.Fatalf("usage records with the outcome client_disconnect: %d, want %d", got, StdioWorkers)
 				}
 			} else {
 				call(queued, "queued")

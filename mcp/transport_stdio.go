@@ -25,10 +25,10 @@ type Caller func(ctx context.Context) (domain.Principal, error)
 
 // Fixed is the Caller that is always p: the local admin, who has no key.
 
-// stdioWorkers is how many tool calls a stdio session runs at a time; the
+// StdioWorkers is how many tool calls a stdio session runs at a time; the
 // rest wait their turn. mcp-go's default, five, made an agent's reads
 // (list-projects, get-chat) wait behind five running completions.
-const stdioWorkers = 16
+const StdioWorkers = 16
 
 func Fixed(p domain.Principal) Caller {
 	return func(context.Context) (domain.Principal, error) { return p, nil }
@@ -65,14 +65,14 @@ func ServeStdio(ctx context.Context, srv *server.MCPServer, caller Caller, maxMe
 	ctx, endSession := context.WithCancel(ctx)
 	defer endSession()
 	// The agent left: set before the calls' contexts are cancelled, and
-	// asked before a call runs. mcp-go runs stdioWorkers calls at a time
+	// asked before a call runs. mcp-go runs StdioWorkers calls at a time
 	// and queues the rest; when the session's context is cancelled, a call
 	// it cancels first can end, and its worker take a queued call, before
 	// the cancellation reaches that call's context, which would then run
 	// (and reach the provider) for an agent that has gone.
 	var left atomic.Bool
 	s := server.NewStdioServer(srv)
-	server.WithWorkerPoolSize(stdioWorkers)(s)
+	server.WithWorkerPoolSize(StdioWorkers)(s)
 	s.SetErrorLogger(slog.NewLogLogger(logger.Handler(), slog.LevelError))
 	progress, pending := &progressLog{}, &pendingResponses{}
 	who := Caller(func(ctx context.Context) (domain.Principal, error) {

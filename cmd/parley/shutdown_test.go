@@ -29,6 +29,7 @@ import (
 	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/internal/stalltest"
 	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/mcp"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -853,8 +854,8 @@ func TestShutdownDoesNotWaitForIdleSSESessions(t *testing.T) {
 // tool calls run, or dies (closing its end of stdout too, so that a write
 // to it is a broken pipe, which must not kill `parley mcp`), ends the
 // calls: the upstream requests are cancelled and recorded as
-// client_disconnect, and the exit is 0. mcp-go runs five stdio calls at a
-// time and queues the rest, which it then runs with their context
+// client_disconnect, and the exit is 0. mcp-go runs mcp.StdioWorkers
+// stdio calls at a time and queues the rest, which it then runs with their context
 // cancelled: those never go upstream and record no usage. With stdin
 // left open, the first write to a closed stdout ends the session too.
 func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
@@ -871,13 +872,14 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 			}
 			before, recorded := up.Count(), len(chatOutcomes(t, sqliteIn(dir), chat))
 			var calls []string
-			for id := 2; id < 10; id++ {
+			const running, queued = mcp.StdioWorkers, 3
+			for id := 2; id < 2+running+queued; id++ {
 				calls = append(calls, stdioChatCall(id, chat, "hang"))
 			}
 			sendStdio(t, stdin, calls...)
-			for deadline := time.Now().Add(10 * time.Second); up.Count() < before+5; time.Sleep(5 * time.Millisecond) {
+			for deadline := time.Now().Add(10 * time.Second); up.Count() < before+running; time.Sleep(5 * time.Millisecond) {
 				if time.Now().After(deadline) {
-					t.Fatalf("the upstream got %d of the 5 calls that run at once", up.Count()-before)
+					t.Fatalf("the upstream got %d of the %d calls that run at once", up.Count()-before, running)
 				}
 			}
 			if dies {
@@ -885,18 +887,18 @@ func TestStdioEndsCallsWhenTheAgentLeaves(t *testing.T) {
 			}
 			stdin.Close()
 			waitStdioExit(t, cmd, "the agent leaving")
-			for i := range 5 {
+			for i := range running {
 				if !up.WaitCanceledN(before+i, time.Second) {
 					t.Errorf("upstream request %d was not cancelled", before+i)
 				}
 			}
-			if got := up.Count() - before; got != 5 {
-				t.Errorf("the upstream got %d calls, want the 5 running when the agent left", got)
+			if got := up.Count() - before; got != running {
+				t.Errorf("the upstream got %d calls, want the %d running when the agent left", got, running)
 			}
 			// Every call so far was one the agent left.
 			outcomes := chatOutcomes(t, sqliteIn(dir), chat)
-			if len(outcomes) != recorded+5 || slices.ContainsFunc(outcomes, func(o string) bool { return o != "client_disconnect" }) {
-				t.Errorf("usage after the agent left with 5 calls running and 3 queued: %v, want %d client_disconnect", outcomes, recorded+5)
+			if len(outcomes) != recorded+running || slices.ContainsFunc(outcomes, func(o string) bool { return o != "client_disconnect" }) {
+				t.Errorf("usage after the agent left with %d calls running and %d queued: %v, want %d client_disconnect", running, queued, outcomes, recorded+running)
 			}
 		})
 	}
