@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/glebarez/sqlite"
@@ -234,7 +235,10 @@ func Describe(dsn string) string {
 var connectTimeout = 30 * time.Second
 
 // firstPing is Ping bounded by connectTimeout, its error saying so, or by
-// the URL's connect_timeout.
+// the URL's connect_timeout. A PostgreSQL not up yet (the connection
+// refused, or "the database system is starting up"), as when Parley and
+// PostgreSQL start together under systemd, Kubernetes or Compose, is asked
+// again every startRetry within connectTimeout.
 func (s *Store) firstPing(ctx context.Context) error {
 	if u, err := url.Parse(s.dsn); err == nil && u.Query().Has("connect_timeout") {
 		return s.Ping(ctx)
@@ -242,6 +246,13 @@ func (s *Store) firstPing(ctx context.Context) error {
 	pctx, cancel := context.WithTimeoutCause(ctx, connectTimeout, errNoAnswer)
 	defer cancel()
 	err := s.Ping(pctx)
+	for err != nil && notUpYet(err) && pctx.Err() == nil {
+		select {
+		case <-pctx.Done():
+		case <-time.After(startRetry):
+			err = s.Ping(pctx)
+		}
+	}
 	if err != nil && errors.Is(context.Cause(pctx), errNoAnswer) {
 		return fmt.Errorf("%w within %s: check PARLEY_DATABASE_URL, or set its connect_timeout to wait longer (%v)", errNoAnswer, connectTimeout, err)
 	}
@@ -249,6 +260,17 @@ func (s *Store) firstPing(ctx context.Context) error {
 }
 
 var errNoAnswer = errors.New("PostgreSQL did not answer")
+
+// startRetry is how often a start asks again a PostgreSQL not up yet.
+const startRetry = 250 * time.Millisecond
+
+// notUpYet says whether err is PostgreSQL not up yet: nothing listening
+// (the connection refused), or the server starting up, or going down for
+// a restart (SQLSTATE 57P03, cannot_connect_now).
+func notUpYet(err error) bool {
+	var pg *pgconn.PgError
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.As(err, &pg) && pg.Code == "57P03"
+}
 
 // postgresMaxConns bounds the PostgreSQL pool; half of them are kept idle.
 const postgresMaxConns = 20

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
 	"net/url"
@@ -3064,6 +3065,70 @@ func TestOpenGivesUpOnASilentPostgres(t *testing.T) {
 		if took := time.Since(start); took > 10*time.Second {
 			t.Errorf("%s: gave up after %v", tc.url, took)
 		}
+	}
+}
+
+// TestOpenWaitsForPostgresToComeUp: a start whose PostgreSQL is not
+// listening yet (both started together, under systemd or Kubernetes) asks
+// again until it is, within the connect timeout, rather than fail at once
+// on the refused connection; one that stays down fails at the timeout.
+func TestOpenWaitsForPostgresToComeUp(t *testing.T) {
+	u, err := url.Parse(dbtest.PostgresURL(t))
+	must(t, err)
+	pg := u.Host
+	ln, err := net.Listen("tcp", "127.0.0.1:0") // a free port, closed: refused until it listens again
+	must(t, err)
+	u.Host = ln.Addr().String()
+	ln.Close()
+
+	opened := make(chan error, 1)
+	go func() {
+		st, err := store.Open(context.Background(), u.String())
+		if err == nil {
+			st.Close()
+		}
+		opened <- err
+	}()
+	time.Sleep(time.Second)
+	ln, err = net.Listen("tcp", u.Host) // PostgreSQL comes up, here a forwarder to it
+	must(t, err)
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := net.Dial("tcp", pg)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+	select {
+	case err := <-opened:
+		if err != nil {
+			t.Errorf("Open with PostgreSQL up a second late: %v; want it opened", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Open did not end within 20s of PostgreSQL coming up")
+	}
+
+	defer store.SetConnectTimeout(500 * time.Millisecond)()
+	ln2, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	ln2.Close()
+	if st, err := store.Open(context.Background(), "postgres://postgres@"+ln2.Addr().String()+"/parley?sslmode=disable"); err == nil {
+		st.Close()
+		t.Error("Open with nothing listening: opened")
+	} else if !strings.Contains(err.Error(), "PostgreSQL did not answer within 500ms") {
+		t.Errorf("Open with nothing listening: %v; want it to say it waited 500ms", err)
 	}
 }
 

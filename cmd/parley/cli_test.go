@@ -97,8 +97,9 @@ func TestDatabaseURLOtherSchemeRefused(t *testing.T) {
 // schemes are case-insensitive), not the path of a SQLite file.
 func TestDatabaseURLSchemeAnyCase(t *testing.T) {
 	dir := t.TempDir()
-	// Nothing listens on port 1: the connection is refused at once.
-	out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=POSTGRES://postgres:S3cretPassw0rd@127.0.0.1:1/parley"}, "migrate", "status")
+	// Nothing listens on port 1: the connection is refused, and with a
+	// connect_timeout not asked again.
+	out, code := parley(t, dir, []string{"PARLEY_DATABASE_URL=POSTGRES://postgres:S3cretPassw0rd@127.0.0.1:1/parley?connect_timeout=1"}, "migrate", "status")
 	if code == 0 || !strings.Contains(out, "open postgres database") {
 		t.Errorf("exit %d, want a failure to reach PostgreSQL:\n%s", code, out)
 	}
