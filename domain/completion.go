@@ -333,7 +333,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	}
 	if ctx.Err() != nil {
 		// The caller left, or the server ended the call, while it waited
-		// (over stdio, a call queued behind five others when the agent
+		// (over stdio, a call queued behind the others running when the agent
 		// closed its input): nothing goes upstream, and, as for any request
 		// refused before a call upstream, no usage is recorded.
 		return nil, s.endedByServer(ctx, Errorf(Canceled, "the completion was cancelled before it was sent upstream"))

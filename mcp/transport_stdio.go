@@ -23,13 +23,12 @@ import (
 // it does over HTTP, where every request brings its key.
 type Caller func(ctx context.Context) (domain.Principal, error)
 
-// Fixed is the Caller that is always p: the local admin, who has no key.
-
 // StdioWorkers is how many tool calls a stdio session runs at a time; the
 // rest wait their turn. mcp-go's default, five, made an agent's reads
 // (list-projects, get-chat) wait behind five running completions.
 const StdioWorkers = 16
 
+// Fixed is the Caller that is always p: the local admin, who has no key.
 func Fixed(p domain.Principal) Caller {
 	return func(context.Context) (domain.Principal, error) { return p, nil }
 }

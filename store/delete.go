@@ -70,6 +70,17 @@ func (s *Store) deleteLock(ctx context.Context, key string) (unlock func(), err 
 	if s.dialect == SQLite {
 		return func() {}, nil
 	}
+	// The connection comes out of the pool its statements need too: at
+	// most maxDeleteLocks deletes hold one at a time, the rest wait their
+	// turn, or twenty deletes at once took every connection and each
+	// statement waited, as every other request did, for one.
+	s.deleteLocks <- struct{}{}
+	held := false
+	defer func() {
+		if !held {
+			<-s.deleteLocks
+		}
+	}()
 	name := "parley delete " + key
 	bounded := func(f func(context.Context) error) error {
 		ctx, cancel := context.WithTimeout(ctx, deleteStatementTimeout)
@@ -95,7 +106,9 @@ func (s *Store) deleteLock(ctx context.Context, key string) (unlock func(), err 
 		}
 		time.Sleep(deleteLockPoll)
 	}
+	held = true
 	return func() {
+		defer func() { <-s.deleteLocks }()
 		// Closing a connection ends its session and its locks; one that
 		// goes back to the pool must let go of them first.
 		err := bounded(func(ctx context.Context) error {
@@ -108,6 +121,10 @@ func (s *Store) deleteLock(ctx context.Context, key string) (unlock func(), err 
 		_ = conn.Close()
 	}, nil
 }
+
+// maxDeleteLocks is how many deletes of an instance hold a connection for
+// their lock (deleteLock) at once, of the pool's postgresMaxConns.
+const maxDeleteLocks = 4
 
 // deleteLockPoll is how often a delete waiting for another instance's
 // asks whether it has ended.

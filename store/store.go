@@ -61,6 +61,9 @@ type Store struct {
 	// for the deletes of delete.go.
 	deleteChunk   int
 	betweenChunks func()
+	// deleteLocks bounds the deletes holding a connection for their
+	// lock (deleteLock).
+	deleteLocks chan struct{}
 	// deletes runs each SQLite delete of a chat or project once at a time
 	// (deleteWhole).
 	deletes singleflight.Group
@@ -97,7 +100,7 @@ var (
 //
 // Open does not migrate; call Migrate.
 func Open(ctx context.Context, dsn string) (*Store, error) {
-	s := &Store{closed: make(chan struct{})}
+	s := &Store{closed: make(chan struct{}), deleteLocks: make(chan struct{}, maxDeleteLocks)}
 	s.life, s.endLife = context.WithCancel(context.Background())
 	var dialector gorm.Dialector
 	var where string

@@ -3601,3 +3601,32 @@ func TestDeleteSentToTwoInstances(t *testing.T) {
 	must(t, <-firstDone)
 	wantErr(t, <-secondDone, domain.NotFound, "project "+w.prjA.ID+" does not exist")
 }
+
+// TestManyDeletesAtOnce: twenty deletes of distinct chats at once on one
+// instance (PostgreSQL), each holding a connection for its lock while its
+// statements need another of the same pool, all succeed: at most a few
+// hold one at a time. Before, the twenty took every connection, and each
+// statement, as every other request, waited out its timeout for one.
+func TestManyDeletesAtOnce(t *testing.T) {
+	defer store.SetDeleteStatementTimeout(5 * time.Second)()
+	st, err := store.Open(ctx(), dbtest.PostgresURL(t))
+	must(t, err)
+	defer st.Close()
+	w := newWorld(t, st)
+	var ids []string
+	for range 20 {
+		c := newChat(t, st, w.provA)
+		conv := newConversation(c)
+		must(t, st.AppendTurn(ctx(), conv, true, turn(conv.ID, 0, "hi")))
+		ids = append(ids, c.ID)
+	}
+	errs := make(chan error, len(ids))
+	for _, id := range ids {
+		go func() { errs <- st.DeleteChat(ctx(), id) }()
+	}
+	for range ids {
+		if err := <-errs; err != nil {
+			t.Errorf("a delete of twenty at once: %v", err)
+		}
+	}
+}
