@@ -2,6 +2,8 @@ package llm
 
 import (
 	"encoding/json"
+	"maps"
+	"strings"
 
 	jsonv2 "github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -23,6 +25,10 @@ import (
 // extra_content could not carry them.
 type reasoningDetails struct {
 	items []map[string]any
+	// texts holds, per item, the text, summary and data its pieces
+	// append to, joined into the item only by json: a stream's thousands
+	// of pieces each copying all before them cost a gigabyte.
+	texts []map[string]*strings.Builder
 	bytes int
 }
 
@@ -30,7 +36,7 @@ type reasoningDetails struct {
 func (d *reasoningDetails) add(pieces []jsontext.Value) {
 	for _, p := range pieces {
 		if d.bytes += len(p); d.bytes > domain.MaxExtraContent {
-			d.items = nil
+			d.items, d.texts = nil, nil
 			return
 		}
 		var item map[string]any
@@ -39,16 +45,19 @@ func (d *reasoningDetails) add(pieces []jsontext.Value) {
 		}
 		n := len(d.items)
 		if n == 0 || !continues(d.items[n-1], item) {
-			d.items = append(d.items, item)
-			continue
+			d.items, d.texts = append(d.items, map[string]any{}), append(d.texts, map[string]*strings.Builder{})
+			n++
 		}
-		last := d.items[n-1]
+		last, texts := d.items[n-1], d.texts[n-1]
 		for k, v := range item {
-			s, isText := v.(string)
-			switch old, had := last[k].(string); {
-			case isText && had && (k == "text" || k == "summary" || k == "data"):
-				last[k] = old + s
-			case last[k] == nil || had && old == "":
+			if s, isText := v.(string); isText && (k == "text" || k == "summary" || k == "data") {
+				if texts[k] == nil {
+					texts[k] = &strings.Builder{}
+				}
+				texts[k].WriteString(s)
+				continue
+			}
+			if old, had := last[k].(string); last[k] == nil || had && old == "" {
 				last[k] = v
 			}
 		}
@@ -75,7 +84,14 @@ func (d *reasoningDetails) json() jsontext.Value {
 	if d.bytes > domain.MaxExtraContent || len(d.items) == 0 {
 		return nil
 	}
-	out, err := jsonv2.Marshal(d.items, jsonv2.Deterministic(true))
+	items := make([]map[string]any, len(d.items))
+	for i, item := range d.items {
+		items[i] = maps.Clone(item)
+		for k, b := range d.texts[i] {
+			items[i][k] = b.String()
+		}
+	}
+	out, err := jsonv2.Marshal(items, jsonv2.Deterministic(true))
 	if err != nil {
 		return nil
 	}

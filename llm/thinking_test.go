@@ -302,6 +302,14 @@ func TestReasoningDetailsBackWithCalls(t *testing.T) {
 				if err := answer(c, bare); err != nil {
 					t.Errorf("bare calls, to the client that made them: %v", err)
 				}
+				// A client that sends back the message's reasoning_content
+				// (REST puts it in the first call's extra_content) and no
+				// more gets the details from the memory too.
+				reasoned := []domain.ToolCall{res.ToolCalls[0]}
+				reasoned[0].ExtraContent = domain.ExtraWith(nil, domain.ReasoningExtra, "I should look it up")
+				if err := answer(c, reasoned); err != nil {
+					t.Errorf("calls with the message's reasoning only, to the client that made them: %v", err)
+				}
 				var e *domain.Error
 				if err := answer(newClient(t), bare); !errors.As(err, &e) || !strings.Contains(e.Message, "thought_signature") {
 					t.Errorf("bare calls, to another instance: %v, want the provider's refusal", err)

@@ -124,14 +124,18 @@ func (t *thoughts) remember(caller string, apiKey domain.Secret, member string, 
 func (t *thoughts) restore(caller string, apiKey domain.Secret, member string, msgs []domain.LLMMessage, now time.Time) []domain.LLMMessage {
 	var out []domain.LLMMessage
 	for i, m := range msgs {
-		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 || carriesThought(m.ToolCalls, member) {
+		if m.Role != domain.RoleAssistant || len(m.ToolCalls) == 0 {
+			continue
+		}
+		carries := carriesThought(m.ToolCalls, member)
+		if carries && !lacksDetails(m.ToolCalls, member) {
 			continue
 		}
 		t.mu.Lock()
 		th, ok := t.byKey[thoughtKey(caller, apiKey, m.ToolCalls[0])]
 		t.mu.Unlock()
-		if !ok || now.Sub(th.at) > thoughtsTTL {
-			continue
+		if !ok || now.Sub(th.at) > thoughtsTTL || carries && domain.ExtraMember(th.extra, domain.ReasoningDetailsExtra) == nil {
+			continue // none remembered, or nothing the calls lack
 		}
 		if out == nil {
 			out = slices.Clone(msgs)
@@ -151,6 +155,15 @@ func (t *thoughts) restore(caller string, apiKey domain.Secret, member string, m
 		return msgs
 	}
 	return out
+}
+
+// lacksDetails says whether calls, which carry their reasoning, came back
+// without the reasoning_details it came with, if it did: a client that
+// sends back the message's reasoning_content keeps the reasoning but not
+// the details, which the memory then adds (joinExtra adds only what
+// calls lack).
+func lacksDetails(calls []domain.ToolCall, member string) bool {
+	return member == domain.ReasoningExtra && domain.ExtraMember(calls[0].ExtraContent, domain.ReasoningDetailsExtra) == nil
 }
 
 // joinExtra returns extra, a tool call's extra_content, with the members
