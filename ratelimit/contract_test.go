@@ -253,6 +253,17 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	q, err = l.Allow(bg, []domain.Budget{p})
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 90, 23*time.Second))
 
+	// Of two budgets carrying tokens, the refusal names the one that
+	// admits again last: a client that waits that long is not refused by
+	// the other. The key's 100 a minute carry 1,900 for 19 minutes, the
+	// project's 1,000 a minute 1,000 for one.
+	pk := []domain.Budget{{Key: "prj_2", Name: "project", TokensPerMinute: 1000}, {Key: "prj_2/key_a", Name: "key", TokensPerMinute: 100}}
+	l.AddTokens(bg, pk, 2000)
+	e := refused(t, allow(bg, l, pk), "key-tokens-per-minute", 100)
+	if want := 23*time.Second + 19*time.Minute; e.RetryAfter != want {
+		t.Errorf("two budgets carrying tokens: RetryAfter = %v; want %v, the key's, which admits last", e.RetryAfter, want)
+	}
+
 	// What is carried is bounded: an hour of the limit at most.
 	k := key("key_a", 0, 1)
 	l.AddTokens(bg, []domain.Budget{k}, 1_000_000)

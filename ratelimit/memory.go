@@ -73,12 +73,12 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 			return nil, refusal(b, false, left)
 		}
 		if b.TokensPerMinute > 0 && u.tokens >= b.TokensPerMinute {
-			return nil, refusal(b, true, pastDebt(left, b.TokensPerMinute, func(k int) int {
+			return nil, latestPastDebt(b, budgets, left, func(b domain.Budget, k int) int {
 				if u := m.windows[w+int64(k)][b.Key]; u != nil {
 					return u.tokens
 				}
 				return 0
-			}))
+			})
 		}
 	}
 	for _, b := range budgets {

@@ -65,6 +65,26 @@ func pastDebt(left time.Duration, limit int, next func(k int) int) time.Duration
 	return left
 }
 
+// latestPastDebt is the refusal of a request refused by the tokens of
+// budget refused, one of budgets, in the window that ends in left: of the
+// budgets whose
+// tokens are at their limit in it (tokens(b, 0); tokens(b, k) is b's
+// count k windows after), the one admitting again last (pastDebt), so
+// that a client that waits that long is not refused by another (a key's
+// own limit, lower than its project's, carries its debt longer).
+func latestPastDebt(refused domain.Budget, budgets []domain.Budget, left time.Duration, tokens func(b domain.Budget, k int) int) *domain.Error {
+	last, wait := refused, left
+	for _, b := range budgets {
+		if b.TokensPerMinute <= 0 || tokens(b, 0) < b.TokensPerMinute {
+			continue
+		}
+		if d := pastDebt(left, b.TokensPerMinute, func(k int) int { return tokens(b, k) }); d > wait {
+			last, wait = b, d
+		}
+	}
+	return refusal(last, true, wait)
+}
+
 // window returns the window (unix minute) of now and the time left until it
 // ends, at least one second.
 func window(now time.Time) (w int64, left time.Duration) {

@@ -265,37 +265,45 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 		}
 		return quotas, nil
 	case len(res) == 2 && res[0] >= 1 && int(res[0]) <= len(live):
-		b, tokens := live[res[0]-1], res[1] == 2
-		if tokens {
-			left = r.pastDebt(ctx, b, w, left)
+		if res[1] == 2 {
+			return nil, r.pastDebt(ctx, live[res[0]-1], live, w, left)
 		}
-		return nil, refusal(b, tokens, left)
+		return nil, refusal(live[res[0]-1], false, left)
 	}
 	return nil, nil // not the script's answer: allowed, as when Redis fails
 }
 
-// pastDebt is pastDebt for budget b, refused by its tokens in window w,
-// which ends in left: the windows after are read in one pipeline (each a
-// key of its own window's hash slot). When Redis fails, the refusal says
-// left, the end of w.
-func (r *Redis) pastDebt(ctx context.Context, b domain.Budget, w int64, left time.Duration) time.Duration {
-	gets := make([]*redis.StringCmd, maxDebtWindows)
-	if err := r.call(ctx, "read carried tokens", func() error {
+// pastDebt is latestPastDebt for budgets, one of which the tokens of
+// window w refused, which ends in left: their counts in w and the windows
+// after are read in one pipeline (each a key of its own window's hash
+// slot). When Redis fails, the refusal is refused's, with left, the end
+// of w.
+func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []domain.Budget, w int64, left time.Duration) *domain.Error {
+	gets := map[string][]*redis.StringCmd{}
+	err := r.call(ctx, "read carried tokens", func() error {
 		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for k := range gets {
-				gets[k] = p.Get(ctx, r.windowKey(w+1+int64(k), "tok", b.Key))
+			for _, b := range budgets {
+				if b.TokensPerMinute <= 0 || gets[b.Key] != nil {
+					continue
+				}
+				cmds := make([]*redis.StringCmd, 1+maxDebtWindows)
+				for k := range cmds {
+					cmds[k] = p.Get(ctx, r.windowKey(w+int64(k), "tok", b.Key))
+				}
+				gets[b.Key] = cmds
 			}
 			return nil
 		})
 		if errors.Is(err, redis.Nil) {
-			err = nil // a window with nothing carried into it
+			err = nil // a window with nothing counted in it
 		}
 		return err
-	}); err != nil {
-		return left
+	})
+	if err != nil {
+		return refusal(refused, true, left)
 	}
-	return pastDebt(left, b.TokensPerMinute, func(k int) int {
-		n, _ := gets[k-1].Int()
+	return latestPastDebt(refused, budgets, left, func(b domain.Budget, k int) int {
+		n, _ := gets[b.Key][k].Int()
 		return n
 	})
 }
