@@ -256,7 +256,12 @@ func (s *Store) firstPing(ctx context.Context) error {
 			err = s.Ping(pctx)
 		}
 	}
-	if err != nil && errors.Is(context.Cause(pctx), errNoAnswer) {
+	switch {
+	case err != nil && notUpYet(err):
+		// Asked until the bound: refused, or starting, all along.
+		return fmt.Errorf("PostgreSQL was not up within %s (the connection refused, or the server starting): "+
+			"check PARLEY_DATABASE_URL's host and port, and that PostgreSQL runs (%v)", connectTimeout, err)
+	case err != nil && errors.Is(context.Cause(pctx), errNoAnswer):
 		return fmt.Errorf("%w within %s: check PARLEY_DATABASE_URL, or set its connect_timeout to wait longer (%v)", errNoAnswer, connectTimeout, err)
 	}
 	return err

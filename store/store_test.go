@@ -3127,8 +3127,8 @@ func TestOpenWaitsForPostgresToComeUp(t *testing.T) {
 	if st, err := store.Open(context.Background(), "postgres://postgres@"+ln2.Addr().String()+"/parley?sslmode=disable"); err == nil {
 		st.Close()
 		t.Error("Open with nothing listening: opened")
-	} else if !strings.Contains(err.Error(), "PostgreSQL did not answer within 500ms") {
-		t.Errorf("Open with nothing listening: %v; want it to say it waited 500ms", err)
+	} else if !strings.Contains(err.Error(), "PostgreSQL was not up within 500ms (the connection refused") {
+		t.Errorf("Open with nothing listening: %v; want it to say it was not up within 500ms", err)
 	}
 }
 
