@@ -125,7 +125,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 				if err != nil {
 					return p, nil, err
 				}
-				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), input, c.Name))
+				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), input, anthropicToolName(c.Name)))
 			}
 			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
 		case domain.RoleTool:
@@ -216,12 +216,30 @@ func calledTools(msgs []domain.LLMMessage) []string {
 	var names []string
 	for _, m := range msgs {
 		for _, c := range m.ToolCalls {
-			if !slices.Contains(names, c.Name) {
-				names = append(names, c.Name)
+			if name := anthropicToolName(c.Name); !slices.Contains(names, name) {
+				names = append(names, name)
 			}
 		}
 	}
 	return names
+}
+
+// anthropicToolName is name, a function a history's tool call called, as
+// a tool_use block's name and a tool's, which Anthropic takes only of
+// ^[a-zA-Z0-9_-]{1,128}$, and a call another provider's model made need
+// not be (open models call "repo_browser.search"; a call may name none).
+// Such a name is made as anthropicToolID makes an id, within 128 bytes; a
+// name a tool may be declared with stays as it is.
+func anthropicToolName(name string) string {
+	if name == "" {
+		name = "unnamed"
+	}
+	out := anthropicToolID(name)
+	if len(out) > 128 {
+		sum := sha256.Sum256([]byte(name))
+		out = out[:119] + "_" + hex.EncodeToString(sum[:4])
+	}
+	return out
 }
 
 // anthropicToolID is id as a tool_use block's id and a tool_result's

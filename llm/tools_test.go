@@ -336,6 +336,28 @@ func TestToolResultsAnthropic(t *testing.T) {
 		ids = append(ids, id)
 	}
 
+	// Names another provider's model called that Anthropic does not take
+	// (open models' "repo_browser.search", none, one past 128 bytes) go
+	// as ids do, the tool_use block's and the tool's alike.
+	req.Tools, req.ToolChoice, req.ResponseFormat = nil, nil, nil
+	long := strings.Repeat("n", 200)
+	req.Messages[2].ToolCalls = []domain.ToolCall{{ID: "call_a", Type: "function", Name: "repo_browser.search", Arguments: "{}"},
+		{ID: "call_b", Type: "function", Name: "", Arguments: "{}"}}
+	req.Messages[3].ToolCallID, req.Messages[4].ToolCallID = "call_a", "call_b"
+	runDeltas(t, req, false)
+	req.Messages[2].ToolCalls[1].Name = long
+	runDeltas(t, req, false)
+	var declared []string
+	for _, tl := range s.Last().Body["tools"].([]any) {
+		declared = append(declared, tl.(map[string]any)["name"].(string))
+	}
+	use = s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)
+	for i := range 2 {
+		if name := use[i].(map[string]any)["name"].(string); !slices.Contains(declared, name) || len(name) > 128 {
+			t.Errorf("call %d went as %q, the tools declared %q", i, name, declared)
+		}
+	}
+
 	// Arguments that are not a JSON object cannot become a tool_use input.
 	req.Messages[2].ToolCalls = []domain.ToolCall{{ID: "call_x", Type: "function", Name: "weather", Arguments: "not json"}}
 	before := s.Count()

@@ -40,10 +40,16 @@ func anthropicTextRefusal(body map[string]any) string {
 // tool_result's tool_use_id outside ^[a-zA-Z0-9_-]+$ (other providers'
 // ids, as Kimi's "functions.weather:0", are), a tool block in a request
 // that defines no tools, and a tool_result whose call is not in the
-// message before it.
+// message before it; and a tool's name, or a tool_use block's, outside
+// ^[a-zA-Z0-9_-]{1,128}$ (open models call "repo_browser.search").
 func anthropicToolsRefusal(body map[string]any) string {
 	msgs, _ := body["messages"].([]any)
 	tools, _ := body["tools"].([]any)
+	for i, tl := range tools {
+		if name, _ := tl.(map[string]any)["name"].(string); !validToolName(name) {
+			return fmt.Sprintf("tools.%d.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", i)
+		}
+	}
 	var calls, prev []string // the tool_use ids of this message and the one before
 	for i, m := range msgs {
 		prev, calls = calls, nil
@@ -62,6 +68,9 @@ func anthropicToolsRefusal(body map[string]any) string {
 			if len(tools) == 0 {
 				return "Requests which include `tool_use` or `tool_result` blocks must define tools."
 			}
+			if name, _ := bm["name"].(string); field == "id" && !validToolName(name) {
+				return fmt.Sprintf("messages.%d.content.%d.tool_use.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", i, j)
+			}
 			id, _ := bm[field].(string)
 			if !validToolID(id) {
 				return fmt.Sprintf("messages.%d.content.%d.%s.%s: String should match pattern '^[a-zA-Z0-9_-]+$'", i, j, bm["type"], field)
@@ -76,6 +85,8 @@ func anthropicToolsRefusal(body map[string]any) string {
 	}
 	return ""
 }
+
+func validToolName(name string) bool { return len(name) <= 128 && validToolID(name) }
 
 func validToolID(id string) bool {
 	for _, c := range id {
