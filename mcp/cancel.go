@@ -266,7 +266,11 @@ type pendingRequest struct {
 	calls     []*context.CancelCauseFunc // the ends of the tool calls serving it (watch)
 }
 
-func (p *pendingResponses) add(session, id string) {
+func (p *pendingResponses) add(session, id string) { p.tryAdd(session, id, 0) }
+
+// tryAdd is add, unless the session has max requests pending already (max
+// > 0): then it adds nothing and says so.
+func (p *pendingResponses) tryAdd(session, id string, max int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sessions == nil {
@@ -278,10 +282,14 @@ func (p *pendingResponses) add(session, id string) {
 		p.sessions[session] = ids
 	}
 	if _, ok := ids[id]; ok {
-		return
+		return true
+	}
+	if max > 0 && len(ids) >= max {
+		return false
 	}
 	ids[id] = &pendingRequest{}
 	p.n.add(1)
+	return true
 }
 
 // cancel notes that the client cancelled the request, if it is pending,

@@ -3,6 +3,7 @@ package mcp
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -446,6 +447,50 @@ func TestStdioReadsDoNotWaitBehindCompletions(t *testing.T) {
 		t.Error("the read was not answered while five completions ran")
 	}
 	for id := 1; id <= 5; id++ {
+		w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": id}})
+	}
+}
+
+// TestSSESessionCallsAreBounded: an HTTP+SSE session may have
+// sseCallsPerSession requests awaiting their responses, and the next is refused, 429, until
+// one is answered: each POST is answered 202 at once, and one session held
+// thousands of upstream calls, and as many file descriptors.
+func TestSSESessionCallsAreBounded(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	w := e.rawSSE()
+	w.initialize(t)
+	responses := w.responses()
+	call := func(id int) error {
+		b, _ := json.Marshal(obj{"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": obj{"name": "create-chat-completion",
+			"arguments": obj{"aiProviderId": e.provider.ID, "messages": userMsg("hold")}}})
+		return w.write(b)
+	}
+	for id := 1; id <= sseCallsPerSession; id++ {
+		e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
+		must(t, call(id))
+	}
+	err := call(sseCallsPerSession + 1)
+	if err == nil || !strings.Contains(err.Error(), "429") {
+		t.Fatalf("a request past the session's %d awaiting responses: %v; want 429", sseCallsPerSession, err)
+	}
+	w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": 1}})
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		e.upstream.reply("after")
+		if err := call(sseCallsPerSession + 2); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("once one was cancelled, another request: %v; want it taken", err)
+		}
+	}
+	select {
+	case m := <-responses:
+		if *m.ID != sseCallsPerSession+2 {
+			t.Errorf("the response of call %d came first; want the one taken after the cancellation", *m.ID)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the request taken after the cancellation got no response")
+	}
+	for id := 2; id <= sseCallsPerSession; id++ {
 		w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": id}})
 	}
 }

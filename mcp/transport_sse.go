@@ -52,6 +52,14 @@ type sessionCount struct {
 }
 
 // open counts a session of user, unless user holds max already.
+
+// sseCallsPerSession is how many requests an HTTP+SSE session may have
+// awaiting their responses; another is refused (429) until one is
+// answered. Its calls hold upstream connections, and the sessions' cap
+// (PARLEY_MCP_SSE_SESSIONS_PER_USER) bounds a user's file descriptors only
+// with this one.
+const sseCallsPerSession = 64
+
 func (c *sessionCount) open(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -193,7 +201,15 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		// Counted before mcp-go queues the call, whose response may be
 		// written before ServeHTTP returns; uncounted if it was refused.
 		id := idKey(m.ID)
-		x.pending.add(session, id)
+		if !x.pending.tryAdd(session, id, sseCallsPerSession) {
+			// Each POST is answered 202 at once and its call runs on: without
+			// a bound one session held thousands of upstream calls, and the
+			// server's file descriptors, under the sessions' cap.
+			w.Header().Set("Retry-After", "1")
+			refuse(w, domain.RateLimited, fmt.Sprintf("this HTTP+SSE session has %d requests awaiting their responses, the most one session may; "+
+				"wait for one to be answered, or open another session", sseCallsPerSession))
+			return
+		}
 		rec := &statusRecorder{ResponseWriter: w}
 		msgH.ServeHTTP(rec, r)
 		if rec.status != http.StatusAccepted {
