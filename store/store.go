@@ -249,7 +249,9 @@ func (s *Store) firstPing(ctx context.Context) error {
 	pctx, cancel := context.WithTimeoutCause(ctx, connectTimeout, errNoAnswer)
 	defer cancel()
 	err := s.Ping(pctx)
+	notUp := false // the last answer: not up yet
 	for err != nil && notUpYet(err) && pctx.Err() == nil {
+		notUp = true
 		select {
 		case <-pctx.Done():
 		case <-time.After(startRetry):
@@ -257,7 +259,7 @@ func (s *Store) firstPing(ctx context.Context) error {
 		}
 	}
 	switch {
-	case err != nil && notUpYet(err):
+	case err != nil && (notUpYet(err) || notUp && pctx.Err() != nil): // the bound may cut the last ask
 		// Asked until the bound: refused, or starting, all along.
 		return fmt.Errorf("PostgreSQL was not up within %s (the connection refused, or the server starting): "+
 			"check PARLEY_DATABASE_URL's host and port, and that PostgreSQL runs (%v)", connectTimeout, err)
