@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"math"
 	"regexp"
 	"slices"
 	"strings"
@@ -346,7 +347,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		}
 	}
 	p, _ := PrincipalFrom(ctx)
-	budgets, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, emit != nil)
+	adm, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, req, emit != nil)
 	cancel() // its timer need not last the stream
 	if err != nil {
 		return nil, err
@@ -355,7 +356,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	if emit != nil && len(quotas) > 0 {
 		emit.Admitted(quotas)
 	}
-	return s.run(ctx, pl, req, p, budgets, quotas, emit)
+	return s.run(ctx, pl, req, p, adm, quotas, emit)
 }
 
 // AdmittedError is the error of a completion that failed once admitted
@@ -781,10 +782,10 @@ func (pl *plan) upstreamMessages() []LLMMessage {
 
 // run sends req upstream, streams through emit, stores the
 // turn (per chat) before returning, and records usage whatever the
-// outcome. The completion's tokens count against budgets; quotas are what
-// was left of the limits that admitted it, which its result, or its
+// outcome. The completion's tokens count against the limits that admitted
+// it (adm); quotas are what was left of them, which its result, or its
 // error, carries (see AdmittedError).
-func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Principal, budgets []Budget, quotas []Quota, emit Emitter) (*Completion, error) {
+func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Principal, adm admission, quotas []Quota, emit Emitter) (*Completion, error) {
 	meta := CompletionMeta{MessageID: NewID(PrefixMessage), Model: pl.model, Created: s.deps.Now()}
 	if pl.conv != nil {
 		meta.ConversationID = pl.conv.ID
@@ -800,7 +801,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 		}
 	}
 	called := time.Now()
-	res, err := s.callUpstream(ctx, pl, meta, p, req, budgets, rl, onDelta)
+	res, err := s.callUpstream(ctx, pl, meta, p, req, adm, rl, onDelta)
 	if res != nil {
 		res.clean()
 	}
@@ -824,9 +825,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 			res.Usage = rec.Usage
 		}
 	}
-	if len(budgets) > 0 {
-		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
-	}
+	s.countTokens(ctx, adm, rec.Usage.TotalTokens)
 	if err != nil {
 		err = s.endedByServer(ctx, err)
 		s.settleFailed(ctx, pl, meta, res, rec, rl.started)
@@ -856,7 +855,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 // completion's usage, outcome error, and counts its tokens, as a failed
 // call's, before it goes on.
 func (s *Completions) callUpstream(ctx context.Context, pl *plan, meta CompletionMeta, p Principal, req LLMRequest,
-	budgets []Budget, rl *relay, onDelta func(Delta) error) (*LLMResult, error) {
+	adm admission, rl *relay, onDelta func(Delta) error) (*LLMResult, error) {
 	defer func() {
 		r := recover()
 		if r == nil {
@@ -867,9 +866,7 @@ func (s *Completions) callUpstream(ctx context.Context, pl *plan, meta Completio
 		if providerTook(errPanicked, rec.Outcome, nil, rl.deltas) {
 			rec.Usage = estimateUsage(rec.Usage, true, req.Messages, "", nil, rl.deltas)
 		}
-		if len(budgets) > 0 {
-			s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), budgets, rec.Usage.TotalTokens)
-		}
+		s.countTokens(ctx, adm, rec.Usage.TotalTokens)
 		s.recordUsage(context.WithoutCancel(ctx), pl, rec, false)
 		panic(r)
 	}()
@@ -1015,19 +1012,46 @@ func (pl *plan) debug(req LLMRequest, res *LLMResult, queue, total time.Duration
 	}
 }
 
+// admission is what a completion's limits admitted: the budgets its tokens
+// count against, and what was reserved of them (see Limiter.Allow).
+type admission struct {
+	budgets  []Budget
+	reserved Reservation
+}
+
+// countTokens counts the tokens a completion used against the limits that
+// admitted it, also when its caller has gone.
+func (s *Completions) countTokens(ctx context.Context, adm admission, tokens int) {
+	if len(adm.budgets) > 0 {
+		s.deps.Limiter.AddTokens(context.WithoutCancel(ctx), adm.budgets, tokens, adm.reserved)
+	}
+}
+
+// reserveFor is what req reserves of its token limits when admitted: its
+// prompt's estimated tokens (as a usage record estimates them) and, when
+// the caller set one, its maxTokens, which bounds the reply; at most
+// math.MaxInt32, above any limit.
+func reserveFor(req LLMRequest) int {
+	n := estimateUsage(Usage{}, false, req.Messages, "", nil, 0).PromptTokens
+	if req.MaxTokens != nil {
+		n += min(*req.MaxTokens, math.MaxInt32)
+	}
+	return min(n, math.MaxInt32)
+}
+
 // admit applies the project's limits to a completion: requests and tokens
 // per minute for the project and for the caller's key, and open streams
 // per key. It returns the budgets to count the completion's tokens
-// against, what is left of each limit that admitted it (see Emitter), and
-// a release for the stream slot.
-func (s *Completions) admit(ctx context.Context, projectID string, p Principal, stream bool) ([]Budget, []Quota, func(), error) {
+// against with what req reserved of them, what is left of each limit that
+// admitted it (see Emitter), and a release for the stream slot.
+func (s *Completions) admit(ctx context.Context, projectID string, p Principal, req LLMRequest, stream bool) (admission, []Quota, func(), error) {
 	none := func() {}
 	if s.deps.Limiter == nil {
-		return nil, nil, none, nil
+		return admission{}, nil, none, nil
 	}
 	l, err := s.limits.lookup(ctx, projectID)
 	if err != nil {
-		return nil, nil, none, err
+		return admission{}, nil, none, err
 	}
 	// The stream slots first: Allow counts the request, and a request
 	// refused for want of a slot runs no completion, so it must count
@@ -1044,7 +1068,7 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 			r, q, err := s.deps.Limiter.Acquire(ctx, sl)
 			if err != nil {
 				release()
-				return nil, nil, none, err
+				return admission{}, nil, none, err
 			}
 			releases = append(releases, r)
 			if q.Limit > 0 {
@@ -1052,19 +1076,23 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 			}
 		}
 	}
-	bs := budgets(l, p)
+	adm := admission{budgets: budgets(l, p)}
 	var quotas []Quota
-	if len(bs) > 0 {
-		if quotas, err = s.deps.Limiter.Allow(ctx, bs); err != nil {
+	if len(adm.budgets) > 0 {
+		reserve := 0
+		if l.TokensPerMinute > 0 || l.KeyTokensPerMinute > 0 && p.KeyID != "" {
+			reserve = reserveFor(req) // a pass over the prompt: only where it counts
+		}
+		if quotas, adm.reserved, err = s.deps.Limiter.Allow(ctx, adm.budgets, reserve); err != nil {
 			release()
-			return nil, nil, none, err
+			return admission{}, nil, none, err
 		}
 		admitted := time.Now()
 		for i := range quotas {
 			quotas[i].At = admitted
 		}
 	}
-	return bs, append(quotas, slots...), release, nil
+	return adm, append(quotas, slots...), release, nil
 }
 
 // storeTurn appends the request's messages and the reply to the

@@ -46,9 +46,10 @@ type Quota struct {
 	// "key-concurrent-streams", ...
 	Name  string
 	Limit int
-	// Remaining is what the limit has left: requests (or open streams)
-	// once this one is counted; tokens before this request's, which are
-	// counted only when it ends (AddTokens).
+	// Remaining is what the limit has left once this request is counted:
+	// requests and open streams with this one, tokens with its
+	// reservation (what it will use is counted only when it ends:
+	// AddTokens).
 	Remaining int
 	// Reset is the time until the window ends, as of At. Open streams have
 	// no window (Window is 0): a slot frees when a stream ends, and Reset
@@ -109,23 +110,49 @@ func RefusedQuota(err error) (q Quota, ok bool) {
 // Limiter counts requests, tokens and open streams. The ratelimit package
 // implements it in memory (one instance) and on Redis (shared).
 type Limiter interface {
-	// Allow counts one request against every budget with a request limit,
-	// and refuses when a budget's requests or tokens used this window are
-	// at their limit. Refusals are RateLimited errors with RetryAfter and
-	// the Details of the Quota refused (RefusalDetails); nothing
-	// is counted when any budget refuses. An allowed request gets the
-	// Quota of each limit it was checked against: in the budgets' order,
-	// each budget's requests (when limited), then its tokens (when
-	// limited). None when nothing was checked: no budget has a limit, or
-	// the limiter failed open.
-	Allow(ctx context.Context, budgets []Budget) ([]Quota, error)
-	// AddTokens counts tokens used against every budget with a token limit.
-	AddTokens(ctx context.Context, budgets []Budget, tokens int)
+	// Allow counts one request against every budget with a request limit
+	// and reserves reserve tokens (the request's estimate, see
+	// Reservation) against every budget with a token limit. It refuses
+	// when a budget's requests this window are at their limit, or its
+	// tokens are, or would pass it with the reservation (a budget with no
+	// tokens counted yet admits any reservation, or a request larger
+	// than the limit could never run). Refusals are RateLimited errors
+	// with RetryAfter and the Details of the Quota refused
+	// (RefusalDetails); nothing is counted when any budget refuses. An
+	// allowed request gets the Quota of each limit it was checked
+	// against: in the budgets' order, each budget's requests (when
+	// limited), then its tokens (when limited); none when nothing was
+	// checked: no budget has a limit, or the limiter failed open (and
+	// then a zero Reservation).
+	Allow(ctx context.Context, budgets []Budget, reserve int) ([]Quota, Reservation, error)
+	// AddTokens counts the tokens a request admitted with r used against
+	// every budget with a token limit, less what r reserved of it: the
+	// difference, more or less, in r's window while it lasts; once it has
+	// ended, what was used beyond the reservation, in the window now.
+	AddTokens(ctx context.Context, budgets []Budget, tokens int, r Reservation)
 	// Acquire takes one of s's slots; RateLimited when none is free.
 	// release gives it back. q is what is left of the slots once this one
 	// is taken ("key-concurrent-streams"); zero (Limit 0) when s.Max <= 0
 	// or the limiter failed open.
 	Acquire(ctx context.Context, s Slots) (release func(), q Quota, err error)
+}
+
+// Reservation is what Allow reserved for an admitted request: Tokens (of
+// each budget with a token limit, at most that limit: Reserved) counted in
+// the limiter's window Window (a unix minute), so that completions admitted
+// together cannot all run past a tokens-per-minute limit before any has
+// ended. The zero Reservation reserved nothing.
+type Reservation struct {
+	Tokens int
+	Window int64
+}
+
+// Reserved is what r reserved of b's tokens.
+func (r Reservation) Reserved(b Budget) int {
+	if b.TokensPerMinute <= 0 {
+		return 0
+	}
+	return min(r.Tokens, b.TokensPerMinute)
 }
 
 // Slots is a limit of open streams: at most Max at once under Key. Name

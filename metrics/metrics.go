@@ -145,9 +145,9 @@ type limiter struct {
 	domain.Limiter
 }
 
-func (l limiter) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
-	quotas, err := l.Limiter.Allow(ctx, budgets)
-	return quotas, l.count(err)
+func (l limiter) Allow(ctx context.Context, budgets []domain.Budget, reserve int) ([]domain.Quota, domain.Reservation, error) {
+	quotas, r, err := l.Limiter.Allow(ctx, budgets, reserve)
+	return quotas, r, l.count(err)
 }
 
 func (l limiter) Acquire(ctx context.Context, s domain.Slots) (func(), domain.Quota, error) {

@@ -56,6 +56,7 @@ var contract = []struct {
 	{"Tokens", testTokens},
 	{"NewWindowResets", testNewWindowResets},
 	{"TokenDebtCarried", testTokenDebtCarried},
+	{"TokensReserved", testTokensReserved},
 	{"NoLimitsNoCounting", testNoLimits},
 	{"Acquire", testAcquire},
 	{"AcquireUnlimited", testAcquireUnlimited},
@@ -143,7 +144,7 @@ func testAtLimitRefused(t *testing.T, l domain.Limiter, _ *fakeClock) {
 		t.Errorf("Message = %q; want 1 request per minute", e.Message)
 	}
 	t1 := key("key_d", 0, 1)
-	l.AddTokens(bg, []domain.Budget{t1}, 1)
+	l.AddTokens(bg, []domain.Budget{t1}, 1, domain.Reservation{})
 	e = refused(t, allow(bg, l, []domain.Budget{t1}), "key-tokens-per-minute", 1)
 	if !strings.HasPrefix(e.Message, "rate limit reached: 1 token per minute for this project's key; ") {
 		t.Errorf("Message = %q; want 1 token per minute", e.Message)
@@ -174,9 +175,9 @@ func testRefusalCountsNothing(t *testing.T, l domain.Limiter, _ *fakeClock) {
 func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	p := project(0, 100)
 	allowN(t, l, 1, p)
-	l.AddTokens(bg, []domain.Budget{p}, 60)
+	l.AddTokens(bg, []domain.Budget{p}, 60, domain.Reservation{})
 	allowN(t, l, 1, p) // 60 < 100
-	l.AddTokens(bg, []domain.Budget{p}, 50)
+	l.AddTokens(bg, []domain.Budget{p}, 50, domain.Reservation{})
 	e := refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
 	if !strings.HasPrefix(e.Message, "rate limit reached: 100 tokens per minute for this project; retry in ") {
 		t.Errorf("Message = %q", e.Message)
@@ -185,18 +186,18 @@ func testTokens(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	// Tokens count only against budgets with a token limit, and a key's
 	// token limit refuses on its own.
 	k := key("key_a", 10, 30)
-	l.AddTokens(bg, []domain.Budget{k, key("key_b", 10, 0)}, 30)
+	l.AddTokens(bg, []domain.Budget{k, key("key_b", 10, 0)}, 30, domain.Reservation{})
 	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 30)
 	allowN(t, l, 10, key("key_b", 10, 0))
-	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, 0) // nothing
-	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, -5)
+	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, 0, domain.Reservation{}) // nothing
+	l.AddTokens(bg, []domain.Budget{key("key_c", 0, 50)}, -5, domain.Reservation{})
 	allowN(t, l, 1, key("key_c", 0, 50))
 }
 
 func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	p, k := project(2, 0), key("key_a", 0, 10)
 	allowN(t, l, 2, p)
-	l.AddTokens(bg, []domain.Budget{k}, 10)
+	l.AddTokens(bg, []domain.Budget{k}, 10, domain.Reservation{})
 	refused(t, allow(bg, l, []domain.Budget{p}), "project-requests-per-minute", 2)
 	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 10)
 
@@ -227,7 +228,7 @@ func testNewWindowResets(t *testing.T, l domain.Limiter, clock *fakeClock) {
 func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	p := project(0, 100)
 	allowN(t, l, 1, p)
-	l.AddTokens(bg, []domain.Budget{p}, 350) // 250 past: 100, 100 and 50 in the next three minutes
+	l.AddTokens(bg, []domain.Budget{p}, 350, domain.Reservation{}) // 250 past: 100, 100 and 50 in the next three minutes
 	// Refused until the minute that has room: the two full minutes after
 	// this one's 23 s left, and again in each of them.
 	for i := range 3 {
@@ -245,12 +246,12 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 		}
 	}
 	clock.Add(time.Minute)
-	q, err := l.Allow(bg, []domain.Budget{p})
+	q, _, err := l.Allow(bg, []domain.Budget{p}, 0)
 	// 37s into the minute; then 110, 10 past, into the next minute.
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 50, 23*time.Second))
-	l.AddTokens(bg, []domain.Budget{p}, 60)
+	l.AddTokens(bg, []domain.Budget{p}, 60, domain.Reservation{})
 	clock.Add(time.Minute)
-	q, err = l.Allow(bg, []domain.Budget{p})
+	q, _, err = l.Allow(bg, []domain.Budget{p}, 0)
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, 90, 23*time.Second))
 
 	// Of two budgets carrying tokens, the refusal names the one that
@@ -258,7 +259,7 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	// the other. The key's 100 a minute carry 1,900 for 19 minutes, the
 	// project's 1,000 a minute 1,000 for one.
 	pk := []domain.Budget{{Key: "prj_2", Name: "project", TokensPerMinute: 1000}, {Key: "prj_2/key_a", Name: "key", TokensPerMinute: 100}}
-	l.AddTokens(bg, pk, 2000)
+	l.AddTokens(bg, pk, 2000, domain.Reservation{})
 	e := refused(t, allow(bg, l, pk), "key-tokens-per-minute", 100)
 	if want := 23*time.Second + 19*time.Minute; e.RetryAfter != want {
 		t.Errorf("two budgets carrying tokens: RetryAfter = %v; want %v, the key's, which admits last", e.RetryAfter, want)
@@ -266,17 +267,71 @@ func testTokenDebtCarried(t *testing.T, l domain.Limiter, clock *fakeClock) {
 
 	// What is carried is bounded: an hour of the limit at most.
 	k := key("key_a", 0, 1)
-	l.AddTokens(bg, []domain.Budget{k}, 1_000_000)
+	l.AddTokens(bg, []domain.Budget{k}, 1_000_000, domain.Reservation{})
 	clock.Add(time.Duration(maxDebtWindows) * time.Minute)
 	refused(t, allow(bg, l, []domain.Budget{k}), "key-tokens-per-minute", 1)
 	clock.Add(time.Minute)
 	allowN(t, l, 1, k)
 }
 
+// testTokensReserved: a request reserves its estimate when admitted, so
+// that requests admitted together cannot all run past the limit before
+// any has ended; what it used replaces the reservation when it ends.
+func testTokensReserved(t *testing.T, l domain.Limiter, clock *fakeClock) {
+	p := project(0, 100)
+	tokensLeft := func(reserve, left int) domain.Reservation {
+		t.Helper()
+		q, r, err := l.Allow(bg, []domain.Budget{p}, reserve)
+		quotasAre(t, q, err, perMinute("project-tokens-per-minute", 100, left, 23*time.Second))
+		if r.Tokens != reserve || r.Window == 0 {
+			t.Errorf("Reservation = %+v; want %d tokens in a window", r, reserve)
+		}
+		return r
+	}
+	r1 := tokensLeft(40, 60)
+	tokensLeft(40, 20)
+	_, r, err := l.Allow(bg, []domain.Budget{p}, 40) // 80 + 40 would pass 100
+	var e *domain.Error
+	if !errors.As(err, &e) || e.Kind != domain.RateLimited || r != (domain.Reservation{}) {
+		t.Fatalf("Allow = %+v, %v; want RateLimited and no reservation", r, err)
+	}
+	if e.RetryAfter != 23*time.Second || e.Details["remaining"] != 20 || e.Details["limitName"] != "project-tokens-per-minute" {
+		t.Errorf("refusal: RetryAfter %v, Details %v; want 23s, 20 remaining", e.RetryAfter, e.Details)
+	}
+	if want := "retry in 23s (this request reserves an estimated 40: its prompt, with maxTokens when set; 20 are left)"; !strings.HasSuffix(e.Message, want) {
+		t.Errorf("Message = %q; want it to end %q", e.Message, want)
+	}
+	r4 := tokensLeft(20, 0) // fits exactly
+	// What a request did not use of its reservation comes back in its
+	// window: 40 reserved, 10 used.
+	l.AddTokens(bg, []domain.Budget{p}, 10, r1)
+	tokensLeft(30, 0)
+	refused(t, allow(bg, l, []domain.Budget{p}), "project-tokens-per-minute", 100)
+
+	// Once the window has ended, what was used past the reservation counts
+	// in the one under way, and nothing comes back.
+	clock.Add(time.Minute)
+	l.AddTokens(bg, []domain.Budget{p}, 70, r4) // 20 reserved: 50 more now
+	tokensLeft(0, 50)
+	l.AddTokens(bg, []domain.Budget{p}, 0, r4)
+	tokensLeft(0, 50)
+
+	// A reservation larger than the limit is admitted where nothing is
+	// counted yet (else it never could be), and reserves the limit: each
+	// budget's own.
+	pk := []domain.Budget{{Key: "prj_2", Name: "project", TokensPerMinute: 1000}, {Key: "prj_2/key_a", Name: "key", TokensPerMinute: 100}}
+	q, big, err := l.Allow(bg, pk, 150)
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 850, 23*time.Second), perMinute("key-tokens-per-minute", 100, 0, 23*time.Second))
+	refused(t, allow(bg, l, pk[1:]), "key-tokens-per-minute", 100)
+	l.AddTokens(bg, pk, 0, big) // gave up before the provider took it: all back
+	q, _, err = l.Allow(bg, pk, 0)
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 1000, 23*time.Second), perMinute("key-tokens-per-minute", 100, 100, 23*time.Second))
+}
+
 func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {
 	b := domain.Budget{Key: "prj_1", Name: "project"}
 	allowN(t, l, 100, b)
-	l.AddTokens(bg, []domain.Budget{b}, 1_000_000)
+	l.AddTokens(bg, []domain.Budget{b}, 1_000_000, domain.Reservation{})
 	allowN(t, l, 1, b)
 }
 
@@ -361,16 +416,17 @@ func quotasAre(t *testing.T, got []domain.Quota, err error, want ...domain.Quota
 func testAllowQuotas(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	p, k := project(3, 100), key("key_a", 2, 0)
 	both := []domain.Budget{p, k}
-	// Requests once this one is counted; tokens before this request's.
+	// Requests once this one is counted; tokens with its reservation
+	// (none here).
 	// The clock is 37s into its minute: 23s left.
-	q, err := l.Allow(bg, both)
+	q, _, err := l.Allow(bg, both, 0)
 	quotasAre(t, q, err,
 		perMinute("project-requests-per-minute", 3, 2, 23*time.Second),
 		perMinute("project-tokens-per-minute", 100, 100, 23*time.Second),
 		perMinute("key-requests-per-minute", 2, 1, 23*time.Second))
-	l.AddTokens(bg, both, 30)
+	l.AddTokens(bg, both, 30, domain.Reservation{})
 	clock.Add(10 * time.Second)
-	q, err = l.Allow(bg, both)
+	q, _, err = l.Allow(bg, both, 0)
 	quotasAre(t, q, err,
 		perMinute("project-requests-per-minute", 3, 1, 13*time.Second),
 		perMinute("project-tokens-per-minute", 100, 70, 13*time.Second),
@@ -380,26 +436,26 @@ func testAllowQuotas(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	if e.Details["resetSeconds"] != 13 {
 		t.Errorf("resetSeconds = %v; want 13, as the quota said", e.Details["resetSeconds"])
 	}
-	q, err = l.Allow(bg, []domain.Budget{p})
+	q, _, err = l.Allow(bg, []domain.Budget{p}, 0)
 	quotasAre(t, q, err,
 		perMinute("project-requests-per-minute", 3, 0, 13*time.Second),
 		perMinute("project-tokens-per-minute", 100, 70, 13*time.Second))
 
 	// A budget with a token limit only: its tokens, no requests.
 	tk := key("key_b", 0, 50)
-	l.AddTokens(bg, []domain.Budget{tk}, 20)
-	q, err = l.Allow(bg, []domain.Budget{tk})
+	l.AddTokens(bg, []domain.Budget{tk}, 20, domain.Reservation{})
+	q, _, err = l.Allow(bg, []domain.Budget{tk}, 0)
 	quotasAre(t, q, err, perMinute("key-tokens-per-minute", 50, 30, 13*time.Second))
 
 	// No limit, or no budget: no quota.
 	for _, bs := range [][]domain.Budget{nil, {{Key: "prj_1", Name: "project"}}} {
-		q, err = l.Allow(bg, bs)
+		q, _, err = l.Allow(bg, bs, 0)
 		quotasAre(t, q, err)
 	}
 
 	// The next window starts afresh, a whole minute to go.
 	clock.Add(13 * time.Second)
-	q, err = l.Allow(bg, both)
+	q, _, err = l.Allow(bg, both, 0)
 	quotasAre(t, q, err,
 		perMinute("project-requests-per-minute", 3, 2, time.Minute),
 		perMinute("project-tokens-per-minute", 100, 100, time.Minute),

@@ -198,7 +198,7 @@ func waitRenewals(t *testing.T, r *Redis, n int) {
 // allow is l.Allow without the quotas, for the tests of what it counts and
 // refuses.
 func allow(ctx context.Context, l domain.Limiter, budgets []domain.Budget) error {
-	_, err := l.Allow(ctx, budgets)
+	_, _, err := l.Allow(ctx, budgets, 0)
 	return err
 }
 

@@ -49,11 +49,12 @@ func (m *Memory) current(w int64) map[string]*usage {
 }
 
 // Allow implements domain.Limiter. All budgets are checked, then the
-// request is counted against each budget with a request limit, under one
-// lock: a refused request counts nowhere.
-func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
+// request is counted against each budget with a request limit, and its
+// reservation against each with a token limit, under one lock: a refused
+// request counts nowhere.
+func (m *Memory) Allow(_ context.Context, budgets []domain.Budget, reserve int) ([]domain.Quota, domain.Reservation, error) {
 	if !limited(budgets) {
-		return nil, nil
+		return nil, domain.Reservation{}, nil
 	}
 	w, left := window(m.now())
 	m.mu.Lock()
@@ -70,10 +71,10 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 			continue
 		}
 		if b.RequestsPerMinute > 0 && u.requests >= b.RequestsPerMinute {
-			return nil, refusal(b, false, left)
+			return nil, domain.Reservation{}, refusal(b, false, left)
 		}
-		if b.TokensPerMinute > 0 && u.tokens >= b.TokensPerMinute {
-			return nil, latestPastDebt(b, budgets, left, func(b domain.Budget, k int) int {
+		if b.TokensPerMinute > 0 && full(u.tokens, b.TokensPerMinute, reserve) {
+			return nil, domain.Reservation{}, latestPastDebt(b, budgets, left, reserve, func(b domain.Budget, k int) int {
 				if u := m.windows[w+int64(k)][b.Key]; u != nil {
 					return u.tokens
 				}
@@ -81,11 +82,14 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 			})
 		}
 	}
+	r := domain.Reservation{Tokens: max(reserve, 0), Window: w}
 	for _, b := range budgets {
-		if b.RequestsPerMinute <= 0 {
-			continue
+		if b.RequestsPerMinute > 0 {
+			m.usage(cur, b.Key).requests++
 		}
-		m.usage(cur, b.Key).requests++
+		if n := r.Reserved(b); n > 0 {
+			m.usage(cur, b.Key).tokens += n
+		}
 	}
 	quotas := make([]domain.Quota, 0, 2*len(budgets))
 	for _, b := range budgets {
@@ -95,26 +99,27 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget) ([]domain.Quo
 		}
 		quotas = appendQuotas(quotas, b, u.requests, u.tokens, left)
 	}
-	return quotas, nil
+	return quotas, r, nil
 }
 
-// AddTokens implements domain.Limiter: it counts tokens in the current
-// window against each budget with a token limit, and what goes past the
-// limit in the windows after (debt).
-func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens int) {
-	if tokens <= 0 || len(budgets) == 0 {
+// AddTokens implements domain.Limiter: it counts tokens, less r's
+// reservation (settle), against each budget with a token limit, and what
+// goes past the limit in the windows after (debt).
+func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens int, r domain.Reservation) {
+	if len(budgets) == 0 {
 		return
 	}
 	w, _ := window(m.now())
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	cur := m.current(w)
 	for _, b := range budgets {
-		if b.TokensPerMinute <= 0 {
+		n := settle(b, tokens, r, w)
+		if n == 0 {
 			continue
 		}
-		m.usage(cur, b.Key).tokens += tokens
-		for k, a := range debt(cur[b.Key].tokens, tokens, b.TokensPerMinute) {
+		cur := m.current(w)
+		m.usage(cur, b.Key).tokens += n
+		for k, a := range debt(cur[b.Key].tokens, n, b.TokensPerMinute) {
 			m.usage(m.current(w+1+int64(k)), b.Key).tokens += a
 		}
 	}

@@ -20,7 +20,7 @@ func TestMemoryCollectsOldWindows(t *testing.T) {
 	b := []domain.Budget{project(100, 1000)}
 	for i := range 5 {
 		allowN(t, m, 3, b...)
-		m.AddTokens(bg, b, 10)
+		m.AddTokens(bg, b, 10, domain.Reservation{})
 		if got, want := windows(), min(i+1, 2); got != want {
 			t.Fatalf("minute %d: %d windows kept; want %d", i, got, want)
 		}
@@ -56,7 +56,7 @@ func TestMemoryReleasesStreamEntries(t *testing.T) {
 func TestMemoryZeroValue(t *testing.T) {
 	var m Memory
 	allowN(t, &m, 1, project(1, 0))
-	m.AddTokens(bg, []domain.Budget{project(1, 5)}, 5)
+	m.AddTokens(bg, []domain.Budget{project(1, 5)}, 5, domain.Reservation{})
 	if _, err := acquire(bg, &m, "k", 1); err != nil {
 		t.Fatal(err)
 	}

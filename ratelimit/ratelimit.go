@@ -40,10 +40,11 @@ const maxDebtWindows = 60
 // tokens just added, is now count, against limit: the tokens it counted
 // past the limit (no more than were just added: what went past before
 // was carried then), limit of them into each window in turn, for at most
-// maxDebtWindows. Tokens count when a completion ends, so completions
-// admitted together may all run, and one may use any number: what went
-// past then waits in the minutes after, so that over time a
-// tokens-per-minute limit holds. None when count is within the limit.
+// maxDebtWindows. A completion reserves its estimate when admitted, but
+// what it uses counts when it ends and may be any number: what went past
+// then waits in the minutes after, so that over time a tokens-per-minute
+// limit holds. None when count is within the limit (tokens may be fewer
+// than none: a reservation given back).
 func debt(count, tokens, limit int) []int {
 	var out []int
 	for excess := min(tokens, count-limit); excess > 0 && len(out) < maxDebtWindows; {
@@ -54,35 +55,61 @@ func debt(count, tokens, limit int) []int {
 	return out
 }
 
-// pastDebt is when a budget whose tokens refused it in a window ending
-// in left can be admitted again: at the end of that window, unless debt
-// filled the windows after it too. next(k) is the tokens counted so far in
-// the k-th window after (k from 1); the first below limit admits.
-func pastDebt(left time.Duration, limit int, next func(k int) int) time.Duration {
-	for k := 1; k <= maxDebtWindows && next(k) >= limit; k++ {
+// full reports whether a window whose tokens counted are used refuses a
+// request reserving reserve of limit: at the limit, or past it with the
+// reservation, unless nothing is counted yet (a request larger than the
+// limit must be admitted some time).
+func full(used, limit, reserve int) bool {
+	return used >= limit || used > 0 && used > limit-reserve
+}
+
+// settle is what to add to budget b's tokens in window w for a request
+// admitted with reservation r that used tokens: what it used beyond what
+// r reserved, or, while r's window lasts, fewer than it reserved (what
+// was reserved and not used is given back); in a later window nothing is
+// given back, as r's window has ended. Zero for a budget without a token
+// limit.
+func settle(b domain.Budget, tokens int, r domain.Reservation, w int64) int {
+	if b.TokensPerMinute <= 0 {
+		return 0
+	}
+	n := max(tokens, 0) - r.Reserved(b)
+	if w != r.Window && n < 0 {
+		return 0
+	}
+	return n
+}
+
+// pastDebt is when a budget whose tokens refused a request reserving
+// reserve in a window ending in left can admit it: at the end of that
+// window, unless debt filled the windows after it too. next(k) is the
+// tokens counted so far in the k-th window after (k from 1); the first
+// with room admits.
+func pastDebt(left time.Duration, limit, reserve int, next func(k int) int) time.Duration {
+	for k := 1; k <= maxDebtWindows && full(next(k), limit, reserve); k++ {
 		left += Window
 	}
 	return left
 }
 
-// latestPastDebt is the refusal of a request refused by the tokens of
-// budget refused, one of budgets, in the window that ends in left: of the
-// budgets whose
-// tokens are at their limit in it (tokens(b, 0); tokens(b, k) is b's
-// count k windows after), the one admitting again last (pastDebt), so
-// that a client that waits that long is not refused by another (a key's
-// own limit, lower than its project's, carries its debt longer).
-func latestPastDebt(refused domain.Budget, budgets []domain.Budget, left time.Duration, tokens func(b domain.Budget, k int) int) *domain.Error {
+// latestPastDebt is the refusal of a request reserving reserve refused by
+// the tokens of budget refused, one of budgets, in the window that ends in
+// left: of the budgets whose tokens refuse it in that window (full with
+// tokens(b, 0); tokens(b, k) is b's count k windows after), the one
+// admitting it last (pastDebt), so that a client that waits that long is
+// not refused by another (a key's own limit, lower than its project's,
+// carries its debt longer).
+func latestPastDebt(refused domain.Budget, budgets []domain.Budget, left time.Duration, reserve int, tokens func(b domain.Budget, k int) int) *domain.Error {
 	last, wait := refused, left
 	for _, b := range budgets {
-		if b.TokensPerMinute <= 0 || tokens(b, 0) < b.TokensPerMinute {
+		if b.TokensPerMinute <= 0 || !full(tokens(b, 0), b.TokensPerMinute, reserve) {
 			continue
 		}
-		if d := pastDebt(left, b.TokensPerMinute, func(k int) int { return tokens(b, k) }); d > wait {
+		if d := pastDebt(left, b.TokensPerMinute, reserve, func(k int) int { return tokens(b, k) }); d > wait {
 			last, wait = b, d
 		}
 	}
-	return refusal(last, true, wait)
+	return tokensRefusal(last, tokens(last, 0), reserve, wait)
 }
 
 // window returns the window (unix minute) of now and the time left until it
@@ -165,6 +192,23 @@ func appendQuotas(qs []domain.Quota, b domain.Budget, requests, tokens int, left
 	return qs
 }
 
+// tokensRefusal is refusal by b's tokens, of which used are counted in the
+// window, of a request reserving reserve, with left until it can be
+// admitted (pastDebt): its message says why, where the limit is not
+// reached (the reservation does not fit) or the wait is past this window
+// (debt), and its details what remains.
+func tokensRefusal(b domain.Budget, used, reserve int, left time.Duration) *domain.Error {
+	e := refusal(b, true, left)
+	if used < b.TokensPerMinute {
+		e.Message += fmt.Sprintf(" (this request reserves an estimated %d: its prompt, with maxTokens when set; %d are left)", reserve, b.TokensPerMinute-used)
+		e.Details["remaining"] = b.TokensPerMinute - used
+	}
+	if left > Window {
+		e.Message += " (tokens used past the limit count in the minutes after)"
+	}
+	return e
+}
+
 // refusal is the RateLimited error of budget b, whose requests (tokens ==
 // false) or tokens are at their limit, with left until the window ends
 // (or, for tokens, until the first window after it with room: pastDebt).
@@ -177,12 +221,8 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 	if limit == 1 {
 		noun = strings.TrimSuffix(unit, "s")
 	}
-	why := "" // past this window: pastDebt
-	if left > Window {
-		why = " (tokens used past the limit count in the minutes after)"
-	}
-	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds%s",
-		limit, noun, subject(b.Name), seconds(left), why)
+	e := domain.Errorf(domain.RateLimited, "rate limit reached: %d %s per minute for %s; retry in %ds",
+		limit, noun, subject(b.Name), seconds(left))
 	e.RetryAfter = left
 	e.Details = domain.RefusalDetails(domain.Quota{Name: limitName(b.Name, tokens), Limit: limit, Reset: left, Window: Window})
 	return e

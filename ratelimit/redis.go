@@ -147,22 +147,27 @@ func (r *Redis) windowKey(w int64, kind, key string) string {
 func (r *Redis) streamsKey(key string) string { return r.prefix + "streams:" + key }
 
 // allowScript checks every budget, then counts the request against each
-// budget with a request limit, only if none refused.
+// budget with a request limit, and reserves its tokens against each with a
+// token limit (at most that limit: domain.Reservation.Reserved), only if
+// none refused.
 //
 //	KEYS: req_1, tok_1, req_2, tok_2, …
-//	ARGV: ttl seconds, then per budget its request limit and token limit (0 = none)
+//	ARGV: ttl seconds, the tokens to reserve, then per budget its request
+//	      limit and token limit (0 = none)
 //
 // It returns {i, what} when budget i (1-based) refused because of its
-// requests (what = 1) or tokens (what = 2); when allowed, {0, req_1,
-// tok_1, req_2, tok_2, …}: what each budget has used, this request counted
-// (0 for a count without a limit, which it neither reads nor counts), for
-// the quotas.
+// requests (what = 1) or tokens (what = 2: at the limit, or past it with
+// the reservation unless none are counted, as full says); when allowed,
+// {0, req_1, tok_1, req_2, tok_2, …}: what each budget has used, this
+// request counted (0 for a count without a limit, which it neither reads
+// nor counts), for the quotas.
 var allowScript = redis.NewScript(`
 local n = #KEYS / 2
+local reserve = tonumber(ARGV[2])
 local used = {0}
 for i = 1, n do
-  local rl = tonumber(ARGV[2 * i])
-  local tl = tonumber(ARGV[2 * i + 1])
+  local rl = tonumber(ARGV[2 * i + 1])
+  local tl = tonumber(ARGV[2 * i + 2])
   local r, t = 0, 0
   if rl > 0 then
     r = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
@@ -172,7 +177,7 @@ for i = 1, n do
   end
   if tl > 0 then
     t = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
-    if t >= tl then
+    if t >= tl or (t > 0 and t > tl - reserve) then
       return {i, 2}
     end
   end
@@ -180,9 +185,14 @@ for i = 1, n do
   used[2 * i + 1] = t
 end
 for i = 1, n do
-  if tonumber(ARGV[2 * i]) > 0 then
+  if tonumber(ARGV[2 * i + 1]) > 0 then
     used[2 * i] = redis.call('INCR', KEYS[2 * i - 1])
     redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[1])
+  end
+  local tl = tonumber(ARGV[2 * i + 2])
+  if tl > 0 and reserve > 0 then
+    used[2 * i + 1] = redis.call('INCRBY', KEYS[2 * i], math.min(reserve, tl))
+    redis.call('EXPIRE', KEYS[2 * i], ARGV[1])
   end
 end
 return used
@@ -230,9 +240,10 @@ return 0
 `)
 
 // Allow implements domain.Limiter in one script run: check all budgets,
-// then count, and read back the counts for the quotas. It allows when
-// Redis fails (see Redis), with no quota: nothing was counted.
-func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Quota, error) {
+// then count and reserve, and read back the counts for the quotas. It
+// allows when Redis fails (see Redis), with no quota and no reservation:
+// nothing was counted.
+func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget, reserve int) ([]domain.Quota, domain.Reservation, error) {
 	live := make([]domain.Budget, 0, len(budgets))
 	for _, b := range budgets {
 		if b.RequestsPerMinute > 0 || b.TokensPerMinute > 0 {
@@ -240,12 +251,13 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 		}
 	}
 	if len(live) == 0 {
-		return nil, nil
+		return nil, domain.Reservation{}, nil
 	}
 	w, left := window(r.now())
+	reserve = max(reserve, 0)
 	keys := make([]string, 0, 2*len(live))
-	args := make([]any, 0, 1+2*len(live))
-	args = append(args, int(counterTTL/time.Second))
+	args := make([]any, 0, 2+2*len(live))
+	args = append(args, int(counterTTL/time.Second), reserve)
 	for _, b := range live {
 		keys = append(keys, r.windowKey(w, "req", b.Key), r.windowKey(w, "tok", b.Key))
 		args = append(args, max(b.RequestsPerMinute, 0), max(b.TokensPerMinute, 0))
@@ -255,7 +267,7 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 		res, err = allowScript.Run(ctx, r.client, keys, args...).Int64Slice()
 		return err
 	}); err != nil {
-		return nil, nil
+		return nil, domain.Reservation{}, nil
 	}
 	switch {
 	case len(res) == 1+2*len(live) && res[0] == 0:
@@ -263,24 +275,25 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget) ([]domain.Qu
 		for i, b := range live {
 			quotas = appendQuotas(quotas, b, int(res[1+2*i]), int(res[2+2*i]), left)
 		}
-		return quotas, nil
+		return quotas, domain.Reservation{Tokens: reserve, Window: w}, nil
 	case len(res) == 2 && res[0] >= 1 && int(res[0]) <= len(live):
 		if res[1] == 2 {
-			return nil, r.pastDebt(ctx, live[res[0]-1], live, w, left)
+			return nil, domain.Reservation{}, r.pastDebt(ctx, live[res[0]-1], live, reserve, w, left)
 		}
-		return nil, refusal(live[res[0]-1], false, left)
+		return nil, domain.Reservation{}, refusal(live[res[0]-1], false, left)
 	}
-	return nil, nil // not the script's answer: allowed, as when Redis fails
+	return nil, domain.Reservation{}, nil // not the script's answer: allowed, as when Redis fails
 }
 
 // pastDebt is latestPastDebt for budgets, one of which the tokens of
-// window w refused, which ends in left: their counts in w and the window
-// after are read in one pipeline, and, only for the budgets whose next
-// window is full too (debt), those of the windows after it in a second
-// (each a key of its own window's hash slot), so that a refusal with no
-// debt, the common one, costs two reads a budget rather than sixty-one.
-// When Redis fails, the refusal is refused's, with left, the end of w.
-func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []domain.Budget, w int64, left time.Duration) *domain.Error {
+// window w refused a request reserving reserve, which ends in left: their
+// counts in w and the window after are read in one pipeline, and, only for
+// the budgets whose next window is full too (debt), those of the windows
+// after it in a second (each a key of its own window's hash slot), so that
+// a refusal with no debt, the common one, costs two reads a budget rather
+// than sixty-one. When Redis fails, the refusal is refused's, with left,
+// the end of w.
+func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []domain.Budget, reserve int, w int64, left time.Duration) *domain.Error {
 	counts := map[string][]int{} // budget key → tokens counted k windows after w
 	read := func(from, to int, todo []domain.Budget) error {
 		return r.call(ctx, "read carried tokens", func() error {
@@ -316,7 +329,7 @@ func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []d
 	}
 	var indebted []domain.Budget
 	for _, b := range limited {
-		if c := counts[b.Key]; c[0] >= b.TokensPerMinute && c[1] >= b.TokensPerMinute {
+		if c := counts[b.Key]; full(c[0], b.TokensPerMinute, reserve) && full(c[1], b.TokensPerMinute, reserve) {
 			indebted = append(indebted, b)
 		}
 	}
@@ -325,22 +338,21 @@ func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []d
 			return refusal(refused, true, left)
 		}
 	}
-	return latestPastDebt(refused, budgets, left, func(b domain.Budget, k int) int { return counts[b.Key][k] })
+	return latestPastDebt(refused, budgets, left, reserve, func(b domain.Budget, k int) int { return counts[b.Key][k] })
 }
 
-// AddTokens implements domain.Limiter with INCRBY and EXPIRE in one
-// pipeline, and, for the budgets that went past their limit, a second
-// that carries it into the windows after (debt), each a key of its own
-// window's hash slot. Failures are logged and the tokens dropped.
-func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int) {
-	if tokens <= 0 {
-		return
-	}
+// AddTokens implements domain.Limiter with INCRBY (of the tokens less r's
+// reservation, settle) and EXPIRE in one pipeline, and, for the budgets
+// that went past their limit, a second that carries it into the windows
+// after (debt), each a key of its own window's hash slot. Failures are
+// logged and the tokens dropped.
+func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int, res domain.Reservation) {
 	w, _ := window(r.now())
 	var todo []domain.Budget
+	var adds []int
 	for _, b := range budgets {
-		if b.TokensPerMinute > 0 {
-			todo = append(todo, b)
+		if n := settle(b, tokens, res, w); n != 0 {
+			todo, adds = append(todo, b), append(adds, n)
 		}
 	}
 	if len(todo) == 0 {
@@ -355,7 +367,7 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 		if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, b := range todo {
 				k := r.windowKey(w, "tok", b.Key)
-				counts[i] = p.IncrBy(ctx, k, int64(tokens))
+				counts[i] = p.IncrBy(ctx, k, int64(adds[i]))
 				p.Expire(ctx, k, counterTTL)
 			}
 			return nil
@@ -364,7 +376,7 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 		}
 		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, b := range todo {
-				for n, a := range debt(int(counts[i].Val()), tokens, b.TokensPerMinute) {
+				for n, a := range debt(int(counts[i].Val()), adds[i], b.TokensPerMinute) {
 					k := r.windowKey(w+1+int64(n), "tok", b.Key)
 					p.IncrBy(ctx, k, int64(a))
 					p.Expire(ctx, k, counterTTL+time.Duration(n+1)*Window)

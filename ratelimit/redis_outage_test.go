@@ -54,7 +54,7 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 	dials := p.Dials()
 	for i := range 50 {
 		// Allowed, and counted nowhere: no quota to report.
-		if q, err := r.Allow(bg, []domain.Budget{p1}); err != nil || q != nil {
+		if q, _, err := r.Allow(bg, []domain.Budget{p1}, 0); err != nil || q != nil {
 			t.Fatalf("Allow #%d with Redis down = %+v, %v; want allowed, no quotas", i+1, q, err)
 		}
 		release, q, err := r.Acquire(bg, keySlots("prj_1/key_a", 1))
@@ -62,7 +62,7 @@ func TestRedisOutageSkipsRedis(t *testing.T) {
 			t.Fatalf("Acquire #%d with Redis down = %+v, %v; want allowed, no quota", i+1, q, err)
 		}
 		release()
-		r.AddTokens(bg, []domain.Budget{project(0, 10)}, 5)
+		r.AddTokens(bg, []domain.Budget{project(0, 10)}, 5, domain.Reservation{})
 	}
 	if n := p.Dials() - dials; n > 1 {
 		t.Errorf("200 calls with Redis down dialled it %d times; want at most 1 (then Redis is skipped)", n)

@@ -27,9 +27,9 @@ func TestRedisInstancesShareCounts(t *testing.T) {
 	refused(t, allow(bg, b, []domain.Budget{p}), "project-requests-per-minute", 3)
 
 	k := key("key_a", 0, 100)
-	a.AddTokens(bg, []domain.Budget{k}, 60)
+	a.AddTokens(bg, []domain.Budget{k}, 60, domain.Reservation{})
 	allowN(t, b, 1, k)
-	b.AddTokens(bg, []domain.Budget{k}, 40)
+	b.AddTokens(bg, []domain.Budget{k}, 40, domain.Reservation{})
 	refused(t, allow(bg, a, []domain.Budget{k}), "key-tokens-per-minute", 100)
 
 	ra, err := acquire(bg, a, "prj_1/key_a", 2)
@@ -60,7 +60,7 @@ func TestRedisKeysExpire(t *testing.T) {
 	r := newTestRedis(t, c, prefix, clock)
 	b := []domain.Budget{project(10, 100)}
 	allowN(t, r, 1, b...)
-	r.AddTokens(bg, b, 5)
+	r.AddTokens(bg, b, 5, domain.Reservation{})
 	if _, err := acquire(bg, r, "prj_1/key_a", 3); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +100,7 @@ func TestRedisFailsOpen(t *testing.T) {
 			t.Fatalf("Allow with Redis down = %v; want allowed", err)
 		}
 	}
-	r.AddTokens(bg, b, 10)
+	r.AddTokens(bg, b, 10, domain.Reservation{})
 	release, err := acquire(bg, r, "k", 1)
 	if err != nil || release == nil {
 		t.Fatalf("Acquire with Redis down: release nil = %t, err = %v; want allowed", release == nil, err)
@@ -170,7 +170,7 @@ func TestOpen(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("Open(unreachable Redis) took %v; want about a Redis timeout (1s) at most", d)
 	}
-	if q, err := down.Allow(bg, []domain.Budget{project(1, 0)}); err != nil || q != nil {
+	if q, _, err := down.Allow(bg, []domain.Budget{project(1, 0)}, 0); err != nil || q != nil {
 		t.Errorf("Allow with Redis unreachable since the start = %+v, %v; want allowed, uncounted", q, err)
 	}
 	_ = closeDown()

@@ -1237,9 +1237,10 @@ func TestUsageIsTheProvidersCount(t *testing.T) {
 			}
 		}
 		// The tokens/min limit counted those tokens, no more: a completion's
-		// RateLimit-Remaining is what is left before its own.
-		r := h.call("POST", "/api/v1/chats/"+w.openaiChat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
-		if got, want := r.Header.Get("RateLimit-Remaining"), strconv.Itoa(limit-total); r.Status != 200 || got != want {
+		// RateLimit-Remaining is what is left with its own reservation, its
+		// estimated prompt ("x": one token, and four for the message).
+		r := h.call("POST", "/api/v1/chats/completions", h.admin, map[string]any{"aiProviderId": w.openai, "messages": []any{userMessage("x")}})
+		if got, want := r.Header.Get("RateLimit-Remaining"), strconv.Itoa(limit-total-5); r.Status != 200 || got != want {
 			t.Errorf("tokens left after %d completions of %d tokens = %q (status %d), want %s", okRequests, reported.PromptTokens+reported.CompletionTokens, got, r.Status, want)
 		}
 	})

@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -197,9 +198,16 @@ func TestRateLimitHeadersCountFromTheResponse(t *testing.T) {
 	})
 }
 
+// promptReserve is what a completion of w's chat with one user message of
+// "count these tokens" reserves of a token limit when admitted, its
+// estimated prompt: "You are a test." and that, 33 characters at four a
+// token, and four for each message.
+const promptReserve = (33+3)/4 + 2*4
+
 // TestRateLimitHeadersTokens: a token limit's Remaining is what is left
-// before the completion's own tokens, which count once it ends: the next
-// completion's Remaining is less by the previous one's usage.
+// with the completion's reservation, its estimated prompt, counted; what it
+// used replaces that once it ends: the next completion's Remaining is less
+// by the previous one's usage.
 func TestRateLimitHeadersTokens(t *testing.T) {
 	eachLimiter(t, nil, func(t *testing.T, h *harness) {
 		inOneMinute(t, 10*time.Second)
@@ -207,7 +215,7 @@ func TestRateLimitHeadersTokens(t *testing.T) {
 		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"tokensPerMinute": 1000})
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		const policy = `1000;w=60;comment="project-tokens-per-minute"`
-		remaining := 1000
+		remaining := 1000 - promptReserve
 		for i := range 3 {
 			r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("count these tokens")}})
 			q := quotaOf(r.Header)
@@ -220,6 +228,57 @@ func TestRateLimitHeadersTokens(t *testing.T) {
 				t.Fatalf("usage = %v", r.JSON()["usage"])
 			}
 			remaining -= int(used)
+		}
+	})
+}
+
+// TestTokenLimitBoundsABurst: completions admitted together cannot all
+// run past a token limit before any has ended: each reserves its estimate,
+// its prompt and maxTokens, when admitted, and the one that does not fit
+// is refused with what is left; what they did not use comes back when they
+// end.
+func TestTokenLimitBoundsABurst(t *testing.T) {
+	eachLimiter(t, nil, func(t *testing.T, h *harness) {
+		inOneMinute(t, 15*time.Second)
+		w := h.world()
+		h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"tokensPerMinute": 1000})
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		body := func() map[string]any {
+			return map[string]any{"maxTokens": 400, "messages": []any{userMessage("count these tokens")}}
+		}
+		const reserve = promptReserve + 400
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		from := h.up.Count()
+		for i, left := range []int{1000 - reserve, 1000 - 2*reserve} { // two streams held open upstream
+			h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 1})
+			res := streamAs(t, h, ctx, h.admin, path, body())
+			defer res.Body.Close()
+			if q := quotaOf(res.Header); res.StatusCode != 200 || q.remaining != strconv.Itoa(left) {
+				t.Fatalf("stream %d = %d, headers %+v; want 200, %d remaining", i+1, res.StatusCode, q, left)
+			}
+		}
+		r := h.call("POST", path, h.admin, body())
+		e, _ := r.JSON()["error"].(map[string]any)
+		d, _ := e["details"].(map[string]any)
+		if r.Status != 429 || d["remaining"] != float64(1000-2*reserve) || r.Header.Get("RateLimit-Remaining") != strconv.Itoa(1000-2*reserve) ||
+			!strings.Contains(r.ErrorMessage(), fmt.Sprintf("this request reserves an estimated %d: its prompt, with maxTokens when set; %d are left", reserve, 1000-2*reserve)) {
+			t.Errorf("a third while two run = %d %s, RateLimit-Remaining %q; want 429 saying what it reserves and what is left",
+				r.Status, r.Body, r.Header.Get("RateLimit-Remaining"))
+		}
+		// Ended early, the two used a few tokens of their 834.
+		cancel()
+		if !h.up.WaitCanceledN(from, 2*time.Second) || !h.up.WaitCanceledN(from+1, 2*time.Second) {
+			t.Fatal("the upstream did not see the streams' cancellations")
+		}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			r := h.call("POST", path, h.admin, body())
+			if left, _ := strconv.Atoi(r.Header.Get("RateLimit-Remaining")); r.Status == 200 && left > 1000-2*reserve {
+				break // both reservations back, less the tokens used
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("5s after the streams ended: %d, RateLimit-Remaining %q; want their reservations back", r.Status, r.Header.Get("RateLimit-Remaining"))
+			}
 		}
 	})
 }
@@ -238,17 +297,19 @@ func TestRateLimitHeadersClosestByShare(t *testing.T) {
 			requestsPolicy = `600;w=60;comment="project-requests-per-minute"`
 			tokensPolicy   = `1000;w=60;comment="project-tokens-per-minute"`
 		)
-		// No token used yet: 599 of 600 requests are the smaller share.
+		// No token used yet, but the completion's reservation: 983 of
+		// 1,000 tokens are a smaller share than 599 of 600 requests.
 		r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("count these tokens")}})
-		if q := quotaOf(r.Header); r.Status != 200 || q.limit != "600" || q.remaining != "599" || q.policy != requestsPolicy+", "+tokensPolicy {
-			t.Fatalf("first completion = %d, headers %+v; want 200, the project's 600 requests with 599 remaining, first", r.Status, q)
+		want := strconv.Itoa(1000 - promptReserve)
+		if q := quotaOf(r.Header); r.Status != 200 || q.limit != "1000" || q.remaining != want || q.policy != tokensPolicy+", "+requestsPolicy {
+			t.Fatalf("first completion = %d, headers %+v; want 200, the project's 1000 tokens with %s remaining, first", r.Status, q, want)
 		}
 		used, _ := r.JSON()["usage"].(map[string]any)["total_tokens"].(float64)
 		if used < 7 || used > 200 {
 			t.Fatalf("usage = %v; want 7 to 200 tokens, for the shares below to compare as they should", r.JSON()["usage"])
 		}
 		r = h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("count these tokens")}})
-		want := strconv.Itoa(1000 - int(used))
+		want = strconv.Itoa(1000 - int(used) - promptReserve)
 		if q := quotaOf(r.Header); r.Status != 200 || q.limit != "1000" || q.remaining != want || q.policy != tokensPolicy+", "+requestsPolicy {
 			t.Errorf("second completion = %d, headers %+v; want 200, the project's 1000 tokens with %s remaining, first", r.Status, q, want)
 		}
