@@ -110,3 +110,11 @@ func (s *Store) CreateChatsForTest(ctx context.Context, chats []domain.Chat) err
 
 // MaxMergedProjects is how many projects' pages a member's list merges.
 const MaxMergedProjects = maxMergedProjects
+
+// SetMigrationLockTimeout sets PostgreSQL migrations' lock_timeout, and
+// returns the func that restores it.
+func SetMigrationLockTimeout(d time.Duration) (restore func()) {
+	old := migrationLockTimeout
+	migrationLockTimeout = d
+	return func() { migrationLockTimeout = old }
+}

@@ -1,8 +1,12 @@
 package store_test
 
 import (
+	"bytes"
+	"context"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -55,4 +59,71 @@ func TestReadsSurviveAnAddedColumn(t *testing.T) {
 			}
 		}
 	})
+}
+
+// lockedWriter is a bytes.Buffer safe to write from one goroutine and read
+// from another.
+type lockedWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *lockedWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// TestMigrationDoesNotStallTheTable: on PostgreSQL, a migration's ALTER
+// TABLE waiting for a table that a long transaction read (pg_dump, a long
+// report) held every later query of that table behind it for as long, so
+// that the instances of the version before, still serving in a rolling
+// upgrade, stalled and failed to store turns. It waits at most its
+// lock_timeout at a time, rolls back and tries again, saying so, and
+// completes once the transaction ends.
+func TestMigrationDoesNotStallTheTable(t *testing.T) {
+	s := dbtest.Postgres(t)
+	defer store.SetMigrationLockTimeout(200 * time.Millisecond)()
+	must(t, s.Migrate(ctx(), "down", nil)) // 00016, an ALTER TABLE of project_limits
+	db, err := s.DB().DB()
+	must(t, err)
+	reader, err := db.Conn(ctx())
+	must(t, err)
+	defer reader.Close()
+	_, err = reader.ExecContext(ctx(), "BEGIN")
+	must(t, err)
+	var n int
+	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM project_limits").Scan(&n)) // holds its lock until COMMIT
+
+	var out lockedWriter
+	migrated := make(chan error, 1)
+	go func() { migrated <- s.Migrate(context.Background(), "up", &out) }()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		qctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
+		err := db.QueryRowContext(qctx, "SELECT count(*) FROM project_limits").Scan(&n)
+		cancel()
+		if err != nil {
+			t.Fatalf("a query of the table while the migration waits: %v; want it answered, not held behind the migration", err)
+		}
+	}
+	if !strings.Contains(out.String(), "waiting: a migration gave up waiting for a lock another transaction holds") {
+		t.Errorf("migrate up said %q; want that it is waiting for a lock", out.String())
+	}
+	_, err = reader.ExecContext(ctx(), "COMMIT")
+	must(t, err)
+	select {
+	case err := <-migrated:
+		must(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the migration did not complete within 30s of the transaction's end")
+	}
+	if !strings.Contains(out.String(), "applied 00016_project_streams.sql") {
+		t.Errorf("migrate up said %q; want 00016 applied", out.String())
+	}
 }

@@ -15,13 +15,16 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/glebarez/sqlite"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/stdlib"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
 	"golang.org/x/sync/singleflight"
@@ -259,6 +262,9 @@ func (s *Store) firstPing(ctx context.Context) error {
 		}
 	}
 	switch {
+	case err != nil && ctx.Err() != nil:
+		// Not the bound: the start itself was stopped (a signal).
+		return fmt.Errorf("the start was stopped while it waited for PostgreSQL to answer (%v)", err)
 	case err != nil && (notUpYet(err) || notUp && pctx.Err() != nil): // the bound may cut the last ask
 		// Asked until the bound: refused, or starting, all along.
 		return fmt.Errorf("PostgreSQL was not up within %s (the connection refused, or the server starting): "+
@@ -484,6 +490,13 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		}
 		defer one.Close()
 		db = one
+	} else if command != "status" {
+		pool, err := s.migrationPool()
+		if err != nil {
+			return fmt.Errorf("store: migrate %s: %w", command, err)
+		}
+		defer pool.Close()
+		db = pool
 	}
 	p, err := s.migrator(db)
 	if err != nil {
@@ -504,10 +517,15 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 	}
 	switch command {
 	case "up":
-		results, err := p.Up(ctx)
-		for _, r := range results {
-			fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
-		}
+		var results []*goose.MigrationResult
+		err := retryLocked(ctx, w, func() error {
+			done, err := p.Up(ctx)
+			for _, r := range done {
+				fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+			}
+			results = append(results, done...)
+			return err
+		})
 		if err != nil {
 			return migrateErr("up", err)
 		}
@@ -519,7 +537,11 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 			fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
 		}
 	case "down":
-		r, err := p.Down(ctx)
+		var r *goose.MigrationResult
+		err := retryLocked(ctx, w, func() (err error) {
+			r, err = p.Down(ctx)
+			return err
+		})
 		if errors.Is(err, goose.ErrNoNextVersion) {
 			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
 			return nil
@@ -572,6 +594,55 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
 	}
 	return nil
+}
+
+// migrationLockTimeout is the lock_timeout of PostgreSQL's migrations: how
+// long a statement waits for a lock before it fails, to be tried again
+// (retryLocked). An ALTER TABLE waiting for its table behind a long
+// transaction (pg_dump, a long report) holds every later query of that
+// table behind it, and the instances of the version before, still serving
+// in a rolling upgrade, would stall for as long, their turns failing to be
+// stored. A variable for tests.
+var migrationLockTimeout = 2 * time.Second
+
+// migrationPool is a pool of connections to s's PostgreSQL for
+// migrations, whose lock_timeout is migrationLockTimeout unless the URL
+// sets one.
+func (s *Store) migrationPool() (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(s.dsn)
+	if err != nil {
+		return nil, err
+	}
+	if _, set := cfg.RuntimeParams["lock_timeout"]; !set {
+		cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(migrationLockTimeout.Milliseconds(), 10)
+	}
+	return stdlib.OpenDB(*cfg), nil
+}
+
+// retryLocked runs migrate, and runs it again, after a wait growing from a
+// second to half a minute, each time it failed for want of a lock
+// (lock_timeout, SQLSTATE 55P03), saying so to w, until it ends otherwise
+// or ctx does: a migration waits for a long transaction without holding
+// the queries of others behind it for more than migrationLockTimeout at a
+// time. goose rolls a failed migration back, and runs only those not
+// applied.
+func retryLocked(ctx context.Context, w io.Writer, migrate func() error) error {
+	wait := time.Second
+	for {
+		err := migrate()
+		var pg *pgconn.PgError
+		if err == nil || !errors.As(err, &pg) || pg.Code != "55P03" {
+			return err
+		}
+		fmt.Fprintf(w, "waiting: a migration gave up waiting for a lock another transaction holds (a long query, or pg_dump?) and was rolled back, "+
+			"so as not to hold up the queries behind it; trying again in %s\n", wait)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w (a migration was waiting for a lock another transaction holds)", err)
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 // newerSchema says, for a schema at version v, that a newer parley

@@ -3130,6 +3130,17 @@ func TestOpenWaitsForPostgresToComeUp(t *testing.T) {
 	} else if !strings.Contains(err.Error(), "PostgreSQL was not up within 500ms (the connection refused") {
 		t.Errorf("Open with nothing listening: %v; want it to say it was not up within 500ms", err)
 	}
+	// A start stopped (by a signal) while it waits says so, and does not
+	// blame PostgreSQL for a bound it did not reach.
+	defer store.SetConnectTimeout(30 * time.Second)()
+	stopped, stop := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer stop()
+	if st, err := store.Open(stopped, "postgres://postgres@"+ln2.Addr().String()+"/parley?sslmode=disable"); err == nil {
+		st.Close()
+		t.Error("Open stopped while nothing listens: opened")
+	} else if msg := err.Error(); !strings.Contains(msg, "the start was stopped while it waited for PostgreSQL") || strings.Contains(msg, "within") {
+		t.Errorf("Open stopped while nothing listens: %v; want it to say the start was stopped", err)
+	}
 }
 
 // TestOpenRefusesADatabaseItCannotWrite: a SQLite database that refuses
