@@ -2,6 +2,7 @@ package rest_test
 
 import (
 	"bufio"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -60,5 +61,41 @@ func TestStreamFailureLogLevels(t *testing.T) {
 				t.Errorf("the stream's failure logged as %q, want level=%s", line, c.level)
 			}
 		})
+	}
+}
+
+// TestCompletionLogLinesNameTheCompletion: the lines a completion's request
+// logs once it ran, its failure's and its access line, name the project,
+// chat, provider, model, outcome and message of the completion, so that an
+// on-call can tell whose completion failed, and where, without the
+// database.
+func TestCompletionLogLinesNameTheCompletion(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	h.up.Enqueue(llmtest.Behavior{Status: 401})
+	r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	jsonID := r.Header.Get("X-Request-Id")
+	h.up.Enqueue(llmtest.Behavior{Fault: llmtest.FaultStreamError, AfterDeltas: 1})
+	res := stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}})
+	streamID := res.Header.Get("X-Request-Id")
+	_, _ = io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	if r.Status != 502 || jsonID == "" || streamID == "" {
+		t.Fatalf("JSON completion = %d %s, request ids %q and %q; want a 502 and ids", r.Status, r.Body, jsonID, streamID)
+	}
+	logs := h.finalLogs()
+	for _, c := range []struct{ id, msg string }{{jsonID, "upstream failed"}, {jsonID, "request"}, {streamID, "stream failed"}, {streamID, "request"}} {
+		var line string
+		for _, l := range strings.Split(logs, "\n") {
+			if strings.Contains(l, "msg=\""+c.msg+"\" request_id="+c.id+" ") || strings.Contains(l, "msg="+c.msg+" request_id="+c.id+" ") {
+				line = l
+			}
+		}
+		for _, want := range []string{"project_id=" + w.project, "chat_id=" + w.chat, "provider_id=" + w.provider, "model=", "outcome=upstream_error", "message_id=msg_"} {
+			if !strings.Contains(line, " "+want) {
+				t.Errorf("the %q line of %s is %q; want it to carry %s", c.msg, c.id, line, want)
+			}
+		}
 	}
 }

@@ -212,6 +212,25 @@ var errNoSecretKey = errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (
 // applied, and a schema that a newer parley migrated past this one's (a
 // warning: this one may not know its tables). Nothing when the schema is
 // current.
+// logRecorder is a domain.UsageRecorder that names what a completion's record
+// says (its project, chat, provider, model, outcome and message id) on the
+// log lines of the request it came in, from then on, its access line among
+// them, so that an on-call can tell whose completion failed and where;
+// then it hands the record on.
+type logRecorder struct{ next domain.UsageRecorder }
+
+func (l logRecorder) Record(ctx context.Context, r domain.UsageRecord) {
+	attrs := make([]slog.Attr, 0, 6)
+	attrs = append(attrs, slog.String("project_id", r.ProjectID))
+	if r.ChatID != "" {
+		attrs = append(attrs, slog.String("chat_id", r.ChatID))
+	}
+	attrs = append(attrs, slog.String("provider_id", r.AIProviderID), slog.String("model", requestid.Capped(r.Model, 128)),
+		slog.String("outcome", string(r.Outcome)), slog.String("message_id", r.ID))
+	requestid.Annotate(ctx, attrs...)
+	l.next.Record(ctx, r)
+}
+
 type migrationLog struct{ log *slog.Logger }
 
 func (m migrationLog) Write(p []byte) (int, error) {
@@ -222,6 +241,8 @@ func (m migrationLog) Write(p []byte) (int, error) {
 		switch {
 		case strings.HasPrefix(line, "applied "):
 			m.log.Info("migration " + line)
+		case strings.HasPrefix(line, "waiting: "):
+			m.log.Warn(strings.TrimPrefix(line, "waiting: "))
 		case strings.Contains(line, "newer parley"):
 			m.log.Warn("the database's schema is newer than this parley's: " + line)
 		}
@@ -417,7 +438,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
 	svcs := domain.NewServices(domain.Deps{
-		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: m.Recorder(usage), Limiter: m.Limiter(limiter.Limiter),
+		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, UsageRetention: cfg.Retention.Usage, Logger: log, Now: cfg.Now,
 	})

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"unicode/utf8"
 )
@@ -24,6 +25,9 @@ type key struct{}
 type request struct {
 	id   string
 	user atomic.Pointer[string]
+
+	mu    sync.Mutex
+	attrs []slog.Attr // Annotate's
 }
 
 // New returns a fresh id: "req_" and 24 hex digits.
@@ -57,6 +61,19 @@ func SetUser(ctx context.Context, userID string) {
 	}
 }
 
+// Annotate adds attrs to the lines logged in the course of the request
+// whose id ctx carries (With), from then on, as SetUser adds its user: the
+// access line written once it ends among them, so that a failed
+// completion's lines name its project, provider and outcome. Without an id
+// in ctx it does nothing.
+func Annotate(ctx context.Context, attrs ...slog.Attr) {
+	if r, ok := ctx.Value(key{}).(*request); ok {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.attrs = append(r.attrs, attrs...)
+	}
+}
+
 // Sane says whether id, a caller's, may be used as is: 1 to 128 printable
 // ASCII characters, nothing a log line or a header would mangle.
 func Sane(id string) bool {
@@ -72,8 +89,8 @@ func Sane(id string) bool {
 }
 
 // LogHandler returns h adding request_id, first on the line, to every
-// record logged with a context that carries one, and user_id after it
-// once SetUser named the user. h already so wrapped is returned as it is.
+// record logged with a context that carries one, user_id after it once
+// SetUser named the user, and what Annotate added. h already so wrapped is returned as it is.
 func LogHandler(h slog.Handler) slog.Handler {
 	if _, ok := h.(handler); ok {
 		return h
@@ -90,6 +107,9 @@ func (h handler) Handle(ctx context.Context, r slog.Record) error {
 		if user := req.user.Load(); user != nil {
 			nr.AddAttrs(slog.String("user_id", *user))
 		}
+		req.mu.Lock()
+		nr.AddAttrs(req.attrs...)
+		req.mu.Unlock()
 		r.Attrs(func(a slog.Attr) bool {
 			nr.AddAttrs(a)
 			return true
