@@ -15,6 +15,7 @@ package llm
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/http"
 	"slices"
@@ -84,6 +85,19 @@ type Config struct {
 	// AllowPrivate lets upstreams live on loopback, private and link-local
 	// addresses (PARLEY_ALLOW_PRIVATE_UPSTREAMS).
 	AllowPrivate bool
+	// OnRetry, when set, is told of each retry before its backoff, with
+	// the call's context: a retried call that then succeeds shows nowhere
+	// else, so a provider failing half its calls would raise no signal.
+	OnRetry func(ctx context.Context, r Retry)
+}
+
+// Retry is an attempt that failed and is tried again (Config.OnRetry).
+type Retry struct {
+	ProviderType domain.ProviderType
+	Attempt      int    // the attempt that failed, from 1
+	Reason       string // "status_5xx", "connection" (refused, reset) or "stream_fault" (an error event before the first delta)
+	Status       int    // the status it answered; 0 for none
+	Wait         time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -210,7 +224,7 @@ func (c *Client) Complete(ctx context.Context, req domain.LLMRequest, onDelta fu
 		if err == nil {
 			return res, nil
 		}
-		if c.again(ctx, ex, err, attempt) {
+		if c.again(ctx, req.Endpoint.Type, ex, err, attempt) {
 			continue
 		}
 		// What the provider took, for usage, is the last attempt's
@@ -237,11 +251,27 @@ func unsupportedType(op string, t domain.ProviderType) error {
 		Message: "AI provider type " + quote(string(t)) + " is not supported; use openai, openai-compatible, azure-openai or anthropic"}
 }
 
-// again reports whether attempt, which failed with err, is to be tried
-// again (see retryable and MaxRetries), once its backoff has passed.
-func (c *Client) again(ctx context.Context, ex *exchange, err error, attempt int) bool {
-	return attempt < c.cfg.MaxRetries && ctx.Err() == nil && retryable(ex, err) &&
-		sleep(ctx, backoff(c.cfg.RetryBaseDelay, attempt))
+// again reports whether attempt, a call to a provider of type t that
+// failed with err, is to be tried again (see retryable and MaxRetries),
+// once its backoff has passed, telling OnRetry first.
+func (c *Client) again(ctx context.Context, t domain.ProviderType, ex *exchange, err error, attempt int) bool {
+	if attempt >= c.cfg.MaxRetries || ctx.Err() != nil || !retryable(ex, err) {
+		return false
+	}
+	wait := backoff(c.cfg.RetryBaseDelay, attempt)
+	if c.cfg.OnRetry != nil {
+		status, _, _ := ex.response()
+		reason := "connection"
+		var fb *faultBeforeReply
+		switch {
+		case errors.As(err, &fb):
+			reason = "stream_fault"
+		case status >= 500:
+			reason = "status_5xx"
+		}
+		c.cfg.OnRetry(ctx, Retry{ProviderType: t, Attempt: attempt + 1, Reason: reason, Status: status, Wait: wait})
+	}
+	return sleep(ctx, wait)
 }
 
 // refusalsAsText returns msgs with each refusal sent as its message's

@@ -65,7 +65,7 @@ func (c *Client) Models(ctx context.Context, ep domain.Endpoint) ([]domain.Model
 		if err == nil {
 			return models, nil
 		}
-		if c.again(ctx, ex, err, attempt) {
+		if c.again(ctx, ep.Type, ex, err, attempt) {
 			continue
 		}
 		err = c.toDomainError(ctx, op, ex, ep.APIKey.Reveal(), err)

@@ -33,6 +33,7 @@ type Metrics struct {
 	toolCalls   *prometheus.CounterVec
 	toolLatency *prometheus.HistogramVec
 	retained    *prometheus.CounterVec
+	retries     *prometheus.CounterVec
 }
 
 // Histogram buckets, in seconds. An API request that is not a completion
@@ -85,8 +86,11 @@ func New() *Metrics {
 		retained: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_retention_deleted_total", Help: "Rows the retention sweeps deleted, by kind (usage_records, conversations).",
 		}, []string{"kind"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_upstream_retries_total", Help: "Upstream attempts that failed and were tried again, by provider type and reason (status_5xx, connection, stream_fault).",
+		}, []string{"provider", "reason"}),
 	}
-	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited, m.toolCalls, m.toolLatency, m.retained,
+	m.reg.MustRegister(m.requests, m.latency, m.completions, m.compLatency, m.ttft, m.tokens, m.openStreams, m.rateLimited, m.toolCalls, m.toolLatency, m.retained, m.retries,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.Swept(domain.Swept{}) // served at 0 from the start, swept or not
 	return m
@@ -95,6 +99,12 @@ func New() *Metrics {
 // Handler serves the metrics in the Prometheus text format.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
+
+// UpstreamRetried counts an upstream attempt that failed and is tried
+// again: provider is the provider's type, reason one of llm.Retry's.
+func (m *Metrics) UpstreamRetried(provider, reason string) {
+	m.retries.WithLabelValues(provider, reason).Inc()
 }
 
 // ObserveRequest records one HTTP request by its route pattern (never the

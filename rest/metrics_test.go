@@ -661,6 +661,7 @@ func TestMetricsAsREADMESays(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	w := h.world()
 	path := "/api/v1/chats/" + w.chat + "/completions"
+	h.up.Enqueue(llmtest.Behavior{Status: 503}) // retried
 	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
 	readSSE(t, stream(t, h, path, map[string]any{"messages": []any{userMessage("x")}}))
 	list := mcpgo.CallToolRequest{}
@@ -703,5 +704,35 @@ func TestMetricsAsREADMESays(t *testing.T) {
 		if _, ok := want[name]; !ok {
 			t.Errorf("%s is served but README's table does not name it", name)
 		}
+	}
+}
+
+// TestUpstreamRetriesAreSeen: a call retried after a 5xx, a refused
+// connection or a stream's fault before its first delta, which then
+// succeeds, counts ok everywhere else: each retry is counted by provider
+// type and reason, and logged as a warning on the request's lines.
+func TestUpstreamRetriesAreSeen(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	h.up.Enqueue(llmtest.Behavior{Status: 503}, llmtest.Behavior{Status: 502})
+	r := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if r.Status != 200 {
+		t.Fatalf("completion after two 5xx = %d %s; want 200", r.Status, r.Body)
+	}
+	typ := h.must(200, "GET", "/api/v1/ai-providers/"+w.provider, h.admin, nil)["type"].(string)
+	if v, _ := h.metrics().value("parley_upstream_retries_total", `provider="`+typ+`"`, `reason="status_5xx"`); v != 2 {
+		t.Errorf("parley_upstream_retries_total{provider=%q,reason=\"status_5xx\"} = %v; want 2", typ, v)
+	}
+	id := r.Header.Get("X-Request-Id")
+	var lines []string
+	for _, l := range strings.Split(h.finalLogs(), "\n") {
+		if strings.Contains(l, `msg="upstream retried" request_id=`+id+" ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) != 2 || !strings.Contains(lines[0], "level=WARN ") || !strings.Contains(lines[0], " status=503 ") ||
+		!strings.Contains(lines[0], " attempt=1 ") || !strings.Contains(lines[1], " status=502 ") || !strings.Contains(lines[1], " reason=status_5xx ") {
+		t.Errorf("the retries' lines: %q; want two warnings, status 503 then 502", lines)
 	}
 }

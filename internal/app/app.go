@@ -437,6 +437,11 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
+	llmCfg.OnRetry = func(ctx context.Context, r llm.Retry) {
+		m.UpstreamRetried(string(r.ProviderType), r.Reason)
+		log.WarnContext(ctx, "upstream retried", "provider_type", string(r.ProviderType), "reason", r.Reason, "status", r.Status,
+			"attempt", r.Attempt, "wait_ms", r.Wait.Milliseconds())
+	}
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
