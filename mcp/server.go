@@ -7,7 +7,9 @@ package mcp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime/debug"
@@ -304,9 +306,45 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		if err != nil {
 			return toolError(ctx, d, req.Params.Name, err)
 		}
-		return &mcpgo.CallToolResult{
-			Content:           []mcpgo.Content{mcpgo.NewTextContent(text(out))},
-			StructuredContent: out,
-		}, nil
+		t := text(out)
+		res = &mcpgo.CallToolResult{Content: []mcpgo.Content{mcpgo.NewTextContent(t)}, StructuredContent: out}
+		if len(t) > maxResultBytes/12 { // a smaller text, and the content it repeats, stay under it
+			if res, err = fitResult(res); err != nil {
+				return toolError(ctx, d, req.Params.Name, err)
+			}
+		}
+		return res, nil
 	}
+}
+
+// maxResultBytes bounds a tool's result as JSON. The official MCP Go SDK
+// reads at most 16 MiB in one message (a stdio line, an SSE event), and a
+// longer one ends the session, and encoding/json, which mcp-go answers
+// with, writes each <, > and & as six bytes: a 4 MiB HTML document, as
+// text and as structured content, was an 18 MiB message.
+const maxResultBytes = 12 << 20
+
+// fitResult is res within maxResultBytes as JSON: as it is, or with its
+// text, which repeats the structured content, replaced by a note saying
+// so, or a TooLarge error when even the structured content is over.
+func fitResult(res *mcpgo.CallToolResult) (*mcpgo.CallToolResult, error) {
+	size := func() int {
+		b, err := json.Marshal(res)
+		if err != nil {
+			return 0 // mcp-go's encoding will say what is wrong
+		}
+		return len(b)
+	}
+	n := size()
+	if n <= maxResultBytes {
+		return res, nil
+	}
+	mib := float64(n) / (1 << 20)
+	res.Content = []mcpgo.Content{mcpgo.NewTextContent(fmt.Sprintf(
+		"This result is %.1f MiB as JSON, too large for one MCP message with its text too: it is in the structured content alone.", mib))}
+	if n = size(); n <= maxResultBytes {
+		return res, nil
+	}
+	return nil, domain.Errorf(domain.TooLarge, "this result is %.1f MiB as JSON (each <, > and & is six bytes), more than an MCP message may hold "+
+		"(the official Go SDK reads at most 16 MiB); read it through the REST API, or, for a list, ask for fewer with limit", float64(n)/(1<<20))
 }

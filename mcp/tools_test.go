@@ -1046,3 +1046,35 @@ func TestGetConversationTooLarge(t *testing.T) {
 		}
 	})
 }
+
+// TestLargeResultsFitOneMessage: a tool's result fits one MCP message as
+// the official Go SDK reads them (16 MiB a stdio line or SSE event; a
+// longer one ends its session). encoding/json writes each <, > and & as
+// six bytes, so a 4 MiB HTML document, as text and as structured
+// content, was an 18 MiB message: its text, which repeats the structured
+// content, gives way to a note, and a result too large even so is
+// refused, saying where to read it.
+func TestLargeResultsFitOneMessage(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "editor", Options{})
+	row := "<tr><td>a &amp; b</td><td>&lt;c&gt;</td></tr>\n"
+	html := strings.Repeat(row, (4<<20)/len(row))
+	doc, err := e.svcs.Documents.Create(e.ctx("editor"), domain.DocumentCreate{ProjectID: e.project.ID, Name: "table", Content: html, MimeType: "text/html"})
+	must(t, err)
+	var got documentOut
+	res := s.ok(t, "get-document", obj{"documentId": doc.ID}, &got)
+	b, err := json.Marshal(res)
+	must(t, err)
+	if got.Content != html || len(b) > 12<<20 || !strings.Contains(text(res), "in the structured content alone") {
+		t.Errorf("get-document of a 4 MiB HTML document: content whole %v, %d bytes as JSON, text %.120q; want it whole, in at most 12 MiB, the text saying where",
+			got.Content == html, len(b), text(res))
+	}
+
+	worst, err := e.svcs.Documents.Create(e.ctx("editor"), domain.DocumentCreate{ProjectID: e.project.ID, Name: "angles", Content: strings.Repeat("<", 4<<20)})
+	must(t, err)
+	msg := s.fails(t, "get-document", obj{"documentId": worst.ID}, "payload_too_large")
+	if !strings.Contains(msg, "more than an MCP message may hold") || !strings.Contains(msg, "REST API") {
+		t.Errorf("the refusal %q does not say why, nor where to read it", msg)
+	}
+	s.ok(t, "get-document", obj{"documentId": e.document.ID}, nil) // the session lives on
+}
