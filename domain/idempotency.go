@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"time"
 )
 
 // A per-chat completion may carry an idempotency key (REST's
@@ -88,8 +89,12 @@ func (s *Completions) planReplay(ctx context.Context, pl *plan, in ChatCompletio
 	reply, err := s.deps.Store.GetReplyByRequestKey(ctx, pl.requestKey)
 	switch {
 	case KindOf(err) == NotFound && pl.keyClaim == nil:
-		return Errorf(Conflict, "a completion with this idempotency key is still running for chat %s; "+
+		e := Errorf(Conflict, "a completion with this idempotency key is still running for chat %s; "+
 			"wait a moment, then send this request again to get its reply", pl.chat.ID)
+		// Its Retry-After paces the OpenAI SDKs, which retry a 409 twice on
+		// their own, half a second and a second apart without one.
+		e.RetryAfter = stillRunningRetry
+		return e
 	case KindOf(err) == NotFound:
 		return nil
 	case err != nil:
@@ -102,12 +107,18 @@ func (s *Completions) planReplay(ctx context.Context, pl *plan, in ChatCompletio
 	return nil
 }
 
+// stillRunningRetry is the wait a request whose idempotency key is still
+// running is told to take before it is sent again.
+const stillRunningRetry = 2 * time.Second
+
 // replay answers a completion with the reply stored for its idempotency
 // key, as the first request's answer had it: the same ids, model, content
 // or refusal, tool calls (their extra content too), finish reason and
-// usage. A stream gets it whole in one delta. Nothing is sent upstream
-// or counted against the project's limits, so no usage is recorded and
-// there is no debug.
+// usage. A stream gets its text (or refusal) in one delta, then each tool
+// call in one of its own, as a live stream sends them: the OpenAI SDKs'
+// stream accumulators see a call finished only when the next begins, one
+// a chunk. Nothing is sent upstream or counted against the project's
+// limits, so no usage is recorded and there is no debug.
 func replay(m *Message, emit Emitter) (*Completion, error) {
 	out := &Completion{
 		CompletionMeta: CompletionMeta{MessageID: m.ID, ConversationID: m.ConversationID, Model: m.Model, Created: m.CreatedAt,
@@ -120,15 +131,16 @@ func replay(m *Message, emit Emitter) (*Completion, error) {
 	if err := emit.Start(out.CompletionMeta); err != nil {
 		return nil, err
 	}
-	d := Delta{Content: m.Content, Refusal: m.Refusal}
+	if m.Content != "" || m.Refusal != "" {
+		if err := emit.Delta(Delta{Content: m.Content, Refusal: m.Refusal}); err != nil {
+			return nil, err
+		}
+	}
 	for i, c := range m.ToolCalls {
-		d.ToolCalls = append(d.ToolCalls, ToolCallDelta{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments, ExtraContent: c.ExtraContent})
-	}
-	if d.Content == "" && d.Refusal == "" && len(d.ToolCalls) == 0 {
-		return out, nil
-	}
-	if err := emit.Delta(d); err != nil {
-		return nil, err
+		d := Delta{ToolCalls: []ToolCallDelta{{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments, ExtraContent: c.ExtraContent}}}
+		if err := emit.Delta(d); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

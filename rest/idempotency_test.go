@@ -160,14 +160,18 @@ func streamedReply(t *testing.T, events []sseEvent, messageID, conversationID st
 }
 
 // TestIdempotencyKeyToolCalls: a reply that called tools is replayed with
-// its calls, whole in JSON and as one delta in a stream, their
-// extra_content (a thought signature, Anthropic's thinking) included.
+// its calls, whole in JSON, and in a stream its text in one delta, then
+// each call in one of its own, as a live stream sends them (the OpenAI
+// SDKs' accumulators see a call finished only when the next begins, one a
+// chunk), their extra_content (a thought signature, Anthropic's thinking)
+// included.
 func TestIdempotencyKeyToolCalls(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		const extra = `{"google":{"thought_signature":"sig-1"}}`
-		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"refunds"}`, Extra: extra}}})
+		h.up.Enqueue(llmtest.Behavior{Deltas: []string{"Let me look."}, ToolCalls: []llmtest.ToolCall{{ID: "call_1", Name: "lookup", Arguments: `{"q":"refunds"}`, Extra: extra},
+			{ID: "call_2", Name: "lookup", Arguments: `{"q":"returns"}`}}})
 		body := map[string]any{
 			"messages": []any{userMessage("How long do refunds take?")},
 			"tools":    []any{map[string]any{"type": "function", "function": map[string]any{"name": "lookup", "parameters": map[string]any{"type": "object"}}}},
@@ -179,8 +183,8 @@ func TestIdempotencyKeyToolCalls(t *testing.T) {
 		want := first.JSON()
 		choice := want["choices"].([]any)[0].(map[string]any)
 		calls := choice["message"].(map[string]any)["tool_calls"].([]any)
-		if len(calls) != 1 || choice["finish_reason"] != "tool_calls" || calls[0].(map[string]any)["extra_content"] == nil {
-			t.Fatalf("first call's choice = %v; want one tool call with its extra_content", choice)
+		if len(calls) != 2 || choice["finish_reason"] != "tool_calls" || calls[0].(map[string]any)["extra_content"] == nil {
+			t.Fatalf("first call's choice = %v; want two tool calls, the first with its extra_content", choice)
 		}
 		again, err := h.sendWith("POST", path, h.admin, keyed("tools-1"), body)
 		if err != nil || again.Status != 200 || !reflect.DeepEqual(again.JSON(), want) {
@@ -191,24 +195,29 @@ func TestIdempotencyKeyToolCalls(t *testing.T) {
 			t.Fatalf("streamed again = %d", res.StatusCode)
 		}
 		events := readSSE(t, res)
-		_, finish, _ := streamedReply(t, events, want["id"].(string), want["conversationId"].(string))
+		text, finish, _ := streamedReply(t, events, want["id"].(string), want["conversationId"].(string))
 		var streamed []any
 		for _, ev := range events[:len(events)-1] {
 			for _, c := range ev.data["choices"].([]any) {
-				if tc, ok := c.(map[string]any)["delta"].(map[string]any)["tool_calls"].([]any); ok {
+				delta := c.(map[string]any)["delta"].(map[string]any)
+				if tc, ok := delta["tool_calls"].([]any); ok {
+					if len(tc) != 1 || delta["content"] != nil {
+						t.Errorf("a replayed chunk %v; want one call a chunk, without text", delta)
+					}
 					streamed = append(streamed, tc...)
 				}
 			}
 		}
-		if len(streamed) != 1 {
-			t.Fatalf("streamed tool calls %v; want %v whole in one delta", streamed, calls)
+		if text != "Let me look." || len(streamed) != 2 || finish != "tool_calls" {
+			t.Fatalf("streamed %q, tool calls %v, finish %q; want the text, then %v", text, streamed, finish, calls)
 		}
-		got := streamed[0].(map[string]any)
-		fn := got["function"].(map[string]any)
-		call := calls[0].(map[string]any)
-		if got["id"] != call["id"] || got["index"] != 0.0 || fn["name"] != "lookup" || fn["arguments"] != `{"q":"refunds"}` || finish != "tool_calls" ||
-			!reflect.DeepEqual(got["extra_content"], call["extra_content"]) {
-			t.Errorf("streamed tool calls %v, finish %q; want %v whole in one delta", streamed, finish, calls)
+		for i, s := range streamed {
+			got, call := s.(map[string]any), calls[i].(map[string]any)
+			fn, want := got["function"].(map[string]any), call["function"].(map[string]any)
+			if got["id"] != call["id"] || got["index"] != float64(i) || fn["name"] != want["name"] || fn["arguments"] != want["arguments"] ||
+				!reflect.DeepEqual(got["extra_content"], call["extra_content"]) {
+				t.Errorf("streamed tool call %d %v; want %v whole", i, got, call)
+			}
 		}
 	})
 }
@@ -299,7 +308,7 @@ func TestIdempotencyKeyWhileRunning(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if busy.Status != 409 || busy.ErrorCode() != "conflict" || !strings.Contains(busy.ErrorMessage(), "still running") {
+		if busy.Status != 409 || busy.ErrorCode() != "conflict" || !strings.Contains(busy.ErrorMessage(), "still running") || busy.Header.Get("Retry-After") != "2" {
 			t.Errorf("while the first runs = %d: %s", busy.Status, busy.Body)
 		}
 		first := <-done
