@@ -469,6 +469,7 @@ func TestLogLevel(t *testing.T) {
 		{Invalidf("name", "name is required"), slog.LevelDebug},
 		{Errorf(NotFound, "chat cht_x does not exist"), slog.LevelDebug},
 		{Errorf(RateLimited, "slow down"), slog.LevelDebug},
+		{&Error{Kind: RateLimited, Message: "the AI provider is rate limiting this provider's key", Err: fmt.Errorf("%w: HTTP 429", ErrUpstreamRateLimited)}, slog.LevelWarn},
 		{Errorf(Canceled, "the client left"), slog.LevelDebug},
 	} {
 		if got := LogLevel(tc.err); got != tc.want {

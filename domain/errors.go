@@ -60,13 +60,14 @@ var ErrShuttingDown = errors.New("the server is shutting down")
 // rule of REST and MCP alike, for a JSON response as for a stream that
 // failed once it began: a warning for the server's shutdown (expected at
 // every deploy whose grace period a request outlives) and for a provider
-// that refused its key, failed or did not answer (the operator's to know
-// of); an error for Parley's own faults (Internal, and Unavailable: a
-// database that is down or does not answer); debug for what the caller
-// must fix, and for a caller that left.
+// that refused its key, failed, did not answer or is rate limiting its key
+// (the operator's to know of: the key's quota may be spent); an error for
+// Parley's own faults (Internal, and Unavailable: a database that is down
+// or does not answer); debug for what the caller must fix, for Parley's
+// own limits, and for a caller that left.
 func LogLevel(err error) slog.Level {
 	switch kind := KindOf(err); {
-	case errors.Is(err, ErrShuttingDown), kind == Upstream, kind == Timeout:
+	case errors.Is(err, ErrShuttingDown), kind == Upstream, kind == Timeout, errors.Is(err, ErrUpstreamRateLimited):
 		return slog.LevelWarn
 	case kind == Internal, kind == Unavailable:
 		return slog.LevelError
@@ -78,6 +79,11 @@ func LogLevel(err error) slog.Level {
 // ended without saying why (no finish reason): a stream cut off cleanly.
 // Such a completion is recorded with the outcome truncated.
 var ErrTruncated = errors.New("the AI provider ended the reply without a finish reason")
+
+// ErrUpstreamRateLimited is within the cause of the RateLimited error of a
+// completion the AI provider refused with a 429: its key's limits, not
+// Parley's.
+var ErrUpstreamRateLimited = errors.New("the AI provider is rate limiting its key")
 
 // ErrUpstreamRefused is the cause of the Invalid error of a request the AI
 // provider refused as malformed (HTTP 400, 413 or 422): the caller must

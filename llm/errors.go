@@ -130,6 +130,7 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})", status)
 	case status == http.StatusTooManyRequests:
 		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, upstreamBody(err), time.Now())
+		e.Err = fmt.Errorf("%w: %w", domain.ErrUpstreamRateLimited, e.Err)
 		wait := seconds(max(e.RetryAfter.Round(time.Second), time.Second))
 		e.Message = withUpstream("the AI provider is rate limiting this provider's key (HTTP 429); retry after "+wait, upMsg)
 	case status == http.StatusNotFound:

@@ -56,7 +56,7 @@ func toolError(ctx context.Context, d deps, tool string, err error) (*mcpgo.Call
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):
 		msg = "mcp tool call ended by shutdown"
-	case kind == domain.Upstream || kind == domain.Timeout:
+	case kind == domain.Upstream || kind == domain.Timeout || errors.Is(err, domain.ErrUpstreamRateLimited):
 		msg = "mcp tool call: upstream failed"
 	case level == slog.LevelError:
 		msg = "mcp tool call failed"

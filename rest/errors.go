@@ -131,7 +131,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	switch {
 	case errors.Is(err, domain.ErrShuttingDown):
 		msg = "request ended by shutdown"
-	case kind == domain.Upstream || kind == domain.Timeout:
+	case kind == domain.Upstream || kind == domain.Timeout || errors.Is(err, domain.ErrUpstreamRateLimited):
 		msg = "upstream failed"
 	case level == slog.LevelError:
 		msg = "request failed"

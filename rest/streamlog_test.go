@@ -3,6 +3,7 @@ package rest_test
 import (
 	"bufio"
 	"io"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -97,5 +98,36 @@ func TestCompletionLogLinesNameTheCompletion(t *testing.T) {
 				t.Errorf("the %q line of %s is %q; want it to carry %s", c.msg, c.id, line, want)
 			}
 		}
+	}
+}
+
+// TestProviderRateLimitIsAWarning: a provider's 429 (its key's quota or
+// rate spent) is the operator's to know of, a warning, where Parley's own
+// limits refusing a caller are the caller's, a debug line.
+func TestProviderRateLimitIsAWarning(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	h.up.Enqueue(llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"3"}}})
+	provider := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 1})
+	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	own := h.call("POST", path, h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if provider.Status != 429 || own.Status != 429 {
+		t.Fatalf("the provider's 429 = %d, Parley's = %d; want both 429", provider.Status, own.Status)
+	}
+	levels := map[string]string{}
+	for _, l := range strings.Split(h.finalLogs(), "\n") {
+		for _, id := range []string{provider.Header.Get("X-Request-Id"), own.Header.Get("X-Request-Id")} {
+			if strings.Contains(l, "request_id="+id+" ") && strings.Contains(l, "kind=rate_limited") {
+				levels[id] = l
+			}
+		}
+	}
+	if l := levels[provider.Header.Get("X-Request-Id")]; !strings.Contains(l, `level=WARN msg="upstream failed" `) {
+		t.Errorf("the provider's 429 logged as %q; want a warning", l)
+	}
+	if l := levels[own.Header.Get("X-Request-Id")]; !strings.Contains(l, "level=DEBUG ") {
+		t.Errorf("Parley's own limit's 429 logged as %q; want a debug line", l)
 	}
 }
