@@ -1028,11 +1028,20 @@ func (s *Completions) countTokens(ctx context.Context, adm admission, tokens int
 }
 
 // reserveFor is what req reserves of its token limits when admitted: its
-// prompt's estimated tokens (as a usage record estimates them) and, when
-// the caller set one, its maxTokens, which bounds the reply; at most
-// math.MaxInt32, above any limit.
+// prompt's estimated tokens (as a usage record estimates its messages, and
+// the tools' and the response format's schemas, which an agent's requests
+// may hold many of, as text) and, when the caller set one, its maxTokens,
+// which bounds the reply; at most math.MaxInt32, above any limit.
 func reserveFor(req LLMRequest) int {
 	n := estimateUsage(Usage{}, false, req.Messages, "", nil, 0).PromptTokens
+	schemas := 0
+	for _, t := range req.Tools {
+		schemas += len(t.Name) + len(t.Description) + len(t.Parameters)
+	}
+	if f := req.ResponseFormat; f != nil {
+		schemas += len(f.Name) + len(f.Description) + len(f.Schema)
+	}
+	n += tokensOf(schemas)
 	if req.MaxTokens != nil {
 		n += min(*req.MaxTokens, math.MaxInt32)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"sort"
 	"strconv"
@@ -587,5 +588,28 @@ func TestReadPageReadsAboutWhatItAnswers(t *testing.T) {
 	}
 	if _, _, reads, pages := walk(small, 100); pages != 1 || reads > 2 {
 		t.Errorf("50 small items in a page of 100: %d pages in %d reads; want one page, two reads at most", pages, reads)
+	}
+}
+
+// TestReserveFor: what a request reserves of its token limits when
+// admitted: its messages as a usage estimate counts them, its tools' and
+// response format's schemas at four bytes a token, and its maxTokens.
+func TestReserveFor(t *testing.T) {
+	msgs := []LLMMessage{{Role: RoleSystem, Content: "You are a test."}, {Role: RoleUser, Content: "count these tokens"}}
+	if got, want := reserveFor(LLMRequest{Messages: msgs}), (33+3)/4+2*4; got != want {
+		t.Errorf("messages alone reserve %d; want %d", got, want)
+	}
+	schema := []byte(`{"type":"object","properties":{"q":{"type":"string","description":"` + strings.Repeat("x", 8000) + `"}}}`)
+	tools := []Tool{{Type: "function", Name: "lookup", Description: "Looks things up.", Parameters: schema}}
+	format := &ResponseFormat{Type: "json_schema", Name: "answer", Schema: []byte(`{"type":"object"}`)}
+	max := 500
+	got := reserveFor(LLMRequest{Messages: msgs, Tools: tools, ResponseFormat: format, MaxTokens: &max})
+	want := (33+3)/4 + 2*4 + (len("lookup")+len("Looks things up.")+len(schema)+len("answer")+len(`{"type":"object"}`)+3)/4 + 500
+	if got != want {
+		t.Errorf("with tools, a response format and maxTokens, %d; want %d", got, want)
+	}
+	huge := math.MaxInt
+	if got := reserveFor(LLMRequest{Messages: msgs, MaxTokens: &huge}); got != math.MaxInt32 {
+		t.Errorf("with maxTokens %d, %d; want at most %d", huge, got, math.MaxInt32)
 	}
 }

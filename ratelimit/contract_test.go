@@ -326,6 +326,40 @@ func testTokensReserved(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	l.AddTokens(bg, pk, 0, big) // gave up before the provider took it: all back
 	q, _, err = l.Allow(bg, pk, 0)
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 1000, 23*time.Second), perMinute("key-tokens-per-minute", 100, 100, 23*time.Second))
+
+	// What a minute carries into the next is what it used past the limit,
+	// not what completions still running had reserved: five reserve 200
+	// of 1,000; the first uses 400 while the others run, then they use 60
+	// each: 640 in all, nothing to carry.
+	p3 := domain.Budget{Key: "prj_3", Name: "project", TokensPerMinute: 1000}
+	five := func() []domain.Reservation {
+		var rs []domain.Reservation
+		for range 5 {
+			_, r, err := l.Allow(bg, []domain.Budget{p3}, 200)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rs = append(rs, r)
+		}
+		return rs
+	}
+	rs := five()
+	l.AddTokens(bg, []domain.Budget{p3}, 400, rs[0])
+	for _, r := range rs[1:] {
+		l.AddTokens(bg, []domain.Budget{p3}, 60, r)
+	}
+	clock.Add(time.Minute)
+	q, _, err = l.Allow(bg, []domain.Budget{p3}, 0)
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 1000, 23*time.Second))
+	// And all of it: five use 300 each, the first while the others run,
+	// 1,500 in all: 500 carried, however the overshoot came.
+	rs = five()
+	for _, r := range rs {
+		l.AddTokens(bg, []domain.Budget{p3}, 300, r)
+	}
+	clock.Add(time.Minute)
+	q, _, err = l.Allow(bg, []domain.Budget{p3}, 0)
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 500, 23*time.Second))
 }
 
 func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {

@@ -19,7 +19,10 @@ type Memory struct {
 	streams map[string]int              // key → open slots
 }
 
-type usage struct{ requests, tokens int }
+// usage is a budget's counts in a window: requests, tokens (used, and
+// reserved for completions still running), the reservations outstanding,
+// and the tokens it carried into the windows after (debt).
+type usage struct{ requests, tokens, reserved, carried int }
 
 var _ domain.Limiter = (*Memory)(nil)
 
@@ -88,7 +91,9 @@ func (m *Memory) Allow(_ context.Context, budgets []domain.Budget, reserve int) 
 			m.usage(cur, b.Key).requests++
 		}
 		if n := r.Reserved(b); n > 0 {
-			m.usage(cur, b.Key).tokens += n
+			u := m.usage(cur, b.Key)
+			u.tokens += n
+			u.reserved += n
 		}
 	}
 	quotas := make([]domain.Quota, 0, 2*len(budgets))
@@ -113,13 +118,16 @@ func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens in
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, b := range budgets {
-		n := settle(b, tokens, r, w)
-		if n == 0 {
+		add, release := settle(b, tokens, r, w)
+		if add == 0 && release == 0 {
 			continue
 		}
-		cur := m.current(w)
-		m.usage(cur, b.Key).tokens += n
-		for k, a := range debt(cur[b.Key].tokens, n, b.TokensPerMinute) {
+		u := m.usage(m.current(w), b.Key)
+		u.tokens += add
+		u.reserved -= release
+		over := excess(u.tokens, u.reserved, u.carried, b.TokensPerMinute)
+		u.carried += over
+		for k, a := range debt(over, b.TokensPerMinute) {
 			m.usage(m.current(w+1+int64(k)), b.Key).tokens += a
 		}
 	}

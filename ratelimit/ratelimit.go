@@ -36,18 +36,23 @@ const Window = time.Minute
 // counted past its limit are carried into.
 const maxDebtWindows = 60
 
-// debt is what goes into the windows after a window whose token count,
-// tokens just added, is now count, against limit: the tokens it counted
-// past the limit (no more than were just added: what went past before
-// was carried then), limit of them into each window in turn, for at most
-// maxDebtWindows. A completion reserves its estimate when admitted, but
-// what it uses counts when it ends and may be any number: what went past
-// then waits in the minutes after, so that over time a tokens-per-minute
-// limit holds. None when count is within the limit (tokens may be fewer
-// than none: a reservation given back).
-func debt(count, tokens, limit int) []int {
+// excess is what a window must carry into the windows after it once a
+// completion settled (settle): of its tokens counted, those used rather
+// than reserved for completions still running (tokens - reserved) past the
+// limit, less what it carried already. A completion reserves its estimate
+// when admitted, but what it uses counts when it ends and may be any
+// number: what went past then waits in the minutes after (debt), so that
+// over time a tokens-per-minute limit holds. Reservations are left out,
+// as a completion still running may give its back.
+func excess(tokens, reserved, carried, limit int) int {
+	return max(tokens-reserved-limit-carried, 0)
+}
+
+// debt is how excess tokens go into the windows after their own: limit of
+// them into each in turn, for at most maxDebtWindows.
+func debt(excess, limit int) []int {
 	var out []int
-	for excess := min(tokens, count-limit); excess > 0 && len(out) < maxDebtWindows; {
+	for excess > 0 && len(out) < maxDebtWindows {
 		a := min(excess, limit)
 		out = append(out, a)
 		excess -= a
@@ -63,21 +68,21 @@ func full(used, limit, reserve int) bool {
 	return used >= limit || used > 0 && used > limit-reserve
 }
 
-// settle is what to add to budget b's tokens in window w for a request
-// admitted with reservation r that used tokens: what it used beyond what
-// r reserved, or, while r's window lasts, fewer than it reserved (what
-// was reserved and not used is given back); in a later window nothing is
-// given back, as r's window has ended. Zero for a budget without a token
-// limit.
-func settle(b domain.Budget, tokens int, r domain.Reservation, w int64) int {
+// settle is how budget b's counts in window w change when a request
+// admitted with reservation r ends having used tokens: add, to its tokens,
+// what it used beyond what r reserved, or, while r's window lasts, fewer
+// than it reserved (what was reserved and not used is given back); and
+// release, from the reservations outstanding, what r reserved, while r's
+// window lasts. In a later window nothing is given back nor released, as
+// r's window has ended. Zero for a budget without a token limit.
+func settle(b domain.Budget, tokens int, r domain.Reservation, w int64) (add, release int) {
 	if b.TokensPerMinute <= 0 {
-		return 0
+		return 0, 0
 	}
-	n := max(tokens, 0) - r.Reserved(b)
-	if w != r.Window && n < 0 {
-		return 0
+	if w != r.Window {
+		return max(tokens-r.Reserved(b), 0), 0
 	}
-	return n
+	return max(tokens, 0) - r.Reserved(b), r.Reserved(b)
 }
 
 // pastDebt is when a budget whose tokens refused a request reserving

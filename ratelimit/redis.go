@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"log/slog"
 	"maps"
 	"strconv"
@@ -148,10 +149,10 @@ func (r *Redis) streamsKey(key string) string { return r.prefix + "streams:" + k
 
 // allowScript checks every budget, then counts the request against each
 // budget with a request limit, and reserves its tokens against each with a
-// token limit (at most that limit: domain.Reservation.Reserved), only if
-// none refused.
+// token limit (at most that limit: domain.Reservation.Reserved), in its
+// tokens and its reservations outstanding, only if none refused.
 //
-//	KEYS: req_1, tok_1, req_2, tok_2, …
+//	KEYS: req_1, tok_1, res_1, req_2, tok_2, res_2, …
 //	ARGV: ttl seconds, the tokens to reserve, then per budget its request
 //	      limit and token limit (0 = none)
 //
@@ -162,7 +163,7 @@ func (r *Redis) streamsKey(key string) string { return r.prefix + "streams:" + k
 // request counted (0 for a count without a limit, which it neither reads
 // nor counts), for the quotas.
 var allowScript = redis.NewScript(`
-local n = #KEYS / 2
+local n = #KEYS / 3
 local reserve = tonumber(ARGV[2])
 local used = {0}
 for i = 1, n do
@@ -170,13 +171,13 @@ for i = 1, n do
   local tl = tonumber(ARGV[2 * i + 2])
   local r, t = 0, 0
   if rl > 0 then
-    r = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+    r = tonumber(redis.call('GET', KEYS[3 * i - 2]) or '0')
     if r >= rl then
       return {i, 1}
     end
   end
   if tl > 0 then
-    t = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+    t = tonumber(redis.call('GET', KEYS[3 * i - 1]) or '0')
     if t >= tl or (t > 0 and t > tl - reserve) then
       return {i, 2}
     end
@@ -186,16 +187,52 @@ for i = 1, n do
 end
 for i = 1, n do
   if tonumber(ARGV[2 * i + 1]) > 0 then
-    used[2 * i] = redis.call('INCR', KEYS[2 * i - 1])
-    redis.call('EXPIRE', KEYS[2 * i - 1], ARGV[1])
+    used[2 * i] = redis.call('INCR', KEYS[3 * i - 2])
+    redis.call('EXPIRE', KEYS[3 * i - 2], ARGV[1])
   end
   local tl = tonumber(ARGV[2 * i + 2])
   if tl > 0 and reserve > 0 then
-    used[2 * i + 1] = redis.call('INCRBY', KEYS[2 * i], math.min(reserve, tl))
-    redis.call('EXPIRE', KEYS[2 * i], ARGV[1])
+    local held = math.min(reserve, tl)
+    used[2 * i + 1] = redis.call('INCRBY', KEYS[3 * i - 1], held)
+    redis.call('EXPIRE', KEYS[3 * i - 1], ARGV[1])
+    redis.call('INCRBY', KEYS[3 * i], held)
+    redis.call('EXPIRE', KEYS[3 * i], ARGV[1])
   end
 end
 return used
+`)
+
+// settleScript settles completions' tokens in one window (settle): per
+// budget, it adds to its tokens, releases from its reservations
+// outstanding, and counts as carried what its tokens used past the limit
+// and not yet carried (excess), which it returns for the caller to carry
+// into the windows after, keys of other hash slots.
+//
+//	KEYS: tok_1, res_1, car_1, tok_2, res_2, car_2, …
+//	ARGV: ttl seconds, then per budget the tokens to add, to release, and
+//	      its token limit
+var settleScript = redis.NewScript(`
+local out = {}
+for i = 1, #KEYS / 3 do
+  local tok, res, car = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
+  local t = redis.call('INCRBY', tok, ARGV[3 * i - 1])
+  redis.call('EXPIRE', tok, ARGV[1])
+  local r = tonumber(redis.call('GET', res) or '0')
+  if tonumber(ARGV[3 * i]) ~= 0 then
+    r = redis.call('DECRBY', res, ARGV[3 * i])
+    redis.call('EXPIRE', res, ARGV[1])
+  end
+  local c = tonumber(redis.call('GET', car) or '0')
+  local over = t - r - tonumber(ARGV[3 * i + 1]) - c
+  if over > 0 then
+    redis.call('INCRBY', car, over)
+    redis.call('EXPIRE', car, ARGV[1])
+  else
+    over = 0
+  end
+  out[i] = over
+end
+return out
 `)
 
 // acquireScript frees the slots ARGV[4], … of KEYS[1] (orphans: no stream
@@ -255,11 +292,11 @@ func (r *Redis) Allow(ctx context.Context, budgets []domain.Budget, reserve int)
 	}
 	w, left := window(r.now())
 	reserve = max(reserve, 0)
-	keys := make([]string, 0, 2*len(live))
+	keys := make([]string, 0, 3*len(live))
 	args := make([]any, 0, 2+2*len(live))
 	args = append(args, int(counterTTL/time.Second), reserve)
 	for _, b := range live {
-		keys = append(keys, r.windowKey(w, "req", b.Key), r.windowKey(w, "tok", b.Key))
+		keys = append(keys, r.windowKey(w, "req", b.Key), r.windowKey(w, "tok", b.Key), r.windowKey(w, "res", b.Key))
 		args = append(args, max(b.RequestsPerMinute, 0), max(b.TokensPerMinute, 0))
 	}
 	var res []int64
@@ -341,18 +378,20 @@ func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []d
 	return latestPastDebt(refused, budgets, left, reserve, func(b domain.Budget, k int) int { return counts[b.Key][k] })
 }
 
-// AddTokens implements domain.Limiter with INCRBY (of the tokens less r's
-// reservation, settle) and EXPIRE in one pipeline, and, for the budgets
-// that went past their limit, a second that carries it into the windows
-// after (debt), each a key of its own window's hash slot. Failures are
-// logged and the tokens dropped.
+// AddTokens implements domain.Limiter with one run of settleScript over
+// the window's keys, and, for the budgets that went past their limit, a
+// pipeline that carries it into the windows after (debt), each a key of
+// its own window's hash slot. Failures are logged and the tokens dropped.
 func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int, res domain.Reservation) {
 	w, _ := window(r.now())
 	var todo []domain.Budget
-	var adds []int
+	var keys []string
+	args := []any{int(counterTTL / time.Second)}
 	for _, b := range budgets {
-		if n := settle(b, tokens, res, w); n != 0 {
-			todo, adds = append(todo, b), append(adds, n)
+		if add, release := settle(b, tokens, res, w); add != 0 || release != 0 {
+			todo = append(todo, b)
+			keys = append(keys, r.windowKey(w, "tok", b.Key), r.windowKey(w, "res", b.Key), r.windowKey(w, "car", b.Key))
+			args = append(args, add, release, b.TokensPerMinute)
 		}
 	}
 	if len(todo) == 0 {
@@ -363,20 +402,16 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 	defer cancel()
 	_ = r.call(context.WithoutCancel(ctx), "add tokens", func() error {
-		counts := make([]*redis.IntCmd, len(todo))
-		if _, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, b := range todo {
-				k := r.windowKey(w, "tok", b.Key)
-				counts[i] = p.IncrBy(ctx, k, int64(adds[i]))
-				p.Expire(ctx, k, counterTTL)
-			}
-			return nil
-		}); err != nil {
+		over, err := settleScript.Run(ctx, r.client, keys, args...).Int64Slice()
+		if err != nil {
 			return err
 		}
-		_, err := r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		if len(over) != len(todo) {
+			return fmt.Errorf("the settle script answered %d counts for %d budgets", len(over), len(todo))
+		}
+		_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for i, b := range todo {
-				for n, a := range debt(int(counts[i].Val()), adds[i], b.TokensPerMinute) {
+				for n, a := range debt(int(over[i]), b.TokensPerMinute) {
 					k := r.windowKey(w+1+int64(n), "tok", b.Key)
 					p.IncrBy(ctx, k, int64(a))
 					p.Expire(ctx, k, counterTTL+time.Duration(n+1)*Window)
