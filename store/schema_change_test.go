@@ -86,11 +86,14 @@ func (w *lockedWriter) String() string {
 // that the instances of the version before, still serving in a rolling
 // upgrade, stalled and failed to store turns. It waits at most its
 // lock_timeout at a time, rolls back and tries again, saying so, and
-// completes once the transaction ends.
+// completes once the transaction ends; those applied before it are said
+// to be.
 func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	s := dbtest.Postgres(t)
 	defer store.SetMigrationLockTimeout(200 * time.Millisecond)()
-	must(t, s.Migrate(ctx(), "down", nil)) // 00016, an ALTER TABLE of project_limits
+	for range 4 { // 00016 to 00013; 00014 is an ALTER TABLE of ai_providers
+		must(t, s.Migrate(ctx(), "down", nil))
+	}
 	db, err := s.DB().DB()
 	must(t, err)
 	reader, err := db.Conn(ctx())
@@ -99,14 +102,14 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	_, err = reader.ExecContext(ctx(), "BEGIN")
 	must(t, err)
 	var n int
-	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM project_limits").Scan(&n)) // holds its lock until COMMIT
+	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM ai_providers").Scan(&n)) // holds its lock until COMMIT
 
 	var out lockedWriter
 	migrated := make(chan error, 1)
 	go func() { migrated <- s.Migrate(context.Background(), "up", &out) }()
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		qctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
-		err := db.QueryRowContext(qctx, "SELECT count(*) FROM project_limits").Scan(&n)
+		err := db.QueryRowContext(qctx, "SELECT count(*) FROM ai_providers").Scan(&n)
 		cancel()
 		if err != nil {
 			t.Fatalf("a query of the table while the migration waits: %v; want it answered, not held behind the migration", err)
@@ -123,7 +126,47 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("the migration did not complete within 30s of the transaction's end")
 	}
-	if !strings.Contains(out.String(), "applied 00016_project_streams.sql") {
-		t.Errorf("migrate up said %q; want 00016 applied", out.String())
+	if got := out.String(); strings.Count(got, "applied 00013_usage_details.sql") != 1 || !strings.Contains(got, "applied 00016_project_streams.sql") {
+		t.Errorf("migrate up said %q; want 00013 to 00016 applied, each said once", got)
+	}
+}
+
+// TestConcurrentIndexWaitsBehindASnapshot: a CONCURRENTLY index build
+// blocks no query, but waits for every transaction older than it, in any
+// table (a pg_dump's snapshot): it waits, rather than give up at the
+// migrations' lock_timeout and scan the table again and again.
+func TestConcurrentIndexWaitsBehindASnapshot(t *testing.T) {
+	s := dbtest.Postgres(t)
+	defer store.SetMigrationLockTimeout(200 * time.Millisecond)()
+	for range 5 { // 00016 to 00012, a CONCURRENTLY build of conversations' index
+		must(t, s.Migrate(ctx(), "down", nil))
+	}
+	db, err := s.DB().DB()
+	must(t, err)
+	reader, err := db.Conn(ctx())
+	must(t, err)
+	defer reader.Close()
+	_, err = reader.ExecContext(ctx(), "BEGIN ISOLATION LEVEL REPEATABLE READ")
+	must(t, err)
+	var n int
+	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM users").Scan(&n)) // a snapshot, as pg_dump's
+
+	var out lockedWriter
+	migrated := make(chan error, 1)
+	go func() { migrated <- s.Migrate(context.Background(), "up", &out) }()
+	time.Sleep(1500 * time.Millisecond) // seven lock timeouts
+	if strings.Contains(out.String(), "waiting:") {
+		t.Errorf("migrate up said %q; want the index build to wait, not give up and build again", out.String())
+	}
+	_, err = reader.ExecContext(ctx(), "COMMIT")
+	must(t, err)
+	select {
+	case err := <-migrated:
+		must(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the migration did not complete within 30s of the snapshot's end")
+	}
+	if got := out.String(); !strings.Contains(got, "applied 00012_conversation_project_index.sql") || !strings.Contains(got, "applied 00016_project_streams.sql") {
+		t.Errorf("migrate up said %q; want 00012 to 00016 applied", got)
 	}
 }

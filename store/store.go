@@ -520,6 +520,9 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 		var results []*goose.MigrationResult
 		err := retryLocked(ctx, w, func() error {
 			done, err := p.Up(ctx)
+			if pe := (*goose.PartialError)(nil); errors.As(err, &pe) {
+				done = pe.Applied // those applied before the one that failed
+			}
 			for _, r := range done {
 				fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
 			}
@@ -607,16 +610,22 @@ var migrationLockTimeout = 2 * time.Second
 
 // migrationPool is a pool of connections to s's PostgreSQL for
 // migrations, whose lock_timeout is migrationLockTimeout unless the URL
-// sets one.
+// sets one (a lock_timeout parameter, or in its options: `-c
+// lock_timeout=…`). It keeps no idle connection, so that each run of
+// goose, which holds one connection for its lock and its migrations,
+// starts on a fresh one, whatever a migration that failed SET on the last.
 func (s *Store) migrationPool() (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(s.dsn)
 	if err != nil {
 		return nil, err
 	}
-	if _, set := cfg.RuntimeParams["lock_timeout"]; !set {
+	_, set := cfg.RuntimeParams["lock_timeout"]
+	if !set && !strings.Contains(cfg.RuntimeParams["options"], "lock_timeout") {
 		cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(migrationLockTimeout.Milliseconds(), 10)
 	}
-	return stdlib.OpenDB(*cfg), nil
+	db := stdlib.OpenDB(*cfg)
+	db.SetMaxIdleConns(0)
+	return db, nil
 }
 
 // retryLocked runs migrate, and runs it again, after a wait growing from a

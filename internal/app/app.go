@@ -208,10 +208,6 @@ func (cfg Config) check(dialect string) error {
 
 var errNoSecretKey = errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (replicas must share it); make one with 'parley admin gen-key'")
 
-// migrationLog logs what Migrate reports at a start: each migration it
-// applied, and a schema that a newer parley migrated past this one's (a
-// warning: this one may not know its tables). Nothing when the schema is
-// current.
 // logRecorder is a domain.UsageRecorder that names what a completion's record
 // says (its project, chat, provider, model, outcome and message id) on the
 // log lines of the request it came in, from then on, its access line among
@@ -231,6 +227,10 @@ func (l logRecorder) Record(ctx context.Context, r domain.UsageRecord) {
 	l.next.Record(ctx, r)
 }
 
+// migrationLog logs what Migrate reports at a start: each migration it
+// applied, a migration waiting for a lock (a warning), and a schema that a
+// newer parley migrated past this one's (a warning: this one may not know
+// its tables). Nothing when the schema is current.
 type migrationLog struct{ log *slog.Logger }
 
 func (m migrationLog) Write(p []byte) (int, error) {

@@ -9,11 +9,20 @@
 -- being written while it is; a build that failed leaves an invalid index,
 -- which the DROP before it clears.
 
+-- A CONCURRENTLY build blocks no query, but waits for every transaction
+-- older than it, in any table: lock_timeout 0 lets it wait (Parley's
+-- migrations otherwise give up a lock wait after 2 s, store.retryLocked,
+-- and would build the index again and again behind a long pg_dump).
+
 -- +goose NO TRANSACTION
 
 -- +goose Up
+SET lock_timeout = 0;
 DROP INDEX CONCURRENTLY IF EXISTS documents_project_name_idx;
 CREATE INDEX CONCURRENTLY documents_project_name_idx ON documents (project_id, name, id);
+RESET lock_timeout;
 
 -- +goose Down
+SET lock_timeout = 0;
 DROP INDEX CONCURRENTLY IF EXISTS documents_project_name_idx;
+RESET lock_timeout;
