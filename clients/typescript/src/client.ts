@@ -5,8 +5,11 @@ import type { ChatCompletion, ChatCompletionChunk, CompletionRequest } from './t
 export interface ParleyClientOptions {
   /** Parley's REST base, e.g. http://127.0.0.1:8080/api/v1. */
   baseUrl: string;
-  /** An API key (pk_…), sent as a bearer token. */
-  apiKey: string;
+  /**
+   * An API key (pk_…), sent as a bearer token; leave it out where a proxy
+   * in front of Parley adds it (a public page must not hold one).
+   */
+  apiKey?: string;
   /** The fetch to use; the global one by default. */
   fetch?: typeof fetch;
 }
@@ -25,12 +28,11 @@ export interface CallOptions {
  */
 export class ParleyClient {
   readonly baseUrl: string;
-  readonly #apiKey: string;
+  readonly #apiKey: string | undefined;
   readonly #fetch: typeof fetch;
 
   constructor(options: ParleyClientOptions) {
     if (!options.baseUrl) throw new TypeError('ParleyClient: baseUrl is required');
-    if (!options.apiKey) throw new TypeError('ParleyClient: apiKey is required');
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.#apiKey = options.apiKey;
     this.#fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
@@ -78,10 +80,10 @@ export class ParleyClient {
       throw new TypeError('a completion needs a chatId (per chat) or an aiProviderId (stateless)');
     }
     const headers: Record<string, string> = {
-      Authorization: `Bearer ${this.#apiKey}`,
       'Content-Type': 'application/json',
       Accept: stream ? 'text/event-stream' : 'application/json',
     };
+    if (this.#apiKey) headers.Authorization = `Bearer ${this.#apiKey}`;
     if (options.idempotencyKey) headers['Idempotency-Key'] = options.idempotencyKey;
     let res: Response;
     try {

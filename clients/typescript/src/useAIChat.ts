@@ -1,17 +1,29 @@
 import { useCallback, useEffect, useMemo, useRef, useState } from 'react';
 import { ParleyClient } from './client.js';
 import { ParleyError } from './errors.js';
-import type { ChatCompletionChunk, CompletionRequest, RequestMessage } from './types.js';
+import type { ChatCompletionChunk, CompletionRequest, RequestMessage, Usage } from './types.js';
 
 /** A message of the conversation as the hook shows it. */
 export interface Message {
-  /** The reply's messageId once Parley named it; a local id for the user's messages. */
+  /** A local id, the same from the message's first render to its last: a key for React. */
   id: string;
   role: 'user' | 'assistant' | 'system';
   content: string;
   createdAt: Date;
   /** True while the reply is still arriving. */
   isStreaming?: boolean;
+  /** A reply's id in the conversation Parley keeps (msg_…), once its first chunk named it. */
+  messageId?: string;
+  /** A reply's tokens, once it ended (the stream's last chunk). */
+  usage?: Usage;
+  /** Why a reply ended, once it did: "stop", "length" (maxTokens cut it short), "tool_calls", … */
+  finishReason?: string;
+  /**
+   * A user's message whose turn failed before Parley stored any of it (the
+   * error says why): shown, but not part of the conversation, so a stateless
+   * chat's next message does not send it.
+   */
+  failed?: boolean;
 }
 
 export interface UseAIChatOptions {
@@ -31,7 +43,11 @@ export interface UseAIChatOptions {
    * null.
    */
   aiProviderId?: string;
-  /** Continue this conversation (a sessionId of before) instead of starting one. */
+  /**
+   * Continue this conversation (a sessionId of before) instead of starting one.
+   * Set later, or changed, it starts afresh on that conversation, as another
+   * chatId does (the hook shows none of its earlier messages).
+   */
   initialSessionId?: string;
   model?: string;
   /** The system message of each call: per chat, it replaces the chat's for that call. */
@@ -40,8 +56,8 @@ export interface UseAIChatOptions {
   maxTokens?: number;
   /** Each piece of the reply's text as it arrives. */
   onChunk?: (chunk: string) => void;
-  /** The reply whole, once it ended, and the conversation it was stored in. */
-  onComplete?: (content: string, sessionId: string | null) => void;
+  /** The reply whole, once it ended, the conversation it was stored in, and the reply's message (usage, finishReason). */
+  onComplete?: (content: string, sessionId: string | null, message: Message) => void;
   onError?: (error: Error) => void;
 }
 
@@ -142,15 +158,26 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
     };
   }, []);
 
-  // Another chat or provider is another conversation: start anew.
-  const target = useRef([options.chatId, options.aiProviderId]);
+  // Another chat or provider is another conversation: start anew; so is
+  // an initialSessionId set to another conversation than the one under way
+  // (read from storage after the first render, or a conversation picked),
+  // which the next message continues. One set to the session under way is
+  // the app keeping it (from onComplete), and changes nothing.
+  const target = useRef([options.chatId, options.aiProviderId, options.initialSessionId]);
   useEffect(() => {
-    const [chat, provider] = target.current;
-    if (chat !== options.chatId || provider !== options.aiProviderId) {
-      target.current = [options.chatId, options.aiProviderId];
+    const [chat, provider, initial] = target.current;
+    const wanted = options.initialSessionId;
+    target.current = [options.chatId, options.aiProviderId, wanted];
+    const another = chat !== options.chatId || provider !== options.aiProviderId;
+    const picked = wanted && wanted !== initial; // not the one another chat was given
+    if (another || (picked && wanted !== session.current)) {
       clearMessages();
+      if (picked) {
+        session.current = wanted;
+        setSessionId(wanted);
+      }
     }
-  }, [options.chatId, options.aiProviderId, clearMessages]);
+  }, [options.chatId, options.aiProviderId, options.initialSessionId, clearMessages]);
 
   const sendMessage = useCallback(
     async (content: string) => {
@@ -183,7 +210,7 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
         if (session.current) request.conversationId = session.current;
       } else {
         request.aiProviderId = o.aiProviderId;
-        messages.push(...before.filter((m) => m.content !== '').map(toRequest));
+        messages.push(...before.filter((m) => m.content !== '' && !m.failed).map(toRequest));
       }
       messages.push({ role: 'user', content });
 
@@ -203,7 +230,7 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
         if (ours()) show(history.current.map((m) => (m === prev ? reply : m)));
       };
       const drop = () => {
-        if (ours()) show(history.current.filter((m) => m !== reply));
+        if (ours()) show(history.current.filter((m) => m !== reply).map((m) => (m === user ? { ...m, failed: true } : m)));
       };
       const keep = () => {
         if (ours() && conversationId && o.chatId) {
@@ -216,7 +243,10 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
           for await (const chunk of streamAfterStop(client, request, controller.signal, afterStop)) {
             started = true;
             if (chunk.conversationId) conversationId = chunk.conversationId;
-            if (chunk.messageId && reply.id !== chunk.messageId) update({ id: chunk.messageId });
+            if (chunk.messageId && reply.messageId !== chunk.messageId) update({ messageId: chunk.messageId });
+            if (chunk.usage) update({ usage: chunk.usage });
+            const finish = chunk.choices[0]?.finish_reason;
+            if (finish) update({ finishReason: finish });
             const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
             if (text) {
               update({ content: reply.content + text });
@@ -225,7 +255,7 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
           }
           update({ isStreaming: false });
           keep();
-          if (ours()) latest.current.onComplete?.(reply.content, session.current);
+          if (ours()) latest.current.onComplete?.(reply.content, session.current, reply);
         } catch (err) {
           const errorEvent = err instanceof ParleyError && err.status === 200;
           if (started && !errorEvent) {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ParleyClient, ParleyError } from '../dist/index.js';
-import { ADMIN_KEY, BASE_URL, CHAT, LIMITED_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
+import { ADMIN_KEY, API_KEY, BASE_URL, CHAT, LIMITED_CHAT, PROVIDER, client, conversation, storedTurn } from './env.mjs';
 
 async function collect(stream) {
   const chunks = [];
@@ -123,7 +123,15 @@ test('the same Idempotency-Key is answered with the stored turn', async () => {
 
 test('a request without chatId or aiProviderId is refused before sending', async () => {
   await assert.rejects(client.complete({ messages: [{ role: 'user', content: 'hi' }] }), TypeError);
-  assert.throws(() => new ParleyClient({ baseUrl: BASE_URL, apiKey: '' }), TypeError);
+  assert.throws(() => new ParleyClient({ apiKey: API_KEY }), TypeError);
+});
+
+test('without an apiKey no Authorization is sent (a proxy in front of Parley adds it)', async () => {
+  const sent = [];
+  const keyless = new ParleyClient({ baseUrl: BASE_URL, fetch: (url, init) => { sent.push(init.headers); return fetch(url, init); } });
+  await assert.rejects(keyless.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'hi' }] }), (err) => err instanceof ParleyError && err.status === 401);
+  assert.equal(sent.length, 1);
+  assert.equal(sent[0].Authorization, undefined);
 });
 
 test('leaving the loop closes the connection, as an abort does', async () => {

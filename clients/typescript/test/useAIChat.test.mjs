@@ -16,7 +16,10 @@ function render(options) {
     useAIChat({
       client,
       onChunk: (c) => calls.chunks.push(c),
-      onComplete: (content, sessionId) => calls.completed.push([content, sessionId]),
+      onComplete: (content, sessionId, message) => {
+        calls.completed.push([content, sessionId]);
+        calls.replies = [...(calls.replies ?? []), message];
+      },
       onError: (e) => calls.errors.push(e),
       ...options,
       ...props,
@@ -50,8 +53,13 @@ test('per chat: replies stream in, and the next message continues the conversati
   assert.equal(chat().error, null);
   const sessionId = chat().sessionId;
   assert.match(sessionId, /^cnv_/);
-  assert.equal(chat().messages[1].isStreaming, false);
-  assert.match(chat().messages[1].id, /^msg_/);
+  const reply = chat().messages[1];
+  assert.equal(reply.isStreaming, false);
+  assert.match(reply.id, /^local_/);
+  assert.match(reply.messageId, /^msg_/);
+  assert.equal(reply.finishReason, 'stop');
+  assert.ok(reply.usage.total_tokens > 0, `usage ${JSON.stringify(reply.usage)}`);
+  assert.deepEqual(calls.replies, [reply], 'onComplete gets the reply, with its usage');
   assert.ok(chat().messages[1].createdAt instanceof Date);
   assert.ok(calls.chunks.length > 1, `onChunk called ${calls.chunks.length} times`);
   assert.equal(calls.chunks.join(''), 'echo: How is authentication handled?');
@@ -72,6 +80,11 @@ test('isStreaming while the reply arrives; stopStream keeps what came, and Parle
   const { sent } = await hanging(chat);
   assert.equal(chat().isStreaming, true);
   assert.equal(chat().messages[1].isStreaming, true);
+  // Named by Parley from the first chunk, the reply keeps its local id:
+  // React's key for it does not change, nor remount it.
+  const id = chat().messages[1].id;
+  assert.match(id, /^local_/);
+  assert.match(chat().messages[1].messageId, /^msg_/);
   await assert.rejects(chat().sendMessage('too soon'), /still streaming/);
   await act(async () => {
     chat().stopStream();
@@ -80,6 +93,7 @@ test('isStreaming while the reply arrives; stopStream keeps what came, and Parle
   assert.equal(chat().isStreaming, false);
   assert.equal(chat().error, null);
   assert.equal(chat().messages.length, 2);
+  assert.equal(chat().messages[1].id, id);
   const partial = chat().messages[1].content;
   assert.equal(chat().messages[1].isStreaming, false);
   assert.deepEqual(calls.completed, []);
@@ -208,6 +222,8 @@ test('an error is shown and the failed reply dropped; the session stays', async 
   assert.equal(chat().error.code, 'upstream_error');
   assert.deepEqual(calls.errors, [chat().error]);
   assert.deepEqual(shown(chat().messages), [['user', 'first'], ['assistant', 'echo: first'], ['user', 'FAULT in the middle']]);
+  assert.equal(chat().messages[2].failed, true, 'the failed turn\'s message is marked: Parley stored none of it');
+  assert.equal(chat().messages[0].failed, undefined);
   assert.equal(chat().isStreaming, false);
   assert.equal(chat().sessionId, sessionId);
   // Parley stored none of the failed turn, and the next one continues.
@@ -265,6 +281,41 @@ test('initialSessionId continues a conversation of before', async (t) => {
   assert.deepEqual((await conversation(earlier.conversationId)).messages.map((m) => m.content), ['earlier', 'echo: earlier', 'later', 'echo: later']);
 });
 
+test('initialSessionId set after the first render, or to another conversation, is continued', async (t) => {
+  t.after(cleanup);
+  const earlier = await client.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'earlier' }] });
+  const { view, chat } = render({ chatId: CHAT }); // the id read from storage after mount
+  view.rerender({ initialSessionId: earlier.conversationId });
+  await waitFor(() => assert.equal(chat().sessionId, earlier.conversationId));
+  await act(() => chat().sendMessage('later'));
+  assert.equal(chat().error, null);
+  assert.equal(chat().sessionId, earlier.conversationId);
+  assert.deepEqual((await conversation(earlier.conversationId)).messages.map((m) => m.content), ['earlier', 'echo: earlier', 'later', 'echo: later']);
+  // The app keeping the session it was told of (onComplete) changes nothing.
+  view.rerender({ initialSessionId: chat().sessionId });
+  assert.equal(chat().messages.length, 2);
+  // Another conversation picked: the hook starts afresh on it.
+  const other = await client.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'other' }] });
+  view.rerender({ initialSessionId: other.conversationId });
+  await waitFor(() => assert.equal(chat().sessionId, other.conversationId));
+  assert.deepEqual(chat().messages, []);
+  await act(() => chat().sendMessage('more'));
+  assert.deepEqual((await conversation(other.conversationId)).messages.map((m) => m.content), ['other', 'echo: other', 'more', 'echo: more']);
+});
+
+test('stateless: a failed turn\'s message is not sent again', async (t) => {
+  t.after(cleanup);
+  const bodies = [];
+  const spy = new ParleyClient({ baseUrl: BASE_URL, apiKey: API_KEY, fetch: (url, init) => { bodies.push(JSON.parse(init.body)); return fetch(url, init); } });
+  const { chat } = render({ client: spy, aiProviderId: PROVIDER, model: 'ts-model' });
+  await act(() => chat().sendMessage('STATELESS one'));
+  await act(() => chat().sendMessage('FAULT stateless'));
+  assert.ok(chat().error instanceof ParleyError);
+  await act(() => chat().sendMessage('STATELESS retry'));
+  assert.equal(chat().error, null);
+  assert.deepEqual(bodies.at(-1).messages.map((m) => `${m.role}:${m.content}`), ['user:STATELESS one', 'assistant:echo: STATELESS one', 'user:STATELESS retry']);
+});
+
 test('stateless: each message sends the history, and there is no session', async (t) => {
   t.after(cleanup);
   // TestTypeScriptClient checks that the upstream got the whole history
@@ -285,7 +336,7 @@ test('unmounting stops the reply, which Parley keeps as far as it went', async (
     chat().sendMessage('HANG then unmount').catch(() => {});
   });
   await waitFor(() => assert.ok(chat().messages[1]?.content.length > 0));
-  const reply = chat().messages[1].id; // the reply's messageId, in the conversation Parley keeps
+  const reply = chat().messages[1].messageId; // in the conversation Parley keeps
   view.unmount();
   const convs = await fetchConversationOf(reply);
   assert.equal(convs.messages[1].finishReason, 'client_disconnect');
