@@ -13,6 +13,8 @@
 #   - e2e/browser: the TypeScript client in headless Chromium
 #     (/usr/bin/chromium, driven by playwright-core), from a page at an
 #     origin PARLEY_ALLOWED_ORIGINS lists and from one it does not (CORS).
+#   - e2e/packed-client: the TypeScript client packed and installed in an
+#     app as the README says, its hook rendered with the app's React.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,3 +30,7 @@ PARLEY_OPENAI_E2E=1 go test -count=1 -run 'TestOpenAINodeClient' ./rest/
 PARLEY_AILIBS_E2E=1 go test -count=1 -run 'TestAILibraries' ./rest/
 PARLEY_TS_CLIENT_E2E=1 go test -count=1 -run 'TestTypeScriptClient' ./rest/
 PARLEY_BROWSER_E2E=1 go test -count=1 -run 'TestBrowser$' ./rest/
+packed="$(mktemp -d)"
+trap 'rm -rf "$packed"' EXIT
+(cd clients/typescript && npm run build --silent && npm pack --silent --pack-destination "$packed" >/dev/null)
+(cd e2e/packed-client && npm install --no-save --no-audit --no-fund --loglevel=error "$packed"/parley-client-*.tgz && npm test --silent)
