@@ -1,8 +1,8 @@
 package store_test
 
 import (
-	"bytes"
 	"context"
+	"database/sql"
 	"strings"
 	"sync"
 	"testing"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/internal/logtest"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -61,23 +62,40 @@ func TestReadsSurviveAnAddedColumn(t *testing.T) {
 	})
 }
 
-// lockedWriter is a bytes.Buffer safe to write from one goroutine and read
-// from another.
-type lockedWriter struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
+// longTransaction begins a transaction on a connection of its own of s's
+// database, in isolation level iso ("" for the default), reads table in
+// it, which it holds until the returned commit, and returns the pool.
+func longTransaction(t *testing.T, s *store.Store, iso, table string) (db *sql.DB, commit func()) {
+	t.Helper()
+	db, err := s.DB().DB()
+	must(t, err)
+	conn, err := db.Conn(ctx())
+	must(t, err)
+	t.Cleanup(func() { conn.Close() })
+	_, err = conn.ExecContext(ctx(), strings.TrimSpace("BEGIN "+iso))
+	must(t, err)
+	var n int
+	must(t, conn.QueryRowContext(ctx(), "SELECT count(*) FROM "+table).Scan(&n))
+	return db, func() {
+		_, err := conn.ExecContext(ctx(), "COMMIT")
+		must(t, err)
+	}
 }
 
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.Write(p)
-}
-
-func (w *lockedWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.buf.String()
+// migrateUp runs migrate up on s in the background, reporting to out, and
+// returns the wait for its end, at most 30s, that fails t if it failed.
+func migrateUp(t *testing.T, s *store.Store, out *logtest.Buffer) (wait func()) {
+	migrated := make(chan error, 1)
+	go func() { migrated <- s.Migrate(context.Background(), "up", out) }()
+	return func() {
+		t.Helper()
+		select {
+		case err := <-migrated:
+			must(t, err)
+		case <-time.After(30 * time.Second):
+			t.Fatal("the migration did not complete within 30s of the transaction's end")
+		}
+	}
 }
 
 // TestMigrationDoesNotStallTheTable: on PostgreSQL, a migration's ALTER
@@ -94,21 +112,12 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	for range 4 { // 00016 to 00013; 00014 is an ALTER TABLE of ai_providers
 		must(t, s.Migrate(ctx(), "down", nil))
 	}
-	db, err := s.DB().DB()
-	must(t, err)
-	reader, err := db.Conn(ctx())
-	must(t, err)
-	defer reader.Close()
-	_, err = reader.ExecContext(ctx(), "BEGIN")
-	must(t, err)
-	var n int
-	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM ai_providers").Scan(&n)) // holds its lock until COMMIT
-
-	var out lockedWriter
-	migrated := make(chan error, 1)
-	go func() { migrated <- s.Migrate(context.Background(), "up", &out) }()
+	db, commit := longTransaction(t, s, "", "ai_providers")
+	var out logtest.Buffer
+	wait := migrateUp(t, s, &out)
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		qctx, cancel := context.WithTimeout(ctx(), 5*time.Second)
+		var n int
 		err := db.QueryRowContext(qctx, "SELECT count(*) FROM ai_providers").Scan(&n)
 		cancel()
 		if err != nil {
@@ -118,14 +127,8 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	if !strings.Contains(out.String(), "waiting: a migration gave up waiting for a lock another transaction holds") {
 		t.Errorf("migrate up said %q; want that it is waiting for a lock", out.String())
 	}
-	_, err = reader.ExecContext(ctx(), "COMMIT")
-	must(t, err)
-	select {
-	case err := <-migrated:
-		must(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the migration did not complete within 30s of the transaction's end")
-	}
+	commit()
+	wait()
 	if got := out.String(); strings.Count(got, "applied 00013_usage_details.sql") != 1 || !strings.Contains(got, "applied 00016_project_streams.sql") {
 		t.Errorf("migrate up said %q; want 00013 to 00016 applied, each said once", got)
 	}
@@ -141,31 +144,15 @@ func TestConcurrentIndexWaitsBehindASnapshot(t *testing.T) {
 	for range 5 { // 00016 to 00012, a CONCURRENTLY build of conversations' index
 		must(t, s.Migrate(ctx(), "down", nil))
 	}
-	db, err := s.DB().DB()
-	must(t, err)
-	reader, err := db.Conn(ctx())
-	must(t, err)
-	defer reader.Close()
-	_, err = reader.ExecContext(ctx(), "BEGIN ISOLATION LEVEL REPEATABLE READ")
-	must(t, err)
-	var n int
-	must(t, reader.QueryRowContext(ctx(), "SELECT count(*) FROM users").Scan(&n)) // a snapshot, as pg_dump's
-
-	var out lockedWriter
-	migrated := make(chan error, 1)
-	go func() { migrated <- s.Migrate(context.Background(), "up", &out) }()
+	_, commit := longTransaction(t, s, "ISOLATION LEVEL REPEATABLE READ", "users") // a snapshot, as pg_dump's
+	var out logtest.Buffer
+	wait := migrateUp(t, s, &out)
 	time.Sleep(1500 * time.Millisecond) // seven lock timeouts
 	if strings.Contains(out.String(), "waiting:") {
 		t.Errorf("migrate up said %q; want the index build to wait, not give up and build again", out.String())
 	}
-	_, err = reader.ExecContext(ctx(), "COMMIT")
-	must(t, err)
-	select {
-	case err := <-migrated:
-		must(t, err)
-	case <-time.After(30 * time.Second):
-		t.Fatal("the migration did not complete within 30s of the snapshot's end")
-	}
+	commit()
+	wait()
 	if got := out.String(); !strings.Contains(got, "applied 00012_conversation_project_index.sql") || !strings.Contains(got, "applied 00016_project_streams.sql") {
 		t.Errorf("migrate up said %q; want 00012 to 00016 applied", got)
 	}
