@@ -360,6 +360,25 @@ func testTokensReserved(t *testing.T, l domain.Limiter, clock *fakeClock) {
 	clock.Add(time.Minute)
 	q, _, err = l.Allow(bg, []domain.Budget{p3}, 0)
 	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 500, 23*time.Second))
+
+	// A completion that ends after its minute did has its reservation
+	// count as used in that minute, which carries what it then used past
+	// the limit: 300 and 600 reserved, 700 and 600 used, the second in
+	// the next minute: 1,300, and 300 carried into the minute under way.
+	p4 := domain.Budget{Key: "prj_4", Name: "project", TokensPerMinute: 1000}
+	_, ra, err := l.Allow(bg, []domain.Budget{p4}, 300)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rb, err := l.Allow(bg, []domain.Budget{p4}, 600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.AddTokens(bg, []domain.Budget{p4}, 700, ra)
+	clock.Add(time.Minute)
+	l.AddTokens(bg, []domain.Budget{p4}, 600, rb)
+	q, _, err = l.Allow(bg, []domain.Budget{p4}, 0)
+	quotasAre(t, q, err, perMinute("project-tokens-per-minute", 1000, 700, 23*time.Second))
 }
 
 func testNoLimits(t *testing.T, l domain.Limiter, _ *fakeClock) {

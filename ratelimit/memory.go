@@ -118,17 +118,19 @@ func (m *Memory) AddTokens(_ context.Context, budgets []domain.Budget, tokens in
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for _, b := range budgets {
-		add, release := settle(b, tokens, r, w)
-		if add == 0 && release == 0 {
-			continue
-		}
-		u := m.usage(m.current(w), b.Key)
-		u.tokens += add
-		u.reserved -= release
-		over := excess(u.tokens, u.reserved, u.carried, b.TokensPerMinute)
-		u.carried += over
-		for k, a := range debt(over, b.TokensPerMinute) {
-			m.usage(m.current(w+1+int64(k)), b.Key).tokens += a
+		for _, s := range settle(b, tokens, r, w) {
+			cur := m.windows[s.w]
+			if cur == nil && s.release != 0 {
+				continue // the reservation's window is dropped, and with it the reservation
+			}
+			u := m.usage(m.current(s.w), b.Key)
+			u.tokens += s.add
+			u.reserved -= s.release
+			over := excess(u.tokens, u.reserved, u.carried, b.TokensPerMinute)
+			u.carried += over
+			for k, a := range debt(over, b.TokensPerMinute) {
+				m.usage(m.current(s.w+1+int64(k)), b.Key).tokens += a
+			}
 		}
 	}
 }

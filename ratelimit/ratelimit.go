@@ -68,21 +68,40 @@ func full(used, limit, reserve int) bool {
 	return used >= limit || used > 0 && used > limit-reserve
 }
 
-// settle is how budget b's counts in window w change when a request
-// admitted with reservation r ends having used tokens: add, to its tokens,
-// what it used beyond what r reserved, or, while r's window lasts, fewer
-// than it reserved (what was reserved and not used is given back); and
-// release, from the reservations outstanding, what r reserved, while r's
-// window lasts. In a later window nothing is given back nor released, as
-// r's window has ended. Zero for a budget without a token limit.
-func settle(b domain.Budget, tokens int, r domain.Reservation, w int64) (add, release int) {
+// step is a change to a budget's counts in window w: add to its tokens,
+// release from its reservations outstanding (see settle).
+type step struct {
+	w            int64
+	add, release int
+}
+
+// settle is how budget b's counts change when a request admitted with
+// reservation r ends, in window w, having used tokens. While r's window
+// lasts, one step there adds what it used beyond what r reserved, or
+// fewer (what was reserved and not used is given back), and releases the
+// reservation. Once r's window has ended, the reservation is released
+// there as used (nothing comes back), so that that window carries what it
+// then used past its limit, and what the request used beyond it is added
+// in w. None for a budget without a token limit, nor when nothing changes.
+func settle(b domain.Budget, tokens int, r domain.Reservation, w int64) []step {
 	if b.TokensPerMinute <= 0 {
-		return 0, 0
+		return nil
 	}
-	if w != r.Window {
-		return max(tokens-r.Reserved(b), 0), 0
+	held := r.Reserved(b)
+	if w == r.Window {
+		if add := max(tokens, 0) - held; add != 0 || held != 0 {
+			return []step{{w, add, held}}
+		}
+		return nil
 	}
-	return max(tokens, 0) - r.Reserved(b), r.Reserved(b)
+	var steps []step
+	if held > 0 {
+		steps = append(steps, step{r.Window, 0, held})
+	}
+	if add := max(tokens-held, 0); add > 0 {
+		steps = append(steps, step{w, add, 0})
+	}
+	return steps
 }
 
 // pastDebt is when a budget whose tokens refused a request reserving

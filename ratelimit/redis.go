@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -206,7 +207,9 @@ return used
 // budget, it adds to its tokens, releases from its reservations
 // outstanding, and counts as carried what its tokens used past the limit
 // and not yet carried (excess), which it returns for the caller to carry
-// into the windows after, keys of other hash slots.
+// into the windows after, keys of other hash slots. A release from a
+// window whose reservations Redis no longer has (expired) changes
+// nothing.
 //
 //	KEYS: tok_1, res_1, car_1, tok_2, res_2, car_2, …
 //	ARGV: ttl seconds, then per budget the tokens to add, to release, and
@@ -215,22 +218,24 @@ var settleScript = redis.NewScript(`
 local out = {}
 for i = 1, #KEYS / 3 do
   local tok, res, car = KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i]
-  local t = redis.call('INCRBY', tok, ARGV[3 * i - 1])
-  redis.call('EXPIRE', tok, ARGV[1])
-  local r = tonumber(redis.call('GET', res) or '0')
-  if tonumber(ARGV[3 * i]) ~= 0 then
-    r = redis.call('DECRBY', res, ARGV[3 * i])
-    redis.call('EXPIRE', res, ARGV[1])
+  local release = tonumber(ARGV[3 * i])
+  out[i] = 0
+  if release == 0 or redis.call('EXISTS', res) == 1 then
+    local t = redis.call('INCRBY', tok, ARGV[3 * i - 1])
+    redis.call('EXPIRE', tok, ARGV[1])
+    local r = tonumber(redis.call('GET', res) or '0')
+    if release ~= 0 then
+      r = redis.call('DECRBY', res, release)
+      redis.call('EXPIRE', res, ARGV[1])
+    end
+    local c = tonumber(redis.call('GET', car) or '0')
+    local over = t - r - tonumber(ARGV[3 * i + 1]) - c
+    if over > 0 then
+      redis.call('INCRBY', car, over)
+      redis.call('EXPIRE', car, ARGV[1])
+      out[i] = over
+    end
   end
-  local c = tonumber(redis.call('GET', car) or '0')
-  local over = t - r - tonumber(ARGV[3 * i + 1]) - c
-  if over > 0 then
-    redis.call('INCRBY', car, over)
-    redis.call('EXPIRE', car, ARGV[1])
-  else
-    over = 0
-  end
-  out[i] = over
 end
 return out
 `)
@@ -378,49 +383,63 @@ func (r *Redis) pastDebt(ctx context.Context, refused domain.Budget, budgets []d
 	return latestPastDebt(refused, budgets, left, reserve, func(b domain.Budget, k int) int { return counts[b.Key][k] })
 }
 
-// AddTokens implements domain.Limiter with one run of settleScript over
-// the window's keys, and, for the budgets that went past their limit, a
-// pipeline that carries it into the windows after (debt), each a key of
-// its own window's hash slot. Failures are logged and the tokens dropped.
+// AddTokens implements domain.Limiter with a run of settleScript over
+// each window's keys that settle changes (the reservation's, then the one
+// under way: each its own hash slot), and, for the budgets that went past
+// their limit in it, a pipeline that carries that into the windows after
+// (debt). Failures are logged and the tokens dropped.
 func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens int, res domain.Reservation) {
 	w, _ := window(r.now())
-	var todo []domain.Budget
-	var keys []string
-	args := []any{int(counterTTL / time.Second)}
+	type run struct {
+		todo []domain.Budget
+		keys []string
+		args []any
+	}
+	var windows []int64 // in order: a reservation's window comes before w
+	runs := map[int64]*run{}
 	for _, b := range budgets {
-		if add, release := settle(b, tokens, res, w); add != 0 || release != 0 {
-			todo = append(todo, b)
-			keys = append(keys, r.windowKey(w, "tok", b.Key), r.windowKey(w, "res", b.Key), r.windowKey(w, "car", b.Key))
-			args = append(args, add, release, b.TokensPerMinute)
+		for _, s := range settle(b, tokens, res, w) {
+			rn := runs[s.w]
+			if rn == nil {
+				rn = &run{args: []any{int(counterTTL / time.Second)}}
+				runs[s.w], windows = rn, append(windows, s.w)
+			}
+			rn.todo = append(rn.todo, b)
+			rn.keys = append(rn.keys, r.windowKey(s.w, "tok", b.Key), r.windowKey(s.w, "res", b.Key), r.windowKey(s.w, "car", b.Key))
+			rn.args = append(rn.args, s.add, s.release, b.TokensPerMinute)
 		}
 	}
-	if len(todo) == 0 {
-		return
-	}
+	slices.Sort(windows)
 	// Tokens are counted when a completion ends, often after its caller
 	// went away: count them anyway.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), releaseTTL)
 	defer cancel()
-	_ = r.call(context.WithoutCancel(ctx), "add tokens", func() error {
-		over, err := settleScript.Run(ctx, r.client, keys, args...).Int64Slice()
-		if err != nil {
-			return err
-		}
-		if len(over) != len(todo) {
-			return fmt.Errorf("the settle script answered %d counts for %d budgets", len(over), len(todo))
-		}
-		_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for i, b := range todo {
-				for n, a := range debt(int(over[i]), b.TokensPerMinute) {
-					k := r.windowKey(w+1+int64(n), "tok", b.Key)
-					p.IncrBy(ctx, k, int64(a))
-					p.Expire(ctx, k, counterTTL+time.Duration(n+1)*Window)
-				}
+	for _, sw := range windows {
+		rn := runs[sw]
+		err := r.call(context.WithoutCancel(ctx), "add tokens", func() error {
+			over, err := settleScript.Run(ctx, r.client, rn.keys, rn.args...).Int64Slice()
+			if err != nil {
+				return err
 			}
-			return nil
+			if len(over) != len(rn.todo) {
+				return fmt.Errorf("the settle script answered %d counts for %d budgets", len(over), len(rn.todo))
+			}
+			_, err = r.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, b := range rn.todo {
+					for n, a := range debt(int(over[i]), b.TokensPerMinute) {
+						k := r.windowKey(sw+1+int64(n), "tok", b.Key)
+						p.IncrBy(ctx, k, int64(a))
+						p.Expire(ctx, k, counterTTL+time.Duration(n+1)*Window)
+					}
+				}
+				return nil
+			})
+			return err
 		})
-		return err
-	})
+		if err != nil {
+			return
+		}
+	}
 }
 
 // Acquire implements domain.Limiter. max <= 0 means no limit; release is
