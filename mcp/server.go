@@ -306,12 +306,9 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 		if err != nil {
 			return toolError(ctx, d, req.Params.Name, err)
 		}
-		t := text(out)
-		res = &mcpgo.CallToolResult{Content: []mcpgo.Content{mcpgo.NewTextContent(t)}, StructuredContent: out}
-		if len(t) > maxResultBytes/12 { // a smaller text, and the content it repeats, stay under it
-			if res, err = fitResult(res); err != nil {
-				return toolError(ctx, d, req.Params.Name, err)
-			}
+		res = &mcpgo.CallToolResult{Content: []mcpgo.Content{mcpgo.NewTextContent(text(out))}, StructuredContent: out}
+		if res, err = fitResult(res); err != nil {
+			return toolError(ctx, d, req.Params.Name, err)
 		}
 		return res, nil
 	}
@@ -326,7 +323,10 @@ const maxResultBytes = 12 << 20
 
 // fitResult is res within maxResultBytes as JSON: as it is, or with its
 // text, which repeats the structured content, replaced by a note saying
-// so, or a TooLarge error when even the structured content is over.
+// so, or a TooLarge error when even the structured content is over. It
+// encodes every result once to measure it (the structured content may
+// hold what the text leaves out, a completion's reasoning), which costs
+// microseconds for the usual results of a few kilobytes.
 func fitResult(res *mcpgo.CallToolResult) (*mcpgo.CallToolResult, error) {
 	size := func() int {
 		b, err := json.Marshal(res)

@@ -1077,4 +1077,16 @@ func TestLargeResultsFitOneMessage(t *testing.T) {
 		t.Errorf("the refusal %q does not say why, nor where to read it", msg)
 	}
 	s.ok(t, "get-document", obj{"documentId": e.document.ID}, nil) // the session lives on
+
+	// The structured content may hold what the text leaves out: a
+	// completion's reasoning, here 5 MiB of markup.
+	// Streamed (a progress token), in words of 512 bytes.
+	e.upstream.Enqueue(llmtest.Behavior{Reasoning: strings.Repeat(strings.Repeat("<>", 256)+" ", 10<<9), Deltas: []string{"done"}})
+	res, err = s.callErr(t, "create-chat-completion-for-chat", obj{"chatId": e.supportChat().ID, "messages": userMsg("think")}, "think-1")
+	must(t, err)
+	if !res.IsError || !strings.HasPrefix(text(res), "payload_too_large: ") || !strings.Contains(text(res), "more than an MCP message may hold") {
+		b, _ := json.Marshal(res)
+		t.Errorf("a completion whose reasoning is 5 MiB of markup: error %v, %d bytes, %.100q; want it refused, saying why", res.IsError, len(b), text(res))
+	}
+	s.ok(t, "get-document", obj{"documentId": e.document.ID}, nil)
 }

@@ -27,3 +27,21 @@ func TestCommitQueueLetsWrittenTurnsGo(t *testing.T) {
 		}
 	}
 }
+
+// TestOptionsSetLockTimeout: a lock_timeout the URL's options set is the
+// user's, which the migrations keep; deadlock_timeout is another setting.
+func TestOptionsSetLockTimeout(t *testing.T) {
+	for options, want := range map[string]bool{
+		"-c lock_timeout=7s":                        true,
+		"-clock_timeout=0":                          true,
+		"--lock_timeout=5s":                         true,
+		"-c statement_timeout=1s -c lock_timeout=0": true,
+		"-c deadlock_timeout=1s":                    false,
+		"--deadlock_timeout=1s":                     false,
+		"":                                          false,
+	} {
+		if got := optionsSetLockTimeout.MatchString(options); got != want {
+			t.Errorf("options %q set lock_timeout: %v; want %v", options, got, want)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -608,6 +609,11 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 // stored. A variable for tests.
 var migrationLockTimeout = 2 * time.Second
 
+// optionsSetLockTimeout matches a connection's options that set
+// lock_timeout: `-c lock_timeout=…` or `--lock_timeout=…` (not
+// deadlock_timeout).
+var optionsSetLockTimeout = regexp.MustCompile(`(?:^|\s)(?:-c\s*|--)lock_timeout=`)
+
 // migrationPool is a pool of connections to s's PostgreSQL for
 // migrations, whose lock_timeout is migrationLockTimeout unless the URL
 // sets one (a lock_timeout parameter, or in its options: `-c
@@ -620,7 +626,7 @@ func (s *Store) migrationPool() (*sql.DB, error) {
 		return nil, err
 	}
 	_, set := cfg.RuntimeParams["lock_timeout"]
-	if !set && !strings.Contains(cfg.RuntimeParams["options"], "lock_timeout") {
+	if !set && !optionsSetLockTimeout.MatchString(cfg.RuntimeParams["options"]) {
 		cfg.RuntimeParams["lock_timeout"] = strconv.FormatInt(migrationLockTimeout.Milliseconds(), 10)
 	}
 	db := stdlib.OpenDB(*cfg)
