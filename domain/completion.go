@@ -1089,7 +1089,7 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	var quotas []Quota
 	if len(adm.budgets) > 0 {
 		reserve := 0
-		if l.TokensPerMinute > 0 || l.KeyTokensPerMinute > 0 && p.KeyID != "" {
+		if slices.ContainsFunc(adm.budgets, func(b Budget) bool { return b.TokensPerMinute > 0 }) {
 			reserve = reserveFor(req) // a pass over the prompt: only where it counts
 		}
 		if quotas, adm.reserved, err = s.deps.Limiter.Allow(ctx, adm.budgets, reserve); err != nil {
