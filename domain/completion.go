@@ -920,14 +920,23 @@ func (r *relay) start(model string) error {
 	return r.emit.Start(*r.meta)
 }
 
-// delta passes d on, cleaned, starting the stream first.
+// delta passes d on, cleaned and split as OpenAI's streams send it
+// (Delta.split), starting the stream first.
 func (r *relay) delta(d Delta) error {
 	r.deltas++
 	d = d.cleaned()
 	if err := r.start(d.Model); err != nil {
 		return err
 	}
-	return r.emit.Delta(d)
+	if len(d.ToolCalls) == 0 {
+		return r.emit.Delta(d) // the usual delta, as it is
+	}
+	for _, part := range d.split() {
+		if err := r.emit.Delta(part); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // usageRecord is the usage of a completion that took total, as the

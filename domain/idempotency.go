@@ -131,14 +131,15 @@ func replay(m *Message, emit Emitter) (*Completion, error) {
 	if err := emit.Start(out.CompletionMeta); err != nil {
 		return nil, err
 	}
-	if m.Content != "" || m.Refusal != "" {
-		if err := emit.Delta(Delta{Content: m.Content, Refusal: m.Refusal}); err != nil {
-			return nil, err
-		}
-	}
+	d := Delta{Content: m.Content, Refusal: m.Refusal}
 	for i, c := range m.ToolCalls {
-		d := Delta{ToolCalls: []ToolCallDelta{{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments, ExtraContent: c.ExtraContent}}}
-		if err := emit.Delta(d); err != nil {
+		d.ToolCalls = append(d.ToolCalls, ToolCallDelta{Index: i, ID: c.ID, Name: c.Name, Arguments: c.Arguments, ExtraContent: c.ExtraContent})
+	}
+	if d.Content == "" && d.Refusal == "" && len(d.ToolCalls) == 0 {
+		return out, nil
+	}
+	for _, part := range d.split() {
+		if err := emit.Delta(part); err != nil {
 			return nil, err
 		}
 	}

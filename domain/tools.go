@@ -100,6 +100,29 @@ type Delta struct {
 	More bool
 }
 
+// split is d as OpenAI's streams send it: its text, refusal and reasoning
+// in one delta, then each tool call in one of its own. The OpenAI SDKs'
+// stream accumulators take a call as finished when the next chunk begins,
+// and read one call a chunk: Ollama sends calls made together in one
+// chunk, and an idempotent replay has the whole reply at once. A delta of
+// no call, or of one call and nothing else, is itself.
+func (d Delta) split() []Delta {
+	text := d.Content != "" || d.Refusal != "" || d.Reasoning != ""
+	if len(d.ToolCalls) == 0 || len(d.ToolCalls) == 1 && !text {
+		return []Delta{d}
+	}
+	out := make([]Delta, 0, 1+len(d.ToolCalls))
+	if text {
+		head := d
+		head.ToolCalls, head.More = nil, true
+		out = append(out, head)
+	}
+	for i, c := range d.ToolCalls {
+		out = append(out, Delta{ToolCalls: []ToolCallDelta{c}, Model: d.Model, More: d.More || i < len(d.ToolCalls)-1})
+	}
+	return out
+}
+
 // Tool limits, as OpenAI sets them.
 const (
 	maxTools         = 128

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
 
@@ -590,4 +591,39 @@ func TestToolCallThoughtSignatures(t *testing.T) {
 			map[string]any{"role": "tool", "toolCallId": "function-call-1", "content": "18C"}}},
 			"messages[1].toolCalls[0].extra_content")
 	})
+}
+
+// TestToolCallsOfOneChunkAreSplit: Ollama sends calls made together whole
+// in one chunk, with the text before them; the OpenAI SDKs' stream
+// accumulators read one call a chunk (and none in a chunk with text), so
+// the stream gives the text, then each call in a chunk of its own.
+func TestToolCallsOfOneChunkAreSplit(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	h.up.Enqueue(llmtest.Behavior{Deltas: []string{"Checking both."}, ToolCallsInOneChunk: true, ToolCalls: []llmtest.ToolCall{
+		{ID: "call_a", Name: "weather", Arguments: `{"city":"Oslo"}`}, {ID: "call_b", Name: "weather", Arguments: `{"city":"Bergen"}`}}})
+	events := readSSE(t, stream(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("Weather?")},
+		"tools": []any{map[string]any{"type": "function", "function": map[string]any{"name": "weather", "parameters": map[string]any{"type": "object"}}}}}))
+	var ids []any
+	for _, ev := range events[:len(events)-1] {
+		choices, _ := ev.data["choices"].([]any)
+		for _, c := range choices {
+			delta := c.(map[string]any)["delta"].(map[string]any)
+			calls, _ := delta["tool_calls"].([]any)
+			if len(calls) > 1 || len(calls) == 1 && delta["content"] != nil {
+				t.Errorf("a chunk %v; want at most one call a chunk, and none beside text", delta)
+			}
+			for _, call := range calls {
+				c := call.(map[string]any)
+				fn := c["function"].(map[string]any)
+				if c["index"] != float64(len(ids)) || fn["arguments"] == "" {
+					t.Errorf("call %v; want index %d, whole", c, len(ids))
+				}
+				ids = append(ids, c["id"])
+			}
+		}
+	}
+	if !reflect.DeepEqual(ids, []any{"call_a", "call_b"}) {
+		t.Errorf("streamed calls %v; want call_a, then call_b", ids)
+	}
 }

@@ -154,7 +154,20 @@ func (x *exchange) openAIStream(r reply) {
 	}) {
 		return
 	}
+	if x.b.ToolCallsInOneChunk && len(r.toolCalls) > 0 {
+		var calls []any
+		for i, c := range r.toolCalls {
+			calls = append(calls, map[string]any{"index": i, "id": c.ID, "type": "function",
+				"function": map[string]any{"name": c.Name, "arguments": c.Arguments}})
+		}
+		if !x.event("", chunk(map[string]any{"content": nil, "tool_calls": calls}, nil)) {
+			return
+		}
+	}
 	for i, c := range r.toolCalls {
+		if x.b.ToolCallsInOneChunk {
+			break
+		}
 		if x.b.ToolIndexZero {
 			i = 0
 		}

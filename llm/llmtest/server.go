@@ -206,6 +206,9 @@ type Behavior struct {
 	// Ollama does for calls made together: each call's first piece has its
 	// own id.
 	ToolIndexZero bool
+	// ToolCallsInOneChunk streams an OpenAI-wire reply's tool calls whole,
+	// all in one chunk, as Ollama does.
+	ToolCallsInOneChunk bool
 	// Reasoning is the model's thinking, sent before the text in each
 	// protocol's shape for it: OpenAI-wire as reasoning_content (DeepSeek,
 	// vLLM), streamed a word per chunk, or as a thinking part with
