@@ -465,6 +465,7 @@ func TestSSESessionCallsAreBounded(t *testing.T) {
 			"arguments": obj{"aiProviderId": e.provider.ID, "messages": userMsg("hold")}}})
 		return w.write(b)
 	}
+	base := e.upstream.Count()
 	for id := 1; id <= sseCallsPerSession; id++ {
 		e.upstream.Enqueue(llmtest.Behavior{Fault: llmtest.FaultHang})
 		must(t, call(id))
@@ -473,9 +474,16 @@ func TestSSESessionCallsAreBounded(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "429") {
 		t.Fatalf("a request past the session's %d awaiting responses: %v; want 429", sseCallsPerSession, err)
 	}
+	// Every call holds its hang upstream before the one reply is queued,
+	// so that no call still on its way takes it.
+	for deadline := time.Now().Add(10 * time.Second); e.upstream.Count()-base < sseCallsPerSession; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d calls reached the upstream within 10s", e.upstream.Count()-base, sseCallsPerSession)
+		}
+	}
 	w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": 1}})
+	e.upstream.reply("after")
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		e.upstream.reply("after")
 		if err := call(sseCallsPerSession + 2); err == nil {
 			break
 		} else if time.Now().After(deadline) {
