@@ -263,6 +263,17 @@ func TestOnlyAdminsLendServerKeys(t *testing.T) {
 	if got["apiKeyRef"] != nil || got["hasApiKey"] != true {
 		t.Errorf("after the owner's own key: apiKeyRef %v, hasApiKey %v; want none, true", got["apiKeyRef"], got["hasApiKey"])
 	}
+	// Moved in the request that drops the lent key, a provider lends
+	// nothing: the owner may, and no key goes to the new address.
+	lent = h.must(201, "POST", "/api/v1/ai-providers", h.admin, ref)["id"].(string)
+	moved := h.must(200, "PATCH", "/api/v1/ai-providers/"+lent, owner, map[string]any{"baseUrl": elsewhere, "apiKey": ""})
+	if moved["apiKeyRef"] != nil || moved["hasApiKey"] != false || moved["baseUrl"] != elsewhere {
+		t.Errorf("moved with its key dropped: %v; want no key and the new baseUrl", moved)
+	}
+	h.must(200, "POST", "/api/v1/chats/completions", owner, map[string]any{"aiProviderId": lent, "messages": []any{userMessage("x")}})
+	if got := lastUpstreamHeader(t, h).Get("Authorization"); got != "" {
+		t.Errorf("upstream Authorization after the move = %q, want none", got)
+	}
 }
 
 // TestMovingAProviderTakesItsKeyAgain: a stored key is write-only, even to
