@@ -25,10 +25,7 @@ func (c *Client) Check(req domain.LLMRequest) error {
 		}
 		return openAICheck(req)
 	case domain.ProviderAnthropic:
-		if rewritten := refusalsAsText(req.Messages); rewritten != nil {
-			req.Messages = rewritten
-		}
-		return anthropicCheck(req)
+		return anthropicCheck(req) // refused turns left out, as Complete leaves them
 	}
 	return unsupportedType(op, req.Endpoint.Type)
 }

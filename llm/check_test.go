@@ -43,9 +43,12 @@ func TestCheckRefusesWhatCompleteRefusesUnsent(t *testing.T) {
 		{"anthropic: a call's arguments no object", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
 			r.Messages = []domain.LLMMessage{user("weather?"), reply("", call(`["Paris"]`)), result}
 		}, true},
-		{"anthropic: a refusal kept as text", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
+		{"anthropic: a refused turn left out", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
 			r.Messages = []domain.LLMMessage{user("hi"), {Role: domain.RoleAssistant, Refusal: "I can't."}, user("why?")}
 		}, false},
+		{"anthropic: a refused turn last, left out, after a reply", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
+			r.Messages = []domain.LLMMessage{user("hi"), reply("hello"), user("more"), {Role: domain.RoleAssistant, Refusal: "I can't."}}
+		}, true},
 		{"azure: a deployment name", domain.ProviderAzureOpenAI, func(r *domain.LLMRequest) { r.Model = "gpt-4o.deploy" }, false},
 		{"azure: not a deployment name", domain.ProviderAzureOpenAI, func(r *domain.LLMRequest) { r.Model = "gpt 4o/x" }, true},
 		{"azure: no baseUrl", domain.ProviderAzureOpenAI, func(r *domain.LLMRequest) { r.Model, r.Endpoint.BaseURL = "d", "" }, true},
@@ -70,8 +73,8 @@ func TestCheckRefusesWhatCompleteRefusesUnsent(t *testing.T) {
 			checked := c.Check(req)
 			_, completed := c.Complete(context.Background(), req, nil)
 			if !tc.refused {
-				if checked != nil {
-					t.Fatalf("Check = %v, want nil", checked)
+				if checked != nil || completed != nil {
+					t.Fatalf("Check = %v, Complete = %v; want both to pass", checked, completed)
 				}
 				return
 			}
