@@ -243,23 +243,17 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		} else if origin != "" && allowCORS(w, r) {
 			return
 		}
-		key, ok := bearerKey(r.Header.Get("Authorization"))
-		if len(r.Header.Values("Authorization")) > 1 {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_request"`)
-			refuse(w, domain.Unauthenticated, "the request has several Authorization headers; send one, 'Authorization: Bearer <key>'")
-			return
-		}
-		if !ok {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="parley"`)
-			refuse(w, domain.Unauthenticated,
-				"authentication required: send an API key as 'Authorization: Bearer <key>'")
+		key, err := wire.BearerKey(r.Header)
+		if err != nil {
+			w.Header().Set("WWW-Authenticate", wire.Challenge(r.Header)) // as the REST API answers
+			refuse(w, domain.Unauthenticated, domain.MessageOf(err))
 			return
 		}
 		p, err := auth(r.Context(), key)
 		if err != nil {
 			kind := domain.KindOf(err)
 			if kind == domain.Unauthenticated {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="parley", error="invalid_token"`)
+				w.Header().Set("WWW-Authenticate", wire.Challenge(r.Header))
 			} else {
 				logger.Log(r.Context(), domain.LogLevel(err), "mcp authentication failed", "kind", kind.String(), "err", requestid.CappedError(err))
 			}
@@ -311,16 +305,6 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 
 func tooLarge(limit int64) string {
 	return "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
-}
-
-// bearerKey returns the key of an "Authorization: Bearer <key>" header.
-func bearerKey(h string) (string, bool) {
-	scheme, key, ok := strings.Cut(h, " ")
-	key = strings.TrimSpace(key)
-	if !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
-		return "", false
-	}
-	return key, true
 }
 
 // writeError writes REST's error envelope.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/slowclient"
+	"github.com/parleyhq/parley/internal/wire"
 )
 
 // SSE serves srv over MCP's older HTTP+SSE transport: Stream for GET /sse
@@ -131,7 +132,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		// with it the session's calls and its place under the cap.
 		live, endLive := context.WithCancelCause(r.Context())
 		defer endLive(nil)
-		key, _ := bearerKey(r.Header.Get("Authorization"))
+		key, _ := wire.BearerKey(r.Header) // authenticated before this handler ran
 		go recheckKey(live, endLive, auth, key, x.keepAlive())
 		var id string
 		defer func() {

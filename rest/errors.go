@@ -139,13 +139,7 @@ func (s *Server) handleError(c *echo.Context, err error) {
 	s.log.Log(ctx(c), level, msg, attrs...)
 	h := c.Response().Header()
 	if kind == domain.Unauthenticated {
-		// As MCP over HTTP answers (RFC 6750 §3.1): a key that was sent
-		// but is unknown or revoked is an invalid token.
-		challenge := `Bearer realm="parley"`
-		if _, sent := BearerKey(c.Request()); sent {
-			challenge += `, error="invalid_token"`
-		}
-		h.Set("WWW-Authenticate", challenge)
+		h.Set("WWW-Authenticate", wire.Challenge(c.Request().Header)) // as MCP over HTTP answers
 	}
 	if secs := domain.RetryAfterSeconds(err); secs > 0 {
 		h.Set("Retry-After", strconv.Itoa(secs))

@@ -262,7 +262,7 @@ func rateLimitHeaders() map[string]any {
 // 6750) and of a 502 (the OpenAI SDKs' header, which stops their own
 // retries of what Parley has retried already).
 var errorHeaders = map[string]any{
-	"WWW-Authenticate": map[string]any{"description": `Bearer realm="parley", with error="invalid_token" for a key that is unknown, expired or revoked.`,
+	"WWW-Authenticate": map[string]any{"description": `Bearer realm="parley", with error="invalid_token" for a key that is unknown, expired or revoked, and error="invalid_request" for several Authorization headers.`,
 		"schema": map[string]any{"type": "string"}},
 	"X-Should-Retry": map[string]any{"description": "false: Parley has retried what retrying mends; sending the request again would call the provider again.",
 		"schema": map[string]any{"type": "string", "enum": []string{"false"}}},

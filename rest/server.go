@@ -468,13 +468,9 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 
 // authenticate resolves the bearer key to a principal in the request context.
 func (s *Server) authenticate(c *echo.Context) error {
-	if len(c.Request().Header.Values("Authorization")) > 1 {
-		// Which key would answer? Refused, as two Idempotency-Key headers are.
-		return domain.Errorf(domain.Unauthenticated, "the request has several Authorization headers; send one, 'Authorization: Bearer <key>'")
-	}
-	key, ok := BearerKey(c.Request())
-	if !ok {
-		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
+	key, err := wire.BearerKey(c.Request().Header)
+	if err != nil {
+		return err
 	}
 	p, err := s.svcs.Users.Authenticate(c.Request().Context(), key)
 	if err != nil {
@@ -541,16 +537,6 @@ func route(c *echo.Context) string {
 		return p
 	}
 	return "unmatched"
-}
-
-// BearerKey returns the key of an "Authorization: Bearer <key>" header.
-func BearerKey(r *http.Request) (string, bool) {
-	scheme, key, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
-		return "", false
-	}
-	key = strings.TrimSpace(key)
-	return key, key != ""
 }
 
 // readyTimeout bounds the readiness check: a database that hangs (a

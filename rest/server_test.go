@@ -529,6 +529,9 @@ func TestOddInputRefused(t *testing.T) {
 		}
 		if r.Status != 401 || !strings.Contains(r.ErrorMessage(), "several Authorization headers") {
 			t.Errorf("GET %s with two Authorization headers = %d %s, want 401 saying to send one", path, r.Status, r.Body)
+		} // RFC 6750 §3.1: more than one way of sending a token is a malformed request.
+		if got := r.Header.Get("WWW-Authenticate"); got != `Bearer realm="parley", error="invalid_request"` {
+			t.Errorf("GET %s with two Authorization headers: WWW-Authenticate %q, want error=\"invalid_request\"", path, got)
 		}
 	}
 	h.must(200, "PUT", "/api/v1/projects/"+w.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 5})
