@@ -92,11 +92,13 @@ var ReasoningEfforts = []string{"none", "minimal", "low", "medium", "high", "xhi
 
 // Completion parameter limits.
 const (
-	// maxDataSources caps the documents a request names as context, by id
+	// MaxDataSources caps the documents a request names as context, by id
 	// and by name together.
-	maxDataSources   = 32
+	MaxDataSources   = 32
 	maxStopSequences = 4
-	maxMessages      = 1000
+	// MaxMessages caps a request's messages. MaxDataSources and it are
+	// exported for the schemas' tags, which a test holds to them.
+	MaxMessages = 1000
 	// maxTurnBytes caps the text of a request's messages once documentIds
 	// are resolved: a body of a few KiB naming a 4 MiB document a thousand
 	// times would otherwise send, and store, 4 GiB.
@@ -117,8 +119,8 @@ func (p *CompletionParams) validate() error {
 	if len(p.Messages) == 0 {
 		return Invalidf("messages", "messages must not be empty; send at least one {\"role\": \"user\", \"content\": \"...\"}")
 	}
-	if len(p.Messages) > maxMessages {
-		return Invalidf("messages", "messages has %d entries; the limit is %d", len(p.Messages), maxMessages)
+	if len(p.Messages) > MaxMessages {
+		return Invalidf("messages", "messages has %d entries; the limit is %d", len(p.Messages), MaxMessages)
 	}
 	systems := 0
 	for i, m := range p.Messages {
@@ -199,14 +201,14 @@ func (p *CompletionParams) validate() error {
 	if p.ParallelToolCalls != nil && len(p.Tools) == 0 {
 		return Invalidf("parallelToolCalls", "parallelToolCalls says how the model may call tools; send it with tools, or leave it out")
 	}
-	if n := len(p.DataSources) + len(p.Names); n > maxDataSources {
+	if n := len(p.DataSources) + len(p.Names); n > MaxDataSources {
 		// Named as the first source past the bound, in the order they
 		// are read: dataSources, then names.
-		field := fmt.Sprintf("dataSources[%d].id", maxDataSources)
-		if len(p.DataSources) <= maxDataSources {
-			field = fmt.Sprintf("names[%d]", maxDataSources-len(p.DataSources))
+		field := fmt.Sprintf("dataSources[%d].id", MaxDataSources)
+		if len(p.DataSources) <= MaxDataSources {
+			field = fmt.Sprintf("names[%d]", MaxDataSources-len(p.DataSources))
 		}
-		return Invalidf(field, "dataSources and names name %d documents; send at most %d", n, maxDataSources)
+		return Invalidf(field, "dataSources and names name %d documents; send at most %d", n, MaxDataSources)
 	}
 	for i, id := range p.DataSources {
 		if err := checkRef(fmt.Sprintf("dataSources[%d].id", i), PrefixDocument, id); err != nil {

@@ -753,11 +753,6 @@ func anthropicUsage(input, cacheWrite, cacheRead, output, thinking int64) domain
 	return u
 }
 
-// DefaultAnthropicAdaptiveMaxTokens is the max_tokens sent to Anthropic
-// with adaptive thinking when the request sets none: room for thinking
-// that the model sizes itself, and the reply after it.
-const DefaultAnthropicAdaptiveMaxTokens = 16_000
-
 // A reply's thinking, with the signature Anthropic checks when it comes
 // back, must be sent back before the tool calls it led to once their
 // results answer them (the API refuses the turn without it while thinking

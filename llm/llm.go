@@ -40,6 +40,11 @@ const (
 // request sets none: the Messages API requires one.
 const DefaultAnthropicMaxTokens = 4096
 
+// DefaultAnthropicAdaptiveMaxTokens is the max_tokens sent to Anthropic
+// with adaptive thinking when the request sets none: room for thinking
+// that the model sizes itself, and the reply after it.
+const DefaultAnthropicAdaptiveMaxTokens = 16_000
+
 // Config configures the upstream calls. The zero value is usable.
 type Config struct {
 	// HTTPClient, when set, makes the calls instead of the client built

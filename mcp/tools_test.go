@@ -1090,3 +1090,16 @@ func TestLargeResultsFitOneMessage(t *testing.T) {
 	}
 	s.ok(t, "get-document", obj{"documentId": e.document.ID}, nil)
 }
+
+// TestGroupByTagFollowsTheDomain: get-usage's groupBy offers the groupings
+// the domain takes, as the REST API's schema (made from them) does.
+func TestGroupByTagFollowsTheDomain(t *testing.T) {
+	f, _ := reflect.TypeFor[getUsageArgs]().FieldByName("GroupBy")
+	var want []string
+	for _, g := range domain.UsageGroupings {
+		want = append(want, string(g))
+	}
+	if got := f.Tag.Get("enum"); got != strings.Join(want, ",") {
+		t.Errorf("get-usage's groupBy enum tag = %q, want the domain's %q", got, strings.Join(want, ","))
+	}
+}

@@ -792,3 +792,13 @@ func TestOpenAPI(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenAISpellingsTagsFollowParleys: a field in OpenAI's spelling takes
+// what the same field in Parley's does.
+func TestOpenAISpellingsTagsFollowParleys(t *testing.T) {
+	theirs, _ := reflect.TypeFor[openAIFields]().FieldByName("ReasoningEffort")
+	ours, _ := reflect.TypeFor[wire.CompletionFields]().FieldByName("ReasoningEffort")
+	if got, want := theirs.Tag.Get("enum"), ours.Tag.Get("enum"); got != want || want == "" {
+		t.Errorf("reasoning_effort's enum tag = %q, want reasoningEffort's %q", got, want)
+	}
+}

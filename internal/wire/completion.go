@@ -81,7 +81,7 @@ type CompletionFields struct {
 	Messages          []Message       `json:"messages" min:"1" max:"1000" desc:"The messages of this turn, in order; at least one. Stateless: the conversation so far and the new message. Per chat with conversationId: only the new messages, which follow the stored history (messages repeated here would be stored again)."`
 	Model             string          `json:"model,omitempty" max:"200" desc:"Model for this call; overrides the chat's model and the provider's defaultModel."`
 	Temperature       *float64        `json:"temperature,omitempty" min:"0" max:"2" desc:"Sampling temperature, 0 to 2."`
-	MaxTokens         *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent."`
+	MaxTokens         *int            `json:"maxTokens,omitempty" min:"1" desc:"Upper bound on the reply's tokens; a positive integer. Anthropic requires one: without it, 4096 is sent (with thinking enabled, 4096 more than its budget; adaptive, 16000)."`
 	TopP              *float64        `json:"topP,omitempty" min:"0" max:"1" desc:"Nucleus sampling probability mass, 0 to 1."`
 	Stop              StopList        `json:"stop,omitempty" desc:"A stop sequence or up to 4 of them."`
 	DataSources       []DataSource    `json:"dataSources,omitempty" max:"32" desc:"Documents of the project (the chat's, or stateless the AI provider's) to send as context, by id: [{\"id\": \"doc_...\"}]. Their content goes upstream after the system message, each in a <document id=... name=...> element, for this call only (a continuation names them again to keep them); reading them needs documents:GetDocument. With names, at most 32."`
