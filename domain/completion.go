@@ -84,7 +84,7 @@ type Debug struct {
 type Emitter interface {
 	// Admitted has what is left of each limit that admitted the
 	// completion: those Limiter.Allow reports, in its order, then the
-	// key's open streams.
+	// open streams of the project and of the key.
 	Admitted(quotas []Quota)
 	Start(meta CompletionMeta) error
 	Delta(d Delta) error
@@ -1059,7 +1059,7 @@ func reserveFor(req LLMRequest) int {
 
 // admit applies the project's limits to a completion: requests and tokens
 // per minute for the project and for the caller's key, and open streams
-// per key. It returns the budgets to count the completion's tokens
+// for the project and for the key. It returns the budgets to count the completion's tokens
 // against with what req reserved of them, what is left of each limit that
 // admitted it (see Emitter), and a release for the stream slot.
 func (s *Completions) admit(ctx context.Context, projectID string, p Principal, req LLMRequest, stream bool) (admission, []Quota, func(), error) {
@@ -1154,7 +1154,7 @@ func (s *Completions) storeTurn(ctx context.Context, pl *plan, meta CompletionMe
 // limit or the context window; "content_filter": the provider's filter or
 // the model's refusal), where the call being written then has arguments
 // that stopped short. A call whose arguments are not JSON is dropped then,
-// as storeStopped drops the one a client's stop cut off: stored, it would
+// as storeStopped drops a stopped reply's calls: stored, it would
 // have to be answered by a tool message before the conversation could go
 // on, and an anthropic provider cannot be sent it at all (a call's input
 // must be a JSON object). The response still shows it, as the provider
@@ -1186,9 +1186,10 @@ const FinishStopped = "client_disconnect"
 // request's messages, and the reply (or refusal) as far as the provider
 // had sent it, with the finish reason FinishStopped. The conversationId of
 // the stream's first chunk then names a conversation, and a continuation
-// carries on from what the user saw. A tool call the stop cut off is
-// dropped: its arguments are incomplete, and no tool result can answer
-// it. A reply left with no text is stored empty: the turn keeps its
+// carries on from what the user saw. Its tool calls are dropped, whole or
+// cut off: a stopped reply's calls are not run, and a stored call would
+// need a tool result before the conversation could go on. A reply left
+// with no text is stored empty: the turn keeps its
 // reply, as every turn does, and with it an idempotency key, which the
 // request sent again then replays rather than running (and storing its
 // messages) a second time.

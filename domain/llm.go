@@ -81,10 +81,11 @@ type LLMResult struct {
 	Refusal string // why the model declined to answer, in place of content (OpenAI's)
 	// Reasoning is the model's thinking before its reply, as the provider
 	// shows it (OpenAI-wire reasoning_content, Anthropic's thinking
-	// blocks): passed on to the client apart from the reply, not stored
-	// with it nor sent upstream again. (Anthropic's signed thinking before
-	// tool calls also rides in the first call's ExtraContent, to go back
-	// with the calls: see llm's thinkingExtra.)
+	// blocks): passed on to the client apart from the reply, and not
+	// stored with it, but for a reply that calls tools, whose reasoning
+	// rides in its first call's ExtraContent to go back upstream with the
+	// calls (Anthropic's signed thinking, see llm's thinkingExtra; an
+	// OpenAI-wire server's reasoning, see llm's withReasoningExtra).
 	Reasoning    string
 	ToolCalls    []ToolCall
 	FinishReason string // OpenAI's: stop, length, tool_calls, content_filter

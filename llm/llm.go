@@ -5,10 +5,11 @@
 // Every call goes through one HTTP client built here: connect and
 // first-byte timeouts but no overall timeout (streams may run for many
 // minutes), response bodies, stream lines and stream events capped in
-// size, and a dialer that refuses loopback, private, link-local and
-// metadata addresses unless the operator allowed them. Failures before
-// the upstream answered (5xx, refused or reset connections) are retried a
-// few times with jittered backoff, as is a stream whose provider reported
+// size, and a dialer that refuses loopback and private addresses unless
+// the operator allowed them, and link-local and metadata ones always.
+// Failures before the upstream answered (5xx, refused or reset
+// connections) are retried a few times with jittered backoff, as is a
+// stream whose provider reported
 // its own fault before the reply's first delta (Anthropic's
 // overloaded_error event); nothing is retried once a delta was passed on.
 package llm
@@ -87,8 +88,9 @@ type Config struct {
 	// RetryBaseDelay is the backoff before the first retry; it doubles
 	// for each next one and is jittered (default 200ms).
 	RetryBaseDelay time.Duration
-	// AllowPrivate lets upstreams live on loopback, private and link-local
-	// addresses (PARLEY_ALLOW_PRIVATE_UPSTREAMS).
+	// AllowPrivate lets upstreams live on loopback and private addresses
+	// (PARLEY_ALLOW_PRIVATE_UPSTREAMS); link-local and metadata addresses
+	// stay refused whatever it says.
 	AllowPrivate bool
 	// OnRetry, when set, is told of each retry before its backoff, with
 	// the call's context: a retried call that then succeeds shows nowhere

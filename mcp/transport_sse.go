@@ -52,8 +52,6 @@ type sessionCount struct {
 	perUser map[string]int
 }
 
-// open counts a session of user, unless user holds max already.
-
 // sseCallsPerSession is how many requests an HTTP+SSE session may have
 // awaiting their responses; another is refused (429) until one is
 // answered. Its calls hold upstream connections, and the sessions' cap
@@ -61,6 +59,7 @@ type sessionCount struct {
 // with this one.
 const sseCallsPerSession = 64
 
+// open counts a session of user, unless user holds max already.
 func (c *sessionCount) open(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

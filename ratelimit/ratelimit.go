@@ -1,5 +1,6 @@
 // Package ratelimit implements domain.Limiter: fixed one-minute windows of
-// request and token counters per budget, and concurrent-stream slots per key.
+// request and token counters per budget, and concurrent-stream slots per
+// budget (an API key's, a project's).
 //
 // Memory keeps the counters in the process (one instance); Redis keeps them
 // in Redis so that every instance sharing the prefix shares the limits. The
@@ -139,8 +140,9 @@ func latestPastDebt(refused domain.Budget, budgets []domain.Budget, left time.Du
 // window returns the window (unix minute) of now and the time left until it
 // ends, at least one second.
 func window(now time.Time) (w int64, left time.Duration) {
-	w = now.Unix() / 60
-	left = time.Unix((w+1)*60, 0).Sub(now)
+	const secs = int64(Window / time.Second)
+	w = now.Unix() / secs
+	left = time.Unix((w+1)*secs, 0).Sub(now)
 	if left < time.Second {
 		left = time.Second
 	}

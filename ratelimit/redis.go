@@ -52,8 +52,14 @@ import (
 // Keys, under prefix P:
 //
 //	P{W}:req:<budget key>  requests of budget in window W (unix minute), EXPIRE 120s
-//	P{W}:tok:<budget key>  tokens of budget in window W, EXPIRE 120s
-//	Pstreams:<key>         open streams of key: a sorted set of slot ids, each
+//	P{W}:tok:<budget key>  tokens of budget in window W, EXPIRE 120s; what a
+//	                       window carried into W (debt, up to 60 windows on)
+//	                       also counts here, EXPIRE 120s plus a minute a window
+//	P{W}:res:<budget key>  tokens reserved by completions admitted in W and
+//	                       not yet settled, EXPIRE 120s
+//	P{W}:car:<budget key>  tokens W has carried into later windows, EXPIRE 120s
+//	Pstreams:<key>         open streams of a budget (a key's or a project's):
+//	                       a sorted set of slot ids, each
 //	                       scored by the end of its lease (Redis time, unix ms);
 //	                       PEXPIRE one lease, renewed with the slots
 //
@@ -100,7 +106,7 @@ type Redis struct {
 var _ domain.Limiter = (*Redis)(nil)
 
 const (
-	counterTTL         = 2 * Window // seconds a window's counters live
+	counterTTL         = 2 * Window // how long a window's counters live
 	defaultStreamLease = 60 * time.Second
 	warnEvery          = 10 * time.Second
 	releaseTTL         = 3 * time.Second // how long a release or a renewal may take

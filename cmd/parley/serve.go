@@ -91,10 +91,6 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	return nil
 }
 
-// printInitialAdminKey shows the admin key this start created, if any, on
-// stderr: the only time it is shown. `parley mcp` shows it too (stdout is
-// its protocol): a first start over stdio creates it as any first start
-// does, and no later start, of any command, shows it again.
 // closeApp closes a at exit, and logs what failed: the last usage
 // records not written, the database or Redis not closed cleanly.
 func closeApp(a *app.App, log *slog.Logger) {
@@ -103,6 +99,10 @@ func closeApp(a *app.App, log *slog.Logger) {
 	}
 }
 
+// printInitialAdminKey shows the admin key this start created, if any, on
+// stderr: the only time it is shown. `parley mcp` shows it too (stdout is
+// its protocol): a first start over stdio creates it as any first start
+// does, and no later start, of any command, shows it again.
 func printInitialAdminKey(stderr io.Writer, a *app.App) {
 	if a.InitialAdminKey != "" {
 		fmt.Fprintf(stderr, "\n  First start: created the admin API key (shown only this once):\n\n    %s\n\n  Use it as 'Authorization: Bearer <key>'.\n\n", a.InitialAdminKey)

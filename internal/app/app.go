@@ -288,11 +288,11 @@ func warnIfReadable(log *slog.Logger, path, what, why string) {
 	}
 }
 
-// Keyring loads the master key (and old ones) as the config says. sealed
+// keyring loads the master key (and old ones) as the config says. sealed
 // counts the stored provider keys by the id of the master key that sealed
 // them: a key file is not created while some of them are sealed under a
 // key that is not loaded, since a new key would open none of them.
-func Keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring, error) {
+func keyring(cfg Config, dialect string, sealed map[string]int) (*secret.Keyring, error) {
 	var older [][]byte
 	olderIDs := map[string]bool{}
 	for _, s := range cfg.OldSecretKeys {
@@ -400,7 +400,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	if err != nil {
 		return nil, err
 	}
-	kr, err := Keyring(cfg, st.Dialect(), sealed)
+	kr, err := keyring(cfg, st.Dialect(), sealed)
 	if err != nil {
 		return nil, err
 	}

@@ -1,7 +1,11 @@
-// Package wire holds what REST bodies and MCP tool arguments share on the
-// wire: strict JSON decoding whose errors name the field, OpenAI's stop
-// (a string or a list), and the ISO 8601 time format. It has no rules of
-// its own; those live in domain.
+// Package wire holds what the REST API and the MCP tools share on the
+// wire: strict JSON decoding whose errors name the field, with bounds on a
+// body's values and arrays before it is decoded (Bounded); the completion
+// request's fields and the debug object (completion.go); OpenAI's stop (a
+// string or a list) and the ISO 8601 time formats; the one table from
+// domain error kinds to HTTP statuses (status.go); the bearer key and the
+// 401's challenge (auth.go); and which browser origins may call
+// (origin.go). The rules of the resources themselves live in domain.
 package wire
 
 import (
