@@ -1049,3 +1049,36 @@ func TestStatelessTakesNoConversation(t *testing.T) {
 		t.Errorf("%d upstream calls, want none", n)
 	}
 }
+
+// TestSeedFieldsNamed: the fields by which seeds 000 and 001 send a
+// completion (sessionId, systemPrompt, projectId, provider) are 400s that
+// name the field Parley takes in their place, on both endpoints, and
+// nothing goes upstream.
+func TestSeedFieldsNamed(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	for _, tc := range []struct{ field, names string }{
+		{"sessionId", "conversationId"},
+		{"systemPrompt", "system"},
+		{"projectId", "aiProviderId"},
+		{"provider", "aiProviderId"},
+	} {
+		for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
+			body := map[string]any{"messages": []any{userMessage("hi")}, tc.field: "openai"}
+			if !strings.Contains(path, w.chat) {
+				body["aiProviderId"] = w.provider
+			}
+			r := h.call("POST", path, h.admin, body)
+			hint := "instead" // a stateless sessionId is TestStatelessTakesNoConversation's
+			if tc.field == "sessionId" && !strings.Contains(path, w.chat) {
+				hint = "POST /api/v1/chats/{chatId}/completions"
+			}
+			if r.Status != 400 || r.ErrorField() != tc.field || !strings.Contains(r.ErrorMessage(), tc.names) || !strings.Contains(r.ErrorMessage(), hint) {
+				t.Errorf("%s to %s = %d %s, want a 400 naming %s", tc.field, path, r.Status, r.Body, tc.names)
+			}
+		}
+	}
+	if n := h.up.Count(); n != 0 {
+		t.Errorf("%d upstream calls, want none", n)
+	}
+}

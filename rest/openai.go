@@ -29,12 +29,28 @@ var openAIOnly = map[string]bool{
 	"safety_identifier": true, "prompt_cache_key": true, "verbosity": true, "functions": true, "function_call": true,
 }
 
+// seedFields are the fields by which seeds 000 and 001 send a completion
+// and Parley takes under another name or not at all, with what to send
+// instead (a stateless completion's sessionId is keepsNoConversation's).
+var seedFields = map[string]string{
+	"sessionId": "send conversationId instead, the one the conversation's first completion answered (in its body, or its stream's first chunk)",
+	"systemPrompt": "send a message of role system first in messages instead, which replaces the chat's systemMessage for this call " +
+		"(stateless: systemMessage does too)",
+	"projectId": "a completion runs in its chat's project (stateless: in the project of the AI provider named by aiProviderId instead)",
+	"provider": "a completion runs on its chat's AI provider (stateless: name one by aiProviderId instead; " +
+		"GET /api/v1/ai-providers?projectId=... lists a project's)",
+}
+
 // bindCompletion is bind for a completion request.
 func (s *Server) bindCompletion(c *echo.Context, v any) error {
 	err := s.bind(c, v)
 	if de, ok := errors.AsType[*domain.Error](err); ok && de.Kind == domain.Invalid {
-		if f, _ := de.Details["field"].(string); openAIOnly[f] {
+		f, _ := de.Details["field"].(string)
+		if openAIOnly[f] {
 			return domain.Invalidf(f, "%s is an OpenAI parameter that Parley does not take; leave it out", f)
+		}
+		if fix, ok := seedFields[f]; ok { // none of them is a field here
+			return domain.Invalidf(f, "%s is not taken here: %s", f, fix)
 		}
 	}
 	return err
