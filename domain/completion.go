@@ -462,15 +462,21 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		return nil, err
 	}
 	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
-	// err is the named result: the deferred release must see every error
-	// the function returns.
+	// The plan's claims go back unless it is returned: on an error, and
+	// on a panic (which REST and MCP recover), whose claims would else
+	// refuse the conversation and the key until a restart.
+	planned := false
 	defer func() {
-		if err != nil {
+		if !planned {
 			pl.release()
 		}
 	}()
-	if err = s.planReplay(ctx, pl, in); err != nil || pl.replay != nil {
-		return pl, err
+	if err = s.planReplay(ctx, pl, in); err != nil {
+		return nil, err
+	}
+	if pl.replay != nil {
+		planned = true
+		return pl, nil
 	}
 	if in.ConversationID != "" {
 		err = s.planContinuation(ctx, pl, in.ConversationID)
@@ -487,6 +493,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		return nil, Wrap("completions.ForChat", err)
 	}
 	pl.model = firstNonEmpty(in.Model, chat.Model, pl.provider.DefaultModel)
+	planned = true
 	return pl, nil
 }
 
@@ -1073,19 +1080,25 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 	}
 	// The stream slots first: Allow counts the request, and a request
 	// refused for want of a slot runs no completion, so it must count
-	// against no budget. A request refused gives the slots it took back.
+	// against no budget. A request refused gives the slots it took back,
+	// as does one whose admission panicked.
 	var releases []func()
 	release := func() {
 		for _, r := range releases {
 			r()
 		}
 	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			release()
+		}
+	}()
 	var slots []Quota
 	if stream {
 		for _, sl := range streamSlots(l, p) {
 			r, q, err := s.deps.Limiter.Acquire(ctx, sl)
 			if err != nil {
-				release()
 				return admission{}, nil, none, err
 			}
 			releases = append(releases, r)
@@ -1102,14 +1115,14 @@ func (s *Completions) admit(ctx context.Context, projectID string, p Principal, 
 			reserve = reserveFor(req) // a pass over the prompt: only where it counts
 		}
 		if quotas, adm.reserved, err = s.deps.Limiter.Allow(ctx, adm.budgets, reserve); err != nil {
-			release()
 			return admission{}, nil, none, err
 		}
-		admitted := time.Now()
+		now := time.Now()
 		for i := range quotas {
-			quotas[i].At = admitted
+			quotas[i].At = now
 		}
 	}
+	admitted = true
 	return adm, append(quotas, slots...), release, nil
 }
 
