@@ -502,3 +502,23 @@ func TestSSESessionCallsAreBounded(t *testing.T) {
 		w.send(t, obj{"jsonrpc": "2.0", "method": "notifications/cancelled", "params": obj{"requestId": id}})
 	}
 }
+
+// TestStdioCountsOnlyRequestsMcpGoAnswers: over stdio a request whose
+// jsonrpc is no string is answered by mcp-go with id null, which settles
+// nothing, so it is not counted as awaiting a response (the shutdown waits
+// for those); a request of a string version is.
+func TestStdioCountsOnlyRequestsMcpGoAnswers(t *testing.T) {
+	pending := &pendingResponses{}
+	for _, msg := range []string{`{"jsonrpc":2,"id":1,"method":"ping"}`, `{"jsonrpc":{},"id":2,"method":"tools/list"}`} {
+		if !watchRequests(pending, []byte(msg)) {
+			t.Errorf("%s kept from mcp-go, want it passed on (mcp-go answers it)", msg)
+		}
+	}
+	if n := len(pending.sessions[stdioSession]); n != 0 {
+		t.Errorf("%d requests awaiting a response, want none", n)
+	}
+	watchRequests(pending, []byte(`{"jsonrpc":"2.0","id":3,"method":"ping"}`))
+	if n := len(pending.sessions[stdioSession]); n != 1 {
+		t.Errorf("%d requests awaiting a response after a valid one, want 1", n)
+	}
+}

@@ -151,8 +151,8 @@ func TestCancelOnlyByAWellFormedNotification(t *testing.T) {
 // Parley's SDK serves as such takes, and a request id that is not a string
 // or an integer, which MCP forbids (or an integer whose answer could not
 // be matched to it, which held an SSE session's end), are refused with a 400 and JSON-RPC's
-// "invalid request", over streamable HTTP and HTTP+SSE alike, as is a
-// method that is no string. mcp-go took
+// "invalid request", over streamable HTTP and HTTP+SSE alike, as are a
+// method and a jsonrpc version that are no string. mcp-go took
 // the batch for a parse error, answered a null id with nothing, echoed the
 // others, and never answered 1e400 (its SSE session then waited for it).
 func TestInvalidMessagesRefused(t *testing.T) {
@@ -169,6 +169,10 @@ func TestInvalidMessagesRefused(t *testing.T) {
 		// A method that is no string is valid JSON, which mcp-go called
 		// not JSON.
 		`{"jsonrpc":"2.0","id":1,"method":5}`, `{"jsonrpc":"2.0","method":{"name":"ping"}}`,
+		// A version that is no string: mcp-go answered a parse error with
+		// id null, so the request waited for a response, an HTTP+SSE
+		// session's 64 places filled, and its end held the shutdown.
+		`{"jsonrpc":2,"id":1,"method":"ping"}`, `{"jsonrpc":null,"id":"x","method":"tools/list"}`,
 	} {
 		for _, path := range []string{"/mcp", sse} {
 			res, got := r.postTo(path, body)

@@ -116,10 +116,13 @@ func serveUntilShutdown(h http.Handler, w http.ResponseWriter, r *http.Request) 
 // request has a method and an id, a response an id and no method, a
 // notification no id.
 type jsonRPCMessage struct {
-	ID     json.RawMessage `json:"id"`
-	Method string          `json:"-"`      // RawMethod's string, or ""
-	Result *present        `json:"result"` // nil when absent or null
-	Error  *present        `json:"error"`  // nil when absent or null
+	// Version is jsonrpc as sent: mcp-go cannot read a message whose
+	// version is no string at all.
+	Version json.RawMessage `json:"jsonrpc"`
+	ID      json.RawMessage `json:"id"`
+	Method  string          `json:"-"`      // RawMethod's string, or ""
+	Result  *present        `json:"result"` // nil when absent or null
+	Error   *present        `json:"error"`  // nil when absent or null
 
 	// RawMethod is the method as sent, which may be no string: mcp-go
 	// takes such a message for one that is not JSON.
@@ -146,6 +149,11 @@ func invalidMessage(msg []byte, m jsonRPCMessage) string {
 	}
 	if len(m.RawMethod) > 0 && m.RawMethod[0] != '"' && string(m.RawMethod) != "null" {
 		return "method must be a string, such as \"tools/call\""
+	}
+	if len(m.Version) > 0 && m.Version[0] != '"' {
+		// mcp-go answers it as a message that is not JSON, with no id:
+		// nothing would answer the request it is.
+		return "jsonrpc must be the string \"2.0\""
 	}
 	if m.ID == nil {
 		return "" // not JSON (mcp-go says so), or a notification

@@ -142,7 +142,9 @@ const stdioSession = ""
 // itself (see cancel.go).
 func watchRequests(pending *pendingResponses, msg []byte) bool {
 	if m, ok := readJSONRPC(msg); ok {
-		if m.Method != "" {
+		if m.Method != "" && (len(m.Version) == 0 || m.Version[0] == '"') {
+			// (mcp-go answers a version that is no string with id null:
+			// no response would settle it.)
 			pending.add(stdioSession, idKey(m.ID))
 		}
 		return true
