@@ -212,12 +212,31 @@ func serveStdio(ctx, forceStop context.Context, args []string, stdin io.Reader, 
 			return p, err
 		}
 	}
-	err = mcp.ServeStdio(session, srv, caller, e.MaxBodyBytes, stdin, stdout, log)
+	served := make(chan error, 1)
+	go func() { served <- mcp.ServeStdio(session, srv, caller, e.MaxBodyBytes, stdin, stdout, log) }()
+	select {
+	case err = <-served:
+	case <-session.Done():
+		// Ended by a signal, the session returns once its last results
+		// are written, which an agent that no longer reads its output
+		// never lets happen: the exit, and the last usage records, would
+		// wait for ever.
+		select {
+		case err = <-served:
+		case <-time.After(stdioUnreadWait):
+			log.Warn("exiting with MCP responses unsent: the agent is not reading parley mcp's output", "waited", stdioUnreadWait.String())
+			return nil
+		}
+	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, io.EOF) {
 		return nil
 	}
 	return err
 }
+
+// stdioUnreadWait is how long `parley mcp`, once its session ended, waits
+// for the agent to read its last responses before it exits without them.
+const stdioUnreadWait = 5 * time.Second
 
 // newHTTPServer is the server of `parley serve`. Streams live until they
 // finish, the client leaves or PARLEY_MAX_STREAM_DURATION ends them, so it

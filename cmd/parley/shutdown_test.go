@@ -1286,3 +1286,37 @@ func TestShutdownEndsAStalledRequestWith503(t *testing.T) {
 		t.Errorf("no warning of the request the shutdown ended:\n%s", f.stderr.String())
 	}
 }
+
+// TestStdioShutdownWhileTheAgentReadsNothing: an agent that stopped
+// reading `parley mcp`'s output (a response larger than the pipe holds
+// blocks its write) held the exit after SIGTERM for ever, and with it the
+// last usage records. The exit waits a few seconds past the grace, then
+// leaves the unread responses, says so, and flushes usage.
+func TestStdioShutdownWhileTheAgentReadsNothing(t *testing.T) {
+	f := serveWithChat(t)
+	dir, chat := f.dir, f.chat
+	f.stop(t)
+
+	cmd, stdin, _ := startStdio(t, dir, "PARLEY_SHUTDOWN_GRACE=1s")
+	defer stdin.Close()
+	before := f.up.Count()
+	// tools/list answers about 80 KB, past a pipe's 64 KiB: nothing reads it.
+	sendStdio(t, stdin, stdioChatCall(2, chat, "quick"), `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`,
+		`{"jsonrpc":"2.0","id":4,"method":"tools/list"}`)
+	for deadline := time.Now().Add(10 * time.Second); f.up.Count() < before+1; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the call never reached the upstream")
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // its result written, or blocked behind the lists
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitStdioExit(t, cmd, "SIGTERM with the output unread")
+	if logs := cmd.Stderr.(*logtest.Buffer).String(); !strings.Contains(logs, "responses unsent") {
+		t.Errorf("no warning of the unsent responses in the log:\n%s", logs)
+	}
+	if outcomes := chatOutcomes(t, sqliteIn(dir), chat); !slices.Equal(outcomes, []string{"ok"}) {
+		t.Errorf("usage of the call: %v, want [ok] (flushed at exit)", outcomes)
+	}
+}
