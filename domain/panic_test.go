@@ -52,38 +52,13 @@ func (discardEmitter) Delta(domain.Delta) error          { return nil }
 // 500) is recorded, outcome error, its tokens estimated, and the panic
 // goes on to the caller.
 func TestPanicUpstreamRecordsUsage(t *testing.T) {
-	authz, err := policy.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	kr, err := secret.NewKeyring(make([]byte, 32))
-	if err != nil {
-		t.Fatal(err)
-	}
 	usage := &recorded{}
-	svcs := domain.NewServices(domain.Deps{Store: dbtest.SQLite(t), Authz: authz, Sealer: kr, LLM: panickingLLM{}, Usage: usage,
-		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	admin, err := svcs.Users.LocalAdmin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := domain.WithPrincipal(context.Background(), admin)
-	p, err := svcs.Projects.Create(ctx, domain.ProjectCreate{Name: "p"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := svcs.Providers.Create(ctx, domain.ProviderCreate{ProjectID: p.ID, Name: "fake", Type: domain.ProviderOpenAICompatible,
-		BaseURL: "http://127.0.0.1:1/v1", DefaultModel: "m", APIKey: "sk-test-0123456789abcdef"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	svcs, ctx, _, prov, _ := panicWorld(t, domain.Deps{Store: dbtest.SQLite(t), LLM: panickingLLM{}, Usage: usage})
 	hi := "hi"
-	var recovered any
-	func() {
-		defer func() { recovered = recover() }()
+	recovered := recoverFrom(func() {
 		_, _ = svcs.Completions.Stateless(ctx, domain.StatelessCompletion{AIProviderID: prov.ID,
 			CompletionParams: domain.CompletionParams{Messages: []domain.InputMessage{{Role: domain.RoleUser, Content: &hi}}}}, discardEmitter{})
-	}()
+	})
 	if recovered != "a fault in an adapter" {
 		t.Errorf("recovered %v, want the panic passed on", recovered)
 	}
@@ -134,9 +109,10 @@ func (l *panickingLimiter) Allow(ctx context.Context, b []domain.Budget, reserve
 	return l.Limiter.Allow(ctx, b, reserve)
 }
 
-// panicWorld is services over st and lim, with a project, its provider
-// and a chat, and the local admin's context.
-func panicWorld(t *testing.T, st domain.Store, lim domain.Limiter) (*domain.Services, context.Context, *domain.Project, *domain.AIProvider, *domain.Chat) {
+// panicWorld is services over deps (an answering LLM and a discarding
+// usage recorder where it names none), with a project, its provider and a
+// chat, and the local admin's context.
+func panicWorld(t *testing.T, deps domain.Deps) (*domain.Services, context.Context, *domain.Project, *domain.AIProvider, *domain.Chat) {
 	t.Helper()
 	authz, err := policy.New()
 	if err != nil {
@@ -146,8 +122,15 @@ func panicWorld(t *testing.T, st domain.Store, lim domain.Limiter) (*domain.Serv
 	if err != nil {
 		t.Fatal(err)
 	}
-	svcs := domain.NewServices(domain.Deps{Store: st, Authz: authz, Sealer: kr, LLM: answeringLLM{}, Usage: &recorded{}, Limiter: lim,
-		AllowPrivateUpstreams: true, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	deps.Authz, deps.Sealer, deps.AllowPrivateUpstreams = authz, kr, true
+	deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	if deps.LLM == nil {
+		deps.LLM = answeringLLM{}
+	}
+	if deps.Usage == nil {
+		deps.Usage = &recorded{}
+	}
+	svcs := domain.NewServices(deps)
 	admin, err := svcs.Users.LocalAdmin(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -182,7 +165,7 @@ func recoverFrom(f func()) (r any) {
 // conversation's next turn, run rather than answer 409 until a restart.
 func TestPanicInPlanningReleasesClaims(t *testing.T) {
 	st := &panickingStore{Store: dbtest.SQLite(t)}
-	svcs, ctx, _, _, chat := panicWorld(t, st, nil)
+	svcs, ctx, _, _, chat := panicWorld(t, domain.Deps{Store: st})
 	hi := "hi"
 	params := domain.CompletionParams{Messages: []domain.InputMessage{{Role: domain.RoleUser, Content: &hi}}}
 	first, err := svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: chat.ID, CompletionParams: params}, nil)
@@ -208,7 +191,7 @@ func TestPanicInPlanningReleasesClaims(t *testing.T) {
 // after it took the project's one stream slot gives the slot back.
 func TestPanicInAdmissionReleasesSlots(t *testing.T) {
 	lim := &panickingLimiter{Limiter: ratelimit.NewMemory()}
-	svcs, ctx, p, prov, _ := panicWorld(t, dbtest.SQLite(t), lim)
+	svcs, ctx, p, prov, _ := panicWorld(t, domain.Deps{Store: dbtest.SQLite(t), Limiter: lim})
 	if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{RequestsPerMinute: 1000, ConcurrentStreams: 1}); err != nil {
 		t.Fatal(err)
 	}
