@@ -34,6 +34,21 @@ type Metrics struct {
 	toolLatency *prometheus.HistogramVec
 	retained    *prometheus.CounterVec
 	retries     *prometheus.CounterVec
+
+	// requestSeries caches ObserveRequest's children by requestKey:
+	// WithLabelValues hashes and compares every label at each call. Its
+	// labels are bounded (routes, methods and statuses).
+	requestSeries sync.Map
+}
+
+type requestKey struct {
+	route, method string
+	status        int
+}
+
+type requestSeries struct {
+	requests prometheus.Counter
+	latency  prometheus.Observer
 }
 
 // Histogram buckets, in seconds. An API request that is not a completion
@@ -110,8 +125,17 @@ func (m *Metrics) UpstreamRetried(provider, reason string) {
 // ObserveRequest records one HTTP request by its route pattern (never the
 // raw path, which would carry ids).
 func (m *Metrics) ObserveRequest(route, method string, status int, d time.Duration) {
-	m.requests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
-	m.latency.WithLabelValues(route, method).Observe(d.Seconds())
+	k := requestKey{route, method, status}
+	v, ok := m.requestSeries.Load(k)
+	if !ok {
+		v, _ = m.requestSeries.LoadOrStore(k, &requestSeries{
+			requests: m.requests.WithLabelValues(route, method, strconv.Itoa(status)),
+			latency:  m.latency.WithLabelValues(route, method),
+		})
+	}
+	s := v.(*requestSeries)
+	s.requests.Inc()
+	s.latency.Observe(d.Seconds())
 }
 
 // ToolCalled records one MCP tool call: its tool (one of those registered;
@@ -176,7 +200,7 @@ func (l limiter) count(err error) error {
 // Recorder returns a domain.UsageRecorder that observes every completion
 // and hands the record on to next.
 func (m *Metrics) Recorder(next domain.UsageRecorder) domain.UsageRecorder {
-	return &recorder{m: m, next: next, models: map[string]bool{}, answeredAs: map[string]string{}}
+	return &recorder{m: m, next: next, models: map[string]bool{}, answeredAs: map[string]string{}, series: map[completionKey]*completionSeries{}}
 }
 
 // maxModels bounds the model label: callers choose model names, and each
@@ -193,6 +217,47 @@ type recorder struct {
 	// version), so that its failures, which bear only the name asked for,
 	// count under the same label as its successes.
 	answeredAs map[string]string
+	// series caches Record's children by their labels (bounded by
+	// maxModels), as requestSeries does.
+	series map[completionKey]*completionSeries
+}
+
+type completionKey struct {
+	route, provider, model, outcome string
+	stream                          bool
+}
+
+type completionSeries struct {
+	completions, prompt, completion prometheus.Counter
+	latency                         prometheus.Observer
+	ttft                            prometheus.Observer // made by the first stream to observe it, as before
+}
+
+// seriesOf returns the children of k's labels.
+func (r *recorder) seriesOf(k completionKey) *completionSeries {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := r.series[k]
+	if s == nil {
+		s = &completionSeries{
+			completions: r.m.completions.WithLabelValues(k.route, k.provider, k.model, k.outcome, strconv.FormatBool(k.stream)),
+			latency:     r.m.compLatency.WithLabelValues(k.route, k.provider, k.model, k.outcome),
+			prompt:      r.m.tokens.WithLabelValues(k.provider, k.model, "prompt"),
+			completion:  r.m.tokens.WithLabelValues(k.provider, k.model, "completion"),
+		}
+		r.series[k] = s
+	}
+	return s
+}
+
+// ttftOf returns s's time-to-first-token child, making it the first time.
+func (r *recorder) ttftOf(s *completionSeries, k completionKey) prometheus.Observer {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s.ttft == nil {
+		s.ttft = r.m.ttft.WithLabelValues(k.route, k.provider, k.model, k.outcome)
+	}
+	return s.ttft
 }
 
 // model is the label of a completion's model: its name once a completion
@@ -252,16 +317,16 @@ func completionRoute(rec domain.UsageRecord) string {
 }
 
 func (r *recorder) Record(ctx context.Context, rec domain.UsageRecord) {
-	route, provider, outcome := completionRoute(rec), string(rec.ProviderType), string(rec.Outcome)
-	model := r.model(rec)
-	r.m.completions.WithLabelValues(route, provider, model, outcome, strconv.FormatBool(rec.Stream)).Inc()
-	r.m.compLatency.WithLabelValues(route, provider, model, outcome).Observe(rec.Latency.Seconds())
+	k := completionKey{completionRoute(rec), string(rec.ProviderType), r.model(rec), string(rec.Outcome), rec.Stream}
+	s := r.seriesOf(k)
+	s.completions.Inc()
+	s.latency.Observe(rec.Latency.Seconds())
 	// Only a stream's first byte is its first token: a whole reply's comes
 	// once the reply is written, and would read as a slow first token.
 	if rec.Stream && rec.TimeToFirst > 0 {
-		r.m.ttft.WithLabelValues(route, provider, model, outcome).Observe(rec.TimeToFirst.Seconds())
+		r.ttftOf(s, k).Observe(rec.TimeToFirst.Seconds())
 	}
-	r.m.tokens.WithLabelValues(provider, model, "prompt").Add(float64(rec.Usage.PromptTokens))
-	r.m.tokens.WithLabelValues(provider, model, "completion").Add(float64(rec.Usage.CompletionTokens))
+	s.prompt.Add(float64(rec.Usage.PromptTokens))
+	s.completion.Add(float64(rec.Usage.CompletionTokens))
 	r.next.Record(ctx, rec)
 }
