@@ -338,7 +338,7 @@ func withReasoningExtra(calls []domain.ToolCall, member, reasoning string) {
 // and only when it holds the name.
 func wholeReplyExtras(ex *exchange, n int) [][]byte {
 	out := make([][]byte, n)
-	if n == 0 || ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"extra_content"`)) {
+	if n == 0 || ex.body == nil || !ex.body.holds("extra_content") {
 		return out
 	}
 	var reply struct {
@@ -389,7 +389,7 @@ func choiceError(ex *exchange) string {
 // choices, its first choice's (choiceError) or its own; "" when there is
 // none or the body was not kept (see keptChoice).
 func replyError(ex *exchange) string {
-	if msg := choiceError(ex); msg != "" || ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"error"`)) {
+	if msg := choiceError(ex); msg != "" || ex.body == nil || !ex.body.holds("error") {
 		return msg
 	}
 	return bodyMessage(ex.body.all)
@@ -400,12 +400,14 @@ func replyError(ex *exchange) string {
 // another base URL (exchange.keepBody), for what go-openai's types drop; only when the
 // body holds member's name, else (or when it has no choice) a zero C.
 func keptChoice[C any](ex *exchange, member string) C {
+	var zero C
+	if ex.body == nil || !ex.body.holds(member) {
+		return zero // before reply, which escapes to the heap
+	}
 	var reply struct {
 		Choices []C `json:"choices"`
 	}
-	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"`+member+`"`)) ||
-		jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
-		var zero C
+	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil || len(reply.Choices) == 0 {
 		return zero
 	}
 	return reply.Choices[0]
@@ -893,13 +895,15 @@ type wireUsage struct {
 // another base URL (exchange.keepBody), which go-openai's Usage drops: 0
 // without it.
 func keptCacheHits(ex *exchange) int64 {
+	if ex.body == nil || !ex.body.holds("prompt_cache_hit_tokens") {
+		return 0 // before reply, which escapes to the heap
+	}
 	var reply struct {
 		Usage struct {
 			PromptCacheHitTokens int64 `json:"prompt_cache_hit_tokens"`
 		} `json:"usage"`
 	}
-	if ex.body == nil || !bytes.Contains(ex.body.all, []byte(`"prompt_cache_hit_tokens"`)) ||
-		jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil {
+	if jsonv2.Unmarshal(ex.body.all, &reply, lenient) != nil {
 		return 0
 	}
 	return reply.Usage.PromptCacheHitTokens

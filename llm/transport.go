@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptrace"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -504,6 +505,11 @@ type capReader struct {
 	all   []byte // with keepAll, the whole body read so far
 	quiet quietWatch
 
+	// names is which of keptNames all holds, quoted (see holds), found in
+	// one pass over its first namesLen bytes.
+	names    uint8
+	namesLen int
+
 	keepAll bool
 }
 
@@ -550,6 +556,40 @@ func (r *capReader) Read(p []byte) (int, error) {
 		r.cut = err != io.EOF
 	}
 	return n, err
+}
+
+// keptNames are the member names a kept body is looked for, each before
+// decoding it again for what go-openai's types drop (see keptChoice).
+var keptNames = [...]string{"reasoning", "reasoning_details", "error", "prompt_cache_hit_tokens", "extra_content"}
+
+// holds says whether the kept body holds name between quotes, as
+// bytes.Contains(r.all, `"name"`) would: for keptNames, from one pass over
+// the body that looks at the bytes after each quote, made again only if the
+// body grew since.
+func (r *capReader) holds(name string) bool {
+	k := slices.Index(keptNames[:], name)
+	if k < 0 {
+		return bytes.Contains(r.all, []byte(`"`+name+`"`))
+	}
+	if r.namesLen != len(r.all) {
+		r.names, r.namesLen = 0, len(r.all)
+		for b := r.all; ; {
+			i := bytes.IndexByte(b, '"')
+			if i < 0 {
+				break
+			}
+			b = b[i+1:]
+			if len(b) == 0 {
+				break
+			}
+			for j, n := range keptNames {
+				if len(b) > len(n) && b[len(n)] == '"' && string(b[:len(n)]) == n {
+					r.names |= 1 << j
+				}
+			}
+		}
+	}
+	return r.names&(1<<k) != 0
 }
 
 // bodyCut says whether a whole reply's body was lost on its way: it went
