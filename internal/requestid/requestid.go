@@ -102,18 +102,22 @@ type handler struct{ slog.Handler }
 
 func (h handler) Handle(ctx context.Context, r slog.Record) error {
 	if req, ok := ctx.Value(key{}).(*request); ok {
-		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-		nr.AddAttrs(slog.String("request_id", req.id))
+		// The attributes are gathered first and added at once: each
+		// AddAttrs past a record's first five grows its slice again.
+		var buf [16]slog.Attr
+		attrs := append(buf[:0], slog.String("request_id", req.id))
 		if user := req.user.Load(); user != nil {
-			nr.AddAttrs(slog.String("user_id", *user))
+			attrs = append(attrs, slog.String("user_id", *user))
 		}
 		req.mu.Lock()
-		nr.AddAttrs(req.attrs...)
+		attrs = append(attrs, req.attrs...)
 		req.mu.Unlock()
 		r.Attrs(func(a slog.Attr) bool {
-			nr.AddAttrs(a)
+			attrs = append(attrs, a)
 			return true
 		})
+		nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+		nr.AddAttrs(attrs...)
 		r = nr
 	}
 	return h.Handler.Handle(ctx, r)
