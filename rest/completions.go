@@ -305,6 +305,11 @@ type stream struct {
 	// textChunk is the JSON of a text delta's chunk before the text:
 	// the same for every chunk of the stream, so it is encoded once.
 	textChunk []byte
+	// plainHead, when the chunk's id and model are plain (see plain), is
+	// how much of textChunk every chunk of one choice without tool calls
+	// starts with, up to the delta's opening brace: the first and the
+	// finishing chunk are written from it, as the encoder would write them.
+	plainHead int
 
 	// A client that keeps its connection but stops reading blocks a write
 	// for as long as it likes, and with it the stream: the upstream call
@@ -330,6 +335,17 @@ func (s *Server) stallAfter() time.Duration { return slowclient.StallAfter(s.cfg
 func appendQuote(b []byte, s string) []byte {
 	b, _ = jsontext.AppendQuote(b, s)
 	return b
+}
+
+// plain says whether s is written as itself between quotes, by the
+// encoder and by appendQuote alike: printable ASCII without '"' or '\\'.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // textChunkEnd closes a text delta's chunk after its text.
@@ -463,7 +479,26 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	}
 	st.textChunk = fmt.Appendf(nil, `{"id":%s,"object":"chat.completion.chunk","created":%d,"model":%s,"choices":[{"index":0,"delta":{"content":`,
 		appendQuote(nil, meta.MessageID), meta.Created.Unix(), appendQuote(nil, meta.Model))
+	st.plainHead = 0
+	if plain(meta.MessageID) && plain(meta.Model) {
+		st.plainHead = len(st.textChunk) - len(`"content":`)
+	}
 	st.openLocked()
+	if st.plainHead > 0 && plain(meta.ConversationID) {
+		b := st.buf.AvailableBuffer()
+		b = append(b, "data: "...)
+		b = append(b, st.textChunk[:st.plainHead]...)
+		b = append(b, `"role":"assistant","content":""},"finish_reason":null}]`...)
+		if meta.MessageID != "" {
+			b = append(append(append(b, `,"messageId":"`...), meta.MessageID...), '"')
+		}
+		if meta.ConversationID != "" {
+			b = append(append(append(b, `,"conversationId":"`...), meta.ConversationID...), '"')
+		}
+		b = append(b, "}\n\n"...)
+		st.buf.Write(b)
+		return nil
+	}
 	empty := ""
 	first := st.chunk()
 	first.Choices = []chunkChoice{{Delta: chunkDelta{Role: "assistant", Content: &empty}}}
@@ -625,13 +660,23 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 		return nil
 	}
 	reason := out.FinishReason
-	last := st.chunk()
-	last.Choices = []chunkChoice{{Delta: chunkDelta{}, FinishReason: &reason}}
+	var lastErr error
+	if st.plainHead > 0 && plain(reason) {
+		b := st.buf.AvailableBuffer()
+		b = append(b, "data: "...)
+		b = append(b, st.textChunk[:st.plainHead]...)
+		b = append(append(append(b, `},"finish_reason":"`...), reason...), `"}]}`+"\n\n"...)
+		st.buf.Write(b)
+	} else {
+		last := st.chunk()
+		last.Choices = []chunkChoice{{Delta: chunkDelta{}, FinishReason: &reason}}
+		lastErr = st.add(last)
+	}
 	usage := st.chunk()
 	usage.Choices = []chunkChoice{}
 	u := toOpenAIUsage(out.Usage)
 	usage.Usage, usage.Debug = &u, wire.DebugOf(out.Debug)
-	if st.add(last) == nil && st.add(usage) == nil {
+	if lastErr == nil && st.add(usage) == nil {
 		st.buf.WriteString(doneEvent)
 	}
 	_ = st.write()
