@@ -1066,9 +1066,10 @@ func reserveFor(req LLMRequest) int {
 
 // admit applies the project's limits to a completion: requests and tokens
 // per minute for the project and for the caller's key, and open streams
-// for the project and for the key. It returns the budgets to count the completion's tokens
-// against with what req reserved of them, what is left of each limit that
-// admitted it (see Emitter), and a release for the stream slot.
+// for the project and for the key. It returns the budgets to count the
+// completion's tokens against with what req reserved of them, what is
+// left of each limit that admitted it (see Emitter), and a release for
+// the stream slots.
 func (s *Completions) admit(ctx context.Context, projectID string, p Principal, req LLMRequest, stream bool) (admission, []Quota, func(), error) {
 	none := func() {}
 	if s.deps.Limiter == nil {
