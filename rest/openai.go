@@ -159,8 +159,10 @@ func (f *completionFields) ToDomain() (domain.CompletionParams, error) {
 			m.ToolCalls = m.OpenAIToolCalls
 			f.sent[at("toolCalls")] = spelling{at("tool_calls"), openAIs}
 		}
-		if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
-			return domain.CompletionParams{}, err
+		if m.OpenAIToolCallID != "" { // else either does nothing: no names to format
+			if err := either(f.sent, &m.ToolCallID, at("toolCallId"), m.OpenAIToolCallID, at("tool_call_id")); err != nil {
+				return domain.CompletionParams{}, err
+			}
 		}
 		if m.ReasoningContent != "" && len(m.ToolCalls) > 0 && domain.ExtraReasoning(m.ToolCalls[0].ExtraContent) == "" {
 			// A reply that called tools goes back with its reasoning, in
