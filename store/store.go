@@ -38,9 +38,6 @@ import (
 	"github.com/parleyhq/parley/migrations"
 )
 
-// DefaultSQLitePath is where data lives when no database URL is given.
-const DefaultSQLitePath = "data/parley.db"
-
 // Dialects a Store can speak; Dialect returns one of them.
 const (
 	Postgres = migrations.Postgres
@@ -96,7 +93,8 @@ var (
 // Open connects to the database named by dsn and checks that it answers:
 //
 //   - "postgres://..." or "postgresql://...": PostgreSQL;
-//   - "": SQLite at DefaultSQLitePath;
+//   - "" (or "sqlite:" alone): an error, since the default database's
+//     place is the server's to choose (app.Config.DSN);
 //   - "sqlite:PATH" (or "sqlite://PATH"), or any other string, taken as a
 //     file path: SQLite at PATH, creating its directory. ":memory:" is a
 //     private database that lasts until Close (in a temporary directory,
@@ -365,7 +363,7 @@ func sqlitePath(dsn string) (path, query string, err error) {
 		path = strings.TrimPrefix(rest, "//")
 	}
 	if path == "" {
-		path = DefaultSQLitePath
+		return "", "", errors.New("store: no database named: give a PostgreSQL URL or a SQLite file's path")
 	}
 	q := url.Values{}
 	if p, raw, ok := strings.Cut(path, "?"); ok {

@@ -2149,6 +2149,26 @@ func TestOpenSQLiteErrorNamesThePath(t *testing.T) {
 	}
 }
 
+// TestOpenNamesNoDefault: a DSN that names no database is refused, in
+// the directory the test runs in too, where a default path would have
+// made ./data/parley.db: where the default database lives is the
+// server's choice (app.Config.DSN), not the store's.
+func TestOpenNamesNoDefault(t *testing.T) {
+	t.Chdir(t.TempDir())
+	for _, dsn := range []string{"", "sqlite:", "sqlite://"} {
+		s, err := store.Open(ctx(), dsn)
+		if err == nil {
+			s.Close()
+			t.Errorf("Open(%q) opened a database", dsn)
+		} else if !strings.Contains(err.Error(), "no database named") {
+			t.Errorf("Open(%q) = %v, want it to say no database is named", dsn, err)
+		}
+	}
+	if _, err := os.Stat("data"); !os.IsNotExist(err) {
+		t.Errorf("a data directory was made (%v)", err)
+	}
+}
+
 // TestMigrateDownOverDuplicateMessageIDs: since 00005 (00004 on SQLite) a
 // message id is no key, so two messages may share one (written by hand;
 // Parley's ids do not collide). Rolling back, which makes id the key
