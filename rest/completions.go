@@ -348,6 +348,13 @@ func plain(s string) bool {
 	return true
 }
 
+// plainEvent begins a data event in st.buf's free space with the chunk's
+// JSON up to its delta's members (see plainHead), for the caller to end
+// and Write.
+func (st *stream) plainEvent() []byte {
+	return append(append(st.buf.AvailableBuffer(), "data: "...), st.textChunk[:st.plainHead]...)
+}
+
 // textChunkEnd closes a text delta's chunk after its text.
 const textChunkEnd = `},"finish_reason":null}]}`
 
@@ -485,9 +492,7 @@ func (st *stream) Start(meta domain.CompletionMeta) error {
 	}
 	st.openLocked()
 	if st.plainHead > 0 && plain(meta.ConversationID) {
-		b := st.buf.AvailableBuffer()
-		b = append(b, "data: "...)
-		b = append(b, st.textChunk[:st.plainHead]...)
+		b := st.plainEvent()
 		b = append(b, `"role":"assistant","content":""},"finish_reason":null}]`...)
 		if meta.MessageID != "" {
 			b = append(append(append(b, `,"messageId":"`...), meta.MessageID...), '"')
@@ -662,10 +667,7 @@ func (st *stream) finish(out *domain.Completion, err error) error {
 	reason := out.FinishReason
 	var lastErr error
 	if st.plainHead > 0 && plain(reason) {
-		b := st.buf.AvailableBuffer()
-		b = append(b, "data: "...)
-		b = append(b, st.textChunk[:st.plainHead]...)
-		b = append(append(append(b, `},"finish_reason":"`...), reason...), `"}]}`+"\n\n"...)
+		b := append(append(append(st.plainEvent(), `},"finish_reason":"`...), reason...), `"}]}`+"\n\n"...)
 		st.buf.Write(b)
 	} else {
 		last := st.chunk()
