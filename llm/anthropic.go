@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/anthropics/anthropic-sdk-go"
 	"github.com/anthropics/anthropic-sdk-go/option"
@@ -74,7 +75,12 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 	if t := req.Thinking; t != nil {
 		switch t.Type {
 		case domain.ThinkingEnabled:
-			p.Thinking = anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))
+			// An extra field, not p.Thinking, with the same JSON: for
+			// models that also take adaptive thinking the SDK writes a
+			// deprecation line of its own to the process's stderr on every
+			// call with p.Thinking enabled (thinking_warn.go), breaking
+			// PARLEY_LOG_FORMAT=json; "enabled" is the client's choice.
+			p.SetExtraFields(map[string]any{"thinking": anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))})
 			if req.MaxTokens == nil {
 				p.MaxTokens += int64(t.BudgetTokens) // the budget, and the default for the reply
 			}
@@ -157,7 +163,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		}
 	}
 	for _, t := range req.Tools {
-		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(schemaOrEmpty(t.Parameters)))}
+		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](anthropicInputSchema(t.Parameters))}
 		if t.Description != "" {
 			tp.Description = anthropic.String(t.Description)
 		}
@@ -208,6 +214,26 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		msgs = nil
 	}
 	return p, msgs, nil
+}
+
+// anthropicInputSchema is a tool's parameters as Anthropic's input_schema,
+// which must say "type": OpenAI takes a schema without one ({}, or only
+// "properties"), as a tool without arguments is often declared, where
+// Anthropic refuses the request (input_schema.type: Field required). A
+// tool's arguments are an object, so that is the type added.
+func anthropicInputSchema(schema []byte) json.RawMessage {
+	s := bytes.TrimSpace(schema)
+	if len(s) == 0 {
+		return emptySchema
+	}
+	var top map[string]json.RawMessage
+	if json.Unmarshal(s, &top) != nil || top["type"] != nil {
+		return s // the domain checked it is an object; as sent
+	}
+	if len(top) == 0 {
+		return emptySchema
+	}
+	return slices.Concat([]byte(`{"type":"object",`), s[1:])
 }
 
 // calledTools is the names of the tools msgs' calls called, each once, in
@@ -277,7 +303,10 @@ func anthropicToolID(id string) string {
 // left with no text and no tool call is left out (a stored reply that
 // came back empty, or as "\n\n", must not break every continuation of its
 // conversation); Anthropic joins the turns of one role that then meet. A
-// tool result keeps its place, without content.
+// tool result keeps its place, without content. A last message that is a
+// reply for the model to continue (a prefill) goes without the whitespace
+// it ends with, which Anthropic refuses there ("final assistant content
+// cannot end with trailing whitespace"); the model writes the space.
 //
 // Anthropic has no response_format. A strict JSON schema becomes its
 // structured output (output_config.format, see anthropicParams), which
@@ -290,7 +319,7 @@ func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 	changed := false
 	at := 0 // after the last system message
 	var refusedCalls []string
-	for _, m := range req.Messages {
+	for i, m := range req.Messages {
 		if m.Role == domain.RoleAssistant && m.Refusal != "" {
 			// A refused turn goes as none, its reply and the user's
 			// messages it answered, and the results of any calls it made:
@@ -312,6 +341,11 @@ func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 		}
 		if m.Content != "" && strings.TrimSpace(m.Content) == "" {
 			m.Content, changed = "", true
+		}
+		if i == len(req.Messages)-1 && m.Role == domain.RoleAssistant && len(m.ToolCalls) == 0 {
+			if t := strings.TrimRightFunc(m.Content, unicode.IsSpace); t != m.Content {
+				m.Content, changed = t, true
+			}
 		}
 		if m.Content == "" && len(m.ToolCalls) == 0 && m.Role != domain.RoleTool {
 			changed = true
@@ -379,7 +413,9 @@ func formatInstruction(f *domain.ResponseFormat) string {
 func (c *Client) callAnthropic(ctx context.Context, ex *exchange, cs *callSpec) (*domain.LLMResult, error) {
 	cli := c.anthropicClient(cs.req.Endpoint)
 	req := cs.req
-	if t := req.Thinking; t != nil && t.Type != domain.ThinkingDisabled {
+	// Models that think unasked (thinking unset) require their thinking
+	// back as ones asked to: only "disabled" leaves the memory unread.
+	if t := req.Thinking; t == nil || t.Type != domain.ThinkingDisabled {
 		req.Messages = c.thoughts.restore(req.Caller, req.Endpoint.APIKey, domain.AnthropicExtra, req.Messages, time.Now())
 	}
 	params, sent, err := anthropicParams(req)

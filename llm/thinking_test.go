@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -89,6 +91,67 @@ func TestAnthropicThinking(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAnthropicThinkingByDefaultRestored: a model that thinks without
+// being asked (thinking unset) has its thinking remembered, and calls sent
+// back without it get it, as they do with thinking on: such a model
+// requires it as one with thinking on does. With thinking "disabled" the
+// memory is not read.
+func TestAnthropicThinkingByDefaultRestored(t *testing.T) {
+	for _, thinking := range []*domain.Thinking{nil, {Type: domain.ThinkingDisabled}} {
+		s := llmtest.NewServer(t)
+		c := newClient(t)
+		req := request(domain.ProviderAnthropic, s, "weather in Paris?")
+		req.Thinking = thinking
+		req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+		s.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+		res, _, err := run(context.Background(), c, req, false)
+		if err != nil || len(res.ToolCalls) != 1 {
+			t.Fatalf("thinking %v: %v, %+v", thinking, err, res)
+		}
+		bare := res.ToolCalls[0]
+		bare.ExtraContent = nil
+		req.Messages = append(req.Messages, domain.LLMMessage{Role: domain.RoleAssistant, ToolCalls: []domain.ToolCall{bare}},
+			domain.LLMMessage{Role: domain.RoleTool, ToolCallID: "toolu_1", Content: "sunny"})
+		if _, _, err := run(context.Background(), c, req, false); err != nil {
+			t.Fatal(err)
+		}
+		first := s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)[0].(map[string]any)
+		if restored := first["type"] == "thinking"; restored != (thinking == nil) {
+			t.Errorf("thinking %v: the calls sent back bare went starting with a %v block", thinking, first["type"])
+		}
+	}
+}
+
+// TestAnthropicEnabledThinkingQuiet: thinking "enabled" with a model
+// that also takes adaptive thinking writes nothing to the process's
+// stderr, where the SDK writes a deprecation line of its own for such a
+// request (which would break JSON logs), and still goes as enabled.
+func TestAnthropicEnabledThinkingQuiet(t *testing.T) {
+	s := llmtest.NewServer(t)
+	req := request(domain.ProviderAnthropic, s, "hi")
+	req.Model = "claude-opus-4-6"
+	req.Thinking = &domain.Thinking{Type: domain.ThinkingEnabled, BudgetTokens: 2048}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := os.Stderr
+	os.Stderr = w
+	_, _, err = run(context.Background(), newClient(t), req, false)
+	os.Stderr = stderr
+	w.Close()
+	written, _ := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(written) > 0 {
+		t.Errorf("the call wrote %q to stderr", written)
+	}
+	if got, _ := json.Marshal(s.Last().Body["thinking"]); string(got) != `{"budget_tokens":2048,"type":"enabled"}` {
+		t.Errorf("thinking went as %s", got)
 	}
 }
 

@@ -520,6 +520,15 @@ func TestAnthropicBlankLastMessage(t *testing.T) {
 	if _, err := newClient(t).Complete(context.Background(), req, nil); err != nil || s.Count() != 1 {
 		t.Errorf("a prefill: err %v after %d requests, want it sent", err, s.Count())
 	}
+	// A prefill that ends with whitespace, which Anthropic refuses there,
+	// goes without it.
+	req.Messages[1].Content = "The colour is \n"
+	if _, err := newClient(t).Complete(context.Background(), req, nil); err != nil {
+		t.Fatalf("a prefill ending with whitespace: %v", err)
+	}
+	if got := s.Last().Messages[1].Content; got != "The colour is" {
+		t.Errorf("the prefill went as %q, want it without its trailing whitespace", got)
+	}
 }
 
 // TestStrictSchemaAnthropic: a strict JSON schema goes to Anthropic as its
@@ -700,5 +709,31 @@ func TestToolCallExtraContent(t *testing.T) {
 				t.Errorf("the assistant message went up with tool calls %+v; want extra_content %q", calls, want)
 			}
 		})
+	}
+}
+
+// TestAnthropicInputSchemaType: a tool's parameters without "type", which
+// OpenAI takes, reach Anthropic, which requires it, as an object's schema,
+// and a schema that says its type goes as sent.
+func TestAnthropicInputSchemaType(t *testing.T) {
+	tests := []struct{ params, want string }{
+		{`{}`, `{"type":"object","properties":{}}`},
+		{` { } `, `{"type":"object","properties":{}}`},
+		{`{"properties":{"city":{"type":"string"}},"required":["city"]}`,
+			`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`},
+		{`{"type":"object","properties":{"n":{"type":"integer"}}}`, `{"type":"object","properties":{"n":{"type":"integer"}}}`},
+	}
+	for _, tt := range tests {
+		s := llmtest.NewServer(t)
+		req := request(domain.ProviderAnthropic, s)
+		req.Tools = []domain.Tool{{Type: "function", Name: "get", Parameters: []byte(tt.params)}}
+		if _, _, err := run(context.Background(), newClient(t), req, false); err != nil {
+			t.Fatalf("parameters %s: %v", tt.params, err)
+		}
+		tools, _ := s.Last().Body["tools"].([]any)
+		got, _ := json.Marshal(tools[0].(map[string]any)["input_schema"])
+		if normJSON(t, string(got)) != normJSON(t, tt.want) {
+			t.Errorf("parameters %s went as %s, want %s", tt.params, got, tt.want)
+		}
 	}
 }

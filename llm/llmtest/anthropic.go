@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 )
 
 // anthropicTextRefusal is the Messages API's refusal of a request with a
@@ -12,12 +13,23 @@ import (
 // block, or a message's content as a string), or a content (the system
 // parameter, a message's, a tool_result's) whose text blocks hold nothing
 // but whitespace. A whitespace block beside one with other characters is
-// taken, as the API takes it.
+// taken, as the API takes it. And a last message, the assistant's, whose
+// last text ends with whitespace (a prefill must not).
 func anthropicTextRefusal(body map[string]any) string {
 	if msg := textBlocksRefusal("system", body["system"]); msg != "" {
 		return msg
 	}
 	msgs, _ := body["messages"].([]any)
+	if n := len(msgs); n > 0 {
+		last, _ := msgs[n-1].(map[string]any)
+		blocks, _ := last["content"].([]any)
+		if len(blocks) > 0 && last["role"] == "assistant" {
+			b, _ := blocks[len(blocks)-1].(map[string]any)
+			if text, _ := b["text"].(string); b["type"] == "text" && strings.TrimRightFunc(text, unicode.IsSpace) != text {
+				return "messages: final assistant content cannot end with trailing whitespace"
+			}
+		}
+	}
 	for _, m := range msgs {
 		mm, _ := m.(map[string]any)
 		if msg := textBlocksRefusal("messages", mm["content"]); msg != "" {
@@ -41,13 +53,18 @@ func anthropicTextRefusal(body map[string]any) string {
 // ids, as Kimi's "functions.weather:0", are), a tool block in a request
 // that defines no tools, and a tool_result whose call is not in the
 // message before it; and a tool's name, or a tool_use block's, outside
-// ^[a-zA-Z0-9_-]{1,128}$ (open models call "repo_browser.search").
+// ^[a-zA-Z0-9_-]{1,128}$ (open models call "repo_browser.search"), and
+// a tool's input_schema without "type" (OpenAI takes {}).
 func anthropicToolsRefusal(body map[string]any) string {
 	msgs, _ := body["messages"].([]any)
 	tools, _ := body["tools"].([]any)
 	for i, tl := range tools {
-		if name, _ := tl.(map[string]any)["name"].(string); !validToolName(name) {
+		tm, _ := tl.(map[string]any)
+		if name, _ := tm["name"].(string); !validToolName(name) {
 			return fmt.Sprintf("tools.%d.custom.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", i)
+		}
+		if schema, _ := tm["input_schema"].(map[string]any); schema["type"] == nil {
+			return fmt.Sprintf("tools.%d.custom.input_schema.type: Field required", i)
 		}
 	}
 	var calls, prev []string // the tool_use ids of this message and the one before
