@@ -53,7 +53,8 @@ type CompletionParams struct {
 	PresencePenalty   *float64 `json:",omitempty"`
 	ParallelToolCalls *bool    `json:",omitempty"`
 	// Thinking turns Anthropic's extended thinking on or off; nil leaves
-	// it to the model (off). Left out of the idempotency digest when nil.
+	// it to the model (most think only when asked). Left out of the
+	// idempotency digest when nil.
 	Thinking *Thinking `json:",omitempty"`
 	// Tools the model may call, whether it must, and the reply's format.
 	Tools          []Tool
@@ -63,16 +64,22 @@ type CompletionParams struct {
 
 // Thinking is an Anthropic model's extended thinking: Type is one of
 // ThinkingEnabled (BudgetTokens, at least MinThinkingBudget, bounds it),
-// ThinkingAdaptive (the model decides) and ThinkingDisabled.
+// ThinkingAdaptive (the model decides) and ThinkingDisabled. Display,
+// with either of the first two, is ThinkingSummarized or ThinkingOmitted,
+// or "" for the model's default.
 type Thinking struct {
 	Type         string
-	BudgetTokens int `json:",omitempty"`
+	BudgetTokens int    `json:",omitempty"`
+	Display      string `json:",omitempty"`
 }
 
 const (
 	ThinkingEnabled  = "enabled"
 	ThinkingAdaptive = "adaptive"
 	ThinkingDisabled = "disabled"
+	// Whether the reply shows its thinking: summarized, or only signed.
+	ThinkingSummarized = "summarized"
+	ThinkingOmitted    = "omitted"
 	// MinThinkingBudget is Anthropic's least budget_tokens.
 	MinThinkingBudget = 1024
 )
@@ -260,6 +267,12 @@ func (p *CompletionParams) validateThinking() error {
 		}
 	default:
 		return Invalidf("thinking.type", "thinking.type must be enabled, adaptive or disabled")
+	}
+	switch {
+	case t.Display != "" && t.Display != ThinkingSummarized && t.Display != ThinkingOmitted:
+		return Invalidf("thinking.display", "thinking.display must be summarized or omitted, or left out for the model's default")
+	case t.Display != "" && t.Type == ThinkingDisabled:
+		return Invalidf("thinking.display", "thinking of type disabled shows nothing; leave display out")
 	}
 	if !p.thinks() {
 		return nil

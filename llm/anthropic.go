@@ -80,12 +80,15 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 			// deprecation line of its own to the process's stderr on every
 			// call with p.Thinking enabled (thinking_warn.go), breaking
 			// PARLEY_LOG_FORMAT=json; "enabled" is the client's choice.
-			p.SetExtraFields(map[string]any{"thinking": anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))})
+			on := anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))
+			on.OfEnabled.Display = anthropic.ThinkingConfigEnabledDisplay(t.Display)
+			p.SetExtraFields(map[string]any{"thinking": on})
 			if req.MaxTokens == nil {
 				p.MaxTokens += int64(t.BudgetTokens) // the budget, and the default for the reply
 			}
 		case domain.ThinkingAdaptive:
-			p.Thinking = anthropic.ThinkingConfigParamUnion{OfAdaptive: &anthropic.ThinkingConfigAdaptiveParam{}}
+			p.Thinking = anthropic.ThinkingConfigParamUnion{OfAdaptive: &anthropic.ThinkingConfigAdaptiveParam{
+				Display: anthropic.ThinkingConfigAdaptiveDisplay(t.Display)}}
 			if req.MaxTokens == nil {
 				p.MaxTokens = DefaultAnthropicAdaptiveMaxTokens
 			}

@@ -155,6 +155,39 @@ func TestAnthropicEnabledThinkingQuiet(t *testing.T) {
 	}
 }
 
+// TestAnthropicThinkingDisplay: thinking's display goes to Anthropic as
+// sent, and with "omitted" the reply's thinking blocks come signed but
+// without text: no reasoning, the blocks still kept for the calls.
+func TestAnthropicThinkingDisplay(t *testing.T) {
+	for _, m := range modes() {
+		for _, th := range []domain.Thinking{
+			{Type: domain.ThinkingAdaptive, Display: domain.ThinkingSummarized},
+			{Type: domain.ThinkingEnabled, BudgetTokens: 2048, Display: domain.ThinkingOmitted},
+		} {
+			s := llmtest.NewServer(t)
+			req := request(domain.ProviderAnthropic, s, "weather in Paris?")
+			req.Thinking = &th
+			req.Tools = []domain.Tool{{Type: "function", Name: "weather", Parameters: json.RawMessage(`{"type":"object"}`)}}
+			s.Enqueue(llmtest.Behavior{Reasoning: "look it up", ToolCalls: []llmtest.ToolCall{{ID: "toolu_1", Name: "weather", Arguments: `{"city":"Paris"}`}}})
+			res, _, err := run(context.Background(), newClient(t), req, m.stream)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sent, _ := s.Last().Body["thinking"].(map[string]any)
+			if sent["display"] != th.Display || sent["type"] != th.Type {
+				t.Errorf("%s %+v: thinking went as %v", m.name, th, sent)
+			}
+			wantReasoning := "look it up"
+			if th.Display == domain.ThinkingOmitted {
+				wantReasoning = ""
+			}
+			if res.Reasoning != wantReasoning || len(res.ToolCalls) != 1 || !strings.Contains(string(res.ToolCalls[0].ExtraContent), `"signature"`) {
+				t.Errorf("%s %+v: reasoning %q, calls %+v; want %q and the signed block kept", m.name, th, res.Reasoning, res.ToolCalls, wantReasoning)
+			}
+		}
+	}
+}
+
 // TestAnthropicAdaptiveThinking: adaptive thinking, and max_tokens with
 // room for it when the request sets none; disabled sends it off.
 func TestAnthropicAdaptiveThinking(t *testing.T) {

@@ -135,6 +135,8 @@ func TestThinkingRefused(t *testing.T) {
 			{map[string]any{"thinking": map[string]any{"type": "enabled", "budgetTokens": 2048}, "maxTokens": 2048}, "thinking.budgetTokens"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive", "budgetTokens": 2048}}, "thinking.budgetTokens"},
 			{map[string]any{"thinking": map[string]any{"type": "on"}}, "thinking.type"},
+			{map[string]any{"thinking": map[string]any{"type": "adaptive", "display": "full"}}, "thinking.display"},
+			{map[string]any{"thinking": map[string]any{"type": "disabled", "display": "summarized"}}, "thinking.display"},
 			{map[string]any{"messages": []any{map[string]any{"role": "user", "content": "hi", "reasoning_content": "x"}}}, "messages[0].reasoning_content"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "temperature": 0.5}, "temperature"},
 			{map[string]any{"thinking": map[string]any{"type": "adaptive"}, "topP": 0.5}, "topP"},

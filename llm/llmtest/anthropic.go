@@ -244,7 +244,11 @@ func (r reply) anthropicStopDetails() any {
 func (r reply) anthropicContent(text string) []any {
 	var out []any
 	if r.reasoning != "" {
-		out = append(out, map[string]any{"type": "thinking", "thinking": r.reasoning, "signature": fakeSignature})
+		text := r.reasoning
+		if r.hideThinking {
+			text = ""
+		}
+		out = append(out, map[string]any{"type": "thinking", "thinking": text, "signature": fakeSignature})
 	}
 	if r.redacted != "" {
 		out = append(out, map[string]any{"type": "redacted_thinking", "data": r.redacted})
@@ -316,6 +320,9 @@ func (x *exchange) anthropicStream(r reply) {
 	if ok && r.reasoning != "" {
 		ok = start(map[string]any{"type": "thinking", "thinking": "", "signature": ""})
 		for _, p := range r.reasoningPieces() {
+			if r.hideThinking {
+				break
+			}
 			ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "thinking_delta", "thinking": p}})
 		}
 		ok = ok && x.event("content_block_delta", map[string]any{"type": "content_block_delta", "index": index, "delta": map[string]any{"type": "signature_delta", "signature": fakeSignature}}) &&

@@ -725,8 +725,11 @@ type reply struct {
 	// reasoningNamed: see Behavior.ReasoningNamed
 	reasoningNamed bool
 	signature      string // Behavior.ThoughtSignature
-	refusal        string
-	contentParts   bool
+	// hideThinking: the request asked Anthropic's thinking display
+	// "omitted", so its thinking blocks come signed but without text.
+	hideThinking bool
+	refusal      string
+	contentParts bool
 }
 
 func (r reply) text() string { return strings.Join(r.deltas, "") }
@@ -798,6 +801,9 @@ func (x *exchange) reply() reply {
 	}
 	out.reasoning, out.contentParts, out.redacted, out.reasoningNamed = b.Reasoning, b.ContentParts, b.RedactedThinking, b.ReasoningNamed
 	out.signature = b.ThoughtSignature
+	if t, _ := req.Body["thinking"].(map[string]any); t["display"] == "omitted" {
+		out.hideThinking = true
+	}
 	out.model = req.Model
 	if b.Model != "" {
 		out.model = b.Model

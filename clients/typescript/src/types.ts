@@ -46,7 +46,7 @@ export interface CompletionRequest {
   presencePenalty?: number;
   parallelToolCalls?: boolean;
   /** Anthropic's extended thinking. */
-  thinking?: { type: 'enabled' | 'adaptive' | 'disabled'; budgetTokens?: number };
+  thinking?: { type: 'enabled' | 'adaptive' | 'disabled'; budgetTokens?: number; display?: 'summarized' | 'omitted' };
   /** The project's documents to send as context, by id ([{id: 'doc_…'}]) or by name. */
   dataSources?: Array<{ id: string }>;
   names?: string[];
