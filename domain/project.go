@@ -241,7 +241,7 @@ func (s *Projects) DeleteMember(ctx context.Context, projectID, userID string) e
 		return err
 	}
 	if !validID(PrefixUser, userID) {
-		return NotFoundf("member", userID)
+		return notFoundID("member", PrefixUser, userID)
 	}
 	// The store refuses to delete the last owner, checking as it deletes.
 	err := s.store.DeleteMember(ctx, projectID, userID)

@@ -301,7 +301,7 @@ func (s *Users) RevokeAPIKey(ctx context.Context, userID, keyID string) (*APIKey
 		return nil, err
 	}
 	if !validID(PrefixKey, keyID) {
-		return nil, NotFoundf("API key", keyID)
+		return nil, notFoundID("API key", PrefixKey, keyID)
 	}
 	k, err := s.store.RevokeAPIKey(ctx, userID, keyID, s.now())
 	if err != nil {

@@ -1466,6 +1466,39 @@ func TestQueryOnAnEndpointThatTakesNone(t *testing.T) {
 	})
 }
 
+// TestBodyOnAnEndpointThatTakesNone: a body sent with a GET or a DELETE,
+// which no endpoint reads, is a 400 that changes nothing, as a query
+// parameter there is: a DELETE sent {"dryRun": true} must not delete, a
+// list sent its filter in the body must not answer unfiltered. An empty
+// object, null or whitespace, which some clients send with every request,
+// pass.
+func TestBodyOnAnEndpointThatTakesNone(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		d := h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "d", "content": "x"})["id"].(string)
+		for _, tc := range []struct {
+			method, path string
+			body         any
+		}{
+			{"DELETE", "/api/v1/documents/" + d, map[string]any{"dryRun": true}},
+			{"DELETE", "/api/v1/projects/" + w.project, map[string]any{"dryRun": true}},
+			{"GET", "/api/v1/chats", map[string]any{"projectId": w.project}},
+			{"GET", "/api/v1/documents/" + d, "{" + strings.Repeat(" ", 100) + "}"},
+		} {
+			r := h.call(tc.method, tc.path, h.admin, tc.body)
+			if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "takes no request body") {
+				t.Errorf("%s %s with a body = %d %s, want a 400 saying it takes none", tc.method, tc.path, r.Status, r.Body)
+			}
+		}
+		h.must(200, "GET", "/api/v1/documents/"+d, h.admin, nil)
+		h.must(200, "GET", "/api/v1/projects/"+w.project, h.admin, nil)
+		for _, body := range []string{"{}", "null", " \n", " { } "} {
+			h.must(200, "GET", "/api/v1/documents/"+d, h.admin, body)
+		}
+		h.must(200, "DELETE", "/api/v1/documents/"+d, h.admin, "{}")
+	})
+}
+
 // TestRetentionHoldsWhatItDeletes: a continuation that arrives after the
 // sweep found its conversation idle, and before the sweep deleted it,
 // waits for the delete and is then a 404, with nothing sent upstream:

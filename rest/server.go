@@ -445,10 +445,19 @@ func (s *Server) bodyDeadline(next echo.HandlerFunc) echo.HandlerFunc {
 		switch r.Method {
 		case http.MethodPost, http.MethodPut, http.MethodPatch:
 		default:
-			const drained = 256 << 10 // as net/http drains after a handler
-			if n, err := io.Copy(io.Discard, io.LimitReader(r.Body, drained+1)); err == nil && n <= drained {
+			// A body no endpoint reads is drained here, as net/http
+			// drains one after a handler, so that the deadline can be
+			// lifted; its first bytes are kept for noBody.
+			const drained = 256 << 10
+			head, _ := io.ReadAll(io.LimitReader(r.Body, noBodyHead))
+			n, err := io.Copy(io.Discard, io.LimitReader(r.Body, drained+1))
+			if err == nil && n <= drained {
 				_ = rc.SetReadDeadline(time.Time{})
 			}
+			r.Body = struct {
+				io.Reader
+				io.Closer
+			}{bytes.NewReader(head), r.Body}
 		}
 		return next(c)
 	}
@@ -510,9 +519,38 @@ func (s *Server) apiRoutes(next echo.HandlerFunc) echo.HandlerFunc {
 			if err := s.authenticate(c); err != nil {
 				return err
 			}
+			if err := noBody(c.Request()); err != nil {
+				return err
+			}
 		}
 		return next(c)
 	}
+}
+
+// noBodyHead is how much of a body noBody reads: more than an empty
+// object takes, with room for spaces.
+const noBodyHead = 64
+
+// noBody refuses a body sent with a GET or a DELETE, which no endpoint
+// reads, as knownQuery refuses a query parameter it does not read: GET
+// /chats sent {"projectId": ...} would answer the unfiltered list, and a
+// DELETE sent {"dryRun": true} delete, without a word. An empty object or
+// null, which some clients send with every request, says nothing and
+// passes.
+func noBody(r *http.Request) error {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead && r.Method != http.MethodDelete ||
+		r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil
+	}
+	head, err := io.ReadAll(io.LimitReader(r.Body, noBodyHead))
+	if err == nil && len(head) < noBodyHead {
+		switch strings.Join(strings.Fields(string(head)), "") {
+		case "", "{}", "null":
+			return nil
+		}
+	}
+	return domain.Errorf(domain.Invalid, "a %s here takes no request body; send its options as query parameters "+
+		"(see /openapi.json), and nothing, or {}, as the body", r.Method)
 }
 
 // wholeSegments answers 404 when a path parameter took more than one

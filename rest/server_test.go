@@ -222,6 +222,15 @@ func TestIDOfAnotherKind(t *testing.T) {
 		if want := "user " + w.chat + " does not exist: that is a chat id; pass a user id (usr_…)"; r.Status != 404 || r.ErrorMessage() != want {
 			t.Errorf("PUT …/members/%s = %d %s; want 404, %s", w.chat, r.Status, r.Body, want)
 		}
+		r = h.call("DELETE", "/api/v1/projects/"+w.project+"/members/"+w.chat, h.admin, nil)
+		if want := "member " + w.chat + " does not exist: that is a chat id; pass a member id (usr_…)"; r.Status != 404 || r.ErrorMessage() != want {
+			t.Errorf("DELETE …/members/%s = %d %s; want 404, %s", w.chat, r.Status, r.Body, want)
+		}
+		me := h.must(200, "GET", "/api/v1/me", h.admin, nil)["id"].(string)
+		r = h.call("DELETE", "/api/v1/users/"+me+"/api-keys/"+me, h.admin, nil)
+		if want := "API key " + me + " does not exist: that is a user id; pass an API key id (key_…)"; r.Status != 404 || r.ErrorMessage() != want {
+			t.Errorf("DELETE …/api-keys/%s = %d %s; want 404, %s", me, r.Status, r.Body, want)
+		}
 	})
 }
 

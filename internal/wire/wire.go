@@ -129,6 +129,9 @@ func decodeError(err error, noun string) error {
 		}
 		return domain.Errorf(domain.Invalid, "the %ss must be a JSON object", noun)
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return domain.Errorf(domain.Invalid, "the JSON is truncated: it ends before its last value does; send the whole body")
+	}
 	var syn *jsontext.SyntacticError
 	if errors.As(err, &syn) {
 		field := FieldPath(syn.JSONPointer)
@@ -140,9 +143,6 @@ func decodeError(err error, noun string) error {
 			return domain.Errorf(domain.Invalid, "send exactly one JSON value")
 		}
 		return domain.Invalidf(field, "not valid JSON (at byte %d): %s", syn.ByteOffset, msg)
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return domain.Errorf(domain.Invalid, "the JSON is truncated")
 	}
 	return domain.Errorf(domain.Invalid, "not valid JSON")
 }

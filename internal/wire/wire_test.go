@@ -285,3 +285,17 @@ func TestDeepNestingNamedShortly(t *testing.T) {
 		t.Errorf("the field is %d bytes: %.200s…", len(f), f)
 	}
 }
+
+// TestTruncatedJSON: a body cut short says so, not the decoder's words.
+func TestTruncatedJSON(t *testing.T) {
+	for _, body := range []string{`{"name": "x"`, `{"name": "x`, `{"tags": [1, 2`} {
+		var v struct {
+			Name string `json:"name"`
+			Tags []int  `json:"tags"`
+		}
+		err := Unmarshal([]byte(body), &v, "field")
+		if msg := domain.MessageOf(err); !strings.Contains(msg, "the JSON is truncated") || strings.Contains(msg, "EOF") {
+			t.Errorf("%s: %v, want it said to be truncated", body, err)
+		}
+	}
+}
