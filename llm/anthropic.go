@@ -701,7 +701,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, errTruncated
+		return res, streamEnd(ex)
 	}
 	return res, nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net"
 	"net/http"
 	"regexp"
@@ -33,6 +34,31 @@ func (e *deltaError) Unwrap() error { return e.err }
 // reason; the domain records such calls as truncated.
 var errTruncated = &domain.Error{Kind: domain.Upstream, Err: domain.ErrTruncated,
 	Message: "the AI provider ended the stream without a finish reason (truncated); send the request again"}
+
+// streamEnd is the error of a stream that ended without a finish reason:
+// errTruncated, unless no data line came in an answer that was no event
+// stream at all (a sign-in page, a proxy that ignores stream and answers
+// the whole reply, a baseUrl that names a web site), which sending again
+// would meet again.
+func streamEnd(ex *exchange) error {
+	if ex.sawData() {
+		return errTruncated
+	}
+	_, h, _ := ex.response()
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		return errTruncated
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	switch {
+	case err != nil:
+		mt = "a Content-Type Parley cannot read"
+	case mt == "text/event-stream":
+		return errTruncated
+	}
+	return domain.Errorf(domain.Upstream, "the AI provider answered the stream with %s, not an event stream (text/event-stream): "+
+		"check the provider's baseUrl, and that nothing between Parley and the provider (a proxy, a sign-in page) answers in its place", mt)
+}
 
 // faultBeforeReply marks a provider's fault reported inside a stream
 // before any delta of the reply was passed on (see anthropicServerFault):

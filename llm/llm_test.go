@@ -813,6 +813,32 @@ func TestMidStreamResetIsNotRetried(t *testing.T) {
 	}
 }
 
+// TestStreamAnsweredWithNoEventStream: a stream answered 200 with a body
+// that is no event stream (a sign-in page, a proxy that ignores stream and
+// sends the whole reply) says what came and where to look, not that the
+// stream was cut, which sending again would not mend; one answered as an
+// event stream that ends before any event is still truncated.
+func TestStreamAnsweredWithNoEventStream(t *testing.T) {
+	whole := `{"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}]}`
+	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
+		for _, tc := range []struct{ contentType, body, want string }{
+			{"text/html; charset=utf-8", "<html><body>Sign in</body></html>", "answered the stream with text/html, not an event stream"},
+			{"application/json", whole, "answered the stream with application/json, not an event stream"},
+			{"text/event-stream", ": keep-alive\n\n", "ended the stream without a finish reason (truncated)"},
+		} {
+			s := llmtest.NewServer(t)
+			s.Enqueue(llmtest.Behavior{Body: tc.body, Header: http.Header{"Content-Type": {tc.contentType}}})
+			_, _, err := run(context.Background(), newClient(t), request(typ, s, "hi"), true)
+			if domain.KindOf(err) != domain.Upstream || !strings.Contains(domain.MessageOf(err), tc.want) {
+				t.Errorf("%s, %s: %v, want an upstream error saying %q", typ, tc.contentType, err, tc.want)
+			}
+			if truncated := errors.Is(err, domain.ErrTruncated); truncated != (tc.contentType == "text/event-stream") {
+				t.Errorf("%s, %s: recorded as truncated: %v", typ, tc.contentType, truncated)
+			}
+		}
+	}
+}
+
 func TestTruncatedStream(t *testing.T) {
 	for _, typ := range []domain.ProviderType{domain.ProviderOpenAI, domain.ProviderAnthropic} {
 		t.Run(string(typ), func(t *testing.T) {

@@ -703,7 +703,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, errTruncated
+		return res, streamEnd(ex)
 	}
 	return res, nil
 }
