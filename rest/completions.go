@@ -67,7 +67,10 @@ type statelessCompletionRequest struct {
 }
 
 type chatCompletionRequest struct {
-	ConversationID string `json:"conversationId"`
+	// A pointer, so that "" sent is told from left out: a client whose
+	// conversation id is not set yet would start a new conversation
+	// without a word.
+	ConversationID *string `json:"conversationId"`
 	completionFields
 }
 
@@ -125,11 +128,19 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 	if err != nil {
 		return err
 	}
+	var conversationID string
+	if id := req.ConversationID; id != nil {
+		if *id == "" {
+			return domain.Invalidf("conversationId", "conversationId is empty: leave it out to start a new conversation, "+
+				"or send the id (cnv_…) of the one to continue")
+		}
+		conversationID = *id
+	}
 	key, err := idempotencyKey(c.Request().Header)
 	if err != nil {
 		return err
 	}
-	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: req.ConversationID,
+	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: conversationID,
 		IdempotencyKey: key, CompletionParams: params}
 	if !req.streams(c.Request()) {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)

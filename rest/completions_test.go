@@ -1050,6 +1050,27 @@ func TestStatelessTakesNoConversation(t *testing.T) {
 	}
 }
 
+// TestEmptyConversationID: a per-chat completion that sends conversationId
+// "" (a client whose id is not set yet) is a 400, where it would start a
+// new conversation without a word and lose the one the client meant;
+// left out, it starts one.
+func TestEmptyConversationID(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	path := "/api/v1/chats/" + w.chat + "/completions"
+	r := h.call("POST", path, h.admin, map[string]any{"conversationId": "", "messages": []any{userMessage("hi")}})
+	if r.Status != 400 || r.ErrorField() != "conversationId" || !strings.Contains(r.ErrorMessage(), "leave it out to start a new conversation") {
+		t.Errorf("conversationId \"\" = %d %s, want a 400 naming it", r.Status, r.Body)
+	}
+	if n := h.up.Count(); n != 0 {
+		t.Errorf("%d upstream calls, want none", n)
+	}
+	if got := h.must(200, "GET", "/api/v1/conversations?chatId="+w.chat, h.admin, nil)["data"].([]any); len(got) != 0 {
+		t.Errorf("%d conversations, want none", len(got))
+	}
+	h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hi")}})
+}
+
 // TestSeedFieldsNamed: the fields by which seeds 000 and 001 send a
 // completion (sessionId, systemPrompt, projectId, provider) are 400s that
 // name the field Parley takes in their place, on both endpoints, and
