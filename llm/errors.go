@@ -444,7 +444,7 @@ func upstreamBody(err error) []byte {
 
 // secretLike matches what looks like a credential: provider keys, bearer
 // tokens, key=value pairs and long random-looking tokens.
-var secretLike = regexp.MustCompile(`(?i)(\bsk-[a-z0-9_\-]{4,}[a-z0-9_\-*.]*|bearer\s+[^\s"',;)\]}>]+|(api[-_]?key|token|secret|password)["']?\s*[:=]\s*["']?[^\s"',]+|[a-z0-9_\-+/=]{32,})`)
+var secretLike = regexp.MustCompile(`(?i)(\bsk-[a-z0-9_\-]{4,}[a-z0-9_\-*.]*|bearer\s+[^\s"',;)\]}>\[][^\s"',;)\]}>]*|(api[-_]?key|token|secret|password)["']?\s*[:=]\s*["']?[^\s"',]+|[a-z0-9_\-+/=]{32,})`)
 
 // sanitize makes an upstream text safe to show: the key and anything that
 // looks like one redacted, control characters and runs of spaces folded,

@@ -116,6 +116,7 @@ func TestSanitize(t *testing.T) {
 		{"an OpenAI-style key", "Incorrect API key provided: sk-proj-abcDEF123456.", "Incorrect API key provided: [redacted]"},
 		{"a bearer token", "sent Authorization: Bearer abc.def.ghi", "sent Authorization: [redacted]"},
 		{"a bearer token in brackets", "(raw Bearer abc.def.ghi), then", "(raw [redacted]), then"},
+		{"the key as a bearer token", "sent Authorization: Bearer " + key + ".", "sent Authorization: Bearer [redacted]."},
 		{"key=value", "url had api_key=zzz&x=1", "url had [redacted]"},
 		{"a long token", "token " + strings.Repeat("Ab9", 12) + " leaked", "token [redacted] leaked"},
 		{"words with sk- inside", "ask-me task-force", "ask-me task-force"},

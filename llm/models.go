@@ -123,7 +123,7 @@ func openAIModelList(body []byte, apiKey string) ([]domain.Model, error) {
 	body = bytes.TrimSpace(body)
 	if bytes.HasPrefix(body, []byte("[")) {
 		if err := json.Unmarshal(body, &items); err != nil {
-			return nil, unreadableModels(err)
+			return nil, unreadableModels(notModels(body))
 		}
 	} else {
 		var list struct {
@@ -133,12 +133,12 @@ func openAIModelList(body []byte, apiKey string) ([]domain.Model, error) {
 		err := json.Unmarshal(body, &list)
 		switch {
 		case err != nil:
-			return nil, unreadableModels(err)
+			return nil, unreadableModels(notModels(body))
 		case len(list.Error) > 0 && string(list.Error) != "null":
 			msg := sanitize(bodyMessage(body), apiKey, 200)
 			return nil, domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of its model list: %s", cmp.Or(msg, "(no message)"))
 		case list.Data == nil:
-			return nil, unreadableModels(errors.New("it has no data"))
+			return nil, unreadableModels("it has no data")
 		}
 		items = list.Data
 	}
@@ -169,8 +169,18 @@ func unixSeconds(raw json.RawMessage) int64 {
 	return int64(f)
 }
 
-func unreadableModels(err error) error {
-	return domain.Errorf(domain.Upstream, "the AI provider's model list could not be read (%v); check the provider's baseUrl (an OpenAI-compatible server's usually ends in /v1)", err)
+// unreadableModels is the error of a model list that could not be read
+// for the reason why (not the decoder's words, which name Go's types).
+func unreadableModels(why string) error {
+	return domain.Errorf(domain.Upstream, "the AI provider's model list could not be read (%s); check the provider's baseUrl (an OpenAI-compatible server's usually ends in /v1)", why)
+}
+
+// notModels says why body, which did not decode as a model list, is not one.
+func notModels(body []byte) string {
+	if !json.Valid(body) {
+		return "it is not JSON"
+	}
+	return `it is JSON of another shape than {"data": [{"id": "…"}, …]}`
 }
 
 // anthropicModels lists Anthropic's models, page by page.
