@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -90,14 +91,21 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		session := r.Header.Get(server.HeaderKeySessionID)
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
-		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !isDate(v) {
-			// mcp-go takes what sorts after its latest for a version to
-			// come, "bogus" too, and then asks for that version's _meta.
-			refuse(w, domain.Invalid,
-				fmt.Sprintf("MCP-Protocol-Version %q is not a protocol version: send the one initialize agreed on, such as %s", v, mcpgo.LATEST_PROTOCOL_VERSION))
-			return
-		}
 		msg, ok := readJSONRPC(body)
+		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !mcpgo.IsValidProtocolVersion(v) {
+			// mcp-go answers an unknown version in plain text, or, for
+			// what sorts after its latest ("DRAFT-…", "bogus" too), takes
+			// it for a version to come and asks for its _meta. initialize,
+			// which agrees on a version in its body, goes without it (a
+			// client falling back to initialize with a draft's header);
+			// anything else is told the versions there are, by MCP's
+			// unsupported-version error, so that it can choose one.
+			if msg.Method != "initialize" {
+				writeUnsupportedVersion(w, msg.ID, v)
+				return
+			}
+			r.Header.Del(server.HeaderKeyProtocolVersion)
+		}
 		if why := invalidMessage(body, msg); why != "" {
 			writeInvalidMessage(w, why)
 			return
@@ -163,10 +171,17 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 	}))
 }
 
-// isDate says whether v is a date, as MCP's protocol versions are.
-func isDate(v string) bool {
-	_, err := time.Parse(time.DateOnly, v)
-	return err == nil
+// writeUnsupportedVersion answers 400 with MCP's unsupported protocol
+// version error (-32022) for the request id (none: null), naming the
+// versions mcp-go speaks, so that a client can choose one.
+func writeUnsupportedVersion(w http.ResponseWriter, id json.RawMessage, version string) {
+	e := mcpgo.UnsupportedProtocolVersionError{Version: version, Supported: mcpgo.ValidProtocolVersions}.JSONRPCError()
+	if len(id) == 0 {
+		id = json.RawMessage("null")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusBadRequest)
+	_ = json.NewEncoder(w).Encode(map[string]any{"jsonrpc": e.JSONRPC, "id": id, "error": e.Error})
 }
 
 // isJSON says whether r's body is JSON by its Content-Type, as mcp-go
@@ -192,7 +207,8 @@ type liveRequest struct {
 // it. A cancelled request gets no response (see cancel.go): mcp-go writes
 // none once the request's context is done, and the client that keeps the
 // request open gets an event stream that ends without one (a request is
-// answered with JSON or a stream, and a stream may end early).
+// answered with JSON or a stream, and a stream may end early), or, when
+// it takes only JSON, 204 and no body.
 func (l *liveRequests) serve(h http.Handler, w http.ResponseWriter, r *http.Request, session, id string) {
 	ctx, end := context.WithCancelCause(r.Context())
 	defer end(nil)
@@ -217,6 +233,10 @@ func (l *liveRequests) serve(h http.Handler, w http.ResponseWriter, r *http.Requ
 	hw := &headerWatcher{ResponseWriter: w}
 	serveUntilShutdown(h, hw, r.WithContext(ctx))
 	if errors.Is(context.Cause(ctx), errRequestCancelled) && !hw.wrote.Load() {
+		if jsonOnly(r.Context()) {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("Cache-Control", "no-cache")
 		w.WriteHeader(http.StatusOK)
