@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,11 +314,11 @@ func (s *Documents) update(ctx context.Context, id string, in DocumentUpdate) (*
 	}
 	d.Metadata = noMembersIsNone(d.Metadata) // a row may hold {} as well as null
 	before := *d
+	if err := cmp.Or(emptyWhenSent("name", in.Name, "document"), emptyWhenSent("content", in.Content, "document")); err != nil {
+		return nil, err
+	}
 	if in.Name != nil {
 		d.Name = trimRequired(*in.Name)
-	}
-	if in.Content != nil && *in.Content == "" {
-		return nil, Invalidf("content", "content, when sent, must not be empty; leave it out to keep the document's")
 	}
 	if in.Content != nil {
 		d.Content = *in.Content

@@ -147,6 +147,9 @@ func (s *Projects) update(ctx context.Context, id string, in ProjectUpdate) (*Pr
 		return nil, err
 	}
 	before := *prj
+	if err := emptyWhenSent("name", in.Name, "project"); err != nil {
+		return nil, err
+	}
 	if in.Name != nil {
 		prj.Name = trimRequired(*in.Name)
 	}

@@ -613,6 +613,9 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		return nil, err
 	}
 	before := *p
+	if err := emptyWhenSent("name", in.Name, "AI provider"); err != nil {
+		return nil, err
+	}
 	if in.Name != nil {
 		p.Name = trimRequired(*in.Name)
 	}

@@ -147,6 +147,17 @@ const (
 	maxTextLen  = 1 << 20 // system messages, descriptions
 )
 
+// emptyWhenSent refuses an update's field sent as "" that must not be
+// empty, saying that leaving it out keeps it: the whole entity's check
+// would say it is "missing or empty", and tell the caller who sent it to
+// send it.
+func emptyWhenSent(field string, v *string, whose string) error {
+	if v != nil && *v == "" {
+		return Invalidf(field, "%s, when sent, must not be empty; leave it out to keep the %s's", field, whose)
+	}
+	return nil
+}
+
 // checkText validates a string field: not blank when required, at most
 // max characters, valid UTF-8. A required field that is empty is missing;
 // one of only whitespace is blank, and the message says which.

@@ -263,6 +263,10 @@ func TestDocumentFieldErrors(t *testing.T) {
 				"content, when sent, must not be empty; leave it out to keep the document's"},
 			{"PATCH to blank name", "PATCH", "/api/v1/documents/" + id, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
 			{"PATCH to a blank project name", "PATCH", "/api/v1/projects/" + p, map[string]any{"name": " "}, 400, "name", "name must not be blank"},
+			{"PATCH to an empty name", "PATCH", "/api/v1/documents/" + id, map[string]any{"name": ""}, 400, "name",
+				"name, when sent, must not be empty; leave it out to keep the document's"},
+			{"PATCH to an empty project name", "PATCH", "/api/v1/projects/" + p, map[string]any{"name": ""}, 400, "name",
+				"name, when sent, must not be empty; leave it out to keep the project's"},
 			{"content over 4 MiB", "POST", "/api/v1/documents", map[string]any{"projectId": p, "name": "d", "content": strings.Repeat("x", 4<<20+1)}, 413, "content", "the limit is 4194304"},
 			{"PATCH to content over 4 MiB", "PATCH", "/api/v1/documents/" + id, map[string]any{"content": strings.Repeat("é", 2<<20+1)}, 413, "content", "content is 4194306 bytes"},
 		} {
