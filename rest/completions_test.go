@@ -1083,6 +1083,7 @@ func TestSeedFieldsNamed(t *testing.T) {
 		{"systemPrompt", "system"},
 		{"projectId", "aiProviderId"},
 		{"provider", "aiProviderId"},
+		{"idempotencyKey", "Idempotency-Key header"},
 	} {
 		for _, path := range []string{"/api/v1/chats/" + w.chat + "/completions", "/api/v1/chats/completions"} {
 			body := map[string]any{"messages": []any{userMessage("hi")}, tc.field: "openai"}
@@ -1097,6 +1098,17 @@ func TestSeedFieldsNamed(t *testing.T) {
 			if r.Status != 400 || r.ErrorField() != tc.field || !strings.Contains(r.ErrorMessage(), tc.names) || !strings.Contains(r.ErrorMessage(), hint) {
 				t.Errorf("%s to %s = %d %s, want a 400 naming %s", tc.field, path, r.Status, r.Body, tc.names)
 			}
+		}
+	}
+	// A stateless completion's fields, and MCP's chatId, sent per chat.
+	for _, tc := range []struct{ field, says string }{
+		{"aiProviderId", "runs on its chat's AI provider"},
+		{"systemMessage", "role system first in messages"},
+		{"chatId", "the one in the path"},
+	} {
+		r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}, tc.field: w.provider})
+		if r.Status != 400 || r.ErrorField() != tc.field || !strings.Contains(r.ErrorMessage(), tc.says) {
+			t.Errorf("%s per chat = %d %s, want a 400 saying %q", tc.field, r.Status, r.Body, tc.says)
 		}
 	}
 	if n := h.up.Count(); n != 0 {

@@ -39,6 +39,18 @@ var seedFields = map[string]string{
 	"projectId": "a completion runs in its chat's project (stateless: in the project of the AI provider named by aiProviderId instead)",
 	"provider": "a completion runs on its chat's AI provider (stateless: name one by aiProviderId instead; " +
 		"GET /api/v1/ai-providers?projectId=... lists a project's)",
+	// MCP's tools take it as an argument; REST, as a header.
+	"idempotencyKey": "send it as the Idempotency-Key header instead (a per-chat completion's; a stateless one stores no turn to repeat)",
+}
+
+// perChatFields are the fields a stateless completion (or MCP's per-chat
+// tool) takes that a per-chat one takes from its path and chat, with
+// what to send instead.
+var perChatFields = map[string]string{
+	"aiProviderId": "a per-chat completion runs on its chat's AI provider; change the chat's with PATCH /api/v1/chats/{chatId}, " +
+		"or send a stateless completion (POST /api/v1/chat/completions)",
+	"systemMessage": "send a message of role system first in messages instead, which replaces the chat's systemMessage for this call",
+	"chatId":        "the chat is the one in the path",
 }
 
 // bindCompletion is bind for a completion request.
@@ -51,6 +63,9 @@ func (s *Server) bindCompletion(c *echo.Context, v any) error {
 		}
 		if fix, ok := seedFields[f]; ok { // none of them is a field here
 			return domain.Invalidf(f, "%s is not taken here: %s", f, fix)
+		}
+		if _, perChat := v.(*chatCompletionRequest); perChat && perChatFields[f] != "" {
+			return domain.Invalidf(f, "%s is not taken here: %s", f, perChatFields[f])
 		}
 	}
 	return err
