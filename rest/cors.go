@@ -29,7 +29,7 @@ func cors(origins []string) echo.MiddlewareFunc {
 		UnsafeAllowOriginFunc: allowed,
 		AllowHeaders:          []string{"Authorization", "Content-Type", "Accept", "Idempotency-Key", headerRequestID},
 		ExposeHeaders: []string{"Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "RateLimit-Policy",
-			headerRequestID, "X-Should-Retry", "WWW-Authenticate"},
+			headerRequestID, "X-Should-Retry", "WWW-Authenticate", replayedHeader},
 		MaxAge: 3600,
 	})
 	return func(next echo.HandlerFunc) echo.HandlerFunc {

@@ -487,7 +487,7 @@ func TestBrowserPagesCanCallTheAPI(t *testing.T) {
 		if res.StatusCode != 200 || res.Header.Get("Access-Control-Allow-Origin") != origin {
 			t.Errorf("GET from %s: %d %v; want 200 allowing the origin", origin, res.StatusCode, res.Header)
 		}
-		for _, name := range []string{"Retry-After", "RateLimit-Remaining", "RateLimit-Reset", "X-Request-Id", "X-Should-Retry"} {
+		for _, name := range []string{"Retry-After", "RateLimit-Remaining", "RateLimit-Reset", "X-Request-Id", "X-Should-Retry", "Idempotent-Replayed"} {
 			if !strings.Contains(expose, name) {
 				t.Errorf("GET from %s exposes %q, not %s", origin, expose, name)
 			}
