@@ -2,6 +2,11 @@ module github.com/parleyhq/parley
 
 go 1.26.8
 
+// The toolchain make and CI build with (GOTOOLCHAIN in the Makefile), for
+// a go command whose GOTOOLCHAIN is auto (the default): 1.26.8 lacks fixes
+// to net/http and crypto/x509 that Parley reaches.
+toolchain go1.27.3
+
 require (
 	github.com/anthropics/anthropic-sdk-go v1.84.0
 	github.com/casbin/casbin/v2 v2.135.0
