@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
 	"time"
 
@@ -275,7 +274,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			return
 		}
 		if r.ContentLength > maxBodyBytes { // any method's, as the REST API's
-			refuse(w, domain.TooLarge, tooLarge(maxBodyBytes))
+			refuse(w, domain.TooLarge, wire.BodyTooLarge(r.ContentLength, maxBodyBytes))
 			return
 		}
 		if r.Method == http.MethodPost && r.Body != nil {
@@ -286,7 +285,7 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 			body, err := slowclient.ReadBody(w, r.Body, bodyTimeout)
 			var mbe *http.MaxBytesError
 			if errors.As(err, &mbe) {
-				refuse(w, domain.TooLarge, tooLarge(maxBodyBytes))
+				refuse(w, domain.TooLarge, wire.BodyTooLarge(0, maxBodyBytes))
 				return
 			}
 			if errors.Is(err, slowclient.ErrBodyTimeout) {
@@ -309,10 +308,6 @@ func guard(auth Authenticator, logger *slog.Logger, lim Limits, method string, n
 		next.ServeHTTP(w, r.WithContext(domain.WithPrincipal(r.Context(), p)))
 	})
 	return http.MaxBytesHandler(h, maxBodyBytes)
-}
-
-func tooLarge(limit int64) string {
-	return "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
 }
 
 // writeError writes REST's error envelope.

@@ -63,7 +63,7 @@ func (s *Server) readBody(c *echo.Context) ([]byte, error) {
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return nil, domain.Errorf(domain.TooLarge, "request body is over the %d-byte limit", mbe.Limit)
+			return nil, domain.Errorf(domain.TooLarge, "%s", wire.BodyTooLarge(0, mbe.Limit))
 		}
 		if errors.Is(err, slowclient.ErrBodyTimeout) {
 			return nil, domain.Errorf(domain.Invalid, "%s", slowclient.BodyTimeoutMessage(s.cfg.RequestTimeout))

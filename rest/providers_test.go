@@ -329,8 +329,8 @@ func TestEnvelopeLimitsAndRequestIDs(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), func(c *app.Config) { c.MaxBodyBytes = 1024 })
 	p := h.project(h.admin, "p")
 	r := h.call("POST", "/api/v1/documents", h.admin, map[string]any{"projectId": p, "name": "big", "content": strings.Repeat("x", 2048)})
-	if r.Status != 413 || r.ErrorCode() != "payload_too_large" {
-		t.Errorf("oversized body = %d %s, want 413", r.Status, r.Body)
+	if r.Status != 413 || r.ErrorCode() != "payload_too_large" || !strings.Contains(r.ErrorMessage(), "over the 1024-byte limit; send a smaller one") {
+		t.Errorf("oversized body = %d %s, want 413 saying the limit and what to do", r.Status, r.Body)
 	}
 	if got := len(h.must(200, "GET", "/api/v1/documents?projectId="+p, h.admin, nil)["data"].([]any)); got != 0 {
 		t.Errorf("an oversized body created %d documents", got)

@@ -472,7 +472,7 @@ func (s *Server) limitBody(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		r := c.Request()
 		if r.ContentLength > s.cfg.MaxBodyBytes {
-			return domain.Errorf(domain.TooLarge, "request body is %d bytes; the limit is %d", r.ContentLength, s.cfg.MaxBodyBytes)
+			return domain.Errorf(domain.TooLarge, "%s", wire.BodyTooLarge(r.ContentLength, s.cfg.MaxBodyBytes))
 		}
 		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.MaxBodyBytes)
 		return next(c)

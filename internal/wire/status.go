@@ -2,6 +2,7 @@ package wire
 
 import (
 	"net/http"
+	"strconv"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -30,4 +31,15 @@ func Status(k domain.Kind) int {
 		return s
 	}
 	return http.StatusInternalServerError
+}
+
+// BodyTooLarge is the message of a 413 for a request body over limit
+// bytes, of size bytes when it said so (0: it did not, or was cut off), on
+// REST and MCP over HTTP alike.
+func BodyTooLarge(size, limit int64) string {
+	msg := "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
+	if size > limit {
+		msg = "the request body is " + strconv.FormatInt(size, 10) + " bytes, over the " + strconv.FormatInt(limit, 10) + "-byte limit"
+	}
+	return msg + "; send a smaller one (the server's PARLEY_MAX_BODY_BYTES sets the limit)"
 }

@@ -299,3 +299,19 @@ func TestTruncatedJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestBodyTooLarge: a 413 says the limit, the size when the request said
+// it, and what to do.
+func TestBodyTooLarge(t *testing.T) {
+	for _, tc := range []struct {
+		size int64
+		want string
+	}{
+		{2048, "the request body is 2048 bytes, over the 1024-byte limit; send a smaller one"},
+		{0, "the request body is over the 1024-byte limit; send a smaller one"},
+	} {
+		if got := BodyTooLarge(tc.size, 1024); !strings.HasPrefix(got, tc.want) {
+			t.Errorf("BodyTooLarge(%d, 1024) = %q, want it to begin %q", tc.size, got, tc.want)
+		}
+	}
+}
