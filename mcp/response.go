@@ -63,7 +63,8 @@ func (w *plainErrors) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // finish writes the error held back, if any, as the envelope. mcp-go
 // answers a request without a session id as one with an unknown id (404,
 // which tells a client its session is gone); the protocol asks for 400,
-// and the message says what to send.
+// and the message says what to send. A Content-Type it refuses is said
+// in REST's words.
 func (w *plainErrors) finish(r *http.Request) {
 	if w.status == 0 {
 		return
@@ -74,6 +75,8 @@ func (w *plainErrors) finish(r *http.Request) {
 		status, msg = http.StatusBadRequest, "Mcp-Session-Id is required: send the session id that initialize returned"
 	case status == http.StatusNotFound:
 		msg = "unknown Mcp-Session-Id: send the session id that initialize returned, or initialize a new session"
+	case status == http.StatusBadRequest && strings.HasPrefix(msg, "Invalid content type"):
+		msg = "Content-Type must be application/json"
 	case msg == "":
 		msg = http.StatusText(status)
 	}

@@ -34,7 +34,7 @@ func TestStreamableRefusalsInEnvelope(t *testing.T) {
 	}{
 		{"a malformed session id", "nope", "application/json", "2025-06-18", list, 404, "not_found", "initialize"},
 		{"no session id", "", "application/json", "2025-06-18", list, 400, "invalid_request", "Mcp-Session-Id is required"},
-		{"a body that is not JSON by its type", "", "text/plain", "2025-06-18", list, 400, "invalid_request", "application/json"},
+		{"a body that is not JSON by its type", "", "text/plain", "2025-06-18", list, 400, "invalid_request", "Content-Type must be application/json"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(tc.body))
