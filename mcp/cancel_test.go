@@ -14,7 +14,6 @@ import (
 
 	"github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
-	"github.com/mark3labs/mcp-go/server"
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
@@ -111,45 +110,32 @@ func TestCancelNamesTheIDExactly(t *testing.T) {
 // 204 and no body, not with an empty event stream it said it does not take.
 func TestCancelledCallOfAJSONOnlyClient(t *testing.T) {
 	e := newEnv(t, dbtest.SQLite(t))
-	hs := e.httpServer(e.server(Options{}), 0)
-	var session string
-	post := func(body string) *http.Response {
-		req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(body))
-		must(t, err)
-		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json")
-		req.Header.Set("MCP-Protocol-Version", "2025-06-18")
-		if session != "" {
-			req.Header.Set(server.HeaderKeySessionID, session)
-		}
-		res, err := http.DefaultClient.Do(req)
-		must(t, err)
-		return res
-	}
-	res := post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
-	res.Body.Close()
-	if session = res.Header.Get(server.HeaderKeySessionID); session == "" {
-		t.Fatal("initialize returned no session id")
-	}
+	r := newRawSession(t, e)
 	started, _ := e.upstream.hang()
 	args, _ := json.Marshal(cancelArgs(e))
-	answered := make(chan *http.Response, 1)
+	type answer struct {
+		res  *http.Response
+		body string
+		err  error
+	}
+	answered := make(chan answer, 1)
 	go func() {
-		answered <- post(`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create-chat-completion","arguments":` + string(args) + `}}`)
+		res, body, err := r.send(context.Background(), "/mcp",
+			`{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"create-chat-completion","arguments":`+string(args)+`}}`,
+			"Accept", "application/json")
+		answered <- answer{res, body, err}
 	}()
 	select {
 	case <-started:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the upstream never got the request")
 	}
-	post(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}`).Body.Close()
+	r.post(`{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":7}}`)
 	select {
-	case res := <-answered:
-		defer res.Body.Close()
-		body, _ := io.ReadAll(res.Body)
-		if res.StatusCode != http.StatusNoContent || len(body) != 0 || res.Header.Get("Content-Type") != "" {
-			t.Errorf("the cancelled call ended %d %q %q, want 204 without a body", res.StatusCode, res.Header.Get("Content-Type"), body)
+	case a := <-answered:
+		must(t, a.err)
+		if a.res.StatusCode != http.StatusNoContent || a.body != "" || a.res.Header.Get("Content-Type") != "" {
+			t.Errorf("the cancelled call ended %d %q %q, want 204 without a body", a.res.StatusCode, a.res.Header.Get("Content-Type"), a.body)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the cancelled call's request did not end")

@@ -75,23 +75,10 @@ func TestStreamableRefusalsInEnvelope(t *testing.T) {
 // error (-32022) with the versions there are, for its id; initialize,
 // which agrees on a version in its body, goes on without the header.
 func TestUnsupportedProtocolVersion(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t))
-	hs := e.httpServer(e.server(Options{}), 0)
-	post := func(version, body string) (*http.Response, []byte) {
-		req, err := http.NewRequest("POST", hs.URL+"/mcp", strings.NewReader(body))
-		must(t, err)
-		req.Header.Set("Authorization", "Bearer "+e.keys["editor"])
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("MCP-Protocol-Version", version)
-		res, err := http.DefaultClient.Do(req)
-		must(t, err)
-		defer res.Body.Close()
-		b, _ := io.ReadAll(res.Body)
-		return res, b
-	}
+	r := newRawSession(t, newEnv(t, dbtest.SQLite(t)))
+	r.session = "" // the version is checked before the session
 	for _, v := range []string{"1999-01-01", "bogus", "DRAFT-2027-v1"} {
-		res, body := post(v, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+		res, body := r.post(`{"jsonrpc":"2.0","id":2,"method":"tools/list"}`, "MCP-Protocol-Version", v)
 		var got struct {
 			ID    int `json:"id"`
 			Error struct {
@@ -102,13 +89,14 @@ func TestUnsupportedProtocolVersion(t *testing.T) {
 				} `json:"data"`
 			} `json:"error"`
 		}
-		if err := json.Unmarshal(body, &got); err != nil || res.StatusCode != 400 || got.ID != 2 || got.Error.Code != -32022 ||
+		if err := json.Unmarshal([]byte(body), &got); err != nil || res.StatusCode != 400 || got.ID != 2 || got.Error.Code != -32022 ||
 			got.Error.Data.Requested != v || !slices.Contains(got.Error.Data.Supported, "2025-11-25") {
 			t.Errorf("version %q: %d %s, want 400 with -32022 for id 2 naming the versions there are", v, res.StatusCode, body)
 		}
 	}
-	res, body := post("DRAFT-2027-v1", `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`)
-	if res.StatusCode != 200 || !strings.Contains(string(body), `"protocolVersion":"2025-06-18"`) {
+	res, body := r.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`,
+		"MCP-Protocol-Version", "DRAFT-2027-v1")
+	if res.StatusCode != 200 || !strings.Contains(body, `"protocolVersion":"2025-06-18"`) {
 		t.Errorf("initialize with a draft's header: %d %s, want it answered", res.StatusCode, body)
 	}
 }
