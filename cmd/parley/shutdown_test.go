@@ -1119,7 +1119,7 @@ func TestStdioKeyRevokedOverREST(t *testing.T) {
 		t.Fatalf("list-projects with a valid key: %s", got)
 	}
 	api(t, f.started, k["key"].(string), "DELETE", "/api/v1/users/"+user+"/api-keys/"+k["id"].(string), 200, nil)
-	time.Sleep(2100 * time.Millisecond) // parley mcp's cache of keys (app.cacheTTL)
+	time.Sleep(2100 * time.Millisecond) // parley mcp's cache of keys (app.Config.CacheTTL's default)
 	if got := send(list); !strings.Contains(got, `"isError":true`) || !strings.Contains(got, "unauthenticated: PARLEY_API_KEY is not valid, has expired or has been revoked") {
 		t.Errorf("list-projects after the key was revoked: %s, want an unauthenticated error result naming PARLEY_API_KEY", got)
 	}

@@ -5,6 +5,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -58,6 +59,12 @@ type Config struct {
 	// RequestTimeout bounds REST requests and MCP tool calls, and a
 	// completion's work before its upstream call; 0 means 30s.
 	RequestTimeout time.Duration
+	// CacheTTL bounds how long another instance's write (a revoked key, a
+	// removed member, a changed chat or provider) takes to be seen here;
+	// writes through this instance are seen at once. 0 means 2s. Tests
+	// that take the database away set it longer, so that what they had
+	// read stays cached however slow the machine.
+	CacheTTL time.Duration
 	// RedisURL shares rate-limit counters across instances; "" keeps them
 	// in memory.
 	RedisURL string
@@ -383,10 +390,8 @@ func providerKeys(n int) string {
 	return fmt.Sprintf("%d provider keys", n)
 }
 
-// cacheTTL bounds how long another instance's write (a revoked key, a
-// removed member, a changed chat or provider) takes to be seen here;
-// writes through this instance are seen at once.
-const cacheTTL = 2 * time.Second
+// defaultCacheTTL is Config.CacheTTL's default.
+const defaultCacheTTL = 2 * time.Second
 
 // New wires the app over an open, migrated store, and bootstraps the admin.
 func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
@@ -443,7 +448,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 			"attempt", r.Attempt, "wait_ms", r.Wait.Milliseconds())
 	}
 	svcs := domain.NewServices(domain.Deps{
-		Store: storecache.New(st, cacheTTL), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
+		Store: storecache.New(st, cmp.Or(cfg.CacheTTL, defaultCacheTTL)), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
 		RequestTimeout: cfg.RequestTimeout, UsageRetention: cfg.Retention.Usage, Logger: log, Now: cfg.Now,
 	})
