@@ -701,7 +701,7 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, streamEnd(ex)
+		return res, streamEnd(ex, cs.req.Endpoint.APIKey.Reveal())
 	}
 	return res, nil
 }

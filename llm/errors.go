@@ -36,13 +36,20 @@ var errTruncated = &domain.Error{Kind: domain.Upstream, Err: domain.ErrTruncated
 	Message: "the AI provider ended the stream without a finish reason (truncated); send the request again"}
 
 // streamEnd is the error of a stream that ended without a finish reason:
-// errTruncated, unless no data line came in an answer that was no event
-// stream at all (a sign-in page, a proxy that ignores stream and answers
-// the whole reply, a baseUrl that names a web site), which sending again
-// would meet again.
-func streamEnd(ex *exchange) error {
+// errTruncated, unless no data line came, and what came instead was an
+// error body (some gateways answer a stream so, status 200), whose
+// message it gives (apiKey, the call's, kept out), or no event stream at
+// all (a sign-in page, a proxy that ignores stream and answers the whole
+// reply, a baseUrl that names a web site), which sending again would meet
+// again.
+func streamEnd(ex *exchange, apiKey string) error {
 	if ex.sawData() {
 		return errTruncated
+	}
+	if head := ex.streamHead(); json.Valid(head) {
+		if m := sanitize(bodyMessage(head), apiKey, 200); m != "" {
+			return domain.Errorf(domain.Upstream, "the AI provider answered with an error instead of a stream: %s", m)
+		}
 	}
 	_, h, _ := ex.response()
 	ct := h.Get("Content-Type")

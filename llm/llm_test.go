@@ -824,6 +824,10 @@ func TestStreamAnsweredWithNoEventStream(t *testing.T) {
 		for _, tc := range []struct{ contentType, body, want string }{
 			{"text/html; charset=utf-8", "<html><body>Sign in</body></html>", "answered the stream with text/html, not an event stream"},
 			{"application/json", whole, "answered the stream with application/json, not an event stream"},
+			// An error body in place of the stream, as some gateways send
+			// one with 200, without a last newline too: its message.
+			{"application/json", `{"error":{"message":"You exceeded your current quota"}}`, "answered with an error instead of a stream: You exceeded your current quota"},
+			{"application/json", `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, "answered with an error instead of a stream: Overloaded"},
 			{"text/event-stream", ": keep-alive\n\n", "ended the stream without a finish reason (truncated)"},
 		} {
 			s := llmtest.NewServer(t)

@@ -703,7 +703,7 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		res.FirstByte = firstByte(ex, cs.start)
 	}
 	if res.FinishReason == "" {
-		return res, streamEnd(ex)
+		return res, streamEnd(ex, cs.req.Endpoint.APIKey.Reveal())
 	}
 	return res, nil
 }

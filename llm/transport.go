@@ -135,6 +135,15 @@ type exchange struct {
 	body *capReader
 }
 
+// streamHead returns a stream's first bytes (at most headBytes) read
+// before its first data line.
+func (ex *exchange) streamHead() []byte {
+	if ex == nil || ex.lines == nil {
+		return nil
+	}
+	return ex.lines.head
+}
+
 // bodyHead returns the first bytes of a whole (not streamed) reply's
 // body, all of it when it was at most headBytes long.
 func (ex *exchange) bodyHead() []byte {
@@ -635,6 +644,10 @@ type lineCapReader struct {
 	ended    bool // the body's reader returned an error (io.EOF included)
 
 	dataLines int // whole "data:" lines read, for coalescer
+	// head is the body's first bytes (headBytes) read before the first
+	// data line: an error body sent in place of the stream (see
+	// streamEnd).
+	head []byte
 
 	// quiet ends the stream when its first data line has not come within
 	// the first-byte timeout (the headers came, but comments, an
@@ -666,6 +679,9 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 	}
 	n, err := r.rc.Read(p)
 	r.ended = err != nil
+	if r.dataLines == 0 && len(r.head) < headBytes {
+		r.head = append(r.head, p[:min(n, headBytes-len(r.head))]...)
+	}
 	lines := r.dataLines
 	for b := p[:n]; len(b) > 0; {
 		i := bytes.IndexByte(b, '\n')
@@ -693,6 +709,7 @@ func (r *lineCapReader) Read(p []byte) (int, error) {
 	}
 	if r.dataLines > lines {
 		r.quiet.mark()
+		r.head = nil // a stream after all: not kept while it lasts
 	}
 	return n, err
 }
