@@ -230,13 +230,21 @@ func anthropicInputSchema(schema []byte) json.RawMessage {
 		return emptySchema
 	}
 	var top map[string]json.RawMessage
-	if json.Unmarshal(s, &top) != nil || top["type"] != nil {
+	if json.Unmarshal(s, &top) != nil {
 		return s // the domain checked it is an object; as sent
+	}
+	if t, ok := top["type"]; ok && string(t) != "null" {
+		return s
 	}
 	if len(top) == 0 {
 		return emptySchema
 	}
-	return slices.Concat([]byte(`{"type":"object",`), s[1:])
+	top["type"] = json.RawMessage(`"object"`) // in place of a null one too
+	out, err := json.Marshal(top)
+	if err != nil {
+		return s
+	}
+	return out
 }
 
 // calledTools is the names of the tools msgs' calls called, each once, in

@@ -722,6 +722,7 @@ func TestAnthropicInputSchemaType(t *testing.T) {
 		{`{"properties":{"city":{"type":"string"}},"required":["city"]}`,
 			`{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}`},
 		{`{"type":"object","properties":{"n":{"type":"integer"}}}`, `{"type":"object","properties":{"n":{"type":"integer"}}}`},
+		{`{"type":null,"properties":{}}`, `{"type":"object","properties":{}}`},
 	}
 	for _, tt := range tests {
 		s := llmtest.NewServer(t)

@@ -94,6 +94,12 @@ func TestUnsupportedProtocolVersion(t *testing.T) {
 			t.Errorf("version %q: %d %s, want 400 with -32022 for id 2 naming the versions there are", v, res.StatusCode, body)
 		}
 	}
+	// What is wrong with the message itself is said first.
+	for body, code := range map[string]string{`{"jsonrpc":"2.0","id":2,`: "-32700", `[{"jsonrpc":"2.0","id":2,"method":"tools/list"}]`: "-32600"} {
+		if res, got := r.post(body, "MCP-Protocol-Version", "bogus"); res.StatusCode != 400 || !strings.Contains(got, `"code":`+code) {
+			t.Errorf("%s with an unknown version: %d %s, want %s", body, res.StatusCode, got, code)
+		}
+	}
 	res, body := r.post(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}`,
 		"MCP-Protocol-Version", "DRAFT-2027-v1")
 	if res.StatusCode != 200 || !strings.Contains(body, `"protocolVersion":"2025-06-18"`) {

@@ -92,7 +92,13 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 		body, _ := io.ReadAll(r.Body) // guard buffered it
 		r.Body = io.NopCloser(bytes.NewReader(body))
 		msg, ok := readJSONRPC(body)
-		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !mcpgo.IsValidProtocolVersion(v) {
+		if why := invalidMessage(body, msg); why != "" {
+			writeInvalidMessage(w, why)
+			return
+		}
+		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !mcpgo.IsValidProtocolVersion(v) && json.Valid(body) {
+			// (A body that is no JSON gets mcp-go's parse error first, as
+			// a message MCP forbids got invalidMessage's.)
 			// mcp-go answers an unknown version in plain text, or, for
 			// what sorts after its latest ("DRAFT-…", "bogus" too), takes
 			// it for a version to come and asks for its _meta. initialize,
@@ -105,10 +111,6 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 				return
 			}
 			r.Header.Del(server.HeaderKeyProtocolVersion)
-		}
-		if why := invalidMessage(body, msg); why != "" {
-			writeInvalidMessage(w, why)
-			return
 		}
 		if ok && msg.Error != nil && len(msg.RawMethod) == 0 {
 			// A client's error response, to a request Parley never sends
