@@ -87,6 +87,10 @@ func fromEchoError(code int, err error, path string) error {
 				"post to {baseURL}/chat/completions (the AI SDK's openai.chat(model) or @ai-sdk/openai-compatible; "+
 				"LangChain's ChatOpenAI without useResponsesApi or reasoning options)")
 		}
+		if len(path) > 1 && strings.HasSuffix(path, "/") {
+			return domain.Errorf(domain.NotFound, "no such endpoint: paths end without a slash (%s); see /openapi.json for the API",
+				strings.TrimRight(path, "/"))
+		}
 		return domain.Errorf(domain.NotFound, "no such endpoint; see /openapi.json for the API")
 	case http.StatusMethodNotAllowed:
 		return domain.Errorf(domain.Invalid, "this endpoint does not take that method; the Allow header lists those it does")

@@ -168,6 +168,18 @@ func (c recordingConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
+// TestTrailingSlashSaysSo: a path with a trailing slash, which no route
+// has, is a 404 that names the path without it.
+func TestTrailingSlashSaysSo(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	for path, want := range map[string]string{"/api/v1/projects/": "/api/v1/projects", "/api/v1/me//": "/api/v1/me"} {
+		r := h.call("GET", path, h.admin, nil)
+		if r.Status != 404 || !strings.Contains(r.ErrorMessage(), "paths end without a slash ("+want+")") {
+			t.Errorf("GET %s = %d %s; want 404 naming %s", path, r.Status, r.Body, want)
+		}
+	}
+}
+
 // TestPathParameterIsOneSegment: a path one segment longer than a route
 // that ends in a parameter is no endpoint. Echo hands such a route the
 // rest of the path, and the handler answered that a conversation named
