@@ -29,6 +29,8 @@ func TestTypeScriptClient(t *testing.T) {
 				return llmtest.Behavior{Fault: llmtest.FaultHang, AfterDeltas: 2}
 			case strings.HasPrefix(c, "SLOW"):
 				return llmtest.Behavior{ChunkDelay: 3 * e2eKeepAlive}
+			case strings.HasPrefix(c, "THINK"):
+				return llmtest.Behavior{Reasoning: "let me think"}
 			}
 			break
 		}

@@ -62,10 +62,18 @@ export class ParleyClient {
   async *stream(request: CompletionRequest, options: CallOptions = {}): AsyncGenerator<ChatCompletionChunk> {
     const res = await this.#post(request, true, options);
     if (res.body === null) throw new ParleyError(res.status, undefined);
-    for await (const data of events(res.body)) {
-      const chunk = JSON.parse(data) as ChatCompletionChunk | { error: unknown };
-      if ('error' in chunk) throw new ParleyError(200, chunk);
-      yield chunk;
+    try {
+      for await (const data of events(res.body)) {
+        const chunk = JSON.parse(data) as ChatCompletionChunk | { error: unknown };
+        if ('error' in chunk) throw new ParleyError(200, chunk);
+        yield chunk;
+      }
+    } catch (err) {
+      // An abort with a reason of its own (AbortSignal.timeout(),
+      // abort(reason)) fails the body's read with that reason, which is
+      // not named AbortError: rethrown as the abort, as before the headers.
+      if (options.signal?.aborted && err instanceof ParleyError && err.status === 0) throw options.signal.reason;
+      throw err;
     }
   }
 

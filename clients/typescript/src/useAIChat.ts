@@ -16,7 +16,12 @@ export interface Message {
   messageId?: string;
   /** A reply's tokens, once it ended (the stream's last chunk). */
   usage?: Usage;
-  /** Why a reply ended, once it did: "stop", "length" (maxTokens cut it short), "tool_calls", … */
+  /** A reasoning model's thinking before its reply, as it arrives (where the provider shows it). */
+  reasoning?: string;
+  /**
+   * Why a reply ended, once it did: "stop", "length" (maxTokens cut it short), "tool_calls", …,
+   * or "client_disconnect" for one stopped (stopStream), as Parley stores it.
+   */
   finishReason?: string;
   /**
    * A user's message whose turn failed before Parley stored any of it (the
@@ -97,7 +102,8 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
   );
   const [messages, setMessages] = useState<Message[]>([]);
   const [isStreaming, setStreaming] = useState(false);
-  const [sessionId, setSessionId] = useState<string | null>(options.initialSessionId ?? null);
+  // Stateless, there is no session: initialSessionId waits for a chatId.
+  const [sessionId, setSessionId] = useState<string | null>(options.chatId ? (options.initialSessionId ?? null) : null);
   const [error, setError] = useState<Error | null>(null);
 
   // What a send reads without waiting for a render: the latest options, the
@@ -170,9 +176,12 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
     target.current = [options.chatId, options.aiProviderId, wanted];
     const another = chat !== options.chatId || provider !== options.aiProviderId;
     const picked = wanted && wanted !== initial; // not the one another chat was given
+    // A chatId that came after the first render (fetched, or from the
+    // route) is the chat initialSessionId was set for.
+    const late = chat === undefined && options.chatId !== undefined && wanted;
     if (another || (picked && wanted !== session.current)) {
       clearMessages();
-      if (picked) {
+      if ((picked || late) && options.chatId) {
         session.current = wanted;
         setSessionId(wanted);
       }
@@ -239,6 +248,8 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
         }
       };
       const send = async () => {
+        let completed = false;
+        let failure: Error | undefined;
         try {
           for await (const chunk of streamAfterStop(client, request, controller.signal, afterStop)) {
             started = true;
@@ -247,6 +258,8 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
             if (chunk.usage) update({ usage: chunk.usage });
             const finish = chunk.choices[0]?.finish_reason;
             if (finish) update({ finishReason: finish });
+            const thought = chunk.choices[0]?.delta.reasoning_content;
+            if (thought) update({ reasoning: (reply.reasoning ?? '') + thought });
             const text = chunk.choices[0]?.delta.content ?? chunk.choices[0]?.delta.refusal;
             if (text) {
               update({ content: reply.content + text });
@@ -255,27 +268,32 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
           }
           update({ isStreaming: false });
           keep();
-          if (ours()) latest.current.onComplete?.(reply.content, session.current, reply);
+          completed = true;
         } catch (err) {
           const errorEvent = err instanceof ParleyError && err.status === 200;
           if (started && !errorEvent) {
-            // What arrived stays, and the turn Parley kept continues.
-            update({ isStreaming: false });
+            // What arrived stays, and the turn Parley kept continues:
+            // stopped, it ended as Parley stores it.
+            update(controller.signal.aborted && !reply.finishReason
+              ? { isStreaming: false, finishReason: 'client_disconnect' }
+              : { isStreaming: false });
             keep();
           } else {
             // Parley stored none of the turn, so the hook keeps no reply.
             drop();
           }
-          if (!controller.signal.aborted && ours()) {
-            const e = err instanceof Error ? err : new Error(String(err));
-            setError(e);
-            latest.current.onError?.(e);
-          }
-        } finally {
-          if (ours()) {
-            running.current = null;
-            setStreaming(false);
-          }
+          if (!controller.signal.aborted) failure = err instanceof Error ? err : new Error(String(err));
+        }
+        if (!ours()) return;
+        // Ended: the stream is let go of before the callbacks, so that
+        // they may send (a "continue" after finishReason "length", a retry).
+        running.current = null;
+        setStreaming(false);
+        if (failure) {
+          setError(failure);
+          latest.current.onError?.(failure);
+        } else if (completed) {
+          latest.current.onComplete?.(reply.content, session.current, reply);
         }
       };
       const done = send();

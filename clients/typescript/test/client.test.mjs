@@ -109,6 +109,19 @@ test('aborting a stream stops it; Parley keeps the turn as far as it went', asyn
   assert.ok(reply.content.startsWith(got), `stored ${JSON.stringify(reply.content)}, the client saw ${JSON.stringify(got)}`);
 });
 
+test('an abort with a reason of its own rethrows that reason, also after the headers', async () => {
+  const reason = new Error('the app gave up');
+  const controller = new AbortController();
+  await assert.rejects(
+    (async () => {
+      for await (const chunk of client.stream({ chatId: CHAT, messages: [{ role: 'user', content: 'HANG on a moment' }] }, { signal: controller.signal })) {
+        if (chunk.choices[0]?.delta.content) controller.abort(reason);
+      }
+    })(),
+    (err) => err === reason,
+  );
+});
+
 test('the same Idempotency-Key is answered with the stored turn', async () => {
   const key = `ts-client-${Date.now()}`;
   const request = { chatId: CHAT, messages: [{ role: 'user', content: 'only once' }] };

@@ -3,8 +3,9 @@
 // (llm/llmtest), whose reply is "echo: " plus the last user message, in
 // word deltas. A user message starting "FAULT" fails after two deltas,
 // one starting "HANG" stops after two deltas until the client goes away,
-// and one starting "SLOW" waits longer than Parley's keep-alive interval
-// before each event.
+// one starting "SLOW" waits longer than Parley's keep-alive interval
+// before each event, and one starting "THINK" streams the thinking "let me
+// think" (reasoning_content) before the reply.
 //
 //   PARLEY_BASE_URL        Parley's REST base, e.g. http://127.0.0.1:8080/api/v1
 //   PARLEY_API_KEY         a key that may run completions in the chat and with the provider

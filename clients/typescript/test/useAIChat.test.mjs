@@ -96,6 +96,7 @@ test('isStreaming while the reply arrives; stopStream keeps what came, and Parle
   assert.equal(chat().messages[1].id, id);
   const partial = chat().messages[1].content;
   assert.equal(chat().messages[1].isStreaming, false);
+  assert.equal(chat().messages[1].finishReason, 'client_disconnect', 'stopped, as Parley stores it');
   assert.deepEqual(calls.completed, []);
   assert.deepEqual(calls.errors, []);
   const sessionId = chat().sessionId;
@@ -301,6 +302,54 @@ test('initialSessionId set after the first render, or to another conversation, i
   assert.deepEqual(chat().messages, []);
   await act(() => chat().sendMessage('more'));
   assert.deepEqual((await conversation(other.conversationId)).messages.map((m) => m.content), ['other', 'echo: other', 'more', 'echo: more']);
+});
+
+test('a chatId that arrives after the first render continues initialSessionId', async (t) => {
+  t.after(cleanup);
+  const earlier = await client.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'earlier' }] });
+  // The stored id read at once, the chat fetched later.
+  const { view, chat } = render({ initialSessionId: earlier.conversationId });
+  assert.equal(chat().sessionId, null, 'no session without a chat');
+  view.rerender({ chatId: CHAT });
+  await waitFor(() => assert.equal(chat().sessionId, earlier.conversationId));
+  await act(() => chat().sendMessage('later'));
+  assert.equal(chat().error, null);
+  assert.deepEqual((await conversation(earlier.conversationId)).messages.map((m) => m.content), ['earlier', 'echo: earlier', 'later', 'echo: later']);
+});
+
+test('onComplete and onError may send the next message', async (t) => {
+  t.after(cleanup);
+  let api;
+  const sent = [];
+  const { chat } = render({
+    chatId: CHAT,
+    onComplete: (content) => {
+      if (content === 'echo: first') sent.push(api().sendMessage('continue'));
+    },
+    onError: () => sent.push(api().sendMessage('retry')),
+  });
+  api = chat;
+  await act(async () => {
+    await chat().sendMessage('first');
+    await Promise.all(sent);
+  });
+  assert.deepEqual(shown(chat().messages).slice(2), [['user', 'continue'], ['assistant', 'echo: continue']]);
+  await act(async () => {
+    await chat().sendMessage('FAULT in the middle');
+    await Promise.all(sent);
+  });
+  assert.equal(sent.length, 2);
+  assert.deepEqual(shown(chat().messages).slice(-2), [['user', 'retry'], ['assistant', 'echo: retry']]);
+  assert.equal(chat().error, null, 'the retry cleared the error');
+});
+
+test('a reply\'s thinking is shown apart from its text', async (t) => {
+  t.after(cleanup);
+  const { chat, calls } = render({ chatId: CHAT });
+  await act(() => chat().sendMessage('THINK first'));
+  assert.equal(chat().messages[1].reasoning, 'let me think');
+  assert.equal(chat().messages[1].content, 'echo: THINK first');
+  assert.equal(calls.chunks.join(''), 'echo: THINK first', 'onChunk gets the text only');
 });
 
 test('stateless: a failed turn\'s message is not sent again', async (t) => {
