@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -159,8 +160,18 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		e.Kind, e.Message = domain.Invalid, "the AI provider's baseUrl resolves to a loopback, private or shared address; the operator must set PARLEY_ALLOW_PRIVATE_UPSTREAMS=true to allow that"
 	case status >= 300 && status < 400:
 		e.Message = fmt.Sprintf("the AI provider answered with a redirect (HTTP %d), which Parley does not follow (it would send the key elsewhere); set the provider's baseUrl to the address it redirects to", status)
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		e.Message = fmt.Sprintf("the AI provider rejected its API key (HTTP %d): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})", status)
+	case status == http.StatusForbidden:
+		// Most often the key is good and may not use the model (OpenAI's
+		// model_not_found: "Project … does not have access to model …").
+		e.Message = withUpstream("the AI provider refused this key access (HTTP 403): check that the provider's account may use the model, "+
+			"or replace the provider's apiKey if the message says the key is at fault", upMsg)
+	case status == http.StatusTooManyRequests && outOfQuota(err):
+		// Not a rate limit: waiting does not end it, so no Retry-After
+		// (a 502, which clients do not send again).
+		e.Message = withUpstream("the AI provider's account for this key is out of credit or past its spending limit (HTTP 429), "+
+			"which waiting does not end: an owner of that account must add credit or raise the limit", upMsg)
 	case status == http.StatusTooManyRequests:
 		e.Kind, e.RetryAfter = domain.RateLimited, retryAfter(header, upstreamBody(err), time.Now())
 		e.Err = fmt.Errorf("%w: %w", domain.ErrUpstreamRateLimited, e.Err)
@@ -256,6 +267,33 @@ func upstreamParam(err error) string {
 		return *oe.Param
 	}
 	return ""
+}
+
+// quotaCodes are the error codes and types by which OpenAI (and the
+// servers that copy it) answer 429 for an account out of credit or past
+// its spending limit, which waiting does not end.
+var quotaCodes = []string{"insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+	"project_spend_limit_exceeded", "organization_usage_limit_exceeded"}
+
+// outOfQuota reports whether err, a 429, says the account is out of quota
+// (quotaCodes), by the code or type go-openai read or its body gives.
+func outOfQuota(err error) bool {
+	var oe *openai.APIError
+	if errors.As(err, &oe) {
+		code, _ := oe.Code.(string)
+		return slices.Contains(quotaCodes, code) || slices.Contains(quotaCodes, oe.Type)
+	}
+	var v struct {
+		Error struct {
+			Code any    `json:"code"`
+			Type string `json:"type"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(oneOf(upstreamBody(err)), &v) != nil {
+		return false
+	}
+	code, _ := v.Error.Code.(string)
+	return slices.Contains(quotaCodes, code) || slices.Contains(quotaCodes, v.Error.Type)
 }
 
 // bodyMessage extracts the message of an error body: OpenAI's
@@ -450,8 +488,14 @@ func upstreamBody(err error) []byte {
 }
 
 // secretLike matches what looks like a credential: provider keys, bearer
-// tokens, key=value pairs and long random-looking tokens.
-var secretLike = regexp.MustCompile(`(?i)(\bsk-[a-z0-9_\-]{4,}[a-z0-9_\-*.]*|bearer\s+[^\s"',;)\]}>\[][^\s"',;)\]}>]*|(api[-_]?key|token|secret|password)["']?\s*[:=]\s*["']?[^\s"',]+|[a-z0-9_\-+/=]{32,})`)
+// tokens and key=value pairs; longToken, a long run of a token's
+// characters, which is redacted when it holds a digit, as random tokens
+// do, and not a URL's path or words joined by dashes
+// (platform.openai.com/docs/guides/error-codes).
+var (
+	secretLike = regexp.MustCompile(`(?i)(\bsk-[a-z0-9_\-]{4,}[a-z0-9_\-*.]*|bearer\s+[^\s"',;)\]}>\[][^\s"',;)\]}>]*|(api[-_]?key|token|secret|password)["']?\s*[:=]\s*["']?[^\s"',]+)`)
+	longToken  = regexp.MustCompile(`(?i)[a-z0-9_\-+/=]{32,}`)
+)
 
 // sanitize makes an upstream text safe to show: the key and anything that
 // looks like one redacted, control characters and runs of spaces folded,
@@ -470,6 +514,12 @@ func sanitize(s, apiKey string, max int) string {
 		s = strings.ReplaceAll(s, apiKey, "[redacted]")
 	}
 	s = secretLike.ReplaceAllString(s, "[redacted]")
+	s = longToken.ReplaceAllStringFunc(s, func(m string) string {
+		if !strings.ContainsAny(m, "0123456789") {
+			return m
+		}
+		return "[redacted]"
+	})
 	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
 	if r := []rune(s); len(r) > max {
 		s = strings.TrimSpace(string(r[:max])) + "…"

@@ -119,6 +119,7 @@ func TestSanitize(t *testing.T) {
 		{"the key as a bearer token", "sent Authorization: Bearer " + key + ".", "sent Authorization: Bearer [redacted]."},
 		{"key=value", "url had api_key=zzz&x=1", "url had [redacted]"},
 		{"a long token", "token " + strings.Repeat("Ab9", 12) + " leaked", "token [redacted] leaked"},
+		{"a URL's path", "see https://platform.openai.com/docs/guides/error-codes/api-errors.", "see https://platform.openai.com/docs/guides/error-codes/api-errors."},
 		{"words with sk- inside", "ask-me task-force", "ask-me task-force"},
 		{"control characters and spaces", "a\x00b\n\n  c\td", "a b c d"},
 	} {

@@ -502,8 +502,10 @@ func TestUpstreamErrors(t *testing.T) {
 	}{
 		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
 			msg: []string{"the AI provider rejected its API key (HTTP 401): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})"}, wantRequests: 1},
-		{name: "403", b: llmtest.Behavior{Status: 403}, kind: domain.Upstream,
-			msg: []string{"rejected its API key (HTTP 403)"}, wantRequests: 1},
+		{name: "403", b: llmtest.Behavior{Status: 403, Body: `{"error":{"message":"Project proj_1 does not have access to model o3","type":"invalid_request_error","code":"model_not_found"}}`},
+			kind: domain.Upstream, msg: []string{"refused this key access (HTTP 403)", "does not have access to model o3"}, wantRequests: 1},
+		{name: "429 out of quota", b: llmtest.Behavior{Status: 429, Body: `{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","code":"insufficient_quota"}}`},
+			kind: domain.Upstream, msg: []string{"out of credit or past its spending limit (HTTP 429)", "You exceeded your current quota"}, wantRequests: 1},
 		{name: "429 seconds", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {"7"}}}, kind: domain.RateLimited,
 			msg: []string{"HTTP 429"}, retryAfterMin: 7 * time.Second, retryAfterMax: 7 * time.Second, wantRequests: 1},
 		{name: "429 date", b: llmtest.Behavior{Status: 429, Header: http.Header{"Retry-After": {date}}}, kind: domain.RateLimited,

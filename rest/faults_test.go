@@ -40,7 +40,7 @@ func TestUpstreamFaults(t *testing.T) {
 			// A wait a hair over a second is 2 whole seconds: retrying after 1 would come too early.
 			{"429 rounds a fraction of a second up", []llmtest.Behavior{{Status: 429, Header: http.Header{"Retry-After-Ms": {"1000.5"}}}}, false, 429, "rate_limited", "2", "", 1},
 			{"401 is the provider's key", []llmtest.Behavior{{Status: 401}}, false, 502, "upstream_error", "", "rejected its API key", 1},
-			{"403 is the provider's key", []llmtest.Behavior{{Status: 403}}, false, 502, "upstream_error", "", "rejected its API key", 1},
+			{"403 is the provider's access", []llmtest.Behavior{{Status: 403}}, false, 502, "upstream_error", "", "refused this key access", 1},
 			{"401 before a stream began is JSON", []llmtest.Behavior{{Status: 401}}, true, 502, "upstream_error", "", "rejected its API key", 1},
 			// The provider's refusal of the request itself is the caller's
 			// 400 with the provider's reason, not a 502 the OpenAI SDKs retry.
