@@ -97,15 +97,16 @@ func StreamableHTTPHandler(srv *server.MCPServer, auth Authenticator, lim Limits
 			return
 		}
 		if v := r.Header.Get(server.HeaderKeyProtocolVersion); v != "" && !mcpgo.IsValidProtocolVersion(v) && json.Valid(body) {
-			// (A body that is no JSON gets mcp-go's parse error first, as
-			// a message MCP forbids got invalidMessage's.)
 			// mcp-go answers an unknown version in plain text, or, for
 			// what sorts after its latest ("DRAFT-…", "bogus" too), takes
 			// it for a version to come and asks for its _meta. initialize,
 			// which agrees on a version in its body, goes without it (a
 			// client falling back to initialize with a draft's header);
 			// anything else is told the versions there are, by MCP's
-			// unsupported-version error, so that it can choose one.
+			// unsupported-version error, so that it can choose one. What
+			// is wrong with the message itself is said first: a body that
+			// is no JSON gets mcp-go's parse error, and one MCP forbids
+			// invalidMessage's.
 			if msg.Method != "initialize" {
 				writeUnsupportedVersion(w, msg.ID, v)
 				return

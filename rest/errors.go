@@ -95,7 +95,7 @@ func fromEchoError(code int, err error, path string) error {
 	case http.StatusMethodNotAllowed:
 		return domain.Errorf(domain.Invalid, "this endpoint does not take that method; the Allow header lists those it does")
 	case http.StatusRequestEntityTooLarge:
-		return domain.Errorf(domain.TooLarge, "the request body is too large; send a smaller one (the server's PARLEY_MAX_BODY_BYTES sets the limit)")
+		return domain.Errorf(domain.TooLarge, "%s", wire.BodyTooLarge(0, 0))
 	case http.StatusUnauthorized:
 		return domain.Errorf(domain.Unauthenticated, "authentication required: send an API key as 'Authorization: Bearer <key>'")
 	}

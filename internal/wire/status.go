@@ -34,12 +34,15 @@ func Status(k domain.Kind) int {
 }
 
 // BodyTooLarge is the message of a 413 for a request body over limit
-// bytes, of size bytes when it said so (0: it did not, or was cut off), on
-// REST and MCP over HTTP alike.
+// bytes (0: not known), of size bytes when it said so (0: it did not, or
+// was cut off), on REST and MCP over HTTP alike.
 func BodyTooLarge(size, limit int64) string {
-	msg := "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
-	if size > limit {
+	msg := "the request body is too large"
+	switch {
+	case limit > 0 && size > limit:
 		msg = "the request body is " + strconv.FormatInt(size, 10) + " bytes, over the " + strconv.FormatInt(limit, 10) + "-byte limit"
+	case limit > 0:
+		msg = "the request body is over the " + strconv.FormatInt(limit, 10) + "-byte limit"
 	}
 	return msg + "; send a smaller one (the server's PARLEY_MAX_BODY_BYTES sets the limit)"
 }

@@ -314,4 +314,7 @@ func TestBodyTooLarge(t *testing.T) {
 			t.Errorf("BodyTooLarge(%d, 1024) = %q, want it to begin %q", tc.size, got, tc.want)
 		}
 	}
+	if got := BodyTooLarge(0, 0); !strings.HasPrefix(got, "the request body is too large; send a smaller one") {
+		t.Errorf("BodyTooLarge(0, 0) = %q, want it to say too large and what to do", got)
+	}
 }
