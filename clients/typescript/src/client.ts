@@ -64,7 +64,7 @@ export class ParleyClient {
     if (res.body === null) throw new ParleyError(res.status, undefined);
     try {
       for await (const data of events(res.body)) {
-        const chunk = JSON.parse(data) as ChatCompletionChunk | { error: unknown };
+        const chunk = parseChunk(data);
         if ('error' in chunk) throw new ParleyError(200, chunk);
         yield chunk;
       }
@@ -116,5 +116,19 @@ export class ParleyClient {
       throw new ParleyError(res.status, parsed, retryAfter(res.headers));
     }
     return res;
+  }
+}
+
+/**
+ * parseChunk reads one event's data. Parley sends JSON only: data that is
+ * none was changed on its way (a proxy's page in place of the stream), a
+ * network error like a cut, not a SyntaxError the caller cannot tell apart.
+ */
+function parseChunk(data: string): ChatCompletionChunk | { error: unknown } {
+  try {
+    return JSON.parse(data) as ChatCompletionChunk | { error: unknown };
+  } catch {
+    const head = data.length > 80 ? `${data.slice(0, 80)}…` : data;
+    throw new ParleyError(0, { error: { code: 'network', message: `the stream held data that is no JSON (${JSON.stringify(head)}): something between here and Parley changed it` } });
   }
 }

@@ -174,3 +174,18 @@ test('Parley unreachable is a ParleyError with status 0', async () => {
   const nowhere = new ParleyClient({ baseUrl: 'http://127.0.0.1:1/api/v1', apiKey: 'pk_x' });
   await assert.rejects(nowhere.complete({ chatId: CHAT, messages: [{ role: 'user', content: 'hi' }] }), { name: 'ParleyError', status: 0, code: 'network' });
 });
+
+test('a data line that is no JSON is a network ParleyError, not a SyntaxError', async () => {
+  const body = 'data: {"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: <html>gateway</html>\n\n';
+  const mangled = new ParleyClient({ baseUrl: BASE_URL, fetch: async () => new Response(body, { headers: { 'Content-Type': 'text/event-stream' } }) });
+  const seen = [];
+  await assert.rejects(async () => {
+    for await (const chunk of mangled.stream({ chatId: CHAT, messages: [{ role: 'user', content: 'hi' }] })) seen.push(chunk);
+  }, (err) => {
+    assert.ok(err instanceof ParleyError, `got ${err}`);
+    assert.equal(err.code, 'network');
+    assert.match(err.message, /no JSON \("<html>gateway<\/html>"\)/);
+    return true;
+  });
+  assert.equal(seen.length, 1);
+});
