@@ -188,7 +188,9 @@ func (documentSummaryRow) TableName() string { return "documents" }
 // SQLite databases and PostgreSQL's UTF8), and neither engine reads the
 // content for it: PostgreSQL takes the size from the TOAST pointer, SQLite
 // (3.43 and later) from the record header, where length(CAST(content AS
-// BLOB)) would read every page of it.
+// BLOB)) would read every page of it. On SQLite content is the table's last
+// column (migration 00017): a column stored after it would be read by
+// walking the content's overflow pages.
 const documentSummaryColumns = "id, project_id, name, mime_type, metadata, octet_length(content) AS bytes, created_at, updated_at"
 
 func toDomainDocumentSummary(r *documentSummaryRow) (domain.DocumentSummary, error) {

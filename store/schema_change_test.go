@@ -109,7 +109,7 @@ func migrateUp(t *testing.T, s *store.Store, out *logtest.Buffer) (wait func()) 
 func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	s := dbtest.Postgres(t)
 	defer store.SetMigrationLockTimeout(200 * time.Millisecond)()
-	for range 4 { // 00016 to 00013; 00014 is an ALTER TABLE of ai_providers
+	for range 5 { // 00017 to 00013; 00014 is an ALTER TABLE of ai_providers
 		must(t, s.Migrate(ctx(), "down", nil))
 	}
 	db, commit := longTransaction(t, s, "", "ai_providers")
@@ -129,8 +129,8 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 	}
 	commit()
 	wait()
-	if got := out.String(); strings.Count(got, "applied 00013_usage_details.sql") != 1 || !strings.Contains(got, "applied 00016_project_streams.sql") {
-		t.Errorf("migrate up said %q; want 00013 to 00016 applied, each said once", got)
+	if got := out.String(); strings.Count(got, "applied 00013_usage_details.sql") != 1 || !strings.Contains(got, "applied 00017_document_content_last.sql") {
+		t.Errorf("migrate up said %q; want 00013 to 00017 applied, each said once", got)
 	}
 }
 
@@ -141,7 +141,7 @@ func TestMigrationDoesNotStallTheTable(t *testing.T) {
 func TestConcurrentIndexWaitsBehindASnapshot(t *testing.T) {
 	s := dbtest.Postgres(t)
 	defer store.SetMigrationLockTimeout(200 * time.Millisecond)()
-	for range 5 { // 00016 to 00012, a CONCURRENTLY build of conversations' index
+	for range 6 { // 00017 to 00012, a CONCURRENTLY build of conversations' index
 		must(t, s.Migrate(ctx(), "down", nil))
 	}
 	_, commit := longTransaction(t, s, "ISOLATION LEVEL REPEATABLE READ", "users") // a snapshot, as pg_dump's
@@ -153,7 +153,7 @@ func TestConcurrentIndexWaitsBehindASnapshot(t *testing.T) {
 	}
 	commit()
 	wait()
-	if got := out.String(); !strings.Contains(got, "applied 00012_conversation_project_index.sql") || !strings.Contains(got, "applied 00016_project_streams.sql") {
-		t.Errorf("migrate up said %q; want 00012 to 00016 applied", got)
+	if got := out.String(); !strings.Contains(got, "applied 00012_conversation_project_index.sql") || !strings.Contains(got, "applied 00017_document_content_last.sql") {
+		t.Errorf("migrate up said %q; want 00012 to 00017 applied", got)
 	}
 }
