@@ -130,11 +130,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 				blocks = append(blocks, anthropic.NewTextBlock(m.Content))
 			}
 			for _, c := range m.ToolCalls {
-				input, err := toolInput(c)
-				if err != nil {
-					return p, nil, err
-				}
-				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), input, anthropicToolName(c.Name)))
+				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), toolInput(c), anthropicToolName(c.Name)))
 			}
 			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
 		case domain.RoleTool:
@@ -375,16 +371,22 @@ func anthropicMessages(req domain.LLMRequest) ([]domain.LLMMessage, bool) {
 }
 
 // toolInput is a tool call's arguments as a tool_use block's input, which
-// Anthropic requires to be a JSON object; no arguments are {}.
-func toolInput(c domain.ToolCall) (json.RawMessage, error) {
+// Anthropic requires to be a JSON object; no arguments are {}. Arguments
+// that are no JSON object (a model's call cut short or malformed, which
+// OpenAI's wire takes as any text) go as their text under
+// "_unparsed_arguments": refusing them would stop for good a conversation
+// whose stored reply made such a call, as nothing a caller sends can change
+// its history, while the call's result, after it, says what went wrong.
+func toolInput(c domain.ToolCall) json.RawMessage {
 	args := bytes.TrimSpace([]byte(c.Arguments))
-	if len(args) == 0 {
-		return json.RawMessage(`{}`), nil
+	switch {
+	case len(args) == 0:
+		return json.RawMessage(`{}`)
+	case args[0] == '{' && json.Valid(args):
+		return json.RawMessage(args)
 	}
-	if args[0] != '{' || !json.Valid(args) {
-		return nil, domain.Invalidf("messages", "the arguments of tool call %s are not a JSON object; Anthropic needs one as the tool_use input", c.ID)
-	}
-	return json.RawMessage(args), nil
+	wrapped, _ := json.Marshal(map[string]string{"_unparsed_arguments": c.Arguments}) // a string cannot fail
+	return wrapped
 }
 
 // enforcedFormat reports whether f goes to Anthropic as its structured

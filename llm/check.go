@@ -73,9 +73,8 @@ func openAICheck(req domain.LLMRequest) error {
 
 // anthropicCheck refuses what anthropicParams refuses, without building
 // the parameters: a list of no turn but system messages once blank texts
-// and refused turns are left out (see anthropicMessages), one whose last
-// message was left out so that it would end with a reply, and tool calls
-// whose arguments are no JSON object.
+// and refused turns are left out (see anthropicMessages), and one whose
+// last message was left out so that it would end with a reply.
 func anthropicCheck(req domain.LLMRequest) error {
 	msgs, _ := anthropicMessages(req)
 	var last domain.MessageRole // of the last message Anthropic would get, system aside
@@ -84,11 +83,6 @@ func anthropicCheck(req domain.LLMRequest) error {
 			continue
 		}
 		last = m.Role
-		for _, c := range m.ToolCalls {
-			if _, err := toolInput(c); err != nil {
-				return err
-			}
-		}
 	}
 	switch {
 	case last == "":

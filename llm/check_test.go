@@ -40,9 +40,9 @@ func TestCheckRefusesWhatCompleteRefusesUnsent(t *testing.T) {
 		{"anthropic: a tool loop", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
 			r.Messages = []domain.LLMMessage{user("weather?"), reply("", call(`{"city":"Paris"}`)), result}
 		}, false},
-		{"anthropic: a call's arguments no object", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
+		{"anthropic: a call's arguments no object, sent as their text", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
 			r.Messages = []domain.LLMMessage{user("weather?"), reply("", call(`["Paris"]`)), result}
-		}, true},
+		}, false},
 		{"anthropic: a refused turn left out", domain.ProviderAnthropic, func(r *domain.LLMRequest) {
 			r.Messages = []domain.LLMMessage{user("hi"), {Role: domain.RoleAssistant, Refusal: "I can't."}, user("why?")}
 		}, false},

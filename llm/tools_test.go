@@ -358,15 +358,18 @@ func TestToolResultsAnthropic(t *testing.T) {
 		}
 	}
 
-	// Arguments that are not a JSON object cannot become a tool_use input.
-	req.Messages[2].ToolCalls = []domain.ToolCall{{ID: "call_x", Type: "function", Name: "weather", Arguments: "not json"}}
-	before := s.Count()
-	_, err := newClient(t).Complete(context.Background(), req, nil)
-	if got, want := domain.KindOf(err), domain.Invalid; got != want {
-		t.Errorf("kind = %v, want %v (%v)", got, want, err)
-	}
-	if s.Count() != before {
-		t.Error("the refused request reached the upstream")
+	// Arguments that are no JSON object (a model's malformed call, stored as
+	// it came) go as their text in an object, which Anthropic requires of a
+	// tool_use input: refused, the conversation could never go on there.
+	for _, args := range []string{`{"city": "Par`, "not json", "[1, 2]", "null", `"Paris"`} {
+		req.Messages[2].ToolCalls[0].Arguments = args
+		if _, err := newClient(t).Complete(context.Background(), req, nil); err != nil {
+			t.Fatalf("arguments %q: %v", args, err)
+		}
+		use := s.Last().Body["messages"].([]any)[1].(map[string]any)["content"].([]any)[0].(map[string]any)
+		if got, want := use["input"], map[string]any{"_unparsed_arguments": args}; !reflect.DeepEqual(got, want) {
+			t.Errorf("arguments %q went as input %v; want %v", args, got, want)
+		}
 	}
 }
 

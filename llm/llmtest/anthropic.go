@@ -53,8 +53,9 @@ func anthropicTextRefusal(body map[string]any) string {
 // ids, as Kimi's "functions.weather:0", are), a tool block in a request
 // that defines no tools, and a tool_result whose call is not in the
 // message before it; and a tool's name, or a tool_use block's, outside
-// ^[a-zA-Z0-9_-]{1,128}$ (open models call "repo_browser.search"), and
-// a tool's input_schema without "type" (OpenAI takes {}).
+// ^[a-zA-Z0-9_-]{1,128}$ (open models call "repo_browser.search"), a
+// tool_use block whose input is no JSON object (OpenAI's arguments are
+// any text), and a tool's input_schema without "type" (OpenAI takes {}).
 func anthropicToolsRefusal(body map[string]any) string {
 	msgs, _ := body["messages"].([]any)
 	tools, _ := body["tools"].([]any)
@@ -87,6 +88,9 @@ func anthropicToolsRefusal(body map[string]any) string {
 			}
 			if name, _ := bm["name"].(string); field == "id" && !validToolName(name) {
 				return fmt.Sprintf("messages.%d.content.%d.tool_use.name: String should match pattern '^[a-zA-Z0-9_-]{1,128}$'", i, j)
+			}
+			if _, ok := bm["input"].(map[string]any); field == "id" && !ok {
+				return fmt.Sprintf("messages.%d.content.%d.tool_use.input: Input should be a valid dictionary", i, j)
 			}
 			id, _ := bm[field].(string)
 			if !validToolID(id) {
