@@ -835,6 +835,9 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 	s.countTokens(ctx, adm, rec.Usage.TotalTokens)
 	if err != nil {
 		err = s.endedByServer(ctx, err)
+		if len(pl.history) > 0 {
+			err = historyTooLong(err)
+		}
 		s.settleFailed(ctx, pl, meta, res, rec, rl.started)
 		return nil, admittedError(err, quotas, debug)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"time"
 )
 
@@ -90,6 +91,32 @@ var ErrUpstreamRateLimited = errors.New("the AI provider is rate limiting its ke
 // change it, so it is theirs to fix, but the provider answered, so such a
 // completion is recorded with the outcome upstream_error.
 var ErrUpstreamRefused = errors.New("the AI provider refused the request")
+
+// ErrContextTooLong is within the cause of the Invalid error of a request
+// the AI provider refused as longer than its model's context window. Its
+// message ends with ContextTooLongAdvice; a per-chat continuation's says
+// instead that the conversation's history is what grew.
+var ErrContextTooLong = errors.New("the request is longer than the model's context window")
+
+// ContextTooLongAdvice ends the message of an ErrContextTooLong refusal.
+const ContextTooLongAdvice = "; the messages, with maxTokens for the reply, are longer than the model's context window: " +
+	"send fewer or shorter ones, a smaller maxTokens, or use a model with a larger window"
+
+const historyTooLongAdvice = "; this conversation's history and the new messages, with maxTokens for the reply, are longer than " +
+	"the model's context window: start a new conversation (leave out conversationId), or use a model with a larger window"
+
+// historyTooLong says of an ErrContextTooLong refusal of a continuation
+// that the conversation's history, which every completion sends whole and
+// the caller cannot shorten, is what made the request too long.
+func historyTooLong(err error) error {
+	var e *Error
+	if !errors.Is(err, ErrContextTooLong) || !errors.As(err, &e) || !strings.HasSuffix(e.Message, ContextTooLongAdvice) {
+		return err
+	}
+	c := *e
+	c.Message = strings.TrimSuffix(e.Message, ContextTooLongAdvice) + historyTooLongAdvice
+	return &c
+}
 
 // ErrNoWrites is within the cause of the Unavailable error of a write the
 // database could not take for a reason of its own rather than the

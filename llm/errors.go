@@ -187,9 +187,18 @@ func (c *Client) toDomainError(ctx context.Context, op string, ex *exchange, api
 		if p := upstreamParam(err); p != "" {
 			e.Details["upstreamParam"] = sanitize(p, apiKey, 200)
 		}
+		code, typ := upstreamCode(err)
+		if code != "" {
+			e.Details["upstreamCode"] = sanitize(code, apiKey, 100)
+		}
 		e.Err = fmt.Errorf("%w: %w", domain.ErrUpstreamRefused, e.Err)
-		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg) +
-			"; fix the request (its messages, model or parameters) before sending it again"
+		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg)
+		if contextTooLong(code, typ, upMsg) {
+			e.Err = fmt.Errorf("%w: %w", domain.ErrContextTooLong, e.Err)
+			e.Message += domain.ContextTooLongAdvice
+		} else {
+			e.Message += "; fix the request (its messages, model or parameters) before sending it again"
+		}
 	case status >= 400 && status < 500:
 		e.Message = withUpstream(fmt.Sprintf("the AI provider refused the request (HTTP %d)", status), upMsg)
 	case status >= 500:
@@ -276,12 +285,21 @@ var quotaCodes = []string{"insufficient_quota", "credit_balance_exhausted", "org
 	"project_spend_limit_exceeded", "organization_usage_limit_exceeded"}
 
 // outOfQuota reports whether err, a 429, says the account is out of quota
-// (quotaCodes), by the code or type go-openai read or its body gives.
+// (quotaCodes), by its code or type.
 func outOfQuota(err error) bool {
+	code, typ := upstreamCode(err)
+	return slices.Contains(quotaCodes, code) || slices.Contains(quotaCodes, typ)
+}
+
+// upstreamCode is the code and type an error body gives in OpenAI's shape
+// ({"error": {"code", "type"}}, as go-openai read it, or from the body),
+// Anthropic's ({"error": {"type"}}) and Gemini's (in a one-element array);
+// a numeric code is none.
+func upstreamCode(err error) (code, typ string) {
 	var oe *openai.APIError
 	if errors.As(err, &oe) {
-		code, _ := oe.Code.(string)
-		return slices.Contains(quotaCodes, code) || slices.Contains(quotaCodes, oe.Type)
+		code, _ = oe.Code.(string)
+		return code, oe.Type
 	}
 	var v struct {
 		Error struct {
@@ -290,10 +308,24 @@ func outOfQuota(err error) bool {
 		} `json:"error"`
 	}
 	if json.Unmarshal(oneOf(upstreamBody(err)), &v) != nil {
-		return false
+		return "", ""
 	}
-	code, _ := v.Error.Code.(string)
-	return slices.Contains(quotaCodes, code) || slices.Contains(quotaCodes, v.Error.Type)
+	code, _ = v.Error.Code.(string)
+	return code, v.Error.Type
+}
+
+// contextWords are what providers' refusals of a request longer than the
+// model's context window say: OpenAI's, DeepSeek's and vLLM's "maximum
+// context length", Anthropic's "prompt is too long", Mistral's "too large
+// for model with … maximum context length", Gemini's "input token count
+// … exceeds the maximum number of tokens allowed", OpenAI's newer
+// "exceeds the context window".
+var contextWords = regexp.MustCompile(`(?i)context[ _]length|context[ _]window|prompt is too long|input token count.*exceeds`)
+
+// contextTooLong says whether a provider's refusal, by its code, type or
+// message, is of a request longer than the model's context window.
+func contextTooLong(code, typ, msg string) bool {
+	return code == "context_length_exceeded" || typ == "context_length_exceeded" || contextWords.MatchString(msg)
 }
 
 // bodyMessage extracts the message of an error body: OpenAI's

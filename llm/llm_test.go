@@ -499,6 +499,8 @@ func TestUpstreamErrors(t *testing.T) {
 		wantRequests  int
 		notInMessages []string
 		param         string // the refused parameter an OpenAI-wire refusal names
+		code          string // the code the refusal gives: details.upstreamCode
+		tooLong       bool   // a refusal of a request past the model's context window
 	}{
 		{name: "401", b: llmtest.Behavior{Status: 401}, kind: domain.Upstream,
 			msg: []string{"the AI provider rejected its API key (HTTP 401): an owner of its project must replace the provider's apiKey (PATCH /api/v1/ai-providers/{id})"}, wantRequests: 1},
@@ -532,11 +534,18 @@ func TestUpstreamErrors(t *testing.T) {
 			kind: domain.Invalid, msg: []string{"HTTP 400", "`temperature` is deprecated for this model.", "fix the request"}, wantRequests: 1},
 		// OpenAI's refusal names the parameter it refuses: upstreamParam.
 		{name: "400 naming a parameter", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"Unsupported parameter: 'parallel_tool_calls' is not supported with this model.","type":"invalid_request_error","param":"parallel_tool_calls","code":"unsupported_parameter"}}`},
-			kind: domain.Invalid, msg: []string{"HTTP 400", "Unsupported parameter"}, param: "parallel_tool_calls", wantRequests: 1},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "Unsupported parameter"}, param: "parallel_tool_calls", code: "unsupported_parameter", wantRequests: 1},
+		// A request past the model's context window says so, by the code
+		// OpenAI gives or the words the others use.
+		{name: "400 context length exceeded", b: llmtest.Behavior{Status: 400, Body: `{"error":{"message":"This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "maximum context length is 128000", "longer than the model's context window"}, notInMessages: []string{"fix the request"},
+			param: "messages", code: "context_length_exceeded", tooLong: true, wantRequests: 1},
+		{name: "400 prompt is too long", b: llmtest.Behavior{Status: 400, Body: `{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}`},
+			kind: domain.Invalid, msg: []string{"HTTP 400", "prompt is too long", "longer than the model's context window"}, tooLong: true, wantRequests: 1},
 		{name: "400 with an HTML body", b: llmtest.Behavior{Status: 400, Body: "<html><body>Bad Request</body></html>", Header: http.Header{"Content-Type": {"text/html"}}},
 			kind: domain.Invalid, msg: []string{"HTTP 400"}, notInMessages: []string{"<html>"}, wantRequests: 1},
 		{name: "413", b: llmtest.Behavior{Status: 413, Body: `{"error":{"message":"prompt is too long","type":"request_too_large"}}`},
-			kind: domain.Invalid, msg: []string{"HTTP 413", "prompt is too long"}, wantRequests: 1},
+			kind: domain.Invalid, msg: []string{"HTTP 413", "prompt is too long"}, tooLong: true, wantRequests: 1},
 		{name: "422", b: llmtest.Behavior{Status: 422}, kind: domain.Invalid, msg: []string{"HTTP 422"}, wantRequests: 1},
 		{name: "402 is the provider's account", b: llmtest.Behavior{Status: 402}, kind: domain.Upstream, msg: []string{"HTTP 402"}, wantRequests: 1},
 		{name: "404", b: llmtest.Behavior{Status: 404}, kind: domain.Upstream, msg: []string{"HTTP 404", "model", "ends in /v1"}, wantRequests: 1},
@@ -567,6 +576,12 @@ func TestUpstreamErrors(t *testing.T) {
 					}
 					if got, _ := domain.DetailsOf(err)["upstreamParam"].(string); got != want {
 						t.Errorf("details = %v, want upstreamParam %q", domain.DetailsOf(err), want)
+					}
+					if got, _ := domain.DetailsOf(err)["upstreamCode"].(string); tc.kind == domain.Invalid && got != tc.code {
+						t.Errorf("details = %v, want upstreamCode %q", domain.DetailsOf(err), tc.code)
+					}
+					if got := errors.Is(err, domain.ErrContextTooLong); got != tc.tooLong {
+						t.Errorf("errors.Is(err, ErrContextTooLong) = %v, want %v", got, tc.tooLong)
 					}
 					msg := domain.MessageOf(err)
 					for _, want := range tc.msg {

@@ -1115,3 +1115,45 @@ func TestSeedFieldsNamed(t *testing.T) {
 		t.Errorf("%d upstream calls, want none", n)
 	}
 }
+
+// TestContextTooLongSaysWhatToDo: a provider's refusal of a request longer
+// than its model's context window is a 400 with the provider's code, and
+// says what the caller can change: per chat, a continuation's history,
+// which every completion sends whole and no request can shorten, is what
+// grew, so it says to start a new conversation; elsewhere, the messages.
+func TestContextTooLongSaysWhatToDo(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		path := "/api/v1/chats/" + w.chat + "/completions"
+		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hello")}})["conversationId"].(string)
+		tooLong := llmtest.Behavior{Status: 400, Body: `{"error":{"message":"This model's maximum context length is 128000 tokens. ` +
+			`However, your messages resulted in 130512 tokens. Please reduce the length of the messages.",` +
+			`"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`}
+		for _, tc := range []struct {
+			name, path string
+			body       map[string]any
+			want, not  string
+		}{
+			{"a continuation", path, map[string]any{"conversationId": conv, "messages": []any{userMessage("more")}},
+				"this conversation's history and the new messages", "send fewer or shorter ones"},
+			{"a new conversation", path, map[string]any{"messages": []any{userMessage("more")}},
+				"send fewer or shorter ones", "conversation's history"},
+			{"stateless", "/api/v1/chats/completions", map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("more")}},
+				"send fewer or shorter ones", "conversation's history"},
+		} {
+			h.up.Enqueue(tooLong)
+			r := h.call("POST", tc.path, h.admin, tc.body)
+			if r.Status != 400 || r.ErrorCode() != "invalid_request" {
+				t.Fatalf("%s: %d %s; want 400 invalid_request", tc.name, r.Status, r.Body)
+			}
+			msg := r.ErrorMessage()
+			if !strings.Contains(msg, "maximum context length is 128000 tokens") || !strings.Contains(msg, tc.want) || strings.Contains(msg, tc.not) {
+				t.Errorf("%s: message %q; want the provider's reason and %q, not %q", tc.name, msg, tc.want, tc.not)
+			}
+			details, _ := r.JSON()["error"].(map[string]any)["details"].(map[string]any)
+			if details["upstreamCode"] != "context_length_exceeded" || details["upstreamStatus"] != float64(400) {
+				t.Errorf("%s: details %v; want upstreamCode context_length_exceeded and upstreamStatus 400", tc.name, details)
+			}
+		}
+	})
+}

@@ -65,7 +65,7 @@ const (
 // completionErrors are the statuses both completion routes answer.
 func completionErrors() errs {
 	return errs{
-		400: "invalid request; error.details.field names the field, or error.details.upstreamStatus the status with which the AI provider refused it (400, 413 or 422), and error.details.upstreamParam the parameter it refused when it named one",
+		400: "invalid request; error.details.field names the field, or error.details.upstreamStatus the status with which the AI provider refused it (400, 413 or 422), error.details.upstreamParam the parameter it refused and error.details.upstreamCode its error code (context_length_exceeded: longer than the model's context window), when it gave them",
 		429: "a project or key limit, or the provider's; see Retry-After and RateLimit-* headers",
 		502: "the AI provider failed, rejected its key or answered another 4xx",
 		503: "the database is unavailable or did not answer in time, the provider's key cannot be resolved, or the server is shutting down",
