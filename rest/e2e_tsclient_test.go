@@ -42,6 +42,9 @@ func TestTypeScriptClient(t *testing.T) {
 	other := h.chat(h.admin, w.project, w.provider, nil)
 	limited := h.world()
 	h.must(200, "PUT", "/api/v1/projects/"+limited.project+"/limits", h.admin, map[string]any{"requestsPerMinute": 1})
+	// A document the hook names (names: ['handbook']).
+	const handbook = "Sessions last eight hours."
+	h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "handbook", "content": handbook})
 
 	npmTest(t, filepath.Join("..", "clients", "typescript"), "react",
 		"PARLEY_BASE_URL="+h.srv.URL+"/api/v1",
@@ -54,8 +57,10 @@ func TestTypeScriptClient(t *testing.T) {
 	)
 
 	// The hook's stateless messages went with the whole history, and the
-	// model it named; its per-chat ones with the system prompt it set.
+	// model it named; its per-chat ones with the system prompt it set, and
+	// with the document it named, each of them.
 	var stateless, system bool
+	knowledge := 0
 	for _, r := range h.up.Requests() {
 		n := len(r.Messages)
 		if n == 0 {
@@ -71,6 +76,12 @@ func TestTypeScriptClient(t *testing.T) {
 			if want := "user:STATELESS one,assistant:echo: STATELESS one,user:STATELESS two"; strings.Join(got, ",") != want || r.Model != "ts-model" {
 				t.Errorf("the hook's second stateless message reached the upstream as %q with model %q, want %q with ts-model", strings.Join(got, ","), r.Model, want)
 			}
+		case strings.HasPrefix(last, "KNOWLEDGE"):
+			if first := r.Messages[0]; first.Role == "system" && strings.Contains(first.Content, handbook) {
+				knowledge++
+			} else {
+				t.Errorf("the hook's message %q reached the upstream without the document it named: %s %q", last, first.Role, first.Content)
+			}
 		case last == "How is authentication handled?":
 			system = true
 			if first := r.Messages[0]; first.Role != "system" || first.Content != "You are brief." {
@@ -78,7 +89,8 @@ func TestTypeScriptClient(t *testing.T) {
 			}
 		}
 	}
-	if !stateless || !system {
-		t.Errorf("the upstream never got the hook's stateless history (%v) or its per-chat message (%v)", stateless, system)
+	if !stateless || !system || knowledge != 2 {
+		t.Errorf("the upstream never got the hook's stateless history (%v) or its per-chat message (%v), or got %d of its 2 messages naming a document",
+			stateless, system, knowledge)
 	}
 }

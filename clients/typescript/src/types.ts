@@ -27,7 +27,7 @@ export interface ToolCall {
 
 /** The request of a completion, stateless (aiProviderId) or per chat (chatId). */
 export interface CompletionRequest {
-  /** Per chat: the chat whose provider, model and documents answer, and which stores the turn. */
+  /** Per chat: the chat whose provider, model and system message answer, and which stores the turn. */
   chatId?: string;
   /** Stateless: the AI provider that answers; nothing is stored. */
   aiProviderId?: string;

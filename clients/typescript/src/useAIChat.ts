@@ -37,9 +37,9 @@ export interface UseAIChatOptions {
   baseUrl?: string;
   apiKey?: string;
   /**
-   * Per chat (the usual way): the chat's provider, model, system message and
-   * documents answer, and Parley keeps the conversation, whose id is
-   * sessionId; each message sends only itself.
+   * Per chat (the usual way): the chat's provider, model and system message
+   * answer, and Parley keeps the conversation, whose id is sessionId; each
+   * message sends only itself.
    */
   chatId?: string;
   /**
@@ -59,6 +59,14 @@ export interface UseAIChatOptions {
   systemPrompt?: string;
   temperature?: number;
   maxTokens?: number;
+  /**
+   * The project's documents each message sends as context (seed 001's
+   * project knowledge), by id ([{id: 'doc_…'}]) or by name: a chat names
+   * none of its own, so every message sends these (the conversation keeps
+   * the messages, not the documents).
+   */
+  dataSources?: Array<{ id: string }>;
+  names?: string[];
   /** Each piece of the reply's text as it arrives. */
   onChunk?: (chunk: string) => void;
   /** The reply whole, once it ended, the conversation it was stored in, and the reply's message (usage, finishReason). */
@@ -214,6 +222,8 @@ export function useAIChat(options: UseAIChatOptions): UseAIChat {
       // only, on either endpoint.
       const messages: RequestMessage[] = o.systemPrompt ? [{ role: 'system', content: o.systemPrompt }] : [];
       const request: CompletionRequest = { model: o.model, temperature: o.temperature, maxTokens: o.maxTokens, messages };
+      if (o.dataSources?.length) request.dataSources = o.dataSources;
+      if (o.names?.length) request.names = o.names;
       if (o.chatId) {
         request.chatId = o.chatId;
         if (session.current) request.conversationId = session.current;

@@ -42,6 +42,16 @@ async function hanging(chat) {
   return { sent };
 }
 
+test('dataSources and names send the project\'s documents with every message', async (t) => {
+  t.after(cleanup);
+  const { chat } = render({ chatId: CHAT, names: ['handbook'] });
+  await act(() => chat().sendMessage('KNOWLEDGE by name'));
+  await act(() => chat().sendMessage('KNOWLEDGE again'));
+  assert.equal(chat().error, null);
+  assert.equal(chat().messages[3].content, 'echo: KNOWLEDGE again');
+  // The Go side of the test reads the upstream's requests for the document.
+});
+
 test('per chat: replies stream in, and the next message continues the conversation', async (t) => {
   t.after(cleanup);
   const { calls, chat } = render({ chatId: CHAT, systemPrompt: 'You are brief.' });
