@@ -91,6 +91,14 @@ type Message struct {
 	RequestHash string
 }
 
+// IsReply says whether m is a model's reply that a completion stored, which
+// has its model, finish reason and usage, rather than an assistant message
+// the caller sent in a turn's messages (a few-shot example, a prefill, a
+// document), which has none of them.
+func (m *Message) IsReply() bool {
+	return m.Role == RoleAssistant && (m.Model != "" || m.FinishReason != "")
+}
+
 // ConversationFilter selects conversations to list.
 type ConversationFilter struct {
 	ChatID       string

@@ -38,7 +38,7 @@ type messageOut struct {
 	ToolCallID   string        `json:"toolCallId,omitempty" desc:"The tool call this is the result of (tool messages)."`
 	Model        string        `json:"model,omitempty" desc:"The model that answered (assistant messages)."`
 	FinishReason string        `json:"finishReason,omitempty" desc:"Why the reply ended (assistant messages): stop, length, tool_calls, content_filter, ..., or client_disconnect for a streamed reply the client stopped, stored as far as it went."`
-	Usage        *usageOut     `json:"usage,omitempty" desc:"Tokens of the completion (assistant messages)."`
+	Usage        *usageOut     `json:"usage,omitempty" desc:"Tokens of the completion (a model's replies; not assistant messages the caller sent)."`
 	CreatedAt    string        `json:"createdAt" format:"date-time" desc:"When the message was stored (ISO 8601 UTC)."`
 }
 
@@ -55,7 +55,7 @@ func toMessageOut(m *domain.Message) messageOut {
 	out := messageOut{ID: m.ID, Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, DocumentID: m.DocumentID,
 		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
-	if m.Role == domain.RoleAssistant {
+	if m.IsReply() {
 		u := toUsageOut(m.Usage)
 		out.Usage = &u
 	}

@@ -65,7 +65,7 @@ func toMessageResponse(m *domain.Message) messageResponse {
 	r := messageResponse{ID: m.ID, Role: string(m.Role), Content: m.Content, Refusal: m.Refusal, DocumentID: m.DocumentID,
 		ToolCalls: wire.ToolCallsOf(m.ToolCalls), ToolCallID: m.ToolCallID, Model: m.Model,
 		FinishReason: m.FinishReason, CreatedAt: timestamp(m.CreatedAt)}
-	if m.Role == domain.RoleAssistant {
+	if m.IsReply() {
 		r.Usage = &usageJSON{PromptTokens: m.Usage.PromptTokens, CompletionTokens: m.Usage.CompletionTokens, TotalTokens: m.Usage.TotalTokens,
 			Estimated: m.Usage.Estimated, CachedTokens: m.Usage.CachedTokens, CacheWriteTokens: m.Usage.CacheWriteTokens,
 			ReasoningTokens: m.Usage.ReasoningTokens}

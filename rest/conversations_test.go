@@ -485,3 +485,27 @@ func TestConversationsOfProject(t *testing.T) {
 		}
 	})
 }
+
+// TestSentAssistantMessagesHaveNoUsage: an assistant message a turn's
+// caller sent (a few-shot example) is stored with the turn, but is no
+// model's reply: it is shown without the usage, model and finish reason a
+// reply has, not with a usage of zeros, over REST and MCP alike.
+func TestSentAssistantMessagesHaveNoUsage(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		w := h.world()
+		conv := h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{
+			userMessage("2+2?"), map[string]any{"role": "assistant", "content": "4"}, userMessage("3+3?"),
+		}})["conversationId"].(string)
+		msgs := h.must(200, "GET", "/api/v1/conversations/"+conv, h.admin, nil)["messages"].([]any)
+		if len(msgs) != 4 {
+			t.Fatalf("%d messages stored, want 4: %v", len(msgs), msgs)
+		}
+		sent, reply := msgs[1].(map[string]any), msgs[3].(map[string]any)
+		if _, ok := sent["usage"]; ok || sent["role"] != "assistant" || sent["content"] != "4" {
+			t.Errorf("the sent assistant message is shown as %v; want it without usage", sent)
+		}
+		if u, _ := reply["usage"].(map[string]any); u == nil || u["totalTokens"].(float64) <= 0 || reply["model"] == nil {
+			t.Errorf("the reply is shown as %v; want its usage and model", reply)
+		}
+	})
+}
