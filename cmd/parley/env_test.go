@@ -16,12 +16,28 @@ import (
 // and idle connections; a read or write timeout would end every stream
 // that outlived it.
 func TestNoTimeoutCutsAStream(t *testing.T) {
-	srv := newHTTPServer(http.NotFoundHandler(), context.Background())
+	srv := newHTTPServer(http.NotFoundHandler(), context.Background(), slog.Default())
 	if srv.ReadTimeout != 0 || srv.WriteTimeout != 0 {
 		t.Errorf("ReadTimeout %v, WriteTimeout %v: either would cut long streams", srv.ReadTimeout, srv.WriteTimeout)
 	}
 	if srv.ReadHeaderTimeout <= 0 || srv.IdleTimeout <= 0 {
 		t.Errorf("ReadHeaderTimeout %v, IdleTimeout %v: want both bounded", srv.ReadHeaderTimeout, srv.IdleTimeout)
+	}
+}
+
+// TestServerErrorsAtTheirLevel: net/http's own lines (an accept that
+// fails for want of file descriptors) went through the standard logger at
+// INFO, so at PARLEY_LOG_LEVEL=warn a server refusing connections logged
+// nothing; a client's doing stays INFO.
+func TestServerErrorsAtTheirLevel(t *testing.T) {
+	var out strings.Builder
+	logger := slog.New(slog.NewJSONHandler(&out, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv := newHTTPServer(http.NotFoundHandler(), context.Background(), logger)
+	srv.ErrorLog.Printf("http: Accept error: accept tcp 127.0.0.1:8080: accept4: too many open files; retrying in 1s")
+	srv.ErrorLog.Printf("http: URL query contains semicolon, which is no longer a supported separator")
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 1 || !strings.Contains(lines[0], `"level":"ERROR"`) || !strings.Contains(lines[0], "too many open files") {
+		t.Errorf("at level warn the server logged %q; want the accept error alone, at ERROR", lines)
 	}
 }
 

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -46,7 +48,7 @@ func serve(ctx, forceStop context.Context, stderr io.Writer) error {
 	// Cancelling base ends what is left after the grace period.
 	base, cancelBase := context.WithCancelCause(context.Background())
 	defer cancelBase(nil)
-	srv := newHTTPServer(a.Handler(), base)
+	srv := newHTTPServer(a.Handler(), base, log)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("parley serving", "addr", ln.Addr().String(), "version", version, "database", a.Store.Dialect())
@@ -243,11 +245,31 @@ const stdioUnreadWait = 5 * time.Second
 // has no read or write timeout; only the request headers are bounded (a
 // client that trickles them would hold a connection), and idle
 // keep-alive connections.
-func newHTTPServer(h http.Handler, base context.Context) *http.Server {
+func newHTTPServer(h http.Handler, base context.Context, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       120 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ErrorLog:          log.New(serverLog{logger}, "", 0),
 	}
+}
+
+// serverLog writes net/http's own log lines to the logger, at a level by
+// what they say: through the standard logger they were all INFO, so that
+// at PARLEY_LOG_LEVEL=warn a server failing to accept connections (out of
+// file descriptors) logged nothing. A client's doing (a query with a
+// semicolon, a broken TLS handshake) stays INFO.
+type serverLog struct{ logger *slog.Logger }
+
+func (l serverLog) Write(p []byte) (int, error) {
+	level := slog.LevelInfo
+	switch {
+	case bytes.HasPrefix(p, []byte("http: Accept error")), bytes.HasPrefix(p, []byte("http: panic serving")):
+		level = slog.LevelError
+	case bytes.HasPrefix(p, []byte("http: superfluous response.WriteHeader")):
+		level = slog.LevelWarn // a fault of Parley's
+	}
+	l.logger.Log(context.Background(), level, string(bytes.TrimSpace(p)), "source", "net/http")
+	return len(p), nil
 }
