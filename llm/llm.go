@@ -271,10 +271,10 @@ func (c *Client) again(ctx context.Context, t domain.ProviderType, ex *exchange,
 		reason := "connection"
 		var fb *faultBeforeReply
 		switch {
+		case status >= 500: // also an Anthropic stream's 5xx, whose error body the SDK reads as a fault
+			reason = "status_5xx"
 		case errors.As(err, &fb):
 			reason = "stream_fault"
-		case status >= 500:
-			reason = "status_5xx"
 		}
 		c.cfg.OnRetry(ctx, Retry{ProviderType: t, Attempt: attempt + 1, Reason: reason, Status: status, Wait: wait})
 	}

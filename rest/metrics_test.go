@@ -724,6 +724,18 @@ func TestUpstreamRetriesAreSeen(t *testing.T) {
 	if v, _ := h.metrics().value("parley_upstream_retries_total", `provider="`+typ+`"`, `reason="status_5xx"`); v != 2 {
 		t.Errorf("parley_upstream_retries_total{provider=%q,reason=\"status_5xx\"} = %v; want 2", typ, v)
 	}
+
+	// Anthropic's stream answered 529 (overloaded) is a 5xx as well, not a
+	// fault of a stream that began: the SDK reads its error body as one.
+	aw := h.anthropicWorld()
+	h.up.Enqueue(llmtest.Behavior{Status: 529, Body: `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`})
+	ar := h.call("POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{"stream": true, "messages": []any{userMessage("x")}})
+	if ar.Status != 200 || !strings.HasSuffix(string(ar.Body), "data: [DONE]\n\n") {
+		t.Fatalf("anthropic stream after a 529 = %d %s", ar.Status, ar.Body)
+	}
+	if v, _ := h.metrics().value("parley_upstream_retries_total", `provider="anthropic"`, `reason="status_5xx"`); v != 1 {
+		t.Errorf("parley_upstream_retries_total{provider=\"anthropic\",reason=\"status_5xx\"} = %v; want 1", v)
+	}
 	id := r.Header.Get("X-Request-Id")
 	var lines []string
 	for _, l := range strings.Split(h.finalLogs(), "\n") {
@@ -735,4 +747,5 @@ func TestUpstreamRetriesAreSeen(t *testing.T) {
 		!strings.Contains(lines[0], " attempt=1 ") || !strings.Contains(lines[1], " status=502 ") || !strings.Contains(lines[1], " reason=status_5xx ") {
 		t.Errorf("the retries' lines: %q; want two warnings, status 503 then 502", lines)
 	}
+
 }
