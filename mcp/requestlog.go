@@ -13,8 +13,11 @@ import (
 // error ("Method … not found"), which would let any key write megabytes
 // of log per request; and mcp.session.id is the session id mcp-go knows,
 // which over streamable HTTP is the one bindSession derived, not the one
-// the client holds. requestLog caps every string at maxLoggedString bytes
-// and names the session as the client does.
+// the client holds; and its outcome (of the call: ok, error_result) would
+// repeat the key of the completion's outcome, which the request's lines
+// carry (a JSON reader keeps the last). requestLog caps every string at
+// maxLoggedString bytes, names the session as the client does, and names
+// mcp-go's outcome mcp.outcome.
 type requestLog struct{ slog.Handler }
 
 // maxLoggedString is the most of a string requestLog writes: room for
@@ -25,8 +28,11 @@ func (h requestLog) Handle(ctx context.Context, r slog.Record) error {
 	client := clientSessionFrom(ctx)
 	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "mcp.session.id" && client != "" {
+		switch {
+		case a.Key == "mcp.session.id" && client != "":
 			a.Value = slog.StringValue(client)
+		case a.Key == "outcome":
+			a.Key = "mcp.outcome"
 		}
 		if a.Value.Kind() == slog.KindString {
 			a.Value = slog.StringValue(requestid.Capped(a.Value.String(), maxLoggedString))

@@ -441,6 +441,35 @@ func TestMCPLogLinesNameTheirCaller(t *testing.T) {
 	}
 }
 
+// TestMCPToolLineHasOneOutcome: over HTTP, the lines of a request that ran
+// a completion carry its outcome; mcp-go's mcp.tool line has an outcome of
+// its own (of the call: ok, error_result), and a line with the key twice
+// reads, in JSON, as the last (a failed completion as "ok"): mcp-go's is
+// mcp.outcome.
+func TestMCPToolLineHasOneOutcome(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	c := h.mcpSessionAt("2025-11-25", h.admin)
+	h.up.Enqueue(llmtest.Behavior{Status: 400})
+	req := mcpgo.CallToolRequest{}
+	req.Params.Name = "create-chat-completion-for-chat"
+	req.Params.Arguments = map[string]any{"chatId": w.chat, "messages": []any{map[string]any{"role": "user", "content": "x"}}}
+	if res, err := c.CallTool(context.Background(), req); err != nil || !res.IsError {
+		t.Fatalf("a completion the provider refuses: %v %+v; want an error result", err, res)
+	}
+	c.Close()
+	var tool []string
+	for _, line := range strings.Split(h.finalLogs(), "\n") {
+		if strings.Contains(line, "msg=mcp.tool ") {
+			tool = append(tool, line)
+		}
+	}
+	if len(tool) != 1 || strings.Count(tool[0], " outcome=") != 1 || !strings.Contains(tool[0], " outcome=upstream_error ") ||
+		!strings.Contains(tool[0], " mcp.outcome=error_result") {
+		t.Errorf("mcp.tool lines %q; want one, with the completion's outcome=upstream_error and mcp-go's as mcp.outcome", tool)
+	}
+}
+
 // TestMetricBuckets: the duration histograms resolve what they measure.
 // An API request takes well under a millisecond, so the request histogram
 // has buckets below one; a stream runs as long as its reply, with no limit
