@@ -96,6 +96,16 @@ type Config struct {
 	// the call's context: a retried call that then succeeds shows nowhere
 	// else, so a provider failing half its calls would raise no signal.
 	OnRetry func(ctx context.Context, r Retry)
+	// RequestID, when set, gives the id of the request a call is made for
+	// (Parley's X-Request-Id), which goes to the provider as X-Request-Id:
+	// a gateway or proxy between, and a provider that keeps it, log the
+	// same id.
+	RequestID func(ctx context.Context) string
+	// OnUpstreamID, when set, is told of the id a provider gave its
+	// response (x-request-id: OpenAI and most OpenAI-wire servers;
+	// request-id: Anthropic), for each attempt: the id its support asks
+	// for, which Parley's logs had not kept.
+	OnUpstreamID func(ctx context.Context, id string)
 }
 
 // Retry is an attempt that failed and is tried again (Config.OnRetry).

@@ -2,6 +2,7 @@ package llm
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -313,8 +314,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 			ex.mu.Unlock()
 		}
 	}})
+	out := req.WithContext(trace)
+	if t.cfg.RequestID != nil {
+		if id := t.cfg.RequestID(parent); id != "" {
+			out.Header = out.Header.Clone() // a RoundTripper leaves its request as it was
+			out.Header.Set("X-Request-Id", id)
+		}
+	}
 	sent := time.Now()
-	resp, err := base.RoundTrip(req.WithContext(trace))
+	resp, err := base.RoundTrip(out)
 	if err != nil {
 		detach()
 		cancel(nil)
@@ -324,6 +332,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	ex.mu.Lock()
 	ex.status, ex.header, ex.headersAt = resp.StatusCode, resp.Header, time.Now()
 	ex.mu.Unlock()
+	if t.cfg.OnUpstreamID != nil {
+		if id := cmp.Or(resp.Header.Get("X-Request-Id"), resp.Header.Get("Request-Id")); id != "" {
+			t.cfg.OnUpstreamID(parent, id)
+		}
+	}
 
 	switch {
 	case resp.StatusCode >= 300 && resp.StatusCode < 400:

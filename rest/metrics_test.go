@@ -778,3 +778,52 @@ func TestUpstreamRetriesAreSeen(t *testing.T) {
 	}
 
 }
+
+// TestUpstreamRequestIDs: a provider's support asks for its own request
+// id, which Parley's logs had not kept, and its logs (and a proxy's
+// between) could not name Parley's. Each call goes with X-Request-Id, the
+// request's; the lines logged after a response name the id it gave
+// (OpenAI's x-request-id, Anthropic's request-id), a retry's the id of the
+// attempt that failed, the access line the last, once.
+func TestUpstreamRequestIDs(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	h.up.Enqueue(llmtest.Behavior{Status: 503, Header: http.Header{"X-Request-Id": {"upreq_1"}}},
+		llmtest.Behavior{Header: http.Header{"X-Request-Id": {"upreq_2"}}})
+	r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if r.Status != 200 {
+		t.Fatalf("completion = %d %s", r.Status, r.Body)
+	}
+	id := r.Header.Get("X-Request-Id")
+	for _, up := range h.up.Requests() {
+		if got := up.Header.Get("X-Request-Id"); got != id {
+			t.Errorf("the provider got X-Request-Id %q; want the request's, %q", got, id)
+		}
+	}
+	aw := h.anthropicWorld()
+	h.up.Enqueue(llmtest.Behavior{Header: http.Header{"Request-Id": {"req_011anthropic"}}})
+	ar := h.call("POST", "/api/v1/chats/"+aw.anthropicChat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+	if ar.Status != 200 {
+		t.Fatalf("anthropic completion = %d %s", ar.Status, ar.Body)
+	}
+	var retried, access, anthropic string
+	for _, l := range strings.Split(h.finalLogs(), "\n") {
+		switch {
+		case strings.Contains(l, `msg="upstream retried" request_id=`+id+" "):
+			retried = l
+		case strings.Contains(l, "msg=request request_id="+id+" "):
+			access = l
+		case strings.Contains(l, "msg=request request_id="+ar.Header.Get("X-Request-Id")+" "):
+			anthropic = l
+		}
+	}
+	if !strings.Contains(retried, " upstream_request_id=upreq_1 ") {
+		t.Errorf("the retry's line: %q; want upstream_request_id=upreq_1", retried)
+	}
+	if strings.Count(access, "upstream_request_id=") != 1 || !strings.Contains(access, " upstream_request_id=upreq_2 ") {
+		t.Errorf("the access line: %q; want upstream_request_id=upreq_2, once", access)
+	}
+	if !strings.Contains(anthropic, " upstream_request_id=req_011anthropic ") {
+		t.Errorf("the Anthropic completion's access line: %q; want its request-id", anthropic)
+	}
+}

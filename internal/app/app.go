@@ -447,6 +447,10 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		log.WarnContext(ctx, "upstream retried", "provider_type", string(r.ProviderType), "reason", r.Reason, "status", r.Status,
 			"attempt", r.Attempt, "wait_ms", r.Wait.Milliseconds())
 	}
+	llmCfg.RequestID = requestid.From
+	llmCfg.OnUpstreamID = func(ctx context.Context, id string) {
+		requestid.Annotate(ctx, slog.String("upstream_request_id", requestid.Capped(id, 128)))
+	}
 	svcs := domain.NewServices(domain.Deps{
 		Store: storecache.New(st, cmp.Or(cfg.CacheTTL, defaultCacheTTL)), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
 		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,

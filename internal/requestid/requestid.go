@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"log/slog"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -64,13 +65,22 @@ func SetUser(ctx context.Context, userID string) {
 // Annotate adds attrs to the lines logged in the course of the request
 // whose id ctx carries (With), from then on, as SetUser adds its user: the
 // access line written once it ends among them, so that a failed
-// completion's lines name its project, provider and outcome. Without an id
-// in ctx it does nothing.
+// completion's lines name its project, provider and outcome. An attr whose
+// key was added before replaces it (a retried call's upstream id). Without
+// an id in ctx it does nothing.
 func Annotate(ctx context.Context, attrs ...slog.Attr) {
-	if r, ok := ctx.Value(key{}).(*request); ok {
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		r.attrs = append(r.attrs, attrs...)
+	r, ok := ctx.Value(key{}).(*request)
+	if !ok {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, a := range attrs {
+		if i := slices.IndexFunc(r.attrs, func(b slog.Attr) bool { return b.Key == a.Key }); i >= 0 {
+			r.attrs[i] = a
+		} else {
+			r.attrs = append(r.attrs, a)
+		}
 	}
 }
 
