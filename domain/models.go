@@ -78,9 +78,15 @@ func (s *Completions) models(ctx context.Context, prov *AIProvider) ([]Model, er
 // change in weeks, not minutes.
 const modelsTTL = time.Minute
 
-// maxModelLists bounds the lists kept: past it, those expired are
-// dropped, and if none had, all.
-const maxModelLists = 1024
+// maxModelLists and maxModelBytes bound the lists kept, in number and in
+// the bytes of their names: past either, all are dropped. Those expired
+// are dropped as they are met and once a TTL: a list may hold 10,000
+// models and 1 MiB of names, and any owner may make providers, so lists
+// kept past their TTL until the number filled held gigabytes.
+const (
+	maxModelLists = 1024
+	maxModelBytes = 64 << 20
+)
 
 // modelLists keeps the providers' model lists, each for modelsTTL and
 // only while its provider is unchanged (a new key or baseUrl lists
@@ -90,6 +96,8 @@ const maxModelLists = 1024
 type modelLists struct {
 	mu    sync.Mutex
 	lists map[string]modelList
+	bytes int                   // of the lists' names
+	swept time.Time             // when put last dropped the expired lists
 	calls map[string]*modelCall // by provider id and updatedAt
 }
 
@@ -135,13 +143,18 @@ type modelList struct {
 	updatedAt time.Time // the provider's when listed
 	expires   time.Time
 	models    []Model
+	bytes     int // of the models' names
 }
 
 func (c *modelLists) get(p *AIProvider, now time.Time) ([]Model, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	l, ok := c.lists[p.ID]
-	if !ok || !l.updatedAt.Equal(p.UpdatedAt) || !now.Before(l.expires) {
+	if !ok {
+		return nil, false
+	}
+	if !l.updatedAt.Equal(p.UpdatedAt) || !now.Before(l.expires) {
+		c.drop(p.ID)
 		return nil, false
 	}
 	return l.models, true
@@ -153,15 +166,31 @@ func (c *modelLists) put(p *AIProvider, models []Model, now time.Time) {
 	if c.lists == nil {
 		c.lists = map[string]modelList{}
 	}
-	if len(c.lists) >= maxModelLists {
+	c.drop(p.ID)
+	if now.Sub(c.swept) >= modelsTTL {
+		c.swept = now
 		for id, l := range c.lists {
 			if !now.Before(l.expires) {
-				delete(c.lists, id)
+				c.drop(id)
 			}
 		}
-		if len(c.lists) >= maxModelLists {
-			clear(c.lists)
-		}
 	}
-	c.lists[p.ID] = modelList{updatedAt: p.UpdatedAt, expires: now.Add(modelsTTL), models: models}
+	n := 0
+	for _, m := range models {
+		n += len(m.ID) + len(m.OwnedBy)
+	}
+	if len(c.lists) >= maxModelLists || c.bytes+n > maxModelBytes {
+		clear(c.lists)
+		c.bytes = 0
+	}
+	c.lists[p.ID] = modelList{updatedAt: p.UpdatedAt, expires: now.Add(modelsTTL), models: models, bytes: n}
+	c.bytes += n
+}
+
+// drop forgets the list of the provider id, if one is kept.
+func (c *modelLists) drop(id string) {
+	if l, ok := c.lists[id]; ok {
+		c.bytes -= l.bytes
+		delete(c.lists, id)
+	}
 }

@@ -35,3 +35,36 @@ func TestModelListsKeep(t *testing.T) {
 		}
 	}
 }
+
+// TestModelListsDropWhatExpired: lists past their TTL were dropped only
+// once maxModelLists were kept, each up to 1 MiB of names, so providers
+// listed once held gigabytes for good. An expired list goes when met, and
+// every expired one at the first put a TTL on; their bytes are bounded.
+func TestModelListsDropWhatExpired(t *testing.T) {
+	var c modelLists
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	big := make([]Model, 1000)
+	for i := range big {
+		big[i] = Model{ID: fmt.Sprintf("%0100d", i)}
+	}
+	for i := range 100 {
+		c.put(&AIProvider{ID: fmt.Sprint("aip_", i)}, big, now)
+	}
+	if c.bytes != 100*100_000 {
+		t.Fatalf("%d bytes kept for 100 lists of 100,000", c.bytes)
+	}
+	if _, ok := c.get(&AIProvider{ID: "aip_0"}, now.Add(modelsTTL)); ok || len(c.lists) != 99 {
+		t.Errorf("an expired list met: kept %v, %d lists left; want it dropped", ok, len(c.lists))
+	}
+	later := now.Add(modelsTTL + time.Second)
+	c.put(&AIProvider{ID: "aip_new"}, big[:1], later)
+	if len(c.lists) != 1 || c.bytes != 100 {
+		t.Errorf("a TTL on, after one more put: %d lists, %d bytes; want the new one alone, 100 bytes", len(c.lists), c.bytes)
+	}
+	for i := range maxModelBytes/100_000 + 1 {
+		c.put(&AIProvider{ID: fmt.Sprint("aip_big_", i)}, big, later)
+		if c.bytes > maxModelBytes {
+			t.Fatalf("%d bytes of names kept, more than %d", c.bytes, maxModelBytes)
+		}
+	}
+}

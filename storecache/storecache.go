@@ -50,7 +50,7 @@ func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKe
 	if err != nil {
 		return nil, nil, err
 	}
-	s.keys.put(string(hash), keyEntry{key: *k, user: *u}, tk)
+	s.keys.put(string(hash), keyEntry{key: *k, user: *u}, tk, s.ttl)
 	return k, u, nil
 }
 
@@ -72,7 +72,7 @@ func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domai
 	if err != nil {
 		return nil, err
 	}
-	s.members.put(id, *got, tk)
+	s.members.put(id, *got, tk, s.ttl)
 	return got, nil
 }
 
@@ -112,7 +112,7 @@ func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.chats.put(id, *got, tk)
+	s.chats.put(id, *got, tk, s.ttl)
 	return got, nil
 }
 
@@ -137,7 +137,7 @@ func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider,
 	if err != nil {
 		return nil, err
 	}
-	s.providers.put(id, *got, tk)
+	s.providers.put(id, *got, tk, s.ttl)
 	return got, nil
 }
 
@@ -156,9 +156,10 @@ func (s *Store) DeleteProvider(ctx context.Context, id string) error {
 // is shallow, so the bytes of a slice (a provider's APIKeyCiphertext) are
 // shared and must not be written to (no caller does).
 type ttlMap[K comparable, V any] struct {
-	mu  sync.RWMutex
-	m   map[K]ttlEntry[V]
-	gen uint64 // counts invalidations
+	mu    sync.RWMutex
+	m     map[K]ttlEntry[V]
+	gen   uint64    // counts invalidations
+	swept time.Time // when put last dropped the expired entries
 }
 
 type ttlEntry[V any] struct {
@@ -166,7 +167,10 @@ type ttlEntry[V any] struct {
 	at time.Time // when the read that got v began
 }
 
-// maxEntries bounds each map; past it the map starts over.
+// maxEntries bounds each map; past it the map starts over. Entries older
+// than the TTL are dropped once a TTL by put: kept, every chat ever read
+// (its system message up to 4 MiB) would stay in memory until the map
+// filled, which any user could make cost gigabytes.
 const maxEntries = 100_000
 
 // ticket is what get hands the caller of a miss for put: the generation
@@ -195,11 +199,19 @@ func (t *ttlMap[K, V]) get(k K, ttl time.Duration) (V, ticket, bool) {
 // write. The entry's age counts from the read's beginning, not its end, so
 // that a slow read's value is not kept for longer than the TTL after a
 // write another instance made while it ran.
-func (t *ttlMap[K, V]) put(k K, v V, tk ticket) {
+func (t *ttlMap[K, V]) put(k K, v V, tk ticket, ttl time.Duration) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if tk.gen != t.gen {
 		return
+	}
+	if now := time.Now(); now.Sub(t.swept) > ttl {
+		t.swept = now
+		for k, e := range t.m {
+			if now.Sub(e.at) > ttl {
+				delete(t.m, k)
+			}
+		}
 	}
 	if t.m == nil || len(t.m) >= maxEntries {
 		t.m = map[K]ttlEntry[V]{}
