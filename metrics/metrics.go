@@ -5,6 +5,7 @@ package metrics
 
 import (
 	"context"
+	"database/sql"
 	"net/http"
 	"strconv"
 	"sync"
@@ -156,6 +157,13 @@ func (m *Metrics) CountUsageDropped(dropped func() int64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "parley_usage_records_dropped_total", Help: "Usage records lost: refused by the database, or beyond what is kept while writes fail.",
 	}, func() float64 { return float64(dropped()) }))
+}
+
+// CountDatabase exports db's pool statistics (go_sql_*, db_name
+// "parley"): connections open, in use and idle, and the waits for one,
+// which tell a database that is slow from a pool that is full.
+func (m *Metrics) CountDatabase(db *sql.DB) {
+	m.reg.MustRegister(collectors.NewDBStatsCollector(db, "parley"))
 }
 
 // Swept counts what a retention sweep deleted.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm/llmtest"
+	"github.com/parleyhq/parley/store"
 )
 
 // TestMetrics reads /metrics after completions over REST and MCP: requests
@@ -826,4 +827,55 @@ func TestUpstreamRequestIDs(t *testing.T) {
 	if !strings.Contains(anthropic, " upstream_request_id=req_011anthropic ") {
 		t.Errorf("the Anthropic completion's access line: %q; want its request-id", anthropic)
 	}
+}
+
+// TestDatabasePoolMetrics: a slow database and a full pool looked alike
+// (a slow completion, nothing else): the pool's connections and the waits
+// for one are served, as go_sql_* of db_name "parley".
+func TestDatabasePoolMetrics(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, nil)
+		w := h.world()
+		h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
+		m := h.metrics()
+		for _, name := range []string{"go_sql_max_open_connections", "go_sql_open_connections"} {
+			if v, ok := m.value(name, `db_name="parley"`); !ok || v <= 0 {
+				t.Errorf("%s{db_name=\"parley\"} = %v (served: %v); want more than 0", name, v, ok)
+			}
+		}
+		if _, ok := m.value("go_sql_wait_duration_seconds_total", `db_name="parley"`); !ok {
+			t.Error("go_sql_wait_duration_seconds_total is not served")
+		}
+	})
+}
+
+// TestAccessLineTimesTheCompletion: a slow completion's access line had
+// its request's duration alone; it names the completion's latency and a
+// stream's time to first token, as its usage record has them.
+func TestAccessLineTimesTheCompletion(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	w := h.world()
+	h.up.Enqueue(llmtest.Behavior{Delay: 50 * time.Millisecond})
+	r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": true, "messages": []any{userMessage("x")}})
+	if r.Status != 200 {
+		t.Fatalf("stream = %d %s", r.Status, r.Body)
+	}
+	id := r.Header.Get("X-Request-Id")
+	ttft := regexp.MustCompile(` completion_ms=(\d+\.?\d*) .*ttft_ms=(\d+\.?\d*) `)
+	for _, l := range strings.Split(h.finalLogs(), "\n") {
+		if !strings.Contains(l, "msg=request request_id="+id+" ") {
+			continue
+		}
+		m := ttft.FindStringSubmatch(l)
+		if m == nil {
+			t.Fatalf("the access line names no completion_ms and ttft_ms: %s", l)
+		}
+		total, _ := strconv.ParseFloat(m[1], 64)
+		first, _ := strconv.ParseFloat(m[2], 64)
+		if first < 50 || total < first {
+			t.Errorf("completion_ms %v, ttft_ms %v; want the first token after the provider's 50 ms, within the completion", total, first)
+		}
+		return
+	}
+	t.Fatal("no access line of the stream")
 }

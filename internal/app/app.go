@@ -223,16 +223,27 @@ var errNoSecretKey = errors.New("PARLEY_SECRET_KEY is required with PostgreSQL (
 type logRecorder struct{ next domain.UsageRecorder }
 
 func (l logRecorder) Record(ctx context.Context, r domain.UsageRecord) {
-	attrs := make([]slog.Attr, 0, 6)
+	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("project_id", r.ProjectID))
 	if r.ChatID != "" {
 		attrs = append(attrs, slog.String("chat_id", r.ChatID))
 	}
 	attrs = append(attrs, slog.String("provider_id", r.AIProviderID), slog.String("model", requestid.Capped(r.Model, 128)),
-		slog.String("outcome", string(r.Outcome)), slog.String("message_id", r.ID))
+		slog.String("outcome", string(r.Outcome)), slog.String("message_id", r.ID),
+		// The completion's latency and a stream's time to first token (from
+		// the call upstream), as its usage record has them: beside the
+		// request's duration_ms, a slow provider told from a slow Parley.
+		slog.Float64("completion_ms", ms(r.Latency)))
+	if r.Stream && r.TimeToFirst > 0 {
+		attrs = append(attrs, slog.Float64("ttft_ms", ms(r.TimeToFirst)))
+	}
 	requestid.Annotate(ctx, attrs...)
 	l.next.Record(ctx, r)
 }
+
+// ms is d in milliseconds, to the microsecond, as the access log's
+// duration_ms.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // migrationLog logs what Migrate reports at a start: each migration it
 // applied, a migration waiting for a lock (a warning), and a schema that a
@@ -442,6 +453,9 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
+	if db, err := st.DB().DB(); err == nil {
+		m.CountDatabase(db)
+	}
 	llmCfg.OnRetry = func(ctx context.Context, r llm.Retry) {
 		m.UpstreamRetried(string(r.ProviderType), r.Reason)
 		log.WarnContext(ctx, "upstream retried", "provider_type", string(r.ProviderType), "reason", r.Reason, "status", r.Status,
