@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -107,10 +108,12 @@ func fail(op string, err error) error {
 			Message: "the database is locked by another writer (another process, or a migration) and stayed locked too long; retry later", Err: err}
 	}
 	if unreachable(err) {
-		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later", Err: errors.Join(domain.ErrNoWrites, domain.ErrUnreachable, err)}
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database is unavailable; retry later",
+			Err: marked{err, []error{domain.ErrNoWrites, domain.ErrUnreachable}}}
 	}
 	if cannotWrite(err) {
-		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later", Err: errors.Join(domain.ErrNoWrites, err)}
+		return &domain.Error{Kind: domain.Unavailable, Op: op, Message: "the database cannot take writes now; retry later",
+			Err: marked{err, []error{domain.ErrNoWrites}}}
 	}
 	if contended(err) {
 		return &domain.Error{Kind: domain.Unavailable, Op: op,
@@ -118,6 +121,19 @@ func fail(op string, err error) error {
 	}
 	return &domain.Error{Kind: domain.Internal, Op: op, Err: err}
 }
+
+// marked is err, which errors.Is also finds marks in, without their words:
+// the log line of a read the database did not answer says what the driver
+// said, not "the database takes no writes" (ErrNoWrites), which read as a
+// standby's refusal.
+type marked struct {
+	error
+	marks []error
+}
+
+func (m marked) Unwrap() error { return m.error }
+
+func (m marked) Is(target error) bool { return slices.Contains(m.marks, target) }
 
 // contended reports whether err is PostgreSQL ending a transaction that
 // deadlocked with another (40P01) or could not be serialized with one
