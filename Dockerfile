@@ -21,6 +21,9 @@ FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/parley /usr/local/bin/parley
 COPY --from=build --chown=65532:65532 --chmod=0700 /out/data /data
 ENV PARLEY_ADDR=0.0.0.0:8080 PARLEY_DATA_DIR=/data
+# The SQLite database and its master key outlive the container only on a
+# volume; a host directory mounted there must be writable by uid 65532.
+VOLUME /data
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/parley"]
 CMD ["serve"]

@@ -64,9 +64,16 @@ func main() {
 // twice wants the server stopped now, not in PARLEY_SHUTDOWN_GRACE. What
 // is left after that is bounded (the usage flush waits up to 10s on a
 // database that does not answer), but a third signal exits at once.
+//
+// A SIGHUP that was ignored when Parley started (nohup) stays ignored:
+// Notify would turn it back on.
 func notifySignals() (first, second context.Context, stop func()) {
 	sigs := make(chan os.Signal, 3) // room for all three, however fast they come
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	notified := []os.Signal{os.Interrupt, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		notified = append(notified, syscall.SIGHUP)
+	}
+	signal.Notify(sigs, notified...)
 	first, endFirst := context.WithCancel(context.Background())
 	second, endSecond := context.WithCancel(context.Background())
 	stopped := make(chan struct{})

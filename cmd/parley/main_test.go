@@ -50,7 +50,12 @@ var servingAddr = regexp.MustCompile(`parley serving"? addr=(\S+)`)
 // serve starts the binary on a free port with env and waits until it serves.
 func serve(t *testing.T, dir string, env ...string) *started {
 	t.Helper()
-	cmd := exec.Command(bin, "serve")
+	return serveCommand(t, exec.Command(bin, "serve"), dir, env...)
+}
+
+// serveCommand is serve by cmd, which runs `parley serve` (under nohup).
+func serveCommand(t *testing.T, cmd *exec.Cmd, dir string, env ...string) *started {
+	t.Helper()
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), append([]string{"PARLEY_ADDR=127.0.0.1:0", "PARLEY_DATABASE_URL=", "PARLEY_SECRET_KEY=", "PARLEY_BOOTSTRAP_ADMIN_KEY="}, env...)...)
 	pipe, err := cmd.StderrPipe()
@@ -187,6 +192,29 @@ func TestHangUpShutsDownGracefully(t *testing.T) {
 	if !strings.Contains(s.stderr.String(), "shutting down") || !strings.Contains(s.stderr.String(), "msg=stopped") {
 		t.Errorf("SIGHUP did not shut down gracefully:\n%s", s.stderr.String())
 	}
+}
+
+// TestNohupKeepsServing: `nohup parley serve &` asks that the session's
+// hang-up not stop it; Parley's SIGHUP handling, meant for a terminal
+// closing under it, turned that back on, so it stopped with the ssh
+// session all the same. An ignored SIGHUP stays ignored.
+func TestNohupKeepsServing(t *testing.T) {
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Skip("no nohup here")
+	}
+	s := serveCommand(t, exec.Command(nohup, bin, "serve"), t.TempDir())
+	if err := s.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // a shutdown closes the listener at once
+	if got := get(t, s.url+"/healthz", ""); got != 200 {
+		t.Fatalf("GET /healthz after a SIGHUP under nohup = %d", got)
+	}
+	if strings.Contains(s.stderr.String(), "shutting down") {
+		t.Errorf("a SIGHUP under nohup started a shutdown:\n%s", s.stderr.String())
+	}
+	s.stop(t)
 }
 
 // TestFirstStartOnATakenAddress: a first start that cannot listen (the
