@@ -353,7 +353,7 @@ func (s *Users) checkAdminKey(ctx context.Context, key string) error {
 	case err != nil:
 		return Wrap("users.EnsureAdminKey", err)
 	case !u.IsAdmin || k.RevokedAt != nil:
-		return Errorf(Conflict, "the bootstrap admin key belongs to a non-admin user or was revoked; choose another key")
+		return Errorf(Conflict, "the bootstrap admin key belongs to a non-admin user or was revoked; choose another key, or unset it once the server has an admin")
 	}
 	return nil
 }

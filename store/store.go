@@ -120,7 +120,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			}
 			path = filepath.Join(s.tempDir, "parley.db")
 		} else if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w", err)
+			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w; "+
+				"set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory this user may write", err)
 		} else if err := createPrivate(path); err != nil {
 			return nil, fmt.Errorf("store: create the SQLite database: %w", err)
 		}

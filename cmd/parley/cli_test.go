@@ -598,6 +598,8 @@ func TestEnvMistakesNamed(t *testing.T) {
 		{[]string{"PARLEY_DATABASE_URL=sqlite://"}, []string{"migrate", "up"}, "PARLEY_DATABASE_URL is sqlite: with no file after it"},
 		{[]string{"PARLEY_ADDR=localhost"}, []string{"serve"}, `PARLEY_ADDR "localhost"`},
 		{[]string{"PARLEY_ADDR=http://127.0.0.1:8080"}, []string{"serve"}, "set it to a free HOST:PORT"},
+		{[]string{"PARLEY_DATA_DIR=/dev/null/data"}, []string{"migrate", "up"}, "set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory"},
+		{[]string{"PARLEY_BOOTSTRAP_ADMIN_KEY=nope"}, []string{"serve"}, "PARLEY_BOOTSTRAP_ADMIN_KEY: "},
 	} {
 		dir := t.TempDir()
 		env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(dir, "data")}, tc.env...)

@@ -207,7 +207,7 @@ func (cfg Config) check(dialect string) error {
 	}
 	if cfg.BootstrapAdminKey != "" {
 		if err := domain.CheckBootstrapKey(cfg.BootstrapAdminKey); err != nil {
-			return fmt.Errorf("bootstrap admin key: %s", domain.MessageOf(err))
+			return fmt.Errorf("PARLEY_BOOTSTRAP_ADMIN_KEY: %s", domain.MessageOf(err))
 		}
 	}
 	return nil
@@ -481,7 +481,7 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
 			usage.Close()
 			_ = closeLimiter()
-			return nil, fmt.Errorf("bootstrap admin key: %s", domain.MessageOf(err))
+			return nil, fmt.Errorf("PARLEY_BOOTSTRAP_ADMIN_KEY: %s", domain.MessageOf(err))
 		}
 		if held != nil && users > 0 {
 			log.Warn("PARLEY_BOOTSTRAP_ADMIN_KEY is a key this database did not hold, so a new admin user holds it beside the users there; " +
