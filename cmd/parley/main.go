@@ -144,7 +144,7 @@ commands:
   admin gen-api-key          print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   admin rotate-key           re-encrypt provider keys under PARLEY_SECRET_KEY
                              (old keys in PARLEY_OLD_SECRET_KEYS)
-  version                    print the version
+  version (or --version)     print the version
 `
 
 // run runs the command line args until ctx ends; for the servers,
@@ -156,6 +156,9 @@ func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout,
 		return &usageError{"no command given", usage}
 	}
 	cmd, args := args[0], args[1:]
+	if cmd == "--version" || cmd == "-version" {
+		cmd = "version" // as most commands take it
+	}
 	switch cmd {
 	case "serve", "version":
 		if len(args) > 0 {

@@ -410,8 +410,10 @@ func TestMigrateCommands(t *testing.T) {
 	if key := strings.TrimSpace(run("admin", "create-key", id, "cli")); !strings.HasPrefix(key, "pk_") {
 		t.Errorf("create-key printed %q", key)
 	}
-	if out := run("version"); !strings.HasPrefix(out, "parley ") {
-		t.Errorf("version printed %q", out)
+	for _, v := range []string{"version", "--version"} {
+		if out := run(v); !strings.HasPrefix(out, "parley ") {
+			t.Errorf("%s printed %q", v, out)
+		}
 	}
 }
 
