@@ -97,14 +97,14 @@ type Config struct {
 	// else, so a provider failing half its calls would raise no signal.
 	OnRetry func(ctx context.Context, r Retry)
 	// RequestID, when set, gives the id of the request a call is made for
-	// (Parley's X-Request-Id), which goes to the provider as X-Request-Id:
-	// a gateway or proxy between, and a provider that keeps it, log the
-	// same id.
+	// (Parley's X-Request-Id), which goes to the provider in each call's
+	// X-Request-Id, with a suffix of the call's own (see callID): a gateway
+	// or proxy between, and a provider that keeps it, log it.
 	RequestID func(ctx context.Context) string
 	// OnUpstreamID, when set, is told of the id a provider gave its
 	// response (x-request-id: OpenAI and most OpenAI-wire servers;
-	// request-id: Anthropic), for each attempt: the id its support asks
-	// for, which Parley's logs had not kept.
+	// request-id: Anthropic), for each attempt, and of "" as each attempt
+	// begins: the id its support asks for, which Parley's logs had not kept.
 	OnUpstreamID func(ctx context.Context, id string)
 }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptrace"
@@ -318,8 +319,11 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if t.cfg.RequestID != nil {
 		if id := t.cfg.RequestID(parent); id != "" {
 			out.Header = out.Header.Clone() // a RoundTripper leaves its request as it was
-			out.Header.Set("X-Request-Id", id)
+			out.Header.Set("X-Request-Id", callID(id))
 		}
+	}
+	if t.cfg.OnUpstreamID != nil {
+		t.cfg.OnUpstreamID(parent, "") // none yet: a retry after a lost connection has none
 	}
 	sent := time.Now()
 	resp, err := base.RoundTrip(out)
@@ -377,6 +381,15 @@ func (t *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Body = ex.body
 	}
 	return resp, nil
+}
+
+// callID is the X-Request-Id of one call for the request whose id is id:
+// that id, then "-" and eight random hex digits. Each call has its own, as
+// servers such as vLLM take the header as their own request's id and
+// refuse one while another of that id runs: a retry, or two requests a
+// client sent with one X-Request-Id.
+func callID(id string) string {
+	return id + "-" + strconv.FormatUint(uint64(rand.Uint32())|1<<32, 16)[1:]
 }
 
 // setJSONFields returns a clone of req whose JSON body has fields set at

@@ -782,24 +782,34 @@ func TestUpstreamRetriesAreSeen(t *testing.T) {
 
 // TestUpstreamRequestIDs: a provider's support asks for its own request
 // id, which Parley's logs had not kept, and its logs (and a proxy's
-// between) could not name Parley's. Each call goes with X-Request-Id, the
-// request's; the lines logged after a response name the id it gave
+// between) could not name Parley's. Each call goes with an X-Request-Id of
+// its own, the request's and a suffix (vLLM takes it as its request's id
+// and refuses one running already: a retry's, or another request's sent
+// with the same); the lines logged after a response name the id it gave
 // (OpenAI's x-request-id, Anthropic's request-id), a retry's the id of the
-// attempt that failed, the access line the last, once.
+// attempt that failed (none after a lost connection), the access line the
+// last, once.
 func TestUpstreamRequestIDs(t *testing.T) {
 	h := newHarness(t, dbtest.SQLite(t), nil)
 	w := h.world()
 	h.up.Enqueue(llmtest.Behavior{Status: 503, Header: http.Header{"X-Request-Id": {"upreq_1"}}},
+		llmtest.Behavior{Fault: llmtest.FaultDrop},
 		llmtest.Behavior{Header: http.Header{"X-Request-Id": {"upreq_2"}}})
 	r := h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("x")}})
 	if r.Status != 200 {
 		t.Fatalf("completion = %d %s", r.Status, r.Body)
 	}
 	id := r.Header.Get("X-Request-Id")
+	sent := map[string]bool{}
 	for _, up := range h.up.Requests() {
-		if got := up.Header.Get("X-Request-Id"); got != id {
-			t.Errorf("the provider got X-Request-Id %q; want the request's, %q", got, id)
+		got := up.Header.Get("X-Request-Id")
+		if !regexp.MustCompile(`^`+regexp.QuoteMeta(id)+`-[0-9a-f]{8}$`).MatchString(got) || sent[got] {
+			t.Errorf("the provider got X-Request-Id %q (sent before: %v); want the request's, %q, and a suffix of the call's own", got, sent[got], id)
 		}
+		sent[got] = true
+	}
+	if len(sent) != 3 {
+		t.Errorf("the provider got %d calls' ids; want 3", len(sent))
 	}
 	aw := h.anthropicWorld()
 	h.up.Enqueue(llmtest.Behavior{Header: http.Header{"Request-Id": {"req_011anthropic"}}})
@@ -807,19 +817,20 @@ func TestUpstreamRequestIDs(t *testing.T) {
 	if ar.Status != 200 {
 		t.Fatalf("anthropic completion = %d %s", ar.Status, ar.Body)
 	}
-	var retried, access, anthropic string
+	var retried []string
+	var access, anthropic string
 	for _, l := range strings.Split(h.finalLogs(), "\n") {
 		switch {
 		case strings.Contains(l, `msg="upstream retried" request_id=`+id+" "):
-			retried = l
+			retried = append(retried, l)
 		case strings.Contains(l, "msg=request request_id="+id+" "):
 			access = l
 		case strings.Contains(l, "msg=request request_id="+ar.Header.Get("X-Request-Id")+" "):
 			anthropic = l
 		}
 	}
-	if !strings.Contains(retried, " upstream_request_id=upreq_1 ") {
-		t.Errorf("the retry's line: %q; want upstream_request_id=upreq_1", retried)
+	if len(retried) != 2 || !strings.Contains(retried[0], " upstream_request_id=upreq_1 ") || strings.Contains(retried[1], "upstream_request_id=") {
+		t.Errorf("the retries' lines: %q; want the first naming upstream_request_id=upreq_1, the second (a lost connection) none", retried)
 	}
 	if strings.Count(access, "upstream_request_id=") != 1 || !strings.Contains(access, " upstream_request_id=upreq_2 ") {
 		t.Errorf("the access line: %q; want upstream_request_id=upreq_2, once", access)

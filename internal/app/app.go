@@ -463,6 +463,10 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	}
 	llmCfg.RequestID = requestid.From
 	llmCfg.OnUpstreamID = func(ctx context.Context, id string) {
+		if id == "" {
+			requestid.Forget(ctx, "upstream_request_id")
+			return
+		}
 		requestid.Annotate(ctx, slog.String("upstream_request_id", requestid.Capped(id, 128)))
 	}
 	svcs := domain.NewServices(domain.Deps{

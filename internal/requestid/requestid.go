@@ -84,6 +84,15 @@ func Annotate(ctx context.Context, attrs ...slog.Attr) {
 	}
 }
 
+// Forget takes the attr named name out of what Annotate added.
+func Forget(ctx context.Context, name string) {
+	if r, ok := ctx.Value(key{}).(*request); ok {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.attrs = slices.DeleteFunc(r.attrs, func(a slog.Attr) bool { return a.Key == name })
+	}
+}
+
 // Sane says whether id, a caller's, may be used as is: 1 to 128 printable
 // ASCII characters, nothing a log line or a header would mangle.
 func Sane(id string) bool {
