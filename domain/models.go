@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"time"
+	"unsafe"
 )
 
 // ProviderModels lists the models a completion with AI provider id could
@@ -79,7 +80,7 @@ func (s *Completions) models(ctx context.Context, prov *AIProvider) ([]Model, er
 const modelsTTL = time.Minute
 
 // maxModelLists and maxModelBytes bound the lists kept, in number and in
-// the bytes of their names: past either, all are dropped. Those expired
+// the bytes of their models and names: past either, all are dropped. Those expired
 // are dropped as they are met and once a TTL: a list may hold 10,000
 // models and 1 MiB of names, and any owner may make providers, so lists
 // kept past their TTL until the number filled held gigabytes.
@@ -143,7 +144,7 @@ type modelList struct {
 	updatedAt time.Time // the provider's when listed
 	expires   time.Time
 	models    []Model
-	bytes     int // of the models' names
+	bytes     int // of the models and their names
 }
 
 func (c *modelLists) get(p *AIProvider, now time.Time) ([]Model, bool) {
@@ -175,7 +176,7 @@ func (c *modelLists) put(p *AIProvider, models []Model, now time.Time) {
 			}
 		}
 	}
-	n := 0
+	n := len(models) * int(unsafe.Sizeof(Model{})) // 10,000 short names are mostly their Models
 	for _, m := range models {
 		n += len(m.ID) + len(m.OwnedBy)
 	}

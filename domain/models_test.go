@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // TestModelListsKeep: a provider's list is kept for modelsTTL and while
@@ -50,18 +51,19 @@ func TestModelListsDropWhatExpired(t *testing.T) {
 	for i := range 100 {
 		c.put(&AIProvider{ID: fmt.Sprint("aip_", i)}, big, now)
 	}
-	if c.bytes != 100*100_000 {
-		t.Fatalf("%d bytes kept for 100 lists of 100,000", c.bytes)
+	perList := 1000 * (100 + int(unsafe.Sizeof(Model{})))
+	if c.bytes != 100*perList {
+		t.Fatalf("%d bytes kept for 100 lists of %d", c.bytes, perList)
 	}
 	if _, ok := c.get(&AIProvider{ID: "aip_0"}, now.Add(modelsTTL)); ok || len(c.lists) != 99 {
 		t.Errorf("an expired list met: kept %v, %d lists left; want it dropped", ok, len(c.lists))
 	}
 	later := now.Add(modelsTTL + time.Second)
 	c.put(&AIProvider{ID: "aip_new"}, big[:1], later)
-	if len(c.lists) != 1 || c.bytes != 100 {
-		t.Errorf("a TTL on, after one more put: %d lists, %d bytes; want the new one alone, 100 bytes", len(c.lists), c.bytes)
+	if one := 100 + int(unsafe.Sizeof(Model{})); len(c.lists) != 1 || c.bytes != one {
+		t.Errorf("a TTL on, after one more put: %d lists, %d bytes; want the new one alone, %d bytes", len(c.lists), c.bytes, one)
 	}
-	for i := range maxModelBytes/100_000 + 1 {
+	for i := range maxModelBytes/perList + 1 {
 		c.put(&AIProvider{ID: fmt.Sprint("aip_big_", i)}, big, later)
 		if c.bytes > maxModelBytes {
 			t.Fatalf("%d bytes of names kept, more than %d", c.bytes, maxModelBytes)

@@ -316,11 +316,13 @@ func upstreamCode(err error) (code, typ string) {
 
 // contextWords are what providers' refusals of a request longer than the
 // model's context window say: OpenAI's, DeepSeek's and vLLM's "maximum
-// context length", Anthropic's "prompt is too long", Mistral's "too large
-// for model with … maximum context length", Gemini's "input token count
-// … exceeds the maximum number of tokens allowed", OpenAI's newer
-// "exceeds the context window".
-var contextWords = regexp.MustCompile(`(?i)context[ _]length|context[ _]window|prompt is too long|input token count.*exceeds`)
+// context length", Mistral's "too large for model with … maximum context
+// length", Anthropic's "prompt is too long" and "input length and
+// `max_tokens` exceed context limit", OpenAI's newer "exceeds the context
+// window", Gemini's "input token count … exceeds the maximum number of
+// tokens allowed". Phrases, not words: a tool named get_context_window
+// that a schema error names is no such refusal.
+var contextWords = regexp.MustCompile(`(?i)maximum context length|context[ _]length[ _]exceeded|exceeds? (?:\S+ ){0,3}context (?:window|limit)|prompt is too long|input token count.*exceeds`)
 
 // contextTooLong says whether a provider's refusal, by its code, type or
 // message, is of a request longer than the model's context window.

@@ -382,3 +382,29 @@ func goOpenAIStream(t *testing.T, body string) func() ([]byte, error) {
 	t.Cleanup(func() { _ = stream.Close() })
 	return stream.RecvRaw
 }
+
+// TestContextTooLongPhrases: the refusals of a request past the model's
+// context window, as providers word them, are told apart; a refusal that
+// only names a context (a tool called get_context_window, a parameter
+// context_length) is not one.
+func TestContextTooLongPhrases(t *testing.T) {
+	for _, tc := range []struct {
+		code, msg string
+		want      bool
+	}{
+		{"context_length_exceeded", "Please reduce the length of the messages.", true},
+		{"", "This model's maximum context length is 128000 tokens. However, your messages resulted in 130512 tokens.", true},
+		{"", "prompt is too long: 210000 tokens > 200000 maximum", true},
+		{"", "input length and `max_tokens` exceed context limit: 178959 + 64000 > 200000, decrease input length or `max_tokens` and try again", true},
+		{"", "Your input exceeds the context window of this model. Please adjust your input and try again.", true},
+		{"", "Prompt contains 40000 tokens and 0 draft tokens, too large for model with 32768 maximum context length", true},
+		{"", "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).", true},
+		{"", "Invalid schema for function 'get_context_window': schema must be a JSON Schema of 'type: \"object\"'", false},
+		{"", "Invalid value for 'context_length': expected an integer", false},
+		{"", "max_tokens is too large: 999999", false},
+	} {
+		if got := contextTooLong(tc.code, "", tc.msg); got != tc.want {
+			t.Errorf("contextTooLong(%q, %q) = %v; want %v", tc.code, tc.msg, got, tc.want)
+		}
+	}
+}
