@@ -1177,16 +1177,8 @@ func TestProviders(t *testing.T) {
 // the pool's connections held meanwhile). Migration 00017 moved it last.
 func TestSQLiteDocumentContentIsLast(t *testing.T) {
 	s := dbtest.SQLite(t)
-	rows, err := s.DB().Raw("SELECT name FROM pragma_table_info('documents') ORDER BY cid").Rows()
-	must(t, err)
-	defer rows.Close()
 	var columns []string
-	for rows.Next() {
-		var name string
-		must(t, rows.Scan(&name))
-		columns = append(columns, name)
-	}
-	must(t, rows.Err())
+	must(t, s.DB().Raw("SELECT name FROM pragma_table_info('documents') ORDER BY cid").Scan(&columns).Error)
 	if len(columns) == 0 || columns[len(columns)-1] != "content" {
 		t.Errorf("documents' columns = %q; want content last, so that a list reads none of it", columns)
 	}
