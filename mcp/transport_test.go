@@ -1137,7 +1137,11 @@ func TestSlowReaderIsNotCut(t *testing.T) {
 				var endpoint string
 				body, endpoint = e.openSSE(t, hs, hc)
 				for _, msg := range []string{initialize, `{"jsonrpc":"2.0","method":"notifications/initialized"}`, get} {
-					post(endpoint, "", msg).Body.Close()
+					res := post(endpoint, "", msg)
+					res.Body.Close()
+					if res.StatusCode >= 300 {
+						t.Fatalf("posting %.60s… = %d", msg, res.StatusCode)
+					}
 				}
 			} else {
 				res := post(hs.URL, "", initialize)
@@ -1158,6 +1162,9 @@ func TestSlowReaderIsNotCut(t *testing.T) {
 				}
 				if err != nil {
 					t.Fatalf("after %d bytes in %v: %v", got.Len(), time.Since(start), err)
+				}
+				if time.Since(start) > time.Minute { // keep-alives alone would keep this loop reading
+					t.Fatalf("no result after %v (%d bytes read): %.300s", time.Since(start), got.Len(), got.String())
 				}
 				time.Sleep(25 * time.Millisecond)
 			}
