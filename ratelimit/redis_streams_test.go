@@ -70,8 +70,14 @@ func TestRedisCrashedHoldersSlotIsFreed(t *testing.T) {
 	waitFor(t, testLease, "the crashed limiter's refresher to end", func() bool {
 		return crashing.refreshersRunning() == 0
 	})
-	if _, err := acquire(bg, live, key, 1); domain.KindOf(err) != domain.RateLimited {
-		t.Fatalf("Acquire just after the crash: %v; want RateLimited (the lease runs on)", err)
+	// Within half a lease of the crash the lease runs on (a loaded machine
+	// may take longer than that to get here: then it may be over).
+	early, err := acquire(bg, live, key, 1)
+	if after := time.Since(crashed); domain.KindOf(err) != domain.RateLimited && after < testLease/2 {
+		t.Fatalf("Acquire %v after the crash: %v; want RateLimited (the lease runs on)", after, err)
+	}
+	if err == nil {
+		early()
 	}
 	var freed time.Duration
 	waitFor(t, 2*testLease, "the crashed holder's slot to come back", func() bool {
