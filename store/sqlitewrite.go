@@ -214,3 +214,70 @@ func insertQueries(table string, columns []string) []string {
 	}
 	return q
 }
+
+// leanInsert is the INSERTs of rows that leave some columns at their
+// defaults, written as literals rather than bound: binding costs the
+// driver and database/sql more than SQLite spends storing the value.
+type leanInsert struct {
+	queries []string // queries[n] inserts n rows
+	params  []int    // the columns bound, as indexes into a row's values
+	zero    []int    // the columns written as their literals
+}
+
+// newLeanInsert returns the INSERTs into table of columns, those in zero
+// written as the literal zero gives them: what their zero value stores
+// (” for "", 0 for 0, NULL for a nil *string; see fits).
+func newLeanInsert(table string, columns []string, zero map[string]string) leanInsert {
+	var l leanInsert
+	exprs := make([]string, len(columns))
+	for i, c := range columns {
+		if lit, ok := zero[c]; ok {
+			exprs[i] = lit
+			l.zero = append(l.zero, i)
+		} else {
+			exprs[i] = "?"
+			l.params = append(l.params, i)
+		}
+	}
+	if len(l.zero) != len(zero) {
+		panic("store: a lean insert's column is not one of " + table + "'s")
+	}
+	row := "(" + strings.Join(exprs, ", ") + ")"
+	l.queries = make([]string, sqliteRowsPerInsert+1)
+	for n := 1; n < len(l.queries); n++ {
+		l.queries[n] = "INSERT INTO " + table + " (" + strings.Join(columns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
+	}
+	return l
+}
+
+// fits says whether the row of values v holds the zero value in each of
+// l's literal columns.
+func (l *leanInsert) fits(v []any) bool {
+	for _, i := range l.zero {
+		switch x := v[i].(type) {
+		case string:
+			if x != "" {
+				return false
+			}
+		case int:
+			if x != 0 {
+				return false
+			}
+		case *string:
+			if x != nil {
+				return false
+			}
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// appendParams appends to args the values of v that l binds.
+func (l *leanInsert) appendParams(args, v []any) []any {
+	for _, i := range l.params {
+		args = append(args, v[i])
+	}
+	return args
+}

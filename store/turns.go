@@ -427,6 +427,13 @@ const (
 // sqliteInsertMessages[n] is the INSERT of n messages.
 var sqliteInsertMessages = insertQueries("messages", messageColumns)
 
+// sqliteLeanMessages inserts messages that leave the columns of features
+// most turns do not use (documents, tool calls, refusals, idempotency
+// keys, usage details) at their defaults, which it writes as literals.
+var sqliteLeanMessages = newLeanInsert("messages", messageColumns, map[string]string{
+	"document_id": "''", "tool_calls": "''", "tool_call_id": "''", "cached_tokens": "0", "cache_write_tokens": "0",
+	"reasoning_tokens": "0", "request_key": "NULL", "request_hash": "NULL", "refusal": "NULL"})
+
 // appendSQLiteTurns writes turns in one SQLite transaction, all or none.
 func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
 	var w sqliteWrite
@@ -437,9 +444,20 @@ func (s *Store) appendSQLiteTurns(ctx context.Context, batch []*turn) error {
 		} else {
 			w.exec(sqliteTouchConversation, true, r.UpdatedAt, r.ID)
 		}
-		w.insert(sqliteInsertMessages, len(messageColumns), len(t.rows), func(i int, args []any) []any {
-			v := t.rows[i].values()
-			return append(args, v[:]...)
+		vals := make([][21]any, len(t.rows)) // each row's values(), read once
+		lean := true
+		for i := range t.rows {
+			vals[i] = t.rows[i].values()
+			lean = lean && sqliteLeanMessages.fits(vals[i][:])
+		}
+		if lean {
+			w.insert(sqliteLeanMessages.queries, len(sqliteLeanMessages.params), len(vals), func(i int, args []any) []any {
+				return sqliteLeanMessages.appendParams(args, vals[i][:])
+			})
+			continue
+		}
+		w.insert(sqliteInsertMessages, len(messageColumns), len(vals), func(i int, args []any) []any {
+			return append(args, vals[i][:]...)
 		})
 	}
 	return s.writeSQLite(ctx, &w)
