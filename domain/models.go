@@ -80,10 +80,11 @@ func (s *Completions) models(ctx context.Context, prov *AIProvider) ([]Model, er
 const modelsTTL = time.Minute
 
 // maxModelLists and maxModelBytes bound the lists kept, in number and in
-// the bytes of their models and names: past either, all are dropped. Those expired
-// are dropped as they are met and once a TTL: a list may hold 10,000
-// models and 1 MiB of names, and any owner may make providers, so lists
-// kept past their TTL until the number filled held gigabytes.
+// the bytes of their models and names: past either, all are dropped.
+// Those expired are dropped as they are met and once a TTL: a list may
+// hold 10,000 models and 1 MiB of names, and any owner may make
+// providers, so lists kept past their TTL until the number filled held
+// gigabytes.
 const (
 	maxModelLists = 1024
 	maxModelBytes = 64 << 20
@@ -97,7 +98,7 @@ const (
 type modelLists struct {
 	mu    sync.Mutex
 	lists map[string]modelList
-	bytes int                   // of the lists' names
+	bytes int                   // of the lists' models and names
 	swept time.Time             // when put last dropped the expired lists
 	calls map[string]*modelCall // by provider id and updatedAt
 }

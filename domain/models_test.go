@@ -66,7 +66,7 @@ func TestModelListsDropWhatExpired(t *testing.T) {
 	for i := range maxModelBytes/perList + 1 {
 		c.put(&AIProvider{ID: fmt.Sprint("aip_big_", i)}, big, later)
 		if c.bytes > maxModelBytes {
-			t.Fatalf("%d bytes of names kept, more than %d", c.bytes, maxModelBytes)
+			t.Fatalf("%d bytes of models and names kept, more than %d", c.bytes, maxModelBytes)
 		}
 	}
 }
