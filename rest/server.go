@@ -299,7 +299,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		if h, cx := s.log.Handler(), ctx(c); h.Enabled(cx, slog.LevelInfo) {
 			r := slog.NewRecord(time.Now(), slog.LevelInfo, "request", 0)
 			r.AddAttrs(slog.String("method", logMethod(c.Request().Method)), slog.String("path", pattern),
-				slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000), slog.Int64("bytes", size))
+				slog.Int("status", status), slog.Float64("duration_ms", requestid.Millis(took)), slog.Int64("bytes", size))
 			_ = h.Handle(cx, r)
 		}
 		return nil

@@ -207,7 +207,11 @@ func runSteps(ctx context.Context, wr *sqliteWriter, steps []sqliteStep) error {
 // insertQueries returns, at index n, the INSERT of n rows into table, for
 // n up to sqliteRowsPerInsert: built once, not on every write.
 func insertQueries(table string, columns []string) []string {
-	row := "(?" + strings.Repeat(", ?", len(columns)-1) + ")"
+	return rowsInserts(table, columns, "(?"+strings.Repeat(", ?", len(columns)-1)+")")
+}
+
+// rowsInserts is insertQueries with each row's values written as row.
+func rowsInserts(table string, columns []string, row string) []string {
 	q := make([]string, sqliteRowsPerInsert+1)
 	for n := 1; n < len(q); n++ {
 		q[n] = "INSERT INTO " + table + " (" + strings.Join(columns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
@@ -226,7 +230,7 @@ type leanInsert struct {
 
 // newLeanInsert returns the INSERTs into table of columns, those in zero
 // written as the literal zero gives them: what their zero value stores
-// (” for "", 0 for 0, NULL for a nil *string; see fits).
+// (an empty text for "", 0 for 0, NULL for a nil *string; see fits).
 func newLeanInsert(table string, columns []string, zero map[string]string) leanInsert {
 	var l leanInsert
 	exprs := make([]string, len(columns))
@@ -242,11 +246,7 @@ func newLeanInsert(table string, columns []string, zero map[string]string) leanI
 	if len(l.zero) != len(zero) {
 		panic("store: a lean insert's column is not one of " + table + "'s")
 	}
-	row := "(" + strings.Join(exprs, ", ") + ")"
-	l.queries = make([]string, sqliteRowsPerInsert+1)
-	for n := 1; n < len(l.queries); n++ {
-		l.queries[n] = "INSERT INTO " + table + " (" + strings.Join(columns, ", ") + ") VALUES " + row + strings.Repeat(", "+row, n-1)
-	}
+	l.queries = rowsInserts(table, columns, "("+strings.Join(exprs, ", ")+")")
 	return l
 }
 

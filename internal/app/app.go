@@ -233,17 +233,13 @@ func (l logRecorder) Record(ctx context.Context, r domain.UsageRecord) {
 		// The completion's latency and a stream's time to first token (from
 		// the call upstream), as its usage record has them: beside the
 		// request's duration_ms, a slow provider told from a slow Parley.
-		slog.Float64("completion_ms", ms(r.Latency)))
+		slog.Float64("completion_ms", requestid.Millis(r.Latency)))
 	if r.Stream && r.TimeToFirst > 0 {
-		attrs = append(attrs, slog.Float64("ttft_ms", ms(r.TimeToFirst)))
+		attrs = append(attrs, slog.Float64("ttft_ms", requestid.Millis(r.TimeToFirst)))
 	}
 	requestid.Annotate(ctx, attrs...)
 	l.next.Record(ctx, r)
 }
-
-// ms is d in milliseconds, to the microsecond, as the access log's
-// duration_ms.
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // migrationLog logs what Migrate reports at a start: each migration it
 // applied, a migration waiting for a lock (a warning), and a schema that a

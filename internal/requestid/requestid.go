@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unicode/utf8"
 )
 
@@ -147,6 +148,10 @@ func (h handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 }
 
 func (h handler) WithGroup(name string) slog.Handler { return handler{h.Handler.WithGroup(name)} }
+
+// Millis is d as the log lines give a duration: milliseconds, to the
+// microsecond (duration_ms, completion_ms, ttft_ms).
+func Millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // Capped returns s, or its first max bytes (whole characters) and how long
 // it was: for log lines that copy what a client sent, which must not let
