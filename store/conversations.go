@@ -78,7 +78,13 @@ func (s *Store) ListConversations(ctx context.Context, f domain.ConversationFilt
 		// project_id index on conversations (00012), which every new
 		// conversation would write. It reads the conversations after the
 		// cursor of each of the projects' chats and sorts them: the
-		// projects' rows, not other tenants'.
+		// projects' rows, not other tenants'. INDEXED BY holds it there:
+		// once SQLite has statistics (an operator's ANALYZE or PRAGMA
+		// optimize) its planner prefers the primary key's id order, which
+		// spares the sort but walks every tenant's conversations.
+		q = func() *gorm.DB {
+			return s.db.WithContext(ctx).Model(&conversationRow{}).Table("conversations INDEXED BY conversations_chat_id_idx")
+		}
 		inProjects = func(q *gorm.DB, projects any) *gorm.DB {
 			return q.Where("chat_id IN (?)", s.db.Model(&chatRow{}).Select("id").Where("project_id IN (?)", projects))
 		}
