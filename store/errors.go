@@ -197,8 +197,7 @@ func unreachable(err error) bool {
 	if errors.As(err, &pg) {
 		return strings.HasPrefix(pg.Code, "08") || strings.HasPrefix(pg.Code, "57P") || pg.Code == "53300"
 	}
-	var lite *sqlitedriver.Error
-	if errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen {
+	if cantOpen(err) {
 		return true // a new connection could not open the file: out of file descriptors, the file gone
 	}
 	return locked(err) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
@@ -209,6 +208,12 @@ func unreachable(err error) bool {
 func locked(err error) bool {
 	var lite *sqlitedriver.Error
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
+}
+
+// cantOpen reports whether err is SQLite's SQLITE_CANTOPEN.
+func cantOpen(err error) bool {
+	var lite *sqlitedriver.Error
+	return errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen
 }
 
 // connLost reports whether err says a PostgreSQL connection was lost

@@ -141,6 +141,11 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return s, nil
 		}
 		_ = s.closeDBs()
+		if s.dialect == SQLite && cantOpen(err) {
+			// SQLite says only "unable to open database file": most often
+			// a file restored as another user, or a directory in its place.
+			err = fmt.Errorf("it cannot be opened (is it a file this user may read and write? check its owner and mode, and its directory's): %w", err)
+		}
 		if !openRace(s, err, attempt, time.Since(began)) {
 			return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)
 		}

@@ -3211,6 +3211,22 @@ func TestOpenRefusesADatabaseItCannotWrite(t *testing.T) {
 	}
 }
 
+// TestOpenSaysWhyADatabaseCannotBeOpened: SQLite's "unable to open
+// database file" names no cause; Open says what to check. (A directory in
+// the file's place here: root, which runs the tests, opens any file.)
+func TestOpenSaysWhyADatabaseCannotBeOpened(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "parley.db")
+	must(t, os.Mkdir(path, 0o700))
+	st, err := store.Open(context.Background(), path)
+	if err == nil {
+		st.Close()
+		t.Fatal("opened a directory as a database")
+	}
+	if msg := err.Error(); !strings.Contains(msg, "cannot be opened") || !strings.Contains(msg, "owner and mode") || !strings.Contains(msg, path) {
+		t.Errorf("%v, want it to say the database at %s cannot be opened and what to check", err, path)
+	}
+}
+
 // TestMemberListsMergeProjects walks a member's lists, without a project
 // or chat named, a page at a time: every row of the member's projects and
 // no other, in id order, whether the store merges a page per project or,
