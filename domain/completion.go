@@ -1252,7 +1252,9 @@ func outcomeOf(ctx context.Context, err error) Outcome {
 		return OutcomeClientDisconnect
 	case errors.Is(err, ErrTruncated):
 		return OutcomeTruncated
-	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited || errors.Is(err, ErrUpstreamRefused):
+	case errors.Is(err, ErrUpstreamRefused):
+		return OutcomeUpstreamRefused
+	case KindOf(err) == Upstream || KindOf(err) == Timeout || KindOf(err) == RateLimited:
 		return OutcomeUpstreamError
 	default:
 		return OutcomeError

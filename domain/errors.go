@@ -88,8 +88,8 @@ var ErrUpstreamRateLimited = errors.New("the AI provider is rate limiting its ke
 
 // ErrUpstreamRefused is the cause of the Invalid error of a request the AI
 // provider refused as malformed (HTTP 400, 413 or 422): the caller must
-// change it, so it is theirs to fix, but the provider answered, so such a
-// completion is recorded with the outcome upstream_error.
+// change it, so it is theirs to fix; such a completion is recorded with
+// the outcome upstream_refused.
 var ErrUpstreamRefused = errors.New("the AI provider refused the request")
 
 // ErrContextTooLong is within the cause of the Invalid error of a request

@@ -81,9 +81,14 @@ func tokensOf(chars int) int { return (chars + 3) / 4 }
 type Outcome string
 
 const (
-	OutcomeOK               Outcome = "ok"
-	OutcomeError            Outcome = "error"
-	OutcomeUpstreamError    Outcome = "upstream_error"
+	OutcomeOK            Outcome = "ok"
+	OutcomeError         Outcome = "error"
+	OutcomeUpstreamError Outcome = "upstream_error"
+	// OutcomeUpstreamRefused is a request the provider refused as
+	// malformed (the caller's 400, ErrUpstreamRefused): the caller's to
+	// fix, counted apart from the provider's failures so that an alert on
+	// upstream_error is one on the provider.
+	OutcomeUpstreamRefused  Outcome = "upstream_refused"
 	OutcomeClientDisconnect Outcome = "client_disconnect"
 	OutcomeTruncated        Outcome = "truncated"
 	OutcomeInterrupted      Outcome = "interrupted" // ended by the server: shutdown or maximum stream duration

@@ -104,20 +104,24 @@ func TestUpstreamFaults(t *testing.T) {
 			})
 		}
 		// Every failure above was the provider's, its 429s too: each is
-		// recorded as an upstream error, none as Parley's own.
-		failed := 0
+		// recorded as an upstream error, none as Parley's own, except its
+		// refusals of the request (the caller's 400s), counted apart.
+		failed, refusals := 0, 0
 		for _, tt := range tests {
-			if tt.code != "" {
+			switch {
+			case tt.status == 400:
+				refusals++
+			case tt.code != "":
 				failed++
 			}
 		}
 		h.app.FlushUsage()
-		var upstream, other int64
-		if err := h.app.Store.DB().Raw("SELECT count(CASE WHEN outcome = 'upstream_error' THEN 1 END), count(CASE WHEN outcome NOT IN ('upstream_error', 'ok') THEN 1 END) FROM usage_records WHERE chat_id = ?", w.chat).Row().Scan(&upstream, &other); err != nil {
+		var upstream, refused, other int64
+		if err := h.app.Store.DB().Raw("SELECT count(CASE WHEN outcome = 'upstream_error' THEN 1 END), count(CASE WHEN outcome = 'upstream_refused' THEN 1 END), count(CASE WHEN outcome NOT IN ('upstream_error', 'upstream_refused', 'ok') THEN 1 END) FROM usage_records WHERE chat_id = ?", w.chat).Row().Scan(&upstream, &refused, &other); err != nil {
 			t.Fatal(err)
 		}
-		if upstream != int64(failed) || other != 0 {
-			t.Errorf("usage records: %d upstream errors, %d other failures; want %d and 0", upstream, other, failed)
+		if upstream != int64(failed) || refused != int64(refusals) || other != 0 {
+			t.Errorf("usage records: %d upstream errors, %d refusals, %d other failures; want %d, %d and 0", upstream, refused, other, failed, refusals)
 		}
 	})
 }
@@ -575,8 +579,8 @@ func TestUsageReportPeriodIsSummed(t *testing.T) {
 
 // TestUsageRecordFields reads the usage rows completions leave, with every
 // field the issue lists: a per-chat completion, JSON and streamed, a
-// stateless one, and the outcomes of an upstream failure and of a stream
-// cut short.
+// stateless one, and the outcomes of the provider's refusal of a request
+// and of a stream cut short.
 func TestUsageRecordFields(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
@@ -648,7 +652,7 @@ func TestUsageRecordFields(t *testing.T) {
 		if noChat.ChatID != "" || noChat.ConversationID != "" || noChat.Outcome != "ok" {
 			t.Errorf("stateless completion: %+v", noChat)
 		}
-		if failed.Outcome != "upstream_error" || failed.ChatID != w.chat || failed.CompletionTokens != 0 {
+		if failed.Outcome != "upstream_refused" || failed.ChatID != w.chat || failed.CompletionTokens != 0 {
 			t.Errorf("failed completion: %+v", failed)
 		}
 		if cut.Outcome != "truncated" || !cut.Stream {

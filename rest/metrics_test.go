@@ -465,9 +465,9 @@ func TestMCPToolLineHasOneOutcome(t *testing.T) {
 			tool = append(tool, line)
 		}
 	}
-	if len(tool) != 1 || strings.Count(tool[0], " outcome=") != 1 || !strings.Contains(tool[0], " outcome=upstream_error ") ||
+	if len(tool) != 1 || strings.Count(tool[0], " outcome=") != 1 || !strings.Contains(tool[0], " outcome=upstream_refused ") ||
 		!strings.Contains(tool[0], " mcp.outcome=error_result") {
-		t.Errorf("mcp.tool lines %q; want one, with the completion's outcome=upstream_error and mcp-go's as mcp.outcome", tool)
+		t.Errorf("mcp.tool lines %q; want one, with the completion's outcome=upstream_refused and mcp-go's as mcp.outcome", tool)
 	}
 }
 
