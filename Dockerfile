@@ -25,5 +25,8 @@ ENV PARLEY_ADDR=0.0.0.0:8080 PARLEY_DATA_DIR=/data
 # volume; a host directory mounted there must be writable by uid 65532.
 VOLUME /data
 EXPOSE 8080
+# Ready while /readyz answers 200 (distroless has no curl): see parley healthcheck.
+HEALTHCHECK --interval=30s --timeout=6s --start-period=30s --retries=3 \
+    CMD ["/usr/local/bin/parley", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/parley"]
 CMD ["serve"]

@@ -4,6 +4,7 @@
 //	parley mcp                MCP over stdio
 //	parley migrate up|down|status
 //	parley admin create-user|create-key|gen-key|gen-api-key|rotate-key
+//	parley healthcheck [URL]  exit 0 when the server on PARLEY_ADDR is ready
 //	parley version
 //
 // Configuration comes from the environment; see README.md.
@@ -144,6 +145,8 @@ commands:
   admin gen-api-key          print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   admin rotate-key           re-encrypt provider keys under PARLEY_SECRET_KEY
                              (old keys in PARLEY_OLD_SECRET_KEYS)
+  healthcheck [URL]          exit 0 when the parley on PARLEY_ADDR (or at URL) is
+                             ready (its /readyz answers 200), else 1
   version (or --version)     print the version
 `
 
@@ -179,6 +182,8 @@ func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout,
 		return migrate(ctx, args, stdout, stderr)
 	case "admin":
 		return admin(ctx, args, stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args, stdout)
 	}
 	if isHelp(cmd) {
 		fmt.Fprint(stdout, usage)

@@ -536,3 +536,40 @@ func TestKeysFromTheEnvironmentAreTrimmed(t *testing.T) {
 		t.Errorf("parley mcp with PARLEY_API_KEY set with spaces around: %v\n%s", err, out)
 	}
 }
+
+// TestHealthcheck: `parley healthcheck`, the image's HEALTHCHECK, exits 0
+// while the server on PARLEY_ADDR is ready, asking on loopback when it
+// listens on every interface, and 1, saying why, once it has stopped.
+func TestHealthcheck(t *testing.T) {
+	s := serve(t, t.TempDir())
+	_, port, err := net.SplitHostPort(strings.TrimPrefix(s.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(env string, args ...string) (string, error) {
+		cmd := exec.Command(bin, append([]string{"healthcheck"}, args...)...)
+		cmd.Env = append(os.Environ(), env)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct{ env, arg string }{
+		{"PARLEY_ADDR=127.0.0.1:" + port, ""},
+		{"PARLEY_ADDR=0.0.0.0:" + port, ""},
+		{"PARLEY_ADDR=:" + port, ""},
+		{"PARLEY_ADDR=127.0.0.1:1", s.url},
+	} {
+		var args []string
+		if tt.arg != "" {
+			args = append(args, tt.arg)
+		}
+		if out, err := check(tt.env, args...); err != nil || strings.TrimSpace(out) != "ready" {
+			t.Errorf("healthcheck %v with %s = %v %q; want ready", args, tt.env, err, out)
+		}
+	}
+	s.stop(t)
+	out, err := check("PARLEY_ADDR=127.0.0.1:" + port)
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "/readyz") {
+		t.Errorf("healthcheck of a stopped server = %v %q; want exit 1 naming /readyz", err, out)
+	}
+}
