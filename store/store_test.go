@@ -1906,6 +1906,19 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 		gone := newConv(w.chatA.ID)
 		jobs = append(jobs, job{conv: gone, msgs: turn(gone.ID, 0, "gone"), wantErr: domain.NotFound})
 
+		if s.Dialect() == store.SQLite {
+			// The first writer waits (up to 10 s) for a turn to queue
+			// behind it, which a loaded machine's scheduler might
+			// otherwise let each goroutine miss.
+			var once sync.Once
+			s.SetBeforeWrite(func() {
+				once.Do(func() {
+					for end := time.Now().Add(10 * time.Second); s.WaitingTurns() == 0 && time.Now().Before(end); {
+						time.Sleep(time.Millisecond)
+					}
+				})
+			})
+		}
 		errs := make([]error, len(jobs))
 		var start, done sync.WaitGroup
 		start.Add(1)
@@ -1919,6 +1932,7 @@ func TestConcurrentTurnsGroupCommit(t *testing.T) {
 		}
 		start.Done()
 		done.Wait()
+		s.SetBeforeWrite(nil)
 
 		conflicts := 0
 		for i, j := range jobs {
