@@ -220,7 +220,7 @@ func (s *Providers) Create(ctx context.Context, in ProviderCreate) (*AIProvider,
 	p := &AIProvider{
 		ID: NewID(PrefixProvider), ProjectID: in.ProjectID, Name: trimRequired(in.Name), Type: in.Type,
 		BaseURL: strings.TrimRight(strings.TrimSpace(in.BaseURL), "/"), DefaultModel: trimRequired(in.DefaultModel),
-		APIVersion: in.APIVersion, PromptCache: storedPromptCache(in.PromptCache), CreatedAt: now, UpdatedAt: now,
+		APIVersion: strings.TrimSpace(in.APIVersion), PromptCache: storedPromptCache(in.PromptCache), CreatedAt: now, UpdatedAt: now,
 	}
 	if in.APIKey != "" && in.APIKeyRef != "" {
 		return nil, Invalidf("apiKey", "send apiKey or apiKeyRef, not both")
@@ -325,10 +325,16 @@ const minHintedKeyLen = 20
 // call, with the provider's key, to another path of the resource than a
 // chat completion's.
 func AzureDeploymentName(model string) bool {
-	if model == "" || model == "." || model == ".." {
+	return model != "." && model != ".." && azureToken(model)
+}
+
+// azureToken reports whether s is not empty and only of letters, digits,
+// '.', '_' and '-': a deployment name's characters, and an API version's.
+func azureToken(s string) bool {
+	if s == "" {
 		return false
 	}
-	for _, r := range model {
+	for _, r := range s {
 		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '.' || r == '_' || r == '-') {
 			return false
 		}
@@ -377,6 +383,11 @@ func (s *Providers) validate(ctx context.Context, p, before *AIProvider) error {
 	}
 	if err := checkText("apiVersion", p.APIVersion, false, maxModelLen); err != nil {
 		return err
+	}
+	if p.APIVersion != "" && !azureToken(p.APIVersion) {
+		// It goes into every call's query: one with a space or a "&" would
+		// be saved and then refused by Azure at each completion.
+		return Invalidf("apiVersion", "apiVersion is an Azure OpenAI API version such as 2024-10-21, of letters, digits, '.', '_' and '-'")
 	}
 	if p.APIVersion != "" && p.Type != ProviderAzureOpenAI {
 		return Invalidf("apiVersion", "apiVersion applies only to type azure-openai; leave it out")
@@ -613,7 +624,7 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		return nil, err
 	}
 	before := *p
-	if err := emptyWhenSent("name", in.Name, "AI provider"); err != nil {
+	if err := cmp.Or(emptyWhenSent("name", in.Name, "AI provider"), emptyWhenSent("defaultModel", in.DefaultModel, "AI provider")); err != nil {
 		return nil, err
 	}
 	if in.Name != nil {
@@ -626,7 +637,7 @@ func (s *Providers) update(ctx context.Context, id string, in ProviderUpdate) (*
 		p.DefaultModel = trimRequired(*in.DefaultModel)
 	}
 	if in.APIVersion != nil {
-		p.APIVersion = *in.APIVersion
+		p.APIVersion = strings.TrimSpace(*in.APIVersion)
 	}
 	if in.PromptCache != nil {
 		p.PromptCache = storedPromptCache(*in.PromptCache)

@@ -82,6 +82,9 @@ func TestProviderValidation(t *testing.T) {
 			// A 400 now rather than a 503 at every completion.
 			{"env ref to a variable not set", base(map[string]any{"apiKeyRef": "env:PARLEY_PROVIDER_KEY_NEVER_SET"}), "apiKeyRef"},
 			{"NUL in apiVersion", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "v\x00"}), "apiVersion"},
+			// It goes into every call's query: saved, Azure would refuse each.
+			{"apiVersion with a query", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "2024-10-21&x=1"}), "apiVersion"},
+			{"apiVersion with a space", base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": "2024 10 21"}), "apiVersion"},
 			// Azure's model is a deployment name in the URL's path: it must
 			// not leave its segment (TestAzureDeploymentStaysInItsSegment).
 			{"Azure deployment with a slash", base(map[string]any{"type": "azure-openai", "apiKey": "k", "defaultModel": "x/../../files"}), "defaultModel"},
@@ -146,6 +149,17 @@ func TestProviderValidation(t *testing.T) {
 		}
 		if got := h.must(200, "GET", "/api/v1/ai-providers/"+claude, h.admin, nil); got["hasApiKey"] != true {
 			t.Errorf("a refused PATCH removed the key: %v", got)
+		}
+		// A required field sent empty in a PATCH is told to be left out,
+		// not that it is missing.
+		if r := h.call("PATCH", "/api/v1/ai-providers/"+claude, h.admin, map[string]any{"defaultModel": ""}); r.Status != 400 ||
+			r.ErrorMessage() != "defaultModel, when sent, must not be empty; leave it out to keep the AI provider's" {
+			t.Errorf("PATCH of an empty defaultModel = %d %s, want 400 saying to leave it out", r.Status, r.Body)
+		}
+		// An API version pasted with whitespace around it is kept without.
+		az := h.must(201, "POST", "/api/v1/ai-providers", h.admin, base(map[string]any{"type": "azure-openai", "apiKey": "k", "apiVersion": " 2024-10-21\n"}))
+		if az["apiVersion"] != "2024-10-21" {
+			t.Errorf("apiVersion sent with whitespace around it = %q, want 2024-10-21", az["apiVersion"])
 		}
 	})
 }
