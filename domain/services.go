@@ -191,11 +191,21 @@ func checkName(field, v string, required bool) error {
 	if err := checkText(field, v, required, maxNameLen); err != nil {
 		return err
 	}
-	if i := strings.IndexFunc(v, unicode.IsControl); i >= 0 {
-		return Invalidf(field, "%s must not contain a control character such as a line break, a tab or ESC (one is at character %d)",
+	if i := strings.IndexFunc(v, notInName); i >= 0 {
+		return Invalidf(field, "%s must not contain a control character such as a line break, a tab, ESC or a right-to-left override (one is at character %d)",
 			field, utf8.RuneCountInString(v[:i])+1)
 	}
 	return nil
+}
+
+// notInName reports whether a name may not hold r: a control character,
+// Unicode's line and paragraph separators (line breaks too), or a
+// bidirectional embedding, override or isolate, which reorders how the
+// text around it is shown. Other format characters stay: the zero-width
+// joiner holds emoji sequences together.
+func notInName(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' ||
+		'\u202A' <= r && r <= '\u202E' || '\u2066' <= r && r <= '\u2069'
 }
 
 // checkUpdatedName is checkName for an update's name, which was is the
@@ -323,7 +333,7 @@ func withArticle(name string) string {
 // /projects//limits): Invalid whoever asks, before any access check, which
 // would answer a caller without a role that "project  does not exist".
 func emptyID(what, prefix string) error {
-	return Errorf(Invalid, "the %s id is empty; pass the id of a %s (%s…)", what, what, prefix)
+	return Errorf(Invalid, "the %s id is empty; pass the id of %s (%s…)", what, withArticle(what), prefix)
 }
 
 // unchanged reports whether an update left a resource as it was fetched.

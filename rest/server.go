@@ -549,8 +549,8 @@ func noBody(r *http.Request) error {
 			return nil
 		}
 	}
-	return domain.Errorf(domain.Invalid, "a %s here takes no request body; send its options as query parameters "+
-		"(see /openapi.json), and nothing, or {}, as the body", r.Method)
+	return domain.Errorf(domain.Invalid, "a %s here takes no request body; send nothing, or {}, as the body "+
+		"(options, where the endpoint has any, go in query parameters: see /openapi.json)", r.Method)
 }
 
 // wholeSegments answers 404 when a path parameter took more than one

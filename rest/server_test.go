@@ -577,6 +577,10 @@ func TestOddInputRefused(t *testing.T) {
 		{"/api/v1/documents", `{"projectId":"` + w.project + `","name":"d\u001bx","content":"x"}`},
 		{"/api/v1/ai-providers", `{"projectId":"` + w.project + `","name":"p\u001b","type":"openai","defaultModel":"m","apiKey":"sk-1234567890abcdef"}`},
 		{"/api/v1/users", `{"name":"u\n"}`},
+		// Unicode's line separator, and a right-to-left override, which
+		// reorders how a list or a terminal shows the text after it.
+		{"/api/v1/documents", `{"projectId":"` + w.project + `","name":"FAQ\u2028Refunds","content":"x"}`},
+		{"/api/v1/chats", `{"projectId":"` + w.project + `","aiProviderId":"` + w.provider + `","name":"\u202eQAF"}`},
 	} {
 		if r := h.call("POST", tc.path, h.admin, tc.body); r.Status != 400 || r.ErrorField() != "name" || !strings.Contains(r.ErrorMessage(), "control character") {
 			t.Errorf("POST %s with a control character in its name = %d %s, want 400 naming name", tc.path, r.Status, r.Body)
@@ -587,6 +591,8 @@ func TestOddInputRefused(t *testing.T) {
 		t.Errorf("a description with ESC = %d %s, want 400 naming description", r.Status, r.Body)
 	}
 	h.must(201, "POST", "/api/v1/projects", h.admin, map[string]any{"name": "lines", "description": "one\r\n\ttwo"})
+	// The zero-width joiner, a format character too, holds emoji together.
+	h.must(201, "POST", "/api/v1/projects", h.admin, map[string]any{"name": "team \U0001F468\u200D\U0001F469\u200D\U0001F467"})
 	// A name or description stored before they took no control character
 	// does not keep the rest of its resource from changing.
 	old := h.project(h.admin, "old")
