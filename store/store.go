@@ -188,6 +188,28 @@ func createPrivate(path string) error {
 	return f.Close()
 }
 
+// Backup writes a consistent copy of a SQLite database to path, a new
+// file, private (mode 0600) as the database is: VACUUM INTO reads one
+// snapshot, the writes still in the -wal file included, while other
+// connections and processes go on writing. PostgreSQL has pg_dump.
+func (s *Store) Backup(ctx context.Context, path string) error {
+	if s.dialect != SQLite {
+		return errors.New("only a SQLite database is copied by Backup; use pg_dump")
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return fmt.Errorf("create the backup (a new file, not one that exists): %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := s.db.WithContext(ctx).Exec("VACUUM INTO ?", path).Error; err != nil {
+		_ = os.Remove(path)
+		return fmt.Errorf("copy the database to %s: %w", path, err)
+	}
+	return nil
+}
+
 // DialectOf returns the dialect Open takes dsn for: Postgres or SQLite.
 func DialectOf(dsn string) string {
 	if isPostgres(dsn) {

@@ -84,9 +84,12 @@ commands:
   gen-api-key                  print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   rotate-key                   re-encrypt provider keys under PARLEY_SECRET_KEY
                                (old keys in PARLEY_OLD_SECRET_KEYS)
+  backup PATH                  copy the SQLite database, consistent while Parley
+                               runs, to PATH, a new file (mode 0600); the master
+                               key is not in it (PostgreSQL: use pg_dump)
 
-Commands other than gen-key and gen-api-key open the configured database,
-creating it (and printing its first admin key) when it is new.
+Commands other than gen-key, gen-api-key and backup open the configured
+database, creating it (and printing its first admin key) when it is new.
 `
 
 // adminCommand is a parsed `parley admin` command line.
@@ -108,6 +111,7 @@ var adminCommands = map[string]struct {
 	"gen-key":     {nil, nil, 0, 0},
 	"gen-api-key": {nil, nil, 0, 0},
 	"rotate-key":  {nil, nil, 0, 0},
+	"backup":      {nil, nil, 1, 1},
 }
 
 // errHelp is a command line that asks for the usage.
@@ -216,6 +220,8 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "gen-api-key":
 		fmt.Fprintln(stdout, domain.NewAPIKeySecret())
 		return nil
+	case "backup":
+		return backup(ctx, c.args[0], stdout, stderr)
 	}
 	e, err := loadEnv()
 	if err != nil {
@@ -267,6 +273,35 @@ func admin(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return unopenedKeys(r.Unopened)
 	}
 	return fmt.Errorf("admin %s is parsed but not run", c.name) // parseAdmin and this switch disagree
+}
+
+// backup copies the configured SQLite database to path, a new file. It
+// opens only a database that exists (a backup of a new, empty one would
+// hide a PARLEY_DATA_DIR pointing elsewhere) and runs no migration.
+func backup(ctx context.Context, path string, stdout, stderr io.Writer) error {
+	e, err := loadEnv()
+	if err != nil {
+		return err
+	}
+	dsn := e.DSN()
+	file := store.SQLiteFile(dsn)
+	if file == "" {
+		return errors.New("admin backup copies a SQLite database; back up PostgreSQL with pg_dump or the server's own backups")
+	}
+	if _, err := os.Stat(file); err != nil {
+		return fmt.Errorf("admin backup: no database to copy at %s (%w); set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to the one you meant", file, err)
+	}
+	fmt.Fprintf(stderr, "parley admin backup: %s\n", store.Describe(dsn))
+	st, err := store.Open(ctx, dsn)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.Backup(ctx, path); err != nil {
+		return fmt.Errorf("admin backup: %w", err)
+	}
+	fmt.Fprintf(stdout, "copied the database to %s; keep the master key (%s, or PARLEY_SECRET_KEY) apart from it\n", path, app.MasterKeyFile(e.Config))
+	return nil
 }
 
 // staleKeyFile says, after a rotation on SQLite, that the data

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/secret"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -610,5 +611,60 @@ func TestEnvMistakesNamed(t *testing.T) {
 		if got := files(t, dir); len(got) != 0 {
 			t.Errorf("%v: files made: %q", tc.env, got)
 		}
+	}
+}
+
+// TestAdminBackup: `parley admin backup PATH` copies the SQLite database
+// while `parley serve` runs on it, the writes still in its -wal file
+// included, to a new private file; it refuses a file that exists, a
+// database that does not, and PostgreSQL.
+func TestAdminBackup(t *testing.T) {
+	dir := t.TempDir()
+	s := serve(t, dir)
+	m := printedKey.FindStringSubmatch(s.stderr.String())
+	if m == nil {
+		t.Fatalf("first start printed no admin key:\n%s", s.stderr.String())
+	}
+	if code, body := post(t, s.url+"/api/v1/projects", m[1], map[string]any{"name": "kept"}); code != 201 {
+		t.Fatalf("create project = %d %v", code, body)
+	}
+	copyPath := filepath.Join(dir, "backup.db")
+	if out, code := parley(t, dir, nil, "admin", "backup", copyPath); code != 0 || !strings.Contains(out, "copied the database to "+copyPath) {
+		t.Fatalf("admin backup = %d %s", code, out)
+	}
+	s.stop(t)
+	fi, err := os.Stat(copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup mode = %v, want 0600", fi.Mode().Perm())
+	}
+	st, err := store.Open(context.Background(), copyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	if err := st.DB().Raw("SELECT count(*) FROM projects WHERE name = 'kept'").Row().Scan(&n); err != nil || n != 1 {
+		t.Errorf("the backup holds %d projects named kept (%v), want 1", n, err)
+	}
+	st.Close()
+
+	for _, tt := range []struct {
+		name string
+		env  []string
+		path string
+		want string
+	}{
+		{"a file that exists", nil, copyPath, "a new file"},
+		{"no database", []string{"PARLEY_DATA_DIR=" + filepath.Join(dir, "elsewhere")}, filepath.Join(dir, "b2.db"), "no database to copy"},
+		{"PostgreSQL", []string{"PARLEY_DATABASE_URL=postgres://127.0.0.1:1/x", "PARLEY_SECRET_KEY=" + secret.GenerateKey()}, filepath.Join(dir, "b3.db"), "pg_dump"},
+	} {
+		if out, code := parley(t, dir, tt.env, "admin", "backup", tt.path); code != 1 || !strings.Contains(out, tt.want) {
+			t.Errorf("admin backup of %s = %d %s, want 1 saying %q", tt.name, code, out, tt.want)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "elsewhere")); err == nil {
+		t.Error("a backup of no database created the data directory")
 	}
 }

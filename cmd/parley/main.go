@@ -3,7 +3,7 @@
 //	parley serve              REST + MCP over HTTP on PARLEY_ADDR (127.0.0.1:8080)
 //	parley mcp                MCP over stdio
 //	parley migrate up|down|status
-//	parley admin create-user|create-key|gen-key|gen-api-key|rotate-key
+//	parley admin create-user|create-key|gen-key|gen-api-key|rotate-key|backup
 //	parley healthcheck [URL]  exit 0 when the server on PARLEY_ADDR is ready
 //	parley version
 //
@@ -145,6 +145,7 @@ commands:
   admin gen-api-key          print a new API key for PARLEY_BOOTSTRAP_ADMIN_KEY
   admin rotate-key           re-encrypt provider keys under PARLEY_SECRET_KEY
                              (old keys in PARLEY_OLD_SECRET_KEYS)
+  admin backup PATH          copy the SQLite database, while Parley runs, to PATH
   healthcheck [URL]          exit 0 when the parley on PARLEY_ADDR (or at URL) is
                              ready (its /readyz answers 200), else 1
   version (or --version)     print the version
