@@ -37,6 +37,7 @@ type UsageBatcher struct {
 	lost    error // what Shutdown could not write; set before done is closed
 
 	droppedTotal atomic.Int64 // records dropped so far, for Dropped
+	keptLen      atomic.Int64 // len(kept), for Waiting
 	// writesTo is told how each write went (see ReportWrites).
 	writesTo atomic.Pointer[func(error)]
 
@@ -101,6 +102,15 @@ func NewUsageBatcher(store UsageStore, log *slog.Logger, maxBatch int, every tim
 // Dropped returns how many records were dropped so far: refused by the
 // database, or beyond what is kept while writes fail (each logged too).
 func (b *UsageBatcher) Dropped() int64 { return b.droppedTotal.Load() }
+
+// Waiting returns how many records wait to be written: queued, and kept
+// while writes fail. Rising, it says the database is refusing them.
+func (b *UsageBatcher) Waiting() int64 {
+	b.mu.Lock()
+	n := len(b.pending)
+	b.mu.Unlock()
+	return int64(n) + b.keptLen.Load()
+}
 
 // ReportWrites has f told how each write of records went: nil when some
 // were written, else the error (Completions.NoteUsageWrite, which learns from it
@@ -208,6 +218,7 @@ func (b *UsageBatcher) take() context.Context {
 	}
 	over := max(len(b.kept)-b.maxKept, 0)
 	b.forget(over)
+	b.keptLen.Store(int64(len(b.kept)))
 	if dropped := shed + over; dropped > 0 {
 		b.droppedTotal.Add(int64(dropped))
 		b.trouble.dropped += dropped
@@ -226,6 +237,7 @@ func (b *UsageBatcher) forget(n int) {
 	left := copy(b.kept, b.kept[n:])
 	clear(b.kept[left:])
 	b.kept = b.kept[:left]
+	b.keptLen.Store(int64(left))
 }
 
 func (b *UsageBatcher) logDropped() {

@@ -487,6 +487,9 @@ func TestUsageBatcherRetries(t *testing.T) {
 		// Two more failures: the second one's batch was taken after the
 		// last record (a batch of 1 is one call).
 		st.waitFailures(st.callCount() + 2)
+		if got := b.Waiting(); got != keptMax {
+			t.Errorf("Waiting() = %d while writes fail, want the %d kept (parley_usage_records_waiting)", got, keptMax)
+		}
 		mu.Lock()
 		down = false
 		mu.Unlock()
@@ -501,6 +504,9 @@ func TestUsageBatcherRetries(t *testing.T) {
 		}
 		if got := b.Dropped(); got != 50 {
 			t.Errorf("Dropped() = %d, want 50 (the metric's count)", got)
+		}
+		if got := b.Waiting(); got != 0 {
+			t.Errorf("Waiting() = %d once every record was written, want 0", got)
 		}
 	})
 	t.Run("shutdown tries until its context is done and counts what it could not write", func(t *testing.T) {

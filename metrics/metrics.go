@@ -159,6 +159,25 @@ func (m *Metrics) CountUsageDropped(dropped func() int64) {
 	}, func() float64 { return float64(dropped()) }))
 }
 
+// CountUsageWaiting exports waiting, the usage records not written yet
+// (the usage batcher's), as parley_usage_records_waiting: near zero while
+// the database takes them, rising while it refuses them, until the
+// oldest are dropped.
+func (m *Metrics) CountUsageWaiting(waiting func() int64) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "parley_usage_records_waiting", Help: "Usage records not written yet: queued, or kept while writes fail.",
+	}, func() float64 { return float64(waiting()) }))
+}
+
+// CountLimiterFailedOpen exports failedOpen, the rate limiter's calls to
+// Redis that failed or were skipped while it failed, each allowing without
+// limits, as parley_rate_limiter_failed_open_total.
+func (m *Metrics) CountLimiterFailedOpen(failedOpen func() int64) {
+	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "parley_rate_limiter_failed_open_total", Help: "Rate limiter calls to Redis that failed or were skipped while it failed, each allowing without limits.",
+	}, func() float64 { return float64(failedOpen()) }))
+}
+
 // CountDatabase exports db's pool statistics (go_sql_*, db_name
 // "parley"): connections open, in use and idle, and the waits for one,
 // which tell a database that is slow from a pool that is full.

@@ -90,6 +90,9 @@ type Redis struct {
 
 	br      breaker
 	skipped atomic.Int64 // calls that skipped Redis since the last warning
+	// failedOpen counts the calls that failed or skipped Redis, each of
+	// which allowed what it asked without limits (see FailedOpen).
+	failedOpen atomic.Int64
 
 	warnMu     sync.Mutex
 	lastWarn   time.Time
@@ -745,6 +748,7 @@ func (r *Redis) call(ctx context.Context, op string, f func() error) error {
 	t, ok := r.br.enter()
 	if !ok {
 		r.skipped.Add(1)
+		r.failedOpen.Add(1)
 		return errSkipped
 	}
 	err := f()
@@ -760,10 +764,15 @@ func (r *Redis) call(ctx context.Context, op string, f func() error) error {
 	case ctx.Err() != nil && (errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)):
 		r.br.done(t, abandoned, false) // not worth a warning either
 	default:
+		r.failedOpen.Add(1)
 		r.br.done(t, failed, r.failOpen(ctx, op, err))
 	}
 	return err
 }
+
+// FailedOpen returns how many calls so far failed or skipped Redis, each
+// allowing what it asked without limits: parley_rate_limiter_failed_open_total.
+func (r *Redis) FailedOpen() int64 { return r.failedOpen.Load() }
 
 // logger returns Logger, or slog.Default().
 func (r *Redis) logger() *slog.Logger {

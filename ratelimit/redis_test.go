@@ -109,6 +109,11 @@ func TestRedisFailsOpen(t *testing.T) {
 		t.Errorf("%d refreshers run after a fail-open Acquire; want 1: its slot is held, to be put in Redis once it answers", n)
 	}
 	release()
+	// Each call failed or skipped Redis: three allows, the tokens and the
+	// stream slot, at least (a release may skip it too).
+	if n := r.FailedOpen(); n < 5 {
+		t.Errorf("FailedOpen() = %d after five calls with Redis down; want each counted", n)
+	}
 	out := logs.String()
 	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "allowing without limits") || !strings.Contains(out, "op=allow") {
 		t.Fatalf("log = %q; want a warning", out)

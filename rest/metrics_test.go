@@ -374,6 +374,13 @@ func TestMCPToolCallsCounted(t *testing.T) {
 	if got, ok := m.value("parley_usage_records_dropped_total"); !ok || got != 0 {
 		t.Errorf("parley_usage_records_dropped_total = %v (there: %v), want 0", got, ok)
 	}
+	if _, ok := m.value("parley_usage_records_waiting"); !ok {
+		t.Error("parley_usage_records_waiting is not served")
+	}
+	// Without Redis there is no limiter to fail open.
+	if _, ok := m.value("parley_rate_limiter_failed_open_total"); ok {
+		t.Error("parley_rate_limiter_failed_open_total is served without Redis")
+	}
 }
 
 // TestMCPLogLinesNameTheirCaller: the lines of an MCP-over-HTTP request,

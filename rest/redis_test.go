@@ -109,6 +109,10 @@ func TestRedisDownAtStart(t *testing.T) {
 	if logs := h.logs.String(); !strings.Contains(logs, "level=WARN") || !strings.Contains(logs, "allowing without limits") {
 		t.Errorf("no warning that the limits are not applied:\n%s", logs)
 	}
+	// And a counter an alert can watch: at least a call per completion.
+	if got, ok := h.metrics().value("parley_rate_limiter_failed_open_total"); !ok || got < 3 {
+		t.Errorf("parley_rate_limiter_failed_open_total = %v (there: %t) after 3 completions with Redis down; want at least 3", got, ok)
+	}
 
 	// Redis is back: within the breaker's longest backoff (2s) a request
 	// is counted, and the next one refused.

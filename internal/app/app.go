@@ -449,6 +449,10 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
+	m.CountUsageWaiting(usage.Waiting)
+	if r, ok := limiter.Limiter.(interface{ FailedOpen() int64 }); ok { // Redis's
+		m.CountLimiterFailedOpen(r.FailedOpen)
+	}
 	if db, err := st.DB().DB(); err == nil {
 		m.CountDatabase(db)
 	}
