@@ -511,194 +511,25 @@ func (c *Client) anthropicMessage(ctx context.Context, ex *exchange, cs *callSpe
 // content_block_delta the text (and a thinking block's the reasoning), content_block_start of a tool_use block
 // begins a tool call (id and name) and its input_json_delta pieces are
 // the arguments, message_delta carries the stop reason and the cumulative
-// output tokens.
+// output tokens. anthropicStreamState has a method for each.
 func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec, cli anthropic.Client, params anthropic.MessageNewParams) (*domain.LLMResult, error) {
 	stream := cli.Messages.NewStreaming(ctx, params)
 	defer stream.Close()
 
 	res := &domain.LLMResult{}
-	var content, reasoning strings.Builder
-	var calls toolCalls
-	// The thinking blocks so far, and where each content block index's is
-	// among them: the first tool call carries them (see thinkingExtra),
-	// passed on with its first piece, and in the result all of them.
-	var thinking []thinkingBlock
-	thoughts := map[int64]int{}
-	texts := map[int64]*strings.Builder{} // of the thinking blocks not yet stopped
-	defer func() {
-		res.Content, res.Reasoning, res.ToolCalls = content.String(), reasoning.String(), calls.result()
-		for i, b := range texts {
-			thinking[thoughts[i]].Thinking = b.String()
-		}
-		withThinking(res.ToolCalls, thinking)
-	}()
-	emit := func(d domain.Delta) error {
-		if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
-			return err
-		}
-		if res.FirstByte == 0 {
-			res.FirstByte = time.Since(cs.start)
-		}
-		content.WriteString(d.Content)
-		reasoning.WriteString(d.Reasoning)
-		res.Refusal += d.Refusal
-		d.Model = res.Model // from message_start
-		if err := cs.onDelta(d); err != nil {
-			return &deltaError{err: err}
-		}
-		return nil
-	}
-	tools := map[int64]int{} // content block index → our tool call index
-	// A block's pieces may split a character between them (an upstream of
-	// a project's own may): each block's are joined again (utf8Joiner),
-	// its last piece's held bytes flushed when it stops.
-	joiners, kinds := map[int64]*utf8Joiner{}, map[int64]string{}
-	join := func(i int64, piece string) string {
-		j := joiners[i]
-		if j == nil {
-			j = &utf8Joiner{}
-			joiners[i] = j
-		}
-		return j.next(piece)
-	}
-	// piece is the delta of block i's text: its content, reasoning or
-	// tool call arguments, as its kind says.
-	piece := func(i int64, text string) domain.Delta {
-		switch kinds[i] {
-		case "thinking":
-			return domain.Delta{Reasoning: text}
-		case "tool_use":
-			key := int(i)
-			return domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", text)}}
-		}
-		return domain.Delta{Content: text}
-	}
-	// A tool_use block that ended without input is a call without
-	// arguments ({}), or one the reply was cut off in before its first
-	// property (the input streams a whole property at a time): which, only
-	// the stop reason tells. Its {} waits for the next block or the stop
-	// reason.
-	noInput := int64(-1) // the block, or -1
-	sayNoInput := func() error {
-		if noInput < 0 {
-			return nil
-		}
-		key := int(noInput)
-		noInput = -1
-		return emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{calls.add(&key, "", "", "{}")}})
-	}
-	// The usage, field by field: message_start counts the input,
-	// message_delta the output and, again, whatever input it reports.
-	var input, cacheWrite, cacheRead, output, thinkingTokens int64
+	reply := anthropicReply{ex: ex, cs: cs, res: res, maxBytes: c.cfg.MaxResponseBytes}
+	s := anthropicStreamState{anthropicReply: &reply,
+		thoughts: map[int64]int{}, texts: map[int64]*strings.Builder{}, tools: map[int64]int{},
+		joiners: map[int64]*utf8Joiner{}, kinds: map[int64]string{}, noInput: -1}
+	defer s.finish()
 	for stream.Next() {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
 		ev := stream.Current()
-		switch ev.Type {
-		case "message_start":
-			res.Model = upstreamModel(string(ev.Message.Model), cs.req.Endpoint.APIKey.Reveal())
-			// Its output_tokens is a placeholder (1), sent before the
-			// reply: only message_delta counts the reply. Without that
-			// count the domain estimates the reply rather than record 1.
-			u := ev.Message.Usage
-			input, cacheWrite, cacheRead = u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens
-		case "content_block_start":
-			if err := sayNoInput(); err != nil {
-				return res, err
-			}
-			kinds[ev.Index] = ev.ContentBlock.Type
-			switch ev.ContentBlock.Type {
-			case "thinking", "redacted_thinking":
-				thoughts[ev.Index], texts[ev.Index] = len(thinking), &strings.Builder{}
-				thinking = append(thinking, thinkingBlock{Type: ev.ContentBlock.Type, Data: ev.ContentBlock.Data})
-				continue
-			case "tool_use":
-			default:
-				continue
-			}
-			key := int(ev.Index)
-			d := calls.add(&key, ev.ContentBlock.ID, ev.ContentBlock.Name, "")
-			tools[ev.Index] = d.Index
-			if d.Index == 0 {
-				calls.keepExtra(&d, thinkingContent(thinking))
-			}
-			if err := emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{d}}); err != nil {
-				return res, err
-			}
-		case "content_block_delta":
-			var d domain.Delta
-			switch {
-			case ev.Delta.Type == "text_delta" && ev.Delta.Text != "":
-				if d.Content = join(ev.Index, ev.Delta.Text); d.Content == "" {
-					continue // the start of a character, held
-				}
-			case ev.Delta.Type == "thinking_delta" && ev.Delta.Thinking != "":
-				if b, ok := texts[ev.Index]; ok {
-					b.WriteString(ev.Delta.Thinking) // as sent: its signature signs it
-				}
-				if d.Reasoning = join(ev.Index, ev.Delta.Thinking); d.Reasoning == "" {
-					continue
-				}
-			case ev.Delta.Type == "signature_delta":
-				if i, ok := thoughts[ev.Index]; ok {
-					thinking[i].Signature += ev.Delta.Signature
-				}
-				continue
-			case ev.Delta.Type == "input_json_delta" && ev.Delta.PartialJSON != "":
-				if _, ok := tools[ev.Index]; !ok {
-					continue
-				}
-				args := join(ev.Index, ev.Delta.PartialJSON)
-				if args == "" {
-					continue
-				}
-				key := int(ev.Index)
-				d.ToolCalls = []domain.ToolCallDelta{calls.add(&key, "", "", args)}
-			default:
-				continue
-			}
-			if err := emit(d); err != nil {
-				return res, err
-			}
-		case "content_block_stop":
-			if j := joiners[ev.Index]; j != nil {
-				delete(joiners, ev.Index)
-				if rest := j.flush(); rest != "" {
-					if err := emit(piece(ev.Index, rest)); err != nil {
-						return res, err
-					}
-				}
-			}
-			if b, ok := texts[ev.Index]; ok {
-				thinking[thoughts[ev.Index]].Thinking = b.String()
-				delete(texts, ev.Index)
-			}
-			if i, ok := tools[ev.Index]; ok && calls.arguments(i) == "" {
-				noInput = ev.Index
-			}
-		case "message_delta":
-			if ev.Delta.StopReason != "" {
-				res.FinishReason = anthropicFinish(string(ev.Delta.StopReason))
-				if cutOff(ev.Delta.StopReason) {
-					noInput = -1 // cut: its arguments stay empty, and the turn is stored without it
-				} else if err := sayNoInput(); err != nil {
-					return res, err
-				}
-				if r := refusalOf(ev.Delta.StopReason, ev.Delta.StopDetails); r != "" {
-					if err := emit(domain.Delta{Refusal: r}); err != nil {
-						return res, err
-					}
-				}
-			}
-			// Each count it gives replaces message_start's; one it leaves
-			// out (as gateways that pass on only some do) keeps it.
-			u := ev.Usage
-			input, cacheWrite = cmp.Or(u.InputTokens, input), cmp.Or(u.CacheCreationInputTokens, cacheWrite)
-			cacheRead, output = cmp.Or(u.CacheReadInputTokens, cacheRead), cmp.Or(u.OutputTokens, output)
-			thinkingTokens = cmp.Or(u.OutputTokensDetails.ThinkingTokens, thinkingTokens)
+		if err := s.event(&ev); err != nil {
+			return res, err
 		}
-		res.Usage = anthropicUsage(input, cacheWrite, cacheRead, output, thinkingTokens)
 	}
 	if err := stream.Err(); err != nil {
 		if res.FirstByte == 0 && anthropicServerFault(err) {
@@ -714,6 +545,259 @@ func (c *Client) anthropicStream(ctx context.Context, ex *exchange, cs *callSpec
 		return res, streamEnd(ex, cs.req.Endpoint.APIKey.Reveal())
 	}
 	return res, nil
+}
+
+// anthropicReply is the reply a stream has given so far, and where its
+// deltas go.
+type anthropicReply struct {
+	ex       *exchange
+	cs       *callSpec
+	res      *domain.LLMResult
+	maxBytes int64 // Config.MaxResponseBytes
+
+	content, reasoning strings.Builder
+	calls              toolCalls
+	// The thinking blocks so far: the first tool call carries them (see
+	// thinkingExtra), passed on with its first piece, and in the result
+	// all of them.
+	thinking []thinkingBlock
+}
+
+// anthropicStreamState is what anthropicStream keeps while it reads one
+// attempt's events: the reply, and what each content block's pieces
+// need. Each kind of event has its method.
+type anthropicStreamState struct {
+	// The reply is a variable of its own, so that the maps below stay on
+	// the stack: escape analysis takes a struct's fields as one, and the
+	// reply's parts go to the heap (in the result, to the caller).
+	*anthropicReply
+	// Where each content block index's thinking block is among the
+	// reply's thinking.
+	thoughts map[int64]int
+	texts    map[int64]*strings.Builder // of the thinking blocks not yet stopped
+	tools    map[int64]int              // content block index → our tool call index
+	// A block's pieces may split a character between them (an upstream of
+	// a project's own may): each block's are joined again (utf8Joiner),
+	// its last piece's held bytes flushed when it stops.
+	joiners map[int64]*utf8Joiner
+	kinds   map[int64]string // each block's type
+	// A tool_use block that ended without input is a call without
+	// arguments ({}), or one the reply was cut off in before its first
+	// property (the input streams a whole property at a time): which, only
+	// the stop reason tells. Its {} waits for the next block or the stop
+	// reason.
+	noInput int64 // the block, or -1
+	// The usage, field by field: message_start counts the input,
+	// message_delta the output and, again, whatever input it reports.
+	input, cacheWrite, cacheRead, output, thinkingTokens int64
+}
+
+// event handles one event of the stream. The others (ping, message_stop)
+// carry nothing the result keeps.
+func (s *anthropicStreamState) event(ev *anthropic.MessageStreamEventUnion) error {
+	switch ev.Type {
+	case "message_start":
+		s.messageStart(ev)
+	case "content_block_start":
+		return s.blockStart(ev)
+	case "content_block_delta":
+		return s.blockDelta(ev)
+	case "content_block_stop":
+		return s.blockStop(ev)
+	case "message_delta":
+		return s.messageDelta(ev)
+	}
+	return nil
+}
+
+// messageStart takes the model that answers and the input tokens.
+func (s *anthropicStreamState) messageStart(ev *anthropic.MessageStreamEventUnion) {
+	s.res.Model = upstreamModel(string(ev.Message.Model), s.cs.req.Endpoint.APIKey.Reveal())
+	// Its output_tokens is a placeholder (1), sent before the
+	// reply: only message_delta counts the reply. Without that
+	// count the domain estimates the reply rather than record 1.
+	u := ev.Message.Usage
+	s.input, s.cacheWrite, s.cacheRead = u.InputTokens, u.CacheCreationInputTokens, u.CacheReadInputTokens
+	s.res.Usage = s.usage()
+}
+
+// blockStart begins a content block: a thinking block is kept for the
+// first tool call, and a tool_use block begins a tool call, passed on
+// with its id and name.
+func (s *anthropicStreamState) blockStart(ev *anthropic.MessageStreamEventUnion) error {
+	if err := s.sayNoInput(); err != nil {
+		return err
+	}
+	s.kinds[ev.Index] = ev.ContentBlock.Type
+	switch ev.ContentBlock.Type {
+	case "thinking", "redacted_thinking":
+		s.thoughts[ev.Index], s.texts[ev.Index] = len(s.thinking), &strings.Builder{}
+		s.thinking = append(s.thinking, thinkingBlock{Type: ev.ContentBlock.Type, Data: ev.ContentBlock.Data})
+	case "tool_use":
+		key := int(ev.Index)
+		d := s.calls.add(&key, ev.ContentBlock.ID, ev.ContentBlock.Name, "")
+		s.tools[ev.Index] = d.Index
+		if d.Index == 0 {
+			s.calls.keepExtra(&d, thinkingContent(s.thinking))
+		}
+		return s.emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{d}})
+	}
+	return nil
+}
+
+// blockDelta passes on a piece of a block: text, reasoning or a tool
+// call's arguments. A thinking block's signature is kept, not passed on.
+func (s *anthropicStreamState) blockDelta(ev *anthropic.MessageStreamEventUnion) error {
+	var d domain.Delta
+	switch {
+	case ev.Delta.Type == "text_delta" && ev.Delta.Text != "":
+		if d.Content = s.join(ev.Index, ev.Delta.Text); d.Content == "" {
+			return nil // the start of a character, held
+		}
+	case ev.Delta.Type == "thinking_delta" && ev.Delta.Thinking != "":
+		if b, ok := s.texts[ev.Index]; ok {
+			b.WriteString(ev.Delta.Thinking) // as sent: its signature signs it
+		}
+		if d.Reasoning = s.join(ev.Index, ev.Delta.Thinking); d.Reasoning == "" {
+			return nil
+		}
+	case ev.Delta.Type == "signature_delta":
+		if i, ok := s.thoughts[ev.Index]; ok {
+			s.thinking[i].Signature += ev.Delta.Signature
+		}
+		return nil
+	case ev.Delta.Type == "input_json_delta" && ev.Delta.PartialJSON != "":
+		if _, ok := s.tools[ev.Index]; !ok {
+			return nil
+		}
+		args := s.join(ev.Index, ev.Delta.PartialJSON)
+		if args == "" {
+			return nil
+		}
+		key := int(ev.Index)
+		d.ToolCalls = []domain.ToolCallDelta{s.calls.add(&key, "", "", args)}
+	default:
+		return nil
+	}
+	return s.emit(d)
+}
+
+// blockStop ends a block: the bytes its joiner held are passed on, a
+// thinking block's text is kept whole, and a tool call without input
+// waits to be told (see noInput).
+func (s *anthropicStreamState) blockStop(ev *anthropic.MessageStreamEventUnion) error {
+	if j := s.joiners[ev.Index]; j != nil {
+		delete(s.joiners, ev.Index)
+		if rest := j.flush(); rest != "" {
+			if err := s.emit(s.piece(ev.Index, rest)); err != nil {
+				return err
+			}
+		}
+	}
+	if b, ok := s.texts[ev.Index]; ok {
+		s.thinking[s.thoughts[ev.Index]].Thinking = b.String()
+		delete(s.texts, ev.Index)
+	}
+	if i, ok := s.tools[ev.Index]; ok && s.calls.arguments(i) == "" {
+		s.noInput = ev.Index
+	}
+	return nil
+}
+
+// messageDelta takes the stop reason, which settles a call without input
+// (see noInput) and may be a refusal, passed on, and the usage.
+func (s *anthropicStreamState) messageDelta(ev *anthropic.MessageStreamEventUnion) error {
+	if ev.Delta.StopReason != "" {
+		s.res.FinishReason = anthropicFinish(string(ev.Delta.StopReason))
+		if cutOff(ev.Delta.StopReason) {
+			s.noInput = -1 // cut: its arguments stay empty, and the turn is stored without it
+		} else if err := s.sayNoInput(); err != nil {
+			return err
+		}
+		if r := refusalOf(ev.Delta.StopReason, ev.Delta.StopDetails); r != "" {
+			if err := s.emit(domain.Delta{Refusal: r}); err != nil {
+				return err
+			}
+		}
+	}
+	// Each count it gives replaces message_start's; one it leaves
+	// out (as gateways that pass on only some do) keeps it.
+	u := ev.Usage
+	s.input, s.cacheWrite = cmp.Or(u.InputTokens, s.input), cmp.Or(u.CacheCreationInputTokens, s.cacheWrite)
+	s.cacheRead, s.output = cmp.Or(u.CacheReadInputTokens, s.cacheRead), cmp.Or(u.OutputTokens, s.output)
+	s.thinkingTokens = cmp.Or(u.OutputTokensDetails.ThinkingTokens, s.thinkingTokens)
+	s.res.Usage = s.usage()
+	return nil
+}
+
+// usage is the usage the events so far reported.
+func (s *anthropicStreamState) usage() domain.Usage {
+	return anthropicUsage(s.input, s.cacheWrite, s.cacheRead, s.output, s.thinkingTokens)
+}
+
+// emit passes d on to the caller, with the model message_start named,
+// once the reply's cap allows it, and adds it to the result.
+func (r *anthropicReply) emit(d domain.Delta) error {
+	if err := r.ex.addReply(d, r.maxBytes); err != nil {
+		return err
+	}
+	if r.res.FirstByte == 0 {
+		r.res.FirstByte = time.Since(r.cs.start)
+	}
+	r.content.WriteString(d.Content)
+	r.reasoning.WriteString(d.Reasoning)
+	r.res.Refusal += d.Refusal
+	d.Model = r.res.Model // from message_start
+	if err := r.cs.onDelta(d); err != nil {
+		return &deltaError{err: err}
+	}
+	return nil
+}
+
+// join is block i's next piece, with a character the pieces split
+// joined again: "" while a character's start is held (see joiners).
+func (s *anthropicStreamState) join(i int64, piece string) string {
+	j := s.joiners[i]
+	if j == nil {
+		j = &utf8Joiner{}
+		s.joiners[i] = j
+	}
+	return j.next(piece)
+}
+
+// piece is the delta of block i's text: its content, reasoning or
+// tool call arguments, as its kind says.
+func (s *anthropicStreamState) piece(i int64, text string) domain.Delta {
+	switch s.kinds[i] {
+	case "thinking":
+		return domain.Delta{Reasoning: text}
+	case "tool_use":
+		key := int(i)
+		return domain.Delta{ToolCalls: []domain.ToolCallDelta{s.calls.add(&key, "", "", text)}}
+	}
+	return domain.Delta{Content: text}
+}
+
+// sayNoInput passes on the {} of the tool call that waits for it (see
+// noInput), if one does: what came next shows the reply went on past it.
+func (s *anthropicStreamState) sayNoInput() error {
+	if s.noInput < 0 {
+		return nil
+	}
+	key := int(s.noInput)
+	s.noInput = -1
+	return s.emit(domain.Delta{ToolCalls: []domain.ToolCallDelta{s.calls.add(&key, "", "", "{}")}})
+}
+
+// finish puts the reply so far in the result, however the stream ended:
+// its text, reasoning and tool calls, the first carrying the thinking,
+// with the text of any thinking block not yet stopped.
+func (s *anthropicStreamState) finish() {
+	s.res.Content, s.res.Reasoning, s.res.ToolCalls = s.content.String(), s.reasoning.String(), s.calls.result()
+	for i, b := range s.texts {
+		s.thinking[s.thoughts[i]].Thinking = b.String()
+	}
+	withThinking(s.res.ToolCalls, s.thinking)
 }
 
 // anthropicServerFault reports whether err is an error event by which the
