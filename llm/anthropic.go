@@ -60,42 +60,8 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		MaxTokens:     DefaultAnthropicMaxTokens,
 		StopSequences: req.Stop,
 	}
-	if req.MaxTokens != nil {
-		p.MaxTokens = int64(*req.MaxTokens)
-	}
-	if req.Temperature != nil {
-		p.Temperature = anthropic.Float(*req.Temperature)
-	}
-	if req.TopP != nil {
-		p.TopP = anthropic.Float(*req.TopP)
-	}
-	if e := req.ReasoningEffort; e != "" {
-		p.OutputConfig.Effort = anthropic.OutputConfigEffort(e)
-	}
-	if t := req.Thinking; t != nil {
-		switch t.Type {
-		case domain.ThinkingEnabled:
-			// An extra field, not p.Thinking, with the same JSON: for
-			// models that also take adaptive thinking the SDK writes a
-			// deprecation line of its own to the process's stderr on every
-			// call with p.Thinking enabled (thinking_warn.go), breaking
-			// PARLEY_LOG_FORMAT=json; "enabled" is the client's choice.
-			on := anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))
-			on.OfEnabled.Display = anthropic.ThinkingConfigEnabledDisplay(t.Display)
-			p.SetExtraFields(map[string]any{"thinking": on})
-			if req.MaxTokens == nil {
-				p.MaxTokens += int64(t.BudgetTokens) // the budget, and the default for the reply
-			}
-		case domain.ThinkingAdaptive:
-			p.Thinking = anthropic.ThinkingConfigParamUnion{OfAdaptive: &anthropic.ThinkingConfigAdaptiveParam{
-				Display: anthropic.ThinkingConfigAdaptiveDisplay(t.Display)}}
-			if req.MaxTokens == nil {
-				p.MaxTokens = DefaultAnthropicAdaptiveMaxTokens
-			}
-		case domain.ThinkingDisabled:
-			p.Thinking = anthropic.ThinkingConfigParamUnion{OfDisabled: &anthropic.ThinkingConfigDisabledParam{}}
-		}
-	}
+	anthropicSampling(&p, req)
+	anthropicThinking(&p, req.Thinking, req.MaxTokens != nil)
 	if ttl := req.Endpoint.PromptCache; ttl != "" {
 		// Anthropic's automatic caching: the prompt is cached up to its
 		// last block, so the next turn of a conversation, the same prefix
@@ -108,42 +74,7 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 			json.RawMessage(`{"type":"json_schema","schema":` + string(f.Schema) + `}`))
 	}
 	msgs, changed := anthropicMessages(req)
-	var results []anthropic.ContentBlockParamUnion // tool results for the next user message
-	flush := func() {
-		if len(results) > 0 {
-			p.Messages = append(p.Messages, anthropic.NewUserMessage(results...))
-			results = nil
-		}
-	}
-	for _, m := range msgs {
-		if m.Role != domain.RoleTool {
-			flush()
-		}
-		switch m.Role {
-		case domain.RoleSystem:
-			p.System = append(p.System, anthropic.TextBlockParam{Text: m.Content})
-		case domain.RoleAssistant:
-			// The thinking that came before the calls, first, as Anthropic
-			// requires of the turn a tool result answers.
-			blocks := thinkingBlocks(m.ToolCalls)
-			if m.Content != "" {
-				blocks = append(blocks, anthropic.NewTextBlock(m.Content))
-			}
-			for _, c := range m.ToolCalls {
-				blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), toolInput(c), anthropicToolName(c.Name)))
-			}
-			p.Messages = append(p.Messages, anthropic.NewAssistantMessage(blocks...))
-		case domain.RoleTool:
-			r := anthropic.ToolResultBlockParam{ToolUseID: anthropicToolID(m.ToolCallID)}
-			if m.Content != "" {
-				r.Content = []anthropic.ToolResultBlockParamContentUnion{{OfText: &anthropic.TextBlockParam{Text: m.Content}}}
-			}
-			results = append(results, anthropic.ContentBlockParamUnion{OfToolResult: &r})
-		default:
-			p.Messages = append(p.Messages, anthropic.NewUserMessage(anthropic.NewTextBlock(m.Content)))
-		}
-	}
-	flush()
+	p.System, p.Messages = anthropicTurns(msgs)
 	if len(p.Messages) == 0 {
 		return p, nil, noTurn()
 	}
@@ -161,7 +92,128 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 			return p, nil, err
 		}
 	}
-	for _, t := range req.Tools {
+	p.Tools, p.ToolChoice = anthropicToolParams(req, msgs)
+	if !changed {
+		msgs = nil
+	}
+	return p, msgs, nil
+}
+
+// anthropicSampling sets p's max_tokens when req sets one, its
+// temperature, top_p and effort.
+func anthropicSampling(p *anthropic.MessageNewParams, req domain.LLMRequest) {
+	if req.MaxTokens != nil {
+		p.MaxTokens = int64(*req.MaxTokens)
+	}
+	if req.Temperature != nil {
+		p.Temperature = anthropic.Float(*req.Temperature)
+	}
+	if req.TopP != nil {
+		p.TopP = anthropic.Float(*req.TopP)
+	}
+	if e := req.ReasoningEffort; e != "" {
+		p.OutputConfig.Effort = anthropic.OutputConfigEffort(e)
+	}
+}
+
+// anthropicThinking sets p's thinking as t asks (nil for unset), and its
+// max_tokens the thinking needs when the request set none (maxTokensSet).
+func anthropicThinking(p *anthropic.MessageNewParams, t *domain.Thinking, maxTokensSet bool) {
+	if t == nil {
+		return
+	}
+	switch t.Type {
+	case domain.ThinkingEnabled:
+		// An extra field, not p.Thinking, with the same JSON: for
+		// models that also take adaptive thinking the SDK writes a
+		// deprecation line of its own to the process's stderr on every
+		// call with p.Thinking enabled (thinking_warn.go), breaking
+		// PARLEY_LOG_FORMAT=json; "enabled" is the client's choice.
+		on := anthropic.ThinkingConfigParamOfEnabled(int64(t.BudgetTokens))
+		on.OfEnabled.Display = anthropic.ThinkingConfigEnabledDisplay(t.Display)
+		p.SetExtraFields(map[string]any{"thinking": on})
+		if !maxTokensSet {
+			p.MaxTokens += int64(t.BudgetTokens) // the budget, and the default for the reply
+		}
+	case domain.ThinkingAdaptive:
+		p.Thinking = anthropic.ThinkingConfigParamUnion{OfAdaptive: &anthropic.ThinkingConfigAdaptiveParam{
+			Display: anthropic.ThinkingConfigAdaptiveDisplay(t.Display)}}
+		if !maxTokensSet {
+			p.MaxTokens = DefaultAnthropicAdaptiveMaxTokens
+		}
+	case domain.ThinkingDisabled:
+		p.Thinking = anthropic.ThinkingConfigParamUnion{OfDisabled: &anthropic.ThinkingConfigDisabledParam{}}
+	}
+}
+
+// anthropicTurns is msgs as the system parameter and the messages: the
+// system messages' texts, and the others in their order, consecutive
+// tool results in one user message.
+func anthropicTurns(msgs []domain.LLMMessage) ([]anthropic.TextBlockParam, []anthropic.MessageParam) {
+	var system []anthropic.TextBlockParam
+	var turns []anthropic.MessageParam
+	var results []anthropic.ContentBlockParamUnion // tool results for the next user message
+	for _, m := range msgs {
+		if m.Role != domain.RoleTool && len(results) > 0 {
+			turns = append(turns, anthropic.NewUserMessage(results...))
+			results = nil
+		}
+		switch m.Role {
+		case domain.RoleSystem:
+			system = append(system, anthropic.TextBlockParam{Text: m.Content})
+		case domain.RoleAssistant:
+			turns = append(turns, anthropicAssistantTurn(m))
+		case domain.RoleTool:
+			r := anthropic.ToolResultBlockParam{ToolUseID: anthropicToolID(m.ToolCallID)}
+			if m.Content != "" {
+				r.Content = []anthropic.ToolResultBlockParamContentUnion{{OfText: &anthropic.TextBlockParam{Text: m.Content}}}
+			}
+			results = append(results, anthropic.ContentBlockParamUnion{OfToolResult: &r})
+		default:
+			turns = append(turns, anthropic.NewUserMessage(anthropic.NewTextBlock(m.Content)))
+		}
+	}
+	if len(results) > 0 {
+		turns = append(turns, anthropic.NewUserMessage(results...))
+	}
+	return system, turns
+}
+
+// anthropicAssistantTurn is an assistant message: its thinking, text and
+// tool calls as blocks.
+func anthropicAssistantTurn(m domain.LLMMessage) anthropic.MessageParam {
+	// The thinking that came before the calls, first, as Anthropic
+	// requires of the turn a tool result answers.
+	blocks := thinkingBlocks(m.ToolCalls)
+	if m.Content != "" {
+		blocks = append(blocks, anthropic.NewTextBlock(m.Content))
+	}
+	for _, c := range m.ToolCalls {
+		blocks = append(blocks, anthropic.NewToolUseBlock(anthropicToolID(c.ID), toolInput(c), anthropicToolName(c.Name)))
+	}
+	return anthropic.NewAssistantMessage(blocks...)
+}
+
+// anthropicToolParams is req's tools and tool choice as Anthropic's tools
+// and tool_choice, for msgs, the message list as Anthropic gets it.
+func anthropicToolParams(req domain.LLMRequest, msgs []domain.LLMMessage) ([]anthropic.ToolUnionParam, anthropic.ToolChoiceUnionParam) {
+	if len(req.Tools) > 0 {
+		return anthropicTools(req.Tools), anthropicToolChoice(req.ToolChoice, req.ParallelToolCalls)
+	}
+	// Anthropic refuses tool_use and tool_result blocks in a request
+	// that defines no tools, where OpenAI-wire providers take a history
+	// of calls without them: the tools it called are defined, by name
+	// alone, and none may be called.
+	if tools := calledToolsDeclared(msgs); len(tools) > 0 {
+		return tools, anthropicToolChoice(&domain.ToolChoice{Mode: domain.ToolChoiceNone}, nil)
+	}
+	return nil, anthropicToolChoice(req.ToolChoice, req.ParallelToolCalls)
+}
+
+// anthropicTools is the request's tools as Anthropic's, nil for none.
+func anthropicTools(tools []domain.Tool) []anthropic.ToolUnionParam {
+	var out []anthropic.ToolUnionParam
+	for _, t := range tools {
 		tp := anthropic.ToolParam{Name: t.Name, InputSchema: param.Override[anthropic.ToolInputSchemaParam](anthropicInputSchema(t.Parameters))}
 		if t.Description != "" {
 			tp.Description = anthropic.String(t.Description)
@@ -169,50 +221,50 @@ func anthropicParams(req domain.LLMRequest) (anthropic.MessageNewParams, []domai
 		if t.Strict {
 			tp.Strict = anthropic.Bool(true)
 		}
-		p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &tp})
+		out = append(out, anthropic.ToolUnionParam{OfTool: &tp})
 	}
-	if len(req.Tools) == 0 {
-		// Anthropic refuses tool_use and tool_result blocks in a request
-		// that defines no tools, where OpenAI-wire providers take a history
-		// of calls without them: the tools it called are defined, by name
-		// alone, and none may be called.
-		for _, name := range calledTools(msgs) {
-			p.Tools = append(p.Tools, anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{Name: name,
-				Description: anthropic.String("Called earlier in this conversation; not available now."),
-				InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(`{"type":"object"}`))}})
-		}
-		if len(p.Tools) > 0 {
-			req.ToolChoice, req.ParallelToolCalls = &domain.ToolChoice{Mode: domain.ToolChoiceNone}, nil
-		}
+	return out
+}
+
+// calledToolsDeclared is the tools msgs' calls called as tools declared
+// by name alone, which say they cannot be called now; nil for none.
+func calledToolsDeclared(msgs []domain.LLMMessage) []anthropic.ToolUnionParam {
+	var out []anthropic.ToolUnionParam
+	for _, name := range calledTools(msgs) {
+		out = append(out, anthropic.ToolUnionParam{OfTool: &anthropic.ToolParam{Name: name,
+			Description: anthropic.String("Called earlier in this conversation; not available now."),
+			InputSchema: param.Override[anthropic.ToolInputSchemaParam](json.RawMessage(`{"type":"object"}`))}})
 	}
-	// parallelToolCalls false is disable_parallel_tool_use, which each
-	// tool_choice but none carries (auto, Anthropic's default, when none
-	// was chosen).
-	c := req.ToolChoice
+	return out
+}
+
+// anthropicToolChoice is c as tool_choice, the zero value (Anthropic's
+// default) for none. parallel false is disable_parallel_tool_use, which
+// each tool_choice but none carries (auto, Anthropic's default, when
+// none was chosen).
+func anthropicToolChoice(c *domain.ToolChoice, parallel *bool) anthropic.ToolChoiceUnionParam {
 	var serial param.Opt[bool]
-	if req.ParallelToolCalls != nil && !*req.ParallelToolCalls {
+	if parallel != nil && !*parallel {
 		serial = anthropic.Bool(true)
 		if c == nil {
 			c = &domain.ToolChoice{Mode: domain.ToolChoiceAuto}
 		}
 	}
-	if c != nil {
-		switch c.Mode {
-		case domain.ToolChoiceAuto:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{DisableParallelToolUse: serial}}
-		case domain.ToolChoiceRequired:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{DisableParallelToolUse: serial}}
-		case domain.ToolChoiceNone:
-			none := anthropic.NewToolChoiceNoneParam()
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfNone: &none}
-		case domain.ToolChoiceFunction:
-			p.ToolChoice = anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: c.Name, DisableParallelToolUse: serial}}
-		}
+	if c == nil {
+		return anthropic.ToolChoiceUnionParam{}
 	}
-	if !changed {
-		msgs = nil
+	switch c.Mode {
+	case domain.ToolChoiceAuto:
+		return anthropic.ToolChoiceUnionParam{OfAuto: &anthropic.ToolChoiceAutoParam{DisableParallelToolUse: serial}}
+	case domain.ToolChoiceRequired:
+		return anthropic.ToolChoiceUnionParam{OfAny: &anthropic.ToolChoiceAnyParam{DisableParallelToolUse: serial}}
+	case domain.ToolChoiceNone:
+		none := anthropic.NewToolChoiceNoneParam()
+		return anthropic.ToolChoiceUnionParam{OfNone: &none}
+	case domain.ToolChoiceFunction:
+		return anthropic.ToolChoiceUnionParam{OfTool: &anthropic.ToolChoiceToolParam{Name: c.Name, DisableParallelToolUse: serial}}
 	}
-	return p, msgs, nil
+	return anthropic.ToolChoiceUnionParam{}
 }
 
 // anthropicInputSchema is a tool's parameters as Anthropic's input_schema,
