@@ -473,6 +473,9 @@ func TestToolsValidation(t *testing.T) {
 			{"toolChoice unknown mode", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": "always"}, "toolChoice"},
 			{"toolChoice undeclared function", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "function", "function": map[string]any{"name": "x"}}}, "toolChoice"},
 			{"toolChoice not a string or object", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": 1}, "toolChoice"},
+			// The object form names a function: its name would be dropped.
+			{"toolChoice object of mode auto", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "auto", "function": map[string]any{"name": "w"}}}, "toolChoice"},
+			{"toolChoice object of mode none", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "none"}}, "toolChoice"},
 			{"toolChoice with an unknown field", map[string]any{"messages": []any{hi}, "tools": []any{fn("w")}, "toolChoice": map[string]any{"type": "function", "function": map[string]any{"name": "w"}, "x": 1}}, "toolChoice"},
 			{"responseFormat unknown type", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "xml"}}, "responseFormat.type"},
 			{"json_schema without jsonSchema", map[string]any{"messages": []any{hi}, "responseFormat": map[string]any{"type": "json_schema"}}, "responseFormat.jsonSchema"},

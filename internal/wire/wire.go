@@ -514,7 +514,9 @@ func (c *ToolChoice) UnmarshalJSON(b []byte) error {
 	if len(b) == 0 || b[0] != '{' {
 		return fmt.Errorf(`toolChoice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`)
 	}
-	if err := json.Unmarshal(b, &obj, json.RejectUnknownMembers(true)); err != nil {
+	// The object names a function: {"type": "auto", ...} is no form of
+	// either, and its name would be dropped unseen.
+	if err := json.Unmarshal(b, &obj, json.RejectUnknownMembers(true)); err != nil || obj.Type != "function" {
 		return fmt.Errorf(`toolChoice must be "auto", "none", "required" or {"type": "function", "function": {"name": ...}}`)
 	}
 	*c = ToolChoice{Mode: obj.Type, Name: obj.Function.Name}
