@@ -52,7 +52,7 @@ func documentLine(d documentSummaryOut) string {
 type createDocumentArgs struct {
 	ProjectID string      `json:"projectId" desc:"Id of the project to add the document to (prj_...)."`
 	Name      string      `json:"name" min:"1" max:"200" desc:"Document name. Completions' names pick documents by it, and refuse a name two documents share: to change a document, use update-document rather than creating another of the same name."`
-	Content   string      `json:"content" desc:"The document's text (at most 4 MiB)."`
+	Content   string      `json:"content" min:"1" desc:"The document's text (at most 4 MiB)."`
 	MimeType  string      `json:"mimeType,omitempty" max:"255" desc:"Media type of the content; default text/plain."`
 	Metadata  wire.Object `json:"metadata,omitempty" desc:"Free-form metadata object: at most 32 levels deep and 64 KiB as JSON."`
 }
@@ -113,7 +113,7 @@ func getDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 type updateDocumentArgs struct {
 	DocumentID string      `json:"documentId" desc:"Id of the document to change (doc_...)."`
 	Name       *string     `json:"name,omitempty" min:"1" max:"200" desc:"New name."`
-	Content    *string     `json:"content,omitempty" desc:"New text (at most 4 MiB). Conversations that used the document keep the text they sent."`
+	Content    *string     `json:"content,omitempty" min:"1" desc:"New text (at most 4 MiB). Conversations that used the document keep the text they sent."`
 	MimeType   *string     `json:"mimeType,omitempty" max:"255" desc:"New media type; an empty string resets it to text/plain."`
 	Metadata   wire.Object `json:"metadata,omitempty" desc:"New metadata object, replacing the old one whole (at most 32 levels deep and 64 KiB as JSON); {} clears it."`
 }

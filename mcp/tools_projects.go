@@ -75,7 +75,7 @@ type getUsageArgs struct {
 	ProjectID string `json:"projectId" desc:"Id of the project (prj_...)."`
 	From      string `json:"from,omitempty" desc:"Start of the period, inclusive: an ISO 8601 time with a UTC offset (2026-01-31T00:00:00Z) or a date (2026-01-31, midnight UTC). Default: 30 days before to."`
 	To        string `json:"to,omitempty" desc:"End of the period, exclusive: an ISO 8601 time with a UTC offset or a date. Default: a second from now."`
-	GroupBy   string `json:"groupBy,omitempty" enum:"model,provider,chat,key,outcome,day" desc:"Group the totals by model, provider, chat, key (the API key that made the calls, key_...), outcome (ok, upstream_error, client_disconnect, ...) or day (the UTC day, YYYY-MM-DD); omit for one total. Each group's key field holds its model, id, outcome or day."`
+	GroupBy   string `json:"groupBy,omitempty" enum:",model,provider,chat,key,outcome,day" desc:"Group the totals by model, provider, chat, key (the API key that made the calls, key_...), outcome (ok, upstream_error, client_disconnect, ...) or day (the UTC day, YYYY-MM-DD); omit for one total. Each group's key field holds its model, id, outcome or day."`
 	Limit     *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Groups per page, 1 to 100; default 20."`
 	Cursor    string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same groupBy, from and to (or without from and to: the cursor keeps the period); omit for the first page."`
 }

@@ -1093,10 +1093,11 @@ func TestLargeResultsFitOneMessage(t *testing.T) {
 }
 
 // TestGroupByTagFollowsTheDomain: get-usage's groupBy offers the groupings
-// the domain takes, as the REST API's schema (made from them) does.
+// the domain takes, as the REST API's schema (made from them) does, and
+// "" for none, as an empty optional argument is taken.
 func TestGroupByTagFollowsTheDomain(t *testing.T) {
 	f, _ := reflect.TypeFor[getUsageArgs]().FieldByName("GroupBy")
-	var want []string
+	want := []string{""}
 	for _, g := range domain.UsageGroupings {
 		want = append(want, string(g))
 	}

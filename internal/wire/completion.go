@@ -69,7 +69,7 @@ type JSONSchema struct {
 type Thinking struct {
 	Type         string `json:"type" jsonschema:"required" enum:"enabled,adaptive,disabled" desc:"enabled: the model thinks up to budgetTokens before it answers; adaptive: it decides how much (the newest models, with reasoningEffort as its guide); disabled: it does not."`
 	BudgetTokens *int   `json:"budgetTokens,omitempty" min:"1024" desc:"With type enabled, required: the most tokens the model may think in, at least 1024, less than maxTokens (which bounds thinking and reply together; without maxTokens, 4096 more than the budget is sent)."`
-	Display      string `json:"display,omitempty" enum:"summarized,omitted" desc:"With type enabled or adaptive: summarized returns the thinking (as reasoning_content), omitted only its signature; unset, the model's default (the newest Claude models omit it)."`
+	Display      string `json:"display,omitempty" enum:",summarized,omitted" desc:"With type enabled or adaptive: summarized returns the thinking (as reasoning_content), omitted only its signature; unset, the model's default (the newest Claude models omit it)."`
 }
 
 // DataSource names a document to send as context.
