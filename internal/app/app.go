@@ -450,9 +450,13 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
 	m.CountUsageWaiting(usage.Waiting)
-	if r, ok := limiter.Limiter.(interface{ FailedOpen() int64 }); ok { // Redis's
-		m.CountLimiterFailedOpen(r.FailedOpen)
+	// Redis's limiter counts its calls that failed open; limits kept in
+	// memory cannot fail.
+	failedOpen := func() int64 { return 0 }
+	if r, ok := limiter.Limiter.(interface{ FailedOpen() int64 }); ok {
+		failedOpen = r.FailedOpen
 	}
+	m.CountLimiterFailedOpen(failedOpen)
 	if db, err := st.DB().DB(); err == nil {
 		m.CountDatabase(db)
 	}
