@@ -94,7 +94,7 @@ func (e errs) with(more errs) errs {
 }
 
 var (
-	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400)."}}
+	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20, also when sent empty)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400); empty or left out, the first page."}}
 	byProject  = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
 )
 
@@ -215,9 +215,11 @@ func withOpenAIPaths(routes []apiRoute) []apiRoute {
 var mcpPaths = map[string]any{
 	"/mcp": map[string]any{
 		"post": map[string]any{"summary": "MCP streamable HTTP transport (JSON-RPC)", "tags": []string{"mcp"}, "responses": map[string]any{
-			"200": map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"},
 			"202": map[string]any{"description": "accepted: a notification or a response, which has no answer"},
-			"400": errRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
+			"200": withHeaders(map[string]any{"description": "JSON-RPC response, as JSON or an SSE stream"}, map[string]any{
+				"Mcp-Session-Id": map[string]any{"description": "The session's id, on the answer to initialize: send it with every later request.", "schema": map[string]any{"type": "string"}}}),
+			"204": map[string]any{"description": "a request the client cancelled (notifications/cancelled) before its answer began, for a client that accepts only JSON: no body"},
+			"400": jsonRPCErrRef("a request after initialize without Mcp-Session-Id, a Content-Type other than application/json, or an MCP-Protocol-Version " +
 				"this server does not speak (a body that is not JSON gets JSON-RPC's parse error, -32700, instead; a JSON-RPC batch, or a request " +
 				"whose id is not a string or an integer, JSON-RPC's invalid request, -32600, with id null)"),
 			"401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
@@ -233,9 +235,12 @@ var mcpPaths = map[string]any{
 		"500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/message": map[string]any{"post": map[string]any{"summary": "MCP SSE transport: client messages", "tags": []string{"mcp"}, "responses": map[string]any{
-		"202": map[string]any{"description": "accepted"}, "400": errRef("no sessionId; or a body that is not one JSON value (JSON-RPC's parse error, -32700), a JSON-RPC batch, or a request " +
+		"202": map[string]any{"description": "accepted"}, "400": jsonRPCErrRef("no sessionId; or a body that is not one JSON value (JSON-RPC's parse error, -32700), a JSON-RPC batch, or a request " +
 			"whose id is not a string or an integer (JSON-RPC's invalid request, -32600), with id null"), "401": errRef("no or wrong bearer key"), "403": errRef(originRefused),
-		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge), "500": errRef("internal error"), "503": errRef(dbUnavailable),
+		"404": errRef("no such session of the caller's"), "413": errRef(bodyTooLarge),
+		"429": withHeaders(errRef("the session has 64 requests awaiting their responses, the most one session may; wait for one, or open another session"), map[string]any{
+			"Retry-After": map[string]any{"description": "Seconds to wait before sending again (1).", "schema": map[string]any{"type": "integer"}}}),
+		"500": errRef("internal error"), "503": errRef(dbUnavailable),
 	}}},
 	"/metrics": map[string]any{"get": map[string]any{"summary": "Prometheus metrics", "tags": []string{"operations"}, "security": []any{}, "responses": map[string]any{"200": map[string]any{"description": "text/plain; version=0.0.4"},
 		"413": errRef(bodyTooLarge + " (a body this operation does not read)"), "500": errRef("internal error")}}},
@@ -293,6 +298,24 @@ const originRefused = "an Origin header that is neither a loopback origin nor on
 func withHeaders(r map[string]any, headers map[string]any) map[string]any {
 	r["headers"] = headers
 	return r
+}
+
+// jsonRPCErrRef is errRef for MCP's transports, whose 400 is Parley's
+// envelope or, for a body JSON-RPC itself refuses, a JSON-RPC error
+// response (#/components/schemas/JSONRPCError).
+func jsonRPCErrRef(desc string) map[string]any {
+	return map[string]any{"description": desc, "content": map[string]any{"application/json": map[string]any{"schema": map[string]any{"oneOf": []any{
+		map[string]any{"$ref": "#/components/schemas/Error"}, map[string]any{"$ref": "#/components/schemas/JSONRPCError"}}}}}}
+}
+
+// jsonRPCErrorSchema is a JSON-RPC 2.0 error response.
+func jsonRPCErrorSchema() map[string]any {
+	return map[string]any{"type": "object", "required": []string{"jsonrpc", "id", "error"}, "properties": map[string]any{
+		"jsonrpc": map[string]any{"const": "2.0"},
+		"id":      map[string]any{"type": []string{"string", "integer", "null"}},
+		"error": map[string]any{"type": "object", "required": []string{"code", "message"}, "properties": map[string]any{
+			"code": map[string]any{"type": "integer"}, "message": map[string]any{"type": "string"}, "data": map[string]any{}}},
+	}}
 }
 
 func errRef(desc string) map[string]any {
@@ -560,7 +583,11 @@ func buildOpenAPI() map[string]any {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]any{"type": "string"}})
 		}
 		for _, q := range rt.query {
-			params = append(params, map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": querySchema(q.name)})
+			param := map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": querySchema(q.name)}
+			if q.name == "limit" || q.name == "cursor" {
+				param["allowEmptyValue"] = true // limit= is the default; cursor= the first page
+			}
+			params = append(params, param)
 		}
 		for _, q := range rt.headers {
 			params = append(params, map[string]any{"name": q.name, "in": "header", "description": q.description, "schema": headerSchema(q.name)})
@@ -596,6 +623,13 @@ func buildOpenAPI() map[string]any {
 			// does not, and a 429 has its own.
 			if strings.HasSuffix(rt.path, "/completions") && code != "401" && code != "413" && code != "429" {
 				r["headers"] = quotaHeaders()
+			}
+			// A per-chat completion says when to come back to a turn still
+			// running under its Idempotency-Key (409) and to a database that
+			// refused the last turn (503).
+			if strings.HasPrefix(rt.path, "/api/v1/chats/{chatId}/") && strings.HasSuffix(rt.path, "/completions") && (code == "409" || code == "503") {
+				r["headers"].(map[string]any)["Retry-After"] = map[string]any{
+					"description": "Seconds to wait before sending the request again, where Parley knows it.", "schema": map[string]any{"type": "integer"}}
 			}
 			responses[code] = r
 		}
@@ -657,6 +691,7 @@ func buildOpenAPI() map[string]any {
 			}},
 			"schemas": map[string]any{
 				"Error":               errorSchema(),
+				"JSONRPCError":        jsonRPCErrorSchema(),
 				"ChatCompletionChunk": schemaOf(chunk{}),
 			},
 		},

@@ -232,7 +232,7 @@ func (s *Server) handleLimitsGet(c *echo.Context) error {
 // project (a body read from another project's limits is copied by leaving
 // it out), and updatedAt is ignored, as AIP-203 has a service do.
 type limitsPut struct {
-	ProjectID string `json:"projectId,omitempty" jsonschema:"readOnly=true"`
+	ProjectID string `json:"projectId,omitempty" jsonschema:"readOnly=true,nullable"`
 	limitsJSON
 	UpdatedAt *string `json:"updatedAt,omitempty" jsonschema:"readOnly=true,nullable,format=date-time"`
 }
