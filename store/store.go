@@ -196,9 +196,18 @@ func (s *Store) Backup(ctx context.Context, path string) error {
 	if s.dialect != SQLite {
 		return errors.New("only a SQLite database is copied by Backup; use pg_dump")
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	// Absolute: SQLite would read "file:…" as a URI and ":memory:" as no
+	// file, copying elsewhere or nowhere.
+	path, err := filepath.Abs(path)
 	if err != nil {
-		return fmt.Errorf("create the backup (a new file, not one that exists): %w", err)
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("%s exists; the backup goes to a new file", path)
+	}
+	if err != nil {
+		return fmt.Errorf("create the backup: %w", err)
 	}
 	if err := f.Close(); err != nil {
 		return err

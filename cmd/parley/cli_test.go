@@ -632,6 +632,17 @@ func TestAdminBackup(t *testing.T) {
 	if out, code := parley(t, dir, nil, "admin", "backup", copyPath); code != 0 || !strings.Contains(out, "copied the database to "+copyPath) {
 		t.Fatalf("admin backup = %d %s", code, out)
 	}
+	// A relative path is the working directory's, even one SQLite would
+	// read as a URI ("file:…").
+	if out, code := parley(t, dir, nil, "admin", "backup", "file:uri.db"); code != 0 {
+		t.Fatalf("admin backup file:uri.db = %d %s", code, out)
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "file:uri.db")); err != nil || fi.Size() == 0 || fi.Mode().Perm() != 0o600 {
+		t.Errorf("admin backup file:uri.db wrote %v (%v), want a copy of mode 0600 at ./file:uri.db", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "uri.db")); err == nil {
+		t.Error("admin backup file:uri.db wrote uri.db, reading its path as a URI")
+	}
 	s.stop(t)
 	fi, err := os.Stat(copyPath)
 	if err != nil {
