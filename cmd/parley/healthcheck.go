@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -37,9 +38,12 @@ func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return &usageError{fmt.Sprintf("healthcheck: %v", err), usage}
+		return fmt.Errorf("healthcheck: %w", err) // exit 1: Docker reserves 2
 	}
-	res, err := http.DefaultClient.Do(req)
+	// No proxy: HTTP_PROXY, set for the server's upstream calls, would
+	// take the check elsewhere for any address but loopback's.
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	res, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("healthcheck: %w", err)
 	}
@@ -63,5 +67,6 @@ func readyzURL(addr string) (string, error) {
 	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
 		host = "127.0.0.1"
 	}
-	return "http://" + net.JoinHostPort(host, port) + "/readyz", nil
+	u := url.URL{Scheme: "http", Host: net.JoinHostPort(host, port), Path: "/readyz"} // escapes an IPv6 zone's %
+	return u.String(), nil
 }

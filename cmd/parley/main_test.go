@@ -567,7 +567,13 @@ func TestHealthcheck(t *testing.T) {
 		}
 	}
 	s.stop(t)
-	out, err := check("PARLEY_ADDR=127.0.0.1:" + port)
+	// An address with an IPv6 zone is asked as such, and failing, exits 1:
+	// Docker reserves 2.
+	out, err := check("PARLEY_ADDR=[fe80::1%lo]:" + port)
+	if exit := (*exec.ExitError)(nil); !errors.As(err, &exit) || exit.ExitCode() != 1 || strings.Contains(out, "invalid URL escape") {
+		t.Errorf("healthcheck of a zoned IPv6 address = %v %q; want exit 1 from asking it", err, out)
+	}
+	out, err = check("PARLEY_ADDR=127.0.0.1:" + port)
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "/readyz") {
 		t.Errorf("healthcheck of a stopped server = %v %q; want exit 1 naming /readyz", err, out)
