@@ -37,7 +37,9 @@ type UsageBatcher struct {
 	lost    error // what Shutdown could not write; set before done is closed
 
 	droppedTotal atomic.Int64 // records dropped so far, for Dropped
-	keptLen      atomic.Int64 // len(kept), for Waiting
+	// keptLen is len(kept), for Waiting: take adds the records it moves
+	// from pending while it holds mu, the goroutine sets it after.
+	keptLen atomic.Int64
 	// writesTo is told how each write went (see ReportWrites).
 	writesTo atomic.Pointer[func(error)]
 
@@ -107,9 +109,8 @@ func (b *UsageBatcher) Dropped() int64 { return b.droppedTotal.Load() }
 // while writes fail. Rising, it says the database is refusing them.
 func (b *UsageBatcher) Waiting() int64 {
 	b.mu.Lock()
-	n := len(b.pending)
-	b.mu.Unlock()
-	return int64(n) + b.keptLen.Load()
+	defer b.mu.Unlock()
+	return int64(len(b.pending)) + b.keptLen.Load()
 }
 
 // ReportWrites has f told how each write of records went: nil when some
@@ -204,6 +205,7 @@ func (b *UsageBatcher) take() context.Context {
 	b.mu.Lock()
 	in := b.pending
 	b.pending = b.spare[:0]
+	b.keptLen.Add(int64(len(in))) // with pending's, so that Waiting sees them once
 	shed := b.shed
 	b.shed = 0
 	stop := b.stop

@@ -771,3 +771,44 @@ func TestUsageBatcherShutdownEndsTheWriteInFlight(t *testing.T) {
 		_, _ = lock.ExecContext(context.Background(), "ROLLBACK")
 	})
 }
+
+// TestUsageWaitingNeverDips: while writes fail, nothing is written or
+// dropped (here fewer records than are kept), so the count of records
+// waiting only grows, however its reads fall between the batcher moving
+// records from its queue to those it keeps.
+func TestUsageWaitingNeverDips(t *testing.T) {
+	st := newFlakyStore(func(int, []domain.UsageRecord) (bool, error) { return false, unreachable() })
+	b := domain.NewUsageBatcher(st, quiet(), 500, time.Millisecond)
+	done := make(chan struct{})
+	dips := make(chan string, 1)
+	go func() {
+		defer close(dips)
+		var last int64
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if n := b.Waiting(); n < last {
+				dips <- fmt.Sprintf("Waiting() went from %d to %d with nothing written or dropped", last, n)
+				return
+			} else {
+				last = n
+			}
+		}
+	}()
+	for _, r := range records(20000, "p") {
+		b.Record(context.Background(), r)
+	}
+	close(done)
+	if dip, ok := <-dips; ok {
+		t.Error(dip)
+	}
+	if got := b.Waiting(); got != 20000 {
+		t.Errorf("Waiting() = %d after 20000 records and no write, want 20000", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	_ = b.Shutdown(ctx) // cannot write: what it holds is lost, as the store is down
+}
