@@ -384,9 +384,10 @@ func (s *Providers) validate(ctx context.Context, p, before *AIProvider) error {
 	if err := checkText("apiVersion", p.APIVersion, false, maxModelLen); err != nil {
 		return err
 	}
-	if p.APIVersion != "" && !azureToken(p.APIVersion) {
+	if p.APIVersion != "" && (before == nil || p.APIVersion != before.APIVersion) && !azureToken(p.APIVersion) {
 		// It goes into every call's query: one with a space or a "&" would
-		// be saved and then refused by Azure at each completion.
+		// be saved and then refused by Azure at each completion. One stored
+		// before this check stays, so that other fields can be updated.
 		return Invalidf("apiVersion", "apiVersion is an Azure OpenAI API version such as 2024-10-21, of letters, digits, '.', '_' and '-'")
 	}
 	if p.APIVersion != "" && p.Type != ProviderAzureOpenAI {

@@ -161,6 +161,12 @@ func TestProviderValidation(t *testing.T) {
 		if az["apiVersion"] != "2024-10-21" {
 			t.Errorf("apiVersion sent with whitespace around it = %q, want 2024-10-21", az["apiVersion"])
 		}
+		// One stored before it was checked stays, and the provider's other
+		// fields (its key) can still be changed.
+		if err := h.app.Store.DB().Exec("UPDATE ai_providers SET api_version = ? WHERE id = ?", "2024-10-21&x=1", az["id"]).Error; err != nil {
+			t.Fatal(err)
+		}
+		h.must(200, "PATCH", "/api/v1/ai-providers/"+az["id"].(string), h.admin, map[string]any{"name": "renamed", "apiKey": "sk-rotated-1234567890"})
 	})
 }
 
