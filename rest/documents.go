@@ -45,14 +45,14 @@ func toDocumentResponse(d *domain.Document) documentResponse {
 type documentCreateRequest struct {
 	ProjectID string      `json:"projectId" jsonschema:"required"`
 	Name      string      `json:"name" jsonschema:"required" min:"1" max:"200"`
-	Content   string      `json:"content" jsonschema:"required"`
+	Content   string      `json:"content" jsonschema:"required" min:"1"`
 	MimeType  string      `json:"mimeType" max:"255"`
 	Metadata  wire.Object `json:"metadata"`
 }
 
 type documentUpdateRequest struct {
 	Name     *string     `json:"name" min:"1" max:"200"`
-	Content  *string     `json:"content"`
+	Content  *string     `json:"content" min:"1"`
 	MimeType *string     `json:"mimeType" max:"255"`
 	Metadata wire.Object `json:"metadata"`
 }
