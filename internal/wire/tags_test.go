@@ -25,7 +25,7 @@ func TestSchemaTagsFollowTheDomain(t *testing.T) {
 		{CompletionFields{}, "ReasoningEffort", "enum", "," + strings.Join(domain.ReasoningEfforts, ",")},
 		{Thinking{}, "BudgetTokens", "min", strconv.Itoa(domain.MinThinkingBudget)},
 		{Thinking{}, "Type", "enum", strings.Join([]string{domain.ThinkingEnabled, domain.ThinkingAdaptive, domain.ThinkingDisabled}, ",")},
-		{Thinking{}, "Display", "enum", domain.ThinkingSummarized + "," + domain.ThinkingOmitted},
+		{Thinking{}, "Display", "enum", "," + domain.ThinkingSummarized + "," + domain.ThinkingOmitted}, // "" for the model's default
 	} {
 		if got := tag(tc.of, tc.field, tc.key); got != tc.want {
 			t.Errorf("%T.%s's %s tag = %q, want %q, the domain's", tc.of, tc.field, tc.key, got, tc.want)
