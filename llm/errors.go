@@ -535,17 +535,22 @@ var (
 // looks like one redacted, control characters and runs of spaces folded,
 // at most max runes.
 func sanitize(s, apiKey string, max int) string {
-	if limit := 8 * max; len(s) > limit {
-		// Cut long texts (an SDK error may hold a whole body) before the
-		// regexp, dropping the token the cut splits so that no fragment of
-		// a credential survives.
-		s = strings.ToValidUTF8(s[:limit], "")
-		if i := strings.LastIndexFunc(s, unicode.IsSpace); i > 0 {
-			s = s[:i]
-		}
-	}
+	// The key first, in the whole text: a cut through it would leave a
+	// fragment no search for the key finds.
 	if apiKey != "" {
 		s = strings.ReplaceAll(s, apiKey, "[redacted]")
+	}
+	if limit := 8 * max; len(s) > limit {
+		// Cut long texts (an SDK error may hold a whole body) before the
+		// regexp, dropping the token the cut splits (up to the last space
+		// or control character, which the folding below takes for one) so
+		// that no fragment of another credential survives.
+		s = strings.ToValidUTF8(s[:limit], "")
+		if i := strings.LastIndexFunc(s, separates); i > 0 {
+			s = s[:i]
+		} else {
+			s = ""
+		}
 	}
 	s = secretLike.ReplaceAllString(s, "[redacted]")
 	s = longToken.ReplaceAllStringFunc(s, func(m string) string {
@@ -554,12 +559,16 @@ func sanitize(s, apiKey string, max int) string {
 		}
 		return "[redacted]"
 	})
-	s = strings.Join(strings.FieldsFunc(s, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }), " ")
+	s = strings.Join(strings.FieldsFunc(s, separates), " ")
 	if r := []rune(s); len(r) > max {
 		s = strings.TrimSpace(string(r[:max])) + "…"
 	}
 	return s
 }
+
+// separates reports whether r is a space or a control character, which
+// sanitize folds into one space: what ends a token.
+func separates(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }
 
 // holdsKey reports whether name, one an upstream gave (a model's),
 // holds apiKey, the key it was called with: such a name is not taken, as
