@@ -212,6 +212,11 @@ func FieldPath(p jsontext.Pointer) string {
 		if b.Len() > 0 {
 			b.WriteByte('.')
 		}
+		if left := maxFieldPath - b.Len(); len(tok) > left {
+			// One name of a megabyte (an unknown field's) is cut too.
+			b.WriteString(strings.ToValidUTF8(tok[:max(left, 0)], "") + "…")
+			break
+		}
 		b.WriteString(tok)
 	}
 	return b.String()

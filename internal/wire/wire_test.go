@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/parleyhq/parley/domain"
 )
@@ -283,6 +284,24 @@ func TestDeepNestingNamedShortly(t *testing.T) {
 	}
 	if f, _ := domain.DetailsOf(err)["field"].(string); len(f) > 512 || !strings.HasPrefix(f, "metadata[0][0]") {
 		t.Errorf("the field is %d bytes: %.200s…", len(f), f)
+	}
+}
+
+// TestLongUnknownNameNamedShortly: one unknown field's name of a megabyte
+// is cut in the field and the message, which carry it twice in a 400.
+func TestLongUnknownNameNamedShortly(t *testing.T) {
+	name := strings.Repeat("é", 1<<19)
+	var v sample
+	err := Unmarshal([]byte(`{"`+name+`":1}`), &v, "field")
+	if err == nil || domain.KindOf(err) != domain.Invalid {
+		t.Fatalf("Unmarshal: %v; want Invalid", err)
+	}
+	f, _ := domain.DetailsOf(err)["field"].(string)
+	if len(f) > 512 || !strings.HasPrefix(f, "éé") || !strings.HasSuffix(f, "…") || !utf8.ValidString(f) {
+		t.Errorf("the field is %d bytes: %.200s…", len(f), f)
+	}
+	if msg := domain.MessageOf(err); len(msg) > 2048 {
+		t.Errorf("the message is %d bytes: %.200s…", len(msg), msg)
 	}
 }
 
