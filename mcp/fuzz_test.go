@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -18,36 +16,10 @@ import (
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/policy"
 	"github.com/parleyhq/parley/secret"
 )
-
-// inProcessUpstream answers every call as an OpenAI-wire server would,
-// in process: a model list, or the reply "ok", streamed when asked.
-type inProcessUpstream struct{}
-
-func (inProcessUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
-	var req struct {
-		Stream bool `json:"stream"`
-	}
-	if r.Body != nil {
-		b, _ := io.ReadAll(r.Body)
-		_ = r.Body.Close()
-		_ = json.Unmarshal(b, &req)
-	}
-	ctype, body := "application/json", `{"id":"c","object":"chat.completion","created":1,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
-	switch {
-	case r.Method == http.MethodGet:
-		body = `{"object":"list","data":[{"id":"fake-model","object":"model","created":1700000000,"owned_by":"x"}]}`
-	case req.Stream:
-		ctype = "text/event-stream"
-		body = "data: {\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}\n\n" +
-			"data: {\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n" +
-			"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\ndata: [DONE]\n\n"
-	}
-	return &http.Response{StatusCode: 200, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Content-Type": {ctype}}, Body: io.NopCloser(strings.NewReader(body)), ContentLength: int64(len(body)), Request: r}, nil
-}
 
 // fuzzMCP is Parley's MCP server over SQLite, called in process as an
 // admin, with the resources fuzzed arguments name by placeholders: $J
@@ -66,7 +38,7 @@ func newFuzzMCP(tb testing.TB) *fuzzMCP {
 	kr, err := secret.NewKeyring(make([]byte, 32))
 	must(tb, err)
 	svcs := domain.NewServices(domain.Deps{Store: st, Authz: authz, Sealer: kr, AllowPrivateUpstreams: true,
-		LLM:    llm.New(llm.Config{HTTPClient: &http.Client{Transport: inProcessUpstream{}}, MaxRetries: -1}),
+		LLM:    llm.New(llm.Config{MaxRetries: -1, AllowPrivate: true}),
 		Logger: slog.New(slog.DiscardHandler)})
 	adminKey := domain.NewAPIKeySecret()
 	bg := context.Background()
@@ -77,7 +49,7 @@ func newFuzzMCP(tb testing.TB) *fuzzMCP {
 	prj, err := svcs.Projects.Create(ctx, domain.ProjectCreate{Name: "Main"})
 	must(tb, err)
 	prov, err := svcs.Providers.Create(ctx, domain.ProviderCreate{ProjectID: prj.ID, Name: "fake", Type: domain.ProviderOpenAICompatible,
-		BaseURL: "http://127.0.0.1:18199/v1", DefaultModel: "fake-model", APIKey: "sk-test-0123456789abcdef"})
+		BaseURL: llmtest.NewServer(tb).URL(), DefaultModel: "fake-model", APIKey: "sk-test-0123456789abcdef"})
 	must(tb, err)
 	doc, err := svcs.Documents.Create(ctx, domain.DocumentCreate{ProjectID: prj.ID, Name: "facts", Content: "Parley stores conversations.", MimeType: "text/plain"})
 	must(tb, err)

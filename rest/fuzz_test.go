@@ -17,42 +17,11 @@ import (
 	"github.com/parleyhq/parley/internal/dbtest"
 	"github.com/parleyhq/parley/internal/wire"
 	"github.com/parleyhq/parley/llm"
+	"github.com/parleyhq/parley/llm/llmtest"
 	"github.com/parleyhq/parley/secret"
 )
 
-// echoUpstream answers every call in process, as an OpenAI-wire server
-// would: a model list, or a reply (streamed when the request asks) of
-// "ok", so that no request the fuzzer makes leaves the process.
-type echoUpstream struct{}
-
-func (echoUpstream) RoundTrip(r *http.Request) (*http.Response, error) {
-	var req struct {
-		Stream bool `json:"stream"`
-	}
-	if r.Body != nil {
-		b, _ := io.ReadAll(r.Body)
-		_ = r.Body.Close()
-		_ = json.Unmarshal(b, &req)
-	}
-	ctype, body := "application/json", ""
-	switch {
-	case r.Method == http.MethodGet:
-		body = `{"object":"list","data":[{"id":"fake-model","object":"model","created":1700000000,"owned_by":"x"}]}`
-	case req.Stream:
-		ctype = "text/event-stream"
-		body = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"ok\"}}]}\n\n" +
-			"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"fake-model\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n" +
-			"data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"model\":\"fake-model\",\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1,\"total_tokens\":4}}\n\n" +
-			"data: [DONE]\n\n"
-	default:
-		body = `{"id":"c","object":"chat.completion","created":1700000000,"model":"fake-model","choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}`
-	}
-	return &http.Response{StatusCode: 200, Status: "200 OK", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Content-Type": {ctype}}, Body: io.NopCloser(strings.NewReader(body)),
-		ContentLength: int64(len(body)), Request: r}, nil
-}
-
-// fuzzWorld is a Parley on SQLite, its upstream in process, with
+// fuzzWorld is a Parley on SQLite, its upstream the fake, with
 // resources the fuzzed requests name by placeholders: $J project, $A AI
 // provider, $C chat, $D document, $V conversation, $U user, $K API key
 // id; and $J2, $A2, $C2, $D2 for a second set that updates may change
@@ -65,11 +34,12 @@ type fuzzWorld struct {
 
 func newFuzzWorld(tb testing.TB) *fuzzWorld {
 	st := dbtest.SQLite(tb)
+	up := llmtest.NewServer(tb) // the upstream, on loopback
 	w := &fuzzWorld{admin: domain.NewAPIKeySecret(), ids: map[string]string{},
 		client: &http.Client{Timeout: 20 * time.Second}}
 	a, err := app.New(context.Background(), app.Config{SecretKey: secret.GenerateKey(), BootstrapAdminKey: w.admin,
 		AllowPrivateUpstreams: true, Logger: slog.New(slog.DiscardHandler), RequestTimeout: 10 * time.Second,
-		LLM: llm.Config{HTTPClient: &http.Client{Transport: echoUpstream{}}, MaxRetries: -1}}, st)
+		LLM: llm.Config{MaxRetries: -1}}, st)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -91,7 +61,7 @@ func newFuzzWorld(tb testing.TB) *fuzzWorld {
 	for _, n := range []string{"", "2"} {
 		w.ids["$J"+n] = id(must("POST", "/api/v1/projects", `{"name":"p`+n+`"}`))
 		w.ids["$A"+n] = id(must("POST", "/api/v1/ai-providers", `{"projectId":"`+w.ids["$J"+n]+`","name":"fake","type":"openai-compatible",`+
-			`"baseUrl":"http://127.0.0.1:18199/v1","defaultModel":"fake-model","apiKey":"sk-fuzz-upstream-0123456789"}`))
+			`"baseUrl":"`+up.URL()+`","defaultModel":"fake-model","apiKey":"sk-fuzz-upstream-0123456789"}`))
 		w.ids["$C"+n] = id(must("POST", "/api/v1/chats", `{"projectId":"`+w.ids["$J"+n]+`","aiProviderId":"`+w.ids["$A"+n]+`","name":"c","systemMessage":"s"}`))
 		w.ids["$D"+n] = id(must("POST", "/api/v1/documents", `{"projectId":"`+w.ids["$J"+n]+`","name":"facts","content":"Parley stores conversations."}`))
 	}
