@@ -3,27 +3,12 @@ package llm
 import (
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/parleyhq/parley/domain"
 )
-
-// cannedTransport answers every request with the same streamed body, so a
-// benchmark measures Parley's and the SDK's work, not a network's.
-type cannedTransport struct{ body string }
-
-func (t cannedTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Body != nil {
-		_, _ = io.Copy(io.Discard, r.Body)
-		r.Body.Close()
-	}
-	return &http.Response{StatusCode: 200, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: http.Header{"Content-Type": {"text/event-stream"}}, Body: io.NopCloser(strings.NewReader(t.body)),
-		Request: r}, nil
-}
 
 // anthropicBenchStream is a reply as the Messages API streams it: a
 // thinking block, a text block of many small pieces (some splitting a
@@ -69,7 +54,7 @@ func anthropicBenchStream() string {
 // BenchmarkAnthropicStream measures one streamed Anthropic completion
 // through Complete, the upstream answering from memory.
 func BenchmarkAnthropicStream(b *testing.B) {
-	c := New(Config{HTTPClient: &http.Client{Transport: cannedTransport{body: anthropicBenchStream()}}})
+	c := New(Config{HTTPClient: &http.Client{Transport: canned{200, "text/event-stream", []byte(anthropicBenchStream())}}})
 	req := domain.LLMRequest{Endpoint: domain.Endpoint{Type: domain.ProviderAnthropic, BaseURL: "http://anthropic.bench", APIKey: "sk-bench"},
 		Model: "claude-bench", Messages: []domain.LLMMessage{{Role: domain.RoleUser, Content: "hello"}}}
 	deltas := 0
