@@ -170,11 +170,12 @@ func (m *Metrics) CountUsageWaiting(waiting func() int64) {
 }
 
 // CountLimiterFailedOpen exports failedOpen, the rate limiter's calls to
-// Redis that failed or were skipped while it failed, each allowing without
-// limits, as parley_rate_limiter_failed_open_total.
+// Redis that failed or were skipped while it failed (an admission among
+// them let a request in without limits; a count or a release went
+// uncounted), as parley_rate_limiter_failed_open_total.
 func (m *Metrics) CountLimiterFailedOpen(failedOpen func() int64) {
 	m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "parley_rate_limiter_failed_open_total", Help: "Rate limiter calls to Redis that failed or were skipped while it failed, each allowing without limits.",
+		Name: "parley_rate_limiter_failed_open_total", Help: "Rate limiter calls to Redis that failed or were skipped while it failed: admissions without limits, counts and releases lost.",
 	}, func() float64 { return float64(failedOpen()) }))
 }
 

@@ -90,8 +90,9 @@ type Redis struct {
 
 	br      breaker
 	skipped atomic.Int64 // calls that skipped Redis since the last warning
-	// failedOpen counts the calls that failed or skipped Redis, each of
-	// which allowed what it asked without limits (see FailedOpen).
+	// failedOpen counts the calls that failed or skipped Redis: an
+	// admission among them allowed what it asked without limits, a count
+	// or a release went uncounted (see FailedOpen).
 	failedOpen atomic.Int64
 
 	warnMu     sync.Mutex
@@ -770,8 +771,8 @@ func (r *Redis) call(ctx context.Context, op string, f func() error) error {
 	return err
 }
 
-// FailedOpen returns how many calls so far failed or skipped Redis, each
-// allowing what it asked without limits: parley_rate_limiter_failed_open_total.
+// FailedOpen returns how many calls so far failed or skipped Redis (see
+// failedOpen): parley_rate_limiter_failed_open_total.
 func (r *Redis) FailedOpen() int64 { return r.failedOpen.Load() }
 
 // logger returns Logger, or slog.Default().
