@@ -137,8 +137,10 @@ const (
 	MaxExtraContent = 1 << 20
 )
 
-// toolNamePattern is what OpenAI accepts as a function or schema name.
-var toolNamePattern = regexp.MustCompile(`^[a-zA-Z0-9_-]{1,64}$`)
+// ToolNamePattern is what OpenAI accepts as a function or schema name.
+const ToolNamePattern = `^[a-zA-Z0-9_-]{1,64}$`
+
+var toolNamePattern = regexp.MustCompile(ToolNamePattern)
 
 // checkToolName validates a function or schema name.
 func checkToolName(field, name string) error {

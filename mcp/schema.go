@@ -9,6 +9,7 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/wire"
 )
 
@@ -21,14 +22,15 @@ import (
 //	min:"0" max:"2"        numeric bounds (minItems/maxItems on arrays,
 //	                       minLength/maxLength in characters on strings)
 //	format:"date-time"     a string format
+//	pattern:"^...$"        a string's regular expression
 //	nullable:"true"        the value may be null (results only)
 
 // stopSchema is the shape the reflection cannot see in wire.StopList: a
-// string or an array of up to 4 strings.
+// string or an array of up to 4 strings, none empty.
 func stopSchema() map[string]any {
 	return map[string]any{"anyOf": []any{
-		map[string]any{"type": "string"},
-		map[string]any{"type": "array", "items": map[string]any{"type": "string"}, "maxItems": 4},
+		map[string]any{"type": "string", "minLength": 1},
+		map[string]any{"type": "array", "items": map[string]any{"type": "string", "minLength": 1}, "maxItems": 4},
 	}}
 }
 
@@ -54,7 +56,7 @@ func toolChoiceSchema() map[string]any {
 			"type": map[string]any{"type": "string", "enum": []string{"function"}, "description": "Always \"function\"."},
 			"function": map[string]any{"type": "object", "required": []string{"name"}, "additionalProperties": false,
 				"description": "The function the model must call.",
-				"properties":  map[string]any{"name": map[string]any{"type": "string", "description": "The name of one of the tools given in tools."}}},
+				"properties":  map[string]any{"name": map[string]any{"type": "string", "pattern": domain.ToolNamePattern, "description": "The name of one of the tools given in tools."}}},
 		}},
 	}}
 }
@@ -93,6 +95,9 @@ func objectSchema(t reflect.Type, input bool) (props map[string]any, order, requ
 		if v := f.Tag.Get("format"); v != "" {
 			s["format"] = v
 		}
+		if v := f.Tag.Get("pattern"); v != "" {
+			s["pattern"] = v
+		}
 		minKey, maxKey := "minimum", "maximum"
 		switch s["type"] {
 		case "array":
@@ -109,9 +114,13 @@ func objectSchema(t reflect.Type, input bool) (props map[string]any, order, requ
 		if f.Tag.Get("nullable") == "true" {
 			s["type"] = []any{s["type"], "null"}
 		}
+		req := !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero")
+		if input && req && s["type"] == "string" && strings.HasSuffix(name, "Id") {
+			s["minLength"] = 1 // a required id is never empty
+		}
 		props[name] = s
 		order = append(order, name)
-		if !strings.Contains(opts, "omitempty") && !strings.Contains(opts, "omitzero") {
+		if req {
 			required = append(required, name)
 		}
 	}

@@ -459,6 +459,9 @@ func withTags(s map[string]any, t reflect.Type, response bool) {
 			if v := f.Tag.Get("enum"); v != "" {
 				p["enum"] = strings.Split(v, ",")
 			}
+			if v := f.Tag.Get("pattern"); v != "" {
+				p["pattern"] = v
+			}
 			omitted := strings.Contains(opts, "omitempty") || strings.Contains(opts, "omitzero")
 			if response && f.Type.Kind() == reflect.Pointer && !omitted {
 				if typ, ok := p["type"].(string); ok && typ != "null" {
@@ -497,14 +500,14 @@ func descTag(t reflect.Type, field string) string {
 	return ""
 }
 
-// maxStop is how many stop sequences a completion takes.
-var maxStop uint64 = 4
+// maxStop is how many stop sequences a completion takes; none is empty.
+var maxStop, minStopLen uint64 = 4, 1
 
 func mapType(t reflect.Type) *jsonschema.Schema {
 	switch t {
 	case reflect.TypeFor[wire.StopList]():
 		return &jsonschema.Schema{Description: "A stop sequence or up to 4.", AnyOf: []*jsonschema.Schema{
-			{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}, MaxItems: &maxStop},
+			{Type: "string", MinLength: &minStopLen}, {Type: "array", Items: &jsonschema.Schema{Type: "string", MinLength: &minStopLen}, MaxItems: &maxStop},
 		}}
 	case reflect.TypeFor[wire.Content](), reflect.TypeFor[*wire.Content]():
 		part := &jsonschema.Schema{Type: "object", Required: []string{"type", "text"}, Properties: jsonschema.NewProperties()}
@@ -530,7 +533,7 @@ func mapType(t reflect.Type) *jsonschema.Schema {
 // toolChoiceObject is the object form of toolChoice.
 func toolChoiceObject() *jsonschema.Schema {
 	fn := &jsonschema.Schema{Type: "object", Required: []string{"name"}, Properties: jsonschema.NewProperties()}
-	fn.Properties.Set("name", &jsonschema.Schema{Type: "string"})
+	fn.Properties.Set("name", &jsonschema.Schema{Type: "string", Pattern: domain.ToolNamePattern})
 	obj := &jsonschema.Schema{Type: "object", Required: []string{"type", "function"}, Properties: jsonschema.NewProperties()}
 	obj.Properties.Set("type", &jsonschema.Schema{Type: "string", Enum: []any{"function"}})
 	obj.Properties.Set("function", fn)

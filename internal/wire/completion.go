@@ -45,7 +45,7 @@ type Tool struct {
 // Function is a Tool's function: its name, what it does and its
 // parameters' schema.
 type Function struct {
-	Name        string  `json:"name" desc:"Name of the function: 1 to 64 letters, digits, underscores or dashes."`
+	Name        string  `json:"name" pattern:"^[a-zA-Z0-9_-]{1,64}$" desc:"Name of the function: 1 to 64 letters, digits, underscores or dashes."`
 	Description string  `json:"description,omitempty" desc:"What the function does, for the model to decide when to call it."`
 	Parameters  RawJSON `json:"parameters,omitempty" desc:"The function's arguments as a JSON Schema object; omit for none."`
 	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to make the arguments follow the schema exactly (OpenAI structured outputs)."`
@@ -59,7 +59,7 @@ type ResponseFormat struct {
 
 // JSONSchema is a ResponseFormat's schema, OpenAI's json_schema.
 type JSONSchema struct {
-	Name        string  `json:"name" desc:"Name of the schema: 1 to 64 letters, digits, underscores or dashes."`
+	Name        string  `json:"name" pattern:"^[a-zA-Z0-9_-]{1,64}$" desc:"Name of the schema: 1 to 64 letters, digits, underscores or dashes."`
 	Description string  `json:"description,omitempty" desc:"What the reply is."`
 	Schema      RawJSON `json:"schema" desc:"The JSON Schema object the reply must follow."`
 	Strict      bool    `json:"strict,omitempty" desc:"Ask the provider to follow the schema exactly (OpenAI structured outputs)."`

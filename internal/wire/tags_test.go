@@ -25,6 +25,8 @@ func TestSchemaTagsFollowTheDomain(t *testing.T) {
 		{CompletionFields{}, "ReasoningEffort", "enum", "," + strings.Join(domain.ReasoningEfforts, ",")},
 		{Thinking{}, "BudgetTokens", "min", strconv.Itoa(domain.MinThinkingBudget)},
 		{Thinking{}, "Type", "enum", strings.Join([]string{domain.ThinkingEnabled, domain.ThinkingAdaptive, domain.ThinkingDisabled}, ",")},
+		{Function{}, "Name", "pattern", domain.ToolNamePattern},
+		{JSONSchema{}, "Name", "pattern", domain.ToolNamePattern},
 		{Thinking{}, "Display", "enum", "," + domain.ThinkingSummarized + "," + domain.ThinkingOmitted}, // "" for the model's default
 	} {
 		if got := tag(tc.of, tc.field, tc.key); got != tc.want {
