@@ -3,6 +3,7 @@ package rest_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -615,5 +616,39 @@ func TestOddInputRefused(t *testing.T) {
 	r = h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, `{"messages":[{"role":"user","content":"x"}],"responseFormat":{"type":"json_schema"}}`)
 	if r.Status != 400 || r.ErrorField() != "responseFormat.jsonSchema" || !strings.Contains(r.ErrorMessage(), "is required") {
 		t.Errorf("type json_schema alone = %d %s, want 400 naming responseFormat.jsonSchema as required", r.Status, r.Body)
+	}
+}
+
+// TestRequestBodyContentType: a body is read as JSON when its Content-Type
+// is JSON (a +json type too) or missing; another type, a form's as curl -d
+// sends it, is refused, saying what to send, and creates nothing.
+func TestRequestBodyContentType(t *testing.T) {
+	h := newHarness(t, dbtest.SQLite(t), nil)
+	for i, ct := range []string{"application/json; charset=utf-8", "application/merge-patch+json", ""} {
+		r, err := h.sendWith("POST", "/api/v1/projects", h.admin, http.Header{"Content-Type": {ct}}, fmt.Sprintf(`{"name":"p%d"}`, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != 201 {
+			t.Errorf("POST with Content-Type %q = %d %s, want 201", ct, r.Status, r.Body)
+		}
+	}
+	for _, ct := range []string{"application/x-www-form-urlencoded", "text/plain", "application/jsonx", "not a type"} {
+		r, err := h.sendWith("POST", "/api/v1/projects", h.admin, http.Header{"Content-Type": {ct}}, `{"name":"refused"}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != 400 || r.ErrorCode() != "invalid_request" || !strings.Contains(r.ErrorMessage(), "Content-Type must be application/json") {
+			t.Errorf("POST with Content-Type %q = %d %s, want 400 saying to send JSON", ct, r.Status, r.Body)
+		}
+	}
+	list := h.must(200, "GET", "/api/v1/projects?limit=100", h.admin, nil)["data"].([]any)
+	for _, p := range list {
+		if p.(map[string]any)["name"] == "refused" {
+			t.Errorf("a refused body created project %v", p)
+		}
+	}
+	if len(list) != 3 {
+		t.Errorf("%d projects, want the 3 sent as JSON", len(list))
 	}
 }
