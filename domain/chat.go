@@ -141,7 +141,7 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 	if err != nil {
 		return List[Chat]{}, err
 	}
-	items, page, err := readPage(page, func(c Chat) int { return len(c.Name) + len(c.SystemMessage) + len(c.Model) },
+	items, page, err := readPage(page, func(c Chat) int { return jsonBytes(c.Name) + jsonBytes(c.SystemMessage) + jsonBytes(c.Model) },
 		func(last *Chat, n int) ([]Chat, error) {
 			// A store's page of Limit returns Limit+1 items; its Limit 0 is
 			// the default one.

@@ -24,12 +24,30 @@ type Conversation struct {
 // PreviewChars is the most characters of a conversation's Preview.
 const PreviewChars = 100
 
-// FitsOnePage says whether c's messages hold no more text than one page
-// of a list does (maxPageBytes): MCP's get-conversation, whose agents
-// cannot take a conversation's whole 32 MiB (mcp-go's clients refuse a
-// message that large, and an agent's context is smaller still), sends
-// one that does not through list-messages instead.
-func (c *Conversation) FitsOnePage() bool { return historyBytes(c.Messages) <= maxPageBytes }
+// FitsOnePage says whether c's messages hold no more text as JSON than
+// one page of a list does (maxPageBytes): MCP's get-conversation, whose
+// agents cannot take a conversation's whole 32 MiB (mcp-go's clients
+// refuse a message that large, and an agent's context is smaller still),
+// sends one that does not through list-messages instead.
+func (c *Conversation) FitsOnePage() bool {
+	n := 0
+	for _, m := range c.Messages {
+		if n += messageJSONBytes(m); n > maxPageBytes {
+			return false
+		}
+	}
+	return true
+}
+
+// messageJSONBytes is what m counts toward a page (maxPageBytes): its
+// text as JSON, and messageOverhead for the rest.
+func messageJSONBytes(m Message) int {
+	n := messageOverhead + jsonBytes(m.Content) + jsonBytes(m.Refusal)
+	for _, c := range m.ToolCalls {
+		n += jsonBytes(c.Name) + jsonBytes(c.Arguments) + jsonBytes(string(c.ExtraContent))
+	}
+	return n
+}
 
 // MaxPageMiB is maxPageBytes in MiB, for messages.
 const MaxPageMiB = maxPageBytes >> 20
@@ -172,7 +190,7 @@ func (s *Conversations) Messages(ctx context.Context, in MessageListInput) (List
 	if err != nil {
 		return List[Message]{}, err
 	}
-	items, page, err := readPage(page, func(m Message) int { return historyBytes([]Message{m}) },
+	items, page, err := readPage(page, messageJSONBytes,
 		func(last *Message, n int) ([]Message, error) {
 			if last != nil {
 				after = last.Seq

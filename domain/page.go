@@ -5,6 +5,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Page limits for every list.
@@ -154,10 +155,53 @@ type List[T any] struct {
 
 // maxPageBytes bounds the text of one page of a list whose items can be
 // large (a chat's system message is up to 1 MiB, a message up to a
-// conversation's maxHistoryBytes): a page of them ends early, with a
-// cursor, once its items' text passes it. Without it a page of 100 chats
-// was read, held and answered at 100 MiB.
+// turn's maxTurnBytes): a page of them ends early, with a cursor, once
+// its items' text as JSON (jsonBytes) passes it. Without it a page of 100
+// chats was read, held and answered at 100 MiB. It is counted as JSON
+// because that is what goes out, up to six times the text: an MCP result
+// holds 12 MiB (mcp's maxResultBytes), and a page of two 2 MiB messages
+// of HTML, 4 MiB of text, was 24 MiB as JSON.
 const maxPageBytes = 4 << 20
+
+// jsonBytes is the length of s as a JSON string (quotes included) as
+// encoding/json's Marshal writes it, which mcp-go answers with: <, > and
+// &, control characters, U+2028 and U+2029 take six bytes (\u003c), a
+// quote, a backslash and \n, \r, \t, \b, \f two, each byte of invalid
+// UTF-8 three (U+FFFD). (REST leaves <, > and & as they are: a page is bounded as the
+// larger of the two.)
+func jsonBytes(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch c {
+			case '"', '\\', '\n', '\r', '\t', '\b', '\f':
+				n += 2
+			case '<', '>', '&':
+				n += 6
+			default:
+				if c < 0x20 {
+					n += 6
+				} else {
+					n++
+				}
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			n += 3 // U+FFFD
+		case r == '\u2028' || r == '\u2029':
+			n += 6
+		default:
+			n += size
+		}
+		i += size
+	}
+	return n
+}
 
 // firstBatch is the items readPage reads first, before it knows their
 // size: four chats of 1 MiB are about a page.

@@ -26,6 +26,13 @@ type listOut[T any] struct {
 	NextCursor *string `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page; null on the last page."`
 }
 
+// paged is a listOut of any item type: its size and next cursor.
+type paged interface {
+	page() (items int, next *string)
+}
+
+func (l listOut[T]) page() (int, *string) { return len(l.Data), l.NextCursor }
+
 func toList[T, R any](l domain.List[T], conv func(*T) R) listOut[R] {
 	out := listOut[R]{Data: make([]R, 0, len(l.Items))}
 	for i := range l.Items {

@@ -307,7 +307,7 @@ func handle[In, Out any](d deps, fn func(ctx context.Context, req mcpgo.CallTool
 			return toolError(ctx, d, req.Params.Name, err)
 		}
 		res = &mcpgo.CallToolResult{Content: []mcpgo.Content{mcpgo.NewTextContent(text(out))}, StructuredContent: out}
-		if res, err = fitResult(res); err != nil {
+		if res, err = fitResult(res, out); err != nil {
 			return toolError(ctx, d, req.Params.Name, err)
 		}
 		return res, nil
@@ -326,8 +326,10 @@ const maxResultBytes = 12 << 20
 // so, or a TooLarge error when even the structured content is over. It
 // encodes every result once to measure it (the structured content may
 // hold what the text leaves out, a completion's reasoning), which costs
-// microseconds for the usual results of a few kilobytes.
-func fitResult(res *mcpgo.CallToolResult) (*mcpgo.CallToolResult, error) {
+// microseconds for the usual results of a few kilobytes. out is the
+// structured content: a page of a list (paged) that is over with one
+// item, which fewer items cannot mend, is refused with the cursor past it.
+func fitResult(res *mcpgo.CallToolResult, out any) (*mcpgo.CallToolResult, error) {
 	size := func() int {
 		b, err := json.Marshal(res)
 		if err != nil {
@@ -345,6 +347,18 @@ func fitResult(res *mcpgo.CallToolResult) (*mcpgo.CallToolResult, error) {
 	if n = size(); n <= maxResultBytes {
 		return res, nil
 	}
-	return nil, domain.Errorf(domain.TooLarge, "this result is %.1f MiB as JSON (each <, > and & is six bytes), more than an MCP message may hold "+
-		"(the official Go SDK reads at most 16 MiB); read it through the REST API, or, for a list, ask for fewer with limit", float64(n)/(1<<20))
+	over := fmt.Sprintf("this result is %.1f MiB as JSON (each <, > and & is six bytes), more than an MCP message may hold "+
+		"(the official Go SDK reads at most 16 MiB)", float64(n)/(1<<20))
+	if p, ok := out.(paged); ok {
+		if items, next := p.page(); items == 1 {
+			past := "it is the list's last item"
+			if next != nil {
+				past = fmt.Sprintf("to list the items after it, pass cursor %q", *next)
+			}
+			return nil, domain.Errorf(domain.TooLarge, "%s with this page's one item: read that item through the REST API, "+
+				"with the same cursor and limit 1; %s", over, past)
+		}
+		return nil, domain.Errorf(domain.TooLarge, "%s; ask for fewer with limit, or read the page through the REST API", over)
+	}
+	return nil, domain.Errorf(domain.TooLarge, "%s; read it through the REST API", over)
 }

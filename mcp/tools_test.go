@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -1046,6 +1047,67 @@ func TestGetConversationTooLarge(t *testing.T) {
 			t.Errorf("list-messages gave %d messages, want the 4 of two turns", seen)
 		}
 	})
+}
+
+// TestListMessagesReachesEveryMessage: list-messages pages a conversation
+// by the size of what mcp-go sends, where each <, > and & is six bytes:
+// two 1 MiB messages of markup were one page of 12 MiB, refused, and a
+// message too large for any page, which no smaller limit mends, is
+// refused with the cursor past it, so every message after it is reached.
+func TestListMessagesReachesEveryMessage(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	chat := e.supportChat()
+	s := e.connect(overHTTP, "editor", Options{})
+	// The turns go in through the domain: sent as JSON by mcp-go's
+	// client, which escapes markup too, they would be over the body limit.
+	turn := func(conversationID string, contents ...string) string {
+		t.Helper()
+		var msgs []domain.InputMessage
+		for _, c := range contents {
+			msgs = append(msgs, domain.InputMessage{Role: domain.RoleUser, Content: &c})
+		}
+		c, err := e.svcs.Completions.ForChat(e.ctx("editor"), domain.ChatCompletion{ChatID: chat.ID, ConversationID: conversationID,
+			CompletionParams: domain.CompletionParams{Messages: msgs}}, nil)
+		must(t, err)
+		return c.ConversationID
+	}
+	markup := strings.Repeat("<", 1<<20)
+	conversation := turn("", "first", markup, markup)
+	turn(conversation, strings.Repeat("<", 2_200_000)) // 13.2 MB as JSON, over an MCP result's 12 MiB alone
+	turn(conversation, "after")
+
+	var seen []string
+	refused, cursor := 0, ""
+	skip := regexp.MustCompile(`pass cursor "([^"]+)"`)
+	for range 20 {
+		res := s.call(t, "list-messages", obj{"conversationId": conversation, "cursor": cursor})
+		if res.IsError {
+			msg := text(res)
+			m := skip.FindStringSubmatch(msg)
+			if !strings.HasPrefix(msg, "payload_too_large: ") || !strings.Contains(msg, "REST API") || m == nil {
+				t.Fatalf("list-messages after %d messages: %.300s; want a page, or for one message too large, where to read it and the cursor past it", len(seen), msg)
+			}
+			refused++
+			cursor = m[1]
+			continue
+		}
+		var l listOut[messageOut]
+		decode(t, res, &l)
+		for _, m := range l.Data {
+			seen = append(seen, m.Content)
+		}
+		if l.NextCursor == nil {
+			break
+		}
+		cursor = *l.NextCursor
+	}
+	if refused != 1 || len(seen) != 7 || seen[0] != "first" || seen[1] != markup || seen[2] != markup || seen[5] != "after" {
+		short := make([]string, len(seen))
+		for i, c := range seen {
+			short[i] = fmt.Sprintf("%.10q (%d bytes)", c, len(c))
+		}
+		t.Errorf("list-messages gave %d messages (%s) and %d refusals; want the 7 besides the one over 12 MiB, in order, \"after\" sixth", len(seen), strings.Join(short, ", "), refused)
+	}
 }
 
 // TestLargeResultsFitOneMessage: a tool's result fits one MCP message as
