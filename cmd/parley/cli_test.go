@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -600,7 +601,7 @@ func TestEnvMistakesNamed(t *testing.T) {
 		{[]string{"PARLEY_ADDR=localhost"}, []string{"serve"}, `PARLEY_ADDR "localhost"`},
 		{[]string{"PARLEY_ADDR=http://127.0.0.1:8080"}, []string{"serve"}, "set it to a free HOST:PORT"},
 		{[]string{"PARLEY_DATA_DIR=/dev/null/data"}, []string{"migrate", "up"}, "set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory"},
-		{[]string{"PARLEY_BOOTSTRAP_ADMIN_KEY=nope"}, []string{"serve"}, "PARLEY_BOOTSTRAP_ADMIN_KEY: "},
+		{[]string{"PARLEY_BOOTSTRAP_ADMIN_KEY=nope"}, []string{"serve"}, "parley: PARLEY_BOOTSTRAP_ADMIN_KEY must start with"},
 	} {
 		dir := t.TempDir()
 		env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(dir, "data")}, tc.env...)
@@ -611,6 +612,24 @@ func TestEnvMistakesNamed(t *testing.T) {
 		if got := files(t, dir); len(got) != 0 {
 			t.Errorf("%v: files made: %q", tc.env, got)
 		}
+	}
+}
+
+// TestUnreadableMasterKeyStopsFirst: a master.key that cannot be read (a
+// directory here; its owner and mode after a restore as root) stops the
+// start saying what to check, before a database is made and migrated.
+func TestUnreadableMasterKeyStopsFirst(t *testing.T) {
+	dir := t.TempDir()
+	data := filepath.Join(dir, "data")
+	if err := os.MkdirAll(filepath.Join(data, "master.key"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	out, code := parley(t, dir, []string{"PARLEY_DATA_DIR=" + data}, "serve")
+	if code != 1 || !strings.Contains(out, "cannot be read") || !strings.Contains(out, "owner and mode") {
+		t.Errorf("serve with an unreadable master.key: exit %d:\n%s\nwant exit 1 saying to check its owner and mode", code, out)
+	}
+	if _, err := os.Stat(filepath.Join(data, "parley.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a database was made before the start failed: %v", err)
 	}
 }
 

@@ -195,8 +195,15 @@ func (cfg Config) check(dialect string) error {
 	default:
 		// A key file there is read as Keyring reads it; one that is not
 		// there Keyring makes, after the database is open.
+		// One that cannot be read (its owner after a restore as root, a
+		// directory) stops the start here, before a database is made.
 		path := MasterKeyFile(cfg)
-		if b, err := os.ReadFile(path); err == nil {
+		b, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("master key file %s cannot be read (is it a file this user may read? check its owner and mode; or set PARLEY_SECRET_KEY to the key): %w", path, err)
+		default:
 			if _, err := secret.ParseKey(string(b)); err != nil {
 				return fmt.Errorf("master key file %s: %w", path, err)
 			}
@@ -207,7 +214,7 @@ func (cfg Config) check(dialect string) error {
 	}
 	if cfg.BootstrapAdminKey != "" {
 		if err := domain.CheckBootstrapKey(cfg.BootstrapAdminKey); err != nil {
-			return fmt.Errorf("PARLEY_BOOTSTRAP_ADMIN_KEY: %s", domain.MessageOf(err))
+			return errors.New(domain.MessageOf(err)) // which names PARLEY_BOOTSTRAP_ADMIN_KEY
 		}
 	}
 	return nil
