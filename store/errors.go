@@ -216,6 +216,14 @@ func cantOpen(err error) bool {
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen
 }
 
+// readOnly reports whether err is SQLite's SQLITE_READONLY, of any
+// extended code (SQLITE_READONLY_DIRECTORY: the directory takes no -wal
+// file).
+func readOnly(err error) bool {
+	var lite *sqlitedriver.Error
+	return errors.As(err, &lite) && lite.Code()&0xff == sqliteReadOnly
+}
+
 // connLost reports whether err says a PostgreSQL connection was lost
 // under a statement without the server's word: closed, cut or reset while
 // the statement or its answer was on the way. Not a connection that could

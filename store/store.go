@@ -123,7 +123,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return nil, fmt.Errorf("store: create the directory of the SQLite database: %w; "+
 				"set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory this user may write", err)
 		} else if err := createPrivate(path); err != nil {
-			return nil, fmt.Errorf("store: create the SQLite database: %w", err)
+			return nil, fmt.Errorf("store: create the SQLite database: %w; "+
+				"set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory this user may write", err)
 		}
 		s.dsn = path + "?" + query
 		if s.tempDir == "" {
@@ -141,10 +142,17 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			return s, nil
 		}
 		_ = s.closeDBs()
-		if s.dialect == SQLite && cantOpen(err) {
+		switch {
+		case s.dialect != SQLite:
+		case cantOpen(err):
 			// SQLite says only "unable to open database file": most often
 			// a file restored as another user, or a directory in its place.
 			err = fmt.Errorf("it cannot be opened (is it a file this user may read and write? check its owner and mode, and its directory's): %w", err)
+		case readOnly(err):
+			// A file this user may write in a directory it may not: SQLite
+			// makes its -wal and -shm files beside it.
+			err = fmt.Errorf("it cannot be written (check the file's owner and mode, and its directory's, "+
+				"where SQLite makes its -wal and -shm files): %w", err)
 		}
 		if !openRace(s, err, attempt, time.Since(began)) {
 			return nil, fmt.Errorf("store: open %s database%s: %w", s.dialect, where, err)

@@ -13,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -630,6 +631,55 @@ func TestUnreadableMasterKeyStopsFirst(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(data, "parley.db")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a database was made before the start failed: %v", err)
+	}
+}
+
+// TestDataDirNotWritableSaysSo: run as another user (nobody) in a data
+// directory it may not write, a start says what to check, whether the
+// database is still to be made or is there, writable by all, with no room
+// beside it for SQLite's -wal and -shm files. Only root can set this up.
+func TestDataDirNotWritableSaysSo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("running parley as another user needs root")
+	}
+	const nobody = 65534
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	must(os.Chmod(filepath.Dir(dir), 0o755)) // the test's own, made 0700
+	must(os.Chmod(dir, 0o755))
+	own := filepath.Join(dir, "parley") // a copy nobody may run
+	b, err := os.ReadFile(bin)
+	must(err)
+	must(os.WriteFile(own, b, 0o755))
+	data := filepath.Join(dir, "data")
+	must(os.Mkdir(data, 0o755))
+	asNobody := func(args ...string) (string, int) {
+		t.Helper()
+		cmd := exec.Command(own, args...)
+		cmd.Dir = dir
+		cmd.Env = []string{"PARLEY_DATA_DIR=" + data, "PARLEY_ADDR=127.0.0.1:0", "PARLEY_SECRET_KEY=" + strings.Repeat("A", 43) + "="}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if err != nil && !errors.As(err, &exit) {
+			t.Fatal(err)
+		}
+		return string(out), cmd.ProcessState.ExitCode()
+	}
+	if out, code := asNobody("migrate", "up"); code != 1 || !strings.Contains(out, "to a directory this user may write") {
+		t.Errorf("no database yet, its directory not writable: exit %d:\n%s\nwant exit 1 saying to set PARLEY_DATA_DIR to a directory this user may write", code, out)
+	}
+	if out, code := parley(t, dir, []string{"PARLEY_DATA_DIR=" + data}, "migrate", "up"); code != 0 {
+		t.Fatalf("migrate up as root: exit %d: %s", code, out)
+	}
+	must(os.Chmod(filepath.Join(data, "parley.db"), 0o666))
+	if out, code := asNobody("migrate", "up"); code != 1 || !strings.Contains(out, "cannot be written") || !strings.Contains(out, "its directory's") {
+		t.Errorf("a database all may write in a directory nobody may not: exit %d:\n%s\nwant exit 1 saying to check the file's and its directory's owner and mode", code, out)
 	}
 }
 
