@@ -145,7 +145,7 @@ func (m *Memory) usage(cur map[string]*usage, key string) *usage {
 	return u
 }
 
-// Acquire implements domain.Limiter. max <= 0 means no limit; release is
+// Acquire implements domain.Limiter. s.Max <= 0 means no limit; release is
 // then a no-op, and there is no quota. Calling release more than once is
 // harmless.
 func (m *Memory) Acquire(_ context.Context, s domain.Slots) (func(), domain.Quota, error) {

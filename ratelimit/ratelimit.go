@@ -258,7 +258,8 @@ func refusal(b domain.Budget, tokens bool, left time.Duration) *domain.Error {
 // refusal and a quota say to look again in streamsReset.
 const streamsReset = time.Second
 
-// streamsLimit names the limit of s: "key-concurrent-streams".
+// streamsLimit names the limit of s: "key-concurrent-streams" or
+// "project-concurrent-streams".
 func streamsLimit(s domain.Slots) string { return s.Name + "-concurrent-streams" }
 
 // streamsQuota is the quota of Acquire once open of s's slots are taken,

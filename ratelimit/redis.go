@@ -452,7 +452,7 @@ func (r *Redis) AddTokens(ctx context.Context, budgets []domain.Budget, tokens i
 	}
 }
 
-// Acquire implements domain.Limiter. max <= 0 means no limit; release is
+// Acquire implements domain.Limiter. s.Max <= 0 means no limit; release is
 // then a no-op and there is no quota, as when Redis failed (the slot is
 // allowed, uncounted).
 // The slot is leased and renewed until release (see Redis). Calling release

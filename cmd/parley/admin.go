@@ -283,6 +283,7 @@ func backup(ctx context.Context, path string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	warnUnknownVars(e.commandLogger(stderr), os.Environ()) // a misspelt PARLEY_DATA_DIR copies another database
 	dsn := e.DSN()
 	file := store.SQLiteFile(dsn)
 	if file == "" {

@@ -701,6 +701,12 @@ func TestAdminBackup(t *testing.T) {
 	if out, code := parley(t, dir, nil, "admin", "backup", copyPath); code != 0 || !strings.Contains(out, "copied the database to "+copyPath) {
 		t.Fatalf("admin backup = %d %s", code, out)
 	}
+	// A misspelt PARLEY_DATA_DIR, which leaves the default's database to
+	// be copied, is warned of, as migrate and the other admin commands do.
+	if out, code := parley(t, dir, []string{"PARLEY_DATA_DIRR=/elsewhere"}, "admin", "backup", filepath.Join(dir, "typo.db")); code != 0 ||
+		!strings.Contains(out, "PARLEY_DATA_DIRR is not a Parley setting and is ignored; did you mean PARLEY_DATA_DIR?") {
+		t.Errorf("admin backup with PARLEY_DATA_DIRR set = %d %s, want a warning naming PARLEY_DATA_DIR", code, out)
+	}
 	// A relative path is the working directory's, even one SQLite would
 	// read as a URI ("file:…").
 	if out, code := parley(t, dir, nil, "admin", "backup", "file:uri.db"); code != 0 {

@@ -134,6 +134,21 @@ func TestLoadEnv(t *testing.T) {
 		}
 	})
 
+	// One meant as "never" would make the stall a write may last before
+	// the client is cut (twice it) overflow into a second.
+	t.Run("PARLEY_SSE_KEEPALIVE=2000000h", func(t *testing.T) {
+		t.Setenv("PARLEY_SSE_KEEPALIVE", "2000000h")
+		if _, err := loadEnv(); err == nil || !strings.Contains(err.Error(), "PARLEY_SSE_KEEPALIVE must be at most 1h0m0s") {
+			t.Errorf("PARLEY_SSE_KEEPALIVE=2000000h: %v, want an error giving the most", err)
+		}
+	})
+	t.Run("PARLEY_REDIS_URL with a newline", func(t *testing.T) {
+		t.Setenv("PARLEY_REDIS_URL", "redis://:pw@127.0.0.1:6379/12\n")
+		if e, err := loadEnv(); err != nil || e.RedisURL != "redis://:pw@127.0.0.1:6379/12" {
+			t.Errorf("PARLEY_REDIS_URL ending in a newline: %q, %v; want it trimmed", e.RedisURL, err)
+		}
+	})
+
 	// A negative duration is refused with the rule of its setting: positive,
 	// or, where 0 means something of its own, positive or 0, saying what 0
 	// means.

@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -18,7 +20,10 @@ const healthcheckTimeout = 5 * time.Second
 // healthcheck asks the Parley serving on PARLEY_ADDR (or at the base URL
 // given) whether it is ready, and fails unless its /readyz answers 200: the
 // container image's HEALTHCHECK, since the distroless image has no curl.
-func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
+// Every failure exits 1, a wrong argument too: Docker reserves 2.
+func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	// A misspelt PARLEY_ADDR would check the default address instead.
+	warnUnknownVars(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), os.Environ())
 	var target string
 	switch {
 	case len(args) == 1 && isHelp(args[0]):
@@ -27,7 +32,7 @@ func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
 	case len(args) == 1:
 		target = strings.TrimSuffix(args[0], "/") + "/readyz"
 	case len(args) > 1:
-		return &usageError{fmt.Sprintf("healthcheck takes at most one argument (a base URL), got %d", len(args)), usage}
+		return fmt.Errorf("healthcheck takes at most one argument (a base URL such as http://127.0.0.1:8080), got %d", len(args))
 	default:
 		var err error
 		if target, err = readyzURL(getenv("PARLEY_ADDR", "127.0.0.1:8080")); err != nil {
@@ -38,10 +43,10 @@ func healthcheck(ctx context.Context, args []string, stdout io.Writer) error {
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
 	if err != nil {
-		return fmt.Errorf("healthcheck: %w", err) // exit 1: Docker reserves 2
+		return fmt.Errorf("healthcheck: %w", err)
 	}
-	// No proxy: HTTP_PROXY, set for the server's upstream calls, would
-	// take the check elsewhere for any address but loopback's.
+	// No proxy: an HTTP_PROXY in the container's environment would take
+	// the check elsewhere for any address but loopback's.
 	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
 	res, err := client.Do(req)
 	if err != nil {

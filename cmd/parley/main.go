@@ -184,7 +184,7 @@ func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout,
 	case "admin":
 		return admin(ctx, args, stdout, stderr)
 	case "healthcheck":
-		return healthcheck(ctx, args, stdout)
+		return healthcheck(ctx, args, stdout, stderr)
 	}
 	if isHelp(cmd) {
 		fmt.Fprint(stdout, usage)
@@ -193,8 +193,9 @@ func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout,
 	return &usageError{fmt.Sprintf("unknown command %q", cmd), usage}
 }
 
-// env is the server's environment, read once here: cmd is the only reader
-// of flags and environment.
+// env is the server's environment, read once here: cmd reads the flags and
+// the environment, but for providers' apiKeyRef env:NAME, which domain
+// looks up when a completion needs the key (Deps.LookupEnv).
 type env struct {
 	app.Config
 	Addr          string
@@ -211,7 +212,7 @@ func loadEnv() (env, error) {
 			DataDir:           getenv("PARLEY_DATA_DIR", "data"),
 			SecretKey:         os.Getenv("PARLEY_SECRET_KEY"),
 			BootstrapAdminKey: envKey("PARLEY_BOOTSTRAP_ADMIN_KEY"),
-			RedisURL:          os.Getenv("PARLEY_REDIS_URL"),
+			RedisURL:          envKey("PARLEY_REDIS_URL"), // a secret file's newline is not the password's
 			Version:           version,
 		},
 		Addr:   getenv("PARLEY_ADDR", "127.0.0.1:8080"),
@@ -271,6 +272,11 @@ func loadEnv() (env, error) {
 		// progress notification: under a second they would be a flood.
 		return e, fmt.Errorf("PARLEY_SSE_KEEPALIVE must be at least 1s, got %q", os.Getenv("PARLEY_SSE_KEEPALIVE"))
 	}
+	if e.KeepAlive > maxKeepAlive {
+		// A client is cut once a write has waited twice this: a value
+		// meant as "never" would overflow that into a second.
+		return e, fmt.Errorf("PARLEY_SSE_KEEPALIVE must be at most %s, got %q (proxies cut a stream quiet for a minute or two)", maxKeepAlive, os.Getenv("PARLEY_SSE_KEEPALIVE"))
+	}
 	if e.RequestTimeout, err = envPositiveDuration("PARLEY_REQUEST_TIMEOUT", domain.DefaultRequestTimeout); err != nil {
 		return e, err
 	}
@@ -292,6 +298,9 @@ func loadEnv() (env, error) {
 	}
 	return e, nil
 }
+
+// maxKeepAlive bounds PARLEY_SSE_KEEPALIVE.
+const maxKeepAlive = time.Hour
 
 // knownVars are the PARLEY_ variables Parley reads, as the README's
 // configuration table lists them (PARLEY_PROVIDER_KEY_* aside), for

@@ -578,4 +578,12 @@ func TestHealthcheck(t *testing.T) {
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "/readyz") {
 		t.Errorf("healthcheck of a stopped server = %v %q; want exit 1 naming /readyz", err, out)
 	}
+	// Two arguments, a mistake in the HEALTHCHECK line, exit 1 as well,
+	// and a misspelt PARLEY_ADDR, which leaves the default to be asked,
+	// is warned of.
+	out, err = check("PARLEY_ADRR=127.0.0.1:"+port, s.url, s.url)
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || !strings.Contains(out, "at most one argument") ||
+		!strings.Contains(out, "did you mean PARLEY_ADDR?") {
+		t.Errorf("healthcheck of two URLs with PARLEY_ADRR set = %v %q; want exit 1 saying it takes one, and a warning naming PARLEY_ADDR", err, out)
+	}
 }
