@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"database/sql/driver"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"slices"
@@ -214,6 +215,22 @@ func locked(err error) bool {
 func cantOpen(err error) bool {
 	var lite *sqlitedriver.Error
 	return errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen
+}
+
+// postgresOpenHint is err, which opening a PostgreSQL database returned,
+// with what to do when the server named the database or role as unknown.
+func postgresOpenHint(err error) error {
+	var pg *pgconn.PgError
+	if !errors.As(err, &pg) {
+		return err
+	}
+	switch pg.Code {
+	case "3D000": // invalid_catalog_name
+		return fmt.Errorf("%w; create it (createdb, or CREATE DATABASE) or set PARLEY_DATABASE_URL to one that exists", err)
+	case "28000": // invalid_authorization_specification: no such role, or pg_hba refused it
+		return fmt.Errorf("%w; check the user in PARLEY_DATABASE_URL, and that the server lets it connect from here (pg_hba.conf)", err)
+	}
+	return err
 }
 
 // readOnly reports whether err is SQLite's SQLITE_READONLY, of any

@@ -143,7 +143,8 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		}
 		_ = s.closeDBs()
 		switch {
-		case s.dialect != SQLite:
+		case s.dialect == Postgres:
+			err = postgresOpenHint(err)
 		case cantOpen(err):
 			// SQLite says only "unable to open database file": most often
 			// a file restored as another user, or a directory in its place.

@@ -3714,3 +3714,32 @@ func TestManyDeletesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenSaysWhatToDoOfAnUnknownDatabaseOrRole: PostgreSQL's "database
+// does not exist" and "role does not exist" stop the start saying what to
+// create or check, with the variable to set.
+func TestOpenSaysWhatToDoOfAnUnknownDatabaseOrRole(t *testing.T) {
+	base, err := url.Parse(dbtest.EmptyPostgresURL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	noDB, noRole := *base, *base
+	noDB.Path = "/parley_never_created"
+	noRole.User = url.User("parley_no_such_role")
+	for _, tc := range []struct {
+		u    url.URL
+		want string
+	}{
+		{noDB, "create it (createdb, or CREATE DATABASE) or set PARLEY_DATABASE_URL"},
+		{noRole, "check the user in PARLEY_DATABASE_URL"},
+	} {
+		st, err := store.Open(context.Background(), tc.u.String())
+		if err == nil {
+			st.Close()
+			t.Fatalf("opened %s", tc.u.Redacted())
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("open %s: %v; want it to say %q", tc.u.Redacted(), err, tc.want)
+		}
+	}
+}

@@ -603,6 +603,7 @@ func TestEnvMistakesNamed(t *testing.T) {
 		{[]string{"PARLEY_ADDR=http://127.0.0.1:8080"}, []string{"serve"}, "set it to a free HOST:PORT"},
 		{[]string{"PARLEY_DATA_DIR=/dev/null/data"}, []string{"migrate", "up"}, "set PARLEY_DATA_DIR (or PARLEY_DATABASE_URL) to a directory"},
 		{[]string{"PARLEY_BOOTSTRAP_ADMIN_KEY=nope"}, []string{"serve"}, "parley: PARLEY_BOOTSTRAP_ADMIN_KEY must start with"},
+		{[]string{"PARLEY_OLD_SECRET_KEYS=" + strings.Repeat("A", 43) + "=,nope"}, []string{"serve"}, "PARLEY_OLD_SECRET_KEYS, its entry 2 of 2: "},
 	} {
 		dir := t.TempDir()
 		env := append([]string{"PARLEY_DATA_DIR=" + filepath.Join(dir, "data")}, tc.env...)

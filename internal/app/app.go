@@ -177,12 +177,12 @@ func Open(ctx context.Context, cfg Config) (*App, error) {
 // check refuses a configuration that New would refuse once the database
 // is open, for a database of dialect.
 func (cfg Config) check(dialect string) error {
-	for _, k := range cfg.OldSecretKeys {
+	for i, k := range cfg.OldSecretKeys {
 		if strings.TrimSpace(k) == "" {
 			continue
 		}
 		if _, err := secret.ParseKey(k); err != nil {
-			return fmt.Errorf("PARLEY_OLD_SECRET_KEYS: %w", err)
+			return fmt.Errorf("PARLEY_OLD_SECRET_KEYS, its entry %d of %d: %w", i+1, len(cfg.OldSecretKeys), err)
 		}
 	}
 	switch {
