@@ -145,7 +145,7 @@ func (s *Chats) List(ctx context.Context, in ListInput) (List[Chat], error) {
 		func(last *Chat, n int) ([]Chat, error) {
 			// A store's page of Limit returns Limit+1 items; its Limit 0 is
 			// the default one.
-			f := ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: Page{Limit: max(n-1, 1), After: page.After}}
+			f := ChatFilter{ProjectID: in.ProjectID, MemberUserID: member, Page: Page{Limit: max(n-1, 1), After: page.After, Desc: page.Desc}}
 			if last != nil {
 				f.Page.After = last.ID
 			}

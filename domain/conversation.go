@@ -132,8 +132,9 @@ type ConversationStore interface {
 	// ListMessages returns every message of the conversation in order.
 	ListMessages(ctx context.Context, conversationID string) ([]Message, error)
 	// ListMessagesAfter returns up to limit messages of the conversation
-	// whose seq is greater than afterSeq, in order.
-	ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]Message, error)
+	// whose seq is greater than afterSeq, in order, or with desc, less than
+	// afterSeq, newest first; afterSeq -1 is from the first (or last).
+	ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int, desc bool) ([]Message, error)
 	// ListConversations returns up to f.Page.Limit+1 conversations in id
 	// order, without their messages but with MessageCount and Preview.
 	ListConversations(ctx context.Context, f ConversationFilter) ([]Conversation, error)
@@ -195,7 +196,7 @@ func (s *Conversations) Messages(ctx context.Context, in MessageListInput) (List
 			if last != nil {
 				after = last.Seq
 			}
-			return s.store.ListMessagesAfter(ctx, in.ConversationID, after, n)
+			return s.store.ListMessagesAfter(ctx, in.ConversationID, after, n, page.Desc)
 		})
 	if err != nil {
 		return List[Message]{}, Wrap("conversations.Messages", err)

@@ -100,7 +100,7 @@ func TestParsePage(t *testing.T) {
 	if len(l.Items) != 2 || l.NextCursor == "" {
 		t.Fatalf("paginate = %+v", l)
 	}
-	p, err := ParsePage("2", l.NextCursor)
+	p, err := ParsePage("2", l.NextCursor, "")
 	if err != nil || p.After != items[1] || p.Limit != 2 {
 		t.Errorf("ParsePage(next) = %+v, %v", p, err)
 	}
@@ -109,14 +109,14 @@ func TestParsePage(t *testing.T) {
 	msgs := []Message{{ConversationID: cnv, Seq: 0}, {ConversationID: cnv, Seq: 1}, {ConversationID: cnv, Seq: 2}}
 	if l := paginate(msgs, Page{Limit: 2}, seqCursorOf); l.NextCursor == "" {
 		t.Errorf("paginate(messages) = %+v", l)
-	} else if p, err := ParsePage("2", l.NextCursor); err != nil {
+	} else if p, err := ParsePage("2", l.NextCursor, ""); err != nil {
 		t.Errorf("ParsePage(a message list's next) = %v", err)
 	} else if _, after, err := p.normalizeSeq(cnv); err != nil || after != 1 {
 		t.Errorf("normalizeSeq(a message list's next) = %d, %v; want 1", after, err)
 	} else if _, _, err := p.normalizeSeq(NewID(PrefixConversation)); KindOf(err) != Invalid {
 		t.Errorf("normalizeSeq(another conversation's next) = %v; want Invalid", err)
 	}
-	if p, err := ParsePage("", ""); err != nil || p.Limit != DefaultPageLimit {
+	if p, err := ParsePage("", "", ""); err != nil || p.Limit != DefaultPageLimit {
 		t.Errorf("ParsePage default = %+v, %v", p, err)
 	}
 	for _, tt := range []struct{ limit, cursor, field string }{
@@ -134,7 +134,7 @@ func TestParsePage(t *testing.T) {
 		// No message has a seq past 32 bits, PostgreSQL's column: its 500.
 		{"", enc(cnv + ":2147483648"), "cursor"},
 	} {
-		_, err := ParsePage(tt.limit, tt.cursor)
+		_, err := ParsePage(tt.limit, tt.cursor, "")
 		if KindOf(err) != Invalid || DetailsOf(err)["field"] != tt.field {
 			t.Errorf("ParsePage(%q, %q) = %v, want Invalid on %s", tt.limit, tt.cursor, err, tt.field)
 		}
@@ -150,7 +150,7 @@ func TestUsageCursor(t *testing.T) {
 	for _, key := range []string{"", "gpt-4o", "a:b::", "usage:" + prj + ":model:1:2:x", "日本語", " ", "a+b/c%2F"} {
 		c := usageCursor{projectID: prj, groupBy: GroupByModel, from: from, to: to, key: key}
 		l := paginate([]UsageTotal{{Key: "first"}, {Key: key}, {Key: "next"}}, Page{Limit: 2}, func(UsageTotal) string { return c.String() })
-		p, err := ParsePage("", l.NextCursor)
+		p, err := ParsePage("", l.NextCursor, "")
 		if err != nil {
 			t.Errorf("ParsePage(the cursor after %q) = %v", key, err)
 			continue
@@ -178,7 +178,7 @@ func TestUsageCursor(t *testing.T) {
 		"usage:" + prj + ":model:" + ms(from) + ":" + ms(to) + ":a\x00b",
 		"Usage:" + prj + ":model:" + ms(from) + ":" + ms(to) + ":k",
 	} {
-		if _, err := ParsePage("", enc(bad)); KindOf(err) != Invalid || DetailsOf(err)["field"] != "cursor" {
+		if _, err := ParsePage("", enc(bad), ""); KindOf(err) != Invalid || DetailsOf(err)["field"] != "cursor" {
 			t.Errorf("ParsePage(%q) = %v, want Invalid on cursor", bad, err)
 		}
 	}

@@ -21,22 +21,29 @@ func FuzzParsePage(f *testing.F) {
 		{"", enc([]byte(id))}, {"", enc([]byte(id + ":" + prj))}, {"", enc([]byte(id + ":17"))}, {"", enc([]byte(id + ":017"))},
 		{"", enc([]byte("usage:" + prj + ":model:0:1000:gpt-4o"))}, {"", enc([]byte("usage:" + prj + ":day:0:1000:a:b"))},
 		{"", enc([]byte("usage:" + prj + ":day:1000:0:"))}, {"", "!!"}, {"", id}, {"", enc([]byte(id)) + "\n"},
+		{"", enc([]byte(descMark + id))}, {"", enc([]byte(descMark + id + ":17"))},
 	} {
-		f.Add(s[0], s[1])
+		f.Add(s[0], s[1], "")
 	}
-	f.Fuzz(func(t *testing.T, limit, cursor string) {
-		p, err := ParsePage(limit, cursor)
+	f.Add("", enc([]byte(descMark+id)), "desc")
+	f.Add("", enc([]byte(descMark+id)), "asc")
+	f.Add("5", "", "DESC")
+	f.Fuzz(func(t *testing.T, limit, cursor, order string) {
+		p, err := ParsePage(limit, cursor, order)
 		if err != nil {
 			if KindOf(err) != Invalid {
-				t.Fatalf("ParsePage(%q, %q): %v, not Invalid", limit, cursor, err)
+				t.Fatalf("ParsePage(%q, %q, %q): %v, not Invalid", limit, cursor, order, err)
 			}
-			if f := DetailsOf(err)["field"]; f != "limit" && f != "cursor" {
-				t.Fatalf("ParsePage(%q, %q) names %v", limit, cursor, f)
+			if f := DetailsOf(err)["field"]; f != "limit" && f != "cursor" && f != "order" {
+				t.Fatalf("ParsePage(%q, %q, %q) names %v", limit, cursor, order, f)
 			}
 			return
 		}
 		if p.Limit < 1 || p.Limit > MaxPageLimit {
-			t.Fatalf("ParsePage(%q, %q).Limit = %d", limit, cursor, p.Limit)
+			t.Fatalf("ParsePage(%q, %q, %q).Limit = %d", limit, cursor, order, p.Limit)
+		}
+		if order != "" && p.Desc != (order == OrderDesc) {
+			t.Fatalf("ParsePage(%q, %q, %q): Desc %v", limit, cursor, order, p.Desc)
 		}
 		if p.After == "" {
 			return
@@ -67,10 +74,15 @@ func FuzzParsePage(f *testing.F) {
 		if len(written) != 1 || !written[p.After] {
 			t.Fatalf("cursor %q (%q) is read as %v, not as itself", cursor, p.After, written)
 		}
-		// What the lists write of it, ParsePage takes again.
-		again, err := ParsePage("", base64.RawURLEncoding.EncodeToString([]byte(p.After)))
-		if err != nil || again.After != p.After {
-			t.Fatalf("cursor %q written again reads %q, %v", p.After, again.After, err)
+		// What the lists write of it (paginate), ParsePage takes again,
+		// in the same order.
+		last := p.After
+		if p.Desc {
+			last = descMark + last
+		}
+		again, err := ParsePage("", base64.RawURLEncoding.EncodeToString([]byte(last)), "")
+		if err != nil || again.After != p.After || again.Desc != p.Desc {
+			t.Fatalf("cursor %q written again reads %+v, %v", last, again, err)
 		}
 	})
 }

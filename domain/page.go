@@ -15,16 +15,31 @@ const (
 )
 
 // Page selects one page of a list ordered by id: up to Limit items whose id
-// is greater than After. Stores return up to Limit+1 items so that the
-// service can tell whether another page follows.
+// is greater than After, or with Desc, newest first, less than After.
+// Stores return up to Limit+1 items so that the service can tell whether
+// another page follows.
 type Page struct {
 	Limit int
 	After string
+	Desc  bool
 }
 
-// ParsePage validates the limit and cursor query parameters of a list.
-// An empty limit means DefaultPageLimit.
-func ParsePage(limit, cursor string) (Page, error) {
+// The values of a list's order parameter.
+const (
+	OrderAsc  = "asc"
+	OrderDesc = "desc"
+)
+
+// descMark starts a cursor of a list in descending order (see paginate),
+// so that its next pages keep the order without order being sent again,
+// and a cursor is not read in the other order, which would page back
+// over what was listed.
+const descMark = "-"
+
+// ParsePage validates the limit, cursor and order query parameters of a
+// list. An empty limit means DefaultPageLimit; an empty order is the
+// cursor's, or ascending (oldest first).
+func ParsePage(limit, cursor, order string) (Page, error) {
 	p := Page{Limit: DefaultPageLimit}
 	if limit != "" {
 		n, err := strconv.Atoi(limit)
@@ -33,16 +48,39 @@ func ParsePage(limit, cursor string) (Page, error) {
 		}
 		p.Limit = n
 	}
+	switch order {
+	case "", OrderAsc:
+	case OrderDesc:
+		p.Desc = true
+	default:
+		return p, Invalidf("order", "order must be %s (oldest first, the default) or %s (newest first)", OrderAsc, OrderDesc)
+	}
 	if cursor != "" {
 		// A cursor is the last id of a page (see paginate); anything else
 		// would page past every item and answer an empty page as the end.
 		after, err := base64.RawURLEncoding.DecodeString(cursor)
-		if err != nil || !(validAnyID(string(after)) || validScopedCursor(string(after)) || validSeqCursor(string(after)) || validUsageCursor(string(after))) {
+		rest, desc := strings.CutPrefix(string(after), descMark)
+		if err != nil || !(validAnyID(rest) || validScopedCursor(rest) || validSeqCursor(rest) || validUsageCursor(rest)) {
 			return p, Invalidf("cursor", "cursor is not valid; pass the nextCursor of the previous page unchanged")
 		}
-		p.After = string(after)
+		if order != "" && desc != p.Desc {
+			return p, Invalidf("order", "the cursor is of this list in the other order; send the order of its first page, or leave order out")
+		}
+		p.After, p.Desc = rest, desc
 	}
 	return p, nil
+}
+
+// beyond reports whether id comes after the page's cursor in its order,
+// for a list of one held outside the store.
+func (p Page) beyond(id string) bool {
+	if p.After == "" {
+		return true
+	}
+	if p.Desc {
+		return id < p.After
+	}
+	return id > p.After
 }
 
 // normalize applies the default limit to a zero Page (MCP callers and
@@ -230,7 +268,7 @@ func readPage[T any](p Page, size func(T) int, read func(last *T, n int) ([]T, e
 			b := size(it)
 			if len(items) > 0 && used+b > maxPageBytes {
 				// it starts the next page
-				return append(items, it), Page{Limit: len(items), After: p.After}, nil
+				return append(items, it), Page{Limit: len(items), After: p.After, Desc: p.Desc}, nil
 			}
 			items = append(items, it)
 			used, largest = used+b, max(largest, b)
@@ -247,11 +285,15 @@ func readPage[T any](p Page, size func(T) int, read func(last *T, n int) ([]T, e
 }
 
 // paginate trims the Limit+1 items a store returned to one page and makes
-// the cursor from the last item kept.
+// the cursor from the last item kept, marked when the list is newest first.
 func paginate[T any](items []T, p Page, id func(T) string) List[T] {
 	if len(items) <= p.Limit {
 		return List[T]{Items: items}
 	}
 	items = items[:p.Limit]
-	return List[T]{Items: items, NextCursor: base64.RawURLEncoding.EncodeToString([]byte(id(items[len(items)-1])))}
+	last := id(items[len(items)-1])
+	if p.Desc {
+		last = descMark + last
+	}
+	return List[T]{Items: items, NextCursor: base64.RawURLEncoding.EncodeToString([]byte(last))}
 }

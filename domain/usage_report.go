@@ -53,6 +53,9 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	if in.GroupBy != "" && !slices.Contains(UsageGroupings, in.GroupBy) {
 		return UsageReport{}, ErrUnknownGrouping()
 	}
+	if in.Page.Desc {
+		return UsageReport{}, Invalidf("order", "usage groups come in the order of their key only; leave order out")
+	}
 	page := in.Page.limited()
 	var after *string
 	if in.Page.After != "" {

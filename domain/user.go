@@ -158,7 +158,7 @@ func (s *Users) List(ctx context.Context, page Page) (List[User], error) {
 	if !p.IsAdmin {
 		// The list of one: its page after a cursor at or past the caller
 		// is empty, as an admin's would be.
-		if page.After >= p.UserID {
+		if !page.beyond(p.UserID) {
 			return List[User]{}, nil
 		}
 		u, err := s.store.GetUser(ctx, p.UserID)

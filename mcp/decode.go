@@ -52,14 +52,14 @@ func decodeArgs(req mcpgo.CallToolRequest, v any) error {
 	return nil
 }
 
-// page validates the limit and cursor arguments of a list tool with the
+// page validates the limit, cursor and order arguments of a list tool with the
 // same rules as REST's query parameters.
-func page(limit *int, cursor string) (domain.Page, error) {
+func page(limit *int, cursor, order string) (domain.Page, error) {
 	l := ""
 	if limit != nil {
 		l = strconv.Itoa(*limit)
 	}
-	return domain.ParsePage(l, cursor)
+	return domain.ParsePage(l, cursor, order)
 }
 
 // parseTime and timestamp read and write times as REST does.

@@ -15,14 +15,15 @@ import (
 type pageArgs struct {
 	Limit  *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Page size, 1 to 100; default 20."`
 	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same other arguments (a cursor of another list is refused); omit for the first page."`
+	Order  string `json:"order,omitempty" enum:",asc,desc" desc:"asc (the default): oldest first; desc: newest first. A cursor keeps the order of the page it came from."`
 }
 
-func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor) }
+func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor, p.Order) }
 
 // listOut is one page of a list, as REST returns it: MCP output schemas
 // must be objects, so lists are wrapped.
 type listOut[T any] struct {
-	Data       []T     `json:"data" desc:"The items of this page, oldest first."`
+	Data       []T     `json:"data" desc:"The items of this page, oldest first (newest first with order desc)."`
 	NextCursor *string `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page; null on the last page."`
 }
 

@@ -106,7 +106,7 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[getUsageArgs, usageReportOut]("get-usage", "Get project usage",
 			"Get a project's token and request totals over a period, optionally grouped by model, provider, chat, API key, outcome or UTC day, a page of groups at a time. A completion is counted within about a second of its end.", readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getUsageArgs) (usageReportOut, error) {
-			pg, err := page(in.Limit, in.Cursor)
+			pg, err := page(in.Limit, in.Cursor, "") // usage groups come in key order only
 			if err != nil {
 				return usageReportOut{}, err
 			}

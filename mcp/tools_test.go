@@ -899,6 +899,39 @@ func TestListCursorBelongsToItsList(t *testing.T) {
 	})
 }
 
+// TestListsNewestFirst: a list tool's order desc answers newest first, as
+// REST's order=desc does, its cursor keeping the order.
+func TestListsNewestFirst(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	for range 3 {
+		_, err := e.svcs.Documents.Create(e.ctx("admin"), domain.DocumentCreate{ProjectID: e.project.ID, Name: "more", Content: "x"})
+		must(t, err)
+	}
+	admin := e.connect(overHTTP, "admin", Options{})
+	walk := func(order string) []string {
+		var ids []string
+		args := obj{"projectId": e.project.ID, "limit": 2, "order": order}
+		for range 10 {
+			var l listOut[documentSummaryOut]
+			admin.ok(t, "list-documents", args, &l)
+			for _, d := range l.Data {
+				ids = append(ids, d.ID)
+			}
+			if l.NextCursor == nil {
+				break
+			}
+			args = obj{"projectId": e.project.ID, "limit": 2, "cursor": *l.NextCursor}
+		}
+		return ids
+	}
+	asc, desc := walk("asc"), walk("desc")
+	slices.Reverse(desc)
+	if len(asc) < 4 || !slices.Equal(asc, desc) {
+		t.Errorf("list-documents with order desc, reversed: %v; want order asc's %v", desc, asc)
+	}
+	admin.fails(t, "list-documents", obj{"projectId": e.project.ID, "order": "newest"}, "invalid_request")
+}
+
 // TestContentParts checks that a message's content may be an array of
 // text parts, as over REST, and that a part of another type is refused by
 // name.

@@ -94,8 +94,9 @@ func (e errs) with(more errs) errs {
 }
 
 var (
-	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20, also when sent empty)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400); empty or left out, the first page."}}
-	byProject  = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
+	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20, also when sent empty)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400); empty or left out, the first page."},
+		{"order", "asc (the default, also when sent empty): oldest first; desc: newest first. A cursor keeps the order of the page it came from (another order with it is a 400)."}}
+	byProject = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
 )
 
 var apiRoutes = withOpenAIPaths([]apiRoute{
@@ -587,8 +588,8 @@ func buildOpenAPI() map[string]any {
 		}
 		for _, q := range rt.query {
 			param := map[string]any{"name": q.name, "in": "query", "description": q.description, "schema": querySchema(q.name)}
-			if q.name == "limit" || q.name == "cursor" {
-				param["allowEmptyValue"] = true // limit= is the default; cursor= the first page
+			if q.name == "limit" || q.name == "cursor" || q.name == "order" {
+				param["allowEmptyValue"] = true // limit= is the default; cursor= the first page; order= ascending
 			}
 			params = append(params, param)
 		}
@@ -708,6 +709,8 @@ func querySchema(name string) map[string]any {
 		return map[string]any{"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
 	case "groupBy":
 		return map[string]any{"type": "string", "enum": domain.UsageGroupings}
+	case "order":
+		return map[string]any{"type": "string", "enum": []string{"", domain.OrderAsc, domain.OrderDesc}, "default": domain.OrderAsc}
 	}
 	return map[string]any{"type": "string"}
 }

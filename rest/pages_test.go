@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -204,6 +205,101 @@ func TestLargeItemsEndAPageEarly(t *testing.T) {
 		}
 		if l := h.must(200, "GET", "/api/v1/chats?limit=25&projectId="+few.project, h.admin, nil); len(l["data"].([]any)) != 25 {
 			t.Errorf("a page of small chats has %d items, want its limit 25", len(l["data"].([]any)))
+		}
+	})
+}
+
+// TestNewestFirst: every list taking order=desc answers its items newest
+// first, exactly the reverse of its default order, through pages whose
+// cursors keep the order without order sent again; on each database and
+// on each path a list is read by (one project, a member's projects merged,
+// an admin's all). A cursor sent with the other order, an order of
+// another name, and usage groups newest first are 400s naming order.
+func TestNewestFirst(t *testing.T) {
+	each(t, func(t *testing.T, h *harness) {
+		a, b := h.world(), h.world()
+		aliceID, alice := h.user("alice")
+		var conversation string
+		for _, w := range []world{a, b} {
+			h.setRole(h.admin, w.project, aliceID, "viewer")
+			h.provider(h.admin, w.project)
+			h.chat(h.admin, w.project, w.provider, nil)
+			for range 3 {
+				h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "d", "content": "x"})
+				conversation = h.must(200, "POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"messages": []any{userMessage("hi")}})["conversationId"].(string)
+			}
+		}
+		for range 2 {
+			h.must(200, "POST", "/api/v1/chats/"+b.chat+"/completions", h.admin, map[string]any{"conversationId": conversation, "messages": []any{userMessage("more")}})
+			h.must(201, "POST", "/api/v1/users/"+aliceID+"/api-keys", h.admin, map[string]any{"name": "another"})
+		}
+		// walk pages through path two items at a time, sending order on
+		// the first page only, and returns the items' ids (idField).
+		walk := func(path, key, order, idField string) []string {
+			t.Helper()
+			var ids []string
+			cursor := ""
+			for range 50 {
+				q := url.Values{"limit": {"2"}}
+				if cursor == "" && order != "" {
+					q.Set("order", order)
+				}
+				if cursor != "" {
+					q.Set("cursor", cursor)
+				}
+				sep := "?"
+				if strings.Contains(path, "?") {
+					sep = "&"
+				}
+				body := h.must(200, "GET", path+sep+q.Encode(), key, nil)
+				for _, it := range body["data"].([]any) {
+					ids = append(ids, it.(map[string]any)[idField].(string))
+				}
+				if cursor, _ = body["nextCursor"].(string); cursor == "" {
+					return ids
+				}
+			}
+			t.Fatalf("GET %s: more than 50 pages", path)
+			return nil
+		}
+		for _, tc := range []struct{ path, key, idField string }{
+			{"/api/v1/projects", alice, "id"},
+			{"/api/v1/projects", h.admin, "id"},
+			{"/api/v1/chats", alice, "id"},
+			{"/api/v1/chats?projectId=" + a.project, h.admin, "id"},
+			{"/api/v1/documents", alice, "id"},
+			{"/api/v1/ai-providers", alice, "id"},
+			{"/api/v1/conversations", alice, "id"},
+			{"/api/v1/conversations", h.admin, "id"},
+			{"/api/v1/conversations?projectId=" + b.project, alice, "id"},
+			{"/api/v1/conversations?chatId=" + a.chat, h.admin, "id"},
+			{"/api/v1/conversations/" + conversation + "/messages", h.admin, "id"},
+			{"/api/v1/users", h.admin, "id"},
+			{"/api/v1/users/" + aliceID + "/api-keys", h.admin, "id"},
+			{"/api/v1/projects/" + a.project + "/members", h.admin, "userId"},
+		} {
+			asc, desc := walk(tc.path, tc.key, "", tc.idField), walk(tc.path, tc.key, "desc", tc.idField)
+			if len(asc) < 2 {
+				t.Fatalf("GET %s: %d items; the test wants several", tc.path, len(asc))
+			}
+			slices.Reverse(desc)
+			if !slices.Equal(asc, desc) {
+				t.Errorf("GET %s with order=desc, reversed: %v; want the default order's %v", tc.path, desc, asc)
+			}
+		}
+
+		next := h.must(200, "GET", "/api/v1/documents?limit=1&order=desc", alice, nil)["nextCursor"].(string)
+		for _, path := range []string{
+			"/api/v1/documents?order=asc&cursor=" + next,
+			"/api/v1/documents?order=newest",
+			"/api/v1/projects/" + a.project + "/usage?groupBy=model&order=desc",
+		} {
+			if r := h.call("GET", path, alice, nil); r.Status != 400 || r.ErrorField() != "order" {
+				t.Errorf("GET %s = %d %s, want 400 naming order", path, r.Status, r.Body)
+			}
+		}
+		if r := h.call("GET", "/api/v1/documents?order=desc&cursor="+next, alice, nil); r.Status != 200 {
+			t.Errorf("a newest-first cursor sent with order=desc = %d %s, want the next page", r.Status, r.Body)
 		}
 	})
 }

@@ -601,10 +601,10 @@ func (s *Server) handleReady(c *echo.Context) error {
 // ctx returns the request's context.
 func ctx(c *echo.Context) context.Context { return c.Request().Context() }
 
-// page reads the limit and cursor query parameters of a list that also
-// takes the query parameters filters names.
+// page reads the limit, cursor and order query parameters of a list that
+// also takes the query parameters filters names.
 func page(c *echo.Context, filters ...string) (domain.Page, error) {
-	if err := knownQuery(c, append(filters, "limit", "cursor")...); err != nil {
+	if err := knownQuery(c, append(filters, "limit", "cursor", "order")...); err != nil {
 		return domain.Page{}, err
 	}
 	for _, name := range filters {
@@ -621,7 +621,7 @@ func page(c *echo.Context, filters ...string) (domain.Page, error) {
 			return domain.Page{}, domain.Invalidf(name, "%s is empty; pass %s, or leave %s out", name, what, name)
 		}
 	}
-	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"))
+	return domain.ParsePage(c.QueryParam("limit"), c.QueryParam("cursor"), c.QueryParam("order"))
 }
 
 // knownQuery refuses a query parameter the endpoint does not take: a

@@ -56,9 +56,18 @@ func (s *Store) GetReplyByRequestKey(ctx context.Context, key string) (*domain.M
 
 // ListMessagesAfter returns up to limit messages of the conversation whose
 // seq is greater than afterSeq, ordered by seq.
-func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int) ([]domain.Message, error) {
+func (s *Store) ListMessagesAfter(ctx context.Context, conversationID string, afterSeq, limit int, desc bool) ([]domain.Message, error) {
 	var rows []messageRow
-	err := s.db.WithContext(ctx).Where("conversation_id = ? AND seq > ?", conversationID, afterSeq).Order("seq").Limit(limit).Find(&rows).Error
+	q := s.db.WithContext(ctx).Where("conversation_id = ?", conversationID)
+	switch {
+	case !desc:
+		q = q.Where("seq > ?", afterSeq).Order("seq")
+	case afterSeq >= 0:
+		q = q.Where("seq < ?", afterSeq).Order("seq DESC")
+	default:
+		q = q.Order("seq DESC")
+	}
+	err := q.Limit(limit).Find(&rows).Error
 	if err != nil {
 		return nil, fail("store.ListMessagesAfter", err)
 	}

@@ -837,12 +837,17 @@ func pageSize(p domain.Page) int {
 	return p.Limit + 1
 }
 
-// paged orders q by col and applies the page's cursor and size.
+// paged orders q by col, descending for a page newest first, and applies
+// the page's cursor and size.
 func paged(q *gorm.DB, col string, p domain.Page) *gorm.DB {
-	if p.After != "" {
-		q = q.Where(col+" > ?", p.After)
+	after, order := " > ?", col
+	if p.Desc {
+		after, order = " < ?", col+" DESC"
 	}
-	return q.Order(col).Limit(pageSize(p))
+	if p.After != "" {
+		q = q.Where(col+after, p.After)
+	}
+	return q.Order(order).Limit(pageSize(p))
 }
 
 // scoped restricts q to one project and to the projects memberUserID is a
@@ -889,8 +894,12 @@ func (s *Store) memberPage(ctx context.Context, q func() *gorm.DB, inProjects fu
 	for i, id := range projects {
 		parts[i], pages[i] = "SELECT * FROM (?) AS p", paged(inProjects(q(), []string{id}), "id", p)
 	}
+	order := "id"
+	if p.Desc {
+		order = "id DESC"
+	}
 	return s.db.WithContext(ctx).Table("("+strings.Join(parts, " UNION ALL ")+") AS page", pages...).
-		Order("id").Limit(pageSize(p)).Find(dest).Error
+		Order(order).Limit(pageSize(p)).Find(dest).Error
 }
 
 // list reads into dest a page of the rows q selects (a new query each
