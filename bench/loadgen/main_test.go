@@ -126,7 +126,7 @@ func TestShortRun(t *testing.T) {
 	}
 	var out strings.Builder
 	rep.write(&out)
-	for _, want := range []string{"### Parley on sqlite, json", "### Parley on sqlite, stream", "| 200/s |", "proxy+commit adds", "Memory per open stream", "| proxy |"} {
+	for _, want := range []string{"### Parley on sqlite, json", "### Parley on sqlite, stream", "| 200/s |", "proxy+commit adds", "Memory per open stream", "| proxy |", "every process at GOGC=400"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("report lacks %q:\n%s", want, out.String())
 		}
@@ -161,5 +161,17 @@ func TestRatio(t *testing.T) {
 	}
 	if got, want := ratio(&c, &result{}), "–"; got != want {
 		t.Errorf("ratio over nothing measured = %q; want %q", got, want)
+	}
+}
+
+// TestChildEnv: the processes a run starts get none of the generator's
+// PARLEY_ settings or runtime tuning, and one GOGC for all, so that the
+// floor and Parley run alike and Parley on the database the run names.
+func TestChildEnv(t *testing.T) {
+	got := childEnv([]string{"PATH=/bin", "PARLEY_DATABASE_URL=postgres://elsewhere", "PARLEY_LOG_LEVEL=error", "GOGC=off", "GOMEMLIMIT=1GiB", "HOME=/root"},
+		[]string{"PARLEY_ADDR=127.0.0.1:1"})
+	want := []string{"PATH=/bin", "HOME=/root", "GOGC=" + childGOGC, "PARLEY_ADDR=127.0.0.1:1"}
+	if strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("childEnv = %q; want %q", got, want)
 	}
 }

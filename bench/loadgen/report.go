@@ -39,8 +39,8 @@ func (r *report) cell(k cellKey) *result {
 
 // write prints the figures as Markdown tables.
 func (r *report) write(w io.Writer) {
-	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns.\n",
-		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds)
+	fmt.Fprintf(w, "Open loop on loopback, %d CPUs (GOMAXPROCS), %s per target per rate per round, %d rounds taking turns; every process at GOGC=%s.\n",
+		runtime.NumCPU(), r.cfg.duration, r.cfg.rounds, childGOGC)
 	fmt.Fprintf(w, "Latency counts from each request's scheduled send time; \"adds\" is the target's figure minus the direct call's.\n")
 	fmt.Fprintf(w, "A CPU ratio's brackets give the range of its rounds' ratios.\n")
 	fmt.Fprintf(w, "proxy+commit is the proxy committing one row to Parley's database engine before each answer: the floor of a gateway that stores its turns.\n")
@@ -52,7 +52,7 @@ func (r *report) write(w io.Writer) {
 			if stream {
 				head += "| direct TTFT p50 | Parley adds TTFT p50 · p99 "
 			}
-			head += "| CPU/request: proxy · proxy+commit · Parley | Parley ÷ proxy CPU | Parley ÷ proxy+commit CPU | PostgreSQL CPU/request: proxy+commit · Parley | failed |"
+			head += "| CPU/request: proxy · proxy+commit · Parley | Parley ÷ proxy CPU | Parley ÷ proxy+commit CPU | PostgreSQL CPU/request: proxy+commit · Parley | Parley and PostgreSQL ÷ proxy CPU | failed |"
 			fmt.Fprintln(w, head)
 			fmt.Fprintln(w, strings.Repeat("|---", strings.Count(head, "|")-1)+"|")
 			for _, rate := range r.cfg.rates {
@@ -70,13 +70,18 @@ func (r *report) write(w io.Writer) {
 					row += fmt.Sprintf("| %s | %s · %s ", ms(t50),
 						ms(percentile(g.ttft, 50)-t50), ms(percentile(g.ttft, 99)-t99))
 				}
-				pg := "–"
+				pg, withDB := "–", "–"
 				if db == "postgres" {
+					// On SQLite the database's work is in Parley's process,
+					// counted; on PostgreSQL it is the server's.
 					pg = us(f.dbCPUPerRequest()) + " · " + us(g.dbCPUPerRequest())
+					if p.cpuPerRequest() > 0 {
+						withDB = fmt.Sprintf("%.1f×", float64(g.cpuPerRequest()+g.dbCPUPerRequest())/float64(p.cpuPerRequest()))
+					}
 				}
-				row += fmt.Sprintf("| %s · %s · %s | %s | %s | %s | %d · %d · %d · %d |",
+				row += fmt.Sprintf("| %s · %s · %s | %s | %s | %s | %s | %d · %d · %d · %d |",
 					us(p.cpuPerRequest()), us(f.cpuPerRequest()), us(g.cpuPerRequest()),
-					ratio(g, p), ratio(g, f), pg,
+					ratio(g, p), ratio(g, f), pg, withDB,
 					d.errors, p.errors, f.errors, g.errors)
 				fmt.Fprintln(w, row)
 			}
