@@ -580,123 +580,31 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 	}
 	defer stream.Close()
 	lines := newDataLines(ex.lines)
-
-	res := &domain.LLMResult{}
-	var content, refusal, reasoning strings.Builder
-	var text, thought, refused utf8Joiner
-	var calls toolCalls
-	var details reasoningDetails
-	reasoningMember := domain.ReasoningExtra // the name the reasoning came by (see withReasoningExtra)
-	out := coalescer{onDelta: cs.onDelta, lines: ex.lines}
-	defer func() {
-		res.Content, res.Refusal, res.ToolCalls = content.String(), refusal.String(), calls.result()
-		res.Reasoning = reasoning.String()
-		withReasoningExtra(res.ToolCalls, reasoningMember, res.Reasoning)
-		withReasoningDetails(res.ToolCalls, details.json())
-		// A delta still held goes on before the call ends, error or not,
-		// unless it was the caller that failed.
-		if de := (*deltaError)(nil); !errors.As(err, &de) {
-			if rerr := out.release(false); rerr != nil && err == nil {
-				err = rerr
-			}
-		}
-	}()
+	s := &openAIStreamState{ex: ex, cs: cs, res: &domain.LLMResult{}, maxBytes: c.cfg.MaxResponseBytes,
+		reasoningMember: domain.ReasoningExtra, out: coalescer{onDelta: cs.onDelta, lines: ex.lines}}
+	res := s.res
+	defer func() { err = s.finish(err) }()
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		if err := out.wait(); err != nil {
+		if err := s.out.wait(); err != nil {
 			return res, err
 		}
 		raw, err := lines.next()
 		if errors.Is(err, io.EOF) {
 			ex.markReplied()
-			d := domain.Delta{Reasoning: thought.flush(), Content: text.flush(), Refusal: refused.flush(), ToolCalls: calls.flush(), Model: res.Model}
-			if d.Content != "" || d.Reasoning != "" || d.Refusal != "" || len(d.ToolCalls) > 0 {
-				content.WriteString(d.Content)
-				reasoning.WriteString(d.Reasoning)
-				refusal.WriteString(d.Refusal)
-				if err := out.add(d); err != nil {
-					return res, err
-				}
+			if err := s.flush(); err != nil {
+				return res, err
 			}
 			break
 		}
 		if err != nil {
 			return res, err
 		}
-		out.returned++
-		var chunk openAIChunk
-		if err := jsonv2.Unmarshal(raw, &chunk, lenient); err != nil {
-			return res, fmt.Errorf("decode a stream chunk: %w", err)
-		}
-		if chunk.Model != "" && chunk.Model != res.Model {
-			res.Model = upstreamModel(chunk.Model, cs.req.Endpoint.APIKey.Reveal())
-		}
-		if chunk.Usage != nil {
-			res.Usage = openAIUsage(chunk.Usage.Usage, chunk.Usage.PromptCacheHitTokens)
-		}
-		failed := len(chunk.Error) > 0 && chunk.Error.Kind() != 'n'
-		for _, ch := range chunk.Choices {
-			if ch.Index != 0 {
-				continue
-			}
-			d := domain.Delta{Content: text.next(string(ch.Delta.Content)), Model: res.Model}
-			if ch.Delta.Refusal != "" || refused.held != "" {
-				d.Refusal = refused.next(string(ch.Delta.Refusal))
-			}
-			if ch.Delta.ReasoningContent == "" && ch.Delta.Reasoning != "" {
-				reasoningMember = domain.ReasoningNamedExtra
-			}
-			if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || thought.held != "" {
-				d.Reasoning = thought.next(string(r))
-			}
-			details.add(ch.Delta.ReasoningDetails)
-			for _, tc := range ch.Delta.ToolCalls {
-				td := calls.add(tc.Index, tc.ID, tc.Function.Name, string(tc.Function.Arguments))
-				calls.keepExtra(&td, tc.ExtraContent)
-				if td.Index == 0 && td.ID != "" {
-					// The reasoning so far goes with the first call's
-					// first piece, as an Anthropic stream's thinking does:
-					// the openai npm client's stream helpers keep only the
-					// last piece of reasoning_content. The call's own gets
-					// the whole reasoning when the reply ends.
-					if r := reasoning.String() + d.Reasoning; r != "" {
-						td.ExtraContent = domain.ExtraWith(td.ExtraContent, reasoningMember, r)
-					}
-					// So do the reasoning_details so far; those that come
-					// later are only in the stored reply's.
-					if rd := details.json(); rd != nil {
-						td.ExtraContent = domain.ExtraWith(td.ExtraContent, domain.ReasoningDetailsExtra, json.RawMessage(rd))
-					}
-				}
-				d.ToolCalls = append(d.ToolCalls, td)
-			}
-			if d.Content != "" || d.Refusal != "" || d.Reasoning != "" || len(d.ToolCalls) > 0 {
-				if err := ex.addReply(d, c.cfg.MaxResponseBytes); err != nil {
-					return res, err
-				}
-				if res.FirstByte == 0 {
-					res.FirstByte = time.Since(cs.start)
-				}
-				content.WriteString(d.Content)
-				refusal.WriteString(d.Refusal)
-				reasoning.WriteString(d.Reasoning)
-				if err := out.add(d); err != nil {
-					return res, err
-				}
-			}
-			if ch.FinishReason != "" {
-				var ok bool
-				res.FinishReason, ok = openAIFinish(ch.FinishReason)
-				failed = failed || !ok // an error with a finish reason is still an error
-			}
-		}
-		if failed {
-			// An error line (data: {"error": ...}), OpenAI's form, or an
-			// error chunk, OpenRouter's: the upstream's message as
-			// go-openai's APIError carries it (see upstreamMessage).
-			return res, inBandError(raw)
+		s.out.returned++
+		if err := s.chunk(raw); err != nil {
+			return res, err
 		}
 	}
 	if res.FirstByte == 0 {
@@ -706,6 +614,156 @@ func (c *Client) openAIStream(ctx context.Context, ex *exchange, cs *callSpec, c
 		return res, streamEnd(ex, cs.req.Endpoint.APIKey.Reveal())
 	}
 	return res, nil
+}
+
+// openAIStreamState is one streamed OpenAI-wire reply as it comes: the
+// text, refusal and reasoning so far, each with its joiner, which holds a
+// character split between two chunks; the tool calls and reasoning details
+// so far; and the coalescer, which holds deltas for the caller.
+type openAIStreamState struct {
+	ex       *exchange
+	cs       *callSpec
+	res      *domain.LLMResult
+	maxBytes int64
+
+	content, refusal, reasoning strings.Builder
+	text, thought, refused      utf8Joiner
+	calls                       toolCalls
+	details                     reasoningDetails
+	reasoningMember             string // the name the reasoning came by (see withReasoningExtra)
+	out                         coalescer
+}
+
+// chunk reads one data line: the model, the usage, choice 0's piece, and
+// an error in band, which ends the stream.
+func (s *openAIStreamState) chunk(raw []byte) error {
+	var chunk openAIChunk
+	if err := jsonv2.Unmarshal(raw, &chunk, lenient); err != nil {
+		return fmt.Errorf("decode a stream chunk: %w", err)
+	}
+	res := s.res
+	if chunk.Model != "" && chunk.Model != res.Model {
+		res.Model = upstreamModel(chunk.Model, s.cs.req.Endpoint.APIKey.Reveal())
+	}
+	if chunk.Usage != nil {
+		res.Usage = openAIUsage(chunk.Usage.Usage, chunk.Usage.PromptCacheHitTokens)
+	}
+	failed := len(chunk.Error) > 0 && chunk.Error.Kind() != 'n'
+	for i := range chunk.Choices {
+		ch := &chunk.Choices[i]
+		if ch.Index != 0 {
+			continue
+		}
+		if err := s.emit(s.choice(ch)); err != nil {
+			return err
+		}
+		if ch.FinishReason != "" {
+			var ok bool
+			res.FinishReason, ok = openAIFinish(ch.FinishReason)
+			failed = failed || !ok // an error with a finish reason is still an error
+		}
+	}
+	if failed {
+		// An error line (data: {"error": ...}), OpenAI's form, or an
+		// error chunk, OpenRouter's: the upstream's message as go-openai's
+		// APIError carries it (see upstreamMessage).
+		return inBandError(raw)
+	}
+	return nil
+}
+
+// choice is the delta of a choice's piece: its text, refusal and reasoning
+// through their joiners, and its tool call pieces.
+func (s *openAIStreamState) choice(ch *openAIChoice) domain.Delta {
+	d := domain.Delta{Content: s.text.next(string(ch.Delta.Content)), Model: s.res.Model}
+	if ch.Delta.Refusal != "" || s.refused.held != "" {
+		d.Refusal = s.refused.next(string(ch.Delta.Refusal))
+	}
+	if ch.Delta.ReasoningContent == "" && ch.Delta.Reasoning != "" {
+		s.reasoningMember = domain.ReasoningNamedExtra
+	}
+	if r := cmp.Or(ch.Delta.ReasoningContent, ch.Delta.Reasoning); r != "" || s.thought.held != "" {
+		d.Reasoning = s.thought.next(string(r))
+	}
+	s.details.add(ch.Delta.ReasoningDetails)
+	for i := range ch.Delta.ToolCalls {
+		d.ToolCalls = append(d.ToolCalls, s.toolCallPiece(&ch.Delta.ToolCalls[i], d.Reasoning))
+	}
+	return d
+}
+
+// toolCallPiece is the delta of a tool call's piece. The first call's first
+// piece also carries the reasoning so far, with pending, this choice's
+// piece of it not yet written, as an Anthropic stream's thinking does: the
+// openai npm client's stream helpers keep only the last piece of
+// reasoning_content. The call's own gets the whole reasoning when the
+// reply ends (finish). So do the reasoning_details so far; those that come
+// later are only in the stored reply's.
+func (s *openAIStreamState) toolCallPiece(tc *openAIToolCallPiece, pending string) domain.ToolCallDelta {
+	td := s.calls.add(tc.Index, tc.ID, tc.Function.Name, string(tc.Function.Arguments))
+	s.calls.keepExtra(&td, tc.ExtraContent)
+	if td.Index != 0 || td.ID == "" {
+		return td
+	}
+	if r := s.reasoning.String() + pending; r != "" {
+		td.ExtraContent = domain.ExtraWith(td.ExtraContent, s.reasoningMember, r)
+	}
+	if rd := s.details.json(); rd != nil {
+		td.ExtraContent = domain.ExtraWith(td.ExtraContent, domain.ReasoningDetailsExtra, json.RawMessage(rd))
+	}
+	return td
+}
+
+// emit hands d on when it holds anything, counting it toward the reply's
+// bound and noting the first byte.
+func (s *openAIStreamState) emit(d domain.Delta) error {
+	if d.Content == "" && d.Refusal == "" && d.Reasoning == "" && len(d.ToolCalls) == 0 {
+		return nil
+	}
+	if err := s.ex.addReply(d, s.maxBytes); err != nil {
+		return err
+	}
+	if s.res.FirstByte == 0 {
+		s.res.FirstByte = time.Since(s.cs.start)
+	}
+	s.write(d)
+	return s.out.add(d)
+}
+
+// flush hands on what the joiners and tool calls still hold once the
+// stream has ended.
+func (s *openAIStreamState) flush() error {
+	d := domain.Delta{Reasoning: s.thought.flush(), Content: s.text.flush(), Refusal: s.refused.flush(), ToolCalls: s.calls.flush(), Model: s.res.Model}
+	if d.Content == "" && d.Reasoning == "" && d.Refusal == "" && len(d.ToolCalls) == 0 {
+		return nil
+	}
+	s.write(d)
+	return s.out.add(d)
+}
+
+// write adds d's texts to the reply's.
+func (s *openAIStreamState) write(d domain.Delta) {
+	s.content.WriteString(d.Content)
+	s.refusal.WriteString(d.Refusal)
+	s.reasoning.WriteString(d.Reasoning)
+}
+
+// finish sets the result's parts from what came, whatever ended the
+// stream, and lets a delta still held go on before the call ends, unless
+// it was the caller that failed (err, a deltaError): it returns err, or
+// when err is nil, the release's.
+func (s *openAIStreamState) finish(err error) error {
+	r := s.res
+	r.Content, r.Refusal, r.ToolCalls = s.content.String(), s.refusal.String(), s.calls.result()
+	r.Reasoning = s.reasoning.String()
+	withReasoningExtra(r.ToolCalls, s.reasoningMember, r.Reasoning)
+	withReasoningDetails(r.ToolCalls, s.details.json())
+	if de := (*deltaError)(nil); !errors.As(err, &de) {
+		if rerr := s.out.release(false); rerr != nil && err == nil {
+			return rerr
+		}
+	}
+	return err
 }
 
 // dataLines reads an OpenAI-wire stream as go-openai's RecvRaw does, and
@@ -851,35 +909,42 @@ func (c *coalescer) call(d domain.Delta) error {
 // with encoding/json was the largest cost a stream added over a plain
 // proxy.
 type openAIChunk struct {
-	Model   string `json:"model"`
-	Choices []struct {
-		Index int `json:"index"`
-		Delta struct {
-			Content rawText `json:"content"` // see utf8Joiner, as the other texts
-			Refusal rawText `json:"refusal"`
-			// ReasoningContent is the model's thinking (DeepSeek,
-			// llama.cpp, LM Studio, vLLM before 0.11); Reasoning the same
-			// under the name OpenRouter, Ollama and vLLM since give it
-			// (vLLM sent both for a while: one is read).
-			ReasoningContent rawText `json:"reasoning_content"`
-			Reasoning        rawText `json:"reasoning"`
-			// ReasoningDetails are pieces of OpenRouter's structured
-			// reasoning (see reasoningDetails).
-			ReasoningDetails []jsontext.Value `json:"reasoning_details"`
-			ToolCalls        []struct {
-				Index    *int   `json:"index"`
-				ID       string `json:"id"`
-				Function struct {
-					Name      string  `json:"name"`
-					Arguments rawText `json:"arguments"`
-				} `json:"function"`
-				ExtraContent jsontext.Value `json:"extra_content"` // Gemini's thought signature
-			} `json:"tool_calls"`
-		} `json:"delta"`
-		FinishReason string `json:"finish_reason"`
-	} `json:"choices"`
-	Usage *wireUsage     `json:"usage"`
-	Error jsontext.Value `json:"error"`
+	Model   string         `json:"model"`
+	Choices []openAIChoice `json:"choices"`
+	Usage   *wireUsage     `json:"usage"`
+	Error   jsontext.Value `json:"error"`
+}
+
+// openAIChoice is one choice of a chunk: its piece of the reply.
+type openAIChoice struct {
+	Index int `json:"index"`
+	Delta struct {
+		Content rawText `json:"content"` // see utf8Joiner, as the other texts
+		Refusal rawText `json:"refusal"`
+		// ReasoningContent is the model's thinking (DeepSeek, llama.cpp,
+		// LM Studio, vLLM before 0.11); Reasoning the same under the name
+		// OpenRouter, Ollama and vLLM since give it (vLLM sent both for a
+		// while: one is read).
+		ReasoningContent rawText `json:"reasoning_content"`
+		Reasoning        rawText `json:"reasoning"`
+		// ReasoningDetails are pieces of OpenRouter's structured
+		// reasoning (see reasoningDetails).
+		ReasoningDetails []jsontext.Value      `json:"reasoning_details"`
+		ToolCalls        []openAIToolCallPiece `json:"tool_calls"`
+	} `json:"delta"`
+	FinishReason string `json:"finish_reason"`
+}
+
+// openAIToolCallPiece is a piece of a tool call in a chunk: the first
+// carries its id and name, the others more of its arguments.
+type openAIToolCallPiece struct {
+	Index    *int   `json:"index"`
+	ID       string `json:"id"`
+	Function struct {
+		Name      string  `json:"name"`
+		Arguments rawText `json:"arguments"`
+	} `json:"function"`
+	ExtraContent jsontext.Value `json:"extra_content"` // Gemini's thought signature
 }
 
 // wireUsage is an OpenAI-wire reply's usage, with DeepSeek's count of
