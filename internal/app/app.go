@@ -410,6 +410,48 @@ const defaultCacheTTL = 2 * time.Second
 // New wires the app over an open, migrated store, and bootstraps the admin.
 func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	log := logger(cfg)
+	kr, err := openKeyring(ctx, cfg, st, log)
+	if err != nil {
+		return nil, err
+	}
+	var authz domain.Authorizer = cfg.Authorizer
+	if authz == nil {
+		if authz, err = policy.New(); err != nil {
+			return nil, err
+		}
+	}
+	limiter := cfg.limiter
+	if limiter == nil {
+		l, closeLimiter, err := ratelimit.Open(cfg.RedisURL, log)
+		if err != nil {
+			return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
+		}
+		limiter = &openLimiter{l, closeLimiter}
+	}
+	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
+	m := newMetrics(st, usage, limiter.Limiter)
+	svcs := domain.NewServices(domain.Deps{
+		Store: storecache.New(st, cmp.Or(cfg.CacheTTL, defaultCacheTTL)), Authz: authz, Sealer: kr, LLM: llm.New(llmConfig(cfg, m, log)),
+		Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
+		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
+		RequestTimeout: cfg.RequestTimeout, UsageRetention: cfg.Retention.Usage, Logger: log, Now: cfg.Now,
+	})
+	usage.ReportWrites(svcs.Completions.NoteUsageWrite)
+	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: limiter.close, metrics: m, stopSweeps: func() {}}
+	if a.InitialAdminKey, err = bootstrapAdmin(ctx, cfg, st, svcs, log); err != nil {
+		usage.Close()
+		_ = limiter.close()
+		return nil, err
+	}
+	a.mount()
+	return a, nil
+}
+
+// openKeyring returns the keyring of the master keys cfg gives (or the
+// key file), warning of what an operator must put right: a database or
+// key file others may read, provider keys sealed under a master key this
+// server does not hold, keys an earlier Parley sealed unbound.
+func openKeyring(ctx context.Context, cfg Config, st *store.Store, log *slog.Logger) (*secret.Keyring, error) {
 	// Parley makes its files 0600, but one an older Parley made, a
 	// restore or a copy may be anyone's to read on this machine.
 	if path := st.SQLitePath(); path != "" {
@@ -436,78 +478,80 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 		// copy such a key into another provider's row and spend it there.
 		log.Warn("provider keys sealed by an earlier Parley are not bound to their provider: run 'parley admin rotate-key' to bind them", "count", unbound)
 	}
-	var authz domain.Authorizer = cfg.Authorizer
-	if authz == nil {
-		if authz, err = policy.New(); err != nil {
-			return nil, err
-		}
-	}
-	llmCfg := cfg.LLM
-	llmCfg.AllowPrivate = cfg.AllowPrivateUpstreams
-	limiter := cfg.limiter
-	if limiter == nil {
-		l, closeLimiter, err := ratelimit.Open(cfg.RedisURL, log)
-		if err != nil {
-			return nil, fmt.Errorf("PARLEY_REDIS_URL: %w", err)
-		}
-		limiter = &openLimiter{l, closeLimiter}
-	}
-	closeLimiter := limiter.close
-	usage := domain.NewUsageBatcher(st, log, 500, 200*time.Millisecond)
+	return kr, nil
+}
+
+// newMetrics returns the server's metrics, counting the usage records
+// waiting and dropped, the database pool, and the limiter's calls that
+// failed open.
+func newMetrics(st *store.Store, usage *domain.UsageBatcher, limiter domain.Limiter) *metrics.Metrics {
 	m := metrics.New()
 	m.CountUsageDropped(usage.Dropped)
 	m.CountUsageWaiting(usage.Waiting)
 	// Redis's limiter counts its calls that failed open; limits kept in
 	// memory cannot fail.
 	failedOpen := func() int64 { return 0 }
-	if r, ok := limiter.Limiter.(interface{ FailedOpen() int64 }); ok {
+	if r, ok := limiter.(interface{ FailedOpen() int64 }); ok {
 		failedOpen = r.FailedOpen
 	}
 	m.CountLimiterFailedOpen(failedOpen)
 	if db, err := st.DB().DB(); err == nil {
 		m.CountDatabase(db)
 	}
-	llmCfg.OnRetry = func(ctx context.Context, r llm.Retry) {
+	return m
+}
+
+// llmConfig is cfg's upstream settings, with the hooks that count and log
+// retries and name each call's request ids on its log lines.
+func llmConfig(cfg Config, m *metrics.Metrics, log *slog.Logger) llm.Config {
+	c := cfg.LLM
+	c.AllowPrivate = cfg.AllowPrivateUpstreams
+	c.OnRetry = func(ctx context.Context, r llm.Retry) {
 		m.UpstreamRetried(string(r.ProviderType), r.Reason)
 		log.WarnContext(ctx, "upstream retried", "provider_type", string(r.ProviderType), "reason", r.Reason, "status", r.Status,
 			"attempt", r.Attempt, "wait_ms", r.Wait.Milliseconds())
 	}
-	llmCfg.RequestID = requestid.From
-	llmCfg.OnUpstreamID = func(ctx context.Context, id string) {
+	c.RequestID = requestid.From
+	c.OnUpstreamID = func(ctx context.Context, id string) {
 		if id == "" {
 			requestid.Forget(ctx, "upstream_request_id")
 			return
 		}
 		requestid.Annotate(ctx, slog.String("upstream_request_id", requestid.Capped(id, 128)))
 	}
-	svcs := domain.NewServices(domain.Deps{
-		Store: storecache.New(st, cmp.Or(cfg.CacheTTL, defaultCacheTTL)), Authz: authz, Sealer: kr, LLM: llm.New(llmCfg), Usage: logRecorder{m.Recorder(usage)}, Limiter: m.Limiter(limiter.Limiter),
-		AllowPrivateUpstreams: cfg.AllowPrivateUpstreams, MaxStreamDuration: cfg.MaxStreamDuration,
-		RequestTimeout: cfg.RequestTimeout, UsageRetention: cfg.Retention.Usage, Logger: log, Now: cfg.Now,
-	})
-	usage.ReportWrites(svcs.Completions.NoteUsageWrite)
-	a := &App{Store: st, Services: svcs, cfg: cfg, log: log, usage: usage, closeLimiter: closeLimiter, metrics: m, stopSweeps: func() {}}
-	if cfg.BootstrapAdminKey != "" {
-		// A key the database does not hold, in one that has users, makes a
-		// new admin beside those: an operator who changed the variable to
-		// replace a leaked key must be told the old one still works.
-		_, held := svcs.Users.Authenticate(ctx, cfg.BootstrapAdminKey)
-		users, _ := st.CountUsers(ctx)
-		if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
-			usage.Close()
-			_ = closeLimiter()
-			return nil, fmt.Errorf("PARLEY_BOOTSTRAP_ADMIN_KEY: %s", domain.MessageOf(err))
-		}
-		if held != nil && users > 0 {
-			log.Warn("PARLEY_BOOTSTRAP_ADMIN_KEY is a key this database did not hold, so a new admin user holds it beside the users there; " +
-				"a bootstrap key set before still works: revoke it (GET /api/v1/users, then DELETE /api/v1/users/{userId}/api-keys/{keyId}) if this one replaces it")
-		}
-	} else if a.InitialAdminKey, err = svcs.Users.BootstrapIfEmpty(ctx); err != nil {
-		usage.Close()
-		_ = closeLimiter()
-		return nil, fmt.Errorf("bootstrap admin: %w", err)
-	}
+	return c
+}
 
+// bootstrapAdmin makes sure of PARLEY_BOOTSTRAP_ADMIN_KEY's admin, or on an
+// empty database creates the first admin, whose key it returns to be
+// printed once.
+func bootstrapAdmin(ctx context.Context, cfg Config, st *store.Store, svcs *domain.Services, log *slog.Logger) (string, error) {
+	if cfg.BootstrapAdminKey == "" {
+		key, err := svcs.Users.BootstrapIfEmpty(ctx)
+		if err != nil {
+			return "", fmt.Errorf("bootstrap admin: %w", err)
+		}
+		return key, nil
+	}
+	// A key the database does not hold, in one that has users, makes a
+	// new admin beside those: an operator who changed the variable to
+	// replace a leaked key must be told the old one still works.
+	_, held := svcs.Users.Authenticate(ctx, cfg.BootstrapAdminKey)
+	users, _ := st.CountUsers(ctx)
+	if err := svcs.Users.EnsureAdminKey(ctx, cfg.BootstrapAdminKey); err != nil {
+		return "", fmt.Errorf("PARLEY_BOOTSTRAP_ADMIN_KEY: %s", domain.MessageOf(err))
+	}
+	if held != nil && users > 0 {
+		log.Warn("PARLEY_BOOTSTRAP_ADMIN_KEY is a key this database did not hold, so a new admin user holds it beside the users there; " +
+			"a bootstrap key set before still works: revoke it (GET /api/v1/users, then DELETE /api/v1/users/{userId}/api-keys/{keyId}) if this one replaces it")
+	}
+	return "", nil
+}
+
+// mount makes a's handler: the REST API, /metrics, and MCP over
+// streamable HTTP (/mcp) and HTTP+SSE (/sse, /message).
+func (a *App) mount() {
+	cfg, svcs, st, m, log := a.cfg, a.Services, a.Store, a.metrics, a.log
 	api := rest.New(svcs, rest.Config{
 		MaxBodyBytes: cfg.MaxBodyBytes, KeepAlive: cfg.KeepAlive, RequestTimeout: cfg.RequestTimeout,
 		Ready: func(ctx context.Context) error {
@@ -530,7 +574,6 @@ func New(ctx context.Context, cfg Config, st *store.Store) (*App, error) {
 	api.Handle("/sse", a.mcpSSE.Stream)
 	api.Handle("/message", a.mcpSSE.Message)
 	a.handler = api
-	return a, nil
 }
 
 // StartSweeps runs the retention sweeps the configuration asks for in the
