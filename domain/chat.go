@@ -126,9 +126,10 @@ func (s *Chats) get(ctx context.Context, id string, perm Permission) (*Chat, err
 	return c, nil
 }
 
-// Get returns a chat the caller can see.
+// Get returns a chat the caller can see, as the database has it (see
+// WithFreshReads).
 func (s *Chats) Get(ctx context.Context, id string) (*Chat, error) {
-	return s.get(ctx, id, PermGetChat)
+	return s.get(WithFreshReads(ctx), id, PermGetChat)
 }
 
 // List returns chats of the projects the caller can see.

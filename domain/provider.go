@@ -558,7 +558,7 @@ var (
 
 // Get returns a provider the caller can see (never its key).
 func (s *Providers) Get(ctx context.Context, id string) (*AIProvider, error) {
-	p, err := lookup(ctx, PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
+	p, err := lookup(WithFreshReads(ctx), PrefixProvider, "AI provider", id, s.deps.Store.GetProvider)
 	if err != nil {
 		return nil, err
 	}

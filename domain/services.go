@@ -35,6 +35,24 @@ type Store interface {
 	UsageStore
 }
 
+// freshKey marks a context whose reads want the database's row (see
+// WithFreshReads).
+type freshKey struct{}
+
+// WithFreshReads returns ctx marked so that a Store that caches rows (an
+// instance's storecache) reads the chat or provider from the database:
+// what a client GETs after its own write, which another instance may have
+// made, must show it. Completions' and access checks' reads stay cached.
+func WithFreshReads(ctx context.Context) context.Context {
+	return context.WithValue(ctx, freshKey{}, true)
+}
+
+// FreshReads reports whether ctx was marked by WithFreshReads.
+func FreshReads(ctx context.Context) bool {
+	fresh, _ := ctx.Value(freshKey{}).(bool)
+	return fresh
+}
+
 // The server's defaults, for every package that falls back to one when it
 // is given none (0) and for the environment variables that set them
 // (cmd/parley).

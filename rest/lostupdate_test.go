@@ -121,3 +121,30 @@ func TestConcurrentPatchesOfDifferentFields(t *testing.T) {
 		}
 	})
 }
+
+// TestGetShowsAnotherInstancesWrite: a client that changes a chat or a
+// provider through one instance and reads it back through another, as a
+// load balancer sends them, reads its change (and a deleted chat is gone),
+// though the other instance's completions may use its cached copy for up
+// to its TTL.
+func TestGetShowsAnotherInstancesWrite(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		a, b := newHarness(t, st, nil), newHarness(t, st, nil)
+		w := a.world()
+		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
+		b.must(200, "GET", prov, b.admin, nil) // b caches them
+		b.must(200, "GET", chat, b.admin, nil)
+		a.must(200, "PATCH", prov, a.admin, map[string]any{"defaultModel": "changed-model"})
+		a.must(200, "PATCH", chat, a.admin, map[string]any{"name": "renamed"})
+		if got := b.must(200, "GET", prov, b.admin, nil)["defaultModel"]; got != "changed-model" {
+			t.Errorf("GET through b right after a's PATCH: defaultModel %v; want changed-model", got)
+		}
+		if got := b.must(200, "GET", chat, b.admin, nil)["name"]; got != "renamed" {
+			t.Errorf("GET through b right after a's PATCH: name %v; want renamed", got)
+		}
+		a.must(200, "DELETE", chat, a.admin, nil)
+		if r := b.call("GET", chat, b.admin, nil); r.Status != 404 {
+			t.Errorf("GET through b right after a's DELETE = %d %s; want 404", r.Status, r.Body)
+		}
+	})
+}

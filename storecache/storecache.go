@@ -42,7 +42,7 @@ func New(s domain.Store, ttl time.Duration) *Store {
 
 // GetAPIKeyByHash returns the cached key; misses are not cached.
 func (s *Store) GetAPIKeyByHash(ctx context.Context, hash []byte) (*domain.APIKey, *domain.User, error) {
-	e, tk, ok := s.keys.get(string(hash), s.ttl)
+	e, tk, ok := s.keys.get(string(hash), s.ttl, false)
 	if ok {
 		return &e.key, &e.user, nil
 	}
@@ -64,7 +64,7 @@ func (s *Store) RevokeAPIKey(ctx context.Context, userID, keyID string, at time.
 // new member is seen at once.
 func (s *Store) GetMember(ctx context.Context, projectID, userID string) (*domain.Member, error) {
 	id := memberID{projectID, userID}
-	m, tk, ok := s.members.get(id, s.ttl)
+	m, tk, ok := s.members.get(id, s.ttl, false)
 	if ok {
 		return &m, nil
 	}
@@ -101,10 +101,10 @@ func (s *Store) DeleteProject(ctx context.Context, id string) error {
 	return s.Store.DeleteProject(ctx, id)
 }
 
-// GetChat returns the cached chat, read within the TTL; NotFound is not
-// cached.
+// GetChat returns the cached chat, read within the TTL, unless ctx asks
+// for fresh reads (domain.WithFreshReads); NotFound is not cached.
 func (s *Store) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
-	c, tk, ok := s.chats.get(id, s.ttl)
+	c, tk, ok := s.chats.get(id, s.ttl, domain.FreshReads(ctx))
 	if ok {
 		return &c, nil
 	}
@@ -126,10 +126,10 @@ func (s *Store) DeleteChat(ctx context.Context, id string) error {
 	return s.Store.DeleteChat(ctx, id)
 }
 
-// GetProvider returns the cached provider, read within the TTL; NotFound
-// is not cached.
+// GetProvider returns the cached provider, read within the TTL, unless
+// ctx asks for fresh reads (domain.WithFreshReads); NotFound is not cached.
 func (s *Store) GetProvider(ctx context.Context, id string) (*domain.AIProvider, error) {
-	p, tk, ok := s.providers.get(id, s.ttl)
+	p, tk, ok := s.providers.get(id, s.ttl, domain.FreshReads(ctx))
 	if ok {
 		return &p, nil
 	}
@@ -180,14 +180,15 @@ type ticket struct {
 	at  time.Time
 }
 
-// get returns a fresh entry, or on a miss what to hand to put.
-func (t *ttlMap[K, V]) get(k K, ttl time.Duration) (V, ticket, bool) {
+// get returns an entry within its TTL, or on a miss (and always when the
+// caller wants the database's row: refresh) what to hand to put.
+func (t *ttlMap[K, V]) get(k K, ttl time.Duration, refresh bool) (V, ticket, bool) {
 	now := time.Now()
 	t.mu.RLock()
 	e, ok := t.m[k]
 	gen := t.gen
 	t.mu.RUnlock()
-	if !ok || now.Sub(e.at) > ttl {
+	if refresh || !ok || now.Sub(e.at) > ttl {
 		var zero V
 		return zero, ticket{gen: gen, at: now}, false
 	}
