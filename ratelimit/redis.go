@@ -584,8 +584,8 @@ func (r *Redis) unhold(id string) (inRedis bool) {
 }
 
 // refresh renews every held slot each lease/3, in one pipeline, and frees
-// the orphaned slots then and whenever it is woken (a release, Redis
-// answering again); it returns once no slot is held and no orphan is left
+// the orphaned slots then, whenever it is woken (a release, Redis
+// answering again) and, while some are left, at the breaker's pace; it returns once no slot is held and no orphan is left
 // (or the client was closed). An orphan left for the next Acquire of its
 // key alone stayed taken on every other instance until its lease ran out,
 // refusing their streams for up to a lease after Redis came back.
@@ -617,8 +617,18 @@ func (r *Redis) refresh() {
 			renew = false
 			continue // nothing may be left to do: look again, and end if so
 		}
+		// Orphans Redis did not take (it is down, or the breaker skipped
+		// the call): try again at the breaker's pace, not a lease/3 later,
+		// so that they are freed soon after Redis answers even if this
+		// instance makes no other call to Redis meanwhile.
+		var retry <-chan time.Time
+		if len(orphans) > 0 {
+			retry = time.After(breakerMax)
+		}
 		select {
 		case <-r.wake:
+			renew = false
+		case <-retry:
 			renew = false
 		case <-tick.C:
 			renew = true

@@ -245,3 +245,36 @@ func TestRedisFreesOrphansWhenItIsBack(t *testing.T) {
 	release()
 	waitFor(t, 5*time.Second, "the refresher to end", func() bool { return r.refreshersRunning() == 0 })
 }
+
+// TestRedisFreesOrphansWhenItIsBackIdle is TestRedisFreesOrphansWhenItIsBack
+// where the instance that orphaned the slot makes no other call to Redis:
+// its refresher tries again at the breaker's pace, so the slot is freed
+// within seconds of Redis answering, not at its next tick (a lease/3, 20 s
+// by default), the other instances refusing the key's streams meanwhile.
+func TestRedisFreesOrphansWhenItIsBackIdle(t *testing.T) {
+	c := testRedis(t)
+	p := tcpproxy.Start(t, c.Options().Addr)
+	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeFn()
+	r := l.(*Redis)
+	r.prefix = testPrefix(t, c)
+	other := newTestRedis(t, c, r.prefix, nil)
+	const key = "prj_1/key_a"
+	release, err := acquire(bg, r, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Down()
+	release()
+	time.Sleep(time.Second)
+	p.Up()
+	waitFor(t, 5*time.Second, "the orphaned slot to be freed with no other call", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 0 })
+	release, err = acquire(bg, other, key, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release()
+}
