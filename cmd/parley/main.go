@@ -163,6 +163,9 @@ func run(ctx, forceStop context.Context, args []string, stdin io.Reader, stdout,
 	if cmd == "--version" || cmd == "-version" {
 		cmd = "version" // as most commands take it
 	}
+	if cmd == "help" && len(args) == 1 && !isHelp(args[0]) {
+		cmd, args = args[0], []string{"--help"} // parley help admin is parley admin --help
+	}
 	switch cmd {
 	case "serve", "version":
 		if len(args) > 0 {
