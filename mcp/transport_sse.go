@@ -41,6 +41,9 @@ type SSE struct {
 	KeepAlive time.Duration
 
 	srv      *server.SSEServer
+	sseH     http.Handler // mcp-go's event stream handler
+	msgH     http.Handler // mcp-go's message handler
+	streams  sync.Map     // session id → *sseStream
 	pending  pendingResponses
 	sessions sessionCount
 }
@@ -92,30 +95,42 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 	if x.sessions.max <= 0 {
 		x.sessions.max = DefaultSSESessionsPerUser
 	}
-	var streams sync.Map // session id → *sseStream
 	x.srv = server.NewSSEServer(srv,
 		server.WithStaticBasePath(basePath),
 		server.WithSSEDisableLocalhostProtection(true), // see StreamableHTTPHandler
 		server.WithSSEMaxRequestBodyBytes(0),           // guard bounds the body: see StreamableHTTPHandler
 		server.WithSSEContextFunc(principalContext),
-		server.WithSessionIDGenerator(func(ctx context.Context, r *http.Request) (string, error) {
-			b := make([]byte, 16)
-			if _, err := rand.Read(b); err != nil {
-				return "", err
-			}
-			id := hex.EncodeToString(b)
-			p, _ := domain.PrincipalFrom(ctx)
-			st := &sseStream{owner: p.UserID, progress: progressLogFrom(ctx)}
-			st.ended, st.end = context.WithCancelCause(context.Background())
-			streams.Store(id, st)
-			if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
-				*slot = id
-			}
-			return id, nil
-		}),
+		server.WithSessionIDGenerator(x.newSession),
 	)
-	sseH, msgH := x.srv.SSEHandler(), x.srv.MessageHandler()
-	x.Stream = guard(auth, logger, lim, http.MethodGet, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	x.sseH, x.msgH = x.srv.SSEHandler(), x.srv.MessageHandler()
+	x.Stream = guard(auth, logger, lim, http.MethodGet, x.serveStream(auth))
+	x.Message = guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(x.serveMessage))
+	return x
+}
+
+// newSession is mcp-go's session id generator: a random id, and the
+// session's stream, kept for its messages; the id goes to the stream's
+// handler through the context (sessionSlot).
+func (x *SSE) newSession(ctx context.Context, r *http.Request) (string, error) {
+	b := make([]byte, 16)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(b)
+	p, _ := domain.PrincipalFrom(ctx)
+	st := &sseStream{owner: p.UserID, progress: progressLogFrom(ctx)}
+	st.ended, st.end = context.WithCancelCause(context.Background())
+	x.streams.Store(id, st)
+	if slot, ok := ctx.Value(sessionSlot{}).(*string); ok {
+		*slot = id
+	}
+	return id, nil
+}
+
+// serveStream serves a session's event stream (GET), under the user's cap
+// on sessions, for as long as the client keeps it and its key stays valid.
+func (x *SSE) serveStream(auth Authenticator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		p, _ := domain.PrincipalFrom(r.Context())
 		if !x.sessions.open(p.UserID) {
 			// A session ends only when its client closes it: the wait
@@ -138,7 +153,7 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 			if id == "" {
 				return
 			}
-			if st, ok := streams.LoadAndDelete(id); ok {
+			if st, ok := x.streams.LoadAndDelete(id); ok {
 				st.(*sseStream).end(streamEndCause(live))
 			}
 			x.pending.forget(id)
@@ -149,74 +164,77 @@ func NewSSE(srv *server.MCPServer, auth Authenticator, lim Limits, basePath stri
 		rw := &responseWatcher{ResponseWriter: cw, rc: http.NewResponseController(cw), session: &id, pending: &x.pending, progress: progress}
 		defer rw.keepAlive(x.keepAlive())()
 		ctx := withProgressLog(context.WithValue(live, sessionSlot{}, &id), progress)
-		serveUntilShutdown(sseH, rw, r.WithContext(ctx))
-	}))
-	x.Message = guard(auth, logger, lim, http.MethodPost, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		p, _ := domain.PrincipalFrom(r.Context())
-		session := r.URL.Query().Get("sessionId")
-		if session == "" {
-			refuse(w, domain.Invalid, "sessionId is required: post to the endpoint the SSE stream's first event names")
+		serveUntilShutdown(x.sseH, rw, r.WithContext(ctx))
+	})
+}
+
+// serveMessage serves a message (POST) to one of the user's sessions: a
+// call runs on the session's stream, answered there, within the session's
+// bound on calls awaiting their responses.
+func (x *SSE) serveMessage(w http.ResponseWriter, r *http.Request) {
+	p, _ := domain.PrincipalFrom(r.Context())
+	session := r.URL.Query().Get("sessionId")
+	if session == "" {
+		refuse(w, domain.Invalid, "sessionId is required: post to the endpoint the SSE stream's first event names")
+		return
+	}
+	// Another user's session answers as one that does not exist, so that
+	// the answer does not tell that it is open.
+	st, ok := x.streams.Load(session)
+	if !ok || st.(*sseStream).owner != p.UserID {
+		refuse(w, domain.NotFound, "no such SSE session; open one with GET on the SSE endpoint")
+		return
+	}
+	// mcp-go runs the call on a context the request's end does not
+	// cancel; the stream's end will. The call's progress notifications are
+	// written to the stream. A call cancelled before mcp-go starts it does
+	// not run (skipCancelled).
+	ctx := withSessionRequests(withStreamEnd(r.Context(), st.(*sseStream).ended), &x.pending, session)
+	r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
+	body, _ := io.ReadAll(r.Body) // guard buffered it
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	// mcp-go decodes the body's first JSON value and ignores what follows,
+	// where Parley reads it whole (readJSONRPC): a message with bytes
+	// after it would run unseen by Parley's checks and bookkeeping. It is
+	// not JSON, as streamable HTTP answers.
+	if !json.Valid(body) {
+		writeJSONRPCError(w, mcpgo.PARSE_ERROR, "the body is not one JSON value: send one JSON-RPC message, with nothing after it")
+		return
+	}
+	m, ok := readJSONRPC(body)
+	if why := invalidMessage(body, m); why != "" {
+		writeInvalidMessage(w, why)
+		return
+	}
+	if !ok || m.Method == "" { // a notification or a response: no result will follow
+		// Parley ends the call itself (pendingResponses), which also drops
+		// mcp-go's response to it (see cancel.go), and mcp-go does not see
+		// the notification.
+		if id, ok := cancelledRequest(body); ok {
+			x.pending.cancel(session, id)
+			w.WriteHeader(http.StatusAccepted)
 			return
 		}
-		// Another user's session answers as one that does not exist, so
-		// that the answer does not tell that it is open.
-		st, ok := streams.Load(session)
-		if !ok || st.(*sseStream).owner != p.UserID {
-			refuse(w, domain.NotFound, "no such SSE session; open one with GET on the SSE endpoint")
-			return
-		}
-		// mcp-go runs the call on a context the request's end does not
-		// cancel; the stream's end will. The call's progress
-		// notifications are written to the stream. A call cancelled
-		// before mcp-go starts it does not run (skipCancelled).
-		ctx := withSessionRequests(withStreamEnd(r.Context(), st.(*sseStream).ended), &x.pending, session)
-		r = r.WithContext(withProgressLog(ctx, st.(*sseStream).progress))
-		body, _ := io.ReadAll(r.Body) // guard buffered it
-		r.Body = io.NopCloser(bytes.NewReader(body))
-		// mcp-go decodes the body's first JSON value and ignores what
-		// follows, where Parley reads it whole (readJSONRPC): a message
-		// with bytes after it would run unseen by Parley's checks and
-		// bookkeeping. It is not JSON, as streamable HTTP answers.
-		if !json.Valid(body) {
-			writeJSONRPCError(w, mcpgo.PARSE_ERROR, "the body is not one JSON value: send one JSON-RPC message, with nothing after it")
-			return
-		}
-		m, ok := readJSONRPC(body)
-		if why := invalidMessage(body, m); why != "" {
-			writeInvalidMessage(w, why)
-			return
-		}
-		if !ok || m.Method == "" { // a notification or a response: no result will follow
-			// Parley ends the call itself (pendingResponses), which also
-			// drops mcp-go's response to it (see cancel.go), and mcp-go
-			// does not see the notification.
-			if id, ok := cancelledRequest(body); ok {
-				x.pending.cancel(session, id)
-				w.WriteHeader(http.StatusAccepted)
-				return
-			}
-			msgH.ServeHTTP(w, r)
-			return
-		}
-		// Counted before mcp-go queues the call, whose response may be
-		// written before ServeHTTP returns; uncounted if it was refused.
-		id := idKey(m.ID)
-		if !x.pending.tryAdd(session, id, sseCallsPerSession) {
-			// Each POST is answered 202 at once and its call runs on: without
-			// a bound one session held thousands of upstream calls, and the
-			// server's file descriptors, under the sessions' cap.
-			w.Header().Set("Retry-After", "1")
-			refuse(w, domain.RateLimited, fmt.Sprintf("this HTTP+SSE session has %d requests awaiting their responses, the most one session may; "+
-				"wait for one to be answered, or open another session", sseCallsPerSession))
-			return
-		}
-		rec := &statusRecorder{ResponseWriter: w}
-		msgH.ServeHTTP(rec, r)
-		if rec.status != http.StatusAccepted {
-			x.pending.remove(session, id)
-		}
-	}))
-	return x
+		x.msgH.ServeHTTP(w, r)
+		return
+	}
+	// Counted before mcp-go queues the call, whose response may be written
+	// before ServeHTTP returns; uncounted if it was refused.
+	id := idKey(m.ID)
+	if !x.pending.tryAdd(session, id, sseCallsPerSession) {
+		// Each POST is answered 202 at once and its call runs on: without a
+		// bound one session held thousands of upstream calls, and the
+		// server's file descriptors, under the sessions' cap.
+		w.Header().Set("Retry-After", "1")
+		refuse(w, domain.RateLimited, fmt.Sprintf("this HTTP+SSE session has %d requests awaiting their responses, the most one session may; "+
+			"wait for one to be answered, or open another session", sseCallsPerSession))
+		return
+	}
+	rec := &statusRecorder{ResponseWriter: w}
+	x.msgH.ServeHTTP(rec, r)
+	if rec.status != http.StatusAccepted {
+		x.pending.remove(session, id)
+	}
 }
 
 // Close waits until every call sent to an open session has its response
