@@ -562,84 +562,102 @@ func (s *Store) Migrate(ctx context.Context, command string, w io.Writer) error 
 	}
 	switch command {
 	case "up":
-		var results []*goose.MigrationResult
-		err := retryLocked(ctx, w, func() error {
-			done, err := p.Up(ctx)
-			if pe := (*goose.PartialError)(nil); errors.As(err, &pe) {
-				done = pe.Applied // those applied before the one that failed
-			}
-			for _, r := range done {
-				fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
-			}
-			results = append(results, done...)
-			return err
-		})
-		if err != nil {
-			return migrateErr("up", err)
-		}
-		if len(results) == 0 {
-			v, err := p.GetDBVersion(ctx)
-			if err != nil {
-				return fmt.Errorf("store: migrate up: %w", err)
-			}
-			fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
-		}
+		return migrateUp(ctx, p, w)
 	case "down":
-		var r *goose.MigrationResult
-		err := retryLocked(ctx, w, func() (err error) {
-			r, err = p.Down(ctx)
-			return err
-		})
-		if errors.Is(err, goose.ErrNoNextVersion) {
-			fmt.Fprintln(w, "nothing to roll back: no migration is applied")
-			return nil
-		}
-		if errors.Is(err, goose.ErrVersionNotFound) {
-			// goose says only "version not found": the last one applied
-			// is not among this binary's.
-			if v, verr := p.GetDBVersion(ctx); verr == nil && newerSchema(p, v) != "" {
-				return fmt.Errorf("store: migrate down: the schema is at version %d%s, and this parley has no migration to roll that back; "+
-					"run migrate down with the parley that applied it", v, newerSchema(p, v))
-			}
-		}
-		if err != nil {
-			return migrateErr("down", err)
-		}
-		fmt.Fprintf(w, "rolled back %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+		return migrateDown(ctx, p, w)
 	case "status":
-		width := 0
-		for _, src := range p.ListSources() {
-			width = max(width, len(src.Path))
+		return s.migrateStatus(ctx, p, w)
+	}
+	return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
+}
+
+// migrateUp applies the pending migrations, naming each on w, or says
+// there is none.
+func migrateUp(ctx context.Context, p *goose.Provider, w io.Writer) error {
+	var results []*goose.MigrationResult
+	err := retryLocked(ctx, w, func() error {
+		done, err := p.Up(ctx)
+		if pe := (*goose.PartialError)(nil); errors.As(err, &pe) {
+			done = pe.Applied // those applied before the one that failed
 		}
-		if !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
-			// Nothing applied yet: goose's Status would create its table
-			// to say so, and status changes nothing (a database named by
-			// mistake keeps no trace; a read-only role may run it).
-			for _, src := range p.ListSources() {
-				fmt.Fprintf(w, "%-*s pending\n", width, src.Path)
-			}
-			return nil
+		for _, r := range done {
+			fmt.Fprintf(w, "applied %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
 		}
-		st, err := p.Status(ctx)
-		if err != nil {
-			return fmt.Errorf("store: migrate status: %w", err)
-		}
-		for _, m := range st {
-			at := "pending"
-			if m.State == goose.StateApplied {
-				at = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
-			}
-			fmt.Fprintf(w, "%-*s %s\n", width, m.Source.Path, at)
-		}
+		results = append(results, done...)
+		return err
+	})
+	if err != nil {
+		return migrateErr("up", err)
+	}
+	if len(results) == 0 {
 		v, err := p.GetDBVersion(ctx)
 		if err != nil {
-			return fmt.Errorf("store: migrate status: %w", err)
+			return fmt.Errorf("store: migrate up: %w", err)
 		}
-		if newer := newerSchema(p, v); newer != "" {
-			fmt.Fprintf(w, "the schema is at version %d%s\n", v, newer)
+		fmt.Fprintf(w, "no pending migrations; the schema is at version %d%s\n", v, newerSchema(p, v))
+	}
+	return nil
+}
+
+// migrateDown rolls back the last migration applied.
+func migrateDown(ctx context.Context, p *goose.Provider, w io.Writer) error {
+	var r *goose.MigrationResult
+	err := retryLocked(ctx, w, func() (err error) {
+		r, err = p.Down(ctx)
+		return err
+	})
+	if errors.Is(err, goose.ErrNoNextVersion) {
+		fmt.Fprintln(w, "nothing to roll back: no migration is applied")
+		return nil
+	}
+	if errors.Is(err, goose.ErrVersionNotFound) {
+		// goose says only "version not found": the last one applied is
+		// not among this binary's.
+		if v, verr := p.GetDBVersion(ctx); verr == nil && newerSchema(p, v) != "" {
+			return fmt.Errorf("store: migrate down: the schema is at version %d%s, and this parley has no migration to roll that back; "+
+				"run migrate down with the parley that applied it", v, newerSchema(p, v))
 		}
-	default:
-		return domain.Errorf(domain.Invalid, "unknown migrate command %q; use up, down or status", command)
+	}
+	if err != nil {
+		return migrateErr("down", err)
+	}
+	fmt.Fprintf(w, "rolled back %s (%s)\n", r.Source.Path, r.Duration.Round(time.Millisecond))
+	return nil
+}
+
+// migrateStatus writes each migration, applied (when) or pending, and a
+// schema a newer Parley migrated; it changes nothing.
+func (s *Store) migrateStatus(ctx context.Context, p *goose.Provider, w io.Writer) error {
+	width := 0
+	for _, src := range p.ListSources() {
+		width = max(width, len(src.Path))
+	}
+	if !s.db.WithContext(ctx).Migrator().HasTable(goose.DefaultTablename) {
+		// Nothing applied yet: goose's Status would create its table to
+		// say so, and status changes nothing (a database named by mistake
+		// keeps no trace; a read-only role may run it).
+		for _, src := range p.ListSources() {
+			fmt.Fprintf(w, "%-*s pending\n", width, src.Path)
+		}
+		return nil
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate status: %w", err)
+	}
+	for _, m := range st {
+		at := "pending"
+		if m.State == goose.StateApplied {
+			at = "applied " + m.AppliedAt.UTC().Format(time.RFC3339)
+		}
+		fmt.Fprintf(w, "%-*s %s\n", width, m.Source.Path, at)
+	}
+	v, err := p.GetDBVersion(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate status: %w", err)
+	}
+	if newer := newerSchema(p, v); newer != "" {
+		fmt.Fprintf(w, "the schema is at version %d%s\n", v, newer)
 	}
 	return nil
 }
