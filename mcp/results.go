@@ -15,7 +15,7 @@ import (
 type pageArgs struct {
 	Limit  *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Page size, 1 to 100; default 20."`
 	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same other arguments (a cursor of another list is refused); omit for the first page."`
-	Order  string `json:"order,omitempty" enum:",asc,desc" desc:"asc (the default): oldest first; desc: newest first. A cursor keeps the order of the page it came from."`
+	Order  string `json:"order,omitempty" enum:",asc,desc" desc:"asc (the default): in the order the items were created; desc: the most recently created first (a conversation continued later keeps its place: its updatedAt is its last turn). A cursor keeps the order of the page it came from."`
 }
 
 func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor, p.Order) }
@@ -23,7 +23,7 @@ func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor, p
 // listOut is one page of a list, as REST returns it: MCP output schemas
 // must be objects, so lists are wrapped.
 type listOut[T any] struct {
-	Data       []T     `json:"data" desc:"The items of this page, oldest first (newest first with order desc)."`
+	Data       []T     `json:"data" desc:"The items of this page, in the order they were created (the most recent first with order desc)."`
 	NextCursor *string `json:"nextCursor" nullable:"true" desc:"Pass as cursor to get the next page; null on the last page."`
 }
 
@@ -57,6 +57,17 @@ func listText[T any](noun string, l listOut[T], line func(T) string) string {
 		b.WriteString("\n- " + line(it))
 	}
 	return b.String()
+}
+
+// madeOverREST is what an empty list of projects or AI providers adds to
+// its text: no tool makes them, and an agent told to set one up must know
+// to ask.
+func madeOverREST[T any](l listOut[T]) string {
+	if len(l.Data) > 0 || l.NextCursor != nil {
+		return ""
+	}
+	return ". These tools cannot make projects or AI providers: ask the user to make them over Parley's REST API " +
+		"(POST /api/v1/projects, then POST /api/v1/ai-providers) and to give you their ids."
 }
 
 // count is n and noun, in the plural unless n is 1: "1 document", "0

@@ -66,14 +66,18 @@ type Observer interface {
 const (
 	instructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
-		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation; ` +
-		`tools, toolChoice and responseFormat are not stored, so send them again with each call that needs them. ` +
+		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation: ` +
+		`only its messages are stored, so send again with each call what it needs of the rest (model, a system message, ` +
+		`dataSources or names, tools, toolChoice, responseFormat, sampling parameters); a model or system message for every call ` +
+		`is set on the chat with update-chat. ` +
 		`list-models names the models a provider offers, for a completion's model. ` +
-		`Projects and AI providers are made over Parley's REST API by an owner or an admin: if there are none, ask the user. ` + listsAndErrors
+		`These tools cannot make projects or AI providers: an owner or an admin makes them over Parley's REST API ` +
+		`(POST /api/v1/projects, POST /api/v1/ai-providers); if there are none, ask the user to make them and give you their ids. ` + listsAndErrors
 	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat's completions are stored as conversations. These tools only read: projects, AI providers and their models, chats, ` +
 		`conversations and their messages, documents and usage. ` + listsAndErrors
-	listsAndErrors = `Lists return {data, nextCursor}: pass nextCursor as cursor for the next page. ` +
+	listsAndErrors = `Lists return {data, nextCursor} (list-models returns {models}, whole): pass nextCursor as cursor for the next page; ` +
+		`they go in the order their items were created, and order desc lists the most recently created first. ` +
 		`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
 )
 

@@ -38,7 +38,7 @@ func (statelessCompletionArgs) explainArgError(err error) error {
 
 type chatCompletionArgs struct {
 	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
-	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Omit to start a new one."`
+	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Only messages are stored with it: send again what this call needs of the rest (model, a system message, dataSources, tools...). Omit to start a new one."`
 	IdempotencyKey string `json:"idempotencyKey,omitempty" max:"255" pattern:"^[!-~]*$" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. A call cancelled or timed out while its reply streamed keeps its key with the reply as far as it went (finishReason client_disconnect), which is what calling again returns: to get the rest, continue the conversation with a new key. The same key with other arguments is refused. An empty string is no key."`
 	completionArgs
 }

@@ -63,7 +63,7 @@ func toMessageOut(m *domain.Message) messageOut {
 }
 
 func conversationLine(c conversationOut) string {
-	line := fmt.Sprintf("%s of chat %s, %s (updated %s)", c.ID, c.ChatID, count(c.MessageCount, "message"), c.UpdatedAt)
+	line := fmt.Sprintf("%s of chat %s, %s (started %s, updated %s)", c.ID, c.ChatID, count(c.MessageCount, "message"), c.CreatedAt, c.UpdatedAt)
 	if c.Preview != "" {
 		line += ": " + strconv.Quote(c.Preview)
 	}

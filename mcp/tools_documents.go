@@ -59,7 +59,7 @@ type createDocumentArgs struct {
 
 func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[createDocumentArgs, documentOut]("create-document", "Create a document",
-			"Add a document to a project. A completion message can then reference it by documentId instead of repeating its content. Needs the editor role.", createHints),
+			"Add a document to a project. A completion then takes it as context with dataSources [{\"id\": ...}] (or names, by its name, which must be the project's only document of that name), or as a message's text with documentId. Needs the editor role.", createHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in createDocumentArgs) (documentOut, error) {
 			doc, err := d.svcs.Documents.Create(ctx, domain.DocumentCreate{ProjectID: in.ProjectID, Name: in.Name,
 				Content: in.Content, MimeType: in.MimeType, Metadata: in.Metadata})

@@ -52,7 +52,7 @@ func listProjects(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[projectOut]{}, err
 			}
 			return toList(l, toProjectOut), nil
-		}, func(l listOut[projectOut]) string { return listText("project", l, projectLine) })
+		}, func(l listOut[projectOut]) string { return listText("project", l, projectLine) + madeOverREST(l) })
 }
 
 type getProjectArgs struct {

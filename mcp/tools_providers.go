@@ -79,7 +79,7 @@ func listAIProviders(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return listOut[providerOut]{}, err
 			}
 			return toList(l, toProviderOut), nil
-		}, func(l listOut[providerOut]) string { return listText("AI provider", l, providerLine) })
+		}, func(l listOut[providerOut]) string { return listText("AI provider", l, providerLine) + madeOverREST(l) })
 }
 
 type getAIProviderArgs struct {

@@ -213,7 +213,7 @@ func TestTools(t *testing.T) {
 			}
 			// An agent tells conversations apart by their size and first
 			// user message, in the result and in the text it may get alone.
-			if l.Data[0].MessageCount != 4 || l.Data[0].Preview != "Hi" || !strings.Contains(text(res), `, 4 messages (updated `) ||
+			if l.Data[0].MessageCount != 4 || l.Data[0].Preview != "Hi" || !strings.Contains(text(res), `, 4 messages (started `) || !strings.Contains(text(res), `, updated `) ||
 				!strings.Contains(text(res), `): "Hi"`) {
 				t.Fatalf("list-conversations: %+v, text %q; want 4 messages and the preview \"Hi\" in both", l.Data[0], text(res))
 			}
@@ -930,6 +930,27 @@ func TestListsNewestFirst(t *testing.T) {
 		t.Errorf("list-documents with order desc, reversed: %v; want order asc's %v", desc, asc)
 	}
 	admin.fails(t, "list-documents", obj{"projectId": e.project.ID, "order": "newest"}, "invalid_request")
+}
+
+// TestEmptyListsSayHowProjectsAreMade: no tool makes a project or an AI
+// provider, so an agent whose list of them is empty is told to ask the
+// user, and how they are made; a list with items says nothing of it.
+func TestEmptyListsSayHowProjectsAreMade(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	u, err := e.svcs.Users.Create(e.ctx("admin"), domain.UserCreate{Name: "newcomer"})
+	must(t, err)
+	k, err := e.svcs.Users.CreateAPIKey(e.ctx("admin"), u.ID, domain.APIKeyCreate{Name: "test"})
+	must(t, err)
+	e.addPrincipal("newcomer", k.Secret)
+	newcomer := e.connect(overHTTP, "newcomer", Options{})
+	res := newcomer.call(t, "list-projects", obj{})
+	if res.IsError || !strings.HasPrefix(text(res), "0 projects. ") || !strings.Contains(text(res), "ask the user") || !strings.Contains(text(res), "POST /api/v1/projects") {
+		t.Errorf("list-projects of a user in no project: %q; want 0 projects and to ask the user, saying how they are made", text(res))
+	}
+	editor := e.connect(overHTTP, "editor", Options{})
+	if res := editor.call(t, "list-ai-providers", obj{}); res.IsError || strings.Contains(text(res), "ask the user") {
+		t.Errorf("list-ai-providers with one: %q; want the list alone", text(res))
+	}
 }
 
 // TestContentParts checks that a message's content may be an array of
