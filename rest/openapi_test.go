@@ -95,7 +95,7 @@ func (e errs) with(more errs) errs {
 
 var (
 	pageParams = []apiParam{{"limit", "Page size, 1–100 (default 20, also when sent empty)."}, {"cursor", "The nextCursor of the previous page of this list, with the same filter (a cursor of another list is a 400); empty or left out, the first page."},
-		{"order", "asc (the default, also when sent empty): oldest first; desc: newest first. A cursor keeps the order of the page it came from (another order with it is a 400)."}}
+		{"order", "asc (the default, also when sent empty): in the order the items were created; desc: the most recently created first (a conversation continued later keeps its place). A cursor keeps the order of the page it came from (another order with it is a 400)."}}
 	byProject = append([]apiParam{{"projectId", "Only this project's (404 if you cannot see it; 400 if sent empty: leave it out for every project's)."}}, pageParams...)
 )
 
