@@ -719,7 +719,7 @@ func (s *Completions) resolveDataSources(ctx context.Context, pl *plan, projectI
 		}
 		switch len(ids) {
 		case 0:
-			hint := ""
+			hint := "; names are matched exactly (list-documents, or GET /api/v1/documents?projectId=, lists them)"
 			if validID(PrefixDocument, name) {
 				hint = "; that is a document id: send it in dataSources"
 			}

@@ -973,6 +973,7 @@ func TestDataSources(t *testing.T) {
 			{map[string]any{"messages": hi, "dataSources": []any{map[string]any{"id": strings.ToUpper(faq)}}}, "ids are lower case, without spaces or quotes; pass " + faq},
 			{map[string]any{"messages": hi, "names": []any{" "}}, "names[0] must not be blank"},
 			{map[string]any{"messages": hi, "names": []any{foreign}}, "that is a document id: send it in dataSources"},
+			{map[string]any{"messages": hi, "names": []any{"FAQ"}}, "names are matched exactly (list-documents, or GET /api/v1/documents?projectId=, lists them)"},
 		} {
 			if r := h.call("POST", path, h.admin, tc.body); r.Status != 400 || !strings.Contains(r.ErrorMessage(), tc.want) {
 				t.Errorf("%v = %d %s, want a 400 saying %q", tc.body, r.Status, r.Body, tc.want)
