@@ -360,7 +360,7 @@ func fitResult(res *mcpgo.CallToolResult, out any) (*mcpgo.CallToolResult, error
 				past = fmt.Sprintf("to list the items after it, pass cursor %q", *next)
 			}
 			return nil, domain.Errorf(domain.TooLarge, "%s with this page's one item: read that item through the REST API, "+
-				"with the same cursor and limit 1; %s", over, past)
+				"with the same cursor, order and limit 1; %s", over, past)
 		}
 		return nil, domain.Errorf(domain.TooLarge, "%s; ask for fewer with limit, or read the page through the REST API", over)
 	}

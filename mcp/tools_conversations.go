@@ -132,7 +132,7 @@ type getConversationArgs struct {
 
 func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 	return newTool[getConversationArgs, conversationOut]("get-conversation", "Get a conversation",
-			fmt.Sprintf("Get a conversation with all its messages in order, up to %d MiB of text; a larger one is refused: "+
+			fmt.Sprintf("Get a conversation with all its messages in order, up to %d MiB of text as JSON (each <, > and & counted six bytes); a larger one is refused: "+
 				"page through its messages with list-messages.", domain.MaxPageMiB), readHints),
 		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in getConversationArgs) (conversationOut, error) {
 			c, err := d.svcs.Conversations.Get(ctx, in.ConversationID)
@@ -140,7 +140,7 @@ func getConversation(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 				return conversationOut{}, err
 			}
 			if !c.FitsOnePage() {
-				return conversationOut{}, domain.Errorf(domain.TooLarge, "conversation %s holds more text than get-conversation returns at once (%d MiB, in %d messages); "+
+				return conversationOut{}, domain.Errorf(domain.TooLarge, "conversation %s holds more text than get-conversation returns at once (%d MiB as JSON, in %d messages); "+
 					"page through its messages with list-messages instead", c.ID, domain.MaxPageMiB, c.MessageCount)
 			}
 			out := toConversationOut(c)
