@@ -14,8 +14,9 @@ const (
 	MaxPageLimit     = 100
 )
 
-// Page selects one page of a list ordered by id: up to Limit items whose id
-// is greater than After, or with Desc, newest first, less than After.
+// Page selects one page of a list ordered by id (the order of creation):
+// up to Limit items whose id is greater than After, or with Desc, the most
+// recently created first, less than After.
 // Stores return up to Limit+1 items so that the service can tell whether
 // another page follows.
 type Page struct {
@@ -38,7 +39,7 @@ const descMark = "-"
 
 // ParsePage validates the limit, cursor and order query parameters of a
 // list. An empty limit means DefaultPageLimit; an empty order is the
-// cursor's, or ascending (oldest first).
+// cursor's, or ascending.
 func ParsePage(limit, cursor, order string) (Page, error) {
 	p := Page{Limit: DefaultPageLimit}
 	if limit != "" {
@@ -53,7 +54,7 @@ func ParsePage(limit, cursor, order string) (Page, error) {
 	case OrderDesc:
 		p.Desc = true
 	default:
-		return p, Invalidf("order", "order must be %s (oldest first, the default) or %s (newest first)", OrderAsc, OrderDesc)
+		return p, Invalidf("order", "order must be %s (in the order created, the default) or %s (the most recently created first)", OrderAsc, OrderDesc)
 	}
 	if cursor != "" {
 		// A cursor is the last id of a page (see paginate); anything else
@@ -205,8 +206,8 @@ const maxPageBytes = 4 << 20
 // encoding/json's Marshal writes it, which mcp-go answers with: <, > and
 // &, control characters, U+2028 and U+2029 take six bytes (\u003c), a
 // quote, a backslash and \n, \r, \t, \b, \f two, each byte of invalid
-// UTF-8 three (U+FFFD). (REST leaves <, > and & as they are: a page is bounded as the
-// larger of the two.)
+// UTF-8 three (U+FFFD). REST leaves <, > and & as they are: a page is
+// bounded as the larger of the two.
 func jsonBytes(s string) int {
 	n := 2
 	for i := 0; i < len(s); {
