@@ -209,72 +209,50 @@ func TestRedisLogsAreThrottled(t *testing.T) {
 // A stream slot whose release Redis missed (it was down) is freed as soon
 // as Redis answers again: it was freed only by the next Acquire of its key
 // on the same instance, and meanwhile every other instance counted it,
-// refusing streams with none open for up to a lease.
+// refusing streams with none open for up to a lease. Then, when the
+// instance that orphaned it made no other call to Redis, it was freed only
+// at its refresher's next tick (a lease/3, 20 s by default): the refresher
+// tries again at the breaker's pace.
 func TestRedisFreesOrphansWhenItIsBack(t *testing.T) {
-	c := testRedis(t)
-	p := tcpproxy.Start(t, c.Options().Addr)
-	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFn()
-	r := l.(*Redis)
-	r.prefix = testPrefix(t, c)
-	brClock := newClock()
-	r.br.now = brClock.Now
-	other := newTestRedis(t, c, r.prefix, nil) // another instance, on Redis itself
-	const key = "prj_1/key_a"
+	for _, idle := range []bool{false, true} {
+		t.Run(map[bool]string{false: "with a call", true: "idle"}[idle], func(t *testing.T) {
+			c := testRedis(t)
+			p := tcpproxy.Start(t, c.Options().Addr)
+			l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.DiscardHandler))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer closeFn()
+			r := l.(*Redis)
+			r.prefix = testPrefix(t, c)
+			brClock := newClock()
+			if !idle {
+				r.br.now = brClock.Now
+			}
+			other := newTestRedis(t, c, r.prefix, nil) // another instance, on Redis itself
+			const key = "prj_1/key_a"
 
-	release, err := acquire(bg, r, key, 1)
-	if err != nil {
-		t.Fatal(err)
+			release, err := acquire(bg, r, key, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.Down()
+			release() // fails: the slot stays in Redis, orphaned
+			if _, err := acquire(bg, other, key, 1); domain.KindOf(err) != domain.RateLimited {
+				t.Fatalf("another instance's Acquire while the slot is orphaned = %v; want it still counted (RateLimited)", err)
+			}
+			p.Up()
+			if !idle {
+				brClock.Add(breakerMax)
+				allowN(t, r, 1, project(5, 0)) // any call that reaches Redis: the breaker closes
+			}
+			waitFor(t, 5*time.Second, "the orphaned slot to be freed", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 0 })
+			release, err = acquire(bg, other, key, 1)
+			if err != nil {
+				t.Fatalf("another instance's Acquire once Redis is back = %v; want the slot free", err)
+			}
+			release()
+			waitFor(t, 5*time.Second, "the refresher to end", func() bool { return r.refreshersRunning() == 0 })
+		})
 	}
-	p.Down()
-	release() // fails: the slot stays in Redis, orphaned
-	if _, err := acquire(bg, other, key, 1); domain.KindOf(err) != domain.RateLimited {
-		t.Fatalf("another instance's Acquire while the slot is orphaned = %v; want it still counted (RateLimited)", err)
-	}
-	p.Up()
-	brClock.Add(breakerMax)
-	allowN(t, r, 1, project(5, 0)) // any call that reaches Redis: the breaker closes
-	waitFor(t, 5*time.Second, "the orphaned slot to be freed", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 0 })
-	release, err = acquire(bg, other, key, 1)
-	if err != nil {
-		t.Fatalf("another instance's Acquire once Redis is back = %v; want the slot free", err)
-	}
-	release()
-	waitFor(t, 5*time.Second, "the refresher to end", func() bool { return r.refreshersRunning() == 0 })
-}
-
-// TestRedisFreesOrphansWhenItIsBackIdle is TestRedisFreesOrphansWhenItIsBack
-// where the instance that orphaned the slot makes no other call to Redis:
-// its refresher tries again at the breaker's pace, so the slot is freed
-// within seconds of Redis answering, not at its next tick (a lease/3, 20 s
-// by default), the other instances refusing the key's streams meanwhile.
-func TestRedisFreesOrphansWhenItIsBackIdle(t *testing.T) {
-	c := testRedis(t)
-	p := tcpproxy.Start(t, c.Options().Addr)
-	l, closeFn, err := Open(proxyURL(t, p), slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer closeFn()
-	r := l.(*Redis)
-	r.prefix = testPrefix(t, c)
-	other := newTestRedis(t, c, r.prefix, nil)
-	const key = "prj_1/key_a"
-	release, err := acquire(bg, r, key, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Down()
-	release()
-	time.Sleep(time.Second)
-	p.Up()
-	waitFor(t, 5*time.Second, "the orphaned slot to be freed with no other call", func() bool { return c.ZCard(bg, r.streamsKey(key)).Val() == 0 })
-	release, err = acquire(bg, other, key, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	release()
 }
