@@ -204,18 +204,19 @@ func unreachable(err error) bool {
 	return locked(err) || errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE)
 }
 
-// locked reports whether err is SQLite's answer that another connection
-// held its lock through the busy timeout.
-func locked(err error) bool {
+// sqliteIs reports whether err is SQLite's primary result code, of any
+// extended code (SQLITE_READONLY_DIRECTORY is SQLITE_READONLY's).
+func sqliteIs(err error, code int) bool {
 	var lite *sqlitedriver.Error
-	return errors.As(err, &lite) && lite.Code()&0xff == sqliteBusy
+	return errors.As(err, &lite) && lite.Code()&0xff == code
 }
 
+// locked reports whether err is SQLite's answer that another connection
+// held its lock through the busy timeout.
+func locked(err error) bool { return sqliteIs(err, sqliteBusy) }
+
 // cantOpen reports whether err is SQLite's SQLITE_CANTOPEN.
-func cantOpen(err error) bool {
-	var lite *sqlitedriver.Error
-	return errors.As(err, &lite) && lite.Code()&0xff == sqliteCantOpen
-}
+func cantOpen(err error) bool { return sqliteIs(err, sqliteCantOpen) }
 
 // postgresOpenHint is err, which opening a PostgreSQL database returned,
 // with what to do when the server named the database or role as unknown.
@@ -231,14 +232,6 @@ func postgresOpenHint(err error) error {
 		return fmt.Errorf("%w; check the user in PARLEY_DATABASE_URL, and that the server lets it connect from here (pg_hba.conf)", err)
 	}
 	return err
-}
-
-// readOnly reports whether err is SQLite's SQLITE_READONLY, of any
-// extended code (SQLITE_READONLY_DIRECTORY: the directory takes no -wal
-// file).
-func readOnly(err error) bool {
-	var lite *sqlitedriver.Error
-	return errors.As(err, &lite) && lite.Code()&0xff == sqliteReadOnly
 }
 
 // connLost reports whether err says a PostgreSQL connection was lost

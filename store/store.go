@@ -149,7 +149,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			// SQLite says only "unable to open database file": most often
 			// a file restored as another user, or a directory in its place.
 			err = fmt.Errorf("it cannot be opened (is it a file this user may read and write? check its owner and mode, and its directory's): %w", err)
-		case readOnly(err):
+		case sqliteIs(err, sqliteReadOnly):
 			// A file this user may write in a directory it may not: SQLite
 			// makes its -wal and -shm files beside it.
 			err = fmt.Errorf("it cannot be written (check the file's owner and mode, and its directory's, "+
