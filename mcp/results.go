@@ -66,8 +66,7 @@ func madeOverREST[T any](l listOut[T]) string {
 	if len(l.Data) > 0 || l.NextCursor != nil {
 		return ""
 	}
-	return ". These tools cannot make projects or AI providers: ask the user to make them over Parley's REST API " +
-		"(POST /api/v1/projects, then POST /api/v1/ai-providers) and to give you their ids."
+	return ". " + noProjectTools
 }
 
 // count is n and noun, in the plural unless n is 1: "1 document", "0

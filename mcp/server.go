@@ -71,11 +71,14 @@ const (
 		`dataSources or names, tools, toolChoice, responseFormat, sampling parameters); a model or system message for every call ` +
 		`is set on the chat with update-chat. ` +
 		`list-models names the models a provider offers, for a completion's model. ` +
-		`These tools cannot make projects or AI providers: an owner or an admin makes them over Parley's REST API ` +
-		`(POST /api/v1/projects, POST /api/v1/ai-providers); if there are none, ask the user to make them and give you their ids. ` + listsAndErrors
+		noProjectTools + ` ` + listsAndErrors
 	readOnlyInstructions = `Parley runs chat completions with context. A project owns AI providers, documents and chats; ` +
 		`a chat's completions are stored as conversations. These tools only read: projects, AI providers and their models, chats, ` +
 		`conversations and their messages, documents and usage. ` + listsAndErrors
+	// noProjectTools is what instructions and an empty list of projects or
+	// providers say of making them.
+	noProjectTools = `These tools cannot make projects or AI providers: ask the user to make them over Parley's REST API ` +
+		`(an owner or an admin: POST /api/v1/projects, then POST /api/v1/ai-providers) and to give you their ids.`
 	listsAndErrors = `Lists return {data, nextCursor} (list-models returns {models}, whole): pass nextCursor as cursor for the next page; ` +
 		`they go in the order their items were created, and order desc lists the most recently created first. ` +
 		`A failed call's text starts with an error code (invalid_request, not_found, forbidden, rate_limited, upstream_error, ...) and says what to fix.`
