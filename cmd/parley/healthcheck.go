@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -23,7 +22,7 @@ const healthcheckTimeout = 5 * time.Second
 // Every failure exits 1, a wrong argument too: Docker reserves 2.
 func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	// A misspelt PARLEY_ADDR would check the default address instead.
-	warnUnknownVars(slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), os.Environ())
+	warnUnknownVars(env{}.commandLogger(stderr), os.Environ()) // in text: the check reads no log settings
 	var target string
 	switch {
 	case len(args) == 1 && isHelp(args[0]):
