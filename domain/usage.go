@@ -154,12 +154,18 @@ type UsageQuery struct {
 	// byte by byte; "" is a key, that of the group without one.
 	After *string
 	Limit int // at most this many groups; 0 for all
+	// Names asks for the current name of each provider or chat grouped
+	// by (UsageTotal.Name); ignored for the other groupings.
+	Names bool
 }
 
 // UsageTotal sums the usage of one group.
 type UsageTotal struct {
-	Key      string // the model, provider id, chat id or key id; "" for ungrouped
-	Usage    Usage  // Usage.Estimated is unused: see EstimatedTokens
+	Key string // the model, provider id, chat id or key id; "" for ungrouped
+	// Name is the provider's or chat's name when asked for (UsageQuery.Names);
+	// "" when the key names none, or one deleted since.
+	Name     string
+	Usage    Usage // Usage.Estimated is unused: see EstimatedTokens
 	Requests int64
 	// EstimatedTokens is the part of Usage.TotalTokens counted by
 	// completions whose usage Parley estimated, in whole or in part.

@@ -95,6 +95,14 @@ func (s *UsageReports) Get(ctx context.Context, in UsageInput) (UsageReport, err
 	if in.GroupBy != "" {
 		q.After, q.Limit = after, page.Limit+1
 	}
+	// Providers' and chats' groups carry their names, for a caller who may
+	// read them: a viewer's role may, a narrower custom policy may not.
+	switch in.GroupBy {
+	case GroupByProvider:
+		q.Names = s.access.checkProject(ctx, in.ProjectID, PermGetProvider) == nil
+	case GroupByChat:
+		q.Names = s.access.checkProject(ctx, in.ProjectID, PermGetChat) == nil
+	}
 	totals, err := s.store.SumUsage(ctx, q)
 	if err != nil {
 		return UsageReport{}, Wrap("usage.Get", err)

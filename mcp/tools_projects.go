@@ -82,6 +82,7 @@ type getUsageArgs struct {
 
 type usageTotalOut struct {
 	Key              string `json:"key,omitempty" desc:"The group: a model name, AI provider id, chat id, API key id or outcome; absent when not grouped, and for the group of completions without one (stateless completions, by chat; the stdio local admin's, which has no API key, by key)."`
+	Name             string `json:"name,omitempty" desc:"Grouped by provider or chat: the provider's or chat's current name; absent when it has been deleted since, or your role may not read it."`
 	PromptTokens     int    `json:"promptTokens" desc:"Tokens of the messages sent upstream."`
 	CompletionTokens int    `json:"completionTokens" desc:"Tokens of the replies."`
 	TotalTokens      int    `json:"totalTokens" desc:"promptTokens plus completionTokens."`
@@ -124,7 +125,7 @@ func getUsage(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			out := usageReportOut{ProjectID: in.ProjectID, From: timestamp(rep.From), To: timestamp(rep.To), GroupBy: in.GroupBy,
 				RetainedFrom: wire.OptionalTimestamp(rep.RetainedFrom), Data: make([]usageTotalOut, 0, len(rep.Totals))}
 			for _, t := range rep.Totals {
-				out.Data = append(out.Data, usageTotalOut{Key: t.Key, PromptTokens: t.Usage.PromptTokens,
+				out.Data = append(out.Data, usageTotalOut{Key: t.Key, Name: t.Name, PromptTokens: t.Usage.PromptTokens,
 					CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests,
 					EstimatedTokens: t.EstimatedTokens, CachedTokens: t.Usage.CachedTokens, CacheWriteTokens: t.Usage.CacheWriteTokens,
 					ReasoningTokens: t.Usage.ReasoningTokens})
@@ -152,6 +153,8 @@ func usageText(u usageReportOut) string {
 	for _, t := range u.Data {
 		b.WriteString("\n- ")
 		switch {
+		case t.Key != "" && t.Name != "":
+			fmt.Fprintf(&b, "%s (%q): ", t.Key, t.Name)
 		case t.Key != "":
 			b.WriteString(t.Key + ": ")
 		case u.GroupBy == string(domain.GroupByChat):

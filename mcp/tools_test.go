@@ -352,6 +352,15 @@ func TestTools(t *testing.T) {
 			if len(byOutcome.Data) != 1 || byOutcome.Data[0].Key != "ok" || byOutcome.Data[0].Requests != 3 {
 				t.Fatalf("usage by outcome %+v: want the 3 requests under ok", byOutcome)
 			}
+			// A provider's group names it, in the result and its text.
+			var byProvider usageReportOut
+			res := editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "groupBy": "provider"}, &byProvider)
+			if len(byProvider.Data) != 1 || byProvider.Data[0].Key != e.provider.ID || byProvider.Data[0].Name != "fake" {
+				t.Fatalf("usage by provider %+v: want one group, %s named fake", byProvider, e.provider.ID)
+			}
+			if text := text(res); !strings.Contains(text, e.provider.ID+` ("fake")`) {
+				t.Errorf("usage by provider's text %q does not name the provider", text)
+			}
 			var none usageReportOut
 			editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "from": "2000-01-01", "to": "2000-02-01"}, &none)
 			if len(none.Data) != 0 && none.Data[0].Requests != 0 {
@@ -397,7 +406,7 @@ func TestTools(t *testing.T) {
 				t.Errorf("get-usage with limit 101 = %q; want it to name limit", msg)
 			}
 			// Ungrouped, the one total's nextCursor is null, not missing.
-			res := editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "limit": 1}, nil)
+			res = editor.ok(t, "get-usage", obj{"projectId": e.project.ID, "limit": 1}, nil)
 			var raw map[string]any
 			decode(t, res, &raw)
 			if next, ok := raw["nextCursor"]; !ok || next != nil || len(raw["data"].([]any)) != 1 {

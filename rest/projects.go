@@ -147,7 +147,11 @@ type usageResponse struct {
 }
 
 type usageTotalJSON struct {
-	Key              string `json:"key,omitempty"`
+	Key string `json:"key,omitempty"`
+	// Name is, grouped by provider or chat, the provider's or chat's
+	// current name; absent when it has been deleted since, or the
+	// caller's role may not read it.
+	Name             string `json:"name,omitempty"`
 	PromptTokens     int    `json:"promptTokens"`
 	CompletionTokens int    `json:"completionTokens"`
 	TotalTokens      int    `json:"totalTokens"`
@@ -183,7 +187,7 @@ func (s *Server) handleUsageGet(c *echo.Context) error {
 	out := usageResponse{ProjectID: in.ProjectID, From: wire.Timestamp(rep.From), To: wire.Timestamp(rep.To), RetainedFrom: wire.OptionalTimestamp(rep.RetainedFrom),
 		GroupBy: string(in.GroupBy), Data: []usageTotalJSON{}}
 	for _, t := range rep.Totals {
-		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens,
+		out.Data = append(out.Data, usageTotalJSON{Key: t.Key, Name: t.Name, PromptTokens: t.Usage.PromptTokens, CompletionTokens: t.Usage.CompletionTokens, TotalTokens: t.Usage.TotalTokens, Requests: t.Requests, EstimatedTokens: t.EstimatedTokens,
 			CachedTokens: t.Usage.CachedTokens, CacheWriteTokens: t.Usage.CacheWriteTokens, ReasoningTokens: t.Usage.ReasoningTokens})
 	}
 	if rep.NextCursor != "" {

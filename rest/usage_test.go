@@ -12,6 +12,8 @@ import (
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/app"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/policies"
+	"github.com/parleyhq/parley/policy"
 	"github.com/parleyhq/parley/store"
 )
 
@@ -359,6 +361,71 @@ func TestUsageReportSaysWhatRetentionDeleted(t *testing.T) {
 		recent := time.Now().Add(-30 * time.Minute).UTC().Format(time.RFC3339)
 		if r := h.must(200, "GET", path+"?from="+url.QueryEscape(recent), h.admin, nil); r["retainedFrom"] != nil {
 			t.Errorf("a period within the retention: retainedFrom = %v, want null", r["retainedFrom"])
+		}
+	})
+}
+
+// TestUsageGroupsNamed reads usage by provider and by chat: each group of
+// one of the project's own names it, as it is named now; one deleted
+// since, another project's (a record can name only its own project's, but
+// the report must not rely on it) and the stateless completions' group
+// name none; other groupings have no names; and a role that may read
+// usage but not chats or providers gets the ids alone.
+func TestUsageGroupsNamed(t *testing.T) {
+	policyUsageOnly, err := policy.NewFrom(policies.Model, `
+p, viewer, usage:GetUsage
+p, admin, *`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbtest.Each(t, func(t *testing.T, st *store.Store) {
+		h := newHarness(t, st, func(c *app.Config) { c.Authorizer = policyUsageOnly })
+		w := h.world()
+		other := h.world()
+		support := h.chat(h.admin, w.project, w.provider, map[string]any{"name": "Support bot"})
+		gone := h.chat(h.admin, w.project, w.provider, nil)
+		h.must(200, "DELETE", "/api/v1/chats/"+gone, h.admin, nil)
+		h.must(200, "PATCH", "/api/v1/chats/"+w.chat, h.admin, map[string]any{"name": "Renamed"})
+		var records []domain.UsageRecord
+		for _, ref := range []struct{ chat, provider string }{{w.chat, w.provider}, {support, w.provider}, {gone, other.provider}, {other.chat, other.provider}, {"", w.provider}} {
+			records = append(records, domain.UsageRecord{ID: domain.NewID(domain.PrefixMessage), ProjectID: w.project, ChatID: ref.chat,
+				AIProviderID: ref.provider, Model: "m", Outcome: domain.OutcomeOK, Usage: domain.Usage{PromptTokens: 1, TotalTokens: 1},
+				CreatedAt: time.Now().Add(-time.Minute)})
+		}
+		if err := h.app.Store.InsertUsage(context.Background(), records); err != nil {
+			t.Fatal(err)
+		}
+		names := func(key, groupBy string) map[string]any {
+			t.Helper()
+			r := h.call("GET", "/api/v1/projects/"+w.project+"/usage?groupBy="+groupBy, key, nil)
+			if r.Status != 200 {
+				t.Fatalf("usage by %s = %d %s", groupBy, r.Status, r.Body)
+			}
+			got := map[string]any{}
+			for _, d := range r.JSON()["data"].([]any) {
+				d := d.(map[string]any)
+				k, _ := d["key"].(string)
+				got[k] = d["name"]
+			}
+			return got
+		}
+		for groupBy, want := range map[string]map[string]any{
+			"chat":     {w.chat: "Renamed", support: "Support bot", gone: nil, other.chat: nil, "": nil},
+			"provider": {w.provider: "fake", other.provider: nil},
+			"model":    {"m": nil},
+		} {
+			if got := names(h.admin, groupBy); !maps.Equal(got, want) {
+				t.Errorf("usage by %s: names %v, want %v", groupBy, got, want)
+			}
+		}
+		uid, viewer := h.user("viewer")
+		h.setRole(h.admin, w.project, uid, "viewer")
+		for _, groupBy := range []string{"chat", "provider"} {
+			for k, name := range names(viewer, groupBy) {
+				if name != nil {
+					t.Errorf("usage by %s for a role that may not read them: %s named %v", groupBy, k, name)
+				}
+			}
 		}
 	})
 }

@@ -188,5 +188,44 @@ func (s *Store) SumUsage(ctx context.Context, q domain.UsageQuery) ([]domain.Usa
 			Requests: r.Requests, EstimatedTokens: r.EstimatedTokens,
 		}
 	}
+	if q.Names {
+		if err := s.nameGroups(ctx, q, out); err != nil {
+			return nil, fail(op, err)
+		}
+	}
 	return out, nil
+}
+
+// usageNamed are the tables whose rows' names usage groups can carry.
+var usageNamed = map[domain.UsageGroupBy]string{
+	domain.GroupByProvider: "ai_providers",
+	domain.GroupByChat:     "chats",
+}
+
+// nameGroups sets the name of each total's provider or chat, that of
+// q.ProjectID with the key as its id; one deleted since keeps none.
+func (s *Store) nameGroups(ctx context.Context, q domain.UsageQuery, totals []domain.UsageTotal) error {
+	table, ok := usageNamed[q.GroupBy]
+	if !ok {
+		return nil
+	}
+	index := make(map[string]int, len(totals))
+	ids := make([]string, 0, len(totals))
+	for i, t := range totals {
+		if t.Key != "" {
+			index[t.Key] = i
+			ids = append(ids, t.Key)
+		}
+	}
+	for part := range slices.Chunk(ids, 500) {
+		var rows []struct{ ID, Name string }
+		if err := s.db.WithContext(ctx).Table(table).Select("id, name").
+			Where("project_id = ? AND id IN ?", q.ProjectID, part).Scan(&rows).Error; err != nil {
+			return err
+		}
+		for _, r := range rows {
+			totals[index[r.ID]].Name = r.Name
+		}
+	}
+	return nil
 }
