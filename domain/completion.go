@@ -34,6 +34,11 @@ type ChatCompletion struct {
 	// same request, it is answered with the turn stored for it (see
 	// planReplay).
 	IdempotencyKey string
+	// MaxHistoryMessages, when set, sends at most this many of the
+	// conversation's latest stored messages upstream, from a user message
+	// on (see recentHistory); all of them when nil. The conversation keeps
+	// every message.
+	MaxHistoryMessages *int
 	CompletionParams
 }
 
@@ -262,12 +267,15 @@ type plan struct {
 	chat     *Chat         // nil for stateless
 	conv     *Conversation // the conversation to append to (per chat)
 	newConv  bool
-	history  []Message
+	history  []Message // the conversation's stored messages
+	window   []Message // what goes upstream of them: all, or the latest (maxHistoryMessages)
 	system   string
 	sources  []Document // the documents the request names as context (dataSources, names)
 	turn     []Message  // the request's non-system messages, resolved
 	params   CompletionParams
-	model    string
+	// maxHistory is the request's maxHistoryMessages, nil for all.
+	maxHistory *int
+	model      string
 	// requestKey and requestHash go with the reply when the request has
 	// an idempotency key; replay is the reply stored for it before.
 	requestKey, requestHash string
@@ -461,7 +469,11 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 	if err := checkIdempotencyKey(in.IdempotencyKey); err != nil {
 		return nil, err
 	}
-	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams}
+	if n := in.MaxHistoryMessages; n != nil && (*n < 0 || *n > MaxHistoryMessages) {
+		return nil, Invalidf("maxHistoryMessages", "maxHistoryMessages must be from 0 to %d (the most messages a conversation holds), got %d; "+
+			"leave it out to send the whole history", MaxHistoryMessages, *n)
+	}
+	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams, maxHistory: in.MaxHistoryMessages}
 	// The plan's claims go back unless it is returned: on an error, and
 	// on a panic (which REST and MCP recover), whose claims would else
 	// refuse the conversation and the key until a restart.
@@ -543,13 +555,33 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		// its reply, paid for, could not be stored.
 		return NotFoundf("conversation", id)
 	}
+	// The cap is on the conversation, not on what a continuation sends
+	// of it: GET answers it whole.
 	if n := historyBytes(pl.history); n > maxHistoryBytes {
 		return Errorf(TooLarge, "conversation %s holds %d messages and %d bytes (a message counts %d bytes besides its text), "+
 			"more than the %d a conversation may hold to be continued; start a new conversation (leave out conversationId)",
 			conv.ID, len(pl.history), n, messageOverhead, maxHistoryBytes)
 	}
+	pl.window = pl.history
+	if pl.maxHistory != nil {
+		pl.window = recentHistory(pl.history, *pl.maxHistory)
+	}
 	pl.conv = conv
 	return nil
+}
+
+// recentHistory is what goes upstream of a conversation's stored messages
+// under maxHistoryMessages n: the last n, less those before the first user
+// message among them, so that the history sent begins as a conversation
+// must (Anthropic refuses one that begins with its own reply) and no tool
+// result goes without its call.
+func recentHistory(stored []Message, n int) []Message {
+	recent := stored[len(stored)-min(n, len(stored)):]
+	i := slices.IndexFunc(recent, func(m Message) bool { return m.Role == RoleUser })
+	if i < 0 {
+		return nil
+	}
+	return recent[i:]
 }
 
 // planFirstTurn makes up the conversation that the completion starts in
@@ -617,6 +649,17 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 	var calls toolCallTracker
 	for _, m := range pl.history {
 		calls.see(-1, m.Role, m.ToolCalls, m.ToolCallID)
+	}
+	if len(pl.history) > 0 && len(pl.window) == 0 && len(pl.history[len(pl.history)-1].ToolCalls) > 0 {
+		// maxHistoryMessages left the whole history out, the last reply
+		// too (a window ends with it): the request may still not leave
+		// the reply's calls unanswered (below), and may not answer them
+		// either, as their call does not go upstream.
+		if len(pl.params.Messages) > 0 && pl.params.Messages[0].Role == RoleTool {
+			return Invalidf("maxHistoryMessages", "maxHistoryMessages %d leaves out conversation %s's last reply, whose tool calls messages[0] answers: "+
+				"the history sent starts at a user message, so send a maxHistoryMessages that reaches back to the one before that reply, or leave it out",
+				*pl.maxHistory, pl.conv.ID)
+		}
 	}
 	for i, m := range pl.params.Messages {
 		if m.Role == RoleUser || m.Role == RoleAssistant {
@@ -775,11 +818,11 @@ func (pl *plan) conversationID() string {
 // message with the documents named as context, the conversation's
 // history, then the request's messages.
 func (pl *plan) upstreamMessages() []LLMMessage {
-	out := make([]LLMMessage, 0, 1+len(pl.history)+len(pl.turn))
+	out := make([]LLMMessage, 0, 1+len(pl.window)+len(pl.turn))
 	if system := pl.systemWithSources(); system != "" {
 		out = append(out, LLMMessage{Role: RoleSystem, Content: system})
 	}
-	for _, msgs := range [2][]Message{pl.history, pl.turn} {
+	for _, msgs := range [2][]Message{pl.window, pl.turn} {
 		for _, m := range msgs {
 			out = append(out, LLMMessage{Role: m.Role, Content: m.Content, Refusal: m.Refusal, ToolCalls: m.ToolCalls, ToolCallID: m.ToolCallID})
 		}
@@ -835,7 +878,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 	s.countTokens(ctx, adm, rec.Usage.TotalTokens)
 	if err != nil {
 		err = s.endedByServer(ctx, err)
-		if len(pl.history) > 0 {
+		if len(pl.window) > 0 {
 			err = historyTooLong(err)
 		}
 		s.settleFailed(ctx, pl, meta, res, rec, rl.started)

@@ -120,6 +120,9 @@ const (
 	// messages (a thousand a request) grow without bound; so it holds at
 	// most 32,768 messages.
 	messageOverhead = 1 << 10
+	// MaxHistoryMessages bounds maxHistoryMessages: the most messages a
+	// conversation that may be continued holds.
+	MaxHistoryMessages = maxHistoryBytes / messageOverhead
 )
 
 func (p *CompletionParams) validate() error {

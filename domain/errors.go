@@ -103,8 +103,8 @@ const ContextTooLongAdvice = "; the messages, with maxTokens for the reply, are 
 	"send fewer or shorter ones, a smaller maxTokens, or use a model with a larger window"
 
 const historyTooLongAdvice = "; this conversation's history and the new messages, with maxTokens for the reply, are longer than " +
-	"the model's context window: start a new conversation (leave out conversationId), send a smaller maxTokens, " +
-	"or use a model with a larger window"
+	"the model's context window: send only its latest messages (maxHistoryMessages), start a new conversation (leave out " +
+	"conversationId), send a smaller maxTokens, or use a model with a larger window"
 
 // historyTooLong says of an ErrContextTooLong refusal of a continuation
 // that the conversation's history, which every completion sends whole and

@@ -45,12 +45,14 @@ func checkIdempotencyKey(key string) error {
 type requestDigest struct {
 	ConversationID string
 	Params         CompletionParams
+	// Left out when nil, so that keys stored before it came still match.
+	MaxHistoryMessages *int `json:",omitempty"`
 }
 
 // requestHash is the digest of a per-chat completion's request, kept with
 // its reply so that a key sent again with another request is told apart.
 func requestHash(in ChatCompletion) string {
-	d := requestDigest{ConversationID: in.ConversationID, Params: in.CompletionParams}
+	d := requestDigest{ConversationID: in.ConversationID, Params: in.CompletionParams, MaxHistoryMessages: in.MaxHistoryMessages}
 	d.Params.Debug = false
 	b, err := json.Marshal(d)
 	if err != nil { // plain data: strings, numbers, slices and pointers to them

@@ -3,6 +3,7 @@ package mcp
 import (
 	"context"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -176,5 +177,29 @@ func waitsForHeldTurn(t *testing.T, e *env, ht *heldTurns, held <-chan *mcpgo.Ca
 		if res.IsError {
 			t.Fatalf("call %d: %s", i+1, text(res))
 		}
+	}
+}
+
+// TestMaxHistoryMessagesOverMCP: create-chat-completion-for-chat takes
+// maxHistoryMessages and sends only the conversation's latest messages;
+// create-chat-completion, which keeps no conversation, refuses it, saying
+// where conversations are continued.
+func TestMaxHistoryMessagesOverMCP(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	s := e.connect(overStdio, "editor", Options{})
+	var chat chatOut
+	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "window"}, &chat)
+	var first completionOut
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")}, nil)
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "conversationId": first.ConversationID,
+		"maxHistoryMessages": 2, "messages": userMsg("three")}, nil)
+	want := []string{"user: two", "assistant: Hello, world!", "user: three"}
+	if got := e.upstream.lastMessages(); !slices.Equal(got, want) {
+		t.Errorf("maxHistoryMessages 2 sent %q, want %q", got, want)
+	}
+	msg := s.fails(t, "create-chat-completion", obj{"aiProviderId": e.provider.ID, "maxHistoryMessages": 2, "messages": userMsg("x")}, "invalid_request")
+	if !strings.Contains(msg, "takes no maxHistoryMessages") || !strings.Contains(msg, "create-chat-completion-for-chat") {
+		t.Errorf("create-chat-completion with maxHistoryMessages = %q; want it to say where conversations are continued", msg)
 	}
 }

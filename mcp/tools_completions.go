@@ -27,19 +27,21 @@ type statelessCompletionArgs struct {
 }
 
 // explainArgError says, of a stateless call refused for a conversationId
-// (which the per-chat tool takes), where a conversation is continued.
+// or a maxHistoryMessages (which the per-chat tool takes), where a
+// conversation is continued.
 func (statelessCompletionArgs) explainArgError(err error) error {
-	if f, _ := domain.DetailsOf(err)["field"].(string); f == "conversationId" && domain.KindOf(err) == domain.Invalid {
-		return domain.Invalidf(f, "create-chat-completion keeps no conversation, so it takes no conversationId; to continue one, "+
-			"call create-chat-completion-for-chat with a chat (create-chat makes one) and the conversationId of its first result")
+	if f, _ := domain.DetailsOf(err)["field"].(string); (f == "conversationId" || f == "maxHistoryMessages") && domain.KindOf(err) == domain.Invalid {
+		return domain.Invalidf(f, "create-chat-completion keeps no conversation, so it takes no %s; to continue one, "+
+			"call create-chat-completion-for-chat with a chat (create-chat makes one) and the conversationId of its first result", f)
 	}
 	return err
 }
 
 type chatCompletionArgs struct {
-	ChatID         string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
-	ConversationID string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Only messages are stored with it: send again what this call needs of the rest (model, a system message, dataSources, tools...). Omit to start a new one."`
-	IdempotencyKey string `json:"idempotencyKey,omitempty" max:"255" pattern:"^[!-~]*$" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. A call cancelled or timed out while its reply streamed keeps its key with the reply as far as it went (finishReason client_disconnect), which is what calling again returns: to get the rest, continue the conversation with a new key. The same key with other arguments is refused. An empty string is no key."`
+	ChatID             string `json:"chatId" desc:"Id of the chat whose provider, system message and model to use (cht_...)."`
+	ConversationID     string `json:"conversationId,omitempty" desc:"Continue this conversation of the chat (cnv_...): its history goes upstream before messages. Only messages are stored with it: send again what this call needs of the rest (model, a system message, dataSources, tools...). Omit to start a new one."`
+	MaxHistoryMessages *int   `json:"maxHistoryMessages,omitempty" min:"0" max:"32768" desc:"With conversationId: send at most this many of the conversation's latest stored messages upstream, from the first user message among them on (so the history sent starts with a user message and keeps each tool call with its result); 0 sends none. Omit to send the whole history. The conversation keeps every message; a long one whose history no longer fits the model's context window goes on this way."`
+	IdempotencyKey     string `json:"idempotencyKey,omitempty" max:"255" pattern:"^[!-~]*$" desc:"A key of your own naming this request (up to 255 visible ASCII characters, such as a UUID). If the call's result was lost, call again with the same key and arguments: you get the turn stored for it (replayed: true) instead of a second turn. A call cancelled or timed out while its reply streamed keeps its key with the reply as far as it went (finishReason client_disconnect), which is what calling again returns: to get the rest, continue the conversation with a new key. The same key with other arguments is refused. An empty string is no key."`
 	completionArgs
 }
 
@@ -154,7 +156,8 @@ func createChatCompletionForChat(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
 			em := newProgressEmitter(ctx, req, d)
 			defer em.end(ctx)
 			c, err := d.svcs.Completions.ForChat(ctx, domain.ChatCompletion{ChatID: in.ChatID,
-				ConversationID: in.ConversationID, IdempotencyKey: in.IdempotencyKey, CompletionParams: in.ToDomain()}, em.emitter())
+				ConversationID: in.ConversationID, IdempotencyKey: in.IdempotencyKey, MaxHistoryMessages: in.MaxHistoryMessages,
+				CompletionParams: in.ToDomain()}, em.emitter())
 			if err != nil {
 				return completionOut{}, err
 			}

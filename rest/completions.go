@@ -71,6 +71,10 @@ type chatCompletionRequest struct {
 	// conversation id is not set yet would start a new conversation
 	// without a word.
 	ConversationID *string `json:"conversationId"`
+	// MaxHistoryMessages sends at most this many of the conversation's
+	// latest stored messages upstream, from a user message on; all of
+	// them when left out. The conversation keeps every message.
+	MaxHistoryMessages *int `json:"maxHistoryMessages" jsonschema:"minimum=0,maximum=32768" desc:"With conversationId: send at most this many of the conversation's latest stored messages upstream, from the first user message among them on; 0 sends none. Left out, the whole history goes. The conversation keeps every message."`
 	completionFields
 }
 
@@ -107,7 +111,7 @@ func keepsNoConversation(err error) error {
 	if domain.KindOf(err) != domain.Invalid {
 		return err
 	}
-	if f, _ := domain.DetailsOf(err)["field"].(string); f == "conversationId" || f == "sessionId" {
+	if f, _ := domain.DetailsOf(err)["field"].(string); f == "conversationId" || f == "sessionId" || f == "maxHistoryMessages" {
 		return domain.Invalidf(f, "a stateless completion keeps no conversation, so it takes no %s; to continue one, "+
 			"create a chat (POST /api/v1/chats) and send its completions to POST /api/v1/chats/{chatId}/completions, "+
 			"with the conversationId of the first", f)
@@ -141,7 +145,7 @@ func (s *Server) handleChatCompletion(c *echo.Context) error {
 		return err
 	}
 	in := domain.ChatCompletion{ChatID: c.Param("chatId"), ConversationID: conversationID,
-		IdempotencyKey: key, CompletionParams: params}
+		IdempotencyKey: key, MaxHistoryMessages: req.MaxHistoryMessages, CompletionParams: params}
 	if !req.streams(c.Request()) {
 		out, err := s.svcs.Completions.ForChat(ctx(c), in, nil)
 		if err != nil {
