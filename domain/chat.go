@@ -46,9 +46,10 @@ type ChatStore interface {
 
 // Chats manages chats.
 type Chats struct {
-	store  Store
-	access access
-	now    func() time.Time
+	store       Store
+	access      access
+	now         func() time.Time
+	completions *Completions // to end the deleted chat's running completions
 }
 
 // ChatCreate is the input of Chats.Create.
@@ -209,5 +210,9 @@ func (s *Chats) Delete(ctx context.Context, id string) error {
 	if _, err := s.get(ctx, id, PermDeleteChat); err != nil {
 		return err
 	}
-	return Wrap("chats.Delete", s.store.DeleteChat(ctx, id))
+	if err := s.store.DeleteChat(ctx, id); err != nil {
+		return Wrap("chats.Delete", err)
+	}
+	s.completions.abandon(func(c *continuation) bool { return c.chatID == id }, "chat", id)
+	return nil
 }

@@ -187,6 +187,9 @@ type continuation struct {
 	starting bool          // a first turn's: the conversation is stored with it
 	storing  atomic.Bool   // its turn is being stored: the claim ends within a commit
 	done     chan struct{} // closed when the claim ends
+	// stop ends the completion holding the claim, once it is planned, with
+	// the cause: its conversation, chat or project was deleted (abandon).
+	stop atomic.Pointer[context.CancelCauseFunc]
 }
 
 // claim takes conversation id of chat chatID for one completion: before a
@@ -250,6 +253,30 @@ func (s *Completions) startingClaim(id string) *continuation {
 		return nil
 	}
 	return v.(*continuation)
+}
+
+// errDeleted is within the cause of a completion that abandon ended.
+var errDeleted = errors.New("deleted while the completion ran")
+
+// abandon ends the completions running on this instance in conversations
+// that deleted matches (a deleted conversation's, chat's or project's,
+// what, id), unless their turn is being stored: their reply could not be
+// stored, so it stops being generated and paid for, and the client is
+// told at once rather than after the whole reply. Another instance's run
+// to their end, and are told when their turn is not stored.
+func (s *Completions) abandon(deleted func(*continuation) bool, what, id string) {
+	if s == nil {
+		return
+	}
+	s.continuing.Range(func(_, v any) bool {
+		c := v.(*continuation)
+		if stop := c.stop.Load(); stop != nil && deleted(c) && !c.storing.Load() {
+			e := Errorf(NotFound, "%s %s was deleted while this completion ran: the reply was stopped and not stored", what, id)
+			e.Err = errDeleted
+			(*stop)(e)
+		}
+		return true
+	})
 }
 
 // release ends the claim.
@@ -322,6 +349,12 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 		return nil, err
 	}
 	defer pl.release()
+	if pl.claim != nil {
+		var stop context.CancelCauseFunc
+		ctx, stop = context.WithCancelCause(ctx)
+		defer stop(nil)
+		pl.claim.stop.Store(&stop)
+	}
 	if pl.replay != nil {
 		return replay(pl.replay, emit)
 	}
@@ -1281,6 +1314,8 @@ func (s *Completions) endedByServer(ctx context.Context, err error) error {
 		return e
 	case errors.Is(cause, errStreamTooLong):
 		return Errorf(Timeout, "the stream reached the server's maximum duration of %s; ask for a shorter reply (maxTokens) or split the work", s.deps.MaxStreamDuration)
+	case errors.Is(cause, errDeleted):
+		return cause
 	}
 	return err
 }

@@ -274,7 +274,11 @@ func (s *Conversations) Delete(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	return Wrap("conversations.Delete", s.store.DeleteConversation(ctx, id))
+	if err := s.store.DeleteConversation(ctx, id); err != nil {
+		return Wrap("conversations.Delete", err)
+	}
+	s.completions.abandon(func(c *continuation) bool { return c.id == id }, "conversation", id)
+	return nil
 }
 
 // started answers a Delete of conversation id that the store does not

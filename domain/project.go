@@ -65,9 +65,10 @@ type MemberStore interface {
 
 // Projects manages projects and their members.
 type Projects struct {
-	store  Store
-	access access
-	now    func() time.Time
+	store       Store
+	access      access
+	now         func() time.Time
+	completions *Completions // to end the deleted project's running completions
 }
 
 // ProjectCreate is the input of Projects.Create.
@@ -185,7 +186,11 @@ func (s *Projects) Delete(ctx context.Context, id string) error {
 	if !validID(PrefixProject, id) { // an admin passes check for any id
 		return NotFoundf("project", id)
 	}
-	return Wrap("projects.Delete", s.store.DeleteProject(ctx, id))
+	if err := s.store.DeleteProject(ctx, id); err != nil {
+		return Wrap("projects.Delete", err)
+	}
+	s.completions.abandon(func(c *continuation) bool { return c.project == id }, "project", id)
+	return nil
 }
 
 // ListMembers lists a project's members.

@@ -155,6 +155,7 @@ func NewServices(d Deps) *Services {
 	s.Limits = &Limits{store: d.Store, access: acc, now: d.Now, ttl: d.LimitsCacheTTL}
 	s.Completions = &Completions{deps: d, access: acc, providers: s.Providers, limits: s.Limits}
 	s.Conversations.completions = s.Completions
+	s.Chats.completions, s.Projects.completions = s.Completions, s.Completions
 	return s
 }
 

@@ -34,9 +34,9 @@ func usageConversations(t *testing.T, h *harness, chat, outcome string) []string
 
 // TestUnstoredFirstTurnNamesNoConversation: a completion that would have
 // started a conversation but whose turn could not be stored (its chat was
-// deleted meanwhile) created no conversation, so its usage record names
-// none, as that of a first turn the upstream failed does; it named an id
-// that never existed.
+// deleted meanwhile, by another instance, which cannot stop it) created no
+// conversation, so its usage record names none, as that of a first turn
+// the upstream failed does; it named an id that never existed.
 func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
@@ -51,7 +51,11 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 				t.Fatal("the completion did not reach the upstream within 5s")
 			}
 		}
-		h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
+		// As another instance deletes it: in the database, past this
+		// instance's services.
+		if err := h.app.Store.DeleteChat(context.Background(), w.chat); err != nil {
+			t.Fatal(err)
+		}
 		if r := <-done; r.Status != 404 {
 			t.Fatalf("completion = %d %s, want 404", r.Status, r.Body)
 		}
@@ -59,6 +63,65 @@ func TestUnstoredFirstTurnNamesNoConversation(t *testing.T) {
 			t.Errorf("the unstored first turn's usage names conversations %q, want one record naming none", got)
 		}
 	})
+}
+
+// deletedMidway posts body to path, streamed or not, and once the upstream
+// is answering it (slowly: 30 s before a JSON reply, a word each 100 ms of
+// a 100-word stream) runs del: a delete of what the completion would store
+// its turn in. The delete must stop the completion: its upstream call is
+// cancelled, and its answer, which it returns, comes within 10 s.
+func deletedMidway(t *testing.T, h *harness, path string, body map[string]any, stream bool, del func()) *response {
+	t.Helper()
+	b := llmtest.Behavior{Delay: 30 * time.Second}
+	if stream {
+		b = llmtest.Behavior{Deltas: strings.Fields(strings.Repeat("word ", 100)), ChunkDelay: 100 * time.Millisecond}
+	}
+	h.up.Enqueue(b)
+	before := h.up.Count()
+	body["stream"] = stream
+	done := make(chan *response, 1)
+	go func() { done <- h.call("POST", path, h.admin, body) }()
+	for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the completion did not reach the upstream within 5s")
+		}
+	}
+	if stream {
+		time.Sleep(300 * time.Millisecond) // a few words streamed
+	}
+	del()
+	if !h.up.WaitCanceledN(before, 5*time.Second) {
+		t.Error("the upstream call went on after the delete")
+	}
+	select {
+	case r := <-done:
+		return r
+	case <-time.After(10 * time.Second):
+		t.Fatal("the completion went on after the delete")
+		return nil
+	}
+}
+
+// wasDeleted checks that r, a completion's answer, says that what (a
+// "conversation", "chat" or "project" id) was deleted while it ran: a 404,
+// or once streaming an error event and [DONE] after fewer words than the
+// whole reply.
+func wasDeleted(t *testing.T, r *response, stream bool, what, id string) {
+	t.Helper()
+	msg := what + " " + id + " was deleted while this completion ran"
+	body := string(r.Body)
+	if stream {
+		if r.Status != 200 || !strings.Contains(body, `"code":"not_found"`) || !strings.Contains(body, msg) || !strings.HasSuffix(strings.TrimSpace(body), "data: [DONE]") {
+			t.Errorf("stream: %d %s, want an error event not_found saying %q, then [DONE]", r.Status, body, msg)
+		}
+		if n := strings.Count(body, `"content":"word`); n == 0 || n >= 100 {
+			t.Errorf("stream: %d words before the error event, want some and not all 100", n)
+		}
+		return
+	}
+	if r.Status != 404 || r.ErrorCode() != "not_found" || !strings.Contains(r.ErrorMessage(), msg) {
+		t.Errorf("%d %s, want 404 not_found saying %q", r.Status, body, msg)
+	}
 }
 
 // TestRefusedContinuationFreesTheConversation: a continuation refused
@@ -320,9 +383,11 @@ func conversationMessages(t *testing.T, h *harness, conv string) []string {
 }
 
 // TestDeletedDuringContinuation: a conversation, or its chat, deleted while
-// a continuation of it waits on the upstream gets that continuation a 404
-// naming the conversation (an error event, once streaming), and no message
-// is left behind. TestChatDeletedDuringCompletion covers a first turn.
+// a continuation of it runs on this instance stops that continuation: its
+// upstream call is cancelled and it gets a 404 (an error event, once
+// streaming) saying what was deleted, its usage is recorded as
+// interrupted, and no message is left behind.
+// TestChatDeletedDuringCompletion covers a first turn.
 func TestDeletedDuringContinuation(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		for _, deleted := range []string{"conversation", "chat"} {
@@ -330,27 +395,15 @@ func TestDeletedDuringContinuation(t *testing.T) {
 				w := h.world()
 				path := "/api/v1/chats/" + w.chat + "/completions"
 				conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("first")}})["conversationId"].(string)
-				h.up.Enqueue(llmtest.Behavior{Delay: 300 * time.Millisecond})
-				before := h.up.Count()
-				done := make(chan *response, 1)
-				go func() {
-					done <- h.call("POST", path, h.admin, map[string]any{"stream": stream, "conversationId": conv, "messages": []any{userMessage("hi")}})
-				}()
-				for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before; time.Sleep(5 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatal("the continuation did not reach the upstream within 5s")
-					}
-				}
+				id, del := conv, "/api/v1/conversations/"+conv
 				if deleted == "chat" {
-					h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
-				} else {
-					h.must(200, "DELETE", "/api/v1/conversations/"+conv, h.admin, nil)
+					id, del = w.chat, "/api/v1/chats/"+w.chat
 				}
-				r := <-done
-				msg := "conversation " + conv + " does not exist"
-				if stream && (r.Status != 200 || !strings.Contains(string(r.Body), `"code":"not_found"`) || !strings.Contains(string(r.Body), msg)) ||
-					!stream && (r.Status != 404 || r.ErrorMessage() != msg) {
-					t.Errorf("%s deleted, stream %v: %d %s, want not_found: %s", deleted, stream, r.Status, r.Body, msg)
+				r := deletedMidway(t, h, path, map[string]any{"conversationId": conv, "messages": []any{userMessage("hi")}}, stream,
+					func() { h.must(200, "DELETE", del, h.admin, nil) })
+				wasDeleted(t, r, stream, deleted, id)
+				if got := usageConversations(t, h, w.chat, "interrupted"); len(got) != 1 || got[0] != conv {
+					t.Errorf("%s deleted, stream %v: interrupted usage of conversations %q, want one of %s", deleted, stream, got, conv)
 				}
 				var left int64
 				if err := h.app.Store.DB().Raw("SELECT count(*) FROM messages WHERE conversation_id = ?", conv).Scan(&left).Error; err != nil {

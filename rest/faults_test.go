@@ -963,35 +963,22 @@ func TestConcurrentStreamsOfTheProject(t *testing.T) {
 	})
 }
 
-// TestChatDeletedDuringCompletion: a chat deleted while its completion
-// waits on the upstream is a 404 for that completion (the turn has nowhere
-// to go), not a 400 blaming a field the caller did not send.
+// TestChatDeletedDuringCompletion: a chat, or its project, deleted while
+// a first turn in it runs on this instance stops that completion with a
+// 404 naming what was deleted (the turn has nowhere to go), not a 400
+// blaming a field the caller did not send, nor the whole reply first.
 func TestChatDeletedDuringCompletion(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
-		for _, stream := range []bool{false, true} {
-			w := h.world()
-			h.up.Enqueue(llmtest.Behavior{Delay: 500 * time.Millisecond})
-			before := h.up.Count()
-			done := make(chan *response, 1)
-			go func() {
-				done <- h.call("POST", "/api/v1/chats/"+w.chat+"/completions", h.admin, map[string]any{"stream": stream, "messages": []any{userMessage("hi")}})
-			}()
-			for deadline := time.Now().Add(5 * time.Second); h.up.Count() == before; time.Sleep(5 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("the completion did not reach the upstream within 5s")
+		for _, deleted := range []string{"chat", "project"} {
+			for _, stream := range []bool{false, true} {
+				w := h.world()
+				id, del := w.chat, "/api/v1/chats/"+w.chat
+				if deleted == "project" {
+					id, del = w.project, "/api/v1/projects/"+w.project
 				}
-			}
-			h.must(200, "DELETE", "/api/v1/chats/"+w.chat, h.admin, nil)
-			r := <-done
-			body := string(r.Body)
-			if stream {
-				if r.Status != 200 || !strings.Contains(body, `"code":"not_found"`) || !strings.Contains(body, "chat "+w.chat+" does not exist") {
-					t.Errorf("stream: %d %s, want an error event not_found naming the chat", r.Status, body)
-				}
-				continue
-			}
-			if r.Status != 404 || r.ErrorCode() != "not_found" || !strings.Contains(r.ErrorMessage(), "chat "+w.chat+" does not exist") {
-				t.Errorf("%d %s, want 404 not_found naming the chat", r.Status, body)
+				r := deletedMidway(t, h, "/api/v1/chats/"+w.chat+"/completions", map[string]any{"messages": []any{userMessage("hi")}}, stream,
+					func() { h.must(200, "DELETE", del, h.admin, nil) })
+				wasDeleted(t, r, stream, deleted, id)
 			}
 		}
 	})
