@@ -193,6 +193,9 @@ const maxLimit = math.MaxInt32
 
 // LimitsUpdate is the input of Limits.Put.
 type LimitsUpdate struct {
+	// ProjectID, when set (a body a GET gave, sent back), must be the
+	// project whose limits are put.
+	ProjectID               string
 	RequestsPerMinute       int
 	TokensPerMinute         int
 	KeyRequestsPerMinute    int
@@ -209,10 +212,14 @@ func (s *Limits) Get(ctx context.Context, projectID string) (*ProjectLimits, err
 	return s.lookup(ctx, projectID)
 }
 
-// Put sets a project's limits (owner).
+// Put sets a project's limits (owner). Limits as they are keep their
+// updatedAt, as an update that changes nothing does elsewhere.
 func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*ProjectLimits, error) {
 	if err := s.access.checkProject(ctx, projectID, PermSetLimits); err != nil {
 		return nil, err
+	}
+	if in.ProjectID != "" && in.ProjectID != projectID {
+		return nil, Invalidf("projectId", "projectId must be the project in the path (%s), or be left out", projectID)
 	}
 	for _, f := range []struct {
 		name  string
@@ -229,8 +236,16 @@ func (s *Limits) Put(ctx context.Context, projectID string, in LimitsUpdate) (*P
 	l := &ProjectLimits{
 		ProjectID: projectID, RequestsPerMinute: in.RequestsPerMinute, TokensPerMinute: in.TokensPerMinute,
 		KeyRequestsPerMinute: in.KeyRequestsPerMinute, KeyTokensPerMinute: in.KeyTokensPerMinute,
-		ConcurrentStreams: in.ConcurrentStreams, ConcurrentStreamsPerKey: in.ConcurrentStreamsPerKey, UpdatedAt: s.now(),
+		ConcurrentStreams: in.ConcurrentStreams, ConcurrentStreamsPerKey: in.ConcurrentStreamsPerKey,
 	}
+	was, err := s.store.GetLimits(ctx, projectID)
+	if err != nil {
+		return nil, Wrap("limits.Put", err)
+	}
+	if l.UpdatedAt = was.UpdatedAt; *l == *was && !was.UpdatedAt.IsZero() {
+		return was, nil
+	}
+	l.UpdatedAt = s.now()
 	if err := s.store.PutLimits(ctx, l); err != nil {
 		return nil, Wrap("limits.Put", err)
 	}

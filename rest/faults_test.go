@@ -695,10 +695,30 @@ func TestLimitsRoundTrip(t *testing.T) {
 		if l := h.must(200, "GET", path, h.admin, nil); l["requestsPerMinute"] != 7.0 {
 			t.Errorf("a refused PUT changed the limits: %v", l)
 		}
-		// A caller who is no member gets the 404 it gets without projectId.
+		// A caller who is no member gets the 404 it gets without projectId,
+		// and a member who may not set limits the 403.
 		_, stranger := h.user("stranger")
 		if r := h.call("PUT", path, stranger, got); r.Status != 404 {
 			t.Errorf("a stranger's PUT with another projectId = %d %s, want 404", r.Status, r.Body)
+		}
+		uid, viewer := h.user("viewer")
+		h.setRole(h.admin, w.project, uid, "viewer")
+		if r := h.call("PUT", path, viewer, got); r.Status != 403 || r.ErrorCode() != "forbidden" {
+			t.Errorf("a viewer's PUT with another projectId = %d %s, want 403", r.Status, r.Body)
+		}
+
+		// The limits as they are, sent again, keep their updatedAt.
+		same := h.must(200, "GET", path, h.admin, nil)
+		time.Sleep(2 * time.Millisecond) // a new updatedAt would differ
+		if l := h.must(200, "PUT", path, h.admin, same); l["updatedAt"] != same["updatedAt"] {
+			t.Errorf("an unchanged PUT moved updatedAt from %v to %v", same["updatedAt"], l["updatedAt"])
+		}
+		if l := h.must(200, "GET", path, h.admin, nil); l["updatedAt"] != same["updatedAt"] {
+			t.Errorf("an unchanged PUT stored updatedAt %v, was %v", l["updatedAt"], same["updatedAt"])
+		}
+		same["requestsPerMinute"] = 8
+		if l := h.must(200, "PUT", path, h.admin, same); l["updatedAt"] == same["updatedAt"] {
+			t.Errorf("a changed PUT kept updatedAt %v", l["updatedAt"])
 		}
 	})
 }

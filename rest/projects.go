@@ -246,16 +246,10 @@ func (s *Server) handleLimitsPut(c *echo.Context) error {
 	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit", "projectId", "updatedAt"); err != nil {
 		return err
 	}
-	projectID := c.Param("projectId")
-	if req.ProjectID != "" && req.ProjectID != projectID {
-		// Only to a caller who may read the path's limits: another gets
-		// the 404 or 403 a PUT without it would.
-		if _, err := s.svcs.Limits.Get(ctx(c), projectID); err != nil {
-			return err
-		}
-		return domain.Invalidf("projectId", "projectId must be the project in the path (%s), or be left out", projectID)
-	}
-	l, err := s.svcs.Limits.Put(ctx(c), projectID, domain.LimitsUpdate(req.limitsJSON))
+	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"), domain.LimitsUpdate{ProjectID: req.ProjectID,
+		RequestsPerMinute: req.RequestsPerMinute, TokensPerMinute: req.TokensPerMinute,
+		KeyRequestsPerMinute: req.KeyRequestsPerMinute, KeyTokensPerMinute: req.KeyTokensPerMinute,
+		ConcurrentStreams: req.ConcurrentStreams, ConcurrentStreamsPerKey: req.ConcurrentStreamsPerKey})
 	if err != nil {
 		return err
 	}
