@@ -35,9 +35,8 @@ type ChatCompletion struct {
 	// planReplay).
 	IdempotencyKey string
 	// MaxHistoryMessages, when set, sends at most this many of the
-	// conversation's latest stored messages upstream, from a user message
-	// on (see recentHistory); all of them when nil. The conversation keeps
-	// every message.
+	// conversation's latest stored messages upstream (see recentHistory);
+	// all of them when nil. The conversation keeps every message.
 	MaxHistoryMessages *int
 	CompletionParams
 }
@@ -603,18 +602,29 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 	return nil
 }
 
+// HistoryCutNote is the user message that opens a history cut by
+// maxHistoryMessages before a reply: a conversation must begin with a user
+// message (Anthropic refuses one that begins with the model's reply), and
+// the model is told why it does not see the start.
+const HistoryCutNote = "(The earlier messages of this conversation are left out.)"
+
 // recentHistory is what goes upstream of a conversation's stored messages
-// under maxHistoryMessages n: the last n, less those before the first user
-// message among them, so that the history sent begins as a conversation
-// must (Anthropic refuses one that begins with its own reply) and no tool
-// result goes without its call.
+// under maxHistoryMessages n: the last n, less the tool results at its
+// start, whose call is left out (providers refuse a result without it),
+// opened by HistoryCutNote when it then begins with a reply (an agent's
+// tool loop can run for hundreds of messages after its user message).
 func recentHistory(stored []Message, n int) []Message {
-	recent := stored[len(stored)-min(n, len(stored)):]
-	i := slices.IndexFunc(recent, func(m Message) bool { return m.Role == RoleUser })
-	if i < 0 {
-		return nil
+	if n >= len(stored) {
+		return stored
 	}
-	return recent[i:]
+	recent := stored[len(stored)-n:]
+	for len(recent) > 0 && recent[0].Role == RoleTool {
+		recent = recent[1:]
+	}
+	if len(recent) == 0 || recent[0].Role == RoleUser {
+		return recent
+	}
+	return append([]Message{{Role: RoleUser, Content: HistoryCutNote}}, recent...)
 }
 
 // planFirstTurn makes up the conversation that the completion starts in
@@ -689,9 +699,8 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		// the reply's calls unanswered (below), and may not answer them
 		// either, as their call does not go upstream.
 		if len(pl.params.Messages) > 0 && pl.params.Messages[0].Role == RoleTool {
-			return Invalidf("maxHistoryMessages", "maxHistoryMessages %d leaves out conversation %s's last reply, whose tool calls messages[0] answers: "+
-				"the history sent starts at a user message, so send a maxHistoryMessages that reaches back to the one before that reply, or leave it out",
-				*pl.maxHistory, pl.conv.ID)
+			return Invalidf("maxHistoryMessages", "maxHistoryMessages 0 leaves out conversation %s's last reply, whose tool calls messages[0] answers; "+
+				"send 1 or more, to send that reply with its results", pl.conv.ID)
 		}
 	}
 	for i, m := range pl.params.Messages {
@@ -911,9 +920,7 @@ func (s *Completions) run(ctx context.Context, pl *plan, req LLMRequest, p Princ
 	s.countTokens(ctx, adm, rec.Usage.TotalTokens)
 	if err != nil {
 		err = s.endedByServer(ctx, err)
-		if len(pl.window) > 0 {
-			err = historyTooLong(err)
-		}
+		err = pl.contextAdvice(err)
 		s.settleFailed(ctx, pl, meta, res, rec, rl.started)
 		return nil, admittedError(err, quotas, debug)
 	}

@@ -94,28 +94,46 @@ var ErrUpstreamRefused = errors.New("the AI provider refused the request")
 
 // ErrContextTooLong is within the cause of the Invalid error of a request
 // the AI provider refused as longer than its model's context window. Its
-// message ends with ContextTooLongAdvice; a per-chat continuation's says
-// instead that the conversation's history is what grew.
+// message ends with ContextTooLongAdvice; one whose request sent a
+// conversation's history or documents says so instead (contextAdvice).
 var ErrContextTooLong = errors.New("the request is longer than the model's context window")
 
 // ContextTooLongAdvice ends the message of an ErrContextTooLong refusal.
 const ContextTooLongAdvice = "; the messages, with maxTokens for the reply, are longer than the model's context window: " +
 	"send fewer or shorter ones, a smaller maxTokens, or use a model with a larger window"
 
-const historyTooLongAdvice = "; this conversation's history and the new messages, with maxTokens for the reply, are longer than " +
-	"the model's context window: send only its latest messages (maxHistoryMessages), start a new conversation (leave out " +
-	"conversationId), send a smaller maxTokens, or use a model with a larger window"
-
-// historyTooLong says of an ErrContextTooLong refusal of a continuation
-// that the conversation's history, which every completion sends whole and
-// the caller cannot shorten, is what made the request too long.
-func historyTooLong(err error) error {
+// contextAdvice says, of an ErrContextTooLong refusal, what beside the
+// request's messages made it long, that the caller can change: a
+// continuation's history (maxHistoryMessages sends less of it) and the
+// documents named as context.
+func (pl *plan) contextAdvice(err error) error {
 	var e *Error
-	if !errors.Is(err, ErrContextTooLong) || !errors.As(err, &e) || !strings.HasSuffix(e.Message, ContextTooLongAdvice) {
+	if !errors.Is(err, ErrContextTooLong) || !errors.As(err, &e) || !strings.HasSuffix(e.Message, ContextTooLongAdvice) ||
+		len(pl.window) == 0 && len(pl.sources) == 0 {
 		return err
 	}
+	what, do := []string{"the new messages"}, []string(nil)
+	if len(pl.window) > 0 {
+		sent := len(pl.window)
+		if pl.window[0].ID == "" { // HistoryCutNote, not a stored message
+			sent--
+		}
+		what = append([]string{fmt.Sprintf("the history sent (%d of the conversation's %d messages)", sent, len(pl.history))}, what...)
+		do = append(do, fmt.Sprintf("send fewer of its latest messages (maxHistoryMessages; it holds %d)", len(pl.history)),
+			"start a new conversation (leave out conversationId)")
+	}
+	if len(pl.sources) > 0 {
+		n := 0
+		for _, d := range pl.sources {
+			n += len(d.Content)
+		}
+		what = append(what, fmt.Sprintf("the documents named as context (%d, %d bytes)", len(pl.sources), n))
+		do = append(do, "name fewer documents (dataSources, names)")
+	}
 	c := *e
-	c.Message = strings.TrimSuffix(e.Message, ContextTooLongAdvice) + historyTooLongAdvice
+	c.Message = strings.TrimSuffix(e.Message, ContextTooLongAdvice) + "; " + strings.Join(what, ", ") +
+		", with maxTokens for the reply, are longer than the model's context window: " +
+		strings.Join(append(do, "send a smaller maxTokens, or use a model with a larger window"), ", ")
 	return &c
 }
 

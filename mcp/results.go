@@ -15,7 +15,7 @@ import (
 type pageArgs struct {
 	Limit  *int   `json:"limit,omitempty" min:"1" max:"100" desc:"Page size, 1 to 100; default 20."`
 	Cursor string `json:"cursor,omitempty" desc:"The nextCursor of the previous page, unchanged, with the same other arguments (a cursor of another list is refused); omit for the first page."`
-	Order  string `json:"order,omitempty" enum:",asc,desc" desc:"asc (the default): in the order the items were created; desc: the most recently created first (a conversation continued later keeps its place: its updatedAt is its last turn). A cursor keeps the order of the page it came from."`
+	Order  string `json:"order,omitempty" enum:",asc,desc" desc:"asc (the default): in the order the items were created; desc: the most recently created first (conversations by when they were started, not by their last turn). A cursor keeps the order of the page it came from."`
 }
 
 func (p pageArgs) page() (domain.Page, error) { return page(p.Limit, p.Cursor, p.Order) }

@@ -68,7 +68,7 @@ const (
 		`a chat stores a provider, a default system message and a model, so create-chat-completion-for-chat needs only messages. ` +
 		`Pass the conversationId of a previous result, with only the new messages, to continue that conversation: ` +
 		`only its messages are stored, so send again with each call what it needs of the rest (model, a system message, ` +
-		`dataSources or names, tools, toolChoice, responseFormat, sampling parameters); a model or system message for every call ` +
+		`dataSources or names, tools, toolChoice, responseFormat, sampling parameters, maxHistoryMessages); a model or system message for every call ` +
 		`is set on the chat with update-chat. ` +
 		`list-models names the models a provider offers, for a completion's model. ` +
 		noProjectTools + ` ` + listsAndErrors

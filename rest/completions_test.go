@@ -1119,14 +1119,15 @@ func TestSeedFieldsNamed(t *testing.T) {
 
 // TestContextTooLongSaysWhatToDo: a provider's refusal of a request longer
 // than its model's context window is a 400 with the provider's code, and
-// says what the caller can change: per chat, a continuation's history,
-// which every completion sends whole and no request can shorten, is what
-// grew, so it says to start a new conversation; elsewhere, the messages.
+// says what the caller can change: per chat, a continuation's history
+// (maxHistoryMessages sends less of it, or a new conversation none), the
+// documents named as context; else the messages.
 func TestContextTooLongSaysWhatToDo(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
 		path := "/api/v1/chats/" + w.chat + "/completions"
 		conv := h.must(200, "POST", path, h.admin, map[string]any{"messages": []any{userMessage("hello")}})["conversationId"].(string)
+		h.must(201, "POST", "/api/v1/documents", h.admin, map[string]any{"projectId": w.project, "name": "manual", "content": "0123456789"})
 		tooLong := llmtest.Behavior{Status: 400, Body: `{"error":{"message":"This model's maximum context length is 128000 tokens. ` +
 			`However, your messages resulted in 130512 tokens. Please reduce the length of the messages.",` +
 			`"type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}`}
@@ -1136,7 +1137,11 @@ func TestContextTooLongSaysWhatToDo(t *testing.T) {
 			want, not  string
 		}{
 			{"a continuation", path, map[string]any{"conversationId": conv, "messages": []any{userMessage("more")}},
-				"this conversation's history and the new messages", "send fewer or shorter ones"},
+				"the history sent (2 of the conversation's 2 messages), the new messages, with maxTokens for the reply, are longer than the model's context window: " +
+					"send fewer of its latest messages (maxHistoryMessages; it holds 2), start a new conversation", "send fewer or shorter ones"},
+			{"a continuation with documents", path, map[string]any{"conversationId": conv, "names": []string{"manual"}, "maxHistoryMessages": 0, "messages": []any{userMessage("more")}},
+				"the new messages, the documents named as context (1, 10 bytes), with maxTokens for the reply, are longer than the model's context window: " +
+					"name fewer documents (dataSources, names)", "maxHistoryMessages"},
 			{"a new conversation", path, map[string]any{"messages": []any{userMessage("more")}},
 				"send fewer or shorter ones", "conversation's history"},
 			{"stateless", "/api/v1/chats/completions", map[string]any{"aiProviderId": w.provider, "messages": []any{userMessage("more")}},

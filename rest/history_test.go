@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/llm/llmtest"
 )
 
@@ -46,9 +47,10 @@ func TestMaxHistoryMessages(t *testing.T) {
 			{100, "system:You are a test. user:u1 assistant:u1 user:u2 assistant:u2 user:u3 assistant:u3 user:new"},
 			{6, "system:You are a test. user:u1 assistant:u1 user:u2 assistant:u2 user:u3 assistant:u3 user:new"},
 			{4, "system:You are a test. user:u2 assistant:u2 user:u3 assistant:u3 user:new"},
-			// The last three are a2 u3 a3: the window starts at u3.
-			{3, "system:You are a test. user:u3 assistant:u3 user:new"},
-			{1, "system:You are a test. user:new"},
+			// The last three are a2 u3 a3: a user message says the start
+			// is left out.
+			{3, "system:You are a test. user:" + domain.HistoryCutNote + " assistant:u2 user:u3 assistant:u3 user:new"},
+			{1, "system:You are a test. user:" + domain.HistoryCutNote + " assistant:u3 user:new"},
 			{0, "system:You are a test. user:new"},
 		} {
 			t.Run(fmt.Sprint(c.max), func(t *testing.T) {
@@ -98,7 +100,7 @@ func TestMaxHistoryMessages(t *testing.T) {
 		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{userMessage("look it up")}, "tools": tools})
 		result := []any{map[string]any{"role": "tool", "toolCallId": "call_1", "content": "42"}}
 		r := h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 0, "messages": result, "tools": tools})
-		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "last reply, whose tool calls messages[0] answers") {
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "last reply, whose tool calls messages[0] answers; send 1 or more") {
 			t.Errorf("a tool result without its call = %d %s; want 400", r.Status, r.Body)
 		}
 		// Nor may the call go unanswered.
@@ -109,11 +111,21 @@ func TestMaxHistoryMessages(t *testing.T) {
 		if h.up.Count() != before+1 {
 			t.Errorf("refused requests reached the upstream: %d calls, want 1", h.up.Count()-before)
 		}
-		// Two messages back is the user message that asked: the call and
-		// its result go together.
-		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 2, "messages": result, "tools": tools})
-		if got := strings.Join(sent(), " "); !strings.HasPrefix(got, "system:You are a test. user:look it up assistant:") || !strings.HasSuffix(got, " tool:42") {
-			t.Errorf("maxHistoryMessages 2 with the tool's result sent %s", got)
+		// One message back is the call: it goes with its result, the
+		// history's start said to be left out.
+		h.up.Enqueue(llmtest.Behavior{ToolCalls: []llmtest.ToolCall{{ID: "call_2", Name: "lookup", Arguments: "{}"}}})
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 1, "messages": result, "tools": tools})
+		if got := strings.Join(sent(), " "); got != "system:You are a test. user:"+domain.HistoryCutNote+" assistant: tool:42" {
+			t.Errorf("maxHistoryMessages 1 with the tool's result sent %s", got)
+		}
+		// An agent's tool loop: the stored history ends call_2, its
+		// result, and a reply. A window that begins at a result leaves it
+		// out with its call.
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "messages": []any{
+			map[string]any{"role": "tool", "toolCallId": "call_2", "content": "43"}}, "tools": tools})
+		h.must(200, "POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 2, "messages": []any{userMessage("and?")}})
+		if got := sent(); len(got) != 4 || got[1] != "user:"+domain.HistoryCutNote || !strings.HasPrefix(got[2], "assistant:") || got[3] != "user:and?" {
+			t.Errorf("maxHistoryMessages 2 after a tool result sent %q; want the note, the last reply and the new message", got)
 		}
 	})
 }
