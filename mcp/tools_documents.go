@@ -58,16 +58,17 @@ type createDocumentArgs struct {
 }
 
 func createDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[createDocumentArgs, documentOut]("create-document", "Create a document",
-			"Add a document to a project. A completion then takes it as context with dataSources [{\"id\": ...}] (or names, by its name, which must be the project's only document of that name), or as a message's text with documentId. Needs the editor role.", createHints),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in createDocumentArgs) (documentOut, error) {
+	return newTool[createDocumentArgs, documentSummaryOut]("create-document", "Create a document",
+			"Add a document to a project. A completion then takes it as context with dataSources [{\"id\": ...}] (or names, by its name, which must be the project's only document of that name), or as a message's text with documentId. Needs the editor role. The result is the document without its content, which you sent (get-document reads it).", createHints),
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in createDocumentArgs) (documentSummaryOut, error) {
 			doc, err := d.svcs.Documents.Create(ctx, domain.DocumentCreate{ProjectID: in.ProjectID, Name: in.Name,
 				Content: in.Content, MimeType: in.MimeType, Metadata: in.Metadata})
 			if err != nil {
-				return documentOut{}, err
+				return documentSummaryOut{}, err
 			}
-			return toDocumentOut(doc), nil
-		}, func(o documentOut) string { return "Created document " + documentLine(o.documentSummaryOut) })
+			sum := doc.Summary()
+			return toDocumentSummaryOut(&sum), nil
+		}, func(o documentSummaryOut) string { return "Created document " + documentLine(o) })
 }
 
 type listDocumentsArgs struct {
@@ -119,18 +120,20 @@ type updateDocumentArgs struct {
 }
 
 func updateDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
-	return newTool[updateDocumentArgs, documentOut]("update-document", "Update a document",
+	return newTool[updateDocumentArgs, documentSummaryOut]("update-document", "Update a document",
 			"Change a document's name, content, media type or metadata; fields left out stay as they are. "+
-				"Later completion messages that reference it send the new content. Needs the editor role.",
+				"Later completion messages that reference it send the new content. Needs the editor role. "+
+				"The result is the document without its content (get-document reads it).",
 			hints{destructive: true, idempotent: true}),
-		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in updateDocumentArgs) (documentOut, error) {
+		handle(d, func(ctx context.Context, _ mcpgo.CallToolRequest, in updateDocumentArgs) (documentSummaryOut, error) {
 			doc, err := d.svcs.Documents.Update(ctx, in.DocumentID, domain.DocumentUpdate{Name: in.Name, Content: in.Content,
 				MimeType: in.MimeType, Metadata: in.Metadata})
 			if err != nil {
-				return documentOut{}, err
+				return documentSummaryOut{}, err
 			}
-			return toDocumentOut(doc), nil
-		}, func(o documentOut) string { return "Updated document " + documentLine(o.documentSummaryOut) })
+			sum := doc.Summary()
+			return toDocumentSummaryOut(&sum), nil
+		}, func(o documentSummaryOut) string { return "Updated document " + documentLine(o) })
 }
 
 func deleteDocument(d deps) (mcpgo.Tool, server.ToolHandlerFunc) {
