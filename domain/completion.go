@@ -186,9 +186,10 @@ type continuation struct {
 	starting bool          // a first turn's: the conversation is stored with it
 	storing  atomic.Bool   // its turn is being stored: the claim ends within a commit
 	done     chan struct{} // closed when the claim ends
-	// stop ends the completion holding the claim, once it is planned, with
-	// the cause: its conversation, chat or project was deleted (abandon).
-	stop atomic.Pointer[context.CancelCauseFunc]
+	// stop ends the completion holding the claim with the cause: its
+	// conversation, chat or project was deleted (abandon). nil for the
+	// retention sweep's.
+	stop context.CancelCauseFunc
 }
 
 // claim takes conversation id of chat chatID for one completion: before a
@@ -197,8 +198,8 @@ type continuation struct {
 // one is storing its turn: claim then waits for it, so that the history
 // read next holds that turn (a client that saw the turn stored, or the
 // stream's [DONE], and continues at once is not refused).
-func (s *Completions) claim(ctx context.Context, id string, chat *Chat, starting bool) (*continuation, error) {
-	c := &continuation{s: s, id: id, chatID: chat.ID, project: chat.ProjectID, starting: starting, done: make(chan struct{})}
+func (s *Completions) claim(ctx context.Context, id string, chat *Chat, starting bool, stop context.CancelCauseFunc) (*continuation, error) {
+	c := &continuation{s: s, id: id, chatID: chat.ID, project: chat.ProjectID, starting: starting, done: make(chan struct{}), stop: stop}
 	for {
 		v, busy := s.continuing.LoadOrStore(id, c)
 		if !busy {
@@ -259,20 +260,21 @@ var errDeleted = errors.New("deleted while the completion ran")
 
 // abandon ends the completions running on this instance in conversations
 // that deleted matches (a deleted conversation's, chat's or project's,
-// what, id), unless their turn is being stored: their reply could not be
-// stored, so it stops being generated and paid for, and the client is
-// told at once rather than after the whole reply. Another instance's run
-// to their end, and are told when their turn is not stored.
+// what, id), from the claim their planning takes: their reply could not
+// be stored, so it stops being generated and paid for, and the client is
+// told at once rather than after the whole reply. (A turn already being
+// stored is not stopped: storing ignores cancellation.) Another
+// instance's run to their end, and are told when their turn is not
+// stored.
 func (s *Completions) abandon(deleted func(*continuation) bool, what, id string) {
 	if s == nil {
 		return
 	}
 	s.continuing.Range(func(_, v any) bool {
-		c := v.(*continuation)
-		if stop := c.stop.Load(); stop != nil && deleted(c) && !c.storing.Load() {
+		if c := v.(*continuation); c.stop != nil && deleted(c) {
 			e := Errorf(NotFound, "%s %s was deleted while this completion ran: the reply was stopped and not stored", what, id)
 			e.Err = errDeleted
-			(*stop)(e)
+			c.stop(e)
 		}
 		return true
 	})
@@ -301,6 +303,7 @@ type plan struct {
 	params   CompletionParams
 	// maxHistory is the request's maxHistoryMessages, nil for all.
 	maxHistory *int
+	stop       context.CancelCauseFunc // ends the completion, for its claim
 	model      string
 	// requestKey and requestHash go with the reply when the request has
 	// an idempotency key; replay is the reply stored for it before.
@@ -323,14 +326,16 @@ func (pl *plan) release() {
 // provider's project, and stores a usage record only. emit is nil for a
 // non-streamed call.
 func (s *Completions) Stateless(ctx context.Context, in StatelessCompletion, emit Emitter) (*Completion, error) {
-	return s.complete(ctx, emit, func(ctx context.Context) (*plan, error) { return s.planStateless(ctx, in) })
+	return s.complete(ctx, emit, func(ctx context.Context, _ context.CancelCauseFunc) (*plan, error) { return s.planStateless(ctx, in) })
 }
 
 // ForChat runs a completion with a chat's provider, system message and
 // model, and stores the turn in a conversation: a new one, or the one
 // named by ConversationID, whose history goes upstream first.
 func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitter) (*Completion, error) {
-	return s.complete(ctx, emit, func(ctx context.Context) (*plan, error) { return s.planForChat(ctx, in) })
+	return s.complete(ctx, emit, func(ctx context.Context, stop context.CancelCauseFunc) (*plan, error) {
+		return s.planForChat(ctx, in, stop)
+	})
 }
 
 // complete plans a completion with planner, admits it under the project's
@@ -338,22 +343,23 @@ func (s *Completions) ForChat(ctx context.Context, in ChatCompletion, emit Emitt
 // Redis), so they are bounded by RequestTimeout, as the transports bound
 // every other request: a database that hangs answers Unavailable instead
 // of holding the caller. The upstream call is not: a healthy stream may
-// run for hours, bounded only by MaxStreamDuration.
-func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(context.Context) (*plan, error)) (*Completion, error) {
+// run for hours, bounded only by MaxStreamDuration. A per-chat plan's
+// claim holds stop, which a delete of what it stores its turn in calls
+// (abandon), from planning on.
+func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(context.Context, context.CancelCauseFunc) (*plan, error)) (*Completion, error) {
 	started := time.Now()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
 	bounded, cancel := context.WithTimeout(ctx, s.deps.RequestTimeout)
 	defer cancel()
-	pl, err := planner(bounded)
+	pl, err := planner(bounded, stop)
 	if err != nil {
+		if cause := context.Cause(ctx); errors.Is(cause, errDeleted) {
+			return nil, cause // what planning read was deleted under it
+		}
 		return nil, err
 	}
 	defer pl.release()
-	if pl.claim != nil {
-		var stop context.CancelCauseFunc
-		ctx, stop = context.WithCancelCause(ctx)
-		defer stop(nil)
-		pl.claim.stop.Store(&stop)
-	}
 	if pl.replay != nil {
 		return replay(pl.replay, emit)
 	}
@@ -476,7 +482,7 @@ func (s *Completions) planStateless(ctx context.Context, in StatelessCompletion)
 // planForChat resolves a completion for a chat: the chat, the caller's
 // permission, the conversation and its history, the messages and the
 // chat's provider.
-func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *plan, err error) {
+func (s *Completions) planForChat(ctx context.Context, in ChatCompletion, stop context.CancelCauseFunc) (_ *plan, err error) {
 	chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.deps.Store.GetChat)
 	if err != nil {
 		return nil, err
@@ -505,7 +511,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion) (_ *pl
 		return nil, Invalidf("maxHistoryMessages", "maxHistoryMessages must be from 0 to %d (the most messages a conversation holds), got %d; "+
 			"leave it out to send the whole history", MaxHistoryMessages, *n)
 	}
-	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams, maxHistory: in.MaxHistoryMessages}
+	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams, maxHistory: in.MaxHistoryMessages, stop: stop}
 	// The plan's claims go back unless it is returned: on an error, and
 	// on a panic (which REST and MCP recover), whose claims would else
 	// refuse the conversation and the key until a restart.
@@ -552,7 +558,7 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		// once): as for a conversation being continued, a Conflict while
 		// the reply is generated, and a wait while the turn is stored; not
 		// a conversation that does not exist.
-		if pl.claim, err = s.claim(ctx, id, chat, false); err != nil {
+		if pl.claim, err = s.claim(ctx, id, chat, false, pl.stop); err != nil {
 			return err
 		}
 		conv, err = lookup(ctx, PrefixConversation, "conversation", id, s.deps.Store.GetConversation)
@@ -573,7 +579,7 @@ func (s *Completions) planContinuation(ctx context.Context, pl *plan, id string)
 		return NotFoundf("conversation", id)
 	}
 	if pl.claim == nil {
-		if pl.claim, err = s.claim(ctx, conv.ID, chat, false); err != nil {
+		if pl.claim, err = s.claim(ctx, conv.ID, chat, false, pl.stop); err != nil {
 			return err
 		}
 	}
@@ -634,7 +640,7 @@ func (s *Completions) planFirstTurn(ctx context.Context, pl *plan) error {
 	pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: pl.chat.ProjectID, ChatID: pl.chat.ID, CreatedAt: now, UpdatedAt: now}
 	pl.newConv = true
 	var err error
-	pl.claim, err = s.claim(ctx, pl.conv.ID, pl.chat, true)
+	pl.claim, err = s.claim(ctx, pl.conv.ID, pl.chat, true, pl.stop)
 	return err // a new id: no other completion holds it
 }
 
@@ -698,9 +704,12 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		// too (a window ends with it): the request may still not leave
 		// the reply's calls unanswered (below), and may not answer them
 		// either, as their call does not go upstream.
-		if len(pl.params.Messages) > 0 && pl.params.Messages[0].Role == RoleTool {
-			return Invalidf("maxHistoryMessages", "maxHistoryMessages 0 leaves out conversation %s's last reply, whose tool calls messages[0] answers; "+
-				"send 1 or more, to send that reply with its results", pl.conv.ID)
+		// The first message the history is followed by: a system
+		// message is taken out, as the call's system message.
+		i := slices.IndexFunc(pl.params.Messages, func(m InputMessage) bool { return m.Role != RoleSystem })
+		if i >= 0 && pl.params.Messages[i].Role == RoleTool {
+			return Invalidf("maxHistoryMessages", "maxHistoryMessages 0 leaves out conversation %s's last reply, whose tool calls messages[%d] answers; "+
+				"send 1 or more, to send that reply with its results", pl.conv.ID, i)
 		}
 	}
 	for i, m := range pl.params.Messages {

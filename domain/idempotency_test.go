@@ -45,4 +45,14 @@ func TestRequestHashIsStable(t *testing.T) {
 			t.Errorf("a request's %s does not change its hash", name)
 		}
 	}
+	// maxHistoryMessages: left out, 0 and 2 are three requests.
+	zero, two := 0, 2
+	hashes := map[string]bool{}
+	for _, n := range []*int{nil, &zero, &two} {
+		in.MaxHistoryMessages = n
+		hashes[requestHash(in)] = true
+	}
+	if len(hashes) != 3 {
+		t.Errorf("maxHistoryMessages left out, 0 and 2 give %d hashes, want 3", len(hashes))
+	}
 }

@@ -195,7 +195,12 @@ const maxLimit = math.MaxInt32
 type LimitsUpdate struct {
 	// ProjectID, when set (a body a GET gave, sent back), must be the
 	// project whose limits are put.
-	ProjectID               string
+	ProjectID string
+	LimitValues
+}
+
+// LimitValues are a project's limits as a client sets them; 0 is none.
+type LimitValues struct {
 	RequestsPerMinute       int
 	TokensPerMinute         int
 	KeyRequestsPerMinute    int

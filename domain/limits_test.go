@@ -73,7 +73,7 @@ func TestLimitsPutOvertakingARead(t *testing.T) {
 			done <- err
 		}()
 		<-ps.read
-		if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{KeyRequestsPerMinute: 5}); err != nil {
+		if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{LimitValues: domain.LimitValues{KeyRequestsPerMinute: 5}}); err != nil {
 			t.Fatal(err)
 		}
 		close(ps.resume)

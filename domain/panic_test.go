@@ -192,7 +192,7 @@ func TestPanicInPlanningReleasesClaims(t *testing.T) {
 func TestPanicInAdmissionReleasesSlots(t *testing.T) {
 	lim := &panickingLimiter{Limiter: ratelimit.NewMemory()}
 	svcs, ctx, p, prov, _ := panicWorld(t, domain.Deps{Store: dbtest.SQLite(t), Limiter: lim})
-	if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{RequestsPerMinute: 1000, ConcurrentStreams: 1}); err != nil {
+	if _, err := svcs.Limits.Put(ctx, p.ID, domain.LimitsUpdate{LimitValues: domain.LimitValues{RequestsPerMinute: 1000, ConcurrentStreams: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	hi := "hi"

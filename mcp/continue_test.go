@@ -203,3 +203,53 @@ func TestMaxHistoryMessagesOverMCP(t *testing.T) {
 		t.Errorf("create-chat-completion with maxHistoryMessages = %q; want it to say where conversations are continued", msg)
 	}
 }
+
+// heldHistory is the real store whose next ListMessages, once armed, waits
+// for release before it reads: a continuation caught while it plans.
+type heldHistory struct {
+	domain.Store
+	armed   atomic.Bool
+	held    chan struct{} // closed when the armed read waits
+	release chan struct{}
+}
+
+func (s *heldHistory) ListMessages(ctx context.Context, conversationID string) ([]domain.Message, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.held)
+		<-s.release
+	}
+	return s.Store.ListMessages(ctx, conversationID)
+}
+
+// TestDeleteStopsAContinuationBeingPlanned: a conversation deleted while a
+// continuation of it is still being planned (it has claimed the
+// conversation and reads its history) stops it there: the call fails
+// saying the conversation was deleted, and nothing goes upstream.
+func TestDeleteStopsAContinuationBeingPlanned(t *testing.T) {
+	e := newEnv(t, dbtest.SQLite(t))
+	hh := &heldHistory{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
+	e.configure(func(d *domain.Deps) { d.Store = hh })
+	s := e.connect(overStdio, "editor", Options{})
+	var chat chatOut
+	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "planned"}, &chat)
+	var first completionOut
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
+
+	hh.armed.Store(true)
+	later := s.callLater(obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")})
+	select {
+	case <-hh.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the continuation never read its history")
+	}
+	upstream := e.upstream.Count()
+	must(t, e.svcs.Conversations.Delete(e.ctx("editor"), first.ConversationID))
+	close(hh.release)
+	res := <-later
+	if !res.IsError || !strings.Contains(text(res), "conversation "+first.ConversationID+" was deleted while this completion ran") {
+		t.Errorf("the continuation planned across the delete = %q; want it stopped, saying the conversation was deleted", text(res))
+	}
+	if n := e.upstream.Count(); n != upstream {
+		t.Errorf("it went upstream (%d calls) after its conversation was deleted", n-upstream)
+	}
+}

@@ -103,6 +103,12 @@ func TestMaxHistoryMessages(t *testing.T) {
 		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "last reply, whose tool calls messages[0] answers; send 1 or more") {
 			t.Errorf("a tool result without its call = %d %s; want 400", r.Status, r.Body)
 		}
+		// Nor after a system message, which is taken out of the turn.
+		withSystem := append([]any{map[string]any{"role": "system", "content": "Be brief."}}, result...)
+		r = h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 0, "messages": withSystem, "tools": tools})
+		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "last reply, whose tool calls messages[1] answers; send 1 or more") {
+			t.Errorf("a tool result without its call, after a system message = %d %s; want 400", r.Status, r.Body)
+		}
 		// Nor may the call go unanswered.
 		r = h.call("POST", path, h.admin, map[string]any{"conversationId": conv, "maxHistoryMessages": 0, "messages": []any{userMessage("never mind")}})
 		if r.Status != 400 || !strings.Contains(r.ErrorMessage(), "call_1") {

@@ -246,10 +246,8 @@ func (s *Server) handleLimitsPut(c *echo.Context) error {
 	if err := s.bindWithoutNulls(c, &req, "send a number, 0 for no limit", "projectId", "updatedAt"); err != nil {
 		return err
 	}
-	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"), domain.LimitsUpdate{ProjectID: req.ProjectID,
-		RequestsPerMinute: req.RequestsPerMinute, TokensPerMinute: req.TokensPerMinute,
-		KeyRequestsPerMinute: req.KeyRequestsPerMinute, KeyTokensPerMinute: req.KeyTokensPerMinute,
-		ConcurrentStreams: req.ConcurrentStreams, ConcurrentStreamsPerKey: req.ConcurrentStreamsPerKey})
+	l, err := s.svcs.Limits.Put(ctx(c), c.Param("projectId"),
+		domain.LimitsUpdate{ProjectID: req.ProjectID, LimitValues: domain.LimitValues(req.limitsJSON)})
 	if err != nil {
 		return err
 	}
