@@ -132,13 +132,22 @@ func TestDeletionWaitsForAFirstTurnBeingStored(t *testing.T) {
 // holds the turn it is armed for, and creates a chat.
 func heldTurnChat(t *testing.T) (*env, *heldTurns, *session, chatOut) {
 	t.Helper()
+	ht := &heldTurns{held: make(chan struct{}), release: make(chan struct{})}
+	e, s, chat := chatOver(t, func(st domain.Store) domain.Store { ht.Store = st; return ht })
+	return e, ht, s, chat
+}
+
+// chatOver connects the editor over stdio to a server whose store is
+// wrap's of the real one, and creates a chat.
+func chatOver(t *testing.T, wrap func(domain.Store) domain.Store) (*env, *session, chatOut) {
+	t.Helper()
 	e := newEnv(t, dbtest.SQLite(t))
-	ht := &heldTurns{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
-	e.configure(func(d *domain.Deps) { d.Store = ht })
+	st := wrap(e.store)
+	e.configure(func(d *domain.Deps) { d.Store = st })
 	s := e.connect(overStdio, "editor", Options{})
 	var chat chatOut
 	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "turns"}, &chat)
-	return e, ht, s, chat
+	return e, s, chat
 }
 
 // callLater calls create-chat-completion-for-chat in the background; its
@@ -226,12 +235,8 @@ func (s *heldHistory) ListMessages(ctx context.Context, conversationID string) (
 // conversation and reads its history) stops it there: the call fails
 // saying the conversation was deleted, and nothing goes upstream.
 func TestDeleteStopsAContinuationBeingPlanned(t *testing.T) {
-	e := newEnv(t, dbtest.SQLite(t))
-	hh := &heldHistory{Store: e.store, held: make(chan struct{}), release: make(chan struct{})}
-	e.configure(func(d *domain.Deps) { d.Store = hh })
-	s := e.connect(overStdio, "editor", Options{})
-	var chat chatOut
-	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "planned"}, &chat)
+	hh := &heldHistory{held: make(chan struct{}), release: make(chan struct{})}
+	e, s, chat := chatOver(t, func(st domain.Store) domain.Store { hh.Store = st; return hh })
 	var first completionOut
 	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
 
