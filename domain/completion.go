@@ -508,7 +508,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion, stop c
 		return nil, err
 	}
 	if n := in.MaxHistoryMessages; n != nil && (*n < 0 || *n > MaxHistoryMessages) {
-		return nil, Invalidf("maxHistoryMessages", "maxHistoryMessages must be from 0 to %d (the most messages a conversation holds), got %d; "+
+		return nil, Invalidf("maxHistoryMessages", "maxHistoryMessages must be from 0 to %d (the most messages a conversation may hold to be continued), got %d; "+
 			"leave it out to send the whole history", MaxHistoryMessages, *n)
 	}
 	pl := &plan{chat: chat, system: chat.SystemMessage, params: in.CompletionParams, maxHistory: in.MaxHistoryMessages, stop: stop}
@@ -703,9 +703,9 @@ func (s *Completions) resolveMessages(ctx context.Context, pl *plan, projectID s
 		// maxHistoryMessages left the whole history out, the last reply
 		// too (a window ends with it): the request may still not leave
 		// the reply's calls unanswered (below), and may not answer them
-		// either, as their call does not go upstream.
-		// The first message the history is followed by: a system
-		// message is taken out, as the call's system message.
+		// either, as their call does not go upstream. Its first message
+		// but a system message (taken out, as the call's) is the one
+		// that would answer them.
 		i := slices.IndexFunc(pl.params.Messages, func(m InputMessage) bool { return m.Role != RoleSystem })
 		if i >= 0 && pl.params.Messages[i].Role == RoleTool {
 			return Invalidf("maxHistoryMessages", "maxHistoryMessages 0 leaves out conversation %s's last reply, whose tool calls messages[%d] answers; "+
