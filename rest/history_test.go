@@ -1,7 +1,9 @@
 package rest_test
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 
@@ -134,4 +136,41 @@ func TestMaxHistoryMessages(t *testing.T) {
 			t.Errorf("maxHistoryMessages 2 after a tool result sent %q; want the note, the last reply and the new message", got)
 		}
 	})
+}
+
+// TestMaxHistoryMessagesSchemaFollowsTheDomain: the OpenAPI document's
+// bound of maxHistoryMessages, a struct tag, is the domain's.
+func TestMaxHistoryMessagesSchemaFollowsTheDomain(t *testing.T) {
+	b, err := os.ReadFile("openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc any
+	if err := json.Unmarshal(b, &doc); err != nil {
+		t.Fatal(err)
+	}
+	var found int
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case map[string]any:
+			if p, ok := v["maxHistoryMessages"].(map[string]any); ok {
+				found++
+				if p["maximum"] != float64(domain.MaxHistoryMessages) || p["minimum"] != 0.0 {
+					t.Errorf("maxHistoryMessages' schema %v; want minimum 0, maximum %d", p, domain.MaxHistoryMessages)
+				}
+			}
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(doc)
+	if found == 0 {
+		t.Error("the OpenAPI document has no maxHistoryMessages")
+	}
 }
