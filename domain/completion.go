@@ -111,6 +111,10 @@ type Completions struct {
 	// Instances do not share it; across instances the store refuses the
 	// later turn as it commits.
 	continuing sync.Map
+	// deletions counts abandon's calls: a first turn that saw it change
+	// between reading its chat and claiming its conversation, when no
+	// claim of it could be stopped, reads its chat again.
+	deletions atomic.Uint64
 	// keyed holds the idempotency keys (chat-scoped, see planReplay) of
 	// the completions running on this instance.
 	keyed sync.Map
@@ -258,6 +262,16 @@ func (s *Completions) startingClaim(id string) *continuation {
 // errDeleted is within the cause of a completion that abandon ended.
 var errDeleted = errors.New("deleted while the completion ran")
 
+// deletedOr is the cause of ctx when abandon ended it, which err (a
+// read cancelled under it, as it planned or was admitted) would hide; else
+// err.
+func deletedOr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errDeleted) {
+		return cause
+	}
+	return err
+}
+
 // abandon ends the completions running on this instance in conversations
 // that deleted matches (a deleted conversation's, chat's or project's,
 // what, id), from the claim their planning takes: their reply could not
@@ -270,6 +284,7 @@ func (s *Completions) abandon(deleted func(*continuation) bool, what, id string)
 	if s == nil {
 		return
 	}
+	s.deletions.Add(1)
 	s.continuing.Range(func(_, v any) bool {
 		if c := v.(*continuation); c.stop != nil && deleted(c) {
 			e := Errorf(NotFound, "%s %s was deleted while this completion ran: the reply was stopped and not stored", what, id)
@@ -354,10 +369,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	defer cancel()
 	pl, err := planner(bounded, stop)
 	if err != nil {
-		if cause := context.Cause(ctx); errors.Is(cause, errDeleted) {
-			return nil, cause // what planning read was deleted under it
-		}
-		return nil, err
+		return nil, deletedOr(ctx, err)
 	}
 	defer pl.release()
 	if pl.replay != nil {
@@ -396,7 +408,7 @@ func (s *Completions) complete(ctx context.Context, emit Emitter, planner func(c
 	adm, quotas, release, err := s.admit(bounded, pl.provider.ProjectID, p, req, emit != nil)
 	cancel() // its timer need not last the stream
 	if err != nil {
-		return nil, err
+		return nil, deletedOr(ctx, err)
 	}
 	defer release()
 	if emit != nil && len(quotas) > 0 {
@@ -483,6 +495,7 @@ func (s *Completions) planStateless(ctx context.Context, in StatelessCompletion)
 // permission, the conversation and its history, the messages and the
 // chat's provider.
 func (s *Completions) planForChat(ctx context.Context, in ChatCompletion, stop context.CancelCauseFunc) (_ *plan, err error) {
+	deletions := s.deletions.Load()
 	chat, err := lookup(ctx, PrefixChat, "chat", in.ChatID, s.deps.Store.GetChat)
 	if err != nil {
 		return nil, err
@@ -531,7 +544,7 @@ func (s *Completions) planForChat(ctx context.Context, in ChatCompletion, stop c
 	if in.ConversationID != "" {
 		err = s.planContinuation(ctx, pl, in.ConversationID)
 	} else {
-		err = s.planFirstTurn(ctx, pl)
+		err = s.planFirstTurn(ctx, pl, deletions)
 	}
 	if err != nil {
 		return nil, err
@@ -634,14 +647,22 @@ func recentHistory(stored []Message, n int) []Message {
 }
 
 // planFirstTurn makes up the conversation that the completion starts in
-// the plan's chat, stored with its turn, and claims it.
-func (s *Completions) planFirstTurn(ctx context.Context, pl *plan) error {
+// the plan's chat, stored with its turn, and claims it. deletions is
+// s.deletions when the chat was read: a delete on this instance since
+// (its chat's or project's?) found no claim to stop, so the chat is read
+// again, from the database.
+func (s *Completions) planFirstTurn(ctx context.Context, pl *plan, deletions uint64) error {
 	now := s.deps.Now()
 	pl.conv = &Conversation{ID: NewID(PrefixConversation), ProjectID: pl.chat.ProjectID, ChatID: pl.chat.ID, CreatedAt: now, UpdatedAt: now}
 	pl.newConv = true
 	var err error
-	pl.claim, err = s.claim(ctx, pl.conv.ID, pl.chat, true, pl.stop)
-	return err // a new id: no other completion holds it
+	if pl.claim, err = s.claim(ctx, pl.conv.ID, pl.chat, true, pl.stop); err != nil {
+		return err // a new id: no other completion holds it
+	}
+	if s.deletions.Load() != deletions {
+		_, err = lookup(WithFreshReads(ctx), PrefixChat, "chat", pl.chat.ID, s.deps.Store.GetChat)
+	}
+	return err
 }
 
 // historyBytes is the size of a conversation as maxHistoryBytes counts

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parleyhq/parley/domain"
 	"github.com/parleyhq/parley/internal/dbtest"
+	"github.com/parleyhq/parley/ratelimit"
 )
 
 // heldTurns is the real store whose next AppendTurn, once armed, waits for
@@ -133,17 +134,16 @@ func TestDeletionWaitsForAFirstTurnBeingStored(t *testing.T) {
 func heldTurnChat(t *testing.T) (*env, *heldTurns, *session, chatOut) {
 	t.Helper()
 	ht := &heldTurns{held: make(chan struct{}), release: make(chan struct{})}
-	e, s, chat := chatOver(t, func(st domain.Store) domain.Store { ht.Store = st; return ht })
+	e, s, chat := chatOver(t, func(d *domain.Deps) { ht.Store, d.Store = d.Store, ht })
 	return e, ht, s, chat
 }
 
-// chatOver connects the editor over stdio to a server whose store is
-// wrap's of the real one, and creates a chat.
-func chatOver(t *testing.T, wrap func(domain.Store) domain.Store) (*env, *session, chatOut) {
+// chatOver connects the editor over stdio to a server whose dependencies
+// configure sets (a store that wraps the real one), and creates a chat.
+func chatOver(t *testing.T, configure func(*domain.Deps)) (*env, *session, chatOut) {
 	t.Helper()
 	e := newEnv(t, dbtest.SQLite(t))
-	st := wrap(e.store)
-	e.configure(func(d *domain.Deps) { d.Store = st })
+	e.configure(configure)
 	s := e.connect(overStdio, "editor", Options{})
 	var chat chatOut
 	s.ok(t, "create-chat", obj{"projectId": e.project.ID, "aiProviderId": e.provider.ID, "name": "turns"}, &chat)
@@ -236,7 +236,7 @@ func (s *heldHistory) ListMessages(ctx context.Context, conversationID string) (
 // saying the conversation was deleted, and nothing goes upstream.
 func TestDeleteStopsAContinuationBeingPlanned(t *testing.T) {
 	hh := &heldHistory{held: make(chan struct{}), release: make(chan struct{})}
-	e, s, chat := chatOver(t, func(st domain.Store) domain.Store { hh.Store = st; return hh })
+	e, s, chat := chatOver(t, func(d *domain.Deps) { hh.Store, d.Store = d.Store, hh })
 	var first completionOut
 	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
 
@@ -256,5 +256,99 @@ func TestDeleteStopsAContinuationBeingPlanned(t *testing.T) {
 	}
 	if n := e.upstream.Count(); n != upstream {
 		t.Errorf("it went upstream (%d calls) after its conversation was deleted", n-upstream)
+	}
+}
+
+// heldLimits is the real store whose next GetLimits, once armed, waits for
+// release before it reads: a completion caught as it is admitted.
+type heldLimits struct {
+	domain.Store
+	armed   atomic.Bool
+	held    chan struct{} // closed when the armed read waits
+	release chan struct{}
+}
+
+func (s *heldLimits) GetLimits(ctx context.Context, projectID string) (*domain.ProjectLimits, error) {
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.held)
+		<-s.release
+	}
+	return s.Store.GetLimits(ctx, projectID)
+}
+
+// TestDeleteStopsAContinuationBeingAdmitted: a conversation deleted while
+// a continuation of it reads its project's limits to be admitted gets
+// that continuation the tool error saying the conversation was deleted,
+// not a cancellation the client did not ask for.
+func TestDeleteStopsAContinuationBeingAdmitted(t *testing.T) {
+	hl := &heldLimits{held: make(chan struct{}), release: make(chan struct{})}
+	e, s, chat := chatOver(t, func(d *domain.Deps) {
+		hl.Store, d.Store = d.Store, hl
+		d.Limiter, d.LimitsCacheTTL = ratelimit.NewMemory(), time.Nanosecond
+	})
+	var first completionOut
+	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
+
+	hl.armed.Store(true)
+	later := s.callLater(obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")})
+	select {
+	case <-hl.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the continuation never read its limits")
+	}
+	upstream := e.upstream.Count()
+	must(t, e.svcs.Conversations.Delete(e.ctx("editor"), first.ConversationID))
+	close(hl.release)
+	res := <-later
+	if !res.IsError || !strings.Contains(text(res), "conversation "+first.ConversationID+" was deleted while this completion ran") {
+		t.Errorf("the continuation admitted across the delete = %q; want it stopped, saying the conversation was deleted", text(res))
+	}
+	if n := e.upstream.Count(); n != upstream {
+		t.Errorf("it went upstream (%d calls) after its conversation was deleted", n-upstream)
+	}
+}
+
+// heldChat is the real store whose next GetChat, once armed, reads the
+// chat and then waits for release: a first turn caught between reading
+// its chat and claiming its conversation.
+type heldChat struct {
+	domain.Store
+	armed   atomic.Bool
+	held    chan struct{} // closed when the armed read waits
+	release chan struct{}
+}
+
+func (s *heldChat) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
+	c, err := s.Store.GetChat(ctx, id)
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.held)
+		<-s.release
+	}
+	return c, err
+}
+
+// TestDeleteStopsAFirstTurnBeforeItsClaim: a chat deleted after a first
+// turn read it but before the turn claimed its conversation, where no
+// claim could be stopped, stops that turn all the same before it goes
+// upstream: it reads its chat again, and finds it gone.
+func TestDeleteStopsAFirstTurnBeforeItsClaim(t *testing.T) {
+	hc := &heldChat{held: make(chan struct{}), release: make(chan struct{})}
+	e, s, chat := chatOver(t, func(d *domain.Deps) { hc.Store, d.Store = d.Store, hc })
+	hc.armed.Store(true)
+	later := s.callLater(obj{"chatId": chat.ID, "messages": userMsg("one")})
+	select {
+	case <-hc.held:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first turn never read its chat")
+	}
+	upstream := e.upstream.Count()
+	must(t, e.svcs.Chats.Delete(e.ctx("editor"), chat.ID))
+	close(hc.release)
+	res := <-later
+	if !res.IsError || !strings.Contains(text(res), "chat "+chat.ID+" does not exist") {
+		t.Errorf("the first turn across its chat's delete = %q; want not_found naming the chat", text(res))
+	}
+	if n := e.upstream.Count(); n != upstream {
+		t.Errorf("it went upstream (%d calls) after its chat was deleted", n-upstream)
 	}
 }

@@ -73,7 +73,7 @@ type chatCompletionRequest struct {
 	ConversationID *string `json:"conversationId"`
 	// MaxHistoryMessages sends at most this many of the conversation's
 	// latest stored messages upstream (domain.ChatCompletion's).
-	MaxHistoryMessages *int `json:"maxHistoryMessages" jsonschema:"minimum=0,maximum=32768" desc:"With conversationId (ignored without): send at most this many of the conversation's latest stored messages upstream, less tool results at the start whose call is left out; a history cut before a reply opens with a user message saying earlier messages are left out. 0 sends none. Left out, the whole history goes. The conversation keeps every message."`
+	MaxHistoryMessages *int `json:"maxHistoryMessages" jsonschema:"minimum=0,maximum=32768" desc:"With conversationId (ignored without, but for its range): send at most this many of the conversation's latest stored messages upstream, less tool results at the start whose call is left out; a history cut before a reply opens with a user message saying earlier messages are left out. 0 sends none. Left out, the whole history goes. The conversation keeps every message."`
 	completionFields
 }
 

@@ -12,11 +12,12 @@ import (
 )
 
 // TestMaxHistoryMessages continues a conversation sending only its latest
-// messages: the upstream gets the last n stored ones from the first user
-// message among them on, then the new ones; the conversation keeps every
-// message, each turn in its place; a window that would send a tool result
-// without its call, a bound out of range, or the parameter on a stateless
-// completion is a 400 before the upstream.
+// messages: the upstream gets the last n stored ones, less tool results
+// at the start, opened by domain.HistoryCutNote when they begin with a
+// reply, then the new ones; the conversation keeps every message, each
+// turn in its place; a window that would send a tool result without its
+// call, a bound out of range, or the parameter on a stateless completion
+// is a 400 before the upstream.
 func TestMaxHistoryMessages(t *testing.T) {
 	each(t, func(t *testing.T, h *harness) {
 		w := h.world()
