@@ -213,142 +213,115 @@ func TestMaxHistoryMessagesOverMCP(t *testing.T) {
 	}
 }
 
-// heldHistory is the real store whose next ListMessages, once armed, waits
-// for release before it reads: a continuation caught while it plans.
-type heldHistory struct {
-	domain.Store
+// gate holds the first call that passes it once armed until release.
+type gate struct {
 	armed   atomic.Bool
-	held    chan struct{} // closed when the armed read waits
+	held    chan struct{} // closed when the armed call waits
 	release chan struct{}
 }
 
-func (s *heldHistory) ListMessages(ctx context.Context, conversationID string) ([]domain.Message, error) {
-	if s.armed.CompareAndSwap(true, false) {
-		close(s.held)
-		<-s.release
+func newGate() *gate { return &gate{held: make(chan struct{}), release: make(chan struct{})} }
+
+func (g *gate) pass() {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.held)
+		<-g.release
 	}
+}
+
+// heldHistory waits at its gate before it reads a conversation's history:
+// a continuation caught while it plans.
+type heldHistory struct {
+	domain.Store
+	*gate
+}
+
+func (s heldHistory) ListMessages(ctx context.Context, conversationID string) ([]domain.Message, error) {
+	s.pass()
 	return s.Store.ListMessages(ctx, conversationID)
 }
 
-// TestDeleteStopsAContinuationBeingPlanned: a conversation deleted while a
-// continuation of it is still being planned (it has claimed the
-// conversation and reads its history) stops it there: the call fails
-// saying the conversation was deleted, and nothing goes upstream.
-func TestDeleteStopsAContinuationBeingPlanned(t *testing.T) {
-	hh := &heldHistory{held: make(chan struct{}), release: make(chan struct{})}
-	e, s, chat := chatOver(t, func(d *domain.Deps) { hh.Store, d.Store = d.Store, hh })
-	var first completionOut
-	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
-
-	hh.armed.Store(true)
-	later := s.callLater(obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")})
-	select {
-	case <-hh.held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the continuation never read its history")
-	}
-	upstream := e.upstream.Count()
-	must(t, e.svcs.Conversations.Delete(e.ctx("editor"), first.ConversationID))
-	close(hh.release)
-	res := <-later
-	if !res.IsError || !strings.Contains(text(res), "conversation "+first.ConversationID+" was deleted while this completion ran") {
-		t.Errorf("the continuation planned across the delete = %q; want it stopped, saying the conversation was deleted", text(res))
-	}
-	if n := e.upstream.Count(); n != upstream {
-		t.Errorf("it went upstream (%d calls) after its conversation was deleted", n-upstream)
-	}
-}
-
-// heldLimits is the real store whose next GetLimits, once armed, waits for
-// release before it reads: a completion caught as it is admitted.
+// heldLimits waits at its gate before it reads a project's limits: a
+// completion caught as it is admitted.
 type heldLimits struct {
 	domain.Store
-	armed   atomic.Bool
-	held    chan struct{} // closed when the armed read waits
-	release chan struct{}
+	*gate
 }
 
-func (s *heldLimits) GetLimits(ctx context.Context, projectID string) (*domain.ProjectLimits, error) {
-	if s.armed.CompareAndSwap(true, false) {
-		close(s.held)
-		<-s.release
-	}
+func (s heldLimits) GetLimits(ctx context.Context, projectID string) (*domain.ProjectLimits, error) {
+	s.pass()
 	return s.Store.GetLimits(ctx, projectID)
 }
 
-// TestDeleteStopsAContinuationBeingAdmitted: a conversation deleted while
-// a continuation of it reads its project's limits to be admitted gets
-// that continuation the tool error saying the conversation was deleted,
-// not a cancellation the client did not ask for.
-func TestDeleteStopsAContinuationBeingAdmitted(t *testing.T) {
-	hl := &heldLimits{held: make(chan struct{}), release: make(chan struct{})}
-	e, s, chat := chatOver(t, func(d *domain.Deps) {
-		hl.Store, d.Store = d.Store, hl
-		d.Limiter, d.LimitsCacheTTL = ratelimit.NewMemory(), time.Nanosecond
-	})
-	var first completionOut
-	s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
-
-	hl.armed.Store(true)
-	later := s.callLater(obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")})
-	select {
-	case <-hl.held:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the continuation never read its limits")
-	}
-	upstream := e.upstream.Count()
-	must(t, e.svcs.Conversations.Delete(e.ctx("editor"), first.ConversationID))
-	close(hl.release)
-	res := <-later
-	if !res.IsError || !strings.Contains(text(res), "conversation "+first.ConversationID+" was deleted while this completion ran") {
-		t.Errorf("the continuation admitted across the delete = %q; want it stopped, saying the conversation was deleted", text(res))
-	}
-	if n := e.upstream.Count(); n != upstream {
-		t.Errorf("it went upstream (%d calls) after its conversation was deleted", n-upstream)
-	}
-}
-
-// heldChat is the real store whose next GetChat, once armed, reads the
-// chat and then waits for release: a first turn caught between reading
-// its chat and claiming its conversation.
+// heldChat reads a chat, then waits at its gate: a first turn caught
+// between reading its chat and claiming its conversation.
 type heldChat struct {
 	domain.Store
-	armed   atomic.Bool
-	held    chan struct{} // closed when the armed read waits
-	release chan struct{}
+	*gate
 }
 
-func (s *heldChat) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
+func (s heldChat) GetChat(ctx context.Context, id string) (*domain.Chat, error) {
 	c, err := s.Store.GetChat(ctx, id)
-	if s.armed.CompareAndSwap(true, false) {
-		close(s.held)
-		<-s.release
-	}
+	s.pass()
 	return c, err
 }
 
-// TestDeleteStopsAFirstTurnBeforeItsClaim: a chat deleted after a first
-// turn read it but before the turn claimed its conversation, where no
-// claim could be stopped, stops that turn all the same before it goes
-// upstream: it reads its chat again, and finds it gone.
-func TestDeleteStopsAFirstTurnBeforeItsClaim(t *testing.T) {
-	hc := &heldChat{held: make(chan struct{}), release: make(chan struct{})}
-	e, s, chat := chatOver(t, func(d *domain.Deps) { hc.Store, d.Store = d.Store, hc })
-	hc.armed.Store(true)
-	later := s.callLater(obj{"chatId": chat.ID, "messages": userMsg("one")})
+// deletedWhileHeld calls create-chat-completion-for-chat with args, runs
+// del once the call waits at g, and checks that the call then fails
+// saying want, without going upstream.
+func deletedWhileHeld(t *testing.T, e *env, s *session, g *gate, args obj, del func() error, want string) {
+	t.Helper()
+	g.armed.Store(true)
+	later := s.callLater(args)
 	select {
-	case <-hc.held:
+	case <-g.held:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the first turn never read its chat")
+		t.Fatal("the call never reached the point held")
 	}
 	upstream := e.upstream.Count()
-	must(t, e.svcs.Chats.Delete(e.ctx("editor"), chat.ID))
-	close(hc.release)
-	res := <-later
-	if !res.IsError || !strings.Contains(text(res), "chat "+chat.ID+" does not exist") {
-		t.Errorf("the first turn across its chat's delete = %q; want not_found naming the chat", text(res))
+	must(t, del())
+	close(g.release)
+	if res := <-later; !res.IsError || !strings.Contains(text(res), want) {
+		t.Errorf("the call across the delete = %q; want it stopped, saying %q", text(res), want)
 	}
 	if n := e.upstream.Count(); n != upstream {
-		t.Errorf("it went upstream (%d calls) after its chat was deleted", n-upstream)
+		t.Errorf("it went upstream (%d calls) after the delete", n-upstream)
 	}
+}
+
+// TestDeleteStopsACompletionInFlight: a delete on this instance stops a
+// completion at each point before it goes upstream, with the error its
+// client can act on: a conversation deleted while its continuation still
+// plans (it has claimed the conversation and reads its history) or is
+// admitted (it reads its project's limits: not a cancellation the client
+// did not ask for); a chat deleted after a first turn read it but before
+// the turn claimed its conversation, where no claim could be stopped (it
+// reads its chat again, and finds it gone).
+func TestDeleteStopsACompletionInFlight(t *testing.T) {
+	continuation := func(t *testing.T, hold func(*gate, domain.Store) domain.Store, limits bool) {
+		g := newGate()
+		e, s, chat := chatOver(t, func(d *domain.Deps) {
+			d.Store = hold(g, d.Store)
+			if limits {
+				d.Limiter, d.LimitsCacheTTL = ratelimit.NewMemory(), time.Nanosecond
+			}
+		})
+		var first completionOut
+		s.ok(t, "create-chat-completion-for-chat", obj{"chatId": chat.ID, "messages": userMsg("one")}, &first)
+		deletedWhileHeld(t, e, s, g, obj{"chatId": chat.ID, "conversationId": first.ConversationID, "messages": userMsg("two")},
+			func() error { return e.svcs.Conversations.Delete(e.ctx("editor"), first.ConversationID) },
+			"conversation "+first.ConversationID+" was deleted while this completion ran")
+	}
+	t.Run("planning", func(t *testing.T) {
+		continuation(t, func(g *gate, st domain.Store) domain.Store { return heldHistory{st, g} }, false)
+	})
+	t.Run("admission", func(t *testing.T) {
+		continuation(t, func(g *gate, st domain.Store) domain.Store { return heldLimits{st, g} }, true)
+	})
+	t.Run("a first turn before its claim", func(t *testing.T) {
+		g := newGate()
+		e, s, chat := chatOver(t, func(d *domain.Deps) { d.Store = heldChat{d.Store, g} })
+		deletedWhileHeld(t, e, s, g, obj{"chatId": chat.ID, "messages": userMsg("one")},
+			func() error { return e.svcs.Chats.Delete(e.ctx("editor"), chat.ID) }, "chat "+chat.ID+" does not exist")
+	})
 }
