@@ -19,13 +19,10 @@ import (
 // the cached copy back would restore a key its owner just rotated out.
 func TestPatchKeepsOtherInstancesWrites(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
-		a := newHarness(t, st, nil)
-		b := newHarness(t, st, nil)
-		w := a.world()
-		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
+		d := twoInstances(t, st)
+		a, b, prov, chat := d.a, d.b, d.prov, d.chat
 
-		b.must(200, "GET", prov, b.admin, nil) // b caches them
-		b.must(200, "GET", chat, b.admin, nil)
+		b.cacheAll(prov, chat)
 		a.must(200, "PATCH", prov, a.admin, map[string]any{"apiKey": "sk-rotated-key-after-a-leak-9876"})
 		a.must(200, "PATCH", chat, a.admin, map[string]any{"systemMessage": "new system message"})
 		b.must(200, "PATCH", prov, b.admin, map[string]any{"defaultModel": "other-model"})
@@ -51,14 +48,10 @@ func TestPatchKeepsOtherInstancesWrites(t *testing.T) {
 // instance serves and sends upstream.
 func TestPatchBackToACachedValueTakesEffect(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
-		key := secret.GenerateKey()
-		sameKey := func(c *app.Config) { c.SecretKey = key }
-		a, b := newHarness(t, st, sameKey), newHarness(t, st, sameKey)
-		w := a.world()
-		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
+		d := twoInstances(t, st)
+		a, b, prov, chat := d.a, d.b, d.prov, d.chat
 
-		a.must(200, "GET", prov, a.admin, nil) // a caches them
-		a.must(200, "GET", chat, a.admin, nil)
+		a.cacheAll(prov, chat)
 		b.must(200, "PATCH", prov, b.admin, map[string]any{"defaultModel": "set-on-b"})
 		b.must(200, "PATCH", chat, b.admin, map[string]any{"systemMessage": "set on b", "model": "set-on-b"})
 		// Once b answered, a sets them back.
@@ -69,14 +62,14 @@ func TestPatchBackToACachedValueTakesEffect(t *testing.T) {
 		}
 
 		// A third instance, which has nothing cached, reads what is stored.
-		fresh := newHarness(t, st, sameKey)
+		fresh := d.start()
 		p = fresh.must(200, "GET", prov, fresh.admin, nil)
 		c = fresh.must(200, "GET", chat, fresh.admin, nil)
 		if p["defaultModel"] != "fake-default" || c["systemMessage"] != "You are a test." || c["model"] != "" {
 			t.Errorf("after a's PATCHes: defaultModel %v, systemMessage %q, model %q; want a's values, not b's",
 				p["defaultModel"], c["systemMessage"], c["model"])
 		}
-		if r := fresh.complete(fresh.admin, w.chat); r.Status != 200 {
+		if r := fresh.complete(fresh.admin, d.w.chat); r.Status != 200 {
 			t.Fatalf("completion = %d %s", r.Status, r.Body)
 		}
 		if got := lastUpstreamBody(t, a)["model"]; got != "fake-default" { // a's upstream serves w's provider
@@ -129,11 +122,9 @@ func TestConcurrentPatchesOfDifferentFields(t *testing.T) {
 // to its TTL.
 func TestGetShowsAnotherInstancesWrite(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, st *store.Store) {
-		a, b := newHarness(t, st, nil), newHarness(t, st, nil)
-		w := a.world()
-		prov, chat := "/api/v1/ai-providers/"+w.provider, "/api/v1/chats/"+w.chat
-		b.must(200, "GET", prov, b.admin, nil) // b caches them
-		b.must(200, "GET", chat, b.admin, nil)
+		d := twoInstances(t, st)
+		a, b, prov, chat := d.a, d.b, d.prov, d.chat
+		b.cacheAll(prov, chat)
 		a.must(200, "PATCH", prov, a.admin, map[string]any{"defaultModel": "changed-model"})
 		a.must(200, "PATCH", chat, a.admin, map[string]any{"name": "renamed"})
 		if got := b.must(200, "GET", prov, b.admin, nil)["defaultModel"]; got != "changed-model" {
@@ -147,4 +138,31 @@ func TestGetShowsAnotherInstancesWrite(t *testing.T) {
 			t.Errorf("GET through b right after a's DELETE = %d %s; want 404", r.Status, r.Body)
 		}
 	})
+}
+
+// pair is two instances of one deployment on one database, and the
+// paths of a provider and a chat made through a.
+type pair struct {
+	a, b       *harness
+	w          world // made through a
+	prov, chat string
+	start      func() *harness // another instance of the deployment
+}
+
+// twoInstances starts two instances on st, with the one secret key that a
+// deployment's instances share, and makes a world through the first.
+func twoInstances(t *testing.T, st *store.Store) pair {
+	key := secret.GenerateKey()
+	start := func() *harness { return newHarness(t, st, func(c *app.Config) { c.SecretKey = key }) }
+	a, b := start(), start()
+	w := a.world()
+	return pair{a: a, b: b, w: w, prov: "/api/v1/ai-providers/" + w.provider, chat: "/api/v1/chats/" + w.chat, start: start}
+}
+
+// cacheAll has h GET each path, so that its cache holds what they name.
+func (h *harness) cacheAll(paths ...string) {
+	h.t.Helper()
+	for _, p := range paths {
+		h.must(200, "GET", p, h.admin, nil)
+	}
 }
